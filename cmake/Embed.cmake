@@ -1,0 +1,21 @@
+# pc_embed_files(OUT SYMBOL FILES): writes a C file defining
+#   const pc_embedded_file_t SYMBOL[]; const size_t SYMBOL_count;
+# with each file's base name and contents, sorted by name.
+function(pc_embed_files out symbol files)
+  list(SORT files)
+  set(body "#include <stddef.h>\n#include \"core/embed.h\"\n")
+  set(table "")
+  set(i 0)
+  foreach(f ${files})
+    file(READ ${f} hex HEX)
+    string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+    get_filename_component(name ${f} NAME)
+    string(APPEND body "static const unsigned char ${symbol}_${i}[] = {${hex} 0x00};\n")
+    string(APPEND table "  {\"${name}\", (const char *)${symbol}_${i}, sizeof(${symbol}_${i}) - 1},\n")
+    math(EXPR i "${i} + 1")
+  endforeach()
+  string(APPEND body "const pc_embedded_file_t ${symbol}[] = {\n${table}  {NULL, NULL, 0}\n};\n")
+  string(APPEND body "const size_t ${symbol}_count = ${i};\n")
+  file(GENERATE OUTPUT ${out} CONTENT "${body}")
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${files})
+endfunction()

@@ -1,0 +1,28 @@
+/* JSON log lines on stderr, one object per line:
+ *   {"ts":"2026-11-22T08:00:00.123Z","level":"info","event":"http.start","msg":"…", …}
+ * Needs nothing; not thread-safe (paycore is one thread per process).
+ * Never pass card numbers, CVVs or secrets to these functions. */
+#ifndef PC_CORE_LOG_H
+#define PC_CORE_LOG_H
+#include <jansson.h>
+
+typedef enum { PC_LOG_DEBUG = 0, PC_LOG_INFO, PC_LOG_WARN, PC_LOG_ERROR } pc_log_level_t;
+
+void pc_log_set_level(pc_log_level_t level);
+/* Parses "debug", "info", "warn", "error"; returns PC_EINVAL otherwise. */
+int pc_log_parse_level(const char *s, pc_log_level_t *out);
+
+/* Logs event with a printf-style message. */
+void pc_log(pc_log_level_t level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Logs event with extra fields merged into the line; steals the reference to fields
+ * (which may be NULL). */
+void pc_log_fields(pc_log_level_t level, const char *event, json_t *fields, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#define pc_log_debug(ev, ...) pc_log(PC_LOG_DEBUG, ev, __VA_ARGS__)
+#define pc_log_info(ev, ...) pc_log(PC_LOG_INFO, ev, __VA_ARGS__)
+#define pc_log_warn(ev, ...) pc_log(PC_LOG_WARN, ev, __VA_ARGS__)
+#define pc_log_error(ev, ...) pc_log(PC_LOG_ERROR, ev, __VA_ARGS__)
+
+#endif
