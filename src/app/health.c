@@ -1,0 +1,80 @@
+/* /healthz, /readyz and /metrics. */
+#include "app/app.h"
+#include "core/error.h"
+#include "core/metrics.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void healthz(pc_http_req_t *req, void *data)
+{
+    (void)data;
+    static const char body[] = "{\"status\":\"ok\"}";
+    pc_http_respond(req, 200, "application/json", body, sizeof body - 1);
+}
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    int waiting;
+    int pg_ok, kv_ok;
+} ready_t;
+
+static void ready_finish(ready_t *r)
+{
+    if (--r->waiting > 0)
+        return;
+    int ok = r->pg_ok && r->kv_ok;
+    json_t *body = json_pack("{s:s,s:s,s:s}", "status", ok ? "ready" : "unavailable", "postgres",
+                             r->pg_ok ? "ok" : "down", "redis", r->kv_ok ? "ok" : "down");
+    pc_http_respond_json(r->req, ok ? 200 : 503, body);
+}
+
+static void ready_pg_cb(void *data, int status, pc_db_res_t *res)
+{
+    ready_t *r = data;
+    r->pg_ok = status == 0 && pc_db_rows(res) == 1;
+    ready_finish(r);
+}
+
+static void ready_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    ready_t *r = data;
+    r->kv_ok = status == 0 && pc_kv_reply_type(reply) == PC_KV_STATUS;
+    ready_finish(r);
+}
+
+static void readyz(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    ready_t *r = pc_http_req_alloc(req, sizeof *r);
+    r->req = req;
+    r->app = app;
+    r->waiting = 3; /* one for each check, one for this function */
+    if (pc_db_query(app->db, "SELECT 1", 0, NULL, ready_pg_cb, r) < 0)
+        r->waiting--;
+    if (pc_kv_cmd(app->kv, ready_kv_cb, r, "PING", NULL) < 0)
+        r->waiting--;
+    ready_finish(r);
+}
+
+static void metrics(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    pc_metrics_set("pc_db_pool_in_use", "", pc_db_busy_count(app->db));
+    pc_metrics_set("pc_db_pool_ready", "", pc_db_ready_count(app->db));
+    pc_metrics_set("pc_kv_up", "", pc_kv_ready(app->kv));
+    size_t len;
+    char *text = pc_metrics_render(&len);
+    pc_http_respond(req, 200, "text/plain; version=0.0.4", text, len);
+    free(text);
+}
+
+void pc_app_routes_health(pc_app_t *app)
+{
+    pc_metrics_describe("pc_kv_up", PC_METRIC_GAUGE, "Redis command connection up");
+    pc_router_add(app->api, "GET", "/healthz", healthz, app);
+    pc_router_add(app->api, "GET", "/readyz", readyz, app);
+    pc_router_add(pc_config_bool(app->cfg, "metrics.on_admin") ? app->admin : app->api, "GET",
+                  "/metrics", metrics, app);
+}

@@ -1,0 +1,209 @@
+/* paycore: the server process. Loads configuration, migrates the schema,
+ * connects to PostgreSQL and Redis, serves the merchant and admin APIs, and
+ * shuts down gracefully on SIGTERM/SIGINT. */
+#include "app/app.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "store/migrate.h"
+
+#include <getopt.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    pc_app_t app;
+    pc_http_server_t *api_srv, *admin_srv;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t shutdown_timer;
+    int servers_open;
+} server_t;
+
+static void admin_auth(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *want = pc_config_str(app->cfg, "admin.token");
+    const char *h = pc_http_req_header(req, "Authorization");
+    size_t wl = strlen(want);
+    if (!h || strncmp(h, "Bearer ", 7) != 0 || strlen(h + 7) != wl ||
+        CRYPTO_memcmp(h + 7, want, wl) != 0) {
+        pc_http_add_header(req, "WWW-Authenticate", "Bearer");
+        pc_http_respond_error(req, PC_API_UNAUTHORIZED, NULL, "missing or wrong admin token");
+        return;
+    }
+    pc_http_next(req);
+}
+
+static void closed_noop(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void stop_loop_parts(server_t *s)
+{
+    pc_app_t *app = &s->app;
+    uv_close((uv_handle_t *)&s->sigterm, closed_noop);
+    uv_close((uv_handle_t *)&s->sigint, closed_noop);
+    uv_close((uv_handle_t *)&s->sighup, closed_noop);
+    uv_close((uv_handle_t *)&s->shutdown_timer, closed_noop);
+    pc_db_close(app->db, NULL, NULL);
+    pc_kv_close(app->kv, NULL, NULL);
+}
+
+static void server_stopped(void *data)
+{
+    server_t *s = data;
+    if (--s->servers_open == 0) {
+        pc_log_info("paycore.stopped", "all requests answered");
+        stop_loop_parts(s);
+    }
+}
+
+static void shutdown_overdue(uv_timer_t *t)
+{
+    (void)t;
+    pc_log_warn("paycore.shutdown_overdue", "requests still running after the grace period; "
+                                            "exiting");
+    exit(1);
+}
+
+static void begin_shutdown(server_t *s, const char *why)
+{
+    if (s->app.shutting_down)
+        return;
+    s->app.shutting_down = 1;
+    pc_log_info("paycore.stopping", "%s: no new connections; finishing in-flight requests", why);
+    uv_timer_start(&s->shutdown_timer, shutdown_overdue, 15000, 0);
+    uv_unref((uv_handle_t *)&s->shutdown_timer);
+    pc_http_server_stop(s->api_srv, server_stopped, s);
+    pc_http_server_stop(s->admin_srv, server_stopped, s);
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+    server_t *s = h->data;
+    if (signum == SIGHUP) {
+        pc_log_info("paycore.sighup", "reload requested");
+        return;
+    }
+    begin_shutdown(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: paycore [--config FILE] [--migrate-only]\n"
+                    "Options also come from PAYCORE_* environment variables (see README).\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = getenv("PAYCORE_CONFIG");
+    int migrate_only = 0;
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"migrate-only", no_argument, NULL, 'm'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:mh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': config_path = optarg; break;
+        case 'm': migrate_only = 1; break;
+        default: usage(); return ch == 'h' ? 0 : 2;
+        }
+    }
+    char err[1024];
+    pc_config_t *cfg = pc_config_load(config_path, err, sizeof err);
+    if (!cfg) {
+        fprintf(stderr, "paycore: %s\n", err);
+        return 2;
+    }
+    pc_log_level_t level;
+    if (pc_log_parse_level(pc_config_str(cfg, "log.level"), &level) == 0)
+        pc_log_set_level(level);
+
+    signal(SIGPIPE, SIG_IGN);
+    if (pc_migrate(pc_config_str(cfg, "db.url"), 30, err, sizeof err) < 0) {
+        pc_log_error("paycore.migrate", "%s", err);
+        pc_config_free(cfg);
+        return 1;
+    }
+    if (migrate_only) {
+        pc_config_free(cfg);
+        return 0;
+    }
+
+    static server_t s;
+    pc_app_t *app = &s.app;
+    app->loop = uv_default_loop();
+    app->cfg = cfg;
+    const char *nn = pc_config_str(cfg, "node_name");
+    if (nn[0])
+        snprintf(app->node_id, sizeof app->node_id, "%s", nn);
+    else {
+        char host[48] = "host";
+        gethostname(host, sizeof host - 1);
+        snprintf(app->node_id, sizeof app->node_id, "%s-%d", host, (int)getpid());
+    }
+    pc_db_opts_t dbo = {pc_config_str(cfg, "db.url"), (int)pc_config_int(cfg, "db.pool_size"),
+                        (uint64_t)pc_config_int(cfg, "db.query_timeout_ms"),
+                        (int)pc_config_int(cfg, "db.pipeline_depth")};
+    app->db = pc_db_new(app->loop, &dbo);
+    app->kv = pc_kv_new(app->loop, pc_config_str(cfg, "redis.url"),
+                        (uint64_t)pc_config_int(cfg, "redis.timeout_ms"),
+                        pc_config_str(cfg, "redis.prefix"));
+    if (!app->db || !app->kv)
+        return 1;
+    app->api = pc_router_new();
+    app->admin = pc_router_new();
+    pc_router_set_filter(app->admin, "/admin", admin_auth, app);
+    pc_app_routes_health(app);
+
+    pc_http_server_opts_t o = {
+        .host = pc_config_str(cfg, "http.host"),
+        .port = (int)pc_config_int(cfg, "http.port"),
+        .max_connections = (int)pc_config_int(cfg, "http.max_connections"),
+        .max_header_bytes = (size_t)pc_config_int(cfg, "http.max_header_bytes"),
+        .max_body_bytes = (size_t)pc_config_int(cfg, "http.max_body_bytes"),
+        .idle_timeout_ms = (uint64_t)pc_config_int(cfg, "http.idle_timeout_ms"),
+        .request_timeout_ms = (uint64_t)pc_config_int(cfg, "http.request_timeout_ms"),
+        .access_log = pc_config_bool(cfg, "http.access_log"),
+        .name = "api",
+    };
+    s.api_srv = pc_http_server_start(app->loop, &o, app->api);
+    o.host = pc_config_str(cfg, "admin.host");
+    o.port = (int)pc_config_int(cfg, "admin.port");
+    o.name = "admin";
+    s.admin_srv = pc_http_server_start(app->loop, &o, app->admin);
+    if (!s.api_srv || !s.admin_srv)
+        return 1;
+    s.servers_open = 2;
+
+    uv_signal_init(app->loop, &s.sigterm);
+    uv_signal_init(app->loop, &s.sigint);
+    uv_signal_init(app->loop, &s.sighup);
+    uv_timer_init(app->loop, &s.shutdown_timer);
+    s.sigterm.data = s.sigint.data = s.sighup.data = &s;
+    uv_signal_start(&s.sigterm, signal_cb, SIGTERM);
+    uv_signal_start(&s.sigint, signal_cb, SIGINT);
+    uv_signal_start(&s.sighup, signal_cb, SIGHUP);
+
+    json_t *f = json_pack("{s:s,s:i,s:i,s:s}", "node", app->node_id, "http_port",
+                          pc_http_server_port(s.api_srv), "admin_port",
+                          pc_http_server_port(s.admin_srv), "http_host", o.host);
+    pc_log_fields(PC_LOG_INFO, "paycore.listening", f, "serving on %s:%d (admin %s:%d)",
+                  pc_config_str(cfg, "http.host"), pc_http_server_port(s.api_srv),
+                  pc_config_str(cfg, "admin.host"), pc_http_server_port(s.admin_srv));
+
+    uv_run(app->loop, UV_RUN_DEFAULT);
+    pc_router_free(app->api);
+    pc_router_free(app->admin);
+    int rc = uv_loop_close(app->loop);
+    if (rc)
+        pc_log_warn("paycore.loop_close", "handles left open at exit");
+    pc_config_free(cfg);
+    pc_metrics_reset();
+    return 0;
+}

@@ -1,0 +1,243 @@
+#include "core/config.h"
+#include "core/error.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { OPT_INT, OPT_STR, OPT_BOOL } opt_type_t;
+
+typedef struct {
+    const char *name;
+    opt_type_t type;
+    const char *env;
+    const char *def; /* default, as text */
+    int64_t min, max;
+    int runtime; /* may change on reload without restart */
+    const char *help;
+} opt_def_t;
+
+/* The one table of options. Secrets have demo defaults that are clearly marked;
+ * production sets them through the environment. */
+static const opt_def_t opts[] = {
+    {"node_name", OPT_STR, "PAYCORE_NODE_NAME", "", 0, 64, 0, "name of this process in logs"},
+    {"http.host", OPT_STR, "PAYCORE_HTTP_HOST", "127.0.0.1", 0, 0, 0, "merchant API address"},
+    {"http.port", OPT_INT, "PAYCORE_HTTP_PORT", "8080", 0, 65535, 0, "merchant API port"},
+    {"http.max_connections", OPT_INT, "PAYCORE_HTTP_MAX_CONNECTIONS", "10000", 1, 1000000, 0,
+     "open connections per listener"},
+    {"http.max_header_bytes", OPT_INT, NULL, "16384", 1024, 1048576, 0, "request line+headers"},
+    {"http.max_body_bytes", OPT_INT, NULL, "65536", 1024, 16777216, 0, "request body (413 above)"},
+    {"http.idle_timeout_ms", OPT_INT, "PAYCORE_HTTP_IDLE_TIMEOUT_MS", "60000", 100, 3600000, 0,
+     "keep-alive idle time"},
+    {"http.request_timeout_ms", OPT_INT, "PAYCORE_HTTP_REQUEST_TIMEOUT_MS", "10000", 100, 600000, 0,
+     "time to receive a whole request"},
+    {"http.access_log", OPT_BOOL, "PAYCORE_ACCESS_LOG", "true", 0, 0, 1, "one log line per request"},
+    {"admin.host", OPT_STR, "PAYCORE_ADMIN_HOST", "127.0.0.1", 0, 0, 0, "admin API address"},
+    {"admin.port", OPT_INT, "PAYCORE_ADMIN_PORT", "8081", 0, 65535, 0, "admin API port"},
+    {"admin.token", OPT_STR, "PAYCORE_ADMIN_TOKEN", "demo-admin-token-change-me", 0, 0, 0,
+     "DEMO default bearer token for the admin API"},
+    {"metrics.on_admin", OPT_BOOL, "PAYCORE_METRICS_ON_ADMIN", "false", 0, 0, 0,
+     "serve /metrics on the admin listener instead of the main one"},
+    {"db.url", OPT_STR, "PAYCORE_DATABASE_URL", "postgresql://paycore@127.0.0.1:5432/paycore", 0, 0,
+     0, "PostgreSQL connection string"},
+    {"db.pool_size", OPT_INT, "PAYCORE_DB_POOL_SIZE", "8", 1, 256, 0, "connections per process"},
+    {"db.query_timeout_ms", OPT_INT, "PAYCORE_DB_QUERY_TIMEOUT_MS", "5000", 50, 600000, 0,
+     "a query or a wait for a connection longer than this fails with 503"},
+    {"db.pipeline_depth", OPT_INT, NULL, "32", 1, 1024, 0,
+     "autocommit queries queued on one connection"},
+    {"redis.url", OPT_STR, "PAYCORE_REDIS_URL", "redis://127.0.0.1:6379/0", 0, 0, 0,
+     "Redis address"},
+    {"redis.timeout_ms", OPT_INT, "PAYCORE_REDIS_TIMEOUT_MS", "1000", 10, 60000, 0,
+     "command timeout"},
+    {"redis.prefix", OPT_STR, "PAYCORE_REDIS_PREFIX", "pc:", 0, 64, 0, "key prefix"},
+    {"log.level", OPT_STR, "PAYCORE_LOG_LEVEL", "info", 0, 0, 1, "debug|info|warn|error"},
+    {"rules.dir", OPT_STR, "PAYCORE_RULES_DIR", "rules", 0, 0, 0, "Lua rules folder"},
+    {"channels.dir", OPT_STR, "PAYCORE_CHANNELS_DIR", "channels", 0, 0, 0, "channel files"},
+    {"rules.watch", OPT_BOOL, "PAYCORE_RULES_WATCH", "true", 0, 0, 0, "reload on file change"},
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+typedef struct {
+    int64_t i;
+    char *s;
+} opt_val_t;
+
+struct pc_config {
+    opt_val_t v[NOPTS];
+};
+
+static int find_opt(const char *name)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strcmp(opts[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int parse_value(const opt_def_t *o, const char *text, opt_val_t *out, char *err,
+                       size_t errlen, const char *origin)
+{
+    switch (o->type) {
+    case OPT_INT: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(text, &end, 10);
+        if (errno || end == text || *end || v < o->min || v > o->max) {
+            snprintf(err, errlen, "%s: %s must be an integer from %lld to %lld (got \"%s\")",
+                     origin, o->name, (long long)o->min, (long long)o->max, text);
+            return PC_EINVAL;
+        }
+        out->i = v;
+        return 0;
+    }
+    case OPT_BOOL:
+        if (!strcmp(text, "true") || !strcmp(text, "1") || !strcmp(text, "yes"))
+            out->i = 1;
+        else if (!strcmp(text, "false") || !strcmp(text, "0") || !strcmp(text, "no"))
+            out->i = 0;
+        else {
+            snprintf(err, errlen, "%s: %s must be true or false (got \"%s\")", origin, o->name,
+                     text);
+            return PC_EINVAL;
+        }
+        return 0;
+    case OPT_STR:
+        if (o->max && (int64_t)strlen(text) > o->max) {
+            snprintf(err, errlen, "%s: %s is longer than %lld characters", origin, o->name,
+                     (long long)o->max);
+            return PC_EINVAL;
+        }
+        free(out->s);
+        out->s = strdup(text);
+        return out->s ? 0 : PC_ENOMEM;
+    }
+    return PC_EINVAL;
+}
+
+/* Flattens {"http":{"port":1}} into "http.port" lookups. */
+static int apply_json(pc_config_t *cfg, json_t *obj, const char *prefix, const char *path,
+                      char *err, size_t errlen)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val)
+    {
+        char name[128];
+        snprintf(name, sizeof name, "%s%s%s", prefix, prefix[0] ? "." : "", key);
+        if (json_is_object(val)) {
+            int rc = apply_json(cfg, val, name, path, err, errlen);
+            if (rc)
+                return rc;
+            continue;
+        }
+        int i = find_opt(name);
+        if (i < 0) {
+            snprintf(err, errlen, "%s: unknown option %s", path, name);
+            return PC_EINVAL;
+        }
+        char text[4096];
+        if (json_is_string(val))
+            snprintf(text, sizeof text, "%s", json_string_value(val));
+        else if (json_is_integer(val))
+            snprintf(text, sizeof text, "%" JSON_INTEGER_FORMAT, json_integer_value(val));
+        else if (json_is_boolean(val))
+            snprintf(text, sizeof text, "%s", json_is_true(val) ? "true" : "false");
+        else {
+            snprintf(err, errlen, "%s: %s has the wrong type", path, name);
+            return PC_EINVAL;
+        }
+        int rc = parse_value(&opts[i], text, &cfg->v[i], err, errlen, path);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+pc_config_t *pc_config_load(const char *path, char *err, size_t errlen)
+{
+    pc_config_t *cfg = calloc(1, sizeof *cfg);
+    if (!cfg) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < NOPTS; i++)
+        if (parse_value(&opts[i], opts[i].def, &cfg->v[i], err, errlen, "default"))
+            goto fail;
+    if (path) {
+        json_error_t jerr;
+        json_t *root = json_load_file(path, 0, &jerr);
+        if (!root) {
+            snprintf(err, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
+            goto fail;
+        }
+        int rc = json_is_object(root) ? apply_json(cfg, root, "", path, err, errlen) : PC_EINVAL;
+        if (rc && !json_is_object(root))
+            snprintf(err, errlen, "%s: the top level must be an object", path);
+        json_decref(root);
+        if (rc)
+            goto fail;
+    }
+    for (size_t i = 0; i < NOPTS; i++) {
+        const char *e = opts[i].env ? getenv(opts[i].env) : NULL;
+        if (e && *e && parse_value(&opts[i], e, &cfg->v[i], err, errlen, opts[i].env))
+            goto fail;
+    }
+    return cfg;
+fail:
+    pc_config_free(cfg);
+    return NULL;
+}
+
+void pc_config_free(pc_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < NOPTS; i++)
+        free(cfg->v[i].s);
+    free(cfg);
+}
+
+static int must_find(const char *name, opt_type_t type)
+{
+    int i = find_opt(name);
+    if (i < 0 || opts[i].type != type) {
+        fprintf(stderr, "paycore: config option %s missing or of another type\n", name);
+        abort();
+    }
+    return i;
+}
+
+int64_t pc_config_int(const pc_config_t *cfg, const char *name)
+{
+    return cfg->v[must_find(name, OPT_INT)].i;
+}
+
+const char *pc_config_str(const pc_config_t *cfg, const char *name)
+{
+    return cfg->v[must_find(name, OPT_STR)].s;
+}
+
+int pc_config_bool(const pc_config_t *cfg, const char *name)
+{
+    return (int)cfg->v[must_find(name, OPT_BOOL)].i;
+}
+
+int pc_config_ms_list(const pc_config_t *cfg, const char *name, int64_t *out, int max)
+{
+    const char *s = pc_config_str(cfg, name);
+    int n = 0;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (errno || end == s || v < 0 || n >= max)
+            return PC_EINVAL;
+        out[n++] = v;
+        s = end;
+        while (*s == ',' || *s == ' ')
+            s++;
+    }
+    return n;
+}

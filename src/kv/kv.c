@@ -1,0 +1,435 @@
+#include "kv/kv.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct kvcmd {
+    struct kvcmd *prev, *next;
+    pc_kv_t *kv;
+    pc_kv_cb cb;
+    void *data;
+    uint64_t deadline;
+    int done;
+} kvcmd_t;
+
+typedef struct sub {
+    struct sub *next;
+    char *channel; /* with prefix */
+    pc_kv_message_cb cb;
+    void *data;
+} sub_t;
+
+/* One hiredis connection with its reconnect state. */
+typedef struct link {
+    pc_kv_t *kv;
+    redisAsyncContext *ac;
+    int connected;
+    int is_sub;
+    uint64_t connect_deadline;
+    uint64_t backoff_ms;
+    uv_timer_t retry;
+} link_t;
+
+struct pc_kv {
+    uv_loop_t *loop;
+    char *host;
+    int port;
+    int db;
+    char *prefix;
+    uint64_t timeout_ms;
+    link_t cmd, sub;
+    kvcmd_t *head, *tail; /* pending, oldest first */
+    sub_t *subs;
+    uv_timer_t tick;
+    int closing;
+    int handles_open;
+    void (*close_cb)(void *);
+    void *close_data;
+};
+
+static void link_connect(link_t *l);
+
+static void pending_remove(pc_kv_t *kv, kvcmd_t *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        kv->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        kv->tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void fail_pending(pc_kv_t *kv, int status)
+{
+    while (kv->head) {
+        kvcmd_t *c = kv->head;
+        pending_remove(kv, c);
+        c->done = 1; /* hiredis still owns c until it calls back with NULL */
+        c->cb(c->data, status, NULL);
+    }
+}
+
+static void reply_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    (void)ac;
+    kvcmd_t *c = privdata;
+    if (!c->done) {
+        pc_kv_t *kv = c->kv;
+        pending_remove(kv, c);
+        c->done = 1;
+        if (r)
+            c->cb(c->data, 0, (const pc_kv_reply_t *)r);
+        else
+            c->cb(c->data, PC_EUNAVAIL, NULL);
+    }
+    free(c);
+}
+
+static void message_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    (void)privdata;
+    link_t *l = ac->data;
+    redisReply *rep = r;
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3)
+        return;
+    if (strcmp(rep->element[0]->str, "message") != 0)
+        return;
+    const char *ch = rep->element[1]->str;
+    for (sub_t *s = l->kv->subs; s; s = s->next)
+        if (strcmp(s->channel, ch) == 0)
+            s->cb(s->data, ch + strlen(l->kv->prefix), rep->element[2]->str,
+                  rep->element[2]->len);
+}
+
+static void subscribe_all(link_t *l)
+{
+    for (sub_t *s = l->kv->subs; s; s = s->next) {
+        const char *argv[2] = {"SUBSCRIBE", s->channel};
+        redisAsyncCommandArgv(l->ac, message_cb, NULL, 2, argv, NULL);
+    }
+}
+
+static void retry_cb(uv_timer_t *t)
+{
+    link_connect(t->data);
+}
+
+static void schedule_retry(link_t *l)
+{
+    if (l->kv->closing)
+        return;
+    l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : 50;
+    if (l->backoff_ms > 2000)
+        l->backoff_ms = 2000;
+    uv_timer_start(&l->retry, retry_cb, l->backoff_ms, 0);
+}
+
+static void connect_cb(const redisAsyncContext *ac, int status)
+{
+    link_t *l = ac->data;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback. */
+        if (l->backoff_ms >= 1000 || l->backoff_ms == 0)
+            pc_log_warn("kv.connect_failed", "%s", ac->errstr);
+        l->ac = NULL;
+        l->connected = 0;
+        if (!l->is_sub)
+            fail_pending(l->kv, PC_EUNAVAIL);
+        schedule_retry(l);
+        return;
+    }
+    l->connected = 1;
+    l->backoff_ms = 0;
+    pc_log_info("kv.connected", "%s connection up", l->is_sub ? "subscriber" : "command");
+    if (l->is_sub)
+        subscribe_all(l);
+}
+
+static void disconnect_cb(const redisAsyncContext *ac, int status)
+{
+    link_t *l = ac->data;
+    (void)status;
+    if (l->connected && !l->kv->closing) {
+        pc_log_warn("kv.disconnected", "%s", ac->errstr[0] ? ac->errstr : "closed");
+        pc_metrics_add("pc_kv_errors_total", "kind=\"connection\"", 1);
+    }
+    l->ac = NULL;
+    l->connected = 0;
+    if (!l->is_sub)
+        fail_pending(l->kv, PC_EUNAVAIL);
+    schedule_retry(l);
+}
+
+static void link_connect(link_t *l)
+{
+    pc_kv_t *kv = l->kv;
+    if (kv->closing || l->ac)
+        return;
+    redisAsyncContext *ac = redisAsyncConnect(kv->host, kv->port);
+    if (!ac || ac->err) {
+        if (ac)
+            redisAsyncFree(ac);
+        schedule_retry(l);
+        return;
+    }
+    ac->data = l;
+    l->ac = ac;
+    l->connect_deadline = uv_now(kv->loop) + kv->timeout_ms;
+    redisLibuvAttach(ac, kv->loop);
+    redisAsyncSetConnectCallback(ac, connect_cb);
+    redisAsyncSetDisconnectCallback(ac, disconnect_cb);
+    if (kv->db) {
+        char dbs[16];
+        snprintf(dbs, sizeof dbs, "%d", kv->db);
+        const char *argv[2] = {"SELECT", dbs};
+        redisAsyncCommandArgv(ac, NULL, NULL, 2, argv, NULL);
+    }
+}
+
+/* Drops a link's connection now (pending callbacks get NULL replies). */
+static void link_drop(link_t *l)
+{
+    redisAsyncContext *ac = l->ac;
+    if (!ac)
+        return;
+    redisAsyncFree(ac); /* calls disconnect_cb when it was connected */
+    if (l->ac == ac) {
+        /* It was still connecting: no callback ran. */
+        l->ac = NULL;
+        l->connected = 0;
+        schedule_retry(l);
+    }
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    pc_kv_t *kv = t->data;
+    uint64_t now = uv_now(kv->loop);
+    if (kv->head && kv->head->deadline <= now) {
+        pc_log_warn("kv.timeout", "Redis command timed out; reconnecting");
+        pc_metrics_add("pc_kv_errors_total", "kind=\"timeout\"", 1);
+        fail_pending(kv, PC_ETIMEDOUT);
+        link_drop(&kv->cmd);
+    }
+    for (link_t *l = &kv->cmd; l; l = l == &kv->cmd ? &kv->sub : NULL) {
+        if (l->ac && !l->connected && l->connect_deadline <= now)
+            link_drop(l);
+        if (l == &kv->sub && !kv->subs)
+            break;
+    }
+}
+
+static int parse_url(pc_kv_t *kv, const char *url)
+{
+    const char *p = url;
+    if (strncmp(p, "redis://", 8) == 0)
+        p += 8;
+    const char *colon = strchr(p, ':');
+    const char *slash = strchr(p, '/');
+    size_t hlen = colon ? (size_t)(colon - p) : slash ? (size_t)(slash - p) : strlen(p);
+    kv->host = strndup(p, hlen);
+    kv->port = colon ? atoi(colon + 1) : 6379;
+    kv->db = slash ? atoi(slash + 1) : 0;
+    return kv->host[0] && kv->port > 0 ? 0 : PC_EINVAL;
+}
+
+static void link_init(pc_kv_t *kv, link_t *l, int is_sub)
+{
+    l->kv = kv;
+    l->is_sub = is_sub;
+    uv_timer_init(kv->loop, &l->retry);
+    l->retry.data = l;
+    kv->handles_open++;
+}
+
+pc_kv_t *pc_kv_new(uv_loop_t *loop, const char *url, uint64_t timeout_ms, const char *prefix)
+{
+    pc_kv_t *kv = calloc(1, sizeof *kv);
+    if (!kv)
+        return NULL;
+    kv->loop = loop;
+    kv->timeout_ms = timeout_ms ? timeout_ms : 1000;
+    kv->prefix = strdup(prefix ? prefix : "");
+    if (parse_url(kv, url) < 0) {
+        pc_log_error("kv.url", "cannot parse Redis URL");
+        free(kv->host);
+        free(kv->prefix);
+        free(kv);
+        return NULL;
+    }
+    pc_metrics_describe("pc_kv_errors_total", PC_METRIC_COUNTER, "Redis errors by kind");
+    uv_timer_init(loop, &kv->tick);
+    kv->tick.data = kv;
+    kv->handles_open = 1;
+    uv_timer_start(&kv->tick, tick_cb, 20, 20);
+    link_init(kv, &kv->cmd, 0);
+    link_init(kv, &kv->sub, 1);
+    link_connect(&kv->cmd);
+    return kv;
+}
+
+static void closed_cb(uv_handle_t *h)
+{
+    pc_kv_t *kv = h->data;
+    if (--kv->handles_open > 0)
+        return;
+    void (*cb)(void *) = kv->close_cb;
+    void *data = kv->close_data;
+    while (kv->subs) {
+        sub_t *s = kv->subs;
+        kv->subs = s->next;
+        free(s->channel);
+        free(s);
+    }
+    free(kv->host);
+    free(kv->prefix);
+    free(kv);
+    if (cb)
+        cb(data);
+}
+
+void pc_kv_close(pc_kv_t *kv, void (*cb)(void *data), void *data)
+{
+    kv->closing = 1;
+    kv->close_cb = cb;
+    kv->close_data = data;
+    fail_pending(kv, PC_ECLOSED);
+    if (kv->cmd.ac)
+        redisAsyncFree(kv->cmd.ac);
+    if (kv->sub.ac)
+        redisAsyncFree(kv->sub.ac);
+    kv->cmd.ac = kv->sub.ac = NULL;
+    kv->cmd.retry.data = kv;
+    kv->sub.retry.data = kv;
+    uv_close((uv_handle_t *)&kv->cmd.retry, closed_cb);
+    uv_close((uv_handle_t *)&kv->sub.retry, closed_cb);
+    uv_close((uv_handle_t *)&kv->tick, closed_cb);
+}
+
+int pc_kv_ready(const pc_kv_t *kv)
+{
+    return kv->cmd.connected;
+}
+
+const char *pc_kv_key(const pc_kv_t *kv, char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "%s%s", kv->prefix, name);
+    return buf;
+}
+
+int pc_kv_command(pc_kv_t *kv, pc_kv_cb cb, void *data, int argc, const char **argv,
+                  const size_t *lens)
+{
+    if (kv->closing)
+        return PC_ECLOSED;
+    if (!kv->cmd.connected)
+        return PC_EUNAVAIL;
+    kvcmd_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return PC_ENOMEM;
+    c->kv = kv;
+    c->cb = cb;
+    c->data = data;
+    c->deadline = uv_now(kv->loop) + kv->timeout_ms;
+    if (redisAsyncCommandArgv(kv->cmd.ac, reply_cb, c, argc, argv, lens) != REDIS_OK) {
+        free(c);
+        return PC_EUNAVAIL;
+    }
+    c->prev = kv->tail;
+    if (kv->tail)
+        kv->tail->next = c;
+    else
+        kv->head = c;
+    kv->tail = c;
+    return 0;
+}
+
+int pc_kv_cmd(pc_kv_t *kv, pc_kv_cb cb, void *data, ...)
+{
+    const char *argv[32];
+    int argc = 0;
+    va_list ap;
+    va_start(ap, data);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL) {
+        if (argc == 32) {
+            va_end(ap);
+            return PC_EINVAL;
+        }
+        argv[argc++] = a;
+    }
+    va_end(ap);
+    return pc_kv_command(kv, cb, data, argc, argv, NULL);
+}
+
+int pc_kv_subscribe(pc_kv_t *kv, const char *channel, pc_kv_message_cb cb, void *data)
+{
+    sub_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return PC_ENOMEM;
+    char buf[256];
+    s->channel = strdup(pc_kv_key(kv, buf, sizeof buf, channel));
+    s->cb = cb;
+    s->data = data;
+    s->next = kv->subs;
+    kv->subs = s;
+    if (kv->sub.connected) {
+        const char *argv[2] = {"SUBSCRIBE", s->channel};
+        redisAsyncCommandArgv(kv->sub.ac, message_cb, NULL, 2, argv, NULL);
+    } else {
+        link_connect(&kv->sub);
+    }
+    return 0;
+}
+
+pc_kv_type_t pc_kv_reply_type(const pc_kv_reply_t *r)
+{
+    const redisReply *rep = (const redisReply *)r;
+    switch (rep->type) {
+    case REDIS_REPLY_STRING: return PC_KV_STRING;
+    case REDIS_REPLY_INTEGER: return PC_KV_INTEGER;
+    case REDIS_REPLY_ARRAY: return PC_KV_ARRAY;
+    case REDIS_REPLY_STATUS: return PC_KV_STATUS;
+    case REDIS_REPLY_ERROR: return PC_KV_ERROR;
+    default: return PC_KV_NIL;
+    }
+}
+
+const char *pc_kv_reply_str(const pc_kv_reply_t *r, size_t *len)
+{
+    const redisReply *rep = (const redisReply *)r;
+    if (len)
+        *len = rep->str ? rep->len : 0;
+    return rep->str ? rep->str : "";
+}
+
+long long pc_kv_reply_int(const pc_kv_reply_t *r)
+{
+    const redisReply *rep = (const redisReply *)r;
+    if (rep->type == REDIS_REPLY_INTEGER)
+        return rep->integer;
+    return rep->str ? strtoll(rep->str, NULL, 10) : 0;
+}
+
+size_t pc_kv_reply_count(const pc_kv_reply_t *r)
+{
+    const redisReply *rep = (const redisReply *)r;
+    return rep->type == REDIS_REPLY_ARRAY ? rep->elements : 0;
+}
+
+const pc_kv_reply_t *pc_kv_reply_at(const pc_kv_reply_t *r, size_t i)
+{
+    const redisReply *rep = (const redisReply *)r;
+    return (const pc_kv_reply_t *)rep->element[i];
+}

@@ -1,0 +1,882 @@
+#include "store/db.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+#include <libpq-fe.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define Q_USER 0
+#define Q_BEGIN 1
+#define Q_COMMIT 2
+#define Q_ROLLBACK 3
+
+typedef struct conn conn_t;
+
+typedef struct query {
+    struct query *next;
+    int kind;
+    char *sql;
+    int nparams;
+    char **params;
+    pc_db_query_cb cb;
+    pc_db_done_cb done_cb;
+    pc_db_begin_cb begin_cb;
+    void *data;
+    pc_db_tx_t *tx;
+    uint64_t deadline;
+    PGresult *res;
+    int phase; /* 0: waiting for the result, 1: waiting for the pipeline sync */
+} query_t;
+
+/* One connection attempt's socket; replaced on every reconnect so that the
+ * uv_poll handle can be closed asynchronously while a new one starts. */
+typedef struct sock {
+    uv_poll_t poll;
+    PGconn *pg;
+    conn_t *conn;
+    int fd;
+    int events;
+} sock_t;
+
+enum { C_DOWN, C_CONNECTING, C_UP };
+
+struct conn {
+    pc_db_t *db;
+    sock_t *sock;
+    int state;
+    query_t *sent_head, *sent_tail;
+    int nsent;
+    pc_db_tx_t *tx;
+    uv_timer_t retry;
+    uint64_t backoff_ms;
+    int idx;
+};
+
+/* A transaction is referenced by its user (from the begin callback until
+ * commit/rollback is called) and by each of its statements still in flight;
+ * it is freed when the last reference goes. */
+struct pc_db_tx {
+    pc_db_t *db;
+    conn_t *conn;
+    int failed;
+    int refs;
+};
+
+static void tx_unref(pc_db_tx_t *tx)
+{
+    if (--tx->refs == 0)
+        free(tx);
+}
+
+struct pc_db_res {
+    PGresult *r;
+};
+
+struct pc_db {
+    uv_loop_t *loop;
+    char *url;
+    int pool_size;
+    uint64_t timeout_ms;
+    int depth;
+    conn_t *conns;
+    query_t *wait_head, *wait_tail; /* work waiting for a connection */
+    query_t *defer_head, *defer_tail;
+    uv_timer_t tick;
+    uv_timer_t defer;
+    int closing;
+    int handles_open;
+    void (*close_cb)(void *);
+    void *close_data;
+    int ever_up;
+};
+
+static void conn_connect(conn_t *c);
+static void conn_fail(conn_t *c, const char *why);
+static void pump_waiting(pc_db_t *db);
+static void sock_update_events(sock_t *s, int events);
+
+static uint64_t now_ms(pc_db_t *db)
+{
+    return uv_now(db->loop);
+}
+
+/* ---------- queries ---------- */
+
+static query_t *query_new(int kind, const char *sql, int nparams, const char *const *params)
+{
+    query_t *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    q->kind = kind;
+    q->sql = strdup(sql);
+    q->nparams = nparams;
+    if (nparams > 0) {
+        q->params = calloc((size_t)nparams, sizeof(char *));
+        for (int i = 0; i < nparams; i++)
+            q->params[i] = params[i] ? strdup(params[i]) : NULL;
+    }
+    return q;
+}
+
+static void query_free(query_t *q)
+{
+    for (int i = 0; i < q->nparams; i++)
+        free(q->params[i]);
+    free(q->params);
+    free(q->sql);
+    if (q->res)
+        PQclear(q->res);
+    free(q);
+}
+
+static void enqueue(query_t **head, query_t **tail, query_t *q)
+{
+    q->next = NULL;
+    if (*tail)
+        (*tail)->next = q;
+    else
+        *head = q;
+    *tail = q;
+}
+
+static query_t *dequeue(query_t **head, query_t **tail)
+{
+    query_t *q = *head;
+    if (q) {
+        *head = q->next;
+        if (!*head)
+            *tail = NULL;
+        q->next = NULL;
+    }
+    return q;
+}
+
+static int status_of(PGresult *r)
+{
+    if (!r)
+        return PC_EUNAVAIL;
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return 0;
+    if (st == PGRES_PIPELINE_ABORTED)
+        return PC_EIO;
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (!state)
+        return PC_EIO;
+    if (!strcmp(state, "23505") || !strcmp(state, "40001") || !strcmp(state, "40P01"))
+        return PC_ECONFLICT;
+    if (!strncmp(state, "08", 2) || !strncmp(state, "57P", 3) || !strcmp(state, "57014") ||
+        !strncmp(state, "53", 2))
+        return PC_EUNAVAIL;
+    return PC_EIO;
+}
+
+/* Delivers a finished query to its owner and frees it. */
+static void query_complete(pc_db_t *db, query_t *q, int status)
+{
+    pc_db_res_t res = {q->res};
+    pc_db_tx_t *tx = q->tx;
+    switch (q->kind) {
+    case Q_USER:
+        if (status && tx)
+            tx->failed = 1;
+        if (status == PC_EIO && q->res && PQresultStatus(q->res) == PGRES_FATAL_ERROR) {
+            const char *state = PQresultErrorField(q->res, PG_DIAG_SQLSTATE);
+            /* Constraint and check violations are business answers, not faults. */
+            if (!state || state[0] != '2')
+                pc_log_warn("db.query_failed", "%s [%s]", PQresultErrorMessage(q->res), q->sql);
+        }
+        if (status)
+            pc_metrics_add("pc_db_errors_total", "kind=\"query\"", 1);
+        if (q->cb)
+            q->cb(q->data, status, q->res ? &res : NULL);
+        break;
+    case Q_BEGIN:
+        if (status && tx)
+            tx->failed = 1;
+        break;
+    case Q_COMMIT:
+    case Q_ROLLBACK: {
+        conn_t *c = tx ? tx->conn : NULL;
+        if (c && c->tx == tx)
+            c->tx = NULL;
+        if (q->kind == Q_COMMIT && tx && tx->failed && !status)
+            status = PC_EIO; /* COMMIT of an aborted transaction rolls back */
+        if (q->done_cb)
+            q->done_cb(q->data, status);
+        pump_waiting(db);
+        break;
+    }
+    }
+    if (tx)
+        tx_unref(tx);
+    query_free(q);
+}
+
+static void sent_push(conn_t *c, query_t *q)
+{
+    enqueue(&c->sent_head, &c->sent_tail, q);
+    c->nsent++;
+    if (q->tx)
+        q->tx->refs++;
+}
+
+static int conn_send(conn_t *c, query_t *q)
+{
+    PGconn *pg = c->sock->pg;
+    if (!PQsendQueryParams(pg, q->sql, q->nparams, NULL, (const char *const *)q->params, NULL,
+                           NULL, 0) ||
+        !PQpipelineSync(pg))
+        return PC_EUNAVAIL;
+    q->deadline = now_ms(c->db) + c->db->timeout_ms;
+    q->phase = 0;
+    sent_push(c, q);
+    int f = PQflush(pg);
+    if (f < 0)
+        return PC_EUNAVAIL;
+    sock_update_events(c->sock, UV_READABLE | (f == 1 ? UV_WRITABLE : 0));
+    return 0;
+}
+
+/* Sends q on c or, if the connection is gone, fails q asynchronously-safe:
+ * the caller is inside the pool, never inside user code that expects a
+ * synchronous error. */
+static void conn_send_or_fail(conn_t *c, query_t *q)
+{
+    if (conn_send(c, q) < 0) {
+        /* q was not queued on the connection: fail it with the rest. */
+        sent_push(c, q);
+        conn_fail(c, PQerrorMessage(c->sock->pg));
+    }
+}
+
+/* ---------- connections ---------- */
+
+static void sock_closed(uv_handle_t *h)
+{
+    sock_t *s = h->data;
+    pc_db_t *db = s->conn->db;
+    if (s->pg)
+        PQfinish(s->pg);
+    free(s);
+    db->handles_open--;
+    if (db->closing && db->handles_open == 0) {
+        void (*cb)(void *) = db->close_cb;
+        void *data = db->close_data;
+        free(db->conns);
+        free(db->url);
+        free(db);
+        if (cb)
+            cb(data);
+    }
+}
+
+static void sock_drop(conn_t *c)
+{
+    sock_t *s = c->sock;
+    c->sock = NULL;
+    if (!s)
+        return;
+    if (s->fd >= 0) {
+        uv_poll_stop(&s->poll);
+        uv_close((uv_handle_t *)&s->poll, sock_closed);
+    } else {
+        /* No poll handle was ever started. */
+        if (s->pg)
+            PQfinish(s->pg);
+        free(s);
+        c->db->handles_open--;
+    }
+}
+
+static void fail_sent(conn_t *c)
+{
+    pc_db_t *db = c->db;
+    query_t *q;
+    while ((q = dequeue(&c->sent_head, &c->sent_tail))) {
+        c->nsent--;
+        if (q->res) {
+            PQclear(q->res);
+            q->res = NULL;
+        }
+        query_complete(db, q, PC_EUNAVAIL);
+    }
+    c->nsent = 0;
+}
+
+static void retry_cb(uv_timer_t *t)
+{
+    conn_connect(t->data);
+}
+
+static void conn_fail(conn_t *c, const char *why)
+{
+    pc_db_t *db = c->db;
+    int was_up = c->state == C_UP;
+    c->state = C_DOWN;
+    if (was_up) {
+        pc_log_warn("db.connection_lost", "connection %d: %s", c->idx, why ? why : "");
+        pc_metrics_add("pc_db_errors_total", "kind=\"connection\"", 1);
+    }
+    sock_drop(c);
+    if (c->tx) {
+        c->tx->conn = NULL;
+        c->tx->failed = 1;
+        c->tx = NULL;
+    }
+    fail_sent(c);
+    if (db->closing)
+        return;
+    c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : 50;
+    if (c->backoff_ms > 2000)
+        c->backoff_ms = 2000;
+    uv_timer_start(&c->retry, retry_cb, c->backoff_ms, 0);
+    /* With nothing left up, waiting work must not hang. */
+    if (pc_db_ready_count(db) == 0)
+        pump_waiting(db);
+}
+
+static void handle_results(conn_t *c)
+{
+    pc_db_t *db = c->db;
+    PGconn *pg = c->sock->pg;
+    while (c->sent_head && !PQisBusy(pg)) {
+        query_t *q = c->sent_head;
+        PGresult *r = PQgetResult(pg);
+        if (q->phase == 0) {
+            if (r == NULL) {
+                q->phase = 1;
+                continue;
+            }
+            if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+                /* A statement that produced no result at all (empty query). */
+                q->phase = 1;
+            } else {
+                if (!q->res)
+                    q->res = r;
+                else
+                    PQclear(r);
+                continue;
+            }
+        }
+        if (r && PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            continue;
+        }
+        if (r)
+            PQclear(r);
+        dequeue(&c->sent_head, &c->sent_tail);
+        c->nsent--;
+        query_complete(db, q, status_of(q->res));
+        if (!c->sock)
+            return; /* a callback closed things */
+        pg = c->sock->pg;
+    }
+}
+
+static void sock_update_events(sock_t *s, int events)
+{
+    if (s->events == events)
+        return;
+    s->events = events;
+    uv_poll_start(&s->poll, events, NULL);
+}
+
+static void poll_up_cb(uv_poll_t *p, int status, int events);
+static void poll_connect_cb(uv_poll_t *p, int status, int events);
+
+static void conn_became_up(conn_t *c)
+{
+    PGconn *pg = c->sock->pg;
+    if (PQsetnonblocking(pg, 1) != 0 || !PQenterPipelineMode(pg)) {
+        conn_fail(c, "cannot enter pipeline mode");
+        return;
+    }
+    c->state = C_UP;
+    c->backoff_ms = 0;
+    if (!c->db->ever_up || c->idx == 0)
+        pc_log_info("db.connected", "connection %d up", c->idx);
+    c->db->ever_up = 1;
+    c->sock->events = 0;
+    uv_poll_start(&c->sock->poll, UV_READABLE, poll_up_cb);
+    c->sock->events = UV_READABLE;
+    pump_waiting(c->db);
+}
+
+static void poll_connect_cb(uv_poll_t *p, int status, int events)
+{
+    sock_t *s = p->data;
+    conn_t *c = s->conn;
+    (void)events;
+    if (status < 0) {
+        conn_fail(c, uv_strerror(status));
+        return;
+    }
+    PostgresPollingStatusType st = PQconnectPoll(s->pg);
+    if (PQsocket(s->pg) != s->fd) {
+        /* libpq moved to another socket (it retried); restart with it. */
+        conn_fail(c, "socket changed during connect");
+        return;
+    }
+    switch (st) {
+    case PGRES_POLLING_OK:
+        conn_became_up(c);
+        break;
+    case PGRES_POLLING_READING:
+        uv_poll_start(&s->poll, UV_READABLE, poll_connect_cb);
+        break;
+    case PGRES_POLLING_WRITING:
+        uv_poll_start(&s->poll, UV_WRITABLE, poll_connect_cb);
+        break;
+    default:
+        conn_fail(c, PQerrorMessage(s->pg));
+        break;
+    }
+}
+
+static void poll_up_cb(uv_poll_t *p, int status, int events)
+{
+    sock_t *s = p->data;
+    conn_t *c = s->conn;
+    if (status < 0) {
+        conn_fail(c, uv_strerror(status));
+        return;
+    }
+    if (events & UV_WRITABLE) {
+        int f = PQflush(s->pg);
+        if (f < 0) {
+            conn_fail(c, PQerrorMessage(s->pg));
+            return;
+        }
+        if (f == 0)
+            sock_update_events(s, UV_READABLE);
+    }
+    if (events & UV_READABLE) {
+        if (!PQconsumeInput(s->pg)) {
+            conn_fail(c, PQerrorMessage(s->pg));
+            return;
+        }
+        handle_results(c);
+        if (c->sock && PQstatus(c->sock->pg) == CONNECTION_BAD)
+            conn_fail(c, PQerrorMessage(c->sock->pg));
+    }
+}
+
+static void conn_connect(conn_t *c)
+{
+    pc_db_t *db = c->db;
+    if (db->closing)
+        return;
+    sock_t *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->conn = c;
+    s->fd = -1;
+    db->handles_open++;
+    c->sock = s;
+    c->state = C_CONNECTING;
+    s->pg = PQconnectStart(db->url);
+    if (!s->pg || PQstatus(s->pg) == CONNECTION_BAD) {
+        conn_fail(c, s->pg ? PQerrorMessage(s->pg) : "out of memory");
+        return;
+    }
+    s->fd = PQsocket(s->pg);
+    if (s->fd < 0 || uv_poll_init(db->loop, &s->poll, s->fd) < 0) {
+        s->fd = -1;
+        conn_fail(c, "no socket");
+        return;
+    }
+    s->poll.data = s;
+    uv_poll_start(&s->poll, UV_WRITABLE, poll_connect_cb);
+}
+
+/* ---------- scheduling ---------- */
+
+/* An idle connection (no owner, nothing in flight), else a shared one with room. */
+static conn_t *pick_conn(pc_db_t *db, int exclusive)
+{
+    conn_t *best = NULL;
+    for (int i = 0; i < db->pool_size; i++) {
+        conn_t *c = &db->conns[i];
+        if (c->state != C_UP || c->tx)
+            continue;
+        if (c->nsent == 0)
+            return c;
+        if (!exclusive && c->nsent < db->depth && (!best || c->nsent < best->nsent))
+            best = c;
+    }
+    return best;
+}
+
+static void defer_cb(uv_timer_t *t);
+
+static void start_query_on(pc_db_t *db, conn_t *c, query_t *q)
+{
+    if (q->kind == Q_BEGIN) {
+        pc_db_tx_t *tx = calloc(1, sizeof *tx);
+        if (!tx)
+            abort();
+        tx->db = db;
+        tx->conn = c;
+        tx->refs = 1; /* the user's, handed over by the deferred begin callback */
+        c->tx = tx;
+        q->tx = tx;
+        /* The BEGIN is pipelined with the first statements: the caller learns
+         * of the transaction on the next loop turn, without a round trip. */
+        pc_db_begin_cb cb = q->begin_cb;
+        void *data = q->data;
+        query_t *note = query_new(Q_USER, "", 0, NULL);
+        note->begin_cb = cb;
+        note->data = data;
+        note->tx = tx;
+        enqueue(&db->defer_head, &db->defer_tail, note);
+        uv_timer_start(&db->defer, defer_cb, 0, 0);
+        q->begin_cb = NULL;
+    }
+    conn_send_or_fail(c, q);
+}
+
+static void pump_waiting(pc_db_t *db)
+{
+    while (db->wait_head) {
+        query_t *q = db->wait_head;
+        if (pc_db_ready_count(db) == 0) {
+            dequeue(&db->wait_head, &db->wait_tail);
+            if (q->kind == Q_BEGIN) {
+                q->begin_cb(q->data, PC_EUNAVAIL, NULL);
+                query_free(q);
+            } else {
+                q->cb(q->data, PC_EUNAVAIL, NULL);
+                query_free(q);
+            }
+            continue;
+        }
+        conn_t *c = pick_conn(db, q->kind == Q_BEGIN);
+        if (!c)
+            return;
+        dequeue(&db->wait_head, &db->wait_tail);
+        start_query_on(db, c, q);
+    }
+}
+
+static void defer_cb(uv_timer_t *t)
+{
+    pc_db_t *db = t->data;
+    query_t *q;
+    while ((q = dequeue(&db->defer_head, &db->defer_tail))) {
+        pc_db_tx_t *tx = q->tx;
+        q->tx = NULL;
+        if (tx->conn) {
+            q->begin_cb(q->data, 0, tx);
+        } else {
+            /* The connection broke before the caller even saw the transaction. */
+            tx_unref(tx);
+            q->begin_cb(q->data, PC_EUNAVAIL, NULL);
+        }
+        query_free(q);
+    }
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    pc_db_t *db = t->data;
+    uint64_t now = now_ms(db);
+    /* Work waiting for a connection longer than the timeout fails. */
+    query_t **pp = &db->wait_head, *prev = NULL;
+    while (*pp) {
+        query_t *q = *pp;
+        if (q->deadline <= now) {
+            *pp = q->next;
+            if (db->wait_tail == q)
+                db->wait_tail = prev;
+            pc_metrics_add("pc_db_errors_total", "kind=\"wait_timeout\"", 1);
+            if (q->kind == Q_BEGIN)
+                q->begin_cb(q->data, PC_EUNAVAIL, NULL);
+            else
+                q->cb(q->data, PC_EUNAVAIL, NULL);
+            query_free(q);
+            continue;
+        }
+        prev = q;
+        pp = &q->next;
+    }
+    /* A connection whose oldest statement is overdue is presumed dead. */
+    int busy = 0;
+    for (int i = 0; i < db->pool_size; i++) {
+        conn_t *c = &db->conns[i];
+        if (c->state == C_UP && c->sent_head && c->sent_head->deadline <= now)
+            conn_fail(c, "query timed out");
+        if (c->state == C_UP && (c->tx || c->nsent))
+            busy++;
+    }
+    pc_metrics_set("pc_db_pool_in_use", "", busy);
+    pc_metrics_set("pc_db_pool_ready", "", pc_db_ready_count(db));
+}
+
+/* ---------- public ---------- */
+
+pc_db_t *pc_db_new(uv_loop_t *loop, const pc_db_opts_t *opts)
+{
+    pc_db_t *db = calloc(1, sizeof *db);
+    if (!db)
+        return NULL;
+    db->loop = loop;
+    db->url = strdup(opts->url);
+    db->pool_size = opts->pool_size > 0 ? opts->pool_size : 4;
+    db->timeout_ms = opts->query_timeout_ms ? opts->query_timeout_ms : 5000;
+    db->depth = opts->pipeline_depth > 0 ? opts->pipeline_depth : 16;
+    db->conns = calloc((size_t)db->pool_size, sizeof(conn_t));
+    pc_metrics_describe("pc_db_errors_total", PC_METRIC_COUNTER, "PostgreSQL errors by kind");
+    pc_metrics_describe("pc_db_pool_in_use", PC_METRIC_GAUGE, "PostgreSQL connections in use");
+    pc_metrics_describe("pc_db_pool_ready", PC_METRIC_GAUGE, "PostgreSQL connections up");
+    uv_timer_init(loop, &db->tick);
+    db->tick.data = db;
+    uv_timer_init(loop, &db->defer);
+    db->defer.data = db;
+    db->handles_open = 2;
+    uv_timer_start(&db->tick, tick_cb, 50, 50);
+    for (int i = 0; i < db->pool_size; i++) {
+        conn_t *c = &db->conns[i];
+        c->db = db;
+        c->idx = i;
+        uv_timer_init(loop, &c->retry);
+        c->retry.data = c;
+        db->handles_open++;
+        conn_connect(c);
+    }
+    return db;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    pc_db_t *db = h->data;
+    if (h->data == NULL)
+        return;
+    db->handles_open--;
+    if (db->handles_open == 0) {
+        void (*cb)(void *) = db->close_cb;
+        void *data = db->close_data;
+        free(db->conns);
+        free(db->url);
+        free(db);
+        if (cb)
+            cb(data);
+    }
+}
+
+void pc_db_close(pc_db_t *db, void (*cb)(void *data), void *data)
+{
+    db->closing = 1;
+    db->close_cb = cb;
+    db->close_data = data;
+    query_t *q;
+    while ((q = dequeue(&db->wait_head, &db->wait_tail))) {
+        if (q->kind == Q_BEGIN)
+            q->begin_cb(q->data, PC_ECLOSED, NULL);
+        else
+            q->cb(q->data, PC_ECLOSED, NULL);
+        query_free(q);
+    }
+    defer_cb(&db->defer);
+    for (int i = 0; i < db->pool_size; i++) {
+        conn_t *c = &db->conns[i];
+        c->state = C_DOWN;
+        sock_drop(c);
+        if (c->tx) {
+            c->tx->conn = NULL;
+            c->tx->failed = 1;
+            c->tx = NULL;
+        }
+        fail_sent(c);
+        c->retry.data = db;
+        uv_close((uv_handle_t *)&c->retry, timer_closed);
+    }
+    uv_close((uv_handle_t *)&db->tick, timer_closed);
+    uv_close((uv_handle_t *)&db->defer, timer_closed);
+}
+
+int pc_db_ready_count(const pc_db_t *db)
+{
+    int n = 0;
+    for (int i = 0; i < db->pool_size; i++)
+        n += db->conns[i].state == C_UP;
+    return n;
+}
+
+int pc_db_busy_count(const pc_db_t *db)
+{
+    int n = 0;
+    for (int i = 0; i < db->pool_size; i++)
+        n += db->conns[i].state == C_UP && (db->conns[i].tx || db->conns[i].nsent);
+    return n;
+}
+
+static int submit(pc_db_t *db, query_t *q)
+{
+    if (db->closing) {
+        query_free(q);
+        return PC_ECLOSED;
+    }
+    if (pc_db_ready_count(db) == 0) {
+        query_free(q);
+        return PC_EUNAVAIL;
+    }
+    conn_t *c = db->wait_head ? NULL : pick_conn(db, q->kind == Q_BEGIN);
+    if (c) {
+        start_query_on(db, c, q);
+        return 0;
+    }
+    q->deadline = now_ms(db) + db->timeout_ms;
+    enqueue(&db->wait_head, &db->wait_tail, q);
+    return 0;
+}
+
+int pc_db_query(pc_db_t *db, const char *sql, int nparams, const char *const *params,
+                pc_db_query_cb cb, void *data)
+{
+    query_t *q = query_new(Q_USER, sql, nparams, params);
+    if (!q)
+        return PC_ENOMEM;
+    q->cb = cb;
+    q->data = data;
+    return submit(db, q);
+}
+
+int pc_db_begin(pc_db_t *db, const char *isolation, pc_db_begin_cb cb, void *data)
+{
+    char sql[96] = "BEGIN";
+    if (isolation)
+        snprintf(sql, sizeof sql, "BEGIN ISOLATION LEVEL %s", isolation);
+    query_t *q = query_new(Q_BEGIN, sql, 0, NULL);
+    if (!q)
+        return PC_ENOMEM;
+    q->begin_cb = cb;
+    q->data = data;
+    return submit(db, q);
+}
+
+int pc_db_tx_query(pc_db_tx_t *tx, const char *sql, int nparams, const char *const *params,
+                   pc_db_query_cb cb, void *data)
+{
+    if (!tx->conn)
+        return PC_EUNAVAIL;
+    query_t *q = query_new(Q_USER, sql, nparams, params);
+    if (!q)
+        return PC_ENOMEM;
+    q->cb = cb;
+    q->data = data;
+    q->tx = tx;
+    conn_t *c = tx->conn;
+    if (conn_send(c, q) < 0) {
+        query_free(q);
+        conn_fail(c, "send failed");
+        return PC_EUNAVAIL;
+    }
+    return 0;
+}
+
+static void tx_end(pc_db_tx_t *tx, int kind, pc_db_done_cb cb, void *data)
+{
+    conn_t *c = tx->conn;
+    if (!c) {
+        tx_unref(tx);
+        if (cb)
+            cb(data, PC_EUNAVAIL);
+        return;
+    }
+    query_t *q = query_new(kind, kind == Q_COMMIT ? "COMMIT" : "ROLLBACK", 0, NULL);
+    q->tx = tx;
+    q->done_cb = cb;
+    q->data = data;
+    conn_send_or_fail(c, q); /* the statement takes its own reference */
+    tx_unref(tx);            /* the user's */
+}
+
+void pc_db_tx_commit(pc_db_tx_t *tx, pc_db_done_cb cb, void *data)
+{
+    tx_end(tx, Q_COMMIT, cb, data);
+}
+
+void pc_db_tx_rollback(pc_db_tx_t *tx)
+{
+    tx_end(tx, Q_ROLLBACK, NULL, NULL);
+}
+
+int pc_db_tx_failed(const pc_db_tx_t *tx)
+{
+    return tx->failed || !tx->conn;
+}
+
+/* ---------- results ---------- */
+
+int pc_db_rows(const pc_db_res_t *res)
+{
+    return res && res->r ? PQntuples(res->r) : 0;
+}
+
+int64_t pc_db_affected(const pc_db_res_t *res)
+{
+    if (!res || !res->r)
+        return 0;
+    const char *s = PQcmdTuples(res->r);
+    return s && *s ? strtoll(s, NULL, 10) : 0;
+}
+
+int pc_db_col(const pc_db_res_t *res, const char *name)
+{
+    return res && res->r ? PQfnumber(res->r, name) : -1;
+}
+
+int pc_db_isnull(const pc_db_res_t *res, int row, int col)
+{
+    return PQgetisnull(res->r, row, col);
+}
+
+const char *pc_db_get(const pc_db_res_t *res, int row, int col)
+{
+    return PQgetvalue(res->r, row, col);
+}
+
+int64_t pc_db_get_i64(const pc_db_res_t *res, int row, int col)
+{
+    return strtoll(PQgetvalue(res->r, row, col), NULL, 10);
+}
+
+static int must_col(const pc_db_res_t *res, const char *name)
+{
+    int c = pc_db_col(res, name);
+    if (c < 0) {
+        pc_log_error("db.no_column", "result has no column %s", name);
+        abort();
+    }
+    return c;
+}
+
+const char *pc_db_val(const pc_db_res_t *res, int row, const char *col)
+{
+    return pc_db_get(res, row, must_col(res, col));
+}
+
+int64_t pc_db_val_i64(const pc_db_res_t *res, int row, const char *col)
+{
+    return pc_db_get_i64(res, row, must_col(res, col));
+}
+
+const char *pc_db_sqlstate(const pc_db_res_t *res)
+{
+    const char *s = res && res->r ? PQresultErrorField(res->r, PG_DIAG_SQLSTATE) : NULL;
+    return s ? s : "";
+}
+
+const char *pc_db_errmsg(const pc_db_res_t *res)
+{
+    return res && res->r ? PQresultErrorMessage(res->r) : "no connection";
+}
+
+const char *pc_db_constraint(const pc_db_res_t *res)
+{
+    const char *s = res && res->r ? PQresultErrorField(res->r, PG_DIAG_CONSTRAINT_NAME) : NULL;
+    return s ? s : "";
+}

@@ -1,0 +1,83 @@
+#include "store/migrate.h"
+#include "core/embed.h"
+#include "core/error.h"
+#include "core/log.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+extern const pc_embedded_file_t pc_migrations[];
+extern const size_t pc_migrations_count;
+
+/* An arbitrary constant naming paycore's migration lock. */
+#define MIGRATION_LOCK_KEY "7305021923"
+
+static int exec_ok(PGconn *pg, const char *sql, char *err, unsigned errlen)
+{
+    PGresult *r = PQexec(pg, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok)
+        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+    return ok ? 0 : PC_EIO;
+}
+
+int pc_migrate(const char *url, int wait_s, char *err, unsigned errlen)
+{
+    PGconn *pg = NULL;
+    for (int waited = 0;; waited++) {
+        pg = PQconnectdb(url);
+        if (PQstatus(pg) == CONNECTION_OK)
+            break;
+        if (waited >= wait_s * 4) {
+            snprintf(err, errlen, "cannot connect to PostgreSQL: %s", PQerrorMessage(pg));
+            PQfinish(pg);
+            return PC_EUNAVAIL;
+        }
+        PQfinish(pg);
+        usleep(250000);
+    }
+    int rc = PC_EIO;
+    if (exec_ok(pg, "SET client_min_messages = warning", err, errlen) ||
+        exec_ok(pg, "SELECT pg_advisory_lock(" MIGRATION_LOCK_KEY ")", err, errlen))
+        goto done;
+    if (exec_ok(pg,
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())",
+                err, errlen))
+        goto unlock;
+    for (size_t i = 0; i < pc_migrations_count; i++) {
+        const pc_embedded_file_t *m = &pc_migrations[i];
+        const char *params[1] = {m->name};
+        PGresult *r = PQexecParams(pg, "SELECT 1 FROM schema_migrations WHERE version = $1", 1,
+                                   NULL, params, NULL, NULL, 0);
+        int applied = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        PQclear(r);
+        if (applied)
+            continue;
+        if (exec_ok(pg, "BEGIN", err, errlen))
+            goto unlock;
+        if (exec_ok(pg, m->data, err, errlen)) {
+            char detail[512];
+            snprintf(detail, sizeof detail, "%s", err);
+            snprintf(err, errlen, "migration %s failed: %s", m->name, detail);
+            PQclear(PQexec(pg, "ROLLBACK"));
+            goto unlock;
+        }
+        r = PQexecParams(pg, "INSERT INTO schema_migrations(version) VALUES ($1)", 1, NULL,
+                         params, NULL, NULL, 0);
+        PQclear(r);
+        if (exec_ok(pg, "COMMIT", err, errlen))
+            goto unlock;
+        pc_log_info("db.migrated", "applied %s", m->name);
+    }
+    rc = 0;
+unlock:
+    PQclear(PQexec(pg, "SELECT pg_advisory_unlock(" MIGRATION_LOCK_KEY ")"));
+done:
+    PQfinish(pg);
+    return rc;
+}
