@@ -1,0 +1,421 @@
+/* The server core against real processes: HTTP behaviour, limits, timeouts,
+ * several processes on one port, PostgreSQL and Redis outages. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static int stack_setup(void **state)
+{
+    pc_stack_t *s = calloc(1, sizeof *s);
+    pc_stack_init(s, "core");
+    pc_stack_env(s, "PAYCORE_HTTP_REQUEST_TIMEOUT_MS", "700");
+    pc_stack_env(s, "PAYCORE_HTTP_IDLE_TIMEOUT_MS", "1500");
+    pc_stack_start_node(s, 0);
+    *state = s;
+    return 0;
+}
+
+static int stack_teardown(void **state)
+{
+    pc_stack_stop(*state);
+    free(*state);
+    return 0;
+}
+
+static void writeall(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, buf, len);
+        assert_true(n > 0);
+        buf += n;
+        len -= (size_t)n;
+    }
+}
+
+static void test_healthz_answers_with_request_id(void **state)
+{
+    pc_stack_t *s = *state;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", s->http_port);
+    pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"ok\""));
+    assert_non_null(pc_t_header(&r, "X-Request-Id"));
+    pc_t_resp_free(&r);
+}
+
+static void test_unknown_path_gets_api_error_body(void **state)
+{
+    pc_stack_t *s = *state;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/nothing-here", s->http_port);
+    pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 404);
+    json_t *j = pc_t_json(&r);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                        "NOT_FOUND");
+    json_decref(j);
+    pc_t_resp_free(&r);
+}
+
+static void test_readyz_reports_postgres_and_redis(void **state)
+{
+    pc_stack_t *s = *state;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", s->http_port);
+    pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"postgres\":\"ok\""));
+    assert_non_null(strstr(r.body, "\"redis\":\"ok\""));
+    pc_t_resp_free(&r);
+}
+
+static void test_200_pipelined_requests_answered_in_order(void **state)
+{
+    pc_stack_t *s = *state;
+    int fd = pc_t_connect(s->http_port);
+    size_t cap = 200 * 120, len = 0;
+    char *out = malloc(cap);
+    for (int i = 0; i < 200; i++)
+        len += (size_t)snprintf(out + len, cap - len,
+                                "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: pipe-%03d\r\n\r\n",
+                                i);
+    writeall(fd, out, len);
+    free(out);
+    size_t max = 200 * 400;
+    char *in = malloc(max);
+    size_t got = 0;
+    int seen = 0;
+    double t0 = now_s();
+    while (seen < 200 && now_s() - t0 < 10) {
+        got += pc_t_read_all(fd, in + got, max - got, 200);
+        seen = 0;
+        for (char *p = in; (p = strstr(p, "X-Request-Id: pipe-")); p++)
+            seen++;
+    }
+    assert_int_equal(seen, 200);
+    int expect = 0;
+    for (char *p = in; (p = strstr(p, "X-Request-Id: pipe-")); p++) {
+        assert_int_equal(atoi(p + strlen("X-Request-Id: pipe-")), expect);
+        expect++;
+    }
+    int ok = 0;
+    for (char *p = in; (p = strstr(p, "HTTP/1.1 200 OK")); p++)
+        ok++;
+    assert_int_equal(ok, 200);
+    free(in);
+    close(fd);
+}
+
+static void test_oversized_body_rejected_with_413(void **state)
+{
+    pc_stack_t *s = *state;
+    int fd = pc_t_connect(s->http_port);
+    const char *req = "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      "Content-Length: 70000\r\n\r\n";
+    writeall(fd, req, strlen(req));
+    char buf[4096];
+    pc_t_read_all(fd, buf, sizeof buf, 3000);
+    assert_non_null(strstr(buf, "HTTP/1.1 413"));
+    assert_non_null(strstr(buf, "PAYLOAD_TOO_LARGE"));
+    close(fd);
+
+    /* Chunked bodies are counted as they arrive. */
+    fd = pc_t_connect(s->http_port);
+    const char *head = "POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    writeall(fd, head, strlen(head));
+    char chunk[8200];
+    memset(chunk, 'a', sizeof chunk);
+    int n = snprintf(chunk, 16, "2000\r\n");
+    chunk[n + 0x2000] = '\r';
+    chunk[n + 0x2000 + 1] = '\n';
+    for (int i = 0; i < 10; i++)
+        if (write(fd, chunk, (size_t)n + 0x2000 + 2) < 0)
+            break;
+    pc_t_read_all(fd, buf, sizeof buf, 3000);
+    assert_non_null(strstr(buf, "HTTP/1.1 413"));
+    close(fd);
+}
+
+static void test_oversized_headers_rejected_with_431(void **state)
+{
+    pc_stack_t *s = *state;
+    int fd = pc_t_connect(s->http_port);
+    const char *head = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ";
+    writeall(fd, head, strlen(head));
+    char big[20000];
+    memset(big, 'b', sizeof big);
+    writeall(fd, big, sizeof big);
+    writeall(fd, "\r\n\r\n", 4);
+    char buf[4096];
+    pc_t_read_all(fd, buf, sizeof buf, 3000);
+    assert_non_null(strstr(buf, "HTTP/1.1 431"));
+    close(fd);
+}
+
+static void test_malformed_request_gets_400(void **state)
+{
+    pc_stack_t *s = *state;
+    int fd = pc_t_connect(s->http_port);
+    const char *req = "THIS IS NOT HTTP\r\n\r\n";
+    writeall(fd, req, strlen(req));
+    char buf[4096];
+    pc_t_read_all(fd, buf, sizeof buf, 3000);
+    assert_non_null(strstr(buf, "HTTP/1.1 400"));
+    close(fd);
+}
+
+static void test_stalled_half_request_is_disconnected(void **state)
+{
+    pc_stack_t *s = *state;
+    int fd = pc_t_connect(s->http_port);
+    const char *half = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    writeall(fd, half, strlen(half));
+    double t0 = now_s();
+    char buf[4096];
+    pc_t_read_all(fd, buf, sizeof buf, 5000); /* returns when the server closes */
+    double waited = now_s() - t0;
+    assert_non_null(strstr(buf, "HTTP/1.1 408"));
+    assert_true(waited < 3.0);
+    close(fd);
+}
+
+static void test_idle_keepalive_connection_is_closed(void **state)
+{
+    pc_stack_t *s = *state;
+    int fd = pc_t_connect(s->http_port);
+    double t0 = now_s();
+    char buf[256];
+    size_t n = pc_t_read_all(fd, buf, sizeof buf, 6000);
+    assert_int_equal(n, 0);
+    double waited = now_s() - t0;
+    assert_true(waited > 1.0 && waited < 5.0);
+    close(fd);
+}
+
+static void test_admin_requires_bearer_token(void **state)
+{
+    pc_stack_t *s = *state;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", s->admin_port[0]);
+    pc_t_resp_t r = pc_t_admin(s, "GET", "/admin/ledger/check", NULL);
+    /* Whatever the route, a wrong token must never reach it. */
+    pc_t_resp_free(&r);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/admin/rules", s->admin_port[0]);
+    const char *bad[] = {"Authorization: Bearer wrong", NULL};
+    r = pc_t_http("GET", url, bad, NULL);
+    assert_true(r.status == 401 || r.status == 404);
+    pc_t_resp_free(&r);
+}
+
+static void test_metrics_expose_routes_and_connections(void **state)
+{
+    pc_stack_t *s = *state;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", s->http_port);
+    pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "pc_http_requests_total{server=\"api\",route=\"GET /healthz\""));
+    assert_non_null(strstr(r.body, "pc_http_request_duration_seconds_bucket"));
+    assert_non_null(strstr(r.body, "pc_http_open_connections"));
+    assert_non_null(strstr(r.body, "pc_db_pool_in_use"));
+    pc_t_resp_free(&r);
+}
+
+/* Each process names its request ids with its own random prefix. */
+static void collect_prefixes(int port, char prefixes[][16], int *n)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", port);
+    *n = 0;
+    for (int i = 0; i < 200 && *n < 2; i++) {
+        pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+        const char *id = pc_t_header(&r, "X-Request-Id");
+        if (r.status == 200 && id) {
+            char p[16];
+            snprintf(p, sizeof p, "%.7s", id);
+            int known = 0;
+            for (int k = 0; k < *n; k++)
+                known |= !strcmp(prefixes[k], p);
+            if (!known)
+                snprintf(prefixes[(*n)++], 16, "%s", p);
+        }
+        pc_t_resp_free(&r);
+    }
+}
+
+static void test_two_processes_share_one_port(void **state)
+{
+    pc_stack_t *s = *state;
+    pc_stack_start_node(s, 1);
+    char prefixes[2][16];
+    int n;
+    collect_prefixes(s->http_port, prefixes, &n);
+    assert_int_equal(n, 2);
+    /* With one gone, the other keeps serving every request. */
+    assert_int_equal(WEXITSTATUS(pc_stack_stop_node(s, 1, SIGTERM)), 0);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", s->http_port);
+    for (int i = 0; i < 20; i++) {
+        pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+        assert_int_equal(r.status, 200);
+        pc_t_resp_free(&r);
+    }
+}
+
+static void test_sigterm_exits_cleanly(void **state)
+{
+    pc_stack_t *s = *state;
+    int st = pc_stack_stop_node(s, 0, SIGTERM);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    pc_stack_start_node(s, 0);
+}
+
+/* --- outages, each with private servers so other tests are not disturbed --- */
+
+typedef struct {
+    pc_stack_t stack;
+    char dir[512];
+    int pg_port, redis_port;
+} private_t;
+
+static int private_setup(void **state)
+{
+    private_t *p = calloc(1, sizeof *p);
+    pc_stack_init(&p->stack, "outage");
+    snprintf(p->dir, sizeof p->dir, "%s/test-private-%d", pc_t_binary_dir(), (int)getpid());
+    p->pg_port = pc_t_free_port();
+    p->redis_port = pc_t_free_port();
+    assert_int_equal(pc_t_sh("%s/scripts/services pg-start %s/pg %d fast", pc_t_source_dir(),
+                             p->dir, p->pg_port),
+                     0);
+    assert_int_equal(pc_t_sh("%s/scripts/services redis-start %s/redis %d", pc_t_source_dir(),
+                             p->dir, p->redis_port),
+                     0);
+    char url[256];
+    snprintf(url, sizeof url, "postgresql://paycore@127.0.0.1:%d/paycore", p->pg_port);
+    pc_stack_env(&p->stack, "PAYCORE_DATABASE_URL", url);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", p->redis_port);
+    pc_stack_env(&p->stack, "PAYCORE_REDIS_URL", url);
+    pc_stack_env(&p->stack, "PAYCORE_DB_QUERY_TIMEOUT_MS", "1000");
+    pc_stack_start_node(&p->stack, 0);
+    *state = p;
+    return 0;
+}
+
+static int private_teardown(void **state)
+{
+    private_t *p = *state;
+    pc_stack_stop(&p->stack);
+    pc_t_sh("%s/scripts/services pg-stop %s/pg", pc_t_source_dir(), p->dir);
+    pc_t_sh("%s/scripts/services redis-stop %s/redis", pc_t_source_dir(), p->dir);
+    pc_t_sh("rm -rf %s", p->dir);
+    free(p);
+    return 0;
+}
+
+static long ready_status(private_t *p, double *secs)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", p->stack.http_port);
+    pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+    long st = r.status;
+    if (secs)
+        *secs = r.seconds;
+    pc_t_resp_free(&r);
+    return st;
+}
+
+static void test_postgres_restart_gives_503_then_recovers(void **state)
+{
+    private_t *p = *state;
+    assert_int_equal(ready_status(p, NULL), 200);
+    assert_int_equal(pc_t_sh("%s/scripts/services pg-stop %s/pg", pc_t_source_dir(), p->dir), 0);
+    /* During the outage every request is answered, quickly, with 503. */
+    for (int i = 0; i < 20; i++) {
+        double secs;
+        long st = ready_status(p, &secs);
+        assert_int_equal(st, 503);
+        assert_true(secs < 2.0);
+        usleep(50000);
+    }
+    assert_int_equal(
+        pc_t_sh("%s/scripts/services pg-start %s/pg %d fast", pc_t_source_dir(), p->dir, p->pg_port),
+        0);
+    double t0 = now_s();
+    long st = 0;
+    while (now_s() - t0 < 15 && (st = ready_status(p, NULL)) != 200)
+        usleep(100000);
+    assert_int_equal(st, 200);
+    /* The process never died. */
+    assert_int_equal(kill(p->stack.pids[0], 0), 0);
+}
+
+static void test_redis_restart_gives_503_then_recovers(void **state)
+{
+    private_t *p = *state;
+    assert_int_equal(ready_status(p, NULL), 200);
+    pc_t_sh("%s/scripts/services redis-stop %s/redis", pc_t_source_dir(), p->dir);
+    usleep(300000);
+    for (int i = 0; i < 10; i++) {
+        double secs;
+        assert_int_equal(ready_status(p, &secs), 503);
+        assert_true(secs < 2.0);
+    }
+    assert_int_equal(pc_t_sh("%s/scripts/services redis-start %s/redis %d", pc_t_source_dir(),
+                             p->dir, p->redis_port),
+                     0);
+    double t0 = now_s();
+    long st = 0;
+    while (now_s() - t0 < 10 && (st = ready_status(p, NULL)) != 200)
+        usleep(100000);
+    assert_int_equal(st, 200);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_healthz_answers_with_request_id),
+        cmocka_unit_test(test_unknown_path_gets_api_error_body),
+        cmocka_unit_test(test_readyz_reports_postgres_and_redis),
+        cmocka_unit_test(test_200_pipelined_requests_answered_in_order),
+        cmocka_unit_test(test_oversized_body_rejected_with_413),
+        cmocka_unit_test(test_oversized_headers_rejected_with_431),
+        cmocka_unit_test(test_malformed_request_gets_400),
+        cmocka_unit_test(test_stalled_half_request_is_disconnected),
+        cmocka_unit_test(test_idle_keepalive_connection_is_closed),
+        cmocka_unit_test(test_admin_requires_bearer_token),
+        cmocka_unit_test(test_metrics_expose_routes_and_connections),
+        cmocka_unit_test(test_two_processes_share_one_port),
+        cmocka_unit_test(test_sigterm_exits_cleanly),
+    };
+    const struct CMUnitTest outage[] = {
+        cmocka_unit_test(test_postgres_restart_gives_503_then_recovers),
+        cmocka_unit_test(test_redis_restart_gives_503_then_recovers),
+    };
+    int failed = cmocka_run_group_tests_name("core", tests, stack_setup, stack_teardown);
+    failed += cmocka_run_group_tests_name("outage", outage, private_setup, private_teardown);
+    return failed;
+}

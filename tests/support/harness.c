@@ -1,0 +1,419 @@
+#include "harness.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ADMIN_TOKEN "test-admin-token"
+
+static pc_stack_t *g_stacks[8];
+static int g_nstacks;
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "harness: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(2);
+}
+
+const char *pc_t_source_dir(void)
+{
+    const char *d = getenv("PC_SOURCE_DIR");
+    return d ? d : ".";
+}
+
+const char *pc_t_binary_dir(void)
+{
+    const char *d = getenv("PC_BINARY_DIR");
+    return d ? d : ".";
+}
+
+int pc_t_sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+int pc_t_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0)
+        die("bind: %s", strerror(errno));
+    socklen_t l = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static PGconn *admin_pg(void)
+{
+    const char *url = getenv("PC_TEST_PG_URL");
+    if (!url)
+        die("PC_TEST_PG_URL is not set: run the tests through scripts/test");
+    PGconn *pg = PQconnectdb(url);
+    if (PQstatus(pg) != CONNECTION_OK)
+        die("cannot connect to %s: %s", url, PQerrorMessage(pg));
+    return pg;
+}
+
+static void exec_admin(const char *sql)
+{
+    PGconn *pg = admin_pg();
+    PGresult *r = PQexec(pg, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        die("%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(pg);
+}
+
+static void cleanup_all(void)
+{
+    for (int i = 0; i < g_nstacks; i++)
+        if (g_stacks[i])
+            pc_stack_stop(g_stacks[i]);
+}
+
+void pc_stack_init(pc_stack_t *s, const char *name)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "t_%s", name);
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", s->name);
+    exec_admin(sql);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", s->name);
+    exec_admin(sql);
+    const char *base = getenv("PC_TEST_PG_URL");
+    /* Replace the database name at the end of the URL. */
+    const char *slash = strrchr(base, '/');
+    snprintf(s->db_url, sizeof s->db_url, "%.*s/%s", (int)(slash - base), base, s->name);
+    const char *redis = getenv("PC_TEST_REDIS_URL");
+    if (!redis)
+        die("PC_TEST_REDIS_URL is not set: run the tests through scripts/test");
+    snprintf(s->redis_url, sizeof s->redis_url, "%s", redis);
+    snprintf(s->redis_prefix, sizeof s->redis_prefix, "%s_%d:", s->name, (int)getpid());
+    s->http_port = pc_t_free_port();
+    snprintf(s->log_dir, sizeof s->log_dir, "%s/test-logs", pc_t_binary_dir());
+    mkdir(s->log_dir, 0755);
+    if (g_nstacks == 0)
+        atexit(cleanup_all);
+    if (g_nstacks < 8)
+        g_stacks[g_nstacks++] = s;
+}
+
+void pc_stack_env(pc_stack_t *s, const char *name, const char *value)
+{
+    if (s->nextra == 16)
+        die("too many env settings");
+    snprintf(s->extra_env[s->nextra++], sizeof s->extra_env[0], "%s=%s", name, value);
+}
+
+static int port_answers(int port, const char *path)
+{
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+    int ok = r.status == 200;
+    pc_t_resp_free(&r);
+    return ok;
+}
+
+void pc_stack_start_node(pc_stack_t *s, int i)
+{
+    if (i >= PC_T_MAX_NODES)
+        die("node index");
+    if (!s->admin_port[i])
+        s->admin_port[i] = pc_t_free_port();
+    char log[768];
+    snprintf(log, sizeof log, "%s/%s-node%d.log", s->log_dir, s->name, i);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork");
+    if (pid == 0) {
+        /* The node dies with the test, whatever way the test ends. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        char buf[128];
+        setenv("PAYCORE_DATABASE_URL", s->db_url, 1);
+        setenv("PAYCORE_REDIS_URL", s->redis_url, 1);
+        setenv("PAYCORE_REDIS_PREFIX", s->redis_prefix, 1);
+        snprintf(buf, sizeof buf, "%d", s->http_port);
+        setenv("PAYCORE_HTTP_PORT", buf, 1);
+        snprintf(buf, sizeof buf, "%d", s->admin_port[i]);
+        setenv("PAYCORE_ADMIN_PORT", buf, 1);
+        setenv("PAYCORE_ADMIN_TOKEN", ADMIN_TOKEN, 1);
+        snprintf(buf, sizeof buf, "%s-node%d", s->name, i);
+        setenv("PAYCORE_NODE_NAME", buf, 1);
+        setenv("PAYCORE_ACCESS_LOG", "false", 0);
+        char rules[600], channels[600];
+        snprintf(rules, sizeof rules, "%s/rules", pc_t_source_dir());
+        snprintf(channels, sizeof channels, "%s/channels", pc_t_source_dir());
+        setenv("PAYCORE_RULES_DIR", rules, 0);
+        setenv("PAYCORE_CHANNELS_DIR", channels, 0);
+        for (int k = 0; k < s->nextra; k++)
+            putenv(s->extra_env[k]);
+        char bin[600];
+        snprintf(bin, sizeof bin, "%s/paycore", pc_t_binary_dir());
+        execl(bin, "paycore", (char *)NULL);
+        _exit(127);
+    }
+    s->pids[i] = pid;
+    if (i >= s->nnodes)
+        s->nnodes = i + 1;
+    for (int tries = 0; tries < 300; tries++) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            s->pids[i] = 0;
+            pc_t_sh("tail -n 20 %s >&2", log);
+            die("paycore node %d exited during start (see %s)", i, log);
+        }
+        if (port_answers(s->admin_port[i], "/healthz") || port_answers(s->http_port, "/healthz")) {
+            /* /healthz is on the API listener; wait for this node's admin port too. */
+            char url[256];
+            snprintf(url, sizeof url, "http://127.0.0.1:%d/admin/none", s->admin_port[i]);
+            pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+            long st2 = r.status;
+            pc_t_resp_free(&r);
+            if (st2 != 0)
+                return;
+        }
+        usleep(50000);
+    }
+    die("paycore node %d did not come up (see %s)", i, log);
+}
+
+int pc_stack_stop_node(pc_stack_t *s, int i, int sig)
+{
+    if (!s->pids[i])
+        return -1;
+    kill(s->pids[i], sig);
+    int st = 0;
+    for (int tries = 0; tries < 400; tries++) {
+        if (waitpid(s->pids[i], &st, WNOHANG) == s->pids[i]) {
+            s->pids[i] = 0;
+            return st;
+        }
+        usleep(50000);
+    }
+    kill(s->pids[i], SIGKILL);
+    waitpid(s->pids[i], &st, 0);
+    s->pids[i] = 0;
+    return st;
+}
+
+void pc_stack_stop(pc_stack_t *s)
+{
+    for (int i = 0; i < s->nnodes; i++)
+        if (s->pids[i])
+            pc_stack_stop_node(s, i, SIGTERM);
+    for (int i = 0; i < g_nstacks; i++)
+        if (g_stacks[i] == s)
+            g_stacks[i] = NULL;
+    if (s->name[0] && !getenv("PC_TEST_KEEP_DB")) {
+        char sql[256];
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", s->name);
+        exec_admin(sql);
+    }
+    s->name[0] = 0;
+}
+
+/* ---------- HTTP ---------- */
+
+typedef struct {
+    char *p;
+    size_t len;
+} growbuf_t;
+
+static size_t collect(char *data, size_t sz, size_t n, void *ud)
+{
+    growbuf_t *b = ud;
+    size_t add = sz * n;
+    b->p = realloc(b->p, b->len + add + 1);
+    memcpy(b->p + b->len, data, add);
+    b->len += add;
+    b->p[b->len] = 0;
+    return add;
+}
+
+pc_t_resp_t pc_t_http(const char *method, const char *url, const char *const *headers,
+                      const char *body)
+{
+    pc_t_resp_t r = {0};
+    CURL *c = curl_easy_init();
+    growbuf_t b = {0}, h = {0};
+    struct curl_slist *hl = NULL;
+    for (int i = 0; headers && headers[i]; i++)
+        hl = curl_slist_append(hl, headers[i]);
+    hl = curl_slist_append(hl, "Expect:");
+    if (body)
+        hl = curl_slist_append(hl, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    } else if (!strcmp(method, "POST")) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+    }
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_easy_getinfo(c, CURLINFO_TOTAL_TIME, &r.seconds);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(c);
+    r.body = b.p ? b.p : strdup("");
+    r.len = b.len;
+    r.headers = h.p ? h.p : strdup("");
+    return r;
+}
+
+void pc_t_resp_free(pc_t_resp_t *r)
+{
+    free(r->body);
+    free(r->headers);
+    r->body = r->headers = NULL;
+}
+
+json_t *pc_t_json(const pc_t_resp_t *r)
+{
+    return json_loadb(r->body, r->len, 0, NULL);
+}
+
+const char *pc_t_header(const pc_t_resp_t *r, const char *name)
+{
+    static char val[512];
+    size_t nl = strlen(name);
+    for (const char *line = r->headers; line && *line;) {
+        const char *eol = strstr(line, "\r\n");
+        size_t ll = eol ? (size_t)(eol - line) : strlen(line);
+        if (ll > nl + 1 && strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
+            const char *v = line + nl + 1;
+            while (*v == ' ')
+                v++;
+            snprintf(val, sizeof val, "%.*s", (int)(ll - (size_t)(v - line)), v);
+            return val;
+        }
+        line = eol ? eol + 2 : NULL;
+    }
+    return NULL;
+}
+
+pc_t_resp_t pc_t_admin(pc_stack_t *s, const char *method, const char *path, const char *body)
+{
+    char url[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", s->admin_port[0], path);
+    const char *h[] = {"Authorization: Bearer " ADMIN_TOKEN, NULL};
+    return pc_t_http(method, url, h, body);
+}
+
+/* ---------- raw sockets ---------- */
+
+int pc_t_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
+        die("connect %d: %s", port, strerror(errno));
+    return fd;
+}
+
+size_t pc_t_read_all(int fd, char *buf, size_t max, int timeout_ms)
+{
+    size_t got = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (got + 1 < max) {
+        struct timespec t1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        int left = timeout_ms - (int)((t1.tv_sec - t0.tv_sec) * 1000 +
+                                      (t1.tv_nsec - t0.tv_nsec) / 1000000);
+        if (left <= 0)
+            break;
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, left) <= 0)
+            break;
+        ssize_t n = read(fd, buf + got, max - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    buf[got] = 0;
+    return got;
+}
+
+/* ---------- SQL ---------- */
+
+static char *vsql(pc_stack_t *s, const char *fmt, va_list ap)
+{
+    char sql[8192];
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    PGconn *pg = PQconnectdb(s->db_url);
+    if (PQstatus(pg) != CONNECTION_OK)
+        die("sql connect: %s", PQerrorMessage(pg));
+    PGresult *r = PQexec(pg, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+        die("%s: %s", sql, PQresultErrorMessage(r));
+    char *out = NULL;
+    if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
+        out = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(pg);
+    return out;
+}
+
+char *pc_t_sql(pc_stack_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *r = vsql(s, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+long long pc_t_sql_int(pc_stack_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *r = vsql(s, fmt, ap);
+    va_end(ap);
+    long long v = r ? strtoll(r, NULL, 10) : 0;
+    free(r);
+    return v;
+}

@@ -1,0 +1,83 @@
+/* Integration-test support: starts real paycore processes against the
+ * PostgreSQL and Redis that scripts/test started (PC_TEST_PG_URL points at its
+ * "postgres" database, PC_TEST_REDIS_URL at Redis), each test in a database of
+ * its own and a Redis key prefix of its own, and stops them again — also when
+ * the test fails or crashes (children die with their parent). Plus a blocking
+ * HTTP client, raw sockets and SQL for assertions. Tests only: blocking calls
+ * are fine here. */
+#ifndef PC_TEST_HARNESS_H
+#define PC_TEST_HARNESS_H
+#include <jansson.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define PC_T_MAX_NODES 4
+
+typedef struct {
+    char name[64];
+    char db_url[512];
+    char redis_url[256];
+    char redis_prefix[96];
+    int http_port;
+    int admin_port[PC_T_MAX_NODES];
+    pid_t pids[PC_T_MAX_NODES];
+    int nnodes;
+    char log_dir[512];
+    char extra_env[16][256]; /* "NAME=value" for every node */
+    int nextra;
+} pc_stack_t;
+
+/* Creates a fresh database for name and fills s (no process yet). Add env with
+ * pc_stack_env before starting nodes. */
+void pc_stack_init(pc_stack_t *s, const char *name);
+void pc_stack_env(pc_stack_t *s, const char *name, const char *value);
+/* Starts node i (0…) of paycore and waits until /healthz answers on its admin
+ * and API ports. All nodes share the API port (SO_REUSEPORT). */
+void pc_stack_start_node(pc_stack_t *s, int i);
+/* SIGTERM (graceful) or SIGKILL to node i and waits for it to exit; returns its
+ * exit status as waitpid reports it. */
+int pc_stack_stop_node(pc_stack_t *s, int i, int sig);
+/* Stops every node and drops the database. */
+void pc_stack_stop(pc_stack_t *s);
+
+/* Source and binary folders (from the environment ctest sets). */
+const char *pc_t_source_dir(void);
+const char *pc_t_binary_dir(void);
+/* A free TCP port on 127.0.0.1. */
+int pc_t_free_port(void);
+/* Runs a shell command; returns its exit status. */
+int pc_t_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+typedef struct {
+    long status; /* 0 when no answer */
+    char *body;
+    size_t len;
+    char *headers; /* raw response headers */
+    double seconds;
+} pc_t_resp_t;
+
+/* Blocking HTTP request; headers is a NULL-terminated list of "Name: value".
+ * The caller frees with pc_t_resp_free. */
+pc_t_resp_t pc_t_http(const char *method, const char *url, const char *const *headers,
+                      const char *body);
+void pc_t_resp_free(pc_t_resp_t *r);
+/* Parses a response body as JSON (NULL if it is not). Caller decrefs. */
+json_t *pc_t_json(const pc_t_resp_t *r);
+/* Value of a response header (static buffer; NULL when absent). */
+const char *pc_t_header(const pc_t_resp_t *r, const char *name);
+
+/* Admin request with the stack's token to node 0. */
+pc_t_resp_t pc_t_admin(pc_stack_t *s, const char *method, const char *path, const char *body);
+
+/* Raw TCP to 127.0.0.1:port. Returns the fd. */
+int pc_t_connect(int port);
+/* Reads until the peer closes, timeout_ms passes, or max bytes arrive;
+ * returns bytes read into buf (NUL-terminated). */
+size_t pc_t_read_all(int fd, char *buf, size_t max, int timeout_ms);
+
+/* One SQL statement on the stack's database; returns the first column of the
+ * first row as a malloc'd string (NULL when no row). Aborts on SQL errors. */
+char *pc_t_sql(pc_stack_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+long long pc_t_sql_int(pc_stack_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
