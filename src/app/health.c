@@ -1,5 +1,5 @@
 /* /healthz, /readyz and /metrics. */
-#include "app/app.h"
+#include "api/app.h"
 #include "core/error.h"
 #include "core/metrics.h"
 

@@ -1,7 +1,10 @@
 /* paycore: the server process. Loads configuration, migrates the schema,
  * connects to PostgreSQL and Redis, serves the merchant and admin APIs, and
  * shuts down gracefully on SIGTERM/SIGINT. */
-#include "app/app.h"
+#include "api/app.h"
+#include "auth/auth.h"
+#include "idem/idem.h"
+#include "merchant/merchant.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -19,6 +22,7 @@ typedef struct {
     pc_http_server_t *api_srv, *admin_srv;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t shutdown_timer;
+    uv_timer_t housekeeping;
     int servers_open;
 } server_t;
 
@@ -49,6 +53,7 @@ static void stop_loop_parts(server_t *s)
     uv_close((uv_handle_t *)&s->sigint, closed_noop);
     uv_close((uv_handle_t *)&s->sighup, closed_noop);
     uv_close((uv_handle_t *)&s->shutdown_timer, closed_noop);
+    uv_close((uv_handle_t *)&s->housekeeping, closed_noop);
     pc_db_close(app->db, NULL, NULL);
     pc_kv_close(app->kv, NULL, NULL);
 }
@@ -92,6 +97,13 @@ static void signal_cb(uv_signal_t *h, int signum)
     begin_shutdown(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* Periodic clean-up that any node may do (the statements are idempotent). */
+static void housekeeping_cb(uv_timer_t *t)
+{
+    server_t *s = t->data;
+    pc_idem_purge(s->app.idem);
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: paycore [--config FILE] [--migrate-only]\n"
@@ -109,9 +121,15 @@ int main(int argc, char **argv)
     int ch;
     while ((ch = getopt_long(argc, argv, "c:mh", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'c': config_path = optarg; break;
-        case 'm': migrate_only = 1; break;
-        default: usage(); return ch == 'h' ? 0 : 2;
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'm':
+            migrate_only = 1;
+            break;
+        default:
+            usage();
+            return ch == 'h' ? 0 : 2;
         }
     }
     char err[1024];
@@ -159,7 +177,13 @@ int main(int argc, char **argv)
     app->api = pc_router_new();
     app->admin = pc_router_new();
     pc_router_set_filter(app->admin, "/admin", admin_auth, app);
+    app->merchants = pc_merchants_new(app->db, app->kv, 2000);
+    app->idem = pc_idem_new(app->db, app->kv);
+    app->auth = pc_auth_new(app->merchants, app->kv, app->db, app->idem);
+    pc_router_set_filter(app->api, "/v1/", pc_auth_filter, app->auth);
     pc_app_routes_health(app);
+    pc_app_routes_merchants(app);
+    pc_app_routes_trades(app);
 
     pc_http_server_opts_t o = {
         .host = pc_config_str(cfg, "http.host"),
@@ -189,6 +213,9 @@ int main(int argc, char **argv)
     uv_signal_start(&s.sigterm, signal_cb, SIGTERM);
     uv_signal_start(&s.sigint, signal_cb, SIGINT);
     uv_signal_start(&s.sighup, signal_cb, SIGHUP);
+    uv_timer_init(app->loop, &s.housekeeping);
+    s.housekeeping.data = &s;
+    uv_timer_start(&s.housekeeping, housekeeping_cb, 60000, 60000);
 
     json_t *f = json_pack("{s:s,s:i,s:i,s:s}", "node", app->node_id, "http_port",
                           pc_http_server_port(s.api_srv), "admin_port",
@@ -200,6 +227,9 @@ int main(int argc, char **argv)
     uv_run(app->loop, UV_RUN_DEFAULT);
     pc_router_free(app->api);
     pc_router_free(app->admin);
+    pc_auth_free(app->auth);
+    pc_idem_free(app->idem);
+    pc_merchants_free(app->merchants);
     int rc = uv_loop_close(app->loop);
     if (rc)
         pc_log_warn("paycore.loop_close", "handles left open at exit");

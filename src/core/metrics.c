@@ -8,9 +8,8 @@
  * (descriptions) in a small list. The table only grows: series are few (hundreds). */
 
 #define PC_HIST_BUCKETS 14
-static const double hist_bounds[PC_HIST_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                    0.05,   0.1,   0.25,   0.5,   1,    2.5,
-                                                    5,      10};
+static const double hist_bounds[PC_HIST_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                    0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
 typedef struct series {
     char *name;

@@ -78,6 +78,8 @@ struct pc_http_req {
     int complete;
     int keep_alive;
     int answered;
+    void (*responder)(pc_http_req_t *, int, const char *, const char *, size_t, void *);
+    void *responder_data;
     uint64_t start_ns;
     char id[48];
 };
@@ -134,7 +136,7 @@ struct pc_http_server {
     pc_router_t *router;
     int port;
     int nconns;
-    int nliving; /* connection structs not yet freed */
+    int nliving;  /* connection structs not yet freed */
     int inflight; /* requests dispatched and not yet answered */
     int stopping;
     int listener_open;
@@ -276,8 +278,8 @@ json_t *pc_http_req_json(pc_http_req_t *req)
     if (req->json)
         return req->json;
     json_error_t err;
-    json_t *j = json_loadb(req->body.p ? req->body.p : "", req->body.len, JSON_REJECT_DUPLICATES,
-                           &err);
+    json_t *j =
+        json_loadb(req->body.p ? req->body.p : "", req->body.len, JSON_REJECT_DUPLICATES, &err);
     if (!j)
         return NULL;
     if (!json_is_object(j)) {
@@ -357,24 +359,42 @@ void pc_http_req_on_done(pc_http_req_t *req, void (*fn)(void *arg), void *arg)
 static const char *reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Status";
     }
 }
 
@@ -418,12 +438,11 @@ static void log_and_count(pc_http_req_t *req, int status)
     snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\"", srv->name, label);
     pc_metrics_observe("pc_http_request_duration_seconds", labels, secs);
     if (srv->opts.access_log || status >= 500) {
-        json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", req->id, "server",
-                              srv->name, "method", pc_http_req_method(req), "route",
-                              pc_http_req_route(req), "status", status, "ms", secs * 1000.0,
-                              "peer", req->conn ? req->conn->peer : "");
-        pc_log_fields(status >= 500 ? PC_LOG_WARN : PC_LOG_INFO, "http.request", f, "%s",
-                      "");
+        json_t *f =
+            json_pack("{s:s,s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", req->id, "server", srv->name,
+                      "method", pc_http_req_method(req), "route", pc_http_req_route(req), "status",
+                      status, "ms", secs * 1000.0, "peer", req->conn ? req->conn->peer : "");
+        pc_log_fields(status >= 500 ? PC_LOG_WARN : PC_LOG_INFO, "http.request", f, "%s", "");
     }
 }
 
@@ -436,6 +455,28 @@ static void req_finish(pc_http_req_t *req)
 
 void pc_http_respond(pc_http_req_t *req, int status, const char *content_type, const char *body,
                      size_t len)
+{
+    if (req->responder && !req->answered) {
+        void (*fn)(pc_http_req_t *, int, const char *, const char *, size_t, void *) =
+            req->responder;
+        req->responder = NULL; /* it answers through pc_http_send */
+        fn(req, status, content_type, body, len, req->responder_data);
+        return;
+    }
+    pc_http_send(req, status, content_type, body, len);
+}
+
+void pc_http_set_responder(pc_http_req_t *req,
+                           void (*fn)(pc_http_req_t *req, int status, const char *content_type,
+                                      const char *body, size_t len, void *data),
+                           void *data)
+{
+    req->responder = fn;
+    req->responder_data = data;
+}
+
+void pc_http_send(pc_http_req_t *req, int status, const char *content_type, const char *body,
+                  size_t len)
 {
     if (req->answered) {
         pc_log_error("http.double_answer", "request %s answered twice", req->id);
@@ -461,11 +502,11 @@ void pc_http_respond(pc_http_req_t *req, int status, const char *content_type, c
 
     int keep = req->keep_alive && !srv->stopping && !c->err_status;
     char head[512];
-    int hn = snprintf(head, sizeof head,
-                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                      "X-Request-Id: %s\r\nConnection: %s\r\n",
-                      status, reason(status), content_type, len, req->id,
-                      keep ? "keep-alive" : "close");
+    int hn =
+        snprintf(head, sizeof head,
+                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                 "X-Request-Id: %s\r\nConnection: %s\r\n",
+                 status, reason(status), content_type, len, req->id, keep ? "keep-alive" : "close");
     size_t total = (size_t)hn + req->resp_headers.len + 2 + len;
     write_req_t *wr = malloc(sizeof *wr);
     char *out = malloc(total);
@@ -683,8 +724,7 @@ static void dispatch(conn_t *c, pc_http_req_t *req)
     if (rid && valid_request_id(rid))
         snprintf(req->id, sizeof req->id, "%s", rid);
     else
-        snprintf(req->id, sizeof req->id, "%s%llx", srv->id_prefix,
-                 (unsigned long long)++srv->seq);
+        snprintf(req->id, sizeof req->id, "%s%llx", srv->id_prefix, (unsigned long long)++srv->seq);
 
     /* Split target into path and query. */
     const char *t = pc_http_req_target(req);
@@ -829,7 +869,8 @@ static void refuse_and_close(conn_t *c)
         pc_http_respond_error(req, PC_API_PAYLOAD_TOO_LARGE, NULL, "request body over the limit");
         break;
     case 431:
-        pc_http_respond_error(req, PC_API_HEADERS_TOO_LARGE, NULL, "request headers over the limit");
+        pc_http_respond_error(req, PC_API_HEADERS_TOO_LARGE, NULL,
+                              "request headers over the limit");
         break;
     case 408:
         pc_http_respond_error(req, PC_API_REQUEST_TIMEOUT, NULL, "request not received in time");

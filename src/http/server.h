@@ -90,6 +90,17 @@ void pc_http_add_header(pc_http_req_t *req, const char *name, const char *value)
 /* Copies body. */
 void pc_http_respond(pc_http_req_t *req, int status, const char *content_type, const char *body,
                      size_t len);
+/* A layer (idempotency, for one) that must see the answer before it goes out
+ * sets a responder: the next pc_http_respond* call hands the answer to fn
+ * instead of sending it (body valid during the call only), and fn finishes the
+ * request with pc_http_send, now or later. */
+void pc_http_set_responder(pc_http_req_t *req,
+                           void (*fn)(pc_http_req_t *req, int status, const char *content_type,
+                                      const char *body, size_t len, void *data),
+                           void *data);
+/* Sends the answer, bypassing any responder. Copies body. */
+void pc_http_send(pc_http_req_t *req, int status, const char *content_type, const char *body,
+                  size_t len);
 /* Serialises and decrefs body (steals the reference). */
 void pc_http_respond_json(pc_http_req_t *req, int status, json_t *body);
 /* The api.md error body {"error":{"code","message","field"}}; field may be NULL. */

@@ -76,7 +76,8 @@ static void fail_pending(pc_kv_t *kv, int status)
         kvcmd_t *c = kv->head;
         pending_remove(kv, c);
         c->done = 1; /* hiredis still owns c until it calls back with NULL */
-        c->cb(c->data, status, NULL);
+        if (c->cb)
+            c->cb(c->data, status, NULL);
     }
 }
 
@@ -88,10 +89,8 @@ static void reply_cb(redisAsyncContext *ac, void *r, void *privdata)
         pc_kv_t *kv = c->kv;
         pending_remove(kv, c);
         c->done = 1;
-        if (r)
-            c->cb(c->data, 0, (const pc_kv_reply_t *)r);
-        else
-            c->cb(c->data, PC_EUNAVAIL, NULL);
+        if (c->cb)
+            c->cb(c->data, r ? 0 : PC_EUNAVAIL, (const pc_kv_reply_t *)r);
     }
     free(c);
 }
@@ -108,8 +107,7 @@ static void message_cb(redisAsyncContext *ac, void *r, void *privdata)
     const char *ch = rep->element[1]->str;
     for (sub_t *s = l->kv->subs; s; s = s->next)
         if (strcmp(s->channel, ch) == 0)
-            s->cb(s->data, ch + strlen(l->kv->prefix), rep->element[2]->str,
-                  rep->element[2]->len);
+            s->cb(s->data, ch + strlen(l->kv->prefix), rep->element[2]->str, rep->element[2]->len);
 }
 
 static void subscribe_all(link_t *l)
@@ -397,12 +395,18 @@ pc_kv_type_t pc_kv_reply_type(const pc_kv_reply_t *r)
 {
     const redisReply *rep = (const redisReply *)r;
     switch (rep->type) {
-    case REDIS_REPLY_STRING: return PC_KV_STRING;
-    case REDIS_REPLY_INTEGER: return PC_KV_INTEGER;
-    case REDIS_REPLY_ARRAY: return PC_KV_ARRAY;
-    case REDIS_REPLY_STATUS: return PC_KV_STATUS;
-    case REDIS_REPLY_ERROR: return PC_KV_ERROR;
-    default: return PC_KV_NIL;
+    case REDIS_REPLY_STRING:
+        return PC_KV_STRING;
+    case REDIS_REPLY_INTEGER:
+        return PC_KV_INTEGER;
+    case REDIS_REPLY_ARRAY:
+        return PC_KV_ARRAY;
+    case REDIS_REPLY_STATUS:
+        return PC_KV_STATUS;
+    case REDIS_REPLY_ERROR:
+        return PC_KV_ERROR;
+    default:
+        return PC_KV_NIL;
     }
 }
 

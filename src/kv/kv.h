@@ -42,8 +42,8 @@ int pc_kv_ready(const pc_kv_t *kv);
 const char *pc_kv_key(const pc_kv_t *kv, char *buf, size_t len, const char *name);
 
 /* Sends a command given as argc binary-safe arguments (lens may be NULL for
- * NUL-terminated strings). Returns 0 (cb runs once) or a negative code (cb
- * never runs). */
+ * NUL-terminated strings); cb may be NULL when the answer does not matter. Returns 0 (cb runs once)
+ * or a negative code (cb never runs). */
 int pc_kv_command(pc_kv_t *kv, pc_kv_cb cb, void *data, int argc, const char **argv,
                   const size_t *lens);
 /* Convenience: NULL-terminated list of string arguments. */

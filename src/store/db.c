@@ -226,8 +226,8 @@ static void sent_push(conn_t *c, query_t *q)
 static int conn_send(conn_t *c, query_t *q)
 {
     PGconn *pg = c->sock->pg;
-    if (!PQsendQueryParams(pg, q->sql, q->nparams, NULL, (const char *const *)q->params, NULL,
-                           NULL, 0) ||
+    if (!PQsendQueryParams(pg, q->sql, q->nparams, NULL, (const char *const *)q->params, NULL, NULL,
+                           0) ||
         !PQpipelineSync(pg))
         return PC_EUNAVAIL;
     q->deadline = now_ms(c->db) + c->db->timeout_ms;
@@ -374,6 +374,9 @@ static void handle_results(conn_t *c)
             return; /* a callback closed things */
         pg = c->sock->pg;
     }
+    /* This connection may have room now for work that waits. */
+    if (db->wait_head)
+        pump_waiting(db);
 }
 
 static void sock_update_events(sock_t *s, int events)

@@ -67,8 +67,8 @@ int pc_migrate(const char *url, int wait_s, char *err, unsigned errlen)
             PQclear(PQexec(pg, "ROLLBACK"));
             goto unlock;
         }
-        r = PQexecParams(pg, "INSERT INTO schema_migrations(version) VALUES ($1)", 1, NULL,
-                         params, NULL, NULL, 0);
+        r = PQexecParams(pg, "INSERT INTO schema_migrations(version) VALUES ($1)", 1, NULL, params,
+                         NULL, NULL, 0);
         PQclear(r);
         if (exec_ok(pg, "COMMIT", err, errlen))
             goto unlock;

@@ -98,9 +98,9 @@ static void test_200_pipelined_requests_answered_in_order(void **state)
     size_t cap = 200 * 120, len = 0;
     char *out = malloc(cap);
     for (int i = 0; i < 200; i++)
-        len += (size_t)snprintf(out + len, cap - len,
-                                "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: pipe-%03d\r\n\r\n",
-                                i);
+        len += (size_t)snprintf(
+            out + len, cap - len,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: pipe-%03d\r\n\r\n", i);
     writeall(fd, out, len);
     free(out);
     size_t max = 200 * 400;
@@ -361,9 +361,9 @@ static void test_postgres_restart_gives_503_then_recovers(void **state)
         assert_true(secs < 2.0);
         usleep(50000);
     }
-    assert_int_equal(
-        pc_t_sh("%s/scripts/services pg-start %s/pg %d fast", pc_t_source_dir(), p->dir, p->pg_port),
-        0);
+    assert_int_equal(pc_t_sh("%s/scripts/services pg-start %s/pg %d fast", pc_t_source_dir(),
+                             p->dir, p->pg_port),
+                     0);
     double t0 = now_s();
     long st = 0;
     while (now_s() - t0 < 15 && (st = ready_status(p, NULL)) != 200)

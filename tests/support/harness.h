@@ -81,3 +81,26 @@ char *pc_t_sql(pc_stack_t *s, const char *fmt, ...) __attribute__((format(printf
 long long pc_t_sql_int(pc_stack_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif
+
+/* --- merchants and signed calls --- */
+typedef struct {
+    char id[65];
+    char secret[4096]; /* HMAC secret, or the PEM private key of an RSA2 merchant */
+} pc_t_merchant_t;
+
+/* Creates a merchant through POST /admin/merchants; extra_json is merged into
+ * the body (e.g. "\"allowed_products\":[\"INSTANT\"]") or NULL. */
+pc_t_merchant_t pc_t_create_merchant(pc_stack_t *s, const char *extra_json);
+/* A signed /v1/ call (HMAC) to the shared API port; idem_key NULL for none.
+ * A fresh nonce every call. */
+pc_t_resp_t pc_t_call(pc_stack_t *s, const pc_t_merchant_t *m, const char *method, const char *path,
+                      const char *body, const char *idem_key);
+/* Signed call with every header given explicitly (for negative tests). */
+pc_t_resp_t pc_t_call_raw(int port, const char *merchant_id, const char *secret, const char *method,
+                          const char *path, const char *body, const char *idem_key,
+                          long long timestamp, const char *nonce, const char *sign_path,
+                          const char *sign_body);
+/* The string value at key of a JSON response ("" when absent); static buffer. */
+const char *pc_t_jstr(const pc_t_resp_t *r, const char *key);
+/* The API error code of a response ("" when none); static buffer. */
+const char *pc_t_errcode(const pc_t_resp_t *r);

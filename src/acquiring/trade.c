@@ -1,0 +1,345 @@
+#include "acquiring/trade.h"
+#include "api/app.h"
+#include "auth/auth.h"
+#include "auth/sign.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "merchant/merchant.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Largest amount accepted: far above any real payment, and below 2^53 so that
+ * Lua rules and JSON clients see it exactly. */
+#define PC_MAX_AMOUNT 1000000000000000LL
+
+json_t *pc_trade_json(const pc_trade_t *t)
+{
+    char c[32], e[32], p[32];
+    json_error_t err;
+    json_t *meta = json_loads(t->metadata ? t->metadata : "{}", 0, &err);
+    json_t *splits = json_loads(t->splits ? t->splits : "[]", 0, &err);
+    json_t *o = json_pack(
+        "{s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:s,s:s?,s:s,s:s,s:s?,s:o,s:o}", "trade_no",
+        t->trade_no, "out_trade_no", t->out_trade_no, "merchant_id", t->merchant_id, "product",
+        t->product, "status", t->status, "amount", (json_int_t)t->amount, "currency", t->currency,
+        "paid_amount", (json_int_t)t->paid_amount, "refunded_amount",
+        (json_int_t)t->refunded_amount, "settled_amount", (json_int_t)t->settled_amount, "subject",
+        t->subject, "buyer_id", t->buyer_id, "created_at", pc_rfc3339(t->created_at, c, sizeof c),
+        "expires_at", pc_rfc3339(t->expires_at, e, sizeof e), "paid_at",
+        t->paid_at ? pc_rfc3339(t->paid_at, p, sizeof p) : NULL, "splits",
+        splits ? splits : json_array(), "metadata", meta ? meta : json_object());
+    return o;
+}
+
+void pc_trade_from_row(pc_trade_t *t, pc_db_res_t *res, int row)
+{
+    memset(t, 0, sizeof *t);
+    snprintf(t->trade_no, sizeof t->trade_no, "%s", pc_db_val(res, row, "trade_no"));
+    snprintf(t->out_trade_no, sizeof t->out_trade_no, "%s", pc_db_val(res, row, "out_trade_no"));
+    snprintf(t->merchant_id, sizeof t->merchant_id, "%s", pc_db_val(res, row, "merchant_id"));
+    snprintf(t->product, sizeof t->product, "%s", pc_db_val(res, row, "product"));
+    snprintf(t->status, sizeof t->status, "%s", pc_db_val(res, row, "status"));
+    snprintf(t->currency, sizeof t->currency, "%s", pc_db_val(res, row, "currency"));
+    t->amount = pc_db_val_i64(res, row, "amount");
+    t->paid_amount = pc_db_val_i64(res, row, "paid_amount");
+    t->refunded_amount = pc_db_val_i64(res, row, "refunded_amount");
+    t->settled_amount = pc_db_val_i64(res, row, "settled_amount");
+    t->subject = pc_db_val(res, row, "subject");
+    int bc = pc_db_col(res, "buyer_id");
+    t->buyer_id = pc_db_isnull(res, row, bc) ? NULL : pc_db_get(res, row, bc);
+    t->metadata = pc_db_val(res, row, "metadata");
+    t->splits = pc_db_val(res, row, "splits");
+    t->created_at = pc_db_val_i64(res, row, "created_at");
+    t->expires_at = pc_db_val_i64(res, row, "expires_at");
+    t->paid_at = pc_db_val_i64(res, row, "paid_at");
+}
+
+void pc_trade_no_new(char out[40])
+{
+    char hex[17];
+    pc_random_hex(hex, sizeof hex, 8);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char day[16];
+    strftime(day, sizeof day, "%Y%m%d", &tm);
+    snprintf(out, 40, "T%s%s", day, hex);
+}
+
+/* ---------- POST /v1/trades ---------- */
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    pc_trade_t t;
+    char *body;      /* the answer, stored with the trade */
+    char *meta_text; /* owned */
+    char *split_text;
+    const char *notify_url;
+    int insert_status;
+    char constraint[64];
+} create_t;
+
+static void create_free(void *arg)
+{
+    create_t *c = arg;
+    free(c->body);
+    free(c->meta_text);
+    free(c->split_text);
+}
+
+static void insert_cb(void *data, int status, pc_db_res_t *res)
+{
+    create_t *c = data;
+    c->insert_status = status;
+    if (status)
+        snprintf(c->constraint, sizeof c->constraint, "%s", pc_db_constraint(res));
+}
+
+static void commit_cb(void *data, int status)
+{
+    create_t *c = data;
+    if (c->insert_status == PC_ECONFLICT && !strcmp(c->constraint, "trades_out_trade_no_unique")) {
+        pc_http_respond_error(c->req, PC_API_DUPLICATE_OUT_TRADE_NO, "out_trade_no",
+                              "a trade with this out_trade_no exists");
+        return;
+    }
+    if (status || c->insert_status) {
+        pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL,
+                              "could not record the trade; retry with the same Idempotency-Key");
+        return;
+    }
+    pc_http_respond(c->req, 201, "application/json", c->body, strlen(c->body));
+}
+
+static void begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    create_t *c = data;
+    if (status) {
+        pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    const pc_trade_t *t = &c->t;
+    char amount[24], created[24], expires[24];
+    snprintf(amount, sizeof amount, "%lld", (long long)t->amount);
+    snprintf(created, sizeof created, "%lld", t->created_at);
+    snprintf(expires, sizeof expires, "%lld", t->expires_at);
+    const char *p[] = {t->trade_no, t->merchant_id, t->out_trade_no, t->product,    amount,
+                       t->currency, t->subject,     t->buyer_id,     c->notify_url, t->splits,
+                       t->metadata, created,        expires};
+    pc_db_tx_query(tx,
+                   "INSERT INTO trades (trade_no, merchant_id, out_trade_no, product, status, "
+                   "amount, currency, subject, buyer_id, notify_url, splits, metadata, created_at, "
+                   "expires_at) VALUES ($1, $2, $3, $4, 'WAIT_BUYER_PAY', $5, $6, $7, $8, $9, "
+                   "$10::jsonb, $11::jsonb, to_timestamp($12), to_timestamp($13))",
+                   13, p, insert_cb, c);
+    pc_idem_store_in_tx(pc_auth_idem(c->req), tx, 201, c->body);
+    pc_db_tx_commit(tx, commit_cb, c);
+}
+
+static void bad(pc_http_req_t *req, const char *field, const char *msg)
+{
+    pc_http_respond_error(req, PC_API_INVALID_REQUEST, field, msg);
+}
+
+static void create_trade(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const pc_merchant_t *m = pc_auth_merchant(req);
+    json_t *b = pc_http_req_json(req);
+    if (!b) {
+        bad(req, NULL, "body must be a JSON object");
+        return;
+    }
+    create_t *c = pc_http_req_alloc(req, sizeof *c);
+    c->req = req;
+    c->app = app;
+    pc_http_req_on_done(req, create_free, c);
+    pc_trade_t *t = &c->t;
+    int invalid = 0;
+    const char *otn = pc_json_str(b, "out_trade_no", 64, 1, &invalid);
+    if (!otn || invalid) {
+        bad(req, "out_trade_no", "out_trade_no: 1-64 of [A-Za-z0-9_-]");
+        return;
+    }
+    const char *product = pc_json_str(b, "product", 16, 0, &invalid);
+    unsigned pbit = product ? pc_product_bit(product) : 0;
+    if (!pbit || invalid) {
+        bad(req, "product", "product: INSTANT, GUARANTEE or RECHARGE");
+        return;
+    }
+    long long amount = 0;
+    if (pc_json_int(b, "amount", 1, PC_MAX_AMOUNT, &amount) != 0) {
+        bad(req, "amount", "amount: a positive integer in minor units");
+        return;
+    }
+    const char *cur = pc_json_str(b, "currency", 3, 0, &invalid);
+    if (!cur || invalid || strlen(cur) != 3 || cur[0] < 'A' || cur[0] > 'Z' || cur[1] < 'A' ||
+        cur[1] > 'Z' || cur[2] < 'A' || cur[2] > 'Z') {
+        bad(req, "currency", "currency: ISO 4217 code in upper case");
+        return;
+    }
+    const char *subject = pc_json_str(b, "subject", 256, 0, &invalid);
+    if (!subject || invalid) {
+        bad(req, "subject", "subject: 1-256 characters");
+        return;
+    }
+    const char *buyer = pc_json_str(b, "buyer_id", 64, 1, &invalid);
+    if (invalid) {
+        bad(req, "buyer_id", "buyer_id: 1-64 of [A-Za-z0-9_-]");
+        return;
+    }
+    if (pbit == PC_PRODUCT_RECHARGE && !buyer) {
+        bad(req, "buyer_id", "RECHARGE trades need buyer_id");
+        return;
+    }
+    const char *notify = pc_json_str(b, "notify_url", 512, 0, &invalid);
+    if (invalid || (notify && strncmp(notify, "http://", 7) && strncmp(notify, "https://", 8))) {
+        bad(req, "notify_url", "notify_url: an http(s) URL");
+        return;
+    }
+    long long expire = 900;
+    if (pc_json_int(b, "expire_seconds", 60, 604800, &expire) < 0) {
+        bad(req, "expire_seconds", "expire_seconds: 60-604800");
+        return;
+    }
+    json_t *meta = json_object_get(b, "metadata");
+    if (meta && !json_is_object(meta)) {
+        bad(req, "metadata", "metadata: a JSON object");
+        return;
+    }
+    c->meta_text = json_dumps(meta ? meta : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
+    if (meta && strlen(c->meta_text) > 4096) {
+        bad(req, "metadata", "metadata: at most 4 KiB");
+        return;
+    }
+    json_t *splits = json_object_get(b, "splits");
+    json_t *norm = json_array();
+    if (splits && !json_is_null(splits)) {
+        if (pbit != PC_PRODUCT_INSTANT) {
+            json_decref(norm);
+            {
+                bad(req, "splits", "splits at creation are for INSTANT trades only");
+                return;
+            }
+        }
+        if (!json_is_array(splits) || json_array_size(splits) > 20) {
+            json_decref(norm);
+            {
+                bad(req, "splits", "splits: a list of at most 20 {account, amount}");
+                return;
+            }
+        }
+        long long total = 0;
+        size_t i;
+        json_t *s;
+        json_array_foreach(splits, i, s)
+        {
+            int sb = 0;
+            long long sa = 0;
+            const char *acct = json_is_object(s) ? pc_json_str(s, "account", 64, 1, &sb) : NULL;
+            if (!acct || sb || pc_json_int(s, "amount", 1, PC_MAX_AMOUNT, &sa) != 0 ||
+                !strcmp(acct, m->id)) {
+                json_decref(norm);
+                {
+                    bad(req, "splits",
+                        "each split: account (another merchant id) and a positive amount");
+                    return;
+                }
+            }
+            total += sa;
+            json_array_append_new(
+                norm, json_pack("{s:s,s:I}", "account", acct, "amount", (json_int_t)sa));
+        }
+        if (total > amount) {
+            json_decref(norm);
+            pc_http_respond_error(req, PC_API_SPLIT_EXCEEDS_AMOUNT, "splits",
+                                  "splits add up to more than the amount");
+            return;
+        }
+    }
+    c->split_text = json_dumps(norm, JSON_COMPACT);
+    json_decref(norm);
+    if (!(m->products & pbit)) {
+        pc_http_respond_error(req, PC_API_PRODUCT_NOT_ALLOWED, "product",
+                              "this merchant's contract does not allow the product");
+        return;
+    }
+
+    pc_trade_no_new(t->trade_no);
+    snprintf(t->out_trade_no, sizeof t->out_trade_no, "%s", otn);
+    snprintf(t->merchant_id, sizeof t->merchant_id, "%s", m->id);
+    snprintf(t->product, sizeof t->product, "%s", product);
+    snprintf(t->status, sizeof t->status, "WAIT_BUYER_PAY");
+    snprintf(t->currency, sizeof t->currency, "%s", cur);
+    t->amount = amount;
+    t->subject = subject;
+    t->buyer_id = buyer;
+    t->metadata = c->meta_text;
+    t->splits = c->split_text;
+    t->created_at = (long long)time(NULL);
+    t->expires_at = t->created_at + expire;
+    c->notify_url = notify ? notify : m->notify_url;
+    json_t *obj = pc_trade_json(t);
+    c->body = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    if (pc_db_begin(app->db, NULL, begin_cb, c) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+/* ---------- GET /v1/trades/{trade_no}, GET /v1/trades?out_trade_no= ---------- */
+
+static void get_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such trade");
+        return;
+    }
+    pc_trade_t t;
+    pc_trade_from_row(&t, res, 0);
+    pc_http_respond_json(req, 200, pc_trade_json(&t));
+}
+
+static void get_trade(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *p[] = {pc_http_req_param(req, "trade_no"), pc_auth_merchant(req)->id};
+    /* Another merchant's trade is answered exactly like a missing one. */
+    if (pc_db_query(app->db,
+                    "SELECT " PC_TRADE_COLUMNS " FROM trades WHERE trade_no = $1 AND "
+                    "merchant_id = $2",
+                    2, p, get_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void find_trade(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *otn = pc_http_req_query_param(req, "out_trade_no");
+    if (!otn || !otn[0]) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "out_trade_no",
+                              "out_trade_no query parameter is required");
+        return;
+    }
+    const char *p[] = {otn, pc_auth_merchant(req)->id};
+    if (pc_db_query(app->db,
+                    "SELECT " PC_TRADE_COLUMNS " FROM trades WHERE out_trade_no = $1 AND "
+                    "merchant_id = $2",
+                    2, p, get_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+void pc_app_routes_trades(pc_app_t *app)
+{
+    pc_router_add(app->api, "POST", "/v1/trades", create_trade, app);
+    pc_router_add(app->api, "GET", "/v1/trades/{trade_no}", get_trade, app);
+    pc_router_add(app->api, "GET", "/v1/trades", find_trade, app);
+}

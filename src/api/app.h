@@ -1,0 +1,47 @@
+/* The paycore process: what every handler and job of the server shares (the
+ * loop, configuration, PostgreSQL pool, Redis, routers) and the registration
+ * functions of each subsystem's routes. Owned by main.c; lives as long as the
+ * process. */
+#ifndef PC_API_APP_H
+#define PC_API_APP_H
+#include <uv.h>
+
+#include "core/config.h"
+#include "http/server.h"
+#include "kv/kv.h"
+#include "store/db.h"
+
+struct pc_merchants;
+struct pc_idem;
+struct pc_auth;
+
+typedef struct pc_app {
+    uv_loop_t *loop;
+    pc_config_t *cfg;
+    pc_db_t *db;
+    pc_kv_t *kv;
+    pc_router_t *api;   /* merchant API, cashier, health */
+    pc_router_t *admin; /* ops API */
+    struct pc_merchants *merchants;
+    struct pc_idem *idem;
+    struct pc_auth *auth;
+    char node_id[64];
+    int shutting_down;
+} pc_app_t;
+
+/* Route registration, one per subsystem. */
+void pc_app_routes_health(pc_app_t *app);
+void pc_app_routes_merchants(pc_app_t *app);
+void pc_app_routes_trades(pc_app_t *app);
+
+/* Helpers shared by handlers. */
+/* Formats a Unix time as RFC 3339 UTC ("2026-11-22T08:00:00Z") into buf (≥ 21 bytes). */
+const char *pc_rfc3339(long long unix_s, char *buf, size_t len);
+/* Reads an integer member that must be a JSON integer within [min, max];
+ * returns 0, 1 when absent (out untouched), or -1 when present but invalid. */
+int pc_json_int(json_t *obj, const char *name, long long min, long long max, long long *out);
+/* A string member of 1..max chars, optionally restricted to [A-Za-z0-9_-];
+ * returns it, NULL when absent, or sets *bad when present but invalid. */
+const char *pc_json_str(json_t *obj, const char *name, size_t max, int idchars, int *bad);
+
+#endif

@@ -1,0 +1,55 @@
+/* Small helpers for request handlers. */
+#include "api/app.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+const char *pc_rfc3339(long long unix_s, char *buf, size_t len)
+{
+    time_t t = (time_t)unix_s;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+int pc_json_int(json_t *obj, const char *name, long long min, long long max, long long *out)
+{
+    json_t *v = json_object_get(obj, name);
+    if (!v || json_is_null(v))
+        return 1;
+    if (!json_is_integer(v))
+        return -1;
+    long long x = json_integer_value(v);
+    if (x < min || x > max)
+        return -1;
+    *out = x;
+    return 0;
+}
+
+const char *pc_json_str(json_t *obj, const char *name, size_t max, int idchars, int *bad)
+{
+    json_t *v = json_object_get(obj, name);
+    if (!v || json_is_null(v))
+        return NULL;
+    if (!json_is_string(v)) {
+        *bad = 1;
+        return NULL;
+    }
+    const char *s = json_string_value(v);
+    size_t n = strlen(s);
+    if (n == 0 || n > max || n != json_string_length(v)) {
+        *bad = 1;
+        return NULL;
+    }
+    for (size_t i = 0; idchars && i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-')) {
+            *bad = 1;
+            return NULL;
+        }
+    }
+    return s;
+}

@@ -1,0 +1,213 @@
+#include "auth/auth.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NONCE_TTL_S "600"
+
+struct pc_auth {
+    pc_merchants_t *merchants;
+    pc_kv_t *kv;
+    pc_db_t *db;
+    pc_idem_t *idem;
+};
+
+/* What the filter leaves on the request for handlers. */
+typedef struct {
+    pc_auth_t *auth;
+    pc_http_req_t *req;
+    pc_merchant_t *merchant; /* one reference, dropped when the request ends */
+    pc_idem_req_t *idem;
+    const char *nonce;
+} auth_ctx_t;
+
+pc_auth_t *pc_auth_new(pc_merchants_t *merchants, pc_kv_t *kv, pc_db_t *db, pc_idem_t *idem)
+{
+    pc_auth_t *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->merchants = merchants;
+    a->kv = kv;
+    a->db = db;
+    a->idem = idem;
+    pc_metrics_describe("pc_auth_failures_total", PC_METRIC_COUNTER,
+                        "requests refused by authentication, by code");
+    return a;
+}
+
+void pc_auth_free(pc_auth_t *auth)
+{
+    free(auth);
+}
+
+const pc_merchant_t *pc_auth_merchant(const pc_http_req_t *req)
+{
+    const auth_ctx_t *c = pc_http_req_user(req);
+    return c ? c->merchant : NULL;
+}
+
+pc_idem_req_t *pc_auth_idem(const pc_http_req_t *req)
+{
+    const auth_ctx_t *c = pc_http_req_user(req);
+    return c ? c->idem : NULL;
+}
+
+static void refuse(pc_http_req_t *req, pc_api_err_t err, const char *field, const char *msg)
+{
+    char labels[64];
+    snprintf(labels, sizeof labels, "code=\"%s\"", pc_api_err_code(err));
+    pc_metrics_add("pc_auth_failures_total", labels, 1);
+    pc_http_respond_error(req, err, field, msg);
+}
+
+static void release_merchant(void *arg)
+{
+    auth_ctx_t *c = arg;
+    if (c->merchant)
+        pc_merchant_unref(c->merchant);
+}
+
+static void proceed(auth_ctx_t *c)
+{
+    if (strcmp(pc_http_req_method(c->req), "POST") == 0)
+        pc_idem_run(c->auth->idem, c->req, c->merchant->id, &c->idem);
+    else
+        pc_http_next(c->req);
+}
+
+static void nonce_pg_cb(void *data, int status, pc_db_res_t *res)
+{
+    auth_ctx_t *c = data;
+    if (status) {
+        pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL, "nonce store unavailable");
+        return;
+    }
+    if (pc_db_affected(res) == 0) {
+        refuse(c->req, PC_API_NONCE_REUSED, "X-Nonce", "this nonce was already used");
+        return;
+    }
+    proceed(c);
+}
+
+static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    auth_ctx_t *c = data;
+    if (status == 0 && pc_kv_reply_type(reply) == PC_KV_STATUS) {
+        proceed(c);
+        return;
+    }
+    if (status == 0 && pc_kv_reply_type(reply) == PC_KV_NIL) {
+        refuse(c->req, PC_API_NONCE_REUSED, "X-Nonce", "this nonce was already used");
+        return;
+    }
+    /* Redis is unreachable: PostgreSQL's primary key keeps nonces single-use. */
+    const char *p[] = {c->merchant->id, c->nonce};
+    if (pc_db_query(c->auth->db,
+                    "INSERT INTO auth_nonces (merchant_id, nonce, expires_at) VALUES ($1, $2, "
+                    "now() + interval '" NONCE_TTL_S " seconds') ON CONFLICT DO NOTHING",
+                    2, p, nonce_pg_cb, c) < 0)
+        pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL, "nonce store unavailable");
+}
+
+static int verify_signature(pc_http_req_t *req, const pc_merchant_t *m, const char *ts,
+                            const char *nonce, const char *sig)
+{
+    size_t blen, slen;
+    const char *body = pc_http_req_body(req, &blen);
+    char *tosign = pc_sign_request_string(pc_http_req_method(req), pc_http_req_target(req), ts,
+                                          nonce, body, blen, &slen);
+    if (!tosign)
+        return PC_ENOMEM;
+    int rc;
+    if (m->sign_type == PC_SIGN_HMAC)
+        rc = pc_hmac_sha256_verify(m->secret, strlen(m->secret), tosign, slen, sig, strlen(sig));
+    else
+        rc = m->pub ? pc_rsa_sha256_verify(m->pub, tosign, slen, sig, strlen(sig)) : PC_EINVAL;
+    free(tosign);
+    return rc;
+}
+
+static void merchant_cb(void *data, int status, pc_merchant_t *m)
+{
+    auth_ctx_t *c = data;
+    pc_http_req_t *req = c->req;
+    if (status == PC_ENOTFOUND) {
+        refuse(req, PC_API_UNKNOWN_MERCHANT, "X-Merchant-Id", "unknown merchant");
+        return;
+    }
+    if (status) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "merchant store unavailable");
+        return;
+    }
+    const char *ts = pc_http_req_header(req, "X-Timestamp");
+    const char *sig = pc_http_req_header(req, "X-Signature");
+    if (verify_signature(req, m, ts, c->nonce, sig) != 0) {
+        refuse(req, PC_API_INVALID_SIGNATURE, "X-Signature", "signature does not match");
+        return;
+    }
+    /* Status is told only to a caller who proved to be the merchant. */
+    if (!m->active) {
+        refuse(req, PC_API_MERCHANT_DISABLED, NULL, "merchant is disabled");
+        return;
+    }
+    c->merchant = pc_merchant_ref(m);
+    char name[200], key[300];
+    snprintf(name, sizeof name, "nonce:%s:%s", m->id, c->nonce);
+    pc_kv_key(c->auth->kv, key, sizeof key, name);
+    if (pc_kv_cmd(c->auth->kv, nonce_kv_cb, c, "SET", key, "1", "NX", "EX", NONCE_TTL_S, NULL) < 0)
+        nonce_kv_cb(c, PC_EUNAVAIL, NULL);
+}
+
+static int valid_merchant_id(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+              (s[n] >= '0' && s[n] <= '9') || s[n] == '_' || s[n] == '-'))
+            return 0;
+    return n > 0 && n <= 64;
+}
+
+void pc_auth_filter(pc_http_req_t *req, void *data)
+{
+    pc_auth_t *auth = data;
+    const char *mid = pc_http_req_header(req, "X-Merchant-Id");
+    const char *ts = pc_http_req_header(req, "X-Timestamp");
+    const char *nonce = pc_http_req_header(req, "X-Nonce");
+    const char *sig = pc_http_req_header(req, "X-Signature");
+    if (!mid || !valid_merchant_id(mid)) {
+        refuse(req, PC_API_UNKNOWN_MERCHANT, "X-Merchant-Id", "X-Merchant-Id missing or malformed");
+        return;
+    }
+    if (!sig || !sig[0]) {
+        refuse(req, PC_API_INVALID_SIGNATURE, "X-Signature", "X-Signature is required");
+        return;
+    }
+    if (!nonce || !pc_nonce_is_valid(nonce, strlen(nonce))) {
+        refuse(req, PC_API_INVALID_REQUEST, "X-Nonce", "X-Nonce must be 16-64 of [A-Za-z0-9_-]");
+        return;
+    }
+    int64_t t;
+    if (!ts || pc_timestamp_parse(ts, strlen(ts), &t) != 0) {
+        refuse(req, PC_API_INVALID_REQUEST, "X-Timestamp", "X-Timestamp must be Unix seconds");
+        return;
+    }
+    if (!pc_timestamp_in_window(t, (int64_t)time(NULL), PC_TIMESTAMP_WINDOW_S)) {
+        refuse(req, PC_API_TIMESTAMP_EXPIRED, "X-Timestamp",
+               "X-Timestamp is more than 300 s from the server clock");
+        return;
+    }
+    auth_ctx_t *c = pc_http_req_alloc(req, sizeof *c);
+    c->auth = auth;
+    c->req = req;
+    c->nonce = nonce;
+    pc_http_req_set_user(req, c);
+    pc_http_req_on_done(req, release_merchant, c);
+    if (pc_merchants_get(auth->merchants, mid, merchant_cb, c) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "merchant store unavailable");
+}

@@ -1,0 +1,289 @@
+#include "idem/idem.h"
+#include "auth/sign.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOCK_MS "60000"
+#define LOCK_INTERVAL "60 seconds"
+
+static const char release_script[] =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
+    "else return 0 end";
+
+struct pc_idem {
+    pc_db_t *db;
+    pc_kv_t *kv;
+};
+
+struct pc_idem_req {
+    pc_idem_t *idem;
+    pc_http_req_t *req;
+    char mid[65];
+    char key[PC_IDEMPOTENCY_KEY_MAX_LEN + 1];
+    char hash[PC_SHA256_HEX_LEN + 1];
+    char token[33];
+    char rkey[320];
+    int redis_locked;
+    int stored;
+    /* The answer being stored while the client waits. */
+    int status;
+    char *body;
+    size_t len;
+};
+
+pc_idem_t *pc_idem_new(pc_db_t *db, pc_kv_t *kv)
+{
+    pc_idem_t *idem = calloc(1, sizeof *idem);
+    if (!idem)
+        return NULL;
+    idem->db = db;
+    idem->kv = kv;
+    pc_metrics_describe(
+        "pc_idempotency_total", PC_METRIC_COUNTER,
+        "idempotency outcomes (executed, replayed, conflict, reused, redis_fallback)");
+    return idem;
+}
+
+void pc_idem_free(pc_idem_t *idem)
+{
+    free(idem);
+}
+
+static void count(const char *what)
+{
+    char labels[64];
+    snprintf(labels, sizeof labels, "outcome=\"%s\"", what);
+    pc_metrics_add("pc_idempotency_total", labels, 1);
+}
+
+static void release_lock(pc_idem_req_t *ir)
+{
+    if (!ir->redis_locked)
+        return;
+    ir->redis_locked = 0;
+    const char *argv[] = {"EVAL", release_script, "1", ir->rkey, ir->token};
+    /* If this fails the lock expires by itself (PX). */
+    pc_kv_command(ir->idem->kv, NULL, NULL, 5, argv, NULL);
+}
+
+static void on_req_done(void *arg)
+{
+    pc_idem_req_t *ir = arg;
+    release_lock(ir);
+    free(ir->body);
+}
+
+/* --- after the handler: store the answer, then send it --- */
+
+static void send_stored_answer(pc_idem_req_t *ir)
+{
+    pc_http_send(ir->req, ir->status, "application/json", ir->body, ir->len);
+}
+
+static void store_done_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_idem_req_t *ir = data;
+    if (status)
+        pc_log_warn("idem.store_failed", "could not record the answer for key %s of %s: %s",
+                    ir->key, ir->mid, pc_db_errmsg(res));
+    send_stored_answer(ir);
+}
+
+static void responder(pc_http_req_t *req, int status, const char *ctype, const char *body,
+                      size_t len, void *data)
+{
+    pc_idem_req_t *ir = data;
+    (void)ctype;
+    if (ir->stored && status < 500) {
+        pc_http_send(req, status, "application/json", body, len);
+        return;
+    }
+    ir->status = status;
+    ir->body = malloc(len + 1);
+    memcpy(ir->body, body, len);
+    ir->body[len] = 0;
+    ir->len = len;
+    char st[16];
+    snprintf(st, sizeof st, "%d", status);
+    int rc;
+    if (status >= 500) {
+        /* Not stored: the client may retry. A record already final (the
+         * business transaction committed it) is left alone. */
+        const char *p[] = {ir->mid, ir->key, ir->token};
+        rc = pc_db_query(ir->idem->db,
+                         "DELETE FROM idempotency_keys WHERE merchant_id = $1 AND idem_key = $2 "
+                         "AND lock_token = $3 AND status = 'IN_PROGRESS'",
+                         3, p, store_done_cb, ir);
+    } else {
+        const char *p[] = {ir->mid, ir->key, ir->token, st, ir->body};
+        rc = pc_db_query(ir->idem->db,
+                         "UPDATE idempotency_keys SET status = 'DONE', response_status = $4, "
+                         "response_body = $5, finished_at = now() WHERE merchant_id = $1 AND "
+                         "idem_key = $2 AND lock_token = $3 AND status = 'IN_PROGRESS'",
+                         5, p, store_done_cb, ir);
+    }
+    if (rc < 0)
+        send_stored_answer(ir);
+}
+
+int pc_idem_store_in_tx(pc_idem_req_t *ir, pc_db_tx_t *tx, int status, const char *body)
+{
+    if (!ir)
+        return 0;
+    char st[16];
+    snprintf(st, sizeof st, "%d", status);
+    const char *p[] = {ir->mid, ir->key, ir->token, st, body};
+    int rc = pc_db_tx_query(tx,
+                            "UPDATE idempotency_keys SET status = 'DONE', response_status = $4, "
+                            "response_body = $5, finished_at = now() WHERE merchant_id = $1 AND "
+                            "idem_key = $2 AND lock_token = $3 AND status = 'IN_PROGRESS'",
+                            5, p, NULL, NULL);
+    if (rc == 0)
+        ir->stored = 1;
+    return rc;
+}
+
+/* --- before the handler: claim the key --- */
+
+static void answer_existing_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_idem_req_t *ir = data;
+    pc_http_req_t *req = ir->req;
+    if (status) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "idempotency store unavailable");
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        /* Another node holds the Redis lock and has not written its record yet. */
+        count("conflict");
+        pc_http_respond_error(req, PC_API_REQUEST_IN_PROGRESS, NULL,
+                              "a request with this Idempotency-Key is still running");
+        return;
+    }
+    if (strcmp(pc_db_val(res, 0, "request_hash"), ir->hash) != 0) {
+        count("reused");
+        pc_http_respond_error(req, PC_API_IDEMPOTENCY_KEY_REUSED, "Idempotency-Key",
+                              "this Idempotency-Key was used for a different request");
+        return;
+    }
+    if (strcmp(pc_db_val(res, 0, "status"), "DONE") != 0) {
+        count("conflict");
+        pc_http_respond_error(req, PC_API_REQUEST_IN_PROGRESS, NULL,
+                              "a request with this Idempotency-Key is still running");
+        return;
+    }
+    count("replayed");
+    pc_http_add_header(req, "Idempotent-Replayed", "true");
+    const char *body = pc_db_val(res, 0, "response_body");
+    pc_http_send(req, (int)pc_db_val_i64(res, 0, "response_status"), "application/json", body,
+                 strlen(body));
+}
+
+static void answer_existing(pc_idem_req_t *ir)
+{
+    const char *p[] = {ir->mid, ir->key};
+    if (pc_db_query(ir->idem->db,
+                    "SELECT request_hash, status, response_status, response_body FROM "
+                    "idempotency_keys WHERE merchant_id = $1 AND idem_key = $2",
+                    2, p, answer_existing_cb, ir) < 0)
+        pc_http_respond_error(ir->req, PC_API_UNAVAILABLE, NULL, "idempotency store unavailable");
+}
+
+static void claim_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_idem_req_t *ir = data;
+    if (status) {
+        pc_http_respond_error(ir->req, PC_API_UNAVAILABLE, NULL, "idempotency store unavailable");
+        return;
+    }
+    if (pc_db_rows(res) == 1 && strcmp(pc_db_get(res, 0, 0), ir->token) == 0) {
+        count("executed");
+        pc_http_set_responder(ir->req, responder, ir);
+        pc_http_next(ir->req);
+        return;
+    }
+    answer_existing(ir);
+}
+
+static void claim(pc_idem_req_t *ir)
+{
+    const char *p[] = {
+        ir->mid,  ir->key, ir->hash, pc_http_req_method(ir->req), pc_http_req_target(ir->req),
+        ir->token};
+    /* Insert, or take over a claim whose holder died (lock expired) for the
+     * same request; anything else returns no row. */
+    if (pc_db_query(ir->idem->db,
+                    "INSERT INTO idempotency_keys (merchant_id, idem_key, request_hash, method, "
+                    "path, status, lock_token, locked_until) VALUES ($1, $2, $3, $4, $5, "
+                    "'IN_PROGRESS', $6, now() + interval '" LOCK_INTERVAL "') "
+                    "ON CONFLICT (merchant_id, idem_key) DO UPDATE SET lock_token = "
+                    "EXCLUDED.lock_token, locked_until = EXCLUDED.locked_until "
+                    "WHERE idempotency_keys.status = 'IN_PROGRESS' AND "
+                    "idempotency_keys.locked_until < now() AND "
+                    "idempotency_keys.request_hash = EXCLUDED.request_hash RETURNING lock_token",
+                    6, p, claim_cb, ir) < 0)
+        pc_http_respond_error(ir->req, PC_API_UNAVAILABLE, NULL, "idempotency store unavailable");
+}
+
+static void lock_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    pc_idem_req_t *ir = data;
+    if (status == 0 && pc_kv_reply_type(reply) == PC_KV_NIL) {
+        /* Held by a request still running (or just finished): PostgreSQL says which. */
+        answer_existing(ir);
+        return;
+    }
+    if (status == 0 && pc_kv_reply_type(reply) == PC_KV_STATUS) {
+        ir->redis_locked = 1;
+    } else {
+        count("redis_fallback");
+    }
+    claim(ir);
+}
+
+void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id, pc_idem_req_t **slot)
+{
+    const char *key = pc_http_req_header(req, "Idempotency-Key");
+    if (!key || !pc_idempotency_key_is_valid(key, strlen(key))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "Idempotency-Key",
+                              key ? "Idempotency-Key must be 1-64 printable ASCII characters"
+                                  : "Idempotency-Key header is required for POST");
+        return;
+    }
+    pc_idem_req_t *ir = pc_http_req_alloc(req, sizeof *ir);
+    ir->idem = idem;
+    ir->req = req;
+    *slot = ir;
+    snprintf(ir->mid, sizeof ir->mid, "%s", merchant_id);
+    snprintf(ir->key, sizeof ir->key, "%s", key);
+    size_t blen;
+    const char *body = pc_http_req_body(req, &blen);
+    pc_request_hash_hex(pc_http_req_method(req), pc_http_req_target(req), body, blen, ir->hash);
+    pc_random_hex(ir->token, sizeof ir->token, 16);
+    char name[300];
+    snprintf(name, sizeof name, "idem:%s:%s", ir->mid, ir->key);
+    pc_kv_key(idem->kv, ir->rkey, sizeof ir->rkey, name);
+    pc_http_req_on_done(req, on_req_done, ir);
+    if (pc_kv_cmd(idem->kv, lock_cb, ir, "SET", ir->rkey, ir->token, "NX", "PX", LOCK_MS, NULL) < 0)
+        lock_cb(ir, PC_EUNAVAIL, NULL);
+}
+
+static void purge_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)data;
+    if (status == 0 && pc_db_affected(res) > 0)
+        pc_log_info("idem.purged", "%lld records older than 25 h", (long long)pc_db_affected(res));
+}
+
+void pc_idem_purge(pc_idem_t *idem)
+{
+    pc_db_query(idem->db,
+                "DELETE FROM idempotency_keys WHERE created_at < now() - interval '25 hours'", 0,
+                NULL, purge_cb, NULL);
+    pc_db_query(idem->db, "DELETE FROM auth_nonces WHERE expires_at < now()", 0, NULL, NULL, NULL);
+}

@@ -1,0 +1,43 @@
+/* Idempotency for every POST under /v1/ (api.md "Idempotency"), as one layer
+ * in front of the handlers. For a merchant and Idempotency-Key:
+ *  - the first request runs; its answer (unless 5xx) is stored and replayed
+ *    for the same method, path and body, with `Idempotent-Replayed: true`;
+ *  - a different method, path or body → 422 IDEMPOTENCY_KEY_REUSED;
+ *  - while the first still runs → 409 REQUEST_IN_PROGRESS.
+ * Guards: a Redis lock (SET NX PX with a random token, released by
+ * compare-and-delete) keeps concurrent duplicates off PostgreSQL; the primary
+ * key of idempotency_keys, claimed with a conditional insert, is the real
+ * guard, so with Redis down or wrong a request still runs at most once.
+ * Handlers that move money store their answer inside their own transaction
+ * (pc_idem_store_in_tx) so the record and the business change commit
+ * together. Needs store/db, kv/kv, auth/sign, http/server. */
+#ifndef PC_IDEM_IDEM_H
+#define PC_IDEM_IDEM_H
+#include "http/server.h"
+#include "kv/kv.h"
+#include "store/db.h"
+
+typedef struct pc_idem pc_idem_t;
+typedef struct pc_idem_req pc_idem_req_t;
+
+pc_idem_t *pc_idem_new(pc_db_t *db, pc_kv_t *kv);
+void pc_idem_free(pc_idem_t *idem);
+
+/* Runs the layer for req of merchant_id: answers it (missing/invalid key,
+ * replay, conflict, unavailable) or calls pc_http_next(req) with the claim
+ * held. *slot receives the per-request state (owned by the request) that
+ * pc_idem_store_in_tx needs. */
+void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id,
+                 pc_idem_req_t **slot);
+
+/* Queues, inside tx, the statement that records the answer as final, so that
+ * it commits (or not) with the business change; then the answer given for
+ * the request is sent without a second write. body is the JSON text that
+ * will be answered; it must be exactly what the handler then responds with.
+ * ir may be NULL (no idempotency on this request): then nothing happens. */
+int pc_idem_store_in_tx(pc_idem_req_t *ir, pc_db_tx_t *tx, int status, const char *body);
+
+/* Deletes records older than 25 hours (they are kept at least 24 h). */
+void pc_idem_purge(pc_idem_t *idem);
+
+#endif

@@ -1,0 +1,230 @@
+/* Admin API for merchants: POST /admin/merchants, GET /admin/merchants/{id},
+ * POST /admin/merchants/{id}/enable|disable. Secrets are generated here from
+ * the CSPRNG, returned once, and never logged. */
+#include "api/app.h"
+#include "auth/sign.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "merchant/merchant.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    char id[65];
+    char secret[PC_SECRET_STR_LEN + 1];
+    int hmac;
+} create_t;
+
+static void create_cb(void *data, int status, pc_db_res_t *res)
+{
+    create_t *c = data;
+    if (status == PC_ECONFLICT) {
+        pc_http_respond_error(c->req, PC_API_INVALID_STATE, "merchant_id",
+                              "a merchant with this id exists");
+        return;
+    }
+    if (status) {
+        pc_http_respond_error(c->req, status == PC_EUNAVAIL ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
+                              NULL, pc_db_errmsg(res));
+        return;
+    }
+    json_t *out =
+        json_pack("{s:s,s:s}", "merchant_id", c->id, "sign_type", c->hmac ? "HMAC-SHA256" : "RSA2");
+    if (c->hmac)
+        json_object_set_new(out, "secret", json_string(c->secret));
+    pc_log_info("merchant.created", "merchant %s created", c->id);
+    pc_http_respond_json(c->req, 201, out);
+}
+
+static void create_merchant(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    json_t *b = pc_http_req_json(req);
+    if (!b) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    int bad = 0;
+    create_t *c = pc_http_req_alloc(req, sizeof *c);
+    c->req = req;
+    c->app = app;
+    const char *id = pc_json_str(b, "merchant_id", 64, 1, &bad);
+    if (bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "merchant_id", "1-64 of [A-Za-z0-9_-]");
+        return;
+    }
+    if (id) {
+        snprintf(c->id, sizeof c->id, "%s", id);
+    } else {
+        char hex[17];
+        pc_random_hex(hex, sizeof hex, 8);
+        snprintf(c->id, sizeof c->id, "m_%s", hex);
+    }
+    const char *name = pc_json_str(b, "name", 200, 0, &bad);
+    if (!name || bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "name", "name is required (1-200)");
+        return;
+    }
+    const char *st = pc_json_str(b, "sign_type", 20, 0, &bad);
+    if (!st)
+        st = "HMAC-SHA256";
+    c->hmac = strcmp(st, "HMAC-SHA256") == 0;
+    if (bad || (!c->hmac && strcmp(st, "RSA2") != 0)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "sign_type", "HMAC-SHA256 or RSA2");
+        return;
+    }
+    const char *pub = pc_json_str(b, "public_key", 8192, 0, &bad);
+    if (!c->hmac) {
+        pc_rsa_key_t *k = pub ? pc_rsa_key_new_public_pem(pub, strlen(pub)) : NULL;
+        if (!k) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "public_key",
+                                  "RSA2 needs a PEM RSA public key of at least 2048 bits");
+            return;
+        }
+        pc_rsa_key_free(k);
+    } else {
+        pc_secret_generate(c->secret, sizeof c->secret);
+    }
+    char products[128] = "{INSTANT,GUARANTEE,RECHARGE}";
+    json_t *ap = json_object_get(b, "allowed_products");
+    if (ap) {
+        size_t i;
+        json_t *v;
+        size_t off = (size_t)snprintf(products, sizeof products, "{");
+        if (!json_is_array(ap) || json_array_size(ap) == 0 || json_array_size(ap) > 3) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "allowed_products",
+                                  "a list of INSTANT, GUARANTEE, RECHARGE");
+            return;
+        }
+        json_array_foreach(ap, i, v)
+        {
+            if (!json_is_string(v) || !pc_product_bit(json_string_value(v))) {
+                pc_http_respond_error(req, PC_API_INVALID_REQUEST, "allowed_products",
+                                      "a list of INSTANT, GUARANTEE, RECHARGE");
+                return;
+            }
+            off += (size_t)snprintf(products + off, sizeof products - off, "%s%s", i ? "," : "",
+                                    json_string_value(v));
+        }
+        snprintf(products + off, sizeof products - off, "}");
+    }
+    long long fee = 60, cycle = 1;
+    if (pc_json_int(b, "fee_rate_bp", 0, 10000, &fee) < 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "fee_rate_bp", "integer 0-10000");
+        return;
+    }
+    if (pc_json_int(b, "settle_cycle_days", 0, 90, &cycle) < 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "settle_cycle_days", "integer 0-90");
+        return;
+    }
+    const char *notify = pc_json_str(b, "notify_url", 512, 0, &bad);
+    if (bad || (notify && strncmp(notify, "http://", 7) && strncmp(notify, "https://", 8))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "notify_url", "an http(s) URL");
+        return;
+    }
+    int advance = json_is_true(json_object_get(b, "advance_funding"));
+    char fees[16], cycles[16];
+    snprintf(fees, sizeof fees, "%lld", fee);
+    snprintf(cycles, sizeof cycles, "%lld", cycle);
+    const char *p[] = {c->id,
+                       name,
+                       c->hmac ? "HMAC-SHA256" : "RSA2",
+                       c->hmac ? c->secret : NULL,
+                       c->hmac ? NULL : pub,
+                       products,
+                       fees,
+                       cycles,
+                       notify,
+                       advance ? "true" : "false"};
+    if (pc_db_query(app->db,
+                    "INSERT INTO merchants (merchant_id, name, sign_type, secret, public_key, "
+                    "allowed_products, fee_rate_bp, settle_cycle_days, notify_url, "
+                    "advance_funding) VALUES ($1, $2, $3, $4, $5, $6::text[], $7, $8, $9, $10)",
+                    10, p, create_cb, c) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void get_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such merchant");
+        return;
+    }
+    const char *text = pc_db_get(res, 0, 0);
+    pc_http_respond(req, 200, "application/json", text, strlen(text));
+}
+
+static void get_merchant(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *p[] = {pc_http_req_param(req, "id")};
+    if (pc_db_query(app->db,
+                    "SELECT json_build_object('merchant_id', merchant_id, 'name', name, 'status', "
+                    "status, 'sign_type', sign_type, 'allowed_products', allowed_products, "
+                    "'fee_rate_bp', fee_rate_bp, 'settle_cycle_days', settle_cycle_days, "
+                    "'notify_url', notify_url, 'advance_funding', advance_funding)::text "
+                    "FROM merchants WHERE merchant_id = $1",
+                    1, p, get_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    const char *id;
+} status_t;
+
+static void status_cb(void *data, int status, pc_db_res_t *res)
+{
+    status_t *s = data;
+    if (status) {
+        pc_http_respond_error(s->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    if (pc_db_affected(res) == 0) {
+        pc_http_respond_error(s->req, PC_API_NOT_FOUND, NULL, "no such merchant");
+        return;
+    }
+    pc_merchants_changed(s->app->merchants, s->id);
+    get_merchant(s->req, s->app);
+}
+
+static void set_status(pc_http_req_t *req, pc_app_t *app, const char *st)
+{
+    status_t *s = pc_http_req_alloc(req, sizeof *s);
+    s->req = req;
+    s->app = app;
+    s->id = pc_http_req_param(req, "id");
+    const char *p[] = {s->id, st};
+    if (pc_db_query(app->db,
+                    "UPDATE merchants SET status = $2, updated_at = now() WHERE merchant_id = $1",
+                    2, p, status_cb, s) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void disable_merchant(pc_http_req_t *req, void *data)
+{
+    set_status(req, data, "DISABLED");
+}
+
+static void enable_merchant(pc_http_req_t *req, void *data)
+{
+    set_status(req, data, "ACTIVE");
+}
+
+void pc_app_routes_merchants(pc_app_t *app)
+{
+    pc_router_add(app->admin, "POST", "/admin/merchants", create_merchant, app);
+    pc_router_add(app->admin, "GET", "/admin/merchants/{id}", get_merchant, app);
+    pc_router_add(app->admin, "POST", "/admin/merchants/{id}/disable", disable_merchant, app);
+    pc_router_add(app->admin, "POST", "/admin/merchants/{id}/enable", enable_merchant, app);
+}

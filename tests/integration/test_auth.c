@@ -1,0 +1,380 @@
+/* Merchant authentication and idempotency against real paycore processes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "auth/sign.h"
+#include "harness.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static pc_stack_t g_stack;
+static pc_t_merchant_t g_m;
+
+static int setup(void **state)
+{
+    (void)state;
+    pc_stack_init(&g_stack, "auth");
+    pc_stack_start_node(&g_stack, 0);
+    pc_stack_start_node(&g_stack, 1);
+    g_m = pc_t_create_merchant(&g_stack, NULL);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_stack);
+    return 0;
+}
+
+static char *trade_body(const char *otn, long amount)
+{
+    static char b[512];
+    snprintf(b, sizeof b,
+             "{\"out_trade_no\":\"%s\",\"product\":\"INSTANT\",\"amount\":%ld,\"currency\":\"CNY\","
+             "\"subject\":\"Coffee beans\",\"buyer_id\":\"u_42\"}",
+             otn, amount);
+    return b;
+}
+
+static void test_valid_hmac_request_passes(void **state)
+{
+    (void)state;
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body("A1", 1999), "k-a1");
+    assert_int_equal(r.status, 201);
+    char trade_no[64];
+    snprintf(trade_no, sizeof trade_no, "%s", pc_t_jstr(&r, "trade_no"));
+    assert_string_equal(pc_t_jstr(&r, "status"), "WAIT_BUYER_PAY");
+    pc_t_resp_free(&r);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/trades/%s", trade_no);
+    r = pc_t_call(&g_stack, &g_m, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "out_trade_no"), "A1");
+    assert_string_equal(pc_t_jstr(&r, "amount"), "1999");
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &g_m, "GET", "/v1/trades?out_trade_no=A1", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "trade_no"), trade_no);
+    pc_t_resp_free(&r);
+}
+
+static void test_valid_rsa2_request_passes(void **state)
+{
+    (void)state;
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/test-rsa-%d", pc_t_binary_dir(), (int)getpid());
+    assert_int_equal(pc_t_sh("mkdir -p %s && openssl genpkey -algorithm RSA -pkeyopt "
+                             "rsa_keygen_bits:2048 -out %s/key.pem 2>/dev/null && openssl pkey -in "
+                             "%s/key.pem -pubout -out %s/pub.pem",
+                             dir, dir, dir, dir),
+                     0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/pub.pem", dir);
+    FILE *f = fopen(path, "r");
+    char pub[4096];
+    size_t n = fread(pub, 1, sizeof pub - 1, f);
+    pub[n] = 0;
+    fclose(f);
+    json_t *extra = json_pack("{s:s,s:s}", "sign_type", "RSA2", "public_key", pub);
+    char *ej = json_dumps(extra, JSON_COMPACT);
+    ej[strlen(ej) - 1] = 0; /* drop the closing brace to merge */
+    pc_t_merchant_t rsa = pc_t_create_merchant(&g_stack, ej + 1);
+    free(ej);
+    json_decref(extra);
+    snprintf(path, sizeof path, "%s/key.pem", dir);
+    f = fopen(path, "r");
+    n = fread(rsa.secret, 1, sizeof rsa.secret - 1, f);
+    rsa.secret[n] = 0;
+    fclose(f);
+    pc_t_resp_t r = pc_t_call(&g_stack, &rsa, "POST", "/v1/trades", trade_body("R1", 500), "k-r1");
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    /* Signed with another key: refused. */
+    pc_t_merchant_t wrong = rsa;
+    snprintf(wrong.secret, sizeof wrong.secret, "%s", g_m.secret);
+    r = pc_t_call(&g_stack, &wrong, "GET", "/v1/trades?out_trade_no=R1", NULL, NULL);
+    assert_int_equal(r.status, 401);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_SIGNATURE");
+    pc_t_resp_free(&r);
+    pc_t_sh("rm -rf %s", dir);
+}
+
+static pc_t_resp_t raw(const char *secret, const char *method, const char *path, const char *body,
+                       long long ts, const char *sign_path, const char *sign_body)
+{
+    char nonce[33];
+    pc_random_hex(nonce, sizeof nonce, 16);
+    return pc_t_call_raw(g_stack.http_port, g_m.id, secret, method, path, body,
+                         body ? "k-neg" : NULL, ts, nonce, sign_path, sign_body);
+}
+
+static void expect(pc_t_resp_t r, long status, const char *code)
+{
+    assert_int_equal(r.status, status);
+    assert_string_equal(pc_t_errcode(&r), code);
+    pc_t_resp_free(&r);
+}
+
+static void test_bad_signatures_are_refused(void **state)
+{
+    (void)state;
+    long long now = (long long)time(NULL);
+    char b[512], other[512];
+    snprintf(b, sizeof b, "%s", trade_body("NEG1", 100));
+    snprintf(other, sizeof other, "%s", trade_body("NEG1", 1));
+    expect(raw("wrong-secret", "POST", "/v1/trades", b, now, NULL, NULL), 401, "INVALID_SIGNATURE");
+    /* Body changed after signing. */
+    expect(raw(g_m.secret, "POST", "/v1/trades", b, now, NULL, other), 401, "INVALID_SIGNATURE");
+    /* Path changed after signing. */
+    expect(raw(g_m.secret, "GET", "/v1/trades?out_trade_no=A1", NULL, now,
+               "/v1/trades?out_trade_no=A2", NULL),
+           401, "INVALID_SIGNATURE");
+    expect(raw(g_m.secret, "GET", "/v1/trades?out_trade_no=A1", NULL, now - 301, NULL, NULL), 401,
+           "TIMESTAMP_EXPIRED");
+    expect(raw(g_m.secret, "GET", "/v1/trades?out_trade_no=A1", NULL, now + 301, NULL, NULL), 401,
+           "TIMESTAMP_EXPIRED");
+    /* Nothing was created by any of them. */
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM trades WHERE out_trade_no = "
+                                            "'NEG1'"),
+                     0);
+}
+
+static void test_reused_nonce_is_refused(void **state)
+{
+    (void)state;
+    long long now = (long long)time(NULL);
+    const char *nonce = "nonce-reuse-0000000001";
+    pc_t_resp_t r = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
+                                  "/v1/trades?out_trade_no=A1", NULL, NULL, now, nonce, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect(pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET", "/v1/trades?out_trade_no=A1",
+                         NULL, NULL, now, nonce, NULL, NULL),
+           401, "NONCE_REUSED");
+}
+
+static void test_unknown_and_disabled_merchants_are_refused(void **state)
+{
+    (void)state;
+    char nonce[33];
+    pc_random_hex(nonce, sizeof nonce, 16);
+    expect(pc_t_call_raw(g_stack.http_port, "m_nobody", "x", "GET", "/v1/trades?out_trade_no=A1",
+                         NULL, NULL, (long long)time(NULL), nonce, NULL, NULL),
+           401, "UNKNOWN_MERCHANT");
+    pc_t_merchant_t m2 = pc_t_create_merchant(&g_stack, NULL);
+    char path[128];
+    snprintf(path, sizeof path, "/admin/merchants/%s/disable", m2.id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    /* Both nodes refuse it (the cache is invalidated everywhere). */
+    for (int i = 0; i < 10; i++)
+        expect(pc_t_call(&g_stack, &m2, "GET", "/v1/trades?out_trade_no=A1", NULL, NULL), 403,
+               "MERCHANT_DISABLED");
+}
+
+static void test_merchant_cannot_read_another_merchants_trade(void **state)
+{
+    (void)state;
+    pc_t_merchant_t other = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "GET", "/v1/trades?out_trade_no=A1", NULL, NULL);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/trades/%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    expect(pc_t_call(&g_stack, &other, "GET", path, NULL, NULL), 404, "NOT_FOUND");
+    expect(pc_t_call(&g_stack, &other, "GET", "/v1/trades?out_trade_no=A1", NULL, NULL), 404,
+           "NOT_FOUND");
+}
+
+static void test_product_not_allowed(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, "\"allowed_products\":[\"GUARANTEE\"]");
+    expect(pc_t_call(&g_stack, &m, "POST", "/v1/trades", trade_body("P1", 100), "k-p1"), 403,
+           "PRODUCT_NOT_ALLOWED");
+}
+
+static void test_invalid_fields_are_named(void **state)
+{
+    (void)state;
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades",
+                              "{\"out_trade_no\":\"X\",\"product\":\"INSTANT\",\"amount\":1.5,"
+                              "\"currency\":\"CNY\",\"subject\":\"s\"}",
+                              "k-float");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"field\":\"amount\""));
+    pc_t_resp_free(&r);
+    expect(pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", "not json", "k-nj"), 400,
+           "INVALID_REQUEST");
+    expect(pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body("NOKEY", 1), NULL), 400,
+           "INVALID_REQUEST");
+    expect(pc_t_call(&g_stack, &g_m, "POST", "/v1/trades",
+                     "{\"out_trade_no\":\"S1\",\"product\":\"INSTANT\",\"amount\":100,"
+                     "\"currency\":\"CNY\",\"subject\":\"s\",\"splits\":[{\"account\":\"m_x\","
+                     "\"amount\":101}]}",
+                     "k-split"),
+           422, "SPLIT_EXCEEDS_AMOUNT");
+}
+
+static void test_replay_returns_identical_answer(void **state)
+{
+    (void)state;
+    pc_t_resp_t a = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body("I1", 700), "k-i1");
+    assert_int_equal(a.status, 201);
+    assert_null(pc_t_header(&a, "Idempotent-Replayed"));
+    for (int i = 0; i < 3; i++) {
+        pc_t_resp_t b =
+            pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body("I1", 700), "k-i1");
+        assert_int_equal(b.status, 201);
+        assert_string_equal(b.body, a.body);
+        assert_non_null(pc_t_header(&b, "Idempotent-Replayed"));
+        assert_string_equal(pc_t_header(&b, "Idempotent-Replayed"), "true");
+        pc_t_resp_free(&b);
+    }
+    /* Same key, other body. */
+    expect(pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body("I1", 701), "k-i1"), 422,
+           "IDEMPOTENCY_KEY_REUSED");
+    /* A new key for the same out_trade_no is a business duplicate. */
+    expect(pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body("I1", 700), "k-i1b"), 409,
+           "DUPLICATE_OUT_TRADE_NO");
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM trades WHERE out_trade_no = 'I1'"), 1);
+    pc_t_resp_free(&a);
+}
+
+/* --- 50 concurrent identical requests over two processes --- */
+
+typedef struct {
+    pthread_barrier_t *barrier;
+    const char *otn;
+    const char *key;
+    long status;
+    char body[2048];
+    char code[64];
+} racer_t;
+
+static void *race(void *arg)
+{
+    racer_t *r = arg;
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"%s\",\"product\":\"INSTANT\",\"amount\":1234,"
+             "\"currency\":\"CNY\",\"subject\":\"Coffee beans\",\"buyer_id\":\"u_42\"}",
+             r->otn);
+    pthread_barrier_wait(r->barrier);
+    pc_t_resp_t resp = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, r->key);
+    r->status = resp.status;
+    snprintf(r->body, sizeof r->body, "%s", resp.body);
+    snprintf(r->code, sizeof r->code, "%s", pc_t_errcode(&resp));
+    pc_t_resp_free(&resp);
+    return NULL;
+}
+
+static void run_race(const char *otn, const char *key, int n)
+{
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, (unsigned)n);
+    racer_t *rs = calloc((size_t)n, sizeof *rs);
+    pthread_t *th = calloc((size_t)n, sizeof *th);
+    for (int i = 0; i < n; i++) {
+        rs[i].barrier = &barrier;
+        rs[i].otn = otn;
+        rs[i].key = key;
+        pthread_create(&th[i], NULL, race, &rs[i]);
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    /* Executed exactly once. */
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM trades WHERE out_trade_no = '%s'", otn), 1);
+    /* Every answer is the first answer or 409 REQUEST_IN_PROGRESS. */
+    pc_t_resp_t first = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body(otn, 1234), key);
+    assert_int_equal(first.status, 201);
+    int ok = 0, busy = 0;
+    for (int i = 0; i < n; i++) {
+        if (rs[i].status == 201) {
+            assert_string_equal(rs[i].body, first.body);
+            ok++;
+        } else {
+            assert_int_equal(rs[i].status, 409);
+            assert_string_equal(rs[i].code, "REQUEST_IN_PROGRESS");
+            busy++;
+        }
+    }
+    assert_true(ok >= 1);
+    printf("race %s: %d answered with the trade, %d with 409\n", otn, ok, busy);
+    pc_t_resp_free(&first);
+    free(rs);
+    free(th);
+    pthread_barrier_destroy(&barrier);
+}
+
+static void test_50_concurrent_identical_requests_execute_once(void **state)
+{
+    (void)state;
+    run_race("RACE1", "k-race-1", 50);
+}
+
+/* --- Redis down: PostgreSQL alone keeps requests single --- */
+
+static void test_redis_down_still_executes_once(void **state)
+{
+    (void)state;
+    /* A stack of its own with a private Redis that the test stops. */
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/test-redis-%d", pc_t_binary_dir(), (int)getpid());
+    int port = pc_t_free_port();
+    assert_int_equal(pc_t_sh("%s/scripts/services redis-start %s %d", pc_t_source_dir(), dir, port),
+                     0);
+    pc_stack_stop(&g_stack);
+    pc_stack_init(&g_stack, "auth_noredis");
+    char url[128];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
+    pc_stack_env(&g_stack, "PAYCORE_REDIS_URL", url);
+    pc_stack_start_node(&g_stack, 0);
+    pc_stack_start_node(&g_stack, 1);
+    g_m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_sh("%s/scripts/services redis-stop %s", pc_t_source_dir(), dir);
+    usleep(300000);
+    run_race("NOREDIS1", "k-noredis-1", 20);
+    /* Nonces stay single-use through the PostgreSQL fallback. */
+    long long now = (long long)time(NULL);
+    pc_t_resp_t r = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
+                                  "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, now,
+                                  "nonce-noredis-000001", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect(pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
+                         "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, now,
+                         "nonce-noredis-000001", NULL, NULL),
+           401, "NONCE_REUSED");
+    pc_t_sh("rm -rf %s", dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_hmac_request_passes),
+        cmocka_unit_test(test_valid_rsa2_request_passes),
+        cmocka_unit_test(test_bad_signatures_are_refused),
+        cmocka_unit_test(test_reused_nonce_is_refused),
+        cmocka_unit_test(test_unknown_and_disabled_merchants_are_refused),
+        cmocka_unit_test(test_merchant_cannot_read_another_merchants_trade),
+        cmocka_unit_test(test_product_not_allowed),
+        cmocka_unit_test(test_invalid_fields_are_named),
+        cmocka_unit_test(test_replay_returns_identical_answer),
+        cmocka_unit_test(test_50_concurrent_identical_requests_execute_once),
+        cmocka_unit_test(test_redis_down_still_executes_once),
+    };
+    return cmocka_run_group_tests_name("auth", tests, setup, teardown);
+}
