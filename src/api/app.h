@@ -33,6 +33,7 @@ typedef struct pc_app {
 void pc_app_routes_health(pc_app_t *app);
 void pc_app_routes_merchants(pc_app_t *app);
 void pc_app_routes_trades(pc_app_t *app);
+void pc_app_routes_buyers(pc_app_t *app);
 
 /* Helpers shared by handlers. */
 /* Formats a Unix time as RFC 3339 UTC ("2026-11-22T08:00:00Z") into buf (≥ 21 bytes). */

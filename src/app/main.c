@@ -184,6 +184,7 @@ int main(int argc, char **argv)
     pc_app_routes_health(app);
     pc_app_routes_merchants(app);
     pc_app_routes_trades(app);
+    pc_app_routes_buyers(app);
 
     pc_http_server_opts_t o = {
         .host = pc_config_str(cfg, "http.host"),
