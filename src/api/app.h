@@ -14,6 +14,7 @@
 struct pc_merchants;
 struct pc_idem;
 struct pc_auth;
+struct pc_notifier;
 
 typedef struct pc_app {
     uv_loop_t *loop;
@@ -33,6 +34,8 @@ typedef struct pc_app {
 void pc_app_routes_health(pc_app_t *app);
 void pc_app_routes_merchants(pc_app_t *app);
 void pc_app_routes_trades(pc_app_t *app);
+/* Platform key (/v1/) and ops notification routes; n is borrowed for the process. */
+void pc_app_routes_notify(pc_app_t *app, struct pc_notifier *n);
 void pc_app_routes_buyers(pc_app_t *app);
 
 /* Helpers shared by handlers. */

@@ -5,6 +5,7 @@
 #include "auth/auth.h"
 #include "idem/idem.h"
 #include "merchant/merchant.h"
+#include "notify/notifier.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -24,6 +25,7 @@ typedef struct {
     uv_timer_t shutdown_timer;
     uv_timer_t housekeeping;
     int servers_open;
+    pc_notifier_t *notifier;
 } server_t;
 
 static void admin_auth(pc_http_req_t *req, void *data)
@@ -85,6 +87,8 @@ static void begin_shutdown(server_t *s, const char *why)
     uv_unref((uv_handle_t *)&s->shutdown_timer);
     pc_http_server_stop(s->api_srv, server_stopped, s);
     pc_http_server_stop(s->admin_srv, server_stopped, s);
+    /* Counted with the servers: PostgreSQL closes only after its last outcomes are written. */
+    pc_notifier_stop(s->notifier, server_stopped, s);
 }
 
 static void signal_cb(uv_signal_t *h, int signum)
@@ -185,6 +189,13 @@ int main(int argc, char **argv)
     pc_app_routes_merchants(app);
     pc_app_routes_trades(app);
     pc_app_routes_buyers(app);
+    s.notifier = pc_notifier_new(app->loop, cfg, app->db, app->merchants, app->node_id, err,
+                                 sizeof err);
+    if (!s.notifier) {
+        pc_log_error("paycore.notifier", "%s", err);
+        return 1;
+    }
+    pc_app_routes_notify(app, s.notifier);
 
     pc_http_server_opts_t o = {
         .host = pc_config_str(cfg, "http.host"),
@@ -205,6 +216,8 @@ int main(int argc, char **argv)
     if (!s.api_srv || !s.admin_srv)
         return 1;
     s.servers_open = 2;
+    pc_notifier_start(s.notifier);
+    s.servers_open++;
 
     uv_signal_init(app->loop, &s.sigterm);
     uv_signal_init(app->loop, &s.sigint);
@@ -230,6 +243,7 @@ int main(int argc, char **argv)
     pc_router_free(app->admin);
     pc_auth_free(app->auth);
     pc_idem_free(app->idem);
+    pc_notifier_free(s.notifier);
     pc_merchants_free(app->merchants);
     int rc = uv_loop_close(app->loop);
     if (rc)

@@ -57,6 +57,24 @@ static const opt_def_t opts[] = {
     {"rules.dir", OPT_STR, "PAYCORE_RULES_DIR", "rules", 0, 0, 0, "Lua rules folder"},
     {"channels.dir", OPT_STR, "PAYCORE_CHANNELS_DIR", "channels", 0, 0, 0, "channel files"},
     {"rules.watch", OPT_BOOL, "PAYCORE_RULES_WATCH", "true", 0, 0, 0, "reload on file change"},
+    {"notify.schedule_ms", OPT_STR, "PAYCORE_NOTIFY_SCHEDULE_MS",
+     "15000,15000,30000,180000,600000,1200000,1800000,1800000,1800000,3600000,10800000,10800000,"
+     "10800000,21600000,21600000",
+     0, 0, 0, "delays between notification attempts (comma-separated ms); then FAILED"},
+    {"notify.poll_ms", OPT_INT, "PAYCORE_NOTIFY_POLL_MS", "500", 10, 60000, 0,
+     "how often the notifier looks for due notifications"},
+    {"notify.batch", OPT_INT, "PAYCORE_NOTIFY_BATCH", "200", 1, 5000, 0,
+     "notifications claimed per query"},
+    {"notify.timeout_ms", OPT_INT, "PAYCORE_NOTIFY_TIMEOUT_MS", "5000", 100, 120000, 0,
+     "total time for one notification request"},
+    {"notify.lease_ms", OPT_INT, "PAYCORE_NOTIFY_LEASE_MS", "60000", 3000, 3600000, 0,
+     "how long a node holds a claimed notification (a dead node's claims return after it)"},
+    {"notify.host_connections", OPT_INT, "PAYCORE_NOTIFY_HOST_CONNECTIONS", "16", 1, 256, 0,
+     "notification requests at once to one merchant host"},
+    {"notify.max_inflight", OPT_INT, "PAYCORE_NOTIFY_MAX_INFLIGHT", "2000", 1, 100000, 0,
+     "notifications one node holds (queued or in flight)"},
+    {"notify.platform_key_file", OPT_STR, "PAYCORE_NOTIFY_PLATFORM_KEY_FILE", "", 0, 0, 0,
+     "PEM RSA private key signing notifications to RSA2 merchants (empty: ephemeral, dev only)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

@@ -1,0 +1,953 @@
+#include "notify/notifier.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "http/client.h"
+
+#include <jansson.h>
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* Retries in notify.schedule_ms; api.md's schedule has 15. */
+#define MAX_SCHEDULE 64
+/* How often the backlog gauges are read from PostgreSQL. */
+#define METRICS_EVERY_MS 5000
+/* A row handed back unsent becomes due again after this, so that the next
+ * claims prefer other rows to the ones that just had to wait. */
+#define RELEASE_DELAY_MS 1000
+/* Time a row's lease must still cover beyond the request timeout before it is
+ * sent: room for recording the outcome and for clock drift between the claim
+ * statement and our loop clock. */
+#define LEASE_MARGIN_MS 2000
+/* Outcomes are written in batches: within this delay, or at once at this count. */
+#define FLUSH_DELAY_MS 2
+#define FLUSH_MAX 500
+/* Per-host state of hosts idle this long is forgotten. */
+#define HOST_IDLE_MS 300000
+#define HOST_BUCKETS 256
+#define ERROR_TEXT_MAX 200
+#define PLATFORM_KEY_MAX_BYTES 65536
+
+typedef struct host host_t;
+typedef struct delivery delivery_t;
+
+enum { D_NEW, D_QUEUED, D_SENDING };
+
+/* One claimed row, from the claim until its outcome is queued for recording. */
+struct delivery {
+    delivery_t *next; /* in its host's queue */
+    pc_notifier_t *n;
+    host_t *host;
+    int state;
+    char event_id[48];
+    char merchant_id[72];
+    char token[96];
+    char *notify_url;
+    char *payload;
+    size_t payload_len;
+    int attempts;           /* attempts made before this one */
+    uint64_t claim_sent_ms; /* loop time the claim was sent: the lease began after it */
+    uint64_t start_ms;      /* loop time the request was sent */
+};
+
+/* Deliveries to one scheme://host:port. */
+struct host {
+    host_t *next; /* hash chain */
+    char *key;
+    delivery_t *q_head, *q_tail;
+    int queued, inflight;
+    int unhealthy; /* the last request timed out or could not connect */
+    int pumping;
+    uint64_t last_used_ms;
+};
+
+struct pc_notifier {
+    uv_loop_t *loop;
+    pc_db_t *db;
+    pc_merchants_t *merchants;
+    pc_http_client_t *http;
+    char node_id[64];
+    int64_t schedule[MAX_SCHEDULE];
+    int nschedule;
+    uint64_t poll_ms, timeout_ms, lease_ms;
+    int batch, host_conns, max_inflight;
+    pc_rsa_key_t *key;
+    char *key_pem;
+    uv_timer_t poll_timer, flush_timer;
+    int started, stopping, closing, handles_open;
+    void (*stop_cb)(void *data);
+    void *stop_data;
+    int claiming;      /* a claim statement is in flight */
+    int held;          /* deliveries alive (claimed, outcome not yet queued) */
+    int starved;       /* a poll found no room; claim again once deliveries drain */
+    json_t *pending;   /* outcomes waiting to be written */
+    int recording;     /* record statements in flight */
+    int metrics_query; /* backlog statement in flight */
+    uint64_t next_metrics_ms, next_prune_ms;
+    host_t *hosts[HOST_BUCKETS];
+};
+
+typedef struct {
+    pc_notifier_t *n;
+    int want;
+    uint64_t sent_ms;
+    char token[96];
+} claim_t;
+
+typedef struct {
+    pc_notifier_t *n;
+    size_t count;
+} record_t;
+
+static void poll_cb(uv_timer_t *t);
+static void flush_cb(uv_timer_t *t);
+static void host_pump(pc_notifier_t *n, host_t *h);
+static void maybe_finish(pc_notifier_t *n);
+
+/* ---- Hosts ------------------------------------------------------------------ */
+
+/* Writes the connection key of url ("http://example.com:80"): what libcurl's
+ * per-host connection cap counts by. Returns 0 or PC_EINVAL. */
+static int host_key(const char *url, char *out, size_t outlen)
+{
+    const char *sep = strstr(url, "://");
+    if (!sep)
+        return PC_EINVAL;
+    size_t scheme_len = (size_t)(sep - url);
+    const char *a = sep + 3;
+    const char *end = a + strcspn(a, "/?#");
+    const char *h = a;
+    for (const char *q = a; q < end; q++)
+        if (*q == '@')
+            h = q + 1;
+    if (h == end)
+        return PC_EINVAL;
+    const char *after_ipv6 = h;
+    for (const char *q = h; q < end; q++)
+        if (*q == ']')
+            after_ipv6 = q;
+    int has_port = 0;
+    for (const char *q = after_ipv6; q < end; q++)
+        if (*q == ':')
+            has_port = 1;
+    int https = scheme_len == 5 && strncasecmp(url, "https", 5) == 0;
+    int w = snprintf(out, outlen, "%.*s://%.*s%s", (int)scheme_len, url, (int)(end - h), h,
+                     has_port ? "" : (https ? ":443" : ":80"));
+    if (w < 0 || (size_t)w >= outlen)
+        return PC_EINVAL;
+    for (char *p = out; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    return 0;
+}
+
+static unsigned host_hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % HOST_BUCKETS;
+}
+
+static host_t *host_get(pc_notifier_t *n, const char *url)
+{
+    char key[600];
+    if (host_key(url, key, sizeof key) != 0)
+        snprintf(key, sizeof key, "invalid:"); /* every bad URL shares one queue */
+    host_t **bucket = &n->hosts[host_hash(key)];
+    for (host_t *h = *bucket; h; h = h->next)
+        if (strcmp(h->key, key) == 0)
+            return h;
+    host_t *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->key = strdup(key);
+    if (!h->key) {
+        free(h);
+        return NULL;
+    }
+    h->last_used_ms = uv_now(n->loop);
+    h->next = *bucket;
+    *bucket = h;
+    return h;
+}
+
+/* Rows a host may hold (queued plus in flight). A healthy host may take a
+ * quarter of the node's capacity, so a burst for one merchant flows at full
+ * speed; a host that stopped answering keeps only what it can have in
+ * flight, so its backlog cannot crowd out other merchants' events. */
+static int host_limit(const pc_notifier_t *n, const host_t *h)
+{
+    if (h->unhealthy)
+        return n->host_conns;
+    int q = n->max_inflight / 4;
+    return q > n->host_conns ? q : n->host_conns;
+}
+
+/* Forgets idle hosts, so that the table stays as small as the set of hosts
+ * recently notified. */
+static void hosts_prune(pc_notifier_t *n, uint64_t now)
+{
+    for (int b = 0; b < HOST_BUCKETS; b++) {
+        host_t **pp = &n->hosts[b];
+        while (*pp) {
+            host_t *h = *pp;
+            if (!h->queued && !h->inflight && now - h->last_used_ms > HOST_IDLE_MS) {
+                *pp = h->next;
+                free(h->key);
+                free(h);
+            } else {
+                pp = &h->next;
+            }
+        }
+    }
+}
+
+/* ---- Outcomes ----------------------------------------------------------------- */
+
+static void schedule_flush(pc_notifier_t *n);
+
+/* Queues one outcome for the batched record statement. inc is 1 for an
+ * attempt, 0 for a row handed back unsent. */
+static void push_outcome(pc_notifier_t *n, const delivery_t *d, const char *status, int inc,
+                         int64_t delay_ms, int http_status, const char *error, uint64_t elapsed_ms)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:I,s:o,s:s?,s:I}", "event_id", d->event_id, "token",
+                          d->token, "status", status, "inc", inc, "delay_ms", (json_int_t)delay_ms,
+                          "http_status", http_status ? json_integer(http_status) : json_null(),
+                          "error", error, "elapsed_ms", (json_int_t)elapsed_ms);
+    if (!o || json_array_append_new(n->pending, o) != 0) {
+        /* The row keeps its claim until the lease ends, then comes back. */
+        pc_metrics_add("pc_notify_record_errors_total", "", 1);
+        return;
+    }
+    schedule_flush(n);
+}
+
+static void delivery_free(delivery_t *d)
+{
+    free(d->notify_url);
+    free(d->payload);
+    free(d);
+}
+
+/* The delivery's outcome is queued: drop it and let its host and the node
+ * take more work. */
+static void delivery_end(delivery_t *d)
+{
+    pc_notifier_t *n = d->n;
+    host_t *h = d->host;
+    if (d->state == D_SENDING && h)
+        h->inflight--;
+    if (h)
+        h->last_used_ms = uv_now(n->loop);
+    delivery_free(d);
+    n->held--;
+    pc_metrics_set("pc_notify_inflight", "", n->held);
+    if (h && !n->stopping)
+        host_pump(n, h);
+    if (n->starved && !n->stopping && n->held <= n->max_inflight / 2) {
+        n->starved = 0;
+        uv_timer_start(&n->poll_timer, poll_cb, 0, 0);
+    }
+    maybe_finish(n);
+}
+
+/* Hands a row back unsent: it becomes due again shortly, for any node. */
+static void delivery_release(delivery_t *d)
+{
+    push_outcome(d->n, d, "PENDING", 0, RELEASE_DELAY_MS, 0, NULL, 0);
+    pc_metrics_add("pc_notify_released_total", "", 1);
+    delivery_end(d);
+}
+
+/* Records one attempt and schedules what follows it. */
+static void delivery_attempted(delivery_t *d, int delivered, const char *result, int http_status,
+                               const char *error)
+{
+    pc_notifier_t *n = d->n;
+    uint64_t elapsed = d->state == D_SENDING ? uv_now(n->loop) - d->start_ms : 0;
+    int attempt = d->attempts + 1;
+    char labels[64];
+    snprintf(labels, sizeof labels, "result=\"%s\"", result);
+    pc_metrics_add("pc_notify_attempts_total", labels, 1);
+    if (d->state == D_SENDING)
+        pc_metrics_observe("pc_notify_delivery_seconds", "", (double)elapsed / 1000.0);
+    if (delivered) {
+        push_outcome(n, d, "DELIVERED", 1, 0, http_status, NULL, elapsed);
+    } else if (attempt > n->nschedule) {
+        push_outcome(n, d, "FAILED", 1, 0, http_status, error, elapsed);
+        pc_metrics_add("pc_notify_failed_total", "", 1);
+        pc_log_warn("notify.failed", "event %s for merchant %s failed after %d attempts: %s",
+                    d->event_id, d->merchant_id, attempt, error ? error : "");
+    } else {
+        push_outcome(n, d, "PENDING", 1, n->schedule[attempt - 1], http_status, error, elapsed);
+    }
+    delivery_end(d);
+}
+
+/* ---- Recording ---------------------------------------------------------------- */
+
+/* Applies a batch of outcomes where the claim token still matches (a row whose
+ * lease ran out and that another node claimed is that node's now), and logs
+ * each attempt. */
+static const char RECORD_SQL[] =
+    "WITH v AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS v(event_id text, token text, "
+    "status text, inc int, delay_ms bigint, http_status int, error text, elapsed_ms bigint)), "
+    "u AS (UPDATE outbox o SET status = v.status, attempts = o.attempts + v.inc, "
+    "next_attempt_at = CASE WHEN v.status = 'PENDING' "
+    "THEN now() + v.delay_ms * interval '1 millisecond' ELSE o.next_attempt_at END, "
+    "claim_token = NULL, "
+    "last_attempt_at = CASE WHEN v.inc > 0 THEN now() ELSE o.last_attempt_at END, "
+    "last_status = CASE WHEN v.inc > 0 THEN v.http_status ELSE o.last_status END, "
+    "last_error = CASE WHEN v.inc > 0 THEN v.error ELSE o.last_error END, "
+    "delivered_at = CASE WHEN v.status = 'DELIVERED' THEN now() ELSE o.delivered_at END "
+    "FROM v WHERE o.event_id = v.event_id AND o.claim_token = v.token "
+    "RETURNING o.event_id, o.attempts, v.inc, v.http_status, v.error, v.elapsed_ms) "
+    "INSERT INTO outbox_attempts (event_id, attempt, node, http_status, error, elapsed_ms) "
+    "SELECT event_id, attempts, $2, http_status, error, LEAST(elapsed_ms, 2147483647) "
+    "FROM u WHERE inc > 0";
+
+static void record_cb(void *data, int status, pc_db_res_t *res)
+{
+    record_t *r = data;
+    pc_notifier_t *n = r->n;
+    n->recording--;
+    if (status) {
+        /* The rows keep their claims until the leases end; then they are sent
+         * again (delivery is at-least-once). */
+        pc_metrics_add("pc_notify_record_errors_total", "", (int64_t)r->count);
+        pc_log_warn("notify.record_failed", "could not record %zu outcomes: %s", r->count,
+                    pc_strerror(status));
+    }
+    (void)res;
+    free(r);
+    maybe_finish(n);
+}
+
+static void flush_now(pc_notifier_t *n)
+{
+    size_t count = json_array_size(n->pending);
+    if (!count)
+        return;
+    char *text = json_dumps(n->pending, JSON_COMPACT);
+    json_array_clear(n->pending);
+    record_t *r = malloc(sizeof *r);
+    if (!text || !r)
+        goto fail;
+    r->n = n;
+    r->count = count;
+    const char *p[] = {text, n->node_id};
+    int rc = pc_db_query(n->db, RECORD_SQL, 2, p, record_cb, r);
+    if (rc < 0) {
+        pc_log_warn("notify.record_failed", "could not record %zu outcomes: %s", count,
+                    pc_strerror(rc));
+        goto fail;
+    }
+    n->recording++;
+    free(text);
+    return;
+fail:
+    pc_metrics_add("pc_notify_record_errors_total", "", (int64_t)count);
+    free(r);
+    free(text);
+}
+
+static void flush_cb(uv_timer_t *t)
+{
+    flush_now(t->data);
+}
+
+static void schedule_flush(pc_notifier_t *n)
+{
+    if (json_array_size(n->pending) >= FLUSH_MAX) {
+        uv_timer_stop(&n->flush_timer);
+        flush_now(n);
+    } else if (!uv_is_active((uv_handle_t *)&n->flush_timer)) {
+        uv_timer_start(&n->flush_timer, flush_cb, FLUSH_DELAY_MS, 0);
+    }
+}
+
+/* ---- Sending ------------------------------------------------------------------ */
+
+/* True when the row's lease still covers a whole request from now. */
+static int lease_covers(const pc_notifier_t *n, const delivery_t *d)
+{
+    uint64_t used = uv_now(n->loop) - d->claim_sent_ms;
+    return used + n->timeout_ms + LEASE_MARGIN_MS <= n->lease_ms;
+}
+
+/* Whether body, with surrounding white space ignored, is exactly "success". */
+static int is_success_body(const char *body, size_t len)
+{
+    size_t a = 0, b = len;
+    while (a < b && (body[a] == ' ' || body[a] == '\t' || body[a] == '\r' || body[a] == '\n'))
+        a++;
+    while (b > a && (body[b - 1] == ' ' || body[b - 1] == '\t' || body[b - 1] == '\r' ||
+                     body[b - 1] == '\n'))
+        b--;
+    return b - a == 7 && memcmp(body + a, "success", 7) == 0;
+}
+
+/* Leaves only what an unhealthy host may hold, handing the rest back. */
+static void host_trim(pc_notifier_t *n, host_t *h)
+{
+    while (h->q_head && h->queued + h->inflight > host_limit(n, h)) {
+        delivery_t *d = h->q_head;
+        h->q_head = d->next;
+        if (!h->q_head)
+            h->q_tail = NULL;
+        h->queued--;
+        d->state = D_NEW;
+        delivery_release(d);
+    }
+}
+
+static void http_done_cb(void *data, const pc_http_response_t *resp)
+{
+    delivery_t *d = data;
+    pc_notifier_t *n = d->n;
+    host_t *h = d->host;
+    if (resp->error == PC_HTTP_ECANCELLED) {
+        delivery_release(d);
+        return;
+    }
+    char error[ERROR_TEXT_MAX + 1];
+    if (resp->error == PC_HTTP_OK) {
+        h->unhealthy = 0;
+        if (resp->status == 200 && is_success_body(resp->body, resp->body_len)) {
+            delivery_attempted(d, 1, "delivered", resp->status, NULL);
+            return;
+        }
+        if (resp->status != 200) {
+            snprintf(error, sizeof error, "HTTP %d", resp->status);
+            delivery_attempted(d, 0, "bad_status", resp->status, error);
+            return;
+        }
+        /* Show ops what the merchant answered, printable characters only. */
+        char shown[41];
+        size_t k = 0;
+        for (size_t i = 0; i < resp->body_len && k < sizeof shown - 1; i++) {
+            unsigned char c = (unsigned char)resp->body[i];
+            shown[k++] = c >= 0x20 && c < 0x7f && c != '"' ? (char)c : '?';
+        }
+        shown[k] = 0;
+        snprintf(error, sizeof error, "answer was not \"success\": \"%s\"%s", shown,
+                 resp->body_len > k ? "…" : "");
+        delivery_attempted(d, 0, "bad_body", resp->status, error);
+        return;
+    }
+    const char *result = "error";
+    if (resp->error == PC_HTTP_ETIMEOUT)
+        result = "timeout";
+    else if (resp->error == PC_HTTP_ECONNREFUSED || resp->error == PC_HTTP_ECONNECT ||
+             resp->error == PC_HTTP_ERESOLVE)
+        result = "connect_error";
+    snprintf(error, sizeof error, "%s: %s", pc_http_strerror(resp->error), resp->error_message);
+    int became_unhealthy = 0;
+    if (strcmp(result, "error") != 0) {
+        became_unhealthy = !h->unhealthy;
+        h->unhealthy = 1;
+    } else {
+        h->unhealthy = 0;
+    }
+    delivery_attempted(d, 0, result, 0, error);
+    if (became_unhealthy && !n->stopping) {
+        pc_log_warn("notify.host_unhealthy", "%s: %s; holding at most %d of its events", h->key,
+                    error, n->host_conns);
+        host_trim(n, h);
+    }
+}
+
+static void merchant_cb(void *data, int status, pc_merchant_t *m)
+{
+    delivery_t *d = data;
+    pc_notifier_t *n = d->n;
+    char *tosign = NULL, *sig = NULL;
+    if (status == PC_ENOTFOUND) {
+        delivery_attempted(d, 0, "error", 0, "unknown merchant");
+        return;
+    }
+    if (status || n->stopping || !lease_covers(n, d)) {
+        delivery_release(d);
+        return;
+    }
+    char ts[24], nonce[33];
+    snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
+    if (pc_random_hex(nonce, sizeof nonce, 16) != 0)
+        goto sign_failed;
+    size_t len;
+    tosign = pc_sign_notify_string(ts, nonce, d->payload, d->payload_len, &len);
+    if (!tosign)
+        goto sign_failed;
+    if (m->sign_type == PC_SIGN_RSA2)
+        sig = pc_rsa_sha256_sign(n->key, tosign, len);
+    else if (m->secret)
+        sig = pc_hmac_sha256_sign(m->secret, strlen(m->secret), tosign, len);
+    if (!sig)
+        goto sign_failed;
+    char h_ts[48], h_nonce[64], h_sig[1024];
+    snprintf(h_ts, sizeof h_ts, "X-Timestamp: %s", ts);
+    snprintf(h_nonce, sizeof h_nonce, "X-Nonce: %s", nonce);
+    snprintf(h_sig, sizeof h_sig, "X-Signature: %s", sig);
+    const char *headers[] = {"Content-Type: application/json", h_ts, h_nonce, h_sig};
+    pc_http_request_t req = {
+        .method = "POST",
+        .url = d->notify_url,
+        .headers = headers,
+        .header_count = sizeof headers / sizeof headers[0],
+        .body = d->payload,
+        .body_len = d->payload_len,
+        .timeout_ms = (uint32_t)n->timeout_ms,
+    };
+    d->start_ms = uv_now(n->loop);
+    int rc = pc_http_client_request(n->http, &req, http_done_cb, d);
+    free(tosign);
+    free(sig);
+    if (rc == PC_EINVAL)
+        delivery_attempted(d, 0, "error", 0, "notify_url refused by the HTTP client");
+    else if (rc)
+        delivery_release(d);
+    return;
+sign_failed:
+    free(tosign);
+    free(sig);
+    delivery_attempted(d, 0, "error", 0, "could not sign the notification");
+}
+
+static void host_pump(pc_notifier_t *n, host_t *h)
+{
+    /* A send that fails at once ends its delivery, which pumps again; the
+     * loop below picks that slot up instead. */
+    if (h->pumping)
+        return;
+    h->pumping = 1;
+    while (h->q_head && h->inflight < n->host_conns && !n->stopping) {
+        delivery_t *d = h->q_head;
+        h->q_head = d->next;
+        if (!h->q_head)
+            h->q_tail = NULL;
+        d->next = NULL;
+        h->queued--;
+        if (!lease_covers(n, d)) {
+            d->state = D_NEW;
+            delivery_release(d);
+            continue;
+        }
+        d->state = D_SENDING;
+        d->start_ms = uv_now(n->loop);
+        h->inflight++;
+        if (pc_merchants_get(n->merchants, d->merchant_id, merchant_cb, d) < 0)
+            delivery_release(d);
+    }
+    h->pumping = 0;
+}
+
+/* ---- Claiming ----------------------------------------------------------------- */
+
+static const char CLAIM_SQL[] =
+    "UPDATE outbox SET next_attempt_at = now() + $2::bigint * interval '1 millisecond', "
+    "claim_token = $1 WHERE event_id IN (SELECT event_id FROM outbox WHERE status = 'PENDING' "
+    "AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
+    "RETURNING event_id, merchant_id, notify_url, payload, attempts";
+
+static delivery_t *delivery_from_row(pc_notifier_t *n, const claim_t *c, pc_db_res_t *res, int row)
+{
+    delivery_t *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    d->n = n;
+    snprintf(d->event_id, sizeof d->event_id, "%s", pc_db_val(res, row, "event_id"));
+    snprintf(d->merchant_id, sizeof d->merchant_id, "%s", pc_db_val(res, row, "merchant_id"));
+    snprintf(d->token, sizeof d->token, "%s", c->token);
+    d->notify_url = strdup(pc_db_val(res, row, "notify_url"));
+    d->payload = strdup(pc_db_val(res, row, "payload"));
+    d->payload_len = d->payload ? strlen(d->payload) : 0;
+    d->attempts = (int)pc_db_val_i64(res, row, "attempts");
+    d->claim_sent_ms = c->sent_ms;
+    if (!d->notify_url || !d->payload) {
+        delivery_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static void claim_cb(void *data, int status, pc_db_res_t *res)
+{
+    claim_t *c = data;
+    pc_notifier_t *n = c->n;
+    n->claiming = 0;
+    if (status) {
+        pc_log_warn("notify.claim_failed", "claiming due notifications failed: %s",
+                    pc_strerror(status));
+        if (!n->stopping)
+            uv_timer_start(&n->poll_timer, poll_cb, n->poll_ms, 0);
+        free(c);
+        maybe_finish(n);
+        return;
+    }
+    int rows = pc_db_rows(res);
+    int overflow = 0;
+    for (int i = 0; i < rows; i++) {
+        delivery_t *d = delivery_from_row(n, c, res, i);
+        if (!d)
+            continue; /* out of memory: the lease brings the row back */
+        n->held++;
+        host_t *h = n->stopping ? NULL : host_get(n, d->notify_url);
+        if (!h || h->queued + h->inflight >= host_limit(n, h)) {
+            overflow |= h != NULL;
+            delivery_release(d);
+            continue;
+        }
+        d->host = h;
+        d->state = D_QUEUED;
+        if (h->q_tail)
+            h->q_tail->next = d;
+        else
+            h->q_head = d;
+        h->q_tail = d;
+        h->queued++;
+        host_pump(n, h);
+    }
+    pc_metrics_set("pc_notify_inflight", "", n->held);
+    /* A full batch means more rows are probably due: claim again at once,
+     * unless rows had to be handed back (then the backlog is one busy host's). */
+    int again = rows == c->want && !overflow;
+    free(c);
+    if (!n->stopping)
+        uv_timer_start(&n->poll_timer, poll_cb, again ? 0 : n->poll_ms, 0);
+    maybe_finish(n);
+}
+
+static void metrics_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_notifier_t *n = data;
+    n->metrics_query = 0;
+    if (status == 0 && pc_db_rows(res) == 1) {
+        pc_metrics_set("pc_outbox_backlog", "", pc_db_val_i64(res, 0, "backlog"));
+        pc_metrics_set("pc_outbox_oldest_age_seconds", "", pc_db_val_i64(res, 0, "oldest"));
+    }
+    maybe_finish(n);
+}
+
+static void refresh_metrics(pc_notifier_t *n)
+{
+    if (n->metrics_query)
+        return;
+    if (pc_db_query(n->db,
+                    "SELECT count(*) AS backlog, COALESCE(floor(EXTRACT(EPOCH FROM now() - "
+                    "min(created_at))), 0)::bigint AS oldest FROM outbox WHERE status = 'PENDING'",
+                    0, NULL, metrics_cb, n) == 0)
+        n->metrics_query = 1;
+}
+
+static void poll_cb(uv_timer_t *t)
+{
+    pc_notifier_t *n = t->data;
+    if (n->stopping || n->claiming)
+        return;
+    uint64_t now = uv_now(n->loop);
+    if (now >= n->next_metrics_ms) {
+        n->next_metrics_ms = now + METRICS_EVERY_MS;
+        refresh_metrics(n);
+    }
+    if (now >= n->next_prune_ms) {
+        n->next_prune_ms = now + HOST_IDLE_MS / 5;
+        hosts_prune(n, now);
+    }
+    int room = n->max_inflight - n->held;
+    if (room <= 0) {
+        n->starved = 1;
+        uv_timer_start(&n->poll_timer, poll_cb, n->poll_ms, 0);
+        return;
+    }
+    claim_t *c = calloc(1, sizeof *c);
+    char hex[17];
+    if (!c || pc_random_hex(hex, sizeof hex, 8) != 0) {
+        free(c);
+        uv_timer_start(&n->poll_timer, poll_cb, n->poll_ms, 0);
+        return;
+    }
+    c->n = n;
+    c->want = room < n->batch ? room : n->batch;
+    c->sent_ms = now;
+    snprintf(c->token, sizeof c->token, "%s:%s", n->node_id, hex);
+    char lease[24], want[16];
+    snprintf(lease, sizeof lease, "%llu", (unsigned long long)n->lease_ms);
+    snprintf(want, sizeof want, "%d", c->want);
+    const char *p[] = {c->token, lease, want};
+    if (pc_db_query(n->db, CLAIM_SQL, 3, p, claim_cb, c) < 0) {
+        free(c);
+        uv_timer_start(&n->poll_timer, poll_cb, n->poll_ms, 0);
+        return;
+    }
+    n->claiming = 1;
+}
+
+/* ---- Platform key ---------------------------------------------------------------- */
+
+static int load_platform_key(pc_notifier_t *n, const char *path, char *err, size_t errlen)
+{
+    char *pem = NULL;
+    size_t len = 0;
+    BIO *bio = NULL;
+    EVP_PKEY *pkey = NULL;
+    if (path && path[0]) {
+        FILE *f = fopen(path, "rb");
+        if (!f) {
+            snprintf(err, errlen, "notify.platform_key_file: cannot open %s", path);
+            return PC_EINVAL;
+        }
+        pem = malloc(PLATFORM_KEY_MAX_BYTES);
+        if (pem)
+            len = fread(pem, 1, PLATFORM_KEY_MAX_BYTES, f);
+        fclose(f);
+        if (pem) {
+            n->key = pc_rsa_key_new_private_pem(pem, len);
+            OPENSSL_cleanse(pem, PLATFORM_KEY_MAX_BYTES);
+            free(pem);
+        }
+        if (!n->key) {
+            snprintf(err, errlen,
+                     "notify.platform_key_file: %s is not an unencrypted PEM RSA private key of "
+                     "at least %d bits",
+                     path, PC_RSA_MIN_BITS);
+            return PC_EINVAL;
+        }
+    } else {
+        pkey = EVP_RSA_gen(2048);
+        bio = pkey ? BIO_new(BIO_s_mem()) : NULL;
+        if (!bio || !PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL))
+            goto gen_failed;
+        char *data = NULL;
+        long dlen = BIO_get_mem_data(bio, &data);
+        if (dlen > 0 && data) {
+            n->key = pc_rsa_key_new_private_pem(data, (size_t)dlen);
+            OPENSSL_cleanse(data, (size_t)dlen);
+        }
+        BIO_free(bio);
+        EVP_PKEY_free(pkey);
+        bio = NULL;
+        pkey = NULL;
+        if (!n->key)
+            goto gen_failed;
+    }
+    n->key_pem = pc_rsa_key_public_pem(n->key);
+    if (!n->key_pem) {
+        snprintf(err, errlen, "notify: cannot export the platform public key");
+        return PC_ENOMEM;
+    }
+    char fp[PC_SHA256_HEX_LEN + 1] = "";
+    pc_sha256_hex(n->key_pem, strlen(n->key_pem), fp);
+    if (path && path[0])
+        pc_log_info("notify.platform_key", "platform key loaded from %s (public key sha256 %.16s)",
+                    path, fp);
+    else
+        pc_log_warn("notify.ephemeral_platform_key",
+                    "notify.platform_key_file is not set: generated an ephemeral platform key "
+                    "(public key sha256 %.16s). It changes on every restart and differs between "
+                    "nodes, so RSA2 merchants cannot keep verifying notifications; configure a "
+                    "key file shared by all nodes in production",
+                    fp);
+    return 0;
+gen_failed:
+    ERR_clear_error();
+    BIO_free(bio);
+    EVP_PKEY_free(pkey);
+    snprintf(err, errlen, "notify: cannot generate an ephemeral platform key");
+    return PC_EIO;
+}
+
+/* ---- Lifecycle ------------------------------------------------------------------ */
+
+pc_notifier_t *pc_notifier_new(uv_loop_t *loop, const pc_config_t *cfg, pc_db_t *db,
+                               pc_merchants_t *merchants, const char *node_id, char *err,
+                               size_t errlen)
+{
+    pc_notifier_t *n = calloc(1, sizeof *n);
+    if (!n) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    n->loop = loop;
+    n->db = db;
+    n->merchants = merchants;
+    snprintf(n->node_id, sizeof n->node_id, "%s", node_id);
+    n->nschedule = pc_config_ms_list(cfg, "notify.schedule_ms", n->schedule, MAX_SCHEDULE);
+    if (n->nschedule < 0) {
+        snprintf(err, errlen,
+                 "notify.schedule_ms must be at most %d comma-separated non-negative "
+                 "millisecond values",
+                 MAX_SCHEDULE);
+        goto fail;
+    }
+    n->poll_ms = (uint64_t)pc_config_int(cfg, "notify.poll_ms");
+    n->batch = (int)pc_config_int(cfg, "notify.batch");
+    n->timeout_ms = (uint64_t)pc_config_int(cfg, "notify.timeout_ms");
+    n->lease_ms = (uint64_t)pc_config_int(cfg, "notify.lease_ms");
+    n->host_conns = (int)pc_config_int(cfg, "notify.host_connections");
+    n->max_inflight = (int)pc_config_int(cfg, "notify.max_inflight");
+    if (n->lease_ms < n->timeout_ms + LEASE_MARGIN_MS + 1000) {
+        snprintf(err, errlen, "notify.lease_ms must exceed notify.timeout_ms by at least %d ms",
+                 LEASE_MARGIN_MS + 1000);
+        goto fail;
+    }
+    if (load_platform_key(n, pc_config_str(cfg, "notify.platform_key_file"), err, errlen) != 0)
+        goto fail;
+    n->pending = json_array();
+    /* Total connections leave room for many hosts at their cap, so that busy
+     * hosts never make another host's requests wait inside libcurl. */
+    pc_http_client_opts_t ho = {
+        .max_host_connections = (unsigned)n->host_conns,
+        .max_total_connections = 1024,
+        .max_response_bytes = 64 * 1024,
+        .user_agent = "paycore-notifier",
+    };
+    n->http = n->pending ? pc_http_client_new(loop, &ho) : NULL;
+    if (!n->http) {
+        snprintf(err, errlen, "notify: cannot create the HTTP client");
+        goto fail;
+    }
+    pc_metrics_describe("pc_outbox_backlog", PC_METRIC_GAUGE,
+                        "Notifications waiting for delivery (PENDING outbox rows)");
+    pc_metrics_describe("pc_outbox_oldest_age_seconds", PC_METRIC_GAUGE,
+                        "Age of the oldest PENDING outbox row");
+    pc_metrics_describe("pc_notify_attempts_total", PC_METRIC_COUNTER,
+                        "Notification attempts by result");
+    pc_metrics_describe("pc_notify_inflight", PC_METRIC_GAUGE,
+                        "Notifications claimed by this node and not yet recorded");
+    pc_metrics_describe("pc_notify_released_total", PC_METRIC_COUNTER,
+                        "Claimed notifications handed back unsent");
+    pc_metrics_describe("pc_notify_failed_total", PC_METRIC_COUNTER,
+                        "Notifications that used up the retry schedule");
+    pc_metrics_describe("pc_notify_record_errors_total", PC_METRIC_COUNTER,
+                        "Outcomes that could not be written (rows retried after their lease)");
+    pc_metrics_describe("pc_notify_delivery_seconds", PC_METRIC_HISTOGRAM,
+                        "Time from sending a notification to its outcome");
+    return n;
+fail:
+    pc_notifier_free(n);
+    return NULL;
+}
+
+void pc_notifier_start(pc_notifier_t *n)
+{
+    uv_timer_init(n->loop, &n->poll_timer);
+    uv_timer_init(n->loop, &n->flush_timer);
+    n->poll_timer.data = n->flush_timer.data = n;
+    n->handles_open = 2;
+    n->started = 1;
+    uv_timer_start(&n->poll_timer, poll_cb, 0, 0);
+    pc_log_info("notify.started",
+                "notifier running: %d retries, poll %llu ms, batch %d, timeout %llu ms, lease "
+                "%llu ms, %d connections per host",
+                n->nschedule, (unsigned long long)n->poll_ms, n->batch,
+                (unsigned long long)n->timeout_ms, (unsigned long long)n->lease_ms, n->host_conns);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    pc_notifier_t *n = h->data;
+    if (--n->handles_open == 0 && n->stop_cb)
+        n->stop_cb(n->stop_data);
+}
+
+static void http_closed_cb(void *data)
+{
+    pc_notifier_t *n = data;
+    n->http = NULL;
+    if (!n->started) {
+        if (n->stop_cb)
+            n->stop_cb(n->stop_data);
+        return;
+    }
+    uv_close((uv_handle_t *)&n->poll_timer, handle_closed);
+    uv_close((uv_handle_t *)&n->flush_timer, handle_closed);
+}
+
+/* Once stopping and nothing is left in flight, writes the last outcomes and
+ * closes everything. */
+static void maybe_finish(pc_notifier_t *n)
+{
+    if (!n->stopping || n->closing)
+        return;
+    if (n->claiming || n->held > 0 || n->metrics_query)
+        return;
+    if (json_array_size(n->pending) > 0) {
+        if (n->started)
+            uv_timer_stop(&n->flush_timer);
+        flush_now(n);
+    }
+    if (n->recording)
+        return;
+    n->closing = 1;
+    pc_log_info("notify.stopped", "notifier stopped");
+    pc_http_client_close(n->http, http_closed_cb, n);
+}
+
+void pc_notifier_stop(pc_notifier_t *n, void (*cb)(void *data), void *data)
+{
+    n->stopping = 1;
+    n->stop_cb = cb;
+    n->stop_data = data;
+    if (n->started)
+        uv_timer_stop(&n->poll_timer);
+    /* Rows not yet sent go back at once, for another node to take. */
+    for (int b = 0; b < HOST_BUCKETS; b++)
+        for (host_t *h = n->hosts[b]; h; h = h->next)
+            while (h->q_head) {
+                delivery_t *d = h->q_head;
+                h->q_head = d->next;
+                if (!h->q_head)
+                    h->q_tail = NULL;
+                h->queued--;
+                d->state = D_NEW;
+                delivery_release(d);
+            }
+    if (n->held > 0)
+        pc_log_info("notify.stopping", "waiting for %d notifications in flight", n->held);
+    maybe_finish(n);
+}
+
+void pc_notifier_free(pc_notifier_t *n)
+{
+    if (!n)
+        return;
+    for (int b = 0; b < HOST_BUCKETS; b++) {
+        host_t *h = n->hosts[b];
+        while (h) {
+            host_t *next = h->next;
+            while (h->q_head) {
+                delivery_t *d = h->q_head;
+                h->q_head = d->next;
+                delivery_free(d);
+            }
+            free(h->key);
+            free(h);
+            h = next;
+        }
+    }
+    json_decref(n->pending);
+    pc_rsa_key_free(n->key);
+    free(n->key_pem);
+    free(n);
+}
+
+const char *pc_notifier_platform_key_pem(const pc_notifier_t *n)
+{
+    return n->key_pem;
+}
+
+int pc_notifier_held(const pc_notifier_t *n)
+{
+    return n->held;
+}
