@@ -1,0 +1,120 @@
+-- rules/cashier_rank.lua: in which order the cashier shows payment methods,
+-- which ones it hides, and which one it recommends.
+--
+-- Called as  rank(ctx, methods)  and returns the methods to show, in order.
+-- You may reorder, drop entries and set  recommended = true  on some.
+-- You may NOT invent methods: every entry returned must be one of the input
+-- methods (same method_id), at most once. Anything else is refused and the
+-- cashier falls back to showing the input list unchanged.
+--
+-- ctx (filled by paycore before the call; amounts in minor units, integers):
+--   ctx.amount                  amount to pay, e.g. 1999 = 19.99
+--   ctx.currency                "CNY", "USD", ...
+--   ctx.product                 "INSTANT" | "GUARANTEE" | "RECHARGE"
+--   ctx.platform                "WEB" | "H5" | "APP"
+--   ctx.now                     current time, Unix seconds
+--   ctx.merchant.id             merchant id
+--   ctx.buyer.id                buyer id (absent for guests)
+--   ctx.buyer.balance           buyer's available wallet balance
+--   ctx.buyer.last_method_id    method_id the buyer paid with last time (absent if none)
+--   ctx.buyer.type_counts       {CARD = 3, WALLET = 1, ...}: successful payments per type
+--   ctx.policy.hide_unavailable true: drop methods that cannot be used right now
+--                               false/absent: keep them, at the bottom
+--
+-- methods: a list; each method has
+--   method_id     unique id of this option ("m_balance", "card_4242", ...)
+--   type          BALANCE | COUPON | CARD | QUICK_PAY | AGREEMENT | NETBANK | VA |
+--                 OTC | WALLET | QR_MERCHANT | QR_BUYER
+--   label         what the buyer sees
+--   available     true / false (false: limits, channel down, ...)
+--   reason        why it is unavailable, e.g. "LIMIT_EXCEEDED"
+--   max_amount    the most this method can pay for this trade
+--   channel_id    channel that would process it (absent for BALANCE / COUPON)
+--   recommended   false on input
+--
+-- What this rule does:
+--   1. Unavailable methods go last, or are dropped when the policy says so.
+--   2. Balance goes first when it covers the whole amount.
+--   3. Then the method the buyer used last time.
+--   4. Then by type: coupons, then the types people finish paying with most
+--      often (see TYPE_ORDER), the buyer's own favourite type first.
+--   5. Exactly one method is recommended: the first available one that can
+--      pay the whole amount by itself.
+
+-- Lower number = shown earlier. Wallets come before cards on phones, where
+-- the wallet app is one tap away.
+local TYPE_ORDER = {
+  BALANCE = 1, COUPON = 2, QUICK_PAY = 3, WALLET = 4, CARD = 5, QR_MERCHANT = 6,
+  AGREEMENT = 7, NETBANK = 8, VA = 9, OTC = 10, QR_BUYER = 11,
+}
+local TYPE_ORDER_MOBILE = {
+  BALANCE = 1, COUPON = 2, WALLET = 3, QUICK_PAY = 4, CARD = 5, QR_MERCHANT = 6,
+  AGREEMENT = 7, NETBANK = 8, VA = 9, OTC = 10, QR_BUYER = 11,
+}
+
+-- The buyer's favourite type: the one with the most successful payments
+-- (ties: whichever comes first in the normal order).
+local function favourite_type(ctx, order)
+  local counts = ctx.buyer and ctx.buyer.type_counts
+  if not counts then return nil end
+  local best, best_count = nil, 0
+  for t, n in pairs(counts) do
+    if n > best_count or (n == best_count and best and (order[t] or 99) < (order[best] or 99)) then
+      best, best_count = t, n
+    end
+  end
+  return best
+end
+
+return function(ctx, methods)
+  local mobile = ctx.platform == "APP" or ctx.platform == "H5"
+  local order = mobile and TYPE_ORDER_MOBILE or TYPE_ORDER
+  local favourite = favourite_type(ctx, order)
+  local last_used = ctx.buyer and ctx.buyer.last_method_id
+  local hide_unavailable = ctx.policy and ctx.policy.hide_unavailable
+
+  -- Each method gets a sort key; smaller keys come first.
+  local shown = {}
+  for position, m in ipairs(methods) do
+    if m.available or not hide_unavailable then
+      local group
+      if not m.available then
+        group = 4                                   -- cannot be used: last
+      elseif m.type == "BALANCE" and (m.max_amount or 0) >= ctx.amount then
+        group = 1                                   -- balance pays it all
+      elseif last_used and m.method_id == last_used then
+        group = 2                                   -- what the buyer used last
+      else
+        group = 3
+      end
+      local rank = order[m.type] or 99
+      if group == 3 and favourite and m.type == favourite and m.type ~= "COUPON" then
+        rank = 2.5                                  -- just after coupons
+      end
+      m.recommended = false
+      shown[#shown + 1] = { method = m, group = group, rank = rank, position = position }
+    end
+  end
+
+  table.sort(shown, function(a, b)
+    if a.group ~= b.group then return a.group < b.group end
+    if a.rank ~= b.rank then return a.rank < b.rank end
+    return a.position < b.position                  -- keep the input order otherwise
+  end)
+
+  local result = {}
+  for i, s in ipairs(shown) do
+    result[i] = s.method
+  end
+
+  -- Recommend the first method that can pay the whole amount on its own:
+  -- balance and coupons only when they cover it, anything else always.
+  for _, m in ipairs(result) do
+    local partial_only = m.type == "BALANCE" or m.type == "COUPON"
+    if m.available and (not partial_only or (m.max_amount or 0) >= ctx.amount) then
+      m.recommended = true
+      break
+    end
+  end
+  return result
+end

@@ -1,0 +1,60 @@
+-- rules/refund_method.lua: how a refund reaches the buyer.
+--
+-- Called as  refund_method(ctx)  and returns one of
+--   "API"      send it to the paying channel's refund API (fastest, automatic)
+--   "PAYOUT"   pay the money out to the buyer's card or bank account
+--   "FILE"     put it in the channel's refund file (batch, next business day)
+--   "OFFLINE"  ops handle it by hand
+-- The answer must be something that can actually run: API and FILE only if
+-- the channel lists them in ctx.channel.refund_methods, PAYOUT only if the
+-- channel lists it or ctx.payee_available is true. OFFLINE is always
+-- possible, and is what paycore uses if this rule fails.
+--
+-- ctx (filled by paycore before the call; amounts in minor units, integers):
+--   ctx.now                        current time, Unix seconds
+--   ctx.refund.amount              amount to refund
+--   ctx.refund.type                "NORMAL" (merchant asked) | "ERROR" (platform
+--                                  returns a duplicate / late payment)
+--   ctx.refund.partial             true when less than the payment is refunded
+--   ctx.payment.amount             amount the buyer paid on this channel
+--   ctx.payment.method             payment method type ("CARD", "VA", ...)
+--   ctx.payment.channel_id         channel that took the payment
+--   ctx.payment.paid_at            when it was paid, Unix seconds
+--   ctx.channel.refund_methods     what the channel supports, e.g. { "API" }
+--   ctx.channel.refund_window_days how long after payment the channel accepts refunds
+--   ctx.channel.partial_refund     true if the channel accepts partial refunds
+--   ctx.channel.enabled            false while ops have switched the channel off
+--   ctx.payee_available            true if paycore has the buyer's card or account
+--                                  details to pay out to
+--
+-- What this rule does:
+--   1. Within the channel's refund window, use the channel: API if it has
+--      one (and takes partial refunds when this one is partial), else FILE.
+--   2. Otherwise pay out to the buyer when the money can find its way back.
+--   3. Otherwise ops handle it.
+
+local function supports(ctx, method)
+  return paycore.contains(ctx.channel.refund_methods, method)
+end
+
+return function(ctx)
+  local age_days = paycore.days_between(ctx.payment.paid_at, ctx.now)
+  local in_window = age_days <= (ctx.channel.refund_window_days or 0)
+  local channel_on = ctx.channel.enabled ~= false
+  -- Error refunds always return the whole payment, so partial support does not matter.
+  local partial_ok = not ctx.refund.partial or ctx.channel.partial_refund
+    or ctx.refund.type == "ERROR"
+
+  if in_window and channel_on and partial_ok then
+    if supports(ctx, "API") then return "API" end
+    if supports(ctx, "FILE") then return "FILE" end
+  end
+
+  -- Either the channel can pay the buyer back itself (a VA channel knows the
+  -- account the money came from), or we have the buyer's card or account.
+  if supports(ctx, "PAYOUT") or ctx.payee_available then
+    return "PAYOUT"
+  end
+
+  return "OFFLINE"
+end

@@ -1,0 +1,69 @@
+-- rules/route.lua: which channel processes this payment, and which ones to
+-- fall back to if it fails with a retryable error.
+--
+-- Called as  route(ctx, candidates)  and returns the channel ids to try, best
+-- first:  { "sim_card", "sim_card2" }  (returning candidate tables works too).
+-- Only ids from the candidates are accepted, each at most once. Returning an
+-- empty list means "no channel may take this payment" and the payment fails.
+-- If this rule fails, paycore uses healthy channels first, then the highest
+-- success rate.
+--
+-- ctx (filled by paycore before the call; amounts in minor units, integers):
+--   ctx.amount, ctx.currency    this payment
+--   ctx.method                  payment method type ("CARD", "WALLET", ...)
+--   ctx.merchant.id             merchant id
+--   ctx.buyer.id                buyer id
+--   ctx.card.brand              "VISA", "MASTERCARD", ... (card methods only)
+--   ctx.card.bin                first 6 digits (card methods only)
+--   ctx.attempt                 1 for the first try, 2 after one failure, ...
+--   ctx.now                     current time, Unix seconds
+--
+-- candidates: channels that are enabled and accept this method, currency and
+-- amount. Each has
+--   channel_id        e.g. "sim_card"
+--   healthy           false when its recent failure rate passed its alert threshold
+--   success_rate_bp   recent success rate in basis points (9650 = 96.5 %)
+--   latency_ms        recent median latency
+--   fee               what this payment would cost on this channel (minor units)
+--   weight            ops' preference from channels/*.json (higher = preferred)
+--
+-- What this rule does:
+--   1. Drop unhealthy channels (unless every channel is unhealthy: then try
+--      them anyway rather than fail the buyer).
+--   2. Channels whose success rates are within 2 % of each other count as
+--      equally good; among those the cheaper one wins, then the higher
+--      weight, then the faster one.
+
+-- Success rates are compared in bands of this many basis points, so that a
+-- 0.1 % difference does not outweigh a real fee difference.
+local SUCCESS_BAND_BP = 200
+
+local function band(c)
+  return math.floor((c.success_rate_bp or 0) / SUCCESS_BAND_BP)
+end
+
+local function better(a, b)
+  if band(a) ~= band(b) then return band(a) > band(b) end
+  if (a.fee or 0) ~= (b.fee or 0) then return (a.fee or 0) < (b.fee or 0) end
+  if (a.weight or 0) ~= (b.weight or 0) then return (a.weight or 0) > (b.weight or 0) end
+  if (a.latency_ms or 0) ~= (b.latency_ms or 0) then
+    return (a.latency_ms or 0) < (b.latency_ms or 0)
+  end
+  return a.channel_id < b.channel_id      -- stable, predictable order
+end
+
+return function(ctx, candidates)
+  local chosen = {}
+  for _, c in ipairs(candidates) do
+    if c.healthy ~= false then chosen[#chosen + 1] = c end
+  end
+  if #chosen == 0 then
+    for _, c in ipairs(candidates) do chosen[#chosen + 1] = c end
+  end
+
+  table.sort(chosen, better)
+
+  local ids = {}
+  for i, c in ipairs(chosen) do ids[i] = c.channel_id end
+  return ids
+end

@@ -1,0 +1,978 @@
+#include "channel/config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <uv.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+#define MAX_AMOUNT 9007199254740991LL /* 2^53 - 1: amounts stay exact in Lua rules */
+#define MAX_FILE (256u * 1024u)
+#define MAX_CHANNELS 256
+
+static const char *const method_names[PC_METHOD_COUNT] = {
+    "BALANCE", "COUPON", "CARD",   "QUICK_PAY",   "AGREEMENT", "NETBANK",
+    "VA",      "OTC",    "WALLET", "QR_MERCHANT", "QR_BUYER"};
+static const char *const refund_names[PC_REFUND_WAY_COUNT] = {"API", "PAYOUT", "FILE", "OFFLINE"};
+
+const char *pc_pay_method_name(pc_pay_method_t m)
+{
+    return (unsigned)m < PC_METHOD_COUNT ? method_names[m] : "?";
+}
+
+const char *pc_refund_way_name(pc_refund_way_t w)
+{
+    return (unsigned)w < PC_REFUND_WAY_COUNT ? refund_names[w] : "?";
+}
+
+static int parse_name(const char *name, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(name, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+int pc_pay_method_parse(const char *name, pc_pay_method_t *out)
+{
+    int i = name ? parse_name(name, method_names, PC_METHOD_COUNT) : -1;
+    if (i < 0)
+        return PC_EINVAL;
+    *out = (pc_pay_method_t)i;
+    return 0;
+}
+
+int pc_refund_way_parse(const char *name, pc_refund_way_t *out)
+{
+    int i = name ? parse_name(name, refund_names, PC_REFUND_WAY_COUNT) : -1;
+    if (i < 0)
+        return PC_EINVAL;
+    *out = (pc_refund_way_t)i;
+    return 0;
+}
+
+static void sha256_hex(const void *data, size_t len, char out[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    static const char hex[] = "0123456789abcdef";
+    out[0] = '\0';
+    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+        return;
+    for (unsigned i = 0; i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+/* ---- one file ------------------------------------------------------------------ */
+
+/* Every option is declared once here: name, type, bounds, default, where it
+ * goes. Parsing walks the table; checks that involve two fields (max_amount
+ * >= min_amount) and formats (id, endpoint, currencies) follow it. */
+typedef enum {
+    F_STRING,
+    F_INT,
+    F_BOOL,
+    F_METHODS,
+    F_REFUND_METHODS,
+    F_CURRENCIES,
+    F_OBJECT
+} ftype_t;
+
+typedef struct field {
+    const char *name;
+    ftype_t type;
+    bool required;
+    int64_t min, max; /* F_INT bounds; F_STRING: max is the capacity */
+    int64_t def;      /* F_INT / F_BOOL default when optional and absent */
+    size_t offset;
+    const struct field *sub; /* F_OBJECT members, ending with a NULL name */
+} field_t;
+
+#define OFF(m) offsetof(pc_channel_t, m)
+
+static const field_t fee_fields[] = {
+    {"rate_bp", F_INT, true, 0, 10000, 0, OFF(fee.rate_bp), NULL},
+    {"fixed", F_INT, false, 0, MAX_AMOUNT, 0, OFF(fee.fixed), NULL},
+    {NULL, 0, 0, 0, 0, 0, 0, NULL}};
+static const field_t refund_fields[] = {
+    {"methods", F_REFUND_METHODS, true, 0, 0, 0, OFF(refund.methods), NULL},
+    {"window_days", F_INT, true, 0, 3650, 0, OFF(refund.window_days), NULL},
+    {"partial", F_BOOL, false, 0, 0, 0, OFF(refund.partial), NULL},
+    {NULL, 0, 0, 0, 0, 0, 0, NULL}};
+static const field_t timeout_fields[] = {
+    {"connect_ms", F_INT, false, 1, 60000, 3000, OFF(timeouts.connect_ms), NULL},
+    {"request_ms", F_INT, false, 1, 300000, 10000, OFF(timeouts.request_ms), NULL},
+    {NULL, 0, 0, 0, 0, 0, 0, NULL}};
+static const field_t alert_fields[] = {
+    {"failure_rate_bp", F_INT, false, 1, 10000, 500, OFF(alert.failure_rate_bp), NULL},
+    {"window_s", F_INT, false, 10, 86400, 300, OFF(alert.window_s), NULL},
+    {NULL, 0, 0, 0, 0, 0, 0, NULL}};
+static const field_t channel_fields[] = {
+    {"id", F_STRING, true, 0, 33, 0, OFF(id), NULL},
+    {"name", F_STRING, true, 0, 129, 0, OFF(name), NULL},
+    {"endpoint", F_STRING, true, 0, 513, 0, OFF(endpoint), NULL},
+    {"secret_ref", F_STRING, true, 0, 129, 0, OFF(secret_ref), NULL},
+    {"methods", F_METHODS, true, 0, 0, 0, OFF(methods), NULL},
+    {"currencies", F_CURRENCIES, true, 0, 0, 0, 0, NULL},
+    {"min_amount", F_INT, true, 0, MAX_AMOUNT, 0, OFF(min_amount), NULL},
+    {"max_amount", F_INT, true, 1, MAX_AMOUNT, 0, OFF(max_amount), NULL},
+    {"fee", F_OBJECT, true, 0, 0, 0, 0, fee_fields},
+    {"refund", F_OBJECT, true, 0, 0, 0, 0, refund_fields},
+    {"timeouts", F_OBJECT, false, 0, 0, 0, 0, timeout_fields},
+    {"weight", F_INT, false, 0, 1000, 100, OFF(weight), NULL},
+    {"enabled", F_BOOL, false, 0, 0, 1, OFF(enabled), NULL},
+    {"alert", F_OBJECT, false, 0, 0, 0, 0, alert_fields},
+    {NULL, 0, 0, 0, 0, 0, 0, NULL}};
+
+typedef struct {
+    const char *label;
+    json_t *errors;
+    int count;
+} problems_t;
+
+static void problem(problems_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(problems_t *p, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    p->count++;
+    if (p->errors) {
+        char full[600];
+        snprintf(full, sizeof full, "%s: %s", p->label, msg);
+        json_array_append_new(p->errors,
+                              json_pack("{s:s, s:s}", "file", p->label, "message", full));
+    }
+}
+
+/* Parses a list of names into a bit mask. */
+static void parse_name_list(problems_t *p, const char *path, const json_t *v,
+                            const char *const *names, int n, uint32_t *out)
+{
+    *out = 0;
+    if (!json_is_array(v) || json_array_size(v) == 0) {
+        problem(p, "%s must be a non-empty list", path);
+        return;
+    }
+    size_t i;
+    const json_t *item;
+    json_array_foreach(v, i, item)
+    {
+        int k = json_is_string(item) ? parse_name(json_string_value(item), names, n) : -1;
+        if (k < 0) {
+            char all[200] = "";
+            for (int j = 0; j < n; j++) {
+                strncat(all, names[j], sizeof all - strlen(all) - 1);
+                if (j + 1 < n)
+                    strncat(all, ", ", sizeof all - strlen(all) - 1);
+            }
+            problem(p, "%s[%zu] must be one of %s", path, i, all);
+            continue;
+        }
+        if (*out & (1u << k))
+            problem(p, "%s lists %s twice", path, names[k]);
+        *out |= 1u << k;
+    }
+}
+
+static void parse_currencies(problems_t *p, const json_t *v, pc_channel_t *ch)
+{
+    if (!json_is_array(v) || json_array_size(v) == 0 ||
+        json_array_size(v) > PC_CHANNEL_MAX_CURRENCIES) {
+        problem(p, "currencies must be a list of 1 to %d ISO 4217 codes",
+                PC_CHANNEL_MAX_CURRENCIES);
+        return;
+    }
+    size_t i;
+    const json_t *item;
+    json_array_foreach(v, i, item)
+    {
+        const char *s = json_string_value(item);
+        if (!s || strlen(s) != 3 || s[0] < 'A' || s[0] > 'Z' || s[1] < 'A' || s[1] > 'Z' ||
+            s[2] < 'A' || s[2] > 'Z') {
+            problem(p, "currencies[%zu] must be an upper-case ISO 4217 code like \"CNY\"", i);
+            continue;
+        }
+        for (size_t j = 0; j < ch->ncurrencies; j++)
+            if (strcmp(ch->currencies[j], s) == 0)
+                problem(p, "currencies lists %s twice", s);
+        memcpy(ch->currencies[ch->ncurrencies++], s, 4);
+    }
+}
+
+static void parse_fields(problems_t *p, const char *prefix, const json_t *obj,
+                         const field_t *fields, pc_channel_t *ch)
+{
+    char *base = (char *)ch;
+    /* Unknown keys first: "max_ammount" must not pass as "absent, default". */
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        if (key[0] == '_')
+            continue;
+        const field_t *f = fields;
+        while (f->name && strcmp(f->name, key) != 0)
+            f++;
+        if (!f->name)
+            problem(p, "unknown field \"%s%s\"", prefix, key);
+    }
+    for (const field_t *f = fields; f->name; f++) {
+        char path[64];
+        snprintf(path, sizeof path, "%s%s", prefix, f->name);
+        v = json_object_get(obj, f->name);
+        if (!v) {
+            if (f->required)
+                problem(p, "%s is required", path);
+            else if (f->type == F_INT)
+                *(int64_t *)(base + f->offset) = f->def;
+            else if (f->type == F_BOOL)
+                *(bool *)(base + f->offset) = f->def != 0;
+            else if (f->type == F_OBJECT) {
+                json_t *empty = json_object(); /* an absent object: all defaults */
+                parse_fields(p, "", empty, f->sub, ch);
+                json_decref(empty);
+            }
+            continue;
+        }
+        switch (f->type) {
+        case F_STRING: {
+            const char *s = json_string_value(v);
+            if (!s || !*s || strlen(s) >= (size_t)f->max)
+                problem(p, "%s must be a non-empty string of at most %d characters", path,
+                        (int)f->max - 1);
+            else
+                memcpy(base + f->offset, s, strlen(s) + 1);
+            break;
+        }
+        case F_INT: {
+            if (!json_is_integer(v) || json_integer_value(v) < f->min ||
+                json_integer_value(v) > f->max)
+                problem(p, "%s must be an integer from %lld to %lld", path, (long long)f->min,
+                        (long long)f->max);
+            else
+                *(int64_t *)(base + f->offset) = json_integer_value(v);
+            break;
+        }
+        case F_BOOL:
+            if (!json_is_boolean(v))
+                problem(p, "%s must be true or false", path);
+            else
+                *(bool *)(base + f->offset) = json_is_true(v);
+            break;
+        case F_METHODS:
+            parse_name_list(p, path, v, method_names, PC_METHOD_COUNT,
+                            (uint32_t *)(base + f->offset));
+            break;
+        case F_REFUND_METHODS:
+            parse_name_list(p, path, v, refund_names, PC_REFUND_WAY_COUNT,
+                            (uint32_t *)(base + f->offset));
+            break;
+        case F_CURRENCIES:
+            parse_currencies(p, v, ch);
+            break;
+        case F_OBJECT: {
+            if (!json_is_object(v)) {
+                problem(p, "%s must be an object", path);
+                break;
+            }
+            char sub[80];
+            snprintf(sub, sizeof sub, "%s.", path);
+            parse_fields(p, sub, v, f->sub, ch);
+            break;
+        }
+        }
+    }
+}
+
+/* Replaces ${NAME} and ${NAME:-default} with the environment. */
+static int expand_env(problems_t *p, const char *in, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (const char *s = in; *s;) {
+        if (s[0] == '$' && s[1] == '{') {
+            const char *end = strchr(s, '}');
+            if (!end) {
+                problem(p, "endpoint has \"${\" without a closing \"}\"");
+                return -1;
+            }
+            char name[64] = "", def[256] = "";
+            const char *colon = strstr(s, ":-");
+            bool has_def = colon && colon < end;
+            const char *name_end = has_def ? colon : end;
+            size_t nlen = (size_t)(name_end - (s + 2));
+            if (nlen == 0 || nlen >= sizeof name) {
+                problem(p, "endpoint has an invalid ${...} variable name");
+                return -1;
+            }
+            memcpy(name, s + 2, nlen);
+            for (size_t i = 0; i < nlen; i++) {
+                char c = name[i];
+                if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) {
+                    problem(p, "endpoint variable \"%s\" must be upper case letters, digits, _",
+                            name);
+                    return -1;
+                }
+            }
+            if (has_def) {
+                size_t dlen = (size_t)(end - (colon + 2));
+                if (dlen >= sizeof def)
+                    dlen = sizeof def - 1;
+                memcpy(def, colon + 2, dlen);
+                def[dlen] = '\0';
+            }
+            const char *val = getenv(name);
+            if (!val || !*val) {
+                if (!has_def) {
+                    problem(p,
+                            "endpoint uses ${%s} but %s is not set and has no default "
+                            "(write ${%s:-value})",
+                            name, name, name);
+                    return -1;
+                }
+                val = def;
+            }
+            size_t vlen = strlen(val);
+            if (o + vlen >= outlen) {
+                problem(p, "endpoint is too long after substitution");
+                return -1;
+            }
+            memcpy(out + o, val, vlen);
+            o += vlen;
+            s = end + 1;
+            continue;
+        }
+        if (o + 1 >= outlen) {
+            problem(p, "endpoint is too long after substitution");
+            return -1;
+        }
+        out[o++] = *s++;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+static bool valid_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 32)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return false;
+    return true;
+}
+
+static bool valid_ref(const char *s)
+{
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_'))
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+              *s == '_' || *s == '.'))
+            return false;
+    return true;
+}
+
+int pc_channel_parse(const char *label, const char *expected_id, const char *text, size_t len,
+                     pc_channel_t *out, json_t *errors)
+{
+    problems_t p = {.label = label, .errors = errors};
+    memset(out, 0, sizeof *out);
+    json_error_t jerr;
+    json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc) {
+        problem(&p, "invalid JSON at line %d: %s", jerr.line, jerr.text);
+        return PC_EINVAL;
+    }
+    if (!json_is_object(doc)) {
+        problem(&p, "must be a JSON object");
+        json_decref(doc);
+        return PC_EINVAL;
+    }
+    parse_fields(&p, "", doc, channel_fields, out);
+
+    if (out->id[0] && !valid_id(out->id))
+        problem(&p, "id must be 1 to 32 of [a-z0-9_]");
+    if (out->id[0] && expected_id && strcmp(out->id, expected_id) != 0)
+        problem(&p, "id \"%s\" must match the file name (\"%s\")", out->id, expected_id);
+    if (out->max_amount && out->max_amount < out->min_amount)
+        problem(&p, "max_amount must be an integer >= min_amount");
+    if (out->secret_ref[0] && !valid_ref(out->secret_ref))
+        problem(&p, "secret_ref must name an environment variable or config key "
+                    "([A-Za-z_][A-Za-z0-9_.]*), not hold a secret");
+    if (out->endpoint[0]) {
+        char expanded[sizeof out->endpoint];
+        if (expand_env(&p, out->endpoint, expanded, sizeof expanded) == 0) {
+            if (strncmp(expanded, "http://", 7) != 0 && strncmp(expanded, "https://", 8) != 0)
+                problem(&p, "endpoint must be an http:// or https:// URL");
+            else
+                memcpy(out->endpoint, expanded, sizeof expanded);
+        }
+    }
+    sha256_hex(text, len, out->version);
+    json_decref(doc);
+    return p.count ? PC_EINVAL : 0;
+}
+
+bool pc_channel_accepts(const pc_channel_t *ch, pc_pay_method_t method, const char *currency,
+                        int64_t amount)
+{
+    if ((unsigned)method >= PC_METHOD_COUNT || !(ch->methods & (1u << method)))
+        return false;
+    if (amount < ch->min_amount || amount > ch->max_amount)
+        return false;
+    for (size_t i = 0; i < ch->ncurrencies; i++)
+        if (currency && strcmp(ch->currencies[i], currency) == 0)
+            return true;
+    return false;
+}
+
+bool pc_channel_supports_refund(const pc_channel_t *ch, pc_refund_way_t way)
+{
+    return (unsigned)way < PC_REFUND_WAY_COUNT && (ch->refund.methods & (1u << way));
+}
+
+int64_t pc_channel_fee(const pc_channel_t *ch, int64_t amount)
+{
+    __int128 p = (__int128)amount * ch->fee.rate_bp;
+    __int128 q = p / 10000;
+    if ((p % 10000) * 2 >= 10000)
+        q++;
+    return (int64_t)q + ch->fee.fixed;
+}
+
+static json_t *name_list(uint32_t mask, const char *const *names, int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        if (mask & (1u << i))
+            json_array_append_new(a, json_string(names[i]));
+    return a;
+}
+
+json_t *pc_channel_to_json(const pc_channel_t *ch)
+{
+    json_t *cur = json_array();
+    for (size_t i = 0; i < ch->ncurrencies; i++)
+        json_array_append_new(cur, json_string(ch->currencies[i]));
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:{s:I, s:I},"
+        " s:{s:o, s:I, s:b}, s:{s:I, s:I}, s:I, s:b, s:{s:I, s:I}, s:s}",
+        "id", ch->id, "name", ch->name, "endpoint", ch->endpoint, "secret_ref", ch->secret_ref,
+        "methods", name_list(ch->methods, method_names, PC_METHOD_COUNT), "currencies", cur,
+        "min_amount", (json_int_t)ch->min_amount, "max_amount", (json_int_t)ch->max_amount, "fee",
+        "rate_bp", (json_int_t)ch->fee.rate_bp, "fixed", (json_int_t)ch->fee.fixed, "refund",
+        "methods", name_list(ch->refund.methods, refund_names, PC_REFUND_WAY_COUNT), "window_days",
+        (json_int_t)ch->refund.window_days, "partial", ch->refund.partial, "timeouts", "connect_ms",
+        (json_int_t)ch->timeouts.connect_ms, "request_ms", (json_int_t)ch->timeouts.request_ms,
+        "weight", (json_int_t)ch->weight, "enabled", ch->enabled, "alert", "failure_rate_bp",
+        (json_int_t)ch->alert.failure_rate_bp, "window_s", (json_int_t)ch->alert.window_s,
+        "version", ch->version);
+}
+
+/* ---- a set ------------------------------------------------------------------------ */
+
+struct pc_channel_set {
+    int refs;
+    size_t n;
+    pc_channel_t *items; /* sorted by id */
+    char version[65];
+    time_t loaded_at;
+};
+
+size_t pc_channel_set_count(const pc_channel_set_t *set)
+{
+    return set ? set->n : 0;
+}
+
+const pc_channel_t *pc_channel_set_at(const pc_channel_set_t *set, size_t i)
+{
+    return set && i < set->n ? &set->items[i] : NULL;
+}
+
+static int cmp_id(const void *key, const void *item)
+{
+    return strcmp(key, ((const pc_channel_t *)item)->id);
+}
+
+const pc_channel_t *pc_channel_set_find(const pc_channel_set_t *set, const char *id)
+{
+    if (!set || !id)
+        return NULL;
+    return bsearch(id, set->items, set->n, sizeof *set->items, cmp_id);
+}
+
+const char *pc_channel_set_version(const pc_channel_set_t *set)
+{
+    return set ? set->version : "";
+}
+
+void pc_channel_set_release(pc_channel_set_t *set)
+{
+    if (set && --set->refs == 0) {
+        free(set->items);
+        free(set);
+    }
+}
+
+static int json_file(const struct dirent *d)
+{
+    size_t n = strlen(d->d_name);
+    return d->d_name[0] != '.' && n > 5 && strcmp(d->d_name + n - 5, ".json") == 0;
+}
+
+static int cmp_channel(const void *a, const void *b)
+{
+    return strcmp(((const pc_channel_t *)a)->id, ((const pc_channel_t *)b)->id);
+}
+
+static char *read_small_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = malloc(MAX_FILE + 1);
+    size_t n = buf ? fread(buf, 1, MAX_FILE + 1, f) : 0;
+    int bad = !buf || ferror(f) || n > MAX_FILE;
+    fclose(f);
+    if (bad) {
+        free(buf);
+        errno = buf ? EFBIG : ENOMEM;
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+int pc_channel_set_load(const char *dir, pc_channel_set_t **out, json_t *errors)
+{
+    struct dirent **names = NULL;
+    int n = scandir(dir, &names, json_file, alphasort);
+    *out = NULL;
+    if (n < 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "%.200s: cannot read the directory: %s", dir, strerror(errno));
+        if (errors)
+            json_array_append_new(errors, json_pack("{s:s, s:s}", "file", dir, "message", msg));
+        return PC_EIO;
+    }
+    int rc = 0;
+    pc_channel_set_t *set = calloc(1, sizeof *set);
+    if (set)
+        set->items = calloc((size_t)(n ? n : 1), sizeof *set->items);
+    if (!set || !set->items) {
+        rc = PC_ENOMEM;
+        goto done;
+    }
+    problems_t p = {.label = "channels/", .errors = errors};
+    if (n == 0) {
+        problem(&p, "no channel files (*.json); a set without channels is refused (disable "
+                    "channels instead of removing them all)");
+        rc = PC_EINVAL;
+        goto done;
+    }
+    if (n > MAX_CHANNELS) {
+        problem(&p, "more than %d channel files", MAX_CHANNELS);
+        rc = PC_EINVAL;
+        goto done;
+    }
+    /* The set's version hashes every file's name and content hash, so any
+     * change to any file gives a new version. */
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        rc = PC_ENOMEM;
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        char path[4096], label[300], id[256];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name);
+        snprintf(label, sizeof label, "channels/%s", names[i]->d_name);
+        snprintf(id, sizeof id, "%.*s", (int)(strlen(names[i]->d_name) - 5), names[i]->d_name);
+        size_t len;
+        char *text = read_small_file(path, &len);
+        if (!text) {
+            problems_t fp = {.label = label, .errors = errors};
+            problem(&fp, "cannot read: %s",
+                    errno == EFBIG ? "larger than 256 KiB" : strerror(errno));
+            rc = PC_EINVAL;
+            continue;
+        }
+        pc_channel_t *ch = &set->items[set->n];
+        if (pc_channel_parse(label, id, text, len, ch, errors) == 0) {
+            set->n++;
+            EVP_DigestUpdate(md, names[i]->d_name, strlen(names[i]->d_name) + 1);
+            EVP_DigestUpdate(md, ch->version, 64);
+        } else {
+            rc = PC_EINVAL;
+        }
+        free(text);
+    }
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    EVP_DigestFinal_ex(md, digest, &dlen);
+    EVP_MD_CTX_free(md);
+    for (unsigned i = 0; i < 32 && dlen == 32; i++)
+        snprintf(set->version + 2 * i, 3, "%02x", digest[i]);
+    if (rc == 0) {
+        /* File names equal ids, so this only sorts; duplicates cannot happen
+         * but are checked in case the rule about names ever changes. */
+        qsort(set->items, set->n, sizeof *set->items, cmp_channel);
+        for (size_t i = 1; i < set->n; i++) {
+            if (strcmp(set->items[i - 1].id, set->items[i].id) == 0) {
+                problem(&p, "channel id \"%s\" is declared twice", set->items[i].id);
+                rc = PC_EINVAL;
+            }
+        }
+    }
+
+done:
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    if (rc == 0) {
+        set->refs = 1;
+        *out = set;
+    } else if (set) {
+        free(set->items);
+        free(set);
+    }
+    return rc;
+}
+
+/* ---- the registry -------------------------------------------------------------------- */
+
+typedef struct override {
+    char id[33];
+    int enabled;
+    struct override *next;
+} override_t;
+
+typedef struct waiter {
+    pc_channels_reload_cb cb;
+    void *data;
+    struct waiter *next;
+} waiter_t;
+
+typedef struct job {
+    uv_work_t req;
+    pc_channels_t *chs;
+    pc_channel_set_t *set;
+    json_t *errors;
+    int rc;
+    waiter_t *waiters;
+} job_t;
+
+struct pc_channels {
+    char *dir;
+    pc_channel_set_t *set;
+    override_t *overrides;
+    const char *status;
+    json_t *errors; /* of the last refused reload */
+    uv_loop_t *loop;
+    job_t *job;
+    waiter_t *pending;
+    bool closing;
+};
+
+pc_channels_t *pc_channels_new(const char *dir)
+{
+    pc_channels_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->dir = strdup(dir);
+    c->errors = json_array();
+    c->status = "missing";
+    if (!c->dir || !c->errors) {
+        free(c->dir);
+        json_decref(c->errors);
+        free(c);
+        return NULL;
+    }
+    pc_metrics_describe("pc_channel_reloads_total", PC_METRIC_COUNTER,
+                        "Channel configuration reloads by result (ok, refused).");
+    return c;
+}
+
+static void notify(waiter_t *w, pc_channels_t *c, int status)
+{
+    while (w) {
+        waiter_t *next = w->next;
+        if (w->cb)
+            w->cb(c, status, w->data);
+        free(w);
+        w = next;
+    }
+}
+
+static void destroy(pc_channels_t *c)
+{
+    pc_channel_set_release(c->set);
+    while (c->overrides) {
+        override_t *o = c->overrides;
+        c->overrides = o->next;
+        free(o);
+    }
+    json_decref(c->errors);
+    free(c->dir);
+    free(c);
+}
+
+void pc_channels_free(pc_channels_t *chs)
+{
+    if (!chs)
+        return;
+    if (chs->job) {
+        chs->closing = true;
+        return;
+    }
+    notify(chs->pending, chs, PC_ECLOSED);
+    destroy(chs);
+}
+
+/* Takes over set (may be NULL) and errors from a load, on the loop thread. */
+static int apply_load(pc_channels_t *c, int rc, pc_channel_set_t *set, json_t *errors)
+{
+    if (rc == 0) {
+        c->status = "ok";
+        json_array_clear(c->errors);
+        json_decref(errors);
+        if (c->set && strcmp(c->set->version, set->version) == 0) {
+            /* Same files: keep the serving set, so pointers callers borrowed
+             * from it stay valid. */
+            pc_channel_set_release(set);
+            return 0;
+        }
+        set->loaded_at = time(NULL);
+        pc_channel_set_release(c->set);
+        c->set = set;
+        {
+            pc_metrics_add("pc_channel_reloads_total", "result=\"ok\"", 1);
+            pc_log_fields(PC_LOG_INFO, "channels.reload",
+                          json_pack("{s:s, s:i}", "version", set->version, "channels", (int)set->n),
+                          "channel configuration loaded");
+        }
+        return 0;
+    }
+    c->status = c->set ? "refused" : "missing";
+    bool repeat = json_equal(c->errors, errors);
+    json_decref(c->errors);
+    c->errors = errors;
+    if (!repeat) {
+        pc_metrics_add("pc_channel_reloads_total", "result=\"refused\"", 1);
+        size_t i;
+        json_t *e;
+        json_array_foreach(errors, i, e)
+        {
+            pc_log_fields(PC_LOG_ERROR, "channels.reload_refused",
+                          json_pack("{s:O}", "file", json_object_get(e, "file")), "%s",
+                          json_string_value(json_object_get(e, "message")));
+        }
+    }
+    return rc;
+}
+
+int pc_channels_reload(pc_channels_t *chs)
+{
+    json_t *errors = json_array();
+    pc_channel_set_t *set = NULL;
+    int rc = errors ? pc_channel_set_load(chs->dir, &set, errors) : PC_ENOMEM;
+    return apply_load(chs, rc, set, errors ? errors : json_array());
+}
+
+static void reload_work_cb(uv_work_t *req)
+{
+    job_t *job = req->data;
+    job->rc = pc_channel_set_load(job->chs->dir, &job->set, job->errors);
+}
+
+static int start_job(pc_channels_t *c, waiter_t *waiters);
+
+static void reload_after_work_cb(uv_work_t *req, int status)
+{
+    job_t *job = req->data;
+    pc_channels_t *c = job->chs;
+    c->job = NULL;
+    waiter_t *waiters = job->waiters;
+    if (c->closing || status == UV_ECANCELED) {
+        pc_channel_set_release(job->set);
+        json_decref(job->errors);
+        free(job);
+        notify(waiters, c, PC_ECLOSED);
+        notify(c->pending, c, PC_ECLOSED);
+        c->pending = NULL;
+        if (c->closing)
+            destroy(c);
+        return;
+    }
+    int rc = apply_load(c, job->rc, job->set, job->errors);
+    free(job);
+    notify(waiters, c, rc);
+    if (c->pending) {
+        waiter_t *next = c->pending;
+        c->pending = NULL;
+        int src = start_job(c, next);
+        if (src < 0)
+            notify(next, c, src);
+    }
+}
+
+static int start_job(pc_channels_t *c, waiter_t *waiters)
+{
+    job_t *job = calloc(1, sizeof *job);
+    if (!job)
+        return PC_ENOMEM;
+    job->errors = json_array();
+    if (!job->errors) {
+        free(job);
+        return PC_ENOMEM;
+    }
+    job->chs = c;
+    job->req.data = job;
+    job->waiters = waiters;
+    if (uv_queue_work(c->loop, &job->req, reload_work_cb, reload_after_work_cb) < 0) {
+        json_decref(job->errors);
+        free(job);
+        return PC_EIO;
+    }
+    c->job = job;
+    return 0;
+}
+
+int pc_channels_reload_async(pc_channels_t *chs, struct uv_loop_s *loop, pc_channels_reload_cb cb,
+                             void *data)
+{
+    if (!chs || !loop || chs->closing)
+        return PC_EINVAL;
+    waiter_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return PC_ENOMEM;
+    w->cb = cb;
+    w->data = data;
+    chs->loop = loop;
+    if (chs->job) {
+        w->next = chs->pending;
+        chs->pending = w;
+        return 0;
+    }
+    int rc = start_job(chs, w);
+    if (rc < 0)
+        free(w);
+    return rc;
+}
+
+const pc_channel_set_t *pc_channels_current(const pc_channels_t *chs)
+{
+    return chs->set;
+}
+
+pc_channel_set_t *pc_channels_acquire(pc_channels_t *chs)
+{
+    if (chs->set)
+        chs->set->refs++;
+    return chs->set;
+}
+
+const pc_channel_t *pc_channels_find(const pc_channels_t *chs, const char *id)
+{
+    return pc_channel_set_find(chs->set, id);
+}
+
+static override_t *find_override(const pc_channels_t *chs, const char *id)
+{
+    for (override_t *o = chs->overrides; o; o = o->next)
+        if (strcmp(o->id, id) == 0)
+            return o;
+    return NULL;
+}
+
+int pc_channels_set_override(pc_channels_t *chs, const char *id, int enabled_or_minus1_for_none)
+{
+    int v = enabled_or_minus1_for_none;
+    if (!id || v < -1 || v > 1)
+        return PC_EINVAL;
+    if (!pc_channels_find(chs, id))
+        return PC_ENOTFOUND;
+    override_t *o = find_override(chs, id);
+    if (v == -1) {
+        for (override_t **pp = &chs->overrides; *pp; pp = &(*pp)->next) {
+            if (*pp == o) {
+                *pp = o->next;
+                free(o);
+                break;
+            }
+        }
+        return 0;
+    }
+    if (!o) {
+        o = calloc(1, sizeof *o);
+        if (!o)
+            return PC_ENOMEM;
+        snprintf(o->id, sizeof o->id, "%s", id);
+        o->next = chs->overrides;
+        chs->overrides = o;
+    }
+    o->enabled = v;
+    return 0;
+}
+
+int pc_channels_override(const pc_channels_t *chs, const char *id)
+{
+    const override_t *o = id ? find_override(chs, id) : NULL;
+    return o ? o->enabled : -1;
+}
+
+bool pc_channels_effective_enabled(const pc_channels_t *chs, const char *id)
+{
+    const pc_channel_t *ch = pc_channels_find(chs, id);
+    if (!ch)
+        return false;
+    int o = pc_channels_override(chs, id);
+    return o >= 0 ? o == 1 : ch->enabled;
+}
+
+size_t pc_channels_match(const pc_channels_t *chs, pc_pay_method_t method, const char *currency,
+                         int64_t amount, const pc_channel_t **out, size_t max)
+{
+    size_t found = 0;
+    for (size_t i = 0; i < pc_channel_set_count(chs->set); i++) {
+        const pc_channel_t *ch = &chs->set->items[i];
+        if (!pc_channel_accepts(ch, method, currency, amount) ||
+            !pc_channels_effective_enabled(chs, ch->id))
+            continue;
+        if (found < max)
+            out[found] = ch;
+        found++;
+    }
+    return found;
+}
+
+json_t *pc_channels_status(const pc_channels_t *chs)
+{
+    json_t *loaded = json_null();
+    if (chs->set) {
+        struct tm tm;
+        char buf[32];
+        gmtime_r(&chs->set->loaded_at, &tm);
+        strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        loaded = json_string(buf);
+    }
+    return json_pack("{s:s, s:o, s:o, s:i, s:O}", "status", chs->status, "version",
+                     chs->set ? json_string(chs->set->version) : json_null(), "loaded_at", loaded,
+                     "channels", (int)pc_channel_set_count(chs->set), "errors", chs->errors);
+}

@@ -1,0 +1,38 @@
+#include "ctl/ctl_channels.h"
+
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "channel/config.h"
+
+int pc_ctl_channels_check(int argc, char **argv)
+{
+    if (argc > 1) {
+        fprintf(stderr, "usage: payctl channels check [channels-dir]\n");
+        return 2;
+    }
+    const char *dir = argc == 1 ? argv[0] : "channels";
+    json_t *errors = json_array();
+    pc_channel_set_t *set = NULL;
+    int rc = pc_channel_set_load(dir, &set, errors);
+    if (rc == 0) {
+        for (size_t i = 0; i < pc_channel_set_count(set); i++) {
+            const pc_channel_t *ch = pc_channel_set_at(set, i);
+            printf("ok    channels/%s.json  %s%s\n", ch->id, ch->endpoint,
+                   ch->enabled ? "" : "  (disabled)");
+        }
+        printf("channels check: %zu channels valid\n", pc_channel_set_count(set));
+        pc_channel_set_release(set);
+    } else {
+        size_t i;
+        const json_t *e;
+        json_array_foreach(errors, i, e)
+        {
+            printf("FAIL  %s\n", json_string_value(json_object_get(e, "message")));
+        }
+        printf("channels check: FAILED (%zu problems)\n", json_array_size(errors));
+    }
+    json_decref(errors);
+    return rc == 0 ? 0 : 1;
+}

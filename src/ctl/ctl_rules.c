@@ -1,0 +1,90 @@
+#include "ctl/ctl_rules.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <jansson.h>
+
+#include "rules/rules.h"
+
+static void print_json_line(const char *label, const json_t *v)
+{
+    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER) : NULL;
+    printf("      %-9s %s\n", label, s ? s : "null");
+    free(s);
+}
+
+static void print_example_failure(const char *dir, const char *rule, const json_t *ex)
+{
+    const json_t *err = json_object_get(ex, "error");
+    printf("  FAIL example \"%s\" (%s/tests/%s.json:%d)\n",
+           json_string_value(json_object_get(ex, "name")), dir, rule,
+           (int)json_integer_value(json_object_get(ex, "line")));
+    print_json_line("expected:", json_object_get(ex, "expected"));
+    const char *outcome = json_string_value(json_object_get(ex, "outcome"));
+    if (json_is_null(json_object_get(ex, "got")) || !json_object_get(ex, "got")) {
+        const char *file = json_string_value(json_object_get(err, "file"));
+        int line = (int)json_integer_value(json_object_get(err, "line"));
+        printf("      %-9s %s at %s:%d: %s\n", "got:", outcome ? outcome : "error",
+               file && *file ? file : "?", line,
+               json_string_value(json_object_get(err, "message")));
+    } else {
+        print_json_line("got:", json_object_get(ex, "got"));
+        const char *why = json_string_value(json_object_get(err, "message"));
+        if (why && *why)
+            printf("      %-9s %s\n", "why:", why);
+    }
+}
+
+int pc_ctl_rules_test(int argc, char **argv)
+{
+    if (argc > 1) {
+        fprintf(stderr, "usage: payctl rules test [rules-dir]\n");
+        return 2;
+    }
+    const char *dir = argc == 1 ? argv[0] : "rules";
+    json_t *report = pc_rules_test_dir(dir, NULL);
+    if (!report) {
+        fprintf(stderr, "payctl: out of memory\n");
+        return 1;
+    }
+    size_t i;
+    const json_t *rule;
+    int failures = 0;
+    json_array_foreach(json_object_get(report, "rules"), i, rule)
+    {
+        const json_t *examples = json_object_get(rule, "examples");
+        size_t total = json_array_size(examples), passed = 0, j;
+        const json_t *ex;
+        json_array_foreach(examples, j, ex)
+        {
+            passed += json_is_true(json_object_get(ex, "ok"));
+        }
+        const char *version = json_string_value(json_object_get(rule, "version"));
+        if (json_is_true(json_object_get(rule, "ok"))) {
+            printf("ok    %-28s %zu/%zu examples  version %.12s\n",
+                   json_string_value(json_object_get(rule, "file")), passed, total,
+                   version ? version : "");
+            continue;
+        }
+        failures++;
+        printf("FAIL  %-28s %zu/%zu examples\n", json_string_value(json_object_get(rule, "file")),
+               passed, total);
+        json_array_foreach(examples, j, ex)
+        {
+            if (!json_is_true(json_object_get(ex, "ok")))
+                print_example_failure(dir, json_string_value(json_object_get(rule, "name")), ex);
+        }
+        const json_t *err = json_object_get(rule, "error");
+        /* Problems not tied to one example: the rule does not compile, a file
+         * is missing, the examples file is malformed. */
+        if (total == passed && err) {
+            printf("  error %s:%d: %s\n", json_string_value(json_object_get(err, "file")),
+                   (int)json_integer_value(json_object_get(err, "line")),
+                   json_string_value(json_object_get(err, "message")));
+        }
+    }
+    printf("%s\n", failures ? "rules test: FAILED" : "rules test: all rules pass their examples");
+    json_decref(report);
+    return failures ? 1 : 0;
+}

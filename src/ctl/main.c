@@ -1,0 +1,49 @@
+/* payctl: the ops and product command-line tool. Subcommands are rows of the
+ * table below (one file per command group: ctl_rules.c, ctl_channels.c, ...); this file only
+ * dispatches and prints usage. */
+#include <stdio.h>
+#include <string.h>
+
+#include "ctl/ctl_channels.h"
+#include "ctl/ctl_rules.h"
+
+typedef struct {
+    const char *group;
+    const char *verb;
+    int (*run)(int argc, char **argv);
+    const char *usage;
+} command_t;
+
+static const command_t commands[] = {
+    {"rules", "test", pc_ctl_rules_test,
+     "[rules-dir]          run every rule's examples (default dir: rules)"},
+    {"channels", "check", pc_ctl_channels_check,
+     "[channels-dir]    validate channel files (default dir: channels)"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: payctl <command> [arguments]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %s %s %s\n", commands[i].group, commands[i].verb, commands[i].usage);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+                      strcmp(argv[1], "help") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc < 3) {
+        usage(stderr);
+        return 2;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].group) == 0 && strcmp(argv[2], commands[i].verb) == 0)
+            return commands[i].run(argc - 3, argv + 3);
+    }
+    fprintf(stderr, "payctl: unknown command \"%s %s\"\n\n", argv[1], argv[2]);
+    usage(stderr);
+    return 2;
+}

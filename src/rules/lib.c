@@ -1,0 +1,344 @@
+#include "rules/lib.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "core/log.h"
+#include "rules/convert.h"
+#include "rules/sandbox.h"
+
+/* Worst-case steps a pattern function may take before it is refused. The
+ * matcher runs in C, out of reach of the instruction hook; at roughly a few
+ * nanoseconds per step this keeps one call within the default time budget. */
+#define PATTERN_STEP_LIMIT 1e7
+#define SORT_LIMIT 100000
+
+/* ---- money helpers --------------------------------------------------------- */
+
+/* Reads argument arg as an exact integer amount or raises an error naming
+ * the helper and the argument. */
+static int64_t check_integer(lua_State *L, int arg, const char *fn, const char *what)
+{
+    int64_t v;
+    if (pc__lua_to_int(L, arg, &v) == 0)
+        return v;
+    if (lua_type(L, arg) == LUA_TNUMBER)
+        luaL_error(L, "paycore.%s: %s must be an integer within 2^53 (got %f)", fn, what,
+                   lua_tonumber(L, arg));
+    else
+        luaL_error(L, "paycore.%s: %s must be an integer (got %s)", fn, what,
+                   luaL_typename(L, arg));
+    return 0;
+}
+
+static void push_checked(lua_State *L, __int128 v, const char *fn)
+{
+    if (v > PC_RULES_MAX_SAFE_INTEGER || v < -PC_RULES_MAX_SAFE_INTEGER)
+        luaL_error(L, "paycore.%s: result is beyond 2^53 and would lose precision", fn);
+    lua_pushnumber(L, (lua_Number)(int64_t)v);
+}
+
+static int l_percent_of(lua_State *L)
+{
+    int64_t amount = check_integer(L, 1, "percent_of", "amount");
+    int64_t bp = check_integer(L, 2, "percent_of", "basis points");
+    __int128 p = (__int128)amount * bp;
+    __int128 q = p / 10000, r = p % 10000;
+    /* Half away from zero: 0.5 of a minor unit is charged, as acquirers do. */
+    if (r * 2 >= 10000)
+        q++;
+    else if (r * 2 <= -10000)
+        q--;
+    push_checked(L, q, "percent_of");
+    return 1;
+}
+
+static int l_add(lua_State *L)
+{
+    int n = lua_gettop(L);
+    __int128 sum = 0;
+    for (int i = 1; i <= n; i++) {
+        sum += check_integer(L, i, "add", "every argument");
+        if (sum > PC_RULES_MAX_SAFE_INTEGER || sum < -PC_RULES_MAX_SAFE_INTEGER)
+            luaL_error(L, "paycore.add: result is beyond 2^53 and would lose precision");
+    }
+    push_checked(L, sum, "add");
+    return 1;
+}
+
+static int l_sub(lua_State *L)
+{
+    int64_t a = check_integer(L, 1, "sub", "a");
+    int64_t b = check_integer(L, 2, "sub", "b");
+    push_checked(L, (__int128)a - b, "sub");
+    return 1;
+}
+
+static int l_mul(lua_State *L)
+{
+    int64_t a = check_integer(L, 1, "mul", "amount");
+    int64_t n = check_integer(L, 2, "mul", "factor");
+    push_checked(L, (__int128)a * n, "mul");
+    return 1;
+}
+
+static int l_idiv(lua_State *L)
+{
+    int64_t a = check_integer(L, 1, "idiv", "a");
+    int64_t b = check_integer(L, 2, "idiv", "b");
+    if (b == 0)
+        return luaL_error(L, "paycore.idiv: division by zero");
+    int64_t q = a / b;
+    if ((a % b != 0) && ((a < 0) != (b < 0)))
+        q--;
+    lua_pushnumber(L, (lua_Number)q);
+    return 1;
+}
+
+static int l_is_amount(lua_State *L)
+{
+    int64_t v;
+    lua_pushboolean(L, pc__lua_to_int(L, 1, &v) == 0);
+    return 1;
+}
+
+static int l_contains(lua_State *L)
+{
+    if (lua_type(L, 1) != LUA_TTABLE) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    size_t n = lua_objlen(L, 1);
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, (int)i);
+        int eq = lua_rawequal(L, -1, 2);
+        lua_pop(L, 1);
+        if (eq) {
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+static int l_days_between(lua_State *L)
+{
+    int64_t from = check_integer(L, 1, "days_between", "from");
+    int64_t to = check_integer(L, 2, "days_between", "to");
+    int64_t d = to - from;
+    int64_t q = d / 86400;
+    if (d % 86400 != 0 && d < 0)
+        q--;
+    lua_pushnumber(L, (lua_Number)q);
+    return 1;
+}
+
+static int l_log(lua_State *L)
+{
+    const char *level = luaL_checkstring(L, 1);
+    size_t len;
+    const char *msg = lua_tolstring(L, 2, &len);
+    if (!msg)
+        msg = luaL_typename(L, 2);
+    pc_log_level_t lv;
+    if (pc_log_parse_level(level, &lv) != 0)
+        return luaL_error(L, "paycore.log: level must be \"debug\", \"info\", \"warn\" or "
+                             "\"error\"");
+    pc__sandbox_t *sb = pc__sandbox_current();
+    if (!sb || sb->quiet)
+        return 0;
+    json_t *fields = json_object();
+    json_object_set_new(fields, "rule", json_string(sb->rule_name));
+    lua_Debug ar;
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.source[0] == '@') {
+        json_object_set_new(fields, "file", json_string(ar.source + 1));
+        json_object_set_new(fields, "line", json_integer(ar.currentline));
+    }
+    pc_log_fields(lv, "rules.log", fields, "%.1000s", msg);
+    return 0;
+}
+
+void pc__lib_push_paycore(lua_State *L)
+{
+    static const luaL_Reg fns[] = {{"log", l_log},
+                                   {"percent_of", l_percent_of},
+                                   {"add", l_add},
+                                   {"sub", l_sub},
+                                   {"mul", l_mul},
+                                   {"idiv", l_idiv},
+                                   {"is_amount", l_is_amount},
+                                   {"contains", l_contains},
+                                   {"days_between", l_days_between},
+                                   {NULL, NULL}};
+    lua_newtable(L);
+    for (const luaL_Reg *r = fns; r->name; r++) {
+        lua_pushcfunction(L, r->func);
+        lua_setfield(L, -2, r->name);
+    }
+    lua_pushnumber(L, (lua_Number)PC_RULES_MAX_SAFE_INTEGER);
+    lua_setfield(L, -2, "MAX_AMOUNT");
+}
+
+/* ---- guards --------------------------------------------------------------- */
+
+/* Calls the original library function kept in upvalue 1 with all arguments. */
+static int call_original(lua_State *L)
+{
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* Estimates the worst-case number of matcher steps for a Lua pattern over a
+ * subject of n bytes. Each unbounded quantifier (*, +, -) and each balance
+ * match (%b) can make the matcher retry over the whole rest of the subject,
+ * an unanchored pattern is retried from every start position, and each '?'
+ * doubles the alternatives. The estimate errs on the high side. */
+static double pattern_cost(const char *p, size_t plen, size_t n)
+{
+    size_t i = 0;
+    int loops = 0, optional = 0, anchored = 0;
+    if (plen > 0 && p[0] == '^') {
+        anchored = 1;
+        i = 1;
+    }
+    while (i < plen) {
+        char c = p[i];
+        if (c == '(' || c == ')') {
+            i++;
+            continue;
+        }
+        if (c == '%' && i + 1 < plen) {
+            if (p[i + 1] == 'b') {
+                loops++;
+                i += 4;
+                continue;
+            }
+            if (p[i + 1] == 'f') {
+                i += 2;
+                continue; /* the set that follows is read next */
+            }
+            i += 2;
+        } else if (c == '[') {
+            size_t j = i + 1;
+            if (j < plen && p[j] == '^')
+                j++;
+            if (j < plen && p[j] == ']')
+                j++;
+            while (j < plen && p[j] != ']') {
+                if (p[j] == '%')
+                    j++;
+                j++;
+            }
+            i = j + 1;
+        } else {
+            i++;
+        }
+        if (i < plen && (p[i] == '*' || p[i] == '+' || p[i] == '-')) {
+            loops++;
+            i++;
+        } else if (i < plen && p[i] == '?') {
+            optional++;
+            i++;
+        }
+    }
+    double base = n > 1 ? (double)n : 1.0;
+    int exponent = loops + (anchored ? 0 : 1);
+    double cost = pow(base, exponent) * pow(2.0, optional > 60 ? 60 : optional);
+    return cost;
+}
+
+static int guarded_pattern(lua_State *L, const char *fn, int plain_arg)
+{
+    if (plain_arg && lua_toboolean(L, plain_arg))
+        return call_original(L);
+    int ts = lua_type(L, 1), tp = lua_type(L, 2);
+    if ((ts == LUA_TSTRING || ts == LUA_TNUMBER) && (tp == LUA_TSTRING || tp == LUA_TNUMBER)) {
+        size_t n, plen;
+        lua_tolstring(L, 1, &n);
+        const char *p = lua_tolstring(L, 2, &plen);
+        if (pattern_cost(p, plen, n) > PATTERN_STEP_LIMIT)
+            return luaL_error(L,
+                              "string.%s: pattern \"%s\" is too costly on a %d-byte string (its "
+                              "worst case is beyond 10^7 steps); use a simpler pattern, an "
+                              "anchor (^), plain find, or a shorter input",
+                              fn, p, (int)n);
+    }
+    return call_original(L);
+}
+
+static int g_find(lua_State *L)
+{
+    return guarded_pattern(L, "find", 4);
+}
+
+static int g_match(lua_State *L)
+{
+    return guarded_pattern(L, "match", 0);
+}
+
+static int g_gmatch(lua_State *L)
+{
+    return guarded_pattern(L, "gmatch", 0);
+}
+
+static int g_gsub(lua_State *L)
+{
+    return guarded_pattern(L, "gsub", 0);
+}
+
+static int g_rep(lua_State *L)
+{
+    size_t len = 0, seplen = 0;
+    if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER)
+        lua_tolstring(L, 1, &len);
+    if (lua_type(L, 3) == LUA_TSTRING || lua_type(L, 3) == LUA_TNUMBER)
+        lua_tolstring(L, 3, &seplen);
+    double n = lua_tonumber(L, 2);
+    double total = n > 0 ? (double)len * n + (double)seplen * (n - 1) : 0;
+    pc__sandbox_t *sb = pc__sandbox_current();
+    /* Checked here, not only by the allocator, because with the hook-based cap
+     * a single rep could allocate far past the limit between two hook ticks. */
+    if (sb && total > (double)sb->limit) {
+        sb->oom = true;
+        return luaL_error(L, "string.rep: a result of %f bytes is beyond the rule's memory limit",
+                          total);
+    }
+    return call_original(L);
+}
+
+static int g_sort(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TTABLE && lua_objlen(L, 1) > SORT_LIMIT)
+        return luaL_error(L, "table.sort: lists longer than %d elements cannot be sorted in a rule",
+                          SORT_LIMIT);
+    return call_original(L);
+}
+
+static void wrap(lua_State *L, int idx, const char *name, lua_CFunction guard)
+{
+    lua_getfield(L, idx, name);
+    lua_pushcclosure(L, guard, 1);
+    lua_setfield(L, idx, name);
+}
+
+void pc__lib_guard_string(lua_State *L, int idx)
+{
+    wrap(L, idx, "find", g_find);
+    wrap(L, idx, "match", g_match);
+    wrap(L, idx, "gmatch", g_gmatch);
+    wrap(L, idx, "gsub", g_gsub);
+    wrap(L, idx, "rep", g_rep);
+}
+
+void pc__lib_guard_table(lua_State *L, int idx)
+{
+    wrap(L, idx, "sort", g_sort);
+}

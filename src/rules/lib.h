@@ -1,0 +1,42 @@
+/* What paycore adds to, or changes in, the Lua a rule can use (internal to
+ * rules/):
+ *
+ *   paycore.log(level, msg)            level "debug"|"info"|"warn"|"error"; logged
+ *                                      as event "rules.log" with the rule and line
+ *   paycore.percent_of(amount, bp)     amount * bp / 10000 in integer math, rounded
+ *                                      half away from zero (fees: rate_bp)
+ *   paycore.add(a, b, ...)             sum of integer amounts
+ *   paycore.sub(a, b)                  a - b
+ *   paycore.mul(a, n)                  a * n (n an integer)
+ *   paycore.idiv(a, b)                 floor(a / b) for integers, b ~= 0
+ *   paycore.is_amount(x)               true for an integer within ±(2^53 - 1)
+ *   paycore.contains(list, value)      true when value is an element of list
+ *   paycore.days_between(from, to)     whole days from one Unix time to another
+ *   paycore.MAX_AMOUNT                 2^53 - 1
+ *
+ * Every money helper checks its arguments are integers and that the result is
+ * still exact (within 2^53), and raises an error otherwise, so a rule can never
+ * silently produce a rounded amount.
+ *
+ * The guards replace library functions whose work happens in C, where the
+ * instruction hook cannot interrupt them: pattern functions (find, match,
+ * gmatch, gsub) refuse subject/pattern combinations whose worst-case
+ * backtracking is beyond ~10^7 steps, string.rep refuses results beyond the
+ * state's memory cap, and table.sort refuses lists beyond 100000 elements.
+ *
+ * Needs LuaJIT, core/log.h and rules/sandbox.h (for the running rule). */
+#ifndef PC_RULES_LIB_H
+#define PC_RULES_LIB_H
+#include <lua.h>
+
+/* Pushes a new table holding the paycore helpers. */
+void pc__lib_push_paycore(lua_State *L);
+
+/* Replaces the pattern functions and rep in the string table at idx by their
+ * guarded versions. */
+void pc__lib_guard_string(lua_State *L, int idx);
+
+/* Replaces sort in the table library table at idx by its guarded version. */
+void pc__lib_guard_table(lua_State *L, int idx);
+
+#endif

@@ -1,0 +1,654 @@
+#include "rules/points.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "rules/convert.h"
+
+#define MAX_REASONS 32
+#define MAX_REASON_LEN 200
+#define MAX_SCORE 1000
+
+/* ---- arguments ------------------------------------------------------------ */
+
+static int push_ctx(lua_State *L, pc__call_t *call)
+{
+    return pc__json_push(L, call->ctx, "ctx", call->detail, sizeof call->detail);
+}
+
+/* Pushes the list argument and fills the hidden slot with an index from each
+ * element's id (id_key) to its 1-based position, which the answer check uses
+ * to map the rule's answer back to the caller's objects. */
+static int push_list_with_index(lua_State *L, pc__call_t *call, int hidden, const char *root,
+                                const char *id_key)
+{
+    if (pc__json_push(L, call->list, root, call->detail, sizeof call->detail) < 0)
+        return -1;
+    size_t n = json_array_size(call->list);
+    lua_createtable(L, 0, (int)n);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *id = json_object_get(json_array_get(call->list, i), id_key);
+        lua_pushlstring(L, json_string_value(id), json_string_length(id));
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (!lua_isnil(L, -1)) {
+            snprintf(call->detail, sizeof call->detail, "%s: %s \"%s\" appears twice", root, id_key,
+                     json_string_value(id));
+            lua_pop(L, 3);
+            return -1;
+        }
+        lua_pop(L, 1);
+        lua_pushnumber(L, (lua_Number)(i + 1));
+        lua_rawset(L, -3);
+    }
+    lua_replace(L, hidden);
+    return 0;
+}
+
+static int push_ctx_only(lua_State *L, pc__call_t *call, int hidden)
+{
+    (void)hidden;
+    return push_ctx(L, call) < 0 ? -1 : 1;
+}
+
+static int push_ctx_methods(lua_State *L, pc__call_t *call, int hidden)
+{
+    if (push_ctx(L, call) < 0)
+        return -1;
+    if (push_list_with_index(L, call, hidden, "methods", "method_id") < 0)
+        return -1;
+    return 2;
+}
+
+static int push_ctx_candidates(lua_State *L, pc__call_t *call, int hidden)
+{
+    if (push_ctx(L, call) < 0)
+        return -1;
+    if (push_list_with_index(L, call, hidden, "candidates", "channel_id") < 0)
+        return -1;
+    return 2;
+}
+
+/* ---- answer checks ---------------------------------------------------------- */
+
+static void malformed(pc__call_t *call, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void malformed(pc__call_t *call, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(call->detail, sizeof call->detail, fmt, ap);
+    va_end(ap);
+}
+
+/* Reads t[key] without metamethods (a rule could attach an __index that runs
+ * code while C validates). Leaves the value on the stack. */
+static void raw_field(lua_State *L, int t, const char *key)
+{
+    lua_pushstring(L, key);
+    lua_rawget(L, t);
+}
+
+/* True when the table at idx is a proper list 1..n (no holes, no other keys). */
+static int is_list(lua_State *L, int idx, size_t *len)
+{
+    size_t n = lua_objlen(L, idx), count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        count++;
+    }
+    *len = n;
+    return count == n;
+}
+
+/* Looks up the id at the top of the stack in the index; returns the 0-based
+ * position or -1. Pops nothing. */
+static long index_of(lua_State *L, int hidden)
+{
+    lua_pushvalue(L, -1);
+    lua_rawget(L, hidden);
+    long pos = lua_isnumber(L, -1) ? (long)lua_tonumber(L, -1) - 1 : -1;
+    lua_pop(L, 1);
+    return pos;
+}
+
+/* Validates a list answer whose elements name input elements by id_key (or
+ * are the id strings themselves when strings_ok). On success *order holds the
+ * 0-based input positions and *flags the recommended flags (if wanted). */
+static int check_id_list(lua_State *L, pc__call_t *call, int idx, int hidden, const char *id_key,
+                         int strings_ok, size_t **order, unsigned char **flags, size_t *count)
+{
+    size_t nin = json_array_size(call->list), n;
+    *order = NULL;
+    if (flags)
+        *flags = NULL;
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        malformed(call, "expected a list, got %s", luaL_typename(L, idx));
+        return -1;
+    }
+    if (!is_list(L, idx, &n)) {
+        malformed(call, "expected a list (keys 1..n without holes), got a table with other keys");
+        return -1;
+    }
+    if (n > nin) {
+        malformed(call, "the answer has %zu entries but only %zu were given", n, nin);
+        return -1;
+    }
+    unsigned char *seen = calloc(nin + 1, 1);
+    size_t *ord = malloc((n + 1) * sizeof *ord);
+    unsigned char *fl = flags ? calloc(n + 1, 1) : NULL;
+    if (!seen || !ord || (flags && !fl)) {
+        malformed(call, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, (int)i);
+        int entry = lua_gettop(L);
+        if (lua_type(L, entry) == LUA_TTABLE) {
+            raw_field(L, entry, id_key);
+        } else if (strings_ok && lua_type(L, entry) == LUA_TSTRING) {
+            lua_pushvalue(L, entry);
+        } else {
+            malformed(call, "entry %zu is %s, expected %s", i, luaL_typename(L, entry),
+                      strings_ok ? "a channel id or a candidate table" : "a method table");
+            goto fail;
+        }
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            malformed(call, "entry %zu has no %s", i, id_key);
+            goto fail;
+        }
+        long pos = index_of(L, hidden);
+        if (pos < 0) {
+            malformed(call, "entry %zu: %s \"%.64s\" is not one of the given %s", i, id_key,
+                      lua_tostring(L, -1), strings_ok ? "candidates" : "methods");
+            goto fail;
+        }
+        if (seen[pos]) {
+            malformed(call, "entry %zu: %s \"%.64s\" appears twice", i, id_key,
+                      lua_tostring(L, -1));
+            goto fail;
+        }
+        seen[pos] = 1;
+        ord[i - 1] = (size_t)pos;
+        if (fl) {
+            raw_field(L, entry, "recommended");
+            if (lua_isboolean(L, -1)) {
+                fl[i - 1] = (unsigned char)lua_toboolean(L, -1);
+            } else if (!lua_isnil(L, -1)) {
+                malformed(call, "entry %zu: recommended must be true or false, got %s", i,
+                          luaL_typename(L, -1));
+                goto fail;
+            }
+            lua_pop(L, 1);
+        }
+        lua_settop(L, entry - 1);
+    }
+    free(seen);
+    *order = ord;
+    if (flags)
+        *flags = fl;
+    *count = n;
+    return 0;
+
+fail:
+    free(seen);
+    free(ord);
+    free(fl);
+    return -1;
+}
+
+static int check_cashier_rank(lua_State *L, pc__call_t *call, int idx, int hidden)
+{
+    size_t *order, n;
+    unsigned char *flags;
+    if (check_id_list(L, call, idx, hidden, "method_id", 0, &order, &flags, &n) < 0)
+        return -1;
+    json_t *out = json_array();
+    for (size_t i = 0; out && i < n; i++) {
+        json_t *m = json_copy(json_array_get(call->list, order[i]));
+        if (!m) {
+            json_decref(out);
+            out = NULL;
+            break;
+        }
+        json_object_set_new(m, "recommended", json_boolean(flags[i]));
+        json_array_append_new(out, m);
+    }
+    free(order);
+    free(flags);
+    if (!out) {
+        malformed(call, "out of memory");
+        return -1;
+    }
+    call->answer = out;
+    return 0;
+}
+
+static int check_route(lua_State *L, pc__call_t *call, int idx, int hidden)
+{
+    size_t *order, n;
+    if (check_id_list(L, call, idx, hidden, "channel_id", 1, &order, NULL, &n) < 0)
+        return -1;
+    json_t *out = json_array();
+    for (size_t i = 0; out && i < n; i++) {
+        const json_t *c = json_array_get(call->list, order[i]);
+        json_array_append(out, json_object_get(c, "channel_id"));
+    }
+    free(order);
+    if (!out) {
+        malformed(call, "out of memory");
+        return -1;
+    }
+    call->answer = out;
+    return 0;
+}
+
+static const char *const risk_decisions[] = {"ACCEPT", "REVIEW", "CHALLENGE", "REJECT", NULL};
+static const char *const refund_methods[] = {"API", "PAYOUT", "FILE", "OFFLINE", NULL};
+
+static int in_set(const char *s, const char *const *set)
+{
+    for (; *set; set++)
+        if (strcmp(s, *set) == 0)
+            return 1;
+    return 0;
+}
+
+static int check_risk(lua_State *L, pc__call_t *call, int idx, int hidden)
+{
+    (void)hidden;
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        malformed(call, "expected {decision = ..., score = ..., reasons = {...}}, got %s",
+                  luaL_typename(L, idx));
+        return -1;
+    }
+    raw_field(L, idx, "decision");
+    const char *decision = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (!decision || !in_set(decision, risk_decisions)) {
+        malformed(
+            call,
+            "decision must be \"ACCEPT\", \"REVIEW\", \"CHALLENGE\" or \"REJECT\", got %s%.32s%s",
+            decision ? "\"" : "", decision ? decision : luaL_typename(L, -1), decision ? "\"" : "");
+        return -1;
+    }
+    raw_field(L, idx, "score");
+    int64_t score;
+    if (pc__lua_to_int(L, -1, &score) < 0 || score < 0 || score > MAX_SCORE) {
+        malformed(call, "score must be an integer from 0 to %d", MAX_SCORE);
+        return -1;
+    }
+    json_t *reasons = json_array();
+    raw_field(L, idx, "reasons");
+    int r = lua_gettop(L);
+    if (!lua_isnil(L, r)) {
+        size_t n;
+        if (lua_type(L, r) != LUA_TTABLE || !is_list(L, r, &n) || n > MAX_REASONS) {
+            malformed(call, "reasons must be a list of at most %d strings", MAX_REASONS);
+            goto fail;
+        }
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, r, (int)i);
+            size_t len;
+            const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+            json_t *js = s && len <= MAX_REASON_LEN ? json_stringn(s, len) : NULL;
+            if (!js) {
+                malformed(call, "reasons[%zu] must be a text of at most %d bytes", i,
+                          MAX_REASON_LEN);
+                goto fail;
+            }
+            json_array_append_new(reasons, js);
+            lua_pop(L, 1);
+        }
+    }
+    call->answer = json_pack("{s:s, s:I, s:o}", "decision", decision, "score", (json_int_t)score,
+                             "reasons", reasons);
+    if (!call->answer) {
+        malformed(call, "out of memory");
+        return -1;
+    }
+    return 0;
+
+fail:
+    json_decref(reasons);
+    return -1;
+}
+
+/* A refund method is only acceptable if it can actually run for this payment:
+ * API and FILE must be capabilities of the paying channel, PAYOUT needs either
+ * the channel's support or payee details for the buyer; OFFLINE always works. */
+static int refund_method_possible(const json_t *ctx, const char *m)
+{
+    if (strcmp(m, "OFFLINE") == 0)
+        return 1;
+    const json_t *channel = json_object_get(ctx, "channel");
+    const json_t *caps = json_object_get(channel, "refund_methods");
+    int listed = 0;
+    size_t i;
+    const json_t *v;
+    json_array_foreach(caps, i, v)
+    {
+        if (json_is_string(v) && strcmp(json_string_value(v), m) == 0)
+            listed = 1;
+    }
+    if (strcmp(m, "PAYOUT") == 0)
+        return listed || json_is_true(json_object_get(ctx, "payee_available"));
+    return listed;
+}
+
+static int check_refund_method(lua_State *L, pc__call_t *call, int idx, int hidden)
+{
+    (void)hidden;
+    const char *m = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
+    if (!m || !in_set(m, refund_methods)) {
+        malformed(call, "expected \"API\", \"PAYOUT\", \"FILE\" or \"OFFLINE\", got %s%.32s%s",
+                  m ? "\"" : "", m ? m : luaL_typename(L, idx), m ? "\"" : "");
+        return -1;
+    }
+    if (!refund_method_possible(call->ctx, m)) {
+        malformed(call,
+                  "\"%s\" is not possible for this payment (not in ctx.channel.refund_methods%s)",
+                  m, strcmp(m, "PAYOUT") == 0 ? " and no payee" : "");
+        return -1;
+    }
+    call->answer = json_string(m);
+    return 0;
+}
+
+/* ---- safe defaults ------------------------------------------------------------ */
+
+static json_t *default_cashier_rank(const json_t *ctx, const json_t *list, pc_rule_outcome_t why)
+{
+    (void)ctx;
+    (void)why;
+    return json_is_array(list) ? json_copy((json_t *)list) : json_array();
+}
+
+static json_t *default_risk(const json_t *ctx, const json_t *list, pc_rule_outcome_t why)
+{
+    (void)ctx;
+    (void)list;
+    char reason[40];
+    snprintf(reason, sizeof reason, "RULE_%s", pc_rule_outcome_name(why));
+    for (char *p = reason; *p; p++)
+        if (*p >= 'a' && *p <= 'z')
+            *p = (char)(*p - 'a' + 'A');
+    return json_pack("{s:s, s:[s]}", "decision", "REVIEW", "reasons", reason);
+}
+
+typedef struct {
+    size_t pos;
+    int healthy;
+    json_int_t success_rate_bp;
+} route_key_t;
+
+static int cmp_route(const void *a, const void *b)
+{
+    const route_key_t *x = a, *y = b;
+    if (x->healthy != y->healthy)
+        return y->healthy - x->healthy;
+    if (x->success_rate_bp != y->success_rate_bp)
+        return x->success_rate_bp > y->success_rate_bp ? -1 : 1;
+    return x->pos < y->pos ? -1 : (x->pos > y->pos);
+}
+
+static json_t *default_route(const json_t *ctx, const json_t *list, pc_rule_outcome_t why)
+{
+    (void)ctx;
+    (void)why;
+    json_t *out = json_array();
+    size_t n = json_array_size(list);
+    route_key_t *keys = n ? calloc(n, sizeof *keys) : NULL;
+    if (!out || (n && !keys)) {
+        free(keys);
+        return out;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *c = json_array_get(list, i);
+        if (!json_is_string(json_object_get(c, "channel_id")))
+            continue;
+        keys[k].pos = i;
+        /* Unknown health counts as healthy: only an explicit false demotes. */
+        keys[k].healthy = !json_is_false(json_object_get(c, "healthy"));
+        keys[k].success_rate_bp = json_integer_value(json_object_get(c, "success_rate_bp"));
+        k++;
+    }
+    qsort(keys, k, sizeof *keys, cmp_route);
+    for (size_t i = 0; i < k; i++)
+        json_array_append(out, json_object_get(json_array_get(list, keys[i].pos), "channel_id"));
+    free(keys);
+    return out;
+}
+
+static json_t *default_refund_method(const json_t *ctx, const json_t *list, pc_rule_outcome_t why)
+{
+    (void)ctx;
+    (void)list;
+    (void)why;
+    return json_string("OFFLINE");
+}
+
+/* ---- examples ------------------------------------------------------------------ */
+
+static int why_fail(char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int why_fail(char *why, size_t whylen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+static int is_string_list(const json_t *v)
+{
+    size_t i;
+    const json_t *x;
+    if (!json_is_array(v))
+        return 0;
+    json_array_foreach(v, i, x)
+    {
+        if (!json_is_string(x))
+            return 0;
+    }
+    return 1;
+}
+
+static json_t *summarize_cashier_rank(const json_t *answer)
+{
+    json_t *order = json_array(), *rec = json_array();
+    size_t i;
+    const json_t *m;
+    json_array_foreach(answer, i, m)
+    {
+        json_array_append(order, json_object_get(m, "method_id"));
+        if (json_is_true(json_object_get(m, "recommended")))
+            json_array_append(rec, json_object_get(m, "method_id"));
+    }
+    return json_pack("{s:o, s:o}", "order", order, "recommended", rec);
+}
+
+static json_t *summarize_as_is(const json_t *answer)
+{
+    return json_incref((json_t *)answer);
+}
+
+/* cashier_rank expects either ["id", ...] (the order) or
+ * {"order": ["id", ...], "recommended": ["id", ...]}. */
+static int matches_cashier_rank(const json_t *answer, const json_t *expect, char *why,
+                                size_t whylen)
+{
+    const json_t *order = expect, *rec = NULL;
+    if (json_is_object(expect)) {
+        const char *k;
+        const json_t *v;
+        json_object_foreach((json_t *)expect, k, v)
+        {
+            if (strcmp(k, "order") != 0 && strcmp(k, "recommended") != 0) {
+                snprintf(why, whylen, "unknown key \"%s\" in expect (use order, recommended)", k);
+                return -1;
+            }
+        }
+        order = json_object_get(expect, "order");
+        rec = json_object_get(expect, "recommended");
+    }
+    if ((order && !is_string_list(order)) || (rec && !is_string_list(rec))) {
+        snprintf(why, whylen, "expect must be a list of method ids or {order, recommended}");
+        return -1;
+    }
+    json_t *got = summarize_cashier_rank(answer);
+    int ok = 1;
+    if (order && !json_equal((json_t *)order, json_object_get(got, "order")))
+        ok = why_fail(why, whylen, "the order differs");
+    if (ok && rec) {
+        const json_t *gr = json_object_get(got, "recommended");
+        size_t i;
+        const json_t *x;
+        if (json_array_size(gr) != json_array_size(rec))
+            ok = why_fail(why, whylen, "the recommended methods differ");
+        json_array_foreach(rec, i, x)
+        {
+            int found = 0;
+            size_t j;
+            const json_t *y;
+            json_array_foreach(gr, j, y)
+            {
+                if (json_equal((json_t *)x, (json_t *)y))
+                    found = 1;
+            }
+            if (ok && !found)
+                ok = why_fail(why, whylen, "the recommended methods differ");
+        }
+    }
+    json_decref(got);
+    return ok;
+}
+
+/* risk expects an object with any of decision, score, reasons (exact list)
+ * and reasons_include (each listed reason present). */
+static int matches_risk(const json_t *answer, const json_t *expect, char *why, size_t whylen)
+{
+    if (!json_is_object(expect)) {
+        snprintf(why, whylen, "expect must be an object like {\"decision\": \"ACCEPT\"}");
+        return -1;
+    }
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)expect, k, v)
+    {
+        if (strcmp(k, "decision") && strcmp(k, "score") && strcmp(k, "reasons") &&
+            strcmp(k, "reasons_include")) {
+            snprintf(why, whylen,
+                     "unknown key \"%s\" in expect (use decision, score, reasons, reasons_include)",
+                     k);
+            return -1;
+        }
+    }
+    const json_t *e;
+    if ((e = json_object_get(expect, "decision")) &&
+        !json_equal((json_t *)e, json_object_get(answer, "decision")))
+        return why_fail(why, whylen, "the decision differs");
+    if ((e = json_object_get(expect, "score")) &&
+        !json_equal((json_t *)e, json_object_get(answer, "score")))
+        return why_fail(why, whylen, "the score differs");
+    if ((e = json_object_get(expect, "reasons")) &&
+        !json_equal((json_t *)e, json_object_get(answer, "reasons")))
+        return why_fail(why, whylen, "the reasons differ");
+    if ((e = json_object_get(expect, "reasons_include"))) {
+        if (!is_string_list(e)) {
+            snprintf(why, whylen, "reasons_include must be a list of strings");
+            return -1;
+        }
+        size_t i;
+        const json_t *x;
+        json_array_foreach(e, i, x)
+        {
+            int found = 0;
+            size_t j;
+            const json_t *y;
+            json_array_foreach(json_object_get(answer, "reasons"), j, y)
+            {
+                if (json_equal((json_t *)x, (json_t *)y))
+                    found = 1;
+            }
+            if (!found)
+                return why_fail(why, whylen, "reason \"%s\" is missing", json_string_value(x));
+        }
+    }
+    return 1;
+}
+
+static int matches_route(const json_t *answer, const json_t *expect, char *why, size_t whylen)
+{
+    if (!is_string_list(expect)) {
+        snprintf(why, whylen, "expect must be a list of channel ids");
+        return -1;
+    }
+    if (!json_equal((json_t *)answer, (json_t *)expect))
+        return why_fail(why, whylen, "the channel order differs");
+    return 1;
+}
+
+static int matches_refund_method(const json_t *answer, const json_t *expect, char *why,
+                                 size_t whylen)
+{
+    if (!json_is_string(expect) || !in_set(json_string_value(expect), refund_methods)) {
+        snprintf(why, whylen, "expect must be one of \"API\", \"PAYOUT\", \"FILE\", \"OFFLINE\"");
+        return -1;
+    }
+    if (!json_equal((json_t *)answer, (json_t *)expect))
+        return why_fail(why, whylen, "the refund method differs");
+    return 1;
+}
+
+/* ---- table ------------------------------------------------------------------------ */
+
+static const pc__point_t points[PC_RULE_COUNT] = {
+    [PC_RULE_CASHIER_RANK] = {PC_RULE_CASHIER_RANK, "cashier_rank", "methods", push_ctx_methods,
+                              check_cashier_rank, default_cashier_rank, matches_cashier_rank,
+                              summarize_cashier_rank},
+    [PC_RULE_RISK] = {PC_RULE_RISK, "risk", NULL, push_ctx_only, check_risk, default_risk,
+                      matches_risk, summarize_as_is},
+    [PC_RULE_ROUTE] = {PC_RULE_ROUTE, "route", "candidates", push_ctx_candidates, check_route,
+                       default_route, matches_route, summarize_as_is},
+    [PC_RULE_REFUND_METHOD] = {PC_RULE_REFUND_METHOD, "refund_method", NULL, push_ctx_only,
+                               check_refund_method, default_refund_method, matches_refund_method,
+                               summarize_as_is},
+};
+
+const pc__point_t *pc__point(pc_rule_id_t id)
+{
+    return &points[id];
+}
+
+int pc__point_check_input(const pc__point_t *pt, const json_t *ctx, const json_t *list, char *why,
+                          size_t whylen)
+{
+    if (!json_is_object(ctx)) {
+        snprintf(why, whylen, "ctx must be a JSON object");
+        return -1;
+    }
+    if (!pt->list_key)
+        return 0;
+    if (!json_is_array(list)) {
+        snprintf(why, whylen, "%s must be a JSON array", pt->list_key);
+        return -1;
+    }
+    const char *id_key = pt->id == PC_RULE_ROUTE ? "channel_id" : "method_id";
+    size_t i;
+    const json_t *item;
+    json_array_foreach(list, i, item)
+    {
+        if (!json_is_object(item) || !json_is_string(json_object_get(item, id_key))) {
+            snprintf(why, whylen, "%s[%zu] must be an object with a string %s", pt->list_key, i + 1,
+                     id_key);
+            return -1;
+        }
+    }
+    return 0;
+}
