@@ -37,8 +37,15 @@ void pc_app_routes_trades(pc_app_t *app);
 /* Platform key (/v1/) and ops notification routes; n is borrowed for the process. */
 void pc_app_routes_notify(pc_app_t *app, struct pc_notifier *n);
 void pc_app_routes_buyers(pc_app_t *app);
+void pc_app_routes_trade_state(pc_app_t *app);
 
 /* Helpers shared by handlers. */
+/* Answers JSON text produced by PostgreSQL (json_build_object) re-encoded
+ * compactly, like every other answer. */
+void pc_respond_json_text(pc_http_req_t *req, int status, const char *text);
+/* Answers a failed database call: 503 UNAVAILABLE when the database could not
+ * be reached (safe to retry), 500 INTERNAL otherwise. */
+void pc_respond_db_error(pc_http_req_t *req, int status);
 /* Formats a Unix time as RFC 3339 UTC ("2026-11-22T08:00:00Z") into buf (≥ 21 bytes). */
 const char *pc_rfc3339(long long unix_s, char *buf, size_t len);
 /* Reads an integer member that must be a JSON integer within [min, max];

@@ -1,5 +1,6 @@
 /* Small helpers for request handlers. */
 #include "api/app.h"
+#include "core/error.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -52,4 +53,22 @@ const char *pc_json_str(json_t *obj, const char *name, size_t max, int idchars, 
         }
     }
     return s;
+}
+
+void pc_respond_json_text(pc_http_req_t *req, int status, const char *text)
+{
+    json_t *j = json_loads(text, JSON_DECODE_ANY, NULL);
+    if (!j) {
+        pc_http_respond_error(req, PC_API_INTERNAL, NULL, "malformed stored JSON");
+        return;
+    }
+    pc_http_respond_json(req, status, j);
+}
+
+void pc_respond_db_error(pc_http_req_t *req, int status)
+{
+    if (status == PC_EUNAVAIL || status == PC_ECLOSED || status == PC_ETIMEDOUT)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable; retry");
+    else
+        pc_http_respond_error(req, PC_API_INTERNAL, NULL, "database error");
 }

@@ -2,6 +2,7 @@
  * connects to PostgreSQL and Redis, serves the merchant and admin APIs, and
  * shuts down gracefully on SIGTERM/SIGINT. */
 #include "api/app.h"
+#include "acquiring/trade_state.h"
 #include "auth/auth.h"
 #include "idem/idem.h"
 #include "merchant/merchant.h"
@@ -24,6 +25,7 @@ typedef struct {
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t shutdown_timer;
     uv_timer_t housekeeping;
+    uv_timer_t trade_jobs;
     int servers_open;
     pc_notifier_t *notifier;
 } server_t;
@@ -56,6 +58,7 @@ static void stop_loop_parts(server_t *s)
     uv_close((uv_handle_t *)&s->sighup, closed_noop);
     uv_close((uv_handle_t *)&s->shutdown_timer, closed_noop);
     uv_close((uv_handle_t *)&s->housekeeping, closed_noop);
+    uv_close((uv_handle_t *)&s->trade_jobs, closed_noop);
     pc_db_close(app->db, NULL, NULL);
     pc_kv_close(app->kv, NULL, NULL);
 }
@@ -106,6 +109,14 @@ static void housekeeping_cb(uv_timer_t *t)
 {
     server_t *s = t->data;
     pc_idem_purge(s->app.idem);
+}
+
+/* Expiry and the refund window: frequent, cheap when there is nothing to do. */
+static void trade_jobs_cb(uv_timer_t *t)
+{
+    server_t *s = t->data;
+    if (!s->app.shutting_down)
+        pc_trades_housekeeping(&s->app);
 }
 
 static void usage(void)
@@ -189,6 +200,7 @@ int main(int argc, char **argv)
     pc_app_routes_merchants(app);
     pc_app_routes_trades(app);
     pc_app_routes_buyers(app);
+    pc_app_routes_trade_state(app);
     s.notifier = pc_notifier_new(app->loop, cfg, app->db, app->merchants, app->node_id, err,
                                  sizeof err);
     if (!s.notifier) {
@@ -230,6 +242,10 @@ int main(int argc, char **argv)
     uv_timer_init(app->loop, &s.housekeeping);
     s.housekeeping.data = &s;
     uv_timer_start(&s.housekeeping, housekeeping_cb, 60000, 60000);
+    uv_timer_init(app->loop, &s.trade_jobs);
+    s.trade_jobs.data = &s;
+    uint64_t jobs_ms = (uint64_t)pc_config_int(cfg, "jobs.trade_sweep_ms");
+    uv_timer_start(&s.trade_jobs, trade_jobs_cb, jobs_ms, jobs_ms);
 
     json_t *f = json_pack("{s:s,s:i,s:i,s:s}", "node", app->node_id, "http_port",
                           pc_http_server_port(s.api_srv), "admin_port",

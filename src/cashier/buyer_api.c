@@ -32,7 +32,7 @@ static void json_row_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     const char *text = pc_db_get(res, 0, 0);
-    pc_http_respond(req, 200, "application/json", text, strlen(text));
+    pc_respond_json_text(req, 200, text);
 }
 
 #define BUYER_JSON                                                                                 \
@@ -53,7 +53,7 @@ static void created_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     const char *text = pc_db_get(res, 0, 0);
-    pc_http_respond(req, 201, "application/json", text, strlen(text));
+    pc_respond_json_text(req, 201, text);
 }
 
 static void create_buyer(pc_http_req_t *req, void *data)
@@ -118,7 +118,7 @@ static void coupon_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     const char *text = pc_db_get(res, 0, 0);
-    pc_http_respond(req, 201, "application/json", text, strlen(text));
+    pc_respond_json_text(req, 201, text);
 }
 
 static void create_coupon(pc_http_req_t *req, void *data)

@@ -56,6 +56,10 @@ static const opt_def_t opts[] = {
     {"log.level", OPT_STR, "PAYCORE_LOG_LEVEL", "info", 0, 0, 1, "debug|info|warn|error"},
     {"rules.dir", OPT_STR, "PAYCORE_RULES_DIR", "rules", 0, 0, 0, "Lua rules folder"},
     {"channels.dir", OPT_STR, "PAYCORE_CHANNELS_DIR", "channels", 0, 0, 0, "channel files"},
+    {"jobs.trade_sweep_ms", OPT_INT, "PAYCORE_TRADE_SWEEP_MS", "1000", 50, 3600000, 0,
+     "how often expired trades are closed and old ones finished"},
+    {"trades.refund_window_s", OPT_INT, "PAYCORE_REFUND_WINDOW_S", "15552000", 0, 315360000, 0,
+     "after this long a paid trade is TRADE_FINISHED (no refunds)"},
     {"rules.watch", OPT_BOOL, "PAYCORE_RULES_WATCH", "true", 0, 0, 0, "reload on file change"},
     {"notify.schedule_ms", OPT_STR, "PAYCORE_NOTIFY_SCHEDULE_MS",
      "15000,15000,30000,180000,600000,1200000,1800000,1800000,1800000,3600000,10800000,10800000,"

@@ -160,7 +160,7 @@ static void get_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     const char *text = pc_db_get(res, 0, 0);
-    pc_http_respond(req, 200, "application/json", text, strlen(text));
+    pc_respond_json_text(req, 200, text);
 }
 
 static void get_merchant(pc_http_req_t *req, void *data)

@@ -524,3 +524,103 @@ const char *pc_t_errcode(const pc_t_resp_t *r)
     json_decref(j);
     return out;
 }
+
+/* ---------- internal operations ---------- */
+
+#include "acquiring/trade_state.h"
+#include "store/db.h"
+#include <uv.h>
+
+typedef struct {
+    pc_db_t *db;
+    const pc_trade_payment_t *pay;
+    int status;
+    int done;
+    char trade_status[20];
+    pc_db_tx_t *tx;
+} mark_t;
+
+static void mark_commit_cb(void *data, int status)
+{
+    mark_t *m = data;
+    if (status && !m->status)
+        m->status = status;
+    m->done = 1;
+}
+
+static void mark_paid_cb(void *data, int status, const char *trade_status)
+{
+    mark_t *m = data;
+    m->status = status;
+    if (trade_status)
+        snprintf(m->trade_status, sizeof m->trade_status, "%s", trade_status);
+    if (status) {
+        pc_db_tx_rollback(m->tx);
+        m->done = 1;
+        return;
+    }
+    pc_db_tx_commit(m->tx, mark_commit_cb, m);
+}
+
+static void mark_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    mark_t *m = data;
+    if (status) {
+        m->status = status;
+        m->done = 1;
+        return;
+    }
+    m->tx = tx;
+    if (pc_trade_mark_paid(tx, m->pay, mark_paid_cb, m) < 0) {
+        m->status = -1;
+        pc_db_tx_rollback(tx);
+        m->done = 1;
+    }
+}
+
+static void mark_start(uv_timer_t *t)
+{
+    mark_t *m = t->data;
+    if (pc_db_ready_count(m->db) == 0)
+        return; /* still connecting */
+    uv_timer_stop(t);
+    if (pc_db_begin(m->db, NULL, mark_begin_cb, m) < 0) {
+        m->status = -1;
+        m->done = 1;
+    }
+}
+
+int pc_t_mark_paid(pc_stack_t *s, const char *trade_no, const char *payment_no, long long amount,
+                   const char *currency, const char *source_account, char *trade_status)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {s->db_url, 1, 5000, 4};
+    pc_db_t *db = pc_db_new(&loop, &o);
+    pc_ledger_leg_t src = {source_account, -amount, currency};
+    pc_trade_payment_t pay = {trade_no, payment_no, amount, currency, &src, 1};
+    mark_t m = {db, &pay, 0, 0, "", NULL};
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &m;
+    uv_timer_start(&t, mark_start, 10, 10);
+    while (!m.done)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    if (trade_status)
+        snprintf(trade_status, 20, "%s", m.trade_status);
+    return m.status;
+}
+
+int pc_t_ledger_ok(pc_stack_t *s)
+{
+    pc_t_resp_t r = pc_t_admin(s, "GET", "/admin/ledger/check", NULL);
+    int ok = r.status == 200 && strstr(r.body, "\"ok\":true") != NULL;
+    if (!ok)
+        fprintf(stderr, "ledger check: %ld %s\n", r.status, r.body);
+    pc_t_resp_free(&r);
+    return ok;
+}

@@ -104,3 +104,13 @@ pc_t_resp_t pc_t_call_raw(int port, const char *merchant_id, const char *secret,
 const char *pc_t_jstr(const pc_t_resp_t *r, const char *key);
 /* The API error code of a response ("" when none); static buffer. */
 const char *pc_t_errcode(const pc_t_resp_t *r);
+
+/* Calls the internal "trade paid" operation (acquiring/trade_state.h) against
+ * the stack's database from inside the test, as the payment engine would:
+ * the money comes from source_account (e.g. "channel:sim_card:clearing:CNY").
+ * Returns the operation's status (0, or PC_ECONFLICT when the trade was not
+ * payable) and writes the trade's new status into trade_status (≥ 20 bytes). */
+int pc_t_mark_paid(pc_stack_t *s, const char *trade_no, const char *payment_no, long long amount,
+                   const char *currency, const char *source_account, char *trade_status);
+/* GET /admin/ledger/check on node 0: 1 when it answers 200 with "ok":true. */
+int pc_t_ledger_ok(pc_stack_t *s);

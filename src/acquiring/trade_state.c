@@ -1,0 +1,619 @@
+#include "acquiring/trade_state.h"
+#include "acquiring/trade.h"
+#include "api/app.h"
+#include "auth/auth.h"
+#include "auth/sign.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "notify/outbox.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SPLITS 20
+#define MAX_SOURCES 8
+
+/* ---------- shared: destination legs of a trade's money ---------- */
+
+typedef struct {
+    pc_ledger_leg_t legs[MAX_SPLITS + MAX_SOURCES + 2];
+    char ids[MAX_SPLITS + MAX_SOURCES + 2][PC_LEDGER_ID_MAX + 1];
+    size_t n;
+} legs_t;
+
+static int add_leg(legs_t *l, pc_ledger_type_t type, const char *owner, const char *cur,
+                   int64_t amount)
+{
+    if (amount == 0)
+        return 0;
+    if (l->n >= sizeof l->legs / sizeof l->legs[0])
+        return PC_ELIMIT;
+    int rc = pc_ledger_account_id(l->ids[l->n], sizeof l->ids[l->n], type, owner, cur);
+    if (rc)
+        return rc;
+    l->legs[l->n].account_id = l->ids[l->n];
+    l->legs[l->n].amount = amount;
+    l->legs[l->n].currency = cur;
+    l->n++;
+    return 0;
+}
+
+/* Credits amount to the merchant's pending money, minus what the splits give
+ * to their receivers. splits is a JSON array of {account, amount}. */
+static int add_split_legs(legs_t *l, const char *merchant_id, const char *cur, int64_t amount,
+                          json_t *splits)
+{
+    int64_t rest = amount;
+    size_t i;
+    json_t *s;
+    json_array_foreach(splits, i, s)
+    {
+        int64_t a = json_integer_value(json_object_get(s, "amount"));
+        const char *acct = json_string_value(json_object_get(s, "account"));
+        if (!acct || a <= 0 || a > rest)
+            return PC_EINVAL;
+        int rc = add_leg(l, PC_LEDGER_MERCHANT_PENDING, acct, cur, a);
+        if (rc)
+            return rc;
+        rest -= a;
+    }
+    return add_leg(l, PC_LEDGER_MERCHANT_PENDING, merchant_id, cur, rest);
+}
+
+static void post_logged_cb(void *data, int status, int64_t txn_id)
+{
+    (void)txn_id;
+    if (status)
+        pc_log_warn("trade.ledger_post_failed", "%s: %s", (const char *)data,
+                    pc_ledger_strerror(status));
+}
+
+static const char *notify_url_of(pc_db_res_t *res, int row)
+{
+    int c = pc_db_col(res, "notify_url");
+    return (c < 0 || pc_db_isnull(res, row, c)) ? NULL : pc_db_get(res, row, c);
+}
+
+/* ---------- trade paid ---------- */
+
+typedef struct {
+    char trade_no[40], payment_no[64], currency[4];
+    int64_t amount;
+    pc_ledger_leg_t sources[MAX_SOURCES];
+    char src_ids[MAX_SOURCES][PC_LEDGER_ID_MAX + 1];
+    size_t nsources;
+    pc_db_tx_t *tx;
+    pc_trade_paid_cb cb;
+    void *data;
+} paid_t;
+
+static void paid_update_cb(void *data, int status, pc_db_res_t *res)
+{
+    paid_t *p = data;
+    if (status || pc_db_rows(res) == 0) {
+        p->cb(p->data, status ? status : PC_ECONFLICT, NULL);
+        free(p);
+        return;
+    }
+    pc_trade_t t;
+    pc_trade_from_row(&t, res, 0);
+    legs_t l = {.n = 0};
+    for (size_t i = 0; i < p->nsources; i++) {
+        l.legs[l.n] = p->sources[i];
+        snprintf(l.ids[l.n], sizeof l.ids[l.n], "%s", p->src_ids[i]);
+        l.legs[l.n].account_id = l.ids[l.n];
+        l.legs[l.n].currency = p->currency;
+        l.n++;
+    }
+    int rc = 0;
+    const char *event = "trade.succeeded";
+    if (!strcmp(t.product, "GUARANTEE")) {
+        rc = add_leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, t.currency, t.amount);
+        event = "trade.paid";
+    } else if (!strcmp(t.product, "RECHARGE")) {
+        rc = add_leg(&l, PC_LEDGER_BUYER_WALLET, t.buyer_id, t.currency, t.amount);
+    } else {
+        json_t *splits = json_loads(t.splits, 0, NULL);
+        rc = add_split_legs(&l, t.merchant_id, t.currency, t.amount, splits);
+        json_decref(splits);
+    }
+    if (rc == 0) {
+        pc_ledger_txn_t txn = {"TRADE_PAY", "payment", p->payment_no, t.trade_no, l.legs, l.n};
+        rc = pc_ledger_post(p->tx, &txn, post_logged_cb, "TRADE_PAY");
+    }
+    if (rc == 0) {
+        json_t *obj = pc_trade_json(&t);
+        rc = pc_outbox_add(p->tx, t.merchant_id, event, notify_url_of(res, 0), obj);
+        json_decref(obj);
+    }
+    if (rc) {
+        pc_log_error("trade.mark_paid", "trade %s payment %s: %s", p->trade_no, p->payment_no,
+                     pc_ledger_strerror(rc));
+        p->cb(p->data, rc, NULL);
+    } else {
+        p->cb(p->data, 0, t.status);
+    }
+    free(p);
+}
+
+int pc_trade_mark_paid(pc_db_tx_t *tx, const pc_trade_payment_t *pay, pc_trade_paid_cb cb,
+                       void *data)
+{
+    if (pay->nsources == 0 || pay->nsources > MAX_SOURCES || pay->amount <= 0)
+        return PC_EINVAL;
+    paid_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return PC_ENOMEM;
+    snprintf(p->trade_no, sizeof p->trade_no, "%s", pay->trade_no);
+    snprintf(p->payment_no, sizeof p->payment_no, "%s", pay->payment_no);
+    snprintf(p->currency, sizeof p->currency, "%s", pay->currency);
+    p->amount = pay->amount;
+    int64_t sum = 0;
+    for (size_t i = 0; i < pay->nsources; i++) {
+        snprintf(p->src_ids[i], sizeof p->src_ids[i], "%s", pay->sources[i].account_id);
+        p->sources[i] = pay->sources[i];
+        p->sources[i].account_id = p->src_ids[i];
+        sum += pay->sources[i].amount;
+    }
+    p->nsources = pay->nsources;
+    if (sum != -pay->amount) {
+        free(p);
+        return PC_EINVAL;
+    }
+    p->tx = tx;
+    p->cb = cb;
+    p->data = data;
+    char amount[24];
+    snprintf(amount, sizeof amount, "%lld", (long long)pay->amount);
+    const char *params[] = {p->trade_no, p->payment_no, amount, p->currency};
+    int rc = pc_db_tx_query(
+        tx,
+        "UPDATE trades SET status = CASE product WHEN 'GUARANTEE' THEN 'PAY_SUCCESS' ELSE "
+        "'TRADE_SUCCESS' END, paid_amount = amount, payment_no = $2, paid_at = now(), "
+        "updated_at = now() WHERE trade_no = $1 AND status = 'WAIT_BUYER_PAY' AND amount = "
+        "$3::bigint AND currency = $4 RETURNING " PC_TRADE_COLUMNS ", notify_url",
+        4, params, paid_update_cb, p);
+    if (rc < 0)
+        free(p);
+    return rc;
+}
+
+/* ---------- POST /v1/trades/{trade_no}/close ---------- */
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    pc_db_tx_t *tx;
+    char *body;
+    int status;
+    int found;
+    char trade_status[20];
+} op_t;
+
+static void op_free(void *arg)
+{
+    op_t *o = arg;
+    free(o->body);
+}
+
+static op_t *op_new(pc_http_req_t *req, pc_app_t *app)
+{
+    op_t *o = pc_http_req_alloc(req, sizeof *o);
+    o->req = req;
+    o->app = app;
+    pc_http_req_on_done(req, op_free, o);
+    return o;
+}
+
+static void op_commit_cb(void *data, int status)
+{
+    op_t *o = data;
+    if (status) {
+        pc_http_respond_error(o->req, PC_API_UNAVAILABLE, NULL,
+                              "not recorded; retry with the same Idempotency-Key");
+        return;
+    }
+    pc_http_respond(o->req, o->status, "application/json", o->body, strlen(o->body));
+}
+
+/* Finishes an operation: store the answer with the change and commit. */
+static void op_finish(op_t *o, int status, json_t *answer)
+{
+    o->status = status;
+    o->body = json_dumps(answer, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(answer);
+    pc_idem_store_in_tx(pc_auth_idem(o->req), o->tx, status, o->body);
+    pc_db_tx_commit(o->tx, op_commit_cb, o);
+}
+
+static void op_fail(op_t *o, pc_api_err_t err, const char *field, const char *msg)
+{
+    if (o->tx)
+        pc_db_tx_rollback(o->tx);
+    o->tx = NULL;
+    pc_http_respond_error(o->req, err, field, msg);
+}
+
+static void state_of_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (status) {
+        op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        op_fail(o, PC_API_NOT_FOUND, NULL, "no such trade");
+        return;
+    }
+    char msg[128];
+    snprintf(msg, sizeof msg, "the trade is %s", pc_db_get(res, 0, 0));
+    op_fail(o, PC_API_INVALID_STATE, NULL, msg);
+}
+
+/* Explains why a conditional update matched nothing: missing or wrong state. */
+static void explain_no_match(op_t *o)
+{
+    const char *p[] = {pc_http_req_param(o->req, "trade_no"), pc_auth_merchant(o->req)->id};
+    if (pc_db_tx_query(o->tx, "SELECT status FROM trades WHERE trade_no = $1 AND merchant_id = $2",
+                       2, p, state_of_cb, o) < 0)
+        op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void close_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (status) {
+        op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        explain_no_match(o);
+        return;
+    }
+    pc_trade_t t;
+    pc_trade_from_row(&t, res, 0);
+    json_t *obj = pc_trade_json(&t);
+    if (pc_outbox_add(o->tx, t.merchant_id, "trade.closed", notify_url_of(res, 0), obj) < 0) {
+        json_decref(obj);
+        op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    op_finish(o, 200, obj);
+}
+
+static void close_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    op_t *o = data;
+    if (status) {
+        op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    o->tx = tx;
+    const char *p[] = {pc_http_req_param(o->req, "trade_no"), pc_auth_merchant(o->req)->id};
+    if (pc_db_tx_query(tx,
+                       "UPDATE trades SET status = 'TRADE_CLOSED', close_reason = 'MERCHANT', "
+                       "closed_at = now(), updated_at = now() WHERE trade_no = $1 AND "
+                       "merchant_id = $2 AND status = 'WAIT_BUYER_PAY' RETURNING " PC_TRADE_COLUMNS
+                       ", notify_url",
+                       2, p, close_cb, o) < 0)
+        op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void close_trade(pc_http_req_t *req, void *data)
+{
+    op_t *o = op_new(req, data);
+    if (pc_db_begin(o->app->db, NULL, close_begin_cb, o) < 0)
+        op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+/* ---------- POST /v1/trades/{trade_no}/settle ---------- */
+
+typedef struct {
+    op_t op;
+    long long amount; /* 0: what is left */
+    json_t *splits;   /* normalised, owned */
+} settle_t;
+
+static void settle_free(void *arg)
+{
+    settle_t *s = arg;
+    json_decref(s->splits);
+}
+
+static void settle_locked_cb(void *data, int status, pc_db_res_t *res)
+{
+    settle_t *s = data;
+    op_t *o = &s->op;
+    if (status) {
+        op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        op_fail(o, PC_API_NOT_FOUND, NULL, "no such trade");
+        return;
+    }
+    pc_trade_t t;
+    pc_trade_from_row(&t, res, 0);
+    if (strcmp(t.product, "GUARANTEE") != 0) {
+        op_fail(o, PC_API_INVALID_STATE, NULL, "only GUARANTEE trades are settled");
+        return;
+    }
+    if (strcmp(t.status, "PAY_SUCCESS") != 0) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the trade is %s", t.status);
+        op_fail(o, PC_API_INVALID_STATE, NULL, msg);
+        return;
+    }
+    int64_t left = t.paid_amount - t.settled_amount - t.refunded_amount;
+    int64_t amount = s->amount ? s->amount : left;
+    if (amount <= 0 || amount > left) {
+        op_fail(o, PC_API_AMOUNT_EXCEEDS_REFUNDABLE, "amount",
+                "amount exceeds what is left to settle");
+        return;
+    }
+    int64_t split_total = 0;
+    size_t i;
+    json_t *sp;
+    json_array_foreach(s->splits, i, sp) split_total +=
+        json_integer_value(json_object_get(sp, "amount"));
+    if (split_total > amount) {
+        op_fail(o, PC_API_SPLIT_EXCEEDS_AMOUNT, "splits", "splits add up to more than the amount");
+        return;
+    }
+    char settle_no[48], hex[17], amt[24];
+    pc_random_hex(hex, sizeof hex, 8);
+    snprintf(settle_no, sizeof settle_no, "S%s", hex);
+    snprintf(amt, sizeof amt, "%lld", (long long)amount);
+    char *splits_text = json_dumps(s->splits, JSON_COMPACT);
+    int full = amount == left;
+    const char *p1[] = {t.trade_no, amt, full ? "TRADE_SUCCESS" : "PAY_SUCCESS"};
+    const char *p2[] = {settle_no, t.trade_no, t.merchant_id, amt, splits_text};
+    legs_t l = {.n = 0};
+    int rc = add_leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, t.currency, -amount);
+    if (!rc)
+        rc = add_split_legs(&l, t.merchant_id, t.currency, amount, s->splits);
+    if (!rc)
+        rc = pc_db_tx_query(o->tx,
+                            "UPDATE trades SET settled_amount = settled_amount + $2::bigint, "
+                            "status = $3, updated_at = now() WHERE trade_no = $1 AND status = "
+                            "'PAY_SUCCESS'",
+                            3, p1, NULL, NULL);
+    if (!rc)
+        rc = pc_db_tx_query(o->tx,
+                            "INSERT INTO trade_settles (settle_no, trade_no, merchant_id, amount, "
+                            "splits) VALUES ($1, $2, $3, $4, $5::jsonb)",
+                            5, p2, NULL, NULL);
+    if (!rc) {
+        pc_ledger_txn_t txn = {"TRADE_SETTLE", "settle", settle_no, t.trade_no, l.legs, l.n};
+        rc = pc_ledger_post(o->tx, &txn, post_logged_cb, "TRADE_SETTLE");
+    }
+    if (!rc && full) {
+        t.settled_amount += amount;
+        snprintf(t.status, sizeof t.status, "TRADE_SUCCESS");
+        json_t *obj = pc_trade_json(&t);
+        rc = pc_outbox_add(o->tx, t.merchant_id, "trade.succeeded", notify_url_of(res, 0), obj);
+        json_decref(obj);
+    }
+    free(splits_text);
+    if (rc) {
+        op_fail(o, PC_API_UNAVAILABLE, NULL, "could not settle");
+        return;
+    }
+    json_t *answer =
+        json_pack("{s:s,s:s,s:I,s:O,s:s}", "settle_no", settle_no, "trade_no", t.trade_no, "amount",
+                  (json_int_t)amount, "splits", s->splits, "status", "SUCCESS");
+    op_finish(o, 200, answer);
+}
+
+static void settle_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    settle_t *s = data;
+    op_t *o = &s->op;
+    if (status) {
+        op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    o->tx = tx;
+    const char *p[] = {pc_http_req_param(o->req, "trade_no"), pc_auth_merchant(o->req)->id};
+    if (pc_db_tx_query(tx,
+                       "SELECT " PC_TRADE_COLUMNS ", notify_url FROM trades WHERE trade_no = $1 "
+                       "AND merchant_id = $2 FOR UPDATE",
+                       2, p, settle_locked_cb, s) < 0)
+        op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void settle_trade(pc_http_req_t *req, void *data)
+{
+    json_t *b = pc_http_req_json(req);
+    if (!b) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    settle_t *s = pc_http_req_alloc(req, sizeof *s);
+    s->op.req = req;
+    s->op.app = data;
+    pc_http_req_on_done(req, op_free, &s->op);
+    s->splits = json_array();
+    pc_http_req_on_done(req, settle_free, s);
+    if (pc_json_int(b, "amount", 1, 1000000000000000LL, &s->amount) < 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "amount", "a positive integer");
+        return;
+    }
+    json_t *splits = json_object_get(b, "splits");
+    if (splits && !json_is_null(splits)) {
+        size_t i;
+        json_t *sp;
+        if (!json_is_array(splits) || json_array_size(splits) > MAX_SPLITS) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "splits",
+                                  "a list of at most 20 {account, amount}");
+            return;
+        }
+        json_array_foreach(splits, i, sp)
+        {
+            int bad = 0;
+            long long a = 0;
+            const char *acct = json_is_object(sp) ? pc_json_str(sp, "account", 64, 1, &bad) : NULL;
+            if (!acct || bad || pc_json_int(sp, "amount", 1, 1000000000000000LL, &a) != 0 ||
+                !strcmp(acct, pc_auth_merchant(req)->id)) {
+                pc_http_respond_error(req, PC_API_INVALID_REQUEST, "splits",
+                                      "each split: account (another merchant id) and amount");
+                return;
+            }
+            json_array_append_new(s->splits,
+                                  json_pack("{s:s,s:I}", "account", acct, "amount", (json_int_t)a));
+        }
+    }
+    if (pc_db_begin(s->op.app->db, NULL, settle_begin_cb, s) < 0)
+        op_fail(&s->op, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+/* ---------- GET /v1/balance ---------- */
+
+static void balance_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    const char *text = pc_db_get(res, 0, 0);
+    pc_respond_json_text(req, 200, text);
+}
+
+static void get_balance(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *p[] = {pc_auth_merchant(req)->id};
+    if (pc_db_query(app->db,
+                    "SELECT json_build_object('balances', coalesce(json_agg(json_build_object("
+                    "'currency', currency, 'pending', pending, 'available', available, "
+                    "'reserve', reserve) ORDER BY currency), '[]'::json))::text FROM (SELECT "
+                    "currency, coalesce(sum(balance) FILTER (WHERE type = 'MERCHANT_PENDING'), 0) "
+                    "AS pending, coalesce(sum(balance) FILTER (WHERE type = "
+                    "'MERCHANT_AVAILABLE'), 0) AS available, coalesce(sum(balance) FILTER "
+                    "(WHERE type = 'MERCHANT_RESERVE'), 0) AS reserve FROM ledger_accounts "
+                    "WHERE owner_id = $1 AND type IN ('MERCHANT_PENDING', 'MERCHANT_AVAILABLE', "
+                    "'MERCHANT_RESERVE') GROUP BY currency) x",
+                    1, p, balance_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+/* ---------- GET /admin/ledger/check ---------- */
+
+static void check_cb(void *data, int status, const pc_ledger_check_t *check)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "ledger check could not run");
+        return;
+    }
+    pc_metrics_set("pc_ledger_check_ok", "", check->ok);
+    pc_http_respond_json(req, 200, pc_ledger_check_json(check));
+}
+
+static void ledger_check(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    if (pc_ledger_check(app->db, check_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+/* ---------- housekeeping: expiry and finish ---------- */
+
+typedef struct {
+    pc_app_t *app;
+    pc_db_tx_t *tx;
+    const char *event;
+} sweep_t;
+
+static void sweep_commit_cb(void *data, int status)
+{
+    sweep_t *s = data;
+    if (status)
+        pc_log_warn("trade.sweep", "%s sweep not committed: %s", s->event, pc_strerror(status));
+    free(s);
+}
+
+static void sweep_rows_cb(void *data, int status, pc_db_res_t *res)
+{
+    sweep_t *s = data;
+    if (status) {
+        pc_db_tx_rollback(s->tx);
+        free(s);
+        return;
+    }
+    int n = pc_db_rows(res);
+    for (int i = 0; i < n; i++) {
+        pc_trade_t t;
+        pc_trade_from_row(&t, res, i);
+        json_t *obj = pc_trade_json(&t);
+        pc_outbox_add(s->tx, t.merchant_id, s->event, notify_url_of(res, i), obj);
+        json_decref(obj);
+    }
+    if (n) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "event=\"%s\"", s->event);
+        pc_metrics_add("pc_trades_swept_total", labels, n);
+    }
+    pc_db_tx_commit(s->tx, sweep_commit_cb, s);
+}
+
+static void sweep_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    sweep_t *s = data;
+    if (status) {
+        free(s);
+        return;
+    }
+    s->tx = tx;
+    const char *sql;
+    if (!strcmp(s->event, "trade.closed"))
+        sql = "UPDATE trades SET status = 'TRADE_CLOSED', close_reason = 'EXPIRED', closed_at = "
+              "now(), updated_at = now() WHERE trade_no IN (SELECT trade_no FROM trades WHERE "
+              "status = 'WAIT_BUYER_PAY' AND expires_at <= now() ORDER BY expires_at LIMIT 200 "
+              "FOR UPDATE SKIP LOCKED) AND status = 'WAIT_BUYER_PAY' RETURNING " PC_TRADE_COLUMNS
+              ", notify_url";
+    else
+        sql = "UPDATE trades SET status = 'TRADE_FINISHED', finished_at = now(), updated_at = "
+              "now() WHERE trade_no IN (SELECT trade_no FROM trades WHERE status = "
+              "'TRADE_SUCCESS' AND paid_at <= now() - make_interval(secs => $1::bigint) ORDER BY "
+              "paid_at LIMIT 200 FOR UPDATE SKIP LOCKED) AND status = 'TRADE_SUCCESS' "
+              "RETURNING " PC_TRADE_COLUMNS ", notify_url";
+    char window[24];
+    snprintf(window, sizeof window, "%lld",
+             (long long)pc_config_int(s->app->cfg, "trades.refund_window_s"));
+    const char *p[] = {window};
+    int finish = strcmp(s->event, "trade.closed") != 0;
+    if (pc_db_tx_query(tx, sql, finish ? 1 : 0, finish ? p : NULL, sweep_rows_cb, s) < 0) {
+        pc_db_tx_rollback(tx);
+        free(s);
+    }
+}
+
+static void sweep(pc_app_t *app, const char *event)
+{
+    sweep_t *s = calloc(1, sizeof *s);
+    s->app = app;
+    s->event = event;
+    if (pc_db_begin(app->db, NULL, sweep_begin_cb, s) < 0)
+        free(s);
+}
+
+void pc_trades_housekeeping(pc_app_t *app)
+{
+    sweep(app, "trade.closed");
+    sweep(app, "trade.finished");
+}
+
+void pc_app_routes_trade_state(pc_app_t *app)
+{
+    pc_metrics_describe("pc_trades_swept_total", PC_METRIC_COUNTER,
+                        "trades closed by expiry or finished by the refund window");
+    pc_metrics_describe("pc_ledger_check_ok", PC_METRIC_GAUGE, "last ledger check result");
+    pc_router_add(app->api, "POST", "/v1/trades/{trade_no}/close", close_trade, app);
+    pc_router_add(app->api, "POST", "/v1/trades/{trade_no}/settle", settle_trade, app);
+    pc_router_add(app->api, "GET", "/v1/balance", get_balance, app);
+    pc_router_add(app->admin, "GET", "/admin/ledger/check", ledger_check, app);
+}

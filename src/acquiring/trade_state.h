@@ -1,0 +1,47 @@
+/* Trade state changes (system.md §2.1): every transition is a conditional
+ * update (`… WHERE status = expected`) inside the caller's transaction, posts
+ * its money movement to the ledger and writes the merchant's notification to
+ * the outbox in that same transaction. Also the merchant routes that change
+ * state (close, settle, balance), the admin ledger check, and the job that
+ * closes expired trades and finishes old ones. Needs store/db, ledger,
+ * notify/outbox. */
+#ifndef PC_ACQUIRING_TRADE_STATE_H
+#define PC_ACQUIRING_TRADE_STATE_H
+#include <stdint.h>
+
+#include "ledger/ledger.h"
+#include "store/db.h"
+
+/* A payment that has arrived for a trade. sources are the ledger legs the
+ * money comes from (negative amounts, e.g. channel clearing, buyer wallet,
+ * marketing for a coupon, escrow for a held balance) and must sum to -amount;
+ * the destination legs (merchant pending and split receivers, escrow, or the
+ * recharging buyer's wallet) are derived from the trade. */
+typedef struct {
+    const char *trade_no;
+    const char *payment_no;
+    int64_t amount;
+    const char *currency;
+    const pc_ledger_leg_t *sources;
+    size_t nsources;
+} pc_trade_payment_t;
+
+/* status 0: the trade moved to trade_status ("TRADE_SUCCESS" or
+ * "PAY_SUCCESS"), ledger and outbox queued in tx. PC_ECONFLICT: the trade was
+ * not waiting for payment (paid already, or closed) or the amount differs;
+ * nothing was queued and tx is still usable (the caller records the payment
+ * and starts an error refund). Other codes: tx failed. trade_status is valid
+ * during the callback only. */
+typedef void (*pc_trade_paid_cb)(void *data, int status, const char *trade_status);
+
+/* "Trade paid with amount X via payment P", inside tx. p is copied. Returns 0
+ * (cb runs once) or a negative code (cb never runs). */
+int pc_trade_mark_paid(pc_db_tx_t *tx, const pc_trade_payment_t *p, pc_trade_paid_cb cb,
+                       void *data);
+
+struct pc_app;
+/* Closes expired open trades and finishes trades past the refund window, a
+ * batch at a time; safe on any number of nodes (SKIP LOCKED). */
+void pc_trades_housekeeping(struct pc_app *app);
+
+#endif

@@ -1,0 +1,276 @@
+/* Trades: the state machine, its ledger movements and outbox events, against
+ * real paycore processes. Payment arrival is driven through the internal
+ * operation the payment engine calls (pc_trade_mark_paid). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "core/error.h"
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static pc_stack_t g_stack;
+static pc_t_merchant_t g_m, g_partner;
+
+static int setup(void **state)
+{
+    (void)state;
+    pc_stack_init(&g_stack, "trades");
+    pc_stack_env(&g_stack, "PAYCORE_TRADE_SWEEP_MS", "100");
+    pc_stack_start_node(&g_stack, 0);
+    pc_stack_start_node(&g_stack, 1);
+    g_m = pc_t_create_merchant(&g_stack, NULL);
+    g_partner = pc_t_create_merchant(&g_stack, NULL);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_stack);
+    return 0;
+}
+
+/* Creates a trade and returns its trade_no in out (≥ 40 bytes). */
+static void create(const char *otn, const char *product, long amount, const char *extra, char *out)
+{
+    char body[1024], key[80];
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"%s\",\"product\":\"%s\",\"amount\":%ld,\"currency\":\"CNY\","
+             "\"subject\":\"Goods\",\"buyer_id\":\"u_1\"%s%s}",
+             otn, product, amount, extra ? "," : "", extra ? extra : "");
+    snprintf(key, sizeof key, "create-%s", otn);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
+    assert_int_equal(r.status, 201);
+    snprintf(out, 40, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+}
+
+static long long balance(const char *account)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE "
+                        "account_id = '%s'), 0)",
+                        account);
+}
+
+static long long outbox_count(const char *type, const char *trade_no)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT count(*) FROM outbox WHERE type = '%s' AND payload::jsonb -> "
+                        "'data' ->> 'trade_no' = '%s'",
+                        type, trade_no);
+}
+
+static void post(const char *path_fmt, const char *trade_no, const char *body, const char *key,
+                 long want_status, const char *want_code, pc_t_resp_t *out)
+{
+    char path[128];
+    snprintf(path, sizeof path, path_fmt, trade_no);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", path, body, key);
+    if (r.status != want_status)
+        fprintf(stderr, "%s: %ld %s\n", path, r.status, r.body);
+    assert_int_equal(r.status, want_status);
+    if (want_code)
+        assert_string_equal(pc_t_errcode(&r), want_code);
+    if (out)
+        *out = r;
+    else
+        pc_t_resp_free(&r);
+}
+
+static void test_instant_trade_paid_with_split_credits_merchant_and_partner(void **state)
+{
+    (void)state;
+    char tn[40], extra[256], st[20], acct[128];
+    snprintf(extra, sizeof extra, "\"splits\":[{\"account\":\"%s\",\"amount\":300}]", g_partner.id);
+    create("INS1", "INSTANT", 1000, extra, tn);
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, tn, "P-INS1", 1000, "CNY", "channel:sim_card:clearing:CNY", st),
+        0);
+    assert_string_equal(st, "TRADE_SUCCESS");
+    snprintf(acct, sizeof acct, "merchant:%s:pending:CNY", g_m.id);
+    assert_int_equal(balance(acct), 700);
+    snprintf(acct, sizeof acct, "merchant:%s:pending:CNY", g_partner.id);
+    assert_int_equal(balance(acct), 300);
+    assert_int_equal(outbox_count("trade.succeeded", tn), 1);
+    /* The merchant sees it through the API. */
+    char path[96];
+    snprintf(path, sizeof path, "/v1/trades/%s", tn);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "GET", path, NULL, NULL);
+    assert_string_equal(pc_t_jstr(&r, "status"), "TRADE_SUCCESS");
+    assert_string_equal(pc_t_jstr(&r, "paid_amount"), "1000");
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &g_m, "GET", "/v1/balance", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"pending\":700"));
+    pc_t_resp_free(&r);
+    /* Paying twice is refused by the state machine, and moves no money. */
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, tn, "P-INS1b", 1000, "CNY", "channel:sim_card:clearing:CNY", st),
+        PC_ECONFLICT);
+    snprintf(acct, sizeof acct, "merchant:%s:pending:CNY", g_m.id);
+    assert_int_equal(balance(acct), 700);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_close_of_a_paid_trade_is_refused(void **state)
+{
+    (void)state;
+    char tn[40], st[20];
+    create("CLP1", "INSTANT", 500, NULL, tn);
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, tn, "P-CLP1", 500, "CNY", "channel:sim_card:clearing:CNY", st), 0);
+    post("/v1/trades/%s/close", tn, NULL, "close-clp1", 409, "INVALID_STATE", NULL);
+    assert_int_equal(outbox_count("trade.closed", tn), 0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_close_of_an_open_trade_then_payment_is_refused(void **state)
+{
+    (void)state;
+    char tn[40], st[20];
+    create("CLO1", "INSTANT", 800, NULL, tn);
+    pc_t_resp_t r;
+    post("/v1/trades/%s/close", tn, NULL, "close-clo1", 200, NULL, &r);
+    assert_string_equal(pc_t_jstr(&r, "status"), "TRADE_CLOSED");
+    pc_t_resp_free(&r);
+    assert_int_equal(outbox_count("trade.closed", tn), 1);
+    /* A replay of the close answers the same; a new close is refused. */
+    post("/v1/trades/%s/close", tn, NULL, "close-clo1", 200, NULL, NULL);
+    post("/v1/trades/%s/close", tn, NULL, "close-clo1-again", 409, "INVALID_STATE", NULL);
+    /* A payment landing on the closed trade is not applied. */
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, tn, "P-CLO1", 800, "CNY", "channel:sim_card:clearing:CNY", st),
+        PC_ECONFLICT);
+    assert_int_equal(outbox_count("trade.closed", tn), 1);
+    post("/v1/trades/%s/close", "T-nothing", NULL, "close-none", 404, "NOT_FOUND", NULL);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_guarantee_settles_partially_then_fully_with_splits(void **state)
+{
+    (void)state;
+    char tn[40], st[20], acct[128], body[256];
+    create("GUA1", "GUARANTEE", 1000, NULL, tn);
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, tn, "P-GUA1", 1000, "CNY", "channel:sim_card:clearing:CNY", st),
+        0);
+    assert_string_equal(st, "PAY_SUCCESS");
+    assert_int_equal(outbox_count("trade.paid", tn), 1);
+    long long escrow0 = balance("platform:escrow:CNY");
+    snprintf(acct, sizeof acct, "merchant:%s:pending:CNY", g_m.id);
+    long long m0 = balance(acct);
+    snprintf(acct, sizeof acct, "merchant:%s:pending:CNY", g_partner.id);
+    long long p0 = balance(acct);
+
+    snprintf(body, sizeof body, "{\"amount\":400,\"splits\":[{\"account\":\"%s\",\"amount\":100}]}",
+             g_partner.id);
+    pc_t_resp_t r;
+    post("/v1/trades/%s/settle", tn, body, "settle-1", 200, NULL, &r);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    assert_string_equal(pc_t_jstr(&r, "amount"), "400");
+    pc_t_resp_free(&r);
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0 - 400);
+    snprintf(acct, sizeof acct, "merchant:%s:pending:CNY", g_m.id);
+    assert_int_equal(balance(acct), m0 + 300);
+    snprintf(acct, sizeof acct, "merchant:%s:pending:CNY", g_partner.id);
+    assert_int_equal(balance(acct), p0 + 100);
+
+    /* Too much, splits over the amount: refused. */
+    post("/v1/trades/%s/settle", tn, "{\"amount\":601}", "settle-over", 422,
+         "AMOUNT_EXCEEDS_REFUNDABLE", NULL);
+    snprintf(body, sizeof body, "{\"amount\":10,\"splits\":[{\"account\":\"%s\",\"amount\":11}]}",
+             g_partner.id);
+    post("/v1/trades/%s/settle", tn, body, "settle-split-over", 422, "SPLIT_EXCEEDS_AMOUNT", NULL);
+
+    /* The rest, by default. */
+    post("/v1/trades/%s/settle", tn, "{}", "settle-2", 200, NULL, &r);
+    assert_string_equal(pc_t_jstr(&r, "amount"), "600");
+    pc_t_resp_free(&r);
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0 - 1000);
+    snprintf(acct, sizeof acct, "merchant:%s:pending:CNY", g_m.id);
+    assert_int_equal(balance(acct), m0 + 900);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/trades/%s", tn);
+    r = pc_t_call(&g_stack, &g_m, "GET", path, NULL, NULL);
+    assert_string_equal(pc_t_jstr(&r, "status"), "TRADE_SUCCESS");
+    assert_string_equal(pc_t_jstr(&r, "settled_amount"), "1000");
+    pc_t_resp_free(&r);
+    assert_int_equal(outbox_count("trade.succeeded", tn), 1);
+    post("/v1/trades/%s/settle", tn, "{}", "settle-3", 409, "INVALID_STATE", NULL);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_settle_of_an_instant_trade_is_refused(void **state)
+{
+    (void)state;
+    char tn[40], st[20];
+    create("SIN1", "INSTANT", 100, NULL, tn);
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, tn, "P-SIN1", 100, "CNY", "channel:sim_card:clearing:CNY", st), 0);
+    post("/v1/trades/%s/settle", tn, "{}", "settle-sin1", 409, "INVALID_STATE", NULL);
+}
+
+static void test_recharge_credits_the_buyer_wallet(void **state)
+{
+    (void)state;
+    char tn[40], st[20];
+    long long w0 = balance("buyer:u_1:wallet:CNY");
+    create("RCH1", "RECHARGE", 5000, NULL, tn);
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, tn, "P-RCH1", 5000, "CNY", "channel:sim_card:clearing:CNY", st),
+        0);
+    assert_string_equal(st, "TRADE_SUCCESS");
+    assert_int_equal(balance("buyer:u_1:wallet:CNY"), w0 + 5000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_expired_trade_is_closed_by_the_sweep(void **state)
+{
+    (void)state;
+    char tn[40];
+    create("EXP1", "INSTANT", 100, "\"expire_seconds\":60", tn);
+    /* Move the deadline into the past instead of waiting a minute. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET expires_at = now() - interval '1 second' WHERE "
+                  "trade_no = '%s'",
+                  tn));
+    char *status = NULL;
+    for (int i = 0; i < 50; i++) {
+        free(status);
+        status = pc_t_sql(&g_stack, "SELECT status FROM trades WHERE trade_no = '%s'", tn);
+        if (!strcmp(status, "TRADE_CLOSED"))
+            break;
+        usleep(100000);
+    }
+    assert_string_equal(status, "TRADE_CLOSED");
+    free(status);
+    char *reason = pc_t_sql(&g_stack, "SELECT close_reason FROM trades WHERE trade_no = '%s'", tn);
+    assert_string_equal(reason, "EXPIRED");
+    free(reason);
+    /* Two nodes sweep, one event. */
+    usleep(300000);
+    assert_int_equal(outbox_count("trade.closed", tn), 1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_instant_trade_paid_with_split_credits_merchant_and_partner),
+        cmocka_unit_test(test_close_of_a_paid_trade_is_refused),
+        cmocka_unit_test(test_close_of_an_open_trade_then_payment_is_refused),
+        cmocka_unit_test(test_guarantee_settles_partially_then_fully_with_splits),
+        cmocka_unit_test(test_settle_of_an_instant_trade_is_refused),
+        cmocka_unit_test(test_recharge_credits_the_buyer_wallet),
+        cmocka_unit_test(test_expired_trade_is_closed_by_the_sweep),
+    };
+    return cmocka_run_group_tests_name("trades", tests, setup, teardown);
+}
