@@ -12,11 +12,14 @@
 #include "store/db.h"
 
 struct pc_merchants;
+struct pc_rules;
+struct pc_channels;
 struct pc_idem;
 struct pc_auth;
 struct pc_notifier;
 
-typedef struct pc_app {
+typedef struct pc_app pc_app_t;
+struct pc_app {
     uv_loop_t *loop;
     pc_config_t *cfg;
     pc_db_t *db;
@@ -26,9 +29,14 @@ typedef struct pc_app {
     struct pc_merchants *merchants;
     struct pc_idem *idem;
     struct pc_auth *auth;
+    struct pc_rules *rules;
+    struct pc_channels *channels;
+    /* Live health of a channel for the admin view (set by the channel
+     * health module; may be NULL). Returns a new JSON object. */
+    json_t *(*channel_health)(struct pc_app *app, const char *channel_id);
     char node_id[64];
     int shutting_down;
-} pc_app_t;
+};
 
 /* Route registration, one per subsystem. */
 void pc_app_routes_health(pc_app_t *app);
@@ -38,6 +46,14 @@ void pc_app_routes_trades(pc_app_t *app);
 void pc_app_routes_notify(pc_app_t *app, struct pc_notifier *n);
 void pc_app_routes_buyers(pc_app_t *app);
 void pc_app_routes_trade_state(pc_app_t *app);
+
+/* Rules and channels (api/config_api.c): loads both (a refusal at start is
+ * fatal: err says why), watches their folders, registers the admin routes. */
+int pc_app_config_start(pc_app_t *app, char *err, size_t errlen);
+/* Reloads rules and/or channels in the background (SIGHUP, file change). */
+void pc_app_reload(pc_app_t *app, int rules, int channels);
+void pc_app_config_stop(pc_app_t *app);
+void pc_app_config_free(pc_app_t *app);
 
 /* Helpers shared by handlers. */
 /* Answers JSON text produced by PostgreSQL (json_build_object) re-encoded

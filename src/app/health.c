@@ -2,6 +2,7 @@
 #include "api/app.h"
 #include "core/error.h"
 #include "core/metrics.h"
+#include "rules/rules.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,9 +25,11 @@ static void ready_finish(ready_t *r)
 {
     if (--r->waiting > 0)
         return;
-    int ok = r->pg_ok && r->kv_ok;
-    json_t *body = json_pack("{s:s,s:s,s:s}", "status", ok ? "ready" : "unavailable", "postgres",
-                             r->pg_ok ? "ok" : "down", "redis", r->kv_ok ? "ok" : "down");
+    int rules_ok = pc_rules_ready(r->app->rules);
+    int ok = r->pg_ok && r->kv_ok && rules_ok;
+    json_t *body = json_pack("{s:s,s:s,s:s,s:s}", "status", ok ? "ready" : "unavailable",
+                             "postgres", r->pg_ok ? "ok" : "down", "redis",
+                             r->kv_ok ? "ok" : "down", "rules", rules_ok ? "ok" : "missing");
     pc_http_respond_json(r->req, ok ? 200 : 503, body);
 }
 

@@ -53,6 +53,7 @@ static void closed_noop(uv_handle_t *h)
 static void stop_loop_parts(server_t *s)
 {
     pc_app_t *app = &s->app;
+    pc_app_config_stop(app);
     uv_close((uv_handle_t *)&s->sigterm, closed_noop);
     uv_close((uv_handle_t *)&s->sigint, closed_noop);
     uv_close((uv_handle_t *)&s->sighup, closed_noop);
@@ -98,7 +99,8 @@ static void signal_cb(uv_signal_t *h, int signum)
 {
     server_t *s = h->data;
     if (signum == SIGHUP) {
-        pc_log_info("paycore.sighup", "reload requested");
+        pc_log_info("paycore.sighup", "reloading rules and channels");
+        pc_app_reload(&s->app, 1, 1);
         return;
     }
     begin_shutdown(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -196,13 +198,17 @@ int main(int argc, char **argv)
     app->idem = pc_idem_new(app->db, app->kv);
     app->auth = pc_auth_new(app->merchants, app->kv, app->db, app->idem);
     pc_router_set_filter(app->api, "/v1/", pc_auth_filter, app->auth);
+    if (pc_app_config_start(app, err, sizeof err) < 0) {
+        pc_log_error("paycore.config", "%s", err);
+        return 1;
+    }
     pc_app_routes_health(app);
     pc_app_routes_merchants(app);
     pc_app_routes_trades(app);
     pc_app_routes_buyers(app);
     pc_app_routes_trade_state(app);
-    s.notifier = pc_notifier_new(app->loop, cfg, app->db, app->merchants, app->node_id, err,
-                                 sizeof err);
+    s.notifier =
+        pc_notifier_new(app->loop, cfg, app->db, app->merchants, app->node_id, err, sizeof err);
     if (!s.notifier) {
         pc_log_error("paycore.notifier", "%s", err);
         return 1;
@@ -261,6 +267,7 @@ int main(int argc, char **argv)
     pc_idem_free(app->idem);
     pc_notifier_free(s.notifier);
     pc_merchants_free(app->merchants);
+    pc_app_config_free(app);
     int rc = uv_loop_close(app->loop);
     if (rc)
         pc_log_warn("paycore.loop_close", "handles left open at exit");

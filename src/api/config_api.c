@@ -1,0 +1,303 @@
+/* The server's side of hot-reloadable configuration: loads rules/ and
+ * channels/ at start, reloads them on a file change (debounced watch), on
+ * SIGHUP (pc_app_reload) and on POST /admin/reload; GET /admin/rules; the
+ * channels' admin view and their ops switches, kept in PostgreSQL so every
+ * node agrees and announced over Redis pub/sub (each node re-reads the table,
+ * at once on a notice and every few seconds anyway). */
+#include "api/app.h"
+#include "channel/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "rules/rules.h"
+#include "rules/watch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OVERRIDE_CHANNEL "channel-override"
+
+static pc_watch_t *g_watch;
+static uv_timer_t g_override_timer;
+
+/* ---------- overrides ---------- */
+
+static void overrides_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_app_t *app = data;
+    if (status)
+        return;
+    /* Channels without a row have no override. */
+    const pc_channel_set_t *set = pc_channels_current(app->channels);
+    for (size_t i = 0; set && i < pc_channel_set_count(set); i++) {
+        const char *id = pc_channel_set_at(set, i)->id;
+        int want = -1;
+        for (int r = 0; r < pc_db_rows(res); r++)
+            if (!strcmp(pc_db_get(res, r, 0), id))
+                want = pc_db_get(res, r, 1)[0] == 't';
+        if (pc_channels_override(app->channels, id) != want)
+            pc_channels_set_override(app->channels, id, want);
+    }
+}
+
+static void refresh_overrides(pc_app_t *app)
+{
+    pc_db_query(app->db, "SELECT channel_id, enabled FROM channel_overrides", 0, NULL, overrides_cb,
+                app);
+}
+
+static void override_notice(void *data, const char *channel, const char *msg, size_t len)
+{
+    (void)channel;
+    (void)msg;
+    (void)len;
+    refresh_overrides(data);
+}
+
+static void override_timer_cb(uv_timer_t *t)
+{
+    refresh_overrides(t->data);
+}
+
+/* ---------- reloads ---------- */
+
+static void rules_reloaded(pc_rules_t *rules, int status, void *data)
+{
+    (void)rules;
+    (void)data;
+    if (status == PC_ECLOSED)
+        return;
+    pc_log(status ? PC_LOG_WARN : PC_LOG_INFO, "rules.reloaded", "%s",
+           status ? "some rules were refused; the old versions keep serving (GET /admin/rules)"
+                  : "all rules current");
+}
+
+static void channels_reloaded(pc_channels_t *chs, int status, void *data)
+{
+    (void)chs;
+    if (status == PC_ECLOSED)
+        return;
+    pc_log(status ? PC_LOG_WARN : PC_LOG_INFO, "channels.reloaded", "%s",
+           status ? "channel files refused; the old set keeps serving (GET /admin/channels)"
+                  : "channel set current");
+    pc_metrics_add("pc_channel_reloads_total", status ? "result=\"refused\"" : "result=\"ok\"", 1);
+    refresh_overrides(data);
+}
+
+void pc_app_reload(pc_app_t *app, int rules, int channels)
+{
+    if (rules)
+        pc_rules_reload_async(app->rules, app->loop, rules_reloaded, app);
+    if (channels)
+        pc_channels_reload_async(app->channels, app->loop, channels_reloaded, app);
+}
+
+static void watch_cb(pc_watch_t *w, unsigned changed, void *data)
+{
+    (void)w;
+    /* dirs: rules, rules/tests, channels */
+    pc_app_reload(data, (changed & 3) != 0, (changed & 4) != 0);
+}
+
+/* ---------- admin routes ---------- */
+
+static void get_rules(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    pc_http_respond_json(req, 200, json_pack("{s:o}", "rules", pc_rules_status(app->rules)));
+}
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    int waiting;
+} reload_t;
+
+static void reload_answer(reload_t *r)
+{
+    if (--r->waiting > 0)
+        return;
+    pc_http_respond_json(r->req, 200,
+                         json_pack("{s:o,s:o}", "rules", pc_rules_status(r->app->rules), "channels",
+                                   pc_channels_status(r->app->channels)));
+}
+
+static void admin_rules_done(pc_rules_t *rules, int status, void *data)
+{
+    rules_reloaded(rules, status, NULL);
+    reload_answer(data);
+}
+
+static void admin_channels_done(pc_channels_t *chs, int status, void *data)
+{
+    reload_t *r = data;
+    channels_reloaded(chs, status, r->app);
+    reload_answer(r);
+}
+
+static void post_reload(pc_http_req_t *req, void *data)
+{
+    reload_t *r = pc_http_req_alloc(req, sizeof *r);
+    r->req = req;
+    r->app = data;
+    r->waiting = 3;
+    if (pc_rules_reload_async(r->app->rules, r->app->loop, admin_rules_done, r) < 0)
+        r->waiting--;
+    if (pc_channels_reload_async(r->app->channels, r->app->loop, admin_channels_done, r) < 0)
+        r->waiting--;
+    reload_answer(r);
+}
+
+static json_t *channels_view(pc_app_t *app)
+{
+    json_t *list = json_array();
+    const pc_channel_set_t *set = pc_channels_current(app->channels);
+    for (size_t i = 0; set && i < pc_channel_set_count(set); i++) {
+        const pc_channel_t *ch = pc_channel_set_at(set, i);
+        json_t *o = json_pack("{s:O}", "config", json_null());
+        json_object_set_new(o, "config", pc_channel_to_json(ch));
+        json_object_set_new(o, "channel_id", json_string(ch->id));
+        int ov = pc_channels_override(app->channels, ch->id);
+        json_object_set_new(o, "override", ov < 0 ? json_null() : json_boolean(ov));
+        json_object_set_new(o, "enabled",
+                            json_boolean(pc_channels_effective_enabled(app->channels, ch->id)));
+        if (app->channel_health)
+            json_object_set_new(o, "health", app->channel_health(app, ch->id));
+        json_array_append_new(list, o);
+    }
+    return json_pack("{s:o,s:o}", "channels", list, "status", pc_channels_status(app->channels));
+}
+
+static void get_channels(pc_http_req_t *req, void *data)
+{
+    pc_http_respond_json(req, 200, channels_view(data));
+}
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    char id[96];
+    int enabled;
+} switch_t;
+
+static void switch_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)res;
+    switch_t *s = data;
+    if (status) {
+        pc_respond_db_error(s->req, status);
+        return;
+    }
+    pc_channels_set_override(s->app->channels, s->id, s->enabled);
+    char ch[128];
+    pc_kv_key(s->app->kv, ch, sizeof ch, OVERRIDE_CHANNEL);
+    pc_kv_cmd(s->app->kv, NULL, NULL, "PUBLISH", ch, s->id, NULL);
+    pc_log_info("channel.switch", "channel %s %s by ops", s->id,
+                s->enabled ? "enabled" : "disabled");
+    json_t *o =
+        json_pack("{s:s,s:b,s:b}", "channel_id", s->id, "enabled",
+                  pc_channels_effective_enabled(s->app->channels, s->id), "override", s->enabled);
+    pc_http_respond_json(s->req, 200, o);
+}
+
+static void switch_channel(pc_http_req_t *req, pc_app_t *app, int enabled)
+{
+    const char *id = pc_http_req_param(req, "id");
+    if (!pc_channels_find(app->channels, id)) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such channel");
+        return;
+    }
+    switch_t *s = pc_http_req_alloc(req, sizeof *s);
+    s->req = req;
+    s->app = app;
+    s->enabled = enabled;
+    snprintf(s->id, sizeof s->id, "%s", id);
+    json_t *b = pc_http_req_json(req);
+    int bad = 0;
+    const char *reason = b ? pc_json_str(b, "reason", 500, 0, &bad) : NULL;
+    const char *p[] = {s->id, enabled ? "true" : "false", reason};
+    if (pc_db_query(app->db,
+                    "INSERT INTO channel_overrides (channel_id, enabled, reason) VALUES ($1, $2, "
+                    "$3) ON CONFLICT (channel_id) DO UPDATE SET enabled = EXCLUDED.enabled, "
+                    "reason = EXCLUDED.reason, updated_at = now()",
+                    3, p, switch_cb, s) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+static void enable_channel(pc_http_req_t *req, void *data)
+{
+    switch_channel(req, data, 1);
+}
+
+static void disable_channel(pc_http_req_t *req, void *data)
+{
+    switch_channel(req, data, 0);
+}
+
+/* ---------- start / stop ---------- */
+
+int pc_app_config_start(pc_app_t *app, char *err, size_t errlen)
+{
+    const char *rdir = pc_config_str(app->cfg, "rules.dir");
+    const char *cdir = pc_config_str(app->cfg, "channels.dir");
+    app->rules = pc_rules_new(rdir, NULL);
+    app->channels = pc_channels_new(cdir);
+    if (!app->rules || !app->channels) {
+        snprintf(err, errlen, "out of memory");
+        return PC_ENOMEM;
+    }
+    pc_metrics_describe("pc_channel_reloads_total", PC_METRIC_COUNTER,
+                        "channel set reloads by result");
+    /* At start a refused rule or channel file is fatal: there is no old
+     * version to keep serving. */
+    if (pc_rules_reload(app->rules) < 0 && !pc_rules_ready(app->rules)) {
+        char *st = json_dumps(pc_rules_status(app->rules), JSON_COMPACT);
+        snprintf(err, errlen, "rules in %s could not be loaded: %s", rdir, st ? st : "");
+        free(st);
+        return PC_EINVAL;
+    }
+    if (pc_channels_reload(app->channels) < 0) {
+        json_t *s = pc_channels_status(app->channels);
+        char *st = json_dumps(s, JSON_COMPACT);
+        snprintf(err, errlen, "channels in %s could not be loaded: %s", cdir, st ? st : "");
+        free(st);
+        json_decref(s);
+        return PC_EINVAL;
+    }
+    pc_kv_subscribe(app->kv, OVERRIDE_CHANNEL, override_notice, app);
+    uv_timer_init(app->loop, &g_override_timer);
+    g_override_timer.data = app;
+    uv_timer_start(&g_override_timer, override_timer_cb, 50, 5000);
+    if (pc_config_bool(app->cfg, "rules.watch")) {
+        char tests[1024];
+        snprintf(tests, sizeof tests, "%s/tests", rdir);
+        const char *dirs[] = {rdir, tests, cdir};
+        if (pc_watch_start(app->loop, dirs, 3, 50, watch_cb, app, &g_watch) < 0)
+            pc_log_warn("rules.watch",
+                        "cannot watch %s, %s, %s: reload by SIGHUP or "
+                        "POST /admin/reload",
+                        rdir, tests, cdir);
+    }
+    pc_router_add(app->admin, "GET", "/admin/rules", get_rules, app);
+    pc_router_add(app->admin, "POST", "/admin/reload", post_reload, app);
+    pc_router_add(app->admin, "GET", "/admin/channels", get_channels, app);
+    pc_router_add(app->admin, "POST", "/admin/channels/{id}/enable", enable_channel, app);
+    pc_router_add(app->admin, "POST", "/admin/channels/{id}/disable", disable_channel, app);
+    return 0;
+}
+
+void pc_app_config_stop(pc_app_t *app)
+{
+    if (g_watch)
+        pc_watch_close(g_watch);
+    g_watch = NULL;
+    uv_close((uv_handle_t *)&g_override_timer, NULL);
+    (void)app;
+}
+
+void pc_app_config_free(pc_app_t *app)
+{
+    pc_rules_free(app->rules);
+    pc_channels_free(app->channels);
+}
