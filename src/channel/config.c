@@ -410,7 +410,7 @@ int pc_channel_parse(const char *label, const char *expected_id, const char *tex
     if (out->id[0] && expected_id && strcmp(out->id, expected_id) != 0)
         problem(&p, "id \"%s\" must match the file name (\"%s\")", out->id, expected_id);
     if (out->max_amount && out->max_amount < out->min_amount)
-        problem(&p, "max_amount must be an integer >= min_amount");
+        problem(&p, "max_amount must be an integer ≥ min_amount");
     if (out->secret_ref[0] && !valid_ref(out->secret_ref))
         problem(&p, "secret_ref must name an environment variable or config key "
                     "([A-Za-z_][A-Za-z0-9_.]*), not hold a secret");

@@ -1,0 +1,479 @@
+/* Tests for channel/config.c: validation of channel files with clear errors,
+ * endpoint substitution, the set reloaded as a transaction, ops overrides on
+ * top of the files, matching, fees, and the demo channels that ship. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "channel/config.h"
+#include "core/error.h"
+#include "core/metrics.h"
+
+typedef struct {
+    char dir[64];
+    pc_channels_t *chs;
+} fixture_t;
+
+static const char *CARD =
+    "{\n"
+    "  \"id\": \"sim_card\", \"name\": \"Card\",\n"
+    "  \"endpoint\": \"http://127.0.0.1:${PC_TEST_SIM_PORT:-8090}/ch/sim_card\",\n"
+    "  \"secret_ref\": \"PAYCORE_SECRET_SIM_CARD\",\n"
+    "  \"methods\": [\"CARD\", \"QUICK_PAY\"], \"currencies\": [\"CNY\", \"USD\"],\n"
+    "  \"min_amount\": 100, \"max_amount\": 500000,\n"
+    "  \"fee\": {\"rate_bp\": 60, \"fixed\": 5},\n"
+    "  \"refund\": {\"methods\": [\"API\"], \"window_days\": 180, \"partial\": true}\n"
+    "}\n";
+static const char *WALLET =
+    "{\"id\": \"sim_wallet\", \"name\": \"Wallet\", \"endpoint\": \"https://wallet.example/x\",\n"
+    " \"secret_ref\": \"WALLET_SECRET\", \"methods\": [\"WALLET\", \"QR_MERCHANT\"],\n"
+    " \"currencies\": [\"CNY\"], \"min_amount\": 1, \"max_amount\": 100000,\n"
+    " \"fee\": {\"rate_bp\": 38}, \"refund\": {\"methods\": [\"API\", \"OFFLINE\"], "
+    "\"window_days\": 30},\n"
+    " \"weight\": 10, \"enabled\": false,\n"
+    " \"alert\": {\"failure_rate_bp\": 800, \"window_s\": 60},\n"
+    " \"_comment\": \"ignored\"}\n";
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int setup(void **state)
+{
+    fixture_t *fx = calloc(1, sizeof *fx);
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/pc_channels_XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    write_file(fx->dir, "sim_card.json", CARD);
+    write_file(fx->dir, "sim_wallet.json", WALLET);
+    unsetenv("PC_TEST_SIM_PORT");
+    pc_metrics_reset();
+    fx->chs = pc_channels_new(fx->dir);
+    assert_non_null(fx->chs);
+    *state = fx;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    fixture_t *fx = *state;
+    pc_channels_free(fx->chs);
+    nftw(fx->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(fx);
+    return 0;
+}
+
+/* Parses text as channels/sim_card.json; returns the error messages joined. */
+static int parse(const char *text, pc_channel_t *ch, char *messages, size_t len)
+{
+    json_t *errors = json_array();
+    int rc = pc_channel_parse("channels/sim_card.json", "sim_card", text, strlen(text), ch, errors);
+    messages[0] = '\0';
+    size_t i;
+    json_t *e;
+    json_array_foreach(errors, i, e)
+    {
+        strncat(messages, json_string_value(json_object_get(e, "message")),
+                len - strlen(messages) - 1);
+        strncat(messages, "\n", len - strlen(messages) - 1);
+    }
+    json_decref(errors);
+    return rc;
+}
+
+/* Replaces the first occurrence of from in CARD with to. */
+static void card_with(const char *from, const char *to, char *out, size_t len)
+{
+    const char *at = strstr(CARD, from);
+    assert_non_null(at);
+    snprintf(out, len, "%.*s%s%s", (int)(at - CARD), CARD, to, at + strlen(from));
+}
+
+static void assert_refused_with(const char *text, const char *message)
+{
+    pc_channel_t ch;
+    char msgs[2048];
+    assert_int_equal(parse(text, &ch, msgs, sizeof msgs), PC_EINVAL);
+    if (!strstr(msgs, message))
+        fail_msg("expected \"%s\" among:\n%s", message, msgs);
+}
+
+/* ---- one file ------------------------------------------------------------------- */
+
+static void test_valid_file_is_parsed_with_defaults(void **state)
+{
+    (void)state;
+    pc_channel_t ch;
+    char msgs[1024];
+    assert_int_equal(parse(CARD, &ch, msgs, sizeof msgs), 0);
+    assert_string_equal(ch.id, "sim_card");
+    assert_string_equal(ch.endpoint, "http://127.0.0.1:8090/ch/sim_card");
+    assert_true(ch.methods & (1u << PC_METHOD_CARD));
+    assert_true(ch.methods & (1u << PC_METHOD_QUICK_PAY));
+    assert_false(ch.methods & (1u << PC_METHOD_WALLET));
+    assert_int_equal(ch.ncurrencies, 2);
+    assert_int_equal(ch.min_amount, 100);
+    assert_int_equal(ch.max_amount, 500000);
+    assert_int_equal(ch.fee.rate_bp, 60);
+    assert_int_equal(ch.fee.fixed, 5);
+    assert_true(pc_channel_supports_refund(&ch, PC_REFUND_API));
+    assert_false(pc_channel_supports_refund(&ch, PC_REFUND_FILE));
+    assert_int_equal(ch.refund.window_days, 180);
+    assert_true(ch.refund.partial);
+    /* Optional fields take their documented defaults. */
+    assert_int_equal(ch.timeouts.connect_ms, 3000);
+    assert_int_equal(ch.timeouts.request_ms, 10000);
+    assert_int_equal(ch.weight, 100);
+    assert_true(ch.enabled);
+    assert_int_equal(ch.alert.failure_rate_bp, 500);
+    assert_int_equal(ch.alert.window_s, 300);
+    assert_int_equal(strlen(ch.version), 64);
+}
+
+static void test_max_amount_below_min_amount_is_refused_with_file_name(void **state)
+{
+    (void)state;
+    char text[2048];
+    card_with("\"max_amount\": 500000", "\"max_amount\": 50", text, sizeof text);
+    assert_refused_with(text, "channels/sim_card.json: max_amount must be an integer ≥ min_amount");
+}
+
+static void test_non_integer_amounts_and_fees_are_refused(void **state)
+{
+    (void)state;
+    char text[2048];
+    card_with("\"min_amount\": 100", "\"min_amount\": 1.5", text, sizeof text);
+    assert_refused_with(text, "channels/sim_card.json: min_amount must be an integer");
+    card_with("\"rate_bp\": 60", "\"rate_bp\": 20000", text, sizeof text);
+    assert_refused_with(text, "fee.rate_bp must be an integer from 0 to 10000");
+    card_with("\"max_amount\": 500000", "\"max_amount\": 9007199254740993", text, sizeof text);
+    assert_refused_with(text, "max_amount must be an integer from 1 to 9007199254740991");
+}
+
+static void test_unknown_field_is_refused_not_ignored(void **state)
+{
+    (void)state;
+    char text[2048];
+    card_with("\"max_amount\": 500000", "\"max_amount\": 500000, \"max_ammount\": 1", text,
+              sizeof text);
+    assert_refused_with(text, "unknown field \"max_ammount\"");
+    card_with("\"partial\": true", "\"partial\": true, \"windows\": 3", text, sizeof text);
+    assert_refused_with(text, "unknown field \"refund.windows\"");
+}
+
+static void test_unknown_method_and_bad_currency_are_refused(void **state)
+{
+    (void)state;
+    char text[2048];
+    card_with("\"QUICK_PAY\"", "\"BITCOIN\"", text, sizeof text);
+    assert_refused_with(text, "methods[1] must be one of BALANCE, COUPON, CARD");
+    card_with("\"USD\"", "\"usd\"", text, sizeof text);
+    assert_refused_with(text, "currencies[1] must be an upper-case ISO 4217 code");
+    card_with("[\"API\"]", "[\"CHEQUE\"]", text, sizeof text);
+    assert_refused_with(text, "refund.methods[0] must be one of API, PAYOUT, FILE, OFFLINE");
+}
+
+static void test_missing_required_fields_are_all_reported(void **state)
+{
+    (void)state;
+    pc_channel_t ch;
+    char msgs[2048];
+    assert_int_equal(parse("{\"id\": \"sim_card\"}", &ch, msgs, sizeof msgs), PC_EINVAL);
+    assert_non_null(strstr(msgs, "name is required"));
+    assert_non_null(strstr(msgs, "endpoint is required"));
+    assert_non_null(strstr(msgs, "fee is required"));
+    assert_non_null(strstr(msgs, "refund is required"));
+    assert_refused_with("[1, 2]", "must be a JSON object");
+    assert_refused_with("{\"id\": ", "invalid JSON");
+}
+
+static void test_id_must_match_file_name(void **state)
+{
+    (void)state;
+    char text[2048];
+    card_with("\"id\": \"sim_card\"", "\"id\": \"sim_card3\"", text, sizeof text);
+    assert_refused_with(text, "id \"sim_card3\" must match the file name");
+}
+
+static void test_secret_ref_must_be_a_name_not_a_secret(void **state)
+{
+    (void)state;
+    char text[2048];
+    card_with("\"PAYCORE_SECRET_SIM_CARD\"", "\"sk_live 9f8e/7d==\"", text, sizeof text);
+    assert_refused_with(text, "secret_ref must name an environment variable");
+}
+
+static void test_endpoint_port_comes_from_the_environment(void **state)
+{
+    (void)state;
+    pc_channel_t ch;
+    char msgs[1024];
+    setenv("PC_TEST_SIM_PORT", "18123", 1);
+    assert_int_equal(parse(CARD, &ch, msgs, sizeof msgs), 0);
+    assert_string_equal(ch.endpoint, "http://127.0.0.1:18123/ch/sim_card");
+    unsetenv("PC_TEST_SIM_PORT");
+
+    char text[2048];
+    card_with("${PC_TEST_SIM_PORT:-8090}", "${PC_TEST_SIM_PORT}", text, sizeof text);
+    assert_refused_with(text, "PC_TEST_SIM_PORT is not set and has no default");
+    card_with("http://", "ftp://", text, sizeof text);
+    assert_refused_with(text, "endpoint must be an http:// or https:// URL");
+}
+
+static void test_fee_rounds_half_up_and_adds_fixed(void **state)
+{
+    (void)state;
+    pc_channel_t ch;
+    char msgs[1024];
+    assert_int_equal(parse(CARD, &ch, msgs, sizeof msgs), 0);
+    assert_int_equal(pc_channel_fee(&ch, 1999), 12 + 5);  /* 11.994 */
+    assert_int_equal(pc_channel_fee(&ch, 2500), 15 + 5);  /* 15.0 */
+    assert_int_equal(pc_channel_fee(&ch, 12500), 75 + 5); /* 75.0 */
+    assert_int_equal(pc_channel_fee(&ch, 1250), 8 + 5);   /* 7.5 -> 8 */
+    assert_true(pc_channel_accepts(&ch, PC_METHOD_CARD, "CNY", 100));
+    assert_false(pc_channel_accepts(&ch, PC_METHOD_CARD, "CNY", 99));
+    assert_false(pc_channel_accepts(&ch, PC_METHOD_CARD, "EUR", 1000));
+    assert_false(pc_channel_accepts(&ch, PC_METHOD_VA, "CNY", 1000));
+}
+
+/* ---- the set and the registry ------------------------------------------------------ */
+
+static void test_set_loads_and_finds_channels(void **state)
+{
+    fixture_t *fx = *state;
+    assert_int_equal(pc_channels_reload(fx->chs), 0);
+    const pc_channel_set_t *set = pc_channels_current(fx->chs);
+    assert_int_equal(pc_channel_set_count(set), 2);
+    assert_string_equal(pc_channel_set_at(set, 0)->id, "sim_card");
+    assert_non_null(pc_channels_find(fx->chs, "sim_wallet"));
+    assert_null(pc_channels_find(fx->chs, "sim_nowhere"));
+    json_t *st = pc_channels_status(fx->chs);
+    assert_string_equal(json_string_value(json_object_get(st, "status")), "ok");
+    assert_int_equal(json_integer_value(json_object_get(st, "channels")), 2);
+    assert_int_equal(json_array_size(json_object_get(st, "errors")), 0);
+    json_decref(st);
+    json_t *cfg = pc_channel_to_json(pc_channels_find(fx->chs, "sim_wallet"));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(cfg, "methods"), 1)),
+                        "QR_MERCHANT");
+    assert_false(json_is_true(json_object_get(cfg, "enabled")));
+    json_decref(cfg);
+}
+
+static void test_bad_file_refuses_the_reload_and_old_set_keeps_serving(void **state)
+{
+    fixture_t *fx = *state;
+    assert_int_equal(pc_channels_reload(fx->chs), 0);
+    char version[65];
+    snprintf(version, sizeof version, "%s", pc_channel_set_version(pc_channels_current(fx->chs)));
+
+    char text[2048];
+    card_with("\"max_amount\": 500000", "\"max_amount\": 50", text, sizeof text);
+    write_file(fx->dir, "sim_card.json", text);
+    write_file(fx->dir, "sim_va.json", "{\"id\": \"sim_va\"");
+    assert_int_equal(pc_channels_reload(fx->chs), PC_EINVAL);
+
+    /* Nothing changed for callers. */
+    assert_string_equal(pc_channel_set_version(pc_channels_current(fx->chs)), version);
+    assert_int_equal(pc_channels_find(fx->chs, "sim_card")->max_amount, 500000);
+    assert_null(pc_channels_find(fx->chs, "sim_va"));
+
+    json_t *st = pc_channels_status(fx->chs);
+    assert_string_equal(json_string_value(json_object_get(st, "status")), "refused");
+    json_t *errors = json_object_get(st, "errors");
+    assert_int_equal(json_array_size(errors), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(errors, 0), "file")),
+                        "channels/sim_card.json");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(errors, 1), "file")),
+                        "channels/sim_va.json");
+    json_decref(st);
+    assert_int_equal(pc_metrics_get("pc_channel_reloads_total", "result=\"refused\""), 1);
+
+    /* Fixed files go in. */
+    write_file(fx->dir, "sim_card.json", CARD);
+    unlink(strcat(strcpy(text, fx->dir), "/sim_va.json"));
+    assert_int_equal(pc_channels_reload(fx->chs), 0);
+    st = pc_channels_status(fx->chs);
+    assert_string_equal(json_string_value(json_object_get(st, "status")), "ok");
+    json_decref(st);
+}
+
+static void test_reload_changes_version_and_held_sets_stay_valid(void **state)
+{
+    fixture_t *fx = *state;
+    assert_int_equal(pc_channels_reload(fx->chs), 0);
+    pc_channel_set_t *held = pc_channels_acquire(fx->chs);
+    const pc_channel_t *old_card = pc_channel_set_find(held, "sim_card");
+    char text[2048];
+    card_with("\"max_amount\": 500000", "\"max_amount\": 600000", text, sizeof text);
+    write_file(fx->dir, "sim_card.json", text);
+    assert_int_equal(pc_channels_reload(fx->chs), 0);
+    assert_string_not_equal(pc_channel_set_version(held),
+                            pc_channel_set_version(pc_channels_current(fx->chs)));
+    assert_int_equal(pc_channels_find(fx->chs, "sim_card")->max_amount, 600000);
+    /* A request that took the old set before the reload still reads it. */
+    assert_int_equal(old_card->max_amount, 500000);
+    pc_channel_set_release(held);
+}
+
+static void test_empty_directory_is_refused(void **state)
+{
+    fixture_t *fx = *state;
+    char path[128];
+    snprintf(path, sizeof path, "%s/sim_card.json", fx->dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/sim_wallet.json", fx->dir);
+    unlink(path);
+    assert_int_equal(pc_channels_reload(fx->chs), PC_EINVAL);
+    json_t *st = pc_channels_status(fx->chs);
+    assert_string_equal(json_string_value(json_object_get(st, "status")), "missing");
+    json_decref(st);
+}
+
+static void test_override_applies_on_top_of_the_file_and_survives_reload(void **state)
+{
+    fixture_t *fx = *state;
+    assert_int_equal(pc_channels_reload(fx->chs), 0);
+    assert_true(pc_channels_effective_enabled(fx->chs, "sim_card"));
+    assert_false(pc_channels_effective_enabled(fx->chs, "sim_wallet")); /* file says false */
+
+    assert_int_equal(pc_channels_set_override(fx->chs, "sim_card", 0), 0);
+    assert_int_equal(pc_channels_set_override(fx->chs, "sim_wallet", 1), 0);
+    assert_false(pc_channels_effective_enabled(fx->chs, "sim_card"));
+    assert_true(pc_channels_effective_enabled(fx->chs, "sim_wallet"));
+    assert_int_equal(pc_channels_override(fx->chs, "sim_card"), 0);
+
+    char text[2048];
+    card_with("\"fixed\": 5", "\"fixed\": 6", text, sizeof text);
+    write_file(fx->dir, "sim_card.json", text);
+    assert_int_equal(pc_channels_reload(fx->chs), 0);
+    assert_false(pc_channels_effective_enabled(fx->chs, "sim_card"));
+
+    assert_int_equal(pc_channels_set_override(fx->chs, "sim_card", -1), 0);
+    assert_int_equal(pc_channels_override(fx->chs, "sim_card"), -1);
+    assert_true(pc_channels_effective_enabled(fx->chs, "sim_card"));
+
+    assert_int_equal(pc_channels_set_override(fx->chs, "sim_nowhere", 0), PC_ENOTFOUND);
+    assert_int_equal(pc_channels_set_override(fx->chs, "sim_card", 2), PC_EINVAL);
+    assert_false(pc_channels_effective_enabled(fx->chs, "sim_nowhere"));
+}
+
+static void test_match_honours_method_currency_amount_and_switch(void **state)
+{
+    fixture_t *fx = *state;
+    assert_int_equal(pc_channels_reload(fx->chs), 0);
+    const pc_channel_t *out[4];
+    assert_int_equal(pc_channels_match(fx->chs, PC_METHOD_CARD, "USD", 1000, out, 4), 1);
+    assert_string_equal(out[0]->id, "sim_card");
+    assert_int_equal(pc_channels_match(fx->chs, PC_METHOD_CARD, "USD", 1000000, out, 4), 0);
+    /* The wallet is disabled in its file until ops switch it on. */
+    assert_int_equal(pc_channels_match(fx->chs, PC_METHOD_WALLET, "CNY", 1000, out, 4), 0);
+    pc_channels_set_override(fx->chs, "sim_wallet", 1);
+    assert_int_equal(pc_channels_match(fx->chs, PC_METHOD_WALLET, "CNY", 1000, out, 4), 1);
+    pc_channels_set_override(fx->chs, "sim_card", 0);
+    assert_int_equal(pc_channels_match(fx->chs, PC_METHOD_CARD, "USD", 1000, out, 4), 0);
+}
+
+static int async_status = 99;
+
+static void on_reloaded(pc_channels_t *chs, int status, void *data)
+{
+    (void)chs;
+    (void)data;
+    async_status = status;
+}
+
+static void test_async_reload_applies_on_the_loop(void **state)
+{
+    fixture_t *fx = *state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(pc_channels_reload_async(fx->chs, &loop, on_reloaded, NULL), 0);
+    assert_null(pc_channels_current(fx->chs));
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(async_status, 0);
+    assert_int_equal(pc_channel_set_count(pc_channels_current(fx->chs)), 2);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_shipped_demo_channels_are_valid(void **state)
+{
+    (void)state;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", __FILE__);
+    char *p = strstr(dir, "/tests/unit/");
+    assert_non_null(p);
+    snprintf(p, sizeof dir - (size_t)(p - dir), "/channels");
+    json_t *errors = json_array();
+    pc_channel_set_t *set = NULL;
+    unsetenv("PAYSIM_PORT");
+    int rc = pc_channel_set_load(dir, &set, errors);
+    if (rc != 0) {
+        char *s = json_dumps(errors, JSON_INDENT(1));
+        fail_msg("demo channels invalid: %s", s);
+    }
+    json_decref(errors);
+    const char *ids[] = {"sim_card", "sim_card2", "sim_netbank", "sim_otc", "sim_va", "sim_wallet"};
+    assert_int_equal(pc_channel_set_count(set), 6);
+    for (size_t i = 0; i < 6; i++)
+        assert_non_null(pc_channel_set_find(set, ids[i]));
+    const pc_channel_t *va = pc_channel_set_find(set, "sim_va");
+    assert_true(pc_channel_supports_refund(va, PC_REFUND_PAYOUT));
+    assert_string_equal(va->endpoint, "http://127.0.0.1:8090/ch/sim_va");
+    assert_true(
+        pc_channel_supports_refund(pc_channel_set_find(set, "sim_netbank"), PC_REFUND_FILE));
+    assert_true(pc_channel_supports_refund(pc_channel_set_find(set, "sim_otc"), PC_REFUND_OFFLINE));
+    assert_true(pc_channel_set_find(set, "sim_wallet")->methods & (1u << PC_METHOD_QR_BUYER));
+    pc_channel_set_release(set);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_file_is_parsed_with_defaults),
+        cmocka_unit_test(test_max_amount_below_min_amount_is_refused_with_file_name),
+        cmocka_unit_test(test_non_integer_amounts_and_fees_are_refused),
+        cmocka_unit_test(test_unknown_field_is_refused_not_ignored),
+        cmocka_unit_test(test_unknown_method_and_bad_currency_are_refused),
+        cmocka_unit_test(test_missing_required_fields_are_all_reported),
+        cmocka_unit_test(test_id_must_match_file_name),
+        cmocka_unit_test(test_secret_ref_must_be_a_name_not_a_secret),
+        cmocka_unit_test(test_endpoint_port_comes_from_the_environment),
+        cmocka_unit_test(test_fee_rounds_half_up_and_adds_fixed),
+        cmocka_unit_test_setup_teardown(test_set_loads_and_finds_channels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_file_refuses_the_reload_and_old_set_keeps_serving,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_changes_version_and_held_sets_stay_valid, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_empty_directory_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_override_applies_on_top_of_the_file_and_survives_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_match_honours_method_currency_amount_and_switch, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_async_reload_applies_on_the_loop, setup, teardown),
+        cmocka_unit_test(test_shipped_demo_channels_are_valid),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

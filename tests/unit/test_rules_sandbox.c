@@ -1,0 +1,467 @@
+/* Tests for rules/sandbox.c and rules/lib.c: every escape attempt from rule
+ * code is contained, rules cannot keep state between calls, and runaway rules
+ * (loops, memory, pathological patterns) are stopped with the right outcome
+ * and the safe default. Each attack runs in a risk rule that passes its
+ * examples and misbehaves only when the call's context says "attack". */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/metrics.h"
+#include "rules/rules.h"
+
+typedef struct {
+    char dir[64];
+    pc_rules_t *rules;
+} fixture_t;
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static const char *RISK_EXAMPLES =
+    "{\"examples\": [{\"name\": \"plain\", \"ctx\": {\"amount\": 100},"
+    " \"expect\": {\"decision\": \"ACCEPT\", \"score\": 1}}]}";
+
+static int setup_with(void **state, const pc_rules_opts_t *opts)
+{
+    fixture_t *fx = calloc(1, sizeof *fx);
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/pc_sandbox_XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    char sub[96];
+    snprintf(sub, sizeof sub, "%s/tests", fx->dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    write_file(fx->dir, "tests/risk.json", RISK_EXAMPLES);
+    pc_metrics_reset();
+    fx->rules = pc_rules_new(fx->dir, opts);
+    assert_non_null(fx->rules);
+    *state = fx;
+    return 0;
+}
+
+static int setup(void **state)
+{
+    /* Small budgets keep the runaway tests fast. */
+    pc_rules_opts_t opts = {
+        .timeout_us = 50000, .max_instructions = 200000, .memory_limit = 4u << 20};
+    return setup_with(state, &opts);
+}
+
+static int setup_wall_clock(void **state)
+{
+    /* An instruction budget too large to matter: only the clock can stop it. */
+    pc_rules_opts_t opts = {
+        .timeout_us = 5000, .max_instructions = 1000000000000ull, .memory_limit = 4u << 20};
+    return setup_with(state, &opts);
+}
+
+static int setup_hook_memory_cap(void **state)
+{
+    pc_rules_opts_t opts = {.timeout_us = 200000,
+                            .max_instructions = 50000000,
+                            .memory_limit = 4u << 20,
+                            .cap_from_hook = true};
+    return setup_with(state, &opts);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rules_free(fx->rules);
+    nftw(fx->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(fx);
+    return 0;
+}
+
+/* Reloads and checks that the risk rule is serving the file on disk (the
+ * fixture has no other rules, so the reload as a whole reports them). */
+static void reload_risk(fixture_t *fx)
+{
+    int rc = pc_rules_reload(fx->rules);
+    json_t *st = pc_rules_status(fx->rules);
+    json_t *risk = json_array_get(st, 1);
+    if (strcmp(json_string_value(json_object_get(risk, "status")), "ok") != 0) {
+        char *s = json_dumps(risk, 0);
+        fail_msg("risk rule did not load (rc %d): %s", rc, s);
+    }
+    json_decref(st);
+}
+
+/* Installs a risk rule that runs snippet when ctx.attack is set, then calls
+ * it with the attack on. The rule must load: the snippet only runs on demand. */
+static void run_attack(fixture_t *fx, const char *snippet, pc_rule_result_t *res)
+{
+    char lua[4096];
+    snprintf(lua, sizeof lua,
+             "return function(ctx)\n"
+             "  if ctx.attack then\n"
+             "%s\n"
+             "  end\n"
+             "  return {decision = 'ACCEPT', score = 1, reasons = {}}\n"
+             "end\n",
+             snippet);
+    write_file(fx->dir, "risk.lua", lua);
+    reload_risk(fx);
+    json_t *ctx = json_pack("{s:b, s:i}", "attack", 1, "amount", 100);
+    pc_rules_risk(fx->rules, ctx, res);
+    json_decref(ctx);
+}
+
+/* The attack failed, the call fell back to REVIEW, and the message says why. */
+static void assert_contained(fixture_t *fx, const char *snippet, const char *why)
+{
+    pc_rule_result_t res;
+    run_attack(fx, snippet, &res);
+    if (res.outcome == PC_RULE_OK)
+        fail_msg("attack succeeded: %s", snippet);
+    assert_int_equal(res.outcome, PC_RULE_ERROR);
+    assert_string_equal(json_string_value(json_object_get(res.answer, "decision")), "REVIEW");
+    if (!strstr(res.error.message, why))
+        fail_msg("attack %s: message \"%s\" does not mention \"%s\"", snippet, res.error.message,
+                 why);
+    assert_string_equal(res.error.file, "rules/risk.lua");
+    assert_int_equal(res.error.line, 3);
+    pc_rule_result_clear(&res);
+}
+
+/* After an attack, an honest call on the same state still answers. */
+static void assert_still_answers(fixture_t *fx)
+{
+    pc_rule_result_t res;
+    json_t *ctx = json_pack("{s:i}", "amount", 100);
+    pc_rules_risk(fx->rules, ctx, &res);
+    json_decref(ctx);
+    assert_int_equal(res.outcome, PC_RULE_OK);
+    assert_string_equal(json_string_value(json_object_get(res.answer, "decision")), "ACCEPT");
+    pc_rule_result_clear(&res);
+}
+
+/* ---- escapes ----------------------------------------------------------------------- */
+
+static void test_os_execute_is_not_reachable(void **state)
+{
+    fixture_t *fx = *state;
+    char marker[128], snippet[256];
+    snprintf(marker, sizeof marker, "%s/pwned", fx->dir);
+    snprintf(snippet, sizeof snippet, "os.execute('touch %s')", marker);
+    assert_contained(fx, snippet, "undeclared global 'os'");
+    assert_int_not_equal(access(marker, F_OK), 0);
+}
+
+static void test_io_open_is_not_reachable(void **state)
+{
+    assert_contained(*state, "return io.open('/etc/passwd'):read('*a')", "undeclared global 'io'");
+}
+
+static void test_require_and_modules_are_not_reachable(void **state)
+{
+    fixture_t *fx = *state;
+    assert_contained(fx, "require('os')", "undeclared global 'require'");
+    assert_contained(fx, "package.loaded.os.exit()", "undeclared global 'package'");
+    assert_contained(fx, "jit.on()", "undeclared global 'jit'");
+    assert_contained(fx, "ffi.C.system('true')", "undeclared global 'ffi'");
+    assert_contained(fx, "module('x')", "undeclared global 'module'");
+}
+
+static void test_code_loading_is_not_reachable(void **state)
+{
+    fixture_t *fx = *state;
+    assert_contained(fx, "loadstring('\\027LJ\\002')()", "undeclared global 'loadstring'");
+    assert_contained(fx, "load(function() return nil end)", "undeclared global 'load'");
+    assert_contained(fx, "loadfile('/etc/passwd')", "undeclared global 'loadfile'");
+    assert_contained(fx, "dofile('/etc/passwd')", "undeclared global 'dofile'");
+}
+
+static void test_string_dump_is_not_reachable(void **state)
+{
+    fixture_t *fx = *state;
+    assert_contained(fx, "local b = string.dump(function() end)", "dump");
+    /* Through the string metatable, too. */
+    assert_contained(fx, "local dump = ('x').dump; dump(function() end)", "dump");
+}
+
+static void test_debug_and_registry_are_not_reachable(void **state)
+{
+    fixture_t *fx = *state;
+    assert_contained(fx, "local r = debug.getregistry()", "undeclared global 'debug'");
+    assert_contained(fx, "local g = _G.os", "undeclared global '_G'");
+    assert_contained(fx, "local e = getfenv(1)", "undeclared global 'getfenv'");
+    assert_contained(fx, "setfenv(1, {})", "undeclared global 'setfenv'");
+    assert_contained(fx, "local p = newproxy(true)", "undeclared global 'newproxy'");
+    assert_contained(fx, "collectgarbage('stop')", "undeclared global 'collectgarbage'");
+}
+
+static void test_setting_a_global_is_refused(void **state)
+{
+    fixture_t *fx = *state;
+    assert_contained(fx, "decision = 'ACCEPT'", "assignment to global 'decision'");
+    assert_contained(fx, "function helper() end", "assignment to global 'helper'");
+}
+
+static void test_reading_an_undeclared_global_is_an_error_not_nil(void **state)
+{
+    assert_contained(*state, "if ammount > 0 then end", "undeclared global 'ammount'");
+}
+
+static void test_standard_tables_are_read_only(void **state)
+{
+    fixture_t *fx = *state;
+    assert_contained(fx, "string.upper = function() return 'pwned' end", "string is read-only");
+    assert_contained(fx, "table.insert = nil", "table is read-only");
+    assert_contained(fx, "math.floor = nil", "math is read-only");
+    assert_contained(fx, "paycore.log = nil", "paycore is read-only");
+    assert_contained(fx, "rawset(string, 'upper', 1)", "undeclared global 'rawset'");
+}
+
+static void test_protected_metatables_cannot_be_reached_or_replaced(void **state)
+{
+    fixture_t *fx = *state;
+    /* getmetatable answers a string instead of the real metatable. */
+    assert_contained(fx, "getmetatable(string).__index = {upper = 1}", "attempt to index");
+    assert_contained(fx, "setmetatable(string, {})", "protected metatable");
+    assert_contained(fx, "setmetatable(paycore, nil)", "protected metatable");
+}
+
+static void test_string_metatable_tampering_is_refused(void **state)
+{
+    fixture_t *fx = *state;
+    assert_contained(fx, "getmetatable('').__index = {upper = function() return 'x' end}",
+                     "attempt to index");
+    assert_contained(fx, "getmetatable('').__index.upper = nil", "attempt to index");
+    /* String methods still work afterwards. */
+    pc_rule_result_t res;
+    run_attack(fx,
+               "if ('abc'):upper() ~= 'ABC' or getmetatable('') ~= 'protected' then\n"
+               "  error('string methods were changed')\nend",
+               &res);
+    assert_int_equal(res.outcome, PC_RULE_OK);
+    pc_rule_result_clear(&res);
+}
+
+static void test_random_and_coroutines_and_pcall_are_absent(void **state)
+{
+    fixture_t *fx = *state;
+    assert_contained(fx, "local r = math.random()", "random");
+    assert_contained(fx, "coroutine.wrap(function() end)()", "undeclared global 'coroutine'");
+    /* pcall would let a rule swallow its own budget errors. */
+    assert_contained(fx, "pcall(error, 'x')", "undeclared global 'pcall'");
+    assert_contained(fx, "xpcall(error, error)", "undeclared global 'xpcall'");
+}
+
+static void test_rules_cannot_keep_state_between_calls(void **state)
+{
+    fixture_t *fx = *state;
+    /* Upvalues and module-level tables would carry state if the chunk ran
+     * only once; the engine runs it afresh for every call. */
+    write_file(fx->dir, "risk.lua",
+               "local calls = 0\n"
+               "local seen = {}\n"
+               "return function(ctx)\n"
+               "  calls = calls + 1\n"
+               "  seen[#seen + 1] = ctx.amount\n"
+               "  return {decision = 'ACCEPT', score = calls, reasons = {tostring(#seen)}}\n"
+               "end\n");
+    reload_risk(fx);
+    for (int i = 0; i < 3; i++) {
+        pc_rule_result_t res;
+        json_t *ctx = json_pack("{s:i}", "amount", 100);
+        pc_rules_risk(fx->rules, ctx, &res);
+        json_decref(ctx);
+        assert_int_equal(res.outcome, PC_RULE_OK);
+        assert_int_equal(json_integer_value(json_object_get(res.answer, "score")), 1);
+        assert_string_equal(
+            json_string_value(json_array_get(json_object_get(res.answer, "reasons"), 0)), "1");
+        pc_rule_result_clear(&res);
+    }
+}
+
+/* ---- runaway rules ------------------------------------------------------------------ */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void test_infinite_loop_times_out_to_review(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rule_result_t res;
+    uint64_t t0 = now_ms();
+    run_attack(fx, "while true do end", &res);
+    assert_true(now_ms() - t0 < 1000);
+    assert_int_equal(res.outcome, PC_RULE_TIMEOUT);
+    assert_string_equal(json_string_value(json_object_get(res.answer, "decision")), "REVIEW");
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(res.answer, "reasons"), 0)),
+        "RULE_TIMEOUT");
+    assert_non_null(strstr(res.error.message, "instructions"));
+    assert_string_equal(res.error.file, "rules/risk.lua");
+    assert_int_equal(res.error.line, 3);
+    pc_rule_result_clear(&res);
+    assert_int_equal(pc_metrics_get("pc_rules_calls_total", "rule=\"risk\",outcome=\"timeout\""),
+                     1);
+    assert_still_answers(fx);
+}
+
+static void test_loop_inside_a_library_callback_times_out(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rule_result_t res;
+    /* The comparator runs in Lua below a C function (table.sort). */
+    run_attack(fx, "table.sort({3, 2, 1}, function(a, b) while true do end end)", &res);
+    assert_int_equal(res.outcome, PC_RULE_TIMEOUT);
+    pc_rule_result_clear(&res);
+    assert_still_answers(fx);
+}
+
+static void test_wall_clock_budget_stops_a_rule_the_instruction_budget_allows(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rule_result_t res;
+    uint64_t t0 = now_ms();
+    run_attack(fx, "local i = 0 while true do i = i + 1 end", &res);
+    uint64_t took = now_ms() - t0;
+    assert_int_equal(res.outcome, PC_RULE_TIMEOUT);
+    assert_non_null(strstr(res.error.message, "time budget"));
+    assert_true(res.elapsed_ns >= 5000000u);
+    assert_true(took < 1000);
+    pc_rule_result_clear(&res);
+    assert_still_answers(fx);
+}
+
+static void test_memory_bomb_is_stopped_as_oom(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rule_result_t res;
+    run_attack(fx,
+               "local t = {} local i = 0\n"
+               "while true do i = i + 1 t[i] = string.rep('x', 4096) .. i end",
+               &res);
+    assert_int_equal(res.outcome, PC_RULE_OOM);
+    assert_string_equal(json_string_value(json_object_get(res.answer, "decision")), "REVIEW");
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(res.answer, "reasons"), 0)), "RULE_OOM");
+    assert_non_null(strstr(res.error.message, "memory limit"));
+    assert_string_equal(res.error.file, "rules/risk.lua");
+    assert_int_equal(res.error.line, 4);
+    pc_rule_result_clear(&res);
+    assert_int_equal(pc_metrics_get("pc_rules_calls_total", "rule=\"risk\",outcome=\"oom\""), 1);
+    /* The garbage is collected: the next honest call fits again. */
+    assert_still_answers(fx);
+    assert_still_answers(fx);
+}
+
+static void test_single_huge_allocation_is_stopped_as_oom(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rule_result_t res;
+    run_attack(fx, "local s = string.rep('x', 1e9)", &res);
+    assert_int_equal(res.outcome, PC_RULE_OOM);
+    pc_rule_result_clear(&res);
+    run_attack(fx, "local s = string.rep('abcdefgh', 100000) local t = s .. s .. s .. s .. s .. s",
+               &res);
+    assert_int_equal(res.outcome, PC_RULE_OOM);
+    pc_rule_result_clear(&res);
+    assert_still_answers(fx);
+}
+
+static void test_memory_cap_from_the_hook_also_stops_a_bomb(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rule_result_t res;
+    run_attack(fx,
+               "local t = {} local i = 0\n"
+               "while true do i = i + 1 t[i] = {i, i + 1, i + 2, tostring(i)} end",
+               &res);
+    assert_int_equal(res.outcome, PC_RULE_OOM);
+    assert_string_equal(json_string_value(json_object_get(res.answer, "decision")), "REVIEW");
+    pc_rule_result_clear(&res);
+    assert_still_answers(fx);
+}
+
+static void test_catastrophic_pattern_is_refused_before_it_runs(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rule_result_t res;
+    uint64_t t0 = now_ms();
+    /* Backtracking like this takes seconds in C, where no hook can stop it. */
+    run_attack(fx, "local s = string.rep('a', 300) local x = s:find('.-.-.-b')", &res);
+    assert_true(now_ms() - t0 < 500);
+    assert_int_equal(res.outcome, PC_RULE_ERROR);
+    assert_non_null(strstr(res.error.message, "too costly"));
+    pc_rule_result_clear(&res);
+    /* Ordinary patterns keep working. */
+    run_attack(fx,
+               "local a, b = ('u_42@example'):match('^(%w+)_(%d+)@')\n"
+               "if a ~= 'u' or b ~= '42' then error('match broke') end\n"
+               "if not ('4242424242424242'):find('4242', 1, true) then error('find broke') end\n"
+               "local n = select(2, ('a,b,c'):gsub(',', ';'))\n"
+               "if n ~= 2 then error('gsub broke') end",
+               &res);
+    assert_int_equal(res.outcome, PC_RULE_OK);
+    pc_rule_result_clear(&res);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_os_execute_is_not_reachable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_open_is_not_reachable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_require_and_modules_are_not_reachable, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_code_loading_is_not_reachable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_string_dump_is_not_reachable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_debug_and_registry_are_not_reachable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_setting_a_global_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reading_an_undeclared_global_is_an_error_not_nil,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_standard_tables_are_read_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_protected_metatables_cannot_be_reached_or_replaced,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_string_metatable_tampering_is_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_random_and_coroutines_and_pcall_are_absent, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rules_cannot_keep_state_between_calls, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_infinite_loop_times_out_to_review, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_loop_inside_a_library_callback_times_out, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_wall_clock_budget_stops_a_rule_the_instruction_budget_allows, setup_wall_clock,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_memory_bomb_is_stopped_as_oom, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_single_huge_allocation_is_stopped_as_oom, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_memory_cap_from_the_hook_also_stops_a_bomb,
+                                        setup_hook_memory_cap, teardown),
+        cmocka_unit_test_setup_teardown(test_catastrophic_pattern_is_refused_before_it_runs, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
