@@ -7,14 +7,17 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The same fees as channels/<id>.json ("fee": rate_bp, fixed), so that a
+ * statement and paycore's own fee agree unless a test fakes otherwise. None
+ * of those files prices payouts, so payouts are free by default. */
 static const struct {
     const char *id;
     int fee_bps;
     int64_t fee_fixed;
     int64_t payout_fee;
 } g_fee_schedule[] = {
-    {"sim_card", 60, 0, 100},   {"sim_card2", 55, 0, 100}, {"sim_wallet", 50, 0, 0},
-    {"sim_netbank", 30, 50, 0}, {"sim_va", 0, 300, 200},   {"sim_otc", 0, 250, 0},
+    {"sim_card", 60, 0, 0},      {"sim_card2", 70, 0, 0}, {"sim_wallet", 38, 0, 0},
+    {"sim_netbank", 20, 100, 0}, {"sim_va", 10, 200, 0},  {"sim_otc", 150, 0, 0},
     {"sim_qr", 38, 0, 0},
 };
 

@@ -671,7 +671,7 @@ static void test_va_payment_completes_with_signed_callback(void **state)
     snprintf(body, sizeof body, "{\"reference\":\"%s\"}", va);
     json_t *done = sim_json("POST", "/sim/complete", body, 200);
     assert_string_equal(jstr(done, "status"), "SUCCESS");
-    assert_int_equal(jint(done, "fee"), 300); /* sim_va: 3.00 fixed */
+    assert_int_equal(jint(done, "fee"), 350); /* sim_va: 0.10 % plus 2.00 */
     assert_int_equal(receiver_wait(1, 5), 1);
     json_t *cb = verified_callback(0, "sim_va");
     assert_string_equal(jstr(cb, "type"), "payment.succeeded");
@@ -826,7 +826,7 @@ static void test_refunds_and_payouts(void **state)
                            "{\"refund_no\":\"RF-2\",\"payment_no\":\"RF-P\",\"amount\":601}", 422);
     assert_string_equal(jstr(over, "error.code"), "AMOUNT_EXCEEDS_REFUNDABLE");
     /* A refund that waits for the channel, then succeeds with a callback. */
-    set_faults("{\"channel_id\":\"sim_card\",\"refund_delay_ms\":-1}");
+    set_faults("{\"channel_id\":\"sim_card\",\"refund_delay_ms\":-1,\"payout_fee\":100}");
     json_t *r2 = ch_json("POST", "sim_card", "/refunds",
                          "{\"refund_no\":\"RF-3\",\"payment_no\":\"RF-P\",\"amount\":600}", 200);
     assert_string_equal(jstr(r2, "status"), "PROCESSING");

@@ -117,6 +117,7 @@ static void test_faults_apply_and_validate_all_or_nothing(void **state)
     pc_sim_faults_t f;
     pc_sim_faults_defaults(&f, "sim_card");
     assert_int_equal(f.fee_bps, 60);
+    assert_int_equal(f.payout_fee, 0);
     assert_int_equal(f.hang_ms, 30000);
     pc_sim_faults_extra_t x;
     const char *bad = NULL;
