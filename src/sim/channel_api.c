@@ -14,7 +14,7 @@
 
 #define MAX_AMOUNT 1000000000000LL /* 10^12 minor units: far above any real payment */
 #define DEFAULT_EXPIRE_S 900
-#define MIN_EXPIRE_S 60
+#define MIN_EXPIRE_S 1
 #define MAX_EXPIRE_S 604800
 #define CHALLENGE_EXPIRE_S 900
 #define MAX_CALLBACK_BASE 400

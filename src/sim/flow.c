@@ -72,6 +72,7 @@ void pc_sim_txn_finish(pc_sim_t *sim, pc_sim_txn_t *t, pc_sim_status_t status,
 {
     int64_t now = pc_sim_now_ms(sim);
     pc_sim_channel_t *ch = t->ch;
+    pc_sim_txn_cancel_timer(t);
     t->status = status;
     t->finished_ms = now;
     const pc_sim_failure_t *fail = pc_sim_failure_find(failure_code);
@@ -107,27 +108,38 @@ void pc_sim_txn_finish(pc_sim_t *sim, pc_sim_txn_t *t, pc_sim_status_t status,
 
 /* ---- Later events ---------------------------------------------------------- */
 
+/* The transaction an ending timer belongs to, with its timer handle cleared
+ * (also when cancelled, so no handle outlives its task); NULL when cancelled,
+ * forgotten, or the timer is not the transaction's current one. */
+static pc_sim_txn_t *timer_owner(pc_sim_task_t *task, bool cancelled)
+{
+    pc_sim_txn_t *t = pc_sim_txn_by_ref(task->sim->store, task->ref);
+    if (!t || t->timer != task)
+        return NULL;
+    t->timer = NULL;
+    return cancelled ? NULL : t;
+}
+
 static void settle_due(pc_sim_task_t *task, bool cancelled)
 {
-    if (cancelled)
-        return;
-    pc_sim_txn_t *t = pc_sim_txn_by_ref(task->sim->store, task->ref);
+    pc_sim_txn_t *t = timer_owner(task, cancelled);
     if (t && t->status == PC_SIM_PROCESSING)
         pc_sim_txn_finish(task->sim, t, PC_SIM_SUCCESS, NULL, true);
 }
 
 void pc_sim_txn_settle_later(pc_sim_t *sim, pc_sim_txn_t *t, uint64_t delay_ms)
 {
+    pc_sim_txn_cancel_timer(t);
     pc_sim_task_t *task = pc_sim_task_start(sim, delay_ms, settle_due);
-    if (task)
+    if (task) {
         snprintf(task->ref, sizeof task->ref, "%s", t->ref);
+        t->timer = task;
+    }
 }
 
 static void expiry_due(pc_sim_task_t *task, bool cancelled)
 {
-    if (cancelled)
-        return;
-    pc_sim_txn_t *t = pc_sim_txn_by_ref(task->sim->store, task->ref);
+    pc_sim_txn_t *t = timer_owner(task, cancelled);
     if (t && t->status == PC_SIM_PROCESSING)
         pc_sim_txn_finish(task->sim, t, PC_SIM_CLOSED, "EXPIRED", true);
 }
@@ -135,9 +147,12 @@ static void expiry_due(pc_sim_task_t *task, bool cancelled)
 void pc_sim_txn_expire_later(pc_sim_t *sim, pc_sim_txn_t *t)
 {
     int64_t delay = t->expires_ms - t->created_ms;
+    pc_sim_txn_cancel_timer(t);
     pc_sim_task_t *task = pc_sim_task_start(sim, delay > 0 ? (uint64_t)delay : 0, expiry_due);
-    if (task)
+    if (task) {
         snprintf(task->ref, sizeof task->ref, "%s", t->ref);
+        t->timer = task;
+    }
 }
 
 pc_sim_err_t pc_sim_complete(pc_sim_t *sim, const char *reference, bool success,

@@ -73,16 +73,33 @@ pc_sim_task_t *pc_sim_task_start(pc_sim_t *sim, uint64_t delay_ms, pc_sim_task_c
     return t;
 }
 
+void pc_sim_task_cancel(pc_sim_task_t *t)
+{
+    task_unlink(t);
+    uv_timer_stop(&t->timer);
+    t->cb(t, true);
+    uv_close((uv_handle_t *)&t->timer, task_closed);
+}
+
+void pc_sim_txn_cancel_timer(pc_sim_txn_t *t)
+{
+    pc_sim_task_t *task = t->timer;
+    t->timer = NULL;
+    if (task)
+        pc_sim_task_cancel(task);
+}
+
+static void txn_evicted(void *data, pc_sim_txn_t *t)
+{
+    (void)data;
+    pc_sim_txn_cancel_timer(t);
+}
+
 /* Ends every task now, each told it was cancelled. */
 static void tasks_cancel_all(pc_sim_t *sim)
 {
-    while (sim->tasks) {
-        pc_sim_task_t *t = sim->tasks;
-        task_unlink(t);
-        uv_timer_stop(&t->timer);
-        t->cb(t, true);
-        uv_close((uv_handle_t *)&t->timer, task_closed);
-    }
+    while (sim->tasks)
+        pc_sim_task_cancel(sim->tasks);
 }
 
 /* ---- Answers ---------------------------------------------------------------- */
@@ -163,6 +180,8 @@ pc_sim_t *pc_sim_start(uv_loop_t *loop, const pc_sim_opts_t *opts)
         sim->opts.max_pending_callbacks = 100000;
     sim->limits.max_txns = opts->max_txns;
     sim->limits.seed = opts->seed;
+    sim->limits.on_evict = txn_evicted;
+    sim->limits.on_evict_data = sim;
 
     sim->store = pc_sim_store_new(&sim->limits);
     sim->router = pc_router_new();

@@ -109,6 +109,12 @@ int64_t pc_sim_real_s(void);
  * out of memory (cb is then never called). */
 pc_sim_task_t *pc_sim_task_start(pc_sim_t *sim, uint64_t delay_ms, pc_sim_task_cb cb);
 
+/* Ends a task before its time: it is unlinked and its callback runs now with
+ * cancelled true. */
+void pc_sim_task_cancel(pc_sim_task_t *task);
+/* Cancels the pending timer of t, if any. */
+void pc_sim_txn_cancel_timer(pc_sim_txn_t *t);
+
 /* Answers a request. With a channel, the answer is signed for it (X-Timestamp,
  * X-Nonce echoing the request's, X-Signature); control answers pass NULL. */
 void pc_sim_reply(pc_http_req_t *req, pc_sim_channel_t *ch, int status, const char *content_type,

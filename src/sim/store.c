@@ -279,6 +279,8 @@ pc_sim_txn_t *pc_sim_txn_new(pc_sim_store_t *s, pc_sim_channel_t *ch, pc_sim_kin
     while (s->ntxns > s->lim.max_txns && s->oldest != t) {
         pc_sim_txn_t *old = s->oldest;
         unlink_txn(s, old);
+        if (s->lim.on_evict)
+            s->lim.on_evict(s->lim.on_evict_data, old);
         free(old);
     }
     return t;

@@ -93,6 +93,10 @@ typedef struct pc_sim_txn {
     char bank_code[16];
     int64_t returned_ms;
     char return_reason[16];
+    /* The simulator's pending timer for this transaction (expiry or delayed
+     * settlement), opaque here; cancelled when the transaction finishes or is
+     * forgotten, so timers never outnumber live transactions. */
+    void *timer;
     struct pc_sim_txn *older, *newer;
 } pc_sim_txn_t;
 
@@ -159,6 +163,10 @@ typedef struct {
     size_t max_faked;  /* 0: 10000 */
     size_t max_nonces; /* per channel; 0: 65536 */
     uint64_t seed;     /* base of every channel's fault stream */
+    /* Called with each transaction about to be forgotten (past max_txns),
+     * before it is freed; may be NULL. */
+    void (*on_evict)(void *data, pc_sim_txn_t *t);
+    void *on_evict_data;
 } pc_sim_limits_t;
 
 typedef struct pc_sim_store pc_sim_store_t;
@@ -243,8 +251,8 @@ void pc_sim_statement_csv(pc_sim_channel_t *ch, const char *date, pc_sim_buf_t *
 void pc_sim_chargebacks_csv(pc_sim_channel_t *ch, const char *date, pc_sim_buf_t *out);
 size_t pc_sim_line_count(const pc_sim_store_t *s);
 
-/* Records a faked fault (seq and time are set by the caller, or seq 0 to
- * have the store number it). Oldest are forgotten past the cap; counts per
+/* Records a copy of a faked fault, numbering it (f->seq is set); the caller
+ * sets the time. Oldest are forgotten past the cap; counts per
  * kind are kept for ever. */
 void pc_sim_faked_add(pc_sim_store_t *s, pc_sim_faked_t *f);
 /* Iterates the kept faked faults oldest first: start with *pos = 0. */

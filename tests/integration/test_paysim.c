@@ -220,14 +220,14 @@ typedef struct {
 
 static paysim_t g_sim;
 
-static void paysim_start(paysim_t *s, int callback_port)
+static void paysim_start(paysim_t *s, int callback_port, const char *max_txns)
 {
     s->port = pc_t_free_port();
     snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d", s->port);
     char logdir[520];
     snprintf(logdir, sizeof logdir, "%s/test-logs", pc_t_binary_dir());
     pc_t_sh("mkdir -p %s", logdir);
-    snprintf(s->log, sizeof s->log, "%s/paysim-%d.log", logdir, (int)getpid());
+    snprintf(s->log, sizeof s->log, "%s/paysim-%d-%d.log", logdir, (int)getpid(), s->port);
     char port[16], cb[64], seed[16], bin[600];
     snprintf(port, sizeof port, "%d", s->port);
     snprintf(cb, sizeof cb, "http://127.0.0.1:%d/", callback_port);
@@ -244,7 +244,7 @@ static void paysim_start(paysim_t *s, int callback_port)
         dup2(fd, 1);
         dup2(fd, 2);
         execl(bin, "paysim", "--port", port, "--seed", seed, "--callback-base", cb,
-              "--callback-retry-ms", "100", (char *)NULL);
+              "--callback-retry-ms", "100", "--max-txns", max_txns, (char *)NULL);
         _exit(127);
     }
     s->pid = pid;
@@ -468,7 +468,7 @@ static int group_setup(void **state)
 {
     (void)state;
     receiver_start();
-    paysim_start(&g_sim, g_rx.port);
+    paysim_start(&g_sim, g_rx.port, "200000");
     return 0;
 }
 
@@ -740,6 +740,41 @@ static void test_async_methods_issue_actions_and_complete(void **state)
     json_decref(wl);
     json_decref(qr);
     json_decref(qb);
+}
+
+static json_int_t stat_tasks(void)
+{
+    json_t *s = sim_json("GET", "/sim/stats", NULL, 200);
+    json_int_t n = jint(s, "tasks");
+    json_decref(s);
+    return n;
+}
+
+static void test_unpaid_payment_expires_with_callback(void **state)
+{
+    (void)state;
+    json_t *p = pay_method("sim_otc", "EXP-1", 1000, "OTC", ",\"expire_seconds\":1");
+    assert_string_equal(jstr(p, "status"), "PROCESSING");
+    assert_int_equal(stat_tasks(), 1);
+    assert_int_equal(receiver_wait(1, 5), 1);
+    json_t *cb = verified_callback(0, "sim_otc");
+    assert_string_equal(jstr(cb, "type"), "payment.closed");
+    assert_string_equal(jstr(cb, "data.failure.code"), "EXPIRED");
+    char body[128];
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}", jstr(p, "reference"));
+    json_t *late = sim_json("POST", "/sim/complete", body, 409);
+    assert_string_equal(jstr(late, "error.code"), "EXPIRED");
+    /* A payment completed early leaves no timer behind. */
+    json_t *q = pay_method("sim_otc", "EXP-2", 1000, "OTC", NULL);
+    assert_int_equal(stat_tasks(), 1);
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}", jstr(q, "reference"));
+    json_decref(sim_json("POST", "/sim/complete", body, 200));
+    assert_int_equal(receiver_wait(2, 5), 2);
+    assert_int_equal(stat_tasks(), 0);
+    json_decref(q);
+    json_decref(late);
+    json_decref(cb);
+    json_decref(p);
 }
 
 static void test_closed_payment_cannot_be_paid(void **state)
@@ -1221,6 +1256,31 @@ static void test_clock_offset_moves_the_business_date(void **state)
     pc_t_resp_free(&r);
 }
 
+static void test_memory_bounded_by_max_txns(void **state)
+{
+    (void)state;
+    /* A second, small paysim; the shared one is put back afterwards. */
+    paysim_t main_sim = g_sim, small;
+    paysim_start(&small, g_rx.port, "100");
+    g_sim = small;
+    for (int i = 0; i < 250; i++) {
+        char no[32];
+        snprintf(no, sizeof no, "CAP-%d", i);
+        json_decref(pay_method("sim_va", no, 1000, "VA", NULL));
+    }
+    json_t *s = sim_json("GET", "/sim/stats", NULL, 200);
+    assert_int_equal(jint(s, "txns"), 100);
+    /* Forgotten payments took their expiry timers with them. */
+    assert_int_equal(jint(s, "tasks"), 100);
+    json_decref(s);
+    json_decref(ch_json("GET", "sim_va", "/payments?payment_no=CAP-0", NULL, 404));
+    json_decref(ch_json("GET", "sim_va", "/payments?payment_no=CAP-249", NULL, 200));
+    int st = paysim_stop(&g_sim);
+    g_sim = main_sim;
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 /* Runs last: nothing paysim wrote in this whole run holds a card number or
  * a CVV. */
 static void test_no_card_number_in_logs(void **state)
@@ -1253,6 +1313,7 @@ int main(void)
         cmocka_unit_test_setup(test_tokenize_then_pay_by_token, reset),
         cmocka_unit_test_setup(test_va_payment_completes_with_signed_callback, reset),
         cmocka_unit_test_setup(test_async_methods_issue_actions_and_complete, reset),
+        cmocka_unit_test_setup(test_unpaid_payment_expires_with_callback, reset),
         cmocka_unit_test_setup(test_closed_payment_cannot_be_paid, reset),
         cmocka_unit_test_setup(test_requests_must_be_signed, reset),
         cmocka_unit_test_setup(test_refunds_and_payouts, reset),
@@ -1266,6 +1327,7 @@ int main(void)
         cmocka_unit_test_setup(test_same_seed_gives_same_faults, reset),
         cmocka_unit_test_setup(test_2000_payments_each_charged_once, reset),
         cmocka_unit_test_setup(test_clock_offset_moves_the_business_date, reset),
+        cmocka_unit_test_setup(test_memory_bounded_by_max_txns, reset),
         cmocka_unit_test_setup(test_no_card_number_in_logs, reset),
     };
     return cmocka_run_group_tests_name("paysim", tests, group_setup, group_teardown);
