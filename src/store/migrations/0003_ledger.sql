@@ -14,11 +14,12 @@
 --  * customer money never goes below zero: CHECK (allow_negative OR
 --    balance >= 0), and accounts holding customer money cannot be opened
 --    with allow_negative;
---  * one business event is posted once: UNIQUE (kind, ref_type, ref_id);
---  * a transaction is balanced per currency and has at least two entries,
---    checked at the end of the statement that inserts it (ledger_post inserts
---    a transaction and all its entries in one statement);
---  * an entry's currency is its account's currency (composite foreign key);
+--  * one business event is posted once: UNIQUE (ref_type, ref_id, kind);
+--  * a transaction has entries, and the entries inserted by any statement
+--    sum to zero per transaction and currency, so (entries being
+--    append-only) every transaction is balanced and has two entries or more;
+--    ledger_post inserts a transaction and all its entries in one statement;
+--  * an entry's currency is its account's currency;
 --  * transactions and entries are append-only: mistakes are corrected by a
 --    new posting (to the suspense account if need be), never by editing rows.
 -- The one invariant it cannot state as a constraint -- an account's balance
@@ -62,9 +63,11 @@ CREATE TABLE ledger_accounts (
             WHEN 'PLATFORM_MARKETING' THEN account_id LIKE 'platform:marketing:___'
             WHEN 'PLATFORM_LOSS' THEN account_id LIKE 'platform:loss:___'
             WHEN 'SUSPENSE' THEN account_id LIKE 'platform:suspense:___'
-        END),
-    -- Target of the entries' foreign key that pins an entry's currency.
-    CONSTRAINT ledger_accounts_currency_key UNIQUE (account_id, currency)
+        END)
+    -- No other unique key here: ledger_post opens accounts with INSERT .. ON
+    -- CONFLICT (account_id), and a second unique index (not an arbiter)
+    -- would turn two postings opening the same account at once into a
+    -- unique violation instead of a wait.
 );
 CREATE INDEX ledger_accounts_owner ON ledger_accounts (owner_id);
 
@@ -75,23 +78,26 @@ CREATE TABLE ledger_txns (
     ref_id     text NOT NULL CHECK (length(ref_id) BETWEEN 1 AND 128),
     memo       text,
     created_at timestamptz NOT NULL DEFAULT now(),
+    first_leg  smallint NOT NULL DEFAULT 1 CONSTRAINT ledger_txns_first_leg CHECK (first_leg = 1),
     -- Posting the same business event twice is refused here, whatever Redis
     -- or the caller believed.
-    CONSTRAINT ledger_txns_dedupe UNIQUE (kind, ref_type, ref_id)
+    -- In this column order the key also answers "everything posted for this
+    -- trade / refund / payout" (by ref_type, ref_id) without another index.
+    CONSTRAINT ledger_txns_dedupe UNIQUE (ref_type, ref_id, kind)
 );
--- "Everything posted for this trade / refund / payout", whatever the kind.
-CREATE INDEX ledger_txns_ref ON ledger_txns (ref_type, ref_id);
 
 CREATE TABLE ledger_entries (
     txn_id     bigint NOT NULL REFERENCES ledger_txns,
     leg        smallint NOT NULL,
-    account_id text NOT NULL,
+    account_id text NOT NULL REFERENCES ledger_accounts,
     amount     bigint NOT NULL CONSTRAINT ledger_entries_amount_nonzero CHECK (amount <> 0),
     currency   char(3) NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (txn_id, leg),
-    CONSTRAINT ledger_entries_account_fkey FOREIGN KEY (account_id, currency)
-        REFERENCES ledger_accounts (account_id, currency)
+    CONSTRAINT ledger_entries_leg CHECK (leg >= 1),
+    -- An account id ends with its currency (ledger_accounts_id_shape), so
+    -- this pins an entry's currency to its account's without a second key.
+    CONSTRAINT ledger_entries_currency CHECK (account_id LIKE '%:' || currency)
 );
 CREATE INDEX ledger_entries_account ON ledger_entries (account_id, txn_id);
 
@@ -109,37 +115,36 @@ CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entr
 CREATE TRIGGER ledger_entries_no_truncate BEFORE TRUNCATE ON ledger_entries
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
 
--- Runs once at the end of every statement that inserts transactions or
--- entries (statement-level, over the transition table new_rows): each
--- transaction touched must have entries, they must sum to zero per currency,
--- and they must have been written by the database transaction that wrote the
--- ledger transaction (same xmin), so nobody can slip a balanced pair of
--- entries into an old posting behind its balances' back. As amounts are never
--- zero, a balanced currency group has at least two entries. Checking per
--- statement rather than deferred to COMMIT costs one query per posting
--- instead of one per entry, and reports the fault on the statement that
--- caused it.
+-- A transaction has entries: it references its own first entry (a foreign
+-- key in the other direction from the entries' one; first_leg is always 1).
+-- PostgreSQL checks it at the end of the inserting statement with an index
+-- lookup, so a transaction inserted without entries is refused.
+ALTER TABLE ledger_txns ADD CONSTRAINT ledger_txns_has_entries
+    FOREIGN KEY (txn_id, first_leg) REFERENCES ledger_entries (txn_id, leg);
+
+-- Entries sum to zero per transaction and currency: checked once at the end
+-- of every statement that inserts entries, over the rows that statement
+-- inserted (the transition table new_rows). As entries are never updated or
+-- deleted, every transaction stays balanced for good; as amounts are never
+-- zero and every transaction has an entry, every transaction has at least
+-- two. The check reads only new_rows, never the (large) table, so its cost
+-- does not grow with the ledger and no stale plan can make it slow.
+-- Caveat: a balanced set of entries added to an old transaction by a later
+-- statement is not refused here (it is still balanced); its accounts'
+-- balances then no longer match their entries, which the check query
+-- reports as accounts_mismatched.
 CREATE FUNCTION ledger_assert_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     bad bigint;
 BEGIN
-    SELECT t.txn_id INTO bad
-      FROM (SELECT DISTINCT txn_id FROM new_rows) t
-     WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.txn_id = t.txn_id)
-        OR EXISTS (SELECT 1 FROM ledger_entries e WHERE e.txn_id = t.txn_id
-                    GROUP BY e.currency HAVING sum(e.amount) <> 0)
-        OR EXISTS (SELECT 1 FROM ledger_entries e JOIN ledger_txns x ON x.txn_id = e.txn_id
-                    WHERE e.txn_id = t.txn_id AND e.xmin <> x.xmin)
-     LIMIT 1;
+    SELECT txn_id INTO bad FROM new_rows
+     GROUP BY txn_id, currency HAVING sum(amount) <> 0 LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'ledger transaction % is not balanced, or has entries added after it was posted', bad
+        RAISE EXCEPTION 'ledger transaction % is not balanced', bad
             USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_txn_balanced';
     END IF;
     RETURN NULL;
 END $$;
-CREATE TRIGGER ledger_txns_balanced AFTER INSERT ON ledger_txns
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION ledger_assert_balanced();
 CREATE TRIGGER ledger_entries_balanced AFTER INSERT ON ledger_entries
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_assert_balanced();
@@ -161,10 +166,13 @@ CREATE TRIGGER ledger_entries_balanced AFTER INSERT ON ledger_entries
 -- deadlock with each other. The UPDATE afterwards only touches rows already
 -- locked, in whatever order its plan likes.
 --
+-- p_accounts must be distinct (ON CONFLICT may not meet a row twice).
+--
 -- Errors: 23505 on ledger_txns_dedupe (already posted), 23514 on
 -- ledger_accounts_no_overdraft (a non-negative account would go below zero),
--- 23514 on ledger_txn_balanced, 22003 when a balance leaves bigint, 22023
--- when a leg names an account missing from p_accounts.
+-- 23514 on ledger_txn_balanced, ledger_entries_currency or an account
+-- constraint, 22003 when a balance leaves bigint, 22023 when a leg names an
+-- account missing from p_accounts.
 CREATE FUNCTION ledger_post(p_kind text, p_ref_type text, p_ref_id text, p_memo text,
                             p_accounts text[], p_types text[], p_owners text[],
                             p_currencies text[], p_allow_negative boolean[],
