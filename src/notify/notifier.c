@@ -22,7 +22,10 @@
 /* How often the backlog gauges are read from PostgreSQL. */
 #define METRICS_EVERY_MS 5000
 /* A row handed back unsent becomes due again after this, so that the next
- * claims prefer other rows to the ones that just had to wait. */
+ * claims prefer other rows to the ones that just had to wait. Rows of a host
+ * that stopped answering wait as long as a first retry would (at least this),
+ * so that a dead endpoint's backlog is not claimed and handed back over and
+ * over while other merchants' rows wait behind it. */
 #define RELEASE_DELAY_MS 1000
 /* Time a row's lease must still cover beyond the request timeout before it is
  * sent: room for recording the outcome and for clock drift between the claim
@@ -86,12 +89,14 @@ struct pc_notifier {
     int started, stopping, closing, handles_open;
     void (*stop_cb)(void *data);
     void *stop_data;
-    int claiming;      /* a claim statement is in flight */
-    int held;          /* deliveries alive (claimed, outcome not yet queued) */
-    int starved;       /* a poll found no room; claim again once deliveries drain */
-    json_t *pending;   /* outcomes waiting to be written */
-    int recording;     /* record statements in flight */
-    int metrics_query; /* backlog statement in flight */
+    int claiming;            /* a claim statement is in flight */
+    int held;                /* deliveries alive (claimed, outcome not yet queued) */
+    int starved;             /* a poll found no room; claim again once deliveries drain */
+    int wait_drain;          /* a host is half full: claim again once one drains below half */
+    int64_t dead_release_ms; /* release delay for rows of an unhealthy host */
+    json_t *pending;         /* outcomes waiting to be written */
+    int recording;           /* record statements in flight */
+    int metrics_query;       /* backlog statement in flight */
     uint64_t next_metrics_ms, next_prune_ms;
     host_t *hosts[HOST_BUCKETS];
 };
@@ -259,13 +264,22 @@ static void delivery_end(delivery_t *d)
         n->starved = 0;
         uv_timer_start(&n->poll_timer, poll_cb, 0, 0);
     }
+    /* A backlog for one busy host is claimed as the host drains, not on the
+     * poll timer, so that it flows at the host's speed. */
+    if (n->wait_drain && h && !h->unhealthy && !n->stopping &&
+        h->queued + h->inflight < host_limit(n, h) / 2) {
+        n->wait_drain = 0;
+        if (!n->claiming)
+            uv_timer_start(&n->poll_timer, poll_cb, 0, 0);
+    }
     maybe_finish(n);
 }
 
 /* Hands a row back unsent: it becomes due again shortly, for any node. */
 static void delivery_release(delivery_t *d)
 {
-    push_outcome(d->n, d, "PENDING", 0, RELEASE_DELAY_MS, 0, NULL, 0);
+    int64_t delay = d->host && d->host->unhealthy ? d->n->dead_release_ms : RELEASE_DELAY_MS;
+    push_outcome(d->n, d, "PENDING", 0, delay, 0, NULL, 0);
     pc_metrics_add("pc_notify_released_total", "", 1);
     delivery_end(d);
 }
@@ -596,19 +610,19 @@ static void claim_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     int rows = pc_db_rows(res);
-    int overflow = 0;
+    int busy = 0;
     for (int i = 0; i < rows; i++) {
         delivery_t *d = delivery_from_row(n, c, res, i);
         if (!d)
             continue; /* out of memory: the lease brings the row back */
         n->held++;
         host_t *h = n->stopping ? NULL : host_get(n, d->notify_url);
+        d->host = h;
         if (!h || h->queued + h->inflight >= host_limit(n, h)) {
-            overflow |= h != NULL;
+            busy |= h && !h->unhealthy;
             delivery_release(d);
             continue;
         }
-        d->host = h;
         d->state = D_QUEUED;
         if (h->q_tail)
             h->q_tail->next = d;
@@ -617,11 +631,15 @@ static void claim_cb(void *data, int status, pc_db_res_t *res)
         h->q_tail = d;
         h->queued++;
         host_pump(n, h);
+        busy |= !h->unhealthy && h->queued + h->inflight >= host_limit(n, h) / 2;
     }
     pc_metrics_set("pc_notify_inflight", "", n->held);
     /* A full batch means more rows are probably due: claim again at once,
-     * unless rows had to be handed back (then the backlog is one busy host's). */
-    int again = rows == c->want && !overflow;
+     * unless a host is half full (then claim as it drains, see delivery_end,
+     * rather than claim rows it has no room for). */
+    int again = rows == c->want && !busy;
+    if (busy)
+        n->wait_drain = 1;
     free(c);
     if (!n->stopping)
         uv_timer_start(&n->poll_timer, poll_cb, again ? 0 : n->poll_ms, 0);
@@ -796,6 +814,8 @@ pc_notifier_t *pc_notifier_new(uv_loop_t *loop, const pc_config_t *cfg, pc_db_t 
     n->lease_ms = (uint64_t)pc_config_int(cfg, "notify.lease_ms");
     n->host_conns = (int)pc_config_int(cfg, "notify.host_connections");
     n->max_inflight = (int)pc_config_int(cfg, "notify.max_inflight");
+    n->dead_release_ms =
+        n->nschedule > 0 && n->schedule[0] > RELEASE_DELAY_MS ? n->schedule[0] : RELEASE_DELAY_MS;
     if (n->lease_ms < n->timeout_ms + LEASE_MARGIN_MS + 1000) {
         snprintf(err, errlen, "notify.lease_ms must exceed notify.timeout_ms by at least %d ms",
                  LEASE_MARGIN_MS + 1000);

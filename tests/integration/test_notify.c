@@ -962,8 +962,7 @@ static int setup_bench(void **state)
     (void)state;
     g_cur = &g_bench;
     pc_stack_init(&g_bench, "notify_bench");
-    /* No platform key file: the ephemeral key path. */
-    pc_stack_env(&g_bench, "PAYCORE_NOTIFY_POLL_MS", "50");
+    /* Default notify options; no platform key file: the ephemeral key path. */
     pc_stack_start_node(&g_bench, 0);
     return 0;
 }
@@ -1006,6 +1005,14 @@ static void test_throughput_to_a_local_endpoint(void **state)
     printf("notify throughput: %d events written in %.2f s; received in %.2f s = %.0f "
            "deliveries/s; all recorded DELIVERED after %.2f s (%.0f/s end to end)\n",
            n, t0 - t_insert, t_rx - t0, rate, t_db - t0, n / (t_db - t0));
+    /* Rows handed back unsent cost claims and writes: there should be none. */
+    char mu[256];
+    snprintf(mu, sizeof mu, "http://127.0.0.1:%d/metrics", g_bench.http_port);
+    pc_t_resp_t resp = pc_t_http("GET", mu, NULL, NULL);
+    const char *rel = strstr(resp.body, "\npc_notify_released_total ");
+    printf("released unsent: %s\n", rel ? rel + 27 : "0\n");
+    assert_null(rel);
+    pc_t_resp_free(&resp);
     assert_true(rate >= min_rate);
     rx_stop(rx);
 }
