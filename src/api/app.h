@@ -14,6 +14,8 @@
 struct pc_merchants;
 struct pc_rules;
 struct pc_channels;
+struct pc_engine;
+struct pc_channel_client;
 struct pc_idem;
 struct pc_auth;
 struct pc_notifier;
@@ -31,6 +33,11 @@ struct pc_app {
     struct pc_auth *auth;
     struct pc_rules *rules;
     struct pc_channels *channels;
+    struct pc_channel_client *channel_client;
+    struct pc_engine *engine;
+    /* Channel callbacks that are not payments (refunds, payouts) go here when
+     * set; it must answer req. cb is a pc_ch_callback_t. */
+    void (*on_channel_callback)(struct pc_app *app, const void *cb, pc_http_req_t *req);
     /* Live health of a channel for the admin view (set by the channel
      * health module; may be NULL). Returns a new JSON object. */
     json_t *(*channel_health)(struct pc_app *app, const char *channel_id);
@@ -46,6 +53,8 @@ void pc_app_routes_trades(pc_app_t *app);
 void pc_app_routes_notify(pc_app_t *app, struct pc_notifier *n);
 void pc_app_routes_buyers(pc_app_t *app);
 void pc_app_routes_trade_state(pc_app_t *app);
+void pc_app_routes_consult(pc_app_t *app);
+void pc_app_routes_pay(pc_app_t *app);
 
 /* Rules and channels (api/config_api.c): loads both (a refusal at start is
  * fatal: err says why), watches their folders, registers the admin routes. */

@@ -2,6 +2,8 @@
  * connects to PostgreSQL and Redis, serves the merchant and admin APIs, and
  * shuts down gracefully on SIGTERM/SIGINT. */
 #include "api/app.h"
+#include "channel/client.h"
+#include "engine/engine.h"
 #include "acquiring/trade_state.h"
 #include "auth/auth.h"
 #include "idem/idem.h"
@@ -54,6 +56,7 @@ static void stop_loop_parts(server_t *s)
 {
     pc_app_t *app = &s->app;
     pc_app_config_stop(app);
+    pc_channel_client_close(app->channel_client, NULL, NULL);
     uv_close((uv_handle_t *)&s->sigterm, closed_noop);
     uv_close((uv_handle_t *)&s->sigint, closed_noop);
     uv_close((uv_handle_t *)&s->sighup, closed_noop);
@@ -202,11 +205,24 @@ int main(int argc, char **argv)
         pc_log_error("paycore.config", "%s", err);
         return 1;
     }
+    char public_url[600];
+    const char *pu = pc_config_str(cfg, "http.public_url");
+    if (pu[0])
+        snprintf(public_url, sizeof public_url, "%s", pu);
+    else
+        snprintf(public_url, sizeof public_url, "http://127.0.0.1:%d",
+                 (int)pc_config_int(cfg, "http.port"));
+    app->channel_client = pc_channel_client_new(app->loop, app->channels, app->kv, public_url);
+    app->engine = pc_engine_new(app, app->channel_client);
+    if (!app->channel_client || !app->engine)
+        return 1;
     pc_app_routes_health(app);
     pc_app_routes_merchants(app);
     pc_app_routes_trades(app);
     pc_app_routes_buyers(app);
     pc_app_routes_trade_state(app);
+    pc_app_routes_consult(app);
+    pc_app_routes_pay(app);
     s.notifier =
         pc_notifier_new(app->loop, cfg, app->db, app->merchants, app->node_id, err, sizeof err);
     if (!s.notifier) {
@@ -267,6 +283,7 @@ int main(int argc, char **argv)
     pc_idem_free(app->idem);
     pc_notifier_free(s.notifier);
     pc_merchants_free(app->merchants);
+    pc_engine_free(app->engine);
     pc_app_config_free(app);
     int rc = uv_loop_close(app->loop);
     if (rc)

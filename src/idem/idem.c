@@ -246,6 +246,59 @@ static void lock_cb(void *data, int status, const pc_kv_reply_t *reply)
     claim(ir);
 }
 
+/* --- read-only POSTs (consult): the record lives in Redis only --- */
+
+/* POSTs that change nothing: replaying them needs no lock and no durable
+ * record, so they stay cheap; with Redis down they simply run again. */
+static int read_only_post(const char *path)
+{
+    return strcmp(path, "/v1/cashier/consult") == 0;
+}
+
+static void light_responder(pc_http_req_t *req, int status, const char *ctype, const char *body,
+                            size_t len, void *data)
+{
+    pc_idem_req_t *ir = data;
+    (void)ctype;
+    if (status < 500) {
+        size_t n = strlen(ir->hash) + 16 + len;
+        char *rec = malloc(n);
+        int hl = snprintf(rec, n, "%s\n%d\n", ir->hash, status);
+        memcpy(rec + hl, body, len);
+        const char *argv[] = {"SET", ir->rkey, rec, "EX", "90000"};
+        size_t lens[] = {3, strlen(ir->rkey), (size_t)hl + len, 2, 5};
+        pc_kv_command(ir->idem->kv, NULL, NULL, 5, argv, lens);
+        free(rec);
+    }
+    pc_http_send(req, status, "application/json", body, len);
+}
+
+static void light_get_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    pc_idem_req_t *ir = data;
+    if (status == 0 && pc_kv_reply_type(reply) == PC_KV_STRING) {
+        size_t len;
+        const char *rec = pc_kv_reply_str(reply, &len);
+        const char *nl1 = memchr(rec, '\n', len);
+        const char *nl2 = nl1 ? memchr(nl1 + 1, '\n', len - (size_t)(nl1 + 1 - rec)) : NULL;
+        if (nl2) {
+            if ((size_t)(nl1 - rec) != strlen(ir->hash) || memcmp(rec, ir->hash, strlen(ir->hash))) {
+                count("reused");
+                pc_http_respond_error(ir->req, PC_API_IDEMPOTENCY_KEY_REUSED, "Idempotency-Key",
+                                      "this Idempotency-Key was used for a different request");
+                return;
+            }
+            count("replayed");
+            pc_http_add_header(ir->req, "Idempotent-Replayed", "true");
+            pc_http_send(ir->req, atoi(nl1 + 1), "application/json", nl2 + 1,
+                         len - (size_t)(nl2 + 1 - rec));
+            return;
+        }
+    }
+    pc_http_set_responder(ir->req, light_responder, ir);
+    pc_http_next(ir->req);
+}
+
 void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id, pc_idem_req_t **slot)
 {
     const char *key = pc_http_req_header(req, "Idempotency-Key");
@@ -268,6 +321,15 @@ void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id, p
     char name[300];
     snprintf(name, sizeof name, "idem:%s:%s", ir->mid, ir->key);
     pc_kv_key(idem->kv, ir->rkey, sizeof ir->rkey, name);
+    if (read_only_post(pc_http_req_path(req))) {
+        *slot = NULL;
+        char rname[310];
+        snprintf(rname, sizeof rname, "idemr:%s:%s", ir->mid, ir->key);
+        pc_kv_key(idem->kv, ir->rkey, sizeof ir->rkey, rname);
+        if (pc_kv_cmd(idem->kv, light_get_cb, ir, "GET", ir->rkey, NULL) < 0)
+            light_get_cb(ir, PC_EUNAVAIL, NULL);
+        return;
+    }
     pc_http_req_on_done(req, on_req_done, ir);
     if (pc_kv_cmd(idem->kv, lock_cb, ir, "SET", ir->rkey, ir->token, "NX", "PX", LOCK_MS, NULL) < 0)
         lock_cb(ir, PC_EUNAVAIL, NULL);

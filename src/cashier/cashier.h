@@ -1,0 +1,59 @@
+/* The cashier (system.md §2.3): everything before money moves. This header
+ * is shared by consult (which methods, in what order) and pay (accept): the
+ * one-round-trip loader of what a decision needs (trade, buyer, wallet,
+ * coupons, bound cards, recent usage), the limits check, labels, and the
+ * method ids both speak ("BALANCE", "COUPON:<coupon_id>", "CARD",
+ * "QUICK_PAY:<card_id>", "AGREEMENT:<card_id>", "NETBANK", "VA", "OTC",
+ * "WALLET", "QR_MERCHANT", "QR_BUYER"). Needs store/db and the api context. */
+#ifndef PC_CASHIER_CASHIER_H
+#define PC_CASHIER_CASHIER_H
+#include <jansson.h>
+#include <stdint.h>
+
+#include "api/app.h"
+
+/* What consult and pay decide on, loaded in one query. Fields are borrowed
+ * from json (owned by this struct). */
+typedef struct {
+    json_t *json;
+    json_t *trade;   /* NULL: no such trade of this merchant */
+    json_t *buyer;   /* NULL: unknown buyer (a guest) */
+    int64_t wallet;  /* buyer's wallet in the trade's currency */
+    json_t *coupons; /* usable coupons of this buyer for this trade */
+    json_t *cards;   /* bound cards */
+    int64_t used_day, used_month, attempts_1h;
+    int64_t open_attempts;
+    json_t *card_usage; /* {card_id: amount in 24 h} */
+    const char *last_method;
+    json_t *type_counts;
+    int64_t now;
+} pc_cashier_view_t;
+
+typedef void (*pc_cashier_view_cb)(void *data, int status, pc_cashier_view_t *view);
+
+/* Loads the view for (merchant, trade, buyer). cb gets 0 with the view (valid
+ * during the callback; pc_cashier_view_clear is called after it) or a db
+ * error. Returns 0 (cb runs once) or a negative code. */
+int pc_cashier_load(pc_app_t *app, const char *merchant_id, const char *trade_no,
+                    const char *buyer_id, pc_cashier_view_cb cb, void *data);
+
+/* Why the trade cannot be paid now (NULL when it can): "NOT_FOUND",
+ * "INVALID_STATE" with a message in msg. */
+const char *pc_cashier_payable(const pc_cashier_view_t *v, const char *buyer_id, char *msg,
+                               size_t msglen);
+
+/* Limits: returns "LIMIT_EXCEEDED" when amount more would pass the buyer's
+ * daily or monthly limit (or the card's daily limit when card_id is given),
+ * NULL otherwise. */
+const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, const char *card_id,
+                             int64_t amount);
+
+/* "12.30" style text of a minor-unit amount (2 decimals; 0 for JPY, KRW). */
+const char *pc_money_text(int64_t amount, const char *currency, char *buf, size_t len);
+
+/* The coupon of the view with this id, or NULL. */
+json_t *pc_cashier_coupon(const pc_cashier_view_t *v, const char *coupon_id);
+/* The bound card of the view with this id, or NULL. */
+json_t *pc_cashier_card(const pc_cashier_view_t *v, const char *card_id);
+
+#endif

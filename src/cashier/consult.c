@@ -1,0 +1,232 @@
+/* POST /v1/cashier/consult: which payment methods this buyer may use for this
+ * trade, in what order (system.md §2.3 steps 1-6): basic checks, assets,
+ * channels, limits, assembly, then rules/cashier_rank.lua orders, hides and
+ * flags them. Read-only: nothing is written. */
+#include "auth/auth.h"
+#include "cashier/cashier.h"
+#include "channel/client.h"
+#include "channel/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "rules/rules.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    const char *trade_no;
+    const char *buyer_id;
+    const char *platform;
+} consult_t;
+
+static const struct {
+    pc_pay_method_t m;
+    const char *label;
+} external[] = {
+    {PC_METHOD_CARD, "Card"},
+    {PC_METHOD_WALLET, "Wallet"},
+    {PC_METHOD_NETBANK, "Net banking"},
+    {PC_METHOD_VA, "Bank transfer (VA)"},
+    {PC_METHOD_OTC, "Pay at a store (OTC)"},
+    {PC_METHOD_QR_MERCHANT, "Scan to pay (QR)"},
+    {PC_METHOD_QR_BUYER, "Show your payment code"},
+};
+
+static json_t *method(const char *id, const char *type, const char *label, const char *reason,
+                      int64_t max_amount, const char *channel_id)
+{
+    json_t *m = json_pack("{s:s,s:s,s:s,s:b,s:b,s:I,s:s?,s:n,s:n}", "method_id", id, "type", type,
+                          "label", label, "available", reason == NULL, "recommended", 0,
+                          "max_amount", (json_int_t)max_amount, "channel_id", channel_id, "card",
+                          "coupon");
+    if (!channel_id)
+        json_object_set_new(m, "channel_id", json_null());
+    if (reason)
+        json_object_set_new(m, "reason", json_string(reason));
+    return m;
+}
+
+static const char *brand_label(const char *brand)
+{
+    if (!strcasecmp(brand, "VISA"))
+        return "Visa";
+    if (!strcasecmp(brand, "MASTERCARD"))
+        return "Mastercard";
+    return brand;
+}
+
+/* Assets × channels → methods a person understands. */
+static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
+{
+    pc_app_t *app = c->app;
+    json_t *methods = json_array();
+    const char *cur = json_string_value(json_object_get(v->trade, "currency"));
+    const char *product = json_string_value(json_object_get(v->trade, "product"));
+    int64_t amount = json_integer_value(json_object_get(v->trade, "amount"));
+    const char *blocked =
+        v->buyer && !strcmp(json_string_value(json_object_get(v->buyer, "status")), "BLOCKED")
+            ? "BUYER_BLOCKED"
+            : NULL;
+    const char *limit = blocked ? blocked : pc_cashier_limit(app, v, NULL, amount);
+    char money[32], label[96];
+
+    /* Internal assets: not for a top-up of the same wallet, not for guests. */
+    if (v->buyer && strcmp(product, "RECHARGE") != 0) {
+        snprintf(label, sizeof label, "Balance %s", pc_money_text(v->wallet, cur, money, sizeof money));
+        int64_t max = v->wallet < amount ? v->wallet : amount;
+        json_array_append_new(methods, method("BALANCE", "BALANCE", label,
+                                              limit ? limit : v->wallet <= 0 ? "INSUFFICIENT_BALANCE"
+                                                                             : NULL,
+                                              max, NULL));
+        size_t i;
+        json_t *cp;
+        json_array_foreach(v->coupons, i, cp)
+        {
+            int64_t ca = json_integer_value(json_object_get(cp, "amount"));
+            int64_t min = json_integer_value(json_object_get(cp, "min_amount"));
+            char id[96];
+            snprintf(id, sizeof id, "COUPON:%s", json_string_value(json_object_get(cp, "coupon_id")));
+            snprintf(label, sizeof label, "Coupon %s off", pc_money_text(ca, cur, money, sizeof money));
+            json_t *m = method(id, "COUPON", label,
+                               limit ? limit : amount < min ? "MIN_AMOUNT_NOT_MET" : NULL,
+                               ca < amount ? ca : amount, NULL);
+            json_object_set_new(m, "coupon",
+                                json_pack("{s:O,s:I}", "coupon_id", json_object_get(cp, "coupon_id"),
+                                          "amount", (json_int_t)ca));
+            json_array_append_new(methods, m);
+        }
+    }
+    /* Bound cards. */
+    size_t i;
+    json_t *card;
+    json_array_foreach(v->cards, i, card)
+    {
+        const char *card_id = json_string_value(json_object_get(card, "card_id"));
+        const char *ch = json_string_value(json_object_get(card, "channel_id"));
+        const pc_channel_t *chan = pc_channels_find(app->channels, ch);
+        const char *why = limit ? limit : pc_cashier_limit(app, v, card_id, amount);
+        if (!why && (!chan || !pc_channels_effective_enabled(app->channels, ch) ||
+                     !pc_channel_accepts(chan, PC_METHOD_QUICK_PAY, cur, amount)))
+            why = "CHANNEL_UNAVAILABLE";
+        char id[96];
+        snprintf(id, sizeof id, "QUICK_PAY:%s", card_id);
+        snprintf(label, sizeof label, "%s \xe2\x80\xa2\xe2\x80\xa2%s",
+                 brand_label(json_string_value(json_object_get(card, "brand"))),
+                 json_string_value(json_object_get(card, "last4")));
+        json_t *m = method(id, "QUICK_PAY", label, why, amount, ch);
+        json_object_set_new(m, "card", json_pack("{s:O,s:O,s:O}", "card_id",
+                                                 json_object_get(card, "card_id"), "brand",
+                                                 json_object_get(card, "brand"), "last4",
+                                                 json_object_get(card, "last4")));
+        json_array_append_new(methods, m);
+    }
+    /* Channel methods: offered when some enabled channel takes them. */
+    for (size_t k = 0; k < sizeof external / sizeof external[0]; k++) {
+        const pc_channel_t *match[16];
+        size_t n = pc_channels_match(app->channels, external[k].m, cur, amount, match, 16);
+        if (n == 0)
+            continue;
+        const char *type = pc_pay_method_name(external[k].m);
+        json_array_append_new(methods, method(type, type, external[k].label, limit, amount,
+                                              n == 1 ? match[0]->id : NULL));
+    }
+    return methods;
+}
+
+static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
+{
+    consult_t *c = data;
+    pc_http_req_t *req = c->req;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    char msg[128];
+    const char *why = pc_cashier_payable(v, c->buyer_id, msg, sizeof msg);
+    if (why) {
+        pc_http_respond_error(req, !strcmp(why, "NOT_FOUND")       ? PC_API_NOT_FOUND
+                                   : !strcmp(why, "INVALID_STATE") ? PC_API_INVALID_STATE
+                                                                   : PC_API_INVALID_REQUEST,
+                              !strcmp(why, "INVALID_REQUEST") ? "buyer_id" : NULL, msg);
+        return;
+    }
+    json_t *methods = assemble(c, v);
+    const char *cur = json_string_value(json_object_get(v->trade, "currency"));
+    int64_t amount = json_integer_value(json_object_get(v->trade, "amount"));
+    json_t *buyer = json_object();
+    if (v->buyer) {
+        json_object_set_new(buyer, "id", json_string(c->buyer_id));
+        json_object_set_new(buyer, "balance", json_integer(v->wallet));
+        json_object_set(buyer, "type_counts", v->type_counts);
+        if (v->last_method) {
+            char last[96];
+            json_t *first_card = json_array_get(v->cards, 0);
+            if (!strcmp(v->last_method, "QUICK_PAY") && first_card)
+                snprintf(last, sizeof last, "QUICK_PAY:%s",
+                         json_string_value(json_object_get(first_card, "card_id")));
+            else
+                snprintf(last, sizeof last, "%s", v->last_method);
+            json_object_set_new(buyer, "last_method_id", json_string(last));
+        }
+    }
+    json_t *ctx = json_pack(
+        "{s:I,s:s,s:O,s:s,s:I,s:{s:s},s:o,s:{s:b}}", "amount", (json_int_t)amount, "currency", cur,
+        "product", json_object_get(v->trade, "product"), "platform", c->platform, "now",
+        (json_int_t)v->now, "merchant", "id", pc_auth_merchant(req)->id, "buyer", buyer, "policy",
+        "hide_unavailable", pc_config_bool(c->app->cfg, "cashier.hide_unavailable"));
+    pc_rule_result_t r;
+    pc_rules_cashier_rank(c->app->rules, ctx, methods, &r);
+    if (r.outcome != PC_RULE_OK)
+        pc_log_warn("cashier.rank_fallback", "cashier_rank %s at %s:%d: %s; original order used",
+                    pc_rule_outcome_name(r.outcome), r.error.file, r.error.line, r.error.message);
+    json_t *out = json_pack("{s:O,s:I,s:s,s:s,s:O}", "trade_no",
+                            json_object_get(v->trade, "trade_no"), "amount", (json_int_t)amount,
+                            "currency", cur, "rule_version", r.version, "methods", r.answer);
+    pc_rule_result_clear(&r);
+    json_decref(ctx);
+    json_decref(methods);
+    pc_http_respond_json(req, 200, out);
+}
+
+static void consult(pc_http_req_t *req, void *data)
+{
+    json_t *b = pc_http_req_json(req);
+    if (!b) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    consult_t *c = pc_http_req_alloc(req, sizeof *c);
+    c->req = req;
+    c->app = data;
+    int bad = 0;
+    c->trade_no = pc_json_str(b, "trade_no", 64, 1, &bad);
+    if (!c->trade_no || bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "trade_no", "trade_no is required");
+        return;
+    }
+    c->buyer_id = pc_json_str(b, "buyer_id", 64, 1, &bad);
+    if (bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "buyer_id", "1-64 of [A-Za-z0-9_-]");
+        return;
+    }
+    json_t *client = json_object_get(b, "client");
+    c->platform = client ? pc_json_str(client, "platform", 8, 0, &bad) : NULL;
+    if (bad || (c->platform && strcmp(c->platform, "WEB") && strcmp(c->platform, "H5") &&
+                strcmp(c->platform, "APP"))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "client.platform", "WEB, H5 or APP");
+        return;
+    }
+    if (!c->platform)
+        c->platform = "WEB";
+    if (pc_cashier_load(c->app, pc_auth_merchant(req)->id, c->trade_no, c->buyer_id, loaded_cb,
+                        c) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+void pc_app_routes_consult(pc_app_t *app)
+{
+    pc_router_add(app->api, "POST", "/v1/cashier/consult", consult, app);
+}

@@ -1,0 +1,818 @@
+/* POST /v1/cashier/pay (accept), GET /v1/payments/{payment_no}, POST
+ * /v1/buyers/{buyer_id}/cards, the channels' callbacks, and the ops review
+ * and challenge endpoints. Accept repeats every consult check (state may have
+ * changed), asks rules/risk.lua with a filled context (velocity counters in
+ * Redis, block lists, history), asks rules/route.lua to order the channels
+ * (live health and success rates), and hands the payment to the engine. */
+#include "auth/auth.h"
+#include "auth/sign.h"
+#include "cashier/cashier.h"
+#include "channel/client.h"
+#include "channel/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "engine/engine.h"
+#include "rules/rules.h"
+
+#include <ctype.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    /* request */
+    const char *trade_no, *buyer_id, *method_id, *coupon_id, *buyer_code;
+    const char *challenge_id, *challenge_answer;
+    const char *ip, *device, *platform;
+    long long balance_amount;
+    pc_ch_card_t card;
+    int has_card;
+    /* decided */
+    char method[16];
+    const char *card_id;
+    char card_key[96]; /* what velocity and block lists know the card by */
+    json_t *view;      /* copy of the loaded view */
+    pc_pay_order_t order;
+    int waiting;
+    int ip_blocked, device_blocked, card_blocked;
+    long long v_buyer, v_card, v_ip, v_device;
+    json_t *reasons, *versions;
+    char card_token[80], card_brand[24], card_last4[8];
+    char coupon_funder[65];
+    char challenge_buf[32], challenge_code[8], challenge_hash[PC_SHA256_HEX_LEN + 1];
+    const char *route_ids[PC_ROUTE_MAX];
+    char route_buf[PC_ROUTE_MAX][33];
+} pay_t;
+
+static void pay_free(void *arg)
+{
+    pay_t *p = arg;
+    json_decref(p->view);
+    json_decref(p->reasons);
+    json_decref(p->versions);
+}
+
+static void answer_engine(void *data, pc_api_err_t err, const char *message, json_t *payment)
+{
+    pc_http_req_t *req = data;
+    if (err != PC_API_OK) {
+        pc_http_respond_error(req, err, NULL, message);
+        return;
+    }
+    pc_http_respond_json(req, 200, payment);
+}
+
+/* ---------- step 4: route, then the engine ---------- */
+
+static void run_engine(pay_t *p)
+{
+    if (pc_engine_start(p->app->engine, &p->order, answer_engine, p->req) < 0)
+        pc_http_respond_error(p->req, PC_API_UNAVAILABLE, NULL, "could not start the payment");
+}
+
+static void tokenized_cb(void *data, const pc_ch_result_t *r)
+{
+    pay_t *p = data;
+    if (r->status != PC_CH_SUCCESS || !r->card_token[0]) {
+        /* Without a token the card cannot be charged after review: refuse now. */
+        p->order.risk_decision = "REJECT";
+    } else {
+        snprintf(p->card_token, sizeof p->card_token, "%s", r->card_token);
+        snprintf(p->card_brand, sizeof p->card_brand, "%s", r->card_brand);
+        snprintf(p->card_last4, sizeof p->card_last4, "%s", r->card_last4);
+        p->order.card_token = p->card_token;
+        p->order.card_brand = p->card_brand;
+        p->order.card_last4 = p->card_last4;
+        p->order.card = NULL;
+        p->order.nroute = 1; /* the token belongs to this channel */
+    }
+    run_engine(p);
+}
+
+static int route(pay_t *p, int64_t external, const char *only_channel)
+{
+    pc_app_t *app = p->app;
+    json_t *t = json_object_get(p->view, "trade");
+    const char *cur = json_string_value(json_object_get(t, "currency"));
+    pc_pay_method_t m;
+    if (pc_pay_method_parse(p->method, &m) < 0)
+        return 0;
+    const pc_channel_t *match[16];
+    size_t n = pc_channels_match(app->channels, m, cur, external, match, 16);
+    if (n > 16)
+        n = 16;
+    json_t *cands = json_array();
+    for (size_t i = 0; i < n; i++) {
+        if (only_channel && strcmp(match[i]->id, only_channel) != 0)
+            continue;
+        int rate = 10000, lat = 0, healthy = 1;
+        pc_channel_health_get(app->channel_client, match[i]->id, &rate, &lat, &healthy);
+        json_array_append_new(
+            cands, json_pack("{s:s,s:b,s:i,s:i,s:I,s:I}", "channel_id", match[i]->id, "healthy",
+                             healthy, "success_rate_bp", rate, "latency_ms", lat, "fee",
+                             (json_int_t)pc_channel_fee(match[i], external), "weight",
+                             (json_int_t)match[i]->weight));
+    }
+    json_t *ctx = json_pack("{s:I,s:s,s:s,s:{s:s},s:{s:s?},s:i,s:I}", "amount",
+                            (json_int_t)external, "currency", cur, "method", p->method, "merchant",
+                            "id", pc_auth_merchant(p->req)->id, "buyer", "id", p->buyer_id,
+                            "attempt", 1, "now", json_object_get(p->view, "now")
+                                                     ? json_integer_value(json_object_get(p->view, "now"))
+                                                     : 0);
+    if (p->card_brand[0] || p->card_key[0])
+        json_object_set_new(ctx, "card",
+                            json_pack("{s:s,s:s}", "brand", p->card_brand, "bin",
+                                      p->has_card ? "" : ""));
+    pc_rule_result_t r;
+    pc_rules_route(app->rules, ctx, cands, &r);
+    json_object_set_new(p->versions, "route", json_string(r.version));
+    size_t i;
+    json_t *id;
+    int k = 0;
+    json_array_foreach(r.answer, i, id)
+    {
+        const char *s = json_is_string(id) ? json_string_value(id)
+                                           : json_string_value(json_object_get(id, "channel_id"));
+        if (!s || k == PC_ROUTE_MAX)
+            continue;
+        snprintf(p->route_buf[k], sizeof p->route_buf[k], "%s", s);
+        p->route_ids[k] = p->route_buf[k];
+        k++;
+    }
+    pc_rule_result_clear(&r);
+    json_decref(ctx);
+    json_decref(cands);
+    for (int j = 0; j < k; j++)
+        p->order.route[j] = p->route_ids[j];
+    p->order.nroute = k;
+    return k;
+}
+
+static void decide(pay_t *p)
+{
+    pc_app_t *app = p->app;
+    json_t *v = p->view;
+    json_t *t = json_object_get(v, "trade");
+    json_t *buyer = json_object_get(v, "buyer");
+    int64_t amount = json_integer_value(json_object_get(t, "amount"));
+    /* Risk context: everything the rule may look at, filled here. */
+    json_t *ctx = json_pack(
+        "{s:s,s:I,s:s,s:s,s:O,s:O,s:b,s:{s:s?,s:b,s:i,s:I},s:{s:s,s:i},"
+        "s:{s:I,s:I,s:I,s:I,s:I},s:{s:b,s:b,s:b},s:{s:s?,s:s?,s:s?}}",
+        "kind", "PAYMENT", "amount", (json_int_t)amount, "currency",
+        json_string_value(json_object_get(t, "currency")), "method", p->method, "product",
+        json_object_get(t, "product"), "now", json_object_get(v, "now"), "challenge_passed", 0,
+        "buyer", "id", p->buyer_id, "blocked",
+        buyer && !strcmp(json_string_value(json_object_get(buyer, "status")), "BLOCKED"),
+        "chargebacks_90d", (int)json_integer_value(json_object_get(v, "chargebacks_90d")),
+        "account_age_days", (json_int_t)json_integer_value(json_object_get(buyer, "age_days")),
+        "merchant", "id", pc_auth_merchant(p->req)->id, "chargeback_rate_bp",
+        (int)json_integer_value(json_object_get(v, "merchant_cb_rate_bp")), "velocity",
+        "buyer_attempts_1h", (json_int_t)p->v_buyer, "buyer_amount_24h",
+        (json_int_t)json_integer_value(json_object_get(json_object_get(v, "usage"), "day")),
+        "card_attempts_1h", (json_int_t)p->v_card, "ip_attempts_1h", (json_int_t)p->v_ip,
+        "device_attempts_1h", (json_int_t)p->v_device, "lists", "ip_blocked", p->ip_blocked,
+        "device_blocked", p->device_blocked, "card_blocked", p->card_blocked, "client", "ip",
+        p->ip, "device_id", p->device, "platform", p->platform);
+    if (!buyer)
+        json_object_del(json_object_get(ctx, "buyer"), "account_age_days");
+    pc_rule_result_t r;
+    pc_rules_risk(app->rules, ctx, &r);
+    json_decref(ctx);
+    if (r.outcome != PC_RULE_OK)
+        pc_log_warn("cashier.risk_fallback", "risk %s at %s:%d: %s; REVIEW",
+                    pc_rule_outcome_name(r.outcome), r.error.file, r.error.line, r.error.message);
+    const char *d = json_string_value(json_object_get(r.answer, "decision"));
+    p->order.risk_decision = !strcmp(d, "ACCEPT")      ? "ACCEPT"
+                             : !strcmp(d, "CHALLENGE") ? "CHALLENGE"
+                             : !strcmp(d, "REJECT")    ? "REJECT"
+                                                       : "REVIEW";
+    p->order.risk_score = (int)json_integer_value(json_object_get(r.answer, "score"));
+    p->reasons = json_incref(json_object_get(r.answer, "reasons"));
+    if (!p->reasons)
+        p->reasons = json_array();
+    p->order.risk_reasons = p->reasons;
+    json_object_set_new(p->versions, "risk", json_string(r.version));
+    pc_rule_result_clear(&r);
+    char labels[64];
+    snprintf(labels, sizeof labels, "decision=\"%s\"", p->order.risk_decision);
+    pc_metrics_add("pc_risk_decisions_total", labels, 1);
+
+    int64_t external = p->order.amount - p->order.balance_amount - p->order.coupon_amount;
+    if (external > 0) {
+        const char *only = NULL;
+        json_t *card = p->card_id ? json_object_get(v, "chosen_card") : NULL;
+        if (card)
+            only = json_string_value(json_object_get(card, "channel_id"));
+        if (route(p, external, only) == 0) {
+            pc_http_respond_error(p->req, PC_API_INVALID_STATE, "method_id",
+                                  "no channel can take this payment now");
+            return;
+        }
+    }
+    p->order.rule_versions = p->versions;
+    if (!strcmp(p->order.risk_decision, "CHALLENGE")) {
+        /* The code reaches the buyer out of band; here that is the demo
+         * outbox GET /admin/challenges/{id}. Only its hash is checked. */
+        char hex[17], buf[128];
+        pc_random_hex(hex, sizeof hex, 8);
+        snprintf(p->challenge_buf, sizeof p->challenge_buf, "ch_%s", hex);
+        pc_random_hex(hex, sizeof hex, 4);
+        unsigned long code = strtoul(hex, NULL, 16) % 1000000;
+        snprintf(p->challenge_code, sizeof p->challenge_code, "%06lu", code);
+        snprintf(buf, sizeof buf, "%s:%s", p->challenge_buf, p->challenge_code);
+        pc_sha256_hex(buf, strlen(buf), p->challenge_hash);
+        p->order.challenge_id = p->challenge_buf;
+        p->order.challenge_hash = p->challenge_hash;
+        p->order.challenge_demo_code =
+            pc_config_bool(app->cfg, "cashier.demo_challenges") ? p->challenge_code : NULL;
+    }
+    if (!strcmp(p->order.risk_decision, "REVIEW") && p->has_card && p->order.nroute > 0) {
+        if (pc_channel_tokenize(app->channel_client, p->order.route[0], &p->card, tokenized_cb,
+                                p) == 0)
+            return;
+        p->order.risk_decision = "REJECT";
+    }
+    run_engine(p);
+}
+
+/* ---------- step 3: velocity counters and block lists ---------- */
+
+static void gathered(pay_t *p)
+{
+    if (--p->waiting == 0)
+        decide(p);
+}
+
+static void velocity_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    long long *slot = data;
+    if (status == 0 && pc_kv_reply_type(reply) == PC_KV_INTEGER)
+        *slot = pc_kv_reply_int(reply);
+}
+
+static void velocity_last_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    (void)status;
+    (void)reply;
+    gathered(data);
+}
+
+static void blocks_cb(void *data, int status, pc_db_res_t *res)
+{
+    pay_t *p = data;
+    for (int i = 0; !status && i < pc_db_rows(res); i++) {
+        const char *k = pc_db_get(res, i, 0);
+        if (!strcmp(k, "IP"))
+            p->ip_blocked = 1;
+        else if (!strcmp(k, "DEVICE"))
+            p->device_blocked = 1;
+        else if (!strcmp(k, "CARD_BIN"))
+            p->card_blocked = 1;
+    }
+    gathered(p);
+}
+
+static void count_attempt(pay_t *p, const char *what, const char *value, long long *slot)
+{
+    if (!value || !value[0])
+        return;
+    char name[200], key[260];
+    snprintf(name, sizeof name, "vel:%s:%s:%ld", what, value, (long)(time(NULL) / 3600));
+    pc_kv_key(p->app->kv, key, sizeof key, name);
+    /* Hour buckets: this hour's count is what the rule sees. */
+    if (pc_kv_cmd(p->app->kv, velocity_cb, slot, "INCR", key, NULL) == 0)
+        pc_kv_cmd(p->app->kv, NULL, NULL, "EXPIRE", key, "7200", NULL);
+}
+
+static void gather(pay_t *p)
+{
+    p->waiting = 3;
+    count_attempt(p, "buyer", p->buyer_id, &p->v_buyer);
+    count_attempt(p, "card", p->card_key, &p->v_card);
+    count_attempt(p, "ip", p->ip, &p->v_ip);
+    count_attempt(p, "device", p->device, &p->v_device);
+    /* Redis answers in order: this PING arrives after the counters. */
+    if (pc_kv_cmd(p->app->kv, velocity_last_cb, p, "PING", NULL) < 0)
+        p->waiting--;
+    char bin[8] = "";
+    if (p->has_card && strlen(p->card.pan) >= 6)
+        snprintf(bin, sizeof bin, "%.6s", p->card.pan);
+    const char *q[] = {p->ip ? p->ip : "", p->device ? p->device : "", bin};
+    if (pc_db_query(p->app->db,
+                    "SELECT kind FROM block_list WHERE (kind = 'IP' AND value = $1) OR (kind = "
+                    "'DEVICE' AND value = $2) OR (kind = 'CARD_BIN' AND value = $3)",
+                    3, q, blocks_cb, p) < 0)
+        p->waiting--;
+    gathered(p);
+}
+
+/* ---------- step 2: the checks of consult, again ---------- */
+
+static int digits_only(const char *s, size_t min, size_t max)
+{
+    size_t n = strlen(s);
+    if (n < min || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
+{
+    pay_t *p = data;
+    pc_http_req_t *req = p->req;
+    pc_app_t *app = p->app;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    char msg[128];
+    const char *why = pc_cashier_payable(v, p->buyer_id, msg, sizeof msg);
+    if (why) {
+        pc_http_respond_error(req, !strcmp(why, "NOT_FOUND")       ? PC_API_NOT_FOUND
+                                   : !strcmp(why, "INVALID_STATE") ? PC_API_INVALID_STATE
+                                                                   : PC_API_INVALID_REQUEST,
+                              !strcmp(why, "INVALID_REQUEST") ? "buyer_id" : NULL, msg);
+        return;
+    }
+    if (v->open_attempts > 0) {
+        pc_http_respond_error(req, PC_API_INVALID_STATE, NULL,
+                              "another payment of this trade is in progress");
+        return;
+    }
+    p->view = json_incref(v->json);
+    json_t *t = v->trade;
+    const char *cur = json_string_value(json_object_get(t, "currency"));
+    const char *product = json_string_value(json_object_get(t, "product"));
+    int64_t amount = json_integer_value(json_object_get(t, "amount"));
+    pc_pay_order_t *o = &p->order;
+    o->trade_no = p->trade_no;
+    o->merchant_id = pc_auth_merchant(req)->id;
+    o->buyer_id = p->buyer_id;
+    o->currency = cur;
+    o->amount = amount;
+    o->client_ip = p->ip;
+    o->device_id = p->device;
+
+    /* The method. */
+    const char *colon = strchr(p->method_id, ':');
+    size_t tl = colon ? (size_t)(colon - p->method_id) : strlen(p->method_id);
+    snprintf(p->method, sizeof p->method, "%.*s", (int)(tl < 15 ? tl : 15), p->method_id);
+    const char *ref = colon ? colon + 1 : NULL;
+    int internal_ok = v->buyer && strcmp(product, "RECHARGE") != 0;
+    const char *coupon_id = p->coupon_id;
+    if (!strcmp(p->method, "COUPON")) {
+        coupon_id = ref;
+    }
+    if ((!strcmp(p->method, "BALANCE") || coupon_id) && !internal_ok) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "method_id",
+                              "balance and coupons need a known buyer and are not for top-ups");
+        return;
+    }
+    int64_t coupon_amount = 0;
+    if (coupon_id) {
+        json_t *c = pc_cashier_coupon(v, coupon_id);
+        if (!c || json_integer_value(json_object_get(c, "min_amount")) > amount) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "coupon_id",
+                                  "this coupon cannot be used for this trade");
+            return;
+        }
+        coupon_amount = json_integer_value(json_object_get(c, "amount"));
+        if (coupon_amount > amount)
+            coupon_amount = amount;
+        const char *funded = json_string_value(json_object_get(c, "funded_by"));
+        if (funded && !strcmp(funded, "MERCHANT"))
+            snprintf(p->coupon_funder, sizeof p->coupon_funder, "%s",
+                     json_string_value(json_object_get(c, "merchant_id")));
+        o->coupon_id = coupon_id;
+        o->coupon_amount = coupon_amount;
+        o->coupon_funder = p->coupon_funder[0] ? p->coupon_funder : NULL;
+    }
+    if (!strcmp(p->method, "COUPON")) {
+        if (coupon_amount < amount) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "method_id",
+                                  "a coupon alone must cover the whole amount");
+            return;
+        }
+        snprintf(p->method, sizeof p->method, "COUPON");
+    } else if (!strcmp(p->method, "BALANCE")) {
+        o->balance_amount = amount - coupon_amount;
+    } else {
+        pc_pay_method_t m;
+        if (pc_pay_method_parse(p->method, &m) < 0 || m == PC_METHOD_BALANCE ||
+            m == PC_METHOD_COUPON) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "method_id", "unknown method");
+            return;
+        }
+        if (p->balance_amount > 0 && !internal_ok) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "balance_amount",
+                                  "balance needs a known buyer and is not for top-ups");
+            return;
+        }
+        o->balance_amount = p->balance_amount;
+        if (o->balance_amount + coupon_amount >= amount) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "balance_amount",
+                                  "nothing would be left for the channel: pay with BALANCE");
+            return;
+        }
+        if (m == PC_METHOD_QUICK_PAY || m == PC_METHOD_AGREEMENT) {
+            json_t *card = ref ? pc_cashier_card(v, ref) : NULL;
+            if (!card) {
+                pc_http_respond_error(req, PC_API_INVALID_REQUEST, "method_id",
+                                      "no such bound card for this buyer");
+                return;
+            }
+            p->card_id = ref;
+            o->card_id = ref;
+            snprintf(p->card_token, sizeof p->card_token, "%s",
+                     json_string_value(json_object_get(card, "token")));
+            snprintf(p->card_brand, sizeof p->card_brand, "%s",
+                     json_string_value(json_object_get(card, "brand")));
+            snprintf(p->card_last4, sizeof p->card_last4, "%s",
+                     json_string_value(json_object_get(card, "last4")));
+            o->card_token = p->card_token;
+            o->card_brand = p->card_brand;
+            o->card_last4 = p->card_last4;
+            snprintf(p->card_key, sizeof p->card_key, "%s", ref);
+            json_object_set(p->view, "chosen_card", card);
+        } else if (m == PC_METHOD_CARD) {
+            if (!p->has_card || !digits_only(p->card.pan, 12, 19)) {
+                pc_http_respond_error(req, PC_API_INVALID_REQUEST, "card",
+                                      "card: pan (12-19 digits), exp_month, exp_year, cvv");
+                return;
+            }
+            o->card = &p->card;
+            /* Velocity by a keyed hash of the number: never the number itself. */
+            char hex[PC_SHA256_HEX_LEN + 1];
+            unsigned char mac[PC_SHA256_LEN];
+            const char *k = pc_config_str(app->cfg, "admin.token");
+            pc_hmac_sha256(k, strlen(k), p->card.pan, strlen(p->card.pan), mac);
+            for (int i = 0; i < 12; i++)
+                snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+            snprintf(p->card_key, sizeof p->card_key, "c%s", hex);
+        } else if (m == PC_METHOD_QR_BUYER) {
+            if (!p->buyer_code) {
+                pc_http_respond_error(req, PC_API_INVALID_REQUEST, "buyer_code",
+                                      "QR_BUYER needs the buyer's payment code");
+                return;
+            }
+            o->buyer_code = p->buyer_code;
+        }
+    }
+    o->method_type = p->method;
+    if (o->balance_amount > v->wallet) {
+        pc_http_respond_error(req, PC_API_INSUFFICIENT_BALANCE, "balance_amount",
+                              "the wallet balance is not enough");
+        return;
+    }
+    if (pc_cashier_limit(app, v, p->card_id, amount)) {
+        pc_http_respond_error(req, PC_API_LIMIT_EXCEEDED, NULL,
+                              "this payment would pass the buyer's limits");
+        return;
+    }
+    gather(p);
+}
+
+/* ---------- challenge: the second accept ---------- */
+
+typedef struct {
+    pay_t *p;
+    char payment_no[40];
+} chal_t;
+
+static void challenge_cb(void *data, int status, pc_db_res_t *res)
+{
+    pay_t *p = data;
+    if (status) {
+        pc_respond_db_error(p->req, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(p->req, PC_API_INVALID_REQUEST, "challenge_answer",
+                              "wrong, expired or already used challenge");
+        return;
+    }
+    const char *payment_no = pc_db_get(res, 0, 0);
+    if (pc_engine_continue(p->app->engine, payment_no, p->has_card ? &p->card : NULL,
+                           answer_engine, p->req) < 0)
+        pc_http_respond_error(p->req, PC_API_UNAVAILABLE, NULL, "could not continue");
+}
+
+static void answer_challenge(pay_t *p)
+{
+    char hash[PC_SHA256_HEX_LEN + 1], buf[200];
+    snprintf(buf, sizeof buf, "%s:%s", p->challenge_id, p->challenge_answer);
+    pc_sha256_hex(buf, strlen(buf), hash);
+    const char *q[] = {p->challenge_id, hash, p->trade_no};
+    /* One statement: a wrong answer counts, a right one passes once. */
+    if (pc_db_query(p->app->db,
+                    "WITH c AS (UPDATE challenges SET attempts = attempts + 1, status = CASE WHEN "
+                    "code_hash = $2 THEN 'PASSED' WHEN attempts + 1 >= 5 THEN 'FAILED' ELSE "
+                    "status END WHERE challenge_id = $1 AND status = 'OPEN' AND expires_at > "
+                    "now() RETURNING payment_no, status) SELECT c.payment_no FROM c JOIN "
+                    "payments p USING (payment_no) WHERE c.status = 'PASSED' AND p.trade_no = $3",
+                    3, q, challenge_cb, p) < 0)
+        pc_respond_db_error(p->req, PC_EUNAVAIL);
+}
+
+/* ---------- step 1: the request ---------- */
+
+static void pay(pc_http_req_t *req, void *data)
+{
+    json_t *b = pc_http_req_json(req);
+    if (!b) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    pay_t *p = pc_http_req_alloc(req, sizeof *p);
+    p->req = req;
+    p->app = data;
+    p->versions = json_object();
+    pc_http_req_on_done(req, pay_free, p);
+    int bad = 0;
+    p->trade_no = pc_json_str(b, "trade_no", 64, 1, &bad);
+    p->buyer_id = pc_json_str(b, "buyer_id", 64, 1, &bad);
+    p->method_id = pc_json_str(b, "method_id", 100, 0, &bad);
+    p->coupon_id = pc_json_str(b, "coupon_id", 64, 1, &bad);
+    p->buyer_code = pc_json_str(b, "buyer_code", 64, 1, &bad);
+    p->challenge_id = pc_json_str(b, "challenge_id", 64, 1, &bad);
+    p->challenge_answer = pc_json_str(b, "challenge_answer", 16, 0, &bad);
+    if (bad || !p->trade_no || (!p->method_id && !p->challenge_id)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL,
+                              "trade_no and method_id are required; ids are [A-Za-z0-9_-]");
+        return;
+    }
+    if (pc_json_int(b, "balance_amount", 0, 1000000000000000LL, &p->balance_amount) < 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "balance_amount",
+                              "a non-negative integer");
+        return;
+    }
+    json_t *card = json_object_get(b, "card");
+    if (card && !json_is_null(card)) {
+        long long m = 0, y = 0;
+        const char *pan = json_is_object(card) ? pc_json_str(card, "pan", 19, 0, &bad) : NULL;
+        const char *cvv = json_is_object(card) ? pc_json_str(card, "cvv", 4, 0, &bad) : NULL;
+        if (!pan || bad || pc_json_int(card, "exp_month", 1, 12, &m) != 0 ||
+            pc_json_int(card, "exp_year", 2000, 2199, &y) != 0 || !cvv ||
+            !digits_only(cvv, 3, 4)) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "card",
+                                  "card: pan, exp_month, exp_year, cvv");
+            return;
+        }
+        p->card = (pc_ch_card_t){pan, (int)m, (int)y, cvv,
+                                 pc_json_str(card, "holder_name", 64, 0, &bad)};
+        p->has_card = 1;
+    }
+    json_t *client = json_object_get(b, "client");
+    if (json_is_object(client)) {
+        p->ip = pc_json_str(client, "ip", 64, 0, &bad);
+        p->device = pc_json_str(client, "device_id", 128, 0, &bad);
+        p->platform = pc_json_str(client, "platform", 8, 0, &bad);
+    }
+    if (!p->ip)
+        p->ip = pc_http_req_peer(req);
+    if (p->challenge_id) {
+        if (!p->challenge_answer) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "challenge_answer",
+                                  "the challenge answer is required");
+            return;
+        }
+        answer_challenge(p);
+        return;
+    }
+    if (pc_cashier_load(p->app, pc_auth_merchant(req)->id, p->trade_no, p->buyer_id, loaded_cb,
+                        p) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+/* ---------- GET /v1/payments/{payment_no} ---------- */
+
+static void get_payment(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    if (pc_engine_get(app->engine, pc_http_req_param(req, "payment_no"),
+                      pc_auth_merchant(req)->id, answer_engine, req) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+/* ---------- POST /v1/buyers/{buyer_id}/cards ---------- */
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    char channel[33];
+    char card_id[40];
+    int exp_month, exp_year;
+    const char *holder;
+} bind_t;
+
+static void bound_cb(void *data, int status, pc_db_res_t *res)
+{
+    bind_t *b = data;
+    if (status == PC_EIO && !strcmp(pc_db_sqlstate(res), "23503")) {
+        pc_http_respond_error(b->req, PC_API_NOT_FOUND, "buyer_id", "no such buyer");
+        return;
+    }
+    if (status) {
+        pc_respond_db_error(b->req, status);
+        return;
+    }
+    pc_respond_json_text(b->req, 201, pc_db_get(res, 0, 0));
+}
+
+static void bind_token_cb(void *data, const pc_ch_result_t *r)
+{
+    bind_t *b = data;
+    if (r->status != PC_CH_SUCCESS || !r->card_token[0]) {
+        pc_http_respond_error(b->req,
+                              r->status == PC_CH_UNKNOWN ? PC_API_UNAVAILABLE
+                                                         : PC_API_INVALID_REQUEST,
+                              "pan", r->code[0] ? r->code : "the card could not be bound");
+        return;
+    }
+    char m[8], y[8], hex[17];
+    snprintf(m, sizeof m, "%d", b->exp_month);
+    snprintf(y, sizeof y, "%d", b->exp_year);
+    pc_random_hex(hex, sizeof hex, 8);
+    snprintf(b->card_id, sizeof b->card_id, "card_%s", hex);
+    const char *q[] = {b->card_id,     pc_http_req_param(b->req, "buyer_id"),
+                       b->channel,     r->card_token,
+                       r->card_brand,  r->card_bin,
+                       r->card_last4,  m,
+                       y,              b->holder};
+    if (pc_db_query(b->app->db,
+                    "WITH c AS (INSERT INTO cards (card_id, buyer_id, channel_id, token, brand, "
+                    "bin, last4, exp_month, exp_year, holder) VALUES ($1, $2, $3, $4, $5, $6, $7, "
+                    "$8::int, $9::int, $10) ON CONFLICT (channel_id, token) DO UPDATE SET status = "
+                    "'ACTIVE' RETURNING card_id, brand, last4) SELECT json_build_object('card_id', "
+                    "card_id, 'brand', brand, 'last4', last4)::text FROM c",
+                    10, q, bound_cb, b) < 0)
+        pc_respond_db_error(b->req, PC_EUNAVAIL);
+}
+
+static void bind_card(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    json_t *body = pc_http_req_json(req);
+    int bad = 0;
+    long long m = 0, y = 0;
+    const char *pan = body ? pc_json_str(body, "pan", 19, 0, &bad) : NULL;
+    if (!pan || bad || !digits_only(pan, 12, 19) ||
+        pc_json_int(body, "exp_month", 1, 12, &m) != 0 ||
+        pc_json_int(body, "exp_year", 2000, 2199, &y) != 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "pan",
+                              "pan (12-19 digits), exp_month and exp_year are required");
+        return;
+    }
+    bind_t *b = pc_http_req_alloc(req, sizeof *b);
+    b->req = req;
+    b->app = app;
+    b->exp_month = (int)m;
+    b->exp_year = (int)y;
+    b->holder = pc_json_str(body, "holder_name", 64, 0, &bad);
+    /* Bind at the best channel that offers quick pay. */
+    const pc_channel_t *match[8];
+    size_t n = pc_channels_match(app->channels, PC_METHOD_QUICK_PAY, "CNY", 1, match, 8);
+    const pc_channel_t *best = NULL;
+    for (size_t i = 0; i < n && i < 8; i++)
+        if (!best || match[i]->weight > best->weight)
+            best = match[i];
+    if (!best) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "no channel can bind cards now");
+        return;
+    }
+    snprintf(b->channel, sizeof b->channel, "%s", best->id);
+    pc_ch_card_t card = {pan, (int)m, (int)y, NULL, b->holder};
+    if (pc_channel_tokenize(app->channel_client, b->channel, &card, bind_token_cb, b) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "channel unavailable");
+}
+
+/* ---------- POST /channel-callbacks/{channel_id} ---------- */
+
+static void callback_applied(void *data, pc_api_err_t err, const char *message, json_t *payment)
+{
+    pc_http_req_t *req = data;
+    json_decref(payment);
+    if (err == PC_API_UNAVAILABLE || err == PC_API_INTERNAL) {
+        /* Not applied: the channel retries. */
+        pc_http_respond_error(req, err, NULL, message);
+        return;
+    }
+    static const char ok[] = "{\"result\":\"success\"}";
+    pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
+}
+
+static void channel_callback(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    size_t len;
+    const char *body = pc_http_req_body(req, &len);
+    pc_ch_callback_t cb;
+    const char *why = NULL;
+    const char *ch = pc_http_req_param(req, "channel_id");
+    int rc = pc_channel_verify_callback(
+        app->channel_client, ch, pc_http_req_method(req), pc_http_req_target(req),
+        pc_http_req_header(req, "X-Timestamp"), pc_http_req_header(req, "X-Nonce"),
+        pc_http_req_header(req, "X-Signature"), body, len, &cb, &why);
+    if (rc == PC_ENOTFOUND) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "unknown channel");
+        return;
+    }
+    if (rc < 0) {
+        pc_log_warn("callback.refused", "channel %s: %s", ch, why ? why : "invalid");
+        pc_http_respond_error(req, PC_API_INVALID_SIGNATURE, NULL, why ? why : "invalid callback");
+        return;
+    }
+    pc_metrics_add("pc_channel_callbacks_total", "", 1);
+    if (cb.kind == PC_CB_PAYMENT) {
+        if (pc_engine_apply(app->engine, cb.ref, &cb.result, callback_applied, req) < 0)
+            pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "try again");
+        return;
+    }
+    if (app->on_channel_callback) {
+        app->on_channel_callback(app, &cb, req);
+        return;
+    }
+    static const char ok[] = "{\"result\":\"ignored\"}";
+    pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
+}
+
+/* ---------- ops: reviews and challenges ---------- */
+
+static void list_reviews_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    pc_respond_json_text(req, 200, pc_db_get(res, 0, 0));
+}
+
+static void list_reviews(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    if (pc_db_query(app->db,
+                    "SELECT json_build_object('reviews', coalesce(json_agg(json_build_object("
+                    "'payment_no', payment_no, 'trade_no', trade_no, 'merchant_id', merchant_id, "
+                    "'buyer_id', buyer_id, 'amount', amount, 'currency', currency, 'method', "
+                    "method_type, 'risk_score', risk_score, 'risk_reasons', risk_reasons, "
+                    "'created_at', created_at) ORDER BY created_at), '[]'))::text FROM payments "
+                    "WHERE status = 'REVIEW'",
+                    0, NULL, list_reviews_cb, req) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+static void release_review(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    pc_log_info("review.release", "payment %s released by ops",
+                pc_http_req_param(req, "payment_no"));
+    if (pc_engine_continue(app->engine, pc_http_req_param(req, "payment_no"), NULL,
+                           answer_engine, req) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+static void reject_review(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    pc_log_info("review.reject", "payment %s rejected by ops",
+                pc_http_req_param(req, "payment_no"));
+    if (pc_engine_reject(app->engine, pc_http_req_param(req, "payment_no"), answer_engine, req) <
+        0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+static void get_challenge(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *q[] = {pc_http_req_param(req, "id")};
+    if (pc_db_query(app->db,
+                    "SELECT json_build_object('challenge_id', challenge_id, 'payment_no', "
+                    "payment_no, 'status', status, 'code', demo_code)::text FROM challenges "
+                    "WHERE challenge_id = $1",
+                    1, q, list_reviews_cb, req) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+void pc_app_routes_pay(pc_app_t *app)
+{
+    pc_metrics_describe("pc_risk_decisions_total", PC_METRIC_COUNTER, "risk decisions");
+    pc_metrics_describe("pc_channel_callbacks_total", PC_METRIC_COUNTER,
+                        "verified channel callbacks");
+    pc_router_add(app->api, "POST", "/v1/cashier/pay", pay, app);
+    pc_router_add(app->api, "GET", "/v1/payments/{payment_no}", get_payment, app);
+    pc_router_add(app->api, "POST", "/v1/buyers/{buyer_id}/cards", bind_card, app);
+    pc_router_add(app->api, "POST", "/channel-callbacks/{channel_id}", channel_callback, app);
+    pc_router_add(app->admin, "GET", "/admin/reviews", list_reviews, app);
+    pc_router_add(app->admin, "POST", "/admin/payments/{payment_no}/release", release_review, app);
+    pc_router_add(app->admin, "POST", "/admin/payments/{payment_no}/reject", reject_review, app);
+    pc_router_add(app->admin, "GET", "/admin/challenges/{id}", get_challenge, app);
+}

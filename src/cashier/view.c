@@ -1,0 +1,175 @@
+#include "cashier/cashier.h"
+#include "core/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char view_sql[] =
+    "SELECT json_build_object("
+    "'trade', (SELECT row_to_json(x) FROM (SELECT trade_no, merchant_id, product, status, "
+    "amount, currency, buyer_id, extract(epoch FROM expires_at)::bigint AS expires_at FROM trades "
+    "WHERE trade_no = $1 AND merchant_id = $2) x), "
+    "'buyer', (SELECT row_to_json(b) FROM (SELECT buyer_id, status, (extract(epoch FROM now() - "
+    "created_at) / 86400)::int AS age_days FROM buyers WHERE buyer_id = $3) b), "
+    "'wallet', coalesce((SELECT balance FROM ledger_accounts WHERE account_id = 'buyer:' || $3 "
+    "|| ':wallet:' || (SELECT currency FROM trades WHERE trade_no = $1)), 0), "
+    "'coupons', (SELECT coalesce(json_agg(c ORDER BY amount DESC, coupon_id), '[]') FROM (SELECT "
+    "coupon_id, amount, currency, min_amount, funded_by, merchant_id FROM coupons WHERE buyer_id "
+    "= $3 AND status = 'AVAILABLE' AND expires_at > now() AND currency = (SELECT currency FROM "
+    "trades WHERE trade_no = $1) AND (merchant_id IS NULL OR merchant_id = $2)) c), "
+    "'cards', (SELECT coalesce(json_agg(k ORDER BY created_at DESC), '[]') FROM (SELECT "
+    "card_id, channel_id, token, brand, bin, last4, exp_month, exp_year, created_at FROM cards "
+    "WHERE buyer_id = $3 AND status = 'ACTIVE') k), "
+    "'usage', (SELECT row_to_json(u) FROM (SELECT coalesce(sum(amount) FILTER (WHERE created_at "
+    ">= now() - interval '24 hours'), 0) AS day, coalesce(sum(amount), 0) AS month, count(*) "
+    "FILTER (WHERE created_at >= now() - interval '1 hour') AS attempts_1h FROM payments WHERE "
+    "buyer_id = $3 AND status IN ('SUCCESS', 'PROCESSING', 'UNKNOWN', 'REVIEW') AND created_at >= "
+    "now() - interval '30 days') u), "
+    "'card_usage', (SELECT coalesce(json_object_agg(card_id, s), '{}') FROM (SELECT card_id, "
+    "sum(amount) AS s FROM payments WHERE buyer_id = $3 AND card_id IS NOT NULL AND status IN "
+    "('SUCCESS', 'PROCESSING', 'UNKNOWN', 'REVIEW') AND created_at >= now() - interval '24 hours' "
+    "GROUP BY card_id) cu), "
+    "'open_attempts', (SELECT count(*) FROM payments WHERE trade_no = $1 AND status IN "
+    "('CREATED', 'PROCESSING', 'UNKNOWN', 'REVIEW')), "
+    "'last_method', (SELECT method_type FROM payments WHERE buyer_id = $3 AND status = 'SUCCESS' "
+    "ORDER BY created_at DESC LIMIT 1), "
+    "'type_counts', (SELECT coalesce(json_object_agg(method_type, n), '{}') FROM (SELECT "
+    "method_type, count(*) AS n FROM payments WHERE buyer_id = $3 AND status = 'SUCCESS' GROUP "
+    "BY method_type) tc), "
+    "'now', extract(epoch FROM now())::bigint)::text";
+
+typedef struct {
+    pc_cashier_view_cb cb;
+    void *data;
+} load_t;
+
+static int64_t jint(json_t *o, const char *k)
+{
+    return (int64_t)json_integer_value(json_object_get(o, k));
+}
+
+static void load_cb(void *data, int status, pc_db_res_t *res)
+{
+    load_t *l = data;
+    if (status) {
+        l->cb(l->data, status, NULL);
+        free(l);
+        return;
+    }
+    pc_cashier_view_t v;
+    memset(&v, 0, sizeof v);
+    v.json = json_loads(pc_db_get(res, 0, 0), 0, NULL);
+    if (!v.json) {
+        l->cb(l->data, PC_EIO, NULL);
+        free(l);
+        return;
+    }
+    v.trade = json_object_get(v.json, "trade");
+    if (json_is_null(v.trade))
+        v.trade = NULL;
+    v.buyer = json_object_get(v.json, "buyer");
+    if (json_is_null(v.buyer))
+        v.buyer = NULL;
+    v.wallet = jint(v.json, "wallet");
+    v.coupons = json_object_get(v.json, "coupons");
+    v.cards = json_object_get(v.json, "cards");
+    json_t *u = json_object_get(v.json, "usage");
+    v.used_day = jint(u, "day");
+    v.used_month = jint(u, "month");
+    v.attempts_1h = jint(u, "attempts_1h");
+    v.card_usage = json_object_get(v.json, "card_usage");
+    v.open_attempts = jint(v.json, "open_attempts");
+    v.last_method = json_string_value(json_object_get(v.json, "last_method"));
+    v.type_counts = json_object_get(v.json, "type_counts");
+    v.now = jint(v.json, "now");
+    l->cb(l->data, 0, &v);
+    json_decref(v.json);
+    free(l);
+}
+
+int pc_cashier_load(pc_app_t *app, const char *merchant_id, const char *trade_no,
+                    const char *buyer_id, pc_cashier_view_cb cb, void *data)
+{
+    load_t *l = calloc(1, sizeof *l);
+    if (!l)
+        return PC_ENOMEM;
+    l->cb = cb;
+    l->data = data;
+    const char *p[] = {trade_no, merchant_id, buyer_id ? buyer_id : ""};
+    int rc = pc_db_query(app->db, view_sql, 3, p, load_cb, l);
+    if (rc < 0)
+        free(l);
+    return rc;
+}
+
+const char *pc_cashier_payable(const pc_cashier_view_t *v, const char *buyer_id, char *msg,
+                               size_t msglen)
+{
+    if (!v->trade) {
+        snprintf(msg, msglen, "no such trade");
+        return "NOT_FOUND";
+    }
+    const char *st = json_string_value(json_object_get(v->trade, "status"));
+    if (strcmp(st, "WAIT_BUYER_PAY") != 0) {
+        snprintf(msg, msglen, "the trade is %s", st);
+        return "INVALID_STATE";
+    }
+    if (jint(v->trade, "expires_at") <= v->now) {
+        snprintf(msg, msglen, "the trade has expired");
+        return "INVALID_STATE";
+    }
+    const char *tb = json_string_value(json_object_get(v->trade, "buyer_id"));
+    if (tb && buyer_id && strcmp(tb, buyer_id) != 0) {
+        snprintf(msg, msglen, "the trade belongs to another buyer");
+        return "INVALID_REQUEST";
+    }
+    return NULL;
+}
+
+const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, const char *card_id,
+                             int64_t amount)
+{
+    if (v->used_day + amount > pc_config_int(app->cfg, "limits.buyer_daily") ||
+        v->used_month + amount > pc_config_int(app->cfg, "limits.buyer_monthly"))
+        return "LIMIT_EXCEEDED";
+    if (card_id &&
+        jint(v->card_usage, card_id) + amount > pc_config_int(app->cfg, "limits.card_daily"))
+        return "LIMIT_EXCEEDED";
+    return NULL;
+}
+
+const char *pc_money_text(int64_t amount, const char *currency, char *buf, size_t len)
+{
+    int zero_dec = !strcmp(currency, "JPY") || !strcmp(currency, "KRW");
+    if (zero_dec)
+        snprintf(buf, len, "%lld", (long long)amount);
+    else
+        snprintf(buf, len, "%s%lld.%02lld", amount < 0 ? "-" : "",
+                 (long long)(amount < 0 ? -amount : amount) / 100,
+                 (long long)(amount < 0 ? -amount : amount) % 100);
+    return buf;
+}
+
+static json_t *find_by(json_t *list, const char *key, const char *id)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e)
+    {
+        const char *v = json_string_value(json_object_get(e, key));
+        if (v && !strcmp(v, id))
+            return e;
+    }
+    return NULL;
+}
+
+json_t *pc_cashier_coupon(const pc_cashier_view_t *v, const char *coupon_id)
+{
+    return find_by(v->coupons, "coupon_id", coupon_id);
+}
+
+json_t *pc_cashier_card(const pc_cashier_view_t *v, const char *card_id)
+{
+    return find_by(v->cards, "card_id", card_id);
+}

@@ -1,0 +1,994 @@
+#include "engine/engine.h"
+#include "acquiring/trade_state.h"
+#include "auth/sign.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "ledger/ledger.h"
+
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Statuses of an attempt still in flight: only one per trade at a time. */
+#define OPEN_STATUSES "('CREATED', 'PROCESSING', 'UNKNOWN', 'REVIEW')"
+
+struct pc_engine {
+    pc_app_t *app;
+    pc_channel_client_t *ch;
+};
+
+/* One operation on one payment; owns copies of everything it needs. */
+typedef struct op {
+    pc_engine_t *e;
+    pc_engine_cb cb;
+    void *data;
+    pc_db_tx_t *tx;
+    char payment_no[40], trade_no[40], merchant_id[65], buyer_id[65], method[16], currency[4];
+    int64_t amount, balance_amount, coupon_amount, external_amount;
+    char coupon_id[48], coupon_funder[65], card_id[48], card_token[80], card_brand[24],
+        card_last4[8], buyer_code[65];
+    char route[PC_ROUTE_MAX][33];
+    int nroute, attempt;
+    int has_card;
+    char pan[24], cvv[8], holder[64];
+    pc_ch_card_t card;
+    /* For finalising. */
+    pc_ch_result_t result;
+    char failure_code[48], failure_message[160];
+    int step_failed;
+    int inflight_only; /* a late answer: only PROCESSING/UNKNOWN may change */
+    pc_api_err_t err;
+    char err_msg[160];
+} op_t;
+
+static void op_free(op_t *o)
+{
+    /* The card number only ever lived here. */
+    OPENSSL_cleanse(o->pan, sizeof o->pan);
+    OPENSSL_cleanse(o->cvv, sizeof o->cvv);
+    free(o);
+}
+
+static op_t *op_new(pc_engine_t *e, pc_engine_cb cb, void *data)
+{
+    op_t *o = calloc(1, sizeof *o);
+    if (o) {
+        o->e = e;
+        o->cb = cb;
+        o->data = data;
+    }
+    return o;
+}
+
+pc_engine_t *pc_engine_new(pc_app_t *app, pc_channel_client_t *channels)
+{
+    pc_engine_t *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->app = app;
+    e->ch = channels;
+    pc_metrics_describe("pc_payments_total", PC_METRIC_COUNTER,
+                        "payments finished, by method, channel and status");
+    return e;
+}
+
+void pc_engine_free(pc_engine_t *e)
+{
+    free(e);
+}
+
+static void count_payment(const op_t *o, const char *status)
+{
+    char labels[160];
+    snprintf(labels, sizeof labels, "method=\"%s\",channel=\"%s\",status=\"%s\"", o->method,
+             o->nroute ? o->route[o->attempt < o->nroute ? o->attempt : 0] : "", status);
+    pc_metrics_add("pc_payments_total", labels, 1);
+}
+
+/* ---------- the payment as the API shows it ---------- */
+
+#define PAYMENT_SQL                                                                                \
+    "SELECT p.payment_no, p.trade_no, p.status, p.amount, p.currency, p.method_type, "             \
+    "p.balance_amount, p.coupon_amount, p.external_amount, p.coupon_id, p.channel_id, "            \
+    "p.action::text AS action, p.failure_code, p.failure_message, p.risk_decision, p.risk_score, " \
+    "p.risk_reasons::text AS risk_reasons, p.rule_versions::text AS rule_versions, "               \
+    "p.challenge_id, p.needs_error_refund, p.card_brand, p.card_last4, t.status AS trade_status, " \
+    "to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at "    \
+    "FROM payments p JOIN trades t USING (trade_no) WHERE p.payment_no = $1"
+
+static const char *col(pc_db_res_t *res, const char *name)
+{
+    int c = pc_db_col(res, name);
+    return pc_db_isnull(res, 0, c) ? NULL : pc_db_get(res, 0, c);
+}
+
+static json_t *payment_json(pc_db_res_t *res)
+{
+    const char *st = col(res, "status");
+    /* Inside states are shown as the API's four. */
+    const char *shown = !strcmp(st, "UNKNOWN") || !strcmp(st, "CREATED") ? "PROCESSING"
+                        : !strcmp(st, "CHALLENGE")                       ? "PROCESSING"
+                                                                         : st;
+    json_t *components = json_array();
+    const char *types[] = {"COUPON", "BALANCE", NULL};
+    int64_t parts[] = {pc_db_val_i64(res, 0, "coupon_amount"),
+                       pc_db_val_i64(res, 0, "balance_amount"),
+                       pc_db_val_i64(res, 0, "external_amount")};
+    for (int i = 0; i < 3; i++) {
+        if (parts[i] <= 0)
+            continue;
+        const char *t = types[i] ? types[i] : col(res, "method_type");
+        json_array_append_new(components, json_pack("{s:s,s:I}", "type", t, "amount",
+                                                    (json_int_t)parts[i]));
+    }
+    json_t *action = NULL;
+    const char *a = col(res, "action");
+    if (a)
+        action = json_loads(a, 0, NULL);
+    if (!strcmp(st, "CHALLENGE") && col(res, "challenge_id"))
+        action = json_pack("{s:s,s:s}", "type", "CHALLENGE", "challenge_id",
+                           col(res, "challenge_id"));
+    json_t *failure = json_null();
+    if (col(res, "failure_code"))
+        failure = json_pack("{s:s,s:s}", "code", col(res, "failure_code"), "message",
+                            col(res, "failure_message") ? col(res, "failure_message") : "");
+    json_t *versions = json_loads(col(res, "rule_versions") ? col(res, "rule_versions") : "{}", 0,
+                                  NULL);
+    json_t *risk = json_pack("{s:s?,s:O?}", "decision", col(res, "risk_decision"), "rule_version",
+                             json_object_get(versions, "risk"));
+    if (col(res, "risk_score"))
+        json_object_set_new(risk, "score", json_integer(pc_db_val_i64(res, 0, "risk_score")));
+    if (col(res, "risk_reasons"))
+        json_object_set_new(risk, "reasons", json_loads(col(res, "risk_reasons"), 0, NULL));
+    json_decref(versions);
+    json_t *p = json_pack("{s:s,s:s,s:s,s:I,s:s,s:s,s:o,s:s?,s:o,s:o,s:s,s:o,s:s}", "payment_no",
+                          col(res, "payment_no"), "trade_no", col(res, "trade_no"), "status", shown,
+                          "amount", (json_int_t)pc_db_val_i64(res, 0, "amount"), "currency",
+                          col(res, "currency"), "method", col(res, "method_type"), "components",
+                          components, "channel_id", col(res, "channel_id"), "action",
+                          action ? action : json_null(), "failure", failure, "trade_status",
+                          col(res, "trade_status"), "risk", risk, "created_at",
+                          col(res, "created_at"));
+    if (!col(res, "channel_id"))
+        json_object_set_new(p, "channel_id", json_null());
+    if (col(res, "card_last4"))
+        json_object_set_new(p, "card", json_pack("{s:s?,s:s}", "brand", col(res, "card_brand"),
+                                                 "last4", col(res, "card_last4")));
+    if (col(res, "needs_error_refund")[0] == 't') {
+        json_object_set_new(p, "error_refund", json_true());
+        json_object_set_new(p, "message",
+                            json_string("the trade was closed or already paid; this payment is "
+                                        "being returned in full"));
+    }
+    return p;
+}
+
+typedef struct {
+    pc_engine_cb cb;
+    void *data;
+} get_t;
+
+static void get_cb(void *data, int status, pc_db_res_t *res)
+{
+    get_t *g = data;
+    if (status)
+        g->cb(g->data, status == PC_EUNAVAIL ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
+              "database unavailable", NULL);
+    else if (pc_db_rows(res) == 0)
+        g->cb(g->data, PC_API_NOT_FOUND, "no such payment", NULL);
+    else
+        g->cb(g->data, PC_API_OK, NULL, payment_json(res));
+    free(g);
+}
+
+int pc_engine_get(pc_engine_t *e, const char *payment_no, const char *merchant_id,
+                  pc_engine_cb cb, void *data)
+{
+    get_t *g = calloc(1, sizeof *g);
+    if (!g)
+        return PC_ENOMEM;
+    g->cb = cb;
+    g->data = data;
+    const char *p[] = {payment_no, merchant_id};
+    int rc = merchant_id ? pc_db_query(e->app->db, PAYMENT_SQL " AND p.merchant_id = $2", 2, p,
+                                       get_cb, g)
+                         : pc_db_query(e->app->db, PAYMENT_SQL, 1, p, get_cb, g);
+    if (rc < 0)
+        free(g);
+    return rc;
+}
+
+/* Ends an operation: answer with the payment as it now is. */
+static void finish(op_t *o)
+{
+    if (o->err != PC_API_OK) {
+        if (o->cb)
+            o->cb(o->data, o->err, o->err_msg, NULL);
+        op_free(o);
+        return;
+    }
+    if (!o->cb || pc_engine_get(o->e, o->payment_no, NULL, o->cb, o->data) < 0) {
+        if (o->cb)
+            o->cb(o->data, PC_API_UNAVAILABLE, "database unavailable", NULL);
+    }
+    op_free(o);
+}
+
+static void fail_op(op_t *o, pc_api_err_t err, const char *msg)
+{
+    if (o->tx) {
+        pc_db_tx_rollback(o->tx);
+        o->tx = NULL;
+    }
+    o->err = err;
+    snprintf(o->err_msg, sizeof o->err_msg, "%s", msg);
+    finish(o);
+}
+
+static void commit_then_finish_cb(void *data, int status)
+{
+    op_t *o = data;
+    o->tx = NULL;
+    if (status) {
+        o->err = status == PC_EUNAVAIL ? PC_API_UNAVAILABLE : PC_API_INTERNAL;
+        snprintf(o->err_msg, sizeof o->err_msg, "%s",
+                 o->step_failed == 1 ? "insufficient balance" : "could not record the payment");
+        if (o->step_failed == 1)
+            o->err = PC_API_INSUFFICIENT_BALANCE;
+    }
+    finish(o);
+}
+
+/* Notes a failed statement without deciding yet: the commit reports it. */
+static void step_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    (void)res;
+    if (status && !o->step_failed)
+        o->step_failed = 2;
+}
+
+static void ledger_step_cb(void *data, int status, int64_t txn_id)
+{
+    op_t *o = data;
+    (void)txn_id;
+    if (status == PC_LEDGER_INSUFFICIENT && !o->step_failed)
+        o->step_failed = 1;
+    else if (status && !o->step_failed)
+        o->step_failed = 2;
+}
+
+/* ---------- ledger helpers ---------- */
+
+static int post(op_t *o, const char *kind, pc_ledger_leg_t *legs, size_t n)
+{
+    if (n < 2)
+        return 0;
+    pc_ledger_txn_t t = {kind, "payment", o->payment_no, o->trade_no, legs, n};
+    return pc_ledger_post(o->tx, &t, ledger_step_cb, o);
+}
+
+typedef struct {
+    pc_ledger_leg_t legs[4];
+    char ids[4][PC_LEDGER_ID_MAX + 1];
+    size_t n;
+} legs_t;
+
+static void leg(legs_t *l, pc_ledger_type_t type, const char *owner, const char *cur, int64_t amt)
+{
+    if (amt == 0 || l->n == 4)
+        return;
+    pc_ledger_account_id(l->ids[l->n], sizeof l->ids[l->n], type, owner, cur);
+    l->legs[l->n] = (pc_ledger_leg_t){l->ids[l->n], amt, cur};
+    l->n++;
+}
+
+/* ---------- channel attempts ---------- */
+
+static void attempt(op_t *o);
+static void capture(op_t *o);
+static void release(op_t *o);
+
+static void mark_pending_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    (void)status;
+    (void)res;
+    finish(o);
+}
+
+/* The channel took the payment but its outcome comes later. */
+static void leave_pending(op_t *o, const pc_ch_result_t *r)
+{
+    char *action = r->action ? json_dumps(r->action, JSON_COMPACT) : NULL;
+    const char *st = r->status == PC_CH_PROCESSING ? "PROCESSING" : "UNKNOWN";
+    const char *p[] = {o->payment_no, st, action, r->channel_txn_id[0] ? r->channel_txn_id : NULL};
+    count_payment(o, st);
+    if (pc_db_query(o->e->app->db,
+                    "UPDATE payments SET status = $2, action = coalesce($3::jsonb, action), "
+                    "channel_txn_id = coalesce($4, channel_txn_id), next_query_at = now() + "
+                    "interval '5 seconds', updated_at = now() WHERE payment_no = $1 AND status "
+                    "IN ('PROCESSING', 'UNKNOWN')",
+                    4, p, mark_pending_cb, o) < 0)
+        finish(o);
+    free(action);
+}
+
+static void next_channel_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    (void)res;
+    if (status) {
+        /* Could not record the switch: stop here; the repair job finds it. */
+        finish(o);
+        return;
+    }
+    attempt(o);
+}
+
+static void pay_cb(void *data, const pc_ch_result_t *r)
+{
+    op_t *o = data;
+    o->result = *r;
+    o->result.action = NULL; /* borrowed, only valid now */
+    switch (r->status) {
+    case PC_CH_SUCCESS:
+        capture(o);
+        return;
+    case PC_CH_PROCESSING:
+    case PC_CH_UNKNOWN:
+    case PC_CH_RETURNED:
+        leave_pending(o, r);
+        return;
+    case PC_CH_FAILED:
+        if (r->retryable && o->attempt + 1 < o->nroute) {
+            pc_log_info("engine.fallback", "payment %s: %s declined %s (retryable), trying %s",
+                        o->payment_no, o->route[o->attempt], r->code, o->route[o->attempt + 1]);
+            count_payment(o, "RETRIED");
+            o->attempt++;
+            char n[16];
+            snprintf(n, sizeof n, "%d", o->attempt + 1);
+            const char *p[] = {o->payment_no, o->route[o->attempt], n};
+            if (pc_db_query(o->e->app->db,
+                            "UPDATE payments SET channel_id = $2, attempt = $3::int, updated_at = "
+                            "now() WHERE payment_no = $1 AND status = 'PROCESSING'",
+                            3, p, next_channel_cb, o) < 0)
+                finish(o);
+            return;
+        }
+        snprintf(o->failure_code, sizeof o->failure_code, "%s", r->code[0] ? r->code : "DECLINED");
+        snprintf(o->failure_message, sizeof o->failure_message, "%s", r->message);
+        release(o);
+        return;
+    }
+}
+
+static void attempt(op_t *o)
+{
+    pc_ch_pay_t req = {
+        .channel_id = o->route[o->attempt],
+        .payment_no = o->payment_no,
+        .amount = o->external_amount,
+        .currency = o->currency,
+        .method = o->method,
+        .card_token = o->card_token[0] ? o->card_token : NULL,
+        .card = o->has_card && !o->card_token[0] ? &o->card : NULL,
+        .buyer_code = o->buyer_code[0] ? o->buyer_code : NULL,
+    };
+    if (pc_channel_pay(o->e->ch, &req, pay_cb, o) < 0) {
+        /* The channel vanished from the configuration: nothing was sent. */
+        pc_ch_result_t r;
+        memset(&r, 0, sizeof r);
+        r.status = PC_CH_FAILED;
+        r.retryable = 1;
+        snprintf(r.code, sizeof r.code, "CHANNEL_UNAVAILABLE");
+        pay_cb(o, &r);
+    }
+}
+
+/* ---------- capture: the money arrived ---------- */
+
+typedef struct {
+    op_t *o;
+} cap_t;
+
+static void capture_commit_cb(void *data, int status)
+{
+    op_t *o = data;
+    o->tx = NULL;
+    if (status) {
+        /* Not recorded: the payment stays as it was; a query or callback
+         * will apply the success again. */
+        pc_log_warn("engine.capture_failed", "payment %s: %s; left for repair", o->payment_no,
+                    pc_strerror(status));
+    }
+    finish(o);
+}
+
+static void orphan(op_t *o)
+{
+    /* The trade cannot take this money: hold all of it for the error refund. */
+    legs_t l = {.n = 0};
+    leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, -o->balance_amount);
+    leg(&l, o->coupon_funder[0] ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
+        o->coupon_funder[0] ? o->coupon_funder : NULL, o->currency, -o->coupon_amount);
+    leg(&l, PC_LEDGER_CHANNEL_CLEARING, o->route[o->attempt], o->currency, -o->external_amount);
+    leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, o->amount);
+    post(o, "PAY_ORPHAN", l.legs, l.n);
+    const char *p[] = {o->payment_no};
+    pc_db_tx_query(o->tx, "UPDATE payments SET needs_error_refund = true WHERE payment_no = $1", 1,
+                   p, step_cb, o);
+    pc_log_warn("engine.orphan_payment",
+                "payment %s succeeded but trade %s is no longer payable: error refund due",
+                o->payment_no, o->trade_no);
+    count_payment(o, "ORPHANED");
+}
+
+static void paid_cb(void *data, int status, const char *trade_status)
+{
+    op_t *o = data;
+    (void)trade_status;
+    if (status == PC_ECONFLICT)
+        orphan(o);
+    else if (status && !o->step_failed)
+        o->step_failed = 2;
+    if (o->coupon_id[0]) {
+        const char *p[] = {o->coupon_id, o->payment_no};
+        pc_db_tx_query(o->tx,
+                       "UPDATE coupons SET status = 'USED' WHERE coupon_id = $1 AND payment_no = $2",
+                       2, p, step_cb, o);
+    }
+    count_payment(o, "SUCCESS");
+    pc_db_tx_commit(o->tx, capture_commit_cb, o);
+}
+
+static void captured_row_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (status || pc_db_rows(res) == 0) {
+        /* Someone else finished it (callback or query), or it failed. */
+        pc_db_tx_rollback(o->tx);
+        o->tx = NULL;
+        finish(o);
+        return;
+    }
+    /* Reload what this payment is made of: the row is the truth (a callback
+     * may finish a payment this process never started). */
+    snprintf(o->trade_no, sizeof o->trade_no, "%s", pc_db_val(res, 0, "trade_no"));
+    snprintf(o->currency, sizeof o->currency, "%s", pc_db_val(res, 0, "currency"));
+    snprintf(o->method, sizeof o->method, "%s", pc_db_val(res, 0, "method_type"));
+    snprintf(o->route[0], sizeof o->route[0], "%s", pc_db_val(res, 0, "channel_id"));
+    o->attempt = 0;
+    o->nroute = o->nroute ? o->nroute : 1;
+    o->amount = pc_db_val_i64(res, 0, "amount");
+    o->balance_amount = pc_db_val_i64(res, 0, "balance_amount");
+    o->coupon_amount = pc_db_val_i64(res, 0, "coupon_amount");
+    o->external_amount = pc_db_val_i64(res, 0, "external_amount");
+    snprintf(o->coupon_id, sizeof o->coupon_id, "%s", pc_db_val(res, 0, "coupon_id"));
+    snprintf(o->coupon_funder, sizeof o->coupon_funder, "%s", pc_db_val(res, 0, "coupon_funder"));
+    legs_t l = {.n = 0};
+    leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, -o->balance_amount);
+    leg(&l, o->coupon_funder[0] ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
+        o->coupon_funder[0] ? o->coupon_funder : NULL, o->currency, -o->coupon_amount);
+    leg(&l, PC_LEDGER_CHANNEL_CLEARING, o->route[0], o->currency, -o->external_amount);
+    pc_trade_payment_t pay = {o->trade_no, o->payment_no, o->amount, o->currency, l.legs, l.n};
+    if (pc_trade_mark_paid(o->tx, &pay, paid_cb, o) < 0)
+        fail_op(o, PC_API_INTERNAL, "cannot apply the payment");
+}
+
+static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    op_t *o = data;
+    if (status) {
+        finish(o);
+        return;
+    }
+    o->tx = tx;
+    const pc_ch_result_t *r = &o->result;
+    const char *p[] = {o->payment_no,
+                       r->channel_txn_id[0] ? r->channel_txn_id : NULL,
+                       r->card_token[0] ? r->card_token : NULL,
+                       r->card_brand[0] ? r->card_brand : NULL,
+                       r->card_last4[0] ? r->card_last4 : NULL};
+    if (pc_db_tx_query(tx,
+                       "UPDATE payments p SET status = 'SUCCESS', channel_txn_id = "
+                       "coalesce($2, p.channel_txn_id), card_token = coalesce($3, p.card_token), "
+                       "card_brand = coalesce($4, p.card_brand), card_last4 = coalesce($5, "
+                       "p.card_last4), action = NULL, finished_at = now(), updated_at = now() "
+                       "WHERE p.payment_no = $1 AND p.status IN ('PROCESSING', 'UNKNOWN') "
+                       "RETURNING p.trade_no, p.currency, p.method_type, p.channel_id, p.amount, "
+                       "p.balance_amount, p.coupon_amount, p.external_amount, "
+                       "coalesce(p.coupon_id, '') AS coupon_id, coalesce((SELECT c.merchant_id "
+                       "FROM coupons c WHERE c.coupon_id = p.coupon_id AND c.funded_by = "
+                       "'MERCHANT'), '') AS coupon_funder",
+                       5, p, captured_row_cb, o) < 0)
+        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+}
+
+static void capture(op_t *o)
+{
+    if (pc_db_begin(o->e->app->db, NULL, capture_begin_cb, o) < 0)
+        finish(o);
+}
+
+/* ---------- release: the payment failed ---------- */
+
+static void released_row_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (status || pc_db_rows(res) == 0) {
+        pc_db_tx_rollback(o->tx);
+        o->tx = NULL;
+        finish(o);
+        return;
+    }
+    const char *cur = pc_db_val(res, 0, "currency");
+    int64_t held = pc_db_val_i64(res, 0, "balance_amount");
+    const char *buyer = pc_db_val(res, 0, "buyer_id");
+    legs_t l = {.n = 0};
+    leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, cur, -held);
+    leg(&l, PC_LEDGER_BUYER_WALLET, buyer, cur, held);
+    if (strcmp(pc_db_val(res, 0, "held"), "t") == 0)
+        post(o, "PAY_RELEASE", l.legs, l.n);
+    const char *p[] = {o->payment_no};
+    pc_db_tx_query(o->tx,
+                   "UPDATE coupons SET status = 'AVAILABLE', payment_no = NULL WHERE payment_no = "
+                   "$1 AND status = 'LOCKED'",
+                   1, p, step_cb, o);
+    count_payment(o, "FAILED");
+    pc_db_tx_commit(o->tx, capture_commit_cb, o);
+}
+
+static void release_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    op_t *o = data;
+    if (status) {
+        finish(o);
+        return;
+    }
+    o->tx = tx;
+    const char *p[] = {o->payment_no, o->failure_code, o->failure_message,
+                       o->inflight_only ? "f" : "t"};
+    /* "held" tells whether the balance went to escrow (a REVIEW never held). */
+    if (pc_db_tx_query(tx,
+                       "UPDATE payments SET status = 'FAILED', failure_code = $2, "
+                       "failure_message = $3, action = NULL, finished_at = now(), updated_at = "
+                       "now() WHERE payment_no = $1 AND (status IN ('PROCESSING', 'UNKNOWN') OR "
+                       "($4::boolean AND status IN ('REVIEW', 'CHALLENGE'))) RETURNING currency, "
+                       "balance_amount, "
+                       "coalesce(buyer_id, '') AS buyer_id, (EXISTS (SELECT 1 FROM ledger_txns "
+                       "WHERE kind = 'PAY_HOLD' AND ref_type = 'payment' AND ref_id = $1))::text "
+                       "AS held",
+                       4, p, released_row_cb, o) < 0)
+        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+}
+
+static void release(op_t *o)
+{
+    if (pc_db_begin(o->e->app->db, NULL, release_begin_cb, o) < 0)
+        finish(o);
+}
+
+/* ---------- start: record, hold, then go ---------- */
+
+static void hold_commit_cb(void *data, int status)
+{
+    op_t *o = data;
+    o->tx = NULL;
+    if (status) {
+        o->err = o->step_failed == 1 ? PC_API_INSUFFICIENT_BALANCE
+                 : o->step_failed == 3 ? PC_API_INVALID_REQUEST
+                 : status == PC_EUNAVAIL ? PC_API_UNAVAILABLE
+                                         : PC_API_INTERNAL;
+        snprintf(o->err_msg, sizeof o->err_msg, "%s",
+                 o->step_failed == 1   ? "the wallet balance is not enough"
+                 : o->step_failed == 3 ? "the coupon cannot be used"
+                                       : "could not record the payment");
+        finish(o);
+        return;
+    }
+    if (o->external_amount > 0)
+        attempt(o);
+    else
+        finish(o);
+}
+
+static void coupon_locked_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (!status && pc_db_affected(res) == 0 && !o->step_failed)
+        o->step_failed = 3;
+    else if (status && !o->step_failed)
+        o->step_failed = 2;
+}
+
+static void internal_paid_cb(void *data, int status, const char *trade_status)
+{
+    op_t *o = data;
+    (void)trade_status;
+    if (status && !o->step_failed)
+        o->step_failed = 2; /* the trade was locked and payable: a failure here is real */
+    if (!status)
+        count_payment(o, "SUCCESS");
+    pc_db_tx_commit(o->tx, hold_commit_cb, o);
+}
+
+/* The payment row is in: lock the coupon, move the balance, and either pay
+ * the trade now (nothing external) or leave it to the channel. */
+static void hold(op_t *o, const char *status)
+{
+    if (o->coupon_id[0]) {
+        const char *p[] = {o->coupon_id, o->payment_no, o->currency, o->buyer_id};
+        char amt[24];
+        snprintf(amt, sizeof amt, "%lld", (long long)o->amount);
+        const char *p2[] = {p[0], p[1], p[2], p[3], amt};
+        pc_db_tx_query(o->tx,
+                       "UPDATE coupons SET status = 'LOCKED', payment_no = $2 WHERE coupon_id = "
+                       "$1 AND status = 'AVAILABLE' AND currency = $3 AND buyer_id = $4 AND "
+                       "expires_at > now() AND min_amount <= $5::bigint",
+                       5, p2, coupon_locked_cb, o);
+    }
+    if (!strcmp(status, "CREATED")) {
+        /* Wallet and coupon only: pay the trade in this same transaction. */
+        legs_t l = {.n = 0};
+        leg(&l, PC_LEDGER_BUYER_WALLET, o->buyer_id, o->currency, -o->balance_amount);
+        leg(&l, o->coupon_funder[0] ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
+            o->coupon_funder[0] ? o->coupon_funder : NULL, o->currency, -o->coupon_amount);
+        const char *p[] = {o->payment_no};
+        pc_db_tx_query(o->tx,
+                       "UPDATE payments SET status = 'SUCCESS', finished_at = now() WHERE "
+                       "payment_no = $1",
+                       1, p, step_cb, o);
+        if (o->coupon_id[0]) {
+            const char *cp[] = {o->coupon_id, o->payment_no};
+            pc_db_tx_query(o->tx,
+                           "UPDATE coupons SET status = 'USED' WHERE coupon_id = $1 AND "
+                           "payment_no = $2",
+                           2, cp, step_cb, o);
+        }
+        pc_trade_payment_t pay = {o->trade_no, o->payment_no, o->amount, o->currency, l.legs, l.n};
+        if (pc_trade_mark_paid(o->tx, &pay, internal_paid_cb, o) < 0)
+            fail_op(o, PC_API_INTERNAL, "cannot apply the payment");
+        return;
+    }
+    if (!strcmp(status, "PROCESSING") && o->balance_amount > 0) {
+        legs_t l = {.n = 0};
+        leg(&l, PC_LEDGER_BUYER_WALLET, o->buyer_id, o->currency, -o->balance_amount);
+        leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, o->balance_amount);
+        post(o, "PAY_HOLD", l.legs, l.n);
+    }
+    if (strcmp(status, "PROCESSING") != 0)
+        o->external_amount = 0; /* REVIEW / CHALLENGE / FAILED: nothing goes out now */
+    pc_db_tx_commit(o->tx, hold_commit_cb, o);
+}
+
+typedef struct {
+    op_t *o;
+    const char *status;
+    char *route_json, *reasons, *versions;
+    char amounts[4][24];
+    char risk_score[16];
+    const char *risk_decision, *challenge_id, *client_ip, *device_id;
+    char challenge_hash[65], demo_code[16];
+} start_t;
+
+static void start_free(start_t *s)
+{
+    free(s->route_json);
+    free(s->reasons);
+    free(s->versions);
+    free(s);
+}
+
+static void locked_trade_cb(void *data, int status, pc_db_res_t *res)
+{
+    start_t *s = data;
+    op_t *o = s->o;
+    if (status) {
+        start_free(s);
+        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        start_free(s);
+        fail_op(o, PC_API_NOT_FOUND, "no such trade");
+        return;
+    }
+    if (strcmp(pc_db_get(res, 0, 0), "WAIT_BUYER_PAY") != 0) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "the trade is %s", pc_db_get(res, 0, 0));
+        start_free(s);
+        fail_op(o, PC_API_INVALID_STATE, msg);
+        return;
+    }
+    if (pc_db_get_i64(res, 0, 1) > 0) {
+        start_free(s);
+        fail_op(o, PC_API_INVALID_STATE, "another payment of this trade is in progress");
+        return;
+    }
+    const char *p[] = {o->payment_no,
+                       o->trade_no,
+                       o->merchant_id,
+                       o->buyer_id[0] ? o->buyer_id : NULL,
+                       s->status,
+                       s->amounts[0],
+                       o->currency,
+                       o->method,
+                       s->amounts[1],
+                       o->coupon_id[0] ? o->coupon_id : NULL,
+                       s->amounts[2],
+                       s->amounts[3],
+                       o->nroute ? o->route[0] : NULL,
+                       o->card_id[0] ? o->card_id : NULL,
+                       o->card_brand[0] ? o->card_brand : NULL,
+                       o->card_last4[0] ? o->card_last4 : NULL,
+                       s->route_json,
+                       o->failure_code[0] ? o->failure_code : NULL,
+                       o->failure_message[0] ? o->failure_message : NULL,
+                       s->risk_decision,
+                       s->risk_score,
+                       s->reasons,
+                       s->versions,
+                       s->client_ip,
+                       s->device_id,
+                       s->challenge_id,
+                       o->card_token[0] ? o->card_token : NULL};
+    pc_db_tx_query(o->tx,
+                   "INSERT INTO payments (payment_no, trade_no, merchant_id, buyer_id, status, "
+                   "amount, currency, method_type, balance_amount, coupon_id, coupon_amount, "
+                   "external_amount, channel_id, card_id, card_brand, card_last4, route, "
+                   "failure_code, failure_message, risk_decision, risk_score, risk_reasons, "
+                   "rule_versions, client_ip, device_id, challenge_id, card_token, finished_at) "
+                   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
+                   "$16, $17::jsonb, $18, $19, $20, $21::int, $22::jsonb, $23::jsonb, $24, $25, "
+                   "$26, $27, CASE WHEN $5 = 'FAILED' THEN now() END)",
+                   27, p, step_cb, o);
+    if (!strcmp(s->status, "CHALLENGE") && s->challenge_id) {
+        const char *c[] = {s->challenge_id, o->payment_no, s->challenge_hash,
+                           s->demo_code[0] ? s->demo_code : NULL};
+        pc_db_tx_query(o->tx,
+                       "INSERT INTO challenges (challenge_id, payment_no, code_hash, demo_code, "
+                       "expires_at) VALUES ($1, $2, $3, $4, now() + interval '10 minutes')",
+                       4, c, step_cb, o);
+    }
+    const char *st = s->status;
+    start_free(s);
+    hold(o, st);
+}
+
+static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    start_t *s = data;
+    op_t *o = s->o;
+    if (status) {
+        start_free(s);
+        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    o->tx = tx;
+    const char *p[] = {o->trade_no, o->merchant_id};
+    /* The trade row lock serialises every attempt of this trade, on every
+     * node: of two concurrent pays, the second sees the first one open. */
+    if (pc_db_tx_query(tx,
+                       "SELECT status, (SELECT count(*) FROM payments WHERE trade_no = $1 AND "
+                       "status IN " OPEN_STATUSES ") FROM trades WHERE trade_no = $1 AND "
+                       "merchant_id = $2 FOR UPDATE",
+                       2, p, locked_trade_cb, s) < 0) {
+        start_free(s);
+        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+    }
+}
+
+static void copy_order(op_t *o, const pc_pay_order_t *r)
+{
+#define CP(dst, src) snprintf(dst, sizeof dst, "%s", (src) ? (src) : "")
+    CP(o->trade_no, r->trade_no);
+    CP(o->merchant_id, r->merchant_id);
+    CP(o->buyer_id, r->buyer_id);
+    CP(o->method, r->method_type);
+    CP(o->currency, r->currency);
+    CP(o->coupon_id, r->coupon_id);
+    CP(o->coupon_funder, r->coupon_funder);
+    CP(o->card_id, r->card_id);
+    CP(o->card_token, r->card_token);
+    CP(o->card_brand, r->card_brand);
+    CP(o->card_last4, r->card_last4);
+    CP(o->buyer_code, r->buyer_code);
+    o->amount = r->amount;
+    o->balance_amount = r->balance_amount;
+    o->coupon_amount = r->coupon_id ? r->coupon_amount : 0;
+    o->external_amount = r->amount - o->balance_amount - o->coupon_amount;
+    o->nroute = r->nroute < PC_ROUTE_MAX ? r->nroute : PC_ROUTE_MAX;
+    for (int i = 0; i < o->nroute; i++)
+        CP(o->route[i], r->route[i]);
+    if (r->card) {
+        o->has_card = 1;
+        CP(o->pan, r->card->pan);
+        CP(o->cvv, r->card->cvv);
+        CP(o->holder, r->card->holder);
+        o->card = (pc_ch_card_t){o->pan, r->card->exp_month, r->card->exp_year,
+                                 o->cvv[0] ? o->cvv : NULL, o->holder[0] ? o->holder : NULL};
+    }
+#undef CP
+}
+
+int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *r, pc_engine_cb cb, void *data)
+{
+    if (r->amount <= 0 || r->balance_amount < 0 || r->coupon_amount < 0 ||
+        r->balance_amount + (r->coupon_id ? r->coupon_amount : 0) > r->amount)
+        return PC_EINVAL;
+    op_t *o = op_new(e, cb, data);
+    start_t *s = calloc(1, sizeof *s);
+    if (!o || !s) {
+        free(o);
+        free(s);
+        return PC_ENOMEM;
+    }
+    copy_order(o, r);
+    if (o->external_amount > 0 && o->nroute == 0 && !strcmp(r->risk_decision, "ACCEPT")) {
+        free(s);
+        op_free(o);
+        return PC_EINVAL;
+    }
+    char hex[21];
+    pc_random_hex(hex, sizeof hex, 10);
+    snprintf(o->payment_no, sizeof o->payment_no, "P%s", hex);
+    s->o = o;
+    const char *d = r->risk_decision ? r->risk_decision : "ACCEPT";
+    s->status = !strcmp(d, "REJECT")      ? "FAILED"
+                : !strcmp(d, "REVIEW")    ? "REVIEW"
+                : !strcmp(d, "CHALLENGE") ? "CHALLENGE"
+                : o->external_amount > 0  ? "PROCESSING"
+                                          : "CREATED";
+    if (!strcmp(s->status, "FAILED")) {
+        snprintf(o->failure_code, sizeof o->failure_code, "RISK_REJECTED");
+        snprintf(o->failure_message, sizeof o->failure_message,
+                 "the payment was refused by risk control");
+    }
+    json_t *route = json_array();
+    for (int i = 0; i < o->nroute; i++)
+        json_array_append_new(route, json_string(o->route[i]));
+    s->route_json = json_dumps(route, JSON_COMPACT);
+    json_decref(route);
+    s->reasons = r->risk_reasons ? json_dumps(r->risk_reasons, JSON_COMPACT) : NULL;
+    s->versions = r->rule_versions ? json_dumps(r->rule_versions, JSON_COMPACT) : strdup("{}");
+    snprintf(s->amounts[0], 24, "%lld", (long long)o->amount);
+    snprintf(s->amounts[1], 24, "%lld", (long long)o->balance_amount);
+    snprintf(s->amounts[2], 24, "%lld", (long long)o->coupon_amount);
+    snprintf(s->amounts[3], 24, "%lld", (long long)o->external_amount);
+    snprintf(s->risk_score, sizeof s->risk_score, "%d", r->risk_score);
+    s->risk_decision = d;
+    s->challenge_id = r->challenge_id;
+    snprintf(s->challenge_hash, sizeof s->challenge_hash, "%s",
+             r->challenge_hash ? r->challenge_hash : "");
+    snprintf(s->demo_code, sizeof s->demo_code, "%s",
+             r->challenge_demo_code ? r->challenge_demo_code : "");
+    s->client_ip = r->client_ip;
+    s->device_id = r->device_id;
+    if (pc_db_begin(e->app->db, NULL, start_begin_cb, s) < 0) {
+        start_free(s);
+        op_free(o);
+        return PC_EUNAVAIL;
+    }
+    return 0;
+}
+
+/* ---------- continue (review released, challenge passed) / reject ---------- */
+
+static void continue_row_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (status || pc_db_rows(res) == 0) {
+        fail_op(o, status ? PC_API_UNAVAILABLE : PC_API_INVALID_STATE,
+                status ? "database unavailable" : "the payment is not waiting for this");
+        return;
+    }
+    snprintf(o->trade_no, sizeof o->trade_no, "%s", pc_db_val(res, 0, "trade_no"));
+    snprintf(o->buyer_id, sizeof o->buyer_id, "%s", pc_db_val(res, 0, "buyer_id"));
+    snprintf(o->currency, sizeof o->currency, "%s", pc_db_val(res, 0, "currency"));
+    snprintf(o->method, sizeof o->method, "%s", pc_db_val(res, 0, "method_type"));
+    snprintf(o->coupon_id, sizeof o->coupon_id, "%s", pc_db_val(res, 0, "coupon_id"));
+    snprintf(o->coupon_funder, sizeof o->coupon_funder, "%s", pc_db_val(res, 0, "coupon_funder"));
+    snprintf(o->card_token, sizeof o->card_token, "%s", pc_db_val(res, 0, "card_token"));
+    o->amount = pc_db_val_i64(res, 0, "amount");
+    o->balance_amount = pc_db_val_i64(res, 0, "balance_amount");
+    o->coupon_amount = pc_db_val_i64(res, 0, "coupon_amount");
+    o->external_amount = pc_db_val_i64(res, 0, "external_amount");
+    json_t *route = json_loads(pc_db_val(res, 0, "route"), 0, NULL);
+    o->nroute = 0;
+    size_t i;
+    json_t *r;
+    json_array_foreach(route, i, r) if (o->nroute < PC_ROUTE_MAX)
+        snprintf(o->route[o->nroute++], sizeof o->route[0], "%s", json_string_value(r));
+    json_decref(route);
+    if (o->external_amount > 0 && o->nroute == 0) {
+        fail_op(o, PC_API_INVALID_STATE, "no channel to continue with");
+        return;
+    }
+    hold(o, o->external_amount > 0 ? "PROCESSING" : "CREATED");
+}
+
+static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    op_t *o = data;
+    if (status) {
+        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    o->tx = tx;
+    const char *p[] = {o->payment_no};
+    pc_db_tx_query(tx,
+                   "UPDATE payments p SET status = CASE WHEN external_amount > 0 THEN "
+                   "'PROCESSING' ELSE 'CREATED' END, updated_at = now() WHERE payment_no = $1 AND "
+                   "status IN ('REVIEW', 'CHALLENGE') AND (SELECT status FROM trades t WHERE "
+                   "t.trade_no = p.trade_no FOR UPDATE) = 'WAIT_BUYER_PAY' RETURNING trade_no, "
+                   "coalesce(buyer_id, '') AS buyer_id, currency, method_type, amount, "
+                   "balance_amount, coupon_amount, external_amount, coalesce(coupon_id, '') AS "
+                   "coupon_id, coalesce(card_token, '') AS card_token, route::text AS route, "
+                   "coalesce((SELECT c.merchant_id FROM coupons c WHERE c.coupon_id = p.coupon_id "
+                   "AND c.funded_by = 'MERCHANT'), '') AS coupon_funder",
+                   1, p, continue_row_cb, o);
+}
+
+int pc_engine_continue(pc_engine_t *e, const char *payment_no, const pc_ch_card_t *card,
+                       pc_engine_cb cb, void *data)
+{
+    op_t *o = op_new(e, cb, data);
+    if (!o)
+        return PC_ENOMEM;
+    snprintf(o->payment_no, sizeof o->payment_no, "%s", payment_no);
+    if (card) {
+        pc_pay_order_t r;
+        memset(&r, 0, sizeof r);
+        r.card = card;
+        copy_order(o, &r);
+    }
+    if (pc_db_begin(e->app->db, NULL, continue_begin_cb, o) < 0) {
+        op_free(o);
+        return PC_EUNAVAIL;
+    }
+    return 0;
+}
+
+int pc_engine_reject(pc_engine_t *e, const char *payment_no, pc_engine_cb cb, void *data)
+{
+    op_t *o = op_new(e, cb, data);
+    if (!o)
+        return PC_ENOMEM;
+    snprintf(o->payment_no, sizeof o->payment_no, "%s", payment_no);
+    snprintf(o->failure_code, sizeof o->failure_code, "RISK_REJECTED");
+    snprintf(o->failure_message, sizeof o->failure_message, "rejected by ops after review");
+    release(o);
+    return 0;
+}
+
+/* ---------- results learnt later ---------- */
+
+int pc_engine_apply(pc_engine_t *e, const char *payment_no, const pc_ch_result_t *r,
+                    pc_engine_cb cb, void *data)
+{
+    op_t *o = op_new(e, cb, data);
+    if (!o)
+        return PC_ENOMEM;
+    snprintf(o->payment_no, sizeof o->payment_no, "%s", payment_no);
+    o->result = *r;
+    o->result.action = NULL;
+    switch (r->status) {
+    case PC_CH_SUCCESS:
+        capture(o);
+        break;
+    case PC_CH_FAILED:
+        snprintf(o->failure_code, sizeof o->failure_code, "%s", r->code[0] ? r->code : "DECLINED");
+        snprintf(o->failure_message, sizeof o->failure_message, "%s", r->message);
+        /* A late failure never overrides REVIEW/CHALLENGE: only in-flight ones. */
+        o->inflight_only = 1;
+        release(o);
+        break;
+    default:
+        finish(o);
+        break;
+    }
+    return 0;
+}

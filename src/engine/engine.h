@@ -1,0 +1,89 @@
+/* The payment engine (system.md §2.3): moves the money of one payment that
+ * the cashier has accepted. A payment may combine wallet balance, one coupon
+ * and one external channel; it is all or nothing:
+ *   - hold: in one transaction (trade row locked, no other attempt open) the
+ *     payment is recorded, the coupon locked and the balance moved to escrow;
+ *   - the external part is sent to the routed channels in order, falling back
+ *     to the next one only on a retryable decline;
+ *   - capture on success (ledger, trade paid, notification, coupon used) or
+ *     release on failure (balance back, coupon free again), each a
+ *     conditional update so a callback, a status query and the synchronous
+ *     answer can race and only one wins;
+ *   - "processing" or no answer leaves the payment PROCESSING / UNKNOWN for
+ *     the channel's callback or the repair job: never failed on a guess.
+ * A payment that succeeds on a trade that is no longer payable (closed, or
+ * paid by another attempt) keeps its money in escrow and is flagged for an
+ * automatic error refund. Needs store/db, ledger, acquiring, channel/client. */
+#ifndef PC_ENGINE_ENGINE_H
+#define PC_ENGINE_ENGINE_H
+#include <jansson.h>
+#include <stdint.h>
+
+#include "api/app.h"
+#include "channel/client.h"
+#include "http/errors.h"
+
+#define PC_ROUTE_MAX 8
+
+/* What the cashier decided. Strings are copied by pc_engine_start. */
+typedef struct {
+    const char *trade_no;
+    const char *merchant_id;
+    const char *buyer_id;    /* may be NULL (guest) */
+    const char *method_type; /* "BALANCE", "CARD", "QUICK_PAY", ... */
+    const char *currency;
+    int64_t amount, balance_amount, coupon_amount;
+    const char *coupon_id;      /* NULL: none */
+    const char *coupon_funder;  /* merchant id of a merchant-funded coupon, NULL: platform */
+    const char *card_id;        /* bound card (QUICK_PAY / AGREEMENT) */
+    const char *card_token;     /* token to pay with (bound card, or a card tokenized for review) */
+    const char *card_brand, *card_last4;
+    const pc_ch_card_t *card;   /* CARD: the buyer's card, memory only */
+    const char *buyer_code;     /* QR_BUYER */
+    const char *route[PC_ROUTE_MAX];
+    int nroute;
+    /* The risk verdict: "ACCEPT" runs the payment; "REVIEW" and "CHALLENGE"
+     * record it and wait; "REJECT" records it FAILED. */
+    const char *risk_decision;
+    int risk_score;
+    json_t *risk_reasons;  /* borrowed */
+    json_t *rule_versions; /* borrowed: {"risk": "...", "route": "..."} */
+    /* CHALLENGE: the challenge to record with the payment (hash of
+     * "challenge_id:code"; the code itself only in demo mode). */
+    const char *challenge_id;
+    const char *challenge_hash;
+    const char *challenge_demo_code;
+    const char *client_ip, *device_id;
+} pc_pay_order_t;
+
+typedef struct pc_engine pc_engine_t;
+
+/* The payment as the API shows it (new reference, the callee owns it), or an
+ * error to answer (err != PC_API_OK, payment NULL). */
+typedef void (*pc_engine_cb)(void *data, pc_api_err_t err, const char *message, json_t *payment);
+
+pc_engine_t *pc_engine_new(pc_app_t *app, pc_channel_client_t *channels);
+void pc_engine_free(pc_engine_t *e);
+
+/* Records and runs a new payment attempt. Returns 0 (cb runs once) or a
+ * negative code (cb never runs). */
+int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *order, pc_engine_cb cb, void *data);
+
+/* Continues a payment held for REVIEW (ops released it) or a CHALLENGE the
+ * buyer passed (card is the card re-entered with the answer, or NULL). */
+int pc_engine_continue(pc_engine_t *e, const char *payment_no, const pc_ch_card_t *card,
+                       pc_engine_cb cb, void *data);
+/* Ops rejected a payment held for REVIEW: it fails, nothing was held. */
+int pc_engine_reject(pc_engine_t *e, const char *payment_no, pc_engine_cb cb, void *data);
+
+/* Applies a channel's final answer learnt later (callback, status query).
+ * Only a PROCESSING/UNKNOWN payment changes; anything else is a no-op (a
+ * duplicate callback). cb may be NULL. */
+int pc_engine_apply(pc_engine_t *e, const char *payment_no, const pc_ch_result_t *result,
+                    pc_engine_cb cb, void *data);
+
+/* The payment by number (and merchant, when merchant_id is not NULL). */
+int pc_engine_get(pc_engine_t *e, const char *payment_no, const char *merchant_id,
+                  pc_engine_cb cb, void *data);
+
+#endif
