@@ -73,8 +73,12 @@ return function(ctx, methods)
   local last_used = ctx.buyer and ctx.buyer.last_method_id
   local hide_unavailable = ctx.policy and ctx.policy.hide_unavailable
 
-  -- Each method gets a sort key; smaller keys come first.
-  local shown = {}
+  -- Each method gets one sort key, smaller first: the group, then the type's
+  -- rank, then its position in the input (so ties keep the input order).
+  -- The last four digits of a key are the position, so sorting the keys
+  -- sorts the methods. Plain numbers sort fast and need no comparison
+  -- function.
+  local keys = {}
   for position, m in ipairs(methods) do
     if m.available or not hide_unavailable then
       local group
@@ -92,19 +96,14 @@ return function(ctx, methods)
         rank = 2.5                                  -- just after coupons
       end
       m.recommended = false
-      shown[#shown + 1] = { method = m, group = group, rank = rank, position = position }
+      keys[#keys + 1] = (group * 1000 + rank * 10) * 10000 + position
     end
   end
+  table.sort(keys)
 
-  table.sort(shown, function(a, b)
-    if a.group ~= b.group then return a.group < b.group end
-    if a.rank ~= b.rank then return a.rank < b.rank end
-    return a.position < b.position                  -- keep the input order otherwise
-  end)
-
-  local result = {}
-  for i, s in ipairs(shown) do
-    result[i] = s.method
+  local result = keys                               -- reuse the list in place
+  for i, key in ipairs(keys) do
+    result[i] = methods[key % 10000]
   end
 
   -- Recommend the first method that can pay the whole amount on its own:

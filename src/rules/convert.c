@@ -42,21 +42,24 @@ static int push_value(lua_State *L, const json_t *v, push_state_t *st)
             return -1;
         }
         lua_createtable(L, 0, (int)json_object_size(v));
-        const char *k;
-        json_t *item;
-        json_object_foreach((json_t *)v, k, item)
-        {
+        /* Raw sets with known key lengths: lua_setfield would strlen each key
+         * and look for metamethods on a table that has none. */
+        for (void *it = json_object_iter((json_t *)v); it;
+             it = json_object_iter_next((json_t *)v, it)) {
+            json_t *item = json_object_iter_value(it);
             if (json_is_null(item))
                 continue;
+            const char *k = json_object_iter_key(it);
+            lua_pushlstring(L, k, json_object_iter_key_len(it));
             st->key[st->depth] = k;
             st->depth++;
             int rc = push_value(L, item, st);
             st->depth--;
             if (rc < 0) {
-                lua_pop(L, 1);
+                lua_pop(L, 2);
                 return -1;
             }
-            lua_setfield(L, -2, k);
+            lua_rawset(L, -3);
         }
         return 0;
     }

@@ -15,62 +15,110 @@
 
 /* ---- arguments ------------------------------------------------------------ */
 
+/* Mapping the rule's answer back to the caller's list needs each element's id.
+ * LuaJIT interns every string, so while the input id strings stay alive, a
+ * string with the same content IS the same object: comparing pointers is an
+ * exact and cheap lookup. The ids are kept alive by leaving a copy of each on
+ * the Lua stack below the rule function for the whole call (stack slots are
+ * GC roots), and their addresses are kept in call->ids. Small lists are
+ * searched linearly; long ones through a sorted copy. */
+#define LINEAR_IDS 32
+
+typedef pc__id_entry_t id_entry_t;
+
+static int cmp_id_entry(const void *a, const void *b)
+{
+    const id_entry_t *x = a, *y = b;
+    return x->ptr < y->ptr ? -1 : x->ptr > y->ptr;
+}
+
 static int push_ctx(lua_State *L, pc__call_t *call)
 {
     return pc__json_push(L, call->ctx, "ctx", call->detail, sizeof call->detail);
 }
 
-/* Pushes the list argument and fills the hidden slot with an index from each
- * element's id (id_key) to its 1-based position, which the answer check uses
- * to map the rule's answer back to the caller's objects. */
-static int push_list_with_index(lua_State *L, pc__call_t *call, int hidden, const char *root,
-                                const char *id_key)
+/* Returns the 0-based input position of the interned string s, or -1. */
+static long id_position(const pc__call_t *call, const char *s)
 {
-    if (pc__json_push(L, call->list, root, call->detail, sizeof call->detail) < 0)
+    if (call->nids <= LINEAR_IDS) {
+        for (size_t i = 0; i < call->nids; i++)
+            if (call->ids[i] == s)
+                return (long)i;
         return -1;
-    size_t n = json_array_size(call->list);
-    lua_createtable(L, 0, (int)n);
-    for (size_t i = 0; i < n; i++) {
-        const json_t *id = json_object_get(json_array_get(call->list, i), id_key);
-        lua_pushlstring(L, json_string_value(id), json_string_length(id));
-        lua_pushvalue(L, -1);
-        lua_rawget(L, -3);
-        if (!lua_isnil(L, -1)) {
-            snprintf(call->detail, sizeof call->detail, "%s: %s \"%s\" appears twice", root, id_key,
-                     json_string_value(id));
-            lua_pop(L, 3);
-            return -1;
-        }
-        lua_pop(L, 1);
-        lua_pushnumber(L, (lua_Number)(i + 1));
-        lua_rawset(L, -3);
     }
-    lua_replace(L, hidden);
-    return 0;
+    id_entry_t key = {s, 0};
+    const id_entry_t *hit = bsearch(&key, call->id_index, call->nids, sizeof key, cmp_id_entry);
+    return hit ? (long)hit->pos : -1;
 }
 
-static int push_ctx_only(lua_State *L, pc__call_t *call, int hidden)
+/* Anchors the ids of the list's elements (id_key) on the stack and records
+ * them; refuses elements without a string id and duplicate ids. */
+static int anchor_ids(lua_State *L, pc__call_t *call, const char *root, const char *id_key)
 {
-    (void)hidden;
+    size_t n = json_array_size(call->list);
+    if (!lua_checkstack(L, (int)n + 8)) {
+        snprintf(call->detail, sizeof call->detail, "%s: too many elements", root);
+        return -1;
+    }
+    call->ids = n <= LINEAR_IDS ? call->ids_small : malloc(n * sizeof *call->ids);
+    if (n > LINEAR_IDS)
+        call->id_index = malloc(n * sizeof *call->id_index);
+    if (!call->ids || (n > LINEAR_IDS && !call->id_index)) {
+        snprintf(call->detail, sizeof call->detail, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *id = json_object_get(json_array_get(call->list, i), id_key);
+        if (!json_is_string(id)) {
+            snprintf(call->detail, sizeof call->detail,
+                     "%s[%zu] must be an object with a string %s", root, i + 1, id_key);
+            return -1;
+        }
+        lua_pushlstring(L, json_string_value(id), json_string_length(id));
+        call->ids[i] = lua_tostring(L, -1);
+        if (n <= LINEAR_IDS && id_position(call, call->ids[i]) >= 0)
+            goto duplicate;
+        call->nids = i + 1;
+        if (n > LINEAR_IDS)
+            call->id_index[i] = (id_entry_t){call->ids[i], i};
+    }
+    if (n > LINEAR_IDS) {
+        qsort(call->id_index, n, sizeof *call->id_index, cmp_id_entry);
+        for (size_t i = 1; i < n; i++)
+            if (call->id_index[i].ptr == call->id_index[i - 1].ptr)
+                goto duplicate;
+    }
+    return 0;
+
+duplicate:
+    snprintf(call->detail, sizeof call->detail, "%s: an element's %s appears twice", root, id_key);
+    return -1;
+}
+
+static int push_ctx_only(lua_State *L, pc__call_t *call)
+{
     return push_ctx(L, call) < 0 ? -1 : 1;
 }
 
-static int push_ctx_methods(lua_State *L, pc__call_t *call, int hidden)
+static int push_ctx_and_list(lua_State *L, pc__call_t *call, const char *root, const char *id_key)
 {
+    if (anchor_ids(L, call, root, id_key) < 0)
+        return -1;
     if (push_ctx(L, call) < 0)
         return -1;
-    if (push_list_with_index(L, call, hidden, "methods", "method_id") < 0)
+    if (pc__json_push(L, call->list, root, call->detail, sizeof call->detail) < 0)
         return -1;
     return 2;
 }
 
-static int push_ctx_candidates(lua_State *L, pc__call_t *call, int hidden)
+static int push_ctx_methods(lua_State *L, pc__call_t *call)
 {
-    if (push_ctx(L, call) < 0)
-        return -1;
-    if (push_list_with_index(L, call, hidden, "candidates", "channel_id") < 0)
-        return -1;
-    return 2;
+    return push_ctx_and_list(L, call, "methods", "method_id");
+}
+
+static int push_ctx_candidates(lua_State *L, pc__call_t *call)
+{
+    return push_ctx_and_list(L, call, "candidates", "channel_id");
 }
 
 /* ---- answer checks ---------------------------------------------------------- */
@@ -105,21 +153,10 @@ static int is_list(lua_State *L, int idx, size_t *len)
     return count == n;
 }
 
-/* Looks up the id at the top of the stack in the index; returns the 0-based
- * position or -1. Pops nothing. */
-static long index_of(lua_State *L, int hidden)
-{
-    lua_pushvalue(L, -1);
-    lua_rawget(L, hidden);
-    long pos = lua_isnumber(L, -1) ? (long)lua_tonumber(L, -1) - 1 : -1;
-    lua_pop(L, 1);
-    return pos;
-}
-
 /* Validates a list answer whose elements name input elements by id_key (or
  * are the id strings themselves when strings_ok). On success *order holds the
  * 0-based input positions and *flags the recommended flags (if wanted). */
-static int check_id_list(lua_State *L, pc__call_t *call, int idx, int hidden, const char *id_key,
+static int check_id_list(lua_State *L, pc__call_t *call, int idx, const char *id_key,
                          int strings_ok, size_t **order, unsigned char **flags, size_t *count)
 {
     size_t nin = json_array_size(call->list), n;
@@ -145,11 +182,17 @@ static int check_id_list(lua_State *L, pc__call_t *call, int idx, int hidden, co
         malformed(call, "out of memory");
         goto fail;
     }
+    /* The keys are interned once, not once per entry. */
+    lua_pushstring(L, id_key);
+    int id_key_idx = lua_gettop(L);
+    lua_pushliteral(L, "recommended");
+    int rec_key_idx = lua_gettop(L);
     for (size_t i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, (int)i);
         int entry = lua_gettop(L);
         if (lua_type(L, entry) == LUA_TTABLE) {
-            raw_field(L, entry, id_key);
+            lua_pushvalue(L, id_key_idx);
+            lua_rawget(L, entry);
         } else if (strings_ok && lua_type(L, entry) == LUA_TSTRING) {
             lua_pushvalue(L, entry);
         } else {
@@ -161,7 +204,7 @@ static int check_id_list(lua_State *L, pc__call_t *call, int idx, int hidden, co
             malformed(call, "entry %zu has no %s", i, id_key);
             goto fail;
         }
-        long pos = index_of(L, hidden);
+        long pos = id_position(call, lua_tostring(L, -1));
         if (pos < 0) {
             malformed(call, "entry %zu: %s \"%.64s\" is not one of the given %s", i, id_key,
                       lua_tostring(L, -1), strings_ok ? "candidates" : "methods");
@@ -175,7 +218,8 @@ static int check_id_list(lua_State *L, pc__call_t *call, int idx, int hidden, co
         seen[pos] = 1;
         ord[i - 1] = (size_t)pos;
         if (fl) {
-            raw_field(L, entry, "recommended");
+            lua_pushvalue(L, rec_key_idx);
+            lua_rawget(L, entry);
             if (lua_isboolean(L, -1)) {
                 fl[i - 1] = (unsigned char)lua_toboolean(L, -1);
             } else if (!lua_isnil(L, -1)) {
@@ -201,15 +245,23 @@ fail:
     return -1;
 }
 
-static int check_cashier_rank(lua_State *L, pc__call_t *call, int idx, int hidden)
+static int check_cashier_rank(lua_State *L, pc__call_t *call, int idx)
 {
     size_t *order, n;
     unsigned char *flags;
-    if (check_id_list(L, call, idx, hidden, "method_id", 0, &order, &flags, &n) < 0)
+    if (check_id_list(L, call, idx, "method_id", 0, &order, &flags, &n) < 0)
         return -1;
     json_t *out = json_array();
     for (size_t i = 0; out && i < n; i++) {
-        json_t *m = json_copy(json_array_get(call->list, order[i]));
+        json_t *in = json_array_get(call->list, order[i]);
+        json_t *rec = json_object_get(in, "recommended");
+        /* Copying twelve objects per call costs more than the rule itself:
+         * only objects whose flag changes are copied, the rest are shared. */
+        if (json_is_boolean(rec) && json_is_true(rec) == (flags[i] != 0)) {
+            json_array_append(out, in);
+            continue;
+        }
+        json_t *m = json_copy(in);
         if (!m) {
             json_decref(out);
             out = NULL;
@@ -228,10 +280,10 @@ static int check_cashier_rank(lua_State *L, pc__call_t *call, int idx, int hidde
     return 0;
 }
 
-static int check_route(lua_State *L, pc__call_t *call, int idx, int hidden)
+static int check_route(lua_State *L, pc__call_t *call, int idx)
 {
     size_t *order, n;
-    if (check_id_list(L, call, idx, hidden, "channel_id", 1, &order, NULL, &n) < 0)
+    if (check_id_list(L, call, idx, "channel_id", 1, &order, NULL, &n) < 0)
         return -1;
     json_t *out = json_array();
     for (size_t i = 0; out && i < n; i++) {
@@ -258,9 +310,8 @@ static int in_set(const char *s, const char *const *set)
     return 0;
 }
 
-static int check_risk(lua_State *L, pc__call_t *call, int idx, int hidden)
+static int check_risk(lua_State *L, pc__call_t *call, int idx)
 {
-    (void)hidden;
     if (lua_type(L, idx) != LUA_TTABLE) {
         malformed(call, "expected {decision = ..., score = ..., reasons = {...}}, got %s",
                   luaL_typename(L, idx));
@@ -304,12 +355,20 @@ static int check_risk(lua_State *L, pc__call_t *call, int idx, int hidden)
             lua_pop(L, 1);
         }
     }
-    call->answer = json_pack("{s:s, s:I, s:o}", "decision", decision, "score", (json_int_t)score,
-                             "reasons", reasons);
-    if (!call->answer) {
+    /* Built directly: json_pack parses its format on every call. */
+    json_t *answer = json_object();
+    if (!answer || json_object_set_new(answer, "decision", json_string(decision)) ||
+        json_object_set_new(answer, "score", json_integer((json_int_t)score))) {
+        json_decref(answer);
+        malformed(call, "out of memory");
+        goto fail;
+    }
+    if (json_object_set_new(answer, "reasons", reasons)) { /* steals reasons */
+        json_decref(answer);
         malformed(call, "out of memory");
         return -1;
     }
+    call->answer = answer;
     return 0;
 
 fail:
@@ -339,9 +398,8 @@ static int refund_method_possible(const json_t *ctx, const char *m)
     return listed;
 }
 
-static int check_refund_method(lua_State *L, pc__call_t *call, int idx, int hidden)
+static int check_refund_method(lua_State *L, pc__call_t *call, int idx)
 {
-    (void)hidden;
     const char *m = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
     if (!m || !in_set(m, refund_methods)) {
         malformed(call, "expected \"API\", \"PAYOUT\", \"FILE\" or \"OFFLINE\", got %s%.32s%s",
@@ -629,26 +687,14 @@ const pc__point_t *pc__point(pc_rule_id_t id)
 int pc__point_check_input(const pc__point_t *pt, const json_t *ctx, const json_t *list, char *why,
                           size_t whylen)
 {
+    /* Only the shapes here; each element is checked while it is converted. */
     if (!json_is_object(ctx)) {
         snprintf(why, whylen, "ctx must be a JSON object");
         return -1;
     }
-    if (!pt->list_key)
-        return 0;
-    if (!json_is_array(list)) {
+    if (pt->list_key && !json_is_array(list)) {
         snprintf(why, whylen, "%s must be a JSON array", pt->list_key);
         return -1;
-    }
-    const char *id_key = pt->id == PC_RULE_ROUTE ? "channel_id" : "method_id";
-    size_t i;
-    const json_t *item;
-    json_array_foreach(list, i, item)
-    {
-        if (!json_is_object(item) || !json_is_string(json_object_get(item, id_key))) {
-            snprintf(why, whylen, "%s[%zu] must be an object with a string %s", pt->list_key, i + 1,
-                     id_key);
-            return -1;
-        }
     }
     return 0;
 }

@@ -5,8 +5,10 @@
  * file.
  *
  * Answers, as returned in pc_rule_result_t.answer:
- *   cashier_rank   array of the input method objects (copies) in the rule's
- *                  order, each with "recommended" set to the rule's flag
+ *   cashier_rank   array of the input method objects in the rule's order,
+ *                  each with "recommended" set to the rule's flag (objects
+ *                  whose flag is unchanged are the caller's own, shared;
+ *                  the others are copies)
  *   risk           {"decision": "...", "score": int 0..1000, "reasons": [str]}
  *   route          array of channel_id strings, most preferred first
  *   refund_method  string "API" | "PAYOUT" | "FILE" | "OFFLINE"
@@ -27,8 +29,8 @@ typedef struct pc__point {
     /* Key of the list argument in examples ("methods", "candidates"), or NULL
      * when the rule takes only ctx. */
     const char *list_key;
-    int (*push_args)(lua_State *L, pc__call_t *call, int hidden);
-    int (*check)(lua_State *L, pc__call_t *call, int idx, int hidden);
+    int (*push_args)(lua_State *L, pc__call_t *call);
+    int (*check)(lua_State *L, pc__call_t *call, int idx);
     /* Returns a new reference to the safe default answer for these inputs. */
     json_t *(*safe_default)(const json_t *ctx, const json_t *list, pc_rule_outcome_t why);
     /* Returns 1 when answer satisfies an example's expectation, 0 with why
@@ -44,8 +46,9 @@ typedef struct pc__point {
 const pc__point_t *pc__point(pc_rule_id_t id);
 
 /* Checks the JSON types of a call's inputs before anything runs: ctx an
- * object, list an array of objects with unique string ids where the point has
- * one. Returns 0, or -1 with why filled. */
+ * object, list an array where the point has one (its elements, which need
+ * unique string ids, are checked as they are converted). Returns 0, or -1
+ * with why filled. */
 int pc__point_check_input(const pc__point_t *pt, const json_t *ctx, const json_t *list, char *why,
                           size_t whylen);
 

@@ -188,5 +188,5 @@ int pc__rule_invoke(pc__rule_t *rule, const json_t *ctx, const json_t *list, pc_
         json_decref(call.answer);
         out->answer = pt->safe_default(ctx, list, out->outcome);
     }
-    return 0;
+    return call.input_refused ? PC_EINVAL : 0;
 }

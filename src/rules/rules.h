@@ -153,8 +153,10 @@ const char *pc_rules_version(const pc_rules_t *rules, pc_rule_id_t id);
  * top of the rule file); list is the methods / candidates array. The caller
  * keeps ownership of ctx and list. *out is always filled (answer is the safe
  * default when the outcome is not OK) and must be released with
- * pc_rule_result_clear. Returns 0, or PC_EINVAL when an argument is of the
- * wrong JSON type (then *out holds the safe default with PC_RULE_ERROR). */
+ * pc_rule_result_clear. Returns 0, or PC_EINVAL when the input is refused
+ * (wrong JSON type, list elements without a string id or with repeated ids,
+ * integers beyond 2^53); *out then holds the safe default with
+ * PC_RULE_ERROR. */
 int pc_rules_cashier_rank(pc_rules_t *rules, const json_t *ctx, const json_t *methods,
                           pc_rule_result_t *out);
 int pc_rules_risk(pc_rules_t *rules, const json_t *ctx, pc_rule_result_t *out);

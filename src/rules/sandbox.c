@@ -50,6 +50,40 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* CPU time of this thread: a system call, so only read when the wall clock
+ * says a call is getting long. */
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The wall-clock check. On a busy machine a thread can wait for a CPU for
+ * milliseconds; a rule must not time out (and a good version must not be
+ * refused by its examples) because the thread was not running. So the wall
+ * deadline only triggers a look at the CPU time the call actually used: once
+ * half the budget has passed on the wall clock a CPU reading is taken as a
+ * mark, and at the deadline the call has used at most (CPU since the mark +
+ * wall time before it). If that is under the budget, the deadline moves to
+ * when the rest of the budget would be used. Returns true when the time
+ * budget is spent. */
+static bool time_budget_spent(pc__sandbox_t *sb)
+{
+    uint64_t wall = now_ns();
+    if (!sb->cpu_mark_ns && wall - sb->wall_start_ns >= sb->timeout_ns / 2) {
+        sb->cpu_mark_ns = thread_cpu_ns();
+        sb->wall_mark_ns = wall;
+    }
+    if (wall <= sb->deadline_ns)
+        return false;
+    uint64_t used = thread_cpu_ns() - sb->cpu_mark_ns + (sb->wall_mark_ns - sb->wall_start_ns);
+    if (used >= sb->timeout_ns)
+        return true;
+    sb->deadline_ns = wall + (sb->timeout_ns - used);
+    return false;
+}
+
 /* Finds the innermost frame of rule code (chunk names start with '@') and
  * records its file and line. Used for errors raised from C helpers and from
  * the hook, where the C frame itself has no line. */
@@ -69,28 +103,23 @@ static void locate_rule_frame(lua_State *L, char *file, size_t filelen, int *lin
 
 /* Allocator with a hard cap: growth past the limit is refused, which LuaJIT
  * turns into a memory error that unwinds the rule. Shrinking and freeing are
- * always allowed so that the collector can recover. */
+ * always allowed so that the collector can recover. The memory itself comes
+ * from LuaJIT's own allocator (next_alloc), which is faster than malloc for
+ * Lua's many small objects and, on non-GC64 builds, is the only one allowed
+ * to hand out memory (it keeps addresses in the low 2 GiB). */
 static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     pc__sandbox_t *sb = ud;
     size_t old = ptr ? osize : 0;
-    if (nsize == 0) {
-        free(ptr);
-        sb->used -= old;
-        return NULL;
-    }
     if (nsize > old && sb->used - old + nsize > sb->limit) {
-        if (!sb->oom && sb->run && sb->L) {
-            sb->oom = true;
+        if (!sb->oom && sb->run && sb->L)
             locate_rule_frame(sb->L, sb->oom_file, sizeof sb->oom_file, &sb->oom_line);
-        }
         sb->oom = true;
         return NULL;
     }
-    void *p = realloc(ptr, nsize);
-    if (!p)
-        return NULL;
-    sb->used = sb->used - old + nsize;
+    void *p = sb->next_alloc(sb->next_ud, ptr, osize, nsize);
+    if (p || nsize == 0)
+        sb->used = sb->used - old + nsize;
     return p;
 }
 
@@ -130,7 +159,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     if (sb->timed_out)
         budget_error(L, "rule stopped: its budget is exhausted");
     sb->instructions += HOOK_EVERY;
-    if (sb->instructions > sb->max_instructions || now_ns() > sb->deadline_ns) {
+    if (sb->instructions > sb->max_instructions || time_budget_spent(sb)) {
         if (sb->instructions > sb->max_instructions)
             snprintf(msg, sizeof msg, "rule exceeded its budget of %llu instructions",
                      (unsigned long long)sb->max_instructions);
@@ -215,28 +244,29 @@ static int run_protected(lua_State *L)
     pc__call_t *call = run->call;
     lua_settop(L, 0);
     lua_pushcfunction(L, on_rule_error); /* 1: message handler */
-    lua_pushnil(L);                      /* 2: slot for the decision point */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, run->ref);
+
+    run->phase = PHASE_ARGS;
+    int nargs = call->push_args(L, call);
+    if (nargs < 0) {
+        run->input_failed = true;
+        return 0;
+    }
 
     /* Running the chunk per call gives the rule fresh upvalues and fresh
      * module-level tables, so no state survives from one call to the next. */
     run->phase = PHASE_CHUNK;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, run->ref);
     if (lua_pcall(L, 0, 1, 1) != 0) {
         run->lua_failed = true;
         return 0;
     }
-    if (!lua_isfunction(L, 3)) {
+    int fn = lua_gettop(L) - nargs;
+    lua_insert(L, fn); /* the rule function goes below its arguments */
+    if (!lua_isfunction(L, fn)) {
         run->not_function = true;
         snprintf(call->detail, sizeof call->detail,
                  "the file must end with `return function(...) ... end` (it returned %s)",
-                 luaL_typename(L, 3));
-        return 0;
-    }
-
-    run->phase = PHASE_ARGS;
-    int nargs = call->push_args(L, call, 2);
-    if (nargs < 0) {
-        run->input_failed = true;
+                 luaL_typename(L, fn));
         return 0;
     }
 
@@ -247,7 +277,7 @@ static int run_protected(lua_State *L)
     }
 
     run->phase = PHASE_CHECK;
-    if (call->check(L, call, 3, 2) != 0)
+    if (call->check(L, call, fn) != 0)
         run->malformed = true;
     return 0;
 }
@@ -260,6 +290,10 @@ pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
     memset(err, 0, sizeof *err);
     call->answer = NULL;
     call->detail[0] = '\0';
+    call->ids = NULL;
+    call->id_index = NULL;
+    call->nids = 0;
+    call->input_refused = false;
 
     /* A rule's garbage is normally collected incrementally; after a heavy call
      * start from a clean heap so the cap measures this call, not the last. */
@@ -271,7 +305,9 @@ pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
     sb->oom = false;
     sb->oom_file[0] = '\0';
     sb->oom_line = 0;
-    sb->deadline_ns = now_ns() + sb->timeout_ns;
+    sb->wall_start_ns = now_ns();
+    sb->deadline_ns = sb->wall_start_ns + sb->timeout_ns;
+    sb->cpu_mark_ns = sb->wall_mark_ns = 0;
     sb->run = &run;
     pc__sandbox_t *prev = tl_current;
     tl_current = sb;
@@ -323,6 +359,13 @@ pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
     }
 
     lua_settop(L, 0);
+    call->input_refused = run.input_failed;
+    if (call->ids != call->ids_small)
+        free(call->ids);
+    free(call->id_index);
+    call->ids = NULL;
+    call->id_index = NULL;
+    call->nids = 0;
     if (sb->tight_hook) {
         lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
         sb->tight_hook = false;
@@ -505,16 +548,19 @@ pc__sandbox_t *pc__sandbox_new(const char *rule_name, const pc_rules_opts_t *opt
     sb->cap_from_hook = opts && opts->cap_from_hook;
     sb->env_ref = LUA_NOREF;
 
-    if (!sb->cap_from_hook)
-        sb->L = lua_newstate(sandbox_alloc, sb);
-    if (!sb->L) {
-        /* Non-GC64 LuaJIT on x86_64 only accepts its own allocator. */
-        sb->cap_from_hook = true;
-        sb->L = luaL_newstate();
-    }
+    /* lua_newstate(custom allocator) works on Debian's GC64 LuaJIT but is
+     * refused (returns NULL) by non-GC64 x86_64 builds. Wrapping the state's
+     * own allocator with lua_setallocf works on both and keeps LuaJIT's fast
+     * allocator; the accounting starts from what the state already holds. */
+    sb->L = luaL_newstate();
     if (!sb->L) {
         snprintf(err, errlen, "cannot create a Lua state");
         goto fail;
+    }
+    if (!sb->cap_from_hook) {
+        sb->next_alloc = lua_getallocf(sb->L, &sb->next_ud);
+        sb->used = gc_bytes(sb->L);
+        lua_setallocf(sb->L, sandbox_alloc, sb);
     }
     /* Count hooks never fire inside compiled traces: the interpreter is the
      * only engine that honours the budget. */
@@ -525,6 +571,11 @@ pc__sandbox_t *pc__sandbox_new(const char *rule_name, const pc_rules_opts_t *opt
         goto fail;
     }
     lua_settop(sb->L, 0);
+    /* Every call leaves a few kilobytes of garbage around a live heap of about
+     * 100 KiB; with the default pause the collector re-marks that heap every
+     * few calls. Letting garbage reach 10x the live heap first costs far less
+     * marking and stays well under the memory cap. */
+    lua_gc(sb->L, LUA_GCSETPAUSE, 1000);
     lua_sethook(sb->L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
     return sb;
 

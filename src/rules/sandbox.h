@@ -9,11 +9,21 @@
  *
  * Budgets: the JIT is switched off for the state (LuaJIT does not run count
  * hooks inside compiled traces), an instruction-count hook enforces both an
- * instruction budget and a wall-clock deadline, and a custom allocator refuses
- * growth past the memory cap. LuaJIT builds without GC64 refuse a custom
- * allocator in lua_newstate; there the cap is checked from the hook with
- * lua_gc(LUA_GCCOUNT) instead, which can be overshot by a single C library
- * call between two hook ticks (string.rep is guarded separately).
+ * instruction budget and a wall-clock deadline (confirmed against the
+ * thread's CPU time, so that a thread preempted on a busy machine does not
+ * time out a rule that is not running), and an allocator wrapper refuses
+ * growth past the memory cap.
+ *
+ * About the allocator: Debian's LuaJIT 2.1 is a GC64 build, whose
+ * lua_newstate accepts a custom allocator; non-GC64 x86_64 builds refuse one
+ * (lua_newstate returns NULL). Rather than depend on that, the state is made
+ * with luaL_newstate and its own allocator is wrapped with lua_setallocf: the
+ * wrapper counts every byte and refuses growth past the cap, the memory still
+ * comes from LuaJIT's allocator. That works on both kinds of build and is
+ * faster than malloc. The option cap_from_hook instead checks
+ * lua_gc(LUA_GCCOUNT) from the hook, a weaker cap (one C library call between
+ * two hook ticks can overshoot it; string.rep is guarded separately) kept for
+ * embedders whose LuaJIT has no working lua_setallocf.
  *
  * A state is used by one thread at a time. Needs LuaJIT and rules/lib.h. */
 #ifndef PC_RULES_SANDBOX_H
@@ -33,9 +43,12 @@ typedef struct pc__sandbox {
     /* Memory accounting (allocator mode) and limits. */
     size_t used, limit;
     bool cap_from_hook;
+    lua_Alloc next_alloc; /* LuaJIT's own allocator, which ours wraps */
+    void *next_ud;
     /* Per-call budget, reset by each call. */
     uint64_t max_instructions, instructions;
-    uint64_t timeout_ns, deadline_ns;
+    uint64_t timeout_ns, deadline_ns, wall_start_ns;
+    uint64_t cpu_mark_ns, wall_mark_ns; /* see time_budget_spent in sandbox.c */
     bool timed_out, oom, tight_hook;
     /* Where memory ran out, found from the allocator when it refuses. */
     char oom_file[96];
@@ -61,20 +74,33 @@ int pc__sandbox_load(pc__sandbox_t *sb, const char *text, size_t len, pc_rule_er
 
 /* What a decision point does around the rule call. Both callbacks run in
  * protected mode inside the call and may raise Lua errors (e.g. out of
- * memory). hidden is a stack slot the point may fill (lua_replace) with values
- * the rule must not see, such as an index of the input list. */
+ * memory). */
+typedef struct {
+    const char *ptr;
+    size_t pos;
+} pc__id_entry_t;
+
 typedef struct pc__call pc__call_t;
 struct pc__call {
-    /* Pushes the rule's arguments; returns their count, or -1 after writing
-     * why the input cannot be passed into detail. */
-    int (*push_args)(lua_State *L, pc__call_t *call, int hidden);
+    /* Pushes values the rule must not see (they stay below the rule function
+     * for the whole call, e.g. anchored ids), then the rule's arguments;
+     * returns the number of arguments, or -1 after writing why the input
+     * cannot be passed into detail. */
+    int (*push_args)(lua_State *L, pc__call_t *call);
     /* Validates the answer at idx; returns 0 after setting answer, or -1 after
      * writing what is wrong into detail. */
-    int (*check)(lua_State *L, pc__call_t *call, int idx, int hidden);
+    int (*check)(lua_State *L, pc__call_t *call, int idx);
     const json_t *ctx;
     const json_t *list;
     json_t *answer; /* owned by the caller after the call */
     char detail[256];
+    /* The list elements' interned id strings in input order (points.c), and
+     * a sorted index of them for long lists. Released by the sandbox. */
+    const char **ids;
+    size_t nids;
+    pc__id_entry_t *id_index;
+    const char *ids_small[32];
+    bool input_refused; /* set by the sandbox when push_args refused */
 };
 
 /* Runs the chunk ref (which returns the rule function) and the rule with the
