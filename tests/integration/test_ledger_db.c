@@ -495,6 +495,67 @@ static void test_same_business_event_is_posted_once(void **state)
     assert_invariants_in_sql(fx);
 }
 
+typedef struct {
+    fx_t *fx;
+    pc_db_tx_t *tx;
+    int posted, done;
+    int64_t inside, outside;
+} peek_t;
+
+static void peek_posted(void *data, int status, int64_t txn_id)
+{
+    peek_t *k = data;
+    assert_int_equal(status, 0);
+    assert_true(txn_id > 0);
+    k->posted = 1;
+}
+
+static void peek_outside(void *data, int status, const pc_ledger_account_t *a)
+{
+    peek_t *k = data;
+    assert_int_equal(status, 0);
+    k->outside = a->balance;
+    pc_db_tx_rollback(k->tx);
+    k->done = 1;
+}
+
+static void peek_inside(void *data, int status, const pc_ledger_account_t *a)
+{
+    peek_t *k = data;
+    assert_int_equal(status, 0);
+    assert_true(k->posted); /* callbacks of one transaction run in queue order */
+    assert_true(a->exists);
+    k->inside = a->balance;
+    assert_int_equal(pc_ledger_balance(k->fx->db, "buyer:u9:wallet:CNY", peek_outside, k), 0);
+}
+
+static void peek_began(void *data, int status, pc_db_tx_t *tx)
+{
+    peek_t *k = data;
+    assert_int_equal(status, 0);
+    k->tx = tx;
+    static const pc_ledger_leg_t legs[] = {{"channel:sim:clearing:CNY", -250, "CNY"},
+                                           {"buyer:u9:wallet:CNY", 250, "CNY"}};
+    pc_ledger_txn_t t = {"RECHARGE", "test", "R9", NULL, legs, 2};
+    /* Queued back to back: the read is pipelined behind the posting. */
+    assert_int_equal(pc_ledger_post(tx, &t, peek_posted, k), 0);
+    assert_int_equal(pc_ledger_balance_tx(tx, "buyer:u9:wallet:CNY", peek_inside, k), 0);
+}
+
+static void test_balance_in_the_transaction_sees_its_own_posting(void **state)
+{
+    fx_t *fx = *state;
+    peek_t k = {.fx = fx};
+    assert_int_equal(pc_db_begin(fx->db, NULL, peek_began, &k), 0);
+    run_until(fx, &k.done, 30);
+    assert_int_equal(k.inside, 250);
+    assert_int_equal(k.outside, 0); /* not committed: nobody else sees it */
+    /* Let the rollback go through before looking. */
+    for (int i = 0; i < 20 && pc_db_busy_count(fx->db) > 0; i++)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_txns"), 0);
+}
+
 static void on_opened(void *data, int status)
 {
     read_t *r = data;
@@ -1152,6 +1213,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_overdraft_is_refused_and_nothing_of_it_remains, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_same_business_event_is_posted_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_balance_in_the_transaction_sees_its_own_posting, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_open_account_is_idempotent_and_checks_shape, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_database_refuses_what_c_would, setup, teardown),
