@@ -38,10 +38,10 @@ static const struct {
 static json_t *method(const char *id, const char *type, const char *label, const char *reason,
                       int64_t max_amount, const char *channel_id)
 {
-    json_t *m = json_pack("{s:s,s:s,s:s,s:b,s:b,s:I,s:s?,s:n,s:n}", "method_id", id, "type", type,
-                          "label", label, "available", reason == NULL, "recommended", 0,
-                          "max_amount", (json_int_t)max_amount, "channel_id", channel_id, "card",
-                          "coupon");
+    json_t *m =
+        json_pack("{s:s,s:s,s:s,s:b,s:b,s:I,s:s?,s:n,s:n}", "method_id", id, "type", type, "label",
+                  label, "available", reason == NULL, "recommended", 0, "max_amount",
+                  (json_int_t)max_amount, "channel_id", channel_id, "card", "coupon");
     if (!channel_id)
         json_object_set_new(m, "channel_id", json_null());
     if (reason)
@@ -75,11 +75,13 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
 
     /* Internal assets: not for a top-up of the same wallet, not for guests. */
     if (v->buyer && strcmp(product, "RECHARGE") != 0) {
-        snprintf(label, sizeof label, "Balance %s", pc_money_text(v->wallet, cur, money, sizeof money));
+        snprintf(label, sizeof label, "Balance %s",
+                 pc_money_text(v->wallet, cur, money, sizeof money));
         int64_t max = v->wallet < amount ? v->wallet : amount;
         json_array_append_new(methods, method("BALANCE", "BALANCE", label,
-                                              limit ? limit : v->wallet <= 0 ? "INSUFFICIENT_BALANCE"
-                                                                             : NULL,
+                                              limit            ? limit
+                                              : v->wallet <= 0 ? "INSUFFICIENT_BALANCE"
+                                                               : NULL,
                                               max, NULL));
         size_t i;
         json_t *cp;
@@ -88,14 +90,19 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
             int64_t ca = json_integer_value(json_object_get(cp, "amount"));
             int64_t min = json_integer_value(json_object_get(cp, "min_amount"));
             char id[96];
-            snprintf(id, sizeof id, "COUPON:%s", json_string_value(json_object_get(cp, "coupon_id")));
-            snprintf(label, sizeof label, "Coupon %s off", pc_money_text(ca, cur, money, sizeof money));
+            snprintf(id, sizeof id, "COUPON:%s",
+                     json_string_value(json_object_get(cp, "coupon_id")));
+            snprintf(label, sizeof label, "Coupon %s off",
+                     pc_money_text(ca, cur, money, sizeof money));
             json_t *m = method(id, "COUPON", label,
-                               limit ? limit : amount < min ? "MIN_AMOUNT_NOT_MET" : NULL,
+                               limit          ? limit
+                               : amount < min ? "MIN_AMOUNT_NOT_MET"
+                                              : NULL,
                                ca < amount ? ca : amount, NULL);
             json_object_set_new(m, "coupon",
-                                json_pack("{s:O,s:I}", "coupon_id", json_object_get(cp, "coupon_id"),
-                                          "amount", (json_int_t)ca));
+                                json_pack("{s:O,s:I}", "coupon_id",
+                                          json_object_get(cp, "coupon_id"), "amount",
+                                          (json_int_t)ca));
             json_array_append_new(methods, m);
         }
     }
@@ -117,10 +124,10 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
                  brand_label(json_string_value(json_object_get(card, "brand"))),
                  json_string_value(json_object_get(card, "last4")));
         json_t *m = method(id, "QUICK_PAY", label, why, amount, ch);
-        json_object_set_new(m, "card", json_pack("{s:O,s:O,s:O}", "card_id",
-                                                 json_object_get(card, "card_id"), "brand",
-                                                 json_object_get(card, "brand"), "last4",
-                                                 json_object_get(card, "last4")));
+        json_object_set_new(m, "card",
+                            json_pack("{s:O,s:O,s:O}", "card_id", json_object_get(card, "card_id"),
+                                      "brand", json_object_get(card, "brand"), "last4",
+                                      json_object_get(card, "last4")));
         json_array_append_new(methods, m);
     }
     /* Channel methods: offered when some enabled channel takes them. */
@@ -147,9 +154,10 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     char msg[128];
     const char *why = pc_cashier_payable(v, c->buyer_id, msg, sizeof msg);
     if (why) {
-        pc_http_respond_error(req, !strcmp(why, "NOT_FOUND")       ? PC_API_NOT_FOUND
-                                   : !strcmp(why, "INVALID_STATE") ? PC_API_INVALID_STATE
-                                                                   : PC_API_INVALID_REQUEST,
+        pc_http_respond_error(req,
+                              !strcmp(why, "NOT_FOUND")       ? PC_API_NOT_FOUND
+                              : !strcmp(why, "INVALID_STATE") ? PC_API_INVALID_STATE
+                                                              : PC_API_INVALID_REQUEST,
                               !strcmp(why, "INVALID_REQUEST") ? "buyer_id" : NULL, msg);
         return;
     }
@@ -221,8 +229,8 @@ static void consult(pc_http_req_t *req, void *data)
     }
     if (!c->platform)
         c->platform = "WEB";
-    if (pc_cashier_load(c->app, pc_auth_merchant(req)->id, c->trade_no, c->buyer_id, loaded_cb,
-                        c) < 0)
+    if (pc_cashier_load(c->app, pc_auth_merchant(req)->id, c->trade_no, c->buyer_id, loaded_cb, c) <
+        0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 

@@ -111,22 +111,21 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
             continue;
         int rate = 10000, lat = 0, healthy = 1;
         pc_channel_health_get(app->channel_client, match[i]->id, &rate, &lat, &healthy);
-        json_array_append_new(
-            cands, json_pack("{s:s,s:b,s:i,s:i,s:I,s:I}", "channel_id", match[i]->id, "healthy",
-                             healthy, "success_rate_bp", rate, "latency_ms", lat, "fee",
-                             (json_int_t)pc_channel_fee(match[i], external), "weight",
-                             (json_int_t)match[i]->weight));
+        json_array_append_new(cands,
+                              json_pack("{s:s,s:b,s:i,s:i,s:I,s:I}", "channel_id", match[i]->id,
+                                        "healthy", healthy, "success_rate_bp", rate, "latency_ms",
+                                        lat, "fee", (json_int_t)pc_channel_fee(match[i], external),
+                                        "weight", (json_int_t)match[i]->weight));
     }
-    json_t *ctx = json_pack("{s:I,s:s,s:s,s:{s:s},s:{s:s?},s:i,s:I}", "amount",
-                            (json_int_t)external, "currency", cur, "method", p->method, "merchant",
-                            "id", pc_auth_merchant(p->req)->id, "buyer", "id", p->buyer_id,
-                            "attempt", 1, "now", json_object_get(p->view, "now")
-                                                     ? json_integer_value(json_object_get(p->view, "now"))
-                                                     : 0);
+    json_t *ctx = json_pack(
+        "{s:I,s:s,s:s,s:{s:s},s:{s:s?},s:i,s:I}", "amount", (json_int_t)external, "currency", cur,
+        "method", p->method, "merchant", "id", pc_auth_merchant(p->req)->id, "buyer", "id",
+        p->buyer_id, "attempt", 1, "now",
+        json_object_get(p->view, "now") ? json_integer_value(json_object_get(p->view, "now")) : 0);
     if (p->card_brand[0] || p->card_key[0])
-        json_object_set_new(ctx, "card",
-                            json_pack("{s:s,s:s}", "brand", p->card_brand, "bin",
-                                      p->has_card ? "" : ""));
+        json_object_set_new(
+            ctx, "card",
+            json_pack("{s:s,s:s}", "brand", p->card_brand, "bin", p->has_card ? "" : ""));
     pc_rule_result_t r;
     pc_rules_route(app->rules, ctx, cands, &r);
     json_object_set_new(p->versions, "route", json_string(r.version));
@@ -176,8 +175,8 @@ static void decide(pay_t *p)
         (json_int_t)json_integer_value(json_object_get(json_object_get(v, "usage"), "day")),
         "card_attempts_1h", (json_int_t)p->v_card, "ip_attempts_1h", (json_int_t)p->v_ip,
         "device_attempts_1h", (json_int_t)p->v_device, "lists", "ip_blocked", p->ip_blocked,
-        "device_blocked", p->device_blocked, "card_blocked", p->card_blocked, "client", "ip",
-        p->ip, "device_id", p->device, "platform", p->platform);
+        "device_blocked", p->device_blocked, "card_blocked", p->card_blocked, "client", "ip", p->ip,
+        "device_id", p->device, "platform", p->platform);
     if (!buyer)
         json_object_del(json_object_get(ctx, "buyer"), "account_age_days");
     pc_rule_result_t r;
@@ -336,9 +335,10 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     char msg[128];
     const char *why = pc_cashier_payable(v, p->buyer_id, msg, sizeof msg);
     if (why) {
-        pc_http_respond_error(req, !strcmp(why, "NOT_FOUND")       ? PC_API_NOT_FOUND
-                                   : !strcmp(why, "INVALID_STATE") ? PC_API_INVALID_STATE
-                                                                   : PC_API_INVALID_REQUEST,
+        pc_http_respond_error(req,
+                              !strcmp(why, "NOT_FOUND")       ? PC_API_NOT_FOUND
+                              : !strcmp(why, "INVALID_STATE") ? PC_API_INVALID_STATE
+                                                              : PC_API_INVALID_REQUEST,
                               !strcmp(why, "INVALID_REQUEST") ? "buyer_id" : NULL, msg);
         return;
     }
@@ -500,8 +500,8 @@ static void challenge_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     const char *payment_no = pc_db_get(res, 0, 0);
-    if (pc_engine_continue(p->app->engine, payment_no, p->has_card ? &p->card : NULL,
-                           answer_engine, p->req) < 0)
+    if (pc_engine_continue(p->app->engine, payment_no, p->has_card ? &p->card : NULL, answer_engine,
+                           p->req) < 0)
         pc_http_respond_error(p->req, PC_API_UNAVAILABLE, NULL, "could not continue");
 }
 
@@ -560,14 +560,13 @@ static void pay(pc_http_req_t *req, void *data)
         const char *pan = json_is_object(card) ? pc_json_str(card, "pan", 19, 0, &bad) : NULL;
         const char *cvv = json_is_object(card) ? pc_json_str(card, "cvv", 4, 0, &bad) : NULL;
         if (!pan || bad || pc_json_int(card, "exp_month", 1, 12, &m) != 0 ||
-            pc_json_int(card, "exp_year", 2000, 2199, &y) != 0 || !cvv ||
-            !digits_only(cvv, 3, 4)) {
+            pc_json_int(card, "exp_year", 2000, 2199, &y) != 0 || !cvv || !digits_only(cvv, 3, 4)) {
             pc_http_respond_error(req, PC_API_INVALID_REQUEST, "card",
                                   "card: pan, exp_month, exp_year, cvv");
             return;
         }
-        p->card = (pc_ch_card_t){pan, (int)m, (int)y, cvv,
-                                 pc_json_str(card, "holder_name", 64, 0, &bad)};
+        p->card =
+            (pc_ch_card_t){pan, (int)m, (int)y, cvv, pc_json_str(card, "holder_name", 64, 0, &bad)};
         p->has_card = 1;
     }
     json_t *client = json_object_get(b, "client");
@@ -587,8 +586,8 @@ static void pay(pc_http_req_t *req, void *data)
         answer_challenge(p);
         return;
     }
-    if (pc_cashier_load(p->app, pc_auth_merchant(req)->id, p->trade_no, p->buyer_id, loaded_cb,
-                        p) < 0)
+    if (pc_cashier_load(p->app, pc_auth_merchant(req)->id, p->trade_no, p->buyer_id, loaded_cb, p) <
+        0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
@@ -597,8 +596,8 @@ static void pay(pc_http_req_t *req, void *data)
 static void get_payment(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
-    if (pc_engine_get(app->engine, pc_http_req_param(req, "payment_no"),
-                      pc_auth_merchant(req)->id, answer_engine, req) < 0)
+    if (pc_engine_get(app->engine, pc_http_req_param(req, "payment_no"), pc_auth_merchant(req)->id,
+                      answer_engine, req) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
@@ -631,10 +630,9 @@ static void bind_token_cb(void *data, const pc_ch_result_t *r)
 {
     bind_t *b = data;
     if (r->status != PC_CH_SUCCESS || !r->card_token[0]) {
-        pc_http_respond_error(b->req,
-                              r->status == PC_CH_UNKNOWN ? PC_API_UNAVAILABLE
-                                                         : PC_API_INVALID_REQUEST,
-                              "pan", r->code[0] ? r->code : "the card could not be bound");
+        pc_http_respond_error(
+            b->req, r->status == PC_CH_UNKNOWN ? PC_API_UNAVAILABLE : PC_API_INVALID_REQUEST, "pan",
+            r->code[0] ? r->code : "the card could not be bound");
         return;
     }
     char m[8], y[8], hex[17];
@@ -642,11 +640,16 @@ static void bind_token_cb(void *data, const pc_ch_result_t *r)
     snprintf(y, sizeof y, "%d", b->exp_year);
     pc_random_hex(hex, sizeof hex, 8);
     snprintf(b->card_id, sizeof b->card_id, "card_%s", hex);
-    const char *q[] = {b->card_id,     pc_http_req_param(b->req, "buyer_id"),
-                       b->channel,     r->card_token,
-                       r->card_brand,  r->card_bin,
-                       r->card_last4,  m,
-                       y,              b->holder};
+    const char *q[] = {b->card_id,
+                       pc_http_req_param(b->req, "buyer_id"),
+                       b->channel,
+                       r->card_token,
+                       r->card_brand,
+                       r->card_bin,
+                       r->card_last4,
+                       m,
+                       y,
+                       b->holder};
     if (pc_db_query(b->app->db,
                     "WITH c AS (INSERT INTO cards (card_id, buyer_id, channel_id, token, brand, "
                     "bin, last4, exp_month, exp_year, holder) VALUES ($1, $2, $3, $4, $5, $6, $7, "
@@ -775,8 +778,8 @@ static void release_review(pc_http_req_t *req, void *data)
     pc_app_t *app = data;
     pc_log_info("review.release", "payment %s released by ops",
                 pc_http_req_param(req, "payment_no"));
-    if (pc_engine_continue(app->engine, pc_http_req_param(req, "payment_no"), NULL,
-                           answer_engine, req) < 0)
+    if (pc_engine_continue(app->engine, pc_http_req_param(req, "payment_no"), NULL, answer_engine,
+                           req) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
@@ -785,8 +788,7 @@ static void reject_review(pc_http_req_t *req, void *data)
     pc_app_t *app = data;
     pc_log_info("review.reject", "payment %s rejected by ops",
                 pc_http_req_param(req, "payment_no"));
-    if (pc_engine_reject(app->engine, pc_http_req_param(req, "payment_no"), answer_engine, req) <
-        0)
+    if (pc_engine_reject(app->engine, pc_http_req_param(req, "payment_no"), answer_engine, req) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
@@ -802,8 +804,46 @@ static void get_challenge(pc_http_req_t *req, void *data)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
+static void blocked_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status == PC_EIO && !strcmp(pc_db_sqlstate(res), "23514")) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "kind",
+                              "kind: IP, DEVICE, CARD_BIN or BUYER");
+        return;
+    }
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    pc_respond_json_text(req, 201, pc_db_get(res, 0, 0));
+}
+
+static void add_block(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    json_t *b = pc_http_req_json(req);
+    int bad = 0;
+    const char *kind = b ? pc_json_str(b, "kind", 16, 0, &bad) : NULL;
+    const char *value = b ? pc_json_str(b, "value", 128, 0, &bad) : NULL;
+    const char *reason = b ? pc_json_str(b, "reason", 500, 0, &bad) : NULL;
+    if (!kind || !value || bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "kind and value are required");
+        return;
+    }
+    const char *q[] = {kind, value, reason};
+    if (pc_db_query(app->db,
+                    "WITH b AS (INSERT INTO block_list (kind, value, reason) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (kind, value) DO UPDATE SET reason = EXCLUDED.reason RETURNING "
+                    "*) SELECT json_build_object('kind', kind, 'value', value, 'reason', "
+                    "reason)::text FROM b",
+                    3, q, blocked_cb, req) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
 void pc_app_routes_pay(pc_app_t *app)
 {
+    pc_router_add(app->admin, "POST", "/admin/block-list", add_block, app);
     pc_metrics_describe("pc_risk_decisions_total", PC_METRIC_COUNTER, "risk decisions");
     pc_metrics_describe("pc_channel_callbacks_total", PC_METRIC_COUNTER,
                         "verified channel callbacks");

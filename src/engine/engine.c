@@ -120,22 +120,22 @@ static json_t *payment_json(pc_db_res_t *res)
         if (parts[i] <= 0)
             continue;
         const char *t = types[i] ? types[i] : col(res, "method_type");
-        json_array_append_new(components, json_pack("{s:s,s:I}", "type", t, "amount",
-                                                    (json_int_t)parts[i]));
+        json_array_append_new(components,
+                              json_pack("{s:s,s:I}", "type", t, "amount", (json_int_t)parts[i]));
     }
     json_t *action = NULL;
     const char *a = col(res, "action");
     if (a)
         action = json_loads(a, 0, NULL);
     if (!strcmp(st, "CHALLENGE") && col(res, "challenge_id"))
-        action = json_pack("{s:s,s:s}", "type", "CHALLENGE", "challenge_id",
-                           col(res, "challenge_id"));
+        action =
+            json_pack("{s:s,s:s}", "type", "CHALLENGE", "challenge_id", col(res, "challenge_id"));
     json_t *failure = json_null();
     if (col(res, "failure_code"))
         failure = json_pack("{s:s,s:s}", "code", col(res, "failure_code"), "message",
                             col(res, "failure_message") ? col(res, "failure_message") : "");
-    json_t *versions = json_loads(col(res, "rule_versions") ? col(res, "rule_versions") : "{}", 0,
-                                  NULL);
+    json_t *versions =
+        json_loads(col(res, "rule_versions") ? col(res, "rule_versions") : "{}", 0, NULL);
     json_t *risk = json_pack("{s:s?,s:O?}", "decision", col(res, "risk_decision"), "rule_version",
                              json_object_get(versions, "risk"));
     if (col(res, "risk_score"))
@@ -143,19 +143,19 @@ static json_t *payment_json(pc_db_res_t *res)
     if (col(res, "risk_reasons"))
         json_object_set_new(risk, "reasons", json_loads(col(res, "risk_reasons"), 0, NULL));
     json_decref(versions);
-    json_t *p = json_pack("{s:s,s:s,s:s,s:I,s:s,s:s,s:o,s:s?,s:o,s:o,s:s,s:o,s:s}", "payment_no",
-                          col(res, "payment_no"), "trade_no", col(res, "trade_no"), "status", shown,
-                          "amount", (json_int_t)pc_db_val_i64(res, 0, "amount"), "currency",
-                          col(res, "currency"), "method", col(res, "method_type"), "components",
-                          components, "channel_id", col(res, "channel_id"), "action",
-                          action ? action : json_null(), "failure", failure, "trade_status",
-                          col(res, "trade_status"), "risk", risk, "created_at",
-                          col(res, "created_at"));
+    json_t *p = json_pack(
+        "{s:s,s:s,s:s,s:I,s:s,s:s,s:o,s:s?,s:o,s:o,s:s,s:o,s:s}", "payment_no",
+        col(res, "payment_no"), "trade_no", col(res, "trade_no"), "status", shown, "amount",
+        (json_int_t)pc_db_val_i64(res, 0, "amount"), "currency", col(res, "currency"), "method",
+        col(res, "method_type"), "components", components, "channel_id", col(res, "channel_id"),
+        "action", action ? action : json_null(), "failure", failure, "trade_status",
+        col(res, "trade_status"), "risk", risk, "created_at", col(res, "created_at"));
     if (!col(res, "channel_id"))
         json_object_set_new(p, "channel_id", json_null());
     if (col(res, "card_last4"))
-        json_object_set_new(p, "card", json_pack("{s:s?,s:s}", "brand", col(res, "card_brand"),
-                                                 "last4", col(res, "card_last4")));
+        json_object_set_new(p, "card",
+                            json_pack("{s:s?,s:s}", "brand", col(res, "card_brand"), "last4",
+                                      col(res, "card_last4")));
     if (col(res, "needs_error_refund")[0] == 't') {
         json_object_set_new(p, "error_refund", json_true());
         json_object_set_new(p, "message",
@@ -183,8 +183,8 @@ static void get_cb(void *data, int status, pc_db_res_t *res)
     free(g);
 }
 
-int pc_engine_get(pc_engine_t *e, const char *payment_no, const char *merchant_id,
-                  pc_engine_cb cb, void *data)
+int pc_engine_get(pc_engine_t *e, const char *payment_no, const char *merchant_id, pc_engine_cb cb,
+                  void *data)
 {
     get_t *g = calloc(1, sizeof *g);
     if (!g)
@@ -192,9 +192,9 @@ int pc_engine_get(pc_engine_t *e, const char *payment_no, const char *merchant_i
     g->cb = cb;
     g->data = data;
     const char *p[] = {payment_no, merchant_id};
-    int rc = merchant_id ? pc_db_query(e->app->db, PAYMENT_SQL " AND p.merchant_id = $2", 2, p,
-                                       get_cb, g)
-                         : pc_db_query(e->app->db, PAYMENT_SQL, 1, p, get_cb, g);
+    int rc = merchant_id
+                 ? pc_db_query(e->app->db, PAYMENT_SQL " AND p.merchant_id = $2", 2, p, get_cb, g)
+                 : pc_db_query(e->app->db, PAYMENT_SQL, 1, p, get_cb, g);
     if (rc < 0)
         free(g);
     return rc;
@@ -224,20 +224,6 @@ static void fail_op(op_t *o, pc_api_err_t err, const char *msg)
     }
     o->err = err;
     snprintf(o->err_msg, sizeof o->err_msg, "%s", msg);
-    finish(o);
-}
-
-static void commit_then_finish_cb(void *data, int status)
-{
-    op_t *o = data;
-    o->tx = NULL;
-    if (status) {
-        o->err = status == PC_EUNAVAIL ? PC_API_UNAVAILABLE : PC_API_INTERNAL;
-        snprintf(o->err_msg, sizeof o->err_msg, "%s",
-                 o->step_failed == 1 ? "insufficient balance" : "could not record the payment");
-        if (o->step_failed == 1)
-            o->err = PC_API_INSUFFICIENT_BALANCE;
-    }
     finish(o);
 }
 
@@ -436,9 +422,9 @@ static void paid_cb(void *data, int status, const char *trade_status)
         o->step_failed = 2;
     if (o->coupon_id[0]) {
         const char *p[] = {o->coupon_id, o->payment_no};
-        pc_db_tx_query(o->tx,
-                       "UPDATE coupons SET status = 'USED' WHERE coupon_id = $1 AND payment_no = $2",
-                       2, p, step_cb, o);
+        pc_db_tx_query(
+            o->tx, "UPDATE coupons SET status = 'USED' WHERE coupon_id = $1 AND payment_no = $2", 2,
+            p, step_cb, o);
     }
     count_payment(o, "SUCCESS");
     pc_db_tx_commit(o->tx, capture_commit_cb, o);
@@ -487,8 +473,7 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
     }
     o->tx = tx;
     const pc_ch_result_t *r = &o->result;
-    const char *p[] = {o->payment_no,
-                       r->channel_txn_id[0] ? r->channel_txn_id : NULL,
+    const char *p[] = {o->payment_no, r->channel_txn_id[0] ? r->channel_txn_id : NULL,
                        r->card_token[0] ? r->card_token : NULL,
                        r->card_brand[0] ? r->card_brand : NULL,
                        r->card_last4[0] ? r->card_last4 : NULL};
@@ -530,7 +515,7 @@ static void released_row_cb(void *data, int status, pc_db_res_t *res)
     legs_t l = {.n = 0};
     leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, cur, -held);
     leg(&l, PC_LEDGER_BUYER_WALLET, buyer, cur, held);
-    if (strcmp(pc_db_val(res, 0, "held"), "t") == 0)
+    if (strcmp(pc_db_val(res, 0, "held"), "true") == 0)
         post(o, "PAY_RELEASE", l.legs, l.n);
     const char *p[] = {o->payment_no};
     pc_db_tx_query(o->tx,
@@ -578,13 +563,15 @@ static void hold_commit_cb(void *data, int status)
     op_t *o = data;
     o->tx = NULL;
     if (status) {
-        o->err = o->step_failed == 1 ? PC_API_INSUFFICIENT_BALANCE
-                 : o->step_failed == 3 ? PC_API_INVALID_REQUEST
+        o->err = o->step_failed == 1     ? PC_API_INSUFFICIENT_BALANCE
+                 : o->step_failed == 3   ? PC_API_INVALID_REQUEST
+                 : o->step_failed == 4   ? PC_API_INVALID_STATE
                  : status == PC_EUNAVAIL ? PC_API_UNAVAILABLE
                                          : PC_API_INTERNAL;
         snprintf(o->err_msg, sizeof o->err_msg, "%s",
                  o->step_failed == 1   ? "the wallet balance is not enough"
                  : o->step_failed == 3 ? "the coupon cannot be used"
+                 : o->step_failed == 4 ? "another payment of this trade is in progress"
                                        : "could not record the payment");
         finish(o);
         return;
@@ -682,6 +669,9 @@ static void start_free(start_t *s)
     free(s);
 }
 
+static void open_count_cb(void *data, int status, pc_db_res_t *res);
+static void insert_cb(void *data, int status, pc_db_res_t *res);
+
 static void locked_trade_cb(void *data, int status, pc_db_res_t *res)
 {
     start_t *s = data;
@@ -703,7 +693,36 @@ static void locked_trade_cb(void *data, int status, pc_db_res_t *res)
         fail_op(o, PC_API_INVALID_STATE, msg);
         return;
     }
-    if (pc_db_get_i64(res, 0, 1) > 0) {
+    /* Counted in a statement of its own: it starts after the row lock was
+     * granted, so it sees an attempt another node committed meanwhile. */
+    const char *q[] = {o->trade_no};
+    if (pc_db_tx_query(
+            o->tx, "SELECT count(*) FROM payments WHERE trade_no = $1 AND status IN " OPEN_STATUSES,
+            1, q, open_count_cb, s) < 0) {
+        start_free(s);
+        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+    }
+}
+
+static void insert_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (status == PC_ECONFLICT && !strcmp(pc_db_constraint(res), "payments_one_open_per_trade"))
+        o->step_failed = 4;
+    else
+        step_cb(data, status, res);
+}
+
+static void open_count_cb(void *data, int status, pc_db_res_t *res)
+{
+    start_t *s = data;
+    op_t *o = s->o;
+    if (status) {
+        start_free(s);
+        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    if (pc_db_get_i64(res, 0, 0) > 0) {
         start_free(s);
         fail_op(o, PC_API_INVALID_STATE, "another payment of this trade is in progress");
         return;
@@ -744,7 +763,7 @@ static void locked_trade_cb(void *data, int status, pc_db_res_t *res)
                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
                    "$16, $17::jsonb, $18, $19, $20, $21::int, $22::jsonb, $23::jsonb, $24, $25, "
                    "$26, $27, CASE WHEN $5 = 'FAILED' THEN now() END)",
-                   27, p, step_cb, o);
+                   27, p, insert_cb, o);
     if (!strcmp(s->status, "CHALLENGE") && s->challenge_id) {
         const char *c[] = {s->challenge_id, o->payment_no, s->challenge_hash,
                            s->demo_code[0] ? s->demo_code : NULL};
@@ -772,9 +791,8 @@ static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
     /* The trade row lock serialises every attempt of this trade, on every
      * node: of two concurrent pays, the second sees the first one open. */
     if (pc_db_tx_query(tx,
-                       "SELECT status, (SELECT count(*) FROM payments WHERE trade_no = $1 AND "
-                       "status IN " OPEN_STATUSES ") FROM trades WHERE trade_no = $1 AND "
-                       "merchant_id = $2 FOR UPDATE",
+                       "SELECT status FROM trades WHERE trade_no = $1 AND merchant_id = $2 FOR "
+                       "UPDATE",
                        2, p, locked_trade_cb, s) < 0) {
         start_free(s);
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");

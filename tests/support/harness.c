@@ -230,8 +230,57 @@ int pc_stack_stop_node(pc_stack_t *s, int i, int sig)
     return st;
 }
 
+void pc_stack_start_paysim(pc_stack_t *s)
+{
+    s->paysim_port = pc_t_free_port();
+    char port[16], cb[128], log[768];
+    snprintf(port, sizeof port, "%d", s->paysim_port);
+    snprintf(cb, sizeof cb, "http://127.0.0.1:%d", s->http_port);
+    snprintf(log, sizeof log, "%s/%s-paysim.log", s->log_dir, s->name);
+    pc_stack_env(s, "PAYSIM_PORT", port);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        char bin[600];
+        snprintf(bin, sizeof bin, "%s/paysim", pc_t_binary_dir());
+        execl(bin, "paysim", "--port", port, "--seed", "7", "--callback-base", cb,
+              "--callback-retry-ms", "200", (char *)NULL);
+        _exit(127);
+    }
+    s->paysim_pid = pid;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/sim/faults?channel_id=sim_card", s->paysim_port);
+    for (int i = 0; i < 200; i++) {
+        pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+        long st = r.status;
+        pc_t_resp_free(&r);
+        if (st == 200)
+            return;
+        usleep(25000);
+    }
+    die("paysim did not come up (see %s)", log);
+}
+
+pc_t_resp_t pc_t_sim(pc_stack_t *s, const char *method, const char *path, const char *body)
+{
+    char url[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", s->paysim_port, path);
+    return pc_t_http(method, url, NULL, body);
+}
+
 void pc_stack_stop(pc_stack_t *s)
 {
+    if (s->paysim_pid) {
+        kill(s->paysim_pid, SIGTERM);
+        waitpid(s->paysim_pid, NULL, 0);
+        s->paysim_pid = 0;
+    }
     for (int i = 0; i < s->nnodes; i++)
         if (s->pids[i])
             pc_stack_stop_node(s, i, SIGTERM);

@@ -25,12 +25,17 @@ typedef struct {
     char log_dir[512];
     char extra_env[16][256]; /* "NAME=value" for every node */
     int nextra;
+    int paysim_port; /* 0: no paysim */
+    pid_t paysim_pid;
 } pc_stack_t;
 
 /* Creates a fresh database for name and fills s (no process yet). Add env with
  * pc_stack_env before starting nodes. */
 void pc_stack_init(pc_stack_t *s, const char *name);
 void pc_stack_env(pc_stack_t *s, const char *name, const char *value);
+/* Starts paysim (before the nodes: they are pointed at it through
+ * PAYSIM_PORT), calling back to the stack's API port. */
+void pc_stack_start_paysim(pc_stack_t *s);
 /* Starts node i (0…) of paycore and waits until /healthz answers on its admin
  * and API ports. All nodes share the API port (SO_REUSEPORT). */
 void pc_stack_start_node(pc_stack_t *s, int i);
@@ -66,6 +71,8 @@ json_t *pc_t_json(const pc_t_resp_t *r);
 /* Value of a response header (static buffer; NULL when absent). */
 const char *pc_t_header(const pc_t_resp_t *r, const char *name);
 
+/* A request to paysim's control API (e.g. "/sim/faults"); caller frees. */
+pc_t_resp_t pc_t_sim(pc_stack_t *s, const char *method, const char *path, const char *body);
 /* Admin request with the stack's token to node 0. */
 pc_t_resp_t pc_t_admin(pc_stack_t *s, const char *method, const char *path, const char *body);
 
