@@ -37,6 +37,9 @@
 /* Per-host state of hosts idle this long is forgotten. */
 #define HOST_IDLE_MS 300000
 #define HOST_BUCKETS 256
+/* Merchants remembered per host, and merchants left out of one claim. */
+#define HOST_MERCHANTS 4
+#define MAX_EXCLUDED 256
 #define ERROR_TEXT_MAX 200
 #define PLATFORM_KEY_MAX_BYTES 65536
 
@@ -71,6 +74,10 @@ struct host {
     int unhealthy; /* the last request timed out or could not connect */
     int pumping;
     uint64_t last_used_ms;
+    /* Merchants whose rows this host holds, so that claims can leave out
+     * their other rows while the host is busy. */
+    char merchants[HOST_MERCHANTS][72];
+    int nmerchants;
 };
 
 struct pc_notifier {
@@ -198,6 +205,23 @@ static int host_limit(const pc_notifier_t *n, const host_t *h)
     return q > n->host_conns ? q : n->host_conns;
 }
 
+/* A host holding half of what it may: claims leave its merchants' rows in
+ * the table (no churn of claiming and handing back) and the next claim
+ * comes when it drains. */
+static int host_busy(const pc_notifier_t *n, const host_t *h)
+{
+    return h->queued + h->inflight >= (host_limit(n, h) + 1) / 2;
+}
+
+static void host_note_merchant(host_t *h, const char *merchant_id)
+{
+    for (int i = 0; i < h->nmerchants; i++)
+        if (strcmp(h->merchants[i], merchant_id) == 0)
+            return;
+    if (h->nmerchants < HOST_MERCHANTS)
+        snprintf(h->merchants[h->nmerchants++], sizeof h->merchants[0], "%s", merchant_id);
+}
+
 /* Forgets idle hosts, so that the table stays as small as the set of hosts
  * recently notified. */
 static void hosts_prune(pc_notifier_t *n, uint64_t now)
@@ -253,8 +277,11 @@ static void delivery_end(delivery_t *d)
     host_t *h = d->host;
     if (d->state == D_SENDING && h)
         h->inflight--;
-    if (h)
+    if (h) {
         h->last_used_ms = uv_now(n->loop);
+        if (!h->queued && !h->inflight)
+            h->nmerchants = 0;
+    }
     delivery_free(d);
     n->held--;
     pc_metrics_set("pc_notify_inflight", "", n->held);
@@ -266,8 +293,7 @@ static void delivery_end(delivery_t *d)
     }
     /* A backlog for one busy host is claimed as the host drains, not on the
      * poll timer, so that it flows at the host's speed. */
-    if (n->wait_drain && h && !h->unhealthy && !n->stopping &&
-        h->queued + h->inflight < host_limit(n, h) / 2) {
+    if (n->wait_drain && h && !n->stopping && !host_busy(n, h)) {
         n->wait_drain = 0;
         if (!n->claiming)
             uv_timer_start(&n->poll_timer, poll_cb, 0, 0);
@@ -571,7 +597,8 @@ static void host_pump(pc_notifier_t *n, host_t *h)
 static const char CLAIM_SQL[] =
     "UPDATE outbox SET next_attempt_at = now() + $2::bigint * interval '1 millisecond', "
     "claim_token = $1 WHERE event_id IN (SELECT event_id FROM outbox WHERE status = 'PENDING' "
-    "AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
+    "AND next_attempt_at <= now() AND merchant_id <> ALL ($4::text[]) "
+    "ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
     "RETURNING event_id, merchant_id, notify_url, payload, attempts";
 
 static delivery_t *delivery_from_row(pc_notifier_t *n, const claim_t *c, pc_db_res_t *res, int row)
@@ -619,10 +646,11 @@ static void claim_cb(void *data, int status, pc_db_res_t *res)
         host_t *h = n->stopping ? NULL : host_get(n, d->notify_url);
         d->host = h;
         if (!h || h->queued + h->inflight >= host_limit(n, h)) {
-            busy |= h && !h->unhealthy;
+            busy |= h != NULL;
             delivery_release(d);
             continue;
         }
+        host_note_merchant(h, d->merchant_id);
         d->state = D_QUEUED;
         if (h->q_tail)
             h->q_tail->next = d;
@@ -631,13 +659,13 @@ static void claim_cb(void *data, int status, pc_db_res_t *res)
         h->q_tail = d;
         h->queued++;
         host_pump(n, h);
-        busy |= !h->unhealthy && h->queued + h->inflight >= host_limit(n, h) / 2;
+        busy |= host_busy(n, h);
     }
     pc_metrics_set("pc_notify_inflight", "", n->held);
-    /* A full batch means more rows are probably due: claim again at once,
-     * unless a host is half full (then claim as it drains, see delivery_end,
-     * rather than claim rows it has no room for). */
-    int again = rows == c->want && !busy;
+    /* A full batch means more rows are probably due: claim again at once
+     * (busy hosts' merchants are left out of it). A busy host's backlog is
+     * claimed again as the host drains, see delivery_end. */
+    int again = rows == c->want;
     if (busy)
         n->wait_drain = 1;
     free(c);
@@ -666,6 +694,31 @@ static void refresh_metrics(pc_notifier_t *n)
                     "min(created_at))), 0)::bigint AS oldest FROM outbox WHERE status = 'PENDING'",
                     0, NULL, metrics_cb, n) == 0)
         n->metrics_query = 1;
+}
+
+/* The merchants of busy hosts as a PostgreSQL array literal ("{"m1","m2"}";
+ * ids are [A-Za-z0-9_-], so quoting them needs no escapes, and quoted, "null"
+ * stays a name), or NULL for none. At most MAX_EXCLUDED: rows of any others
+ * that overflow a host are handed back. */
+static char *busy_merchants(pc_notifier_t *n)
+{
+    size_t cap = 3 + (size_t)MAX_EXCLUDED * 75, len = 0;
+    int count = 0;
+    char *out = NULL;
+    for (int b = 0; b < HOST_BUCKETS; b++)
+        for (host_t *h = n->hosts[b]; h; h = h->next) {
+            if (!host_busy(n, h))
+                continue;
+            for (int i = 0; i < h->nmerchants && count < MAX_EXCLUDED; i++, count++) {
+                if (!out && !(out = malloc(cap)))
+                    return NULL;
+                len += (size_t)snprintf(out + len, cap - len, "%c\"%s\"", count ? ',' : '{',
+                                        h->merchants[i]);
+            }
+        }
+    if (out)
+        snprintf(out + len, cap - len, "}");
+    return out;
 }
 
 static void poll_cb(uv_timer_t *t)
@@ -702,8 +755,11 @@ static void poll_cb(uv_timer_t *t)
     char lease[24], want[16];
     snprintf(lease, sizeof lease, "%llu", (unsigned long long)n->lease_ms);
     snprintf(want, sizeof want, "%d", c->want);
-    const char *p[] = {c->token, lease, want};
-    if (pc_db_query(n->db, CLAIM_SQL, 3, p, claim_cb, c) < 0) {
+    char *excluded = busy_merchants(n);
+    const char *p[] = {c->token, lease, want, excluded ? excluded : "{}"};
+    int rc = pc_db_query(n->db, CLAIM_SQL, 4, p, claim_cb, c);
+    free(excluded);
+    if (rc < 0) {
         free(c);
         uv_timer_start(&n->poll_timer, poll_cb, n->poll_ms, 0);
         return;

@@ -11,11 +11,14 @@
  *    node touches them while this one works, and a node that dies gives them
  *    back when the lease runs out;
  *  - send: rows wait in a queue per merchant host (scheme://host:port); each
- *    host gets at most notify.host_connections requests at once, and a host
- *    whose last request timed out or could not connect keeps only that many
- *    rows, handing the rest back, so a slow or dead endpoint only ever holds
- *    its own events up. A row is sent only while its lease still covers the
- *    whole request timeout; otherwise it is handed back unsent;
+ *    host gets at most notify.host_connections requests at once and holds at
+ *    most a quarter of notify.max_inflight rows (only host_connections once
+ *    its last request timed out or could not connect: the rest are handed
+ *    back). While a host holds half of that, claims leave its merchants' rows
+ *    in the table and the next claim comes as it drains, so a slow or dead
+ *    endpoint only ever holds its own events up, and a long backlog for one
+ *    fast endpoint flows at its speed. A row is sent only while its lease
+ *    still covers the whole request timeout; otherwise it is handed back;
  *  - sign: X-Timestamp, X-Nonce and X-Signature = base64 HMAC-SHA256(merchant
  *    secret, "TIMESTAMP\nNONCE\nRAW_BODY\n"); for RSA2 merchants an RSA
  *    PKCS#1 v1.5 SHA-256 signature with the platform key;

@@ -506,6 +506,8 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_SCHEDULE_MS", SCHEDULE);
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_POLL_MS", "50");
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_BATCH", "10");
+    /* Small, so hosts get busy early: claims are spread over both nodes. */
+    pc_stack_env(&g_stack, "PAYCORE_NOTIFY_MAX_INFLIGHT", "40");
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_TIMEOUT_MS", "1500");
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_PLATFORM_KEY_FILE", keyfile);
     pc_stack_start_node(&g_stack, 0);
@@ -873,6 +875,38 @@ static void test_dead_endpoint_does_not_delay_other_merchants(void **state)
     rx_stop(dead);
 }
 
+static void test_slow_endpoint_backlog_does_not_delay_other_merchants(void **state)
+{
+    (void)state;
+    rx_t *slow = rx_start(1);
+    rx_t *live = rx_start(1);
+    slow->keep_bodies = live->keep_bodies = 0;
+    rx_answer(slow, 0, 200, "success", 1000);
+    char slow_url[128], live_url[128];
+    url_of(slow, slow_url, sizeof slow_url);
+    url_of(live, live_url, sizeof live_url);
+    pc_t_merchant_t sm = pc_t_create_merchant(&g_stack, merchant_extra(slow_url));
+    /* A merchant answering in 1 s (within the timeout) with a long backlog
+     * ahead of everybody else's events. */
+    assert_int_equal(outbox_add(sm.id, "trade.paid", slow_url, 1000, 1, NULL), 0);
+    assert_true(rx_wait(slow, NULL, 1, 10000));
+    double t0 = now_s();
+    assert_int_equal(outbox_add(g_m.id, "trade.paid", live_url, 20, 1, NULL), 0);
+    assert_true(rx_wait(live, NULL, 20, 10000));
+    double took = now_s() - t0;
+    printf("20 events to a live merchant took %.3f s behind 1000 for a slow one\n", took);
+    assert_true(took < 1.0);
+    /* The slow merchant's rows were left alone, not claimed and handed back. */
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM outbox WHERE merchant_id = '%s' AND "
+                                  "attempts = 0 AND last_attempt_at IS NULL AND claim_token IS "
+                                  "NULL AND next_attempt_at > created_at + interval '1 second'",
+                                  sm.id),
+                     0);
+    rx_stop(live);
+    rx_stop(slow);
+}
+
 /* ---- Leases and shutdown: a stack of its own with a short lease ------------------------ */
 
 static pc_stack_t g_lease;
@@ -1028,6 +1062,7 @@ int main(void)
         cmocka_unit_test(test_redeliver_puts_a_failed_event_back),
         cmocka_unit_test(test_two_nodes_deliver_each_event_exactly_once),
         cmocka_unit_test(test_dead_endpoint_does_not_delay_other_merchants),
+        cmocka_unit_test(test_slow_endpoint_backlog_does_not_delay_other_merchants),
     };
     const struct CMUnitTest lease_tests[] = {
         cmocka_unit_test(test_crashed_nodes_claim_comes_back_after_the_lease),
