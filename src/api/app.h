@@ -35,9 +35,12 @@ struct pc_app {
     struct pc_channels *channels;
     struct pc_channel_client *channel_client;
     struct pc_engine *engine;
-    /* Channel callbacks that are not payments (refunds, payouts) go here when
-     * set; it must answer req. cb is a pc_ch_callback_t. */
-    void (*on_channel_callback)(struct pc_app *app, const void *cb, pc_http_req_t *req);
+    /* Channel callbacks for refunds and payouts go to these when set (the
+     * refund and payout modules set them); each must answer req (200 once the
+     * result is applied or known to be a duplicate, 5xx to make the channel
+     * retry). cb is a const pc_ch_callback_t * (channel/client.h). */
+    void (*on_refund_callback)(struct pc_app *app, const void *cb, pc_http_req_t *req);
+    void (*on_payout_callback)(struct pc_app *app, const void *cb, pc_http_req_t *req);
     /* Live health of a channel for the admin view (set by the channel
      * health module; may be NULL). Returns a new JSON object. */
     json_t *(*channel_health)(struct pc_app *app, const char *channel_id);

@@ -739,8 +739,12 @@ static void channel_callback(pc_http_req_t *req, void *data)
             pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "try again");
         return;
     }
-    if (app->on_channel_callback) {
-        app->on_channel_callback(app, &cb, req);
+    if (cb.kind == PC_CB_REFUND && app->on_refund_callback) {
+        app->on_refund_callback(app, &cb, req);
+        return;
+    }
+    if (cb.kind == PC_CB_PAYOUT && app->on_payout_callback) {
+        app->on_payout_callback(app, &cb, req);
         return;
     }
     static const char ok[] = "{\"result\":\"ignored\"}";
