@@ -92,12 +92,11 @@ static const char RECORD_SCRIPT[] =
     "for i = 1, #ARGV - 1, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end "
     "redis.call('EXPIRE', KEYS[1], ARGV[#ARGV]) return 1";
 /* Sums n, f, d, l over the bucket hashes given as keys. */
-static const char SUM_SCRIPT[] =
-    "local s = {0, 0, 0, 0} "
-    "for _, k in ipairs(KEYS) do "
-    "local v = redis.call('HMGET', k, 'n', 'f', 'd', 'l') "
-    "for i = 1, 4 do s[i] = s[i] + (tonumber(v[i]) or 0) end end "
-    "return s";
+static const char SUM_SCRIPT[] = "local s = {0, 0, 0, 0} "
+                                 "for _, k in ipairs(KEYS) do "
+                                 "local v = redis.call('HMGET', k, 'n', 'f', 'd', 'l') "
+                                 "for i = 1, 4 do s[i] = s[i] + (tonumber(v[i]) or 0) end end "
+                                 "return s";
 
 static const char *const g_status_names[] = {
     [PC_CH_SUCCESS] = "SUCCESS", [PC_CH_PROCESSING] = "PROCESSING", [PC_CH_FAILED] = "FAILED",
@@ -210,8 +209,7 @@ static void buf_card(buf_t *b, const pc_ch_card_t *card, bool holder)
     char num[32];
     buf_str(b, "\"pan\":");
     buf_json_str(b, card->pan);
-    snprintf(num, sizeof num, ",\"exp_month\":%d,\"exp_year\":%d", card->exp_month,
-             card->exp_year);
+    snprintf(num, sizeof num, ",\"exp_month\":%d,\"exp_year\":%d", card->exp_month, card->exp_year);
     buf_str(b, num);
     if (card->cvv) {
         buf_str(b, ",\"cvv\":");
@@ -485,8 +483,8 @@ int pc_channel_health_refresh(pc_channel_client_t *cli, const char *channel_id,
 }
 
 /* The cached verdict for ch, starting a refresh when the cache has aged. */
-static health_t *health_current(pc_channel_client_t *cli, const pc_channel_t *ch,
-                                pc_ch_tally_t *t, pc_ch_health_t *v, const char **source)
+static health_t *health_current(pc_channel_client_t *cli, const pc_channel_t *ch, pc_ch_tally_t *t,
+                                pc_ch_health_t *v, const char **source)
 {
     health_t *h = health_entry(cli, ch->id);
     if (!h)
@@ -507,11 +505,10 @@ json_t *pc_channel_health(pc_channel_client_t *cli, const char *channel_id)
     pc_ch_health_t v = {10000, 0, 1};
     const char *source = "none";
     health_current(cli, ch, &t, &v, &source);
-    return json_pack("{s:i,s:i,s:I,s:I,s:I,s:b,s:I,s:I,s:s}", "success_rate_bp",
-                     v.success_rate_bp, "latency_ms", v.latency_ms, "attempts",
-                     (json_int_t)t.attempts, "failures", (json_int_t)t.failures, "declines",
-                     (json_int_t)t.declines, "healthy", v.healthy, "window_s",
-                     (json_int_t)ch->alert.window_s, "threshold_bp",
+    return json_pack("{s:i,s:i,s:I,s:I,s:I,s:b,s:I,s:I,s:s}", "success_rate_bp", v.success_rate_bp,
+                     "latency_ms", v.latency_ms, "attempts", (json_int_t)t.attempts, "failures",
+                     (json_int_t)t.failures, "declines", (json_int_t)t.declines, "healthy",
+                     v.healthy, "window_s", (json_int_t)ch->alert.window_s, "threshold_bp",
                      (json_int_t)ch->alert.failure_rate_bp, "source", source);
 }
 
@@ -637,10 +634,10 @@ static void call_observe(call_t *c, const pc_ch_result_t *r, pc_ch_count_t count
     pc_metrics_add("pc_channel_calls_total", labels, 1);
     snprintf(labels, sizeof labels, "channel=\"%s\",op=\"%s\"", c->channel_id, op);
     pc_metrics_observe("pc_channel_latency_seconds", labels, (double)r->elapsed_ms / 1000.0);
-    json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:I}", "channel", c->channel_id, "op", op,
-                          "method", c->method, "reference", c->ref, "status",
-                          g_status_names[r->status], "code", r->code, "http_status", http_status,
-                          "elapsed_ms", (json_int_t)r->elapsed_ms);
+    json_t *f =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:I}", "channel", c->channel_id, "op", op, "method",
+                  c->method, "reference", c->ref, "status", g_status_names[r->status], "code",
+                  r->code, "http_status", http_status, "elapsed_ms", (json_int_t)r->elapsed_ms);
     pc_log_fields(r->status == PC_CH_UNKNOWN ? PC_LOG_WARN : PC_LOG_INFO, "channel.call", f,
                   "%s %s", c->method, op);
     if (record)
@@ -706,6 +703,7 @@ static void call_done_cb(void *data, const pc_http_response_t *resp)
     else
         count = pc_ch_map_answer(c->op, resp->status, resp->body, resp->body_len,
                                  c->ref[0] ? c->ref : NULL, &r, &action);
+    r.action = action;
     call_observe(c, &r, count, resp->status, !cancelled);
     c->cb(c->data, &r);
     json_decref(action);
@@ -740,8 +738,8 @@ static int call_send(call_t *c, const pc_channel_t *ch, const char *path_rest, c
     int rc = PC_ENOMEM;
     if (url.oom || target.oom)
         goto done;
-    msg = pc_sign_request_string(c->method, target.p, ts, c->nonce, body ? body : "", body_len,
-                                 &len);
+    msg =
+        pc_sign_request_string(c->method, target.p, ts, c->nonce, body ? body : "", body_len, &len);
     sig = msg ? pc_hmac_sha256_sign(c->secret, strlen(c->secret), msg, len) : NULL;
     if (!sig)
         goto done;
@@ -851,16 +849,16 @@ int pc_channel_pay(pc_channel_client_t *cli, const pc_ch_pay_t *req, pc_ch_cb cb
     bool by_card = m == PC_METHOD_CARD && req->card;
     if (by_card && !card_valid(req->card))
         return PC_EINVAL;
-    if ((m == PC_METHOD_CARD || m == PC_METHOD_QUICK_PAY || m == PC_METHOD_AGREEMENT) &&
-        !by_card && !(req->card_token && req->card_token[0]))
+    if ((m == PC_METHOD_CARD || m == PC_METHOD_QUICK_PAY || m == PC_METHOD_AGREEMENT) && !by_card &&
+        !(req->card_token && req->card_token[0]))
         return PC_EINVAL;
     if (m == PC_METHOD_QR_BUYER && !(req->buyer_code && req->buyer_code[0]))
         return PC_EINVAL;
     if (req->expire_seconds < 0)
         return PC_EINVAL;
-    json_t *o = json_pack("{s:s,s:I,s:s,s:s}", "payment_no", req->payment_no, "amount",
-                          (json_int_t)req->amount, "currency", req->currency, "method",
-                          req->method);
+    json_t *o =
+        json_pack("{s:s,s:I,s:s,s:s}", "payment_no", req->payment_no, "amount",
+                  (json_int_t)req->amount, "currency", req->currency, "method", req->method);
     if (o && !by_card && req->card_token)
         json_object_set_new(o, "card_token", json_string(req->card_token));
     if (o && m == PC_METHOD_QR_BUYER)
@@ -891,8 +889,8 @@ int pc_channel_pay(pc_channel_client_t *cli, const pc_ch_pay_t *req, pc_ch_cb cb
     return rc;
 }
 
-int pc_channel_tokenize(pc_channel_client_t *cli, const char *channel_id,
-                        const pc_ch_card_t *card, pc_ch_cb cb, void *data)
+int pc_channel_tokenize(pc_channel_client_t *cli, const char *channel_id, const pc_ch_card_t *card,
+                        pc_ch_cb cb, void *data)
 {
     if (!cb || !card_valid(card))
         return PC_EINVAL;
@@ -927,8 +925,8 @@ int pc_channel_refund(pc_channel_client_t *cli, const pc_ch_refund_t *req, pc_ch
     int rc = find_channel(cli, req->channel_id, false, &ch);
     if (rc < 0)
         return rc;
-    json_t *o = json_pack("{s:s,s:I}", "refund_no", req->refund_no, "amount",
-                          (json_int_t)req->amount);
+    json_t *o =
+        json_pack("{s:s,s:I}", "refund_no", req->refund_no, "amount", (json_int_t)req->amount);
     if (o && by_txn)
         json_object_set_new(o, "channel_txn_id", json_string(req->channel_txn_id));
     if (o && req->payment_no && req->payment_no[0])
@@ -953,8 +951,8 @@ int pc_channel_payout(pc_channel_client_t *cli, const pc_ch_payout_t *req, pc_ch
     return start_json(cli, ch, PC_CH_OP_PAYOUT, req->payout_no, "/payouts", o, cb, data);
 }
 
-static int query(pc_channel_client_t *cli, pc_ch_op_t op, const char *channel_id,
-                 const char *what, const char *no, pc_ch_cb cb, void *data)
+static int query(pc_channel_client_t *cli, pc_ch_op_t op, const char *channel_id, const char *what,
+                 const char *no, pc_ch_cb cb, void *data)
 {
     if (!cb || !valid_no(no))
         return PC_EINVAL;
@@ -987,14 +985,14 @@ int pc_channel_query_payment(pc_channel_client_t *cli, const char *channel_id,
     return query(cli, PC_CH_OP_QUERY, channel_id, "payment", payment_no, cb, data);
 }
 
-int pc_channel_query_refund(pc_channel_client_t *cli, const char *channel_id,
-                            const char *refund_no, pc_ch_cb cb, void *data)
+int pc_channel_query_refund(pc_channel_client_t *cli, const char *channel_id, const char *refund_no,
+                            pc_ch_cb cb, void *data)
 {
     return query(cli, PC_CH_OP_REFUND_QUERY, channel_id, "refund", refund_no, cb, data);
 }
 
-int pc_channel_query_payout(pc_channel_client_t *cli, const char *channel_id,
-                            const char *payout_no, pc_ch_cb cb, void *data)
+int pc_channel_query_payout(pc_channel_client_t *cli, const char *channel_id, const char *payout_no,
+                            pc_ch_cb cb, void *data)
 {
     return query(cli, PC_CH_OP_PAYOUT_QUERY, channel_id, "payout", payout_no, cb, data);
 }
@@ -1032,10 +1030,10 @@ int pc_channel_fetch_file(pc_channel_client_t *cli, const char *channel_id, cons
 
 /* ---- Callbacks from channels ------------------------------------------------------- */
 
-int pc_channel_verify_callback(pc_channel_client_t *cli, const char *channel_id,
-                               const char *method, const char *target, const char *timestamp,
-                               const char *nonce, const char *signature, const char *body,
-                               size_t len, pc_ch_callback_t *out, const char **why)
+int pc_channel_verify_callback(pc_channel_client_t *cli, const char *channel_id, const char *method,
+                               const char *target, const char *timestamp, const char *nonce,
+                               const char *signature, const char *body, size_t len,
+                               pc_ch_callback_t *out, const char **why)
 {
     /* The protocol signs a callback's timestamp, nonce and body, not its
      * target: the channel id of the path is checked against the body's. A
@@ -1077,9 +1075,9 @@ int pc_channel_verify_callback(pc_channel_client_t *cli, const char *channel_id,
     char *secret = channel_secret(cli, ch);
     size_t mlen;
     char *msg = secret ? pc_sign_notify_string(timestamp, nonce, body, len, &mlen) : NULL;
-    int rc = msg ? pc_hmac_sha256_verify(secret, strlen(secret), msg, mlen, signature,
-                                         strlen(signature))
-                 : PC_ENOMEM;
+    int rc =
+        msg ? pc_hmac_sha256_verify(secret, strlen(secret), msg, mlen, signature, strlen(signature))
+            : PC_ENOMEM;
     free(msg);
     secret_free(secret);
     if (rc == PC_ENOMEM || rc == PC_EIO) {

@@ -4,14 +4,10 @@
 #include <string.h>
 
 static const char *const g_op_names[PC_CH_OP_COUNT] = {
-    [PC_CH_OP_PAY] = "pay",
-    [PC_CH_OP_QUERY] = "query",
-    [PC_CH_OP_REFUND] = "refund",
-    [PC_CH_OP_REFUND_QUERY] = "refund_query",
-    [PC_CH_OP_PAYOUT] = "payout",
-    [PC_CH_OP_PAYOUT_QUERY] = "payout_query",
-    [PC_CH_OP_TOKENIZE] = "tokenize",
-    [PC_CH_OP_FILE] = "file",
+    [PC_CH_OP_PAY] = "pay",           [PC_CH_OP_QUERY] = "query",
+    [PC_CH_OP_REFUND] = "refund",     [PC_CH_OP_REFUND_QUERY] = "refund_query",
+    [PC_CH_OP_PAYOUT] = "payout",     [PC_CH_OP_PAYOUT_QUERY] = "payout_query",
+    [PC_CH_OP_TOKENIZE] = "tokenize", [PC_CH_OP_FILE] = "file",
 };
 
 const char *pc_ch_op_name(pc_ch_op_t op)
@@ -151,8 +147,8 @@ static pc_ch_count_t map_tokenized(const json_t *o, pc_ch_result_t *out)
     return PC_CH_COUNT_OK;
 }
 
-pc_ch_count_t pc_ch_map_object(pc_ch_op_t op, const json_t *o, const char *ref,
-                               pc_ch_result_t *out, json_t **action)
+pc_ch_count_t pc_ch_map_object(pc_ch_op_t op, const json_t *o, const char *ref, pc_ch_result_t *out,
+                               json_t **action)
 {
     *action = NULL;
     if (!json_is_object(o))
@@ -188,8 +184,12 @@ pc_ch_count_t pc_ch_map_object(pc_ch_op_t op, const json_t *o, const char *ref,
          * and will not be: final, like a failure. */
         bool closed = status[0] == 'C';
         out->status = PC_CH_FAILED;
-        snprintf(out->code, sizeof out->code, "%s", code ? code : closed ? "CLOSED" : "UNSPECIFIED");
-        out->retryable = !closed && code_retryable(out->code, json_object_get(failure, "retryable"));
+        snprintf(out->code, sizeof out->code, "%s",
+                 code     ? code
+                 : closed ? "CLOSED"
+                          : "UNSPECIFIED");
+        out->retryable =
+            !closed && code_retryable(out->code, json_object_get(failure, "retryable"));
     } else if (!strcmp(status, "RETURNED")) {
         out->status = PC_CH_RETURNED;
         copy_str(out->code, sizeof out->code, json_object_get(o, "return_reason"));

@@ -86,8 +86,8 @@ pc_ch_count_t pc_ch_map_answer(pc_ch_op_t op, int http_status, const char *body,
 
 /* The same for an answer already parsed: o is the transaction object of a
  * 2xx answer or of a callback's "data". */
-pc_ch_count_t pc_ch_map_object(pc_ch_op_t op, const json_t *o, const char *ref,
-                               pc_ch_result_t *out, json_t **action);
+pc_ch_count_t pc_ch_map_object(pc_ch_op_t op, const json_t *o, const char *ref, pc_ch_result_t *out,
+                               json_t **action);
 
 /* The action of a PROCESSING payment in api.md's shape, from the channel's
  * action object: {"type":"REDIRECT","url"}, {"type":"VA","va_number"},
