@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <jansson.h>
 
@@ -17,22 +18,27 @@ static void print_json_line(const char *label, const json_t *v)
 static void print_example_failure(const char *dir, const char *rule, const json_t *ex)
 {
     const json_t *err = json_object_get(ex, "error");
+    const json_t *got = json_object_get(ex, "got");
+    const char *outcome = json_string_value(json_object_get(ex, "outcome"));
+    const char *message = json_string_value(json_object_get(err, "message"));
     printf("  FAIL example \"%s\" (%s/tests/%s.json:%d)\n",
            json_string_value(json_object_get(ex, "name")), dir, rule,
            (int)json_integer_value(json_object_get(ex, "line")));
     print_json_line("expected:", json_object_get(ex, "expected"));
-    const char *outcome = json_string_value(json_object_get(ex, "outcome"));
-    if (json_is_null(json_object_get(ex, "got")) || !json_object_get(ex, "got")) {
+    if (got && !json_is_null(got))
+        print_json_line("got:", got);
+    if (outcome && strcmp(outcome, "ok") != 0) {
+        /* The rule did not answer properly: say where it went wrong. */
         const char *file = json_string_value(json_object_get(err, "file"));
         int line = (int)json_integer_value(json_object_get(err, "line"));
-        printf("      %-9s %s at %s:%d: %s\n", "got:", outcome ? outcome : "error",
-               file && *file ? file : "?", line,
-               json_string_value(json_object_get(err, "message")));
-    } else {
-        print_json_line("got:", json_object_get(ex, "got"));
-        const char *why = json_string_value(json_object_get(err, "message"));
-        if (why && *why)
-            printf("      %-9s %s\n", "why:", why);
+        if (file && *file && line > 0)
+            printf("      %-9s %s at %s:%d: %s\n", "error:", outcome, file, line,
+                   message ? message : "");
+        else
+            printf("      %-9s %s in %s: %s\n", "error:", outcome, file && *file ? file : "?",
+                   message ? message : "");
+    } else if (message && *message) {
+        printf("      %-9s %s\n", "why:", message);
     }
 }
 

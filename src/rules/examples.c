@@ -132,13 +132,17 @@ int pc__examples_run(pc__rule_t *rule, const char *text, size_t len, const char 
         if (ctx)
             merge_into(full, ctx);
         pc_rule_result_t res = {0};
-        pc__rule_invoke(rule, full, args, &res);
+        json_t *raw = NULL;
+        pc__rule_invoke(rule, full, args, &res, &raw);
 
         char why[256] = "";
         int verdict = 0;
         if (res.outcome == PC_RULE_OK)
             verdict = pt->matches(res.answer, expect, why, sizeof why);
-        json_t *got = res.outcome == PC_RULE_OK ? pt->summarize(res.answer) : NULL;
+        /* What the rule answered: its validated answer in short form, or what
+         * it returned when that was malformed. */
+        json_t *got = res.outcome == PC_RULE_OK ? pt->summarize(res.answer) : raw;
+        raw = NULL;
 
         if (verdict < 0) {
             fail_at(err, file, line, "%s: %s", label, why);
@@ -146,9 +150,12 @@ int pc__examples_run(pc__rule_t *rule, const char *text, size_t len, const char 
         } else if (verdict == 0 && !failed) {
             if (res.outcome != PC_RULE_OK) {
                 /* Point at the rule line: that is what has to change. */
+                char *g = got ? compact(got) : NULL;
                 fail_at(err, res.error.file[0] ? res.error.file : file,
-                        res.error.file[0] ? res.error.line : line, "%s (%s:%d): %s: %s", label,
-                        file, line, pc_rule_outcome_name(res.outcome), res.error.message);
+                        res.error.file[0] ? res.error.line : line, "%s (%s:%d): %s: %s%s%.80s",
+                        label, file, line, pc_rule_outcome_name(res.outcome), res.error.message,
+                        g ? "; the rule returned " : "", g ? g : "");
+                free(g);
             } else {
                 char *e = compact(expect), *g = compact(got);
                 fail_at(err, file, line, "%s: %s: expected %.100s, got %.100s", label, why,

@@ -475,7 +475,8 @@ static json_t *default_route(const json_t *ctx, const json_t *list, pc_rule_outc
         keys[k].success_rate_bp = json_integer_value(json_object_get(c, "success_rate_bp"));
         k++;
     }
-    qsort(keys, k, sizeof *keys, cmp_route);
+    if (k > 1)
+        qsort(keys, k, sizeof *keys, cmp_route);
     for (size_t i = 0; i < k; i++)
         json_array_append(out, json_object_get(json_array_get(list, keys[i].pos), "channel_id"));
     free(keys);

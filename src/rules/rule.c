@@ -169,18 +169,25 @@ void pc__rule_fallback(const pc__point_t *pt, const json_t *ctx, const json_t *l
     snprintf(out->error.message, sizeof out->error.message, "%s", message);
 }
 
-int pc__rule_invoke(pc__rule_t *rule, const json_t *ctx, const json_t *list, pc_rule_result_t *out)
+int pc__rule_invoke(pc__rule_t *rule, const json_t *ctx, const json_t *list, pc_rule_result_t *out,
+                    json_t **raw)
 {
     const pc__point_t *pt = rule->point;
     char why[256];
     memcpy(out->version, rule->version, sizeof out->version);
+    if (raw)
+        *raw = NULL;
     if (pc__point_check_input(pt, ctx, list, why, sizeof why) < 0) {
         char msg[300];
         snprintf(msg, sizeof msg, "input refused: %s", why);
         pc__rule_fallback(pt, ctx, list, PC_RULE_ERROR, "", msg, out);
         return PC_EINVAL;
     }
-    pc__call_t call = {.push_args = pt->push_args, .check = pt->check, .ctx = ctx, .list = list};
+    pc__call_t call = {.push_args = pt->push_args,
+                       .check = pt->check,
+                       .ctx = ctx,
+                       .list = list,
+                       .want_raw = raw != NULL};
     out->outcome = pc__sandbox_call(rule->sb, rule->ref, &call, &out->error);
     if (out->outcome == PC_RULE_OK) {
         out->answer = call.answer;
@@ -188,5 +195,9 @@ int pc__rule_invoke(pc__rule_t *rule, const json_t *ctx, const json_t *list, pc_
         json_decref(call.answer);
         out->answer = pt->safe_default(ctx, list, out->outcome);
     }
+    if (raw)
+        *raw = call.raw;
+    else
+        json_decref(call.raw);
     return call.input_refused ? PC_EINVAL : 0;
 }

@@ -56,10 +56,13 @@ void pc__build_clear(pc__build_t *build);
 void pc__rule_free(pc__rule_t *rule);
 
 /* Calls the rule. Always fills *out (the safe default when the outcome is not
- * OK; elapsed_ns is left to the caller). Returns 0, or PC_EINVAL when the
+ * OK; elapsed_ns is left to the caller). When raw is not NULL and the answer
+ * is malformed, *raw receives the answer as the rule gave it (a new reference
+ * the caller owns), else NULL. Returns 0, or PC_EINVAL when the
  * input was refused (wrong JSON shape, ids missing or repeated, integers
  * beyond 2^53). */
-int pc__rule_invoke(pc__rule_t *rule, const json_t *ctx, const json_t *list, pc_rule_result_t *out);
+int pc__rule_invoke(pc__rule_t *rule, const json_t *ctx, const json_t *list, pc_rule_result_t *out,
+                    json_t **raw);
 
 /* Fills *out with the safe default of a decision point for a call that could
  * not run, with the given outcome and message. */

@@ -415,7 +415,7 @@ int pc_rules_call(pc_rules_t *rules, pc_rule_id_t id, const json_t *ctx, const j
     uint64_t t0 = now_ns();
     int rc = 0;
     if (s->rule) {
-        rc = pc__rule_invoke(s->rule, ctx, list, out);
+        rc = pc__rule_invoke(s->rule, ctx, list, out, NULL);
     } else {
         char msg[128];
         snprintf(msg, sizeof msg, "rule %s is not loaded", rule_names[id]);

@@ -10,6 +10,7 @@
 #include <lualib.h>
 #include <luajit.h>
 
+#include "rules/convert.h"
 #include "rules/lib.h"
 
 /* The hook runs every HOOK_EVERY VM instructions: often enough that a runaway
@@ -277,8 +278,11 @@ static int run_protected(lua_State *L)
     }
 
     run->phase = PHASE_CHECK;
-    if (call->check(L, call, fn) != 0)
+    if (call->check(L, call, fn) != 0) {
         run->malformed = true;
+        if (call->want_raw)
+            call->raw = pc__lua_to_json(L, fn);
+    }
     return 0;
 }
 
@@ -294,6 +298,7 @@ pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
     call->id_index = NULL;
     call->nids = 0;
     call->input_refused = false;
+    call->raw = NULL;
 
     /* A rule's garbage is normally collected incrementally; after a heavy call
      * start from a clean heap so the cap measures this call, not the last. */
@@ -564,7 +569,10 @@ pc__sandbox_t *pc__sandbox_new(const char *rule_name, const pc_rules_opts_t *opt
     }
     /* Count hooks never fire inside compiled traces: the interpreter is the
      * only engine that honours the budget. */
-    luaJIT_setmode(sb->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    if (!luaJIT_setmode(sb->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF)) {
+        snprintf(err, errlen, "cannot switch the JIT off for the rule state");
+        goto fail;
+    }
     if (lua_cpcall(sb->L, setup_env, sb) != 0) {
         snprintf(err, errlen, "cannot set up the rule sandbox: %s",
                  lua_tostring(sb->L, -1) ? lua_tostring(sb->L, -1) : "?");

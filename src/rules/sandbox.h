@@ -101,6 +101,10 @@ struct pc__call {
     pc__id_entry_t *id_index;
     const char *ids_small[32];
     bool input_refused; /* set by the sandbox when push_args refused */
+    /* When want_raw is set and the answer is malformed, the answer as the
+     * rule gave it, for showing to a person (owned by the caller). */
+    bool want_raw;
+    json_t *raw;
 };
 
 /* Runs the chunk ref (which returns the rule function) and the rule with the

@@ -332,6 +332,21 @@ static void test_route_error_falls_back_with_file_and_line(void **state)
     pc_rule_result_clear(&res);
 }
 
+static void test_route_error_with_no_candidates_falls_back_to_empty_list(void **state)
+{
+    fixture_t *fx = *state;
+    load_all(fx);
+    pc_rule_result_t res;
+    json_t *ctx = js("{\"mode\": \"error\"}"), *none = js("[]");
+    assert_int_equal(pc_rules_route(fx->rules, ctx, none, &res), 0);
+    assert_int_equal(res.outcome, PC_RULE_ERROR);
+    assert_true(json_is_array(res.answer));
+    assert_int_equal(json_array_size(res.answer), 0);
+    pc_rule_result_clear(&res);
+    json_decref(ctx);
+    json_decref(none);
+}
+
 static void test_route_accepts_candidate_tables_as_answer(void **state)
 {
     fixture_t *fx = *state;
@@ -867,6 +882,8 @@ int main(void)
             teardown),
         cmocka_unit_test_setup_teardown(test_route_error_falls_back_with_file_and_line, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_route_error_with_no_candidates_falls_back_to_empty_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_accepts_candidate_tables_as_answer, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refund_method_unknown_answer_falls_back_to_offline,
