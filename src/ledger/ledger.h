@@ -37,7 +37,13 @@
  * entries: pc_ledger_post (through the SQL function ledger_post()) is the
  * only writer. The database refuses overdrafts of "never < 0" accounts,
  * a second posting of the same business event, unbalanced transactions and
- * any change to posted rows, whoever asks.
+ * any change to posted rows, whoever asks (0003_ledger.sql says how);
+ * pc_ledger_check finds the rest (a balance edited by hand).
+ *
+ * Cost: one statement per posting, SELECT ledger_post(...) — a PL/pgSQL
+ * function whose plans stay prepared on each connection — so a posting is
+ * one round trip, and with the COMMIT queued behind it a whole transaction
+ * is one round trip too.
  *
  * Concurrency: a posting locks all its accounts in byte order of their ids,
  * so postings never deadlock with each other. A database transaction that
@@ -143,7 +149,9 @@ int pc_ledger_validate(const pc_ledger_txn_t *txn, char *err, size_t errlen);
 /* A posting finished: status 0 with the new txn_id, or PC_LEDGER_INSUFFICIENT,
  * PC_LEDGER_DUPLICATE, PC_ECONFLICT (deadlock or serialization failure:
  * retry the whole transaction), PC_ELIMIT (a balance would leave int64),
- * PC_EUNAVAIL, PC_ECLOSED or PC_EIO (txn_id 0). After any failure the
+ * PC_EUNAVAIL, PC_ECLOSED or PC_EIO (also when tx had failed before), with
+ * txn_id 0. PC_LEDGER_UNBALANCED / PC_LEDGER_BAD_ACCOUNT here would mean the
+ * database disagreed with C's validation (logged). After any failure the
  * caller's transaction is aborted (PostgreSQL's rule) and can only be rolled
  * back; nothing of the posting remains once it is. */
 typedef void (*pc_ledger_post_cb)(void *data, int status, int64_t txn_id);
