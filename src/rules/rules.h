@@ -17,6 +17,7 @@
  * usable decision:
  *
  *   cashier_rank   the input methods, unchanged, in their original order
+ *                  (a copy of the array; the method objects are shared)
  *   risk           {"decision":"REVIEW","reasons":["RULE_<OUTCOME>"]} (never ACCEPT)
  *   route          the candidates' ids, healthy first, then by success_rate_bp
  *                  (highest first), ties in input order
@@ -89,9 +90,9 @@ typedef struct {
     uint64_t timeout_us;       /* wall-clock budget per call, default 10000 (10 ms) */
     uint64_t max_instructions; /* VM instruction budget per call, default 1000000 */
     size_t memory_limit;       /* bytes per state, default 16 MiB */
-    /* Enforce the memory cap from the instruction hook (lua_gc count) instead of
-     * the allocator, as on LuaJIT builds whose lua_newstate refuses a custom
-     * allocator. Chosen automatically there; settable to test that path. */
+    /* Enforce the memory cap from the instruction hook (lua_gc count) instead
+     * of the allocator wrapper. Weaker (see rules/sandbox.h); only for a
+     * LuaJIT without a working lua_setallocf. Default false. */
     bool cap_from_hook;
 } pc_rules_opts_t;
 

@@ -120,7 +120,7 @@ static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     void *p = sb->next_alloc(sb->next_ud, ptr, osize, nsize);
     if (p || nsize == 0)
-        sb->used = sb->used - old + nsize;
+        sb->used = (sb->used > old ? sb->used - old : 0) + nsize;
     return p;
 }
 
@@ -190,18 +190,19 @@ static void split_position(const char *msg, pc_rule_error_t *err)
         const char *digits = p;
         while (*p >= '0' && *p <= '9')
             p++;
-        if (p > digits && *p == ':') {
-            size_t flen = (size_t)(colon - msg);
-            if (flen < sizeof err->file) {
-                memcpy(err->file, msg, flen);
-                err->file[flen] = '\0';
-                err->line = atoi(digits);
+        size_t flen = (size_t)(colon - msg);
+        /* Only positions Lua puts there: "<chunk>.lua:<line>:". A rule's own
+         * text such as "amount: 12: too big" is not a position. */
+        if (p > digits && *p == ':' && flen > 4 && flen < sizeof err->file &&
+            strncmp(colon - 4, ".lua", 4) == 0) {
+            memcpy(err->file, msg, flen);
+            err->file[flen] = '\0';
+            err->line = atoi(digits);
+            p++;
+            while (*p == ' ')
                 p++;
-                while (*p == ' ')
-                    p++;
-                snprintf(err->message, sizeof err->message, "%s", p);
-                return;
-            }
+            snprintf(err->message, sizeof err->message, "%s", p);
+            return;
         }
         colon = strchr(colon + 1, ':');
     }

@@ -418,6 +418,20 @@ static void test_async_reload_applies_on_the_loop(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static void test_freeing_registry_during_async_reload_is_safe(void **state)
+{
+    fixture_t *fx = *state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    async_status = 99;
+    assert_int_equal(pc_channels_reload_async(fx->chs, &loop, on_reloaded, NULL), 0);
+    pc_channels_free(fx->chs);
+    fx->chs = NULL;
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(async_status, PC_ECLOSED);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void test_shipped_demo_channels_are_valid(void **state)
 {
     (void)state;
@@ -473,6 +487,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_match_honours_method_currency_amount_and_switch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_async_reload_applies_on_the_loop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_freeing_registry_during_async_reload_is_safe, setup,
+                                        teardown),
         cmocka_unit_test(test_shipped_demo_channels_are_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -221,6 +221,18 @@ static void test_setting_a_global_is_refused(void **state)
     assert_contained(fx, "function helper() end", "assignment to global 'helper'");
 }
 
+static void test_error_text_that_looks_like_a_position_is_kept_whole(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rule_result_t res;
+    run_attack(fx, "error('amount: 12: too big', 0)", &res);
+    assert_int_equal(res.outcome, PC_RULE_ERROR);
+    assert_string_equal(res.error.message, "amount: 12: too big");
+    assert_string_equal(res.error.file, "rules/risk.lua");
+    assert_int_equal(res.error.line, 3);
+    pc_rule_result_clear(&res);
+}
+
 static void test_reading_an_undeclared_global_is_an_error_not_nil(void **state)
 {
     assert_contained(*state, "if ammount > 0 then end", "undeclared global 'ammount'");
@@ -438,6 +450,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_string_dump_is_not_reachable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_debug_and_registry_are_not_reachable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_setting_a_global_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_text_that_looks_like_a_position_is_kept_whole,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_reading_an_undeclared_global_is_an_error_not_nil,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_standard_tables_are_read_only, setup, teardown),
