@@ -48,7 +48,7 @@ typedef struct pc__sandbox {
     /* Per-call budget, reset by each call. */
     uint64_t max_instructions, instructions;
     uint64_t timeout_ns, deadline_ns, wall_start_ns;
-    uint64_t cpu_mark_ns, wall_mark_ns; /* see time_budget_spent in sandbox.c */
+    uint64_t cpu_mark_ns, before_mark_ns; /* see time_budget_spent in sandbox.c */
     bool timed_out, oom, tight_hook;
     /* Where memory ran out, found from the allocator when it refuses. */
     char oom_file[96];
