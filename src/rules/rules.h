@@ -87,7 +87,7 @@ typedef struct {
 
 /* Limits per rule state; zero fields take the defaults shown. */
 typedef struct {
-    uint64_t timeout_us;       /* wall-clock budget per call, default 10000 (10 ms) */
+    uint64_t timeout_us;       /* time budget per call, default 10000 (10 ms); see sandbox.h */
     uint64_t max_instructions; /* VM instruction budget per call, default 1000000 */
     size_t memory_limit;       /* bytes per state, default 16 MiB */
     /* Enforce the memory cap from the instruction hook (lua_gc count) instead
