@@ -4,6 +4,8 @@
 #include "api/app.h"
 #include "channel/client.h"
 #include "engine/engine.h"
+#include "monitor/alerts.h"
+#include "repair/repair.h"
 #include "acquiring/trade_state.h"
 #include "auth/auth.h"
 #include "idem/idem.h"
@@ -30,6 +32,8 @@ typedef struct {
     uv_timer_t trade_jobs;
     int servers_open;
     pc_notifier_t *notifier;
+    pc_repair_t *repair;
+    pc_alerts_t *alerts;
 } server_t;
 
 static void admin_auth(pc_http_req_t *req, void *data)
@@ -56,6 +60,8 @@ static void stop_loop_parts(server_t *s)
 {
     pc_app_t *app = &s->app;
     pc_app_config_stop(app);
+    pc_repair_stop(s->repair);
+    pc_alerts_stop(s->alerts);
     pc_channel_client_close(app->channel_client, NULL, NULL);
     uv_close((uv_handle_t *)&s->sigterm, closed_noop);
     uv_close((uv_handle_t *)&s->sigint, closed_noop);
@@ -223,6 +229,12 @@ int main(int argc, char **argv)
     pc_app_routes_trade_state(app);
     pc_app_routes_consult(app);
     pc_app_routes_pay(app);
+    s.repair = pc_repair_new(app);
+    s.alerts = pc_alerts_new(app);
+    if (!s.repair || !s.alerts) {
+        pc_log_error("paycore.jobs", "repair.schedule_ms is not a list of delays");
+        return 1;
+    }
     s.notifier =
         pc_notifier_new(app->loop, cfg, app->db, app->merchants, app->node_id, err, sizeof err);
     if (!s.notifier) {
@@ -251,6 +263,8 @@ int main(int argc, char **argv)
         return 1;
     s.servers_open = 2;
     pc_notifier_start(s.notifier);
+    pc_repair_start(s.repair);
+    pc_alerts_start(s.alerts);
     s.servers_open++;
 
     uv_signal_init(app->loop, &s.sigterm);
@@ -284,6 +298,8 @@ int main(int argc, char **argv)
     pc_notifier_free(s.notifier);
     pc_merchants_free(app->merchants);
     pc_engine_free(app->engine);
+    pc_repair_free(s.repair);
+    pc_alerts_free(s.alerts);
     pc_app_config_free(app);
     int rc = uv_loop_close(app->loop);
     if (rc)

@@ -759,10 +759,12 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
                    "amount, currency, method_type, balance_amount, coupon_id, coupon_amount, "
                    "external_amount, channel_id, card_id, card_brand, card_last4, route, "
                    "failure_code, failure_message, risk_decision, risk_score, risk_reasons, "
-                   "rule_versions, client_ip, device_id, challenge_id, card_token, finished_at) "
+                   "rule_versions, client_ip, device_id, challenge_id, card_token, finished_at, "
+                   "next_query_at) "
                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
                    "$16, $17::jsonb, $18, $19, $20, $21::int, $22::jsonb, $23::jsonb, $24, $25, "
-                   "$26, $27, CASE WHEN $5 = 'FAILED' THEN now() END)",
+                   "$26, $27, CASE WHEN $5 = 'FAILED' THEN now() END, CASE WHEN $5 = 'PROCESSING' "
+                   "THEN now() + interval '10 seconds' END)",
                    27, p, insert_cb, o);
     if (!strcmp(s->status, "CHALLENGE") && s->challenge_id) {
         const char *c[] = {s->challenge_id, o->payment_no, s->challenge_hash,

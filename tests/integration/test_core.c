@@ -301,6 +301,8 @@ typedef struct {
     int pg_port, redis_port;
 } private_t;
 
+static long ready_status(private_t *p, double *secs);
+
 static int private_setup(void **state)
 {
     private_t *p = calloc(1, sizeof *p);
@@ -322,6 +324,9 @@ static int private_setup(void **state)
     pc_stack_env(&p->stack, "PAYCORE_DB_QUERY_TIMEOUT_MS", "1000");
     pc_stack_start_node(&p->stack, 0);
     *state = p;
+    /* Ready once the pool and Redis are connected. */
+    for (int i = 0; i < 100 && ready_status(p, NULL) != 200; i++)
+        usleep(100000);
     return 0;
 }
 

@@ -1,0 +1,225 @@
+#include "monitor/alerts.h"
+#include "channel/client.h"
+#include "channel/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "http/client.h"
+#include "rules/rules.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pc_alerts {
+    pc_app_t *app;
+    uv_timer_t timer;
+    pc_http_client_t *http;
+};
+
+typedef struct {
+    pc_alerts_t *a;
+    char kind[48], subject[96], message[256];
+} raise_t;
+
+static void webhook_done(void *data, const pc_http_response_t *resp)
+{
+    (void)data;
+    if (resp->error != PC_HTTP_OK || resp->status / 100 != 2)
+        pc_log_warn("alerts.webhook_failed", "ops webhook answered %d (%s)", resp->status,
+                    pc_http_strerror(resp->error));
+}
+
+static void raised_cb(void *data, int status, pc_db_res_t *res)
+{
+    raise_t *r = data;
+    if (status == 0 && pc_db_rows(res) == 1) {
+        /* This node inserted it: it tells the world, once. */
+        json_t *f = json_pack("{s:s,s:s}", "kind", r->kind, "subject", r->subject);
+        pc_log_fields(PC_LOG_WARN, "alert.raised", f, "%s", r->message);
+        const char *url = pc_config_str(r->a->app->cfg, "alerts.webhook_url");
+        if (url[0] && r->a->http) {
+            json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "event", "alert.raised", "kind",
+                                     r->kind, "subject", r->subject, "message", r->message,
+                                     "alert_id", pc_db_get(res, 0, 0));
+            char *text = json_dumps(body, JSON_COMPACT);
+            const char *hdrs[] = {"Content-Type: application/json"};
+            pc_http_request_t req = {"POST", url, hdrs, 1, text, strlen(text), 5000, 2000};
+            pc_http_client_request(r->a->http, &req, webhook_done, NULL);
+            free(text);
+            json_decref(body);
+        }
+    }
+    free(r);
+}
+
+static void raise_alert(pc_alerts_t *a, const char *kind, const char *subject, const char *msg)
+{
+    raise_t *r = calloc(1, sizeof *r);
+    r->a = a;
+    snprintf(r->kind, sizeof r->kind, "%s", kind);
+    snprintf(r->subject, sizeof r->subject, "%s", subject);
+    snprintf(r->message, sizeof r->message, "%s", msg);
+    const char *p[] = {kind, subject, msg};
+    if (pc_db_query(a->app->db,
+                    "INSERT INTO alerts (kind, subject, message) VALUES ($1, $2, $3) ON CONFLICT "
+                    "(kind, subject) WHERE status = 'ACTIVE' DO NOTHING RETURNING alert_id",
+                    3, p, raised_cb, r) < 0)
+        free(r);
+}
+
+static void resolved_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)data;
+    for (int i = 0; status == 0 && i < pc_db_rows(res); i++)
+        pc_log_info("alert.resolved", "%s %s resolved", pc_db_get(res, i, 0), pc_db_get(res, i, 1));
+}
+
+static void resolve_alert(pc_alerts_t *a, const char *kind, const char *subject)
+{
+    const char *p[] = {kind, subject};
+    pc_db_query(a->app->db,
+                "UPDATE alerts SET status = 'RESOLVED', resolved_at = now() WHERE kind = $1 AND "
+                "subject = $2 AND status = 'ACTIVE' RETURNING kind, subject",
+                2, p, resolved_cb, NULL);
+}
+
+static void set(pc_alerts_t *a, int on, const char *kind, const char *subject, const char *msg)
+{
+    if (on)
+        raise_alert(a, kind, subject, msg);
+    else
+        resolve_alert(a, kind, subject);
+}
+
+static void facts_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_alerts_t *a = data;
+    if (status)
+        return;
+    long long outbox_age = pc_db_val_i64(res, 0, "outbox_age");
+    long long needs_ops = pc_db_val_i64(res, 0, "needs_ops");
+    long long recon_open = pc_db_val_i64(res, 0, "recon_open");
+    long long limit = pc_config_int(a->app->cfg, "alerts.outbox_age_s");
+    char msg[200];
+    snprintf(msg, sizeof msg, "the oldest undelivered notification is %lld s old (limit %lld s)",
+             outbox_age, limit);
+    set(a, outbox_age > limit, "OUTBOX_AGE", "notifications", msg);
+    snprintf(msg, sizeof msg, "%lld payments without a final answer after every status query",
+             needs_ops);
+    set(a, needs_ops > 0, "REPAIR_EXHAUSTED", "payments", msg);
+    snprintf(msg, sizeof msg, "%lld reconciliation differences wait for ops", recon_open);
+    set(a, recon_open > 0, "RECON_DIFFERENCES", "recon", msg);
+    pc_metrics_set("pc_outbox_oldest_pending_seconds", "", outbox_age);
+}
+
+static void check(uv_timer_t *t)
+{
+    pc_alerts_t *a = t->data;
+    pc_app_t *app = a->app;
+    if (app->shutting_down)
+        return;
+    /* Channels: what routing sees is what ops are told. */
+    const pc_channel_set_t *set_ = pc_channels_current(app->channels);
+    for (size_t i = 0; set_ && i < pc_channel_set_count(set_); i++) {
+        const pc_channel_t *ch = pc_channel_set_at(set_, i);
+        int rate = 10000, lat = 0, healthy = 1;
+        pc_channel_health_get(app->channel_client, ch->id, &rate, &lat, &healthy);
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "channel %s success rate %d.%02d %% over %lld s is below its threshold "
+                 "(failures above %lld bp): routed around",
+                 ch->id, rate / 100, rate % 100, (long long)ch->alert.window_s,
+                 (long long)ch->alert.failure_rate_bp);
+        set(a, !healthy, "CHANNEL_FAILURE_RATE", ch->id, msg);
+        char labels[96];
+        snprintf(labels, sizeof labels, "channel=\"%s\"", ch->id);
+        pc_metrics_set("pc_channel_healthy", labels, healthy);
+    }
+    /* Rules refused at the last reload. */
+    json_t *st = pc_rules_status(app->rules);
+    size_t i;
+    json_t *r;
+    json_array_foreach(st, i, r)
+    {
+        const char *name = json_string_value(json_object_get(r, "name"));
+        const char *s = json_string_value(json_object_get(r, "status"));
+        char msg[256];
+        snprintf(msg, sizeof msg, "rule %s was refused at the last reload; the old version serves",
+                 name);
+        set(a, s && strcmp(s, "ok") != 0, "RULE_REFUSED", name, msg);
+    }
+    json_decref(st);
+    pc_db_query(app->db,
+                "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "
+                "outbox WHERE status = 'PENDING'), 0) AS outbox_age, (SELECT count(*) FROM "
+                "payments WHERE needs_ops AND status IN ('PROCESSING', 'UNKNOWN')) AS needs_ops, "
+                "CASE WHEN to_regclass('recon_diffs') IS NULL THEN 0 ELSE (SELECT count(*) FROM "
+                "recon_diffs WHERE status = 'OPEN') END AS recon_open",
+                0, NULL, facts_cb, a);
+}
+
+static void list_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    pc_respond_json_text(req, 200, pc_db_get(res, 0, 0));
+}
+
+static void list_alerts(pc_http_req_t *req, void *data)
+{
+    pc_alerts_t *a = data;
+    if (pc_db_query(
+            a->app->db,
+            "SELECT json_build_object('alerts', coalesce(json_agg(json_build_object("
+            "'alert_id', alert_id, 'kind', kind, 'subject', subject, 'status', status, "
+            "'message', message, 'raised_at', to_char(raised_at AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), 'resolved_at', to_char(resolved_at AT TIME "
+            "ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY status, alert_id DESC), "
+            "'[]'))::text FROM (SELECT * FROM alerts WHERE status = 'ACTIVE' OR "
+            "resolved_at > now() - interval '24 hours' ORDER BY alert_id DESC LIMIT 500) "
+            "x",
+            0, NULL, list_cb, req) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+pc_alerts_t *pc_alerts_new(pc_app_t *app)
+{
+    pc_alerts_t *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->app = app;
+    pc_http_client_opts_t o = {0};
+    a->http = pc_http_client_new(app->loop, &o);
+    uv_timer_init(app->loop, &a->timer);
+    a->timer.data = a;
+    pc_metrics_describe("pc_channel_healthy", PC_METRIC_GAUGE,
+                        "1 while a channel's failure rate is under its alert threshold");
+    pc_metrics_describe("pc_outbox_oldest_pending_seconds", PC_METRIC_GAUGE,
+                        "age of the oldest undelivered notification");
+    pc_router_add(app->admin, "GET", "/admin/alerts", list_alerts, a);
+    return a;
+}
+
+void pc_alerts_start(pc_alerts_t *a)
+{
+    uint64_t ms = (uint64_t)pc_config_int(a->app->cfg, "alerts.check_ms");
+    uv_timer_start(&a->timer, check, ms, ms);
+}
+
+void pc_alerts_stop(pc_alerts_t *a)
+{
+    uv_timer_stop(&a->timer);
+    uv_close((uv_handle_t *)&a->timer, NULL);
+    if (a->http)
+        pc_http_client_close(a->http, NULL, NULL);
+    a->http = NULL;
+}
+
+void pc_alerts_free(pc_alerts_t *a)
+{
+    free(a);
+}

@@ -1,0 +1,21 @@
+/* Alerts (system.md §2.9): conditions checked every alerts.check_ms on every
+ * node — a channel whose failure rate over its window passed its threshold
+ * (channel health, also what rules/route.lua sees as unhealthy), the oldest
+ * undelivered notification older than alerts.outbox_age_s, payments the
+ * repair job gave up on, rules refused at the last reload, open
+ * reconciliation differences. An alert is raised once (a unique index on
+ * active alerts: the node that inserts it logs it and POSTs it to the ops
+ * webhook) and resolved when the condition clears. GET /admin/alerts lists
+ * them; pc_alerts_active{kind} counts them. */
+#ifndef PC_MONITOR_ALERTS_H
+#define PC_MONITOR_ALERTS_H
+#include "api/app.h"
+
+typedef struct pc_alerts pc_alerts_t;
+
+pc_alerts_t *pc_alerts_new(pc_app_t *app);
+void pc_alerts_start(pc_alerts_t *a);
+void pc_alerts_stop(pc_alerts_t *a);
+void pc_alerts_free(pc_alerts_t *a);
+
+#endif
