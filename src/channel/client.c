@@ -489,8 +489,13 @@ static health_t *health_current(pc_channel_client_t *cli, const pc_channel_t *ch
     health_t *h = health_entry(cli, ch->id);
     if (!h)
         return NULL;
-    if (!cli->closing && !h->refreshing && uv_now(cli->loop) - h->asked_at >= HEALTH_CACHE_MS)
-        health_refresh(cli, h, ch, NULL, NULL);
+    if (!cli->closing && !h->refreshing && uv_now(cli->loop) - h->asked_at >= HEALTH_CACHE_MS) {
+        /* Asked at most once per cache period, even while Redis refuses; and
+         * then this node's own numbers are published instead. */
+        h->asked_at = uv_now(cli->loop);
+        if (health_refresh(cli, h, ch, NULL, NULL) < 0)
+            health_publish(cli, h, ch);
+    }
     *t = health_tally(cli, h, ch, source);
     pc_ch_health_eval(t, ch->alert.failure_rate_bp, v);
     return h;

@@ -817,8 +817,8 @@ static void test_timeout_fault_is_unknown_within_the_channel_timeout(void **stat
     uint64_t ms = (uv_hrtime() - t0) / 1000000;
     assert_int_equal(x.r.status, PC_CH_UNKNOWN);
     assert_string_equal(x.r.code, "TIMEOUT");
-    assert_true(ms >= SHORT_MS - 50 && ms < SHORT_MS + 700);
-    assert_true(x.r.elapsed_ms >= SHORT_MS - 50 && x.r.elapsed_ms < SHORT_MS + 700);
+    assert_true(ms >= SHORT_MS - 50 && ms < SHORT_MS + 1000);
+    assert_true(x.r.elapsed_ms >= SHORT_MS - 50 && x.r.elapsed_ms < SHORT_MS + 1000);
     /* The request was "lost": the channel has no such payment, which a query
      * tells as a retryable FAILED (nothing happened there). */
     set_faults("{\"channel_id\":\"" SHORT_CHANNEL "\",\"timeout_rate\":0}");
