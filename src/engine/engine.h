@@ -33,13 +33,13 @@ typedef struct {
     const char *method_type; /* "BALANCE", "CARD", "QUICK_PAY", ... */
     const char *currency;
     int64_t amount, balance_amount, coupon_amount;
-    const char *coupon_id;      /* NULL: none */
-    const char *coupon_funder;  /* merchant id of a merchant-funded coupon, NULL: platform */
-    const char *card_id;        /* bound card (QUICK_PAY / AGREEMENT) */
-    const char *card_token;     /* token to pay with (bound card, or a card tokenized for review) */
+    const char *coupon_id;     /* NULL: none */
+    const char *coupon_funder; /* merchant id of a merchant-funded coupon, NULL: platform */
+    const char *card_id;       /* bound card (QUICK_PAY / AGREEMENT) */
+    const char *card_token;    /* token to pay with (bound card, or a card tokenized for review) */
     const char *card_brand, *card_last4;
-    const pc_ch_card_t *card;   /* CARD: the buyer's card, memory only */
-    const char *buyer_code;     /* QR_BUYER */
+    const pc_ch_card_t *card; /* CARD: the buyer's card, memory only */
+    const char *buyer_code;   /* QR_BUYER */
     const char *route[PC_ROUTE_MAX];
     int nroute;
     /* The risk verdict: "ACCEPT" runs the payment; "REVIEW" and "CHALLENGE"
@@ -83,7 +83,7 @@ int pc_engine_apply(pc_engine_t *e, const char *payment_no, const pc_ch_result_t
                     pc_engine_cb cb, void *data);
 
 /* The payment by number (and merchant, when merchant_id is not NULL). */
-int pc_engine_get(pc_engine_t *e, const char *payment_no, const char *merchant_id,
-                  pc_engine_cb cb, void *data);
+int pc_engine_get(pc_engine_t *e, const char *payment_no, const char *merchant_id, pc_engine_cb cb,
+                  void *data);
 
 #endif

@@ -282,7 +282,8 @@ static void light_get_cb(void *data, int status, const pc_kv_reply_t *reply)
         const char *nl1 = memchr(rec, '\n', len);
         const char *nl2 = nl1 ? memchr(nl1 + 1, '\n', len - (size_t)(nl1 + 1 - rec)) : NULL;
         if (nl2) {
-            if ((size_t)(nl1 - rec) != strlen(ir->hash) || memcmp(rec, ir->hash, strlen(ir->hash))) {
+            if ((size_t)(nl1 - rec) != strlen(ir->hash) ||
+                memcmp(rec, ir->hash, strlen(ir->hash))) {
                 count("reused");
                 pc_http_respond_error(ir->req, PC_API_IDEMPOTENCY_KEY_REUSED, "Idempotency-Key",
                                       "this Idempotency-Key was used for a different request");

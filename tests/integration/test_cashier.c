@@ -590,18 +590,10 @@ static void test_concurrent_pays_of_one_trade_charge_once(void **state)
                          "'SUCCESS'",
                          tn) == 0)
             continue;
-        /* paysim, the channel's own records, saw one charge for this trade. */
-        char *pno = pc_t_sql(&g_stack, "SELECT payment_no FROM payments WHERE trade_no = '%s'", tn);
-        char path[160];
-        snprintf(path, sizeof path, "/sim/txns?channel_id=sim_card");
-        pc_t_resp_t t = pc_t_sim(&g_stack, "GET", path, NULL);
-        int seen = 0;
-        for (char *q = t.body; (q = strstr(q, pno)); q++)
-            seen++;
-        if (!seen)
-            fprintf(stderr, "sim txns (%ld): %.300s\n", t.status, t.body);
-        assert_true(seen >= 1);
-        /* ... and exactly one successful charge for it. */
+        /* paysim, the channel's own records, saw exactly one charge for it. */
+        char *pno = pc_t_sql(
+            &g_stack,
+            "SELECT payment_no FROM payments WHERE trade_no = '%s' AND status = 'SUCCESS'", tn);
         char q[200];
         snprintf(q, sizeof q,
                  "/sim/txns?channel_id=sim_card&type=PAY&status=SUCCESS&paycore_ref=%s", pno);
@@ -610,7 +602,6 @@ static void test_concurrent_pays_of_one_trade_charge_once(void **state)
         assert_int_equal(json_integer_value(json_object_get(oj, "count")), 1);
         json_decref(oj);
         pc_t_resp_free(&one);
-        pc_t_resp_free(&t);
         free(pno);
     }
     assert_true(pc_t_ledger_ok(&g_stack));
