@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ctl/ctl_channels.h"
+#include "ctl/ctl_http.h"
 #include "ctl/ctl_rules.h"
 
 typedef struct {
@@ -19,6 +20,15 @@ static const command_t commands[] = {
      "[rules-dir]          run every rule's examples (default dir: rules)"},
     {"channels", "check", pc_ctl_channels_check,
      "[channels-dir]    validate channel files (default dir: channels)"},
+    {"channel", "enable", pc_ctl_channel_enable,
+     "ID [REASON]       ops switch: take payments again"},
+    {"channel", "disable", pc_ctl_channel_disable, "ID [REASON]      ops switch: stop payments"},
+    {"rules", "reload", pc_ctl_reload_cmd, "                   reload rules and channels now"},
+    {"admin", "GET", pc_ctl_admin_cmd, "PATH                 any admin GET (e.g. /admin/alerts)"},
+    {"admin", "POST", pc_ctl_admin_cmd, "PATH [BODY]         any admin POST"},
+    {"call", "GET", pc_ctl_call_cmd,
+     "PATH                  signed merchant GET (PAYCORE_MERCHANT_*)"},
+    {"call", "POST", pc_ctl_call_cmd, "PATH BODY            signed merchant POST"},
 };
 
 static void usage(FILE *out)
@@ -40,8 +50,12 @@ int main(int argc, char **argv)
         return 2;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
-        if (strcmp(argv[1], commands[i].group) == 0 && strcmp(argv[2], commands[i].verb) == 0)
-            return commands[i].run(argc - 3, argv + 3);
+        if (strcmp(argv[1], commands[i].group) == 0 && strcmp(argv[2], commands[i].verb) == 0) {
+            /* "admin" and "call" take the verb as their first argument. */
+            int keep_verb = !strcmp(argv[1], "admin") || !strcmp(argv[1], "call");
+            return keep_verb ? commands[i].run(argc - 2, argv + 2)
+                             : commands[i].run(argc - 3, argv + 3);
+        }
     }
     fprintf(stderr, "payctl: unknown command \"%s %s\"\n\n", argv[1], argv[2]);
     usage(stderr);
