@@ -221,8 +221,49 @@ static void enable_merchant(pc_http_req_t *req, void *data)
     set_status(req, data, "ACTIVE");
 }
 
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    char id[65];
+    char secret[PC_SECRET_STR_LEN + 1];
+} rotate_t;
+
+static void rotated_cb(void *data, int status, pc_db_res_t *res)
+{
+    rotate_t *r = data;
+    if (status) {
+        pc_respond_db_error(r->req, status);
+        return;
+    }
+    if (pc_db_affected(res) == 0) {
+        pc_http_respond_error(r->req, PC_API_NOT_FOUND, NULL, "no such HMAC merchant");
+        return;
+    }
+    pc_merchants_changed(r->app->merchants, r->id);
+    pc_log_info("merchant.secret_rotated", "merchant %s has a new secret", r->id);
+    pc_http_respond_json(r->req, 200,
+                         json_pack("{s:s,s:s}", "merchant_id", r->id, "secret", r->secret));
+}
+
+/* A new HMAC secret, shown once; the old one stops working at once. */
+static void rotate_secret(pc_http_req_t *req, void *data)
+{
+    rotate_t *r = pc_http_req_alloc(req, sizeof *r);
+    r->req = req;
+    r->app = data;
+    snprintf(r->id, sizeof r->id, "%s", pc_http_req_param(req, "id"));
+    pc_secret_generate(r->secret, sizeof r->secret);
+    const char *p[] = {r->id, r->secret};
+    if (pc_db_query(r->app->db,
+                    "UPDATE merchants SET secret = $2, updated_at = now() WHERE merchant_id = $1 "
+                    "AND sign_type = 'HMAC-SHA256'",
+                    2, p, rotated_cb, r) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
 void pc_app_routes_merchants(pc_app_t *app)
 {
+    pc_router_add(app->admin, "POST", "/admin/merchants/{id}/rotate-secret", rotate_secret, app);
     pc_router_add(app->admin, "POST", "/admin/merchants", create_merchant, app);
     pc_router_add(app->admin, "GET", "/admin/merchants/{id}", get_merchant, app);
     pc_router_add(app->admin, "POST", "/admin/merchants/{id}/disable", disable_merchant, app);
