@@ -6,8 +6,8 @@
  * does past its retention). Every lookup is a hash lookup. Card numbers are
  * never stored: a card keeps only its token, brand, BIN, last four, expiry, a
  * keyed fingerprint and the outcome its number decides. Pure data structure:
- * no I/O, no clock (callers pass times). Needs jansson only for nothing; uses
- * sim/map, sim/rng, sim/faults, sim/card, sim/format. */
+ * no I/O, no clock (callers pass times). Needs the CSPRNG and HMAC of
+ * auth/sign, and sim/map, sim/rng, sim/faults, sim/card, sim/format. */
 #ifndef PC_SIM_STORE_H
 #define PC_SIM_STORE_H
 #include <stdbool.h>
