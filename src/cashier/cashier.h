@@ -37,10 +37,10 @@ typedef void (*pc_cashier_view_cb)(void *data, int status, pc_cashier_view_t *vi
 int pc_cashier_load(pc_app_t *app, const char *merchant_id, const char *trade_no,
                     const char *buyer_id, pc_cashier_view_cb cb, void *data);
 
-/* Why the trade cannot be paid now (NULL when it can): "NOT_FOUND",
- * "INVALID_STATE" with a message in msg. */
-const char *pc_cashier_payable(const pc_cashier_view_t *v, const char *buyer_id, char *msg,
-                               size_t msglen);
+/* Whether the trade can be paid now by buyer_id: 0, or -1 after answering
+ * req with the reason (404 no such trade, 409 not payable or expired, 400 the
+ * trade belongs to another buyer). */
+int pc_cashier_check_payable(pc_http_req_t *req, const pc_cashier_view_t *v, const char *buyer_id);
 
 /* Limits: returns "LIMIT_EXCEEDED" when amount more would pass the buyer's
  * daily or monthly limit (or the card's daily limit when card_id is given),

@@ -332,16 +332,8 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
         pc_respond_db_error(req, status);
         return;
     }
-    char msg[128];
-    const char *why = pc_cashier_payable(v, p->buyer_id, msg, sizeof msg);
-    if (why) {
-        pc_http_respond_error(req,
-                              !strcmp(why, "NOT_FOUND")       ? PC_API_NOT_FOUND
-                              : !strcmp(why, "INVALID_STATE") ? PC_API_INVALID_STATE
-                                                              : PC_API_INVALID_REQUEST,
-                              !strcmp(why, "INVALID_REQUEST") ? "buyer_id" : NULL, msg);
+    if (pc_cashier_check_payable(req, v, p->buyer_id) < 0)
         return;
-    }
     if (v->open_attempts > 0) {
         pc_http_respond_error(req, PC_API_INVALID_STATE, NULL,
                               "another payment of this trade is in progress");

@@ -103,28 +103,30 @@ int pc_cashier_load(pc_app_t *app, const char *merchant_id, const char *trade_no
     return rc;
 }
 
-const char *pc_cashier_payable(const pc_cashier_view_t *v, const char *buyer_id, char *msg,
-                               size_t msglen)
+int pc_cashier_check_payable(pc_http_req_t *req, const pc_cashier_view_t *v, const char *buyer_id)
 {
     if (!v->trade) {
-        snprintf(msg, msglen, "no such trade");
-        return "NOT_FOUND";
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such trade");
+        return -1;
     }
     const char *st = json_string_value(json_object_get(v->trade, "status"));
     if (strcmp(st, "WAIT_BUYER_PAY") != 0) {
-        snprintf(msg, msglen, "the trade is %s", st);
-        return "INVALID_STATE";
+        char msg[64];
+        snprintf(msg, sizeof msg, "the trade is %s", st);
+        pc_http_respond_error(req, PC_API_INVALID_STATE, NULL, msg);
+        return -1;
     }
     if (jint(v->trade, "expires_at") <= v->now) {
-        snprintf(msg, msglen, "the trade has expired");
-        return "INVALID_STATE";
+        pc_http_respond_error(req, PC_API_INVALID_STATE, NULL, "the trade has expired");
+        return -1;
     }
     const char *tb = json_string_value(json_object_get(v->trade, "buyer_id"));
     if (tb && buyer_id && strcmp(tb, buyer_id) != 0) {
-        snprintf(msg, msglen, "the trade belongs to another buyer");
-        return "INVALID_REQUEST";
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "buyer_id",
+                              "the trade belongs to another buyer");
+        return -1;
     }
-    return NULL;
+    return 0;
 }
 
 const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, const char *card_id,

@@ -271,6 +271,16 @@ static void leg(legs_t *l, pc_ledger_type_t type, const char *owner, const char 
     l->n++;
 }
 
+/* Where a captured payment's money comes from: the balance held in escrow,
+ * the coupon's funder, the channel that collected the external part. */
+static void payment_sources(const op_t *o, legs_t *l)
+{
+    leg(l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, -o->balance_amount);
+    leg(l, o->coupon_funder[0] ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
+        o->coupon_funder[0] ? o->coupon_funder : NULL, o->currency, -o->coupon_amount);
+    leg(l, PC_LEDGER_CHANNEL_CLEARING, o->route[o->attempt], o->currency, -o->external_amount);
+}
+
 /* ---------- channel attempts ---------- */
 
 static void attempt(op_t *o);
@@ -401,10 +411,7 @@ static void orphan(op_t *o)
 {
     /* The trade cannot take this money: hold all of it for the error refund. */
     legs_t l = {.n = 0};
-    leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, -o->balance_amount);
-    leg(&l, o->coupon_funder[0] ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
-        o->coupon_funder[0] ? o->coupon_funder : NULL, o->currency, -o->coupon_amount);
-    leg(&l, PC_LEDGER_CHANNEL_CLEARING, o->route[o->attempt], o->currency, -o->external_amount);
+    payment_sources(o, &l);
     leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, o->amount);
     post(o, "PAY_ORPHAN", l.legs, l.n);
     const char *p[] = {o->payment_no};
@@ -459,10 +466,7 @@ static void captured_row_cb(void *data, int status, pc_db_res_t *res)
     snprintf(o->coupon_id, sizeof o->coupon_id, "%s", pc_db_val(res, 0, "coupon_id"));
     snprintf(o->coupon_funder, sizeof o->coupon_funder, "%s", pc_db_val(res, 0, "coupon_funder"));
     legs_t l = {.n = 0};
-    leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, -o->balance_amount);
-    leg(&l, o->coupon_funder[0] ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
-        o->coupon_funder[0] ? o->coupon_funder : NULL, o->currency, -o->coupon_amount);
-    leg(&l, PC_LEDGER_CHANNEL_CLEARING, o->route[0], o->currency, -o->external_amount);
+    payment_sources(o, &l);
     pc_trade_payment_t pay = {o->trade_no, o->payment_no, o->amount, o->currency, l.legs, l.n};
     if (pc_trade_mark_paid(o->tx, &pay, paid_cb, o) < 0)
         fail_op(o, PC_API_INTERNAL, "cannot apply the payment");
