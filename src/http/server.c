@@ -834,6 +834,14 @@ static int on_headers_complete(http_parser *p)
     }
     if (p->content_length != (uint64_t)-1 && p->content_length > c->srv->opts.max_body_bytes)
         return refuse(c, 413);
+    /* Clients such as curl wait (a second, by default) for this before
+     * sending a body; answer at once. */
+    const char *expect = pc_http_req_header(r, "Expect");
+    if (expect && strcasecmp(expect, "100-continue") == 0 && p->content_length > 0) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
     return 0;
 }
 
