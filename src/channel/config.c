@@ -1,4 +1,5 @@
 #include "channel/config.h"
+#include "auth/sign.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -57,21 +58,6 @@ int pc_refund_way_parse(const char *name, pc_refund_way_t *out)
         return PC_EINVAL;
     *out = (pc_refund_way_t)i;
     return 0;
-}
-
-static void sha256_hex(const void *data, size_t len, char out[65])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    static const char hex[] = "0123456789abcdef";
-    out[0] = '\0';
-    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
-        return;
-    for (unsigned i = 0; i < 32; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[64] = '\0';
 }
 
 /* ---- one file ------------------------------------------------------------------ */
@@ -423,7 +409,8 @@ int pc_channel_parse(const char *label, const char *expected_id, const char *tex
                 memcpy(out->endpoint, expanded, sizeof expanded);
         }
     }
-    sha256_hex(text, len, out->version);
+    if (pc_sha256_hex(text, len, out->version) < 0)
+        out->version[0] = 0;
     json_decref(doc);
     return p.count ? PC_EINVAL : 0;
 }

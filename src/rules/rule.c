@@ -9,24 +9,9 @@
 #include <lauxlib.h>
 #include <openssl/evp.h>
 
+#include "auth/sign.h"
 #include "core/error.h"
 #include "rules/examples.h"
-
-void pc__sha256_hex(const void *data, size_t len, char out[65])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    static const char hex[] = "0123456789abcdef";
-    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
-        out[0] = '\0';
-        return;
-    }
-    for (unsigned i = 0; i < 32; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[64] = '\0';
-}
 
 /* Reads a whole file (at most PC_RULES_MAX_FILE bytes). Returns a malloc'd,
  * NUL-terminated buffer, or NULL with errno set (ENOENT, EFBIG, ...). */
@@ -86,7 +71,8 @@ void pc__rule_build(const char *dir, pc_rule_id_t id, const pc_rules_opts_t *opt
         set_error(&out->error, shown, 0, msg);
         goto done;
     }
-    pc__sha256_hex(text, len, out->version);
+    if (pc_sha256_hex(text, len, out->version) < 0)
+        out->version[0] = 0;
 
     snprintf(path, sizeof path, "%s/tests/%s.json", dir, pt->name);
     examples = read_file(path, &elen);
@@ -98,7 +84,8 @@ void pc__rule_build(const char *dir, pc_rule_id_t id, const pc_rules_opts_t *opt
         set_error(&out->error, shown_examples, 0, msg);
         goto done;
     }
-    pc__sha256_hex(examples, elen, out->examples_hash);
+    if (pc_sha256_hex(examples, elen, out->examples_hash) < 0)
+        out->examples_hash[0] = 0;
 
     if (skip_version && skip_examples && strcmp(skip_version, out->version) == 0 &&
         strcmp(skip_examples, out->examples_hash) == 0) {

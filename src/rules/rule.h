@@ -70,7 +70,4 @@ void pc__rule_fallback(const pc__point_t *pt, const json_t *ctx, const json_t *l
                        pc_rule_outcome_t outcome, const char *file, const char *message,
                        pc_rule_result_t *out);
 
-/* Writes the SHA-256 of data as 64 hex digits and a NUL. */
-void pc__sha256_hex(const void *data, size_t len, char out[65]);
-
 #endif
