@@ -19,6 +19,7 @@ struct pc_channel_client;
 struct pc_idem;
 struct pc_auth;
 struct pc_notifier;
+struct pc_refunds;
 
 typedef struct pc_app pc_app_t;
 struct pc_app {
@@ -35,6 +36,7 @@ struct pc_app {
     struct pc_channels *channels;
     struct pc_channel_client *channel_client;
     struct pc_engine *engine;
+    struct pc_refunds *refunds; /* refund runner (refund/refund.h) */
     /* Channel callbacks for refunds and payouts go to these when set (the
      * refund and payout modules set them); each must answer req (200 once the
      * result is applied or known to be a duplicate, 5xx to make the channel
@@ -58,6 +60,8 @@ void pc_app_routes_buyers(pc_app_t *app);
 void pc_app_routes_trade_state(pc_app_t *app);
 void pc_app_routes_consult(pc_app_t *app);
 void pc_app_routes_pay(pc_app_t *app);
+/* Merchant refunds (/v1/refunds) and their ops routes; needs app->refunds. */
+void pc_app_routes_refunds(pc_app_t *app);
 
 /* Rules and channels (api/config_api.c): loads both (a refusal at start is
  * fatal: err says why), watches their folders, registers the admin routes. */

@@ -5,6 +5,7 @@
 #include "channel/client.h"
 #include "engine/engine.h"
 #include "monitor/alerts.h"
+#include "refund/refund.h"
 #include "repair/repair.h"
 #include "acquiring/trade_state.h"
 #include "auth/auth.h"
@@ -66,6 +67,7 @@ static void stop_loop_parts(server_t *s)
     pc_app_t *app = &s->app;
     pc_app_config_stop(app);
     pc_repair_stop(s->repair);
+    pc_refunds_stop(app->refunds);
     pc_alerts_stop(s->alerts);
     pc_channel_client_close(app->channel_client, NULL, NULL);
     uv_close((uv_handle_t *)&s->sigterm, closed_noop);
@@ -235,6 +237,11 @@ int main(int argc, char **argv)
     pc_app_routes_trade_state(app);
     pc_app_routes_consult(app);
     pc_app_routes_pay(app);
+    if (!pc_refunds_new(app)) {
+        pc_log_error("paycore.jobs", "refund.query_schedule_ms is not a list of delays");
+        return 1;
+    }
+    pc_app_routes_refunds(app);
     s.repair = pc_repair_new(app);
     s.alerts = pc_alerts_new(app);
     if (!s.repair || !s.alerts) {
@@ -270,6 +277,7 @@ int main(int argc, char **argv)
     s.servers_open = 2;
     pc_notifier_start(s.notifier);
     pc_repair_start(s.repair);
+    pc_refunds_start(app->refunds);
     pc_alerts_start(s.alerts);
     s.servers_open++;
 
@@ -305,6 +313,7 @@ int main(int argc, char **argv)
     pc_merchants_free(app->merchants);
     pc_engine_free(app->engine);
     pc_repair_free(s.repair);
+    pc_refunds_free(app->refunds);
     pc_alerts_free(s.alerts);
     pc_app_config_free(app);
     int rc = uv_loop_close(app->loop);

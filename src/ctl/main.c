@@ -7,6 +7,7 @@
 #include "ctl/ctl_channels.h"
 #include "ctl/ctl_http.h"
 #include "ctl/ctl_rules.h"
+#include "refund/refund_ctl.h"
 
 typedef struct {
     const char *group;
@@ -20,6 +21,18 @@ static const command_t commands[] = {
      "[rules-dir]          run every rule's examples (default dir: rules)"},
     {"channels", "check", pc_ctl_channels_check,
      "[channels-dir]    validate channel files (default dir: channels)"},
+    {"refunds", "suspend", pc_refund_ctl_suspend, "<refund_no> --why TEXT     hold a refund"},
+    {"refunds", "resume", pc_refund_ctl_resume, "<refund_no> --why TEXT      release a held refund"},
+    {"refunds", "terminate", pc_refund_ctl_terminate,
+     "<refund_no> --why TEXT   stop a refund before money leaves"},
+    {"refunds", "force-fail", pc_refund_ctl_force_fail,
+     "<refund_no> --why TEXT  fail it; money back to the merchant"},
+    {"refunds", "confirm", pc_refund_ctl_confirm,
+     "<refund_no> --why TEXT [--outcome SUCCESS|FAILED]  an OFFLINE refund done by hand"},
+    {"refund-batch", "export", pc_refund_ctl_batch_export,
+     "--channel ID [--method FILE|OFFLINE] [--out FILE]  pending refunds as a CSV batch"},
+    {"refund-batch", "import", pc_refund_ctl_batch_import,
+     "<batch_id> <result.csv> [--why TEXT]  apply a batch's result file"},
     {"channel", "enable", pc_ctl_channel_enable,
      "ID [REASON]       ops switch: take payments again"},
     {"channel", "disable", pc_ctl_channel_disable, "ID [REASON]      ops switch: stop payments"},

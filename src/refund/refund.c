@@ -1,0 +1,1017 @@
+#include "refund/refund.h"
+#include "acquiring/trade.h"
+#include "auth/sign.h"
+#include "channel/client.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "ledger/ledger.h"
+#include "notify/outbox.h"
+#include "rules/rules.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Most refunds one node works on at once (sends, queries, creations). */
+#define MAX_IN_FLIGHT 200
+/* Rows per claim. */
+#define CLAIM_BATCH 50
+#define ERROR_BATCH 20
+
+struct pc_refunds {
+    pc_app_t *app;
+    uv_timer_t timer;
+    char schedule[512]; /* "{2000,5000,…}": a PostgreSQL int array literal */
+    long long first_ms, grace_ms;
+    int nschedule;
+    int claiming, creating;
+    int in_flight;
+};
+
+/* ---------- the refund row and its JSON ---------- */
+
+static void cp(char *dst, size_t n, pc_db_res_t *res, int row, const char *col)
+{
+    snprintf(dst, n, "%s", pc_db_val(res, row, col));
+}
+
+void pc__refund_from_row(pc__refund_t *r, pc_db_res_t *res, int row)
+{
+    memset(r, 0, sizeof *r);
+    cp(r->refund_no, sizeof r->refund_no, res, row, "refund_no");
+    cp(r->out_refund_no, sizeof r->out_refund_no, res, row, "out_refund_no");
+    cp(r->merchant_id, sizeof r->merchant_id, res, row, "merchant_id");
+    cp(r->trade_no, sizeof r->trade_no, res, row, "trade_no");
+    cp(r->payment_no, sizeof r->payment_no, res, row, "payment_no");
+    cp(r->type, sizeof r->type, res, row, "type");
+    cp(r->method, sizeof r->method, res, row, "method");
+    cp(r->status, sizeof r->status, res, row, "status");
+    cp(r->currency, sizeof r->currency, res, row, "currency");
+    r->amount = pc_db_val_i64(res, row, "amount");
+    r->parts.external = pc_db_val_i64(res, row, "external_amount");
+    r->parts.balance = pc_db_val_i64(res, row, "balance_amount");
+    r->parts.coupon = pc_db_val_i64(res, row, "coupon_amount");
+    r->from.escrow = pc_db_val_i64(res, row, "from_escrow");
+    r->from.pending = pc_db_val_i64(res, row, "from_pending");
+    r->from.available = pc_db_val_i64(res, row, "from_available");
+    r->from.wallet = pc_db_val_i64(res, row, "from_wallet");
+    r->from.receivable = pc_db_val_i64(res, row, "from_receivable");
+    cp(r->channel_id, sizeof r->channel_id, res, row, "channel_id");
+    cp(r->channel_txn_id, sizeof r->channel_txn_id, res, row, "channel_txn_id");
+    cp(r->payment_channel_txn_id, sizeof r->payment_channel_txn_id, res, row,
+       "payment_channel_txn_id");
+    cp(r->buyer_id, sizeof r->buyer_id, res, row, "buyer_id");
+    cp(r->coupon_funder, sizeof r->coupon_funder, res, row, "coupon_funder");
+    cp(r->payee, sizeof r->payee, res, row, "payee");
+    cp(r->reason, sizeof r->reason, res, row, "reason");
+    cp(r->notify_url, sizeof r->notify_url, res, row, "notify_url");
+    cp(r->failure_code, sizeof r->failure_code, res, row, "failure_code");
+    cp(r->failure_message, sizeof r->failure_message, res, row, "failure_message");
+    cp(r->hold_reason, sizeof r->hold_reason, res, row, "hold_reason");
+    cp(r->batch_id, sizeof r->batch_id, res, row, "batch_id");
+    r->created_at = pc_db_val_i64(res, row, "created_at");
+    r->finished_at = pc_db_val_i64(res, row, "finished_at");
+}
+
+json_t *pc__refund_json(const pc__refund_t *r, int admin)
+{
+    char created[32], finished[32];
+    pc_rfc3339(r->created_at, created, sizeof created);
+    json_t *failure = json_null();
+    /* A refund on its way shows no failure, even when an earlier attempt
+     * left a code behind (an error refund moved to OFFLINE keeps it for ops). */
+    if (!strcmp(r->status, "FAILED") || !strcmp(r->status, "TERMINATED"))
+        failure = json_pack("{s:s,s:s}", "code", r->failure_code[0] ? r->failure_code : r->status,
+                            "message", r->failure_message);
+    json_t *o = json_pack(
+        "{s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:o,s:o}", "refund_no", r->refund_no, "out_refund_no",
+        r->out_refund_no, "trade_no", r->trade_no, "amount", (json_int_t)r->amount, "type", r->type,
+        "method", r->method, "status", r->status, "created_at", created, "finished_at",
+        r->finished_at ? json_string(pc_rfc3339(r->finished_at, finished, sizeof finished))
+                       : json_null(),
+        "failure", failure);
+    if (!o || !admin)
+        return o;
+    json_t *extra = json_pack(
+        "{s:s,s:s,s:s,s:{s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I},s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?}",
+        "merchant_id", r->merchant_id, "payment_no", r->payment_no, "currency", r->currency,
+        "components", "external", (json_int_t)r->parts.external, "balance",
+        (json_int_t)r->parts.balance, "coupon", (json_int_t)r->parts.coupon, "taken_from", "escrow",
+        (json_int_t)r->from.escrow, "pending", (json_int_t)r->from.pending, "available",
+        (json_int_t)r->from.available, "wallet", (json_int_t)r->from.wallet, "receivable",
+        (json_int_t)r->from.receivable, "channel_id", r->channel_id[0] ? r->channel_id : NULL,
+        "channel_txn_id", r->channel_txn_id[0] ? r->channel_txn_id : NULL, "batch_id",
+        r->batch_id[0] ? r->batch_id : NULL, "reason", r->reason[0] ? r->reason : NULL,
+        "hold_reason", r->hold_reason[0] ? r->hold_reason : NULL, "last_failure_code",
+        r->failure_code[0] ? r->failure_code : NULL, "last_failure_message",
+        r->failure_message[0] ? r->failure_message : NULL);
+    json_object_update(o, extra);
+    json_decref(extra);
+    return o;
+}
+
+void pc__refund_no_new(char out[40])
+{
+    char hex[21];
+    pc_random_hex(hex, sizeof hex, 10);
+    snprintf(out, 40, "R%s", hex);
+}
+
+static void count_final(const pc__refund_t *r)
+{
+    char labels[96];
+    snprintf(labels, sizeof labels, "type=\"%s\",method=\"%s\",status=\"%s\"", r->type, r->method,
+             r->status);
+    pc_metrics_add("pc_refunds_total", labels, 1);
+}
+
+/* ---------- transitions ---------- */
+
+#define MAX_FROM 6
+
+typedef struct {
+    pc_refunds_t *rf;
+    pc_db_tx_t *tx;
+    char refund_no[40], to[12], who[16], action[24], why[257], code[49], msg[161], txn[81];
+    char only_method[8], only_batch[40], set_method[8];
+    char from[MAX_FROM][12];
+    int nfrom, normal_only, error_to_offline;
+    pc__transition_cb cb;
+    void *data;
+    pc__refund_t r;
+    char old_status[12];
+    int64_t paid_amount;
+    int trade_locked;
+    int step_failed;
+    long long now;
+} tr_t;
+
+static void tr_end(tr_t *t, int status, const pc__refund_t *r)
+{
+    if (t->tx) {
+        pc_db_tx_rollback(t->tx);
+        t->tx = NULL;
+    }
+    if (t->cb)
+        t->cb(t->data, status, r);
+    free(t);
+}
+
+static int is_final(const char *status)
+{
+    return !strcmp(status, "SUCCESS") || !strcmp(status, "FAILED") || !strcmp(status, "TERMINATED");
+}
+
+static void tr_commit_cb(void *data, int status)
+{
+    tr_t *t = data;
+    t->tx = NULL;
+    if (status) {
+        pc_log_warn("refund.transition_failed", "refund %s %s -> %s not recorded: %s", t->refund_no,
+                    t->old_status, t->r.status, pc_strerror(status));
+        tr_end(t, status, NULL);
+        return;
+    }
+    if (is_final(t->r.status))
+        count_final(&t->r);
+    pc_log_info("refund.transition", "refund %s: %s -> %s (%s by %s%s%s)", t->refund_no,
+                t->old_status, t->r.status, t->action, t->who, t->why[0] ? ": " : "", t->why);
+    int resend = !strcmp(t->r.status, "ACCEPTED") &&
+                 (!strcmp(t->r.method, "API") || !strcmp(t->r.method, "PAYOUT"));
+    pc_refunds_t *rf = t->rf;
+    char no[40];
+    snprintf(no, sizeof no, "%s", t->refund_no);
+    if (t->cb)
+        t->cb(t->data, 0, &t->r);
+    free(t);
+    if (resend)
+        pc__refund_dispatch(rf, no);
+}
+
+static void tr_step_cb(void *data, int status, pc_db_res_t *res)
+{
+    tr_t *t = data;
+    (void)res;
+    if (status && !t->step_failed)
+        t->step_failed = status;
+}
+
+static void tr_update_cb(void *data, int status, pc_db_res_t *res)
+{
+    tr_t *t = data;
+    if (!status && pc_db_affected(res) != 1 && !t->step_failed)
+        t->step_failed = PC_ECONFLICT;
+    else
+        tr_step_cb(data, status, res);
+}
+
+static void tr_ledger_cb(void *data, int status, int64_t txn_id)
+{
+    tr_t *t = data;
+    (void)txn_id;
+    if (status) {
+        pc_log_error("refund.ledger_failed", "refund %s -> %s: %s", t->refund_no, t->to,
+                     pc_ledger_strerror(status));
+        if (!t->step_failed)
+            t->step_failed = status;
+    }
+}
+
+static void tr_commit(tr_t *t)
+{
+    pc_db_tx_t *tx = t->tx;
+    pc_db_tx_commit(tx, tr_commit_cb, t);
+}
+
+static void tr_closed_cb(void *data, int status, pc_db_res_t *res)
+{
+    tr_t *t = data;
+    if (status) {
+        tr_step_cb(t, status, res);
+    } else if (pc_db_rows(res) == 1) {
+        pc_trade_t trade;
+        pc_trade_from_row(&trade, res, 0);
+        json_t *obj = pc_trade_json(&trade);
+        int c = pc_db_col(res, "notify_url");
+        const char *url = pc_db_isnull(res, 0, c) ? NULL : pc_db_get(res, 0, c);
+        if (pc_outbox_add(t->tx, trade.merchant_id, "trade.closed",
+                          url && url[0] ? url : (t->r.notify_url[0] ? t->r.notify_url : NULL),
+                          obj) < 0 &&
+            !t->step_failed)
+            t->step_failed = PC_EIO;
+        json_decref(obj);
+        pc_log_info("refund.trade_closed", "trade %s fully refunded: TRADE_CLOSED", t->r.trade_no);
+    }
+    tr_commit(t);
+}
+
+/* Counted after the trade row lock: sees every refund of the trade that
+ * committed before, and this one. */
+static void tr_sum_cb(void *data, int status, pc_db_res_t *res)
+{
+    tr_t *t = data;
+    if (status) {
+        tr_step_cb(t, status, res);
+        tr_commit(t);
+        return;
+    }
+    int64_t done = pc_db_get_i64(res, 0, 0);
+    if (done != t->paid_amount || t->paid_amount == 0) {
+        tr_commit(t);
+        return;
+    }
+    const char *p[] = {t->r.trade_no};
+    if (pc_db_tx_query(t->tx,
+                       "UPDATE trades SET status = 'TRADE_CLOSED', close_reason = 'REFUNDED', "
+                       "closed_at = now(), updated_at = now() WHERE trade_no = $1 AND status IN "
+                       "('TRADE_SUCCESS', 'PAY_SUCCESS') RETURNING " PC_TRADE_COLUMNS
+                       ", notify_url",
+                       1, p, tr_closed_cb, t) < 0) {
+        t->step_failed = PC_EUNAVAIL;
+        tr_commit(t);
+    }
+}
+
+static int in_from(const tr_t *t, const char *status)
+{
+    for (int i = 0; i < t->nfrom; i++)
+        if (!strcmp(t->from[i], status))
+            return 1;
+    return 0;
+}
+
+/* The refund is locked and may move: write everything that goes with it. */
+static void tr_apply(tr_t *t)
+{
+    pc__refund_t *r = &t->r;
+    int normal = !strcmp(r->type, "NORMAL");
+    snprintf(t->old_status, sizeof t->old_status, "%s", r->status);
+    if (!normal && t->error_to_offline && !strcmp(t->to, "FAILED")) {
+        /* An error refund never fails back: the money is the buyer's. When
+         * its channel refuses, ops return it by hand. */
+        snprintf(t->to, sizeof t->to, "PROCESSING");
+        snprintf(t->set_method, sizeof t->set_method, "OFFLINE");
+        snprintf(t->action, sizeof t->action, "TO_OFFLINE");
+        snprintf(t->why, sizeof t->why, "the channel refused (%s): returned by hand",
+                 t->code[0] ? t->code : "FAILED");
+    }
+    snprintf(r->status, sizeof r->status, "%s", t->to);
+    if (t->set_method[0])
+        snprintf(r->method, sizeof r->method, "%s", t->set_method);
+    if (t->code[0]) {
+        snprintf(r->failure_code, sizeof r->failure_code, "%s", t->code);
+        snprintf(r->failure_message, sizeof r->failure_message, "%s", t->msg);
+    }
+    if (t->txn[0])
+        snprintf(r->channel_txn_id, sizeof r->channel_txn_id, "%s", t->txn);
+    int final = is_final(t->to);
+    if (final)
+        r->finished_at = t->now;
+    if (!strcmp(t->to, "SUSPENDED"))
+        snprintf(r->hold_reason, sizeof r->hold_reason, "%s", t->why);
+
+    char now[24], grace[24];
+    snprintf(now, sizeof now, "%lld", t->now);
+    snprintf(grace, sizeof grace, "%lld", t->rf->grace_ms);
+    const char *p[] = {r->refund_no,
+                       t->to,
+                       t->set_method[0] ? t->set_method : NULL,
+                       t->code[0] ? t->code : NULL,
+                       t->code[0] ? t->msg : NULL,
+                       t->txn[0] ? t->txn : NULL,
+                       now,
+                       !strcmp(t->to, "SUSPENDED") ? t->why : NULL,
+                       t->old_status,
+                       grace};
+    /* next_query_at: a resumed refund is sent now, and by the runner after the
+     * grace if this node cannot; OFFLINE and final refunds are not queried. */
+    int rc = pc_db_tx_query(
+        t->tx,
+        "UPDATE refunds SET status = $2, method = coalesce($3, method), failure_code = "
+        "coalesce($4, failure_code), failure_message = coalesce($5, failure_message), "
+        "channel_txn_id = coalesce($6, channel_txn_id), finished_at = CASE WHEN $2 IN "
+        "('SUCCESS', 'FAILED', 'TERMINATED') THEN to_timestamp($7::bigint) END, hold_reason = "
+        "coalesce($8, hold_reason), next_query_at = CASE WHEN $2 = 'ACCEPTED' THEN now() + "
+        "$10::bigint * interval '1 millisecond' WHEN $2 IN ('SUCCESS', 'FAILED', 'TERMINATED') "
+        "OR coalesce($3, method) IN ('FILE', 'OFFLINE') THEN NULL ELSE next_query_at END, "
+        "updated_at = now() WHERE refund_no = $1 AND status = $9",
+        10, p, tr_update_cb, t);
+
+    pc_refund_parties_t who = {r->merchant_id, r->buyer_id, r->channel_id, r->coupon_funder,
+                               r->currency};
+    pc_refund_legs_t legs;
+    if (!rc && !strcmp(t->to, "SUCCESS")) {
+        rc = pc_refund_legs_success(&r->parts, &who, &legs);
+        if (!rc && legs.n >= 2) {
+            pc_ledger_txn_t txn = {"REFUND_SUCCESS", "refund",  r->refund_no,
+                                   r->trade_no,      legs.legs, legs.n};
+            rc = pc_ledger_post(t->tx, &txn, tr_ledger_cb, t);
+        }
+    } else if (!rc && (!strcmp(t->to, "FAILED") || !strcmp(t->to, "TERMINATED")) && normal) {
+        rc = pc_refund_legs_return(&r->from, &who, &legs);
+        if (!rc && legs.n >= 2) {
+            pc_ledger_txn_t txn = {"REFUND_RETURN", "refund",  r->refund_no,
+                                   r->trade_no,     legs.legs, legs.n};
+            rc = pc_ledger_post(t->tx, &txn, tr_ledger_cb, t);
+        }
+        char amt[24];
+        snprintf(amt, sizeof amt, "%lld", (long long)r->amount);
+        const char *q[] = {r->trade_no, amt};
+        if (!rc)
+            rc = pc_db_tx_query(t->tx,
+                                "UPDATE trades SET refunded_amount = refunded_amount - $2::bigint, "
+                                "updated_at = now() WHERE trade_no = $1",
+                                2, q, tr_update_cb, t);
+    }
+    if (!rc) {
+        const char *a[] = {r->refund_no,  t->who, t->action, t->why[0] ? t->why : NULL,
+                           t->old_status, t->to};
+        rc = pc_db_tx_query(t->tx,
+                            "INSERT INTO refund_actions (refund_no, who, action, why, from_status, "
+                            "to_status) VALUES ($1, $2, $3, $4, $5, $6)",
+                            6, a, tr_step_cb, t);
+    }
+    if (!rc && final) {
+        json_t *obj = pc__refund_json(r, 0);
+        rc = pc_outbox_add(t->tx, r->merchant_id,
+                           !strcmp(t->to, "SUCCESS") ? "refund.succeeded" : "refund.failed",
+                           r->notify_url[0] ? r->notify_url : NULL, obj);
+        json_decref(obj);
+    }
+    if (rc) {
+        pc_log_error("refund.transition", "refund %s -> %s: %s", r->refund_no, t->to,
+                     pc_ledger_strerror(rc));
+        tr_end(t, rc, NULL);
+        return;
+    }
+    if (!strcmp(t->to, "SUCCESS") && normal) {
+        const char *q[] = {r->trade_no};
+        if (pc_db_tx_query(t->tx,
+                           "SELECT coalesce(sum(amount), 0) FROM refunds WHERE trade_no = $1 AND "
+                           "type = 'NORMAL' AND status = 'SUCCESS'",
+                           1, q, tr_sum_cb, t) < 0)
+            tr_end(t, PC_EUNAVAIL, NULL);
+        return;
+    }
+    tr_commit(t);
+}
+
+static void tr_trade_cb(void *data, int status, pc_db_res_t *res)
+{
+    tr_t *t = data;
+    if (!status && pc_db_rows(res) == 1) {
+        t->trade_locked = 1;
+        t->paid_amount = pc_db_get_i64(res, 0, 0);
+    }
+}
+
+static void tr_refund_cb(void *data, int status, pc_db_res_t *res)
+{
+    tr_t *t = data;
+    if (status) {
+        tr_end(t, status, NULL);
+        return;
+    }
+    if (pc_db_rows(res) == 0 || !t->trade_locked) {
+        tr_end(t, PC_ENOTFOUND, NULL);
+        return;
+    }
+    pc__refund_from_row(&t->r, res, 0);
+    const pc__refund_t *r = &t->r;
+    if (!in_from(t, r->status) || (t->only_method[0] && strcmp(r->method, t->only_method)) ||
+        (t->only_batch[0] && strcmp(r->batch_id, t->only_batch)) ||
+        (t->normal_only && strcmp(r->type, "NORMAL"))) {
+        pc__refund_t copy = t->r;
+        tr_end(t, PC_ECONFLICT, &copy);
+        return;
+    }
+    tr_apply(t);
+}
+
+static void tr_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    tr_t *t = data;
+    if (status) {
+        tr_end(t, status, NULL);
+        return;
+    }
+    t->tx = tx;
+    const char *p[] = {t->refund_no};
+    /* The trade first (every change of a trade's refunds takes this lock, so
+     * they run one at a time per trade), then the refund in a statement of
+     * its own: it starts after the lock was granted and sees what the
+     * previous holder committed. */
+    if (pc_db_tx_query(tx,
+                       "SELECT paid_amount FROM trades WHERE trade_no = (SELECT trade_no FROM "
+                       "refunds WHERE refund_no = $1) FOR UPDATE",
+                       1, p, tr_trade_cb, t) < 0 ||
+        pc_db_tx_query(tx,
+                       "SELECT " PC__REFUND_COLUMNS " FROM refunds WHERE refund_no = $1 FOR UPDATE",
+                       1, p, tr_refund_cb, t) < 0)
+        tr_end(t, PC_EUNAVAIL, NULL);
+}
+
+#define CPS(dst, src) snprintf(dst, sizeof dst, "%s", (src) ? (src) : "")
+
+int pc__refund_transition(pc_refunds_t *rf, const pc__transition_t *tr, pc__transition_cb cb,
+                          void *data)
+{
+    tr_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return PC_ENOMEM;
+    t->rf = rf;
+    t->cb = cb;
+    t->data = data;
+    CPS(t->refund_no, tr->refund_no);
+    CPS(t->to, tr->to);
+    CPS(t->who, tr->who);
+    CPS(t->action, tr->action);
+    CPS(t->why, tr->why);
+    CPS(t->code, tr->failure_code);
+    CPS(t->msg, tr->failure_msg);
+    CPS(t->txn, tr->channel_txn_id);
+    CPS(t->only_method, tr->only_method);
+    CPS(t->only_batch, tr->only_batch);
+    CPS(t->set_method, tr->set_method);
+    for (int i = 0; tr->from && tr->from[i] && i < MAX_FROM; i++)
+        CPS(t->from[t->nfrom++], tr->from[i]);
+    t->normal_only = tr->normal_only;
+    t->error_to_offline = tr->error_to_offline;
+    t->now = (long long)time(NULL);
+    if (pc_db_begin(rf->app->db, NULL, tr_begin_cb, t) < 0) {
+        free(t);
+        return PC_EUNAVAIL;
+    }
+    return 0;
+}
+
+/* ---------- running a refund at its channel ---------- */
+
+typedef struct {
+    pc_refunds_t *rf;
+    pc__refund_t r;
+    int query_attempts;
+} run_t;
+
+static run_t *run_new(pc_refunds_t *rf)
+{
+    run_t *x = calloc(1, sizeof *x);
+    if (x) {
+        x->rf = rf;
+        rf->in_flight++;
+    }
+    return x;
+}
+
+static void run_free(run_t *x)
+{
+    x->rf->in_flight--;
+    free(x);
+}
+
+static void applied_cb(void *data, int status, const pc__refund_t *r)
+{
+    run_t *x = data;
+    if (status == PC_ECONFLICT && r)
+        pc_log_warn("refund.late_result",
+                    "refund %s is %s; the channel's answer no longer applies (recon will show "
+                    "any difference)",
+                    x->r.refund_no, r->status);
+    else if (status && status != PC_ENOTFOUND)
+        pc_log_warn("refund.apply_failed", "refund %s: %s; the status query will apply it",
+                    x->r.refund_no, pc_strerror(status));
+    run_free(x);
+}
+
+static const char *const FROM_PROCESSING[] = {"PROCESSING", NULL};
+
+/* A final answer from the channel (synchronous, query or callback). */
+static int apply_result(pc_refunds_t *rf, const char *refund_no, const pc_ch_result_t *res,
+                        pc__transition_cb cb, void *data)
+{
+    int ok = res->status == PC_CH_SUCCESS;
+    pc__transition_t t = {
+        .refund_no = refund_no,
+        .to = ok ? "SUCCESS" : "FAILED",
+        .from = FROM_PROCESSING,
+        .who = "channel",
+        .action = "CHANNEL_RESULT",
+        .failure_code = ok ? NULL : (res->code[0] ? res->code : "REFUND_FAILED"),
+        .failure_msg = ok ? NULL : res->message,
+        .channel_txn_id = res->channel_txn_id[0] ? res->channel_txn_id : NULL,
+        .error_to_offline = 1,
+    };
+    return pc__refund_transition(rf, &t, cb, data);
+}
+
+static void noted_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)status;
+    (void)res;
+    run_free(data);
+}
+
+static void send_to_channel(run_t *x);
+
+static void sent_cb(void *data, const pc_ch_result_t *res)
+{
+    run_t *x = data;
+    switch (res->status) {
+    case PC_CH_SUCCESS:
+    case PC_CH_FAILED:
+        if (apply_result(x->rf, x->r.refund_no, res, applied_cb, x) < 0)
+            run_free(x);
+        return;
+    default: {
+        /* Processing at the channel, or no answer: the status query (and a
+         * callback, if one comes) finishes it. */
+        const char *p[] = {x->r.refund_no, res->channel_txn_id[0] ? res->channel_txn_id : NULL};
+        if (pc_db_query(x->rf->app->db,
+                        "UPDATE refunds SET channel_txn_id = coalesce($2, channel_txn_id), "
+                        "updated_at = now() WHERE refund_no = $1 AND status = 'PROCESSING'",
+                        2, p, noted_cb, x) < 0)
+            run_free(x);
+        return;
+    }
+    }
+}
+
+static void send_to_channel(run_t *x)
+{
+    pc__refund_t *r = &x->r;
+    pc_channel_client_t *cli = x->rf->app->channel_client;
+    int rc;
+    if (!strcmp(r->method, "PAYOUT")) {
+        json_t *payee = json_loads(r->payee, 0, NULL);
+        pc_ch_payout_t po = {r->channel_id, r->refund_no, r->parts.external, r->currency, payee};
+        rc = payee ? pc_channel_payout(cli, &po, sent_cb, x) : PC_EINVAL;
+        json_decref(payee);
+    } else {
+        pc_ch_refund_t rq = {
+            r->channel_id,     r->refund_no,
+            r->payment_no,     r->payment_channel_txn_id[0] ? r->payment_channel_txn_id : NULL,
+            r->parts.external, r->currency};
+        rc = pc_channel_refund(cli, &rq, sent_cb, x);
+    }
+    if (rc < 0) {
+        /* Nothing was sent (the channel left the configuration, say): the
+         * runner tries again on its schedule. */
+        pc_log_warn("refund.not_sent", "refund %s via %s (%s): %s", r->refund_no, r->channel_id,
+                    r->method, pc_strerror(rc));
+        run_free(x);
+    }
+}
+
+static void dispatched_cb(void *data, int status, pc_db_res_t *res)
+{
+    run_t *x = data;
+    if (status || pc_db_rows(res) != 1) {
+        run_free(x); /* another node or a transition got there first */
+        return;
+    }
+    pc__refund_from_row(&x->r, res, 0);
+    if (x->r.parts.external == 0) {
+        /* Nothing goes through a channel: wallet and coupon parts move now. */
+        pc_ch_result_t ok;
+        memset(&ok, 0, sizeof ok);
+        ok.status = PC_CH_SUCCESS;
+        if (apply_result(x->rf, x->r.refund_no, &ok, applied_cb, x) < 0)
+            run_free(x);
+        return;
+    }
+    send_to_channel(x);
+}
+
+void pc__refund_dispatch(pc_refunds_t *rf, const char *refund_no)
+{
+    if (rf->app->shutting_down)
+        return; /* the runner of a node that stays sends it */
+    run_t *x = run_new(rf);
+    if (!x)
+        return;
+    char first[24];
+    snprintf(first, sizeof first, "%lld", rf->first_ms);
+    const char *p[] = {refund_no, first};
+    /* PROCESSING before the channel is called: a node that dies mid-call
+     * leaves a refund the status query finds (and sends again if the channel
+     * never got it). */
+    if (pc_db_query(rf->app->db,
+                    "UPDATE refunds SET status = 'PROCESSING', query_attempts = 0, next_query_at "
+                    "= now() + $2::bigint * interval '1 millisecond', updated_at = now() WHERE "
+                    "refund_no = $1 AND status = 'ACCEPTED' AND method IN ('API', 'PAYOUT') "
+                    "RETURNING " PC__REFUND_COLUMNS,
+                    2, p, dispatched_cb, x) < 0)
+        run_free(x);
+}
+
+/* ---------- the status query ---------- */
+
+static void queried_cb(void *data, const pc_ch_result_t *res)
+{
+    run_t *x = data;
+    if (res->status == PC_CH_FAILED && !strcmp(res->code, "NOT_FOUND")) {
+        /* The channel never took it: send it again under the same number
+         * (the channel dedupes on it, so a late first request is harmless). */
+        pc_log_info("refund.resend", "refund %s unknown at %s: sent again", x->r.refund_no,
+                    x->r.channel_id);
+        send_to_channel(x);
+        return;
+    }
+    if (res->status == PC_CH_SUCCESS || res->status == PC_CH_FAILED) {
+        if (apply_result(x->rf, x->r.refund_no, res, applied_cb, x) < 0)
+            run_free(x);
+        return;
+    }
+    if (x->query_attempts >= x->rf->nschedule)
+        pc_log_warn("refund.query_exhausted",
+                    "refund %s still has no final answer from %s after %d queries; querying on",
+                    x->r.refund_no, x->r.channel_id, x->query_attempts);
+    run_free(x);
+}
+
+static void claimed_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_refunds_t *rf = data;
+    rf->claiming = 0;
+    if (status)
+        return;
+    for (int i = 0; i < pc_db_rows(res); i++) {
+        run_t *x = run_new(rf);
+        if (!x)
+            return;
+        pc__refund_from_row(&x->r, res, i);
+        x->query_attempts = (int)pc_db_val_i64(res, i, "query_attempts");
+        if (!strcmp(x->r.status, "ACCEPTED")) {
+            char no[40];
+            snprintf(no, sizeof no, "%s", x->r.refund_no);
+            run_free(x);
+            pc__refund_dispatch(rf, no);
+            continue;
+        }
+        int rc = !strcmp(x->r.method, "PAYOUT")
+                     ? pc_channel_query_payout(rf->app->channel_client, x->r.channel_id,
+                                               x->r.refund_no, queried_cb, x)
+                     : pc_channel_query_refund(rf->app->channel_client, x->r.channel_id,
+                                               x->r.refund_no, queried_cb, x);
+        if (rc < 0) {
+            pc_log_warn("refund.query_failed", "refund %s at %s: %s", x->r.refund_no,
+                        x->r.channel_id, pc_strerror(rc));
+            run_free(x);
+        }
+    }
+}
+
+static void claim_due(pc_refunds_t *rf)
+{
+    rf->claiming = 1;
+    const char *p[] = {rf->schedule};
+    /* Claimed by moving the next query forward (the rows are locked while
+     * this runs, so another node skips them and then sees the new time). */
+    if (pc_db_query(rf->app->db,
+                    "WITH due AS (SELECT refund_no AS due_no FROM refunds WHERE status IN "
+                    "('ACCEPTED', 'PROCESSING') AND method IN ('API', 'PAYOUT') AND "
+                    "next_query_at <= now() ORDER BY next_query_at LIMIT 50 FOR UPDATE SKIP "
+                    "LOCKED) UPDATE refunds r SET query_attempts = r.query_attempts + CASE WHEN "
+                    "r.status = 'PROCESSING' THEN 1 ELSE 0 END, next_query_at = now() + "
+                    "($1::int[])[least(r.query_attempts + 1, array_length($1::int[], 1))] * "
+                    "interval '1 millisecond' FROM due WHERE r.refund_no = due.due_no RETURNING "
+                    "r.query_attempts, " PC__REFUND_COLUMNS,
+                    1, p, claimed_cb, rf) < 0)
+        rf->claiming = 0;
+}
+
+/* ---------- error refunds ---------- */
+
+typedef struct {
+    pc_refunds_t *rf;
+    pc_db_tx_t *tx;
+    char created[ERROR_BATCH][40];
+    int ncreated;
+    int failed;
+} mk_t;
+
+static void mk_free(mk_t *m)
+{
+    m->rf->creating = 0;
+    free(m);
+}
+
+static void mk_commit_cb(void *data, int status)
+{
+    mk_t *m = data;
+    if (status) {
+        pc_log_warn("refund.error_refunds", "not created: %s", pc_strerror(status));
+    } else {
+        for (int i = 0; i < m->ncreated; i++)
+            pc__refund_dispatch(m->rf, m->created[i]);
+    }
+    mk_free(m);
+}
+
+static void mk_inserted_cb(void *data, int status, pc_db_res_t *res)
+{
+    mk_t *m = data;
+    if (status) {
+        m->failed = 1;
+        return;
+    }
+    if (pc_db_rows(res) == 1) {
+        const char *no = pc_db_val(res, 0, "refund_no");
+        pc_log_info("refund.error_refund", "error refund %s created for payment %s (%s)", no,
+                    pc_db_val(res, 0, "payment_no"), pc_db_val(res, 0, "method"));
+        pc_metrics_add("pc_error_refunds_created_total", "", 1);
+        if (m->ncreated < ERROR_BATCH && strcmp(pc_db_val(res, 0, "method"), "FILE") &&
+            strcmp(pc_db_val(res, 0, "method"), "OFFLINE"))
+            snprintf(m->created[m->ncreated++], 40, "%s", no);
+    }
+}
+
+static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
+{
+    mk_t *m = data;
+    if (status) {
+        pc_db_tx_rollback(m->tx);
+        mk_free(m);
+        return;
+    }
+    int n = pc_db_rows(res);
+    if (n == 0) {
+        pc_db_tx_rollback(m->tx);
+        mk_free(m);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *pno = pc_db_val(res, i, "payment_no");
+        const char *card_token = pc_db_val(res, i, "card_token");
+        pc__method_ctx_t mc = {
+            .type = "ERROR",
+            .external = pc_db_val_i64(res, i, "external_amount"),
+            .payment_external = pc_db_val_i64(res, i, "external_amount"),
+            .payment_method = pc_db_val(res, i, "method_type"),
+            .channel_id = pc_db_val(res, i, "channel_id"),
+            .paid_at = pc_db_val_i64(res, i, "paid_at"),
+            .payee_available = card_token[0] != 0,
+        };
+        char version[65] = "";
+        const char *method = pc__refund_method(m->rf->app, &mc, version);
+        char *payee = NULL;
+        if (!strcmp(method, "PAYOUT")) {
+            if (card_token[0]) {
+                json_t *pj = json_pack("{s:s,s:s}", "type", "CARD", "card_token", card_token);
+                payee = json_dumps(pj, JSON_COMPACT);
+                json_decref(pj);
+            } else {
+                method = "OFFLINE"; /* no account to pay out to: ops find the buyer */
+            }
+        }
+        char no[40], out_no[72];
+        pc__refund_no_new(no);
+        snprintf(out_no, sizeof out_no, "ERR-%s", pno);
+        const char *url = pc_db_val(res, i, "notify_url");
+        const char *p[] = {
+            no,
+            out_no,
+            pc_db_val(res, i, "merchant_id"),
+            pc_db_val(res, i, "trade_no"),
+            pno,
+            method,
+            pc_db_val(res, i, "amount"),
+            pc_db_val(res, i, "currency"),
+            pc_db_val(res, i, "external_amount"),
+            pc_db_val(res, i, "balance_amount"),
+            pc_db_val(res, i, "coupon_amount"),
+            mc.channel_id[0] ? mc.channel_id : NULL,
+            pc_db_val(res, i, "channel_txn_id")[0] ? pc_db_val(res, i, "channel_txn_id") : NULL,
+            pc_db_val(res, i, "buyer_id")[0] ? pc_db_val(res, i, "buyer_id") : NULL,
+            pc_db_val(res, i, "coupon_funder")[0] ? pc_db_val(res, i, "coupon_funder") : NULL,
+            payee,
+            url[0] ? url : NULL,
+            version[0] ? version : NULL};
+        /* The unique index on error refunds per payment is the arbiter: of
+         * two nodes that picked the same payment, one inserts. */
+        pc_db_tx_query(m->tx,
+                       "INSERT INTO refunds (refund_no, out_refund_no, merchant_id, trade_no, "
+                       "payment_no, type, method, status, amount, currency, external_amount, "
+                       "balance_amount, coupon_amount, from_escrow, channel_id, "
+                       "payment_channel_txn_id, buyer_id, coupon_funder, payee, reason, "
+                       "notify_url, rule_version, next_query_at) VALUES ($1, $2, $3, $4, $5, "
+                       "'ERROR', $6, 'ACCEPTED', $7::bigint, $8, $9::bigint, $10::bigint, "
+                       "$11::bigint, $7::bigint, $12, $13, $14, $15, $16::jsonb, 'payment "
+                       "succeeded on a trade that could not take it (paid twice, or closed)', "
+                       "$17, $18, CASE WHEN $6 IN ('API', 'PAYOUT') THEN now() END) ON CONFLICT "
+                       "DO NOTHING RETURNING refund_no, payment_no, method",
+                       18, p, mk_inserted_cb, m);
+        free(payee);
+    }
+    pc_db_tx_commit(m->tx, mk_commit_cb, m);
+}
+
+static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    mk_t *m = data;
+    if (status) {
+        mk_free(m);
+        return;
+    }
+    m->tx = tx;
+    if (pc_db_tx_query(
+            tx,
+            "SELECT p.payment_no, p.trade_no, p.merchant_id, coalesce(p.buyer_id, '') AS "
+            "buyer_id, p.amount, p.currency, p.method_type, p.balance_amount, p.coupon_amount, "
+            "p.external_amount, coalesce(p.channel_id, '') AS channel_id, "
+            "coalesce(p.channel_txn_id, '') AS channel_txn_id, coalesce(p.card_token, '') AS "
+            "card_token, coalesce(extract(epoch FROM p.finished_at)::bigint, 0) AS paid_at, "
+            "coalesce((SELECT c.merchant_id FROM coupons c WHERE c.coupon_id = p.coupon_id AND "
+            "c.funded_by = 'MERCHANT'), '') AS coupon_funder, coalesce((SELECT "
+            "coalesce(t.notify_url, m.notify_url) FROM trades t JOIN merchants m USING "
+            "(merchant_id) WHERE t.trade_no = p.trade_no), '') AS notify_url FROM payments p "
+            "WHERE p.needs_error_refund AND p.status = 'SUCCESS' AND NOT EXISTS (SELECT 1 FROM "
+            "refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR') ORDER BY "
+            "p.finished_at LIMIT 20 FOR UPDATE OF p SKIP LOCKED",
+            0, NULL, mk_rows_cb, m) < 0) {
+        pc_db_tx_rollback(tx);
+        mk_free(m);
+    }
+}
+
+static void create_error_refunds(pc_refunds_t *rf)
+{
+    mk_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return;
+    m->rf = rf;
+    rf->creating = 1;
+    if (pc_db_begin(rf->app->db, NULL, mk_begin_cb, m) < 0)
+        mk_free(m);
+}
+
+/* ---------- the method a refund runs by ---------- */
+
+const char *pc__refund_method(pc_app_t *app, const pc__method_ctx_t *m, char version[65])
+{
+    version[0] = 0;
+    if (m->external <= 0)
+        return "API"; /* wallet and coupon parts only: the platform moves them itself */
+    const pc_channel_t *ch =
+        m->channel_id && m->channel_id[0] ? pc_channels_find(app->channels, m->channel_id) : NULL;
+    json_t *ways = json_array();
+    for (int w = 0; ch && w < PC_REFUND_WAY_COUNT; w++)
+        if (pc_channel_supports_refund(ch, (pc_refund_way_t)w))
+            json_array_append_new(ways, json_string(pc_refund_way_name((pc_refund_way_t)w)));
+    json_t *ctx = json_pack(
+        "{s:I,s:{s:I,s:s,s:b},s:{s:I,s:s,s:s,s:I},s:{s:o,s:I,s:b,s:b},s:b}", "now",
+        (json_int_t)time(NULL), "refund", "amount", (json_int_t)m->external, "type", m->type,
+        "partial", m->external < m->payment_external, "payment", "amount",
+        (json_int_t)m->payment_external, "method", m->payment_method ? m->payment_method : "",
+        "channel_id", m->channel_id ? m->channel_id : "", "paid_at", (json_int_t)m->paid_at,
+        "channel", "refund_methods", ways, "refund_window_days",
+        (json_int_t)(ch ? ch->refund.window_days : 0), "partial_refund",
+        ch ? (int)ch->refund.partial : 0, "enabled",
+        ch ? (int)pc_channels_effective_enabled(app->channels, ch->id) : 0, "payee_available",
+        m->payee_available);
+    pc_rule_result_t r;
+    pc_rules_refund_method(app->rules, ctx, &r);
+    json_decref(ctx);
+    if (r.outcome != PC_RULE_OK)
+        pc_log_warn("refund.rule_fallback", "refund_method %s at %s:%d: %s; OFFLINE",
+                    pc_rule_outcome_name(r.outcome), r.error.file, r.error.line, r.error.message);
+    const char *a = json_string_value(r.answer);
+    const char *out = a && !strcmp(a, "API")      ? "API"
+                      : a && !strcmp(a, "PAYOUT") ? "PAYOUT"
+                      : a && !strcmp(a, "FILE")   ? "FILE"
+                                                  : "OFFLINE";
+    snprintf(version, 65, "%s", r.version);
+    pc_rule_result_clear(&r);
+    return out;
+}
+
+/* ---------- channel callbacks ---------- */
+
+static void callback_applied_cb(void *data, int status, const pc__refund_t *r)
+{
+    pc_http_req_t *req = data;
+    if (status == PC_ECONFLICT && r)
+        pc_log_warn("refund.late_callback", "refund %s is %s; callback ignored", r->refund_no,
+                    r->status);
+    if (status && status != PC_ECONFLICT && status != PC_ENOTFOUND) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "not applied; retry");
+        return;
+    }
+    static const char ok[] = "{\"result\":\"success\"}";
+    pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
+}
+
+static void refund_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
+{
+    const pc_ch_callback_t *cb = cbv;
+    if (cb->result.status != PC_CH_SUCCESS && cb->result.status != PC_CH_FAILED) {
+        static const char ok[] = "{\"result\":\"ignored\"}";
+        pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
+        return;
+    }
+    if (apply_result(app->refunds, cb->ref, &cb->result, callback_applied_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "try again");
+}
+
+/* ---------- the runner ---------- */
+
+static void tick(uv_timer_t *h)
+{
+    pc_refunds_t *rf = h->data;
+    if (rf->app->shutting_down || rf->in_flight > MAX_IN_FLIGHT)
+        return;
+    if (!rf->claiming)
+        claim_due(rf);
+    if (!rf->creating)
+        create_error_refunds(rf);
+}
+
+pc_refunds_t *pc_refunds_new(pc_app_t *app)
+{
+    pc_refunds_t *rf = calloc(1, sizeof *rf);
+    if (!rf)
+        return NULL;
+    rf->app = app;
+    int64_t ms[32];
+    int n = pc_config_ms_list(app->cfg, "refund.query_schedule_ms", ms, 32);
+    if (n <= 0) {
+        free(rf);
+        return NULL;
+    }
+    rf->nschedule = n;
+    rf->first_ms = (long long)ms[0];
+    size_t off = (size_t)snprintf(rf->schedule, sizeof rf->schedule, "{");
+    for (int i = 0; i < n; i++)
+        off += (size_t)snprintf(rf->schedule + off, sizeof rf->schedule - off, "%s%lld",
+                                i ? "," : "", (long long)ms[i]);
+    snprintf(rf->schedule + off, sizeof rf->schedule - off, "}");
+    rf->grace_ms = (long long)pc_config_int(app->cfg, "refund.send_grace_ms");
+    pc_metrics_describe("pc_refunds_total", PC_METRIC_COUNTER,
+                        "refunds that reached a final state, by type, method and status");
+    pc_metrics_describe("pc_error_refunds_created_total", PC_METRIC_COUNTER,
+                        "error refunds created for duplicate or late payments");
+    uv_timer_init(app->loop, &rf->timer);
+    rf->timer.data = rf;
+    app->refunds = rf;
+    app->on_refund_callback = refund_callback;
+    return rf;
+}
+
+void pc_refunds_start(pc_refunds_t *rf)
+{
+    uint64_t ms = (uint64_t)pc_config_int(rf->app->cfg, "refund.poll_ms");
+    uv_timer_start(&rf->timer, tick, ms, ms);
+}
+
+void pc_refunds_stop(pc_refunds_t *rf)
+{
+    uv_timer_stop(&rf->timer);
+    uv_close((uv_handle_t *)&rf->timer, NULL);
+}
+
+void pc_refunds_free(pc_refunds_t *rf)
+{
+    free(rf);
+}

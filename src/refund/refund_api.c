@@ -1,0 +1,672 @@
+/* The merchant's refund API (api.md "Refunds"): POST /v1/refunds accepts a
+ * refund in one transaction, GET /v1/refunds/{refund_no} and GET
+ * /v1/refunds?out_refund_no=… read one. The accepting transaction, step by
+ * step:
+ *   1. lock the trade row (FOR UPDATE): refunds of one trade are accepted one
+ *      at a time, on every node;
+ *   2. in statements of their own (started after the lock was granted, so
+ *      they see every refund committed before it): the duplicate check, the
+ *      sums of the trade's live refunds, the payment's parts, the merchant's
+ *      contract, and the balances the money comes from (locked too);
+ *   3. decide in C: refundable amount, the split over the payment's parts,
+ *      the sources (refund_plan.h), the method (rules/refund_method.lua),
+ *      the risk verdict (rules/risk.lua, kind REFUND: anything but ACCEPT
+ *      holds the refund SUSPENDED for ops);
+ *   4. insert the refund, raise trades.refunded_amount (its CHECK against
+ *      paid_amount backs step 3), post REFUND_ACCEPT, record the action and
+ *      the idempotent answer, commit;
+ *   5. answer, then send it (API / PAYOUT) through the refund runner. */
+#include "api/app.h"
+#include "auth/auth.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "ledger/ledger.h"
+#include "refund/refund.h"
+#include "rules/rules.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    pc_db_tx_t *tx;
+    /* The request (strings borrowed from the request's JSON). */
+    const char *trade_no, *out_trade_no, *out_refund_no, *reason, *notify_url;
+    long long amount;
+    json_t *payee; /* normalised, owned */
+    /* Read under the trade lock. */
+    char trade[40], trade_status[20], product[12], currency[4], buyer_id[65], payment_no[40];
+    char trade_notify[520], merchant_notify[520];
+    int64_t paid, settled;
+    int64_t dup, active, active_escrow;
+    pc_refund_parts_t pay, used;
+    char channel_id[33], pay_txn[81], pay_method[16], card_token[81], coupon_funder[65];
+    long long paid_at;
+    int advance, have_payment;
+    int64_t bal_pending, bal_available, bal_wallet;
+    char acct_pending[PC_LEDGER_ID_MAX + 1], acct_available[PC_LEDGER_ID_MAX + 1],
+        acct_wallet[PC_LEDGER_ID_MAX + 1];
+    /* Decided. */
+    pc__refund_t r;
+    char *body;
+    int step_failed; /* 1 duplicate, 2 insufficient, 3 over refundable, 4 other */
+} acc_t;
+
+static void acc_free(void *arg)
+{
+    acc_t *a = arg;
+    json_decref(a->payee);
+    free(a->body);
+}
+
+static void acc_fail(acc_t *a, pc_api_err_t err, const char *field, const char *msg)
+{
+    if (a->tx)
+        pc_db_tx_rollback(a->tx);
+    a->tx = NULL;
+    pc_http_respond_error(a->req, err, field, msg);
+}
+
+static void acc_commit_cb(void *data, int status)
+{
+    acc_t *a = data;
+    a->tx = NULL;
+    if (status) {
+        switch (a->step_failed) {
+        case 1:
+            pc_http_respond_error(a->req, PC_API_DUPLICATE_OUT_REFUND_NO, "out_refund_no",
+                                  "a refund with this out_refund_no exists");
+            break;
+        case 2:
+            pc_http_respond_error(a->req, PC_API_INSUFFICIENT_BALANCE, NULL,
+                                  "the merchant balance cannot fund this refund");
+            break;
+        case 3:
+            pc_http_respond_error(a->req, PC_API_AMOUNT_EXCEEDS_REFUNDABLE, "amount",
+                                  "refunds would exceed the paid amount");
+            break;
+        default:
+            pc_http_respond_error(a->req, PC_API_UNAVAILABLE, NULL,
+                                  "not recorded; retry with the same Idempotency-Key");
+        }
+        return;
+    }
+    /* Copied out: the request's memory goes with the answer. */
+    pc_refunds_t *rf = a->app->refunds;
+    char no[40];
+    snprintf(no, sizeof no, "%s", a->r.refund_no);
+    int send = !strcmp(a->r.status, "ACCEPTED") &&
+               (!strcmp(a->r.method, "API") || !strcmp(a->r.method, "PAYOUT"));
+    pc_log_info("refund.accepted", "refund %s of trade %s: %lld by %s, %s", no, a->trade,
+                (long long)a->r.amount, a->r.method, a->r.status);
+    pc_http_respond(a->req, 200, "application/json", a->body, strlen(a->body));
+    if (send)
+        pc__refund_dispatch(rf, no);
+}
+
+static void insert_cb(void *data, int status, pc_db_res_t *res)
+{
+    acc_t *a = data;
+    if (status == PC_ECONFLICT && !strcmp(pc_db_constraint(res), "refunds_out_refund_no_unique"))
+        a->step_failed = 1;
+    else if (status && !a->step_failed)
+        a->step_failed = 4;
+}
+
+static void trade_update_cb(void *data, int status, pc_db_res_t *res)
+{
+    acc_t *a = data;
+    if (status && !a->step_failed)
+        a->step_failed = !strcmp(pc_db_sqlstate(res), "23514") ? 3 : 4;
+    else if (!status && pc_db_affected(res) != 1 && !a->step_failed)
+        a->step_failed = 4;
+}
+
+static void step_cb(void *data, int status, pc_db_res_t *res)
+{
+    acc_t *a = data;
+    (void)res;
+    if (status && !a->step_failed)
+        a->step_failed = 4;
+}
+
+static void ledger_cb(void *data, int status, int64_t txn_id)
+{
+    acc_t *a = data;
+    (void)txn_id;
+    if (status && !a->step_failed)
+        a->step_failed = status == PC_LEDGER_INSUFFICIENT ? 2 : 4;
+}
+
+/* rules/risk.lua with kind REFUND; fills decision, reasons and version. */
+static const char *risk_check(acc_t *a, char *reasons, size_t rlen, char version[65])
+{
+    json_t *ctx = json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:{s:s?},s:{s:s}}", "kind", "REFUND",
+                            "amount", (json_int_t)a->amount, "currency", a->currency, "method",
+                            a->pay_method, "product", a->product, "now", (json_int_t)time(NULL),
+                            "buyer", "id", a->buyer_id[0] ? a->buyer_id : NULL, "merchant", "id",
+                            pc_auth_merchant(a->req)->id);
+    if (!a->buyer_id[0])
+        json_object_del(json_object_get(ctx, "buyer"), "id");
+    pc_rule_result_t r;
+    pc_rules_risk(a->app->rules, ctx, &r);
+    json_decref(ctx);
+    if (r.outcome != PC_RULE_OK)
+        pc_log_warn("refund.risk_fallback", "risk %s at %s:%d: %s; REVIEW",
+                    pc_rule_outcome_name(r.outcome), r.error.file, r.error.line, r.error.message);
+    const char *d = json_string_value(json_object_get(r.answer, "decision"));
+    const char *decision = d && !strcmp(d, "ACCEPT")      ? "ACCEPT"
+                           : d && !strcmp(d, "REJECT")    ? "REJECT"
+                           : d && !strcmp(d, "CHALLENGE") ? "CHALLENGE"
+                                                          : "REVIEW";
+    json_t *why = json_object_get(r.answer, "reasons");
+    char *rs = json_is_array(why) ? json_dumps(why, JSON_COMPACT) : NULL;
+    snprintf(reasons, rlen, "%s", rs ? rs : "[]");
+    free(rs);
+    snprintf(version, 65, "%s", r.version);
+    pc_rule_result_clear(&r);
+    return decision;
+}
+
+static void decide(acc_t *a)
+{
+    pc__refund_t *r = &a->r;
+    if (a->dup > 0) {
+        acc_fail(a, PC_API_DUPLICATE_OUT_REFUND_NO, "out_refund_no",
+                 "a refund with this out_refund_no exists");
+        return;
+    }
+    if (strcmp(a->trade_status, "TRADE_SUCCESS") != 0 &&
+        strcmp(a->trade_status, "PAY_SUCCESS") != 0) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the trade is %s", a->trade_status);
+        acc_fail(a, PC_API_INVALID_STATE, NULL, msg);
+        return;
+    }
+    if (!a->have_payment) {
+        acc_fail(a, PC_API_INVALID_STATE, NULL, "the trade's payment is not on record");
+        return;
+    }
+    if (a->amount > a->paid - a->active) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "at most %lld of this trade can still be refunded",
+                 (long long)(a->paid - a->active));
+        acc_fail(a, PC_API_AMOUNT_EXCEEDS_REFUNDABLE, "amount", msg);
+        return;
+    }
+    pc_refund_parts_t left = {a->pay.external - a->used.external, a->pay.balance - a->used.balance,
+                              a->pay.coupon - a->used.coupon};
+    if (pc_refund_split(a->amount, &left, &r->parts) < 0) {
+        acc_fail(a, PC_API_AMOUNT_EXCEEDS_REFUNDABLE, "amount",
+                 "refunds would exceed what the payment's parts can return");
+        return;
+    }
+    pc_refund_funds_t funds = {.amount = a->amount,
+                               .pending = a->bal_pending,
+                               .available = a->bal_available,
+                               .wallet = a->bal_wallet,
+                               .advance_funding = a->advance};
+    if (pc_refund_product_parse(a->product, &funds.product) < 0) {
+        acc_fail(a, PC_API_INTERNAL, NULL, "unknown product");
+        return;
+    }
+    if (funds.product == PC_REFUND_GUARANTEE) {
+        int64_t held = a->paid - a->settled - a->active_escrow;
+        funds.escrow_unsettled = held > 0 ? held : 0;
+    }
+    int rc = pc_refund_plan_sources(&funds, &r->from);
+    if (rc == PC_REFUND_INSUFFICIENT) {
+        acc_fail(a, PC_API_INSUFFICIENT_BALANCE, NULL,
+                 "the merchant balance cannot fund this refund");
+        return;
+    }
+    if (rc < 0) {
+        acc_fail(a, PC_API_INTERNAL, NULL, "balances out of range");
+        return;
+    }
+
+    /* The method, and the payee a PAYOUT needs. */
+    pc__method_ctx_t mc = {
+        "NORMAL",   r->parts.external,           a->pay.external, a->pay_method, a->channel_id,
+        a->paid_at, a->payee || a->card_token[0]};
+    char rule_version[65];
+    const char *method = pc__refund_method(a->app, &mc, rule_version);
+    if (!strcmp(method, "PAYOUT") && !a->payee) {
+        if (!a->card_token[0]) {
+            acc_fail(a, PC_API_INVALID_REQUEST, "payee",
+                     "this payment is refunded by payout: give payee {\"type\":\"ACCOUNT\","
+                     "\"account_no\",\"name\",\"bank_code\"} or {\"type\":\"CARD\","
+                     "\"card_token\"}");
+            return;
+        }
+        a->payee = json_pack("{s:s,s:s}", "type", "CARD", "card_token", a->card_token);
+    }
+    char reasons[512], risk_version[65];
+    const char *decision = risk_check(a, reasons, sizeof reasons, risk_version);
+    int hold = strcmp(decision, "ACCEPT") != 0;
+
+    /* The refund as it is recorded and answered. */
+    pc__refund_no_new(r->refund_no);
+    snprintf(r->out_refund_no, sizeof r->out_refund_no, "%s", a->out_refund_no);
+    snprintf(r->merchant_id, sizeof r->merchant_id, "%s", pc_auth_merchant(a->req)->id);
+    snprintf(r->trade_no, sizeof r->trade_no, "%s", a->trade);
+    snprintf(r->payment_no, sizeof r->payment_no, "%s", a->payment_no);
+    snprintf(r->type, sizeof r->type, "NORMAL");
+    snprintf(r->method, sizeof r->method, "%s", method);
+    snprintf(r->status, sizeof r->status, "%s", hold ? "SUSPENDED" : "ACCEPTED");
+    snprintf(r->currency, sizeof r->currency, "%s", a->currency);
+    r->amount = a->amount;
+    r->created_at = (long long)time(NULL);
+    snprintf(r->hold_reason, sizeof r->hold_reason, "risk %s %.200s", decision, reasons);
+    const char *url = a->notify_url           ? a->notify_url
+                      : a->trade_notify[0]    ? a->trade_notify
+                      : a->merchant_notify[0] ? a->merchant_notify
+                                              : NULL;
+    json_t *answer = pc__refund_json(r, 0);
+    a->body = json_dumps(answer, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(answer);
+    char *payee_text = a->payee ? json_dumps(a->payee, JSON_COMPACT) : NULL;
+
+    char amt[7][24], created[24], grace[24];
+    int64_t nums[7] = {r->amount,      r->parts.external, r->parts.balance, r->parts.coupon,
+                       r->from.escrow, r->from.pending,   r->from.available};
+    for (int i = 0; i < 7; i++)
+        snprintf(amt[i], sizeof amt[i], "%lld", (long long)nums[i]);
+    char wallet[24], receivable[24];
+    snprintf(wallet, sizeof wallet, "%lld", (long long)r->from.wallet);
+    snprintf(receivable, sizeof receivable, "%lld", (long long)r->from.receivable);
+    snprintf(created, sizeof created, "%lld", r->created_at);
+    snprintf(grace, sizeof grace, "%lld",
+             (long long)pc_config_int(a->app->cfg, "refund.send_grace_ms"));
+    int runs_now = !hold && (!strcmp(method, "API") || !strcmp(method, "PAYOUT"));
+    const char *p[] = {r->refund_no,
+                       r->out_refund_no,
+                       r->merchant_id,
+                       r->trade_no,
+                       r->payment_no,
+                       r->method,
+                       r->status,
+                       amt[0],
+                       r->currency,
+                       amt[1],
+                       amt[2],
+                       amt[3],
+                       amt[4],
+                       amt[5],
+                       amt[6],
+                       wallet,
+                       receivable,
+                       a->channel_id[0] ? a->channel_id : NULL,
+                       a->pay_txn[0] ? a->pay_txn : NULL,
+                       a->buyer_id[0] ? a->buyer_id : NULL,
+                       a->coupon_funder[0] ? a->coupon_funder : NULL,
+                       payee_text,
+                       a->reason,
+                       url,
+                       hold ? r->hold_reason : NULL,
+                       rule_version[0] ? rule_version : NULL,
+                       decision,
+                       reasons,
+                       risk_version[0] ? risk_version : NULL,
+                       runs_now ? grace : NULL,
+                       created};
+    rc = pc_db_tx_query(
+        a->tx,
+        "INSERT INTO refunds (refund_no, out_refund_no, merchant_id, trade_no, payment_no, type, "
+        "method, status, amount, currency, external_amount, balance_amount, coupon_amount, "
+        "from_escrow, from_pending, from_available, from_wallet, from_receivable, channel_id, "
+        "payment_channel_txn_id, buyer_id, coupon_funder, payee, reason, notify_url, "
+        "hold_reason, rule_version, risk_decision, risk_reasons, risk_version, next_query_at, "
+        "created_at) VALUES ($1, $2, $3, $4, $5, 'NORMAL', $6, $7, $8::bigint, $9, $10::bigint, "
+        "$11::bigint, $12::bigint, $13::bigint, $14::bigint, $15::bigint, $16::bigint, "
+        "$17::bigint, $18, $19, $20, $21, $22::jsonb, $23, $24, $25, $26, $27, $28::jsonb, $29, "
+        "now() + $30::bigint * interval '1 millisecond', to_timestamp($31::bigint))",
+        31, p, insert_cb, a);
+    free(payee_text);
+    const char *tp[] = {r->trade_no, amt[0]};
+    if (!rc)
+        rc = pc_db_tx_query(a->tx,
+                            "UPDATE trades SET refunded_amount = refunded_amount + $2::bigint, "
+                            "updated_at = now() WHERE trade_no = $1",
+                            2, tp, trade_update_cb, a);
+    pc_refund_parties_t who = {r->merchant_id, a->buyer_id, a->channel_id, a->coupon_funder,
+                               r->currency};
+    pc_refund_legs_t legs;
+    if (!rc)
+        rc = pc_refund_legs_accept(&r->from, &who, &legs);
+    if (!rc && legs.n >= 2) {
+        pc_ledger_txn_t txn = {"REFUND_ACCEPT", "refund",  r->refund_no,
+                               r->trade_no,     legs.legs, legs.n};
+        rc = pc_ledger_post(a->tx, &txn, ledger_cb, a);
+    }
+    const char *ap[] = {r->refund_no, a->reason};
+    if (!rc)
+        rc = pc_db_tx_query(a->tx,
+                            "INSERT INTO refund_actions (refund_no, who, action, why, to_status) "
+                            "VALUES ($1, 'merchant', 'ACCEPT', $2, 'ACCEPTED')",
+                            2, ap, step_cb, a);
+    const char *hp[] = {r->refund_no, r->hold_reason};
+    if (!rc && hold)
+        rc = pc_db_tx_query(a->tx,
+                            "INSERT INTO refund_actions (refund_no, who, action, why, "
+                            "from_status, to_status) VALUES ($1, 'risk', 'HOLD', $2, "
+                            "'ACCEPTED', 'SUSPENDED')",
+                            2, hp, step_cb, a);
+    if (!rc)
+        rc = pc_idem_store_in_tx(pc_auth_idem(a->req), a->tx, 200, a->body);
+    if (rc) {
+        acc_fail(a, PC_API_UNAVAILABLE, NULL, "could not record the refund");
+        return;
+    }
+    pc_db_tx_commit(a->tx, acc_commit_cb, a);
+}
+
+static void balances_cb(void *data, int status, pc_db_res_t *res)
+{
+    acc_t *a = data;
+    if (status) {
+        acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    for (int i = 0; i < pc_db_rows(res); i++) {
+        const char *id = pc_db_get(res, i, 0);
+        int64_t b = pc_db_get_i64(res, i, 1);
+        if (!strcmp(id, a->acct_pending))
+            a->bal_pending = b;
+        else if (!strcmp(id, a->acct_available))
+            a->bal_available = b;
+        else if (!strcmp(id, a->acct_wallet))
+            a->bal_wallet = b;
+    }
+    decide(a);
+}
+
+static void facts_cb(void *data, int status, pc_db_res_t *res)
+{
+    acc_t *a = data;
+    if (status || pc_db_rows(res) != 1)
+        return; /* balances_cb (queued behind) reports the failed transaction */
+    a->dup = pc_db_val_i64(res, 0, "dup");
+    a->active = pc_db_val_i64(res, 0, "active");
+    a->active_escrow = pc_db_val_i64(res, 0, "active_escrow");
+    a->used.external = pc_db_val_i64(res, 0, "used_external");
+    a->used.balance = pc_db_val_i64(res, 0, "used_balance");
+    a->used.coupon = pc_db_val_i64(res, 0, "used_coupon");
+    a->advance = pc_db_val(res, 0, "advance_funding")[0] == 't';
+    snprintf(a->merchant_notify, sizeof a->merchant_notify, "%s",
+             pc_db_val(res, 0, "merchant_notify"));
+    a->have_payment = pc_db_val(res, 0, "have_payment")[0] == 't';
+    if (!a->have_payment)
+        return;
+    a->pay.external = pc_db_val_i64(res, 0, "external_amount");
+    a->pay.balance = pc_db_val_i64(res, 0, "balance_amount");
+    a->pay.coupon = pc_db_val_i64(res, 0, "coupon_amount");
+    snprintf(a->channel_id, sizeof a->channel_id, "%s", pc_db_val(res, 0, "channel_id"));
+    snprintf(a->pay_txn, sizeof a->pay_txn, "%s", pc_db_val(res, 0, "channel_txn_id"));
+    snprintf(a->pay_method, sizeof a->pay_method, "%s", pc_db_val(res, 0, "method_type"));
+    snprintf(a->card_token, sizeof a->card_token, "%s", pc_db_val(res, 0, "card_token"));
+    snprintf(a->coupon_funder, sizeof a->coupon_funder, "%s", pc_db_val(res, 0, "coupon_funder"));
+    a->paid_at = pc_db_val_i64(res, 0, "paid_at");
+}
+
+static void locked_cb(void *data, int status, pc_db_res_t *res)
+{
+    acc_t *a = data;
+    if (status) {
+        acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        acc_fail(a, PC_API_NOT_FOUND, NULL, "no such trade");
+        return;
+    }
+    snprintf(a->trade, sizeof a->trade, "%s", pc_db_val(res, 0, "trade_no"));
+    snprintf(a->trade_status, sizeof a->trade_status, "%s", pc_db_val(res, 0, "status"));
+    snprintf(a->product, sizeof a->product, "%s", pc_db_val(res, 0, "product"));
+    snprintf(a->currency, sizeof a->currency, "%s", pc_db_val(res, 0, "currency"));
+    snprintf(a->buyer_id, sizeof a->buyer_id, "%s", pc_db_val(res, 0, "buyer_id"));
+    snprintf(a->payment_no, sizeof a->payment_no, "%s", pc_db_val(res, 0, "payment_no"));
+    snprintf(a->trade_notify, sizeof a->trade_notify, "%s", pc_db_val(res, 0, "notify_url"));
+    a->paid = pc_db_val_i64(res, 0, "paid_amount");
+    a->settled = pc_db_val_i64(res, 0, "settled_amount");
+    const char *mid = pc_auth_merchant(a->req)->id;
+    /* Started after the lock was granted: these see every refund of this
+     * trade committed before (a subquery of the locking statement would not). */
+    const char *p[] = {mid, a->out_refund_no, a->trade, a->payment_no};
+    int rc = pc_db_tx_query(
+        a->tx,
+        "SELECT (SELECT count(*) FROM refunds WHERE merchant_id = $1 AND out_refund_no = $2) AS "
+        "dup, (SELECT coalesce(sum(amount), 0) FROM refunds WHERE trade_no = $3 AND type = "
+        "'NORMAL' AND status NOT IN ('FAILED', 'TERMINATED')) AS active, (SELECT "
+        "coalesce(sum(from_escrow), 0) FROM refunds WHERE trade_no = $3 AND type = 'NORMAL' AND "
+        "status NOT IN ('FAILED', 'TERMINATED')) AS active_escrow, u.used_external, "
+        "u.used_balance, u.used_coupon, m.advance_funding::text AS advance_funding, "
+        "coalesce(m.notify_url, '') AS merchant_notify, (p.payment_no IS NOT NULL)::text AS "
+        "have_payment, coalesce(p.external_amount, 0) AS external_amount, "
+        "coalesce(p.balance_amount, 0) AS balance_amount, coalesce(p.coupon_amount, 0) AS "
+        "coupon_amount, coalesce(p.channel_id, '') AS channel_id, coalesce(p.channel_txn_id, "
+        "'') AS channel_txn_id, coalesce(p.method_type, '') AS method_type, "
+        "coalesce(p.card_token, '') AS card_token, coalesce(extract(epoch FROM "
+        "p.finished_at)::bigint, 0) AS paid_at, coalesce((SELECT c.merchant_id FROM coupons c "
+        "WHERE c.coupon_id = p.coupon_id AND c.funded_by = 'MERCHANT'), '') AS coupon_funder "
+        "FROM merchants m LEFT JOIN payments p ON p.payment_no = $4 AND p.status = 'SUCCESS' "
+        "CROSS JOIN (SELECT coalesce(sum(external_amount), 0) AS used_external, "
+        "coalesce(sum(balance_amount), 0) AS used_balance, coalesce(sum(coupon_amount), 0) AS "
+        "used_coupon FROM refunds WHERE payment_no = $4 AND type = 'NORMAL' AND status NOT IN "
+        "('FAILED', 'TERMINATED')) u WHERE m.merchant_id = $1",
+        4, p, facts_cb, a);
+    /* The balances the money may come from, locked in id order (the order
+     * the ledger locks in, so this cannot deadlock with postings). */
+    char arr[3 * PC_LEDGER_ID_MAX + 16] = "{}";
+    if (!strcmp(a->product, "RECHARGE")) {
+        if (a->buyer_id[0] &&
+            pc_ledger_account_id(a->acct_wallet, sizeof a->acct_wallet, PC_LEDGER_BUYER_WALLET,
+                                 a->buyer_id, a->currency) == 0)
+            snprintf(arr, sizeof arr, "{\"%s\"}", a->acct_wallet);
+    } else if (pc_ledger_account_id(a->acct_pending, sizeof a->acct_pending,
+                                    PC_LEDGER_MERCHANT_PENDING, mid, a->currency) == 0 &&
+               pc_ledger_account_id(a->acct_available, sizeof a->acct_available,
+                                    PC_LEDGER_MERCHANT_AVAILABLE, mid, a->currency) == 0) {
+        snprintf(arr, sizeof arr, "{\"%s\",\"%s\"}", a->acct_pending, a->acct_available);
+    }
+    const char *q[] = {arr};
+    if (!rc)
+        rc = pc_db_tx_query(a->tx,
+                            "SELECT account_id, balance FROM ledger_accounts WHERE account_id = "
+                            "ANY($1::text[]) ORDER BY account_id FOR UPDATE",
+                            1, q, balances_cb, a);
+    if (rc)
+        acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    acc_t *a = data;
+    if (status) {
+        acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    a->tx = tx;
+    const char *mid = pc_auth_merchant(a->req)->id;
+    const char *p[] = {mid, a->trade_no ? a->trade_no : a->out_trade_no};
+    if (pc_db_tx_query(tx,
+                       a->trade_no
+                           ? "SELECT trade_no, status, product, paid_amount, settled_amount, "
+                             "currency, coalesce(buyer_id, '') AS buyer_id, coalesce(payment_no, "
+                             "'') AS payment_no, coalesce(notify_url, '') AS notify_url FROM "
+                             "trades WHERE merchant_id = $1 AND trade_no = $2 FOR UPDATE"
+                           : "SELECT trade_no, status, product, paid_amount, settled_amount, "
+                             "currency, coalesce(buyer_id, '') AS buyer_id, coalesce(payment_no, "
+                             "'') AS payment_no, coalesce(notify_url, '') AS notify_url FROM "
+                             "trades WHERE merchant_id = $1 AND out_trade_no = $2 FOR UPDATE",
+                       2, p, locked_cb, a) < 0)
+        acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static int all_digits(const char *s, size_t min, size_t max)
+{
+    size_t n = strlen(s);
+    if (n < min || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
+/* The payee of a PAYOUT refund, normalised; NULL with *why on error. Card
+ * numbers are refused outright: only a channel's card token is taken. */
+static json_t *parse_payee(json_t *p, const char **why)
+{
+    if (!json_is_object(p)) {
+        *why = "payee must be an object";
+        return NULL;
+    }
+    if (json_object_get(p, "pan") || json_object_get(p, "card_number") ||
+        json_object_get(p, "cvv")) {
+        *why = "card numbers are never accepted: give a card_token";
+        return NULL;
+    }
+    int bad = 0;
+    const char *type = pc_json_str(p, "type", 16, 1, &bad);
+    const char *name = pc_json_str(p, "name", 64, 0, &bad);
+    const char *bank = pc_json_str(p, "bank_code", 16, 1, &bad);
+    if (bad || !type) {
+        *why = "payee.type is CARD or ACCOUNT; name up to 64, bank_code up to 16 characters";
+        return NULL;
+    }
+    if (!strcmp(type, "CARD")) {
+        const char *tok = pc_json_str(p, "card_token", 80, 1, &bad);
+        if (!tok || bad) {
+            *why = "a CARD payee needs card_token";
+            return NULL;
+        }
+        return json_pack("{s:s,s:s,s:s?}", "type", "CARD", "card_token", tok, "name", name);
+    }
+    if (!strcmp(type, "ACCOUNT")) {
+        const char *acct = pc_json_str(p, "account_no", 34, 0, &bad);
+        if (!acct || bad || !all_digits(acct, 6, 34)) {
+            *why = "an ACCOUNT payee needs account_no (6-34 digits)";
+            return NULL;
+        }
+        return json_pack("{s:s,s:s,s:s?,s:s?}", "type", "ACCOUNT", "account_no", acct, "name", name,
+                         "bank_code", bank);
+    }
+    *why = "payee.type is CARD or ACCOUNT";
+    return NULL;
+}
+
+static void create_refund(pc_http_req_t *req, void *data)
+{
+    json_t *b = pc_http_req_json(req);
+    if (!b) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    acc_t *a = pc_http_req_alloc(req, sizeof *a);
+    a->req = req;
+    a->app = data;
+    pc_http_req_on_done(req, acc_free, a);
+    int bad = 0;
+    a->trade_no = pc_json_str(b, "trade_no", 39, 1, &bad);
+    if (bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "trade_no", "a trade number");
+        return;
+    }
+    a->out_trade_no = pc_json_str(b, "out_trade_no", 64, 1, &bad);
+    if (bad || (!a->trade_no && !a->out_trade_no)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "trade_no",
+                              "trade_no or out_trade_no is required");
+        return;
+    }
+    a->out_refund_no = pc_json_str(b, "out_refund_no", 64, 1, &bad);
+    if (bad || !a->out_refund_no) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "out_refund_no",
+                              "1-64 of [A-Za-z0-9_-], required");
+        return;
+    }
+    if (pc_json_int(b, "amount", 1, 1000000000000000LL, &a->amount) != 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "amount",
+                              "a positive integer in minor units, required");
+        return;
+    }
+    a->reason = pc_json_str(b, "reason", 256, 0, &bad);
+    if (bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "reason", "up to 256 characters");
+        return;
+    }
+    a->notify_url = pc_json_str(b, "notify_url", 512, 0, &bad);
+    if (bad || (a->notify_url && strncmp(a->notify_url, "http://", 7) != 0 &&
+                strncmp(a->notify_url, "https://", 8) != 0)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "notify_url", "an http(s) URL");
+        return;
+    }
+    json_t *payee = json_object_get(b, "payee");
+    if (payee && !json_is_null(payee)) {
+        const char *why = NULL;
+        a->payee = parse_payee(payee, &why);
+        if (!a->payee) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "payee", why);
+            return;
+        }
+    }
+    if (pc_db_begin(a->app->db, NULL, begin_cb, a) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+/* ---------- GET /v1/refunds/{refund_no}, GET /v1/refunds?out_refund_no= ---------- */
+
+static void got_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such refund");
+        return;
+    }
+    pc__refund_t r;
+    pc__refund_from_row(&r, res, 0);
+    pc_http_respond_json(req, 200, pc__refund_json(&r, 0));
+}
+
+static void get_refund(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *p[] = {pc_http_req_param(req, "refund_no"), pc_auth_merchant(req)->id};
+    if (pc_db_query(app->db,
+                    "SELECT " PC__REFUND_COLUMNS
+                    " FROM refunds WHERE refund_no = $1 AND merchant_id = $2",
+                    2, p, got_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void find_refund(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *out = pc_http_req_query_param(req, "out_refund_no");
+    if (!out || !out[0]) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "out_refund_no",
+                              "query by ?out_refund_no=");
+        return;
+    }
+    const char *p[] = {out, pc_auth_merchant(req)->id};
+    if (pc_db_query(app->db,
+                    "SELECT " PC__REFUND_COLUMNS
+                    " FROM refunds WHERE out_refund_no = $1 AND merchant_id = $2",
+                    2, p, got_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+void pc_app_routes_refunds(pc_app_t *app)
+{
+    pc_router_add(app->api, "POST", "/v1/refunds", create_refund, app);
+    pc_router_add(app->api, "GET", "/v1/refunds/{refund_no}", get_refund, app);
+    pc_router_add(app->api, "GET", "/v1/refunds", find_refund, app);
+    pc__refund_ops_routes(app);
+}

@@ -1,0 +1,174 @@
+#include "refund/refund_plan.h"
+#include "core/error.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+int pc_refund_split(int64_t amount, const pc_refund_parts_t *left, pc_refund_parts_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (amount <= 0 || left->external < 0 || left->balance < 0 || left->coupon < 0)
+        return PC_EINVAL;
+    /* Compared part by part so that no sum can overflow. */
+    int64_t rest = amount;
+    out->external = min64(rest, left->external);
+    rest -= out->external;
+    out->balance = min64(rest, left->balance);
+    rest -= out->balance;
+    out->coupon = min64(rest, left->coupon);
+    rest -= out->coupon;
+    if (rest != 0) {
+        memset(out, 0, sizeof *out);
+        return PC_EINVAL;
+    }
+    return 0;
+}
+
+int pc_refund_product_parse(const char *name, pc_refund_product_t *out)
+{
+    if (!name)
+        return PC_EINVAL;
+    if (!strcmp(name, "INSTANT"))
+        *out = PC_REFUND_INSTANT;
+    else if (!strcmp(name, "GUARANTEE"))
+        *out = PC_REFUND_GUARANTEE;
+    else if (!strcmp(name, "RECHARGE"))
+        *out = PC_REFUND_RECHARGE;
+    else
+        return PC_EINVAL;
+    return 0;
+}
+
+/* Takes up to what is there from one source. */
+static void take(int64_t *rest, int64_t have, int64_t *into)
+{
+    int64_t t = have > 0 ? min64(*rest, have) : 0;
+    *into += t;
+    *rest -= t;
+}
+
+int pc_refund_plan_sources(const pc_refund_funds_t *in, pc_refund_sources_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (in->amount <= 0 || in->escrow_unsettled < 0 || in->pending < 0 || in->available < 0 ||
+        in->wallet < 0)
+        return PC_EINVAL;
+    int64_t rest = in->amount;
+    switch (in->product) {
+    case PC_REFUND_GUARANTEE:
+        take(&rest, in->escrow_unsettled, &out->escrow);
+        take(&rest, in->pending, &out->pending);
+        take(&rest, in->available, &out->available);
+        break;
+    case PC_REFUND_RECHARGE:
+        take(&rest, in->wallet, &out->wallet);
+        break;
+    case PC_REFUND_INSTANT:
+        take(&rest, in->pending, &out->pending);
+        take(&rest, in->available, &out->available);
+        break;
+    default:
+        return PC_EINVAL;
+    }
+    if (rest > 0) {
+        if (!in->advance_funding) {
+            memset(out, 0, sizeof *out);
+            return PC_REFUND_INSUFFICIENT;
+        }
+        out->receivable = rest;
+    }
+    return 0;
+}
+
+int64_t pc_refund_sources_total(const pc_refund_sources_t *s)
+{
+    return s->escrow + s->pending + s->available + s->wallet + s->receivable;
+}
+
+static int add(pc_refund_legs_t *l, pc_ledger_type_t type, const char *owner, int64_t amount)
+{
+    if (amount == 0)
+        return 0;
+    if (l->n >= PC_REFUND_MAX_LEGS)
+        return PC_ELIMIT;
+    int rc = pc_ledger_account_id(l->ids[l->n], sizeof l->ids[l->n], type, owner, l->currency);
+    if (rc)
+        return rc;
+    l->legs[l->n] = (pc_ledger_leg_t){l->ids[l->n], amount, l->currency};
+    l->n++;
+    return 0;
+}
+
+static void legs_init(pc_refund_legs_t *l, const char *currency)
+{
+    memset(l, 0, sizeof *l);
+    snprintf(l->currency, sizeof l->currency, "%s", currency ? currency : "");
+}
+
+/* sign -1: accept (money leaves the sources into escrow); +1: the return. */
+static int source_legs(const pc_refund_sources_t *src, const pc_refund_parties_t *who, int sign,
+                       pc_refund_legs_t *out)
+{
+    legs_init(out, who->currency);
+    if (src->wallet > 0 && (!who->buyer_id || !who->buyer_id[0]))
+        return PC_EINVAL;
+    int64_t moved = src->pending + src->available + src->wallet + src->receivable;
+    if (moved == 0)
+        return 0;
+    int rc = add(out, PC_LEDGER_MERCHANT_PENDING, who->merchant_id, sign * src->pending);
+    if (!rc)
+        rc = add(out, PC_LEDGER_MERCHANT_AVAILABLE, who->merchant_id, sign * src->available);
+    if (!rc)
+        rc = add(out, PC_LEDGER_MERCHANT_RECEIVABLE, who->merchant_id, sign * src->receivable);
+    if (!rc)
+        rc = add(out, PC_LEDGER_BUYER_WALLET, who->buyer_id, sign * src->wallet);
+    if (!rc)
+        rc = add(out, PC_LEDGER_PLATFORM_ESCROW, NULL, -sign * moved);
+    if (rc)
+        legs_init(out, who->currency);
+    return rc;
+}
+
+int pc_refund_legs_accept(const pc_refund_sources_t *src, const pc_refund_parties_t *who,
+                          pc_refund_legs_t *out)
+{
+    return source_legs(src, who, -1, out);
+}
+
+int pc_refund_legs_return(const pc_refund_sources_t *src, const pc_refund_parties_t *who,
+                          pc_refund_legs_t *out)
+{
+    return source_legs(src, who, 1, out);
+}
+
+int pc_refund_legs_success(const pc_refund_parts_t *parts, const pc_refund_parties_t *who,
+                           pc_refund_legs_t *out)
+{
+    legs_init(out, who->currency);
+    if (parts->external < 0 || parts->balance < 0 || parts->coupon < 0)
+        return PC_EINVAL;
+    if (parts->external > 0 && (!who->channel_id || !who->channel_id[0]))
+        return PC_EINVAL;
+    if (parts->balance > 0 && (!who->buyer_id || !who->buyer_id[0]))
+        return PC_EINVAL;
+    int64_t total = parts->external + parts->balance + parts->coupon;
+    if (total == 0)
+        return 0;
+    int merchant_coupon = who->coupon_funder && who->coupon_funder[0];
+    int rc = add(out, PC_LEDGER_PLATFORM_ESCROW, NULL, -total);
+    if (!rc)
+        rc = add(out, PC_LEDGER_CHANNEL_CLEARING, who->channel_id, parts->external);
+    if (!rc)
+        rc = add(out, PC_LEDGER_BUYER_WALLET, who->buyer_id, parts->balance);
+    if (!rc)
+        rc = add(out, merchant_coupon ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
+                 merchant_coupon ? who->coupon_funder : NULL, parts->coupon);
+    if (rc)
+        legs_init(out, who->currency);
+    return rc;
+}
