@@ -2,6 +2,7 @@
  * connects to PostgreSQL and Redis, serves the merchant and admin APIs, and
  * shuts down gracefully on SIGTERM/SIGINT. */
 #include "api/app.h"
+#include "cardbin/cardbin.h"
 #include "channel/client.h"
 #include "engine/engine.h"
 #include "monitor/alerts.h"
@@ -181,6 +182,16 @@ int main(int argc, char **argv)
         pc_config_free(cfg);
         return 1;
     }
+    {
+        /* BIN data: a missing or bad file is reported, not fatal (lookups
+         * then answer 404). */
+        int n = pc_cardbin_load_file(pc_config_str(cfg, "db.url"),
+                                     pc_config_str(cfg, "cards.bin_file"), err, sizeof err);
+        if (n < 0)
+            pc_log_warn("cardbin.load", "%s", err);
+        else
+            pc_log_info("cardbin.loaded", "%d BIN rows", n);
+    }
     if (migrate_only) {
         pc_config_free(cfg);
         return 0;
@@ -237,6 +248,7 @@ int main(int argc, char **argv)
     pc_app_routes_trade_state(app);
     pc_app_routes_consult(app);
     pc_app_routes_pay(app);
+    pc_app_routes_cardbins(app);
     if (!pc_refunds_new(app)) {
         pc_log_error("paycore.jobs", "refund.query_schedule_ms is not a list of delays");
         return 1;

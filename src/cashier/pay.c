@@ -646,8 +646,12 @@ static void bind_token_cb(void *data, const pc_ch_result_t *r)
                     "WITH c AS (INSERT INTO cards (card_id, buyer_id, channel_id, token, brand, "
                     "bin, last4, exp_month, exp_year, holder) VALUES ($1, $2, $3, $4, $5, $6, $7, "
                     "$8::int, $9::int, $10) ON CONFLICT (channel_id, token) DO UPDATE SET status = "
-                    "'ACTIVE' RETURNING card_id, brand, last4) SELECT json_build_object('card_id', "
-                    "card_id, 'brand', brand, 'last4', last4)::text FROM c",
+                    "'ACTIVE' RETURNING card_id, brand, bin, last4) SELECT json_build_object("
+                    "'card_id', c.card_id, 'brand', c.brand, 'last4', c.last4, 'issuer', "
+                    "b.issuer, 'card_type', b.card_type, 'country', b.country, 'province', "
+                    "b.province)::text FROM c LEFT JOIN LATERAL (SELECT * FROM card_bins k WHERE "
+                    "k.bin = left(c.bin, 8) OR k.bin = left(c.bin, 6) ORDER BY length(k.bin) DESC "
+                    "LIMIT 1) b ON true",
                     10, q, bound_cb, b) < 0)
         pc_respond_db_error(b->req, PC_EUNAVAIL);
 }

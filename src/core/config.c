@@ -94,6 +94,8 @@ static const opt_def_t opts[] = {
      "how often alert conditions are evaluated"},
     {"alerts.outbox_age_s", OPT_INT, "PAYCORE_ALERTS_OUTBOX_AGE_S", "600", 1, 86400, 0,
      "alert when the oldest undelivered notification is older than this"},
+    {"cards.bin_file", OPT_STR, "PAYCORE_CARD_BIN_FILE", "config/card_bins.csv", 0, 1024, 0,
+     "card BIN table loaded at start (CSV)"},
     {"rules.watch", OPT_BOOL, "PAYCORE_RULES_WATCH", "true", 0, 0, 0, "reload on file change"},
     {"notify.schedule_ms", OPT_STR, "PAYCORE_NOTIFY_SCHEDULE_MS",
      "15000,15000,30000,180000,600000,1200000,1800000,1800000,1800000,3600000,10800000,10800000,"

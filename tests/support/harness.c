@@ -179,6 +179,9 @@ void pc_stack_start_node(pc_stack_t *s, int i)
         snprintf(channels, sizeof channels, "%s/channels", pc_t_source_dir());
         setenv("PAYCORE_RULES_DIR", rules, 0);
         setenv("PAYCORE_CHANNELS_DIR", channels, 0);
+        char bins[640];
+        snprintf(bins, sizeof bins, "%s/config/card_bins.csv", pc_t_source_dir());
+        setenv("PAYCORE_CARD_BIN_FILE", bins, 0);
         for (int k = 0; k < s->nextra; k++)
             putenv(s->extra_env[k]);
         char bin[600];

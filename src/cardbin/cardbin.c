@@ -1,0 +1,174 @@
+#include "cardbin/cardbin.h"
+#include "core/error.h"
+#include "core/log.h"
+
+#include <ctype.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int digits(const char *s, size_t min, size_t max)
+{
+    size_t n = strlen(s);
+    if (n < min || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+json_t *pc_cardbin_parse(const char *text, char *err, size_t errlen)
+{
+    json_t *rows = json_array();
+    int lineno = 0, header = 0;
+    const char *p = text;
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        char line[512];
+        lineno++;
+        if (len >= sizeof line) {
+            snprintf(err, errlen, "line %d: too long", lineno);
+            goto fail;
+        }
+        memcpy(line, p, len);
+        line[len] = 0;
+        if (len && line[len - 1] == '\r')
+            line[--len] = 0;
+        p = eol ? eol + 1 : p + len;
+        if (!len || line[0] == '#')
+            continue;
+        if (!header) {
+            header = 1;
+            if (strcmp(line, "bin,brand,issuer,card_type,country,province") != 0) {
+                snprintf(err, errlen,
+                         "line %d: the header must be bin,brand,issuer,card_type,country,province",
+                         lineno);
+                goto fail;
+            }
+            continue;
+        }
+        char *f[6] = {0};
+        int n = 0;
+        char *save = line;
+        for (char *tok; n < 6 && (tok = strsep(&save, ",")) != NULL;)
+            f[n++] = tok;
+        if (n < 5 || save) {
+            snprintf(err, errlen, "line %d: expected 6 comma-separated fields", lineno);
+            goto fail;
+        }
+        if (!digits(f[0], 6, 8) || !f[1][0] || !f[2][0] ||
+            (strcmp(f[3], "DEBIT") && strcmp(f[3], "CREDIT") && strcmp(f[3], "PREPAID")) ||
+            strlen(f[4]) != 2 || !isupper((unsigned char)f[4][0]) ||
+            !isupper((unsigned char)f[4][1])) {
+            snprintf(err, errlen,
+                     "line %d: bin is 6-8 digits, card_type DEBIT|CREDIT|PREPAID, country two "
+                     "upper-case letters",
+                     lineno);
+            goto fail;
+        }
+        json_array_append_new(rows, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s?}", "bin", f[0], "brand",
+                                              f[1], "issuer", f[2], "card_type", f[3], "country",
+                                              f[4], "province", n > 5 && f[5][0] ? f[5] : NULL));
+    }
+    return rows;
+fail:
+    json_decref(rows);
+    return NULL;
+}
+
+int pc_cardbin_load_file(const char *db_url, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open", path);
+        return -1;
+    }
+    char *text = NULL;
+    size_t cap = 0, len = 0;
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            text = realloc(text, cap);
+        }
+        memcpy(text + len, chunk, n);
+        len += n;
+    }
+    fclose(f);
+    if (!text) {
+        snprintf(err, errlen, "%s: empty", path);
+        return -1;
+    }
+    text[len] = 0;
+    char perr[256];
+    json_t *rows = pc_cardbin_parse(text, perr, sizeof perr);
+    free(text);
+    if (!rows) {
+        snprintf(err, errlen, "%s: %s", path, perr);
+        return -1;
+    }
+    char *doc = json_dumps(rows, JSON_COMPACT);
+    int count = (int)json_array_size(rows);
+    json_decref(rows);
+    PGconn *pg = PQconnectdb(db_url);
+    const char *params[1] = {doc};
+    PGresult *r =
+        PQstatus(pg) == CONNECTION_OK
+            ? PQexecParams(pg,
+                           "INSERT INTO card_bins (bin, brand, issuer, card_type, country, "
+                           "province) SELECT bin, brand, issuer, card_type, country, province FROM "
+                           "json_to_recordset($1::json) AS x(bin text, brand text, issuer text, "
+                           "card_type text, country text, province text) ON CONFLICT (bin) DO "
+                           "UPDATE SET brand = EXCLUDED.brand, issuer = EXCLUDED.issuer, "
+                           "card_type = EXCLUDED.card_type, country = EXCLUDED.country, province "
+                           "= EXCLUDED.province, updated_at = now()",
+                           1, NULL, params, NULL, NULL, 0)
+            : NULL;
+    int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        snprintf(err, errlen, "%s: %s", path, r ? PQresultErrorMessage(r) : PQerrorMessage(pg));
+    PQclear(r);
+    PQfinish(pg);
+    free(doc);
+    return ok ? count : -1;
+}
+
+static void bin_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no BIN data for this number");
+        return;
+    }
+    pc_respond_json_text(req, 200, pc_db_get(res, 0, 0));
+}
+
+static void get_bin(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *bin = pc_http_req_param(req, "bin");
+    if (!digits(bin, 6, 8)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "bin", "a BIN is 6 to 8 digits");
+        return;
+    }
+    const char *p[] = {bin};
+    if (pc_db_query(app->db,
+                    "SELECT json_build_object('bin', bin, 'brand', brand, 'issuer', issuer, "
+                    "'card_type', card_type, 'country', country, 'province', province)::text "
+                    "FROM " PC_CARDBIN_MATCH_SQL " m",
+                    1, p, bin_cb, req) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+void pc_app_routes_cardbins(pc_app_t *app)
+{
+    pc_router_add(app->api, "GET", "/v1/card-bins/{bin}", get_bin, app);
+}
