@@ -4,7 +4,7 @@
 PC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PC_APT_PACKAGES=(build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
   libuv1-dev libluajit-5.1-dev luajit libhiredis-dev libpq-dev libjansson-dev libcmocka-dev
-  libcurl4-openssl-dev libssl-dev libhttp-parser-dev postgresql postgresql-contrib
+  libcurl4-openssl-dev libssl-dev libhttp-parser-dev libqrencode-dev postgresql postgresql-contrib
   redis-server wrk curl procps iproute2)
 
 pc_log() { printf '[paycore] %s\n' "$*" >&2; }

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "merchant/merchant.h"
+#include "web/cashier_token.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -284,6 +285,9 @@ static void create_trade(pc_http_req_t *req, void *data)
     t->expires_at = t->created_at + expire;
     c->notify_url = notify ? notify : m->notify_url;
     json_t *obj = pc_trade_json(t);
+    char cashier_url[1024];
+    if (pc_cashier_url(app->cfg, t->trade_no, t->expires_at, cashier_url, sizeof cashier_url) == 0)
+        json_object_set_new(obj, "cashier_url", json_string(cashier_url));
     c->body = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(obj);
     if (pc_db_begin(app->db, NULL, begin_cb, c) < 0)

@@ -63,6 +63,11 @@ void pc_app_routes_pay(pc_app_t *app);
 /* Merchant refunds (/v1/refunds) and their ops routes; needs app->refunds. */
 void pc_app_routes_refunds(pc_app_t *app);
 
+/* The hosted cashier page (/cashier/{token}, web/cashier_page.c) and the
+ * ops console on the admin listener (/console, web/console.c). */
+void pc_app_routes_cashier_page(pc_app_t *app);
+void pc_app_routes_console(pc_app_t *app);
+
 /* Rules and channels (api/config_api.c): loads both (a refusal at start is
  * fatal: err says why), watches their folders, registers the admin routes. */
 int pc_app_config_start(pc_app_t *app, char *err, size_t errlen);

@@ -249,6 +249,8 @@ int main(int argc, char **argv)
     pc_app_routes_consult(app);
     pc_app_routes_pay(app);
     pc_app_routes_cardbins(app);
+    pc_app_routes_cashier_page(app);
+    pc_app_routes_console(app);
     if (!pc_refunds_new(app)) {
         pc_log_error("paycore.jobs", "refund.query_schedule_ms is not a list of delays");
         return 1;

@@ -51,6 +51,16 @@ const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, const ch
 /* "12.30" style text of a minor-unit amount (2 decimals; 0 for JPY, KRW). */
 const char *pc_money_text(int64_t amount, const char *currency, char *buf, size_t len);
 
+/* Answer req exactly as POST /v1/cashier/consult and POST /v1/cashier/pay
+ * do, for the merchant merchant_id with the request body body (the handlers
+ * behind merchant authentication call them with the signed body; the hosted
+ * cashier page with a body it built for the one trade of its token).
+ * merchant_id and body are borrowed and must stay valid until req is
+ * answered. */
+void pc_cashier_consult_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_id,
+                            json_t *body);
+void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_id, json_t *body);
+
 /* The coupon of the view with this id, or NULL. */
 json_t *pc_cashier_coupon(const pc_cashier_view_t *v, const char *coupon_id);
 /* The bound card of the view with this id, or NULL. */

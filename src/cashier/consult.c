@@ -17,6 +17,7 @@
 typedef struct {
     pc_http_req_t *req;
     pc_app_t *app;
+    const char *merchant_id;
     const char *trade_no;
     const char *buyer_id;
     const char *platform;
@@ -175,7 +176,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     json_t *ctx = json_pack(
         "{s:I,s:s,s:O,s:s,s:I,s:{s:s},s:o,s:{s:b}}", "amount", (json_int_t)amount, "currency", cur,
         "product", json_object_get(v->trade, "product"), "platform", c->platform, "now",
-        (json_int_t)v->now, "merchant", "id", pc_auth_merchant(req)->id, "buyer", buyer, "policy",
+        (json_int_t)v->now, "merchant", "id", c->merchant_id, "buyer", buyer, "policy",
         "hide_unavailable", pc_config_bool(c->app->cfg, "cashier.hide_unavailable"));
     pc_rule_result_t r;
     pc_rules_cashier_rank(c->app->rules, ctx, methods, &r);
@@ -191,16 +192,12 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     pc_http_respond_json(req, 200, out);
 }
 
-static void consult(pc_http_req_t *req, void *data)
+void pc_cashier_consult_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_id, json_t *b)
 {
-    json_t *b = pc_http_req_json(req);
-    if (!b) {
-        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
-        return;
-    }
     consult_t *c = pc_http_req_alloc(req, sizeof *c);
     c->req = req;
-    c->app = data;
+    c->app = app;
+    c->merchant_id = merchant_id;
     int bad = 0;
     c->trade_no = pc_json_str(b, "trade_no", 64, 1, &bad);
     if (!c->trade_no || bad) {
@@ -221,9 +218,18 @@ static void consult(pc_http_req_t *req, void *data)
     }
     if (!c->platform)
         c->platform = "WEB";
-    if (pc_cashier_load(c->app, pc_auth_merchant(req)->id, c->trade_no, c->buyer_id, loaded_cb, c) <
-        0)
+    if (pc_cashier_load(c->app, merchant_id, c->trade_no, c->buyer_id, loaded_cb, c) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+static void consult(pc_http_req_t *req, void *data)
+{
+    json_t *b = pc_http_req_json(req);
+    if (!b) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    pc_cashier_consult_run(data, req, pc_auth_merchant(req)->id, b);
 }
 
 void pc_app_routes_consult(pc_app_t *app)

@@ -24,6 +24,7 @@
 typedef struct {
     pc_http_req_t *req;
     pc_app_t *app;
+    const char *merchant_id;
     /* request */
     const char *trade_no, *buyer_id, *method_id, *coupon_id, *buyer_code;
     const char *challenge_id, *challenge_answer;
@@ -119,8 +120,8 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
     }
     json_t *ctx = json_pack(
         "{s:I,s:s,s:s,s:{s:s},s:{s:s?},s:i,s:I}", "amount", (json_int_t)external, "currency", cur,
-        "method", p->method, "merchant", "id", pc_auth_merchant(p->req)->id, "buyer", "id",
-        p->buyer_id, "attempt", 1, "now",
+        "method", p->method, "merchant", "id", p->merchant_id, "buyer", "id", p->buyer_id,
+        "attempt", 1, "now",
         json_object_get(p->view, "now") ? json_integer_value(json_object_get(p->view, "now")) : 0);
     if (p->card_brand[0] || p->card_key[0])
         json_object_set_new(
@@ -169,7 +170,7 @@ static void decide(pay_t *p)
         buyer && !strcmp(json_string_value(json_object_get(buyer, "status")), "BLOCKED"),
         "chargebacks_90d", (int)json_integer_value(json_object_get(v, "chargebacks_90d")),
         "account_age_days", (json_int_t)json_integer_value(json_object_get(buyer, "age_days")),
-        "merchant", "id", pc_auth_merchant(p->req)->id, "chargeback_rate_bp",
+        "merchant", "id", p->merchant_id, "chargeback_rate_bp",
         (int)json_integer_value(json_object_get(v, "merchant_cb_rate_bp")), "velocity",
         "buyer_attempts_1h", (json_int_t)p->v_buyer, "buyer_amount_24h",
         (json_int_t)json_integer_value(json_object_get(json_object_get(v, "usage"), "day")),
@@ -346,7 +347,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     int64_t amount = json_integer_value(json_object_get(t, "amount"));
     pc_pay_order_t *o = &p->order;
     o->trade_no = p->trade_no;
-    o->merchant_id = pc_auth_merchant(req)->id;
+    o->merchant_id = p->merchant_id;
     o->buyer_id = p->buyer_id;
     o->currency = cur;
     o->amount = amount;
@@ -516,16 +517,12 @@ static void answer_challenge(pay_t *p)
 
 /* ---------- step 1: the request ---------- */
 
-static void pay(pc_http_req_t *req, void *data)
+void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_id, json_t *b)
 {
-    json_t *b = pc_http_req_json(req);
-    if (!b) {
-        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
-        return;
-    }
     pay_t *p = pc_http_req_alloc(req, sizeof *p);
     p->req = req;
-    p->app = data;
+    p->app = app;
+    p->merchant_id = merchant_id;
     p->versions = json_object();
     pc_http_req_on_done(req, pay_free, p);
     int bad = 0;
@@ -578,9 +575,18 @@ static void pay(pc_http_req_t *req, void *data)
         answer_challenge(p);
         return;
     }
-    if (pc_cashier_load(p->app, pc_auth_merchant(req)->id, p->trade_no, p->buyer_id, loaded_cb, p) <
-        0)
+    if (pc_cashier_load(p->app, merchant_id, p->trade_no, p->buyer_id, loaded_cb, p) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+static void pay(pc_http_req_t *req, void *data)
+{
+    json_t *b = pc_http_req_json(req);
+    if (!b) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    pc_cashier_pay_run(data, req, pc_auth_merchant(req)->id, b);
 }
 
 /* ---------- GET /v1/payments/{payment_no} ---------- */

@@ -70,6 +70,8 @@ static const opt_def_t opts[] = {
      "keep challenge codes readable at GET /admin/challenges/{id} (demo and tests only)"},
     {"http.public_url", OPT_STR, "PAYCORE_PUBLIC_URL", "", 0, 512, 0,
      "base URL channels call back (default http://127.0.0.1:<http.port>)"},
+    {"cashier.token_key", OPT_STR, "PAYCORE_CASHIER_TOKEN_KEY", "demo-cashier-token-key-change-me",
+     0, 0, 0, "DEMO default key signing cashier links (trade creation's cashier_url)"},
     {"cashier.hide_unavailable", OPT_BOOL, NULL, "false", 0, 0, 1,
      "drop unavailable methods from consult (passed to cashier_rank.lua)"},
     {"repair.schedule_ms", OPT_STR, "PAYCORE_REPAIR_SCHEDULE_MS",
