@@ -671,6 +671,38 @@ static void test_editing_cashier_rank_changes_the_next_consult(void **state)
     pc_t_resp_free(&r);
 }
 
+static void test_card_bin_lookup_and_bound_card_details(void **state)
+{
+    (void)state;
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "GET", "/v1/card-bins/424242", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "issuer"), "Demo Bank");
+    assert_string_equal(pc_t_jstr(&r, "card_type"), "CREDIT");
+    pc_t_resp_free(&r);
+    /* The longest prefix wins: 8 digits over 6. */
+    r = pc_t_call(&g_stack, &g_m, "GET", "/v1/card-bins/62220200", NULL, NULL);
+    assert_string_equal(pc_t_jstr(&r, "card_type"), "CREDIT");
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &g_m, "GET", "/v1/card-bins/62220299", NULL, NULL);
+    assert_string_equal(pc_t_jstr(&r, "card_type"), "DEBIT");
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &g_m, "GET", "/v1/card-bins/999999", NULL, NULL);
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &g_m, "GET", "/v1/card-bins/42x", NULL, NULL);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    char buyer[32], path[96];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    snprintf(path, sizeof path, "/v1/buyers/%s/cards", buyer);
+    r = pc_t_call(&g_stack, &g_m, "POST", path,
+                  "{\"pan\":\"5555555555554444\",\"exp_month\":3,\"exp_year\":2031}", "bind-bin");
+    assert_int_equal(r.status, 201);
+    assert_string_equal(pc_t_jstr(&r, "issuer"), "Second Demo Bank");
+    assert_string_equal(pc_t_jstr(&r, "country"), "CN");
+    pc_t_resp_free(&r);
+}
+
 /* Runs last: no card number anywhere in the database or the logs. */
 static void test_no_card_number_in_database_or_logs(void **state)
 {
@@ -706,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_limit_exceeded),
         cmocka_unit_test(test_concurrent_pays_of_one_trade_charge_once),
         cmocka_unit_test(test_editing_cashier_rank_changes_the_next_consult),
+        cmocka_unit_test(test_card_bin_lookup_and_bound_card_details),
         cmocka_unit_test(test_no_card_number_in_database_or_logs),
     };
     return cmocka_run_group_tests_name("cashier", tests, setup, teardown);

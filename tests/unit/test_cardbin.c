@@ -1,0 +1,55 @@
+/* The card BIN file parser. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "cardbin/cardbin.h"
+
+#include <string.h>
+
+static void test_valid_file_parses_rows_skipping_comments(void **state)
+{
+    (void)state;
+    char err[256];
+    json_t *rows = pc_cardbin_parse("# comment\nbin,brand,issuer,card_type,country,province\n"
+                                    "424242,VISA,Demo Bank,CREDIT,CN,Shanghai\r\n"
+                                    "62220200,UNIONPAY,Other,DEBIT,CN,\n",
+                                    err, sizeof err);
+    assert_non_null(rows);
+    assert_int_equal(json_array_size(rows), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), "province")),
+                        "Shanghai");
+    assert_true(json_is_null(json_object_get(json_array_get(rows, 1), "province")) ||
+                !json_object_get(json_array_get(rows, 1), "province"));
+    json_decref(rows);
+}
+
+static void test_bad_lines_are_refused_with_their_line_number(void **state)
+{
+    (void)state;
+    char err[256];
+    const char *h = "bin,brand,issuer,card_type,country,province\n";
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s424242,VISA,Bank,GOLD,CN,X\n", h);
+    assert_null(pc_cardbin_parse(buf, err, sizeof err));
+    assert_non_null(strstr(err, "line 2"));
+    snprintf(buf, sizeof buf, "%s42424,VISA,Bank,DEBIT,CN,X\n", h);
+    assert_null(pc_cardbin_parse(buf, err, sizeof err));
+    snprintf(buf, sizeof buf, "%s424242,VISA,Bank,DEBIT,cn,X\n", h);
+    assert_null(pc_cardbin_parse(buf, err, sizeof err));
+    snprintf(buf, sizeof buf, "%s424242,VISA,Bank,DEBIT,CN,X,extra\n", h);
+    assert_null(pc_cardbin_parse(buf, err, sizeof err));
+    assert_null(pc_cardbin_parse("bin,brand\n424242,VISA\n", err, sizeof err));
+    assert_non_null(strstr(err, "header"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_file_parses_rows_skipping_comments),
+        cmocka_unit_test(test_bad_lines_are_refused_with_their_line_number),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
