@@ -1,0 +1,787 @@
+/* Merchant refunds end to end against real paycore processes (two nodes),
+ * PostgreSQL, Redis and paysim: full and partial refunds up to the paid
+ * amount, concurrency across processes, the API method through timeouts,
+ * callbacks and channel failures, multi-part payments, PAYOUT with and
+ * without a payee, where the money comes from per product (and advance
+ * funding), risk holds. The ledger check is run after every test.
+ * FILE/OFFLINE batches, ops actions and error refunds are in
+ * test_refunds_ops.c. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static pc_stack_t g_stack;
+static pc_t_merchant_t g_m, g_other;
+static int g_seq;
+
+static int setup(void **state)
+{
+    (void)state;
+    pc_stack_init(&g_stack, "refunds");
+    pc_stack_env(&g_stack, "PAYCORE_REFUND_POLL_MS", "100");
+    pc_stack_env(&g_stack, "PAYCORE_REFUND_QUERY_SCHEDULE_MS", "200,400,800");
+    pc_stack_env(&g_stack, "PAYCORE_REFUND_SEND_GRACE_MS", "1000");
+    pc_stack_env(&g_stack, "PAYCORE_LIMIT_BUYER_DAILY", "40000000");
+    pc_stack_start_paysim(&g_stack);
+    pc_stack_start_node(&g_stack, 0);
+    pc_stack_start_node(&g_stack, 1);
+    g_m = pc_t_create_merchant(&g_stack, NULL);
+    g_other = pc_t_create_merchant(&g_stack, NULL);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_stack);
+    return 0;
+}
+
+/* Every test leaves the ledger consistent and paysim without faults. */
+static int after_each(void **state)
+{
+    (void)state;
+    const char *chs[] = {"sim_card", "sim_card2", "sim_va"};
+    for (int i = 0; i < 3; i++) {
+        char b[96];
+        snprintf(b, sizeof b, "{\"channel_id\":\"%s\",\"reset\":true}", chs[i]);
+        pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", b);
+        pc_t_resp_free(&r);
+    }
+    assert_true(pc_t_ledger_ok(&g_stack));
+    return 0;
+}
+
+static const char *fresh_buyer(void)
+{
+    static char id[32];
+    snprintf(id, sizeof id, "rb_%d_%d", (int)getpid() % 10000, ++g_seq);
+    char b[96];
+    snprintf(b, sizeof b, "{\"buyer_id\":\"%s\"}", id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", b);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    return id;
+}
+
+/* A Luhn-valid card paysim approves, new each call (no card velocity). */
+static const char *fresh_card(void)
+{
+    static char json[160];
+    char pan[17];
+    static int n = 0;
+    snprintf(pan, sizeof pan, "411111%09d", ++n * 7919 + (int)getpid() % 1000);
+    int sum = 0;
+    for (int i = 14; i >= 0; i--) {
+        int d = pan[i] - '0';
+        if ((14 - i) % 2 == 0) {
+            d *= 2;
+            if (d > 9)
+                d -= 9;
+        }
+        sum += d;
+    }
+    pan[15] = (char)('0' + (10 - sum % 10) % 10);
+    pan[16] = 0;
+    snprintf(json, sizeof json,
+             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}", pan);
+    return json;
+}
+
+static void new_trade_for(const pc_t_merchant_t *m, const char *product, long amount,
+                          const char *buyer, const char *extra, char *tn)
+{
+    char body[768], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"RT%d-%ld\",\"product\":\"%s\",\"amount\":%ld,\"currency\":"
+             "\"CNY\",\"subject\":\"Goods\",\"buyer_id\":\"%s\"%s%s}",
+             g_seq, (long)getpid(), product, amount, buyer, extra ? "," : "", extra ? extra : "");
+    snprintf(key, sizeof key, "trade-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/trades", body, key);
+    if (r.status != 201)
+        fprintf(stderr, "trade: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 201);
+    snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+}
+
+static pc_t_resp_t pay_as(const pc_t_merchant_t *m, const char *tn, const char *buyer,
+                          const char *method, const char *extra)
+{
+    char body[1024], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"%s\",\"client\":{\"ip\":"
+             "\"10.1.0.%d\",\"device_id\":\"rdev-%d\",\"platform\":\"WEB\"}%s%s}",
+             tn, buyer, method, g_seq % 200, g_seq, extra ? "," : "", extra ? extra : "");
+    snprintf(key, sizeof key, "pay-%d", g_seq);
+    return pc_t_call(&g_stack, m, "POST", "/v1/cashier/pay", body, key);
+}
+
+/* A trade of m paid by a fresh card; returns its payment number in pno (may be NULL). */
+static void paid_trade_for(const pc_t_merchant_t *m, const char *product, long amount,
+                           const char *extra, char *tn, char *pno)
+{
+    char buyer[32];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade_for(m, product, amount, buyer, extra, tn);
+    pc_t_resp_t r = pay_as(m, tn, buyer, "CARD", fresh_card());
+    if (strcmp(pc_t_jstr(&r, "status"), "SUCCESS") != 0)
+        fprintf(stderr, "pay: %ld %s\n", r.status, r.body);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    if (pno)
+        snprintf(pno, 40, "%s", pc_t_jstr(&r, "payment_no"));
+    pc_t_resp_free(&r);
+}
+
+static pc_t_resp_t refund_as(const pc_t_merchant_t *m, const char *tn, const char *out_no,
+                             long amount, const char *extra)
+{
+    char body[1024], key[96];
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"out_refund_no\":\"%s\",\"amount\":%ld,\"reason\":\"returned "
+             "goods\"%s%s}",
+             tn, out_no, amount, extra ? "," : "", extra ? extra : "");
+    snprintf(key, sizeof key, "refund-%s-%d", out_no, ++g_seq);
+    return pc_t_call(&g_stack, m, "POST", "/v1/refunds", body, key);
+}
+
+static pc_t_resp_t refund(const char *tn, const char *out_no, long amount, const char *extra)
+{
+    return refund_as(&g_m, tn, out_no, amount, extra);
+}
+
+/* Refunds and returns the refund_no; the answer must be 200. */
+static void refund_ok(const char *tn, const char *out_no, long amount, const char *extra, char *rno)
+{
+    pc_t_resp_t r = refund(tn, out_no, amount, extra);
+    if (r.status != 200)
+        fprintf(stderr, "refund: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    snprintf(rno, 40, "%s", pc_t_jstr(&r, "refund_no"));
+    pc_t_resp_free(&r);
+}
+
+static char *refund_field(const char *rno, const char *col)
+{
+    return pc_t_sql(&g_stack, "SELECT %s FROM refunds WHERE refund_no = '%s'", col, rno);
+}
+
+static long long refund_int(const char *rno, const char *col)
+{
+    return pc_t_sql_int(&g_stack, "SELECT %s FROM refunds WHERE refund_no = '%s'", col, rno);
+}
+
+static void expect_refund(const char *rno, const char *want)
+{
+    char *st = NULL;
+    for (int i = 0; i < 150; i++) {
+        free(st);
+        st = refund_field(rno, "status");
+        if (st && !strcmp(st, want))
+            break;
+        usleep(50000);
+    }
+    if (strcmp(st, want) != 0)
+        fprintf(stderr, "refund %s is %s, want %s\n", rno, st, want);
+    assert_string_equal(st, want);
+    free(st);
+}
+
+static long long balance(const char *account)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
+                        "'%s'), 0)",
+                        account);
+}
+
+static long long pending_of(const pc_t_merchant_t *m)
+{
+    char a[128];
+    snprintf(a, sizeof a, "merchant:%s:pending:CNY", m->id);
+    return balance(a);
+}
+
+static char *trade_col(const char *tn, const char *col)
+{
+    return pc_t_sql(&g_stack, "SELECT %s FROM trades WHERE trade_no = '%s'", col, tn);
+}
+
+static long long outbox_count(const char *type, const char *key, const char *value)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT count(*) FROM outbox WHERE type = '%s' AND payload::jsonb -> "
+                        "'data' ->> '%s' = '%s'",
+                        type, key, value);
+}
+
+/* paysim's own record: how many refunds / payouts it holds for a reference. */
+static long long sim_count(const char *channel, const char *type, const char *status,
+                           const char *ref)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/sim/txns?channel_id=%s&type=%s%s%s&paycore_ref=%s", channel, type,
+             status ? "&status=" : "", status ? status : "", ref);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "GET", path, NULL);
+    json_t *j = pc_t_json(&r);
+    long long n = json_integer_value(json_object_get(j, "count"));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    return n;
+}
+
+static void sim_faults(const char *json)
+{
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", json);
+    if (r.status != 200)
+        fprintf(stderr, "faults: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+}
+
+/* ---------- tests ---------- */
+
+static void test_full_and_partial_refunds_up_to_paid_then_over_is_refused(void **state)
+{
+    (void)state;
+    char tn[40], pno[40], r1[40], r2[40], out1[48], out2[48];
+    paid_trade_for(&g_m, "INSTANT", 1000, NULL, tn, pno);
+    long long pending0 = pending_of(&g_m);
+    long long clearing0 = balance("channel:sim_card:clearing:CNY");
+    snprintf(out1, sizeof out1, "RF-%s-1", tn);
+    snprintf(out2, sizeof out2, "RF-%s-2", tn);
+
+    /* A partial refund: accepted at once, money taken from the merchant. */
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"out_refund_no\":\"%s\",\"amount\":300,\"reason\":\"one "
+             "item\"}",
+             tn, out1);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/refunds", body, "rk-1");
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    /* The refund object carries exactly api.md's fields. */
+    const char *fields[] = {"refund_no", "out_refund_no", "trade_no",   "amount",      "type",
+                            "method",    "status",        "created_at", "finished_at", "failure"};
+    assert_int_equal(json_object_size(j), 10);
+    for (size_t i = 0; i < 10; i++)
+        assert_non_null(json_object_get(j, fields[i]));
+    assert_string_equal(json_string_value(json_object_get(j, "type")), "NORMAL");
+    assert_string_equal(json_string_value(json_object_get(j, "method")), "API");
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "ACCEPTED");
+    assert_int_equal(json_integer_value(json_object_get(j, "amount")), 300);
+    snprintf(r1, sizeof r1, "%s", json_string_value(json_object_get(j, "refund_no")));
+    json_decref(j);
+    /* The same request again is replayed, not run again. */
+    pc_t_resp_t again = pc_t_call(&g_stack, &g_m, "POST", "/v1/refunds", body, "rk-1");
+    assert_int_equal(again.status, 200);
+    assert_string_equal(again.body, r.body);
+    assert_non_null(pc_t_header(&again, "Idempotent-Replayed"));
+    pc_t_resp_free(&again);
+    pc_t_resp_free(&r);
+    expect_refund(r1, "SUCCESS");
+    assert_int_equal(pending_of(&g_m), pending0 - 300);
+    assert_int_equal(balance("channel:sim_card:clearing:CNY"), clearing0 + 300);
+    assert_int_equal(sim_count("sim_card", "REFUND", "SUCCESS", r1), 1);
+    assert_int_equal(outbox_count("refund.succeeded", "refund_no", r1), 1);
+    char *st = trade_col(tn, "status");
+    assert_string_equal(st, "TRADE_SUCCESS");
+    free(st);
+
+    /* The same out_refund_no under a new key: a duplicate. */
+    r = refund(tn, out1, 100, NULL);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "DUPLICATE_OUT_REFUND_NO");
+    pc_t_resp_free(&r);
+    /* One unit over what is left: refused, nothing moves. */
+    r = refund(tn, out2, 701, NULL);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "AMOUNT_EXCEEDS_REFUNDABLE");
+    pc_t_resp_free(&r);
+    assert_int_equal(pending_of(&g_m), pending0 - 300);
+    /* Exactly what is left: the trade is then fully refunded and closes. */
+    refund_ok(tn, out2, 700, NULL, r2);
+    expect_refund(r2, "SUCCESS");
+    st = trade_col(tn, "status");
+    assert_string_equal(st, "TRADE_CLOSED");
+    free(st);
+    st = trade_col(tn, "refunded_amount");
+    assert_string_equal(st, "1000");
+    free(st);
+    assert_int_equal(outbox_count("trade.closed", "trade_no", tn), 1);
+    assert_int_equal(pending_of(&g_m), pending0 - 1000);
+    r = refund(tn, "RF-after-close", 1, NULL);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    pc_t_resp_free(&r);
+
+    /* Queries, by number and by out_refund_no. */
+    char path[160];
+    snprintf(path, sizeof path, "/v1/refunds/%s", r2);
+    r = pc_t_call(&g_stack, &g_m, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    assert_string_equal(pc_t_jstr(&r, "out_refund_no"), out2);
+    assert_true(strlen(pc_t_jstr(&r, "finished_at")) == 20);
+    pc_t_resp_free(&r);
+    snprintf(path, sizeof path, "/v1/refunds?out_refund_no=%s", out1);
+    r = pc_t_call(&g_stack, &g_m, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "refund_no"), r1);
+    pc_t_resp_free(&r);
+    /* Another merchant sees nothing of it, and cannot refund the trade. */
+    snprintf(path, sizeof path, "/v1/refunds/%s", r1);
+    r = pc_t_call(&g_stack, &g_other, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+    char tn2[40];
+    paid_trade_for(&g_m, "INSTANT", 500, NULL, tn2, NULL);
+    r = refund_as(&g_other, tn2, "RF-stranger", 100, NULL);
+    assert_int_equal(r.status, 404);
+    assert_string_equal(pc_t_errcode(&r), "NOT_FOUND");
+    pc_t_resp_free(&r);
+    /* Bad requests name the field. */
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/refunds", "{\"out_refund_no\":\"x1\",\"amount\":5}",
+                  "rk-bad-1");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    r = refund(tn2, "RF-zero", 0, NULL);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+}
+
+/* --- 20 concurrent refunds of one trade over two processes --- */
+
+typedef struct {
+    const char *tn;
+    int i;
+    pthread_barrier_t *b;
+    long status;
+    char rno[40];
+} racer_t;
+
+static void *race(void *arg)
+{
+    racer_t *x = arg;
+    char out[64], body[256], key[64];
+    snprintf(out, sizeof out, "RC-%s-%d", x->tn, x->i);
+    snprintf(body, sizeof body, "{\"trade_no\":\"%s\",\"out_refund_no\":\"%s\",\"amount\":700}",
+             x->tn, out);
+    snprintf(key, sizeof key, "race-%s-%d", x->tn, x->i);
+    pthread_barrier_wait(x->b);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/refunds", body, key);
+    x->status = r.status;
+    if (r.status == 200)
+        snprintf(x->rno, sizeof x->rno, "%s", pc_t_jstr(&r, "refund_no"));
+    else if (r.status != 422)
+        fprintf(stderr, "race %d: %ld %s\n", x->i, r.status, r.body);
+    pc_t_resp_free(&r);
+    return NULL;
+}
+
+static void test_concurrent_refunds_over_two_nodes_never_exceed_paid(void **state)
+{
+    (void)state;
+    char tn[40];
+    paid_trade_for(&g_m, "INSTANT", 10000, NULL, tn, NULL);
+    enum { N = 20 };
+    pthread_barrier_t b;
+    pthread_barrier_init(&b, NULL, N);
+    racer_t xs[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        xs[i] = (racer_t){tn, i, &b, 0, ""};
+        pthread_create(&th[i], NULL, race, &xs[i]);
+    }
+    int ok = 0, refused = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        if (xs[i].status == 200)
+            ok++;
+        else if (xs[i].status == 422)
+            refused++;
+    }
+    pthread_barrier_destroy(&b);
+    /* 14 × 700 = 9800 fit in 10000; a 15th would not. */
+    assert_int_equal(ok, 14);
+    assert_int_equal(refused, 6);
+    for (int i = 0; i < N; i++)
+        if (xs[i].status == 200)
+            expect_refund(xs[i].rno, "SUCCESS");
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT refunded_amount FROM trades WHERE trade_no = '%s'", tn),
+        9800);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT coalesce(sum(amount), 0) FROM refunds WHERE trade_no = "
+                                  "'%s' AND status = 'SUCCESS'",
+                                  tn),
+                     9800);
+    /* Both processes took part: each accepted some of them. */
+    for (int node = 0; node < 2; node++)
+        assert_int_equal(pc_t_sh("grep -q 'of trade %s' %s/%s-node%d.log", tn, g_stack.log_dir,
+                                 g_stack.name, node),
+                         0);
+}
+
+static void test_api_refund_that_times_out_resolves_by_query(void **state)
+{
+    (void)state;
+    char tn[40], r1[40], r2[40], out[64];
+    paid_trade_for(&g_m, "INSTANT", 2000, NULL, tn, NULL);
+    /* The channel does the refund but the answer is lost, and so is its
+     * callback: only the status query can tell. */
+    sim_faults("{\"channel_id\":\"sim_card\",\"success_after_timeout_rate\":10000,"
+               "\"lost_callback_rate\":10000,\"hang_ms\":300}");
+    snprintf(out, sizeof out, "RT1-%s", tn);
+    refund_ok(tn, out, 500, NULL, r1);
+    expect_refund(r1, "SUCCESS");
+    assert_true(refund_int(r1, "query_attempts") >= 1);
+    assert_int_equal(sim_count("sim_card", "REFUND", "SUCCESS", r1), 1);
+
+    /* Nothing happens at the channel: the query finds nothing, the refund is
+     * sent again under the same number, and once the channel answers it
+     * succeeds exactly once. */
+    sim_faults("{\"channel_id\":\"sim_card\",\"reset\":true,\"timeout_rate\":10000,"
+               "\"hang_ms\":300}");
+    snprintf(out, sizeof out, "RT2-%s", tn);
+    refund_ok(tn, out, 700, NULL, r2);
+    usleep(1500000);
+    char *st = refund_field(r2, "status");
+    assert_string_equal(st, "PROCESSING");
+    free(st);
+    assert_int_equal(sim_count("sim_card", "REFUND", NULL, r2), 0);
+    sim_faults("{\"channel_id\":\"sim_card\",\"reset\":true}");
+    expect_refund(r2, "SUCCESS");
+    assert_int_equal(sim_count("sim_card", "REFUND", "SUCCESS", r2), 1);
+    st = trade_col(tn, "refunded_amount");
+    assert_string_equal(st, "1200");
+    free(st);
+}
+
+static void test_channel_finishes_refund_later_by_callback_or_fails_it(void **state)
+{
+    (void)state;
+    char tn[40], r1[40], r2[40], out[64];
+    paid_trade_for(&g_m, "INSTANT", 3000, NULL, tn, NULL);
+    long long pending0 = pending_of(&g_m);
+    /* PROCESSING at the channel, then a refund.succeeded callback. */
+    sim_faults("{\"channel_id\":\"sim_card\",\"refund_delay_ms\":300}");
+    snprintf(out, sizeof out, "RL1-%s", tn);
+    refund_ok(tn, out, 1000, NULL, r1);
+    expect_refund(r1, "SUCCESS");
+    /* Held until a person at the channel decides: here, it fails. */
+    sim_faults("{\"channel_id\":\"sim_card\",\"refund_delay_ms\":-1}");
+    snprintf(out, sizeof out, "RL2-%s", tn);
+    refund_ok(tn, out, 1500, NULL, r2);
+    expect_refund(r2, "PROCESSING");
+    char *txn = NULL;
+    for (int i = 0; i < 100; i++) {
+        free(txn);
+        txn = refund_field(r2, "coalesce(channel_txn_id, '')");
+        if (txn[0])
+            break;
+        usleep(50000);
+    }
+    assert_true(txn[0] != 0);
+    assert_int_equal(pending_of(&g_m), pending0 - 2500);
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"reference\":\"%s\",\"outcome\":\"FAILED\",\"failure_code\":\"REFUND_REJECTED\"}",
+             txn);
+    free(txn);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect_refund(r2, "FAILED");
+    /* The money is the merchant's again, and refundable again. */
+    assert_int_equal(pending_of(&g_m), pending0 - 1000);
+    char *st = trade_col(tn, "refunded_amount");
+    assert_string_equal(st, "1000");
+    free(st);
+    assert_int_equal(outbox_count("refund.failed", "refund_no", r2), 1);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/refunds/%s", r2);
+    r = pc_t_call(&g_stack, &g_m, "GET", path, NULL, NULL);
+    json_t *j = pc_t_json(&r);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "failure"), "code")),
+                        "REFUND_REJECTED");
+    json_decref(j);
+    pc_t_resp_free(&r);
+}
+
+static void test_multi_part_payment_refunds_external_then_balance_then_coupon(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], r1[40], r2[40], r3[40], wallet[96], coupon[64], extra[512];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    snprintf(wallet, sizeof wallet, "buyer:%s:wallet:CNY", buyer);
+    /* The buyer tops up 3000, gets a platform coupon of 500, then pays 5000
+     * with coupon 500 + balance 2000 + card 2500. */
+    new_trade_for(&g_m, "RECHARGE", 3000, buyer, NULL, tn);
+    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    char cb[128];
+    snprintf(cb, sizeof cb, "{\"buyer_id\":\"%s\",\"amount\":500,\"currency\":\"CNY\"}", buyer);
+    r = pc_t_admin(&g_stack, "POST", "/admin/coupons", cb);
+    assert_int_equal(r.status, 201);
+    snprintf(coupon, sizeof coupon, "%s", pc_t_jstr(&r, "coupon_id"));
+    pc_t_resp_free(&r);
+    new_trade_for(&g_m, "INSTANT", 5000, buyer, NULL, tn);
+    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",\"balance_amount\":2000,%s", coupon,
+             fresh_card());
+    r = pay_as(&g_m, tn, buyer, "CARD", extra);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    assert_int_equal(balance(wallet), 1000);
+    long long marketing0 = balance("platform:marketing:CNY");
+
+    /* 2000: all of it from the card part. */
+    refund_ok(tn, "MP1", 2000, NULL, r1);
+    expect_refund(r1, "SUCCESS");
+    assert_int_equal(refund_int(r1, "external_amount"), 2000);
+    assert_int_equal(balance(wallet), 1000);
+    /* 1000: the rest of the card part (500), then 500 of the balance. */
+    refund_ok(tn, "MP2", 1000, NULL, r2);
+    expect_refund(r2, "SUCCESS");
+    assert_int_equal(refund_int(r2, "external_amount"), 500);
+    assert_int_equal(refund_int(r2, "balance_amount"), 500);
+    assert_int_equal(balance(wallet), 1500);
+    /* 2000: balance 1500 and the coupon 500; nothing goes through a channel,
+     * so it is done at once (method API: the platform moves it itself). */
+    refund_ok(tn, "MP3", 2000, NULL, r3);
+    expect_refund(r3, "SUCCESS");
+    assert_int_equal(refund_int(r3, "external_amount"), 0);
+    assert_int_equal(refund_int(r3, "balance_amount"), 1500);
+    assert_int_equal(refund_int(r3, "coupon_amount"), 500);
+    assert_int_equal(sim_count("sim_card", "REFUND", NULL, r3), 0);
+    assert_int_equal(balance(wallet), 3000);
+    assert_int_equal(balance("platform:marketing:CNY"), marketing0 + 500);
+    char *st = trade_col(tn, "status");
+    assert_string_equal(st, "TRADE_CLOSED");
+    free(st);
+}
+
+static void test_payout_refund_needs_a_payee(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], rno[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade_for(&g_m, "INSTANT", 1200, buyer, NULL, tn);
+    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "VA", NULL);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    json_t *j = pc_t_json(&r);
+    char body[256];
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
+             json_string_value(json_object_get(json_object_get(j, "action"), "va_number")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    char *st = NULL;
+    for (int i = 0; i < 100; i++) {
+        free(st);
+        st = trade_col(tn, "status");
+        if (!strcmp(st, "TRADE_SUCCESS"))
+            break;
+        usleep(50000);
+    }
+    assert_string_equal(st, "TRADE_SUCCESS");
+    free(st);
+    /* A VA channel refunds by payout only: without a payee, a clear 400. */
+    r = refund(tn, "PO1", 1200, NULL);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_REQUEST");
+    assert_non_null(strstr(r.body, "payee"));
+    pc_t_resp_free(&r);
+    /* A card number is never taken as a payee. */
+    r = refund(tn, "PO1", 1200, "\"payee\":{\"type\":\"CARD\",\"pan\":\"4242424242424242\"}");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    refund_ok(tn, "PO1", 1200,
+              "\"payee\":{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000001234\",\"name\":\"A "
+              "Buyer\",\"bank_code\":\"ICBC\"}",
+              rno);
+    char *m = refund_field(rno, "method");
+    assert_string_equal(m, "PAYOUT");
+    free(m);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(sim_count("sim_va", "PAYOUT", "SUCCESS", rno), 1);
+    st = trade_col(tn, "status");
+    assert_string_equal(st, "TRADE_CLOSED");
+    free(st);
+}
+
+static void test_short_merchant_is_refused_unless_advance_funded(void **state)
+{
+    (void)state;
+    pc_t_merchant_t partner = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t plain = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t funded = pc_t_create_merchant(&g_stack, "\"advance_funding\":true");
+    char splits[160], tn[40], rno[40], acct[128];
+    snprintf(splits, sizeof splits, "\"splits\":[{\"account\":\"%s\",\"amount\":600}]", partner.id);
+    /* Paid 1000, of which 600 went to the split partner: the merchant holds 400. */
+    paid_trade_for(&plain, "INSTANT", 1000, splits, tn, NULL);
+    assert_int_equal(pending_of(&plain), 400);
+    pc_t_resp_t r = refund_as(&plain, tn, "AF1", 1000, NULL);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "INSUFFICIENT_BALANCE");
+    pc_t_resp_free(&r);
+    assert_int_equal(pending_of(&plain), 400);
+    r = refund_as(&plain, tn, "AF2", 400, NULL);
+    assert_int_equal(r.status, 200);
+    snprintf(rno, sizeof rno, "%s", pc_t_jstr(&r, "refund_no"));
+    pc_t_resp_free(&r);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(pending_of(&plain), 0);
+
+    /* With advance funding the shortfall becomes the merchant's debt. */
+    paid_trade_for(&funded, "INSTANT", 1000, splits, tn, NULL);
+    r = refund_as(&funded, tn, "AF3", 1000, NULL);
+    assert_int_equal(r.status, 200);
+    snprintf(rno, sizeof rno, "%s", pc_t_jstr(&r, "refund_no"));
+    pc_t_resp_free(&r);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(pending_of(&funded), 0);
+    snprintf(acct, sizeof acct, "merchant:%s:receivable:CNY", funded.id);
+    assert_int_equal(balance(acct), -600);
+    assert_int_equal(refund_int(rno, "from_receivable"), 600);
+}
+
+static void test_guarantee_refund_takes_unsettled_escrow_then_merchant(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    char tn[40], r1[40], r2[40], path[96];
+    paid_trade_for(&m, "GUARANTEE", 1000, NULL, tn, NULL);
+    snprintf(path, sizeof path, "/v1/trades/%s/settle", tn);
+    pc_t_resp_t r = pc_t_call(&g_stack, &m, "POST", path, "{\"amount\":600}", "settle-g1");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_int_equal(pending_of(&m), 600);
+    long long escrow0 = balance("platform:escrow:CNY");
+    /* 500: the 400 still in escrow, then 100 from the merchant. */
+    r = refund_as(&m, tn, "G1", 500, NULL);
+    assert_int_equal(r.status, 200);
+    snprintf(r1, sizeof r1, "%s", pc_t_jstr(&r, "refund_no"));
+    pc_t_resp_free(&r);
+    assert_int_equal(refund_int(r1, "from_escrow"), 400);
+    assert_int_equal(refund_int(r1, "from_pending"), 100);
+    expect_refund(r1, "SUCCESS");
+    assert_int_equal(pending_of(&m), 500);
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0 - 400);
+    r = refund_as(&m, tn, "G2", 500, NULL);
+    assert_int_equal(r.status, 200);
+    snprintf(r2, sizeof r2, "%s", pc_t_jstr(&r, "refund_no"));
+    pc_t_resp_free(&r);
+    assert_int_equal(refund_int(r2, "from_escrow"), 0);
+    expect_refund(r2, "SUCCESS");
+    assert_int_equal(pending_of(&m), 0);
+    char *st = trade_col(tn, "status");
+    assert_string_equal(st, "TRADE_CLOSED");
+    free(st);
+}
+
+static void test_recharge_refund_takes_the_wallet(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], tn2[40], rno[40], wallet[96];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    snprintf(wallet, sizeof wallet, "buyer:%s:wallet:CNY", buyer);
+    new_trade_for(&g_m, "RECHARGE", 3000, buyer, NULL, tn);
+    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    long long pending0 = pending_of(&g_m);
+    refund_ok(tn, "RW1", 1000, NULL, rno);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(balance(wallet), 2000);
+    assert_int_equal(pending_of(&g_m), pending0);
+    /* The buyer spends 1500 of it: the rest of the top-up cannot go back. */
+    new_trade_for(&g_m, "INSTANT", 1500, buyer, NULL, tn2);
+    r = pay_as(&g_m, tn2, buyer, "BALANCE", NULL);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    r = refund(tn, "RW2", 2000, NULL);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "INSUFFICIENT_BALANCE");
+    pc_t_resp_free(&r);
+    assert_int_equal(balance(wallet), 500);
+}
+
+static void test_risk_holds_a_large_refund_until_ops_resume_it(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], rno[40], path[128];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade_for(&g_m, "INSTANT", 2100000, buyer, NULL, tn);
+    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", fresh_card());
+    if (!strcmp(pc_t_jstr(&r, "status"), "REVIEW")) {
+        snprintf(path, sizeof path, "/admin/payments/%s/release", pc_t_jstr(&r, "payment_no"));
+        pc_t_resp_t rel = pc_t_admin(&g_stack, "POST", path, NULL);
+        assert_string_equal(pc_t_jstr(&rel, "status"), "SUCCESS");
+        pc_t_resp_free(&rel);
+    } else {
+        assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    }
+    pc_t_resp_free(&r);
+    long long pending0 = pending_of(&g_m);
+    r = refund(tn, "RISK1", 2050000, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUSPENDED");
+    snprintf(rno, sizeof rno, "%s", pc_t_jstr(&r, "refund_no"));
+    pc_t_resp_free(&r);
+    /* Held: the money is reserved, nothing went to the channel. */
+    assert_int_equal(pending_of(&g_m), pending0 - 2050000);
+    usleep(500000);
+    assert_int_equal(sim_count("sim_card", "REFUND", NULL, rno), 0);
+    char *hold = refund_field(rno, "hold_reason");
+    assert_non_null(strstr(hold, "REVIEW"));
+    free(hold);
+    snprintf(path, sizeof path, "/admin/refunds/%s/resume", rno);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"buyer called, verified\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM refund_actions WHERE refund_no = '%s' AND "
+                                  "who = 'ops' AND action = 'RESUME' AND why = 'buyer called, "
+                                  "verified'",
+                                  rno),
+                     1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_full_and_partial_refunds_up_to_paid_then_over_is_refused,
+                                  after_each),
+        cmocka_unit_test_teardown(test_concurrent_refunds_over_two_nodes_never_exceed_paid,
+                                  after_each),
+        cmocka_unit_test_teardown(test_api_refund_that_times_out_resolves_by_query, after_each),
+        cmocka_unit_test_teardown(test_channel_finishes_refund_later_by_callback_or_fails_it,
+                                  after_each),
+        cmocka_unit_test_teardown(test_multi_part_payment_refunds_external_then_balance_then_coupon,
+                                  after_each),
+        cmocka_unit_test_teardown(test_payout_refund_needs_a_payee, after_each),
+        cmocka_unit_test_teardown(test_short_merchant_is_refused_unless_advance_funded, after_each),
+        cmocka_unit_test_teardown(test_guarantee_refund_takes_unsettled_escrow_then_merchant,
+                                  after_each),
+        cmocka_unit_test_teardown(test_recharge_refund_takes_the_wallet, after_each),
+        cmocka_unit_test_teardown(test_risk_holds_a_large_refund_until_ops_resume_it, after_each),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,777 @@
+/* Refunds that people and the platform drive, end to end against two
+ * paycore nodes, PostgreSQL, Redis and paysim: FILE refunds through an
+ * exported batch and an imported result file, OFFLINE refunds confirmed by
+ * ops, suspend / resume / terminate / force-fail (each with the ledger right
+ * after), payctl for all of it, and the platform's error refunds of a
+ * payment on a closed trade and of a trade paid twice — each refunded
+ * exactly once, by whichever node gets there. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "auth/sign.h"
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The harness's admin token (tests/support/harness.c), for payctl. */
+#define ADMIN_TOKEN "test-admin-token"
+
+static pc_stack_t g_stack;
+static pc_t_merchant_t g_m;
+static int g_seq;
+static char g_dir[512];
+
+static int setup(void **state)
+{
+    (void)state;
+    pc_stack_init(&g_stack, "refunds_ops");
+    pc_stack_env(&g_stack, "PAYCORE_REFUND_POLL_MS", "100");
+    pc_stack_env(&g_stack, "PAYCORE_REFUND_QUERY_SCHEDULE_MS", "200,400,800");
+    pc_stack_env(&g_stack, "PAYCORE_REFUND_SEND_GRACE_MS", "1000");
+    pc_stack_start_paysim(&g_stack);
+    pc_stack_start_node(&g_stack, 0);
+    pc_stack_start_node(&g_stack, 1);
+    g_m = pc_t_create_merchant(&g_stack, "\"notify_url\":\"http://127.0.0.1:9/notify\"");
+    snprintf(g_dir, sizeof g_dir, "%s/test-refunds-ops-%d", pc_t_binary_dir(), (int)getpid());
+    pc_t_sh("rm -rf %s && mkdir -p %s", g_dir, g_dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_stack);
+    pc_t_sh("rm -rf %s", g_dir);
+    return 0;
+}
+
+static int after_each(void **state)
+{
+    (void)state;
+    pc_t_resp_t r =
+        pc_t_sim(&g_stack, "POST", "/sim/faults", "{\"channel_id\":\"sim_card\",\"reset\":true}");
+    pc_t_resp_free(&r);
+    assert_true(pc_t_ledger_ok(&g_stack));
+    return 0;
+}
+
+static const char *fresh_buyer(void)
+{
+    static char id[32];
+    snprintf(id, sizeof id, "ob_%d_%d", (int)getpid() % 10000, ++g_seq);
+    char b[96];
+    snprintf(b, sizeof b, "{\"buyer_id\":\"%s\"}", id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", b);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    return id;
+}
+
+static const char *fresh_card(void)
+{
+    static char json[160];
+    char pan[17];
+    static int n = 0;
+    snprintf(pan, sizeof pan, "411112%09d", (++n * 7919 + (int)getpid() % 1000) % 100000000);
+    int sum = 0;
+    for (int i = 14; i >= 0; i--) {
+        int d = pan[i] - '0';
+        if ((14 - i) % 2 == 0) {
+            d *= 2;
+            if (d > 9)
+                d -= 9;
+        }
+        sum += d;
+    }
+    pan[15] = (char)('0' + (10 - sum % 10) % 10);
+    pan[16] = 0;
+    snprintf(json, sizeof json,
+             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}", pan);
+    return json;
+}
+
+static void new_trade(long amount, const char *buyer, char *tn)
+{
+    char body[512], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"OT%d-%ld\",\"product\":\"INSTANT\",\"amount\":%ld,\"currency\":"
+             "\"CNY\",\"subject\":\"Goods\",\"buyer_id\":\"%s\"}",
+             g_seq, (long)getpid(), amount, buyer);
+    snprintf(key, sizeof key, "trade-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
+    assert_int_equal(r.status, 201);
+    snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+}
+
+static pc_t_resp_t pay(const char *tn, const char *buyer, const char *method, const char *extra)
+{
+    char body[1024], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"%s\",\"client\":{\"ip\":"
+             "\"10.2.0.%d\",\"device_id\":\"odev-%d\",\"platform\":\"WEB\"}%s%s}",
+             tn, buyer, method, g_seq % 200, g_seq, extra ? "," : "", extra ? extra : "");
+    snprintf(key, sizeof key, "pay-%d", g_seq);
+    return pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+}
+
+static char *trade_col(const char *tn, const char *col)
+{
+    return pc_t_sql(&g_stack, "SELECT %s FROM trades WHERE trade_no = '%s'", col, tn);
+}
+
+static void expect_trade(const char *tn, const char *want)
+{
+    char *st = NULL;
+    for (int i = 0; i < 150; i++) {
+        free(st);
+        st = trade_col(tn, "status");
+        if (!strcmp(st, want))
+            break;
+        usleep(50000);
+    }
+    assert_string_equal(st, want);
+    free(st);
+}
+
+/* Pays a new trade with an asynchronous method and completes it at paysim. */
+static void paid_async_trade(const char *method, const char *ref_field, long amount, char *tn)
+{
+    char buyer[32];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade(amount, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, method, NULL);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    json_t *j = pc_t_json(&r);
+    char body[512];
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
+             json_string_value(json_object_get(json_object_get(j, "action"), ref_field)));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect_trade(tn, "TRADE_SUCCESS");
+}
+
+static void paid_card_trade(long amount, char *tn)
+{
+    char buyer[32];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade(amount, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+}
+
+static void refund_ok(const char *tn, const char *out_no, long amount, char *rno)
+{
+    char body[512], key[96];
+    snprintf(body, sizeof body, "{\"trade_no\":\"%s\",\"out_refund_no\":\"%s\",\"amount\":%ld}", tn,
+             out_no, amount);
+    snprintf(key, sizeof key, "refund-%s", out_no);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/refunds", body, key);
+    if (r.status != 200)
+        fprintf(stderr, "refund: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    snprintf(rno, 40, "%s", pc_t_jstr(&r, "refund_no"));
+    pc_t_resp_free(&r);
+}
+
+static char *refund_col(const char *rno, const char *col)
+{
+    return pc_t_sql(&g_stack, "SELECT %s FROM refunds WHERE refund_no = '%s'", col, rno);
+}
+
+static void expect_refund(const char *rno, const char *want)
+{
+    char *st = NULL;
+    for (int i = 0; i < 150; i++) {
+        free(st);
+        st = refund_col(rno, "status");
+        if (st && !strcmp(st, want))
+            break;
+        usleep(50000);
+    }
+    if (strcmp(st, want) != 0)
+        fprintf(stderr, "refund %s is %s, want %s\n", rno, st, want);
+    assert_string_equal(st, want);
+    free(st);
+}
+
+static long long balance(const char *account)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
+                        "'%s'), 0)",
+                        account);
+}
+
+static long long pending(void)
+{
+    char a[128];
+    snprintf(a, sizeof a, "merchant:%s:pending:CNY", g_m.id);
+    return balance(a);
+}
+
+/* Runs payctl against node 0's admin API; returns its exit status. */
+static int payctl(const char *args)
+{
+    return pc_t_sh("PAYCORE_ADMIN_URL=http://127.0.0.1:%d PAYCORE_ADMIN_TOKEN=%s %s/payctl %s "
+                   ">>%s/payctl.out 2>&1",
+                   g_stack.admin_port[0], ADMIN_TOKEN, pc_t_binary_dir(), args, g_dir);
+}
+
+static long admin_post(const char *path, const char *body)
+{
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, body);
+    long st = r.status;
+    if (st >= 300 && st != 409)
+        fprintf(stderr, "%s: %ld %s\n", path, st, r.body);
+    pc_t_resp_free(&r);
+    return st;
+}
+
+static long refund_action(const char *rno, const char *verb, const char *body)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/admin/refunds/%s/%s", rno, verb);
+    return admin_post(path, body);
+}
+
+static long long actions(const char *rno, const char *action)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT count(*) FROM refund_actions WHERE refund_no = '%s' AND action = "
+                        "'%s' AND who = 'ops' AND why IS NOT NULL",
+                        rno, action);
+}
+
+/* ---------- FILE ---------- */
+
+static void test_file_refunds_round_trip_through_a_batch(void **state)
+{
+    (void)state;
+    char tn[40], r1[40], r2[40], cmd[1024], csvpath[600];
+    paid_async_trade("NETBANK", "url", 5000, tn);
+    long long p0 = pending();
+    long long clearing0 = balance("channel:sim_netbank:clearing:CNY");
+    refund_ok(tn, "F1", 2000, r1);
+    refund_ok(tn, "F2", 1000, r2);
+    char *m = refund_col(r1, "method");
+    assert_string_equal(m, "FILE");
+    free(m);
+    /* FILE refunds wait for the batch. */
+    usleep(300000);
+    expect_refund(r1, "ACCEPTED");
+    assert_int_equal(pending(), p0 - 3000);
+
+    snprintf(csvpath, sizeof csvpath, "%s/netbank-batch.csv", g_dir);
+    snprintf(cmd, sizeof cmd, "refund-batch export --channel sim_netbank --out %s", csvpath);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(r1, "PROCESSING");
+    expect_refund(r2, "PROCESSING");
+    char *batch = refund_col(r1, "batch_id");
+    char *batch2 = refund_col(r2, "batch_id");
+    assert_string_equal(batch, batch2);
+    free(batch2);
+    /* The file holds both, with the channel's payment reference. */
+    assert_int_equal(pc_t_sh("head -1 %s | grep -q '^refund_no,payment_no,channel_id,'", csvpath),
+                     0);
+    assert_int_equal(pc_t_sh("grep -q '^%s,.*,sim_netbank,.*,2000,CNY,' %s", r1, csvpath), 0);
+    assert_int_equal(pc_t_sh("grep -q '^%s,.*,1000,CNY,' %s", r2, csvpath), 0);
+    /* A second export finds nothing new. */
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/refund-batches",
+                               "{\"method\":\"FILE\",\"channel_id\":\"sim_netbank\"}");
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "count")), 0);
+    json_decref(j);
+    pc_t_resp_free(&r);
+
+    /* The channel's result file: one done, one refused. */
+    char resultpath[600];
+    snprintf(resultpath, sizeof resultpath, "%s/netbank-result.csv", g_dir);
+    FILE *f = fopen(resultpath, "w");
+    fprintf(f,
+            "refund_no,status,channel_ref,failure_code,failure_message\n%s,SUCCESS,nb_%s,,\n%s,"
+            "FAILED,,ACCOUNT_CLOSED,\"account closed, call the buyer\"\n",
+            r1, r1, r2);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "refund-batch import %s %s --why 'netbank file of today'", batch,
+             resultpath);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(r1, "SUCCESS");
+    expect_refund(r2, "FAILED");
+    char *ref = refund_col(r1, "channel_txn_id");
+    assert_non_null(strstr(ref, "nb_"));
+    free(ref);
+    char *code = refund_col(r2, "failure_code");
+    assert_string_equal(code, "ACCOUNT_CLOSED");
+    free(code);
+    /* The failed one is the merchant's again; the other left through the channel. */
+    assert_int_equal(pending(), p0 - 2000);
+    assert_int_equal(balance("channel:sim_netbank:clearing:CNY"), clearing0 + 2000);
+    char *refunded = trade_col(tn, "refunded_amount");
+    assert_string_equal(refunded, "2000");
+    free(refunded);
+    char *bst =
+        pc_t_sql(&g_stack, "SELECT status FROM refund_batches WHERE batch_id = '%s'", batch);
+    assert_string_equal(bst, "COMPLETED");
+    free(bst);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM refund_actions WHERE refund_no IN ('%s', "
+                                  "'%s') AND action = 'RESULT_FILE' AND why = 'netbank file of "
+                                  "today'",
+                                  r1, r2),
+                     2);
+
+    /* The same file again changes nothing. */
+    char path[128];
+    snprintf(path, sizeof path, "/admin/refund-batches/%s/results", batch);
+    FILE *rf = fopen(resultpath, "r");
+    char text[1024];
+    size_t n = fread(text, 1, sizeof text - 1, rf);
+    text[n] = 0;
+    fclose(rf);
+    json_t *body = json_pack("{s:s}", "csv", text);
+    char *bs = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    r = pc_t_admin(&g_stack, "POST", path, bs);
+    free(bs);
+    assert_int_equal(r.status, 200);
+    j = pc_t_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "applied")), 0);
+    assert_int_equal(json_array_size(json_object_get(j, "skipped")), 2);
+    json_decref(j);
+    pc_t_resp_free(&r);
+    expect_refund(r1, "SUCCESS");
+    expect_refund(r2, "FAILED");
+    /* A malformed file is refused as a whole, with its line. */
+    r = pc_t_admin(&g_stack, "POST", path, "{\"csv\":\"refund_no,status\\nR1,MAYBE\\n\"}");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "line 2"));
+    pc_t_resp_free(&r);
+    free(batch);
+}
+
+/* ---------- OFFLINE ---------- */
+
+static void test_offline_refunds_batched_and_confirmed_by_ops(void **state)
+{
+    (void)state;
+    char t1[40], t2[40], r1[40], r2[40], cmd[256];
+    paid_async_trade("OTC", "otc_code", 3000, t1);
+    paid_async_trade("OTC", "otc_code", 2000, t2);
+    long long p0 = pending();
+    refund_ok(t1, "O1", 3000, r1);
+    refund_ok(t2, "O2", 500, r2);
+    char *m = refund_col(r2, "method");
+    assert_string_equal(m, "OFFLINE");
+    free(m);
+    /* The work list for ops. */
+    pc_t_resp_t r =
+        pc_t_admin(&g_stack, "POST", "/admin/refund-batches", "{\"method\":\"OFFLINE\"}");
+    assert_int_equal(r.status, 201);
+    assert_non_null(strstr(r.body, r1));
+    assert_non_null(strstr(r.body, r2));
+    pc_t_resp_free(&r);
+    expect_refund(r1, "PROCESSING");
+    /* Ops returned the cash: done. */
+    snprintf(cmd, sizeof cmd, "refunds confirm %s --why 'cash returned at store 12'", r1);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(r1, "SUCCESS");
+    expect_trade(t1, "TRADE_CLOSED");
+    assert_int_equal(actions(r1, "CONFIRM_DONE"), 1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+    /* Ops could not reach the buyer: failed, the money is the merchant's again. */
+    snprintf(cmd, sizeof cmd,
+             "refunds confirm %s --outcome FAILED --failure-code BUYER_UNREACHABLE --why 'no "
+             "answer'",
+             r2);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(r2, "FAILED");
+    assert_int_equal(pending(), p0 - 3000);
+    /* No why: payctl refuses before asking. */
+    snprintf(cmd, sizeof cmd, "refunds confirm %s", r2);
+    assert_int_equal(payctl(cmd), 2);
+    /* Only OFFLINE refunds are confirmed by hand. */
+    char tn[40], r3[40];
+    paid_card_trade(800, tn);
+    refund_ok(tn, "O3", 800, r3);
+    expect_refund(r3, "SUCCESS");
+    assert_int_equal(refund_action(r3, "confirm", "{\"why\":\"x\"}"), 409);
+}
+
+/* ---------- suspend, resume, terminate, force-fail ---------- */
+
+static void test_suspend_resume_terminate_each_with_the_ledger_right_after(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], cmd[256];
+    paid_async_trade("OTC", "otc_code", 2000, tn);
+    long long p0 = pending();
+    refund_ok(tn, "S1", 2000, rno);
+    assert_int_equal(pending(), p0 - 2000);
+    assert_int_equal(refund_action(rno, "suspend", NULL), 400); /* why is required */
+    snprintf(cmd, sizeof cmd, "refunds suspend %s --why 'merchant asked to wait'", rno);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno, "SUSPENDED");
+    assert_true(pc_t_ledger_ok(&g_stack));
+    /* A held refund is left out of batches. */
+    pc_t_resp_t r =
+        pc_t_admin(&g_stack, "POST", "/admin/refund-batches", "{\"method\":\"OFFLINE\"}");
+    assert_null(strstr(r.body, rno));
+    pc_t_resp_free(&r);
+    snprintf(cmd, sizeof cmd, "refunds resume %s --why 'go ahead'", rno);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno, "ACCEPTED");
+    assert_true(pc_t_ledger_ok(&g_stack));
+    snprintf(cmd, sizeof cmd, "refunds terminate %s --why 'duplicate request'", rno);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno, "TERMINATED");
+    assert_true(pc_t_ledger_ok(&g_stack));
+    /* Nothing left: the merchant has its money, the trade its refundable amount. */
+    assert_int_equal(pending(), p0);
+    char *refunded = trade_col(tn, "refunded_amount");
+    assert_string_equal(refunded, "0");
+    free(refunded);
+    expect_trade(tn, "TRADE_SUCCESS");
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM outbox WHERE type = 'refund.failed' AND "
+                                  "payload::jsonb -> 'data' ->> 'refund_no' = '%s' AND "
+                                  "payload::jsonb -> 'data' ->> 'status' = 'TERMINATED'",
+                                  rno),
+                     1);
+    assert_int_equal(actions(rno, "SUSPEND"), 1);
+    assert_int_equal(actions(rno, "RESUME"), 1);
+    assert_int_equal(actions(rno, "TERMINATE"), 1);
+    /* A final refund takes no more actions. */
+    assert_int_equal(refund_action(rno, "terminate", "{\"why\":\"again\"}"), 409);
+    assert_int_equal(refund_action(rno, "resume", "{\"why\":\"again\"}"), 409);
+    assert_int_equal(refund_action("Rnosuchrefund", "suspend", "{\"why\":\"x\"}"), 404);
+
+    /* Once money may have left (exported to ops), terminate is refused. */
+    char rno2[40];
+    refund_ok(tn, "S2", 1500, rno2);
+    r = pc_t_admin(&g_stack, "POST", "/admin/refund-batches", "{\"method\":\"OFFLINE\"}");
+    assert_non_null(strstr(r.body, rno2));
+    pc_t_resp_free(&r);
+    assert_int_equal(refund_action(rno2, "terminate", "{\"why\":\"too late\"}"), 409);
+    assert_int_equal(refund_action(rno2, "suspend", "{\"why\":\"too late\"}"), 409);
+    assert_int_equal(refund_action(rno2, "confirm", "{\"why\":\"paid by hand\"}"), 200);
+    expect_refund(rno2, "SUCCESS");
+}
+
+static void test_force_fail_returns_the_money_to_the_merchant(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], cmd[256];
+    paid_card_trade(3000, tn);
+    long long p0 = pending();
+    /* The channel holds the refund for a manual decision. */
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults",
+                             "{\"channel_id\":\"sim_card\",\"refund_delay_ms\":-1}");
+    pc_t_resp_free(&r);
+    refund_ok(tn, "FF1", 1000, rno);
+    expect_refund(rno, "PROCESSING");
+    assert_int_equal(pending(), p0 - 1000);
+    snprintf(cmd, sizeof cmd, "refunds force-fail %s --why 'channel confirmed it will not pay'",
+             rno);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno, "FAILED");
+    assert_true(pc_t_ledger_ok(&g_stack));
+    assert_int_equal(pending(), p0);
+    char *refunded = trade_col(tn, "refunded_amount");
+    assert_string_equal(refunded, "0");
+    free(refunded);
+    char *code = refund_col(rno, "failure_code");
+    assert_string_equal(code, "FORCE_FAILED");
+    free(code);
+    assert_int_equal(actions(rno, "FORCE_FAIL"), 1);
+    /* A final refund cannot be forced again. */
+    assert_int_equal(refund_action(rno, "force-fail", "{\"why\":\"again\"}"), 409);
+    /* The channel then confirms the failure: its callback changes nothing. */
+    char *txn = NULL;
+    for (int i = 0; i < 100; i++) {
+        free(txn);
+        txn = refund_col(rno, "coalesce(channel_txn_id, '')");
+        if (txn[0])
+            break;
+        usleep(50000);
+    }
+    char body[256];
+    snprintf(body, sizeof body, "{\"reference\":\"%s\",\"outcome\":\"FAILED\"}", txn);
+    free(txn);
+    r = pc_t_sim(&g_stack, "POST", "/sim/faults", "{\"channel_id\":\"sim_card\",\"reset\":true}");
+    pc_t_resp_free(&r);
+    r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    usleep(500000);
+    expect_refund(rno, "FAILED");
+    assert_int_equal(pending(), p0);
+    /* The whole trade is refundable again. */
+    char rno2[40];
+    refund_ok(tn, "FF2", 3000, rno2);
+    expect_refund(rno2, "SUCCESS");
+    expect_trade(tn, "TRADE_CLOSED");
+}
+
+/* ---------- error refunds ---------- */
+
+static long long error_refunds_of(const char *pno)
+{
+    return pc_t_sql_int(
+        &g_stack, "SELECT count(*) FROM refunds WHERE payment_no = '%s' AND type = 'ERROR'", pno);
+}
+
+static void wait_error_refund(const char *pno, const char *status, char *rno)
+{
+    char *no = NULL;
+    for (int i = 0; i < 150 && !no; i++) {
+        no = pc_t_sql(&g_stack,
+                      "SELECT refund_no FROM refunds WHERE payment_no = '%s' AND type = 'ERROR'",
+                      pno);
+        if (!no)
+            usleep(50000);
+    }
+    assert_non_null(no);
+    snprintf(rno, 40, "%s", no);
+    free(no);
+    expect_refund(rno, status);
+}
+
+static void test_paid_after_close_is_error_refunded_exactly_once(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], pno[40], rno[40], path[96];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade(1500, buyer, tn);
+    long long escrow0 = balance("platform:escrow:CNY");
+    long long p0 = pending();
+    /* A card that needs the issuer's challenge: the payment waits. */
+    pc_t_resp_t r = pay(tn, buyer, "CARD",
+                        "\"card\":{\"pan\":\"4000000000003220\",\"exp_month\":12,\"exp_year\":"
+                        "2030,\"cvv\":\"123\"}");
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
+    json_t *j = pc_t_json(&r);
+    char body[600];
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
+             json_string_value(json_object_get(json_object_get(j, "action"), "url")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    /* The merchant closes the trade meanwhile. */
+    snprintf(path, sizeof path, "/v1/trades/%s/close", tn);
+    r = pc_t_call(&g_stack, &g_m, "POST", path, NULL, "close-pac");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    /* Then the buyer passes the challenge and the channel takes the money. */
+    r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    wait_error_refund(pno, "SUCCESS", rno);
+    /* Both nodes ran the job for a while: still one. */
+    usleep(600000);
+    assert_int_equal(error_refunds_of(pno), 1);
+    expect_trade(tn, "TRADE_CLOSED");
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0);
+    assert_int_equal(pending(), p0);
+    char *m = refund_col(rno, "method");
+    assert_string_equal(m, "API");
+    free(m);
+    r = pc_t_sim(&g_stack, "GET", "/sim/txns?channel_id=sim_card&type=REFUND&status=SUCCESS", NULL);
+    assert_non_null(strstr(r.body, rno));
+    pc_t_resp_free(&r);
+    /* The merchant is told, and can read it. */
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM outbox WHERE type = 'refund.succeeded' AND "
+                                  "payload::jsonb -> 'data' ->> 'refund_no' = '%s' AND "
+                                  "payload::jsonb -> 'data' ->> 'type' = 'ERROR'",
+                                  rno),
+                     1);
+    snprintf(path, sizeof path, "/v1/refunds/%s", rno);
+    r = pc_t_call(&g_stack, &g_m, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "type"), "ERROR");
+    assert_int_equal(json_integer_value(json_object_get(j = pc_t_json(&r), "amount")), 1500);
+    json_decref(j);
+    pc_t_resp_free(&r);
+}
+
+/* A payment attempt of trade tn that paycore has on record as PROCESSING at
+ * sim_card (as an attempt that was still out when another one won). */
+static void second_attempt_row(const char *tn, const char *pno, long amount)
+{
+    char *ok = pc_t_sql(&g_stack,
+                        "INSERT INTO payments (payment_no, trade_no, merchant_id, status, amount, "
+                        "currency, method_type, external_amount, channel_id, attempt) VALUES "
+                        "('%s', '%s', '%s', 'PROCESSING', %ld, 'CNY', 'CARD', %ld, 'sim_card', 2) "
+                        "RETURNING payment_no",
+                        pno, tn, g_m.id, amount, amount);
+    free(ok);
+}
+
+/* A signed request to paysim's channel API, as paycore's client makes it. */
+static pc_t_resp_t sim_signed(const char *path, const char *body)
+{
+    char ts[24], nonce[40], h1[64], h2[80], h3[128];
+    snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
+    snprintf(nonce, sizeof nonce, "simnonce%dx%lld", ++g_seq, (long long)time(NULL));
+    size_t len;
+    char *msg = pc_sign_request_string("POST", path, ts, nonce, body, strlen(body), &len);
+    const char *secret = "demo-secret-sim_card";
+    char *sig = pc_hmac_sha256_sign(secret, strlen(secret), msg, len);
+    snprintf(h1, sizeof h1, "X-Timestamp: %s", ts);
+    snprintf(h2, sizeof h2, "X-Nonce: %s", nonce);
+    snprintf(h3, sizeof h3, "X-Signature: %s", sig);
+    const char *h[] = {h1, h2, h3, "Content-Type: application/json", NULL};
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", g_stack.paysim_port, path);
+    pc_t_resp_t r = pc_t_http("POST", url, h, body);
+    free(msg);
+    free(sig);
+    return r;
+}
+
+static void test_trade_paid_twice_is_error_refunded_exactly_once(void **state)
+{
+    (void)state;
+    char tn[40], p2[40], rno[40], body[600];
+    paid_card_trade(1800, tn);
+    long long p0 = pending();
+    long long escrow0 = balance("platform:escrow:CNY");
+    /* A second attempt of the same trade was still out at the channel... */
+    snprintf(p2, sizeof p2, "PDUP%d%d", (int)getpid(), ++g_seq);
+    second_attempt_row(tn, p2, 1800);
+    snprintf(body, sizeof body,
+             "{\"payment_no\":\"%s\",\"amount\":1800,\"currency\":\"CNY\",\"method\":\"CARD\","
+             "\"card\":{\"pan\":\"4000000000003220\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":"
+             "\"123\"},\"callback_base\":\"http://127.0.0.1:%d\"}",
+             p2, g_stack.http_port);
+    pc_t_resp_t r = sim_signed("/ch/sim_card/payments", body);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
+             json_string_value(json_object_get(json_object_get(j, "action"), "url")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    /* ... and its success arrives by callback after the first one won. */
+    r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    wait_error_refund(p2, "SUCCESS", rno);
+    usleep(600000);
+    assert_int_equal(error_refunds_of(p2), 1);
+    /* The trade keeps its one payment; the merchant's money is untouched. */
+    expect_trade(tn, "TRADE_SUCCESS");
+    char *paid = trade_col(tn, "paid_amount || '/' || refunded_amount");
+    assert_string_equal(paid, "1800/0");
+    free(paid);
+    assert_int_equal(pending(), p0);
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE trade_no = '%s' AND status "
+                                  "= 'SUCCESS'",
+                                  tn),
+                     2);
+    /* paysim refunded that payment once. */
+    char q[256];
+    snprintf(q, sizeof q, "/sim/txns?channel_id=sim_card&type=REFUND&paycore_ref=%s", rno);
+    r = pc_t_sim(&g_stack, "GET", q, NULL);
+    j = pc_t_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "count")), 1);
+    json_decref(j);
+    pc_t_resp_free(&r);
+}
+
+/* A signed payment callback to paycore, as a channel sends it. */
+static long channel_callback(const char *pno, long amount)
+{
+    char body[700], ts[24], nonce[40], h1[64], h2[80], h3[128];
+    snprintf(body, sizeof body,
+             "{\"event_id\":\"evt_t%d\",\"type\":\"payment.succeeded\",\"channel_id\":"
+             "\"sim_card\",\"created_at\":\"2026-01-01T00:00:00Z\",\"data\":{\"object\":"
+             "\"payment\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"pay_t_%s\","
+             "\"payment_no\":\"%s\",\"status\":\"SUCCESS\",\"amount\":%ld,\"currency\":\"CNY\","
+             "\"fee\":0,\"failure\":null,\"method\":\"CARD\"}}",
+             ++g_seq, pno, pno, amount);
+    snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
+    snprintf(nonce, sizeof nonce, "cbnonce%dx%lld", g_seq, (long long)time(NULL));
+    size_t len;
+    char *msg = pc_sign_notify_string(ts, nonce, body, strlen(body), &len);
+    const char *secret = "demo-secret-sim_card";
+    char *sig = pc_hmac_sha256_sign(secret, strlen(secret), msg, len);
+    snprintf(h1, sizeof h1, "X-Timestamp: %s", ts);
+    snprintf(h2, sizeof h2, "X-Nonce: %s", nonce);
+    snprintf(h3, sizeof h3, "X-Signature: %s", sig);
+    const char *h[] = {h1, h2, h3, "Content-Type: application/json", NULL};
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/channel-callbacks/sim_card", g_stack.http_port);
+    pc_t_resp_t r = pc_t_http("POST", url, h, body);
+    long st = r.status;
+    free(msg);
+    free(sig);
+    pc_t_resp_free(&r);
+    return st;
+}
+
+static void test_error_refund_the_channel_refuses_goes_to_ops_never_back(void **state)
+{
+    (void)state;
+    char tn[40], p2[40], rno[40];
+    paid_card_trade(900, tn);
+    long long escrow0 = balance("platform:escrow:CNY");
+    snprintf(p2, sizeof p2, "PGONE%d%d", (int)getpid(), ++g_seq);
+    second_attempt_row(tn, p2, 900);
+    /* The success of an attempt the channel no longer knows (past its
+     * retention): its refund API refuses, so ops must return it by hand. */
+    assert_int_equal(channel_callback(p2, 900), 200);
+    wait_error_refund(p2, "PROCESSING", rno);
+    char *m = NULL;
+    for (int i = 0; i < 100; i++) {
+        free(m);
+        m = refund_col(rno, "method");
+        if (!strcmp(m, "OFFLINE"))
+            break;
+        usleep(50000);
+    }
+    assert_string_equal(m, "OFFLINE");
+    free(m);
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0 + 900);
+    /* The buyer's money never goes back to the merchant. */
+    assert_int_equal(refund_action(rno, "force-fail", "{\"why\":\"x\"}"), 409);
+    assert_int_equal(refund_action(rno, "terminate", "{\"why\":\"x\"}"), 409);
+    assert_int_equal(refund_action(rno, "confirm", "{\"why\":\"x\",\"outcome\":\"FAILED\"}"), 409);
+    assert_int_equal(refund_action(rno, "confirm", "{\"why\":\"bank transfer to the buyer\"}"),
+                     200);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0);
+    assert_int_equal(error_refunds_of(p2), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_file_refunds_round_trip_through_a_batch, after_each),
+        cmocka_unit_test_teardown(test_offline_refunds_batched_and_confirmed_by_ops, after_each),
+        cmocka_unit_test_teardown(test_suspend_resume_terminate_each_with_the_ledger_right_after,
+                                  after_each),
+        cmocka_unit_test_teardown(test_force_fail_returns_the_money_to_the_merchant, after_each),
+        cmocka_unit_test_teardown(test_paid_after_close_is_error_refunded_exactly_once, after_each),
+        cmocka_unit_test_teardown(test_trade_paid_twice_is_error_refunded_exactly_once, after_each),
+        cmocka_unit_test_teardown(test_error_refund_the_channel_refuses_goes_to_ops_never_back,
+                                  after_each),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
