@@ -328,6 +328,42 @@ static void test_balance_coupon_card_declined_leaves_everything_as_before(void *
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+static void test_coupon_alone_pays_only_when_it_covers_the_amount(void **state)
+{
+    (void)state;
+    char buyer[32];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    char body[160], coupon[64], method[96], tn[40];
+    snprintf(body, sizeof body, "{\"buyer_id\":\"%s\",\"amount\":1000,\"currency\":\"CNY\"}",
+             buyer);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/coupons", body);
+    assert_int_equal(r.status, 201);
+    snprintf(coupon, sizeof coupon, "%s", pc_t_jstr(&r, "coupon_id"));
+    pc_t_resp_free(&r);
+    snprintf(method, sizeof method, "COUPON:%s", coupon);
+    /* Not enough alone for 1,500. */
+    new_trade("INSTANT", 1500, buyer, tn);
+    r = pay(tn, buyer, method, NULL);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    /* Covers 800 entirely: paid by marketing, nothing else moves. */
+    new_trade("INSTANT", 800, buyer, tn);
+    r = pay(tn, buyer, method, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    expect_trade(tn, "TRADE_SUCCESS");
+    char *cs = pc_t_sql(&g_stack, "SELECT status FROM coupons WHERE coupon_id = '%s'", coupon);
+    assert_string_equal(cs, "USED");
+    free(cs);
+    /* Used once only. */
+    new_trade("INSTANT", 500, buyer, tn);
+    r = pay(tn, buyer, method, NULL);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* Pays with an asynchronous method, completes it at paysim, and waits. */
 static void async_method(const char *buyer, const char *method, const char *extra,
                          const char *ref_field)
@@ -594,9 +630,12 @@ static void test_concurrent_pays_of_one_trade_charge_once(void **state)
         char *pno = pc_t_sql(
             &g_stack,
             "SELECT payment_no FROM payments WHERE trade_no = '%s' AND status = 'SUCCESS'", tn);
+        char *ch =
+            pc_t_sql(&g_stack, "SELECT channel_id FROM payments WHERE payment_no = '%s'", pno);
         char q[200];
-        snprintf(q, sizeof q,
-                 "/sim/txns?channel_id=sim_card&type=PAY&status=SUCCESS&paycore_ref=%s", pno);
+        snprintf(q, sizeof q, "/sim/txns?channel_id=%s&type=PAY&status=SUCCESS&paycore_ref=%s", ch,
+                 pno);
+        free(ch);
         pc_t_resp_t one = pc_t_sim(&g_stack, "GET", q, NULL);
         json_t *oj = pc_t_json(&one);
         assert_int_equal(json_integer_value(json_object_get(oj, "count")), 1);
@@ -730,6 +769,7 @@ int main(void)
         cmocka_unit_test(test_retryable_decline_falls_back_to_next_channel),
         cmocka_unit_test(test_recharge_then_pay_by_balance),
         cmocka_unit_test(test_balance_coupon_card_declined_leaves_everything_as_before),
+        cmocka_unit_test(test_coupon_alone_pays_only_when_it_covers_the_amount),
         cmocka_unit_test(test_va_completes_after_the_buyer_transfers),
         cmocka_unit_test(test_otc_completes_after_the_buyer_pays_cash),
         cmocka_unit_test(test_netbank_wallet_and_qr_complete),
