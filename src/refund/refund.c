@@ -71,6 +71,8 @@ void pc__refund_from_row(pc__refund_t *r, pc_db_res_t *res, int row)
     cp(r->failure_message, sizeof r->failure_message, res, row, "failure_message");
     cp(r->hold_reason, sizeof r->hold_reason, res, row, "hold_reason");
     cp(r->batch_id, sizeof r->batch_id, res, row, "batch_id");
+    cp(r->rule_version, sizeof r->rule_version, res, row, "rule_version");
+    cp(r->risk_decision, sizeof r->risk_decision, res, row, "risk_decision");
     r->created_at = pc_db_val_i64(res, row, "created_at");
     r->finished_at = pc_db_val_i64(res, row, "finished_at");
 }
@@ -107,6 +109,10 @@ json_t *pc__refund_json(const pc__refund_t *r, int admin)
         "hold_reason", r->hold_reason[0] ? r->hold_reason : NULL, "last_failure_code",
         r->failure_code[0] ? r->failure_code : NULL, "last_failure_message",
         r->failure_message[0] ? r->failure_message : NULL);
+    json_object_set_new(extra, "rule_version",
+                        r->rule_version[0] ? json_string(r->rule_version) : json_null());
+    json_object_set_new(extra, "risk_decision",
+                        r->risk_decision[0] ? json_string(r->risk_decision) : json_null());
     json_object_update(o, extra);
     json_decref(extra);
     return o;

@@ -60,7 +60,9 @@ void pc_refunds_free(pc_refunds_t *rf);
     "coupon_funder, coalesce(payee::text, '') AS payee, coalesce(reason, '') AS reason, "          \
     "coalesce(notify_url, '') AS notify_url, coalesce(failure_code, '') AS failure_code, "         \
     "coalesce(failure_message, '') AS failure_message, coalesce(hold_reason, '') AS hold_reason, " \
-    "coalesce(batch_id, '') AS batch_id, extract(epoch FROM created_at)::bigint AS created_at, "   \
+    "coalesce(batch_id, '') AS batch_id, coalesce(rule_version, '') AS rule_version, "             \
+    "coalesce(risk_decision, '') AS risk_decision, "                                               \
+    "extract(epoch FROM created_at)::bigint AS created_at, "                                       \
     "coalesce(extract(epoch FROM finished_at)::bigint, 0) AS finished_at"
 
 /* A refund row. Plain data (copies), safe to keep across callbacks. */
@@ -77,6 +79,8 @@ typedef struct {
     char notify_url[520];
     char failure_code[49], failure_message[161], hold_reason[257];
     char batch_id[40];
+    char rule_version[65]; /* refund_method.lua's version that chose the method */
+    char risk_decision[12];
     long long created_at, finished_at; /* Unix seconds; finished_at 0 = not yet */
 } pc__refund_t;
 
@@ -85,7 +89,8 @@ void pc__refund_from_row(pc__refund_t *r, pc_db_res_t *res, int row);
 
 /* The refund object of api.md "Refunds" (exactly its fields); with admin
  * set, plus what ops need (merchant_id, payment_no, currency, components,
- * channel_id, batch_id, reason, hold_reason). New reference. */
+ * channel_id, batch_id, reason, hold_reason, rule_version, risk_decision).
+ * New reference. */
 json_t *pc__refund_json(const pc__refund_t *r, int admin);
 
 /* A new refund number: "R" + 20 hex digits of randomness. */

@@ -762,6 +762,18 @@ static void test_risk_holds_a_large_refund_until_ops_resume_it(void **state)
                                   "verified'",
                                   rno),
                      1);
+    /* Ops see how it was decided and everything that happened to it. */
+    snprintf(path, sizeof path, "/admin/refunds/%s", rno);
+    r = pc_t_admin(&g_stack, "GET", path, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    assert_int_equal(strlen(json_string_value(json_object_get(j, "rule_version"))), 64);
+    assert_string_equal(json_string_value(json_object_get(j, "risk_decision")), "REVIEW");
+    json_t *acts = json_object_get(j, "actions");
+    assert_int_equal(json_array_size(acts), 4); /* ACCEPT, HOLD, RESUME, CHANNEL_RESULT */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(acts, 1), "who")), "risk");
+    json_decref(j);
+    pc_t_resp_free(&r);
 }
 
 int main(void)
