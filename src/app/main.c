@@ -8,6 +8,9 @@
 #include "monitor/alerts.h"
 #include "refund/refund.h"
 #include "repair/repair.h"
+#include "chargeback/chargeback.h"
+#include "payout/payout.h"
+#include "settlement/settlement.h"
 #include "acquiring/trade_state.h"
 #include "auth/auth.h"
 #include "idem/idem.h"
@@ -35,6 +38,9 @@ typedef struct {
     int servers_open;
     pc_notifier_t *notifier;
     pc_repair_t *repair;
+    pc_chargebacks_t *chargebacks;
+    pc_settlement_t *settlement;
+    pc_payouts_t *payouts;
     pc_alerts_t *alerts;
 } server_t;
 
@@ -68,6 +74,9 @@ static void stop_loop_parts(server_t *s)
     pc_app_t *app = &s->app;
     pc_app_config_stop(app);
     pc_repair_stop(s->repair);
+    pc_chargebacks_stop(s->chargebacks);
+    pc_settlement_stop(s->settlement);
+    pc_payouts_stop(s->payouts);
     pc_refunds_stop(app->refunds);
     pc_alerts_stop(s->alerts);
     pc_channel_client_close(app->channel_client, NULL, NULL);
@@ -262,6 +271,13 @@ int main(int argc, char **argv)
         pc_log_error("paycore.jobs", "repair.schedule_ms is not a list of delays");
         return 1;
     }
+    s.chargebacks = pc_chargebacks_new(app);
+    s.settlement = pc_settlement_new(app);
+    s.payouts = pc_payouts_new(app);
+    if (!s.chargebacks || !s.settlement || !s.payouts) {
+        pc_log_error("paycore.jobs", "payout.query_schedule_ms is not a list of delays");
+        return 1;
+    }
     s.notifier =
         pc_notifier_new(app->loop, cfg, app->db, app->merchants, app->node_id, err, sizeof err);
     if (!s.notifier) {
@@ -291,6 +307,9 @@ int main(int argc, char **argv)
     s.servers_open = 2;
     pc_notifier_start(s.notifier);
     pc_repair_start(s.repair);
+    pc_chargebacks_start(s.chargebacks);
+    pc_settlement_start(s.settlement);
+    pc_payouts_start(s.payouts);
     pc_refunds_start(app->refunds);
     pc_alerts_start(s.alerts);
     s.servers_open++;
@@ -327,6 +346,9 @@ int main(int argc, char **argv)
     pc_merchants_free(app->merchants);
     pc_engine_free(app->engine);
     pc_repair_free(s.repair);
+    pc_chargebacks_free(s.chargebacks);
+    pc_settlement_free(s.settlement);
+    pc_payouts_free(s.payouts);
     pc_refunds_free(app->refunds);
     pc_alerts_free(s.alerts);
     pc_app_config_free(app);

@@ -37,6 +37,8 @@ static const char view_sql[] =
     "'type_counts', (SELECT coalesce(json_object_agg(method_type, n), '{}') FROM (SELECT "
     "method_type, count(*) AS n FROM payments WHERE buyer_id = $3 AND status = 'SUCCESS' GROUP "
     "BY method_type) tc), "
+    "'chargebacks_90d', buyer_chargebacks_90d($3), "
+    "'merchant_cb_rate_bp', merchant_chargeback_rate_bp($2), "
     "'now', extract(epoch FROM now())::bigint)::text";
 
 typedef struct {

@@ -1,13 +1,106 @@
 /* payctl: the ops and product command-line tool. Subcommands are rows of the
  * table below (one file per command group: ctl_rules.c, ctl_channels.c, ...); this file only
  * dispatches and prints usage. */
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ctl/ctl_channels.h"
 #include "ctl/ctl_http.h"
 #include "ctl/ctl_rules.h"
 #include "refund/refund_ctl.h"
+
+/* `payctl chargeback enter --reference REF (--channel ID --txn CHANNEL_TXN_ID | --payment
+ * PAYMENT_NO) --amount N --currency CUR [--reason CODE] [--due RFC3339]`: offline entry
+ * (POST /admin/chargebacks). */
+static int chargeback_enter(int argc, char **argv)
+{
+    static const struct {
+        const char *flag, *field;
+        int integer;
+    } flags[] = {{"--reference", "reference", 0}, {"--channel", "channel_id", 0},
+                 {"--txn", "channel_txn_id", 0},  {"--payment", "payment_no", 0},
+                 {"--amount", "amount", 1},       {"--currency", "currency", 0},
+                 {"--reason", "reason_code", 0},  {"--due", "evidence_due_at", 0}};
+    json_t *body = json_object();
+    for (int i = 0; i < argc; i += 2) {
+        size_t f = 0;
+        while (f < sizeof flags / sizeof flags[0] && strcmp(argv[i], flags[f].flag) != 0)
+            f++;
+        if (f == sizeof flags / sizeof flags[0] || i + 1 >= argc) {
+            fprintf(stderr, "payctl chargeback enter: unknown or incomplete option \"%s\"\n",
+                    argv[i]);
+            json_decref(body);
+            return 2;
+        }
+        char *end = NULL;
+        long long n = flags[f].integer ? strtoll(argv[i + 1], &end, 10) : 0;
+        if (flags[f].integer && (!*argv[i + 1] || *end)) {
+            fprintf(stderr, "payctl chargeback enter: %s takes an integer\n", argv[i]);
+            json_decref(body);
+            return 2;
+        }
+        json_object_set_new(body, flags[f].field,
+                            flags[f].integer ? json_integer(n) : json_string(argv[i + 1]));
+    }
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    long st = pc_ctl_admin("POST", "/admin/chargebacks", text);
+    free(text);
+    return pc_ctl_exit(st);
+}
+
+/* `payctl chargeback import CHANNEL DATE [FILE]`: the channel's chargeback file of DATE,
+ * fetched by paycore, or the given CSV file uploaded. */
+static int chargeback_import(int argc, char **argv)
+{
+    if (argc < 2 || argc > 3) {
+        fprintf(stderr, "usage: payctl chargeback import CHANNEL YYYY-MM-DD [FILE.csv]\n");
+        return 2;
+    }
+    json_t *body = json_pack("{s:s,s:s}", "channel_id", argv[0], "date", argv[1]);
+    if (argc == 3) {
+        FILE *f = fopen(argv[2], "rb");
+        char *csv = NULL;
+        size_t len = 0;
+        if (f) {
+            fseek(f, 0, SEEK_END);
+            long sz = ftell(f);
+            fseek(f, 0, SEEK_SET);
+            csv = sz >= 0 ? malloc((size_t)sz + 1) : NULL;
+            len = csv ? fread(csv, 1, (size_t)sz, f) : 0;
+            fclose(f);
+        }
+        if (!csv) {
+            fprintf(stderr, "payctl: cannot read %s\n", argv[2]);
+            json_decref(body);
+            return 1;
+        }
+        json_object_set_new(body, "csv", json_stringn(csv, len));
+        free(csv);
+    }
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    long st = pc_ctl_admin("POST", "/admin/chargebacks/import", text);
+    free(text);
+    return pc_ctl_exit(st);
+}
+
+/* `payctl settlement run YYYY-MM-DD`: settles the day (POST /admin/settlements/run). */
+static int settlement_run(int argc, char **argv)
+{
+    if (argc != 1) {
+        fprintf(stderr, "usage: payctl settlement run YYYY-MM-DD\n");
+        return 2;
+    }
+    json_t *body = json_pack("{s:s}", "date", argv[0]);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    long st = pc_ctl_admin("POST", "/admin/settlements/run", text);
+    free(text);
+    return pc_ctl_exit(st);
+}
 
 typedef struct {
     const char *group;
@@ -42,6 +135,12 @@ static const command_t commands[] = {
     {"call", "GET", pc_ctl_call_cmd,
      "PATH                  signed merchant GET (PAYCORE_MERCHANT_*)"},
     {"call", "POST", pc_ctl_call_cmd, "PATH BODY            signed merchant POST"},
+    {"chargeback", "enter", chargeback_enter,
+     "--reference REF (--channel ID --txn ID | --payment NO) --amount N --currency CUR "
+     "[--reason CODE] [--due RFC3339]   offline chargeback entry"},
+    {"chargeback", "import", chargeback_import,
+     "CHANNEL YYYY-MM-DD [FILE.csv]   import a channel's chargeback file (fetched or given)"},
+    {"settlement", "run", settlement_run, "YYYY-MM-DD      settle a day (twice changes nothing)"},
 };
 
 static void usage(FILE *out)

@@ -1,0 +1,1468 @@
+#include "chargeback/chargeback.h"
+#include "auth/auth.h"
+#include "auth/sign.h"
+#include "channel/client.h"
+#include "chargeback/chargeback_csv.h"
+#include "chargeback/chargeback_money.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "ledger/ledger.h"
+#include "notify/outbox.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct pc_chargebacks {
+    pc_app_t *app;
+    uv_timer_t timer;
+    int refreshing;
+};
+
+static const char *const statuses[] = {"WAIT_JUDGE", "IN_JUDGE", "JUDGE_FINISH", "CLOSE"};
+
+static int is_status(const char *s)
+{
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
+        if (!strcmp(s, statuses[i]))
+            return 1;
+    return 0;
+}
+
+static int printable(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < ' ' || s[i] > '~')
+            return 0;
+    return 1;
+}
+
+static void ignore_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)data;
+    (void)status;
+    (void)res;
+}
+
+/* ---------- the rate gauge ---------- */
+
+static void set_rate(const char *merchant_id, const char *channel_id, int64_t bp)
+{
+    char labels[200];
+    snprintf(labels, sizeof labels, "merchant=\"%s\",channel=\"%s\"", merchant_id,
+             channel_id[0] ? channel_id : "*");
+    pc_metrics_set("pc_chargeback_rate_bp", labels, bp);
+}
+
+static void rates_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_chargebacks_t *cbs = data;
+    if (cbs)
+        cbs->refreshing = 0;
+    if (status)
+        return;
+    for (int i = 0; i < pc_db_rows(res); i++)
+        set_rate(pc_db_val(res, i, "merchant_id"), pc_db_val(res, i, "channel_id"),
+                 pc_db_val_i64(res, i, "rate_bp"));
+}
+
+/* Recomputes one merchant's rates (the risk input and the gauges) after one
+ * of its cases opened or ended. */
+static void refresh_rate(pc_app_t *app, const char *merchant_id)
+{
+    const char *p[] = {merchant_id};
+    pc_db_query(app->db,
+                "SELECT merchant_id, channel_id, rate_bp FROM chargeback_rates_refresh($1)", 1, p,
+                rates_cb, NULL);
+}
+
+/* Every merchant's rates, so that old cases age out of the 90 days. */
+static void refresh_tick(uv_timer_t *t)
+{
+    pc_chargebacks_t *cbs = t->data;
+    if (cbs->refreshing || cbs->app->shutting_down)
+        return;
+    cbs->refreshing = 1;
+    if (pc_db_query(cbs->app->db,
+                    "SELECT merchant_id, channel_id, rate_bp FROM chargeback_rates_refresh(NULL)",
+                    0, NULL, rates_cb, cbs) < 0)
+        cbs->refreshing = 0;
+}
+
+/* ---------- opening a case (online and offline) ---------- */
+
+typedef enum { OPEN_CREATED, OPEN_DUPLICATE, OPEN_UNMATCHED, OPEN_FAILED } open_outcome_t;
+
+typedef struct {
+    const char *source; /* "ONLINE" | "OFFLINE" */
+    const char *source_ref;
+    const char *channel_id;     /* may be NULL (offline by payment_no) */
+    const char *channel_txn_id; /* may be NULL */
+    const char *payment_no;     /* may be NULL */
+    int64_t amount;
+    const char *currency;
+    const char *reason_code;
+    long long channel_time; /* 0: unknown */
+    long long respond_by;   /* 0: now + chargeback.evidence_days */
+    const char *entered_by; /* may be NULL */
+    long long import_id;    /* 0: none */
+} open_in_t;
+
+/* outcome CREATED / DUPLICATE come with the case's JSON text; UNMATCHED with
+ * the API error and a reason; FAILED with a database status. */
+typedef void (*open_cb)(void *data, open_outcome_t outcome, int status, pc_api_err_t err,
+                        const char *why, const char *json_text);
+
+typedef struct {
+    pc_app_t *app;
+    open_cb cb;
+    void *data;
+    pc_db_tx_t *tx;
+    char source[8], source_ref[129], in_channel[33], in_txn[81], in_payment[65];
+    int64_t amount;
+    char currency[4], reason_code[33], entered_by[65];
+    long long channel_time, respond_by, import_id;
+    char cb_no[40], merchant_id[65], trade_no[65], payment_no[65], channel_id[33];
+    char channel_txn_id[81], buyer_id[65], notify_url[520];
+    pc_cb_hold_t hold;
+    char *json;
+} open_t;
+
+static void open_finish(open_t *o, open_outcome_t outcome, int status, pc_api_err_t err,
+                        const char *why)
+{
+    o->cb(o->data, outcome, status, err, why, o->json);
+    free(o->json);
+    free(o);
+}
+
+static void open_fail(open_t *o, int status)
+{
+    if (o->tx)
+        pc_db_tx_rollback(o->tx);
+    o->tx = NULL;
+    open_finish(o, OPEN_FAILED, status ? status : PC_EIO, PC_API_UNAVAILABLE, "database error");
+}
+
+static void open_unmatched(open_t *o, pc_api_err_t err, const char *why)
+{
+    pc_db_tx_rollback(o->tx);
+    o->tx = NULL;
+    open_finish(o, OPEN_UNMATCHED, 0, err, why);
+}
+
+static void open_commit_cb(void *data, int status)
+{
+    open_t *o = data;
+    o->tx = NULL;
+    if (status) {
+        pc_log_warn("chargeback.open_failed", "%s %s: not committed: %s", o->source, o->source_ref,
+                    pc_strerror(status));
+        open_finish(o, OPEN_FAILED, status, PC_API_UNAVAILABLE, "not committed");
+        return;
+    }
+    char labels[96];
+    snprintf(labels, sizeof labels, "channel=\"%s\",source=\"%s\"", o->channel_id, o->source);
+    pc_metrics_add("pc_chargebacks_total", labels, 1);
+    pc_log_info("chargeback.opened",
+                "%s for payment %s (trade %s, merchant %s): %lld %s frozen (pending %lld, "
+                "available %lld, owed %lld)",
+                o->cb_no, o->payment_no, o->trade_no, o->merchant_id, (long long)o->amount,
+                o->currency, (long long)o->hold.from_pending, (long long)o->hold.from_available,
+                (long long)o->hold.owed);
+    refresh_rate(o->app, o->merchant_id);
+    open_finish(o, OPEN_CREATED, 0, PC_API_OK, NULL);
+}
+
+static void post_logged_cb(void *data, int status, int64_t txn_id)
+{
+    (void)txn_id;
+    if (status)
+        pc_log_warn("chargeback.ledger_failed", "%s: %s", (const char *)data,
+                    pc_ledger_strerror(status));
+}
+
+static void open_reread_cb(void *data, int status, pc_db_res_t *res)
+{
+    open_t *o = data;
+    if (status || pc_db_rows(res) == 0) {
+        open_finish(o, OPEN_FAILED, status ? status : PC_ECONFLICT, PC_API_UNAVAILABLE,
+                    "lost a race; retry");
+        return;
+    }
+    o->json = strdup(pc_db_get(res, 0, 0));
+    open_finish(o, OPEN_DUPLICATE, 0, PC_API_OK, NULL);
+}
+
+static void open_inserted_cb(void *data, int status, pc_db_res_t *res)
+{
+    open_t *o = data;
+    if (status == PC_ECONFLICT && !strcmp(pc_db_constraint(res), "chargebacks_source_ref_unique")) {
+        /* Another node opened the same case first: report it as a duplicate. */
+        pc_db_tx_rollback(o->tx);
+        o->tx = NULL;
+        const char *p[] = {o->channel_id, o->source, o->source_ref};
+        if (pc_db_query(o->app->db,
+                        "SELECT chargeback_json(c)::text FROM chargebacks c WHERE channel_id = $1 "
+                        "AND source = $2 AND source_ref = $3",
+                        3, p, open_reread_cb, o) < 0)
+            open_finish(o, OPEN_FAILED, PC_EUNAVAIL, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    if (status || pc_db_rows(res) != 1) {
+        if (status)
+            pc_log_warn("chargeback.insert_failed", "%s %s: %s", o->source, o->source_ref,
+                        pc_db_errmsg(res));
+        open_fail(o, status);
+        return;
+    }
+    o->json = strdup(pc_db_get(res, 0, 0));
+    pc_cb_legs_t legs;
+    int rc = pc_cb_legs_freeze(o->merchant_id, o->currency, &o->hold, &legs);
+    if (!rc) {
+        pc_ledger_txn_t txn = {"CHARGEBACK_FREEZE", "chargeback", o->cb_no,
+                               o->trade_no,         legs.legs,    legs.n};
+        rc = pc_ledger_post(o->tx, &txn, post_logged_cb, "CHARGEBACK_FREEZE");
+    }
+    if (!rc) {
+        json_t *obj = json_loads(o->json, 0, NULL);
+        rc = obj ? pc_outbox_add(o->tx, o->merchant_id, "chargeback.opened",
+                                 o->notify_url[0] ? o->notify_url : NULL, obj)
+                 : PC_ENOMEM;
+        json_decref(obj);
+    }
+    if (rc) {
+        pc_log_error("chargeback.open", "%s: %s", o->cb_no, pc_ledger_strerror(rc));
+        open_fail(o, rc);
+        return;
+    }
+    pc_db_tx_commit(o->tx, open_commit_cb, o);
+}
+
+static void open_locked_cb(void *data, int status, pc_db_res_t *res)
+{
+    open_t *o = data;
+    if (status) {
+        open_fail(o, status);
+        return;
+    }
+    int64_t pending = 0, available = 0;
+    for (int i = 0; i < pc_db_rows(res); i++) {
+        const char *id = pc_db_val(res, i, "account_id");
+        int64_t bal = pc_db_val_i64(res, i, "balance");
+        if (strstr(id, ":pending:"))
+            pending = bal;
+        else if (strstr(id, ":available:"))
+            available = bal;
+    }
+    if (pc_cb_hold_split(o->amount, pending, available, &o->hold)) {
+        open_fail(o, PC_EINVAL);
+        return;
+    }
+    char hex[21], amount[24], fp[24], fa[24], owed[24], due[24], chtime[24], import[24];
+    pc_random_hex(hex, sizeof hex, 10);
+    snprintf(o->cb_no, sizeof o->cb_no, "CB%s", hex);
+    snprintf(amount, sizeof amount, "%lld", (long long)o->amount);
+    snprintf(fp, sizeof fp, "%lld", (long long)o->hold.from_pending);
+    snprintf(fa, sizeof fa, "%lld", (long long)o->hold.from_available);
+    snprintf(owed, sizeof owed, "%lld", (long long)o->hold.owed);
+    long long due_at = o->respond_by
+                           ? o->respond_by
+                           : (long long)time(NULL) +
+                                 pc_config_int(o->app->cfg, "chargeback.evidence_days") * 86400LL;
+    snprintf(due, sizeof due, "%lld", due_at);
+    snprintf(chtime, sizeof chtime, "%lld", o->channel_time);
+    snprintf(import, sizeof import, "%lld", o->import_id);
+    const char *p[] = {o->cb_no,
+                       o->source,
+                       o->source_ref,
+                       o->channel_id,
+                       o->merchant_id,
+                       o->trade_no,
+                       o->payment_no,
+                       o->channel_txn_id,
+                       o->buyer_id[0] ? o->buyer_id : NULL,
+                       amount,
+                       o->currency,
+                       o->reason_code,
+                       due,
+                       o->channel_time ? chtime : NULL,
+                       fp,
+                       fa,
+                       owed,
+                       o->notify_url[0] ? o->notify_url : NULL,
+                       o->import_id ? import : NULL,
+                       o->entered_by[0] ? o->entered_by : NULL};
+    if (pc_db_tx_query(o->tx,
+                       "INSERT INTO chargebacks AS c (chargeback_no, source, source_ref, "
+                       "channel_id, merchant_id, trade_no, payment_no, channel_txn_id, buyer_id, "
+                       "amount, currency, reason_code, evidence_due_at, channel_time, "
+                       "from_pending, from_available, owed, notify_url, import_id, entered_by) "
+                       "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::bigint, $11, $12, "
+                       "to_timestamp($13::bigint), to_timestamp($14::bigint), $15::bigint, "
+                       "$16::bigint, $17::bigint, $18, $19::bigint, $20) RETURNING "
+                       "chargeback_json(c)::text",
+                       20, p, open_inserted_cb, o) < 0)
+        open_fail(o, PC_EUNAVAIL);
+}
+
+static void open_matched_cb(void *data, int status, pc_db_res_t *res)
+{
+    open_t *o = data;
+    if (status) {
+        open_fail(o, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        open_unmatched(o, PC_API_NOT_FOUND, "no successful payment with this reference");
+        return;
+    }
+    int ex = pc_db_col(res, "existing");
+    if (!pc_db_isnull(res, 0, ex)) {
+        o->json = strdup(pc_db_get(res, 0, ex));
+        pc_db_tx_rollback(o->tx);
+        o->tx = NULL;
+        open_finish(o, OPEN_DUPLICATE, 0, PC_API_OK, NULL);
+        return;
+    }
+    snprintf(o->payment_no, sizeof o->payment_no, "%s", pc_db_val(res, 0, "payment_no"));
+    snprintf(o->trade_no, sizeof o->trade_no, "%s", pc_db_val(res, 0, "trade_no"));
+    snprintf(o->merchant_id, sizeof o->merchant_id, "%s", pc_db_val(res, 0, "merchant_id"));
+    snprintf(o->channel_id, sizeof o->channel_id, "%s", pc_db_val(res, 0, "channel_id"));
+    snprintf(o->channel_txn_id, sizeof o->channel_txn_id, "%s",
+             pc_db_val(res, 0, "channel_txn_id"));
+    snprintf(o->buyer_id, sizeof o->buyer_id, "%s", pc_db_val(res, 0, "buyer_id"));
+    snprintf(o->notify_url, sizeof o->notify_url, "%s", pc_db_val(res, 0, "notify_url"));
+    if (o->in_channel[0] && strcmp(o->in_channel, o->channel_id) != 0) {
+        open_unmatched(o, PC_API_INVALID_REQUEST, "the payment went through another channel");
+        return;
+    }
+    if (strcmp(o->currency, pc_db_val(res, 0, "currency")) != 0) {
+        open_unmatched(o, PC_API_INVALID_REQUEST, "the currency is not the payment's");
+        return;
+    }
+    int64_t left = pc_db_val_i64(res, 0, "external_amount") - pc_db_val_i64(res, 0, "disputed");
+    if (o->amount > left) {
+        open_unmatched(o, PC_API_AMOUNT_EXCEEDS_REFUNDABLE,
+                       "the amount exceeds what is left of the payment to dispute");
+        return;
+    }
+    /* Lock the merchant's balances in the ledger's own lock order (byte order
+     * of the ids) before reading them: the freeze posting locks them the same
+     * way, so nothing can move them in between. */
+    char avail[PC_LEDGER_ID_MAX + 1], pend[PC_LEDGER_ID_MAX + 1], ids[2 * PC_LEDGER_ID_MAX + 8];
+    if (pc_ledger_account_id(avail, sizeof avail, PC_LEDGER_MERCHANT_AVAILABLE, o->merchant_id,
+                             o->currency) ||
+        pc_ledger_account_id(pend, sizeof pend, PC_LEDGER_MERCHANT_PENDING, o->merchant_id,
+                             o->currency)) {
+        open_fail(o, PC_EINVAL);
+        return;
+    }
+    snprintf(ids, sizeof ids, "{%s,%s}", avail, pend);
+    const char *p[] = {ids};
+    if (pc_db_tx_query(o->tx,
+                       "SELECT account_id, balance FROM ledger_accounts WHERE account_id = "
+                       "ANY($1::text[]) ORDER BY account_id COLLATE \"C\" FOR UPDATE",
+                       1, p, open_locked_cb, o) < 0)
+        open_fail(o, PC_EUNAVAIL);
+}
+
+static void open_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    open_t *o = data;
+    if (status) {
+        open_finish(o, OPEN_FAILED, status, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    o->tx = tx;
+    /* The trade row is locked first, as refunds do, so that a refund and a
+     * freeze of the same trade never interleave. A reference that names a
+     * payment by both its channel id and our number prefers the channel's. */
+    const char *p[] = {o->in_channel[0] ? o->in_channel : NULL, o->in_txn[0] ? o->in_txn : NULL,
+                       o->in_payment[0] ? o->in_payment : NULL, o->source, o->source_ref};
+    if (pc_db_tx_query(
+            tx,
+            "SELECT p.payment_no, p.trade_no, p.merchant_id, p.currency, p.external_amount, "
+            "p.channel_id, coalesce(p.channel_txn_id, '') AS channel_txn_id, "
+            "coalesce(t.buyer_id, p.buyer_id, '') AS buyer_id, coalesce(t.notify_url, '') AS "
+            "notify_url, (SELECT coalesce(sum(c.amount), 0) FROM chargebacks c WHERE "
+            "c.payment_no = p.payment_no AND c.status <> 'CLOSE') AS disputed, (SELECT "
+            "chargeback_json(c)::text FROM chargebacks c WHERE c.channel_id = p.channel_id AND "
+            "c.source = $4 AND c.source_ref = $5) AS existing FROM payments p JOIN trades t ON "
+            "t.trade_no = p.trade_no WHERE p.status = 'SUCCESS' AND p.channel_id IS NOT NULL AND "
+            "((p.channel_id = $1 AND p.channel_txn_id = $2) OR p.payment_no = $3) ORDER BY "
+            "(p.channel_txn_id IS NOT DISTINCT FROM $2) DESC LIMIT 1 FOR UPDATE OF t",
+            5, p, open_matched_cb, o) < 0)
+        open_fail(o, PC_EUNAVAIL);
+}
+
+/* Opens a case. Returns 0 (cb runs once, later) or a negative code (cb never
+ * runs). */
+static int open_case(pc_app_t *app, const open_in_t *in, open_cb cb, void *data)
+{
+    open_t *o = calloc(1, sizeof *o);
+    if (!o)
+        return PC_ENOMEM;
+    o->app = app;
+    o->cb = cb;
+    o->data = data;
+    snprintf(o->source, sizeof o->source, "%s", in->source);
+    snprintf(o->source_ref, sizeof o->source_ref, "%s", in->source_ref);
+    snprintf(o->in_channel, sizeof o->in_channel, "%s", in->channel_id ? in->channel_id : "");
+    snprintf(o->in_txn, sizeof o->in_txn, "%s", in->channel_txn_id ? in->channel_txn_id : "");
+    snprintf(o->in_payment, sizeof o->in_payment, "%s", in->payment_no ? in->payment_no : "");
+    o->amount = in->amount;
+    snprintf(o->currency, sizeof o->currency, "%s", in->currency);
+    snprintf(o->reason_code, sizeof o->reason_code, "%s",
+             in->reason_code && in->reason_code[0] ? in->reason_code : "UNKNOWN");
+    snprintf(o->entered_by, sizeof o->entered_by, "%s", in->entered_by ? in->entered_by : "");
+    o->channel_time = in->channel_time;
+    o->respond_by = in->respond_by;
+    o->import_id = in->import_id;
+    int rc = pc_db_begin(app->db, NULL, open_begin_cb, o);
+    if (rc < 0)
+        free(o);
+    return rc;
+}
+
+/* ---------- POST /admin/chargebacks (offline entry) ---------- */
+
+typedef struct {
+    pc_http_req_t *req;
+    int64_t amount;
+    char payment_no[65];
+} entry_t;
+
+static void entry_opened(void *data, open_outcome_t outcome, int status, pc_api_err_t err,
+                         const char *why, const char *json_text)
+{
+    entry_t *e = data;
+    switch (outcome) {
+    case OPEN_CREATED:
+        pc_respond_json_text(e->req, 201, json_text);
+        break;
+    case OPEN_DUPLICATE: {
+        /* The same reference again: the same case if it says the same. */
+        json_t *j = json_loads(json_text, 0, NULL);
+        int same = j && json_integer_value(json_object_get(j, "amount")) == e->amount &&
+                   (!e->payment_no[0] ||
+                    !strcmp(json_string_value(json_object_get(j, "payment_no")), e->payment_no));
+        json_decref(j);
+        if (same)
+            pc_respond_json_text(e->req, 200, json_text);
+        else
+            pc_http_respond_error(e->req, PC_API_INVALID_STATE, "reference",
+                                  "this reference names another chargeback already");
+        break;
+    }
+    case OPEN_UNMATCHED:
+        pc_http_respond_error(e->req, err, NULL, why);
+        break;
+    case OPEN_FAILED:
+        pc_respond_db_error(e->req, status);
+        break;
+    }
+    free(e);
+}
+
+static const char *operator_of(pc_http_req_t *req)
+{
+    const char *who = pc_http_req_header(req, "X-Operator");
+    return who && printable(who, 64) ? who : "ops";
+}
+
+static void enter_chargeback(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    json_t *b = pc_http_req_json(req);
+    if (!b) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    int bad = 0;
+    const char *ref = json_string_value(json_object_get(b, "reference"));
+    if (!ref || !printable(ref, 128)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "reference",
+                              "the case's reference: 1-128 printable characters");
+        return;
+    }
+    const char *channel = pc_json_str(b, "channel_id", 32, 1, &bad);
+    if (bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "channel_id", "a channel id");
+        return;
+    }
+    const char *txn = json_string_value(json_object_get(b, "channel_txn_id"));
+    if (txn && !printable(txn, 80)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "channel_txn_id",
+                              "1-80 printable characters");
+        return;
+    }
+    const char *payment_no = pc_json_str(b, "payment_no", 64, 1, &bad);
+    if (bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "payment_no", "a payment number");
+        return;
+    }
+    if (!payment_no && !(channel && txn)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "channel_txn_id",
+                              "name the payment: channel_id and channel_txn_id, or payment_no");
+        return;
+    }
+    long long amount = 0;
+    if (pc_json_int(b, "amount", 1, 1000000000000000LL, &amount) != 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "amount",
+                              "a positive integer in minor units");
+        return;
+    }
+    const char *cur = json_string_value(json_object_get(b, "currency"));
+    if (!cur || strlen(cur) != 3 || cur[0] < 'A' || cur[0] > 'Z' || cur[1] < 'A' || cur[1] > 'Z' ||
+        cur[2] < 'A' || cur[2] > 'Z') {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "currency", "ISO 4217, upper case");
+        return;
+    }
+    const char *reason = json_string_value(json_object_get(b, "reason_code"));
+    if (reason && !printable(reason, 32)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "reason_code",
+                              "1-32 printable characters");
+        return;
+    }
+    long long due = 0, at = 0;
+    const char *due_s = json_string_value(json_object_get(b, "evidence_due_at"));
+    if (json_object_get(b, "evidence_due_at") && (!due_s || pc_cb_parse_time(due_s, &due))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "evidence_due_at", "an RFC 3339 time");
+        return;
+    }
+    const char *at_s = json_string_value(json_object_get(b, "time"));
+    if (json_object_get(b, "time") && (!at_s || pc_cb_parse_time(at_s, &at))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "time", "an RFC 3339 time");
+        return;
+    }
+    entry_t *e = calloc(1, sizeof *e);
+    e->req = req;
+    e->amount = amount;
+    snprintf(e->payment_no, sizeof e->payment_no, "%s", payment_no ? payment_no : "");
+    open_in_t in = {.source = "OFFLINE",
+                    .source_ref = ref,
+                    .channel_id = channel,
+                    .channel_txn_id = txn,
+                    .payment_no = payment_no,
+                    .amount = amount,
+                    .currency = cur,
+                    .reason_code = reason,
+                    .channel_time = at,
+                    .respond_by = due,
+                    .entered_by = operator_of(req)};
+    if (open_case(app, &in, entry_opened, e) < 0) {
+        free(e);
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+    }
+}
+
+/* ---------- POST /admin/chargebacks/import ---------- */
+
+typedef struct {
+    pc_app_t *app;
+    pc_http_req_t *req;
+    char channel_id[33], date[11], origin[8];
+    char *text;
+    size_t len;
+    pc_cb_csv_line_t *lines;
+    size_t nlines, next;
+    long long import_id;
+    int fresh;
+    int created, duplicates, unmatched;
+    json_t *created_nos, *unmatched_lines;
+} import_t;
+
+static void import_free(import_t *im)
+{
+    free(im->text);
+    free(im->lines);
+    json_decref(im->created_nos);
+    json_decref(im->unmatched_lines);
+    free(im);
+}
+
+static void import_next(import_t *im);
+
+static void import_counted_cb(void *data, int status, pc_db_res_t *res)
+{
+    import_t *im = data;
+    (void)res;
+    if (status) {
+        pc_respond_db_error(im->req, status);
+        import_free(im);
+        return;
+    }
+    json_t *answer = json_pack(
+        "{s:I,s:s,s:s,s:s,s:I,s:i,s:i,s:i,s:O,s:O}", "import_id", (json_int_t)im->import_id,
+        "channel_id", im->channel_id, "date", im->date, "origin", im->origin, "lines",
+        (json_int_t)im->nlines, "created", im->created, "duplicates", im->duplicates, "unmatched",
+        im->unmatched, "chargebacks", im->created_nos, "unmatched_lines", im->unmatched_lines);
+    pc_log_info("chargeback.imported", "%s %s (%s): %zu lines, %d new, %d duplicates, %d unmatched",
+                im->channel_id, im->date, im->origin, im->nlines, im->created, im->duplicates,
+                im->unmatched);
+    pc_http_respond_json(im->req, 200, answer);
+    import_free(im);
+}
+
+static void import_done(import_t *im)
+{
+    char id[24], lines[24], created[24], dups[24], unmatched[24];
+    snprintf(id, sizeof id, "%lld", im->import_id);
+    snprintf(lines, sizeof lines, "%zu", im->nlines);
+    snprintf(created, sizeof created, "%d", im->created);
+    snprintf(dups, sizeof dups, "%d", im->duplicates);
+    snprintf(unmatched, sizeof unmatched, "%d", im->unmatched);
+    const char *p[] = {id, lines, created, dups, unmatched, im->fresh ? "t" : "f"};
+    /* A file imported again keeps its first counts; only cases a re-run
+     * created (after a run that stopped half way) are added. */
+    if (pc_db_query(im->app->db,
+                    "UPDATE chargeback_imports SET lines = $2::int, created = created + "
+                    "$3::int, duplicates = CASE WHEN $6::boolean THEN $4::int ELSE duplicates "
+                    "END, unmatched = CASE WHEN $6::boolean THEN $5::int ELSE unmatched END "
+                    "WHERE import_id = $1::bigint",
+                    6, p, import_counted_cb, im) < 0) {
+        pc_http_respond_error(im->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        import_free(im);
+    }
+}
+
+static void unmatched_recorded_cb(void *data, int status, pc_db_res_t *res)
+{
+    import_t *im = data;
+    (void)res;
+    if (status) {
+        pc_respond_db_error(im->req, status);
+        import_free(im);
+        return;
+    }
+    import_next(im);
+}
+
+static void record_unmatched(import_t *im, const pc_cb_csv_line_t *l, const char *why)
+{
+    im->unmatched++;
+    json_array_append_new(im->unmatched_lines,
+                          json_pack("{s:i,s:s,s:s}", "line", l->line_no, "chargeback_ref",
+                                    l->chargeback_ref, "reason", why));
+    if (!l->chargeback_ref[0]) {
+        /* Nothing to key it by: reported, not kept. */
+        import_next(im);
+        return;
+    }
+    char id[24];
+    snprintf(id, sizeof id, "%lld", im->import_id);
+    const char *p[] = {im->channel_id, l->chargeback_ref, id, l->raw, why};
+    if (pc_db_query(im->app->db,
+                    "INSERT INTO chargeback_unmatched (channel_id, chargeback_ref, import_id, "
+                    "line, reason) VALUES ($1, $2, $3::bigint, $4, $5) ON CONFLICT DO NOTHING",
+                    5, p, unmatched_recorded_cb, im) < 0) {
+        pc_http_respond_error(im->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        import_free(im);
+    }
+}
+
+static void line_opened(void *data, open_outcome_t outcome, int status, pc_api_err_t err,
+                        const char *why, const char *json_text)
+{
+    import_t *im = data;
+    (void)err;
+    const pc_cb_csv_line_t *l = &im->lines[im->next - 1];
+    switch (outcome) {
+    case OPEN_CREATED: {
+        im->created++;
+        json_t *j = json_loads(json_text, 0, NULL);
+        json_array_append(im->created_nos, json_object_get(j, "chargeback_no"));
+        json_decref(j);
+        import_next(im);
+        return;
+    }
+    case OPEN_DUPLICATE:
+        im->duplicates++;
+        import_next(im);
+        return;
+    case OPEN_UNMATCHED:
+        record_unmatched(im, l, why);
+        return;
+    case OPEN_FAILED:
+        /* Stop here: importing the file again resumes safely (every line
+         * already opened is a duplicate then). */
+        pc_log_warn("chargeback.import_stopped", "%s %s line %d: %s", im->channel_id, im->date,
+                    l->line_no, pc_strerror(status));
+        pc_respond_db_error(im->req, status);
+        import_free(im);
+        return;
+    }
+}
+
+static void import_next(import_t *im)
+{
+    if (im->next >= im->nlines) {
+        import_done(im);
+        return;
+    }
+    const pc_cb_csv_line_t *l = &im->lines[im->next++];
+    if (!l->ok) {
+        record_unmatched(im, l, l->error);
+        return;
+    }
+    open_in_t in = {.source = "ONLINE",
+                    .source_ref = l->chargeback_ref,
+                    .channel_id = im->channel_id,
+                    .channel_txn_id = l->channel_ref,
+                    .payment_no = l->paycore_ref[0] ? l->paycore_ref : NULL,
+                    .amount = l->amount,
+                    .currency = l->currency,
+                    .reason_code = l->reason_code,
+                    .channel_time = l->time,
+                    .respond_by = l->respond_by,
+                    .entered_by = "import",
+                    .import_id = im->import_id};
+    if (open_case(im->app, &in, line_opened, im) < 0) {
+        pc_http_respond_error(im->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        import_free(im);
+    }
+}
+
+static void import_recorded_cb(void *data, int status, pc_db_res_t *res)
+{
+    import_t *im = data;
+    if (status || pc_db_rows(res) != 1) {
+        pc_respond_db_error(im->req, status ? status : PC_EIO);
+        import_free(im);
+        return;
+    }
+    im->import_id = pc_db_val_i64(res, 0, "import_id");
+    im->fresh = pc_db_val(res, 0, "fresh")[0] == 't';
+    import_next(im);
+}
+
+/* Parses the file and records the import; text is owned by im from here. */
+static void import_parse(import_t *im)
+{
+    char err[160] = "";
+    int rc = pc_cb_csv_parse(im->text, im->len, &im->lines, &im->nlines, err, sizeof err);
+    if (rc) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "chargeback file: %s", rc == PC_ENOMEM ? "out of memory" : err);
+        pc_http_respond_error(
+            im->req, !strcmp(im->origin, "UPLOAD") ? PC_API_INVALID_REQUEST : PC_API_INTERNAL,
+            !strcmp(im->origin, "UPLOAD") ? "csv" : NULL, msg);
+        import_free(im);
+        return;
+    }
+    char sha[PC_SHA256_HEX_LEN + 1];
+    pc_sha256_hex(im->text, im->len, sha);
+    const char *p[] = {im->channel_id, im->date, im->origin, sha};
+    if (pc_db_query(im->app->db,
+                    "INSERT INTO chargeback_imports AS i (channel_id, business_date, origin, "
+                    "sha256) VALUES ($1, $2::date, $3, $4) ON CONFLICT ON CONSTRAINT "
+                    "chargeback_imports_file DO UPDATE SET origin = i.origin RETURNING "
+                    "import_id, (xmax = 0) AS fresh",
+                    4, p, import_recorded_cb, im) < 0) {
+        pc_http_respond_error(im->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        import_free(im);
+    }
+}
+
+static void file_fetched(void *data, int status, const char *body, size_t len)
+{
+    import_t *im = data;
+    if (status) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "could not fetch the chargeback file of %s for %s: %s",
+                 im->channel_id, im->date, pc_strerror(status));
+        pc_http_respond_error(
+            im->req, status == PC_ENOTFOUND ? PC_API_NOT_FOUND : PC_API_UNAVAILABLE, NULL, msg);
+        import_free(im);
+        return;
+    }
+    im->text = malloc(len + 1);
+    if (!im->text) {
+        pc_http_respond_error(im->req, PC_API_UNAVAILABLE, NULL, "out of memory");
+        import_free(im);
+        return;
+    }
+    memcpy(im->text, body, len);
+    im->text[len] = 0;
+    im->len = len;
+    import_parse(im);
+}
+
+static void import_chargebacks(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *ctype = pc_http_req_header(req, "Content-Type");
+    int raw_csv = ctype && !strncmp(ctype, "text/csv", 8);
+    const char *channel = NULL, *date = NULL, *csv = NULL;
+    size_t csv_len = 0;
+    if (raw_csv) {
+        channel = pc_http_req_query_param(req, "channel_id");
+        date = pc_http_req_query_param(req, "date");
+        csv = pc_http_req_body(req, &csv_len);
+    } else {
+        json_t *b = pc_http_req_json(req);
+        if (!b) {
+            pc_http_respond_error(
+                req, PC_API_INVALID_REQUEST, NULL,
+                "body must be a JSON object (or text/csv with ?channel_id=&date=)");
+            return;
+        }
+        channel = json_string_value(json_object_get(b, "channel_id"));
+        date = json_string_value(json_object_get(b, "date"));
+        json_t *c = json_object_get(b, "csv");
+        if (c && !json_is_string(c)) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "csv", "the file's text");
+            return;
+        }
+        csv = json_string_value(c);
+        csv_len = c ? json_string_length(c) : 0;
+    }
+    long long day;
+    if (!channel || !pc_channels_find(app->channels, channel)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "channel_id", "a configured channel");
+        return;
+    }
+    if (!date || pc_cb_parse_date(date, &day)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "date", "a business date YYYY-MM-DD");
+        return;
+    }
+    import_t *im = calloc(1, sizeof *im);
+    if (!im) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "out of memory");
+        return;
+    }
+    im->app = app;
+    im->req = req;
+    snprintf(im->channel_id, sizeof im->channel_id, "%s", channel);
+    snprintf(im->date, sizeof im->date, "%s", date);
+    im->created_nos = json_array();
+    im->unmatched_lines = json_array();
+    if (csv) {
+        snprintf(im->origin, sizeof im->origin, "UPLOAD");
+        im->text = malloc(csv_len + 1);
+        if (!im->text) {
+            pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "out of memory");
+            import_free(im);
+            return;
+        }
+        memcpy(im->text, csv ? csv : "", csv_len);
+        im->text[csv_len] = 0;
+        im->len = csv_len;
+        import_parse(im);
+        return;
+    }
+    snprintf(im->origin, sizeof im->origin, "FETCH");
+    int rc =
+        pc_channel_fetch_file(app->channel_client, channel, "chargebacks", date, file_fetched, im);
+    if (rc < 0) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "the channel cannot be asked now");
+        import_free(im);
+    }
+}
+
+/* ---------- reading cases ---------- */
+
+static void json_text_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0 || pc_db_isnull(res, 0, 0)) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such chargeback");
+        return;
+    }
+    pc_respond_json_text(req, 200, pc_db_get(res, 0, 0));
+}
+
+static void list_cases(pc_http_req_t *req, pc_app_t *app, const char *merchant_id)
+{
+    const char *status = pc_http_req_query_param(req, "status");
+    if (status && !is_status(status)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "status",
+                              "WAIT_JUDGE, IN_JUDGE, JUDGE_FINISH or CLOSE");
+        return;
+    }
+    const char *p[] = {merchant_id, status};
+    if (pc_db_query(app->db,
+                    "SELECT json_build_object('chargebacks', coalesce(json_agg(chargeback_json(c) "
+                    "ORDER BY c.created_at DESC, c.chargeback_no), '[]'::json))::text FROM "
+                    "(SELECT * FROM chargebacks WHERE ($1::text IS NULL OR merchant_id = $1) AND "
+                    "($2::text IS NULL OR status = $2) ORDER BY created_at DESC LIMIT 500) c",
+                    2, p, json_text_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void get_case(pc_http_req_t *req, pc_app_t *app, const char *merchant_id)
+{
+    const char *p[] = {pc_http_req_param(req, "chargeback_no"), merchant_id};
+    if (pc_db_query(app->db,
+                    "SELECT chargeback_json(c)::text FROM chargebacks c WHERE chargeback_no = $1 "
+                    "AND ($2::text IS NULL OR merchant_id = $2)",
+                    2, p, json_text_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void merchant_list(pc_http_req_t *req, void *data)
+{
+    list_cases(req, data, pc_auth_merchant(req)->id);
+}
+
+static void merchant_get(pc_http_req_t *req, void *data)
+{
+    get_case(req, data, pc_auth_merchant(req)->id);
+}
+
+static void admin_list(pc_http_req_t *req, void *data)
+{
+    const char *m = pc_http_req_query_param(req, "merchant_id");
+    list_cases(req, data, m && m[0] ? m : NULL);
+}
+
+static void admin_get(pc_http_req_t *req, void *data)
+{
+    get_case(req, data, NULL);
+}
+
+/* ---------- POST /v1/chargebacks/{no}/evidence ---------- */
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    pc_db_tx_t *tx;
+    char *evidence; /* JSON text of the entry to append */
+    char *body;
+} evidence_t;
+
+static void evidence_free(void *arg)
+{
+    evidence_t *e = arg;
+    free(e->evidence);
+    free(e->body);
+}
+
+static void evidence_fail(evidence_t *e, pc_api_err_t err, const char *msg)
+{
+    if (e->tx)
+        pc_db_tx_rollback(e->tx);
+    e->tx = NULL;
+    pc_http_respond_error(e->req, err, NULL, msg);
+}
+
+static void evidence_commit_cb(void *data, int status)
+{
+    evidence_t *e = data;
+    if (status) {
+        pc_http_respond_error(e->req, PC_API_UNAVAILABLE, NULL,
+                              "not recorded; retry with the same Idempotency-Key");
+        return;
+    }
+    pc_http_respond(e->req, 200, "application/json", e->body, strlen(e->body));
+}
+
+static void evidence_why_cb(void *data, int status, pc_db_res_t *res)
+{
+    evidence_t *e = data;
+    if (status) {
+        evidence_fail(e, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        evidence_fail(e, PC_API_NOT_FOUND, "no such chargeback");
+        return;
+    }
+    const char *st = pc_db_val(res, 0, "status");
+    char msg[160];
+    if (strcmp(st, "WAIT_JUDGE") != 0)
+        snprintf(msg, sizeof msg, "the chargeback is %s: evidence is closed", st);
+    else if (pc_db_val(res, 0, "late")[0] == 't')
+        snprintf(msg, sizeof msg, "evidence was due by %s", pc_db_val(res, 0, "due"));
+    else {
+        evidence_fail(e, PC_API_LIMIT_EXCEEDED, "at most 20 evidence submissions per chargeback");
+        return;
+    }
+    evidence_fail(e, PC_API_INVALID_STATE, msg);
+}
+
+static void evidence_updated_cb(void *data, int status, pc_db_res_t *res)
+{
+    evidence_t *e = data;
+    if (status) {
+        evidence_fail(e, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        const char *p[] = {pc_http_req_param(e->req, "chargeback_no"),
+                           pc_auth_merchant(e->req)->id};
+        if (pc_db_tx_query(e->tx,
+                           "SELECT status, evidence_due_at <= now() AS late, "
+                           "to_char(evidence_due_at AT TIME ZONE 'UTC', "
+                           "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS due FROM chargebacks WHERE "
+                           "chargeback_no = $1 AND merchant_id = $2",
+                           2, p, evidence_why_cb, e) < 0)
+            evidence_fail(e, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    json_t *obj = json_loads(pc_db_get(res, 0, 0), 0, NULL);
+    e->body = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    if (!e->body) {
+        evidence_fail(e, PC_API_INTERNAL, "could not encode the answer");
+        return;
+    }
+    pc_idem_store_in_tx(pc_auth_idem(e->req), e->tx, 200, e->body);
+    pc_db_tx_commit(e->tx, evidence_commit_cb, e);
+}
+
+static void evidence_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    evidence_t *e = data;
+    if (status) {
+        evidence_fail(e, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    e->tx = tx;
+    const char *p[] = {pc_http_req_param(e->req, "chargeback_no"), pc_auth_merchant(e->req)->id,
+                       e->evidence};
+    /* The conditional update is the deadline: evidence counts only while the
+     * case waits for judgement and before it is due, by the database's clock. */
+    if (pc_db_tx_query(tx,
+                       "UPDATE chargebacks c SET evidence = c.evidence || jsonb_build_array("
+                       "$3::jsonb || jsonb_build_object('submitted_at', to_char(now() AT TIME "
+                       "ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))), updated_at = now() WHERE "
+                       "chargeback_no = $1 AND merchant_id = $2 AND status = 'WAIT_JUDGE' AND "
+                       "evidence_due_at > now() AND jsonb_array_length(c.evidence) < 20 "
+                       "RETURNING chargeback_json(c)::text",
+                       3, p, evidence_updated_cb, e) < 0)
+        evidence_fail(e, PC_API_UNAVAILABLE, "database unavailable");
+}
+
+static int is_hex64(const char *s)
+{
+    if (!s || strlen(s) != 64)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')))
+            return 0;
+    return 1;
+}
+
+static void submit_evidence(pc_http_req_t *req, void *data)
+{
+    json_t *b = pc_http_req_json(req);
+    if (!b) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    json_t *text = json_object_get(b, "text");
+    if (text && (!json_is_string(text) || json_string_length(text) > 4000 ||
+                 strlen(json_string_value(text)) != json_string_length(text))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "text", "at most 4000 characters");
+        return;
+    }
+    json_t *att = json_object_get(b, "attachments");
+    json_t *clean = json_array();
+    if (att && !json_is_null(att)) {
+        if (!json_is_array(att) || json_array_size(att) > 20) {
+            json_decref(clean);
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "attachments",
+                                  "a list of at most 20 {name, sha256}");
+            return;
+        }
+        size_t i;
+        json_t *a;
+        json_array_foreach(att, i, a)
+        {
+            const char *name = json_string_value(json_object_get(a, "name"));
+            const char *sha = json_string_value(json_object_get(a, "sha256"));
+            if (!name || !printable(name, 128) || !is_hex64(sha)) {
+                json_decref(clean);
+                pc_http_respond_error(req, PC_API_INVALID_REQUEST, "attachments",
+                                      "each attachment: name (1-128 characters) and sha256 "
+                                      "(64 hex digits)");
+                return;
+            }
+            json_array_append_new(clean, json_pack("{s:s,s:s}", "name", name, "sha256", sha));
+        }
+    }
+    if ((!text || json_string_length(text) == 0) && json_array_size(clean) == 0) {
+        json_decref(clean);
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "text", "give a text or attachments");
+        return;
+    }
+    evidence_t *e = pc_http_req_alloc(req, sizeof *e);
+    e->req = req;
+    e->app = data;
+    pc_http_req_on_done(req, evidence_free, e);
+    json_t *entry =
+        json_pack("{s:s,s:o}", "text", text ? json_string_value(text) : "", "attachments", clean);
+    e->evidence = json_dumps(entry, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(entry);
+    if (!e->evidence || pc_db_begin(e->app->db, NULL, evidence_begin_cb, e) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+/* ---------- admin transitions ---------- */
+
+static void explain_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such chargeback");
+        return;
+    }
+    char msg[96];
+    snprintf(msg, sizeof msg, "the chargeback is %s", pc_db_get(res, 0, 0));
+    pc_http_respond_error(req, PC_API_INVALID_STATE, NULL, msg);
+}
+
+/* Answers why a conditional update matched nothing: no case, or another state. */
+static void explain(pc_http_req_t *req, pc_app_t *app)
+{
+    const char *p[] = {pc_http_req_param(req, "chargeback_no")};
+    if (pc_db_query(app->db, "SELECT status FROM chargebacks WHERE chargeback_no = $1", 1, p,
+                    explain_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+} start_t;
+
+static void started_cb(void *data, int status, pc_db_res_t *res)
+{
+    start_t *s = data;
+    if (status)
+        pc_respond_db_error(s->req, status);
+    else if (pc_db_rows(res) == 0)
+        explain(s->req, s->app);
+    else
+        pc_respond_json_text(s->req, 200, pc_db_get(res, 0, 0));
+    free(s);
+}
+
+static void start_judge(pc_http_req_t *req, void *data)
+{
+    start_t *s = calloc(1, sizeof *s);
+    s->req = req;
+    s->app = data;
+    const char *p[] = {pc_http_req_param(req, "chargeback_no")};
+    if (pc_db_query(s->app->db,
+                    "UPDATE chargebacks c SET status = 'IN_JUDGE', judge_started_at = now(), "
+                    "updated_at = now() WHERE chargeback_no = $1 AND status = 'WAIT_JUDGE' "
+                    "RETURNING chargeback_json(c)::text",
+                    1, p, started_cb, s) < 0) {
+        free(s);
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+    }
+}
+
+/* Judge (IN_JUDGE → JUDGE_FINISH) and close (WAIT_JUDGE → CLOSE): one
+ * transaction each with the reserve's movement and the notification. */
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    pc_db_tx_t *tx;
+    int closing;
+    pc_cb_liable_t liable;
+    char note[1001];
+    char no[40], merchant_id[65], channel_id[33], currency[4], trade_no[65], notify_url[520];
+    int64_t amount;
+    pc_cb_hold_t hold;
+    pc_cb_release_t rel;
+    char *json;
+} decide_t;
+
+static void decide_free(decide_t *d)
+{
+    free(d->json);
+    free(d);
+}
+
+static void decide_fail(decide_t *d, int status)
+{
+    if (d->tx)
+        pc_db_tx_rollback(d->tx);
+    d->tx = NULL;
+    pc_respond_db_error(d->req, status ? status : PC_EIO);
+    decide_free(d);
+}
+
+static void decide_commit_cb(void *data, int status)
+{
+    decide_t *d = data;
+    d->tx = NULL;
+    if (status) {
+        decide_fail(d, status);
+        return;
+    }
+    const char *what = d->closing ? "CLOSE" : pc_cb_liable_name(d->liable);
+    char labels[48];
+    snprintf(labels, sizeof labels, "liable=\"%s\"", what);
+    pc_metrics_add("pc_chargebacks_judged_total", labels, 1);
+    pc_log_info("chargeback.decided",
+                "%s: %s; %lld %s: to pending %lld, available %lld, receivable %lld", d->no,
+                d->closing ? "closed" : what, (long long)d->amount, d->currency,
+                (long long)d->rel.to_pending, (long long)d->rel.to_available,
+                (long long)d->rel.to_receivable);
+    refresh_rate(d->app, d->merchant_id);
+    pc_respond_json_text(d->req, 200, d->json);
+    decide_free(d);
+}
+
+static void decide_released_cb(void *data, int status, pc_db_res_t *res)
+{
+    decide_t *d = data;
+    if (status || pc_db_rows(res) != 1) {
+        decide_fail(d, status);
+        return;
+    }
+    d->json = strdup(pc_db_get(res, 0, 0));
+    pc_cb_legs_t legs;
+    int rc = pc_cb_legs_judge(d->liable, d->merchant_id, d->channel_id, d->currency, d->amount,
+                              &d->rel, &legs);
+    if (!rc) {
+        pc_ledger_txn_t txn = {d->closing ? "CHARGEBACK_CLOSE" : "CHARGEBACK_JUDGE",
+                               "chargeback",
+                               d->no,
+                               d->trade_no,
+                               legs.legs,
+                               legs.n};
+        rc = pc_ledger_post(d->tx, &txn, post_logged_cb,
+                            d->closing ? "CHARGEBACK_CLOSE" : "CHARGEBACK_JUDGE");
+    }
+    if (!rc && !d->closing && d->liable == PC_CB_LIABLE_MERCHANT) {
+        char amount[24], owed[24];
+        snprintf(amount, sizeof amount, "%lld", (long long)d->amount);
+        snprintf(owed, sizeof owed, "%lld", (long long)d->hold.owed);
+        const char *p[] = {d->no, d->merchant_id, d->channel_id, amount, d->currency, owed};
+        rc = pc_db_tx_query(d->tx,
+                            "INSERT INTO chargeback_compensations (chargeback_no, merchant_id, "
+                            "channel_id, amount, currency, owed_at_judgement) VALUES ($1, $2, $3, "
+                            "$4::bigint, $5, $6::bigint)",
+                            6, p, ignore_cb, NULL);
+    }
+    if (!rc) {
+        json_t *obj = json_loads(d->json, 0, NULL);
+        rc = obj ? pc_outbox_add(d->tx, d->merchant_id,
+                                 d->closing ? "chargeback.closed" : "chargeback.judged",
+                                 d->notify_url[0] ? d->notify_url : NULL, obj)
+                 : PC_ENOMEM;
+        json_decref(obj);
+    }
+    if (rc) {
+        pc_log_error("chargeback.decide", "%s: %s", d->no, pc_ledger_strerror(rc));
+        decide_fail(d, rc);
+        return;
+    }
+    pc_db_tx_commit(d->tx, decide_commit_cb, d);
+}
+
+static void decide_locked_cb(void *data, int status, pc_db_res_t *res)
+{
+    decide_t *d = data;
+    if (status) {
+        decide_fail(d, status);
+        return;
+    }
+    int64_t receivable = 0;
+    for (int i = 0; i < pc_db_rows(res); i++)
+        if (strstr(pc_db_val(res, i, "account_id"), ":receivable:"))
+            receivable = pc_db_val_i64(res, i, "balance");
+    memset(&d->rel, 0, sizeof d->rel);
+    if (d->closing || d->liable != PC_CB_LIABLE_MERCHANT) {
+        if (pc_cb_release_split(&d->hold, receivable < 0 ? -receivable : 0, &d->rel)) {
+            decide_fail(d, PC_EINVAL);
+            return;
+        }
+    }
+    char tp[24], ta[24], tr[24];
+    snprintf(tp, sizeof tp, "%lld", (long long)d->rel.to_pending);
+    snprintf(ta, sizeof ta, "%lld", (long long)d->rel.to_available);
+    snprintf(tr, sizeof tr, "%lld", (long long)d->rel.to_receivable);
+    const char *p[] = {d->no, tp, ta, tr};
+    if (pc_db_tx_query(d->tx,
+                       "UPDATE chargebacks c SET released_to_pending = $2::bigint, "
+                       "released_to_available = $3::bigint, released_to_receivable = $4::bigint "
+                       "WHERE chargeback_no = $1 RETURNING chargeback_json(c)::text",
+                       4, p, decide_released_cb, d) < 0)
+        decide_fail(d, PC_EUNAVAIL);
+}
+
+static void decide_updated_cb(void *data, int status, pc_db_res_t *res)
+{
+    decide_t *d = data;
+    if (status) {
+        decide_fail(d, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        pc_db_tx_rollback(d->tx);
+        d->tx = NULL;
+        explain(d->req, d->app);
+        decide_free(d);
+        return;
+    }
+    snprintf(d->merchant_id, sizeof d->merchant_id, "%s", pc_db_val(res, 0, "merchant_id"));
+    snprintf(d->channel_id, sizeof d->channel_id, "%s", pc_db_val(res, 0, "channel_id"));
+    snprintf(d->currency, sizeof d->currency, "%s", pc_db_val(res, 0, "currency"));
+    snprintf(d->trade_no, sizeof d->trade_no, "%s", pc_db_val(res, 0, "trade_no"));
+    snprintf(d->notify_url, sizeof d->notify_url, "%s", pc_db_val(res, 0, "notify_url"));
+    d->amount = pc_db_val_i64(res, 0, "amount");
+    d->hold.from_pending = pc_db_val_i64(res, 0, "from_pending");
+    d->hold.from_available = pc_db_val_i64(res, 0, "from_available");
+    d->hold.owed = pc_db_val_i64(res, 0, "owed");
+    /* All the merchant's accounts the posting may touch, in the ledger's
+     * lock order, so the receivable read below stays true until commit. */
+    static const pc_ledger_type_t types[] = {
+        PC_LEDGER_MERCHANT_AVAILABLE, PC_LEDGER_MERCHANT_PENDING, PC_LEDGER_MERCHANT_RECEIVABLE,
+        PC_LEDGER_MERCHANT_RESERVE};
+    char ids[4 * (PC_LEDGER_ID_MAX + 1) + 4] = "{";
+    for (size_t i = 0; i < 4; i++) {
+        char id[PC_LEDGER_ID_MAX + 1];
+        if (pc_ledger_account_id(id, sizeof id, types[i], d->merchant_id, d->currency)) {
+            decide_fail(d, PC_EINVAL);
+            return;
+        }
+        strcat(ids, id);
+        strcat(ids, i < 3 ? "," : "}");
+    }
+    const char *p[] = {ids};
+    if (pc_db_tx_query(d->tx,
+                       "SELECT account_id, balance FROM ledger_accounts WHERE account_id = "
+                       "ANY($1::text[]) ORDER BY account_id COLLATE \"C\" FOR UPDATE",
+                       1, p, decide_locked_cb, d) < 0)
+        decide_fail(d, PC_EUNAVAIL);
+}
+
+static void decide_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    decide_t *d = data;
+    if (status) {
+        decide_fail(d, status);
+        return;
+    }
+    d->tx = tx;
+    const char *liable = d->closing ? NULL : pc_cb_liable_name(d->liable);
+    const char *p[] = {d->no, liable, d->note[0] ? d->note : NULL};
+    const char *sql =
+        d->closing
+            ? "UPDATE chargebacks SET status = 'CLOSE', judge_note = coalesce($3, judge_note), "
+              "closed_at = now(), updated_at = now() WHERE chargeback_no = $1 AND status = "
+              "'WAIT_JUDGE' AND $2::text IS NULL RETURNING merchant_id, channel_id, currency, "
+              "trade_no, amount, from_pending, from_available, owed, coalesce(notify_url, '') AS "
+              "notify_url"
+            : "UPDATE chargebacks SET status = 'JUDGE_FINISH', liable = $2, judge_note = $3, "
+              "judged_at = now(), updated_at = now() WHERE chargeback_no = $1 AND status = "
+              "'IN_JUDGE' RETURNING merchant_id, channel_id, currency, trade_no, amount, "
+              "from_pending, from_available, owed, coalesce(notify_url, '') AS notify_url";
+    if (pc_db_tx_query(tx, sql, 3, p, decide_updated_cb, d) < 0)
+        decide_fail(d, PC_EUNAVAIL);
+}
+
+static void decide(pc_http_req_t *req, pc_app_t *app, int closing)
+{
+    size_t len = 0;
+    pc_http_req_body(req, &len);
+    json_t *b = len ? pc_http_req_json(req) : NULL;
+    if (len && !b) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    decide_t *d = calloc(1, sizeof *d);
+    d->req = req;
+    d->app = app;
+    d->closing = closing;
+    d->liable = PC_CB_LIABLE_NONE;
+    snprintf(d->no, sizeof d->no, "%s", pc_http_req_param(req, "chargeback_no"));
+    if (!closing &&
+        pc_cb_liable_parse(json_string_value(json_object_get(b, "liable")), &d->liable)) {
+        free(d);
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "liable", "MERCHANT, PLATFORM or NONE");
+        return;
+    }
+    json_t *note = json_object_get(b, "note");
+    if (note && !json_is_null(note)) {
+        if (!json_is_string(note) || json_string_length(note) > 1000) {
+            free(d);
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "note", "at most 1000 characters");
+            return;
+        }
+        snprintf(d->note, sizeof d->note, "%s", json_string_value(note));
+    }
+    if (pc_db_begin(app->db, NULL, decide_begin_cb, d) < 0) {
+        free(d);
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+    }
+}
+
+static void judge_case(pc_http_req_t *req, void *data)
+{
+    decide(req, data, 0);
+}
+
+static void close_case(pc_http_req_t *req, void *data)
+{
+    decide(req, data, 1);
+}
+
+/* ---------- lifecycle ---------- */
+
+pc_chargebacks_t *pc_chargebacks_new(pc_app_t *app)
+{
+    pc_chargebacks_t *cbs = calloc(1, sizeof *cbs);
+    if (!cbs)
+        return NULL;
+    cbs->app = app;
+    uv_timer_init(app->loop, &cbs->timer);
+    cbs->timer.data = cbs;
+    pc_metrics_describe("pc_chargebacks_total", PC_METRIC_COUNTER,
+                        "chargebacks opened, by channel and source (ONLINE, OFFLINE)");
+    pc_metrics_describe("pc_chargebacks_judged_total", PC_METRIC_COUNTER,
+                        "chargebacks judged (by liable party) or closed");
+    pc_metrics_describe("pc_chargeback_rate_bp", PC_METRIC_GAUGE,
+                        "chargebacks per successful payment over 90 days, basis points, by "
+                        "merchant and channel");
+    pc_router_add(app->api, "GET", "/v1/chargebacks", merchant_list, app);
+    pc_router_add(app->api, "GET", "/v1/chargebacks/{chargeback_no}", merchant_get, app);
+    pc_router_add(app->api, "POST", "/v1/chargebacks/{chargeback_no}/evidence", submit_evidence,
+                  app);
+    pc_router_add(app->admin, "POST", "/admin/chargebacks", enter_chargeback, app);
+    pc_router_add(app->admin, "GET", "/admin/chargebacks", admin_list, app);
+    pc_router_add(app->admin, "POST", "/admin/chargebacks/import", import_chargebacks, app);
+    pc_router_add(app->admin, "GET", "/admin/chargebacks/{chargeback_no}", admin_get, app);
+    pc_router_add(app->admin, "POST", "/admin/chargebacks/{chargeback_no}/start-judge", start_judge,
+                  app);
+    pc_router_add(app->admin, "POST", "/admin/chargebacks/{chargeback_no}/judge", judge_case, app);
+    pc_router_add(app->admin, "POST", "/admin/chargebacks/{chargeback_no}/close", close_case, app);
+    return cbs;
+}
+
+void pc_chargebacks_start(pc_chargebacks_t *cbs)
+{
+    uint64_t ms = (uint64_t)pc_config_int(cbs->app->cfg, "chargeback.rate_refresh_ms");
+    uv_timer_start(&cbs->timer, refresh_tick, 100, ms);
+}
+
+void pc_chargebacks_stop(pc_chargebacks_t *cbs)
+{
+    uv_timer_stop(&cbs->timer);
+    uv_close((uv_handle_t *)&cbs->timer, NULL);
+}
+
+void pc_chargebacks_free(pc_chargebacks_t *cbs)
+{
+    free(cbs);
+}

@@ -1,0 +1,117 @@
+#include "chargeback/chargeback_money.h"
+#include "core/error.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const liable_names[] = {"MERCHANT", "PLATFORM", "NONE"};
+
+int pc_cb_liable_parse(const char *name, pc_cb_liable_t *out)
+{
+    for (int i = 0; name && i < 3; i++) {
+        if (!strcmp(name, liable_names[i])) {
+            *out = (pc_cb_liable_t)i;
+            return 0;
+        }
+    }
+    return PC_EINVAL;
+}
+
+const char *pc_cb_liable_name(pc_cb_liable_t liable)
+{
+    return (int)liable >= 0 && liable <= PC_CB_LIABLE_NONE ? liable_names[liable] : "?";
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+int pc_cb_hold_split(int64_t amount, int64_t pending, int64_t available, pc_cb_hold_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (amount <= 0)
+        return PC_EINVAL;
+    out->from_pending = min64(amount, pending > 0 ? pending : 0);
+    out->from_available = min64(amount - out->from_pending, available > 0 ? available : 0);
+    out->owed = amount - out->from_pending - out->from_available;
+    return 0;
+}
+
+int pc_cb_release_split(const pc_cb_hold_t *hold, int64_t outstanding_owed, pc_cb_release_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (hold->from_pending < 0 || hold->from_available < 0 || hold->owed < 0)
+        return PC_EINVAL;
+    out->to_pending = hold->from_pending;
+    out->to_receivable = min64(hold->owed, outstanding_owed > 0 ? outstanding_owed : 0);
+    out->to_available = hold->from_available + (hold->owed - out->to_receivable);
+    return 0;
+}
+
+static int add(pc_cb_legs_t *l, pc_ledger_type_t type, const char *owner, int64_t amount)
+{
+    if (amount == 0)
+        return 0;
+    if (l->n >= PC_CB_MAX_LEGS)
+        return PC_ELIMIT;
+    int rc = pc_ledger_account_id(l->ids[l->n], sizeof l->ids[l->n], type, owner, l->currency);
+    if (rc)
+        return rc;
+    l->legs[l->n].account_id = l->ids[l->n];
+    l->legs[l->n].amount = amount;
+    l->legs[l->n].currency = l->currency;
+    l->n++;
+    return 0;
+}
+
+static void legs_init(pc_cb_legs_t *l, const char *currency)
+{
+    memset(l, 0, sizeof *l);
+    snprintf(l->currency, sizeof l->currency, "%s", currency);
+}
+
+int pc_cb_legs_freeze(const char *merchant_id, const char *currency, const pc_cb_hold_t *hold,
+                      pc_cb_legs_t *out)
+{
+    legs_init(out, currency);
+    int64_t total = hold->from_pending + hold->from_available + hold->owed;
+    if (hold->from_pending < 0 || hold->from_available < 0 || hold->owed < 0 || total <= 0)
+        return PC_EINVAL;
+    int rc = add(out, PC_LEDGER_MERCHANT_PENDING, merchant_id, -hold->from_pending);
+    if (!rc)
+        rc = add(out, PC_LEDGER_MERCHANT_AVAILABLE, merchant_id, -hold->from_available);
+    if (!rc)
+        rc = add(out, PC_LEDGER_MERCHANT_RECEIVABLE, merchant_id, -hold->owed);
+    if (!rc)
+        rc = add(out, PC_LEDGER_MERCHANT_RESERVE, merchant_id, total);
+    return rc;
+}
+
+int pc_cb_legs_judge(pc_cb_liable_t liable, const char *merchant_id, const char *channel_id,
+                     const char *currency, int64_t amount, const pc_cb_release_t *rel,
+                     pc_cb_legs_t *out)
+{
+    legs_init(out, currency);
+    if (amount <= 0)
+        return PC_EINVAL;
+    int rc = add(out, PC_LEDGER_MERCHANT_RESERVE, merchant_id, -amount);
+    if (rc)
+        return rc;
+    if (liable == PC_CB_LIABLE_MERCHANT)
+        return add(out, PC_LEDGER_CHANNEL_CLEARING, channel_id, amount);
+    if (!rel || rel->to_pending < 0 || rel->to_available < 0 || rel->to_receivable < 0 ||
+        rel->to_pending + rel->to_available + rel->to_receivable != amount)
+        return PC_EINVAL;
+    rc = add(out, PC_LEDGER_MERCHANT_PENDING, merchant_id, rel->to_pending);
+    if (!rc)
+        rc = add(out, PC_LEDGER_MERCHANT_AVAILABLE, merchant_id, rel->to_available);
+    if (!rc)
+        rc = add(out, PC_LEDGER_MERCHANT_RECEIVABLE, merchant_id, rel->to_receivable);
+    if (!rc && liable == PC_CB_LIABLE_PLATFORM) {
+        rc = add(out, PC_LEDGER_PLATFORM_LOSS, NULL, -amount);
+        if (!rc)
+            rc = add(out, PC_LEDGER_CHANNEL_CLEARING, channel_id, amount);
+    }
+    return rc;
+}

@@ -1,0 +1,1183 @@
+#include "payout/payout.h"
+#include "auth/auth.h"
+#include "auth/sign.h"
+#include "channel/client.h"
+#include "channel/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "ledger/ledger.h"
+#include "notify/outbox.h"
+#include "rules/rules.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pc_payouts {
+    pc_app_t *app;
+    uv_timer_t timer;
+    char schedule[512]; /* "{2000,5000,…}" as a PostgreSQL int array literal */
+    int claiming;
+    int in_flight;
+};
+
+static void count(const char *what)
+{
+    char labels[64];
+    snprintf(labels, sizeof labels, "status=\"%s\"", what);
+    pc_metrics_add("pc_payouts_total", labels, 1);
+}
+
+static void ignore_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)data;
+    (void)status;
+    (void)res;
+}
+
+static void post_logged_cb(void *data, int status, int64_t txn_id)
+{
+    (void)txn_id;
+    if (status)
+        pc_log_warn("payout.ledger_failed", "%s: %s", (const char *)data,
+                    pc_ledger_strerror(status));
+}
+
+/* Posts one two-leg movement of amount from one account to another. */
+static int post_move(pc_db_tx_t *tx, const char *kind, const char *payout_no,
+                     pc_ledger_type_t from_type, const char *from_owner, pc_ledger_type_t to_type,
+                     const char *to_owner, const char *currency, int64_t amount)
+{
+    char from[PC_LEDGER_ID_MAX + 1], to[PC_LEDGER_ID_MAX + 1];
+    int rc = pc_ledger_account_id(from, sizeof from, from_type, from_owner, currency);
+    if (!rc)
+        rc = pc_ledger_account_id(to, sizeof to, to_type, to_owner, currency);
+    if (rc)
+        return rc;
+    pc_ledger_leg_t legs[2] = {{from, -amount, currency}, {to, amount, currency}};
+    pc_ledger_txn_t txn = {kind, "payout", payout_no, NULL, legs, 2};
+    return pc_ledger_post(tx, &txn, post_logged_cb, (void *)kind);
+}
+
+static int outbox_json(pc_db_tx_t *tx, const char *merchant_id, const char *type,
+                       const char *notify_url, const char *json_text)
+{
+    json_t *obj = json_loads(json_text, 0, NULL);
+    if (!obj)
+        return PC_ENOMEM;
+    int rc =
+        pc_outbox_add(tx, merchant_id, type, notify_url && notify_url[0] ? notify_url : NULL, obj);
+    json_decref(obj);
+    return rc;
+}
+
+/* ---------- applying a channel result (answer, callback, query) ---------- */
+
+typedef enum { APPLY_DONE, APPLY_DUPLICATE, APPLY_IGNORED, APPLY_FAILED } apply_outcome_t;
+typedef void (*apply_cb)(void *data, apply_outcome_t outcome);
+
+typedef struct {
+    pc_app_t *app;
+    apply_cb cb;
+    void *data;
+    pc_db_tx_t *tx;
+    char payout_no[40], expect_channel[33];
+    pc_ch_status_t target;
+    char code[48], message[160], channel_txn_id[80];
+    int64_t fee;
+    char from[12], merchant_id[65], currency[4], channel_id[33], notify_url[520];
+    int64_t amount;
+    /* steps still to take, in order: SUCCESS then RETURNED for a payout
+     * reported returned before we knew it had succeeded */
+    pc_ch_status_t steps[2];
+    int nsteps, step;
+} apply_t;
+
+static void apply_finish(apply_t *a, apply_outcome_t outcome)
+{
+    if (a->tx)
+        pc_db_tx_rollback(a->tx);
+    a->tx = NULL;
+    if (a->cb)
+        a->cb(a->data, outcome);
+    free(a);
+}
+
+static void apply_commit_cb(void *data, int status)
+{
+    apply_t *a = data;
+    a->tx = NULL;
+    if (status) {
+        pc_log_warn("payout.apply_failed", "%s: not committed: %s", a->payout_no,
+                    pc_strerror(status));
+        apply_finish(a, APPLY_FAILED);
+        return;
+    }
+    for (int i = 0; i < a->nsteps; i++)
+        count(a->steps[i] == PC_CH_SUCCESS  ? "SUCCESS"
+              : a->steps[i] == PC_CH_FAILED ? "FAILED"
+                                            : "RETURNED");
+    pc_log_info("payout.final", "%s: %s -> %s%s%s", a->payout_no, a->from,
+                a->target == PC_CH_SUCCESS  ? "SUCCESS"
+                : a->target == PC_CH_FAILED ? "FAILED"
+                                            : "RETURNED",
+                a->code[0] ? " " : "", a->code);
+    apply_finish(a, APPLY_DONE);
+}
+
+static void apply_step(apply_t *a);
+
+static void apply_updated_cb(void *data, int status, pc_db_res_t *res)
+{
+    apply_t *a = data;
+    if (status || pc_db_rows(res) != 1) {
+        apply_finish(a, APPLY_FAILED);
+        return;
+    }
+    pc_ch_status_t s = a->steps[a->step++];
+    const char *json = pc_db_get(res, 0, 0);
+    int rc;
+    const char *event;
+    if (s == PC_CH_SUCCESS) {
+        rc = post_move(a->tx, "PAYOUT_SUCCESS", a->payout_no, PC_LEDGER_PLATFORM_ESCROW, NULL,
+                       PC_LEDGER_CHANNEL_CLEARING, a->channel_id, a->currency, a->amount);
+        event = "payout.succeeded";
+    } else if (s == PC_CH_FAILED) {
+        rc = post_move(a->tx, "PAYOUT_RELEASE", a->payout_no, PC_LEDGER_PLATFORM_ESCROW, NULL,
+                       PC_LEDGER_MERCHANT_AVAILABLE, a->merchant_id, a->currency, a->amount);
+        event = "payout.failed";
+    } else {
+        rc = post_move(a->tx, "PAYOUT_RETURN", a->payout_no, PC_LEDGER_CHANNEL_CLEARING,
+                       a->channel_id, PC_LEDGER_MERCHANT_AVAILABLE, a->merchant_id, a->currency,
+                       a->amount);
+        event = "payout.returned";
+    }
+    if (!rc)
+        rc = outbox_json(a->tx, a->merchant_id, event, a->notify_url, json);
+    if (rc) {
+        pc_log_error("payout.apply", "%s: %s", a->payout_no, pc_ledger_strerror(rc));
+        apply_finish(a, APPLY_FAILED);
+        return;
+    }
+    apply_step(a);
+}
+
+static void apply_step(apply_t *a)
+{
+    if (a->step >= a->nsteps) {
+        pc_db_tx_commit(a->tx, apply_commit_cb, a);
+        return;
+    }
+    pc_ch_status_t s = a->steps[a->step];
+    const char *from = a->step == 0 ? a->from : "SUCCESS";
+    char fee[24];
+    snprintf(fee, sizeof fee, "%lld", (long long)a->fee);
+    const char *txn = a->channel_txn_id[0] ? a->channel_txn_id : NULL;
+    int rc;
+    if (s == PC_CH_SUCCESS) {
+        const char *p[] = {a->payout_no, from, txn, fee};
+        rc = pc_db_tx_query(a->tx,
+                            "UPDATE payouts p SET status = 'SUCCESS', channel_txn_id = "
+                            "coalesce($3, p.channel_txn_id), fee = $4::bigint, finished_at = "
+                            "now(), next_query_at = NULL, updated_at = now() WHERE payout_no = "
+                            "$1 AND status = $2 RETURNING payout_json(p)::text",
+                            4, p, apply_updated_cb, a);
+    } else if (s == PC_CH_FAILED) {
+        const char *p[] = {a->payout_no, from, txn, a->code[0] ? a->code : "PAYOUT_FAILED",
+                           a->message[0] ? a->message : NULL};
+        rc = pc_db_tx_query(a->tx,
+                            "UPDATE payouts p SET status = 'FAILED', channel_txn_id = "
+                            "coalesce($3, p.channel_txn_id), failure_code = $4, failure_message "
+                            "= $5, finished_at = now(), next_query_at = NULL, updated_at = now() "
+                            "WHERE payout_no = $1 AND status = $2 RETURNING payout_json(p)::text",
+                            5, p, apply_updated_cb, a);
+    } else {
+        const char *p[] = {a->payout_no, from, a->code[0] ? a->code : NULL};
+        rc = pc_db_tx_query(a->tx,
+                            "UPDATE payouts p SET status = 'RETURNED', return_reason = $3, "
+                            "returned_at = now(), updated_at = now() WHERE payout_no = $1 AND "
+                            "status = $2 RETURNING payout_json(p)::text",
+                            3, p, apply_updated_cb, a);
+    }
+    if (rc < 0)
+        apply_finish(a, APPLY_FAILED);
+}
+
+static void flagged_commit_cb(void *data, int status)
+{
+    apply_t *a = data;
+    a->tx = NULL;
+    apply_finish(a, status ? APPLY_FAILED : APPLY_IGNORED);
+}
+
+static void apply_locked_cb(void *data, int status, pc_db_res_t *res)
+{
+    apply_t *a = data;
+    if (status) {
+        apply_finish(a, APPLY_FAILED);
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        pc_log_warn("payout.unknown", "a channel reported on payout %s, which does not exist",
+                    a->payout_no);
+        apply_finish(a, APPLY_IGNORED);
+        return;
+    }
+    snprintf(a->from, sizeof a->from, "%s", pc_db_val(res, 0, "status"));
+    snprintf(a->merchant_id, sizeof a->merchant_id, "%s", pc_db_val(res, 0, "merchant_id"));
+    snprintf(a->currency, sizeof a->currency, "%s", pc_db_val(res, 0, "currency"));
+    snprintf(a->channel_id, sizeof a->channel_id, "%s", pc_db_val(res, 0, "channel_id"));
+    snprintf(a->notify_url, sizeof a->notify_url, "%s", pc_db_val(res, 0, "notify_url"));
+    a->amount = pc_db_val_i64(res, 0, "amount");
+    if (a->expect_channel[0] && strcmp(a->expect_channel, a->channel_id) != 0) {
+        pc_log_warn("payout.wrong_channel", "channel %s reported on payout %s of channel %s",
+                    a->expect_channel, a->payout_no, a->channel_id);
+        apply_finish(a, APPLY_IGNORED);
+        return;
+    }
+    int open = !strcmp(a->from, "ACCEPTED") || !strcmp(a->from, "PROCESSING");
+    const char *target = a->target == PC_CH_SUCCESS  ? "SUCCESS"
+                         : a->target == PC_CH_FAILED ? "FAILED"
+                                                     : "RETURNED";
+    a->nsteps = 0;
+    if (!strcmp(a->from, target) || (a->target == PC_CH_SUCCESS && !strcmp(a->from, "RETURNED"))) {
+        apply_finish(a, APPLY_DUPLICATE);
+        return;
+    }
+    if (a->target == PC_CH_SUCCESS && open) {
+        a->steps[a->nsteps++] = PC_CH_SUCCESS;
+    } else if (a->target == PC_CH_FAILED && open) {
+        a->steps[a->nsteps++] = PC_CH_FAILED;
+    } else if (a->target == PC_CH_RETURNED && (open || !strcmp(a->from, "SUCCESS"))) {
+        if (open)
+            a->steps[a->nsteps++] = PC_CH_SUCCESS;
+        a->steps[a->nsteps++] = PC_CH_RETURNED;
+    }
+    if (a->nsteps == 0) {
+        /* The channel contradicts a final state we hold (failed after
+         * success, success after failure): nothing moves; ops look. */
+        pc_log_error("payout.contradiction", "payout %s is %s but the channel says %s%s%s",
+                     a->payout_no, a->from, target, a->code[0] ? " " : "", a->code);
+        const char *p[] = {a->payout_no};
+        if (pc_db_tx_query(a->tx, "UPDATE payouts SET needs_ops = true WHERE payout_no = $1", 1, p,
+                           ignore_cb, NULL) < 0) {
+            apply_finish(a, APPLY_FAILED);
+            return;
+        }
+        pc_db_tx_commit(a->tx, flagged_commit_cb, a);
+        return;
+    }
+    a->step = 0;
+    apply_step(a);
+}
+
+static void apply_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    apply_t *a = data;
+    if (status) {
+        apply_finish(a, APPLY_FAILED);
+        return;
+    }
+    a->tx = tx;
+    const char *p[] = {a->payout_no};
+    if (pc_db_tx_query(tx,
+                       "SELECT status, merchant_id, amount, currency, channel_id, "
+                       "coalesce(notify_url, '') AS notify_url FROM payouts WHERE payout_no = $1 "
+                       "FOR UPDATE",
+                       1, p, apply_locked_cb, a) < 0)
+        apply_finish(a, APPLY_FAILED);
+}
+
+/* Makes a final channel result (SUCCESS, FAILED, RETURNED) true for the
+ * payout. expect_channel (may be NULL) is the channel that reported it.
+ * Returns 0 (cb, which may be NULL, runs once) or a negative code. */
+static int apply_result(pc_app_t *app, const char *payout_no, const char *expect_channel,
+                        const pc_ch_result_t *res, apply_cb cb, void *data)
+{
+    if (res->status != PC_CH_SUCCESS && res->status != PC_CH_FAILED &&
+        res->status != PC_CH_RETURNED)
+        return PC_EINVAL;
+    apply_t *a = calloc(1, sizeof *a);
+    if (!a)
+        return PC_ENOMEM;
+    a->app = app;
+    a->cb = cb;
+    a->data = data;
+    snprintf(a->payout_no, sizeof a->payout_no, "%s", payout_no);
+    snprintf(a->expect_channel, sizeof a->expect_channel, "%s",
+             expect_channel ? expect_channel : "");
+    a->target = res->status;
+    snprintf(a->code, sizeof a->code, "%s", res->code);
+    snprintf(a->message, sizeof a->message, "%s", res->message);
+    snprintf(a->channel_txn_id, sizeof a->channel_txn_id, "%s", res->channel_txn_id);
+    a->fee = res->fee > 0 ? res->fee : 0;
+    int rc = pc_db_begin(app->db, NULL, apply_begin_cb, a);
+    if (rc < 0)
+        free(a);
+    return rc;
+}
+
+/* ---------- sending ---------- */
+
+typedef struct {
+    pc_app_t *app;
+    char payout_no[40];
+    char channel_id[33];
+} send_t;
+
+static void txn_id_saved_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)status;
+    (void)res;
+    free(data);
+}
+
+static void sent_cb(void *data, const pc_ch_result_t *res)
+{
+    send_t *s = data;
+    if (res->status == PC_CH_SUCCESS || res->status == PC_CH_FAILED ||
+        res->status == PC_CH_RETURNED) {
+        if (apply_result(s->app, s->payout_no, NULL, res, NULL, NULL) < 0)
+            pc_log_warn("payout.apply_later", "%s: the status query will apply the answer",
+                        s->payout_no);
+        free(s);
+        return;
+    }
+    /* PROCESSING or no answer: the callback or the status query finishes it. */
+    if (res->status == PC_CH_PROCESSING && res->channel_txn_id[0]) {
+        const char *p[] = {s->payout_no, res->channel_txn_id};
+        if (pc_db_query(s->app->db,
+                        "UPDATE payouts SET channel_txn_id = $2 WHERE payout_no = $1 AND "
+                        "channel_txn_id IS NULL",
+                        2, p, txn_id_saved_cb, s) == 0)
+            return;
+    }
+    free(s);
+}
+
+static void claimed_for_send_cb(void *data, int status, pc_db_res_t *res)
+{
+    send_t *s = data;
+    if (status || pc_db_rows(res) == 0) {
+        /* Sent by someone else, held, or final already. */
+        free(s);
+        return;
+    }
+    json_t *payee = json_loads(pc_db_val(res, 0, "payee"), 0, NULL);
+    snprintf(s->channel_id, sizeof s->channel_id, "%s", pc_db_val(res, 0, "channel_id"));
+    pc_ch_payout_t req = {s->channel_id, s->payout_no, pc_db_val_i64(res, 0, "amount"),
+                          pc_db_val(res, 0, "currency"), payee};
+    int rc = payee ? pc_channel_payout(s->app->channel_client, &req, sent_cb, s) : PC_EINVAL;
+    json_decref(payee);
+    if (rc < 0) {
+        pc_log_warn("payout.not_sent", "%s via %s: %s; the status query takes over", s->payout_no,
+                    s->channel_id, pc_strerror(rc));
+        free(s);
+    }
+}
+
+/* Sends an accepted, unheld payout: marks it PROCESSING first (a node that
+ * dies after this leaves it to the status query, which the channel answers
+ * by payout_no), then calls the channel. */
+static void send_payout(pc_app_t *app, const char *payout_no)
+{
+    send_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return;
+    s->app = app;
+    snprintf(s->payout_no, sizeof s->payout_no, "%s", payout_no);
+    char first[24];
+    snprintf(first, sizeof first, "%lld",
+             (long long)pc_config_int(app->cfg, "payout.first_query_ms"));
+    const char *p[] = {payout_no, first};
+    if (pc_db_query(app->db,
+                    "UPDATE payouts SET status = 'PROCESSING', sent_at = coalesce(sent_at, "
+                    "now()), next_query_at = now() + $2::bigint * interval '1 millisecond', "
+                    "updated_at = now() WHERE payout_no = $1 AND status = 'ACCEPTED' AND "
+                    "hold_reason IS NULL RETURNING amount, currency, channel_id, payee::text AS "
+                    "payee",
+                    2, p, claimed_for_send_cb, s) < 0)
+        free(s);
+}
+
+/* ---------- POST /v1/payouts ---------- */
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    pc_db_tx_t *tx;
+    char out_payout_no[65], currency[4], channel_id[33], notify_url[520];
+    int64_t amount;
+    char *payee;
+    char payout_no[40];
+    int64_t available;
+    char decision[12];
+    char *body;
+} accept_t;
+
+static void accept_free(void *arg)
+{
+    accept_t *a = arg;
+    free(a->payee);
+    free(a->body);
+}
+
+static void accept_fail(accept_t *a, pc_api_err_t err, const char *field, const char *msg)
+{
+    if (a->tx)
+        pc_db_tx_rollback(a->tx);
+    a->tx = NULL;
+    pc_http_respond_error(a->req, err, field, msg);
+}
+
+static void accept_commit_cb(void *data, int status)
+{
+    accept_t *a = data;
+    a->tx = NULL;
+    if (status) {
+        pc_http_respond_error(a->req, PC_API_UNAVAILABLE, NULL,
+                              "not recorded; retry with the same Idempotency-Key");
+        return;
+    }
+    pc_log_info("payout.accepted", "%s (%s) of %s: %lld %s via %s, risk %s", a->payout_no,
+                a->out_payout_no, pc_auth_merchant(a->req)->id, (long long)a->amount, a->currency,
+                a->channel_id, a->decision);
+    count(!strcmp(a->decision, "REJECT") ? "REJECTED" : "ACCEPTED");
+    pc_app_t *app = a->app;
+    char no[40];
+    snprintf(no, sizeof no, "%s", a->payout_no);
+    int send = !strcmp(a->decision, "ACCEPT");
+    pc_http_respond(a->req, 200, "application/json", a->body, strlen(a->body));
+    if (send)
+        send_payout(app, no);
+}
+
+static void accept_inserted_cb(void *data, int status, pc_db_res_t *res)
+{
+    accept_t *a = data;
+    if (status == PC_ECONFLICT) {
+        accept_fail(a, PC_API_DUPLICATE_OUT_PAYOUT_NO, "out_payout_no",
+                    "this out_payout_no was used for another payout");
+        return;
+    }
+    if (status || pc_db_rows(res) != 1) {
+        accept_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    const pc_merchant_t *m = pc_auth_merchant(a->req);
+    const char *json = pc_db_get(res, 0, 0);
+    int rc = 0;
+    if (!strcmp(a->decision, "REJECT"))
+        rc = outbox_json(a->tx, m->id, "payout.failed", a->notify_url, json);
+    else
+        rc = post_move(a->tx, "PAYOUT_HOLD", a->payout_no, PC_LEDGER_MERCHANT_AVAILABLE, m->id,
+                       PC_LEDGER_PLATFORM_ESCROW, NULL, a->currency, a->amount);
+    json_t *obj = json_loads(json, 0, NULL);
+    a->body = obj ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(obj);
+    if (rc || !a->body) {
+        accept_fail(a, PC_API_UNAVAILABLE, NULL, "could not record the payout");
+        return;
+    }
+    pc_idem_store_in_tx(pc_auth_idem(a->req), a->tx, 200, a->body);
+    pc_db_tx_commit(a->tx, accept_commit_cb, a);
+}
+
+static void accept_info_cb(void *data, int status, pc_db_res_t *res)
+{
+    accept_t *a = data;
+    if (status || pc_db_tx_failed(a->tx)) {
+        accept_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    if (pc_db_val(res, 0, "dup")[0] == 't') {
+        accept_fail(a, PC_API_DUPLICATE_OUT_PAYOUT_NO, "out_payout_no",
+                    "this out_payout_no was used for another payout");
+        return;
+    }
+    if (a->available < a->amount) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "available balance %lld %s is less than %lld",
+                 (long long)a->available, a->currency, (long long)a->amount);
+        accept_fail(a, PC_API_INSUFFICIENT_BALANCE, "amount", msg);
+        return;
+    }
+    const pc_merchant_t *m = pc_auth_merchant(a->req);
+    json_t *ctx =
+        json_pack("{s:s,s:I,s:s,s:s,s:I,s:b,s:{s:s,s:I}}", "kind", "PAYOUT", "amount",
+                  (json_int_t)a->amount, "currency", a->currency, "method", "PAYOUT", "now",
+                  (json_int_t)pc_db_val_i64(res, 0, "now"), "challenge_passed", 0, "merchant", "id",
+                  m->id, "chargeback_rate_bp", (json_int_t)pc_db_val_i64(res, 0, "cb_rate"));
+    pc_rule_result_t r;
+    pc_rules_risk(a->app->rules, ctx, &r);
+    json_decref(ctx);
+    if (r.outcome != PC_RULE_OK)
+        pc_log_warn("payout.risk_fallback", "risk %s at %s:%d: %s; REVIEW",
+                    pc_rule_outcome_name(r.outcome), r.error.file, r.error.line, r.error.message);
+    const char *d = json_string_value(json_object_get(r.answer, "decision"));
+    snprintf(a->decision, sizeof a->decision, "%s",
+             d && !strcmp(d, "ACCEPT")   ? "ACCEPT"
+             : d && !strcmp(d, "REJECT") ? "REJECT"
+                                         : "REVIEW");
+    char score[24], hex[21], amount[24], first[24];
+    snprintf(score, sizeof score, "%lld",
+             (long long)json_integer_value(json_object_get(r.answer, "score")));
+    json_t *reasons = json_object_get(r.answer, "reasons");
+    char *reasons_text = json_dumps(reasons ? reasons : json_array(), JSON_COMPACT);
+    pc_random_hex(hex, sizeof hex, 10);
+    snprintf(a->payout_no, sizeof a->payout_no, "PO%s", hex);
+    snprintf(amount, sizeof amount, "%lld", (long long)a->amount);
+    snprintf(first, sizeof first, "%lld",
+             (long long)pc_config_int(a->app->cfg, "payout.first_query_ms"));
+    int reject = !strcmp(a->decision, "REJECT");
+    const char *p[] = {a->payout_no,
+                       a->out_payout_no,
+                       m->id,
+                       amount,
+                       a->currency,
+                       a->payee,
+                       reject ? "FAILED" : "ACCEPTED",
+                       a->channel_id,
+                       !strcmp(a->decision, "REVIEW") ? "RISK_REVIEW" : NULL,
+                       a->decision,
+                       score,
+                       reasons_text ? reasons_text : "[]",
+                       r.version[0] ? r.version : NULL,
+                       a->notify_url[0] ? a->notify_url : NULL,
+                       reject ? "RISK_REJECTED" : NULL,
+                       reject ? "refused by the risk rules" : NULL,
+                       first};
+    int rc = pc_db_tx_query(
+        a->tx,
+        "INSERT INTO payouts AS p (payout_no, out_payout_no, merchant_id, amount, currency, "
+        "payee, status, channel_id, hold_reason, risk_decision, risk_score, risk_reasons, "
+        "risk_version, notify_url, failure_code, failure_message, finished_at, next_query_at) "
+        "VALUES ($1, $2, $3, $4::bigint, $5, $6::jsonb, $7, $8, $9, $10, $11::int, $12::jsonb, "
+        "$13, $14, $15, $16, CASE WHEN $7 = 'FAILED' THEN now() END, CASE WHEN $7 = 'ACCEPTED' "
+        "AND $9::text IS NULL THEN now() + $17::bigint * interval '1 millisecond' END) "
+        "RETURNING payout_json(p)::text",
+        17, p, accept_inserted_cb, a);
+    free(reasons_text);
+    pc_rule_result_clear(&r);
+    if (rc < 0)
+        accept_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void accept_balance_cb(void *data, int status, pc_db_res_t *res)
+{
+    accept_t *a = data;
+    if (status)
+        return; /* the next statement's callback sees the failure */
+    a->available = pc_db_rows(res) ? pc_db_get_i64(res, 0, 0) : 0;
+}
+
+static void accept_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    accept_t *a = data;
+    if (status) {
+        accept_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    a->tx = tx;
+    const pc_merchant_t *m = pc_auth_merchant(a->req);
+    char avail[PC_LEDGER_ID_MAX + 1];
+    if (pc_ledger_account_id(avail, sizeof avail, PC_LEDGER_MERCHANT_AVAILABLE, m->id,
+                             a->currency)) {
+        accept_fail(a, PC_API_INVALID_REQUEST, "currency", "ISO 4217, upper case");
+        return;
+    }
+    /* The balance is locked until commit: concurrent payouts of this
+     * merchant queue here, and each sees what the one before left. */
+    const char *p1[] = {avail};
+    const char *p2[] = {m->id, a->out_payout_no};
+    if (pc_db_tx_query(tx, "SELECT balance FROM ledger_accounts WHERE account_id = $1 FOR UPDATE",
+                       1, p1, accept_balance_cb, a) < 0 ||
+        pc_db_tx_query(tx,
+                       "SELECT EXISTS (SELECT 1 FROM payouts WHERE merchant_id = $1 AND "
+                       "out_payout_no = $2) AS dup, merchant_chargeback_rate_bp($1) AS cb_rate, "
+                       "extract(epoch FROM now())::bigint AS now",
+                       2, p2, accept_info_cb, a) < 0)
+        accept_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+/* The channel that pays out this currency: payout.channel when configured,
+ * else the first enabled channel (by id) that lists PAYOUT among its refund
+ * methods and takes the currency. Returns 0 or PC_ENOTFOUND. */
+static int choose_channel(pc_app_t *app, const char *currency, char out[33])
+{
+    const char *want = pc_config_str(app->cfg, "payout.channel");
+    const pc_channel_set_t *set = pc_channels_current(app->channels);
+    size_t n = set ? pc_channel_set_count(set) : 0;
+    for (size_t i = 0; i < n; i++) {
+        const pc_channel_t *ch = pc_channel_set_at(set, i);
+        if (want[0] && strcmp(want, ch->id) != 0)
+            continue;
+        if (!pc_channels_effective_enabled(app->channels, ch->id) ||
+            (!want[0] && !pc_channel_supports_refund(ch, PC_REFUND_PAYOUT)))
+            continue;
+        for (size_t c = 0; c < ch->ncurrencies; c++) {
+            if (!strcmp(ch->currencies[c], currency)) {
+                snprintf(out, 33, "%s", ch->id);
+                return 0;
+            }
+        }
+    }
+    return PC_ENOTFOUND;
+}
+
+static int all_digits(const char *s, size_t min, size_t max)
+{
+    size_t n = strlen(s);
+    if (n < min || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
+static int printable(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < ' ' || s[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* Checks the payee and returns its normalised copy (new reference), or NULL
+ * after answering req. Card numbers are refused, never read further. */
+static json_t *parse_payee(pc_http_req_t *req, json_t *p)
+{
+    if (!json_is_object(p)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "payee",
+                              "{\"type\":\"CARD|ACCOUNT\", …}");
+        return NULL;
+    }
+    if (json_object_get(p, "pan") || json_object_get(p, "card_number") ||
+        json_object_get(p, "cvv")) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "payee",
+                              "card numbers are not accepted: give a card_token");
+        return NULL;
+    }
+    const char *type = json_string_value(json_object_get(p, "type"));
+    const char *name = json_string_value(json_object_get(p, "name"));
+    const char *bank = json_string_value(json_object_get(p, "bank_code"));
+    if ((json_object_get(p, "name") && (!name || !printable(name, 128))) ||
+        (json_object_get(p, "bank_code") && (!bank || !printable(bank, 32)))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "payee",
+                              "name: 1-128 characters, bank_code: 1-32 characters");
+        return NULL;
+    }
+    json_t *out = json_object();
+    if (type && !strcmp(type, "CARD")) {
+        const char *tok = json_string_value(json_object_get(p, "card_token"));
+        if (!tok || !printable(tok, 80) || strchr(tok, ' ')) {
+            json_decref(out);
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "payee",
+                                  "a CARD payee needs a card_token");
+            return NULL;
+        }
+        json_object_set_new(out, "type", json_string("CARD"));
+        json_object_set_new(out, "card_token", json_string(tok));
+    } else if (type && !strcmp(type, "ACCOUNT")) {
+        const char *acct = json_string_value(json_object_get(p, "account_no"));
+        if (!acct || !all_digits(acct, 6, 34)) {
+            json_decref(out);
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "payee",
+                                  "an ACCOUNT payee needs an account_no of 6-34 digits");
+            return NULL;
+        }
+        json_object_set_new(out, "type", json_string("ACCOUNT"));
+        json_object_set_new(out, "account_no", json_string(acct));
+    } else {
+        json_decref(out);
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "payee", "type: CARD or ACCOUNT");
+        return NULL;
+    }
+    if (name)
+        json_object_set_new(out, "name", json_string(name));
+    if (bank)
+        json_object_set_new(out, "bank_code", json_string(bank));
+    return out;
+}
+
+static void create_payout(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    json_t *b = pc_http_req_json(req);
+    if (!b) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    int bad = 0;
+    const char *out_no = pc_json_str(b, "out_payout_no", 64, 1, &bad);
+    if (!out_no || bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "out_payout_no",
+                              "1-64 of [A-Za-z0-9_-]");
+        return;
+    }
+    long long amount = 0;
+    if (pc_json_int(b, "amount", 1, 1000000000000000LL, &amount) != 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "amount",
+                              "a positive integer in minor units");
+        return;
+    }
+    const char *cur = json_string_value(json_object_get(b, "currency"));
+    if (!cur || strlen(cur) != 3 || cur[0] < 'A' || cur[0] > 'Z' || cur[1] < 'A' || cur[1] > 'Z' ||
+        cur[2] < 'A' || cur[2] > 'Z') {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "currency", "ISO 4217, upper case");
+        return;
+    }
+    const char *notify = pc_json_str(b, "notify_url", 512, 0, &bad);
+    if (bad || (notify && strncmp(notify, "http://", 7) && strncmp(notify, "https://", 8))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "notify_url", "an http(s) URL");
+        return;
+    }
+    json_t *payee = parse_payee(req, json_object_get(b, "payee"));
+    if (!payee)
+        return;
+    char channel[33];
+    if (choose_channel(app, cur, channel)) {
+        json_decref(payee);
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "currency",
+                              "no payout channel takes this currency");
+        return;
+    }
+    accept_t *a = pc_http_req_alloc(req, sizeof *a);
+    a->req = req;
+    a->app = app;
+    pc_http_req_on_done(req, accept_free, a);
+    snprintf(a->out_payout_no, sizeof a->out_payout_no, "%s", out_no);
+    snprintf(a->currency, sizeof a->currency, "%s", cur);
+    snprintf(a->channel_id, sizeof a->channel_id, "%s", channel);
+    const pc_merchant_t *m = pc_auth_merchant(req);
+    snprintf(a->notify_url, sizeof a->notify_url, "%s",
+             notify ? notify : (m->notify_url ? m->notify_url : ""));
+    a->amount = amount;
+    a->payee = json_dumps(payee, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(payee);
+    if (!a->payee || pc_db_begin(app->db, NULL, accept_begin_cb, a) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+/* ---------- GET /v1/payouts/{payout_no}, GET /v1/payouts?out_payout_no= ---------- */
+
+static void json_text_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0 || pc_db_isnull(res, 0, 0)) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such payout");
+        return;
+    }
+    pc_respond_json_text(req, 200, pc_db_get(res, 0, 0));
+}
+
+static void get_payout(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *p[] = {pc_http_req_param(req, "payout_no"), pc_auth_merchant(req)->id};
+    if (pc_db_query(app->db,
+                    "SELECT payout_json(p)::text FROM payouts p WHERE payout_no = $1 AND "
+                    "merchant_id = $2",
+                    2, p, json_text_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void find_payout(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *out_no = pc_http_req_query_param(req, "out_payout_no");
+    if (!out_no || !out_no[0]) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "out_payout_no", "required");
+        return;
+    }
+    const char *p[] = {out_no, pc_auth_merchant(req)->id};
+    if (pc_db_query(app->db,
+                    "SELECT payout_json(p)::text FROM payouts p WHERE out_payout_no = $1 AND "
+                    "merchant_id = $2",
+                    2, p, json_text_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+/* ---------- channel callbacks ---------- */
+
+static void callback_applied(void *data, apply_outcome_t outcome)
+{
+    pc_http_req_t *req = data;
+    if (outcome == APPLY_FAILED) {
+        /* Not applied: the channel retries. */
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "try again");
+        return;
+    }
+    static const char ok[] = "{\"result\":\"success\"}";
+    pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
+}
+
+static void payout_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
+{
+    const pc_ch_callback_t *cb = cbv;
+    /* Refunds paid out to the buyer (method PAYOUT) use the channel's payout
+     * operation under their refund number ("R…"); payouts are "PO…". */
+    if (strncmp(cb->ref, "PO", 2) != 0 && app->on_refund_callback) {
+        app->on_refund_callback(app, cbv, req);
+        return;
+    }
+    if (cb->result.status == PC_CH_PROCESSING) {
+        static const char ok[] = "{\"result\":\"ignored\"}";
+        pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
+        return;
+    }
+    if (apply_result(app, cb->ref, pc_http_req_param(req, "channel_id"), &cb->result,
+                     callback_applied, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "try again");
+}
+
+/* ---------- the runner: unsent payouts and status queries ---------- */
+
+typedef struct {
+    pc_payouts_t *po;
+    char payout_no[40];
+    long long age_s;
+    int last;
+} job_t;
+
+static void flag_for_ops(pc_app_t *app, const char *payout_no)
+{
+    pc_log_warn("payout.exhausted",
+                "payout %s still has no final answer after the last scheduled query: flagged "
+                "for ops",
+                payout_no);
+    const char *p[] = {payout_no};
+    pc_db_query(app->db, "UPDATE payouts SET needs_ops = true WHERE payout_no = $1", 1, p,
+                ignore_cb, NULL);
+}
+
+static void job_applied(void *data, apply_outcome_t outcome)
+{
+    job_t *j = data;
+    if (outcome == APPLY_FAILED)
+        pc_log_warn("payout.query_apply_failed", "%s: applied at the next query", j->payout_no);
+    j->po->in_flight--;
+    free(j);
+}
+
+static void queried_cb(void *data, const pc_ch_result_t *res)
+{
+    job_t *j = data;
+    pc_payouts_t *po = j->po;
+    pc_ch_result_t r = *res;
+    int final = r.status == PC_CH_SUCCESS || r.status == PC_CH_FAILED || r.status == PC_CH_RETURNED;
+    if (r.status == PC_CH_FAILED && !strcmp(r.code, "NOT_FOUND")) {
+        /* The channel never took it: safe to fail once a request still on
+         * its way could not land any more. */
+        final = j->age_s >= pc_config_int(po->app->cfg, "payout.not_found_after_s");
+        snprintf(r.code, sizeof r.code, "NOT_SENT");
+        snprintf(r.message, sizeof r.message, "the channel has no record of this payout");
+    }
+    if (final && apply_result(po->app, j->payout_no, NULL, &r, job_applied, j) == 0)
+        return;
+    if (!final && j->last)
+        flag_for_ops(po->app, j->payout_no);
+    po->in_flight--;
+    free(j);
+}
+
+static void claimed_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_payouts_t *po = data;
+    po->claiming = 0;
+    if (status)
+        return;
+    for (int i = 0; i < pc_db_rows(res); i++) {
+        const char *no = pc_db_val(res, i, "payout_no");
+        if (!strcmp(pc_db_val(res, i, "status"), "ACCEPTED")) {
+            send_payout(po->app, no);
+            continue;
+        }
+        job_t *j = calloc(1, sizeof *j);
+        if (!j)
+            continue;
+        j->po = po;
+        snprintf(j->payout_no, sizeof j->payout_no, "%s", no);
+        j->age_s = pc_db_val_i64(res, i, "age");
+        j->last = pc_db_val(res, i, "last")[0] == 't';
+        po->in_flight++;
+        if (pc_channel_query_payout(po->app->channel_client, pc_db_val(res, i, "channel_id"),
+                                    j->payout_no, queried_cb, j) < 0) {
+            if (j->last)
+                flag_for_ops(po->app, j->payout_no);
+            po->in_flight--;
+            free(j);
+        }
+    }
+}
+
+static void tick(uv_timer_t *t)
+{
+    pc_payouts_t *po = t->data;
+    if (po->claiming || po->in_flight > 200 || po->app->shutting_down)
+        return;
+    po->claiming = 1;
+    const char *p[] = {po->schedule};
+    /* Claim by moving each payout's next time forward: another node's claim
+     * skips these rows (SKIP LOCKED) and sees the new time after. */
+    if (pc_db_query(po->app->db,
+                    "WITH due AS (SELECT payout_no FROM payouts WHERE status IN ('ACCEPTED', "
+                    "'PROCESSING') AND hold_reason IS NULL AND next_query_at <= now() ORDER BY "
+                    "next_query_at LIMIT 50 FOR UPDATE SKIP LOCKED) UPDATE payouts p SET "
+                    "query_attempts = p.query_attempts + 1, next_query_at = CASE WHEN "
+                    "p.query_attempts + 1 > array_length($1::int[], 1) THEN NULL ELSE now() + "
+                    "($1::int[])[p.query_attempts + 1] * interval '1 millisecond' END FROM due "
+                    "WHERE p.payout_no = due.payout_no RETURNING p.payout_no, p.status, "
+                    "p.channel_id, extract(epoch FROM now() - coalesce(p.sent_at, "
+                    "p.created_at))::bigint AS age, (p.query_attempts > array_length($1::int[], "
+                    "1)) AS last",
+                    1, p, claimed_cb, po) < 0)
+        po->claiming = 0;
+}
+
+/* ---------- ops ---------- */
+
+static void admin_list(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *status = pc_http_req_query_param(req, "status");
+    const char *merchant = pc_http_req_query_param(req, "merchant_id");
+    const char *held = pc_http_req_query_param(req, "held");
+    const char *p[] = {status && status[0] ? status : NULL,
+                       merchant && merchant[0] ? merchant : NULL,
+                       held && !strcmp(held, "true") ? "t" : "f"};
+    if (pc_db_query(app->db,
+                    "SELECT json_build_object('payouts', coalesce(json_agg(payout_json(p) ORDER "
+                    "BY p.created_at DESC), '[]'::json))::text FROM (SELECT * FROM payouts WHERE "
+                    "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR merchant_id = $2) "
+                    "AND (NOT $3::boolean OR (hold_reason IS NOT NULL AND status = 'ACCEPTED')) "
+                    "ORDER BY created_at DESC LIMIT 500) p",
+                    3, p, json_text_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+/* Who acts, for the audit row: the X-Operator header, else "ops". */
+static const char *operator_of_or_ops(pc_http_req_t *req)
+{
+    const char *who = pc_http_req_header(req, "X-Operator");
+    return who && printable(who, 64) ? who : "ops";
+}
+
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    pc_db_tx_t *tx;
+    int reject;
+    char no[40], reason[257];
+    char *json;
+} ops_t;
+
+static void ops_done(ops_t *o)
+{
+    free(o->json);
+    free(o);
+}
+
+static void ops_fail(ops_t *o, int status)
+{
+    if (o->tx)
+        pc_db_tx_rollback(o->tx);
+    o->tx = NULL;
+    pc_respond_db_error(o->req, status ? status : PC_EIO);
+    ops_done(o);
+}
+
+static void ops_commit_cb(void *data, int status)
+{
+    ops_t *o = data;
+    o->tx = NULL;
+    if (status) {
+        ops_fail(o, status);
+        return;
+    }
+    pc_log_info("payout.ops", "%s %s by ops%s%s", o->no, o->reject ? "rejected" : "released",
+                o->reason[0] ? ": " : "", o->reason);
+    pc_respond_json_text(o->req, 200, o->json);
+    if (!o->reject)
+        send_payout(o->app, o->no);
+    else
+        count("FAILED");
+    ops_done(o);
+}
+
+static void ops_why_cb(void *data, int status, pc_db_res_t *res)
+{
+    ops_t *o = data;
+    if (status) {
+        ops_fail(o, status);
+        return;
+    }
+    pc_db_tx_rollback(o->tx);
+    o->tx = NULL;
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(o->req, PC_API_NOT_FOUND, NULL, "no such payout");
+    } else {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the payout is %s%s", pc_db_get(res, 0, 0),
+                 pc_db_get(res, 0, 1)[0] == 't' ? " and not held" : "");
+        pc_http_respond_error(o->req, PC_API_INVALID_STATE, NULL, msg);
+    }
+    ops_done(o);
+}
+
+static void ops_updated_cb(void *data, int status, pc_db_res_t *res)
+{
+    ops_t *o = data;
+    if (status) {
+        ops_fail(o, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        const char *p[] = {o->no};
+        if (pc_db_tx_query(o->tx,
+                           "SELECT status, hold_reason IS NULL FROM payouts WHERE payout_no = $1",
+                           1, p, ops_why_cb, o) < 0)
+            ops_fail(o, PC_EUNAVAIL);
+        return;
+    }
+    o->json = strdup(pc_db_val(res, 0, "json"));
+    int rc = 0;
+    if (o->reject) {
+        const char *m = pc_db_val(res, 0, "merchant_id");
+        rc = post_move(o->tx, "PAYOUT_RELEASE", o->no, PC_LEDGER_PLATFORM_ESCROW, NULL,
+                       PC_LEDGER_MERCHANT_AVAILABLE, m, pc_db_val(res, 0, "currency"),
+                       pc_db_val_i64(res, 0, "amount"));
+        if (!rc)
+            rc = outbox_json(o->tx, m, "payout.failed", pc_db_val(res, 0, "notify_url"), o->json);
+    }
+    const char *p[] = {o->no, operator_of_or_ops(o->req), o->reject ? "REJECT" : "RELEASE",
+                       o->reason[0] ? o->reason : NULL};
+    if (!rc)
+        rc = pc_db_tx_query(o->tx,
+                            "INSERT INTO payout_actions (payout_no, who, action, why) VALUES ($1, "
+                            "$2, $3, $4)",
+                            4, p, ignore_cb, NULL);
+    if (rc) {
+        ops_fail(o, rc);
+        return;
+    }
+    pc_db_tx_commit(o->tx, ops_commit_cb, o);
+}
+
+static void ops_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    ops_t *o = data;
+    if (status) {
+        ops_fail(o, status);
+        return;
+    }
+    o->tx = tx;
+    const char *p[] = {o->no, o->reason[0] ? o->reason : NULL};
+    const char *sql =
+        o->reject
+            ? "UPDATE payouts p SET status = 'FAILED', failure_code = 'RISK_REJECTED', "
+              "failure_message = coalesce($2, 'rejected by ops after review'), finished_at = "
+              "now(), next_query_at = NULL, updated_at = now() WHERE payout_no = $1 AND status = "
+              "'ACCEPTED' AND hold_reason IS NOT NULL RETURNING payout_json(p)::text AS json, "
+              "merchant_id, currency, amount, coalesce(notify_url, '') AS notify_url"
+            : "UPDATE payouts p SET hold_reason = NULL, next_query_at = now(), updated_at = now() "
+              "WHERE payout_no = $1 AND status = 'ACCEPTED' AND hold_reason IS NOT NULL "
+              "RETURNING payout_json(p)::text AS json";
+    if (pc_db_tx_query(tx, sql, o->reject ? 2 : 1, p, ops_updated_cb, o) < 0)
+        ops_fail(o, PC_EUNAVAIL);
+}
+
+static void ops_action(pc_http_req_t *req, pc_app_t *app, int reject)
+{
+    size_t len = 0;
+    pc_http_req_body(req, &len);
+    json_t *b = len ? pc_http_req_json(req) : NULL;
+    if (len && !b) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    const char *reason = json_string_value(json_object_get(b, "reason"));
+    if (reason && strlen(reason) > 256) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "reason", "at most 256 characters");
+        return;
+    }
+    ops_t *o = calloc(1, sizeof *o);
+    o->req = req;
+    o->app = app;
+    o->reject = reject;
+    snprintf(o->no, sizeof o->no, "%s", pc_http_req_param(req, "payout_no"));
+    snprintf(o->reason, sizeof o->reason, "%s", reason ? reason : "");
+    if (pc_db_begin(app->db, NULL, ops_begin_cb, o) < 0) {
+        free(o);
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+    }
+}
+
+static void release_payout(pc_http_req_t *req, void *data)
+{
+    ops_action(req, data, 0);
+}
+
+static void reject_payout(pc_http_req_t *req, void *data)
+{
+    ops_action(req, data, 1);
+}
+
+/* ---------- lifecycle ---------- */
+
+pc_payouts_t *pc_payouts_new(pc_app_t *app)
+{
+    pc_payouts_t *po = calloc(1, sizeof *po);
+    if (!po)
+        return NULL;
+    po->app = app;
+    int64_t ms[32];
+    int n = pc_config_ms_list(app->cfg, "payout.query_schedule_ms", ms, 32);
+    if (n <= 0) {
+        free(po);
+        return NULL;
+    }
+    size_t off = (size_t)snprintf(po->schedule, sizeof po->schedule, "{");
+    for (int i = 0; i < n; i++)
+        off += (size_t)snprintf(po->schedule + off, sizeof po->schedule - off, "%s%lld",
+                                i ? "," : "", (long long)ms[i]);
+    snprintf(po->schedule + off, sizeof po->schedule - off, "}");
+    uv_timer_init(app->loop, &po->timer);
+    po->timer.data = po;
+    pc_metrics_describe("pc_payouts_total", PC_METRIC_COUNTER,
+                        "payouts accepted, rejected by risk, and finished, by status");
+    app->on_payout_callback = payout_callback;
+    pc_router_add(app->api, "POST", "/v1/payouts", create_payout, app);
+    pc_router_add(app->api, "GET", "/v1/payouts", find_payout, app);
+    pc_router_add(app->api, "GET", "/v1/payouts/{payout_no}", get_payout, app);
+    pc_router_add(app->admin, "GET", "/admin/payouts", admin_list, app);
+    pc_router_add(app->admin, "POST", "/admin/payouts/{payout_no}/release", release_payout, app);
+    pc_router_add(app->admin, "POST", "/admin/payouts/{payout_no}/reject", reject_payout, app);
+    return po;
+}
+
+void pc_payouts_start(pc_payouts_t *po)
+{
+    uint64_t ms = (uint64_t)pc_config_int(po->app->cfg, "payout.poll_ms");
+    uv_timer_start(&po->timer, tick, ms, ms);
+}
+
+void pc_payouts_stop(pc_payouts_t *po)
+{
+    uv_timer_stop(&po->timer);
+    uv_close((uv_handle_t *)&po->timer, NULL);
+}
+
+void pc_payouts_free(pc_payouts_t *po)
+{
+    free(po);
+}

@@ -1,0 +1,752 @@
+/* Chargebacks end to end against real paycore, PostgreSQL, Redis and paysim:
+ * online import of the channel's file (twice: nothing changes), upload and
+ * offline entry (admin API and payctl), the freeze and each judgement's exact
+ * ledger effects, close before judgement, evidence and its deadline, the
+ * frozen amount refunds must respect, the rate as a metric and as a risk
+ * input; the ledger check after each. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static pc_stack_t g_stack;
+static int g_seq;
+
+static int setup(void **state)
+{
+    (void)state;
+    pc_stack_init(&g_stack, "chargebacks");
+    pc_stack_env(&g_stack, "PAYCORE_CHARGEBACK_RATE_REFRESH_MS", "300");
+    pc_stack_env(&g_stack, "PAYCORE_SETTLEMENT_AUTO", "false");
+    pc_stack_start_paysim(&g_stack);
+    pc_stack_start_node(&g_stack, 0);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_stack);
+    return 0;
+}
+
+/* A merchant of its own per test, so balances start at zero. */
+static pc_t_merchant_t new_merchant(void)
+{
+    return pc_t_create_merchant(&g_stack, "\"settle_cycle_days\":0,\"fee_rate_bp\":60");
+}
+
+static const char *fresh_buyer(void)
+{
+    static char id[32];
+    snprintf(id, sizeof id, "cbb_%d_%d", (int)getpid(), ++g_seq);
+    char b[96];
+    snprintf(b, sizeof b, "{\"buyer_id\":\"%s\"}", id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", b);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    return id;
+}
+
+/* A Luhn-valid card paysim approves, new on every call (no velocity). */
+static const char *fresh_pan(void)
+{
+    static char pan[17];
+    static int n = 0;
+    snprintf(pan, sizeof pan, "411111%09d", ++n * 7919 + (int)getpid() % 1000);
+    int sum = 0;
+    for (int i = 14; i >= 0; i--) {
+        int d = pan[i] - '0';
+        if ((14 - i) % 2 == 0) {
+            d *= 2;
+            if (d > 9)
+                d -= 9;
+        }
+        sum += d;
+    }
+    pan[15] = (char)('0' + (10 - sum % 10) % 10);
+    pan[16] = 0;
+    return pan;
+}
+
+static void new_trade(const pc_t_merchant_t *m, const char *product, long amount, const char *buyer,
+                      char *tn)
+{
+    char body[512], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"CB%d-%d\",\"product\":\"%s\",\"amount\":%ld,\"currency\":"
+             "\"CNY\",\"subject\":\"Goods\",\"buyer_id\":\"%s\"}",
+             g_seq, (int)getpid(), product, amount, buyer);
+    snprintf(key, sizeof key, "trade-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/trades", body, key);
+    assert_int_equal(r.status, 201);
+    snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+}
+
+/* Pays a new INSTANT trade of m by card at paysim; returns the payment's
+ * channel_txn_id in txn (80 bytes) and its trade_no in tn (40 bytes). */
+static void card_payment(const pc_t_merchant_t *m, long amount, const char *pan, char *tn,
+                         char *txn, char *buyer_out)
+{
+    char buyer[32];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    if (buyer_out)
+        snprintf(buyer_out, 32, "%s", buyer);
+    new_trade(m, "INSTANT", amount, buyer, tn);
+    char body[1024], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{\"ip\":"
+             "\"10.1.0.%d\",\"device_id\":\"cbdev-%d\",\"platform\":\"WEB\"},\"card\":{\"pan\":"
+             "\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}}",
+             tn, buyer, g_seq % 200, g_seq, pan ? pan : fresh_pan());
+    snprintf(key, sizeof key, "pay-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/cashier/pay", body, key);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    char *t = pc_t_sql(&g_stack,
+                       "SELECT channel_txn_id FROM payments WHERE trade_no = '%s' AND status = "
+                       "'SUCCESS'",
+                       tn);
+    assert_non_null(t);
+    snprintf(txn, 80, "%s", t);
+    free(t);
+}
+
+static long long bal(const char *account)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
+                        "'%s'), 0)",
+                        account);
+}
+
+static long long mbal(const pc_t_merchant_t *m, const char *kind)
+{
+    char id[160];
+    snprintf(id, sizeof id, "merchant:%s:%s:CNY", m->id, kind);
+    return bal(id);
+}
+
+static void business_date(char *out)
+{
+    pc_t_resp_t r = pc_t_sim(&g_stack, "GET", "/sim/clock", NULL);
+    assert_int_equal(r.status, 200);
+    snprintf(out, 11, "%s", pc_t_jstr(&r, "business_date"));
+    pc_t_resp_free(&r);
+}
+
+/* Offline entry by ops; returns the HTTP status and the chargeback_no. */
+static long enter_offline(const char *ref, const char *txn, long amount, const char *extra,
+                          char *cb_no)
+{
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"reference\":\"%s\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"%s\","
+             "\"amount\":%ld,\"currency\":\"CNY\",\"reason_code\":\"4853\"%s%s}",
+             ref, txn, amount, extra ? "," : "", extra ? extra : "");
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
+    long st = r.status;
+    if (cb_no)
+        snprintf(cb_no, 40, "%s", pc_t_jstr(&r, "chargeback_no"));
+    if (st != 201 && st != 200)
+        fprintf(stderr, "offline entry: %ld %s\n", st, r.body);
+    pc_t_resp_free(&r);
+    return st;
+}
+
+static long admin_post(const char *path, const char *body, char *status_out)
+{
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, body);
+    long st = r.status;
+    if (status_out)
+        snprintf(status_out, 24, "%s", st == 200 ? pc_t_jstr(&r, "status") : pc_t_errcode(&r));
+    pc_t_resp_free(&r);
+    return st;
+}
+
+static long long outbox_count(const char *type, const char *cb_no)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT count(*) FROM outbox WHERE type = '%s' AND payload::jsonb -> "
+                        "'data' ->> 'chargeback_no' = '%s'",
+                        type, cb_no);
+}
+
+/* ---------- online ---------- */
+
+static void test_online_import_twice_changes_nothing(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], date[11];
+    /* paysim's test card for a chargeback in the day's file. */
+    card_payment(&m, 4200, "4000000000000259", tn, txn, NULL);
+    business_date(date);
+    assert_int_equal(mbal(&m, "pending"), 4200);
+
+    char body[128];
+    snprintf(body, sizeof body, "{\"channel_id\":\"sim_card\",\"date\":\"%s\"}", date);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks/import", body);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    assert_true(json_integer_value(json_object_get(j, "created")) >= 1);
+    json_decref(j);
+    pc_t_resp_free(&r);
+
+    char *cb_no = pc_t_sql(&g_stack,
+                           "SELECT chargeback_no FROM chargebacks WHERE trade_no = '%s' AND "
+                           "source = 'ONLINE' AND status = 'WAIT_JUDGE' AND amount = 4200 AND "
+                           "reason_code = '10.4'",
+                           tn);
+    assert_non_null(cb_no);
+    /* The whole amount is frozen: pending → reserve. */
+    assert_int_equal(mbal(&m, "pending"), 0);
+    assert_int_equal(mbal(&m, "reserve"), 4200);
+    assert_int_equal(outbox_count("chargeback.opened", cb_no), 1);
+    long long cases = pc_t_sql_int(&g_stack, "SELECT count(*) FROM chargebacks");
+    long long txns = pc_t_sql_int(&g_stack, "SELECT count(*) FROM ledger_txns");
+    long long events = pc_t_sql_int(&g_stack, "SELECT count(*) FROM outbox");
+
+    /* The same file again: only duplicates. */
+    r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks/import", body);
+    assert_int_equal(r.status, 200);
+    j = pc_t_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "created")), 0);
+    assert_true(json_integer_value(json_object_get(j, "duplicates")) >= 1);
+    json_decref(j);
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM chargebacks"), cases);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM ledger_txns"), txns);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM outbox"), events);
+    assert_int_equal(mbal(&m, "reserve"), 4200);
+
+    /* Uploaded by hand (payctl's way), the same line is still a duplicate. */
+    char *ref =
+        pc_t_sql(&g_stack, "SELECT source_ref FROM chargebacks WHERE chargeback_no = '%s'", cb_no);
+    char up[1024];
+    snprintf(up, sizeof up,
+             "{\"channel_id\":\"sim_card\",\"date\":\"%s\",\"csv\":\"chargeback_ref,channel_ref,"
+             "paycore_ref,amount,currency,reason_code,time,respond_by\\n%s,%s,,4200,CNY,10.4,,"
+             "\\n\"}",
+             date, ref, txn);
+    r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks/import", up);
+    assert_int_equal(r.status, 200);
+    j = pc_t_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "created")), 0);
+    assert_int_equal(json_integer_value(json_object_get(j, "duplicates")), 1);
+    json_decref(j);
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM chargebacks"), cases);
+    free(ref);
+    free(cb_no);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_partial_chargeback_from_sim_and_unmatched_lines(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], date[11];
+    card_payment(&m, 9000, NULL, tn, txn, NULL);
+    business_date(date);
+    char body[256];
+    snprintf(body, sizeof body, "{\"channel_txn_id\":\"%s\",\"amount\":2500}", txn);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/chargeback", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    /* A line naming a payment nobody knows, uploaded with it. */
+    char up[512];
+    snprintf(up, sizeof up,
+             "chargeback_ref,channel_ref,amount,currency\ncbk_nobody_%d,pay_unknown_%d,100,CNY\n",
+             (int)getpid(), (int)getpid());
+    char path[128];
+    snprintf(path, sizeof path, "/admin/chargebacks/import?channel_id=sim_card&date=%s", date);
+    snprintf(body, sizeof body, "{\"channel_id\":\"sim_card\",\"date\":\"%s\"}", date);
+    r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks/import", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargebacks WHERE trade_no = '%s' AND "
+                                  "amount = 2500 AND source = 'ONLINE'",
+                                  tn),
+                     1);
+    /* Partial: only 2500 of the 9000 pending is frozen. */
+    assert_int_equal(mbal(&m, "pending"), 6500);
+    assert_int_equal(mbal(&m, "reserve"), 2500);
+
+    /* Neither a JSON object nor a CSV body. */
+    pc_t_resp_t u = pc_t_admin(&g_stack, "POST", "/admin/chargebacks/import", NULL);
+    assert_int_equal(u.status, 400);
+    pc_t_resp_free(&u);
+    /* A text/csv upload with the channel and date in the query. */
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", g_stack.admin_port[0], path);
+    const char *hdrs[] = {"Authorization: Bearer test-admin-token", "Content-Type: text/csv", NULL};
+    u = pc_t_http("POST", url, hdrs, up);
+    assert_int_equal(u.status, 200);
+    json_t *j = pc_t_json(&u);
+    assert_int_equal(json_integer_value(json_object_get(j, "unmatched")), 1);
+    assert_int_equal(json_integer_value(json_object_get(j, "created")), 0);
+    assert_string_equal(json_string_value(json_object_get(j, "origin")), "UPLOAD");
+    json_decref(j);
+    pc_t_resp_free(&u);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargeback_unmatched WHERE chargeback_ref "
+                                  "= 'cbk_nobody_%d'",
+                                  (int)getpid()),
+                     1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* ---------- offline ---------- */
+
+static void test_offline_entry_admin_and_payctl(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], cb1[40], cb2[40];
+    card_payment(&m, 3000, NULL, tn, txn, NULL);
+    char ref[64];
+    snprintf(ref, sizeof ref, "EMAIL-%d-1", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 1000, NULL, cb1), 201);
+    /* The same case again (ops clicked twice): the same chargeback. */
+    assert_int_equal(enter_offline(ref, txn, 1000, NULL, cb2), 200);
+    assert_string_equal(cb1, cb2);
+    /* The same reference for something else is refused. */
+    assert_int_equal(enter_offline(ref, txn, 999, NULL, NULL), 409);
+    /* More than is left of the payment to dispute. */
+    char ref2[64];
+    snprintf(ref2, sizeof ref2, "EMAIL-%d-2", (int)getpid());
+    assert_int_equal(enter_offline(ref2, txn, 2001, NULL, NULL), 422);
+    assert_int_equal(enter_offline(ref2, "pay_nothing", 10, NULL, NULL), 404);
+    assert_int_equal(mbal(&m, "reserve"), 1000);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargebacks WHERE trade_no = '%s' AND "
+                                  "source = 'OFFLINE' AND entered_by = 'ops'",
+                                  tn),
+                     1);
+
+    /* payctl chargeback enter, as ops would type it. */
+    int rc = pc_t_sh("PAYCORE_ADMIN_URL=http://127.0.0.1:%d PAYCORE_ADMIN_TOKEN=%s %s/payctl "
+                     "chargeback enter --reference %s --channel sim_card --txn %s --amount 700 "
+                     "--currency CNY --reason 13.1 >/dev/null",
+                     g_stack.admin_port[0], "test-admin-token", pc_t_binary_dir(), ref2, txn);
+    assert_int_equal(rc, 0);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargebacks WHERE source_ref = '%s' AND "
+                                  "amount = 700 AND reason_code = '13.1'",
+                                  ref2),
+                     1);
+    assert_int_equal(mbal(&m, "reserve"), 1700);
+    assert_int_equal(mbal(&m, "pending"), 1300);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* ---------- judgement ---------- */
+
+/* A merchant with one card payment of amount and an offline chargeback of
+ * disputed on it, moved to IN_JUDGE. */
+static void judged_case(pc_t_merchant_t *m, long amount, long disputed, char *tn, char *txn,
+                        char *cb_no)
+{
+    *m = new_merchant();
+    card_payment(m, amount, NULL, tn, txn, NULL);
+    char ref[64];
+    snprintf(ref, sizeof ref, "CASE-%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(enter_offline(ref, txn, disputed, NULL, cb_no), 201);
+    char path[128], st[24];
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb_no);
+    assert_int_equal(admin_post(path, NULL, st), 200);
+    assert_string_equal(st, "IN_JUDGE");
+}
+
+static void test_judge_merchant_liable(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m;
+    char tn[40], txn[80], cb[40], path[128], st[24];
+    judged_case(&m, 5000, 5000, tn, txn, cb);
+    long long clearing0 = bal("channel:sim_card:clearing:CNY");
+    long long loss0 = bal("platform:loss:CNY");
+    assert_int_equal(mbal(&m, "reserve"), 5000);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\",\"note\":\"no proof\"}", st), 200);
+    assert_string_equal(st, "JUDGE_FINISH");
+    /* reserve → the channel (the cardholder is paid back); nothing to the merchant. */
+    assert_int_equal(mbal(&m, "reserve"), 0);
+    assert_int_equal(mbal(&m, "pending"), 0);
+    assert_int_equal(mbal(&m, "available"), 0);
+    assert_int_equal(bal("channel:sim_card:clearing:CNY") - clearing0, 5000);
+    assert_int_equal(bal("platform:loss:CNY"), loss0);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargeback_compensations WHERE "
+                                  "chargeback_no = '%s' AND amount = 5000 AND merchant_id = '%s'",
+                                  cb, m.id),
+                     1);
+    assert_int_equal(outbox_count("chargeback.judged", cb), 1);
+    /* Judged once only. */
+    assert_int_equal(admin_post(path, "{\"liable\":\"NONE\"}", st), 409);
+    assert_string_equal(st, "INVALID_STATE");
+    assert_int_equal(bal("channel:sim_card:clearing:CNY") - clearing0, 5000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_judge_platform_liable(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m;
+    char tn[40], txn[80], cb[40], path[128], st[24];
+    judged_case(&m, 6000, 4000, tn, txn, cb);
+    assert_int_equal(mbal(&m, "pending"), 2000);
+    long long clearing0 = bal("channel:sim_card:clearing:CNY");
+    long long loss0 = bal("platform:loss:CNY");
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    assert_int_equal(admin_post(path, "{\"liable\":\"PLATFORM\"}", st), 200);
+    /* The platform's loss pays the channel; the reserve goes back to pending. */
+    assert_int_equal(bal("platform:loss:CNY") - loss0, -4000);
+    assert_int_equal(bal("channel:sim_card:clearing:CNY") - clearing0, 4000);
+    assert_int_equal(mbal(&m, "reserve"), 0);
+    assert_int_equal(mbal(&m, "pending"), 6000);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargeback_compensations WHERE "
+                                  "chargeback_no = '%s'",
+                                  cb),
+                     0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_judge_none_liable_releases_the_reserve(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m;
+    char tn[40], txn[80], cb[40], path[128], st[24];
+    judged_case(&m, 3000, 3000, tn, txn, cb);
+    long long clearing0 = bal("channel:sim_card:clearing:CNY");
+    long long loss0 = bal("platform:loss:CNY");
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    assert_int_equal(admin_post(path, "{\"liable\":\"BOTH\"}", st), 400);
+    assert_int_equal(admin_post(path, "{\"liable\":\"NONE\",\"note\":\"cardholder lost\"}", st),
+                     200);
+    assert_int_equal(mbal(&m, "reserve"), 0);
+    assert_int_equal(mbal(&m, "pending"), 3000);
+    assert_int_equal(bal("channel:sim_card:clearing:CNY"), clearing0);
+    assert_int_equal(bal("platform:loss:CNY"), loss0);
+    char *liable =
+        pc_t_sql(&g_stack, "SELECT liable FROM chargebacks WHERE chargeback_no = '%s'", cb);
+    assert_string_equal(liable, "NONE");
+    free(liable);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_short_balance_is_owed_and_stays_owed_when_merchant_liable(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], cb[40], path[128], st[24], date[11];
+    card_payment(&m, 1000, NULL, tn, txn, NULL);
+    /* Settle it (T+0): 994 available after the 0.6 % fee, pending empty. */
+    business_date(date);
+    char body[64];
+    snprintf(body, sizeof body, "{\"date\":\"%s\"}", date);
+    assert_int_equal(admin_post("/admin/settlements/run", body, NULL), 200);
+    assert_int_equal(mbal(&m, "available"), 994);
+    char ref[64];
+    snprintf(ref, sizeof ref, "SHORT-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 1000, NULL, cb), 201);
+    /* 994 from available, 6 recorded as owed. */
+    assert_int_equal(mbal(&m, "available"), 0);
+    assert_int_equal(mbal(&m, "receivable"), -6);
+    assert_int_equal(mbal(&m, "reserve"), 1000);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT owed * 10000 + from_available FROM chargebacks WHERE "
+                                  "chargeback_no = '%s'",
+                                  cb),
+                     6 * 10000 + 994);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
+    assert_int_equal(admin_post(path, NULL, st), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\"}", st), 200);
+    assert_int_equal(mbal(&m, "reserve"), 0);
+    assert_int_equal(mbal(&m, "receivable"), -6);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT owed_at_judgement FROM chargeback_compensations WHERE "
+                                  "chargeback_no = '%s'",
+                                  cb),
+                     6);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_close_before_judgement(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], cb[40], path[128], st[24];
+    card_payment(&m, 2000, NULL, tn, txn, NULL);
+    char ref[64];
+    snprintf(ref, sizeof ref, "WITHDRAWN-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 2000, NULL, cb), 201);
+    assert_int_equal(mbal(&m, "pending"), 0);
+    /* Judging needs IN_JUDGE first. */
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    assert_int_equal(admin_post(path, "{\"liable\":\"NONE\"}", st), 409);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/close", cb);
+    assert_int_equal(admin_post(path, "{\"note\":\"cardholder withdrew\"}", st), 200);
+    assert_string_equal(st, "CLOSE");
+    assert_int_equal(mbal(&m, "pending"), 2000);
+    assert_int_equal(mbal(&m, "reserve"), 0);
+    assert_int_equal(outbox_count("chargeback.closed", cb), 1);
+    /* Closed is final. */
+    assert_int_equal(admin_post(path, NULL, st), 409);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
+    assert_int_equal(admin_post(path, NULL, st), 409);
+    assert_int_equal(admin_post("/admin/chargebacks/CBnone/close", NULL, st), 404);
+
+    /* A case in judgement cannot be closed. */
+    char cb2[40];
+    snprintf(ref, sizeof ref, "INJUDGE-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 500, NULL, cb2), 201);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb2);
+    assert_int_equal(admin_post(path, NULL, st), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/close", cb2);
+    assert_int_equal(admin_post(path, NULL, st), 409);
+    assert_string_equal(st, "INVALID_STATE");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* ---------- evidence ---------- */
+
+static void test_merchant_views_and_evidence_deadline(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant(), other = new_merchant();
+    char tn[40], txn[80], cb[40], late[40], path[128];
+    card_payment(&m, 2400, NULL, tn, txn, NULL);
+    char ref[64];
+    snprintf(ref, sizeof ref, "EV-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 1200, NULL, cb), 201);
+    snprintf(ref, sizeof ref, "EVLATE-%d", (int)getpid());
+    assert_int_equal(
+        enter_offline(ref, txn, 1200, "\"evidence_due_at\":\"2020-01-01T00:00:00Z\"", late), 201);
+
+    pc_t_resp_t r = pc_t_call(&g_stack, &m, "GET", "/v1/chargebacks?status=WAIT_JUDGE", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    assert_int_equal(json_array_size(json_object_get(j, "chargebacks")), 2);
+    json_decref(j);
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &m, "GET", "/v1/chargebacks?status=CLOSE", NULL, NULL);
+    j = pc_t_json(&r);
+    assert_int_equal(json_array_size(json_object_get(j, "chargebacks")), 0);
+    json_decref(j);
+    pc_t_resp_free(&r);
+    snprintf(path, sizeof path, "/v1/chargebacks/%s", cb);
+    r = pc_t_call(&g_stack, &m, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "source"), "OFFLINE");
+    assert_string_equal(pc_t_jstr(&r, "trade_no"), tn);
+    pc_t_resp_free(&r);
+    /* Another merchant's case does not exist for this one. */
+    r = pc_t_call(&g_stack, &other, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+
+    const char *ev = "{\"text\":\"Delivered, signed by the buyer\",\"attachments\":[{\"name\":"
+                     "\"pod.pdf\",\"sha256\":"
+                     "\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"}]}";
+    snprintf(path, sizeof path, "/v1/chargebacks/%s/evidence", cb);
+    r = pc_t_call(&g_stack, &m, "POST", path, ev, "ev-1");
+    assert_int_equal(r.status, 200);
+    j = pc_t_json(&r);
+    json_t *list = json_object_get(j, "evidence");
+    assert_int_equal(json_array_size(list), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "text")),
+                        "Delivered, signed by the buyer");
+    json_decref(j);
+    /* Replayed with the same key: the same answer, nothing appended. */
+    pc_t_resp_t r2 = pc_t_call(&g_stack, &m, "POST", path, ev, "ev-1");
+    assert_string_equal(r2.body, r.body);
+    pc_t_resp_free(&r2);
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &other, "POST", path, ev, "ev-x");
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &m, "POST", path, "{}", "ev-empty");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+
+    /* After the deadline: refused. */
+    snprintf(path, sizeof path, "/v1/chargebacks/%s/evidence", late);
+    r = pc_t_call(&g_stack, &m, "POST", path, ev, "ev-late");
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT jsonb_array_length(evidence) FROM chargebacks WHERE "
+                                  "chargeback_no = '%s'",
+                                  late),
+                     0);
+    /* Once in judgement: refused too. */
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
+    assert_int_equal(admin_post(path, NULL, NULL), 200);
+    snprintf(path, sizeof path, "/v1/chargebacks/%s/evidence", cb);
+    r = pc_t_call(&g_stack, &m, "POST", path, "{\"text\":\"more\"}", "ev-2");
+    assert_int_equal(r.status, 409);
+    pc_t_resp_free(&r);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* ---------- refunds must respect the frozen amount ---------- */
+
+static long refund(const pc_t_merchant_t *m, const char *tn, long amount, char *code)
+{
+    char body[256], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"out_refund_no\":\"RF-%d-%d\",\"amount\":%ld,\"reason\":"
+             "\"return\"}",
+             tn, (int)getpid(), g_seq, amount);
+    snprintf(key, sizeof key, "refund-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/refunds", body, key);
+    long st = r.status;
+    snprintf(code, 40, "%s", pc_t_errcode(&r));
+    pc_t_resp_free(&r);
+    return st;
+}
+
+static void test_disputed_amount_is_not_refundable(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], cb[40], path[128], code[40], other_tn[40], other_txn[80];
+    card_payment(&m, 5000, NULL, tn, txn, NULL);
+    /* Other money of the merchant, so that its balance could fund a refund. */
+    card_payment(&m, 10000, NULL, other_tn, other_txn, NULL);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT chargeback_frozen('%s')", tn), 0);
+    char ref[64];
+    snprintf(ref, sizeof ref, "FROZEN-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 3000, NULL, cb), 201);
+    assert_int_equal(mbal(&m, "pending"), 12000);
+    /* What a refund may still take: paid − refunded − frozen. */
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT chargeback_frozen('%s')", tn), 3000);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT paid_amount - refunded_amount - chargeback_frozen("
+                                  "trade_no) FROM trades WHERE trade_no = '%s'",
+                                  tn),
+                     2000);
+    /* A refund into the disputed money is refused, though the balance has it. */
+    assert_int_equal(refund(&m, tn, 4000, code), 422);
+    assert_string_equal(code, "AMOUNT_EXCEEDS_REFUNDABLE");
+    /* The cardholder won (merchant liable): still not refundable. */
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
+    assert_int_equal(admin_post(path, NULL, NULL), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\"}", NULL), 200);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT chargeback_frozen('%s')", tn), 3000);
+    /* A withdrawn dispute frees its amount again. */
+    snprintf(ref, sizeof ref, "FROZEN2-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 2000, NULL, cb), 201);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT chargeback_frozen('%s')", tn), 5000);
+    assert_int_equal(refund(&m, tn, 1, code), 422);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/close", cb);
+    assert_int_equal(admin_post(path, NULL, NULL), 200);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT chargeback_frozen('%s')", tn), 3000);
+    /* What was never disputed can be refunded. */
+    assert_int_equal(refund(&m, tn, 2000, code), 200);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* ---------- rate: metric and risk input ---------- */
+
+static long long metric(const char *series)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", g_stack.http_port);
+    pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+    long long v = -1;
+    const char *p = r.body ? strstr(r.body, series) : NULL;
+    if (p)
+        v = strtoll(p + strlen(series) + 1, NULL, 10);
+    pc_t_resp_free(&r);
+    return v;
+}
+
+static void test_rate_metric_and_risk_inputs(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], buyer[32], cb[40];
+    card_payment(&m, 1000, NULL, tn, txn, buyer);
+    for (int i = 0; i < 3; i++) {
+        char t2[40], x2[80];
+        card_payment(&m, 1000, NULL, t2, x2, NULL);
+    }
+    char ref[64];
+    snprintf(ref, sizeof ref, "RATE-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 1000, NULL, cb), 201);
+    /* One chargeback for four payments: 2500 bp, per channel and overall. */
+    char series[200];
+    snprintf(series, sizeof series, "pc_chargeback_rate_bp{merchant=\"%s\",channel=\"sim_card\"}",
+             m.id);
+    long long v = -1;
+    for (int i = 0; i < 100 && v != 2500; i++) {
+        v = metric(series);
+        if (v != 2500)
+            usleep(100000);
+    }
+    assert_int_equal(v, 2500);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT merchant_chargeback_rate_bp('%s')", m.id),
+                     2500);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT buyer_chargebacks_90d('%s')", buyer), 1);
+
+    /* The disputed buyer's next payment: risk sees the chargeback and the
+     * merchant's rate. */
+    char t3[40];
+    new_trade(&m, "INSTANT", 800, buyer, t3);
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{\"ip\":"
+             "\"10.2.0.1\",\"device_id\":\"cbdev-risk\",\"platform\":\"WEB\"},\"card\":{\"pan\":"
+             "\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}}",
+             t3, buyer, fresh_pan());
+    pc_t_resp_t r = pc_t_call(&g_stack, &m, "POST", "/v1/cashier/pay", body, "risk-after-cb");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    char *reasons = pc_t_sql(&g_stack,
+                             "SELECT risk_reasons::text FROM payments WHERE trade_no = '%s' ORDER "
+                             "BY created_at DESC LIMIT 1",
+                             t3);
+    assert_non_null(strstr(reasons, "BUYER_HAS_CHARGEBACKS"));
+    assert_non_null(strstr(reasons, "MERCHANT_CHARGEBACK_RATE"));
+    free(reasons);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_online_import_twice_changes_nothing),
+        cmocka_unit_test(test_partial_chargeback_from_sim_and_unmatched_lines),
+        cmocka_unit_test(test_offline_entry_admin_and_payctl),
+        cmocka_unit_test(test_judge_merchant_liable),
+        cmocka_unit_test(test_judge_platform_liable),
+        cmocka_unit_test(test_judge_none_liable_releases_the_reserve),
+        cmocka_unit_test(test_short_balance_is_owed_and_stays_owed_when_merchant_liable),
+        cmocka_unit_test(test_close_before_judgement),
+        cmocka_unit_test(test_merchant_views_and_evidence_deadline),
+        cmocka_unit_test(test_disputed_amount_is_not_refundable),
+        cmocka_unit_test(test_rate_metric_and_risk_inputs),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
