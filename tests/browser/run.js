@@ -1,0 +1,439 @@
+// Browser tests of the hosted cashier page and the ops console, in headless
+// Debian chromium driven by playwright-core, against a real paycore, paysim,
+// PostgreSQL and Redis (stack.js). Started by scripts/test; by hand:
+//   PC_TEST_PG_URL=… PC_TEST_REDIS_URL=… [PC_BINARY_DIR=build] node tests/browser/run.js [filter]
+// Screenshots of the main screens go to $PC_BINARY_DIR/screenshots (default
+// build/screenshots). Prints one line per test and "N passed, N failed";
+// exits non-zero when a test failed.
+'use strict';
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+const api = require('./api');
+const { startStack, SOURCE_DIR, sleep } = require('./stack');
+
+const BIN_DIR = process.env.PC_BINARY_DIR || path.join(SOURCE_DIR, 'build');
+const SHOTS = process.env.PC_SCREENSHOT_DIR || path.join(BIN_DIR, 'screenshots');
+const DESKTOP = { width: 1100, height: 900 };
+const PHONE = { width: 390, height: 844 };
+const CARDS = { ok: '4242424242424242', declined: '4000000000000002' };
+
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+
+let stack, browser, merchant, seq = 0;
+const consoleLines = []; // everything the pages printed: no card number may be among it
+
+// ---------- helpers ----------
+
+async function freshBuyer() {
+  const id = `bb_${process.pid}_${++seq}`;
+  const r = await api.adminCall(stack, 'POST', '/admin/buyers', { buyer_id: id, name: `Buyer ${seq}` });
+  assert.equal(r.status, 201, r.text);
+  return id;
+}
+
+async function newTrade(buyer, amount = 1999, subject = 'Coffee beans, 250 g') {
+  const r = await api.merchantCall(stack, merchant, 'POST', '/v1/trades', {
+    out_trade_no: `BR${process.pid}-${++seq}`, product: 'INSTANT', amount, currency: 'CNY', subject,
+    buyer_id: buyer,
+  });
+  assert.equal(r.status, 201, r.text);
+  assert.match(r.json.cashier_url, /^http:\/\/127\.0\.0\.1:\d+\/cashier\/[A-Za-z0-9_-]+\.\d+\.[A-Za-z0-9_-]+$/);
+  return r.json;
+}
+
+async function consultOrder(trade, buyer, platform) {
+  const r = await api.merchantCall(stack, merchant, 'POST', '/v1/cashier/consult', {
+    trade_no: trade.trade_no, buyer_id: buyer, client: { platform },
+  });
+  assert.equal(r.status, 200, r.text);
+  return r.json.methods.map((m) => m.method_id);
+}
+
+async function openPage(url, viewport = DESKTOP) {
+  const page = await browser.newPage();
+  await page.setViewportSize(viewport);
+  page.on('console', (m) => consoleLines.push(m.text()));
+  page.on('pageerror', (e) => consoleLines.push('pageerror: ' + e.message));
+  await page.goto(url);
+  return page;
+}
+
+async function methodsOnPage(page) {
+  await page.waitForSelector('#choose:not([hidden]) #methods li');
+  return page.$$eval('#methods li', (els) => els.map((e) => e.dataset.methodId));
+}
+
+async function shot(page, name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+async function choose(page, methodId) {
+  await page.click(`#methods li[data-method-id="${methodId}"] label`);
+}
+
+async function fillCard(page, pan) {
+  await page.fill('#card-pan', pan);
+  await page.fill('#card-exp', '12/30');
+  await page.fill('#card-cvv', '123');
+  await page.fill('#card-name', 'Test Buyer');
+}
+
+async function waitResult(page, title) {
+  await page.waitForSelector('#result:not([hidden])', { timeout: 20000 });
+  assert.equal((await page.textContent('#result-title')).trim(), title);
+}
+
+async function tradeStatus(tradeNo) {
+  const r = await api.merchantCall(stack, merchant, 'GET', `/v1/trades/${tradeNo}`);
+  assert.equal(r.status, 200, r.text);
+  return r.json.status;
+}
+
+// The page's own status call: the payment the buyer is looking at.
+async function pagePayment(trade) {
+  const r = await api.request('GET', `${trade.cashier_url}/api/status`);
+  assert.equal(r.status, 200, r.text);
+  return r.json.payment;
+}
+
+async function until(what, fn, ms = 15000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
+async function consoleSignIn(page) {
+  await page.waitForSelector('#login:not([hidden])');
+  await page.fill('#token', stack.adminToken);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#shell:not([hidden])');
+}
+
+// ---------- the cashier ----------
+
+test('a buyer opens the cashier link, sees the methods in rule order and pays by card', async () => {
+  const buyer = await freshBuyer();
+  const trade = await newTrade(buyer);
+  const page = await openPage(trade.cashier_url);
+  const shown = await methodsOnPage(page);
+  assert.deepEqual(shown, await consultOrder(trade, buyer, 'WEB'), 'page order = consult order');
+  assert.equal(await page.textContent('#amount'), 'CNY 19.99');
+  assert.equal(await page.textContent('#subject'), 'Coffee beans, 250 g');
+  // The first available method is the recommended one; unavailable ones are greyed with a reason.
+  assert.match(await page.textContent(`#methods li[data-method-id="${shown[0]}"]`), /Recommended/);
+  const balance = page.locator('#methods li[data-type="BALANCE"]');
+  assert.match(await balance.getAttribute('class'), /unavailable/);
+  assert.match(await balance.textContent(), /Not enough balance/);
+  assert.equal(await page.isDisabled('#methods li[data-type="BALANCE"] input'), true);
+  await shot(page, 'cashier-methods');
+  await choose(page, 'CARD');
+  await page.waitForSelector('#card-form:not([hidden])');
+  await fillCard(page, CARDS.ok);
+  await shot(page, 'cashier-card-entry');
+  await page.click('#pay');
+  await waitResult(page, 'Payment successful');
+  assert.match(await page.textContent('#result-details'), /VISA ••4242/);
+  assert.match(await page.textContent('#result-details'), /Paid/);
+  await shot(page, 'cashier-success');
+  assert.equal(await tradeStatus(trade.trade_no), 'TRADE_SUCCESS');
+  // The card fields were emptied: the number is kept nowhere on the page.
+  assert.equal(await page.inputValue('#card-pan'), '');
+  await page.close();
+});
+
+test('a declined card shows the reason and the buyer pays another way (QR) on a phone', async () => {
+  const buyer = await freshBuyer();
+  const trade = await newTrade(buyer, 4550, 'Tea sampler');
+  const page = await openPage(trade.cashier_url, PHONE);
+  const shown = await methodsOnPage(page);
+  assert.deepEqual(shown, await consultOrder(trade, buyer, 'H5'), 'phone order = consult order for H5');
+  await shot(page, 'cashier-phone-methods');
+  await choose(page, 'CARD');
+  await fillCard(page, CARDS.declined);
+  await page.click('#pay');
+  await page.waitForSelector('#notice:not([hidden])');
+  const notice = await page.textContent('#notice');
+  assert.match(notice, /declined/i);
+  assert.match(notice, /CARD_DECLINED/);
+  await methodsOnPage(page); // the choice is offered again
+  await shot(page, 'cashier-declined');
+  const failed = await pagePayment(trade);
+  assert.equal(failed.status, 'FAILED');
+  assert.equal(failed.risk, undefined, 'the buyer does not see the risk verdict');
+
+  await choose(page, 'QR_MERCHANT');
+  await page.click('#pay');
+  await page.waitForSelector('#follow:not([hidden]) img[data-testid=qr]');
+  await page.waitForFunction(() => {
+    const img = document.querySelector('img[data-testid=qr]');
+    return img && img.complete && img.naturalWidth > 0;
+  });
+  await shot(page, 'cashier-qr');
+  const p = await pagePayment(trade);
+  assert.equal(p.status, 'PROCESSING');
+  assert.equal(p.action.type, 'QR');
+  const sim = await api.simCall(stack, 'POST', '/sim/complete', { reference: p.action.qr_payload });
+  assert.ok(sim.status < 300, sim.text);
+  await waitResult(page, 'Payment successful');
+  assert.equal(await tradeStatus(trade.trade_no), 'TRADE_SUCCESS');
+  await page.close();
+});
+
+test('a VA payment shows the account number and completes after the transfer at paysim', async () => {
+  const buyer = await freshBuyer();
+  const trade = await newTrade(buyer, 12800, 'Desk lamp');
+  const page = await openPage(trade.cashier_url);
+  await methodsOnPage(page);
+  await choose(page, 'VA');
+  await page.click('#pay');
+  await page.waitForSelector('#follow:not([hidden]) [data-testid=follow-value]');
+  const va = (await page.textContent('[data-testid=follow-value]')).trim();
+  assert.match(va, /\S{6,}/);
+  assert.match(await page.textContent('#follow-body'), /CNY 128\.00/);
+  await shot(page, 'cashier-va');
+  assert.equal(await tradeStatus(trade.trade_no), 'WAIT_BUYER_PAY');
+  const sim = await api.simCall(stack, 'POST', '/sim/complete', { reference: va });
+  assert.ok(sim.status < 300, sim.text);
+  await waitResult(page, 'Payment successful'); // found by the page's own polling
+  assert.equal(await tradeStatus(trade.trade_no), 'TRADE_SUCCESS');
+  await shot(page, 'cashier-va-success');
+  await page.close();
+});
+
+test('editing rules/cashier_rank.lua changes the order on the page after a reload', async () => {
+  const buyer = await freshBuyer();
+  const trade = await newTrade(buyer, 3000, 'Notebook');
+  const page = await openPage(trade.cashier_url);
+  const before = await methodsOnPage(page);
+  assert.notEqual(before[0], 'VA');
+  const rule = path.join(stack.rulesDir, 'cashier_rank.lua');
+  const examples = path.join(stack.rulesDir, 'tests', 'cashier_rank.json');
+  const saved = [fs.readFileSync(rule), fs.readFileSync(examples)];
+  try {
+    // Product staff put bank transfer first, and say so in the examples.
+    fs.writeFileSync(rule, `-- Bank transfer first (campaign with the bank); the rest keep their order.
+return function(ctx, methods)
+  local out = {}
+  for _, m in ipairs(methods) do
+    m.recommended = false
+    if m.type == "VA" and m.available then out[#out + 1] = m end
+  end
+  for _, m in ipairs(methods) do
+    if not (m.type == "VA" and m.available) then out[#out + 1] = m end
+  end
+  if out[1] and out[1].available then out[1].recommended = true end
+  return out
+end
+`);
+    fs.writeFileSync(examples, JSON.stringify({
+      base_ctx: { amount: 1999, currency: 'CNY', product: 'INSTANT', platform: 'WEB', now: 1795000000,
+        merchant: { id: 'm_demo' }, buyer: { id: 'u_42', balance: 0 }, policy: { hide_unavailable: false } },
+      examples: [{
+        name: 'bank transfer comes first and is recommended',
+        methods: [
+          { method_id: 'm_card', type: 'CARD', label: 'Card', available: true, max_amount: 1999, channel_id: 'sim_card' },
+          { method_id: 'm_va', type: 'VA', label: 'Bank transfer (VA)', available: true, max_amount: 1999, channel_id: 'sim_va' },
+        ],
+        expect: { order: ['m_va', 'm_card'], recommended: ['m_va'] },
+      }],
+    }, null, 2));
+    const r = await api.adminCall(stack, 'POST', '/admin/reload');
+    assert.equal(r.status, 200, r.text);
+    const rank = r.json.rules.find((x) => x.name === 'cashier_rank');
+    assert.equal(rank.status, 'ok', JSON.stringify(rank));
+    await page.reload();
+    const after = await methodsOnPage(page);
+    assert.equal(after[0], 'VA');
+    assert.deepEqual(after, await consultOrder(trade, buyer, 'WEB'));
+    assert.deepEqual([...after].sort(), [...before].sort(), 'same methods, new order');
+    assert.match(await page.textContent('#methods li[data-method-id="VA"]'), /Recommended/);
+    await shot(page, 'cashier-rules-va-first');
+  } finally {
+    fs.writeFileSync(rule, saved[0]);
+    fs.writeFileSync(examples, saved[1]);
+    const r = await api.adminCall(stack, 'POST', '/admin/reload');
+    assert.equal(r.status, 200, r.text);
+    await page.close();
+  }
+});
+
+test('an expired or forged link is refused, by the page and by its API', async () => {
+  const buyer = await freshBuyer();
+  const trade = await newTrade(buyer);
+  const now = Math.floor(Date.now() / 1000);
+  const origin = new URL(trade.cashier_url).origin;
+  const expired = `${origin}/cashier/${api.cashierToken(stack.tokenKey, trade.trade_no, now - 5)}`;
+  const page = await browser.newPage();
+  await page.setViewportSize(PHONE);
+  const res = await page.goto(expired);
+  assert.equal(res.status(), 401);
+  assert.match(await page.textContent('h2'), /expired/);
+  await shot(page, 'cashier-link-expired');
+  const forged = `${origin}/cashier/${api.cashierToken('not-the-key', trade.trade_no, now + 3600)}`;
+  const res2 = await page.goto(forged);
+  assert.equal(res2.status(), 403);
+  assert.match(await page.textContent('h2'), /not valid/);
+  // A genuine token of another trade cannot be bent to this one.
+  const other = await newTrade(buyer);
+  const tok = other.cashier_url.split('/cashier/')[1].split('.');
+  const swapped = `${origin}/cashier/${trade.trade_no}.${tok[1]}.${tok[2]}`;
+  assert.equal((await page.goto(swapped)).status(), 403);
+  for (const url of [expired, forged, swapped]) {
+    const r = await api.request('POST', `${url}/api/pay`, { 'Content-Type': 'application/json' },
+      JSON.stringify({ method_id: 'VA' }));
+    assert.equal(r.status, 401, r.text);
+    assert.equal(r.json.error.code, 'UNAUTHORIZED');
+  }
+  // The real link still works and its page forbids third-party scripts.
+  const ok = await api.request('GET', trade.cashier_url);
+  assert.equal(ok.status, 200);
+  assert.match(ok.headers.get('content-security-policy'), /script-src 'self'/);
+  assert.equal(ok.headers.get('referrer-policy'), 'no-referrer');
+  await page.close();
+});
+
+// ---------- the ops console ----------
+
+test('ops console: disabling and enabling a channel, checked through the admin API', async () => {
+  const page = await openPage(`${stack.adminUrl}/console#channels`);
+  await consoleSignIn(page);
+  const row = '#view tr[data-channel-id="sim_va"]';
+  await page.waitForSelector(row);
+  await shot(page, 'console-channels');
+  const enabledInApi = async () => {
+    const r = await api.adminCall(stack, 'GET', '/admin/channels');
+    return r.json.channels.find((c) => c.channel_id === 'sim_va').enabled;
+  };
+  assert.equal(await enabledInApi(), true);
+  await page.click(`${row} button[data-action=disable]`);
+  await page.waitForSelector(`${row} button[data-action=enable]`);
+  assert.equal(await enabledInApi(), false);
+  assert.match(await page.textContent(row), /disabled/);
+  await shot(page, 'console-channel-disabled');
+  await page.click(`${row} button[data-action=enable]`);
+  await page.waitForSelector(`${row} button[data-action=disable]`);
+  assert.equal(await enabledInApi(), true);
+  // The token is kept for the tab: a reload does not ask again.
+  await page.reload();
+  await page.waitForSelector(row);
+  // Views whose API this paycore lacks say so instead of failing.
+  for (const v of ['rules', 'alerts', 'reviews', 'refunds', 'chargebacks', 'recon', 'ledger']) {
+    await page.click(`.nav a[data-view=${v}]`);
+    await page.waitForSelector(`#view > div[data-view=${v}]`);
+    await shot(page, `console-${v}`);
+  }
+  await page.close();
+});
+
+test('ops console: releasing a payment held for review, checked through the merchant API', async () => {
+  const buyer = await freshBuyer();
+  const trade = await newTrade(buyer, 2000000, 'Road bike');
+  const cashier = await openPage(trade.cashier_url);
+  await methodsOnPage(cashier);
+  await choose(cashier, 'CARD');
+  await fillCard(cashier, CARDS.ok);
+  await cashier.click('#pay');
+  await cashier.waitForSelector('#follow:not([hidden])');
+  assert.match(await cashier.textContent('#follow-title'), /being checked/);
+  await shot(cashier, 'cashier-review');
+  const held = await pagePayment(trade);
+  assert.equal(held.status, 'REVIEW');
+
+  const page = await openPage(`${stack.adminUrl}/console#reviews`);
+  await consoleSignIn(page);
+  const row = `#view tr[data-payment-no="${held.payment_no}"]`;
+  await page.waitForSelector(row);
+  assert.match(await page.textContent(row), /20000\.00 CNY/);
+  await shot(page, 'console-reviews');
+  await page.click(`${row} button[data-action=release]`);
+  await page.waitForSelector('#flash:not([hidden])');
+  assert.match(await page.textContent('#flash'), /done/);
+  await page.waitForSelector(row, { state: 'detached' });
+
+  const paid = await until('the payment to succeed', async () => {
+    const r = await api.merchantCall(stack, merchant, 'GET', `/v1/payments/${held.payment_no}`);
+    return r.json && r.json.status === 'SUCCESS' ? r.json : null;
+  });
+  assert.equal(paid.trade_status, 'TRADE_SUCCESS');
+  assert.equal(await tradeStatus(trade.trade_no), 'TRADE_SUCCESS');
+  await waitResult(cashier, 'Payment successful'); // the buyer's page saw it by polling
+  await page.click('.nav a[data-view=ledger]');
+  await page.waitForSelector('[data-testid=ledger]');
+  assert.match(await page.textContent('[data-testid=ledger]'), /all hold/);
+  await shot(page, 'console-ledger');
+  await cashier.close();
+  await page.close();
+});
+
+test('no card number reaches the server log or the browser console', async () => {
+  const log = fs.readFileSync(stack.logs.paycore, 'utf8');
+  assert.ok(log.length > 0);
+  for (const pan of Object.values(CARDS)) {
+    assert.ok(!log.includes(pan), `card ${pan.slice(0, 6)}… in the paycore log`);
+    assert.ok(!consoleLines.some((l) => l.includes(pan)), 'card number in the browser console');
+  }
+  const r = await api.adminCall(stack, 'GET', '/admin/ledger/check');
+  assert.equal(r.json.ok, true, r.text);
+});
+
+// ---------- runner ----------
+
+async function main() {
+  const filter = process.argv[2] ? new RegExp(process.argv[2]) : null;
+  const chosen = tests.filter((t) => !filter || filter.test(t.name));
+  let passed = 0, failed = 0;
+  const userData = fs.mkdtempSync(path.join(os.tmpdir(), 'paycore-chromium-'));
+  try {
+    stack = await startStack();
+    const r = await api.adminCall(stack, 'POST', '/admin/merchants', { name: 'Bean & Leaf Coffee' });
+    assert.equal(r.status, 201, r.text);
+    merchant = { id: r.json.merchant_id, secret: r.json.secret };
+    // A fresh, empty profile; without the background-networking switches
+    // chromium keeps calling out to the (closed) network.
+    browser = await chromium.launchPersistentContext(userData, {
+      executablePath: process.env.PC_CHROMIUM || '/usr/bin/chromium',
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    for (const p of browser.pages()) await p.close();
+    for (const [i, t] of chosen.entries()) {
+      const started = Date.now();
+      try {
+        await Promise.race([t.fn(), sleep(90000).then(() => { throw new Error('test timed out after 90 s'); })]);
+        passed++;
+        console.log(`ok ${i + 1} - ${t.name} (${Date.now() - started} ms)`);
+      } catch (e) {
+        failed++;
+        console.log(`not ok ${i + 1} - ${t.name}`);
+        console.log(String(e && e.stack || e).split('\n').map((l) => '    ' + l).join('\n'));
+        for (const p of browser.pages()) {
+          await shot(p, `FAILED-${i + 1}-${browser.pages().indexOf(p)}`).catch(() => {});
+          await p.close().catch(() => {});
+        }
+      }
+    }
+  } catch (e) {
+    failed++;
+    console.log('not ok - setting up the browser tests');
+    console.log(String(e && e.stack || e));
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+    if (stack) await stack.stop().catch(() => {});
+    fs.rmSync(userData, { recursive: true, force: true });
+  }
+  console.log(`screenshots: ${SHOTS}`);
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed ? 1 : 0);
+}
+
+main();
