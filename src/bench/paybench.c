@@ -19,6 +19,7 @@
 #include "auth/sign.h"
 #include "bench/pool.h"
 
+#include <dirent.h>
 #include <getopt.h>
 #include <http_parser.h>
 #include <jansson.h>
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <uv.h>
 
@@ -52,6 +54,7 @@ typedef struct {
     int ledger_check;
     int progress;
     const char *buyer_prefix;
+    int merchants;
 } opts_t;
 
 static opts_t o = {
@@ -68,6 +71,7 @@ static opts_t o = {
     .refund_percent = 0,
     .timeout_ms = 30000,
     .ledger_check = 1,
+    .merchants = 1,
 };
 
 /* ---------- latency histograms (log-linear, about 1.5 % resolution) ---------- */
@@ -209,7 +213,9 @@ static int phase; /* 0 set-up, 1 running, 2 draining, 3 done */
 static flow_t *retry_head;
 static uv_timer_t ticker;
 static FILE *record_file;
-static char merchant_id[80], merchant_secret[200];
+#define MAX_MERCHANTS 256
+static char merchant_ids[MAX_MERCHANTS][80], merchant_secrets[MAX_MERCHANTS][200];
+static int nmerchants, merchants_pending;
 static char **buyer_ids;
 static int nbuyers;
 static uint64_t notifications;
@@ -406,8 +412,10 @@ static void step_answer(void *data, int status, json_t *j, const char *body)
 
 static void step_send(flow_t *f)
 {
-    pb_pool_call(api, f->method, f->path, f->body[0] ? f->body : NULL, f->idem[0] ? f->idem : NULL,
-                 step_answer, f);
+    int m = nmerchants ? (int)(f->seq % nmerchants) : 0;
+    pb_pool_call_as(api, nmerchants ? merchant_ids[m] : NULL,
+                    nmerchants ? merchant_secrets[m] : NULL, f->method, f->path,
+                    f->body[0] ? f->body : NULL, f->idem[0] ? f->idem : NULL, step_answer, f);
 }
 
 static void flow_start(uint64_t due, int recharge, int buyer, stats_t *stats)
@@ -483,6 +491,7 @@ static void maybe_start_closed(void)
 }
 
 static void report(void);
+static void cpu_sample(int end);
 
 static void ticker_cb(uv_timer_t *t)
 {
@@ -499,6 +508,11 @@ static void ticker_cb(uv_timer_t *t)
         }
     }
     if (phase == 1) {
+        static int cpu_started;
+        if (!cpu_started && now >= warm_end_ns) {
+            cpu_started = 1;
+            cpu_sample(0);
+        }
         if (o.rate > 0) {
             uint64_t due = (uint64_t)((double)(now - start_ns) / 1e9 * o.rate);
             while (flows_started < due && now < end_ns) {
@@ -519,6 +533,7 @@ static void ticker_cb(uv_timer_t *t)
         }
         if (now >= end_ns) {
             phase = 2;
+            cpu_sample(1);
             drain_end_ns = now + (uint64_t)(o.drain * 1e9);
         }
     }
@@ -626,10 +641,13 @@ static void merchant_created(void *data, int status, json_t *j, const char *body
         fprintf(stderr, "paybench: POST /admin/merchants: %d %s\n", status, body);
         exit(2);
     }
-    snprintf(merchant_id, sizeof merchant_id, "%s", id);
-    snprintf(merchant_secret, sizeof merchant_secret, "%s", secret);
-    pb_pool_set_merchant(api, merchant_id, merchant_secret);
-    fprintf(stdout, "setup: merchant %s created\n", merchant_id);
+    snprintf(merchant_ids[nmerchants], sizeof merchant_ids[0], "%s", id);
+    snprintf(merchant_secrets[nmerchants], sizeof merchant_secrets[0], "%s", secret);
+    nmerchants++;
+    if (--merchants_pending > 0)
+        return;
+    fprintf(stdout, "setup: %d merchant(s) created (%s%s)\n", nmerchants, merchant_ids[0],
+            nmerchants > 1 ? ", …" : "");
     setup_next_stage();
 }
 
@@ -733,6 +751,111 @@ static void sink_start(void)
         die("cannot listen on the notification port %s", "");
 }
 
+/* ---------- CPU accounting: --cpu NAME=PID,… ---------- */
+
+/* CPU time (ms) of pid and, when with_children, of its direct children (a
+ * postmaster's backends), read from /proc. */
+static double proc_cpu_ms(long pid, int with_children)
+{
+    double ms = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    long tck = sysconf(_SC_CLK_TCK);
+    while (d && (e = readdir(d))) {
+        char *end;
+        long p = strtol(e->d_name, &end, 10);
+        if (*end || p <= 0)
+            continue;
+        char path[64], buf[1024];
+        snprintf(path, sizeof path, "/proc/%ld/stat", p);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        const char *rp = strrchr(buf, ')');
+        if (!rp)
+            continue;
+        /* Fields after the command: state ppid … utime (12th) stime (13th). */
+        char state;
+        long ppid;
+        unsigned long ut = 0, stt = 0;
+        if (sscanf(rp + 2, "%c %ld %*s %*s %*s %*s %*s %*s %*s %*s %*s %lu %lu", &state, &ppid, &ut,
+                   &stt) != 4)
+            continue;
+        if (p == pid || (with_children && ppid == pid))
+            ms += (double)(ut + stt) * 1000.0 / (double)tck;
+    }
+    if (d)
+        closedir(d);
+    return ms;
+}
+
+#define MAX_CPU 8
+static struct {
+    char name[32];
+    long pid;
+    double start_ms, end_ms;
+} cpu_of[MAX_CPU];
+static int ncpu;
+static double self_start_ms, self_end_ms;
+
+static double self_cpu_ms(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000.0 +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000.0;
+}
+
+static void parse_cpu(const char *spec)
+{
+    char *copy = strdup(spec), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t && ncpu < MAX_CPU;
+         t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '=');
+        if (!eq)
+            continue;
+        *eq = 0;
+        snprintf(cpu_of[ncpu].name, sizeof cpu_of[ncpu].name, "%s", t);
+        cpu_of[ncpu].pid = atol(eq + 1);
+        ncpu++;
+    }
+    free(copy);
+}
+
+/* Samples at the start and the end of the measured window (warm-up excluded). */
+static void cpu_sample(int end)
+{
+    for (int i = 0; i < ncpu; i++) {
+        double v = proc_cpu_ms(cpu_of[i].pid, 1);
+        if (end)
+            cpu_of[i].end_ms = v;
+        else
+            cpu_of[i].start_ms = v;
+    }
+    if (end)
+        self_end_ms = self_cpu_ms();
+    else
+        self_start_ms = self_cpu_ms();
+}
+
+static void cpu_report(uint64_t units, const char *what)
+{
+    if (!ncpu || !units)
+        return;
+    double total = self_end_ms - self_start_ms;
+    printf("CPU ms per %s (measured window):", what);
+    for (int i = 0; i < ncpu; i++) {
+        double d = cpu_of[i].end_ms - cpu_of[i].start_ms;
+        total += d;
+        printf(" %s %.2f", cpu_of[i].name, d / (double)units);
+    }
+    printf(" paybench %.2f; total %.2f\n", (self_end_ms - self_start_ms) / (double)units,
+           total / (double)units);
+}
+
 /* ---------- report ---------- */
 
 static void print_stats(void)
@@ -778,6 +901,8 @@ static void print_stats(void)
     printf("errors: %llu; retries: %llu; connection errors: %llu; unfinished flows: %llu\n",
            (unsigned long long)errs, (unsigned long long)st.retries,
            (unsigned long long)pb_pool_conn_errors(api), (unsigned long long)flows_inflight);
+    cpu_report(scen_pay ? st.payments_in_window : st.flows_in_window,
+               scen_pay ? "payment" : "flow");
     if (o.notify_port)
         printf("notifications received so far: %llu\n", (unsigned long long)notifications);
 }
@@ -851,21 +976,36 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"host", 1, NULL, 'H'},           {"port", 1, NULL, 'p'},
-        {"admin-port", 1, NULL, 'A'},     {"admin-token", 1, NULL, 'T'},
-        {"connections", 1, NULL, 'c'},    {"duration", 1, NULL, 'd'},
-        {"warmup", 1, NULL, 'w'},         {"drain", 1, NULL, 'D'},
-        {"scenario", 1, NULL, 's'},       {"merchant", 1, NULL, 'm'},
-        {"secret", 1, NULL, 'k'},         {"path", 1, NULL, 'P'},
-        {"rate", 1, NULL, 'r'},           {"buyers", 1, NULL, 'b'},
-        {"buyer-prefix", 1, NULL, 'B'},   {"amount", 1, NULL, 'a'},
-        {"fund", 1, NULL, 'f'},           {"card-percent", 1, NULL, 'C'},
-        {"refund-percent", 1, NULL, 'R'}, {"consult", 0, NULL, 'Q'},
-        {"retries", 1, NULL, 'y'},        {"timeout-ms", 1, NULL, 't'},
-        {"record", 1, NULL, 'o'},         {"notify-port", 1, NULL, 'n'},
-        {"note", 1, NULL, 'N'},           {"no-ledger-check", 0, NULL, 'L'},
-        {"progress", 0, NULL, 'G'},       {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {{"host", 1, NULL, 'H'},
+                                       {"port", 1, NULL, 'p'},
+                                       {"admin-port", 1, NULL, 'A'},
+                                       {"admin-token", 1, NULL, 'T'},
+                                       {"connections", 1, NULL, 'c'},
+                                       {"duration", 1, NULL, 'd'},
+                                       {"warmup", 1, NULL, 'w'},
+                                       {"drain", 1, NULL, 'D'},
+                                       {"scenario", 1, NULL, 's'},
+                                       {"merchant", 1, NULL, 'm'},
+                                       {"secret", 1, NULL, 'k'},
+                                       {"path", 1, NULL, 'P'},
+                                       {"rate", 1, NULL, 'r'},
+                                       {"buyers", 1, NULL, 'b'},
+                                       {"buyer-prefix", 1, NULL, 'B'},
+                                       {"amount", 1, NULL, 'a'},
+                                       {"fund", 1, NULL, 'f'},
+                                       {"card-percent", 1, NULL, 'C'},
+                                       {"refund-percent", 1, NULL, 'R'},
+                                       {"consult", 0, NULL, 'Q'},
+                                       {"retries", 1, NULL, 'y'},
+                                       {"timeout-ms", 1, NULL, 't'},
+                                       {"record", 1, NULL, 'o'},
+                                       {"notify-port", 1, NULL, 'n'},
+                                       {"note", 1, NULL, 'N'},
+                                       {"no-ledger-check", 0, NULL, 'L'},
+                                       {"progress", 0, NULL, 'G'},
+                                       {"merchants", 1, NULL, 'M'},
+                                       {"cpu", 1, NULL, 'U'},
+                                       {NULL, 0, NULL, 0}};
     int ch;
     int card_set = 0, refund_set = 0;
     while ((ch = getopt_long(argc, argv, "c:d:r:", lo, NULL)) != -1) {
@@ -950,6 +1090,12 @@ int main(int argc, char **argv)
         case 'L':
             o.ledger_check = 0;
             break;
+        case 'U':
+            parse_cpu(optarg);
+            break;
+        case 'M':
+            o.merchants = atoi(optarg);
+            break;
         case 'G':
             o.progress = 1;
             break;
@@ -957,7 +1103,7 @@ int main(int argc, char **argv)
             usage();
         }
     }
-    if (o.duration <= 0 || o.connections < 1)
+    if (o.duration <= 0 || o.connections < 1 || o.merchants < 1 || o.merchants > MAX_MERCHANTS)
         usage();
     const char *sc = o.scenario;
     if (!strcmp(sc, "healthz")) {
@@ -1027,7 +1173,9 @@ int main(int argc, char **argv)
             snprintf(url, sizeof url, ",\"notify_url\":\"http://127.0.0.1:%d/notify\"",
                      o.notify_port);
         snprintf(b, sizeof b, "{\"name\":\"paybench %s\",\"advance_funding\":true%s}", run_id, url);
-        pb_pool_call(admin, "POST", "/admin/merchants", b, NULL, merchant_created, NULL);
+        merchants_pending = o.merchants;
+        for (int i = 0; i < o.merchants; i++)
+            pb_pool_call(admin, "POST", "/admin/merchants", b, NULL, merchant_created, NULL);
     } else {
         setup_next_stage();
     }

@@ -12,6 +12,7 @@
 typedef struct call {
     struct call *next;
     char *method, *path, *body, *idem;
+    const char *merchant, *secret; /* borrowed; NULL: the pool's */
     pb_call_cb cb;
     void *data;
 } call_t;
@@ -257,16 +258,18 @@ static char *build_request(pb_pool_t *p, const call_t *k, size_t *len)
     const char *body = k->body ? k->body : "";
     size_t blen = strlen(body);
     char auth[1024] = "";
-    if (p->merchant) {
+    const char *merchant = k->merchant ? k->merchant : p->merchant;
+    const char *secret = k->merchant ? k->secret : p->secret;
+    if (merchant) {
         char ts[24], nonce[33];
         snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
         pc_random_hex(nonce, sizeof nonce, 16);
         size_t slen = 0;
         char *tosign = pc_sign_request_string(k->method, k->path, ts, nonce, body, blen, &slen);
-        char *sig = tosign ? pc_hmac_sha256_sign(p->secret, strlen(p->secret), tosign, slen) : NULL;
+        char *sig = tosign ? pc_hmac_sha256_sign(secret, strlen(secret), tosign, slen) : NULL;
         snprintf(auth, sizeof auth,
                  "X-Merchant-Id: %s\r\nX-Timestamp: %s\r\nX-Nonce: %s\r\nX-Signature: %s\r\n",
-                 p->merchant, ts, nonce, sig ? sig : "");
+                 merchant, ts, nonce, sig ? sig : "");
         free(tosign);
         free(sig);
     } else if (p->bearer) {
@@ -343,6 +346,13 @@ static void pump(pb_pool_t *p)
 void pb_pool_call(pb_pool_t *p, const char *method, const char *path, const char *body,
                   const char *idem_key, pb_call_cb cb, void *data)
 {
+    pb_pool_call_as(p, NULL, NULL, method, path, body, idem_key, cb, data);
+}
+
+void pb_pool_call_as(pb_pool_t *p, const char *merchant_id, const char *secret, const char *method,
+                     const char *path, const char *body, const char *idem_key, pb_call_cb cb,
+                     void *data)
+{
     if (p->closing)
         return;
     call_t *k = calloc(1, sizeof *k);
@@ -352,6 +362,8 @@ void pb_pool_call(pb_pool_t *p, const char *method, const char *path, const char
     k->path = strdup(path);
     k->body = body ? strdup(body) : NULL;
     k->idem = idem_key ? strdup(idem_key) : NULL;
+    k->merchant = merchant_id;
+    k->secret = secret;
     k->cb = cb;
     k->data = data;
     if (p->tail)

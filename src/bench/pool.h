@@ -37,9 +37,14 @@ pb_pool_t *pb_pool_new(uv_loop_t *loop, const pb_pool_opts_t *opts);
 void pb_pool_set_merchant(pb_pool_t *p, const char *merchant_id, const char *secret);
 /* Queues a call; method, path, body (NULL: none) and idem_key (NULL: none)
  * are copied. cb runs exactly once, from the loop, never from inside this
- * call. */
+ * call (nor at all once pb_pool_close was called). */
 void pb_pool_call(pb_pool_t *p, const char *method, const char *path, const char *body,
                   const char *idem_key, pb_call_cb cb, void *data);
+/* The same, signed as another merchant than the pool's: merchant_id and
+ * secret are borrowed and must live until cb has run. */
+void pb_pool_call_as(pb_pool_t *p, const char *merchant_id, const char *secret, const char *method,
+                     const char *path, const char *body, const char *idem_key, pb_call_cb cb,
+                     void *data);
 /* Calls queued or in flight. */
 size_t pb_pool_pending(const pb_pool_t *p);
 /* Connections that failed (refused, reset, timed out) since the start. */

@@ -4,6 +4,7 @@
 #include "core/metrics.h"
 
 #include <libpq-fe.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,8 +28,24 @@ typedef struct query {
     pc_db_tx_t *tx;
     uint64_t deadline;
     PGresult *res;
-    int phase; /* 0: waiting for the result, 1: waiting for the pipeline sync */
+    int phase;    /* 0: waiting for the result, 1: waiting for the pipeline sync */
+    int prepping; /* 1: a Parse was sent ahead of it; its result comes first */
 } query_t;
+
+/* Statements prepared on one connection, by SQL text: parsing, analysing and
+ * planning a statement costs the server more than running most of ours, so
+ * every parameterised statement is prepared once per connection (Parse
+ * pipelined ahead of its first Bind, no extra round trip) and then only bound
+ * and executed. Bounded: past PREP_MAX distinct texts the rest run unnamed. */
+#define PREP_MAX 512
+#define PREP_SLOTS 1024 /* open addressing, at most half full */
+
+typedef struct {
+    char *sql;
+    uint32_t hash;
+    int id;    /* statement name "pc_<id>" */
+    int ready; /* 0: its Parse failed (e.g. in an aborted transaction): parse again */
+} prep_t;
 
 /* One connection attempt's socket; replaced on every reconnect so that the
  * uv_poll handle can be closed asynchronously while a new one starts. */
@@ -38,6 +55,8 @@ typedef struct sock {
     conn_t *conn;
     int fd;
     int events;
+    prep_t *prep; /* PREP_SLOTS entries, allocated on first use */
+    int nprep;
 } sock_t;
 
 enum { C_DOWN, C_CONNECTING, C_UP };
@@ -223,13 +242,70 @@ static void sent_push(conn_t *c, query_t *q)
         q->tx->refs++;
 }
 
+static uint32_t sql_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* The prepared statement for sql on s, added (not yet ready) when new; NULL
+ * when the table is full. */
+static prep_t *prep_find(sock_t *s, const char *sql, int *is_new)
+{
+    if (!s->prep && !(s->prep = calloc(PREP_SLOTS, sizeof *s->prep)))
+        return NULL;
+    uint32_t h = sql_hash(sql);
+    for (uint32_t i = h % PREP_SLOTS;; i = (i + 1) % PREP_SLOTS) {
+        prep_t *e = &s->prep[i];
+        if (!e->sql) {
+            if (s->nprep >= PREP_MAX || !(e->sql = strdup(sql)))
+                return NULL;
+            e->hash = h;
+            e->id = ++s->nprep;
+            *is_new = 1;
+            return e;
+        }
+        if (e->hash == h && !strcmp(e->sql, sql)) {
+            *is_new = 0;
+            return e;
+        }
+    }
+}
+
+static void prep_failed(sock_t *s, const char *sql)
+{
+    int is_new = 0;
+    prep_t *e = s ? prep_find(s, sql, &is_new) : NULL;
+    if (e)
+        e->ready = 0;
+}
+
 static int conn_send(conn_t *c, query_t *q)
 {
     PGconn *pg = c->sock->pg;
-    if (!PQsendQueryParams(pg, q->sql, q->nparams, NULL, (const char *const *)q->params, NULL, NULL,
-                           0) ||
-        !PQpipelineSync(pg))
+    int is_new = 0;
+    prep_t *e = q->kind == Q_USER && q->nparams > 0 ? prep_find(c->sock, q->sql, &is_new) : NULL;
+    if (e) {
+        char name[24];
+        snprintf(name, sizeof name, "pc_%d", e->id);
+        q->prepping = 0;
+        if (is_new || !e->ready) {
+            if (!PQsendPrepare(pg, name, q->sql, q->nparams, NULL))
+                return PC_EUNAVAIL;
+            e->ready = 1;
+            q->prepping = 1;
+        }
+        if (!PQsendQueryPrepared(pg, name, q->nparams, (const char *const *)q->params, NULL, NULL,
+                                 0) ||
+            !PQpipelineSync(pg))
+            return PC_EUNAVAIL;
+    } else if (!PQsendQueryParams(pg, q->sql, q->nparams, NULL, (const char *const *)q->params,
+                                  NULL, NULL, 0) ||
+               !PQpipelineSync(pg)) {
         return PC_EUNAVAIL;
+    }
     q->deadline = now_ms(c->db) + c->db->timeout_ms;
     q->phase = 0;
     sent_push(c, q);
@@ -254,13 +330,22 @@ static void conn_send_or_fail(conn_t *c, query_t *q)
 
 /* ---------- connections ---------- */
 
+static void sock_free(sock_t *s)
+{
+    if (s->pg)
+        PQfinish(s->pg);
+    if (s->prep)
+        for (int i = 0; i < PREP_SLOTS; i++)
+            free(s->prep[i].sql);
+    free(s->prep);
+    free(s);
+}
+
 static void sock_closed(uv_handle_t *h)
 {
     sock_t *s = h->data;
     pc_db_t *db = s->conn->db;
-    if (s->pg)
-        PQfinish(s->pg);
-    free(s);
+    sock_free(s);
     db->handles_open--;
     if (db->closing && db->handles_open == 0) {
         void (*cb)(void *) = db->close_cb;
@@ -284,9 +369,7 @@ static void sock_drop(conn_t *c)
         uv_close((uv_handle_t *)&s->poll, sock_closed);
     } else {
         /* No poll handle was ever started. */
-        if (s->pg)
-            PQfinish(s->pg);
-        free(s);
+        sock_free(s);
         c->db->handles_open--;
     }
 }
@@ -345,6 +428,21 @@ static void handle_results(conn_t *c)
     while (c->sent_head && !PQisBusy(pg)) {
         query_t *q = c->sent_head;
         PGresult *r = PQgetResult(pg);
+        if (q->prepping) {
+            /* The Parse's own result (and its terminating NULL) comes first. */
+            if (r == NULL) {
+                q->prepping = 0;
+            } else if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+                prep_failed(c->sock, q->sql);
+                if (!q->res)
+                    q->res = r; /* the statement fails with the Parse's error */
+                else
+                    PQclear(r);
+            } else {
+                PQclear(r);
+            }
+            continue;
+        }
         if (q->phase == 0) {
             if (r == NULL) {
                 q->phase = 1;
