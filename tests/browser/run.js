@@ -301,6 +301,89 @@ test('an expired or forged link is refused, by the page and by its API', async (
   await page.close();
 });
 
+// A Luhn-valid number paysim approves, new on every call, so that the risk
+// rule's per-card velocity does not see one card used across the tests.
+function freshCard() {
+  const body = '411111' + String(100000000 + ((process.pid * 7919 + ++seq * 104729) % 899999999)).slice(0, 9);
+  let sum = 0;
+  for (let i = body.length - 1, dbl = true; i >= 0; i--, dbl = !dbl) {
+    let d = +body[i];
+    if (dbl) { d *= 2; if (d > 9) d -= 9; }
+    sum += d;
+  }
+  return body + String((10 - (sum % 10)) % 10);
+}
+
+test('balance and a coupon combine with a card; the page shows the split', async () => {
+  const buyer = await freshBuyer();
+  // 10.00 in the wallet (a top-up paid through the merchant API) and a 5.00 coupon.
+  const topUp = await api.merchantCall(stack, merchant, 'POST', '/v1/trades', {
+    out_trade_no: `BR${process.pid}-${++seq}`, product: 'RECHARGE', amount: 1000, currency: 'CNY',
+    subject: 'Wallet top-up', buyer_id: buyer,
+  });
+  assert.equal(topUp.status, 201, topUp.text);
+  const paid = await api.merchantCall(stack, merchant, 'POST', '/v1/cashier/pay', {
+    trade_no: topUp.json.trade_no, buyer_id: buyer, method_id: 'CARD',
+    card: { pan: freshCard(), exp_month: 12, exp_year: 2030, cvv: '123' },
+  });
+  assert.equal(paid.json && paid.json.status, 'SUCCESS', paid.text);
+  const coupon = await api.adminCall(stack, 'POST', '/admin/coupons', { buyer_id: buyer, amount: 500, currency: 'CNY' });
+  assert.equal(coupon.status, 201, coupon.text);
+
+  const trade = await newTrade(buyer, 1999, 'Coffee grinder brush');
+  const page = await openPage(trade.cashier_url);
+  const shown = await methodsOnPage(page);
+  assert.deepEqual(shown, await consultOrder(trade, buyer, 'WEB'));
+  const couponId = `COUPON:${coupon.json.coupon_id}`;
+  assert.ok(shown.includes(couponId) && shown.includes('BALANCE'));
+  await page.check(`#methods li[data-method-id="${couponId}"] input`);
+  await page.check('#methods li[data-method-id="BALANCE"] input');
+  await choose(page, 'CARD');
+  await fillCard(page, '5555555555554444');
+  const split = await page.textContent('#breakdown');
+  assert.match(split, /Coupon−CNY 5\.00/);
+  assert.match(split, /Balance−CNY 10\.00/);
+  assert.match(split, /CardCNY 4\.99/);
+  assert.equal(await page.textContent('#pay'), 'Pay CNY 4.99');
+  await shot(page, 'cashier-combination');
+  await page.click('#pay');
+  await waitResult(page, 'Payment successful');
+  await shot(page, 'cashier-combination-success');
+  const p = await pagePayment(trade);
+  const parts = Object.fromEntries(p.components.map((c) => [c.type, c.amount]));
+  assert.deepEqual(parts, { COUPON: 500, BALANCE: 1000, CARD: 499 });
+  assert.equal(await tradeStatus(trade.trade_no), 'TRADE_SUCCESS');
+  await page.close();
+});
+
+test('a challenged card payment asks for the one-time code and then succeeds', async () => {
+  const buyer = await freshBuyer();
+  // Large amount + new account: the default risk rule challenges card payments.
+  const trade = await newTrade(buyer, 600000, 'Espresso machine');
+  const page = await openPage(trade.cashier_url);
+  await methodsOnPage(page);
+  await choose(page, 'CARD');
+  const pan = freshCard();
+  await fillCard(page, pan);
+  await page.click('#pay');
+  await page.waitForSelector('#challenge:not([hidden])');
+  const p = await pagePayment(trade);
+  assert.equal(p.action.type, 'CHALLENGE');
+  await page.fill('#challenge-code', '000000x');
+  await page.click('#challenge-submit');
+  await page.waitForSelector('#notice:not([hidden])');
+  assert.match(await page.textContent('#notice'), /wrong, expired or already used/i);
+  const code = await api.adminCall(stack, 'GET', `/admin/challenges/${p.action.challenge_id}`);
+  assert.equal(code.status, 200, code.text);
+  await page.fill('#challenge-code', code.json.code);
+  await shot(page, 'cashier-challenge');
+  await page.click('#challenge-submit');
+  await waitResult(page, 'Payment successful');
+  assert.equal(await tradeStatus(trade.trade_no), 'TRADE_SUCCESS');
+  CARDS.challenged = pan; // checked against the logs too
+  await page.close();
+});
+
 // ---------- the ops console ----------
 
 test('ops console: disabling and enabling a channel, checked through the admin API', async () => {
