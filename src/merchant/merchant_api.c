@@ -261,8 +261,60 @@ static void rotate_secret(pc_http_req_t *req, void *data)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
+static void verified_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status == PC_EIO && !strcmp(pc_db_sqlstate(res), "23503")) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such merchant");
+        return;
+    }
+    if (status == PC_EIO && !strcmp(pc_db_sqlstate(res), "23514")) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL,
+                              "legal_name 1-200 characters, id_type BUSINESS_LICENSE, "
+                              "NATIONAL_ID or PASSPORT, id_number at least 4 letters or digits");
+        return;
+    }
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    pc_respond_json_text(req, 200, pc_db_get(res, 0, 0));
+}
+
+/* Records the merchant's verified legal name (ops, after checking the
+ * documents). Only the last four characters of the document number are
+ * kept. Re-verifying replaces the record. */
+static void verify_merchant(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    json_t *b = pc_http_req_json(req);
+    int bad = 0;
+    const char *name = b ? pc_json_str(b, "legal_name", 200, 0, &bad) : NULL;
+    const char *type = b ? pc_json_str(b, "id_type", 32, 0, &bad) : NULL;
+    const char *num = b ? pc_json_str(b, "id_number", 64, 0, &bad) : NULL;
+    if (!name || !type || !num || bad || strlen(num) < 4) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL,
+                              "legal_name, id_type and id_number are required");
+        return;
+    }
+    const char *last4 = num + strlen(num) - 4;
+    const char *p[] = {pc_http_req_param(req, "id"), name, type, last4};
+    if (pc_db_query(app->db,
+                    "WITH v AS (INSERT INTO merchant_verifications (merchant_id, legal_name, "
+                    "id_type, id_last4, verified_by) VALUES ($1, $2, $3, $4, 'ops') ON CONFLICT "
+                    "(merchant_id) DO UPDATE SET legal_name = EXCLUDED.legal_name, id_type = "
+                    "EXCLUDED.id_type, id_last4 = EXCLUDED.id_last4, verified_at = now() "
+                    "RETURNING *) SELECT json_build_object('merchant_id', merchant_id, "
+                    "'legal_name', legal_name, 'id_type', id_type, 'id_last4', id_last4, "
+                    "'verified_at', to_char(verified_at AT TIME ZONE 'UTC', "
+                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text FROM v",
+                    4, p, verified_cb, req) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
 void pc_app_routes_merchants(pc_app_t *app)
 {
+    pc_router_add(app->admin, "POST", "/admin/merchants/{id}/verify", verify_merchant, app);
     pc_router_add(app->admin, "POST", "/admin/merchants/{id}/rotate-secret", rotate_secret, app);
     pc_router_add(app->admin, "POST", "/admin/merchants", create_merchant, app);
     pc_router_add(app->admin, "GET", "/admin/merchants/{id}", get_merchant, app);
