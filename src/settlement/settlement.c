@@ -185,7 +185,8 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
     /* Every posting that credited the pending account before the cut-off
      * and is not on a statement yet (net per posting: a posting may touch
      * an account in several legs). The trade is found through what the
-     * posting refers to. */
+     * posting refers to (acquiring writes a payment's or settle's trade_no
+     * as its memo too). */
     if (pc_db_tx_query(
             r->tx,
             "WITH due AS (SELECT e.account_id, e.txn_id, sum(e.amount)::bigint AS amount, "
@@ -195,11 +196,12 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
             "i.txn_id = e.txn_id) GROUP BY e.account_id, e.txn_id HAVING sum(e.amount) > 0), "
             "ins AS (INSERT INTO settlement_items (account_id, txn_id, statement_no, kind, "
             "ref_type, ref_id, trade_no, amount, sale, posted_at) SELECT d.account_id, d.txn_id, "
-            "$1, t.kind, t.ref_type, t.ref_id, CASE t.ref_type WHEN 'payment' THEN (SELECT "
-            "p.trade_no FROM payments p WHERE p.payment_no = t.ref_id) WHEN 'settle' THEN "
-            "(SELECT s.trade_no FROM trade_settles s WHERE s.settle_no = t.ref_id) WHEN "
+            "$1, t.kind, t.ref_type, t.ref_id, coalesce(CASE t.ref_type WHEN 'payment' THEN "
+            "(SELECT p.trade_no FROM payments p WHERE p.payment_no = t.ref_id) WHEN 'settle' "
+            "THEN (SELECT s.trade_no FROM trade_settles s WHERE s.settle_no = t.ref_id) WHEN "
             "'chargeback' THEN (SELECT c.trade_no FROM chargebacks c WHERE c.chargeback_no = "
-            "t.ref_id) END, d.amount, t.kind IN ('TRADE_PAY', 'TRADE_SETTLE'), d.posted_at FROM "
+            "t.ref_id) END, CASE WHEN t.kind IN ('TRADE_PAY', 'TRADE_SETTLE') THEN t.memo END), "
+            "d.amount, t.kind IN ('TRADE_PAY', 'TRADE_SETTLE'), d.posted_at FROM "
             "due d JOIN ledger_txns t ON t.txn_id = d.txn_id RETURNING amount, sale) SELECT "
             "count(*) AS n, coalesce(sum(amount), 0)::bigint AS gross, coalesce(sum(amount) "
             "FILTER (WHERE sale), 0)::bigint AS sales FROM ins",

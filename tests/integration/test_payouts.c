@@ -1,0 +1,521 @@
+/* Payouts end to end against two paycore nodes, PostgreSQL, Redis and
+ * paysim: success, failure and return with the balances right, a payout
+ * above the available balance refused, 20 concurrent payouts over both nodes
+ * that never overdraw, late answers (callback, lost callback and status
+ * query), risk review with ops release and reject; and recharge, then pay by
+ * balance. The ledger check after each. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static pc_stack_t g_stack;
+static int g_seq;
+static char g_today[11];
+
+static int setup(void **state)
+{
+    (void)state;
+    pc_stack_init(&g_stack, "payouts");
+    pc_stack_env(&g_stack, "PAYCORE_SETTLEMENT_AUTO", "false");
+    pc_stack_env(&g_stack, "PAYCORE_PAYOUT_POLL_MS", "100");
+    pc_stack_env(&g_stack, "PAYCORE_PAYOUT_FIRST_QUERY_MS", "600");
+    pc_stack_env(&g_stack, "PAYCORE_PAYOUT_QUERY_SCHEDULE_MS", "300,300,500,1000,2000");
+    pc_stack_env(&g_stack, "PAYCORE_PAYOUT_NOT_FOUND_AFTER_S", "1");
+    pc_stack_start_paysim(&g_stack);
+    pc_stack_start_node(&g_stack, 0);
+    pc_stack_start_node(&g_stack, 1);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(g_today, sizeof g_today, "%Y-%m-%d", &tm);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_stack);
+    return 0;
+}
+
+static long long bal(const char *account)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
+                        "'%s'), 0)",
+                        account);
+}
+
+static long long available(const pc_t_merchant_t *m)
+{
+    char id[160];
+    snprintf(id, sizeof id, "merchant:%s:available:CNY", m->id);
+    return bal(id);
+}
+
+static void new_trade(const pc_t_merchant_t *m, const char *product, long amount, const char *buyer,
+                      char *tn)
+{
+    char body[512], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"PO%d-%d\",\"product\":\"%s\",\"amount\":%ld,\"currency\":"
+             "\"CNY\",\"subject\":\"Goods\"%s%s%s}",
+             g_seq, (int)getpid(), product, amount, buyer ? ",\"buyer_id\":\"" : "",
+             buyer ? buyer : "", buyer ? "\"" : "");
+    snprintf(key, sizeof key, "trade-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/trades", body, key);
+    assert_int_equal(r.status, 201);
+    snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+}
+
+/* A merchant (T+0, 0.6 %) whose available balance is paid − fee: payments
+ * settled today. */
+static pc_t_merchant_t funded_merchant(long paid)
+{
+    pc_t_merchant_t m =
+        pc_t_create_merchant(&g_stack, "\"settle_cycle_days\":0,\"fee_rate_bp\":60");
+    char tn[40], pno[48], st[20];
+    new_trade(&m, "INSTANT", paid, NULL, tn);
+    snprintf(pno, sizeof pno, "PFUND%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, tn, pno, paid, "CNY", "channel:sim_card:clearing:CNY", st), 0);
+    char body[64];
+    snprintf(body, sizeof body, "{\"date\":\"%s\"}", g_today);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/settlements/run", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    long long fee = (paid * 60 + 5000) / 10000;
+    assert_int_equal(available(&m), paid - fee);
+    return m;
+}
+
+static pc_t_resp_t payout(const pc_t_merchant_t *m, const char *out_no, long amount,
+                          const char *account, const char *key)
+{
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"out_payout_no\":\"%s\",\"amount\":%ld,\"currency\":\"CNY\",\"payee\":{\"type\":"
+             "\"ACCOUNT\",\"account_no\":\"%s\",\"name\":\"Shop Ltd\",\"bank_code\":\"ICBC\"}}",
+             out_no, amount, account);
+    return pc_t_call(&g_stack, m, "POST", "/v1/payouts", body, key);
+}
+
+/* Waits until the payout is in status want (GET /v1/payouts/{no}). */
+static void expect_status(const pc_t_merchant_t *m, const char *no, const char *want)
+{
+    char path[128], got[24] = "";
+    snprintf(path, sizeof path, "/v1/payouts/%s", no);
+    for (int i = 0; i < 150; i++) {
+        pc_t_resp_t r = pc_t_call(&g_stack, m, "GET", path, NULL, NULL);
+        assert_int_equal(r.status, 200);
+        snprintf(got, sizeof got, "%s", pc_t_jstr(&r, "status"));
+        pc_t_resp_free(&r);
+        if (!strcmp(got, want))
+            return;
+        usleep(100000);
+    }
+    assert_string_equal(got, want);
+}
+
+static long long outbox(const char *type, const char *no)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT count(*) FROM outbox WHERE type = '%s' AND payload::jsonb -> "
+                        "'data' ->> 'payout_no' = '%s'",
+                        type, no);
+}
+
+static void test_payout_success(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(100000);
+    long long escrow0 = bal("platform:escrow:CNY");
+    long long clearing0 = bal("channel:sim_va:clearing:CNY");
+    pc_t_resp_t r = payout(&m, "OUT-OK-1", 30000, "6222020000001111", "po-ok-1");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "ACCEPTED");
+    assert_string_equal(pc_t_jstr(&r, "out_payout_no"), "OUT-OK-1");
+    assert_null(strstr(r.body, "6222020000001111"));
+    char no[40];
+    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+    /* Replayed: the same answer; a new key for the same out_payout_no: refused. */
+    pc_t_resp_t r2 = payout(&m, "OUT-OK-1", 30000, "6222020000001111", "po-ok-1");
+    assert_string_equal(r2.body, r.body);
+    assert_non_null(pc_t_header(&r2, "Idempotent-Replayed"));
+    pc_t_resp_free(&r2);
+    pc_t_resp_free(&r);
+    r = payout(&m, "OUT-OK-1", 30000, "6222020000001111", "po-ok-2");
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "DUPLICATE_OUT_PAYOUT_NO");
+    pc_t_resp_free(&r);
+
+    expect_status(&m, no, "SUCCESS");
+    assert_int_equal(available(&m), 99400 - 30000);
+    assert_int_equal(bal("platform:escrow:CNY"), escrow0);
+    assert_int_equal(bal("channel:sim_va:clearing:CNY") - clearing0, 30000);
+    assert_int_equal(outbox("payout.succeeded", no), 1);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/payouts?out_payout_no=OUT-OK-1");
+    r = pc_t_call(&g_stack, &m, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "payout_no"), no);
+    pc_t_resp_free(&r);
+    /* Another merchant does not see it. */
+    pc_t_merchant_t other = pc_t_create_merchant(&g_stack, NULL);
+    snprintf(path, sizeof path, "/v1/payouts/%s", no);
+    r = pc_t_call(&g_stack, &other, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_payout_failure_gives_the_money_back(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(50000);
+    long long escrow0 = bal("platform:escrow:CNY");
+    pc_t_resp_t r = payout(&m, "OUT-FAIL-1", 20000, "6222020000000002", "po-fail-1");
+    assert_int_equal(r.status, 200);
+    char no[40];
+    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    expect_status(&m, no, "FAILED");
+    char path[128];
+    snprintf(path, sizeof path, "/v1/payouts/%s", no);
+    r = pc_t_call(&g_stack, &m, "GET", path, NULL, NULL);
+    json_t *j = pc_t_json(&r);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "failure"), "code")),
+                        "ACCOUNT_INVALID");
+    json_decref(j);
+    pc_t_resp_free(&r);
+    assert_int_equal(available(&m), 49700);
+    assert_int_equal(bal("platform:escrow:CNY"), escrow0);
+    assert_int_equal(outbox("payout.failed", no), 1);
+    /* Bad requests never reach the ledger. */
+    r = pc_t_call(&g_stack, &m, "POST", "/v1/payouts",
+                  "{\"out_payout_no\":\"OUT-PAN\",\"amount\":100,\"currency\":\"CNY\",\"payee\":"
+                  "{\"type\":\"CARD\",\"pan\":\"4242424242424242\"}}",
+                  "po-pan");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM payouts WHERE payee::text LIKE "
+                                            "'%%4242424242424242%%'"),
+                     0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_payout_returned_after_success(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(40000);
+    long long clearing0 = bal("channel:sim_va:clearing:CNY");
+    pc_t_resp_t r = payout(&m, "OUT-RET-1", 15000, "6222020000003333", "po-ret-1");
+    assert_int_equal(r.status, 200);
+    char no[40];
+    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    expect_status(&m, no, "SUCCESS");
+    assert_int_equal(available(&m), 39760 - 15000);
+    char *txn = pc_t_sql(&g_stack, "SELECT channel_txn_id FROM payouts WHERE payout_no = '%s'", no);
+    assert_non_null(txn);
+    char body[160];
+    snprintf(body, sizeof body, "{\"channel_txn_id\":\"%s\",\"reason_code\":\"R03\"}", txn);
+    free(txn);
+    r = pc_t_sim(&g_stack, "POST", "/sim/return", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect_status(&m, no, "RETURNED");
+    /* The money is back in available; the channel's clearing is as before. */
+    assert_int_equal(available(&m), 39760);
+    assert_int_equal(bal("channel:sim_va:clearing:CNY"), clearing0);
+    assert_int_equal(outbox("payout.returned", no), 1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM ledger_txns WHERE ref_type = 'payout' AND "
+                                  "ref_id = '%s'",
+                                  no),
+                     3);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_payout_above_available_is_refused(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(10000);
+    pc_t_resp_t r = payout(&m, "OUT-BIG-1", 9941, "6222020000004444", "po-big-1");
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "INSUFFICIENT_BALANCE");
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payouts WHERE merchant_id = '%s'", m.id), 0);
+    assert_int_equal(available(&m), 9940);
+    /* Exactly the balance is fine. */
+    r = payout(&m, "OUT-BIG-2", 9940, "6222020000004444", "po-big-2");
+    assert_int_equal(r.status, 200);
+    char no[40];
+    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    expect_status(&m, no, "SUCCESS");
+    assert_int_equal(available(&m), 0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+typedef struct {
+    pc_t_merchant_t *m;
+    int i;
+    long status;
+    char no[40];
+} race_t;
+
+static void *race(void *arg)
+{
+    race_t *x = arg;
+    char out[32], key[32];
+    snprintf(out, sizeof out, "OUT-RACE-%d", x->i);
+    snprintf(key, sizeof key, "po-race-%d", x->i);
+    pc_t_resp_t r = payout(x->m, out, 10000, "6222020000005555", key);
+    x->status = r.status;
+    if (r.status == 200)
+        snprintf(x->no, sizeof x->no, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    return NULL;
+}
+
+static void test_concurrent_payouts_never_overdraw(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(100000); /* 99400 available */
+    race_t x[20];
+    pthread_t th[20];
+    for (int i = 0; i < 20; i++) {
+        x[i] = (race_t){&m, i, 0, ""};
+        pthread_create(&th[i], NULL, race, &x[i]);
+    }
+    int ok = 0, refused = 0;
+    for (int i = 0; i < 20; i++) {
+        pthread_join(th[i], NULL);
+        if (x[i].status == 200)
+            ok++;
+        else if (x[i].status == 422)
+            refused++;
+        else
+            fprintf(stderr, "race %d: %ld\n", i, x[i].status);
+    }
+    assert_int_equal(ok, 9);
+    assert_int_equal(refused, 11);
+    for (int i = 0; i < 20; i++)
+        if (x[i].status == 200)
+            expect_status(&m, x[i].no, "SUCCESS");
+    assert_int_equal(available(&m), 99400 - 90000);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payouts WHERE merchant_id = '%s' AND "
+                                  "status = 'SUCCESS'",
+                                  m.id),
+                     9);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void set_faults(const char *json)
+{
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", json);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+}
+
+static void test_late_answers_by_callback_and_by_status_query(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(60000);
+    /* The channel answers PROCESSING and finishes later with a callback. */
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":400}");
+    pc_t_resp_t r = payout(&m, "OUT-LATE-1", 10000, "6222020000006666", "po-late-1");
+    assert_int_equal(r.status, 200);
+    char no1[40];
+    snprintf(no1, sizeof no1, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    expect_status(&m, no1, "PROCESSING");
+    expect_status(&m, no1, "SUCCESS");
+    /* The callback is lost: the status query finds the result. */
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":200,"
+               "\"lost_callback_rate\":10000}");
+    r = payout(&m, "OUT-LATE-2", 10000, "6222020000007777", "po-late-2");
+    assert_int_equal(r.status, 200);
+    char no2[40];
+    snprintf(no2, sizeof no2, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    expect_status(&m, no2, "SUCCESS");
+    assert_true(pc_t_sql_int(&g_stack, "SELECT query_attempts FROM payouts WHERE payout_no = '%s'",
+                             no2) >= 1);
+    /* The request times out at the channel and is never executed: after the
+     * grace period the query's "not found" fails it and the money comes back. */
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"timeout_rate\":10000,\"hang_ms\":300}");
+    r = payout(&m, "OUT-LATE-3", 10000, "6222020000008888", "po-late-3");
+    assert_int_equal(r.status, 200);
+    char no3[40];
+    snprintf(no3, sizeof no3, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    expect_status(&m, no3, "FAILED");
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    char *code = pc_t_sql(&g_stack, "SELECT failure_code FROM payouts WHERE payout_no = '%s'", no3);
+    assert_string_equal(code, "NOT_SENT");
+    free(code);
+    assert_int_equal(available(&m), 59640 - 20000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_risk_review_holds_until_ops_decide(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(2000000);
+    long long avail0 = available(&m);
+    /* 6,000.00 is a large amount for risk.lua: REVIEW (payouts cannot be
+     * challenged). */
+    pc_t_resp_t r = payout(&m, "OUT-RISK-1", 600000, "6222020000009999", "po-risk-1");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "ACCEPTED");
+    assert_string_equal(pc_t_jstr(&r, "hold_reason"), "RISK_REVIEW");
+    char no1[40];
+    snprintf(no1, sizeof no1, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    /* Reserved, not sent. */
+    assert_int_equal(available(&m), avail0 - 600000);
+    usleep(800000);
+    expect_status(&m, no1, "ACCEPTED");
+    char path[128];
+    snprintf(path, sizeof path, "/admin/payouts/%s/release", no1);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect_status(&m, no1, "SUCCESS");
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 409);
+    pc_t_resp_free(&r);
+
+    r = payout(&m, "OUT-RISK-2", 700000, "6222020000009999", "po-risk-2");
+    assert_int_equal(r.status, 200);
+    char no2[40];
+    snprintf(no2, sizeof no2, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    snprintf(path, sizeof path, "/admin/payouts/%s/reject", no2);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"payee unknown\"}");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    pc_t_resp_free(&r);
+    assert_int_equal(available(&m), avail0 - 600000);
+    assert_int_equal(outbox("payout.failed", no2), 1);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack,
+                     "SELECT count(*) FROM payout_actions WHERE payout_no IN ('%s', '%s')", no1,
+                     no2),
+        2);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static const char *fresh_pan(void)
+{
+    static char pan[32];
+    static int n = 0;
+    snprintf(pan, 17, "411111%09d", (++n * 7919 + (int)getpid() % 1000 + 700000) % 1000000000);
+    int sum = 0;
+    for (int i = 14; i >= 0; i--) {
+        int d = pan[i] - '0';
+        if ((14 - i) % 2 == 0) {
+            d *= 2;
+            if (d > 9)
+                d -= 9;
+        }
+        sum += d;
+    }
+    pan[15] = (char)('0' + (10 - sum % 10) % 10);
+    pan[16] = 0;
+    return pan;
+}
+
+static pc_t_resp_t pay(const pc_t_merchant_t *m, const char *tn, const char *buyer,
+                       const char *method, const char *extra)
+{
+    char body[1024], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"%s\",\"client\":{\"ip\":"
+             "\"10.4.0.%d\",\"device_id\":\"podev-%d\",\"platform\":\"APP\"}%s%s}",
+             tn, buyer, method, g_seq % 200, g_seq, extra ? "," : "", extra ? extra : "");
+    snprintf(key, sizeof key, "pay-%d", g_seq);
+    return pc_t_call(&g_stack, m, "POST", "/v1/cashier/pay", body, key);
+}
+
+static void test_recharge_then_pay_by_balance(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    char buyer[32], b[96], tn[40], card[160];
+    snprintf(buyer, sizeof buyer, "pob_%d", (int)getpid());
+    snprintf(b, sizeof b, "{\"buyer_id\":\"%s\"}", buyer);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", b);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    char wallet[128], pending[160];
+    snprintf(wallet, sizeof wallet, "buyer:%s:wallet:CNY", buyer);
+    snprintf(pending, sizeof pending, "merchant:%s:pending:CNY", m.id);
+    /* Top up 100.00 by card: the wallet, not the merchant, gets it. */
+    new_trade(&m, "RECHARGE", 10000, buyer, tn);
+    snprintf(card, sizeof card,
+             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}",
+             fresh_pan());
+    r = pay(&m, tn, buyer, "CARD", card);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    assert_string_equal(pc_t_jstr(&r, "trade_status"), "TRADE_SUCCESS");
+    pc_t_resp_free(&r);
+    assert_int_equal(bal(wallet), 10000);
+    assert_int_equal(bal(pending), 0);
+    /* Then pay 25.00 from the wallet. */
+    new_trade(&m, "INSTANT", 2500, buyer, tn);
+    r = pay(&m, tn, buyer, "BALANCE", NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    assert_int_equal(bal(wallet), 7500);
+    assert_int_equal(bal(pending), 2500);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE trade_no = '%s' AND "
+                                  "status = 'SUCCESS' AND balance_amount = 2500 AND "
+                                  "external_amount = 0",
+                                  tn),
+                     1);
+    /* More than the wallet holds: refused, nothing moves. */
+    new_trade(&m, "INSTANT", 8000, buyer, tn);
+    r = pay(&m, tn, buyer, "BALANCE", NULL);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "INSUFFICIENT_BALANCE");
+    pc_t_resp_free(&r);
+    assert_int_equal(bal(wallet), 7500);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_payout_success),
+        cmocka_unit_test(test_payout_failure_gives_the_money_back),
+        cmocka_unit_test(test_payout_returned_after_success),
+        cmocka_unit_test(test_payout_above_available_is_refused),
+        cmocka_unit_test(test_concurrent_payouts_never_overdraw),
+        cmocka_unit_test(test_late_answers_by_callback_and_by_status_query),
+        cmocka_unit_test(test_risk_review_holds_until_ops_decide),
+        cmocka_unit_test(test_recharge_then_pay_by_balance),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
