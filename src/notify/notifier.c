@@ -32,7 +32,7 @@
  * statement and our loop clock. */
 #define LEASE_MARGIN_MS 2000
 /* Outcomes are written in batches: within this delay, or at once at this count. */
-#define FLUSH_DELAY_MS 2
+#define FLUSH_DELAY_MS 10
 #define FLUSH_MAX 500
 /* Per-host state of hosts idle this long is forgotten. */
 #define HOST_IDLE_MS 300000
