@@ -209,6 +209,30 @@ test('a VA payment shows the account number and completes after the transfer at 
   await page.close();
 });
 
+test('a payment that lands on a closed trade says the money will be returned', async () => {
+  const buyer = await freshBuyer();
+  const trade = await newTrade(buyer, 8800, 'Gift box');
+  const page = await openPage(trade.cashier_url, PHONE);
+  await methodsOnPage(page);
+  await choose(page, 'OTC');
+  await page.click('#pay');
+  await page.waitForSelector('#follow:not([hidden]) [data-testid=follow-value]');
+  const code = (await page.textContent('[data-testid=follow-value]')).trim();
+  await shot(page, 'cashier-otc');
+  // The merchant closes the order while the buyer is on the way to the store.
+  const closed = await api.merchantCall(stack, merchant, 'POST', `/v1/trades/${trade.trade_no}/close`, {});
+  assert.equal(closed.status, 200, closed.text);
+  const sim = await api.simCall(stack, 'POST', '/sim/complete', { reference: code });
+  assert.ok(sim.status < 300, sim.text);
+  await waitResult(page, 'Trade closed, your money will be returned');
+  assert.match(await page.textContent('#result-text'), /CNY 88\.00 is being returned/);
+  await shot(page, 'cashier-error-refund');
+  const p = await pagePayment(trade);
+  assert.equal(p.error_refund, true);
+  assert.equal(p.trade_status, 'TRADE_CLOSED');
+  await page.close();
+});
+
 test('editing rules/cashier_rank.lua changes the order on the page after a reload', async () => {
   const buyer = await freshBuyer();
   const trade = await newTrade(buyer, 3000, 'Notebook');

@@ -117,6 +117,11 @@
     REVIEW_REJECTED: 'This payment was not approved',
     EXPIRED: 'The time to finish this payment ran out',
   };
+  const COMPONENTS = {
+    BALANCE: 'Balance', COUPON: 'Coupon', CARD: 'Card', QUICK_PAY: 'Saved card', AGREEMENT: 'Agreement',
+    NETBANK: 'Net banking', VA: 'Bank transfer', OTC: 'Paid at a store', WALLET: 'Wallet',
+    QR_MERCHANT: 'Scan to pay', QR_BUYER: 'Payment code',
+  };
   const TRADE_STATES = {
     WAIT_BUYER_PAY: 'Waiting for payment',
     PAY_SUCCESS: 'Paid — held safely until the shop delivers',
@@ -406,8 +411,8 @@
     }
     detail(dl, 'Order status', TRADE_STATES[p.trade_status] || p.trade_status);
     for (const c of p.components || [])
-      detail(dl, c.type === 'CARD' && p.card ? p.card.brand + ' ••' + p.card.last4 : c.type.replace('_', ' ').toLowerCase(),
-        money(c.amount, t.currency));
+      detail(dl, (c.type === 'CARD' || c.type === 'QUICK_PAY') && p.card ? p.card.brand + ' ••' + p.card.last4
+        : COMPONENTS[c.type] || c.type, money(c.amount, t.currency));
     detail(dl, 'Payment no.', p.payment_no);
     detail(dl, 'Order no.', t.out_trade_no);
     show('result');
