@@ -7,13 +7,22 @@
 #include <string.h>
 
 /* The columns a statement must have, in the order of the header comment. */
-enum { COL_CHANNEL_REF, COL_PAYCORE_REF, COL_TYPE, COL_AMOUNT, COL_CURRENCY, COL_FEE, COL_STATUS,
-       COL_TIME, COL_COUNT };
-static const char *const COL_NAMES[COL_COUNT] = {
-    "channel_ref", "paycore_ref", "type", "amount", "currency", "fee", "status", "time"};
+enum {
+    COL_CHANNEL_REF,
+    COL_PAYCORE_REF,
+    COL_TYPE,
+    COL_AMOUNT,
+    COL_CURRENCY,
+    COL_FEE,
+    COL_STATUS,
+    COL_TIME,
+    COL_COUNT
+};
+static const char *const COL_NAMES[COL_COUNT] = {"channel_ref", "paycore_ref", "type",   "amount",
+                                                 "currency",    "fee",         "status", "time"};
 
 #define MAX_FIELDS 64
-#define MAX_RECORD 4096      /* bytes of one record's unquoted fields */
+#define MAX_RECORD 4096 /* bytes of one record's unquoted fields */
 #define AMOUNT_MAX 1000000000000000LL
 
 /* The duplicate index: exact keys "TYPE\x1fREF" in an arena, found through an
@@ -141,8 +150,7 @@ too_long:
     return -1;
 }
 
-int pc_recon_csv_open(const char *text, size_t len, pc_recon_csv_t **out, char *err,
-                      size_t errlen)
+int pc_recon_csv_open(const char *text, size_t len, pc_recon_csv_t **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (!text && len)

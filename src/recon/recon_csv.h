@@ -48,8 +48,7 @@ typedef struct pc_recon_csv pc_recon_csv_t;
 /* Opens a reader over text (borrowed: it must outlive the reader) and reads
  * the header. Returns 0 with *out set (free with pc_recon_csv_free), PC_EINVAL
  * with a sentence in err for a missing or malformed header, or PC_ENOMEM. */
-int pc_recon_csv_open(const char *text, size_t len, pc_recon_csv_t **out, char *err,
-                      size_t errlen);
+int pc_recon_csv_open(const char *text, size_t len, pc_recon_csv_t **out, char *err, size_t errlen);
 
 /* Reads the next line into *line. Returns 1, 0 at the end of the text, or
  * PC_EINVAL with "row N: ..." in err (the reader is then finished: later calls

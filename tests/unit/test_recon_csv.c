@@ -38,12 +38,12 @@ static int read_all(const char *text, pc_recon_line_t *lines, int max, char *err
 static void test_protocol_example_is_read_field_for_field(void **state)
 {
     (void)state;
-    const char *text = HEADER
-        "pay_1a2b3c0000000001,PM1,PAY,1999,CNY,12,SUCCESS,2026-11-22T08:00:00Z\n"
-        "pay_1a2b3c0000000002,PM2,PAY,500,CNY,0,FAILED,2026-11-22T08:00:01Z\n"
-        "rfd_1a2b3c0000000004,RF1,REFUND,400,CNY,0,SUCCESS,2026-11-22T08:00:02Z\n"
-        "pot_1a2b3c0000000005,PO1,PAYOUT,7000,CNY,0,SUCCESS,2026-11-22T08:00:03Z\n"
-        "pot_1a2b3c0000000005,PO1,PAYOUT_RETURN,7000,CNY,0,SUCCESS,2026-11-22T09:12:00Z\n";
+    const char *text =
+        HEADER "pay_1a2b3c0000000001,PM1,PAY,1999,CNY,12,SUCCESS,2026-11-22T08:00:00Z\n"
+               "pay_1a2b3c0000000002,PM2,PAY,500,CNY,0,FAILED,2026-11-22T08:00:01Z\n"
+               "rfd_1a2b3c0000000004,RF1,REFUND,400,CNY,0,SUCCESS,2026-11-22T08:00:02Z\n"
+               "pot_1a2b3c0000000005,PO1,PAYOUT,7000,CNY,0,SUCCESS,2026-11-22T08:00:03Z\n"
+               "pot_1a2b3c0000000005,PO1,PAYOUT_RETURN,7000,CNY,0,SUCCESS,2026-11-22T09:12:00Z\n";
     pc_recon_line_t l[8];
     char err[200] = "";
     assert_int_equal(read_all(text, l, 8, err, sizeof err), 5);
@@ -95,12 +95,11 @@ static void test_columns_are_found_by_name_and_extra_ones_ignored(void **state)
 static void test_quoted_fields_crlf_and_blank_lines(void **state)
 {
     (void)state;
-    const char *text =
-        "channel_ref,paycore_ref,type,amount,currency,fee,status,time,note\n"
-        "\n"
-        "\"pay,\"\"odd\"\"\",\"\",PAY,1,CNY,0,CLOSED,2026-11-22T08:00:00Z,\"\"\r\n"
-        "\r\n"
-        "pay_2,P2,PAY,2,CNY,0,SUCCESS,2026-11-22T08:00:00Z,\"two\nlines, one note\"";
+    const char *text = "channel_ref,paycore_ref,type,amount,currency,fee,status,time,note\n"
+                       "\n"
+                       "\"pay,\"\"odd\"\"\",\"\",PAY,1,CNY,0,CLOSED,2026-11-22T08:00:00Z,\"\"\r\n"
+                       "\r\n"
+                       "pay_2,P2,PAY,2,CNY,0,SUCCESS,2026-11-22T08:00:00Z,\"two\nlines, one note\"";
     pc_recon_line_t l[4];
     char err[200] = "";
     assert_int_equal(read_all(text, l, 4, err, sizeof err), 2);

@@ -1,0 +1,924 @@
+#include "recon/recon_match.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "recon/recon_csv.h"
+
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const KIND_NAMES[PC_RECON_KIND_COUNT] = {
+    "MISSING_LOCAL", "MISSING_CHANNEL",   "AMOUNT_MISMATCH", "STATUS_MISMATCH",
+    "FEE_MISMATCH",  "CURRENCY_MISMATCH", "DUPLICATE_LINE",
+};
+
+const char *pc_recon_kind_name(pc_recon_kind_t k)
+{
+    return (unsigned)k < PC_RECON_KIND_COUNT ? KIND_NAMES[k] : NULL;
+}
+
+int pc_recon_kind_parse(const char *name)
+{
+    for (int i = 0; name && i < PC_RECON_KIND_COUNT; i++)
+        if (!strcmp(name, KIND_NAMES[i]))
+            return i;
+    return -1;
+}
+
+/* ---------- what we match: one row per kind of local record ----------
+ *
+ * Each row says, in SQL over the local table aliased x (and the run's
+ * constants k: ch, day_from, day_to, fee_bp, fee_fixed, run, attempt), how a
+ * statement type is matched against one of our tables. Several rows may
+ * share a statement type (a PAYOUT line is a payout or a refund paid out):
+ * the first row whose table exists matches the whole statement, the others
+ * only the lines it left. Adding a kind of record is adding a row. */
+typedef struct {
+    const char *type;  /* statement type */
+    const char *table; /* our table (matched only when it exists) */
+    const char *ref;   /* our number: the line's paycore_ref */
+    const char *txn;   /* the channel's reference: the line's channel_ref */
+    const char *amount;
+    const char *state;       /* 'SUCCESS' (money moved), 'FAILED' (final, no money), 'PENDING' */
+    const char *success;     /* state = 'SUCCESS', written to match the day index */
+    const char *day;         /* the time that puts the record on a business day */
+    const char *filter;      /* which rows went through a channel this way */
+    const char *fee;         /* the fee we expect, NULL::bigint when not checked */
+    const char *repair_when; /* the record may be advanced from the line */
+    const char *repair;      /* SQL literal naming that repair (recon.c runs it), or NULL */
+} spec_t;
+
+#define REFUND_STATE                                                                               \
+    "CASE WHEN x.status = 'SUCCESS' THEN 'SUCCESS' WHEN x.status IN ('FAILED', 'TERMINATED') "     \
+    "THEN 'FAILED' ELSE 'PENDING' END"
+
+static const spec_t SPECS[] = {
+    {"PAY", "payments", "payment_no", "channel_txn_id", "x.external_amount",
+     "CASE x.status WHEN 'SUCCESS' THEN 'SUCCESS' WHEN 'FAILED' THEN 'FAILED' ELSE 'PENDING' END",
+     "x.status = 'SUCCESS'", "x.finished_at", "x.external_amount > 0",
+     "(x.external_amount * k.fee_bp + 5000) / 10000 + k.fee_fixed",
+     "x.status IN ('PROCESSING', 'UNKNOWN')", "'PAYMENT'"},
+    /* Refunds by API are on the statement; refunds paid out are PAYOUT lines;
+     * FILE and OFFLINE refunds never pass the channel's API. Refunds are
+     * free at the channel. */
+    {"REFUND", "refunds", "refund_no", "channel_txn_id", "x.external_amount", REFUND_STATE,
+     "x.status = 'SUCCESS'", "x.finished_at", "x.method = 'API' AND x.external_amount > 0",
+     "0::bigint", "false", NULL},
+    {"PAYOUT", "payouts", "payout_no", "channel_txn_id", "x.amount",
+     "CASE WHEN x.status IN ('SUCCESS', 'RETURNED') THEN 'SUCCESS' WHEN x.status = 'FAILED' "
+     "THEN 'FAILED' ELSE 'PENDING' END",
+     "x.status IN ('SUCCESS', 'RETURNED')", "x.finished_at", "true", "NULL::bigint", "false", NULL},
+    {"PAYOUT", "refunds", "refund_no", "channel_txn_id", "x.external_amount", REFUND_STATE,
+     "x.status = 'SUCCESS'", "x.finished_at", "x.method = 'PAYOUT' AND x.external_amount > 0",
+     "NULL::bigint", "false", NULL},
+    /* The money a bank sent back after a successful payout. */
+    {"PAYOUT_RETURN", "payouts", "payout_no", "channel_txn_id", "x.amount",
+     "CASE x.status WHEN 'RETURNED' THEN 'SUCCESS' WHEN 'SUCCESS' THEN 'PENDING' ELSE 'FAILED' END",
+     "x.status = 'RETURNED'", "x.returned_at", "true", "NULL::bigint", "false", NULL},
+};
+#define NSPECS (sizeof SPECS / sizeof SPECS[0])
+
+/* The run's constants, bound as $1..$7 by every generated statement. */
+#define K                                                                                          \
+    "WITH k AS NOT MATERIALIZED (SELECT $1::text AS ch, $2::timestamptz AS day_from, "             \
+    "$3::timestamptz AS day_to, $4::bigint AS fee_bp, $5::bigint AS fee_fixed, $6::bigint AS "     \
+    "run, $7::int AS attempt) "
+#define NK 7
+
+#define FOUND_COLS                                                                                 \
+    "kind, obj, line_no, channel_ref, paycore_ref, line_amount, line_currency, line_fee, "         \
+    "line_status, line_at, local_table, local_ref, local_state, local_status, local_amount, "      \
+    "local_currency, expected_fee, repair"
+#define LINE_COLS                                                                                  \
+    "l.type, l.line_no, l.channel_ref, l.paycore_ref, l.amount, l.currency, l.fee, l.status, "     \
+    "l.at_s"
+#define IN_DAY "coalesce({day} >= k.day_from AND {day} < k.day_to, false)"
+#define PAIR_ARGS                                                                                  \
+    "l.status, l.amount, l.currency, l.fee, {state}, {amount}, x.currency, {fee}, " IN_DAY
+
+/* Every line of type T against the first table of T, joined on our number:
+ * lines that match well produce nothing; the others produce their kinds, or
+ * an UNMATCHED marker when we have no such record. */
+static const char TPL_PRIMARY[] =
+    K "INSERT INTO recon_found (" FOUND_COLS ") "
+      "SELECT kk.kind, " LINE_COLS ", CASE WHEN x.{ref} IS NOT NULL THEN '{table}' END, x.{ref}, "
+      "{state}, x.status, {amount}, x.currency, {fee}, CASE WHEN x.{ref} IS NOT NULL AND "
+      "{repair_when} THEN {repair} END "
+      "FROM k CROSS JOIN recon_stage l "
+      "LEFT JOIN {table} x ON x.{ref} = l.paycore_ref AND x.channel_id = k.ch AND ({filter}) "
+      "CROSS JOIN LATERAL unnest(CASE WHEN x.{ref} IS NULL THEN '{UNMATCHED}'::text[] ELSE "
+      "recon_pair_kinds(" PAIR_ARGS ") END) AS kk(kind) "
+      "WHERE l.type = '{type}' AND NOT l.dup AND (x.{ref} IS NULL OR NOT recon_pair_ok(" PAIR_ARGS
+      "))";
+
+/* The lines still unmatched, against a table on one column ({col} of ours =
+ * {fcol} of the line): our number for the further tables of a type, the
+ * channel's reference as the last resort. A match leaves a MATCHED marker so
+ * that the record is not also reported missing from the statement. */
+static const char TPL_MARKERS[] =
+    K ", m AS (DELETE FROM recon_found f USING k, {table} x "
+      "WHERE f.kind = 'UNMATCHED' AND f.obj = '{type}' AND x.{col} = f.{fcol} AND x.channel_id = "
+      "k.ch AND ({filter}) "
+      "RETURNING f.obj, f.line_no, f.channel_ref, f.paycore_ref, f.line_amount, f.line_currency, "
+      "f.line_fee, f.line_status, f.line_at, x.{ref} AS local_ref, {state} AS local_state, "
+      "x.status AS local_status, {amount} AS local_amount, x.currency AS local_currency, {fee} AS "
+      "expected_fee, CASE WHEN {repair_when} THEN {repair} END AS repair, " IN_DAY " AS in_day) "
+      "INSERT INTO recon_found (" FOUND_COLS ") "
+      "SELECT kk.kind, m.obj, m.line_no, m.channel_ref, m.paycore_ref, m.line_amount, "
+      "m.line_currency, m.line_fee, m.line_status, m.line_at, '{table}', m.local_ref, "
+      "m.local_state, m.local_status, m.local_amount, m.local_currency, m.expected_fee, m.repair "
+      "FROM m CROSS JOIN LATERAL unnest(recon_pair_kinds(m.line_status, m.line_amount, "
+      "m.line_currency, m.line_fee, m.local_state, m.local_amount, m.local_currency, "
+      "m.expected_fee, m.in_day) || '{MATCHED}'::text[]) AS kk(kind)";
+
+/* Our successes of the day the statement does not have (unless another
+ * day's statement has them). */
+static const char TPL_MISSING_CHANNEL[] =
+    K "INSERT INTO recon_found (" FOUND_COLS ") "
+      "SELECT 'MISSING_CHANNEL', '{type}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+      "'{table}', x.{ref}, 'SUCCESS', x.status, {amount}, x.currency, {fee}, NULL "
+      "FROM k CROSS JOIN {table} x "
+      "WHERE x.channel_id = k.ch AND {success} AND {day} >= k.day_from AND {day} < k.day_to AND "
+      "({filter}) "
+      "AND NOT EXISTS (SELECT 1 FROM recon_stage l WHERE l.paycore_ref = x.{ref} AND l.type = "
+      "'{type}') "
+      "AND NOT EXISTS (SELECT 1 FROM recon_found f WHERE f.kind = 'MATCHED' AND f.local_table = "
+      "'{table}' AND f.local_ref = x.{ref}) "
+      "AND NOT EXISTS (SELECT 1 FROM recon_carried c WHERE c.channel_id = k.ch AND c.local_table "
+      "= '{table}' AND c.local_ref = x.{ref} AND c.run_id <> k.run)";
+
+/* ---------- fixed statements ---------- */
+
+static const char SQL_LOCK[] = "SELECT 1 FROM recon_runs WHERE run_id = $1 AND attempts = $2 AND "
+                               "status = 'RUNNING' FOR UPDATE";
+
+static const char SQL_STAGE[] =
+    "CREATE TEMP TABLE recon_stage (line_no bigint, channel_ref text, paycore_ref text, type "
+    "text, amount bigint, currency text, fee bigint, status text, at_s bigint, dup boolean) ON "
+    "COMMIT DROP";
+
+static const char SQL_FOUND[] =
+    "CREATE TEMP TABLE recon_found (kind text, obj text, line_no bigint, channel_ref text, "
+    "paycore_ref text, line_amount bigint, line_currency text, line_fee bigint, line_status text, "
+    "line_at bigint, local_table text, local_ref text, local_state text, local_status text, "
+    "local_amount bigint, local_currency text, expected_fee bigint, repair text) ON COMMIT DROP";
+
+static const char SQL_LOAD[] =
+    "INSERT INTO recon_stage SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], "
+    "$4::text[], $5::bigint[], $6::text[], $7::bigint[], $8::text[], $9::bigint[], $10::boolean[])";
+#define LOAD_COLS 10
+#define BATCH_LINES 20000
+#define BATCHES_IN_FLIGHT 2
+
+static const char SQL_DUPLICATES[] =
+    "INSERT INTO recon_found (" FOUND_COLS ") SELECT 'DUPLICATE_LINE', " LINE_COLS
+    ", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM recon_stage l WHERE l.dup";
+
+/* Lines no record claims: without money they are only counted (a declined
+ * attempt that another channel then took), with money they are ours to
+ * explain. */
+static const char SQL_UNMATCHED_COUNT[] =
+    "WITH d AS (DELETE FROM recon_found WHERE kind = 'UNMATCHED' AND line_status <> 'SUCCESS' "
+    "RETURNING 1) SELECT count(*) AS n FROM d";
+static const char SQL_UNMATCHED_MONEY[] =
+    "UPDATE recon_found SET kind = 'MISSING_LOCAL' WHERE kind = 'UNMATCHED'";
+
+/* The day's differences, upserted on (run, kind, key): what an earlier
+ * attempt found keeps its row and its status; an open row takes the latest
+ * values. */
+static const char SQL_UPSERT[] =
+    K ", up AS (INSERT INTO recon_diffs AS d (run_id, channel_id, business_date, kind, diff_key, "
+      "obj, line_no, channel_ref, paycore_ref, line_amount, line_currency, line_fee, line_status, "
+      "line_time, local_table, local_ref, local_status, local_state, local_amount, "
+      "local_currency, expected_fee, repair, seen_attempt) "
+      "SELECT DISTINCT ON (f.kind, f.key) k.run, k.ch, (k.day_from AT TIME ZONE 'UTC')::date, "
+      "f.kind, f.key, f.obj, f.line_no, f.channel_ref, f.paycore_ref, f.line_amount, "
+      "f.line_currency, f.line_fee, f.line_status, to_timestamp(f.line_at), f.local_table, "
+      "f.local_ref, f.local_status, f.local_state, f.local_amount, f.local_currency, "
+      "f.expected_fee, CASE WHEN f.kind = 'MISSING_LOCAL' THEN f.repair END, k.attempt "
+      "FROM k CROSS JOIN (SELECT *, CASE WHEN line_no IS NULL THEN 'L:' || local_table || ':' || "
+      "local_ref WHEN kind = 'DUPLICATE_LINE' THEN 'S:' || obj || ':' || channel_ref || '#' || "
+      "line_no ELSE 'S:' || obj || ':' || channel_ref END AS key FROM recon_found "
+      "WHERE kind NOT IN ('CARRIED', 'MATCHED')) f ORDER BY f.kind, f.key, f.line_no "
+      "ON CONFLICT (run_id, kind, diff_key) DO UPDATE SET seen_attempt = EXCLUDED.seen_attempt, "
+      "updated_at = now(), "
+      "line_no = CASE WHEN d.status = 'OPEN' THEN EXCLUDED.line_no ELSE d.line_no END, "
+      "paycore_ref = CASE WHEN d.status = 'OPEN' THEN EXCLUDED.paycore_ref ELSE d.paycore_ref END, "
+      "line_amount = CASE WHEN d.status = 'OPEN' THEN EXCLUDED.line_amount ELSE d.line_amount END, "
+      "line_fee = CASE WHEN d.status = 'OPEN' THEN EXCLUDED.line_fee ELSE d.line_fee END, "
+      "line_status = CASE WHEN d.status = 'OPEN' THEN EXCLUDED.line_status ELSE d.line_status END, "
+      "line_time = CASE WHEN d.status = 'OPEN' THEN EXCLUDED.line_time ELSE d.line_time END, "
+      "local_table = CASE WHEN d.status = 'OPEN' THEN EXCLUDED.local_table ELSE d.local_table END, "
+      "local_ref = CASE WHEN d.status = 'OPEN' THEN EXCLUDED.local_ref ELSE d.local_ref END, "
+      "local_status = CASE WHEN d.status = 'OPEN' THEN EXCLUDED.local_status ELSE d.local_status "
+      "END, local_state = CASE WHEN d.status = 'OPEN' THEN EXCLUDED.local_state ELSE "
+      "d.local_state END, local_amount = CASE WHEN d.status = 'OPEN' THEN EXCLUDED.local_amount "
+      "ELSE d.local_amount END, local_currency = CASE WHEN d.status = 'OPEN' THEN "
+      "EXCLUDED.local_currency ELSE d.local_currency END, expected_fee = CASE WHEN d.status = "
+      "'OPEN' THEN EXCLUDED.expected_fee ELSE d.expected_fee END, repair = CASE WHEN d.status = "
+      "'OPEN' THEN EXCLUDED.repair ELSE d.repair END "
+      "RETURNING d.kind, d.status, d.repair, (d.xmax = 0) AS inserted) "
+      "SELECT kind, count(*) AS found, count(*) FILTER (WHERE inserted) AS added, count(*) "
+      "FILTER (WHERE status = 'OPEN' AND repair IS NOT NULL) AS to_repair FROM up GROUP BY kind";
+
+static const char SQL_CLOSE_STALE[] =
+    K "UPDATE recon_diffs d SET status = 'RESOLVED', resolved_by = 'recon', resolved_at = now(), "
+      "updated_at = now(), reason = 'no longer found when the day was reconciled again "
+      "(attempt ' || k.attempt || ')' FROM k WHERE d.run_id = k.run AND d.status = 'OPEN' AND "
+      "d.seen_attempt <> k.attempt";
+
+static const char SQL_CARRIED_CLEAR[] = K "DELETE FROM recon_carried c USING k WHERE c.run_id = "
+                                          "k.run";
+static const char SQL_CARRIED_ADD[] =
+    K "INSERT INTO recon_carried (run_id, channel_id, local_table, local_ref) SELECT DISTINCT "
+      "k.run, k.ch, f.local_table, f.local_ref FROM k CROSS JOIN recon_found f WHERE f.kind = "
+      "'CARRIED'";
+/* Another day reported one of these records missing from its statement: it
+ * is on this day's. */
+static const char SQL_CARRIED_RESOLVE[] =
+    K "UPDATE recon_diffs d SET status = 'RESOLVED', resolved_by = 'recon', resolved_at = now(), "
+      "updated_at = now(), reason = 'on the statement of ' || to_char((k.day_from AT TIME ZONE "
+      "'UTC')::date, 'YYYY-MM-DD') FROM k, recon_carried c WHERE c.run_id = k.run AND "
+      "d.channel_id = k.ch AND d.kind = 'MISSING_CHANNEL' AND d.status = 'OPEN' AND "
+      "d.local_table = c.local_table AND d.local_ref = c.local_ref AND d.run_id <> k.run";
+
+static const char SQL_DONE[] =
+    "UPDATE recon_runs SET status = 'DONE', finished_at = now(), error = NULL, lines = $3, "
+    "duplicate_lines = $4, unmatched_lines = $5, statement_sha256 = $6, new_diffs = $7, counts = "
+    "$8::jsonb WHERE run_id = $1 AND attempts = $2 AND status = 'RUNNING'";
+
+/* ---------- the matcher's state ---------- */
+
+typedef enum { R_NONE, R_UNMATCHED, R_UPSERT, R_CLOSED } result_t;
+
+typedef struct {
+    char *sql;
+    int with_k;
+    result_t result;
+} stmt_t;
+
+/* A growing text buffer for one column array literal. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} buf_t;
+
+typedef struct {
+    pc_db_t *db;
+    pc_db_tx_t *tx;
+    pc_recon_match_cb cb;
+    void *data;
+    /* options */
+    char channel_id[33], date[11];
+    char kvals[NK][48];
+    const char *kparams[NK];
+    int64_t run_id;
+    int attempt;
+    int work_mem_mb;
+    /* reading */
+    const char *text;
+    size_t len;
+    pc_recon_csv_t *csv;
+    EVP_MD_CTX *sha;
+    size_t hashed;
+    int eof;
+    int inflight;
+    int setup_pending;
+    buf_t col[LOAD_COLS];
+    char types_seen[16][PC_RECON_WORD_MAX + 1];
+    int ntypes_seen;
+    int many_types;
+    /* statements */
+    int exists[NSPECS];
+    stmt_t *stmts;
+    int nstmts, next;
+    /* outcome */
+    int status;
+    pc_recon_match_result_t res;
+} match_t;
+
+static void set_error(match_t *m, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_error(match_t *m, int status, const char *fmt, ...)
+{
+    if (m->status)
+        return;
+    m->status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->res.error, sizeof m->res.error, fmt, ap);
+    va_end(ap);
+}
+
+static void match_free(match_t *m)
+{
+    pc_recon_csv_free(m->csv);
+    EVP_MD_CTX_free(m->sha);
+    for (int i = 0; i < LOAD_COLS; i++)
+        free(m->col[i].p);
+    for (int i = 0; i < m->nstmts; i++)
+        free(m->stmts[i].sql);
+    free(m->stmts);
+    free(m);
+}
+
+static void finish(match_t *m)
+{
+    if (m->tx) {
+        pc_db_tx_rollback(m->tx);
+        m->tx = NULL;
+    }
+    m->cb(m->data, m->status, &m->res);
+    match_free(m);
+}
+
+/* A statement's failure as the matcher's. */
+static int db_failed(match_t *m, int status, pc_db_res_t *res, const char *what)
+{
+    if (!status)
+        return 0;
+    set_error(m, status == PC_ECONFLICT ? PC_EIO : status, "%s: %s", what,
+              res ? pc_db_errmsg(res) : pc_strerror(status));
+    return 1;
+}
+
+/* ---------- generating the SQL of the table ---------- */
+
+/* Expands {name} in tpl with the spec's fields; extra holds "col" and "fcol". */
+static char *expand(const char *tpl, const spec_t *s, const char *col, const char *fcol)
+{
+    const char *names[] = {"type",        "table",   "ref", "txn",    "amount",
+                           "state",       "success", "day", "filter", "fee",
+                           "repair_when", "repair",  "col", "fcol",   NULL};
+    const char *vals[] = {s->type,        s->table,        s->ref,
+                          s->txn,         s->amount,       s->state,
+                          s->success,     s->day,          s->filter,
+                          s->fee,         s->repair_when,  s->repair ? s->repair : "NULL::text",
+                          col ? col : "", fcol ? fcol : ""};
+    size_t cap = strlen(tpl) * 2 + 1024, len = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    for (const char *p = tpl; *p;) {
+        const char *v = NULL;
+        size_t skip = 0;
+        if (*p == '{') {
+            for (int i = 0; names[i]; i++) {
+                size_t nl = strlen(names[i]);
+                if (!strncmp(p + 1, names[i], nl) && p[1 + nl] == '}') {
+                    v = vals[i];
+                    skip = nl + 2;
+                    break;
+                }
+            }
+        }
+        size_t add = v ? strlen(v) : 1;
+        if (len + add + 1 > cap) {
+            cap = (len + add + 1) * 2;
+            char *n = realloc(out, cap);
+            if (!n) {
+                free(out);
+                return NULL;
+            }
+            out = n;
+        }
+        if (v) {
+            memcpy(out + len, v, add);
+            p += skip;
+        } else {
+            out[len] = *p++;
+        }
+        len += add;
+    }
+    out[len] = 0;
+    return out;
+}
+
+static int add_stmt(match_t *m, char *sql, int with_k, result_t result)
+{
+    if (!sql)
+        return PC_ENOMEM;
+    stmt_t *n = realloc(m->stmts, (size_t)(m->nstmts + 1) * sizeof *n);
+    if (!n) {
+        free(sql);
+        return PC_ENOMEM;
+    }
+    m->stmts = n;
+    m->stmts[m->nstmts++] = (stmt_t){sql, with_k, result};
+    return 0;
+}
+
+static int type_seen(const match_t *m, const char *type)
+{
+    for (int i = 0; i < m->ntypes_seen; i++)
+        if (!strcmp(m->types_seen[i], type))
+            return 1;
+    return 0;
+}
+
+/* The statements of this run, in order, for the tables that exist. */
+static int plan(match_t *m)
+{
+    int rc = 0;
+    int primary[NSPECS] = {0};
+    /* A temporary table has no statistics until analyzed; without them the
+     * planner takes the statement for a few hundred lines and joins it by
+     * index lookups, one per line. */
+    rc = add_stmt(m, strdup("ANALYZE recon_stage"), 0, R_NONE);
+    if (m->res.duplicate_lines)
+        rc = rc ? rc : add_stmt(m, strdup(SQL_DUPLICATES), 0, R_NONE);
+    /* The first existing table of each statement type matches all its lines. */
+    for (size_t i = 0; i < NSPECS; i++) {
+        if (!m->exists[i])
+            continue;
+        int first = 1;
+        for (size_t j = 0; j < i; j++)
+            if (m->exists[j] && !strcmp(SPECS[j].type, SPECS[i].type))
+                first = 0;
+        primary[i] = first;
+        if (first && (m->many_types || type_seen(m, SPECS[i].type)))
+            rc = rc ? rc : add_stmt(m, expand(TPL_PRIMARY, &SPECS[i], NULL, NULL), 1, R_NONE);
+    }
+    /* Lines of a type no existing table takes. */
+    char unknown[512] = "";
+    size_t ul = 0;
+    {
+        int any = m->many_types;
+        for (int t = 0; t < m->ntypes_seen && !any; t++) {
+            int known = 0;
+            for (size_t i = 0; i < NSPECS; i++)
+                known |= m->exists[i] && !strcmp(SPECS[i].type, m->types_seen[t]);
+            any |= !known;
+        }
+        if (any) {
+            ul += (size_t)snprintf(unknown + ul, sizeof unknown - ul,
+                                   "INSERT INTO recon_found (" FOUND_COLS
+                                   ") SELECT 'UNMATCHED', " LINE_COLS
+                                   ", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
+                                   "FROM recon_stage l WHERE NOT l.dup AND l.type <> ALL ('{");
+            int n = 0;
+            for (size_t i = 0; i < NSPECS; i++)
+                if (m->exists[i] && ul < sizeof unknown - 40)
+                    ul += (size_t)snprintf(unknown + ul, sizeof unknown - ul, "%s%s",
+                                           n++ ? "," : "", SPECS[i].type);
+            snprintf(unknown + ul, sizeof unknown - ul, "}'::text[])");
+            rc = rc ? rc : add_stmt(m, strdup(unknown), 0, R_NONE);
+        }
+    }
+    /* Lines left: the further tables of their type on our number, then every
+     * table of their type on the channel's reference. */
+    for (size_t i = 0; i < NSPECS; i++)
+        if (m->exists[i] && !primary[i])
+            rc = rc ? rc
+                    : add_stmt(m, expand(TPL_MARKERS, &SPECS[i], SPECS[i].ref, "paycore_ref"), 1,
+                               R_NONE);
+    for (size_t i = 0; i < NSPECS; i++)
+        if (m->exists[i])
+            rc = rc ? rc
+                    : add_stmt(m, expand(TPL_MARKERS, &SPECS[i], SPECS[i].txn, "channel_ref"), 1,
+                               R_NONE);
+    rc = rc ? rc : add_stmt(m, strdup(SQL_UNMATCHED_COUNT), 0, R_UNMATCHED);
+    rc = rc ? rc : add_stmt(m, strdup(SQL_UNMATCHED_MONEY), 0, R_NONE);
+    for (size_t i = 0; i < NSPECS; i++)
+        if (m->exists[i])
+            rc = rc ? rc
+                    : add_stmt(m, expand(TPL_MISSING_CHANNEL, &SPECS[i], NULL, NULL), 1, R_NONE);
+    rc = rc ? rc : add_stmt(m, strdup(SQL_UPSERT), 1, R_UPSERT);
+    rc = rc ? rc : add_stmt(m, strdup(SQL_CLOSE_STALE), 1, R_CLOSED);
+    rc = rc ? rc : add_stmt(m, strdup(SQL_CARRIED_CLEAR), 1, R_NONE);
+    rc = rc ? rc : add_stmt(m, strdup(SQL_CARRIED_ADD), 1, R_NONE);
+    rc = rc ? rc : add_stmt(m, strdup(SQL_CARRIED_RESOLVE), 1, R_NONE);
+    return rc;
+}
+
+/* ---------- loading the statement ---------- */
+
+static int buf_reserve(buf_t *b, size_t add)
+{
+    if (b->len + add + 1 <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 1 << 16;
+    while (cap < b->len + add + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p)
+        return PC_ENOMEM;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* Appends a text element of an array literal: always quoted, with the two
+ * characters that need it escaped. */
+static int put_text(buf_t *b, int first, const char *s)
+{
+    size_t n = strlen(s);
+    if (buf_reserve(b, n * 2 + 3) < 0)
+        return PC_ENOMEM;
+    char *o = b->p + b->len;
+    if (!first)
+        *o++ = ',';
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\')
+            *o++ = '\\';
+        *o++ = s[i];
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - b->p);
+    return 0;
+}
+
+static int put_int(buf_t *b, int first, int64_t v)
+{
+    if (buf_reserve(b, 24) < 0)
+        return PC_ENOMEM;
+    char tmp[24];
+    int n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    char *o = b->p + b->len;
+    if (!first)
+        *o++ = ',';
+    if (v < 0)
+        *o++ = '-';
+    while (n)
+        *o++ = tmp[--n];
+    b->len = (size_t)(o - b->p);
+    return 0;
+}
+
+static int put_raw(buf_t *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (buf_reserve(b, n) < 0)
+        return PC_ENOMEM;
+    memcpy(b->p + b->len, s, n + 1);
+    b->len += n;
+    return 0;
+}
+
+static void note_type(match_t *m, const char *type)
+{
+    if (m->many_types || type_seen(m, type))
+        return;
+    if (m->ntypes_seen == (int)(sizeof m->types_seen / sizeof m->types_seen[0])) {
+        m->many_types = 1;
+        return;
+    }
+    snprintf(m->types_seen[m->ntypes_seen++], sizeof m->types_seen[0], "%s", type);
+}
+
+/* Reads up to BATCH_LINES lines into the column arrays. Returns how many,
+ * or a negative code with the error set. */
+static int fill_batch(match_t *m)
+{
+    for (int c = 0; c < LOAD_COLS; c++) {
+        m->col[c].len = 0;
+        if (put_raw(&m->col[c], "{") < 0)
+            goto nomem;
+    }
+    int n = 0;
+    pc_recon_line_t l;
+    char err[200];
+    while (n < BATCH_LINES) {
+        int rc = pc_recon_csv_next(m->csv, &l, err, sizeof err);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            if (rc == PC_ENOMEM)
+                goto nomem;
+            set_error(m, PC_EINVAL, "statement %s", err);
+            return PC_EINVAL;
+        }
+        int first = n == 0;
+        if (put_int(&m->col[0], first, l.row) < 0 ||
+            put_text(&m->col[1], first, l.channel_ref) < 0 ||
+            put_text(&m->col[2], first, l.paycore_ref) < 0 ||
+            put_text(&m->col[3], first, l.type) < 0 || put_int(&m->col[4], first, l.amount) < 0 ||
+            put_text(&m->col[5], first, l.currency) < 0 || put_int(&m->col[6], first, l.fee) < 0 ||
+            put_text(&m->col[7], first, l.status) < 0 || put_int(&m->col[8], first, l.time_s) < 0 ||
+            put_text(&m->col[9], first, l.duplicate ? "t" : "f") < 0)
+            goto nomem;
+        note_type(m, l.type);
+        m->res.lines++;
+        m->res.duplicate_lines += l.duplicate;
+        n++;
+    }
+    for (int c = 0; c < LOAD_COLS; c++)
+        if (put_raw(&m->col[c], "}") < 0)
+            goto nomem;
+    size_t off = pc_recon_csv_offset(m->csv);
+    EVP_DigestUpdate(m->sha, m->text + m->hashed, off - m->hashed);
+    m->hashed = off;
+    return n;
+nomem:
+    set_error(m, PC_ENOMEM, "out of memory reading the statement");
+    return PC_ENOMEM;
+}
+
+static void run_next(match_t *m);
+static void pump(match_t *m);
+
+static void loaded_cb(void *data, int status, pc_db_res_t *res)
+{
+    match_t *m = data;
+    m->inflight--;
+    db_failed(m, status, res, "loading the statement");
+    pump(m);
+}
+
+/* Keeps BATCHES_IN_FLIGHT batches queued on the transaction until the
+ * statement is read; then plans and runs the matching. */
+static void pump(match_t *m)
+{
+    while (!m->status && !m->eof && m->inflight < BATCHES_IN_FLIGHT) {
+        int n = fill_batch(m);
+        if (n < 0)
+            break;
+        if (n < BATCH_LINES)
+            m->eof = 1;
+        if (n == 0)
+            break;
+        const char *p[LOAD_COLS];
+        for (int c = 0; c < LOAD_COLS; c++)
+            p[c] = m->col[c].p;
+        if (pc_db_tx_query(m->tx, SQL_LOAD, LOAD_COLS, p, loaded_cb, m) < 0) {
+            set_error(m, PC_EUNAVAIL, "loading the statement: the database is unavailable");
+            break;
+        }
+        m->inflight++;
+    }
+    if (m->inflight > 0)
+        return;
+    if (m->status) {
+        finish(m);
+        return;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    EVP_DigestFinal_ex(m->sha, md, &mdlen);
+    for (unsigned i = 0; i < mdlen && i < 32; i++)
+        snprintf(m->res.sha256 + 2 * i, 3, "%02x", md[i]);
+    if (plan(m) < 0) {
+        set_error(m, PC_ENOMEM, "out of memory planning the match");
+        finish(m);
+        return;
+    }
+    run_next(m);
+}
+
+/* ---------- matching ---------- */
+
+static void committed_cb(void *data, int status)
+{
+    match_t *m = data;
+    if (status)
+        set_error(m, status, "commit: %s", pc_strerror(status));
+    finish(m);
+}
+
+static void done_cb(void *data, int status, pc_db_res_t *res)
+{
+    match_t *m = data;
+    if (db_failed(m, status, res, "recording the run")) {
+        finish(m);
+        return;
+    }
+    if (pc_db_affected(res) != 1) {
+        set_error(m, PC_ECONFLICT, "another attempt took the day over");
+        finish(m);
+        return;
+    }
+    pc_db_tx_t *tx = m->tx;
+    m->tx = NULL;
+    pc_db_tx_commit(tx, committed_cb, m);
+}
+
+static void record_run(match_t *m)
+{
+    char counts[512] = "{";
+    size_t cl = 1;
+    int64_t added = 0;
+    for (int k = 0; k < PC_RECON_KIND_COUNT; k++) {
+        added += m->res.added[k];
+        if (m->res.found[k])
+            cl += (size_t)snprintf(counts + cl, sizeof counts - cl, "%s\"%s\":%lld",
+                                   cl > 1 ? "," : "", KIND_NAMES[k], (long long)m->res.found[k]);
+    }
+    snprintf(counts + cl, sizeof counts - cl, "}");
+    char run[24], att[16], lines[24], dups[24], unm[24], add[24];
+    snprintf(run, sizeof run, "%lld", (long long)m->run_id);
+    snprintf(att, sizeof att, "%d", m->attempt);
+    snprintf(lines, sizeof lines, "%lld", (long long)m->res.lines);
+    snprintf(dups, sizeof dups, "%lld", (long long)m->res.duplicate_lines);
+    snprintf(unm, sizeof unm, "%lld", (long long)m->res.unmatched_lines);
+    snprintf(add, sizeof add, "%lld", (long long)added);
+    const char *p[] = {run, att, lines, dups, unm, m->res.sha256, add, counts};
+    if (pc_db_tx_query(m->tx, SQL_DONE, 8, p, done_cb, m) < 0) {
+        set_error(m, PC_EUNAVAIL, "recording the run: the database is unavailable");
+        finish(m);
+    }
+}
+
+static void stmt_cb(void *data, int status, pc_db_res_t *res)
+{
+    match_t *m = data;
+    if (db_failed(m, status, res, "matching")) {
+        pc_log_error("recon.match_failed", "run %lld statement %d: %s", (long long)m->run_id,
+                     m->next, m->res.error);
+        finish(m);
+        return;
+    }
+    switch (m->stmts[m->next].result) {
+    case R_UNMATCHED:
+        m->res.unmatched_lines = pc_db_val_i64(res, 0, "n");
+        break;
+    case R_UPSERT:
+        for (int i = 0; i < pc_db_rows(res); i++) {
+            int k = pc_recon_kind_parse(pc_db_val(res, i, "kind"));
+            if (k < 0)
+                continue;
+            m->res.found[k] = pc_db_val_i64(res, i, "found");
+            m->res.added[k] = pc_db_val_i64(res, i, "added");
+            m->res.to_repair += pc_db_val_i64(res, i, "to_repair");
+        }
+        break;
+    case R_CLOSED:
+        m->res.closed = pc_db_affected(res);
+        break;
+    case R_NONE:
+        break;
+    }
+    m->next++;
+    run_next(m);
+}
+
+/* One statement at a time: each gets the whole query timeout for itself. */
+static void run_next(match_t *m)
+{
+    if (m->next == m->nstmts) {
+        record_run(m);
+        return;
+    }
+    const stmt_t *s = &m->stmts[m->next];
+    if (pc_db_tx_query(m->tx, s->sql, s->with_k ? NK : 0, s->with_k ? m->kparams : NULL, stmt_cb,
+                       m) < 0) {
+        set_error(m, PC_EUNAVAIL, "matching: the database is unavailable");
+        finish(m);
+    }
+}
+
+/* ---------- the transaction ---------- */
+
+/* Each statement of the set-up ends here; the last one starts the load. */
+static void setup_done(match_t *m)
+{
+    if (--m->setup_pending > 0)
+        return;
+    if (m->status)
+        finish(m);
+    else
+        pump(m);
+}
+
+static void setup_cb(void *data, int status, pc_db_res_t *res)
+{
+    match_t *m = data;
+    db_failed(m, status, res, "preparing the match");
+    setup_done(m);
+}
+
+static void locked_cb(void *data, int status, pc_db_res_t *res)
+{
+    match_t *m = data;
+    if (!db_failed(m, status, res, "locking the run") && pc_db_rows(res) == 0)
+        set_error(m, PC_ECONFLICT, "the run is not this attempt's any more");
+    setup_done(m);
+}
+
+static void exists_cb(void *data, int status, pc_db_res_t *res)
+{
+    match_t *m = data;
+    if (!db_failed(m, status, res, "finding the tables"))
+        for (int i = 0; i < pc_db_rows(res) && i < (int)NSPECS; i++)
+            m->exists[i] = pc_db_val(res, i, "e")[0] == 't';
+    setup_done(m);
+}
+
+static void begun_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    match_t *m = data;
+    if (status) {
+        set_error(m, status, "the database is unavailable");
+        finish(m);
+        return;
+    }
+    m->tx = tx;
+    char mem[32], run[24], att[16], tables[256] = "{";
+    size_t tl = 1;
+    snprintf(mem, sizeof mem, "%dMB", m->work_mem_mb);
+    snprintf(run, sizeof run, "%lld", (long long)m->run_id);
+    snprintf(att, sizeof att, "%d", m->attempt);
+    for (size_t i = 0; i < NSPECS; i++)
+        tl +=
+            (size_t)snprintf(tables + tl, sizeof tables - tl, "%s%s", i ? "," : "", SPECS[i].table);
+    snprintf(tables + tl, sizeof tables - tl, "}");
+    const char *pm[] = {m->work_mem_mb > 0 ? mem : NULL};
+    const char *pl[] = {run, att};
+    const char *pt[] = {tables};
+    /* Pipelined: the callbacks run in this order, and after a failure the
+     * rest fail too. JIT compiling costs more than it saves on these one-off
+     * joins. */
+    struct {
+        const char *sql;
+        int n;
+        const char *const *p;
+        pc_db_query_cb cb;
+    } steps[] = {
+        {"SELECT set_config('jit', 'off', true), CASE WHEN $1::text IS NULL THEN '' ELSE "
+         "set_config('work_mem', $1::text, true) END",
+         1, pm, setup_cb},
+        {SQL_LOCK, 2, pl, locked_cb},
+        {"SELECT to_regclass(t) IS NOT NULL AS e FROM unnest($1::text[]) WITH ORDINALITY AS u(t, "
+         "o) ORDER BY o",
+         1, pt, exists_cb},
+        {SQL_STAGE, 0, NULL, setup_cb},
+        {SQL_FOUND, 0, NULL, setup_cb},
+    };
+    m->setup_pending = 1; /* held until every step is queued */
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        if (pc_db_tx_query(tx, steps[i].sql, steps[i].n, steps[i].p, steps[i].cb, m) < 0) {
+            set_error(m, PC_EUNAVAIL, "preparing the match: the database is unavailable");
+            break;
+        }
+        m->setup_pending++;
+    }
+    setup_done(m);
+}
+
+int pc_recon_match(pc_db_t *db, const pc_recon_match_opts_t *o, const char *csv, size_t len,
+                   pc_recon_match_cb cb, void *data)
+{
+    int64_t day;
+    if (!db || !o || !cb || !o->channel_id || !o->date || o->run_id <= 0 || o->attempt <= 0 ||
+        strlen(o->channel_id) == 0 || strlen(o->channel_id) > 32 ||
+        strspn(o->channel_id, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(o->channel_id) ||
+        pc_recon_parse_date(o->date, &day) < 0 || o->fee_rate_bp < 0 || o->fee_fixed < 0)
+        return PC_EINVAL;
+    match_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return PC_ENOMEM;
+    m->db = db;
+    m->cb = cb;
+    m->data = data;
+    m->text = csv;
+    m->len = len;
+    m->run_id = o->run_id;
+    m->attempt = o->attempt;
+    m->work_mem_mb = o->work_mem_mb;
+    snprintf(m->channel_id, sizeof m->channel_id, "%s", o->channel_id);
+    snprintf(m->date, sizeof m->date, "%s", o->date);
+    char err[200];
+    int rc = pc_recon_csv_open(csv, len, &m->csv, err, sizeof err);
+    if (rc == PC_EINVAL) {
+        /* Reported through the callback like any other bad statement. */
+        set_error(m, PC_EINVAL, "statement %s", err);
+    } else if (rc < 0) {
+        match_free(m);
+        return rc;
+    }
+    m->sha = EVP_MD_CTX_new();
+    if (!m->sha || EVP_DigestInit_ex(m->sha, EVP_sha256(), NULL) != 1) {
+        match_free(m);
+        return PC_ENOMEM;
+    }
+    /* The run's constants ($1..$7 of every generated statement). */
+    time_t from = (time_t)day, to = (time_t)(day + 86400);
+    struct tm tf, tt;
+    gmtime_r(&from, &tf);
+    gmtime_r(&to, &tt);
+    snprintf(m->kvals[0], sizeof m->kvals[0], "%s", m->channel_id);
+    strftime(m->kvals[1], sizeof m->kvals[1], "%Y-%m-%dT%H:%M:%SZ", &tf);
+    strftime(m->kvals[2], sizeof m->kvals[2], "%Y-%m-%dT%H:%M:%SZ", &tt);
+    snprintf(m->kvals[3], sizeof m->kvals[3], "%lld", (long long)o->fee_rate_bp);
+    snprintf(m->kvals[4], sizeof m->kvals[4], "%lld", (long long)o->fee_fixed);
+    snprintf(m->kvals[5], sizeof m->kvals[5], "%lld", (long long)o->run_id);
+    snprintf(m->kvals[6], sizeof m->kvals[6], "%d", o->attempt);
+    for (int i = 0; i < NK; i++)
+        m->kparams[i] = m->kvals[i];
+    /* With a header that cannot be read the transaction only serves to
+     * answer later, as the contract says. */
+    rc = pc_db_begin(db, NULL, begun_cb, m);
+    if (rc < 0) {
+        match_free(m);
+        return rc;
+    }
+    return 0;
+}
