@@ -212,7 +212,9 @@ static void create_trade(pc_http_req_t *req, void *data)
         bad(req, "metadata", "metadata: a JSON object");
         return;
     }
-    c->meta_text = json_dumps(meta ? meta : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
+    json_t *no_meta = meta ? NULL : json_object();
+    c->meta_text = json_dumps(meta ? meta : no_meta, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(no_meta);
     if (meta && strlen(c->meta_text) > 4096) {
         bad(req, "metadata", "metadata: at most 4 KiB");
         return;
