@@ -55,9 +55,13 @@ static int teardown(void **state)
 static int after_each(void **state)
 {
     (void)state;
-    pc_t_resp_t r =
-        pc_t_sim(&g_stack, "POST", "/sim/faults", "{\"channel_id\":\"sim_card\",\"reset\":true}");
-    pc_t_resp_free(&r);
+    const char *chs[] = {"sim_card", "sim_card2"};
+    for (int i = 0; i < 2; i++) {
+        char b[96];
+        snprintf(b, sizeof b, "{\"channel_id\":\"%s\",\"reset\":true}", chs[i]);
+        pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", b);
+        pc_t_resp_free(&r);
+    }
     assert_true(pc_t_ledger_ok(&g_stack));
     return 0;
 }
@@ -161,6 +165,21 @@ static void paid_async_trade(const char *method, const char *ref_field, long amo
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
     expect_trade(tn, "TRADE_SUCCESS");
+}
+
+/* The channel that took a payment (routing follows live health). */
+static const char *channel_of(const char *pno_or_trade, int by_trade)
+{
+    static char ch[40];
+    char *c =
+        pc_t_sql(&g_stack,
+                 by_trade ? "SELECT channel_id FROM payments WHERE trade_no = '%s' AND status "
+                            "= 'SUCCESS'"
+                          : "SELECT channel_id FROM payments WHERE payment_no = '%s'",
+                 pno_or_trade);
+    snprintf(ch, sizeof ch, "%s", c ? c : "");
+    free(c);
+    return ch;
 }
 
 static void paid_card_trade(long amount, char *tn)
@@ -479,8 +498,11 @@ static void test_force_fail_returns_the_money_to_the_merchant(void **state)
     paid_card_trade(3000, tn);
     long long p0 = pending();
     /* The channel holds the refund for a manual decision. */
-    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults",
-                             "{\"channel_id\":\"sim_card\",\"refund_delay_ms\":-1}");
+    char ch[40], f[160];
+    snprintf(ch, sizeof ch, "%s", channel_of(tn, 1));
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"refund_delay_ms\":-1}", ch);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", f);
+    assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
     refund_ok(tn, "FF1", 1000, rno);
     expect_refund(rno, "PROCESSING");
@@ -512,7 +534,8 @@ static void test_force_fail_returns_the_money_to_the_merchant(void **state)
     char body[256];
     snprintf(body, sizeof body, "{\"reference\":\"%s\",\"outcome\":\"FAILED\"}", txn);
     free(txn);
-    r = pc_t_sim(&g_stack, "POST", "/sim/faults", "{\"channel_id\":\"sim_card\",\"reset\":true}");
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"reset\":true}", ch);
+    r = pc_t_sim(&g_stack, "POST", "/sim/faults", f);
     pc_t_resp_free(&r);
     r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
     assert_int_equal(r.status, 200);
@@ -590,7 +613,9 @@ static void test_paid_after_close_is_error_refunded_exactly_once(void **state)
     char *m = refund_col(rno, "method");
     assert_string_equal(m, "API");
     free(m);
-    r = pc_t_sim(&g_stack, "GET", "/sim/txns?channel_id=sim_card&type=REFUND&status=SUCCESS", NULL);
+    char q[128];
+    snprintf(q, sizeof q, "/sim/txns?channel_id=%s&type=REFUND&status=SUCCESS", channel_of(pno, 0));
+    r = pc_t_sim(&g_stack, "GET", q, NULL);
     assert_non_null(strstr(r.body, rno));
     pc_t_resp_free(&r);
     /* The merchant is told, and can read it. */
