@@ -29,9 +29,12 @@
  *
  * Metrics: pc_chargebacks_total{channel,source}, pc_chargebacks_judged_total
  * {liable}, and the gauge pc_chargeback_rate_bp{merchant,channel} (90-day
- * rate, refreshed after each case and every chargeback.rate_refresh_ms). The
- * same rate (merchant_chargeback_rate_bp()) and the buyer's 90-day count
- * (buyer_chargebacks_90d()) feed rules/risk.lua through the cashier's view.
+ * rate; channel "*" is all channels). The rates are computed by the SQL
+ * function chargeback_rates_refresh() into the table chargeback_rates after
+ * each case opens or ends and every chargeback.rate_refresh_ms (so old cases
+ * age out), never on the payment path: the cashier's view reads the stored
+ * merchant rate (merchant_chargeback_rate_bp()) and the buyer's 90-day count
+ * (buyer_chargebacks_90d()) for rules/risk.lua, as do payouts.
  *
  * Needs store/db, ledger, notify/outbox, channel/client (files), api/app.h. */
 #ifndef PC_CHARGEBACK_CHARGEBACK_H

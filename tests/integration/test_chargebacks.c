@@ -233,6 +233,13 @@ static void test_online_import_twice_changes_nothing(void **state)
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM outbox"), events);
     assert_int_equal(mbal(&m, "reserve"), 4200);
 
+    /* payctl asks for the same import: still nothing new. */
+    assert_int_equal(pc_t_sh("PAYCORE_ADMIN_URL=http://127.0.0.1:%d PAYCORE_ADMIN_TOKEN=%s "
+                             "%s/payctl chargeback import sim_card %s >/dev/null",
+                             g_stack.admin_port[0], "test-admin-token", pc_t_binary_dir(), date),
+                     0);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM chargebacks"), cases);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM ledger_txns"), txns);
     /* Uploaded by hand (payctl's way), the same line is still a duplicate. */
     char *ref =
         pc_t_sql(&g_stack, "SELECT source_ref FROM chargebacks WHERE chargeback_no = '%s'", cb_no);
@@ -731,6 +738,7 @@ static void test_rate_metric_and_risk_inputs(void **state)
     assert_non_null(strstr(reasons, "BUYER_HAS_CHARGEBACKS"));
     assert_non_null(strstr(reasons, "MERCHANT_CHARGEBACK_RATE"));
     free(reasons);
+    assert_true(pc_t_ledger_ok(&g_stack));
 }
 
 int main(void)
