@@ -146,6 +146,105 @@ static void bad(pc_http_req_t *req, const char *field, const char *msg)
     pc_http_respond_error(req, PC_API_INVALID_REQUEST, field, msg);
 }
 
+void pc_trade_create_req_clear(pc_trade_create_req_t *r)
+{
+    free(r->meta_text);
+    free(r->split_text);
+    r->meta_text = r->split_text = NULL;
+}
+
+pc_api_err_t pc_trade_create_parse(json_t *b, const char *merchant_id, pc_trade_create_req_t *r,
+                                   const char **field, const char **message)
+{
+#define REFUSE(err, f, m)                                                                          \
+    do {                                                                                           \
+        json_decref(norm);                                                                         \
+        pc_trade_create_req_clear(r);                                                              \
+        *field = (f);                                                                              \
+        *message = (m);                                                                            \
+        return (err);                                                                              \
+    } while (0)
+#define BAD(f, m) REFUSE(PC_API_INVALID_REQUEST, f, m)
+    json_t *norm = NULL;
+    memset(r, 0, sizeof *r);
+    *field = NULL;
+    *message = NULL;
+    if (!json_is_object(b))
+        BAD(NULL, "body must be a JSON object");
+    int invalid = 0;
+    r->out_trade_no = pc_json_str(b, "out_trade_no", 64, 1, &invalid);
+    if (!r->out_trade_no || invalid)
+        BAD("out_trade_no", "out_trade_no: 1-64 of [A-Za-z0-9_-]");
+    r->product = pc_json_str(b, "product", 16, 0, &invalid);
+    r->product_bit = r->product ? pc_product_bit(r->product) : 0;
+    if (!r->product_bit || invalid)
+        BAD("product", "product: INSTANT, GUARANTEE or RECHARGE");
+    if (pc_json_int(b, "amount", 1, PC_MAX_AMOUNT, &r->amount) != 0)
+        BAD("amount", "amount: a positive integer in minor units");
+    const char *cur = r->currency = pc_json_str(b, "currency", 3, 0, &invalid);
+    if (!cur || invalid || strlen(cur) != 3 || cur[0] < 'A' || cur[0] > 'Z' || cur[1] < 'A' ||
+        cur[1] > 'Z' || cur[2] < 'A' || cur[2] > 'Z')
+        BAD("currency", "currency: ISO 4217 code in upper case");
+    r->subject = pc_json_str(b, "subject", 256, 0, &invalid);
+    if (!r->subject || invalid)
+        BAD("subject", "subject: 1-256 characters");
+    r->buyer_id = pc_json_str(b, "buyer_id", 64, 1, &invalid);
+    if (invalid)
+        BAD("buyer_id", "buyer_id: 1-64 of [A-Za-z0-9_-]");
+    if (r->product_bit == PC_PRODUCT_RECHARGE && !r->buyer_id)
+        BAD("buyer_id", "RECHARGE trades need buyer_id");
+    const char *notify = r->notify_url = pc_json_str(b, "notify_url", 512, 0, &invalid);
+    if (invalid || (notify && strncmp(notify, "http://", 7) && strncmp(notify, "https://", 8)))
+        BAD("notify_url", "notify_url: an http(s) URL");
+    r->expire_seconds = 900;
+    if (pc_json_int(b, "expire_seconds", 60, 604800, &r->expire_seconds) < 0)
+        BAD("expire_seconds", "expire_seconds: 60-604800");
+    json_t *meta = json_object_get(b, "metadata");
+    if (meta && !json_is_object(meta))
+        BAD("metadata", "metadata: a JSON object");
+    r->meta_text = meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
+    if (!r->meta_text)
+        REFUSE(PC_API_INTERNAL, "metadata", "out of memory");
+    if (strlen(r->meta_text) > 4096)
+        BAD("metadata", "metadata: at most 4 KiB");
+    json_t *splits = json_object_get(b, "splits");
+    norm = json_array();
+    if (splits && !json_is_null(splits)) {
+        if (r->product_bit != PC_PRODUCT_INSTANT)
+            BAD("splits", "splits at creation are for INSTANT trades only");
+        if (!json_is_array(splits) || json_array_size(splits) > 20)
+            BAD("splits", "splits: a list of at most 20 {account, amount}");
+        long long total = 0;
+        size_t i;
+        json_t *s;
+        json_array_foreach(splits, i, s)
+        {
+            int sb = 0;
+            long long sa = 0;
+            const char *acct = json_is_object(s) ? pc_json_str(s, "account", 64, 1, &sb) : NULL;
+            if (!acct || sb || pc_json_int(s, "amount", 1, PC_MAX_AMOUNT, &sa) != 0 ||
+                !strcmp(acct, merchant_id))
+                BAD("splits", "each split: account (another merchant id) and a positive amount");
+            total += sa;
+            json_array_append_new(
+                norm, json_pack("{s:s,s:I}", "account", acct, "amount", (json_int_t)sa));
+        }
+        if (total > r->amount)
+            REFUSE(PC_API_SPLIT_EXCEEDS_AMOUNT, "splits", "splits add up to more than the amount");
+    }
+    r->split_text = json_dumps(norm, JSON_COMPACT);
+    json_decref(norm);
+    if (!r->split_text) {
+        pc_trade_create_req_clear(r);
+        *field = "splits";
+        *message = "out of memory";
+        return PC_API_INTERNAL;
+    }
+    return PC_API_OK;
+#undef BAD
+#undef REFUSE
+}
+
 static void create_trade(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
@@ -160,112 +259,20 @@ static void create_trade(pc_http_req_t *req, void *data)
     c->app = app;
     pc_http_req_on_done(req, create_free, c);
     pc_trade_t *t = &c->t;
-    int invalid = 0;
-    const char *otn = pc_json_str(b, "out_trade_no", 64, 1, &invalid);
-    if (!otn || invalid) {
-        bad(req, "out_trade_no", "out_trade_no: 1-64 of [A-Za-z0-9_-]");
+    pc_trade_create_req_t r;
+    const char *field, *message;
+    pc_api_err_t err = pc_trade_create_parse(b, m->id, &r, &field, &message);
+    if (err != PC_API_OK) {
+        pc_http_respond_error(req, err, field, message);
         return;
     }
-    const char *product = pc_json_str(b, "product", 16, 0, &invalid);
-    unsigned pbit = product ? pc_product_bit(product) : 0;
-    if (!pbit || invalid) {
-        bad(req, "product", "product: INSTANT, GUARANTEE or RECHARGE");
-        return;
-    }
-    long long amount = 0;
-    if (pc_json_int(b, "amount", 1, PC_MAX_AMOUNT, &amount) != 0) {
-        bad(req, "amount", "amount: a positive integer in minor units");
-        return;
-    }
-    const char *cur = pc_json_str(b, "currency", 3, 0, &invalid);
-    if (!cur || invalid || strlen(cur) != 3 || cur[0] < 'A' || cur[0] > 'Z' || cur[1] < 'A' ||
-        cur[1] > 'Z' || cur[2] < 'A' || cur[2] > 'Z') {
-        bad(req, "currency", "currency: ISO 4217 code in upper case");
-        return;
-    }
-    const char *subject = pc_json_str(b, "subject", 256, 0, &invalid);
-    if (!subject || invalid) {
-        bad(req, "subject", "subject: 1-256 characters");
-        return;
-    }
-    const char *buyer = pc_json_str(b, "buyer_id", 64, 1, &invalid);
-    if (invalid) {
-        bad(req, "buyer_id", "buyer_id: 1-64 of [A-Za-z0-9_-]");
-        return;
-    }
-    if (pbit == PC_PRODUCT_RECHARGE && !buyer) {
-        bad(req, "buyer_id", "RECHARGE trades need buyer_id");
-        return;
-    }
-    const char *notify = pc_json_str(b, "notify_url", 512, 0, &invalid);
-    if (invalid || (notify && strncmp(notify, "http://", 7) && strncmp(notify, "https://", 8))) {
-        bad(req, "notify_url", "notify_url: an http(s) URL");
-        return;
-    }
-    long long expire = 900;
-    if (pc_json_int(b, "expire_seconds", 60, 604800, &expire) < 0) {
-        bad(req, "expire_seconds", "expire_seconds: 60-604800");
-        return;
-    }
-    json_t *meta = json_object_get(b, "metadata");
-    if (meta && !json_is_object(meta)) {
-        bad(req, "metadata", "metadata: a JSON object");
-        return;
-    }
-    json_t *no_meta = meta ? NULL : json_object();
-    c->meta_text = json_dumps(meta ? meta : no_meta, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(no_meta);
-    if (meta && strlen(c->meta_text) > 4096) {
-        bad(req, "metadata", "metadata: at most 4 KiB");
-        return;
-    }
-    json_t *splits = json_object_get(b, "splits");
-    json_t *norm = json_array();
-    if (splits && !json_is_null(splits)) {
-        if (pbit != PC_PRODUCT_INSTANT) {
-            json_decref(norm);
-            {
-                bad(req, "splits", "splits at creation are for INSTANT trades only");
-                return;
-            }
-        }
-        if (!json_is_array(splits) || json_array_size(splits) > 20) {
-            json_decref(norm);
-            {
-                bad(req, "splits", "splits: a list of at most 20 {account, amount}");
-                return;
-            }
-        }
-        long long total = 0;
-        size_t i;
-        json_t *s;
-        json_array_foreach(splits, i, s)
-        {
-            int sb = 0;
-            long long sa = 0;
-            const char *acct = json_is_object(s) ? pc_json_str(s, "account", 64, 1, &sb) : NULL;
-            if (!acct || sb || pc_json_int(s, "amount", 1, PC_MAX_AMOUNT, &sa) != 0 ||
-                !strcmp(acct, m->id)) {
-                json_decref(norm);
-                {
-                    bad(req, "splits",
-                        "each split: account (another merchant id) and a positive amount");
-                    return;
-                }
-            }
-            total += sa;
-            json_array_append_new(
-                norm, json_pack("{s:s,s:I}", "account", acct, "amount", (json_int_t)sa));
-        }
-        if (total > amount) {
-            json_decref(norm);
-            pc_http_respond_error(req, PC_API_SPLIT_EXCEEDS_AMOUNT, "splits",
-                                  "splits add up to more than the amount");
-            return;
-        }
-    }
-    c->split_text = json_dumps(norm, JSON_COMPACT);
-    json_decref(norm);
+    /* The request's texts now belong to c (freed with it). */
+    c->meta_text = r.meta_text;
+    c->split_text = r.split_text;
+    const char *otn = r.out_trade_no, *product = r.product, *cur = r.currency;
+    const char *subject = r.subject, *buyer = r.buyer_id, *notify = r.notify_url;
+    long long amount = r.amount, expire = r.expire_seconds;
+    unsigned pbit = r.product_bit;
     if (!(m->products & pbit)) {
         pc_http_respond_error(req, PC_API_PRODUCT_NOT_ALLOWED, "product",
                               "this merchant's contract does not allow the product");

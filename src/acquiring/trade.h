@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "http/errors.h"
 #include "store/db.h"
 
 typedef struct {
@@ -37,6 +38,26 @@ json_t *pc_trade_json(const pc_trade_t *t);
 
 /* Fills t from a row selected with PC_TRADE_COLUMNS; strings borrowed from res. */
 void pc_trade_from_row(pc_trade_t *t, pc_db_res_t *res, int row);
+
+/* A POST /v1/trades body, validated (api.md "Trades"). Strings are borrowed
+ * from the JSON body; meta_text (the metadata object, "{}" when none) and
+ * split_text (the normalised splits, "[]" when none) are malloc'd and
+ * released with pc_trade_create_req_clear. */
+typedef struct {
+    const char *out_trade_no, *product, *currency, *subject;
+    const char *buyer_id, *notify_url; /* NULL when absent */
+    unsigned product_bit;              /* PC_PRODUCT_* */
+    long long amount, expire_seconds;
+    char *meta_text, *split_text;
+} pc_trade_create_req_t;
+
+/* Checks a trade creation body as the merchant merchant_id sent it (no I/O:
+ * whether the merchant's contract allows the product is the caller's check).
+ * Returns PC_API_OK with r filled, or the error to answer with the field at
+ * fault (may be NULL) and a message (static strings); r then holds nothing. */
+pc_api_err_t pc_trade_create_parse(json_t *body, const char *merchant_id, pc_trade_create_req_t *r,
+                                   const char **field, const char **message);
+void pc_trade_create_req_clear(pc_trade_create_req_t *r);
 
 /* A new trade number: "T" + UTC date + 64 random bits in hex (unique across
  * processes and machines without coordination; the primary key backs it). */

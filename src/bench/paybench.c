@@ -1141,6 +1141,8 @@ int main(int argc, char **argv)
     if (nbuyers > 0 && !o.buyer_prefix && !(o.admin_port && o.admin_token))
         die("%s", "creating buyers needs --admin-port and --admin-token");
 
+    /* Line by line, so that a script can follow the set-up as it happens. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     pc_random_hex(run_id, sizeof run_id, 4);
     buyer_ids = calloc((size_t)(nbuyers ? nbuyers : 1), sizeof *buyer_ids);
     for (int i = 0; i < nbuyers; i++) {

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "api/app.h"
+#include "channel/client.h"
 
 /* What consult and pay decide on, loaded in one query. Fields are borrowed
  * from json (owned by this struct). */
@@ -65,5 +66,23 @@ void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_
 json_t *pc_cashier_coupon(const pc_cashier_view_t *v, const char *coupon_id);
 /* The bound card of the view with this id, or NULL. */
 json_t *pc_cashier_card(const pc_cashier_view_t *v, const char *card_id);
+
+/* A POST /v1/cashier/pay body, checked for shape (api.md "Cashier"): ids of
+ * [A-Za-z0-9_-], balance_amount, the card's fields, the client. Strings are
+ * borrowed from the body; absent ones are NULL (ip too: the caller falls back
+ * to the peer address). */
+typedef struct {
+    const char *trade_no, *buyer_id, *method_id, *coupon_id, *buyer_code;
+    const char *challenge_id, *challenge_answer;
+    const char *ip, *device, *platform;
+    long long balance_amount;
+    pc_ch_card_t card;
+    int has_card;
+} pc_pay_request_t;
+
+/* Returns PC_API_OK with r filled, or the error to answer with the field at
+ * fault (may be NULL) and a message (static strings). No I/O. */
+pc_api_err_t pc_pay_request_parse(json_t *body, pc_pay_request_t *r, const char **field,
+                                  const char **message);
 
 #endif

@@ -517,31 +517,32 @@ static void answer_challenge(pay_t *p)
 
 /* ---------- step 1: the request ---------- */
 
-void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_id, json_t *b)
+pc_api_err_t pc_pay_request_parse(json_t *b, pc_pay_request_t *r, const char **field,
+                                  const char **message)
 {
-    pay_t *p = pc_http_req_alloc(req, sizeof *p);
-    p->req = req;
-    p->app = app;
-    p->merchant_id = merchant_id;
-    p->versions = json_object();
-    pc_http_req_on_done(req, pay_free, p);
-    int bad = 0;
-    p->trade_no = pc_json_str(b, "trade_no", 64, 1, &bad);
-    p->buyer_id = pc_json_str(b, "buyer_id", 64, 1, &bad);
-    p->method_id = pc_json_str(b, "method_id", 100, 0, &bad);
-    p->coupon_id = pc_json_str(b, "coupon_id", 64, 1, &bad);
-    p->buyer_code = pc_json_str(b, "buyer_code", 64, 1, &bad);
-    p->challenge_id = pc_json_str(b, "challenge_id", 64, 1, &bad);
-    p->challenge_answer = pc_json_str(b, "challenge_answer", 16, 0, &bad);
-    if (bad || !p->trade_no || (!p->method_id && !p->challenge_id)) {
-        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL,
-                              "trade_no and method_id are required; ids are [A-Za-z0-9_-]");
-        return;
+    memset(r, 0, sizeof *r);
+    *field = NULL;
+    *message = NULL;
+    if (!json_is_object(b)) {
+        *message = "body must be a JSON object";
+        return PC_API_INVALID_REQUEST;
     }
-    if (pc_json_int(b, "balance_amount", 0, 1000000000000000LL, &p->balance_amount) < 0) {
-        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "balance_amount",
-                              "a non-negative integer");
-        return;
+    int bad = 0;
+    r->trade_no = pc_json_str(b, "trade_no", 64, 1, &bad);
+    r->buyer_id = pc_json_str(b, "buyer_id", 64, 1, &bad);
+    r->method_id = pc_json_str(b, "method_id", 100, 0, &bad);
+    r->coupon_id = pc_json_str(b, "coupon_id", 64, 1, &bad);
+    r->buyer_code = pc_json_str(b, "buyer_code", 64, 1, &bad);
+    r->challenge_id = pc_json_str(b, "challenge_id", 64, 1, &bad);
+    r->challenge_answer = pc_json_str(b, "challenge_answer", 16, 0, &bad);
+    if (bad || !r->trade_no || (!r->method_id && !r->challenge_id)) {
+        *message = "trade_no and method_id are required; ids are [A-Za-z0-9_-]";
+        return PC_API_INVALID_REQUEST;
+    }
+    if (pc_json_int(b, "balance_amount", 0, 1000000000000000LL, &r->balance_amount) < 0) {
+        *field = "balance_amount";
+        *message = "a non-negative integer";
+        return PC_API_INVALID_REQUEST;
     }
     json_t *card = json_object_get(b, "card");
     if (card && !json_is_null(card)) {
@@ -550,20 +551,51 @@ void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_
         const char *cvv = json_is_object(card) ? pc_json_str(card, "cvv", 4, 0, &bad) : NULL;
         if (!pan || bad || pc_json_int(card, "exp_month", 1, 12, &m) != 0 ||
             pc_json_int(card, "exp_year", 2000, 2199, &y) != 0 || !cvv || !digits_only(cvv, 3, 4)) {
-            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "card",
-                                  "card: pan, exp_month, exp_year, cvv");
-            return;
+            *field = "card";
+            *message = "card: pan, exp_month, exp_year, cvv";
+            return PC_API_INVALID_REQUEST;
         }
-        p->card =
+        r->card =
             (pc_ch_card_t){pan, (int)m, (int)y, cvv, pc_json_str(card, "holder_name", 64, 0, &bad)};
-        p->has_card = 1;
+        r->has_card = 1;
     }
     json_t *client = json_object_get(b, "client");
     if (json_is_object(client)) {
-        p->ip = pc_json_str(client, "ip", 64, 0, &bad);
-        p->device = pc_json_str(client, "device_id", 128, 0, &bad);
-        p->platform = pc_json_str(client, "platform", 8, 0, &bad);
+        r->ip = pc_json_str(client, "ip", 64, 0, &bad);
+        r->device = pc_json_str(client, "device_id", 128, 0, &bad);
+        r->platform = pc_json_str(client, "platform", 8, 0, &bad);
     }
+    return PC_API_OK;
+}
+
+void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_id, json_t *b)
+{
+    pay_t *p = pc_http_req_alloc(req, sizeof *p);
+    p->req = req;
+    p->app = app;
+    p->merchant_id = merchant_id;
+    p->versions = json_object();
+    pc_http_req_on_done(req, pay_free, p);
+    pc_pay_request_t r;
+    const char *field, *message;
+    pc_api_err_t err = pc_pay_request_parse(b, &r, &field, &message);
+    if (err != PC_API_OK) {
+        pc_http_respond_error(req, err, field, message);
+        return;
+    }
+    p->trade_no = r.trade_no;
+    p->buyer_id = r.buyer_id;
+    p->method_id = r.method_id;
+    p->coupon_id = r.coupon_id;
+    p->buyer_code = r.buyer_code;
+    p->challenge_id = r.challenge_id;
+    p->challenge_answer = r.challenge_answer;
+    p->balance_amount = r.balance_amount;
+    p->card = r.card;
+    p->has_card = r.has_card;
+    p->ip = r.ip;
+    p->device = r.device;
+    p->platform = r.platform;
     if (!p->ip)
         p->ip = pc_http_req_peer(req);
     if (p->challenge_id) {
