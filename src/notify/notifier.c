@@ -90,8 +90,9 @@ struct pc_notifier {
     int nschedule;
     uint64_t poll_ms, timeout_ms, lease_ms;
     int batch, host_conns, max_inflight;
-    pc_rsa_key_t *key;
+    pc_rsa_key_t *key; /* NULL until generated when no file is configured */
     char *key_pem;
+    struct pc_notifier_keygen *keygen; /* ephemeral key being generated */
     uv_timer_t poll_timer, flush_timer;
     int started, stopping, closing, handles_open;
     void (*stop_cb)(void *data);
@@ -529,8 +530,13 @@ static void merchant_cb(void *data, int status, pc_merchant_t *m)
     tosign = pc_sign_notify_string(ts, nonce, d->payload, d->payload_len, &len);
     if (!tosign)
         goto sign_failed;
+    if (m->sign_type == PC_SIGN_RSA2 && !n->key && n->keygen) {
+        free(tosign);
+        delivery_release(d); /* the ephemeral key is still being generated */
+        return;
+    }
     if (m->sign_type == PC_SIGN_RSA2)
-        sig = pc_rsa_sha256_sign(n->key, tosign, len);
+        sig = n->key ? pc_rsa_sha256_sign(n->key, tosign, len) : NULL;
     else if (m->secret)
         sig = pc_hmac_sha256_sign(m->secret, strlen(m->secret), tosign, len);
     if (!sig)
@@ -769,62 +775,21 @@ static void poll_cb(uv_timer_t *t)
 
 /* ---- Platform key ---------------------------------------------------------------- */
 
-static int load_platform_key(pc_notifier_t *n, const char *path, char *err, size_t errlen)
+/* Takes key as the platform key and derives the public PEM. Frees key on
+ * failure. */
+static int set_platform_key(pc_notifier_t *n, pc_rsa_key_t *key, const char *origin)
 {
-    char *pem = NULL;
-    size_t len = 0;
-    BIO *bio = NULL;
-    EVP_PKEY *pkey = NULL;
-    if (path && path[0]) {
-        FILE *f = fopen(path, "rb");
-        if (!f) {
-            snprintf(err, errlen, "notify.platform_key_file: cannot open %s", path);
-            return PC_EINVAL;
-        }
-        pem = malloc(PLATFORM_KEY_MAX_BYTES);
-        if (pem)
-            len = fread(pem, 1, PLATFORM_KEY_MAX_BYTES, f);
-        fclose(f);
-        if (pem) {
-            n->key = pc_rsa_key_new_private_pem(pem, len);
-            OPENSSL_cleanse(pem, PLATFORM_KEY_MAX_BYTES);
-            free(pem);
-        }
-        if (!n->key) {
-            snprintf(err, errlen,
-                     "notify.platform_key_file: %s is not an unencrypted PEM RSA private key of "
-                     "at least %d bits",
-                     path, PC_RSA_MIN_BITS);
-            return PC_EINVAL;
-        }
-    } else {
-        pkey = EVP_RSA_gen(2048);
-        bio = pkey ? BIO_new(BIO_s_mem()) : NULL;
-        if (!bio || !PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL))
-            goto gen_failed;
-        char *data = NULL;
-        long dlen = BIO_get_mem_data(bio, &data);
-        if (dlen > 0 && data) {
-            n->key = pc_rsa_key_new_private_pem(data, (size_t)dlen);
-            OPENSSL_cleanse(data, (size_t)dlen);
-        }
-        BIO_free(bio);
-        EVP_PKEY_free(pkey);
-        bio = NULL;
-        pkey = NULL;
-        if (!n->key)
-            goto gen_failed;
-    }
-    n->key_pem = pc_rsa_key_public_pem(n->key);
+    n->key_pem = pc_rsa_key_public_pem(key);
     if (!n->key_pem) {
-        snprintf(err, errlen, "notify: cannot export the platform public key");
+        pc_rsa_key_free(key);
         return PC_ENOMEM;
     }
+    n->key = key;
     char fp[PC_SHA256_HEX_LEN + 1] = "";
     pc_sha256_hex(n->key_pem, strlen(n->key_pem), fp);
-    if (path && path[0])
+    if (origin)
         pc_log_info("notify.platform_key", "platform key loaded from %s (public key sha256 %.16s)",
-                    path, fp);
+                    origin, fp);
     else
         pc_log_warn("notify.ephemeral_platform_key",
                     "notify.platform_key_file is not set: generated an ephemeral platform key "
@@ -833,12 +798,99 @@ static int load_platform_key(pc_notifier_t *n, const char *path, char *err, size
                     "key file shared by all nodes in production",
                     fp);
     return 0;
-gen_failed:
-    ERR_clear_error();
+}
+
+static int load_platform_key(pc_notifier_t *n, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "notify.platform_key_file: cannot open %s", path);
+        return PC_EINVAL;
+    }
+    char *pem = malloc(PLATFORM_KEY_MAX_BYTES);
+    pc_rsa_key_t *key = NULL;
+    if (pem) {
+        size_t len = fread(pem, 1, PLATFORM_KEY_MAX_BYTES, f);
+        key = pc_rsa_key_new_private_pem(pem, len);
+        OPENSSL_cleanse(pem, PLATFORM_KEY_MAX_BYTES);
+        free(pem);
+    }
+    fclose(f);
+    if (!key) {
+        snprintf(err, errlen,
+                 "notify.platform_key_file: %s is not an unencrypted PEM RSA private key of at "
+                 "least %d bits",
+                 path, PC_RSA_MIN_BITS);
+        return PC_EINVAL;
+    }
+    if (set_platform_key(n, key, path) != 0) {
+        snprintf(err, errlen, "notify: cannot export the platform public key");
+        return PC_ENOMEM;
+    }
+    return 0;
+}
+
+/* Generating an RSA key costs from a few hundred milliseconds to seconds of
+ * CPU, so the ephemeral key is made on libuv's thread pool: the process
+ * serves at once, and RSA2 notifications are handed back until it exists. */
+typedef struct pc_notifier_keygen {
+    uv_work_t req;
+    pc_notifier_t *n;
+    pc_rsa_key_t *key; /* written by the worker thread */
+} keygen_t;
+
+/* Runs on a worker thread: touches nothing but its own keygen_t. */
+static void keygen_work(uv_work_t *req)
+{
+    keygen_t *k = req->data;
+    EVP_PKEY *pkey = EVP_RSA_gen(2048);
+    BIO *bio = pkey ? BIO_new(BIO_s_mem()) : NULL;
+    if (bio && PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL)) {
+        char *data = NULL;
+        long len = BIO_get_mem_data(bio, &data);
+        if (len > 0 && data) {
+            k->key = pc_rsa_key_new_private_pem(data, (size_t)len);
+            OPENSSL_cleanse(data, (size_t)len);
+        }
+    }
+    if (!k->key)
+        ERR_clear_error();
     BIO_free(bio);
     EVP_PKEY_free(pkey);
-    snprintf(err, errlen, "notify: cannot generate an ephemeral platform key");
-    return PC_EIO;
+}
+
+static void keygen_done(uv_work_t *req, int status)
+{
+    keygen_t *k = req->data;
+    pc_notifier_t *n = k->n;
+    n->keygen = NULL;
+    if (status == 0 && k->key) {
+        if (set_platform_key(n, k->key, NULL) != 0)
+            pc_log_error("notify.platform_key", "cannot export the platform public key");
+    } else {
+        pc_rsa_key_free(k->key);
+        if (status != UV_ECANCELED)
+            pc_log_error("notify.platform_key",
+                         "could not generate an ephemeral platform key: notifications to RSA2 "
+                         "merchants fail until notify.platform_key_file is configured");
+    }
+    free(k);
+    maybe_finish(n);
+}
+
+static void keygen_start(pc_notifier_t *n)
+{
+    keygen_t *k = calloc(1, sizeof *k);
+    if (k) {
+        k->req.data = k;
+        k->n = n;
+        if (uv_queue_work(n->loop, &k->req, keygen_work, keygen_done) == 0) {
+            n->keygen = k;
+            return;
+        }
+    }
+    free(k);
+    pc_log_error("notify.platform_key", "could not start generating an ephemeral platform key");
 }
 
 /* ---- Lifecycle ------------------------------------------------------------------ */
@@ -877,7 +929,8 @@ pc_notifier_t *pc_notifier_new(uv_loop_t *loop, const pc_config_t *cfg, pc_db_t 
                  LEASE_MARGIN_MS + 1000);
         goto fail;
     }
-    if (load_platform_key(n, pc_config_str(cfg, "notify.platform_key_file"), err, errlen) != 0)
+    const char *key_file = pc_config_str(cfg, "notify.platform_key_file");
+    if (key_file[0] && load_platform_key(n, key_file, err, errlen) != 0)
         goto fail;
     n->pending = json_array();
     /* Total connections leave room for many hosts at their cap, so that busy
@@ -922,6 +975,8 @@ void pc_notifier_start(pc_notifier_t *n)
     n->poll_timer.data = n->flush_timer.data = n;
     n->handles_open = 2;
     n->started = 1;
+    if (!n->key)
+        keygen_start(n);
     uv_timer_start(&n->poll_timer, poll_cb, 0, 0);
     pc_log_info("notify.started",
                 "notifier running: %d retries, poll %llu ms, batch %d, timeout %llu ms, lease "
@@ -956,7 +1011,7 @@ static void maybe_finish(pc_notifier_t *n)
 {
     if (!n->stopping || n->closing)
         return;
-    if (n->claiming || n->held > 0 || n->metrics_query)
+    if (n->claiming || n->held > 0 || n->metrics_query || n->keygen)
         return;
     if (json_array_size(n->pending) > 0) {
         if (n->started)
@@ -975,6 +1030,9 @@ void pc_notifier_stop(pc_notifier_t *n, void (*cb)(void *data), void *data)
     n->stopping = 1;
     n->stop_cb = cb;
     n->stop_data = data;
+    /* A generation not yet started is dropped; a running one is waited for. */
+    if (n->keygen)
+        uv_cancel((uv_req_t *)&n->keygen->req);
     if (n->started)
         uv_timer_stop(&n->poll_timer);
     /* Rows not yet sent go back at once, for another node to take. */

@@ -28,8 +28,9 @@
  *    attempt also gets a row in outbox_attempts.
  *
  * The platform key is the PEM RSA private key in notify.platform_key_file; when
- * none is configured an ephemeral key is generated at start (with a warning:
- * it changes on every restart and differs between nodes).
+ * none is configured an ephemeral key is generated on the thread pool at start
+ * (with a warning: it changes on every restart and differs between nodes);
+ * until it exists RSA2 notifications wait and the public key is not served.
  *
  * Metrics: pc_outbox_backlog, pc_outbox_oldest_age_seconds (refreshed every
  * 5 s from PostgreSQL, so every node reports the same global value),
@@ -74,8 +75,8 @@ void pc_notifier_stop(pc_notifier_t *n, void (*cb)(void *data), void *data);
 void pc_notifier_free(pc_notifier_t *n);
 
 /* The platform's public key as PEM SubjectPublicKeyInfo (what
- * GET /v1/platform-key serves); owned by the notifier, valid until
- * pc_notifier_free. */
+ * GET /v1/platform-key serves), or NULL while an ephemeral key is still being
+ * generated; owned by the notifier, valid until pc_notifier_free. */
 const char *pc_notifier_platform_key_pem(const pc_notifier_t *n);
 
 /* Deliveries claimed by this node and not yet recorded (queued or in flight). */

@@ -20,6 +20,11 @@
 static void platform_key(pc_http_req_t *req, void *data)
 {
     const pc_notifier_t *n = data;
+    if (!pc_notifier_platform_key_pem(n)) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL,
+                              "the platform key is being generated; retry shortly");
+        return;
+    }
     json_t *body =
         json_pack("{s:s,s:s,s:s}", "sign_type", "RSA2", "algorithm", "RSA PKCS#1 v1.5 SHA-256",
                   "public_key", pc_notifier_platform_key_pem(n));

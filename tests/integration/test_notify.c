@@ -1010,6 +1010,29 @@ static int teardown_bench(void **state)
     return 0;
 }
 
+static void test_ephemeral_platform_key_is_served_once_generated(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_bench, NULL);
+    pc_t_resp_t r = {0};
+    /* Generated on the thread pool: 503 UNAVAILABLE until it exists. */
+    for (int i = 0; i < 100; i++) {
+        r = pc_t_call(&g_bench, &m, "GET", "/v1/platform-key", NULL, NULL);
+        if (r.status != 503)
+            break;
+        assert_string_equal(pc_t_errcode(&r), "UNAVAILABLE");
+        pc_t_resp_free(&r);
+        usleep(100000);
+    }
+    assert_int_equal(r.status, 200);
+    const char *pem = pc_t_jstr(&r, "public_key");
+    assert_int_equal(strncmp(pem, "-----BEGIN PUBLIC KEY-----", 26), 0);
+    pc_rsa_key_t *k = pc_rsa_key_new_public_pem(pem, strlen(pem));
+    assert_non_null(k);
+    pc_rsa_key_free(k);
+    pc_t_resp_free(&r);
+}
+
 static void test_throughput_to_a_local_endpoint(void **state)
 {
     (void)state;
@@ -1069,6 +1092,7 @@ int main(void)
         cmocka_unit_test(test_graceful_stop_finishes_the_delivery_in_flight),
     };
     const struct CMUnitTest bench_tests[] = {
+        cmocka_unit_test(test_ephemeral_platform_key_is_served_once_generated),
         cmocka_unit_test(test_throughput_to_a_local_endpoint),
     };
     int failed = cmocka_run_group_tests_name("notify", tests, setup, teardown);
