@@ -434,13 +434,16 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
     a->settled = pc_db_val_i64(res, 0, "settled_amount");
     const char *mid = pc_auth_merchant(a->req)->id;
     /* Started after the lock was granted: these see every refund of this
-     * trade committed before (a subquery of the locking statement would not). */
+     * trade committed before (a subquery of the locking statement would not).
+     * Money under an open or lost chargeback (chargeback_frozen) is not
+     * refundable: opening a chargeback takes the same trade lock. */
     const char *p[] = {mid, a->out_refund_no, a->trade, a->payment_no};
     int rc = pc_db_tx_query(
         a->tx,
         "SELECT (SELECT count(*) FROM refunds WHERE merchant_id = $1 AND out_refund_no = $2) AS "
         "dup, (SELECT coalesce(sum(amount), 0) FROM refunds WHERE trade_no = $3 AND type = "
-        "'NORMAL' AND status NOT IN ('FAILED', 'TERMINATED')) AS active, (SELECT "
+        "'NORMAL' AND status NOT IN ('FAILED', 'TERMINATED')) + chargeback_frozen($3) AS "
+        "active, (SELECT "
         "coalesce(sum(from_escrow), 0) FROM refunds WHERE trade_no = $3 AND type = 'NORMAL' AND "
         "status NOT IN ('FAILED', 'TERMINATED')) AS active_escrow, u.used_external, "
         "u.used_balance, u.used_coupon, m.advance_funding::text AS advance_funding, "
