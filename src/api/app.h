@@ -62,6 +62,10 @@ void pc_app_routes_consult(pc_app_t *app);
 void pc_app_routes_pay(pc_app_t *app);
 /* Merchant refunds (/v1/refunds) and their ops routes; needs app->refunds. */
 void pc_app_routes_refunds(pc_app_t *app);
+/* Reconciliation's admin routes (/admin/recon/..., recon/recon_api.c); rc is
+ * borrowed for the process. */
+struct pc_recon;
+void pc_app_routes_recon(pc_app_t *app, struct pc_recon *rc);
 
 /* The hosted cashier page (/cashier/{token}, web/cashier_page.c) and the
  * ops console on the admin listener (/console, web/console.c). */

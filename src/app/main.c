@@ -10,6 +10,7 @@
 #include "repair/repair.h"
 #include "chargeback/chargeback.h"
 #include "payout/payout.h"
+#include "recon/recon.h"
 #include "settlement/settlement.h"
 #include "acquiring/trade_state.h"
 #include "auth/auth.h"
@@ -41,6 +42,7 @@ typedef struct {
     pc_chargebacks_t *chargebacks;
     pc_settlement_t *settlement;
     pc_payouts_t *payouts;
+    pc_recon_t *recon;
     pc_alerts_t *alerts;
 } server_t;
 
@@ -77,6 +79,7 @@ static void stop_loop_parts(server_t *s)
     pc_chargebacks_stop(s->chargebacks);
     pc_settlement_stop(s->settlement);
     pc_payouts_stop(s->payouts);
+    pc_recon_stop(s->recon);
     pc_refunds_stop(app->refunds);
     pc_alerts_stop(s->alerts);
     pc_channel_client_close(app->channel_client, NULL, NULL);
@@ -278,6 +281,12 @@ int main(int argc, char **argv)
         pc_log_error("paycore.jobs", "payout.query_schedule_ms is not a list of delays");
         return 1;
     }
+    s.recon = pc_recon_new(app);
+    if (!s.recon) {
+        pc_log_error("paycore.jobs", "recon.daily_at is not a UTC time HH:MM");
+        return 1;
+    }
+    pc_app_routes_recon(app, s.recon);
     s.notifier =
         pc_notifier_new(app->loop, cfg, app->db, app->merchants, app->node_id, err, sizeof err);
     if (!s.notifier) {
@@ -301,6 +310,7 @@ int main(int argc, char **argv)
     o.host = pc_config_str(cfg, "admin.host");
     o.port = (int)pc_config_int(cfg, "admin.port");
     o.name = "admin";
+    o.max_body_bytes = (size_t)pc_config_int(cfg, "admin.max_body_bytes");
     s.admin_srv = pc_http_server_start(app->loop, &o, app->admin);
     if (!s.api_srv || !s.admin_srv)
         return 1;
@@ -310,6 +320,7 @@ int main(int argc, char **argv)
     pc_chargebacks_start(s.chargebacks);
     pc_settlement_start(s.settlement);
     pc_payouts_start(s.payouts);
+    pc_recon_start(s.recon);
     pc_refunds_start(app->refunds);
     pc_alerts_start(s.alerts);
     s.servers_open++;
@@ -349,6 +360,7 @@ int main(int argc, char **argv)
     pc_chargebacks_free(s.chargebacks);
     pc_settlement_free(s.settlement);
     pc_payouts_free(s.payouts);
+    pc_recon_free(s.recon);
     pc_refunds_free(app->refunds);
     pc_alerts_free(s.alerts);
     pc_app_config_free(app);

@@ -39,6 +39,8 @@ static const opt_def_t opts[] = {
     {"admin.port", OPT_INT, "PAYCORE_ADMIN_PORT", "8081", 0, 65535, 0, "admin API port"},
     {"admin.token", OPT_STR, "PAYCORE_ADMIN_TOKEN", "demo-admin-token-change-me", 0, 0, 0,
      "DEMO default bearer token for the admin API"},
+    {"admin.max_body_bytes", OPT_INT, "PAYCORE_ADMIN_MAX_BODY_BYTES", "67108864", 1024, 1073741824,
+     0, "admin request body (413 above): uploaded statements and files"},
     {"metrics.on_admin", OPT_BOOL, "PAYCORE_METRICS_ON_ADMIN", "false", 0, 0, 0,
      "serve /metrics on the admin listener instead of the main one"},
     {"db.url", OPT_STR, "PAYCORE_DATABASE_URL", "postgresql://paycore@127.0.0.1:5432/paycore", 0, 0,
@@ -138,6 +140,18 @@ static const opt_def_t opts[] = {
      "delays between payout status queries (comma-separated ms); then flagged for ops"},
     {"payout.not_found_after_s", OPT_INT, "PAYCORE_PAYOUT_NOT_FOUND_AFTER_S", "120", 0, 86400, 0,
      "a payout the channel does not know this long after sending failed (money back)"},
+    {"recon.daily", OPT_BOOL, "PAYCORE_RECON_DAILY", "true", 0, 0, 0,
+     "reconcile yesterday for every enabled channel once recon.daily_at (UTC) has passed"},
+    {"recon.daily_at", OPT_STR, "PAYCORE_RECON_DAILY_AT", "00:30", 0, 5, 0,
+     "UTC time of day (HH:MM) after which yesterday's statements are reconciled"},
+    {"recon.poll_ms", OPT_INT, "PAYCORE_RECON_POLL_MS", "60000", 50, 3600000, 0,
+     "how often the daily reconciliation job looks for days to run"},
+    {"recon.run_timeout_s", OPT_INT, "PAYCORE_RECON_RUN_TIMEOUT_S", "1800", 10, 86400, 0,
+     "a run still RUNNING after this long (its node died) is taken over"},
+    {"recon.retry_s", OPT_INT, "PAYCORE_RECON_RETRY_S", "900", 1, 86400, 0,
+     "the daily job runs a failed day again after this long"},
+    {"recon.work_mem_mb", OPT_INT, "PAYCORE_RECON_WORK_MEM_MB", "256", 0, 8192, 0,
+     "PostgreSQL work_mem of a reconciliation's transaction (hash joins in memory; 0: server's)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

@@ -9,6 +9,7 @@
 #include "ctl/ctl_channels.h"
 #include "ctl/ctl_http.h"
 #include "ctl/ctl_rules.h"
+#include "recon/recon_ctl.h"
 #include "refund/refund_ctl.h"
 
 /* `payctl chargeback enter --reference REF (--channel ID --txn CHANNEL_TXN_ID | --payment
@@ -126,6 +127,13 @@ static const command_t commands[] = {
      "--channel ID [--method FILE|OFFLINE] [--out FILE]  pending refunds as a CSV batch"},
     {"refund-batch", "import", pc_refund_ctl_batch_import,
      "<batch_id> <result.csv> [--why TEXT]  apply a batch's result file"},
+    {"recon", "run", pc_recon_ctl_run,
+     "--channel ID --date YYYY-MM-DD [--file F.csv]  reconcile a day (statement fetched or F)"},
+    {"recon", "show", pc_recon_ctl_show, "RUN_ID                a reconciliation run"},
+    {"recon", "diffs", pc_recon_ctl_diffs,
+     "[--status OPEN] [--channel ID] [--date D] [--kind K]  reconciliation differences"},
+    {"recon", "resolve", pc_recon_ctl_resolve,
+     "DIFF_ID --reason TEXT [--adjust]  close a difference (--adjust: through suspense)"},
     {"channel", "enable", pc_ctl_channel_enable,
      "ID [REASON]       ops switch: take payments again"},
     {"channel", "disable", pc_ctl_channel_disable, "ID [REASON]      ops switch: stop payments"},

@@ -1,0 +1,745 @@
+/* Reconciliation against real processes (two paycore nodes, PostgreSQL,
+ * Redis, paysim): every discrepancy paysim fakes in a statement is found as
+ * its kind and nothing else is; a lost callback is repaired from the
+ * statement, once; running a day again changes nothing; an uploaded
+ * statement exercises every kind of record and line; resolving with an
+ * adjustment posts through suspense and the ledger stays consistent; the
+ * daily job runs each channel's yesterday exactly once across nodes; payctl
+ * drives it all. Each test uses its own channel, so the days do not mix. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static pc_stack_t g_stack;
+static pc_t_merchant_t g_m;
+static char g_dir[512];
+static char g_today[11];
+static int g_seq;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void sim(const char *body)
+{
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", body);
+    if (r.status != 200)
+        fail_msg("/sim/faults %s: %ld %s", body, r.status, r.body);
+    pc_t_resp_free(&r);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(g_dir, sizeof g_dir, "%s/test-recon-%d", pc_t_binary_dir(), (int)getpid());
+    /* Risk is not under test: a rule that accepts everything keeps velocity
+     * from refusing the payments below. */
+    pc_t_sh("rm -rf %s && mkdir -p %s/rules && cp -r %s/rules/. %s/rules/", g_dir, g_dir,
+            pc_t_source_dir(), g_dir);
+    pc_t_sh("printf 'return function(ctx) return {decision = \"ACCEPT\", score = 0, reasons = {}} "
+            "end\n' > %s/rules/risk.lua",
+            g_dir);
+    pc_t_sh("printf '{\"examples\":[{\"name\":\"everything is accepted in this test\","
+            "\"ctx\":{\"amount\":1,\"currency\":\"CNY\"},\"expect\":{\"decision\":"
+            "\"ACCEPT\"}}]}\n' > %s/rules/tests/risk.json",
+            g_dir);
+    pc_stack_init(&g_stack, "recon");
+    char p[700];
+    snprintf(p, sizeof p, "%s/rules", g_dir);
+    pc_stack_env(&g_stack, "PAYCORE_RULES_DIR", p);
+    /* The status-query job would repair the lost callback before recon
+     * could: it waits an hour here. */
+    pc_stack_env(&g_stack, "PAYCORE_REPAIR_FIRST_QUERY_MS", "3600000");
+    /* The daily job runs yesterday at once, every node trying. */
+    pc_stack_env(&g_stack, "PAYCORE_RECON_DAILY_AT", "00:00");
+    pc_stack_env(&g_stack, "PAYCORE_RECON_POLL_MS", "300");
+    pc_stack_env(&g_stack, "PAYCORE_METRICS_ON_ADMIN", "true");
+    pc_stack_start_paysim(&g_stack);
+    pc_stack_start_node(&g_stack, 0);
+    pc_stack_start_node(&g_stack, 1);
+    g_m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "GET", "/sim/clock", NULL);
+    snprintf(g_today, sizeof g_today, "%s", pc_t_jstr(&r, "business_date"));
+    pc_t_resp_free(&r);
+    return strlen(g_today) == 10 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_stack);
+    pc_t_sh("rm -rf %s", g_dir);
+    return 0;
+}
+
+/* ---------- payments ---------- */
+
+static const char *fresh_buyer(void)
+{
+    static char id[32];
+    snprintf(id, sizeof id, "rcb_%d", ++g_seq);
+    char b[96];
+    snprintf(b, sizeof b, "{\"buyer_id\":\"%s\"}", id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", b);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    return id;
+}
+
+static const char *fresh_card(void)
+{
+    static char json[160];
+    char pan[17];
+    snprintf(pan, sizeof pan, "411113%09d", ++g_seq * 7901 + (int)getpid() % 1000);
+    int sum = 0;
+    for (int i = 14; i >= 0; i--) {
+        int d = pan[i] - '0';
+        if ((14 - i) % 2 == 0 && (d *= 2) > 9)
+            d -= 9;
+        sum += d;
+    }
+    pan[15] = (char)('0' + (10 - sum % 10) % 10);
+    pan[16] = 0;
+    snprintf(json, sizeof json,
+             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}", pan);
+    return json;
+}
+
+/* A trade paid by method; returns the payment as the pay call answered. */
+static json_t *pay(long amount, const char *method, const char *extra, char *tn)
+{
+    char buyer[32];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    char body[1024], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"RC%d-%d\",\"product\":\"INSTANT\",\"amount\":%ld,\"currency\":"
+             "\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
+             g_seq, (int)getpid(), amount, buyer);
+    snprintf(key, sizeof key, "t-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
+    assert_int_equal(r.status, 201);
+    snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"%s\",\"client\":{\"ip\":"
+             "\"10.2.%d.%d\"}%s%s}",
+             tn, buyer, method, g_seq / 200, g_seq % 200, extra ? "," : "", extra ? extra : "");
+    snprintf(key, sizeof key, "p-%d", g_seq);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    assert_non_null(j);
+    return j;
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "";
+}
+
+static int wait_sql(const char *want, double secs, const char *fmt, const char *arg)
+{
+    double t0 = now_s();
+    while (now_s() - t0 < secs) {
+        char *s = pc_t_sql(&g_stack, fmt, arg);
+        int ok = s && !strcmp(s, want);
+        free(s);
+        if (ok)
+            return 1;
+        usleep(100000);
+    }
+    return 0;
+}
+
+/* Completes an asynchronous payment at paysim (the buyer paid). */
+static void complete(json_t *payment, const char *ref_key)
+{
+    char body[256];
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
+             jstr(json_object_get(payment, "action"), ref_key));
+    pc_t_resp_t c = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(c.status, 200);
+    pc_t_resp_free(&c);
+}
+
+/* ---------- recon calls ---------- */
+
+static json_t *run_day(const char *channel, const char *date, long want_status)
+{
+    char body[160];
+    snprintf(body, sizeof body, "{\"channel_id\":\"%s\",\"date\":\"%s\"}", channel, date);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/recon/runs", body);
+    if (r.status != want_status)
+        fail_msg("recon run %s %s: %ld %s", channel, date, r.status, r.body);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    return j;
+}
+
+static json_t *upload(const char *channel, const char *csv, long want_status)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/admin/recon/runs/upload?channel_id=%s&date=%s", channel, g_today);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, csv);
+    if (r.status != want_status)
+        fail_msg("upload %s: %ld %s", channel, r.status, r.body);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    return j;
+}
+
+/* The differences of a run, as the admin API lists them. */
+static json_t *diffs_of(long long run_id, const char *status)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/admin/recon/diffs?run_id=%lld%s%s&limit=1000", run_id,
+             status ? "&status=" : "", status ? status : "");
+    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", path, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    json_t *list = json_incref(json_object_get(j, "diffs"));
+    json_decref(j);
+    assert_non_null(list);
+    return list;
+}
+
+/* The difference of this kind whose line (or local record, for side
+ * "local") has field = value; NULL when none. Borrowed from list. */
+static json_t *find_diff(json_t *list, const char *kind, const char *side, const char *field,
+                         const char *value)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(list, i, d)
+    {
+        if (strcmp(jstr(d, "kind"), kind) != 0)
+            continue;
+        if (!strcmp(jstr(json_object_get(d, side), field), value))
+            return d;
+    }
+    return NULL;
+}
+
+static long long run_id_of(json_t *run)
+{
+    return (long long)json_integer_value(json_object_get(run, "run_id"));
+}
+
+/* ---------- tests ---------- */
+
+static void test_daily_job_runs_yesterday_once_per_channel_on_two_nodes(void **state)
+{
+    (void)state;
+    /* Both nodes' jobs try every enabled channel's yesterday. */
+    time_t y = time(NULL) - 86400;
+    struct tm tm;
+    gmtime_r(&y, &tm);
+    char yesterday[11];
+    strftime(yesterday, sizeof yesterday, "%Y-%m-%d", &tm);
+    /* The enabled channels, as the admin API lists them. */
+    pc_t_resp_t c = pc_t_admin(&g_stack, "GET", "/admin/channels", NULL);
+    json_t *cj = pc_t_json(&c);
+    pc_t_resp_free(&c);
+    long long channels = 0;
+    size_t i;
+    json_t *ch;
+    json_array_foreach(json_object_get(cj, "channels"), i, ch)
+    {
+        channels += json_is_true(json_object_get(ch, "enabled"));
+    }
+    json_decref(cj);
+    assert_true(channels >= 2);
+    double t0 = now_s();
+    while (now_s() - t0 < 20 &&
+           pc_t_sql_int(&g_stack,
+                        "SELECT count(*) FROM recon_runs WHERE business_date = '%s' AND status = "
+                        "'DONE'",
+                        yesterday) < channels)
+        usleep(200000);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM recon_runs WHERE business_date = '%s' AND "
+                                  "status = 'DONE' AND requested_by = 'job'",
+                                  yesterday),
+                     channels);
+    /* A few more ticks of both nodes: still one run each, never repeated. */
+    usleep(1500000);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM recon_runs WHERE business_date = '%s'",
+                                  yesterday),
+                     channels);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT max(attempts) FROM recon_runs WHERE business_date = '%s'",
+                                  yesterday),
+                     1);
+}
+
+/* Payments by card until every discrepancy set on sim_card was used on one
+ * of its lines (routing may send some to the other card channel). */
+static void pay_until_faked(int want)
+{
+    for (int i = 0; i < 30; i++) {
+        pc_t_resp_t f = pc_t_sim(&g_stack, "GET", "/sim/faked?channel_id=sim_card", NULL);
+        json_t *j = pc_t_json(&f);
+        pc_t_resp_free(&f);
+        int n = (int)json_array_size(json_object_get(j, "faked"));
+        json_decref(j);
+        if (n >= want)
+            return;
+        char tn[40];
+        json_t *p = pay(1000 + 37 * i, "CARD", fresh_card(), tn);
+        assert_string_equal(jstr(p, "status"), "SUCCESS");
+        json_decref(p);
+    }
+    fail_msg("paysim did not fake the statement discrepancies");
+}
+
+static void test_each_faked_statement_discrepancy_is_found_and_a_rerun_changes_nothing(void **state)
+{
+    (void)state;
+    sim("{\"channel_id\":\"sim_card\",\"statement_discrepancy\":{\"extra\":1,\"missing\":1,"
+        "\"amount_mismatch\":1,\"fee_mismatch\":1,\"status_mismatch\":1}}");
+    pay_until_faked(5);
+    /* A refund of a clean payment after that: a REFUND line that matches. */
+    char tn[40];
+    json_t *p = pay(2600, "CARD", fresh_card(), tn);
+    int refundable = !strcmp(jstr(p, "channel_id"), "sim_card");
+    json_decref(p);
+    if (refundable) {
+        char body[256];
+        snprintf(body, sizeof body,
+                 "{\"trade_no\":\"%s\",\"out_refund_no\":\"RF%d\",\"amount\":600,\"reason\":\"r\"}",
+                 tn, ++g_seq);
+        pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/refunds", body, "refund-recon-1");
+        assert_int_equal(r.status, 200);
+        pc_t_resp_free(&r);
+        assert_true(
+            wait_sql("SUCCESS", 15, "SELECT status FROM refunds WHERE trade_no = '%s'", tn));
+    }
+
+    json_t *run = run_day("sim_card", g_today, 200);
+    assert_string_equal(jstr(run, "status"), "DONE");
+    long long run_id = run_id_of(run);
+    json_t *found = diffs_of(run_id, NULL);
+
+    /* Every discrepancy paysim says it faked is found as its kind... */
+    pc_t_resp_t f = pc_t_sim(&g_stack, "GET", "/sim/faked?channel_id=sim_card", NULL);
+    json_t *fj = pc_t_json(&f);
+    json_t *faked = json_object_get(fj, "faked");
+    pc_t_resp_free(&f);
+    assert_int_equal(json_array_size(faked), 5);
+    size_t i;
+    json_t *x;
+    json_array_foreach(faked, i, x)
+    {
+        const char *kind = jstr(x, "kind");
+        json_t *d = NULL;
+        if (!strcmp(kind, "STATEMENT_MISSING_LINE"))
+            d = find_diff(found, "MISSING_CHANNEL", "local", "ref", jstr(x, "paycore_ref"));
+        else if (!strcmp(kind, "STATEMENT_EXTRA_LINE"))
+            d = find_diff(found, "MISSING_LOCAL", "line", "channel_ref", jstr(x, "channel_txn_id"));
+        else if (!strcmp(kind, "STATEMENT_AMOUNT_MISMATCH"))
+            d = find_diff(found, "AMOUNT_MISMATCH", "line", "channel_ref",
+                          jstr(x, "channel_txn_id"));
+        else if (!strcmp(kind, "STATEMENT_FEE_MISMATCH"))
+            d = find_diff(found, "FEE_MISMATCH", "line", "channel_ref", jstr(x, "channel_txn_id"));
+        else if (!strcmp(kind, "STATEMENT_STATUS_MISMATCH"))
+            d = find_diff(found, "STATUS_MISMATCH", "line", "channel_ref",
+                          jstr(x, "channel_txn_id"));
+        if (!d)
+            fail_msg("faked %s of %s was not found", kind, jstr(x, "paycore_ref"));
+        assert_string_equal(jstr(d, "status"), "OPEN");
+    }
+    /* ... and nothing else differs: not the clean payments, not the refund. */
+    assert_int_equal(json_array_size(found), 5);
+    json_t *fee = find_diff(found, "FEE_MISMATCH", "line", "status", "SUCCESS");
+    assert_non_null(fee);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(fee, "line"), "fee")),
+        json_integer_value(json_object_get(json_object_get(fee, "local"), "expected_fee")) + 1);
+    assert_int_equal(json_integer_value(json_object_get(run, "new_diffs")), 5);
+    json_decref(run);
+
+    /* The same day again: the same five rows, nothing new, nothing closed. */
+    json_t *again = run_day("sim_card", g_today, 200);
+    assert_int_equal(run_id_of(again), run_id);
+    assert_int_equal(json_integer_value(json_object_get(again, "attempts")), 2);
+    assert_int_equal(json_integer_value(json_object_get(again, "new_diffs")), 0);
+    assert_int_equal(json_integer_value(json_object_get(again, "open_diffs")), 5);
+    json_decref(again);
+    json_t *found2 = diffs_of(run_id, NULL);
+    assert_int_equal(json_array_size(found2), 5);
+    for (i = 0; i < 5; i++)
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(found, i), "diff_id")),
+                         json_integer_value(json_object_get(json_array_get(found2, i), "diff_id")));
+    json_decref(found2);
+    json_decref(found);
+    json_decref(fj);
+
+    /* Counted once each on the node that ran it (node 0: the admin calls go
+     * there); the open gauge comes from the database. */
+    int seen = 0;
+    for (int k = 0; k < 40 && !seen; k++) {
+        pc_t_resp_t m = pc_t_admin(&g_stack, "GET", "/metrics", NULL);
+        seen = m.body &&
+               strstr(m.body,
+                      "pc_recon_diffs_total{channel=\"sim_card\",kind=\"FEE_MISMATCH\"} 1\n") &&
+               strstr(m.body, "pc_recon_open_diffs{channel=\"sim_card\"} 5\n");
+        pc_t_resp_free(&m);
+        if (!seen)
+            usleep(100000);
+    }
+    assert_true(seen);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_lost_callback_is_repaired_from_the_statement_once(void **state)
+{
+    (void)state;
+    sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":1.0}");
+    char tn[40];
+    json_t *p = pay(1500, "VA", NULL, tn);
+    assert_string_equal(jstr(p, "status"), "PROCESSING");
+    char payment_no[64];
+    snprintf(payment_no, sizeof payment_no, "%s", jstr(p, "payment_no"));
+    complete(p, "va_number");
+    json_decref(p);
+    /* The buyer paid; the callback is lost: we still think it is open. */
+    usleep(500000);
+    char *st =
+        pc_t_sql(&g_stack, "SELECT status FROM payments WHERE payment_no = '%s'", payment_no);
+    assert_string_equal(st, "PROCESSING");
+    free(st);
+    sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":0}");
+
+    json_t *run = run_day("sim_va", g_today, 200);
+    assert_int_equal(json_integer_value(json_object_get(run, "auto_repaired")), 1);
+    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 0);
+    json_t *found = diffs_of(run_id_of(run), NULL);
+    json_t *d = find_diff(found, "MISSING_LOCAL", "local", "ref", payment_no);
+    assert_non_null(d);
+    assert_string_equal(jstr(d, "status"), "AUTO_REPAIRED");
+    assert_string_equal(jstr(d, "repair"), "PAYMENT");
+    long long diff_id = (long long)json_integer_value(json_object_get(d, "diff_id"));
+    json_decref(found);
+    json_decref(run);
+    assert_true(
+        wait_sql("TRADE_SUCCESS", 5, "SELECT status FROM trades WHERE trade_no = '%s'", tn));
+    assert_true(pc_t_ledger_ok(&g_stack));
+
+    /* Again: the line now matches, nothing is repaired a second time. */
+    json_t *again = run_day("sim_va", g_today, 200);
+    assert_int_equal(json_integer_value(json_object_get(again, "new_diffs")), 0);
+    assert_int_equal(json_integer_value(json_object_get(again, "open_diffs")), 0);
+    json_decref(again);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT repair_attempts FROM recon_diffs WHERE diff_id = %lld",
+                                  diff_id),
+                     1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM ledger_txns WHERE ref_type = 'payment' "
+                                  "AND ref_id = '%s'",
+                                  payment_no),
+                     1);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM recon_diffs WHERE channel_id = 'sim_va'"), 1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* An OTC payment the buyer paid at the store (callback delivered). */
+static void otc_paid(char *payment_no, char *channel_ref, long amount)
+{
+    char tn[40];
+    json_t *p = pay(amount, "OTC", NULL, tn);
+    assert_string_equal(jstr(p, "status"), "PROCESSING");
+    snprintf(payment_no, 64, "%s", jstr(p, "payment_no"));
+    complete(p, "otc_code");
+    json_decref(p);
+    assert_true(
+        wait_sql("SUCCESS", 10, "SELECT status FROM payments WHERE payment_no = '%s'", payment_no));
+    char *ref = pc_t_sql(&g_stack, "SELECT channel_txn_id FROM payments WHERE payment_no = '%s'",
+                         payment_no);
+    snprintf(channel_ref, 64, "%s", ref);
+    free(ref);
+}
+
+static void test_uploaded_statement_is_matched_kind_by_kind(void **state)
+{
+    (void)state;
+    char p1[64], c1[64], p2[64], c2[64], p4[64], c4[64], p5[64], c5[64], p3[64];
+    otc_paid(p1, c1, 1000);
+    otc_paid(p2, c2, 2000);
+    otc_paid(p4, c4, 4000);
+    otc_paid(p5, c5, 5000);
+    /* One the buyer has not paid yet. */
+    char tn[40];
+    json_t *pp = pay(3000, "OTC", NULL, tn);
+    snprintf(p3, sizeof p3, "%s", jstr(pp, "payment_no"));
+    json_decref(pp);
+    /* A payout through the same channel, paid out. */
+    char *m = pc_t_sql(&g_stack,
+                       "INSERT INTO payouts (payout_no, out_payout_no, merchant_id, amount, "
+                       "currency, payee, status, channel_id, channel_txn_id, risk_decision, "
+                       "finished_at) VALUES ('PO-R%d', 'OPO-R%d', '%s', 7000, 'CNY', "
+                       "'{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000001111\"}', 'SUCCESS', "
+                       "'sim_otc', 'pot_r%d', 'ACCEPT', now()) RETURNING payout_no",
+                       (int)getpid(), (int)getpid(), g_m.id, (int)getpid());
+    char po[64];
+    snprintf(po, sizeof po, "%s", m);
+    free(m);
+
+    /* sim_otc's fee is 1.50 %. */
+    char csv[4096];
+    const char *t = "2026-01-01T00:00:00Z";
+    snprintf(csv, sizeof csv,
+             "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
+             "%s,%s,PAY,1000,CNY,15,SUCCESS,%s\n"               /* matches */
+             "%s,%s,PAY,2000,USD,30,SUCCESS,%s\n"               /* currency */
+             "otc_pending,%s,PAY,3000,CNY,0,FAILED,%s\n"        /* failed; still open here */
+             "%s,%s,PAY,1000,CNY,15,SUCCESS,%s\n"               /* the first line again */
+             "pay_unknown,PNOSUCH,PAY,300,CNY,0,FAILED,%s\n"    /* no money, no record */
+             "cbk_r1,%s,CHARGEBACK,100,CNY,0,SUCCESS,%s\n"      /* a type we keep no record of */
+             "pot_r%d,%s,PAYOUT,6999,CNY,0,SUCCESS,%s\n"        /* amount */
+             "pot_r%d,%s,PAYOUT_RETURN,7000,CNY,0,SUCCESS,%s\n" /* a return we never heard of */
+             "%s,,PAY,4000,CNY,60,SUCCESS,%s\n",                /* found by the channel's ref */
+             c1, p1, t, c2, p2, t, p3, t, c1, p1, t, t, p1, t, (int)getpid(), po, t, (int)getpid(),
+             po, t, c4, t);
+    /* p5 is missing from it. */
+    json_t *run = upload("sim_otc", csv, 200);
+    assert_string_equal(jstr(run, "status"), "DONE");
+    assert_string_equal(jstr(run, "source"), "UPLOAD");
+    assert_int_equal(json_integer_value(json_object_get(run, "lines")), 9);
+    assert_int_equal(json_integer_value(json_object_get(run, "duplicate_lines")), 1);
+    assert_int_equal(json_integer_value(json_object_get(run, "unmatched_lines")), 1);
+    long long run_id = run_id_of(run);
+    json_decref(run);
+    json_t *d = diffs_of(run_id, NULL);
+    assert_non_null(find_diff(d, "CURRENCY_MISMATCH", "line", "channel_ref", c2));
+    json_t *sm = find_diff(d, "STATUS_MISMATCH", "local", "ref", p3);
+    assert_non_null(sm);
+    assert_true(json_is_null(json_object_get(sm, "repair")));
+    assert_non_null(find_diff(d, "DUPLICATE_LINE", "line", "channel_ref", c1));
+    assert_non_null(find_diff(d, "MISSING_LOCAL", "line", "channel_ref", "cbk_r1"));
+    json_t *am = find_diff(d, "AMOUNT_MISMATCH", "local", "ref", po);
+    assert_non_null(am);
+    assert_string_equal(jstr(am, "type"), "PAYOUT");
+    assert_string_equal(jstr(json_object_get(am, "local"), "table"), "payouts");
+    json_t *ret = find_diff(d, "MISSING_LOCAL", "local", "ref", po);
+    assert_non_null(ret);
+    assert_string_equal(jstr(ret, "type"), "PAYOUT_RETURN");
+    assert_true(json_is_null(json_object_get(ret, "repair")));
+    assert_non_null(find_diff(d, "MISSING_CHANNEL", "local", "ref", p5));
+    assert_int_equal(json_array_size(d), 7);
+    long long sm_id = (long long)json_integer_value(json_object_get(sm, "diff_id"));
+    long long cur_id = (long long)json_integer_value(
+        json_object_get(find_diff(d, "CURRENCY_MISMATCH", "line", "channel_ref", c2), "diff_id"));
+    json_decref(d);
+
+    /* A difference without money cannot be adjusted. */
+    char path[96];
+    snprintf(path, sizeof path, "/admin/recon/diffs/%lld/resolve", sm_id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"x\",\"adjust\":true}");
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    pc_t_resp_free(&r);
+
+    /* The same file again: nothing new. */
+    run = upload("sim_otc", csv, 200);
+    assert_int_equal(json_integer_value(json_object_get(run, "new_diffs")), 0);
+    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 7);
+    json_decref(run);
+
+    /* A malformed file fails the run and changes no difference. */
+    json_t *bad = upload("sim_otc",
+                         "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
+                         "x,y,PAY,12x,CNY,0,SUCCESS,2026-01-01T00:00:00Z\n",
+                         400);
+    assert_non_null(strstr(jstr(json_object_get(bad, "error"), "message"), "row 1: amount"));
+    json_decref(bad);
+    char *st = pc_t_sql(&g_stack, "SELECT status FROM recon_runs WHERE run_id = %lld", run_id);
+    assert_string_equal(st, "FAILED");
+    free(st);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM recon_diffs WHERE run_id = %lld AND "
+                                  "status = 'OPEN'",
+                                  run_id),
+                     7);
+
+    /* The channel corrects its file: the currency difference closes itself. */
+    char fixed[4096];
+    snprintf(fixed, sizeof fixed, "%s", csv);
+    char *usd = strstr(fixed, ",USD,");
+    memcpy(usd, ",CNY,", 5);
+    run = upload("sim_otc", fixed, 200);
+    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 6);
+    json_decref(run);
+    st = pc_t_sql(&g_stack,
+                  "SELECT status || ' ' || resolved_by FROM recon_diffs WHERE diff_id = "
+                  "%lld",
+                  cur_id);
+    assert_string_equal(st, "RESOLVED recon");
+    free(st);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_resolving_with_an_adjustment_posts_through_suspense(void **state)
+{
+    (void)state;
+    /* Two payments at sim_wallet that paycore never asked for. */
+    sim("{\"channel_id\":\"sim_wallet\",\"statement_discrepancy\":{\"extra\":2}}");
+    json_t *run = run_day("sim_wallet", g_today, 200);
+    json_t *d = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    assert_int_equal(json_array_size(d), 2);
+    json_t *a = json_array_get(d, 0), *b = json_array_get(d, 1);
+    long long amount = json_integer_value(json_object_get(json_object_get(a, "line"), "amount"));
+    long long ida = json_integer_value(json_object_get(a, "diff_id"));
+    long long idb = json_integer_value(json_object_get(b, "diff_id"));
+    json_decref(d);
+
+    char path[96];
+    snprintf(path, sizeof path, "/admin/recon/diffs/%lld/resolve", ida);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path,
+                               "{\"reason\":\"unattributed wallet payment, held in suspense\","
+                               "\"adjust\":true,\"who\":\"alice\"}");
+    assert_int_equal(r.status, 200);
+    json_t *res = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    assert_string_equal(jstr(res, "status"), "RESOLVED");
+    json_t *resolution = json_object_get(res, "resolution");
+    assert_string_equal(jstr(resolution, "by"), "alice");
+    long long txn = json_integer_value(json_object_get(resolution, "ledger_txn_id"));
+    assert_true(txn > 0);
+    json_decref(res);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT balance FROM ledger_accounts WHERE account_id = "
+                                  "'platform:suspense:CNY'"),
+                     amount);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT amount FROM ledger_entries WHERE txn_id = %lld AND "
+                                  "account_id = 'channel:sim_wallet:clearing:CNY'",
+                                  txn),
+                     -amount);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM ledger_txns WHERE txn_id = %lld AND kind = "
+                                  "'RECON_ADJUST' AND ref_type = 'recon_diff'",
+                                  txn),
+                     1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+
+    /* Resolved once only. */
+    r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"again\",\"adjust\":true}");
+    assert_int_equal(r.status, 409);
+    pc_t_resp_free(&r);
+    /* Without an adjustment: no posting. */
+    snprintf(path, sizeof path, "/admin/recon/diffs/%lld/resolve", idb);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"explained by the channel\"}");
+    assert_int_equal(r.status, 200);
+    assert_true(strstr(r.body, "\"ledger_txn_id\":null") != NULL);
+    pc_t_resp_free(&r);
+    /* Running the day again keeps both resolutions. */
+    run = run_day("sim_wallet", g_today, 200);
+    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 0);
+    json_decref(run);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM recon_diffs WHERE channel_id = "
+                                            "'sim_wallet' AND status = 'RESOLVED'"),
+                     2);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM ledger_txns WHERE kind = "
+                                            "'RECON_ADJUST'"),
+                     1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_payctl_runs_lists_and_resolves(void **state)
+{
+    (void)state;
+    sim("{\"channel_id\":\"sim_netbank\",\"statement_discrepancy\":{\"extra\":1}}");
+    char env[256], out[600];
+    snprintf(env, sizeof env,
+             "PAYCORE_ADMIN_URL=http://127.0.0.1:%d PAYCORE_ADMIN_TOKEN=test-admin-token",
+             g_stack.admin_port[1]);
+    snprintf(out, sizeof out, "%s/payctl-recon.out", g_dir);
+    assert_int_equal(pc_t_sh("%s %s/payctl recon run --channel sim_netbank --date %s > %s", env,
+                             pc_t_binary_dir(), g_today, out),
+                     0);
+    assert_int_equal(pc_t_sh("grep -q '\"status\": \"DONE\"' %s", out), 0);
+    assert_int_equal(pc_t_sh("%s %s/payctl recon diffs --status OPEN --channel sim_netbank > %s",
+                             env, pc_t_binary_dir(), out),
+                     0);
+    assert_int_equal(pc_t_sh("grep -q MISSING_LOCAL %s", out), 0);
+    long long id = pc_t_sql_int(&g_stack, "SELECT diff_id FROM recon_diffs WHERE channel_id = "
+                                          "'sim_netbank' AND status = 'OPEN'");
+    assert_int_equal(pc_t_sh("%s %s/payctl recon resolve %lld --reason 'known test line' --adjust "
+                             "> %s",
+                             env, pc_t_binary_dir(), id, out),
+                     0);
+    assert_int_equal(pc_t_sh("grep -q RESOLVED %s", out), 0);
+    /* Refusals are exit status 1. */
+    assert_int_equal(pc_t_sh("%s %s/payctl recon resolve %lld --reason again > %s 2>&1", env,
+                             pc_t_binary_dir(), id, out),
+                     1);
+    assert_int_equal(pc_t_sh("%s %s/payctl recon run --channel no_such --date %s > %s 2>&1", env,
+                             pc_t_binary_dir(), g_today, out),
+                     1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_bad_requests_are_refused(void **state)
+{
+    (void)state;
+    json_t *j = run_day("no_such_channel", g_today, 404);
+    json_decref(j);
+    j = run_day("sim_card", "2026-02-30", 400);
+    json_decref(j);
+    j = run_day("Bad-Id", g_today, 400);
+    json_decref(j);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/recon/diffs?status=NOPE", NULL);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    r = pc_t_admin(&g_stack, "GET", "/admin/recon/runs/999999", NULL);
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+    r = pc_t_admin(&g_stack, "POST", "/admin/recon/diffs/999999/resolve", "{\"reason\":\"x\"}");
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+    r = pc_t_admin(&g_stack, "POST", "/admin/recon/diffs/1/resolve", "{\"adjust\":true}");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    /* Without the token: 401. */
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/admin/recon/diffs", g_stack.admin_port[0]);
+    r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 401);
+    pc_t_resp_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_daily_job_runs_yesterday_once_per_channel_on_two_nodes),
+        cmocka_unit_test(
+            test_each_faked_statement_discrepancy_is_found_and_a_rerun_changes_nothing),
+        cmocka_unit_test(test_lost_callback_is_repaired_from_the_statement_once),
+        cmocka_unit_test(test_uploaded_statement_is_matched_kind_by_kind),
+        cmocka_unit_test(test_resolving_with_an_adjustment_posts_through_suspense),
+        cmocka_unit_test(test_payctl_runs_lists_and_resolves),
+        cmocka_unit_test(test_bad_requests_are_refused),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
