@@ -84,7 +84,13 @@ static void test_readyz_reports_postgres_and_redis(void **state)
     pc_stack_t *s = *state;
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", s->http_port);
+    /* Ready once the pool and Redis are connected, shortly after start. */
     pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+    for (int i = 0; i < 50 && r.status != 200; i++) {
+        pc_t_resp_free(&r);
+        usleep(100000);
+        r = pc_t_http("GET", url, NULL, NULL);
+    }
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "\"postgres\":\"ok\""));
     assert_non_null(strstr(r.body, "\"redis\":\"ok\""));
