@@ -477,12 +477,16 @@ static void handle_results(conn_t *c)
         pump_waiting(db);
 }
 
+static void poll_up_cb(uv_poll_t *p, int status, int events);
+
+/* Only called on connections that are up: their callback is poll_up_cb
+ * (uv_poll_start always sets the callback too). */
 static void sock_update_events(sock_t *s, int events)
 {
     if (s->events == events)
         return;
     s->events = events;
-    uv_poll_start(&s->poll, events, NULL);
+    uv_poll_start(&s->poll, events, poll_up_cb);
 }
 
 static void poll_up_cb(uv_poll_t *p, int status, int events);
