@@ -489,7 +489,6 @@ static void sock_update_events(sock_t *s, int events)
     uv_poll_start(&s->poll, events, poll_up_cb);
 }
 
-static void poll_up_cb(uv_poll_t *p, int status, int events);
 static void poll_connect_cb(uv_poll_t *p, int status, int events);
 
 static void conn_became_up(conn_t *c)

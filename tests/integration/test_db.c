@@ -1,0 +1,119 @@
+/* The PostgreSQL pool against a real server: a transaction that pipelines far
+ * more than a socket buffer holds, and autocommit statements spread over the
+ * pool. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+#include "store/db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+static pc_stack_t g_stack;
+
+typedef struct {
+    pc_db_t *db;
+    pc_db_tx_t *tx;
+    int done, failed, ok;
+    int status;
+} run_t;
+
+static int setup(void **state)
+{
+    (void)state;
+    pc_stack_init(&g_stack, "db");
+    free(pc_t_sql(&g_stack, "CREATE TABLE t (id int PRIMARY KEY, note text)"));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_stack);
+    return 0;
+}
+
+static void row_cb(void *data, int status, pc_db_res_t *res)
+{
+    run_t *r = data;
+    (void)res;
+    if (status)
+        r->failed++;
+    else
+        r->ok++;
+}
+
+static void commit_cb(void *data, int status)
+{
+    run_t *r = data;
+    r->status = status;
+    r->done = 1;
+}
+
+static void begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    run_t *r = data;
+    if (status) {
+        r->status = status;
+        r->done = 1;
+        return;
+    }
+    /* 20,000 statements queued at once: far more than the socket's send
+     * buffer, so the pool must wait for it to drain and keep going. */
+    char id[16], note[256];
+    memset(note, 'x', sizeof note - 1);
+    note[sizeof note - 1] = 0;
+    for (int i = 0; i < 20000; i++) {
+        snprintf(id, sizeof id, "%d", i);
+        const char *p[] = {id, note};
+        pc_db_tx_query(tx, "INSERT INTO t (id, note) VALUES ($1::int, $2)", 2, p, row_cb, r);
+    }
+    pc_db_tx_commit(tx, commit_cb, r);
+}
+
+static void start(uv_timer_t *t)
+{
+    run_t *r = t->data;
+    if (pc_db_ready_count(r->db) == 0)
+        return;
+    uv_timer_stop(t);
+    pc_db_begin(r->db, NULL, begin_cb, r);
+}
+
+static void test_huge_pipelined_transaction_commits(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {g_stack.db_url, 2, 30000, 32};
+    run_t r = {0};
+    r.db = pc_db_new(&loop, &o);
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &r;
+    uv_timer_start(&t, start, 10, 10);
+    while (!r.done)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    pc_db_close(r.db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.ok, 20000);
+    assert_int_equal(r.failed, 0);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM t"), 20000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_huge_pipelined_transaction_commits),
+    };
+    return cmocka_run_group_tests_name("db", tests, setup, teardown);
+}
