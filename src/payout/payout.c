@@ -410,6 +410,7 @@ typedef struct {
     char out_payout_no[65], currency[4], channel_id[33], notify_url[520];
     int64_t amount;
     char *payee;
+    char payee_type[8], payee_name[129], card_token[81];
     char payout_no[40];
     int64_t available;
     char decision[12];
@@ -496,6 +497,23 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
                     "this out_payout_no was used for another payout");
         return;
     }
+    /* Real-name verification, then the payee it allows (see verify_sql). */
+    if (pc_db_val(res, 0, "verified")[0] != 't') {
+        accept_fail(a, PC_API_INVALID_STATE, NULL, "real-name verification required");
+        return;
+    }
+    if (!strcmp(a->payee_type, "ACCOUNT") && pc_db_val(res, 0, "name_ok")[0] != 't') {
+        accept_fail(a, PC_API_INVALID_REQUEST, "payee.name",
+                    "must match the merchant's verified legal name");
+        return;
+    }
+    if (!strcmp(a->payee_type, "CARD") && strcmp(pc_db_val(res, 0, "card_type"), "DEBIT") != 0) {
+        accept_fail(a, PC_API_INVALID_REQUEST, "payee.card_token",
+                    pc_db_val(res, 0, "card_type")[0]
+                        ? "payouts go to debit cards only"
+                        : "not a bound card with a known BIN; payouts go to debit cards only");
+        return;
+    }
     if (a->available < a->amount) {
         char msg[128];
         snprintf(msg, sizeof msg, "available balance %lld %s is less than %lld",
@@ -564,6 +582,21 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
         accept_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
+/* Columns of the payout's checks, with $1 the merchant, $3 the payee name
+ * and $4 the card token. verified: the merchant has a real-name record.
+ * name_ok: the payee name and the verified legal name have the same
+ * pc_name_key (case, spacing and punctuation aside). card_type: the type of
+ * the longest matching BIN (8 then 6 digits, as PC_CARDBIN_MATCH_SQL) of the
+ * active bound card (POST /v1/buyers/{id}/cards) with that token; paycore
+ * knows no BIN for a token from elsewhere, so such a card gets "". */
+#define VERIFY_SQL                                                                                 \
+    "EXISTS (SELECT 1 FROM merchant_verifications WHERE merchant_id = $1) AS verified, "           \
+    "coalesce((SELECT pc_name_key(legal_name) FROM merchant_verifications WHERE merchant_id = "    \
+    "$1) = pc_name_key($3::text), false) AS name_ok, coalesce((SELECT k.card_type FROM cards c "   \
+    "CROSS JOIN LATERAL (SELECT b.card_type FROM card_bins b WHERE b.bin = left(c.bin, 8) OR "     \
+    "b.bin = left(c.bin, 6) ORDER BY length(b.bin) DESC LIMIT 1) k WHERE c.token = $4::text AND "  \
+    "c.status = 'ACTIVE' LIMIT 1), '') AS card_type"
+
 static void accept_balance_cb(void *data, int status, pc_db_res_t *res)
 {
     accept_t *a = data;
@@ -590,14 +623,15 @@ static void accept_begin_cb(void *data, int status, pc_db_tx_t *tx)
     /* The balance is locked until commit: concurrent payouts of this
      * merchant queue here, and each sees what the one before left. */
     const char *p1[] = {avail};
-    const char *p2[] = {m->id, a->out_payout_no};
+    const char *p2[] = {m->id, a->out_payout_no, a->payee_name[0] ? a->payee_name : NULL,
+                        a->card_token[0] ? a->card_token : NULL};
     if (pc_db_tx_query(tx, "SELECT balance FROM ledger_accounts WHERE account_id = $1 FOR UPDATE",
                        1, p1, accept_balance_cb, a) < 0 ||
         pc_db_tx_query(tx,
                        "SELECT EXISTS (SELECT 1 FROM payouts WHERE merchant_id = $1 AND "
                        "out_payout_no = $2) AS dup, merchant_chargeback_rate_bp($1) AS cb_rate, "
-                       "extract(epoch FROM now())::bigint AS now",
-                       2, p2, accept_info_cb, a) < 0)
+                       "extract(epoch FROM now())::bigint AS now, " VERIFY_SQL,
+                       4, p2, accept_info_cb, a) < 0)
         accept_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
@@ -759,6 +793,12 @@ static void create_payout(pc_http_req_t *req, void *data)
              notify ? notify : (m->notify_url ? m->notify_url : ""));
     a->amount = amount;
     a->payee = json_dumps(payee, JSON_COMPACT | JSON_SORT_KEYS);
+    const char *pt = json_string_value(json_object_get(payee, "type"));
+    const char *pn = json_string_value(json_object_get(payee, "name"));
+    const char *tok = json_string_value(json_object_get(payee, "card_token"));
+    snprintf(a->payee_type, sizeof a->payee_type, "%s", pt ? pt : "");
+    snprintf(a->payee_name, sizeof a->payee_name, "%s", pn ? pn : "");
+    snprintf(a->card_token, sizeof a->card_token, "%s", tok ? tok : "");
     json_decref(payee);
     if (!a->payee || pc_db_begin(app->db, NULL, accept_begin_cb, a) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");

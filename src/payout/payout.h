@@ -2,7 +2,14 @@
  * available money paid out to a bank card (token) or account through a
  * payout-capable channel.
  *
- *   POST /v1/payouts   one transaction: the merchant's available balance is
+ *   POST /v1/payouts   refused (409 INVALID_STATE) until the merchant passed
+ *                      real-name verification (merchant_verifications); an
+ *                      ACCOUNT payee's name must have the pc_name_key of the
+ *                      verified legal name (400, field payee.name); a CARD
+ *                      payee's token must be a card bound through POST
+ *                      /v1/buyers/{id}/cards whose BIN is in card_bins with
+ *                      type DEBIT (400, field payee.card_token). Then
+ *                      one transaction: the merchant's available balance is
  *                      locked and checked (422 INSUFFICIENT_BALANCE), the
  *                      amount moves to platform escrow (PAYOUT_HOLD), rules/
  *                      risk.lua decides (kind "PAYOUT"), the payout row and

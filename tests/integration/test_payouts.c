@@ -3,7 +3,9 @@
  * above the available balance refused, 20 concurrent payouts over both nodes
  * that never overdraw, late answers (callback, lost callback and status
  * query), risk review with ops release and reject; and recharge, then pay by
- * balance. The ledger check after each. */
+ * balance; real-name verification before any payout, the payee name of an
+ * account payout against the verified name, and the BIN rule of card
+ * payouts. The ledger check after each. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -81,9 +83,24 @@ static void new_trade(const pc_t_merchant_t *m, const char *product, long amount
     pc_t_resp_free(&r);
 }
 
+/* Records the merchant's real-name verification (admin API). */
+static void verify(const pc_t_merchant_t *m, const char *legal_name)
+{
+    char path[160], body[256];
+    snprintf(path, sizeof path, "/admin/merchants/%s/verify", m->id);
+    snprintf(body, sizeof body,
+             "{\"legal_name\":\"%s\",\"id_type\":\"BUSINESS_LICENSE\",\"id_number\":"
+             "\"91110000ABCD1234\"}",
+             legal_name);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, body);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "id_last4"), "1234");
+    pc_t_resp_free(&r);
+}
+
 /* A merchant (T+0, 0.6 %) whose available balance is paid − fee: payments
- * settled today. */
-static pc_t_merchant_t funded_merchant(long paid)
+ * settled today. Not verified. */
+static pc_t_merchant_t funded_unverified_merchant(long paid)
 {
     pc_t_merchant_t m =
         pc_t_create_merchant(&g_stack, "\"settle_cycle_days\":0,\"fee_rate_bp\":60");
@@ -102,15 +119,54 @@ static pc_t_merchant_t funded_merchant(long paid)
     return m;
 }
 
-static pc_t_resp_t payout(const pc_t_merchant_t *m, const char *out_no, long amount,
-                          const char *account, const char *key)
+/* The same, verified with the legal name "Shop Ltd". */
+static pc_t_merchant_t funded_merchant(long paid)
+{
+    pc_t_merchant_t m = funded_unverified_merchant(paid);
+    verify(&m, "Shop Ltd");
+    return m;
+}
+
+static pc_t_resp_t payout_named(const pc_t_merchant_t *m, const char *out_no, long amount,
+                                const char *account, const char *name, const char *key)
 {
     char body[512];
     snprintf(body, sizeof body,
              "{\"out_payout_no\":\"%s\",\"amount\":%ld,\"currency\":\"CNY\",\"payee\":{\"type\":"
-             "\"ACCOUNT\",\"account_no\":\"%s\",\"name\":\"Shop Ltd\",\"bank_code\":\"ICBC\"}}",
-             out_no, amount, account);
+             "\"ACCOUNT\",\"account_no\":\"%s\",\"name\":\"%s\",\"bank_code\":\"ICBC\"}}",
+             out_no, amount, account, name);
     return pc_t_call(&g_stack, m, "POST", "/v1/payouts", body, key);
+}
+
+/* A payout to the merchant's own account under its verified name. */
+static pc_t_resp_t payout(const pc_t_merchant_t *m, const char *out_no, long amount,
+                          const char *account, const char *key)
+{
+    return payout_named(m, out_no, amount, account, "Shop Ltd", key);
+}
+
+static pc_t_resp_t card_payout(const pc_t_merchant_t *m, const char *out_no, long amount,
+                               const char *token, const char *key)
+{
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"out_payout_no\":\"%s\",\"amount\":%ld,\"currency\":\"CNY\",\"payee\":{\"type\":"
+             "\"CARD\",\"card_token\":\"%s\",\"name\":\"A Payee\"}}",
+             out_no, amount, token);
+    return pc_t_call(&g_stack, m, "POST", "/v1/payouts", body, key);
+}
+
+/* The field of an error answer ("" when none); static buffer. */
+static const char *err_field(const pc_t_resp_t *r)
+{
+    static char out[64];
+    out[0] = 0;
+    json_t *j = pc_t_json(r);
+    json_t *v = j ? json_object_get(json_object_get(j, "error"), "field") : NULL;
+    if (json_is_string(v))
+        snprintf(out, sizeof out, "%s", json_string_value(v));
+    json_decref(j);
+    return out;
 }
 
 /* Waits until the payout is in status want (GET /v1/payouts/{no}). */
@@ -423,11 +479,12 @@ static void test_risk_review_holds_until_ops_decide(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
-static const char *fresh_pan(void)
+/* A Luhn-valid 16-digit card number that starts with bin (6 digits). */
+static const char *pan_with_bin(const char *bin)
 {
     static char pan[32];
     static int n = 0;
-    snprintf(pan, 17, "411111%09d", (++n * 7919 + (int)getpid() % 1000 + 700000) % 1000000000);
+    snprintf(pan, 17, "%.6s%09d", bin, (++n * 7919 + (int)getpid() % 1000 + 700000) % 1000000000);
     int sum = 0;
     for (int i = 14; i >= 0; i--) {
         int d = pan[i] - '0';
@@ -441,6 +498,11 @@ static const char *fresh_pan(void)
     pan[15] = (char)('0' + (10 - sum % 10) % 10);
     pan[16] = 0;
     return pan;
+}
+
+static const char *fresh_pan(void)
+{
+    return pan_with_bin("411111");
 }
 
 static pc_t_resp_t pay(const pc_t_merchant_t *m, const char *tn, const char *buyer,
@@ -505,6 +567,129 @@ static void test_recharge_then_pay_by_balance(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+static void test_payout_before_verification_is_refused(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_unverified_merchant(20000);
+    long long avail0 = available(&m);
+    pc_t_resp_t r = payout(&m, "OUT-UNV-1", 1000, "6222020000001212", "po-unv-1");
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    assert_non_null(strstr(r.body, "real-name verification required"));
+    assert_string_equal(err_field(&r), "");
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payouts WHERE merchant_id = '%s'", m.id), 0);
+    assert_int_equal(available(&m), avail0);
+    /* Once verified, the same payout goes through. */
+    verify(&m, "Shop Ltd");
+    r = payout(&m, "OUT-UNV-1", 1000, "6222020000001212", "po-unv-2");
+    assert_int_equal(r.status, 200);
+    char no[40];
+    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    expect_status(&m, no, "SUCCESS");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_payout_payee_name_must_match_verified_name(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_unverified_merchant(30000);
+    verify(&m, "Acme Trading Co., Ltd.");
+    long long avail0 = available(&m);
+    pc_t_resp_t r =
+        payout_named(&m, "OUT-NAME-1", 1000, "6222020000002323", "Acme Holdings Ltd", "po-name-1");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_REQUEST");
+    assert_string_equal(err_field(&r), "payee.name");
+    pc_t_resp_free(&r);
+    /* No name at all does not match either. */
+    r = pc_t_call(&g_stack, &m, "POST", "/v1/payouts",
+                  "{\"out_payout_no\":\"OUT-NAME-2\",\"amount\":1000,\"currency\":\"CNY\","
+                  "\"payee\":{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000002323\"}}",
+                  "po-name-2");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(err_field(&r), "payee.name");
+    pc_t_resp_free(&r);
+    assert_int_equal(available(&m), avail0);
+    /* Case, spacing and punctuation differences are the same name. */
+    r = payout_named(&m, "OUT-NAME-3", 1000, "6222020000002323", "  ACME trading co ltd ",
+                     "po-name-3");
+    assert_int_equal(r.status, 200);
+    char no[40];
+    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    expect_status(&m, no, "SUCCESS");
+    assert_int_equal(available(&m), avail0 - 1000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* Binds a card with that number to a fresh buyer and returns its channel
+ * token (static buffer). */
+static const char *bound_card_token(const pc_t_merchant_t *m, const char *pan)
+{
+    static char token[128];
+    char buyer[48], body[160], path[96], key[48];
+    snprintf(buyer, sizeof buyer, "pocb_%d_%d", (int)getpid(), ++g_seq);
+    snprintf(body, sizeof body, "{\"buyer_id\":\"%s\"}", buyer);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", body);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    snprintf(path, sizeof path, "/v1/buyers/%s/cards", buyer);
+    snprintf(body, sizeof body, "{\"pan\":\"%s\",\"exp_month\":11,\"exp_year\":2031}", pan);
+    snprintf(key, sizeof key, "bind-%d", g_seq);
+    r = pc_t_call(&g_stack, m, "POST", path, body, key);
+    assert_int_equal(r.status, 201);
+    char card_id[64];
+    snprintf(card_id, sizeof card_id, "%s", pc_t_jstr(&r, "card_id"));
+    pc_t_resp_free(&r);
+    char *t = pc_t_sql(&g_stack, "SELECT token FROM cards WHERE card_id = '%s'", card_id);
+    assert_non_null(t);
+    snprintf(token, sizeof token, "%s", t);
+    free(t);
+    return token;
+}
+
+/* Rule: a CARD payout goes only to a card bound through
+ * POST /v1/buyers/{id}/cards whose BIN is in card_bins with type DEBIT. */
+static void test_card_payout_needs_a_known_debit_bin(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(30000);
+    long long avail0 = available(&m);
+    /* 450000 is in no BIN table row. */
+    char tok[128];
+    snprintf(tok, sizeof tok, "%s", bound_card_token(&m, pan_with_bin("450000")));
+    pc_t_resp_t r = card_payout(&m, "OUT-BIN-1", 1000, tok, "po-bin-1");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_REQUEST");
+    assert_string_equal(err_field(&r), "payee.card_token");
+    pc_t_resp_free(&r);
+    /* A token paycore never bound has no BIN either. */
+    r = card_payout(&m, "OUT-BIN-2", 1000, "tok_from_elsewhere_1", "po-bin-2");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(err_field(&r), "payee.card_token");
+    pc_t_resp_free(&r);
+    /* 411111 is a known CREDIT BIN: refused. */
+    snprintf(tok, sizeof tok, "%s", bound_card_token(&m, pan_with_bin("411111")));
+    r = card_payout(&m, "OUT-BIN-3", 1000, tok, "po-bin-3");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(err_field(&r), "payee.card_token");
+    assert_non_null(strstr(r.body, "debit"));
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payouts WHERE merchant_id = '%s'", m.id), 0);
+    assert_int_equal(available(&m), avail0);
+    /* 411112 is a known DEBIT BIN: accepted. */
+    snprintf(tok, sizeof tok, "%s", bound_card_token(&m, pan_with_bin("411112")));
+    r = card_payout(&m, "OUT-BIN-4", 1000, tok, "po-bin-4");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "ACCEPTED");
+    pc_t_resp_free(&r);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -516,6 +701,9 @@ int main(void)
         cmocka_unit_test(test_late_answers_by_callback_and_by_status_query),
         cmocka_unit_test(test_risk_review_holds_until_ops_decide),
         cmocka_unit_test(test_recharge_then_pay_by_balance),
+        cmocka_unit_test(test_payout_before_verification_is_refused),
+        cmocka_unit_test(test_payout_payee_name_must_match_verified_name),
+        cmocka_unit_test(test_card_payout_needs_a_known_debit_bin),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
