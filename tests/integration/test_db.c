@@ -66,7 +66,7 @@ static void begin_cb(void *data, int status, pc_db_tx_t *tx)
     }
     /* 20,000 statements queued at once: far more than the socket's send
      * buffer, so the pool must wait for it to drain and keep going. */
-    char id[16], note[256];
+    char id[16], note[4096];
     memset(note, 'x', sizeof note - 1);
     note[sizeof note - 1] = 0;
     for (int i = 0; i < 20000; i++) {
