@@ -563,6 +563,15 @@ static void on_opened(void *data, int status)
     r->done = 1;
 }
 
+static int g_opened_committed;
+
+static void opened_committed(void *data, int status)
+{
+    (void)data;
+    assert_int_equal(status, 0);
+    g_opened_committed = 1;
+}
+
 static void opened_began(void *data, int status, pc_db_tx_t *tx)
 {
     read_t *r = data;
@@ -571,15 +580,18 @@ static void opened_began(void *data, int status, pc_db_tx_t *tx)
     assert_int_equal(pc_ledger_open_account(tx, "merchant:m2:available:USD", on_opened, r), 0);
     assert_int_equal(pc_ledger_open_account(tx, "merchant:m2:wallet:USD", on_opened, r),
                      PC_LEDGER_BAD_ACCOUNT);
-    pc_db_tx_commit(tx, NULL, NULL);
+    pc_db_tx_commit(tx, opened_committed, r);
 }
 
 static void test_open_account_is_idempotent_and_checks_shape(void **state)
 {
     fx_t *fx = *state;
     read_t r = {0};
+    g_opened_committed = 0;
     assert_int_equal(pc_db_begin(fx->db, NULL, opened_began, &r), 0);
     run_until(fx, &r.done, 10);
+    /* Read back only once the transaction has committed. */
+    run_until(fx, &g_opened_committed, 10);
     assert_int_equal(r.status, 0);
     assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_accounts WHERE account_id = "
                                  "'merchant:m2:available:USD' AND balance = 0 AND "
@@ -638,7 +650,10 @@ static void test_database_refuses_what_c_would(void **state)
     /* Posted rows are never edited or removed. */
     assert_string_equal(sql_refused(fx, "UPDATE ledger_entries SET amount = amount * 2"), "23000");
     assert_string_equal(sql_refused(fx, "DELETE FROM ledger_txns"), "23000");
-    assert_string_equal(sql_refused(fx, "TRUNCATE ledger_entries, ledger_txns"), "23000");
+    /* Refused by the append-only trigger, or earlier by a foreign key of a
+     * table that points into the ledger (later migrations add those). */
+    const char *trunc = sql_refused(fx, "TRUNCATE ledger_entries, ledger_txns");
+    assert_true(!strcmp(trunc, "23000") || !strcmp(trunc, "0A000"));
     /* A posting that names an account it did not lock. */
     assert_string_equal(
         sql_refused(fx, "SELECT ledger_post('X', 'y', 'z', NULL, '{buyer:u1:wallet:CNY}', "
