@@ -80,6 +80,7 @@ typedef struct {
     char *meta_text; /* owned */
     char *split_text;
     const char *notify_url;
+    const char *return_url; /* borrowed from the request body; NULL when absent */
     int insert_status;
     char constraint[64];
 } create_t;
@@ -130,13 +131,13 @@ static void begin_cb(void *data, int status, pc_db_tx_t *tx)
     snprintf(expires, sizeof expires, "%lld", t->expires_at);
     const char *p[] = {t->trade_no, t->merchant_id, t->out_trade_no, t->product,    amount,
                        t->currency, t->subject,     t->buyer_id,     c->notify_url, t->splits,
-                       t->metadata, created,        expires};
+                       t->metadata, created,        expires,         c->return_url};
     pc_db_tx_query(tx,
                    "INSERT INTO trades (trade_no, merchant_id, out_trade_no, product, status, "
                    "amount, currency, subject, buyer_id, notify_url, splits, metadata, created_at, "
-                   "expires_at) VALUES ($1, $2, $3, $4, 'WAIT_BUYER_PAY', $5, $6, $7, $8, $9, "
-                   "$10::jsonb, $11::jsonb, to_timestamp($12), to_timestamp($13))",
-                   13, p, insert_cb, c);
+                   "expires_at, return_url) VALUES ($1, $2, $3, $4, 'WAIT_BUYER_PAY', $5, $6, $7, "
+                   "$8, $9, $10::jsonb, $11::jsonb, to_timestamp($12), to_timestamp($13), $14)",
+                   14, p, insert_cb, c);
     pc_idem_store_in_tx(pc_auth_idem(c->req), tx, 201, c->body);
     pc_db_tx_commit(tx, commit_cb, c);
 }
@@ -245,6 +246,25 @@ pc_api_err_t pc_trade_create_parse(json_t *b, const char *merchant_id, pc_trade_
 #undef REFUSE
 }
 
+/* return_url of a trade creation body: absent (NULL, *ok 1), or an http(s)
+ * URL of at most 512 visible ASCII characters with a host (*ok 1); else *ok
+ * 0. The hosted cashier sends the buyer there after a final result. */
+static const char *parse_return_url(json_t *b, int *ok)
+{
+    int invalid = 0;
+    const char *u = pc_json_str(b, "return_url", 512, 0, &invalid);
+    *ok = !invalid;
+    if (!u || invalid)
+        return NULL;
+    size_t skip = !strncmp(u, "https://", 8) ? 8 : !strncmp(u, "http://", 7) ? 7 : 0;
+    if (!skip || !u[skip] || u[skip] == '/' || u[skip] == '?' || u[skip] == '#')
+        *ok = 0;
+    for (const char *s = u; *ok && *s; s++)
+        if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f)
+            *ok = 0;
+    return *ok ? u : NULL;
+}
+
 static void create_trade(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
@@ -264,6 +284,13 @@ static void create_trade(pc_http_req_t *req, void *data)
     pc_api_err_t err = pc_trade_create_parse(b, m->id, &r, &field, &message);
     if (err != PC_API_OK) {
         pc_http_respond_error(req, err, field, message);
+        return;
+    }
+    int return_ok = 0;
+    c->return_url = parse_return_url(b, &return_ok);
+    if (!return_ok) {
+        pc_trade_create_req_clear(&r);
+        bad(req, "return_url", "return_url: an http(s) URL of at most 512 characters");
         return;
     }
     /* The request's texts now belong to c (freed with it). */

@@ -9,6 +9,8 @@
  *   POST /cashier/{token}/api/consult  the methods, as POST /v1/cashier/consult
  *   POST /cashier/{token}/api/pay      pay, as POST /v1/cashier/pay
  *   GET  /cashier/{token}/api/qr.svg   the QR code of a "scan to pay" payment
+ *   GET  /cashier/{token}/api/return   {"url"}: the trade's return_url with
+ *                                      the signed result, once it is final
  *
  * consult and pay run the merchant API's own code (cashier.h) with a body
  * built here: trade_no and buyer_id come from the trade, never from the
@@ -16,6 +18,7 @@
  * request. Card data is passed on in memory and never logged. The buyer sees
  * the payment as the acquiring side does, without the risk verdict's details. */
 #include "api/app.h"
+#include "auth/sign.h"
 #include "cashier/cashier.h"
 #include "core/error.h"
 #include "engine/engine.h"
@@ -291,6 +294,105 @@ static void visit(pc_http_req_t *req, pc_app_t *app, op_t op)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
+/* ---------- the way back to the shop ---------- */
+
+/* The result the return URL reports: SUCCESS for a paid trade (PAY_SUCCESS,
+ * TRADE_SUCCESS, TRADE_FINISHED), TRADE_CLOSED for a closed one, NULL while
+ * the buyer may still pay (a failed attempt is not final). */
+static const char *final_result(const char *trade_status)
+{
+    if (!strcmp(trade_status, "PAY_SUCCESS") || !strcmp(trade_status, "TRADE_SUCCESS") ||
+        !strcmp(trade_status, "TRADE_FINISHED"))
+        return "SUCCESS";
+    if (!strcmp(trade_status, "TRADE_CLOSED"))
+        return "TRADE_CLOSED";
+    return NULL;
+}
+
+/* return_url with trade_no, status, timestamp and, for an HMAC merchant,
+ * signature = base64url(HMAC-SHA256(secret, "<trade_no>\n<status>\n<timestamp>\n"))
+ * added to its query (before any fragment). The values need no escaping:
+ * trade numbers are [A-Za-z0-9_-], the rest is upper case, digits or
+ * base64url. Returns a malloc'd string the caller frees, NULL on failure. */
+static char *return_location(const char *return_url, const char *secret, const char *trade_no,
+                             const char *result, long long now)
+{
+    char msg[160], ts[24];
+    snprintf(ts, sizeof ts, "%lld", now);
+    snprintf(msg, sizeof msg, "%s\n%s\n%s\n", trade_no, result, ts);
+    char *sig = NULL;
+    if (secret[0]) {
+        uint8_t mac[PC_SHA256_LEN];
+        if (pc_hmac_sha256(secret, strlen(secret), msg, strlen(msg), mac))
+            return NULL;
+        sig = pc_base64url_encode(mac, sizeof mac);
+        if (!sig)
+            return NULL;
+    }
+    const char *hash = strchr(return_url, '#');
+    int base_len = (int)(hash ? (size_t)(hash - return_url) : strlen(return_url));
+    const char *q = memchr(return_url, '?', (size_t)base_len);
+    char last = base_len ? return_url[base_len - 1] : 0;
+    const char *sep = !q ? "?" : (last == '?' || last == '&') ? "" : "&";
+    size_t cap = strlen(return_url) + strlen(trade_no) + strlen(result) + 160;
+    char *out = malloc(cap);
+    if (out)
+        snprintf(out, cap, "%.*s%strade_no=%s&status=%s&timestamp=%s%s%s%s", base_len, return_url,
+                 sep, trade_no, result, ts, sig ? "&signature=" : "", sig ? sig : "",
+                 hash ? hash : "");
+    free(sig);
+    return out;
+}
+
+static void return_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such trade");
+        return;
+    }
+    const char *url = pc_db_val(res, 0, "return_url");
+    const char *result = final_result(pc_db_val(res, 0, "status"));
+    if (!url[0]) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "this order has no return address");
+        return;
+    }
+    if (!result) {
+        pc_http_respond_error(req, PC_API_INVALID_STATE, NULL, "the payment is not final yet");
+        return;
+    }
+    char *loc = return_location(url, pc_db_val(res, 0, "secret"), pc_db_val(res, 0, "trade_no"),
+                                result, (long long)time(NULL));
+    if (!loc) {
+        pc_http_respond_error(req, PC_API_INTERNAL, NULL, "could not sign the return address");
+        return;
+    }
+    pc_http_respond_json(req, 200, json_pack("{s:s}", "url", loc));
+    free(loc);
+}
+
+static void api_return(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    char trade_no[65];
+    if (check_token(req, app, trade_no, 0) < 0)
+        return;
+    pc_web_headers(req);
+    const char *p[] = {trade_no};
+    /* The secret stays here: only the signature leaves. */
+    if (pc_db_query(app->db,
+                    "SELECT t.trade_no, t.status, coalesce(t.return_url, '') AS return_url, "
+                    "CASE WHEN m.sign_type = 'HMAC-SHA256' THEN coalesce(m.secret, '') ELSE '' "
+                    "END AS secret FROM trades t JOIN merchants m ON m.merchant_id = t.merchant_id "
+                    "WHERE t.trade_no = $1",
+                    1, p, return_cb, req) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
 static void api_status(pc_http_req_t *req, void *data)
 {
     visit(req, data, OP_STATUS);
@@ -319,4 +421,5 @@ void pc_app_routes_cashier_page(pc_app_t *app)
     pc_router_add(app->api, "POST", "/cashier/{token}/api/consult", api_consult, app);
     pc_router_add(app->api, "POST", "/cashier/{token}/api/pay", api_pay, app);
     pc_router_add(app->api, "GET", "/cashier/{token}/api/qr.svg", api_qr, app);
+    pc_router_add(app->api, "GET", "/cashier/{token}/api/return", api_return, app);
 }

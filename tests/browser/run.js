@@ -7,6 +7,7 @@
 // exits non-zero when a test failed.
 'use strict';
 const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -150,6 +151,54 @@ test('a buyer opens the cashier link, sees the methods in rule order and pays by
   assert.equal(await tradeStatus(trade.trade_no), 'TRADE_SUCCESS');
   // The card fields were emptied: the number is kept nowhere on the page.
   assert.equal(await page.inputValue('#card-pan'), '');
+  await page.close();
+});
+
+test('after paying, the page sends the buyer to return_url with a signature the shop can verify', async () => {
+  const buyer = await freshBuyer();
+  const returnUrl = 'https://shop.example.test/back?order=42#receipt';
+  const r = await api.merchantCall(stack, merchant, 'POST', '/v1/trades', {
+    out_trade_no: `BR${process.pid}-${++seq}`, product: 'INSTANT', amount: 2500, currency: 'CNY',
+    subject: 'Return trip', buyer_id: buyer, return_url: returnUrl,
+  });
+  assert.equal(r.status, 201, r.text);
+  const trade = r.json;
+  linkMacs.push(trade.cashier_url.split('.').pop());
+  // Not final yet: the server gives no way back.
+  const early = await api.request('GET', `${trade.cashier_url}/api/return`);
+  assert.equal(early.status, 409, early.text);
+  const page = await openPage(trade.cashier_url);
+  // The shop is not on this machine: the browser's request to it is answered here.
+  await page.route('https://shop.example.test/**', (route) =>
+    route.fulfill({ status: 200, contentType: 'text/html', body: '<p>Back at the shop</p>' }));
+  await methodsOnPage(page);
+  await choose(page, 'CARD');
+  await page.waitForSelector('#card-form:not([hidden])');
+  await fillCard(page, CARDS.ok);
+  await page.click('#pay');
+  await waitResult(page, 'Payment successful');
+  await page.waitForURL(/^https:\/\/shop\.example\.test\//, { timeout: 15000 });
+  const back = new URL(page.url());
+  assert.equal(back.pathname, '/back');
+  assert.equal(back.hash, '#receipt');
+  assert.equal(back.searchParams.get('order'), '42');
+  assert.equal(back.searchParams.get('trade_no'), trade.trade_no);
+  assert.equal(back.searchParams.get('status'), 'SUCCESS');
+  const ts = back.searchParams.get('timestamp');
+  assert.match(ts, /^\d+$/);
+  assert.ok(Math.abs(Number(ts) - Date.now() / 1000) < 300, 'a current timestamp');
+  // What the merchant does: HMAC-SHA256 with its secret over
+  // "trade_no\nstatus\ntimestamp\n", base64url, compared in constant time.
+  const expected = crypto.createHmac('sha256', merchant.secret)
+    .update(`${trade.trade_no}\nSUCCESS\n${ts}\n`).digest('base64url');
+  const got = back.searchParams.get('signature') || '';
+  assert.equal(got.length, expected.length);
+  assert.ok(crypto.timingSafeEqual(Buffer.from(got), Buffer.from(expected)), 'signature verifies');
+  // Changing the status breaks it.
+  const forged = crypto.createHmac('sha256', merchant.secret)
+    .update(`${trade.trade_no}\nTRADE_CLOSED\n${ts}\n`).digest('base64url');
+  assert.notEqual(got, forged);
+  assert.equal(await tradeStatus(trade.trade_no), 'TRADE_SUCCESS');
   await page.close();
 });
 

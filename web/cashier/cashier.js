@@ -416,6 +416,30 @@
     detail(dl, 'Payment no.', p.payment_no);
     detail(dl, 'Order no.', t.out_trade_no);
     show('result');
+    goBack();
+  }
+
+  // After a final result (paid, or the order closed) the shop may have asked
+  // for the buyer back: the server gives its return_url with the signed
+  // result (api/return), and the page goes there after a moment. The shop
+  // must not take that visit as proof of payment.
+  const RETURN_DELAY_MS = 1500;
+
+  async function goBack() {
+    if (state.returning) return;
+    state.returning = true;
+    for (let i = 0; i < 5; i++) {
+      const r = await api('GET', 'return');
+      if (r.status === 200 && r.json && r.json.url) {
+        $('result-back-link').href = r.json.url;
+        $('result-back').hidden = false;
+        setTimeout(() => location.assign(r.json.url), RETURN_DELAY_MS);
+        return;
+      }
+      if (r.status !== 409) break; // no return_url, or the link expired
+      await new Promise((done) => setTimeout(done, 1000));
+    }
+    state.returning = false;
   }
 
   function showPayment(p, fromPoll) {
@@ -484,6 +508,7 @@
       : 'Order status: ' + (TRADE_STATES[t.status] || t.status) + '.';
     $('result-details').textContent = '';
     show('result');
+    if (t.status === 'TRADE_CLOSED') goBack();
   }
 
   async function refresh() {

@@ -1,0 +1,172 @@
+/* The finer points of issue 12 that are not payouts, against a real paycore,
+ * PostgreSQL, Redis and paysim: return_url on trade creation (only http(s)
+ * URLs are taken) and the hosted cashier's way back to it
+ * (GET /cashier/{token}/api/return: nothing until the trade is final, then
+ * the URL with trade_no, status, timestamp and an HMAC the merchant checks). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include "auth/sign.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static pc_stack_t g_stack;
+static pc_t_merchant_t g_m;
+static int g_seq;
+
+static int setup(void **state)
+{
+    (void)state;
+    pc_stack_init(&g_stack, "finer");
+    pc_stack_start_paysim(&g_stack);
+    pc_stack_start_node(&g_stack, 0);
+    g_m = pc_t_create_merchant(&g_stack, NULL);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_stack);
+    return 0;
+}
+
+/* POST /v1/trades with return_url_json (a JSON value, or NULL for none). */
+static pc_t_resp_t create_trade(const char *return_url_json)
+{
+    char body[2048], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"FP%d-%d\",\"product\":\"INSTANT\",\"amount\":1200,\"currency\":"
+             "\"CNY\",\"subject\":\"Goods\"%s%s}",
+             g_seq, (int)getpid(), return_url_json ? ",\"return_url\":" : "",
+             return_url_json ? return_url_json : "");
+    snprintf(key, sizeof key, "fp-trade-%d", g_seq);
+    return pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
+}
+
+static void expect_return_url_refused(const char *json_value)
+{
+    pc_t_resp_t r = create_trade(json_value);
+    if (r.status != 400)
+        fprintf(stderr, "return_url %s: %ld %s\n", json_value, r.status, r.body);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_REQUEST");
+    json_t *j = pc_t_json(&r);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "field")),
+                        "return_url");
+    json_decref(j);
+    pc_t_resp_free(&r);
+}
+
+static void test_return_url_that_is_not_http_is_refused(void **state)
+{
+    (void)state;
+    expect_return_url_refused("\"javascript:alert(1)\"");
+    expect_return_url_refused("\"ftp://shop.example/back\"");
+    expect_return_url_refused("\"//shop.example/back\"");
+    expect_return_url_refused("\"http://\"");
+    expect_return_url_refused("\"https:///back\"");
+    expect_return_url_refused("\"https://shop.example/a b\"");
+    expect_return_url_refused("\"\"");
+    expect_return_url_refused("42");
+    char longer[600];
+    snprintf(longer, sizeof longer, "\"https://shop.example/%0500d\"", 0);
+    expect_return_url_refused(longer);
+    long long before =
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM trades WHERE merchant_id = '%s'", g_m.id);
+    assert_int_equal(before, 0);
+    /* A good one is kept with the trade. */
+    pc_t_resp_t r = create_trade("\"https://shop.example/back?o=1\"");
+    assert_int_equal(r.status, 201);
+    char *kept = pc_t_sql(&g_stack, "SELECT return_url FROM trades WHERE trade_no = '%s'",
+                          pc_t_jstr(&r, "trade_no"));
+    assert_string_equal(kept, "https://shop.example/back?o=1");
+    free(kept);
+    pc_t_resp_free(&r);
+}
+
+/* The value of query parameter name in url (static buffer; "" when absent). */
+static const char *query_param(const char *url, const char *name)
+{
+    static char out[256];
+    out[0] = 0;
+    const char *q = strchr(url, '?');
+    size_t n = strlen(name);
+    for (const char *p = q; p && *p;) {
+        p++;
+        if (!strncmp(p, name, n) && p[n] == '=') {
+            size_t len = strcspn(p + n + 1, "&#");
+            snprintf(out, sizeof out, "%.*s", (int)len, p + n + 1);
+            return out;
+        }
+        p = strchr(p, '&');
+    }
+    return out;
+}
+
+static void test_cashier_return_is_signed_once_the_trade_is_paid(void **state)
+{
+    (void)state;
+    pc_t_resp_t r = create_trade("\"https://shop.example/back?o=7#done\"");
+    assert_int_equal(r.status, 201);
+    char tn[40], url[1100];
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    snprintf(url, sizeof url, "%s/api/return", pc_t_jstr(&r, "cashier_url"));
+    pc_t_resp_free(&r);
+    /* Waiting for payment: not final, no way back yet. */
+    r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    pc_t_resp_free(&r);
+    char st[24], pno[48];
+    snprintf(pno, sizeof pno, "PFP%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, tn, pno, 1200, "CNY", "channel:sim_card:clearing:CNY", st), 0);
+    r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    char back[1100];
+    snprintf(back, sizeof back, "%s", pc_t_jstr(&r, "url"));
+    pc_t_resp_free(&r);
+    assert_true(!strncmp(back, "https://shop.example/back?o=7&trade_no=", 39));
+    assert_non_null(strstr(back, "#done"));
+    assert_string_equal(query_param(back, "trade_no"), tn);
+    assert_string_equal(query_param(back, "status"), "SUCCESS");
+    char ts[24];
+    snprintf(ts, sizeof ts, "%s", query_param(back, "timestamp"));
+    assert_true(llabs(atoll(ts) - (long long)time(NULL)) < 300);
+    /* The merchant's check: base64url(HMAC-SHA256(secret,
+     * "trade_no\nstatus\ntimestamp\n")). */
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s\nSUCCESS\n%s\n", tn, ts);
+    uint8_t mac[PC_SHA256_LEN];
+    assert_int_equal(pc_hmac_sha256(g_m.secret, strlen(g_m.secret), msg, strlen(msg), mac), 0);
+    char *want = pc_base64url_encode(mac, sizeof mac);
+    assert_string_equal(query_param(back, "signature"), want);
+    free(want);
+    /* A trade without return_url has nowhere to go. */
+    r = create_trade(NULL);
+    snprintf(url, sizeof url, "%s/api/return", pc_t_jstr(&r, "cashier_url"));
+    pc_t_resp_free(&r);
+    r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_return_url_that_is_not_http_is_refused),
+        cmocka_unit_test(test_cashier_return_is_signed_once_the_trade_is_paid),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
