@@ -75,6 +75,50 @@ void pc__refund_from_row(pc__refund_t *r, pc_db_res_t *res, int row)
     cp(r->risk_decision, sizeof r->risk_decision, res, row, "risk_decision");
     r->created_at = pc_db_val_i64(res, row, "created_at");
     r->finished_at = pc_db_val_i64(res, row, "finished_at");
+    r->split_amount = pc_db_val_i64(res, row, "split_amount");
+    r->coupon_returned = pc_db_val(res, row, "coupon_returned")[0] == 't';
+    if (pc__refund_shares_parse(pc_db_val(res, row, "splits"), r->shares, &r->nshares) < 0)
+        pc_log_error("refund.bad_splits", "refund %s: splits unreadable", r->refund_no);
+}
+
+int pc__refund_shares_parse(const char *text, pc_refund_share_t *shares, size_t *n)
+{
+    *n = 0;
+    if (!text || !text[0])
+        return 0;
+    json_t *arr = json_loads(text, 0, NULL);
+    if (!json_is_array(arr) || json_array_size(arr) > PC_REFUND_MAX_SPLITS) {
+        json_decref(arr);
+        return PC_EINVAL;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e)
+    {
+        pc_refund_share_t *s = &shares[i];
+        memset(s, 0, sizeof *s);
+        const char *acct = json_string_value(json_object_get(e, "account"));
+        snprintf(s->account, sizeof s->account, "%s", acct ? acct : "");
+        s->amount = json_integer_value(json_object_get(e, "amount"));
+        s->pending = json_integer_value(json_object_get(e, "from_pending"));
+        s->available = json_integer_value(json_object_get(e, "from_available"));
+        s->receivable = json_integer_value(json_object_get(e, "from_receivable"));
+    }
+    *n = json_array_size(arr);
+    json_decref(arr);
+    return 0;
+}
+
+json_t *pc__refund_shares_json(const pc_refund_share_t *shares, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:I,s:I,s:I}", "account", shares[i].account,
+                                             "amount", (json_int_t)shares[i].amount, "from_pending",
+                                             (json_int_t)shares[i].pending, "from_available",
+                                             (json_int_t)shares[i].available, "from_receivable",
+                                             (json_int_t)shares[i].receivable));
+    return arr;
 }
 
 json_t *pc__refund_json(const pc__refund_t *r, int admin)
@@ -94,7 +138,22 @@ json_t *pc__refund_json(const pc__refund_t *r, int admin)
         r->finished_at ? json_string(pc_rfc3339(r->finished_at, finished, sizeof finished))
                        : json_null(),
         "failure", failure);
-    if (!o || !admin)
+    if (!o)
+        return o;
+    /* Added only where they say something (README "Refunds"), so that the
+     * object of a plain refund keeps exactly api.md's fields: splits when
+     * the trade's money was split, coupon_returned on the refund that
+     * carries the coupon part (a partial refund never does: cash only). */
+    if (r->nshares > 0) {
+        json_t *splits = json_array();
+        for (size_t i = 0; i < r->nshares; i++)
+            json_array_append_new(splits, json_pack("{s:s,s:I}", "account", r->shares[i].account,
+                                                    "amount", (json_int_t)r->shares[i].amount));
+        json_object_set_new(o, "splits", splits);
+    }
+    if (r->parts.coupon > 0)
+        json_object_set_new(o, "coupon_returned", json_boolean(r->coupon_returned));
+    if (!admin)
         return o;
     json_t *extra = json_pack(
         "{s:s,s:s,s:s,s:{s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I},s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?}",
@@ -280,6 +339,28 @@ static void tr_sum_cb(void *data, int status, pc_db_res_t *res)
     }
 }
 
+/* The coupon's answer is in: the refund object now says whether the coupon
+ * went back, so the notification is written here (before the commit, which
+ * tr_sum_cb or the caller queues after this). */
+static void tr_coupon_cb(void *data, int status, pc_db_res_t *res)
+{
+    tr_t *t = data;
+    if (status || pc_db_rows(res) != 1) {
+        tr_step_cb(t, status ? status : PC_ECONFLICT, res);
+        return;
+    }
+    t->r.coupon_returned = pc_db_get(res, 0, 0)[0] == 't';
+    json_t *obj = pc__refund_json(&t->r, 0);
+    if (pc_outbox_add(t->tx, t->r.merchant_id, "refund.succeeded",
+                      t->r.notify_url[0] ? t->r.notify_url : NULL, obj) < 0 &&
+        !t->step_failed)
+        t->step_failed = PC_EIO;
+    json_decref(obj);
+    if (t->r.coupon_returned)
+        pc_log_info("refund.coupon_returned", "refund %s: coupon of payment %s is AVAILABLE",
+                    t->r.refund_no, t->r.payment_no);
+}
+
 static int in_from(const tr_t *t, const char *status)
 {
     for (int i = 0; i < t->nfrom; i++)
@@ -348,6 +429,7 @@ static void tr_apply(tr_t *t)
     pc_refund_parties_t who = {r->merchant_id, r->buyer_id, r->channel_id, r->coupon_funder,
                                r->currency};
     pc_refund_legs_t legs;
+    int coupon_later = 0; /* the notification waits for the coupon's answer */
     if (!rc && !strcmp(t->to, "SUCCESS")) {
         rc = pc_refund_legs_success(&r->parts, &who, &legs);
         if (!rc && legs.n >= 2) {
@@ -355,8 +437,25 @@ static void tr_apply(tr_t *t)
                                    r->trade_no,      legs.legs, legs.n};
             rc = pc_ledger_post(t->tx, &txn, tr_ledger_cb, t);
         }
+        /* The refund that returns the coupon part is the one that returns
+         * the whole rest of the payment (a partial refund never takes it):
+         * the coupon goes back to the buyer unless it has expired. Either
+         * way the ledger above credits the coupon part back to its funder:
+         * the subsidy is undone, never paid out as money. */
+        if (!rc && normal && r->parts.coupon > 0) {
+            const char *cp[] = {r->refund_no, r->payment_no};
+            rc = pc_db_tx_query(
+                t->tx,
+                "WITH c AS (UPDATE coupons SET status = 'AVAILABLE', payment_no = NULL WHERE "
+                "payment_no = $2 AND coupon_id = (SELECT coupon_id FROM payments WHERE payment_no "
+                "= $2) AND status = 'USED' AND expires_at > now() RETURNING coupon_id) UPDATE "
+                "refunds SET coupon_returned = EXISTS (SELECT 1 FROM c) WHERE refund_no = $1 "
+                "RETURNING coupon_returned::text",
+                2, cp, tr_coupon_cb, t);
+            coupon_later = !rc;
+        }
     } else if (!rc && (!strcmp(t->to, "FAILED") || !strcmp(t->to, "TERMINATED")) && normal) {
-        rc = pc_refund_legs_return(&r->from, &who, &legs);
+        rc = pc_refund_legs_return_splits(&r->from, r->shares, r->nshares, &who, &legs);
         if (!rc && legs.n >= 2) {
             pc_ledger_txn_t txn = {"REFUND_RETURN", "refund",  r->refund_no,
                                    r->trade_no,     legs.legs, legs.n};
@@ -379,7 +478,7 @@ static void tr_apply(tr_t *t)
                             "to_status) VALUES ($1, $2, $3, $4, $5, $6)",
                             6, a, tr_step_cb, t);
     }
-    if (!rc && final) {
+    if (!rc && final && !coupon_later) {
         json_t *obj = pc__refund_json(r, 0);
         rc = pc_outbox_add(t->tx, r->merchant_id,
                            !strcmp(t->to, "SUCCESS") ? "refund.succeeded" : "refund.failed",

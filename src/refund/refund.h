@@ -63,7 +63,8 @@ void pc_refunds_free(pc_refunds_t *rf);
     "coalesce(batch_id, '') AS batch_id, coalesce(rule_version, '') AS rule_version, "             \
     "coalesce(risk_decision, '') AS risk_decision, "                                               \
     "extract(epoch FROM created_at)::bigint AS created_at, "                                       \
-    "coalesce(extract(epoch FROM finished_at)::bigint, 0) AS finished_at"
+    "coalesce(extract(epoch FROM finished_at)::bigint, 0) AS finished_at, splits::text AS "        \
+    "splits, split_amount, coupon_returned::text AS coupon_returned"
 
 /* A refund row. Plain data (copies), safe to keep across callbacks. */
 typedef struct {
@@ -82,12 +83,24 @@ typedef struct {
     char rule_version[65]; /* refund_method.lua's version that chose the method */
     char risk_decision[12];
     long long created_at, finished_at; /* Unix seconds; finished_at 0 = not yet */
+    /* What is taken back from the trade's split receivers, and from where. */
+    pc_refund_share_t shares[PC_REFUND_MAX_SPLITS];
+    size_t nshares;
+    int64_t split_amount;
+    int coupon_returned; /* the coupon went back to the buyer (refunds.coupon_returned) */
 } pc__refund_t;
+
+/* Parses refunds.splits (JSON text) into shares; 0 or PC_EINVAL. */
+int pc__refund_shares_parse(const char *text, pc_refund_share_t *shares, size_t *n);
+/* refunds.splits of shares: a JSON array, new reference. */
+json_t *pc__refund_shares_json(const pc_refund_share_t *shares, size_t n);
 
 /* Fills r from a row selected with PC__REFUND_COLUMNS. */
 void pc__refund_from_row(pc__refund_t *r, pc_db_res_t *res, int row);
 
-/* The refund object of api.md "Refunds" (exactly its fields); with admin
+/* The refund object of api.md "Refunds" (its fields, plus splits
+ * [{account, amount}] when receivers give back shares and coupon_returned on
+ * the refund that carries the coupon part, README "Refunds"); with admin
  * set, plus what ops need (merchant_id, payment_no, currency, components,
  * channel_id, batch_id, reason, hold_reason, rule_version, risk_decision).
  * New reference. */

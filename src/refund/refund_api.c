@@ -8,9 +8,11 @@
  *      they see every refund committed before it): the duplicate check, the
  *      sums of the trade's live refunds, the payment's parts, the merchant's
  *      contract, and the balances the money comes from (locked too);
- *   3. decide in C: refundable amount, the split over the payment's parts,
- *      the sources (refund_plan.h), the method (rules/refund_method.lua),
- *      the risk verdict (rules/risk.lua, kind REFUND: anything but ACCEPT
+ *   3. decide in C: refundable amount, the split over the payment's parts
+ *      (a partial refund returns cash only: the coupon part goes with the
+ *      refund of the whole rest), the split receivers' shares and where
+ *      each comes from, the merchant's sources (refund_plan.h), the method
+ * (rules/refund_method.lua), the risk verdict (rules/risk.lua, kind REFUND: anything but ACCEPT
  *      holds the refund SUSPENDED for ops);
  *   4. insert the refund, raise trades.refunded_amount (its CHECK against
  *      paid_amount backs step 3), post REFUND_ACCEPT, record the action and
@@ -37,6 +39,7 @@ typedef struct {
     const char *trade_no, *out_trade_no, *out_refund_no, *reason, *notify_url;
     long long amount;
     json_t *payee; /* normalised, owned */
+    json_t *asked; /* the request's splits [{account, amount}], borrowed; NULL: proportional */
     /* Read under the trade lock. */
     char trade[40], trade_status[20], product[12], currency[4], buyer_id[65], payment_no[40];
     char trade_notify[520], merchant_notify[520];
@@ -49,6 +52,11 @@ typedef struct {
     int64_t bal_pending, bal_available, bal_wallet;
     char acct_pending[PC_LEDGER_ID_MAX + 1], acct_available[PC_LEDGER_ID_MAX + 1],
         acct_wallet[PC_LEDGER_ID_MAX + 1];
+    /* The trade's split receivers (README "Refunds"), their balances locked. */
+    pc_refund_receiver_t rv[PC_REFUND_MAX_SPLITS];
+    char rv_pending[PC_REFUND_MAX_SPLITS][PC_LEDGER_ID_MAX + 1];
+    char rv_available[PC_REFUND_MAX_SPLITS][PC_LEDGER_ID_MAX + 1];
+    size_t nrv;
     /* Decided. */
     pc__refund_t r;
     char *body;
@@ -199,12 +207,75 @@ static void decide(acc_t *a)
     }
     pc_refund_parts_t left = {a->pay.external - a->used.external, a->pay.balance - a->used.balance,
                               a->pay.coupon - a->used.coupon};
+    /* Coupons (README "Refunds"): only the refund that returns the whole
+     * rest of the payment returns the coupon part (and, on success, the
+     * coupon itself); a partial refund returns cash only. */
+    int whole = a->amount == left.external + left.balance + left.coupon;
+    if (!whole)
+        left.coupon = 0;
     if (pc_refund_split(a->amount, &left, &r->parts) < 0) {
-        acc_fail(a, PC_API_AMOUNT_EXCEEDS_REFUNDABLE, "amount",
-                 "refunds would exceed what the payment's parts can return");
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "a partial refund returns cash only: at most %lld now, or the whole rest "
+                 "(%lld) with the coupon",
+                 (long long)(left.external + left.balance),
+                 (long long)(a->pay.external - a->used.external + a->pay.balance - a->used.balance +
+                             a->pay.coupon - a->used.coupon));
+        acc_fail(a, PC_API_AMOUNT_EXCEEDS_REFUNDABLE, "amount", msg);
         return;
     }
-    pc_refund_funds_t funds = {.amount = a->amount,
+    /* Split receivers give back their shares; the merchant funds the rest. */
+    if (a->asked && a->nrv == 0) {
+        acc_fail(a, PC_API_INVALID_REQUEST, "splits", "this trade's money was not split");
+        return;
+    }
+    if (a->asked) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(a->asked, i, e)
+        {
+            const char *acct = json_string_value(json_object_get(e, "account"));
+            size_t k = 0;
+            while (k < a->nrv && strcmp(a->rv[k].account, acct))
+                k++;
+            if (k == a->nrv || a->rv[k].asked >= 0) {
+                char msg[160];
+                snprintf(msg, sizeof msg,
+                         "%.64s is not a split receiver of this trade (or is listed twice)", acct);
+                acc_fail(a, PC_API_INVALID_REQUEST, "splits", msg);
+                return;
+            }
+            a->rv[k].asked = json_integer_value(json_object_get(e, "amount"));
+        }
+        for (size_t k = 0; k < a->nrv; k++)
+            if (a->rv[k].asked < 0)
+                a->rv[k].asked = 0;
+    }
+    int bad = -1;
+    int rc = a->nrv ? pc_refund_plan_splits(a->amount, a->paid, whole, a->advance, a->rv, a->nrv,
+                                            r->shares, &bad)
+                    : 0;
+    if (rc == PC_REFUND_OVER_RECEIVED) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "split receiver %s: at most %lld can still be taken back",
+                 a->rv[bad].account, (long long)(a->rv[bad].received - a->rv[bad].refunded));
+        acc_fail(a, PC_API_AMOUNT_EXCEEDS_REFUNDABLE, "splits", msg);
+        return;
+    }
+    if (rc == PC_REFUND_INSUFFICIENT) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "split receiver %s cannot fund its share of this refund",
+                 a->rv[bad].account);
+        acc_fail(a, PC_API_INSUFFICIENT_BALANCE, "splits", msg);
+        return;
+    }
+    if (rc < 0) {
+        acc_fail(a, PC_API_INVALID_REQUEST, "splits", "splits add up to more than the amount");
+        return;
+    }
+    r->nshares = a->nrv;
+    r->split_amount = pc_refund_shares_total(r->shares, r->nshares);
+    pc_refund_funds_t funds = {.amount = a->amount - r->split_amount,
                                .pending = a->bal_pending,
                                .available = a->bal_available,
                                .wallet = a->bal_wallet,
@@ -217,7 +288,7 @@ static void decide(acc_t *a)
         int64_t held = a->paid - a->settled - a->active_escrow;
         funds.escrow_unsettled = held > 0 ? held : 0;
     }
-    int rc = pc_refund_plan_sources(&funds, &r->from);
+    rc = funds.amount > 0 ? pc_refund_plan_sources(&funds, &r->from) : 0;
     if (rc == PC_REFUND_INSUFFICIENT) {
         acc_fail(a, PC_API_INSUFFICIENT_BALANCE, NULL,
                  "the merchant balance cannot fund this refund");
@@ -281,6 +352,11 @@ static void decide(acc_t *a)
     snprintf(created, sizeof created, "%lld", r->created_at);
     snprintf(grace, sizeof grace, "%lld",
              (long long)pc_config_int(a->app->cfg, "refund.send_grace_ms"));
+    json_t *sj = pc__refund_shares_json(r->shares, r->nshares);
+    char *splits_text = json_dumps(sj, JSON_COMPACT);
+    json_decref(sj);
+    char split_amt[24];
+    snprintf(split_amt, sizeof split_amt, "%lld", (long long)r->split_amount);
     int runs_now = !hold && (!strcmp(method, "API") || !strcmp(method, "PAYOUT"));
     const char *p[] = {r->refund_no,
                        r->out_refund_no,
@@ -312,7 +388,9 @@ static void decide(acc_t *a)
                        reasons,
                        risk_version[0] ? risk_version : NULL,
                        runs_now ? grace : NULL,
-                       created};
+                       created,
+                       splits_text,
+                       split_amt};
     rc = pc_db_tx_query(
         a->tx,
         "INSERT INTO refunds (refund_no, out_refund_no, merchant_id, trade_no, payment_no, type, "
@@ -320,12 +398,15 @@ static void decide(acc_t *a)
         "from_escrow, from_pending, from_available, from_wallet, from_receivable, channel_id, "
         "payment_channel_txn_id, buyer_id, coupon_funder, payee, reason, notify_url, "
         "hold_reason, rule_version, risk_decision, risk_reasons, risk_version, next_query_at, "
-        "created_at) VALUES ($1, $2, $3, $4, $5, 'NORMAL', $6, $7, $8::bigint, $9, $10::bigint, "
+        "created_at, splits, split_amount) VALUES ($1, $2, $3, $4, $5, 'NORMAL', $6, $7, "
+        "$8::bigint, $9, $10::bigint, "
         "$11::bigint, $12::bigint, $13::bigint, $14::bigint, $15::bigint, $16::bigint, "
         "$17::bigint, $18, $19, $20, $21, $22::jsonb, $23, $24, $25, $26, $27, $28::jsonb, $29, "
-        "now() + $30::bigint * interval '1 millisecond', to_timestamp($31::bigint))",
-        31, p, insert_cb, a);
+        "now() + $30::bigint * interval '1 millisecond', to_timestamp($31::bigint), $32::jsonb, "
+        "$33::bigint)",
+        33, p, insert_cb, a);
     free(payee_text);
+    free(splits_text);
     const char *tp[] = {r->trade_no, amt[0]};
     if (!rc)
         rc = pc_db_tx_query(a->tx,
@@ -336,7 +417,7 @@ static void decide(acc_t *a)
                                r->currency};
     pc_refund_legs_t legs;
     if (!rc)
-        rc = pc_refund_legs_accept(&r->from, &who, &legs);
+        rc = pc_refund_legs_accept_splits(&r->from, r->shares, r->nshares, &who, &legs);
     if (!rc && legs.n >= 2) {
         pc_ledger_txn_t txn = {"REFUND_ACCEPT", "refund",  r->refund_no,
                                r->trade_no,     legs.legs, legs.n};
@@ -380,6 +461,12 @@ static void balances_cb(void *data, int status, pc_db_res_t *res)
             a->bal_available = b;
         else if (!strcmp(id, a->acct_wallet))
             a->bal_wallet = b;
+        for (size_t k = 0; k < a->nrv; k++) {
+            if (!strcmp(id, a->rv_pending[k]))
+                a->rv[k].pending = b;
+            else if (!strcmp(id, a->rv_available[k]))
+                a->rv[k].available = b;
+        }
     }
     decide(a);
 }
@@ -410,6 +497,86 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     snprintf(a->card_token, sizeof a->card_token, "%s", pc_db_val(res, 0, "card_token"));
     snprintf(a->coupon_funder, sizeof a->coupon_funder, "%s", pc_db_val(res, 0, "coupon_funder"));
     a->paid_at = pc_db_val_i64(res, 0, "paid_at");
+}
+
+static int add_id(char **arr, size_t *len, const char *id)
+{
+    size_t need = *len + strlen(id) + 4;
+    char *n = realloc(*arr, need + 1);
+    if (!n)
+        return PC_ENOMEM;
+    *len += (size_t)sprintf(n + *len, "%s\"%s\"", *len > 1 ? "," : "", id);
+    *arr = n;
+    return 0;
+}
+
+/* The receivers are known: lock every balance the money may come from in
+ * one statement, in id order (the order the ledger locks in, so this cannot
+ * deadlock with postings). */
+static void receivers_cb(void *data, int status, pc_db_res_t *res)
+{
+    acc_t *a = data;
+    if (status) {
+        acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
+    const char *mid = pc_auth_merchant(a->req)->id;
+    int rows = pc_db_rows(res);
+    if (rows > PC_REFUND_MAX_SPLITS) {
+        acc_fail(a, PC_API_INTERNAL, NULL, "too many split receivers");
+        return;
+    }
+    char *arr = malloc(2);
+    size_t len = 1;
+    int rc = arr ? 0 : PC_ENOMEM;
+    if (arr)
+        strcpy(arr, "{");
+    if (!rc && !strcmp(a->product, "RECHARGE")) {
+        if (a->buyer_id[0] &&
+            pc_ledger_account_id(a->acct_wallet, sizeof a->acct_wallet, PC_LEDGER_BUYER_WALLET,
+                                 a->buyer_id, a->currency) == 0)
+            rc = add_id(&arr, &len, a->acct_wallet);
+    } else if (!rc &&
+               pc_ledger_account_id(a->acct_pending, sizeof a->acct_pending,
+                                    PC_LEDGER_MERCHANT_PENDING, mid, a->currency) == 0 &&
+               pc_ledger_account_id(a->acct_available, sizeof a->acct_available,
+                                    PC_LEDGER_MERCHANT_AVAILABLE, mid, a->currency) == 0) {
+        rc = add_id(&arr, &len, a->acct_pending);
+        if (!rc)
+            rc = add_id(&arr, &len, a->acct_available);
+    }
+    for (int i = 0; i < rows && !rc; i++) {
+        pc_refund_receiver_t *v = &a->rv[a->nrv];
+        memset(v, 0, sizeof *v);
+        snprintf(v->account, sizeof v->account, "%s", pc_db_get(res, i, 0));
+        v->received = pc_db_get_i64(res, i, 1);
+        v->refunded = pc_db_get_i64(res, i, 2);
+        v->asked = -1;
+        if (pc_ledger_account_id(a->rv_pending[a->nrv], sizeof a->rv_pending[a->nrv],
+                                 PC_LEDGER_MERCHANT_PENDING, v->account, a->currency) ||
+            pc_ledger_account_id(a->rv_available[a->nrv], sizeof a->rv_available[a->nrv],
+                                 PC_LEDGER_MERCHANT_AVAILABLE, v->account, a->currency))
+            continue;
+        rc = add_id(&arr, &len, a->rv_pending[a->nrv]);
+        if (!rc)
+            rc = add_id(&arr, &len, a->rv_available[a->nrv]);
+        a->nrv++;
+    }
+    char *full = NULL;
+    if (!rc && (full = malloc(len + 2)))
+        sprintf(full, "%s}", arr);
+    free(arr);
+    const char *q[] = {full};
+    if (!rc && full)
+        rc = pc_db_tx_query(a->tx,
+                            "SELECT account_id, balance FROM ledger_accounts WHERE account_id = "
+                            "ANY($1::text[]) ORDER BY account_id FOR UPDATE",
+                            1, q, balances_cb, a);
+    else
+        rc = rc ? rc : PC_ENOMEM;
+    free(full);
+    if (rc)
+        acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
 static void locked_cb(void *data, int status, pc_db_res_t *res)
@@ -461,26 +628,15 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
         "used_coupon FROM refunds WHERE payment_no = $4 AND type = 'NORMAL' AND status NOT IN "
         "('FAILED', 'TERMINATED')) u WHERE m.merchant_id = $1",
         4, p, facts_cb, a);
-    /* The balances the money may come from, locked in id order (the order
-     * the ledger locks in, so this cannot deadlock with postings). */
-    char arr[3 * PC_LEDGER_ID_MAX + 16] = "{}";
-    if (!strcmp(a->product, "RECHARGE")) {
-        if (a->buyer_id[0] &&
-            pc_ledger_account_id(a->acct_wallet, sizeof a->acct_wallet, PC_LEDGER_BUYER_WALLET,
-                                 a->buyer_id, a->currency) == 0)
-            snprintf(arr, sizeof arr, "{\"%s\"}", a->acct_wallet);
-    } else if (pc_ledger_account_id(a->acct_pending, sizeof a->acct_pending,
-                                    PC_LEDGER_MERCHANT_PENDING, mid, a->currency) == 0 &&
-               pc_ledger_account_id(a->acct_available, sizeof a->acct_available,
-                                    PC_LEDGER_MERCHANT_AVAILABLE, mid, a->currency) == 0) {
-        snprintf(arr, sizeof arr, "{\"%s\",\"%s\"}", a->acct_pending, a->acct_available);
-    }
-    const char *q[] = {arr};
+    /* The trade's split receivers: what each got and what live refunds
+     * already take back from it. */
+    const char *q[] = {a->trade};
     if (!rc)
         rc = pc_db_tx_query(a->tx,
-                            "SELECT account_id, balance FROM ledger_accounts WHERE account_id = "
-                            "ANY($1::text[]) ORDER BY account_id FOR UPDATE",
-                            1, q, balances_cb, a);
+                            "SELECT g.account, g.received, coalesce(f.refunded, 0) AS refunded "
+                            "FROM trade_split_received($1) g LEFT JOIN trade_split_refunded($1) "
+                            "f USING (account) ORDER BY g.account",
+                            1, q, receivers_cb, a);
     if (rc)
         acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
@@ -606,6 +762,29 @@ static void create_refund(pc_http_req_t *req, void *data)
                 strncmp(a->notify_url, "https://", 8) != 0)) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "notify_url", "an http(s) URL");
         return;
+    }
+    json_t *splits = json_object_get(b, "splits");
+    if (splits && !json_is_null(splits)) {
+        size_t i;
+        json_t *e;
+        int ok = json_is_array(splits) && json_array_size(splits) > 0 &&
+                 json_array_size(splits) <= PC_REFUND_MAX_SPLITS;
+        json_array_foreach(splits, i, e)
+        {
+            json_t *acct = json_object_get(e, "account");
+            json_t *amt = json_object_get(e, "amount");
+            if (!json_is_string(acct) || strlen(json_string_value(acct)) == 0 ||
+                strlen(json_string_value(acct)) > 64 || !json_is_integer(amt) ||
+                json_integer_value(amt) < 0 || json_integer_value(amt) > a->amount)
+                ok = 0;
+        }
+        if (!ok) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "splits",
+                                  "[{\"account\", \"amount\"}]: each a split receiver of the trade "
+                                  "and what to take back from it (0 to amount)");
+            return;
+        }
+        a->asked = splits;
     }
     json_t *payee = json_object_get(b, "payee");
     if (payee && !json_is_null(payee)) {

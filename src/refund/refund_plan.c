@@ -110,23 +110,111 @@ static void legs_init(pc_refund_legs_t *l, const char *currency)
     snprintf(l->currency, sizeof l->currency, "%s", currency ? currency : "");
 }
 
+/* floor(a * b / c) for non-negative a, b and positive c, without overflow. */
+static int64_t mul_div(int64_t a, int64_t b, int64_t c)
+{
+    __extension__ typedef unsigned __int128 u128;
+    return (int64_t)((u128)a * (u128)b / (u128)c);
+}
+
+int pc_refund_plan_splits(int64_t amount, int64_t paid, int last, int advance_funding,
+                          const pc_refund_receiver_t *rv, size_t n, pc_refund_share_t *out,
+                          int *bad)
+{
+    *bad = -1;
+    if (n > PC_REFUND_MAX_SPLITS || amount <= 0 || paid <= 0 || amount > paid)
+        return PC_EINVAL;
+    memset(out, 0, n * sizeof *out);
+    int explicit_ = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rv[i].received < 0 || rv[i].refunded < 0 || rv[i].refunded > rv[i].received ||
+            rv[i].pending < 0 || rv[i].available < 0)
+            return PC_EINVAL;
+        if (rv[i].asked >= 0)
+            explicit_ = 1;
+    }
+    int64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t left = rv[i].received - rv[i].refunded;
+        int64_t share;
+        if (explicit_) {
+            share = rv[i].asked > 0 ? rv[i].asked : 0;
+            if (share > left) {
+                *bad = (int)i;
+                memset(out, 0, n * sizeof *out);
+                return PC_REFUND_OVER_RECEIVED;
+            }
+        } else if (last) {
+            share = left;
+        } else {
+            share = min64(mul_div(amount, rv[i].received, paid), left);
+        }
+        snprintf(out[i].account, sizeof out[i].account, "%s", rv[i].account);
+        out[i].amount = share;
+        total += share;
+        if (total > amount) {
+            memset(out, 0, n * sizeof *out);
+            return PC_EINVAL;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        int64_t rest = out[i].amount;
+        take(&rest, rv[i].pending, &out[i].pending);
+        take(&rest, rv[i].available, &out[i].available);
+        if (rest > 0) {
+            if (!advance_funding) {
+                *bad = (int)i;
+                memset(out, 0, n * sizeof *out);
+                return PC_REFUND_INSUFFICIENT;
+            }
+            out[i].receivable = rest;
+        }
+    }
+    return 0;
+}
+
+int64_t pc_refund_shares_total(const pc_refund_share_t *s, size_t n)
+{
+    int64_t t = 0;
+    for (size_t i = 0; i < n; i++)
+        t += s[i].amount;
+    return t;
+}
+
 /* sign -1: accept (money leaves the sources into escrow); +1: the return. */
-static int source_legs(const pc_refund_sources_t *src, const pc_refund_parties_t *who, int sign,
-                       pc_refund_legs_t *out)
+static int source_legs(const pc_refund_sources_t *src, const pc_refund_share_t *shares, size_t n,
+                       const pc_refund_parties_t *who, int sign, pc_refund_legs_t *out)
 {
     legs_init(out, who->currency);
     if (src->wallet > 0 && (!who->buyer_id || !who->buyer_id[0]))
         return PC_EINVAL;
+    if (n > PC_REFUND_MAX_SPLITS)
+        return PC_ELIMIT;
+    int64_t receivable = src->receivable;
     int64_t moved = src->pending + src->available + src->wallet + src->receivable;
+    for (size_t i = 0; i < n; i++) {
+        receivable += shares[i].receivable;
+        moved += shares[i].amount;
+    }
     if (moved == 0)
         return 0;
     int rc = add(out, PC_LEDGER_MERCHANT_PENDING, who->merchant_id, sign * src->pending);
     if (!rc)
         rc = add(out, PC_LEDGER_MERCHANT_AVAILABLE, who->merchant_id, sign * src->available);
     if (!rc)
-        rc = add(out, PC_LEDGER_MERCHANT_RECEIVABLE, who->merchant_id, sign * src->receivable);
+        rc = add(out, PC_LEDGER_MERCHANT_RECEIVABLE, who->merchant_id, sign * receivable);
     if (!rc)
         rc = add(out, PC_LEDGER_BUYER_WALLET, who->buyer_id, sign * src->wallet);
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (shares[i].pending + shares[i].available + shares[i].receivable != shares[i].amount) {
+            rc = PC_EINVAL;
+            break;
+        }
+        rc = add(out, PC_LEDGER_MERCHANT_PENDING, shares[i].account, sign * shares[i].pending);
+        if (!rc)
+            rc = add(out, PC_LEDGER_MERCHANT_AVAILABLE, shares[i].account,
+                     sign * shares[i].available);
+    }
     if (!rc)
         rc = add(out, PC_LEDGER_PLATFORM_ESCROW, NULL, -sign * moved);
     if (rc)
@@ -137,13 +225,25 @@ static int source_legs(const pc_refund_sources_t *src, const pc_refund_parties_t
 int pc_refund_legs_accept(const pc_refund_sources_t *src, const pc_refund_parties_t *who,
                           pc_refund_legs_t *out)
 {
-    return source_legs(src, who, -1, out);
+    return source_legs(src, NULL, 0, who, -1, out);
 }
 
 int pc_refund_legs_return(const pc_refund_sources_t *src, const pc_refund_parties_t *who,
                           pc_refund_legs_t *out)
 {
-    return source_legs(src, who, 1, out);
+    return source_legs(src, NULL, 0, who, 1, out);
+}
+
+int pc_refund_legs_accept_splits(const pc_refund_sources_t *src, const pc_refund_share_t *shares,
+                                 size_t n, const pc_refund_parties_t *who, pc_refund_legs_t *out)
+{
+    return source_legs(src, shares, n, who, -1, out);
+}
+
+int pc_refund_legs_return_splits(const pc_refund_sources_t *src, const pc_refund_share_t *shares,
+                                 size_t n, const pc_refund_parties_t *who, pc_refund_legs_t *out)
+{
+    return source_legs(src, shares, n, who, 1, out);
 }
 
 int pc_refund_legs_success(const pc_refund_parts_t *parts, const pc_refund_parties_t *who,

@@ -27,6 +27,8 @@
 enum {
     /* The merchant side cannot fund the refund (and no advance funding). */
     PC_REFUND_INSUFFICIENT = -200,
+    /* A split receiver would give back more than it still has of the trade. */
+    PC_REFUND_OVER_RECEIVED = -201,
 };
 
 /* Amounts per part of a payment. */
@@ -83,7 +85,8 @@ int64_t pc_refund_sources_total(const pc_refund_sources_t *s);
 /* Ledger legs with their account ids. The legs point into ids: do not copy
  * the struct (pass it by pointer), and keep it alive while the legs are
  * used. */
-#define PC_REFUND_MAX_LEGS 8
+#define PC_REFUND_MAX_SPLITS 20
+#define PC_REFUND_MAX_LEGS (8 + 2 * PC_REFUND_MAX_SPLITS)
 typedef struct {
     pc_ledger_leg_t legs[PC_REFUND_MAX_LEGS];
     char ids[PC_REFUND_MAX_LEGS][PC_LEDGER_ID_MAX + 1];
@@ -99,6 +102,52 @@ typedef struct {
     const char *coupon_funder; /* merchant id of a merchant-funded coupon; NULL/"": platform */
     const char *currency;
 } pc_refund_parties_t;
+
+/* ---- Split receivers (README "Refunds"): a refund of a trade whose money
+ * was split takes back from each receiver its share. ---- */
+
+/* One split receiver of the trade, as read under the trade lock. */
+typedef struct {
+    char account[65];  /* the receiving merchant's id */
+    int64_t received;  /* what the trade's splits gave it */
+    int64_t refunded;  /* what live refunds already take back from it */
+    int64_t pending;   /* its pending balance */
+    int64_t available; /* its available balance */
+    int64_t asked;     /* the request's amount for it; -1 when not listed */
+} pc_refund_receiver_t;
+
+/* What one refund takes back from one receiver, and from where. */
+typedef struct {
+    char account[65];
+    int64_t amount, pending, available, receivable; /* receivable: the merchant's */
+} pc_refund_share_t;
+
+/* Decides each receiver's share of a refund of amount:
+ *   explicit (any asked >= 0): the asked amounts (unlisted receivers give 0);
+ *   the refund that returns the whole rest of the trade (last): each
+ *     receiver gives back all it still has of the trade;
+ *   otherwise proportionally: floor(amount * received / paid), capped at what
+ *     it still has; the merchant absorbs the rounding remainder.
+ * Then where each share comes from: the receiver's pending, then available,
+ * then (advance funding) the merchant's receivable. out has n entries.
+ * Returns 0; PC_EINVAL (bad input, asked amounts over amount: *bad is -1);
+ * PC_REFUND_OVER_RECEIVED (an asked amount over what that receiver still
+ * has: *bad its index); PC_REFUND_INSUFFICIENT (a receiver cannot fund its
+ * share and there is no advance funding: *bad its index). */
+int pc_refund_plan_splits(int64_t amount, int64_t paid, int last, int advance_funding,
+                          const pc_refund_receiver_t *rv, size_t n, pc_refund_share_t *out,
+                          int *bad);
+
+/* Sum of the shares' amounts. */
+int64_t pc_refund_shares_total(const pc_refund_share_t *s, size_t n);
+
+/* Accept / return with split shares too: as pc_refund_legs_accept /
+ * pc_refund_legs_return, plus each share's legs (the receiver's pending and
+ * available, the merchant's receivable) in the same transaction. */
+int pc_refund_legs_accept_splits(const pc_refund_sources_t *src, const pc_refund_share_t *shares,
+                                 size_t n, const pc_refund_parties_t *who, pc_refund_legs_t *out);
+int pc_refund_legs_return_splits(const pc_refund_sources_t *src, const pc_refund_share_t *shares,
+                                 size_t n, const pc_refund_parties_t *who, pc_refund_legs_t *out);
 
 /* Accept: every non-escrow source is debited and escrow credited with their
  * sum (the escrow source stays where it is). out->n is 0 when nothing moves.

@@ -1,0 +1,542 @@
+/* Refunds of split trades and coupons on refund (issue 12, README
+ * "Refunds") against real paycore, PostgreSQL, Redis and paysim: split
+ * receivers give back their shares proportionally by default or as the
+ * request lists, never more than they got; a receiver without the balance
+ * makes the refund fail unless the merchant is advance funded; a refund of
+ * the whole rest of a payment returns an unexpired coupon, a partial one
+ * returns cash only. The ledger check (and its split side) runs after every
+ * test. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static pc_stack_t g_stack;
+static int g_seq;
+
+static int setup(void **state)
+{
+    (void)state;
+    pc_stack_init(&g_stack, "refund_splits");
+    pc_stack_env(&g_stack, "PAYCORE_REFUND_POLL_MS", "100");
+    pc_stack_env(&g_stack, "PAYCORE_REFUND_QUERY_SCHEDULE_MS", "200,400,800");
+    pc_stack_env(&g_stack, "PAYCORE_REFUND_SEND_GRACE_MS", "1000");
+    pc_stack_start_paysim(&g_stack);
+    pc_stack_start_node(&g_stack, 0);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_stack);
+    return 0;
+}
+
+static int after_each(void **state)
+{
+    (void)state;
+    assert_true(pc_t_ledger_ok(&g_stack));
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT ledger_check_refund_splits()"), 0);
+    return 0;
+}
+
+static const char *fresh_buyer(void)
+{
+    static char id[32];
+    snprintf(id, sizeof id, "sb_%d_%d", (int)getpid() % 10000, ++g_seq);
+    char b[96];
+    snprintf(b, sizeof b, "{\"buyer_id\":\"%s\"}", id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", b);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    return id;
+}
+
+/* A Luhn-valid card paysim approves, new each call. */
+static const char *fresh_card(void)
+{
+    static char json[160];
+    char pan[17];
+    static int n = 0;
+    snprintf(pan, sizeof pan, "411111%09d", ++n * 7919 + (int)getpid() % 1000);
+    int sum = 0;
+    for (int i = 14; i >= 0; i--) {
+        int d = pan[i] - '0';
+        if ((14 - i) % 2 == 0) {
+            d *= 2;
+            if (d > 9)
+                d -= 9;
+        }
+        sum += d;
+    }
+    pan[15] = (char)('0' + (10 - sum % 10) % 10);
+    pan[16] = 0;
+    snprintf(json, sizeof json,
+             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}", pan);
+    return json;
+}
+
+static void new_trade(const pc_t_merchant_t *m, long amount, const char *buyer, const char *extra,
+                      char *tn)
+{
+    char body[768], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"ST%d-%ld\",\"product\":\"INSTANT\",\"amount\":%ld,\"currency\":"
+             "\"CNY\",\"subject\":\"Goods\",\"buyer_id\":\"%s\"%s%s}",
+             g_seq, (long)getpid(), amount, buyer, extra ? "," : "", extra ? extra : "");
+    snprintf(key, sizeof key, "trade-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/trades", body, key);
+    if (r.status != 201)
+        fprintf(stderr, "trade: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 201);
+    snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+}
+
+static void pay(const pc_t_merchant_t *m, const char *tn, const char *buyer, const char *extra)
+{
+    char body[1024], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{\"ip\":"
+             "\"10.2.0.%d\",\"device_id\":\"sdev-%d\",\"platform\":\"WEB\"},%s}",
+             tn, buyer, g_seq % 200, g_seq, extra ? extra : fresh_card());
+    snprintf(key, sizeof key, "pay-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/cashier/pay", body, key);
+    if (strcmp(pc_t_jstr(&r, "status"), "SUCCESS") != 0)
+        fprintf(stderr, "pay: %ld %s\n", r.status, r.body);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+}
+
+/* A trade of m paid by card; splits_json like "\"splits\":[...]" or NULL. */
+static void paid_trade(const pc_t_merchant_t *m, long amount, const char *splits_json, char *tn)
+{
+    char buyer[32];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade(m, amount, buyer, splits_json, tn);
+    pay(m, tn, buyer, NULL);
+}
+
+static pc_t_resp_t refund(const pc_t_merchant_t *m, const char *tn, const char *out_no, long amount,
+                          const char *extra)
+{
+    char body[1024], key[96];
+    snprintf(body, sizeof body, "{\"trade_no\":\"%s\",\"out_refund_no\":\"%s\",\"amount\":%ld%s%s}",
+             tn, out_no, amount, extra ? "," : "", extra ? extra : "");
+    snprintf(key, sizeof key, "refund-%s-%d", out_no, ++g_seq);
+    return pc_t_call(&g_stack, m, "POST", "/v1/refunds", body, key);
+}
+
+static void refund_ok(const pc_t_merchant_t *m, const char *tn, const char *out_no, long amount,
+                      const char *extra, char *rno)
+{
+    pc_t_resp_t r = refund(m, tn, out_no, amount, extra);
+    if (r.status != 200)
+        fprintf(stderr, "refund: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    snprintf(rno, 40, "%s", pc_t_jstr(&r, "refund_no"));
+    pc_t_resp_free(&r);
+}
+
+static long long refund_int(const char *rno, const char *col)
+{
+    return pc_t_sql_int(&g_stack, "SELECT %s FROM refunds WHERE refund_no = '%s'", col, rno);
+}
+
+/* What refund rno takes back from receiver acct (its refunds.splits). */
+static long long split_of(const char *rno, const char *acct, const char *field)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT coalesce((SELECT (s->>'%s')::bigint FROM refunds r, "
+                        "jsonb_array_elements(r.splits) s WHERE r.refund_no = '%s' AND "
+                        "s->>'account' = '%s'), 0)",
+                        field, rno, acct);
+}
+
+static void expect_refund(const char *rno, const char *want)
+{
+    char *st = NULL;
+    for (int i = 0; i < 150; i++) {
+        free(st);
+        st = pc_t_sql(&g_stack, "SELECT status FROM refunds WHERE refund_no = '%s'", rno);
+        if (st && !strcmp(st, want))
+            break;
+        usleep(50000);
+    }
+    if (strcmp(st, want) != 0)
+        fprintf(stderr, "refund %s is %s, want %s\n", rno, st, want);
+    assert_string_equal(st, want);
+    free(st);
+}
+
+static long long balance(const char *account)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
+                        "'%s'), 0)",
+                        account);
+}
+
+static long long pending_of(const pc_t_merchant_t *m)
+{
+    char a[128];
+    snprintf(a, sizeof a, "merchant:%s:pending:CNY", m->id);
+    return balance(a);
+}
+
+/* The refund object as GET /v1/refunds/{no} answers it; caller decrefs. */
+static json_t *refund_object(const pc_t_merchant_t *m, const char *rno)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/refunds/%s", rno);
+    pc_t_resp_t r = pc_t_call(&g_stack, m, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    assert_non_null(j);
+    return j;
+}
+
+static void test_split_refund_is_proportional_by_default(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t p = pc_t_create_merchant(&g_stack, NULL);
+    char splits[160], tn[40], r1[40], r2[40];
+    snprintf(splits, sizeof splits, "\"splits\":[{\"account\":\"%s\",\"amount\":333}]", p.id);
+    /* Paid 1000: 333 to the receiver, 667 to the merchant. */
+    paid_trade(&m, 1000, splits, tn);
+    assert_int_equal(pending_of(&p), 333);
+    assert_int_equal(pending_of(&m), 667);
+
+    /* 100: the receiver gives floor(100 * 333 / 1000) = 33, the merchant 67
+     * (it absorbs the rounding remainder). */
+    refund_ok(&m, tn, "SP1", 100, NULL, r1);
+    assert_int_equal(split_of(r1, p.id, "amount"), 33);
+    assert_int_equal(refund_int(r1, "split_amount"), 33);
+    assert_int_equal(refund_int(r1, "from_pending"), 67);
+    expect_refund(r1, "SUCCESS");
+    assert_int_equal(pending_of(&p), 300);
+    assert_int_equal(pending_of(&m), 600);
+    json_t *j = refund_object(&m, r1);
+    json_t *s = json_object_get(j, "splits");
+    assert_int_equal(json_array_size(s), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(s, 0), "account")), p.id);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(s, 0), "amount")), 33);
+    json_decref(j);
+
+    /* The rest (900) empties both: the receiver gives all it still has
+     * (300), so rounding never leaves a receiver with refunded money. */
+    refund_ok(&m, tn, "SP2", 900, NULL, r2);
+    assert_int_equal(split_of(r2, p.id, "amount"), 300);
+    expect_refund(r2, "SUCCESS");
+    assert_int_equal(pending_of(&p), 0);
+    assert_int_equal(pending_of(&m), 0);
+    char *st = pc_t_sql(&g_stack, "SELECT status FROM trades WHERE trade_no = '%s'", tn);
+    assert_string_equal(st, "TRADE_CLOSED");
+    free(st);
+}
+
+static void test_explicit_split_refund_and_over_refund_of_a_receiver_is_refused(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t p = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t q = pc_t_create_merchant(&g_stack, NULL);
+    char splits[256], extra[256], tn[40], r1[40], r2[40];
+    snprintf(splits, sizeof splits,
+             "\"splits\":[{\"account\":\"%s\",\"amount\":400},{\"account\":\"%s\",\"amount\":100}]",
+             p.id, q.id);
+    paid_trade(&m, 1000, splits, tn);
+    assert_int_equal(pending_of(&m), 500);
+
+    /* 300, all of it from p, as the request says (q gives nothing). */
+    snprintf(extra, sizeof extra, "\"splits\":[{\"account\":\"%s\",\"amount\":300}]", p.id);
+    refund_ok(&m, tn, "SE1", 300, extra, r1);
+    assert_int_equal(split_of(r1, p.id, "amount"), 300);
+    assert_int_equal(split_of(r1, q.id, "amount"), 0);
+    assert_int_equal(refund_int(r1, "from_pending"), 0);
+    expect_refund(r1, "SUCCESS");
+    assert_int_equal(pending_of(&p), 100);
+    assert_int_equal(pending_of(&q), 100);
+    assert_int_equal(pending_of(&m), 500);
+
+    /* p has 100 left of this trade: 200 more from it is refused, naming it. */
+    snprintf(extra, sizeof extra, "\"splits\":[{\"account\":\"%s\",\"amount\":200}]", p.id);
+    pc_t_resp_t r = refund(&m, tn, "SE2", 200, extra);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "AMOUNT_EXCEEDS_REFUNDABLE");
+    assert_non_null(strstr(r.body, p.id));
+    pc_t_resp_free(&r);
+    /* Neither may a request name someone who got nothing, nor ask for more
+     * than the refund. */
+    snprintf(extra, sizeof extra, "\"splits\":[{\"account\":\"%s\",\"amount\":10}]", m.id);
+    r = refund(&m, tn, "SE3", 200, extra);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    snprintf(extra, sizeof extra,
+             "\"splits\":[{\"account\":\"%s\",\"amount\":100},{\"account\":\"%s\",\"amount\":100}]",
+             p.id, q.id);
+    r = refund(&m, tn, "SE4", 150, extra);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    assert_int_equal(pending_of(&p), 100);
+
+    /* 200 with p's last 100 and q's 100. */
+    refund_ok(&m, tn, "SE5", 200, extra, r2);
+    expect_refund(r2, "SUCCESS");
+    assert_int_equal(pending_of(&p), 0);
+    assert_int_equal(pending_of(&q), 0);
+    assert_int_equal(pending_of(&m), 500);
+    /* Nothing is left to take from receivers: the rest is the merchant's. */
+    refund_ok(&m, tn, "SE6", 500, NULL, r2);
+    assert_int_equal(refund_int(r2, "split_amount"), 0);
+    expect_refund(r2, "SUCCESS");
+    assert_int_equal(pending_of(&m), 0);
+}
+
+static void test_receiver_without_balance_is_refused_unless_advance_funded(void **state)
+{
+    (void)state;
+    pc_t_merchant_t plain = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t funded = pc_t_create_merchant(&g_stack, "\"advance_funding\":true");
+    pc_t_merchant_t p = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t q = pc_t_create_merchant(&g_stack, NULL);
+    char splits[160], extra[160], tn1[40], tn2[40], tn3[40], rno[40], acct[128];
+    snprintf(splits, sizeof splits, "\"splits\":[{\"account\":\"%s\",\"amount\":600}]", p.id);
+    paid_trade(&plain, 1000, splits, tn1);
+    paid_trade(&funded, 1000, splits, tn2);
+    assert_int_equal(pending_of(&p), 1200);
+    /* p spends its pending money on refunds of its own trade (which it had
+     * split to q): 300 of its own + 1200 = 1500 refunded from p alone. */
+    snprintf(splits, sizeof splits, "\"splits\":[{\"account\":\"%s\",\"amount\":1700}]", q.id);
+    paid_trade(&p, 2000, splits, tn3);
+    assert_int_equal(pending_of(&p), 1500);
+    snprintf(extra, sizeof extra, "\"splits\":[{\"account\":\"%s\",\"amount\":0}]", q.id);
+    refund_ok(&p, tn3, "SB0", 1500, extra, rno);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(pending_of(&p), 0);
+
+    /* p cannot give back its 600: the refund fails, naming p. */
+    long long plain0 = pending_of(&plain);
+    pc_t_resp_t r = refund(&plain, tn1, "SB1", 1000, NULL);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "INSUFFICIENT_BALANCE");
+    assert_non_null(strstr(r.body, p.id));
+    pc_t_resp_free(&r);
+    assert_int_equal(pending_of(&plain), plain0);
+    assert_int_equal(pending_of(&p), 0);
+
+    /* An advance-funded merchant's receivable covers the receiver. */
+    refund_ok(&funded, tn2, "SB2", 1000, NULL, rno);
+    assert_int_equal(split_of(rno, p.id, "amount"), 600);
+    assert_int_equal(split_of(rno, p.id, "from_receivable"), 600);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(pending_of(&funded), 0);
+    assert_int_equal(pending_of(&p), 0);
+    snprintf(acct, sizeof acct, "merchant:%s:receivable:CNY", funded.id);
+    assert_int_equal(balance(acct), -600);
+}
+
+static void test_failed_split_refund_gives_receivers_their_money_back(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t p = pc_t_create_merchant(&g_stack, NULL);
+    char splits[160], tn[40], rno[40], path[96];
+    snprintf(splits, sizeof splits, "\"splits\":[{\"account\":\"%s\",\"amount\":500}]", p.id);
+    paid_trade(&m, 1000, splits, tn);
+    /* Force-failed by ops: m and p get back what was taken from them. */
+    refund_ok(&m, tn, "SF1", 500, NULL, rno);
+    assert_int_equal(split_of(rno, p.id, "amount"), 250);
+    snprintf(path, sizeof path, "/admin/refunds/%s/force-fail", rno);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"test\"}");
+    pc_t_resp_free(&r);
+    char *st = pc_t_sql(&g_stack, "SELECT status FROM refunds WHERE refund_no = '%s'", rno);
+    if (!strcmp(st, "FAILED")) {
+        assert_int_equal(pending_of(&p), 500);
+        assert_int_equal(pending_of(&m), 500);
+        /* The receiver's running total is free again (500 more: the channel
+         * may have taken the first one before ops failed it here). */
+        refund_ok(&m, tn, "SF2", 500, NULL, rno);
+        assert_int_equal(split_of(rno, p.id, "amount"), 250);
+        expect_refund(rno, "SUCCESS");
+        assert_int_equal(pending_of(&p), 250);
+    } else {
+        /* It had already succeeded: the shares stay taken. */
+        assert_string_equal(st, "SUCCESS");
+        assert_int_equal(pending_of(&p), 250);
+    }
+    free(st);
+}
+
+/* A buyer with a coupon of 500 (funded by the platform, or by funder). */
+static void buyer_with_coupon(const pc_t_merchant_t *funder, char *buyer, char *coupon)
+{
+    snprintf(buyer, 32, "%s", fresh_buyer());
+    char cb[256];
+    if (funder)
+        snprintf(cb, sizeof cb,
+                 "{\"buyer_id\":\"%s\",\"amount\":500,\"currency\":\"CNY\",\"funded_by\":"
+                 "\"MERCHANT\",\"merchant_id\":\"%s\"}",
+                 buyer, funder->id);
+    else
+        snprintf(cb, sizeof cb, "{\"buyer_id\":\"%s\",\"amount\":500,\"currency\":\"CNY\"}", buyer);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/coupons", cb);
+    assert_int_equal(r.status, 201);
+    snprintf(coupon, 64, "%s", pc_t_jstr(&r, "coupon_id"));
+    pc_t_resp_free(&r);
+}
+
+static char *coupon_col(const char *coupon, const char *col)
+{
+    return pc_t_sql(&g_stack, "SELECT coalesce(%s::text, '') FROM coupons WHERE coupon_id = '%s'",
+                    col, coupon);
+}
+
+static void test_coupon_returned_on_full_refund_not_on_partial(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    char buyer[32], coupon[64], tn[40], r1[40], r2[40], extra[512];
+    buyer_with_coupon(NULL, buyer, coupon);
+    long long marketing0 = balance("platform:marketing:CNY");
+    new_trade(&m, 3000, buyer, NULL, tn);
+    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",%s", coupon, fresh_card());
+    pay(&m, tn, buyer, extra);
+    /* Booked at payment: the platform paid 500 of it. */
+    assert_int_equal(balance("platform:marketing:CNY"), marketing0 - 500);
+    assert_int_equal(pending_of(&m), 3000);
+    char *st = coupon_col(coupon, "status");
+    assert_string_equal(st, "USED");
+    free(st);
+
+    /* A partial refund returns cash only: never the coupon part. */
+    refund_ok(&m, tn, "CP1", 1000, NULL, r1);
+    assert_int_equal(refund_int(r1, "external_amount"), 1000);
+    assert_int_equal(refund_int(r1, "coupon_amount"), 0);
+    expect_refund(r1, "SUCCESS");
+    st = coupon_col(coupon, "status");
+    assert_string_equal(st, "USED");
+    free(st);
+    assert_int_equal(balance("platform:marketing:CNY"), marketing0 - 500);
+    assert_int_equal(refund_int(r1, "coupon_returned::int"), 0);
+    /* 1800 is more than the cash left (1500) but not the whole rest (2000). */
+    pc_t_resp_t r = refund(&m, tn, "CP2", 1800, NULL);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "AMOUNT_EXCEEDS_REFUNDABLE");
+    assert_non_null(strstr(r.body, "cash only"));
+    pc_t_resp_free(&r);
+
+    /* The whole rest: the card's 1500 and the coupon part; the coupon goes
+     * back to the buyer and the platform's subsidy is undone. */
+    refund_ok(&m, tn, "CP3", 2000, NULL, r2);
+    assert_int_equal(refund_int(r2, "external_amount"), 1500);
+    assert_int_equal(refund_int(r2, "coupon_amount"), 500);
+    expect_refund(r2, "SUCCESS");
+    st = coupon_col(coupon, "status");
+    assert_string_equal(st, "AVAILABLE");
+    free(st);
+    st = coupon_col(coupon, "payment_no");
+    assert_string_equal(st, "");
+    free(st);
+    assert_int_equal(balance("platform:marketing:CNY"), marketing0);
+    assert_int_equal(pending_of(&m), 0);
+    json_t *j = refund_object(&m, r2);
+    assert_true(json_is_true(json_object_get(j, "coupon_returned")));
+    json_decref(j);
+    j = refund_object(&m, r1);
+    assert_null(json_object_get(j, "coupon_returned"));
+    json_decref(j);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM outbox WHERE type = 'refund.succeeded' AND "
+                                  "payload::jsonb -> 'data' ->> 'refund_no' = '%s' AND "
+                                  "(payload::jsonb -> 'data' ->> 'coupon_returned')::boolean",
+                                  r2),
+                     1);
+}
+
+static void test_merchant_funded_coupon_is_reversed_to_its_funder(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    char buyer[32], coupon[64], tn[40], rno[40], extra[512];
+    /* Earlier sales give m money to fund a refund with. */
+    paid_trade(&m, 1000, NULL, tn);
+    buyer_with_coupon(&m, buyer, coupon);
+    long long marketing0 = balance("platform:marketing:CNY");
+    new_trade(&m, 3000, buyer, NULL, tn);
+    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",%s", coupon, fresh_card());
+    pay(&m, tn, buyer, extra);
+    /* Booked at payment: m paid the 500 itself (3000 in, 500 out). */
+    assert_int_equal(pending_of(&m), 1000 + 3000 - 500);
+    assert_int_equal(balance("platform:marketing:CNY"), marketing0);
+
+    refund_ok(&m, tn, "CM1", 3000, NULL, rno);
+    assert_int_equal(refund_int(rno, "coupon_amount"), 500);
+    expect_refund(rno, "SUCCESS");
+    /* m gave 3000 back and got its 500 back: as before the sale. */
+    assert_int_equal(pending_of(&m), 1000);
+    assert_int_equal(balance("platform:marketing:CNY"), marketing0);
+    char *st = coupon_col(coupon, "status");
+    assert_string_equal(st, "AVAILABLE");
+    free(st);
+    assert_int_equal(refund_int(rno, "coupon_returned::int"), 1);
+}
+
+static void test_expired_coupon_is_not_returned_on_full_refund(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    char buyer[32], coupon[64], tn[40], rno[40], extra[512];
+    buyer_with_coupon(NULL, buyer, coupon);
+    long long marketing0 = balance("platform:marketing:CNY");
+    new_trade(&m, 2000, buyer, NULL, tn);
+    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",%s", coupon, fresh_card());
+    pay(&m, tn, buyer, extra);
+    /* The coupon expires after it was used. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE coupons SET expires_at = now() - interval '1 minute' WHERE coupon_id = "
+                  "'%s' RETURNING 1",
+                  coupon));
+    refund_ok(&m, tn, "CX1", 2000, NULL, rno);
+    expect_refund(rno, "SUCCESS");
+    char *st = coupon_col(coupon, "status");
+    assert_string_equal(st, "USED");
+    free(st);
+    assert_int_equal(refund_int(rno, "coupon_returned::int"), 0);
+    /* The buyer gets the cash it paid; the subsidy goes back to its funder. */
+    assert_int_equal(balance("platform:marketing:CNY"), marketing0);
+    json_t *j = refund_object(&m, rno);
+    assert_true(json_is_false(json_object_get(j, "coupon_returned")));
+    json_decref(j);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_split_refund_is_proportional_by_default, after_each),
+        cmocka_unit_test_teardown(
+            test_explicit_split_refund_and_over_refund_of_a_receiver_is_refused, after_each),
+        cmocka_unit_test_teardown(test_receiver_without_balance_is_refused_unless_advance_funded,
+                                  after_each),
+        cmocka_unit_test_teardown(test_failed_split_refund_gives_receivers_their_money_back,
+                                  after_each),
+        cmocka_unit_test_teardown(test_coupon_returned_on_full_refund_not_on_partial, after_each),
+        cmocka_unit_test_teardown(test_merchant_funded_coupon_is_reversed_to_its_funder,
+                                  after_each),
+        cmocka_unit_test_teardown(test_expired_coupon_is_not_returned_on_full_refund, after_each),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
