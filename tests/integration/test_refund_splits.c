@@ -85,15 +85,17 @@ static const char *fresh_card(void)
     return json;
 }
 
+static const char *g_product = "INSTANT";
+
 static void new_trade(const pc_t_merchant_t *m, long amount, const char *buyer, const char *extra,
                       char *tn)
 {
     char body[768], key[64];
     g_seq++;
     snprintf(body, sizeof body,
-             "{\"out_trade_no\":\"ST%d-%ld\",\"product\":\"INSTANT\",\"amount\":%ld,\"currency\":"
+             "{\"out_trade_no\":\"ST%d-%ld\",\"product\":\"%s\",\"amount\":%ld,\"currency\":"
              "\"CNY\",\"subject\":\"Goods\",\"buyer_id\":\"%s\"%s%s}",
-             g_seq, (long)getpid(), amount, buyer, extra ? "," : "", extra ? extra : "");
+             g_seq, (long)getpid(), g_product, amount, buyer, extra ? "," : "", extra ? extra : "");
     snprintf(key, sizeof key, "trade-%d", g_seq);
     pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/trades", body, key);
     if (r.status != 201)
@@ -381,6 +383,44 @@ static void test_failed_split_refund_gives_receivers_their_money_back(void **sta
     free(st);
 }
 
+static void test_guarantee_split_refund_takes_from_settled_receivers(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t p = pc_t_create_merchant(&g_stack, NULL);
+    char tn[40], r1[40], r2[40], path[96], body[160];
+    g_product = "GUARANTEE";
+    paid_trade(&m, 1000, NULL, tn);
+    g_product = "INSTANT";
+    /* 600 settled, 200 of it to p; 400 still held in escrow. */
+    snprintf(path, sizeof path, "/v1/trades/%s/settle", tn);
+    snprintf(body, sizeof body, "{\"amount\":600,\"splits\":[{\"account\":\"%s\",\"amount\":200}]}",
+             p.id);
+    pc_t_resp_t r = pc_t_call(&g_stack, &m, "POST", path, body, "settle-split-1");
+    if (r.status != 200)
+        fprintf(stderr, "settle: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_int_equal(pending_of(&m), 400);
+    assert_int_equal(pending_of(&p), 200);
+
+    /* 500: p gives floor(500 * 200 / 1000) = 100; the merchant's 400 comes
+     * from what escrow still holds. */
+    refund_ok(&m, tn, "SG1", 500, NULL, r1);
+    assert_int_equal(split_of(r1, p.id, "amount"), 100);
+    assert_int_equal(refund_int(r1, "from_escrow"), 400);
+    expect_refund(r1, "SUCCESS");
+    assert_int_equal(pending_of(&p), 100);
+    assert_int_equal(pending_of(&m), 400);
+    /* The rest: p's last 100, the merchant's pending 400. */
+    refund_ok(&m, tn, "SG2", 500, NULL, r2);
+    assert_int_equal(split_of(r2, p.id, "amount"), 100);
+    assert_int_equal(refund_int(r2, "from_pending"), 400);
+    expect_refund(r2, "SUCCESS");
+    assert_int_equal(pending_of(&p), 0);
+    assert_int_equal(pending_of(&m), 0);
+}
+
 /* A buyer with a coupon of 500 (funded by the platform, or by funder). */
 static void buyer_with_coupon(const pc_t_merchant_t *funder, char *buyer, char *coupon)
 {
@@ -532,6 +572,8 @@ int main(void)
         cmocka_unit_test_teardown(test_receiver_without_balance_is_refused_unless_advance_funded,
                                   after_each),
         cmocka_unit_test_teardown(test_failed_split_refund_gives_receivers_their_money_back,
+                                  after_each),
+        cmocka_unit_test_teardown(test_guarantee_split_refund_takes_from_settled_receivers,
                                   after_each),
         cmocka_unit_test_teardown(test_coupon_returned_on_full_refund_not_on_partial, after_each),
         cmocka_unit_test_teardown(test_merchant_funded_coupon_is_reversed_to_its_funder,
