@@ -4,6 +4,7 @@
 #include "auth/sign.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "ledger/ledger.h"
 #include "merchant/merchant.h"
 #include "web/cashier_token.h"
 
@@ -80,7 +81,8 @@ typedef struct {
     char *meta_text; /* owned */
     char *split_text;
     const char *notify_url;
-    const char *return_url; /* borrowed from the request body; NULL when absent */
+    const char *return_url;   /* borrowed from the request body; NULL when absent */
+    const char *account_type; /* RECHARGE into a named account type; NULL: the wallet */
     int insert_status;
     char constraint[64];
 } create_t;
@@ -109,6 +111,11 @@ static void commit_cb(void *data, int status)
                               "a trade with this out_trade_no exists");
         return;
     }
+    if (c->insert_status && !strcmp(c->constraint, "trades_account_type_fk")) {
+        pc_http_respond_error(c->req, PC_API_INVALID_REQUEST, "account_type",
+                              "not an account type configured for this merchant");
+        return;
+    }
     if (status || c->insert_status) {
         pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL,
                               "could not record the trade; retry with the same Idempotency-Key");
@@ -129,15 +136,17 @@ static void begin_cb(void *data, int status, pc_db_tx_t *tx)
     snprintf(amount, sizeof amount, "%lld", (long long)t->amount);
     snprintf(created, sizeof created, "%lld", t->created_at);
     snprintf(expires, sizeof expires, "%lld", t->expires_at);
-    const char *p[] = {t->trade_no, t->merchant_id, t->out_trade_no, t->product,    amount,
-                       t->currency, t->subject,     t->buyer_id,     c->notify_url, t->splits,
-                       t->metadata, created,        expires,         c->return_url};
+    const char *p[] = {t->trade_no,   t->merchant_id, t->out_trade_no, t->product,
+                       amount,        t->currency,    t->subject,      t->buyer_id,
+                       c->notify_url, t->splits,      t->metadata,     created,
+                       expires,       c->return_url,  c->account_type};
     pc_db_tx_query(tx,
                    "INSERT INTO trades (trade_no, merchant_id, out_trade_no, product, status, "
                    "amount, currency, subject, buyer_id, notify_url, splits, metadata, created_at, "
-                   "expires_at, return_url) VALUES ($1, $2, $3, $4, 'WAIT_BUYER_PAY', $5, $6, $7, "
-                   "$8, $9, $10::jsonb, $11::jsonb, to_timestamp($12), to_timestamp($13), $14)",
-                   14, p, insert_cb, c);
+                   "expires_at, return_url, account_type) VALUES ($1, $2, $3, $4, "
+                   "'WAIT_BUYER_PAY', $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb, "
+                   "to_timestamp($12), to_timestamp($13), $14, $15)",
+                   15, p, insert_cb, c);
     pc_idem_store_in_tx(pc_auth_idem(c->req), tx, 201, c->body);
     pc_db_tx_commit(tx, commit_cb, c);
 }
@@ -293,6 +302,20 @@ static void create_trade(pc_http_req_t *req, void *data)
         bad(req, "return_url", "return_url: an http(s) URL of at most 512 characters");
         return;
     }
+    /* account_type: RECHARGE only; its wallet's owner id,
+     * <buyer_id>@<merchant_id>.<type>, must fit a ledger owner id. */
+    int type_bad = 0;
+    c->account_type = pc_json_str(b, "account_type", 16, 1, &type_bad);
+    if (type_bad ||
+        (c->account_type && (r.product_bit != PC_PRODUCT_RECHARGE ||
+                             strlen(r.buyer_id) + strlen(m->id) + strlen(c->account_type) + 2 >
+                                 PC_LEDGER_OWNER_MAX))) {
+        pc_trade_create_req_clear(&r);
+        bad(req, "account_type",
+            "account_type: 1-16 of [A-Za-z0-9_-], for RECHARGE trades, with buyer_id, merchant "
+            "id and type at most 62 characters together");
+        return;
+    }
     /* The request's texts now belong to c (freed with it). */
     c->meta_text = r.meta_text;
     c->split_text = r.split_text;
@@ -324,6 +347,8 @@ static void create_trade(pc_http_req_t *req, void *data)
     char cashier_url[1024];
     if (pc_cashier_url(app->cfg, t->trade_no, t->expires_at, cashier_url, sizeof cashier_url) == 0)
         json_object_set_new(obj, "cashier_url", json_string(cashier_url));
+    if (c->account_type)
+        json_object_set_new(obj, "account_type", json_string(c->account_type));
     c->body = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(obj);
     if (pc_db_begin(app->db, NULL, begin_cb, c) < 0)

@@ -113,7 +113,19 @@ static void paid_update_cb(void *data, int status, pc_db_res_t *res)
         rc = add_leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, t.currency, t.amount);
         event = "trade.paid";
     } else if (!strcmp(t.product, "RECHARGE")) {
-        rc = add_leg(&l, PC_LEDGER_BUYER_WALLET, t.buyer_id, t.currency, t.amount);
+        /* A named account type credits the buyer's wallet of that type at
+         * this merchant (owner <buyer_id>@<merchant_id>.<type>), spendable
+         * there only; else the plain wallet. */
+        int tc = pc_db_col(res, "account_type");
+        char owner[PC_LEDGER_OWNER_MAX + 2];
+        if (tc >= 0 && !pc_db_isnull(res, 0, tc) &&
+            snprintf(owner, sizeof owner, "%s@%s.%s", t.buyer_id, t.merchant_id,
+                     pc_db_get(res, 0, tc)) > PC_LEDGER_OWNER_MAX)
+            rc = PC_EINVAL;
+        else
+            rc = add_leg(&l, PC_LEDGER_BUYER_WALLET,
+                         tc >= 0 && !pc_db_isnull(res, 0, tc) ? owner : t.buyer_id, t.currency,
+                         t.amount);
     } else {
         json_t *splits = json_loads(t.splits, 0, NULL);
         rc = add_split_legs(&l, t.merchant_id, t.currency, t.amount, splits);
@@ -173,7 +185,7 @@ int pc_trade_mark_paid(pc_db_tx_t *tx, const pc_trade_payment_t *pay, pc_trade_p
         "UPDATE trades SET status = CASE product WHEN 'GUARANTEE' THEN 'PAY_SUCCESS' ELSE "
         "'TRADE_SUCCESS' END, paid_amount = amount, payment_no = $2, paid_at = now(), "
         "updated_at = now() WHERE trade_no = $1 AND status = 'WAIT_BUYER_PAY' AND amount = "
-        "$3::bigint AND currency = $4 RETURNING " PC_TRADE_COLUMNS ", notify_url",
+        "$3::bigint AND currency = $4 RETURNING " PC_TRADE_COLUMNS ", notify_url, account_type",
         4, params, paid_update_cb, p);
     if (rc < 0)
         free(p);

@@ -1,7 +1,7 @@
 /* Admin API for buyers and coupons: POST /admin/buyers, GET
  * /admin/buyers/{id}, POST /admin/buyers/{id}/block|unblock, POST
- * /admin/coupons. Wallet money only moves through the ledger (recharge
- * trades, or an ops adjustment through the suspense account). */
+ * /admin/coupons, POST /admin/merchants/{id}/account-types. Wallet money only moves through the
+ * ledger (recharge trades, or an ops adjustment through the suspense account). */
 #include "api/app.h"
 #include "auth/sign.h"
 #include "core/error.h"
@@ -172,8 +172,46 @@ static void create_coupon(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
+static void account_type_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status == PC_EIO && !strcmp(pc_db_sqlstate(res), "23503")) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such merchant");
+        return;
+    }
+    if (status) {
+        db_fail(req, status, res);
+        return;
+    }
+    pc_respond_json_text(req, 200, pc_db_get(res, 0, 0));
+}
+
+/* POST /admin/merchants/{id}/account-types {"account_type"}: lets the
+ * merchant's RECHARGE trades name that type (a wallet per buyer and type,
+ * spent with BALANCE at this merchant only). Adding one twice is no error. */
+static void add_account_type(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    json_t *b = pc_http_req_json(req);
+    int bad = 0;
+    const char *type = b ? pc_json_str(b, "account_type", 16, 1, &bad) : NULL;
+    if (!type || bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "account_type",
+                              "account_type: 1-16 of [A-Za-z0-9_-]");
+        return;
+    }
+    const char *p[] = {pc_http_req_param(req, "id"), type};
+    if (pc_db_query(app->db,
+                    "WITH a AS (INSERT INTO merchant_account_types (merchant_id, account_type) "
+                    "VALUES ($1, $2) ON CONFLICT DO NOTHING) SELECT json_build_object("
+                    "'merchant_id', $1::text, 'account_type', $2::text)::text",
+                    2, p, account_type_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
 void pc_app_routes_buyers(pc_app_t *app)
 {
+    pc_router_add(app->admin, "POST", "/admin/merchants/{id}/account-types", add_account_type, app);
     pc_router_add(app->admin, "POST", "/admin/buyers", create_buyer, app);
     pc_router_add(app->admin, "GET", "/admin/buyers/{id}", get_buyer, app);
     pc_router_add(app->admin, "POST", "/admin/buyers/{id}/block", block_buyer, app);

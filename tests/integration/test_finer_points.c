@@ -162,11 +162,89 @@ static void test_cashier_return_is_signed_once_the_trade_is_paid(void **state)
     pc_t_resp_free(&r);
 }
 
+static long long bal(const char *account)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
+                        "'%s'), 0)",
+                        account);
+}
+
+static pc_t_resp_t recharge_trade(const pc_t_merchant_t *m, const char *product, const char *buyer,
+                                  const char *type)
+{
+    char body[512], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"FPR%d-%d\",\"product\":\"%s\",\"amount\":5000,\"currency\":"
+             "\"CNY\",\"subject\":\"Credit\",\"buyer_id\":\"%s\",\"account_type\":\"%s\"}",
+             g_seq, (int)getpid(), product, buyer, type);
+    snprintf(key, sizeof key, "fp-rc-%d", g_seq);
+    return pc_t_call(&g_stack, m, "POST", "/v1/trades", body, key);
+}
+
+static void test_recharge_into_an_account_type(void **state)
+{
+    (void)state;
+    char buyer[32], body[96], path[128];
+    snprintf(buyer, sizeof buyer, "fpb_%d", (int)getpid());
+    snprintf(body, sizeof body, "{\"buyer_id\":\"%s\"}", buyer);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", body);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    /* Not configured yet: refused. */
+    r = recharge_trade(&g_m, "RECHARGE", buyer, "credit");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "account_type"));
+    pc_t_resp_free(&r);
+    snprintf(path, sizeof path, "/admin/merchants/%s/account-types", g_m.id);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"account_type\":\"credit\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"account_type\":\"credit\"}");
+    assert_int_equal(r.status, 200); /* again: no error */
+    pc_t_resp_free(&r);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"account_type\":\"no spaces\"}");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    r = pc_t_admin(&g_stack, "POST", "/admin/merchants/M_nobody/account-types",
+                   "{\"account_type\":\"credit\"}");
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+    /* Only RECHARGE trades name an account type. */
+    r = recharge_trade(&g_m, "INSTANT", buyer, "credit");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    /* Another merchant cannot use this merchant's type. */
+    pc_t_merchant_t other = pc_t_create_merchant(&g_stack, NULL);
+    r = recharge_trade(&other, "RECHARGE", buyer, "credit");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+
+    r = recharge_trade(&g_m, "RECHARGE", buyer, "credit");
+    assert_int_equal(r.status, 201);
+    assert_string_equal(pc_t_jstr(&r, "account_type"), "credit");
+    char tn[40], st[24], pno[48];
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    snprintf(pno, sizeof pno, "PFR%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, tn, pno, 5000, "CNY", "channel:sim_card:clearing:CNY", st), 0);
+    assert_string_equal(st, "TRADE_SUCCESS");
+    char typed[160], plain[96];
+    snprintf(typed, sizeof typed, "buyer:%s@%s.credit:wallet:CNY", buyer, g_m.id);
+    snprintf(plain, sizeof plain, "buyer:%s:wallet:CNY", buyer);
+    assert_int_equal(bal(typed), 5000);
+    assert_int_equal(bal(plain), 0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_return_url_that_is_not_http_is_refused),
         cmocka_unit_test(test_cashier_return_is_signed_once_the_trade_is_paid),
+        cmocka_unit_test(test_recharge_into_an_account_type),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
