@@ -20,6 +20,7 @@
 
 struct pc_recon {
     pc_app_t *app;
+    int64_t statement_timeout_ms; /* of a match's statements (on its own connection) */
     uv_timer_t timer;
     int timer_on;
     int daily;
@@ -343,9 +344,12 @@ static void matched_cb(void *data, int status, const pc_recon_match_result_t *re
 
 static void match(run_t *r, const char *text, size_t len)
 {
-    pc_recon_match_opts_t o = {r->run_id, r->attempt,   r->channel_id,     r->date,
-                               r->fee_bp, r->fee_fixed, r->rc->work_mem_mb};
-    int rc = pc_recon_match(r->rc->app->db, &o, text, len, matched_cb, r);
+    pc_recon_match_opts_t o = {
+        r->run_id, r->attempt,   r->channel_id,      r->date,
+        r->fee_bp, r->fee_fixed, r->rc->work_mem_mb, r->rc->statement_timeout_ms};
+    pc_app_t *app = r->rc->app;
+    int rc =
+        pc_recon_match(app->loop, pc_config_str(app->cfg, "db.url"), &o, text, len, matched_cb, r);
     if (rc < 0)
         fail_run(r, PC_EUNAVAIL, "the match could not start: %s", pc_strerror(rc));
 }
@@ -798,6 +802,7 @@ pc_recon_t *pc_recon_new(pc_app_t *app)
                         "reconciliation runs finished, by channel and status");
     pc_metrics_describe("pc_recon_repairs_total", PC_METRIC_COUNTER,
                         "automatic repairs from statements, by channel and result");
+    rc->statement_timeout_ms = pc_config_int(app->cfg, "recon.statement_timeout_ms");
     uv_timer_init(app->loop, &rc->timer);
     rc->timer.data = rc;
     rc->timer_on = 1;

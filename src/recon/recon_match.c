@@ -1,6 +1,7 @@
 #include "recon/recon_match.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "recon/recon_conn.h"
 #include "recon/recon_csv.h"
 
 #include <openssl/evp.h>
@@ -99,25 +100,34 @@ static const spec_t SPECS[] = {
 #define PAIR_ARGS                                                                                  \
     "l.status, l.amount, l.currency, l.fee, {state}, {amount}, x.currency, {fee}, " IN_DAY
 
-/* Every line of type T against the first table of T, joined on our number:
- * lines that match well produce nothing; the others produce their kinds, or
- * an UNMATCHED marker when we have no such record. */
+/* Every line of type T against the day's records of the first table of T,
+ * in one hash full join on our number: a pair that agrees produces nothing;
+ * a pair that differs produces its kinds; a line without a record of the
+ * day an UNMATCHED marker (the fallbacks below look further); a success of
+ * the day without a line a MISSING_CHANNEL candidate. Only the day's records
+ * are hashed, whatever the size of the table (the day index). */
 static const char TPL_PRIMARY[] =
     K "INSERT INTO recon_found (" FOUND_COLS ") "
-      "SELECT kk.kind, " LINE_COLS ", CASE WHEN x.{ref} IS NOT NULL THEN '{table}' END, x.{ref}, "
-      "{state}, x.status, {amount}, x.currency, {fee}, CASE WHEN x.{ref} IS NOT NULL AND "
-      "{repair_when} THEN {repair} END "
-      "FROM k CROSS JOIN recon_stage l "
-      "LEFT JOIN {table} x ON x.{ref} = l.paycore_ref AND x.channel_id = k.ch AND ({filter}) "
-      "CROSS JOIN LATERAL unnest(CASE WHEN x.{ref} IS NULL THEN '{UNMATCHED}'::text[] ELSE "
-      "recon_pair_kinds(" PAIR_ARGS ") END) AS kk(kind) "
-      "WHERE l.type = '{type}' AND NOT l.dup AND (x.{ref} IS NULL OR NOT recon_pair_ok(" PAIR_ARGS
-      "))";
+      "SELECT kk.kind, '{type}', l.line_no, l.channel_ref, l.paycore_ref, l.amount, l.currency, "
+      "l.fee, l.status, l.at_s, CASE WHEN x.{ref} IS NOT NULL THEN '{table}' END, x.{ref}, "
+      "CASE WHEN x.{ref} IS NOT NULL THEN {state} END, x.status, {amount}, x.currency, {fee}, "
+      "CASE WHEN x.{ref} IS NOT NULL AND {repair_when} THEN {repair} END "
+      "FROM (SELECT * FROM recon_stage WHERE type = '{type}') l "
+      "FULL JOIN (SELECT x.* FROM {table} x, k WHERE x.channel_id = k.ch AND {day} >= k.day_from "
+      "AND {day} < k.day_to AND ({filter})) x ON x.{ref} = l.paycore_ref "
+      "CROSS JOIN k "
+      "CROSS JOIN LATERAL unnest(CASE WHEN x.{ref} IS NULL THEN '{UNMATCHED}'::text[] "
+      "WHEN l.line_no IS NULL THEN '{MISSING_CHANNEL}'::text[] "
+      "ELSE recon_pair_kinds(" PAIR_ARGS ") END) AS kk(kind) "
+      "WHERE CASE WHEN l.line_no IS NULL THEN {success} WHEN x.{ref} IS NULL THEN true "
+      "ELSE NOT recon_pair_ok(" PAIR_ARGS ") END";
 
-/* The lines still unmatched, against a table on one column ({col} of ours =
- * {fcol} of the line): our number for the further tables of a type, the
- * channel's reference as the last resort. A match leaves a MATCHED marker so
- * that the record is not also reported missing from the statement. */
+/* The lines still unmatched, against a whole table on one column ({col} of
+ * ours = {fcol} of the line): our number (a record of another day: a lost
+ * callback repaired later, a success just across midnight; or a further
+ * table of the type), then the channel's reference as the last resort. A
+ * match leaves a MATCHED marker so that the record is not also reported
+ * missing from the statement. */
 static const char TPL_MARKERS[] =
     K ", m AS (DELETE FROM recon_found f USING k, {table} x "
       "WHERE f.kind = 'UNMATCHED' AND f.obj = '{type}' AND x.{col} = f.{fcol} AND x.channel_id = "
@@ -134,21 +144,25 @@ static const char TPL_MARKERS[] =
       "m.line_currency, m.line_fee, m.local_state, m.local_amount, m.local_currency, "
       "m.expected_fee, m.in_day) || '{MATCHED}'::text[]) AS kk(kind)";
 
-/* Our successes of the day the statement does not have (unless another
- * day's statement has them). */
+/* Successes of the day of a table that takes no part in a full join (a
+ * further table of a type, or a type without lines today): all candidates
+ * for MISSING_CHANNEL; those a fallback matches to a line leave a MATCHED
+ * marker and are struck off below. */
 static const char TPL_MISSING_CHANNEL[] =
     K "INSERT INTO recon_found (" FOUND_COLS ") "
       "SELECT 'MISSING_CHANNEL', '{type}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
       "'{table}', x.{ref}, 'SUCCESS', x.status, {amount}, x.currency, {fee}, NULL "
       "FROM k CROSS JOIN {table} x "
       "WHERE x.channel_id = k.ch AND {success} AND {day} >= k.day_from AND {day} < k.day_to AND "
-      "({filter}) "
-      "AND NOT EXISTS (SELECT 1 FROM recon_stage l WHERE l.paycore_ref = x.{ref} AND l.type = "
-      "'{type}') "
-      "AND NOT EXISTS (SELECT 1 FROM recon_found f WHERE f.kind = 'MATCHED' AND f.local_table = "
-      "'{table}' AND f.local_ref = x.{ref}) "
-      "AND NOT EXISTS (SELECT 1 FROM recon_carried c WHERE c.channel_id = k.ch AND c.local_table "
-      "= '{table}' AND c.local_ref = x.{ref} AND c.run_id <> k.run)";
+      "({filter})";
+/* A candidate is not missing when a fallback matched it to a line, or when
+ * another day's statement has it. */
+static const char SQL_NOT_MISSING[] =
+    K "DELETE FROM recon_found f USING k WHERE f.kind = 'MISSING_CHANNEL' AND (EXISTS (SELECT 1 "
+      "FROM recon_found m WHERE m.kind = 'MATCHED' AND m.local_table = f.local_table AND "
+      "m.local_ref = f.local_ref) OR EXISTS (SELECT 1 FROM recon_carried c WHERE c.channel_id = "
+      "k.ch AND c.local_table = f.local_table AND c.local_ref = f.local_ref AND c.run_id <> "
+      "k.run))";
 
 /* ---------- fixed statements ---------- */
 
@@ -157,7 +171,7 @@ static const char SQL_LOCK[] = "SELECT 1 FROM recon_runs WHERE run_id = $1 AND a
 
 static const char SQL_STAGE[] =
     "CREATE TEMP TABLE recon_stage (line_no bigint, channel_ref text, paycore_ref text, type "
-    "text, amount bigint, currency text, fee bigint, status text, at_s bigint, dup boolean) ON "
+    "text, amount bigint, currency text, fee bigint, status text, at_s bigint) ON "
     "COMMIT DROP";
 
 static const char SQL_FOUND[] =
@@ -166,16 +180,21 @@ static const char SQL_FOUND[] =
     "line_at bigint, local_table text, local_ref text, local_state text, local_status text, "
     "local_amount bigint, local_currency text, expected_fee bigint, repair text) ON COMMIT DROP";
 
-static const char SQL_LOAD[] =
-    "INSERT INTO recon_stage SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], "
-    "$4::text[], $5::bigint[], $6::text[], $7::bigint[], $8::text[], $9::bigint[], $10::boolean[])";
-#define LOAD_COLS 10
-#define BATCH_LINES 20000
-#define BATCHES_IN_FLIGHT 2
-
-static const char SQL_DUPLICATES[] =
-    "INSERT INTO recon_found (" FOUND_COLS ") SELECT 'DUPLICATE_LINE', " LINE_COLS
-    ", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM recon_stage l WHERE l.dup";
+/* The statement's lines go in by COPY (text format), a chunk at a time. A
+ * line that repeats an earlier one is not matched again: it goes straight to
+ * the findings, as column arrays. */
+static const char SQL_COPY[] = "COPY recon_stage (line_no, channel_ref, paycore_ref, type, "
+                               "amount, currency, fee, status, at_s) FROM STDIN";
+#define COPY_CHUNK_LINES 8000
+static const char SQL_LOAD_DUPLICATES[] =
+    "INSERT INTO recon_found (kind, obj, line_no, channel_ref, paycore_ref, line_amount, "
+    "line_currency, line_fee, line_status, line_at) SELECT 'DUPLICATE_LINE', u.type, u.line_no, "
+    "u.channel_ref, u.paycore_ref, u.amount, u.currency, u.fee, u.status, u.at_s FROM "
+    "unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], "
+    "$7::bigint[], $8::text[], $9::bigint[]) AS u(line_no, channel_ref, paycore_ref, type, "
+    "amount, currency, fee, status, at_s)";
+#define DUP_COLS 9
+#define DUP_BATCH 20000
 
 /* Lines no record claims: without money they are only counted (a declined
  * attempt that another channel then took), with money they are ours to
@@ -252,23 +271,28 @@ static const char SQL_DONE[] =
 
 /* ---------- the matcher's state ---------- */
 
-typedef enum { R_NONE, R_UNMATCHED, R_UPSERT, R_CLOSED } result_t;
+/* What a statement's result feeds. */
+typedef enum { R_NONE, R_LOCK, R_EXISTS, R_UNMATCHED, R_UPSERT, R_CLOSED, R_DONE } result_t;
 
 typedef struct {
     char *sql;
-    int with_k;
+    int nparams;
+    char **params; /* own copies; NULL with nparams == NK: the run's constants */
     result_t result;
 } stmt_t;
 
-/* A growing text buffer for one column array literal. */
+/* A growing text buffer. */
 typedef struct {
     char *p;
     size_t len, cap;
 } buf_t;
 
+/* Where the run is: each phase is a list of statements, then what follows. */
+typedef enum { P_SETUP, P_MATCH, P_RECORD } phase_t;
+
 typedef struct {
-    pc_db_t *db;
-    pc_db_tx_t *tx;
+    uv_loop_t *loop;
+    pc_recon_conn_t *conn;
     pc_recon_match_cb cb;
     void *data;
     /* options */
@@ -278,6 +302,7 @@ typedef struct {
     int64_t run_id;
     int attempt;
     int work_mem_mb;
+    int64_t timeout_ms;
     /* reading */
     const char *text;
     size_t len;
@@ -285,9 +310,9 @@ typedef struct {
     EVP_MD_CTX *sha;
     size_t hashed;
     int eof;
-    int inflight;
-    int setup_pending;
-    buf_t col[LOAD_COLS];
+    buf_t chunk;          /* COPY text of the lines being sent */
+    buf_t dcol[DUP_COLS]; /* repeated lines, as array literals */
+    int ndups;            /* in dcol */
     char types_seen[16][PC_RECON_WORD_MAX + 1];
     int ntypes_seen;
     int many_types;
@@ -295,6 +320,7 @@ typedef struct {
     int exists[NSPECS];
     stmt_t *stmts;
     int nstmts, next;
+    phase_t phase;
     /* outcome */
     int status;
     pc_recon_match_result_t res;
@@ -313,36 +339,35 @@ static void set_error(match_t *m, int status, const char *fmt, ...)
     va_end(ap);
 }
 
+static void stmt_free(stmt_t *st)
+{
+    for (int i = 0; st->params && i < st->nparams; i++)
+        free(st->params[i]);
+    free(st->params);
+    free(st->sql);
+}
+
 static void match_free(match_t *m)
 {
     pc_recon_csv_free(m->csv);
     EVP_MD_CTX_free(m->sha);
-    for (int i = 0; i < LOAD_COLS; i++)
-        free(m->col[i].p);
+    free(m->chunk.p);
+    for (int i = 0; i < DUP_COLS; i++)
+        free(m->dcol[i].p);
     for (int i = 0; i < m->nstmts; i++)
-        free(m->stmts[i].sql);
+        stmt_free(&m->stmts[i]);
     free(m->stmts);
     free(m);
 }
 
+/* Ends the match: closing the connection rolls back whatever was not
+ * committed. */
 static void finish(match_t *m)
 {
-    if (m->tx) {
-        pc_db_tx_rollback(m->tx);
-        m->tx = NULL;
-    }
+    pc_recon_conn_close(m->conn);
+    m->conn = NULL;
     m->cb(m->data, m->status, &m->res);
     match_free(m);
-}
-
-/* A statement's failure as the matcher's. */
-static int db_failed(match_t *m, int status, pc_db_res_t *res, const char *what)
-{
-    if (!status)
-        return 0;
-    set_error(m, status == PC_ECONFLICT ? PC_EIO : status, "%s: %s", what,
-              res ? pc_db_errmsg(res) : pc_strerror(status));
-    return 1;
 }
 
 /* ---------- generating the SQL of the table ---------- */
@@ -350,14 +375,24 @@ static int db_failed(match_t *m, int status, pc_db_res_t *res, const char *what)
 /* Expands {name} in tpl with the spec's fields; extra holds "col" and "fcol". */
 static char *expand(const char *tpl, const spec_t *s, const char *col, const char *fcol)
 {
-    const char *names[] = {"type",        "table",   "ref", "txn",    "amount",
-                           "state",       "success", "day", "filter", "fee",
-                           "repair_when", "repair",  "col", "fcol",   NULL};
-    const char *vals[] = {s->type,        s->table,        s->ref,
-                          s->txn,         s->amount,       s->state,
-                          s->success,     s->day,          s->filter,
-                          s->fee,         s->repair_when,  s->repair ? s->repair : "NULL::text",
-                          col ? col : "", fcol ? fcol : ""};
+    const struct {
+        const char *name, *value;
+    } subst[] = {
+        {"type", s->type},
+        {"table", s->table},
+        {"ref", s->ref},
+        {"txn", s->txn},
+        {"amount", s->amount},
+        {"state", s->state},
+        {"success", s->success},
+        {"day", s->day},
+        {"filter", s->filter},
+        {"fee", s->fee},
+        {"repair_when", s->repair_when},
+        {"repair", s->repair ? s->repair : "NULL::text"},
+        {"col", col ? col : ""},
+        {"fcol", fcol ? fcol : ""},
+    };
     size_t cap = strlen(tpl) * 2 + 1024, len = 0;
     char *out = malloc(cap);
     if (!out)
@@ -366,10 +401,10 @@ static char *expand(const char *tpl, const spec_t *s, const char *col, const cha
         const char *v = NULL;
         size_t skip = 0;
         if (*p == '{') {
-            for (int i = 0; names[i]; i++) {
-                size_t nl = strlen(names[i]);
-                if (!strncmp(p + 1, names[i], nl) && p[1 + nl] == '}') {
-                    v = vals[i];
+            for (size_t i = 0; i < sizeof subst / sizeof subst[0]; i++) {
+                size_t nl = strlen(subst[i].name);
+                if (!strncmp(p + 1, subst[i].name, nl) && p[1 + nl] == '}') {
+                    v = subst[i].value;
                     skip = nl + 2;
                     break;
                 }
@@ -397,7 +432,10 @@ static char *expand(const char *tpl, const spec_t *s, const char *col, const cha
     return out;
 }
 
-static int add_stmt(match_t *m, char *sql, int with_k, result_t result)
+/* Appends a statement that binds the run's constants (with_k) or nparams
+ * params (copied); sql is taken over. */
+static int add_stmt_params(match_t *m, char *sql, int nparams, const char *const *params,
+                           result_t result)
 {
     if (!sql)
         return PC_ENOMEM;
@@ -407,8 +445,27 @@ static int add_stmt(match_t *m, char *sql, int with_k, result_t result)
         return PC_ENOMEM;
     }
     m->stmts = n;
-    m->stmts[m->nstmts++] = (stmt_t){sql, with_k, result};
+    stmt_t st = {sql, nparams, NULL, result};
+    if (params) {
+        st.params = calloc((size_t)nparams, sizeof *st.params);
+        for (int i = 0; st.params && i < nparams; i++) {
+            if (params[i] && !(st.params[i] = strdup(params[i]))) {
+                stmt_free(&st);
+                return PC_ENOMEM;
+            }
+        }
+        if (!st.params) {
+            free(sql);
+            return PC_ENOMEM;
+        }
+    }
+    m->stmts[m->nstmts++] = st;
     return 0;
+}
+
+static int add_stmt(match_t *m, char *sql, int with_k, result_t result)
+{
+    return add_stmt_params(m, sql, with_k ? NK : 0, NULL, result);
 }
 
 static int type_seen(const match_t *m, const char *type)
@@ -423,14 +480,11 @@ static int type_seen(const match_t *m, const char *type)
 static int plan(match_t *m)
 {
     int rc = 0;
-    int primary[NSPECS] = {0};
     /* A temporary table has no statistics until analyzed; without them the
      * planner takes the statement for a few hundred lines and joins it by
      * index lookups, one per line. */
-    rc = add_stmt(m, strdup("ANALYZE recon_stage"), 0, R_NONE);
-    if (m->res.duplicate_lines)
-        rc = rc ? rc : add_stmt(m, strdup(SQL_DUPLICATES), 0, R_NONE);
-    /* The first existing table of each statement type matches all its lines. */
+    /* The first existing table of each statement type is fully joined with
+     * its lines; the others only look for missing successes of the day. */
     for (size_t i = 0; i < NSPECS; i++) {
         if (!m->exists[i])
             continue;
@@ -438,9 +492,12 @@ static int plan(match_t *m)
         for (size_t j = 0; j < i; j++)
             if (m->exists[j] && !strcmp(SPECS[j].type, SPECS[i].type))
                 first = 0;
-        primary[i] = first;
-        if (first && (m->many_types || type_seen(m, SPECS[i].type)))
+        int seen = m->many_types || type_seen(m, SPECS[i].type);
+        if (first && seen)
             rc = rc ? rc : add_stmt(m, expand(TPL_PRIMARY, &SPECS[i], NULL, NULL), 1, R_NONE);
+        else
+            rc = rc ? rc
+                    : add_stmt(m, expand(TPL_MISSING_CHANNEL, &SPECS[i], NULL, NULL), 1, R_NONE);
     }
     /* Lines of a type no existing table takes. */
     char unknown[512] = "";
@@ -458,7 +515,7 @@ static int plan(match_t *m)
                                    "INSERT INTO recon_found (" FOUND_COLS
                                    ") SELECT 'UNMATCHED', " LINE_COLS
                                    ", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
-                                   "FROM recon_stage l WHERE NOT l.dup AND l.type <> ALL ('{");
+                                   "FROM recon_stage l WHERE l.type <> ALL ('{");
             int n = 0;
             for (size_t i = 0; i < NSPECS; i++)
                 if (m->exists[i] && ul < sizeof unknown - 40)
@@ -468,10 +525,14 @@ static int plan(match_t *m)
             rc = rc ? rc : add_stmt(m, strdup(unknown), 0, R_NONE);
         }
     }
-    /* Lines left: the further tables of their type on our number, then every
-     * table of their type on the channel's reference. */
+    /* Only the small table of findings is analyzed (the statement's lines
+     * need no statistics: a full join is always a hash or merge join), so
+     * the fallbacks look markers up by index instead of hashing a table. */
+    rc = rc ? rc : add_stmt(m, strdup("ANALYZE recon_found"), 0, R_NONE);
+    /* Lines left: every table of their type on our number (any day), then on
+     * the channel's reference. */
     for (size_t i = 0; i < NSPECS; i++)
-        if (m->exists[i] && !primary[i])
+        if (m->exists[i])
             rc = rc ? rc
                     : add_stmt(m, expand(TPL_MARKERS, &SPECS[i], SPECS[i].ref, "paycore_ref"), 1,
                                R_NONE);
@@ -482,10 +543,7 @@ static int plan(match_t *m)
                                R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_UNMATCHED_COUNT), 0, R_UNMATCHED);
     rc = rc ? rc : add_stmt(m, strdup(SQL_UNMATCHED_MONEY), 0, R_NONE);
-    for (size_t i = 0; i < NSPECS; i++)
-        if (m->exists[i])
-            rc = rc ? rc
-                    : add_stmt(m, expand(TPL_MISSING_CHANNEL, &SPECS[i], NULL, NULL), 1, R_NONE);
+    rc = rc ? rc : add_stmt(m, strdup(SQL_NOT_MISSING), 1, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_UPSERT), 1, R_UPSERT);
     rc = rc ? rc : add_stmt(m, strdup(SQL_CLOSE_STALE), 1, R_CLOSED);
     rc = rc ? rc : add_stmt(m, strdup(SQL_CARRIED_CLEAR), 1, R_NONE);
@@ -494,7 +552,7 @@ static int plan(match_t *m)
     return rc;
 }
 
-/* ---------- loading the statement ---------- */
+/* ---------- reading the statement ---------- */
 
 static int buf_reserve(buf_t *b, size_t add)
 {
@@ -511,9 +569,95 @@ static int buf_reserve(buf_t *b, size_t add)
     return 0;
 }
 
-/* Appends a text element of an array literal: always quoted, with the two
- * characters that need it escaped. */
-static int put_text(buf_t *b, int first, const char *s)
+static int put_raw(buf_t *b, const char *s, size_t n)
+{
+    if (buf_reserve(b, n) < 0)
+        return PC_ENOMEM;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return 0;
+}
+
+/* Appends an integer's digits. */
+static int put_digits(buf_t *b, int64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (buf_reserve(b, 22) < 0)
+        return PC_ENOMEM;
+    char *o = b->p + b->len;
+    if (v < 0)
+        *o++ = '-';
+    while (n)
+        *o++ = tmp[--n];
+    *o = 0;
+    b->len = (size_t)(o - b->p);
+    return 0;
+}
+
+/* A field of COPY's text format: backslash, tab and line ends escaped (the
+ * reader let no other control character through). */
+static int put_copy_field(buf_t *b, const char *s, char after)
+{
+    size_t n = strlen(s);
+    if (buf_reserve(b, n * 2 + 1) < 0)
+        return PC_ENOMEM;
+    char *o = b->p + b->len;
+    for (size_t i = 0; i < n; i++) {
+        switch (s[i]) {
+        case '\\':
+            *o++ = '\\';
+            *o++ = '\\';
+            break;
+        case '\t':
+            *o++ = '\\';
+            *o++ = 't';
+            break;
+        case '\n':
+            *o++ = '\\';
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = '\\';
+            *o++ = 'r';
+            break;
+        default:
+            *o++ = s[i];
+        }
+    }
+    *o++ = after;
+    *o = 0;
+    b->len = (size_t)(o - b->p);
+    return 0;
+}
+
+static int put_copy_int(buf_t *b, int64_t v, char after)
+{
+    if (put_digits(b, v) < 0)
+        return PC_ENOMEM;
+    return put_raw(b, &after, 1);
+}
+
+static int copy_line(buf_t *b, const pc_recon_line_t *l)
+{
+    if (put_copy_int(b, l->row, '\t') < 0 || put_copy_field(b, l->channel_ref, '\t') < 0 ||
+        put_copy_field(b, l->paycore_ref, '\t') < 0 || put_copy_field(b, l->type, '\t') < 0 ||
+        put_copy_int(b, l->amount, '\t') < 0 || put_copy_field(b, l->currency, '\t') < 0 ||
+        put_copy_int(b, l->fee, '\t') < 0 || put_copy_field(b, l->status, '\t') < 0 ||
+        put_copy_int(b, l->time_s, '\n') < 0)
+        return PC_ENOMEM;
+    return 0;
+}
+
+/* An element of an array literal: always quoted, with the two characters
+ * that need it escaped. */
+static int put_array_text(buf_t *b, int first, const char *s)
 {
     size_t n = strlen(s);
     if (buf_reserve(b, n * 2 + 3) < 0)
@@ -528,40 +672,51 @@ static int put_text(buf_t *b, int first, const char *s)
         *o++ = s[i];
     }
     *o++ = '"';
+    *o = 0;
     b->len = (size_t)(o - b->p);
     return 0;
 }
 
-static int put_int(buf_t *b, int first, int64_t v)
+static int put_array_int(buf_t *b, int first, int64_t v)
 {
-    if (buf_reserve(b, 24) < 0)
+    if (!first && put_raw(b, ",", 1) < 0)
         return PC_ENOMEM;
-    char tmp[24];
-    int n = 0;
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    char *o = b->p + b->len;
-    if (!first)
-        *o++ = ',';
-    if (v < 0)
-        *o++ = '-';
-    while (n)
-        *o++ = tmp[--n];
-    b->len = (size_t)(o - b->p);
-    return 0;
+    return put_digits(b, v);
 }
 
-static int put_raw(buf_t *b, const char *s)
+/* Keeps a repeated line for the findings; a full batch becomes a
+ * statement. */
+static int keep_duplicate(match_t *m, const pc_recon_line_t *l)
 {
-    size_t n = strlen(s);
-    if (buf_reserve(b, n) < 0)
+    buf_t *c = m->dcol;
+    int first = m->ndups == 0;
+    for (int i = 0; first && i < DUP_COLS; i++) {
+        c[i].len = 0;
+        if (put_raw(&c[i], "{", 1) < 0)
+            return PC_ENOMEM;
+    }
+    if (put_array_int(&c[0], first, l->row) < 0 ||
+        put_array_text(&c[1], first, l->channel_ref) < 0 ||
+        put_array_text(&c[2], first, l->paycore_ref) < 0 ||
+        put_array_text(&c[3], first, l->type) < 0 || put_array_int(&c[4], first, l->amount) < 0 ||
+        put_array_text(&c[5], first, l->currency) < 0 || put_array_int(&c[6], first, l->fee) < 0 ||
+        put_array_text(&c[7], first, l->status) < 0 || put_array_int(&c[8], first, l->time_s) < 0)
         return PC_ENOMEM;
-    memcpy(b->p + b->len, s, n + 1);
-    b->len += n;
-    return 0;
+    return ++m->ndups == DUP_BATCH ? 1 : 0;
+}
+
+static int flush_duplicates(match_t *m)
+{
+    if (m->ndups == 0)
+        return 0;
+    const char *p[DUP_COLS];
+    for (int i = 0; i < DUP_COLS; i++) {
+        if (put_raw(&m->dcol[i], "}", 1) < 0)
+            return PC_ENOMEM;
+        p[i] = m->dcol[i].p;
+    }
+    m->ndups = 0;
+    return add_stmt_params(m, strdup(SQL_LOAD_DUPLICATES), DUP_COLS, p, R_NONE);
 }
 
 static void note_type(match_t *m, const char *type)
@@ -575,133 +730,135 @@ static void note_type(match_t *m, const char *type)
     snprintf(m->types_seen[m->ntypes_seen++], sizeof m->types_seen[0], "%s", type);
 }
 
-/* Reads up to BATCH_LINES lines into the column arrays. Returns how many,
- * or a negative code with the error set. */
-static int fill_batch(match_t *m)
+/* COPY asks for data: up to COPY_CHUNK_LINES lines read, checked and
+ * written in COPY's text format, hashed on the way. */
+static int fill_chunk(void *data, const char **buf, size_t *len)
 {
-    for (int c = 0; c < LOAD_COLS; c++) {
-        m->col[c].len = 0;
-        if (put_raw(&m->col[c], "{") < 0)
-            goto nomem;
-    }
-    int n = 0;
+    match_t *m = data;
+    if (m->status)
+        return -1;
+    m->chunk.len = 0;
     pc_recon_line_t l;
     char err[200];
-    while (n < BATCH_LINES) {
+    int n = 0;
+    /* A chunk of lines to match; repeated lines only go to the findings, so
+     * reading goes on until there is something to send or nothing left. */
+    while (!m->eof && n < COPY_CHUNK_LINES) {
         int rc = pc_recon_csv_next(m->csv, &l, err, sizeof err);
-        if (rc == 0)
+        if (rc == 0) {
+            m->eof = 1;
             break;
+        }
         if (rc < 0) {
             if (rc == PC_ENOMEM)
-                goto nomem;
-            set_error(m, PC_EINVAL, "statement %s", err);
-            return PC_EINVAL;
+                set_error(m, PC_ENOMEM, "out of memory reading the statement");
+            else
+                set_error(m, PC_EINVAL, "statement %s", err);
+            return -1;
         }
-        int first = n == 0;
-        if (put_int(&m->col[0], first, l.row) < 0 ||
-            put_text(&m->col[1], first, l.channel_ref) < 0 ||
-            put_text(&m->col[2], first, l.paycore_ref) < 0 ||
-            put_text(&m->col[3], first, l.type) < 0 || put_int(&m->col[4], first, l.amount) < 0 ||
-            put_text(&m->col[5], first, l.currency) < 0 || put_int(&m->col[6], first, l.fee) < 0 ||
-            put_text(&m->col[7], first, l.status) < 0 || put_int(&m->col[8], first, l.time_s) < 0 ||
-            put_text(&m->col[9], first, l.duplicate ? "t" : "f") < 0)
-            goto nomem;
-        note_type(m, l.type);
         m->res.lines++;
-        m->res.duplicate_lines += l.duplicate;
+        note_type(m, l.type);
+        if (l.duplicate) {
+            m->res.duplicate_lines++;
+            int full = keep_duplicate(m, &l);
+            if (full < 0 || (full && flush_duplicates(m) < 0)) {
+                set_error(m, PC_ENOMEM, "out of memory reading the statement");
+                return -1;
+            }
+            continue;
+        }
+        if (copy_line(&m->chunk, &l) < 0) {
+            set_error(m, PC_ENOMEM, "out of memory reading the statement");
+            return -1;
+        }
         n++;
     }
-    for (int c = 0; c < LOAD_COLS; c++)
-        if (put_raw(&m->col[c], "}") < 0)
-            goto nomem;
     size_t off = pc_recon_csv_offset(m->csv);
     EVP_DigestUpdate(m->sha, m->text + m->hashed, off - m->hashed);
     m->hashed = off;
-    return n;
-nomem:
-    set_error(m, PC_ENOMEM, "out of memory reading the statement");
-    return PC_ENOMEM;
+    if (n == 0)
+        return 0;
+    *buf = m->chunk.p;
+    *len = m->chunk.len;
+    return 1;
 }
+
+/* ---------- running the statements ---------- */
 
 static void run_next(match_t *m);
-static void pump(match_t *m);
+static void phase_done(match_t *m);
 
-static void loaded_cb(void *data, int status, pc_db_res_t *res)
+static void stmt_cb(void *data, int status, pc_recon_res_t *res, const char *error)
 {
     match_t *m = data;
-    m->inflight--;
-    db_failed(m, status, res, "loading the statement");
-    pump(m);
-}
-
-/* Keeps BATCHES_IN_FLIGHT batches queued on the transaction until the
- * statement is read; then plans and runs the matching. */
-static void pump(match_t *m)
-{
-    while (!m->status && !m->eof && m->inflight < BATCHES_IN_FLIGHT) {
-        int n = fill_batch(m);
-        if (n < 0)
-            break;
-        if (n < BATCH_LINES)
-            m->eof = 1;
-        if (n == 0)
-            break;
-        const char *p[LOAD_COLS];
-        for (int c = 0; c < LOAD_COLS; c++)
-            p[c] = m->col[c].p;
-        if (pc_db_tx_query(m->tx, SQL_LOAD, LOAD_COLS, p, loaded_cb, m) < 0) {
-            set_error(m, PC_EUNAVAIL, "loading the statement: the database is unavailable");
-            break;
+    const stmt_t *st = &m->stmts[m->next];
+    if (status) {
+        set_error(m, status == PC_EIO ? PC_EIO : PC_EUNAVAIL, "%s", error ? error : "failed");
+        pc_log_error("recon.match_failed", "run %lld statement %d: %s", (long long)m->run_id,
+                     m->next, m->res.error);
+        finish(m);
+        return;
+    }
+    switch (st->result) {
+    case R_LOCK:
+        if (pc_recon_res_rows(res) == 0) {
+            set_error(m, PC_ECONFLICT, "the run is not this attempt's any more");
+            finish(m);
+            return;
         }
-        m->inflight++;
+        break;
+    case R_EXISTS:
+        for (int i = 0; i < pc_recon_res_rows(res) && i < (int)NSPECS; i++)
+            m->exists[i] = pc_recon_res_val(res, i, "e")[0] == 't';
+        break;
+    case R_UNMATCHED:
+        m->res.unmatched_lines = pc_recon_res_i64(res, 0, "n");
+        break;
+    case R_UPSERT:
+        for (int i = 0; i < pc_recon_res_rows(res); i++) {
+            int k = pc_recon_kind_parse(pc_recon_res_val(res, i, "kind"));
+            if (k < 0)
+                continue;
+            m->res.found[k] = pc_recon_res_i64(res, i, "found");
+            m->res.added[k] = pc_recon_res_i64(res, i, "added");
+            m->res.to_repair += pc_recon_res_i64(res, i, "to_repair");
+        }
+        break;
+    case R_CLOSED:
+        m->res.closed = pc_recon_res_affected(res);
+        break;
+    case R_DONE:
+        if (pc_recon_res_affected(res) != 1) {
+            set_error(m, PC_ECONFLICT, "another attempt took the day over");
+            finish(m);
+            return;
+        }
+        break;
+    case R_NONE:
+        break;
     }
-    if (m->inflight > 0)
-        return;
-    if (m->status) {
-        finish(m);
-        return;
-    }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned mdlen = 0;
-    EVP_DigestFinal_ex(m->sha, md, &mdlen);
-    for (unsigned i = 0; i < mdlen && i < 32; i++)
-        snprintf(m->res.sha256 + 2 * i, 3, "%02x", md[i]);
-    if (plan(m) < 0) {
-        set_error(m, PC_ENOMEM, "out of memory planning the match");
-        finish(m);
-        return;
-    }
+    m->next++;
     run_next(m);
 }
 
-/* ---------- matching ---------- */
-
-static void committed_cb(void *data, int status)
+/* One statement at a time, on the match's own connection. */
+static void run_next(match_t *m)
 {
-    match_t *m = data;
-    if (status)
-        set_error(m, status, "commit: %s", pc_strerror(status));
-    finish(m);
-}
-
-static void done_cb(void *data, int status, pc_db_res_t *res)
-{
-    match_t *m = data;
-    if (db_failed(m, status, res, "recording the run")) {
-        finish(m);
+    if (m->next == m->nstmts) {
+        phase_done(m);
         return;
     }
-    if (pc_db_affected(res) != 1) {
-        set_error(m, PC_ECONFLICT, "another attempt took the day over");
+    const stmt_t *st = &m->stmts[m->next];
+    const char *const *p =
+        st->params ? (const char *const *)st->params : (st->nparams ? m->kparams : NULL);
+    if (pc_recon_conn_query(m->conn, st->sql, st->nparams, p, stmt_cb, m) < 0) {
+        set_error(m, PC_EUNAVAIL, "the database connection failed");
         finish(m);
-        return;
     }
-    pc_db_tx_t *tx = m->tx;
-    m->tx = NULL;
-    pc_db_tx_commit(tx, committed_cb, m);
 }
 
-static void record_run(match_t *m)
+/* The run's row: DONE with what was found. */
+static int add_record(match_t *m)
 {
     char counts[512] = "{";
     size_t cl = 1;
@@ -721,161 +878,126 @@ static void record_run(match_t *m)
     snprintf(unm, sizeof unm, "%lld", (long long)m->res.unmatched_lines);
     snprintf(add, sizeof add, "%lld", (long long)added);
     const char *p[] = {run, att, lines, dups, unm, m->res.sha256, add, counts};
-    if (pc_db_tx_query(m->tx, SQL_DONE, 8, p, done_cb, m) < 0) {
-        set_error(m, PC_EUNAVAIL, "recording the run: the database is unavailable");
-        finish(m);
-    }
+    int rc = add_stmt_params(m, strdup(SQL_DONE), 8, p, R_DONE);
+    return rc ? rc : add_stmt_params(m, strdup("COMMIT"), 0, NULL, R_NONE);
 }
 
-static void stmt_cb(void *data, int status, pc_db_res_t *res)
+static void copied_cb(void *data, int status, pc_recon_res_t *res, const char *error)
 {
     match_t *m = data;
-    if (db_failed(m, status, res, "matching")) {
-        pc_log_error("recon.match_failed", "run %lld statement %d: %s", (long long)m->run_id,
-                     m->next, m->res.error);
+    (void)res;
+    if (status || m->status) {
+        set_error(m, status == PC_EIO ? PC_EIO : PC_EUNAVAIL, "loading the statement: %s",
+                  error ? error : "failed");
         finish(m);
         return;
     }
-    switch (m->stmts[m->next].result) {
-    case R_UNMATCHED:
-        m->res.unmatched_lines = pc_db_val_i64(res, 0, "n");
-        break;
-    case R_UPSERT:
-        for (int i = 0; i < pc_db_rows(res); i++) {
-            int k = pc_recon_kind_parse(pc_db_val(res, i, "kind"));
-            if (k < 0)
-                continue;
-            m->res.found[k] = pc_db_val_i64(res, i, "found");
-            m->res.added[k] = pc_db_val_i64(res, i, "added");
-            m->res.to_repair += pc_db_val_i64(res, i, "to_repair");
-        }
-        break;
-    case R_CLOSED:
-        m->res.closed = pc_db_affected(res);
-        break;
-    case R_NONE:
-        break;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    EVP_DigestFinal_ex(m->sha, md, &mdlen);
+    for (unsigned i = 0; i < mdlen && i < 32; i++)
+        snprintf(m->res.sha256 + 2 * i, 3, "%02x", md[i]);
+    if (flush_duplicates(m) < 0 || plan(m) < 0) {
+        set_error(m, PC_ENOMEM, "out of memory planning the match");
+        finish(m);
+        return;
     }
-    m->next++;
+    m->phase = P_MATCH;
     run_next(m);
 }
 
-/* One statement at a time: each gets the whole query timeout for itself. */
-static void run_next(match_t *m)
+static void phase_done(match_t *m)
 {
-    if (m->next == m->nstmts) {
-        record_run(m);
+    if (m->phase == P_SETUP) {
+        /* Set up: send the statement's lines. */
+        if (pc_recon_conn_copy(m->conn, SQL_COPY, fill_chunk, copied_cb, m) < 0) {
+            set_error(m, PC_EUNAVAIL, "the database connection failed");
+            finish(m);
+        }
         return;
     }
-    const stmt_t *s = &m->stmts[m->next];
-    if (pc_db_tx_query(m->tx, s->sql, s->with_k ? NK : 0, s->with_k ? m->kparams : NULL, stmt_cb,
-                       m) < 0) {
-        set_error(m, PC_EUNAVAIL, "matching: the database is unavailable");
-        finish(m);
+    if (m->phase == P_MATCH) {
+        /* Matched: record the run and commit, in the same transaction. */
+        if (add_record(m) < 0) {
+            set_error(m, PC_ENOMEM, "out of memory recording the run");
+            finish(m);
+            return;
+        }
+        m->phase = P_RECORD;
+        run_next(m);
+        return;
     }
+    finish(m); /* committed */
 }
 
 /* ---------- the transaction ---------- */
 
-/* Each statement of the set-up ends here; the last one starts the load. */
-static void setup_done(match_t *m)
-{
-    if (--m->setup_pending > 0)
-        return;
-    if (m->status)
-        finish(m);
-    else
-        pump(m);
-}
-
-static void setup_cb(void *data, int status, pc_db_res_t *res)
+static void connected_cb(void *data, int status, pc_recon_res_t *res, const char *error)
 {
     match_t *m = data;
-    db_failed(m, status, res, "preparing the match");
-    setup_done(m);
-}
-
-static void locked_cb(void *data, int status, pc_db_res_t *res)
-{
-    match_t *m = data;
-    if (!db_failed(m, status, res, "locking the run") && pc_db_rows(res) == 0)
-        set_error(m, PC_ECONFLICT, "the run is not this attempt's any more");
-    setup_done(m);
-}
-
-static void exists_cb(void *data, int status, pc_db_res_t *res)
-{
-    match_t *m = data;
-    if (!db_failed(m, status, res, "finding the tables"))
-        for (int i = 0; i < pc_db_rows(res) && i < (int)NSPECS; i++)
-            m->exists[i] = pc_db_val(res, i, "e")[0] == 't';
-    setup_done(m);
-}
-
-static void begun_cb(void *data, int status, pc_db_tx_t *tx)
-{
-    match_t *m = data;
+    (void)res;
     if (status) {
-        set_error(m, status, "the database is unavailable");
+        set_error(m, PC_EUNAVAIL, "cannot connect to the database: %s", error ? error : "");
         finish(m);
         return;
     }
-    m->tx = tx;
-    char mem[32], run[24], att[16], tables[256] = "{";
+    if (m->status) {
+        /* A header that cannot be read: answered now that we are called back. */
+        finish(m);
+        return;
+    }
+    char mem[32], timeout[24], run[24], att[16], tables[256] = "{";
     size_t tl = 1;
     snprintf(mem, sizeof mem, "%dMB", m->work_mem_mb);
+    snprintf(timeout, sizeof timeout, "%lld", (long long)m->timeout_ms);
     snprintf(run, sizeof run, "%lld", (long long)m->run_id);
     snprintf(att, sizeof att, "%d", m->attempt);
     for (size_t i = 0; i < NSPECS; i++)
         tl +=
             (size_t)snprintf(tables + tl, sizeof tables - tl, "%s%s", i ? "," : "", SPECS[i].table);
     snprintf(tables + tl, sizeof tables - tl, "}");
-    const char *pm[] = {m->work_mem_mb > 0 ? mem : NULL};
+    const char *pc[] = {m->work_mem_mb > 0 ? mem : NULL, m->timeout_ms > 0 ? timeout : NULL};
     const char *pl[] = {run, att};
     const char *pt[] = {tables};
-    /* Pipelined: the callbacks run in this order, and after a failure the
-     * rest fail too. JIT compiling costs more than it saves on these one-off
-     * joins. */
-    struct {
-        const char *sql;
-        int n;
-        const char *const *p;
-        pc_db_query_cb cb;
-    } steps[] = {
-        {"SELECT set_config('jit', 'off', true), CASE WHEN $1::text IS NULL THEN '' ELSE "
-         "set_config('work_mem', $1::text, true) END",
-         1, pm, setup_cb},
-        {SQL_LOCK, 2, pl, locked_cb},
-        {"SELECT to_regclass(t) IS NOT NULL AS e FROM unnest($1::text[]) WITH ORDINALITY AS u(t, "
-         "o) ORDER BY o",
-         1, pt, exists_cb},
-        {SQL_STAGE, 0, NULL, setup_cb},
-        {SQL_FOUND, 0, NULL, setup_cb},
-    };
-    m->setup_pending = 1; /* held until every step is queued */
-    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
-        if (pc_db_tx_query(tx, steps[i].sql, steps[i].n, steps[i].p, steps[i].cb, m) < 0) {
-            set_error(m, PC_EUNAVAIL, "preparing the match: the database is unavailable");
-            break;
-        }
-        m->setup_pending++;
+    /* JIT compiling costs more than it saves on these one-off joins. */
+    int rc = add_stmt_params(m, strdup("BEGIN"), 0, NULL, R_NONE);
+    rc = rc ? rc
+            : add_stmt_params(m,
+                              strdup("SELECT set_config('jit', 'off', true), CASE WHEN $1::text "
+                                     "IS NULL THEN '' ELSE set_config('work_mem', $1::text, "
+                                     "true) END, CASE WHEN $2::text IS NULL THEN '' ELSE "
+                                     "set_config('statement_timeout', $2::text, true) END"),
+                              2, pc, R_NONE);
+    rc = rc ? rc : add_stmt_params(m, strdup(SQL_LOCK), 2, pl, R_LOCK);
+    rc = rc ? rc
+            : add_stmt_params(m,
+                              strdup("SELECT to_regclass(t) IS NOT NULL AS e FROM "
+                                     "unnest($1::text[]) WITH ORDINALITY AS u(t, o) ORDER BY o"),
+                              1, pt, R_EXISTS);
+    rc = rc ? rc : add_stmt_params(m, strdup(SQL_STAGE), 0, NULL, R_NONE);
+    rc = rc ? rc : add_stmt_params(m, strdup(SQL_FOUND), 0, NULL, R_NONE);
+    if (rc < 0) {
+        set_error(m, PC_ENOMEM, "out of memory");
+        finish(m);
+        return;
     }
-    setup_done(m);
+    m->phase = P_SETUP;
+    run_next(m);
 }
 
-int pc_recon_match(pc_db_t *db, const pc_recon_match_opts_t *o, const char *csv, size_t len,
-                   pc_recon_match_cb cb, void *data)
+int pc_recon_match(uv_loop_t *loop, const char *db_url, const pc_recon_match_opts_t *o,
+                   const char *csv, size_t len, pc_recon_match_cb cb, void *data)
 {
     int64_t day;
-    if (!db || !o || !cb || !o->channel_id || !o->date || o->run_id <= 0 || o->attempt <= 0 ||
-        strlen(o->channel_id) == 0 || strlen(o->channel_id) > 32 ||
+    if (!loop || !db_url || !o || !cb || !o->channel_id || !o->date || o->run_id <= 0 ||
+        o->attempt <= 0 || strlen(o->channel_id) == 0 || strlen(o->channel_id) > 32 ||
         strspn(o->channel_id, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(o->channel_id) ||
         pc_recon_parse_date(o->date, &day) < 0 || o->fee_rate_bp < 0 || o->fee_fixed < 0)
         return PC_EINVAL;
     match_t *m = calloc(1, sizeof *m);
     if (!m)
         return PC_ENOMEM;
-    m->db = db;
+    m->loop = loop;
     m->cb = cb;
     m->data = data;
     m->text = csv;
@@ -883,6 +1005,7 @@ int pc_recon_match(pc_db_t *db, const pc_recon_match_opts_t *o, const char *csv,
     m->run_id = o->run_id;
     m->attempt = o->attempt;
     m->work_mem_mb = o->work_mem_mb;
+    m->timeout_ms = o->statement_timeout_ms;
     snprintf(m->channel_id, sizeof m->channel_id, "%s", o->channel_id);
     snprintf(m->date, sizeof m->date, "%s", o->date);
     char err[200];
@@ -913,12 +1036,12 @@ int pc_recon_match(pc_db_t *db, const pc_recon_match_opts_t *o, const char *csv,
     snprintf(m->kvals[6], sizeof m->kvals[6], "%d", o->attempt);
     for (int i = 0; i < NK; i++)
         m->kparams[i] = m->kvals[i];
-    /* With a header that cannot be read the transaction only serves to
+    /* With a header that cannot be read the connection only serves to
      * answer later, as the contract says. */
-    rc = pc_db_begin(db, NULL, begun_cb, m);
-    if (rc < 0) {
+    m->conn = pc_recon_conn_open(loop, db_url, connected_cb, m);
+    if (!m->conn) {
         match_free(m);
-        return rc;
+        return PC_EUNAVAIL;
     }
     return 0;
 }

@@ -5,19 +5,22 @@
  * result is never half written.
  *
  * How (numbers for 1,000,000 lines are in README "Performance"):
- *   - the statement is read with recon_csv.h and sent in batches of rows as
- *     column arrays (INSERT … SELECT FROM unnest($1::text[], …)) into a
- *     temporary table, two batches in flight so that formatting the next one
- *     overlaps PostgreSQL inserting the last; the statement's SHA-256 is
+ *   - the match runs on a connection of its own (recon_conn.h), so a long
+ *     match holds none of the request pool's and its statements have their
+ *     own timeout (statement_timeout);
+ *   - the statement is read with recon_csv.h, checked line by line, and
+ *     streamed into a temporary table with COPY … FROM STDIN (text format),
+ *     a chunk at a time as the socket takes it; the statement's SHA-256 is
  *     computed on the way;
  *   - each kind of local record is one row of a table in recon_match.c
  *     (statement type, table, columns, what its status means, the fee we
  *     expect, the repair it allows); the SQL is generated from those rows:
- *     one hash join per statement type on our reference, a fallback on the
- *     channel's reference for the few lines that did not match, an anti-join
- *     for our successes of the day missing from the statement; the rules of
- *     what differs are the SQL functions recon_pair_ok / recon_pair_kinds
- *     (0015_recon.sql), evaluated in the joins;
+ *     one hash full join per statement type between its lines and the day's
+ *     records (so one pass finds both the lines that differ and our
+ *     successes the statement lacks), then fallbacks for the few lines left
+ *     — our number in the whole table, then the channel's reference; the
+ *     rules of what differs are the SQL functions recon_pair_ok /
+ *     recon_pair_kinds (0015_recon.sql), evaluated in the joins;
  *   - the differences are upserted on (run, kind, key): a re-run of the day
  *     finds the same rows instead of adding new ones, keeps their status
  *     (a repaired or resolved difference stays so), and closes open ones it
@@ -27,14 +30,14 @@
  *
  * The run row must exist and be claimed (status RUNNING with this attempt):
  * recon.c claims it; the matcher locks it for the transaction and refuses to
- * write when another attempt took the day over. Needs store/db.h, OpenSSL
- * (SHA-256) and recon_csv.h; no libuv or libpq. */
+ * write when another attempt took the day over. Needs recon_conn.h (the only
+ * libpq user), OpenSSL (SHA-256) and recon_csv.h. */
 #ifndef PC_RECON_RECON_MATCH_H
 #define PC_RECON_RECON_MATCH_H
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store/db.h"
+#include <uv.h>
 
 /* Difference kinds, as stored in recon_diffs.kind. */
 typedef enum {
@@ -60,7 +63,8 @@ typedef struct {
     const char *date;       /* business date "YYYY-MM-DD" (UTC) */
     int64_t fee_rate_bp;    /* the channel file's fee, for FEE_MISMATCH */
     int64_t fee_fixed;
-    int work_mem_mb; /* for the transaction's joins; 0: the server's default */
+    int work_mem_mb;              /* for the transaction's joins; 0: the server's default */
+    int64_t statement_timeout_ms; /* per statement of the match; 0: the server's default */
 } pc_recon_match_opts_t;
 
 typedef struct {
@@ -81,9 +85,10 @@ typedef struct {
 typedef void (*pc_recon_match_cb)(void *data, int status, const pc_recon_match_result_t *res);
 
 /* Matches the statement text (borrowed: it must stay valid until cb runs)
- * for opts (copied). Returns 0 (cb runs once, later) or PC_EINVAL (bad
- * options: cb never runs) / PC_ENOMEM / a db error (cb never runs). */
-int pc_recon_match(pc_db_t *db, const pc_recon_match_opts_t *opts, const char *csv, size_t len,
-                   pc_recon_match_cb cb, void *data);
+ * for opts (copied), on a new connection to db_url. Returns 0 (cb runs once,
+ * later) or PC_EINVAL (bad options), PC_ENOMEM, PC_EUNAVAIL (the connection
+ * could not even start); then cb never runs. */
+int pc_recon_match(uv_loop_t *loop, const char *db_url, const pc_recon_match_opts_t *opts,
+                   const char *csv, size_t len, pc_recon_match_cb cb, void *data);
 
 #endif

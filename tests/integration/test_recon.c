@@ -575,6 +575,21 @@ static void test_uploaded_statement_is_matched_kind_by_kind(void **state)
     char *st = pc_t_sql(&g_stack, "SELECT status FROM recon_runs WHERE run_id = %lld", run_id);
     assert_string_equal(st, "FAILED");
     free(st);
+    /* So is one whose bad line comes after thousands of good ones (several
+     * chunks of the COPY already sent). */
+    size_t cap = 9100 * 80, n = 0;
+    char *big = malloc(cap);
+    assert_non_null(big);
+    n += (size_t)snprintf(big + n, cap - n,
+                          "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n");
+    for (int i = 0; i < 9000; i++)
+        n += (size_t)snprintf(big + n, cap - n,
+                              "pay_big%d,PBIG%d,PAY,100,CNY,0,FAILED,2026-01-01T00:00:00Z\n", i, i);
+    snprintf(big + n, cap - n, "pay_bad,PBAD,PAY,100,CNY,0,SUCCESS,2026-01-01T25:00:00Z\n");
+    bad = upload("sim_otc", big, 400);
+    free(big);
+    assert_non_null(strstr(jstr(json_object_get(bad, "error"), "message"), "row 9001: time"));
+    json_decref(bad);
     assert_int_equal(pc_t_sql_int(&g_stack,
                                   "SELECT count(*) FROM recon_diffs WHERE run_id = %lld AND "
                                   "status = 'OPEN'",

@@ -115,10 +115,10 @@ CREATE TABLE recon_carried (
 );
 CREATE INDEX recon_carried_run ON recon_carried (run_id);
 
--- What "missing from the statement" scans: one channel's successes of one
--- day.
-CREATE INDEX recon_payments_day ON payments (channel_id, finished_at) WHERE status = 'SUCCESS';
-CREATE INDEX recon_refunds_day ON refunds (channel_id, finished_at) WHERE status = 'SUCCESS';
+-- What a day's match reads of our records: one channel's records that
+-- reached a final state on one day (the rest is found by primary key).
+CREATE INDEX recon_payments_day ON payments (channel_id, finished_at);
+CREATE INDEX recon_refunds_day ON refunds (channel_id, finished_at);
 
 -- The matching rules for a statement line and our record of it, in one place
 -- (src/recon/recon_match.c generates the statements that call them). l_* is
