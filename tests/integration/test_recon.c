@@ -14,9 +14,11 @@
 
 #include "harness.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -744,6 +746,28 @@ static void test_bad_requests_are_refused(void **state)
     pc_t_resp_free(&r);
 }
 
+/* Last: paysim goes away. */
+static void test_statement_that_cannot_be_fetched_fails_the_run(void **state)
+{
+    (void)state;
+    kill(g_stack.paysim_pid, SIGTERM);
+    waitpid(g_stack.paysim_pid, NULL, 0);
+    g_stack.paysim_pid = 0;
+    char body[160];
+    snprintf(body, sizeof body, "{\"channel_id\":\"sim_card2\",\"date\":\"%s\"}", g_today);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/recon/runs", body);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(pc_t_errcode(&r), "UNAVAILABLE");
+    assert_non_null(strstr(r.body, "could not be fetched"));
+    pc_t_resp_free(&r);
+    char *st = pc_t_sql(&g_stack,
+                        "SELECT status || ': ' || error FROM recon_runs WHERE channel_id = "
+                        "'sim_card2' AND business_date = '%s'",
+                        g_today);
+    assert_non_null(strstr(st, "FAILED: the channel's statement could not be fetched"));
+    free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -755,6 +779,7 @@ int main(void)
         cmocka_unit_test(test_resolving_with_an_adjustment_posts_through_suspense),
         cmocka_unit_test(test_payctl_runs_lists_and_resolves),
         cmocka_unit_test(test_bad_requests_are_refused),
+        cmocka_unit_test(test_statement_that_cannot_be_fetched_fails_the_run),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
