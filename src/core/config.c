@@ -153,7 +153,7 @@ static const opt_def_t opts[] = {
     {"recon.work_mem_mb", OPT_INT, "PAYCORE_RECON_WORK_MEM_MB", "256", 0, 8192, 0,
      "PostgreSQL work_mem of a reconciliation's transaction (hash joins in memory; 0: server's)"},
     {"recon.statement_timeout_ms", OPT_INT, "PAYCORE_RECON_STATEMENT_TIMEOUT_MS", "600000", 1000,
-     3600000, 0, "a statement of a reconciliation match (on its own connection) may take this long"},
+     3600000, 0, "a statement of a reconciliation match (its own connection) may take this long"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
