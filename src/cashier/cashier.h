@@ -21,7 +21,10 @@ typedef struct {
     json_t *buyer;   /* NULL: unknown buyer (a guest) */
     int64_t wallet;  /* buyer's wallet in the trade's currency */
     json_t *coupons; /* usable coupons of this buyer for this trade */
-    json_t *cards;   /* bound cards */
+    /* The buyer's balances of this merchant's named account types:
+     * [{account_type, owner, balance}] (spendable only at this merchant). */
+    json_t *typed_wallets;
+    json_t *cards; /* bound cards */
     int64_t used_day, used_month, attempts_1h;
     int64_t open_attempts;
     json_t *card_usage; /* {card_id: amount in 24 h} */
@@ -64,6 +67,8 @@ void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_
 
 /* The coupon of the view with this id, or NULL. */
 json_t *pc_cashier_coupon(const pc_cashier_view_t *v, const char *coupon_id);
+/* The typed wallet of the view for account_type, or NULL. */
+json_t *pc_cashier_typed_wallet(const pc_cashier_view_t *v, const char *account_type);
 /* The bound card of the view with this id, or NULL. */
 json_t *pc_cashier_card(const pc_cashier_view_t *v, const char *card_id);
 

@@ -85,6 +85,21 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
                                                                : NULL,
                                               max, NULL));
         size_t i;
+        json_t *tw;
+        /* Balances of this merchant's named account types (top-ups made here). */
+        json_array_foreach(v->typed_wallets, i, tw)
+        {
+            int64_t bal = json_integer_value(json_object_get(tw, "balance"));
+            if (bal <= 0)
+                continue;
+            const char *type = json_string_value(json_object_get(tw, "account_type"));
+            char id[64];
+            snprintf(id, sizeof id, "BALANCE:%s", type);
+            snprintf(label, sizeof label, "%s balance %s", type,
+                     pc_money_text(bal, cur, money, sizeof money));
+            json_array_append_new(
+                methods, method(id, "BALANCE", label, limit, bal < amount ? bal : amount, NULL));
+        }
         json_t *cp;
         json_array_foreach(v->coupons, i, cp)
         {

@@ -44,6 +44,7 @@ typedef struct {
     json_t *reasons, *versions;
     char card_token[80], card_brand[24], card_last4[8];
     char coupon_funder[65];
+    char wallet_owner[65];
     char challenge_buf[32], challenge_code[8], challenge_hash[PC_SHA256_HEX_LEN + 1];
     const char *route_ids[PC_ROUTE_MAX];
     char route_buf[PC_ROUTE_MAX][33];
@@ -360,6 +361,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     snprintf(p->method, sizeof p->method, "%.*s", (int)(tl < 15 ? tl : 15), p->method_id);
     const char *ref = colon ? colon + 1 : NULL;
     int internal_ok = v->buyer && strcmp(product, "RECHARGE") != 0;
+    int64_t wallet = v->wallet; /* the wallet the balance part comes from */
     const char *coupon_id = p->coupon_id;
     if (!strcmp(p->method, "COUPON")) {
         coupon_id = ref;
@@ -397,6 +399,19 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
         snprintf(p->method, sizeof p->method, "COUPON");
     } else if (!strcmp(p->method, "BALANCE")) {
         o->balance_amount = amount - coupon_amount;
+        if (ref) {
+            /* A named account type's balance: only this merchant's. */
+            json_t *tw = pc_cashier_typed_wallet(v, ref);
+            if (!tw) {
+                pc_http_respond_error(req, PC_API_INVALID_REQUEST, "method_id",
+                                      "no such account type at this merchant");
+                return;
+            }
+            snprintf(p->wallet_owner, sizeof p->wallet_owner, "%s",
+                     json_string_value(json_object_get(tw, "owner")));
+            o->wallet_owner = p->wallet_owner;
+            wallet = json_integer_value(json_object_get(tw, "balance"));
+        }
     } else {
         pc_pay_method_t m;
         if (pc_pay_method_parse(p->method, &m) < 0 || m == PC_METHOD_BALANCE ||
@@ -460,7 +475,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
         }
     }
     o->method_type = p->method;
-    if (o->balance_amount > v->wallet) {
+    if (o->balance_amount > wallet) {
         pc_http_respond_error(req, PC_API_INSUFFICIENT_BALANCE, "balance_amount",
                               "the wallet balance is not enough");
         return;

@@ -14,6 +14,12 @@ static const char view_sql[] =
     "created_at) / 86400)::int AS age_days FROM buyers WHERE buyer_id = $3) b), "
     "'wallet', coalesce((SELECT balance FROM ledger_accounts WHERE account_id = 'buyer:' || $3 "
     "|| ':wallet:' || (SELECT currency FROM trades WHERE trade_no = $1)), 0), "
+    "'typed_wallets', (SELECT coalesce(json_agg(json_build_object('account_type', "
+    "t.account_type, 'owner', $3 || '@' || $2 || '.' || t.account_type, 'balance', "
+    "coalesce(a.balance, 0)) ORDER BY t.account_type), '[]') FROM merchant_account_types t "
+    "LEFT JOIN ledger_accounts a ON a.account_id = 'buyer:' || $3 || '@' || $2 || '.' || "
+    "t.account_type || ':wallet:' || (SELECT currency FROM trades WHERE trade_no = $1) WHERE "
+    "t.merchant_id = $2), "
     "'coupons', (SELECT coalesce(json_agg(c ORDER BY amount DESC, coupon_id), '[]') FROM (SELECT "
     "coupon_id, amount, currency, min_amount, funded_by, merchant_id FROM coupons WHERE buyer_id "
     "= $3 AND status = 'AVAILABLE' AND expires_at > now() AND currency = (SELECT currency FROM "
@@ -81,6 +87,7 @@ static void load_cb(void *data, int status, pc_db_res_t *res)
         v.buyer = NULL;
     v.wallet = jint(v.json, "wallet");
     v.coupons = json_object_get(v.json, "coupons");
+    v.typed_wallets = json_object_get(v.json, "typed_wallets");
     v.cards = json_object_get(v.json, "cards");
     json_t *u = json_object_get(v.json, "usage");
     v.used_day = jint(u, "day");
@@ -177,6 +184,11 @@ static json_t *find_by(json_t *list, const char *key, const char *id)
 json_t *pc_cashier_coupon(const pc_cashier_view_t *v, const char *coupon_id)
 {
     return find_by(v->coupons, "coupon_id", coupon_id);
+}
+
+json_t *pc_cashier_typed_wallet(const pc_cashier_view_t *v, const char *account_type)
+{
+    return find_by(v->typed_wallets, "account_type", account_type);
 }
 
 json_t *pc_cashier_card(const pc_cashier_view_t *v, const char *card_id)

@@ -26,6 +26,7 @@ typedef struct op {
     void *data;
     pc_db_tx_t *tx;
     char payment_no[40], trade_no[40], merchant_id[65], buyer_id[65], method[16], currency[4];
+    char wallet_owner[65]; /* whose wallet the balance part uses: "" = buyer_id */
     int64_t amount, balance_amount, coupon_amount, external_amount;
     char coupon_id[48], coupon_funder[65], card_id[48], card_token[80], card_brand[24],
         card_last4[8], buyer_code[65];
@@ -269,6 +270,12 @@ static void leg(legs_t *l, pc_ledger_type_t type, const char *owner, const char 
     pc_ledger_account_id(l->ids[l->n], sizeof l->ids[l->n], type, owner, cur);
     l->legs[l->n] = (pc_ledger_leg_t){l->ids[l->n], amt, cur};
     l->n++;
+}
+
+/* The owner id of the wallet the balance part moves from/to. */
+static const char *wallet_of(const op_t *o)
+{
+    return o->wallet_owner[0] ? o->wallet_owner : o->buyer_id;
 }
 
 /* Where a captured payment's money comes from: the balance held in escrow,
@@ -545,16 +552,17 @@ static void release_begin_cb(void *data, int status, pc_db_tx_t *tx)
     const char *p[] = {o->payment_no, o->failure_code, o->failure_message,
                        o->inflight_only ? "f" : "t"};
     /* "held" tells whether the balance went to escrow (a REVIEW never held). */
-    if (pc_db_tx_query(tx,
-                       "UPDATE payments SET status = 'FAILED', failure_code = $2, "
-                       "failure_message = $3, action = NULL, finished_at = now(), updated_at = "
-                       "now() WHERE payment_no = $1 AND (status IN ('PROCESSING', 'UNKNOWN') OR "
-                       "($4::boolean AND status IN ('REVIEW', 'CHALLENGE'))) RETURNING currency, "
-                       "balance_amount, "
-                       "coalesce(buyer_id, '') AS buyer_id, (EXISTS (SELECT 1 FROM ledger_txns "
-                       "WHERE kind = 'PAY_HOLD' AND ref_type = 'payment' AND ref_id = $1))::text "
-                       "AS held",
-                       4, p, released_row_cb, o) < 0)
+    if (pc_db_tx_query(
+            tx,
+            "UPDATE payments SET status = 'FAILED', failure_code = $2, "
+            "failure_message = $3, action = NULL, finished_at = now(), updated_at = "
+            "now() WHERE payment_no = $1 AND (status IN ('PROCESSING', 'UNKNOWN') OR "
+            "($4::boolean AND status IN ('REVIEW', 'CHALLENGE'))) RETURNING currency, "
+            "balance_amount, "
+            "coalesce(wallet_owner, buyer_id, '') AS buyer_id, (EXISTS (SELECT 1 FROM ledger_txns "
+            "WHERE kind = 'PAY_HOLD' AND ref_type = 'payment' AND ref_id = $1))::text "
+            "AS held",
+            4, p, released_row_cb, o) < 0)
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
 }
 
@@ -628,7 +636,7 @@ static void hold(op_t *o, const char *status)
     if (!strcmp(status, "CREATED")) {
         /* Wallet and coupon only: pay the trade in this same transaction. */
         legs_t l = {.n = 0};
-        leg(&l, PC_LEDGER_BUYER_WALLET, o->buyer_id, o->currency, -o->balance_amount);
+        leg(&l, PC_LEDGER_BUYER_WALLET, wallet_of(o), o->currency, -o->balance_amount);
         leg(&l, o->coupon_funder[0] ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
             o->coupon_funder[0] ? o->coupon_funder : NULL, o->currency, -o->coupon_amount);
         const char *p[] = {o->payment_no};
@@ -650,7 +658,7 @@ static void hold(op_t *o, const char *status)
     }
     if (!strcmp(status, "PROCESSING") && o->balance_amount > 0) {
         legs_t l = {.n = 0};
-        leg(&l, PC_LEDGER_BUYER_WALLET, o->buyer_id, o->currency, -o->balance_amount);
+        leg(&l, PC_LEDGER_BUYER_WALLET, wallet_of(o), o->currency, -o->balance_amount);
         leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, o->balance_amount);
         post(o, "PAY_HOLD", l.legs, l.n);
     }
@@ -763,19 +771,20 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
                        s->device_id,
                        s->challenge_id,
                        o->card_token[0] ? o->card_token : NULL,
-                       s->first_query};
+                       s->first_query,
+                       o->wallet_owner[0] ? o->wallet_owner : NULL};
     pc_db_tx_query(o->tx,
                    "INSERT INTO payments (payment_no, trade_no, merchant_id, buyer_id, status, "
                    "amount, currency, method_type, balance_amount, coupon_id, coupon_amount, "
                    "external_amount, channel_id, card_id, card_brand, card_last4, route, "
                    "failure_code, failure_message, risk_decision, risk_score, risk_reasons, "
                    "rule_versions, client_ip, device_id, challenge_id, card_token, finished_at, "
-                   "next_query_at) "
+                   "next_query_at, wallet_owner) "
                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
                    "$16, $17::jsonb, $18, $19, $20, $21::int, $22::jsonb, $23::jsonb, $24, $25, "
                    "$26, $27, CASE WHEN $5 = 'FAILED' THEN now() END, CASE WHEN $5 = 'PROCESSING' "
-                   "THEN now() + $28::int * interval '1 millisecond' END)",
-                   28, p, insert_cb, o);
+                   "THEN now() + $28::int * interval '1 millisecond' END, $29)",
+                   29, p, insert_cb, o);
     if (!strcmp(s->status, "CHALLENGE") && s->challenge_id) {
         const char *c[] = {s->challenge_id, o->payment_no, s->challenge_hash,
                            s->demo_code[0] ? s->demo_code : NULL};
@@ -817,6 +826,7 @@ static void copy_order(op_t *o, const pc_pay_order_t *r)
     CP(o->trade_no, r->trade_no);
     CP(o->merchant_id, r->merchant_id);
     CP(o->buyer_id, r->buyer_id);
+    CP(o->wallet_owner, r->wallet_owner);
     CP(o->method, r->method_type);
     CP(o->currency, r->currency);
     CP(o->coupon_id, r->coupon_id);
@@ -919,6 +929,7 @@ static void continue_row_cb(void *data, int status, pc_db_res_t *res)
     }
     snprintf(o->trade_no, sizeof o->trade_no, "%s", pc_db_val(res, 0, "trade_no"));
     snprintf(o->buyer_id, sizeof o->buyer_id, "%s", pc_db_val(res, 0, "buyer_id"));
+    snprintf(o->wallet_owner, sizeof o->wallet_owner, "%s", pc_db_val(res, 0, "wallet_owner"));
     snprintf(o->currency, sizeof o->currency, "%s", pc_db_val(res, 0, "currency"));
     snprintf(o->method, sizeof o->method, "%s", pc_db_val(res, 0, "method_type"));
     snprintf(o->coupon_id, sizeof o->coupon_id, "%s", pc_db_val(res, 0, "coupon_id"));
@@ -956,7 +967,8 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
                    "'PROCESSING' ELSE 'CREATED' END, updated_at = now() WHERE payment_no = $1 AND "
                    "status IN ('REVIEW', 'CHALLENGE') AND (SELECT status FROM trades t WHERE "
                    "t.trade_no = p.trade_no FOR UPDATE) = 'WAIT_BUYER_PAY' RETURNING trade_no, "
-                   "coalesce(buyer_id, '') AS buyer_id, currency, method_type, amount, "
+                   "coalesce(buyer_id, '') AS buyer_id, coalesce(wallet_owner, '') AS "
+                   "wallet_owner, currency, method_type, amount, "
                    "balance_amount, coupon_amount, external_amount, coalesce(coupon_id, '') AS "
                    "coupon_id, coalesce(card_token, '') AS card_token, route::text AS route, "
                    "coalesce((SELECT c.merchant_id FROM coupons c WHERE c.coupon_id = p.coupon_id "

@@ -29,7 +29,10 @@
 typedef struct {
     const char *trade_no;
     const char *merchant_id;
-    const char *buyer_id;    /* may be NULL (guest) */
+    const char *buyer_id; /* may be NULL (guest) */
+    /* Owner of the wallet the balance part comes from: NULL for the buyer's
+     * own wallet, else "<buyer>@<merchant>.<type>" (a named account type). */
+    const char *wallet_owner;
     const char *method_type; /* "BALANCE", "CARD", "QUICK_PAY", ... */
     const char *currency;
     int64_t amount, balance_amount, coupon_amount;

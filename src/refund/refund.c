@@ -963,8 +963,9 @@ static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
     m->tx = tx;
     if (pc_db_tx_query(
             tx,
-            "SELECT p.payment_no, p.trade_no, p.merchant_id, coalesce(p.buyer_id, '') AS "
-            "buyer_id, p.amount, p.currency, p.method_type, p.balance_amount, p.coupon_amount, "
+            "SELECT p.payment_no, p.trade_no, p.merchant_id, coalesce(p.wallet_owner, "
+            "p.buyer_id, '') AS buyer_id, p.amount, p.currency, p.method_type, p.balance_amount, "
+            "p.coupon_amount, "
             "p.external_amount, coalesce(p.channel_id, '') AS channel_id, "
             "coalesce(p.channel_txn_id, '') AS channel_txn_id, coalesce(p.card_token, '') AS "
             "card_token, coalesce(extract(epoch FROM p.finished_at)::bigint, 0) AS paid_at, "

@@ -478,6 +478,9 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
         return; /* balances_cb (queued behind) reports the failed transaction */
     a->dup = pc_db_val_i64(res, 0, "dup");
     a->active = pc_db_val_i64(res, 0, "active");
+    /* A balance part paid from a named account type goes back there. */
+    if (pc_db_val(res, 0, "wallet_owner")[0])
+        snprintf(a->buyer_id, sizeof a->buyer_id, "%s", pc_db_val(res, 0, "wallet_owner"));
     a->active_escrow = pc_db_val_i64(res, 0, "active_escrow");
     a->used.external = pc_db_val_i64(res, 0, "used_external");
     a->used.balance = pc_db_val_i64(res, 0, "used_balance");
@@ -619,7 +622,8 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
         "coalesce(p.balance_amount, 0) AS balance_amount, coalesce(p.coupon_amount, 0) AS "
         "coupon_amount, coalesce(p.channel_id, '') AS channel_id, coalesce(p.channel_txn_id, "
         "'') AS channel_txn_id, coalesce(p.method_type, '') AS method_type, "
-        "coalesce(p.card_token, '') AS card_token, coalesce(extract(epoch FROM "
+        "coalesce(p.card_token, '') AS card_token, coalesce(p.wallet_owner, '') AS wallet_owner, "
+        "coalesce(extract(epoch FROM "
         "p.finished_at)::bigint, 0) AS paid_at, coalesce((SELECT c.merchant_id FROM coupons c "
         "WHERE c.coupon_id = p.coupon_id AND c.funded_by = 'MERCHANT'), '') AS coupon_funder "
         "FROM merchants m LEFT JOIN payments p ON p.payment_no = $4 AND p.status = 'SUCCESS' "

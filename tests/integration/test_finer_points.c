@@ -237,6 +237,59 @@ static void test_recharge_into_an_account_type(void **state)
     assert_int_equal(bal(typed), 5000);
     assert_int_equal(bal(plain), 0);
     assert_true(pc_t_ledger_ok(&g_stack));
+
+    /* Spend it through BALANCE at this merchant. */
+    char body2[512];
+    snprintf(body2, sizeof body2,
+             "{\"out_trade_no\":\"FPS%d\",\"product\":\"INSTANT\",\"amount\":1200,"
+             "\"currency\":\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
+             ++g_seq, buyer);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body2, "fps-t1");
+    assert_int_equal(r.status, 201);
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    snprintf(body2, sizeof body2, "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\"}", tn, buyer);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", body2, "fps-c1");
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"BALANCE:credit\""));
+    pc_t_resp_free(&r);
+    snprintf(body2, sizeof body2,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"BALANCE:credit\"}", tn,
+             buyer);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body2, "fps-p1");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    assert_int_equal(bal(typed), 3800);
+    assert_int_equal(bal(plain), 0);
+    /* Not at another merchant. */
+    snprintf(body2, sizeof body2,
+             "{\"out_trade_no\":\"FPO%d\",\"product\":\"INSTANT\",\"amount\":100,"
+             "\"currency\":\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
+             ++g_seq, buyer);
+    r = pc_t_call(&g_stack, &other, "POST", "/v1/trades", body2, "fps-t2");
+    assert_int_equal(r.status, 201);
+    char tn2[40];
+    snprintf(tn2, sizeof tn2, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    snprintf(body2, sizeof body2,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"BALANCE:credit\"}", tn2,
+             buyer);
+    r = pc_t_call(&g_stack, &other, "POST", "/v1/cashier/pay", body2, "fps-p2");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    assert_int_equal(bal(typed), 3800);
+    /* A refund of the balance part goes back to the same typed wallet. */
+    snprintf(body2, sizeof body2,
+             "{\"trade_no\":\"%s\",\"out_refund_no\":\"FPR%d\",\"amount\":1200}", tn, ++g_seq);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/refunds", body2, "fps-r1");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    for (int i = 0; i < 100 && bal(typed) != 5000; i++)
+        usleep(50000);
+    assert_int_equal(bal(typed), 5000);
+    assert_int_equal(bal(plain), 0);
+    assert_true(pc_t_ledger_ok(&g_stack));
 }
 
 int main(void)
