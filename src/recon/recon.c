@@ -10,6 +10,7 @@
 #include "recon/recon_csv.h"
 #include "recon/recon_match.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,10 +166,15 @@ static void failed_row_cb(void *data, int status, pc_db_res_t *res)
 }
 
 /* The run could not finish: the row says why. */
-static void fail_run(run_t *r, int status, const char *fmt, const char *detail)
+static void fail_run(run_t *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail_run(run_t *r, int status, const char *fmt, ...)
 {
     r->status = status;
-    snprintf(r->message, sizeof r->message, fmt, detail);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->message, sizeof r->message, fmt, ap);
+    va_end(ap);
     pc_log_warn("recon.run_failed", "%s %s (run %lld): %s", r->channel_id, r->date,
                 (long long)r->run_id, r->message);
     count("pc_recon_runs_total", r->channel_id, "status", "FAILED", 1);
