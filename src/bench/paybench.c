@@ -377,6 +377,10 @@ static void step_answer(void *data, int status, json_t *j, const char *body)
             return;
         }
         snprintf(f->trade_no, sizeof f->trade_no, "%s", tn);
+        if (record_file) {
+            fprintf(record_file, "- %s CREATED\n", tn);
+            fflush(record_file);
+        }
     }
     if (s == S_PAY_BALANCE || s == S_PAY_CARD) {
         const char *pst = json_string_value(json_object_get(j, "status"));
