@@ -120,7 +120,7 @@ acked="$var/acked.txt"
   --no-ledger-check --note "crash-test risk.lua copy: accepts everything" >"$var/paybench.log" 2>&1 &
 bench_pid=$!
 pids+=($bench_pid)
-for _ in $(seq 1 600); do
+for _ in $(seq 1 1800); do  # up to 3 minutes on a busy machine
   grep -q '^setup: .*funded' "$var/paybench.log" 2>/dev/null && break
   kill -0 "$bench_pid" 2>/dev/null || break
   sleep 0.1
