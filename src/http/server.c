@@ -61,6 +61,7 @@ struct pc_http_req {
     const char *hname[MAX_HEADERS], *hval[MAX_HEADERS];
     int nhdrs;
     int last_was_value;
+    int headers_done; /* header pointers resolved; later header callbacks are trailers */
     buf_t body;
     char *path, *query, *pathsegs;
     const char *pname[MAX_PARAMS], *pval[MAX_PARAMS];
@@ -793,6 +794,11 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     conn_t *c = conn_of(p);
     pc_http_req_t *r = c->cur;
+    /* Trailers of a chunked body come through the same callbacks after the
+     * headers were resolved: they are ignored (appending them would move
+     * hbuf under the resolved pointers and leave their names NULL). */
+    if (r->headers_done)
+        return 0;
     if (head_bytes(r) + len + 2 > c->srv->opts.max_header_bytes)
         return refuse(c, 431);
     if (r->nhdrs == 0 || r->last_was_value) {
@@ -812,6 +818,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     conn_t *c = conn_of(p);
     pc_http_req_t *r = c->cur;
+    if (r->headers_done)
+        return 0;
     if (head_bytes(r) + len + 2 > c->srv->opts.max_header_bytes)
         return refuse(c, 431);
     if (!r->last_was_value) {
@@ -822,16 +830,24 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     return buf_append(&r->hbuf, at, len) ? refuse(c, 500) : 0;
 }
 
+/* Resolves header offsets into pointers once the buffer stops moving. */
+static void resolve_headers(pc_http_req_t *r)
+{
+    if (r->headers_done)
+        return;
+    buf_append(&r->hbuf, "", 1);
+    for (int i = 0; i < r->nhdrs; i++) {
+        r->hname[i] = r->hbuf.p ? r->hbuf.p + r->hoff[i][0] : "";
+        r->hval[i] = r->hoff[i][1] == (size_t)-1 || !r->hbuf.p ? "" : r->hbuf.p + r->hoff[i][1];
+    }
+    r->headers_done = 1;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     conn_t *c = conn_of(p);
     pc_http_req_t *r = c->cur;
-    /* Resolve offsets into pointers now that the buffer stops moving. */
-    buf_append(&r->hbuf, "", 1);
-    for (int i = 0; i < r->nhdrs; i++) {
-        r->hname[i] = r->hbuf.p + r->hoff[i][0];
-        r->hval[i] = r->hoff[i][1] == (size_t)-1 ? "" : r->hbuf.p + r->hoff[i][1];
-    }
+    resolve_headers(r);
     if (p->content_length != (uint64_t)-1 && p->content_length > c->srv->opts.max_body_bytes)
         return refuse(c, 413);
     /* Clients such as curl wait (a second, by default) for this before
@@ -856,6 +872,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 static int on_message_complete(http_parser *p)
 {
     conn_t *c = conn_of(p);
+    resolve_headers(c->cur); /* a message may end without headers_complete */
     c->cur->complete = 1;
     c->cur->method = (int)p->method;
     c->cur->keep_alive = http_should_keep_alive(p);
