@@ -206,8 +206,21 @@ void pc_stack_start_node(pc_stack_t *s, int i)
             pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
             long st2 = r.status;
             pc_t_resp_free(&r);
-            if (st2 != 0)
+            if (st2 != 0) {
+                /* Up; wait (a while, not forever: some tests start nodes with a
+                 * dependency down on purpose) until PostgreSQL and Redis are
+                 * connected, so the first calls of a test do not race them. */
+                snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", s->http_port);
+                for (int k = 0; k < 100; k++) {
+                    pc_t_resp_t rr = pc_t_http("GET", url, NULL, NULL);
+                    long st3 = rr.status;
+                    pc_t_resp_free(&rr);
+                    if (st3 == 200)
+                        break;
+                    usleep(50000);
+                }
                 return;
+            }
         }
         usleep(50000);
     }
@@ -483,6 +496,12 @@ pc_t_merchant_t pc_t_create_merchant(pc_stack_t *s, const char *extra_json)
     snprintf(body, sizeof body, "{\"name\":\"Test merchant\"%s%s}", extra_json ? "," : "",
              extra_json ? extra_json : "");
     pc_t_resp_t r = pc_t_admin(s, "POST", "/admin/merchants", body);
+    for (int i = 0; i < 20 && r.status == 503; i++) {
+        /* The pool may still be connecting right after a start. */
+        pc_t_resp_free(&r);
+        usleep(100000);
+        r = pc_t_admin(s, "POST", "/admin/merchants", body);
+    }
     if (r.status != 201)
         die("create merchant: %ld %s", r.status, r.body);
     snprintf(m.id, sizeof m.id, "%s", pc_t_jstr(&r, "merchant_id"));
