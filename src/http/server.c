@@ -439,10 +439,10 @@ static void log_and_count(pc_http_req_t *req, int status)
     snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\"", srv->name, label);
     pc_metrics_observe("pc_http_request_duration_seconds", labels, secs);
     if (srv->opts.access_log || status >= 500) {
-        json_t *f =
-            json_pack("{s:s,s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", req->id, "server", srv->name,
-                      "method", pc_http_req_method(req), "route", pc_http_req_route(req), "status",
-                      status, "ms", secs * 1000.0, "peer", req->conn ? req->conn->peer : "");
+        json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:s}", "request_id", req->id, "server",
+                              srv->name, "method", pc_http_req_method(req), "route",
+                              pc_http_req_route(req), "status", status, "us",
+                              (json_int_t)(secs * 1e6), "peer", req->conn ? req->conn->peer : "");
         pc_log_fields(status >= 500 ? PC_LOG_WARN : PC_LOG_INFO, "http.request", f, "%s", "");
     }
 }
