@@ -508,7 +508,7 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_BATCH", "10");
     /* Small, so hosts get busy early: claims are spread over both nodes. */
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_MAX_INFLIGHT", "40");
-    pc_stack_env(&g_stack, "PAYCORE_NOTIFY_TIMEOUT_MS", "1500");
+    pc_stack_env(&g_stack, "PAYCORE_NOTIFY_TIMEOUT_MS", "2500");
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_PLATFORM_KEY_FILE", keyfile);
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
@@ -864,8 +864,10 @@ static void test_dead_endpoint_does_not_delay_other_merchants(void **state)
     assert_int_equal(outbox_add(g_m.id, "trade.paid", live_url, 20, 1, NULL), 0);
     assert_true(rx_wait(live, NULL, 20, 10000));
     double took = now_s() - t0;
-    printf("20 events to a live merchant took %.3f s beside a dead one (timeout 1.5 s)\n", took);
-    assert_true(took < 1.0);
+    printf("20 events to a live merchant took %.3f s beside a dead one (timeout 2.5 s)\n", took);
+    /* Held behind the dead merchant, they would wait at least one timeout.
+     * The margin below it is for slow machines (ASan, a busy CI box). */
+    assert_true(took < 2.0);
     /* The dead merchant's events are still being tried. */
     assert_true(pc_t_sql_int(&g_stack,
                              "SELECT count(*) FROM outbox WHERE merchant_id = '%s' AND status = "
