@@ -310,6 +310,51 @@ static void test_rules_cannot_keep_state_between_calls(void **state)
     }
 }
 
+static void test_sort_orders_numbers_like_lua_and_keeps_its_errors(void **state)
+{
+    fixture_t *fx = *state;
+    /* Short number lists take a fast path in C; the answers must be the ones
+     * of Lua's own sort, and what that sort refuses stays refused. */
+    write_file(fx->dir, "risk.lua",
+               "local function s(t, f) table.sort(t, f) return table.concat(t, ' ') end\n"
+               "return function(ctx)\n"
+               "  local long = {}\n"
+               "  for i = 1, 70 do long[i] = (i * 37) % 71 end\n"
+               "  local r = {\n"
+               "    s({3, -1, 2.5, 3, 0, -7, 1e9}),\n"
+               "    s({}),\n"
+               "    s({42}),\n"
+               "    s({3, 1, 2}, function(a, b) return a > b end),\n"
+               "    s({'b', 'a', 'c'}),\n"
+               "    string.sub(s(long), 1, 20),\n"
+               "  }\n"
+               "  if ctx.mixed then table.sort({1, 'x', 2}) end\n"
+               "  return {decision = 'ACCEPT', score = 1, reasons = r}\n"
+               "end\n");
+    reload_risk(fx);
+    pc_rule_result_t res;
+    json_t *ctx = json_pack("{s:i}", "amount", 100);
+    pc_rules_risk(fx->rules, ctx, &res);
+    json_decref(ctx);
+    assert_int_equal(res.outcome, PC_RULE_OK);
+    json_t *r = json_object_get(res.answer, "reasons");
+    assert_string_equal(json_string_value(json_array_get(r, 0)), "-7 -1 0 2.5 3 3 1000000000");
+    assert_string_equal(json_string_value(json_array_get(r, 1)), "");
+    assert_string_equal(json_string_value(json_array_get(r, 2)), "42");
+    assert_string_equal(json_string_value(json_array_get(r, 3)), "3 2 1");
+    assert_string_equal(json_string_value(json_array_get(r, 4)), "a b c");
+    assert_string_equal(json_string_value(json_array_get(r, 5)), "1 2 3 4 5 6 7 8 9 10");
+    pc_rule_result_clear(&res);
+    /* A number beside a string cannot be ordered: the rule fails, as with
+     * Lua's sort. */
+    ctx = json_pack("{s:i, s:b}", "amount", 100, "mixed", 1);
+    pc_rules_risk(fx->rules, ctx, &res);
+    json_decref(ctx);
+    assert_int_equal(res.outcome, PC_RULE_ERROR);
+    assert_non_null(strstr(res.error.message, "compare"));
+    pc_rule_result_clear(&res);
+}
+
 /* ---- runaway rules ------------------------------------------------------------------ */
 
 static uint64_t now_ms(void)
@@ -463,6 +508,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_rules_cannot_keep_state_between_calls, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_sort_orders_numbers_like_lua_and_keeps_its_errors,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_infinite_loop_times_out_to_review, setup, teardown),
         cmocka_unit_test_setup_teardown(test_loop_inside_a_library_callback_times_out, setup,
                                         teardown),
