@@ -883,12 +883,12 @@ static void test_slow_endpoint_backlog_does_not_delay_other_merchants(void **sta
     rx_t *slow = rx_start(1);
     rx_t *live = rx_start(1);
     slow->keep_bodies = live->keep_bodies = 0;
-    rx_answer(slow, 0, 200, "success", 1000);
+    rx_answer(slow, 0, 200, "success", 2000);
     char slow_url[128], live_url[128];
     url_of(slow, slow_url, sizeof slow_url);
     url_of(live, live_url, sizeof live_url);
     pc_t_merchant_t sm = pc_t_create_merchant(&g_stack, merchant_extra(slow_url));
-    /* A merchant answering in 1 s (within the timeout) with a long backlog
+    /* A merchant answering in 2 s (within the timeout) with a long backlog
      * ahead of everybody else's events. */
     assert_int_equal(outbox_add(sm.id, "trade.paid", slow_url, 1000, 1, NULL), 0);
     assert_true(rx_wait(slow, NULL, 1, 10000));
@@ -897,7 +897,9 @@ static void test_slow_endpoint_backlog_does_not_delay_other_merchants(void **sta
     assert_true(rx_wait(live, NULL, 20, 10000));
     double took = now_s() - t0;
     printf("20 events to a live merchant took %.3f s behind 1000 for a slow one\n", took);
-    assert_true(took < 1.0);
+    /* Behind the slow merchant they would wait at least one of its 2 s
+     * answers; the margin is for slow machines. */
+    assert_true(took < 1.8);
     /* The slow merchant's rows were left alone, not claimed and handed back. */
     assert_int_equal(pc_t_sql_int(&g_stack,
                                   "SELECT count(*) FROM outbox WHERE merchant_id = '%s' AND "
