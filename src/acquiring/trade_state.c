@@ -502,12 +502,13 @@ static void get_balance(pc_http_req_t *req, void *data)
                     "SELECT json_build_object('balances', coalesce(json_agg(json_build_object("
                     "'currency', currency, 'pending', pending, 'available', available, "
                     "'reserve', reserve) ORDER BY currency), '[]'::json))::text FROM (SELECT "
-                    "currency, coalesce(sum(balance) FILTER (WHERE type = 'MERCHANT_PENDING'), 0) "
-                    "AS pending, coalesce(sum(balance) FILTER (WHERE type = "
-                    "'MERCHANT_AVAILABLE'), 0) AS available, coalesce(sum(balance) FILTER "
-                    "(WHERE type = 'MERCHANT_RESERVE'), 0) AS reserve FROM ledger_accounts "
+                    "currency, coalesce(sum(b) FILTER (WHERE type = 'MERCHANT_PENDING'), 0) "
+                    "AS pending, coalesce(sum(b) FILTER (WHERE type = "
+                    "'MERCHANT_AVAILABLE'), 0) AS available, coalesce(sum(b) FILTER "
+                    "(WHERE type = 'MERCHANT_RESERVE'), 0) AS reserve FROM (SELECT type, "
+                    "currency, ledger_balance(account_id) AS b FROM ledger_accounts "
                     "WHERE owner_id = $1 AND type IN ('MERCHANT_PENDING', 'MERCHANT_AVAILABLE', "
-                    "'MERCHANT_RESERVE') GROUP BY currency) x",
+                    "'MERCHANT_RESERVE')) a GROUP BY currency) x",
                     1, p, balance_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }

@@ -15,6 +15,7 @@
 #include "acquiring/trade_state.h"
 #include "auth/auth.h"
 #include "idem/idem.h"
+#include "ledger/ledger.h"
 #include "merchant/merchant.h"
 #include "notify/notifier.h"
 #include "core/error.h"
@@ -36,6 +37,8 @@ typedef struct {
     uv_timer_t shutdown_timer;
     uv_timer_t housekeeping;
     uv_timer_t trade_jobs;
+    uv_timer_t ledger_fold;
+    int folding; /* a fold is running: the next tick skips */
     int servers_open;
     pc_notifier_t *notifier;
     pc_repair_t *repair;
@@ -89,6 +92,7 @@ static void stop_loop_parts(server_t *s)
     uv_close((uv_handle_t *)&s->shutdown_timer, closed_noop);
     uv_close((uv_handle_t *)&s->housekeeping, closed_noop);
     uv_close((uv_handle_t *)&s->trade_jobs, closed_noop);
+    uv_close((uv_handle_t *)&s->ledger_fold, closed_noop);
     pc_db_close(app->db, NULL, NULL);
     pc_kv_close(app->kv, NULL, NULL);
 }
@@ -148,6 +152,24 @@ static void trade_jobs_cb(uv_timer_t *t)
     server_t *s = t->data;
     if (!s->app.shutting_down)
         pc_trades_housekeeping(&s->app);
+}
+
+static void ledger_folded(void *data, int status, int folded)
+{
+    server_t *s = data;
+    (void)status;
+    (void)folded;
+    s->folding = 0;
+}
+
+/* Queued movements of hot accounts (ledger.h) become balances here. */
+static void ledger_fold_cb(uv_timer_t *t)
+{
+    server_t *s = t->data;
+    if (s->app.shutting_down || s->folding)
+        return;
+    if (pc_ledger_fold_pending(s->app.db, 5000, ledger_folded, s) == 0)
+        s->folding = 1;
 }
 
 static void usage(void)
@@ -340,6 +362,10 @@ int main(int argc, char **argv)
     s.trade_jobs.data = &s;
     uint64_t jobs_ms = (uint64_t)pc_config_int(cfg, "jobs.trade_sweep_ms");
     uv_timer_start(&s.trade_jobs, trade_jobs_cb, jobs_ms, jobs_ms);
+    uv_timer_init(app->loop, &s.ledger_fold);
+    s.ledger_fold.data = &s;
+    uint64_t fold_ms = (uint64_t)pc_config_int(cfg, "jobs.ledger_fold_ms");
+    uv_timer_start(&s.ledger_fold, ledger_fold_cb, fold_ms, fold_ms);
 
     json_t *f = json_pack("{s:s,s:i,s:i,s:s}", "node", app->node_id, "http_port",
                           pc_http_server_port(s.api_srv), "admin_port",

@@ -366,9 +366,9 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
     snprintf(ids, sizeof ids, "{%s,%s}", avail, pend);
     const char *p[] = {ids};
     if (pc_db_tx_query(o->tx,
-                       "SELECT account_id, balance FROM ledger_accounts WHERE account_id = "
-                       "ANY($1::text[]) ORDER BY account_id COLLATE \"C\" FOR UPDATE",
-                       1, p, open_locked_cb, o) < 0)
+                       /* Locked, queued deltas folded: exact balances. */
+                       "SELECT account_id, balance FROM ledger_lock_accounts($1::text[])", 1, p,
+                       open_locked_cb, o) < 0)
         open_fail(o, PC_EUNAVAIL);
 }
 
@@ -1341,9 +1341,9 @@ static void decide_updated_cb(void *data, int status, pc_db_res_t *res)
     }
     const char *p[] = {ids};
     if (pc_db_tx_query(d->tx,
-                       "SELECT account_id, balance FROM ledger_accounts WHERE account_id = "
-                       "ANY($1::text[]) ORDER BY account_id COLLATE \"C\" FOR UPDATE",
-                       1, p, decide_locked_cb, d) < 0)
+                       /* Locked, queued deltas folded: exact balances. */
+                       "SELECT account_id, balance FROM ledger_lock_accounts($1::text[])", 1, p,
+                       decide_locked_cb, d) < 0)
         decide_fail(d, PC_EUNAVAIL);
 }
 

@@ -60,6 +60,8 @@ static const opt_def_t opts[] = {
     {"channels.dir", OPT_STR, "PAYCORE_CHANNELS_DIR", "channels", 0, 0, 0, "channel files"},
     {"jobs.trade_sweep_ms", OPT_INT, "PAYCORE_TRADE_SWEEP_MS", "1000", 50, 3600000, 0,
      "how often expired trades are closed and old ones finished"},
+    {"jobs.ledger_fold_ms", OPT_INT, "PAYCORE_LEDGER_FOLD_MS", "200", 10, 60000, 0,
+     "how often queued movements of hot ledger accounts are folded into their balances"},
     {"trades.refund_window_s", OPT_INT, "PAYCORE_REFUND_WINDOW_S", "15552000", 0, 315360000, 0,
      "after this long a paid trade is TRADE_FINISHED (no refunds)"},
     {"limits.buyer_daily", OPT_INT, "PAYCORE_LIMIT_BUYER_DAILY", "5000000", 0, 1000000000000000, 1,

@@ -48,9 +48,13 @@ static const char SQL_OPEN[] =
     "INSERT INTO ledger_accounts (account_id, type, owner_id, currency, allow_negative) "
     "VALUES ($1, $2, $3, $4, $5::boolean) ON CONFLICT (account_id) DO NOTHING";
 
+/* The balance includes the account's queued deltas (0040_hot_accounts.sql). */
 static const char SQL_BALANCE[] =
-    "SELECT type, owner_id, currency, balance, allow_negative, version "
-    "FROM ledger_accounts WHERE account_id = $1";
+    "SELECT type, owner_id, currency, balance + coalesce((SELECT sum(d.amount) FROM "
+    "ledger_balance_deltas d WHERE d.account_id = a.account_id), 0)::bigint AS balance, "
+    "allow_negative, version FROM ledger_accounts a WHERE account_id = $1";
+
+static const char SQL_FOLD[] = "SELECT ledger_fold_pending($1::integer)";
 
 /* One statement, hence one snapshot: concurrent postings are either wholly
  * in it or wholly out. */
@@ -63,8 +67,15 @@ static const char SQL_CHECK[] =
     "  AS txns_unbalanced, "
     "(SELECT count(*) FROM ledger_accounts a LEFT JOIN (SELECT account_id, sum(amount) AS s "
     "  FROM ledger_entries GROUP BY account_id) e USING (account_id) "
-    "  WHERE a.balance <> coalesce(e.s, 0)) AS accounts_mismatched, "
-    "(SELECT count(*) FROM ledger_accounts WHERE NOT allow_negative AND balance < 0) "
+    "  LEFT JOIN (SELECT account_id, sum(amount) AS s FROM ledger_balance_deltas "
+    "  GROUP BY account_id) q USING (account_id) "
+    "  WHERE a.balance + coalesce(q.s, 0) <> coalesce(e.s, 0)) "
+    "+ (SELECT count(DISTINCT d.account_id) FROM ledger_balance_deltas d "
+    "  WHERE NOT EXISTS (SELECT 1 FROM ledger_accounts a WHERE a.account_id = d.account_id)) "
+    "  AS accounts_mismatched, "
+    "(SELECT count(*) FROM ledger_accounts a LEFT JOIN (SELECT account_id, sum(amount) AS s "
+    "  FROM ledger_balance_deltas GROUP BY account_id) q USING (account_id) "
+    "  WHERE NOT a.allow_negative AND a.balance + coalesce(q.s, 0) < 0) "
     "  AS accounts_overdrawn, "
     "c.trades_over_refunded, c.duplicate_charges "
     "FROM ledger_check_trades() c";
@@ -673,6 +684,51 @@ int pc_ledger_check(pc_db_t *db, pc_ledger_check_cb cb, void *data)
     int rc = pc_db_query(db, SQL_CHECK, 0, NULL, check_done, c);
     if (rc)
         free(c);
+    return rc;
+}
+
+/* ---------- queued deltas ---------- */
+
+typedef struct {
+    pc_ledger_fold_cb cb;
+    void *data;
+} fold_t;
+
+static void fold_done(void *data, int status, pc_db_res_t *res)
+{
+    fold_t *f = data;
+    int64_t n = 0;
+    if (status == 0 && (pc_db_rows(res) != 1 || parse_i64(pc_db_get(res, 0, 0), &n)))
+        status = PC_EIO;
+    if (status)
+        pc_log_warn("ledger.fold_failed", "%s", pc_db_errmsg(res));
+    else if (n > 0) {
+        static int described;
+        if (!described) {
+            pc_metrics_describe("pc_ledger_folds_total", PC_METRIC_COUNTER,
+                                "Accounts whose queued deltas were folded into the balance");
+            described = 1;
+        }
+        pc_metrics_add("pc_ledger_folds_total", NULL, n);
+    }
+    if (f->cb)
+        f->cb(f->data, status, status ? 0 : (int)n);
+    free(f);
+}
+
+int pc_ledger_fold_pending(pc_db_t *db, int limit, pc_ledger_fold_cb cb, void *data)
+{
+    fold_t *f = malloc(sizeof *f);
+    if (!f)
+        return PC_ENOMEM;
+    f->cb = cb;
+    f->data = data;
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit > 0 ? limit : 1);
+    const char *params[1] = {lim};
+    int rc = pc_db_query(db, SQL_FOLD, 1, params, fold_done, f);
+    if (rc)
+        free(f);
     return rc;
 }
 

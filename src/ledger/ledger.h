@@ -45,8 +45,20 @@
  * one round trip, and with the COMMIT queued behind it a whole transaction
  * is one round trip too.
  *
- * Concurrency: a posting locks all its accounts in byte order of their ids,
- * so postings never deadlock with each other. A database transaction that
+ * Hot accounts (0040_hot_accounts.sql): a posting does not update a
+ * merchant's pending account, a channel's clearing account or a platform
+ * account in place when that cannot take it below zero (credits, and any
+ * movement of an account allowed to go negative); it queues the movement as
+ * a delta row, folded into the balance by pc_ledger_fold_pending (a job of
+ * every node) or by the next debit or ledger_lock_accounts() on it. Balances
+ * read through this module (and the SQL function ledger_balance()) include
+ * the queued deltas, so callers see no difference; code that reads
+ * ledger_accounts.balance itself must use ledger_balance(id) or, to decide
+ * under a lock, ledger_lock_accounts(ids).
+ *
+ * Concurrency: a posting locks the accounts it updates in place in byte
+ * order of their ids (queued ones are not locked), so postings never
+ * deadlock with each other. A database transaction that
  * makes several postings locks each posting's accounts in order but not
  * across postings; should two such transactions deadlock, PostgreSQL breaks
  * the tie and one gets PC_ECONFLICT (retry it). Prefer one posting per
@@ -223,6 +235,15 @@ typedef void (*pc_ledger_check_cb)(void *data, int status, const pc_ledger_check
  * function with the real queries (until it does, the check fails with
  * PC_EIO rather than say "ok"). Returns 0 (cb called once) or a db error. */
 int pc_ledger_check(pc_db_t *db, pc_ledger_check_cb cb, void *data);
+
+/* status 0 and how many accounts were folded, or a db error. */
+typedef void (*pc_ledger_fold_cb)(void *data, int status, int folded);
+
+/* Folds the queued deltas of the accounts of up to limit queued rows into
+ * their balances (SELECT ledger_fold_pending(limit), one short transaction).
+ * Safe on every node at once. cb may be NULL. Returns 0 (cb called once, if
+ * given) or a db error (cb never called). */
+int pc_ledger_fold_pending(pc_db_t *db, int limit, pc_ledger_fold_cb cb, void *data);
 
 /* The api.md body {"ok","entries_sum","accounts_mismatched",
  * "trades_over_refunded","duplicate_charges"} plus "txns_unbalanced" and

@@ -572,9 +572,10 @@ static void receivers_cb(void *data, int status, pc_db_res_t *res)
     const char *q[] = {full};
     if (!rc && full)
         rc = pc_db_tx_query(a->tx,
-                            "SELECT account_id, balance FROM ledger_accounts WHERE account_id = "
-                            "ANY($1::text[]) ORDER BY account_id FOR UPDATE",
-                            1, q, balances_cb, a);
+                            /* Locks them and folds their queued deltas
+                             * (0040_hot_accounts.sql): exact balances. */
+                            "SELECT account_id, balance FROM ledger_lock_accounts($1::text[])", 1,
+                            q, balances_cb, a);
     else
         rc = rc ? rc : PC_ENOMEM;
     free(full);

@@ -241,9 +241,9 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
     }
     const char *p[] = {ids};
     if (pc_db_tx_query(r->tx,
-                       "SELECT account_id, balance FROM ledger_accounts WHERE account_id = "
-                       "ANY($1::text[]) ORDER BY account_id COLLATE \"C\" FOR UPDATE",
-                       1, p, locked_cb, r) < 0)
+                       /* Locked, queued deltas folded: exact balances. */
+                       "SELECT account_id, balance FROM ledger_lock_accounts($1::text[])", 1, p,
+                       locked_cb, r) < 0)
         one_failed(r, PC_EUNAVAIL, "lock");
 }
 

@@ -135,9 +135,7 @@ static void expect_trade(const char *tn, const char *want)
 
 static long long wallet(const char *buyer)
 {
-    return pc_t_sql_int(&g_stack,
-                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
-                        "'buyer:%s:wallet:CNY'), 0)",
+    return pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('buyer:%s:wallet:CNY'), 0)",
                         buyer);
 }
 
@@ -322,8 +320,7 @@ static void test_balance_coupon_card_declined_leaves_everything_as_before(void *
     cs = pc_t_sql(&g_stack, "SELECT status FROM coupons WHERE coupon_id = '%s'", coupon);
     assert_string_equal(cs, "USED");
     free(cs);
-    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT balance FROM ledger_accounts WHERE account_id "
-                                            "= 'platform:marketing:CNY'"),
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT ledger_balance('platform:marketing:CNY')"),
                      marketing0 - 500);
     assert_true(pc_t_ledger_ok(&g_stack));
 }

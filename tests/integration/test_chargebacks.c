@@ -127,10 +127,7 @@ static void card_payment(const pc_t_merchant_t *m, long amount, const char *pan,
 
 static long long bal(const char *account)
 {
-    return pc_t_sql_int(&g_stack,
-                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
-                        "'%s'), 0)",
-                        account);
+    return pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('%s'), 0)", account);
 }
 
 static long long mbal(const pc_t_merchant_t *m, const char *kind)

@@ -164,10 +164,7 @@ static void test_cashier_return_is_signed_once_the_trade_is_paid(void **state)
 
 static long long bal(const char *account)
 {
-    return pc_t_sql_int(&g_stack,
-                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
-                        "'%s'), 0)",
-                        account);
+    return pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('%s'), 0)", account);
 }
 
 static pc_t_resp_t recharge_trade(const pc_t_merchant_t *m, const char *product, const char *buyer,

@@ -113,10 +113,7 @@ static char *sql_refused(fx_t *fx, const char *sql)
 
 static int64_t balance_of(fx_t *fx, const char *account_id)
 {
-    return sql_int(fx,
-                   "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
-                   "'%s'), 0)",
-                   account_id);
+    return sql_int(fx, "SELECT coalesce(ledger_balance('%s'), 0)", account_id);
 }
 
 /* Every ledger invariant, straight from the tables (not through C). */
@@ -129,14 +126,19 @@ static void assert_invariants_in_sql(fx_t *fx)
     assert_int_equal(sql_int(fx, "SELECT count(*) FROM (SELECT 1 FROM ledger_entries "
                                  "GROUP BY currency HAVING sum(amount) <> 0) x"),
                      0);
-    assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_accounts a WHERE balance <> "
-                                 "(SELECT coalesce(sum(amount), 0) FROM ledger_entries e "
-                                 "WHERE e.account_id = a.account_id)"),
+    /* A balance is the row's balance plus the account's queued deltas
+     * (0040_hot_accounts.sql). */
+    assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_accounts a WHERE "
+                                 "ledger_balance(a.account_id) <> (SELECT coalesce(sum(amount), "
+                                 "0) FROM ledger_entries e WHERE e.account_id = a.account_id)"),
                      0);
-    assert_int_equal(
-        sql_int(fx,
-                "SELECT count(*) FROM ledger_accounts WHERE NOT allow_negative AND balance < 0"),
-        0);
+    assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_accounts WHERE NOT allow_negative "
+                                 "AND ledger_balance(account_id) < 0"),
+                     0);
+    assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_balance_deltas d WHERE NOT EXISTS "
+                                 "(SELECT 1 FROM ledger_accounts a WHERE a.account_id = "
+                                 "d.account_id)"),
+                     0);
     assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_txns t WHERE (SELECT count(*) "
                                  "FROM ledger_entries e WHERE e.txn_id = t.txn_id) < 2"),
                      0);
@@ -342,6 +344,18 @@ typedef struct {
     pc_ledger_check_t c;
 } read_t;
 
+typedef struct {
+    int done, status, folded;
+} fold_t;
+
+static void on_fold(void *data, int status, int folded)
+{
+    fold_t *f = data;
+    f->status = status;
+    f->folded = folded;
+    f->done = 1;
+}
+
 static void on_balance(void *data, int status, const pc_ledger_account_t *a)
 {
     read_t *r = data;
@@ -395,8 +409,26 @@ static void test_posting_moves_balances_and_records_entries(void **state)
                      -60);
     assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_accounts WHERE account_id = "
                                  "'merchant:m1:pending:CNY' AND type = 'MERCHANT_PENDING' AND "
-                                 "owner_id = 'm1' AND NOT allow_negative AND version = 1"),
+                                 "owner_id = 'm1' AND NOT allow_negative"),
                      1);
+    /* A merchant's pending account is hot: the credit is queued, not applied
+     * in place (no row lock shared by all of the merchant's payments), and
+     * the fold job applies it once. */
+    assert_int_equal(sql_int(fx, "SELECT balance FROM ledger_accounts WHERE account_id = "
+                                 "'merchant:m1:pending:CNY'"),
+                     0);
+    assert_int_equal(sql_int(fx, "SELECT sum(amount) FROM ledger_balance_deltas WHERE "
+                                 "account_id = 'merchant:m1:pending:CNY'"),
+                     9940);
+    fold_t fold = {0};
+    assert_int_equal(pc_ledger_fold_pending(fx->db, 100, on_fold, &fold), 0);
+    run_until(fx, &fold.done, 10);
+    assert_int_equal(fold.status, 0);
+    assert_true(fold.folded >= 2); /* the merchant and the fee account */
+    assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_accounts WHERE account_id = "
+                                 "'merchant:m1:pending:CNY' AND balance = 9940 AND version = 1"),
+                     1);
+    assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_balance_deltas"), 0);
 
     /* The merchant's money is read back through C, too. */
     read_t r = {0};
@@ -444,6 +476,10 @@ static void test_overdraft_is_refused_and_nothing_of_it_remains(void **state)
                                      "('merchant:fresh:pending:CNY', 'platform:escrow:CNY')"),
                          0);
         assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_txns WHERE ref_id = 'B1'"), 0);
+        /* Nor were the credits queued (only the top-up's clearing movement is). */
+        assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_balance_deltas WHERE "
+                                     "account_id <> 'channel:sim:clearing:CNY'"),
+                         0);
         assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_entries"), 2);
         assert_int_equal(sql_int(fx, "SELECT count(*) FROM biz"), 0);
     }
@@ -1094,7 +1130,7 @@ static void test_10000_random_concurrent_postings_keep_every_invariant(void **st
 
     /* Balances are exactly the sum of the postings that succeeded: a refused
      * posting moved nothing, not even partly. */
-    PGresult *r = sql_res(fx, "SELECT account_id, balance FROM ledger_accounts");
+    PGresult *r = sql_res(fx, "SELECT account_id, ledger_balance(account_id) FROM ledger_accounts");
     int seen = 0;
     for (int row = 0; row < PQntuples(r); row++) {
         const char *id = PQgetvalue(r, row, 0);
@@ -1220,6 +1256,98 @@ static void test_postings_per_second(void **state)
     assert_invariants_in_sql(fx);
 }
 
+/* ---------- hot accounts (0040_hot_accounts.sql) ---------- */
+
+static void test_credits_to_a_hot_account_do_not_wait_for_each_other(void **state)
+{
+    fx_t *fx = *state;
+    pc_ledger_leg_t topup[] = {{"channel:sim:clearing:CNY", -1001, "CNY"},
+                               {"buyer:u1:wallet:CNY", 500, "CNY"},
+                               {"buyer:u2:wallet:CNY", 500, "CNY"},
+                               {"merchant:m1:pending:CNY", 1, "CNY"}};
+    /* The merchant's account exists (opening one is a one-time wait). */
+    assert_int_equal(post_sync(fx, "RECHARGE", "R1", topup, 4, NULL), 0);
+    PGconn *a = PQconnectdb(fx->url), *b = PQconnectdb(fx->url);
+    assert_int_equal(PQstatus(a), CONNECTION_OK);
+    assert_int_equal(PQstatus(b), CONNECTION_OK);
+    /* Two payments to one merchant, the first still open: before, the second
+     * waited for the first's row lock on the merchant's pending account. */
+    PQclear(PQexec(a, "BEGIN"));
+    PGresult *r = PQexec(a, "SELECT 1");
+    PQclear(r);
+    r = PQexec(a, "SELECT ledger_post('TRADE_PAY', 'test', 'P1', NULL, "
+                  "ARRAY['buyer:u1:wallet:CNY', 'merchant:m1:pending:CNY'], "
+                  "ARRAY['BUYER_WALLET', 'MERCHANT_PENDING'], ARRAY['u1', 'm1'], "
+                  "ARRAY['CNY', 'CNY'], ARRAY[false, false], "
+                  "ARRAY['buyer:u1:wallet:CNY', 'merchant:m1:pending:CNY'], "
+                  "ARRAY[-100, 100]::bigint[], ARRAY['CNY', 'CNY'])");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    PQclear(PQexec(b, "SET statement_timeout = '2s'"));
+    double t0 = now_s();
+    r = PQexec(b, "SELECT ledger_post('TRADE_PAY', 'test', 'P2', NULL, "
+                  "ARRAY['buyer:u2:wallet:CNY', 'merchant:m1:pending:CNY'], "
+                  "ARRAY['BUYER_WALLET', 'MERCHANT_PENDING'], ARRAY['u2', 'm1'], "
+                  "ARRAY['CNY', 'CNY'], ARRAY[false, false], "
+                  "ARRAY['buyer:u2:wallet:CNY', 'merchant:m1:pending:CNY'], "
+                  "ARRAY[-200, 200]::bigint[], ARRAY['CNY', 'CNY'])");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("the second payment waited for the first: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    assert_true(now_s() - t0 < 1.0);
+    PQclear(PQexec(a, "COMMIT"));
+    assert_int_equal(balance_of(fx, "merchant:m1:pending:CNY"), 301);
+    /* A buyer's wallet is not hot: debits of it still lock and check. */
+    assert_int_equal(balance_of(fx, "buyer:u1:wallet:CNY"), 400);
+    PQfinish(a);
+    PQfinish(b);
+    assert_invariants_in_sql(fx);
+}
+
+static void test_a_debit_of_a_hot_account_sees_its_queued_credits(void **state)
+{
+    fx_t *fx = *state;
+    pc_ledger_leg_t pay[] = {{"channel:sim:clearing:CNY", -100, "CNY"},
+                             {"merchant:m1:pending:CNY", 100, "CNY"}};
+    assert_int_equal(post_sync(fx, "TRADE_PAY", "P1", pay, 2, NULL), 0);
+    assert_int_equal(post_sync(fx, "TRADE_PAY", "P1", pay, 2, NULL), PC_LEDGER_DUPLICATE);
+    pc_ledger_leg_t pay2[] = {{"channel:sim:clearing:CNY", -50, "CNY"},
+                              {"merchant:m1:pending:CNY", 50, "CNY"}};
+    assert_int_equal(post_sync(fx, "TRADE_PAY", "P3", pay2, 2, NULL), 0);
+    assert_int_equal(sql_int(fx, "SELECT balance FROM ledger_accounts WHERE account_id = "
+                                 "'merchant:m1:pending:CNY'"),
+                     0);
+    /* A refund of 120 from the pending money: more than the row says, less
+     * than the account holds with its queued credits. */
+    pc_ledger_leg_t refund[] = {{"merchant:m1:pending:CNY", -120, "CNY"},
+                                {"channel:sim:clearing:CNY", 120, "CNY"}};
+    assert_int_equal(post_sync(fx, "REFUND", "F1", refund, 2, NULL), 0);
+    assert_int_equal(sql_int(fx, "SELECT balance FROM ledger_accounts WHERE account_id = "
+                                 "'merchant:m1:pending:CNY'"),
+                     30);
+    assert_int_equal(sql_int(fx, "SELECT count(*) FROM ledger_balance_deltas WHERE account_id = "
+                                 "'merchant:m1:pending:CNY'"),
+                     0);
+    /* And one beyond what it holds is refused, queued credits or not. */
+    assert_int_equal(post_sync(fx, "TRADE_PAY", "P4", pay2, 2, NULL), 0);
+    pc_ledger_leg_t too_much[] = {{"merchant:m1:pending:CNY", -81, "CNY"},
+                                  {"channel:sim:clearing:CNY", 81, "CNY"}};
+    assert_int_equal(post_sync(fx, "REFUND", "F2", too_much, 2, NULL), PC_LEDGER_INSUFFICIENT);
+    assert_int_equal(balance_of(fx, "merchant:m1:pending:CNY"), 80);
+    /* Locking readers get the exact balance too. */
+    assert_int_equal(sql_int(fx, "SELECT balance FROM ledger_lock_accounts("
+                                 "ARRAY['merchant:m1:pending:CNY'])"),
+                     80);
+    /* Whoever writes: a queued debit of customer money is refused. */
+    assert_string_equal(sql_refused(fx, "INSERT INTO ledger_balance_deltas (account_id, amount, "
+                                        "txn_id) VALUES ('merchant:m1:pending:CNY', -1, 1)"),
+                        "23514");
+    assert_string_equal(sql_refused(fx, "INSERT INTO ledger_balance_deltas (account_id, amount, "
+                                        "txn_id) VALUES ('buyer:u1:wallet:CNY', 1, 1)"),
+                        "23514");
+    assert_invariants_in_sql(fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1228,6 +1356,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_overdraft_is_refused_and_nothing_of_it_remains, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_same_business_event_is_posted_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_credits_to_a_hot_account_do_not_wait_for_each_other,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_debit_of_a_hot_account_sees_its_queued_credits,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_balance_in_the_transaction_sees_its_own_posting, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_open_account_is_idempotent_and_checks_shape, setup,

@@ -53,10 +53,7 @@ static int teardown(void **state)
 
 static long long bal(const char *account)
 {
-    return pc_t_sql_int(&g_stack,
-                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
-                        "'%s'), 0)",
-                        account);
+    return pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('%s'), 0)", account);
 }
 
 static long long available(const pc_t_merchant_t *m)

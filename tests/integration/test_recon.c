@@ -644,9 +644,7 @@ static void test_resolving_with_an_adjustment_posts_through_suspense(void **stat
     long long txn = json_integer_value(json_object_get(resolution, "ledger_txn_id"));
     assert_true(txn > 0);
     json_decref(res);
-    assert_int_equal(pc_t_sql_int(&g_stack,
-                                  "SELECT balance FROM ledger_accounts WHERE account_id = "
-                                  "'platform:suspense:CNY'"),
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT ledger_balance('platform:suspense:CNY')"),
                      amount);
     assert_int_equal(pc_t_sql_int(&g_stack,
                                   "SELECT amount FROM ledger_entries WHERE txn_id = %lld AND "

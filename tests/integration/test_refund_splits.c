@@ -184,10 +184,7 @@ static void expect_refund(const char *rno, const char *want)
 
 static long long balance(const char *account)
 {
-    return pc_t_sql_int(&g_stack,
-                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
-                        "'%s'), 0)",
-                        account);
+    return pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('%s'), 0)", account);
 }
 
 static long long pending_of(const pc_t_merchant_t *m)

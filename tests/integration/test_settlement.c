@@ -130,16 +130,13 @@ static void card_trade(const pc_t_merchant_t *m, long amount, char *tn, char *tx
 
 static long long mbal(const pc_t_merchant_t *m, const char *kind)
 {
-    return pc_t_sql_int(&g_stack,
-                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE account_id = "
-                        "'merchant:%s:%s:CNY'), 0)",
-                        m->id, kind);
+    return pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('merchant:%s:%s:CNY'), 0)", m->id,
+                        kind);
 }
 
 static long long fee_income(void)
 {
-    return pc_t_sql_int(&g_stack, "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE "
-                                  "account_id = 'platform:fee_income:CNY'), 0)");
+    return pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:fee_income:CNY'), 0)");
 }
 
 static json_t *run_day(const char *date, long want_status)

@@ -54,10 +54,7 @@ static void create(const char *otn, const char *product, long amount, const char
 
 static long long balance(const char *account)
 {
-    return pc_t_sql_int(&g_stack,
-                        "SELECT coalesce((SELECT balance FROM ledger_accounts WHERE "
-                        "account_id = '%s'), 0)",
-                        account);
+    return pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('%s'), 0)", account);
 }
 
 static long long outbox_count(const char *type, const char *trade_no)
