@@ -100,6 +100,8 @@ static const opt_def_t opts[] = {
      "how often alert conditions are evaluated"},
     {"alerts.outbox_age_s", OPT_INT, "PAYCORE_ALERTS_OUTBOX_AGE_S", "600", 1, 86400, 0,
      "alert when the oldest undelivered notification is older than this"},
+    {"alerts.ledger_fold_age_s", OPT_INT, "PAYCORE_ALERTS_LEDGER_FOLD_AGE_S", "60", 1, 86400, 0,
+     "alert when the oldest queued movement of a hot ledger account is older than this"},
     {"cards.bin_file", OPT_STR, "PAYCORE_CARD_BIN_FILE", "config/card_bins.csv", 0, 1024, 0,
      "card BIN table loaded at start (CSV)"},
     {"rules.watch", OPT_BOOL, "PAYCORE_RULES_WATCH", "true", 0, 0, 0, "reload on file change"},

@@ -100,6 +100,7 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     long long outbox_age = pc_db_val_i64(res, 0, "outbox_age");
     long long needs_ops = pc_db_val_i64(res, 0, "needs_ops");
     long long recon_open = pc_db_val_i64(res, 0, "recon_open");
+    long long fold_age = pc_db_val_i64(res, 0, "fold_age");
     long long limit = pc_config_int(a->app->cfg, "alerts.outbox_age_s");
     char msg[200];
     snprintf(msg, sizeof msg, "the oldest undelivered notification is %lld s old (limit %lld s)",
@@ -110,7 +111,17 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     set(a, needs_ops > 0, "REPAIR_EXHAUSTED", "payments", msg);
     snprintf(msg, sizeof msg, "%lld reconciliation differences wait for ops", recon_open);
     set(a, recon_open > 0, "RECON_DIFFERENCES", "recon", msg);
+    /* Queued movements of hot accounts (ledger.h) are folded within a
+     * fraction of a second; an old one means the fold job is not running or
+     * cannot fold it. Balances stay right meanwhile (readers add the queue). */
+    long long fold_limit = pc_config_int(a->app->cfg, "alerts.ledger_fold_age_s");
+    snprintf(msg, sizeof msg,
+             "the oldest queued ledger movement is %lld s old (limit %lld s): is the fold job "
+             "running?",
+             fold_age, fold_limit);
+    set(a, fold_age > fold_limit, "LEDGER_FOLD_LAG", "ledger", msg);
     pc_metrics_set("pc_outbox_oldest_pending_seconds", "", outbox_age);
+    pc_metrics_set("pc_ledger_oldest_queued_seconds", "", fold_age);
 }
 
 static void check(uv_timer_t *t)
@@ -155,7 +166,9 @@ static void check(uv_timer_t *t)
                 "outbox WHERE status = 'PENDING'), 0) AS outbox_age, (SELECT count(*) FROM "
                 "payments WHERE needs_ops AND status IN ('PROCESSING', 'UNKNOWN')) AS needs_ops, "
                 "CASE WHEN to_regclass('recon_diffs') IS NULL THEN 0 ELSE (SELECT count(*) FROM "
-                "recon_diffs WHERE status = 'OPEN') END AS recon_open",
+                "recon_diffs WHERE status = 'OPEN') END AS recon_open, coalesce((SELECT "
+                "extract(epoch FROM now() - min(created_at))::bigint FROM "
+                "ledger_balance_deltas), 0) AS fold_age",
                 0, NULL, facts_cb, a);
 }
 
@@ -200,6 +213,8 @@ pc_alerts_t *pc_alerts_new(pc_app_t *app)
                         "1 while a channel's failure rate is under its alert threshold");
     pc_metrics_describe("pc_outbox_oldest_pending_seconds", PC_METRIC_GAUGE,
                         "age of the oldest undelivered notification");
+    pc_metrics_describe("pc_ledger_oldest_queued_seconds", PC_METRIC_GAUGE,
+                        "age of the oldest queued movement of a hot ledger account");
     pc_router_add(app->admin, "GET", "/admin/alerts", list_alerts, a);
     return a;
 }

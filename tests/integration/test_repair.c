@@ -110,6 +110,7 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_REPAIR_POLL_MS", "100");
     pc_stack_env(&g_stack, "PAYCORE_REPAIR_NOT_FOUND_AFTER_S", "2");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_LEDGER_FOLD_AGE_S", "5");
     char hook[96];
     snprintf(hook, sizeof hook, "http://127.0.0.1:%d/hook", g_hook_port);
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_WEBHOOK_URL", hook);
@@ -272,7 +273,7 @@ static void test_timeout_that_never_happened_fails_and_releases(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
-static int alert_active(const char *subject)
+static int alert_of_kind_active(const char *kind, const char *subject)
 {
     pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/alerts", NULL);
     json_t *j = pc_t_json(&r);
@@ -282,13 +283,18 @@ static int alert_active(const char *subject)
     json_t *a;
     json_array_foreach(json_object_get(j, "alerts"), i, a)
     {
-        if (!strcmp(json_string_value(json_object_get(a, "kind")), "CHANNEL_FAILURE_RATE") &&
+        if (!strcmp(json_string_value(json_object_get(a, "kind")), kind) &&
             !strcmp(json_string_value(json_object_get(a, "subject")), subject) &&
             !strcmp(json_string_value(json_object_get(a, "status")), "ACTIVE"))
             on = 1;
     }
     json_decref(j);
     return on;
+}
+
+static int alert_active(const char *subject)
+{
+    return alert_of_kind_active("CHANNEL_FAILURE_RATE", subject);
 }
 
 static void test_failing_channel_raises_alert_and_traffic_moves_then_returns(void **state)
@@ -382,6 +388,40 @@ static void test_failing_channel_raises_alert_and_traffic_moves_then_returns(voi
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **state)
+{
+    (void)state;
+    /* A queued credit whose account does not exist: nothing the engine
+     * writes, so it stands for a fold job that is stuck. The fold leaves it
+     * queued; ops hear of it once it is older than the limit (5 s here). */
+    free(pc_t_sql(&g_stack, "INSERT INTO ledger_balance_deltas (account_id, amount, txn_id, "
+                            "created_at) VALUES ('merchant:ghost:pending:CNY', 1, 0, now() - "
+                            "interval '10 seconds')"));
+    int on = 0;
+    for (int i = 0; i < 100 && !on; i++) {
+        on = alert_of_kind_active("LEDGER_FOLD_LAG", "ledger");
+        if (!on)
+            usleep(100000);
+    }
+    assert_true(on);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM ledger_balance_deltas WHERE "
+                                            "account_id = 'merchant:ghost:pending:CNY'"),
+                     1);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/ledger/check", NULL);
+    assert_non_null(strstr(r.body, "\"ok\":false"));
+    pc_t_resp_free(&r);
+    /* Gone, the alert resolves and the ledger is whole again. */
+    free(pc_t_sql(&g_stack, "DELETE FROM ledger_balance_deltas WHERE account_id = "
+                            "'merchant:ghost:pending:CNY'"));
+    for (int i = 0; i < 100 && on; i++) {
+        on = alert_of_kind_active("LEDGER_FOLD_LAG", "ledger");
+        if (on)
+            usleep(100000);
+    }
+    assert_false(on);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -389,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_success_after_timeout_is_found_by_query),
         cmocka_unit_test(test_timeout_that_never_happened_fails_and_releases),
         cmocka_unit_test(test_failing_channel_raises_alert_and_traffic_moves_then_returns),
+        cmocka_unit_test(test_a_ledger_movement_that_cannot_be_folded_raises_an_alert),
     };
     return cmocka_run_group_tests_name("repair", tests, setup, teardown);
 }

@@ -61,8 +61,13 @@ $$;
 CREATE FUNCTION ledger_fold_locked(p_ids text[]) RETURNS void
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
+    -- Only deltas of accounts that exist: one without its account (which
+    -- ledger_post never writes) stays queued for the check and the
+    -- LEDGER_FOLD_LAG alert to show, rather than vanish.
     WITH f AS (
-        DELETE FROM ledger_balance_deltas d WHERE d.account_id = ANY (p_ids)
+        DELETE FROM ledger_balance_deltas d
+         WHERE d.account_id = ANY (p_ids)
+           AND EXISTS (SELECT 1 FROM ledger_accounts a WHERE a.account_id = d.account_id)
         RETURNING d.account_id, d.amount
     )
     UPDATE ledger_accounts a
