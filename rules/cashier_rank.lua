@@ -16,8 +16,8 @@
 --   ctx.merchant.id             merchant id
 --   ctx.buyer.id                buyer id (absent for guests)
 --   ctx.buyer.balance           buyer's available wallet balance
---   ctx.buyer.last_method_id    method_id the buyer paid with last time (absent if none)
---   ctx.buyer.type_counts       {CARD = 3, WALLET = 1, ...}: successful payments per type
+--   ctx.buyer.last_method_id    method_id the buyer paid with last time in the last 90 days (absent if none)
+--   ctx.buyer.type_counts       {CARD = 3, WALLET = 1, ...}: successful payments per type, last 90 days
 --   ctx.policy.hide_unavailable true: drop methods that cannot be used right now
 --                               false/absent: keep them, at the bottom
 --

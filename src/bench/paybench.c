@@ -55,6 +55,7 @@ typedef struct {
     int progress;
     const char *buyer_prefix;
     int merchants;
+    int history;
 } opts_t;
 
 static opts_t o = {
@@ -194,7 +195,9 @@ typedef struct flow {
     int nsteps, si;
     int attempts;
     int buyer;
+    int merchant; /* index into merchant_ids; -1: chosen by seq */
     int recharge;
+    int kind; /* FLOW_* */
     long long amount, seq;
     char trade_no[48];
     char body[768];
@@ -211,6 +214,10 @@ static uint64_t start_ns, warm_end_ns, end_ns, drain_end_ns, last_done_ns;
 static uint64_t flows_started, flows_inflight;
 static int phase; /* 0 set-up, 1 running, 2 draining, 3 done */
 static flow_t *retry_head;
+/* What a flow is for: the scenario's own, or a set-up step. */
+enum { FLOW_SCENARIO, FLOW_FUND, FLOW_HISTORY, FLOW_OPEN_TRADE };
+/* consult: one open trade per buyer, created during set-up. */
+static char (*open_trades)[48];
 static uv_timer_t ticker;
 static FILE *record_file;
 #define MAX_MERCHANTS 256
@@ -219,7 +226,7 @@ static int nmerchants, merchants_pending;
 static char **buyer_ids;
 static int nbuyers;
 static uint64_t notifications;
-static int scen_pay, scen_card_percent;
+static int scen_pay, scen_card_percent, scen_consult;
 static step_t scen_single = S_HEALTHZ;
 
 static uint64_t now_ns(void)
@@ -377,6 +384,8 @@ static void step_answer(void *data, int status, json_t *j, const char *body)
             return;
         }
         snprintf(f->trade_no, sizeof f->trade_no, "%s", tn);
+        if (f->kind == FLOW_OPEN_TRADE && f->buyer >= 0)
+            snprintf(open_trades[f->buyer], sizeof open_trades[0], "%s", tn);
         if (record_file) {
             fprintf(record_file, "- %s CREATED\n", tn);
             fflush(record_file);
@@ -416,14 +425,15 @@ static void step_answer(void *data, int status, json_t *j, const char *body)
 
 static void step_send(flow_t *f)
 {
-    int m = nmerchants ? (int)(f->seq % nmerchants) : 0;
+    int m = f->merchant >= 0 ? f->merchant : nmerchants ? (int)(f->seq % nmerchants) : 0;
     pb_pool_call_as(api, nmerchants ? merchant_ids[m] : NULL,
                     nmerchants ? merchant_secrets[m] : NULL, f->method, f->path,
                     f->body[0] ? f->body : NULL, f->idem[0] ? f->idem : NULL, step_answer, f);
 }
 
-static void flow_start(uint64_t due, int recharge, int buyer, stats_t *stats)
+static void flow_start(uint64_t due, int kind, int buyer, stats_t *stats)
 {
+    int recharge = kind == FLOW_FUND;
     flow_t *f = calloc(1, sizeof *f);
     if (!f)
         abort();
@@ -432,11 +442,24 @@ static void flow_start(uint64_t due, int recharge, int buyer, stats_t *stats)
     f->stats = stats;
     f->seq = ++seq;
     f->recharge = recharge;
+    f->kind = kind;
     f->buyer = buyer;
+    f->merchant = kind == FLOW_OPEN_TRADE && nmerchants ? buyer % nmerchants : -1;
     f->amount = recharge ? o.fund : o.amount;
     if (recharge) {
         f->steps[f->nsteps++] = S_CREATE;
         f->steps[f->nsteps++] = S_PAY_CARD;
+    } else if (kind == FLOW_HISTORY) {
+        f->steps[f->nsteps++] = S_CREATE;
+        f->steps[f->nsteps++] = S_PAY_BALANCE;
+    } else if (kind == FLOW_OPEN_TRADE) {
+        f->steps[f->nsteps++] = S_CREATE;
+    } else if (scen_consult) {
+        /* The buyer's open trade, at the merchant that created it. */
+        f->buyer = (int)(f->seq % (unsigned long long)nbuyers);
+        f->merchant = nmerchants ? f->buyer % nmerchants : 0;
+        snprintf(f->trade_no, sizeof f->trade_no, "%s", open_trades[f->buyer]);
+        f->steps[f->nsteps++] = S_CONSULT;
     } else if (scen_pay) {
         f->steps[f->nsteps++] = S_CREATE;
         if (o.consult)
@@ -491,7 +514,7 @@ static void maybe_start_closed(void)
     if (now >= end_ns)
         return;
     while (flows_inflight < (uint64_t)o.connections)
-        flow_start(now, 0, -1, stats_for(now));
+        flow_start(now, FLOW_SCENARIO, -1, stats_for(now));
 }
 
 static void report(void);
@@ -521,7 +544,7 @@ static void ticker_cb(uv_timer_t *t)
             uint64_t due = (uint64_t)((double)(now - start_ns) / 1e9 * o.rate);
             while (flows_started < due && now < end_ns) {
                 uint64_t at = start_ns + (uint64_t)((double)flows_started * 1e9 / o.rate);
-                flow_start(at, 0, -1, stats_for(at));
+                flow_start(at, FLOW_SCENARIO, -1, stats_for(at));
             }
         }
         if (o.progress) {
@@ -565,36 +588,42 @@ static uint64_t setup_t0;
 
 static void setup_next_stage(void);
 
-static void funded_check(uv_timer_t *t)
+/* Waits until the set-up flows of a stage have finished, reports them and
+ * goes on to the next stage. */
+static void setup_wait(uv_timer_t *t)
 {
     if (flows_inflight > 0)
         return;
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, (uv_close_cb)free);
-    uint64_t paid = setup_st.payments;
-    fprintf(stdout, "setup: %d buyers funded with %lld each (%llu of %d paid) in %.1f s\n", nbuyers,
-            o.fund, (unsigned long long)paid, nbuyers, (double)(now_ns() - setup_t0) / 1e9);
-    if (paid < (uint64_t)nbuyers) {
+    const char *what = t->data;
+    uint64_t done = setup_st.flows_done - setup_st.flows_failed;
+    fprintf(stdout, "setup: %s: %llu of %llu done in %.1f s\n", what, (unsigned long long)done,
+            (unsigned long long)setup_st.flows_done, (double)(now_ns() - setup_t0) / 1e9);
+    if (setup_st.flows_failed || (!strcmp(what, "funding") && setup_st.payments < done)) {
         for (int i = 0; i < setup_st.nerrors; i++)
             fprintf(stdout, "setup error: %s = %llu\n", setup_st.errors[i].key,
                     (unsigned long long)setup_st.errors[i].n);
         for (int i = 0; i < setup_st.npay_status; i++)
             fprintf(stdout, "setup pay status: %s = %llu\n", setup_st.pay_status[i].key,
                     (unsigned long long)setup_st.pay_status[i].n);
-        if (paid * 100 < (uint64_t)nbuyers * 99)
-            die("%s", "more than 1% of the buyers could not be funded");
+        if (setup_st.flows_failed * 100 > setup_st.flows_done)
+            die("more than 1%% of the set-up flows (%s) failed", what);
     }
-    start_measuring();
+    setup_next_stage();
 }
 
-static void fund_buyers(void)
+/* Starts n set-up flows of one kind, buyer i % nbuyers for the i-th. */
+static void setup_flows(const char *what, int kind, int n)
 {
+    memset(&setup_st, 0, sizeof setup_st);
     setup_t0 = now_ns();
-    for (int i = 0; i < nbuyers; i++)
-        flow_start(now_ns(), 1, i, &setup_st);
+    for (int i = 0; i < n; i++)
+        flow_start(now_ns(), kind, i % nbuyers, &setup_st);
     uv_timer_t *t = malloc(sizeof *t);
     uv_timer_init(loop, t);
-    uv_timer_start(t, funded_check, 10, 10);
+    t->data = (void *)what;
+    uv_timer_start(t, setup_wait, 10, 10);
 }
 
 static void buyer_created(void *data, int status, json_t *j, const char *body)
@@ -629,8 +658,21 @@ static void setup_next_stage(void)
     }
     if (stage <= 1)
         stage = 2;
-    if (stage == 2 && nbuyers > 0 && !o.buyer_prefix && (scen_pay && scen_card_percent < 100)) {
-        fund_buyers();
+    if (stage == 2 && nbuyers > 0 && !o.buyer_prefix &&
+        ((scen_pay && scen_card_percent < 100) || scen_consult)) {
+        setup_flows("funding", FLOW_FUND, nbuyers);
+        return;
+    }
+    if (stage <= 2)
+        stage = 3;
+    if (stage == 3 && nbuyers > 0 && o.history > 0) {
+        setup_flows("history payments", FLOW_HISTORY, nbuyers * o.history);
+        return;
+    }
+    if (stage <= 3)
+        stage = 4;
+    if (stage == 4 && scen_consult) {
+        setup_flows("open trades", FLOW_OPEN_TRADE, nbuyers);
         return;
     }
     start_measuring();
@@ -958,14 +1000,17 @@ static void usage(void)
         "  --host H --port P             merchant API (127.0.0.1:8080)\n"
         "  --admin-port P --admin-token T  admin API, for set-up and the ledger check\n"
         "  --scenario S                  healthz | signed-get | create-trade | pay-balance |\n"
-        "                                pay-card | pay (see --card-percent) | full\n"
-        "                                (full = pay with --consult, 50%% card, 10%% refunds)\n"
+        "                                pay-card | pay (see --card-percent) | full | consult\n"
+        "                                (full = pay with --consult, 50%% card, 10%% refunds;\n"
+        "                                consult = consult again and again one open trade per\n"
+        "                                buyer, each buyer funded and with --history payments)\n"
         "  -c, --connections N           connections (closed loop: flows in flight) [64]\n"
         "  -r, --rate R                  open loop: R flows per second\n"
         "  -d, --duration S  --warmup S  measured seconds, and unmeasured ones before\n"
         "  --drain S                     wait this long for flows in flight at the end [15]\n"
         "  --merchant M --secret S       an existing merchant (else one is created)\n"
         "  --buyers N                    buyers created and funded for balance payments [1000]\n"
+        "  --history N                   balance payments per buyer made during set-up [0]\n"
         "  --amount A --fund F           payment amount [100], wallet top-up [1000000]\n"
         "  --card-percent P  --refund-percent P  --consult\n"
         "  --retries N                   retry on no answer / 503 / REQUEST_IN_PROGRESS with\n"
@@ -1009,6 +1054,7 @@ int main(int argc, char **argv)
                                        {"progress", 0, NULL, 'G'},
                                        {"merchants", 1, NULL, 'M'},
                                        {"cpu", 1, NULL, 'U'},
+                                       {"history", 1, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
     int ch;
     int card_set = 0, refund_set = 0;
@@ -1103,6 +1149,9 @@ int main(int argc, char **argv)
         case 'G':
             o.progress = 1;
             break;
+        case 'h':
+            o.history = atoi(optarg);
+            break;
         default:
             usage();
         }
@@ -1125,6 +1174,9 @@ int main(int argc, char **argv)
     } else if (!strcmp(sc, "pay")) {
         scen_pay = 1;
         scen_card_percent = o.card_percent;
+    } else if (!strcmp(sc, "consult")) {
+        scen_consult = 1;
+        scen_single = S_CONSULT;
     } else if (!strcmp(sc, "full")) {
         scen_pay = 1;
         o.consult = 1;
@@ -1134,7 +1186,9 @@ int main(int argc, char **argv)
     } else {
         usage();
     }
-    nbuyers = scen_pay ? o.buyers : 0;
+    nbuyers = scen_pay || scen_consult ? o.buyers : 0;
+    if (scen_consult && (nbuyers == 0 || o.buyer_prefix))
+        die("%s", "consult needs --buyers > 0 (created and funded here)");
     if (scen_single == S_GET && !strcmp(o.path, "/healthz"))
         o.path = "/v1/trades?out_trade_no=x";
     if (scen_pay && scen_card_percent < 100 && nbuyers == 0)
@@ -1149,6 +1203,7 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     pc_random_hex(run_id, sizeof run_id, 4);
     buyer_ids = calloc((size_t)(nbuyers ? nbuyers : 1), sizeof *buyer_ids);
+    open_trades = calloc((size_t)(nbuyers ? nbuyers : 1), sizeof *open_trades);
     for (int i = 0; i < nbuyers; i++) {
         char b[96];
         snprintf(b, sizeof b, "%s%s_%d", o.buyer_prefix ? o.buyer_prefix : "pb",

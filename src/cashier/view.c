@@ -5,7 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* bp: the buyer's payments of the last 90 days, read once through
+ * payments_buyer_recent and shared by the limits (day, 30 days, attempts in
+ * the hour, per card) and the ranking hints (last method, counts per type).
+ * Reading each of these from payments on its own let the planner pick a
+ * bitmap AND with payments_merchant_success, which reads every successful
+ * payment of the platform on each consult. */
 static const char view_sql[] =
+    "WITH bp AS MATERIALIZED (SELECT status, amount, created_at, card_id, method_type, status IN "
+    "('SUCCESS', 'PROCESSING', 'UNKNOWN', 'REVIEW') AS counted FROM payments WHERE buyer_id = $3 "
+    "AND created_at >= now() - interval '90 days') "
     "SELECT json_build_object("
     "'trade', (SELECT row_to_json(x) FROM (SELECT trade_no, merchant_id, product, status, "
     "amount, currency, buyer_id, extract(epoch FROM expires_at)::bigint AS expires_at FROM trades "
@@ -28,21 +37,18 @@ static const char view_sql[] =
     "card_id, channel_id, token, brand, bin, last4, exp_month, exp_year, created_at FROM cards "
     "WHERE buyer_id = $3 AND status = 'ACTIVE') k), "
     "'usage', (SELECT row_to_json(u) FROM (SELECT coalesce(sum(amount) FILTER (WHERE created_at "
-    ">= now() - interval '24 hours'), 0) AS day, coalesce(sum(amount), 0) AS month, count(*) "
-    "FILTER (WHERE created_at >= now() - interval '1 hour') AS attempts_1h FROM payments WHERE "
-    "buyer_id = $3 AND status IN ('SUCCESS', 'PROCESSING', 'UNKNOWN', 'REVIEW') AND created_at >= "
-    "now() - interval '30 days') u), "
+    ">= now() - interval '24 hours' AND counted), 0) AS day, coalesce(sum(amount) FILTER (WHERE "
+    "created_at >= now() - interval '30 days' AND counted), 0) AS month, count(*) FILTER (WHERE "
+    "created_at >= now() - interval '1 hour' AND counted) AS attempts_1h FROM bp) u), "
     "'card_usage', (SELECT coalesce(json_object_agg(card_id, s), '{}') FROM (SELECT card_id, "
-    "sum(amount) AS s FROM payments WHERE buyer_id = $3 AND card_id IS NOT NULL AND status IN "
-    "('SUCCESS', 'PROCESSING', 'UNKNOWN', 'REVIEW') AND created_at >= now() - interval '24 hours' "
-    "GROUP BY card_id) cu), "
+    "sum(amount) AS s FROM bp WHERE card_id IS NOT NULL AND counted AND created_at >= now() - "
+    "interval '24 hours' GROUP BY card_id) cu), "
     "'open_attempts', (SELECT count(*) FROM payments WHERE trade_no = $1 AND status IN "
     "('CREATED', 'PROCESSING', 'UNKNOWN', 'REVIEW')), "
-    "'last_method', (SELECT method_type FROM payments WHERE buyer_id = $3 AND status = 'SUCCESS' "
-    "ORDER BY created_at DESC LIMIT 1), "
+    "'last_method', (SELECT method_type FROM bp WHERE status = 'SUCCESS' ORDER BY created_at DESC "
+    "LIMIT 1), "
     "'type_counts', (SELECT coalesce(json_object_agg(method_type, n), '{}') FROM (SELECT "
-    "method_type, count(*) AS n FROM payments WHERE buyer_id = $3 AND status = 'SUCCESS' GROUP "
-    "BY method_type) tc), "
+    "method_type, count(*) AS n FROM bp WHERE status = 'SUCCESS' GROUP BY method_type) tc), "
     /* The bodies of buyer_chargebacks_90d() and merchant_chargeback_rate_bp()
      * written out: as SQL functions with a sub-select PostgreSQL cannot
      * inline them and planned them again on every call (PostgreSQL CPU per
