@@ -39,7 +39,8 @@ typedef struct op {
     pc_ch_result_t result;
     char failure_code[48], failure_message[160];
     int step_failed;
-    int inflight_only; /* a late answer: only PROCESSING/UNKNOWN may change */
+    int inflight_only;    /* a late answer: only PROCESSING/UNKNOWN may change */
+    int inserted_success; /* wallet/coupon only: the row went in as SUCCESS */
     pc_api_err_t err;
     char err_msg[160];
 } op_t;
@@ -639,11 +640,15 @@ static void hold(op_t *o, const char *status)
         leg(&l, PC_LEDGER_BUYER_WALLET, wallet_of(o), o->currency, -o->balance_amount);
         leg(&l, o->coupon_funder[0] ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
             o->coupon_funder[0] ? o->coupon_funder : NULL, o->currency, -o->coupon_amount);
+        /* A new wallet/coupon payment was inserted SUCCESS already (one
+         * row version, not two: payments has ten indexes); one continued
+         * after review or a challenge moves here. */
         const char *p[] = {o->payment_no};
-        pc_db_tx_query(o->tx,
-                       "UPDATE payments SET status = 'SUCCESS', finished_at = now() WHERE "
-                       "payment_no = $1",
-                       1, p, step_cb, o);
+        if (!o->inserted_success)
+            pc_db_tx_query(o->tx,
+                           "UPDATE payments SET status = 'SUCCESS', finished_at = now() WHERE "
+                           "payment_no = $1",
+                           1, p, step_cb, o);
         if (o->coupon_id[0]) {
             const char *cp[] = {o->coupon_id, o->payment_no};
             pc_db_tx_query(o->tx,
@@ -676,6 +681,10 @@ typedef struct {
     const char *risk_decision, *challenge_id, *client_ip, *device_id;
     char challenge_hash[65], demo_code[16];
     char first_query[24];
+    /* What the trade row said (its lock and the count of open attempts go
+     * out together; the count's answer decides). */
+    pc_api_err_t trade_err;
+    char trade_msg[64];
 } start_t;
 
 static void start_free(start_t *s)
@@ -692,32 +701,15 @@ static void insert_cb(void *data, int status, pc_db_res_t *res);
 static void locked_trade_cb(void *data, int status, pc_db_res_t *res)
 {
     start_t *s = data;
-    op_t *o = s->o;
     if (status) {
-        start_free(s);
-        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
-        return;
-    }
-    if (pc_db_rows(res) == 0) {
-        start_free(s);
-        fail_op(o, PC_API_NOT_FOUND, "no such trade");
-        return;
-    }
-    if (strcmp(pc_db_get(res, 0, 0), "WAIT_BUYER_PAY") != 0) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "the trade is %s", pc_db_get(res, 0, 0));
-        start_free(s);
-        fail_op(o, PC_API_INVALID_STATE, msg);
-        return;
-    }
-    /* Counted in a statement of its own: it starts after the row lock was
-     * granted, so it sees an attempt another node committed meanwhile. */
-    const char *q[] = {o->trade_no};
-    if (pc_db_tx_query(
-            o->tx, "SELECT count(*) FROM payments WHERE trade_no = $1 AND status IN " OPEN_STATUSES,
-            1, q, open_count_cb, s) < 0) {
-        start_free(s);
-        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+        s->trade_err = PC_API_UNAVAILABLE;
+        snprintf(s->trade_msg, sizeof s->trade_msg, "database unavailable");
+    } else if (pc_db_rows(res) == 0) {
+        s->trade_err = PC_API_NOT_FOUND;
+        snprintf(s->trade_msg, sizeof s->trade_msg, "no such trade");
+    } else if (strcmp(pc_db_get(res, 0, 0), "WAIT_BUYER_PAY") != 0) {
+        s->trade_err = PC_API_INVALID_STATE;
+        snprintf(s->trade_msg, sizeof s->trade_msg, "the trade is %s", pc_db_get(res, 0, 0));
     }
 }
 
@@ -734,9 +726,13 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
 {
     start_t *s = data;
     op_t *o = s->o;
-    if (status) {
+    if (s->trade_err != PC_API_OK || status) {
+        pc_api_err_t err = s->trade_err != PC_API_OK ? s->trade_err : PC_API_UNAVAILABLE;
+        char msg[64];
+        snprintf(msg, sizeof msg, "%s",
+                 s->trade_err != PC_API_OK ? s->trade_msg : "database unavailable");
         start_free(s);
-        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+        fail_op(o, err, msg);
         return;
     }
     if (pc_db_get_i64(res, 0, 0) > 0) {
@@ -744,11 +740,14 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
         fail_op(o, PC_API_INVALID_STATE, "another payment of this trade is in progress");
         return;
     }
+    /* Nothing external: the payment succeeds in this transaction or not at
+     * all (hold() posts the ledger and pays the trade before the commit). */
+    o->inserted_success = !strcmp(s->status, "CREATED");
     const char *p[] = {o->payment_no,
                        o->trade_no,
                        o->merchant_id,
                        o->buyer_id[0] ? o->buyer_id : NULL,
-                       s->status,
+                       o->inserted_success ? "SUCCESS" : s->status,
                        s->amounts[0],
                        o->currency,
                        o->method,
@@ -782,7 +781,8 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
                    "next_query_at, wallet_owner) "
                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
                    "$16, $17::jsonb, $18, $19, $20, $21::int, $22::jsonb, $23::jsonb, $24, $25, "
-                   "$26, $27, CASE WHEN $5 = 'FAILED' THEN now() END, CASE WHEN $5 = 'PROCESSING' "
+                   "$26, $27, CASE WHEN $5 IN ('FAILED', 'SUCCESS') THEN now() END, CASE WHEN $5 = "
+                   "'PROCESSING' "
                    "THEN now() + $28::int * interval '1 millisecond' END, $29)",
                    29, p, insert_cb, o);
     if (!strcmp(s->status, "CHALLENGE") && s->challenge_id) {
@@ -810,11 +810,19 @@ static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
     o->tx = tx;
     const char *p[] = {o->trade_no, o->merchant_id};
     /* The trade row lock serialises every attempt of this trade, on every
-     * node: of two concurrent pays, the second sees the first one open. */
+     * node: of two concurrent pays, the second sees the first one open.
+     * The count is a statement of its own, pipelined behind the lock in the
+     * same round trip: it starts (and takes its snapshot) only after the
+     * lock was granted, so it sees an attempt another node committed
+     * meanwhile. */
+    const char *q[] = {o->trade_no};
     if (pc_db_tx_query(tx,
                        "SELECT status FROM trades WHERE trade_no = $1 AND merchant_id = $2 FOR "
                        "UPDATE",
-                       2, p, locked_trade_cb, s) < 0) {
+                       2, p, locked_trade_cb, s) < 0 ||
+        pc_db_tx_query(
+            tx, "SELECT count(*) FROM payments WHERE trade_no = $1 AND status IN " OPEN_STATUSES, 1,
+            q, open_count_cb, s) < 0) {
         start_free(s);
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
     }
