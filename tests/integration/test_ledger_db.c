@@ -1304,6 +1304,56 @@ static void test_credits_to_a_hot_account_do_not_wait_for_each_other(void **stat
     assert_invariants_in_sql(fx);
 }
 
+/* The deadlock scripts/bench found (0041_ledger_lock_strength.sql): the fold
+ * job (or a refund) holds a hot account locked while a posting that has
+ * locked another account writes entries against the first one. The entries'
+ * foreign key must not wait for that lock, or the two wait for each other. */
+static void test_entries_for_a_locked_account_do_not_wait_for_its_lock(void **state)
+{
+    fx_t *fx = *state;
+    pc_ledger_leg_t pay[] = {{"channel:sim:clearing:CNY", -1000, "CNY"},
+                             {"merchant:m1:pending:CNY", 900, "CNY"},
+                             {"platform:fee_income:CNY", 100, "CNY"}};
+    assert_int_equal(post_sync(fx, "TRADE_PAY", "P1", pay, 3, NULL), 0);
+    PGconn *a = PQconnectdb(fx->url), *b = PQconnectdb(fx->url);
+    assert_int_equal(PQstatus(a), CONNECTION_OK);
+    assert_int_equal(PQstatus(b), CONNECTION_OK);
+    /* a: the fold job's lock on the platform account, held. */
+    PQclear(PQexec(a, "BEGIN"));
+    PGresult *r = PQexec(a, "SELECT * FROM ledger_lock_accounts(ARRAY['platform:fee_income:CNY'])");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    /* b: a refund that gives the fee back — it locks the merchant's account
+     * and writes an entry (a queued delta) for the platform account. */
+    PQclear(PQexec(b, "SET lock_timeout = '2s'"));
+    double t0 = now_s();
+    r = PQexec(b, "SELECT ledger_post('REFUND', 'test', 'F1', NULL, "
+                  "ARRAY['merchant:m1:pending:CNY', 'platform:fee_income:CNY', "
+                  "'channel:sim:clearing:CNY'], "
+                  "ARRAY['MERCHANT_PENDING', 'PLATFORM_FEE_INCOME', 'CHANNEL_CLEARING'], "
+                  "ARRAY['m1', 'platform', 'sim'], ARRAY['CNY', 'CNY', 'CNY'], "
+                  "ARRAY[false, true, true], "
+                  "ARRAY['merchant:m1:pending:CNY', 'platform:fee_income:CNY', "
+                  "'channel:sim:clearing:CNY'], "
+                  "ARRAY[-90, -10, 100]::bigint[], ARRAY['CNY', 'CNY', 'CNY'])");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("the posting waited for the lock on the platform account: %s",
+                 PQresultErrorMessage(r));
+    PQclear(r);
+    assert_true(now_s() - t0 < 1.0);
+    /* Two lockers of one account still exclude each other. */
+    r = PQexec(b, "SELECT * FROM ledger_lock_accounts(ARRAY['platform:fee_income:CNY'])");
+    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
+    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "55P03");
+    PQclear(r);
+    PQclear(PQexec(a, "COMMIT"));
+    assert_int_equal(balance_of(fx, "merchant:m1:pending:CNY"), 810);
+    assert_int_equal(balance_of(fx, "platform:fee_income:CNY"), 90);
+    PQfinish(a);
+    PQfinish(b);
+    assert_invariants_in_sql(fx);
+}
+
 static void test_a_debit_of_a_hot_account_sees_its_queued_credits(void **state)
 {
     fx_t *fx = *state;
@@ -1357,6 +1407,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_same_business_event_is_posted_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_credits_to_a_hot_account_do_not_wait_for_each_other,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_entries_for_a_locked_account_do_not_wait_for_its_lock,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_debit_of_a_hot_account_sees_its_queued_credits,
                                         setup, teardown),
