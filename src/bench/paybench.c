@@ -196,8 +196,7 @@ typedef struct flow {
     int attempts;
     int buyer;
     int merchant; /* index into merchant_ids; -1: chosen by seq */
-    int recharge;
-    int kind; /* FLOW_* */
+    int kind;     /* FLOW_* */
     long long amount, seq;
     char trade_no[48];
     char body[768];
@@ -294,7 +293,7 @@ static void step_build(flow_t *f)
         snprintf(f->body, sizeof f->body,
                  "{\"out_trade_no\":\"pb%s%lld\",\"product\":\"%s\",\"amount\":%lld,"
                  "\"currency\":\"CNY\",\"subject\":\"paybench\"%s%s%s}",
-                 run_id, f->seq, f->recharge ? "RECHARGE" : "INSTANT", f->amount,
+                 run_id, f->seq, f->kind == FLOW_FUND ? "RECHARGE" : "INSTANT", f->amount,
                  buyer ? ",\"buyer_id\":\"" : "", buyer ? buyer : "", buyer ? "\"" : "");
         break;
     case S_CONSULT:
@@ -433,7 +432,6 @@ static void step_send(flow_t *f)
 
 static void flow_start(uint64_t due, int kind, int buyer, stats_t *stats)
 {
-    int recharge = kind == FLOW_FUND;
     flow_t *f = calloc(1, sizeof *f);
     if (!f)
         abort();
@@ -441,12 +439,11 @@ static void flow_start(uint64_t due, int kind, int buyer, stats_t *stats)
     f->step_ns = now_ns();
     f->stats = stats;
     f->seq = ++seq;
-    f->recharge = recharge;
     f->kind = kind;
     f->buyer = buyer;
     f->merchant = kind == FLOW_OPEN_TRADE && nmerchants ? buyer % nmerchants : -1;
-    f->amount = recharge ? o.fund : o.amount;
-    if (recharge) {
+    f->amount = kind == FLOW_FUND ? o.fund : o.amount;
+    if (kind == FLOW_FUND) {
         f->steps[f->nsteps++] = S_CREATE;
         f->steps[f->nsteps++] = S_PAY_CARD;
     } else if (kind == FLOW_HISTORY) {
@@ -585,6 +582,8 @@ static void start_measuring(void)
 
 static int setup_pending, setup_failed;
 static uint64_t setup_t0;
+static int setup_kind; /* FLOW_* of the set-up stage running */
+static const char *setup_what;
 
 static void setup_next_stage(void);
 
@@ -596,17 +595,17 @@ static void setup_wait(uv_timer_t *t)
         return;
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, (uv_close_cb)free);
-    const char *what = t->data;
+    const char *what = setup_what;
     uint64_t done = setup_st.flows_done - setup_st.flows_failed;
     double secs = (double)(now_ns() - setup_t0) / 1e9;
     /* Scripts wait for "setup: … funded" (tests/crash/crash_test.sh). */
-    if (!strcmp(what, "funding"))
+    if (setup_kind == FLOW_FUND)
         fprintf(stdout, "setup: %d buyers funded with %lld each (%llu of %d paid) in %.1f s\n",
                 nbuyers, o.fund, (unsigned long long)setup_st.payments, nbuyers, secs);
     else
         fprintf(stdout, "setup: %s: %llu of %llu done in %.1f s\n", what, (unsigned long long)done,
                 (unsigned long long)setup_st.flows_done, secs);
-    if (setup_st.flows_failed || (!strcmp(what, "funding") && setup_st.payments < done)) {
+    if (setup_st.flows_failed || (setup_kind == FLOW_FUND && setup_st.payments < done)) {
         for (int i = 0; i < setup_st.nerrors; i++)
             fprintf(stdout, "setup error: %s = %llu\n", setup_st.errors[i].key,
                     (unsigned long long)setup_st.errors[i].n);
@@ -624,11 +623,12 @@ static void setup_flows(const char *what, int kind, int n)
 {
     memset(&setup_st, 0, sizeof setup_st);
     setup_t0 = now_ns();
+    setup_kind = kind;
+    setup_what = what;
     for (int i = 0; i < n; i++)
         flow_start(now_ns(), kind, i % nbuyers, &setup_st);
     uv_timer_t *t = malloc(sizeof *t);
     uv_timer_init(loop, t);
-    t->data = (void *)what;
     uv_timer_start(t, setup_wait, 10, 10);
 }
 

@@ -39,8 +39,7 @@ typedef struct op {
     pc_ch_result_t result;
     char failure_code[48], failure_message[160];
     int step_failed;
-    int inflight_only;    /* a late answer: only PROCESSING/UNKNOWN may change */
-    int inserted_success; /* wallet/coupon only: the row went in as SUCCESS */
+    int inflight_only; /* a late answer: only PROCESSING/UNKNOWN may change */
     pc_api_err_t err;
     char err_msg[160];
 } op_t;
@@ -634,17 +633,17 @@ static void hold(op_t *o, const char *status)
                        "expires_at > now() AND min_amount <= $5::bigint",
                        5, p2, coupon_locked_cb, o);
     }
-    if (!strcmp(status, "CREATED")) {
+    if (!strcmp(status, "CREATED") || !strcmp(status, "SUCCESS")) {
         /* Wallet and coupon only: pay the trade in this same transaction. */
         legs_t l = {.n = 0};
         leg(&l, PC_LEDGER_BUYER_WALLET, wallet_of(o), o->currency, -o->balance_amount);
         leg(&l, o->coupon_funder[0] ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
             o->coupon_funder[0] ? o->coupon_funder : NULL, o->currency, -o->coupon_amount);
-        /* A new wallet/coupon payment was inserted SUCCESS already (one
-         * row version, not two: payments has ten indexes); one continued
-         * after review or a challenge moves here. */
+        /* A new one was inserted SUCCESS (one row version, not two:
+         * payments has ten indexes); one continued after review or a
+         * challenge is CREATED and moves here. */
         const char *p[] = {o->payment_no};
-        if (!o->inserted_success)
+        if (!strcmp(status, "CREATED"))
             pc_db_tx_query(o->tx,
                            "UPDATE payments SET status = 'SUCCESS', finished_at = now() WHERE "
                            "payment_no = $1",
@@ -726,11 +725,14 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
 {
     start_t *s = data;
     op_t *o = s->o;
-    if (s->trade_err != PC_API_OK || status) {
-        pc_api_err_t err = s->trade_err != PC_API_OK ? s->trade_err : PC_API_UNAVAILABLE;
-        char msg[64];
-        snprintf(msg, sizeof msg, "%s",
-                 s->trade_err != PC_API_OK ? s->trade_msg : "database unavailable");
+    if (status && s->trade_err == PC_API_OK) {
+        s->trade_err = PC_API_UNAVAILABLE;
+        snprintf(s->trade_msg, sizeof s->trade_msg, "database unavailable");
+    }
+    if (s->trade_err != PC_API_OK) {
+        pc_api_err_t err = s->trade_err;
+        char msg[sizeof s->trade_msg];
+        snprintf(msg, sizeof msg, "%s", s->trade_msg);
         start_free(s);
         fail_op(o, err, msg);
         return;
@@ -740,14 +742,11 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
         fail_op(o, PC_API_INVALID_STATE, "another payment of this trade is in progress");
         return;
     }
-    /* Nothing external: the payment succeeds in this transaction or not at
-     * all (hold() posts the ledger and pays the trade before the commit). */
-    o->inserted_success = !strcmp(s->status, "CREATED");
     const char *p[] = {o->payment_no,
                        o->trade_no,
                        o->merchant_id,
                        o->buyer_id[0] ? o->buyer_id : NULL,
-                       o->inserted_success ? "SUCCESS" : s->status,
+                       s->status,
                        s->amounts[0],
                        o->currency,
                        o->method,
@@ -885,11 +884,14 @@ int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *r, pc_engine_cb cb, vo
     snprintf(o->payment_no, sizeof o->payment_no, "P%s", hex);
     s->o = o;
     const char *d = r->risk_decision ? r->risk_decision : "ACCEPT";
+    /* With nothing external the payment is inserted SUCCESS: it succeeds in
+     * this transaction or not at all (hold() posts the ledger and pays the
+     * trade before the commit). */
     s->status = !strcmp(d, "REJECT")      ? "FAILED"
                 : !strcmp(d, "REVIEW")    ? "REVIEW"
                 : !strcmp(d, "CHALLENGE") ? "CHALLENGE"
                 : o->external_amount > 0  ? "PROCESSING"
-                                          : "CREATED";
+                                          : "SUCCESS";
     if (!strcmp(s->status, "FAILED")) {
         snprintf(o->failure_code, sizeof o->failure_code, "RISK_REJECTED");
         snprintf(o->failure_message, sizeof o->failure_message,

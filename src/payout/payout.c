@@ -625,9 +625,8 @@ static void accept_begin_cb(void *data, int status, pc_db_tx_t *tx)
     const char *p1[] = {avail};
     const char *p2[] = {m->id, a->out_payout_no, a->payee_name[0] ? a->payee_name : NULL,
                         a->card_token[0] ? a->card_token : NULL};
-    if (pc_db_tx_query(
-            tx, "SELECT balance FROM ledger_accounts WHERE account_id = $1 FOR NO KEY UPDATE", 1,
-            p1, accept_balance_cb, a) < 0 ||
+    if (pc_db_tx_query(tx, "SELECT balance FROM ledger_lock_accounts(ARRAY[$1])", 1, p1,
+                       accept_balance_cb, a) < 0 ||
         pc_db_tx_query(tx,
                        "SELECT EXISTS (SELECT 1 FROM payouts WHERE merchant_id = $1 AND "
                        "out_payout_no = $2) AS dup, merchant_chargeback_rate_bp($1) AS cb_rate, "

@@ -82,8 +82,10 @@ bool pc_sim_cvv_valid(const char *cvv)
     return true;
 }
 
-/* api.md "paysim test data"; matched on the whole number so that an ordinary
- * card that happens to end in the same digits is not declined. */
+/* api.md "paysim test data": public test card numbers of the simulator (the
+ * 4000 0000 … series card networks publish for testing), not real cards;
+ * paycore never stores or logs them. Matched on the whole number so that an
+ * ordinary card that happens to end in the same digits is not declined. */
 static const struct {
     const char *pan;
     pc_sim_card_rule_t rule;
