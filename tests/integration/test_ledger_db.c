@@ -1354,6 +1354,55 @@ static void test_entries_for_a_locked_account_do_not_wait_for_its_lock(void **st
     assert_invariants_in_sql(fx);
 }
 
+/* The ledger functions find accounts and queued deltas by key, however few
+ * rows the tables hold when a connection makes its generic plans. On a young
+ * database the planner preferred a sequential scan of ledger_accounts and
+ * kept it while the table filled with row versions; under paybench that was
+ * over a thousand rows read per posting. */
+static void test_postings_reach_accounts_by_key_only(void **state)
+{
+    fx_t *fx = *state;
+    pc_ledger_leg_t fund[] = {{"channel:sim:clearing:CNY", -5000, "CNY"},
+                              {"buyer:u1:wallet:CNY", 5000, "CNY"}};
+    assert_int_equal(post_sync(fx, "RECHARGE", "R1", fund, 2, NULL), 0);
+    PGconn *c = PQconnectdb(fx->url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "BEGIN"));
+    const char *const steps[] = {
+        /* a balance payment: the buyer's wallet in place, the merchant's
+         * pending account queued; twice, so that the cached plans serve */
+        "SELECT ledger_post('TRADE_PAY', 'test', 'P1', NULL, ARRAY['buyer:u1:wallet:CNY', "
+        "'merchant:m1:pending:CNY'], ARRAY['BUYER_WALLET', 'MERCHANT_PENDING'], ARRAY['u1', 'm1'], "
+        "ARRAY['CNY', 'CNY'], ARRAY[false, false], ARRAY['buyer:u1:wallet:CNY', "
+        "'merchant:m1:pending:CNY'], ARRAY[-100, 100]::bigint[], ARRAY['CNY', 'CNY'])",
+        "SELECT ledger_post('TRADE_PAY', 'test', 'P2', NULL, ARRAY['buyer:u1:wallet:CNY', "
+        "'merchant:m1:pending:CNY'], ARRAY['BUYER_WALLET', 'MERCHANT_PENDING'], ARRAY['u1', 'm1'], "
+        "ARRAY['CNY', 'CNY'], ARRAY[false, false], ARRAY['buyer:u1:wallet:CNY', "
+        "'merchant:m1:pending:CNY'], ARRAY[-100, 100]::bigint[], ARRAY['CNY', 'CNY'])",
+        /* a debit of the hot account folds its queue first */
+        "SELECT * FROM ledger_lock_accounts(ARRAY['merchant:m1:pending:CNY', "
+        "'buyer:u1:wallet:CNY'])",
+        "SELECT ledger_fold_locked(ARRAY['merchant:m1:pending:CNY'])",
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        PGresult *r = PQexec(c, steps[i]);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            fail_msg("%s: %s", steps[i], PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    PGresult *r = PQexec(c, "SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables "
+                            "WHERE relname IN ('ledger_accounts', 'ledger_balance_deltas')");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    if (strcmp(PQgetvalue(r, 0, 0), "0") != 0)
+        fail_msg("the ledger functions scanned whole tables %s times", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    assert_int_equal(balance_of(fx, "buyer:u1:wallet:CNY"), 4800);
+    assert_int_equal(balance_of(fx, "merchant:m1:pending:CNY"), 200);
+    assert_invariants_in_sql(fx);
+}
+
 static void test_a_debit_of_a_hot_account_sees_its_queued_credits(void **state)
 {
     fx_t *fx = *state;
@@ -1410,6 +1459,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_entries_for_a_locked_account_do_not_wait_for_its_lock,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_postings_reach_accounts_by_key_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_debit_of_a_hot_account_sees_its_queued_credits,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_balance_in_the_transaction_sees_its_own_posting, setup,
