@@ -96,6 +96,9 @@ static long long sql_int(fx_t *fx, const char *fmt, ...)
     return v;
 }
 
+/* The constraint named by the last refusal of sql_refused ("" if none). */
+static char g_refused_constraint[64];
+
 /* Runs sql expecting the database to refuse it; returns its SQLSTATE. */
 static char *sql_refused(fx_t *fx, const char *sql)
 {
@@ -106,6 +109,8 @@ static char *sql_refused(fx_t *fx, const char *sql)
         fail_msg("the database accepted: %s", sql);
     const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     snprintf(state, sizeof state, "%s", s ? s : "");
+    const char *c = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+    snprintf(g_refused_constraint, sizeof g_refused_constraint, "%s", c ? c : "");
     PQclear(r);
     PQclear(PQexec(fx->pg, "ROLLBACK"));
     return state;
@@ -647,17 +652,38 @@ static void test_database_refuses_what_c_would(void **state)
     assert_string_equal(sql_refused(fx, "UPDATE ledger_accounts SET balance = -1 WHERE "
                                         "account_id = 'buyer:u1:wallet:CNY'"),
                         "23514");
-    /* Customer money that may go negative, or an id that lies about its type. */
+    assert_string_equal(g_refused_constraint, "ledger_accounts_no_overdraft");
+    /* Customer money that may go negative, an id that lies about its type or
+     * its currency, a type that does not exist; each under its own name. */
     assert_string_equal(
         sql_refused(fx, "INSERT INTO ledger_accounts (account_id, type, owner_id, currency, "
                         "allow_negative) VALUES ('merchant:m1:available:CNY', "
                         "'MERCHANT_AVAILABLE', 'm1', 'CNY', true)"),
         "23514");
+    assert_string_equal(g_refused_constraint, "ledger_accounts_customer_funds");
     assert_string_equal(
         sql_refused(fx, "INSERT INTO ledger_accounts (account_id, type, owner_id, currency, "
                         "allow_negative) VALUES ('platform:loss:CNY', 'BUYER_WALLET', 'x', "
                         "'CNY', false)"),
         "23514");
+    assert_string_equal(g_refused_constraint, "ledger_accounts_id_shape");
+    assert_string_equal(
+        sql_refused(fx, "INSERT INTO ledger_accounts (account_id, type, owner_id, currency, "
+                        "allow_negative) VALUES ('buyer:u9:wallet:CNY', 'BUYER_WALLET', 'u9', "
+                        "'USD', false)"),
+        "23514");
+    assert_string_equal(g_refused_constraint, "ledger_accounts_id_shape");
+    assert_string_equal(
+        sql_refused(fx, "INSERT INTO ledger_accounts (account_id, type, owner_id, currency, "
+                        "allow_negative) VALUES ('buyer:u9:wallet:CNY', 'BUYER_PURSE', 'u9', "
+                        "'CNY', false)"),
+        "23514");
+    assert_string_equal(g_refused_constraint, "ledger_accounts_type");
+    /* Changing an account's shape afterwards is refused the same way. */
+    assert_string_equal(sql_refused(fx, "UPDATE ledger_accounts SET allow_negative = true WHERE "
+                                        "account_id = 'buyer:u1:wallet:CNY'"),
+                        "23514");
+    assert_string_equal(g_refused_constraint, "ledger_accounts_customer_funds");
     /* A transaction without entries, an unbalanced one, an entry in another
      * currency than its account's. */
     assert_string_equal(
