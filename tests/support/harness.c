@@ -381,7 +381,7 @@ json_t *pc_t_json(const pc_t_resp_t *r)
 
 const char *pc_t_header(const pc_t_resp_t *r, const char *name)
 {
-    static char val[512];
+    static _Thread_local char val[512];
     size_t nl = strlen(name);
     for (const char *line = r->headers; line && *line;) {
         const char *eol = strstr(line, "\r\n");
@@ -572,7 +572,7 @@ pc_t_resp_t pc_t_call(pc_stack_t *s, const pc_t_merchant_t *m, const char *metho
 
 const char *pc_t_jstr(const pc_t_resp_t *r, const char *key)
 {
-    static char out[1024];
+    static _Thread_local char out[1024];
     out[0] = 0;
     json_t *j = pc_t_json(r);
     json_t *v = j ? json_object_get(j, key) : NULL;
@@ -586,7 +586,7 @@ const char *pc_t_jstr(const pc_t_resp_t *r, const char *key)
 
 const char *pc_t_errcode(const pc_t_resp_t *r)
 {
-    static char out[64];
+    static _Thread_local char out[64];
     out[0] = 0;
     json_t *j = pc_t_json(r);
     json_t *v = j ? json_object_get(json_object_get(j, "error"), "code") : NULL;

@@ -68,7 +68,7 @@ pc_t_resp_t pc_t_http(const char *method, const char *url, const char *const *he
 void pc_t_resp_free(pc_t_resp_t *r);
 /* Parses a response body as JSON (NULL if it is not). Caller decrefs. */
 json_t *pc_t_json(const pc_t_resp_t *r);
-/* Value of a response header (static buffer; NULL when absent). */
+/* Value of a response header (a buffer per thread; NULL when absent). */
 const char *pc_t_header(const pc_t_resp_t *r, const char *name);
 
 /* A request to paysim's control API (e.g. "/sim/faults"); caller frees. */
@@ -107,9 +107,10 @@ pc_t_resp_t pc_t_call_raw(int port, const char *merchant_id, const char *secret,
                           const char *path, const char *body, const char *idem_key,
                           long long timestamp, const char *nonce, const char *sign_path,
                           const char *sign_body);
-/* The string value at key of a JSON response ("" when absent); static buffer. */
+/* The string value at key of a JSON response ("" when absent); a buffer per
+ * thread, so that racing threads may call it. */
 const char *pc_t_jstr(const pc_t_resp_t *r, const char *key);
-/* The API error code of a response ("" when none); static buffer. */
+/* The API error code of a response ("" when none); a buffer per thread. */
 const char *pc_t_errcode(const pc_t_resp_t *r);
 
 /* Calls the internal "trade paid" operation (acquiring/trade_state.h) against
