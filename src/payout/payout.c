@@ -917,7 +917,8 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
     int final = r.status == PC_CH_SUCCESS || r.status == PC_CH_FAILED || r.status == PC_CH_RETURNED;
     if (r.status == PC_CH_FAILED && !strcmp(r.code, "NOT_FOUND")) {
         /* The channel never took it: safe to fail once a request still on
-         * its way could not land any more. */
+         * its way could not land any more (age in whole seconds rounded
+         * down, so that the limit is never reached early). */
         final = j->age_s >= pc_config_int(po->app->cfg, "payout.not_found_after_s");
         snprintf(r.code, sizeof r.code, "NOT_SENT");
         snprintf(r.message, sizeof r.message, "the channel has no record of this payout");
@@ -977,8 +978,8 @@ static void tick(uv_timer_t *t)
                     "p.query_attempts + 1 > array_length($1::int[], 1) THEN NULL ELSE now() + "
                     "($1::int[])[p.query_attempts + 1] * interval '1 millisecond' END FROM due "
                     "WHERE p.payout_no = due.payout_no RETURNING p.payout_no, p.status, "
-                    "p.channel_id, extract(epoch FROM now() - coalesce(p.sent_at, "
-                    "p.created_at))::bigint AS age, (p.query_attempts > array_length($1::int[], "
+                    "p.channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
+                    "p.created_at)))::bigint AS age, (p.query_attempts > array_length($1::int[], "
                     "1)) AS last",
                     1, p, claimed_cb, po) < 0)
         po->claiming = 0;
