@@ -6,6 +6,7 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -58,16 +59,44 @@ int pc_t_sh(const char *fmt, ...)
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+/* Ports handed out by pc_t_free_port in this process. The kernel may give
+ * a port it has just released to the next bind(0), and paycore and paysim
+ * both listen with SO_REUSEPORT, so a stack's API port once went to its
+ * paysim as well: both listened on it and the kernel shared the test's
+ * requests between them (404 "no such path" from paysim in CI). */
+static int g_ports[512];
+static size_t g_nports;
+static pthread_mutex_t g_ports_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int port_given(int port)
+{
+    for (size_t i = 0; i < g_nports; i++)
+        if (g_ports[i] == port)
+            return 1;
+    return 0;
+}
+
 int pc_t_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0)
-        die("bind: %s", strerror(errno));
-    socklen_t l = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    close(fd);
-    return ntohs(a.sin_port);
+    pthread_mutex_lock(&g_ports_lock);
+    for (int tries = 0; tries < 100; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0)
+            die("bind: %s", strerror(errno));
+        socklen_t l = sizeof a;
+        getsockname(fd, (struct sockaddr *)&a, &l);
+        close(fd);
+        int port = ntohs(a.sin_port);
+        if (port_given(port))
+            continue;
+        if (g_nports < sizeof g_ports / sizeof g_ports[0])
+            g_ports[g_nports++] = port;
+        pthread_mutex_unlock(&g_ports_lock);
+        return port;
+    }
+    die("no free port that was not handed out before");
+    return -1;
 }
 
 static PGconn *admin_pg(void)

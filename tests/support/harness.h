@@ -48,7 +48,7 @@ void pc_stack_stop(pc_stack_t *s);
 /* Source and binary folders (from the environment ctest sets). */
 const char *pc_t_source_dir(void);
 const char *pc_t_binary_dir(void);
-/* A free TCP port on 127.0.0.1. */
+/* A free TCP port on 127.0.0.1, never one this process was given before. */
 int pc_t_free_port(void);
 /* Runs a shell command; returns its exit status. */
 int pc_t_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
