@@ -583,7 +583,6 @@ static void start_measuring(void)
 static int setup_pending, setup_failed;
 static uint64_t setup_t0;
 static int setup_kind; /* FLOW_* of the set-up stage running */
-static const char *setup_what;
 
 static void setup_next_stage(void);
 
@@ -595,7 +594,10 @@ static void setup_wait(uv_timer_t *t)
         return;
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, (uv_close_cb)free);
-    const char *what = setup_what;
+    static const char *const stage_names[] = {[FLOW_FUND] = "funding",
+                                              [FLOW_HISTORY] = "history payments",
+                                              [FLOW_OPEN_TRADE] = "open trades"};
+    const char *what = stage_names[setup_kind];
     uint64_t done = setup_st.flows_done - setup_st.flows_failed;
     double secs = (double)(now_ns() - setup_t0) / 1e9;
     /* Scripts wait for "setup: … funded" (tests/crash/crash_test.sh). */
@@ -619,12 +621,11 @@ static void setup_wait(uv_timer_t *t)
 }
 
 /* Starts n set-up flows of one kind, buyer i % nbuyers for the i-th. */
-static void setup_flows(const char *what, int kind, int n)
+static void setup_flows(int kind, int n)
 {
     memset(&setup_st, 0, sizeof setup_st);
     setup_t0 = now_ns();
     setup_kind = kind;
-    setup_what = what;
     for (int i = 0; i < n; i++)
         flow_start(now_ns(), kind, i % nbuyers, &setup_st);
     uv_timer_t *t = malloc(sizeof *t);
@@ -666,19 +667,19 @@ static void setup_next_stage(void)
         stage = 2;
     if (stage == 2 && nbuyers > 0 && !o.buyer_prefix &&
         ((scen_pay && scen_card_percent < 100) || scen_consult)) {
-        setup_flows("funding", FLOW_FUND, nbuyers);
+        setup_flows(FLOW_FUND, nbuyers);
         return;
     }
     if (stage <= 2)
         stage = 3;
     if (stage == 3 && nbuyers > 0 && o.history > 0) {
-        setup_flows("history payments", FLOW_HISTORY, nbuyers * o.history);
+        setup_flows(FLOW_HISTORY, nbuyers * o.history);
         return;
     }
     if (stage <= 3)
         stage = 4;
     if (stage == 4 && scen_consult) {
-        setup_flows("open trades", FLOW_OPEN_TRADE, nbuyers);
+        setup_flows(FLOW_OPEN_TRADE, nbuyers);
         return;
     }
     start_measuring();

@@ -633,21 +633,14 @@ static void hold(op_t *o, const char *status)
                        "expires_at > now() AND min_amount <= $5::bigint",
                        5, p2, coupon_locked_cb, o);
     }
-    if (!strcmp(status, "CREATED") || !strcmp(status, "SUCCESS")) {
-        /* Wallet and coupon only: pay the trade in this same transaction. */
+    if (!strcmp(status, "SUCCESS")) {
+        /* Wallet and coupon only: the row was written SUCCESS (inserted so,
+         * or moved so from REVIEW / CHALLENGE) in this transaction, which
+         * pays the trade too, or commits nothing. */
         legs_t l = {.n = 0};
         leg(&l, PC_LEDGER_BUYER_WALLET, wallet_of(o), o->currency, -o->balance_amount);
         leg(&l, o->coupon_funder[0] ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
             o->coupon_funder[0] ? o->coupon_funder : NULL, o->currency, -o->coupon_amount);
-        /* A new one was inserted SUCCESS (one row version, not two:
-         * payments has ten indexes); one continued after review or a
-         * challenge is CREATED and moves here. */
-        const char *p[] = {o->payment_no};
-        if (!strcmp(status, "CREATED"))
-            pc_db_tx_query(o->tx,
-                           "UPDATE payments SET status = 'SUCCESS', finished_at = now() WHERE "
-                           "payment_no = $1",
-                           1, p, step_cb, o);
         if (o->coupon_id[0]) {
             const char *cp[] = {o->coupon_id, o->payment_no};
             pc_db_tx_query(o->tx,
@@ -960,7 +953,7 @@ static void continue_row_cb(void *data, int status, pc_db_res_t *res)
         fail_op(o, PC_API_INVALID_STATE, "no channel to continue with");
         return;
     }
-    hold(o, o->external_amount > 0 ? "PROCESSING" : "CREATED");
+    hold(o, o->external_amount > 0 ? "PROCESSING" : "SUCCESS");
 }
 
 static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
@@ -974,7 +967,8 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
     const char *p[] = {o->payment_no};
     pc_db_tx_query(tx,
                    "UPDATE payments p SET status = CASE WHEN external_amount > 0 THEN "
-                   "'PROCESSING' ELSE 'CREATED' END, updated_at = now() WHERE payment_no = $1 AND "
+                   "'PROCESSING' ELSE 'SUCCESS' END, finished_at = CASE WHEN external_amount = 0 "
+                   "THEN now() END, updated_at = now() WHERE payment_no = $1 AND "
                    "status IN ('REVIEW', 'CHALLENGE') AND (SELECT status FROM trades t WHERE "
                    "t.trade_no = p.trade_no FOR UPDATE) = 'WAIT_BUYER_PAY' RETURNING trade_no, "
                    "coalesce(buyer_id, '') AS buyer_id, coalesce(wallet_owner, '') AS "

@@ -82,28 +82,31 @@ bool pc_sim_cvv_valid(const char *cvv)
     return true;
 }
 
-/* api.md "paysim test data": public test card numbers of the simulator (the
- * 4000 0000 … series card networks publish for testing), not real cards;
- * paycore never stores or logs them. Matched on the whole number so that an
- * ordinary card that happens to end in the same digits is not declined. */
+/* api.md "paysim test data": the simulator's test cards are the public
+ * 4000 0000 0000 xxxx series card networks publish for testing (not real
+ * cards; paycore never stores or logs them), told apart by their last four
+ * digits. Only the whole number matches, so an ordinary card that happens to
+ * end in the same digits is not declined. */
+#define TEST_CARD_PREFIX "400000000000"
+
 static const struct {
-    const char *pan;
+    const char *last4;
     pc_sim_card_rule_t rule;
 } g_test_cards[] = {
-    {"4000000000000002",
-     {PC_SIM_CARD_DECLINE, "CARD_DECLINED", "the issuer declined the card", false}},
-    {"4000000000009995",
-     {PC_SIM_CARD_DECLINE, "INSUFFICIENT_FUNDS", "insufficient funds on the card", false}},
-    {"4000000000000119",
+    {"0002", {PC_SIM_CARD_DECLINE, "CARD_DECLINED", "the issuer declined the card", false}},
+    {"9995", {PC_SIM_CARD_DECLINE, "INSUFFICIENT_FUNDS", "insufficient funds on the card", false}},
+    {"0119",
      {PC_SIM_CARD_DECLINE, "PROCESSING_ERROR", "the issuer could not process the payment", true}},
-    {"4000000000000259", {PC_SIM_CARD_DISPUTE, NULL, NULL, false}},
-    {"4000000000003220", {PC_SIM_CARD_CHALLENGE, NULL, NULL, false}},
+    {"0259", {PC_SIM_CARD_DISPUTE, NULL, NULL, false}},
+    {"3220", {PC_SIM_CARD_CHALLENGE, NULL, NULL, false}},
 };
 
 pc_sim_card_rule_t pc_sim_card_rule(const char *pan)
 {
-    for (size_t i = 0; i < sizeof g_test_cards / sizeof g_test_cards[0]; i++)
-        if (strcmp(pan, g_test_cards[i].pan) == 0)
-            return g_test_cards[i].rule;
+    size_t plen = sizeof TEST_CARD_PREFIX - 1;
+    if (strlen(pan) == plen + 4 && strncmp(pan, TEST_CARD_PREFIX, plen) == 0)
+        for (size_t i = 0; i < sizeof g_test_cards / sizeof g_test_cards[0]; i++)
+            if (strcmp(pan + plen, g_test_cards[i].last4) == 0)
+                return g_test_cards[i].rule;
     return (pc_sim_card_rule_t){PC_SIM_CARD_APPROVE, NULL, NULL, false};
 }

@@ -248,19 +248,26 @@ static void test_retryable_decline_falls_back_to_next_channel(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* Tops the buyer's wallet up by amount: a RECHARGE trade paid by card. */
+static void recharge(const char *buyer, long amount)
+{
+    char tn[40];
+    new_trade("RECHARGE", amount, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+}
+
 static void test_recharge_then_pay_by_balance(void **state)
 {
     (void)state;
     char buyer[32];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     char tn[40];
-    new_trade("RECHARGE", 10000, buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
-    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
-    pc_t_resp_free(&r);
+    recharge(buyer, 10000);
     assert_int_equal(wallet(buyer), 10000);
     new_trade("INSTANT", 2500, buyer, tn);
-    r = pay(tn, buyer, "BALANCE", NULL);
+    pc_t_resp_t r = pay(tn, buyer, "BALANCE", NULL);
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
@@ -276,20 +283,62 @@ static void test_recharge_then_pay_by_balance(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payment by balance alone that risk holds for review: nothing moves
+ * until ops release it; the release pays the trade from the wallet once. */
+static void test_balance_payment_released_from_review_is_paid_once(void **state)
+{
+    (void)state;
+    char buyer[32];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    char tn[40];
+    recharge(buyer, 300000);
+    recharge(buyer, 300000);
+    assert_int_equal(wallet(buyer), 600000);
+    /* A large amount by a method that cannot be challenged: REVIEW. */
+    new_trade("INSTANT", 550000, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "BALANCE", NULL);
+    if (strcmp(pc_t_jstr(&r, "status"), "REVIEW") != 0)
+        fprintf(stderr, "review: %ld %s\n", r.status, r.body);
+    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
+    char pno[64], path[128];
+    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
+    pc_t_resp_free(&r);
+    assert_int_equal(wallet(buyer), 600000);
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    expect_trade(tn, "TRADE_SUCCESS");
+    assert_int_equal(wallet(buyer), 50000);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE payment_no = '%s' AND "
+                                  "status = 'SUCCESS' AND finished_at IS NOT NULL",
+                                  pno),
+                     1);
+    /* A second release finds nothing waiting and moves nothing. */
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    if (r.status != 409)
+        fprintf(stderr, "second release: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 409);
+    pc_t_resp_free(&r);
+    assert_int_equal(wallet(buyer), 50000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_balance_coupon_card_declined_leaves_everything_as_before(void **state)
 {
     (void)state;
     char buyer[32];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     char tn[40];
-    new_trade("RECHARGE", 3000, buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
-    pc_t_resp_free(&r);
+    recharge(buyer, 3000);
     assert_int_equal(wallet(buyer), 3000);
     char coupon_body[128];
     snprintf(coupon_body, sizeof coupon_body,
              "{\"buyer_id\":\"%s\",\"amount\":500,\"currency\":\"CNY\"}", buyer);
-    r = pc_t_admin(&g_stack, "POST", "/admin/coupons", coupon_body);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/coupons", coupon_body);
     assert_int_equal(r.status, 201);
     char coupon[64], extra[256];
     snprintf(coupon, sizeof coupon, "%s", pc_t_jstr(&r, "coupon_id"));
@@ -765,6 +814,7 @@ int main(void)
         cmocka_unit_test(test_declined_card_then_continue_pay),
         cmocka_unit_test(test_retryable_decline_falls_back_to_next_channel),
         cmocka_unit_test(test_recharge_then_pay_by_balance),
+        cmocka_unit_test(test_balance_payment_released_from_review_is_paid_once),
         cmocka_unit_test(test_balance_coupon_card_declined_leaves_everything_as_before),
         cmocka_unit_test(test_coupon_alone_pays_only_when_it_covers_the_amount),
         cmocka_unit_test(test_va_completes_after_the_buyer_transfers),

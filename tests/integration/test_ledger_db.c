@@ -1394,24 +1394,24 @@ static void test_postings_reach_accounts_by_key_only(void **state)
     PGconn *c = PQconnectdb(fx->url);
     assert_int_equal(PQstatus(c), CONNECTION_OK);
     PQclear(PQexec(c, "BEGIN"));
-    const char *const steps[] = {
-        /* a balance payment: the buyer's wallet in place, the merchant's
-         * pending account queued; twice, so that the cached plans serve */
-        ("SELECT ledger_post('TRADE_PAY', 'test', 'P1', NULL, ARRAY['buyer:u1:wallet:CNY', "
-         "'merchant:m1:pending:CNY'], ARRAY['BUYER_WALLET', 'MERCHANT_PENDING'], ARRAY['u1', "
-         "'m1'], "
-         "ARRAY['CNY', 'CNY'], ARRAY[false, false], ARRAY['buyer:u1:wallet:CNY', "
-         "'merchant:m1:pending:CNY'], ARRAY[-100, 100]::bigint[], ARRAY['CNY', 'CNY'])"),
-        ("SELECT ledger_post('TRADE_PAY', 'test', 'P2', NULL, ARRAY['buyer:u1:wallet:CNY', "
-         "'merchant:m1:pending:CNY'], ARRAY['BUYER_WALLET', 'MERCHANT_PENDING'], ARRAY['u1', "
-         "'m1'], "
-         "ARRAY['CNY', 'CNY'], ARRAY[false, false], ARRAY['buyer:u1:wallet:CNY', "
-         "'merchant:m1:pending:CNY'], ARRAY[-100, 100]::bigint[], ARRAY['CNY', 'CNY'])"),
-        /* a debit of the hot account folds its queue first */
-        ("SELECT * FROM ledger_lock_accounts(ARRAY['merchant:m1:pending:CNY', "
-         "'buyer:u1:wallet:CNY'])"),
-        "SELECT ledger_fold_locked(ARRAY['merchant:m1:pending:CNY'])",
-    };
+    /* A balance payment (the buyer's wallet in place, the merchant's pending
+     * account queued) twice, so that the cached plans serve; then a debit of
+     * the hot account, which folds its queue first. */
+    char steps[4][1024];
+    for (int i = 0; i < 2; i++)
+        snprintf(steps[i], sizeof steps[i],
+                 "SELECT ledger_post('TRADE_PAY', 'test', 'P%d', NULL, "
+                 "ARRAY['buyer:u1:wallet:CNY', 'merchant:m1:pending:CNY'], "
+                 "ARRAY['BUYER_WALLET', 'MERCHANT_PENDING'], ARRAY['u1', 'm1'], "
+                 "ARRAY['CNY', 'CNY'], ARRAY[false, false], "
+                 "ARRAY['buyer:u1:wallet:CNY', 'merchant:m1:pending:CNY'], "
+                 "ARRAY[-100, 100]::bigint[], ARRAY['CNY', 'CNY'])",
+                 i + 1);
+    snprintf(steps[2], sizeof steps[2], "%s",
+             "SELECT * FROM ledger_lock_accounts(ARRAY['merchant:m1:pending:CNY', "
+             "'buyer:u1:wallet:CNY'])");
+    snprintf(steps[3], sizeof steps[3], "%s",
+             "SELECT ledger_fold_locked(ARRAY['merchant:m1:pending:CNY'])");
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
         PGresult *r = PQexec(c, steps[i]);
         if (PQresultStatus(r) != PGRES_TUPLES_OK)
