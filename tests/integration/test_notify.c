@@ -815,6 +815,10 @@ static void test_two_nodes_deliver_each_event_exactly_once(void **state)
     enum { N = 200 };
     rx_t *rx = rx_start(1);
     rx->keep_bodies = 0;
+    /* Each answer takes 20 ms, so one node cannot drain all 200 events before
+     * the other's next poll (50 ms): with instant answers a fast node could
+     * win every claim and the race below would not be tested. */
+    rx_answer(rx, 0, 200, "success", 20);
     char url[128];
     url_of(rx, url, sizeof url);
     char(*ids)[PC_EVENT_ID_LEN + 1] = calloc(N, sizeof *ids);
