@@ -80,6 +80,13 @@ void pc_engine_free(pc_engine_t *e)
     free(e);
 }
 
+/* repair.first_query_ms as a statement parameter: when the first status
+ * query of a payment just sent to its channel is due. */
+static void first_query_ms(const pc_engine_t *e, char out[24])
+{
+    snprintf(out, 24, "%lld", (long long)pc_config_int(e->app->cfg, "repair.first_query_ms"));
+}
+
 static void count_payment(const op_t *o, const char *status)
 {
     char labels[160];
@@ -302,21 +309,23 @@ static void mark_pending_cb(void *data, int status, pc_db_res_t *res)
     finish(o);
 }
 
-/* The channel took the payment but its outcome comes later. */
+/* The channel took the payment but its outcome comes later. The status
+ * queries' schedule starts again from here: the ones made while the request
+ * was open could not close the payment as failed. */
 static void leave_pending(op_t *o, const pc_ch_result_t *r)
 {
     char *action = r->action ? json_dumps(r->action, JSON_COMPACT) : NULL;
     const char *st = r->status == PC_CH_PROCESSING ? "PROCESSING" : "UNKNOWN";
     char first[24];
-    snprintf(first, sizeof first, "%lld",
-             (long long)pc_config_int(o->e->app->cfg, "repair.first_query_ms"));
+    first_query_ms(o->e, first);
     const char *p[] = {o->payment_no, st, action, r->channel_txn_id[0] ? r->channel_txn_id : NULL,
                        first};
     count_payment(o, st);
     if (pc_db_query(o->e->app->db,
                     "UPDATE payments SET status = $2, action = coalesce($3::jsonb, action), "
                     "channel_txn_id = coalesce($4, channel_txn_id), next_query_at = now() + "
-                    "$5::int * interval '1 millisecond', updated_at = now() WHERE payment_no = $1 "
+                    "$5::int * interval '1 millisecond', query_attempts = 0, updated_at = now() "
+                    "WHERE payment_no = $1 "
                     "AND status IN ('PROCESSING', 'UNKNOWN')",
                     5, p, mark_pending_cb, o) < 0)
         finish(o);
@@ -359,8 +368,9 @@ static void pay_cb(void *data, const pc_ch_result_t *r)
             snprintf(n, sizeof n, "%d", o->attempt + 1);
             const char *p[] = {o->payment_no, o->route[o->attempt], n};
             if (pc_db_query(o->e->app->db,
-                            "UPDATE payments SET channel_id = $2, attempt = $3::int, updated_at = "
-                            "now() WHERE payment_no = $1 AND status = 'PROCESSING'",
+                            "UPDATE payments SET channel_id = $2, attempt = $3::int, sent_at = "
+                            "now(), updated_at = now() WHERE payment_no = $1 AND status = "
+                            "'PROCESSING'",
                             3, p, next_channel_cb, o) < 0)
                 finish(o);
             return;
@@ -770,12 +780,13 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
                    "external_amount, channel_id, card_id, card_brand, card_last4, route, "
                    "failure_code, failure_message, risk_decision, risk_score, risk_reasons, "
                    "rule_versions, client_ip, device_id, challenge_id, card_token, finished_at, "
-                   "next_query_at, wallet_owner) "
+                   "next_query_at, wallet_owner, sent_at) "
                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
                    "$16, $17::jsonb, $18, $19, $20, $21::int, $22::jsonb, $23::jsonb, $24, $25, "
                    "$26, $27, CASE WHEN $5 IN ('FAILED', 'SUCCESS') THEN now() END, CASE WHEN $5 = "
                    "'PROCESSING' "
-                   "THEN now() + $28::int * interval '1 millisecond' END, $29)",
+                   "THEN now() + $28::int * interval '1 millisecond' END, $29, CASE WHEN $5 = "
+                   "'PROCESSING' THEN now() END)",
                    29, p, insert_cb, o);
     if (!strcmp(s->status, "CHALLENGE") && s->challenge_id) {
         const char *c[] = {s->challenge_id, o->payment_no, s->challenge_hash,
@@ -904,8 +915,7 @@ int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *r, pc_engine_cb cb, vo
     snprintf(s->risk_score, sizeof s->risk_score, "%d", r->risk_score);
     s->risk_decision = d;
     s->challenge_id = r->challenge_id;
-    snprintf(s->first_query, sizeof s->first_query, "%lld",
-             (long long)pc_config_int(e->app->cfg, "repair.first_query_ms"));
+    first_query_ms(e, s->first_query);
     snprintf(s->challenge_hash, sizeof s->challenge_hash, "%s",
              r->challenge_hash ? r->challenge_hash : "");
     snprintf(s->demo_code, sizeof s->demo_code, "%s",
@@ -964,11 +974,16 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
         return;
     }
     o->tx = tx;
-    const char *p[] = {o->payment_no};
+    char first[24];
+    first_query_ms(o->e, first);
+    const char *p[] = {o->payment_no, first};
+    /* Sent to its channel now: the status queries start from here. */
     pc_db_tx_query(tx,
                    "UPDATE payments p SET status = CASE WHEN external_amount > 0 THEN "
                    "'PROCESSING' ELSE 'SUCCESS' END, finished_at = CASE WHEN external_amount = 0 "
-                   "THEN now() END, updated_at = now() WHERE payment_no = $1 AND "
+                   "THEN now() END, sent_at = CASE WHEN external_amount > 0 THEN now() END, "
+                   "next_query_at = CASE WHEN external_amount > 0 THEN now() + $2::int * "
+                   "interval '1 millisecond' END, updated_at = now() WHERE payment_no = $1 AND "
                    "status IN ('REVIEW', 'CHALLENGE') AND (SELECT status FROM trades t WHERE "
                    "t.trade_no = p.trade_no FOR UPDATE) = 'WAIT_BUYER_PAY' RETURNING trade_no, "
                    "coalesce(buyer_id, '') AS buyer_id, coalesce(wallet_owner, '') AS "
@@ -977,7 +992,7 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
                    "coupon_id, coalesce(card_token, '') AS card_token, route::text AS route, "
                    "coalesce((SELECT c.merchant_id FROM coupons c WHERE c.coupon_id = p.coupon_id "
                    "AND c.funded_by = 'MERCHANT'), '') AS coupon_funder",
-                   1, p, continue_row_cb, o);
+                   2, p, continue_row_cb, o);
 }
 
 int pc_engine_continue(pc_engine_t *e, const char *payment_no, const pc_ch_card_t *card,

@@ -885,7 +885,8 @@ static void payout_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
 typedef struct {
     pc_payouts_t *po;
     char payout_no[40];
-    long long age_s;
+    char channel_id[65];
+    long long age_ms; /* since the payout was last sent */
     int last;
 } job_t;
 
@@ -898,6 +899,20 @@ static void flag_for_ops(pc_app_t *app, const char *payout_no)
     const char *p[] = {payout_no};
     pc_db_query(app->db, "UPDATE payouts SET needs_ops = true WHERE payout_no = $1", 1, p,
                 ignore_cb, NULL);
+}
+
+/* The last scheduled query came too early to apply the channel's answer: one
+ * more query once the wait is over, rather than flagging for ops a payout the
+ * channel has answered. */
+static void requery_after(pc_app_t *app, const char *payout_no, int64_t wait_ms)
+{
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)wait_ms);
+    const char *p[] = {payout_no, ms};
+    pc_db_query(app->db,
+                "UPDATE payouts SET next_query_at = now() + $2::bigint * interval '1 millisecond' "
+                "WHERE payout_no = $1 AND status = 'PROCESSING' AND next_query_at IS NULL",
+                2, p, ignore_cb, NULL);
 }
 
 static void job_applied(void *data, apply_outcome_t outcome)
@@ -915,17 +930,23 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
     pc_payouts_t *po = j->po;
     pc_ch_result_t r = *res;
     int final = r.status == PC_CH_SUCCESS || r.status == PC_CH_FAILED || r.status == PC_CH_RETURNED;
+    /* A failure closes the payout only once paycore's own request has
+     * certainly ended, and "no record" only after not_found_after_s. */
+    int64_t wait_ms =
+        pc_channel_failure_wait_ms(po->app->channel_client, j->channel_id, j->age_ms, res,
+                                   pc_config_int(po->app->cfg, "payout.not_found_after_s") * 1000);
+    if (wait_ms > 0)
+        final = 0;
     if (r.status == PC_CH_FAILED && !strcmp(r.code, "NOT_FOUND")) {
-        /* The channel never took it: safe to fail once a request still on
-         * its way could not land any more (age in whole seconds rounded
-         * down, so that the limit is never reached early). */
-        final = j->age_s >= pc_config_int(po->app->cfg, "payout.not_found_after_s");
+        /* The channel never took it. */
         snprintf(r.code, sizeof r.code, "NOT_SENT");
         snprintf(r.message, sizeof r.message, "the channel has no record of this payout");
     }
     if (final && apply_result(po->app, j->payout_no, NULL, &r, job_applied, j) == 0)
         return;
-    if (!final && j->last)
+    if (!final && j->last && wait_ms > 0)
+        requery_after(po->app, j->payout_no, wait_ms);
+    else if (!final && j->last)
         flag_for_ops(po->app, j->payout_no);
     po->in_flight--;
     free(j);
@@ -948,7 +969,8 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
             continue;
         j->po = po;
         snprintf(j->payout_no, sizeof j->payout_no, "%s", no);
-        j->age_s = pc_db_val_i64(res, i, "age");
+        j->age_ms = pc_db_val_i64(res, i, "age_ms");
+        snprintf(j->channel_id, sizeof j->channel_id, "%s", pc_db_val(res, i, "channel_id"));
         j->last = pc_db_val(res, i, "last")[0] == 't';
         po->in_flight++;
         if (pc_channel_query_payout(po->app->channel_client, pc_db_val(res, i, "channel_id"),
@@ -979,8 +1001,8 @@ static void tick(uv_timer_t *t)
                     "($1::int[])[p.query_attempts + 1] * interval '1 millisecond' END FROM due "
                     "WHERE p.payout_no = due.payout_no RETURNING p.payout_no, p.status, "
                     "p.channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
-                    "p.created_at)))::bigint AS age, (p.query_attempts > array_length($1::int[], "
-                    "1)) AS last",
+                    "p.created_at)) * 1000)::bigint AS age_ms, (p.query_attempts > "
+                    "array_length($1::int[], 1)) AS last",
                     1, p, claimed_cb, po) < 0)
         po->claiming = 0;
 }

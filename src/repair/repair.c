@@ -21,7 +21,8 @@ struct pc_repair {
 typedef struct {
     pc_repair_t *r;
     char payment_no[40];
-    long long age_s;
+    char channel_id[65];
+    long long age_ms; /* since the payment's request was last sent */
     int last;
 } job_t;
 
@@ -32,7 +33,7 @@ static void count(const char *result)
     pc_metrics_add("pc_repairs_total", labels, 1);
 }
 
-static void flag_cb(void *data, int status, pc_db_res_t *res)
+static void ignore_cb(void *data, int status, pc_db_res_t *res)
 {
     (void)data;
     (void)status;
@@ -48,7 +49,22 @@ static void flag_for_ops(job_t *j)
     count("flagged");
     const char *p[] = {j->payment_no};
     pc_db_query(j->r->app->db, "UPDATE payments SET needs_ops = true WHERE payment_no = $1", 1, p,
-                flag_cb, NULL);
+                ignore_cb, NULL);
+}
+
+/* The last scheduled query came too early to apply the channel's answer: one
+ * more query once the wait is over, rather than flagging for ops a payment
+ * the channel has answered. */
+static void requery_after(job_t *j, int64_t wait_ms)
+{
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)wait_ms);
+    const char *p[] = {j->payment_no, ms};
+    pc_db_query(j->r->app->db,
+                "UPDATE payments SET next_query_at = now() + $2::bigint * interval '1 "
+                "millisecond' WHERE payment_no = $1 AND status IN ('PROCESSING', 'UNKNOWN') AND "
+                "next_query_at IS NULL",
+                2, p, ignore_cb, NULL);
 }
 
 static void applied_cb(void *data, pc_api_err_t err, const char *message, json_t *payment)
@@ -67,12 +83,15 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
     job_t *j = data;
     pc_repair_t *r = j->r;
     int final = res->status == PC_CH_SUCCESS || res->status == PC_CH_FAILED;
-    /* The request may still be on its way to the channel. The age is in
-     * whole seconds rounded down: rounded to the nearest, a payment 1.5 s
-     * old passed a 2-s limit while its request (1.5-s timeout) was still in
-     * flight, as test_repair caught once in CI. */
-    if (res->status == PC_CH_FAILED && !strcmp(res->code, "NOT_FOUND") &&
-        j->age_s < r->not_found_after_s)
+    /* A failure is only the query's to apply once paycore's own request has
+     * certainly ended: until then that request may still land, or its
+     * decline is moving the payment to the next channel of its route (test_
+     * repair once caught a NOT_FOUND failing a payment 3 ms before its own
+     * request timed out). "No record" also waits not_found_after_s, for a
+     * request that left before paycore gave up to arrive. */
+    int64_t wait_ms = pc_channel_failure_wait_ms(r->app->channel_client, j->channel_id, j->age_ms,
+                                                 res, r->not_found_after_s * 1000);
+    if (wait_ms > 0)
         final = 0;
     if (final) {
         count(res->status == PC_CH_SUCCESS ? "success" : "failed");
@@ -83,7 +102,9 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
             return;
     } else {
         count("pending");
-        if (j->last)
+        if (j->last && wait_ms > 0)
+            requery_after(j, wait_ms);
+        else if (j->last)
             flag_for_ops(j);
     }
     r->in_flight--;
@@ -100,9 +121,10 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
         job_t *j = calloc(1, sizeof *j);
         j->r = r;
         snprintf(j->payment_no, sizeof j->payment_no, "%s", pc_db_val(res, i, "payment_no"));
-        j->age_s = pc_db_val_i64(res, i, "age");
+        j->age_ms = pc_db_val_i64(res, i, "age_ms");
         j->last = pc_db_val(res, i, "last")[0] == 't';
         const char *ch = pc_db_val(res, i, "channel_id");
+        snprintf(j->channel_id, sizeof j->channel_id, "%s", ch);
         r->in_flight++;
         if (!ch[0] || pc_channel_query_payment(r->app->channel_client, ch, j->payment_no,
                                                queried_cb, j) < 0) {
@@ -132,7 +154,8 @@ static void tick(uv_timer_t *t)
             "array_length($1::int[], 1) THEN NULL ELSE now() + ($1::int[])[p.query_attempts "
             "+ 1] * interval '1 millisecond' END FROM due WHERE p.payment_no = "
             "due.payment_no RETURNING p.payment_no, coalesce(p.channel_id, '') AS "
-            "channel_id, floor(extract(epoch FROM now() - p.created_at))::bigint AS age, "
+            "channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
+            "p.created_at)) * 1000)::bigint AS age_ms, "
             "(p.query_attempts > array_length($1::int[], 1)) AS last",
             1, p, claimed_cb, r) < 0)
         r->claiming = 0;

@@ -887,12 +887,15 @@ static void test_slow_endpoint_backlog_does_not_delay_other_merchants(void **sta
     rx_t *slow = rx_start(1);
     rx_t *live = rx_start(1);
     slow->keep_bodies = live->keep_bodies = 0;
-    rx_answer(slow, 0, 200, "success", 2000);
+    /* 1 s answers, well inside the 2.5-s timeout: with 2 s, a loaded CI
+     * machine (ASan) once saw answers time out, which rightly marks the host
+     * unhealthy and hands its queued rows back. */
+    rx_answer(slow, 0, 200, "success", 1000);
     char slow_url[128], live_url[128];
     url_of(slow, slow_url, sizeof slow_url);
     url_of(live, live_url, sizeof live_url);
     pc_t_merchant_t sm = pc_t_create_merchant(&g_stack, merchant_extra(slow_url));
-    /* A merchant answering in 2 s (within the timeout) with a long backlog
+    /* A merchant answering in 1 s (within the timeout) with a long backlog
      * ahead of everybody else's events. */
     assert_int_equal(outbox_add(sm.id, "trade.paid", slow_url, 1000, 1, NULL), 0);
     assert_true(rx_wait(slow, NULL, 1, 10000));
@@ -901,9 +904,9 @@ static void test_slow_endpoint_backlog_does_not_delay_other_merchants(void **sta
     assert_true(rx_wait(live, NULL, 20, 10000));
     double took = now_s() - t0;
     printf("20 events to a live merchant took %.3f s behind 1000 for a slow one\n", took);
-    /* Behind the slow merchant they would wait at least one of its 2 s
+    /* Behind the slow merchant they would wait at least one of its 1 s
      * answers; the margin is for slow machines. */
-    assert_true(took < 1.8);
+    assert_true(took < 0.9);
     /* The slow merchant's rows were left alone, not claimed and handed back. */
     assert_int_equal(pc_t_sql_int(&g_stack,
                                   "SELECT count(*) FROM outbox WHERE merchant_id = '%s' AND "

@@ -427,12 +427,18 @@ const char *pc_t_header(const pc_t_resp_t *r, const char *name)
     return NULL;
 }
 
-pc_t_resp_t pc_t_admin(pc_stack_t *s, const char *method, const char *path, const char *body)
+pc_t_resp_t pc_t_admin_node(pc_stack_t *s, int i, const char *method, const char *path,
+                            const char *body)
 {
     char url[512];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", s->admin_port[0], path);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", s->admin_port[i], path);
     const char *h[] = {"Authorization: Bearer " ADMIN_TOKEN, NULL};
     return pc_t_http(method, url, h, body);
+}
+
+pc_t_resp_t pc_t_admin(pc_stack_t *s, const char *method, const char *path, const char *body)
+{
+    return pc_t_admin_node(s, 0, method, path, body);
 }
 
 /* ---------- raw sockets ---------- */

@@ -73,8 +73,10 @@ const char *pc_t_header(const pc_t_resp_t *r, const char *name);
 
 /* A request to paysim's control API (e.g. "/sim/faults"); caller frees. */
 pc_t_resp_t pc_t_sim(pc_stack_t *s, const char *method, const char *path, const char *body);
-/* Admin request with the stack's token to node 0. */
+/* Admin request with the stack's token to node 0 / to node i. */
 pc_t_resp_t pc_t_admin(pc_stack_t *s, const char *method, const char *path, const char *body);
+pc_t_resp_t pc_t_admin_node(pc_stack_t *s, int i, const char *method, const char *path,
+                            const char *body);
 
 /* Raw TCP to 127.0.0.1:port. Returns the fd. */
 int pc_t_connect(int port);
