@@ -354,6 +354,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     o->amount = amount;
     o->client_ip = p->ip;
     o->device_id = p->device;
+    o->idem = pc_auth_idem(p->req);
 
     /* The method. */
     const char *colon = strchr(p->method_id, ':');

@@ -42,6 +42,8 @@ typedef struct op {
     int inflight_only; /* a late answer: only PROCESSING/UNKNOWN may change */
     pc_api_err_t err;
     char err_msg[160];
+    pc_idem_req_t *idem; /* see pc_pay_order_t */
+    json_t *answer;      /* the payment as answered, read in the deciding transaction */
 } op_t;
 
 static void op_free(op_t *o)
@@ -49,6 +51,7 @@ static void op_free(op_t *o)
     /* The card number only ever lived here. */
     OPENSSL_cleanse(o->pan, sizeof o->pan);
     OPENSSL_cleanse(o->cvv, sizeof o->cvv);
+    json_decref(o->answer);
     free(o);
 }
 
@@ -217,7 +220,12 @@ static void finish(op_t *o)
         op_free(o);
         return;
     }
-    if (!o->cb || pc_engine_get(o->e, o->payment_no, NULL, o->cb, o->data) < 0) {
+    if (o->cb && o->answer) {
+        /* Read in the transaction that decided it, and recorded with it. */
+        json_t *a = o->answer;
+        o->answer = NULL;
+        o->cb(o->data, PC_API_OK, NULL, a);
+    } else if (!o->cb || pc_engine_get(o->e, o->payment_no, NULL, o->cb, o->data) < 0) {
         if (o->cb)
             o->cb(o->data, PC_API_UNAVAILABLE, "database unavailable", NULL);
     }
@@ -617,6 +625,35 @@ static void coupon_locked_cb(void *data, int status, pc_db_res_t *res)
         o->step_failed = 2;
 }
 
+static void answer_read_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (!status && pc_db_rows(res) == 1) {
+        o->answer = payment_json(res);
+        /* Exactly the text pc_http_respond_json will send. */
+        char *body = json_dumps(o->answer, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (!body || pc_idem_store_in_tx(o->idem, o->tx, 200, body) < 0) {
+            json_decref(o->answer);
+            o->answer = NULL;
+        }
+        free(body);
+    }
+    pc_db_tx_commit(o->tx, hold_commit_cb, o);
+}
+
+/* Commits the payment's first transaction. When nothing goes to a channel
+ * after it, the answer is read inside it first and the request's
+ * idempotency record written with it (pc_pay_order_t.idem). */
+static void commit_first(op_t *o)
+{
+    if (o->idem && o->external_amount == 0 && !o->step_failed) {
+        const char *p[] = {o->payment_no};
+        if (pc_db_tx_query(o->tx, PAYMENT_SQL, 1, p, answer_read_cb, o) == 0)
+            return;
+    }
+    pc_db_tx_commit(o->tx, hold_commit_cb, o);
+}
+
 static void internal_paid_cb(void *data, int status, const char *trade_status)
 {
     op_t *o = data;
@@ -625,7 +662,7 @@ static void internal_paid_cb(void *data, int status, const char *trade_status)
         o->step_failed = 2; /* the trade was locked and payable: a failure here is real */
     if (!status)
         count_payment(o, "SUCCESS");
-    pc_db_tx_commit(o->tx, hold_commit_cb, o);
+    commit_first(o);
 }
 
 /* The payment row is in: lock the coupon, move the balance, and either pay
@@ -671,7 +708,7 @@ static void hold(op_t *o, const char *status)
     }
     if (strcmp(status, "PROCESSING") != 0)
         o->external_amount = 0; /* REVIEW / CHALLENGE / FAILED: nothing goes out now */
-    pc_db_tx_commit(o->tx, hold_commit_cb, o);
+    commit_first(o);
 }
 
 typedef struct {
@@ -835,6 +872,7 @@ static void copy_order(op_t *o, const pc_pay_order_t *r)
 {
 #define CP(dst, src) snprintf(dst, sizeof dst, "%s", (src) ? (src) : "")
     CP(o->trade_no, r->trade_no);
+    o->idem = r->idem;
     CP(o->merchant_id, r->merchant_id);
     CP(o->buyer_id, r->buyer_id);
     CP(o->wallet_owner, r->wallet_owner);

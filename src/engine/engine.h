@@ -22,6 +22,7 @@
 #include "api/app.h"
 #include "channel/client.h"
 #include "http/errors.h"
+#include "idem/idem.h"
 
 #define PC_ROUTE_MAX 8
 
@@ -57,6 +58,12 @@ typedef struct {
     const char *challenge_hash;
     const char *challenge_demo_code;
     const char *client_ip, *device_id;
+    /* The pay request's idempotency record (pc_auth_idem), or NULL. When the
+     * payment is decided in its first transaction (nothing goes to a
+     * channel: wallet and coupon only, or held, challenged or rejected by
+     * risk), the answer is recorded in that transaction, so it commits with
+     * the payment and no write waits after the commit. */
+    pc_idem_req_t *idem;
 } pc_pay_order_t;
 
 typedef struct pc_engine pc_engine_t;

@@ -327,6 +327,46 @@ static void test_balance_payment_released_from_review_is_paid_once(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A pay decided in its first transaction (wallet only) records its answer in
+ * that transaction: a retry with the same key replays it byte for byte, and
+ * the record carries the payment's own commit time. */
+static void test_balance_pay_answer_is_recorded_with_the_payment(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    recharge(buyer, 5000);
+    new_trade("INSTANT", 1200, buyer, tn);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"BALANCE\",\"client\":{"
+             "\"ip\":\"10.0.3.1\"}}",
+             tn, buyer);
+    char key[64];
+    snprintf(key, sizeof key, "pay-rec-%s", tn);
+    pc_t_resp_t a = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+    assert_int_equal(a.status, 200);
+    assert_string_equal(pc_t_jstr(&a, "status"), "SUCCESS");
+    assert_null(pc_t_header(&a, "Idempotent-Replayed"));
+    char pno[64];
+    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&a, "payment_no"));
+    pc_t_resp_t b = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+    assert_int_equal(b.status, 200);
+    assert_non_null(pc_t_header(&b, "Idempotent-Replayed"));
+    assert_string_equal(b.body, a.body);
+    /* One transaction: now() is the same for the payment and the record. */
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM idempotency_keys k JOIN payments p ON "
+                                  "p.payment_no = '%s' WHERE k.merchant_id = '%s' AND k.idem_key "
+                                  "= '%s' AND k.status = 'DONE' AND k.response_status = 200 AND "
+                                  "k.finished_at = p.finished_at",
+                                  pno, g_m.id, key),
+                     1);
+    pc_t_resp_free(&a);
+    pc_t_resp_free(&b);
+    assert_int_equal(wallet(buyer), 3800);
+}
+
 static void test_balance_coupon_card_declined_leaves_everything_as_before(void **state)
 {
     (void)state;
@@ -815,6 +855,7 @@ int main(void)
         cmocka_unit_test(test_retryable_decline_falls_back_to_next_channel),
         cmocka_unit_test(test_recharge_then_pay_by_balance),
         cmocka_unit_test(test_balance_payment_released_from_review_is_paid_once),
+        cmocka_unit_test(test_balance_pay_answer_is_recorded_with_the_payment),
         cmocka_unit_test(test_balance_coupon_card_declined_leaves_everything_as_before),
         cmocka_unit_test(test_coupon_alone_pays_only_when_it_covers_the_amount),
         cmocka_unit_test(test_va_completes_after_the_buyer_transfers),
