@@ -60,7 +60,7 @@ static struct {
 
 static void paysim_start(void)
 {
-    g.port = pc_t_free_port();
+    g.port = pc_t_reserve_port();
     snprintf(g.base, sizeof g.base, "http://127.0.0.1:%d", g.port);
     char logdir[520], port[16], seed[16], bin[600];
     snprintf(logdir, sizeof logdir, "%s/test-logs", pc_t_binary_dir());

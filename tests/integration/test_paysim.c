@@ -222,7 +222,7 @@ static paysim_t g_sim;
 
 static void paysim_start(paysim_t *s, int callback_port, const char *max_txns)
 {
-    s->port = pc_t_free_port();
+    s->port = pc_t_reserve_port();
     snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d", s->port);
     char logdir[520];
     snprintf(logdir, sizeof logdir, "%s/test-logs", pc_t_binary_dir());

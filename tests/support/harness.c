@@ -76,18 +76,25 @@ static int port_given(int port)
     return 0;
 }
 
-int pc_t_free_port(void)
+/* A port from bind(0) that this process was not given before. hold: the
+ * probe socket stays bound, with SO_REUSEPORT, for the life of the process
+ * (see pc_t_reserve_port); otherwise it is closed. */
+static int probe_port(int hold)
 {
     pthread_mutex_lock(&g_ports_lock);
     for (int tries = 0; tries < 100; tries++) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
+        int one = 1;
+        if (hold && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+            die("SO_REUSEPORT: %s", strerror(errno));
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0)
             die("bind: %s", strerror(errno));
         socklen_t l = sizeof a;
         getsockname(fd, (struct sockaddr *)&a, &l);
-        close(fd);
         int port = ntohs(a.sin_port);
+        if (!hold || port_given(port))
+            close(fd);
         if (port_given(port))
             continue;
         if (g_nports < sizeof g_ports / sizeof g_ports[0])
@@ -97,6 +104,16 @@ int pc_t_free_port(void)
     }
     die("no free port that was not handed out before");
     return -1;
+}
+
+int pc_t_free_port(void)
+{
+    return probe_port(0);
+}
+
+int pc_t_reserve_port(void)
+{
+    return probe_port(1);
 }
 
 static PGconn *admin_pg(void)
@@ -145,7 +162,7 @@ void pc_stack_init(pc_stack_t *s, const char *name)
         die("PC_TEST_REDIS_URL is not set: run the tests through scripts/test");
     snprintf(s->redis_url, sizeof s->redis_url, "%s", redis);
     snprintf(s->redis_prefix, sizeof s->redis_prefix, "%s_%d:", s->name, (int)getpid());
-    s->http_port = pc_t_free_port();
+    s->http_port = pc_t_reserve_port();
     snprintf(s->log_dir, sizeof s->log_dir, "%s/test-logs", pc_t_binary_dir());
     mkdir(s->log_dir, 0755);
     if (g_nstacks == 0)
@@ -176,7 +193,7 @@ void pc_stack_start_node(pc_stack_t *s, int i)
     if (i >= PC_T_MAX_NODES)
         die("node index");
     if (!s->admin_port[i])
-        s->admin_port[i] = pc_t_free_port();
+        s->admin_port[i] = pc_t_reserve_port();
     char log[768];
     snprintf(log, sizeof log, "%s/%s-node%d.log", s->log_dir, s->name, i);
     pid_t parent = getpid();
@@ -277,7 +294,7 @@ int pc_stack_stop_node(pc_stack_t *s, int i, int sig)
 
 void pc_stack_start_paysim(pc_stack_t *s)
 {
-    s->paysim_port = pc_t_free_port();
+    s->paysim_port = pc_t_reserve_port();
     char port[16], cb[128], log[768];
     snprintf(port, sizeof port, "%d", s->paysim_port);
     snprintf(cb, sizeof cb, "http://127.0.0.1:%d", s->http_port);

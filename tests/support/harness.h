@@ -50,6 +50,12 @@ const char *pc_t_source_dir(void);
 const char *pc_t_binary_dir(void);
 /* A free TCP port on 127.0.0.1, never one this process was given before. */
 int pc_t_free_port(void);
+/* The same for a server that listens with SO_REUSEPORT (paycore, paysim):
+ * the port stays bound by this process (SO_REUSEPORT, never listening, so
+ * it takes no connections) until it exits, so that no other test process's
+ * bind(0) can be given it meanwhile and start a second server on it, which
+ * SO_REUSEPORT would let share the port's connections. */
+int pc_t_reserve_port(void);
 /* Runs a shell command; returns its exit status. */
 int pc_t_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
