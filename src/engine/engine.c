@@ -44,6 +44,7 @@ typedef struct op {
     char err_msg[160];
     pc_idem_req_t *idem; /* see pc_pay_order_t */
     json_t *answer;      /* the payment as answered, read in the deciding transaction */
+    pc_db_done_cb commit_done;
 } op_t;
 
 static void op_free(op_t *o)
@@ -419,6 +420,51 @@ typedef struct {
     op_t *o;
 } cap_t;
 
+static void deciding_committed_cb(void *data, int status)
+{
+    op_t *o = data;
+    if (status && o->answer) {
+        /* Not recorded: finish() reads the payment as it is, and the answer
+         * is recorded after the handler. */
+        json_decref(o->answer);
+        o->answer = NULL;
+        pc_idem_store_lost(o->idem);
+    }
+    o->commit_done(o, status);
+}
+
+static void answer_read_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (!status && pc_db_rows(res) == 1) {
+        o->answer = payment_json(res);
+        /* Exactly the text pc_http_respond_json will send. */
+        char *body = json_dumps(o->answer, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (!body || pc_idem_store_in_tx(o->idem, o->tx, 200, body) < 0) {
+            json_decref(o->answer);
+            o->answer = NULL;
+        }
+        free(body);
+    }
+    pc_db_tx_commit(o->tx, deciding_committed_cb, o);
+}
+
+/* Commits a transaction that decides the payment (its answer will not
+ * change by this operation after it), then done. With the pay request's
+ * idempotency record at hand (pc_pay_order_t.idem) the answer is read inside
+ * the transaction first and recorded with it, so no write waits after the
+ * commit. */
+static void commit_deciding(op_t *o, pc_db_done_cb done)
+{
+    o->commit_done = done;
+    if (o->idem && !o->step_failed && !pc_db_tx_failed(o->tx)) {
+        const char *p[] = {o->payment_no};
+        if (pc_db_tx_query(o->tx, PAYMENT_SQL, 1, p, answer_read_cb, o) == 0)
+            return;
+    }
+    pc_db_tx_commit(o->tx, deciding_committed_cb, o);
+}
+
 static void capture_commit_cb(void *data, int status)
 {
     op_t *o = data;
@@ -463,7 +509,7 @@ static void paid_cb(void *data, int status, const char *trade_status)
             p, step_cb, o);
     }
     count_payment(o, "SUCCESS");
-    pc_db_tx_commit(o->tx, capture_commit_cb, o);
+    commit_deciding(o, capture_commit_cb);
 }
 
 static void captured_row_cb(void *data, int status, pc_db_res_t *res)
@@ -556,7 +602,7 @@ static void released_row_cb(void *data, int status, pc_db_res_t *res)
                    "$1 AND status = 'LOCKED'",
                    1, p, step_cb, o);
     count_payment(o, "FAILED");
-    pc_db_tx_commit(o->tx, capture_commit_cb, o);
+    commit_deciding(o, capture_commit_cb);
 }
 
 static void release_begin_cb(void *data, int status, pc_db_tx_t *tx)
@@ -625,33 +671,13 @@ static void coupon_locked_cb(void *data, int status, pc_db_res_t *res)
         o->step_failed = 2;
 }
 
-static void answer_read_cb(void *data, int status, pc_db_res_t *res)
-{
-    op_t *o = data;
-    if (!status && pc_db_rows(res) == 1) {
-        o->answer = payment_json(res);
-        /* Exactly the text pc_http_respond_json will send. */
-        char *body = json_dumps(o->answer, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        if (!body || pc_idem_store_in_tx(o->idem, o->tx, 200, body) < 0) {
-            json_decref(o->answer);
-            o->answer = NULL;
-        }
-        free(body);
-    }
-    pc_db_tx_commit(o->tx, hold_commit_cb, o);
-}
-
-/* Commits the payment's first transaction. When nothing goes to a channel
- * after it, the answer is read inside it first and the request's
- * idempotency record written with it (pc_pay_order_t.idem). */
+/* First transaction: when nothing goes to a channel after it, it decides. */
 static void commit_first(op_t *o)
 {
-    if (o->idem && o->external_amount == 0 && !o->step_failed) {
-        const char *p[] = {o->payment_no};
-        if (pc_db_tx_query(o->tx, PAYMENT_SQL, 1, p, answer_read_cb, o) == 0)
-            return;
-    }
-    pc_db_tx_commit(o->tx, hold_commit_cb, o);
+    if (o->external_amount == 0)
+        commit_deciding(o, hold_commit_cb);
+    else
+        pc_db_tx_commit(o->tx, hold_commit_cb, o);
 }
 
 static void internal_paid_cb(void *data, int status, const char *trade_status)

@@ -148,6 +148,12 @@ int pc_idem_store_in_tx(pc_idem_req_t *ir, pc_db_tx_t *tx, int status, const cha
     return rc;
 }
 
+void pc_idem_store_lost(pc_idem_req_t *ir)
+{
+    if (ir)
+        ir->stored = 0;
+}
+
 /* --- before the handler: claim the key --- */
 
 static void answer_existing_cb(void *data, int status, pc_db_res_t *res)

@@ -36,6 +36,9 @@ void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id,
  * will be answered; it must be exactly what the handler then responds with.
  * ir may be NULL (no idempotency on this request): then nothing happens. */
 int pc_idem_store_in_tx(pc_idem_req_t *ir, pc_db_tx_t *tx, int status, const char *body);
+/* The transaction given to pc_idem_store_in_tx did not commit: the answer is
+ * recorded after the handler instead, as for any other request. */
+void pc_idem_store_lost(pc_idem_req_t *ir);
 
 /* Deletes records older than 25 hours (they are kept at least 24 h). */
 void pc_idem_purge(pc_idem_t *idem);

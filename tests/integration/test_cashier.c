@@ -327,21 +327,18 @@ static void test_balance_payment_released_from_review_is_paid_once(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
-/* A pay decided in its first transaction (wallet only) records its answer in
- * that transaction: a retry with the same key replays it byte for byte, and
- * the record carries the payment's own commit time. */
-static void test_balance_pay_answer_is_recorded_with_the_payment(void **state)
+/* Pays tn with method (extra: more members of the body) and checks that the
+ * answer was recorded in the transaction that decided the payment: a retry
+ * with the same key replays it byte for byte, and the record carries the
+ * payment's own commit time (now() of the deciding transaction). */
+static void assert_answer_recorded_with_the_payment(const char *tn, const char *buyer,
+                                                    const char *method, const char *extra)
 {
-    (void)state;
-    char buyer[32], tn[40];
-    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-    recharge(buyer, 5000);
-    new_trade("INSTANT", 1200, buyer, tn);
-    char body[512];
+    char body[768];
     snprintf(body, sizeof body,
-             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"BALANCE\",\"client\":{"
-             "\"ip\":\"10.0.3.1\"}}",
-             tn, buyer);
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"%s\",\"client\":{"
+             "\"ip\":\"10.0.3.1\"}%s%s}",
+             tn, buyer, method, extra ? "," : "", extra ? extra : "");
     char key[64];
     snprintf(key, sizeof key, "pay-rec-%s", tn);
     pc_t_resp_t a = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
@@ -364,7 +361,22 @@ static void test_balance_pay_answer_is_recorded_with_the_payment(void **state)
                      1);
     pc_t_resp_free(&a);
     pc_t_resp_free(&b);
+}
+
+static void test_pay_answer_is_recorded_with_the_payment(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    recharge(buyer, 5000);
+    /* Decided in the first transaction (wallet only)... */
+    new_trade("INSTANT", 1200, buyer, tn);
+    assert_answer_recorded_with_the_payment(tn, buyer, "BALANCE", NULL);
     assert_int_equal(wallet(buyer), 3800);
+    /* ...and by the capture after the channel's answer (card). */
+    new_trade("INSTANT", 1300, buyer, tn);
+    assert_answer_recorded_with_the_payment(tn, buyer, "CARD", fresh_card());
+    expect_trade(tn, "TRADE_SUCCESS");
 }
 
 static void test_balance_coupon_card_declined_leaves_everything_as_before(void **state)
@@ -855,7 +867,7 @@ int main(void)
         cmocka_unit_test(test_retryable_decline_falls_back_to_next_channel),
         cmocka_unit_test(test_recharge_then_pay_by_balance),
         cmocka_unit_test(test_balance_payment_released_from_review_is_paid_once),
-        cmocka_unit_test(test_balance_pay_answer_is_recorded_with_the_payment),
+        cmocka_unit_test(test_pay_answer_is_recorded_with_the_payment),
         cmocka_unit_test(test_balance_coupon_card_declined_leaves_everything_as_before),
         cmocka_unit_test(test_coupon_alone_pays_only_when_it_covers_the_amount),
         cmocka_unit_test(test_va_completes_after_the_buyer_transfers),
