@@ -538,7 +538,11 @@ static void ticker_cb(uv_timer_t *t)
             cpu_sample(0);
         }
         if (o.rate > 0) {
-            uint64_t due = (uint64_t)((double)(now - start_ns) / 1e9 * o.rate);
+            /* Flows due by now: flow k is due at start + k / rate, so k = 0
+             * at once. (Counting floor(elapsed * rate) started each flow one
+             * interval after it was due, and added that interval, 20 ms at
+             * 50 flows/s, to every open-loop latency.) */
+            uint64_t due = (uint64_t)((double)(now - start_ns) / 1e9 * o.rate) + 1;
             while (flows_started < due && now < end_ns) {
                 uint64_t at = start_ns + (uint64_t)((double)flows_started * 1e9 / o.rate);
                 flow_start(at, FLOW_SCENARIO, -1, stats_for(at));
