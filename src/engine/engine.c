@@ -671,9 +671,19 @@ static void coupon_locked_cb(void *data, int status, pc_db_res_t *res)
         o->step_failed = 2;
 }
 
-/* First transaction: when nothing goes to a channel after it, it decides. */
+/* First transaction: when nothing goes to a channel after it, it decides.
+ * A step that touched nothing (the coupon's conditional lock found it taken
+ * by a payment that committed first) aborts nothing in PostgreSQL, so it is
+ * rolled back here: committed, the payment went on with a coupon it did not
+ * hold, and marketing paid the coupon twice. */
 static void commit_first(op_t *o)
 {
+    if (o->step_failed) {
+        pc_db_tx_rollback(o->tx);
+        o->tx = NULL;
+        hold_commit_cb(o, PC_ECONFLICT);
+        return;
+    }
     if (o->external_amount == 0)
         commit_deciding(o, hold_commit_cb);
     else
