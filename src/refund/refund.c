@@ -287,6 +287,13 @@ static void tr_ledger_cb(void *data, int status, int64_t txn_id)
 static void tr_commit(tr_t *t)
 {
     pc_db_tx_t *tx = t->tx;
+    /* A step that failed without aborting the transaction (a conditional
+     * update that touched no row) must not commit the rest of it. */
+    if (t->step_failed) {
+        pc_db_tx_rollback(tx);
+        tr_commit_cb(t, t->step_failed);
+        return;
+    }
     pc_db_tx_commit(tx, tr_commit_cb, t);
 }
 
