@@ -702,7 +702,9 @@ static void internal_paid_cb(void *data, int status, const char *trade_status)
 }
 
 /* The payment row is in: lock the coupon, move the balance, and either pay
- * the trade now (nothing external) or leave it to the channel. */
+ * the trade now (nothing external) or leave it to the channel. The coupon
+ * may already be locked by this payment: a release from review or a passed
+ * challenge runs the hold again. */
 static void hold(op_t *o, const char *status)
 {
     if (o->coupon_id[0]) {
@@ -712,8 +714,9 @@ static void hold(op_t *o, const char *status)
         const char *p2[] = {p[0], p[1], p[2], p[3], amt};
         pc_db_tx_query(o->tx,
                        "UPDATE coupons SET status = 'LOCKED', payment_no = $2 WHERE coupon_id = "
-                       "$1 AND status = 'AVAILABLE' AND currency = $3 AND buyer_id = $4 AND "
-                       "expires_at > now() AND min_amount <= $5::bigint",
+                       "$1 AND (status = 'AVAILABLE' OR (status = 'LOCKED' AND payment_no = $2)) "
+                       "AND currency = $3 AND buyer_id = $4 AND expires_at > now() AND "
+                       "min_amount <= $5::bigint",
                        5, p2, coupon_locked_cb, o);
     }
     if (!strcmp(status, "SUCCESS")) {

@@ -391,6 +391,42 @@ static void new_coupon(const char *buyer, long amount, char coupon[64])
     pc_t_resp_free(&r);
 }
 
+/* Wallet and coupon, held for review: the hold locks the coupon, and the
+ * release (which runs the hold again) pays with it once. */
+static void test_coupon_payment_released_from_review_uses_its_coupon(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], coupon[64], extra[96];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    recharge(buyer, 300000);
+    recharge(buyer, 300000);
+    new_coupon(buyer, 1000, coupon);
+    new_trade("INSTANT", 550000, buyer, tn);
+    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\"", coupon);
+    pc_t_resp_t r = pay(tn, buyer, "BALANCE", extra);
+    if (strcmp(pc_t_jstr(&r, "status"), "REVIEW") != 0)
+        fprintf(stderr, "review: %ld %s\n", r.status, r.body);
+    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
+    char path[128];
+    snprintf(path, sizeof path, "/admin/payments/%s/release", pc_t_jstr(&r, "payment_no"));
+    pc_t_resp_free(&r);
+    char *cs = pc_t_sql(&g_stack, "SELECT status FROM coupons WHERE coupon_id = '%s'", coupon);
+    assert_string_equal(cs, "LOCKED");
+    free(cs);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    if (r.status != 200)
+        fprintf(stderr, "release: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    expect_trade(tn, "TRADE_SUCCESS");
+    cs = pc_t_sql(&g_stack, "SELECT status FROM coupons WHERE coupon_id = '%s'", coupon);
+    assert_string_equal(cs, "USED");
+    free(cs);
+    assert_int_equal(wallet(buyer), 600000 - 549000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_balance_coupon_card_declined_leaves_everything_as_before(void **state)
 {
     (void)state;
@@ -945,6 +981,7 @@ int main(void)
         cmocka_unit_test(test_retryable_decline_falls_back_to_next_channel),
         cmocka_unit_test(test_recharge_then_pay_by_balance),
         cmocka_unit_test(test_balance_payment_released_from_review_is_paid_once),
+        cmocka_unit_test(test_coupon_payment_released_from_review_uses_its_coupon),
         cmocka_unit_test(test_pay_answer_is_recorded_with_the_payment),
         cmocka_unit_test(test_balance_coupon_card_declined_leaves_everything_as_before),
         cmocka_unit_test(test_coupon_alone_pays_only_when_it_covers_the_amount),
