@@ -129,6 +129,7 @@ typedef struct {
     long long channel_time, respond_by, import_id;
     char cb_no[40], merchant_id[65], trade_no[65], payment_no[65], channel_id[33];
     char channel_txn_id[81], buyer_id[65], notify_url[520];
+    int64_t external_amount; /* the payment's part that went through the channel */
     pc_cb_hold_t hold;
     char *json;
 } open_t;
@@ -311,6 +312,8 @@ static void open_locked_cb(void *data, int status, pc_db_res_t *res)
         open_fail(o, PC_EUNAVAIL);
 }
 
+static void open_counted_cb(void *data, int status, pc_db_res_t *res);
+
 static void open_matched_cb(void *data, int status, pc_db_res_t *res)
 {
     open_t *o = data;
@@ -320,14 +323,6 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
     }
     if (pc_db_rows(res) == 0) {
         open_unmatched(o, PC_API_NOT_FOUND, "no successful payment with this reference");
-        return;
-    }
-    int ex = pc_db_col(res, "existing");
-    if (!pc_db_isnull(res, 0, ex)) {
-        o->json = strdup(pc_db_get(res, 0, ex));
-        pc_db_tx_rollback(o->tx);
-        o->tx = NULL;
-        open_finish(o, OPEN_DUPLICATE, 0, PC_API_OK, NULL);
         return;
     }
     snprintf(o->payment_no, sizeof o->payment_no, "%s", pc_db_val(res, 0, "payment_no"));
@@ -346,7 +341,38 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
         open_unmatched(o, PC_API_INVALID_REQUEST, "the currency is not the payment's");
         return;
     }
-    int64_t left = pc_db_val_i64(res, 0, "external_amount") - pc_db_val_i64(res, 0, "disputed");
+    o->external_amount = pc_db_val_i64(res, 0, "external_amount");
+    /* What is disputed already, read by a statement of its own: it starts
+     * after the trade lock above was granted, so it sees every case the
+     * previous holder committed. As a sub-select of the locking statement it
+     * read the snapshot taken before the wait, and two cases opened at once
+     * for one payment each saw the other's amount as not disputed yet. */
+    const char *p[] = {o->payment_no, o->channel_id, o->source, o->source_ref};
+    if (pc_db_tx_query(o->tx,
+                       "SELECT (SELECT coalesce(sum(c.amount), 0) FROM chargebacks c WHERE "
+                       "c.payment_no = $1 AND c.status <> 'CLOSE') AS disputed, (SELECT "
+                       "chargeback_json(c)::text FROM chargebacks c WHERE c.channel_id = $2 AND "
+                       "c.source = $3 AND c.source_ref = $4) AS existing",
+                       4, p, open_counted_cb, o) < 0)
+        open_fail(o, PC_EUNAVAIL);
+}
+
+static void open_counted_cb(void *data, int status, pc_db_res_t *res)
+{
+    open_t *o = data;
+    if (status) {
+        open_fail(o, status);
+        return;
+    }
+    int ex = pc_db_col(res, "existing");
+    if (!pc_db_isnull(res, 0, ex)) {
+        o->json = strdup(pc_db_get(res, 0, ex));
+        pc_db_tx_rollback(o->tx);
+        o->tx = NULL;
+        open_finish(o, OPEN_DUPLICATE, 0, PC_API_OK, NULL);
+        return;
+    }
+    int64_t left = o->external_amount - pc_db_val_i64(res, 0, "disputed");
     if (o->amount > left) {
         open_unmatched(o, PC_API_AMOUNT_EXCEEDS_REFUNDABLE,
                        "the amount exceeds what is left of the payment to dispute");
@@ -384,20 +410,17 @@ static void open_begin_cb(void *data, int status, pc_db_tx_t *tx)
      * freeze of the same trade never interleave. A reference that names a
      * payment by both its channel id and our number prefers the channel's. */
     const char *p[] = {o->in_channel[0] ? o->in_channel : NULL, o->in_txn[0] ? o->in_txn : NULL,
-                       o->in_payment[0] ? o->in_payment : NULL, o->source, o->source_ref};
+                       o->in_payment[0] ? o->in_payment : NULL};
     if (pc_db_tx_query(
             tx,
             "SELECT p.payment_no, p.trade_no, p.merchant_id, p.currency, p.external_amount, "
             "p.channel_id, coalesce(p.channel_txn_id, '') AS channel_txn_id, "
             "coalesce(t.buyer_id, p.buyer_id, '') AS buyer_id, coalesce(t.notify_url, '') AS "
-            "notify_url, (SELECT coalesce(sum(c.amount), 0) FROM chargebacks c WHERE "
-            "c.payment_no = p.payment_no AND c.status <> 'CLOSE') AS disputed, (SELECT "
-            "chargeback_json(c)::text FROM chargebacks c WHERE c.channel_id = p.channel_id AND "
-            "c.source = $4 AND c.source_ref = $5) AS existing FROM payments p JOIN trades t ON "
+            "notify_url FROM payments p JOIN trades t ON "
             "t.trade_no = p.trade_no WHERE p.status = 'SUCCESS' AND p.channel_id IS NOT NULL AND "
             "((p.channel_id = $1 AND p.channel_txn_id = $2) OR p.payment_no = $3) ORDER BY "
             "(p.channel_txn_id IS NOT DISTINCT FROM $2) DESC LIMIT 1 FOR UPDATE OF t",
-            5, p, open_matched_cb, o) < 0)
+            3, p, open_matched_cb, o) < 0)
         open_fail(o, PC_EUNAVAIL);
 }
 

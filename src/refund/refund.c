@@ -297,6 +297,13 @@ static void tr_commit(tr_t *t)
     pc_db_tx_commit(tx, tr_commit_cb, t);
 }
 
+static void tr_steps_done_cb(void *data, int status, pc_db_res_t *res)
+{
+    tr_t *t = data;
+    tr_step_cb(t, status, res);
+    tr_commit(t);
+}
+
 static void tr_closed_cb(void *data, int status, pc_db_res_t *res)
 {
     tr_t *t = data;
@@ -507,7 +514,10 @@ static void tr_apply(tr_t *t)
             tr_end(t, PC_EUNAVAIL, NULL);
         return;
     }
-    tr_commit(t);
+    /* Committed from the answer of a last statement, once every step above
+     * has answered: tr_commit then knows whether one of them touched no row. */
+    if (pc_db_tx_query(t->tx, "SELECT 1", 0, NULL, tr_steps_done_cb, t) < 0)
+        tr_end(t, PC_EUNAVAIL, NULL);
 }
 
 static void tr_trade_cb(void *data, int status, pc_db_res_t *res)

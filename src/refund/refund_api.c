@@ -83,6 +83,8 @@ static void acc_commit_cb(void *data, int status)
     acc_t *a = data;
     a->tx = NULL;
     if (status) {
+        /* The record went with the refused transaction: written after. */
+        pc_idem_store_lost(pc_auth_idem(a->req));
         switch (a->step_failed) {
         case 1:
             pc_http_respond_error(a->req, PC_API_DUPLICATE_OUT_REFUND_NO, "out_refund_no",
@@ -113,6 +115,23 @@ static void acc_commit_cb(void *data, int status)
     pc_http_respond(a->req, 200, "application/json", a->body, strlen(a->body));
     if (send)
         pc__refund_dispatch(rf, no);
+}
+
+/* Every step of the acceptance has answered: a step that failed without
+ * aborting the transaction (the trade's conditional update touching no row)
+ * must not let the rest commit. */
+static void acc_steps_done_cb(void *data, int status, pc_db_res_t *res)
+{
+    acc_t *a = data;
+    (void)res;
+    if (status && !a->step_failed)
+        a->step_failed = 4;
+    if (a->step_failed) {
+        pc_db_tx_rollback(a->tx);
+        acc_commit_cb(a, PC_ECONFLICT);
+        return;
+    }
+    pc_db_tx_commit(a->tx, acc_commit_cb, a);
 }
 
 static void insert_cb(void *data, int status, pc_db_res_t *res)
@@ -438,11 +457,13 @@ static void decide(acc_t *a)
                             2, hp, step_cb, a);
     if (!rc)
         rc = pc_idem_store_in_tx(pc_auth_idem(a->req), a->tx, 200, a->body);
+    /* Committed once every step above has answered (see acc_steps_done_cb). */
+    if (!rc)
+        rc = pc_db_tx_query(a->tx, "SELECT 1", 0, NULL, acc_steps_done_cb, a);
     if (rc) {
         acc_fail(a, PC_API_UNAVAILABLE, NULL, "could not record the refund");
         return;
     }
-    pc_db_tx_commit(a->tx, acc_commit_cb, a);
 }
 
 static void balances_cb(void *data, int status, pc_db_res_t *res)

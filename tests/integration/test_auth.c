@@ -247,6 +247,13 @@ static void test_replay_returns_identical_answer(void **state)
     /* A new key for the same out_trade_no is a business duplicate. */
     expect(pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body("I1", 700), "k-i1b"), 409,
            "DUPLICATE_OUT_TRADE_NO");
+    /* That answer is recorded too: the same request again replays it (the
+     * refused transaction had carried the record, so it was written after). */
+    pc_t_resp_t d = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body("I1", 700), "k-i1b");
+    assert_int_equal(d.status, 409);
+    assert_string_equal(pc_t_errcode(&d), "DUPLICATE_OUT_TRADE_NO");
+    assert_non_null(pc_t_header(&d, "Idempotent-Replayed"));
+    pc_t_resp_free(&d);
     assert_int_equal(
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM trades WHERE out_trade_no = 'I1'"), 1);
     pc_t_resp_free(&a);

@@ -12,6 +12,7 @@
 
 #include "harness.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -316,6 +317,64 @@ static void test_partial_chargeback_from_sim_and_unmatched_lines(void **state)
 }
 
 /* ---------- offline ---------- */
+
+typedef struct {
+    char ref[64];
+    const char *txn;
+    long amount;
+    pthread_barrier_t *b;
+    long status;
+} opener_t;
+
+static void *open_race(void *arg)
+{
+    opener_t *x = arg;
+    pthread_barrier_wait(x->b);
+    x->status = enter_offline(x->ref, x->txn, x->amount, NULL, NULL);
+    return NULL;
+}
+
+/* Several cases for the whole of one payment, entered at the same moment
+ * under different references: one is opened and freezes the amount, every
+ * other finds nothing left to dispute. (The amount already disputed was read
+ * by a sub-select of the statement that waited for the trade lock, so it
+ * came from before the wait: two cases opened at once, and twice the payment
+ * was frozen.) */
+static void test_cases_opened_at_once_never_dispute_more_than_the_payment(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    pc_t_merchant_t m = new_merchant();
+    for (int round = 0; round < 3; round++) {
+        char tn[40], txn[80];
+        card_payment(&m, 2000, NULL, tn, txn, NULL);
+        long long reserve0 = mbal(&m, "reserve");
+        pthread_barrier_t b;
+        pthread_barrier_init(&b, NULL, N);
+        opener_t xs[N];
+        pthread_t th[N];
+        for (int i = 0; i < N; i++) {
+            xs[i] = (opener_t){.txn = txn, .amount = 2000, .b = &b};
+            snprintf(xs[i].ref, sizeof xs[i].ref, "RACE-%d-%d-%d", (int)getpid(), round, i);
+            pthread_create(&th[i], NULL, open_race, &xs[i]);
+        }
+        int opened = 0;
+        for (int i = 0; i < N; i++) {
+            pthread_join(th[i], NULL);
+            if (xs[i].status == 201)
+                opened++;
+            else
+                assert_int_equal(xs[i].status, 422);
+        }
+        pthread_barrier_destroy(&b);
+        assert_int_equal(opened, 1);
+        assert_int_equal(
+            pc_t_sql_int(&g_stack, "SELECT count(*) FROM chargebacks WHERE trade_no = '%s'", tn),
+            1);
+        assert_int_equal(mbal(&m, "reserve") - reserve0, 2000);
+    }
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
 
 static void test_offline_entry_admin_and_payctl(void **state)
 {
@@ -744,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_online_import_twice_changes_nothing),
         cmocka_unit_test(test_partial_chargeback_from_sim_and_unmatched_lines),
         cmocka_unit_test(test_offline_entry_admin_and_payctl),
+        cmocka_unit_test(test_cases_opened_at_once_never_dispute_more_than_the_payment),
         cmocka_unit_test(test_judge_merchant_liable),
         cmocka_unit_test(test_judge_platform_liable),
         cmocka_unit_test(test_judge_none_liable_releases_the_reserve),

@@ -330,6 +330,20 @@ static void test_full_and_partial_refunds_up_to_paid_then_over_is_refused(void *
     assert_int_equal(r.status, 422);
     assert_string_equal(pc_t_errcode(&r), "AMOUNT_EXCEEDS_REFUNDABLE");
     pc_t_resp_free(&r);
+    /* Sent again under the same key, the refusal is replayed (the refused
+     * transaction had carried the record; it is written after instead). */
+    char over[256], over_key[64];
+    snprintf(over, sizeof over,
+             "{\"trade_no\":\"%s\",\"out_refund_no\":\"%s\",\"amount\":701,\"reason\":\"x\"}", tn,
+             out2);
+    snprintf(over_key, sizeof over_key, "refund-over-%s", out2);
+    for (int i = 0; i < 2; i++) {
+        r = pc_t_call(&g_stack, &g_m, "POST", "/v1/refunds", over, over_key);
+        assert_int_equal(r.status, 422);
+        assert_string_equal(pc_t_errcode(&r), "AMOUNT_EXCEEDS_REFUNDABLE");
+        assert_true((pc_t_header(&r, "Idempotent-Replayed") != NULL) == (i == 1));
+        pc_t_resp_free(&r);
+    }
     assert_int_equal(pending_of(&g_m), pending0 - 300);
     /* Exactly what is left: the trade is then fully refunded and closes. */
     refund_ok(tn, out2, 700, NULL, r2);
