@@ -763,6 +763,8 @@ typedef struct {
      * out together; the count's answer decides). */
     pc_api_err_t trade_err;
     char trade_msg[64];
+    /* The buyer's limits, read again under the buyer's lock. */
+    char limits[3][24];
 } start_t;
 
 static void start_free(start_t *s)
@@ -788,6 +790,22 @@ static void locked_trade_cb(void *data, int status, pc_db_res_t *res)
     } else if (strcmp(pc_db_get(res, 0, 0), "WAIT_BUYER_PAY") != 0) {
         s->trade_err = PC_API_INVALID_STATE;
         snprintf(s->trade_msg, sizeof s->trade_msg, "the trade is %s", pc_db_get(res, 0, 0));
+    }
+}
+
+/* The buyer's usage, read after the buyer's lock was granted: the first
+ * error found by the trade lock wins, then this. */
+static void limits_cb(void *data, int status, pc_db_res_t *res)
+{
+    start_t *s = data;
+    if (s->trade_err != PC_API_OK)
+        return;
+    if (status) {
+        s->trade_err = PC_API_UNAVAILABLE;
+        snprintf(s->trade_msg, sizeof s->trade_msg, "database unavailable");
+    } else if (pc_db_get(res, 0, 0)[0] == 't') {
+        s->trade_err = PC_API_LIMIT_EXCEEDED;
+        snprintf(s->trade_msg, sizeof s->trade_msg, "this payment would pass the buyer's limits");
     }
 }
 
@@ -895,10 +913,42 @@ static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
      * lock was granted, so it sees an attempt another node committed
      * meanwhile. */
     const char *q[] = {o->trade_no};
+    /* The buyer's limits were checked against usage read before this
+     * transaction; pays of one buyer's other trades may have been recorded
+     * since. Under a per-buyer lock, held to the commit that records this
+     * payment, the usage is read again by a statement of its own (one that
+     * starts after the lock was granted) for a payment that will count
+     * (paid, in flight or held for review). */
+    int limited =
+        o->buyer_id[0] && strcmp(s->status, "FAILED") != 0 && strcmp(s->status, "CHALLENGE") != 0;
+    char amount[24];
+    snprintf(amount, sizeof amount, "%lld", (long long)o->amount);
+    snprintf(s->limits[0], 24, "%lld",
+             (long long)pc_config_int(o->e->app->cfg, "limits.buyer_daily"));
+    snprintf(s->limits[1], 24, "%lld",
+             (long long)pc_config_int(o->e->app->cfg, "limits.buyer_monthly"));
+    snprintf(s->limits[2], 24, "%lld",
+             (long long)pc_config_int(o->e->app->cfg, "limits.card_daily"));
+    const char *b[] = {o->buyer_id};
+    const char *u[] = {
+        o->buyer_id, amount, s->limits[0], s->limits[1], o->card_id[0] ? o->card_id : NULL,
+        s->limits[2]};
     if (pc_db_tx_query(tx,
                        "SELECT status FROM trades WHERE trade_no = $1 AND merchant_id = $2 FOR "
                        "UPDATE",
                        2, p, locked_trade_cb, s) < 0 ||
+        (limited &&
+         (pc_db_tx_query(tx, "SELECT pg_advisory_xact_lock(hashtextextended('pc:buyer:' || $1, 0))",
+                         1, b, step_cb, o) < 0 ||
+          pc_db_tx_query(
+              tx,
+              "SELECT coalesce(sum(amount) FILTER (WHERE created_at >= now() - interval '24 "
+              "hours'), 0) + $2::bigint > $3::bigint OR coalesce(sum(amount), 0) + $2::bigint > "
+              "$4::bigint OR ($5::text IS NOT NULL AND coalesce(sum(amount) FILTER (WHERE card_id "
+              "= $5 AND created_at >= now() - interval '24 hours'), 0) + $2::bigint > $6::bigint) "
+              "FROM payments WHERE buyer_id = $1 AND created_at >= now() - interval '30 days' AND "
+              "status IN ('SUCCESS', 'PROCESSING', 'UNKNOWN', 'REVIEW')",
+              6, u, limits_cb, s) < 0)) ||
         pc_db_tx_query(
             tx, "SELECT count(*) FROM payments WHERE trade_no = $1 AND status IN " OPEN_STATUSES, 1,
             q, open_count_cb, s) < 0) {
