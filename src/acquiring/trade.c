@@ -106,10 +106,6 @@ static void insert_cb(void *data, int status, pc_db_res_t *res)
 static void commit_cb(void *data, int status)
 {
     create_t *c = data;
-    /* The refused transaction carried the idempotency record: the answer
-     * below is recorded after the handler instead, and replayed as given. */
-    if (status || c->insert_status)
-        pc_idem_store_lost(pc_auth_idem(c->req));
     if (c->insert_status == PC_ECONFLICT && !strcmp(c->constraint, "trades_out_trade_no_unique")) {
         pc_http_respond_error(c->req, PC_API_DUPLICATE_OUT_TRADE_NO, "out_trade_no",
                               "a trade with this out_trade_no exists");

@@ -1,5 +1,6 @@
 #include "cashier/cashier.h"
 #include "core/error.h"
+#include "engine/engine.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,8 +13,8 @@
  * bitmap AND with payments_merchant_success, which reads every successful
  * payment of the platform on each consult. */
 static const char view_sql[] =
-    "WITH bp AS MATERIALIZED (SELECT status, amount, created_at, card_id, method_type, status IN "
-    "('SUCCESS', 'PROCESSING', 'UNKNOWN', 'REVIEW') AS counted FROM payments WHERE buyer_id = $3 "
+    "WITH bp AS MATERIALIZED (SELECT status, amount, created_at, card_id, method_type, status "
+    "IN " PC_PAYMENT_COUNTED_STATUSES " AS counted FROM payments WHERE buyer_id = $3 "
     "AND created_at >= now() - interval '90 days') "
     "SELECT json_build_object("
     "'trade', (SELECT row_to_json(x) FROM (SELECT trade_no, merchant_id, product, status, "
@@ -43,8 +44,8 @@ static const char view_sql[] =
     "'card_usage', (SELECT coalesce(json_object_agg(card_id, s), '{}') FROM (SELECT card_id, "
     "sum(amount) AS s FROM bp WHERE card_id IS NOT NULL AND counted AND created_at >= now() - "
     "interval '24 hours' GROUP BY card_id) cu), "
-    "'open_attempts', (SELECT count(*) FROM payments WHERE trade_no = $1 AND status IN "
-    "('CREATED', 'PROCESSING', 'UNKNOWN', 'REVIEW')), "
+    "'open_attempts', (SELECT count(*) FROM payments WHERE trade_no = $1 AND status "
+    "IN " PC_PAYMENT_OPEN_STATUSES "), "
     "'last_method', (SELECT method_type FROM bp WHERE status = 'SUCCESS' ORDER BY created_at DESC "
     "LIMIT 1), "
     "'type_counts', (SELECT coalesce(json_object_agg(method_type, n), '{}') FROM (SELECT "

@@ -471,7 +471,8 @@ done:
     return rc;
 }
 
-int64_t pc_channel_request_open_ms(pc_channel_client_t *cli, const char *channel_id, int64_t age_ms)
+/* How long a request sent age_ms ago may still be open (0: certainly ended). */
+static int64_t request_open_ms(pc_channel_client_t *cli, const char *channel_id, int64_t age_ms)
 {
     const pc_channel_t *ch = channel_id ? pc_channels_find(cli->chs, channel_id) : NULL;
     int64_t left = ch ? ch->timeouts.request_ms + PC_CH_SEND_MARGIN_MS - age_ms : 0;
@@ -483,7 +484,7 @@ int64_t pc_channel_failure_wait_ms(pc_channel_client_t *cli, const char *channel
 {
     if (res->status != PC_CH_FAILED)
         return 0;
-    int64_t wait = pc_channel_request_open_ms(cli, channel_id, age_ms);
+    int64_t wait = request_open_ms(cli, channel_id, age_ms);
     if (!strcmp(res->code, "NOT_FOUND") && not_found_after_ms - age_ms > wait)
         wait = not_found_after_ms - age_ms;
     return wait;

@@ -109,23 +109,19 @@ int pc_channel_query_refund(pc_channel_client_t *cli, const char *channel_id, co
 int pc_channel_payout(pc_channel_client_t *cli, const pc_ch_payout_t *req, pc_ch_cb cb, void *data);
 int pc_channel_query_payout(pc_channel_client_t *cli, const char *channel_id, const char *payout_no,
                             pc_ch_cb cb, void *data);
-/* How long a request sent to channel_id age_ms ago may still be open or
- * still reach the channel: the milliseconds left of the channel's request
- * timeout plus a margin of PC_CH_SEND_MARGIN_MS (the send is recorded in a
- * transaction that commits before the request leaves); 0 once it has
- * certainly ended, or for an unknown channel (no request to it can be open).
- * While it is above 0, a status query's FAILED or NOT_FOUND must not close
- * the operation. */
+/* A request may still be open, or still reach the channel, for the
+ * channel's request timeout plus this margin after its send was recorded
+ * (the send is recorded in a transaction that commits before the request
+ * leaves). */
 #define PC_CH_SEND_MARGIN_MS 1000
-int64_t pc_channel_request_open_ms(pc_channel_client_t *cli, const char *channel_id,
-                                   int64_t age_ms);
 
 /* For a status query's answer about an operation sent to channel_id age_ms
  * ago: how many milliseconds must pass before the answer may close it. 0 for
  * anything but PC_CH_FAILED; for a failure, until paycore's own request has
- * certainly ended (pc_channel_request_open_ms), and for NOT_FOUND ("no
- * record") also until not_found_after_ms, for a request that left before
- * paycore gave up to arrive. */
+ * certainly ended (timeout plus PC_CH_SEND_MARGIN_MS; an unknown channel has
+ * no request open), and for NOT_FOUND ("no record") also until
+ * not_found_after_ms, for a request that left before paycore gave up to
+ * arrive. */
 int64_t pc_channel_failure_wait_ms(pc_channel_client_t *cli, const char *channel_id, int64_t age_ms,
                                    const pc_ch_result_t *res, int64_t not_found_after_ms);
 

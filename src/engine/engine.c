@@ -12,7 +12,6 @@
 #include <string.h>
 
 /* Statuses of an attempt still in flight: only one per trade at a time. */
-#define OPEN_STATUSES "('CREATED', 'PROCESSING', 'UNKNOWN', 'REVIEW')"
 
 struct pc_engine {
     pc_app_t *app;
@@ -424,11 +423,10 @@ static void deciding_committed_cb(void *data, int status)
 {
     op_t *o = data;
     if (status && o->answer) {
-        /* Not recorded: finish() reads the payment as it is, and the answer
-         * is recorded after the handler. */
+        /* Not recorded: finish() reads the payment as it is, and that
+         * answer is recorded after the handler (pc_idem_store_in_tx). */
         json_decref(o->answer);
         o->answer = NULL;
-        pc_idem_store_lost(o->idem);
     }
     o->commit_done(o, status);
 }
@@ -763,8 +761,6 @@ typedef struct {
      * out together; the count's answer decides). */
     pc_api_err_t trade_err;
     char trade_msg[64];
-    /* The buyer's limits, read again under the buyer's lock. */
-    char limits[3][24];
 } start_t;
 
 static void start_free(start_t *s)
@@ -921,18 +917,16 @@ static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
      * (paid, in flight or held for review). */
     int limited =
         o->buyer_id[0] && strcmp(s->status, "FAILED") != 0 && strcmp(s->status, "CHALLENGE") != 0;
-    char amount[24];
+    /* Parameters are copied when queued: locals will do. */
+    char amount[24], day[24], month[24], card_day[24];
+    const pc_config_t *cfg = o->e->app->cfg;
     snprintf(amount, sizeof amount, "%lld", (long long)o->amount);
-    snprintf(s->limits[0], 24, "%lld",
-             (long long)pc_config_int(o->e->app->cfg, "limits.buyer_daily"));
-    snprintf(s->limits[1], 24, "%lld",
-             (long long)pc_config_int(o->e->app->cfg, "limits.buyer_monthly"));
-    snprintf(s->limits[2], 24, "%lld",
-             (long long)pc_config_int(o->e->app->cfg, "limits.card_daily"));
+    snprintf(day, sizeof day, "%lld", (long long)pc_config_int(cfg, "limits.buyer_daily"));
+    snprintf(month, sizeof month, "%lld", (long long)pc_config_int(cfg, "limits.buyer_monthly"));
+    snprintf(card_day, sizeof card_day, "%lld", (long long)pc_config_int(cfg, "limits.card_daily"));
     const char *b[] = {o->buyer_id};
-    const char *u[] = {
-        o->buyer_id, amount, s->limits[0], s->limits[1], o->card_id[0] ? o->card_id : NULL,
-        s->limits[2]};
+    const char *u[] = {o->buyer_id, amount, day, month, o->card_id[0] ? o->card_id : NULL,
+                       card_day};
     if (pc_db_tx_query(tx,
                        "SELECT status FROM trades WHERE trade_no = $1 AND merchant_id = $2 FOR "
                        "UPDATE",
@@ -947,11 +941,12 @@ static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
               "$4::bigint OR ($5::text IS NOT NULL AND coalesce(sum(amount) FILTER (WHERE card_id "
               "= $5 AND created_at >= now() - interval '24 hours'), 0) + $2::bigint > $6::bigint) "
               "FROM payments WHERE buyer_id = $1 AND created_at >= now() - interval '30 days' AND "
-              "status IN ('SUCCESS', 'PROCESSING', 'UNKNOWN', 'REVIEW')",
+              "status IN " PC_PAYMENT_COUNTED_STATUSES,
               6, u, limits_cb, s) < 0)) ||
-        pc_db_tx_query(
-            tx, "SELECT count(*) FROM payments WHERE trade_no = $1 AND status IN " OPEN_STATUSES, 1,
-            q, open_count_cb, s) < 0) {
+        pc_db_tx_query(tx,
+                       "SELECT count(*) FROM payments WHERE trade_no = $1 AND status "
+                       "IN " PC_PAYMENT_OPEN_STATUSES,
+                       1, q, open_count_cb, s) < 0) {
         start_free(s);
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
     }

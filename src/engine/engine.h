@@ -26,6 +26,12 @@
 
 #define PC_ROUTE_MAX 8
 
+/* Payment statuses as SQL lists. Open: an attempt still running, at most
+ * one per trade. Counted: what a buyer's limits count (paid, in flight, or
+ * held for review). */
+#define PC_PAYMENT_OPEN_STATUSES "('CREATED', 'PROCESSING', 'UNKNOWN', 'REVIEW')"
+#define PC_PAYMENT_COUNTED_STATUSES "('SUCCESS', 'PROCESSING', 'UNKNOWN', 'REVIEW')"
+
 /* What the cashier decided. Strings are copied by pc_engine_start. */
 typedef struct {
     const char *trade_no;

@@ -29,7 +29,11 @@ struct pc_idem_req {
     char token[33];
     char rkey[320];
     int redis_locked;
+    /* The answer queued by pc_idem_store_in_tx. It is the record only if
+     * that transaction committed; then the handler answers exactly it. */
     int stored;
+    int stored_status;
+    char *stored_body;
     /* The answer being stored while the client waits. */
     int status;
     char *body;
@@ -76,6 +80,7 @@ static void on_req_done(void *arg)
     pc_idem_req_t *ir = arg;
     release_lock(ir);
     free(ir->body);
+    free(ir->stored_body);
 }
 
 /* --- after the handler: store the answer, then send it --- */
@@ -99,7 +104,11 @@ static void responder(pc_http_req_t *req, int status, const char *ctype, const c
 {
     pc_idem_req_t *ir = data;
     (void)ctype;
-    if (ir->stored && status < 500) {
+    /* Recorded with the business change: the answer is the one stored. Any
+     * other answer means that transaction did not commit (the handler then
+     * answers an error, or the state as it is), so it is recorded below. */
+    if (ir->stored && status < 500 && status == ir->stored_status &&
+        len == strlen(ir->stored_body) && memcmp(body, ir->stored_body, len) == 0) {
         pc_http_send(req, status, "application/json", body, len);
         return;
     }
@@ -138,20 +147,23 @@ int pc_idem_store_in_tx(pc_idem_req_t *ir, pc_db_tx_t *tx, int status, const cha
     char st[16];
     snprintf(st, sizeof st, "%d", status);
     const char *p[] = {ir->mid, ir->key, ir->token, st, body};
+    char *copy = strdup(body);
+    if (!copy)
+        return PC_ENOMEM;
     int rc = pc_db_tx_query(tx,
                             "UPDATE idempotency_keys SET status = 'DONE', response_status = $4, "
                             "response_body = $5, finished_at = now() WHERE merchant_id = $1 AND "
                             "idem_key = $2 AND lock_token = $3 AND status = 'IN_PROGRESS'",
                             5, p, NULL, NULL);
-    if (rc == 0)
-        ir->stored = 1;
-    return rc;
-}
-
-void pc_idem_store_lost(pc_idem_req_t *ir)
-{
-    if (ir)
-        ir->stored = 0;
+    if (rc < 0) {
+        free(copy);
+        return rc;
+    }
+    free(ir->stored_body);
+    ir->stored_body = copy;
+    ir->stored_status = status;
+    ir->stored = 1;
+    return 0;
 }
 
 /* --- before the handler: claim the key --- */

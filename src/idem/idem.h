@@ -33,12 +33,11 @@ void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id,
 /* Queues, inside tx, the statement that records the answer as final, so that
  * it commits (or not) with the business change; then the answer given for
  * the request is sent without a second write. body is the JSON text that
- * will be answered; it must be exactly what the handler then responds with.
- * ir may be NULL (no idempotency on this request): then nothing happens. */
+ * will be answered when tx commits; the handler must then respond with
+ * exactly status and body. Any other answer (tx did not commit) is recorded
+ * after the handler, as for any other request. ir may be NULL (no
+ * idempotency on this request): then nothing happens. */
 int pc_idem_store_in_tx(pc_idem_req_t *ir, pc_db_tx_t *tx, int status, const char *body);
-/* The transaction given to pc_idem_store_in_tx did not commit: the answer is
- * recorded after the handler instead, as for any other request. */
-void pc_idem_store_lost(pc_idem_req_t *ir);
 
 /* Deletes records older than 25 hours (they are kept at least 24 h). */
 void pc_idem_purge(pc_idem_t *idem);

@@ -83,8 +83,6 @@ static void acc_commit_cb(void *data, int status)
     acc_t *a = data;
     a->tx = NULL;
     if (status) {
-        /* The record went with the refused transaction: written after. */
-        pc_idem_store_lost(pc_auth_idem(a->req));
         switch (a->step_failed) {
         case 1:
             pc_http_respond_error(a->req, PC_API_DUPLICATE_OUT_REFUND_NO, "out_refund_no",
