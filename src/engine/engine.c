@@ -663,25 +663,13 @@ static void hold_commit_cb(void *data, int status)
 static void coupon_locked_cb(void *data, int status, pc_db_res_t *res)
 {
     op_t *o = data;
-    if (!status && pc_db_affected(res) == 0 && !o->step_failed)
-        o->step_failed = 3;
-    else if (status && !o->step_failed)
-        o->step_failed = 2;
+    if (status && !o->step_failed)
+        o->step_failed = !strcmp(pc_db_constraint(res), "coupon_locked") ? 3 : 2;
 }
 
-/* First transaction: when nothing goes to a channel after it, it decides.
- * A step that touched nothing (the coupon's conditional lock found it taken
- * by a payment that committed first) aborts nothing in PostgreSQL, so it is
- * rolled back here: committed, the payment went on with a coupon it did not
- * hold, and marketing paid the coupon twice. */
+/* First transaction: when nothing goes to a channel after it, it decides. */
 static void commit_first(op_t *o)
 {
-    if (o->step_failed) {
-        pc_db_tx_rollback(o->tx);
-        o->tx = NULL;
-        hold_commit_cb(o, PC_ECONFLICT);
-        return;
-    }
     if (o->external_amount == 0)
         commit_deciding(o, hold_commit_cb);
     else
@@ -706,16 +694,20 @@ static void internal_paid_cb(void *data, int status, const char *trade_status)
 static void hold(op_t *o, const char *status)
 {
     if (o->coupon_id[0]) {
-        const char *p[] = {o->coupon_id, o->payment_no, o->currency, o->buyer_id};
         char amt[24];
         snprintf(amt, sizeof amt, "%lld", (long long)o->amount);
-        const char *p2[] = {p[0], p[1], p[2], p[3], amt};
+        const char *p[] = {o->coupon_id, o->payment_no, o->currency, o->buyer_id, amt};
+        /* A coupon another payment locked a moment before fails the whole
+         * transaction (pc_require), whatever comes after it: as a write that
+         * touched no row it aborted nothing, and the payment went on (and
+         * was charged at the channel) with a coupon it did not hold. */
         pc_db_tx_query(o->tx,
-                       "UPDATE coupons SET status = 'LOCKED', payment_no = $2 WHERE coupon_id = "
-                       "$1 AND (status = 'AVAILABLE' OR (status = 'LOCKED' AND payment_no = $2)) "
-                       "AND currency = $3 AND buyer_id = $4 AND expires_at > now() AND "
-                       "min_amount <= $5::bigint",
-                       5, p2, coupon_locked_cb, o);
+                       "WITH c AS (UPDATE coupons SET status = 'LOCKED', payment_no = $2 WHERE "
+                       "coupon_id = $1 AND (status = 'AVAILABLE' OR (status = 'LOCKED' AND "
+                       "payment_no = $2)) AND currency = $3 AND buyer_id = $4 AND expires_at > "
+                       "now() AND min_amount <= $5::bigint RETURNING 1) SELECT "
+                       "pc_require(EXISTS (SELECT 1 FROM c), 'coupon_locked')",
+                       5, p, coupon_locked_cb, o);
     }
     if (!strcmp(status, "SUCCESS")) {
         /* Wallet and coupon only: the row was written SUCCESS (inserted so,

@@ -263,15 +263,6 @@ static void tr_step_cb(void *data, int status, pc_db_res_t *res)
         t->step_failed = status;
 }
 
-static void tr_update_cb(void *data, int status, pc_db_res_t *res)
-{
-    tr_t *t = data;
-    if (!status && pc_db_affected(res) != 1 && !t->step_failed)
-        t->step_failed = PC_ECONFLICT;
-    else
-        tr_step_cb(data, status, res);
-}
-
 static void tr_ledger_cb(void *data, int status, int64_t txn_id)
 {
     tr_t *t = data;
@@ -297,11 +288,13 @@ static void tr_commit(tr_t *t)
     pc_db_tx_commit(tx, tr_commit_cb, t);
 }
 
-static void tr_steps_done_cb(void *data, int status, pc_db_res_t *res)
+/* The refund's move: it found the refund in another status only if a
+ * concurrent move won (the refund row is locked first, so not today). */
+static void tr_moved_cb(void *data, int status, pc_db_res_t *res)
 {
-    tr_t *t = data;
-    tr_step_cb(t, status, res);
-    tr_commit(t);
+    tr_step_cb(data,
+               status && !strcmp(pc_db_constraint(res), "refund_status") ? PC_ECONFLICT : status,
+               res);
 }
 
 static void tr_closed_cb(void *data, int status, pc_db_res_t *res)
@@ -427,18 +420,21 @@ static void tr_apply(tr_t *t)
                        t->old_status,
                        grace};
     /* next_query_at: a resumed refund is sent now, and by the runner after the
-     * grace if this node cannot; OFFLINE and final refunds are not queried. */
+     * grace if this node cannot; OFFLINE and final refunds are not queried.
+     * The move must apply (pc_require): a write that touched no row would
+     * abort nothing, and the rest of the transaction would commit without it. */
     int rc = pc_db_tx_query(
         t->tx,
-        "UPDATE refunds SET status = $2, method = coalesce($3, method), failure_code = "
+        "WITH w AS (UPDATE refunds SET status = $2, method = coalesce($3, method), failure_code = "
         "coalesce($4, failure_code), failure_message = coalesce($5, failure_message), "
         "channel_txn_id = coalesce($6, channel_txn_id), finished_at = CASE WHEN $2 IN "
         "('SUCCESS', 'FAILED', 'TERMINATED') THEN to_timestamp($7::bigint) END, hold_reason = "
         "coalesce($8, hold_reason), next_query_at = CASE WHEN $2 = 'ACCEPTED' THEN now() + "
         "$10::bigint * interval '1 millisecond' WHEN $2 IN ('SUCCESS', 'FAILED', 'TERMINATED') "
         "OR coalesce($3, method) IN ('FILE', 'OFFLINE') THEN NULL ELSE next_query_at END, "
-        "updated_at = now() WHERE refund_no = $1 AND status = $9",
-        10, p, tr_update_cb, t);
+        "updated_at = now() WHERE refund_no = $1 AND status = $9 RETURNING 1) SELECT "
+        "pc_require(EXISTS (SELECT 1 FROM w), 'refund_status')",
+        10, p, tr_moved_cb, t);
 
     pc_refund_parties_t who = {r->merchant_id, r->buyer_id, r->channel_id, r->coupon_funder,
                                r->currency};
@@ -480,9 +476,10 @@ static void tr_apply(tr_t *t)
         const char *q[] = {r->trade_no, amt};
         if (!rc)
             rc = pc_db_tx_query(t->tx,
-                                "UPDATE trades SET refunded_amount = refunded_amount - $2::bigint, "
-                                "updated_at = now() WHERE trade_no = $1",
-                                2, q, tr_update_cb, t);
+                                "WITH w AS (UPDATE trades SET refunded_amount = refunded_amount - "
+                                "$2::bigint, updated_at = now() WHERE trade_no = $1 RETURNING 1) "
+                                "SELECT pc_require(EXISTS (SELECT 1 FROM w), 'refund_trade')",
+                                2, q, tr_step_cb, t);
     }
     if (!rc) {
         const char *a[] = {r->refund_no,  t->who, t->action, t->why[0] ? t->why : NULL,
@@ -514,10 +511,7 @@ static void tr_apply(tr_t *t)
             tr_end(t, PC_EUNAVAIL, NULL);
         return;
     }
-    /* Committed from the answer of a last statement, once every step above
-     * has answered: tr_commit then knows whether one of them touched no row. */
-    if (pc_db_tx_query(t->tx, "SELECT 1", 0, NULL, tr_steps_done_cb, t) < 0)
-        tr_end(t, PC_EUNAVAIL, NULL);
+    tr_commit(t);
 }
 
 static void tr_trade_cb(void *data, int status, pc_db_res_t *res)

@@ -115,23 +115,6 @@ static void acc_commit_cb(void *data, int status)
         pc__refund_dispatch(rf, no);
 }
 
-/* Every step of the acceptance has answered: a step that failed without
- * aborting the transaction (the trade's conditional update touching no row)
- * must not let the rest commit. */
-static void acc_steps_done_cb(void *data, int status, pc_db_res_t *res)
-{
-    acc_t *a = data;
-    (void)res;
-    if (status && !a->step_failed)
-        a->step_failed = 4;
-    if (a->step_failed) {
-        pc_db_tx_rollback(a->tx);
-        acc_commit_cb(a, PC_ECONFLICT);
-        return;
-    }
-    pc_db_tx_commit(a->tx, acc_commit_cb, a);
-}
-
 static void insert_cb(void *data, int status, pc_db_res_t *res)
 {
     acc_t *a = data;
@@ -144,10 +127,13 @@ static void insert_cb(void *data, int status, pc_db_res_t *res)
 static void trade_update_cb(void *data, int status, pc_db_res_t *res)
 {
     acc_t *a = data;
+    /* The paid <= refunded CHECK: over refundable. The trade not there
+     * (pc_require): anything else. */
     if (status && !a->step_failed)
-        a->step_failed = !strcmp(pc_db_sqlstate(res), "23514") ? 3 : 4;
-    else if (!status && pc_db_affected(res) != 1 && !a->step_failed)
-        a->step_failed = 4;
+        a->step_failed = !strcmp(pc_db_sqlstate(res), "23514") &&
+                                 strcmp(pc_db_constraint(res), "refund_trade") != 0
+                             ? 3
+                             : 4;
 }
 
 static void step_cb(void *data, int status, pc_db_res_t *res)
@@ -427,8 +413,9 @@ static void decide(acc_t *a)
     const char *tp[] = {r->trade_no, amt[0]};
     if (!rc)
         rc = pc_db_tx_query(a->tx,
-                            "UPDATE trades SET refunded_amount = refunded_amount + $2::bigint, "
-                            "updated_at = now() WHERE trade_no = $1",
+                            "WITH w AS (UPDATE trades SET refunded_amount = refunded_amount + "
+                            "$2::bigint, updated_at = now() WHERE trade_no = $1 RETURNING 1) "
+                            "SELECT pc_require(EXISTS (SELECT 1 FROM w), 'refund_trade')",
                             2, tp, trade_update_cb, a);
     pc_refund_parties_t who = {r->merchant_id, a->buyer_id, a->channel_id, a->coupon_funder,
                                r->currency};
@@ -455,13 +442,11 @@ static void decide(acc_t *a)
                             2, hp, step_cb, a);
     if (!rc)
         rc = pc_idem_store_in_tx(pc_auth_idem(a->req), a->tx, 200, a->body);
-    /* Committed once every step above has answered (see acc_steps_done_cb). */
-    if (!rc)
-        rc = pc_db_tx_query(a->tx, "SELECT 1", 0, NULL, acc_steps_done_cb, a);
     if (rc) {
         acc_fail(a, PC_API_UNAVAILABLE, NULL, "could not record the refund");
         return;
     }
+    pc_db_tx_commit(a->tx, acc_commit_cb, a);
 }
 
 static void balances_cb(void *data, int status, pc_db_res_t *res)

@@ -734,19 +734,29 @@ static void test_one_coupon_raced_by_two_trades_is_spent_once(void **state)
     (void)state;
     int engine_refusals = 0;
     for (int round = 0; round < 6; round++) {
-        char buyer[32], coupon[64], method[96], tn[2][40];
+        /* Even rounds: the coupon alone pays (decided in the first
+         * transaction). Odd rounds: coupon and card (the card is charged
+         * after that transaction commits). */
+        int card = round % 2;
+        char buyer[32], coupon[64], method[96], tn[2][40], extra[2][320];
         snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
         new_coupon(buyer, 1000, coupon);
-        snprintf(method, sizeof method, "COUPON:%s", coupon);
-        new_trade("INSTANT", 800, buyer, tn[0]);
-        new_trade("INSTANT", 800, buyer, tn[1]);
+        snprintf(method, sizeof method, card ? "CARD" : "COUPON:%s", coupon);
+        for (int i = 0; i < 2; i++) {
+            new_trade("INSTANT", card ? 1500 : 800, buyer, tn[i]);
+            if (card)
+                snprintf(extra[i], sizeof extra[i], "\"coupon_id\":\"%s\",%s," RACE_CLIENT, coupon,
+                         fresh_card());
+            else
+                snprintf(extra[i], sizeof extra[i], "%s", RACE_CLIENT);
+        }
         pthread_barrier_t b;
         pthread_barrier_init(&b, NULL, 2);
         racer_t xs[2];
         pthread_t th[2];
         for (int i = 0; i < 2; i++) {
             xs[i] = (racer_t){
-                .tn = tn[i], .buyer = buyer, .method = method, .extra = RACE_CLIENT, .b = &b};
+                .tn = tn[i], .buyer = buyer, .method = method, .extra = extra[i], .b = &b};
             pthread_create(&th[i], NULL, race, &xs[i]);
         }
         for (int i = 0; i < 2; i++)
