@@ -146,12 +146,16 @@ static void housekeeping_cb(uv_timer_t *t)
     pc_idem_purge(s->app.idem);
 }
 
-/* Expiry and the refund window: frequent, cheap when there is nothing to do. */
+/* Expiry, the refund window, and payments left waiting on a trade or a
+ * challenge that is over: frequent, cheap when there is nothing to do. */
 static void trade_jobs_cb(uv_timer_t *t)
 {
     server_t *s = t->data;
-    if (!s->app.shutting_down)
+    if (!s->app.shutting_down) {
         pc_trades_housekeeping(&s->app);
+        if (s->app.engine)
+            pc_engine_sweep_waiting(s->app.engine);
+    }
 }
 
 static void ledger_folded(void *data, int status, int folded)

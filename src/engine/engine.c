@@ -7,6 +7,7 @@
 #include "ledger/ledger.h"
 
 #include <openssl/crypto.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -883,6 +884,40 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
     hold(o, st);
 }
 
+/* Queues, in o's transaction, the per-buyer lock and the statement that
+ * tells whether o (buyer, amount, card) would pass the buyer's limits: one
+ * boolean row, true when over. The lock is held to the commit that records
+ * the payment as counted, so pays of one buyer at the same moment, on any
+ * node, each see the others; the usage is read by a statement of its own,
+ * which starts after the lock was granted. Takes the trade lock first (the
+ * caller did), so the lock order is the same everywhere. */
+static int queue_limit_check(op_t *o, pc_db_query_cb cb, void *data)
+{
+    /* Parameters are copied when queued: locals will do. */
+    char amount[24], day[24], month[24], card_day[24];
+    const pc_config_t *cfg = o->e->app->cfg;
+    snprintf(amount, sizeof amount, "%lld", (long long)o->amount);
+    snprintf(day, sizeof day, "%lld", (long long)pc_config_int(cfg, "limits.buyer_daily"));
+    snprintf(month, sizeof month, "%lld", (long long)pc_config_int(cfg, "limits.buyer_monthly"));
+    snprintf(card_day, sizeof card_day, "%lld", (long long)pc_config_int(cfg, "limits.card_daily"));
+    const char *b[] = {o->buyer_id};
+    const char *u[] = {o->buyer_id, amount, day, month, o->card_id[0] ? o->card_id : NULL,
+                       card_day};
+    if (pc_db_tx_query(o->tx,
+                       "SELECT pg_advisory_xact_lock(hashtextextended('pc:buyer:' || $1, 0))", 1, b,
+                       step_cb, o) < 0)
+        return -1;
+    return pc_db_tx_query(
+        o->tx,
+        "SELECT coalesce(sum(amount) FILTER (WHERE created_at >= now() - interval '24 "
+        "hours'), 0) + $2::bigint > $3::bigint OR coalesce(sum(amount), 0) + $2::bigint > "
+        "$4::bigint OR ($5::text IS NOT NULL AND coalesce(sum(amount) FILTER (WHERE card_id "
+        "= $5 AND created_at >= now() - interval '24 hours'), 0) + $2::bigint > $6::bigint) "
+        "FROM payments WHERE buyer_id = $1 AND created_at >= now() - interval '30 days' AND "
+        "status IN " PC_PAYMENT_COUNTED_STATUSES,
+        6, u, cb, data);
+}
+
 static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
 {
     start_t *s = data;
@@ -906,35 +941,16 @@ static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
      * since. Under a per-buyer lock, held to the commit that records this
      * payment, the usage is read again by a statement of its own (one that
      * starts after the lock was granted) for a payment that will count
-     * (paid, in flight or held for review). */
+     * (paid, in flight or held for review). A challenged payment does not
+     * count while it waits: it is checked when its challenge is passed
+     * (pc_engine_continue). */
     int limited =
         o->buyer_id[0] && strcmp(s->status, "FAILED") != 0 && strcmp(s->status, "CHALLENGE") != 0;
-    /* Parameters are copied when queued: locals will do. */
-    char amount[24], day[24], month[24], card_day[24];
-    const pc_config_t *cfg = o->e->app->cfg;
-    snprintf(amount, sizeof amount, "%lld", (long long)o->amount);
-    snprintf(day, sizeof day, "%lld", (long long)pc_config_int(cfg, "limits.buyer_daily"));
-    snprintf(month, sizeof month, "%lld", (long long)pc_config_int(cfg, "limits.buyer_monthly"));
-    snprintf(card_day, sizeof card_day, "%lld", (long long)pc_config_int(cfg, "limits.card_daily"));
-    const char *b[] = {o->buyer_id};
-    const char *u[] = {o->buyer_id, amount, day, month, o->card_id[0] ? o->card_id : NULL,
-                       card_day};
     if (pc_db_tx_query(tx,
                        "SELECT status FROM trades WHERE trade_no = $1 AND merchant_id = $2 FOR "
                        "UPDATE",
                        2, p, locked_trade_cb, s) < 0 ||
-        (limited &&
-         (pc_db_tx_query(tx, "SELECT pg_advisory_xact_lock(hashtextextended('pc:buyer:' || $1, 0))",
-                         1, b, step_cb, o) < 0 ||
-          pc_db_tx_query(
-              tx,
-              "SELECT coalesce(sum(amount) FILTER (WHERE created_at >= now() - interval '24 "
-              "hours'), 0) + $2::bigint > $3::bigint OR coalesce(sum(amount), 0) + $2::bigint > "
-              "$4::bigint OR ($5::text IS NOT NULL AND coalesce(sum(amount) FILTER (WHERE card_id "
-              "= $5 AND created_at >= now() - interval '24 hours'), 0) + $2::bigint > $6::bigint) "
-              "FROM payments WHERE buyer_id = $1 AND created_at >= now() - interval '30 days' AND "
-              "status IN " PC_PAYMENT_COUNTED_STATUSES,
-              6, u, limits_cb, s) < 0)) ||
+        (limited && queue_limit_check(o, limits_cb, s) < 0) ||
         pc_db_tx_query(tx,
                        "SELECT count(*) FROM payments WHERE trade_no = $1 AND status "
                        "IN " PC_PAYMENT_OPEN_STATUSES,
@@ -1046,14 +1062,23 @@ int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *r, pc_engine_cb cb, vo
 
 /* ---------- continue (review released, challenge passed) / reject ---------- */
 
-static void continue_row_cb(void *data, int status, pc_db_res_t *res)
+/* False (the operation answered and ended) unless the payment's row came
+ * back: it may have moved on, by another continuation, since it was read. */
+static bool continue_found(op_t *o, int status, pc_db_res_t *res)
 {
-    op_t *o = data;
     if (status || pc_db_rows(res) == 0) {
         fail_op(o, status ? PC_API_UNAVAILABLE : PC_API_INVALID_STATE,
                 status ? "database unavailable" : "the payment is not waiting for this");
-        return;
+        return false;
     }
+    return true;
+}
+
+static void continue_row_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (!continue_found(o, status, res))
+        return;
     snprintf(o->trade_no, sizeof o->trade_no, "%s", pc_db_val(res, 0, "trade_no"));
     snprintf(o->buyer_id, sizeof o->buyer_id, "%s", pc_db_val(res, 0, "buyer_id"));
     snprintf(o->wallet_owner, sizeof o->wallet_owner, "%s", pc_db_val(res, 0, "wallet_owner"));
@@ -1080,19 +1105,16 @@ static void continue_row_cb(void *data, int status, pc_db_res_t *res)
     hold(o, o->external_amount > 0 ? "PROCESSING" : "SUCCESS");
 }
 
-static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
+/* Moves the payment on: to the channel (PROCESSING) or, with nothing
+ * external, paid now. Conditional on its status, so of two continuations
+ * (ops releasing twice) one moves it. */
+static void continue_update(op_t *o)
 {
-    op_t *o = data;
-    if (status) {
-        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
-        return;
-    }
-    o->tx = tx;
     char first[24];
     first_query_ms(o->e, first);
     const char *p[] = {o->payment_no, first};
     /* Sent to its channel now: the status queries start from here. */
-    pc_db_tx_query(tx,
+    pc_db_tx_query(o->tx,
                    "UPDATE payments p SET status = CASE WHEN external_amount > 0 THEN "
                    "'PROCESSING' ELSE 'SUCCESS' END, finished_at = CASE WHEN external_amount = 0 "
                    "THEN now() END, sent_at = CASE WHEN external_amount > 0 THEN now() END, "
@@ -1107,6 +1129,86 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
                    "coalesce((SELECT c.merchant_id FROM coupons c WHERE c.coupon_id = p.coupon_id "
                    "AND c.funded_by = 'MERCHANT'), '') AS coupon_funder",
                    2, p, continue_row_cb, o);
+}
+
+static void over_limit_commit_cb(void *data, int status)
+{
+    op_t *o = data;
+    o->tx = NULL;
+    o->err = status ? PC_API_UNAVAILABLE : PC_API_LIMIT_EXCEEDED;
+    snprintf(o->err_msg, sizeof o->err_msg, "%s",
+             status ? "database unavailable" : "this payment would pass the buyer's limits");
+    if (!status)
+        count_payment(o, "FAILED");
+    finish(o);
+}
+
+/* A challenged payment passed its challenge; whether it now fits the
+ * buyer's limits decides between going on and failing. It held no money
+ * while it waited, only its coupon, which is freed. */
+static void continue_limits_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (status || o->step_failed || pc_db_rows(res) != 1) {
+        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    if (pc_db_get(res, 0, 0)[0] != 't') {
+        continue_update(o);
+        return;
+    }
+    const char *p[] = {o->payment_no};
+    pc_db_tx_query(o->tx,
+                   "UPDATE payments SET status = 'FAILED', failure_code = 'LIMIT_EXCEEDED', "
+                   "failure_message = 'this payment would pass the buyer''s limits', action = "
+                   "NULL, finished_at = now(), updated_at = now() WHERE payment_no = $1 AND status "
+                   "= 'CHALLENGE'",
+                   1, p, step_cb, o);
+    pc_db_tx_query(o->tx,
+                   "UPDATE coupons SET status = 'AVAILABLE', payment_no = NULL WHERE payment_no = "
+                   "$1 AND status = 'LOCKED'",
+                   1, p, step_cb, o);
+    pc_db_tx_commit(o->tx, over_limit_commit_cb, o);
+}
+
+/* The trade is locked (first, as every pay does) and the payment read. */
+static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (!continue_found(o, status, res))
+        return;
+    snprintf(o->buyer_id, sizeof o->buyer_id, "%s", pc_db_val(res, 0, "buyer_id"));
+    snprintf(o->card_id, sizeof o->card_id, "%s", pc_db_val(res, 0, "card_id"));
+    snprintf(o->method, sizeof o->method, "%s", pc_db_val(res, 0, "method_type"));
+    o->amount = pc_db_val_i64(res, 0, "amount");
+    /* A payment held for review counted toward the limits while it waited;
+     * a challenged one did not, so it is checked now, under the buyer's
+     * lock like a new payment. */
+    if (!strcmp(pc_db_val(res, 0, "status"), "CHALLENGE") && o->buyer_id[0]) {
+        if (queue_limit_check(o, continue_limits_cb, o) < 0)
+            fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    continue_update(o);
+}
+
+static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    op_t *o = data;
+    if (status) {
+        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
+        return;
+    }
+    o->tx = tx;
+    const char *p[] = {o->payment_no};
+    if (pc_db_tx_query(tx,
+                       "SELECT p.status, coalesce(p.buyer_id, '') AS buyer_id, "
+                       "coalesce(p.card_id, '') AS card_id, p.method_type, p.amount FROM "
+                       "payments p JOIN trades t USING (trade_no) WHERE p.payment_no = $1 AND "
+                       "p.status IN ('REVIEW', 'CHALLENGE') AND t.status = 'WAIT_BUYER_PAY' FOR "
+                       "UPDATE OF t",
+                       1, p, continue_locked_cb, o) < 0)
+        fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
 }
 
 int pc_engine_continue(pc_engine_t *e, const char *payment_no, const pc_ch_card_t *card,
@@ -1139,6 +1241,53 @@ int pc_engine_reject(pc_engine_t *e, const char *payment_no, pc_engine_cb cb, vo
     snprintf(o->failure_message, sizeof o->failure_message, "rejected by ops after review");
     release(o);
     return 0;
+}
+
+/* ---------- payments that can no longer go on ---------- */
+
+static void swept_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)data;
+    if (status)
+        return;
+    for (int i = 0; i < pc_db_rows(res); i++) {
+        char labels[160];
+        snprintf(labels, sizeof labels, "method=\"%s\",channel=\"%s\",status=\"FAILED\"",
+                 pc_db_get(res, i, 0), pc_db_get(res, i, 1));
+        pc_metrics_add("pc_payments_total", labels, 1);
+    }
+    if (pc_db_rows(res) > 0)
+        pc_log_info("engine.waiting_swept", "%d waiting payment(s) failed: %s", pc_db_rows(res),
+                    pc_db_get(res, 0, 2));
+}
+
+void pc_engine_sweep_waiting(pc_engine_t *e)
+{
+    /* One statement, so the payment and its coupon change together. A
+     * payment waiting for review or a challenge holds no money, only its
+     * coupon. It cannot go on once its trade is no longer payable (closed,
+     * expired, or paid by another attempt), nor, for a challenge, once the
+     * challenge failed or expired; a passed one is given a minute past its
+     * expiry for the continuation that follows the answer at once. The
+     * status is re-checked by the update, so a continuation that moved the
+     * payment meanwhile wins. */
+    pc_db_query(e->app->db,
+                "WITH due AS (SELECT p.payment_no, CASE WHEN t.status <> 'WAIT_BUYER_PAY' THEN "
+                "'TRADE_NOT_PAYABLE' ELSE 'CHALLENGE_NOT_PASSED' END AS code FROM payments p JOIN "
+                "trades t USING (trade_no) WHERE p.status IN ('REVIEW', 'CHALLENGE') AND "
+                "(t.status <> 'WAIT_BUYER_PAY' OR (p.status = 'CHALLENGE' AND NOT EXISTS (SELECT "
+                "1 FROM challenges c WHERE c.challenge_id = p.challenge_id AND c.status IN "
+                "('OPEN', 'PASSED') AND c.expires_at > now() - interval '1 minute'))) ORDER BY "
+                "p.created_at LIMIT 200 FOR UPDATE OF p SKIP LOCKED), f AS (UPDATE payments p SET "
+                "status = 'FAILED', failure_code = due.code, failure_message = CASE due.code WHEN "
+                "'TRADE_NOT_PAYABLE' THEN 'the trade can no longer be paid' ELSE 'the challenge "
+                "was not passed in time' END, action = NULL, finished_at = now(), updated_at = "
+                "now() FROM due WHERE p.payment_no = due.payment_no AND p.status IN ('REVIEW', "
+                "'CHALLENGE') RETURNING p.payment_no, p.method_type, coalesce(p.channel_id, '') AS "
+                "channel_id), c AS (UPDATE coupons SET status = 'AVAILABLE', payment_no = NULL "
+                "WHERE payment_no IN (SELECT payment_no FROM f) AND status = 'LOCKED') SELECT "
+                "method_type, channel_id, payment_no FROM f",
+                0, NULL, swept_cb, NULL);
 }
 
 /* ---------- results learnt later ---------- */

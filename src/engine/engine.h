@@ -92,6 +92,11 @@ int pc_engine_continue(pc_engine_t *e, const char *payment_no, const pc_ch_card_
 /* Ops rejected a payment held for REVIEW: it fails, nothing was held. */
 int pc_engine_reject(pc_engine_t *e, const char *payment_no, pc_engine_cb cb, void *data);
 
+/* Fails payments held for review or a challenge that can no longer go on
+ * (trade no longer payable; challenge failed or expired) and frees their
+ * coupons. Periodic; any node may run it. */
+void pc_engine_sweep_waiting(pc_engine_t *e);
+
 /* Applies a channel's final answer learnt later (callback, status query).
  * Only a PROCESSING/UNKNOWN payment changes; anything else is a no-op (a
  * duplicate callback). cb may be NULL. */

@@ -391,13 +391,14 @@ static void new_coupon(const char *buyer, long amount, char coupon[64])
     pc_t_resp_free(&r);
 }
 
-/* Wallet and coupon, held for review: the hold locks the coupon, and the
- * release (which runs the hold again) pays with it once. */
-static void test_coupon_payment_released_from_review_uses_its_coupon(void **state)
+/* A new buyer with 600,000 in the wallet pays a 550,000 trade with a coupon
+ * of 1,000 and the balance: held for review (a large amount, by a method
+ * that cannot be challenged). Buyer, coupon, trade and payment into the
+ * arguments. */
+static void held_coupon_payment(char buyer[32], char coupon[64], char tn[40], char pno[40])
 {
-    (void)state;
-    char buyer[32], tn[40], coupon[64], extra[96];
-    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    char extra[96];
+    snprintf(buyer, 32, "%s", fresh_buyer());
     recharge(buyer, 300000);
     recharge(buyer, 300000);
     new_coupon(buyer, 1000, coupon);
@@ -407,13 +408,23 @@ static void test_coupon_payment_released_from_review_uses_its_coupon(void **stat
     if (strcmp(pc_t_jstr(&r, "status"), "REVIEW") != 0)
         fprintf(stderr, "review: %ld %s\n", r.status, r.body);
     assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
-    char path[128];
-    snprintf(path, sizeof path, "/admin/payments/%s/release", pc_t_jstr(&r, "payment_no"));
+    snprintf(pno, 40, "%s", pc_t_jstr(&r, "payment_no"));
     pc_t_resp_free(&r);
+}
+
+/* Wallet and coupon, held for review: the hold locks the coupon, and the
+ * release (which runs the hold again) pays with it once. */
+static void test_coupon_payment_released_from_review_uses_its_coupon(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], coupon[64], pno[40];
+    held_coupon_payment(buyer, coupon, tn, pno);
+    char path[128];
+    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
     char *cs = pc_t_sql(&g_stack, "SELECT status FROM coupons WHERE coupon_id = '%s'", coupon);
     assert_string_equal(cs, "LOCKED");
     free(cs);
-    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, NULL);
     if (r.status != 200)
         fprintf(stderr, "release: %ld %s\n", r.status, r.body);
     assert_int_equal(r.status, 200);
@@ -593,6 +604,16 @@ static void test_bound_card_quick_pay_and_agreement(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* The buyer's second pay: the challenge's answer, with the card again. */
+static pc_t_resp_t answer_challenge(const char *tn, const char *buyer, const char *cid,
+                                    const char *answer, const char *card)
+{
+    char body[512];
+    snprintf(body, sizeof body, "\"challenge_id\":\"%s\",\"challenge_answer\":\"%s\",%s", cid,
+             answer, card);
+    return pay(tn, buyer, "CARD", body);
+}
+
 static void test_risk_reject_review_and_challenge(void **state)
 {
     (void)state;
@@ -667,17 +688,155 @@ static void test_risk_reject_review_and_challenge(void **state)
     char code[16];
     snprintf(code, sizeof code, "%s", pc_t_jstr(&r, "code"));
     pc_t_resp_free(&r);
-    snprintf(body, sizeof body, "\"challenge_id\":\"%s\",\"challenge_answer\":\"000000x\",%s", cid,
-             challenge_card);
-    r = pay(tn, buyer, "CARD", body);
+    r = answer_challenge(tn, buyer, cid, "000000x", challenge_card);
     assert_int_equal(r.status, 400);
     pc_t_resp_free(&r);
-    snprintf(body, sizeof body, "\"challenge_id\":\"%s\",\"challenge_answer\":\"%s\",%s", cid, code,
-             challenge_card);
-    r = pay(tn, buyer, "CARD", body);
+    r = answer_challenge(tn, buyer, cid, code, challenge_card);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
     expect_trade(tn, "TRADE_SUCCESS");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* Pays trade tn by card (a new one) with the coupon, expecting a challenge;
+ * its id into cid and the code (the demo "SMS") into code. */
+static void challenged_card_pay(const char *tn, const char *buyer, const char *coupon,
+                                char card[160], char cid[64], char code[16])
+{
+    char extra[320];
+    snprintf(card, 160, "%s", fresh_card());
+    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",%s", coupon, card);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", extra);
+    json_t *j = pc_t_json(&r);
+    json_t *action = json_object_get(j, "action");
+    if (!json_is_object(action))
+        fprintf(stderr, "challenge: %ld %s\n", r.status, r.body);
+    assert_string_equal(json_string_value(json_object_get(action, "type")), "CHALLENGE");
+    snprintf(cid, 64, "%s", json_string_value(json_object_get(action, "challenge_id")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    char path[128];
+    snprintf(path, sizeof path, "/admin/challenges/%s", cid);
+    r = pc_t_admin(&g_stack, "GET", path, NULL);
+    snprintf(code, 16, "%s", pc_t_jstr(&r, "code"));
+    pc_t_resp_free(&r);
+}
+
+static void expect_coupon(const char *coupon, const char *want)
+{
+    char *cs = pc_t_sql(&g_stack, "SELECT status FROM coupons WHERE coupon_id = '%s'", coupon);
+    assert_string_equal(cs, want);
+    free(cs);
+}
+
+/* A challenged payment does not count toward the buyer's limits while it
+ * waits, so passing the challenge checks them again: here a payment held
+ * for review took most of the daily limit meanwhile. The challenged one
+ * fails (not charged) and its coupon is free again. */
+static void test_passed_challenge_is_checked_against_limits(void **state)
+{
+    (void)state;
+    char buyer[32], coupon[64], tn[40], tn2[40], card[160], cid[64], code[16];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_coupon(buyer, 1000, coupon);
+    new_trade("INSTANT", 600000, buyer, tn);
+    challenged_card_pay(tn, buyer, coupon, card, cid, code);
+    expect_coupon(coupon, "LOCKED");
+
+    new_trade("INSTANT", 3500000, buyer, tn2);
+    pc_t_resp_t r = pay(tn2, buyer, "CARD", fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
+    char held[64];
+    snprintf(held, sizeof held, "%s", pc_t_jstr(&r, "payment_no"));
+    pc_t_resp_free(&r);
+
+    /* 3,500,000 + 600,000 > the daily 4,000,000. */
+    r = answer_challenge(tn, buyer, cid, code, card);
+    if (r.status != 422)
+        fprintf(stderr, "answer: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
+    pc_t_resp_free(&r);
+    char *st = pc_t_sql(&g_stack,
+                        "SELECT status || ' ' || failure_code FROM payments WHERE challenge_id "
+                        "= '%s'",
+                        cid);
+    assert_string_equal(st, "FAILED LIMIT_EXCEEDED");
+    free(st);
+    expect_coupon(coupon, "AVAILABLE");
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE trade_no = '%s' AND status "
+                                  "IN ('SUCCESS', 'PROCESSING')",
+                                  tn),
+                     0);
+
+    /* With the held payment rejected, a new attempt fits again. */
+    char path[128];
+    snprintf(path, sizeof path, "/admin/payments/%s/reject", held);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    pc_t_resp_free(&r);
+    challenged_card_pay(tn, buyer, coupon, card, cid, code);
+    r = answer_challenge(tn, buyer, cid, code, card);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    expect_trade(tn, "TRADE_SUCCESS");
+    expect_coupon(coupon, "USED");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void expect_payment(const char *where, const char *want)
+{
+    char *st = NULL;
+    for (int i = 0; i < 200; i++) {
+        free(st);
+        st = pc_t_sql(&g_stack,
+                      "SELECT status || ' ' || coalesce(failure_code, '-') FROM payments WHERE %s",
+                      where);
+        if (!strcmp(st, want))
+            break;
+        usleep(50000);
+    }
+    assert_string_equal(st, want);
+    free(st);
+}
+
+/* A payment waiting for review or a challenge holds its coupon. Once it can
+ * no longer go on (its trade closed; its challenge expired) it fails by
+ * itself and the coupon can be used again. */
+static void test_waiting_payments_that_cannot_go_on_free_their_coupons(void **state)
+{
+    (void)state;
+    char buyer[32], coupon[64], tn[40], pno[40], where[160];
+    held_coupon_payment(buyer, coupon, tn, pno);
+    snprintf(where, sizeof where, "payment_no = '%s'", pno);
+    expect_coupon(coupon, "LOCKED");
+    char path[128], key[64];
+    snprintf(path, sizeof path, "/v1/trades/%s/close", tn);
+    snprintf(key, sizeof key, "close-%s", tn);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", path, "{}", key);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect_payment(where, "FAILED TRADE_NOT_PAYABLE");
+    expect_coupon(coupon, "AVAILABLE");
+    assert_int_equal(wallet(buyer), 600000);
+
+    /* A challenge left to expire. */
+    char card[160], cid[64], code[16];
+    new_trade("INSTANT", 600000, buyer, tn);
+    challenged_card_pay(tn, buyer, coupon, card, cid, code);
+    snprintf(where, sizeof where, "challenge_id = '%s'", cid);
+    expect_payment(where, "CHALLENGE -");
+    free(pc_t_sql(&g_stack,
+                  "UPDATE challenges SET expires_at = now() - interval '61 seconds' WHERE "
+                  "challenge_id = '%s' RETURNING status",
+                  cid));
+    expect_payment(where, "FAILED CHALLENGE_NOT_PASSED");
+    expect_coupon(coupon, "AVAILABLE");
+    r = answer_challenge(tn, buyer, cid, code, card);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -1028,6 +1187,8 @@ int main(void)
         cmocka_unit_test(test_netbank_wallet_and_qr_complete),
         cmocka_unit_test(test_bound_card_quick_pay_and_agreement),
         cmocka_unit_test(test_risk_reject_review_and_challenge),
+        cmocka_unit_test(test_passed_challenge_is_checked_against_limits),
+        cmocka_unit_test(test_waiting_payments_that_cannot_go_on_free_their_coupons),
         cmocka_unit_test(test_limit_exceeded),
         cmocka_unit_test(test_concurrent_pays_of_one_trade_charge_once),
         cmocka_unit_test(test_one_coupon_raced_by_two_trades_is_spent_once),

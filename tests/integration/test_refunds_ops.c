@@ -761,7 +761,8 @@ static long long payment_scans_during(int secs)
            before;
 }
 
-/* The jobs that poll payments (error refunds, status queries, alerts) find
+/* The jobs that poll payments (error refunds, status queries, alerts, the
+ * sweep of payments left waiting for review or a challenge) find
  * their rows through indexes: with 20,000 finished payments in the table,
  * a few seconds of both nodes polling every 100 ms read none of it whole.
  * The error-refund sweep used to: 58 ms per poll at 100,000 payments. */
