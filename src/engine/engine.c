@@ -39,7 +39,7 @@ typedef struct op {
     pc_ch_result_t result;
     char failure_code[48], failure_message[160];
     int step_failed;
-    int inflight_only; /* a late answer: only PROCESSING/UNKNOWN may change */
+    int reject_waiting; /* ops reject: only a payment in REVIEW / CHALLENGE fails */
     pc_api_err_t err;
     char err_msg[160];
     pc_idem_req_t *idem; /* see pc_pay_order_t */
@@ -581,6 +581,10 @@ static void capture(op_t *o)
 static void released_row_cb(void *data, int status, pc_db_res_t *res)
 {
     op_t *o = data;
+    if (!status && pc_db_rows(res) == 0 && o->reject_waiting) {
+        fail_op(o, PC_API_INVALID_STATE, "the payment is not waiting for review or a challenge");
+        return;
+    }
     if (status || pc_db_rows(res) == 0) {
         pc_db_tx_rollback(o->tx);
         o->tx = NULL;
@@ -613,18 +617,25 @@ static void release_begin_cb(void *data, int status, pc_db_tx_t *tx)
     }
     o->tx = tx;
     const char *p[] = {o->payment_no, o->failure_code, o->failure_message,
-                       o->inflight_only ? "f" : "t"};
-    /* "held" tells whether the balance went to escrow (a REVIEW never held). */
-    if (pc_db_tx_query(
+                       o->reject_waiting ? "t" : "f"};
+    /* An ops reject fails only a payment still waiting for review or a
+     * challenge (it never held the balance); a channel's failure only one
+     * in flight. A reject that matched an in-flight payment gave the
+     * balance back while the channel could still charge the card. The row
+     * is locked by a statement of its own first, so that the update, and
+     * its "held" (did the balance go to escrow), see whatever the
+     * transaction that held the lock committed. */
+    if (pc_db_tx_query(tx, "SELECT 1 FROM payments WHERE payment_no = $1 FOR UPDATE", 1, p, step_cb,
+                       o) < 0 ||
+        pc_db_tx_query(
             tx,
             "UPDATE payments SET status = 'FAILED', failure_code = $2, "
             "failure_message = $3, action = NULL, finished_at = now(), updated_at = "
-            "now() WHERE payment_no = $1 AND (status IN ('PROCESSING', 'UNKNOWN') OR "
-            "($4::boolean AND status IN ('REVIEW', 'CHALLENGE'))) RETURNING currency, "
-            "balance_amount, "
-            "coalesce(wallet_owner, buyer_id, '') AS buyer_id, (EXISTS (SELECT 1 FROM ledger_txns "
-            "WHERE kind = 'PAY_HOLD' AND ref_type = 'payment' AND ref_id = $1))::text "
-            "AS held",
+            "now() WHERE payment_no = $1 AND CASE WHEN $4::boolean THEN status IN ('REVIEW', "
+            "'CHALLENGE') ELSE status IN ('PROCESSING', 'UNKNOWN') END RETURNING currency, "
+            "balance_amount, coalesce(wallet_owner, buyer_id, '') AS buyer_id, (EXISTS (SELECT "
+            "1 FROM ledger_txns WHERE kind = 'PAY_HOLD' AND ref_type = 'payment' AND ref_id = "
+            "$1))::text AS held",
             4, p, released_row_cb, o) < 0)
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
 }
@@ -694,7 +705,10 @@ static void internal_paid_cb(void *data, int status, const char *trade_status)
  * challenge runs the hold again. */
 static void hold(op_t *o, const char *status)
 {
-    if (o->coupon_id[0]) {
+    /* A payment refused by risk is recorded FAILED and holds nothing: a
+     * coupon it locked would stay locked, since nothing releases a
+     * payment that is already failed. */
+    if (o->coupon_id[0] && strcmp(status, "FAILED") != 0) {
         char amt[24];
         snprintf(amt, sizeof amt, "%lld", (long long)o->amount);
         const char *p[] = {o->coupon_id, o->payment_no, o->currency, o->buyer_id, amt};
@@ -1239,6 +1253,7 @@ int pc_engine_reject(pc_engine_t *e, const char *payment_no, pc_engine_cb cb, vo
     snprintf(o->payment_no, sizeof o->payment_no, "%s", payment_no);
     snprintf(o->failure_code, sizeof o->failure_code, "RISK_REJECTED");
     snprintf(o->failure_message, sizeof o->failure_message, "rejected by ops after review");
+    o->reject_waiting = 1;
     release(o);
     return 0;
 }
@@ -1309,7 +1324,6 @@ int pc_engine_apply(pc_engine_t *e, const char *payment_no, const pc_ch_result_t
         snprintf(o->failure_code, sizeof o->failure_code, "%s", r->code[0] ? r->code : "DECLINED");
         snprintf(o->failure_message, sizeof o->failure_message, "%s", r->message);
         /* A late failure never overrides REVIEW/CHALLENGE: only in-flight ones. */
-        o->inflight_only = 1;
         release(o);
         break;
     default:

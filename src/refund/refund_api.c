@@ -608,6 +608,19 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
     a->paid = pc_db_val_i64(res, 0, "paid_amount");
     a->settled = pc_db_val_i64(res, 0, "settled_amount");
     const char *mid = pc_auth_merchant(a->req)->id;
+    /* A recharge into a named account type credited the buyer's wallet of
+     * that type at this merchant: its refund takes the money back from
+     * there, not from the buyer's plain wallet. */
+    const char *type = pc_db_val(res, 0, "account_type");
+    if (!strcmp(a->product, "RECHARGE") && type[0] && a->buyer_id[0]) {
+        char owner[PC_LEDGER_OWNER_MAX + 2];
+        if (snprintf(owner, sizeof owner, "%s@%s.%s", a->buyer_id, mid, type) >
+            PC_LEDGER_OWNER_MAX) {
+            acc_fail(a, PC_API_INTERNAL, NULL, "the recharged account cannot be named");
+            return;
+        }
+        snprintf(a->buyer_id, sizeof a->buyer_id, "%.*s", PC_LEDGER_OWNER_MAX, owner);
+    }
     /* Started after the lock was granted: these see every refund of this
      * trade committed before (a subquery of the locking statement would not).
      * Money under an open or lost chargeback (chargeback_frozen) is not
@@ -650,6 +663,13 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
         acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
+/* The trade, locked: by trade_no or out_trade_no ($2) of merchant $1. */
+#define LOCK_TRADE_SQL                                                                             \
+    "SELECT trade_no, status, product, paid_amount, settled_amount, currency, coalesce(buyer_id, " \
+    "'') AS buyer_id, coalesce(payment_no, '') AS payment_no, coalesce(notify_url, '') AS "        \
+    "notify_url, coalesce(account_type, '') AS account_type FROM trades WHERE merchant_id = $1 "   \
+    "AND "
+
 static void begin_cb(void *data, int status, pc_db_tx_t *tx)
 {
     acc_t *a = data;
@@ -661,15 +681,8 @@ static void begin_cb(void *data, int status, pc_db_tx_t *tx)
     const char *mid = pc_auth_merchant(a->req)->id;
     const char *p[] = {mid, a->trade_no ? a->trade_no : a->out_trade_no};
     if (pc_db_tx_query(tx,
-                       a->trade_no
-                           ? "SELECT trade_no, status, product, paid_amount, settled_amount, "
-                             "currency, coalesce(buyer_id, '') AS buyer_id, coalesce(payment_no, "
-                             "'') AS payment_no, coalesce(notify_url, '') AS notify_url FROM "
-                             "trades WHERE merchant_id = $1 AND trade_no = $2 FOR UPDATE"
-                           : "SELECT trade_no, status, product, paid_amount, settled_amount, "
-                             "currency, coalesce(buyer_id, '') AS buyer_id, coalesce(payment_no, "
-                             "'') AS payment_no, coalesce(notify_url, '') AS notify_url FROM "
-                             "trades WHERE merchant_id = $1 AND out_trade_no = $2 FOR UPDATE",
+                       a->trade_no ? LOCK_TRADE_SQL "trade_no = $2 FOR UPDATE"
+                                   : LOCK_TRADE_SQL "out_trade_no = $2 FOR UPDATE",
                        2, p, locked_cb, a) < 0)
         acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }

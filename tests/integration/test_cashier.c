@@ -840,6 +840,62 @@ static void test_waiting_payments_that_cannot_go_on_free_their_coupons(void **st
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payment refused by risk is recorded FAILED at once and holds nothing:
+ * the coupon it named stays free (it was locked for good before). */
+static void test_rejected_payment_leaves_its_coupon_free(void **state)
+{
+    (void)state;
+    char buyer[32], coupon[64], tn[40], body[640];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_coupon(buyer, 500, coupon);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/block-list",
+                               "{\"kind\":\"IP\",\"value\":\"10.9.9.8\",\"reason\":\"fraud\"}");
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    new_trade("INSTANT", 3000, buyer, tn);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"coupon_id\":\"%s\","
+             "\"client\":{\"ip\":\"10.9.9.8\"},%s}",
+             tn, buyer, coupon, fresh_card());
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "pay-reject-coupon");
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    assert_non_null(strstr(r.body, "RISK_REJECTED"));
+    pc_t_resp_free(&r);
+    expect_coupon(coupon, "AVAILABLE");
+}
+
+/* Ops reject a payment only while it waits for review: once released and
+ * at its channel, a reject (say from a stale review list) is refused, and
+ * the channel's answer decides. Before, the reject failed the payment and
+ * a later charge at the channel found nothing to capture. */
+static void test_reject_after_release_is_refused(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], pno[40], path[128];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 2100000, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "VA", NULL);
+    if (strcmp(pc_t_jstr(&r, "status"), "REVIEW") != 0)
+        fprintf(stderr, "review: %ld %s\n", r.status, r.body);
+    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
+    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
+    pc_t_resp_free(&r);
+    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    pc_t_resp_free(&r);
+    snprintf(path, sizeof path, "/admin/payments/%s/reject", pno);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    pc_t_resp_free(&r);
+    char where[96];
+    snprintf(where, sizeof where, "payment_no = '%s'", pno);
+    expect_payment(where, "PROCESSING -");
+    expect_trade(tn, "WAIT_BUYER_PAY");
+}
+
 static void test_limit_exceeded(void **state)
 {
     (void)state;
@@ -1189,6 +1245,8 @@ int main(void)
         cmocka_unit_test(test_risk_reject_review_and_challenge),
         cmocka_unit_test(test_passed_challenge_is_checked_against_limits),
         cmocka_unit_test(test_waiting_payments_that_cannot_go_on_free_their_coupons),
+        cmocka_unit_test(test_rejected_payment_leaves_its_coupon_free),
+        cmocka_unit_test(test_reject_after_release_is_refused),
         cmocka_unit_test(test_limit_exceeded),
         cmocka_unit_test(test_concurrent_pays_of_one_trade_charge_once),
         cmocka_unit_test(test_one_coupon_raced_by_two_trades_is_spent_once),

@@ -286,6 +286,34 @@ static void test_recharge_into_an_account_type(void **state)
         usleep(50000);
     assert_int_equal(bal(typed), 5000);
     assert_int_equal(bal(plain), 0);
+
+    /* A recharge paid by card is refunded out of the typed wallet it
+     * credited, not out of the plain one (which before paid it, or, empty,
+     * left the recharge unrefundable). */
+    r = recharge_trade(&g_m, "RECHARGE", buyer, "credit");
+    assert_int_equal(r.status, 201);
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    snprintf(body2, sizeof body2,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"card\":{"
+             "\"pan\":\"5555555555554444\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":"
+             "\"123\"}}",
+             tn, buyer);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body2, "fps-p3");
+    if (r.status != 200)
+        fprintf(stderr, "recharge pay: %ld %s\n", r.status, r.body);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    assert_int_equal(bal(typed), 10000);
+    snprintf(body2, sizeof body2,
+             "{\"trade_no\":\"%s\",\"out_refund_no\":\"FPR%d\",\"amount\":2000}", tn, ++g_seq);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/refunds", body2, "fps-r2");
+    if (r.status != 200)
+        fprintf(stderr, "recharge refund: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_int_equal(bal(typed), 8000);
+    assert_int_equal(bal(plain), 0);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
