@@ -365,6 +365,15 @@ static void settle_locked_cb(void *data, int status, pc_db_res_t *res)
                 "amount exceeds what is left to settle");
         return;
     }
+    /* A refund in flight that takes its money from escrow counts as
+     * refunded, but if it fails its amount is to settle again. Settling all
+     * the rest now would end the trade (TRADE_SUCCESS, where no settle is
+     * taken) and leave that money in escrow for good. */
+    if (amount == left && pc_db_val_i64(res, 0, "escrow_refunding") > 0) {
+        op_fail(o, PC_API_INVALID_STATE, NULL,
+                "a refund of this trade is in progress: settle the rest when it has finished");
+        return;
+    }
     int64_t split_total = 0;
     size_t i;
     json_t *sp;
@@ -429,9 +438,19 @@ static void settle_begin_cb(void *data, int status, pc_db_tx_t *tx)
     }
     o->tx = tx;
     const char *p[] = {pc_http_req_param(o->req, "trade_no"), pc_auth_merchant(o->req)->id};
+    /* The trade is read, with the refunds in flight, by a statement that
+     * starts after its lock was granted, so that it sees a refund accepted
+     * by whoever held the lock before (the locking statement's own
+     * snapshot predates the wait). */
     if (pc_db_tx_query(tx,
-                       "SELECT " PC_TRADE_COLUMNS ", notify_url FROM trades WHERE trade_no = $1 "
-                       "AND merchant_id = $2 FOR UPDATE",
+                       "SELECT 1 FROM trades WHERE trade_no = $1 AND merchant_id = $2 FOR UPDATE",
+                       2, p, NULL, NULL) < 0 ||
+        pc_db_tx_query(tx,
+                       "SELECT " PC_TRADE_COLUMNS
+                       ", notify_url, (SELECT coalesce(sum(r.from_escrow), "
+                       "0) FROM refunds r WHERE r.trade_no = trades.trade_no AND r.type = 'NORMAL' "
+                       "AND r.status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED'))::bigint AS "
+                       "escrow_refunding FROM trades WHERE trade_no = $1 AND merchant_id = $2",
                        2, p, settle_locked_cb, s) < 0)
         op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }

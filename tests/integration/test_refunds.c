@@ -511,6 +511,29 @@ static void test_api_refund_that_times_out_resolves_by_query(void **state)
     free(st);
 }
 
+/* A refund held at its channel (refund_delay_ms -1) is failed there, as a
+ * person at the channel would, once paycore has sent it. */
+static void fail_held_refund(const char *rno)
+{
+    char *txn = NULL;
+    for (int i = 0; i < 100; i++) {
+        free(txn);
+        txn = refund_field(rno, "coalesce(channel_txn_id, '')");
+        if (txn[0])
+            break;
+        usleep(50000);
+    }
+    assert_true(txn[0] != 0);
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"reference\":\"%s\",\"outcome\":\"FAILED\",\"failure_code\":\"REFUND_REJECTED\"}",
+             txn);
+    free(txn);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+}
+
 static void test_channel_finishes_refund_later_by_callback_or_fails_it(void **state)
 {
     (void)state;
@@ -530,24 +553,9 @@ static void test_channel_finishes_refund_later_by_callback_or_fails_it(void **st
     snprintf(out, sizeof out, "RL2-%s", tn);
     refund_ok(tn, out, 1500, NULL, r2);
     expect_refund(r2, "PROCESSING");
-    char *txn = NULL;
-    for (int i = 0; i < 100; i++) {
-        free(txn);
-        txn = refund_field(r2, "coalesce(channel_txn_id, '')");
-        if (txn[0])
-            break;
-        usleep(50000);
-    }
-    assert_true(txn[0] != 0);
     assert_int_equal(pending_of(&g_m), pending0 - 2500);
-    char body[256];
-    snprintf(body, sizeof body,
-             "{\"reference\":\"%s\",\"outcome\":\"FAILED\",\"failure_code\":\"REFUND_REJECTED\"}",
-             txn);
-    free(txn);
-    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
-    assert_int_equal(r.status, 200);
-    pc_t_resp_free(&r);
+    fail_held_refund(r2);
+    pc_t_resp_t r;
     expect_refund(r2, "FAILED");
     /* The money is the merchant's again, and refundable again. */
     assert_int_equal(pending_of(&g_m), pending0 - 1000);
@@ -563,6 +571,53 @@ static void test_channel_finishes_refund_later_by_callback_or_fails_it(void **st
                         "REFUND_REJECTED");
     json_decref(j);
     pc_t_resp_free(&r);
+}
+
+/* Settling "the rest" of a GUARANTEE trade ends it (TRADE_SUCCESS). With a
+ * refund from escrow still in flight that rest is not known yet: had the
+ * settle gone through and the refund then failed, its amount stayed in
+ * escrow with no way to settle it. Refused until the refund is done;
+ * settling part of it is fine. */
+static void test_settle_of_the_rest_waits_for_an_escrow_refund(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    char tn[40], rno[40], path[96], f[160];
+    paid_trade_for(&m, "GUARANTEE", 1000, NULL, tn, NULL);
+    long long escrow0 = balance("platform:escrow:CNY");
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"refund_delay_ms\":-1}", paid_channel(tn));
+    sim_faults(f);
+    pc_t_resp_t r = refund_as(&m, tn, "GE1", 300, NULL);
+    assert_int_equal(r.status, 200);
+    snprintf(rno, sizeof rno, "%s", pc_t_jstr(&r, "refund_no"));
+    pc_t_resp_free(&r);
+    assert_int_equal(refund_int(rno, "from_escrow"), 300);
+    expect_refund(rno, "PROCESSING");
+
+    snprintf(path, sizeof path, "/v1/trades/%s/settle", tn);
+    r = pc_t_call(&g_stack, &m, "POST", path, "{}", "settle-ge1");
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &m, "POST", path, "{\"amount\":600}", "settle-ge2");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    char *st = trade_col(tn, "status");
+    assert_string_equal(st, "PAY_SUCCESS");
+    free(st);
+
+    /* The refund fails at the channel: its 300 is the merchant's to settle. */
+    fail_held_refund(rno);
+    expect_refund(rno, "FAILED");
+    r = pc_t_call(&g_stack, &m, "POST", path, "{}", "settle-ge3");
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"amount\":400"));
+    pc_t_resp_free(&r);
+    st = trade_col(tn, "status");
+    assert_string_equal(st, "TRADE_SUCCESS");
+    free(st);
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0 - 1000);
+    assert_int_equal(pending_of(&m), 1000);
 }
 
 static void test_multi_part_payment_refunds_external_then_balance_then_coupon(void **state)
@@ -840,6 +895,7 @@ int main(void)
         cmocka_unit_test_teardown(test_short_merchant_is_refused_unless_advance_funded, after_each),
         cmocka_unit_test_teardown(test_guarantee_refund_takes_unsettled_escrow_then_merchant,
                                   after_each),
+        cmocka_unit_test_teardown(test_settle_of_the_rest_waits_for_an_escrow_refund, after_each),
         cmocka_unit_test_teardown(test_recharge_refund_takes_the_wallet, after_each),
         cmocka_unit_test_teardown(test_risk_holds_a_large_refund_until_ops_resume_it, after_each),
     };
