@@ -44,6 +44,8 @@ struct run {
     pc_settle_in_t in;
     pc_settle_out_t out;
     int64_t items, reserve;
+    int items_failed; /* the items statement failed: the balances' reports it */
+    char lock_ids[4 * (PC_LEDGER_ID_MAX + 1) + 4]; /* the accounts, as a text[] literal */
     char *json;
 };
 
@@ -116,13 +118,36 @@ static void items_cb(void *data, int status, pc_db_res_t *res)
 {
     run_t *r = data;
     if (status) {
-        one_failed(r, status, "items");
+        r->items_failed = 1;
         return;
     }
-    const target_t *t = &r->targets[r->next - 1];
     r->items = pc_db_val_i64(res, 0, "n");
     r->in.gross = pc_db_val_i64(res, 0, "gross");
     r->in.sales = pc_db_val_i64(res, 0, "sales");
+}
+
+/* The balances, read (locked, queued deltas folded) after the items were
+ * taken: they hold at least what the items credited. */
+static void balances_cb(void *data, int status, pc_db_res_t *res)
+{
+    run_t *r = data;
+    if (status || r->items_failed) {
+        one_failed(r, status ? status : PC_EIO, "items");
+        return;
+    }
+    const target_t *t = &r->targets[r->next - 1];
+    r->in.pending = r->in.receivable = 0;
+    r->reserve = 0;
+    for (int i = 0; i < pc_db_rows(res); i++) {
+        const char *id = pc_db_val(res, i, "account_id");
+        int64_t bal = pc_db_val_i64(res, i, "balance");
+        if (strstr(id, ":pending:"))
+            r->in.pending = bal;
+        else if (strstr(id, ":receivable:"))
+            r->in.receivable = bal;
+        else if (strstr(id, ":reserve:"))
+            r->reserve = bal;
+    }
     r->in.fee_rate_bp = t->fee_rate_bp;
     int rc = pc_settle_compute(&r->in, &r->out);
     pc_settle_legs_t legs;
@@ -158,26 +183,24 @@ static void items_cb(void *data, int status, pc_db_res_t *res)
         one_failed(r, PC_EUNAVAIL, "statement");
 }
 
+/* The accounts are locked: no other statement of this merchant runs now.
+ * Every posting that credited the pending account before the cut-off and
+ * is not on a statement yet becomes an item; the balances are read after
+ * (balances_cb). Read before, they could miss a credit that committed
+ * between the two statements (credits do not wait for the lock) while the
+ * items took it: the statement then booked a false shortfall and marked
+ * that credit settled without moving it. */
 static void locked_cb(void *data, int status, pc_db_res_t *res)
 {
     run_t *r = data;
+    (void)res;
     if (status) {
         one_failed(r, status, "lock");
         return;
     }
     const target_t *t = &r->targets[r->next - 1];
     memset(&r->in, 0, sizeof r->in);
-    r->reserve = 0;
-    for (int i = 0; i < pc_db_rows(res); i++) {
-        const char *id = pc_db_val(res, i, "account_id");
-        int64_t bal = pc_db_val_i64(res, i, "balance");
-        if (strstr(id, ":pending:"))
-            r->in.pending = bal;
-        else if (strstr(id, ":receivable:"))
-            r->in.receivable = bal;
-        else if (strstr(id, ":reserve:"))
-            r->reserve = bal;
-    }
+    r->items_failed = 0;
     char pending[PC_LEDGER_ID_MAX + 1];
     pc_ledger_account_id(pending, sizeof pending, PC_LEDGER_MERCHANT_PENDING, t->merchant_id,
                          t->currency);
@@ -205,8 +228,14 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
             "due d JOIN ledger_txns t ON t.txn_id = d.txn_id RETURNING amount, sale) SELECT "
             "count(*) AS n, coalesce(sum(amount), 0)::bigint AS gross, coalesce(sum(amount) "
             "FILTER (WHERE sale), 0)::bigint AS sales FROM ins",
-            2, p, items_cb, r) < 0)
+            2, p, items_cb, r) < 0) {
         one_failed(r, PC_EUNAVAIL, "items");
+        return;
+    }
+    const char *q[] = {r->lock_ids};
+    if (pc_db_tx_query(r->tx, "SELECT account_id, balance FROM ledger_lock_accounts($1::text[])", 1,
+                       q, balances_cb, r) < 0)
+        one_failed(r, PC_EUNAVAIL, "balances");
 }
 
 static void claimed_cb(void *data, int status, pc_db_res_t *res)
@@ -229,7 +258,8 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
     static const pc_ledger_type_t types[] = {
         PC_LEDGER_MERCHANT_AVAILABLE, PC_LEDGER_MERCHANT_PENDING, PC_LEDGER_MERCHANT_RECEIVABLE,
         PC_LEDGER_MERCHANT_RESERVE};
-    char ids[4 * (PC_LEDGER_ID_MAX + 1) + 4] = "{";
+    char *ids = r->lock_ids;
+    snprintf(ids, sizeof r->lock_ids, "{");
     for (size_t i = 0; i < 4; i++) {
         char id[PC_LEDGER_ID_MAX + 1];
         if (pc_ledger_account_id(id, sizeof id, types[i], t->merchant_id, t->currency)) {
@@ -241,7 +271,8 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
     }
     const char *p[] = {ids};
     if (pc_db_tx_query(r->tx,
-                       /* Locked, queued deltas folded: exact balances. */
+                       /* Locked first: one statement of a merchant at a time. The
+                        * balances are read again once the items are taken. */
                        "SELECT account_id, balance FROM ledger_lock_accounts($1::text[])", 1, p,
                        locked_cb, r) < 0)
         one_failed(r, PC_EUNAVAIL, "lock");

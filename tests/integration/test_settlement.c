@@ -10,6 +10,8 @@
 
 #include "harness.h"
 
+#include <libpq-fe.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -328,6 +330,60 @@ static void test_owed_chargeback_shortfall_is_taken_from_the_next_settlement(voi
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+static void *run_today(void *arg)
+{
+    (void)arg;
+    json_decref(run_day(g_today, 200));
+    return NULL;
+}
+
+/* A credit that reaches the merchant's pending account while a statement is
+ * being made is either on it, money moved, or left for the next one; never
+ * taken as an item without its money. Here the statement is held (by a lock
+ * on its items table) after it locked the accounts and before it takes its
+ * items, and a payment credits the merchant meanwhile. The balances used to
+ * be read before the items: the statement then took both payments as items
+ * but moved only the first, booked the second as a shortfall, and left its
+ * money in pending for good. */
+static void test_credit_during_a_statement_is_not_lost(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant(0, 0);
+    char tn[40];
+    paid_trade(&m, 1000, tn);
+    PGconn *hold = PQconnectdb(g_stack.db_url);
+    assert_int_equal(PQstatus(hold), CONNECTION_OK);
+    PGresult *res = PQexec(hold, "BEGIN; LOCK TABLE settlement_items IN EXCLUSIVE MODE");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    pthread_t run;
+    assert_int_equal(pthread_create(&run, NULL, run_today, NULL), 0);
+    /* The statement waits for the items table once it has the accounts. */
+    long long waiting = 0;
+    for (int i = 0; i < 200 && !waiting; i++) {
+        usleep(20000);
+        waiting = pc_t_sql_int(&g_stack,
+                               "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = "
+                               "l.relation WHERE c.relname = 'settlement_items' AND NOT l.granted");
+    }
+    assert_true(waiting > 0);
+    paid_trade(&m, 500, tn);
+    res = PQexec(hold, "COMMIT");
+    PQclear(res);
+    PQfinish(hold);
+    pthread_join(run, NULL);
+
+    json_t *s = statement(&m, g_today);
+    assert_non_null(s);
+    assert_int_equal(num(s, "gross_amount"), 1500);
+    assert_int_equal(num(s, "moved_amount"), 1500);
+    assert_int_equal(num(s, "shortfall_amount"), 0);
+    json_decref(s);
+    assert_int_equal(mbal(&m, "pending"), 0);
+    assert_int_equal(mbal(&m, "available"), 1500);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_daily_job_settles_once_on_any_node(void **state)
 {
     (void)state;
@@ -367,6 +423,7 @@ int main(void)
         cmocka_unit_test(test_day_with_fees_and_chargeback_hold_run_twice),
         cmocka_unit_test(test_cycle_days_decide_what_is_due),
         cmocka_unit_test(test_owed_chargeback_shortfall_is_taken_from_the_next_settlement),
+        cmocka_unit_test(test_credit_during_a_statement_is_not_lost),
         cmocka_unit_test(test_daily_job_settles_once_on_any_node),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
