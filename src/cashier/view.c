@@ -11,7 +11,13 @@
  * the hour, per card) and the ranking hints (last method, counts per type).
  * Reading each of these from payments on its own let the planner pick a
  * bitmap AND with payments_merchant_success, which reads every successful
- * payment of the platform on each consult. */
+ * payment of the platform on each consult.
+ * A coupon its merchant funds is offered (and accepted) only where the
+ * merchant's share of the payment can pay for it: the payment's posting takes
+ * the coupon from the merchant's pending account, which a GUARANTEE payment
+ * (into escrow) does not credit, nor an INSTANT one whose splits leave the
+ * merchant less than the coupon. There the posting was refused at capture,
+ * after the channel had charged the card. */
 static const char view_sql[] =
     "WITH bp AS MATERIALIZED (SELECT status, amount, created_at, card_id, method_type, status "
     "IN " PC_PAYMENT_COUNTED_STATUSES " AS counted FROM payments WHERE buyer_id = $3 "
@@ -33,7 +39,10 @@ static const char view_sql[] =
     "'coupons', (SELECT coalesce(json_agg(c ORDER BY amount DESC, coupon_id), '[]') FROM (SELECT "
     "coupon_id, amount, currency, min_amount, funded_by, merchant_id FROM coupons WHERE buyer_id "
     "= $3 AND status = 'AVAILABLE' AND expires_at > now() AND currency = (SELECT currency FROM "
-    "trades WHERE trade_no = $1) AND (merchant_id IS NULL OR merchant_id = $2)) c), "
+    "trades WHERE trade_no = $1) AND (merchant_id IS NULL OR merchant_id = $2) AND (funded_by "
+    "<> 'MERCHANT' OR (SELECT t.product <> 'GUARANTEE' AND least(coupons.amount, t.amount) <= "
+    "t.amount - (SELECT coalesce(sum((s->>'amount')::bigint), 0) FROM "
+    "jsonb_array_elements(t.splits) s) FROM trades t WHERE t.trade_no = $1))) c), "
     "'cards', (SELECT coalesce(json_agg(k ORDER BY created_at DESC), '[]') FROM (SELECT "
     "card_id, channel_id, token, brand, bin, last4, exp_month, exp_year, created_at FROM cards "
     "WHERE buyer_id = $3 AND status = 'ACTIVE') k), "

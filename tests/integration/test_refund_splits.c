@@ -532,6 +532,56 @@ static void test_merchant_funded_coupon_is_reversed_to_its_funder(void **state)
     assert_int_equal(refund_int(rno, "coupon_returned::int"), 1);
 }
 
+/* A coupon its merchant funds is taken from the merchant's share of the
+ * payment. Where there is none (GUARANTEE: the money goes to escrow) or too
+ * little (splits leave the merchant less than the coupon), it is neither
+ * offered nor accepted. Before, the card was charged and the capture refused
+ * by the ledger, leaving the payment in PROCESSING for good. */
+static void test_merchant_coupon_only_where_the_merchant_can_fund_it(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t p = pc_t_create_merchant(&g_stack, NULL);
+    char buyer[32], coupon[64], tn[40], body[1024], splits[160];
+    buyer_with_coupon(&m, buyer, coupon);
+    for (int round = 0; round < 2; round++) {
+        if (round == 0) {
+            g_product = "GUARANTEE";
+            new_trade(&m, 2000, buyer, NULL, tn);
+            g_product = "INSTANT";
+        } else {
+            snprintf(splits, sizeof splits, "\"splits\":[{\"account\":\"%s\",\"amount\":1700}]",
+                     p.id);
+            new_trade(&m, 2000, buyer, splits, tn);
+        }
+        char key[48];
+        snprintf(key, sizeof key, "mc-consult-%d-%d", round, ++g_seq);
+        snprintf(body, sizeof body, "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\"}", tn, buyer);
+        pc_t_resp_t r = pc_t_call(&g_stack, &m, "POST", "/v1/cashier/consult", body, key);
+        assert_int_equal(r.status, 200);
+        assert_null(strstr(r.body, coupon));
+        pc_t_resp_free(&r);
+        snprintf(body, sizeof body,
+                 "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"coupon_id\":"
+                 "\"%s\",%s}",
+                 tn, buyer, coupon, fresh_card());
+        snprintf(key, sizeof key, "mc-pay-%d-%d", round, ++g_seq);
+        r = pc_t_call(&g_stack, &m, "POST", "/v1/cashier/pay", body, key);
+        if (r.status != 400)
+            fprintf(stderr, "pay: %ld %s\n", r.status, r.body);
+        assert_int_equal(r.status, 400);
+        pc_t_resp_free(&r);
+        char *st = coupon_col(coupon, "status");
+        assert_string_equal(st, "AVAILABLE");
+        free(st);
+    }
+    /* Where the merchant keeps enough, it pays as before. */
+    new_trade(&m, 2000, buyer, NULL, tn);
+    snprintf(body, sizeof body, "\"coupon_id\":\"%s\",%s", coupon, fresh_card());
+    pay(&m, tn, buyer, body);
+    assert_int_equal(pending_of(&m), 2000 - 500);
+}
+
 static void test_expired_coupon_is_not_returned_on_full_refund(void **state)
 {
     (void)state;
@@ -576,6 +626,8 @@ int main(void)
         cmocka_unit_test_teardown(test_merchant_funded_coupon_is_reversed_to_its_funder,
                                   after_each),
         cmocka_unit_test_teardown(test_expired_coupon_is_not_returned_on_full_refund, after_each),
+        cmocka_unit_test_teardown(test_merchant_coupon_only_where_the_merchant_can_fund_it,
+                                  after_each),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
