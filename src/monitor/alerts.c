@@ -106,7 +106,9 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     snprintf(msg, sizeof msg, "the oldest undelivered notification is %lld s old (limit %lld s)",
              outbox_age, limit);
     set(a, outbox_age > limit, "OUTBOX_AGE", "notifications", msg);
-    snprintf(msg, sizeof msg, "%lld payments without a final answer after every status query",
+    snprintf(msg, sizeof msg,
+             "%lld payments or payouts without a final answer after every status query "
+             "(needs_ops)",
              needs_ops);
     set(a, needs_ops > 0, "REPAIR_EXHAUSTED", "payments", msg);
     snprintf(msg, sizeof msg, "%lld reconciliation differences wait for ops", recon_open);
@@ -161,15 +163,18 @@ static void check(uv_timer_t *t)
         set(a, s && strcmp(s, "ok") != 0, "RULE_REFUSED", name, msg);
     }
     json_decref(st);
-    pc_db_query(app->db,
-                "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "
-                "outbox WHERE status = 'PENDING'), 0) AS outbox_age, (SELECT count(*) FROM "
-                "payments WHERE needs_ops AND status IN ('PROCESSING', 'UNKNOWN')) AS needs_ops, "
-                "CASE WHEN to_regclass('recon_diffs') IS NULL THEN 0 ELSE (SELECT count(*) FROM "
-                "recon_diffs WHERE status = 'OPEN') END AS recon_open, coalesce((SELECT "
-                "extract(epoch FROM now() - min(created_at))::bigint FROM "
-                "ledger_balance_deltas), 0) AS fold_age",
-                0, NULL, facts_cb, a);
+    pc_db_query(
+        app->db,
+        "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "
+        "outbox WHERE status = 'PENDING'), 0) AS outbox_age, (SELECT count(*) FROM "
+        "payments WHERE needs_ops AND status IN ('PROCESSING', 'UNKNOWN')) + (SELECT count(*) "
+        "FROM payouts WHERE needs_ops AND status IN ('ACCEPTED', 'PROCESSING') AND "
+        "hold_reason IS NULL) AS needs_ops, "
+        "CASE WHEN to_regclass('recon_diffs') IS NULL THEN 0 ELSE (SELECT count(*) FROM "
+        "recon_diffs WHERE status = 'OPEN') END AS recon_open, coalesce((SELECT "
+        "extract(epoch FROM now() - min(created_at))::bigint FROM "
+        "ledger_balance_deltas), 0) AS fold_age",
+        0, NULL, facts_cb, a);
 }
 
 static void list_cb(void *data, int status, pc_db_res_t *res)

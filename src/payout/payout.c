@@ -18,6 +18,7 @@ struct pc_payouts {
     pc_app_t *app;
     uv_timer_t timer;
     char schedule[512]; /* "{2000,5000,…}" as a PostgreSQL int array literal */
+    long long last_ms;  /* the schedule's last delay: the pace of retries past it */
     int claiming;
     int in_flight;
 };
@@ -915,10 +916,31 @@ static void requery_after(pc_app_t *app, const char *payout_no, int64_t wait_ms)
                 2, p, ignore_cb, NULL);
 }
 
+/* The channel's final answer to the last scheduled query could not be
+ * applied (the database failed at that moment): nothing would look at the
+ * payout again, its money held. It is flagged for ops and queried again at
+ * the schedule's last pace, so a passing failure heals by itself. */
+static void retry_flagged(pc_payouts_t *po, const char *payout_no)
+{
+    pc_log_warn("payout.exhausted",
+                "payout %s: the channel's final answer could not be applied after the last "
+                "scheduled query: flagged for ops, queried again later",
+                payout_no);
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", po->last_ms);
+    const char *p[] = {payout_no, ms};
+    pc_db_query(po->app->db,
+                "UPDATE payouts SET needs_ops = true, next_query_at = now() + $2::bigint * "
+                "interval '1 millisecond' WHERE payout_no = $1 AND status = 'PROCESSING'",
+                2, p, ignore_cb, NULL);
+}
+
 static void job_applied(void *data, apply_outcome_t outcome)
 {
     job_t *j = data;
-    if (outcome == APPLY_FAILED)
+    if (outcome == APPLY_FAILED && j->last)
+        retry_flagged(j->po, j->payout_no);
+    else if (outcome == APPLY_FAILED)
         pc_log_warn("payout.query_apply_failed", "%s: applied at the next query", j->payout_no);
     j->po->in_flight--;
     free(j);
@@ -944,7 +966,9 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
     }
     if (final && apply_result(po->app, j->payout_no, NULL, &r, job_applied, j) == 0)
         return;
-    if (!final && j->last && wait_ms > 0)
+    if (final && j->last)
+        retry_flagged(po, j->payout_no);
+    else if (!final && j->last && wait_ms > 0)
         requery_after(po->app, j->payout_no, wait_ms);
     else if (!final && j->last)
         flag_for_ops(po->app, j->payout_no);
@@ -1214,6 +1238,7 @@ pc_payouts_t *pc_payouts_new(pc_app_t *app)
         off += (size_t)snprintf(po->schedule + off, sizeof po->schedule - off, "%s%lld",
                                 i ? "," : "", (long long)ms[i]);
     snprintf(po->schedule + off, sizeof po->schedule - off, "}");
+    po->last_ms = ms[n - 1];
     uv_timer_init(app->loop, &po->timer);
     po->timer.data = po;
     pc_metrics_describe("pc_payouts_total", PC_METRIC_COUNTER,

@@ -14,6 +14,7 @@ struct pc_repair {
     uv_timer_t timer;
     char schedule[512]; /* "{2000,5000,…}" as a PostgreSQL int array literal */
     long long not_found_after_s;
+    long long last_ms; /* the schedule's last delay: the pace of retries past it */
     int claiming;
     int in_flight;
 };
@@ -67,6 +68,19 @@ static void requery_after(job_t *j, int64_t wait_ms)
                 2, p, ignore_cb, NULL);
 }
 
+static void still_open_cb(void *data, int status, pc_db_res_t *res)
+{
+    char *payment_no = data;
+    if (!status && pc_db_rows(res) > 0) {
+        pc_log_warn("repair.exhausted",
+                    "payment %s: the channel's final answer could not be applied after the last "
+                    "scheduled query: flagged for ops, queried again later",
+                    payment_no);
+        count("flagged");
+    }
+    free(payment_no);
+}
+
 static void applied_cb(void *data, pc_api_err_t err, const char *message, json_t *payment)
 {
     job_t *j = data;
@@ -74,6 +88,23 @@ static void applied_cb(void *data, pc_api_err_t err, const char *message, json_t
     json_decref(payment);
     if (err != PC_API_OK)
         pc_log_warn("repair.apply_failed", "payment %s: %s", j->payment_no, pc_api_err_code(err));
+    /* After the last scheduled query nothing would look at a payment whose
+     * answer failed to apply (the database failed at that moment, or the
+     * capture is refused): it is flagged for ops and queried again at the
+     * schedule's last pace, so a passing failure still heals by itself. A
+     * payment the answer moved on is not touched. */
+    if (j->last) {
+        char ms[24];
+        snprintf(ms, sizeof ms, "%lld", j->r->last_ms);
+        const char *p[] = {j->payment_no, ms};
+        char *no = strdup(j->payment_no);
+        if (!no || pc_db_query(j->r->app->db,
+                               "UPDATE payments SET needs_ops = true, next_query_at = now() + "
+                               "$2::bigint * interval '1 millisecond' WHERE payment_no = $1 AND "
+                               "status IN ('PROCESSING', 'UNKNOWN') RETURNING 1",
+                               2, p, still_open_cb, no) < 0)
+            free(no);
+    }
     j->r->in_flight--;
     free(j);
 }
@@ -178,6 +209,7 @@ pc_repair_t *pc_repair_new(pc_app_t *app)
         off += (size_t)snprintf(r->schedule + off, sizeof r->schedule - off, "%s%lld", i ? "," : "",
                                 (long long)ms[i]);
     snprintf(r->schedule + off, sizeof r->schedule - off, "}");
+    r->last_ms = ms[n - 1];
     r->not_found_after_s = pc_config_int(app->cfg, "repair.not_found_after_s");
     pc_metrics_describe("pc_repairs_total", PC_METRIC_COUNTER,
                         "status queries of open payments, by result");

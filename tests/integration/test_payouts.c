@@ -34,6 +34,7 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_PAYOUT_FIRST_QUERY_MS", "600");
     pc_stack_env(&g_stack, "PAYCORE_PAYOUT_QUERY_SCHEDULE_MS", "300,300,500,1000,2000");
     pc_stack_env(&g_stack, "PAYCORE_PAYOUT_NOT_FOUND_AFTER_S", "1");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
@@ -428,6 +429,100 @@ static void test_late_answers_by_callback_and_by_status_query(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payout of 10,000 the channel holds (PROCESSING until /sim/complete)
+ * with its callbacks lost: only status queries can learn its end. */
+static void held_payout(const pc_t_merchant_t *m, const char *out_no, const char *account,
+                        char no[40])
+{
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":-1,"
+               "\"lost_callback_rate\":10000}");
+    char key[64];
+    snprintf(key, sizeof key, "po-%s", out_no);
+    pc_t_resp_t r = payout(m, out_no, 10000, account, key);
+    assert_int_equal(r.status, 200);
+    snprintf(no, 40, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+}
+
+/* A payout the channel still holds after every scheduled query is flagged
+ * for ops, and that raises the alert (before, only payments counted: the
+ * flag on a payout reached nobody while its money sat in escrow). */
+static void test_payout_left_open_after_every_query_raises_the_alert(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(30000);
+    char no[40];
+    held_payout(&m, "OUT-OPEN-1", "6222020000009999", no);
+    assert_false(pc_t_alert_active(&g_stack, "REPAIR_EXHAUSTED", NULL));
+    int flagged = 0;
+    for (int i = 0; i < 300 && !flagged; i++) {
+        usleep(50000);
+        flagged = pc_t_sql_int(&g_stack,
+                               "SELECT needs_ops::int FROM payouts WHERE payout_no = '%s' AND "
+                               "status = 'PROCESSING'",
+                               no) == 1;
+    }
+    assert_true(flagged);
+    int on = 0;
+    for (int i = 0; i < 300 && !on; i++) {
+        usleep(50000);
+        on = pc_t_alert_active(&g_stack, "REPAIR_EXHAUSTED", NULL);
+    }
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    /* Cleared so that later tests start without the alert. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payouts SET needs_ops = false WHERE payout_no = '%s' RETURNING NULL",
+                  no));
+    assert_true(on);
+}
+
+/* The channel's final answer to the last scheduled query cannot be applied
+ * (a constraint the test adds refuses it; in life, the database failing at
+ * that moment). The payout is flagged and queried again at the schedule's
+ * last pace, and completes once the cause is gone; before, nothing looked
+ * at it again and its money stayed in escrow. */
+static void test_payout_answer_that_cannot_be_applied_last_is_retried(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(30000);
+    char no[40];
+    held_payout(&m, "OUT-BLOCK-1", "6222020000005555", no);
+    char *txn = NULL;
+    for (int i = 0; i < 100; i++) {
+        free(txn);
+        txn =
+            pc_t_sql(&g_stack,
+                     "SELECT coalesce(channel_txn_id, '') FROM payouts WHERE payout_no = '%s'", no);
+        if (txn && txn[0])
+            break;
+        usleep(50000);
+    }
+    assert_true(txn && txn[0]);
+    free(pc_t_sql(&g_stack,
+                  "ALTER TABLE payouts ADD CONSTRAINT pc_test_no_finish CHECK (payout_no <> '%s' "
+                  "OR status = 'PROCESSING') NOT VALID",
+                  no));
+    char body[256];
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}", txn);
+    free(txn);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    int flagged = 0;
+    for (int i = 0; i < 300 && !flagged; i++) {
+        usleep(50000);
+        flagged = pc_t_sql_int(&g_stack,
+                               "SELECT (needs_ops AND next_query_at IS NOT NULL)::int FROM payouts "
+                               "WHERE payout_no = '%s' AND status = 'PROCESSING'",
+                               no) == 1;
+    }
+    free(pc_t_sql(&g_stack, "ALTER TABLE payouts DROP CONSTRAINT pc_test_no_finish"));
+    assert_true(flagged);
+    expect_status(&m, no, "SUCCESS");
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_risk_review_holds_until_ops_decide(void **state)
 {
     (void)state;
@@ -696,6 +791,8 @@ int main(void)
         cmocka_unit_test(test_payout_above_available_is_refused),
         cmocka_unit_test(test_concurrent_payouts_never_overdraw),
         cmocka_unit_test(test_late_answers_by_callback_and_by_status_query),
+        cmocka_unit_test(test_payout_left_open_after_every_query_raises_the_alert),
+        cmocka_unit_test(test_payout_answer_that_cannot_be_applied_last_is_retried),
         cmocka_unit_test(test_risk_review_holds_until_ops_decide),
         cmocka_unit_test(test_recharge_then_pay_by_balance),
         cmocka_unit_test(test_payout_before_verification_is_refused),

@@ -404,28 +404,9 @@ static int hook_saw(const char *what, double secs)
     }
 }
 
-static int alert_of_kind_active(const char *kind, const char *subject)
-{
-    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/alerts", NULL);
-    json_t *j = pc_t_json(&r);
-    pc_t_resp_free(&r);
-    int on = 0;
-    size_t i;
-    json_t *a;
-    json_array_foreach(json_object_get(j, "alerts"), i, a)
-    {
-        if (!strcmp(json_string_value(json_object_get(a, "kind")), kind) &&
-            !strcmp(json_string_value(json_object_get(a, "subject")), subject) &&
-            !strcmp(json_string_value(json_object_get(a, "status")), "ACTIVE"))
-            on = 1;
-    }
-    json_decref(j);
-    return on;
-}
-
 static int alert_active(const char *subject)
 {
-    return alert_of_kind_active("CHANNEL_FAILURE_RATE", subject);
+    return pc_t_alert_active(&g_stack, "CHANNEL_FAILURE_RATE", subject);
 }
 
 static void test_failing_channel_raises_alert_and_traffic_moves_then_returns(void **state)
@@ -530,7 +511,7 @@ static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **
                             "interval '10 seconds')"));
     int on = 0;
     for (int i = 0; i < 100 && !on; i++) {
-        on = alert_of_kind_active("LEDGER_FOLD_LAG", "ledger");
+        on = pc_t_alert_active(&g_stack, "LEDGER_FOLD_LAG", "ledger");
         if (!on)
             usleep(100000);
     }
@@ -545,11 +526,55 @@ static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **
     free(pc_t_sql(&g_stack, "DELETE FROM ledger_balance_deltas WHERE account_id = "
                             "'merchant:ghost:pending:CNY'"));
     for (int i = 0; i < 100 && on; i++) {
-        on = alert_of_kind_active("LEDGER_FOLD_LAG", "ledger");
+        on = pc_t_alert_active(&g_stack, "LEDGER_FOLD_LAG", "ledger");
         if (on)
             usleep(100000);
     }
     assert_false(on);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* The channel's answer to the last scheduled query cannot be applied (here
+ * the capture is refused by a constraint the test adds; in life, the
+ * database failing at that moment). Before, the payment stayed PROCESSING
+ * with no query left and no flag: nothing would ever look at it again. Now
+ * it is flagged for ops and queried again at the schedule's last pace, so
+ * once the cause is gone it completes by itself. */
+static void test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped(void **state)
+{
+    (void)state;
+    sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":1.0}");
+    char tn[40];
+    pc_t_resp_t r = trade_and_pay(1700, "VA", NULL, tn);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    char pno[48], body[256];
+    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
+    json_t *j = pc_t_json(&r);
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
+             json_string_value(json_object_get(json_object_get(j, "action"), "va_number")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    free(pc_t_sql(&g_stack,
+                  "ALTER TABLE trades ADD CONSTRAINT pc_test_no_pay CHECK (trade_no <> '%s' OR "
+                  "status = 'WAIT_BUYER_PAY') NOT VALID",
+                  tn));
+    pc_t_resp_t c = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(c.status, 200);
+    pc_t_resp_free(&c);
+    /* Every query hears SUCCESS and every capture is refused, to the last. */
+    int flagged = wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
+                              "true", 20);
+    char *st = pc_t_sql(&g_stack,
+                        "SELECT status || ' ' || (next_query_at IS NOT NULL)::text FROM payments "
+                        "WHERE payment_no = '%s'",
+                        pno);
+    free(pc_t_sql(&g_stack, "ALTER TABLE trades DROP CONSTRAINT pc_test_no_pay"));
+    assert_true(flagged);
+    assert_string_equal(st, "PROCESSING true");
+    free(st);
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_SUCCESS", 15));
+    sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":0}");
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -563,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_a_ledger_movement_that_cannot_be_folded_raises_an_alert),
         cmocka_unit_test(test_query_does_not_fail_a_payment_whose_request_is_still_open),
         cmocka_unit_test(test_released_payment_cut_off_by_a_crash_is_found_by_query),
+        cmocka_unit_test(test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped),
     };
     return cmocka_run_group_tests_name("repair", tests, setup, teardown);
 }

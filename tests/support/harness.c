@@ -738,6 +738,27 @@ int pc_t_mark_paid(pc_stack_t *s, const char *trade_no, const char *payment_no, 
     return m.status;
 }
 
+int pc_t_alert_active(pc_stack_t *s, const char *kind, const char *subject)
+{
+    pc_t_resp_t r = pc_t_admin(s, "GET", "/admin/alerts", NULL);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    int on = 0;
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(j, "alerts"), i, a)
+    {
+        const char *k = json_string_value(json_object_get(a, "kind"));
+        const char *sub = json_string_value(json_object_get(a, "subject"));
+        const char *st = json_string_value(json_object_get(a, "status"));
+        if (k && !strcmp(k, kind) && (!subject || (sub && !strcmp(sub, subject))) && st &&
+            !strcmp(st, "ACTIVE"))
+            on = 1;
+    }
+    json_decref(j);
+    return on;
+}
+
 int pc_t_ledger_ok(pc_stack_t *s)
 {
     pc_t_resp_t r = pc_t_admin(s, "GET", "/admin/ledger/check", NULL);

@@ -84,6 +84,10 @@ pc_t_resp_t pc_t_admin(pc_stack_t *s, const char *method, const char *path, cons
 pc_t_resp_t pc_t_admin_node(pc_stack_t *s, int i, const char *method, const char *path,
                             const char *body);
 
+/* True when GET /admin/alerts lists an ACTIVE alert of kind (and subject,
+ * unless NULL). */
+int pc_t_alert_active(pc_stack_t *s, const char *kind, const char *subject);
+
 /* Raw TCP to 127.0.0.1:port. Returns the fd. */
 int pc_t_connect(int port);
 /* Reads until the peer closes, timeout_ms passes, or max bytes arrive;
