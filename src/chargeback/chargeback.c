@@ -347,10 +347,15 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
      * previous holder committed. As a sub-select of the locking statement it
      * read the snapshot taken before the wait, and two cases opened at once
      * for one payment each saw the other's amount as not disputed yet. */
+    /* What refunds (merchant or error refunds) already give back of the
+     * external part is not the cardholder's to dispute again: refunds are
+     * accepted under the same trade lock. */
     const char *p[] = {o->payment_no, o->channel_id, o->source, o->source_ref};
     if (pc_db_tx_query(o->tx,
                        "SELECT (SELECT coalesce(sum(c.amount), 0) FROM chargebacks c WHERE "
-                       "c.payment_no = $1 AND c.status <> 'CLOSE') AS disputed, (SELECT "
+                       "c.payment_no = $1 AND c.status <> 'CLOSE') + (SELECT "
+                       "coalesce(sum(r.external_amount), 0) FROM refunds r WHERE r.payment_no = "
+                       "$1 AND r.status NOT IN ('FAILED', 'TERMINATED')) AS disputed, (SELECT "
                        "chargeback_json(c)::text FROM chargebacks c WHERE c.channel_id = $2 AND "
                        "c.source = $3 AND c.source_ref = $4) AS existing",
                        4, p, open_counted_cb, o) < 0)
@@ -375,7 +380,8 @@ static void open_counted_cb(void *data, int status, pc_db_res_t *res)
     int64_t left = o->external_amount - pc_db_val_i64(res, 0, "disputed");
     if (o->amount > left) {
         open_unmatched(o, PC_API_AMOUNT_EXCEEDS_REFUNDABLE,
-                       "the amount exceeds what is left of the payment to dispute");
+                       "the amount exceeds what is left of the payment to dispute (earlier "
+                       "disputes and refunds deducted)");
         return;
     }
     /* Lock the merchant's balances in the ledger's own lock order (byte order

@@ -731,6 +731,28 @@ static void test_disputed_amount_is_not_refundable(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A refund already gives back part of the payment: a chargeback for more
+ * than what is left is not opened against the merchant's money (an offline
+ * entry is refused; a channel file's line waits for ops as unmatched). Before, refunds were not
+ * deducted, and refunds plus the chargeback could take back more than the buyer paid. */
+static void test_refunded_amount_cannot_be_charged_back_again(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], code[40], ref[64];
+    card_payment(&m, 5000, NULL, tn, txn, NULL);
+    assert_int_equal(refund(&m, tn, 2000, code), 200);
+    long long pending0 = mbal(&m, "pending");
+    snprintf(ref, sizeof ref, "REFUNDED-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 4000, NULL, NULL), 422);
+    assert_int_equal(mbal(&m, "reserve"), 0);
+    assert_int_equal(mbal(&m, "pending"), pending0);
+    snprintf(ref, sizeof ref, "REFUNDED2-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 3000, NULL, NULL), 201);
+    assert_int_equal(mbal(&m, "reserve"), 3000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* ---------- rate: metric and risk input ---------- */
 
 static long long metric(const char *series)
@@ -811,6 +833,7 @@ int main(void)
         cmocka_unit_test(test_close_before_judgement),
         cmocka_unit_test(test_merchant_views_and_evidence_deadline),
         cmocka_unit_test(test_disputed_amount_is_not_refundable),
+        cmocka_unit_test(test_refunded_amount_cannot_be_charged_back_again),
         cmocka_unit_test(test_rate_metric_and_risk_inputs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
