@@ -319,6 +319,33 @@ static int apply_result(pc_app_t *app, const char *payout_no, const char *expect
     return rc;
 }
 
+typedef struct {
+    pc_payout_applied_cb cb;
+    void *data;
+} public_apply_t;
+
+static void public_applied(void *data, apply_outcome_t outcome)
+{
+    public_apply_t *pa = data;
+    if (pa->cb)
+        pa->cb(pa->data, outcome == APPLY_DONE || outcome == APPLY_DUPLICATE);
+    free(pa);
+}
+
+int pc_payout_apply(pc_app_t *app, const char *payout_no, const pc_ch_result_t *res,
+                    pc_payout_applied_cb cb, void *data)
+{
+    public_apply_t *pa = calloc(1, sizeof *pa);
+    if (!pa)
+        return PC_ENOMEM;
+    pa->cb = cb;
+    pa->data = data;
+    int rc = apply_result(app, payout_no, NULL, res, public_applied, pa);
+    if (rc < 0)
+        free(pa);
+    return rc;
+}
+
 /* ---------- sending ---------- */
 
 typedef struct {

@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "engine/engine.h"
+#include "payout/payout.h"
 #include "ledger/ledger.h"
 #include "recon/recon_adjust.h"
 #include "recon/recon_csv.h"
@@ -216,7 +217,7 @@ static void repair_done(run_t *r)
 typedef struct {
     run_t *r;
     char diff_id[24];
-    char payment_no[81];
+    char payment_no[81]; /* or the payout's number */
 } repair_t;
 
 static void repair_marked_cb(void *data, int status, pc_db_res_t *res)
@@ -229,6 +230,20 @@ static void repair_marked_cb(void *data, int status, pc_db_res_t *res)
     }
     free(x);
     repair_done(r);
+}
+
+static void mark_repaired(repair_t *x, const char *reason)
+{
+    run_t *r = x->r;
+    const char *p[] = {x->diff_id, reason};
+    if (pc_db_query(r->rc->app->db,
+                    "UPDATE recon_diffs SET status = 'AUTO_REPAIRED', resolved_by = 'recon', "
+                    "resolved_at = now(), updated_at = now(), reason = $2 WHERE diff_id = $1 AND "
+                    "status = 'OPEN'",
+                    2, p, repair_marked_cb, x) < 0) {
+        free(x);
+        repair_done(r);
+    }
 }
 
 static void repair_applied_cb(void *data, pc_api_err_t err, const char *message, json_t *payment)
@@ -254,16 +269,26 @@ static void repair_applied_cb(void *data, pc_api_err_t err, const char *message,
     }
     pc_log_info("recon.repaired", "payment %s advanced from the statement of %s %s", x->payment_no,
                 r->channel_id, r->date);
-    const char *p[] = {x->diff_id};
-    if (pc_db_query(r->rc->app->db,
-                    "UPDATE recon_diffs SET status = 'AUTO_REPAIRED', resolved_by = 'recon', "
-                    "resolved_at = now(), updated_at = now(), reason = 'lost callback: the payment "
-                    "was advanced as the channel''s success on the statement says' WHERE diff_id "
-                    "= $1 AND status = 'OPEN'",
-                    1, p, repair_marked_cb, x) < 0) {
+    mark_repaired(x, "lost callback: the payment was advanced as the channel's success on the "
+                     "statement says");
+}
+
+static void payout_repaired_cb(void *data, int applied)
+{
+    repair_t *x = data;
+    run_t *r = x->r;
+    if (!applied) {
+        pc_log_warn("recon.repair_not_applied", "payout %s (difference %s): not marked returned",
+                    x->payment_no, x->diff_id);
+        count("pc_recon_repairs_total", r->channel_id, "result", "not_applied", 1);
         free(x);
         repair_done(r);
+        return;
     }
+    pc_log_info("recon.repaired", "payout %s marked returned from the statement of %s %s",
+                x->payment_no, r->channel_id, r->date);
+    mark_repaired(x, "lost callback: the payout was marked returned as the channel's statement "
+                     "says");
 }
 
 static void repairs_claimed_cb(void *data, int status, pc_db_res_t *res)
@@ -271,7 +296,9 @@ static void repairs_claimed_cb(void *data, int status, pc_db_res_t *res)
     run_t *r = data;
     r->repairs_pending = 1; /* held while starting them */
     for (int i = 0; !status && i < pc_db_rows(res); i++) {
-        if (strcmp(pc_db_val(res, i, "repair"), "PAYMENT") != 0)
+        const char *kind = pc_db_val(res, i, "repair");
+        int payout = !strcmp(kind, "PAYOUT_RETURN");
+        if (strcmp(kind, "PAYMENT") != 0 && !payout)
             continue; /* a repair this version does not know: left open */
         repair_t *x = calloc(1, sizeof *x);
         if (!x)
@@ -282,13 +309,15 @@ static void repairs_claimed_cb(void *data, int status, pc_db_res_t *res)
         /* The line as the channel's callback would have carried it. */
         pc_ch_result_t cr;
         memset(&cr, 0, sizeof cr);
-        cr.status = PC_CH_SUCCESS;
+        cr.status = payout ? PC_CH_RETURNED : PC_CH_SUCCESS;
         snprintf(cr.channel_txn_id, sizeof cr.channel_txn_id, "%s",
                  pc_db_val(res, i, "channel_ref"));
         cr.amount = pc_db_val_i64(res, i, "line_amount");
         cr.fee = pc_db_val_i64(res, i, "line_fee");
         r->repairs_pending++;
-        if (pc_engine_apply(r->rc->app->engine, x->payment_no, &cr, repair_applied_cb, x) < 0) {
+        if (payout ? pc_payout_apply(r->rc->app, x->payment_no, &cr, payout_repaired_cb, x) < 0
+                   : pc_engine_apply(r->rc->app->engine, x->payment_no, &cr, repair_applied_cb, x) <
+                         0) {
             r->repairs_pending--;
             free(x);
         }

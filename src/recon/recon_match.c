@@ -76,9 +76,12 @@ static const spec_t SPECS[] = {
      "x.status = 'SUCCESS'", "x.finished_at", "x.method = 'PAYOUT' AND x.external_amount > 0",
      "NULL::bigint", "false", NULL},
     /* The money a bank sent back after a successful payout. */
+    /* Its callback lost, a return is only on the statement: the payout is
+     * marked returned from the line (repair PAYOUT_RETURN). */
     {"PAYOUT_RETURN", "payouts", "payout_no", "channel_txn_id", "x.amount",
      "CASE x.status WHEN 'RETURNED' THEN 'SUCCESS' WHEN 'SUCCESS' THEN 'PENDING' ELSE 'FAILED' END",
-     "x.status = 'RETURNED'", "x.returned_at", "true", "NULL::bigint", "false", NULL},
+     "x.status = 'RETURNED'", "x.returned_at", "true", "NULL::bigint", "x.status = 'SUCCESS'",
+     "'PAYOUT_RETURN'"},
 };
 #define NSPECS (sizeof SPECS / sizeof SPECS[0])
 

@@ -271,26 +271,41 @@ static void test_payout_failure_gives_the_money_back(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
-static void test_payout_returned_after_success(void **state)
+/* A payout of 15,000 from m that the channel paid out (SUCCESS); its number
+ * into no. */
+static void paid_out(const pc_t_merchant_t *m, const char *out_no, const char *account, char no[40])
 {
-    (void)state;
-    pc_t_merchant_t m = funded_merchant(40000);
-    long long clearing0 = bal("channel:sim_va:clearing:CNY");
-    pc_t_resp_t r = payout(&m, "OUT-RET-1", 15000, "6222020000003333", "po-ret-1");
+    char key[64];
+    snprintf(key, sizeof key, "po-%s", out_no);
+    pc_t_resp_t r = payout(m, out_no, 15000, account, key);
     assert_int_equal(r.status, 200);
-    char no[40];
-    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+    snprintf(no, 40, "%s", pc_t_jstr(&r, "payout_no"));
     pc_t_resp_free(&r);
-    expect_status(&m, no, "SUCCESS");
-    assert_int_equal(available(&m), 39760 - 15000);
+    expect_status(m, no, "SUCCESS");
+}
+
+/* The payee's bank sends payout no back (paysim's /sim/return). */
+static void bank_returns(const char *no)
+{
     char *txn = pc_t_sql(&g_stack, "SELECT channel_txn_id FROM payouts WHERE payout_no = '%s'", no);
     assert_non_null(txn);
     char body[160];
     snprintf(body, sizeof body, "{\"channel_txn_id\":\"%s\",\"reason_code\":\"R03\"}", txn);
     free(txn);
-    r = pc_t_sim(&g_stack, "POST", "/sim/return", body);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/return", body);
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
+}
+
+static void test_payout_returned_after_success(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(40000);
+    long long clearing0 = bal("channel:sim_va:clearing:CNY");
+    char no[40];
+    paid_out(&m, "OUT-RET-1", "6222020000003333", no);
+    assert_int_equal(available(&m), 39760 - 15000);
+    bank_returns(no);
     expect_status(&m, no, "RETURNED");
     /* The money is back in available; the channel's clearing is as before. */
     assert_int_equal(available(&m), 39760);
@@ -386,6 +401,44 @@ static void set_faults(const char *json)
     pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", json);
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
+}
+
+/* The bank sends a paid-out payout back and the channel's callback is lost:
+ * only the day's statement shows the return. Reconciliation marks the
+ * payout returned from that line and the merchant gets the money back.
+ * Before, the difference could not be resolved at all (our record counted
+ * as in flight) and the money stayed in the channel's clearing. */
+static void test_returned_payout_whose_callback_was_lost_is_repaired_by_recon(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(40000);
+    long long clearing0 = bal("channel:sim_va:clearing:CNY");
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    char no[40], body[160];
+    paid_out(&m, "OUT-RETLOST-1", "6222020000004444", no);
+    long long after_payout = available(&m);
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"lost_callback_rate\":10000}");
+    bank_returns(no);
+    usleep(500000);
+    expect_status(&m, no, "SUCCESS");
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+
+    snprintf(body, sizeof body, "{\"channel_id\":\"sim_va\",\"date\":\"%s\"}", g_today);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/recon/runs", body);
+    if (r.status != 200)
+        fprintf(stderr, "recon: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect_status(&m, no, "RETURNED");
+    assert_int_equal(available(&m), after_payout + 15000);
+    assert_int_equal(bal("channel:sim_va:clearing:CNY"), clearing0);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM recon_diffs WHERE local_ref = '%s' AND "
+                                  "repair = 'PAYOUT_RETURN' AND status = 'AUTO_REPAIRED'",
+                                  no),
+                     1);
+    assert_int_equal(outbox("payout.returned", no), 1);
+    assert_true(pc_t_ledger_ok(&g_stack));
 }
 
 static void test_late_answers_by_callback_and_by_status_query(void **state)
@@ -788,6 +841,7 @@ int main(void)
         cmocka_unit_test(test_payout_success),
         cmocka_unit_test(test_payout_failure_gives_the_money_back),
         cmocka_unit_test(test_payout_returned_after_success),
+        cmocka_unit_test(test_returned_payout_whose_callback_was_lost_is_repaired_by_recon),
         cmocka_unit_test(test_payout_above_available_is_refused),
         cmocka_unit_test(test_concurrent_payouts_never_overdraw),
         cmocka_unit_test(test_late_answers_by_callback_and_by_status_query),
