@@ -482,9 +482,12 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
         return; /* balances_cb (queued behind) reports the failed transaction */
     a->dup = pc_db_val_i64(res, 0, "dup");
     a->active = pc_db_val_i64(res, 0, "active");
-    /* A balance part paid from a named account type goes back there. */
+    /* A balance part paid from a named account type goes back there; on a
+     * trade created without a buyer, the buyer is the one who paid. */
     if (pc_db_val(res, 0, "wallet_owner")[0])
         snprintf(a->buyer_id, sizeof a->buyer_id, "%s", pc_db_val(res, 0, "wallet_owner"));
+    else if (!a->buyer_id[0])
+        snprintf(a->buyer_id, sizeof a->buyer_id, "%s", pc_db_val(res, 0, "payment_buyer"));
     a->active_escrow = pc_db_val_i64(res, 0, "active_escrow");
     a->used.external = pc_db_val_i64(res, 0, "used_external");
     a->used.balance = pc_db_val_i64(res, 0, "used_balance");
@@ -641,6 +644,7 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
         "coupon_amount, coalesce(p.channel_id, '') AS channel_id, coalesce(p.channel_txn_id, "
         "'') AS channel_txn_id, coalesce(p.method_type, '') AS method_type, "
         "coalesce(p.card_token, '') AS card_token, coalesce(p.wallet_owner, '') AS wallet_owner, "
+        "coalesce(p.buyer_id, '') AS payment_buyer, "
         "coalesce(extract(epoch FROM "
         "p.finished_at)::bigint, 0) AS paid_at, coalesce((SELECT c.merchant_id FROM coupons c "
         "WHERE c.coupon_id = p.coupon_id AND c.funded_by = 'MERCHANT'), '') AS coupon_funder "

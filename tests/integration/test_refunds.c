@@ -620,6 +620,39 @@ static void test_settle_of_the_rest_waits_for_an_escrow_refund(void **state)
     assert_int_equal(pending_of(&m), 1000);
 }
 
+/* A merchant may create a trade without naming the buyer; the buyer who
+ * pays it with the wallet gets the money back there. Before, the refund
+ * found no buyer for its balance part and stayed PROCESSING for good. */
+static void test_balance_refund_of_a_trade_created_without_a_buyer(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], rno[40], wallet[96], body[512], key[64];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    snprintf(wallet, sizeof wallet, "buyer:%s:wallet:CNY", buyer);
+    new_trade_for(&g_m, "RECHARGE", 3000, buyer, NULL, tn);
+    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"RNB%d-%ld\",\"product\":\"INSTANT\",\"amount\":2000,"
+             "\"currency\":\"CNY\",\"subject\":\"Goods\"}",
+             g_seq, (long)getpid());
+    snprintf(key, sizeof key, "trade-nb-%d", g_seq);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
+    assert_int_equal(r.status, 201);
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    r = pay_as(&g_m, tn, buyer, "BALANCE", NULL);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    assert_int_equal(balance(wallet), 1000);
+    refund_ok(tn, "NB1", 2000, NULL, rno);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(balance(wallet), 3000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_multi_part_payment_refunds_external_then_balance_then_coupon(void **state)
 {
     (void)state;
@@ -890,6 +923,8 @@ int main(void)
         cmocka_unit_test_teardown(test_channel_finishes_refund_later_by_callback_or_fails_it,
                                   after_each),
         cmocka_unit_test_teardown(test_multi_part_payment_refunds_external_then_balance_then_coupon,
+                                  after_each),
+        cmocka_unit_test_teardown(test_balance_refund_of_a_trade_created_without_a_buyer,
                                   after_each),
         cmocka_unit_test_teardown(test_payout_refund_needs_a_payee, after_each),
         cmocka_unit_test_teardown(test_short_merchant_is_refused_unless_advance_funded, after_each),
