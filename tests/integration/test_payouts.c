@@ -25,6 +25,18 @@ static pc_stack_t g_stack;
 static int g_seq;
 static char g_today[11];
 
+/* Today's UTC date, read again before each test: a run that crosses midnight
+ * must not settle or reconcile "today" as the day before. */
+static int refresh_today(void **state)
+{
+    (void)state;
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(g_today, sizeof g_today, "%Y-%m-%d", &tm);
+    return 0;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -38,11 +50,7 @@ static int setup(void **state)
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(g_today, sizeof g_today, "%Y-%m-%d", &tm);
-    return 0;
+    return refresh_today(state);
 }
 
 static int teardown(void **state)
@@ -838,20 +846,23 @@ static void test_card_payout_needs_a_known_debit_bin(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_payout_success),
-        cmocka_unit_test(test_payout_failure_gives_the_money_back),
-        cmocka_unit_test(test_payout_returned_after_success),
-        cmocka_unit_test(test_returned_payout_whose_callback_was_lost_is_repaired_by_recon),
-        cmocka_unit_test(test_payout_above_available_is_refused),
-        cmocka_unit_test(test_concurrent_payouts_never_overdraw),
-        cmocka_unit_test(test_late_answers_by_callback_and_by_status_query),
-        cmocka_unit_test(test_payout_left_open_after_every_query_raises_the_alert),
-        cmocka_unit_test(test_payout_answer_that_cannot_be_applied_last_is_retried),
-        cmocka_unit_test(test_risk_review_holds_until_ops_decide),
-        cmocka_unit_test(test_recharge_then_pay_by_balance),
-        cmocka_unit_test(test_payout_before_verification_is_refused),
-        cmocka_unit_test(test_payout_payee_name_must_match_verified_name),
-        cmocka_unit_test(test_card_payout_needs_a_known_debit_bin),
+        cmocka_unit_test_setup(test_payout_success, refresh_today),
+        cmocka_unit_test_setup(test_payout_failure_gives_the_money_back, refresh_today),
+        cmocka_unit_test_setup(test_payout_returned_after_success, refresh_today),
+        cmocka_unit_test_setup(test_returned_payout_whose_callback_was_lost_is_repaired_by_recon,
+                               refresh_today),
+        cmocka_unit_test_setup(test_payout_above_available_is_refused, refresh_today),
+        cmocka_unit_test_setup(test_concurrent_payouts_never_overdraw, refresh_today),
+        cmocka_unit_test_setup(test_late_answers_by_callback_and_by_status_query, refresh_today),
+        cmocka_unit_test_setup(test_payout_left_open_after_every_query_raises_the_alert,
+                               refresh_today),
+        cmocka_unit_test_setup(test_payout_answer_that_cannot_be_applied_last_is_retried,
+                               refresh_today),
+        cmocka_unit_test_setup(test_risk_review_holds_until_ops_decide, refresh_today),
+        cmocka_unit_test_setup(test_recharge_then_pay_by_balance, refresh_today),
+        cmocka_unit_test_setup(test_payout_before_verification_is_refused, refresh_today),
+        cmocka_unit_test_setup(test_payout_payee_name_must_match_verified_name, refresh_today),
+        cmocka_unit_test_setup(test_card_payout_needs_a_known_debit_bin, refresh_today),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -43,6 +43,17 @@ static void sim(const char *body)
     pc_t_resp_free(&r);
 }
 
+/* paysim's business date, read again before each test: a run that crosses
+ * midnight must not reconcile "today" as the day before. */
+static int refresh_today(void **state)
+{
+    (void)state;
+    pc_t_resp_t r = pc_t_sim(&g_stack, "GET", "/sim/clock", NULL);
+    snprintf(g_today, sizeof g_today, "%s", pc_t_jstr(&r, "business_date"));
+    pc_t_resp_free(&r);
+    return strlen(g_today) == 10 ? 0 : -1;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -73,10 +84,7 @@ static int setup(void **state)
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
     g_m = pc_t_create_merchant(&g_stack, NULL);
-    pc_t_resp_t r = pc_t_sim(&g_stack, "GET", "/sim/clock", NULL);
-    snprintf(g_today, sizeof g_today, "%s", pc_t_jstr(&r, "business_date"));
-    pc_t_resp_free(&r);
-    return strlen(g_today) == 10 ? 0 : -1;
+    return refresh_today(state);
 }
 
 static int teardown(void **state)
@@ -774,15 +782,18 @@ static void test_statement_that_cannot_be_fetched_fails_the_run(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_daily_job_runs_yesterday_once_per_channel_on_two_nodes),
+        cmocka_unit_test_setup(test_daily_job_runs_yesterday_once_per_channel_on_two_nodes,
+                               refresh_today),
         cmocka_unit_test(
             test_each_faked_statement_discrepancy_is_found_and_a_rerun_changes_nothing),
-        cmocka_unit_test(test_lost_callback_is_repaired_from_the_statement_once),
-        cmocka_unit_test(test_uploaded_statement_is_matched_kind_by_kind),
-        cmocka_unit_test(test_resolving_with_an_adjustment_posts_through_suspense),
-        cmocka_unit_test(test_payctl_runs_lists_and_resolves),
-        cmocka_unit_test(test_bad_requests_are_refused),
-        cmocka_unit_test(test_statement_that_cannot_be_fetched_fails_the_run),
+        cmocka_unit_test_setup(test_lost_callback_is_repaired_from_the_statement_once,
+                               refresh_today),
+        cmocka_unit_test_setup(test_uploaded_statement_is_matched_kind_by_kind, refresh_today),
+        cmocka_unit_test_setup(test_resolving_with_an_adjustment_posts_through_suspense,
+                               refresh_today),
+        cmocka_unit_test_setup(test_payctl_runs_lists_and_resolves, refresh_today),
+        cmocka_unit_test_setup(test_bad_requests_are_refused, refresh_today),
+        cmocka_unit_test_setup(test_statement_that_cannot_be_fetched_fails_the_run, refresh_today),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

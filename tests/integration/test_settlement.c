@@ -23,6 +23,18 @@ static pc_stack_t g_stack;
 static int g_seq;
 static char g_today[11];
 
+/* Today's UTC date, read again before each test: a run that crosses midnight
+ * must not settle or reconcile "today" as the day before. */
+static int refresh_today(void **state)
+{
+    (void)state;
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(g_today, sizeof g_today, "%Y-%m-%d", &tm);
+    return 0;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -30,11 +42,7 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_SETTLEMENT_AUTO", "false");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(g_today, sizeof g_today, "%Y-%m-%d", &tm);
-    return 0;
+    return refresh_today(state);
 }
 
 static int teardown(void **state)
@@ -420,11 +428,12 @@ static void test_daily_job_settles_once_on_any_node(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_day_with_fees_and_chargeback_hold_run_twice),
-        cmocka_unit_test(test_cycle_days_decide_what_is_due),
-        cmocka_unit_test(test_owed_chargeback_shortfall_is_taken_from_the_next_settlement),
-        cmocka_unit_test(test_credit_during_a_statement_is_not_lost),
-        cmocka_unit_test(test_daily_job_settles_once_on_any_node),
+        cmocka_unit_test_setup(test_day_with_fees_and_chargeback_hold_run_twice, refresh_today),
+        cmocka_unit_test_setup(test_cycle_days_decide_what_is_due, refresh_today),
+        cmocka_unit_test_setup(test_owed_chargeback_shortfall_is_taken_from_the_next_settlement,
+                               refresh_today),
+        cmocka_unit_test_setup(test_credit_during_a_statement_is_not_lost, refresh_today),
+        cmocka_unit_test_setup(test_daily_job_settles_once_on_any_node, refresh_today),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
