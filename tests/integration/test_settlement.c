@@ -28,10 +28,7 @@ static char g_today[11];
 static int refresh_today(void **state)
 {
     (void)state;
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(g_today, sizeof g_today, "%Y-%m-%d", &tm);
+    pc_t_utc_today(g_today);
     return 0;
 }
 

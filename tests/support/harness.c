@@ -738,6 +738,14 @@ int pc_t_mark_paid(pc_stack_t *s, const char *trade_no, const char *payment_no, 
     return m.status;
 }
 
+void pc_t_utc_today(char out[11])
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(out, 11, "%Y-%m-%d", &tm);
+}
+
 int pc_t_alert_active(pc_stack_t *s, const char *kind, const char *subject)
 {
     pc_t_resp_t r = pc_t_admin(s, "GET", "/admin/alerts", NULL);
