@@ -720,6 +720,16 @@ static void send_to_channel(run_t *x)
     }
 }
 
+/* Nothing goes through a channel: wallet and coupon parts move now. */
+static void complete_internal(run_t *x)
+{
+    pc_ch_result_t ok;
+    memset(&ok, 0, sizeof ok);
+    ok.status = PC_CH_SUCCESS;
+    if (apply_result(x->rf, x->r.refund_no, &ok, applied_cb, x) < 0)
+        run_free(x);
+}
+
 static void dispatched_cb(void *data, int status, pc_db_res_t *res)
 {
     run_t *x = data;
@@ -729,12 +739,7 @@ static void dispatched_cb(void *data, int status, pc_db_res_t *res)
     }
     pc__refund_from_row(&x->r, res, 0);
     if (x->r.parts.external == 0) {
-        /* Nothing goes through a channel: wallet and coupon parts move now. */
-        pc_ch_result_t ok;
-        memset(&ok, 0, sizeof ok);
-        ok.status = PC_CH_SUCCESS;
-        if (apply_result(x->rf, x->r.refund_no, &ok, applied_cb, x) < 0)
-            run_free(x);
+        complete_internal(x);
         return;
     }
     send_to_channel(x);
@@ -804,6 +809,12 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
             snprintf(no, sizeof no, "%s", x->r.refund_no);
             run_free(x);
             pc__refund_dispatch(rf, no);
+            continue;
+        }
+        /* Dispatched, but the move right after failed (or its node died):
+         * no channel has anything to say about it, so it is done here. */
+        if (x->r.parts.external == 0) {
+            complete_internal(x);
             continue;
         }
         int rc = !strcmp(x->r.method, "PAYOUT")
