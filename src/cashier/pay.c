@@ -669,6 +669,13 @@ static void bound_cb(void *data, int status, pc_db_res_t *res)
         pc_respond_db_error(b->req, status);
         return;
     }
+    /* The channel's token is per card: a card bound to another buyer stays
+     * theirs (its card_id, limits and history), and is not handed over. */
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(b->req, PC_API_INVALID_STATE, "pan",
+                              "this card is bound to another buyer");
+        return;
+    }
     pc_respond_json_text(b->req, 201, pc_db_get(res, 0, 0));
 }
 
@@ -700,7 +707,8 @@ static void bind_token_cb(void *data, const pc_ch_result_t *r)
                     "WITH c AS (INSERT INTO cards (card_id, buyer_id, channel_id, token, brand, "
                     "bin, last4, exp_month, exp_year, holder) VALUES ($1, $2, $3, $4, $5, $6, $7, "
                     "$8::int, $9::int, $10) ON CONFLICT (channel_id, token) DO UPDATE SET status = "
-                    "'ACTIVE' RETURNING card_id, brand, bin, last4) SELECT json_build_object("
+                    "'ACTIVE' WHERE cards.buyer_id = EXCLUDED.buyer_id RETURNING card_id, brand, "
+                    "bin, last4) SELECT json_build_object("
                     "'card_id', c.card_id, 'brand', c.brand, 'last4', c.last4, 'issuer', "
                     "b.issuer, 'card_type', b.card_type, 'country', b.country, 'province', "
                     "b.province)::text FROM c LEFT JOIN LATERAL (SELECT * FROM card_bins k WHERE "

@@ -1225,7 +1225,28 @@ static void test_card_bin_lookup_and_bound_card_details(void **state)
     assert_int_equal(r.status, 201);
     assert_string_equal(pc_t_jstr(&r, "issuer"), "Second Demo Bank");
     assert_string_equal(pc_t_jstr(&r, "country"), "CN");
+    char card_id[64];
+    snprintf(card_id, sizeof card_id, "%s", pc_t_jstr(&r, "card_id"));
     pc_t_resp_free(&r);
+    /* Binding it again is fine for its buyer (the same card) ... */
+    r = pc_t_call(&g_stack, &g_m, "POST", path,
+                  "{\"pan\":\"5555555555554444\",\"exp_month\":3,\"exp_year\":2031}", "bind-bin-2");
+    assert_int_equal(r.status, 201);
+    assert_string_equal(pc_t_jstr(&r, "card_id"), card_id);
+    pc_t_resp_free(&r);
+    /* ... but another buyer does not get it (before: 201 with this buyer's
+     * card_id, which the other buyer could not pay with). */
+    char other[32];
+    snprintf(other, sizeof other, "%s", fresh_buyer());
+    snprintf(path, sizeof path, "/v1/buyers/%s/cards", other);
+    r = pc_t_call(&g_stack, &g_m, "POST", path,
+                  "{\"pan\":\"5555555555554444\",\"exp_month\":3,\"exp_year\":2031}", "bind-bin-3");
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    pc_t_resp_free(&r);
+    char *owner = pc_t_sql(&g_stack, "SELECT buyer_id FROM cards WHERE card_id = '%s'", card_id);
+    assert_string_equal(owner, buyer);
+    free(owner);
 }
 
 /* Runs last: no card number anywhere in the database or the logs. */
