@@ -620,11 +620,10 @@ static void test_settle_of_the_rest_waits_for_an_escrow_refund(void **state)
     assert_int_equal(pending_of(&m), 1000);
 }
 
-/* A new buyer whose wallet holds 3,000, topped up by card; the buyer id and
- * the wallet's account id into the arguments. */
-static void recharged_buyer(char buyer[32], char wallet[96])
+/* A new buyer whose wallet holds 3,000, topped up by card; the buyer id,
+ * the wallet's account id and the top-up's trade into the arguments. */
+static void recharged_buyer(char buyer[32], char wallet[96], char tn[40])
 {
-    char tn[40];
     snprintf(buyer, 32, "%s", fresh_buyer());
     snprintf(wallet, 96, "buyer:%s:wallet:CNY", buyer);
     new_trade_for(&g_m, "RECHARGE", 3000, buyer, NULL, tn);
@@ -640,7 +639,7 @@ static void test_balance_refund_of_a_trade_created_without_a_buyer(void **state)
 {
     (void)state;
     char buyer[32], tn[40], rno[40], wallet[96], body[512], key[64];
-    recharged_buyer(buyer, wallet);
+    recharged_buyer(buyer, wallet, tn);
     pc_t_resp_t r;
     g_seq++;
     snprintf(body, sizeof body,
@@ -671,7 +670,7 @@ static void test_wallet_only_refund_that_failed_after_dispatch_is_finished_later
 {
     (void)state;
     char buyer[32], tn[40], rno[40], wallet[96], out[48];
-    recharged_buyer(buyer, wallet);
+    recharged_buyer(buyer, wallet, tn);
     pc_t_resp_t r;
     new_trade_for(&g_m, "INSTANT", 1200, buyer, NULL, tn);
     r = pay_as(&g_m, tn, buyer, "BALANCE", NULL);
@@ -875,7 +874,7 @@ static void test_recharge_refund_takes_the_wallet(void **state)
 {
     (void)state;
     char buyer[32], tn[40], tn2[40], rno[40], wallet[96];
-    recharged_buyer(buyer, wallet);
+    recharged_buyer(buyer, wallet, tn);
     pc_t_resp_t r;
     long long pending0 = pending_of(&g_m);
     refund_ok(tn, "RW1", 1000, NULL, rno);
