@@ -101,6 +101,7 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     long long needs_ops = pc_db_val_i64(res, 0, "needs_ops");
     long long recon_open = pc_db_val_i64(res, 0, "recon_open");
     long long fold_age = pc_db_val_i64(res, 0, "fold_age");
+    long long refunds_waiting = pc_db_val_i64(res, 0, "refunds_waiting");
     long long limit = pc_config_int(a->app->cfg, "alerts.outbox_age_s");
     char msg[200];
     snprintf(msg, sizeof msg, "the oldest undelivered notification is %lld s old (limit %lld s)",
@@ -111,6 +112,11 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "(needs_ops)",
              needs_ops);
     set(a, needs_ops > 0, "REPAIR_EXHAUSTED", "payments", msg);
+    snprintf(msg, sizeof msg,
+             "%lld refunds wait for a person: held (SUSPENDED) or to be returned by hand "
+             "(OFFLINE); GET /admin/refunds?waiting=true",
+             refunds_waiting);
+    set(a, refunds_waiting > 0, "REFUNDS_WAITING", "refunds", msg);
     snprintf(msg, sizeof msg, "%lld reconciliation differences wait for ops", recon_open);
     set(a, recon_open > 0, "RECON_DIFFERENCES", "recon", msg);
     /* Queued movements of hot accounts (ledger.h) are folded within a
@@ -173,7 +179,8 @@ static void check(uv_timer_t *t)
         "CASE WHEN to_regclass('recon_diffs') IS NULL THEN 0 ELSE (SELECT count(*) FROM "
         "recon_diffs WHERE status = 'OPEN') END AS recon_open, coalesce((SELECT "
         "extract(epoch FROM now() - min(created_at))::bigint FROM "
-        "ledger_balance_deltas), 0) AS fold_age",
+        "ledger_balance_deltas), 0) AS fold_age, (SELECT count(*) FROM refunds WHERE status = "
+        "'SUSPENDED' OR (status = 'PROCESSING' AND method = 'OFFLINE')) AS refunds_waiting",
         0, NULL, facts_cb, a);
 }
 

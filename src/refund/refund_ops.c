@@ -2,6 +2,7 @@
  *   POST /admin/refunds/{refund_no}/suspend|resume|terminate|force-fail|confirm
  *        {"why": "...", "outcome": "SUCCESS|FAILED" (confirm), "failure_code"}
  *   GET  /admin/refunds/{refund_no}          the refund with its actions
+ *   GET  /admin/refunds?waiting=true          refunds waiting for a person
  *   POST /admin/refund-batches               {"method": "FILE|OFFLINE", "channel_id"}
  *        exports the ACCEPTED refunds of that method (and channel) as a CSV
  *        batch and moves them to PROCESSING
@@ -155,6 +156,41 @@ static void shown_cb(void *data, int status, pc_db_res_t *res)
     json_t *o = pc__refund_json(&r, 1);
     json_object_set_new(o, "actions", json_loads(pc_db_val(res, 0, "actions"), 0, NULL));
     pc_http_respond_json(req, 200, o);
+}
+
+/* GET /admin/refunds?waiting=true: the refunds that wait for a person, held
+ * (SUSPENDED) or to be returned by hand (OFFLINE, PROCESSING), oldest first
+ * (at most 500). The REFUNDS_WAITING alert points here. */
+static void listed_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    json_t *list = json_array();
+    for (int i = 0; i < pc_db_rows(res); i++) {
+        pc__refund_t r;
+        pc__refund_from_row(&r, res, i);
+        json_array_append_new(list, pc__refund_json(&r, 1));
+    }
+    pc_http_respond_json(req, 200, json_pack("{s:o}", "refunds", list));
+}
+
+static void list_refunds(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *waiting = pc_http_req_query_param(req, "waiting");
+    if (!waiting || strcmp(waiting, "true") != 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "waiting",
+                              "only waiting=true is listed here; one refund: /admin/refunds/{no}");
+        return;
+    }
+    if (pc_db_query(app->db,
+                    "SELECT " PC__REFUND_COLUMNS " FROM refunds WHERE status = 'SUSPENDED' OR "
+                    "(status = 'PROCESSING' AND method = 'OFFLINE') ORDER BY created_at LIMIT 500",
+                    0, NULL, listed_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
 static void show_refund(pc_http_req_t *req, void *data)
@@ -599,6 +635,7 @@ void pc__refund_ops_routes(pc_app_t *app)
 {
     pc_router_add(app->admin, "POST", "/admin/refunds/{refund_no}/{action}", refund_action, app);
     pc_router_add(app->admin, "GET", "/admin/refunds/{refund_no}", show_refund, app);
+    pc_router_add(app->admin, "GET", "/admin/refunds", list_refunds, app);
     pc_router_add(app->admin, "POST", "/admin/refund-batches", export_batch, app);
     pc_router_add(app->admin, "GET", "/admin/refund-batches/{batch_id}", show_batch, app);
     pc_router_add(app->admin, "POST", "/admin/refund-batches/{batch_id}/results", import_results,

@@ -35,6 +35,7 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_REFUND_POLL_MS", "100");
     pc_stack_env(&g_stack, "PAYCORE_REFUND_QUERY_SCHEDULE_MS", "200,400,800");
     pc_stack_env(&g_stack, "PAYCORE_REFUND_SEND_GRACE_MS", "1000");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
@@ -430,6 +431,16 @@ static void test_offline_refunds_batched_and_confirmed_by_ops(void **state)
 
 /* ---------- suspend, resume, terminate, force-fail ---------- */
 
+/* Whether GET /admin/refunds?waiting=true lists refund rno. */
+static int waiting_listed(const char *rno)
+{
+    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/refunds?waiting=true", NULL);
+    assert_int_equal(r.status, 200);
+    int listed = strstr(r.body, rno) != NULL;
+    pc_t_resp_free(&r);
+    return listed;
+}
+
 static void test_suspend_resume_terminate_each_with_the_ledger_right_after(void **state)
 {
     (void)state;
@@ -439,10 +450,19 @@ static void test_suspend_resume_terminate_each_with_the_ledger_right_after(void 
     refund_ok(tn, "S1", 2000, rno);
     assert_int_equal(pending(), p0 - 2000);
     assert_int_equal(refund_action(rno, "suspend", NULL), 400); /* why is required */
+    assert_false(waiting_listed(rno));
     snprintf(cmd, sizeof cmd, "refunds suspend %s --why 'merchant asked to wait'", rno);
     assert_int_equal(payctl(cmd), 0);
     expect_refund(rno, "SUSPENDED");
     assert_true(pc_t_ledger_ok(&g_stack));
+    /* Ops see it: listed as waiting, and the alert is raised. */
+    assert_true(waiting_listed(rno));
+    int on = 0;
+    for (int i = 0; i < 300 && !on; i++) {
+        usleep(100000);
+        on = pc_t_alert_active(&g_stack, "REFUNDS_WAITING", "refunds");
+    }
+    assert_true(on);
     /* A held refund is left out of batches. */
     pc_t_resp_t r =
         pc_t_admin(&g_stack, "POST", "/admin/refund-batches", "{\"method\":\"OFFLINE\"}");
@@ -451,6 +471,7 @@ static void test_suspend_resume_terminate_each_with_the_ledger_right_after(void 
     snprintf(cmd, sizeof cmd, "refunds resume %s --why 'go ahead'", rno);
     assert_int_equal(payctl(cmd), 0);
     expect_refund(rno, "ACCEPTED");
+    assert_false(waiting_listed(rno));
     assert_true(pc_t_ledger_ok(&g_stack));
     snprintf(cmd, sizeof cmd, "refunds terminate %s --why 'duplicate request'", rno);
     assert_int_equal(payctl(cmd), 0);
@@ -482,10 +503,15 @@ static void test_suspend_resume_terminate_each_with_the_ledger_right_after(void 
     r = pc_t_admin(&g_stack, "POST", "/admin/refund-batches", "{\"method\":\"OFFLINE\"}");
     assert_non_null(strstr(r.body, rno2));
     pc_t_resp_free(&r);
+    assert_true(waiting_listed(rno2)); /* to be paid by hand */
     assert_int_equal(refund_action(rno2, "terminate", "{\"why\":\"too late\"}"), 409);
     assert_int_equal(refund_action(rno2, "suspend", "{\"why\":\"too late\"}"), 409);
     assert_int_equal(refund_action(rno2, "confirm", "{\"why\":\"paid by hand\"}"), 200);
     expect_refund(rno2, "SUCCESS");
+    assert_false(waiting_listed(rno2));
+    r = pc_t_admin(&g_stack, "GET", "/admin/refunds", NULL);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
 }
 
 static void test_force_fail_returns_the_money_to_the_merchant(void **state)
