@@ -644,17 +644,24 @@ static void applied_cb(void *data, int status, const pc__refund_t *r)
 static const char *const FROM_PROCESSING[] = {"PROCESSING", NULL};
 
 /* A final answer from the channel (synchronous, query or callback). */
+/* A final channel result for a refund in flight: SUCCESS, or anything else
+ * as a failure. RETURNED (a refund paid out whose payee's bank sent the money
+ * back, its success never heard of) is one: the money is back at the
+ * channel and the refund did not reach the buyer. */
 static int apply_result(pc_refunds_t *rf, const char *refund_no, const pc_ch_result_t *res,
                         pc__transition_cb cb, void *data)
 {
     int ok = res->status == PC_CH_SUCCESS;
+    const char *failed = res->code[0]                    ? res->code
+                         : res->status == PC_CH_RETURNED ? "RETURNED"
+                                                         : "REFUND_FAILED";
     pc__transition_t t = {
         .refund_no = refund_no,
         .to = ok ? "SUCCESS" : "FAILED",
         .from = FROM_PROCESSING,
         .who = "channel",
         .action = "CHANNEL_RESULT",
-        .failure_code = ok ? NULL : (res->code[0] ? res->code : "REFUND_FAILED"),
+        .failure_code = ok ? NULL : failed,
         .failure_msg = ok ? NULL : res->message,
         .channel_txn_id = res->channel_txn_id[0] ? res->channel_txn_id : NULL,
         .error_to_offline = 1,
@@ -780,7 +787,8 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
         send_to_channel(x);
         return;
     }
-    if (res->status == PC_CH_SUCCESS || res->status == PC_CH_FAILED) {
+    if (res->status == PC_CH_SUCCESS || res->status == PC_CH_FAILED ||
+        res->status == PC_CH_RETURNED) {
         if (apply_result(x->rf, x->r.refund_no, res, applied_cb, x) < 0)
             run_free(x);
         return;
@@ -1074,7 +1082,8 @@ static void callback_applied_cb(void *data, int status, const pc__refund_t *r)
 static void refund_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
 {
     const pc_ch_callback_t *cb = cbv;
-    if (cb->result.status != PC_CH_SUCCESS && cb->result.status != PC_CH_FAILED) {
+    if (cb->result.status != PC_CH_SUCCESS && cb->result.status != PC_CH_FAILED &&
+        cb->result.status != PC_CH_RETURNED) {
         static const char ok[] = "{\"result\":\"ignored\"}";
         pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
         return;

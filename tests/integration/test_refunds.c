@@ -511,9 +511,9 @@ static void test_api_refund_that_times_out_resolves_by_query(void **state)
     free(st);
 }
 
-/* A refund held at its channel (refund_delay_ms -1) is failed there, as a
- * person at the channel would, once paycore has sent it. */
-static void fail_held_refund(const char *rno)
+/* The channel's reference of refund rno once paycore has sent it
+ * (malloc'd). */
+static char *sent_txn(const char *rno)
 {
     char *txn = NULL;
     for (int i = 0; i < 100; i++) {
@@ -524,6 +524,14 @@ static void fail_held_refund(const char *rno)
         usleep(50000);
     }
     assert_true(txn[0] != 0);
+    return txn;
+}
+
+/* A refund held at its channel (refund_delay_ms -1) is failed there, as a
+ * person at the channel would, once paycore has sent it. */
+static void fail_held_refund(const char *rno)
+{
+    char *txn = sent_txn(rno);
     char body[256];
     snprintf(body, sizeof body,
              "{\"reference\":\"%s\",\"outcome\":\"FAILED\",\"failure_code\":\"REFUND_REJECTED\"}",
@@ -692,6 +700,80 @@ static void test_wallet_only_refund_that_failed_after_dispatch_is_finished_later
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A trade of g_m paid through sim_va: the buyer transferred to the VA
+ * number at paysim and the trade is TRADE_SUCCESS. */
+static void paid_va_trade(long amount, char tn[40])
+{
+    char buyer[32], body[256];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade_for(&g_m, "INSTANT", amount, buyer, NULL, tn);
+    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "VA", NULL);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    json_t *j = pc_t_json(&r);
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
+             json_string_value(json_object_get(json_object_get(j, "action"), "va_number")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    char *st = NULL;
+    for (int i = 0; i < 100; i++) {
+        free(st);
+        st = trade_col(tn, "status");
+        if (!strcmp(st, "TRADE_SUCCESS"))
+            break;
+        usleep(50000);
+    }
+    assert_string_equal(st, "TRADE_SUCCESS");
+    free(st);
+}
+
+/* A refund paid out to the buyer's account whose bank sent the money back
+ * before paycore heard of the success (callbacks lost): the status query
+ * answers RETURNED. The refund did not reach the buyer, so it fails and the
+ * merchant has the money again. Before, RETURNED was ignored and the refund
+ * stayed PROCESSING for good, the merchant's money held. */
+static void test_payout_refund_returned_before_its_success_was_heard_fails(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], body[256], f[200];
+    paid_va_trade(1500, tn);
+    pc_t_resp_t r;
+    long long pending0 = pending_of(&g_m);
+    snprintf(f, sizeof f,
+             "{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":-1,"
+             "\"lost_callback_rate\":10000}");
+    sim_faults(f);
+    refund_ok(tn, "PR1", 1500,
+              "\"payee\":{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000004321\",\"name\":\"A "
+              "Buyer\",\"bank_code\":\"ICBC\"}",
+              rno);
+    expect_refund(rno, "PROCESSING");
+    char *txn = sent_txn(rno);
+    /* Right after a status query (they come every 800 ms here), the payee
+     * is paid and the bank returns it. */
+    long long q0 = refund_int(rno, "query_attempts");
+    for (int i = 0; i < 200 && refund_int(rno, "query_attempts") == q0; i++)
+        usleep(20000);
+    usleep(200000);
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}", txn);
+    r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    snprintf(body, sizeof body, "{\"channel_txn_id\":\"%s\",\"reason_code\":\"R03\"}", txn);
+    free(txn);
+    r = pc_t_sim(&g_stack, "POST", "/sim/return", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect_refund(rno, "FAILED");
+    char *code = refund_field(rno, "failure_code");
+    assert_string_equal(code, "R03"); /* the bank's reason, as the channel gives it */
+    free(code);
+    assert_int_equal(pending_of(&g_m), pending0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_multi_part_payment_refunds_external_then_balance_then_coupon(void **state)
 {
     (void)state;
@@ -748,30 +830,10 @@ static void test_multi_part_payment_refunds_external_then_balance_then_coupon(vo
 static void test_payout_refund_needs_a_payee(void **state)
 {
     (void)state;
-    char buyer[32], tn[40], rno[40];
-    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-    new_trade_for(&g_m, "INSTANT", 1200, buyer, NULL, tn);
-    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "VA", NULL);
-    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
-    json_t *j = pc_t_json(&r);
-    char body[256];
-    snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
-             json_string_value(json_object_get(json_object_get(j, "action"), "va_number")));
-    json_decref(j);
-    pc_t_resp_free(&r);
-    r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
-    assert_int_equal(r.status, 200);
-    pc_t_resp_free(&r);
-    char *st = NULL;
-    for (int i = 0; i < 100; i++) {
-        free(st);
-        st = trade_col(tn, "status");
-        if (!strcmp(st, "TRADE_SUCCESS"))
-            break;
-        usleep(50000);
-    }
-    assert_string_equal(st, "TRADE_SUCCESS");
-    free(st);
+    char tn[40], rno[40];
+    paid_va_trade(1200, tn);
+    pc_t_resp_t r;
+    char *st;
     /* A VA channel refunds by payout only: without a payee, a clear 400. */
     r = refund(tn, "PO1", 1200, NULL);
     assert_int_equal(r.status, 400);
@@ -964,6 +1026,8 @@ int main(void)
         cmocka_unit_test_teardown(
             test_wallet_only_refund_that_failed_after_dispatch_is_finished_later, after_each),
         cmocka_unit_test_teardown(test_payout_refund_needs_a_payee, after_each),
+        cmocka_unit_test_teardown(test_payout_refund_returned_before_its_success_was_heard_fails,
+                                  after_each),
         cmocka_unit_test_teardown(test_short_merchant_is_refused_unless_advance_funded, after_each),
         cmocka_unit_test_teardown(test_guarantee_refund_takes_unsettled_escrow_then_merchant,
                                   after_each),
