@@ -578,6 +578,17 @@ static void capture(op_t *o)
 
 /* ---------- release: the payment failed ---------- */
 
+/* Queues, in o's transaction, the release of the coupon the payment holds
+ * (if any): it can be used again. */
+static void free_coupon(op_t *o)
+{
+    const char *p[] = {o->payment_no};
+    pc_db_tx_query(o->tx,
+                   "UPDATE coupons SET status = 'AVAILABLE', payment_no = NULL WHERE payment_no = "
+                   "$1 AND status = 'LOCKED'",
+                   1, p, step_cb, o);
+}
+
 static void released_row_cb(void *data, int status, pc_db_res_t *res)
 {
     op_t *o = data;
@@ -599,11 +610,7 @@ static void released_row_cb(void *data, int status, pc_db_res_t *res)
     leg(&l, PC_LEDGER_BUYER_WALLET, buyer, cur, held);
     if (strcmp(pc_db_val(res, 0, "held"), "true") == 0)
         post(o, "PAY_RELEASE", l.legs, l.n);
-    const char *p[] = {o->payment_no};
-    pc_db_tx_query(o->tx,
-                   "UPDATE coupons SET status = 'AVAILABLE', payment_no = NULL WHERE payment_no = "
-                   "$1 AND status = 'LOCKED'",
-                   1, p, step_cb, o);
+    free_coupon(o);
     count_payment(o, "FAILED");
     commit_deciding(o, capture_commit_cb);
 }
@@ -1171,17 +1178,17 @@ static void continue_limits_cb(void *data, int status, pc_db_res_t *res)
         continue_update(o);
         return;
     }
+    /* The move must apply (pc_require): one that touched no row would still
+     * commit the coupon's release and answer as if it had. */
     const char *p[] = {o->payment_no};
     pc_db_tx_query(o->tx,
-                   "UPDATE payments SET status = 'FAILED', failure_code = 'LIMIT_EXCEEDED', "
-                   "failure_message = 'this payment would pass the buyer''s limits', action = "
-                   "NULL, finished_at = now(), updated_at = now() WHERE payment_no = $1 AND status "
-                   "= 'CHALLENGE'",
+                   "WITH f AS (UPDATE payments SET status = 'FAILED', failure_code = "
+                   "'LIMIT_EXCEEDED', failure_message = 'this payment would pass the buyer''s "
+                   "limits', action = NULL, finished_at = now(), updated_at = now() WHERE "
+                   "payment_no = $1 AND status = 'CHALLENGE' RETURNING 1) SELECT "
+                   "pc_require(EXISTS (SELECT 1 FROM f), 'payment_status')",
                    1, p, step_cb, o);
-    pc_db_tx_query(o->tx,
-                   "UPDATE coupons SET status = 'AVAILABLE', payment_no = NULL WHERE payment_no = "
-                   "$1 AND status = 'LOCKED'",
-                   1, p, step_cb, o);
+    free_coupon(o);
     pc_db_tx_commit(o->tx, over_limit_commit_cb, o);
 }
 

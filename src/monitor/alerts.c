@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/client.h"
+#include "refund/refund.h"
 #include "rules/rules.h"
 
 #include <stdio.h>
@@ -179,8 +180,8 @@ static void check(uv_timer_t *t)
         "CASE WHEN to_regclass('recon_diffs') IS NULL THEN 0 ELSE (SELECT count(*) FROM "
         "recon_diffs WHERE status = 'OPEN') END AS recon_open, coalesce((SELECT "
         "extract(epoch FROM now() - min(created_at))::bigint FROM "
-        "ledger_balance_deltas), 0) AS fold_age, (SELECT count(*) FROM refunds WHERE status = "
-        "'SUSPENDED' OR (status = 'PROCESSING' AND method = 'OFFLINE')) AS refunds_waiting",
+        "ledger_balance_deltas), 0) AS fold_age, (SELECT count(*) FROM refunds "
+        "WHERE " PC_REFUND_WAITING_WHERE ") AS refunds_waiting",
         0, NULL, facts_cb, a);
 }
 

@@ -48,6 +48,13 @@ void pc_refunds_stop(pc_refunds_t *rf);
 /* Frees it; call after the loop has stopped. */
 void pc_refunds_free(pc_refunds_t *rf);
 
+/* Refunds that wait for a person, as an SQL condition on refunds: held
+ * (SUSPENDED) or to be returned by hand (OFFLINE, still PROCESSING). The
+ * same condition as the partial index refunds_waiting (migration 0049), so
+ * that counting and listing them read only that index. */
+#define PC_REFUND_WAITING_WHERE                                                                    \
+    "(status = 'SUSPENDED' OR (status = 'PROCESSING' AND method = 'OFFLINE'))"
+
 /* ---- internal: shared by refund.c, refund_api.c and refund_ops.c ---- */
 
 /* Columns to select (or return) for pc__refund_from_row. */

@@ -187,8 +187,8 @@ static void list_refunds(pc_http_req_t *req, void *data)
         return;
     }
     if (pc_db_query(app->db,
-                    "SELECT " PC__REFUND_COLUMNS " FROM refunds WHERE status = 'SUSPENDED' OR "
-                    "(status = 'PROCESSING' AND method = 'OFFLINE') ORDER BY created_at LIMIT 500",
+                    "SELECT " PC__REFUND_COLUMNS " FROM refunds WHERE " PC_REFUND_WAITING_WHERE
+                    " ORDER BY created_at LIMIT 500",
                     0, NULL, listed_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }

@@ -786,20 +786,16 @@ static void test_passed_challenge_is_checked_against_limits(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+#define PAYMENT_STATE_SQL                                                                          \
+    "SELECT status || ' ' || coalesce(failure_code, '-') FROM payments WHERE %s"
+
 static void expect_payment(const char *where, const char *want)
 {
-    char *st = NULL;
-    for (int i = 0; i < 200; i++) {
+    if (!pc_t_sql_wait(&g_stack, want, 10, PAYMENT_STATE_SQL, where)) {
+        char *st = pc_t_sql(&g_stack, PAYMENT_STATE_SQL, where);
+        assert_string_equal(st, want);
         free(st);
-        st = pc_t_sql(&g_stack,
-                      "SELECT status || ' ' || coalesce(failure_code, '-') FROM payments WHERE %s",
-                      where);
-        if (!strcmp(st, want))
-            break;
-        usleep(50000);
     }
-    assert_string_equal(st, want);
-    free(st);
 }
 
 /* A payment waiting for review or a challenge holds its coupon. Once it can

@@ -512,15 +512,10 @@ static void test_payout_left_open_after_every_query_raises_the_alert(void **stat
     char no[40];
     held_payout(&m, "OUT-OPEN-1", "6222020000009999", no);
     assert_false(pc_t_alert_active(&g_stack, "REPAIR_EXHAUSTED", NULL));
-    int flagged = 0;
-    for (int i = 0; i < 300 && !flagged; i++) {
-        usleep(50000);
-        flagged = pc_t_sql_int(&g_stack,
-                               "SELECT needs_ops::int FROM payouts WHERE payout_no = '%s' AND "
-                               "status = 'PROCESSING'",
-                               no) == 1;
-    }
-    assert_true(flagged);
+    assert_true(pc_t_sql_wait(&g_stack, "1", 15,
+                              "SELECT needs_ops::int FROM payouts WHERE payout_no = '%s' AND "
+                              "status = 'PROCESSING'",
+                              no));
     int on = 0;
     for (int i = 0; i < 300 && !on; i++) {
         usleep(50000);
@@ -566,14 +561,10 @@ static void test_payout_answer_that_cannot_be_applied_last_is_retried(void **sta
     pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
-    int flagged = 0;
-    for (int i = 0; i < 300 && !flagged; i++) {
-        usleep(50000);
-        flagged = pc_t_sql_int(&g_stack,
-                               "SELECT (needs_ops AND next_query_at IS NOT NULL)::int FROM payouts "
-                               "WHERE payout_no = '%s' AND status = 'PROCESSING'",
-                               no) == 1;
-    }
+    int flagged = pc_t_sql_wait(&g_stack, "1", 15,
+                                "SELECT (needs_ops AND next_query_at IS NOT NULL)::int FROM "
+                                "payouts WHERE payout_no = '%s' AND status = 'PROCESSING'",
+                                no);
     free(pc_t_sql(&g_stack, "ALTER TABLE payouts DROP CONSTRAINT pc_test_no_finish"));
     assert_true(flagged);
     expect_status(&m, no, "SUCCESS");

@@ -536,6 +536,24 @@ long long pc_t_sql_int(pc_stack_t *s, const char *fmt, ...)
     return v;
 }
 
+int pc_t_sql_wait(pc_stack_t *s, const char *want, double secs, const char *fmt, ...)
+{
+    char sql[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    for (int i = 0; i <= (int)(secs * 20); i++) {
+        char *got = pc_t_sql(s, "%s", sql);
+        int ok = got && !strcmp(got, want);
+        free(got);
+        if (ok)
+            return 1;
+        usleep(50000);
+    }
+    return 0;
+}
+
 /* ---------- merchants and signing ---------- */
 
 #include "auth/sign.h"

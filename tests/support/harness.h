@@ -101,6 +101,10 @@ size_t pc_t_read_all(int fd, char *buf, size_t max, int timeout_ms);
  * first row as a malloc'd string (NULL when no row). Aborts on SQL errors. */
 char *pc_t_sql(pc_stack_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 long long pc_t_sql_int(pc_stack_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Runs the query every 50 ms for up to secs seconds until its first value
+ * is want. Returns 1 when it was, 0 when time ran out. */
+int pc_t_sql_wait(pc_stack_t *s, const char *want, double secs, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif
 
