@@ -165,16 +165,7 @@ static const char *jstr(json_t *o, const char *key)
 
 static int wait_sql(const char *want, double secs, const char *fmt, const char *arg)
 {
-    double t0 = now_s();
-    while (now_s() - t0 < secs) {
-        char *s = pc_t_sql(&g_stack, fmt, arg);
-        int ok = s && !strcmp(s, want);
-        free(s);
-        if (ok)
-            return 1;
-        usleep(100000);
-    }
-    return 0;
+    return pc_t_sql_wait(&g_stack, want, secs, fmt, arg);
 }
 
 /* Completes an asynchronous payment at paysim (the buyer paid). */

@@ -198,16 +198,7 @@ static pc_t_resp_t trade_and_pay(long amount, const char *method, const char *ex
 
 static int wait_status(const char *sql_fmt, const char *arg, const char *want, double secs)
 {
-    double t0 = now_s();
-    while (now_s() - t0 < secs) {
-        char *s = pc_t_sql(&g_stack, sql_fmt, arg);
-        int ok = s && !strcmp(s, want);
-        free(s);
-        if (ok)
-            return 1;
-        usleep(100000);
-    }
-    return 0;
+    return pc_t_sql_wait(&g_stack, want, secs, sql_fmt, arg);
 }
 
 static void test_lost_callback_is_repaired_by_a_status_query(void **state)

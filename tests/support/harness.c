@@ -543,15 +543,19 @@ int pc_t_sql_wait(pc_stack_t *s, const char *want, double secs, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(sql, sizeof sql, fmt, ap);
     va_end(ap);
-    for (int i = 0; i <= (int)(secs * 20); i++) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
         char *got = pc_t_sql(s, "%s", sql);
         int ok = got && !strcmp(got, want);
         free(got);
         if (ok)
             return 1;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9 >= secs)
+            return 0;
         usleep(50000);
     }
-    return 0;
 }
 
 /* ---------- merchants and signing ---------- */
