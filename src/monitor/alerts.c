@@ -62,9 +62,14 @@ static void raise_alert(pc_alerts_t *a, const char *kind, const char *subject, c
     snprintf(r->subject, sizeof r->subject, "%s", subject);
     snprintf(r->message, sizeof r->message, "%s", msg);
     const char *p[] = {kind, subject, msg};
+    /* An alert already raised keeps its row (and is not announced again),
+     * but its message follows the facts: ops reading "1 refund waits" while
+     * seven do would be misled. Only a new row is returned. */
     if (pc_db_query(a->app->db,
-                    "INSERT INTO alerts (kind, subject, message) VALUES ($1, $2, $3) ON CONFLICT "
-                    "(kind, subject) WHERE status = 'ACTIVE' DO NOTHING RETURNING alert_id",
+                    "WITH upd AS (UPDATE alerts SET message = $3 WHERE kind = $1 AND subject = $2 "
+                    "AND status = 'ACTIVE' AND message <> $3) INSERT INTO alerts (kind, subject, "
+                    "message) VALUES ($1, $2, $3) ON CONFLICT (kind, subject) WHERE status = "
+                    "'ACTIVE' DO NOTHING RETURNING alert_id",
                     3, p, raised_cb, r) < 0)
         free(r);
 }

@@ -13,6 +13,7 @@
 
 #include "auth/sign.h"
 #include "harness.h"
+#include "refund/refund.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -441,12 +442,39 @@ static int waiting_listed(const char *rno)
     return listed;
 }
 
+/* Refunds waiting for a person, counted as the alert counts them. */
+static long long waiting_count(void)
+{
+    return pc_t_sql_int(&g_stack, "SELECT count(*) FROM refunds WHERE " PC_REFUND_WAITING_WHERE);
+}
+
+/* Whether the REFUNDS_WAITING alert comes to say that n refunds wait (n > 0)
+ * or is resolved (n == 0) within 30 s: it follows the count, not only its
+ * first value. */
+static int waiting_alert_says(long long n)
+{
+    char want[48];
+    snprintf(want, sizeof want, "%lld refunds wait ", n);
+    for (int i = 0; i < 300; i++) {
+        char *m = pc_t_alert_message(&g_stack, "REFUNDS_WAITING", "refunds");
+        int ok = n == 0 ? m == NULL : m && !strncmp(m, want, strlen(want));
+        free(m);
+        if (ok)
+            return 1;
+        usleep(100000);
+    }
+    return 0;
+}
+
 static void test_suspend_resume_terminate_each_with_the_ledger_right_after(void **state)
 {
     (void)state;
     char tn[40], rno[40], cmd[256];
+    char tn_b[40], rno_b[40];
     paid_async_trade("OTC", "otc_code", 2000, tn);
+    paid_async_trade("OTC", "otc_code", 700, tn_b);
     long long p0 = pending();
+    long long w0 = waiting_count();
     refund_ok(tn, "S1", 2000, rno);
     assert_int_equal(pending(), p0 - 2000);
     assert_int_equal(refund_action(rno, "suspend", NULL), 400); /* why is required */
@@ -455,14 +483,19 @@ static void test_suspend_resume_terminate_each_with_the_ledger_right_after(void 
     assert_int_equal(payctl(cmd), 0);
     expect_refund(rno, "SUSPENDED");
     assert_true(pc_t_ledger_ok(&g_stack));
-    /* Ops see it: listed as waiting, and the alert is raised. */
+    /* Ops see it: listed as waiting, and counted by the alert (raised, or
+     * its message brought up to date when earlier tests left it raised). */
     assert_true(waiting_listed(rno));
-    int on = 0;
-    for (int i = 0; i < 300 && !on; i++) {
-        usleep(100000);
-        on = pc_t_alert_active(&g_stack, "REFUNDS_WAITING", "refunds");
-    }
-    assert_true(on);
+    assert_true(waiting_alert_says(w0 + 1));
+    /* A second one held while the alert is up: the alert says two. */
+    refund_ok(tn_b, "S1b", 700, rno_b);
+    snprintf(cmd, sizeof cmd, "refunds suspend %s --why 'check with the buyer'", rno_b);
+    assert_int_equal(payctl(cmd), 0);
+    assert_true(waiting_alert_says(w0 + 2));
+    snprintf(cmd, sizeof cmd, "refunds terminate %s --why 'buyer withdrew'", rno_b);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno_b, "TERMINATED");
+    assert_true(waiting_alert_says(w0 + 1));
     /* A held refund is left out of batches. */
     pc_t_resp_t r =
         pc_t_admin(&g_stack, "POST", "/admin/refund-batches", "{\"method\":\"OFFLINE\"}");
@@ -472,6 +505,7 @@ static void test_suspend_resume_terminate_each_with_the_ledger_right_after(void 
     assert_int_equal(payctl(cmd), 0);
     expect_refund(rno, "ACCEPTED");
     assert_false(waiting_listed(rno));
+    assert_true(waiting_alert_says(w0));
     assert_true(pc_t_ledger_ok(&g_stack));
     snprintf(cmd, sizeof cmd, "refunds terminate %s --why 'duplicate request'", rno);
     assert_int_equal(payctl(cmd), 0);

@@ -768,12 +768,12 @@ void pc_t_utc_today(char out[11])
     strftime(out, 11, "%Y-%m-%d", &tm);
 }
 
-int pc_t_alert_active(pc_stack_t *s, const char *kind, const char *subject)
+char *pc_t_alert_message(pc_stack_t *s, const char *kind, const char *subject)
 {
     pc_t_resp_t r = pc_t_admin(s, "GET", "/admin/alerts", NULL);
     json_t *j = pc_t_json(&r);
     pc_t_resp_free(&r);
-    int on = 0;
+    char *msg = NULL;
     size_t i;
     json_t *a;
     json_array_foreach(json_object_get(j, "alerts"), i, a)
@@ -781,12 +781,20 @@ int pc_t_alert_active(pc_stack_t *s, const char *kind, const char *subject)
         const char *k = json_string_value(json_object_get(a, "kind"));
         const char *sub = json_string_value(json_object_get(a, "subject"));
         const char *st = json_string_value(json_object_get(a, "status"));
-        if (k && !strcmp(k, kind) && (!subject || (sub && !strcmp(sub, subject))) && st &&
+        const char *m = json_string_value(json_object_get(a, "message"));
+        if (!msg && k && !strcmp(k, kind) && (!subject || (sub && !strcmp(sub, subject))) && st &&
             !strcmp(st, "ACTIVE"))
-            on = 1;
+            msg = strdup(m ? m : "");
     }
     json_decref(j);
-    return on;
+    return msg;
+}
+
+int pc_t_alert_active(pc_stack_t *s, const char *kind, const char *subject)
+{
+    char *m = pc_t_alert_message(s, kind, subject);
+    free(m);
+    return m != NULL;
 }
 
 int pc_t_ledger_ok(pc_stack_t *s)

@@ -87,6 +87,9 @@ pc_t_resp_t pc_t_admin_node(pc_stack_t *s, int i, const char *method, const char
 /* Today's date in UTC as YYYY-MM-DD. */
 void pc_t_utc_today(char out[11]);
 
+/* The message of the ACTIVE alert of kind (and subject, unless NULL) that
+ * GET /admin/alerts lists, malloc'd; NULL when there is none. */
+char *pc_t_alert_message(pc_stack_t *s, const char *kind, const char *subject);
 /* True when GET /admin/alerts lists an ACTIVE alert of kind (and subject,
  * unless NULL). */
 int pc_t_alert_active(pc_stack_t *s, const char *kind, const char *subject);
