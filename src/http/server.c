@@ -648,7 +648,14 @@ static int route_match(pc_router_t *r, pc_http_req_t *req)
 {
     const char *segs[32];
     int n = 0;
-    req->pathsegs = strdup(req->path[0] == '/' ? req->path + 1 : req->path);
+    /* Only the canonical spelling of a path matches: it starts with '/' and
+     * has no empty segment ("//v1/x", "/v1/x/", "v1/x" match nothing).
+     * Another spelling reaching a route would be a second name for it that
+     * the filters, which protect routes by their prefix, might not know. */
+    if (req->path[0] != '/' || (req->path[1] && strstr(req->path, "//")) ||
+        (req->path[1] && req->path[strlen(req->path) - 1] == '/'))
+        return 404;
+    req->pathsegs = strdup(req->path + 1);
     char *save = NULL;
     for (char *tok = strtok_r(req->pathsegs, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
         if (n == 32)
@@ -746,9 +753,11 @@ static void dispatch(conn_t *c, pc_http_req_t *req)
                               "method not allowed on this path");
         return;
     }
+    /* A filter guards the routes declared under its prefix: matched on the
+     * route's own pattern, not on how the client spelt the path. */
     for (int i = 0; i < srv->router->nfilters; i++) {
         filter_t *f = &srv->router->filters[i];
-        if (strncmp(req->path, f->prefix, strlen(f->prefix)) == 0) {
+        if (strncmp(req->route->pattern, f->prefix, strlen(f->prefix)) == 0) {
             f->fn(req, f->data);
             return;
         }

@@ -149,6 +149,46 @@ static void test_bad_signatures_are_refused(void **state)
                      0);
 }
 
+/* The status of an unsigned, token-less request for target on port. */
+static int bare_status(int port, const char *method, const char *target)
+{
+    int fd = pc_t_connect(port);
+    char req[512], buf[4096];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: "
+                     "close\r\n\r\n",
+                     method, target);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    pc_t_read_all(fd, buf, sizeof buf, 5000);
+    close(fd);
+    int status = 0;
+    if (sscanf(buf, "HTTP/1.1 %d", &status) != 1)
+        fprintf(stderr, "%s %s: no answer\n", method, target);
+    return status;
+}
+
+static void test_other_spellings_of_a_path_reach_no_route(void **state)
+{
+    (void)state;
+    /* A merchant route spelt another way ran without the signature check:
+     * with no merchant behind it the handler crashed the node. */
+    const char *api[] = {"//v1/balance", "/v1//balance", "/v1/balance/", "//v1/trades"};
+    for (size_t i = 0; i < sizeof api / sizeof *api; i++)
+        assert_int_equal(bare_status(g_stack.http_port, "GET", api[i]), 404);
+    assert_int_equal(bare_status(g_stack.http_port, "POST", "//v1/buyers/u_x/cards"), 404);
+    /* Admin routes the same: no token, no answer but 404. */
+    const char *admin[] = {"//admin/alerts", "/admin//alerts", "/admin/alerts/"};
+    for (size_t i = 0; i < sizeof admin / sizeof *admin; i++)
+        assert_int_equal(bare_status(g_stack.admin_port[0], "GET", admin[i]), 404);
+    /* The canonical spellings still ask for credentials, and both nodes
+     * are up. */
+    assert_int_equal(bare_status(g_stack.http_port, "GET", "/v1/balance"), 401);
+    assert_int_equal(bare_status(g_stack.admin_port[0], "GET", "/admin/alerts"), 401);
+    assert_int_equal(bare_status(g_stack.admin_port[1], "GET", "/admin/alerts"), 401);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(bare_status(g_stack.http_port, "GET", "/healthz"), 200);
+}
+
 static void test_reused_nonce_is_refused(void **state)
 {
     (void)state;
@@ -374,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_valid_hmac_request_passes),
         cmocka_unit_test(test_valid_rsa2_request_passes),
         cmocka_unit_test(test_bad_signatures_are_refused),
+        cmocka_unit_test(test_other_spellings_of_a_path_reach_no_route),
         cmocka_unit_test(test_reused_nonce_is_refused),
         cmocka_unit_test(test_unknown_and_disabled_merchants_are_refused),
         cmocka_unit_test(test_merchant_cannot_read_another_merchants_trade),
