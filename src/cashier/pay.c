@@ -793,7 +793,7 @@ static void channel_callback(pc_http_req_t *req, void *data)
     }
     pc_metrics_add("pc_channel_callbacks_total", "", 1);
     if (cb.kind == PC_CB_PAYMENT) {
-        if (pc_engine_apply(app->engine, cb.ref, &cb.result, callback_applied, req) < 0)
+        if (pc_engine_apply(app->engine, ch, cb.ref, &cb.result, callback_applied, req) < 0)
             pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "try again");
         return;
     }

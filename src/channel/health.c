@@ -215,6 +215,15 @@ static pc_ch_count_t map_refusal(pc_ch_op_t op, const json_t *o, pc_ch_result_t 
         out->retryable = 1;
         return PC_CH_COUNT_OK;
     }
+    if (is_query(op)) {
+        /* Any other refusal is of the query (its signature, its form, a
+         * gateway's rate limit), not of the transaction: what became of
+         * that is still unknown. Read as a failure, it failed payments and
+         * released payout reserves the bank may have paid. */
+        unknown(out, code, "the channel refused the status query");
+        copy_str(out->message, sizeof out->message, json_object_get(err, "message"));
+        return PC_CH_COUNT_FAILURE;
+    }
     out->retryable = code_retryable(code, NULL);
     return pc_ch_count_of(out);
 }

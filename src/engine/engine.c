@@ -40,6 +40,17 @@ typedef struct op {
     char failure_code[48], failure_message[160];
     int step_failed;
     int reject_waiting; /* ops reject: only a payment in REVIEW / CHALLENGE fails */
+    /* A channel's answer: which channel gave it (only the payment's own
+     * channel is believed), whether it was learnt later (callback, status
+     * query, statement: a failure to apply it is answered as such, so a
+     * channel retries), and the payment's row as the capture locked it. */
+    char reporter[33];
+    int applying;
+    struct {
+        int found;
+        char status[16], channel_id[33];
+        int64_t external_amount;
+    } row;
     pc_api_err_t err;
     char err_msg[160];
     pc_idem_req_t *idem; /* see pc_pay_order_t */
@@ -107,6 +118,9 @@ static void count_payment(const op_t *o, const char *status)
     "p.action::text AS action, p.failure_code, p.failure_message, p.risk_decision, p.risk_score, " \
     "p.risk_reasons::text AS risk_reasons, p.rule_versions::text AS rule_versions, "               \
     "p.challenge_id, p.needs_error_refund, p.card_brand, p.card_last4, t.status AS trade_status, " \
+    "CASE WHEN p.challenge_id IS NOT NULL THEN (SELECT to_char(c.expires_at AT TIME ZONE 'UTC', "  \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM challenges c WHERE c.challenge_id = p.challenge_id) "  \
+    "END AS challenge_expires_at, "                                                                \
     "to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at "    \
     "FROM payments p JOIN trades t USING (trade_no) WHERE p.payment_no = $1"
 
@@ -139,9 +153,13 @@ static json_t *payment_json(pc_db_res_t *res)
     const char *a = col(res, "action");
     if (a)
         action = json_loads(a, 0, NULL);
-    if (!strcmp(st, "CHALLENGE") && col(res, "challenge_id"))
+    if (!strcmp(st, "CHALLENGE") && col(res, "challenge_id")) {
+        const char *exp = col(res, "challenge_expires_at");
+        json_decref(action);
         action =
-            json_pack("{s:s,s:s}", "type", "CHALLENGE", "challenge_id", col(res, "challenge_id"));
+            json_pack("{s:s,s:s,s:o}", "type", "CHALLENGE", "challenge_id",
+                      col(res, "challenge_id"), "expires_at", exp ? json_string(exp) : json_null());
+    }
     json_t *failure = json_null();
     if (col(res, "failure_code"))
         failure = json_pack("{s:s,s:s}", "code", col(res, "failure_code"), "message",
@@ -244,6 +262,18 @@ static void fail_op(op_t *o, pc_api_err_t err, const char *msg)
     finish(o);
 }
 
+/* An answer learnt later that could not be recorded (database down, a
+ * statement failed): said so, so that a channel's callback is retried
+ * rather than acknowledged. The pay request itself answers the payment as
+ * it stands instead. */
+static void not_applied(op_t *o)
+{
+    if (o->applying && o->err == PC_API_OK) {
+        o->err = PC_API_UNAVAILABLE;
+        snprintf(o->err_msg, sizeof o->err_msg, "not applied; retry");
+    }
+}
+
 /* Notes a failed statement without deciding yet: the commit reports it. */
 static void step_cb(void *data, int status, pc_db_res_t *res)
 {
@@ -344,9 +374,18 @@ static void leave_pending(op_t *o, const pc_ch_result_t *r)
 static void next_channel_cb(void *data, int status, pc_db_res_t *res)
 {
     op_t *o = data;
-    (void)res;
     if (status) {
         /* Could not record the switch: stop here; the repair job finds it. */
+        finish(o);
+        return;
+    }
+    if (pc_db_rows(res) != 1) {
+        /* The payment was finished meanwhile (a callback or a status query
+         * failed it, its balance given back): sending it on would charge
+         * the buyer for a payment that no longer exists. */
+        pc_log_warn("engine.fallback_stopped",
+                    "payment %s was finished while %s declined it: not sent to %s", o->payment_no,
+                    o->route[o->attempt - 1], o->route[o->attempt]);
         finish(o);
         return;
     }
@@ -358,6 +397,7 @@ static void pay_cb(void *data, const pc_ch_result_t *r)
     op_t *o = data;
     o->result = *r;
     o->result.action = NULL; /* borrowed, only valid now */
+    snprintf(o->reporter, sizeof o->reporter, "%s", o->route[o->attempt]);
     switch (r->status) {
     case PC_CH_SUCCESS:
         capture(o);
@@ -379,7 +419,7 @@ static void pay_cb(void *data, const pc_ch_result_t *r)
             if (pc_db_query(o->e->app->db,
                             "UPDATE payments SET channel_id = $2, attempt = $3::int, sent_at = "
                             "now(), updated_at = now() WHERE payment_no = $1 AND status = "
-                            "'PROCESSING'",
+                            "'PROCESSING' RETURNING 1",
                             3, p, next_channel_cb, o) < 0)
                 finish(o);
             return;
@@ -473,6 +513,7 @@ static void capture_commit_cb(void *data, int status)
          * will apply the success again. */
         pc_log_warn("engine.capture_failed", "payment %s: %s; left for repair", o->payment_no,
                     pc_strerror(status));
+        not_applied(o);
     }
     finish(o);
 }
@@ -511,15 +552,92 @@ static void paid_cb(void *data, int status, const char *trade_status)
     commit_deciding(o, capture_commit_cb);
 }
 
+static void flagged_commit_cb(void *data, int status)
+{
+    op_t *o = data;
+    o->tx = NULL;
+    if (status)
+        not_applied(o);
+    finish(o);
+}
+
+/* A success that was not captured: why, from the row as locked. */
+static void not_captured(op_t *o)
+{
+    const pc_ch_result_t *r = &o->result;
+    int open = !strcmp(o->row.status, "PROCESSING") || !strcmp(o->row.status, "UNKNOWN");
+    if (!o->row.found || (!open && strcmp(o->row.status, "FAILED"))) {
+        /* Finished already (a duplicate callback, a query and a callback
+         * crossing): nothing to do. */
+    } else if (strcmp(o->row.channel_id, o->reporter) != 0) {
+        pc_log_warn("engine.wrong_channel",
+                    "channel %s reported success for payment %s, which is with channel %s: not "
+                    "applied",
+                    o->reporter, o->payment_no, o->row.channel_id);
+        count_payment(o, "WRONG_CHANNEL");
+    } else if (r->amount > 0 && r->amount != o->row.external_amount) {
+        /* The channel took another sum than was asked: neither the
+         * merchant's credit nor a refund can be decided here. */
+        pc_log_error("engine.amount_mismatch",
+                     "channel %s reported success for payment %s of %lld, not %lld: flagged for "
+                     "ops",
+                     o->reporter, o->payment_no, (long long)r->amount,
+                     (long long)o->row.external_amount);
+        count_payment(o, "AMOUNT_MISMATCH");
+        if (open) {
+            const char *p[] = {o->payment_no};
+            pc_db_tx_query(o->tx, "UPDATE payments SET needs_ops = true WHERE payment_no = $1", 1,
+                           p, step_cb, o);
+            pc_db_tx_commit(o->tx, flagged_commit_cb, o);
+            return;
+        }
+    } else {
+        /* FAILED, with a balance or coupon part given back: the buyer was
+         * charged by the channel as well. Reconciliation shows it too. */
+        pc_log_error("engine.late_success_unapplied",
+                     "channel %s reported success for payment %s, failed with its balance or "
+                     "coupon part given back: the channel's charge needs ops",
+                     o->reporter, o->payment_no);
+        count_payment(o, "LATE_SUCCESS_UNAPPLIED");
+    }
+    pc_db_tx_rollback(o->tx);
+    o->tx = NULL;
+    finish(o);
+}
+
+static void capture_locked_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    if (status || pc_db_rows(res) != 1)
+        return;
+    o->row.found = 1;
+    snprintf(o->row.status, sizeof o->row.status, "%s", pc_db_val(res, 0, "status"));
+    snprintf(o->row.channel_id, sizeof o->row.channel_id, "%s", pc_db_val(res, 0, "channel_id"));
+    o->row.external_amount = pc_db_val_i64(res, 0, "external_amount");
+}
+
 static void captured_row_cb(void *data, int status, pc_db_res_t *res)
 {
     op_t *o = data;
-    if (status || pc_db_rows(res) == 0) {
-        /* Someone else finished it (callback or query), or it failed. */
+    if (status) {
         pc_db_tx_rollback(o->tx);
         o->tx = NULL;
+        not_applied(o);
         finish(o);
         return;
+    }
+    if (pc_db_rows(res) == 0) {
+        not_captured(o);
+        return;
+    }
+    if (!strcmp(o->row.status, "FAILED")) {
+        /* The channel charged the buyer after all (a success after its
+         * decline, or after "no record" failed the payment): the money is
+         * there, so the payment is a success. It pays the trade if the
+         * trade still waits; else it is held for an error refund. */
+        pc_log_warn("engine.late_success", "payment %s failed earlier, then %s reported success",
+                    o->payment_no, o->reporter);
+        count_payment(o, "LATE_SUCCESS");
     }
     /* Reload what this payment is made of: the row is the truth (a callback
      * may finish a payment this process never started). */
@@ -546,27 +664,45 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
 {
     op_t *o = data;
     if (status) {
+        not_applied(o);
         finish(o);
         return;
     }
     o->tx = tx;
     const pc_ch_result_t *r = &o->result;
-    const char *p[] = {o->payment_no, r->channel_txn_id[0] ? r->channel_txn_id : NULL,
+    char amount[24];
+    snprintf(amount, sizeof amount, "%lld", (long long)(r->amount > 0 ? r->amount : 0));
+    const char *p[] = {o->payment_no,
+                       r->channel_txn_id[0] ? r->channel_txn_id : NULL,
                        r->card_token[0] ? r->card_token : NULL,
                        r->card_brand[0] ? r->card_brand : NULL,
-                       r->card_last4[0] ? r->card_last4 : NULL};
+                       r->card_last4[0] ? r->card_last4 : NULL,
+                       o->reporter,
+                       amount};
+    /* The row is locked by a statement of its own first, which also tells
+     * why a success was not captured. Captured: a payment in flight, or one
+     * failed after it was sent that had nothing but the channel's part (a
+     * success after the failure: the buyer was charged), and only when its
+     * own channel says so, for the sum it was asked. */
     if (pc_db_tx_query(tx,
+                       "SELECT status, coalesce(channel_id, '') AS channel_id, external_amount "
+                       "FROM payments WHERE payment_no = $1 FOR UPDATE",
+                       1, p, capture_locked_cb, o) < 0 ||
+        pc_db_tx_query(tx,
                        "UPDATE payments p SET status = 'SUCCESS', channel_txn_id = "
                        "coalesce($2, p.channel_txn_id), card_token = coalesce($3, p.card_token), "
                        "card_brand = coalesce($4, p.card_brand), card_last4 = coalesce($5, "
-                       "p.card_last4), action = NULL, finished_at = now(), updated_at = now() "
-                       "WHERE p.payment_no = $1 AND p.status IN ('PROCESSING', 'UNKNOWN') "
+                       "p.card_last4), action = NULL, failure_code = NULL, failure_message = "
+                       "NULL, finished_at = now(), updated_at = now() WHERE p.payment_no = $1 AND "
+                       "p.channel_id = $6 AND ($7::bigint = 0 OR p.external_amount = $7::bigint) "
+                       "AND (p.status IN ('PROCESSING', 'UNKNOWN') OR (p.status = 'FAILED' AND "
+                       "p.sent_at IS NOT NULL AND p.balance_amount = 0 AND p.coupon_amount = 0)) "
                        "RETURNING p.trade_no, p.currency, p.method_type, p.channel_id, p.amount, "
                        "p.balance_amount, p.coupon_amount, p.external_amount, "
                        "coalesce(p.coupon_id, '') AS coupon_id, coalesce((SELECT c.merchant_id "
                        "FROM coupons c WHERE c.coupon_id = p.coupon_id AND c.funded_by = "
                        "'MERCHANT'), '') AS coupon_funder",
-                       5, p, captured_row_cb, o) < 0)
+                       7, p, captured_row_cb, o) < 0)
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
 }
 
@@ -599,6 +735,8 @@ static void released_row_cb(void *data, int status, pc_db_res_t *res)
     if (status || pc_db_rows(res) == 0) {
         pc_db_tx_rollback(o->tx);
         o->tx = NULL;
+        if (status)
+            not_applied(o);
         finish(o);
         return;
     }
@@ -619,15 +757,16 @@ static void release_begin_cb(void *data, int status, pc_db_tx_t *tx)
 {
     op_t *o = data;
     if (status) {
+        not_applied(o);
         finish(o);
         return;
     }
     o->tx = tx;
     const char *p[] = {o->payment_no, o->failure_code, o->failure_message,
-                       o->reject_waiting ? "t" : "f"};
+                       o->reject_waiting ? "t" : "f", o->reporter[0] ? o->reporter : NULL};
     /* An ops reject fails only a payment still waiting for review or a
      * challenge (it never held the balance); a channel's failure only one
-     * in flight. A reject that matched an in-flight payment gave the
+     * in flight, with that channel. A reject that matched an in-flight payment gave the
      * balance back while the channel could still charge the card. The row
      * is locked by a statement of its own first, so that the update, and
      * its "held" (did the balance go to escrow), see whatever the
@@ -639,11 +778,12 @@ static void release_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "UPDATE payments SET status = 'FAILED', failure_code = $2, "
             "failure_message = $3, action = NULL, finished_at = now(), updated_at = "
             "now() WHERE payment_no = $1 AND CASE WHEN $4::boolean THEN status IN ('REVIEW', "
-            "'CHALLENGE') ELSE status IN ('PROCESSING', 'UNKNOWN') END RETURNING currency, "
+            "'CHALLENGE') ELSE status IN ('PROCESSING', 'UNKNOWN') AND channel_id = $5 END "
+            "RETURNING currency, "
             "balance_amount, coalesce(wallet_owner, buyer_id, '') AS buyer_id, (EXISTS (SELECT "
             "1 FROM ledger_txns WHERE kind = 'PAY_HOLD' AND ref_type = 'payment' AND ref_id = "
             "$1))::text AS held",
-            4, p, released_row_cb, o) < 0)
+            5, p, released_row_cb, o) < 0)
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
 }
 
@@ -1314,13 +1454,15 @@ void pc_engine_sweep_waiting(pc_engine_t *e)
 
 /* ---------- results learnt later ---------- */
 
-int pc_engine_apply(pc_engine_t *e, const char *payment_no, const pc_ch_result_t *r,
-                    pc_engine_cb cb, void *data)
+int pc_engine_apply(pc_engine_t *e, const char *channel_id, const char *payment_no,
+                    const pc_ch_result_t *r, pc_engine_cb cb, void *data)
 {
     op_t *o = op_new(e, cb, data);
     if (!o)
         return PC_ENOMEM;
     snprintf(o->payment_no, sizeof o->payment_no, "%s", payment_no);
+    snprintf(o->reporter, sizeof o->reporter, "%s", channel_id);
+    o->applying = 1;
     o->result = *r;
     o->result.action = NULL;
     switch (r->status) {

@@ -97,11 +97,16 @@ int pc_engine_reject(pc_engine_t *e, const char *payment_no, pc_engine_cb cb, vo
  * coupons. Periodic; any node may run it. */
 void pc_engine_sweep_waiting(pc_engine_t *e);
 
-/* Applies a channel's final answer learnt later (callback, status query).
- * Only a PROCESSING/UNKNOWN payment changes; anything else is a no-op (a
- * duplicate callback). cb may be NULL. */
-int pc_engine_apply(pc_engine_t *e, const char *payment_no, const pc_ch_result_t *result,
-                    pc_engine_cb cb, void *data);
+/* Applies a channel's final answer learnt later (callback, status query,
+ * statement) from channel_id. Only the payment's own channel is believed,
+ * and a success only for the sum the payment asked of it (when the answer
+ * carries one; another sum flags the payment for ops). A PROCESSING/UNKNOWN
+ * payment changes; so does, on a success, a FAILED one that was sent and
+ * had only the channel's part (the buyer was charged after all); anything
+ * else is a no-op (a duplicate callback). cb gets PC_API_UNAVAILABLE when
+ * the answer could not be recorded (retry). cb may be NULL. */
+int pc_engine_apply(pc_engine_t *e, const char *channel_id, const char *payment_no,
+                    const pc_ch_result_t *result, pc_engine_cb cb, void *data);
 
 /* The payment by number (and merchant, when merchant_id is not NULL). */
 int pc_engine_get(pc_engine_t *e, const char *payment_no, const char *merchant_id, pc_engine_cb cb,

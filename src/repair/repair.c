@@ -129,7 +129,7 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
         pc_log_info("repair.applied", "payment %s: channel says %s%s%s", j->payment_no,
                     res->status == PC_CH_SUCCESS ? "SUCCESS" : "FAILED", res->code[0] ? " " : "",
                     res->code);
-        if (pc_engine_apply(r->app->engine, j->payment_no, res, applied_cb, j) == 0)
+        if (pc_engine_apply(r->app->engine, j->channel_id, j->payment_no, res, applied_cb, j) == 0)
             return;
     } else {
         count("pending");

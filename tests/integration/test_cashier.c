@@ -681,6 +681,14 @@ static void test_risk_reject_review_and_challenge(void **state)
     assert_string_equal(json_string_value(json_object_get(action, "type")), "CHALLENGE");
     char cid[64];
     snprintf(cid, sizeof cid, "%s", json_string_value(json_object_get(action, "challenge_id")));
+    /* api.md: the action says until when it can be answered (10 minutes). */
+    const char *exp = json_string_value(json_object_get(action, "expires_at"));
+    assert_non_null(exp);
+    assert_int_equal(strlen(exp), 20);
+    char *minutes =
+        pc_t_sql(&g_stack, "SELECT round(extract(epoch FROM '%s'::timestamptz - now()) / 60)", exp);
+    assert_string_equal(minutes, "10");
+    free(minutes);
     json_decref(j);
     pc_t_resp_free(&r);
     snprintf(path, sizeof path, "/admin/challenges/%s", cid);

@@ -697,9 +697,9 @@ static void second_attempt_row(const char *tn, const char *pno, long amount)
 {
     char *ok = pc_t_sql(&g_stack,
                         "INSERT INTO payments (payment_no, trade_no, merchant_id, status, amount, "
-                        "currency, method_type, external_amount, channel_id, attempt) VALUES "
-                        "('%s', '%s', '%s', 'PROCESSING', %ld, 'CNY', 'CARD', %ld, 'sim_card', 2) "
-                        "RETURNING payment_no",
+                        "currency, method_type, external_amount, channel_id, attempt, sent_at) "
+                        "VALUES ('%s', '%s', '%s', 'PROCESSING', %ld, 'CNY', 'CARD', %ld, "
+                        "'sim_card', 2, now()) RETURNING payment_no",
                         pno, tn, g_m.id, amount, amount);
     free(ok);
 }
@@ -777,35 +777,139 @@ static void test_trade_paid_twice_is_error_refunded_exactly_once(void **state)
     pc_t_resp_free(&r);
 }
 
-/* A signed payment callback to paycore, as a channel sends it. */
-static long channel_callback(const char *pno, long amount)
+/* A payment callback to paycore, as channel sends it (signed with its demo
+ * secret): status SUCCESS or FAILED, for amount. Returns the HTTP status. */
+static long channel_says(const char *channel, const char *pno, const char *status, long amount)
 {
-    char body[700], ts[24], nonce[40], h1[64], h2[80], h3[128];
+    char body[800], ts[24], nonce[40], h1[64], h2[80], h3[128], secret[64];
+    int ok = !strcmp(status, "SUCCESS");
     snprintf(body, sizeof body,
-             "{\"event_id\":\"evt_t%d\",\"type\":\"payment.succeeded\",\"channel_id\":"
-             "\"sim_card\",\"created_at\":\"2026-01-01T00:00:00Z\",\"data\":{\"object\":"
-             "\"payment\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"pay_t_%s\","
-             "\"payment_no\":\"%s\",\"status\":\"SUCCESS\",\"amount\":%ld,\"currency\":\"CNY\","
-             "\"fee\":0,\"failure\":null,\"method\":\"CARD\"}}",
-             ++g_seq, pno, pno, amount);
+             "{\"event_id\":\"evt_t%d\",\"type\":\"payment.%s\",\"channel_id\":"
+             "\"%s\",\"created_at\":\"2026-01-01T00:00:00Z\",\"data\":{\"object\":"
+             "\"payment\",\"channel_id\":\"%s\",\"channel_txn_id\":\"pay_t_%s\","
+             "\"payment_no\":\"%s\",\"status\":\"%s\",\"amount\":%ld,\"currency\":\"CNY\","
+             "\"fee\":0,\"failure\":%s,\"method\":\"CARD\"}}",
+             ++g_seq, ok ? "succeeded" : "failed", channel, channel, pno, pno, status, amount,
+             ok ? "null" : "{\"code\":\"DO_NOT_HONOR\",\"message\":\"declined\"}");
     snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
     snprintf(nonce, sizeof nonce, "cbnonce%dx%lld", g_seq, (long long)time(NULL));
     size_t len;
     char *msg = pc_sign_notify_string(ts, nonce, body, strlen(body), &len);
-    const char *secret = "demo-secret-sim_card";
+    snprintf(secret, sizeof secret, "demo-secret-%s", channel);
     char *sig = pc_hmac_sha256_sign(secret, strlen(secret), msg, len);
     snprintf(h1, sizeof h1, "X-Timestamp: %s", ts);
     snprintf(h2, sizeof h2, "X-Nonce: %s", nonce);
     snprintf(h3, sizeof h3, "X-Signature: %s", sig);
     const char *h[] = {h1, h2, h3, "Content-Type: application/json", NULL};
     char url[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/channel-callbacks/sim_card", g_stack.http_port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/channel-callbacks/%s", g_stack.http_port,
+             channel);
     pc_t_resp_t r = pc_t_http("POST", url, h, body);
     long st = r.status;
     free(msg);
     free(sig);
     pc_t_resp_free(&r);
     return st;
+}
+
+/* sim_card's success callback for payment pno of amount. */
+static long channel_callback(const char *pno, long amount)
+{
+    return channel_says("sim_card", pno, "SUCCESS", amount);
+}
+
+static char *payment_col(const char *pno, const char *col)
+{
+    return pc_t_sql(&g_stack, "SELECT %s FROM payments WHERE payment_no = '%s'", col, pno);
+}
+
+static void expect_payment(const char *pno, const char *col, const char *want)
+{
+    char *v = payment_col(pno, col);
+    assert_string_equal(v, want);
+    free(v);
+}
+
+/* A payment is changed only by what its own channel says, for the sum it
+ * asked: any channel's secret could settle another channel's payment, and
+ * a success for another sum credited the merchant with the sum asked. An
+ * answer that cannot be recorded is not acknowledged, so the channel
+ * sends it again. */
+static void test_a_payment_believes_only_its_channel_for_its_sum(void **state)
+{
+    (void)state;
+    char tn[40], pno[40];
+    new_trade(1300, fresh_buyer(), tn);
+    snprintf(pno, sizeof pno, "PCHK%d%d", (int)getpid(), ++g_seq);
+    second_attempt_row(tn, pno, 1300);
+    long long p0 = pending();
+    /* Another channel, with a valid signature of its own: acknowledged,
+     * not applied. */
+    assert_int_equal(channel_says("sim_wallet", pno, "SUCCESS", 1300), 200);
+    assert_int_equal(channel_says("sim_card2", pno, "FAILED", 1300), 200);
+    usleep(300000);
+    expect_payment(pno, "status", "PROCESSING");
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    /* Its channel, for another sum: not applied, flagged for ops. */
+    assert_int_equal(channel_says("sim_card", pno, "SUCCESS", 1299), 200);
+    expect_payment(pno, "status || '/' || needs_ops", "PROCESSING/true");
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    assert_int_equal(pending(), p0);
+    /* Its channel, for its sum, while the database refuses the change: 503,
+     * so the channel retries; then it is applied. */
+    free(pc_t_sql(&g_stack,
+                  "ALTER TABLE payments ADD CONSTRAINT pc_test_no_capture CHECK (status <> "
+                  "'SUCCESS' OR payment_no <> '%s') NOT VALID",
+                  pno));
+    long st = channel_callback(pno, 1300);
+    free(pc_t_sql(&g_stack, "ALTER TABLE payments DROP CONSTRAINT pc_test_no_capture"));
+    assert_int_equal(st, 503);
+    expect_payment(pno, "status", "PROCESSING");
+    assert_int_equal(channel_callback(pno, 1300), 200);
+    expect_payment(pno, "status", "SUCCESS");
+    expect_trade(tn, "TRADE_SUCCESS");
+    assert_true(pending() > p0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* A channel that declined a payment, or had no record of it, may still
+ * charge the buyer. That success was acknowledged and dropped: the buyer
+ * charged, the trade unpaid (or paid again by another attempt), nothing
+ * refunded. It now makes the payment a success: it pays the trade if the
+ * trade still waits, else it is returned by an error refund. */
+static void test_a_success_after_the_channels_decline_is_not_lost(void **state)
+{
+    (void)state;
+    char tn[40], pno[40];
+    new_trade(1100, fresh_buyer(), tn);
+    snprintf(pno, sizeof pno, "PLATE%d%d", (int)getpid(), ++g_seq);
+    second_attempt_row(tn, pno, 1100);
+    long long p0 = pending();
+    assert_int_equal(channel_says("sim_card", pno, "FAILED", 1100), 200);
+    expect_payment(pno, "status", "FAILED");
+    assert_int_equal(channel_callback(pno, 1100), 200);
+    expect_payment(pno, "status || '/' || coalesce(failure_code, '-')", "SUCCESS/-");
+    expect_trade(tn, "TRADE_SUCCESS");
+    assert_true(pending() > p0);
+    /* Its duplicate changes nothing. */
+    assert_int_equal(channel_callback(pno, 1100), 200);
+    assert_true(pc_t_ledger_ok(&g_stack));
+
+    /* The trade was paid meanwhile by another attempt: held in escrow and
+     * returned by an error refund. */
+    char tn2[40], p2[40], rno[40];
+    paid_card_trade(800, tn2);
+    snprintf(p2, sizeof p2, "PLATE%d%d", (int)getpid(), ++g_seq);
+    second_attempt_row(tn2, p2, 800);
+    long long escrow0 = balance("platform:escrow:CNY");
+    assert_int_equal(channel_says("sim_card", p2, "FAILED", 800), 200);
+    expect_payment(p2, "status", "FAILED");
+    assert_int_equal(channel_callback(p2, 800), 200);
+    expect_payment(p2, "status || '/' || needs_error_refund", "SUCCESS/true");
+    wait_error_refund(p2, "PROCESSING", rno);
+    assert_int_equal(error_refunds_of(p2), 1);
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0 + 800);
+    assert_true(pc_t_ledger_ok(&g_stack));
 }
 
 /* Whole-table scans of payments by both nodes' jobs in secs seconds. */
@@ -896,6 +1000,9 @@ int main(void)
         cmocka_unit_test_teardown(test_trade_paid_twice_is_error_refunded_exactly_once, after_each),
         cmocka_unit_test_teardown(test_polling_jobs_do_not_read_every_payment, after_each),
         cmocka_unit_test_teardown(test_error_refund_the_channel_refuses_goes_to_ops_never_back,
+                                  after_each),
+        cmocka_unit_test_teardown(test_a_payment_believes_only_its_channel_for_its_sum, after_each),
+        cmocka_unit_test_teardown(test_a_success_after_the_channels_decline_is_not_lost,
                                   after_each),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -238,6 +238,20 @@ static void test_refusals_are_failed_with_the_channel_code(void **state)
     assert_int_equal(r.status, PC_CH_FAILED);
     assert_string_equal(r.code, "NOT_FOUND");
     assert_int_equal(r.retryable, 1);
+    /* Any other refusal of a query says nothing of the transaction: it
+     * stays unknown (it failed payments and payouts on a guess). */
+    pc_ch_op_t queries[] = {PC_CH_OP_QUERY, PC_CH_OP_REFUND_QUERY, PC_CH_OP_PAYOUT_QUERY};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(
+            map(queries[i], 401, "{\"error\":{\"code\":\"INVALID_SIGNATURE\"}}", "P", &r, &a),
+            PC_CH_COUNT_FAILURE);
+        assert_int_equal(r.status, PC_CH_UNKNOWN);
+        assert_string_equal(r.code, "INVALID_SIGNATURE");
+        map(queries[i], 429, "{\"error\":{\"code\":\"RATE_LIMITED\",\"message\":\"slow down\"}}",
+            "P", &r, &a);
+        assert_int_equal(r.status, PC_CH_UNKNOWN);
+        assert_string_equal(r.message, "slow down");
+    }
     /* A refund of a payment the channel does not know is final. */
     map(PC_CH_OP_REFUND, 404, "{\"error\":{\"code\":\"NOT_FOUND\"}}", "R", &r, &a);
     assert_int_equal(r.retryable, 0);
