@@ -71,6 +71,23 @@ void pc_trade_no_new(char out[40])
     snprintf(out, 40, "T%s%s", day, hex);
 }
 
+int pc_trade_require_split_accounts(pc_db_tx_t *tx, const char *splits, pc_db_query_cb cb,
+                                    void *data)
+{
+    const char *p[] = {splits};
+    return pc_db_tx_query(
+        tx,
+        "SELECT pc_require(NOT EXISTS (SELECT 1 FROM jsonb_array_elements($1::jsonb) "
+        "s WHERE NOT EXISTS (SELECT 1 FROM merchants m WHERE m.merchant_id = "
+        "s->>'account' AND m.status = 'ACTIVE')), 'trade_split_account')",
+        1, p, cb, data);
+}
+
+int pc_trade_split_refused(int status, pc_db_res_t *res)
+{
+    return status && res && !strcmp(pc_db_constraint(res), "trade_split_account");
+}
+
 /* ---------- POST /v1/trades ---------- */
 
 typedef struct {
@@ -84,6 +101,7 @@ typedef struct {
     const char *return_url;   /* borrowed from the request body; NULL when absent */
     const char *account_type; /* RECHARGE into a named account type; NULL: the wallet */
     int insert_status;
+    int split_refused;
     char constraint[64];
 } create_t;
 
@@ -103,9 +121,20 @@ static void insert_cb(void *data, int status, pc_db_res_t *res)
         snprintf(c->constraint, sizeof c->constraint, "%s", pc_db_constraint(res));
 }
 
+static void split_checked_cb(void *data, int status, pc_db_res_t *res)
+{
+    create_t *c = data;
+    c->split_refused = pc_trade_split_refused(status, res);
+}
+
 static void commit_cb(void *data, int status)
 {
     create_t *c = data;
+    if (c->split_refused) {
+        pc_http_respond_error(c->req, PC_API_INVALID_REQUEST, "splits",
+                              "each split account must be an active merchant");
+        return;
+    }
     if (c->insert_status == PC_ECONFLICT && !strcmp(c->constraint, "trades_out_trade_no_unique")) {
         pc_http_respond_error(c->req, PC_API_DUPLICATE_OUT_TRADE_NO, "out_trade_no",
                               "a trade with this out_trade_no exists");
@@ -140,6 +169,8 @@ static void begin_cb(void *data, int status, pc_db_tx_t *tx)
                        amount,        t->currency,    t->subject,      t->buyer_id,
                        c->notify_url, t->splits,      t->metadata,     created,
                        expires,       c->return_url,  c->account_type};
+    if (strcmp(t->splits, "[]") != 0)
+        pc_trade_require_split_accounts(tx, t->splits, split_checked_cb, c);
     pc_db_tx_query(tx,
                    "INSERT INTO trades (trade_no, merchant_id, out_trade_no, product, status, "
                    "amount, currency, subject, buyer_id, notify_url, splits, metadata, created_at, "

@@ -59,6 +59,15 @@ pc_api_err_t pc_trade_create_parse(json_t *body, const char *merchant_id, pc_tra
                                    const char **field, const char **message);
 void pc_trade_create_req_clear(pc_trade_create_req_t *r);
 
+/* Queues in tx a statement that fails, and so aborts tx, unless every
+ * account of splits (a JSON array of {account, amount}) is an active
+ * merchant: money split to an id nobody owns sat in a pending account that
+ * no settlement reads. cb gets the failure; pc_trade_split_refused tells it
+ * from others. */
+int pc_trade_require_split_accounts(pc_db_tx_t *tx, const char *splits, pc_db_query_cb cb,
+                                    void *data);
+int pc_trade_split_refused(int status, pc_db_res_t *res);
+
 /* A new trade number: "T" + UTC date + 64 random bits in hex (unique across
  * processes and machines without coordination; the primary key backs it). */
 void pc_trade_no_new(char out[40]);

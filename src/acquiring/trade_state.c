@@ -326,18 +326,32 @@ typedef struct {
     op_t op;
     long long amount; /* 0: what is left */
     json_t *splits;   /* normalised, owned */
+    char *splits_text;
+    int split_refused;
 } settle_t;
 
 static void settle_free(void *arg)
 {
     settle_t *s = arg;
     json_decref(s->splits);
+    free(s->splits_text);
+}
+
+static void settle_split_checked_cb(void *data, int status, pc_db_res_t *res)
+{
+    settle_t *s = data;
+    s->split_refused = pc_trade_split_refused(status, res);
 }
 
 static void settle_locked_cb(void *data, int status, pc_db_res_t *res)
 {
     settle_t *s = data;
     op_t *o = &s->op;
+    if (s->split_refused) {
+        op_fail(o, PC_API_INVALID_REQUEST, "splits",
+                "each split account must be an active merchant");
+        return;
+    }
     if (status) {
         op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
         return;
@@ -358,7 +372,11 @@ static void settle_locked_cb(void *data, int status, pc_db_res_t *res)
         op_fail(o, PC_API_INVALID_STATE, NULL, msg);
         return;
     }
-    int64_t left = t.paid_amount - t.settled_amount - t.refunded_amount;
+    /* What is left is what escrow still holds for the trade: refunds take
+     * part of their amount from split receivers already settled, so the
+     * refunded amount is more than escrow gave (settling paid minus settled
+     * minus refunded left that difference in escrow for good). */
+    int64_t left = t.paid_amount - t.settled_amount - pc_db_val_i64(res, 0, "escrow_refunded");
     int64_t amount = s->amount ? s->amount : left;
     if (amount <= 0 || amount > left) {
         op_fail(o, PC_API_AMOUNT_EXCEEDS_REFUNDABLE, "amount",
@@ -438,6 +456,12 @@ static void settle_begin_cb(void *data, int status, pc_db_tx_t *tx)
     }
     o->tx = tx;
     const char *p[] = {pc_http_req_param(o->req, "trade_no"), pc_auth_merchant(o->req)->id};
+    if (json_array_size(s->splits) > 0 &&
+        (!(s->splits_text = json_dumps(s->splits, JSON_COMPACT)) ||
+         pc_trade_require_split_accounts(tx, s->splits_text, settle_split_checked_cb, s) < 0)) {
+        op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
     /* The trade is read, with the refunds in flight, by a statement that
      * starts after its lock was granted, so that it sees a refund accepted
      * by whoever held the lock before (the locking statement's own
@@ -450,15 +474,22 @@ static void settle_begin_cb(void *data, int status, pc_db_tx_t *tx)
                        ", notify_url, (SELECT coalesce(sum(r.from_escrow), "
                        "0) FROM refunds r WHERE r.trade_no = trades.trade_no AND r.type = 'NORMAL' "
                        "AND r.status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED'))::bigint AS "
-                       "escrow_refunding FROM trades WHERE trade_no = $1 AND merchant_id = $2",
+                       "escrow_refunding, (SELECT coalesce(sum(r.from_escrow), 0) FROM refunds r "
+                       "WHERE r.trade_no = trades.trade_no AND r.type = 'NORMAL' AND r.status NOT "
+                       "IN ('FAILED', 'TERMINATED'))::bigint AS escrow_refunded FROM trades WHERE "
+                       "trade_no = $1 AND merchant_id = $2",
                        2, p, settle_locked_cb, s) < 0)
         op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
 static void settle_trade(pc_http_req_t *req, void *data)
 {
+    /* No body at all is "settle what is left" (api.md: amount defaults to
+     * what is left), as {} is. */
+    size_t blen = 0;
+    pc_http_req_body(req, &blen);
     json_t *b = pc_http_req_json(req);
-    if (!b) {
+    if (!b && blen > 0) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
         return;
     }
