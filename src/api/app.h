@@ -87,6 +87,9 @@ void pc_respond_json_text(pc_http_req_t *req, int status, const char *text);
 /* Answers a failed database call: 503 UNAVAILABLE when the database could not
  * be reached (safe to retry), 500 INTERNAL otherwise. */
 void pc_respond_db_error(pc_http_req_t *req, int status);
+/* A query callback (data: the request) answering 200 with the JSON text in
+ * row 0, column 0, or the database error. */
+void pc_respond_json_row_cb(void *data, int status, pc_db_res_t *res);
 /* Formats a Unix time as RFC 3339 UTC ("2026-11-22T08:00:00Z") into buf (≥ 21 bytes). */
 const char *pc_rfc3339(long long unix_s, char *buf, size_t len);
 /* Reads an integer member that must be a JSON integer within [min, max];
@@ -95,5 +98,10 @@ int pc_json_int(json_t *obj, const char *name, long long min, long long max, lon
 /* A string member of 1..max chars, optionally restricted to [A-Za-z0-9_-];
  * returns it, NULL when absent, or sets *bad when present but invalid. */
 const char *pc_json_str(json_t *obj, const char *name, size_t max, int idchars, int *bad);
+/* Whether s is 1..max characters, none of them a control character. */
+int pc_printable(const char *s, size_t max);
+/* Who acts on the admin API, for audit rows: the X-Operator header (1-64
+ * printable characters), else "ops". */
+const char *pc_operator_of(pc_http_req_t *req);
 
 #endif

@@ -72,3 +72,30 @@ void pc_respond_db_error(pc_http_req_t *req, int status)
     else
         pc_http_respond_error(req, PC_API_INTERNAL, NULL, "database error");
 }
+
+int pc_printable(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < ' ' || s[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+const char *pc_operator_of(pc_http_req_t *req)
+{
+    const char *who = pc_http_req_header(req, "X-Operator");
+    return who && pc_printable(who, 64) ? who : "ops";
+}
+
+void pc_respond_json_row_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    pc_respond_json_text(req, 200, pc_db_get(res, 0, 0));
+}

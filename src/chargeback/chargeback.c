@@ -31,17 +31,6 @@ static int is_status(const char *s)
     return 0;
 }
 
-static int printable(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > max)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < ' ' || s[i] > '~')
-            return 0;
-    return 1;
-}
-
 static void ignore_cb(void *data, int status, pc_db_res_t *res)
 {
     (void)data;
@@ -499,12 +488,6 @@ static void entry_opened(void *data, open_outcome_t outcome, int status, pc_api_
     free(e);
 }
 
-static const char *operator_of(pc_http_req_t *req)
-{
-    const char *who = pc_http_req_header(req, "X-Operator");
-    return who && printable(who, 64) ? who : "ops";
-}
-
 static void enter_chargeback(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
@@ -515,7 +498,7 @@ static void enter_chargeback(pc_http_req_t *req, void *data)
     }
     int bad = 0;
     const char *ref = json_string_value(json_object_get(b, "reference"));
-    if (!ref || !printable(ref, 128)) {
+    if (!ref || !pc_printable(ref, 128)) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "reference",
                               "the case's reference: 1-128 printable characters");
         return;
@@ -526,7 +509,7 @@ static void enter_chargeback(pc_http_req_t *req, void *data)
         return;
     }
     const char *txn = json_string_value(json_object_get(b, "channel_txn_id"));
-    if (txn && !printable(txn, 80)) {
+    if (txn && !pc_printable(txn, 80)) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "channel_txn_id",
                               "1-80 printable characters");
         return;
@@ -554,7 +537,7 @@ static void enter_chargeback(pc_http_req_t *req, void *data)
         return;
     }
     const char *reason = json_string_value(json_object_get(b, "reason_code"));
-    if (reason && !printable(reason, 32)) {
+    if (reason && !pc_printable(reason, 32)) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "reason_code",
                               "1-32 printable characters");
         return;
@@ -584,7 +567,7 @@ static void enter_chargeback(pc_http_req_t *req, void *data)
                     .reason_code = reason,
                     .channel_time = at,
                     .respond_by = due,
-                    .entered_by = operator_of(req)};
+                    .entered_by = pc_operator_of(req)};
     if (open_case(app, &in, entry_opened, e) < 0) {
         free(e);
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
@@ -1111,7 +1094,7 @@ static void submit_evidence(pc_http_req_t *req, void *data)
         {
             const char *name = json_string_value(json_object_get(a, "name"));
             const char *sha = json_string_value(json_object_get(a, "sha256"));
-            if (!name || !printable(name, 128) || !is_hex64(sha)) {
+            if (!name || !pc_printable(name, 128) || !is_hex64(sha)) {
                 json_decref(clean);
                 pc_http_respond_error(req, PC_API_INVALID_REQUEST, "attachments",
                                       "each attachment: name (1-128 characters) and sha256 "

@@ -561,11 +561,14 @@ static void flagged_commit_cb(void *data, int status)
     finish(o);
 }
 
-/* A success that was not captured: why, from the row as locked. */
+/* A success that was not captured: why, from the row as locked. Where the
+ * channel contradicts what paycore holds, the payment is flagged for ops
+ * (needs_ops: GET /admin/needs-ops, and an alert). */
 static void not_captured(op_t *o)
 {
     const pc_ch_result_t *r = &o->result;
     int open = !strcmp(o->row.status, "PROCESSING") || !strcmp(o->row.status, "UNKNOWN");
+    int flag = 0;
     if (!o->row.found || (!open && strcmp(o->row.status, "FAILED"))) {
         /* Finished already (a duplicate callback, a query and a callback
          * crossing): nothing to do. */
@@ -584,21 +587,25 @@ static void not_captured(op_t *o)
                      o->reporter, o->payment_no, (long long)r->amount,
                      (long long)o->row.external_amount);
         count_payment(o, "AMOUNT_MISMATCH");
-        if (open) {
-            const char *p[] = {o->payment_no};
-            pc_db_tx_query(o->tx, "UPDATE payments SET needs_ops = true WHERE payment_no = $1", 1,
-                           p, step_cb, o);
-            pc_db_tx_commit(o->tx, flagged_commit_cb, o);
-            return;
-        }
+        flag = 1;
     } else {
         /* FAILED, with a balance or coupon part given back: the buyer was
-         * charged by the channel as well. Reconciliation shows it too. */
+         * charged by the channel as well. */
         pc_log_error("engine.late_success_unapplied",
                      "channel %s reported success for payment %s, failed with its balance or "
-                     "coupon part given back: the channel's charge needs ops",
+                     "coupon part given back: flagged for ops",
                      o->reporter, o->payment_no);
         count_payment(o, "LATE_SUCCESS_UNAPPLIED");
+        flag = 1;
+    }
+    if (flag) {
+        const char *p[] = {o->payment_no};
+        pc_db_tx_query(o->tx,
+                       "UPDATE payments SET needs_ops = true, updated_at = now() WHERE payment_no "
+                       "= $1",
+                       1, p, step_cb, o);
+        pc_db_tx_commit(o->tx, flagged_commit_cb, o);
+        return;
     }
     pc_db_tx_rollback(o->tx);
     o->tx = NULL;
@@ -693,7 +700,8 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
                        "coalesce($2, p.channel_txn_id), card_token = coalesce($3, p.card_token), "
                        "card_brand = coalesce($4, p.card_brand), card_last4 = coalesce($5, "
                        "p.card_last4), action = NULL, failure_code = NULL, failure_message = "
-                       "NULL, finished_at = now(), updated_at = now() WHERE p.payment_no = $1 AND "
+                       "NULL, needs_ops = false, finished_at = now(), updated_at = now() WHERE "
+                       "p.payment_no = $1 AND "
                        "p.channel_id = $6 AND ($7::bigint = 0 OR p.external_amount = $7::bigint) "
                        "AND (p.status IN ('PROCESSING', 'UNKNOWN') OR (p.status = 'FAILED' AND "
                        "p.sent_at IS NOT NULL AND p.balance_amount = 0 AND p.coupon_amount = 0)) "
@@ -776,8 +784,9 @@ static void release_begin_cb(void *data, int status, pc_db_tx_t *tx)
         pc_db_tx_query(
             tx,
             "UPDATE payments SET status = 'FAILED', failure_code = $2, "
-            "failure_message = $3, action = NULL, finished_at = now(), updated_at = "
-            "now() WHERE payment_no = $1 AND CASE WHEN $4::boolean THEN status IN ('REVIEW', "
+            "failure_message = $3, action = NULL, needs_ops = false, finished_at = now(), "
+            "updated_at = now() WHERE payment_no = $1 AND CASE WHEN $4::boolean THEN status IN "
+            "('REVIEW', "
             "'CHALLENGE') ELSE status IN ('PROCESSING', 'UNKNOWN') AND channel_id = $5 END "
             "RETURNING currency, "
             "balance_amount, coalesce(wallet_owner, buyer_id, '') AS buyer_id, (EXISTS (SELECT "

@@ -108,6 +108,7 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     long long recon_open = pc_db_val_i64(res, 0, "recon_open");
     long long fold_age = pc_db_val_i64(res, 0, "fold_age");
     long long refunds_waiting = pc_db_val_i64(res, 0, "refunds_waiting");
+    long long contradicted = pc_db_val_i64(res, 0, "contradicted");
     long long limit = pc_config_int(a->app->cfg, "alerts.outbox_age_s");
     char msg[200];
     snprintf(msg, sizeof msg, "the oldest undelivered notification is %lld s old (limit %lld s)",
@@ -115,9 +116,14 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     set(a, outbox_age > limit, "OUTBOX_AGE", "notifications", msg);
     snprintf(msg, sizeof msg,
              "%lld payments or payouts without a final answer after every status query "
-             "(needs_ops)",
+             "(needs_ops): GET /admin/needs-ops",
              needs_ops);
     set(a, needs_ops > 0, "REPAIR_EXHAUSTED", "payments", msg);
+    snprintf(msg, sizeof msg,
+             "%lld final payments or payouts a channel contradicts (a success after a failure, "
+             "another sum): GET /admin/needs-ops, then resolve each",
+             contradicted);
+    set(a, contradicted > 0, "CHANNEL_CONTRADICTION", "payments", msg);
     snprintf(msg, sizeof msg,
              "%lld refunds wait for a person: held (SUSPENDED) or to be returned by hand "
              "(OFFLINE); GET /admin/refunds?waiting=true",
@@ -186,18 +192,10 @@ static void check(uv_timer_t *t)
         "recon_diffs WHERE status = 'OPEN') END AS recon_open, coalesce((SELECT "
         "extract(epoch FROM now() - min(created_at))::bigint FROM "
         "ledger_balance_deltas), 0) AS fold_age, (SELECT count(*) FROM refunds "
-        "WHERE " PC_REFUND_WAITING_WHERE ") AS refunds_waiting",
+        "WHERE " PC_REFUND_WAITING_WHERE ") AS refunds_waiting, (SELECT count(*) FROM payments "
+        "WHERE needs_ops AND status IN ('SUCCESS', 'FAILED')) + (SELECT count(*) FROM payouts "
+        "WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'RETURNED')) AS contradicted",
         0, NULL, facts_cb, a);
-}
-
-static void list_cb(void *data, int status, pc_db_res_t *res)
-{
-    pc_http_req_t *req = data;
-    if (status) {
-        pc_respond_db_error(req, status);
-        return;
-    }
-    pc_respond_json_text(req, 200, pc_db_get(res, 0, 0));
 }
 
 static void list_alerts(pc_http_req_t *req, void *data)
@@ -213,7 +211,7 @@ static void list_alerts(pc_http_req_t *req, void *data)
             "'[]'))::text FROM (SELECT * FROM alerts WHERE status = 'ACTIVE' OR "
             "resolved_at > now() - interval '24 hours' ORDER BY alert_id DESC LIMIT 500) "
             "x",
-            0, NULL, list_cb, req) < 0)
+            0, NULL, pc_respond_json_row_cb, req) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 

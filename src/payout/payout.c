@@ -181,7 +181,8 @@ static void apply_step(apply_t *a)
         rc = pc_db_tx_query(a->tx,
                             "UPDATE payouts p SET status = 'SUCCESS', channel_txn_id = "
                             "coalesce($3, p.channel_txn_id), fee = $4::bigint, finished_at = "
-                            "now(), next_query_at = NULL, updated_at = now() WHERE payout_no = "
+                            "now(), next_query_at = NULL, needs_ops = false, updated_at = now() "
+                            "WHERE payout_no = "
                             "$1 AND status = $2 RETURNING payout_json(p)::text",
                             4, p, apply_updated_cb, a);
     } else if (s == PC_CH_FAILED) {
@@ -190,14 +191,16 @@ static void apply_step(apply_t *a)
         rc = pc_db_tx_query(a->tx,
                             "UPDATE payouts p SET status = 'FAILED', channel_txn_id = "
                             "coalesce($3, p.channel_txn_id), failure_code = $4, failure_message "
-                            "= $5, finished_at = now(), next_query_at = NULL, updated_at = now() "
+                            "= $5, finished_at = now(), next_query_at = NULL, needs_ops = false, "
+                            "updated_at = now() "
                             "WHERE payout_no = $1 AND status = $2 RETURNING payout_json(p)::text",
                             5, p, apply_updated_cb, a);
     } else {
         const char *p[] = {a->payout_no, from, a->code[0] ? a->code : NULL};
         rc = pc_db_tx_query(a->tx,
                             "UPDATE payouts p SET status = 'RETURNED', return_reason = $3, "
-                            "returned_at = now(), updated_at = now() WHERE payout_no = $1 AND "
+                            "returned_at = now(), needs_ops = false, updated_at = now() WHERE "
+                            "payout_no = $1 AND "
                             "status = $2 RETURNING payout_json(p)::text",
                             3, p, apply_updated_cb, a);
     }
@@ -699,17 +702,6 @@ static int all_digits(const char *s, size_t min, size_t max)
     return 1;
 }
 
-static int printable(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > max)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < ' ' || s[i] == 0x7f)
-            return 0;
-    return 1;
-}
-
 /* Checks the payee and returns its normalised copy (new reference), or NULL
  * after answering req. Card numbers are refused, never read further. */
 static json_t *parse_payee(pc_http_req_t *req, json_t *p)
@@ -728,8 +720,8 @@ static json_t *parse_payee(pc_http_req_t *req, json_t *p)
     const char *type = json_string_value(json_object_get(p, "type"));
     const char *name = json_string_value(json_object_get(p, "name"));
     const char *bank = json_string_value(json_object_get(p, "bank_code"));
-    if ((json_object_get(p, "name") && (!name || !printable(name, 128))) ||
-        (json_object_get(p, "bank_code") && (!bank || !printable(bank, 32)))) {
+    if ((json_object_get(p, "name") && (!name || !pc_printable(name, 128))) ||
+        (json_object_get(p, "bank_code") && (!bank || !pc_printable(bank, 32)))) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "payee",
                               "name: 1-128 characters, bank_code: 1-32 characters");
         return NULL;
@@ -737,7 +729,7 @@ static json_t *parse_payee(pc_http_req_t *req, json_t *p)
     json_t *out = json_object();
     if (type && !strcmp(type, "CARD")) {
         const char *tok = json_string_value(json_object_get(p, "card_token"));
-        if (!tok || !printable(tok, 80) || strchr(tok, ' ')) {
+        if (!tok || !pc_printable(tok, 80) || strchr(tok, ' ')) {
             json_decref(out);
             pc_http_respond_error(req, PC_API_INVALID_REQUEST, "payee",
                                   "a CARD payee needs a card_token");
@@ -1079,13 +1071,6 @@ static void admin_list(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
-/* Who acts, for the audit row: the X-Operator header, else "ops". */
-static const char *operator_of_or_ops(pc_http_req_t *req)
-{
-    const char *who = pc_http_req_header(req, "X-Operator");
-    return who && printable(who, 64) ? who : "ops";
-}
-
 typedef struct {
     pc_http_req_t *req;
     pc_app_t *app;
@@ -1173,7 +1158,7 @@ static void ops_updated_cb(void *data, int status, pc_db_res_t *res)
         if (!rc)
             rc = outbox_json(o->tx, m, "payout.failed", pc_db_val(res, 0, "notify_url"), o->json);
     }
-    const char *p[] = {o->no, operator_of_or_ops(o->req), o->reject ? "REJECT" : "RELEASE",
+    const char *p[] = {o->no, pc_operator_of(o->req), o->reject ? "REJECT" : "RELEASE",
                        o->reason[0] ? o->reason : NULL};
     if (!rc)
         rc = pc_db_tx_query(o->tx,

@@ -200,7 +200,7 @@ typedef struct {
     pc_refunds_t *rf;
     pc_db_tx_t *tx;
     char refund_no[40], to[12], who[16], action[24], why[257], code[49], msg[161], txn[81];
-    char only_method[8], only_batch[40], set_method[8];
+    char only_method[8], only_batch[40], set_method[8], only_channel[33];
     char from[MAX_FROM][12];
     int nfrom, normal_only, error_to_offline;
     pc__transition_cb cb;
@@ -536,6 +536,13 @@ static void tr_refund_cb(void *data, int status, pc_db_res_t *res)
     }
     pc__refund_from_row(&t->r, res, 0);
     const pc__refund_t *r = &t->r;
+    if (t->only_channel[0] && strcmp(r->channel_id, t->only_channel) != 0) {
+        pc_log_warn("refund.wrong_channel", "channel %s reported on refund %s of channel %s",
+                    t->only_channel, r->refund_no, r->channel_id[0] ? r->channel_id : "(none)");
+        pc__refund_t copy = t->r;
+        tr_end(t, PC_EINVAL, &copy);
+        return;
+    }
     if (!in_from(t, r->status) || (t->only_method[0] && strcmp(r->method, t->only_method)) ||
         (t->only_batch[0] && strcmp(r->batch_id, t->only_batch)) ||
         (t->normal_only && strcmp(r->type, "NORMAL"))) {
@@ -590,6 +597,7 @@ int pc__refund_transition(pc_refunds_t *rf, const pc__transition_t *tr, pc__tran
     CPS(t->txn, tr->channel_txn_id);
     CPS(t->only_method, tr->only_method);
     CPS(t->only_batch, tr->only_batch);
+    CPS(t->only_channel, tr->only_channel);
     CPS(t->set_method, tr->set_method);
     for (int i = 0; tr->from && tr->from[i] && i < MAX_FROM; i++)
         CPS(t->from[t->nfrom++], tr->from[i]);
@@ -648,8 +656,8 @@ static const char *const FROM_PROCESSING[] = {"PROCESSING", NULL};
  * as a failure. RETURNED (a refund paid out whose payee's bank sent the money
  * back, its success never heard of) is one: the money is back at the
  * channel and the refund did not reach the buyer. */
-static int apply_result(pc_refunds_t *rf, const char *refund_no, const pc_ch_result_t *res,
-                        pc__transition_cb cb, void *data)
+static int apply_result(pc_refunds_t *rf, const char *channel_id, const char *refund_no,
+                        const pc_ch_result_t *res, pc__transition_cb cb, void *data)
 {
     int ok = res->status == PC_CH_SUCCESS;
     const char *failed = res->code[0]                    ? res->code
@@ -665,6 +673,7 @@ static int apply_result(pc_refunds_t *rf, const char *refund_no, const pc_ch_res
         .failure_msg = ok ? NULL : res->message,
         .channel_txn_id = res->channel_txn_id[0] ? res->channel_txn_id : NULL,
         .error_to_offline = 1,
+        .only_channel = channel_id,
     };
     return pc__refund_transition(rf, &t, cb, data);
 }
@@ -684,7 +693,7 @@ static void sent_cb(void *data, const pc_ch_result_t *res)
     switch (res->status) {
     case PC_CH_SUCCESS:
     case PC_CH_FAILED:
-        if (apply_result(x->rf, x->r.refund_no, res, applied_cb, x) < 0)
+        if (apply_result(x->rf, x->r.channel_id, x->r.refund_no, res, applied_cb, x) < 0)
             run_free(x);
         return;
     default: {
@@ -733,7 +742,7 @@ static void complete_internal(run_t *x)
     pc_ch_result_t ok;
     memset(&ok, 0, sizeof ok);
     ok.status = PC_CH_SUCCESS;
-    if (apply_result(x->rf, x->r.refund_no, &ok, applied_cb, x) < 0)
+    if (apply_result(x->rf, NULL, x->r.refund_no, &ok, applied_cb, x) < 0)
         run_free(x);
 }
 
@@ -789,7 +798,7 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
     }
     if (res->status == PC_CH_SUCCESS || res->status == PC_CH_FAILED ||
         res->status == PC_CH_RETURNED) {
-        if (apply_result(x->rf, x->r.refund_no, res, applied_cb, x) < 0)
+        if (apply_result(x->rf, x->r.channel_id, x->r.refund_no, res, applied_cb, x) < 0)
             run_free(x);
         return;
     }
@@ -1071,7 +1080,11 @@ static void callback_applied_cb(void *data, int status, const pc__refund_t *r)
     if (status == PC_ECONFLICT && r)
         pc_log_warn("refund.late_callback", "refund %s is %s; callback ignored", r->refund_no,
                     r->status);
-    if (status && status != PC_ECONFLICT && status != PC_ENOTFOUND) {
+    /* Answered, not retried: a refund that moved on, one we never had, and
+     * a report from a channel other than the refund's (logged). */
+    int settled =
+        !status || status == PC_ECONFLICT || status == PC_ENOTFOUND || (status == PC_EINVAL && r);
+    if (!settled) {
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "not applied; retry");
         return;
     }
@@ -1088,7 +1101,8 @@ static void refund_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
         pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
         return;
     }
-    if (apply_result(app->refunds, cb->ref, &cb->result, callback_applied_cb, req) < 0)
+    if (apply_result(app->refunds, pc_http_req_param(req, "channel_id"), cb->ref, &cb->result,
+                     callback_applied_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "try again");
 }
 

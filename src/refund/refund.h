@@ -136,6 +136,8 @@ typedef struct {
     const char *channel_txn_id; /* may be NULL (kept) */
     const char *only_method;    /* when not NULL, the refund must use this method */
     const char *only_batch;     /* when not NULL, the refund must be in this batch */
+    const char *only_channel;   /* when not NULL, the refund must be with this channel
+                                 * (a channel's result: no other channel's is believed) */
     const char *set_method;     /* when not NULL, the refund switches to this method */
     int normal_only;            /* error refunds may not take this transition */
     /* A FAILED result for an error refund moves it to OFFLINE instead (its

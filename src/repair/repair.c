@@ -192,6 +192,102 @@ static void tick(uv_timer_t *t)
         r->claiming = 0;
 }
 
+/* ---------- ops: payments and payouts flagged for a person ---------- */
+
+/* GET /admin/needs-ops: oldest first, at most 500 of each. "final" says the
+ * row is in a final state a channel contradicted (resolved by hand); the
+ * others are still queried on the schedule's last pace. */
+static void list_needs_ops(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    if (pc_db_query(
+            app->db,
+            "SELECT json_build_object('payments', (SELECT coalesce(json_agg(json_build_object("
+            "'payment_no', payment_no, 'trade_no', trade_no, 'merchant_id', merchant_id, "
+            "'status', status, 'channel_id', channel_id, 'amount', amount, 'external_amount', "
+            "external_amount, 'currency', currency, 'final', status NOT IN ('PROCESSING', "
+            "'UNKNOWN'), 'updated_at', to_char(updated_at AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY updated_at), '[]') FROM (SELECT * FROM "
+            "payments WHERE needs_ops ORDER BY updated_at LIMIT 500) p), 'payouts', (SELECT "
+            "coalesce(json_agg(json_build_object('payout_no', payout_no, 'merchant_id', "
+            "merchant_id, 'status', status, 'channel_id', channel_id, 'amount', amount, "
+            "'currency', currency, 'final', status NOT IN ('ACCEPTED', 'PROCESSING'), "
+            "'updated_at', to_char(updated_at AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY updated_at), '[]') FROM (SELECT * FROM "
+            "payouts WHERE needs_ops ORDER BY updated_at LIMIT 500) o))::text",
+            0, NULL, pc_respond_json_row_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
+static void resolved_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    const char *kind = pc_http_req_param(req, "kind");
+    const char *ref = pc_http_req_param(req, "ref");
+    if (!pc_db_isnull(res, 0, 0)) {
+        pc_log_info("repair.resolved", "%s %s (%s) resolved by ops", kind, ref,
+                    pc_db_get(res, 0, 0));
+        json_t *o = json_pack("{s:s,s:s,s:s,s:b}", "kind", kind, "ref", ref, "status",
+                              pc_db_get(res, 0, 0), "needs_ops", 0);
+        pc_http_respond_json(req, 200, o);
+        return;
+    }
+    if (pc_db_isnull(res, 0, 1)) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such payment or payout");
+        return;
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             !strcmp(pc_db_get(res, 0, 2), "t")
+                 ? "it is %s and still queried at its channel: the flag goes when it is final"
+                 : "it is %s and not flagged",
+             pc_db_get(res, 0, 1));
+    pc_http_respond_error(req, PC_API_INVALID_STATE, NULL, msg);
+}
+
+/* POST /admin/needs-ops/{kind}/{ref}/resolve {"why"}: ops dealt with a
+ * final payment (kind "payment") or payout ("payout") a channel contradicts;
+ * the flag is cleared and the resolution kept (who, why, the state). One
+ * still in flight keeps its flag (409): its status queries go on. */
+static void resolve_needs_ops(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *kind = pc_http_req_param(req, "kind");
+    json_t *b = pc_http_req_json(req);
+    int bad = 0;
+    const char *why = b ? pc_json_str(b, "why", 256, 0, &bad) : NULL;
+    if (bad || !why) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "why",
+                              "say why (1-256 characters): it is kept with the resolution");
+        return;
+    }
+    const char *sql;
+    if (!strcmp(kind, "payment"))
+        sql = "WITH f AS (UPDATE payments SET needs_ops = false, updated_at = now() WHERE "
+              "payment_no = $1 AND needs_ops AND status NOT IN ('PROCESSING', 'UNKNOWN') "
+              "RETURNING status), i AS (INSERT INTO needs_ops_resolutions (kind, ref, status, who, "
+              "why) SELECT 'payment', $1, status, $2, $3 FROM f) SELECT (SELECT status FROM f), "
+              "x.status, x.needs_ops FROM (SELECT 1) one LEFT JOIN payments x ON x.payment_no = "
+              "$1";
+    else if (!strcmp(kind, "payout"))
+        sql = "WITH f AS (UPDATE payouts SET needs_ops = false, updated_at = now() WHERE "
+              "payout_no = $1 AND needs_ops AND status NOT IN ('ACCEPTED', 'PROCESSING') "
+              "RETURNING status), i AS (INSERT INTO needs_ops_resolutions (kind, ref, status, who, "
+              "why) SELECT 'payout', $1, status, $2, $3 FROM f) SELECT (SELECT status FROM f), "
+              "x.status, x.needs_ops FROM (SELECT 1) one LEFT JOIN payouts x ON x.payout_no = $1";
+    else {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "kind is payment or payout");
+        return;
+    }
+    const char *p[] = {pc_http_req_param(req, "ref"), pc_operator_of(req), why};
+    if (pc_db_query(app->db, sql, 3, p, resolved_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
 pc_repair_t *pc_repair_new(pc_app_t *app)
 {
     pc_repair_t *r = calloc(1, sizeof *r);
@@ -215,6 +311,9 @@ pc_repair_t *pc_repair_new(pc_app_t *app)
                         "status queries of open payments, by result");
     uv_timer_init(app->loop, &r->timer);
     r->timer.data = r;
+    pc_router_add(app->admin, "GET", "/admin/needs-ops", list_needs_ops, app);
+    pc_router_add(app->admin, "POST", "/admin/needs-ops/{kind}/{ref}/resolve", resolve_needs_ops,
+                  app);
     return r;
 }
 

@@ -516,11 +516,7 @@ static void test_payout_left_open_after_every_query_raises_the_alert(void **stat
                               "SELECT needs_ops::int FROM payouts WHERE payout_no = '%s' AND "
                               "status = 'PROCESSING'",
                               no));
-    int on = 0;
-    for (int i = 0; i < 300 && !on; i++) {
-        usleep(50000);
-        on = pc_t_alert_active(&g_stack, "REPAIR_EXHAUSTED", NULL);
-    }
+    int on = pc_t_alert_wait(&g_stack, "REPAIR_EXHAUSTED", NULL, 1, 15);
     set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
     /* Cleared so that later tests start without the alert. */
     free(pc_t_sql(&g_stack,
@@ -568,7 +564,53 @@ static void test_payout_answer_that_cannot_be_applied_last_is_retried(void **sta
     free(pc_t_sql(&g_stack, "ALTER TABLE payouts DROP CONSTRAINT pc_test_no_finish"));
     assert_true(flagged);
     expect_status(&m, no, "SUCCESS");
+    /* Final as its channel says: nothing left for ops. */
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM payouts WHERE payout_no = '%s'", no), 0);
     set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* A channel that contradicts a final payout (here: FAILED after SUCCESS)
+ * moves no money; the payout was flagged with nobody told. It is listed at
+ * GET /admin/needs-ops, raises CHANNEL_CONTRADICTION, and ops resolve it
+ * with a reason once they have dealt with it. */
+static void test_contradicted_payout_is_listed_alerted_and_resolved(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(50000);
+    pc_t_resp_t r = payout(&m, "OUT-CONTRA-1", 12000, "6222020000001111", "po-contra-1");
+    assert_int_equal(r.status, 200);
+    char no[40];
+    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    expect_status(&m, no, "SUCCESS");
+    long long avail = available(&m);
+    char *ch = pc_t_sql(&g_stack, "SELECT channel_id FROM payouts WHERE payout_no = '%s'", no);
+    assert_int_equal(pc_t_channel_callback(&g_stack, ch, "payout", no, "FAILED", 12000), 200);
+    free(ch);
+    assert_true(pc_t_sql_wait(&g_stack, "SUCCESS/true", 10,
+                              "SELECT status || '/' || needs_ops FROM payouts WHERE payout_no = "
+                              "'%s'",
+                              no));
+    assert_int_equal(available(&m), avail);
+    r = pc_t_admin(&g_stack, "GET", "/admin/needs-ops", NULL);
+    assert_int_equal(r.status, 200);
+    char want[80];
+    snprintf(want, sizeof want, "\"payout_no\":\"%s\"", no);
+    assert_non_null(strstr(r.body, want));
+    pc_t_resp_free(&r);
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 1, 30));
+    char path[128];
+    snprintf(path, sizeof path, "/admin/needs-ops/payout/%s/resolve", no);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"bank confirmed the transfer\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM payouts WHERE payout_no = '%s'", no), 0);
+    r = pc_t_admin(&g_stack, "GET", "/admin/needs-ops", NULL);
+    assert_null(strstr(r.body, want));
+    pc_t_resp_free(&r);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -845,6 +887,8 @@ int main(void)
         cmocka_unit_test_setup(test_payout_left_open_after_every_query_raises_the_alert,
                                refresh_today),
         cmocka_unit_test_setup(test_payout_answer_that_cannot_be_applied_last_is_retried,
+                               refresh_today),
+        cmocka_unit_test_setup(test_contradicted_payout_is_listed_alerted_and_resolved,
                                refresh_today),
         cmocka_unit_test_setup(test_risk_review_holds_until_ops_decide, refresh_today),
         cmocka_unit_test_setup(test_recharge_then_pay_by_balance, refresh_today),

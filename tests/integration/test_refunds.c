@@ -562,6 +562,12 @@ static void test_channel_finishes_refund_later_by_callback_or_fails_it(void **st
     refund_ok(tn, out, 1500, NULL, r2);
     expect_refund(r2, "PROCESSING");
     assert_int_equal(pending_of(&g_m), pending0 - 2500);
+    /* Another channel's word on it, however well signed, changes nothing
+     * (it made the refund SUCCESS). */
+    const char *other = strcmp(paid_channel(tn), "sim_wallet") ? "sim_wallet" : "sim_card";
+    assert_int_equal(pc_t_channel_callback(&g_stack, other, "refund", r2, "SUCCESS", 1500), 200);
+    usleep(200000);
+    expect_refund(r2, "PROCESSING");
     fail_held_refund(r2);
     pc_t_resp_t r;
     expect_refund(r2, "FAILED");

@@ -777,39 +777,11 @@ static void test_trade_paid_twice_is_error_refunded_exactly_once(void **state)
     pc_t_resp_free(&r);
 }
 
-/* A payment callback to paycore, as channel sends it (signed with its demo
- * secret): status SUCCESS or FAILED, for amount. Returns the HTTP status. */
+/* A payment callback to paycore from channel (signed with its demo secret):
+ * status SUCCESS or FAILED, for amount. Returns the HTTP status. */
 static long channel_says(const char *channel, const char *pno, const char *status, long amount)
 {
-    char body[800], ts[24], nonce[40], h1[64], h2[80], h3[128], secret[64];
-    int ok = !strcmp(status, "SUCCESS");
-    snprintf(body, sizeof body,
-             "{\"event_id\":\"evt_t%d\",\"type\":\"payment.%s\",\"channel_id\":"
-             "\"%s\",\"created_at\":\"2026-01-01T00:00:00Z\",\"data\":{\"object\":"
-             "\"payment\",\"channel_id\":\"%s\",\"channel_txn_id\":\"pay_t_%s\","
-             "\"payment_no\":\"%s\",\"status\":\"%s\",\"amount\":%ld,\"currency\":\"CNY\","
-             "\"fee\":0,\"failure\":%s,\"method\":\"CARD\"}}",
-             ++g_seq, ok ? "succeeded" : "failed", channel, channel, pno, pno, status, amount,
-             ok ? "null" : "{\"code\":\"DO_NOT_HONOR\",\"message\":\"declined\"}");
-    snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
-    snprintf(nonce, sizeof nonce, "cbnonce%dx%lld", g_seq, (long long)time(NULL));
-    size_t len;
-    char *msg = pc_sign_notify_string(ts, nonce, body, strlen(body), &len);
-    snprintf(secret, sizeof secret, "demo-secret-%s", channel);
-    char *sig = pc_hmac_sha256_sign(secret, strlen(secret), msg, len);
-    snprintf(h1, sizeof h1, "X-Timestamp: %s", ts);
-    snprintf(h2, sizeof h2, "X-Nonce: %s", nonce);
-    snprintf(h3, sizeof h3, "X-Signature: %s", sig);
-    const char *h[] = {h1, h2, h3, "Content-Type: application/json", NULL};
-    char url[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/channel-callbacks/%s", g_stack.http_port,
-             channel);
-    pc_t_resp_t r = pc_t_http("POST", url, h, body);
-    long st = r.status;
-    free(msg);
-    free(sig);
-    pc_t_resp_free(&r);
-    return st;
+    return pc_t_channel_callback(&g_stack, channel, "payment", pno, status, amount);
 }
 
 /* sim_card's success callback for payment pno of amount. */
@@ -828,6 +800,33 @@ static void expect_payment(const char *pno, const char *col, const char *want)
     char *v = payment_col(pno, col);
     assert_string_equal(v, want);
     free(v);
+}
+
+/* Whether GET /admin/needs-ops lists payment pno: 0 no, 1 in flight, 2
+ * final (a contradiction for a person to resolve). */
+static int needs_ops_listed(const char *pno)
+{
+    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/needs-ops", NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    int found = 0;
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(j, "payments"), i, p)
+    {
+        if (!strcmp(json_string_value(json_object_get(p, "payment_no")), pno))
+            found = json_is_true(json_object_get(p, "final")) ? 2 : 1;
+    }
+    json_decref(j);
+    return found;
+}
+
+static long resolve(const char *kind, const char *ref, const char *body)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/admin/needs-ops/%s/%s/resolve", kind, ref);
+    return admin_post(path, body);
 }
 
 /* A payment is changed only by what its own channel says, for the sum it
@@ -850,11 +849,14 @@ static void test_a_payment_believes_only_its_channel_for_its_sum(void **state)
     usleep(300000);
     expect_payment(pno, "status", "PROCESSING");
     expect_trade(tn, "WAIT_BUYER_PAY");
-    /* Its channel, for another sum: not applied, flagged for ops. */
+    /* Its channel, for another sum: not applied, flagged for ops, who see
+     * it listed; still in flight, it is not theirs to resolve yet. */
     assert_int_equal(channel_says("sim_card", pno, "SUCCESS", 1299), 200);
     expect_payment(pno, "status || '/' || needs_ops", "PROCESSING/true");
     expect_trade(tn, "WAIT_BUYER_PAY");
     assert_int_equal(pending(), p0);
+    assert_int_equal(needs_ops_listed(pno), 1);
+    assert_int_equal(resolve("payment", pno, "{\"why\":\"checked\"}"), 409);
     /* Its channel, for its sum, while the database refuses the change: 503,
      * so the channel retries; then it is applied. */
     free(pc_t_sql(&g_stack,
@@ -866,10 +868,54 @@ static void test_a_payment_believes_only_its_channel_for_its_sum(void **state)
     assert_int_equal(st, 503);
     expect_payment(pno, "status", "PROCESSING");
     assert_int_equal(channel_callback(pno, 1300), 200);
-    expect_payment(pno, "status", "SUCCESS");
+    expect_payment(pno, "status || '/' || needs_ops", "SUCCESS/false");
     expect_trade(tn, "TRADE_SUCCESS");
     assert_true(pending() > p0);
+    assert_int_equal(needs_ops_listed(pno), 0);
     assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* A success for a payment failed with its balance part given back: the
+ * buyer was charged twice over, and paycore cannot simply take the balance
+ * again. It was logged and nothing else; it is now flagged, listed for ops
+ * with an alert, and ops resolve it (who, why) once they have dealt with
+ * it. */
+static void test_a_contradicted_final_payment_waits_for_ops_to_resolve_it(void **state)
+{
+    (void)state;
+    char tn[40], pno[40];
+    new_trade(1100, fresh_buyer(), tn);
+    snprintf(pno, sizeof pno, "PMIX%d%d", (int)getpid(), ++g_seq);
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO payments (payment_no, trade_no, merchant_id, status, amount, "
+                  "currency, method_type, balance_amount, external_amount, channel_id, attempt, "
+                  "sent_at) VALUES ('%s', '%s', '%s', 'PROCESSING', 1100, 'CNY', 'CARD', 100, "
+                  "1000, 'sim_card', 1, now()) RETURNING payment_no",
+                  pno, tn, g_m.id));
+    assert_int_equal(channel_says("sim_card", pno, "FAILED", 1000), 200);
+    expect_payment(pno, "status || '/' || needs_ops", "FAILED/false");
+    assert_int_equal(channel_callback(pno, 1000), 200);
+    expect_payment(pno, "status || '/' || needs_ops", "FAILED/true");
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    assert_int_equal(needs_ops_listed(pno), 2);
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 1, 30));
+    /* Resolved by ops, with a reason. */
+    assert_int_equal(resolve("payment", pno, "{}"), 400);
+    assert_int_equal(resolve("payment", pno,
+                             "{\"why\":\"card charge refunded at the channel "
+                             "portal\"}"),
+                     200);
+    expect_payment(pno, "needs_ops::text", "false");
+    assert_int_equal(needs_ops_listed(pno), 0);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM needs_ops_resolutions WHERE kind = "
+                                  "'payment' AND ref = '%s' AND status = 'FAILED' AND who = 'ops'",
+                                  pno),
+                     1);
+    assert_int_equal(resolve("payment", pno, "{\"why\":\"again\"}"), 409);
+    assert_int_equal(resolve("payment", "PNOSUCH", "{\"why\":\"x\"}"), 404);
+    assert_int_equal(resolve("refund", pno, "{\"why\":\"x\"}"), 404);
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 0, 30));
 }
 
 /* A channel that declined a payment, or had no record of it, may still
@@ -1003,6 +1049,8 @@ int main(void)
                                   after_each),
         cmocka_unit_test_teardown(test_a_payment_believes_only_its_channel_for_its_sum, after_each),
         cmocka_unit_test_teardown(test_a_success_after_the_channels_decline_is_not_lost,
+                                  after_each),
+        cmocka_unit_test_teardown(test_a_contradicted_final_payment_waits_for_ops_to_resolve_it,
                                   after_each),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -500,13 +500,7 @@ static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **
     free(pc_t_sql(&g_stack, "INSERT INTO ledger_balance_deltas (account_id, amount, txn_id, "
                             "created_at) VALUES ('merchant:ghost:pending:CNY', 1, 0, now() - "
                             "interval '10 seconds')"));
-    int on = 0;
-    for (int i = 0; i < 100 && !on; i++) {
-        on = pc_t_alert_active(&g_stack, "LEDGER_FOLD_LAG", "ledger");
-        if (!on)
-            usleep(100000);
-    }
-    assert_true(on);
+    assert_true(pc_t_alert_wait(&g_stack, "LEDGER_FOLD_LAG", "ledger", 1, 10));
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM ledger_balance_deltas WHERE "
                                             "account_id = 'merchant:ghost:pending:CNY'"),
                      1);
@@ -516,12 +510,7 @@ static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **
     /* Gone, the alert resolves and the ledger is whole again. */
     free(pc_t_sql(&g_stack, "DELETE FROM ledger_balance_deltas WHERE account_id = "
                             "'merchant:ghost:pending:CNY'"));
-    for (int i = 0; i < 100 && on; i++) {
-        on = pc_t_alert_active(&g_stack, "LEDGER_FOLD_LAG", "ledger");
-        if (on)
-            usleep(100000);
-    }
-    assert_false(on);
+    assert_true(pc_t_alert_wait(&g_stack, "LEDGER_FOLD_LAG", "ledger", 0, 10));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 

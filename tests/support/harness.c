@@ -768,6 +768,42 @@ void pc_t_utc_today(char out[11])
     strftime(out, 11, "%Y-%m-%d", &tm);
 }
 
+long pc_t_channel_callback(pc_stack_t *s, const char *channel, const char *object, const char *ref,
+                           const char *status, long amount)
+{
+    static int seq;
+    char body[900], ts[24], nonce[48], h1[64], h2[80], h3[128], secret[64];
+    int ok = !strcmp(status, "SUCCESS");
+    seq++;
+    snprintf(body, sizeof body,
+             "{\"event_id\":\"evt_t%d_%d\",\"type\":\"%s.%s\",\"channel_id\":\"%s\","
+             "\"created_at\":\"2026-01-01T00:00:00Z\",\"data\":{\"object\":\"%s\","
+             "\"channel_id\":\"%s\",\"channel_txn_id\":\"t_%s\",\"%s_no\":\"%s\","
+             "\"status\":\"%s\",\"amount\":%ld,\"currency\":\"CNY\",\"fee\":0,\"failure\":%s,"
+             "\"method\":\"CARD\"}}",
+             (int)getpid(), seq, object, ok ? "succeeded" : "failed", channel, object, channel, ref,
+             object, ref, status, amount,
+             ok ? "null" : "{\"code\":\"DO_NOT_HONOR\",\"message\":\"declined\"}");
+    snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
+    snprintf(nonce, sizeof nonce, "cbnonce%d_%dx%lld", (int)getpid(), seq, (long long)time(NULL));
+    size_t len;
+    char *msg = pc_sign_notify_string(ts, nonce, body, strlen(body), &len);
+    snprintf(secret, sizeof secret, "demo-secret-%s", channel);
+    char *sig = pc_hmac_sha256_sign(secret, strlen(secret), msg, len);
+    snprintf(h1, sizeof h1, "X-Timestamp: %s", ts);
+    snprintf(h2, sizeof h2, "X-Nonce: %s", nonce);
+    snprintf(h3, sizeof h3, "X-Signature: %s", sig);
+    const char *h[] = {h1, h2, h3, "Content-Type: application/json", NULL};
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/channel-callbacks/%s", s->http_port, channel);
+    pc_t_resp_t r = pc_t_http("POST", url, h, body);
+    long st = r.status;
+    free(msg);
+    free(sig);
+    pc_t_resp_free(&r);
+    return st;
+}
+
 char *pc_t_alert_message(pc_stack_t *s, const char *kind, const char *subject)
 {
     pc_t_resp_t r = pc_t_admin(s, "GET", "/admin/alerts", NULL);
@@ -795,6 +831,20 @@ int pc_t_alert_active(pc_stack_t *s, const char *kind, const char *subject)
     char *m = pc_t_alert_message(s, kind, subject);
     free(m);
     return m != NULL;
+}
+
+int pc_t_alert_wait(pc_stack_t *s, const char *kind, const char *subject, int want, double secs)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        if (!pc_t_alert_active(s, kind, subject) == !want)
+            return 1;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9 > secs)
+            return 0;
+        usleep(100000);
+    }
 }
 
 int pc_t_ledger_ok(pc_stack_t *s)

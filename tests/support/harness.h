@@ -87,12 +87,20 @@ pc_t_resp_t pc_t_admin_node(pc_stack_t *s, int i, const char *method, const char
 /* Today's date in UTC as YYYY-MM-DD. */
 void pc_t_utc_today(char out[11]);
 
+/* A callback to paycore from channel, signed with its demo secret, about
+ * object ("payment", "refund" or "payout") ref: status SUCCESS or FAILED
+ * (code DO_NOT_HONOR) for amount. Returns the HTTP status. */
+long pc_t_channel_callback(pc_stack_t *s, const char *channel, const char *object, const char *ref,
+                           const char *status, long amount);
 /* The message of the ACTIVE alert of kind (and subject, unless NULL) that
  * GET /admin/alerts lists, malloc'd; NULL when there is none. */
 char *pc_t_alert_message(pc_stack_t *s, const char *kind, const char *subject);
 /* True when GET /admin/alerts lists an ACTIVE alert of kind (and subject,
  * unless NULL). */
 int pc_t_alert_active(pc_stack_t *s, const char *kind, const char *subject);
+/* Whether that alert comes to be active (want 1) or not (want 0) within
+ * secs seconds. */
+int pc_t_alert_wait(pc_stack_t *s, const char *kind, const char *subject, int want, double secs);
 
 /* Raw TCP to 127.0.0.1:port. Returns the fd. */
 int pc_t_connect(int port);
