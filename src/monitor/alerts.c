@@ -120,8 +120,9 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              needs_ops);
     set(a, needs_ops > 0, "REPAIR_EXHAUSTED", "payments", msg);
     snprintf(msg, sizeof msg,
-             "%lld final payments or payouts a channel contradicts (a success after a failure, "
-             "another sum): GET /admin/needs-ops, then resolve each",
+             "%lld final payments, payouts or refunds a channel contradicts (a success after a "
+             "failure, another sum, money returned after success): GET /admin/needs-ops, then "
+             "resolve each",
              contradicted);
     set(a, contradicted > 0, "CHANNEL_CONTRADICTION", "payments", msg);
     snprintf(msg, sizeof msg,
@@ -194,7 +195,9 @@ static void check(uv_timer_t *t)
         "ledger_balance_deltas), 0) AS fold_age, (SELECT count(*) FROM refunds "
         "WHERE " PC_REFUND_WAITING_WHERE ") AS refunds_waiting, (SELECT count(*) FROM payments "
         "WHERE needs_ops AND status IN ('SUCCESS', 'FAILED')) + (SELECT count(*) FROM payouts "
-        "WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'RETURNED')) AS contradicted",
+        "WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'RETURNED')) + (SELECT count(*) "
+        "FROM refunds WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'TERMINATED')) AS "
+        "contradicted",
         0, NULL, facts_cb, a);
 }
 

@@ -1092,6 +1092,47 @@ static void callback_applied_cb(void *data, int status, const pc__refund_t *r)
     pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
 }
 
+typedef struct {
+    pc_http_req_t *req;
+    pc_refunds_t *rf;
+} returned_t;
+
+static void returned_flagged_cb(void *data, int status, pc_db_res_t *res)
+{
+    returned_t *x = data;
+    if (status) {
+        pc_http_respond_error(x->req, PC_API_UNAVAILABLE, NULL, "not recorded; retry");
+        return;
+    }
+    if (pc_db_rows(res) == 1)
+        pc_log_error("refund.returned_after_success",
+                     "refund %s succeeded, then its payee's bank returned the money: flagged for "
+                     "ops (GET /admin/needs-ops)",
+                     pc_db_get(res, 0, 0));
+    static const char ok[] = "{\"result\":\"success\"}";
+    pc_http_respond(x->req, 200, "application/json", ok, sizeof ok - 1);
+}
+
+/* RETURNED for a refund paid out: in flight, a failure of it (the money
+ * came back before its success was heard); already SUCCESS, the buyer did
+ * not get it after all and the money is back at the channel, which the
+ * refund cannot say (its statuses end at SUCCESS): flagged for ops, who
+ * see it listed and alerted (CHANNEL_CONTRADICTION) and pay it by hand. */
+static void returned_applied_cb(void *data, int status, const pc__refund_t *r)
+{
+    returned_t *x = data;
+    if (status == PC_ECONFLICT && r && !strcmp(r->status, "SUCCESS")) {
+        const char *p[] = {r->refund_no};
+        if (pc_db_query(x->rf->app->db,
+                        "UPDATE refunds SET needs_ops = true, updated_at = now() WHERE refund_no = "
+                        "$1 AND status = 'SUCCESS' RETURNING refund_no",
+                        1, p, returned_flagged_cb, x) < 0)
+            pc_http_respond_error(x->req, PC_API_UNAVAILABLE, NULL, "try again");
+        return;
+    }
+    callback_applied_cb(x->req, status, r);
+}
+
 static void refund_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
 {
     const pc_ch_callback_t *cb = cbv;
@@ -1101,8 +1142,14 @@ static void refund_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
         pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
         return;
     }
+    returned_t *x = NULL;
+    if (cb->result.status == PC_CH_RETURNED) {
+        x = pc_http_req_alloc(req, sizeof *x);
+        x->req = req;
+        x->rf = app->refunds;
+    }
     if (apply_result(app->refunds, pc_http_req_param(req, "channel_id"), cb->ref, &cb->result,
-                     callback_applied_cb, req) < 0)
+                     x ? returned_applied_cb : callback_applied_cb, x ? (void *)x : req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "try again");
 }
 

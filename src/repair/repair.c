@@ -214,7 +214,13 @@ static void list_needs_ops(pc_http_req_t *req, void *data)
             "'currency', currency, 'final', status NOT IN ('ACCEPTED', 'PROCESSING'), "
             "'updated_at', to_char(updated_at AT TIME ZONE 'UTC', "
             "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY updated_at), '[]') FROM (SELECT * FROM "
-            "payouts WHERE needs_ops ORDER BY updated_at LIMIT 500) o))::text",
+            "payouts WHERE needs_ops ORDER BY updated_at LIMIT 500) o), 'refunds', (SELECT "
+            "coalesce(json_agg(json_build_object('refund_no', refund_no, 'trade_no', trade_no, "
+            "'merchant_id', merchant_id, 'status', status, 'method', method, 'channel_id', "
+            "channel_id, 'amount', amount, 'currency', currency, 'final', true, 'updated_at', "
+            "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY "
+            "updated_at), '[]') FROM (SELECT * FROM refunds WHERE needs_ops ORDER BY updated_at "
+            "LIMIT 500) f))::text",
             0, NULL, pc_respond_json_row_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
@@ -237,7 +243,7 @@ static void resolved_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     if (pc_db_isnull(res, 0, 1)) {
-        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such payment or payout");
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such payment, payout or refund");
         return;
     }
     char msg[160];
@@ -250,7 +256,8 @@ static void resolved_cb(void *data, int status, pc_db_res_t *res)
 }
 
 /* POST /admin/needs-ops/{kind}/{ref}/resolve {"why"}: ops dealt with a
- * final payment (kind "payment") or payout ("payout") a channel contradicts;
+ * final payment (kind "payment"), payout ("payout") or refund ("refund") a
+ * channel contradicts;
  * the flag is cleared and the resolution kept (who, why, the state). One
  * still in flight keeps its flag (409): its status queries go on. */
 static void resolve_needs_ops(pc_http_req_t *req, void *data)
@@ -279,8 +286,14 @@ static void resolve_needs_ops(pc_http_req_t *req, void *data)
               "RETURNING status), i AS (INSERT INTO needs_ops_resolutions (kind, ref, status, who, "
               "why) SELECT 'payout', $1, status, $2, $3 FROM f) SELECT (SELECT status FROM f), "
               "x.status, x.needs_ops FROM (SELECT 1) one LEFT JOIN payouts x ON x.payout_no = $1";
+    else if (!strcmp(kind, "refund"))
+        sql = "WITH f AS (UPDATE refunds SET needs_ops = false, updated_at = now() WHERE "
+              "refund_no = $1 AND needs_ops AND status IN ('SUCCESS', 'FAILED', 'TERMINATED') "
+              "RETURNING status), i AS (INSERT INTO needs_ops_resolutions (kind, ref, status, who, "
+              "why) SELECT 'refund', $1, status, $2, $3 FROM f) SELECT (SELECT status FROM f), "
+              "x.status, false FROM (SELECT 1) one LEFT JOIN refunds x ON x.refund_no = $1";
     else {
-        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "kind is payment or payout");
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "kind is payment, payout or refund");
         return;
     }
     const char *p[] = {pc_http_req_param(req, "ref"), pc_operator_of(req), why};

@@ -780,6 +780,50 @@ static void test_payout_refund_returned_before_its_success_was_heard_fails(void 
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* The same after the refund's success was heard: the buyer did not get the
+ * money after all and it is back at the channel, which a SUCCESS refund
+ * cannot say. It was only logged; it is flagged for ops, listed, alerted,
+ * and resolved by them with a reason. Nothing moves by itself. */
+static void test_payout_refund_returned_after_success_goes_to_ops(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], body[256];
+    paid_va_trade(1200, tn);
+    sim_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    refund_ok(tn, "PR2", 1200,
+              "\"payee\":{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000004321\",\"name\":\"A "
+              "Buyer\",\"bank_code\":\"ICBC\"}",
+              rno);
+    expect_refund(rno, "SUCCESS");
+    long long pending0 = pending_of(&g_m);
+    char *txn = sent_txn(rno);
+    snprintf(body, sizeof body, "{\"channel_txn_id\":\"%s\",\"reason_code\":\"R01\"}", txn);
+    free(txn);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/return", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_true(pc_t_sql_wait(
+        &g_stack, "SUCCESS/true", 10,
+        "SELECT status || '/' || needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+    assert_int_equal(pending_of(&g_m), pending0);
+    r = pc_t_admin(&g_stack, "GET", "/admin/needs-ops", NULL);
+    char want[80];
+    snprintf(want, sizeof want, "\"refund_no\":\"%s\"", rno);
+    assert_non_null(strstr(r.body, want));
+    pc_t_resp_free(&r);
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 1, 30));
+    char path[128];
+    snprintf(path, sizeof path, "/admin/needs-ops/refund/%s/resolve", rno);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"paid to the buyer's new account by hand\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
+        0);
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 0, 30));
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_multi_part_payment_refunds_external_then_balance_then_coupon(void **state)
 {
     (void)state;
@@ -1033,6 +1077,8 @@ int main(void)
             test_wallet_only_refund_that_failed_after_dispatch_is_finished_later, after_each),
         cmocka_unit_test_teardown(test_payout_refund_needs_a_payee, after_each),
         cmocka_unit_test_teardown(test_payout_refund_returned_before_its_success_was_heard_fails,
+                                  after_each),
+        cmocka_unit_test_teardown(test_payout_refund_returned_after_success_goes_to_ops,
                                   after_each),
         cmocka_unit_test_teardown(test_short_merchant_is_refused_unless_advance_funded, after_each),
         cmocka_unit_test_teardown(test_guarantee_refund_takes_unsettled_escrow_then_merchant,

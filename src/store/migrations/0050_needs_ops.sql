@@ -9,7 +9,7 @@ CREATE INDEX payouts_needs_ops ON payouts (status) WHERE needs_ops;
 -- state the channel contradicts): who, why, and the state it had.
 CREATE TABLE needs_ops_resolutions (
     resolution_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind          text NOT NULL CHECK (kind IN ('payment', 'payout')),
+    kind          text NOT NULL CHECK (kind IN ('payment', 'payout', 'refund')),
     ref           text NOT NULL,
     status        text NOT NULL,
     who           text NOT NULL,
