@@ -544,15 +544,34 @@ pc_api_err_t pc_pay_request_parse(json_t *b, pc_pay_request_t *r, const char **f
         return PC_API_INVALID_REQUEST;
     }
     int bad = 0;
-    r->trade_no = pc_json_str(b, "trade_no", 64, 1, &bad);
-    r->buyer_id = pc_json_str(b, "buyer_id", 64, 1, &bad);
-    r->method_id = pc_json_str(b, "method_id", 100, 0, &bad);
-    r->coupon_id = pc_json_str(b, "coupon_id", 64, 1, &bad);
-    r->buyer_code = pc_json_str(b, "buyer_code", 64, 1, &bad);
-    r->challenge_id = pc_json_str(b, "challenge_id", 64, 1, &bad);
-    r->challenge_answer = pc_json_str(b, "challenge_answer", 16, 0, &bad);
-    if (bad || !r->trade_no || (!r->method_id && !r->challenge_id)) {
-        *message = "trade_no and method_id are required; ids are [A-Za-z0-9_-]";
+    /* Each member checked on its own, so that the answer names it. */
+#define PAY_STR(dst, obj, name, shown, max, ids, why)                                              \
+    do {                                                                                           \
+        (dst) = pc_json_str((obj), (name), (max), (ids), &bad);                                    \
+        if (bad) {                                                                                 \
+            *field = (shown);                                                                      \
+            *message = (why);                                                                      \
+            return PC_API_INVALID_REQUEST;                                                         \
+        }                                                                                          \
+    } while (0)
+    static const char ID64[] = "1-64 of [A-Za-z0-9_-]";
+    PAY_STR(r->trade_no, b, "trade_no", "trade_no", 64, 1, ID64);
+    PAY_STR(r->buyer_id, b, "buyer_id", "buyer_id", 64, 1, ID64);
+    PAY_STR(r->method_id, b, "method_id", "method_id", 100, 0,
+            "1-100 characters, as consult lists");
+    PAY_STR(r->coupon_id, b, "coupon_id", "coupon_id", 64, 1, ID64);
+    PAY_STR(r->buyer_code, b, "buyer_code", "buyer_code", 64, 1, ID64);
+    PAY_STR(r->challenge_id, b, "challenge_id", "challenge_id", 64, 1, ID64);
+    PAY_STR(r->challenge_answer, b, "challenge_answer", "challenge_answer", 16, 0,
+            "1-16 characters");
+    if (!r->trade_no) {
+        *field = "trade_no";
+        *message = "trade_no is required";
+        return PC_API_INVALID_REQUEST;
+    }
+    if (!r->method_id && !r->challenge_id) {
+        *field = "method_id";
+        *message = "method_id is required (or challenge_id with challenge_answer)";
         return PC_API_INVALID_REQUEST;
     }
     if (pc_json_int(b, "balance_amount", 0, 1000000000000000LL, &r->balance_amount) < 0) {
@@ -576,11 +595,23 @@ pc_api_err_t pc_pay_request_parse(json_t *b, pc_pay_request_t *r, const char **f
         r->has_card = 1;
     }
     json_t *client = json_object_get(b, "client");
-    if (json_is_object(client)) {
-        r->ip = pc_json_str(client, "ip", 64, 0, &bad);
-        r->device = pc_json_str(client, "device_id", 128, 0, &bad);
-        r->platform = pc_json_str(client, "platform", 8, 0, &bad);
+    if (client && !json_is_null(client) && !json_is_object(client)) {
+        *field = "client";
+        *message = "an object {ip, device_id, platform}";
+        return PC_API_INVALID_REQUEST;
     }
+    if (client) {
+        PAY_STR(r->ip, client, "ip", "client.ip", 64, 0, "1-64 characters");
+        PAY_STR(r->device, client, "device_id", "client.device_id", 128, 0, "1-128 characters");
+        PAY_STR(r->platform, client, "platform", "client.platform", 8, 0, "WEB, H5 or APP");
+        if (r->platform && strcmp(r->platform, "WEB") && strcmp(r->platform, "H5") &&
+            strcmp(r->platform, "APP")) {
+            *field = "client.platform";
+            *message = "WEB, H5 or APP";
+            return PC_API_INVALID_REQUEST;
+        }
+    }
+#undef PAY_STR
     return PC_API_OK;
 }
 

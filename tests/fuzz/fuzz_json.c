@@ -79,8 +79,12 @@ static void check_pay(json_t *body)
     const char *field = NULL, *message = NULL;
     if (pc_pay_request_parse(body, &r, &field, &message) != PC_API_OK) {
         must(message != NULL);
+        /* Any member at fault is named. */
+        must(field != NULL || !json_is_object(body));
         return;
     }
+    must(!r.platform || !strcmp(r.platform, "WEB") || !strcmp(r.platform, "H5") ||
+         !strcmp(r.platform, "APP"));
     must(id_ok(r.trade_no));
     must(r.method_id || id_ok(r.challenge_id));
     must(!r.method_id || (strlen(r.method_id) >= 1 && strlen(r.method_id) <= 100));
