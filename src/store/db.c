@@ -642,19 +642,28 @@ static void start_query_on(pc_db_t *db, conn_t *c, query_t *q)
     conn_send_or_fail(c, q);
 }
 
+/* Fails a statement or begin that never reached a connection. Fire-and-
+ * forget statements have no callback (the housekeeping purge): calling
+ * through it crashed the node when such a statement waited too long, or
+ * PostgreSQL went down, or the pool closed while it waited. */
+static void fail_waiting(query_t *q, int status)
+{
+    if (q->kind == Q_BEGIN) {
+        if (q->begin_cb)
+            q->begin_cb(q->data, status, NULL);
+    } else if (q->cb) {
+        q->cb(q->data, status, NULL);
+    }
+    query_free(q);
+}
+
 static void pump_waiting(pc_db_t *db)
 {
     while (db->wait_head) {
         query_t *q = db->wait_head;
         if (pc_db_ready_count(db) == 0) {
             dequeue(&db->wait_head, &db->wait_tail);
-            if (q->kind == Q_BEGIN) {
-                q->begin_cb(q->data, PC_EUNAVAIL, NULL);
-                query_free(q);
-            } else {
-                q->cb(q->data, PC_EUNAVAIL, NULL);
-                query_free(q);
-            }
+            fail_waiting(q, PC_EUNAVAIL);
             continue;
         }
         conn_t *c = pick_conn(db, q->kind == Q_BEGIN);
@@ -696,11 +705,7 @@ static void tick_cb(uv_timer_t *t)
             if (db->wait_tail == q)
                 db->wait_tail = prev;
             pc_metrics_add("pc_db_errors_total", "kind=\"wait_timeout\"", 1);
-            if (q->kind == Q_BEGIN)
-                q->begin_cb(q->data, PC_EUNAVAIL, NULL);
-            else
-                q->cb(q->data, PC_EUNAVAIL, NULL);
-            query_free(q);
+            fail_waiting(q, PC_EUNAVAIL);
             continue;
         }
         prev = q;
@@ -776,13 +781,8 @@ void pc_db_close(pc_db_t *db, void (*cb)(void *data), void *data)
     db->close_cb = cb;
     db->close_data = data;
     query_t *q;
-    while ((q = dequeue(&db->wait_head, &db->wait_tail))) {
-        if (q->kind == Q_BEGIN)
-            q->begin_cb(q->data, PC_ECLOSED, NULL);
-        else
-            q->cb(q->data, PC_ECLOSED, NULL);
-        query_free(q);
-    }
+    while ((q = dequeue(&db->wait_head, &db->wait_tail)))
+        fail_waiting(q, PC_ECLOSED);
     defer_cb(&db->defer);
     for (int i = 0; i < db->pool_size; i++) {
         conn_t *c = &db->conns[i];

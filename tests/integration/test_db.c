@@ -110,10 +110,87 @@ static void test_huge_pipelined_transaction_commits(void **state)
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM t"), 20000);
 }
 
+typedef struct {
+    pc_db_t *db;
+    pc_db_tx_t *tx;
+    int waited, failed, rolled_back;
+} hold_t;
+
+static void counted_row_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)res;
+    if (status)
+        (*(int *)data)++;
+}
+
+static void held_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    hold_t *h = data;
+    assert_int_equal(status, 0);
+    h->tx = tx;
+    /* The pool's one connection is taken: these wait. One has no callback,
+     * as the housekeeping purge has none. */
+    pc_db_query(h->db, "SELECT 1", 0, NULL, NULL, NULL);
+    pc_db_query(h->db, "SELECT 2", 0, NULL, counted_row_cb, &h->failed);
+}
+
+static void waited_cb(uv_timer_t *t)
+{
+    hold_t *h = t->data;
+    h->waited = 1;
+}
+
+static void hold_start(uv_timer_t *t)
+{
+    hold_t *h = t->data;
+    if (pc_db_ready_count(h->db) == 0)
+        return;
+    uv_timer_stop(t);
+    pc_db_begin(h->db, NULL, held_cb, h);
+}
+
+/* Statements waiting for a connection that fail (waited past the query
+ * timeout, or the pool closed) are failed through their callback, and one
+ * without a callback is simply dropped: calling through its NULL callback
+ * crashed the node (found by the fifth audit). */
+static void test_waiting_statements_without_a_callback_fail_quietly(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {g_stack.db_url, 1, 300, 32};
+    hold_t h = {0};
+    h.db = pc_db_new(&loop, &o);
+    uv_timer_t t, w;
+    uv_timer_init(&loop, &t);
+    uv_timer_init(&loop, &w);
+    t.data = w.data = &h;
+    uv_timer_start(&t, hold_start, 10, 10);
+    while (!h.tx)
+        uv_run(&loop, UV_RUN_ONCE);
+    /* Well past the 300 ms the waiting statements may wait. */
+    uv_timer_start(&w, waited_cb, 1200, 0);
+    while (!h.waited)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(h.failed, 1);
+    /* Queued again, then the pool closes under them. */
+    pc_db_query(h.db, "SELECT 3", 0, NULL, NULL, NULL);
+    int closed = 0;
+    pc_db_query(h.db, "SELECT 4", 0, NULL, counted_row_cb, &closed);
+    pc_db_tx_rollback(h.tx);
+    pc_db_close(h.db, NULL, NULL);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_close((uv_handle_t *)&w, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(closed, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_huge_pipelined_transaction_commits),
+        cmocka_unit_test(test_waiting_statements_without_a_callback_fail_quietly),
     };
     return cmocka_run_group_tests_name("db", tests, setup, teardown);
 }
