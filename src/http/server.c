@@ -100,7 +100,8 @@ struct conn {
     int reading;
     int writes_pending;
     int close_after_write;
-    int err_status; /* set by a parser callback that refuses the request */
+    int write_blocked; /* answers queued past WRITE_HIGH: not reading or parsing */
+    int err_status;    /* set by a parser callback that refuses the request */
     conn_t *prev, *next;
     char peer[64];
 };
@@ -413,6 +414,17 @@ typedef struct {
     char *data;
 } write_req_t;
 
+/* Answers a client has not taken yet, in bytes: past WRITE_HIGH the
+ * connection stops reading and parsing (a client pipelining requests
+ * without reading the answers grew the server's memory without bound), and
+ * goes on below WRITE_LOW. A connection with answers queued is closed if they
+ * do not drain within the idle timeout. */
+#define WRITE_HIGH (1024 * 1024)
+#define WRITE_LOW (256 * 1024)
+
+static void conn_set_timer(conn_t *c, uint64_t ms);
+static void timer_cb(uv_timer_t *t);
+
 static void write_cb(uv_write_t *w, int status)
 {
     write_req_t *wr = (write_req_t *)w;
@@ -420,12 +432,24 @@ static void write_cb(uv_write_t *w, int status)
     free(wr->data);
     free(wr);
     c->writes_pending--;
-    if (status < 0 || (c->close_after_write && c->writes_pending == 0))
+    if (status < 0 || (c->close_after_write && c->writes_pending == 0)) {
         conn_close(c);
+        return;
+    }
+    if (c->write_blocked && !c->closing &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= WRITE_LOW) {
+        c->write_blocked = 0;
+        if (!c->busy) {
+            conn_set_timer(c, c->srv->opts.idle_timeout_ms);
+            if (!c->reading) {
+                c->reading = 1;
+                resume_read(c);
+            }
+            if (!c->in_parse)
+                parse_input(c);
+        }
+    }
 }
-
-static void conn_set_timer(conn_t *c, uint64_t ms);
-static void timer_cb(uv_timer_t *t);
 
 static void log_and_count(pc_http_req_t *req, int status)
 {
@@ -539,12 +563,18 @@ void pc_http_send(pc_http_req_t *req, int status, const char *content_type, cons
     c->cur = NULL;
     c->busy = 0;
     req_finish(req);
-    if (c->closing || c->close_after_write) {
+    if (c->closing)
+        return;
+    /* Timed even while only writing: a client that stops reading is
+     * closed after the idle timeout, not kept for good. */
+    conn_set_timer(c, srv->opts.idle_timeout_ms);
+    if (c->close_after_write ||
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > WRITE_HIGH) {
+        c->write_blocked = !c->close_after_write;
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = 0;
         return;
     }
-    conn_set_timer(c, srv->opts.idle_timeout_ms);
     if (!c->reading) {
         c->reading = 1;
         resume_read(c);
@@ -918,7 +948,8 @@ static void refuse_and_close(conn_t *c)
 static void parse_input(conn_t *c)
 {
     c->in_parse = 1;
-    while (!c->busy && !c->closing && !c->close_after_write && c->in_pos < c->in.len) {
+    while (!c->busy && !c->closing && !c->close_after_write && !c->write_blocked &&
+           c->in_pos < c->in.len) {
         if (!c->cur) {
             c->cur = req_new(c);
             conn_set_timer(c, c->srv->opts.request_timeout_ms);
@@ -986,7 +1017,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         uv_read_stop(s);
         c->reading = 0;
     }
-    if (!c->busy && !c->in_parse)
+    if (!c->busy && !c->in_parse && !c->write_blocked)
         parse_input(c);
 }
 

@@ -8,10 +8,15 @@
 
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -205,6 +210,67 @@ static void test_stalled_half_request_is_disconnected(void **state)
     assert_non_null(strstr(buf, "HTTP/1.1 408"));
     assert_true(waited < 3.0);
     close(fd);
+}
+
+static long rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+/* A client that pipelines requests and never reads the answers: the server
+ * stops reading from it once 1 MiB of answers waits, and closes it when
+ * they do not drain within the idle timeout. Before, every answer queued in
+ * the server's memory for as long as the client kept sending (the fifth
+ * audit; 3 s of it here grew the process by about 60 MB, and on). */
+static void test_client_that_does_not_read_is_held_back(void **state)
+{
+    pc_stack_t *s = *state;
+    long rss0 = rss_kb(s->pids[0]);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->http_port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    static char chunk[64 * 1024];
+    size_t len = 0;
+    while (len + 64 < sizeof chunk)
+        len += (size_t)snprintf(chunk + len, sizeof chunk - len,
+                                "GET /no-such-path HTTP/1.1\r\nHost: x\r\n\r\n");
+    double t0 = now_s();
+    long long sent = 0;
+    int closed = 0;
+    while (now_s() - t0 < 3.0 && !closed) {
+        ssize_t n = send(fd, chunk, len, MSG_NOSIGNAL);
+        if (n > 0)
+            sent += n;
+        else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            closed = 1; /* the server gave up on us */
+        else
+            usleep(1000);
+    }
+    long grown = rss_kb(s->pids[0]) - rss0;
+    fprintf(stderr, "sent %lld bytes of requests; server RSS grew %ld kB\n", sent, grown);
+    assert_true(grown < 24 * 1024);
+    close(fd);
+    /* And it serves everyone else. */
+    int fd2 = pc_t_connect(s->http_port);
+    const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    writeall(fd2, req, strlen(req));
+    char buf[2048];
+    pc_t_read_all(fd2, buf, sizeof buf, 3000);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    close(fd2);
 }
 
 static void test_idle_keepalive_connection_is_closed(void **state)
@@ -417,6 +483,7 @@ int main(void)
         cmocka_unit_test(test_malformed_request_gets_400),
         cmocka_unit_test(test_stalled_half_request_is_disconnected),
         cmocka_unit_test(test_idle_keepalive_connection_is_closed),
+        cmocka_unit_test(test_client_that_does_not_read_is_held_back),
         cmocka_unit_test(test_admin_requires_bearer_token),
         cmocka_unit_test(test_metrics_expose_routes_and_connections),
         cmocka_unit_test(test_two_processes_share_one_port),
