@@ -166,20 +166,22 @@ static void balances_cb(void *data, int status, pc_db_res_t *res)
     const int64_t nums[] = {r->items,        r->in.gross,        r->in.sales,
                             r->out.fee,      r->out.moved,       r->out.shortfall,
                             r->out.fee_owed, r->out.owed_before, r->out.owed_recovered,
-                            r->out.net,      r->reserve};
+                            r->out.net,      r->reserve,         r->out.receivable_released};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
         snprintf(v[i], sizeof v[i], "%lld", (long long)nums[i]);
-    const char *p[] = {
-        r->statement_no, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]};
-    if (pc_db_tx_query(r->tx,
-                       "UPDATE settlements s SET item_count = $2::int, gross_amount = $3::bigint, "
-                       "sales_amount = $4::bigint, fee_amount = $5::bigint, moved_amount = "
-                       "$6::bigint, shortfall_amount = $7::bigint, fee_owed = $8::bigint, "
-                       "owed_before = $9::bigint, owed_recovered = $10::bigint, net_amount = "
-                       "$11::bigint, reserve_held = $12::bigint, ledger_txn_id = (SELECT txn_id "
-                       "FROM ledger_txns WHERE ref_type = 'settlement' AND ref_id = $1 AND kind "
-                       "= 'SETTLEMENT') WHERE statement_no = $1 RETURNING settlement_json(s)::text",
-                       12, p, filled_cb, r) < 0)
+    const char *p[] = {r->statement_no, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
+                       v[10],           v[11]};
+    if (pc_db_tx_query(
+            r->tx,
+            "UPDATE settlements s SET item_count = $2::int, gross_amount = $3::bigint, "
+            "sales_amount = $4::bigint, fee_amount = $5::bigint, moved_amount = "
+            "$6::bigint, shortfall_amount = $7::bigint, fee_owed = $8::bigint, "
+            "owed_before = $9::bigint, owed_recovered = $10::bigint, net_amount = "
+            "$11::bigint, reserve_held = $12::bigint, receivable_released = $13::bigint, "
+            "ledger_txn_id = (SELECT txn_id "
+            "FROM ledger_txns WHERE ref_type = 'settlement' AND ref_id = $1 AND kind "
+            "= 'SETTLEMENT') WHERE statement_no = $1 RETURNING settlement_json(s)::text",
+            13, p, filled_cb, r) < 0)
         one_failed(r, PC_EUNAVAIL, "statement");
 }
 

@@ -33,7 +33,11 @@ int pc_settle_compute(const pc_settle_in_t *in, pc_settle_out_t *out)
     out->owed_before = in->receivable < 0 ? -in->receivable : 0;
     int64_t rest = out->moved - out->fee_from_pending;
     out->owed_recovered = min64(out->owed_before, rest);
-    out->net = rest - out->owed_recovered;
+    /* What the platform owes the merchant there (a refund funded in advance
+     * and recovered, then failed, gives its amount back to the receivable)
+     * is the merchant's: nothing else would ever move it. */
+    out->receivable_released = in->receivable > 0 ? in->receivable : 0;
+    out->net = rest - out->owed_recovered + out->receivable_released;
     return 0;
 }
 
@@ -64,6 +68,7 @@ int pc_settle_legs(const char *merchant_id, const char *currency, const pc_settl
     if (!rc)
         rc = add(out, PC_LEDGER_MERCHANT_AVAILABLE, merchant_id, s->net);
     if (!rc)
-        rc = add(out, PC_LEDGER_MERCHANT_RECEIVABLE, merchant_id, s->owed_recovered - s->fee_owed);
+        rc = add(out, PC_LEDGER_MERCHANT_RECEIVABLE, merchant_id,
+                 s->owed_recovered - s->fee_owed - s->receivable_released);
     return rc;
 }

@@ -45,6 +45,7 @@ typedef struct {
     int64_t moved, shortfall;
     int64_t fee_from_pending, fee_owed;
     int64_t owed_before, owed_recovered;
+    int64_t receivable_released; /* a positive receivable, paid to available */
     int64_t net;
 } pc_settle_out_t;
 
