@@ -702,6 +702,16 @@ static void test_database_refuses_what_c_would(void **state)
                         "'{buyer:u1:wallet:CNY,channel:sim:clearing:CNY}', '{5,-5}', "
                         "'{USD,USD}')"),
         "23514");
+    /* A currency pattern instead of a code: a CNY and a USD account
+     * "balanced" under '___' (the account check compared the id's suffix
+     * with it as a LIKE pattern; found by the fifth audit). */
+    assert_string_equal(
+        sql_refused(fx, "SELECT ledger_post('X', 'y', 'z2', NULL, "
+                        "'{buyer:u1:wallet:CNY,channel:sim:clearing:USD}', "
+                        "'{BUYER_WALLET,CHANNEL_CLEARING}', '{u1,sim}', '{CNY,USD}', '{f,t}', "
+                        "'{buyer:u1:wallet:CNY,channel:sim:clearing:USD}', '{5,-5}', "
+                        "'{___,___}')"),
+        "23514");
     /* An entry slipped into a transaction posted earlier. */
     char sql[512];
     snprintf(sql, sizeof sql,
