@@ -1274,10 +1274,20 @@ void pc_http_server_stop(pc_http_server_t *srv, void (*cb)(void *data), void *da
     srv->stop_data = data;
     for (conn_t *c = srv->conns, *next; c; c = next) {
         next = c->next;
-        if (c->busy)
+        if (c->busy) {
             c->close_after_write = 1; /* answered with Connection: close */
-        else
+        } else if (c->writes_pending > 0) {
+            /* Answers still on their way: closing now cancelled them (a
+             * slow client got a cut-off answer). Closed once they are
+             * written, or after at most 5 s (well inside the process's
+             * shutdown grace period). */
+            c->close_after_write = 1;
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = 0;
+            conn_set_timer(c, srv->opts.idle_timeout_ms < 5000 ? srv->opts.idle_timeout_ms : 5000);
+        } else {
             conn_close(c);
+        }
     }
     if (srv->listener_open)
         uv_close((uv_handle_t *)&srv->listener, listener_closed);

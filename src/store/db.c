@@ -282,6 +282,12 @@ static void prep_failed(sock_t *s, const char *sql)
         e->ready = 0;
 }
 
+/* conn_send's answer when q was queued on c but the connection broke
+ * while flushing it: q is c's now, failed with the rest by conn_fail. */
+#define SENT_BROKEN 1
+
+/* Sends q on c. Returns 0 (q queued), SENT_BROKEN, or a negative code (q
+ * not queued: still the caller's). */
 static int conn_send(conn_t *c, query_t *q)
 {
     PGconn *pg = c->sock->pg;
@@ -311,7 +317,7 @@ static int conn_send(conn_t *c, query_t *q)
     sent_push(c, q);
     int f = PQflush(pg);
     if (f < 0)
-        return PC_EUNAVAIL;
+        return SENT_BROKEN; /* queued: pushing it again made a loop of it */
     sock_update_events(c->sock, UV_READABLE | (f == 1 ? UV_WRITABLE : 0));
     return 0;
 }
@@ -321,9 +327,12 @@ static int conn_send(conn_t *c, query_t *q)
  * synchronous error. */
 static void conn_send_or_fail(conn_t *c, query_t *q)
 {
-    if (conn_send(c, q) < 0) {
+    int rc = conn_send(c, q);
+    if (rc < 0) {
         /* q was not queued on the connection: fail it with the rest. */
         sent_push(c, q);
+        conn_fail(c, PQerrorMessage(c->sock->pg));
+    } else if (rc == SENT_BROKEN) {
         conn_fail(c, PQerrorMessage(c->sock->pg));
     }
 }
@@ -873,11 +882,14 @@ int pc_db_tx_query(pc_db_tx_t *tx, const char *sql, int nparams, const char *con
     q->data = data;
     q->tx = tx;
     conn_t *c = tx->conn;
-    if (conn_send(c, q) < 0) {
+    int rc = conn_send(c, q);
+    if (rc < 0) {
         query_free(q);
         conn_fail(c, "send failed");
         return PC_EUNAVAIL;
     }
+    if (rc == SENT_BROKEN)
+        conn_fail(c, "send failed"); /* q is failed with the rest: its callback says so */
     return 0;
 }
 
