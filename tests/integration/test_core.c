@@ -212,6 +212,19 @@ static void test_stalled_half_request_is_disconnected(void **state)
     close(fd);
 }
 
+/* A connection to port whose receive window is small: answers the client
+ * does not read stay queued at the server. */
+static int small_window_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
 /* How many requests the node answered 404 for an unknown path (its
  * metrics). */
 static long long unmatched_404s(pc_stack_t *s)
@@ -237,12 +250,7 @@ static void test_client_that_does_not_read_is_held_back(void **state)
 {
     pc_stack_t *s = *state;
     long long answered0 = unmatched_404s(s);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->http_port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    int fd = small_window_connect(s->http_port);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     static char chunk[64 * 1024];
     size_t len = 0;
@@ -359,6 +367,58 @@ static void test_two_processes_share_one_port(void **state)
         assert_int_equal(r.status, 200);
         pc_t_resp_free(&r);
     }
+}
+
+/* Complete HTTP responses at the start of buf[0..len) (each with its
+ * Content-Length body); *rest gets the bytes left over. */
+static int complete_responses(const char *buf, size_t len, size_t *rest)
+{
+    size_t off = 0;
+    int n = 0;
+    for (;;) {
+        const char *end = memmem(buf + off, len - off, "\r\n\r\n", 4);
+        const char *cl = memmem(buf + off, len - off, "Content-Length: ", 16);
+        if (!end || !cl || cl > end)
+            break;
+        size_t body = (size_t)atol(cl + 16);
+        size_t next = (size_t)(end - buf) + 4 + body;
+        if (next > len)
+            break;
+        off = next;
+        n++;
+    }
+    *rest = len - off;
+    return n;
+}
+
+/* SIGTERM while a client that reads slowly still has answers on their way:
+ * they are written whole before its connection closes (a graceful stop
+ * closed idle connections at once, cancelling queued answers: the client
+ * got a cut-off one). */
+static void test_sigterm_finishes_answers_already_given(void **state)
+{
+    pc_stack_t *s = *state;
+    int fd = small_window_connect(s->http_port);
+    const char *one = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int i = 0; i < 300; i++)
+        writeall(fd, one, strlen(one));
+    usleep(500000); /* answered, and queued behind the client's small window */
+    kill(s->pids[0], SIGTERM);
+    usleep(500000);
+    size_t cap = 64 * 1024 * 1024;
+    char *buf = malloc(cap);
+    size_t got = pc_t_read_all(fd, buf, cap - 1, 10000);
+    close(fd);
+    size_t rest = 0;
+    int n = complete_responses(buf, got, &rest);
+    free(buf);
+    fprintf(stderr, "%d whole answers, %zu bytes of a cut-off one\n", n, rest);
+    assert_true(n > 0);
+    assert_int_equal(rest, 0);
+    int st = pc_stack_stop_node(s, 0, SIGTERM);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    pc_stack_start_node(s, 0);
 }
 
 static void test_sigterm_exits_cleanly(void **state)
@@ -492,6 +552,7 @@ int main(void)
         cmocka_unit_test(test_admin_requires_bearer_token),
         cmocka_unit_test(test_metrics_expose_routes_and_connections),
         cmocka_unit_test(test_two_processes_share_one_port),
+        cmocka_unit_test(test_sigterm_finishes_answers_already_given),
         cmocka_unit_test(test_sigterm_exits_cleanly),
     };
     const struct CMUnitTest outage[] = {
