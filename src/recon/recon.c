@@ -246,49 +246,44 @@ static void mark_repaired(repair_t *x, const char *reason)
     }
 }
 
-static void repair_applied_cb(void *data, pc_api_err_t err, const char *message, json_t *payment)
+/* A repair's end: applied, the difference is marked repaired with reason;
+ * not, it stays open for ops or the next run (another answer won, or the
+ * database failed), and why_not says what happened. */
+static void repair_outcome(repair_t *x, const char *what, const char *why_not, const char *reason)
 {
-    repair_t *x = data;
     run_t *r = x->r;
-    const char *st = payment ? json_string_value(json_object_get(payment, "status")) : NULL;
-    int ok = err == PC_API_OK && st && !strcmp(st, "SUCCESS");
-    json_decref(payment);
-    if (!ok) {
-        /* The payment did not become a success (another answer won, or the
-         * database failed): the difference stays open for ops or the next
-         * run. */
-        pc_log_warn("recon.repair_not_applied", "payment %s (difference %s): %s", x->payment_no,
-                    x->diff_id,
-                    err != PC_API_OK ? (message ? message : "error")
-                    : st             ? st
-                                     : "?");
+    if (why_not) {
+        pc_log_warn("recon.repair_not_applied", "%s %s (difference %s): %s", what, x->payment_no,
+                    x->diff_id, why_not);
         count("pc_recon_repairs_total", r->channel_id, "result", "not_applied", 1);
         free(x);
         repair_done(r);
         return;
     }
-    pc_log_info("recon.repaired", "payment %s advanced from the statement of %s %s", x->payment_no,
+    pc_log_info("recon.repaired", "%s %s repaired from the statement of %s %s", what, x->payment_no,
                 r->channel_id, r->date);
-    mark_repaired(x, "lost callback: the payment was advanced as the channel's success on the "
-                     "statement says");
+    mark_repaired(x, reason);
+}
+
+static void repair_applied_cb(void *data, pc_api_err_t err, const char *message, json_t *payment)
+{
+    const char *st = payment ? json_string_value(json_object_get(payment, "status")) : NULL;
+    int ok = err == PC_API_OK && st && !strcmp(st, "SUCCESS");
+    repair_outcome(data, "payment",
+                   ok                 ? NULL
+                   : err != PC_API_OK ? (message ? message : "error")
+                   : st               ? st
+                                      : "?",
+                   "lost callback: the payment was advanced as the channel's success on the "
+                   "statement says");
+    json_decref(payment);
 }
 
 static void payout_repaired_cb(void *data, int applied)
 {
-    repair_t *x = data;
-    run_t *r = x->r;
-    if (!applied) {
-        pc_log_warn("recon.repair_not_applied", "payout %s (difference %s): not marked returned",
-                    x->payment_no, x->diff_id);
-        count("pc_recon_repairs_total", r->channel_id, "result", "not_applied", 1);
-        free(x);
-        repair_done(r);
-        return;
-    }
-    pc_log_info("recon.repaired", "payout %s marked returned from the statement of %s %s",
-                x->payment_no, r->channel_id, r->date);
-    mark_repaired(x, "lost callback: the payout was marked returned as the channel's statement "
-                     "says");
+    repair_outcome(data, "payout", applied ? NULL : "not marked returned",
+                   "lost callback: the payout was marked returned as the channel's statement "
+                   "says");
 }
 
 static void repairs_claimed_cb(void *data, int status, pc_db_res_t *res)

@@ -194,6 +194,12 @@ static void tick(uv_timer_t *t)
 
 /* ---------- ops: payments and payouts flagged for a person ---------- */
 
+/* The statuses in which each kind is still in flight (its flag is for the
+ * status queries to clear); any other is final. */
+#define PAYMENT_IN_FLIGHT "('PROCESSING', 'UNKNOWN')"
+#define PAYOUT_IN_FLIGHT "('ACCEPTED', 'PROCESSING')"
+#define REFUND_IN_FLIGHT "('ACCEPTED', 'PROCESSING', 'SUSPENDED')"
+
 /* GET /admin/needs-ops: oldest first, at most 500 of each. "final" says the
  * row is in a final state a channel contradicted (resolved by hand); the
  * others are still queried on the schedule's last pace. */
@@ -205,19 +211,20 @@ static void list_needs_ops(pc_http_req_t *req, void *data)
             "SELECT json_build_object('payments', (SELECT coalesce(json_agg(json_build_object("
             "'payment_no', payment_no, 'trade_no', trade_no, 'merchant_id', merchant_id, "
             "'status', status, 'channel_id', channel_id, 'amount', amount, 'external_amount', "
-            "external_amount, 'currency', currency, 'final', status NOT IN ('PROCESSING', "
-            "'UNKNOWN'), 'updated_at', to_char(updated_at AT TIME ZONE 'UTC', "
+            "external_amount, 'currency', currency, 'final', status NOT IN " PAYMENT_IN_FLIGHT
+            ", 'updated_at', to_char(updated_at AT TIME ZONE 'UTC', "
             "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY updated_at), '[]') FROM (SELECT * FROM "
             "payments WHERE needs_ops ORDER BY updated_at LIMIT 500) p), 'payouts', (SELECT "
             "coalesce(json_agg(json_build_object('payout_no', payout_no, 'merchant_id', "
             "merchant_id, 'status', status, 'channel_id', channel_id, 'amount', amount, "
-            "'currency', currency, 'final', status NOT IN ('ACCEPTED', 'PROCESSING'), "
+            "'currency', currency, 'final', status NOT IN " PAYOUT_IN_FLIGHT ", "
             "'updated_at', to_char(updated_at AT TIME ZONE 'UTC', "
             "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY updated_at), '[]') FROM (SELECT * FROM "
             "payouts WHERE needs_ops ORDER BY updated_at LIMIT 500) o), 'refunds', (SELECT "
             "coalesce(json_agg(json_build_object('refund_no', refund_no, 'trade_no', trade_no, "
             "'merchant_id', merchant_id, 'status', status, 'method', method, 'channel_id', "
-            "channel_id, 'amount', amount, 'currency', currency, 'final', true, 'updated_at', "
+            "channel_id, 'amount', amount, 'currency', currency, 'final', status NOT "
+            "IN " REFUND_IN_FLIGHT ", 'updated_at', "
             "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY "
             "updated_at), '[]') FROM (SELECT * FROM refunds WHERE needs_ops ORDER BY updated_at "
             "LIMIT 500) f))::text",
@@ -272,27 +279,27 @@ static void resolve_needs_ops(pc_http_req_t *req, void *data)
                               "say why (1-256 characters): it is kept with the resolution");
         return;
     }
-    const char *sql;
-    if (!strcmp(kind, "payment"))
-        sql = "WITH f AS (UPDATE payments SET needs_ops = false, updated_at = now() WHERE "
-              "payment_no = $1 AND needs_ops AND status NOT IN ('PROCESSING', 'UNKNOWN') "
-              "RETURNING status), i AS (INSERT INTO needs_ops_resolutions (kind, ref, status, who, "
-              "why) SELECT 'payment', $1, status, $2, $3 FROM f) SELECT (SELECT status FROM f), "
-              "x.status, x.needs_ops FROM (SELECT 1) one LEFT JOIN payments x ON x.payment_no = "
-              "$1";
-    else if (!strcmp(kind, "payout"))
-        sql = "WITH f AS (UPDATE payouts SET needs_ops = false, updated_at = now() WHERE "
-              "payout_no = $1 AND needs_ops AND status NOT IN ('ACCEPTED', 'PROCESSING') "
-              "RETURNING status), i AS (INSERT INTO needs_ops_resolutions (kind, ref, status, who, "
-              "why) SELECT 'payout', $1, status, $2, $3 FROM f) SELECT (SELECT status FROM f), "
-              "x.status, x.needs_ops FROM (SELECT 1) one LEFT JOIN payouts x ON x.payout_no = $1";
-    else if (!strcmp(kind, "refund"))
-        sql = "WITH f AS (UPDATE refunds SET needs_ops = false, updated_at = now() WHERE "
-              "refund_no = $1 AND needs_ops AND status IN ('SUCCESS', 'FAILED', 'TERMINATED') "
-              "RETURNING status), i AS (INSERT INTO needs_ops_resolutions (kind, ref, status, who, "
-              "why) SELECT 'refund', $1, status, $2, $3 FROM f) SELECT (SELECT status FROM f), "
-              "x.status, false FROM (SELECT 1) one LEFT JOIN refunds x ON x.refund_no = $1";
-    else {
+    /* One statement per kind, the same but for its table and what counts
+     * as still in flight. */
+#define RESOLVE_SQL(k, table, key, in_flight)                                                      \
+    "WITH f AS (UPDATE " table " SET needs_ops = false, updated_at = now() WHERE " key " = $1 "    \
+    "AND needs_ops AND status NOT IN " in_flight " RETURNING status), i AS (INSERT INTO "          \
+    "needs_ops_resolutions (kind, ref, status, who, why) SELECT '" k "', $1, status, $2, $3 "      \
+    "FROM f) SELECT (SELECT status FROM f), x.status, x.needs_ops FROM (SELECT 1) one LEFT "       \
+    "JOIN " table " x ON x." key " = $1"
+    static const struct {
+        const char *kind, *sql;
+    } kinds[] = {
+        {"payment", RESOLVE_SQL("payment", "payments", "payment_no", PAYMENT_IN_FLIGHT)},
+        {"payout", RESOLVE_SQL("payout", "payouts", "payout_no", PAYOUT_IN_FLIGHT)},
+        {"refund", RESOLVE_SQL("refund", "refunds", "refund_no", REFUND_IN_FLIGHT)},
+    };
+#undef RESOLVE_SQL
+    const char *sql = NULL;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        if (!strcmp(kind, kinds[k].kind))
+            sql = kinds[k].sql;
+    if (!sql) {
         pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "kind is payment, payout or refund");
         return;
     }

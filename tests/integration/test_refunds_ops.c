@@ -802,31 +802,14 @@ static void expect_payment(const char *pno, const char *col, const char *want)
     free(v);
 }
 
-/* Whether GET /admin/needs-ops lists payment pno: 0 no, 1 in flight, 2
- * final (a contradiction for a person to resolve). */
 static int needs_ops_listed(const char *pno)
 {
-    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/needs-ops", NULL);
-    assert_int_equal(r.status, 200);
-    json_t *j = pc_t_json(&r);
-    pc_t_resp_free(&r);
-    int found = 0;
-    size_t i;
-    json_t *p;
-    json_array_foreach(json_object_get(j, "payments"), i, p)
-    {
-        if (!strcmp(json_string_value(json_object_get(p, "payment_no")), pno))
-            found = json_is_true(json_object_get(p, "final")) ? 2 : 1;
-    }
-    json_decref(j);
-    return found;
+    return pc_t_needs_ops_listed(&g_stack, "payment", pno);
 }
 
 static long resolve(const char *kind, const char *ref, const char *body)
 {
-    char path[160];
-    snprintf(path, sizeof path, "/admin/needs-ops/%s/%s/resolve", kind, ref);
-    return admin_post(path, body);
+    return pc_t_needs_ops_resolve(&g_stack, kind, ref, body);
 }
 
 /* A payment is changed only by what its own channel says, for the sum it

@@ -804,6 +804,39 @@ long pc_t_channel_callback(pc_stack_t *s, const char *channel, const char *objec
     return st;
 }
 
+int pc_t_needs_ops_listed(pc_stack_t *s, const char *kind, const char *ref)
+{
+    pc_t_resp_t r = pc_t_admin(s, "GET", "/admin/needs-ops", NULL);
+    if (r.status != 200)
+        die("GET /admin/needs-ops: %ld", r.status);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    char list[32], key[32];
+    snprintf(list, sizeof list, "%ss", kind);
+    snprintf(key, sizeof key, "%s_no", kind);
+    int found = 0;
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(j, list), i, o)
+    {
+        const char *no = json_string_value(json_object_get(o, key));
+        if (no && !strcmp(no, ref))
+            found = json_is_true(json_object_get(o, "final")) ? 2 : 1;
+    }
+    json_decref(j);
+    return found;
+}
+
+long pc_t_needs_ops_resolve(pc_stack_t *s, const char *kind, const char *ref, const char *body)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/admin/needs-ops/%s/%s/resolve", kind, ref);
+    pc_t_resp_t r = pc_t_admin(s, "POST", path, body);
+    long st = r.status;
+    pc_t_resp_free(&r);
+    return st;
+}
+
 char *pc_t_alert_message(pc_stack_t *s, const char *kind, const char *subject)
 {
     pc_t_resp_t r = pc_t_admin(s, "GET", "/admin/alerts", NULL);

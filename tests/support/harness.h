@@ -92,6 +92,11 @@ void pc_t_utc_today(char out[11]);
  * (code DO_NOT_HONOR) for amount. Returns the HTTP status. */
 long pc_t_channel_callback(pc_stack_t *s, const char *channel, const char *object, const char *ref,
                            const char *status, long amount);
+/* Whether GET /admin/needs-ops lists kind ("payment", "payout", "refund")
+ * ref: 0 no, 1 still in flight, 2 final (for a person to resolve). */
+int pc_t_needs_ops_listed(pc_stack_t *s, const char *kind, const char *ref);
+/* POST /admin/needs-ops/{kind}/{ref}/resolve with body; the HTTP status. */
+long pc_t_needs_ops_resolve(pc_stack_t *s, const char *kind, const char *ref, const char *body);
 /* The message of the ACTIVE alert of kind (and subject, unless NULL) that
  * GET /admin/alerts lists, malloc'd; NULL when there is none. */
 char *pc_t_alert_message(pc_stack_t *s, const char *kind, const char *subject);
