@@ -242,7 +242,7 @@ int pc_app_config_start(pc_app_t *app, char *err, size_t errlen)
     const char *rdir = pc_config_str(app->cfg, "rules.dir");
     const char *cdir = pc_config_str(app->cfg, "channels.dir");
     app->rules = pc_rules_new(rdir, NULL);
-    app->channels = pc_channels_new(cdir);
+    app->channels = pc_channels_new(cdir, pc_config_bool(app->cfg, "demo"));
     if (!app->rules || !app->channels) {
         snprintf(err, errlen, "out of memory");
         return PC_ENOMEM;

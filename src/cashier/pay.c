@@ -230,7 +230,9 @@ static void decide(pay_t *p)
         p->order.challenge_id = p->challenge_buf;
         p->order.challenge_hash = p->challenge_hash;
         p->order.challenge_demo_code =
-            pc_config_bool(app->cfg, "cashier.demo_challenges") ? p->challenge_code : NULL;
+            pc_config_bool(app->cfg, "demo") && pc_config_bool(app->cfg, "cashier.demo_challenges")
+                ? p->challenge_code
+                : NULL;
     }
     if (!strcmp(p->order.risk_decision, "REVIEW") && p->has_card && p->order.nroute > 0) {
         if (pc_channel_tokenize(app->channel_client, p->order.route[0], &p->card, tokenized_cb,

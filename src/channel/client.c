@@ -267,14 +267,21 @@ static health_t *health_entry(pc_channel_client_t *cli, const char *id)
 /* ---- Secrets ------------------------------------------------------------------- */
 
 /* The channel's secret: the environment variable its file names in
- * secret_ref, else the public demo secret paysim also defaults to (warned
- * once per channel). A new string the caller wipes and frees; NULL when out
- * of memory. */
+ * secret_ref, else, in demo mode only, the public demo secret paysim also
+ * defaults to (warned once per channel). Outside demo mode a channel without
+ * its secret is refused when the files load; should one still get here, it
+ * gets no secret at all. A new string the caller wipes and frees; NULL when
+ * out of memory or without a secret. */
 static char *channel_secret(pc_channel_client_t *cli, const pc_channel_t *ch)
 {
     const char *env = ch->secret_ref[0] ? getenv(ch->secret_ref) : NULL;
     if (env && env[0])
         return strdup(env);
+    if (!pc_channels_demo_secrets(cli->chs)) {
+        pc_log_error("channel.no_secret", "%s is not set: channel %s cannot sign or verify",
+                     ch->secret_ref[0] ? ch->secret_ref : "(no secret_ref)", ch->id);
+        return NULL;
+    }
     health_t *h = health_entry(cli, ch->id);
     if (!h || !h->demo_warned) {
         pc_log_warn("channel.demo_secret",

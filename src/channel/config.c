@@ -546,7 +546,7 @@ static char *read_small_file(const char *path, size_t *len)
     return buf;
 }
 
-int pc_channel_set_load(const char *dir, pc_channel_set_t **out, json_t *errors)
+int pc_channel_set_load(const char *dir, bool demo_secrets, pc_channel_set_t **out, json_t *errors)
 {
     struct dirent **names = NULL;
     int n = scandir(dir, &names, json_file, alphasort);
@@ -601,7 +601,18 @@ int pc_channel_set_load(const char *dir, pc_channel_set_t **out, json_t *errors)
             continue;
         }
         pc_channel_t *ch = &set->items[set->n];
-        if (pc_channel_parse(label, id, text, len, ch, errors) == 0) {
+        int prc = pc_channel_parse(label, id, text, len, ch, errors);
+        const char *secret = prc == 0 ? getenv(ch->secret_ref) : NULL;
+        if (prc == 0 && !demo_secrets && (!secret || !secret[0])) {
+            problems_t fp = {.label = label, .errors = errors};
+            problem(&fp,
+                    "secret_ref %s is not set in the environment: set it to this channel's "
+                    "secret (PAYCORE_DEMO=true uses the public demo secret, for development "
+                    "and tests only)",
+                    ch->secret_ref);
+            prc = PC_EINVAL;
+        }
+        if (prc == 0) {
             set->n++;
             EVP_DigestUpdate(md, names[i]->d_name, strlen(names[i]->d_name) + 1);
             EVP_DigestUpdate(md, ch->version, 64);
@@ -667,6 +678,7 @@ typedef struct job {
 
 struct pc_channels {
     char *dir;
+    bool demo_secrets;
     pc_channel_set_t *set;
     override_t *overrides;
     const char *status;
@@ -677,11 +689,12 @@ struct pc_channels {
     bool closing;
 };
 
-pc_channels_t *pc_channels_new(const char *dir)
+pc_channels_t *pc_channels_new(const char *dir, bool demo_secrets)
 {
     pc_channels_t *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
+    c->demo_secrets = demo_secrets;
     c->dir = strdup(dir);
     c->errors = json_array();
     c->status = "missing";
@@ -694,6 +707,11 @@ pc_channels_t *pc_channels_new(const char *dir)
     pc_metrics_describe("pc_channel_reloads_total", PC_METRIC_COUNTER,
                         "Channel configuration reloads by result (ok, refused).");
     return c;
+}
+
+bool pc_channels_demo_secrets(const pc_channels_t *chs)
+{
+    return chs && chs->demo_secrets;
 }
 
 static void notify(waiter_t *w, pc_channels_t *c, int status)
@@ -778,14 +796,14 @@ int pc_channels_reload(pc_channels_t *chs)
 {
     json_t *errors = json_array();
     pc_channel_set_t *set = NULL;
-    int rc = errors ? pc_channel_set_load(chs->dir, &set, errors) : PC_ENOMEM;
+    int rc = errors ? pc_channel_set_load(chs->dir, chs->demo_secrets, &set, errors) : PC_ENOMEM;
     return apply_load(chs, rc, set, errors ? errors : json_array());
 }
 
 static void reload_work_cb(uv_work_t *req)
 {
     job_t *job = req->data;
-    job->rc = pc_channel_set_load(job->chs->dir, &job->set, job->errors);
+    job->rc = pc_channel_set_load(job->chs->dir, job->chs->demo_secrets, &job->set, job->errors);
 }
 
 static int start_job(pc_channels_t *c, waiter_t *waiters);

@@ -155,16 +155,25 @@ void pc_channel_set_release(pc_channel_set_t *set);
  * the caller owns (release with pc_channel_set_release), or PC_EINVAL (any
  * file invalid, duplicate ids, no channel) / PC_EIO (dir unreadable) with
  * every problem appended to errors (may be NULL) as {"file","message"}.
+ * Unless demo_secrets, a channel whose secret_ref names an environment
+ * variable that is not set is invalid: without it the channel would sign and
+ * verify with the public demo secret, and anyone could forge its callbacks.
  * Touches no global state: safe on a worker thread. */
-int pc_channel_set_load(const char *dir, pc_channel_set_t **out, json_t *errors);
+int pc_channel_set_load(const char *dir, bool demo_secrets, pc_channel_set_t **out,
+                        json_t *errors);
 
 /* ---- the registry: serving set, runtime switches, reload, status ----------- */
 
 typedef struct pc_channels pc_channels_t;
 
 /* Creates a registry for the files in dir; nothing is loaded until a reload.
- * Returns NULL on allocation failure; free with pc_channels_free. */
-pc_channels_t *pc_channels_new(const char *dir);
+ * demo_secrets: channels whose secret is not in the environment are loaded
+ * and use the public demo secret (development and tests only). Returns NULL
+ * on allocation failure; free with pc_channels_free. */
+pc_channels_t *pc_channels_new(const char *dir, bool demo_secrets);
+
+/* Whether the registry accepts the public demo secrets (pc_channels_new). */
+bool pc_channels_demo_secrets(const pc_channels_t *chs);
 
 /* Frees the registry. With an async reload still running the memory goes when
  * it finishes (the loop must run) and its callbacks get PC_ECLOSED. Sets

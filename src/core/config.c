@@ -22,6 +22,9 @@ typedef struct {
 /* The one table of options. Secrets have demo defaults that are clearly marked;
  * production sets them through the environment. */
 static const opt_def_t opts[] = {
+    {"demo", OPT_BOOL, "PAYCORE_DEMO", "false", 0, 0, 0,
+     "development and tests only: accept the public DEMO admin token, cashier link key and "
+     "channel secrets, and keep challenge codes readable"},
     {"node_name", OPT_STR, "PAYCORE_NODE_NAME", "", 0, 64, 0, "name of this process in logs"},
     {"http.host", OPT_STR, "PAYCORE_HTTP_HOST", "127.0.0.1", 0, 0, 0, "merchant API address"},
     {"http.port", OPT_INT, "PAYCORE_HTTP_PORT", "8080", 0, 65535, 0, "merchant API port"},
@@ -71,7 +74,7 @@ static const opt_def_t opts[] = {
     {"limits.card_daily", OPT_INT, "PAYCORE_LIMIT_CARD_DAILY", "2000000", 0, 1000000000000000, 1,
      "most one bound card may pay in 24 h"},
     {"cashier.demo_challenges", OPT_BOOL, "PAYCORE_DEMO_CHALLENGES", "true", 0, 0, 0,
-     "keep challenge codes readable at GET /admin/challenges/{id} (demo and tests only)"},
+     "keep challenge codes readable at GET /admin/challenges/{id} (only with demo on)"},
     {"http.public_url", OPT_STR, "PAYCORE_PUBLIC_URL", "", 0, 512, 0,
      "base URL channels call back (default http://127.0.0.1:<http.port>)"},
     {"cashier.token_key", OPT_STR, "PAYCORE_CASHIER_TOKEN_KEY", "demo-cashier-token-key-change-me",
@@ -257,6 +260,28 @@ static int apply_json(pc_config_t *cfg, json_t *obj, const char *prefix, const c
     return 0;
 }
 
+/* Options whose built-in default is a public secret, printed in this file and
+ * the README: a process that keeps one of them (or an empty value) would let
+ * anyone call the admin API or forge cashier links. Only demo mode takes them. */
+static const char *const demo_secret_opts[] = {"admin.token", "cashier.token_key", NULL};
+
+static int refuse_demo_secrets(const pc_config_t *cfg, char *err, size_t errlen)
+{
+    if (cfg->v[find_opt("demo")].i)
+        return 0;
+    for (const char *const *n = demo_secret_opts; *n; n++) {
+        int i = find_opt(*n);
+        if (cfg->v[i].s[0] && strcmp(cfg->v[i].s, opts[i].def) != 0)
+            continue;
+        snprintf(err, errlen,
+                 "%s is %s: set %s to a secret of your own (PAYCORE_DEMO=true accepts the public "
+                 "demo values, for development and tests only)",
+                 *n, cfg->v[i].s[0] ? "the public demo value" : "empty", opts[i].env);
+        return PC_EINVAL;
+    }
+    return 0;
+}
+
 pc_config_t *pc_config_load(const char *path, char *err, size_t errlen)
 {
     pc_config_t *cfg = calloc(1, sizeof *cfg);
@@ -286,6 +311,8 @@ pc_config_t *pc_config_load(const char *path, char *err, size_t errlen)
         if (e && *e && parse_value(&opts[i], e, &cfg->v[i], err, errlen, opts[i].env))
             goto fail;
     }
+    if (refuse_demo_secrets(cfg, err, errlen) < 0)
+        goto fail;
     return cfg;
 fail:
     pc_config_free(cfg);

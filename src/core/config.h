@@ -12,8 +12,10 @@
 typedef struct pc_config pc_config_t;
 
 /* Loads path (NULL: defaults only) plus environment overrides. On failure
- * returns NULL and writes a message (file, option, reason) into err. The caller
- * owns the result and frees it with pc_config_free. */
+ * returns NULL and writes a message (file, option, reason) into err. Unless the
+ * option demo is true, an admin token or cashier link key left at its public
+ * demo default (or empty) is such a failure. The caller owns the result and
+ * frees it with pc_config_free. */
 pc_config_t *pc_config_load(const char *path, char *err, size_t errlen);
 void pc_config_free(pc_config_t *cfg);
 

@@ -97,6 +97,7 @@ async function startStack(opts = {}) {
     PAYCORE_REDIS_PREFIX: `${name}:`,
     PAYCORE_HTTP_PORT: String(httpPort),
     PAYCORE_ADMIN_PORT: String(adminPort),
+    PAYCORE_DEMO: 'true', // paysim's public demo channel secrets, readable challenge codes
     PAYCORE_ADMIN_TOKEN: stack.adminToken,
     PAYCORE_CASHIER_TOKEN_KEY: stack.tokenKey,
     PAYCORE_NODE_NAME: `${name}-node0`,

@@ -162,7 +162,7 @@ static void channels_load(void)
     char port[16];
     snprintf(port, sizeof port, "%d", g.port);
     setenv("PAYSIM_PORT", port, 1);
-    g.chs = pc_channels_new(g.dir);
+    g.chs = pc_channels_new(g.dir, true);
     assert_non_null(g.chs);
     assert_int_equal(pc_channels_reload(g.chs), 0);
     const pc_channel_t *c = pc_channels_find(g.chs, "sim_card");

@@ -220,6 +220,9 @@ void pc_stack_start_node(pc_stack_t *s, int i)
         snprintf(buf, sizeof buf, "%s-node%d", s->name, i);
         setenv("PAYCORE_NODE_NAME", buf, 1);
         setenv("PAYCORE_ACCESS_LOG", "false", 0);
+        /* The demo channel secrets paysim signs with, and readable challenge
+         * codes; a test of production settings passes PAYCORE_DEMO=false. */
+        setenv("PAYCORE_DEMO", "true", 0);
         char rules[600], channels[600];
         snprintf(rules, sizeof rules, "%s/rules", pc_t_source_dir());
         snprintf(channels, sizeof channels, "%s/channels", pc_t_source_dir());

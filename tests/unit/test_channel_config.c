@@ -63,7 +63,7 @@ static int setup(void **state)
     write_file(fx->dir, "sim_wallet.json", WALLET);
     unsetenv("PC_TEST_SIM_PORT");
     pc_metrics_reset();
-    fx->chs = pc_channels_new(fx->dir);
+    fx->chs = pc_channels_new(fx->dir, true);
     assert_non_null(fx->chs);
     *state = fx;
     return 0;
@@ -432,18 +432,24 @@ static void test_freeing_registry_during_async_reload_is_safe(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* The repository's channels/ folder. */
+static void shipped_channels_dir(char *dir, size_t size)
+{
+    snprintf(dir, size, "%s", __FILE__);
+    char *p = strstr(dir, "/tests/unit/");
+    assert_non_null(p);
+    snprintf(p, size - (size_t)(p - dir), "/channels");
+}
+
 static void test_shipped_demo_channels_are_valid(void **state)
 {
     (void)state;
     char dir[512];
-    snprintf(dir, sizeof dir, "%s", __FILE__);
-    char *p = strstr(dir, "/tests/unit/");
-    assert_non_null(p);
-    snprintf(p, sizeof dir - (size_t)(p - dir), "/channels");
+    shipped_channels_dir(dir, sizeof dir);
     json_t *errors = json_array();
     pc_channel_set_t *set = NULL;
     unsetenv("PAYSIM_PORT");
-    int rc = pc_channel_set_load(dir, &set, errors);
+    int rc = pc_channel_set_load(dir, true, &set, errors);
     if (rc != 0) {
         char *s = json_dumps(errors, JSON_INDENT(1));
         fail_msg("demo channels invalid: %s", s);
@@ -461,6 +467,56 @@ static void test_shipped_demo_channels_are_valid(void **state)
     assert_true(pc_channel_supports_refund(pc_channel_set_find(set, "sim_otc"), PC_REFUND_OFFLINE));
     assert_true(pc_channel_set_find(set, "sim_wallet")->methods & (1u << PC_METHOD_QR_BUYER));
     pc_channel_set_release(set);
+}
+
+/* Outside demo mode a channel whose secret is not in the environment is
+ * refused with its file and variable named (else it would sign and verify
+ * with the public demo secret), and the whole set with it. */
+static void test_channel_without_its_secret_is_refused_outside_demo_mode(void **state)
+{
+    (void)state;
+    char dir[512];
+    shipped_channels_dir(dir, sizeof dir);
+    const char *vars[] = {
+        "PAYCORE_CHANNEL_SECRET_SIM_CARD",    "PAYCORE_CHANNEL_SECRET_SIM_CARD2",
+        "PAYCORE_CHANNEL_SECRET_SIM_NETBANK", "PAYCORE_CHANNEL_SECRET_SIM_OTC",
+        "PAYCORE_CHANNEL_SECRET_SIM_VA",      "PAYCORE_CHANNEL_SECRET_SIM_WALLET"};
+    for (size_t i = 1; i < 6; i++)
+        setenv(vars[i], "a-secret-of-our-own", 1);
+    unsetenv(vars[0]);
+    json_t *errors = json_array();
+    pc_channel_set_t *set = NULL;
+    assert_int_equal(pc_channel_set_load(dir, false, &set, errors), PC_EINVAL);
+    assert_null(set);
+    assert_int_equal(json_array_size(errors), 1);
+    json_t *e = json_array_get(errors, 0);
+    assert_string_equal(json_string_value(json_object_get(e, "file")), "channels/sim_card.json");
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    assert_non_null(strstr(msg, "secret_ref PAYCORE_CHANNEL_SECRET_SIM_CARD is not set"));
+
+    /* An empty value is no secret either. */
+    setenv(vars[0], "", 1);
+    json_array_clear(errors);
+    assert_int_equal(pc_channel_set_load(dir, false, &set, errors), PC_EINVAL);
+    assert_int_equal(json_array_size(errors), 1);
+
+    setenv(vars[0], "a-secret-of-our-own", 1);
+    json_array_clear(errors);
+    assert_int_equal(pc_channel_set_load(dir, false, &set, errors), 0);
+    assert_int_equal(pc_channel_set_count(set), 6);
+    pc_channel_set_release(set);
+
+    /* The registry refuses the reload the same way and keeps nothing. */
+    unsetenv(vars[0]);
+    pc_channels_t *chs = pc_channels_new(dir, false);
+    assert_non_null(chs);
+    assert_false(pc_channels_demo_secrets(chs));
+    assert_int_equal(pc_channels_reload(chs), PC_EINVAL);
+    assert_null(pc_channels_find(chs, "sim_wallet"));
+    pc_channels_free(chs);
+    for (size_t i = 0; i < 6; i++)
+        unsetenv(vars[i]);
+    json_decref(errors);
 }
 
 int main(void)
@@ -490,6 +546,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_freeing_registry_during_async_reload_is_safe, setup,
                                         teardown),
         cmocka_unit_test(test_shipped_demo_channels_are_valid),
+        cmocka_unit_test(test_channel_without_its_secret_is_refused_outside_demo_mode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
