@@ -159,8 +159,7 @@ void pc_channel_set_release(pc_channel_set_t *set);
  * variable that is not set is invalid: without it the channel would sign and
  * verify with the public demo secret, and anyone could forge its callbacks.
  * Touches no global state: safe on a worker thread. */
-int pc_channel_set_load(const char *dir, bool demo_secrets, pc_channel_set_t **out,
-                        json_t *errors);
+int pc_channel_set_load(const char *dir, bool demo_secrets, pc_channel_set_t **out, json_t *errors);
 
 /* ---- the registry: serving set, runtime switches, reload, status ----------- */
 
