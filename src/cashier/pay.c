@@ -233,6 +233,8 @@ static void decide(pay_t *p)
             pc_config_bool(app->cfg, "demo") && pc_config_bool(app->cfg, "cashier.demo_challenges")
                 ? p->challenge_code
                 : NULL;
+        /* The answer brings the card again: it must be this one. */
+        p->order.challenge_card_key = p->order.card ? p->card_key : NULL;
     }
     if (!strcmp(p->order.risk_decision, "REVIEW") && p->has_card && p->order.nroute > 0) {
         if (pc_channel_tokenize(app->channel_client, p->order.route[0], &p->card, tokenized_cb,
@@ -325,6 +327,19 @@ static int digits_only(const char *s, size_t min, size_t max)
         if (!isdigit((unsigned char)s[i]))
             return 0;
     return 1;
+}
+
+/* What velocity, block lists and challenges know a card by: "c" and a keyed
+ * hash of its number, never the number itself. */
+static void card_fingerprint(pc_app_t *app, const char *pan, char *out, size_t outlen)
+{
+    char hex[PC_SHA256_HEX_LEN + 1];
+    unsigned char mac[PC_SHA256_LEN];
+    const char *k = pc_config_str(app->cfg, "admin.token");
+    pc_hmac_sha256(k, strlen(k), pan, strlen(pan), mac);
+    for (int i = 0; i < 12; i++)
+        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+    snprintf(out, outlen, "c%s", hex);
 }
 
 static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
@@ -460,14 +475,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
                 return;
             }
             o->card = &p->card;
-            /* Velocity by a keyed hash of the number: never the number itself. */
-            char hex[PC_SHA256_HEX_LEN + 1];
-            unsigned char mac[PC_SHA256_LEN];
-            const char *k = pc_config_str(app->cfg, "admin.token");
-            pc_hmac_sha256(k, strlen(k), p->card.pan, strlen(p->card.pan), mac);
-            for (int i = 0; i < 12; i++)
-                snprintf(hex + 2 * i, 3, "%02x", mac[i]);
-            snprintf(p->card_key, sizeof p->card_key, "c%s", hex);
+            card_fingerprint(app, p->card.pan, p->card_key, sizeof p->card_key);
         } else if (m == PC_METHOD_QR_BUYER) {
             if (!p->buyer_code) {
                 pc_http_respond_error(req, PC_API_INVALID_REQUEST, "buyer_code",
@@ -505,9 +513,17 @@ static void challenge_cb(void *data, int status, pc_db_res_t *res)
         pc_respond_db_error(p->req, status);
         return;
     }
-    if (pc_db_rows(res) == 0) {
-        pc_http_respond_error(p->req, PC_API_INVALID_REQUEST, "challenge_answer",
-                              "wrong, expired or already used challenge");
+    if (pc_db_rows(res) == 0 || strcmp(pc_db_get(res, 0, 1), "PASSED") != 0) {
+        /* A card other than the one risk scored counts as a wrong answer
+         * (the challenge was not passed by the card it was issued for). */
+        if (pc_db_rows(res) == 1 && strcmp(pc_db_get(res, 0, 2), "t") != 0)
+            pc_http_respond_error(p->req, PC_API_INVALID_REQUEST, "card",
+                                  p->has_card
+                                      ? "not the card this challenge was issued for"
+                                      : "this challenge was issued for a card: send the same card");
+        else
+            pc_http_respond_error(p->req, PC_API_INVALID_REQUEST, "challenge_answer",
+                                  "wrong, expired or already used challenge");
         return;
     }
     const char *payment_no = pc_db_get(res, 0, 0);
@@ -521,15 +537,19 @@ static void answer_challenge(pay_t *p)
     char hash[PC_SHA256_HEX_LEN + 1], buf[200];
     snprintf(buf, sizeof buf, "%s:%s", p->challenge_id, p->challenge_answer);
     pc_sha256_hex(buf, strlen(buf), hash);
-    const char *q[] = {p->challenge_id, hash, p->trade_no};
-    /* One statement: a wrong answer counts, a right one passes once. */
+    if (p->has_card && p->card.pan)
+        card_fingerprint(p->app, p->card.pan, p->card_key, sizeof p->card_key);
+    const char *q[] = {p->challenge_id, hash, p->trade_no, p->card_key[0] ? p->card_key : NULL};
+    /* One statement: a wrong answer (or another card than the one scored)
+     * counts, a right one passes once. */
     if (pc_db_query(p->app->db,
                     "WITH c AS (UPDATE challenges SET attempts = attempts + 1, status = CASE WHEN "
-                    "code_hash = $2 THEN 'PASSED' WHEN attempts + 1 >= 5 THEN 'FAILED' ELSE "
-                    "status END WHERE challenge_id = $1 AND status = 'OPEN' AND expires_at > "
-                    "now() RETURNING payment_no, status) SELECT c.payment_no FROM c JOIN "
-                    "payments p USING (payment_no) WHERE c.status = 'PASSED' AND p.trade_no = $3",
-                    3, q, challenge_cb, p) < 0)
+                    "code_hash = $2 AND card_key IS NOT DISTINCT FROM $4 THEN 'PASSED' WHEN "
+                    "attempts + 1 >= 5 THEN 'FAILED' ELSE status END WHERE challenge_id = $1 AND "
+                    "status = 'OPEN' AND expires_at > now() RETURNING payment_no, status, card_key "
+                    "IS NOT DISTINCT FROM $4 AS same_card) SELECT c.payment_no, c.status, "
+                    "c.same_card FROM c JOIN payments p USING (payment_no) WHERE p.trade_no = $3",
+                    4, q, challenge_cb, p) < 0)
         pc_respond_db_error(p->req, PC_EUNAVAIL);
 }
 

@@ -918,7 +918,7 @@ typedef struct {
     char amounts[4][24];
     char risk_score[16];
     const char *risk_decision, *challenge_id, *client_ip, *device_id;
-    char challenge_hash[65], demo_code[16];
+    char challenge_hash[65], demo_code[16], challenge_card_key[32];
     char first_query[24];
     /* What the trade row said (its lock and the count of open attempts go
      * out together; the count's answer decides). */
@@ -1043,11 +1043,13 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
                    29, p, insert_cb, o);
     if (!strcmp(s->status, "CHALLENGE") && s->challenge_id) {
         const char *c[] = {s->challenge_id, o->payment_no, s->challenge_hash,
-                           s->demo_code[0] ? s->demo_code : NULL};
+                           s->demo_code[0] ? s->demo_code : NULL,
+                           s->challenge_card_key[0] ? s->challenge_card_key : NULL};
         pc_db_tx_query(o->tx,
                        "INSERT INTO challenges (challenge_id, payment_no, code_hash, demo_code, "
-                       "expires_at) VALUES ($1, $2, $3, $4, now() + interval '10 minutes')",
-                       4, c, step_cb, o);
+                       "expires_at, card_key) VALUES ($1, $2, $3, $4, now() + interval '10 "
+                       "minutes', $5)",
+                       5, c, step_cb, o);
     }
     const char *st = s->status;
     start_free(s);
@@ -1220,6 +1222,8 @@ int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *r, pc_engine_cb cb, vo
              r->challenge_hash ? r->challenge_hash : "");
     snprintf(s->demo_code, sizeof s->demo_code, "%s",
              r->challenge_demo_code ? r->challenge_demo_code : "");
+    snprintf(s->challenge_card_key, sizeof s->challenge_card_key, "%s",
+             r->challenge_card_key ? r->challenge_card_key : "");
     s->client_ip = r->client_ip;
     s->device_id = r->device_id;
     if (pc_db_begin(e->app->db, NULL, start_begin_cb, s) < 0) {

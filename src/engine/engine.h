@@ -63,6 +63,9 @@ typedef struct {
     const char *challenge_id;
     const char *challenge_hash;
     const char *challenge_demo_code;
+    /* The keyed hash of the card number a challenged CARD payment was scored
+     * with (NULL for other methods): the answer must bring the same card. */
+    const char *challenge_card_key;
     const char *client_ip, *device_id;
     /* The pay request's idempotency record (pc_auth_idem), or NULL. When the
      * payment is decided in its first transaction (nothing goes to a

@@ -699,6 +699,18 @@ static void test_risk_reject_review_and_challenge(void **state)
     r = answer_challenge(tn, buyer, cid, "000000x", challenge_card);
     assert_int_equal(r.status, 400);
     pc_t_resp_free(&r);
+    /* The right code with another card than the one risk scored: refused,
+     * and nothing is sent to the channel with it. */
+    long long sent =
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE sent_at IS NOT NULL");
+    r = answer_challenge(tn, buyer, cid, code, fresh_card());
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"field\":\"card\""));
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE sent_at IS NOT NULL"), sent);
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    /* The card it was issued for still passes it. */
     r = answer_challenge(tn, buyer, cid, code, challenge_card);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
