@@ -196,11 +196,11 @@ static void open_inserted_cb(void *data, int status, pc_db_res_t *res)
         /* Another node opened the same case first: report it as a duplicate. */
         pc_db_tx_rollback(o->tx);
         o->tx = NULL;
-        const char *p[] = {o->channel_id, o->source, o->source_ref};
+        const char *p[] = {o->channel_id, o->source_ref};
         if (pc_db_query(o->app->db,
                         "SELECT chargeback_json(c)::text FROM chargebacks c WHERE channel_id = $1 "
-                        "AND source = $2 AND source_ref = $3",
-                        3, p, open_reread_cb, o) < 0)
+                        "AND source_ref = $2",
+                        2, p, open_reread_cb, o) < 0)
             open_finish(o, OPEN_FAILED, PC_EUNAVAIL, PC_API_UNAVAILABLE, "database unavailable");
         return;
     }
@@ -339,15 +339,17 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
     /* What refunds (merchant or error refunds) already give back of the
      * external part is not the cardholder's to dispute again: refunds are
      * accepted under the same trade lock. */
-    const char *p[] = {o->payment_no, o->channel_id, o->source, o->source_ref};
+    /* A case is known by its channel's reference, whether ops entered it or
+     * a file brought it (chargebacks_source_ref_unique). */
+    const char *p[] = {o->payment_no, o->channel_id, o->source_ref};
     if (pc_db_tx_query(o->tx,
                        "SELECT (SELECT coalesce(sum(c.amount), 0) FROM chargebacks c WHERE "
                        "c.payment_no = $1 AND c.status <> 'CLOSE') + (SELECT "
                        "coalesce(sum(r.external_amount), 0) FROM refunds r WHERE r.payment_no = "
                        "$1 AND r.status NOT IN ('FAILED', 'TERMINATED')) AS disputed, (SELECT "
                        "chargeback_json(c)::text FROM chargebacks c WHERE c.channel_id = $2 AND "
-                       "c.source = $3 AND c.source_ref = $4) AS existing",
-                       4, p, open_counted_cb, o) < 0)
+                       "c.source_ref = $3) AS existing",
+                       3, p, open_counted_cb, o) < 0)
         open_fail(o, PC_EUNAVAIL);
 }
 

@@ -418,6 +418,37 @@ static void test_offline_entry_admin_and_payctl(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* Ops enter a case from the channel's letter; the channel's next file then
+ * lists the same case: one chargeback, frozen once. */
+static void test_offline_case_then_in_the_file_is_one_case(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], cb[40], date[16], ref[64];
+    card_payment(&m, 10000, NULL, tn, txn, NULL);
+    snprintf(ref, sizeof ref, "CBK-%d-letter", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 3000, NULL, cb), 201);
+    assert_int_equal(mbal(&m, "reserve"), 3000);
+    business_date(date);
+    char up[1024];
+    snprintf(up, sizeof up,
+             "{\"channel_id\":\"sim_card\",\"date\":\"%s\",\"csv\":\"chargeback_ref,channel_ref,"
+             "paycore_ref,amount,currency,reason_code,time,respond_by\\n%s,%s,,3000,CNY,10.4,,"
+             "\\n\"}",
+             date, ref, txn);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks/import", up);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "created")), 0);
+    assert_int_equal(json_integer_value(json_object_get(j, "duplicates")), 1);
+    json_decref(j);
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM chargebacks WHERE trade_no = '%s'", tn), 1);
+    assert_int_equal(mbal(&m, "reserve"), 3000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* ---------- judgement ---------- */
 
 /* A merchant with one card payment of amount and an offline chargeback of
@@ -825,6 +856,7 @@ int main(void)
         cmocka_unit_test(test_online_import_twice_changes_nothing),
         cmocka_unit_test(test_partial_chargeback_from_sim_and_unmatched_lines),
         cmocka_unit_test(test_offline_entry_admin_and_payctl),
+        cmocka_unit_test(test_offline_case_then_in_the_file_is_one_case),
         cmocka_unit_test(test_cases_opened_at_once_never_dispute_more_than_the_payment),
         cmocka_unit_test(test_judge_merchant_liable),
         cmocka_unit_test(test_judge_platform_liable),
