@@ -58,6 +58,8 @@ static const opt_def_t opts[] = {
     {"redis.timeout_ms", OPT_INT, "PAYCORE_REDIS_TIMEOUT_MS", "1000", 10, 60000, 0,
      "command timeout"},
     {"redis.prefix", OPT_STR, "PAYCORE_REDIS_PREFIX", "pc:", 0, 64, 0, "key prefix"},
+    {"idempotency.lock_ms", OPT_INT, "PAYCORE_IDEMPOTENCY_LOCK_MS", "60000", 300, 3600000, 0,
+     "an Idempotency-Key claim lapses this long after its node stops renewing it (it died)"},
     {"log.level", OPT_STR, "PAYCORE_LOG_LEVEL", "info", 0, 0, 1, "debug|info|warn|error"},
     {"rules.dir", OPT_STR, "PAYCORE_RULES_DIR", "rules", 0, 0, 0, "Lua rules folder"},
     {"channels.dir", OPT_STR, "PAYCORE_CHANNELS_DIR", "channels", 0, 0, 0, "channel files"},

@@ -8,16 +8,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LOCK_MS "60000"
-#define LOCK_INTERVAL "60 seconds"
-
 static const char release_script[] =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
     "else return 0 end";
+static const char renew_script[] =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], "
+    "ARGV[2]) else return 0 end";
 
 struct pc_idem {
     pc_db_t *db;
     pc_kv_t *kv;
+    uv_loop_t *loop;
+    char lock_ms[24]; /* how long a claim holds without renewal */
 };
 
 struct pc_idem_req {
@@ -29,6 +31,9 @@ struct pc_idem_req {
     char token[33];
     char rkey[320];
     int redis_locked;
+    /* Renews the claim while the handler runs (a pay may wait on slow
+     * channels longer than one lock period); NULL when not running. */
+    uv_timer_t *renew;
     /* The answer queued by pc_idem_store_in_tx. It is the record only if
      * that transaction committed; then the handler answers exactly it. */
     int stored;
@@ -40,13 +45,15 @@ struct pc_idem_req {
     size_t len;
 };
 
-pc_idem_t *pc_idem_new(pc_db_t *db, pc_kv_t *kv)
+pc_idem_t *pc_idem_new(uv_loop_t *loop, pc_db_t *db, pc_kv_t *kv, int64_t lock_ms)
 {
     pc_idem_t *idem = calloc(1, sizeof *idem);
     if (!idem)
         return NULL;
+    idem->loop = loop;
     idem->db = db;
     idem->kv = kv;
+    snprintf(idem->lock_ms, sizeof idem->lock_ms, "%lld", (long long)lock_ms);
     pc_metrics_describe(
         "pc_idempotency_total", PC_METRIC_COUNTER,
         "idempotency outcomes (executed, replayed, conflict, reused, redis_fallback)");
@@ -75,9 +82,55 @@ static void release_lock(pc_idem_req_t *ir)
     pc_kv_command(ir->idem->kv, NULL, NULL, 5, argv, NULL);
 }
 
+/* --- while the handler runs: keep the claim --- */
+
+static void renew_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void renew_stop(pc_idem_req_t *ir)
+{
+    if (!ir->renew)
+        return;
+    uv_close((uv_handle_t *)ir->renew, renew_closed);
+    ir->renew = NULL;
+}
+
+/* Extends this request's own Redis lock and PostgreSQL claim (both only if
+ * still ours): a claim that lapsed while its handler still ran would let a
+ * retry with the same key run the request a second time. A claim whose
+ * holder died is not renewed and lapses as before. */
+static void renew_tick(uv_timer_t *t)
+{
+    pc_idem_req_t *ir = t->data;
+    if (ir->redis_locked) {
+        const char *argv[] = {"EVAL", renew_script, "1", ir->rkey, ir->token, ir->idem->lock_ms};
+        pc_kv_command(ir->idem->kv, NULL, NULL, 6, argv, NULL);
+    }
+    const char *p[] = {ir->mid, ir->key, ir->token, ir->idem->lock_ms};
+    pc_db_query(ir->idem->db,
+                "UPDATE idempotency_keys SET locked_until = now() + $4::int * interval '1 "
+                "millisecond' WHERE merchant_id = $1 AND idem_key = $2 AND lock_token = $3 AND "
+                "status = 'IN_PROGRESS'",
+                4, p, NULL, NULL);
+}
+
+static void renew_start(pc_idem_req_t *ir)
+{
+    ir->renew = malloc(sizeof *ir->renew);
+    if (!ir->renew)
+        return; /* the claim then holds one lock period, as before */
+    uv_timer_init(ir->idem->loop, ir->renew);
+    ir->renew->data = ir;
+    uint64_t every = (uint64_t)strtoll(ir->idem->lock_ms, NULL, 10) / 3;
+    uv_timer_start(ir->renew, renew_tick, every, every);
+}
+
 static void on_req_done(void *arg)
 {
     pc_idem_req_t *ir = arg;
+    renew_stop(ir);
     release_lock(ir);
     free(ir->body);
     free(ir->stored_body);
@@ -104,6 +157,7 @@ static void responder(pc_http_req_t *req, int status, const char *ctype, const c
 {
     pc_idem_req_t *ir = data;
     (void)ctype;
+    renew_stop(ir);
     /* Recorded with the business change: the answer is the one stored. Any
      * other answer means that transaction did not commit (the handler then
      * answers an error, or the state as it is), so it is recorded below. */
@@ -221,6 +275,7 @@ static void claim_cb(void *data, int status, pc_db_res_t *res)
     }
     if (pc_db_rows(res) == 1 && strcmp(pc_db_get(res, 0, 0), ir->token) == 0) {
         count("executed");
+        renew_start(ir);
         pc_http_set_responder(ir->req, responder, ir);
         pc_http_next(ir->req);
         return;
@@ -230,9 +285,13 @@ static void claim_cb(void *data, int status, pc_db_res_t *res)
 
 static void claim(pc_idem_req_t *ir)
 {
-    const char *p[] = {
-        ir->mid,  ir->key, ir->hash, pc_http_req_method(ir->req), pc_http_req_target(ir->req),
-        ir->token};
+    const char *p[] = {ir->mid,
+                       ir->key,
+                       ir->hash,
+                       pc_http_req_method(ir->req),
+                       pc_http_req_target(ir->req),
+                       ir->token,
+                       ir->idem->lock_ms};
     /* Insert, or take over a claim whose holder died (lock expired) for the
      * same request; anything else returns no row.
      * The claim commits without waiting for its WAL flush (synchronous_commit
@@ -244,14 +303,14 @@ static void claim(pc_idem_req_t *ir)
     if (pc_db_query(ir->idem->db,
                     "INSERT INTO idempotency_keys (merchant_id, idem_key, request_hash, method, "
                     "path, status, lock_token, locked_until) SELECT $1, $2, $3, $4, $5, "
-                    "'IN_PROGRESS', $6, now() + interval '" LOCK_INTERVAL "' WHERE "
+                    "'IN_PROGRESS', $6, now() + $7::int * interval '1 millisecond' WHERE "
                     "set_config('synchronous_commit', 'off', true) = 'off' "
                     "ON CONFLICT (merchant_id, idem_key) DO UPDATE SET lock_token = "
                     "EXCLUDED.lock_token, locked_until = EXCLUDED.locked_until "
                     "WHERE idempotency_keys.status = 'IN_PROGRESS' AND "
                     "idempotency_keys.locked_until < now() AND "
                     "idempotency_keys.request_hash = EXCLUDED.request_hash RETURNING lock_token",
-                    6, p, claim_cb, ir) < 0)
+                    7, p, claim_cb, ir) < 0)
         pc_http_respond_error(ir->req, PC_API_UNAVAILABLE, NULL, "idempotency store unavailable");
 }
 
@@ -357,7 +416,8 @@ void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id, p
         return;
     }
     pc_http_req_on_done(req, on_req_done, ir);
-    if (pc_kv_cmd(idem->kv, lock_cb, ir, "SET", ir->rkey, ir->token, "NX", "PX", LOCK_MS, NULL) < 0)
+    if (pc_kv_cmd(idem->kv, lock_cb, ir, "SET", ir->rkey, ir->token, "NX", "PX", idem->lock_ms,
+                  NULL) < 0)
         lock_cb(ir, PC_EUNAVAIL, NULL);
 }
 

@@ -17,10 +17,15 @@
 #include "kv/kv.h"
 #include "store/db.h"
 
+#include <stdint.h>
+#include <uv.h>
+
 typedef struct pc_idem pc_idem_t;
 typedef struct pc_idem_req pc_idem_req_t;
 
-pc_idem_t *pc_idem_new(pc_db_t *db, pc_kv_t *kv);
+/* lock_ms: how long a claim holds without renewal; a running request renews
+ * it every lock_ms / 3, so only a request whose node died loses it. */
+pc_idem_t *pc_idem_new(uv_loop_t *loop, pc_db_t *db, pc_kv_t *kv, int64_t lock_ms);
 void pc_idem_free(pc_idem_t *idem);
 
 /* Runs the layer for req of merchant_id: answers it (missing/invalid key,

@@ -30,6 +30,8 @@ static int setup(void **state)
     pc_stack_init(&g_stack, "cashier");
     pc_stack_env(&g_stack, "PAYCORE_RULES_DIR", g_rules);
     pc_stack_env(&g_stack, "PAYCORE_LIMIT_BUYER_DAILY", "4000000");
+    /* A short claim, so that a pay outlasting it takes seconds, not minutes. */
+    pc_stack_env(&g_stack, "PAYCORE_IDEMPOTENCY_LOCK_MS", "1500");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
@@ -223,6 +225,64 @@ static void test_declined_card_then_continue_pay(void **state)
     pc_t_resp_free(&r);
     expect_trade(tn, "TRADE_SUCCESS");
     assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+typedef struct {
+    const char *body, *key;
+    long status;
+    char answer[2048];
+} slow_pay_t;
+
+static void *slow_pay(void *arg)
+{
+    slow_pay_t *s = arg;
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", s->body, s->key);
+    s->status = r.status;
+    snprintf(s->answer, sizeof s->answer, "%s", r.body ? r.body : "");
+    pc_t_resp_free(&r);
+    return NULL;
+}
+
+/* A pay that waits on a slow channel longer than the Idempotency-Key claim
+ * lasts keeps its claim: the merchant's retry with the same key meanwhile is
+ * told the request still runs (not run a second time), and once it is done
+ * the retry gets its answer. */
+static void test_slow_pay_keeps_its_idempotency_claim(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], body[1024];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 1500, buyer, tn);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{"
+             "\"ip\":\"10.0.1.1\",\"device_id\":\"dev-slow\",\"platform\":\"WEB\"},%s}",
+             tn, buyer, fresh_card());
+    char key[48];
+    snprintf(key, sizeof key, "slow-pay-%d", (int)getpid());
+    pc_t_resp_t f = pc_t_sim(&g_stack, "POST", "/sim/faults",
+                             "{\"channel_id\":\"sim_card\",\"latency_ms\":4000}");
+    assert_int_equal(f.status, 200);
+    pc_t_resp_free(&f);
+    slow_pay_t first = {.body = body, .key = key};
+    pthread_t th;
+    pthread_create(&th, NULL, slow_pay, &first);
+    usleep(2600 * 1000); /* past the 1.5 s claim */
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "REQUEST_IN_PROGRESS");
+    pc_t_resp_free(&r);
+    pthread_join(th, NULL);
+    f = pc_t_sim(&g_stack, "POST", "/sim/faults", "{\"channel_id\":\"sim_card\",\"latency_ms\":0}");
+    pc_t_resp_free(&f);
+    assert_int_equal(first.status, 200);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, first.answer);
+    assert_non_null(pc_t_header(&r, "Idempotent-Replayed"));
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE trade_no = '%s'", tn), 1);
+    expect_trade(tn, "TRADE_SUCCESS");
 }
 
 static void test_retryable_decline_falls_back_to_next_channel(void **state)
@@ -1290,6 +1350,7 @@ int main(void)
         cmocka_unit_test(test_card_payment_succeeds_end_to_end),
         cmocka_unit_test(test_declined_card_then_continue_pay),
         cmocka_unit_test(test_retryable_decline_falls_back_to_next_channel),
+        cmocka_unit_test(test_slow_pay_keeps_its_idempotency_claim),
         cmocka_unit_test(test_recharge_then_pay_by_balance),
         cmocka_unit_test(test_balance_payment_released_from_review_is_paid_once),
         cmocka_unit_test(test_coupon_payment_released_from_review_uses_its_coupon),
