@@ -8,13 +8,37 @@
 #include <string.h>
 #include <time.h>
 
-#define NONCE_TTL_S "600"
+/* A nonce is remembered longer than the ±300 s timestamp window is wide,
+ * with a margin for clocks of nodes that disagree a little. */
+#define NONCE_TTL_S "660"
+
+/* Nonces live in Redis, and Redis may forget them: a restart without
+ * persistence, a flush, or an outage during which nodes recorded nonces in
+ * PostgreSQL only. A request signed before such a moment could then be
+ * replayed (with a fresh Idempotency-Key, which is not signed) within its
+ * timestamp window. So Redis also keeps a floor: requests whose X-Timestamp
+ * is older are refused as expired. The script sets the floor to now when it
+ * is missing (Redis lost its memory: everything older may have been seen),
+ * and raises it when a node publishes that it accepted nonces without
+ * Redis (ARGV[4]); then checks the floor and takes the nonce, in one step.
+ * Returns 1 (fresh), 0 (nonce used) or -1 (timestamp under the floor). */
+static const char nonce_script[] =
+    "local f = tonumber(redis.call('get', KEYS[2]))\n"
+    "if not f then f = tonumber(ARGV[3]); redis.call('set', KEYS[2], ARGV[3]) end\n"
+    "if tonumber(ARGV[4]) > f then f = tonumber(ARGV[4]); redis.call('set', KEYS[2], ARGV[4]) end\n"
+    "if tonumber(ARGV[2]) < f then return -1 end\n"
+    "if redis.call('set', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 1 end\n"
+    "return 0";
 
 struct pc_auth {
     pc_merchants_t *merchants;
     pc_kv_t *kv;
     pc_db_t *db;
     pc_idem_t *idem;
+    char floor_key[128];
+    /* One past the newest X-Timestamp whose nonce this node recorded in
+     * PostgreSQL only (Redis unreachable), until Redis has it as its floor. */
+    int64_t unpublished_floor;
 };
 
 /* What the filter leaves on the request for handlers. */
@@ -24,6 +48,8 @@ typedef struct {
     pc_merchant_t *merchant; /* one reference, dropped when the request ends */
     pc_idem_req_t *idem;
     const char *nonce;
+    int64_t ts;
+    int64_t raising; /* the floor this request's check publishes, or 0 */
 } auth_ctx_t;
 
 pc_auth_t *pc_auth_new(pc_merchants_t *merchants, pc_kv_t *kv, pc_db_t *db, pc_idem_t *idem)
@@ -35,6 +61,7 @@ pc_auth_t *pc_auth_new(pc_merchants_t *merchants, pc_kv_t *kv, pc_db_t *db, pc_i
     a->kv = kv;
     a->db = db;
     a->idem = idem;
+    pc_kv_key(kv, a->floor_key, sizeof a->floor_key, "auth:nonce_floor");
     pc_metrics_describe("pc_auth_failures_total", PC_METRIC_COUNTER,
                         "requests refused by authentication, by code");
     return a;
@@ -97,15 +124,27 @@ static void nonce_pg_cb(void *data, int status, pc_db_res_t *res)
 static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
 {
     auth_ctx_t *c = data;
-    if (status == 0 && pc_kv_reply_type(reply) == PC_KV_STATUS) {
-        proceed(c);
+    pc_auth_t *a = c->auth;
+    if (status == 0 && pc_kv_reply_type(reply) == PC_KV_INTEGER) {
+        /* Redis has the floor this check carried: nothing left to publish
+         * unless newer nonces went to PostgreSQL meanwhile. */
+        if (c->raising && a->unpublished_floor <= c->raising)
+            a->unpublished_floor = 0;
+        long long v = pc_kv_reply_int(reply);
+        if (v == 1)
+            proceed(c);
+        else if (v == 0)
+            refuse(c->req, PC_API_NONCE_REUSED, "X-Nonce", "this nonce was already used");
+        else
+            refuse(c->req, PC_API_TIMESTAMP_EXPIRED, "X-Timestamp",
+                   "X-Timestamp is older than the nonce store's memory (it restarted or was "
+                   "unreachable): sign the request again with the current time");
         return;
     }
-    if (status == 0 && pc_kv_reply_type(reply) == PC_KV_NIL) {
-        refuse(c->req, PC_API_NONCE_REUSED, "X-Nonce", "this nonce was already used");
-        return;
-    }
-    /* Redis is unreachable: PostgreSQL's primary key keeps nonces single-use. */
+    /* Redis is unreachable: PostgreSQL's primary key keeps nonces single-use,
+     * and Redis is told, once back, not to trust older timestamps. */
+    if (c->ts + 1 > a->unpublished_floor)
+        a->unpublished_floor = c->ts + 1;
     const char *p[] = {c->merchant->id, c->nonce};
     if (pc_db_query(c->auth->db,
                     "INSERT INTO auth_nonces (merchant_id, nonce, expires_at) VALUES ($1, $2, "
@@ -156,10 +195,20 @@ static void merchant_cb(void *data, int status, pc_merchant_t *m)
         return;
     }
     c->merchant = pc_merchant_ref(m);
-    char name[200], key[300];
+    pc_auth_t *a = c->auth;
+    char name[200], key[300], tsv[24], now[24], raise[24];
     snprintf(name, sizeof name, "nonce:%s:%s", m->id, c->nonce);
-    pc_kv_key(c->auth->kv, key, sizeof key, name);
-    if (pc_kv_cmd(c->auth->kv, nonce_kv_cb, c, "SET", key, "1", "NX", "EX", NONCE_TTL_S, NULL) < 0)
+    pc_kv_key(a->kv, key, sizeof key, name);
+    int64_t t_now = (int64_t)time(NULL);
+    /* A floor in the future would refuse every request until then; a nonce
+     * taken without Redis and signed ahead of our clock stays a (small) gap. */
+    c->raising = a->unpublished_floor < t_now ? a->unpublished_floor : t_now;
+    snprintf(tsv, sizeof tsv, "%lld", (long long)c->ts);
+    snprintf(now, sizeof now, "%lld", (long long)t_now);
+    snprintf(raise, sizeof raise, "%lld", (long long)c->raising);
+    const char *argv[] = {"EVAL",      nonce_script, "2", key,  a->floor_key,
+                          NONCE_TTL_S, tsv,          now, raise};
+    if (pc_kv_command(a->kv, nonce_kv_cb, c, 9, argv, NULL) < 0)
         nonce_kv_cb(c, PC_EUNAVAIL, NULL);
 }
 
@@ -206,6 +255,7 @@ void pc_auth_filter(pc_http_req_t *req, void *data)
     c->auth = auth;
     c->req = req;
     c->nonce = nonce;
+    c->ts = t;
     pc_http_req_set_user(req, c);
     pc_http_req_on_done(req, release_merchant, c);
     if (pc_merchants_get(auth->merchants, mid, merchant_cb, c) < 0)
