@@ -17,10 +17,15 @@
  * PostgreSQL only. A request signed before such a moment could then be
  * replayed (with a fresh Idempotency-Key, which is not signed) within its
  * timestamp window. So Redis also keeps a floor: requests whose X-Timestamp
- * is older are refused as expired. The script sets the floor to now when it
- * is missing (Redis lost its memory: everything older may have been seen),
- * and raises it when a node publishes that it accepted nonces without
- * Redis (ARGV[4]); then checks the floor and takes the nonce, in one step.
+ * is older are refused as expired. When the floor is missing (Redis lost its
+ * memory, or never had one) the script sets it to ARGV[3]: one past the
+ * newest timestamp this node accepted (at most the next second), and at
+ * least the second before now: a fresh system refuses nothing signed a
+ * moment ago, and no request the node that finds the loss took can come
+ * again. (With several nodes, what the others took in the last second or so
+ * before the loss is not covered: a residual gap, README.) It raises the
+ * floor when a node publishes that it accepted nonces without Redis
+ * (ARGV[4]); then checks the floor and takes the nonce, in one step.
  * Returns 1 (fresh), 0 (nonce used) or -1 (timestamp under the floor). */
 static const char nonce_script[] =
     "local f = tonumber(redis.call('get', KEYS[2]))\n"
@@ -39,6 +44,7 @@ struct pc_auth {
     /* One past the newest X-Timestamp whose nonce this node recorded in
      * PostgreSQL only (Redis unreachable), until Redis has it as its floor. */
     int64_t unpublished_floor;
+    int64_t newest_ts; /* the newest X-Timestamp this node accepted */
 };
 
 /* What the filter leaves on the request for handlers. */
@@ -131,6 +137,8 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
         if (c->raising && a->unpublished_floor <= c->raising)
             a->unpublished_floor = 0;
         long long v = pc_kv_reply_int(reply);
+        if (v == 1 && c->ts > a->newest_ts)
+            a->newest_ts = c->ts;
         if (v == 1)
             proceed(c);
         else if (v == 0)
@@ -145,6 +153,8 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
      * and Redis is told, once back, not to trust older timestamps. */
     if (c->ts + 1 > a->unpublished_floor)
         a->unpublished_floor = c->ts + 1;
+    if (c->ts > a->newest_ts)
+        a->newest_ts = c->ts;
     const char *p[] = {c->merchant->id, c->nonce};
     if (pc_db_query(c->auth->db,
                     "INSERT INTO auth_nonces (merchant_id, nonce, expires_at) VALUES ($1, $2, "
@@ -199,12 +209,16 @@ static void merchant_cb(void *data, int status, pc_merchant_t *m)
     char name[200], key[300], tsv[24], now[24], raise[24];
     snprintf(name, sizeof name, "nonce:%s:%s", m->id, c->nonce);
     pc_kv_key(a->kv, key, sizeof key, name);
-    int64_t t_now = (int64_t)time(NULL);
-    /* A floor in the future would refuse every request until then; a nonce
-     * taken without Redis and signed ahead of our clock stays a (small) gap. */
-    c->raising = a->unpublished_floor < t_now ? a->unpublished_floor : t_now;
+    /* The floor goes at most to the next second: further would refuse every
+     * request until then; a nonce taken without Redis and signed ahead of our
+     * clock stays a (small) gap. */
+    int64_t t_now = (int64_t)time(NULL), t_next = t_now + 1;
+    c->raising = a->unpublished_floor < t_next ? a->unpublished_floor : t_next;
+    int64_t fresh_floor = a->newest_ts + 1 > t_now - 1 ? a->newest_ts + 1 : t_now - 1;
+    if (fresh_floor > t_next)
+        fresh_floor = t_next;
     snprintf(tsv, sizeof tsv, "%lld", (long long)c->ts);
-    snprintf(now, sizeof now, "%lld", (long long)t_now);
+    snprintf(now, sizeof now, "%lld", (long long)fresh_floor);
     snprintf(raise, sizeof raise, "%lld", (long long)c->raising);
     const char *argv[] = {"EVAL",      nonce_script, "2", key,  a->floor_key,
                           NONCE_TTL_S, tsv,          now, raise};
