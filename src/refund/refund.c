@@ -617,6 +617,7 @@ typedef struct {
     pc_refunds_t *rf;
     pc__refund_t r;
     int query_attempts;
+    pc_ch_status_t said; /* the channel's final answer being applied */
 } run_t;
 
 static run_t *run_new(pc_refunds_t *rf)
@@ -624,6 +625,7 @@ static run_t *run_new(pc_refunds_t *rf)
     run_t *x = calloc(1, sizeof *x);
     if (x) {
         x->rf = rf;
+        x->said = PC_CH_UNKNOWN;
         rf->in_flight++;
     }
     return x;
@@ -635,15 +637,53 @@ static void run_free(run_t *x)
     free(x);
 }
 
+/* A final refund that its channel contradicts: RETURNED after SUCCESS (the
+ * buyer did not get it after all), or SUCCESS after FAILED (failed by ops or
+ * on a guess, yet the buyer got it: the merchant was credited back too). The
+ * refund's statuses cannot say either, so it is flagged for ops, who see it
+ * listed (GET /admin/needs-ops), alerted (CHANNEL_CONTRADICTION) and settle
+ * it by hand. Returns 1 when the answer contradicts r (a flag is queued:
+ * cb runs), 0 when it is only late (cb never runs), negative on error. */
+static int flag_contradiction(pc_refunds_t *rf, const pc__refund_t *r, pc_ch_status_t said,
+                              pc_db_query_cb cb, void *data)
+{
+    int returned = said == PC_CH_RETURNED && !strcmp(r->status, "SUCCESS");
+    int succeeded = said == PC_CH_SUCCESS && !strcmp(r->status, "FAILED");
+    if (!returned && !succeeded)
+        return 0;
+    pc_log_error("refund.contradicted",
+                 "refund %s is %s but its channel says %s: flagged for ops (GET /admin/needs-ops)",
+                 r->refund_no, r->status, returned ? "RETURNED" : "SUCCESS");
+    const char *p[] = {r->refund_no, r->status};
+    if (pc_db_query(rf->app->db,
+                    "UPDATE refunds SET needs_ops = true, updated_at = now() WHERE refund_no = $1 "
+                    "AND status = $2 RETURNING refund_no",
+                    2, p, cb, data) < 0)
+        return PC_EUNAVAIL;
+    return 1;
+}
+
+static void flagged_by_runner_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)res;
+    run_t *x = data;
+    if (status)
+        pc_log_warn("refund.flag_failed", "refund %s: not flagged (%s); the next query retries",
+                    x->r.refund_no, pc_strerror(status));
+    run_free(x);
+}
+
 static void applied_cb(void *data, int status, const pc__refund_t *r)
 {
     run_t *x = data;
-    if (status == PC_ECONFLICT && r)
+    if (status == PC_ECONFLICT && r) {
+        if (flag_contradiction(x->rf, r, x->said, flagged_by_runner_cb, x) > 0)
+            return;
         pc_log_warn("refund.late_result",
                     "refund %s is %s; the channel's answer no longer applies (recon will show "
                     "any difference)",
                     x->r.refund_no, r->status);
-    else if (status && status != PC_ENOTFOUND)
+    } else if (status && status != PC_ENOTFOUND)
         pc_log_warn("refund.apply_failed", "refund %s: %s; the status query will apply it",
                     x->r.refund_no, pc_strerror(status));
     run_free(x);
@@ -693,6 +733,7 @@ static void sent_cb(void *data, const pc_ch_result_t *res)
     switch (res->status) {
     case PC_CH_SUCCESS:
     case PC_CH_FAILED:
+        x->said = res->status;
         if (apply_result(x->rf, x->r.channel_id, x->r.refund_no, res, applied_cb, x) < 0)
             run_free(x);
         return;
@@ -742,6 +783,7 @@ static void complete_internal(run_t *x)
     pc_ch_result_t ok;
     memset(&ok, 0, sizeof ok);
     ok.status = PC_CH_SUCCESS;
+    x->said = PC_CH_UNKNOWN; /* no channel spoke: nothing to contradict */
     if (apply_result(x->rf, NULL, x->r.refund_no, &ok, applied_cb, x) < 0)
         run_free(x);
 }
@@ -798,6 +840,7 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
     }
     if (res->status == PC_CH_SUCCESS || res->status == PC_CH_FAILED ||
         res->status == PC_CH_RETURNED) {
+        x->said = res->status;
         if (apply_result(x->rf, x->r.channel_id, x->r.refund_no, res, applied_cb, x) < 0)
             run_free(x);
         return;
@@ -1095,40 +1138,37 @@ static void callback_applied_cb(void *data, int status, const pc__refund_t *r)
 typedef struct {
     pc_http_req_t *req;
     pc_refunds_t *rf;
-} returned_t;
+    pc_ch_status_t said;
+} heard_t;
 
-static void returned_flagged_cb(void *data, int status, pc_db_res_t *res)
+static void flagged_by_callback_cb(void *data, int status, pc_db_res_t *res)
 {
-    returned_t *x = data;
+    (void)res;
+    heard_t *x = data;
     if (status) {
         pc_http_respond_error(x->req, PC_API_UNAVAILABLE, NULL, "not recorded; retry");
         return;
     }
-    if (pc_db_rows(res) == 1)
-        pc_log_error("refund.returned_after_success",
-                     "refund %s succeeded, then its payee's bank returned the money: flagged for "
-                     "ops (GET /admin/needs-ops)",
-                     pc_db_get(res, 0, 0));
     static const char ok[] = "{\"result\":\"success\"}";
     pc_http_respond(x->req, 200, "application/json", ok, sizeof ok - 1);
 }
 
-/* RETURNED for a refund paid out: in flight, a failure of it (the money
- * came back before its success was heard); already SUCCESS, the buyer did
- * not get it after all and the money is back at the channel, which the
- * refund cannot say (its statuses end at SUCCESS): flagged for ops, who
- * see it listed and alerted (CHANNEL_CONTRADICTION) and pay it by hand. */
-static void returned_applied_cb(void *data, int status, const pc__refund_t *r)
+/* A final answer for a refund already final the other way (RETURNED after
+ * SUCCESS, SUCCESS after FAILED) is flagged for ops before it is
+ * acknowledged; a duplicate or merely late one is acknowledged. RETURNED for
+ * a refund in flight is its failure (the money came back before its success
+ * was heard). */
+static void heard_applied_cb(void *data, int status, const pc__refund_t *r)
 {
-    returned_t *x = data;
-    if (status == PC_ECONFLICT && r && !strcmp(r->status, "SUCCESS")) {
-        const char *p[] = {r->refund_no};
-        if (pc_db_query(x->rf->app->db,
-                        "UPDATE refunds SET needs_ops = true, updated_at = now() WHERE refund_no = "
-                        "$1 AND status = 'SUCCESS' RETURNING refund_no",
-                        1, p, returned_flagged_cb, x) < 0)
+    heard_t *x = data;
+    if (status == PC_ECONFLICT && r) {
+        int rc = flag_contradiction(x->rf, r, x->said, flagged_by_callback_cb, x);
+        if (rc > 0)
+            return;
+        if (rc < 0) {
             pc_http_respond_error(x->req, PC_API_UNAVAILABLE, NULL, "try again");
-        return;
+            return;
+        }
     }
     callback_applied_cb(x->req, status, r);
 }
@@ -1142,14 +1182,12 @@ static void refund_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
         pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
         return;
     }
-    returned_t *x = NULL;
-    if (cb->result.status == PC_CH_RETURNED) {
-        x = pc_http_req_alloc(req, sizeof *x);
-        x->req = req;
-        x->rf = app->refunds;
-    }
+    heard_t *x = pc_http_req_alloc(req, sizeof *x);
+    x->req = req;
+    x->rf = app->refunds;
+    x->said = cb->result.status;
     if (apply_result(app->refunds, pc_http_req_param(req, "channel_id"), cb->ref, &cb->result,
-                     x ? returned_applied_cb : callback_applied_cb, x ? (void *)x : req) < 0)
+                     heard_applied_cb, x) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "try again");
 }
 

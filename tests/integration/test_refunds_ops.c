@@ -548,28 +548,58 @@ static void test_suspend_resume_terminate_each_with_the_ledger_right_after(void 
     pc_t_resp_free(&r);
 }
 
-static void test_force_fail_returns_the_money_to_the_merchant(void **state)
+/* A card trade of 3000 paid, a refund of 1000 (out_refund_no oref) that its
+ * channel holds for a manual decision, force-failed by ops with payctl. */
+static void force_failed_refund(const char *oref, char *tn, char *rno, char *ch, long long *p0)
 {
-    (void)state;
-    char tn[40], rno[40], cmd[256];
+    char cmd[256], f[160];
     paid_card_trade(3000, tn);
-    long long p0 = pending();
-    /* The channel holds the refund for a manual decision. */
-    char ch[40], f[160];
-    snprintf(ch, sizeof ch, "%s", channel_of(tn, 1));
+    *p0 = pending();
+    snprintf(ch, 40, "%s", channel_of(tn, 1));
     snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"refund_delay_ms\":-1}", ch);
     pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", f);
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
-    refund_ok(tn, "FF1", 1000, rno);
+    refund_ok(tn, oref, 1000, rno);
     expect_refund(rno, "PROCESSING");
-    assert_int_equal(pending(), p0 - 1000);
+    assert_int_equal(pending(), *p0 - 1000);
     snprintf(cmd, sizeof cmd, "refunds force-fail %s --why 'channel confirmed it will not pay'",
              rno);
     assert_int_equal(payctl(cmd), 0);
     expect_refund(rno, "FAILED");
     assert_true(pc_t_ledger_ok(&g_stack));
-    assert_int_equal(pending(), p0);
+    assert_int_equal(pending(), *p0);
+}
+
+/* The channel's answer for a held refund: its reference once it has one,
+ * then buyer-side completion with outcome (SUCCESS or FAILED). */
+static void channel_finishes_refund(const char *rno, const char *ch, const char *outcome)
+{
+    char *txn = NULL;
+    for (int i = 0; i < 100; i++) {
+        free(txn);
+        txn = refund_col(rno, "coalesce(channel_txn_id, '')");
+        if (txn[0])
+            break;
+        usleep(50000);
+    }
+    char body[256], f[160];
+    snprintf(body, sizeof body, "{\"reference\":\"%s\",\"outcome\":\"%s\"}", txn, outcome);
+    free(txn);
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"reset\":true}", ch);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", f);
+    pc_t_resp_free(&r);
+    r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+}
+
+static void test_force_fail_returns_the_money_to_the_merchant(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], ch[40];
+    long long p0;
+    force_failed_refund("FF1", tn, rno, ch, &p0);
     char *refunded = trade_col(tn, "refunded_amount");
     assert_string_equal(refunded, "0");
     free(refunded);
@@ -580,31 +610,43 @@ static void test_force_fail_returns_the_money_to_the_merchant(void **state)
     /* A final refund cannot be forced again. */
     assert_int_equal(refund_action(rno, "force-fail", "{\"why\":\"again\"}"), 409);
     /* The channel then confirms the failure: its callback changes nothing. */
-    char *txn = NULL;
-    for (int i = 0; i < 100; i++) {
-        free(txn);
-        txn = refund_col(rno, "coalesce(channel_txn_id, '')");
-        if (txn[0])
-            break;
-        usleep(50000);
-    }
-    char body[256];
-    snprintf(body, sizeof body, "{\"reference\":\"%s\",\"outcome\":\"FAILED\"}", txn);
-    free(txn);
-    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"reset\":true}", ch);
-    r = pc_t_sim(&g_stack, "POST", "/sim/faults", f);
-    pc_t_resp_free(&r);
-    r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
-    assert_int_equal(r.status, 200);
-    pc_t_resp_free(&r);
+    channel_finishes_refund(rno, ch, "FAILED");
     usleep(500000);
     expect_refund(rno, "FAILED");
     assert_int_equal(pending(), p0);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
+        0);
     /* The whole trade is refundable again. */
     char rno2[40];
     refund_ok(tn, "FF2", 3000, rno2);
     expect_refund(rno2, "SUCCESS");
     expect_trade(tn, "TRADE_CLOSED");
+}
+
+/* Force-failed, then the channel pays it after all: the buyer has the money
+ * and the merchant got it back too. The refund stays FAILED (the ledger is
+ * not rewritten behind ops' back) and is flagged for them, listed and
+ * alerted. */
+static void test_success_after_force_fail_goes_to_ops(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], ch[40];
+    long long p0;
+    force_failed_refund("FF3", tn, rno, ch, &p0);
+    channel_finishes_refund(rno, ch, "SUCCESS");
+    assert_int_equal(pc_t_sql_wait(&g_stack, "FAILED/true", 10,
+                                   "SELECT status || '/' || needs_ops FROM refunds WHERE "
+                                   "refund_no = '%s'",
+                                   rno),
+                     1);
+    assert_int_equal(pc_t_needs_ops_listed(&g_stack, "refund", rno), 2);
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 1, 30));
+    assert_int_equal(pending(), p0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+    assert_int_equal(
+        pc_t_needs_ops_resolve(&g_stack, "refund", rno, "{\"why\":\"merchant debited by hand\"}"),
+        200);
 }
 
 /* ---------- error refunds ---------- */
@@ -1041,6 +1083,7 @@ int main(void)
         cmocka_unit_test_teardown(test_suspend_resume_terminate_each_with_the_ledger_right_after,
                                   after_each),
         cmocka_unit_test_teardown(test_force_fail_returns_the_money_to_the_merchant, after_each),
+        cmocka_unit_test_teardown(test_success_after_force_fail_goes_to_ops, after_each),
         cmocka_unit_test_teardown(test_paid_after_close_is_error_refunded_exactly_once, after_each),
         cmocka_unit_test_teardown(test_trade_paid_twice_is_error_refunded_exactly_once, after_each),
         cmocka_unit_test_teardown(test_polling_jobs_do_not_read_every_payment, after_each),
