@@ -110,6 +110,9 @@ static const opt_def_t opts[] = {
     {"cards.bin_file", OPT_STR, "PAYCORE_CARD_BIN_FILE", "config/card_bins.csv", 0, 1024, 0,
      "card BIN table loaded at start (CSV)"},
     {"rules.watch", OPT_BOOL, "PAYCORE_RULES_WATCH", "true", 0, 0, 0, "reload on file change"},
+    {"notify.private_targets", OPT_BOOL, "PAYCORE_NOTIFY_PRIVATE_TARGETS", "false", 0, 0, 0,
+     "let notify_url reach loopback and private addresses (merchants on an internal network, "
+     "development); off, they fail as address_not_public"},
     {"notify.schedule_ms", OPT_STR, "PAYCORE_NOTIFY_SCHEDULE_MS",
      "15000,15000,30000,180000,600000,1200000,1800000,1800000,1800000,3600000,10800000,10800000,"
      "10800000,21600000,21600000",

@@ -1,6 +1,9 @@
 #include "http/client.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +40,7 @@ struct pc_http_req_s {
     buf_t resp_body;
     buf_t resp_headers; /* raw header lines of the latest response only */
     bool too_large;
+    bool blocked; /* public_only refused the address curl was to connect to */
     uint64_t start_ns;
     pc_http_done_cb done_cb;
     void *data;
@@ -277,6 +281,75 @@ static size_t header_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
     return rc == 0 ? n : 0;
 }
 
+/* ---- Public addresses only --------------------------------------------------- */
+
+static bool v4_is_public(uint32_t a)
+{
+    static const struct {
+        uint32_t net, mask;
+    } blocked[] = {
+        {0x00000000, 0xff000000}, /* 0/8 "this network" */
+        {0x0a000000, 0xff000000}, /* 10/8 private */
+        {0x64400000, 0xffc00000}, /* 100.64/10 shared (carrier NAT) */
+        {0x7f000000, 0xff000000}, /* 127/8 loopback */
+        {0xa9fe0000, 0xffff0000}, /* 169.254/16 link-local (cloud metadata) */
+        {0xac100000, 0xfff00000}, /* 172.16/12 private */
+        {0xc0000000, 0xffffff00}, /* 192.0.0/24 protocol assignments */
+        {0xc0a80000, 0xffff0000}, /* 192.168/16 private */
+        {0xc6120000, 0xfffe0000}, /* 198.18/15 benchmarking */
+        {0xe0000000, 0xe0000000}, /* 224/3 multicast, reserved, broadcast */
+    };
+    for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++)
+        if ((a & blocked[i].mask) == blocked[i].net)
+            return false;
+    return true;
+}
+
+static bool v6_is_public(const unsigned char *b)
+{
+    static const unsigned char zero[12];
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b};
+    uint32_t v4 = (uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15];
+    /* An IPv4 address written as IPv6 is judged as IPv4 (::a.b.c.d covers ::
+     * and ::1 as well). */
+    if (!memcmp(b, zero, 12) || !memcmp(b, mapped, 12) || !memcmp(b, nat64, 12))
+        return memcmp(b, zero, 12) != 0 && v4_is_public(v4);
+    if ((b[0] & 0xfe) == 0xfc) /* fc00::/7 unique local */
+        return false;
+    if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) /* fe80::/10 link-local */
+        return false;
+    if (b[0] == 0xff) /* multicast */
+        return false;
+    return true;
+}
+
+/* curl asks for each socket it is about to connect with the address it
+ * resolved: the one place a check cannot be fooled by what a name resolves
+ * to at some other moment. */
+static curl_socket_t open_public_socket(void *clientp, curlsocktype purpose,
+                                        struct curl_sockaddr *a)
+{
+    pc_http_req_t *r = clientp;
+    bool ok = true;
+    if (purpose == CURLSOCKTYPE_IPCXN) {
+        if (a->family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)&a->addr;
+            ok = v4_is_public(ntohl(in->sin_addr.s_addr));
+        } else if (a->family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&a->addr;
+            ok = v6_is_public(in6->sin6_addr.s6_addr);
+        } else {
+            ok = false;
+        }
+    }
+    if (!ok) {
+        r->blocked = true;
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype, a->protocol);
+}
+
 /* ---- Completion ------------------------------------------------------------ */
 
 static pc_http_error_t map_curl_error(pc_http_req_t *r, CURLcode rc)
@@ -346,7 +419,11 @@ static void req_finish(pc_http_req_t *r, CURLcode rc, bool cancelled)
     pc_http_client_t *c = r->client;
     pc_http_response_t resp = {0};
 
-    resp.error = cancelled ? PC_HTTP_ECANCELLED : map_curl_error(r, rc);
+    /* A host with several addresses may have had a private one refused and
+     * a public one answer: blocked counts only when nothing answered. */
+    resp.error = cancelled                      ? PC_HTTP_ECANCELLED
+                 : r->blocked && rc != CURLE_OK ? PC_HTTP_EBLOCKED
+                                                : map_curl_error(r, rc);
     if (resp.error == PC_HTTP_OK) {
         long status = 0;
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -358,6 +435,8 @@ static void req_finish(pc_http_req_t *r, CURLcode rc, bool cancelled)
         resp.body = "";
         if (cancelled)
             resp.error_message = "client closed";
+        else if (resp.error == PC_HTTP_EBLOCKED)
+            resp.error_message = "the host's address is loopback, private or otherwise not public";
         else if (resp.error == PC_HTTP_ETOOLARGE)
             resp.error_message = "response larger than max_response_bytes";
         else
@@ -650,7 +729,10 @@ int pc_http_client_request(pc_http_client_t *client, const pc_http_request_t *re
         curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf) != CURLE_OK)
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf) != CURLE_OK ||
+        (client->opts.public_only && !client->proxy[0] &&
+         (curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_public_socket) != CURLE_OK ||
+          curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, (void *)r) != CURLE_OK)))
         goto fail;
     if (req_set_method(r, method, req->body_len) != 0)
         goto fail;
@@ -726,6 +808,8 @@ const char *pc_http_strerror(pc_http_error_t err)
         return "response_too_large";
     case PC_HTTP_ECANCELLED:
         return "cancelled";
+    case PC_HTTP_EBLOCKED:
+        return "address_not_public";
     case PC_HTTP_EOTHER:
         return "other";
     }

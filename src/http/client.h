@@ -11,6 +11,7 @@
  * thread-safe: use the client from its loop's thread only. */
 #ifndef PC_HTTP_CLIENT_H
 #define PC_HTTP_CLIENT_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,14 @@ typedef struct {
      * similar environment variables are ignored either way, so that where
      * payment traffic goes is decided by configuration alone. Copied. */
     const char *proxy;
+    /* Connect only to public addresses: a host that resolves to a loopback,
+     * private, link-local, shared, multicast or reserved address fails with
+     * PC_HTTP_EBLOCKED. Checked on the address curl is about to connect to,
+     * after resolution, so a name that resolves differently later (DNS
+     * rebinding) is caught too. For URLs merchants give (notify_url): they
+     * must not reach paycore's own admin listener, Redis or the internal
+     * network. Ignored when a proxy is set (the proxy decides). */
+    bool public_only;
 } pc_http_client_opts_t;
 
 /* Why a request ended without a complete response. */
@@ -49,6 +58,7 @@ typedef enum {
     PC_HTTP_EPROTOCOL,    /* the peer did not speak valid HTTP */
     PC_HTTP_ETOOLARGE,    /* the response exceeded max_response_bytes or the header bound */
     PC_HTTP_ECANCELLED,   /* the client was closed before the response */
+    PC_HTTP_EBLOCKED,     /* public_only: the host's address is not a public one */
     PC_HTTP_EOTHER,       /* anything else libcurl reports */
 } pc_http_error_t;
 

@@ -940,6 +940,9 @@ pc_notifier_t *pc_notifier_new(uv_loop_t *loop, const pc_config_t *cfg, pc_db_t 
         .max_total_connections = 1024,
         .max_response_bytes = 64 * 1024,
         .user_agent = "paycore-notifier",
+        /* notify_url is the merchant's to choose: it must not reach our own
+         * listeners, Redis or the internal network. */
+        .public_only = !pc_config_bool(cfg, "notify.private_targets"),
     };
     n->http = n->pending ? pc_http_client_new(loop, &ho) : NULL;
     if (!n->http) {

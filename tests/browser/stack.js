@@ -98,6 +98,7 @@ async function startStack(opts = {}) {
     PAYCORE_HTTP_PORT: String(httpPort),
     PAYCORE_ADMIN_PORT: String(adminPort),
     PAYCORE_DEMO: 'true', // paysim's public demo channel secrets, readable challenge codes
+    PAYCORE_NOTIFY_PRIVATE_TARGETS: 'true', // receivers on loopback
     PAYCORE_ADMIN_TOKEN: stack.adminToken,
     PAYCORE_CASHIER_TOKEN_KEY: stack.tokenKey,
     PAYCORE_NODE_NAME: `${name}-node0`,

@@ -918,6 +918,57 @@ static void test_slow_endpoint_backlog_does_not_delay_other_merchants(void **sta
     rx_stop(slow);
 }
 
+/* ---- Production setting: notify_url must be a public address ------------------------- */
+
+static pc_stack_t g_public;
+static pc_t_merchant_t g_pm;
+
+static int setup_public(void **state)
+{
+    (void)state;
+    g_cur = &g_public;
+    pc_stack_init(&g_public, "notify_public");
+    pc_stack_env(&g_public, "PAYCORE_NOTIFY_PRIVATE_TARGETS", "false");
+    pc_stack_env(&g_public, "PAYCORE_NOTIFY_SCHEDULE_MS", "100,100");
+    pc_stack_env(&g_public, "PAYCORE_NOTIFY_POLL_MS", "50");
+    pc_stack_start_node(&g_public, 0);
+    g_pm = pc_t_create_merchant(&g_public, NULL);
+    return 0;
+}
+
+static int teardown_public(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_public);
+    g_cur = &g_stack;
+    return 0;
+}
+
+/* A merchant's notify_url naming this machine, by address or by name, or an
+ * IPv4 address written as IPv6: nothing reaches the listener there (it
+ * could be paycore's admin API, Redis, a cloud metadata service), and each
+ * attempt says why. */
+static void test_notify_url_to_a_local_address_is_refused(void **state)
+{
+    (void)state;
+    rx_t *rx = rx_start(1);
+    const char *hosts[] = {"127.0.0.1", "localhost", "[::ffff:127.0.0.1]"};
+    for (size_t i = 0; i < 3; i++) {
+        char url[128], id[1][PC_EVENT_ID_LEN + 1];
+        snprintf(url, sizeof url, "http://%s:%d/notify", hosts[i], rx->port);
+        assert_int_equal(outbox_add(g_pm.id, "trade.succeeded", url, 1, 1, id), 0);
+        assert_event_status(id[0], "FAILED", 10000);
+        assert_int_equal(event_int(id[0], "attempts"), 3);
+        assert_int_equal(pc_t_sql_int(&g_public,
+                                      "SELECT count(*) FROM outbox_attempts WHERE event_id = '%s' "
+                                      "AND error LIKE 'address_not_public%%'",
+                                      id[0]),
+                         3);
+        assert_int_equal(rx_count(rx, id[0]), 0);
+    }
+    rx_stop(rx);
+}
+
 /* ---- Leases and shutdown: a stack of its own with a short lease ------------------------ */
 
 static pc_stack_t g_lease;
@@ -1098,6 +1149,9 @@ int main(void)
         cmocka_unit_test(test_dead_endpoint_does_not_delay_other_merchants),
         cmocka_unit_test(test_slow_endpoint_backlog_does_not_delay_other_merchants),
     };
+    const struct CMUnitTest public_tests[] = {
+        cmocka_unit_test(test_notify_url_to_a_local_address_is_refused),
+    };
     const struct CMUnitTest lease_tests[] = {
         cmocka_unit_test(test_crashed_nodes_claim_comes_back_after_the_lease),
         cmocka_unit_test(test_graceful_stop_finishes_the_delivery_in_flight),
@@ -1107,6 +1161,8 @@ int main(void)
         cmocka_unit_test(test_throughput_to_a_local_endpoint),
     };
     int failed = cmocka_run_group_tests_name("notify", tests, setup, teardown);
+    failed +=
+        cmocka_run_group_tests_name("notify_public", public_tests, setup_public, teardown_public);
     failed += cmocka_run_group_tests_name("notify_lease", lease_tests, setup_lease, teardown_lease);
     failed += cmocka_run_group_tests_name("notify_bench", bench_tests, setup_bench, teardown_bench);
     return failed;

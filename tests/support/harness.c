@@ -223,6 +223,8 @@ void pc_stack_start_node(pc_stack_t *s, int i)
         /* The demo channel secrets paysim signs with, and readable challenge
          * codes; a test of production settings passes PAYCORE_DEMO=false. */
         setenv("PAYCORE_DEMO", "true", 0);
+        /* Test receivers listen on loopback. */
+        setenv("PAYCORE_NOTIFY_PRIVATE_TARGETS", "true", 0);
         char rules[600], channels[600];
         snprintf(rules, sizeof rules, "%s/rules", pc_t_source_dir());
         snprintf(channels, sizeof channels, "%s/channels", pc_t_source_dir());

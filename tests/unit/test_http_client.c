@@ -258,6 +258,12 @@ static int fixture_setup(void **state)
     return fixture_setup_with(state, NULL);
 }
 
+static int fixture_setup_public_only(void **state)
+{
+    pc_http_client_opts_t opts = {.public_only = true};
+    return fixture_setup_with(state, &opts);
+}
+
 static int fixture_setup_small_limits(void **state)
 {
     pc_http_client_opts_t opts = {.max_host_connections = 4, .max_response_bytes = 4};
@@ -455,6 +461,37 @@ static void test_closed_port_is_reported_as_connection_refused(void **state)
     assert_int_equal(res->error, PC_HTTP_ECONNREFUSED);
     assert_int_equal(res->status, 0);
     assert_true(res->elapsed_ms < 1000);
+}
+
+/* public_only: no connection to loopback, private, link-local, unique-local
+ * or reserved addresses, however they are written (the test server on
+ * 127.0.0.1 is never reached); each fails fast as EBLOCKED, not as a
+ * timeout. */
+static void test_public_only_refuses_local_and_private_addresses(void **state)
+{
+    fixture_t *fx = *state;
+    const char *hosts[] = {"127.0.0.1",          "localhost",   "10.1.2.3",
+                           "172.16.0.9",         "192.168.1.1", "169.254.169.254",
+                           "100.64.0.1",         "0.0.0.0",     "[::1]",
+                           "[fe80::1]",          "[fd00::1]",   "[::ffff:10.0.0.1]",
+                           "[::ffff:127.0.0.1]", "224.0.0.1",   "2130706433"};
+    size_t n = sizeof hosts / sizeof hosts[0];
+    result_t *res = scratch(fx, n * sizeof *res);
+    fx->expected = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        char url[128];
+        snprintf(url, sizeof url, "http://%s:%d/notify", hosts[i], fx->server.port);
+        res[i].fx = fx;
+        assert_int_equal(post(fx, url, "{}", 3000, record_cb, &res[i]), 0);
+    }
+    run_until_done(fx, 8000);
+    for (size_t i = 0; i < n; i++) {
+        if (res[i].error != PC_HTTP_EBLOCKED)
+            fail_msg("%s: error %s, not address_not_public", hosts[i],
+                     pc_http_strerror(res[i].error));
+        assert_true(res[i].elapsed_ms < 1000);
+    }
+    assert_int_equal(fx->server.requests, 0);
 }
 
 static void test_hang_up_without_response_is_a_receive_error(void **state)
@@ -724,6 +761,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_post_delivers_status_body_and_headers, fixture_setup,
                                         fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_public_only_refuses_local_and_private_addresses,
+                                        fixture_setup_public_only, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_get_and_error_status_are_delivered, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_silent_server_is_reported_as_timeout_within_bounds,
