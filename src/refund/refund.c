@@ -1055,17 +1055,46 @@ static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "c.funded_by = 'MERCHANT'), '') AS coupon_funder, coalesce((SELECT "
             "coalesce(t.notify_url, m.notify_url) FROM trades t JOIN merchants m USING "
             "(merchant_id) WHERE t.trade_no = p.trade_no), '') AS notify_url FROM payments p "
+            "JOIN trades tr ON tr.trade_no = p.trade_no "
             "WHERE p.needs_error_refund AND p.status = 'SUCCESS' AND NOT EXISTS (SELECT 1 FROM "
-            "refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR') ORDER BY "
-            "p.finished_at LIMIT 20 FOR UPDATE OF p SKIP LOCKED",
+            "refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR') AND NOT "
+            "chargeback_covers_payment(p.payment_no) ORDER BY p.finished_at LIMIT 20 FOR "
+            "UPDATE OF p, tr SKIP LOCKED",
             0, NULL, mk_rows_cb, m) < 0) {
         pc_db_tx_rollback(tx);
         mk_free(m);
     }
 }
 
+static void disputed_flagged_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)data;
+    for (int i = 0; status == 0 && i < pc_db_rows(res); i++)
+        pc_log_error("refund.error_refund_disputed",
+                     "payment %s is held for an error refund but its buyer disputed it at the "
+                     "channel (a chargeback): no error refund, flagged for ops (GET "
+                     "/admin/needs-ops)",
+                     pc_db_get(res, i, 0));
+}
+
+/* A payment held in escrow for its error refund is the buyer's money; a
+ * chargeback on it gives the buyer that money back through the channel.
+ * Both would pay the buyer twice, so the error refund waits while a
+ * chargeback covers the payment (open, or won by the cardholder; a withdrawn
+ * or lost one lets it go ahead). The sweep locks the trade, as opening a
+ * chargeback does, so the two never pass each other. The payment goes to
+ * ops once (not again after they resolved it), who see where the money is
+ * (escrow) and what the chargeback froze. */
 static void create_error_refunds(pc_refunds_t *rf)
 {
+    pc_db_query(rf->app->db,
+                "UPDATE payments p SET needs_ops = true, updated_at = now() WHERE "
+                "p.needs_error_refund AND p.status = 'SUCCESS' AND NOT p.needs_ops AND "
+                "chargeback_covers_payment(p.payment_no) AND NOT EXISTS (SELECT 1 FROM refunds r "
+                "WHERE r.payment_no = p.payment_no AND r.type = 'ERROR') AND NOT EXISTS (SELECT "
+                "1 FROM needs_ops_resolutions o WHERE o.kind = 'payment' AND o.ref = "
+                "p.payment_no) RETURNING p.payment_no",
+                0, NULL, disputed_flagged_cb, NULL);
     mk_t *m = calloc(1, sizeof *m);
     if (!m)
         return;

@@ -999,6 +999,51 @@ static void test_a_success_after_the_channels_decline_is_not_lost(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payment held in escrow for its error refund that the buyer disputes at
+ * the channel (a chargeback) before the refund is made: the chargeback gives
+ * the buyer the money back, so no error refund follows (the buyer would be
+ * paid twice), and the payment goes to ops. */
+static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
+{
+    (void)state;
+    char tn[40], p2[40], body[512];
+    paid_card_trade(900, tn);
+    snprintf(p2, sizeof p2, "PDISP%d%d", (int)getpid(), ++g_seq);
+    second_attempt_row(tn, p2, 900);
+    assert_int_equal(channel_says("sim_card", p2, "FAILED", 900), 200);
+    expect_payment(p2, "status", "FAILED");
+    free(pc_t_sql(&g_stack,
+                  "ALTER TABLE refunds ADD CONSTRAINT pc_test_no_error_refund CHECK (type <> "
+                  "'ERROR' OR payment_no <> '%s') NOT VALID",
+                  p2));
+    assert_int_equal(channel_callback(p2, 900), 200);
+    expect_payment(p2, "status || '/' || needs_error_refund", "SUCCESS/true");
+    snprintf(body, sizeof body,
+             "{\"reference\":\"CB-%s\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"t_%s\","
+             "\"amount\":900,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
+             p2, p2);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    free(pc_t_sql(&g_stack, "ALTER TABLE refunds DROP CONSTRAINT pc_test_no_error_refund"));
+    assert_int_equal(pc_t_sql_wait(&g_stack, "t", 10,
+                                   "SELECT needs_ops FROM payments WHERE payment_no = '%s'", p2),
+                     1);
+    sleep(2); /* several sweeps of both nodes */
+    assert_int_equal(error_refunds_of(p2), 0);
+    assert_true(needs_ops_listed(p2) > 0);
+    /* Not a duplicate charge for the ledger check, however old: the
+     * chargeback gives the buyer the money back. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET finished_at = now() - interval '11 minutes' WHERE "
+                  "payment_no = '%s' RETURNING 1",
+                  p2));
+    assert_true(pc_t_ledger_ok(&g_stack));
+    /* Ops settle the escrow against the chargeback by hand. */
+    assert_int_equal(resolve("payment", p2, "{\"why\":\"escrow set against the chargeback\"}"),
+                     200);
+}
+
 /* Whole-table scans of payments by both nodes' jobs in secs seconds. */
 static long long payment_scans_during(int secs)
 {
@@ -1092,6 +1137,7 @@ int main(void)
         cmocka_unit_test_teardown(test_a_payment_believes_only_its_channel_for_its_sum, after_each),
         cmocka_unit_test_teardown(test_a_success_after_the_channels_decline_is_not_lost,
                                   after_each),
+        cmocka_unit_test_teardown(test_disputed_duplicate_payment_gets_no_error_refund, after_each),
         cmocka_unit_test_teardown(test_a_contradicted_final_payment_waits_for_ops_to_resolve_it,
                                   after_each),
     };
