@@ -42,6 +42,10 @@ void pc_web_headers(pc_http_req_t *req)
     pc_http_add_header(req, "X-Frame-Options", "DENY");
     pc_http_add_header(req, "Referrer-Policy", "no-referrer");
     pc_http_add_header(req, "Cache-Control", "no-store");
+    /* The cashier link is a credential in the URL: once a browser has seen
+     * the page over HTTPS (TLS ends in front of paycore), it never asks for
+     * it over plain HTTP again. Browsers ignore it on plain HTTP answers. */
+    pc_http_add_header(req, "Strict-Transport-Security", "max-age=31536000");
 }
 
 void pc_web_send(pc_http_req_t *req, int status, const pc_embedded_file_t *f)

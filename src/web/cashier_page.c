@@ -97,19 +97,41 @@ static void static_file(pc_http_req_t *req, void *data)
 /* ---------- the payment as the buyer sees it ---------- */
 
 /* The merchant API's payment object less the risk verdict's score, reasons
- * and rule version: a buyer learns nothing that helps to game the rules. */
+ * and rule version, and the channel it went through: a buyer learns nothing
+ * that helps to game the rules or the routing. */
 static void buyer_payment(json_t *payment)
 {
     json_object_del(payment, "risk");
+    json_object_del(payment, "channel_id");
 }
 
-static void pay_responder(pc_http_req_t *req, int status, const char *content_type,
-                          const char *body, size_t len, void *data)
+/* Consult's answer less the ranking rule's version and each method's
+ * channel, for the same reason. */
+static void buyer_consult(json_t *consult)
 {
-    (void)data;
+    json_object_del(consult, "rule_version");
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(consult, "methods"), i, m)
+    {
+        json_object_del(m, "channel_id");
+    }
+}
+
+typedef struct {
+    void (*strip)(json_t *);
+} buyer_view_t;
+static const buyer_view_t CONSULT_VIEW = {buyer_consult}, PAYMENT_VIEW = {buyer_payment};
+
+/* Answers the page with the merchant API's answer as the buyer may see it
+ * (data: the buyer_view_t that strips it); errors pass unchanged. */
+static void buyer_responder(pc_http_req_t *req, int status, const char *content_type,
+                            const char *body, size_t len, void *data)
+{
+    const buyer_view_t *view = data;
     json_t *j = status == 200 ? json_loadb(body, len, 0, NULL) : NULL;
-    if (json_is_object(j) && json_object_get(j, "payment_no")) {
-        buyer_payment(j);
+    if (json_is_object(j)) {
+        view->strip(j);
         char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
         json_decref(j);
         if (text) {
@@ -247,9 +269,10 @@ static void trade_cb(void *data, int status, pc_db_res_t *res)
     case OP_PAY:
         v->body = build_body(v, pc_http_req_json(req));
         if (v->op == OP_CONSULT) {
+            pc_http_set_responder(req, buyer_responder, (void *)&CONSULT_VIEW);
             pc_cashier_consult_run(v->app, req, v->merchant_id, v->body);
         } else {
-            pc_http_set_responder(req, pay_responder, v);
+            pc_http_set_responder(req, buyer_responder, (void *)&PAYMENT_VIEW);
             pc_cashier_pay_run(v->app, req, v->merchant_id, v->body);
         }
         return;

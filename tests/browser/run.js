@@ -221,6 +221,16 @@ test('a declined card shows the reason and the buyer pays another way (QR) on a 
   const failed = await pagePayment(trade);
   assert.equal(failed.status, 'FAILED');
   assert.equal(failed.risk, undefined, 'the buyer does not see the risk verdict');
+  assert.equal(failed.channel_id, undefined, 'nor the channel it went through');
+  const offered = await api.request('POST', `${trade.cashier_url}/api/consult`,
+    { 'Content-Type': 'application/json' }, '{}');
+  assert.equal(offered.status, 200, offered.text);
+  assert.ok(offered.json.methods.length > 0);
+  assert.equal(offered.json.rule_version, undefined, 'nor the ranking rule version');
+  for (const m of offered.json.methods) {
+    assert.ok(m.method_id);
+    assert.equal(m.channel_id, undefined, `nor ${m.method_id}'s channel`);
+  }
 
   await choose(page, 'QR_MERCHANT');
   await page.click('#pay');
@@ -374,6 +384,7 @@ test('an expired or forged link is refused, by the page and by its API', async (
   assert.equal(ok.status, 200);
   assert.match(ok.headers.get('content-security-policy'), /script-src 'self'/);
   assert.equal(ok.headers.get('referrer-policy'), 'no-referrer');
+  assert.match(ok.headers.get('strict-transport-security'), /^max-age=\d+/);
   await page.close();
 });
 
