@@ -251,7 +251,8 @@ static int no_passphrase_cb(char *buf, int size, int rwflag, void *u)
 
 static pc_rsa_key_t *key_wrap(EVP_PKEY *pkey, bool is_private)
 {
-    if (!EVP_PKEY_is_a(pkey, "RSA") || EVP_PKEY_get_bits(pkey) < PC_RSA_MIN_BITS)
+    if (!EVP_PKEY_is_a(pkey, "RSA") || EVP_PKEY_get_bits(pkey) < PC_RSA_MIN_BITS ||
+        EVP_PKEY_get_bits(pkey) > PC_RSA_MAX_BITS)
         goto fail;
     pc_rsa_key_t *key = calloc(1, sizeof *key);
     if (!key)
@@ -408,7 +409,7 @@ int pc_rsa_sha256_verify(const pc_rsa_key_t *key, const void *msg, size_t msg_le
                          const char *sig_b64, size_t sig_len)
 {
     static const uint8_t empty[1];
-    uint8_t sig[1024]; /* room for RSA up to 8192 bits */
+    uint8_t sig[PC_RSA_MAX_BITS / 8];
     size_t len = 0;
     EVP_MD_CTX *ctx = NULL;
     int rc = PC_EINVAL;

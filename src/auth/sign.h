@@ -83,12 +83,15 @@ typedef struct pc_rsa_key_s pc_rsa_key_t;
 /* Keys shorter than this are refused, because RSA below 2048 bits is no
  * longer considered safe for signatures. */
 #define PC_RSA_MIN_BITS 2048
+/* Signatures are decoded into a buffer of this size (bits / 8 bytes): a
+ * larger key could be registered but never verify. */
+#define PC_RSA_MAX_BITS 8192
 
 /* Parses a PEM public key: "BEGIN PUBLIC KEY" (SubjectPublicKeyInfo) or
  * "BEGIN RSA PUBLIC KEY" (PKCS#1). pem need not be NUL-terminated. Returns a
  * new key the caller frees with pc_rsa_key_free, or NULL when the PEM is
  * malformed, is not RSA, holds a private key, or is shorter than
- * PC_RSA_MIN_BITS. */
+ * PC_RSA_MIN_BITS or longer than PC_RSA_MAX_BITS. */
 pc_rsa_key_t *pc_rsa_key_new_public_pem(const char *pem, size_t pem_len);
 
 /* Parses an unencrypted PEM private key ("BEGIN PRIVATE KEY" or "BEGIN RSA

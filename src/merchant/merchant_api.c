@@ -82,7 +82,7 @@ static void create_merchant(pc_http_req_t *req, void *data)
         pc_rsa_key_t *k = pub ? pc_rsa_key_new_public_pem(pub, strlen(pub)) : NULL;
         if (!k) {
             pc_http_respond_error(req, PC_API_INVALID_REQUEST, "public_key",
-                                  "RSA2 needs a PEM RSA public key of at least 2048 bits");
+                                  "RSA2 needs a PEM RSA public key of 2048 to 8192 bits");
             return;
         }
         pc_rsa_key_free(k);
