@@ -89,6 +89,34 @@ static const char TEST_ONLY_OTHER_PUBLIC_PEM[] =
     "GQIDAQAB\n"
     "-----END PUBLIC KEY-----\n";
 
+/* An 8224-bit public key: one step over PC_RSA_MAX_BITS (public, no secret). */
+static const char TEST_ONLY_LONG_PUBLIC_PEM[] =
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MIIEJjANBgkqhkiG9w0BAQEFAAOCBBMAMIIEDgKCBAUAuimDx9U/mO+WWWVKpcHl\n"
+    "FPnj8zDYsG4+Q85pIZEOyA5UghGlikO+sN6mx19KgvPtb3kPYLtfwJNkkdKAVB8n\n"
+    "3TzKanE6I89zP8rmuHLxzeLywI9YfUY/nQlkz0j/swypAqZZA91qLjaASaY0u01i\n"
+    "nLJoUrQHlTAMKucSKMzSU/BTNmeZWjhLqCq+SdMuDD5arMlbKF38+ty1Mmfu30Y5\n"
+    "UoVo5VtIJmQVgt6+iWPyJ+8Ln7BHtcRq+/yuGy+PFPvMx6eztvvnviinxhWJzt0O\n"
+    "Rj2uC245vvC7EDljRfckI3dENlqeETdYU0as3IE+J+TxlmMs0DDhA+MKMrvEbB4/\n"
+    "MKfRPISToqB0pSninEkHcoEEkWlCgFuaTtzdwAjk8wYWo617qu7WWQB5p8CZebvc\n"
+    "hvb6QWS3RfYs91JS5CtFGZ46k7joo50MbjnrYGFeop5KaBn2XdteXY/s2Py6HsGb\n"
+    "umY3ljzOqTYJrzoHuTFmt7Kq/Q5ZumF04bgDV8CVSQ+dizSogTijl0xlujM2z0zC\n"
+    "hsBvS7721dlAijdpLnA4eR7aEnhYUKrEeahqUPUS6rV7Xv9UgIM9Wa5ZQfSNROSv\n"
+    "fac0G5nTBUM7xGukrQGIMRewWf22xwDsPvYEPbNSI1X5jxM7jbE9TI9wbPcxluvr\n"
+    "ZKGg1TSa5AFNAnpvtdtzBla9JqV3sGPBn4nnS8TTooFhwwzyXZ6+uusZFiuDoThL\n"
+    "LOgKBDvdgns6TgpbRuW88gwJ/LCSGaxpE4LIjOPaGDfGEN7nMjSXw3N3OnBJdXFS\n"
+    "QCTAjye4uspuTlNdUfVDEoq0B9eujSCafSwEWoK7x/iYmlfV2emtiueZsIt4SFgT\n"
+    "VUyLX1y3l8HevicrmZD/FCFhBqGBPOSyz4zFgEbW6TsXBx9JLlbDiLN39ghB0byy\n"
+    "fmsP7Q4kZRJJtwbwTsiRbBG5l6kUkfXvmroFjBLm/R5ES00FUFCspFCI+wdIXax6\n"
+    "beOYVsKah+CG+wQ1MFZsU8KiPoPwxe+318rdO2n94A3e4Y3VrIqV1vZ/H46BnkIa\n"
+    "Xeqmtq5ZwQLaUfgHA5ubJeBRLTvYTZpEDZsVYIBv81eo6VZpagCbrUEjeppv2wXx\n"
+    "0I3KjG+w+/FsiG7opSaVzvejlLbjKxfMezHV2fR8CAT6uoVRpA76dXRQuuOBrTY4\n"
+    "BjtBRXonzgD5EQxpxXHhTNvUAoeHAbNzbkoMcppJAlvbtutEgJ+Bv6Igqb8M7u+h\n"
+    "qphHfNiqTSR5cEBDHMOvsIE4iWHIBlyg2tGjtQGBcUFw7vVX+d9nJVE9oY5GfMoQ\n"
+    "84aKjbngk30GFqadmHJen52jUM11ViNpQL9o+1pSjVcQPBOtqC3sXtcnf9Uylr6s\n"
+    "0xBBPh0CAwEAAQ==\n"
+    "-----END PUBLIC KEY-----\n";
+
 static const char TEST_ONLY_SHORT_PUBLIC_PEM[] =
     "-----BEGIN PUBLIC KEY-----\n"
     "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDM/vUhbcrvAFg6FMznBf9+etOk\n"
@@ -525,6 +553,9 @@ static void test_rsa_key_parsing_refuses_bad_input(void **state)
     /* Too short a key. */
     assert_null(
         pc_rsa_key_new_public_pem(TEST_ONLY_SHORT_PUBLIC_PEM, strlen(TEST_ONLY_SHORT_PUBLIC_PEM)));
+    /* Too long a key: signatures of it could never be checked. */
+    assert_null(
+        pc_rsa_key_new_public_pem(TEST_ONLY_LONG_PUBLIC_PEM, strlen(TEST_ONLY_LONG_PUBLIC_PEM)));
     /* An encrypted key is refused rather than prompting for a pass phrase. */
     assert_null(pc_rsa_key_new_private_pem(TEST_ONLY_ENCRYPTED_PRIVATE_PEM,
                                            strlen(TEST_ONLY_ENCRYPTED_PRIVATE_PEM)));
