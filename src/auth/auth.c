@@ -13,24 +13,24 @@
 #define NONCE_TTL_S "660"
 
 /* Nonces live in Redis, and Redis may forget them: a restart without
- * persistence, a flush, or an outage during which nodes recorded nonces in
- * PostgreSQL only. A request signed before such a moment could then be
- * replayed (with a fresh Idempotency-Key, which is not signed) within its
- * timestamp window. So Redis also keeps a floor: requests whose X-Timestamp
- * is older are refused as expired. When the floor is missing (Redis lost its
- * memory, or never had one) the script sets it to ARGV[3]: one past the
- * newest timestamp this node accepted (at most the next second), and at
- * least the second before now: a fresh system refuses nothing signed a
- * moment ago, and no request the node that finds the loss took can come
- * again. (With several nodes, what the others took in the last second or so
- * before the loss is not covered: a residual gap, README.) It raises the
- * floor when a node publishes that it accepted nonces without Redis
- * (ARGV[4]); then checks the floor and takes the nonce, in one step.
- * Returns 1 (fresh), 0 (nonce used) or -1 (timestamp under the floor). */
+ * persistence or a flush (a request signed before it could then be replayed,
+ * with a fresh Idempotency-Key, which is not signed, within its timestamp
+ * window), or an outage during which nodes recorded nonces in PostgreSQL
+ * only.
+ *  - Lost memory: Redis keeps a floor beside the nonces, and requests whose
+ *    X-Timestamp is older are refused as expired. When the floor is missing
+ *    (Redis lost its memory, or never had one) the script sets it to ARGV[3]:
+ *    one past the newest timestamp this node accepted, at least the second
+ *    before now and at most the next second. A fresh system refuses nothing
+ *    signed a moment ago, and the node that finds the loss cannot be sent
+ *    its own last requests again; see README for what is left.
+ *  - Outage: the node that recorded nonces in PostgreSQL copies the unexpired
+ *    ones back into Redis once Redis answers again (copy_back).
+ * The script checks the floor and takes the nonce in one step. Returns 1
+ * (fresh), 0 (nonce used) or -1 (timestamp under the floor). */
 static const char nonce_script[] =
     "local f = tonumber(redis.call('get', KEYS[2]))\n"
     "if not f then f = tonumber(ARGV[3]); redis.call('set', KEYS[2], ARGV[3]) end\n"
-    "if tonumber(ARGV[4]) > f then f = tonumber(ARGV[4]); redis.call('set', KEYS[2], ARGV[4]) end\n"
     "if tonumber(ARGV[2]) < f then return -1 end\n"
     "if redis.call('set', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 1 end\n"
     "return 0";
@@ -41,10 +41,10 @@ struct pc_auth {
     pc_db_t *db;
     pc_idem_t *idem;
     char floor_key[128];
-    /* One past the newest X-Timestamp whose nonce this node recorded in
-     * PostgreSQL only (Redis unreachable), until Redis has it as its floor. */
-    int64_t unpublished_floor;
     int64_t newest_ts; /* the newest X-Timestamp this node accepted */
+    /* This node recorded nonces in PostgreSQL only (Redis unreachable) that
+     * Redis has not been given yet. */
+    bool nonces_in_pg_only;
 };
 
 /* What the filter leaves on the request for handlers. */
@@ -55,7 +55,6 @@ typedef struct {
     pc_idem_req_t *idem;
     const char *nonce;
     int64_t ts;
-    int64_t raising; /* the floor this request's check publishes, or 0 */
 } auth_ctx_t;
 
 pc_auth_t *pc_auth_new(pc_merchants_t *merchants, pc_kv_t *kv, pc_db_t *db, pc_idem_t *idem)
@@ -127,15 +126,46 @@ static void nonce_pg_cb(void *data, int status, pc_db_res_t *res)
     proceed(c);
 }
 
+static void copied_back_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_auth_t *a = data;
+    if (status) {
+        a->nonces_in_pg_only = true; /* the next check tries again */
+        return;
+    }
+    for (int i = 0; i < pc_db_rows(res); i++) {
+        char name[200], key[300];
+        snprintf(name, sizeof name, "nonce:%s:%s", pc_db_get(res, i, 0), pc_db_get(res, i, 1));
+        pc_kv_key(a->kv, key, sizeof key, name);
+        pc_kv_cmd(a->kv, NULL, NULL, "SET", key, "1", "NX", "EX", pc_db_get(res, i, 2), NULL);
+    }
+    if (pc_db_rows(res) > 0)
+        pc_log_info("auth.nonces_copied",
+                    "%d nonces taken while Redis was unreachable are in "
+                    "Redis again",
+                    pc_db_rows(res));
+}
+
+/* Redis answers again after this node recorded nonces in PostgreSQL: every
+ * unexpired nonce there goes back into Redis (the table only ever holds
+ * nonces of outages, so this is small), so that none can be used twice. */
+static void copy_back(pc_auth_t *a)
+{
+    a->nonces_in_pg_only = false;
+    if (pc_db_query(a->db,
+                    "SELECT merchant_id, nonce, greatest(1, ceil(extract(epoch FROM expires_at - "
+                    "now())))::int FROM auth_nonces WHERE expires_at > now()",
+                    0, NULL, copied_back_cb, a) < 0)
+        a->nonces_in_pg_only = true;
+}
+
 static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
 {
     auth_ctx_t *c = data;
     pc_auth_t *a = c->auth;
     if (status == 0 && pc_kv_reply_type(reply) == PC_KV_INTEGER) {
-        /* Redis has the floor this check carried: nothing left to publish
-         * unless newer nonces went to PostgreSQL meanwhile. */
-        if (c->raising && a->unpublished_floor <= c->raising)
-            a->unpublished_floor = 0;
+        if (a->nonces_in_pg_only)
+            copy_back(a);
         long long v = pc_kv_reply_int(reply);
         if (v == 1 && c->ts > a->newest_ts)
             a->newest_ts = c->ts;
@@ -150,9 +180,8 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
         return;
     }
     /* Redis is unreachable: PostgreSQL's primary key keeps nonces single-use,
-     * and Redis is told, once back, not to trust older timestamps. */
-    if (c->ts + 1 > a->unpublished_floor)
-        a->unpublished_floor = c->ts + 1;
+     * and Redis gets them once it is back. */
+    a->nonces_in_pg_only = true;
     if (c->ts > a->newest_ts)
         a->newest_ts = c->ts;
     const char *p[] = {c->merchant->id, c->nonce};
@@ -206,23 +235,19 @@ static void merchant_cb(void *data, int status, pc_merchant_t *m)
     }
     c->merchant = pc_merchant_ref(m);
     pc_auth_t *a = c->auth;
-    char name[200], key[300], tsv[24], now[24], raise[24];
+    char name[200], key[300], tsv[24], now[24];
     snprintf(name, sizeof name, "nonce:%s:%s", m->id, c->nonce);
     pc_kv_key(a->kv, key, sizeof key, name);
     /* The floor goes at most to the next second: further would refuse every
-     * request until then; a nonce taken without Redis and signed ahead of our
-     * clock stays a (small) gap. */
+     * request signed now until then. */
     int64_t t_now = (int64_t)time(NULL), t_next = t_now + 1;
-    c->raising = a->unpublished_floor < t_next ? a->unpublished_floor : t_next;
     int64_t fresh_floor = a->newest_ts + 1 > t_now - 1 ? a->newest_ts + 1 : t_now - 1;
     if (fresh_floor > t_next)
         fresh_floor = t_next;
     snprintf(tsv, sizeof tsv, "%lld", (long long)c->ts);
     snprintf(now, sizeof now, "%lld", (long long)fresh_floor);
-    snprintf(raise, sizeof raise, "%lld", (long long)c->raising);
-    const char *argv[] = {"EVAL",      nonce_script, "2", key,  a->floor_key,
-                          NONCE_TTL_S, tsv,          now, raise};
-    if (pc_kv_command(a->kv, nonce_kv_cb, c, 9, argv, NULL) < 0)
+    const char *argv[] = {"EVAL", nonce_script, "2", key, a->floor_key, NONCE_TTL_S, tsv, now};
+    if (pc_kv_command(a->kv, nonce_kv_cb, c, 8, argv, NULL) < 0)
         nonce_kv_cb(c, PC_EUNAVAIL, NULL);
 }
 
