@@ -654,10 +654,13 @@ static int flag_contradiction(pc_refunds_t *rf, const pc__refund_t *r, pc_ch_sta
     pc_log_error("refund.contradicted",
                  "refund %s is %s but its channel says %s: flagged for ops (GET /admin/needs-ops)",
                  r->refund_no, r->status, returned ? "RETURNED" : "SUCCESS");
+    /* Once: a retried callback does not flag again what ops resolved. */
     const char *p[] = {r->refund_no, r->status};
     if (pc_db_query(rf->app->db,
                     "UPDATE refunds SET needs_ops = true, updated_at = now() WHERE refund_no = $1 "
-                    "AND status = $2 RETURNING refund_no",
+                    "AND status = $2 AND NOT needs_ops AND NOT EXISTS (SELECT 1 FROM "
+                    "needs_ops_resolutions o WHERE o.kind = 'refund' AND o.ref = $1) RETURNING "
+                    "refund_no",
                     2, p, cb, data) < 0)
         return PC_EUNAVAIL;
     return 1;
@@ -668,8 +671,10 @@ static void flagged_by_runner_cb(void *data, int status, pc_db_res_t *res)
     (void)res;
     run_t *x = data;
     if (status)
-        pc_log_warn("refund.flag_failed", "refund %s: not flagged (%s); the next query retries",
-                    x->r.refund_no, pc_strerror(status));
+        pc_log_error("refund.flag_failed",
+                     "refund %s: contradicted by its channel but not flagged (%s): check it by "
+                     "hand (the refund is final, nothing queries it again)",
+                     x->r.refund_no, pc_strerror(status));
     run_free(x);
 }
 
@@ -1017,17 +1022,21 @@ static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
             url[0] ? url : NULL,
             version[0] ? version : NULL};
         /* The unique index on error refunds per payment is the arbiter: of
-         * two nodes that picked the same payment, one inserts. */
+         * two nodes that picked the same payment, one inserts. The insert
+         * asks again whether a chargeback covers the payment: as its own
+         * statement it sees a chargeback committed after the select's
+         * snapshot, before the trade lock was granted. */
         pc_db_tx_query(m->tx,
                        "INSERT INTO refunds (refund_no, out_refund_no, merchant_id, trade_no, "
                        "payment_no, type, method, status, amount, currency, external_amount, "
                        "balance_amount, coupon_amount, from_escrow, channel_id, "
                        "payment_channel_txn_id, buyer_id, coupon_funder, payee, reason, "
-                       "notify_url, rule_version, next_query_at) VALUES ($1, $2, $3, $4, $5, "
+                       "notify_url, rule_version, next_query_at) SELECT $1, $2, $3, $4, $5, "
                        "'ERROR', $6, 'ACCEPTED', $7::bigint, $8, $9::bigint, $10::bigint, "
                        "$11::bigint, $7::bigint, $12, $13, $14, $15, $16::jsonb, 'payment "
                        "succeeded on a trade that could not take it (paid twice, or closed)', "
-                       "$17, $18, CASE WHEN $6 IN ('API', 'PAYOUT') THEN now() END) ON CONFLICT "
+                       "$17, $18, CASE WHEN $6 IN ('API', 'PAYOUT') THEN now() END WHERE NOT "
+                       "chargeback_covers_payment($5) ON CONFLICT "
                        "DO NOTHING RETURNING refund_no, payment_no, method",
                        18, p, mk_inserted_cb, m);
         free(payee);

@@ -647,6 +647,12 @@ static void test_success_after_force_fail_goes_to_ops(void **state)
     assert_int_equal(
         pc_t_needs_ops_resolve(&g_stack, "refund", rno, "{\"why\":\"merchant debited by hand\"}"),
         200);
+    /* The channel sends its success again: resolved stays resolved. */
+    assert_int_equal(pc_t_channel_callback(&g_stack, ch, "refund", rno, "SUCCESS", 1000), 200);
+    usleep(300000);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
+        0);
 }
 
 /* ---------- error refunds ---------- */
