@@ -362,6 +362,20 @@ static void open_counted_cb(void *data, int status, pc_db_res_t *res)
     }
     int ex = pc_db_col(res, "existing");
     if (!pc_db_isnull(res, 0, ex)) {
+        /* The same case again only if it names the same payment and sum; a
+         * reference reused for another dispute is not silently a duplicate
+         * (an import line would otherwise freeze nothing and tell nobody). */
+        json_t *j = json_loads(pc_db_get(res, 0, ex), 0, NULL);
+        const char *pno = json_string_value(json_object_get(j, "payment_no"));
+        int same = pno && !strcmp(pno, o->payment_no) &&
+                   json_integer_value(json_object_get(j, "amount")) == o->amount;
+        json_decref(j);
+        if (!same) {
+            open_unmatched(o, PC_API_INVALID_STATE,
+                           "this reference names another chargeback already (another payment "
+                           "or amount)");
+            return;
+        }
         o->json = strdup(pc_db_get(res, 0, ex));
         pc_db_tx_rollback(o->tx);
         o->tx = NULL;

@@ -309,15 +309,24 @@ static bool v6_is_public(const unsigned char *b)
 {
     static const unsigned char zero[12];
     static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const unsigned char translated[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b};
+    static const unsigned char nat64_local[6] = {0, 0x64, 0xff, 0x9b, 0, 1};
     uint32_t v4 = (uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15];
-    /* An IPv4 address written as IPv6 is judged as IPv4 (::a.b.c.d covers ::
-     * and ::1 as well). */
-    if (!memcmp(b, zero, 12) || !memcmp(b, mapped, 12) || !memcmp(b, nat64, 12))
-        return memcmp(b, zero, 12) != 0 && v4_is_public(v4);
+    /* ::, ::1 and the deprecated IPv4-compatible form. */
+    if (!memcmp(b, zero, 12))
+        return false;
+    /* An IPv4 address written as IPv6 is judged as IPv4: mapped, translated,
+     * both NAT64 prefixes, and 6to4 (2002::/16, the address in bytes 2-5). */
+    if (!memcmp(b, mapped, 12) || !memcmp(b, translated, 12) || !memcmp(b, nat64, 12) ||
+        !memcmp(b, nat64_local, 6))
+        return v4_is_public(v4);
+    if (b[0] == 0x20 && b[1] == 0x02)
+        return v4_is_public((uint32_t)b[2] << 24 | (uint32_t)b[3] << 16 | (uint32_t)b[4] << 8 |
+                            b[5]);
     if ((b[0] & 0xfe) == 0xfc) /* fc00::/7 unique local */
         return false;
-    if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) /* fe80::/10 link-local */
+    if (b[0] == 0xfe && (b[1] & 0x80) == 0x80) /* fe80::/10 link-local, fec0::/10 site-local */
         return false;
     if (b[0] == 0xff) /* multicast */
         return false;

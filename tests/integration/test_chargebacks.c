@@ -165,6 +165,32 @@ static long enter_offline(const char *ref, const char *txn, long amount, const c
     return st;
 }
 
+/* Uploads one sim_card chargeback file line (reference, channel
+ * transaction, amount in CNY) for date, as payctl does by hand; asserts the
+ * import answered and returns its counts: created, duplicates, unmatched. */
+typedef struct {
+    long long created, duplicates, unmatched;
+} import_counts_t;
+
+static import_counts_t import_line(const char *date, const char *ref, const char *txn, long amount)
+{
+    char up[1024];
+    snprintf(up, sizeof up,
+             "{\"channel_id\":\"sim_card\",\"date\":\"%s\",\"csv\":\"chargeback_ref,channel_ref,"
+             "paycore_ref,amount,currency,reason_code,time,respond_by\\n%s,%s,,%ld,CNY,10.4,,"
+             "\\n\"}",
+             date, ref, txn, amount);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks/import", up);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    import_counts_t c = {json_integer_value(json_object_get(j, "created")),
+                         json_integer_value(json_object_get(j, "duplicates")),
+                         json_integer_value(json_object_get(j, "unmatched"))};
+    json_decref(j);
+    pc_t_resp_free(&r);
+    return c;
+}
+
 static long admin_post(const char *path, const char *body, char *status_out)
 {
     pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, body);
@@ -241,19 +267,9 @@ static void test_online_import_twice_changes_nothing(void **state)
     /* Uploaded by hand (payctl's way), the same line is still a duplicate. */
     char *ref =
         pc_t_sql(&g_stack, "SELECT source_ref FROM chargebacks WHERE chargeback_no = '%s'", cb_no);
-    char up[1024];
-    snprintf(up, sizeof up,
-             "{\"channel_id\":\"sim_card\",\"date\":\"%s\",\"csv\":\"chargeback_ref,channel_ref,"
-             "paycore_ref,amount,currency,reason_code,time,respond_by\\n%s,%s,,4200,CNY,10.4,,"
-             "\\n\"}",
-             date, ref, txn);
-    r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks/import", up);
-    assert_int_equal(r.status, 200);
-    j = pc_t_json(&r);
-    assert_int_equal(json_integer_value(json_object_get(j, "created")), 0);
-    assert_int_equal(json_integer_value(json_object_get(j, "duplicates")), 1);
-    json_decref(j);
-    pc_t_resp_free(&r);
+    import_counts_t again = import_line(date, ref, txn, 4200);
+    assert_int_equal(again.created, 0);
+    assert_int_equal(again.duplicates, 1);
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM chargebacks"), cases);
     free(ref);
     free(cb_no);
@@ -430,21 +446,20 @@ static void test_offline_case_then_in_the_file_is_one_case(void **state)
     assert_int_equal(enter_offline(ref, txn, 3000, NULL, cb), 201);
     assert_int_equal(mbal(&m, "reserve"), 3000);
     business_date(date);
-    char up[1024];
-    snprintf(up, sizeof up,
-             "{\"channel_id\":\"sim_card\",\"date\":\"%s\",\"csv\":\"chargeback_ref,channel_ref,"
-             "paycore_ref,amount,currency,reason_code,time,respond_by\\n%s,%s,,3000,CNY,10.4,,"
-             "\\n\"}",
-             date, ref, txn);
-    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks/import", up);
-    assert_int_equal(r.status, 200);
-    json_t *j = pc_t_json(&r);
-    assert_int_equal(json_integer_value(json_object_get(j, "created")), 0);
-    assert_int_equal(json_integer_value(json_object_get(j, "duplicates")), 1);
-    json_decref(j);
-    pc_t_resp_free(&r);
+    import_counts_t c = import_line(date, ref, txn, 3000);
+    assert_int_equal(c.created, 0);
+    assert_int_equal(c.duplicates, 1);
     assert_int_equal(
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM chargebacks WHERE trade_no = '%s'", tn), 1);
+    assert_int_equal(mbal(&m, "reserve"), 3000);
+
+    /* The same reference for another payment is not that case: the line is
+     * unmatched (for ops to look at), not quietly a duplicate. */
+    char tn2[40], txn2[80];
+    card_payment(&m, 5000, NULL, tn2, txn2, NULL);
+    c = import_line(date, ref, txn2, 2000);
+    assert_int_equal(c.duplicates, 0);
+    assert_int_equal(c.unmatched, 1);
     assert_int_equal(mbal(&m, "reserve"), 3000);
     assert_true(pc_t_ledger_ok(&g_stack));
 }

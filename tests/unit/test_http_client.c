@@ -470,11 +470,26 @@ static void test_closed_port_is_reported_as_connection_refused(void **state)
 static void test_public_only_refuses_local_and_private_addresses(void **state)
 {
     fixture_t *fx = *state;
-    const char *hosts[] = {"127.0.0.1",          "localhost",   "10.1.2.3",
-                           "172.16.0.9",         "192.168.1.1", "169.254.169.254",
-                           "100.64.0.1",         "0.0.0.0",     "[::1]",
-                           "[fe80::1]",          "[fd00::1]",   "[::ffff:10.0.0.1]",
-                           "[::ffff:127.0.0.1]", "224.0.0.1",   "2130706433"};
+    const char *hosts[] = {"127.0.0.1",
+                           "localhost",
+                           "10.1.2.3",
+                           "172.16.0.9",
+                           "192.168.1.1",
+                           "169.254.169.254",
+                           "100.64.0.1",
+                           "0.0.0.0",
+                           "[::1]",
+                           "[fe80::1]",
+                           "[fd00::1]",
+                           "[fec0::1]",
+                           "[::ffff:10.0.0.1]",
+                           "[::ffff:127.0.0.1]",
+                           "[::ffff:0:7f00:1]",
+                           "[64:ff9b::a00:1]",
+                           "[64:ff9b:1::a00:1]",
+                           "[2002:7f00:1::]",
+                           "224.0.0.1",
+                           "2130706433"};
     size_t n = sizeof hosts / sizeof hosts[0];
     result_t *res = scratch(fx, n * sizeof *res);
     fx->expected = (int)n;
