@@ -335,7 +335,7 @@ static void card_fingerprint(pc_app_t *app, const char *pan, char *out, size_t o
 {
     char hex[PC_SHA256_HEX_LEN + 1];
     unsigned char mac[PC_SHA256_LEN];
-    const char *k = pc_config_str(app->cfg, "admin.token");
+    const char *k = pc_config_str(app->cfg, "cashier.card_key");
     pc_hmac_sha256(k, strlen(k), pan, strlen(pan), mac);
     for (int i = 0; i < 12; i++)
         snprintf(hex + 2 * i, 3, "%02x", mac[i]);

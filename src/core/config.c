@@ -81,6 +81,9 @@ static const opt_def_t opts[] = {
      "base URL channels call back (default http://127.0.0.1:<http.port>)"},
     {"cashier.token_key", OPT_STR, "PAYCORE_CASHIER_TOKEN_KEY", "demo-cashier-token-key-change-me",
      0, 0, 0, "DEMO default key signing cashier links (trade creation's cashier_url)"},
+    {"cashier.card_key", OPT_STR, "PAYCORE_CARD_KEY", "demo-card-key-change-me", 0, 0, 0,
+     "DEMO default key of the keyed hash cards are known by (velocity, challenges); keep it "
+     "stable: changing it forgets every card's history"},
     {"cashier.hide_unavailable", OPT_BOOL, NULL, "false", 0, 0, 1,
      "drop unavailable methods from consult (passed to cashier_rank.lua)"},
     {"repair.schedule_ms", OPT_STR, "PAYCORE_REPAIR_SCHEDULE_MS",
@@ -268,7 +271,8 @@ static int apply_json(pc_config_t *cfg, json_t *obj, const char *prefix, const c
 /* Options whose built-in default is a public secret, printed in this file and
  * the README: a process that keeps one of them (or an empty value) would let
  * anyone call the admin API or forge cashier links. Only demo mode takes them. */
-static const char *const demo_secret_opts[] = {"admin.token", "cashier.token_key", NULL};
+static const char *const demo_secret_opts[] = {"admin.token", "cashier.token_key",
+                                               "cashier.card_key", NULL};
 
 static int refuse_demo_secrets(const pc_config_t *cfg, char *err, size_t errlen)
 {

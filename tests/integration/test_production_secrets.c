@@ -50,11 +50,18 @@ static void test_public_demo_secrets_stop_the_start(void **state)
                      2);
     assert_non_null(strstr(out, "cashier.token_key is the public demo value"));
 
-    /* Own admin token and link key, but a channel whose secret is missing:
+    assert_int_equal(run_alone("PAYCORE_ADMIN_TOKEN=prod-admin-token-0123456789 "
+                               "PAYCORE_CASHIER_TOKEN_KEY=prod-link-key-0123456789",
+                               out, sizeof out),
+                     2);
+    assert_non_null(strstr(out, "cashier.card_key is the public demo value"));
+
+    /* Own admin token and keys, but a channel whose secret is missing:
      * refused once the files are read, naming the file and the variable. */
     snprintf(env, sizeof env,
              "PAYCORE_ADMIN_TOKEN=prod-admin-token-0123456789 "
-             "PAYCORE_CASHIER_TOKEN_KEY=prod-link-key-0123456789 PAYCORE_DATABASE_URL='%s' "
+             "PAYCORE_CASHIER_TOKEN_KEY=prod-link-key-0123456789 "
+             "PAYCORE_CARD_KEY=prod-card-key-0123456789 PAYCORE_DATABASE_URL='%s' "
              "PAYCORE_REDIS_URL='%s' PAYCORE_CHANNEL_SECRET_SIM_CARD2=x "
              "PAYCORE_CHANNEL_SECRET_SIM_NETBANK=x PAYCORE_CHANNEL_SECRET_SIM_OTC=x "
              "PAYCORE_CHANNEL_SECRET_SIM_VA=x PAYCORE_CHANNEL_SECRET_SIM_WALLET=x",
@@ -106,6 +113,7 @@ static void test_own_secrets_serve_and_public_ones_are_refused(void **state)
     char name[96], value[96];
     pc_stack_env(&g_stack, "PAYCORE_DEMO", "false");
     pc_stack_env(&g_stack, "PAYCORE_CASHIER_TOKEN_KEY", "prod-link-key-0123456789");
+    pc_stack_env(&g_stack, "PAYCORE_CARD_KEY", "prod-card-key-0123456789");
     for (size_t i = 0; i < sizeof g_channels / sizeof *g_channels; i++) {
         snprintf(value, sizeof value, "own-secret-%s-%d", g_channels[i], (int)getpid());
         snprintf(name, sizeof name, "PAYCORE_CHANNEL_SECRET_%s", g_channels[i]);

@@ -98,6 +98,7 @@ static void test_url_uses_public_url_and_the_grace_after_expiry(void **state)
     (void)state;
     setenv("PAYCORE_CASHIER_TOKEN_KEY", KEY, 1);
     setenv("PAYCORE_ADMIN_TOKEN", "unit-test-admin-token", 1);
+    setenv("PAYCORE_CARD_KEY", "unit-test-card-key", 1);
     setenv("PAYCORE_PUBLIC_URL", "https://pay.example/", 1);
     char err[256], url[512], trade[65];
     pc_config_t *cfg = pc_config_load(NULL, err, sizeof err);

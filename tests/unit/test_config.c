@@ -17,6 +17,7 @@ static void clear_env(void)
     unsetenv("PAYCORE_DEMO");
     unsetenv("PAYCORE_ADMIN_TOKEN");
     unsetenv("PAYCORE_CASHIER_TOKEN_KEY");
+    unsetenv("PAYCORE_CARD_KEY");
 }
 
 static int reset(void **state)
@@ -58,6 +59,11 @@ static void test_own_secrets_or_demo_mode_load(void **state)
     char err[512] = "";
     setenv("PAYCORE_ADMIN_TOKEN", "an-admin-token-of-our-own", 1);
     setenv("PAYCORE_CASHIER_TOKEN_KEY", "a-key-of-our-own-0123456789", 1);
+    /* The card key is the third public demo value. */
+    assert_null(pc_config_load(NULL, err, sizeof err));
+    assert_non_null(strstr(err, "cashier.card_key is the public demo value"));
+    assert_non_null(strstr(err, "PAYCORE_CARD_KEY"));
+    setenv("PAYCORE_CARD_KEY", "a-card-key-of-our-own-0123", 1);
     pc_config_t *cfg = pc_config_load(NULL, err, sizeof err);
     assert_non_null(cfg);
     assert_false(pc_config_bool(cfg, "demo"));
@@ -87,6 +93,7 @@ static void test_example_file_loads(void **state)
     assert_non_null(strstr(err, "admin.token is the public demo value"));
     setenv("PAYCORE_ADMIN_TOKEN", "an-admin-token-of-our-own", 1);
     setenv("PAYCORE_CASHIER_TOKEN_KEY", "a-key-of-our-own-0123456789", 1);
+    setenv("PAYCORE_CARD_KEY", "a-card-key-of-our-own-0123", 1);
     pc_config_t *cfg = pc_config_load(path, err, sizeof err);
     if (!cfg)
         fail_msg("%s", err);
