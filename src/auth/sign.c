@@ -330,6 +330,19 @@ void pc_rsa_key_free(pc_rsa_key_t *key)
     free(key);
 }
 
+int pc_rsa_key_fingerprint(const pc_rsa_key_t *key, char out[65])
+{
+    unsigned char *der = NULL;
+    int len = key ? i2d_PUBKEY(key->pkey, &der) : -1;
+    if (len <= 0) {
+        ERR_clear_error();
+        return PC_EINVAL;
+    }
+    int rc = pc_sha256_hex(der, (size_t)len, out);
+    OPENSSL_free(der);
+    return rc;
+}
+
 bool pc_rsa_key_is_private(const pc_rsa_key_t *key)
 {
     return key && key->is_private;

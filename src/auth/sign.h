@@ -106,6 +106,10 @@ void pc_rsa_key_free(pc_rsa_key_t *key);
 /* True when key holds private material, i.e. can sign. */
 bool pc_rsa_key_is_private(const pc_rsa_key_t *key);
 
+/* SHA-256 (hex) of the key's public part in DER (SubjectPublicKeyInfo): the
+ * same for the same key however its PEM is written. Returns 0, or PC_EINVAL. */
+int pc_rsa_key_fingerprint(const pc_rsa_key_t *key, char out[65]);
+
 /* Returns the PEM SubjectPublicKeyInfo of key (what GET /v1/platform-key
  * serves) as a malloc'd, NUL-terminated string the caller frees, or NULL. */
 char *pc_rsa_key_public_pem(const pc_rsa_key_t *key);

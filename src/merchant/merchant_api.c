@@ -16,12 +16,19 @@ typedef struct {
     pc_app_t *app;
     char id[65];
     char secret[PC_SECRET_STR_LEN + 1];
+    char key_sha256[65]; /* RSA2: the public key's fingerprint */
     int hmac;
 } create_t;
 
 static void create_cb(void *data, int status, pc_db_res_t *res)
 {
     create_t *c = data;
+    if (status == PC_ECONFLICT && !strcmp(pc_db_constraint(res), "merchants_public_key_unique")) {
+        pc_http_respond_error(c->req, PC_API_INVALID_STATE, "public_key",
+                              "this public key belongs to another merchant: each merchant signs "
+                              "with a key of its own");
+        return;
+    }
     if (status == PC_ECONFLICT) {
         pc_http_respond_error(c->req, PC_API_INVALID_STATE, "merchant_id",
                               "a merchant with this id exists");
@@ -80,7 +87,8 @@ static void create_merchant(pc_http_req_t *req, void *data)
     const char *pub = pc_json_str(b, "public_key", 8192, 0, &bad);
     if (!c->hmac) {
         pc_rsa_key_t *k = pub ? pc_rsa_key_new_public_pem(pub, strlen(pub)) : NULL;
-        if (!k) {
+        if (!k || pc_rsa_key_fingerprint(k, c->key_sha256) != 0) {
+            pc_rsa_key_free(k);
             pc_http_respond_error(req, PC_API_INVALID_REQUEST, "public_key",
                                   "RSA2 needs a PEM RSA public key of 2048 to 8192 bits");
             return;
@@ -139,12 +147,14 @@ static void create_merchant(pc_http_req_t *req, void *data)
                        fees,
                        cycles,
                        notify,
-                       advance ? "true" : "false"};
+                       advance ? "true" : "false",
+                       c->hmac ? NULL : c->key_sha256};
     if (pc_db_query(app->db,
                     "INSERT INTO merchants (merchant_id, name, sign_type, secret, public_key, "
                     "allowed_products, fee_rate_bp, settle_cycle_days, notify_url, "
-                    "advance_funding) VALUES ($1, $2, $3, $4, $5, $6::text[], $7, $8, $9, $10)",
-                    10, p, create_cb, c) < 0)
+                    "advance_funding, public_key_sha256) VALUES ($1, $2, $3, $4, $5, $6::text[], "
+                    "$7, $8, $9, $10, $11)",
+                    11, p, create_cb, c) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 

@@ -106,6 +106,28 @@ static void test_valid_rsa2_request_passes(void **state)
     assert_int_equal(r.status, 401);
     assert_string_equal(pc_t_errcode(&r), "INVALID_SIGNATURE");
     pc_t_resp_free(&r);
+    /* The same key for a second merchant, even written as PKCS#1 PEM: refused
+     * (X-Merchant-Id is not signed, so a request signed for one merchant
+     * would pass as the other's). */
+    assert_int_equal(pc_t_sh("openssl rsa -in %s/key.pem -RSAPublicKey_out -out %s/pub1.pem "
+                             "2>/dev/null",
+                             dir, dir),
+                     0);
+    snprintf(path, sizeof path, "%s/pub1.pem", dir);
+    f = fopen(path, "r");
+    n = fread(pub, 1, sizeof pub - 1, f);
+    pub[n] = 0;
+    fclose(f);
+    assert_non_null(strstr(pub, "BEGIN RSA PUBLIC KEY"));
+    json_t *again =
+        json_pack("{s:s,s:s,s:s}", "name", "Same key", "sign_type", "RSA2", "public_key", pub);
+    char *aj = json_dumps(again, JSON_COMPACT);
+    r = pc_t_admin(&g_stack, "POST", "/admin/merchants", aj);
+    free(aj);
+    json_decref(again);
+    assert_int_equal(r.status, 409);
+    assert_non_null(strstr(r.body, "\"field\":\"public_key\""));
+    pc_t_resp_free(&r);
     pc_t_sh("rm -rf %s", dir);
 }
 
