@@ -45,6 +45,10 @@ struct pc_auth {
     /* This node recorded nonces in PostgreSQL only (Redis unreachable) that
      * Redis has not been given yet. */
     bool nonces_in_pg_only;
+    /* The copy back into Redis under way: where the next page starts. */
+    bool copying;
+    long long copied;
+    char copy_mid[65], copy_nonce[65];
 };
 
 /* What the filter leaves on the request for handlers. */
@@ -126,37 +130,67 @@ static void nonce_pg_cb(void *data, int status, pc_db_res_t *res)
     proceed(c);
 }
 
+/* Rows per page of the copy (the LIMIT of its query): an outage under load
+ * leaves many nonces, and the loop must not hold them, or their Redis
+ * commands, all at once. */
+#define COPY_PAGE 2000
+
+static void copy_page(pc_auth_t *a);
+
 static void copied_back_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_auth_t *a = data;
     if (status) {
+        a->copying = false;
         a->nonces_in_pg_only = true; /* the next check tries again */
         return;
     }
-    for (int i = 0; i < pc_db_rows(res); i++) {
+    int n = pc_db_rows(res);
+    for (int i = 0; i < n; i++) {
         char name[200], key[300];
         snprintf(name, sizeof name, "nonce:%s:%s", pc_db_get(res, i, 0), pc_db_get(res, i, 1));
         pc_kv_key(a->kv, key, sizeof key, name);
         pc_kv_cmd(a->kv, NULL, NULL, "SET", key, "1", "NX", "EX", pc_db_get(res, i, 2), NULL);
     }
-    if (pc_db_rows(res) > 0)
+    a->copied += n;
+    if (n == COPY_PAGE) {
+        snprintf(a->copy_mid, sizeof a->copy_mid, "%s", pc_db_get(res, n - 1, 0));
+        snprintf(a->copy_nonce, sizeof a->copy_nonce, "%s", pc_db_get(res, n - 1, 1));
+        copy_page(a);
+        return;
+    }
+    a->copying = false;
+    if (a->copied > 0)
         pc_log_info("auth.nonces_copied",
-                    "%d nonces taken while Redis was unreachable are in "
-                    "Redis again",
-                    pc_db_rows(res));
+                    "%lld nonces taken while Redis was unreachable are in Redis again",
+                    (long long)a->copied);
+}
+
+static void copy_page(pc_auth_t *a)
+{
+    const char *p[] = {a->copy_mid, a->copy_nonce};
+    if (pc_db_query(a->db,
+                    "SELECT merchant_id, nonce, greatest(1, ceil(extract(epoch FROM expires_at - "
+                    "now())))::int FROM auth_nonces WHERE expires_at > now() AND (merchant_id, "
+                    "nonce) > ($1, $2) ORDER BY merchant_id, nonce LIMIT 2000",
+                    2, p, copied_back_cb, a) < 0) {
+        a->copying = false;
+        a->nonces_in_pg_only = true;
+    }
 }
 
 /* Redis answers again after this node recorded nonces in PostgreSQL: every
- * unexpired nonce there goes back into Redis (the table only ever holds
- * nonces of outages, so this is small), so that none can be used twice. */
+ * unexpired nonce there goes back into Redis, page by page (the table only
+ * ever holds nonces of outages), so that none can be used twice. */
 static void copy_back(pc_auth_t *a)
 {
+    if (a->copying)
+        return;
     a->nonces_in_pg_only = false;
-    if (pc_db_query(a->db,
-                    "SELECT merchant_id, nonce, greatest(1, ceil(extract(epoch FROM expires_at - "
-                    "now())))::int FROM auth_nonces WHERE expires_at > now()",
-                    0, NULL, copied_back_cb, a) < 0)
-        a->nonces_in_pg_only = true;
+    a->copying = true;
+    a->copied = 0;
+    a->copy_mid[0] = a->copy_nonce[0] = '\0';
+    copy_page(a);
 }
 
 static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
