@@ -46,7 +46,8 @@ struct pc_auth {
      * Redis has not been given yet. */
     bool nonces_in_pg_only;
     /* The copy back into Redis under way: where the next page starts. */
-    bool copying;
+    bool copying, copy_failed, copy_more;
+    int copy_in_flight;
     long long copied;
     char copy_mid[65], copy_nonce[65];
 };
@@ -71,6 +72,10 @@ pc_auth_t *pc_auth_new(pc_merchants_t *merchants, pc_kv_t *kv, pc_db_t *db, pc_i
     a->db = db;
     a->idem = idem;
     pc_kv_key(kv, a->floor_key, sizeof a->floor_key, "auth:nonce_floor");
+    /* A node that died before copying its outage nonces back leaves them in
+     * PostgreSQL only: each node looks once, on its first check (normally
+     * nothing is there and that is one small query). */
+    a->nonces_in_pg_only = true;
     pc_metrics_describe("pc_auth_failures_total", PC_METRIC_COUNTER,
                         "requests refused by authentication, by code");
     return a;
@@ -137,33 +142,70 @@ static void nonce_pg_cb(void *data, int status, pc_db_res_t *res)
 
 static void copy_page(pc_auth_t *a);
 
+/* The copy ends, well or not; a failed one is tried again by the next
+ * check that Redis answers. */
+static void copy_done(pc_auth_t *a, bool ok)
+{
+    a->copying = false;
+    if (!ok) {
+        a->nonces_in_pg_only = true;
+        pc_log_warn("auth.nonces_copy_failed",
+                    "copying nonces taken while Redis was unreachable back into Redis failed "
+                    "after %lld; it starts again with the next check",
+                    (long long)a->copied);
+    } else if (a->copied > 0) {
+        pc_log_info("auth.nonces_copied",
+                    "%lld nonces taken while Redis was unreachable are in Redis again",
+                    (long long)a->copied);
+    }
+}
+
+/* One SET of a page answered. Redis answers in order, so when the page's
+ * last one is in, all are: only then comes the next page (the copy never
+ * has more than a page of commands in flight), and a page with a failed SET
+ * fails the copy instead of losing the nonce. */
+static void copy_set_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    pc_auth_t *a = data;
+    if (status || (reply && pc_kv_reply_type(reply) == PC_KV_ERROR))
+        a->copy_failed = true;
+    if (--a->copy_in_flight > 0)
+        return;
+    if (a->copy_failed)
+        copy_done(a, false);
+    else if (a->copy_more)
+        copy_page(a);
+    else
+        copy_done(a, true);
+}
+
 static void copied_back_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_auth_t *a = data;
     if (status) {
-        a->copying = false;
-        a->nonces_in_pg_only = true; /* the next check tries again */
+        copy_done(a, false);
         return;
     }
     int n = pc_db_rows(res);
+    a->copy_more = n == COPY_PAGE;
+    if (n > 0) {
+        snprintf(a->copy_mid, sizeof a->copy_mid, "%s", pc_db_get(res, n - 1, 0));
+        snprintf(a->copy_nonce, sizeof a->copy_nonce, "%s", pc_db_get(res, n - 1, 1));
+    }
+    a->copy_in_flight = 1; /* held until every SET of the page is queued */
     for (int i = 0; i < n; i++) {
         char name[200], key[300];
         snprintf(name, sizeof name, "nonce:%s:%s", pc_db_get(res, i, 0), pc_db_get(res, i, 1));
         pc_kv_key(a->kv, key, sizeof key, name);
-        pc_kv_cmd(a->kv, NULL, NULL, "SET", key, "1", "NX", "EX", pc_db_get(res, i, 2), NULL);
+        a->copy_in_flight++;
+        if (pc_kv_cmd(a->kv, copy_set_cb, a, "SET", key, "1", "NX", "EX", pc_db_get(res, i, 2),
+                      NULL) < 0) {
+            a->copy_in_flight--;
+            a->copy_failed = true;
+        }
     }
     a->copied += n;
-    if (n == COPY_PAGE) {
-        snprintf(a->copy_mid, sizeof a->copy_mid, "%s", pc_db_get(res, n - 1, 0));
-        snprintf(a->copy_nonce, sizeof a->copy_nonce, "%s", pc_db_get(res, n - 1, 1));
-        copy_page(a);
-        return;
-    }
-    a->copying = false;
-    if (a->copied > 0)
-        pc_log_info("auth.nonces_copied",
-                    "%lld nonces taken while Redis was unreachable are in Redis again",
-                    (long long)a->copied);
+    copy_set_cb(a, 0, NULL); /* drops the hold */
 }
 
 static void copy_page(pc_auth_t *a)
@@ -173,10 +215,8 @@ static void copy_page(pc_auth_t *a)
                     "SELECT merchant_id, nonce, greatest(1, ceil(extract(epoch FROM expires_at - "
                     "now())))::int FROM auth_nonces WHERE expires_at > now() AND (merchant_id, "
                     "nonce) > ($1, $2) ORDER BY merchant_id, nonce LIMIT 2000",
-                    2, p, copied_back_cb, a) < 0) {
-        a->copying = false;
-        a->nonces_in_pg_only = true;
-    }
+                    2, p, copied_back_cb, a) < 0)
+        copy_done(a, false);
 }
 
 /* Redis answers again after this node recorded nonces in PostgreSQL: every
@@ -188,6 +228,7 @@ static void copy_back(pc_auth_t *a)
         return;
     a->nonces_in_pg_only = false;
     a->copying = true;
+    a->copy_failed = false;
     a->copied = 0;
     a->copy_mid[0] = a->copy_nonce[0] = '\0';
     copy_page(a);

@@ -177,12 +177,32 @@ static void post_logged_cb(void *data, int status, int64_t txn_id)
                     pc_ledger_strerror(status));
 }
 
+/* Whether an existing case (its JSON) is the one being opened again: the
+ * same payment and sum. A reference reused for another dispute is not
+ * silently a duplicate (an import line would otherwise freeze nothing and
+ * tell nobody). */
+static int same_case(const open_t *o, const char *existing_json)
+{
+    json_t *j = json_loads(existing_json, 0, NULL);
+    const char *pno = json_string_value(json_object_get(j, "payment_no"));
+    int same = pno && !strcmp(pno, o->payment_no) &&
+               json_integer_value(json_object_get(j, "amount")) == o->amount;
+    json_decref(j);
+    return same;
+}
+
+#define OTHER_CASE "this reference names another chargeback already (another payment or amount)"
+
 static void open_reread_cb(void *data, int status, pc_db_res_t *res)
 {
     open_t *o = data;
     if (status || pc_db_rows(res) == 0) {
         open_finish(o, OPEN_FAILED, status ? status : PC_ECONFLICT, PC_API_UNAVAILABLE,
                     "lost a race; retry");
+        return;
+    }
+    if (!same_case(o, pc_db_get(res, 0, 0))) {
+        open_finish(o, OPEN_UNMATCHED, 0, PC_API_INVALID_STATE, OTHER_CASE);
         return;
     }
     o->json = strdup(pc_db_get(res, 0, 0));
@@ -362,18 +382,8 @@ static void open_counted_cb(void *data, int status, pc_db_res_t *res)
     }
     int ex = pc_db_col(res, "existing");
     if (!pc_db_isnull(res, 0, ex)) {
-        /* The same case again only if it names the same payment and sum; a
-         * reference reused for another dispute is not silently a duplicate
-         * (an import line would otherwise freeze nothing and tell nobody). */
-        json_t *j = json_loads(pc_db_get(res, 0, ex), 0, NULL);
-        const char *pno = json_string_value(json_object_get(j, "payment_no"));
-        int same = pno && !strcmp(pno, o->payment_no) &&
-                   json_integer_value(json_object_get(j, "amount")) == o->amount;
-        json_decref(j);
-        if (!same) {
-            open_unmatched(o, PC_API_INVALID_STATE,
-                           "this reference names another chargeback already (another payment "
-                           "or amount)");
+        if (!same_case(o, pc_db_get(res, 0, ex))) {
+            open_unmatched(o, PC_API_INVALID_STATE, OTHER_CASE);
             return;
         }
         o->json = strdup(pc_db_get(res, 0, ex));

@@ -317,10 +317,13 @@ static bool v6_is_public(const unsigned char *b)
     if (!memcmp(b, zero, 12))
         return false;
     /* An IPv4 address written as IPv6 is judged as IPv4: mapped, translated,
-     * both NAT64 prefixes, and 6to4 (2002::/16, the address in bytes 2-5). */
-    if (!memcmp(b, mapped, 12) || !memcmp(b, translated, 12) || !memcmp(b, nat64, 12) ||
-        !memcmp(b, nat64_local, 6))
+     * the well-known NAT64 prefix, and 6to4 (2002::/16, the address in bytes 2-5). */
+    if (!memcmp(b, mapped, 12) || !memcmp(b, translated, 12) || !memcmp(b, nat64, 12))
         return v4_is_public(v4);
+    /* 64:ff9b:1::/48, local-use NAT64: the IPv4 address may sit at several
+     * places (prefixes /48 to /96) and the translator is local anyway. */
+    if (!memcmp(b, nat64_local, 6))
+        return false;
     if (b[0] == 0x20 && b[1] == 0x02)
         return v4_is_public((uint32_t)b[2] << 24 | (uint32_t)b[3] << 16 | (uint32_t)b[4] << 8 |
                             b[5]);

@@ -487,6 +487,7 @@ static void test_public_only_refuses_local_and_private_addresses(void **state)
                            "[::ffff:0:7f00:1]",
                            "[64:ff9b::a00:1]",
                            "[64:ff9b:1::a00:1]",
+                           "[64:ff9b:1:a00:0:100:808:808]",
                            "[2002:7f00:1::]",
                            "224.0.0.1",
                            "2130706433"};
