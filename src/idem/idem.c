@@ -19,7 +19,8 @@ struct pc_idem {
     pc_db_t *db;
     pc_kv_t *kv;
     uv_loop_t *loop;
-    char lock_ms[24]; /* how long a claim holds without renewal */
+    char lock_ms[24];  /* how long a claim holds without renewal, as sent */
+    uint64_t renew_ms; /* a running request renews it this often (a third) */
 };
 
 struct pc_idem_req {
@@ -54,6 +55,7 @@ pc_idem_t *pc_idem_new(uv_loop_t *loop, pc_db_t *db, pc_kv_t *kv, int64_t lock_m
     idem->db = db;
     idem->kv = kv;
     snprintf(idem->lock_ms, sizeof idem->lock_ms, "%lld", (long long)lock_ms);
+    idem->renew_ms = (uint64_t)lock_ms / 3;
     pc_metrics_describe(
         "pc_idempotency_total", PC_METRIC_COUNTER,
         "idempotency outcomes (executed, replayed, conflict, reused, redis_fallback)");
@@ -123,8 +125,7 @@ static void renew_start(pc_idem_req_t *ir)
         return; /* the claim then holds one lock period, as before */
     uv_timer_init(ir->idem->loop, ir->renew);
     ir->renew->data = ir;
-    uint64_t every = (uint64_t)strtoll(ir->idem->lock_ms, NULL, 10) / 3;
-    uv_timer_start(ir->renew, renew_tick, every, every);
+    uv_timer_start(ir->renew, renew_tick, ir->idem->renew_ms, ir->idem->renew_ms);
 }
 
 static void on_req_done(void *arg)

@@ -949,6 +949,27 @@ static void test_a_contradicted_final_payment_waits_for_ops_to_resolve_it(void *
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 0, 30));
 }
 
+/* Payment pno (amount) of trade tn, declined by its channel, then a success
+ * for it after the trade was paid by another attempt: held in escrow for an
+ * error refund, which a constraint holds back until release_error_refunds. */
+static void late_success_held_back(const char *tn, const char *pno, long amount)
+{
+    second_attempt_row(tn, pno, amount);
+    assert_int_equal(channel_says("sim_card", pno, "FAILED", amount), 200);
+    expect_payment(pno, "status", "FAILED");
+    free(pc_t_sql(&g_stack,
+                  "ALTER TABLE refunds ADD CONSTRAINT pc_test_no_error_refund CHECK (type <> "
+                  "'ERROR' OR payment_no <> '%s') NOT VALID",
+                  pno));
+    assert_int_equal(channel_callback(pno, amount), 200);
+    expect_payment(pno, "status || '/' || needs_error_refund", "SUCCESS/true");
+}
+
+static void release_error_refunds(void)
+{
+    free(pc_t_sql(&g_stack, "ALTER TABLE refunds DROP CONSTRAINT pc_test_no_error_refund"));
+}
+
 /* A channel that declined a payment, or had no record of it, may still
  * charge the buyer. That success was acknowledged and dropped: the buyer
  * charged, the trade unpaid (or paid again by another attempt), nothing
@@ -977,26 +998,18 @@ static void test_a_success_after_the_channels_decline_is_not_lost(void **state)
     char tn2[40], p2[40], rno[40];
     paid_card_trade(800, tn2);
     snprintf(p2, sizeof p2, "PLATE%d%d", (int)getpid(), ++g_seq);
-    second_attempt_row(tn2, p2, 800);
     long long escrow0 = balance("platform:escrow:CNY");
-    assert_int_equal(channel_says("sim_card", p2, "FAILED", 800), 200);
-    expect_payment(p2, "status", "FAILED");
     /* Its error refund held back for a moment: the ledger check does not
      * call a payment held for one a duplicate charge (it did, until the
      * refund runner caught up), unless it waits past ten minutes. */
-    free(pc_t_sql(&g_stack,
-                  "ALTER TABLE refunds ADD CONSTRAINT pc_test_no_error_refund CHECK (type <> "
-                  "'ERROR' OR payment_no <> '%s') NOT VALID",
-                  p2));
-    assert_int_equal(channel_callback(p2, 800), 200);
-    expect_payment(p2, "status || '/' || needs_error_refund", "SUCCESS/true");
+    late_success_held_back(tn2, p2, 800);
     int young_ok = pc_t_ledger_ok(&g_stack);
     free(pc_t_sql(&g_stack,
                   "UPDATE payments SET finished_at = now() - interval '11 minutes' WHERE "
                   "payment_no = '%s' RETURNING 1",
                   p2));
     int old_ok = pc_t_ledger_ok(&g_stack);
-    free(pc_t_sql(&g_stack, "ALTER TABLE refunds DROP CONSTRAINT pc_test_no_error_refund"));
+    release_error_refunds();
     assert_true(young_ok);
     assert_false(old_ok);
     wait_error_refund(p2, "PROCESSING", rno);
@@ -1015,15 +1028,7 @@ static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
     char tn[40], p2[40], body[512];
     paid_card_trade(900, tn);
     snprintf(p2, sizeof p2, "PDISP%d%d", (int)getpid(), ++g_seq);
-    second_attempt_row(tn, p2, 900);
-    assert_int_equal(channel_says("sim_card", p2, "FAILED", 900), 200);
-    expect_payment(p2, "status", "FAILED");
-    free(pc_t_sql(&g_stack,
-                  "ALTER TABLE refunds ADD CONSTRAINT pc_test_no_error_refund CHECK (type <> "
-                  "'ERROR' OR payment_no <> '%s') NOT VALID",
-                  p2));
-    assert_int_equal(channel_callback(p2, 900), 200);
-    expect_payment(p2, "status || '/' || needs_error_refund", "SUCCESS/true");
+    late_success_held_back(tn, p2, 900);
     snprintf(body, sizeof body,
              "{\"reference\":\"CB-%s\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"t_%s\","
              "\"amount\":900,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
@@ -1031,7 +1036,7 @@ static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
     pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
     assert_int_equal(r.status, 201);
     pc_t_resp_free(&r);
-    free(pc_t_sql(&g_stack, "ALTER TABLE refunds DROP CONSTRAINT pc_test_no_error_refund"));
+    release_error_refunds();
     assert_int_equal(pc_t_sql_wait(&g_stack, "t", 10,
                                    "SELECT needs_ops FROM payments WHERE payment_no = '%s'", p2),
                      1);
