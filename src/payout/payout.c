@@ -18,7 +18,6 @@ struct pc_payouts {
     pc_app_t *app;
     uv_timer_t timer;
     char schedule[512]; /* "{2000,5000,…}" as a PostgreSQL int array literal */
-    long long last_ms;  /* the schedule's last delay: the pace of retries past it */
     int claiming;
     int in_flight;
 };
@@ -910,16 +909,42 @@ typedef struct {
     int last;
 } job_t;
 
-static void flag_for_ops(pc_app_t *app, const char *payout_no)
+typedef struct {
+    char payout_no[40];
+    const char *why; /* static */
+} flag_t;
+
+static void flagged_cb(void *data, int status, pc_db_res_t *res)
 {
-    pc_log_warn("payout.exhausted",
-                "payout %s still has no final answer after the last scheduled query: flagged "
-                "for ops",
-                payout_no);
-    const char *p[] = {payout_no};
-    pc_db_query(app->db, "UPDATE payouts SET needs_ops = true WHERE payout_no = $1", 1, p,
-                ignore_cb, NULL);
+    flag_t *f = data;
+    if (!status && pc_db_rows(res) > 0)
+        pc_log_warn("payout.exhausted",
+                    "payout %s %s after the last scheduled query: flagged for ops, queried again "
+                    "at the schedule's last pace",
+                    f->payout_no, f->why);
+    free(f);
 }
+
+/* Flags a payout still in flight after the last scheduled query for ops
+ * (told once, not at every later query), its money held. Its claim has
+ * already set the next query at the schedule's last pace, so a late answer,
+ * or one that failed to apply for a passing cause, still closes it. */
+static void flag_for_ops(pc_app_t *app, const char *payout_no, const char *why)
+{
+    const char *p[] = {payout_no};
+    flag_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return;
+    snprintf(f->payout_no, sizeof f->payout_no, "%s", payout_no);
+    f->why = why;
+    if (pc_db_query(app->db,
+                    "UPDATE payouts SET needs_ops = true WHERE payout_no = $1 AND NOT needs_ops "
+                    "AND status = 'PROCESSING' RETURNING 1",
+                    1, p, flagged_cb, f) < 0)
+        free(f);
+}
+
+#define UNAPPLIED "has a final answer from its channel that could not be applied"
 
 /* The last scheduled query came too early to apply the channel's answer: one
  * more query once the wait is over, rather than flagging for ops a payout the
@@ -931,26 +956,7 @@ static void requery_after(pc_app_t *app, const char *payout_no, int64_t wait_ms)
     const char *p[] = {payout_no, ms};
     pc_db_query(app->db,
                 "UPDATE payouts SET next_query_at = now() + $2::bigint * interval '1 millisecond' "
-                "WHERE payout_no = $1 AND status = 'PROCESSING' AND next_query_at IS NULL",
-                2, p, ignore_cb, NULL);
-}
-
-/* The channel's final answer to the last scheduled query could not be
- * applied (the database failed at that moment): nothing would look at the
- * payout again, its money held. It is flagged for ops and queried again at
- * the schedule's last pace, so a passing failure heals by itself. */
-static void retry_flagged(pc_payouts_t *po, const char *payout_no)
-{
-    pc_log_warn("payout.exhausted",
-                "payout %s: the channel's final answer could not be applied after the last "
-                "scheduled query: flagged for ops, queried again later",
-                payout_no);
-    char ms[24];
-    snprintf(ms, sizeof ms, "%lld", po->last_ms);
-    const char *p[] = {payout_no, ms};
-    pc_db_query(po->app->db,
-                "UPDATE payouts SET needs_ops = true, next_query_at = now() + $2::bigint * "
-                "interval '1 millisecond' WHERE payout_no = $1 AND status = 'PROCESSING'",
+                "WHERE payout_no = $1 AND status = 'PROCESSING'",
                 2, p, ignore_cb, NULL);
 }
 
@@ -958,7 +964,7 @@ static void job_applied(void *data, apply_outcome_t outcome)
 {
     job_t *j = data;
     if (outcome == APPLY_FAILED && j->last)
-        retry_flagged(j->po, j->payout_no);
+        flag_for_ops(j->po->app, j->payout_no, UNAPPLIED);
     else if (outcome == APPLY_FAILED)
         pc_log_warn("payout.query_apply_failed", "%s: applied at the next query", j->payout_no);
     j->po->in_flight--;
@@ -986,11 +992,11 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
     if (final && apply_result(po->app, j->payout_no, NULL, &r, job_applied, j) == 0)
         return;
     if (final && j->last)
-        retry_flagged(po, j->payout_no);
+        flag_for_ops(po->app, j->payout_no, UNAPPLIED);
     else if (!final && j->last && wait_ms > 0)
         requery_after(po->app, j->payout_no, wait_ms);
     else if (!final && j->last)
-        flag_for_ops(po->app, j->payout_no);
+        flag_for_ops(po->app, j->payout_no, "still has no final answer");
     po->in_flight--;
     free(j);
 }
@@ -1019,7 +1025,7 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
         if (pc_channel_query_payout(po->app->channel_client, pc_db_val(res, i, "channel_id"),
                                     j->payout_no, queried_cb, j) < 0) {
             if (j->last)
-                flag_for_ops(po->app, j->payout_no);
+                flag_for_ops(po->app, j->payout_no, "could not be queried");
             po->in_flight--;
             free(j);
         }
@@ -1034,14 +1040,16 @@ static void tick(uv_timer_t *t)
     po->claiming = 1;
     const char *p[] = {po->schedule};
     /* Claim by moving each payout's next time forward: another node's claim
-     * skips these rows (SKIP LOCKED) and sees the new time after. */
+     * skips these rows (SKIP LOCKED) and sees the new time after. Past the
+     * schedule's end it still sets one at the last pace: the lease that
+     * brings the query back if this node dies before the answer. */
     if (pc_db_query(po->app->db,
                     "WITH due AS (SELECT payout_no FROM payouts WHERE status IN ('ACCEPTED', "
                     "'PROCESSING') AND hold_reason IS NULL AND next_query_at <= now() ORDER BY "
                     "next_query_at LIMIT 50 FOR UPDATE SKIP LOCKED) UPDATE payouts p SET "
-                    "query_attempts = p.query_attempts + 1, next_query_at = CASE WHEN "
-                    "p.query_attempts + 1 > array_length($1::int[], 1) THEN NULL ELSE now() + "
-                    "($1::int[])[p.query_attempts + 1] * interval '1 millisecond' END FROM due "
+                    "query_attempts = p.query_attempts + 1, next_query_at = now() + "
+                    "($1::int[])[least(p.query_attempts + 1, array_length($1::int[], 1))] * "
+                    "interval '1 millisecond' FROM due "
                     "WHERE p.payout_no = due.payout_no RETURNING p.payout_no, p.status, "
                     "p.channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
                     "p.created_at)) * 1000)::bigint AS age_ms, (p.query_attempts > "
@@ -1250,7 +1258,6 @@ pc_payouts_t *pc_payouts_new(pc_app_t *app)
         off += (size_t)snprintf(po->schedule + off, sizeof po->schedule - off, "%s%lld",
                                 i ? "," : "", (long long)ms[i]);
     snprintf(po->schedule + off, sizeof po->schedule - off, "}");
-    po->last_ms = ms[n - 1];
     uv_timer_init(app->loop, &po->timer);
     po->timer.data = po;
     pc_metrics_describe("pc_payouts_total", PC_METRIC_COUNTER,

@@ -14,7 +14,6 @@ struct pc_repair {
     uv_timer_t timer;
     char schedule[512]; /* "{2000,5000,…}" as a PostgreSQL int array literal */
     long long not_found_after_s;
-    long long last_ms; /* the schedule's last delay: the pace of retries past it */
     int claiming;
     int in_flight;
 };
@@ -41,16 +40,41 @@ static void ignore_cb(void *data, int status, pc_db_res_t *res)
     (void)res;
 }
 
-static void flag_for_ops(job_t *j)
+typedef struct {
+    char payment_no[40];
+    const char *why; /* static */
+} flag_t;
+
+static void flagged_cb(void *data, int status, pc_db_res_t *res)
 {
-    pc_log_warn("repair.exhausted",
-                "payment %s still has no final answer after the last scheduled query: "
-                "flagged for ops",
-                j->payment_no);
-    count("flagged");
+    flag_t *f = data;
+    if (!status && pc_db_rows(res) > 0) {
+        pc_log_warn("repair.exhausted",
+                    "payment %s %s after the last scheduled query: flagged for ops, queried "
+                    "again at the schedule's last pace",
+                    f->payment_no, f->why);
+        count("flagged");
+    }
+    free(f);
+}
+
+/* Flags a payment still in flight after the last scheduled query for ops
+ * (told once, not at every later query). Its claim has already set the next
+ * query at the schedule's last pace, so a late answer, or one that failed to
+ * apply for a passing cause, still closes it. */
+static void flag_for_ops(job_t *j, const char *why)
+{
     const char *p[] = {j->payment_no};
-    pc_db_query(j->r->app->db, "UPDATE payments SET needs_ops = true WHERE payment_no = $1", 1, p,
-                ignore_cb, NULL);
+    flag_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return;
+    snprintf(f->payment_no, sizeof f->payment_no, "%s", j->payment_no);
+    f->why = why;
+    if (pc_db_query(j->r->app->db,
+                    "UPDATE payments SET needs_ops = true WHERE payment_no = $1 AND NOT needs_ops "
+                    "AND status IN ('PROCESSING', 'UNKNOWN') RETURNING 1",
+                    1, p, flagged_cb, f) < 0)
+        free(f);
 }
 
 /* The last scheduled query came too early to apply the channel's answer: one
@@ -63,22 +87,8 @@ static void requery_after(job_t *j, int64_t wait_ms)
     const char *p[] = {j->payment_no, ms};
     pc_db_query(j->r->app->db,
                 "UPDATE payments SET next_query_at = now() + $2::bigint * interval '1 "
-                "millisecond' WHERE payment_no = $1 AND status IN ('PROCESSING', 'UNKNOWN') AND "
-                "next_query_at IS NULL",
+                "millisecond' WHERE payment_no = $1 AND status IN ('PROCESSING', 'UNKNOWN')",
                 2, p, ignore_cb, NULL);
-}
-
-static void still_open_cb(void *data, int status, pc_db_res_t *res)
-{
-    char *payment_no = data;
-    if (!status && pc_db_rows(res) > 0) {
-        pc_log_warn("repair.exhausted",
-                    "payment %s: the channel's final answer could not be applied after the last "
-                    "scheduled query: flagged for ops, queried again later",
-                    payment_no);
-        count("flagged");
-    }
-    free(payment_no);
 }
 
 static void applied_cb(void *data, pc_api_err_t err, const char *message, json_t *payment)
@@ -88,23 +98,11 @@ static void applied_cb(void *data, pc_api_err_t err, const char *message, json_t
     json_decref(payment);
     if (err != PC_API_OK)
         pc_log_warn("repair.apply_failed", "payment %s: %s", j->payment_no, pc_api_err_code(err));
-    /* After the last scheduled query nothing would look at a payment whose
-     * answer failed to apply (the database failed at that moment, or the
-     * capture is refused): it is flagged for ops and queried again at the
-     * schedule's last pace, so a passing failure still heals by itself. A
-     * payment the answer moved on is not touched. */
-    if (j->last) {
-        char ms[24];
-        snprintf(ms, sizeof ms, "%lld", j->r->last_ms);
-        const char *p[] = {j->payment_no, ms};
-        char *no = strdup(j->payment_no);
-        if (!no || pc_db_query(j->r->app->db,
-                               "UPDATE payments SET needs_ops = true, next_query_at = now() + "
-                               "$2::bigint * interval '1 millisecond' WHERE payment_no = $1 AND "
-                               "status IN ('PROCESSING', 'UNKNOWN') RETURNING 1",
-                               2, p, still_open_cb, no) < 0)
-            free(no);
-    }
+    /* An answer that failed to apply after the last scheduled query (the
+     * database failed at that moment, or the capture is refused) is for ops
+     * to see; a payment the answer moved on is not touched. */
+    if (j->last)
+        flag_for_ops(j, "has a final answer from its channel that could not be applied");
     j->r->in_flight--;
     free(j);
 }
@@ -136,7 +134,7 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
         if (j->last && wait_ms > 0)
             requery_after(j, wait_ms);
         else if (j->last)
-            flag_for_ops(j);
+            flag_for_ops(j, "still has no final answer");
     }
     r->in_flight--;
     free(j);
@@ -160,7 +158,7 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
         if (!ch[0] || pc_channel_query_payment(r->app->channel_client, ch, j->payment_no,
                                                queried_cb, j) < 0) {
             if (j->last)
-                flag_for_ops(j);
+                flag_for_ops(j, "could not be queried");
             r->in_flight--;
             free(j);
         }
@@ -175,20 +173,22 @@ static void tick(uv_timer_t *t)
     r->claiming = 1;
     const char *p[] = {r->schedule};
     /* Claim by moving each payment's next query forward: another node's
-     * claim skips these rows (SKIP LOCKED) and sees the new time after. */
-    if (pc_db_query(
-            r->app->db,
-            "WITH due AS (SELECT payment_no FROM payments WHERE status IN ('PROCESSING', "
-            "'UNKNOWN') AND next_query_at <= now() ORDER BY next_query_at LIMIT 50 FOR "
-            "UPDATE SKIP LOCKED) UPDATE payments p SET query_attempts = p.query_attempts "
-            "+ 1, next_query_at = CASE WHEN p.query_attempts + 1 > "
-            "array_length($1::int[], 1) THEN NULL ELSE now() + ($1::int[])[p.query_attempts "
-            "+ 1] * interval '1 millisecond' END FROM due WHERE p.payment_no = "
-            "due.payment_no RETURNING p.payment_no, coalesce(p.channel_id, '') AS "
-            "channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
-            "p.created_at)) * 1000)::bigint AS age_ms, "
-            "(p.query_attempts > array_length($1::int[], 1)) AS last",
-            1, p, claimed_cb, r) < 0)
+     * claim skips these rows (SKIP LOCKED) and sees the new time after. Past
+     * the schedule's end the claim still sets one at its last pace: it is the
+     * lease that brings the query back if this node dies before the answer
+     * (the answer then flags the payment, or closes it). */
+    if (pc_db_query(r->app->db,
+                    "WITH due AS (SELECT payment_no FROM payments WHERE status IN ('PROCESSING', "
+                    "'UNKNOWN') AND next_query_at <= now() ORDER BY next_query_at LIMIT 50 FOR "
+                    "UPDATE SKIP LOCKED) UPDATE payments p SET query_attempts = p.query_attempts "
+                    "+ 1, next_query_at = now() + ($1::int[])[least(p.query_attempts + 1, "
+                    "array_length($1::int[], 1))] * interval '1 millisecond' FROM due WHERE "
+                    "p.payment_no = "
+                    "due.payment_no RETURNING p.payment_no, coalesce(p.channel_id, '') AS "
+                    "channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
+                    "p.created_at)) * 1000)::bigint AS age_ms, "
+                    "(p.query_attempts > array_length($1::int[], 1)) AS last",
+                    1, p, claimed_cb, r) < 0)
         r->claiming = 0;
 }
 
@@ -325,7 +325,6 @@ pc_repair_t *pc_repair_new(pc_app_t *app)
         off += (size_t)snprintf(r->schedule + off, sizeof r->schedule - off, "%s%lld", i ? "," : "",
                                 (long long)ms[i]);
     snprintf(r->schedule + off, sizeof r->schedule - off, "}");
-    r->last_ms = ms[n - 1];
     r->not_found_after_s = pc_config_int(app->cfg, "repair.not_found_after_s");
     pc_metrics_describe("pc_repairs_total", PC_METRIC_COUNTER,
                         "status queries of open payments, by result");

@@ -520,27 +520,39 @@ static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **
  * with no query left and no flag: nothing would ever look at it again. Now
  * it is flagged for ops and queried again at the schedule's last pace, so
  * once the cause is gone it completes by itself. */
-static void test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped(void **state)
+/* A VA payment whose callback is lost: only status queries can learn that
+ * the buyer paid. Fills payment_no and the VA number's /sim/complete body. */
+static void va_payment_without_callback(long amount, char *tn, char *pno, size_t pno_len,
+                                        char *complete, size_t complete_len)
 {
-    (void)state;
     sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":1.0}");
-    char tn[40];
-    pc_t_resp_t r = trade_and_pay(1700, "VA", NULL, tn);
+    pc_t_resp_t r = trade_and_pay(amount, "VA", NULL, tn);
     assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
-    char pno[48], body[256];
-    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
+    snprintf(pno, pno_len, "%s", pc_t_jstr(&r, "payment_no"));
     json_t *j = pc_t_json(&r);
-    snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
+    snprintf(complete, complete_len, "{\"reference\":\"%s\"}",
              json_string_value(json_object_get(json_object_get(j, "action"), "va_number")));
     json_decref(j);
     pc_t_resp_free(&r);
+}
+
+static void buyer_pays(const char *complete)
+{
+    pc_t_resp_t c = pc_t_sim(&g_stack, "POST", "/sim/complete", complete);
+    assert_int_equal(c.status, 200);
+    pc_t_resp_free(&c);
+}
+
+static void test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped(void **state)
+{
+    (void)state;
+    char tn[40], pno[48], body[256];
+    va_payment_without_callback(1700, tn, pno, sizeof pno, body, sizeof body);
     free(pc_t_sql(&g_stack,
                   "ALTER TABLE trades ADD CONSTRAINT pc_test_no_pay CHECK (trade_no <> '%s' OR "
                   "status = 'WAIT_BUYER_PAY') NOT VALID",
                   tn));
-    pc_t_resp_t c = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
-    assert_int_equal(c.status, 200);
-    pc_t_resp_free(&c);
+    buyer_pays(body);
     /* Every query hears SUCCESS and every capture is refused, to the last. */
     int flagged = wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
                               "true", 20);
@@ -558,6 +570,57 @@ static void test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped(
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+static void test_flagged_payment_is_still_queried_and_a_late_answer_closes_it(void **state)
+{
+    (void)state;
+    char tn[40], pno[48], complete[256];
+    va_payment_without_callback(1910, tn, pno, sizeof pno, complete, sizeof complete);
+    /* The buyer has not paid by the last scheduled query: flagged for ops. */
+    assert_true(wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
+                            "true", 20));
+    /* Then the buyer pays, and nobody hears of it but a status query. */
+    buyer_pays(complete);
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_SUCCESS", 15));
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE payment_no = '%s' AND "
+                                  "status = 'SUCCESS' AND NOT needs_ops",
+                                  pno),
+                     1);
+    sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":0}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_last_query_cut_off_by_a_crash_is_made_again(void **state)
+{
+    (void)state;
+    char tn[40], pno[48], complete[256];
+    va_payment_without_callback(1920, tn, pno, sizeof pno, complete, sizeof complete);
+    /* Every query hangs at the channel past its timeout (1.5 s); the sixth
+     * claim is the last of the schedule (300 ms, then 300,300,500,500,1000).
+     * Both nodes die while it is at the channel. */
+    sim("{\"channel_id\":\"sim_va\",\"latency_ms\":5000}");
+    assert_true(wait_status("SELECT (query_attempts >= 6)::text FROM payments WHERE payment_no = "
+                            "'%s'",
+                            pno, "true", 20));
+    pc_stack_stop_node(&g_stack, 0, SIGKILL);
+    pc_stack_stop_node(&g_stack, 1, SIGKILL);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE payment_no = '%s' AND "
+                                  "status = 'PROCESSING' AND NOT needs_ops",
+                                  pno),
+                     1);
+    sim("{\"channel_id\":\"sim_va\",\"latency_ms\":0}");
+    buyer_pays(complete);
+    pc_stack_start_node(&g_stack, 0);
+    pc_stack_start_node(&g_stack, 1);
+    /* The query the dead node claimed is made again. */
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_SUCCESS", 15));
+    sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":0}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -569,6 +632,8 @@ int main(void)
         cmocka_unit_test(test_query_does_not_fail_a_payment_whose_request_is_still_open),
         cmocka_unit_test(test_released_payment_cut_off_by_a_crash_is_found_by_query),
         cmocka_unit_test(test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped),
+        cmocka_unit_test(test_flagged_payment_is_still_queried_and_a_late_answer_closes_it),
+        cmocka_unit_test(test_last_query_cut_off_by_a_crash_is_made_again),
     };
     return cmocka_run_group_tests_name("repair", tests, setup, teardown);
 }
