@@ -23,9 +23,10 @@
  * /v1/chargebacks/{no}) and adds evidence (POST …/evidence) while the case is
  * WAIT_JUDGE and before evidence_due_at (else 409 INVALID_STATE).
  *
- * Refunds must not use frozen money: the SQL function chargeback_frozen(
- * trade_no) (migration 0012) says how much of a trade is disputed or was
- * charged back, for the refund module's refundable amount.
+ * Refunds must not use frozen money: the SQL function
+ * payment_chargeback_frozen(payment_no) (migration 0059) says how much of a
+ * payment's channel part is disputed or was charged back, for the refund
+ * module's refundable amount and split.
  *
  * Metrics: pc_chargebacks_total{channel,source}, pc_chargebacks_judged_total
  * {liable}, and the gauge pc_chargeback_rate_bp{merchant,channel} (90-day

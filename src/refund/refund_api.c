@@ -626,15 +626,16 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
     }
     /* Started after the lock was granted: these see every refund of this
      * trade committed before (a subquery of the locking statement would not).
-     * Money under an open or lost chargeback (chargeback_frozen) is not
-     * refundable: opening a chargeback takes the same trade lock. */
+     * Money under an open or lost chargeback of the payment
+     * (payment_chargeback_frozen) is not refundable, and it is the payment's
+     * channel part that the chargeback took back: it counts as used there.
+     * Opening a chargeback takes the same trade lock. */
     const char *p[] = {mid, a->out_refund_no, a->trade, a->payment_no};
     int rc = pc_db_tx_query(
         a->tx,
         "SELECT (SELECT count(*) FROM refunds WHERE merchant_id = $1 AND out_refund_no = $2) AS "
         "dup, (SELECT coalesce(sum(amount), 0) FROM refunds WHERE trade_no = $3 AND type = "
-        "'NORMAL' AND status NOT IN ('FAILED', 'TERMINATED')) + chargeback_frozen($3) AS "
-        "active, (SELECT "
+        "'NORMAL' AND status NOT IN ('FAILED', 'TERMINATED')) + u.frozen AS active, (SELECT "
         "coalesce(sum(from_escrow), 0) FROM refunds WHERE trade_no = $3 AND type = 'NORMAL' AND "
         "status NOT IN ('FAILED', 'TERMINATED')) AS active_escrow, u.used_external, "
         "u.used_balance, u.used_coupon, m.advance_funding::text AS advance_funding, "
@@ -649,7 +650,8 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
         "p.finished_at)::bigint, 0) AS paid_at, coalesce((SELECT c.merchant_id FROM coupons c "
         "WHERE c.coupon_id = p.coupon_id AND c.funded_by = 'MERCHANT'), '') AS coupon_funder "
         "FROM merchants m LEFT JOIN payments p ON p.payment_no = $4 AND p.status = 'SUCCESS' "
-        "CROSS JOIN (SELECT coalesce(sum(external_amount), 0) AS used_external, "
+        "CROSS JOIN (SELECT coalesce(sum(external_amount), 0) + payment_chargeback_frozen($4) AS "
+        "used_external, payment_chargeback_frozen($4) AS frozen, "
         "coalesce(sum(balance_amount), 0) AS used_balance, coalesce(sum(coupon_amount), 0) AS "
         "used_coupon FROM refunds WHERE payment_no = $4 AND type = 'NORMAL' AND status NOT IN "
         "('FAILED', 'TERMINATED')) u WHERE m.merchant_id = $1",

@@ -743,16 +743,25 @@ static void test_disputed_amount_is_not_refundable(void **state)
     card_payment(&m, 5000, NULL, tn, txn, NULL);
     /* Other money of the merchant, so that its balance could fund a refund. */
     card_payment(&m, 10000, NULL, other_tn, other_txn, NULL);
-    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT chargeback_frozen('%s')", tn), 0);
+    assert_int_equal(
+        pc_t_sql_int(
+            &g_stack,
+            "SELECT payment_chargeback_frozen(payment_no) FROM trades WHERE trade_no = '%s'", tn),
+        0);
     char ref[64];
     snprintf(ref, sizeof ref, "FROZEN-%d", (int)getpid());
     assert_int_equal(enter_offline(ref, txn, 3000, NULL, cb), 201);
     assert_int_equal(mbal(&m, "pending"), 12000);
     /* What a refund may still take: paid − refunded − frozen. */
-    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT chargeback_frozen('%s')", tn), 3000);
+    assert_int_equal(
+        pc_t_sql_int(
+            &g_stack,
+            "SELECT payment_chargeback_frozen(payment_no) FROM trades WHERE trade_no = '%s'", tn),
+        3000);
     assert_int_equal(pc_t_sql_int(&g_stack,
-                                  "SELECT paid_amount - refunded_amount - chargeback_frozen("
-                                  "trade_no) FROM trades WHERE trade_no = '%s'",
+                                  "SELECT paid_amount - refunded_amount - "
+                                  "payment_chargeback_frozen(payment_no) FROM trades WHERE "
+                                  "trade_no = '%s'",
                                   tn),
                      2000);
     /* A refund into the disputed money is refused, though the balance has it. */
@@ -763,15 +772,27 @@ static void test_disputed_amount_is_not_refundable(void **state)
     assert_int_equal(admin_post(path, NULL, NULL), 200);
     snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
     assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\"}", NULL), 200);
-    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT chargeback_frozen('%s')", tn), 3000);
+    assert_int_equal(
+        pc_t_sql_int(
+            &g_stack,
+            "SELECT payment_chargeback_frozen(payment_no) FROM trades WHERE trade_no = '%s'", tn),
+        3000);
     /* A withdrawn dispute frees its amount again. */
     snprintf(ref, sizeof ref, "FROZEN2-%d", (int)getpid());
     assert_int_equal(enter_offline(ref, txn, 2000, NULL, cb), 201);
-    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT chargeback_frozen('%s')", tn), 5000);
+    assert_int_equal(
+        pc_t_sql_int(
+            &g_stack,
+            "SELECT payment_chargeback_frozen(payment_no) FROM trades WHERE trade_no = '%s'", tn),
+        5000);
     assert_int_equal(refund(&m, tn, 1, code), 422);
     snprintf(path, sizeof path, "/admin/chargebacks/%s/close", cb);
     assert_int_equal(admin_post(path, NULL, NULL), 200);
-    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT chargeback_frozen('%s')", tn), 3000);
+    assert_int_equal(
+        pc_t_sql_int(
+            &g_stack,
+            "SELECT payment_chargeback_frozen(payment_no) FROM trades WHERE trade_no = '%s'", tn),
+        3000);
     /* What was never disputed can be refunded. */
     assert_int_equal(refund(&m, tn, 2000, code), 200);
     assert_true(pc_t_ledger_ok(&g_stack));

@@ -819,18 +819,26 @@ static void test_payout_refund_returned_after_success_goes_to_ops(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A fresh buyer who topped up amount by card: its id and wallet account. */
+static void topped_up_buyer(long amount, char buyer[32], char wallet[96])
+{
+    char tn[40];
+    snprintf(buyer, 32, "%s", fresh_buyer());
+    snprintf(wallet, 96, "buyer:%s:wallet:CNY", buyer);
+    new_trade_for(&g_m, "RECHARGE", amount, buyer, NULL, tn);
+    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+}
+
 static void test_multi_part_payment_refunds_external_then_balance_then_coupon(void **state)
 {
     (void)state;
     char buyer[32], tn[40], r1[40], r2[40], r3[40], wallet[96], coupon[64], extra[512];
-    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-    snprintf(wallet, sizeof wallet, "buyer:%s:wallet:CNY", buyer);
     /* The buyer tops up 3000, gets a platform coupon of 500, then pays 5000
      * with coupon 500 + balance 2000 + card 2500. */
-    new_trade_for(&g_m, "RECHARGE", 3000, buyer, NULL, tn);
-    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", fresh_card());
-    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
-    pc_t_resp_free(&r);
+    topped_up_buyer(3000, buyer, wallet);
+    pc_t_resp_t r;
     char cb[128];
     snprintf(cb, sizeof cb, "{\"buyer_id\":\"%s\",\"amount\":500,\"currency\":\"CNY\"}", buyer);
     r = pc_t_admin(&g_stack, "POST", "/admin/coupons", cb);
@@ -870,6 +878,52 @@ static void test_multi_part_payment_refunds_external_then_balance_then_coupon(vo
     char *st = trade_col(tn, "status");
     assert_string_equal(st, "TRADE_CLOSED");
     free(st);
+}
+
+/* The buyer disputes the card part of a balance + card payment (a
+ * chargeback gives it back through the channel): a refund of the rest is
+ * the balance part, not the card again. Before, the refund was split onto
+ * the card as if nothing had been charged back, and the cardholder got the
+ * card part twice (or, with a channel that refuses, the balance part could
+ * never be refunded). */
+static void test_refund_after_a_chargeback_of_the_card_part_returns_the_balance(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], rno[40], wallet[96], extra[512], body[512], code[40];
+    topped_up_buyer(2000, buyer, wallet);
+    pc_t_resp_t r;
+    new_trade_for(&g_m, "INSTANT", 5000, buyer, NULL, tn);
+    snprintf(extra, sizeof extra, "\"balance_amount\":2000,%s", fresh_card());
+    r = pay_as(&g_m, tn, buyer, "CARD", extra);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    assert_int_equal(balance(wallet), 0);
+    char *txn = pc_t_sql(&g_stack,
+                         "SELECT channel_txn_id FROM payments WHERE trade_no = '%s' AND status = "
+                         "'SUCCESS'",
+                         tn);
+    assert_non_null(txn);
+    snprintf(body, sizeof body,
+             "{\"reference\":\"CBP-%s\",\"channel_id\":\"%s\",\"channel_txn_id\":\"%s\","
+             "\"amount\":3000,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
+             tn, paid_channel(tn), txn);
+    free(txn);
+    r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    /* 3000 disputed, 2000 left to refund: the balance part. */
+    r = refund(tn, "CBP1", 2001, NULL);
+    assert_int_equal(r.status, 422);
+    snprintf(code, sizeof code, "%s", pc_t_errcode(&r));
+    assert_string_equal(code, "AMOUNT_EXCEEDS_REFUNDABLE");
+    pc_t_resp_free(&r);
+    refund_ok(tn, "CBP2", 2000, NULL, rno);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(refund_int(rno, "external_amount"), 0);
+    assert_int_equal(refund_int(rno, "balance_amount"), 2000);
+    assert_int_equal(sim_refunds_anywhere(rno), 0);
+    assert_int_equal(balance(wallet), 2000);
+    assert_true(pc_t_ledger_ok(&g_stack));
 }
 
 static void test_payout_refund_needs_a_payee(void **state)
@@ -1070,6 +1124,8 @@ int main(void)
                                   after_each),
         cmocka_unit_test_teardown(
             test_wallet_only_refund_that_failed_after_dispatch_is_finished_later, after_each),
+        cmocka_unit_test_teardown(
+            test_refund_after_a_chargeback_of_the_card_part_returns_the_balance, after_each),
         cmocka_unit_test_teardown(test_payout_refund_needs_a_payee, after_each),
         cmocka_unit_test_teardown(test_payout_refund_returned_before_its_success_was_heard_fails,
                                   after_each),

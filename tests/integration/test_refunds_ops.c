@@ -1053,6 +1053,13 @@ static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
     /* Ops settle the escrow against the chargeback by hand. */
     assert_int_equal(resolve("payment", p2, "{\"why\":\"escrow set against the chargeback\"}"),
                      200);
+    /* The dispute of the duplicate does not touch the trade's own payment:
+     * the merchant can still refund all of it (before: 422, the duplicate's
+     * dispute counted against the trade). */
+    char rno[40];
+    refund_ok(tn, "DISP-REAL", 900, rno);
+    expect_refund(rno, "SUCCESS");
+    assert_true(pc_t_ledger_ok(&g_stack));
 }
 
 /* Whole-table scans of payments by both nodes' jobs in secs seconds. */
