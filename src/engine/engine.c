@@ -325,11 +325,12 @@ static const char *wallet_of(const op_t *o)
 }
 
 /* Where a captured payment's money comes from: the balance held in escrow,
- * the coupon's funder, the channel that collected the external part. */
-static void payment_sources(const op_t *o, legs_t *l)
+ * the coupon's funder (a merchant's account of type merchant_coupon), the
+ * channel that collected the external part. */
+static void payment_sources(const op_t *o, pc_ledger_type_t merchant_coupon, legs_t *l)
 {
     leg(l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, -o->balance_amount);
-    leg(l, o->coupon_funder[0] ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
+    leg(l, o->coupon_funder[0] ? merchant_coupon : PC_LEDGER_PLATFORM_MARKETING,
         o->coupon_funder[0] ? o->coupon_funder : NULL, o->currency, -o->coupon_amount);
     leg(l, PC_LEDGER_CHANNEL_CLEARING, o->route[o->attempt], o->currency, -o->external_amount);
 }
@@ -520,9 +521,13 @@ static void capture_commit_cb(void *data, int status)
 
 static void orphan(op_t *o)
 {
-    /* The trade cannot take this money: hold all of it for the error refund. */
+    /* The trade cannot take this money: hold all of it for the error refund.
+     * A merchant's coupon subsidy is owed (receivable, which may go below
+     * zero) until the error refund gives it back: the merchant's pending
+     * money may be empty by now, and a debit it cannot cover aborted the
+     * capture, leaving the buyer charged with nothing on record. */
     legs_t l = {.n = 0};
-    payment_sources(o, &l);
+    payment_sources(o, PC_LEDGER_MERCHANT_RECEIVABLE, &l);
     leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, o->amount);
     post(o, "PAY_ORPHAN", l.legs, l.n);
     const char *p[] = {o->payment_no};
@@ -661,7 +666,7 @@ static void captured_row_cb(void *data, int status, pc_db_res_t *res)
     snprintf(o->coupon_id, sizeof o->coupon_id, "%s", pc_db_val(res, 0, "coupon_id"));
     snprintf(o->coupon_funder, sizeof o->coupon_funder, "%s", pc_db_val(res, 0, "coupon_funder"));
     legs_t l = {.n = 0};
-    payment_sources(o, &l);
+    payment_sources(o, PC_LEDGER_MERCHANT_PENDING, &l);
     pc_trade_payment_t pay = {o->trade_no, o->payment_no, o->amount, o->currency, l.legs, l.n};
     if (pc_trade_mark_paid(o->tx, &pay, paid_cb, o) < 0)
         fail_op(o, PC_API_INTERNAL, "cannot apply the payment");

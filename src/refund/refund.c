@@ -436,8 +436,8 @@ static void tr_apply(tr_t *t)
         "pc_require(EXISTS (SELECT 1 FROM w), 'refund_status')",
         10, p, tr_moved_cb, t);
 
-    pc_refund_parties_t who = {r->merchant_id, r->buyer_id, r->channel_id, r->coupon_funder,
-                               r->currency};
+    pc_refund_parties_t who = {r->merchant_id,   r->buyer_id, r->channel_id,
+                               r->coupon_funder, r->currency, !normal};
     pc_refund_legs_t legs;
     int coupon_later = 0; /* the notification waits for the coupon's answer */
     if (!rc && !strcmp(t->to, "SUCCESS")) {
@@ -448,11 +448,12 @@ static void tr_apply(tr_t *t)
             rc = pc_ledger_post(t->tx, &txn, tr_ledger_cb, t);
         }
         /* The refund that returns the coupon part is the one that returns
-         * the whole rest of the payment (a partial refund never takes it):
-         * the coupon goes back to the buyer unless it has expired. Either
-         * way the ledger above credits the coupon part back to its funder:
-         * the subsidy is undone, never paid out as money. */
-        if (!rc && normal && r->parts.coupon > 0) {
+         * the whole rest of the payment (a partial refund never takes it; an
+         * error refund returns all of it): the coupon goes back to the buyer
+         * unless it has expired. Either way the ledger above credits the
+         * coupon part back to its funder: the subsidy is undone, never paid
+         * out as money. */
+        if (!rc && r->parts.coupon > 0) {
             const char *cp[] = {r->refund_no, r->payment_no};
             rc = pc_db_tx_query(
                 t->tx,

@@ -417,8 +417,8 @@ static void decide(acc_t *a)
                             "$2::bigint, updated_at = now() WHERE trade_no = $1 RETURNING 1) "
                             "SELECT pc_require(EXISTS (SELECT 1 FROM w), 'refund_trade')",
                             2, tp, trade_update_cb, a);
-    pc_refund_parties_t who = {r->merchant_id, a->buyer_id, a->channel_id, a->coupon_funder,
-                               r->currency};
+    pc_refund_parties_t who = {r->merchant_id,   a->buyer_id, a->channel_id,
+                               a->coupon_funder, r->currency, 0};
     pc_refund_legs_t legs;
     if (!rc)
         rc = pc_refund_legs_accept_splits(&r->from, r->shares, r->nshares, &who, &legs);

@@ -266,7 +266,10 @@ int pc_refund_legs_success(const pc_refund_parts_t *parts, const pc_refund_parti
     if (!rc)
         rc = add(out, PC_LEDGER_BUYER_WALLET, who->buyer_id, parts->balance);
     if (!rc)
-        rc = add(out, merchant_coupon ? PC_LEDGER_MERCHANT_PENDING : PC_LEDGER_PLATFORM_MARKETING,
+        rc = add(out,
+                 !merchant_coupon ? PC_LEDGER_PLATFORM_MARKETING
+                 : who->error     ? PC_LEDGER_MERCHANT_RECEIVABLE
+                                  : PC_LEDGER_MERCHANT_PENDING,
                  merchant_coupon ? who->coupon_funder : NULL, parts->coupon);
     if (rc)
         legs_init(out, who->currency);

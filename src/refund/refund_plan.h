@@ -101,6 +101,10 @@ typedef struct {
     const char *channel_id;    /* the channel the external part goes through */
     const char *coupon_funder; /* merchant id of a merchant-funded coupon; NULL/"": platform */
     const char *currency;
+    /* An error refund: a merchant's coupon part goes back to its receivable,
+     * where the payment that landed on a closed trade took it from (its
+     * pending money may be empty then), not to its pending money. */
+    int error;
 } pc_refund_parties_t;
 
 /* ---- Split receivers (README "Refunds"): a refund of a trade whose money

@@ -103,7 +103,7 @@ static const char *fresh_card(void)
     return json;
 }
 
-static void new_trade(long amount, const char *buyer, char *tn)
+static void new_trade_of(const pc_t_merchant_t *m, long amount, const char *buyer, char *tn)
 {
     char body[512], key[64];
     g_seq++;
@@ -112,13 +112,19 @@ static void new_trade(long amount, const char *buyer, char *tn)
              "\"CNY\",\"subject\":\"Goods\",\"buyer_id\":\"%s\"}",
              g_seq, (long)getpid(), amount, buyer);
     snprintf(key, sizeof key, "trade-%d", g_seq);
-    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
+    pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/trades", body, key);
     assert_int_equal(r.status, 201);
     snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
     pc_t_resp_free(&r);
 }
 
-static pc_t_resp_t pay(const char *tn, const char *buyer, const char *method, const char *extra)
+static void new_trade(long amount, const char *buyer, char *tn)
+{
+    new_trade_of(&g_m, amount, buyer, tn);
+}
+
+static pc_t_resp_t pay_of(const pc_t_merchant_t *m, const char *tn, const char *buyer,
+                          const char *method, const char *extra)
 {
     char body[1024], key[64];
     g_seq++;
@@ -127,7 +133,12 @@ static pc_t_resp_t pay(const char *tn, const char *buyer, const char *method, co
              "\"10.2.0.%d\",\"device_id\":\"odev-%d\",\"platform\":\"WEB\"}%s%s}",
              tn, buyer, method, g_seq % 200, g_seq, extra ? "," : "", extra ? extra : "");
     snprintf(key, sizeof key, "pay-%d", g_seq);
-    return pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+    return pc_t_call(&g_stack, m, "POST", "/v1/cashier/pay", body, key);
+}
+
+static pc_t_resp_t pay(const char *tn, const char *buyer, const char *method, const char *extra)
+{
+    return pay_of(&g_m, tn, buyer, method, extra);
 }
 
 static char *trade_col(const char *tn, const char *col)
@@ -679,35 +690,46 @@ static void wait_error_refund(const char *pno, const char *status, char *rno)
     expect_refund(rno, status);
 }
 
-static void test_paid_after_close_is_error_refunded_exactly_once(void **state)
+/* A card payment of a new trade of m (with extra, e.g. a coupon) that waits
+ * for the issuer's challenge; the merchant closes the trade meanwhile, then
+ * the buyer passes the challenge and the channel takes the money. */
+static void paid_after_close(const pc_t_merchant_t *m, const char *buyer, long amount,
+                             const char *extra, char *tn, char *pno)
 {
-    (void)state;
-    char buyer[32], tn[40], pno[40], rno[40], path[96];
-    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-    new_trade(1500, buyer, tn);
-    long long escrow0 = balance("platform:escrow:CNY");
-    long long p0 = pending();
-    /* A card that needs the issuer's challenge: the payment waits. */
-    pc_t_resp_t r = pay(tn, buyer, "CARD",
-                        "\"card\":{\"pan\":\"4000000000003220\",\"exp_month\":12,\"exp_year\":"
-                        "2030,\"cvv\":\"123\"}");
+    char path[96], pay_extra[512];
+    new_trade_of(m, amount, buyer, tn);
+    snprintf(pay_extra, sizeof pay_extra,
+             "%s%s\"card\":{\"pan\":\"4000000000003220\",\"exp_month\":12,\"exp_year\":2030,"
+             "\"cvv\":\"123\"}",
+             extra ? extra : "", extra ? "," : "");
+    pc_t_resp_t r = pay_of(m, tn, buyer, "CARD", pay_extra);
     assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
-    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
+    snprintf(pno, 40, "%s", pc_t_jstr(&r, "payment_no"));
     json_t *j = pc_t_json(&r);
     char body[600];
     snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
              json_string_value(json_object_get(json_object_get(j, "action"), "url")));
     json_decref(j);
     pc_t_resp_free(&r);
-    /* The merchant closes the trade meanwhile. */
     snprintf(path, sizeof path, "/v1/trades/%s/close", tn);
-    r = pc_t_call(&g_stack, &g_m, "POST", path, NULL, "close-pac");
+    char key[64];
+    snprintf(key, sizeof key, "close-%s", tn);
+    r = pc_t_call(&g_stack, m, "POST", path, NULL, key);
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
-    /* Then the buyer passes the challenge and the channel takes the money. */
     r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
+}
+
+static void test_paid_after_close_is_error_refunded_exactly_once(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], pno[40], rno[40], path[96];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    long long escrow0 = balance("platform:escrow:CNY");
+    long long p0 = pending();
+    paid_after_close(&g_m, buyer, 1500, NULL, tn, pno);
     wait_error_refund(pno, "SUCCESS", rno);
     /* Both nodes ran the job for a while: still one. */
     usleep(600000);
@@ -720,7 +742,7 @@ static void test_paid_after_close_is_error_refunded_exactly_once(void **state)
     free(m);
     char q[128];
     snprintf(q, sizeof q, "/sim/txns?channel_id=%s&type=REFUND&status=SUCCESS", channel_of(pno, 0));
-    r = pc_t_sim(&g_stack, "GET", q, NULL);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "GET", q, NULL);
     assert_non_null(strstr(r.body, rno));
     pc_t_resp_free(&r);
     /* The merchant is told, and can read it. */
@@ -734,9 +756,45 @@ static void test_paid_after_close_is_error_refunded_exactly_once(void **state)
     r = pc_t_call(&g_stack, &g_m, "GET", path, NULL, NULL);
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "type"), "ERROR");
-    assert_int_equal(json_integer_value(json_object_get(j = pc_t_json(&r), "amount")), 1500);
+    json_t *j = pc_t_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "amount")), 1500);
     json_decref(j);
     pc_t_resp_free(&r);
+}
+
+/* The same with a coupon the merchant funds, for a merchant with no pending
+ * money: the capture debited the subsidy from its pending money, which
+ * cannot go below zero, so the capture failed every time (the buyer charged,
+ * the payment PROCESSING, no error refund). Now the subsidy is owed until
+ * the error refund gives it back, and the buyer gets the coupon back. */
+static void test_paid_after_close_with_a_merchant_coupon_is_error_refunded(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    char buyer[32], tn[40], pno[40], rno[40], coupon[64], body[256], extra[128], acct[128];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    snprintf(body, sizeof body,
+             "{\"buyer_id\":\"%s\",\"amount\":300,\"currency\":\"CNY\",\"funded_by\":"
+             "\"MERCHANT\",\"merchant_id\":\"%s\"}",
+             buyer, m.id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/coupons", body);
+    assert_int_equal(r.status, 201);
+    snprintf(coupon, sizeof coupon, "%s", pc_t_jstr(&r, "coupon_id"));
+    pc_t_resp_free(&r);
+    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\"", coupon);
+    paid_after_close(&m, buyer, 1600, extra, tn, pno);
+    wait_error_refund(pno, "SUCCESS", rno);
+    expect_trade(tn, "TRADE_CLOSED");
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT amount FROM refunds WHERE refund_no = '%s'", rno), 1600);
+    char *st = pc_t_sql(&g_stack, "SELECT status FROM coupons WHERE coupon_id = '%s'", coupon);
+    assert_string_equal(st, "AVAILABLE");
+    free(st);
+    snprintf(acct, sizeof acct, "merchant:%s:receivable:CNY", m.id);
+    assert_int_equal(balance(acct), 0);
+    snprintf(acct, sizeof acct, "merchant:%s:pending:CNY", m.id);
+    assert_int_equal(balance(acct), 0);
+    assert_true(pc_t_ledger_ok(&g_stack));
 }
 
 /* A payment attempt of trade tn that paycore has on record as PROCESSING at
@@ -1156,6 +1214,8 @@ int main(void)
         cmocka_unit_test_teardown(test_a_success_after_the_channels_decline_is_not_lost,
                                   after_each),
         cmocka_unit_test_teardown(test_disputed_duplicate_payment_gets_no_error_refund, after_each),
+        cmocka_unit_test_teardown(test_paid_after_close_with_a_merchant_coupon_is_error_refunded,
+                                  after_each),
         cmocka_unit_test_teardown(test_a_contradicted_final_payment_waits_for_ops_to_resolve_it,
                                   after_each),
     };

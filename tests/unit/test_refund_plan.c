@@ -136,7 +136,7 @@ static void test_accept_and_return_legs_mirror_each_other(void **state)
 {
     (void)state;
     pc_refund_sources_t s = {.escrow = 100, .pending = 300, .available = 200, .receivable = 50};
-    pc_refund_parties_t who = {"m_1", "b_1", "sim_card", NULL, "CNY"};
+    pc_refund_parties_t who = {"m_1", "b_1", "sim_card", NULL, "CNY", 0};
     pc_refund_legs_t a, r;
     assert_int_equal(pc_refund_legs_accept(&s, &who, &a), 0);
     assert_int_equal(a.n, 4);
@@ -164,7 +164,7 @@ static void test_nothing_moves_at_accept_when_escrow_holds_it_all(void **state)
 {
     (void)state;
     pc_refund_sources_t s = {.escrow = 500};
-    pc_refund_parties_t who = {"m_1", NULL, NULL, NULL, "CNY"};
+    pc_refund_parties_t who = {"m_1", NULL, NULL, NULL, "CNY", 0};
     pc_refund_legs_t a;
     assert_int_equal(pc_refund_legs_accept(&s, &who, &a), 0);
     assert_int_equal(a.n, 0);
@@ -174,7 +174,7 @@ static void test_wallet_source_needs_a_buyer(void **state)
 {
     (void)state;
     pc_refund_sources_t s = {.wallet = 500};
-    pc_refund_parties_t who = {"m_1", NULL, NULL, NULL, "CNY"};
+    pc_refund_parties_t who = {"m_1", NULL, NULL, NULL, "CNY", 0};
     pc_refund_legs_t a;
     assert_int_equal(pc_refund_legs_accept(&s, &who, &a), PC_EINVAL);
     who.buyer_id = "b_9";
@@ -187,7 +187,7 @@ static void test_success_pays_each_part_where_it_goes(void **state)
 {
     (void)state;
     pc_refund_parts_t parts = {600, 300, 100};
-    pc_refund_parties_t who = {"m_1", "b_1", "sim_card", NULL, "CNY"};
+    pc_refund_parties_t who = {"m_1", "b_1", "sim_card", NULL, "CNY", 0};
     pc_refund_legs_t l;
     assert_int_equal(pc_refund_legs_success(&parts, &who, &l), 0);
     assert_int_equal(sum_legs(&l), 0);
@@ -200,13 +200,20 @@ static void test_success_pays_each_part_where_it_goes(void **state)
     assert_int_equal(pc_refund_legs_success(&parts, &who, &l), 0);
     assert_int_equal(leg_of(&l, "merchant:m_2:pending:CNY"), 100);
     assert_int_equal(leg_of(&l, "platform:marketing:CNY"), 0);
+    /* An error refund gives it back to the receivable its payment took it
+     * from. */
+    who.error = 1;
+    assert_int_equal(pc_refund_legs_success(&parts, &who, &l), 0);
+    assert_int_equal(leg_of(&l, "merchant:m_2:receivable:CNY"), 100);
+    assert_int_equal(leg_of(&l, "merchant:m_2:pending:CNY"), 0);
+    assert_int_equal(sum_legs(&l), 0);
 }
 
 static void test_success_refuses_parts_without_their_owner(void **state)
 {
     (void)state;
     pc_refund_parts_t parts = {600, 0, 0};
-    pc_refund_parties_t who = {"m_1", "b_1", NULL, NULL, "CNY"};
+    pc_refund_parties_t who = {"m_1", "b_1", NULL, NULL, "CNY", 0};
     pc_refund_legs_t l;
     assert_int_equal(pc_refund_legs_success(&parts, &who, &l), PC_EINVAL);
     parts = (pc_refund_parts_t){0, 300, 0};
