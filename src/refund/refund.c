@@ -838,10 +838,17 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
     run_t *x = data;
     if (res->status == PC_CH_FAILED && !strcmp(res->code, "NOT_FOUND")) {
         /* The channel never took it: send it again under the same number
-         * (the channel dedupes on it, so a late first request is harmless). */
-        pc_log_info("refund.resend", "refund %s unknown at %s: sent again", x->r.refund_no,
-                    x->r.channel_id);
-        send_to_channel(x);
+         * (the channel dedupes on it, so a late first request is harmless),
+         * if it is still in flight: ops may have force-failed it (its money
+         * back with the merchant) while the query was out. */
+        pc_log_info("refund.resend", "refund %s unknown at %s: sent again if still in flight",
+                    x->r.refund_no, x->r.channel_id);
+        const char *p[] = {x->r.refund_no};
+        if (pc_db_query(x->rf->app->db,
+                        "SELECT " PC__REFUND_COLUMNS " FROM refunds WHERE refund_no = $1 AND "
+                        "status = 'PROCESSING' AND method IN ('API', 'PAYOUT')",
+                        1, p, dispatched_cb, x) < 0)
+            run_free(x);
         return;
     }
     if (res->status == PC_CH_SUCCESS || res->status == PC_CH_FAILED ||

@@ -582,6 +582,78 @@ static void force_failed_refund(const char *oref, char *tn, char *rno, char *ch,
     assert_int_equal(pending(), *p0);
 }
 
+/* The refunds channel ch has on record for paycore's refund rno. */
+static long long sim_refunds_of(const char *ch, const char *rno)
+{
+    char q[256];
+    snprintf(q, sizeof q, "/sim/txns?channel_id=%s&type=REFUND&paycore_ref=%s", ch, rno);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "GET", q, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    long long n = json_integer_value(json_object_get(j, "count"));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    return n;
+}
+
+/* A refund the channel never got is sent again when its status query hears
+ * "not found"; ops force-fail it while such a query is out (its money back
+ * with the merchant). The query's answer must not send it again: before, it
+ * did, from the row as it was at the claim, and the buyer was paid a refund
+ * the merchant had back. */
+static void test_refund_force_failed_while_queried_is_not_sent_again(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], ch[40], f[192], cmd[256];
+    paid_card_trade(2000, tn);
+    long long p0 = pending();
+    snprintf(ch, sizeof ch, "%s", channel_of(tn, 1));
+    /* The channel takes nothing (paysim decides that when it answers). */
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"timeout_rate\":1.0,\"hang_ms\":100}", ch);
+    pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", f);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    refund_ok(tn, "FFQ1", 500, rno);
+    expect_refund(rno, "PROCESSING");
+    /* Then it is slow too: every request from now on is out 1.5 s. Once
+     * the quick ones have ended, wait for a status query to be claimed
+     * (out at the channel), force-fail, and let the channel take requests
+     * again: only a request sent after the force-fail can land. */
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"latency_ms\":1500}", ch);
+    r = pc_t_sim(&g_stack, "POST", "/sim/faults", f);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    usleep(400000);
+    long long q0 =
+        pc_t_sql_int(&g_stack, "SELECT query_attempts FROM refunds WHERE refund_no = '%s'", rno);
+    char want[32];
+    snprintf(want, sizeof want, "%lld", q0 + 1);
+    assert_true(pc_t_sql_wait(&g_stack, want, 5,
+                              "SELECT least(query_attempts, %lld) FROM refunds WHERE refund_no = "
+                              "'%s'",
+                              q0 + 1, rno));
+    snprintf(cmd, sizeof cmd, "refunds force-fail %s --why 'the bank says it never got it'", rno);
+    assert_int_equal(payctl(cmd), 0);
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"timeout_rate\":0}", ch);
+    r = pc_t_sim(&g_stack, "POST", "/sim/faults", f);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect_refund(rno, "FAILED");
+    /* The queries out come back "not found"; a resend would land 1.5 s
+     * after that. */
+    sleep(4);
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"latency_ms\":0}", ch);
+    r = pc_t_sim(&g_stack, "POST", "/sim/faults", f);
+    pc_t_resp_free(&r);
+    assert_int_equal(sim_refunds_of(ch, rno), 0);
+    expect_refund(rno, "FAILED");
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
+        0);
+    assert_int_equal(pending(), p0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* The channel's answer for a held refund: its reference once it has one,
  * then buyer-side completion with outcome (SUCCESS or FAILED). */
 static void channel_finishes_refund(const char *rno, const char *ch, const char *outcome)
@@ -874,13 +946,7 @@ static void test_trade_paid_twice_is_error_refunded_exactly_once(void **state)
                                   tn),
                      2);
     /* paysim refunded that payment once. */
-    char q[256];
-    snprintf(q, sizeof q, "/sim/txns?channel_id=sim_card&type=REFUND&paycore_ref=%s", rno);
-    r = pc_t_sim(&g_stack, "GET", q, NULL);
-    j = pc_t_json(&r);
-    assert_int_equal(json_integer_value(json_object_get(j, "count")), 1);
-    json_decref(j);
-    pc_t_resp_free(&r);
+    assert_int_equal(sim_refunds_of("sim_card", rno), 1);
 }
 
 /* A payment callback to paycore from channel (signed with its demo secret):
@@ -1215,6 +1281,8 @@ int main(void)
                                   after_each),
         cmocka_unit_test_teardown(test_disputed_duplicate_payment_gets_no_error_refund, after_each),
         cmocka_unit_test_teardown(test_paid_after_close_with_a_merchant_coupon_is_error_refunded,
+                                  after_each),
+        cmocka_unit_test_teardown(test_refund_force_failed_while_queried_is_not_sent_again,
                                   after_each),
         cmocka_unit_test_teardown(test_a_contradicted_final_payment_waits_for_ops_to_resolve_it,
                                   after_each),
