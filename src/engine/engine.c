@@ -50,6 +50,7 @@ typedef struct op {
         int found;
         char status[16], channel_id[33];
         int64_t external_amount;
+        int routed; /* the reporter is a channel of the payment's route */
     } row;
     pc_api_err_t err;
     char err_msg[160];
@@ -574,7 +575,20 @@ static void not_captured(op_t *o)
     const pc_ch_result_t *r = &o->result;
     int open = !strcmp(o->row.status, "PROCESSING") || !strcmp(o->row.status, "UNKNOWN");
     int flag = 0;
-    if (!o->row.found || (!open && strcmp(o->row.status, "FAILED"))) {
+    if (!o->row.found) {
+    } else if (strcmp(o->row.channel_id, o->reporter) != 0 && o->row.routed) {
+        /* A channel the payment fell back from (its retryable decline, or
+         * no answer in time) charged the buyer after all: with the payment
+         * paid, or still to be paid, by the next channel, the buyer may pay
+         * twice. Not applied (the payment is the next channel's now), but
+         * for ops to see, whatever the payment's state. */
+        pc_log_error("engine.earlier_channel_success",
+                     "channel %s, which payment %s fell back from to channel %s, reported "
+                     "success: the buyer may be charged twice: flagged for ops",
+                     o->reporter, o->payment_no, o->row.channel_id);
+        count_payment(o, "EARLIER_CHANNEL_SUCCESS");
+        flag = 1;
+    } else if (!open && strcmp(o->row.status, "FAILED")) {
         /* Finished already (a duplicate callback, a query and a callback
          * crossing): nothing to do. */
     } else if (strcmp(o->row.channel_id, o->reporter) != 0) {
@@ -626,6 +640,7 @@ static void capture_locked_cb(void *data, int status, pc_db_res_t *res)
     snprintf(o->row.status, sizeof o->row.status, "%s", pc_db_val(res, 0, "status"));
     snprintf(o->row.channel_id, sizeof o->row.channel_id, "%s", pc_db_val(res, 0, "channel_id"));
     o->row.external_amount = pc_db_val_i64(res, 0, "external_amount");
+    o->row.routed = pc_db_val(res, 0, "routed")[0] == 't';
 }
 
 static void captured_row_cb(void *data, int status, pc_db_res_t *res)
@@ -696,10 +711,12 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
      * failed after it was sent that had nothing but the channel's part (a
      * success after the failure: the buyer was charged), and only when its
      * own channel says so, for the sum it was asked. */
+    const char *lp[] = {o->payment_no, o->reporter};
     if (pc_db_tx_query(tx,
-                       "SELECT status, coalesce(channel_id, '') AS channel_id, external_amount "
-                       "FROM payments WHERE payment_no = $1 FOR UPDATE",
-                       1, p, capture_locked_cb, o) < 0 ||
+                       "SELECT status, coalesce(channel_id, '') AS channel_id, external_amount, "
+                       "coalesce(route ? $2, false) AS routed FROM payments WHERE payment_no = $1 "
+                       "FOR UPDATE",
+                       2, lp, capture_locked_cb, o) < 0 ||
         pc_db_tx_query(tx,
                        "UPDATE payments p SET status = 'SUCCESS', channel_txn_id = "
                        "coalesce($2, p.channel_txn_id), card_token = coalesce($3, p.card_token), "

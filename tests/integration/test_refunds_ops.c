@@ -984,6 +984,36 @@ static long resolve(const char *kind, const char *ref, const char *body)
     return pc_t_needs_ops_resolve(&g_stack, kind, ref, body);
 }
 
+/* A payment that fell back from sim_card2 (a retryable decline) to sim_card
+ * and was paid there; then sim_card2 says it charged the buyer after all.
+ * Before, that was logged and acknowledged, and the buyer was charged twice
+ * with nobody told; now the payment is flagged for ops (listed, alerted,
+ * resolvable once dealt with). */
+static void test_a_success_from_the_channel_fallen_back_from_goes_to_ops(void **state)
+{
+    (void)state;
+    char tn[40], pno[40];
+    new_trade(1400, fresh_buyer(), tn);
+    snprintf(pno, sizeof pno, "PFALL%d%d", (int)getpid(), ++g_seq);
+    second_attempt_row(tn, pno, 1400);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET route = '[\"sim_card2\", \"sim_card\"]' WHERE payment_no "
+                  "= '%s' RETURNING 1",
+                  pno));
+    assert_int_equal(channel_callback(pno, 1400), 200);
+    expect_payment(pno, "status || '/' || needs_ops", "SUCCESS/false");
+    expect_trade(tn, "TRADE_SUCCESS");
+    long long p0 = pending();
+    assert_int_equal(channel_says("sim_card2", pno, "SUCCESS", 1400), 200);
+    expect_payment(pno, "status || '/' || needs_ops", "SUCCESS/true");
+    assert_int_equal(pending(), p0);            /* nothing moved */
+    assert_int_equal(needs_ops_listed(pno), 2); /* listed as final */
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 1, 30));
+    assert_int_equal(resolve("payment", pno, "{\"why\":\"sim_card2 refunded the buyer\"}"), 200);
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 0, 30));
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* A payment is changed only by what its own channel says, for the sum it
  * asked: any channel's secret could settle another channel's payment, and
  * a success for another sum credited the merchant with the sum asked. An
@@ -1283,6 +1313,8 @@ int main(void)
         cmocka_unit_test_teardown(test_paid_after_close_with_a_merchant_coupon_is_error_refunded,
                                   after_each),
         cmocka_unit_test_teardown(test_refund_force_failed_while_queried_is_not_sent_again,
+                                  after_each),
+        cmocka_unit_test_teardown(test_a_success_from_the_channel_fallen_back_from_goes_to_ops,
                                   after_each),
         cmocka_unit_test_teardown(test_a_contradicted_final_payment_waits_for_ops_to_resolve_it,
                                   after_each),
