@@ -638,18 +638,15 @@ static void run_free(run_t *x)
     free(x);
 }
 
-/* A final refund that its channel contradicts: RETURNED after SUCCESS (the
- * buyer did not get it after all), or SUCCESS after FAILED (failed by ops or
- * on a guess, yet the buyer got it: the merchant was credited back too). The
- * refund's statuses cannot say either, so it is flagged for ops, who see it
- * listed (GET /admin/needs-ops), alerted (CHANNEL_CONTRADICTION) and settle
- * it by hand. Returns 1 when the answer contradicts r (a flag is queued:
- * cb runs), 0 when it is only late (cb never runs), negative on error. */
-static int flag_contradiction(pc_refunds_t *rf, const pc__refund_t *r, pc_ch_status_t said,
-                              pc_db_query_cb cb, void *data)
+int pc__refund_flag_contradiction(pc_refunds_t *rf, const pc__refund_t *r, pc_ch_status_t said,
+                                  pc_db_query_cb cb, void *data)
 {
     int returned = said == PC_CH_RETURNED && !strcmp(r->status, "SUCCESS");
-    int succeeded = said == PC_CH_SUCCESS && !strcmp(r->status, "FAILED");
+    /* FAILED, or paid by hand (OFFLINE: an error refund the channel
+     * refused, which ops then paid) while the channel paid it too. */
+    int succeeded =
+        said == PC_CH_SUCCESS && (!strcmp(r->status, "FAILED") ||
+                                  (!strcmp(r->status, "SUCCESS") && !strcmp(r->method, "OFFLINE")));
     if (!returned && !succeeded)
         return 0;
     pc_log_error("refund.contradicted",
@@ -683,7 +680,7 @@ static void applied_cb(void *data, int status, const pc__refund_t *r)
 {
     run_t *x = data;
     if (status == PC_ECONFLICT && r) {
-        if (flag_contradiction(x->rf, r, x->said, flagged_by_runner_cb, x) > 0)
+        if (pc__refund_flag_contradiction(x->rf, r, x->said, flagged_by_runner_cb, x) > 0)
             return;
         pc_log_warn("refund.late_result",
                     "refund %s is %s; the channel's answer no longer applies (recon will show "
@@ -1208,7 +1205,7 @@ static void heard_applied_cb(void *data, int status, const pc__refund_t *r)
 {
     heard_t *x = data;
     if (status == PC_ECONFLICT && r) {
-        int rc = flag_contradiction(x->rf, r, x->said, flagged_by_callback_cb, x);
+        int rc = pc__refund_flag_contradiction(x->rf, r, x->said, flagged_by_callback_cb, x);
         if (rc > 0)
             return;
         if (rc < 0) {

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "api/app.h"
+#include "channel/client.h"
 #include "refund/refund_plan.h"
 
 typedef struct pc_refunds pc_refunds_t;
@@ -157,6 +158,19 @@ typedef void (*pc__transition_cb)(void *data, int status, const pc__refund_t *re
  * runs). */
 int pc__refund_transition(pc_refunds_t *rf, const pc__transition_t *t, pc__transition_cb cb,
                           void *data);
+
+/* A final refund that its channel (or its result file) contradicts:
+ * RETURNED after SUCCESS (the buyer did not get it after all), or SUCCESS
+ * after FAILED (failed by ops or on a guess, yet the buyer got it: the
+ * merchant was credited back too), or SUCCESS for one ops paid by hand
+ * (OFFLINE: paid twice). The refund's statuses cannot say it, so it is
+ * flagged for ops, who see it listed (GET /admin/needs-ops), alerted
+ * (CHANNEL_CONTRADICTION) and settle it by hand; once: not again after ops
+ * resolved it. Returns 1 when the answer contradicts r (a flag is queued: cb
+ * runs, with the flagged row or none), 0 when it is only late (cb never
+ * runs), negative on error. */
+int pc__refund_flag_contradiction(pc_refunds_t *rf, const pc__refund_t *r, pc_ch_status_t said,
+                                  pc_db_query_cb cb, void *data);
 
 /* What rules/refund_method.lua is told about a refund (its ctx contract). */
 typedef struct {

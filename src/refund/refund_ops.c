@@ -481,10 +481,28 @@ static void skip(imp_t *m, const result_t *l, const char *why)
                                                 l->refund_no, "reason", why));
 }
 
+static void line_flagged_cb(void *data, int status, pc_db_res_t *res)
+{
+    imp_t *m = data;
+    const result_t *l = &m->lines[m->next];
+    skip(m, l,
+         status ? "the refund is FAILED, the file says it was paid: not flagged (database "
+                  "unavailable): check it by hand"
+         : pc_db_rows(res) ? "the refund is FAILED, the file says it was paid: flagged for ops"
+                           : "the refund is FAILED, the file says it was paid: flagged before");
+    m->next++;
+    imp_next(m);
+}
+
 static void line_applied_cb(void *data, int status, const pc__refund_t *r)
 {
     imp_t *m = data;
     const result_t *l = &m->lines[m->next];
+    /* A refund of this batch failed meanwhile (force-failed by ops, its
+     * money back with the merchant) that the file says was paid. */
+    if (status == PC_ECONFLICT && r && !strcmp(r->batch_id, m->batch_id) && l->success &&
+        pc__refund_flag_contradiction(m->app->refunds, r, PC_CH_SUCCESS, line_flagged_cb, m) > 0)
+        return;
     if (status == 0) {
         if (!strcmp(r->status, "SUCCESS"))
             m->succeeded++;

@@ -395,6 +395,46 @@ static void test_file_refunds_round_trip_through_a_batch(void **state)
 
 /* ---------- OFFLINE ---------- */
 
+static long resolve(const char *kind, const char *ref, const char *body);
+
+/* A FILE refund in an exported batch that ops force-fail (its money back
+ * with the merchant), and then the channel's result file says it was paid:
+ * before, the line was skipped ("the refund is FAILED") with nobody told;
+ * now the refund is flagged for ops and alerted, like a channel's answer. */
+static void test_file_result_paying_a_force_failed_refund_goes_to_ops(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], cmd[1024], csvpath[600], body[512], path[128];
+    paid_async_trade("NETBANK", "url", 3000, tn);
+    refund_ok(tn, "FFF1", 1200, rno);
+    snprintf(csvpath, sizeof csvpath, "%s/netbank-batch-ff.csv", g_dir);
+    snprintf(cmd, sizeof cmd, "refund-batch export --channel sim_netbank --out %s", csvpath);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno, "PROCESSING");
+    char *batch = refund_col(rno, "batch_id");
+    snprintf(cmd, sizeof cmd, "refunds force-fail %s --why 'bank lost the file'", rno);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno, "FAILED");
+    snprintf(body, sizeof body,
+             "{\"csv\":\"refund_no,status,channel_ref,failure_code,failure_message\\n%s,SUCCESS,"
+             "nb_%s,,\\n\"}",
+             rno, rno);
+    snprintf(path, sizeof path, "/admin/refund-batches/%s/results", batch);
+    free(batch);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, body);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "flagged for ops"));
+    pc_t_resp_free(&r);
+    expect_refund(rno, "FAILED");
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
+        1);
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", NULL, 1, 30));
+    assert_int_equal(resolve("refund", rno, "{\"why\":\"buyer paid back the second refund\"}"),
+                     200);
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", NULL, 0, 30));
+}
+
 static void test_offline_refunds_batched_and_confirmed_by_ops(void **state)
 {
     (void)state;
@@ -1290,6 +1330,15 @@ static void test_error_refund_the_channel_refuses_goes_to_ops_never_back(void **
     expect_refund(rno, "SUCCESS");
     assert_int_equal(balance("platform:escrow:CNY"), escrow0);
     assert_int_equal(error_refunds_of(p2), 1);
+    /* Then the channel pays it after all: the buyer got it twice. Flagged
+     * for ops (before: a late answer, logged only). */
+    assert_int_equal(pc_t_channel_callback(&g_stack, "sim_card", "refund", rno, "SUCCESS", 900),
+                     200);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
+        1);
+    assert_int_equal(resolve("refund", rno, "{\"why\":\"buyer returned the bank transfer\"}"), 200);
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0);
 }
 
 int main(void)
@@ -1315,6 +1364,8 @@ int main(void)
         cmocka_unit_test_teardown(test_refund_force_failed_while_queried_is_not_sent_again,
                                   after_each),
         cmocka_unit_test_teardown(test_a_success_from_the_channel_fallen_back_from_goes_to_ops,
+                                  after_each),
+        cmocka_unit_test_teardown(test_file_result_paying_a_force_failed_refund_goes_to_ops,
                                   after_each),
         cmocka_unit_test_teardown(test_a_contradicted_final_payment_waits_for_ops_to_resolve_it,
                                   after_each),
