@@ -297,9 +297,10 @@ static void tr_moved_cb(void *data, int status, pc_db_res_t *res)
                res);
 }
 
-static void tr_closed_cb(void *data, int status, pc_db_res_t *res)
+/* The refund moved its trade on (event: trade.closed or trade.succeeded):
+ * the merchant is told in the same transaction. */
+static void tr_trade_moved(tr_t *t, int status, pc_db_res_t *res, const char *event)
 {
-    tr_t *t = data;
     if (status) {
         tr_step_cb(t, status, res);
     } else if (pc_db_rows(res) == 1) {
@@ -308,15 +309,26 @@ static void tr_closed_cb(void *data, int status, pc_db_res_t *res)
         json_t *obj = pc_trade_json(&trade);
         int c = pc_db_col(res, "notify_url");
         const char *url = pc_db_isnull(res, 0, c) ? NULL : pc_db_get(res, 0, c);
-        if (pc_outbox_add(t->tx, trade.merchant_id, "trade.closed",
+        if (pc_outbox_add(t->tx, trade.merchant_id, event,
                           url && url[0] ? url : (t->r.notify_url[0] ? t->r.notify_url : NULL),
                           obj) < 0 &&
             !t->step_failed)
             t->step_failed = PC_EIO;
         json_decref(obj);
-        pc_log_info("refund.trade_closed", "trade %s fully refunded: TRADE_CLOSED", t->r.trade_no);
+        pc_log_info("refund.trade_moved", "trade %s is %s after refund %s", t->r.trade_no,
+                    trade.status, t->r.refund_no);
     }
     tr_commit(t);
+}
+
+static void tr_closed_cb(void *data, int status, pc_db_res_t *res)
+{
+    tr_trade_moved(data, status, res, "trade.closed");
+}
+
+static void tr_succeeded_cb(void *data, int status, pc_db_res_t *res)
+{
+    tr_trade_moved(data, status, res, "trade.succeeded");
 }
 
 /* Counted after the trade row lock: sees every refund of the trade that
@@ -330,17 +342,31 @@ static void tr_sum_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     int64_t done = pc_db_get_i64(res, 0, 0);
-    if (done != t->paid_amount || t->paid_amount == 0) {
+    if (t->paid_amount == 0) {
         tr_commit(t);
         return;
     }
+    /* Fully refunded: closed. Else a guarantee trade partly settled whose
+     * escrow this refund emptied (no other escrow refund in flight, which
+     * could fail and give its money back to settle): nothing is left to
+     * settle, so it ends as a settle of the rest would have ended it.
+     * Before, it stayed PAY_SUCCESS for good, never finished, its merchant
+     * never told. */
+    const char *sql =
+        done == t->paid_amount
+            ? "UPDATE trades SET status = 'TRADE_CLOSED', close_reason = 'REFUNDED', closed_at = "
+              "now(), updated_at = now() WHERE trade_no = $1 AND status IN ('TRADE_SUCCESS', "
+              "'PAY_SUCCESS') RETURNING " PC_TRADE_COLUMNS ", notify_url"
+            : "UPDATE trades t SET status = 'TRADE_SUCCESS', updated_at = now() WHERE trade_no = "
+              "$1 AND status = 'PAY_SUCCESS' AND product = 'GUARANTEE' AND settled_amount > 0 AND "
+              "paid_amount - settled_amount <= (SELECT coalesce(sum(r.from_escrow), 0) FROM "
+              "refunds r WHERE r.trade_no = t.trade_no AND r.type = 'NORMAL' AND r.status = "
+              "'SUCCESS') AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.trade_no = t.trade_no "
+              "AND r.type = 'NORMAL' AND r.from_escrow > 0 AND r.status NOT IN ('SUCCESS', "
+              "'FAILED', 'TERMINATED')) RETURNING " PC_TRADE_COLUMNS ", notify_url";
     const char *p[] = {t->r.trade_no};
-    if (pc_db_tx_query(t->tx,
-                       "UPDATE trades SET status = 'TRADE_CLOSED', close_reason = 'REFUNDED', "
-                       "closed_at = now(), updated_at = now() WHERE trade_no = $1 AND status IN "
-                       "('TRADE_SUCCESS', 'PAY_SUCCESS') RETURNING " PC_TRADE_COLUMNS
-                       ", notify_url",
-                       1, p, tr_closed_cb, t) < 0) {
+    if (pc_db_tx_query(t->tx, sql, 1, p, done == t->paid_amount ? tr_closed_cb : tr_succeeded_cb,
+                       t) < 0) {
         t->step_failed = PC_EUNAVAIL;
         tr_commit(t);
     }

@@ -1019,6 +1019,16 @@ static void test_guarantee_refund_takes_unsettled_escrow_then_merchant(void **st
     expect_refund(r1, "SUCCESS");
     assert_int_equal(pending_of(&m), 500);
     assert_int_equal(balance("platform:escrow:CNY"), escrow0 - 400);
+    /* Nothing is left in escrow to settle: the trade has ended as a settle
+     * of the rest would have ended it, and the merchant is told (before: it
+     * stayed PAY_SUCCESS for good, and the settle was refused with 422). */
+    char *st = trade_col(tn, "status");
+    assert_string_equal(st, "TRADE_SUCCESS");
+    free(st);
+    assert_int_equal(outbox_count("trade.succeeded", "trade_no", tn), 1);
+    r = pc_t_call(&g_stack, &m, "POST", path, "{}", "settle-g2");
+    assert_int_equal(r.status, 409);
+    pc_t_resp_free(&r);
     r = refund_as(&m, tn, "G2", 500, NULL);
     assert_int_equal(r.status, 200);
     snprintf(r2, sizeof r2, "%s", pc_t_jstr(&r, "refund_no"));
@@ -1026,7 +1036,7 @@ static void test_guarantee_refund_takes_unsettled_escrow_then_merchant(void **st
     assert_int_equal(refund_int(r2, "from_escrow"), 0);
     expect_refund(r2, "SUCCESS");
     assert_int_equal(pending_of(&m), 0);
-    char *st = trade_col(tn, "status");
+    st = trade_col(tn, "status");
     assert_string_equal(st, "TRADE_CLOSED");
     free(st);
 }
