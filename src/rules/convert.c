@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -147,12 +148,49 @@ int pc__lua_to_int(lua_State *L, int idx, int64_t *out)
     return 0;
 }
 
-static json_t *to_json(lua_State *L, int idx, int depth);
+/* ---- showing a rule's answer ------------------------------------------------ */
 
-/* A table is shown as an array when its keys are exactly 1..n. */
-static int is_sequence(lua_State *L, int idx, size_t *len)
+/* A malformed answer is shown to a person (examples, errors), so it is walked
+ * in C, out of reach of the rule's budgets and outside its memory cap. A rule
+ * can return a table that holds itself, or a few tables that each hold the
+ * next one twice: walked naively, 40 such tables are 2^40 nodes. So the walk
+ * marks a table met again on its own path as "<cycle>", and stops at a node
+ * and a byte budget, after which what is left is shown as "<truncated>". */
+#define SHOW_MAX_NODES 1000
+#define SHOW_MAX_BYTES (64 * 1024)
+#define TRUNCATED "<truncated>"
+
+typedef struct {
+    lua_State *L;
+    const void *path[MAX_DEPTH + 1]; /* the tables being shown, outermost first */
+    int depth;
+    size_t nodes, bytes;
+    int full; /* a budget is spent: nothing more is shown */
+} show_state_t;
+
+/* Counts one node of about bytes bytes; returns 0 (and marks the walk full)
+ * when that is beyond a budget. */
+static int show_charge(show_state_t *st, size_t bytes)
 {
+    if (st->full || st->nodes >= SHOW_MAX_NODES || bytes > SHOW_MAX_BYTES - st->bytes) {
+        st->full = 1;
+        return 0;
+    }
+    st->nodes++;
+    st->bytes += bytes;
+    return 1;
+}
+
+static json_t *show_value(show_state_t *st, int idx);
+
+/* A table is shown as an array when its keys are exactly 1..n. Only as many
+ * keys are looked at as could still be shown: a longer table is cut short
+ * anyway, and is shown as an array when the keys seen were all numbers. */
+static int is_sequence(show_state_t *st, int idx, size_t *len)
+{
+    lua_State *L = st->L;
     size_t n = lua_objlen(L, idx), count = 0;
+    size_t limit = SHOW_MAX_NODES - st->nodes + 1;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         lua_pop(L, 1);
@@ -161,50 +199,110 @@ static int is_sequence(lua_State *L, int idx, size_t *len)
             lua_pop(L, 1);
             return 0;
         }
+        if (count > limit) {
+            lua_pop(L, 1);
+            *len = n;
+            return n > 0;
+        }
     }
     *len = n;
     return count == n;
 }
 
-static json_t *table_to_json(lua_State *L, int idx, int depth)
+static json_t *show_table(show_state_t *st, int idx)
 {
-    if (depth > MAX_DEPTH)
+    lua_State *L = st->L;
+    const void *self = lua_topointer(L, idx);
+    for (int i = 0; i < st->depth; i++)
+        if (st->path[i] == self)
+            return json_string("<cycle>");
+    if (st->depth >= MAX_DEPTH || !lua_checkstack(L, 4))
         return json_string("<too deep>");
-    if (!lua_checkstack(L, 4))
-        return json_string("<too deep>");
+    st->path[st->depth++] = self;
     size_t n;
-    if (is_sequence(L, idx, &n)) {
-        json_t *arr = json_array();
-        for (size_t i = 1; arr && i <= n; i++) {
+    json_t *out;
+    if (is_sequence(st, idx, &n)) {
+        out = json_array();
+        for (size_t i = 1; out && i <= n; i++) {
+            if (st->full) {
+                json_array_append_new(out, json_string(TRUNCATED));
+                break;
+            }
             lua_rawgeti(L, idx, (int)i);
-            json_array_append_new(arr, to_json(L, lua_gettop(L), depth + 1));
+            json_array_append_new(out, show_value(st, lua_gettop(L)));
             lua_pop(L, 1);
         }
-        return arr;
-    }
-    json_t *obj = json_object();
-    lua_pushnil(L);
-    while (obj && lua_next(L, idx) != 0) {
-        char keybuf[64];
-        const char *key;
-        if (lua_type(L, -2) == LUA_TSTRING) {
-            key = lua_tostring(L, -2);
-        } else if (lua_type(L, -2) == LUA_TNUMBER) {
-            snprintf(keybuf, sizeof keybuf, "%.17g", lua_tonumber(L, -2));
-            key = keybuf;
-        } else {
-            snprintf(keybuf, sizeof keybuf, "<%s>", luaL_typename(L, -2));
-            key = keybuf;
+    } else {
+        out = json_object();
+        lua_pushnil(L);
+        while (out && lua_next(L, idx) != 0) {
+            if (st->full) {
+                lua_pop(L, 2);
+                json_object_set_new(out, TRUNCATED, json_string(TRUNCATED));
+                break;
+            }
+            char keybuf[64];
+            const char *key;
+            size_t klen;
+            if (lua_type(L, -2) == LUA_TSTRING) {
+                key = lua_tolstring(L, -2, &klen);
+            } else if (lua_type(L, -2) == LUA_TNUMBER) {
+                klen = (size_t)snprintf(keybuf, sizeof keybuf, "%.17g", lua_tonumber(L, -2));
+                key = keybuf;
+            } else {
+                klen = (size_t)snprintf(keybuf, sizeof keybuf, "<%s>", luaL_typename(L, -2));
+                key = keybuf;
+            }
+            if (klen > SHOW_MAX_BYTES - st->bytes) {
+                st->full = 1;
+                lua_pop(L, 2);
+                json_object_set_new(out, TRUNCATED, json_string(TRUNCATED));
+                break;
+            }
+            st->bytes += klen;
+            json_object_setn_new(out, key, klen, show_value(st, lua_gettop(L)));
+            lua_pop(L, 1);
         }
-        json_object_set_new(obj, key, to_json(L, lua_gettop(L), depth + 1));
-        lua_pop(L, 1);
     }
-    return obj;
+    st->depth--;
+    return out;
 }
 
-static json_t *to_json(lua_State *L, int idx, int depth)
+/* A string longer than what is left of the byte budget is cut, at a
+ * character boundary, and marked. */
+static json_t *show_string(show_state_t *st, int idx)
 {
+    size_t len;
+    const char *s = lua_tolstring(st->L, idx, &len);
+    size_t room = SHOW_MAX_BYTES - st->bytes;
+    json_t *str;
+    if (len <= room) {
+        st->bytes += len;
+        str = json_stringn(s, len);
+    } else {
+        size_t cut = room;
+        while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+            cut--;
+        char *buf = malloc(cut + sizeof TRUNCATED);
+        if (!buf)
+            return NULL;
+        memcpy(buf, s, cut);
+        memcpy(buf + cut, TRUNCATED, sizeof TRUNCATED);
+        str = json_stringn(buf, cut + sizeof TRUNCATED - 1);
+        free(buf);
+        st->bytes = SHOW_MAX_BYTES;
+        st->full = 1;
+    }
+    /* jansson only holds valid UTF-8; a rule may build arbitrary bytes. */
+    return str ? str : json_string("<binary string>");
+}
+
+static json_t *show_value(show_state_t *st, int idx)
+{
+    lua_State *L = st->L;
     int64_t i;
+    if (!show_charge(st, 8))
+        return json_string(TRUNCATED);
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
         return json_null();
@@ -214,15 +312,10 @@ static json_t *to_json(lua_State *L, int idx, int depth)
         if (pc__lua_to_int(L, idx, &i) == 0)
             return json_integer(i);
         return json_real(lua_tonumber(L, idx));
-    case LUA_TSTRING: {
-        size_t len;
-        const char *s = lua_tolstring(L, idx, &len);
-        json_t *str = json_stringn(s, len);
-        /* jansson only holds valid UTF-8; a rule may build arbitrary bytes. */
-        return str ? str : json_string("<binary string>");
-    }
+    case LUA_TSTRING:
+        return show_string(st, idx);
     case LUA_TTABLE:
-        return table_to_json(L, idx, depth);
+        return show_table(st, idx);
     default: {
         char buf[32];
         snprintf(buf, sizeof buf, "<%s>", luaL_typename(L, idx));
@@ -235,5 +328,6 @@ json_t *pc__lua_to_json(lua_State *L, int idx)
 {
     if (idx < 0 && idx > LUA_REGISTRYINDEX)
         idx = lua_gettop(L) + idx + 1;
-    return to_json(L, idx, 0);
+    show_state_t st = {.L = L};
+    return show_value(&st, idx);
 }

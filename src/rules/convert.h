@@ -30,8 +30,11 @@ int pc__json_push(lua_State *L, const json_t *v, const char *path, char *err, si
 /* Returns a new JSON value describing the Lua value at idx (tables become
  * arrays when their keys are exactly 1..n, objects otherwise; functions and
  * other non-data values become "<function>" etc.). Meant for showing a rule's
- * answer to a person; never fails on shape, returns NULL only if allocation
- * fails. The caller owns the returned reference. */
+ * answer to a person, so it is bounded whatever the answer: a table met again
+ * inside itself becomes "<cycle>", nesting beyond 32 "<too deep>", and after
+ * 1000 values or 64 KiB of text the rest is cut and marked "<truncated>".
+ * Never fails on shape, returns NULL only if allocation fails. The caller owns
+ * the returned reference. */
 json_t *pc__lua_to_json(lua_State *L, int idx);
 
 /* Reads the Lua number at idx as an integer within ±(2^53 - 1). Returns 0 and

@@ -11,11 +11,21 @@
 #include "rules/convert.h"
 #include "rules/sandbox.h"
 
-/* Worst-case steps a pattern function may take before it is refused. The
- * matcher runs in C, out of reach of the instruction hook; at roughly a few
- * nanoseconds per step this keeps one call within the default time budget. */
+/* Worst-case steps a pattern function (or a sort without a comparison
+ * function) may take before it is refused. The matcher runs in C, out of reach
+ * of the instruction hook; at roughly a few nanoseconds per step this keeps one
+ * call within the default time budget. What a call did estimate is also
+ * charged to the time budget afterwards (pc__sandbox_charge), so that many
+ * calls just below the limit cannot add up unseen between two hook ticks. */
 #define PATTERN_STEP_LIMIT 1e7
+#define SORT_STEP_LIMIT 1e7
 #define SORT_LIMIT 100000
+/* Library calls that call back into the rule, one inside another. */
+#define MAX_NESTING 16
+/* The longest string rep, concat, gsub and format may return. Every C
+ * function is at least linear in its input, and a loop of calls on one long
+ * string runs hundreds of them between two ticks of the hook. */
+#define MAX_STRING (256 * 1024)
 
 /* ---- money helpers --------------------------------------------------------- */
 
@@ -196,16 +206,69 @@ static int call_original(lua_State *L)
     return lua_gettop(L);
 }
 
+/* Calls the original of a library function that can call back into the rule
+ * (gsub with a function or table, sort with a comparison function or __lt,
+ * format with __tostring). Each level of such calls puts the C frames of the
+ * library function (gsub alone keeps an 8 KiB buffer there) and of lua_call on
+ * the thread's C stack, which no Lua budget sees: a rule recursing through gsub
+ * would overflow it and crash the process long before its instruction budget
+ * or memory cap stop it. So the levels are counted and refused beyond
+ * MAX_NESTING. The count is not unwound by an error; the sandbox resets it at
+ * the start of every call, and rules cannot catch errors (no pcall), so an
+ * error always ends the call. */
+static int call_back_in(lua_State *L, const char *fn)
+{
+    pc__sandbox_t *sb = pc__sandbox_current();
+    if (!sb)
+        return call_original(L);
+    if (sb->nesting >= MAX_NESTING)
+        return luaL_error(L,
+                          "%s: nested too deeply (more than %d library calls that call back into "
+                          "the rule, e.g. gsub with a function, sort with a comparison, inside "
+                          "each other)",
+                          fn, MAX_NESTING);
+    sb->nesting++;
+    int n = call_original(L);
+    sb->nesting--;
+    return n;
+}
+
+/* Counts work done in C by a library function against the call's time
+ * budget (see pc__sandbox_charge). */
+static void charge(lua_State *L, double steps)
+{
+    pc__sandbox_t *sb = pc__sandbox_current();
+    if (sb)
+        pc__sandbox_charge(sb, L, steps);
+}
+
+/* Refuses a string result (at idx) longer than MAX_STRING. The work to build it
+ * is bounded by the memory cap; refusing the result keeps later calls on it
+ * (which the instruction hook cannot interrupt either) cheap. */
+static void check_result_length(lua_State *L, int idx, const char *fn)
+{
+    size_t len = 0;
+    if (lua_type(L, idx) == LUA_TSTRING)
+        lua_tolstring(L, idx, &len);
+    if (len > MAX_STRING)
+        luaL_error(L, "%s: a result of %d bytes is beyond the %d KiB limit on strings in rules", fn,
+                   (int)len, MAX_STRING / 1024);
+}
+
 /* Estimates the worst-case number of matcher steps for a Lua pattern over a
- * subject of n bytes. Each unbounded quantifier (*, +, -) and each balance
- * match (%b) can make the matcher retry over the whole rest of the subject,
- * an unanchored pattern is retried from every start position, and each '?'
- * doubles the alternatives. The estimate errs on the high side. */
-static double pattern_cost(const char *p, size_t plen, size_t n)
+ * subject of n bytes. Every pattern item is tried at each position of the
+ * subject a match can reach, so the pattern's length is one factor; each
+ * unbounded quantifier (*, +, -), balance match (%b) and back-reference
+ * (%1-%9, a comparison as long as the capture) can make the matcher retry over
+ * the whole rest of the subject, an unanchored pattern is retried from every
+ * start position, and each '?' doubles the alternatives. caret_anchors is 0
+ * for gmatch, which in LuaJIT reads a leading '^' as a plain character. The
+ * estimate errs on the high side. */
+static double pattern_cost(const char *p, size_t plen, size_t n, int caret_anchors)
 {
     size_t i = 0;
     int loops = 0, optional = 0, anchored = 0;
-    if (plen > 0 && p[0] == '^') {
+    if (caret_anchors && plen > 0 && p[0] == '^') {
         anchored = 1;
         i = 1;
     }
@@ -225,6 +288,8 @@ static double pattern_cost(const char *p, size_t plen, size_t n)
                 i += 2;
                 continue; /* the set that follows is read next */
             }
+            if (p[i + 1] >= '0' && p[i + 1] <= '9')
+                loops++;
             i += 2;
         } else if (c == '[') {
             size_t j = i + 1;
@@ -251,47 +316,94 @@ static double pattern_cost(const char *p, size_t plen, size_t n)
     }
     double base = n > 1 ? (double)n : 1.0;
     int exponent = loops + (anchored ? 0 : 1);
-    double cost = pow(base, exponent) * pow(2.0, optional > 60 ? 60 : optional);
-    return cost;
+    return pow(base, exponent) * pow(2.0, optional > 60 ? 60 : optional) *
+           (plen > 1 ? (double)plen : 1.0);
 }
 
-static int guarded_pattern(lua_State *L, const char *fn, int plain_arg)
+/* A plain search (find with plain = true, or a pattern without special
+ * characters) compares the pattern at every start position: memcmp does a
+ * matcher step's work on several bytes at once. */
+static double plain_cost(size_t plen, size_t n)
 {
-    if (plain_arg && lua_toboolean(L, plain_arg))
-        return call_original(L);
+    if (plen == 0 || plen > n)
+        return 1.0;
+    return (double)(n - plen + 1) * (1.0 + (double)plen / 8.0);
+}
+
+typedef enum { PAT_FIND, PAT_MATCH, PAT_GMATCH, PAT_GSUB } pattern_fn_t;
+
+static const char *const pattern_fn_names[] = {"string.find", "string.match", "string.gmatch",
+                                               "string.gsub"};
+
+static int guarded_pattern(lua_State *L, pattern_fn_t fn)
+{
+    const char *name = pattern_fn_names[fn];
+    double cost = 0;
     int ts = lua_type(L, 1), tp = lua_type(L, 2);
     if ((ts == LUA_TSTRING || ts == LUA_TNUMBER) && (tp == LUA_TSTRING || tp == LUA_TNUMBER)) {
         size_t n, plen;
         lua_tolstring(L, 1, &n);
         const char *p = lua_tolstring(L, 2, &plen);
-        if (pattern_cost(p, plen, n) > PATTERN_STEP_LIMIT)
+        if (fn == PAT_FIND && lua_toboolean(L, 4))
+            cost = plain_cost(plen, n);
+        else
+            cost = pattern_cost(p, plen, n, fn != PAT_GMATCH);
+        if (cost > PATTERN_STEP_LIMIT) {
+            /* lua_pushfstring has no precision: the pattern is cut here. */
+            char shown[48];
+            snprintf(shown, sizeof shown, "%.40s%s", p, plen > 40 ? "..." : "");
             return luaL_error(L,
-                              "string.%s: pattern \"%s\" is too costly on a %d-byte string (its "
-                              "worst case is beyond 10^7 steps); use a simpler pattern, an "
-                              "anchor (^), plain find, or a shorter input",
-                              fn, p, (int)n);
+                              "%s: pattern \"%s\" (%d bytes) is too costly on a %d-byte string "
+                              "(its worst case is beyond 10^7 steps); use a simpler or shorter "
+                              "pattern, an anchor (^), or a shorter input",
+                              name, shown, (int)plen, (int)n);
+        }
     }
-    return call_original(L);
+    int nres;
+    if (fn == PAT_GSUB && (lua_type(L, 3) == LUA_TFUNCTION || lua_type(L, 3) == LUA_TTABLE))
+        nres = call_back_in(L, name);
+    else
+        nres = call_original(L);
+    if (fn == PAT_GSUB)
+        check_result_length(L, 1, name);
+    /* gmatch only makes the iterator here; its steps together scan the subject
+     * once, within the same estimate, which is charged now, before they run. */
+    charge(L, cost);
+    return nres;
 }
 
 static int g_find(lua_State *L)
 {
-    return guarded_pattern(L, "find", 4);
+    return guarded_pattern(L, PAT_FIND);
 }
 
 static int g_match(lua_State *L)
 {
-    return guarded_pattern(L, "match", 0);
+    return guarded_pattern(L, PAT_MATCH);
 }
 
 static int g_gmatch(lua_State *L)
 {
-    return guarded_pattern(L, "gmatch", 0);
+    return guarded_pattern(L, PAT_GMATCH);
 }
 
 static int g_gsub(lua_State *L)
 {
-    return guarded_pattern(L, "gsub", 0);
+    return guarded_pattern(L, PAT_GSUB);
+}
+
+static int g_format(lua_State *L)
+{
+    int nres = call_back_in(L, "string.format");
+    check_result_length(L, 1, "string.format");
+    return nres;
+}
+
+static int g_concat(lua_State *L)
+{
+    int nres = call_original(L);
+    check_result_length(L, 1, "table.concat");
+    return nres;
 }
 
 static int g_rep(lua_State *L)
@@ -310,6 +422,14 @@ static int g_rep(lua_State *L)
         sb->oom = true;
         return luaL_error(L, "string.rep: a result of %f bytes is beyond the rule's memory limit",
                           total);
+    }
+    if (total > MAX_STRING) {
+        char bytes[32]; /* lua_pushfstring has no precision */
+        snprintf(bytes, sizeof bytes, "%.0f", total);
+        return luaL_error(L,
+                          "string.rep: a result of %s bytes is beyond the %d KiB limit on strings "
+                          "in rules",
+                          bytes, MAX_STRING / 1024);
     }
     return call_original(L);
 }
@@ -350,18 +470,47 @@ static int sort_numbers(lua_State *L, size_t n)
     return 1;
 }
 
+/* The length of the longest string among the list's first n elements. */
+static size_t longest_string(lua_State *L, size_t n)
+{
+    size_t longest = 0;
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, (int)i);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            size_t len = lua_objlen(L, -1);
+            if (len > longest)
+                longest = len;
+        }
+        lua_pop(L, 1);
+    }
+    return longest;
+}
+
 static int g_sort(lua_State *L)
 {
-    if (lua_type(L, 1) == LUA_TTABLE) {
-        size_t n = lua_objlen(L, 1);
-        if (n > SORT_LIMIT)
-            return luaL_error(
-                L, "table.sort: lists longer than %d elements cannot be sorted in a rule",
-                SORT_LIMIT);
-        if (n <= FAST_SORT_MAX && lua_isnoneornil(L, 2) && sort_numbers(L, n))
-            return 0;
-    }
-    return call_original(L);
+    if (lua_type(L, 1) != LUA_TTABLE)
+        return call_original(L); /* for its error */
+    size_t n = lua_objlen(L, 1);
+    if (n > SORT_LIMIT)
+        return luaL_error(L, "table.sort: lists longer than %d elements cannot be sorted in a rule",
+                          SORT_LIMIT);
+    if (!lua_isnoneornil(L, 2))
+        return call_back_in(L, "table.sort"); /* comparisons run in Lua, under the hook */
+    if (n <= FAST_SORT_MAX && sort_numbers(L, n))
+        return 0;
+    /* Without a comparison function the sort runs in C from start to end, and
+     * comparing two strings reads them up to their first difference: many
+     * long, equal strings make every one of its n log n comparisons long. */
+    size_t longest = longest_string(L, n);
+    double cost = (double)n * log2((double)n + 1) * (1.0 + (double)longest / 16.0);
+    if (cost > SORT_STEP_LIMIT)
+        return luaL_error(L,
+                          "table.sort: sorting %d elements with strings of up to %d bytes is too "
+                          "costly (its worst case is beyond 10^7 steps); sort shorter keys",
+                          (int)n, (int)longest);
+    int nres = call_back_in(L, "table.sort"); /* __lt metamethods can call into Lua */
+    charge(L, cost);
+    return nres;
 }
 
 static void wrap(lua_State *L, int idx, const char *name, lua_CFunction guard)
@@ -378,9 +527,11 @@ void pc__lib_guard_string(lua_State *L, int idx)
     wrap(L, idx, "gmatch", g_gmatch);
     wrap(L, idx, "gsub", g_gsub);
     wrap(L, idx, "rep", g_rep);
+    wrap(L, idx, "format", g_format);
 }
 
 void pc__lib_guard_table(lua_State *L, int idx)
 {
     wrap(L, idx, "sort", g_sort);
+    wrap(L, idx, "concat", g_concat);
 }

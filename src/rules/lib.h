@@ -20,9 +20,16 @@
  *
  * The guards replace library functions whose work happens in C, where the
  * instruction hook cannot interrupt them: pattern functions (find, match,
- * gmatch, gsub) refuse subject/pattern combinations whose worst-case
- * backtracking is beyond ~10^7 steps, string.rep refuses results beyond the
- * state's memory cap, and table.sort refuses lists beyond 100000 elements.
+ * gmatch, gsub, plain find included) refuse subject/pattern combinations whose
+ * worst case is beyond ~10^7 steps (the pattern's length, each loop and each
+ * back-reference multiply the subject's length); table.sort refuses lists
+ * beyond 100000 elements and, without a comparison function, lists of long
+ * strings; string.rep, table.concat, string.gsub and string.format refuse
+ * results beyond 256 KiB (rep also beyond the state's memory cap). What the
+ * guarded calls estimate is charged to the time budget. gsub with a function
+ * or table, sort and format can call back into the rule: more than 16 such
+ * calls inside each other are refused ("nested too deeply"), as each level
+ * takes C stack that no budget sees.
  *
  * Needs LuaJIT, core/log.h and rules/sandbox.h (for the running rule). */
 #ifndef PC_RULES_LIB_H

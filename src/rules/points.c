@@ -251,6 +251,17 @@ static int check_cashier_rank(lua_State *L, pc__call_t *call, int idx)
     unsigned char *flags;
     if (check_id_list(L, call, idx, "method_id", 0, &order, &flags, &n) < 0)
         return -1;
+    /* The cashier would steer the buyer to a method that cannot pay now. */
+    for (size_t i = 0; i < n; i++) {
+        json_t *in = json_array_get(call->list, order[i]);
+        if (flags[i] && json_is_false(json_object_get(in, "available"))) {
+            malformed(call, "entry %zu: method \"%.64s\" is recommended but not available", i + 1,
+                      json_string_value(json_object_get(in, "method_id")));
+            free(order);
+            free(flags);
+            return -1;
+        }
+    }
     json_t *out = json_array();
     for (size_t i = 0; out && i < n; i++) {
         json_t *in = json_array_get(call->list, order[i]);
@@ -434,7 +445,10 @@ static json_t *default_risk(const json_t *ctx, const json_t *list, pc_rule_outco
     for (char *p = reason; *p; p++)
         if (*p >= 'a' && *p <= 'z')
             *p = (char)(*p - 'a' + 'A');
-    return json_pack("{s:s, s:[s]}", "decision", "REVIEW", "reasons", reason);
+    /* A review without a score would be stored as score 0, the least risky
+     * there is: a failed rule knows nothing, so it scores the most. */
+    return json_pack("{s:s, s:i, s:[s]}", "decision", "REVIEW", "score", MAX_SCORE, "reasons",
+                     reason);
 }
 
 typedef struct {

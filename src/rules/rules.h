@@ -17,8 +17,11 @@
  * usable decision:
  *
  *   cashier_rank   the input methods, unchanged, in their original order
- *                  (a copy of the array; the method objects are shared)
- *   risk           {"decision":"REVIEW","reasons":["RULE_<OUTCOME>"]} (never ACCEPT)
+ *                  (a copy of the array; the method objects are shared); an
+ *                  answer that recommends a method given with available=false
+ *                  is malformed
+ *   risk           {"decision":"REVIEW","score":1000,"reasons":["RULE_<OUTCOME>"]}
+ *                  (never ACCEPT; 1000 is the highest score an answer may have)
  *   route          the candidates' ids, healthy first, then by success_rate_bp
  *                  (highest first), ties in input order
  *   refund_method  "OFFLINE" (manual handling is always possible)

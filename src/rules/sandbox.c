@@ -17,6 +17,14 @@
  * rule overshoots its deadline by microseconds, rarely enough that a normal
  * call (a few thousand instructions) pays for a handful of clock reads. */
 #define HOOK_EVERY 1000
+/* A call that allocates an object this large (a string beyond what rep and
+ * concat may build, a list of 32768 elements) can spend milliseconds in C on
+ * each instruction that touches it (.., <, upper, table.insert,
+ * paycore.contains): from then on the hook runs every WATCH_EVERY
+ * instructions, so the budget is checked after a few such instructions, not a
+ * thousand. Normal calls never allocate anything near this. */
+#define LARGE_ALLOC (256u * 1024)
+#define WATCH_EVERY 16
 
 #define DEFAULT_TIMEOUT_US 10000
 #define DEFAULT_MAX_INSTRUCTIONS 1000000
@@ -105,6 +113,18 @@ static void locate_rule_frame(lua_State *L, char *file, size_t filelen, int *lin
     }
 }
 
+static void budget_hook(lua_State *L, lua_Debug *ar);
+
+/* Re-arms the count hook; lua_sethook only stores the hook and the count in
+ * the global state (the dispatch mode stays the same), so it is safe from the
+ * allocator and from the hook itself. */
+static void set_hook_every(pc__sandbox_t *sb, int every)
+{
+    lua_sethook(sb->L, budget_hook, LUA_MASKCOUNT, every);
+    sb->hook_every = every;
+    sb->tight_hook = every != HOOK_EVERY;
+}
+
 /* Allocator with a hard cap: growth past the limit is refused, which LuaJIT
  * turns into a memory error that unwinds the rule. Shrinking and freeing are
  * always allowed so that the collector can recover. The memory itself comes
@@ -121,6 +141,8 @@ static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         sb->oom = true;
         return NULL;
     }
+    if (nsize >= LARGE_ALLOC && sb->run && sb->hook_every > WATCH_EVERY)
+        set_hook_every(sb, WATCH_EVERY);
     void *p = sb->next_alloc(sb->next_ud, ptr, osize, nsize);
     if (p || nsize == 0)
         sb->used = (sb->used > old ? sb->used - old : 0) + nsize;
@@ -162,7 +184,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     }
     if (sb->timed_out)
         budget_error(L, "rule stopped: its budget is exhausted");
-    sb->instructions += HOOK_EVERY;
+    sb->instructions += (uint64_t)sb->hook_every;
     if (sb->instructions > sb->max_instructions || time_budget_spent(sb)) {
         if (sb->instructions > sb->max_instructions)
             snprintf(msg, sizeof msg, "rule exceeded its budget of %llu instructions",
@@ -171,8 +193,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
             snprintf(msg, sizeof msg, "rule exceeded its time budget of %llu us",
                      (unsigned long long)(sb->timeout_ns / 1000));
         sb->timed_out = true;
-        sb->tight_hook = true;
-        lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+        set_hook_every(sb, 1);
         budget_error(L, msg);
     }
     if (sb->cap_from_hook && gc_bytes(L) > sb->limit) {
@@ -181,6 +202,24 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
         snprintf(msg, sizeof msg, "rule exceeded its memory limit of %zu bytes", sb->limit);
         budget_error(L, msg);
     }
+}
+
+#define CHARGE_CHECK_STEPS 1e4
+
+void pc__sandbox_charge(pc__sandbox_t *sb, lua_State *L, double steps)
+{
+    sb->c_steps += steps;
+    if (sb->c_steps < CHARGE_CHECK_STEPS || !sb->run)
+        return;
+    sb->c_steps = 0;
+    if (!time_budget_spent(sb))
+        return;
+    char msg[128];
+    snprintf(msg, sizeof msg, "rule exceeded its time budget of %llu us",
+             (unsigned long long)(sb->timeout_ns / 1000));
+    sb->timed_out = true;
+    set_hook_every(sb, 1);
+    budget_error(L, msg);
 }
 
 /* Splits "rules/x.lua:12: message" into its parts; messages without a
@@ -310,6 +349,8 @@ pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
         lua_gc(L, LUA_GCCOLLECT, 0);
 
     sb->instructions = 0;
+    sb->nesting = 0;
+    sb->c_steps = 0;
     sb->timed_out = false;
     sb->oom = false;
     sb->oom_file[0] = '\0';
@@ -375,10 +416,8 @@ pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
     call->ids = NULL;
     call->id_index = NULL;
     call->nids = 0;
-    if (sb->tight_hook) {
-        lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
-        sb->tight_hook = false;
-    }
+    if (sb->tight_hook)
+        set_hook_every(sb, HOOK_EVERY);
     if (outcome == PC_RULE_OOM || outcome == PC_RULE_TIMEOUT)
         lua_gc(L, LUA_GCCOLLECT, 0);
     if (outcome != PC_RULE_OK) {
@@ -588,7 +627,7 @@ pc__sandbox_t *pc__sandbox_new(const char *rule_name, const pc_rules_opts_t *opt
      * few calls. Letting garbage reach 10x the live heap first costs far less
      * marking and stays well under the memory cap. */
     lua_gc(sb->L, LUA_GCSETPAUSE, 1000);
-    lua_sethook(sb->L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    set_hook_every(sb, HOOK_EVERY);
     return sb;
 
 fail:
@@ -600,8 +639,15 @@ void pc__sandbox_free(pc__sandbox_t *sb)
 {
     if (!sb)
         return;
-    if (sb->L)
+    if (sb->L) {
+        /* LuaJIT releases its allocator's arena in lua_close only when the
+         * state's allocator is its own: with ours still in place every closed
+         * state would leave its arena mapped. Nothing in the closing needs the
+         * accounting (no rule runs, and memory is only freed). */
+        if (sb->next_alloc)
+            lua_setallocf(sb->L, sb->next_alloc, sb->next_ud);
         lua_close(sb->L);
+    }
     free(sb);
 }
 

@@ -12,7 +12,11 @@
  * instruction budget and a wall-clock deadline (confirmed against the
  * thread's CPU time, so that a thread preempted on a busy machine does not
  * time out a rule that is not running), and an allocator wrapper refuses
- * growth past the memory cap.
+ * growth past the memory cap. Work done in C, where the hook never fires, is
+ * bounded by the guards in lib.h and charged to the time budget; and once a
+ * call allocates a large object (a long string, a long list), whose every use
+ * is work in C in proportion to its size, the hook fires every few
+ * instructions for the rest of the call.
  *
  * About the allocator: Debian's LuaJIT 2.1 is a GC64 build, whose
  * lua_newstate accepts a custom allocator; non-GC64 x86_64 builds refuse one
@@ -50,6 +54,11 @@ typedef struct pc__sandbox {
     uint64_t timeout_ns, deadline_ns, wall_start_ns;
     uint64_t cpu_mark_ns, before_mark_ns; /* see time_budget_spent in sandbox.c */
     bool timed_out, oom, tight_hook;
+    int hook_every; /* instructions between two hook ticks, now */
+    /* Library calls that call back into the rule, open now (lib.c), and the
+     * estimated C work not yet compared with the clock; reset by each call. */
+    int nesting;
+    double c_steps;
     /* Where memory ran out, found from the allocator when it refuses. */
     char oom_file[96];
     int oom_line;
@@ -112,6 +121,12 @@ struct pc__call {
  * anything but PC_RULE_OK, call->answer is set only for PC_RULE_OK. */
 pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
                                    pc_rule_error_t *err);
+
+/* Counts steps of work a library function did in C, where the instruction
+ * hook cannot see it, against the call's time budget: every 10^4 steps the
+ * clock is read as the hook would, and once the budget is spent the call
+ * stops as PC_RULE_TIMEOUT (a Lua error is raised from L). */
+void pc__sandbox_charge(pc__sandbox_t *sb, lua_State *L, double steps);
 
 /* The sandbox running on this thread right now, or NULL (for lib.c helpers). */
 pc__sandbox_t *pc__sandbox_current(void);

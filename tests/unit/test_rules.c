@@ -80,6 +80,7 @@ static const char *CASHIER_BY_MODE =
     "  if ctx.mode == 'string' then return 'm_a' end\n"
     "  if ctx.mode == 'holes' then return {methods[1], nil, methods[2]} end\n"
     "  if ctx.mode == 'flag' then methods[1].recommended = 'yes' return methods end\n"
+    "  if ctx.mode == 'second' then methods[2].recommended = true return methods end\n"
     "  local out = {}\n"
     "  for i = #methods, 1, -1 do out[#out + 1] = methods[i] end\n"
     "  out[1].recommended = true\n"
@@ -277,6 +278,36 @@ static void test_cashier_rank_wrong_answer_types_are_malformed(void **state)
         pc_metrics_get("pc_rules_calls_total", "rule=\"cashier_rank\",outcome=\"malformed\""), 3);
 }
 
+static void test_cashier_rank_recommending_an_unavailable_method_is_malformed(void **state)
+{
+    fixture_t *fx = *state;
+    load_all(fx);
+    /* The buyer would be steered to a method that cannot pay now. */
+    json_t *c = js("{\"mode\": \"second\"}");
+    json_t *m = js("[{\"method_id\": \"m_a\", \"available\": true, \"recommended\": false},"
+                   " {\"method_id\": \"m_b\", \"available\": false, \"recommended\": false},"
+                   " {\"method_id\": \"m_c\", \"recommended\": false}]");
+    pc_rule_result_t res;
+    assert_int_equal(pc_rules_cashier_rank(fx->rules, c, m, &res), 0);
+    assert_int_equal(res.outcome, PC_RULE_MALFORMED);
+    assert_non_null(strstr(res.error.message, "m_b"));
+    assert_non_null(strstr(res.error.message, "not available"));
+    assert_input_order(res.answer);
+    pc_rule_result_clear(&res);
+    /* Available, or not said to be unavailable: the flag is taken. */
+    json_object_set_new(json_array_get(m, 1), "available", json_true());
+    assert_int_equal(pc_rules_cashier_rank(fx->rules, c, m, &res), 0);
+    assert_int_equal(res.outcome, PC_RULE_OK);
+    assert_true(json_is_true(json_object_get(json_array_get(res.answer, 1), "recommended")));
+    pc_rule_result_clear(&res);
+    json_object_del(json_array_get(m, 1), "available");
+    assert_int_equal(pc_rules_cashier_rank(fx->rules, c, m, &res), 0);
+    assert_int_equal(res.outcome, PC_RULE_OK);
+    pc_rule_result_clear(&res);
+    json_decref(c);
+    json_decref(m);
+}
+
 static void route_with_mode(fixture_t *fx, const char *mode, pc_rule_result_t *res)
 {
     char ctx[128];
@@ -467,6 +498,42 @@ static void test_risk_malformed_answers_fall_back_to_review_never_accept(void **
         assert_review(&res);
         pc_rule_result_clear(&res);
     }
+}
+
+static void test_risk_fallback_review_has_the_highest_score(void **state)
+{
+    fixture_t *fx = *state;
+    put_rule(fx, "risk",
+             "return function(ctx)\n"
+             "  if ctx.mode == 'error' then error('risk exploded') end\n"
+             "  if ctx.mode == 'nothing' then return end\n"
+             "  return {decision = 'ACCEPT', score = 0, reasons = {}}\n"
+             "end\n",
+             NULL);
+    load_all(fx);
+    /* A review stored with score 0 would rank as the least risky payment. */
+    const char *ctxs[] = {"{\"mode\": \"error\"}", "{\"mode\": \"nothing\"}", "[]"};
+    const pc_rule_outcome_t outcomes[] = {PC_RULE_ERROR, PC_RULE_MALFORMED, PC_RULE_ERROR};
+    for (size_t i = 0; i < 3; i++) {
+        pc_rule_result_t res;
+        json_t *c = js(ctxs[i]);
+        pc_rules_risk(fx->rules, c, &res);
+        json_decref(c);
+        assert_int_equal(res.outcome, outcomes[i]);
+        assert_review(&res);
+        assert_int_equal(json_integer_value(json_object_get(res.answer, "score")), 1000);
+        pc_rule_result_clear(&res);
+    }
+    /* And 1000 is a score an answer may give: the fallback is a valid answer. */
+    put_rule(fx, "risk",
+             "return function(ctx) return {decision = 'REVIEW', score = 1000, reasons = {}} end\n",
+             "{\"examples\": [{\"name\": \"most\", \"ctx\": {},"
+             " \"expect\": {\"decision\": \"REVIEW\", \"score\": 1000}}]}");
+    load_all(fx);
+    pc_rule_result_t res;
+    risk_call(fx, "{}", &res);
+    assert_int_equal(res.outcome, PC_RULE_OK);
+    pc_rule_result_clear(&res);
 }
 
 static void test_rule_not_loaded_answers_safe_default(void **state)
@@ -875,6 +942,8 @@ int main(void)
             test_cashier_rank_invented_method_is_malformed_and_keeps_input_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cashier_rank_duplicate_method_is_malformed, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_cashier_rank_recommending_an_unavailable_method_is_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cashier_rank_wrong_answer_types_are_malformed, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
@@ -893,6 +962,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_risk_rule_error_falls_back_to_review, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_risk_malformed_answers_fall_back_to_review_never_accept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_risk_fallback_review_has_the_highest_score, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_rule_not_loaded_answers_safe_default, setup, teardown),
         cmocka_unit_test_setup_teardown(test_amount_beyond_2_pow_53_is_refused_not_rounded, setup,
                                         teardown),

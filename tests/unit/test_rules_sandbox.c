@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 
 #include "core/metrics.h"
 #include "rules/rules.h"
+#include "rules/sandbox.h"
 
 typedef struct {
     char dir[64];
@@ -440,8 +442,13 @@ static void test_single_huge_allocation_is_stopped_as_oom(void **state)
     run_attack(fx, "local s = string.rep('x', 1e9)", &res);
     assert_int_equal(res.outcome, PC_RULE_OOM);
     pc_rule_result_clear(&res);
-    run_attack(fx, "local s = string.rep('abcdefgh', 100000) local t = s .. s .. s .. s .. s .. s",
-               &res);
+    /* rep stops at 256 KiB; one concatenation of 20 such strings is 5 MiB. */
+    run_attack(
+        fx,
+        "local s = string.rep('abcdefgh', 32768)\n"
+        "local t = s .. s .. s .. s .. s .. s .. s .. s .. s .. s .. s .. s .. s .. s .. s .. "
+        "s .. s .. s .. s .. s",
+        &res);
     assert_int_equal(res.outcome, PC_RULE_OOM);
     pc_rule_result_clear(&res);
     assert_still_answers(fx);
@@ -484,6 +491,277 @@ static void test_catastrophic_pattern_is_refused_before_it_runs(void **state)
     pc_rule_result_clear(&res);
 }
 
+/* ---- work out of the hook's sight ---------------------------------------------------- */
+
+/* What these snippets do runs in C (a library function, or the conversion of
+ * an answer for display), where the instruction hook never fires: only the
+ * guards can stop it, and the call must still end quickly in a fallback. */
+static void assert_stopped_quickly(fixture_t *fx, const char *snippet, pc_rule_outcome_t want,
+                                   const char *why)
+{
+    pc_rule_result_t res;
+    uint64_t t0 = now_ms();
+    run_attack(fx, snippet, &res);
+    uint64_t took = now_ms() - t0;
+    if (took >= 2000)
+        fail_msg("took %llu ms: %s", (unsigned long long)took, snippet);
+    if (res.outcome != want)
+        fail_msg("outcome %s (%s), expected %s: %s", pc_rule_outcome_name(res.outcome),
+                 res.error.message, pc_rule_outcome_name(want), snippet);
+    assert_string_equal(json_string_value(json_object_get(res.answer, "decision")), "REVIEW");
+    if (why && !strstr(res.error.message, why))
+        fail_msg("message \"%s\" does not mention \"%s\": %s", res.error.message, why, snippet);
+    pc_rule_result_clear(&res);
+}
+
+/* Runs the examples of a risk rule that answers lua_answer (malformed) and
+ * returns what the report shows the rule returned, as compact JSON. */
+static char *shown_answer(fixture_t *fx, const char *lua_answer, uint64_t *took)
+{
+    char lua[512];
+    snprintf(lua, sizeof lua, "return function(ctx)\n%s\nend\n", lua_answer);
+    write_file(fx->dir, "risk.lua", lua);
+    uint64_t t0 = now_ms();
+    json_t *report = pc_rules_test_dir(fx->dir, NULL);
+    *took = now_ms() - t0;
+    json_t *ex = json_array_get(
+        json_object_get(json_array_get(json_object_get(report, "rules"), 1), "examples"), 0);
+    assert_string_equal(json_string_value(json_object_get(ex, "outcome")), "malformed");
+    char *got = json_dumps(json_object_get(ex, "got"), JSON_COMPACT | JSON_ENCODE_ANY);
+    assert_non_null(got);
+    json_decref(report);
+    return got;
+}
+
+static void test_an_answer_that_holds_itself_is_shown_small_and_quickly(void **state)
+{
+    fixture_t *fx = *state;
+    uint64_t took;
+    /* Walked naively: 2^33 nodes, outside the memory cap. */
+    char *got = shown_answer(fx, "local t = {} t[1] = t t[2] = t return t", &took);
+    assert_true(took < 2000);
+    assert_string_equal(got, "[\"<cycle>\",\"<cycle>\"]");
+    free(got);
+    /* No cycle, but 2^40 paths through 40 tables. */
+    got = shown_answer(fx, "local a = {} for i = 1, 40 do a = {a, a} end return a", &took);
+    assert_true(took < 2000);
+    assert_non_null(strstr(got, "<truncated>"));
+    assert_true(strlen(got) < 100000);
+    free(got);
+    /* Wide and long answers are cut too. */
+    got = shown_answer(fx,
+                       "local t = {} for i = 1, 100000 do t[i] = i end\n"
+                       "return {list = t, text = ('x'):rep(2^17), decision = 'MAYBE'}",
+                       &took);
+    assert_true(took < 2000);
+    assert_non_null(strstr(got, "<truncated>"));
+    assert_true(strlen(got) < 100000);
+    free(got);
+    /* A table met twice on different paths is shown twice, not as a cycle. */
+    got = shown_answer(fx, "local r = {'x'} return {a = r, b = r}", &took);
+    assert_true(strstr(got, "\"a\":[\"x\"]") && strstr(got, "\"b\":[\"x\"]"));
+    free(got);
+}
+
+static const char *const RECURSION_THROUGH_C[] = {
+    "local function f() return (('x'):gsub('x', f)) end f()",
+    "local t t = setmetatable({}, {__index = function() return (('x'):gsub('x', t)) end}) "
+    "local _ = ('x'):gsub('x', t)",
+    "local function f(a, b) table.sort({2, 1}, f) return a < b end table.sort({2, 1}, f)",
+    "local mt = {} mt.__lt = function() table.sort({setmetatable({}, mt), setmetatable({}, mt)}) "
+    "return false end table.sort({setmetatable({}, mt), setmetatable({}, mt)})",
+    "local t = setmetatable({}, {__tostring = function(self) return string.format('%s', self) "
+    "end}) local _ = string.format('%s', t)",
+};
+
+static void test_recursion_through_library_callbacks_is_an_error_not_a_crash(void **state)
+{
+    fixture_t *fx = *state;
+    /* Each level is a C library function calling back into the rule: C stack
+     * that no budget sees, until the process crashes. */
+    for (size_t i = 0; i < sizeof RECURSION_THROUGH_C / sizeof *RECURSION_THROUGH_C; i++)
+        assert_contained(fx, RECURSION_THROUGH_C[i], "nested too deeply");
+    assert_still_answers(fx);
+    /* A few levels are fine. */
+    pc_rule_result_t res;
+    run_attack(fx,
+               "local function f(d) if d == 0 then return 'y' end\n"
+               "  return (('x'):gsub('x', function() return f(d - 1) end)) end\n"
+               "if f(8) ~= 'y' then error('nesting broke') end",
+               &res);
+    assert_int_equal(res.outcome, PC_RULE_OK);
+    pc_rule_result_clear(&res);
+}
+
+typedef struct {
+    fixture_t *fx;
+    pc_rule_result_t res;
+} thread_call_t;
+
+static void *call_attack_on_thread(void *arg)
+{
+    thread_call_t *tc = arg;
+    json_t *ctx = json_pack("{s:b, s:i}", "attack", 1, "amount", 100);
+    pc_rules_risk(tc->fx->rules, ctx, &tc->res);
+    json_decref(ctx);
+    return NULL;
+}
+
+static void test_recursion_through_gsub_is_stopped_on_a_small_thread_stack(void **state)
+{
+    fixture_t *fx = *state;
+    /* Worker threads can have far less stack than the main thread's 8 MiB. */
+    char lua[512];
+    snprintf(lua, sizeof lua,
+             "return function(ctx)\n"
+             "  if ctx.attack then\n"
+             "%s\n"
+             "  end\n"
+             "  return {decision = 'ACCEPT', score = 1, reasons = {}}\n"
+             "end\n",
+             RECURSION_THROUGH_C[0]);
+    write_file(fx->dir, "risk.lua", lua);
+    reload_risk(fx);
+    thread_call_t tc = {.fx = fx};
+    pthread_attr_t attr;
+    pthread_t thread;
+    assert_int_equal(pthread_attr_init(&attr), 0);
+    assert_int_equal(pthread_attr_setstacksize(&attr, 512 * 1024), 0);
+    assert_int_equal(pthread_create(&thread, &attr, call_attack_on_thread, &tc), 0);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    pthread_attr_destroy(&attr);
+    assert_int_equal(tc.res.outcome, PC_RULE_ERROR);
+    assert_non_null(strstr(tc.res.error.message, "nested too deeply"));
+    pc_rule_result_clear(&tc.res);
+}
+
+static void test_work_in_library_functions_cannot_escape_the_budget(void **state)
+{
+    fixture_t *fx = *state;
+    /* Strings a rule builds are at most 256 KiB... */
+    assert_stopped_quickly(fx, "local s = ('a'):rep(2^21) local x = s:find(('a'):rep(2^20) .. 'b')",
+                           PC_RULE_ERROR, "256 KiB");
+    assert_stopped_quickly(fx,
+                           "local t = {} for i = 1, 300 do t[i] = ('x'):rep(1000) end\n"
+                           "local s = table.concat(t)",
+                           PC_RULE_ERROR, "256 KiB");
+    assert_stopped_quickly(fx, "local s = ('x'):rep(2^17) s = s:gsub('x', 'yyy')", PC_RULE_ERROR,
+                           "256 KiB");
+    /* ... but .. can join them: a literal pattern costs n * m, plain or not. */
+    assert_stopped_quickly(fx,
+                           "local a = ('a'):rep(2^18) local s = a .. a .. a .. a\n"
+                           "local x = s:find(a .. a .. 'b')",
+                           PC_RULE_ERROR, "too costly");
+    assert_stopped_quickly(fx,
+                           "local a = ('a'):rep(2^18) local s = a .. a .. a .. a\n"
+                           "local x = s:find(a .. a .. 'b', 1, true)",
+                           PC_RULE_ERROR, "too costly");
+    /* gmatch reads a leading '^' as a character, not an anchor. */
+    assert_stopped_quickly(fx,
+                           "local a = ('^'):rep(2^18) local s = a .. a .. a .. a\n"
+                           "for x in s:gmatch('^.-b') do end",
+                           PC_RULE_ERROR, "too costly");
+    /* A back-reference compares as much as its capture holds. */
+    assert_stopped_quickly(fx,
+                           "local a = ('a'):rep(2^18) local s = a .. a .. a .. a\n"
+                           "local x = s:find('^(.-)%1b')",
+                           PC_RULE_ERROR, "too costly");
+    /* Sorting long equal strings without a comparison function. */
+    assert_stopped_quickly(fx,
+                           "local s = ('a'):rep(2^18) local t = {}\n"
+                           "for i = 1, 20000 do t[i] = s end table.sort(t)",
+                           PC_RULE_ERROR, "too costly");
+    /* Calls each below the limit add up: hundreds run between two ticks. */
+    assert_stopped_quickly(fx,
+                           "local s = ('a'):rep(2^18) local p = ('a'):rep(37) .. 'b'\n"
+                           "while true do local x = s:match(p) end",
+                           PC_RULE_TIMEOUT, "time budget");
+    assert_still_answers(fx);
+    /* What rules normally do with strings is unaffected. */
+    pc_rule_result_t res;
+    run_attack(fx,
+               "local t = {} for w in ('VISA,MASTERCARD,UNIONPAY'):gmatch('[^,]+') do\n"
+               "  t[#t + 1] = w:lower() end\n"
+               "table.sort(t) local s = table.concat(t, ' ')\n"
+               "if s ~= 'mastercard unionpay visa' then error('strings broke: ' .. s) end\n"
+               "if string.format('%s/%d', 'a', 2) ~= 'a/2' then error('format broke') end\n"
+               "local big = ('x'):rep(2^18) if #big:gsub('x', 'y') ~= 2^18 then error('gsub') end",
+               &res);
+    if (res.outcome != PC_RULE_OK)
+        fail_msg("%s", res.error.message);
+    pc_rule_result_clear(&res);
+}
+
+static uint64_t thread_cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void test_instructions_on_large_objects_do_not_overrun_the_budget(void **state)
+{
+    fixture_t *fx = *state;
+    /* One '<' on two 1 MiB strings compares them in C for ~0.1 ms: with a
+     * thousand instructions between two hook ticks the call would run for
+     * several times its 5 ms budget (30 ms when this test was written). */
+    write_file(fx->dir, "risk.lua",
+               "return function(ctx)\n"
+               "  if ctx.attack then\n"
+               "    local a = ('a'):rep(2^18) local s = a .. a .. a .. a local t = s .. ''\n"
+               "    while true do local x = s < t end\n"
+               "  end\n"
+               "  return {decision = 'ACCEPT', score = 1, reasons = {}}\n"
+               "end\n");
+    reload_risk(fx);
+    json_t *ctx = json_pack("{s:b, s:i}", "attack", 1, "amount", 100);
+    pc_rule_result_t res;
+    uint64_t t0 = thread_cpu_us();
+    pc_rules_risk(fx->rules, ctx, &res);
+    uint64_t used = thread_cpu_us() - t0;
+    json_decref(ctx);
+    assert_int_equal(res.outcome, PC_RULE_TIMEOUT);
+    if (used > 15000)
+        fail_msg("a 5 ms budget used %llu us of CPU", (unsigned long long)used);
+    pc_rule_result_clear(&res);
+    assert_still_answers(fx);
+}
+
+static long resident_kib(void)
+{
+    long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%ld %ld", &size, &resident), 2);
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void make_and_free_sandboxes(int n)
+{
+    for (int i = 0; i < n; i++) {
+        char err[128];
+        pc__sandbox_t *sb = pc__sandbox_new("risk", NULL, err, sizeof err);
+        assert_non_null(sb);
+        pc_rule_error_t rerr;
+        int ref = pc__sandbox_load(sb, "return function(ctx) return ctx end", 35, &rerr);
+        assert_true(ref >= 0);
+        pc__sandbox_free(sb);
+    }
+}
+
+static void test_freed_sandboxes_give_their_memory_back(void **state)
+{
+    (void)state;
+    /* Every reload swap and every refused build frees a state. */
+    make_and_free_sandboxes(20);
+    long before = resident_kib();
+    make_and_free_sandboxes(500);
+    long grown = resident_kib() - before;
+    if (grown > 4096)
+        fail_msg("500 freed sandboxes left %ld KiB resident", grown);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -523,6 +801,18 @@ int main(void)
                                         setup_hook_memory_cap, teardown),
         cmocka_unit_test_setup_teardown(test_catastrophic_pattern_is_refused_before_it_runs, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_an_answer_that_holds_itself_is_shown_small_and_quickly,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_recursion_through_library_callbacks_is_an_error_not_a_crash, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_recursion_through_gsub_is_stopped_on_a_small_thread_stack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_work_in_library_functions_cannot_escape_the_budget,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_instructions_on_large_objects_do_not_overrun_the_budget, setup_wall_clock,
+            teardown),
+        cmocka_unit_test(test_freed_sandboxes_give_their_memory_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
