@@ -600,11 +600,16 @@ static void host_pump(pc_notifier_t *n, host_t *h)
 
 /* ---- Claiming ----------------------------------------------------------------- */
 
+/* An event goes only once every earlier event of its object (subject:
+ * the merchant's trade, refund, payout or chargeback) is delivered or given
+ * up: the merchant sees one object's states in the order they happened
+ * (migration 0060). */
 static const char CLAIM_SQL[] =
     "UPDATE outbox SET next_attempt_at = now() + $2::bigint * interval '1 millisecond', "
-    "claim_token = $1 WHERE event_id IN (SELECT event_id FROM outbox WHERE status = 'PENDING' "
-    "AND next_attempt_at <= now() AND merchant_id <> ALL ($4::text[]) "
-    "ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
+    "claim_token = $1 WHERE event_id IN (SELECT o.event_id FROM outbox o WHERE o.status = "
+    "'PENDING' AND o.next_attempt_at <= now() AND o.merchant_id <> ALL ($4::text[]) AND NOT "
+    "EXISTS (SELECT 1 FROM outbox e WHERE e.subject = o.subject AND e.status = 'PENDING' AND "
+    "e.seq < o.seq) ORDER BY o.next_attempt_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED) "
     "RETURNING event_id, merchant_id, notify_url, payload, attempts";
 
 static delivery_t *delivery_from_row(pc_notifier_t *n, const claim_t *c, pc_db_res_t *res, int row)

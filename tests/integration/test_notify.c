@@ -322,6 +322,7 @@ static void url_of(const rx_t *rx, char *out, size_t len)
 
 typedef struct {
     const char *merchant_id, *type, *url;
+    const char *trade_no; /* every event of this trade; NULL: each its own */
     int n, commit, done, status;
     char (*ids)[PC_EVENT_ID_LEN + 1];
     int next; /* events queued so far */
@@ -369,8 +370,12 @@ static void add_chunk(add_t *a)
     int stop = a->next + ADD_CHUNK < a->n ? a->next + ADD_CHUNK : a->n;
     for (; a->next < stop; a->next++) {
         int i = a->next;
+        /* Each event its own trade (events of one trade go in order). */
+        static int trades;
         char tn[40], otn[40];
-        snprintf(tn, sizeof tn, "T%08d", i);
+        snprintf(tn, sizeof tn, "T%d-%08d", (int)getpid(), ++trades);
+        if (a->trade_no)
+            snprintf(tn, sizeof tn, "%s", a->trade_no);
         snprintf(otn, sizeof otn, "order-%d", i);
         json_t *d = json_pack("{s:s,s:s,s:s,s:I,s:s,s:s}", "trade_no", tn, "out_trade_no", otn,
                               "merchant_id", a->merchant_id, "amount", (json_int_t)1999, "currency",
@@ -411,8 +416,8 @@ static void db_closed_cb(void *data)
 
 /* Writes n events in one transaction of our own, committed or rolled back;
  * their ids go to ids (may be NULL). Returns the commit status. */
-static int outbox_add(const char *merchant_id, const char *type, const char *url, int n, int commit,
-                      char (*ids)[PC_EVENT_ID_LEN + 1])
+static int outbox_add_of(const char *merchant_id, const char *type, const char *url,
+                         const char *trade_no, int n, int commit, char (*ids)[PC_EVENT_ID_LEN + 1])
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -422,7 +427,7 @@ static int outbox_add(const char *merchant_id, const char *type, const char *url
     double end = now_s() + 10;
     while (pc_db_ready_count(db) == 0 && now_s() < end)
         uv_run(&loop, UV_RUN_ONCE);
-    add_t a = {merchant_id, type, url, n, commit, 0, 0, ids, 0, NULL};
+    add_t a = {merchant_id, type, url, trade_no, n, commit, 0, 0, ids, 0, NULL};
     assert_int_equal(pc_db_begin(db, NULL, add_begin_cb, &a), 0);
     while (!a.done)
         uv_run(&loop, UV_RUN_ONCE);
@@ -433,6 +438,12 @@ static int outbox_add(const char *merchant_id, const char *type, const char *url
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&loop), 0);
     return a.status;
+}
+
+static int outbox_add(const char *merchant_id, const char *type, const char *url, int n, int commit,
+                      char (*ids)[PC_EVENT_ID_LEN + 1])
+{
+    return outbox_add_of(merchant_id, type, url, NULL, n, commit, ids);
 }
 
 static char *merchant_extra(const char *url)
@@ -553,7 +564,10 @@ static void test_notification_is_delivered_signed_with_merchant_secret(void **st
     assert_int_equal(created[19], 'Z');
     json_t *data = json_object_get(j, "data");
     assert_true(json_is_object(data));
-    assert_string_equal(json_string_value(json_object_get(data, "trade_no")), "T00000000");
+    char tn0[40];
+    snprintf(tn0, sizeof tn0, "T%d-", (int)getpid());
+    assert_int_equal(
+        strncmp(json_string_value(json_object_get(data, "trade_no")), tn0, strlen(tn0)), 0);
     assert_int_equal(json_integer_value(json_object_get(data, "amount")), 1999);
     json_decref(j);
 
@@ -717,6 +731,29 @@ static void test_endpoint_failing_three_times_gets_the_fourth_attempt(void **sta
         free(r.body);
     }
     free(first.body);
+    rx_stop(rx);
+}
+
+/* Two events of one trade, each refused once by the merchant's endpoint:
+ * the second goes only after the first was delivered. Before, the second
+ * was sent (and taken) while the first waited for its retry, and the
+ * merchant saw "succeeded" and then "paid". */
+static void test_events_of_one_trade_arrive_in_order(void **state)
+{
+    (void)state;
+    rx_t *rx = rx_start(1);
+    rx_answer(rx, 1, 200, "success", 0);
+    char url[128], tn[40], a[1][PC_EVENT_ID_LEN + 1], b[1][PC_EVENT_ID_LEN + 1];
+    url_of(rx, url, sizeof url);
+    snprintf(tn, sizeof tn, "TORDER%d", (int)getpid());
+    assert_int_equal(outbox_add_of(g_m.id, "trade.paid", url, tn, 1, 1, a), 0);
+    assert_int_equal(outbox_add_of(g_m.id, "trade.succeeded", url, tn, 1, 1, b), 0);
+    assert_event_status(a[0], "DELIVERED", 10000);
+    assert_event_status(b[0], "DELIVERED", 10000);
+    rx_rec_t paid = rx_get(rx, a[0], 1), first_succeeded = rx_get(rx, b[0], 0);
+    assert_true(first_succeeded.at >= paid.at);
+    free(paid.body);
+    free(first_succeeded.body);
     rx_stop(rx);
 }
 
@@ -1140,6 +1177,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_notification_is_delivered_signed_with_merchant_secret),
+        cmocka_unit_test(test_events_of_one_trade_arrive_in_order),
         cmocka_unit_test(test_rolled_back_event_is_never_sent),
         cmocka_unit_test(test_rsa2_merchant_verifies_with_platform_key),
         cmocka_unit_test(test_endpoint_failing_three_times_gets_the_fourth_attempt),
