@@ -639,10 +639,16 @@ static void sweep_begin_cb(void *data, int status, pc_db_tx_t *tx)
               "FOR UPDATE SKIP LOCKED) AND status = 'WAIT_BUYER_PAY' RETURNING " PC_TRADE_COLUMNS
               ", notify_url";
     else
+        /* Not while a refund of the trade is still in flight (an OFFLINE or
+         * FILE refund can take days, one held by risk longer): its success
+         * would close a fully refunded trade, which a finished one cannot
+         * be; the next sweep after it ends finishes the trade. */
         sql = "UPDATE trades SET status = 'TRADE_FINISHED', finished_at = now(), updated_at = "
-              "now() WHERE trade_no IN (SELECT trade_no FROM trades WHERE status = "
-              "'TRADE_SUCCESS' AND paid_at <= now() - make_interval(secs => $1::bigint) ORDER BY "
-              "paid_at LIMIT 200 FOR UPDATE SKIP LOCKED) AND status = 'TRADE_SUCCESS' "
+              "now() WHERE trade_no IN (SELECT t.trade_no FROM trades t WHERE t.status = "
+              "'TRADE_SUCCESS' AND t.paid_at <= now() - make_interval(secs => $1::bigint) AND NOT "
+              "EXISTS (SELECT 1 FROM refunds r WHERE r.trade_no = t.trade_no AND r.type = "
+              "'NORMAL' AND r.status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED')) ORDER BY "
+              "t.paid_at LIMIT 200 FOR UPDATE OF t SKIP LOCKED) AND status = 'TRADE_SUCCESS' "
               "RETURNING " PC_TRADE_COLUMNS ", notify_url";
     char window[24];
     snprintf(window, sizeof window, "%lld",

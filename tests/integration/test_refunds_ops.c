@@ -397,6 +397,40 @@ static void test_file_refunds_round_trip_through_a_batch(void **state)
 
 static long resolve(const char *kind, const char *ref, const char *body);
 
+/* A full OFFLINE refund still in flight when the trade's refund window ends:
+ * the trade is not finished under it (before: TRADE_FINISHED, and the
+ * refund's success days later left a fully refunded trade "finished", never
+ * closed, the merchant never told). */
+static void test_trade_with_a_refund_in_flight_is_not_finished(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], cmd[256];
+    paid_async_trade("OTC", "otc_code", 1000, tn);
+    refund_ok(tn, "OWIN1", 1000, rno);
+    expect_refund(rno, "ACCEPTED");
+    /* The refund window (180 days by default) has passed. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET paid_at = now() - interval '400 days' WHERE trade_no = '%s' "
+                  "RETURNING 1",
+                  tn));
+    sleep(2); /* two sweeps of each node */
+    expect_trade(tn, "TRADE_SUCCESS");
+    pc_t_resp_t r =
+        pc_t_admin(&g_stack, "POST", "/admin/refund-batches", "{\"method\":\"OFFLINE\"}");
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    snprintf(cmd, sizeof cmd, "refunds confirm %s --why 'cash returned at store 3'", rno);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno, "SUCCESS");
+    expect_trade(tn, "TRADE_CLOSED");
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM outbox WHERE type = 'trade.closed' AND "
+                                  "payload::jsonb -> 'data' ->> 'trade_no' = '%s'",
+                                  tn),
+                     1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* A FILE refund in an exported batch that ops force-fail (its money back
  * with the merchant), and then the channel's result file says it was paid:
  * before, the line was skipped ("the refund is FAILED") with nobody told;
@@ -1367,6 +1401,7 @@ int main(void)
                                   after_each),
         cmocka_unit_test_teardown(test_file_result_paying_a_force_failed_refund_goes_to_ops,
                                   after_each),
+        cmocka_unit_test_teardown(test_trade_with_a_refund_in_flight_is_not_finished, after_each),
         cmocka_unit_test_teardown(test_a_contradicted_final_payment_waits_for_ops_to_resolve_it,
                                   after_each),
     };
