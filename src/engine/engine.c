@@ -587,7 +587,7 @@ static void not_captured(op_t *o)
                      "success: the buyer may be charged twice: flagged for ops",
                      o->reporter, o->payment_no, o->row.channel_id);
         count_payment(o, "EARLIER_CHANNEL_SUCCESS");
-        flag = 1;
+        flag = 2; /* kept through the capture or failure by its own channel */
     } else if (!open && strcmp(o->row.status, "FAILED")) {
         /* Finished already (a duplicate callback, a query and a callback
          * crossing): nothing to do. */
@@ -618,11 +618,11 @@ static void not_captured(op_t *o)
         flag = 1;
     }
     if (flag) {
-        const char *p[] = {o->payment_no};
+        const char *p[] = {o->payment_no, flag == 2 ? "t" : "f"};
         pc_db_tx_query(o->tx,
-                       "UPDATE payments SET needs_ops = true, updated_at = now() WHERE payment_no "
-                       "= $1",
-                       1, p, step_cb, o);
+                       "UPDATE payments SET needs_ops = true, charged_elsewhere = "
+                       "charged_elsewhere OR $2::boolean, updated_at = now() WHERE payment_no = $1",
+                       2, p, step_cb, o);
         pc_db_tx_commit(o->tx, flagged_commit_cb, o);
         return;
     }
@@ -717,22 +717,23 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
                        "coalesce(route ? $2, false) AS routed FROM payments WHERE payment_no = $1 "
                        "FOR UPDATE",
                        2, lp, capture_locked_cb, o) < 0 ||
-        pc_db_tx_query(tx,
-                       "UPDATE payments p SET status = 'SUCCESS', channel_txn_id = "
-                       "coalesce($2, p.channel_txn_id), card_token = coalesce($3, p.card_token), "
-                       "card_brand = coalesce($4, p.card_brand), card_last4 = coalesce($5, "
-                       "p.card_last4), action = NULL, failure_code = NULL, failure_message = "
-                       "NULL, needs_ops = false, finished_at = now(), updated_at = now() WHERE "
-                       "p.payment_no = $1 AND "
-                       "p.channel_id = $6 AND ($7::bigint = 0 OR p.external_amount = $7::bigint) "
-                       "AND (p.status IN ('PROCESSING', 'UNKNOWN') OR (p.status = 'FAILED' AND "
-                       "p.sent_at IS NOT NULL AND p.balance_amount = 0 AND p.coupon_amount = 0)) "
-                       "RETURNING p.trade_no, p.currency, p.method_type, p.channel_id, p.amount, "
-                       "p.balance_amount, p.coupon_amount, p.external_amount, "
-                       "coalesce(p.coupon_id, '') AS coupon_id, coalesce((SELECT c.merchant_id "
-                       "FROM coupons c WHERE c.coupon_id = p.coupon_id AND c.funded_by = "
-                       "'MERCHANT'), '') AS coupon_funder",
-                       7, p, captured_row_cb, o) < 0)
+        pc_db_tx_query(
+            tx,
+            "UPDATE payments p SET status = 'SUCCESS', channel_txn_id = "
+            "coalesce($2, p.channel_txn_id), card_token = coalesce($3, p.card_token), "
+            "card_brand = coalesce($4, p.card_brand), card_last4 = coalesce($5, "
+            "p.card_last4), action = NULL, failure_code = NULL, failure_message = "
+            "NULL, needs_ops = p.charged_elsewhere, finished_at = now(), updated_at = now() WHERE "
+            "p.payment_no = $1 AND "
+            "p.channel_id = $6 AND ($7::bigint = 0 OR p.external_amount = $7::bigint) "
+            "AND (p.status IN ('PROCESSING', 'UNKNOWN') OR (p.status = 'FAILED' AND "
+            "p.sent_at IS NOT NULL AND p.balance_amount = 0 AND p.coupon_amount = 0)) "
+            "RETURNING p.trade_no, p.currency, p.method_type, p.channel_id, p.amount, "
+            "p.balance_amount, p.coupon_amount, p.external_amount, "
+            "coalesce(p.coupon_id, '') AS coupon_id, coalesce((SELECT c.merchant_id "
+            "FROM coupons c WHERE c.coupon_id = p.coupon_id AND c.funded_by = "
+            "'MERCHANT'), '') AS coupon_funder",
+            7, p, captured_row_cb, o) < 0)
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
 }
 
@@ -806,7 +807,8 @@ static void release_begin_cb(void *data, int status, pc_db_tx_t *tx)
         pc_db_tx_query(
             tx,
             "UPDATE payments SET status = 'FAILED', failure_code = $2, "
-            "failure_message = $3, action = NULL, needs_ops = false, finished_at = now(), "
+            "failure_message = $3, action = NULL, needs_ops = charged_elsewhere, finished_at = "
+            "now(), "
             "updated_at = now() WHERE payment_no = $1 AND CASE WHEN $4::boolean THEN status IN "
             "('REVIEW', "
             "'CHALLENGE') ELSE status IN ('PROCESSING', 'UNKNOWN') AND channel_id = $5 END "

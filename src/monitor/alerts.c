@@ -126,8 +126,9 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              contradicted);
     set(a, contradicted > 0, "CHANNEL_CONTRADICTION", "payments", msg);
     snprintf(msg, sizeof msg,
-             "%lld refunds wait for a person: held (SUSPENDED) or to be returned by hand "
-             "(OFFLINE); GET /admin/refunds?waiting=true",
+             "%lld refunds wait for a person: held (SUSPENDED), to be returned by hand "
+             "(OFFLINE), or for a day in no batch (OFFLINE, FILE) or with no result file "
+             "(FILE); GET /admin/refunds?waiting=true",
              refunds_waiting);
     set(a, refunds_waiting > 0, "REFUNDS_WAITING", "refunds", msg);
     snprintf(msg, sizeof msg, "%lld reconciliation differences wait for ops", recon_open);

@@ -50,11 +50,15 @@ void pc_refunds_stop(pc_refunds_t *rf);
 void pc_refunds_free(pc_refunds_t *rf);
 
 /* Refunds that wait for a person, as an SQL condition on refunds: held
- * (SUSPENDED) or to be returned by hand (OFFLINE, still PROCESSING). The
- * same condition as the partial index refunds_waiting (migration 0049), so
- * that counting and listing them read only that index. */
+ * (SUSPENDED), to be returned by hand (OFFLINE, PROCESSING), or waiting a
+ * day for ops: an OFFLINE or FILE refund not put in a batch yet (ACCEPTED),
+ * a FILE refund whose batch went out with no result imported (PROCESSING).
+ * Within the partial index refunds_waiting (migration 0061), so that
+ * counting and listing them read only that index. */
 #define PC_REFUND_WAITING_WHERE                                                                    \
-    "(status = 'SUSPENDED' OR (status = 'PROCESSING' AND method = 'OFFLINE'))"
+    "(status = 'SUSPENDED' OR (status IN ('ACCEPTED', 'PROCESSING') AND method IN ('OFFLINE', "    \
+    "'FILE') AND ((status = 'PROCESSING' AND method = 'OFFLINE') OR updated_at < now() - "         \
+    "interval '1 day')))"
 
 /* ---- internal: shared by refund.c, refund_api.c and refund_ops.c ---- */
 

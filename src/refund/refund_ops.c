@@ -158,9 +158,9 @@ static void shown_cb(void *data, int status, pc_db_res_t *res)
     pc_http_respond_json(req, 200, o);
 }
 
-/* GET /admin/refunds?waiting=true: the refunds that wait for a person, held
- * (SUSPENDED) or to be returned by hand (OFFLINE, PROCESSING), oldest first
- * (at most 500). The REFUNDS_WAITING alert points here. */
+/* GET /admin/refunds?waiting=true: the refunds that wait for a person
+ * (PC_REFUND_WAITING_WHERE), oldest first (at most 500). The REFUNDS_WAITING
+ * alert points here. */
 static void listed_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_http_req_t *req = data;

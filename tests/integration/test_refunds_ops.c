@@ -396,6 +396,9 @@ static void test_file_refunds_round_trip_through_a_batch(void **state)
 /* ---------- OFFLINE ---------- */
 
 static long resolve(const char *kind, const char *ref, const char *body);
+static int waiting_listed(const char *rno);
+static long long waiting_count(void);
+static int waiting_alert_says(long long n);
 
 /* A full OFFLINE refund still in flight when the trade's refund window ends:
  * the trade is not finished under it (before: TRADE_FINISHED, and the
@@ -428,6 +431,65 @@ static void test_trade_with_a_refund_in_flight_is_not_finished(void **state)
                                   "payload::jsonb -> 'data' ->> 'trade_no' = '%s'",
                                   tn),
                      1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* OFFLINE and FILE refunds wait for ops to put them in a batch, and a FILE
+ * batch for its result file: nothing else moves them. Left a day, they are
+ * listed as waiting and counted by the REFUNDS_WAITING alert (before: the
+ * buyer's money waited with no alert). */
+static void test_refunds_nobody_batched_for_a_day_wait_for_ops(void **state)
+{
+    (void)state;
+    char tn[40], tn2[40], rno[40], rno2[40], cmd[1024], csvpath[600], body[512], path[128];
+    paid_async_trade("OTC", "otc_code", 600, tn);
+    paid_async_trade("NETBANK", "url", 900, tn2);
+    refund_ok(tn, "BW1", 600, rno);
+    refund_ok(tn2, "BW2", 900, rno2);
+    expect_refund(rno, "ACCEPTED");
+    expect_refund(rno2, "ACCEPTED");
+    assert_false(waiting_listed(rno));
+    assert_false(waiting_listed(rno2));
+    /* A day passes and no batch takes them. */
+    const char *day = "UPDATE refunds SET updated_at = now() - interval '25 hours' WHERE "
+                      "refund_no = '%s' RETURNING 1";
+    free(pc_t_sql(&g_stack, day, rno));
+    free(pc_t_sql(&g_stack, day, rno2));
+    assert_true(waiting_listed(rno));
+    assert_true(waiting_listed(rno2));
+    assert_true(waiting_alert_says(waiting_count()));
+    /* The FILE one goes out in a batch: it waits on the channel's file now,
+     * and again for ops once that is a day late. */
+    snprintf(csvpath, sizeof csvpath, "%s/netbank-batch-bw.csv", g_dir);
+    snprintf(cmd, sizeof cmd, "refund-batch export --channel sim_netbank --out %s", csvpath);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno2, "PROCESSING");
+    assert_false(waiting_listed(rno2));
+    free(pc_t_sql(&g_stack, day, rno2));
+    assert_true(waiting_listed(rno2));
+    char *batch = refund_col(rno2, "batch_id");
+    snprintf(body, sizeof body,
+             "{\"csv\":\"refund_no,status,channel_ref,failure_code,failure_message\\n%s,SUCCESS,"
+             "nb_%s,,\\n\"}",
+             rno2, rno2);
+    snprintf(path, sizeof path, "/admin/refund-batches/%s/results", batch);
+    free(batch);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect_refund(rno2, "SUCCESS");
+    assert_false(waiting_listed(rno2));
+    /* The OFFLINE one is taken: to be paid by hand (waiting), then done. */
+    r = pc_t_admin(&g_stack, "POST", "/admin/refund-batches", "{\"method\":\"OFFLINE\"}");
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    expect_refund(rno, "PROCESSING");
+    assert_true(waiting_listed(rno));
+    snprintf(cmd, sizeof cmd, "refunds confirm %s --why 'cash returned at store 7'", rno);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno, "SUCCESS");
+    assert_false(waiting_listed(rno));
+    assert_true(waiting_alert_says(waiting_count()));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -1058,6 +1120,19 @@ static long resolve(const char *kind, const char *ref, const char *body)
     return pc_t_needs_ops_resolve(&g_stack, kind, ref, body);
 }
 
+/* A new trade of amount and its payment pno at sim_card, fallen back to
+ * it from sim_card2 (its route). */
+static void fallen_back_attempt(long amount, char *tn, char *pno)
+{
+    new_trade(amount, fresh_buyer(), tn);
+    snprintf(pno, 40, "PFALL%d%d", (int)getpid(), ++g_seq);
+    second_attempt_row(tn, pno, amount);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET route = '[\"sim_card2\", \"sim_card\"]' WHERE payment_no "
+                  "= '%s' RETURNING 1",
+                  pno));
+}
+
 /* A payment that fell back from sim_card2 (a retryable decline) to sim_card
  * and was paid there; then sim_card2 says it charged the buyer after all.
  * Before, that was logged and acknowledged, and the buyer was charged twice
@@ -1067,13 +1142,7 @@ static void test_a_success_from_the_channel_fallen_back_from_goes_to_ops(void **
 {
     (void)state;
     char tn[40], pno[40];
-    new_trade(1400, fresh_buyer(), tn);
-    snprintf(pno, sizeof pno, "PFALL%d%d", (int)getpid(), ++g_seq);
-    second_attempt_row(tn, pno, 1400);
-    free(pc_t_sql(&g_stack,
-                  "UPDATE payments SET route = '[\"sim_card2\", \"sim_card\"]' WHERE payment_no "
-                  "= '%s' RETURNING 1",
-                  pno));
+    fallen_back_attempt(1400, tn, pno);
     assert_int_equal(channel_callback(pno, 1400), 200);
     expect_payment(pno, "status || '/' || needs_ops", "SUCCESS/false");
     expect_trade(tn, "TRADE_SUCCESS");
@@ -1084,6 +1153,20 @@ static void test_a_success_from_the_channel_fallen_back_from_goes_to_ops(void **
     assert_int_equal(needs_ops_listed(pno), 2); /* listed as final */
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 1, 30));
     assert_int_equal(resolve("payment", pno, "{\"why\":\"sim_card2 refunded the buyer\"}"), 200);
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 0, 30));
+    assert_true(pc_t_ledger_ok(&g_stack));
+
+    /* The other order: sim_card2's success comes while the payment is still
+     * open at sim_card, which then captures it. The flag stays (the capture
+     * clears only "no answer yet" flags). */
+    char tn2[40], pno2[40];
+    fallen_back_attempt(1450, tn2, pno2);
+    assert_int_equal(channel_says("sim_card2", pno2, "SUCCESS", 1450), 200);
+    expect_payment(pno2, "status || '/' || needs_ops", "PROCESSING/true");
+    assert_int_equal(channel_callback(pno2, 1450), 200);
+    expect_payment(pno2, "status || '/' || needs_ops", "SUCCESS/true");
+    expect_trade(tn2, "TRADE_SUCCESS");
+    assert_int_equal(resolve("payment", pno2, "{\"why\":\"sim_card2 refunded the buyer\"}"), 200);
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 0, 30));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
@@ -1402,6 +1485,7 @@ int main(void)
         cmocka_unit_test_teardown(test_file_result_paying_a_force_failed_refund_goes_to_ops,
                                   after_each),
         cmocka_unit_test_teardown(test_trade_with_a_refund_in_flight_is_not_finished, after_each),
+        cmocka_unit_test_teardown(test_refunds_nobody_batched_for_a_day_wait_for_ops, after_each),
         cmocka_unit_test_teardown(test_a_contradicted_final_payment_waits_for_ops_to_resolve_it,
                                   after_each),
     };
