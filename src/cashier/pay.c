@@ -45,6 +45,7 @@ typedef struct {
     char card_token[80], card_brand[24], card_last4[8];
     char coupon_funder[65];
     char wallet_owner[65];
+    char trade_buyer[65];
     char challenge_buf[32], challenge_code[8], challenge_hash[PC_SHA256_HEX_LEN + 1];
     const char *route_ids[PC_ROUTE_MAX];
     char route_buf[PC_ROUTE_MAX][33];
@@ -353,6 +354,19 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     }
     if (pc_cashier_check_payable(req, v, p->buyer_id) < 0)
         return;
+    const char *tb = json_string_value(json_object_get(v->trade, "buyer_id"));
+    if (!p->buyer_id && tb && tb[0]) {
+        /* A trade created for a buyer is paid by that buyer, whether the
+         * pay names it or not (api.md leaves buyer_id out of the required
+         * fields): its limits, velocity, block list and records are that
+         * buyer's. Before, such a pay counted for nobody, and leaving the
+         * field out went around the buyer's limits. Loaded again for it. */
+        snprintf(p->trade_buyer, sizeof p->trade_buyer, "%s", tb);
+        p->buyer_id = p->trade_buyer;
+        if (pc_cashier_load(app, p->merchant_id, p->trade_no, p->buyer_id, loaded_cb, p) < 0)
+            pc_respond_db_error(req, PC_EUNAVAIL);
+        return;
+    }
     if (v->open_attempts > 0) {
         pc_http_respond_error(req, PC_API_INVALID_STATE, NULL,
                               "another payment of this trade is in progress");

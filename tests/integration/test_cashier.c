@@ -809,6 +809,46 @@ static void expect_coupon(const char *coupon, const char *want)
     free(cs);
 }
 
+/* A pay that leaves buyer_id out (api.md does not require it) of a trade
+ * created for a buyer is that buyer's: recorded for it, and within its
+ * limits. Before, it counted for nobody, and leaving the field out went
+ * around the daily limit. */
+static void test_pay_without_buyer_id_counts_for_the_trades_buyer(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], tn2[40], body[1024], key[64];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    long amounts[] = {450000, 3600000};
+    for (int i = 0; i < 2; i++) {
+        char *t = i ? tn2 : tn;
+        new_trade("INSTANT", amounts[i], buyer, t);
+        g_seq++;
+        snprintf(body, sizeof body,
+                 "{\"trade_no\":\"%s\",\"method_id\":\"CARD\",\"client\":{\"ip\":\"10.9.0.%d\","
+                 "\"device_id\":\"nobuyer-%d\",\"platform\":\"WEB\"},%s}",
+                 t, g_seq % 200, g_seq, fresh_card());
+        snprintf(key, sizeof key, "pay-nobuyer-%d", g_seq);
+        pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+        if (i == 0) {
+            if (r.status != 200 || strcmp(pc_t_jstr(&r, "status"), "SUCCESS"))
+                fprintf(stderr, "pay: %ld %s\n", r.status, r.body);
+            assert_int_equal(r.status, 200);
+            assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+        } else {
+            /* 450,000 + 3,600,000 > the daily 4,000,000. */
+            assert_int_equal(r.status, 422);
+            assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
+        }
+        pc_t_resp_free(&r);
+    }
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE trade_no = '%s' AND "
+                                  "buyer_id = '%s' AND status = 'SUCCESS'",
+                                  tn, buyer),
+                     1);
+    expect_trade(tn2, "WAIT_BUYER_PAY");
+}
+
 /* A challenged payment does not count toward the buyer's limits while it
  * waits, so passing the challenge checks them again: here a payment held
  * for review took most of the daily limit meanwhile. The challenged one
@@ -1363,6 +1403,7 @@ int main(void)
         cmocka_unit_test(test_bound_card_quick_pay_and_agreement),
         cmocka_unit_test(test_risk_reject_review_and_challenge),
         cmocka_unit_test(test_passed_challenge_is_checked_against_limits),
+        cmocka_unit_test(test_pay_without_buyer_id_counts_for_the_trades_buyer),
         cmocka_unit_test(test_waiting_payments_that_cannot_go_on_free_their_coupons),
         cmocka_unit_test(test_rejected_payment_leaves_its_coupon_free),
         cmocka_unit_test(test_reject_after_release_is_refused),
