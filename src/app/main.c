@@ -260,7 +260,12 @@ int main(int argc, char **argv)
     app->admin = pc_router_new();
     pc_router_set_filter(app->admin, "/admin", admin_auth, app);
     app->merchants = pc_merchants_new(app->db, app->kv, 2000);
-    app->idem = pc_idem_new(app->loop, app->db, app->kv, pc_config_int(cfg, "idempotency.lock_ms"));
+    app->idem = pc_idem_new(app->loop, app->db, app->kv, pc_config_int(cfg, "idempotency.lock_ms"),
+                            pc_config_str(cfg, "cashier.card_key"));
+    if (!app->idem) {
+        pc_log_error("paycore.config", "cashier.card_key is empty: it keys idempotency hashes");
+        return 1;
+    }
     app->auth = pc_auth_new(app->merchants, app->kv, app->db, app->idem);
     pc_router_set_filter(app->api, "/v1/", pc_auth_filter, app->auth);
     if (pc_app_config_start(app, err, sizeof err) < 0) {

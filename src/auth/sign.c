@@ -587,12 +587,12 @@ static int digest_field(EVP_MD_CTX *ctx, const void *data, size_t len)
     return 0;
 }
 
-int pc_request_hash_hex(const char *method, const char *path, const void *body, size_t body_len,
-                        char out[PC_SHA256_HEX_LEN + 1])
+int pc_request_hash_hex(const void *key, size_t key_len, const char *method, const char *path,
+                        const void *body, size_t body_len, char out[PC_SHA256_HEX_LEN + 1])
 {
     uint8_t md[PC_SHA256_LEN];
     int rc = PC_EIO;
-    if (!method || !path || (!body && body_len))
+    if (!key || !key_len || !method || !path || (!body && body_len))
         return PC_EINVAL;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (!ctx)
@@ -604,7 +604,10 @@ int pc_request_hash_hex(const char *method, const char *path, const void *body, 
         goto fail;
     if (EVP_DigestFinal_ex(ctx, md, NULL) != 1)
         goto fail;
-    hex_encode(md, sizeof md, out);
+    uint8_t mac[PC_SHA256_LEN];
+    if (pc_hmac_sha256(key, key_len, md, sizeof md, mac) != 0)
+        goto fail;
+    hex_encode(mac, sizeof mac, out);
     rc = 0;
 fail:
     if (rc != 0)

@@ -175,12 +175,15 @@ int pc_random_hex(char *out, size_t out_size, size_t nbytes);
  * PC_EIO. */
 int pc_sha256_hex(const void *data, size_t len, char out[PC_SHA256_HEX_LEN + 1]);
 
-/* Hash of a request for idempotency: SHA-256 over method, path and body, each
- * framed as an 8-byte big-endian length followed by its bytes, so that no two
- * different (method, path, body) triples hash the same input. Writes
- * lowercase hex and a NUL into out. Returns 0, PC_EINVAL for NULL method or
+/* Hash of a request for idempotency: HMAC-SHA256 under key of the SHA-256
+ * over method, path and body, each framed as an 8-byte big-endian length
+ * followed by its bytes, so that no two different (method, path, body)
+ * triples hash the same input. Keyed because it is stored: a plain hash of a
+ * body holding a card number (its BIN, last four and expiry known) gives the
+ * number back in milliseconds of guessing. Writes lowercase hex and a NUL
+ * into out. Returns 0, PC_EINVAL for a NULL or empty key, NULL method or
  * path, or PC_EIO. */
-int pc_request_hash_hex(const char *method, const char *path, const void *body, size_t body_len,
-                        char out[PC_SHA256_HEX_LEN + 1]);
+int pc_request_hash_hex(const void *key, size_t key_len, const char *method, const char *path,
+                        const void *body, size_t body_len, char out[PC_SHA256_HEX_LEN + 1]);
 
 #endif

@@ -19,8 +19,9 @@ struct pc_idem {
     pc_db_t *db;
     pc_kv_t *kv;
     uv_loop_t *loop;
-    char lock_ms[24];  /* how long a claim holds without renewal, as sent */
-    uint64_t renew_ms; /* a running request renews it this often (a third) */
+    char lock_ms[24];                /* how long a claim holds without renewal, as sent */
+    uint64_t renew_ms;               /* a running request renews it this often (a third) */
+    uint8_t hash_key[PC_SHA256_LEN]; /* keys the stored request hashes */
 };
 
 struct pc_idem_req {
@@ -46,11 +47,21 @@ struct pc_idem_req {
     size_t len;
 };
 
-pc_idem_t *pc_idem_new(uv_loop_t *loop, pc_db_t *db, pc_kv_t *kv, int64_t lock_ms)
+pc_idem_t *pc_idem_new(uv_loop_t *loop, pc_db_t *db, pc_kv_t *kv, int64_t lock_ms,
+                       const char *secret)
 {
+    if (!secret || !secret[0])
+        return NULL;
     pc_idem_t *idem = calloc(1, sizeof *idem);
     if (!idem)
         return NULL;
+    /* A key of its own, derived from the secret: the secret's other uses
+     * never see these hashes. */
+    static const char purpose[] = "paycore idempotency request hash";
+    if (pc_hmac_sha256(secret, strlen(secret), purpose, sizeof purpose - 1, idem->hash_key) != 0) {
+        free(idem);
+        return NULL;
+    }
     idem->loop = loop;
     idem->db = db;
     idem->kv = kv;
@@ -402,7 +413,8 @@ void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id, p
     snprintf(ir->key, sizeof ir->key, "%s", key);
     size_t blen;
     const char *body = pc_http_req_body(req, &blen);
-    pc_request_hash_hex(pc_http_req_method(req), pc_http_req_target(req), body, blen, ir->hash);
+    pc_request_hash_hex(idem->hash_key, sizeof idem->hash_key, pc_http_req_method(req),
+                        pc_http_req_target(req), body, blen, ir->hash);
     pc_random_hex(ir->token, sizeof ir->token, 16);
     char name[300];
     snprintf(name, sizeof name, "idem:%s:%s", ir->mid, ir->key);

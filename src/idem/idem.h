@@ -24,8 +24,11 @@ typedef struct pc_idem pc_idem_t;
 typedef struct pc_idem_req pc_idem_req_t;
 
 /* lock_ms: how long a claim holds without renewal; a running request renews
- * it every lock_ms / 3, so only a request whose node died loses it. */
-pc_idem_t *pc_idem_new(uv_loop_t *loop, pc_db_t *db, pc_kv_t *kv, int64_t lock_ms);
+ * it every lock_ms / 3, so only a request whose node died loses it. secret
+ * (not empty; cashier.card_key) keys the request hashes kept with each key
+ * (a request body may hold a card number). NULL when it cannot start. */
+pc_idem_t *pc_idem_new(uv_loop_t *loop, pc_db_t *db, pc_kv_t *kv, int64_t lock_ms,
+                       const char *secret);
 void pc_idem_free(pc_idem_t *idem);
 
 /* Runs the layer for req of merchant_id: answers it (missing/invalid key,

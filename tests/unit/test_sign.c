@@ -716,19 +716,31 @@ static void test_sha256_hex_matches_known_digests(void **state)
 
 static void test_request_hash_frames_fields_with_lengths(void **state)
 {
+    (void)state;
     char hex[PC_SHA256_HEX_LEN + 1], other[PC_SHA256_HEX_LEN + 1];
     static const char body[] = "{\"amount\":1999}";
-    assert_int_equal(pc_request_hash_hex("POST", "/v1/trades", body, strlen(body), hex), 0);
-    assert_string_equal(hex, "9e3ca265dc1d46b6a8ef43ab4ac3be1ea18830ced3712d7dc188cdc93185e8a0");
-    assert_int_equal(pc_request_hash_hex("GET", "/v1/balance", NULL, 0, hex), 0);
-    assert_string_equal(hex, "28b7865670f699df86e01e31289b654922ac825694a6a86f15b2b3721a7ba6f1");
+    static const char k[] = "idempotency test key";
+    const size_t kl = sizeof k - 1;
+    assert_int_equal(pc_request_hash_hex(k, kl, "POST", "/v1/trades", body, strlen(body), hex), 0);
+    assert_int_equal(strlen(hex), PC_SHA256_HEX_LEN);
+    /* Not the plain SHA-256 of the framed fields (stored, it would give a
+     * card number in a body back to anyone who guesses): keyed. */
+    assert_string_not_equal(hex,
+                            "9e3ca265dc1d46b6a8ef43ab4ac3be1ea18830ced3712d7dc188cdc93185e8a0");
+    assert_int_equal(pc_request_hash_hex(k, kl, "POST", "/v1/trades", body, strlen(body), other),
+                     0);
+    assert_string_equal(hex, other);
+    assert_int_equal(
+        pc_request_hash_hex("another key", 11, "POST", "/v1/trades", body, strlen(body), other), 0);
+    assert_string_not_equal(hex, other);
     /* Moving bytes between fields changes the hash. */
-    assert_int_equal(pc_request_hash_hex("POST", "/a", "b", 1, hex), 0);
-    assert_int_equal(pc_request_hash_hex("POST", "/ab", "", 0, other), 0);
+    assert_int_equal(pc_request_hash_hex(k, kl, "POST", "/a", "b", 1, hex), 0);
+    assert_int_equal(pc_request_hash_hex(k, kl, "POST", "/ab", "", 0, other), 0);
     assert_string_not_equal(hex, other);
-    assert_int_equal(pc_request_hash_hex("POS", "T/a", "b", 1, other), 0);
+    assert_int_equal(pc_request_hash_hex(k, kl, "POS", "T/a", "b", 1, other), 0);
     assert_string_not_equal(hex, other);
-    assert_int_equal(pc_request_hash_hex(NULL, "/a", "", 0, hex), PC_EINVAL);
+    assert_int_equal(pc_request_hash_hex(k, kl, NULL, "/a", "", 0, hex), PC_EINVAL);
+    assert_int_equal(pc_request_hash_hex(NULL, 0, "POST", "/a", "", 0, hex), PC_EINVAL);
 }
 
 int main(void)
