@@ -32,6 +32,10 @@
 --   ctx.velocity.card_attempts_1h    attempts with this card, last hour
 --   ctx.velocity.ip_attempts_1h      attempts from this IP, last hour
 --   ctx.velocity.device_attempts_1h  attempts from this device, last hour
+--   ctx.velocity.complete         false when the counters could not be read
+--                                 (Redis down): the counts above are short
+--   ("last hour": this clock hour and the one before, so never less than the
+--   attempts of the last 60 minutes)
 --   ctx.lists.ip_blocked          true if the client IP is on a block list
 --   ctx.lists.device_blocked      true if the device is on a block list
 --   ctx.lists.card_blocked        true if the card is on a block list
@@ -88,6 +92,9 @@ return function(ctx)
   end
 
   -- 3. Velocity: many attempts in a short time is how card testing looks.
+  -- Counts that could not be read are not "no attempts": challenge a card,
+  -- hold anything else for review.
+  if velocity.complete == false then add(30, "VELOCITY_UNKNOWN") end
   if n(velocity.buyer_attempts_1h) > 5 then add(20, "BUYER_VELOCITY") end
   if n(velocity.card_attempts_1h) > 3 then add(25, "CARD_VELOCITY") end
   if n(velocity.ip_attempts_1h) > 20 then add(20, "IP_VELOCITY") end

@@ -39,8 +39,11 @@ typedef struct {
     json_t *view;      /* copy of the loaded view */
     pc_pay_order_t order;
     int waiting;
-    int ip_blocked, device_blocked, card_blocked;
+    int ip_blocked, device_blocked, card_blocked, buyer_listed;
     long long v_buyer, v_card, v_ip, v_device;
+    /* Counter commands Redis did not answer with a count (down, or an
+     * error): the counts the rule sees are then short. */
+    int v_missing;
     json_t *reasons, *versions;
     char card_token[80], card_brand[24], card_last4[8];
     char coupon_funder[65];
@@ -160,26 +163,38 @@ static void decide(pay_t *p)
     json_t *v = p->view;
     json_t *t = json_object_get(v, "trade");
     json_t *buyer = json_object_get(v, "buyer");
+    if (!json_is_object(buyer))
+        buyer = NULL; /* a buyer paycore has no record of (JSON null): nothing known */
+    const char *buyer_status = json_string_value(json_object_get(buyer, "status"));
     int64_t amount = json_integer_value(json_object_get(t, "amount"));
-    /* Risk context: everything the rule may look at, filled here. */
+    /* The buyer's attempts: Redis's count, or what PostgreSQL holds of the
+     * last hour if that is more (Redis down, or forgotten). */
+    long long buyer_attempts = p->v_buyer;
+    long long pg_attempts =
+        json_integer_value(json_object_get(json_object_get(v, "usage"), "attempts_1h"));
+    if (pg_attempts > buyer_attempts)
+        buyer_attempts = pg_attempts;
+    /* Risk context: everything the rule may look at, filled here. When
+     * Redis could not count (velocity.complete false) the counts are short:
+     * the rule decides what that is worth (never read as "no attempts"). */
     json_t *ctx = json_pack(
         "{s:s,s:I,s:s,s:s,s:O,s:O,s:b,s:{s:s?,s:b,s:i,s:I},s:{s:s,s:i},"
-        "s:{s:I,s:I,s:I,s:I,s:I},s:{s:b,s:b,s:b},s:{s:s?,s:s?,s:s?}}",
+        "s:{s:I,s:I,s:I,s:I,s:I,s:b},s:{s:b,s:b,s:b},s:{s:s?,s:s?,s:s?}}",
         "kind", "PAYMENT", "amount", (json_int_t)amount, "currency",
         json_string_value(json_object_get(t, "currency")), "method", p->method, "product",
         json_object_get(t, "product"), "now", json_object_get(v, "now"), "challenge_passed", 0,
         "buyer", "id", p->buyer_id, "blocked",
-        buyer && !strcmp(json_string_value(json_object_get(buyer, "status")), "BLOCKED"),
-        "chargebacks_90d", (int)json_integer_value(json_object_get(v, "chargebacks_90d")),
-        "account_age_days", (json_int_t)json_integer_value(json_object_get(buyer, "age_days")),
-        "merchant", "id", p->merchant_id, "chargeback_rate_bp",
+        p->buyer_listed || (buyer_status && !strcmp(buyer_status, "BLOCKED")), "chargebacks_90d",
+        (int)json_integer_value(json_object_get(v, "chargebacks_90d")), "account_age_days",
+        (json_int_t)json_integer_value(json_object_get(buyer, "age_days")), "merchant", "id",
+        p->merchant_id, "chargeback_rate_bp",
         (int)json_integer_value(json_object_get(v, "merchant_cb_rate_bp")), "velocity",
-        "buyer_attempts_1h", (json_int_t)p->v_buyer, "buyer_amount_24h",
+        "buyer_attempts_1h", (json_int_t)buyer_attempts, "buyer_amount_24h",
         (json_int_t)json_integer_value(json_object_get(json_object_get(v, "usage"), "day")),
         "card_attempts_1h", (json_int_t)p->v_card, "ip_attempts_1h", (json_int_t)p->v_ip,
-        "device_attempts_1h", (json_int_t)p->v_device, "lists", "ip_blocked", p->ip_blocked,
-        "device_blocked", p->device_blocked, "card_blocked", p->card_blocked, "client", "ip", p->ip,
-        "device_id", p->device, "platform", p->platform);
+        "device_attempts_1h", (json_int_t)p->v_device, "complete", p->v_missing == 0, "lists",
+        "ip_blocked", p->ip_blocked, "device_blocked", p->device_blocked, "card_blocked",
+        p->card_blocked, "client", "ip", p->ip, "device_id", p->device, "platform", p->platform);
     if (!buyer)
         json_object_del(json_object_get(ctx, "buyer"), "account_age_days");
     pc_rule_result_t r;
@@ -254,11 +269,28 @@ static void gathered(pay_t *p)
         decide(p);
 }
 
+typedef struct {
+    pay_t *p;
+    long long *slot;
+} vel_t;
+
+/* INCR of this hour's bucket (an integer) or GET of the last hour's (a
+ * number as a string, or nil: nothing counted then): added to the slot. */
 static void velocity_cb(void *data, int status, const pc_kv_reply_t *reply)
 {
-    long long *slot = data;
-    if (status == 0 && pc_kv_reply_type(reply) == PC_KV_INTEGER)
-        *slot = pc_kv_reply_int(reply);
+    vel_t *v = data;
+    pc_kv_type_t type = status == 0 ? pc_kv_reply_type(reply) : PC_KV_NIL;
+    if (status == 0 && type == PC_KV_INTEGER) {
+        *v->slot += pc_kv_reply_int(reply);
+    } else if (status == 0 && type == PC_KV_STRING) {
+        size_t len;
+        const char *str = pc_kv_reply_str(reply, &len);
+        char buf[24];
+        snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf ? len : sizeof buf - 1), str);
+        *v->slot += strtoll(buf, NULL, 10);
+    } else if (!(status == 0 && type == PC_KV_NIL)) {
+        v->p->v_missing++;
+    }
 }
 
 static void velocity_last_cb(void *data, int status, const pc_kv_reply_t *reply)
@@ -279,20 +311,34 @@ static void blocks_cb(void *data, int status, pc_db_res_t *res)
             p->device_blocked = 1;
         else if (!strcmp(k, "CARD_BIN"))
             p->card_blocked = 1;
+        else if (!strcmp(k, "BUYER"))
+            p->buyer_listed = 1;
     }
     gathered(p);
 }
 
+/* Hour buckets: the rule sees this hour's count (this attempt included)
+ * plus the last hour's, so "the last hour" never misses an attempt made a
+ * minute before the hour turned (a window of one to two hours). */
 static void count_attempt(pay_t *p, const char *what, const char *value, long long *slot)
 {
     if (!value || !value[0])
         return;
-    char name[200], key[260];
-    snprintf(name, sizeof name, "vel:%s:%s:%ld", what, value, (long)(time(NULL) / 3600));
+    long hour = (long)(time(NULL) / 3600);
+    char name[200], key[260], prev[260];
+    snprintf(name, sizeof name, "vel:%s:%s:%ld", what, value, hour);
     pc_kv_key(p->app->kv, key, sizeof key, name);
-    /* Hour buckets: this hour's count is what the rule sees. */
-    if (pc_kv_cmd(p->app->kv, velocity_cb, slot, "INCR", key, NULL) == 0)
+    snprintf(name, sizeof name, "vel:%s:%s:%ld", what, value, hour - 1);
+    pc_kv_key(p->app->kv, prev, sizeof prev, name);
+    vel_t *v = pc_http_req_alloc(p->req, sizeof *v);
+    v->p = p;
+    v->slot = slot;
+    if (pc_kv_cmd(p->app->kv, velocity_cb, v, "INCR", key, NULL) == 0)
         pc_kv_cmd(p->app->kv, NULL, NULL, "EXPIRE", key, "7200", NULL);
+    else
+        p->v_missing++;
+    if (pc_kv_cmd(p->app->kv, velocity_cb, v, "GET", prev, NULL) < 0)
+        p->v_missing++;
 }
 
 static void gather(pay_t *p)
@@ -305,14 +351,22 @@ static void gather(pay_t *p)
     /* Redis answers in order: this PING arrives after the counters. */
     if (pc_kv_cmd(p->app->kv, velocity_last_cb, p, "PING", NULL) < 0)
         p->waiting--;
+    /* The card's BIN: of the number given, or of the bound card chosen
+     * (before, a blocked BIN passed when the card was bound first). */
     char bin[8] = "";
+    json_t *chosen = p->card_id ? json_object_get(p->view, "chosen_card") : NULL;
+    const char *cbin = chosen ? json_string_value(json_object_get(chosen, "bin")) : NULL;
     if (p->has_card && strlen(p->card.pan) >= 6)
         snprintf(bin, sizeof bin, "%.6s", p->card.pan);
-    const char *q[] = {p->ip ? p->ip : "", p->device ? p->device : "", bin};
+    else if (cbin && strlen(cbin) >= 6)
+        snprintf(bin, sizeof bin, "%.6s", cbin);
+    const char *q[] = {p->ip ? p->ip : "", p->device ? p->device : "", bin,
+                       p->buyer_id ? p->buyer_id : ""};
     if (pc_db_query(p->app->db,
                     "SELECT kind FROM block_list WHERE (kind = 'IP' AND value = $1) OR (kind = "
-                    "'DEVICE' AND value = $2) OR (kind = 'CARD_BIN' AND value = $3)",
-                    3, q, blocks_cb, p) < 0)
+                    "'DEVICE' AND value = $2) OR (kind = 'CARD_BIN' AND value = $3) OR (kind = "
+                    "'BUYER' AND value = $4)",
+                    4, q, blocks_cb, p) < 0)
         p->waiting--;
     gathered(p);
 }

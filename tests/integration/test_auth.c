@@ -483,6 +483,30 @@ static void test_redis_down_still_executes_once(void **state)
                          "nonce-noredis-000001", NULL, NULL),
            401, "NONCE_REUSED");
 
+    /* Risk cannot read the velocity counters: a payment is not accepted as
+     * if nobody had tried anything (before: counts of 0, ACCEPT). The
+     * default rule holds it for review (a card would be challenged). */
+    char tbody[256], pbody[512], tn[40];
+    snprintf(tbody, sizeof tbody,
+             "{\"out_trade_no\":\"NOREDIS-VEL\",\"product\":\"INSTANT\",\"amount\":1200,"
+             "\"currency\":\"CNY\",\"subject\":\"Goods\",\"buyer_id\":\"u_noredis\"}");
+    pc_t_resp_t tr = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", tbody, "k-noredis-vel-t");
+    assert_int_equal(tr.status, 201);
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&tr, "trade_no"));
+    pc_t_resp_free(&tr);
+    snprintf(pbody, sizeof pbody,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"u_noredis\",\"method_id\":\"VA\","
+             "\"client\":{\"ip\":\"10.7.0.1\",\"device_id\":\"dev-noredis\",\"platform\":"
+             "\"WEB\"}}",
+             tn);
+    tr = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", pbody, "k-noredis-vel-p");
+    if (tr.status != 200)
+        fprintf(stderr, "pay: %ld %s\n", tr.status, tr.body);
+    assert_int_equal(tr.status, 200);
+    assert_string_equal(pc_t_jstr(&tr, "status"), "REVIEW");
+    assert_non_null(strstr(tr.body, "VELOCITY_UNKNOWN"));
+    pc_t_resp_free(&tr);
+
     /* Redis comes back empty. The request whose nonce only PostgreSQL
      * recorded, replayed within its timestamp window: refused, not run. One
      * node from here, so that every request meets the Redis it reconnected. */

@@ -664,6 +664,63 @@ static void test_bound_card_quick_pay_and_agreement(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A buyer id paycore has no record of (the merchant never registered it):
+ * the payment goes ahead as a buyer nothing is known of. Before, the risk
+ * context read the missing buyer's status and the node crashed. */
+static void test_pay_for_a_buyer_never_registered(void **state)
+{
+    (void)state;
+    char buyer[48], tn[40];
+    snprintf(buyer, sizeof buyer, "u_unregistered_%d", (int)getpid());
+    new_trade("INSTANT", 600, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    expect_trade(tn, "TRADE_SUCCESS");
+}
+
+/* Block-list entries by BIN reach a card the buyer bound before, and by
+ * buyer reach that buyer (before: a bound card's BIN was never checked, and
+ * BUYER entries were accepted but never read). */
+static void test_block_list_reaches_bound_cards_and_buyers(void **state)
+{
+    (void)state;
+    char buyer[32], bind_path[96], card_id[64], method[96], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    snprintf(bind_path, sizeof bind_path, "/v1/buyers/%s/cards", buyer);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", bind_path,
+                              "{\"pan\":\"4571730000000011\",\"exp_month\":11,\"exp_year\":2031,"
+                              "\"holder_name\":\"A Buyer\"}",
+                              "bind-blocked-bin");
+    assert_int_equal(r.status, 201);
+    snprintf(card_id, sizeof card_id, "%s", pc_t_jstr(&r, "card_id"));
+    pc_t_resp_free(&r);
+    r = pc_t_admin(&g_stack, "POST", "/admin/block-list",
+                   "{\"kind\":\"CARD_BIN\",\"value\":\"457173\",\"reason\":\"test fraud\"}");
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    new_trade("INSTANT", 700, buyer, tn);
+    snprintf(method, sizeof method, "QUICK_PAY:%s", card_id);
+    r = pay(tn, buyer, method, NULL);
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    assert_non_null(strstr(r.body, "CARD_BLOCKED"));
+    pc_t_resp_free(&r);
+    /* A buyer on the block list: rejected whatever it pays with. */
+    char other[32], body[160];
+    snprintf(other, sizeof other, "%s", fresh_buyer());
+    snprintf(body, sizeof body, "{\"kind\":\"BUYER\",\"value\":\"%s\",\"reason\":\"test fraud\"}",
+             other);
+    r = pc_t_admin(&g_stack, "POST", "/admin/block-list", body);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    new_trade("INSTANT", 700, other, tn);
+    r = pay(tn, other, "CARD", fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    assert_non_null(strstr(r.body, "BUYER_BLOCKED"));
+    pc_t_resp_free(&r);
+}
+
 /* The buyer's second pay: the challenge's answer, with the card again. */
 static pc_t_resp_t answer_challenge(const char *tn, const char *buyer, const char *cid,
                                     const char *answer, const char *card)
@@ -1404,6 +1461,8 @@ int main(void)
         cmocka_unit_test(test_risk_reject_review_and_challenge),
         cmocka_unit_test(test_passed_challenge_is_checked_against_limits),
         cmocka_unit_test(test_pay_without_buyer_id_counts_for_the_trades_buyer),
+        cmocka_unit_test(test_block_list_reaches_bound_cards_and_buyers),
+        cmocka_unit_test(test_pay_for_a_buyer_never_registered),
         cmocka_unit_test(test_waiting_payments_that_cannot_go_on_free_their_coupons),
         cmocka_unit_test(test_rejected_payment_leaves_its_coupon_free),
         cmocka_unit_test(test_reject_after_release_is_refused),
