@@ -473,6 +473,15 @@ int pc_recon_csv_next(pc_recon_csv_t *r, pc_recon_line_t *line, char *err, size_
     if (pc_recon_parse_time(r->fv[c[COL_TIME]], r->fl[c[COL_TIME]], &line->time_s) < 0)
         return fail(r, err, errlen, "time must be an RFC 3339 time");
     int dup = seen_before(r, line->type, line->channel_ref);
+    /* A second success of one of our numbers under another channel_ref:
+     * the channel took the money twice (each line would otherwise pair with
+     * the same record and agree, and nobody would hear of it). Kept apart
+     * from the channel_ref keys by a type no line can have. */
+    if (dup == 0 && line->paycore_ref[0] && !strcmp(line->status, "SUCCESS")) {
+        char t[PC_RECON_WORD_MAX + 4];
+        snprintf(t, sizeof t, "%s#ok", line->type);
+        dup = seen_before(r, t, line->paycore_ref);
+    }
     if (dup < 0)
         return dup;
     line->duplicate = dup;

@@ -518,15 +518,16 @@ static void test_uploaded_statement_is_matched_kind_by_kind(void **state)
              "cbk_r1,%s,CHARGEBACK,100,CNY,0,SUCCESS,%s\n"      /* a type we keep no record of */
              "pot_r%d,%s,PAYOUT,6999,CNY,0,SUCCESS,%s\n"        /* amount */
              "pot_r%d,%s,PAYOUT_RETURN,7000,CNY,0,SUCCESS,%s\n" /* a return we never heard of */
-             "%s,,PAY,4000,CNY,60,SUCCESS,%s\n",                /* found by the channel's ref */
+             "%s,,PAY,4000,CNY,60,SUCCESS,%s\n"                 /* found by the channel's ref */
+             "otc_second,%s,PAY,1000,CNY,15,SUCCESS,%s\n",      /* p1 taken a second time */
              c1, p1, t, c2, p2, t, p3, t, c1, p1, t, t, p1, t, (int)getpid(), po, t, (int)getpid(),
-             po, t, c4, t);
+             po, t, c4, t, p1, t);
     /* p5 is missing from it. */
     json_t *run = upload("sim_otc", csv, 200);
     assert_string_equal(jstr(run, "status"), "DONE");
     assert_string_equal(jstr(run, "source"), "UPLOAD");
-    assert_int_equal(json_integer_value(json_object_get(run, "lines")), 9);
-    assert_int_equal(json_integer_value(json_object_get(run, "duplicate_lines")), 1);
+    assert_int_equal(json_integer_value(json_object_get(run, "lines")), 10);
+    assert_int_equal(json_integer_value(json_object_get(run, "duplicate_lines")), 2);
     assert_int_equal(json_integer_value(json_object_get(run, "unmatched_lines")), 1);
     long long run_id = run_id_of(run);
     json_decref(run);
@@ -536,6 +537,9 @@ static void test_uploaded_statement_is_matched_kind_by_kind(void **state)
     assert_non_null(sm);
     assert_true(json_is_null(json_object_get(sm, "repair")));
     assert_non_null(find_diff(d, "DUPLICATE_LINE", "line", "channel_ref", c1));
+    /* The second charge of p1 under another reference (before: paired with
+     * p1's record like the first, agreed, and reported nowhere). */
+    assert_non_null(find_diff(d, "DUPLICATE_LINE", "line", "channel_ref", "otc_second"));
     assert_non_null(find_diff(d, "MISSING_LOCAL", "line", "channel_ref", "cbk_r1"));
     json_t *am = find_diff(d, "AMOUNT_MISMATCH", "local", "ref", po);
     assert_non_null(am);
@@ -551,7 +555,7 @@ static void test_uploaded_statement_is_matched_kind_by_kind(void **state)
     assert_string_equal(pst, "RETURNED");
     free(pst);
     assert_non_null(find_diff(d, "MISSING_CHANNEL", "local", "ref", p5));
-    assert_int_equal(json_array_size(d), 7);
+    assert_int_equal(json_array_size(d), 8);
     long long sm_id = (long long)json_integer_value(json_object_get(sm, "diff_id"));
     long long cur_id = (long long)json_integer_value(
         json_object_get(find_diff(d, "CURRENCY_MISMATCH", "line", "channel_ref", c2), "diff_id"));
@@ -568,7 +572,7 @@ static void test_uploaded_statement_is_matched_kind_by_kind(void **state)
     /* The same file again: nothing new. */
     run = upload("sim_otc", csv, 200);
     assert_int_equal(json_integer_value(json_object_get(run, "new_diffs")), 0);
-    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 6);
+    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 7);
     json_decref(run);
 
     /* A malformed file fails the run and changes no difference. */
@@ -600,7 +604,7 @@ static void test_uploaded_statement_is_matched_kind_by_kind(void **state)
                                   "SELECT count(*) FROM recon_diffs WHERE run_id = %lld AND "
                                   "status = 'OPEN'",
                                   run_id),
-                     6);
+                     7);
 
     /* The channel corrects its file: the currency difference closes itself. */
     char fixed[4096];
@@ -608,7 +612,7 @@ static void test_uploaded_statement_is_matched_kind_by_kind(void **state)
     char *usd = strstr(fixed, ",USD,");
     memcpy(usd, ",CNY,", 5);
     run = upload("sim_otc", fixed, 200);
-    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 5);
+    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 6);
     json_decref(run);
     st = pc_t_sql(&g_stack,
                   "SELECT status || ' ' || resolved_by FROM recon_diffs WHERE diff_id = "

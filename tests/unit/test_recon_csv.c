@@ -193,7 +193,7 @@ static void test_repeated_type_and_reference_is_a_duplicate(void **state)
     const char *text = HEADER "pay_1,P1,PAY,1,CNY,0,SUCCESS,2026-11-22T08:00:00Z\n"
                               "pay_1,P1,REFUND,1,CNY,0,SUCCESS,2026-11-22T08:00:00Z\n"
                               "pay_1,P1,PAY,1,CNY,0,SUCCESS,2026-11-22T08:00:00Z\n"
-                              "pay_10,P1,PAY,1,CNY,0,SUCCESS,2026-11-22T08:00:00Z\n";
+                              "pay_10,P10,PAY,1,CNY,0,SUCCESS,2026-11-22T08:00:00Z\n";
     pc_recon_line_t l[4];
     char err[200] = "";
     assert_int_equal(read_all(text, l, 4, err, sizeof err), 4);
@@ -201,6 +201,28 @@ static void test_repeated_type_and_reference_is_a_duplicate(void **state)
     assert_int_equal(l[1].duplicate, 0);
     assert_int_equal(l[2].duplicate, 1);
     assert_int_equal(l[3].duplicate, 0);
+}
+
+/* The channel took one of our numbers twice: two successes of P1 under two
+ * references. The second is a duplicate (before: both paired with P1's
+ * record, agreed, and nobody heard of the second charge). A failed attempt
+ * and a success of one number are not. */
+static void test_second_success_of_one_number_is_a_duplicate(void **state)
+{
+    (void)state;
+    const char *text = HEADER "pay_a,P1,PAY,1000,CNY,6,SUCCESS,2026-11-22T08:00:00Z\n"
+                              "pay_b,P1,PAY,1000,CNY,6,SUCCESS,2026-11-22T08:01:00Z\n"
+                              "pay_c,P2,PAY,500,CNY,0,FAILED,2026-11-22T08:02:00Z\n"
+                              "pay_d,P2,PAY,500,CNY,3,SUCCESS,2026-11-22T08:03:00Z\n"
+                              "rf_a,P1,REFUND,1000,CNY,0,SUCCESS,2026-11-22T08:04:00Z\n";
+    pc_recon_line_t l[5];
+    char err[200] = "";
+    assert_int_equal(read_all(text, l, 5, err, sizeof err), 5);
+    assert_int_equal(l[0].duplicate, 0);
+    assert_int_equal(l[1].duplicate, 1);
+    assert_int_equal(l[2].duplicate, 0);
+    assert_int_equal(l[3].duplicate, 0);
+    assert_int_equal(l[4].duplicate, 0);
 }
 
 static void test_many_lines_find_exactly_the_planted_duplicates(void **state)
@@ -278,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_reader_stays_failed_after_an_error),
         cmocka_unit_test(test_bad_headers_are_refused),
         cmocka_unit_test(test_repeated_type_and_reference_is_a_duplicate),
+        cmocka_unit_test(test_second_success_of_one_number_is_a_duplicate),
         cmocka_unit_test(test_many_lines_find_exactly_the_planted_duplicates),
         cmocka_unit_test(test_times_with_offsets_and_fractions),
     };
