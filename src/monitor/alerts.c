@@ -169,6 +169,23 @@ static void check(uv_timer_t *t)
         snprintf(labels, sizeof labels, "channel=\"%s\"", ch->id);
         pc_metrics_set("pc_channel_healthy", labels, healthy);
     }
+    /* A channel a reload removed is checked no more: its alert would stay
+     * raised for good, about a channel that no longer exists. Channel ids
+     * are [a-z0-9_] (channels/ validation), safe in an array literal. */
+    char ids[4096];
+    size_t off = (size_t)snprintf(ids, sizeof ids, "{");
+    for (size_t i = 0; set_ && i < pc_channel_set_count(set_) && off < sizeof ids; i++)
+        off += (size_t)snprintf(ids + off, sizeof ids - off, "%s%s", i ? "," : "",
+                                pc_channel_set_at(set_, i)->id);
+    if (set_ && off + 2 <= sizeof ids) {
+        snprintf(ids + off, sizeof ids - off, "}");
+        const char *p[] = {ids};
+        pc_db_query(app->db,
+                    "UPDATE alerts SET status = 'RESOLVED', resolved_at = now() WHERE kind = "
+                    "'CHANNEL_FAILURE_RATE' AND status = 'ACTIVE' AND subject <> ALL ($1::text[]) "
+                    "RETURNING kind, subject",
+                    1, p, resolved_cb, NULL);
+    }
     /* Rules refused at the last reload. */
     json_t *st = pc_rules_status(app->rules);
     size_t i;

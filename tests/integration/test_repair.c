@@ -491,6 +491,18 @@ static void test_failing_channel_raises_alert_and_traffic_moves_then_returns(voi
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* An alert raised for a channel a reload has since removed (here: its row,
+ * as the node raised it before the reload) is resolved by the next check,
+ * not left raised for good about a channel nothing routes to. */
+static void test_alert_of_a_removed_channel_is_resolved(void **state)
+{
+    (void)state;
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO alerts (kind, subject, message) VALUES ('CHANNEL_FAILURE_RATE', "
+                  "'sim_gone', 'channel sim_gone success rate 0.00 %%') RETURNING 1"));
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_FAILURE_RATE", "sim_gone", 0, 10));
+}
+
 static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **state)
 {
     (void)state;
@@ -629,6 +641,7 @@ int main(void)
         cmocka_unit_test(test_timeout_that_never_happened_fails_and_releases),
         cmocka_unit_test(test_failing_channel_raises_alert_and_traffic_moves_then_returns),
         cmocka_unit_test(test_a_ledger_movement_that_cannot_be_folded_raises_an_alert),
+        cmocka_unit_test(test_alert_of_a_removed_channel_is_resolved),
         cmocka_unit_test(test_query_does_not_fail_a_payment_whose_request_is_still_open),
         cmocka_unit_test(test_released_payment_cut_off_by_a_crash_is_found_by_query),
         cmocka_unit_test(test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped),
