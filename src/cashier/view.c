@@ -19,7 +19,8 @@
  * merchant less than the coupon. There the posting was refused at capture,
  * after the channel had charged the card. */
 static const char view_sql[] =
-    "WITH bp AS MATERIALIZED (SELECT status, amount, created_at, card_id, method_type, status "
+    "WITH bp AS MATERIALIZED (SELECT status, amount, coalesce(sent_at, created_at) AS "
+    "created_at, card_id, method_type, status "
     "IN " PC_PAYMENT_COUNTED_STATUSES " AS counted FROM payments WHERE buyer_id = $3 "
     "AND created_at >= now() - interval '90 days') "
     "SELECT json_build_object("

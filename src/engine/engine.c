@@ -1097,21 +1097,21 @@ static int queue_limit_check(op_t *o, pc_db_query_cb cb, void *data)
     snprintf(month, sizeof month, "%lld", (long long)pc_config_int(cfg, "limits.buyer_monthly"));
     snprintf(card_day, sizeof card_day, "%lld", (long long)pc_config_int(cfg, "limits.card_daily"));
     const char *b[] = {o->buyer_id};
-    const char *u[] = {o->buyer_id, amount, day, month, o->card_id[0] ? o->card_id : NULL,
-                       card_day};
+    const char *u[] = {o->buyer_id, amount,       day, month, o->card_id[0] ? o->card_id : NULL,
+                       card_day,    o->payment_no};
     if (pc_db_tx_query(o->tx,
                        "SELECT pg_advisory_xact_lock(hashtextextended('pc:buyer:' || $1, 0))", 1, b,
                        step_cb, o) < 0)
         return -1;
     return pc_db_tx_query(
         o->tx,
-        "SELECT coalesce(sum(amount) FILTER (WHERE created_at >= now() - interval '24 "
-        "hours'), 0) + $2::bigint > $3::bigint OR coalesce(sum(amount), 0) + $2::bigint > "
-        "$4::bigint OR ($5::text IS NOT NULL AND coalesce(sum(amount) FILTER (WHERE card_id "
-        "= $5 AND created_at >= now() - interval '24 hours'), 0) + $2::bigint > $6::bigint) "
-        "FROM payments WHERE buyer_id = $1 AND created_at >= now() - interval '30 days' AND "
-        "status IN " PC_PAYMENT_COUNTED_STATUSES,
-        6, u, cb, data);
+        "SELECT coalesce(sum(amount) FILTER (WHERE coalesce(sent_at, created_at) >= now() - "
+        "interval '24 hours'), 0) + $2::bigint > $3::bigint OR coalesce(sum(amount), 0) + "
+        "$2::bigint > $4::bigint OR ($5::text IS NOT NULL AND coalesce(sum(amount) FILTER (WHERE "
+        "card_id = $5 AND coalesce(sent_at, created_at) >= now() - interval '24 hours'), 0) + "
+        "$2::bigint > $6::bigint) FROM payments WHERE buyer_id = $1 AND created_at >= now() - "
+        "interval '30 days' AND status IN " PC_PAYMENT_COUNTED_STATUSES " AND payment_no <> $7",
+        7, u, cb, data);
 }
 
 static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
@@ -1362,7 +1362,7 @@ static void continue_limits_cb(void *data, int status, pc_db_res_t *res)
                    "WITH f AS (UPDATE payments SET status = 'FAILED', failure_code = "
                    "'LIMIT_EXCEEDED', failure_message = 'this payment would pass the buyer''s "
                    "limits', action = NULL, finished_at = now(), updated_at = now() WHERE "
-                   "payment_no = $1 AND status = 'CHALLENGE' RETURNING 1) SELECT "
+                   "payment_no = $1 AND status IN ('CHALLENGE', 'REVIEW') RETURNING 1) SELECT "
                    "pc_require(EXISTS (SELECT 1 FROM f), 'payment_status')",
                    1, p, step_cb, o);
     free_coupon(o);
@@ -1379,10 +1379,13 @@ static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
     snprintf(o->card_id, sizeof o->card_id, "%s", pc_db_val(res, 0, "card_id"));
     snprintf(o->method, sizeof o->method, "%s", pc_db_val(res, 0, "method_type"));
     o->amount = pc_db_val_i64(res, 0, "amount");
-    /* A payment held for review counted toward the limits while it waited;
-     * a challenged one did not, so it is checked now, under the buyer's
-     * lock like a new payment. */
-    if (!strcmp(pc_db_val(res, 0, "status"), "CHALLENGE") && o->buyer_id[0]) {
+    /* Checked now, under the buyer's lock like a new payment: a challenged
+     * one did not count toward the limits while it waited, and one held for
+     * review counted in the window of its creation, which may have passed
+     * (held on day 0, the day-1 limit spent meanwhile, released on day 1).
+     * The payment itself is left out of the sums; it is added once. It
+     * counts from its release on (sent_at) from here. */
+    if (o->buyer_id[0]) {
         if (queue_limit_check(o, continue_limits_cb, o) < 0)
             fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
         return;

@@ -664,6 +664,47 @@ static void test_bound_card_quick_pay_and_agreement(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payment held for review on day 0 and released on day 1, after the
+ * buyer spent day 1's limit: the release is checked against the limits as
+ * they are now (before: it counted only in day 0's window, and both were
+ * charged within an hour, twice the daily limit). */
+static void test_review_released_a_day_later_is_checked_against_the_limits(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], tn2[40], pno[64], path[128];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 3500000, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
+    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
+    pc_t_resp_free(&r);
+    /* A day passes with it held. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET created_at = now() - interval '25 hours' WHERE "
+                  "payment_no = '%s' RETURNING 1",
+                  pno));
+    for (int i = 0; i < 2; i++) {
+        new_trade("INSTANT", 450000, buyer, tn2);
+        r = pay(tn2, buyer, "CARD", fresh_card());
+        assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+        pc_t_resp_free(&r);
+    }
+    /* 900,000 today + 3,500,000 released now > the daily 4,000,000. */
+    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    if (r.status != 422)
+        fprintf(stderr, "release: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
+    pc_t_resp_free(&r);
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE payment_no = '%s' AND "
+                                  "status = 'FAILED'",
+                                  pno),
+                     1);
+}
+
 /* A buyer id paycore has no record of (the merchant never registered it):
  * the payment goes ahead as a buyer nothing is known of. Before, the risk
  * context read the missing buyer's status and the node crashed. */
@@ -1463,6 +1504,7 @@ int main(void)
         cmocka_unit_test(test_pay_without_buyer_id_counts_for_the_trades_buyer),
         cmocka_unit_test(test_block_list_reaches_bound_cards_and_buyers),
         cmocka_unit_test(test_pay_for_a_buyer_never_registered),
+        cmocka_unit_test(test_review_released_a_day_later_is_checked_against_the_limits),
         cmocka_unit_test(test_waiting_payments_that_cannot_go_on_free_their_coupons),
         cmocka_unit_test(test_rejected_payment_leaves_its_coupon_free),
         cmocka_unit_test(test_reject_after_release_is_refused),
