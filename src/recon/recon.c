@@ -645,6 +645,21 @@ static void locked_diff_cb(void *data, int status, pc_db_res_t *res)
         mark_resolved(x);
         return;
     }
+    /* An adjustment is computed from the run's snapshot of our record: if
+     * the record has moved since (a late callback or status query captured
+     * the payment the statement said was paid), the money would be booked
+     * twice. The live row is locked (a capture waits) and must still be as
+     * the run saw it. */
+    if (strcmp(pc_db_val(res, 0, "live_status"), pc_db_val(res, 0, "local_status")) != 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "the record is %s now, not %s as the run saw it: run the day again before "
+                 "adjusting",
+                 pc_db_val(res, 0, "live_status")[0] ? pc_db_val(res, 0, "live_status") : "gone",
+                 pc_db_val(res, 0, "local_status"));
+        resolve_fail(x, PC_ECONFLICT, msg);
+        return;
+    }
     pc_recon_money_t m;
     memset(&m, 0, sizeof m);
     int has_amount, has_fee, has_local_amount, has_expected;
@@ -688,8 +703,14 @@ static void resolve_begun_cb(void *data, int status, pc_db_tx_t *tx)
     if (pc_db_tx_query(tx,
                        "SELECT d.status, d.kind, d.obj, d.channel_id, d.line_amount, d.line_fee, "
                        "d.line_status, d.line_currency, d.local_amount, d.local_state, "
-                       "d.local_currency, d.expected_fee, recon_diff_json(d)::text AS diff FROM "
-                       "recon_diffs d WHERE diff_id = $1::bigint FOR UPDATE",
+                       "d.local_currency, d.expected_fee, recon_diff_json(d)::text AS diff, "
+                       "coalesce(d.local_status, '') AS local_status, coalesce(CASE "
+                       "d.local_table WHEN 'payments' THEN (SELECT status FROM payments WHERE "
+                       "payment_no = d.local_ref FOR UPDATE) WHEN 'refunds' THEN (SELECT status "
+                       "FROM refunds WHERE refund_no = d.local_ref FOR UPDATE) WHEN 'payouts' THEN "
+                       "(SELECT status FROM payouts WHERE payout_no = d.local_ref FOR UPDATE) END, "
+                       "'') AS live_status FROM recon_diffs d WHERE diff_id = $1::bigint FOR "
+                       "UPDATE OF d",
                        1, p, locked_diff_cb, x) < 0)
         resolve_fail(x, PC_EUNAVAIL, "the database is unavailable");
 }

@@ -689,6 +689,59 @@ static void test_resolving_with_an_adjustment_posts_through_suspense(void **stat
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* The statement says a payment we failed was paid (STATUS_MISMATCH); before
+ * ops resolve it, the channel's late success captures the payment. An
+ * adjustment computed from the run's snapshot would book the same money a
+ * second time: it is refused until the day is run again (before: posted). */
+static void test_adjustment_refused_when_the_record_moved_since_the_run(void **state)
+{
+    (void)state;
+    char tn[40], pno[64], ch[40], csv[1024];
+    json_t *p = pay(1300, "CARD",
+                    "\"card\":{\"pan\":\"4000000000000002\",\"exp_month\":12,\"exp_year\":2030,"
+                    "\"cvv\":\"123\"}",
+                    tn);
+    assert_string_equal(jstr(p, "status"), "FAILED");
+    snprintf(pno, sizeof pno, "%s", jstr(p, "payment_no"));
+    json_decref(p);
+    char *c = pc_t_sql(&g_stack, "SELECT channel_id FROM payments WHERE payment_no = '%s'", pno);
+    snprintf(ch, sizeof ch, "%s", c);
+    free(c);
+    snprintf(csv, sizeof csv,
+             "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
+             "late_%s,%s,PAY,1300,CNY,0,SUCCESS,2026-01-01T00:00:00Z\n",
+             pno, pno);
+    json_t *run = upload(ch, csv, 200);
+    json_t *d = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    json_t *sm = find_diff(d, "STATUS_MISMATCH", "local", "ref", pno);
+    assert_non_null(sm);
+    long long id = (long long)json_integer_value(json_object_get(sm, "diff_id"));
+    json_decref(d);
+    /* The channel's late success is captured meanwhile. */
+    assert_int_equal(pc_t_channel_callback(&g_stack, ch, "payment", pno, "SUCCESS", 1300), 200);
+    assert_true(
+        wait_sql("SUCCESS", 10, "SELECT status FROM payments WHERE payment_no = '%s'", pno));
+    long long suspense0 = pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('"
+                                                 "platform:suspense:CNY'), 0)");
+    char path[96];
+    snprintf(path, sizeof path, "/admin/recon/diffs/%lld/resolve", id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"paid\",\"adjust\":true}");
+    assert_int_equal(r.status, 409);
+    assert_non_null(strstr(r.body, "run the day again"));
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('"
+                                            "platform:suspense:CNY'), 0)"),
+                     suspense0);
+    /* Run again, the difference is gone. */
+    run = upload(ch, csv, 200);
+    d = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    assert_null(find_diff(d, "STATUS_MISMATCH", "local", "ref", pno));
+    json_decref(d);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_payctl_runs_lists_and_resolves(void **state)
 {
     (void)state;
@@ -785,6 +838,8 @@ int main(void)
                                refresh_today),
         cmocka_unit_test_setup(test_uploaded_statement_is_matched_kind_by_kind, refresh_today),
         cmocka_unit_test_setup(test_resolving_with_an_adjustment_posts_through_suspense,
+                               refresh_today),
+        cmocka_unit_test_setup(test_adjustment_refused_when_the_record_moved_since_the_run,
                                refresh_today),
         cmocka_unit_test_setup(test_payctl_runs_lists_and_resolves, refresh_today),
         cmocka_unit_test_setup(test_bad_requests_are_refused, refresh_today),
