@@ -50,7 +50,8 @@ typedef struct op {
         int found;
         char status[16], channel_id[33];
         int64_t external_amount;
-        int routed; /* the reporter is a channel of the payment's route */
+        int routed;   /* the reporter is a channel of the payment's route */
+        int adjusted; /* ops booked its money by a reconciliation adjustment */
     } row;
     pc_api_err_t err;
     char err_msg[160];
@@ -597,6 +598,15 @@ static void not_captured(op_t *o)
                     "applied",
                     o->reporter, o->payment_no, o->row.channel_id);
         count_payment(o, "WRONG_CHANNEL");
+    } else if (!strcmp(o->row.status, "FAILED") && o->row.adjusted) {
+        /* The statement said it was paid and ops booked that money by a
+         * reconciliation adjustment: capturing it now would book it twice. */
+        pc_log_error("engine.adjusted_success",
+                     "channel %s reported success for payment %s, failed here and already "
+                     "booked by a reconciliation adjustment: not applied, flagged for ops",
+                     o->reporter, o->payment_no);
+        count_payment(o, "ADJUSTED_SUCCESS");
+        flag = 1;
     } else if (r->amount > 0 && r->amount != o->row.external_amount) {
         /* The channel took another sum than was asked: neither the
          * merchant's credit nor a refund can be decided here. */
@@ -641,6 +651,7 @@ static void capture_locked_cb(void *data, int status, pc_db_res_t *res)
     snprintf(o->row.channel_id, sizeof o->row.channel_id, "%s", pc_db_val(res, 0, "channel_id"));
     o->row.external_amount = pc_db_val_i64(res, 0, "external_amount");
     o->row.routed = pc_db_val(res, 0, "routed")[0] == 't';
+    o->row.adjusted = pc_db_val(res, 0, "adjusted")[0] == 't';
 }
 
 static void captured_row_cb(void *data, int status, pc_db_res_t *res)
@@ -714,8 +725,10 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
     const char *lp[] = {o->payment_no, o->reporter};
     if (pc_db_tx_query(tx,
                        "SELECT status, coalesce(channel_id, '') AS channel_id, external_amount, "
-                       "coalesce(route ? $2, false) AS routed FROM payments WHERE payment_no = $1 "
-                       "FOR UPDATE",
+                       "coalesce(route ? $2, false) AS routed, EXISTS (SELECT 1 FROM recon_diffs "
+                       "d WHERE d.local_table = 'payments' "
+                       "AND d.local_ref = payments.payment_no AND d.ledger_txn_id IS NOT NULL) AS "
+                       "adjusted FROM payments WHERE payment_no = $1 FOR UPDATE OF payments",
                        2, lp, capture_locked_cb, o) < 0 ||
         pc_db_tx_query(
             tx,
@@ -727,7 +740,10 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "p.payment_no = $1 AND "
             "p.channel_id = $6 AND ($7::bigint = 0 OR p.external_amount = $7::bigint) "
             "AND (p.status IN ('PROCESSING', 'UNKNOWN') OR (p.status = 'FAILED' AND "
-            "p.sent_at IS NOT NULL AND p.balance_amount = 0 AND p.coupon_amount = 0)) "
+            "p.sent_at IS NOT NULL AND p.balance_amount = 0 AND p.coupon_amount = 0 AND NOT "
+            "EXISTS (SELECT 1 FROM recon_diffs d WHERE "
+            "d.local_table = 'payments' AND d.local_ref = p.payment_no AND d.ledger_txn_id IS "
+            "NOT NULL))) "
             "RETURNING p.trade_no, p.currency, p.method_type, p.channel_id, p.amount, "
             "p.balance_amount, p.coupon_amount, p.external_amount, "
             "coalesce(p.coupon_id, '') AS coupon_id, coalesce((SELECT c.merchant_id "

@@ -693,21 +693,23 @@ static void test_resolving_with_an_adjustment_posts_through_suspense(void **stat
  * ops resolve it, the channel's late success captures the payment. An
  * adjustment computed from the run's snapshot would book the same money a
  * second time: it is refused until the day is run again (before: posted). */
-static void test_adjustment_refused_when_the_record_moved_since_the_run(void **state)
+/* A card payment of 1300 declined here (FAILED) whose channel's statement
+ * says it was paid: its STATUS_MISMATCH difference. Fills pno, ch and csv
+ * (the statement, 1024 bytes); returns the difference's id. */
+static long long declined_but_paid(char *pno, char *ch, char *csv)
 {
-    (void)state;
-    char tn[40], pno[64], ch[40], csv[1024];
+    char tn[40];
     json_t *p = pay(1300, "CARD",
                     "\"card\":{\"pan\":\"4000000000000002\",\"exp_month\":12,\"exp_year\":2030,"
                     "\"cvv\":\"123\"}",
                     tn);
     assert_string_equal(jstr(p, "status"), "FAILED");
-    snprintf(pno, sizeof pno, "%s", jstr(p, "payment_no"));
+    snprintf(pno, 64, "%s", jstr(p, "payment_no"));
     json_decref(p);
     char *c = pc_t_sql(&g_stack, "SELECT channel_id FROM payments WHERE payment_no = '%s'", pno);
-    snprintf(ch, sizeof ch, "%s", c);
+    snprintf(ch, 40, "%s", c);
     free(c);
-    snprintf(csv, sizeof csv,
+    snprintf(csv, 1024,
              "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
              "late_%s,%s,PAY,1300,CNY,0,SUCCESS,2026-01-01T00:00:00Z\n",
              pno, pno);
@@ -718,6 +720,15 @@ static void test_adjustment_refused_when_the_record_moved_since_the_run(void **s
     assert_non_null(sm);
     long long id = (long long)json_integer_value(json_object_get(sm, "diff_id"));
     json_decref(d);
+    return id;
+}
+
+static void test_adjustment_refused_when_the_record_moved_since_the_run(void **state)
+{
+    (void)state;
+    char pno[64], ch[40], csv[1024];
+    long long id = declined_but_paid(pno, ch, csv);
+    json_t *run, *d;
     /* The channel's late success is captured meanwhile. */
     assert_int_equal(pc_t_channel_callback(&g_stack, ch, "payment", pno, "SUCCESS", 1300), 200);
     assert_true(
@@ -739,6 +750,34 @@ static void test_adjustment_refused_when_the_record_moved_since_the_run(void **s
     json_decref(run);
     assert_null(find_diff(d, "STATUS_MISMATCH", "local", "ref", pno));
     json_decref(d);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* The other order: ops book the statement's money by an adjustment, then
+ * the channel's late success arrives. It is not captured (the money would
+ * be booked twice): the payment stays FAILED and goes to ops. */
+static void test_late_success_after_an_adjustment_goes_to_ops(void **state)
+{
+    (void)state;
+    char pno[64], ch[40], csv[1024], path[96];
+    long long id = declined_but_paid(pno, ch, csv);
+    snprintf(path, sizeof path, "/admin/recon/diffs/%lld/resolve", id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"paid\",\"adjust\":true}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    long long pending0 = pc_t_sql_int(&g_stack,
+                                      "SELECT coalesce(ledger_balance('merchant:%s:"
+                                      "pending:CNY'), 0)",
+                                      g_m.id);
+    assert_int_equal(pc_t_channel_callback(&g_stack, ch, "payment", pno, "SUCCESS", 1300), 200);
+    assert_true(wait_sql("FAILED/true", 10,
+                         "SELECT status || '/' || needs_ops FROM payments WHERE payment_no = '%s'",
+                         pno));
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT coalesce(ledger_balance('merchant:%s:"
+                                  "pending:CNY'), 0)",
+                                  g_m.id),
+                     pending0);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -841,6 +880,7 @@ int main(void)
                                refresh_today),
         cmocka_unit_test_setup(test_adjustment_refused_when_the_record_moved_since_the_run,
                                refresh_today),
+        cmocka_unit_test_setup(test_late_success_after_an_adjustment_goes_to_ops, refresh_today),
         cmocka_unit_test_setup(test_payctl_runs_lists_and_resolves, refresh_today),
         cmocka_unit_test_setup(test_bad_requests_are_refused, refresh_today),
         cmocka_unit_test_setup(test_statement_that_cannot_be_fetched_fails_the_run, refresh_today),
