@@ -1280,6 +1280,12 @@ int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *r, pc_engine_cb cb, vo
  * back: it may have moved on, by another continuation, since it was read. */
 static bool continue_found(op_t *o, int status, pc_db_res_t *res)
 {
+    /* Another attempt of the trade went in flight meanwhile (the trade's one
+     * open attempt is a unique index): a state, not an outage to retry. */
+    if (status == PC_ECONFLICT && res && !strcmp(pc_db_sqlstate(res), "23505")) {
+        fail_op(o, PC_API_INVALID_STATE, "another payment of this trade is in progress");
+        return false;
+    }
     if (status || pc_db_rows(res) == 0) {
         fail_op(o, status ? PC_API_UNAVAILABLE : PC_API_INVALID_STATE,
                 status ? "database unavailable" : "the payment is not waiting for this");

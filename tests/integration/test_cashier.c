@@ -907,6 +907,31 @@ static void expect_coupon(const char *coupon, const char *want)
     free(cs);
 }
 
+/* A challenged card payment, then the buyer starts another attempt (VA)
+ * that goes in flight; the challenge's answer cannot go on while that one
+ * is open: 409 INVALID_STATE, not a 503 that asks for a retry which can
+ * never succeed. */
+static void test_challenge_answer_while_another_attempt_is_open_is_409(void **state)
+{
+    (void)state;
+    char buyer[32], coupon[64], tn[40], card[160], cid[64], code[16];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_coupon(buyer, 1000, coupon);
+    new_trade("INSTANT", 600000, buyer, tn);
+    challenged_card_pay(tn, buyer, coupon, card, cid, code);
+    pc_t_resp_t r = pay(tn, buyer, "VA", NULL);
+    if (r.status != 200)
+        fprintf(stderr, "va: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    r = answer_challenge(tn, buyer, cid, code, card);
+    if (r.status != 409)
+        fprintf(stderr, "answer: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    pc_t_resp_free(&r);
+}
+
 /* A pay that leaves buyer_id out (api.md does not require it) of a trade
  * created for a buyer is that buyer's: recorded for it, and within its
  * limits. Before, it counted for nobody, and leaving the field out went
@@ -1505,6 +1530,7 @@ int main(void)
         cmocka_unit_test(test_block_list_reaches_bound_cards_and_buyers),
         cmocka_unit_test(test_pay_for_a_buyer_never_registered),
         cmocka_unit_test(test_review_released_a_day_later_is_checked_against_the_limits),
+        cmocka_unit_test(test_challenge_answer_while_another_attempt_is_open_is_409),
         cmocka_unit_test(test_waiting_payments_that_cannot_go_on_free_their_coupons),
         cmocka_unit_test(test_rejected_payment_leaves_its_coupon_free),
         cmocka_unit_test(test_reject_after_release_is_refused),
