@@ -206,12 +206,16 @@ static int host_limit(const pc_notifier_t *n, const host_t *h)
     return q > n->host_conns ? q : n->host_conns;
 }
 
-/* A host holding half of what it may: claims leave its merchants' rows in
- * the table (no churn of claiming and handing back) and the next claim
- * comes when it drains. */
+/* A host holding half of what it may, or so much that one more full claim
+ * could overflow it: claims leave its merchants' rows in the table (no
+ * churn of claiming and handing back) and the next claim comes when it
+ * drains. (With only the half rule, a claim that came while a host drained
+ * through 7 of 16 brought 10 rows and handed one back unsent; a loaded CI
+ * machine, where the answers end one by one, caught it.) */
 static int host_busy(const pc_notifier_t *n, const host_t *h)
 {
-    return h->queued + h->inflight >= (host_limit(n, h) + 1) / 2;
+    int limit = host_limit(n, h), held = h->queued + h->inflight;
+    return held >= (limit + 1) / 2 || held + n->batch > limit;
 }
 
 static void host_note_merchant(host_t *h, const char *merchant_id)
