@@ -8,6 +8,7 @@
 #include "core/metrics.h"
 #include "ledger/ledger.h"
 #include "notify/outbox.h"
+#include "repair/repair.h"
 #include "rules/rules.h"
 
 #include <stdio.h>
@@ -909,39 +910,10 @@ typedef struct {
     int last;
 } job_t;
 
-typedef struct {
-    char payout_no[40];
-    const char *why; /* static */
-} flag_t;
-
-static void flagged_cb(void *data, int status, pc_db_res_t *res)
-{
-    flag_t *f = data;
-    if (!status && pc_db_rows(res) > 0)
-        pc_log_warn("payout.exhausted",
-                    "payout %s %s after the last scheduled query: flagged for ops, queried again "
-                    "at the schedule's last pace",
-                    f->payout_no, f->why);
-    free(f);
-}
-
-/* Flags a payout still in flight after the last scheduled query for ops
- * (told once, not at every later query), its money held. Its claim has
- * already set the next query at the schedule's last pace, so a late answer,
- * or one that failed to apply for a passing cause, still closes it. */
+/* Flagged for ops, its money held (see pc_repair_flag). */
 static void flag_for_ops(pc_app_t *app, const char *payout_no, const char *why)
 {
-    const char *p[] = {payout_no};
-    flag_t *f = calloc(1, sizeof *f);
-    if (!f)
-        return;
-    snprintf(f->payout_no, sizeof f->payout_no, "%s", payout_no);
-    f->why = why;
-    if (pc_db_query(app->db,
-                    "UPDATE payouts SET needs_ops = true WHERE payout_no = $1 AND NOT needs_ops "
-                    "AND status = 'PROCESSING' RETURNING 1",
-                    1, p, flagged_cb, f) < 0)
-        free(f);
+    pc_repair_flag(app, "payout", payout_no, why);
 }
 
 #define UNAPPLIED "has a final answer from its channel that could not be applied"

@@ -40,8 +40,23 @@ static void ignore_cb(void *data, int status, pc_db_res_t *res)
     (void)res;
 }
 
+/* What is flagged when a payment or payout is still in flight after its
+ * last scheduled query (the kinds' statuses in flight differ: a payout not
+ * yet sent is ACCEPTED, and that is the runner's to send, not ops'). */
+static const struct {
+    const char *kind, *event, *sql;
+} flag_kinds[] = {
+    {"payment", "repair.exhausted",
+     "UPDATE payments SET needs_ops = true WHERE payment_no = $1 AND NOT needs_ops AND status IN "
+     "('PROCESSING', 'UNKNOWN') RETURNING 1"},
+    {"payout", "payout.exhausted",
+     "UPDATE payouts SET needs_ops = true WHERE payout_no = $1 AND NOT needs_ops AND status = "
+     "'PROCESSING' RETURNING 1"},
+};
+
 typedef struct {
-    char payment_no[40];
+    size_t k; /* index in flag_kinds */
+    char no[40];
     const char *why; /* static */
 } flag_t;
 
@@ -49,32 +64,35 @@ static void flagged_cb(void *data, int status, pc_db_res_t *res)
 {
     flag_t *f = data;
     if (!status && pc_db_rows(res) > 0) {
-        pc_log_warn("repair.exhausted",
-                    "payment %s %s after the last scheduled query: flagged for ops, queried "
-                    "again at the schedule's last pace",
-                    f->payment_no, f->why);
-        count("flagged");
+        pc_log_warn(flag_kinds[f->k].event,
+                    "%s %s %s after the last scheduled query: flagged for ops, queried again at "
+                    "the schedule's last pace",
+                    flag_kinds[f->k].kind, f->no, f->why);
+        if (f->k == 0)
+            count("flagged");
     }
     free(f);
 }
 
-/* Flags a payment still in flight after the last scheduled query for ops
- * (told once, not at every later query). Its claim has already set the next
- * query at the schedule's last pace, so a late answer, or one that failed to
- * apply for a passing cause, still closes it. */
-static void flag_for_ops(job_t *j, const char *why)
+void pc_repair_flag(pc_app_t *app, const char *kind, const char *no, const char *why)
 {
-    const char *p[] = {j->payment_no};
-    flag_t *f = calloc(1, sizeof *f);
+    size_t k = 0;
+    while (k < sizeof flag_kinds / sizeof flag_kinds[0] && strcmp(flag_kinds[k].kind, kind))
+        k++;
+    flag_t *f = k < sizeof flag_kinds / sizeof flag_kinds[0] ? calloc(1, sizeof *f) : NULL;
     if (!f)
         return;
-    snprintf(f->payment_no, sizeof f->payment_no, "%s", j->payment_no);
+    f->k = k;
+    snprintf(f->no, sizeof f->no, "%s", no);
     f->why = why;
-    if (pc_db_query(j->r->app->db,
-                    "UPDATE payments SET needs_ops = true WHERE payment_no = $1 AND NOT needs_ops "
-                    "AND status IN ('PROCESSING', 'UNKNOWN') RETURNING 1",
-                    1, p, flagged_cb, f) < 0)
+    const char *p[] = {no};
+    if (pc_db_query(app->db, flag_kinds[k].sql, 1, p, flagged_cb, f) < 0)
         free(f);
+}
+
+static void flag_for_ops(job_t *j, const char *why)
+{
+    pc_repair_flag(j->r->app, "payment", j->payment_no, why);
 }
 
 /* The last scheduled query came too early to apply the channel's answer: one

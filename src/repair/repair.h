@@ -14,6 +14,14 @@
 typedef struct pc_repair pc_repair_t;
 
 pc_repair_t *pc_repair_new(pc_app_t *app);
+
+/* Flags a payment or payout (kind "payment" | "payout") still in flight
+ * after its last scheduled status query for ops (GET /admin/needs-ops; told
+ * once, not at every later query; why, static, says what happened, e.g.
+ * "still has no final answer"). Its claim has already set the next query at
+ * the schedule's last pace, so a late answer, or one that failed to apply
+ * for a passing cause, still closes it. */
+void pc_repair_flag(pc_app_t *app, const char *kind, const char *no, const char *why);
 void pc_repair_start(pc_repair_t *r);
 /* Stops the timer (in-flight queries finish on their own). */
 void pc_repair_stop(pc_repair_t *r);

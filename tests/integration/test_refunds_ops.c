@@ -396,6 +396,21 @@ static void test_file_refunds_round_trip_through_a_batch(void **state)
 /* ---------- OFFLINE ---------- */
 
 static long resolve(const char *kind, const char *ref, const char *body);
+
+/* The channel's result file for FILE refund rno's batch, saying it was
+ * paid, imported by ops; the import's answer. */
+static pc_t_resp_t import_paid_result(const char *rno)
+{
+    char body[512], path[128];
+    char *batch = refund_col(rno, "batch_id");
+    snprintf(body, sizeof body,
+             "{\"csv\":\"refund_no,status,channel_ref,failure_code,failure_message\\n%s,SUCCESS,"
+             "nb_%s,,\\n\"}",
+             rno, rno);
+    snprintf(path, sizeof path, "/admin/refund-batches/%s/results", batch);
+    free(batch);
+    return pc_t_admin(&g_stack, "POST", path, body);
+}
 static int waiting_listed(const char *rno);
 static long long waiting_count(void);
 static int waiting_alert_says(long long n);
@@ -441,7 +456,7 @@ static void test_trade_with_a_refund_in_flight_is_not_finished(void **state)
 static void test_refunds_nobody_batched_for_a_day_wait_for_ops(void **state)
 {
     (void)state;
-    char tn[40], tn2[40], rno[40], rno2[40], cmd[1024], csvpath[600], body[512], path[128];
+    char tn[40], tn2[40], rno[40], rno2[40], cmd[1024], csvpath[600];
     paid_async_trade("OTC", "otc_code", 600, tn);
     paid_async_trade("NETBANK", "url", 900, tn2);
     refund_ok(tn, "BW1", 600, rno);
@@ -467,14 +482,7 @@ static void test_refunds_nobody_batched_for_a_day_wait_for_ops(void **state)
     assert_false(waiting_listed(rno2));
     free(pc_t_sql(&g_stack, day, rno2));
     assert_true(waiting_listed(rno2));
-    char *batch = refund_col(rno2, "batch_id");
-    snprintf(body, sizeof body,
-             "{\"csv\":\"refund_no,status,channel_ref,failure_code,failure_message\\n%s,SUCCESS,"
-             "nb_%s,,\\n\"}",
-             rno2, rno2);
-    snprintf(path, sizeof path, "/admin/refund-batches/%s/results", batch);
-    free(batch);
-    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, body);
+    pc_t_resp_t r = import_paid_result(rno2);
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
     expect_refund(rno2, "SUCCESS");
@@ -500,24 +508,17 @@ static void test_refunds_nobody_batched_for_a_day_wait_for_ops(void **state)
 static void test_file_result_paying_a_force_failed_refund_goes_to_ops(void **state)
 {
     (void)state;
-    char tn[40], rno[40], cmd[1024], csvpath[600], body[512], path[128];
+    char tn[40], rno[40], cmd[1024], csvpath[600];
     paid_async_trade("NETBANK", "url", 3000, tn);
     refund_ok(tn, "FFF1", 1200, rno);
     snprintf(csvpath, sizeof csvpath, "%s/netbank-batch-ff.csv", g_dir);
     snprintf(cmd, sizeof cmd, "refund-batch export --channel sim_netbank --out %s", csvpath);
     assert_int_equal(payctl(cmd), 0);
     expect_refund(rno, "PROCESSING");
-    char *batch = refund_col(rno, "batch_id");
     snprintf(cmd, sizeof cmd, "refunds force-fail %s --why 'bank lost the file'", rno);
     assert_int_equal(payctl(cmd), 0);
     expect_refund(rno, "FAILED");
-    snprintf(body, sizeof body,
-             "{\"csv\":\"refund_no,status,channel_ref,failure_code,failure_message\\n%s,SUCCESS,"
-             "nb_%s,,\\n\"}",
-             rno, rno);
-    snprintf(path, sizeof path, "/admin/refund-batches/%s/results", batch);
-    free(batch);
-    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, body);
+    pc_t_resp_t r = import_paid_result(rno);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "flagged for ops"));
     pc_t_resp_free(&r);
