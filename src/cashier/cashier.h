@@ -27,7 +27,7 @@ typedef struct {
     json_t *cards; /* bound cards */
     int64_t used_day, used_month, attempts_1h;
     int64_t open_attempts;
-    json_t *card_usage; /* {card_id: amount in 24 h} */
+    json_t *card_usage; /* {card_id: the card's usage in 24 h, by anyone} */
     const char *last_method;
     json_t *type_counts;
     int64_t now;

@@ -534,7 +534,12 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
             o->card_token = p->card_token;
             o->card_brand = p->card_brand;
             o->card_last4 = p->card_last4;
-            snprintf(p->card_key, sizeof p->card_key, "%s", ref);
+            /* Known by the hash of its number recorded at binding, as the
+             * same card typed in is; a card bound before hashes were
+             * recorded is known by its card_id (migration 0064). */
+            const char *fp = json_string_value(json_object_get(card, "card_fp"));
+            snprintf(p->card_key, sizeof p->card_key, "%s", fp && fp[0] ? fp : ref);
+            o->card_fp = p->card_key;
             json_object_set(p->view, "chosen_card", card);
         } else if (m == PC_METHOD_CARD) {
             if (!p->has_card || !digits_only(p->card.pan, 12, 19)) {
@@ -544,6 +549,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
             }
             o->card = &p->card;
             card_fingerprint(app, p->card.pan, p->card_key, sizeof p->card_key);
+            o->card_fp = p->card_key;
         } else if (m == PC_METHOD_QR_BUYER) {
             if (!p->buyer_code) {
                 pc_http_respond_error(req, PC_API_INVALID_REQUEST, "buyer_code",
@@ -775,6 +781,7 @@ typedef struct {
     pc_app_t *app;
     char channel[33];
     char card_id[40];
+    char card_fp[40]; /* the keyed hash of the number: the card's daily limit */
     int exp_month, exp_year;
     const char *holder;
 } bind_t;
@@ -823,19 +830,21 @@ static void bind_token_cb(void *data, const pc_ch_result_t *r)
                        r->card_last4,
                        m,
                        y,
-                       b->holder};
+                       b->holder,
+                       b->card_fp};
     if (pc_db_query(b->app->db,
                     "WITH c AS (INSERT INTO cards (card_id, buyer_id, channel_id, token, brand, "
-                    "bin, last4, exp_month, exp_year, holder) VALUES ($1, $2, $3, $4, $5, $6, $7, "
-                    "$8::int, $9::int, $10) ON CONFLICT (channel_id, token) DO UPDATE SET status = "
-                    "'ACTIVE' WHERE cards.buyer_id = EXCLUDED.buyer_id RETURNING card_id, brand, "
+                    "bin, last4, exp_month, exp_year, holder, card_fp) VALUES ($1, $2, $3, $4, $5, "
+                    "$6, $7, $8::int, $9::int, $10, $11) ON CONFLICT (channel_id, token) DO UPDATE "
+                    "SET status = 'ACTIVE', card_fp = EXCLUDED.card_fp WHERE cards.buyer_id = "
+                    "EXCLUDED.buyer_id RETURNING card_id, brand, "
                     "bin, last4) SELECT json_build_object("
                     "'card_id', c.card_id, 'brand', c.brand, 'last4', c.last4, 'issuer', "
                     "b.issuer, 'card_type', b.card_type, 'country', b.country, 'province', "
                     "b.province)::text FROM c LEFT JOIN LATERAL (SELECT * FROM card_bins k WHERE "
                     "k.bin = left(c.bin, 8) OR k.bin = left(c.bin, 6) ORDER BY length(k.bin) DESC "
                     "LIMIT 1) b ON true",
-                    10, q, bound_cb, b) < 0)
+                    11, q, bound_cb, b) < 0)
         pc_respond_db_error(b->req, PC_EUNAVAIL);
 }
 
@@ -859,6 +868,7 @@ static void bind_card(pc_http_req_t *req, void *data)
     b->exp_month = (int)m;
     b->exp_year = (int)y;
     b->holder = pc_json_str(body, "holder_name", 64, 0, &bad);
+    card_fingerprint(app, pan, b->card_fp, sizeof b->card_fp);
     /* Bind at the best channel that offers quick pay. */
     const pc_channel_t *match[8];
     size_t n = pc_channels_match(app->channels, PC_METHOD_QUICK_PAY, "CNY", 1, match, 8);

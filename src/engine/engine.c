@@ -28,8 +28,9 @@ typedef struct op {
     char payment_no[40], trade_no[40], merchant_id[65], buyer_id[65], method[16], currency[4];
     char wallet_owner[65]; /* whose wallet the balance part uses: "" = buyer_id */
     int64_t amount, balance_amount, coupon_amount, external_amount;
-    char coupon_id[48], coupon_funder[65], card_id[48], card_token[80], card_brand[24],
+    char coupon_id[48], coupon_funder[65], card_id[48], card_fp[48], card_token[80], card_brand[24],
         card_last4[8], buyer_code[65];
+    char limit_hit[8]; /* continue: the limit the payment would pass, "buyer" or "card" */
     char route[PC_ROUTE_MAX][33];
     int nroute, attempt;
     int has_card;
@@ -992,8 +993,15 @@ static void locked_trade_cb(void *data, int status, pc_db_res_t *res)
     }
 }
 
-/* The buyer's usage, read after the buyer's lock was granted: the first
- * error found by the trade lock wins, then this. */
+/* What a payer is told when queue_limit_check's answer (which) is not ''. */
+static const char *limit_message(const char *which)
+{
+    return !strcmp(which, "card") ? "this payment would pass the card's daily limit"
+                                  : "this payment would pass the buyer's limits";
+}
+
+/* The buyer's and the card's usage, read after their locks were granted: the
+ * first error found by the trade lock wins, then this. */
 static void limits_cb(void *data, int status, pc_db_res_t *res)
 {
     start_t *s = data;
@@ -1002,9 +1010,9 @@ static void limits_cb(void *data, int status, pc_db_res_t *res)
     if (status) {
         s->trade_err = PC_API_UNAVAILABLE;
         snprintf(s->trade_msg, sizeof s->trade_msg, "database unavailable");
-    } else if (pc_db_get(res, 0, 0)[0] == 't') {
+    } else if (pc_db_get(res, 0, 0)[0]) {
         s->trade_err = PC_API_LIMIT_EXCEEDED;
-        snprintf(s->trade_msg, sizeof s->trade_msg, "this payment would pass the buyer's limits");
+        snprintf(s->trade_msg, sizeof s->trade_msg, "%s", limit_message(pc_db_get(res, 0, 0)));
     }
 }
 
@@ -1066,21 +1074,22 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
                        s->challenge_id,
                        o->card_token[0] ? o->card_token : NULL,
                        s->first_query,
-                       o->wallet_owner[0] ? o->wallet_owner : NULL};
+                       o->wallet_owner[0] ? o->wallet_owner : NULL,
+                       o->card_fp[0] ? o->card_fp : NULL};
     pc_db_tx_query(o->tx,
                    "INSERT INTO payments (payment_no, trade_no, merchant_id, buyer_id, status, "
                    "amount, currency, method_type, balance_amount, coupon_id, coupon_amount, "
                    "external_amount, channel_id, card_id, card_brand, card_last4, route, "
                    "failure_code, failure_message, risk_decision, risk_score, risk_reasons, "
                    "rule_versions, client_ip, device_id, challenge_id, card_token, finished_at, "
-                   "next_query_at, wallet_owner, sent_at) "
+                   "next_query_at, wallet_owner, sent_at, card_fp) "
                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
                    "$16, $17::jsonb, $18, $19, $20, $21::int, $22::jsonb, $23::jsonb, $24, $25, "
                    "$26, $27, CASE WHEN $5 IN ('FAILED', 'SUCCESS') THEN now() END, CASE WHEN $5 = "
                    "'PROCESSING' "
                    "THEN now() + $28::int * interval '1 millisecond' END, $29, CASE WHEN $5 = "
-                   "'PROCESSING' THEN now() END)",
-                   29, p, insert_cb, o);
+                   "'PROCESSING' THEN now() END, $30)",
+                   30, p, insert_cb, o);
     if (!strcmp(s->status, "CHALLENGE") && s->challenge_id) {
         const char *c[] = {s->challenge_id, o->payment_no, s->challenge_hash,
                            s->demo_code[0] ? s->demo_code : NULL,
@@ -1096,37 +1105,52 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
     hold(o, st);
 }
 
-/* Queues, in o's transaction, the per-buyer lock and the statement that
- * tells whether o (buyer, amount, card) would pass the buyer's limits: one
- * boolean row, true when over. The lock is held to the commit that records
- * the payment as counted, so pays of one buyer at the same moment, on any
- * node, each see the others; the usage is read by a statement of its own,
- * which starts after the lock was granted. Takes the trade lock first (the
- * caller did), so the lock order is the same everywhere. */
+/* Queues, in o's transaction, the per-buyer and per-card locks and the
+ * statement that tells whether o (buyer, amount, card) would pass a limit:
+ * one text row, '' when within them, else 'buyer' or 'card'. The buyer's
+ * limits read the buyer's payments; the card's daily limit reads every
+ * payment made with the card (card_fp), whoever paid: bound or typed, by a
+ * buyer or a guest. The locks are held to the commit that records the
+ * payment as counted, so pays of one buyer or one card at the same moment,
+ * on any node, each see the others; the usage is read by a statement of its
+ * own, which starts after the locks were granted. Takes the trade lock first
+ * (the caller did), then the buyer's, then the card's: the same order
+ * everywhere. A payer with neither buyer nor card has no limit to check. */
 static int queue_limit_check(op_t *o, pc_db_query_cb cb, void *data)
 {
     /* Parameters are copied when queued: locals will do. */
     char amount[24], day[24], month[24], card_day[24];
     const pc_config_t *cfg = o->e->app->cfg;
+    const char *buyer = o->buyer_id[0] ? o->buyer_id : NULL;
+    const char *card = o->card_fp[0] ? o->card_fp : NULL;
     snprintf(amount, sizeof amount, "%lld", (long long)o->amount);
     snprintf(day, sizeof day, "%lld", (long long)pc_config_int(cfg, "limits.buyer_daily"));
     snprintf(month, sizeof month, "%lld", (long long)pc_config_int(cfg, "limits.buyer_monthly"));
     snprintf(card_day, sizeof card_day, "%lld", (long long)pc_config_int(cfg, "limits.card_daily"));
-    const char *b[] = {o->buyer_id};
-    const char *u[] = {o->buyer_id, amount,       day, month, o->card_id[0] ? o->card_id : NULL,
-                       card_day,    o->payment_no};
-    if (pc_db_tx_query(o->tx,
-                       "SELECT pg_advisory_xact_lock(hashtextextended('pc:buyer:' || $1, 0))", 1, b,
-                       step_cb, o) < 0)
+    const char *b[] = {buyer};
+    const char *c[] = {card};
+    const char *u[] = {buyer, amount, day, month, card, card_day, o->payment_no};
+    if (buyer && pc_db_tx_query(o->tx,
+                                "SELECT pg_advisory_xact_lock(hashtextextended('pc:buyer:' || $1, "
+                                "0))",
+                                1, b, step_cb, o) < 0)
+        return -1;
+    if (card &&
+        pc_db_tx_query(o->tx, "SELECT pg_advisory_xact_lock(hashtextextended('pc:card:' || $1, 0))",
+                       1, c, step_cb, o) < 0)
         return -1;
     return pc_db_tx_query(
         o->tx,
-        "SELECT coalesce(sum(amount) FILTER (WHERE coalesce(sent_at, created_at) >= now() - "
-        "interval '24 hours'), 0) + $2::bigint > $3::bigint OR coalesce(sum(amount), 0) + "
-        "$2::bigint > $4::bigint OR ($5::text IS NOT NULL AND coalesce(sum(amount) FILTER (WHERE "
-        "card_id = $5 AND coalesce(sent_at, created_at) >= now() - interval '24 hours'), 0) + "
-        "$2::bigint > $6::bigint) FROM payments WHERE buyer_id = $1 AND created_at >= now() - "
-        "interval '30 days' AND status IN " PC_PAYMENT_COUNTED_STATUSES " AND payment_no <> $7",
+        "SELECT CASE WHEN $1::text IS NOT NULL AND (SELECT coalesce(sum(amount) FILTER (WHERE "
+        "coalesce(sent_at, created_at) >= now() - interval '24 hours'), 0) + $2::bigint > "
+        "$3::bigint OR coalesce(sum(amount), 0) + $2::bigint > $4::bigint FROM payments WHERE "
+        "buyer_id = $1 AND created_at >= now() - interval '30 days' AND status "
+        "IN " PC_PAYMENT_COUNTED_STATUSES
+        " AND payment_no <> $7) THEN 'buyer' WHEN $5::text IS NOT "
+        "NULL AND (SELECT coalesce(sum(amount), 0) + $2::bigint > $6::bigint FROM payments WHERE "
+        "card_fp = $5 AND created_at >= now() - interval '30 days' AND coalesce(sent_at, "
+        "created_at) >= now() - interval '24 hours' AND status IN " PC_PAYMENT_COUNTED_STATUSES
+        " AND payment_no <> $7) THEN 'card' ELSE '' END",
         7, u, cb, data);
 }
 
@@ -1156,8 +1180,8 @@ static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
      * (paid, in flight or held for review). A challenged payment does not
      * count while it waits: it is checked when its challenge is passed
      * (pc_engine_continue). */
-    int limited =
-        o->buyer_id[0] && strcmp(s->status, "FAILED") != 0 && strcmp(s->status, "CHALLENGE") != 0;
+    int limited = (o->buyer_id[0] || o->card_fp[0]) && strcmp(s->status, "FAILED") != 0 &&
+                  strcmp(s->status, "CHALLENGE") != 0;
     if (pc_db_tx_query(tx,
                        "SELECT status FROM trades WHERE trade_no = $1 AND merchant_id = $2 FOR "
                        "UPDATE",
@@ -1185,6 +1209,7 @@ static void copy_order(op_t *o, const pc_pay_order_t *r)
     CP(o->coupon_id, r->coupon_id);
     CP(o->coupon_funder, r->coupon_funder);
     CP(o->card_id, r->card_id);
+    CP(o->card_fp, r->card_fp);
     CP(o->card_token, r->card_token);
     CP(o->card_brand, r->card_brand);
     CP(o->card_last4, r->card_last4);
@@ -1357,7 +1382,7 @@ static void over_limit_commit_cb(void *data, int status)
     o->tx = NULL;
     o->err = status ? PC_API_UNAVAILABLE : PC_API_LIMIT_EXCEEDED;
     snprintf(o->err_msg, sizeof o->err_msg, "%s",
-             status ? "database unavailable" : "this payment would pass the buyer's limits");
+             status ? "database unavailable" : limit_message(o->limit_hit));
     if (!status)
         count_payment(o, "FAILED");
     finish(o);
@@ -1373,20 +1398,21 @@ static void continue_limits_cb(void *data, int status, pc_db_res_t *res)
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
         return;
     }
-    if (pc_db_get(res, 0, 0)[0] != 't') {
+    const char *over = pc_db_get(res, 0, 0);
+    if (!over[0]) {
         continue_update(o);
         return;
     }
+    snprintf(o->limit_hit, sizeof o->limit_hit, "%s", over);
     /* The move must apply (pc_require): one that touched no row would still
      * commit the coupon's release and answer as if it had. */
-    const char *p[] = {o->payment_no};
+    const char *p[] = {o->payment_no, limit_message(o->limit_hit)};
     pc_db_tx_query(o->tx,
                    "WITH f AS (UPDATE payments SET status = 'FAILED', failure_code = "
-                   "'LIMIT_EXCEEDED', failure_message = 'this payment would pass the buyer''s "
-                   "limits', action = NULL, finished_at = now(), updated_at = now() WHERE "
-                   "payment_no = $1 AND status IN ('CHALLENGE', 'REVIEW') RETURNING 1) SELECT "
-                   "pc_require(EXISTS (SELECT 1 FROM f), 'payment_status')",
-                   1, p, step_cb, o);
+                   "'LIMIT_EXCEEDED', failure_message = $2, action = NULL, finished_at = now(), "
+                   "updated_at = now() WHERE payment_no = $1 AND status IN ('CHALLENGE', 'REVIEW') "
+                   "RETURNING 1) SELECT pc_require(EXISTS (SELECT 1 FROM f), 'payment_status')",
+                   2, p, step_cb, o);
     free_coupon(o);
     pc_db_tx_commit(o->tx, over_limit_commit_cb, o);
 }
@@ -1399,6 +1425,7 @@ static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
         return;
     snprintf(o->buyer_id, sizeof o->buyer_id, "%s", pc_db_val(res, 0, "buyer_id"));
     snprintf(o->card_id, sizeof o->card_id, "%s", pc_db_val(res, 0, "card_id"));
+    snprintf(o->card_fp, sizeof o->card_fp, "%s", pc_db_val(res, 0, "card_fp"));
     snprintf(o->method, sizeof o->method, "%s", pc_db_val(res, 0, "method_type"));
     o->amount = pc_db_val_i64(res, 0, "amount");
     /* Checked now, under the buyer's lock like a new payment: a challenged
@@ -1407,7 +1434,7 @@ static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
      * (held on day 0, the day-1 limit spent meanwhile, released on day 1).
      * The payment itself is left out of the sums; it is added once. It
      * counts from its release on (sent_at) from here. */
-    if (o->buyer_id[0]) {
+    if (o->buyer_id[0] || o->card_fp[0]) {
         if (queue_limit_check(o, continue_limits_cb, o) < 0)
             fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
         return;
@@ -1426,7 +1453,8 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
     const char *p[] = {o->payment_no};
     if (pc_db_tx_query(tx,
                        "SELECT p.status, coalesce(p.buyer_id, '') AS buyer_id, "
-                       "coalesce(p.card_id, '') AS card_id, p.method_type, p.amount FROM "
+                       "coalesce(p.card_id, '') AS card_id, coalesce(p.card_fp, '') AS card_fp, "
+                       "p.method_type, p.amount FROM "
                        "payments p JOIN trades t USING (trade_no) WHERE p.payment_no = $1 AND "
                        "p.status IN ('REVIEW', 'CHALLENGE') AND t.status = 'WAIT_BUYER_PAY' FOR "
                        "UPDATE OF t",

@@ -47,6 +47,10 @@ typedef struct {
     const char *coupon_funder; /* merchant id of a merchant-funded coupon, NULL: platform */
     const char *card_id;       /* bound card (QUICK_PAY / AGREEMENT) */
     const char *card_token;    /* token to pay with (bound card, or a card tokenized for review) */
+    /* What the card's daily limit knows it by, across buyers and guests: the
+     * keyed hash of its number (a bound card's recorded one), never the
+     * number. NULL: no card. */
+    const char *card_fp;
     const char *card_brand, *card_last4;
     const pc_ch_card_t *card; /* CARD: the buyer's card, memory only */
     const char *buyer_code;   /* QR_BUYER */

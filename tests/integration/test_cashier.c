@@ -30,6 +30,8 @@ static int setup(void **state)
     pc_stack_init(&g_stack, "cashier");
     pc_stack_env(&g_stack, "PAYCORE_RULES_DIR", g_rules);
     pc_stack_env(&g_stack, "PAYCORE_LIMIT_BUYER_DAILY", "4000000");
+    /* Above the buyer's: a card's limit is tested on its own. */
+    pc_stack_env(&g_stack, "PAYCORE_LIMIT_CARD_DAILY", "6000000");
     /* A short claim, so that a pay outlasting it takes seconds, not minutes. */
     pc_stack_env(&g_stack, "PAYCORE_IDEMPOTENCY_LOCK_MS", "1500");
     pc_stack_start_paysim(&g_stack);
@@ -80,12 +82,10 @@ static pc_t_resp_t pay(const char *tn, const char *buyer, const char *method, co
 
 /* A Luhn-valid test card paysim approves, new on every call, so that the risk
  * rule's per-card velocity does not see one card used across every test. */
-static const char *fresh_card(void)
+static void fresh_pan(char pan[17])
 {
-    static char json[160];
-    char pan[17];
     static int n = 0;
-    snprintf(pan, sizeof pan, "411111%09d", ++n * 7919 + (int)getpid() % 1000);
+    snprintf(pan, 17, "411111%09d", ++n * 7919 + (int)getpid() % 1000);
     int sum = 0;
     for (int i = 14; i >= 0; i--) {
         int d = pan[i] - '0';
@@ -98,6 +98,13 @@ static const char *fresh_card(void)
     }
     pan[15] = (char)('0' + (10 - sum % 10) % 10);
     pan[16] = 0;
+}
+
+static const char *fresh_card(void)
+{
+    static char json[160];
+    char pan[17];
+    fresh_pan(pan);
     snprintf(json, sizeof json,
              "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}", pan);
     return json;
@@ -1135,6 +1142,131 @@ static void test_reject_after_release_is_refused(void **state)
     expect_trade(tn, "WAIT_BUYER_PAY");
 }
 
+/* A guest's trade: no buyer_id. */
+static void new_guest_trade(long amount, char *tn)
+{
+    char body[512], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"G%d-%ld\",\"product\":\"INSTANT\",\"amount\":%ld,"
+             "\"currency\":\"CNY\",\"subject\":\"Goods\"}",
+             g_seq, (long)getpid(), amount);
+    snprintf(key, sizeof key, "gtrade-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
+    assert_int_equal(r.status, 201);
+    snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+}
+
+/* Pays with the card number pan typed in; buyer NULL: a guest. Returns the
+ * HTTP status; 200 answers must be one of the statuses a counted or waiting
+ * payment has. */
+static long pay_typed(const char *tn, const char *buyer, const char *pan)
+{
+    char body[768], key[64];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",%s%s%s\"method_id\":\"CARD\",\"client\":{\"ip\":"
+             "\"10.0.9.%d\",\"device_id\":\"dev-card-%d\",\"platform\":\"WEB\"},\"card\":{"
+             "\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}}",
+             tn, buyer ? "\"buyer_id\":\"" : "", buyer ? buyer : "", buyer ? "\"," : "",
+             g_seq % 200, g_seq, pan);
+    snprintf(key, sizeof key, "typed-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+    long status = r.status;
+    if (status == 200) {
+        const char *st = pc_t_jstr(&r, "status");
+        assert_true(!strcmp(st, "REVIEW") || !strcmp(st, "SUCCESS") || !strcmp(st, "PROCESSING") ||
+                    !strcmp(st, "CHALLENGE"));
+    } else if (status == 422) {
+        assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
+        assert_non_null(strstr(r.body, "card's daily limit"));
+    }
+    pc_t_resp_free(&r);
+    return status;
+}
+
+/* A card's daily limit (6,000,000 here) is the card's, whoever pays with it:
+ * buyers, guests, bound or typed in. Before, only a bound card's payments by
+ * its own buyer counted (by card_id): a card typed in had no limit at all,
+ * and a stolen card could be spent without end over guest trades and new
+ * buyers. The number itself is stored nowhere: the payments know the card by
+ * a keyed hash. */
+static void test_card_daily_limit_counts_every_payer(void **state)
+{
+    (void)state;
+    char x[17], y[17], tn[40], first[40];
+    fresh_pan(x);
+    fresh_pan(y);
+    /* 3,500,000 by one buyer (held for review: it counts). */
+    char a[32];
+    snprintf(a, sizeof a, "%s", fresh_buyer());
+    new_trade("INSTANT", 3500000, a, first);
+    assert_int_equal(pay_typed(first, a, x), 200);
+    /* 2,600,000 more by a guest, or by another buyer within its own limits:
+     * 6,100,000 on the card. */
+    new_guest_trade(2600000, tn);
+    assert_int_equal(pay_typed(tn, NULL, x), 422);
+    char b[32];
+    snprintf(b, sizeof b, "%s", fresh_buyer());
+    new_trade("INSTANT", 2600000, b, tn);
+    assert_int_equal(pay_typed(tn, b, x), 422);
+    /* 2,400,000 fits: 5,900,000. */
+    new_guest_trade(2400000, tn);
+    assert_int_equal(pay_typed(tn, NULL, x), 200);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(DISTINCT card_fp) FROM payments WHERE trade_no IN "
+                                  "('%s', '%s') AND card_fp LIKE 'c%%'",
+                                  first, tn),
+                     1);
+
+    /* A bound card and the same number typed in are one card. */
+    char d[32], path[96], body[160], card_id[64], method[96];
+    snprintf(d, sizeof d, "%s", fresh_buyer());
+    snprintf(path, sizeof path, "/v1/buyers/%s/cards", d);
+    snprintf(body, sizeof body, "{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030}", y);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", path, body, "bind-card-limit");
+    assert_int_equal(r.status, 201);
+    snprintf(card_id, sizeof card_id, "%s", pc_t_jstr(&r, "card_id"));
+    pc_t_resp_free(&r);
+    new_trade("INSTANT", 3500000, d, tn);
+    snprintf(method, sizeof method, "QUICK_PAY:%s", card_id);
+    r = pay(tn, d, method, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
+    pc_t_resp_free(&r);
+    new_guest_trade(2600000, tn);
+    assert_int_equal(pay_typed(tn, NULL, y), 422);
+    /* And the cashier shows the bound card as over its limit to its buyer
+     * once a guest spent it: 3,500,000 + 2,400,000 + 200,000 > 6,000,000. */
+    new_guest_trade(2400000, tn);
+    assert_int_equal(pay_typed(tn, NULL, y), 200);
+    new_trade("INSTANT", 200000, d, tn);
+    snprintf(body, sizeof body, "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\"}", tn, d);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", body, "consult-card-limit");
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    json_t *m;
+    size_t i;
+    int seen = 0;
+    json_array_foreach(json_object_get(j, "methods"), i, m)
+    {
+        if (strcmp(json_string_value(json_object_get(m, "method_id")), method) != 0)
+            continue;
+        seen = 1;
+        assert_false(json_is_true(json_object_get(m, "available")));
+        assert_string_equal(json_string_value(json_object_get(m, "reason")), "LIMIT_EXCEEDED");
+    }
+    assert_true(seen);
+    json_decref(j);
+    pc_t_resp_free(&r);
+    /* The buyer cannot pay with it either. */
+    r = pay(tn, d, method, NULL);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
+    pc_t_resp_free(&r);
+}
+
 static void test_limit_exceeded(void **state)
 {
     (void)state;
@@ -1535,6 +1667,7 @@ int main(void)
         cmocka_unit_test(test_rejected_payment_leaves_its_coupon_free),
         cmocka_unit_test(test_reject_after_release_is_refused),
         cmocka_unit_test(test_limit_exceeded),
+        cmocka_unit_test(test_card_daily_limit_counts_every_payer),
         cmocka_unit_test(test_concurrent_pays_of_one_trade_charge_once),
         cmocka_unit_test(test_one_coupon_raced_by_two_trades_is_spent_once),
         cmocka_unit_test(test_limit_holds_for_pays_at_the_same_moment),

@@ -32,6 +32,7 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_REFUND_QUERY_SCHEDULE_MS", "200,400,800");
     pc_stack_env(&g_stack, "PAYCORE_REFUND_SEND_GRACE_MS", "1000");
     pc_stack_env(&g_stack, "PAYCORE_LIMIT_BUYER_DAILY", "40000000");
+    pc_stack_env(&g_stack, "PAYCORE_LIMIT_CARD_DAILY", "40000000");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);

@@ -68,6 +68,7 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_REFUND_POLL_MS", "100");
     pc_stack_env(&g_stack, "PAYCORE_REFUND_QUERY_SCHEDULE_MS", "500,500,1000,1000,2000,2000");
     pc_stack_env(&g_stack, "PAYCORE_LIMIT_BUYER_DAILY", "1000000000");
+    pc_stack_env(&g_stack, "PAYCORE_LIMIT_CARD_DAILY", "1000000000");
     pc_stack_env(&g_stack, "PAYCORE_LIMIT_BUYER_MONTHLY", "1000000000");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
