@@ -513,7 +513,7 @@ static void test_balance_coupon_card_declined_leaves_everything_as_before(void *
     char tn[40];
     recharge(buyer, 3000);
     assert_int_equal(wallet(buyer), 3000);
-    char coupon[64], extra[256];
+    char coupon[64], extra[512];
     new_coupon(buyer, 500, coupon);
     pc_t_resp_t r;
     /* With its queued credits (a hot account): read the same way as below. */
