@@ -105,6 +105,10 @@ async function startStack(opts = {}) {
     PAYCORE_RULES_DIR: rulesDir,
     PAYCORE_CHANNELS_DIR: path.join(SOURCE_DIR, 'channels'),
     PAYCORE_ACCESS_LOG: 'true', // the tests check that no card number reaches the log
+    // The tests pay with the one test card of each outcome again and again
+    // (a road bike of 20,000.00 among them): a card's daily limit counts
+    // every payment made with it.
+    PAYCORE_LIMIT_CARD_DAILY: '1000000000',
     PAYSIM_PORT: String(simPort),
     ...(opts.env || {}),
   };
