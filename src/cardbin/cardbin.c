@@ -172,3 +172,36 @@ void pc_app_routes_cardbins(pc_app_t *app)
 {
     pc_router_add(app->api, "GET", "/v1/card-bins/{bin}", get_bin, app);
 }
+
+/* ---- the card scheme by the number's prefix ---------------------------------- */
+
+static int prefix_num(const char *pan, int digits)
+{
+    int v = 0;
+    for (int i = 0; i < digits; i++) {
+        if (pan[i] < '0' || pan[i] > '9')
+            return -1;
+        v = v * 10 + (pan[i] - '0');
+    }
+    return v;
+}
+
+const char *pc_card_scheme(const char *pan)
+{
+    if (strlen(pan) < 6)
+        return "UNKNOWN";
+    int p2 = prefix_num(pan, 2), p4 = prefix_num(pan, 4), p6 = prefix_num(pan, 6);
+    if (pan[0] == '4')
+        return "VISA";
+    if ((p2 >= 51 && p2 <= 55) || (p4 >= 2221 && p4 <= 2720))
+        return "MASTERCARD";
+    if (p2 == 34 || p2 == 37)
+        return "AMEX";
+    if (p2 == 62)
+        return "UNIONPAY";
+    if (p4 >= 3528 && p4 <= 3589)
+        return "JCB";
+    if (p4 == 6011 || p2 == 65 || (p6 >= 644000 && p6 <= 649999))
+        return "DISCOVER";
+    return "UNKNOWN";
+}

@@ -23,6 +23,11 @@ int pc_cardbin_load_file(const char *db_url, const char *path, char *err, size_t
     "(SELECT b.* FROM card_bins b WHERE b.bin = left($1, 8) OR b.bin = left($1, 6) ORDER BY "      \
     "length(b.bin) DESC LIMIT 1)"
 
+/* The card scheme ("VISA", "MASTERCARD", "AMEX", "UNIONPAY", "JCB",
+ * "DISCOVER" or "UNKNOWN") from the leading digits of a card number or BIN
+ * (at least 6): the schemes' own prefix ranges, no table needed. */
+const char *pc_card_scheme(const char *pan);
+
 void pc_app_routes_cardbins(pc_app_t *app);
 
 #endif

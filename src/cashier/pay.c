@@ -6,6 +6,7 @@
  * (live health and success rates), and hands the payment to the engine. */
 #include "auth/auth.h"
 #include "auth/sign.h"
+#include "cardbin/cardbin.h"
 #include "cashier/cashier.h"
 #include "channel/client.h"
 #include "channel/config.h"
@@ -128,10 +129,15 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
         "method", p->method, "merchant", "id", p->merchant_id, "buyer", "id", p->buyer_id,
         "attempt", 1, "now",
         json_object_get(p->view, "now") ? json_integer_value(json_object_get(p->view, "now")) : 0);
-    if (p->card_brand[0] || p->card_key[0])
-        json_object_set_new(
-            ctx, "card",
-            json_pack("{s:s,s:s}", "brand", p->card_brand, "bin", p->has_card ? "" : ""));
+    /* The card's scheme and BIN (the first 6 digits, never more): of the
+     * number typed in, or of the bound card chosen. */
+    json_t *chosen = p->card_id ? json_object_get(p->view, "chosen_card") : NULL;
+    const char *bin = p->has_card ? p->card.pan : json_string_value(json_object_get(chosen, "bin"));
+    if (bin && strlen(bin) >= 6)
+        json_object_set_new(ctx, "card",
+                            json_pack("{s:s,s:s%}", "brand",
+                                      p->card_brand[0] ? p->card_brand : pc_card_scheme(bin), "bin",
+                                      bin, (size_t)6));
     pc_rule_result_t r;
     pc_rules_route(app->rules, ctx, cands, &r);
     json_object_set_new(p->versions, "route", json_string(r.version));

@@ -31,37 +31,6 @@ bool pc_sim_pan_valid(const char *pan)
     return n >= 12 && n <= 19 && pc_sim_luhn_valid(pan);
 }
 
-static int prefix_num(const char *pan, int digits)
-{
-    int v = 0;
-    for (int i = 0; i < digits; i++) {
-        if (pan[i] < '0' || pan[i] > '9')
-            return -1;
-        v = v * 10 + (pan[i] - '0');
-    }
-    return v;
-}
-
-const char *pc_sim_card_brand(const char *pan)
-{
-    if (strlen(pan) < 6)
-        return "UNKNOWN";
-    int p2 = prefix_num(pan, 2), p4 = prefix_num(pan, 4), p6 = prefix_num(pan, 6);
-    if (pan[0] == '4')
-        return "VISA";
-    if ((p2 >= 51 && p2 <= 55) || (p4 >= 2221 && p4 <= 2720))
-        return "MASTERCARD";
-    if (p2 == 34 || p2 == 37)
-        return "AMEX";
-    if (p2 == 62)
-        return "UNIONPAY";
-    if (p4 >= 3528 && p4 <= 3589)
-        return "JCB";
-    if (p4 == 6011 || p2 == 65 || (p6 >= 644000 && p6 <= 649999))
-        return "DISCOVER";
-    return "UNKNOWN";
-}
-
 bool pc_sim_card_expired(int exp_month, int exp_year, int64_t now_ms)
 {
     time_t now = (time_t)(now_ms / 1000);

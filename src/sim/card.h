@@ -28,7 +28,6 @@ bool pc_sim_luhn_valid(const char *digits);
 bool pc_sim_pan_valid(const char *pan);
 /* "VISA", "MASTERCARD", "AMEX", "UNIONPAY", "JCB", "DISCOVER" or "UNKNOWN"
  * (static). */
-const char *pc_sim_card_brand(const char *pan);
 /* True when month/year (1–12, four-digit year) is before the month of now_ms
  * (Unix milliseconds, UTC): a card is valid through the end of its month. */
 bool pc_sim_card_expired(int exp_month, int exp_year, int64_t now_ms);

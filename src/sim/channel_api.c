@@ -6,6 +6,7 @@
 #include "auth/sign.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "cardbin/cardbin.h"
 #include "sim/sim.h"
 
 #include <stdio.h>
@@ -271,8 +272,8 @@ static pc_sim_card_t *tokenize(pc_sim_t *sim, pc_sim_channel_t *ch, const char *
     size_t n = strlen(pan);
     snprintf(bin, sizeof bin, "%.6s", pan);
     snprintf(last4, sizeof last4, "%s", pan + n - 4);
-    return pc_sim_card_put(sim->store, ch, fp, pc_sim_card_brand(pan), bin, last4, exp_month,
-                           exp_year, pc_sim_card_rule(pan));
+    return pc_sim_card_put(sim->store, ch, fp, pc_card_scheme(pan), bin, last4, exp_month, exp_year,
+                           pc_sim_card_rule(pan));
 }
 
 /* The card object of a request, checked for shape only; its content (Luhn,

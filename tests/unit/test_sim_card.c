@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "cardbin/cardbin.h"
 #include "sim/card.c"
 
 /* 2026-11-22T08:00:00Z */
@@ -45,15 +46,15 @@ static void test_pan_needs_12_to_19_digits(void **state)
 static void test_brand_from_prefix(void **state)
 {
     (void)state;
-    assert_string_equal(pc_sim_card_brand("4242424242424242"), "VISA");
-    assert_string_equal(pc_sim_card_brand("5555555555554444"), "MASTERCARD");
-    assert_string_equal(pc_sim_card_brand("2223003122003222"), "MASTERCARD");
-    assert_string_equal(pc_sim_card_brand("378282246310005"), "AMEX");
-    assert_string_equal(pc_sim_card_brand("6200000000000005"), "UNIONPAY");
-    assert_string_equal(pc_sim_card_brand("3566002020360505"), "JCB");
-    assert_string_equal(pc_sim_card_brand("6011111111111117"), "DISCOVER");
-    assert_string_equal(pc_sim_card_brand("9999999999999995"), "UNKNOWN");
-    assert_string_equal(pc_sim_card_brand("42"), "UNKNOWN");
+    assert_string_equal(pc_card_scheme("4242424242424242"), "VISA");
+    assert_string_equal(pc_card_scheme("5555555555554444"), "MASTERCARD");
+    assert_string_equal(pc_card_scheme("2223003122003222"), "MASTERCARD");
+    assert_string_equal(pc_card_scheme("378282246310005"), "AMEX");
+    assert_string_equal(pc_card_scheme("6200000000000005"), "UNIONPAY");
+    assert_string_equal(pc_card_scheme("3566002020360505"), "JCB");
+    assert_string_equal(pc_card_scheme("6011111111111117"), "DISCOVER");
+    assert_string_equal(pc_card_scheme("9999999999999995"), "UNKNOWN");
+    assert_string_equal(pc_card_scheme("42"), "UNKNOWN");
 }
 
 static void test_card_valid_through_end_of_its_month(void **state)
