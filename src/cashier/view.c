@@ -8,7 +8,8 @@
 
 /* bp: the buyer's payments of the last 90 days, read once through
  * payments_buyer_recent and shared by the limits (day, 30 days, attempts in
- * the hour) and the ranking hints (last method, counts per type). A bound
+ * the hour) and the ranking hints (last method, counts per type). Limits
+ * count the trade's currency only (a yen is not a cent). A bound
  * card's daily usage is the card's, whoever paid with it (payments_card_fp).
  * Reading each of these from payments on its own let the planner pick a
  * bitmap AND with payments_merchant_success, which reads every successful
@@ -21,7 +22,8 @@
  * after the channel had charged the card. */
 static const char view_sql[] =
     "WITH bp AS MATERIALIZED (SELECT status, amount, coalesce(sent_at, created_at) AS "
-    "created_at, method_type, status "
+    "created_at, method_type, currency = (SELECT currency FROM trades WHERE trade_no = $1) AS "
+    "same_currency, status "
     "IN " PC_PAYMENT_COUNTED_STATUSES " AS counted FROM payments WHERE buyer_id = $3 "
     "AND created_at >= now() - interval '90 days') "
     "SELECT json_build_object("
@@ -50,13 +52,16 @@ static const char view_sql[] =
     "FROM cards "
     "WHERE buyer_id = $3 AND status = 'ACTIVE') k), "
     "'usage', (SELECT row_to_json(u) FROM (SELECT coalesce(sum(amount) FILTER (WHERE created_at "
-    ">= now() - interval '24 hours' AND counted), 0) AS day, coalesce(sum(amount) FILTER (WHERE "
-    "created_at >= now() - interval '30 days' AND counted), 0) AS month, count(*) FILTER (WHERE "
+    ">= now() - interval '24 hours' AND counted AND same_currency), 0) AS day, "
+    "coalesce(sum(amount) "
+    "FILTER (WHERE created_at >= now() - interval '30 days' AND counted AND same_currency), 0) AS "
+    "month, count(*) FILTER (WHERE "
     "created_at >= now() - interval '1 hour' AND counted) AS attempts_1h FROM bp) u), "
     "'card_usage', (SELECT coalesce(json_object_agg(c.card_id, u.s), '{}') FROM cards c CROSS "
     "JOIN LATERAL (SELECT sum(p.amount) AS s FROM payments p WHERE p.card_fp = c.card_fp AND "
     "p.created_at >= now() - interval '30 days' AND coalesce(p.sent_at, p.created_at) >= now() - "
-    "interval '24 hours' AND p.status IN " PC_PAYMENT_COUNTED_STATUSES ") u WHERE c.buyer_id = $3 "
+    "interval '24 hours' AND p.status IN " PC_PAYMENT_COUNTED_STATUSES " AND p.currency = (SELECT "
+    "currency FROM trades WHERE trade_no = $1)) u WHERE c.buyer_id = $3 "
     "AND c.status = 'ACTIVE' AND u.s IS NOT NULL), "
     "'open_attempts', (SELECT count(*) FROM payments WHERE trade_no = $1 AND status "
     "IN " PC_PAYMENT_OPEN_STATUSES "), "

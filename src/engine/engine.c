@@ -1115,7 +1115,9 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
  * on any node, each see the others; the usage is read by a statement of its
  * own, which starts after the locks were granted. Takes the trade lock first
  * (the caller did), then the buyer's, then the card's: the same order
- * everywhere. A payer with neither buyer nor card has no limit to check. */
+ * everywhere. A payer with neither buyer nor card has no limit to check.
+ * Limits are per currency, in its minor units: payments in other currencies
+ * are not added in (a yen is not a cent). */
 static int queue_limit_check(op_t *o, pc_db_query_cb cb, void *data)
 {
     /* Parameters are copied when queued: locals will do. */
@@ -1129,7 +1131,7 @@ static int queue_limit_check(op_t *o, pc_db_query_cb cb, void *data)
     snprintf(card_day, sizeof card_day, "%lld", (long long)pc_config_int(cfg, "limits.card_daily"));
     const char *b[] = {buyer};
     const char *c[] = {card};
-    const char *u[] = {buyer, amount, day, month, card, card_day, o->payment_no};
+    const char *u[] = {buyer, amount, day, month, card, card_day, o->payment_no, o->currency};
     if (buyer && pc_db_tx_query(o->tx,
                                 "SELECT pg_advisory_xact_lock(hashtextextended('pc:buyer:' || $1, "
                                 "0))",
@@ -1146,12 +1148,12 @@ static int queue_limit_check(op_t *o, pc_db_query_cb cb, void *data)
         "$3::bigint OR coalesce(sum(amount), 0) + $2::bigint > $4::bigint FROM payments WHERE "
         "buyer_id = $1 AND created_at >= now() - interval '30 days' AND status "
         "IN " PC_PAYMENT_COUNTED_STATUSES
-        " AND payment_no <> $7) THEN 'buyer' WHEN $5::text IS NOT "
+        " AND payment_no <> $7 AND currency = $8) THEN 'buyer' WHEN $5::text IS NOT "
         "NULL AND (SELECT coalesce(sum(amount), 0) + $2::bigint > $6::bigint FROM payments WHERE "
         "card_fp = $5 AND created_at >= now() - interval '30 days' AND coalesce(sent_at, "
         "created_at) >= now() - interval '24 hours' AND status IN " PC_PAYMENT_COUNTED_STATUSES
-        " AND payment_no <> $7) THEN 'card' ELSE '' END",
-        7, u, cb, data);
+        " AND payment_no <> $7 AND currency = $8) THEN 'card' ELSE '' END",
+        8, u, cb, data);
 }
 
 static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
@@ -1426,6 +1428,7 @@ static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
     snprintf(o->buyer_id, sizeof o->buyer_id, "%s", pc_db_val(res, 0, "buyer_id"));
     snprintf(o->card_id, sizeof o->card_id, "%s", pc_db_val(res, 0, "card_id"));
     snprintf(o->card_fp, sizeof o->card_fp, "%s", pc_db_val(res, 0, "card_fp"));
+    snprintf(o->currency, sizeof o->currency, "%s", pc_db_val(res, 0, "currency"));
     snprintf(o->method, sizeof o->method, "%s", pc_db_val(res, 0, "method_type"));
     o->amount = pc_db_val_i64(res, 0, "amount");
     /* Checked now, under the buyer's lock like a new payment: a challenged
@@ -1454,7 +1457,7 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
     if (pc_db_tx_query(tx,
                        "SELECT p.status, coalesce(p.buyer_id, '') AS buyer_id, "
                        "coalesce(p.card_id, '') AS card_id, coalesce(p.card_fp, '') AS card_fp, "
-                       "p.method_type, p.amount FROM "
+                       "p.method_type, p.amount, p.currency FROM "
                        "payments p JOIN trades t USING (trade_no) WHERE p.payment_no = $1 AND "
                        "p.status IN ('REVIEW', 'CHALLENGE') AND t.status = 'WAIT_BUYER_PAY' FOR "
                        "UPDATE OF t",
