@@ -64,13 +64,15 @@ static void raise_alert(pc_alerts_t *a, const char *kind, const char *subject, c
     const char *p[] = {kind, subject, msg};
     /* An alert already raised keeps its row (and is not announced again),
      * but its message follows the facts: ops reading "1 refund waits" while
-     * seven do would be misled. Only a new row is returned. */
-    if (pc_db_query(a->app->db,
-                    "WITH upd AS (UPDATE alerts SET message = $3 WHERE kind = $1 AND subject = $2 "
-                    "AND status = 'ACTIVE' AND message <> $3) INSERT INTO alerts (kind, subject, "
-                    "message) VALUES ($1, $2, $3) ON CONFLICT (kind, subject) WHERE status = "
-                    "'ACTIVE' DO NOTHING RETURNING alert_id",
-                    3, p, raised_cb, r) < 0)
+     * seven do would be misled. This node's seeing it is recorded
+     * (confirmed_at: see resolve_alert). Only a new row is returned. */
+    if (pc_db_query(
+            a->app->db,
+            "WITH upd AS (UPDATE alerts SET message = $3, confirmed_at = now() WHERE kind = "
+            "$1 AND subject = $2 AND status = 'ACTIVE') INSERT INTO alerts (kind, subject, "
+            "message) VALUES ($1, $2, $3) ON CONFLICT (kind, subject) WHERE status = "
+            "'ACTIVE' DO NOTHING RETURNING alert_id",
+            3, p, raised_cb, r) < 0)
         free(r);
 }
 
@@ -81,21 +83,38 @@ static void resolved_cb(void *data, int status, pc_db_res_t *res)
         pc_log_info("alert.resolved", "%s %s resolved", pc_db_get(res, i, 0), pc_db_get(res, i, 1));
 }
 
-static void resolve_alert(pc_alerts_t *a, const char *kind, const char *subject)
+/* An alert about what every node reads alike (database facts) is resolved
+ * by the first node that finds the condition gone. One about what a node
+ * sees on its own (local: a channel's health, its rules) is resolved only
+ * once no node has confirmed it for two and a half check periods: a node
+ * that saw nothing wrong resolved what another had just raised, which raised
+ * it again at its next check, a new alert and a new page every few seconds. */
+static void resolve_alert(pc_alerts_t *a, int local, const char *kind, const char *subject)
 {
-    const char *p[] = {kind, subject};
+    char grace[24];
+    snprintf(grace, sizeof grace, "%lld",
+             local ? (long long)pc_config_int(a->app->cfg, "alerts.check_ms") * 5 / 2 : 0);
+    const char *p[] = {kind, subject, grace};
     pc_db_query(a->app->db,
                 "UPDATE alerts SET status = 'RESOLVED', resolved_at = now() WHERE kind = $1 AND "
-                "subject = $2 AND status = 'ACTIVE' RETURNING kind, subject",
-                2, p, resolved_cb, NULL);
+                "subject = $2 AND status = 'ACTIVE' AND confirmed_at <= now() - $3::bigint * "
+                "interval '1 millisecond' RETURNING kind, subject",
+                3, p, resolved_cb, NULL);
 }
 
-static void set(pc_alerts_t *a, int on, const char *kind, const char *subject, const char *msg)
+static void set_alert(pc_alerts_t *a, int on, int local, const char *kind, const char *subject,
+                      const char *msg)
 {
     if (on)
         raise_alert(a, kind, subject, msg);
     else
-        resolve_alert(a, kind, subject);
+        resolve_alert(a, local, kind, subject);
+}
+
+/* An alert on database facts, which every node reads alike. */
+static void set(pc_alerts_t *a, int on, const char *kind, const char *subject, const char *msg)
+{
+    set_alert(a, on, 0, kind, subject, msg);
 }
 
 static void facts_cb(void *data, int status, pc_db_res_t *res)
@@ -164,7 +183,7 @@ static void check(uv_timer_t *t)
                  "(failures above %lld bp): routed around",
                  ch->id, rate / 100, rate % 100, (long long)ch->alert.window_s,
                  (long long)ch->alert.failure_rate_bp);
-        set(a, !healthy, "CHANNEL_FAILURE_RATE", ch->id, msg);
+        set_alert(a, !healthy, 1, "CHANNEL_FAILURE_RATE", ch->id, msg);
         char labels[96];
         snprintf(labels, sizeof labels, "channel=\"%s\"", ch->id);
         pc_metrics_set("pc_channel_healthy", labels, healthy);
@@ -197,7 +216,7 @@ static void check(uv_timer_t *t)
         char msg[256];
         snprintf(msg, sizeof msg, "rule %s was refused at the last reload; the old version serves",
                  name);
-        set(a, s && strcmp(s, "ok") != 0, "RULE_REFUSED", name, msg);
+        set_alert(a, s && strcmp(s, "ok") != 0, 1, "RULE_REFUSED", name, msg);
     }
     json_decref(st);
     pc_db_query(

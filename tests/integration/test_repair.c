@@ -503,6 +503,35 @@ static void test_alert_of_a_removed_channel_is_resolved(void **state)
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_FAILURE_RATE", "sim_gone", 0, 10));
 }
 
+/* An alert about what one node sees (here a rule another node refused at
+ * its reload: the row stands for that node's report, and its confirming for
+ * that node's later checks) is not resolved by the nodes that see nothing
+ * wrong while some node still confirms it; once none has for two and a half
+ * check periods (300 ms here), it is resolved. Before, each check of a node
+ * that saw nothing resolved it, and the other node raised it again at its
+ * next: a new alert and a new page to ops every few seconds. */
+static void test_an_alert_one_node_still_sees_is_not_resolved_by_another(void **state)
+{
+    (void)state;
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO alerts (kind, subject, message) VALUES ('RULE_REFUSED', 'route', "
+                  "'rule route was refused at the last reload; the old version serves') "
+                  "RETURNING 1"));
+    for (int i = 0; i < 20; i++) {
+        free(pc_t_sql(&g_stack, "UPDATE alerts SET confirmed_at = now() WHERE kind = "
+                                "'RULE_REFUSED' AND subject = 'route' AND status = 'ACTIVE' "
+                                "RETURNING 1"));
+        usleep(100000);
+        assert_true(pc_t_alert_active(&g_stack, "RULE_REFUSED", "route"));
+    }
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM alerts WHERE kind = 'RULE_REFUSED' AND "
+                                  "subject = 'route'"),
+                     1);
+    /* No node confirms it any more. */
+    assert_true(pc_t_alert_wait(&g_stack, "RULE_REFUSED", "route", 0, 10));
+}
+
 static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **state)
 {
     (void)state;
@@ -642,6 +671,7 @@ int main(void)
         cmocka_unit_test(test_failing_channel_raises_alert_and_traffic_moves_then_returns),
         cmocka_unit_test(test_a_ledger_movement_that_cannot_be_folded_raises_an_alert),
         cmocka_unit_test(test_alert_of_a_removed_channel_is_resolved),
+        cmocka_unit_test(test_an_alert_one_node_still_sees_is_not_resolved_by_another),
         cmocka_unit_test(test_query_does_not_fail_a_payment_whose_request_is_still_open),
         cmocka_unit_test(test_released_payment_cut_off_by_a_crash_is_found_by_query),
         cmocka_unit_test(test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped),
