@@ -444,6 +444,7 @@ typedef struct {
     char payee_type[8], payee_name[129], card_token[81];
     char payout_no[40];
     int64_t available;
+    int64_t owed; /* what the merchant owes the platform (a negative receivable) */
     char decision[12];
     char *body;
 } accept_t;
@@ -545,10 +546,19 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
                         : "not a bound card with a known BIN; payouts go to debit cards only");
         return;
     }
-    if (a->available < a->amount) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "available balance %lld %s is less than %lld",
-                 (long long)a->available, a->currency, (long long)a->amount);
+    /* What the merchant owes (chargebacks or refunds funded by the
+     * platform and not yet recovered from its settlements) is kept back from
+     * its available balance: paid out, it could never be recovered. */
+    if (a->available - a->owed < a->amount) {
+        char msg[192];
+        if (a->owed > 0)
+            snprintf(msg, sizeof msg,
+                     "available balance %lld %s, less %lld the merchant owes, is less than %lld",
+                     (long long)a->available, a->currency, (long long)a->owed,
+                     (long long)a->amount);
+        else
+            snprintf(msg, sizeof msg, "available balance %lld %s is less than %lld",
+                     (long long)a->available, a->currency, (long long)a->amount);
         accept_fail(a, PC_API_INSUFFICIENT_BALANCE, "amount", msg);
         return;
     }
@@ -633,7 +643,8 @@ static void accept_balance_cb(void *data, int status, pc_db_res_t *res)
     accept_t *a = data;
     if (status)
         return; /* the next statement's callback sees the failure */
-    a->available = pc_db_rows(res) ? pc_db_get_i64(res, 0, 0) : 0;
+    a->available = pc_db_get_i64(res, 0, 0);
+    a->owed = pc_db_get_i64(res, 0, 1);
 }
 
 static void accept_begin_cb(void *data, int status, pc_db_tx_t *tx)
@@ -645,19 +656,25 @@ static void accept_begin_cb(void *data, int status, pc_db_tx_t *tx)
     }
     a->tx = tx;
     const pc_merchant_t *m = pc_auth_merchant(a->req);
-    char avail[PC_LEDGER_ID_MAX + 1];
+    char avail[PC_LEDGER_ID_MAX + 1], recv[PC_LEDGER_ID_MAX + 1];
     if (pc_ledger_account_id(avail, sizeof avail, PC_LEDGER_MERCHANT_AVAILABLE, m->id,
+                             a->currency) ||
+        pc_ledger_account_id(recv, sizeof recv, PC_LEDGER_MERCHANT_RECEIVABLE, m->id,
                              a->currency)) {
         accept_fail(a, PC_API_INVALID_REQUEST, "currency", "ISO 4217, upper case");
         return;
     }
-    /* The balance is locked until commit: concurrent payouts of this
-     * merchant queue here, and each sees what the one before left. */
-    const char *p1[] = {avail};
+    /* The balances are locked until commit: concurrent payouts of this
+     * merchant queue here, and each sees what the one before left; a
+     * chargeback deducted meanwhile waits for this commit, or is seen. */
+    const char *p1[] = {avail, recv};
     const char *p2[] = {m->id, a->out_payout_no, a->payee_name[0] ? a->payee_name : NULL,
                         a->card_token[0] ? a->card_token : NULL};
-    if (pc_db_tx_query(tx, "SELECT balance FROM ledger_lock_accounts(ARRAY[$1])", 1, p1,
-                       accept_balance_cb, a) < 0 ||
+    if (pc_db_tx_query(tx,
+                       "SELECT coalesce(sum(balance) FILTER (WHERE account_id = $1), 0), "
+                       "coalesce(-sum(least(balance, 0)) FILTER (WHERE account_id = $2), 0) FROM "
+                       "ledger_lock_accounts(ARRAY[$1, $2])",
+                       2, p1, accept_balance_cb, a) < 0 ||
         pc_db_tx_query(tx,
                        "SELECT EXISTS (SELECT 1 FROM payouts WHERE merchant_id = $1 AND "
                        "out_payout_no = $2) AS dup, merchant_chargeback_rate_bp($1) AS cb_rate, "

@@ -598,6 +598,73 @@ static void test_short_balance_is_owed_and_stays_owed_when_merchant_liable(void 
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payout of 994 to the merchant's own account; returns the HTTP status
+ * and, on 200, the payout number in no. */
+static long payout_994(const pc_t_merchant_t *m, const char *out_no, char *no)
+{
+    char body[512], key[64];
+    snprintf(body, sizeof body,
+             "{\"out_payout_no\":\"%s\",\"amount\":994,\"currency\":\"CNY\",\"payee\":{"
+             "\"type\":\"ACCOUNT\",\"account_no\":\"6222020000004444\",\"name\":\"Shop "
+             "Ltd\",\"bank_code\":\"ICBC\"}}",
+             out_no);
+    snprintf(key, sizeof key, "po-%s", out_no);
+    pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/payouts", body, key);
+    long st = r.status;
+    if (st == 200)
+        snprintf(no, 40, "%s", pc_t_jstr(&r, "payout_no"));
+    else if (st == 422)
+        assert_string_equal(pc_t_errcode(&r), "INSUFFICIENT_BALANCE");
+    pc_t_resp_free(&r);
+    return st;
+}
+
+/* A chargeback deducted while the merchant's money was out in a payout
+ * leaves the merchant owing it (receivable -1000); when the payee's bank
+ * sends the payout back, the 994 are available again, but they are owed:
+ * a payout of them is refused. Before, it was paid, and the debt could
+ * never be recovered. */
+static void test_payout_keeps_back_what_the_merchant_owes(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char path[160], tn[40], txn[80], date[11], body[256], no[40], cb[40], ref[64], out[40];
+    snprintf(path, sizeof path, "/admin/merchants/%s/verify", m.id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path,
+                               "{\"legal_name\":\"Shop Ltd\",\"id_type\":\"BUSINESS_LICENSE\","
+                               "\"id_number\":\"91110000ABCD1234\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    card_payment(&m, 1000, NULL, tn, txn, NULL);
+    business_date(date);
+    snprintf(body, sizeof body, "{\"date\":\"%s\"}", date);
+    assert_int_equal(admin_post("/admin/settlements/run", body, NULL), 200);
+    assert_int_equal(mbal(&m, "available"), 994);
+    snprintf(out, sizeof out, "OWE-%d-1", (int)getpid());
+    assert_int_equal(payout_994(&m, out, no), 200);
+    assert_true(pc_t_sql_wait(&g_stack, "SUCCESS", 15,
+                              "SELECT status FROM payouts WHERE payout_no = '%s'", no));
+    assert_int_equal(mbal(&m, "available"), 0);
+    snprintf(ref, sizeof ref, "OWE-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 1000, NULL, cb), 201);
+    assert_int_equal(mbal(&m, "receivable"), -1000);
+    /* The payee's bank sends the payout back. */
+    char *ptxn =
+        pc_t_sql(&g_stack, "SELECT channel_txn_id FROM payouts WHERE payout_no = '%s'", no);
+    snprintf(body, sizeof body, "{\"channel_txn_id\":\"%s\",\"reason_code\":\"R03\"}", ptxn);
+    free(ptxn);
+    r = pc_t_sim(&g_stack, "POST", "/sim/return", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_true(pc_t_sql_wait(&g_stack, "RETURNED", 15,
+                              "SELECT status FROM payouts WHERE payout_no = '%s'", no));
+    assert_int_equal(mbal(&m, "available"), 994);
+    snprintf(out, sizeof out, "OWE-%d-2", (int)getpid());
+    assert_int_equal(payout_994(&m, out, no), 422);
+    assert_int_equal(mbal(&m, "available"), 994);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_close_before_judgement(void **state)
 {
     (void)state;
@@ -898,6 +965,7 @@ int main(void)
         cmocka_unit_test(test_judge_platform_liable),
         cmocka_unit_test(test_judge_none_liable_releases_the_reserve),
         cmocka_unit_test(test_short_balance_is_owed_and_stays_owed_when_merchant_liable),
+        cmocka_unit_test(test_payout_keeps_back_what_the_merchant_owes),
         cmocka_unit_test(test_close_before_judgement),
         cmocka_unit_test(test_merchant_views_and_evidence_deadline),
         cmocka_unit_test(test_disputed_amount_is_not_refundable),
