@@ -49,19 +49,25 @@ static int teardown(void **state)
     return 0;
 }
 
-static void new_trade(const char *product, long amount, const char *buyer, char *tn)
+static void new_trade_in(const char *product, long amount, const char *currency, const char *buyer,
+                         char *tn)
 {
     char body[512], key[64];
     g_seq++;
     snprintf(body, sizeof body,
-             "{\"out_trade_no\":\"C%d-%ld\",\"product\":\"%s\",\"amount\":%ld,\"currency\":\"CNY\","
+             "{\"out_trade_no\":\"C%d-%ld\",\"product\":\"%s\",\"amount\":%ld,\"currency\":\"%s\","
              "\"subject\":\"Goods\",\"buyer_id\":\"%s\"}",
-             g_seq, (long)getpid(), product, amount, buyer);
+             g_seq, (long)getpid(), product, amount, currency, buyer);
     snprintf(key, sizeof key, "trade-%d", g_seq);
     pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
     assert_int_equal(r.status, 201);
     snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
     pc_t_resp_free(&r);
+}
+
+static void new_trade(const char *product, long amount, const char *buyer, char *tn)
+{
+    new_trade_in(product, amount, "CNY", buyer, tn);
 }
 
 /* POST /v1/cashier/pay with extra JSON members. */
@@ -1267,6 +1273,30 @@ static void test_card_daily_limit_counts_every_payer(void **state)
     pc_t_resp_free(&r);
 }
 
+/* Limits are per currency: a buyer who spent most of the day's limit in
+ * CNY can still pay in USD, and the CNY limit still holds. Before, the sums
+ * added minor units of every currency together (a cent and a yen alike). */
+static void test_limits_count_each_currency_on_its_own(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 3500000, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
+    pc_t_resp_free(&r);
+    new_trade_in("INSTANT", 600000, "USD", buyer, tn);
+    r = pay(tn, buyer, "CARD", fresh_card());
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    new_trade("INSTANT", 600000, buyer, tn);
+    r = pay(tn, buyer, "CARD", fresh_card());
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
+    pc_t_resp_free(&r);
+}
+
 static void test_limit_exceeded(void **state)
 {
     (void)state;
@@ -1483,7 +1513,7 @@ static void test_concurrent_pays_of_one_trade_charge_once(void **state)
 }
 
 /* The version (content hash) of cashier_rank.lua node i serves. */
-static char *rank_version(int node)
+static char *rule_version(int node, const char *name)
 {
     pc_t_resp_t r = pc_t_admin_node(&g_stack, node, "GET", "/admin/rules", NULL);
     json_t *j = pc_t_json(&r);
@@ -1492,13 +1522,101 @@ static char *rank_version(int node)
     json_t *rule;
     json_array_foreach(json_object_get(j, "rules"), i, rule)
     {
-        if (!strcmp(json_string_value(json_object_get(rule, "name")), "cashier_rank"))
+        if (!strcmp(json_string_value(json_object_get(rule, "name")), name))
             v = strdup(json_string_value(json_object_get(rule, "version")));
     }
     json_decref(j);
     pc_t_resp_free(&r);
     assert_non_null(v);
     return v;
+}
+
+/* Waits until both nodes serve a version of rule name other than before. */
+static void wait_rule_changed(const char *name, const char *before)
+{
+    for (int node = 0; node < 2; node++) {
+        char *v = NULL;
+        for (int i = 0; i < 200; i++) {
+            free(v);
+            v = rule_version(node, name);
+            if (strcmp(v, before) != 0)
+                break;
+            usleep(50000);
+        }
+        assert_string_not_equal(v, before);
+        free(v);
+    }
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* rules/route.lua sees the card's scheme and BIN (ctx.card.brand, .bin), as
+ * its header says, for a card typed in and for a bound one. Before, bin was
+ * always "" and a typed card's brand "" too: a rule routing by scheme or BIN
+ * routed nothing. Here a rule offers the card channels only to a VISA card
+ * of BIN 411111 (fresh_card) and fails everything else. */
+static void test_route_rule_sees_the_cards_scheme_and_bin(void **state)
+{
+    (void)state;
+    char path[600], back[600];
+    snprintf(path, sizeof path, "%s/route.lua", g_rules);
+    snprintf(back, sizeof back, "%s/tests/route.json", g_rules);
+    char *before = rule_version(0, "route");
+    write_file(back, "{\"examples\":[{\"name\":\"a VISA of 411111 is routed\",\"ctx\":{"
+                     "\"method\":\"CARD\",\"card\":{\"brand\":\"VISA\",\"bin\":\"411111\"}},"
+                     "\"candidates\":[{\"channel_id\":\"a\"}],\"expect\":[\"a\"]},{\"name\":"
+                     "\"another card is not\",\"ctx\":{\"method\":\"CARD\",\"card\":{\"brand\":"
+                     "\"MASTERCARD\",\"bin\":\"555555\"}},\"candidates\":[{\"channel_id\":\"a\"}],"
+                     "\"expect\":[]}]}\n");
+    write_file(path, "return function(ctx, candidates)\n"
+                     "  local card = ctx.card or {}\n"
+                     "  if card.brand ~= 'VISA' or card.bin ~= '411111' then return {} end\n"
+                     "  return candidates\n"
+                     "end\n");
+    wait_rule_changed("route", before);
+    free(before);
+
+    char buyer[32], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 1200, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    /* Another scheme: no channel. */
+    new_trade("INSTANT", 1200, buyer, tn);
+    r = pay(tn, buyer, "CARD", CARD("5555555555554444"));
+    assert_string_not_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    /* A bound card: its BIN and brand as recorded at binding. */
+    char d[32], bind[96], body[160], card_id[64], method[96], pan[17];
+    snprintf(d, sizeof d, "%s", fresh_buyer());
+    fresh_pan(pan);
+    snprintf(bind, sizeof bind, "/v1/buyers/%s/cards", d);
+    snprintf(body, sizeof body, "{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030}", pan);
+    r = pc_t_call(&g_stack, &g_m, "POST", bind, body, "bind-route");
+    assert_int_equal(r.status, 201);
+    snprintf(card_id, sizeof card_id, "%s", pc_t_jstr(&r, "card_id"));
+    pc_t_resp_free(&r);
+    snprintf(method, sizeof method, "QUICK_PAY:%s", card_id);
+    new_trade("INSTANT", 1300, d, tn);
+    r = pay(tn, d, method, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+
+    /* The shipped rule again, for the tests after this one. */
+    before = rule_version(0, "route");
+    pc_t_sh("cp %s/rules/route.lua %s/route.lua && cp %s/rules/tests/route.json %s/tests/",
+            pc_t_source_dir(), g_rules, pc_t_source_dir(), g_rules);
+    wait_rule_changed("route", before);
+    free(before);
 }
 
 static void test_editing_cashier_rank_changes_the_next_consult(void **state)
@@ -1517,7 +1635,7 @@ static void test_editing_cashier_rank_changes_the_next_consult(void **state)
     assert_string_not_equal(first, "OTC");
     json_decref(j);
     pc_t_resp_free(&r);
-    char *before = rank_version(0);
+    char *before = rule_version(0, "cashier_rank");
     /* Product staff put OTC first. */
     char path[600];
     snprintf(path, sizeof path, "%s/cashier_rank.lua", g_rules);
@@ -1545,18 +1663,7 @@ static void test_editing_cashier_rank_changes_the_next_consult(void **state)
     /* Both nodes serve this port; each reloads on its own. Wait until
      * both serve the new version (an edit in two writes may first be
      * refused: the old examples do not hold for the new rule). */
-    for (int node = 0; node < 2; node++) {
-        char *v = NULL;
-        for (int i = 0; i < 200; i++) {
-            free(v);
-            v = rank_version(node);
-            if (strcmp(v, before) != 0)
-                break;
-            usleep(50000);
-        }
-        assert_string_not_equal(v, before);
-        free(v);
-    }
+    wait_rule_changed("cashier_rank", before);
     free(before);
     r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", body, "rank-final");
     j = pc_t_json(&r);
@@ -1667,11 +1774,13 @@ int main(void)
         cmocka_unit_test(test_rejected_payment_leaves_its_coupon_free),
         cmocka_unit_test(test_reject_after_release_is_refused),
         cmocka_unit_test(test_limit_exceeded),
+        cmocka_unit_test(test_limits_count_each_currency_on_its_own),
         cmocka_unit_test(test_card_daily_limit_counts_every_payer),
         cmocka_unit_test(test_concurrent_pays_of_one_trade_charge_once),
         cmocka_unit_test(test_one_coupon_raced_by_two_trades_is_spent_once),
         cmocka_unit_test(test_limit_holds_for_pays_at_the_same_moment),
         cmocka_unit_test(test_editing_cashier_rank_changes_the_next_consult),
+        cmocka_unit_test(test_route_rule_sees_the_cards_scheme_and_bin),
         cmocka_unit_test(test_card_bin_lookup_and_bound_card_details),
         cmocka_unit_test(test_no_card_number_in_database_or_logs),
     };
