@@ -128,6 +128,7 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     long long fold_age = pc_db_val_i64(res, 0, "fold_age");
     long long refunds_waiting = pc_db_val_i64(res, 0, "refunds_waiting");
     long long contradicted = pc_db_val_i64(res, 0, "contradicted");
+    long long recon_failed = pc_db_val_i64(res, 0, "recon_failed");
     long long limit = pc_config_int(a->app->cfg, "alerts.outbox_age_s");
     char msg[200];
     snprintf(msg, sizeof msg, "the oldest undelivered notification is %lld s old (limit %lld s)",
@@ -152,6 +153,14 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     set(a, refunds_waiting > 0, "REFUNDS_WAITING", "refunds", msg);
     snprintf(msg, sizeof msg, "%lld reconciliation differences wait for ops", recon_open);
     set(a, recon_open > 0, "RECON_DIFFERENCES", "recon", msg);
+    /* The daily job retries a failed day until the next day's turn comes:
+     * a day before yesterday is retried no more, and one that failed three
+     * times will most likely fail again. Nothing else would tell anyone. */
+    snprintf(msg, sizeof msg,
+             "%lld reconciliation days failed and are not retried (before yesterday) or failed "
+             "3 times: GET /admin/recon/runs, then POST /admin/recon/runs to run each again",
+             recon_failed);
+    set(a, recon_failed > 0, "RECON_FAILED", "recon", msg);
     /* Queued movements of hot accounts (ledger.h) are folded within a
      * fraction of a second; an old one means the fold job is not running or
      * cannot fold it. Balances stay right meanwhile (readers add the queue). */
@@ -227,7 +236,10 @@ static void check(uv_timer_t *t)
         "FROM payouts WHERE needs_ops AND status IN ('ACCEPTED', 'PROCESSING') AND "
         "hold_reason IS NULL) AS needs_ops, "
         "CASE WHEN to_regclass('recon_diffs') IS NULL THEN 0 ELSE (SELECT count(*) FROM "
-        "recon_diffs WHERE status = 'OPEN') END AS recon_open, coalesce((SELECT "
+        "recon_diffs WHERE status = 'OPEN') END AS recon_open, CASE WHEN to_regclass('recon_runs') "
+        "IS NULL THEN 0 ELSE (SELECT count(*) FROM recon_runs WHERE status = 'FAILED' AND "
+        "(attempts >= 3 OR business_date < (now() AT TIME ZONE 'UTC')::date - 1)) END AS "
+        "recon_failed, coalesce((SELECT "
         "extract(epoch FROM now() - min(created_at))::bigint FROM "
         "ledger_balance_deltas), 0) AS fold_age, (SELECT count(*) FROM refunds "
         "WHERE " PC_REFUND_WAITING_WHERE ") AS refunds_waiting, (SELECT count(*) FROM payments "

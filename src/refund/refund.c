@@ -203,6 +203,7 @@ typedef struct {
     char only_method[8], only_batch[40], set_method[8], only_channel[33];
     char from[MAX_FROM][12];
     int nfrom, normal_only, error_to_offline;
+    int64_t channel_amount;
     pc__transition_cb cb;
     void *data;
     pc__refund_t r;
@@ -432,6 +433,14 @@ static void tr_apply(tr_t *t)
     if (!strcmp(t->to, "SUSPENDED"))
         snprintf(r->hold_reason, sizeof r->hold_reason, "%s", t->why);
 
+    int other_sum = !strcmp(t->to, "SUCCESS") && t->channel_amount > 0 &&
+                    t->channel_amount != r->parts.external;
+    if (other_sum)
+        pc_log_error("refund.amount_mismatch",
+                     "refund %s: channel %s says it paid %lld, not %lld: applied, flagged for ops "
+                     "(GET /admin/needs-ops)",
+                     r->refund_no, r->channel_id, (long long)t->channel_amount,
+                     (long long)r->parts.external);
     char now[24], grace[24];
     snprintf(now, sizeof now, "%lld", t->now);
     snprintf(grace, sizeof grace, "%lld", t->rf->grace_ms);
@@ -444,7 +453,8 @@ static void tr_apply(tr_t *t)
                        now,
                        !strcmp(t->to, "SUSPENDED") ? t->why : NULL,
                        t->old_status,
-                       grace};
+                       grace,
+                       other_sum ? "t" : "f"};
     /* next_query_at: a resumed refund is sent now, and by the runner after the
      * grace if this node cannot; OFFLINE and final refunds are not queried.
      * The move must apply (pc_require): a write that touched no row would
@@ -458,9 +468,9 @@ static void tr_apply(tr_t *t)
         "coalesce($8, hold_reason), next_query_at = CASE WHEN $2 = 'ACCEPTED' THEN now() + "
         "$10::bigint * interval '1 millisecond' WHEN $2 IN ('SUCCESS', 'FAILED', 'TERMINATED') "
         "OR coalesce($3, method) IN ('FILE', 'OFFLINE') THEN NULL ELSE next_query_at END, "
-        "updated_at = now() WHERE refund_no = $1 AND status = $9 RETURNING 1) SELECT "
-        "pc_require(EXISTS (SELECT 1 FROM w), 'refund_status')",
-        10, p, tr_moved_cb, t);
+        "needs_ops = needs_ops OR $11::boolean, updated_at = now() WHERE refund_no = $1 AND "
+        "status = $9 RETURNING 1) SELECT pc_require(EXISTS (SELECT 1 FROM w), 'refund_status')",
+        11, p, tr_moved_cb, t);
 
     pc_refund_parties_t who = {r->merchant_id,   r->buyer_id, r->channel_id,
                                r->coupon_funder, r->currency, !normal};
@@ -630,6 +640,7 @@ int pc__refund_transition(pc_refunds_t *rf, const pc__transition_t *tr, pc__tran
         CPS(t->from[t->nfrom++], tr->from[i]);
     t->normal_only = tr->normal_only;
     t->error_to_offline = tr->error_to_offline;
+    t->channel_amount = tr->channel_amount;
     t->now = (long long)time(NULL);
     if (pc_db_begin(rf->app->db, NULL, tr_begin_cb, t) < 0) {
         free(t);
@@ -743,6 +754,7 @@ static int apply_result(pc_refunds_t *rf, const char *channel_id, const char *re
         .channel_txn_id = res->channel_txn_id[0] ? res->channel_txn_id : NULL,
         .error_to_offline = 1,
         .only_channel = channel_id,
+        .channel_amount = ok ? res->amount : 0,
     };
     return pc__refund_transition(rf, &t, cb, data);
 }

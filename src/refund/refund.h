@@ -148,6 +148,11 @@ typedef struct {
     /* A FAILED result for an error refund moves it to OFFLINE instead (its
      * money is the buyer's and must leave; ops return it by hand). */
     int error_to_offline;
+    /* A channel's SUCCESS: the sum it says it paid out (0: not said). Another
+     * sum than the refund's channel part is applied (the money left) and
+     * flagged for ops (needs_ops): the buyer got too little, or the platform
+     * paid too much. */
+    int64_t channel_amount;
 } pc__transition_t;
 
 /* Outcome of a transition: status 0 with the refund as it now is (valid

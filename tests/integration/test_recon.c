@@ -79,6 +79,7 @@ static int setup(void **state)
     /* The daily job runs yesterday at once, every node trying. */
     pc_stack_env(&g_stack, "PAYCORE_RECON_DAILY_AT", "00:00");
     pc_stack_env(&g_stack, "PAYCORE_RECON_POLL_MS", "300");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
     pc_stack_env(&g_stack, "PAYCORE_METRICS_ON_ADMIN", "true");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
@@ -864,6 +865,16 @@ static void test_statement_that_cannot_be_fetched_fails_the_run(void **state)
                         g_today);
     assert_non_null(strstr(st, "FAILED: the channel's statement could not be fetched"));
     free(st);
+    /* Today's day failed once: the daily job will try it again, no alert. */
+    usleep(1000000);
+    assert_false(pc_t_alert_active(&g_stack, "RECON_FAILED", "recon"));
+    /* A day before yesterday that fails is retried by nobody: ops are told.
+     * Before, such a day was left FAILED and nothing said so. */
+    r = pc_t_admin(&g_stack, "POST", "/admin/recon/runs",
+                   "{\"channel_id\":\"sim_card2\",\"date\":\"2026-01-02\"}");
+    assert_int_equal(r.status, 503);
+    pc_t_resp_free(&r);
+    assert_true(pc_t_alert_wait(&g_stack, "RECON_FAILED", "recon", 1, 10));
 }
 
 int main(void)

@@ -543,6 +543,31 @@ static void fail_held_refund(const char *rno)
     pc_t_resp_free(&r);
 }
 
+/* A channel that says it refunded another sum than it was asked: the
+ * refund is applied (the money left), and flagged for ops with the
+ * contradiction alert, for a person to settle the difference with the buyer
+ * or the channel. Before, the sum was not looked at. */
+static void test_refund_paid_with_another_sum_is_flagged(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], out[64], f[160];
+    paid_trade_for(&g_m, "INSTANT", 3000, NULL, tn, NULL);
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"refund_delay_ms\":-1}", paid_channel(tn));
+    sim_faults(f);
+    snprintf(out, sizeof out, "RSUM-%s", tn);
+    refund_ok(tn, out, 1500, NULL, rno);
+    expect_refund(rno, "PROCESSING");
+    assert_int_equal(
+        pc_t_channel_callback(&g_stack, paid_channel(tn), "refund", rno, "SUCCESS", 1600), 200);
+    assert_true(pc_t_sql_wait(
+        &g_stack, "SUCCESS/true", 10,
+        "SELECT status || '/' || needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+    assert_true(pc_t_needs_ops_listed(&g_stack, "refund", rno) > 0);
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "refund", rno,
+                                            "{\"why\":\"channel asked to return the extra 100\"}"),
+                     200);
+}
+
 static void test_channel_finishes_refund_later_by_callback_or_fails_it(void **state)
 {
     (void)state;
@@ -1129,6 +1154,7 @@ int main(void)
         cmocka_unit_test_teardown(test_api_refund_that_times_out_resolves_by_query, after_each),
         cmocka_unit_test_teardown(test_channel_finishes_refund_later_by_callback_or_fails_it,
                                   after_each),
+        cmocka_unit_test_teardown(test_refund_paid_with_another_sum_is_flagged, after_each),
         cmocka_unit_test_teardown(test_multi_part_payment_refunds_external_then_balance_then_coupon,
                                   after_each),
         cmocka_unit_test_teardown(test_balance_refund_of_a_trade_created_without_a_buyer,
