@@ -216,10 +216,16 @@ int pc_idem_store_in_tx(pc_idem_req_t *ir, pc_db_tx_t *tx, int status, const cha
     char *copy = strdup(body);
     if (!copy)
         return PC_ENOMEM;
+    /* The claim must still be this request's: one that lapsed (the node
+     * stalled past its lease) may have been taken over by a retry on another
+     * node, which does the same change again. Then this transaction must not
+     * commit: pc_require fails it, and the retry's answer stands. */
     int rc = pc_db_tx_query(tx,
-                            "UPDATE idempotency_keys SET status = 'DONE', response_status = $4, "
-                            "response_body = $5, finished_at = now() WHERE merchant_id = $1 AND "
-                            "idem_key = $2 AND lock_token = $3 AND status = 'IN_PROGRESS'",
+                            "WITH w AS (UPDATE idempotency_keys SET status = 'DONE', "
+                            "response_status = $4, response_body = $5, finished_at = now() WHERE "
+                            "merchant_id = $1 AND idem_key = $2 AND lock_token = $3 AND status = "
+                            "'IN_PROGRESS' RETURNING 1) SELECT pc_require(EXISTS (SELECT 1 FROM "
+                            "w), 'idempotency_claim')",
                             5, p, NULL, NULL);
     if (rc < 0) {
         free(copy);

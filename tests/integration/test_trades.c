@@ -10,6 +10,8 @@
 #include "core/error.h"
 #include "harness.h"
 
+#include <libpq-fe.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +207,81 @@ static void test_guarantee_settles_partially_then_fully_with_splits(void **state
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+typedef struct {
+    const char *tn;
+    long status;
+} settle_call_t;
+
+static void *settle_in_thread(void *arg)
+{
+    settle_call_t *c = arg;
+    char path[128];
+    snprintf(path, sizeof path, "/v1/trades/%s/settle", c->tn);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", path, "{\"amount\":300}", "settle-lapsed");
+    c->status = r.status;
+    pc_t_resp_free(&r);
+    return NULL;
+}
+
+static PGresult *must(PGconn *c, const char *sql, ExecStatusType want)
+{
+    PGresult *res = PQexec(c, sql);
+    if (PQresultStatus(res) != want)
+        fprintf(stderr, "%s: %s\n", sql, PQerrorMessage(c));
+    assert_int_equal(PQresultStatus(res), want);
+    return res;
+}
+
+/* A request whose idempotency claim another node took over (its node stalled
+ * past the lease, and the merchant's retry reached another node) must not
+ * commit its change as well: the retry does it. Here the settle waits for
+ * the trade's row lock, held by the test, while the claim passes to another
+ * token (what a takeover writes); then the lock is let go. Before, the
+ * record's update matched no row, nothing noticed, and the settle committed:
+ * with the retry's, the trade was settled twice (partner paid twice, escrow
+ * released early). Now the transaction fails and the answer is 503 (retry
+ * with the same key: the retry's answer is the one). */
+static void test_settle_whose_claim_was_taken_over_does_not_commit(void **state)
+{
+    (void)state;
+    char tn[40], st[20];
+    create("GUA-LAPSE", "GUARANTEE", 1000, NULL, tn);
+    assert_int_equal(pc_t_mark_paid(&g_stack, tn, "P-GUA-LAPSE", 1000, "CNY",
+                                    "channel:sim_card:clearing:CNY", st),
+                     0);
+    PGconn *c = PQconnectdb(g_stack.db_url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(must(c, "BEGIN", PGRES_COMMAND_OK));
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT 1 FROM trades WHERE trade_no = '%s' FOR UPDATE", tn);
+    PQclear(must(c, sql, PGRES_TUPLES_OK));
+    settle_call_t call = {tn, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, settle_in_thread, &call);
+    /* The settle's transaction waits for the row lock. */
+    assert_true(pc_t_sql_wait(&g_stack, "1", 10,
+                              "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                              "'Lock' AND query LIKE '%%FROM trades%%FOR UPDATE%%' AND pid <> %d",
+                              PQbackendPID(c)));
+    /* Another node's retry takes the claim over. */
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "WITH u AS (UPDATE idempotency_keys SET lock_token = "
+                                  "'taken-over' WHERE merchant_id = '%s' AND idem_key = "
+                                  "'settle-lapsed' AND status = 'IN_PROGRESS' RETURNING 1) "
+                                  "SELECT count(*) FROM u",
+                                  g_m.id),
+                     1);
+    PQclear(must(c, "COMMIT", PGRES_COMMAND_OK));
+    PQfinish(c);
+    pthread_join(th, NULL);
+    assert_int_equal(call.status, 503);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT settled_amount FROM trades WHERE trade_no = '%s'", tn), 0);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM trade_settles WHERE trade_no = '%s'", tn), 0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_settle_of_an_instant_trade_is_refused(void **state)
 {
     (void)state;
@@ -266,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_close_of_an_open_trade_then_payment_is_refused),
         cmocka_unit_test(test_guarantee_settles_partially_then_fully_with_splits),
         cmocka_unit_test(test_settle_of_an_instant_trade_is_refused),
+        cmocka_unit_test(test_settle_whose_claim_was_taken_over_does_not_commit),
         cmocka_unit_test(test_recharge_credits_the_buyer_wallet),
         cmocka_unit_test(test_expired_trade_is_closed_by_the_sweep),
     };
