@@ -42,6 +42,7 @@ struct pc_auth {
     pc_idem_t *idem;
     char floor_key[128];
     int64_t newest_ts; /* the newest X-Timestamp this node accepted */
+    int64_t started_s; /* when this node started (Unix time) */
     /* This node recorded nonces in PostgreSQL only (Redis unreachable) that
      * Redis has not been given yet. */
     bool nonces_in_pg_only;
@@ -76,6 +77,7 @@ pc_auth_t *pc_auth_new(pc_merchants_t *merchants, pc_kv_t *kv, pc_db_t *db, pc_i
      * PostgreSQL only: each node looks once, on its first check (normally
      * nothing is there and that is one small query). */
     a->nonces_in_pg_only = true;
+    a->started_s = (int64_t)time(NULL);
     pc_metrics_describe("pc_auth_failures_total", PC_METRIC_COUNTER,
                         "requests refused by authentication, by code");
     return a;
@@ -255,7 +257,20 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
         return;
     }
     /* Redis is unreachable: PostgreSQL's primary key keeps nonces single-use,
-     * and Redis gets them once it is back. */
+     * and Redis gets them once it is back. But the nonces every node took
+     * through Redis are not in PostgreSQL: a request signed before Redis
+     * last answered this node (or before this node started) may have been
+     * taken there, and its replay with a fresh Idempotency-Key (not signed)
+     * would run again. Such a request is refused: signed again with the
+     * current time it passes. (Left: a request from a merchant whose clock
+     * runs ahead, taken through Redis just before it went away.) */
+    int64_t seen = pc_kv_last_reply_s(a->kv);
+    if (c->ts < (seen > a->started_s ? seen : a->started_s)) {
+        refuse(c->req, PC_API_TIMESTAMP_EXPIRED, "X-Timestamp",
+               "X-Timestamp is older than the nonce store's last answer (it is unreachable): "
+               "sign the request again with the current time");
+        return;
+    }
     a->nonces_in_pg_only = true;
     if (c->ts > a->newest_ts)
         a->newest_ts = c->ts;

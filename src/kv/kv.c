@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 typedef struct kvcmd {
@@ -49,6 +50,8 @@ struct pc_kv {
     kvcmd_t *head, *tail; /* pending, oldest first */
     sub_t *subs;
     uv_timer_t tick;
+    int64_t last_reply_s;   /* wall clock of the last reply Redis gave */
+    uint64_t last_reply_ms; /* the same on the loop's clock */
     int closing;
     int handles_open;
     void (*close_cb)(void *);
@@ -85,6 +88,10 @@ static void reply_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
     (void)ac;
     kvcmd_t *c = privdata;
+    if (r && ((redisReply *)r)->type != REDIS_REPLY_ERROR && !c->done) {
+        c->kv->last_reply_s = (int64_t)time(NULL);
+        c->kv->last_reply_ms = uv_now(c->kv->loop);
+    }
     if (!c->done) {
         pc_kv_t *kv = c->kv;
         pending_remove(kv, c);
@@ -219,6 +226,12 @@ static void tick_cb(uv_timer_t *t)
         pc_metrics_add("pc_kv_errors_total", "kind=\"timeout\"", 1);
         fail_pending(kv, PC_ETIMEDOUT);
         link_drop(&kv->cmd);
+    }
+    /* An idle node still learns every second that Redis answers
+     * (pc_kv_last_reply_s). */
+    if (kv->cmd.connected && !kv->head && now - kv->last_reply_ms >= 1000) {
+        kv->last_reply_ms = now; /* one PING a second, answered or not */
+        pc_kv_cmd(kv, NULL, NULL, "PING", NULL);
     }
     for (link_t *l = &kv->cmd; l; l = l == &kv->cmd ? &kv->sub : NULL) {
         if (l->ac && !l->connected && l->connect_deadline <= now)
@@ -436,4 +449,9 @@ const pc_kv_reply_t *pc_kv_reply_at(const pc_kv_reply_t *r, size_t i)
 {
     const redisReply *rep = (const redisReply *)r;
     return (const pc_kv_reply_t *)rep->element[i];
+}
+
+int64_t pc_kv_last_reply_s(const pc_kv_t *kv)
+{
+    return kv ? kv->last_reply_s : 0;
 }

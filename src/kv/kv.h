@@ -37,6 +37,9 @@ pc_kv_t *pc_kv_new(uv_loop_t *loop, const char *url, uint64_t timeout_ms, const 
  * closed, then calls cb (may be NULL). */
 void pc_kv_close(pc_kv_t *kv, void (*cb)(void *data), void *data);
 int pc_kv_ready(const pc_kv_t *kv);
+/* Unix time of the last reply Redis gave (0: none yet). A connected node
+ * sends a PING when a second passed without one. */
+int64_t pc_kv_last_reply_s(const pc_kv_t *kv);
 
 /* Writes prefix + name into buf (truncating) and returns buf. */
 const char *pc_kv_key(const pc_kv_t *kv, char *buf, size_t len, const char *name);

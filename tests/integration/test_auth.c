@@ -468,8 +468,22 @@ static void test_redis_down_still_executes_once(void **state)
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
     g_m = pc_t_create_merchant(&g_stack, NULL);
+    /* A request taken through Redis, replayed once Redis is unreachable:
+     * PostgreSQL never saw its nonce. Refused (signed before Redis last
+     * answered), not run again. */
+    long long t0 = (long long)time(NULL);
+    pc_t_resp_t pre = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
+                                    "/v1/trades?out_trade_no=NOREDIS0", NULL, NULL, t0,
+                                    "nonce-noredis-pre001", NULL, NULL);
+    assert_int_equal(pre.status, 404);
+    pc_t_resp_free(&pre);
+    usleep(2100000); /* Redis answers the nodes' PINGs meanwhile */
     pc_t_sh("%s/scripts/services redis-stop %s", pc_t_source_dir(), dir);
     usleep(300000);
+    expect(pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
+                         "/v1/trades?out_trade_no=NOREDIS0", NULL, NULL, t0, "nonce-noredis-pre001",
+                         NULL, NULL),
+           401, "TIMESTAMP_EXPIRED");
     run_race("NOREDIS1", "k-noredis-1", 20);
     /* Nonces stay single-use through the PostgreSQL fallback. */
     long long now = (long long)time(NULL);
