@@ -356,6 +356,10 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
      * previous holder committed. As a sub-select of the locking statement it
      * read the snapshot taken before the wait, and two cases opened at once
      * for one payment each saw the other's amount as not disputed yet. */
+    /* Disputed: open cases and the ones the cardholder won
+     * (payment_chargeback_frozen); one the cardholder lost (liable NONE, or
+     * closed) frees its amount for the issuer's next cycle, which before
+     * found nothing left to dispute while the channel took the money. */
     /* What refunds (merchant or error refunds) already give back of the
      * external part is not the cardholder's to dispute again: refunds are
      * accepted under the same trade lock. */
@@ -363,8 +367,7 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
      * a file brought it (chargebacks_source_ref_unique). */
     const char *p[] = {o->payment_no, o->channel_id, o->source_ref};
     if (pc_db_tx_query(o->tx,
-                       "SELECT (SELECT coalesce(sum(c.amount), 0) FROM chargebacks c WHERE "
-                       "c.payment_no = $1 AND c.status <> 'CLOSE') + (SELECT "
+                       "SELECT payment_chargeback_frozen($1) + (SELECT "
                        "coalesce(sum(r.external_amount), 0) FROM refunds r WHERE r.payment_no = "
                        "$1 AND r.status NOT IN ('FAILED', 'TERMINATED')) AS disputed, (SELECT "
                        "chargeback_json(c)::text FROM chargebacks c WHERE c.channel_id = $2 AND "
@@ -523,10 +526,24 @@ static void enter_chargeback(pc_http_req_t *req, void *data)
         return;
     }
     int bad = 0;
-    const char *ref = json_string_value(json_object_get(b, "reference"));
-    if (!ref || !pc_printable(ref, 128)) {
+    /* Spaces around a reference pasted from an e-mail are dropped: kept,
+     * the same case from the channel's file (whose references have none)
+     * would open a second time. */
+    const char *given = json_string_value(json_object_get(b, "reference"));
+    char ref[129] = "";
+    if (given) {
+        while (*given == ' ' || *given == '\t')
+            given++;
+        size_t n = strlen(given);
+        while (n > 0 && (given[n - 1] == ' ' || given[n - 1] == '\t'))
+            n--;
+        if (n < sizeof ref)
+            snprintf(ref, sizeof ref, "%.*s", (int)n, given);
+    }
+    if (!pc_cb_ref_ok(ref)) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "reference",
-                              "the case's reference: 1-128 printable characters");
+                              "the case's reference as the channel writes it: 1-128 printable "
+                              "ASCII characters without spaces");
         return;
     }
     const char *channel = pc_json_str(b, "channel_id", 32, 1, &bad);
@@ -1191,17 +1208,75 @@ static void started_cb(void *data, int status, pc_db_res_t *res)
     free(s);
 }
 
+static void too_early_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status || pc_db_rows(res) == 0 || pc_db_get(res, 0, 1)[0] != 't') {
+        explain_cb(req, status, res);
+        return;
+    }
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "the merchant may send evidence until %s and has sent none: judge then, or give a "
+             "why to judge now",
+             pc_db_get(res, 0, 2));
+    pc_http_respond_error(req, PC_API_INVALID_STATE, NULL, msg);
+}
+
+static void start_refused_cb(void *data, int status, pc_db_res_t *res)
+{
+    start_t *s = data;
+    (void)res;
+    if (status) {
+        pc_respond_db_error(s->req, status);
+        free(s);
+        return;
+    }
+    const char *p[] = {pc_http_req_param(s->req, "chargeback_no")};
+    if (pc_db_query(s->app->db,
+                    "SELECT status, (status = 'WAIT_JUDGE')::text AS early, to_char("
+                    "evidence_due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM "
+                    "chargebacks WHERE chargeback_no = $1",
+                    1, p, too_early_cb, s->req) < 0)
+        pc_http_respond_error(s->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+    free(s);
+}
+
+static void start_cb(void *data, int status, pc_db_res_t *res)
+{
+    start_t *s = data;
+    if (!status && pc_db_rows(res) == 0) {
+        start_refused_cb(s, 0, res);
+        return;
+    }
+    started_cb(s, status, res);
+}
+
+/* WAIT_JUDGE → IN_JUDGE, which closes evidence: once the merchant's
+ * deadline passed or it sent evidence; before that only with a why (kept in
+ * the judge note), as the merchant may send evidence until the deadline
+ * (system.md). Before, ops could start at once and the merchant's evidence
+ * of the next day was refused. */
 static void start_judge(pc_http_req_t *req, void *data)
 {
+    json_t *b = pc_http_req_json(req);
+    const char *why = b ? json_string_value(json_object_get(b, "why")) : NULL;
+    if (why && (!why[0] || strlen(why) > 500)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "why", "1-500 characters");
+        return;
+    }
     start_t *s = calloc(1, sizeof *s);
     s->req = req;
     s->app = data;
-    const char *p[] = {pc_http_req_param(req, "chargeback_no")};
+    const char *p[] = {pc_http_req_param(req, "chargeback_no"), why};
     if (pc_db_query(s->app->db,
                     "UPDATE chargebacks c SET status = 'IN_JUDGE', judge_started_at = now(), "
-                    "updated_at = now() WHERE chargeback_no = $1 AND status = 'WAIT_JUDGE' "
-                    "RETURNING chargeback_json(c)::text",
-                    1, p, started_cb, s) < 0) {
+                    "judge_note = CASE WHEN $2::text IS NOT NULL AND evidence_due_at > now() THEN "
+                    "'judged before the evidence deadline: ' || $2 ELSE judge_note END, "
+                    "updated_at = now() WHERE chargeback_no = $1 AND status = 'WAIT_JUDGE' AND "
+                    "(evidence_due_at <= now() OR jsonb_array_length(evidence) > 0 OR $2::text IS "
+                    "NOT NULL) RETURNING chargeback_json(c)::text",
+                    2, p, start_cb, s) < 0) {
         free(s);
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
     }

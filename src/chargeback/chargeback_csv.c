@@ -143,7 +143,7 @@ int pc_cb_parse_time(const char *s, long long *out)
     return 0;
 }
 
-static int printable_id(const char *s)
+int pc_cb_ref_ok(const char *s)
 {
     if (!*s)
         return 0;
@@ -166,13 +166,13 @@ static void parse_line(pc_cb_csv_line_t *l, char f[MAX_FIELDS][FIELD_MAX], int n
     const char *v[C_COUNT];
     for (int c = 0; c < C_COUNT; c++)
         v[c] = col[c] >= 0 && col[c] < nf ? f[col[c]] : "";
-    if (!printable_id(v[C_CBREF]) || strlen(v[C_CBREF]) >= sizeof l->chargeback_ref)
+    if (!pc_cb_ref_ok(v[C_CBREF]) || strlen(v[C_CBREF]) >= sizeof l->chargeback_ref)
         return bad(l, "chargeback_ref: 1-128 printable characters");
     snprintf(l->chargeback_ref, sizeof l->chargeback_ref, "%s", v[C_CBREF]);
-    if (!printable_id(v[C_CHREF]) || strlen(v[C_CHREF]) >= sizeof l->channel_ref)
+    if (!pc_cb_ref_ok(v[C_CHREF]) || strlen(v[C_CHREF]) >= sizeof l->channel_ref)
         return bad(l, "channel_ref: 1-80 printable characters");
     snprintf(l->channel_ref, sizeof l->channel_ref, "%s", v[C_CHREF]);
-    if (v[C_PCREF][0] && (!printable_id(v[C_PCREF]) || strlen(v[C_PCREF]) >= sizeof l->paycore_ref))
+    if (v[C_PCREF][0] && (!pc_cb_ref_ok(v[C_PCREF]) || strlen(v[C_PCREF]) >= sizeof l->paycore_ref))
         return bad(l, "paycore_ref: at most 80 printable characters");
     snprintf(l->paycore_ref, sizeof l->paycore_ref, "%s", v[C_PCREF]);
     const char *a = v[C_AMOUNT];
@@ -188,7 +188,7 @@ static void parse_line(pc_cb_csv_line_t *l, char f[MAX_FIELDS][FIELD_MAX], int n
         c[2] > 'Z')
         return bad(l, "currency: ISO 4217, upper case");
     snprintf(l->currency, sizeof l->currency, "%s", c);
-    if (v[C_REASON][0] && (!printable_id(v[C_REASON]) || strlen(v[C_REASON]) >= 33))
+    if (v[C_REASON][0] && (!pc_cb_ref_ok(v[C_REASON]) || strlen(v[C_REASON]) >= 33))
         return bad(l, "reason_code: at most 32 printable characters");
     snprintf(l->reason_code, sizeof l->reason_code, "%s", v[C_REASON]);
     if (v[C_TIME][0] && pc_cb_parse_time(v[C_TIME], &l->time))

@@ -47,6 +47,11 @@ int pc_cb_csv_parse(const char *text, size_t len, pc_cb_csv_line_t **lines, size
  * Returns 0 or PC_EINVAL. */
 int pc_cb_parse_time(const char *s, long long *out);
 
+/* A reference as chargeback files write them: printable ASCII without
+ * spaces, not empty. Offline entry keeps to the same, so that one case is
+ * one reference however it arrives. */
+int pc_cb_ref_ok(const char *s);
+
 /* Parses a business date "YYYY-MM-DD" (a real calendar date) into the Unix
  * time of its 00:00 UTC. Returns 0 or PC_EINVAL. */
 int pc_cb_parse_date(const char *s, long long *out);

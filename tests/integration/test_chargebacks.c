@@ -40,6 +40,9 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Ops judge a case before the merchant's evidence deadline: with a why. */
+#define JUDGE_NOW "{\"why\":\"test: judged at once\"}"
+
 /* A merchant of its own per test, so balances start at zero. */
 static pc_t_merchant_t new_merchant(void)
 {
@@ -461,6 +464,22 @@ static void test_offline_case_then_in_the_file_is_one_case(void **state)
     assert_int_equal(c.duplicates, 0);
     assert_int_equal(c.unmatched, 1);
     assert_int_equal(mbal(&m, "reserve"), 3000);
+
+    /* A reference pasted with spaces around it is the one the file writes:
+     * the file's line is that case (before: a second case, a second 2000
+     * frozen). A space inside is no channel's reference. */
+    char tn3[40], txn3[80], cb3[40], pasted[80];
+    card_payment(&m, 5000, NULL, tn3, txn3, NULL);
+    snprintf(ref, sizeof ref, "CBK-%d-mail", (int)getpid());
+    snprintf(pasted, sizeof pasted, "  %s  ", ref);
+    assert_int_equal(enter_offline(pasted, txn3, 2000, NULL, cb3), 201);
+    c = import_line(date, ref, txn3, 2000);
+    assert_int_equal(c.created, 0);
+    assert_int_equal(c.duplicates, 1);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM chargebacks WHERE trade_no = '%s'", tn3), 1);
+    assert_int_equal(enter_offline("CBK two words", txn3, 100, NULL, NULL), 400);
+    assert_int_equal(mbal(&m, "reserve"), 5000);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -478,7 +497,7 @@ static void judged_case(pc_t_merchant_t *m, long amount, long disputed, char *tn
     assert_int_equal(enter_offline(ref, txn, disputed, NULL, cb_no), 201);
     char path[128], st[24];
     snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb_no);
-    assert_int_equal(admin_post(path, NULL, st), 200);
+    assert_int_equal(admin_post(path, JUDGE_NOW, st), 200);
     assert_string_equal(st, "IN_JUDGE");
 }
 
@@ -560,6 +579,30 @@ static void test_judge_none_liable_releases_the_reserve(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A case the cardholder lost (no one liable) frees its amount: the
+ * issuer's next cycle under a new reference opens. Before, the lost case
+ * still counted as disputed, and the second cycle was refused (422) while the
+ * channel debited the money. A case the cardholder won still counts. */
+static void test_lost_dispute_frees_its_amount_for_the_next_cycle(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m;
+    char tn[40], txn[80], cb[40], cb2[40], path[128], st[24], ref[64];
+    judged_case(&m, 3000, 3000, tn, txn, cb);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    assert_int_equal(admin_post(path, "{\"liable\":\"NONE\"}", st), 200);
+    snprintf(ref, sizeof ref, "CYCLE2-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 3000, NULL, cb2), 201);
+    assert_int_equal(mbal(&m, "reserve"), 3000);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb2);
+    assert_int_equal(admin_post(path, JUDGE_NOW, st), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb2);
+    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\"}", st), 200);
+    snprintf(ref, sizeof ref, "CYCLE3-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 3000, NULL, NULL), 422);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_short_balance_is_owed_and_stays_owed_when_merchant_liable(void **state)
 {
     (void)state;
@@ -585,7 +628,7 @@ static void test_short_balance_is_owed_and_stays_owed_when_merchant_liable(void 
                                   cb),
                      6 * 10000 + 994);
     snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
-    assert_int_equal(admin_post(path, NULL, st), 200);
+    assert_int_equal(admin_post(path, JUDGE_NOW, st), 200);
     snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
     assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\"}", st), 200);
     assert_int_equal(mbal(&m, "reserve"), 0);
@@ -695,7 +738,7 @@ static void test_close_before_judgement(void **state)
     snprintf(ref, sizeof ref, "INJUDGE-%d", (int)getpid());
     assert_int_equal(enter_offline(ref, txn, 500, NULL, cb2), 201);
     snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb2);
-    assert_int_equal(admin_post(path, NULL, st), 200);
+    assert_int_equal(admin_post(path, JUDGE_NOW, st), 200);
     snprintf(path, sizeof path, "/admin/chargebacks/%s/close", cb2);
     assert_int_equal(admin_post(path, NULL, st), 409);
     assert_string_equal(st, "INVALID_STATE");
@@ -739,6 +782,15 @@ static void test_merchant_views_and_evidence_deadline(void **state)
     assert_int_equal(r.status, 404);
     pc_t_resp_free(&r);
 
+    /* Judging closes evidence: not before the deadline while the merchant
+     * has sent none (before, ops could, and the merchant's evidence of the
+     * next day was refused). */
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    assert_non_null(strstr(r.body, "has sent none"));
+    pc_t_resp_free(&r);
     const char *ev = "{\"text\":\"Delivered, signed by the buyer\",\"attachments\":[{\"name\":"
                      "\"pod.pdf\",\"sha256\":"
                      "\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"}]}";
@@ -781,6 +833,9 @@ static void test_merchant_views_and_evidence_deadline(void **state)
     r = pc_t_call(&g_stack, &m, "POST", path, "{\"text\":\"more\"}", "ev-2");
     assert_int_equal(r.status, 409);
     pc_t_resp_free(&r);
+    /* Past its deadline a case is judged without evidence. */
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", late);
+    assert_int_equal(admin_post(path, NULL, NULL), 200);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -836,7 +891,7 @@ static void test_disputed_amount_is_not_refundable(void **state)
     assert_string_equal(code, "AMOUNT_EXCEEDS_REFUNDABLE");
     /* The cardholder won (merchant liable): still not refundable. */
     snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
-    assert_int_equal(admin_post(path, NULL, NULL), 200);
+    assert_int_equal(admin_post(path, JUDGE_NOW, NULL), 200);
     snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
     assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\"}", NULL), 200);
     assert_int_equal(
@@ -965,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_judge_platform_liable),
         cmocka_unit_test(test_judge_none_liable_releases_the_reserve),
         cmocka_unit_test(test_short_balance_is_owed_and_stays_owed_when_merchant_liable),
+        cmocka_unit_test(test_lost_dispute_frees_its_amount_for_the_next_cycle),
         cmocka_unit_test(test_payout_keeps_back_what_the_merchant_owes),
         cmocka_unit_test(test_close_before_judgement),
         cmocka_unit_test(test_merchant_views_and_evidence_deadline),
