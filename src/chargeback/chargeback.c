@@ -240,6 +240,16 @@ static void open_inserted_cb(void *data, int status, pc_db_res_t *res)
         rc = pc_ledger_post(o->tx, &txn, post_logged_cb, "CHARGEBACK_FREEZE");
     }
     if (!rc) {
+        /* A line of an earlier file that could not open this case is
+         * resolved by it. */
+        const char *u[] = {o->channel_id, o->source_ref, o->cb_no};
+        rc = pc_db_tx_query(o->tx,
+                            "UPDATE chargeback_unmatched SET resolved_at = now(), resolved_by = "
+                            "'paycore', resolution = 'opened as ' || $3, updated_at = now() WHERE "
+                            "channel_id = $1 AND chargeback_ref = $2 AND resolved_at IS NULL",
+                            3, u, NULL, NULL);
+    }
+    if (!rc) {
         json_t *obj = json_loads(o->json, 0, NULL);
         rc = obj ? pc_outbox_add(o->tx, o->merchant_id, "chargeback.opened",
                                  o->notify_url[0] ? o->notify_url : NULL, obj)
@@ -350,6 +360,17 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
         open_unmatched(o, PC_API_INVALID_REQUEST, "the currency is not the payment's");
         return;
     }
+    /* A case freezes the merchant's money; a top-up's money is not the
+     * merchant's but the buyer's wallet. Frozen from the merchant, a merchant
+     * found liable paid for money it never had. For ops. (A duplicate
+     * payment's dispute does open a case: it stops the error refund, which
+     * would pay the cardholder a second time; ops settle its escrow.) */
+    if (!strcmp(pc_db_val(res, 0, "product"), "RECHARGE")) {
+        open_unmatched(o, PC_API_INVALID_STATE,
+                       "a wallet top-up: its money is the buyer's wallet, not the merchant's; "
+                       "for ops to handle by hand");
+        return;
+    }
     o->external_amount = pc_db_val_i64(res, 0, "external_amount");
     /* What is disputed already, read by a statement of its own: it starts
      * after the trade lock above was granted, so it sees every case the
@@ -440,7 +461,7 @@ static void open_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "SELECT p.payment_no, p.trade_no, p.merchant_id, p.currency, p.external_amount, "
             "p.channel_id, coalesce(p.channel_txn_id, '') AS channel_txn_id, "
             "coalesce(t.buyer_id, p.buyer_id, '') AS buyer_id, coalesce(t.notify_url, '') AS "
-            "notify_url FROM payments p JOIN trades t ON "
+            "notify_url, t.product FROM payments p JOIN trades t ON "
             "t.trade_no = p.trade_no WHERE p.status = 'SUCCESS' AND p.channel_id IS NOT NULL AND "
             "((p.channel_id = $1 AND p.channel_txn_id = $2) OR p.payment_no = $3) ORDER BY "
             "(p.channel_txn_id IS NOT DISTINCT FROM $2) DESC LIMIT 1 FOR UPDATE OF t",
@@ -714,8 +735,11 @@ static void record_unmatched(import_t *im, const pc_cb_csv_line_t *l, const char
     snprintf(id, sizeof id, "%lld", im->import_id);
     const char *p[] = {im->channel_id, l->chargeback_ref, id, l->raw, why};
     if (pc_db_query(im->app->db,
-                    "INSERT INTO chargeback_unmatched (channel_id, chargeback_ref, import_id, "
-                    "line, reason) VALUES ($1, $2, $3::bigint, $4, $5) ON CONFLICT DO NOTHING",
+                    "INSERT INTO chargeback_unmatched AS u (channel_id, chargeback_ref, import_id, "
+                    "line, reason) VALUES ($1, $2, $3::bigint, $4, $5) ON CONFLICT (channel_id, "
+                    "chargeback_ref) DO UPDATE SET import_id = EXCLUDED.import_id, line = "
+                    "EXCLUDED.line, reason = EXCLUDED.reason, updated_at = now() WHERE "
+                    "u.resolved_at IS NULL",
                     5, p, unmatched_recorded_cb, im) < 0) {
         pc_http_respond_error(im->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
         import_free(im);
@@ -984,6 +1008,69 @@ static void admin_list(pc_http_req_t *req, void *data)
 static void admin_get(pc_http_req_t *req, void *data)
 {
     get_case(req, data, NULL);
+}
+
+/* ---------- lines no case could be opened for ---------- */
+
+static void list_unmatched(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *st = pc_http_req_query_param(req, "status");
+    if (st && strcmp(st, "OPEN") != 0 && strcmp(st, "RESOLVED") != 0 && strcmp(st, "ALL") != 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "status", "OPEN, RESOLVED or ALL");
+        return;
+    }
+    const char *p[] = {st ? st : "OPEN"};
+    if (pc_db_query(app->db,
+                    "SELECT json_build_object('unmatched', coalesce(json_agg(json_build_object("
+                    "'channel_id', channel_id, 'chargeback_ref', chargeback_ref, 'import_id', "
+                    "import_id, 'line', line, 'reason', reason, 'created_at', to_char(created_at "
+                    "AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), 'resolved_at', "
+                    "to_char(resolved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+                    "'resolved_by', resolved_by, 'resolution', resolution) ORDER BY created_at), "
+                    "'[]'))::text FROM (SELECT * FROM chargeback_unmatched WHERE $1 = 'ALL' OR "
+                    "($1 = 'OPEN') = (resolved_at IS NULL) ORDER BY created_at DESC LIMIT 500) x",
+                    1, p, pc_respond_json_row_cb, req) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+static void unmatched_resolved_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL,
+                              "no unresolved line with this channel and reference");
+        return;
+    }
+    pc_respond_json_text(req, 200, pc_db_get(res, 0, 0));
+}
+
+/* Ops dealt with a line by hand (a wallet top-up frozen by hand, a payment
+ * found elsewhere): why is kept, with who. */
+static void resolve_unmatched(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    json_t *b = pc_http_req_json(req);
+    const char *why = b ? json_string_value(json_object_get(b, "why")) : NULL;
+    if (!why || !why[0] || strlen(why) > 500) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "why",
+                              "what was done about it: 1-500 characters");
+        return;
+    }
+    const char *p[] = {pc_http_req_param(req, "channel_id"),
+                       pc_http_req_param(req, "chargeback_ref"), pc_operator_of(req), why};
+    if (pc_db_query(app->db,
+                    "UPDATE chargeback_unmatched SET resolved_at = now(), resolved_by = $3, "
+                    "resolution = $4, updated_at = now() WHERE channel_id = $1 AND "
+                    "chargeback_ref = $2 AND resolved_at IS NULL RETURNING json_build_object("
+                    "'channel_id', channel_id, 'chargeback_ref', chargeback_ref, 'reason', "
+                    "reason, 'resolved_by', resolved_by, 'resolution', resolution)::text",
+                    4, p, unmatched_resolved_cb, req) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
 /* ---------- POST /v1/chargebacks/{no}/evidence ---------- */
@@ -1555,6 +1642,10 @@ pc_chargebacks_t *pc_chargebacks_new(pc_app_t *app)
     pc_router_add(app->admin, "POST", "/admin/chargebacks", enter_chargeback, app);
     pc_router_add(app->admin, "GET", "/admin/chargebacks", admin_list, app);
     pc_router_add(app->admin, "POST", "/admin/chargebacks/import", import_chargebacks, app);
+    pc_router_add(app->admin, "GET", "/admin/chargebacks/unmatched", list_unmatched, app);
+    pc_router_add(app->admin, "POST",
+                  "/admin/chargebacks/unmatched/{channel_id}/{chargeback_ref}/resolve",
+                  resolve_unmatched, app);
     pc_router_add(app->admin, "GET", "/admin/chargebacks/{chargeback_no}", admin_get, app);
     pc_router_add(app->admin, "POST", "/admin/chargebacks/{chargeback_no}/start-judge", start_judge,
                   app);

@@ -129,6 +129,7 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     long long refunds_waiting = pc_db_val_i64(res, 0, "refunds_waiting");
     long long contradicted = pc_db_val_i64(res, 0, "contradicted");
     long long recon_failed = pc_db_val_i64(res, 0, "recon_failed");
+    long long cb_unmatched = pc_db_val_i64(res, 0, "cb_unmatched");
     long long limit = pc_config_int(a->app->cfg, "alerts.outbox_age_s");
     char msg[200];
     snprintf(msg, sizeof msg, "the oldest undelivered notification is %lld s old (limit %lld s)",
@@ -161,6 +162,11 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "3 times: GET /admin/recon/runs, then POST /admin/recon/runs to run each again",
              recon_failed);
     set(a, recon_failed > 0, "RECON_FAILED", "recon", msg);
+    snprintf(msg, sizeof msg,
+             "%lld chargeback file lines opened no case (a channel debited a dispute paycore "
+             "could not place): GET /admin/chargebacks/unmatched, then resolve each",
+             cb_unmatched);
+    set(a, cb_unmatched > 0, "CHARGEBACKS_UNMATCHED", "chargebacks", msg);
     /* Queued movements of hot accounts (ledger.h) are folded within a
      * fraction of a second; an old one means the fold job is not running or
      * cannot fold it. Balances stay right meanwhile (readers add the queue). */
@@ -239,7 +245,8 @@ static void check(uv_timer_t *t)
         "recon_diffs WHERE status = 'OPEN') END AS recon_open, CASE WHEN to_regclass('recon_runs') "
         "IS NULL THEN 0 ELSE (SELECT count(*) FROM recon_runs WHERE status = 'FAILED' AND "
         "(attempts >= 3 OR business_date < (now() AT TIME ZONE 'UTC')::date - 1)) END AS "
-        "recon_failed, coalesce((SELECT "
+        "recon_failed, (SELECT count(*) FROM chargeback_unmatched WHERE resolved_at IS NULL) AS "
+        "cb_unmatched, coalesce((SELECT "
         "extract(epoch FROM now() - min(created_at))::bigint FROM "
         "ledger_balance_deltas), 0) AS fold_age, (SELECT count(*) FROM refunds "
         "WHERE " PC_REFUND_WAITING_WHERE ") AS refunds_waiting, (SELECT count(*) FROM payments "

@@ -28,6 +28,7 @@ static int setup(void **state)
     pc_stack_init(&g_stack, "chargebacks");
     pc_stack_env(&g_stack, "PAYCORE_CHARGEBACK_RATE_REFRESH_MS", "300");
     pc_stack_env(&g_stack, "PAYCORE_SETTLEMENT_AUTO", "false");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     return 0;
@@ -100,14 +101,14 @@ static void new_trade(const pc_t_merchant_t *m, const char *product, long amount
 
 /* Pays a new INSTANT trade of m by card at paysim; returns the payment's
  * channel_txn_id in txn (80 bytes) and its trade_no in tn (40 bytes). */
-static void card_payment(const pc_t_merchant_t *m, long amount, const char *pan, char *tn,
-                         char *txn, char *buyer_out)
+static void card_payment_of(const pc_t_merchant_t *m, const char *product, long amount,
+                            const char *pan, char *tn, char *txn, char *buyer_out)
 {
     char buyer[32];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     if (buyer_out)
         snprintf(buyer_out, 32, "%s", buyer);
-    new_trade(m, "INSTANT", amount, buyer, tn);
+    new_trade(m, product, amount, buyer, tn);
     char body[1024], key[64];
     g_seq++;
     snprintf(body, sizeof body,
@@ -127,6 +128,12 @@ static void card_payment(const pc_t_merchant_t *m, long amount, const char *pan,
     assert_non_null(t);
     snprintf(txn, 80, "%s", t);
     free(t);
+}
+
+static void card_payment(const pc_t_merchant_t *m, long amount, const char *pan, char *tn,
+                         char *txn, char *buyer_out)
+{
+    card_payment_of(m, "INSTANT", amount, pan, tn, txn, buyer_out);
 }
 
 static long long bal(const char *account)
@@ -1008,6 +1015,58 @@ static void test_rate_metric_and_risk_inputs(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A line of a channel's file that opens no case is listed for ops and
+ * raises CHARGEBACKS_UNMATCHED until each is resolved. A wallet top-up's
+ * dispute is one: its money is the buyer's wallet, not the merchant's.
+ * Before, it froze (and on MERCHANT took) the merchant's money, and lines
+ * that opened nothing were kept in a table nothing showed. */
+static void test_unmatched_lines_are_listed_alerted_and_resolved(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], date[16], ref[64];
+    card_payment_of(&m, "RECHARGE", 1000, NULL, tn, txn, NULL);
+    business_date(date);
+    snprintf(ref, sizeof ref, "TOPUP-%d", (int)getpid());
+    import_counts_t c = import_line(date, ref, txn, 1000);
+    assert_int_equal(c.created, 0);
+    assert_int_equal(c.unmatched, 1);
+    assert_int_equal(mbal(&m, "reserve"), 0);
+    assert_int_equal(mbal(&m, "pending"), 0);
+    assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACKS_UNMATCHED", "chargebacks", 1, 15));
+    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/chargebacks/unmatched", NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, ref));
+    assert_non_null(strstr(r.body, "top-up"));
+    /* Resolved one by one (earlier tests left lines too), with why. */
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    size_t i;
+    json_t *u;
+    json_array_foreach(json_object_get(j, "unmatched"), i, u)
+    {
+        char path[256];
+        snprintf(path, sizeof path, "/admin/chargebacks/unmatched/%s/%s/resolve",
+                 json_string_value(json_object_get(u, "channel_id")),
+                 json_string_value(json_object_get(u, "chargeback_ref")));
+        r = pc_t_admin(&g_stack, "POST", path, "{}");
+        assert_int_equal(r.status, 400);
+        pc_t_resp_free(&r);
+        r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"wallet frozen by hand\"}");
+        assert_int_equal(r.status, 200);
+        pc_t_resp_free(&r);
+        r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"again\"}");
+        assert_int_equal(r.status, 404);
+        pc_t_resp_free(&r);
+    }
+    json_decref(j);
+    assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACKS_UNMATCHED", "chargebacks", 0, 15));
+    r = pc_t_admin(&g_stack, "GET", "/admin/chargebacks/unmatched?status=RESOLVED", NULL);
+    assert_non_null(strstr(r.body, "wallet frozen by hand"));
+    pc_t_resp_free(&r);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1027,6 +1086,7 @@ int main(void)
         cmocka_unit_test(test_disputed_amount_is_not_refundable),
         cmocka_unit_test(test_refunded_amount_cannot_be_charged_back_again),
         cmocka_unit_test(test_rate_metric_and_risk_inputs),
+        cmocka_unit_test(test_unmatched_lines_are_listed_alerted_and_resolved),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
