@@ -92,7 +92,9 @@ struct pc_notifier {
     int batch, host_conns, max_inflight;
     pc_rsa_key_t *key; /* NULL until generated when no file is configured */
     char *key_pem;
-    struct pc_notifier_keygen *keygen; /* ephemeral key being generated */
+    struct pc_notifier_keygen *keygen; /* platform key being generated */
+    int key_query;                     /* the shared platform key being read or stored */
+    uint64_t key_retry_at;             /* loop time to read it again (0: no retry due) */
     uv_timer_t poll_timer, flush_timer;
     int started, stopping, closing, handles_open;
     void (*stop_cb)(void *data);
@@ -122,6 +124,7 @@ typedef struct {
 } record_t;
 
 static void poll_cb(uv_timer_t *t);
+static void load_stored_key(pc_notifier_t *n);
 static void flush_cb(uv_timer_t *t);
 static void host_pump(pc_notifier_t *n, host_t *h);
 static void maybe_finish(pc_notifier_t *n);
@@ -534,9 +537,9 @@ static void merchant_cb(void *data, int status, pc_merchant_t *m)
     tosign = pc_sign_notify_string(ts, nonce, d->payload, d->payload_len, &len);
     if (!tosign)
         goto sign_failed;
-    if (m->sign_type == PC_SIGN_RSA2 && !n->key && n->keygen) {
+    if (m->sign_type == PC_SIGN_RSA2 && !n->key && (n->keygen || n->key_query)) {
         free(tosign);
-        delivery_release(d); /* the ephemeral key is still being generated */
+        delivery_release(d); /* the platform key is still being read or generated */
         return;
     }
     if (m->sign_type == PC_SIGN_RSA2)
@@ -750,6 +753,10 @@ static void poll_cb(uv_timer_t *t)
         n->next_prune_ms = now + HOST_IDLE_MS / 5;
         hosts_prune(n, now);
     }
+    if (n->key_retry_at && now >= n->key_retry_at) {
+        n->key_retry_at = 0;
+        load_stored_key(n);
+    }
     int room = n->max_inflight - n->held;
     if (room <= 0) {
         n->starved = 1;
@@ -800,11 +807,10 @@ static int set_platform_key(pc_notifier_t *n, pc_rsa_key_t *key, const char *ori
         pc_log_info("notify.platform_key", "platform key loaded from %s (public key sha256 %.16s)",
                     origin, fp);
     else
-        pc_log_warn("notify.ephemeral_platform_key",
-                    "notify.platform_key_file is not set: generated an ephemeral platform key "
-                    "(public key sha256 %.16s). It changes on every restart and differs between "
-                    "nodes, so RSA2 merchants cannot keep verifying notifications; configure a "
-                    "key file shared by all nodes in production",
+        pc_log_warn("notify.stored_platform_key",
+                    "notify.platform_key_file is not set: signing with the platform key stored "
+                    "in PostgreSQL (platform_keys; public key sha256 %.16s), one for every node "
+                    "and restart; a key file kept out of the database is the production choice",
                     fp);
     return 0;
 }
@@ -845,7 +851,7 @@ static int load_platform_key(pc_notifier_t *n, const char *path, char *err, size
 typedef struct pc_notifier_keygen {
     uv_work_t req;
     pc_notifier_t *n;
-    pc_rsa_key_t *key; /* written by the worker thread */
+    char *pem; /* the private key's PEM, written by the worker thread */
 } keygen_t;
 
 /* Runs on a worker thread: touches nothing but its own keygen_t. */
@@ -858,14 +864,73 @@ static void keygen_work(uv_work_t *req)
         char *data = NULL;
         long len = BIO_get_mem_data(bio, &data);
         if (len > 0 && data) {
-            k->key = pc_rsa_key_new_private_pem(data, (size_t)len);
+            k->pem = strndup(data, (size_t)len);
             OPENSSL_cleanse(data, (size_t)len);
         }
     }
-    if (!k->key)
+    if (!k->pem)
         ERR_clear_error();
     BIO_free(bio);
     EVP_PKEY_free(pkey);
+}
+
+static void free_pem(char *pem)
+{
+    if (pem) {
+        OPENSSL_cleanse(pem, strlen(pem));
+        free(pem);
+    }
+}
+
+static void keygen_start(pc_notifier_t *n);
+
+/* The stored key's row (none: this node generates one). */
+static void stored_key_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_notifier_t *n = data;
+    n->key_query = 0;
+    if (!status && pc_db_rows(res) == 1 && !n->key && !n->stopping) {
+        const char *pem = pc_db_get(res, 0, 0);
+        pc_rsa_key_t *key = pc_rsa_key_new_private_pem(pem, strlen(pem));
+        if (!key || set_platform_key(n, key, NULL) != 0)
+            pc_log_error("notify.platform_key",
+                         "the platform key stored in PostgreSQL (platform_keys) cannot be "
+                         "used: notifications to RSA2 merchants fail");
+    } else if (!status && pc_db_rows(res) == 0 && !n->stopping) {
+        keygen_start(n);
+    } else if (status && !n->stopping) {
+        pc_log_warn("notify.platform_key",
+                    "cannot read the stored platform key (%s): trying again in a second",
+                    pc_strerror(status));
+        n->key_retry_at = uv_now(n->loop) + 1000;
+    }
+    maybe_finish(n);
+}
+
+/* Reads the key every node shares (PostgreSQL), or has one generated. */
+static void load_stored_key(pc_notifier_t *n)
+{
+    if (n->key || n->keygen || n->key_query || n->stopping)
+        return;
+    n->key_query = 1;
+    if (pc_db_query(n->db, "SELECT private_pem FROM platform_keys WHERE id = 1", 0, NULL,
+                    stored_key_cb, n) < 0) {
+        n->key_query = 0;
+        n->key_retry_at = uv_now(n->loop) + 1000;
+    }
+}
+
+static void key_stored_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_notifier_t *n = data;
+    (void)res;
+    n->key_query = 0;
+    /* Ours or another node's, stored first: read back what is there. */
+    if (status)
+        n->key_retry_at = uv_now(n->loop) + 1000;
+    else
+        load_stored_key(n);
+    maybe_finish(n);
 }
 
 static void keygen_done(uv_work_t *req, int status)
@@ -873,16 +938,23 @@ static void keygen_done(uv_work_t *req, int status)
     keygen_t *k = req->data;
     pc_notifier_t *n = k->n;
     n->keygen = NULL;
-    if (status == 0 && k->key) {
-        if (set_platform_key(n, k->key, NULL) != 0)
-            pc_log_error("notify.platform_key", "cannot export the platform public key");
-    } else {
-        pc_rsa_key_free(k->key);
-        if (status != UV_ECANCELED)
-            pc_log_error("notify.platform_key",
-                         "could not generate an ephemeral platform key: notifications to RSA2 "
-                         "merchants fail until notify.platform_key_file is configured");
+    if (status == 0 && k->pem && !n->stopping) {
+        /* Stored if no node stored one first; then every node reads it. */
+        const char *p[] = {k->pem};
+        n->key_query = 1;
+        if (pc_db_query(n->db,
+                        "INSERT INTO platform_keys (id, private_pem) VALUES (1, $1) ON CONFLICT "
+                        "(id) DO NOTHING",
+                        1, p, key_stored_cb, n) < 0) {
+            n->key_query = 0;
+            n->key_retry_at = uv_now(n->loop) + 1000;
+        }
+    } else if (status != UV_ECANCELED && !n->stopping) {
+        pc_log_error("notify.platform_key",
+                     "could not generate a platform key: notifications to RSA2 merchants fail "
+                     "until notify.platform_key_file is configured");
     }
+    free_pem(k->pem);
     free(k);
     maybe_finish(n);
 }
@@ -899,7 +971,7 @@ static void keygen_start(pc_notifier_t *n)
         }
     }
     free(k);
-    pc_log_error("notify.platform_key", "could not start generating an ephemeral platform key");
+    pc_log_error("notify.platform_key", "could not start generating a platform key");
 }
 
 /* ---- Lifecycle ------------------------------------------------------------------ */
@@ -988,7 +1060,7 @@ void pc_notifier_start(pc_notifier_t *n)
     n->handles_open = 2;
     n->started = 1;
     if (!n->key)
-        keygen_start(n);
+        load_stored_key(n);
     uv_timer_start(&n->poll_timer, poll_cb, 0, 0);
     pc_log_info("notify.started",
                 "notifier running: %d retries, poll %llu ms, batch %d, timeout %llu ms, lease "
@@ -1023,7 +1095,7 @@ static void maybe_finish(pc_notifier_t *n)
 {
     if (!n->stopping || n->closing)
         return;
-    if (n->claiming || n->held > 0 || n->metrics_query || n->keygen)
+    if (n->claiming || n->held > 0 || n->metrics_query || n->keygen || n->key_query)
         return;
     if (json_array_size(n->pending) > 0) {
         if (n->started)

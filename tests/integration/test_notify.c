@@ -1034,6 +1034,47 @@ static int teardown_lease(void **state)
     return 0;
 }
 
+/* The platform public key as served (waits while it is being made). */
+static void served_platform_key(pc_stack_t *st, const pc_t_merchant_t *m, char *out, size_t len)
+{
+    pc_t_resp_t r = {0};
+    for (int i = 0; i < 100; i++) {
+        r = pc_t_call(st, m, "GET", "/v1/platform-key", NULL, NULL);
+        if (r.status != 503)
+            break;
+        pc_t_resp_free(&r);
+        usleep(100000);
+    }
+    assert_int_equal(r.status, 200);
+    snprintf(out, len, "%s", pc_t_jstr(&r, "public_key"));
+    pc_t_resp_free(&r);
+}
+
+/* Without a key file, every node signs with one platform key, kept over
+ * restarts (stored in PostgreSQL by the first node that made one). Before,
+ * each node made its own at start: an RSA2 merchant fetched one node's key
+ * and got notifications signed with the other's. */
+static void test_nodes_without_a_key_file_share_one_platform_key(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 2; i++)
+        if (!g_lease.pids[i])
+            pc_stack_start_node(&g_lease, i);
+    char first[4096], again[4096];
+    served_platform_key(&g_lease, &g_lm, first, sizeof first);
+    /* Both nodes answer on the one port: ask often enough to meet both. */
+    for (int i = 0; i < 16; i++) {
+        served_platform_key(&g_lease, &g_lm, again, sizeof again);
+        assert_string_equal(again, first);
+    }
+    assert_int_equal(pc_t_sql_int(g_cur, "SELECT count(*) FROM platform_keys"), 1);
+    pc_stack_stop_node(&g_lease, 0, SIGTERM);
+    pc_stack_stop_node(&g_lease, 1, SIGTERM);
+    pc_stack_start_node(&g_lease, 1);
+    served_platform_key(&g_lease, &g_lm, again, sizeof again);
+    assert_string_equal(again, first);
+}
+
 static void test_crashed_nodes_claim_comes_back_after_the_lease(void **state)
 {
     (void)state;
@@ -1193,6 +1234,7 @@ int main(void)
     const struct CMUnitTest lease_tests[] = {
         cmocka_unit_test(test_crashed_nodes_claim_comes_back_after_the_lease),
         cmocka_unit_test(test_graceful_stop_finishes_the_delivery_in_flight),
+        cmocka_unit_test(test_nodes_without_a_key_file_share_one_platform_key),
     };
     const struct CMUnitTest bench_tests[] = {
         cmocka_unit_test(test_ephemeral_platform_key_is_served_once_generated),
