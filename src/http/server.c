@@ -102,6 +102,11 @@ struct conn {
     int close_after_write;
     int write_blocked; /* answers queued past WRITE_HIGH: not reading or parsing */
     int err_status;    /* set by a parser callback that refuses the request */
+    /* The last answer is written and the write side shut: what the client
+     * still sends is read and dropped (see linger) until it closes. */
+    int lingering;
+    size_t linger_bytes;
+    uv_shutdown_t shut;
     conn_t *prev, *next;
     char peer[64];
 };
@@ -425,6 +430,39 @@ typedef struct {
 static void conn_set_timer(conn_t *c, uint64_t ms);
 static void timer_cb(uv_timer_t *t);
 
+/* A connection closed with bytes of the client's still unread (a body over
+ * the limit that came anyway, or what followed a refused request) makes the
+ * kernel send a reset, and a client that writes its whole body before
+ * reading (most libraries do) then loses the answer in the reset: it sees
+ * "connection reset", not the 413. So the write side is shut first (the
+ * client reads the answer and end of stream), and what the client still
+ * sends is read and dropped until it closes, for at most LINGER_MS and
+ * LINGER_MAX_BYTES. */
+#define LINGER_MS 2000
+#define LINGER_MAX_BYTES (1024 * 1024)
+
+static void shutdown_cb(uv_shutdown_t *sh, int status)
+{
+    conn_t *c = sh->data;
+    if (status < 0 && status != UV_ECANCELED)
+        conn_close(c);
+}
+
+static void linger(conn_t *c)
+{
+    c->lingering = 1;
+    c->shut.data = c;
+    if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, shutdown_cb) < 0) {
+        conn_close(c);
+        return;
+    }
+    conn_set_timer(c, LINGER_MS);
+    if (!c->reading) {
+        c->reading = 1;
+        resume_read(c);
+    }
+}
+
 static void write_cb(uv_write_t *w, int status)
 {
     write_req_t *wr = (write_req_t *)w;
@@ -432,8 +470,13 @@ static void write_cb(uv_write_t *w, int status)
     free(wr->data);
     free(wr);
     c->writes_pending--;
-    if (status < 0 || (c->close_after_write && c->writes_pending == 0)) {
+    if (status < 0) {
         conn_close(c);
+        return;
+    }
+    if (c->close_after_write && c->writes_pending == 0) {
+        if (!c->closing && !c->lingering)
+            linger(c);
         return;
     }
     if (c->write_blocked && !c->closing &&
@@ -1004,6 +1047,12 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
+    if (c->lingering) {
+        c->linger_bytes += (size_t)nread;
+        if (c->linger_bytes > LINGER_MAX_BYTES)
+            conn_close(c);
+        return;
+    }
     if (nread == 0)
         return;
     if (buf_append(&c->in, buf->base, (size_t)nread)) {
@@ -1076,6 +1125,10 @@ static void conn_close(conn_t *c)
 static void timer_cb(uv_timer_t *t)
 {
     conn_t *c = t->data;
+    if (c->lingering) {
+        conn_close(c);
+        return;
+    }
     if (c->busy || c->closing)
         return;
     if (c->cur && (c->cur->target.len || c->cur->hbuf.len || c->in.len > c->in_pos)) {
