@@ -262,10 +262,13 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
      * last answered this node (or before this node started) may have been
      * taken there, and its replay with a fresh Idempotency-Key (not signed)
      * would run again. Such a request is refused: signed again with the
-     * current time it passes. (Left: a request from a merchant whose clock
+     * current time it passes. Only when Redis cannot be reached: one that
+     * answers with an error (out of memory, read-only, loading) still
+     * answers PINGs, which would refuse every request; there the old nonces
+     * stay unchecked. (Left: that, and a request from a merchant whose clock
      * runs ahead, taken through Redis just before it went away.) */
     int64_t seen = pc_kv_last_reply_s(a->kv);
-    if (c->ts < (seen > a->started_s ? seen : a->started_s)) {
+    if (status != 0 && c->ts < (seen > a->started_s ? seen : a->started_s)) {
         refuse(c->req, PC_API_TIMESTAMP_EXPIRED, "X-Timestamp",
                "X-Timestamp is older than the nonce store's last answer (it is unreachable): "
                "sign the request again with the current time");
