@@ -47,6 +47,10 @@ typedef struct {
     int v_missing;
     json_t *reasons, *versions;
     char card_token[80], card_brand[24], card_last4[8];
+    /* The card's BIN (its first 6 digits, never more), for the block list
+     * and route.lua: of the number typed in, or of the bound card chosen;
+     * "" without a card. Set by gather(). */
+    char card_bin[8];
     char coupon_funder[65];
     char wallet_owner[65];
     char trade_buyer[65];
@@ -129,15 +133,13 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
         "method", p->method, "merchant", "id", p->merchant_id, "buyer", "id", p->buyer_id,
         "attempt", 1, "now",
         json_object_get(p->view, "now") ? json_integer_value(json_object_get(p->view, "now")) : 0);
-    /* The card's scheme and BIN (the first 6 digits, never more): of the
-     * number typed in, or of the bound card chosen. */
-    json_t *chosen = p->card_id ? json_object_get(p->view, "chosen_card") : NULL;
-    const char *bin = p->has_card ? p->card.pan : json_string_value(json_object_get(chosen, "bin"));
-    if (bin && strlen(bin) >= 6)
-        json_object_set_new(ctx, "card",
-                            json_pack("{s:s,s:s%}", "brand",
-                                      p->card_brand[0] ? p->card_brand : pc_card_scheme(bin), "bin",
-                                      bin, (size_t)6));
+    /* The card's scheme and BIN. */
+    if (p->card_bin[0])
+        json_object_set_new(
+            ctx, "card",
+            json_pack("{s:s,s:s}", "brand",
+                      p->card_brand[0] ? p->card_brand : pc_card_scheme(p->card_bin), "bin",
+                      p->card_bin));
     pc_rule_result_t r;
     pc_rules_route(app->rules, ctx, cands, &r);
     json_object_set_new(p->versions, "route", json_string(r.version));
@@ -359,14 +361,13 @@ static void gather(pay_t *p)
         p->waiting--;
     /* The card's BIN: of the number given, or of the bound card chosen
      * (before, a blocked BIN passed when the card was bound first). */
-    char bin[8] = "";
     json_t *chosen = p->card_id ? json_object_get(p->view, "chosen_card") : NULL;
     const char *cbin = chosen ? json_string_value(json_object_get(chosen, "bin")) : NULL;
     if (p->has_card && strlen(p->card.pan) >= 6)
-        snprintf(bin, sizeof bin, "%.6s", p->card.pan);
+        snprintf(p->card_bin, sizeof p->card_bin, "%.6s", p->card.pan);
     else if (cbin && strlen(cbin) >= 6)
-        snprintf(bin, sizeof bin, "%.6s", cbin);
-    const char *q[] = {p->ip ? p->ip : "", p->device ? p->device : "", bin,
+        snprintf(p->card_bin, sizeof p->card_bin, "%.6s", cbin);
+    const char *q[] = {p->ip ? p->ip : "", p->device ? p->device : "", p->card_bin,
                        p->buyer_id ? p->buyer_id : ""};
     if (pc_db_query(p->app->db,
                     "SELECT kind FROM block_list WHERE (kind = 'IP' AND value = $1) OR (kind = "

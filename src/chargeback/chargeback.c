@@ -374,18 +374,16 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
     o->external_amount = pc_db_val_i64(res, 0, "external_amount");
     /* What is disputed already, read by a statement of its own: it starts
      * after the trade lock above was granted, so it sees every case the
-     * previous holder committed. As a sub-select of the locking statement it
+     * previous holder committed (as a sub-select of the locking statement it
      * read the snapshot taken before the wait, and two cases opened at once
-     * for one payment each saw the other's amount as not disputed yet. */
-    /* Disputed: open cases and the ones the cardholder won
+     * for one payment each saw the other's amount as not disputed yet).
+     * Disputed: open cases and the ones the cardholder won
      * (payment_chargeback_frozen); one the cardholder lost (liable NONE, or
-     * closed) frees its amount for the issuer's next cycle, which before
-     * found nothing left to dispute while the channel took the money. */
-    /* What refunds (merchant or error refunds) already give back of the
-     * external part is not the cardholder's to dispute again: refunds are
-     * accepted under the same trade lock. */
-    /* A case is known by its channel's reference, whether ops entered it or
-     * a file brought it (chargebacks_source_ref_unique). */
+     * closed) frees its amount for the issuer's next cycle. What refunds
+     * (merchant or error refunds) already give back of the external part is
+     * not the cardholder's to dispute again: refunds are accepted under the
+     * same trade lock. A case is known by its channel's reference, whether
+     * ops entered it or a file brought it (chargebacks_source_ref_unique). */
     const char *p[] = {o->payment_no, o->channel_id, o->source_ref};
     if (pc_db_tx_query(o->tx,
                        "SELECT payment_chargeback_frozen($1) + (SELECT "

@@ -699,6 +699,15 @@ static void captured_row_cb(void *data, int status, pc_db_res_t *res)
         fail_op(o, PC_API_INTERNAL, "cannot apply the payment");
 }
 
+/* SQL: true when ops booked the money of payment p (the alias) by a
+ * reconciliation adjustment (recon_diffs_adjusted, migration 0063): a late
+ * success must not capture it again. Read twice by the capture, to say why
+ * (the row lock) and to refuse (the pipelined UPDATE cannot wait for that
+ * answer): one probe of a partial index each. */
+#define ADJUSTED_BY_RECON                                                                          \
+    "EXISTS (SELECT 1 FROM recon_diffs d WHERE d.local_table = 'payments' AND d.local_ref = "      \
+    "p.payment_no AND d.ledger_txn_id IS NOT NULL)"
+
 static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
 {
     op_t *o = data;
@@ -724,13 +733,13 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
      * success after the failure: the buyer was charged), and only when its
      * own channel says so, for the sum it was asked. */
     const char *lp[] = {o->payment_no, o->reporter};
-    if (pc_db_tx_query(tx,
-                       "SELECT status, coalesce(channel_id, '') AS channel_id, external_amount, "
-                       "coalesce(route ? $2, false) AS routed, EXISTS (SELECT 1 FROM recon_diffs "
-                       "d WHERE d.local_table = 'payments' "
-                       "AND d.local_ref = payments.payment_no AND d.ledger_txn_id IS NOT NULL) AS "
-                       "adjusted FROM payments WHERE payment_no = $1 FOR UPDATE OF payments",
-                       2, lp, capture_locked_cb, o) < 0 ||
+    if (pc_db_tx_query(
+            tx,
+            "SELECT p.status, coalesce(p.channel_id, '') AS channel_id, "
+            "p.external_amount, coalesce(p.route ? $2, false) AS routed, " ADJUSTED_BY_RECON
+            " AS adjusted FROM payments p WHERE p.payment_no = $1 "
+            "FOR UPDATE OF p",
+            2, lp, capture_locked_cb, o) < 0 ||
         pc_db_tx_query(
             tx,
             "UPDATE payments p SET status = 'SUCCESS', channel_txn_id = "
@@ -741,13 +750,13 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "p.payment_no = $1 AND "
             "p.channel_id = $6 AND ($7::bigint = 0 OR p.external_amount = $7::bigint) "
             "AND (p.status IN ('PROCESSING', 'UNKNOWN') OR (p.status = 'FAILED' AND "
-            "p.sent_at IS NOT NULL AND p.balance_amount = 0 AND p.coupon_amount = 0 AND NOT "
-            "EXISTS (SELECT 1 FROM recon_diffs d WHERE "
-            "d.local_table = 'payments' AND d.local_ref = p.payment_no AND d.ledger_txn_id IS "
-            "NOT NULL))) "
-            "RETURNING p.trade_no, p.currency, p.method_type, p.channel_id, p.amount, "
+            "p.sent_at IS NOT NULL AND p.balance_amount = 0 AND p.coupon_amount = 0 AND "
+            "NOT " ADJUSTED_BY_RECON ")) "
+            "RETURNING p.trade_no, p.currency, p.method_type, p.channel_id, "
+            "p.amount, "
             "p.balance_amount, p.coupon_amount, p.external_amount, "
-            "coalesce(p.coupon_id, '') AS coupon_id, coalesce((SELECT c.merchant_id "
+            "coalesce(p.coupon_id, '') AS coupon_id, coalesce((SELECT "
+            "c.merchant_id "
             "FROM coupons c WHERE c.coupon_id = p.coupon_id AND c.funded_by = "
             "'MERCHANT'), '') AS coupon_funder",
             7, p, captured_row_cb, o) < 0)
@@ -1426,7 +1435,6 @@ static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
     if (!continue_found(o, status, res))
         return;
     snprintf(o->buyer_id, sizeof o->buyer_id, "%s", pc_db_val(res, 0, "buyer_id"));
-    snprintf(o->card_id, sizeof o->card_id, "%s", pc_db_val(res, 0, "card_id"));
     snprintf(o->card_fp, sizeof o->card_fp, "%s", pc_db_val(res, 0, "card_fp"));
     snprintf(o->currency, sizeof o->currency, "%s", pc_db_val(res, 0, "currency"));
     snprintf(o->method, sizeof o->method, "%s", pc_db_val(res, 0, "method_type"));
@@ -1456,7 +1464,7 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
     const char *p[] = {o->payment_no};
     if (pc_db_tx_query(tx,
                        "SELECT p.status, coalesce(p.buyer_id, '') AS buyer_id, "
-                       "coalesce(p.card_id, '') AS card_id, coalesce(p.card_fp, '') AS card_fp, "
+                       "coalesce(p.card_fp, '') AS card_fp, "
                        "p.method_type, p.amount, p.currency FROM "
                        "payments p JOIN trades t USING (trade_no) WHERE p.payment_no = $1 AND "
                        "p.status IN ('REVIEW', 'CHALLENGE') AND t.status = 'WAIT_BUYER_PAY' FOR "

@@ -50,8 +50,8 @@ struct pc_kv {
     kvcmd_t *head, *tail; /* pending, oldest first */
     sub_t *subs;
     uv_timer_t tick;
-    int64_t last_reply_s;   /* wall clock of the last reply Redis gave */
-    uint64_t last_reply_ms; /* the same on the loop's clock */
+    int64_t last_reply_s;  /* wall clock of the last reply Redis gave */
+    uint64_t next_ping_ms; /* loop time of the next idle PING: a second after a reply or a PING */
     int closing;
     int handles_open;
     void (*close_cb)(void *);
@@ -90,7 +90,7 @@ static void reply_cb(redisAsyncContext *ac, void *r, void *privdata)
     kvcmd_t *c = privdata;
     if (r && ((redisReply *)r)->type != REDIS_REPLY_ERROR && !c->done) {
         c->kv->last_reply_s = (int64_t)time(NULL);
-        c->kv->last_reply_ms = uv_now(c->kv->loop);
+        c->kv->next_ping_ms = uv_now(c->kv->loop) + 1000;
     }
     if (!c->done) {
         pc_kv_t *kv = c->kv;
@@ -229,8 +229,8 @@ static void tick_cb(uv_timer_t *t)
     }
     /* An idle node still learns every second that Redis answers
      * (pc_kv_last_reply_s). */
-    if (kv->cmd.connected && !kv->head && now - kv->last_reply_ms >= 1000) {
-        kv->last_reply_ms = now; /* one PING a second, answered or not */
+    if (kv->cmd.connected && !kv->head && now >= kv->next_ping_ms) {
+        kv->next_ping_ms = now + 1000; /* one PING a second, answered or not */
         pc_kv_cmd(kv, NULL, NULL, "PING", NULL);
     }
     for (link_t *l = &kv->cmd; l; l = l == &kv->cmd ? &kv->sub : NULL) {

@@ -884,6 +884,14 @@ static void free_pem(char *pem)
 
 static void keygen_start(pc_notifier_t *n);
 
+/* The shared key could not be read or stored now: poll_cb tries again in a
+ * second. */
+static void key_retry_later(pc_notifier_t *n)
+{
+    n->key_query = 0;
+    n->key_retry_at = uv_now(n->loop) + 1000;
+}
+
 /* The stored key's row (none: this node generates one). */
 static void stored_key_cb(void *data, int status, pc_db_res_t *res)
 {
@@ -902,7 +910,7 @@ static void stored_key_cb(void *data, int status, pc_db_res_t *res)
         pc_log_warn("notify.platform_key",
                     "cannot read the stored platform key (%s): trying again in a second",
                     pc_strerror(status));
-        n->key_retry_at = uv_now(n->loop) + 1000;
+        key_retry_later(n);
     }
     maybe_finish(n);
 }
@@ -914,22 +922,21 @@ static void load_stored_key(pc_notifier_t *n)
         return;
     n->key_query = 1;
     if (pc_db_query(n->db, "SELECT private_pem FROM platform_keys WHERE id = 1", 0, NULL,
-                    stored_key_cb, n) < 0) {
-        n->key_query = 0;
-        n->key_retry_at = uv_now(n->loop) + 1000;
-    }
+                    stored_key_cb, n) < 0)
+        key_retry_later(n);
 }
 
 static void key_stored_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_notifier_t *n = data;
     (void)res;
-    n->key_query = 0;
     /* Ours or another node's, stored first: read back what is there. */
-    if (status)
-        n->key_retry_at = uv_now(n->loop) + 1000;
-    else
+    if (status) {
+        key_retry_later(n);
+    } else {
+        n->key_query = 0;
         load_stored_key(n);
+    }
     maybe_finish(n);
 }
 
@@ -945,10 +952,8 @@ static void keygen_done(uv_work_t *req, int status)
         if (pc_db_query(n->db,
                         "INSERT INTO platform_keys (id, private_pem) VALUES (1, $1) ON CONFLICT "
                         "(id) DO NOTHING",
-                        1, p, key_stored_cb, n) < 0) {
-            n->key_query = 0;
-            n->key_retry_at = uv_now(n->loop) + 1000;
-        }
+                        1, p, key_stored_cb, n) < 0)
+            key_retry_later(n);
     } else if (status != UV_ECANCELED && !n->stopping) {
         pc_log_error("notify.platform_key",
                      "could not generate a platform key: notifications to RSA2 merchants fail "

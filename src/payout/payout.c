@@ -550,15 +550,11 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
      * platform and not yet recovered from its settlements) is kept back from
      * its available balance: paid out, it could never be recovered. */
     if (a->available - a->owed < a->amount) {
-        char msg[192];
+        char msg[192], owed[64] = "";
         if (a->owed > 0)
-            snprintf(msg, sizeof msg,
-                     "available balance %lld %s, less %lld the merchant owes, is less than %lld",
-                     (long long)a->available, a->currency, (long long)a->owed,
-                     (long long)a->amount);
-        else
-            snprintf(msg, sizeof msg, "available balance %lld %s is less than %lld",
-                     (long long)a->available, a->currency, (long long)a->amount);
+            snprintf(owed, sizeof owed, ", less %lld the merchant owes,", (long long)a->owed);
+        snprintf(msg, sizeof msg, "available balance %lld %s%s is less than %lld",
+                 (long long)a->available, a->currency, owed, (long long)a->amount);
         accept_fail(a, PC_API_INSUFFICIENT_BALANCE, "amount", msg);
         return;
     }

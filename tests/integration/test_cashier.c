@@ -86,36 +86,6 @@ static pc_t_resp_t pay(const char *tn, const char *buyer, const char *method, co
 #define CARD(pan)                                                                                  \
     "\"card\":{\"pan\":\"" pan "\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}"
 
-/* A Luhn-valid test card paysim approves, new on every call, so that the risk
- * rule's per-card velocity does not see one card used across every test. */
-static void fresh_pan(char pan[17])
-{
-    static int n = 0;
-    snprintf(pan, 17, "411111%09d", ++n * 7919 + (int)getpid() % 1000);
-    int sum = 0;
-    for (int i = 14; i >= 0; i--) {
-        int d = pan[i] - '0';
-        if ((14 - i) % 2 == 0) {
-            d *= 2;
-            if (d > 9)
-                d -= 9;
-        }
-        sum += d;
-    }
-    pan[15] = (char)('0' + (10 - sum % 10) % 10);
-    pan[16] = 0;
-}
-
-static const char *fresh_card(void)
-{
-    static char json[160];
-    char pan[17];
-    fresh_pan(pan);
-    snprintf(json, sizeof json,
-             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}", pan);
-    return json;
-}
-
 /* A new buyer, so that velocity from other tests does not count. */
 static const char *fresh_buyer(void)
 {
@@ -198,7 +168,7 @@ static void test_card_payment_succeeds_end_to_end(void **state)
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     char tn[40];
     new_trade("INSTANT", 1999, buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     assert_string_equal(pc_t_jstr(&r, "trade_status"), "TRADE_SUCCESS");
@@ -269,7 +239,7 @@ static void test_slow_pay_keeps_its_idempotency_claim(void **state)
     snprintf(body, sizeof body,
              "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{"
              "\"ip\":\"10.0.1.1\",\"device_id\":\"dev-slow\",\"platform\":\"WEB\"},%s}",
-             tn, buyer, fresh_card());
+             tn, buyer, pc_t_fresh_card());
     char key[48];
     snprintf(key, sizeof key, "slow-pay-%d", (int)getpid());
     pc_t_resp_t f = pc_t_sim(&g_stack, "POST", "/sim/faults",
@@ -309,7 +279,7 @@ static void test_retryable_decline_falls_back_to_next_channel(void **state)
     pc_t_resp_free(&f);
     char tn[40];
     new_trade("INSTANT", 700, buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     assert_string_equal(pc_t_jstr(&r, "channel_id"), "sim_card2");
     pc_t_resp_free(&r);
@@ -326,7 +296,7 @@ static void recharge(const char *buyer, long amount)
 {
     char tn[40];
     new_trade("RECHARGE", amount, buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
 }
@@ -448,7 +418,7 @@ static void test_pay_answer_is_recorded_with_the_payment(void **state)
     assert_int_equal(wallet(buyer), 3800);
     /* ...and by the capture after the channel's answer (card). */
     new_trade("INSTANT", 1300, buyer, tn);
-    assert_answer_recorded_with_the_payment(tn, buyer, "CARD", fresh_card());
+    assert_answer_recorded_with_the_payment(tn, buyer, "CARD", pc_t_fresh_card());
     expect_trade(tn, "TRADE_SUCCESS");
 }
 
@@ -537,7 +507,7 @@ static void test_balance_coupon_card_declined_leaves_everything_as_before(void *
     free(cs);
     /* The same mix with a good card: every part is used. */
     snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",\"balance_amount\":2000,%s", coupon,
-             fresh_card());
+             pc_t_fresh_card());
     r = pay(tn, buyer, "CARD", extra);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     json_t *j = pc_t_json(&r);
@@ -687,7 +657,7 @@ static void test_review_released_a_day_later_is_checked_against_the_limits(void 
     char buyer[32], tn[40], tn2[40], pno[64], path[128];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade("INSTANT", 3500000, buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
     snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
     pc_t_resp_free(&r);
@@ -698,7 +668,7 @@ static void test_review_released_a_day_later_is_checked_against_the_limits(void 
                   pno));
     for (int i = 0; i < 2; i++) {
         new_trade("INSTANT", 450000, buyer, tn2);
-        r = pay(tn2, buyer, "CARD", fresh_card());
+        r = pay(tn2, buyer, "CARD", pc_t_fresh_card());
         assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
         pc_t_resp_free(&r);
     }
@@ -727,7 +697,7 @@ static void test_pay_for_a_buyer_never_registered(void **state)
     char buyer[48], tn[40];
     snprintf(buyer, sizeof buyer, "u_unregistered_%d", (int)getpid());
     new_trade("INSTANT", 600, buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
@@ -769,7 +739,7 @@ static void test_block_list_reaches_bound_cards_and_buyers(void **state)
     assert_int_equal(r.status, 201);
     pc_t_resp_free(&r);
     new_trade("INSTANT", 700, other, tn);
-    r = pay(tn, other, "CARD", fresh_card());
+    r = pay(tn, other, "CARD", pc_t_fresh_card());
     assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
     assert_non_null(strstr(r.body, "BUYER_BLOCKED"));
     pc_t_resp_free(&r);
@@ -801,7 +771,7 @@ static void test_risk_reject_review_and_challenge(void **state)
     snprintf(body, sizeof body,
              "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{"
              "\"ip\":\"10.9.9.9\"},%s}",
-             tn, buyer, fresh_card());
+             tn, buyer, pc_t_fresh_card());
     r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "pay-reject");
     assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
     assert_non_null(strstr(r.body, "RISK_REJECTED"));
@@ -810,7 +780,7 @@ static void test_risk_reject_review_and_challenge(void **state)
 
     /* REVIEW: a very large amount; ops release it and it is charged. */
     new_trade("INSTANT", 2100000, buyer, tn);
-    r = pay(tn, buyer, "CARD", fresh_card());
+    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     if (strcmp(pc_t_jstr(&r, "status"), "REVIEW") != 0)
         fprintf(stderr, "review: %ld %s\n", r.status, r.body);
     assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
@@ -830,7 +800,7 @@ static void test_risk_reject_review_and_challenge(void **state)
     /* REVIEW then reject (another buyer: this one has used its daily limit). */
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade("INSTANT", 2200000, buyer, tn);
-    r = pay(tn, buyer, "CARD", fresh_card());
+    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
     snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
     pc_t_resp_free(&r);
@@ -844,7 +814,7 @@ static void test_risk_reject_review_and_challenge(void **state)
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade("INSTANT", 600000, buyer, tn);
     char challenge_card[160];
-    snprintf(challenge_card, sizeof challenge_card, "%s", fresh_card());
+    snprintf(challenge_card, sizeof challenge_card, "%s", pc_t_fresh_card());
     r = pay(tn, buyer, "CARD", challenge_card);
     assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
     json_t *j = pc_t_json(&r);
@@ -874,7 +844,7 @@ static void test_risk_reject_review_and_challenge(void **state)
      * and nothing is sent to the channel with it. */
     long long sent =
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE sent_at IS NOT NULL");
-    r = answer_challenge(tn, buyer, cid, code, fresh_card());
+    r = answer_challenge(tn, buyer, cid, code, pc_t_fresh_card());
     assert_int_equal(r.status, 400);
     assert_non_null(strstr(r.body, "\"field\":\"card\""));
     pc_t_resp_free(&r);
@@ -895,7 +865,7 @@ static void challenged_card_pay(const char *tn, const char *buyer, const char *c
                                 char card[160], char cid[64], char code[16])
 {
     char extra[320];
-    snprintf(card, 160, "%s", fresh_card());
+    snprintf(card, 160, "%s", pc_t_fresh_card());
     snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",%s", coupon, card);
     pc_t_resp_t r = pay(tn, buyer, "CARD", extra);
     json_t *j = pc_t_json(&r);
@@ -962,7 +932,7 @@ static void test_pay_without_buyer_id_counts_for_the_trades_buyer(void **state)
         snprintf(body, sizeof body,
                  "{\"trade_no\":\"%s\",\"method_id\":\"CARD\",\"client\":{\"ip\":\"10.9.0.%d\","
                  "\"device_id\":\"nobuyer-%d\",\"platform\":\"WEB\"},%s}",
-                 t, g_seq % 200, g_seq, fresh_card());
+                 t, g_seq % 200, g_seq, pc_t_fresh_card());
         snprintf(key, sizeof key, "pay-nobuyer-%d", g_seq);
         pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
         if (i == 0) {
@@ -1000,7 +970,7 @@ static void test_passed_challenge_is_checked_against_limits(void **state)
     expect_coupon(coupon, "LOCKED");
 
     new_trade("INSTANT", 3500000, buyer, tn2);
-    pc_t_resp_t r = pay(tn2, buyer, "CARD", fresh_card());
+    pc_t_resp_t r = pay(tn2, buyer, "CARD", pc_t_fresh_card());
     assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
     char held[64];
     snprintf(held, sizeof held, "%s", pc_t_jstr(&r, "payment_no"));
@@ -1108,7 +1078,7 @@ static void test_rejected_payment_leaves_its_coupon_free(void **state)
     snprintf(body, sizeof body,
              "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"coupon_id\":\"%s\","
              "\"client\":{\"ip\":\"10.9.9.8\"},%s}",
-             tn, buyer, coupon, fresh_card());
+             tn, buyer, coupon, pc_t_fresh_card());
     r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "pay-reject-coupon");
     assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
     assert_non_null(strstr(r.body, "RISK_REJECTED"));
@@ -1202,8 +1172,8 @@ static void test_card_daily_limit_counts_every_payer(void **state)
 {
     (void)state;
     char x[17], y[17], tn[40], first[40];
-    fresh_pan(x);
-    fresh_pan(y);
+    snprintf(x, sizeof x, "%s", pc_t_fresh_pan());
+    snprintf(y, sizeof y, "%s", pc_t_fresh_pan());
     /* 3,500,000 by one buyer (held for review: it counts). */
     char a[32];
     snprintf(a, sizeof a, "%s", fresh_buyer());
@@ -1282,16 +1252,16 @@ static void test_limits_count_each_currency_on_its_own(void **state)
     char buyer[32], tn[40];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade("INSTANT", 3500000, buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
     pc_t_resp_free(&r);
     new_trade_in("INSTANT", 600000, "USD", buyer, tn);
-    r = pay(tn, buyer, "CARD", fresh_card());
+    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
     new_trade("INSTANT", 600000, buyer, tn);
-    r = pay(tn, buyer, "CARD", fresh_card());
+    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_int_equal(r.status, 422);
     assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
     pc_t_resp_free(&r);
@@ -1362,7 +1332,7 @@ static void test_one_coupon_raced_by_two_trades_is_spent_once(void **state)
             new_trade("INSTANT", card ? 1500 : 800, buyer, tn[i]);
             if (card)
                 snprintf(extra[i], sizeof extra[i], "\"coupon_id\":\"%s\",%s," RACE_CLIENT, coupon,
-                         fresh_card());
+                         pc_t_fresh_card());
             else
                 snprintf(extra[i], sizeof extra[i], "%s", RACE_CLIENT);
         }
@@ -1585,7 +1555,7 @@ static void test_route_rule_sees_the_cards_scheme_and_bin(void **state)
     char buyer[32], tn[40];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade("INSTANT", 1200, buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", fresh_card());
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
@@ -1597,7 +1567,7 @@ static void test_route_rule_sees_the_cards_scheme_and_bin(void **state)
     /* A bound card: its BIN and brand as recorded at binding. */
     char d[32], bind[96], body[160], card_id[64], method[96], pan[17];
     snprintf(d, sizeof d, "%s", fresh_buyer());
-    fresh_pan(pan);
+    snprintf(pan, sizeof pan, "%s", pc_t_fresh_pan());
     snprintf(bind, sizeof bind, "/v1/buyers/%s/cards", d);
     snprintf(body, sizeof body, "{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030}", pan);
     r = pc_t_call(&g_stack, &g_m, "POST", bind, body, "bind-route");

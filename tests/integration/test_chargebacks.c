@@ -62,27 +62,6 @@ static const char *fresh_buyer(void)
     return id;
 }
 
-/* A Luhn-valid card paysim approves, new on every call (no velocity). */
-static const char *fresh_pan(void)
-{
-    static char pan[17];
-    static int n = 0;
-    snprintf(pan, sizeof pan, "411111%09d", ++n * 7919 + (int)getpid() % 1000);
-    int sum = 0;
-    for (int i = 14; i >= 0; i--) {
-        int d = pan[i] - '0';
-        if ((14 - i) % 2 == 0) {
-            d *= 2;
-            if (d > 9)
-                d -= 9;
-        }
-        sum += d;
-    }
-    pan[15] = (char)('0' + (10 - sum % 10) % 10);
-    pan[16] = 0;
-    return pan;
-}
-
 static void new_trade(const pc_t_merchant_t *m, const char *product, long amount, const char *buyer,
                       char *tn)
 {
@@ -115,7 +94,7 @@ static void card_payment_of(const pc_t_merchant_t *m, const char *product, long 
              "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{\"ip\":"
              "\"10.1.0.%d\",\"device_id\":\"cbdev-%d\",\"platform\":\"WEB\"},\"card\":{\"pan\":"
              "\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}}",
-             tn, buyer, g_seq % 200, g_seq, pan ? pan : fresh_pan());
+             tn, buyer, g_seq % 200, g_seq, pan ? pan : pc_t_fresh_pan());
     snprintf(key, sizeof key, "pay-%d", g_seq);
     pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/cashier/pay", body, key);
     assert_int_equal(r.status, 200);
@@ -1001,7 +980,7 @@ static void test_rate_metric_and_risk_inputs(void **state)
              "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{\"ip\":"
              "\"10.2.0.1\",\"device_id\":\"cbdev-risk\",\"platform\":\"WEB\"},\"card\":{\"pan\":"
              "\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}}",
-             t3, buyer, fresh_pan());
+             t3, buyer, pc_t_fresh_pan());
     pc_t_resp_t r = pc_t_call(&g_stack, &m, "POST", "/v1/cashier/pay", body, "risk-after-cb");
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);

@@ -114,16 +114,7 @@ static const char *fresh_card(void)
 {
     static char json[160];
     char pan[17];
-    snprintf(pan, sizeof pan, "411113%09d", ++g_seq * 7901 + (int)getpid() % 1000);
-    int sum = 0;
-    for (int i = 14; i >= 0; i--) {
-        int d = pan[i] - '0';
-        if ((14 - i) % 2 == 0 && (d *= 2) > 9)
-            d -= 9;
-        sum += d;
-    }
-    pan[15] = (char)('0' + (10 - sum % 10) % 10);
-    pan[16] = 0;
+    pc_t_card_number(pan, "411113", ++g_seq * 7901 + (int)getpid() % 1000);
     snprintf(json, sizeof json,
              "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}", pan);
     return json;

@@ -61,30 +61,6 @@ static const char *fresh_buyer(void)
     return id;
 }
 
-/* A Luhn-valid card paysim approves, new each call. */
-static const char *fresh_card(void)
-{
-    static char json[160];
-    char pan[17];
-    static int n = 0;
-    snprintf(pan, sizeof pan, "411111%09d", ++n * 7919 + (int)getpid() % 1000);
-    int sum = 0;
-    for (int i = 14; i >= 0; i--) {
-        int d = pan[i] - '0';
-        if ((14 - i) % 2 == 0) {
-            d *= 2;
-            if (d > 9)
-                d -= 9;
-        }
-        sum += d;
-    }
-    pan[15] = (char)('0' + (10 - sum % 10) % 10);
-    pan[16] = 0;
-    snprintf(json, sizeof json,
-             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}", pan);
-    return json;
-}
-
 static const char *g_product = "INSTANT";
 
 static void new_trade(const pc_t_merchant_t *m, long amount, const char *buyer, const char *extra,
@@ -112,7 +88,7 @@ static void pay(const pc_t_merchant_t *m, const char *tn, const char *buyer, con
     snprintf(body, sizeof body,
              "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{\"ip\":"
              "\"10.2.0.%d\",\"device_id\":\"sdev-%d\",\"platform\":\"WEB\"},%s}",
-             tn, buyer, g_seq % 200, g_seq, extra ? extra : fresh_card());
+             tn, buyer, g_seq % 200, g_seq, extra ? extra : pc_t_fresh_card());
     snprintf(key, sizeof key, "pay-%d", g_seq);
     pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/cashier/pay", body, key);
     if (strcmp(pc_t_jstr(&r, "status"), "SUCCESS") != 0)
@@ -571,7 +547,7 @@ static void test_coupon_returned_on_full_refund_not_on_partial(void **state)
     buyer_with_coupon(NULL, buyer, coupon);
     long long marketing0 = balance("platform:marketing:CNY");
     new_trade(&m, 3000, buyer, NULL, tn);
-    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",%s", coupon, fresh_card());
+    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",%s", coupon, pc_t_fresh_card());
     pay(&m, tn, buyer, extra);
     /* Booked at payment: the platform paid 500 of it. */
     assert_int_equal(balance("platform:marketing:CNY"), marketing0 - 500);
@@ -635,7 +611,7 @@ static void test_merchant_funded_coupon_is_reversed_to_its_funder(void **state)
     buyer_with_coupon(&m, buyer, coupon);
     long long marketing0 = balance("platform:marketing:CNY");
     new_trade(&m, 3000, buyer, NULL, tn);
-    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",%s", coupon, fresh_card());
+    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",%s", coupon, pc_t_fresh_card());
     pay(&m, tn, buyer, extra);
     /* Booked at payment: m paid the 500 itself (3000 in, 500 out). */
     assert_int_equal(pending_of(&m), 1000 + 3000 - 500);
@@ -685,7 +661,7 @@ static void test_merchant_coupon_only_where_the_merchant_can_fund_it(void **stat
         snprintf(body, sizeof body,
                  "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"coupon_id\":"
                  "\"%s\",%s}",
-                 tn, buyer, coupon, fresh_card());
+                 tn, buyer, coupon, pc_t_fresh_card());
         snprintf(key, sizeof key, "mc-pay-%d-%d", round, ++g_seq);
         r = pc_t_call(&g_stack, &m, "POST", "/v1/cashier/pay", body, key);
         if (r.status != 400)
@@ -698,7 +674,7 @@ static void test_merchant_coupon_only_where_the_merchant_can_fund_it(void **stat
     }
     /* Where the merchant keeps enough, it pays as before. */
     new_trade(&m, 2000, buyer, NULL, tn);
-    snprintf(body, sizeof body, "\"coupon_id\":\"%s\",%s", coupon, fresh_card());
+    snprintf(body, sizeof body, "\"coupon_id\":\"%s\",%s", coupon, pc_t_fresh_card());
     pay(&m, tn, buyer, body);
     assert_int_equal(pending_of(&m), 2000 - 500);
 }
@@ -711,7 +687,7 @@ static void test_expired_coupon_is_not_returned_on_full_refund(void **state)
     buyer_with_coupon(NULL, buyer, coupon);
     long long marketing0 = balance("platform:marketing:CNY");
     new_trade(&m, 2000, buyer, NULL, tn);
-    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",%s", coupon, fresh_card());
+    snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",%s", coupon, pc_t_fresh_card());
     pay(&m, tn, buyer, extra);
     /* The coupon expires after it was used. */
     free(pc_t_sql(&g_stack,

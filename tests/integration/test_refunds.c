@@ -75,30 +75,6 @@ static const char *fresh_buyer(void)
     return id;
 }
 
-/* A Luhn-valid card paysim approves, new each call (no card velocity). */
-static const char *fresh_card(void)
-{
-    static char json[160];
-    char pan[17];
-    static int n = 0;
-    snprintf(pan, sizeof pan, "411111%09d", ++n * 7919 + (int)getpid() % 1000);
-    int sum = 0;
-    for (int i = 14; i >= 0; i--) {
-        int d = pan[i] - '0';
-        if ((14 - i) % 2 == 0) {
-            d *= 2;
-            if (d > 9)
-                d -= 9;
-        }
-        sum += d;
-    }
-    pan[15] = (char)('0' + (10 - sum % 10) % 10);
-    pan[16] = 0;
-    snprintf(json, sizeof json,
-             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}", pan);
-    return json;
-}
-
 static void new_trade_for(const pc_t_merchant_t *m, const char *product, long amount,
                           const char *buyer, const char *extra, char *tn)
 {
@@ -137,7 +113,7 @@ static void paid_trade_for(const pc_t_merchant_t *m, const char *product, long a
     char buyer[32];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade_for(m, product, amount, buyer, extra, tn);
-    pc_t_resp_t r = pay_as(m, tn, buyer, "CARD", fresh_card());
+    pc_t_resp_t r = pay_as(m, tn, buyer, "CARD", pc_t_fresh_card());
     if (strcmp(pc_t_jstr(&r, "status"), "SUCCESS") != 0)
         fprintf(stderr, "pay: %ld %s\n", r.status, r.body);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
@@ -667,7 +643,7 @@ static void recharged_buyer(char buyer[32], char wallet[96], char tn[40])
     snprintf(buyer, 32, "%s", fresh_buyer());
     snprintf(wallet, 96, "buyer:%s:wallet:CNY", buyer);
     new_trade_for(&g_m, "RECHARGE", 3000, buyer, NULL, tn);
-    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", fresh_card());
+    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", pc_t_fresh_card());
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
 }
@@ -858,7 +834,7 @@ static void topped_up_buyer(long amount, char buyer[32], char wallet[96])
     snprintf(buyer, 32, "%s", fresh_buyer());
     snprintf(wallet, 96, "buyer:%s:wallet:CNY", buyer);
     new_trade_for(&g_m, "RECHARGE", amount, buyer, NULL, tn);
-    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", fresh_card());
+    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", pc_t_fresh_card());
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
 }
@@ -879,7 +855,7 @@ static void test_multi_part_payment_refunds_external_then_balance_then_coupon(vo
     pc_t_resp_free(&r);
     new_trade_for(&g_m, "INSTANT", 5000, buyer, NULL, tn);
     snprintf(extra, sizeof extra, "\"coupon_id\":\"%s\",\"balance_amount\":2000,%s", coupon,
-             fresh_card());
+             pc_t_fresh_card());
     r = pay_as(&g_m, tn, buyer, "CARD", extra);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
@@ -925,7 +901,7 @@ static void test_refund_after_a_chargeback_of_the_card_part_returns_the_balance(
     topped_up_buyer(2000, buyer, wallet);
     pc_t_resp_t r;
     new_trade_for(&g_m, "INSTANT", 5000, buyer, NULL, tn);
-    snprintf(extra, sizeof extra, "\"balance_amount\":2000,%s", fresh_card());
+    snprintf(extra, sizeof extra, "\"balance_amount\":2000,%s", pc_t_fresh_card());
     r = pay_as(&g_m, tn, buyer, "CARD", extra);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
@@ -1102,7 +1078,7 @@ static void test_risk_holds_a_large_refund_until_ops_resume_it(void **state)
     char buyer[32], tn[40], rno[40], path[128];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade_for(&g_m, "INSTANT", 2100000, buyer, NULL, tn);
-    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", fresh_card());
+    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", pc_t_fresh_card());
     if (!strcmp(pc_t_jstr(&r, "status"), "REVIEW")) {
         snprintf(path, sizeof path, "/admin/payments/%s/release", pc_t_jstr(&r, "payment_no"));
         pc_t_resp_t rel = pc_t_admin(&g_stack, "POST", path, NULL);

@@ -113,16 +113,7 @@ static void *payer(void *arg)
         json_decref(j);
         pc_t_resp_free(&r);
         /* A distinct Luhn-valid card each time (paysim approves them). */
-        snprintf(pan, sizeof pan, "411113%09d", i * 7 + 1);
-        int sum = 0;
-        for (int k = 14; k >= 0; k--) {
-            int d = pan[k] - '0';
-            if ((14 - k) % 2 == 0 && (d *= 2) > 9)
-                d -= 9;
-            sum += d;
-        }
-        pan[15] = (char)('0' + (10 - sum % 10) % 10);
-        pan[16] = 0;
+        pc_t_card_number(pan, "411113", i * 7 + 1);
         snprintf(body, sizeof body,
                  "{\"trade_no\":\"%s\",\"buyer_id\":\"soak\",\"method_id\":\"CARD\",\"card\":"
                  "{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}}",

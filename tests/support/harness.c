@@ -894,3 +894,34 @@ int pc_t_ledger_ok(pc_stack_t *s)
     pc_t_resp_free(&r);
     return ok;
 }
+
+void pc_t_card_number(char out[17], const char *bin, long serial)
+{
+    snprintf(out, 17, "%.6s%09ld", bin, serial % 1000000000L);
+    int sum = 0;
+    for (int i = 14; i >= 0; i--) {
+        int d = out[i] - '0';
+        if ((14 - i) % 2 == 0 && (d *= 2) > 9)
+            d -= 9;
+        sum += d;
+    }
+    out[15] = (char)('0' + (10 - sum % 10) % 10);
+    out[16] = 0;
+}
+
+const char *pc_t_fresh_pan(void)
+{
+    static char pan[17];
+    static long n = 0;
+    pc_t_card_number(pan, "411111", ++n * 7919 + (long)getpid() % 1000);
+    return pan;
+}
+
+const char *pc_t_fresh_card(void)
+{
+    static char json[160];
+    snprintf(json, sizeof json,
+             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}",
+             pc_t_fresh_pan());
+    return json;
+}

@@ -113,6 +113,16 @@ int pc_t_connect(int port);
  * returns bytes read into buf (NUL-terminated). */
 size_t pc_t_read_all(int fd, char *buf, size_t max, int timeout_ms);
 
+/* Test card numbers paysim approves. pc_t_card_number: the Luhn-valid
+ * 16-digit number of bin (6 digits) and serial (its last 9 digits before the
+ * check digit). pc_t_fresh_pan: a new one of BIN 411111 on every call (one
+ * card per payment, so that the risk rule's per-card velocity and the card's
+ * daily limit do not see one card across tests); pc_t_fresh_card: the same
+ * as a pay request's "card" member. Both return a static buffer. */
+void pc_t_card_number(char out[17], const char *bin, long serial);
+const char *pc_t_fresh_pan(void);
+const char *pc_t_fresh_card(void);
+
 /* One SQL statement on the stack's database; returns the first column of the
  * first row as a malloc'd string (NULL when no row). Aborts on SQL errors. */
 char *pc_t_sql(pc_stack_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
