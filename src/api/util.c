@@ -67,7 +67,7 @@ void pc_respond_json_text(pc_http_req_t *req, int status, const char *text)
 
 void pc_respond_db_error(pc_http_req_t *req, int status)
 {
-    if (status == PC_EUNAVAIL || status == PC_ECLOSED || status == PC_ETIMEDOUT)
+    if (pc_retryable(status))
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable; retry");
     else
         pc_http_respond_error(req, PC_API_INTERNAL, NULL, "database error");

@@ -14,7 +14,7 @@
 
 static void db_fail(pc_http_req_t *req, int status, pc_db_res_t *res)
 {
-    if (status == PC_EUNAVAIL)
+    if (pc_retryable(status))
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
     else
         pc_http_respond_error(req, PC_API_INTERNAL, NULL, pc_db_errmsg(res));

@@ -23,6 +23,8 @@ const char *pc_strerror(int code)
         return "closed";
     case PC_ELIMIT:
         return "limit exceeded";
+    case PC_ERETRY:
+        return "rolled back by a deadlock; retry";
     default:
         return "unknown error";
     }

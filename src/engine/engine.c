@@ -207,7 +207,7 @@ static void get_cb(void *data, int status, pc_db_res_t *res)
 {
     get_t *g = data;
     if (status)
-        g->cb(g->data, status == PC_EUNAVAIL ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
+        g->cb(g->data, pc_retryable(status) ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
               "database unavailable", NULL);
     else if (pc_db_rows(res) == 0)
         g->cb(g->data, PC_API_NOT_FOUND, "no such payment", NULL);
@@ -859,11 +859,11 @@ static void hold_commit_cb(void *data, int status)
     op_t *o = data;
     o->tx = NULL;
     if (status) {
-        o->err = o->step_failed == 1     ? PC_API_INSUFFICIENT_BALANCE
-                 : o->step_failed == 3   ? PC_API_INVALID_REQUEST
-                 : o->step_failed == 4   ? PC_API_INVALID_STATE
-                 : status == PC_EUNAVAIL ? PC_API_UNAVAILABLE
-                                         : PC_API_INTERNAL;
+        o->err = o->step_failed == 1    ? PC_API_INSUFFICIENT_BALANCE
+                 : o->step_failed == 3  ? PC_API_INVALID_REQUEST
+                 : o->step_failed == 4  ? PC_API_INVALID_STATE
+                 : pc_retryable(status) ? PC_API_UNAVAILABLE
+                                        : PC_API_INTERNAL;
         snprintf(o->err_msg, sizeof o->err_msg, "%s",
                  o->step_failed == 1   ? "the wallet balance is not enough"
                  : o->step_failed == 3 ? "the coupon cannot be used"

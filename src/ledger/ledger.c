@@ -478,6 +478,9 @@ static void post_done(void *data, int status, pc_db_res_t *res)
     case PC_ECONFLICT:
         count_posting("conflict");
         break;
+    case PC_ERETRY:
+        count_posting("deadlock");
+        break;
     default:
         count_posting("error");
         /* C validated the posting, so the database refusing it otherwise

@@ -61,7 +61,7 @@
  * deadlock with each other. A database transaction that
  * makes several postings locks each posting's accounts in order but not
  * across postings; should two such transactions deadlock, PostgreSQL breaks
- * the tie and one gets PC_ECONFLICT (retry it). Prefer one posting per
+ * the tie and one gets PC_ERETRY (retry it). Prefer one posting per
  * business event. */
 #ifndef PC_LEDGER_LEDGER_H
 #define PC_LEDGER_LEDGER_H
@@ -159,7 +159,7 @@ typedef struct {
 int pc_ledger_validate(const pc_ledger_txn_t *txn, char *err, size_t errlen);
 
 /* A posting finished: status 0 with the new txn_id, or PC_LEDGER_INSUFFICIENT,
- * PC_LEDGER_DUPLICATE, PC_ECONFLICT (deadlock or serialization failure:
+ * PC_LEDGER_DUPLICATE, PC_ERETRY (deadlock or serialization failure:
  * retry the whole transaction), PC_ELIMIT (a balance would leave int64),
  * PC_EUNAVAIL, PC_ECLOSED or PC_EIO (also when tx had failed before), with
  * txn_id 0. PC_LEDGER_UNBALANCED / PC_LEDGER_BAD_ACCOUNT here would mean the

@@ -35,7 +35,7 @@ static void create_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     if (status) {
-        pc_http_respond_error(c->req, status == PC_EUNAVAIL ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
+        pc_http_respond_error(c->req, pc_retryable(status) ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
                               NULL, pc_db_errmsg(res));
         return;
     }

@@ -112,7 +112,7 @@ static void event_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_http_req_t *req = data;
     if (status) {
-        pc_http_respond_error(req, status == PC_EUNAVAIL ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
+        pc_http_respond_error(req, pc_retryable(status) ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
                               NULL, "database error");
         return;
     }
@@ -141,7 +141,7 @@ static void redeliver_cb(void *data, int status, pc_db_res_t *res)
 {
     redeliver_t *r = data;
     if (status) {
-        pc_http_respond_error(r->req, status == PC_EUNAVAIL ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
+        pc_http_respond_error(r->req, pc_retryable(status) ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
                               NULL, "database error");
         return;
     }
@@ -189,7 +189,7 @@ static void list_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_http_req_t *req = data;
     if (status) {
-        pc_http_respond_error(req, status == PC_EUNAVAIL ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
+        pc_http_respond_error(req, pc_retryable(status) ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
                               NULL, "database error");
         return;
     }

@@ -184,8 +184,13 @@ static int status_of(PGresult *r)
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     if (!state)
         return PC_EIO;
-    if (!strcmp(state, "23505") || !strcmp(state, "40001") || !strcmp(state, "40P01"))
+    if (!strcmp(state, "23505"))
         return PC_ECONFLICT;
+    /* Not a business conflict (a caller reading ECONFLICT as "the unique key
+     * exists" or "lost the race" would answer wrongly): nothing was changed
+     * and the request can run again. */
+    if (!strcmp(state, "40001") || !strcmp(state, "40P01"))
+        return PC_ERETRY;
     if (!strncmp(state, "08", 2) || !strncmp(state, "57P", 3) || !strcmp(state, "57014") ||
         !strncmp(state, "53", 2))
         return PC_EUNAVAIL;

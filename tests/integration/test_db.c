@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "core/error.h"
 #include "store/db.h"
 
 #include <stdio.h>
@@ -186,11 +187,112 @@ static void test_waiting_statements_without_a_callback_fail_quietly(void **state
     assert_int_equal(closed, 1);
 }
 
+/* Two transactions that lock two rows in opposite orders: PostgreSQL breaks
+ * the deadlock by rolling one back (40P01). That one is PC_ERETRY, which
+ * handlers answer 503 UNAVAILABLE (retry as it is), not PC_ECONFLICT, which
+ * callers read as "the unique key exists" or "lost the race" (a payment's
+ * capture took a deadlock for a trade no longer payable). */
+typedef struct {
+    pc_db_t *db;
+    pc_db_tx_t *tx[2];
+    int first_done, second_status[2], second_done, committed[2], commit_status[2];
+} deadlock_t;
+
+typedef struct {
+    deadlock_t *d;
+    int who;
+} side_t;
+
+static side_t g_side[2];
+
+static void second_lock_cb(void *data, int status, pc_db_res_t *res)
+{
+    side_t *s = data;
+    (void)res;
+    s->d->second_status[s->who] = status;
+    s->d->second_done++;
+}
+
+static void deadlock_commit_cb(void *data, int status)
+{
+    side_t *s = data;
+    s->d->commit_status[s->who] = status;
+    s->d->committed[s->who] = 1;
+}
+
+static void first_lock_cb(void *data, int status, pc_db_res_t *res)
+{
+    side_t *s = data;
+    deadlock_t *d = s->d;
+    (void)res;
+    assert_int_equal(status, 0);
+    if (++d->first_done < 2)
+        return;
+    /* Each holds one row; each now asks for the other's. */
+    for (int i = 0; i < 2; i++) {
+        const char *p[] = {i == 0 ? "2" : "1"};
+        pc_db_tx_query(d->tx[i], "UPDATE t SET note = 'deadlock' WHERE id = $1::int", 1, p,
+                       second_lock_cb, &g_side[i]);
+        pc_db_tx_commit(d->tx[i], deadlock_commit_cb, &g_side[i]);
+    }
+}
+
+static void deadlock_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    side_t *s = data;
+    assert_int_equal(status, 0);
+    s->d->tx[s->who] = tx;
+    const char *p[] = {s->who == 0 ? "1" : "2"};
+    pc_db_tx_query(tx, "UPDATE t SET note = 'deadlock' WHERE id = $1::int", 1, p, first_lock_cb, s);
+}
+
+static void deadlock_start(uv_timer_t *t)
+{
+    deadlock_t *d = t->data;
+    if (pc_db_ready_count(d->db) < 2)
+        return;
+    uv_timer_stop(t);
+    for (int i = 0; i < 2; i++)
+        pc_db_begin(d->db, NULL, deadlock_begin_cb, &g_side[i]);
+}
+
+static void test_deadlock_is_retryable_not_a_conflict(void **state)
+{
+    (void)state;
+    free(pc_t_sql(&g_stack, "INSERT INTO t (id, note) VALUES (1, 'a'), (2, 'b') "
+                            "ON CONFLICT (id) DO UPDATE SET note = excluded.note"));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {g_stack.db_url, 2, 30000, 32};
+    deadlock_t d = {0};
+    d.db = pc_db_new(&loop, &o);
+    for (int i = 0; i < 2; i++)
+        g_side[i] = (side_t){&d, i};
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &d;
+    uv_timer_start(&t, deadlock_start, 10, 10);
+    while (!(d.committed[0] && d.committed[1]))
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    pc_db_close(d.db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(d.second_done, 2);
+    /* One was rolled back as the deadlock's victim, the other committed. */
+    int victim = d.second_status[0] ? 0 : 1;
+    assert_int_equal(d.second_status[victim], PC_ERETRY);
+    assert_int_equal(d.second_status[1 - victim], 0);
+    assert_int_not_equal(d.commit_status[victim], 0);
+    assert_int_equal(d.commit_status[1 - victim], 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_huge_pipelined_transaction_commits),
         cmocka_unit_test(test_waiting_statements_without_a_callback_fail_quietly),
+        cmocka_unit_test(test_deadlock_is_retryable_not_a_conflict),
     };
     return cmocka_run_group_tests_name("db", tests, setup, teardown);
 }

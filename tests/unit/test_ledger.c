@@ -476,9 +476,9 @@ static void test_database_refusals_become_ledger_results(void **state)
     assert_int_equal(r.status, PC_LEDGER_BAD_ACCOUNT);
     post_and_answer("22003", "", PC_EIO, &r);
     assert_int_equal(r.status, PC_ELIMIT);
-    /* A deadlock is a retryable conflict, not a duplicate. */
-    post_and_answer("40P01", "", PC_ECONFLICT, &r);
-    assert_int_equal(r.status, PC_ECONFLICT);
+    /* A deadlock is retryable, not a duplicate. */
+    post_and_answer("40P01", "", PC_ERETRY, &r);
+    assert_int_equal(r.status, PC_ERETRY);
     /* Another unique key (not the dedupe one) stays a plain conflict. */
     post_and_answer("23505", "something_else", PC_ECONFLICT, &r);
     assert_int_equal(r.status, PC_ECONFLICT);
