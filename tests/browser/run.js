@@ -493,11 +493,21 @@ test('ops console: disabling and enabling a channel, checked through the admin A
     return r.json.channels.find((c) => c.channel_id === 'sim_va').enabled;
   };
   assert.equal(await enabledInApi(), true);
+  // The console asks why; the answer is kept with the override.
+  page.once('dialog', (d) => d.accept('acquirer maintenance 02:00-03:00'));
   await page.click(`${row} button[data-action=disable]`);
   await page.waitForSelector(`${row} button[data-action=enable]`);
   assert.equal(await enabledInApi(), false);
+  assert.equal(stack.sql("SELECT reason FROM channel_overrides WHERE channel_id = 'sim_va'"),
+    'acquirer maintenance 02:00-03:00');
   assert.match(await page.textContent(row), /disabled/);
   await shot(page, 'console-channel-disabled');
+  // Cancelled: nothing changes.
+  page.once('dialog', (d) => d.dismiss());
+  await page.click(`${row} button[data-action=enable]`);
+  await sleep(300);
+  assert.equal(await enabledInApi(), false);
+  page.once('dialog', (d) => d.accept('maintenance over'));
   await page.click(`${row} button[data-action=enable]`);
   await page.waitForSelector(`${row} button[data-action=disable]`);
   assert.equal(await enabledInApi(), true);
@@ -510,6 +520,34 @@ test('ops console: disabling and enabling a channel, checked through the admin A
     await page.waitForSelector(`#view > div[data-view=${v}]`);
     await shot(page, `console-${v}`);
   }
+  await page.close();
+});
+
+test('ops console: resolving a reconciliation difference, checked through the admin API', async () => {
+  // A difference as a run records it: a statement line of 12.34 with no
+  // payment of ours.
+  const diffId = stack.sql(`WITH run AS (INSERT INTO recon_runs (channel_id, business_date, status, source, finished_at)
+      VALUES ('sim_card', DATE '2026-01-02', 'DONE', 'UPLOAD', now()) RETURNING run_id)
+    INSERT INTO recon_diffs (run_id, channel_id, business_date, kind, diff_key, obj, line_no, channel_ref,
+      line_amount, line_currency, line_status, seen_attempt)
+    SELECT run_id, 'sim_card', DATE '2026-01-02', 'MISSING_LOCAL', 'S:PAY:CH0001', 'PAY', 1, 'CH0001',
+      1234, 'CNY', 'SUCCESS', 1 FROM run RETURNING diff_id`);
+  const page = await openPage(`${stack.adminUrl}/console#recon`);
+  await consoleSignIn(page);
+  const row = `#view tr[data-diff-id="${diffId}"]`;
+  await page.waitForSelector(row);
+  assert.match(await page.textContent(row), /CH0001/);
+  assert.match(await page.textContent(row), /none \/ 12\.34 CNY/);
+  await shot(page, 'console-recon');
+  page.once('dialog', (d) => d.accept('paid to the wrong merchant id at the acquirer; refunded there'));
+  await page.click(`${row} button[data-action=resolve]`);
+  await page.waitForSelector('#flash:not([hidden])');
+  assert.match(await page.textContent('#flash'), /done/);
+  await page.waitForSelector(row, { state: 'detached' });
+  const r = await api.adminCall(stack, 'GET', '/admin/recon/diffs?status=RESOLVED');
+  const d = r.json.diffs.find((x) => String(x.diff_id) === diffId);
+  assert.equal(d.status, 'RESOLVED');
+  assert.equal(d.resolution.reason, 'paid to the wrong merchant id at the acquirer; refunded there');
   await page.close();
 });
 

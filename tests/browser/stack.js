@@ -69,6 +69,8 @@ async function startStack(opts = {}) {
     adminToken: 'browser-test-admin-token',
     tokenKey: 'browser-test-cashier-key',
     rulesDir,
+    // One statement against the stack's database (-At: unaligned values only).
+    sql: (q) => execFileSync('psql', [dbUrl, '-v', 'ON_ERROR_STOP=1', '-Atqc', q], { encoding: 'utf8' }).trim(),
     logs: { paycore: path.join(logDir, `${name}-paycore.log`), paysim: path.join(logDir, `${name}-paysim.log`) },
     children: [],
   };

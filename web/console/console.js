@@ -99,6 +99,19 @@
     return r;
   }
 
+  // Actions on money, channels and cases say why: the API keeps the answer
+  // with the record (who did it and why). Cancelling the question cancels
+  // the action.
+  async function actWhy(label, method, path, field, body) {
+    const why = window.prompt(label + ': why? (kept with the record)');
+    if (why === null) return null;
+    if (!why.trim()) {
+      flash(label + ' not done: say why.', true);
+      return null;
+    }
+    return act(label, method, path, Object.assign({}, body || {}, { [field]: why.trim() }));
+  }
+
   function notAvailable(what) {
     return el('div', { class: 'na-box', 'data-testid': 'not-available' },
       el('strong', { text: 'Not available' }), el('br'),
@@ -162,8 +175,8 @@
         { title: 'Attempts / failures', num: true, render: (x) => x.health ? x.health.attempts + ' / ' + x.health.failures : '—' },
         { title: 'Latency', num: true, render: (x) => x.health ? x.health.latency_ms + ' ms' : '—' },
         { title: '', render: (x) => x.enabled
-          ? el('button', { class: 'danger', 'data-action': 'disable', onclick: () => act('Disable ' + x.channel_id, 'POST', '/admin/channels/' + encodeURIComponent(x.channel_id) + '/disable', { reason: 'ops console' }) }, 'Disable')
-          : el('button', { 'data-action': 'enable', onclick: () => act('Enable ' + x.channel_id, 'POST', '/admin/channels/' + encodeURIComponent(x.channel_id) + '/enable', { reason: 'ops console' }) }, 'Enable') },
+          ? el('button', { class: 'danger', 'data-action': 'disable', onclick: () => actWhy('Disable ' + x.channel_id, 'POST', '/admin/channels/' + encodeURIComponent(x.channel_id) + '/disable', 'reason') }, 'Disable')
+          : el('button', { 'data-action': 'enable', onclick: () => actWhy('Enable ' + x.channel_id, 'POST', '/admin/channels/' + encodeURIComponent(x.channel_id) + '/enable', 'reason') }, 'Enable') },
       ], rows, (x) => ({ 'data-channel-id': x.channel_id })));
     },
   };
@@ -219,7 +232,7 @@
       if (routeMissing(list) && routeMissing(one)) return notAvailable('the refund ops API (/admin/refunds)');
       const actions = (no) => el('span', { class: 'actions' }, ...REFUND_ACTIONS.map((a) =>
         el('button', { class: a === 'terminate' || a === 'force-fail' ? 'danger' : 'secondary', 'data-action': a,
-          onclick: () => act(a + ' ' + no, 'POST', '/admin/refunds/' + encodeURIComponent(no) + '/' + a, { why: 'ops console' }) }, a)));
+          onclick: () => actWhy(a + ' ' + no, 'POST', '/admin/refunds/' + encodeURIComponent(no) + '/' + a, 'why') }, a)));
       if (list.status === 200 && list.json && Array.isArray(list.json.refunds)) {
         box.append(table([
           { title: 'Refund', render: (x) => el('code', { text: x.refund_no }) },
@@ -251,7 +264,10 @@
       box.append(el('div', { class: 'card' }, el('h2', { text: 'Batch export (FILE / OFFLINE refunds)' }),
         el('form', { class: 'inline', onsubmit: async (e) => {
           e.preventDefault();
-          const body = { method: method.value, why: 'ops console' };
+          const why = window.prompt('Export a ' + method.value + ' batch: why? (kept with each refund)');
+          if (why === null) return;
+          if (!why.trim()) { flash('Batch not exported: say why.', true); return; }
+          const body = { method: method.value, why: why.trim() };
           if (channel.value.trim()) body.channel_id = channel.value.trim();
           const r = await api('POST', '/admin/refund-batches', body);
           res.textContent = '';
@@ -269,10 +285,10 @@
       const judge = (no) => {
         const liable = select('liable-' + no, ['MERCHANT', 'PLATFORM', 'NONE']);
         return el('span', { class: 'actions' },
-          el('button', { class: 'secondary', onclick: () => act('Start judging ' + no, 'POST', '/admin/chargebacks/' + encodeURIComponent(no) + '/start-judge', {}) }, 'start judging'),
+          el('button', { class: 'secondary', onclick: () => actWhy('Start judging ' + no, 'POST', '/admin/chargebacks/' + encodeURIComponent(no) + '/start-judge', 'why') }, 'start judging'),
           liable,
-          el('button', { onclick: () => act('Judge ' + no, 'POST', '/admin/chargebacks/' + encodeURIComponent(no) + '/judge', { liable: liable.value, note: 'ops console' }) }, 'judge'),
-          el('button', { class: 'danger', onclick: () => act('Close ' + no, 'POST', '/admin/chargebacks/' + encodeURIComponent(no) + '/close', {}) }, 'close'));
+          el('button', { onclick: () => actWhy('Judge ' + no, 'POST', '/admin/chargebacks/' + encodeURIComponent(no) + '/judge', 'note', { liable: liable.value }) }, 'judge'),
+          el('button', { class: 'danger', onclick: () => actWhy('Close ' + no, 'POST', '/admin/chargebacks/' + encodeURIComponent(no) + '/close', 'note') }, 'close'));
       };
       if (r.status === 200 && r.json && Array.isArray(r.json.chargebacks)) {
         box.append(table([
@@ -318,16 +334,16 @@
     async draw(box) {
       const r = await api('GET', '/admin/recon/diffs?status=OPEN');
       if (routeMissing(r)) return notAvailable('the reconciliation API (/admin/recon)');
-      const rows = (r.json && (r.json.diffs || r.json.differences)) || [];
+      const rows = (r.json && r.json.diffs) || [];
       box.append(table([
-        { title: 'Id', render: (x) => el('code', { text: String(x.diff_id || x.id) }) },
-        { title: 'Channel / day', render: (x) => (x.channel_id || '') + ' / ' + (x.date || x.business_date || '') },
+        { title: 'Id', render: (x) => el('code', { text: String(x.diff_id) }) },
+        { title: 'Channel / day', render: (x) => x.channel_id + ' / ' + x.date },
         { title: 'Kind', render: (x) => pill(x.kind, 'warn') },
-        { title: 'Reference', render: (x) => x.payment_no || x.refund_no || x.channel_txn_id || x.reference || '' },
-        { title: 'Ours / theirs', num: true, render: (x) => money(x.our_amount, x.currency) + ' / ' + money(x.channel_amount, x.currency) },
+        { title: 'Reference', render: (x) => (x.local && x.local.ref) || (x.line && (x.line.paycore_ref || x.line.channel_ref)) || '' },
+        { title: 'Ours / theirs', num: true, render: (x) => (x.local ? money(x.local.amount, x.local.currency) : 'none') + ' / ' + (x.line ? money(x.line.amount, x.line.currency) : 'none') },
         { title: 'Status', render: (x) => x.status },
-        { title: '', render: (x) => el('button', { onclick: () => act('Resolve ' + (x.diff_id || x.id), 'POST', '/admin/recon/diffs/' + encodeURIComponent(x.diff_id || x.id) + '/resolve', { note: 'ops console' }) }, 'Resolve') },
-      ], rows));
+        { title: '', render: (x) => el('button', { 'data-action': 'resolve', onclick: () => actWhy('Resolve ' + x.diff_id, 'POST', '/admin/recon/diffs/' + encodeURIComponent(x.diff_id) + '/resolve', 'reason') }, 'Resolve') },
+      ], rows, (x) => ({ 'data-diff-id': String(x.diff_id) })));
       const ch = input({ placeholder: 'channel_id', size: 14 });
       const day = input({ type: 'date' });
       const res = el('div');
