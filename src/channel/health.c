@@ -224,6 +224,18 @@ static pc_ch_count_t map_refusal(pc_ch_op_t op, const json_t *o, pc_ch_result_t 
         copy_str(out->message, sizeof out->message, json_object_get(err, "message"));
         return PC_CH_COUNT_FAILURE;
     }
+    if (!strcmp(code, "NONCE_REUSED") || !strncmp(code, "DUPLICATE_", 10)) {
+        /* We sign every request with a fresh nonce and send each payment,
+         * refund and payout number once: the channel has seen this request
+         * (or one with its number) before and may have done it. libcurl
+         * sends a request again, nonce and all, when a kept-alive connection
+         * dies before any byte of the answer, after the channel may have
+         * charged. Read as a retryable decline, the payment fell back to the
+         * next channel and the buyer paid twice. Only a query will tell. */
+        unknown(out, code, "the channel has seen this request before: it may have done it");
+        copy_str(out->message, sizeof out->message, json_object_get(err, "message"));
+        return PC_CH_COUNT_FAILURE;
+    }
     out->retryable = code_retryable(code, NULL);
     return pc_ch_count_of(out);
 }

@@ -252,6 +252,25 @@ static void test_refusals_are_failed_with_the_channel_code(void **state)
         assert_int_equal(r.status, PC_CH_UNKNOWN);
         assert_string_equal(r.message, "slow down");
     }
+    /* A money request the channel has seen before (a nonce it had, a number
+     * it has): an earlier copy may have been done (libcurl sends a request
+     * again when a kept-alive connection dies before the answer). Not a
+     * decline that may fall back to another channel: unknown, for a query. */
+    pc_ch_op_t money[] = {PC_CH_OP_PAY, PC_CH_OP_REFUND, PC_CH_OP_PAYOUT};
+    const char *seen[] = {"{\"error\":{\"code\":\"NONCE_REUSED\",\"message\":\"used\"}}",
+                          "{\"error\":{\"code\":\"DUPLICATE_PAYMENT_NO\"}}",
+                          "{\"error\":{\"code\":\"DUPLICATE_REFUND_NO\"}}",
+                          "{\"error\":{\"code\":\"DUPLICATE_PAYOUT_NO\"}}"};
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 4; k++) {
+            map(money[i], k == 0 ? 401 : 409, seen[k], "P", &r, &a);
+            assert_int_equal(r.status, PC_CH_UNKNOWN);
+            assert_int_equal(r.retryable, 0);
+        }
+    assert_string_equal(r.code, "DUPLICATE_PAYOUT_NO");
+    map(PC_CH_OP_PAY, 401, seen[0], "P", &r, &a);
+    assert_string_equal(r.code, "NONCE_REUSED");
+    assert_string_equal(r.message, "used");
     /* A refund of a payment the channel does not know is final. */
     map(PC_CH_OP_REFUND, 404, "{\"error\":{\"code\":\"NOT_FOUND\"}}", "R", &r, &a);
     assert_int_equal(r.retryable, 0);
