@@ -37,6 +37,7 @@ struct pc_http_req_s {
     CURL *easy;
     struct curl_slist *headers;
     char *body; /* our copy; curl reads it in place via CURLOPT_POSTFIELDS */
+    size_t body_len;
     buf_t resp_body;
     buf_t resp_headers; /* raw header lines of the latest response only */
     bool too_large;
@@ -418,6 +419,10 @@ static void req_free(pc_http_req_t *r)
     if (r->easy)
         curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->headers);
+    /* A channel's pay or tokenize body holds a card number and CVV: they
+     * pass through memory only, so they do not stay in freed heap either. */
+    if (r->body)
+        explicit_bzero(r->body, r->body_len);
     free(r->body);
     free(r->resp_body.data);
     free(r->resp_headers.data);
@@ -712,6 +717,7 @@ int pc_http_client_request(pc_http_client_t *client, const pc_http_request_t *re
         goto fail;
     if (req->body_len)
         memcpy(r->body, req->body, req->body_len);
+    r->body_len = req->body_len;
     if (req_build_headers(r, req) != 0)
         goto fail;
     r->easy = curl_easy_init();

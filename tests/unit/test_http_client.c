@@ -397,6 +397,55 @@ static void test_post_delivers_status_body_and_headers(void **state)
     assert_non_null(strstr(req, "\r\n\r\n{\"event_id\":\"e1\"}"));
 }
 
+/* The test binary is linked with -Wl,--wrap=free (tests/CMakeLists.txt):
+ * while g_scan_freed is set, every block our code frees is searched for a
+ * card number. */
+void __real_free(void *p);
+void __wrap_free(void *p);
+size_t malloc_usable_size(void *p);
+static const char CARD_PAN[] = "4242424242424242";
+static bool g_scan_freed;
+static int g_freed_with_pan;
+
+void __wrap_free(void *p)
+{
+    if (p && g_scan_freed) {
+        size_t n = malloc_usable_size(p);
+        const char *b = p;
+        for (size_t i = 0; i + sizeof CARD_PAN - 1 <= n; i++)
+            if (memcmp(b + i, CARD_PAN, sizeof CARD_PAN - 1) == 0) {
+                g_freed_with_pan++;
+                break;
+            }
+    }
+    __real_free(p);
+}
+
+/* A channel's pay body carries the card number and CVV through memory only:
+ * the client's copy is wiped before it is freed. */
+static void test_request_body_is_wiped_before_it_is_freed(void **state)
+{
+    fixture_t *fx = *state;
+    char url[128];
+    result_t *res = scratch(fx, sizeof *res);
+    res->fx = fx;
+    fx->expected = 1;
+    g_freed_with_pan = 0;
+    g_scan_freed = true;
+    assert_int_equal(post(fx, url_for(fx, "/pay", url, sizeof url),
+                          "{\"card\":{\"pan\":\"4242424242424242\",\"cvv\":\"123\"}}", 2000,
+                          record_cb, res),
+                     0);
+    run_until_done(fx, 5000);
+    g_scan_freed = false;
+    assert_int_equal(res->calls, 1);
+    assert_int_equal(res->status, 200);
+    /* The request went out whole... */
+    assert_non_null(strstr(fx->server.last_request, CARD_PAN));
+    /* ...and no block freed meanwhile held the number. */
+    assert_int_equal(g_freed_with_pan, 0);
+}
+
 static void test_get_and_error_status_are_delivered(void **state)
 {
     fixture_t *fx = *state;
@@ -777,6 +826,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_post_delivers_status_body_and_headers, fixture_setup,
                                         fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_request_body_is_wiped_before_it_is_freed,
+                                        fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_public_only_refuses_local_and_private_addresses,
                                         fixture_setup_public_only, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_get_and_error_status_are_delivered, fixture_setup,
