@@ -38,7 +38,9 @@ typedef struct {
     char code[48]; /* failure code, e.g. "CARD_DECLINED"; "" otherwise */
     char message[160];
     char channel_txn_id[80]; /* the channel's reference, "" when unknown */
-    int64_t amount;          /* as the channel reports it (0 when absent) */
+    int64_t amount;          /* as the channel reports it (0 when absent); a SUCCESS
+                                always has one, above zero */
+    char currency[4];        /* with amount: a SUCCESS always has one */
     int64_t fee;             /* channel fee, when reported */
     json_t *action;          /* PROCESSING payments: {"type":"REDIRECT|VA|OTC|QR",
                                 "url"|"va_number"|"otc_code"|"qr_payload", "expires_at"}

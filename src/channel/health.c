@@ -174,6 +174,16 @@ pc_ch_count_t pc_ch_map_object(pc_ch_op_t op, const json_t *o, const char *ref, 
     const char *code = json_string_value(json_object_get(failure, "code"));
     copy_str(out->message, sizeof out->message, json_object_get(failure, "message"));
     if (!strcmp(status, "SUCCESS")) {
+        /* A success is believed for the sum and currency it names only:
+         * without them it could not be compared with what was asked (one
+         * without an amount, or in USD for a CNY payment, was captured as
+         * asked). The protocol always sends both. */
+        const json_t *amount = json_object_get(o, "amount");
+        const char *cur = json_string_value(json_object_get(o, "currency"));
+        if (!json_is_integer(amount) || json_integer_value(amount) <= 0 || !cur ||
+            strlen(cur) != 3 || strspn(cur, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3)
+            return unknown(out, "BAD_ANSWER", "a success without its amount and currency");
+        memcpy(out->currency, cur, 4);
         out->status = PC_CH_SUCCESS;
     } else if (!strcmp(status, "PROCESSING")) {
         out->status = PC_CH_PROCESSING;

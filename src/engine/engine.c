@@ -49,7 +49,7 @@ typedef struct op {
     int applying;
     struct {
         int found;
-        char status[16], channel_id[33];
+        char status[16], channel_id[33], currency[4];
         int64_t external_amount;
         int routed;   /* the reporter is a channel of the payment's route */
         int adjusted; /* ops booked its money by a reconciliation adjustment */
@@ -608,14 +608,15 @@ static void not_captured(op_t *o)
                      o->reporter, o->payment_no);
         count_payment(o, "ADJUSTED_SUCCESS");
         flag = 1;
-    } else if (r->amount > 0 && r->amount != o->row.external_amount) {
+    } else if ((r->amount > 0 && r->amount != o->row.external_amount) ||
+               (r->currency[0] && strcmp(r->currency, o->row.currency) != 0)) {
         /* The channel took another sum than was asked: neither the
          * merchant's credit nor a refund can be decided here. */
         pc_log_error("engine.amount_mismatch",
-                     "channel %s reported success for payment %s of %lld, not %lld: flagged for "
-                     "ops",
-                     o->reporter, o->payment_no, (long long)r->amount,
-                     (long long)o->row.external_amount);
+                     "channel %s reported success for payment %s of %lld %s, not %lld %s: flagged "
+                     "for ops",
+                     o->reporter, o->payment_no, (long long)r->amount, r->currency,
+                     (long long)o->row.external_amount, o->row.currency);
         count_payment(o, "AMOUNT_MISMATCH");
         flag = 1;
     } else {
@@ -651,6 +652,7 @@ static void capture_locked_cb(void *data, int status, pc_db_res_t *res)
     snprintf(o->row.status, sizeof o->row.status, "%s", pc_db_val(res, 0, "status"));
     snprintf(o->row.channel_id, sizeof o->row.channel_id, "%s", pc_db_val(res, 0, "channel_id"));
     o->row.external_amount = pc_db_val_i64(res, 0, "external_amount");
+    snprintf(o->row.currency, sizeof o->row.currency, "%s", pc_db_val(res, 0, "currency"));
     o->row.routed = pc_db_val(res, 0, "routed")[0] == 't';
     o->row.adjusted = pc_db_val(res, 0, "adjusted")[0] == 't';
 }
@@ -726,20 +728,21 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
                        r->card_brand[0] ? r->card_brand : NULL,
                        r->card_last4[0] ? r->card_last4 : NULL,
                        o->reporter,
-                       amount};
+                       amount,
+                       r->currency[0] ? r->currency : NULL};
     /* The row is locked by a statement of its own first, which also tells
      * why a success was not captured. Captured: a payment in flight, or one
      * failed after it was sent that had nothing but the channel's part (a
      * success after the failure: the buyer was charged), and only when its
      * own channel says so, for the sum it was asked. */
     const char *lp[] = {o->payment_no, o->reporter};
-    if (pc_db_tx_query(
-            tx,
-            "SELECT p.status, coalesce(p.channel_id, '') AS channel_id, "
-            "p.external_amount, coalesce(p.route ? $2, false) AS routed, " ADJUSTED_BY_RECON
-            " AS adjusted FROM payments p WHERE p.payment_no = $1 "
-            "FOR UPDATE OF p",
-            2, lp, capture_locked_cb, o) < 0 ||
+    if (pc_db_tx_query(tx,
+                       "SELECT p.status, coalesce(p.channel_id, '') AS channel_id, "
+                       "p.external_amount, p.currency, coalesce(p.route ? $2, false) AS "
+                       "routed, " ADJUSTED_BY_RECON
+                       " AS adjusted FROM payments p WHERE p.payment_no = $1 "
+                       "FOR UPDATE OF p",
+                       2, lp, capture_locked_cb, o) < 0 ||
         pc_db_tx_query(
             tx,
             "UPDATE payments p SET status = 'SUCCESS', channel_txn_id = "
@@ -749,6 +752,7 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "NULL, needs_ops = p.charged_elsewhere, finished_at = now(), updated_at = now() WHERE "
             "p.payment_no = $1 AND "
             "p.channel_id = $6 AND ($7::bigint = 0 OR p.external_amount = $7::bigint) "
+            "AND ($8::text IS NULL OR p.currency = $8) "
             "AND (p.status IN ('PROCESSING', 'UNKNOWN') OR (p.status = 'FAILED' AND "
             "p.sent_at IS NOT NULL AND p.balance_amount = 0 AND p.coupon_amount = 0 AND "
             "NOT " ADJUSTED_BY_RECON ")) "
@@ -759,7 +763,7 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "c.merchant_id "
             "FROM coupons c WHERE c.coupon_id = p.coupon_id AND c.funded_by = "
             "'MERCHANT'), '') AS coupon_funder",
-            7, p, captured_row_cb, o) < 0)
+            8, p, captured_row_cb, o) < 0)
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
 }
 

@@ -87,6 +87,9 @@ typedef struct {
     pc_ch_status_t target;
     char code[48], message[160], channel_txn_id[80];
     int64_t fee;
+    int64_t said_amount; /* a SUCCESS: what the channel says it paid, in said_currency */
+    char said_currency[4];
+    int other_sum; /* ... which is not what was asked: applied (the money left), flagged */
     char from[12], merchant_id[65], currency[4], channel_id[33], notify_url[520];
     int64_t amount;
     /* steps still to take, in order: SUCCESS then RETURNED for a payout
@@ -167,6 +170,20 @@ static void apply_updated_cb(void *data, int status, pc_db_res_t *res)
 static void apply_step(apply_t *a)
 {
     if (a->step >= a->nsteps) {
+        const char *p[] = {a->payout_no};
+        if (a->other_sum)
+            pc_log_error("payout.amount_mismatch",
+                         "payout %s: channel %s says it paid %lld %s, not %lld %s: applied, "
+                         "flagged for ops (GET /admin/needs-ops)",
+                         a->payout_no, a->channel_id, (long long)a->said_amount, a->said_currency,
+                         (long long)a->amount, a->currency);
+        if (a->other_sum && pc_db_tx_query(a->tx,
+                                           "UPDATE payouts SET needs_ops = true WHERE payout_no = "
+                                           "$1",
+                                           1, p, ignore_cb, NULL) < 0) {
+            apply_finish(a, APPLY_FAILED);
+            return;
+        }
         pc_db_tx_commit(a->tx, apply_commit_cb, a);
         return;
     }
@@ -234,6 +251,8 @@ static void apply_locked_cb(void *data, int status, pc_db_res_t *res)
     snprintf(a->channel_id, sizeof a->channel_id, "%s", pc_db_val(res, 0, "channel_id"));
     snprintf(a->notify_url, sizeof a->notify_url, "%s", pc_db_val(res, 0, "notify_url"));
     a->amount = pc_db_val_i64(res, 0, "amount");
+    a->other_sum = a->target == PC_CH_SUCCESS && a->said_amount > 0 &&
+                   (a->said_amount != a->amount || strcmp(a->said_currency, a->currency) != 0);
     if (a->expect_channel[0] && strcmp(a->expect_channel, a->channel_id) != 0) {
         pc_log_warn("payout.wrong_channel", "channel %s reported on payout %s of channel %s",
                     a->expect_channel, a->payout_no, a->channel_id);
@@ -316,6 +335,8 @@ static int apply_result(pc_app_t *app, const char *payout_no, const char *expect
     snprintf(a->message, sizeof a->message, "%s", res->message);
     snprintf(a->channel_txn_id, sizeof a->channel_txn_id, "%s", res->channel_txn_id);
     a->fee = res->fee > 0 ? res->fee : 0;
+    a->said_amount = res->amount;
+    snprintf(a->said_currency, sizeof a->said_currency, "%s", res->currency);
     int rc = pc_db_begin(app->db, NULL, apply_begin_cb, a);
     if (rc < 0)
         free(a);

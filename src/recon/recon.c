@@ -308,6 +308,7 @@ static void repairs_claimed_cb(void *data, int status, pc_db_res_t *res)
         snprintf(cr.channel_txn_id, sizeof cr.channel_txn_id, "%s",
                  pc_db_val(res, i, "channel_ref"));
         cr.amount = pc_db_val_i64(res, i, "line_amount");
+        snprintf(cr.currency, sizeof cr.currency, "%s", pc_db_val(res, i, "line_currency"));
         cr.fee = pc_db_val_i64(res, i, "line_fee");
         r->repairs_pending++;
         if (payout ? pc_payout_apply(r->rc->app, x->payment_no, &cr, payout_repaired_cb, x) < 0
@@ -336,7 +337,7 @@ static void repair(run_t *r)
                     "NOT NULL AND repair_attempts < $2::int AND line_amount = local_amount AND "
                     "line_currency = local_currency AND (repair_at IS NULL OR repair_at < now() - "
                     "interval '1 minute') RETURNING diff_id, repair, local_ref, channel_ref, "
-                    "line_amount, line_fee",
+                    "line_amount, line_currency, line_fee",
                     2, p, repairs_claimed_cb, r) < 0)
         answer_with_run(r);
 }

@@ -204,6 +204,7 @@ typedef struct {
     char from[MAX_FROM][12];
     int nfrom, normal_only, error_to_offline;
     int64_t channel_amount;
+    char channel_currency[4];
     pc__transition_cb cb;
     void *data;
     pc__refund_t r;
@@ -434,13 +435,14 @@ static void tr_apply(tr_t *t)
         snprintf(r->hold_reason, sizeof r->hold_reason, "%s", t->why);
 
     int other_sum = !strcmp(t->to, "SUCCESS") && t->channel_amount > 0 &&
-                    t->channel_amount != r->parts.external;
+                    (t->channel_amount != r->parts.external ||
+                     (t->channel_currency[0] && strcmp(t->channel_currency, r->currency) != 0));
     if (other_sum)
         pc_log_error("refund.amount_mismatch",
-                     "refund %s: channel %s says it paid %lld, not %lld: applied, flagged for ops "
-                     "(GET /admin/needs-ops)",
-                     r->refund_no, r->channel_id, (long long)t->channel_amount,
-                     (long long)r->parts.external);
+                     "refund %s: channel %s says it paid %lld %s, not %lld %s: applied, flagged "
+                     "for ops (GET /admin/needs-ops)",
+                     r->refund_no, r->channel_id, (long long)t->channel_amount, t->channel_currency,
+                     (long long)r->parts.external, r->currency);
     char now[24], grace[24];
     snprintf(now, sizeof now, "%lld", t->now);
     snprintf(grace, sizeof grace, "%lld", t->rf->grace_ms);
@@ -641,6 +643,8 @@ int pc__refund_transition(pc_refunds_t *rf, const pc__transition_t *tr, pc__tran
     t->normal_only = tr->normal_only;
     t->error_to_offline = tr->error_to_offline;
     t->channel_amount = tr->channel_amount;
+    if (tr->channel_currency)
+        CPS(t->channel_currency, tr->channel_currency);
     t->now = (long long)time(NULL);
     if (pc_db_begin(rf->app->db, NULL, tr_begin_cb, t) < 0) {
         free(t);
@@ -755,6 +759,7 @@ static int apply_result(pc_refunds_t *rf, const char *channel_id, const char *re
         .error_to_offline = 1,
         .only_channel = channel_id,
         .channel_amount = ok ? res->amount : 0,
+        .channel_currency = ok ? res->currency : NULL,
     };
     return pc__refund_transition(rf, &t, cb, data);
 }

@@ -151,8 +151,9 @@ typedef struct {
     /* A channel's SUCCESS: the sum it says it paid out (0: not said). Another
      * sum than the refund's channel part is applied (the money left) and
      * flagged for ops (needs_ops): the buyer got too little, or the platform
-     * paid too much. */
+     * paid too much. With the currency it names (another is flagged too). */
     int64_t channel_amount;
+    const char *channel_currency;
 } pc__transition_t;
 
 /* Outcome of a transition: status 0 with the refund as it now is (valid

@@ -617,6 +617,44 @@ static void test_contradicted_payout_is_listed_alerted_and_resolved(void **state
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A channel that says it paid a payout with another sum or in another
+ * currency than it was asked: applied (the money left), flagged for ops.
+ * Before, the sum was not looked at. */
+static void test_payout_paid_with_another_sum_is_flagged(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(60000);
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":-1}");
+    const long said[][2] = {{9000, 0}, {10000, 1}};
+    for (int i = 0; i < 2; i++) {
+        char out[32], idem[32], no[40];
+        snprintf(out, sizeof out, "OUT-SUM-%d", i);
+        snprintf(idem, sizeof idem, "po-sum-%d", i);
+        pc_t_resp_t r = payout(&m, out, 10000, "6222020000007777", idem);
+        assert_int_equal(r.status, 200);
+        snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+        pc_t_resp_free(&r);
+        expect_status(&m, no, "PROCESSING");
+        char *ch = pc_t_sql(&g_stack, "SELECT channel_id FROM payouts WHERE payout_no = '%s'", no);
+        assert_int_equal(pc_t_channel_callback_in(&g_stack, ch, "payout", no, "SUCCESS", said[i][0],
+                                                  said[i][1] ? "USD" : "CNY"),
+                         200);
+        free(ch);
+        assert_true(
+            pc_t_sql_wait(&g_stack, "SUCCESS/true", 10,
+                          "SELECT status || '/' || needs_ops FROM payouts WHERE payout_no = "
+                          "'%s'",
+                          no));
+        assert_true(pc_t_needs_ops_listed(&g_stack, "payout", no) > 0);
+        assert_int_equal(
+            pc_t_needs_ops_resolve(&g_stack, "payout", no,
+                                   "{\"why\":\"settled the difference with the bank\"}"),
+            200);
+    }
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_risk_review_holds_until_ops_decide(void **state)
 {
     (void)state;
@@ -881,6 +919,7 @@ int main(void)
                                refresh_today),
         cmocka_unit_test_setup(test_contradicted_payout_is_listed_alerted_and_resolved,
                                refresh_today),
+        cmocka_unit_test_setup(test_payout_paid_with_another_sum_is_flagged, refresh_today),
         cmocka_unit_test_setup(test_risk_review_holds_until_ops_decide, refresh_today),
         cmocka_unit_test_setup(test_recharge_then_pay_by_balance, refresh_today),
         cmocka_unit_test_setup(test_payout_before_verification_is_refused, refresh_today),

@@ -542,6 +542,19 @@ static void test_refund_paid_with_another_sum_is_flagged(void **state)
     assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "refund", rno,
                                             "{\"why\":\"channel asked to return the extra 100\"}"),
                      200);
+    /* Its sum, in another currency: flagged the same. */
+    snprintf(out, sizeof out, "RCUR-%s", tn);
+    refund_ok(tn, out, 500, NULL, rno);
+    expect_refund(rno, "PROCESSING");
+    assert_int_equal(
+        pc_t_channel_callback_in(&g_stack, paid_channel(tn), "refund", rno, "SUCCESS", 500, "USD"),
+        200);
+    assert_true(pc_t_sql_wait(
+        &g_stack, "SUCCESS/true", 10,
+        "SELECT status || '/' || needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "refund", rno,
+                                            "{\"why\":\"channel paid USD by mistake; reversed\"}"),
+                     200);
 }
 
 static void test_channel_finishes_refund_later_by_callback_or_fails_it(void **state)

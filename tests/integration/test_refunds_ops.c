@@ -1192,6 +1192,15 @@ static void test_a_payment_believes_only_its_channel_for_its_sum(void **state)
     usleep(300000);
     expect_payment(pno, "status", "PROCESSING");
     expect_trade(tn, "WAIT_BUYER_PAY");
+    /* Its channel, for its sum in another currency: not applied, flagged
+     * (it was captured as CNY). */
+    assert_int_equal(
+        pc_t_channel_callback_in(&g_stack, "sim_card", "payment", pno, "SUCCESS", 1300, "USD"),
+        200);
+    expect_payment(pno, "status || '/' || needs_ops", "PROCESSING/true");
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    assert_int_equal(pending(), p0);
+    free(pc_t_sql(&g_stack, "UPDATE payments SET needs_ops = false WHERE payment_no = '%s'", pno));
     /* Its channel, for another sum: not applied, flagged for ops, who see
      * it listed; still in flight, it is not theirs to resolve yet. */
     assert_int_equal(channel_says("sim_card", pno, "SUCCESS", 1299), 200);

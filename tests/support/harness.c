@@ -776,6 +776,13 @@ void pc_t_utc_today(char out[11])
 long pc_t_channel_callback(pc_stack_t *s, const char *channel, const char *object, const char *ref,
                            const char *status, long amount)
 {
+    return pc_t_channel_callback_in(s, channel, object, ref, status, amount, "CNY");
+}
+
+long pc_t_channel_callback_in(pc_stack_t *s, const char *channel, const char *object,
+                              const char *ref, const char *status, long amount,
+                              const char *currency)
+{
     static int seq;
     char body[900], ts[24], nonce[48], h1[64], h2[80], h3[128], secret[64];
     int ok = !strcmp(status, "SUCCESS");
@@ -784,10 +791,10 @@ long pc_t_channel_callback(pc_stack_t *s, const char *channel, const char *objec
              "{\"event_id\":\"evt_t%d_%d\",\"type\":\"%s.%s\",\"channel_id\":\"%s\","
              "\"created_at\":\"2026-01-01T00:00:00Z\",\"data\":{\"object\":\"%s\","
              "\"channel_id\":\"%s\",\"channel_txn_id\":\"t_%s\",\"%s_no\":\"%s\","
-             "\"status\":\"%s\",\"amount\":%ld,\"currency\":\"CNY\",\"fee\":0,\"failure\":%s,"
+             "\"status\":\"%s\",\"amount\":%ld,\"currency\":\"%s\",\"fee\":0,\"failure\":%s,"
              "\"method\":\"CARD\"}}",
              (int)getpid(), seq, object, ok ? "succeeded" : "failed", channel, object, channel, ref,
-             object, ref, status, amount,
+             object, ref, status, amount, currency,
              ok ? "null" : "{\"code\":\"DO_NOT_HONOR\",\"message\":\"declined\"}");
     snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
     snprintf(nonce, sizeof nonce, "cbnonce%d_%dx%lld", (int)getpid(), seq, (long long)time(NULL));

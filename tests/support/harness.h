@@ -92,6 +92,10 @@ void pc_t_utc_today(char out[11]);
  * (code DO_NOT_HONOR) for amount. Returns the HTTP status. */
 long pc_t_channel_callback(pc_stack_t *s, const char *channel, const char *object, const char *ref,
                            const char *status, long amount);
+/* The same in another currency than CNY. */
+long pc_t_channel_callback_in(pc_stack_t *s, const char *channel, const char *object,
+                              const char *ref, const char *status, long amount,
+                              const char *currency);
 /* Whether GET /admin/needs-ops lists kind ("payment", "payout", "refund")
  * ref: 0 no, 1 still in flight, 2 final (for a person to resolve). */
 int pc_t_needs_ops_listed(pc_stack_t *s, const char *kind, const char *ref);

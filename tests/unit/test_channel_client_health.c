@@ -82,6 +82,7 @@ static void test_success_carries_card_token_brand_bin_last4(void **state)
     assert_int_equal(r.status, PC_CH_SUCCESS);
     assert_string_equal(r.channel_txn_id, "pay_1");
     assert_int_equal(r.amount, 1999);
+    assert_string_equal(r.currency, "CNY");
     assert_int_equal(r.fee, 12);
     assert_string_equal(r.card_token, "tok_a");
     assert_string_equal(r.card_brand, "VISA");
@@ -89,6 +90,24 @@ static void test_success_carries_card_token_brand_bin_last4(void **state)
     assert_string_equal(r.card_last4, "4242");
     assert_string_equal(r.code, "");
     assert_null(action);
+    /* A success is believed for the sum and currency it names: one without
+     * them (or with an amount that is not a positive integer) cannot be
+     * compared with what was asked, and is not believed. */
+    const char *unsaid[] = {
+        "{\"payment_no\":\"P1\",\"status\":\"SUCCESS\",\"currency\":\"CNY\"}",
+        "{\"payment_no\":\"P1\",\"status\":\"SUCCESS\",\"amount\":\"1999\",\"currency\":\"CNY\"}",
+        "{\"payment_no\":\"P1\",\"status\":\"SUCCESS\",\"amount\":0,\"currency\":\"CNY\"}",
+        "{\"payment_no\":\"P1\",\"status\":\"SUCCESS\",\"amount\":1999}",
+        "{\"payment_no\":\"P1\",\"status\":\"SUCCESS\",\"amount\":1999,\"currency\":\"cny\"}",
+        "{\"payment_no\":\"P1\",\"status\":\"SUCCESS\",\"amount\":1999,\"currency\":\"CNYX\"}",
+    };
+    for (size_t i = 0; i < sizeof unsaid / sizeof unsaid[0]; i++) {
+        map(PC_CH_OP_PAY, 200, unsaid[i], "P1", &r, &action);
+        if (r.status != PC_CH_UNKNOWN || strcmp(r.code, "BAD_ANSWER") != 0)
+            fail_msg("believed: %s", unsaid[i]);
+        map(PC_CH_OP_QUERY, 200, unsaid[i], "P1", &r, &action);
+        assert_int_equal(r.status, PC_CH_UNKNOWN);
+    }
 }
 
 static void test_failed_takes_retryable_from_table_before_channel_flag(void **state)
@@ -343,11 +362,12 @@ static void test_tokenize_refund_and_payout_answers(void **state)
 
     map(PC_CH_OP_REFUND_QUERY, 200,
         "{\"object\":\"refund\",\"refund_no\":\"R1\",\"channel_txn_id\":\"ref_1\",\"status\":"
-        "\"SUCCESS\",\"amount\":400,\"fee\":0}",
+        "\"SUCCESS\",\"amount\":400,\"currency\":\"CNY\",\"fee\":0}",
         "R1", &r, &a);
     assert_int_equal(r.status, PC_CH_SUCCESS);
     assert_string_equal(r.channel_txn_id, "ref_1");
     assert_int_equal(r.amount, 400);
+    assert_string_equal(r.currency, "CNY");
     /* A refund answer about another refund. */
     map(PC_CH_OP_REFUND, 200, "{\"refund_no\":\"R2\",\"status\":\"SUCCESS\"}", "R1", &r, &a);
     assert_int_equal(r.status, PC_CH_UNKNOWN);
