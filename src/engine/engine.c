@@ -569,6 +569,19 @@ static void flagged_commit_cb(void *data, int status)
     finish(o);
 }
 
+/* Flags the payment locked in o's transaction for ops (needs_ops: GET
+ * /admin/needs-ops, and an alert), with charged_elsewhere when the buyer may
+ * have paid at another channel too, and commits only that. */
+static void flag_and_commit(op_t *o, int charged_elsewhere)
+{
+    const char *p[] = {o->payment_no, charged_elsewhere ? "t" : "f"};
+    pc_db_tx_query(o->tx,
+                   "UPDATE payments SET needs_ops = true, charged_elsewhere = "
+                   "charged_elsewhere OR $2::boolean, updated_at = now() WHERE payment_no = $1",
+                   2, p, step_cb, o);
+    pc_db_tx_commit(o->tx, flagged_commit_cb, o);
+}
+
 /* A success that was not captured: why, from the row as locked. Where the
  * channel contradicts what paycore holds, the payment is flagged for ops
  * (needs_ops: GET /admin/needs-ops, and an alert). */
@@ -630,12 +643,7 @@ static void not_captured(op_t *o)
         flag = 1;
     }
     if (flag) {
-        const char *p[] = {o->payment_no, flag == 2 ? "t" : "f"};
-        pc_db_tx_query(o->tx,
-                       "UPDATE payments SET needs_ops = true, charged_elsewhere = "
-                       "charged_elsewhere OR $2::boolean, updated_at = now() WHERE payment_no = $1",
-                       2, p, step_cb, o);
-        pc_db_tx_commit(o->tx, flagged_commit_cb, o);
+        flag_and_commit(o, flag == 2);
         return;
     }
     pc_db_tx_rollback(o->tx);
@@ -786,11 +794,36 @@ static void free_coupon(op_t *o)
                    1, p, step_cb, o);
 }
 
+static void release_locked_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    step_cb(data, status, res);
+    if (status || pc_db_rows(res) != 1)
+        return;
+    o->row.found = 1;
+    snprintf(o->row.status, sizeof o->row.status, "%s", pc_db_val(res, 0, "status"));
+    snprintf(o->row.channel_id, sizeof o->row.channel_id, "%s", pc_db_val(res, 0, "channel_id"));
+}
+
 static void released_row_cb(void *data, int status, pc_db_res_t *res)
 {
     op_t *o = data;
     if (!status && pc_db_rows(res) == 0 && o->reject_waiting) {
         fail_op(o, PC_API_INVALID_STATE, "the payment is not waiting for review or a challenge");
+        return;
+    }
+    if (!status && pc_db_rows(res) == 0 && o->reporter[0] && o->row.found &&
+        !strcmp(o->row.status, "SUCCESS") && !strcmp(o->row.channel_id, o->reporter)) {
+        /* Its own channel says a payment paycore holds as paid (the
+         * merchant credited) failed or was closed: a reversal, or a
+         * success believed wrongly. Nothing moves here; ops look. It was
+         * acknowledged with nobody told. */
+        pc_log_error("engine.success_contradicted",
+                     "channel %s says payment %s failed (%s), which succeeded here: flagged for "
+                     "ops",
+                     o->reporter, o->payment_no, o->failure_code);
+        count_payment(o, "SUCCESS_CONTRADICTED");
+        flag_and_commit(o, 0);
         return;
     }
     if (status || pc_db_rows(res) == 0) {
@@ -832,8 +865,10 @@ static void release_begin_cb(void *data, int status, pc_db_tx_t *tx)
      * is locked by a statement of its own first, so that the update, and
      * its "held" (did the balance go to escrow), see whatever the
      * transaction that held the lock committed. */
-    if (pc_db_tx_query(tx, "SELECT 1 FROM payments WHERE payment_no = $1 FOR UPDATE", 1, p, step_cb,
-                       o) < 0 ||
+    if (pc_db_tx_query(tx,
+                       "SELECT status, coalesce(channel_id, '') AS channel_id FROM payments WHERE "
+                       "payment_no = $1 FOR UPDATE",
+                       1, p, release_locked_cb, o) < 0 ||
         pc_db_tx_query(
             tx,
             "UPDATE payments SET status = 'FAILED', failure_code = $2, "

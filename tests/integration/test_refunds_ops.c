@@ -1224,6 +1224,17 @@ static void test_a_payment_believes_only_its_channel_for_its_sum(void **state)
     expect_trade(tn, "TRADE_SUCCESS");
     assert_true(pending() > p0);
     assert_int_equal(needs_ops_listed(pno), 0);
+    /* Then its channel says it failed (a reversal, or a success believed
+     * wrongly): nothing moves, and ops are told; it was acknowledged with
+     * nobody told. */
+    long long p1 = pending();
+    assert_int_equal(channel_says("sim_card", pno, "FAILED", 1300), 200);
+    expect_payment(pno, "status || '/' || needs_ops", "SUCCESS/true");
+    expect_trade(tn, "TRADE_SUCCESS");
+    assert_int_equal(pending(), p1);
+    assert_true(needs_ops_listed(pno) > 0);
+    assert_int_equal(resolve("payment", pno, "{\"why\":\"the acquirer confirmed the capture\"}"),
+                     200);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
