@@ -942,6 +942,7 @@ typedef struct {
     char channel_id[65];
     long long age_ms; /* since the payout was last sent */
     int last;
+    int acknowledged; /* the channel answered with its reference: it took the payout */
 } job_t;
 
 /* Flagged for ops, its money held (see pc_repair_flag). */
@@ -990,6 +991,13 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
                                    pc_config_int(po->app->cfg, "payout.not_found_after_s") * 1000);
     if (wait_ms > 0)
         final = 0;
+    /* "No record" of a payout the channel took (it answered with its
+     * reference) is not proof it was never paid: the channel purged it, or
+     * the endpoint now points elsewhere. Failing it gave the merchant the
+     * money back while the bank may have paid it. Left open, for ops. */
+    int forgotten = r.status == PC_CH_FAILED && !strcmp(r.code, "NOT_FOUND") && j->acknowledged;
+    if (forgotten)
+        final = 0;
     if (r.status == PC_CH_FAILED && !strcmp(r.code, "NOT_FOUND")) {
         /* The channel never took it. */
         snprintf(r.code, sizeof r.code, "NOT_SENT");
@@ -999,6 +1007,9 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
         return;
     if (final && j->last)
         flag_for_ops(po->app, j->payout_no, UNAPPLIED);
+    else if (forgotten && wait_ms <= 0)
+        flag_for_ops(po->app, j->payout_no,
+                     "was taken by its channel, which now has no record of it");
     else if (!final && j->last && wait_ms > 0)
         requery_after(po->app, j->payout_no, wait_ms);
     else if (!final && j->last)
@@ -1027,6 +1038,7 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
         j->age_ms = pc_db_val_i64(res, i, "age_ms");
         snprintf(j->channel_id, sizeof j->channel_id, "%s", pc_db_val(res, i, "channel_id"));
         j->last = pc_db_val(res, i, "last")[0] == 't';
+        j->acknowledged = pc_db_val(res, i, "acknowledged")[0] == 't';
         po->in_flight++;
         if (pc_channel_query_payout(po->app->channel_client, pc_db_val(res, i, "channel_id"),
                                     j->payout_no, queried_cb, j) < 0) {
@@ -1059,7 +1071,8 @@ static void tick(uv_timer_t *t)
                     "WHERE p.payout_no = due.payout_no RETURNING p.payout_no, p.status, "
                     "p.channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
                     "p.created_at)) * 1000)::bigint AS age_ms, (p.query_attempts > "
-                    "array_length($1::int[], 1)) AS last",
+                    "array_length($1::int[], 1)) AS last, (p.channel_txn_id IS NOT NULL) AS "
+                    "acknowledged",
                     1, p, claimed_cb, po) < 0)
         po->claiming = 0;
 }

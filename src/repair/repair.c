@@ -24,6 +24,7 @@ typedef struct {
     char channel_id[65];
     long long age_ms; /* since the payment's request was last sent */
     int last;
+    int acknowledged; /* the channel answered with its reference: it took the payment */
 } job_t;
 
 static void count(const char *result)
@@ -140,6 +141,14 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
                                                  res, r->not_found_after_s * 1000);
     if (wait_ms > 0)
         final = 0;
+    /* "No record" of a payment the channel took (it answered with its
+     * reference) is not proof it never happened: the channel purged it, or
+     * the endpoint now points elsewhere. Failing it released the payment
+     * while the buyer may have paid. Left open, for ops. */
+    int forgotten =
+        res->status == PC_CH_FAILED && !strcmp(res->code, "NOT_FOUND") && j->acknowledged;
+    if (forgotten)
+        final = 0;
     if (final) {
         count(res->status == PC_CH_SUCCESS ? "success" : "failed");
         pc_log_info("repair.applied", "payment %s: channel says %s%s%s", j->payment_no,
@@ -149,7 +158,9 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
             return;
     } else {
         count("pending");
-        if (j->last && wait_ms > 0)
+        if (forgotten && wait_ms <= 0)
+            flag_for_ops(j, "was taken by its channel, which now has no record of it");
+        else if (j->last && wait_ms > 0)
             requery_after(j, wait_ms);
         else if (j->last)
             flag_for_ops(j, "still has no final answer");
@@ -170,6 +181,7 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
         snprintf(j->payment_no, sizeof j->payment_no, "%s", pc_db_val(res, i, "payment_no"));
         j->age_ms = pc_db_val_i64(res, i, "age_ms");
         j->last = pc_db_val(res, i, "last")[0] == 't';
+        j->acknowledged = pc_db_val(res, i, "acknowledged")[0] == 't';
         const char *ch = pc_db_val(res, i, "channel_id");
         snprintf(j->channel_id, sizeof j->channel_id, "%s", ch);
         r->in_flight++;
@@ -205,7 +217,8 @@ static void tick(uv_timer_t *t)
                     "due.payment_no RETURNING p.payment_no, coalesce(p.channel_id, '') AS "
                     "channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
                     "p.created_at)) * 1000)::bigint AS age_ms, "
-                    "(p.query_attempts > array_length($1::int[], 1)) AS last",
+                    "(p.query_attempts > array_length($1::int[], 1)) AS last, "
+                    "(p.channel_txn_id IS NOT NULL) AS acknowledged",
                     1, p, claimed_cb, r) < 0)
         r->claiming = 0;
 }

@@ -655,6 +655,49 @@ static void test_payout_paid_with_another_sum_is_flagged(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A channel that took a payout (it answered with its reference) and later
+ * has no record of it: the payout is not failed on that "no record" (the
+ * merchant's money given back while the bank may have paid it); it stays
+ * open, flagged for ops. Here the payout is pointed at another channel,
+ * which never saw it. */
+static void test_no_record_of_a_payout_the_channel_took_is_for_ops(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(30000);
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":-1}");
+    pc_t_resp_t r = payout(&m, "OUT-GONE-1", 10000, "6222020000008888", "po-gone-1");
+    assert_int_equal(r.status, 200);
+    char no[40];
+    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    expect_status(&m, no, "PROCESSING");
+    char *ch = pc_t_sql(&g_stack, "SELECT channel_id FROM payouts WHERE payout_no = '%s'", no);
+    assert_true(pc_t_sql_wait(&g_stack, "1", 5,
+                              "SELECT count(*) FROM payouts WHERE payout_no = '%s' AND "
+                              "channel_txn_id IS NOT NULL",
+                              no));
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payouts SET channel_id = 'sim_wallet', sent_at = now() - interval '1 "
+                  "hour', next_query_at = now() WHERE payout_no = '%s' RETURNING 1",
+                  no));
+    assert_true(pc_t_sql_wait(&g_stack, "PROCESSING/true", 15,
+                              "SELECT status || '/' || needs_ops FROM payouts WHERE payout_no = "
+                              "'%s'",
+                              no));
+    /* Back with its channel, its success closes it. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payouts SET channel_id = '%s' WHERE payout_no = '%s' RETURNING 1", ch,
+                  no));
+    assert_int_equal(pc_t_channel_callback(&g_stack, ch, "payout", no, "SUCCESS", 10000), 200);
+    free(ch);
+    assert_true(pc_t_sql_wait(&g_stack, "SUCCESS/false", 10,
+                              "SELECT status || '/' || needs_ops FROM payouts WHERE payout_no = "
+                              "'%s'",
+                              no));
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_risk_review_holds_until_ops_decide(void **state)
 {
     (void)state;
@@ -793,6 +836,17 @@ static void test_payout_before_verification_is_refused(void **state)
     assert_int_equal(
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM payouts WHERE merchant_id = '%s'", m.id), 0);
     assert_int_equal(available(&m), avail0);
+    /* A document number whose last four bytes are not letters A-Z or digits
+     * (its tail in another script) is the caller's mistake, not a 500 from
+     * the database's check. */
+    char path[160];
+    snprintf(path, sizeof path, "/admin/merchants/%s/verify", m.id);
+    r = pc_t_admin(&g_stack, "POST", path,
+                   "{\"legal_name\":\"Shop Ltd\",\"id_type\":\"PASSPORT\",\"id_number\":"
+                   "\"1234\u62a4\u7167\"}");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(err_field(&r), "id_number");
+    pc_t_resp_free(&r);
     /* Once verified, the same payout goes through. */
     verify(&m, "Shop Ltd");
     r = payout(&m, "OUT-UNV-1", 1000, "6222020000001212", "po-unv-2");
@@ -920,6 +974,8 @@ int main(void)
         cmocka_unit_test_setup(test_contradicted_payout_is_listed_alerted_and_resolved,
                                refresh_today),
         cmocka_unit_test_setup(test_payout_paid_with_another_sum_is_flagged, refresh_today),
+        cmocka_unit_test_setup(test_no_record_of_a_payout_the_channel_took_is_for_ops,
+                               refresh_today),
         cmocka_unit_test_setup(test_risk_review_holds_until_ops_decide, refresh_today),
         cmocka_unit_test_setup(test_recharge_then_pay_by_balance, refresh_today),
         cmocka_unit_test_setup(test_payout_before_verification_is_refused, refresh_today),

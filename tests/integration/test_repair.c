@@ -192,25 +192,67 @@ static int wait_status(const char *sql_fmt, const char *arg, const char *want, d
     return pc_t_sql_wait(&g_stack, want, secs, sql_fmt, arg);
 }
 
+/* A VA payment of amount, PROCESSING at sim_va: its trade into tn, the
+ * /sim/complete body that pays it (the buyer's transfer) into complete. */
+static void va_payment(long amount, char tn[40], char complete[256])
+{
+    pc_t_resp_t r = trade_and_pay(amount, "VA", NULL, tn);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    json_t *j = pc_t_json(&r);
+    snprintf(complete, 256, "{\"reference\":\"%s\"}",
+             json_string_value(json_object_get(json_object_get(j, "action"), "va_number")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+}
+
 static void test_lost_callback_is_repaired_by_a_status_query(void **state)
 {
     (void)state;
     sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":1.0}");
-    char tn[40];
-    pc_t_resp_t r = trade_and_pay(1500, "VA", NULL, tn);
-    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
-    json_t *j = pc_t_json(&r);
-    char body[256];
-    snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
-             json_string_value(json_object_get(json_object_get(j, "action"), "va_number")));
-    json_decref(j);
-    pc_t_resp_free(&r);
+    char tn[40], body[256];
+    va_payment(1500, tn, body);
     pc_t_resp_t c = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
     assert_int_equal(c.status, 200);
     pc_t_resp_free(&c);
     assert_true(
         wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_SUCCESS", 15));
     sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":0}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* A channel that took a payment (it answered with its reference) and later
+ * has no record of it (purged, or the endpoint moved): the payment is not
+ * failed on that "no record", which released it while the buyer may have
+ * paid; it stays open and is flagged for ops. Here the payment is pointed at
+ * another channel, which never saw it. */
+static void test_no_record_of_a_payment_the_channel_took_is_for_ops(void **state)
+{
+    (void)state;
+    char tn[40], body[256];
+    va_payment(1600, tn, body);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE trade_no = '%s' AND "
+                                  "channel_txn_id IS NOT NULL",
+                                  tn),
+                     1);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET channel_id = 'sim_wallet', sent_at = now() - interval '1 "
+                  "hour', next_query_at = now() WHERE trade_no = '%s' RETURNING 1",
+                  tn));
+    assert_true(wait_status("SELECT status || '/' || needs_ops FROM payments WHERE trade_no = '%s'",
+                            tn, "PROCESSING/true", 15));
+    usleep(1500000); /* more queries: still open */
+    assert_true(wait_status("SELECT status || '/' || needs_ops FROM payments WHERE trade_no = '%s'",
+                            tn, "PROCESSING/true", 1));
+    /* Back with its channel, the buyer's transfer closes it. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET channel_id = 'sim_va' WHERE trade_no = '%s' RETURNING 1",
+                  tn));
+    pc_t_resp_t c = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(c.status, 200);
+    pc_t_resp_free(&c);
+    assert_true(wait_status("SELECT status || '/' || needs_ops FROM payments WHERE trade_no = '%s'",
+                            tn, "SUCCESS/false", 15));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -657,6 +699,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lost_callback_is_repaired_by_a_status_query),
+        cmocka_unit_test(test_no_record_of_a_payment_the_channel_took_is_for_ops),
         cmocka_unit_test(test_success_after_timeout_is_found_by_query),
         cmocka_unit_test(test_timeout_that_never_happened_fails_and_releases),
         cmocka_unit_test(test_failing_channel_raises_alert_and_traffic_moves_then_returns),
