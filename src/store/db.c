@@ -61,6 +61,8 @@ typedef struct sock {
 
 enum { C_DOWN, C_CONNECTING, C_UP };
 
+#define CONNECT_TIMEOUT_MS 5000
+
 struct conn {
     pc_db_t *db;
     sock_t *sock;
@@ -70,6 +72,7 @@ struct conn {
     pc_db_tx_t *tx;
     uv_timer_t retry;
     uint64_t backoff_ms;
+    uint64_t connect_deadline; /* C_CONNECTING: given up on at this time */
     int idx;
 };
 
@@ -595,6 +598,11 @@ static void conn_connect(conn_t *c)
     db->handles_open++;
     c->sock = s;
     c->state = C_CONNECTING;
+    /* libpq's connect_timeout is not enforced on a non-blocking connect: a
+     * server address that drops packets (a failover), or a proxy that
+     * accepts and never answers, would hold the connection here for the
+     * kernel's minutes of retries. */
+    c->connect_deadline = now_ms(db) + CONNECT_TIMEOUT_MS;
     s->pg = PQconnectStart(db->url);
     if (!s->pg || PQstatus(s->pg) == CONNECTION_BAD) {
         conn_fail(c, s->pg ? PQerrorMessage(s->pg) : "out of memory");
@@ -731,6 +739,8 @@ static void tick_cb(uv_timer_t *t)
         conn_t *c = &db->conns[i];
         if (c->state == C_UP && c->sent_head && c->sent_head->deadline <= now)
             conn_fail(c, "query timed out");
+        else if (c->state == C_CONNECTING && c->connect_deadline <= now)
+            conn_fail(c, "connect timed out");
         if (c->state == C_UP && (c->tx || c->nsent))
             busy++;
     }

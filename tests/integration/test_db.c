@@ -287,12 +287,80 @@ static void test_deadlock_is_retryable_not_a_conflict(void **state)
     assert_int_equal(d.commit_status[1 - victim], 0);
 }
 
+/* A server that accepts and never answers (a proxy in front of a dead
+ * primary, an address that drops packets during a failover): the pool gives
+ * the connection up after its connect timeout and tries again, rather than
+ * waiting out the kernel's minutes of retries with the node unready. */
+typedef struct {
+    uv_tcp_t server;
+    uv_tcp_t clients[8];
+    int accepted;
+    int timed_out;
+} silent_t;
+
+static void silent_accept(uv_stream_t *server, int status)
+{
+    silent_t *s = server->data;
+    if (status < 0 || s->accepted >= 8)
+        return;
+    uv_tcp_t *c = &s->clients[s->accepted];
+    uv_tcp_init(server->loop, c);
+    if (uv_accept(server, (uv_stream_t *)c) == 0)
+        s->accepted++;
+    else
+        uv_close((uv_handle_t *)c, NULL);
+}
+
+static void silent_timeout(uv_timer_t *t)
+{
+    ((silent_t *)t->data)->timed_out = 1;
+}
+
+static void test_a_connect_that_never_completes_is_given_up_and_retried(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    silent_t s = {0};
+    uv_tcp_init(&loop, &s.server);
+    s.server.data = &s;
+    struct sockaddr_in addr;
+    uv_ip4_addr("127.0.0.1", 0, &addr);
+    assert_int_equal(uv_tcp_bind(&s.server, (const struct sockaddr *)&addr, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&s.server, 8, silent_accept), 0);
+    struct sockaddr_in bound;
+    int len = sizeof bound;
+    uv_tcp_getsockname(&s.server, (struct sockaddr *)&bound, &len);
+    char url[128];
+    snprintf(url, sizeof url, "postgresql://paycore@127.0.0.1:%d/postgres", ntohs(bound.sin_port));
+    pc_db_opts_t o = {url, 1, 1000, 8};
+    pc_db_t *db = pc_db_new(&loop, &o);
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &s;
+    uv_timer_start(&t, silent_timeout, 9000, 0);
+    while (s.accepted < 2 && !s.timed_out)
+        uv_run(&loop, UV_RUN_ONCE);
+    int accepted = s.accepted;
+    assert_int_equal(pc_db_ready_count(db), 0);
+    pc_db_close(db, NULL, NULL);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_close((uv_handle_t *)&s.server, NULL);
+    for (int i = 0; i < s.accepted; i++)
+        uv_close((uv_handle_t *)&s.clients[i], NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    /* Connected, given up after the connect timeout, connected again. */
+    assert_true(accepted >= 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_huge_pipelined_transaction_commits),
         cmocka_unit_test(test_waiting_statements_without_a_callback_fail_quietly),
         cmocka_unit_test(test_deadlock_is_retryable_not_a_conflict),
+        cmocka_unit_test(test_a_connect_that_never_completes_is_given_up_and_retried),
     };
     return cmocka_run_group_tests_name("db", tests, setup, teardown);
 }
