@@ -78,6 +78,11 @@ void pc_app_routes_health(pc_app_t *app)
     pc_metrics_describe("pc_kv_up", PC_METRIC_GAUGE, "Redis command connection up");
     pc_router_add(app->api, "GET", "/healthz", healthz, app);
     pc_router_add(app->api, "GET", "/readyz", readyz, app);
+    /* The API port is shared by every node (SO_REUSEPORT): whichever node
+     * the kernel picks answers there. A node's own admin port answers for
+     * that node alone (a check per node, or a node just restarted). */
+    pc_router_add(app->admin, "GET", "/healthz", healthz, app);
+    pc_router_add(app->admin, "GET", "/readyz", readyz, app);
     pc_router_add(pc_config_bool(app->cfg, "metrics.on_admin") ? app->admin : app->api, "GET",
                   "/metrics", metrics, app);
 }

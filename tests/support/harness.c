@@ -260,8 +260,11 @@ void pc_stack_start_node(pc_stack_t *s, int i)
             if (st2 != 0) {
                 /* Up; wait (a while, not forever: some tests start nodes with a
                  * dependency down on purpose) until PostgreSQL and Redis are
-                 * connected, so the first calls of a test do not race them. */
-                snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", s->http_port);
+                 * connected, so the first calls of a test do not race them.
+                 * On this node's admin port: the API port is shared, and
+                 * another node answered there while this one had no database
+                 * connection yet (a ledger check then failed with 503). */
+                snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", s->admin_port[i]);
                 for (int k = 0; k < 100; k++) {
                     pc_t_resp_t rr = pc_t_http("GET", url, NULL, NULL);
                     long st3 = rr.status;
