@@ -100,6 +100,8 @@ int pc_json_int(json_t *obj, const char *name, long long min, long long max, lon
 const char *pc_json_str(json_t *obj, const char *name, size_t max, int idchars, int *bad);
 /* Whether s is 1..max characters, none of them a control character. */
 int pc_printable(const char *s, size_t max);
+/* Whether s is a currency code as the API takes them: three letters A-Z. */
+int pc_currency_valid(const char *s);
 /* Who acts on the admin API, for audit rows: the X-Operator header (1-64
  * printable characters), else "ops". */
 const char *pc_operator_of(pc_http_req_t *req);

@@ -73,6 +73,11 @@ void pc_respond_db_error(pc_http_req_t *req, int status)
         pc_http_respond_error(req, PC_API_INTERNAL, NULL, "database error");
 }
 
+int pc_currency_valid(const char *s)
+{
+    return s && strlen(s) == 3 && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3;
+}
+
 int pc_printable(const char *s, size_t max)
 {
     size_t n = strlen(s);

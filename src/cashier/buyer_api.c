@@ -12,12 +12,14 @@
 #include <string.h>
 #include <time.h>
 
+/* The database's own message is not echoed: its "Failing row contains"
+ * detail shows whole rows. The constraint that refused it is logged. */
 static void db_fail(pc_http_req_t *req, int status, pc_db_res_t *res)
 {
-    if (pc_retryable(status))
-        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
-    else
-        pc_http_respond_error(req, PC_API_INTERNAL, NULL, pc_db_errmsg(res));
+    if (!pc_retryable(status))
+        pc_log_warn("buyer_api.db_failed", "%s %s: %s refused it", pc_http_req_method(req),
+                    pc_http_req_path(req), pc_db_constraint(res));
+    pc_respond_db_error(req, status);
 }
 
 static void json_row_cb(void *data, int status, pc_db_res_t *res)
@@ -135,7 +137,7 @@ static void create_coupon(pc_http_req_t *req, void *data)
     const char *cur = pc_json_str(b, "currency", 3, 0, &bad);
     const char *funded = pc_json_str(b, "funded_by", 10, 0, &bad);
     const char *merchant = pc_json_str(b, "merchant_id", 64, 1, &bad);
-    if (!buyer || bad || !cur || strlen(cur) != 3 ||
+    if (!buyer || bad || !pc_currency_valid(cur) ||
         pc_json_int(b, "amount", 1, 1000000000000LL, &amount) != 0 ||
         pc_json_int(b, "min_amount", 0, 1000000000000LL, &min_amount) < 0 ||
         pc_json_int(b, "expire_days", 1, 3650, &days) < 0) {

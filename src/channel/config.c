@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 #include <uv.h>
@@ -546,6 +547,22 @@ static char *read_small_file(const char *path, size_t *len)
     return buf;
 }
 
+/* Whether url is plain http:// to anything but this machine's loopback. */
+static bool plain_http_off_host(const char *url)
+{
+    if (strncmp(url, "http://", 7) != 0)
+        return false;
+    const char *h = url + 7;
+    size_t n = h[0] == '[' ? strcspn(h, "]") + 1 : strcspn(h, ":/?#");
+    if (n == 9 && !strncasecmp(h, "localhost", 9))
+        return false;
+    if (n == 5 && !strncmp(h, "[::1]", 5))
+        return false;
+    if (n >= 4 && !strncmp(h, "127.", 4) && strspn(h, "0123456789.") == n)
+        return false;
+    return true;
+}
+
 int pc_channel_set_load(const char *dir, bool demo_secrets, pc_channel_set_t **out, json_t *errors)
 {
     struct dirent **names = NULL;
@@ -610,6 +627,18 @@ int pc_channel_set_load(const char *dir, bool demo_secrets, pc_channel_set_t **o
                     "secret (PAYCORE_DEMO=true uses the public demo secret, for development "
                     "and tests only)",
                     ch->secret_ref);
+            prc = PC_EINVAL;
+        }
+        if (prc == 0 && !demo_secrets && plain_http_off_host(ch->endpoint)) {
+            /* Card numbers and CVVs go to the channel in the request body,
+             * and a man in the middle of plain HTTP could also rewrite an
+             * answer's status line, which the signature does not cover. */
+            problems_t fp = {.label = label, .errors = errors};
+            problem(&fp,
+                    "endpoint %s is plain http:// to another machine: card data would cross "
+                    "the network in clear; use https:// (plain http only to a loopback "
+                    "address, such as a local TLS proxy)",
+                    ch->endpoint);
             prc = PC_EINVAL;
         }
         if (prc == 0) {

@@ -35,8 +35,12 @@ static void create_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     if (status) {
-        pc_http_respond_error(c->req, pc_retryable(status) ? PC_API_UNAVAILABLE : PC_API_INTERNAL,
-                              NULL, pc_db_errmsg(res));
+        /* Not the database's message: its "Failing row contains" detail
+         * would show the new secret. */
+        if (!pc_retryable(status))
+            pc_log_warn("merchant.create_failed", "merchant %s: %s refused it", c->id,
+                        pc_db_constraint(res));
+        pc_respond_db_error(c->req, status);
         return;
     }
     json_t *out =
@@ -94,8 +98,10 @@ static void create_merchant(pc_http_req_t *req, void *data)
             return;
         }
         pc_rsa_key_free(k);
-    } else {
-        pc_secret_generate(c->secret, sizeof c->secret);
+    } else if (pc_secret_generate(c->secret, sizeof c->secret) != 0) {
+        /* Never an empty secret: an empty HMAC key signs for anyone. */
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "no random bytes for a secret; retry");
+        return;
     }
     char products[128] = "{INSTANT,GUARANTEE,RECHARGE}";
     json_t *ap = json_object_get(b, "allowed_products");
@@ -262,7 +268,10 @@ static void rotate_secret(pc_http_req_t *req, void *data)
     r->req = req;
     r->app = data;
     snprintf(r->id, sizeof r->id, "%s", pc_http_req_param(req, "id"));
-    pc_secret_generate(r->secret, sizeof r->secret);
+    if (pc_secret_generate(r->secret, sizeof r->secret) != 0) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "no random bytes for a secret; retry");
+        return;
+    }
     const char *p[] = {r->id, r->secret};
     if (pc_db_query(r->app->db,
                     "UPDATE merchants SET secret = $2, updated_at = now() WHERE merchant_id = $1 "
@@ -308,6 +317,13 @@ static void verify_merchant(pc_http_req_t *req, void *data)
         return;
     }
     const char *last4 = num + strlen(num) - 4;
+    /* Bytes, not characters: a number ending in other letters than A-Z
+     * (or cut inside one) was a 500 from the database's check. */
+    if (strspn(last4, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") != 4) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "id_number",
+                              "id_number must end in four letters A-Z or digits");
+        return;
+    }
     const char *p[] = {pc_http_req_param(req, "id"), name, type, last4};
     if (pc_db_query(app->db,
                     "WITH v AS (INSERT INTO merchant_verifications (merchant_id, legal_name, "

@@ -432,6 +432,15 @@ static void new_coupon(const char *buyer, long amount, char coupon[64])
     assert_int_equal(r.status, 201);
     snprintf(coupon, 64, "%s", pc_t_jstr(&r, "coupon_id"));
     pc_t_resp_free(&r);
+    /* A currency in lower case is refused as such, not a 500 carrying the
+     * database's message (and the row it refused). */
+    snprintf(body, sizeof body, "{\"buyer_id\":\"%s\",\"amount\":%ld,\"currency\":\"cny\"}", buyer,
+             amount);
+    r = pc_t_admin(&g_stack, "POST", "/admin/coupons", body);
+    assert_int_equal(r.status, 400);
+    assert_null(strstr(r.body, "DETAIL"));
+    assert_null(strstr(r.body, "ERROR"));
+    pc_t_resp_free(&r);
 }
 
 /* A new buyer with 600,000 in the wallet pays a 550,000 trade with a coupon

@@ -469,6 +469,61 @@ static void test_shipped_demo_channels_are_valid(void **state)
     pc_channel_set_release(set);
 }
 
+/* Outside demo mode a channel reached over plain http:// on another machine
+ * is refused (card data in clear, and an answer's status line a man in the
+ * middle could rewrite); https:// and loopback are fine, and demo mode
+ * allows anything. */
+static void test_plain_http_to_another_machine_is_refused_outside_demo_mode(void **state)
+{
+    fixture_t *fx = *state;
+    setenv("PAYCORE_SECRET_SIM_CARD", "a-secret-of-our-own", 1);
+    setenv("WALLET_SECRET", "a-secret-of-our-own", 1);
+    const struct {
+        const char *endpoint;
+        int refused;
+    } cases[] = {
+        {"http://203.0.113.5/ch/sim_card", 1},
+        {"http://acquirer.example:80/x", 1},
+        {"http://127.0.0.1.example/x", 1},
+        {"http://[2001:db8::1]:8090/x", 1},
+        {"HTTP://203.0.113.5/x", 0 /* not http: refused by the parser as no URL */},
+        {"https://203.0.113.5/ch/sim_card", 0},
+        {"http://127.0.0.1:8090/ch/sim_card", 0},
+        {"http://localhost:8090/ch/sim_card", 0},
+        {"http://[::1]:8090/ch/sim_card", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[1024];
+        const char *at = strstr(CARD, "http://127.0.0.1:${PC_TEST_SIM_PORT:-8090}/ch/sim_card");
+        snprintf(text, sizeof text, "%.*s%s%s", (int)(at - CARD), CARD, cases[i].endpoint,
+                 at + strlen("http://127.0.0.1:${PC_TEST_SIM_PORT:-8090}/ch/sim_card"));
+        write_file(fx->dir, "sim_card.json", text);
+        json_t *errors = json_array();
+        pc_channel_set_t *set = NULL;
+        int rc = pc_channel_set_load(fx->dir, false, &set, errors);
+        const char *msg = json_string_value(json_object_get(json_array_get(errors, 0), "message"));
+        int plain = msg && strstr(msg, "plain http://") != NULL;
+        if (plain != cases[i].refused || (cases[i].refused && rc != PC_EINVAL))
+            fail_msg("%s: rc %d, %s", cases[i].endpoint, rc, msg ? msg : "no error");
+        if (!strncmp(cases[i].endpoint, "HTTP", 4))
+            assert_int_equal(rc, PC_EINVAL);
+        else if (!cases[i].refused)
+            assert_int_equal(rc, 0);
+        pc_channel_set_release(set);
+        /* Demo mode: anything goes. */
+        json_array_clear(errors);
+        if (!cases[i].refused) {
+            json_decref(errors);
+            continue;
+        }
+        assert_int_equal(pc_channel_set_load(fx->dir, true, &set, errors), 0);
+        pc_channel_set_release(set);
+        json_decref(errors);
+    }
+    unsetenv("PAYCORE_SECRET_SIM_CARD");
+    unsetenv("WALLET_SECRET");
+}
+
 /* Outside demo mode a channel whose secret is not in the environment is
  * refused with its file and variable named (else it would sign and verify
  * with the public demo secret), and the whole set with it. */
@@ -547,6 +602,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test(test_shipped_demo_channels_are_valid),
         cmocka_unit_test(test_channel_without_its_secret_is_refused_outside_demo_mode),
+        cmocka_unit_test_setup_teardown(
+            test_plain_http_to_another_machine_is_refused_outside_demo_mode, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
