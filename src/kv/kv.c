@@ -221,6 +221,11 @@ static void tick_cb(uv_timer_t *t)
 {
     pc_kv_t *kv = t->data;
     uint64_t now = uv_now(kv->loop);
+    /* Timers run before the loop polls: after a stall (a slow callback) the
+     * answer may be waiting unread in the socket. Read it first, or a SET NX
+     * that succeeded is reported as timed out. */
+    if (kv->head && kv->head->deadline <= now && kv->cmd.connected && kv->cmd.ac)
+        redisAsyncHandleRead(kv->cmd.ac);
     if (kv->head && kv->head->deadline <= now) {
         pc_log_warn("kv.timeout", "Redis command timed out; reconnecting");
         pc_metrics_add("pc_kv_errors_total", "kind=\"timeout\"", 1);

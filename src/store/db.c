@@ -737,6 +737,16 @@ static void tick_cb(uv_timer_t *t)
     int busy = 0;
     for (int i = 0; i < db->pool_size; i++) {
         conn_t *c = &db->conns[i];
+        if (c->state == C_UP && c->sent_head && c->sent_head->deadline <= now) {
+            /* Timers run before the loop polls: after a stall (a slow
+             * callback) the answer may be waiting unread in the socket. Read
+             * it first, or a COMMIT that succeeded is reported failed. */
+            if (!PQconsumeInput(c->sock->pg)) {
+                conn_fail(c, PQerrorMessage(c->sock->pg));
+                continue;
+            }
+            handle_results(c);
+        }
         if (c->state == C_UP && c->sent_head && c->sent_head->deadline <= now)
             conn_fail(c, "query timed out");
         else if (c->state == C_CONNECTING && c->connect_deadline <= now)

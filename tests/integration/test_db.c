@@ -9,11 +9,13 @@
 
 #include "harness.h"
 #include "core/error.h"
+#include "kv/kv.h"
 #include "store/db.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 static pc_stack_t g_stack;
@@ -354,6 +356,69 @@ static void test_a_connect_that_never_completes_is_given_up_and_retried(void **s
     assert_true(accepted >= 2);
 }
 
+/* The loop stalls (a slow callback) while answers arrive: they are read
+ * before their statements are judged overdue. Timers run before the loop
+ * polls, so after a stall the tick saw only the deadline and failed a
+ * statement that had succeeded (a COMMIT reported failed, the connection
+ * dropped); the same for a Redis command. */
+typedef struct {
+    pc_db_t *db;
+    int pg_status, pg_done, kv_status, kv_done;
+} stall_t;
+
+static void stall_pg_cb(void *data, int status, pc_db_res_t *res)
+{
+    stall_t *s = data;
+    (void)res;
+    s->pg_status = status;
+    s->pg_done = 1;
+}
+
+static void stall_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    stall_t *s = data;
+    (void)reply;
+    s->kv_status = status;
+    s->kv_done = 1;
+}
+
+/* A callback that is slow: the INSERT it sends is answered meanwhile, and so
+ * is the Redis command sent before it (a BLPOP that answers after 0.3 s). */
+static void slow_cb(void *data, int status, pc_db_res_t *res)
+{
+    stall_t *s = data;
+    (void)res;
+    assert_int_equal(status, 0);
+    pc_db_query(s->db, "INSERT INTO t (id, note) VALUES (300077, 'stall') RETURNING id", 0, NULL,
+                stall_pg_cb, s);
+    usleep(1600000); /* past both timeouts of 1 s */
+}
+
+static void test_answers_that_arrive_during_a_stall_are_not_timed_out(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {g_stack.db_url, 1, 1000, 8};
+    stall_t s = {0};
+    s.db = pc_db_new(&loop, &o);
+    pc_kv_t *kv = pc_kv_new(&loop, g_stack.redis_url, 1000, "stall:");
+    while (pc_db_ready_count(s.db) == 0 || !pc_kv_ready(kv))
+        uv_run(&loop, UV_RUN_NOWAIT);
+    pc_kv_cmd(kv, stall_kv_cb, &s, "BLPOP", "stall:empty", "0.3", NULL);
+    uv_run(&loop, UV_RUN_NOWAIT); /* sends it */
+    pc_db_query(s.db, "SELECT 1", 0, NULL, slow_cb, &s);
+    while (!s.pg_done || !s.kv_done)
+        uv_run(&loop, UV_RUN_ONCE);
+    pc_kv_close(kv, NULL, NULL);
+    pc_db_close(s.db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(s.pg_status, 0);
+    assert_int_equal(s.kv_status, 0);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM t WHERE id = 300077"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -361,6 +426,7 @@ int main(void)
         cmocka_unit_test(test_waiting_statements_without_a_callback_fail_quietly),
         cmocka_unit_test(test_deadlock_is_retryable_not_a_conflict),
         cmocka_unit_test(test_a_connect_that_never_completes_is_given_up_and_retried),
+        cmocka_unit_test(test_answers_that_arrive_during_a_stall_are_not_timed_out),
     };
     return cmocka_run_group_tests_name("db", tests, setup, teardown);
 }
