@@ -49,15 +49,40 @@ int pc_migrate(const char *url, int wait_s, char *err, unsigned errlen)
                 "applied_at timestamptz NOT NULL DEFAULT now())",
                 err, errlen))
         goto unlock;
+    /* The newest migration applied: one not applied that sorts before it
+     * (a file added in a gap of the numbering, or a row lost) would run
+     * after it here but before it on a fresh database, leaving the two with
+     * different schemas. Refused: renumber the file after the newest. */
+    char newest[256] = "";
+    PGresult *r = PQexec(pg, "SELECT coalesce(max(version), '') FROM schema_migrations");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        snprintf(err, errlen, "cannot read schema_migrations: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        goto unlock;
+    }
+    snprintf(newest, sizeof newest, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
     for (size_t i = 0; i < pc_migrations_count; i++) {
         const pc_embedded_file_t *m = &pc_migrations[i];
         const char *params[1] = {m->name};
-        PGresult *r = PQexecParams(pg, "SELECT 1 FROM schema_migrations WHERE version = $1", 1,
-                                   NULL, params, NULL, NULL, 0);
-        int applied = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        r = PQexecParams(pg, "SELECT 1 FROM schema_migrations WHERE version = $1", 1, NULL, params,
+                         NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            snprintf(err, errlen, "cannot read schema_migrations: %s", PQresultErrorMessage(r));
+            PQclear(r);
+            goto unlock;
+        }
+        int applied = PQntuples(r) == 1;
         PQclear(r);
         if (applied)
             continue;
+        if (strcmp(m->name, newest) < 0) {
+            snprintf(err, errlen,
+                     "migration %s is not applied but sorts before %s, which is: it would run "
+                     "out of order here; number it after the newest",
+                     m->name, newest);
+            goto unlock;
+        }
         if (exec_ok(pg, "BEGIN", err, errlen))
             goto unlock;
         if (exec_ok(pg, m->data, err, errlen)) {
@@ -69,8 +94,25 @@ int pc_migrate(const char *url, int wait_s, char *err, unsigned errlen)
         }
         r = PQexecParams(pg, "INSERT INTO schema_migrations(version) VALUES ($1)", 1, NULL, params,
                          NULL, NULL, 0);
+        int recorded = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!recorded)
+            snprintf(err, errlen, "migration %s could not be recorded: %s", m->name,
+                     PQresultErrorMessage(r));
         PQclear(r);
-        if (exec_ok(pg, "COMMIT", err, errlen))
+        if (!recorded) {
+            PQclear(PQexec(pg, "ROLLBACK"));
+            goto unlock;
+        }
+        /* COMMIT of a transaction that failed answers OK with the tag
+         * ROLLBACK: the migration would be logged as applied, not being. */
+        r = PQexec(pg, "COMMIT");
+        int committed =
+            PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0;
+        if (!committed)
+            snprintf(err, errlen, "migration %s did not commit: %s", m->name,
+                     PQresultErrorMessage(r));
+        PQclear(r);
+        if (!committed)
             goto unlock;
         pc_log_info("db.migrated", "applied %s", m->name);
     }

@@ -501,6 +501,30 @@ static void test_overdraft_is_refused_and_nothing_of_it_remains(void **state)
     assert_invariants_in_sql(fx);
 }
 
+/* A migration not applied that sorts before the newest applied one (a file
+ * added in a gap of the numbering, or its row lost) would run out of order
+ * here and in order on a fresh database: the runner refuses it, naming both,
+ * and applies nothing. Before, it ran it. */
+static void test_a_migration_out_of_order_is_refused(void **state)
+{
+    fx_t *fx = *state;
+    PGresult *r = sql_res(fx, "DELETE FROM schema_migrations WHERE version = (SELECT version FROM "
+                              "schema_migrations ORDER BY version OFFSET 1 LIMIT 1) RETURNING "
+                              "version");
+    char gone[256];
+    snprintf(gone, sizeof gone, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    long long before = sql_int(fx, "SELECT count(*) FROM schema_migrations");
+    char err[512] = "";
+    assert_int_not_equal(pc_migrate(fx->url, 5, err, sizeof err), 0);
+    assert_non_null(strstr(err, gone));
+    assert_non_null(strstr(err, "sorts before"));
+    assert_int_equal(sql_int(fx, "SELECT count(*) FROM schema_migrations"), before);
+    /* Its row back: nothing to do, and no complaint. */
+    PQclear(sql_res(fx, "INSERT INTO schema_migrations (version) VALUES ('%s')", gone));
+    assert_int_equal(pc_migrate(fx->url, 5, err, sizeof err), 0);
+}
+
 static void test_same_business_event_is_posted_once(void **state)
 {
     fx_t *fx = *state;
@@ -1493,6 +1517,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_overdraft_is_refused_and_nothing_of_it_remains, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_same_business_event_is_posted_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_migration_out_of_order_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_credits_to_a_hot_account_do_not_wait_for_each_other,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_entries_for_a_locked_account_do_not_wait_for_its_lock,
