@@ -790,6 +790,7 @@ typedef struct {
     char card_id[40];
     char card_fp[40]; /* the keyed hash of the number: the card's daily limit */
     int exp_month, exp_year;
+    const char *pan; /* the request body's: read only until tokenize is sent */
     const char *holder;
 } bind_t;
 
@@ -855,27 +856,25 @@ static void bind_token_cb(void *data, const pc_ch_result_t *r)
         pc_respond_db_error(b->req, PC_EUNAVAIL);
 }
 
-static void bind_card(pc_http_req_t *req, void *data)
+/* The buyer exists and may bind: only then does the number go to a channel. */
+static void bind_buyer_cb(void *data, int status, pc_db_res_t *res)
 {
-    pc_app_t *app = data;
-    json_t *body = pc_http_req_json(req);
-    int bad = 0;
-    long long m = 0, y = 0;
-    const char *pan = body ? pc_json_str(body, "pan", 19, 0, &bad) : NULL;
-    if (!pan || bad || !digits_only(pan, 12, 19) ||
-        pc_json_int(body, "exp_month", 1, 12, &m) != 0 ||
-        pc_json_int(body, "exp_year", 2000, 2199, &y) != 0) {
-        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "pan",
-                              "pan (12-19 digits), exp_month and exp_year are required");
+    bind_t *b = data;
+    pc_app_t *app = b->app;
+    pc_http_req_t *req = b->req;
+    if (status) {
+        pc_respond_db_error(req, status);
         return;
     }
-    bind_t *b = pc_http_req_alloc(req, sizeof *b);
-    b->req = req;
-    b->app = app;
-    b->exp_month = (int)m;
-    b->exp_year = (int)y;
-    b->holder = pc_json_str(body, "holder_name", 64, 0, &bad);
-    card_fingerprint(app, pan, b->card_fp, sizeof b->card_fp);
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, "buyer_id", "no such buyer");
+        return;
+    }
+    if (!strcmp(pc_db_get(res, 0, 0), "BLOCKED")) {
+        pc_http_respond_error(req, PC_API_INVALID_STATE, "buyer_id", "this buyer is blocked");
+        return;
+    }
+    card_fingerprint(app, b->pan, b->card_fp, sizeof b->card_fp);
     /* Bind at the best channel that offers quick pay. */
     const pc_channel_t *match[8];
     size_t n = pc_channels_match(app->channels, PC_METHOD_QUICK_PAY, "CNY", 1, match, 8);
@@ -888,9 +887,60 @@ static void bind_card(pc_http_req_t *req, void *data)
         return;
     }
     snprintf(b->channel, sizeof b->channel, "%s", best->id);
-    pc_ch_card_t card = {pan, (int)m, (int)y, NULL, b->holder};
+    pc_ch_card_t card = {b->pan, b->exp_month, b->exp_year, NULL, b->holder};
     if (pc_channel_tokenize(app->channel_client, b->channel, &card, bind_token_cb, b) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "channel unavailable");
+}
+
+static void bind_card(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    json_t *body = pc_http_req_json(req);
+    int bad = 0;
+    long long m = 0, y = 0;
+    const char *pan = body ? pc_json_str(body, "pan", 19, 0, &bad) : NULL;
+    if (!body) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
+        return;
+    }
+    if (!pan || bad || !digits_only(pan, 12, 19)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "pan", "pan: 12-19 digits");
+        return;
+    }
+    if (pc_json_int(body, "exp_month", 1, 12, &m) != 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "exp_month", "exp_month: 1-12");
+        return;
+    }
+    if (pc_json_int(body, "exp_year", 2000, 2199, &y) != 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "exp_year",
+                              "exp_year: four digits, e.g. 2030");
+        return;
+    }
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    if (y * 12 + m < (tm.tm_year + 1900LL) * 12 + tm.tm_mon + 1) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "exp_year", "the card has expired");
+        return;
+    }
+    json_t *holder = json_object_get(body, "holder_name");
+    const char *h = pc_json_str(body, "holder_name", 64, 0, &bad);
+    if (holder && !json_is_null(holder) && (!h || bad || !pc_printable(h, 64))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "holder_name",
+                              "holder_name: 1-64 printable characters");
+        return;
+    }
+    bind_t *b = pc_http_req_alloc(req, sizeof *b);
+    b->req = req;
+    b->app = app;
+    b->exp_month = (int)m;
+    b->exp_year = (int)y;
+    b->pan = pan;
+    b->holder = h;
+    const char *p[] = {pc_http_req_param(req, "buyer_id")};
+    if (pc_db_query(app->db, "SELECT status FROM buyers WHERE buyer_id = $1", 1, p, bind_buyer_cb,
+                    b) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
 /* ---------- POST /channel-callbacks/{channel_id} ---------- */
