@@ -299,6 +299,14 @@ static int verify_signature(pc_http_req_t *req, const pc_merchant_t *m, const ch
         rc = pc_hmac_sha256_verify(m->secret, strlen(m->secret), tosign, slen, sig, strlen(sig));
     else
         rc = m->pub ? pc_rsa_sha256_verify(m->pub, tosign, slen, sig, strlen(sig)) : PC_EINVAL;
+    /* Within a rotation's grace period the previous secret or key signs too. */
+    if (rc != 0 && m->prev_until_s > (int64_t)time(NULL)) {
+        if (m->sign_type == PC_SIGN_HMAC && m->secret_prev)
+            rc = pc_hmac_sha256_verify(m->secret_prev, strlen(m->secret_prev), tosign, slen, sig,
+                                       strlen(sig));
+        else if (m->sign_type == PC_SIGN_RSA2 && m->pub_prev)
+            rc = pc_rsa_sha256_verify(m->pub_prev, tosign, slen, sig, strlen(sig));
+    }
     free(tosign);
     return rc;
 }

@@ -55,6 +55,12 @@ void pc_merchant_unref(pc_merchant_t *m)
     }
     if (m->pub)
         pc_rsa_key_free(m->pub);
+    if (m->secret_prev) {
+        OPENSSL_cleanse(m->secret_prev, strlen(m->secret_prev));
+        free(m->secret_prev);
+    }
+    if (m->pub_prev)
+        pc_rsa_key_free(m->pub_prev);
     free(m->notify_url);
     free(m);
 }
@@ -157,6 +163,14 @@ static pc_merchant_t *merchant_from_row(pc_db_res_t *res)
         if (!m->pub)
             pc_log_warn("merchant.bad_key", "merchant %s has an unusable public key", m->id);
     }
+    int sp = pc_db_col(res, "secret_prev"), kp = pc_db_col(res, "public_key_prev");
+    if (sp >= 0 && !pc_db_isnull(res, 0, sp))
+        m->secret_prev = strdup(pc_db_get(res, 0, sp));
+    if (kp >= 0 && !pc_db_isnull(res, 0, kp)) {
+        const char *pem = pc_db_get(res, 0, kp);
+        m->pub_prev = pc_rsa_key_new_public_pem(pem, strlen(pem));
+    }
+    m->prev_until_s = pc_db_val_i64(res, 0, "prev_until_s");
     /* allowed_products arrives as a text array literal such as {INSTANT,RECHARGE}. */
     char *prods = strdup(pc_db_val(res, 0, "allowed_products"));
     char *save = NULL;
@@ -218,7 +232,10 @@ int pc_merchants_get(pc_merchants_t *ms, const char *merchant_id, pc_merchant_cb
     int rc = pc_db_query(ms->db,
                          "SELECT merchant_id, name, status, sign_type, secret, public_key, "
                          "allowed_products, fee_rate_bp, settle_cycle_days, notify_url, "
-                         "advance_funding FROM merchants WHERE merchant_id = $1",
+                         "advance_funding, CASE WHEN prev_until > now() THEN secret_prev END "
+                         "AS secret_prev, CASE WHEN prev_until > now() THEN public_key_prev END "
+                         "AS public_key_prev, coalesce(floor(extract(epoch FROM prev_until)), "
+                         "0)::bigint AS prev_until_s FROM merchants WHERE merchant_id = $1",
                          1, params, load_cb, l);
     if (rc < 0)
         free(l);

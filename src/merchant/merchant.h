@@ -30,6 +30,11 @@ typedef struct pc_merchant {
     pc_sign_type_t sign_type;
     char *secret;      /* HMAC, NULL for RSA2 */
     pc_rsa_key_t *pub; /* RSA2, NULL for HMAC */
+    /* After a rotation with a grace period: the previous secret or key, also
+     * accepted until prev_until_s (Unix seconds); NULL otherwise. */
+    char *secret_prev;
+    pc_rsa_key_t *pub_prev;
+    int64_t prev_until_s;
     unsigned products; /* PC_PRODUCT_* bits */
     int fee_rate_bp;
     int settle_cycle_days;

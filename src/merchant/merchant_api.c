@@ -241,42 +241,116 @@ typedef struct {
     pc_http_req_t *req;
     pc_app_t *app;
     char id[65];
-    char secret[PC_SECRET_STR_LEN + 1];
+    char secret[PC_SECRET_STR_LEN + 1]; /* HMAC: the new secret, shown once */
+    char key_sha256[65];                /* RSA2: the new key's fingerprint */
+    int hmac;
 } rotate_t;
 
 static void rotated_cb(void *data, int status, pc_db_res_t *res)
 {
     rotate_t *r = data;
+    if (status == PC_ECONFLICT && !strcmp(pc_db_constraint(res), "merchants_public_key_unique")) {
+        pc_http_respond_error(r->req, PC_API_INVALID_STATE, "public_key",
+                              "this public key belongs to another merchant");
+        return;
+    }
     if (status) {
         pc_respond_db_error(r->req, status);
         return;
     }
-    if (pc_db_affected(res) == 0) {
-        pc_http_respond_error(r->req, PC_API_NOT_FOUND, NULL, "no such HMAC merchant");
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(r->req, PC_API_NOT_FOUND, NULL,
+                              r->hmac ? "no such HMAC merchant" : "no such RSA2 merchant");
         return;
     }
     pc_merchants_changed(r->app->merchants, r->id);
-    pc_log_info("merchant.secret_rotated", "merchant %s has a new secret", r->id);
-    pc_http_respond_json(r->req, 200,
-                         json_pack("{s:s,s:s}", "merchant_id", r->id, "secret", r->secret));
+    int c = pc_db_col(res, "previous_valid_until");
+    const char *until = pc_db_isnull(res, 0, c) ? NULL : pc_db_get(res, 0, c);
+    pc_log_info("merchant.key_rotated", "merchant %s has a new %s%s%s", r->id,
+                r->hmac ? "secret" : "public key", until ? "; the previous one works until " : "",
+                until ? until : "");
+    json_t *out = json_pack("{s:s,s:s?}", "merchant_id", r->id, "previous_valid_until", until);
+    if (r->hmac)
+        json_object_set_new(out, "secret", json_string(r->secret));
+    pc_http_respond_json(r->req, 200, out);
 }
 
-/* A new HMAC secret, shown once; the old one stops working at once. */
+/* The rotation's grace period: {"grace_seconds": 0..604800}, 0 (the
+ * default, for a secret or key that leaked) ends the old one at once. */
+static int grace_of(pc_http_req_t *req, json_t *b, char out[16])
+{
+    long long grace = 0;
+    if (b && pc_json_int(b, "grace_seconds", 0, 604800, &grace) < 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "grace_seconds",
+                              "0 to 604800 (7 days): how long the previous one keeps working");
+        return -1;
+    }
+    snprintf(out, 16, "%lld", grace);
+    return 0;
+}
+
+#define PREV_UNTIL_JSON                                                                            \
+    "to_char(prev_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS "                 \
+    "previous_valid_until"
+
+/* A new HMAC secret, shown once. The previous one stops working at once, or
+ * after grace_seconds (time to deploy the new one; a lost answer is rotated
+ * again meanwhile). */
 static void rotate_secret(pc_http_req_t *req, void *data)
 {
+    json_t *b = pc_http_req_json(req);
+    char grace[16];
+    if (grace_of(req, b, grace) < 0)
+        return;
     rotate_t *r = pc_http_req_alloc(req, sizeof *r);
     r->req = req;
     r->app = data;
+    r->hmac = 1;
     snprintf(r->id, sizeof r->id, "%s", pc_http_req_param(req, "id"));
     if (pc_secret_generate(r->secret, sizeof r->secret) != 0) {
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "no random bytes for a secret; retry");
         return;
     }
-    const char *p[] = {r->id, r->secret};
+    const char *p[] = {r->id, r->secret, grace};
     if (pc_db_query(r->app->db,
-                    "UPDATE merchants SET secret = $2, updated_at = now() WHERE merchant_id = $1 "
-                    "AND sign_type = 'HMAC-SHA256'",
-                    2, p, rotated_cb, r) < 0)
+                    "UPDATE merchants SET secret_prev = CASE WHEN $3::int > 0 THEN secret END, "
+                    "public_key_prev = NULL, prev_until = CASE WHEN $3::int > 0 THEN now() + "
+                    "$3::int * interval '1 second' END, secret = $2, updated_at = now() WHERE "
+                    "merchant_id = $1 AND sign_type = 'HMAC-SHA256' RETURNING " PREV_UNTIL_JSON,
+                    3, p, rotated_cb, r) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+/* An RSA2 merchant's new public key {"public_key": PEM, "grace_seconds"}:
+ * the previous key keeps verifying for the grace period (0: not at all). */
+static void replace_public_key(pc_http_req_t *req, void *data)
+{
+    json_t *b = pc_http_req_json(req);
+    int bad = 0;
+    const char *pem = b ? pc_json_str(b, "public_key", 8192, 0, &bad) : NULL;
+    rotate_t *r = pc_http_req_alloc(req, sizeof *r);
+    pc_rsa_key_t *k = pem && !bad ? pc_rsa_key_new_public_pem(pem, strlen(pem)) : NULL;
+    int ok = k && pc_rsa_key_fingerprint(k, r->key_sha256) == 0;
+    pc_rsa_key_free(k);
+    if (!ok) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "public_key",
+                              "a PEM RSA public key of 2048 to 8192 bits");
+        return;
+    }
+    char grace[16];
+    if (grace_of(req, b, grace) < 0)
+        return;
+    r->req = req;
+    r->app = data;
+    snprintf(r->id, sizeof r->id, "%s", pc_http_req_param(req, "id"));
+    const char *p[] = {r->id, pem, r->key_sha256, grace};
+    if (pc_db_query(r->app->db,
+                    "UPDATE merchants SET public_key_prev = CASE WHEN $4::int > 0 THEN "
+                    "public_key END, secret_prev = NULL, prev_until = CASE WHEN $4::int > 0 THEN "
+                    "now() + $4::int * interval '1 second' END, public_key = $2, "
+                    "public_key_sha256 = $3, updated_at = now() WHERE merchant_id = $1 AND "
+                    "sign_type = 'RSA2' RETURNING " PREV_UNTIL_JSON,
+                    4, p, rotated_cb, r) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
@@ -342,6 +416,7 @@ void pc_app_routes_merchants(pc_app_t *app)
 {
     pc_router_add(app->admin, "POST", "/admin/merchants/{id}/verify", verify_merchant, app);
     pc_router_add(app->admin, "POST", "/admin/merchants/{id}/rotate-secret", rotate_secret, app);
+    pc_router_add(app->admin, "POST", "/admin/merchants/{id}/public-key", replace_public_key, app);
     pc_router_add(app->admin, "POST", "/admin/merchants", create_merchant, app);
     pc_router_add(app->admin, "GET", "/admin/merchants/{id}", get_merchant, app);
     pc_router_add(app->admin, "POST", "/admin/merchants/{id}/disable", disable_merchant, app);

@@ -68,34 +68,53 @@ static void test_valid_hmac_request_passes(void **state)
     pc_t_resp_free(&r);
 }
 
-static void test_valid_rsa2_request_passes(void **state)
+/* Reads dir/name (a PEM) into buf. */
+static void read_pem(const char *dir, const char *name, char *buf, size_t size)
 {
-    (void)state;
-    char dir[256];
-    snprintf(dir, sizeof dir, "%s/test-rsa-%d", pc_t_binary_dir(), (int)getpid());
-    assert_int_equal(pc_t_sh("mkdir -p %s && openssl genpkey -algorithm RSA -pkeyopt "
-                             "rsa_keygen_bits:2048 -out %s/key.pem 2>/dev/null && openssl pkey -in "
-                             "%s/key.pem -pubout -out %s/pub.pem",
-                             dir, dir, dir, dir),
-                     0);
     char path[512];
-    snprintf(path, sizeof path, "%s/pub.pem", dir);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "r");
-    char pub[4096];
-    size_t n = fread(pub, 1, sizeof pub - 1, f);
-    pub[n] = 0;
+    assert_non_null(f);
+    buf[fread(buf, 1, size - 1, f)] = 0;
     fclose(f);
+}
+
+/* A new 2048-bit RSA key pair in dir: name.pem (private), name.pub. */
+static void rsa_key_pair(const char *dir, const char *name)
+{
+    assert_int_equal(pc_t_sh("mkdir -p %s && openssl genpkey -algorithm RSA -pkeyopt "
+                             "rsa_keygen_bits:2048 -out %s/%s.pem 2>/dev/null && openssl pkey -in "
+                             "%s/%s.pem -pubout -out %s/%s.pub",
+                             dir, dir, name, dir, name, dir, name),
+                     0);
+}
+
+/* An RSA2 merchant registered with dir/name.pub, signing with name.pem. */
+static pc_t_merchant_t rsa_merchant(const char *dir, const char *name)
+{
+    char pub[4096], file[64];
+    snprintf(file, sizeof file, "%s.pub", name);
+    read_pem(dir, file, pub, sizeof pub);
     json_t *extra = json_pack("{s:s,s:s}", "sign_type", "RSA2", "public_key", pub);
     char *ej = json_dumps(extra, JSON_COMPACT);
     ej[strlen(ej) - 1] = 0; /* drop the closing brace to merge */
-    pc_t_merchant_t rsa = pc_t_create_merchant(&g_stack, ej + 1);
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, ej + 1);
     free(ej);
     json_decref(extra);
-    snprintf(path, sizeof path, "%s/key.pem", dir);
-    f = fopen(path, "r");
-    n = fread(rsa.secret, 1, sizeof rsa.secret - 1, f);
-    rsa.secret[n] = 0;
-    fclose(f);
+    snprintf(file, sizeof file, "%s.pem", name);
+    read_pem(dir, file, m.secret, sizeof m.secret);
+    return m;
+}
+
+static void test_valid_rsa2_request_passes(void **state)
+{
+    (void)state;
+    char dir[256], path[512], pub[4096];
+    size_t n;
+    FILE *f;
+    snprintf(dir, sizeof dir, "%s/test-rsa-%d", pc_t_binary_dir(), (int)getpid());
+    rsa_key_pair(dir, "key");
+    pc_t_merchant_t rsa = rsa_merchant(dir, "key");
     pc_t_resp_t r = pc_t_call(&g_stack, &rsa, "POST", "/v1/trades", trade_body("R1", 500), "k-r1");
     assert_int_equal(r.status, 201);
     pc_t_resp_free(&r);
@@ -128,6 +147,106 @@ static void test_valid_rsa2_request_passes(void **state)
     assert_int_equal(r.status, 409);
     assert_non_null(strstr(r.body, "\"field\":\"public_key\""));
     pc_t_resp_free(&r);
+    pc_t_sh("rm -rf %s", dir);
+}
+
+/* Whether merchant m's signed GET is accepted (anything but 401). Every
+ * node must agree: a change reaches the other node's merchant cache over
+ * Redis pub/sub a moment later, so the answer is awaited (3 s at most). */
+static int signs_on_every_node(const pc_t_merchant_t *m, int want)
+{
+    int agreed = 0;
+    for (int i = 0; i < 60 && agreed < 6; i++) {
+        pc_t_resp_t r = pc_t_call(&g_stack, m, "GET", "/v1/trades?out_trade_no=none", NULL, NULL);
+        int ok = r.status != 401;
+        pc_t_resp_free(&r);
+        agreed = ok == want ? agreed + 1 : 0;
+        if (agreed < 6)
+            usleep(50000);
+    }
+    return agreed >= 6;
+}
+#define signs(m) signs_on_every_node(m, 1)
+#define refused(m) signs_on_every_node(m, 0)
+
+/* Rotating a secret may keep the previous one working for a grace period
+ * (time to deploy the new one; a lost answer is rotated again meanwhile);
+ * without one, or once a later rotation says so, it stops at once. Before,
+ * every rotation locked the merchant out until it deployed the new one. */
+static void test_rotation_keeps_the_previous_secret_for_its_grace_period(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t old = m;
+    char path[160];
+    snprintf(path, sizeof path, "/admin/merchants/%s/rotate-secret", m.id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, "{\"grace_seconds\":-1}");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"grace_seconds\":600}");
+    assert_int_equal(r.status, 200);
+    snprintf(m.secret, sizeof m.secret, "%s", pc_t_jstr(&r, "secret"));
+    assert_true(strlen(pc_t_jstr(&r, "previous_valid_until")) == 20);
+    pc_t_resp_free(&r);
+    assert_string_not_equal(m.secret, old.secret);
+    assert_true(signs(&m));
+    assert_true(signs(&old)); /* within the grace period */
+    /* Rotated again without grace (the secret leaked): only the newest. */
+    pc_t_merchant_t second = m;
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 200);
+    snprintf(m.secret, sizeof m.secret, "%s", pc_t_jstr(&r, "secret"));
+    assert_string_equal(pc_t_jstr(&r, "previous_valid_until"), "");
+    pc_t_resp_free(&r);
+    assert_true(signs(&m));
+    assert_true(refused(&second));
+    assert_true(refused(&old));
+}
+
+/* An RSA2 merchant replaces its public key (it could not before: a leaked
+ * private key left only disabling the merchant), with the same grace. */
+/* POST path {"public_key": pem, "grace_seconds": grace (when > 0)}: the status. */
+static long new_public_key(const char *path, const char *pem, int grace)
+{
+    json_t *body = json_pack("{s:s}", "public_key", pem);
+    if (grace > 0)
+        json_object_set_new(body, "grace_seconds", json_integer(grace));
+    char *bj = json_dumps(body, JSON_COMPACT);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, bj);
+    free(bj);
+    json_decref(body);
+    long st = r.status;
+    pc_t_resp_free(&r);
+    return st;
+}
+
+static void test_rsa2_merchant_replaces_its_public_key(void **state)
+{
+    (void)state;
+    char dir[256], pem[2][4096], path[512];
+    snprintf(dir, sizeof dir, "%s/test-rsa-rot-%d", pc_t_binary_dir(), (int)getpid());
+    rsa_key_pair(dir, "a");
+    rsa_key_pair(dir, "b");
+    read_pem(dir, "a.pub", pem[0], sizeof pem[0]);
+    read_pem(dir, "b.pub", pem[1], sizeof pem[1]);
+    pc_t_merchant_t a = rsa_merchant(dir, "a");
+    pc_t_merchant_t b = a;
+    read_pem(dir, "b.pem", b.secret, sizeof b.secret);
+    assert_true(signs(&a));
+    assert_true(refused(&b));
+    snprintf(path, sizeof path, "/admin/merchants/%s/public-key", a.id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, "{\"public_key\":\"not a key\"}");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    assert_int_equal(new_public_key(path, pem[1], 300), 200);
+    assert_true(signs(&b));
+    assert_true(signs(&a)); /* the grace period */
+    assert_int_equal(new_public_key(path, pem[1], 0), 200);
+    assert_true(signs(&b));
+    assert_true(refused(&a));
+    /* An HMAC merchant has no public key to replace. */
+    snprintf(path, sizeof path, "/admin/merchants/%s/public-key", g_m.id);
+    assert_int_equal(new_public_key(path, pem[0], 0), 404);
     pc_t_sh("rm -rf %s", dir);
 }
 
@@ -608,6 +727,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_hmac_request_passes),
         cmocka_unit_test(test_valid_rsa2_request_passes),
+        cmocka_unit_test(test_rotation_keeps_the_previous_secret_for_its_grace_period),
+        cmocka_unit_test(test_rsa2_merchant_replaces_its_public_key),
         cmocka_unit_test(test_bad_signatures_are_refused),
         cmocka_unit_test(test_other_spellings_of_a_path_reach_no_route),
         cmocka_unit_test(test_reused_nonce_is_refused),
