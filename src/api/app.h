@@ -100,8 +100,13 @@ int pc_json_int(json_t *obj, const char *name, long long min, long long max, lon
 const char *pc_json_str(json_t *obj, const char *name, size_t max, int idchars, int *bad);
 /* Whether s is 1..max characters, none of them a control character. */
 int pc_printable(const char *s, size_t max);
+/* Whether s is 1..max of [A-Za-z0-9_-]. */
+int pc_id_valid(const char *s, size_t max);
 /* Whether s is a currency code as the API takes them: three letters A-Z. */
 int pc_currency_valid(const char *s);
+/* The ?limit= of a list (1..1000, def when absent) as text in buf, or NULL
+ * with *bad set when it is not such a number. */
+const char *pc_limit_param(pc_http_req_t *req, int def, char buf[8], int *bad);
 /* Who acts on the admin API, for audit rows: the X-Operator header (1-64
  * printable characters), else "ops". */
 const char *pc_operator_of(pc_http_req_t *req);

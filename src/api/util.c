@@ -44,15 +44,18 @@ const char *pc_json_str(json_t *obj, const char *name, size_t max, int idchars, 
         *bad = 1;
         return NULL;
     }
-    for (size_t i = 0; idchars && i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-')) {
-            *bad = 1;
-            return NULL;
-        }
+    if (idchars && !pc_id_valid(s, max)) {
+        *bad = 1;
+        return NULL;
     }
     return s;
+}
+
+int pc_id_valid(const char *s, size_t max)
+{
+    size_t n = s ? strlen(s) : 0;
+    return n > 0 && n <= max &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == n;
 }
 
 void pc_respond_json_text(pc_http_req_t *req, int status, const char *text)
@@ -71,6 +74,22 @@ void pc_respond_db_error(pc_http_req_t *req, int status)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable; retry");
     else
         pc_http_respond_error(req, PC_API_INTERNAL, NULL, "database error");
+}
+
+const char *pc_limit_param(pc_http_req_t *req, int def, char buf[8], int *bad)
+{
+    const char *l = pc_http_req_query_param(req, "limit");
+    long long v = def;
+    if (l && (!l[0] || strlen(l) > 4 || strspn(l, "0123456789") != strlen(l)))
+        v = 0;
+    else if (l)
+        v = atoll(l);
+    if (v < 1 || v > 1000) {
+        *bad = 1;
+        return NULL;
+    }
+    snprintf(buf, 8, "%lld", v);
+    return buf;
 }
 
 int pc_currency_valid(const char *s)

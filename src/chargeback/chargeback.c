@@ -959,6 +959,9 @@ static void json_text_cb(void *data, int status, pc_db_res_t *res)
     pc_respond_json_text(req, 200, pc_db_get(res, 0, 0));
 }
 
+/* Newest first, ?limit= at a time (500 when absent, at most 1000); when a
+ * page is full, next_after names its last case: ?after= that continues
+ * after it. (A list that stopped at 500 hid the rest.) */
 static void list_cases(pc_http_req_t *req, pc_app_t *app, const char *merchant_id)
 {
     const char *status = pc_http_req_query_param(req, "status");
@@ -967,13 +970,27 @@ static void list_cases(pc_http_req_t *req, pc_app_t *app, const char *merchant_i
                               "WAIT_JUDGE, IN_JUDGE, JUDGE_FINISH or CLOSE");
         return;
     }
-    const char *p[] = {merchant_id, status};
-    if (pc_db_query(app->db,
-                    "SELECT json_build_object('chargebacks', coalesce(json_agg(chargeback_json(c) "
-                    "ORDER BY c.created_at DESC, c.chargeback_no), '[]'::json))::text FROM "
-                    "(SELECT * FROM chargebacks WHERE ($1::text IS NULL OR merchant_id = $1) AND "
-                    "($2::text IS NULL OR status = $2) ORDER BY created_at DESC LIMIT 500) c",
-                    2, p, json_text_cb, req) < 0)
+    int bad = 0;
+    char lim[8];
+    const char *limit = pc_limit_param(req, 500, lim, &bad);
+    const char *after = pc_http_req_query_param(req, "after");
+    if (bad || (after && !pc_id_valid(after, 64))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, bad ? "limit" : "after",
+                              bad ? "limit: 1-1000" : "after: a chargeback_no (next_after)");
+        return;
+    }
+    const char *p[] = {merchant_id, status, after, limit};
+    if (pc_db_query(
+            app->db,
+            "SELECT json_build_object('chargebacks', coalesce(json_agg(chargeback_json(c) ORDER BY "
+            "c.created_at DESC, c.chargeback_no DESC), '[]'::json), 'next_after', CASE WHEN "
+            "count(*) = $4::int THEN (array_agg(c.chargeback_no ORDER BY c.created_at, "
+            "c.chargeback_no))[1] END)::text FROM (SELECT * FROM chargebacks WHERE ($1::text IS "
+            "NULL OR merchant_id = $1) AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL "
+            "OR (created_at, chargeback_no) < (SELECT created_at, chargeback_no FROM chargebacks "
+            "WHERE chargeback_no = $3)) ORDER BY created_at DESC, chargeback_no DESC LIMIT "
+            "$4::int) c",
+            4, p, json_text_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 

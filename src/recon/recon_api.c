@@ -155,18 +155,6 @@ static void get_run(pc_http_req_t *req, void *data)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
-static const char *limit_param(pc_http_req_t *req, int def, char buf[8], int *bad)
-{
-    const char *l = pc_http_req_query_param(req, "limit");
-    long long v = l ? parse_id(l) : def;
-    if (v < 1 || v > 1000) {
-        *bad = 1;
-        return NULL;
-    }
-    snprintf(buf, 8, "%lld", v);
-    return buf;
-}
-
 static void list_runs(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = pc_recon_app(data);
@@ -175,7 +163,7 @@ static void list_runs(pc_http_req_t *req, void *data)
     const char *status = pc_http_req_query_param(req, "status");
     int bad = 0;
     char lim[8];
-    const char *limit = limit_param(req, 50, lim, &bad);
+    const char *limit = pc_limit_param(req, 50, lim, &bad);
     if (bad || (ch && !valid_id(ch)) || (date && !valid_date(date)) ||
         (status && strcmp(status, "RUNNING") && strcmp(status, "DONE") &&
          strcmp(status, "FAILED"))) {
@@ -208,7 +196,7 @@ static void list_diffs(pc_http_req_t *req, void *data)
     const char *after = pc_http_req_query_param(req, "after");
     int bad = 0;
     char lim[8];
-    const char *limit = limit_param(req, 100, lim, &bad);
+    const char *limit = pc_limit_param(req, 100, lim, &bad);
     if (status && strcmp(status, "OPEN") && strcmp(status, "AUTO_REPAIRED") &&
         strcmp(status, "RESOLVED")) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "status",

@@ -757,6 +757,38 @@ static void test_merchant_views_and_evidence_deadline(void **state)
     assert_int_equal(json_array_size(json_object_get(j, "chargebacks")), 0);
     json_decref(j);
     pc_t_resp_free(&r);
+    /* One at a time: the list continues after next_after, newest first, and
+     * ends with no next_after (it stopped at 500 without a way on). */
+    char page[160], seen[2][40];
+    snprintf(page, sizeof page, "/v1/chargebacks?limit=1");
+    for (int i = 0; i < 3; i++) {
+        r = pc_t_call(&g_stack, &m, "GET", page, NULL, NULL);
+        assert_int_equal(r.status, 200);
+        j = pc_t_json(&r);
+        json_t *list = json_object_get(j, "chargebacks");
+        const char *next = json_string_value(json_object_get(j, "next_after"));
+        if (i < 2) {
+            assert_int_equal(json_array_size(list), 1);
+            snprintf(seen[i], sizeof seen[i], "%s",
+                     json_string_value(json_object_get(json_array_get(list, 0), "chargeback_no")));
+            assert_non_null(next);
+            assert_string_equal(next, seen[i]);
+            snprintf(page, sizeof page, "/v1/chargebacks?limit=1&after=%s", next);
+        } else {
+            assert_int_equal(json_array_size(list), 0);
+            assert_null(next);
+        }
+        json_decref(j);
+        pc_t_resp_free(&r);
+    }
+    assert_string_equal(seen[0], late); /* entered last */
+    assert_string_equal(seen[1], cb);
+    r = pc_t_call(&g_stack, &m, "GET", "/v1/chargebacks?limit=0", NULL, NULL);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &m, "GET", "/v1/chargebacks?after=a'b", NULL, NULL);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
     snprintf(path, sizeof path, "/v1/chargebacks/%s", cb);
     r = pc_t_call(&g_stack, &m, "GET", path, NULL, NULL);
     assert_int_equal(r.status, 200);
