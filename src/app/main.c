@@ -336,11 +336,13 @@ int main(int argc, char **argv)
         .request_timeout_ms = (uint64_t)pc_config_int(cfg, "http.request_timeout_ms"),
         .access_log = pc_config_bool(cfg, "http.access_log"),
         .name = "api",
+        .trusted_proxies = pc_config_str(cfg, "http.trusted_proxies"),
     };
     s.api_srv = pc_http_server_start(app->loop, &o, app->api);
     o.host = pc_config_str(cfg, "admin.host");
     o.port = (int)pc_config_int(cfg, "admin.port");
     o.name = "admin";
+    o.trusted_proxies = NULL;
     o.max_body_bytes = (size_t)pc_config_int(cfg, "admin.max_body_bytes");
     s.admin_srv = pc_http_server_start(app->loop, &o, app->admin);
     if (!s.api_srv || !s.admin_srv)

@@ -747,7 +747,7 @@ void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_
     p->device = r.device;
     p->platform = r.platform;
     if (!p->ip)
-        p->ip = pc_http_req_peer(req);
+        p->ip = pc_http_req_client_ip(req);
     if (p->challenge_id) {
         if (!p->challenge_answer) {
             pc_http_respond_error(req, PC_API_INVALID_REQUEST, "challenge_answer",

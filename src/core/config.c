@@ -36,6 +36,8 @@ static const opt_def_t opts[] = {
      "keep-alive idle time"},
     {"http.request_timeout_ms", OPT_INT, "PAYCORE_HTTP_REQUEST_TIMEOUT_MS", "10000", 100, 600000, 0,
      "time to receive a whole request"},
+    {"http.trusted_proxies", OPT_STR, "PAYCORE_TRUSTED_PROXIES", "", 0, 1024, 0,
+     "reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For names the client"},
     {"http.access_log", OPT_BOOL, "PAYCORE_ACCESS_LOG", "true", 0, 0, 1,
      "one log line per request"},
     {"admin.host", OPT_STR, "PAYCORE_ADMIN_HOST", "127.0.0.1", 0, 0, 0, "admin API address"},

@@ -1,4 +1,5 @@
 #include "http/server.h"
+#include "http/forwarded.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -82,6 +83,7 @@ struct pc_http_req {
     void (*responder)(pc_http_req_t *, int, const char *, const char *, size_t, void *);
     void *responder_data;
     uint64_t start_ns;
+    char client_ip[64]; /* pc_http_req_client_ip, once asked */
     char id[48];
 };
 
@@ -153,6 +155,7 @@ struct pc_http_server {
     uint64_t seq;
     char id_prefix[16];
     http_parser_settings settings;
+    pc_proxy_list_t *proxies;
 };
 
 static char g_readbuf[READ_BUF];
@@ -243,6 +246,14 @@ const char *pc_http_req_id(const pc_http_req_t *req)
 const char *pc_http_req_peer(const pc_http_req_t *req)
 {
     return req->conn ? req->conn->peer : "";
+}
+const char *pc_http_req_client_ip(pc_http_req_t *req)
+{
+    if (!req->client_ip[0])
+        pc_forwarded_client(req->srv ? req->srv->proxies : NULL, pc_http_req_peer(req),
+                            pc_http_req_header(req, "X-Forwarded-For"), req->client_ip,
+                            sizeof req->client_ip);
+    return req->client_ip;
 }
 void pc_http_req_set_user(pc_http_req_t *req, void *user)
 {
@@ -1236,6 +1247,16 @@ pc_http_server_t *pc_http_server_start(uv_loop_t *loop, const pc_http_server_opt
     srv->opts.name = srv->name;
     srv->opts.host = srv->host;
     srv->router = router;
+    char perr[160];
+    srv->proxies = pc_proxy_list_parse(opts->trusted_proxies, perr, sizeof perr);
+    if (!srv->proxies) {
+        pc_log_error("http.trusted_proxies", "%s server: %s", srv->name, perr);
+        free(srv->name);
+        free(srv->host);
+        free(srv);
+        return NULL;
+    }
+    srv->opts.trusted_proxies = NULL;
     unsigned char rnd[3];
     uv_random(NULL, NULL, rnd, sizeof rnd, 0, NULL);
     snprintf(srv->id_prefix, sizeof srv->id_prefix, "%02x%02x%02x-", rnd[0], rnd[1], rnd[2]);
@@ -1279,6 +1300,7 @@ fail:
     /* The listener handle (if initialised) is closed; the struct is leaked only
      * if its close is pending, which uv_run will finish. */
     if (!srv->listener_open) {
+        pc_proxy_list_free(srv->proxies);
         free(srv->name);
         free(srv->host);
         free(srv);
@@ -1306,6 +1328,7 @@ static void maybe_finish_stop(pc_http_server_t *srv)
     void (*cb)(void *) = srv->stop_cb;
     void *data = srv->stop_data;
     srv->stop_cb = NULL;
+    pc_proxy_list_free(srv->proxies);
     free(srv->name);
     free(srv->host);
     free(srv);

@@ -31,6 +31,9 @@ typedef struct {
     uint64_t request_timeout_ms;
     int access_log;
     const char *name; /* "api" or "admin": used in logs and metric labels */
+    /* Reverse proxies whose X-Forwarded-For is believed (see
+     * http/forwarded.h): addresses or CIDR blocks, NULL or "" for none. */
+    const char *trusted_proxies;
 } pc_http_server_opts_t;
 
 /* Called for each request. `data` is the route's data. */
@@ -71,6 +74,9 @@ json_t *pc_http_req_json(pc_http_req_t *req);
 const char *pc_http_req_id(const pc_http_req_t *req);
 /* Client address as text. */
 const char *pc_http_req_peer(const pc_http_req_t *req);
+/* The client's address: the peer, or behind a trusted proxy the address it
+ * forwarded for (X-Forwarded-For, read from the right). */
+const char *pc_http_req_client_ip(pc_http_req_t *req);
 /* Memory freed when the request is answered (zeroed). */
 void *pc_http_req_alloc(pc_http_req_t *req, size_t size);
 /* Strings copied into the request's memory. */

@@ -27,6 +27,8 @@ static int setup(void **state)
 {
     (void)state;
     pc_stack_init(&g_stack, "finer");
+    /* The tests reach the node from loopback, as a TLS proxy would. */
+    pc_stack_env(&g_stack, "PAYCORE_TRUSTED_PROXIES", "127.0.0.1");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     g_m = pc_t_create_merchant(&g_stack, NULL);
@@ -317,11 +319,48 @@ static void test_recharge_into_an_account_type(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* Behind a trusted reverse proxy the hosted cashier records the buyer's
+ * address the proxy forwarded for, not the proxy's: every buyer had the
+ * proxy's address (one IP velocity counter for everyone, an IP block list
+ * entry that blocks them all). The address is read from the right: a buyer
+ * who writes X-Forwarded-For itself cannot choose its own. */
+static void test_cashier_behind_a_proxy_sees_the_buyers_address(void **state)
+{
+    (void)state;
+    const char *xff[] = {"X-Forwarded-For: 203.0.113.9",
+                         "X-Forwarded-For: 198.51.100.66, 203.0.113.10"};
+    const char *want[] = {"203.0.113.9", "203.0.113.10"};
+    for (int i = 0; i < 2; i++) {
+        pc_t_resp_t r = create_trade(NULL);
+        assert_int_equal(r.status, 201);
+        char tn[40], url[1100];
+        snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+        snprintf(url, sizeof url, "%s/api/pay", pc_t_jstr(&r, "cashier_url"));
+        pc_t_resp_free(&r);
+        char body[300];
+        snprintf(body, sizeof body,
+                 "{\"method_id\":\"CARD\",\"card\":{\"pan\":\"%s\",\"exp_month\":12,"
+                 "\"exp_year\":2030,\"cvv\":\"123\"},\"client\":{\"platform\":\"WEB\","
+                 "\"ip\":\"192.0.2.1\"}}",
+                 pc_t_fresh_pan());
+        const char *h[] = {"Content-Type: application/json", xff[i], NULL};
+        r = pc_t_http("POST", url, h, body);
+        if (r.status != 200)
+            fprintf(stderr, "pay: %ld %s\n", r.status, r.body);
+        assert_int_equal(r.status, 200);
+        pc_t_resp_free(&r);
+        char *ip = pc_t_sql(&g_stack, "SELECT client_ip FROM payments WHERE trade_no = '%s'", tn);
+        assert_string_equal(ip, want[i]);
+        free(ip);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_return_url_that_is_not_http_is_refused),
         cmocka_unit_test(test_cashier_return_is_signed_once_the_trade_is_paid),
+        cmocka_unit_test(test_cashier_behind_a_proxy_sees_the_buyers_address),
         cmocka_unit_test(test_recharge_into_an_account_type),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,32 @@
+/* The client's address behind trusted reverse proxies (X-Forwarded-For).
+ *
+ * A proxy in front of paycore (TLS termination, a load balancer) is the TCP
+ * peer of every request: the buyer's own address is the one the proxies
+ * append to X-Forwarded-For. The header is believed only from a peer in the
+ * trusted list, and read from the right: each trusted hop is skipped, and
+ * the first address that is not a trusted proxy is the client (anything to
+ * its left was written by the client and can be anything). */
+#ifndef PC_HTTP_FORWARDED_H
+#define PC_HTTP_FORWARDED_H
+
+#include <stddef.h>
+
+typedef struct pc_proxy_list pc_proxy_list_t;
+
+/* Parses "10.0.0.0/8, 127.0.0.1, ::1, 2001:db8::/32" (addresses or CIDR
+ * blocks, comma- or space-separated; NULL or "" for none). Returns NULL with
+ * a sentence in err on a bad entry. */
+pc_proxy_list_t *pc_proxy_list_parse(const char *spec, char *err, size_t errlen);
+void pc_proxy_list_free(pc_proxy_list_t *l);
+int pc_proxy_list_count(const pc_proxy_list_t *l);
+/* Whether addr (text, IPv4, IPv6, or IPv4 written as IPv6) is in the list. */
+int pc_proxy_list_has(const pc_proxy_list_t *l, const char *addr);
+
+/* The client's address: peer itself unless peer is a trusted proxy and xff
+ * (the X-Forwarded-For header, may be NULL) names an address beyond it; then
+ * the rightmost address in xff that is not a trusted proxy (or the leftmost
+ * one, when all are). Written to out, which is returned. */
+const char *pc_forwarded_client(const pc_proxy_list_t *l, const char *peer, const char *xff,
+                                char *out, size_t outlen);
+
+#endif
