@@ -1,4 +1,5 @@
 #include "kv/kv.h"
+#include "core/resolve.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -37,6 +38,10 @@ typedef struct link {
     uint64_t connect_deadline;
     uint64_t backoff_ms;
     uv_timer_t retry;
+    pc_resolve_t *resolving; /* the host name is being resolved (core/resolve.h) */
+    unsigned addr_index;     /* of the name's addresses, the one to try: the next after a
+                                failed connect */
+    unsigned attempt;        /* resolutions started: a late one knows it is stale */
 } link_t;
 
 struct pc_kv {
@@ -147,6 +152,7 @@ static void connect_cb(const redisAsyncContext *ac, int status)
         /* hiredis frees the context after this callback. */
         if (l->backoff_ms >= 1000 || l->backoff_ms == 0)
             pc_log_warn("kv.connect_failed", "%s", ac->errstr);
+        l->addr_index++;
         l->ac = NULL;
         l->connected = 0;
         if (!l->is_sub)
@@ -176,12 +182,70 @@ static void disconnect_cb(const redisAsyncContext *ac, int status)
     schedule_retry(l);
 }
 
+static void kv_handle_done(pc_kv_t *kv);
+static void link_connect_to(link_t *l, const char *addr);
+
+typedef struct {
+    link_t *l;
+    unsigned attempt;
+} resolving_t;
+
+static void link_resolved(void *data, int status, const char *const *addrs, int n)
+{
+    resolving_t *r = data;
+    link_t *l = r->l;
+    pc_kv_t *kv = l->kv;
+    int current = r->attempt == l->attempt;
+    free(r);
+    if (kv->closing || !current) {
+        kv_handle_done(kv);
+        return;
+    }
+    kv->handles_open--; /* the request's */
+    l->resolving = NULL;
+    if (status < 0) {
+        if (l->backoff_ms >= 1000 || l->backoff_ms == 0)
+            pc_log_warn("kv.connect_failed", "cannot resolve %s: %s", kv->host,
+                        uv_strerror(status));
+        if (!l->is_sub)
+            fail_pending(kv, PC_EUNAVAIL);
+        schedule_retry(l);
+        return;
+    }
+    /* hiredis connects to one address: after a failed connect the next one
+     * is tried, so a name whose first address refuses (::1 with Redis on
+     * 127.0.0.1) still connects. */
+    link_connect_to(l, addrs[l->addr_index % (unsigned)n]);
+}
+
 static void link_connect(link_t *l)
 {
     pc_kv_t *kv = l->kv;
-    if (kv->closing || l->ac)
+    if (kv->closing || l->ac || l->resolving)
         return;
-    redisAsyncContext *ac = redisAsyncConnect(kv->host, kv->port);
+    if (!pc_resolve_needed(kv->host)) {
+        link_connect_to(l, kv->host);
+        return;
+    }
+    resolving_t *r = malloc(sizeof *r);
+    if (!r)
+        abort();
+    r->l = l;
+    r->attempt = ++l->attempt;
+    kv->handles_open++;
+    l->resolving = pc_resolve_start(kv->loop, kv->host, link_resolved, r);
+    if (!l->resolving) {
+        free(r);
+        kv->handles_open--;
+        schedule_retry(l);
+    }
+}
+
+/* Connects to addr (an address: a host name was resolved first). */
+static void link_connect_to(link_t *l, const char *addr)
+{
+    pc_kv_t *kv = l->kv;
+    redisAsyncContext *ac = redisAsyncConnect(addr, kv->port);
     if (!ac || ac->err) {
         if (ac)
             redisAsyncFree(ac);
@@ -297,7 +361,12 @@ pc_kv_t *pc_kv_new(uv_loop_t *loop, const char *url, uint64_t timeout_ms, const 
 
 static void closed_cb(uv_handle_t *h)
 {
-    pc_kv_t *kv = h->data;
+    kv_handle_done(h->data);
+}
+
+/* One handle or request ended; the last one after close frees kv. */
+static void kv_handle_done(pc_kv_t *kv)
+{
     if (--kv->handles_open > 0)
         return;
     void (*cb)(void *) = kv->close_cb;
@@ -321,6 +390,10 @@ void pc_kv_close(pc_kv_t *kv, void (*cb)(void *data), void *data)
     kv->close_cb = cb;
     kv->close_data = data;
     fail_pending(kv, PC_ECLOSED);
+    for (link_t *l = &kv->cmd; l; l = l == &kv->cmd ? &kv->sub : NULL) {
+        pc_resolve_cancel(l->resolving); /* its callback sees closing */
+        l->resolving = NULL;
+    }
     if (kv->cmd.ac)
         redisAsyncFree(kv->cmd.ac);
     if (kv->sub.ac)

@@ -58,6 +58,8 @@ static const char SQL_FOLD[] = "SELECT ledger_fold_pending($1::integer)";
 
 /* One statement, hence one snapshot: concurrent postings are either wholly
  * in it or wholly out. */
+#define CHECK_TIMEOUT_MS (10 * 60 * 1000)
+
 static const char SQL_CHECK[] =
     "SELECT (SELECT coalesce(sum(amount), 0) FROM ledger_entries) AS entries_sum, "
     "(SELECT count(DISTINCT txn_id) FROM (SELECT txn_id FROM ledger_entries "
@@ -684,7 +686,10 @@ int pc_ledger_check(pc_db_t *db, pc_ledger_check_cb cb, void *data)
         return PC_ENOMEM;
     c->cb = cb;
     c->data = data;
-    int rc = pc_db_query(db, SQL_CHECK, 0, NULL, check_done, c);
+    /* It reads every entry: minutes on a large ledger. With the pool's
+     * timeout of seconds it failed at production size (503 each time, the
+     * connection taken down with whatever was pipelined behind it). */
+    int rc = pc_db_query_long(db, SQL_CHECK, 0, NULL, CHECK_TIMEOUT_MS, check_done, c);
     if (rc)
         free(c);
     return rc;

@@ -1,4 +1,5 @@
 #include "store/db.h"
+#include "core/resolve.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -28,8 +29,10 @@ typedef struct query {
     pc_db_tx_t *tx;
     uint64_t deadline;
     PGresult *res;
-    int phase;    /* 0: waiting for the result, 1: waiting for the pipeline sync */
-    int prepping; /* 1: a Parse was sent ahead of it; its result comes first */
+    int phase;           /* 0: waiting for the result, 1: waiting for the pipeline sync */
+    int prepping;        /* 1: a Parse was sent ahead of it; its result comes first */
+    int solo;            /* pc_db_query_long: a connection to itself */
+    uint64_t timeout_ms; /* 0: the pool's */
 } query_t;
 
 /* Statements prepared on one connection, by SQL text: parsing, analysing and
@@ -73,6 +76,9 @@ struct conn {
     uv_timer_t retry;
     uint64_t backoff_ms;
     uint64_t connect_deadline; /* C_CONNECTING: given up on at this time */
+    int solo;                  /* a long statement is in flight: nothing goes behind it */
+    pc_resolve_t *resolving;   /* C_CONNECTING: the host name being resolved */
+    unsigned attempt;          /* connect attempts: a late resolve knows it is stale */
     int idx;
 };
 
@@ -112,6 +118,7 @@ struct pc_db {
     void (*close_cb)(void *);
     void *close_data;
     int ever_up;
+    char *resolve_host; /* the URL's host when it is a name (see core/resolve.h) */
 };
 
 static void conn_connect(conn_t *c);
@@ -320,8 +327,10 @@ static int conn_send(conn_t *c, query_t *q)
                !PQpipelineSync(pg)) {
         return PC_EUNAVAIL;
     }
-    q->deadline = now_ms(c->db) + c->db->timeout_ms;
+    q->deadline = now_ms(c->db) + (q->timeout_ms ? q->timeout_ms : c->db->timeout_ms);
     q->phase = 0;
+    if (q->solo)
+        c->solo = 1;
     sent_push(c, q);
     int f = PQflush(pg);
     if (f < 0)
@@ -358,21 +367,29 @@ static void sock_free(sock_t *s)
     free(s);
 }
 
-static void sock_closed(uv_handle_t *h)
+/* One handle or request of the pool ended; the last one after close frees
+ * the pool. */
+static void handle_done(pc_db_t *db)
 {
-    sock_t *s = h->data;
-    pc_db_t *db = s->conn->db;
-    sock_free(s);
     db->handles_open--;
     if (db->closing && db->handles_open == 0) {
         void (*cb)(void *) = db->close_cb;
         void *data = db->close_data;
         free(db->conns);
         free(db->url);
+        free(db->resolve_host);
         free(db);
         if (cb)
             cb(data);
     }
+}
+
+static void sock_closed(uv_handle_t *h)
+{
+    sock_t *s = h->data;
+    pc_db_t *db = s->conn->db;
+    sock_free(s);
+    handle_done(db);
 }
 
 static void sock_drop(conn_t *c)
@@ -404,6 +421,7 @@ static void fail_sent(conn_t *c)
         query_complete(db, q, PC_EUNAVAIL);
     }
     c->nsent = 0;
+    c->solo = 0;
 }
 
 static void retry_cb(uv_timer_t *t)
@@ -416,6 +434,10 @@ static void conn_fail(conn_t *c, const char *why)
     pc_db_t *db = c->db;
     int was_up = c->state == C_UP;
     c->state = C_DOWN;
+    if (c->resolving) {
+        pc_resolve_cancel(c->resolving); /* its callback sees C_DOWN */
+        c->resolving = NULL;
+    }
     if (was_up) {
         pc_log_warn("db.connection_lost", "connection %d: %s", c->idx, why ? why : "");
         pc_metrics_add("pc_db_errors_total", "kind=\"connection\"", 1);
@@ -484,6 +506,8 @@ static void handle_results(conn_t *c)
             PQclear(r);
         dequeue(&c->sent_head, &c->sent_tail);
         c->nsent--;
+        if (q->solo)
+            c->solo = 0;
         query_complete(db, q, status_of(q->res));
         if (!c->sock)
             return; /* a callback closed things */
@@ -585,11 +609,11 @@ static void poll_up_cb(uv_poll_t *p, int status, int events)
     }
 }
 
-static void conn_connect(conn_t *c)
+/* Connects to hostaddr (the resolved host name) or, when NULL, as the URL
+ * says (an address, or a socket directory: nothing to resolve). */
+static void conn_start(conn_t *c, const char *host, const char *hostaddr)
 {
     pc_db_t *db = c->db;
-    if (db->closing)
-        return;
     sock_t *s = calloc(1, sizeof *s);
     if (!s)
         abort();
@@ -597,13 +621,15 @@ static void conn_connect(conn_t *c)
     s->fd = -1;
     db->handles_open++;
     c->sock = s;
-    c->state = C_CONNECTING;
-    /* libpq's connect_timeout is not enforced on a non-blocking connect: a
-     * server address that drops packets (a failover), or a proxy that
-     * accepts and never answers, would hold the connection here for the
-     * kernel's minutes of retries. */
-    c->connect_deadline = now_ms(db) + CONNECT_TIMEOUT_MS;
-    s->pg = PQconnectStart(db->url);
+    if (hostaddr) {
+        /* The URL's parameters, with the addresses to connect to (tried in
+         * turn): the host name stays, once for each, for TLS and .pgpass. */
+        const char *const keys[] = {"dbname", "host", "hostaddr", NULL};
+        const char *const vals[] = {db->url, host, hostaddr, NULL};
+        s->pg = PQconnectStartParams(keys, vals, 1);
+    } else {
+        s->pg = PQconnectStart(db->url);
+    }
     if (!s->pg || PQstatus(s->pg) == CONNECTION_BAD) {
         conn_fail(c, s->pg ? PQerrorMessage(s->pg) : "out of memory");
         return;
@@ -618,6 +644,71 @@ static void conn_connect(conn_t *c)
     uv_poll_start(&s->poll, UV_WRITABLE, poll_connect_cb);
 }
 
+typedef struct {
+    conn_t *c;
+    unsigned attempt;
+} resolving_t;
+
+static void conn_resolved(void *data, int status, const char *const *addrs, int n)
+{
+    resolving_t *r = data;
+    conn_t *c = r->c;
+    pc_db_t *db = c->db;
+    int current = r->attempt == c->attempt;
+    free(r);
+    if (db->closing || !current || c->state != C_CONNECTING) {
+        /* Closed, or given up on (connect timeout) meanwhile. */
+        handle_done(db);
+        return;
+    }
+    c->resolving = NULL;
+    db->handles_open--; /* the request's; conn_start counts the socket's */
+    if (status < 0) {
+        char why[160];
+        snprintf(why, sizeof why, "cannot resolve %s: %s", db->resolve_host, uv_strerror(status));
+        conn_fail(c, why);
+        return;
+    }
+    char hosts[PC_RESOLVE_MAX * 256], hostaddrs[PC_RESOLVE_MAX * 64];
+    size_t hl = 0, al = 0;
+    for (int i = 0; i < n; i++) {
+        hl +=
+            (size_t)snprintf(hosts + hl, sizeof hosts - hl, "%s%s", i ? "," : "", db->resolve_host);
+        al +=
+            (size_t)snprintf(hostaddrs + al, sizeof hostaddrs - al, "%s%s", i ? "," : "", addrs[i]);
+    }
+    conn_start(c, hosts, hostaddrs);
+}
+
+static void conn_connect(conn_t *c)
+{
+    pc_db_t *db = c->db;
+    if (db->closing)
+        return;
+    c->state = C_CONNECTING;
+    /* libpq's connect_timeout is not enforced on a non-blocking connect: a
+     * server address that drops packets (a failover), or a proxy that
+     * accepts and never answers, would hold the connection here for the
+     * kernel's minutes of retries. */
+    c->connect_deadline = now_ms(db) + CONNECT_TIMEOUT_MS;
+    if (!db->resolve_host) {
+        conn_start(c, NULL, NULL);
+        return;
+    }
+    resolving_t *r = malloc(sizeof *r);
+    if (!r)
+        abort();
+    r->c = c;
+    r->attempt = ++c->attempt;
+    db->handles_open++;
+    c->resolving = pc_resolve_start(db->loop, db->resolve_host, conn_resolved, r);
+    if (!c->resolving) {
+        free(r);
+        db->handles_open--;
+        conn_fail(c, "cannot start resolving the host name");
+    }
+}
+
 /* ---------- scheduling ---------- */
 
 /* An idle connection (no owner, nothing in flight), else a shared one with room. */
@@ -626,7 +717,7 @@ static conn_t *pick_conn(pc_db_t *db, int exclusive)
     conn_t *best = NULL;
     for (int i = 0; i < db->pool_size; i++) {
         conn_t *c = &db->conns[i];
-        if (c->state != C_UP || c->tx)
+        if (c->state != C_UP || c->tx || c->solo)
             continue;
         if (c->nsent == 0)
             return c;
@@ -688,7 +779,7 @@ static void pump_waiting(pc_db_t *db)
             fail_waiting(q, PC_EUNAVAIL);
             continue;
         }
-        conn_t *c = pick_conn(db, q->kind == Q_BEGIN);
+        conn_t *c = pick_conn(db, q->kind == Q_BEGIN || q->solo);
         if (!c)
             return;
         dequeue(&db->wait_head, &db->wait_tail);
@@ -770,6 +861,17 @@ pc_db_t *pc_db_new(uv_loop_t *loop, const pc_db_opts_t *opts)
     db->pool_size = opts->pool_size > 0 ? opts->pool_size : 4;
     db->timeout_ms = opts->query_timeout_ms ? opts->query_timeout_ms : 5000;
     db->depth = opts->pipeline_depth > 0 ? opts->pipeline_depth : 16;
+    PQconninfoOption *info = PQconninfoParse(opts->url, NULL);
+    const char *host = NULL, *hostaddr = NULL;
+    for (PQconninfoOption *o = info; o && o->keyword; o++) {
+        if (!strcmp(o->keyword, "host"))
+            host = o->val;
+        else if (!strcmp(o->keyword, "hostaddr"))
+            hostaddr = o->val;
+    }
+    if ((!hostaddr || !hostaddr[0]) && pc_resolve_needed(host))
+        db->resolve_host = strdup(host);
+    PQconninfoFree(info);
     db->conns = calloc((size_t)db->pool_size, sizeof(conn_t));
     pc_metrics_describe("pc_db_errors_total", PC_METRIC_COUNTER, "PostgreSQL errors by kind");
     pc_metrics_describe("pc_db_pool_in_use", PC_METRIC_GAUGE, "PostgreSQL connections in use");
@@ -797,16 +899,7 @@ static void timer_closed(uv_handle_t *h)
     pc_db_t *db = h->data;
     if (h->data == NULL)
         return;
-    db->handles_open--;
-    if (db->handles_open == 0) {
-        void (*cb)(void *) = db->close_cb;
-        void *data = db->close_data;
-        free(db->conns);
-        free(db->url);
-        free(db);
-        if (cb)
-            cb(data);
-    }
+    handle_done(db);
 }
 
 void pc_db_close(pc_db_t *db, void (*cb)(void *data), void *data)
@@ -821,6 +914,10 @@ void pc_db_close(pc_db_t *db, void (*cb)(void *data), void *data)
     for (int i = 0; i < db->pool_size; i++) {
         conn_t *c = &db->conns[i];
         c->state = C_DOWN;
+        if (c->resolving) {
+            pc_resolve_cancel(c->resolving);
+            c->resolving = NULL;
+        }
         sock_drop(c);
         if (c->tx) {
             c->tx->conn = NULL;
@@ -861,12 +958,12 @@ static int submit(pc_db_t *db, query_t *q)
         query_free(q);
         return PC_EUNAVAIL;
     }
-    conn_t *c = db->wait_head ? NULL : pick_conn(db, q->kind == Q_BEGIN);
+    conn_t *c = db->wait_head ? NULL : pick_conn(db, q->kind == Q_BEGIN || q->solo);
     if (c) {
         start_query_on(db, c, q);
         return 0;
     }
-    q->deadline = now_ms(db) + db->timeout_ms;
+    q->deadline = now_ms(db) + (q->timeout_ms ? q->timeout_ms : db->timeout_ms);
     enqueue(&db->wait_head, &db->wait_tail, q);
     return 0;
 }
@@ -879,6 +976,19 @@ int pc_db_query(pc_db_t *db, const char *sql, int nparams, const char *const *pa
         return PC_ENOMEM;
     q->cb = cb;
     q->data = data;
+    return submit(db, q);
+}
+
+int pc_db_query_long(pc_db_t *db, const char *sql, int nparams, const char *const *params,
+                     uint64_t timeout_ms, pc_db_query_cb cb, void *data)
+{
+    query_t *q = query_new(Q_USER, sql, nparams, params);
+    if (!q)
+        return PC_ENOMEM;
+    q->cb = cb;
+    q->data = data;
+    q->solo = 1;
+    q->timeout_ms = timeout_ms;
     return submit(db, q);
 }
 

@@ -59,6 +59,12 @@ int pc_db_busy_count(const pc_db_t *db);
 int pc_db_query(pc_db_t *db, const char *sql, int nparams, const char *const *params,
                 pc_db_query_cb cb, void *data);
 
+/* The same for a statement that may run long (a check over whole tables): it
+ * has a connection to itself (nothing is pipelined behind it to wait, time
+ * out and take it down) and timeout_ms instead of the pool's timeout. */
+int pc_db_query_long(pc_db_t *db, const char *sql, int nparams, const char *const *params,
+                     uint64_t timeout_ms, pc_db_query_cb cb, void *data);
+
 /* Starts a transaction (BEGIN, or BEGIN ISOLATION LEVEL ... when isolation is
  * non-NULL, e.g. "REPEATABLE READ"). Returns 0 (cb called once) or negative. */
 int pc_db_begin(pc_db_t *db, const char *isolation, pc_db_begin_cb cb, void *data);

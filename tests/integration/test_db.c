@@ -419,6 +419,112 @@ static void test_answers_that_arrive_during_a_stall_are_not_timed_out(void **sta
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM t WHERE id = 300077"), 1);
 }
 
+/* A long statement (the ledger check reads every entry) runs past the
+ * pool's timeout with its own, and has its connection to itself: a short
+ * statement sent meanwhile goes to another connection and is answered
+ * first, instead of waiting behind it (and timing out with it). */
+typedef struct {
+    int long_status, long_done, short_status, short_done, short_first;
+} long_t;
+
+static void long_cb(void *data, int status, pc_db_res_t *res)
+{
+    long_t *l = data;
+    (void)res;
+    l->long_status = status;
+    l->long_done = 1;
+}
+
+static void short_cb(void *data, int status, pc_db_res_t *res)
+{
+    long_t *l = data;
+    (void)res;
+    l->short_status = status;
+    l->short_done = 1;
+    l->short_first = !l->long_done;
+}
+
+static void test_a_long_statement_has_its_own_timeout_and_connection(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {g_stack.db_url, 2, 500, 8};
+    pc_db_t *db = pc_db_new(&loop, &o);
+    while (pc_db_ready_count(db) < 2)
+        uv_run(&loop, UV_RUN_ONCE);
+    long_t l = {0};
+    assert_int_equal(pc_db_query_long(db, "SELECT pg_sleep(1.2)", 0, NULL, 5000, long_cb, &l), 0);
+    assert_int_equal(pc_db_query(db, "SELECT 1", 0, NULL, short_cb, &l), 0);
+    while (!l.long_done || !l.short_done)
+        uv_run(&loop, UV_RUN_ONCE);
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(l.long_status, 0); /* 1.2 s, past the pool's 0.5 s */
+    assert_int_equal(l.short_status, 0);
+    assert_true(l.short_first);
+}
+
+/* A host name is resolved off the loop (libpq and hiredis resolve it with
+ * a blocking getaddrinfo) and every address it has is tried: "localhost" may
+ * be ::1 first while the servers listen on 127.0.0.1. The pool and the
+ * Redis client connect by name and work. */
+static void replace_host(char *out, size_t size, const char *url)
+{
+    const char *at = strstr(url, "127.0.0.1");
+    assert_non_null(at);
+    snprintf(out, size, "%.*slocalhost%s", (int)(at - url), url, at + strlen("127.0.0.1"));
+}
+
+static void named_ping_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    (void)reply;
+    *(int *)data = status == 0 ? 1 : -1;
+}
+
+static void named_query_cb(void *data, int status, pc_db_res_t *res)
+{
+    *(int *)data = status == 0 && pc_db_rows(res) == 1 ? 1 : -1;
+}
+
+static void test_servers_named_by_host_name_are_reached(void **state)
+{
+    (void)state;
+    char db_url[300], kv_url[300];
+    replace_host(db_url, sizeof db_url, g_stack.db_url);
+    replace_host(kv_url, sizeof kv_url, g_stack.redis_url);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {db_url, 2, 5000, 8};
+    pc_db_t *db = pc_db_new(&loop, &o);
+    pc_kv_t *kv = pc_kv_new(&loop, kv_url, 1000, "named:");
+    uint64_t t0 = uv_hrtime();
+    while ((pc_db_ready_count(db) < 2 || !pc_kv_ready(kv)) && uv_hrtime() - t0 < 10000000000ull)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(pc_db_ready_count(db), 2);
+    assert_true(pc_kv_ready(kv));
+    int queried = 0, pinged = 0;
+    pc_db_query(db, "SELECT 1", 0, NULL, named_query_cb, &queried);
+    pc_kv_cmd(kv, named_ping_cb, &pinged, "PING", NULL);
+    while (!queried || !pinged)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(queried, 1);
+    assert_int_equal(pinged, 1);
+    /* Closed while a resolution may be in flight: nothing leaks or hangs. */
+    pc_kv_close(kv, NULL, NULL);
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    uv_loop_init(&loop);
+    pc_db_t *db2 = pc_db_new(&loop, &o);
+    pc_kv_t *kv2 = pc_kv_new(&loop, kv_url, 1000, "named:");
+    pc_kv_close(kv2, NULL, NULL);
+    pc_db_close(db2, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -427,6 +533,8 @@ int main(void)
         cmocka_unit_test(test_deadlock_is_retryable_not_a_conflict),
         cmocka_unit_test(test_a_connect_that_never_completes_is_given_up_and_retried),
         cmocka_unit_test(test_answers_that_arrive_during_a_stall_are_not_timed_out),
+        cmocka_unit_test(test_a_long_statement_has_its_own_timeout_and_connection),
+        cmocka_unit_test(test_servers_named_by_host_name_are_reached),
     };
     return cmocka_run_group_tests_name("db", tests, setup, teardown);
 }
