@@ -246,6 +246,15 @@ static pc_ch_count_t map_refusal(pc_ch_op_t op, const json_t *o, pc_ch_result_t 
         copy_str(out->message, sizeof out->message, json_object_get(err, "message"));
         return PC_CH_COUNT_FAILURE;
     }
+    if (!pc_ch_code_find(code)) {
+        /* A refusal with a code the protocol does not define is not read as
+         * a decline: it may be an answer of another kind under a rewritten
+         * status line (a 504 TIMEOUT made a 400: the signature covers the
+         * body, not the status), or a channel's new code. The query tells. */
+        unknown(out, code, "the channel refused with a code paycore does not know");
+        copy_str(out->message, sizeof out->message, json_object_get(err, "message"));
+        return PC_CH_COUNT_FAILURE;
+    }
     out->retryable = code_retryable(code, NULL);
     return pc_ch_count_of(out);
 }

@@ -290,6 +290,17 @@ static void test_refusals_are_failed_with_the_channel_code(void **state)
     map(PC_CH_OP_PAY, 401, seen[0], "P", &r, &a);
     assert_string_equal(r.code, "NONCE_REUSED");
     assert_string_equal(r.message, "used");
+    /* A refusal with a code the protocol does not define (a 504's TIMEOUT
+     * under a rewritten status line, a channel's new code) is no decline. */
+    const char *odd[] = {"{\"error\":{\"code\":\"TIMEOUT\"}}",
+                         "{\"error\":{\"code\":\"UNAVAILABLE\"}}",
+                         "{\"error\":{\"code\":\"SOMETHING_NEW\"}}"};
+    for (int i = 0; i < 3; i++) {
+        for (int k = 0; k < 3; k++) {
+            map(money[k], 400, odd[i], "P", &r, &a);
+            assert_int_equal(r.status, PC_CH_UNKNOWN);
+        }
+    }
     /* A refund of a payment the channel does not know is final. */
     map(PC_CH_OP_REFUND, 404, "{\"error\":{\"code\":\"NOT_FOUND\"}}", "R", &r, &a);
     assert_int_equal(r.retryable, 0);
