@@ -26,7 +26,8 @@ int pc_settle_compute(const pc_settle_in_t *in, pc_settle_out_t *out)
         in->fee_rate_bp > 10000)
         return PC_EINVAL;
     out->fee = pc_settle_fee(in->sales, in->fee_rate_bp);
-    out->moved = min64(in->gross, in->pending > 0 ? in->pending : 0);
+    int64_t movable = in->pending - (in->later > 0 ? in->later : 0);
+    out->moved = min64(in->gross, movable > 0 ? movable : 0);
     out->shortfall = in->gross - out->moved;
     out->fee_from_pending = min64(out->fee, out->moved);
     out->fee_owed = out->fee - out->fee_from_pending;

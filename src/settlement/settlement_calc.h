@@ -12,6 +12,9 @@
  *            the fee base;
  *   pending  the pending balance now; refunds and chargeback holds may have
  *            taken part of the due money already, so at most this moves;
+ *   later    the credits to pending after the cut-off (not on a statement):
+ *            money not due yet, which stays; a refund of due money taken
+ *            from pending must not make it leave early;
  *   receivable  the receivable balance now (negative: the merchant owes the
  *            platform, e.g. chargebacks its balances could not cover or
  *            advance-funded refunds).
@@ -19,7 +22,8 @@
  * Rules:
  *   fee      = sales × fee_rate_bp / 10000, rounded half up (exact integer
  *              arithmetic, no overflow for any int64 sales);
- *   moved    = min(gross, pending): taken from pending;
+ *   moved    = min(gross, pending − later): taken from pending (never below
+ *              what is not due yet);
  *   shortfall = gross − moved (already used by refunds or chargeback holds);
  *   the fee is taken from moved first; what moved cannot cover is recorded
  *   as owed (fee_owed);
@@ -37,6 +41,7 @@
 typedef struct {
     int64_t gross, sales;
     int64_t pending, receivable;
+    int64_t later;   /* not due yet: never moved */
     int fee_rate_bp; /* 0..10000 */
 } pc_settle_in_t;
 

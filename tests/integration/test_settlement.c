@@ -85,26 +85,6 @@ static void paid_trade(const pc_t_merchant_t *m, long amount, char *tn)
     assert_string_equal(st, "TRADE_SUCCESS");
 }
 
-static const char *fresh_pan(void)
-{
-    static char pan[32];
-    static int n = 0;
-    snprintf(pan, 17, "411111%09d", (++n * 7919 + (int)getpid() % 1000 + 500000) % 1000000000);
-    int sum = 0;
-    for (int i = 14; i >= 0; i--) {
-        int d = pan[i] - '0';
-        if ((14 - i) % 2 == 0) {
-            d *= 2;
-            if (d > 9)
-                d -= 9;
-        }
-        sum += d;
-    }
-    pan[15] = (char)('0' + (10 - sum % 10) % 10);
-    pan[16] = 0;
-    return pan;
-}
-
 /* A trade paid by card at paysim (so it has a channel transaction id). */
 static void card_trade(const pc_t_merchant_t *m, long amount, char *tn, char *txn)
 {
@@ -121,7 +101,7 @@ static void card_trade(const pc_t_merchant_t *m, long amount, char *tn, char *tx
              "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{\"ip\":"
              "\"10.3.0.%d\",\"device_id\":\"stdev-%d\",\"platform\":\"WEB\"},\"card\":{\"pan\":"
              "\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}}",
-             tn, buyer, g_seq % 200, g_seq, fresh_pan());
+             tn, buyer, g_seq % 200, g_seq, pc_t_fresh_pan());
     snprintf(key, sizeof key, "pay-%d", g_seq);
     r = pc_t_call(&g_stack, m, "POST", "/v1/cashier/pay", body, key);
     assert_int_equal(r.status, 200);
@@ -291,6 +271,47 @@ static void test_cycle_days_decide_what_is_due(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* Money that is due, refunded from pending, while money that is not due
+ * yet sits in pending too: what is not due stays. Before, the statement
+ * moved min(due, pending) and paid out the newer money a day early. */
+static void test_refund_of_due_money_does_not_release_money_not_due(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant(1, 60);
+    char ta[40], txn[80], tb[40];
+    card_trade(&m, 8000, ta, txn);
+    /* A was paid two days ago (its entries dated so): due today on T+1. */
+    free(pc_t_sql(&g_stack,
+                  "BEGIN; SET LOCAL session_replication_role = replica; UPDATE ledger_entries e "
+                  "SET created_at = e.created_at - interval '2 days' FROM ledger_txns t WHERE "
+                  "t.txn_id = e.txn_id AND t.kind = 'TRADE_PAY' AND t.memo = '%s'; COMMIT",
+                  ta));
+    paid_trade(&m, 5000, tb); /* today's: not due */
+    /* A refunded in full today, from pending. */
+    char body[256], key[64];
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"out_refund_no\":\"RD-%s\",\"amount\":8000,\"reason\":"
+             "\"returned\"}",
+             ta, ta);
+    snprintf(key, sizeof key, "refund-%s", ta);
+    pc_t_resp_t r = pc_t_call(&g_stack, &m, "POST", "/v1/refunds", body, key);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_true(pc_t_sql_wait(&g_stack, "5000", 10,
+                              "SELECT ledger_balance('merchant:%s:pending:CNY')", m.id));
+    json_t *j = run_day(g_today, 200);
+    json_decref(j);
+    json_t *st = statement(&m, g_today);
+    assert_non_null(st);
+    assert_int_equal(num(st, "gross_amount"), 8000);
+    assert_int_equal(num(st, "moved_amount"), 0);
+    assert_int_equal(num(st, "shortfall_amount"), 8000);
+    json_decref(st);
+    assert_int_equal(mbal(&m, "available"), 0);
+    assert_int_equal(mbal(&m, "pending"), 5000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_owed_chargeback_shortfall_is_taken_from_the_next_settlement(void **state)
 {
     (void)state;
@@ -427,6 +448,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_day_with_fees_and_chargeback_hold_run_twice, refresh_today),
         cmocka_unit_test_setup(test_cycle_days_decide_what_is_due, refresh_today),
+        cmocka_unit_test_setup(test_refund_of_due_money_does_not_release_money_not_due,
+                               refresh_today),
         cmocka_unit_test_setup(test_owed_chargeback_shortfall_is_taken_from_the_next_settlement,
                                refresh_today),
         cmocka_unit_test_setup(test_credit_during_a_statement_is_not_lost, refresh_today),

@@ -117,6 +117,34 @@ static void test_fee_larger_than_what_is_left_is_owed(void **state)
     assert_legs_balance(&o);
 }
 
+/* Due money refunded from pending, with money not due yet in pending too:
+ * what is not due stays (before, min(gross, pending) released it early). */
+static void test_money_not_due_yet_never_moves(void **state)
+{
+    (void)state;
+    pc_settle_in_t in = {
+        .gross = 8000, .sales = 8000, .pending = 5000, .later = 5000, .fee_rate_bp = 60};
+    pc_settle_out_t o;
+    assert_int_equal(pc_settle_compute(&in, &o), 0);
+    assert_int_equal(o.moved, 0);
+    assert_int_equal(o.shortfall, 8000);
+    assert_int_equal(o.fee_owed, 48);
+    assert_int_equal(o.net, 0);
+    assert_legs_balance(&o);
+    /* Part of it refunded: the rest of the due money moves, not more. */
+    in = (pc_settle_in_t){
+        .gross = 8000, .sales = 8000, .pending = 9000, .later = 5000, .fee_rate_bp = 60};
+    assert_int_equal(pc_settle_compute(&in, &o), 0);
+    assert_int_equal(o.moved, 4000);
+    assert_int_equal(o.net, 4000 - 48);
+    assert_legs_balance(&o);
+    /* Nothing refunded: all of it. */
+    in.pending = 13000;
+    assert_int_equal(pc_settle_compute(&in, &o), 0);
+    assert_int_equal(o.moved, 8000);
+    assert_legs_balance(&o);
+}
+
 static void test_non_sales_carry_no_fee_and_nothing_due_moves_nothing(void **state)
 {
     (void)state;
@@ -185,6 +213,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fee_rounds_half_up_without_overflow),
         cmocka_unit_test(test_plain_day_moves_gross_less_fee),
+        cmocka_unit_test(test_money_not_due_yet_never_moves),
         cmocka_unit_test(test_chargeback_hold_shortfall_and_owed_recovery),
         cmocka_unit_test(test_fee_larger_than_what_is_left_is_owed),
         cmocka_unit_test(test_non_sales_carry_no_fee_and_nothing_due_moves_nothing),
