@@ -66,6 +66,13 @@ enum { C_DOWN, C_CONNECTING, C_UP };
 
 #define CONNECT_TIMEOUT_MS 5000
 
+/* A statement the pool gave up on (its timeout, its connection closed) must
+ * not go on at the server: waiting for a lock, it would hold its own and
+ * then commit what the caller was told failed. The server checks this often
+ * that its client is still there while a statement runs, and stops it
+ * otherwise (client_connection_check_interval, PostgreSQL 14 and later). */
+#define CLIENT_CHECK_OPTION "-c client_connection_check_interval=1000"
+
 struct conn {
     pc_db_t *db;
     sock_t *sock;
@@ -119,6 +126,7 @@ struct pc_db {
     void *close_data;
     int ever_up;
     char *resolve_host; /* the URL's host when it is a name (see core/resolve.h) */
+    char *options;      /* the URL's options, and ours (see CLIENT_CHECK_MS) */
 };
 
 static void conn_connect(conn_t *c);
@@ -378,6 +386,7 @@ static void handle_done(pc_db_t *db)
         free(db->conns);
         free(db->url);
         free(db->resolve_host);
+        free(db->options);
         free(db);
         if (cb)
             cb(data);
@@ -621,14 +630,17 @@ static void conn_start(conn_t *c, const char *host, const char *hostaddr)
     s->fd = -1;
     db->handles_open++;
     c->sock = s;
-    if (hostaddr) {
-        /* The URL's parameters, with the addresses to connect to (tried in
-         * turn): the host name stays, once for each, for TLS and .pgpass. */
-        const char *const keys[] = {"dbname", "host", "hostaddr", NULL};
-        const char *const vals[] = {db->url, host, hostaddr, NULL};
-        s->pg = PQconnectStartParams(keys, vals, 1);
+    /* The URL's parameters, with our options and, for a host name, the
+     * addresses to connect to (tried in turn): the name stays, once for
+     * each, for TLS and .pgpass. */
+    const char *const keys[] = {"dbname", "options", "host", "hostaddr", NULL};
+    const char *const vals[] = {db->url, db->options, host, hostaddr, NULL};
+    if (!hostaddr) {
+        const char *const k2[] = {"dbname", "options", NULL};
+        const char *const v2[] = {db->url, db->options, NULL};
+        s->pg = PQconnectStartParams(k2, v2, 1);
     } else {
-        s->pg = PQconnectStart(db->url);
+        s->pg = PQconnectStartParams(keys, vals, 1);
     }
     if (!s->pg || PQstatus(s->pg) == CONNECTION_BAD) {
         conn_fail(c, s->pg ? PQerrorMessage(s->pg) : "out of memory");
@@ -862,15 +874,22 @@ pc_db_t *pc_db_new(uv_loop_t *loop, const pc_db_opts_t *opts)
     db->timeout_ms = opts->query_timeout_ms ? opts->query_timeout_ms : 5000;
     db->depth = opts->pipeline_depth > 0 ? opts->pipeline_depth : 16;
     PQconninfoOption *info = PQconninfoParse(opts->url, NULL);
-    const char *host = NULL, *hostaddr = NULL;
+    const char *host = NULL, *hostaddr = NULL, *options = NULL;
     for (PQconninfoOption *o = info; o && o->keyword; o++) {
         if (!strcmp(o->keyword, "host"))
             host = o->val;
         else if (!strcmp(o->keyword, "hostaddr"))
             hostaddr = o->val;
+        else if (!strcmp(o->keyword, "options"))
+            options = o->val;
     }
     if ((!hostaddr || !hostaddr[0]) && pc_resolve_needed(host))
         db->resolve_host = strdup(host);
+    size_t olen = (options ? strlen(options) : 0) + sizeof CLIENT_CHECK_OPTION + 2;
+    db->options = malloc(olen);
+    if (db->options)
+        snprintf(db->options, olen, "%s%s%s", options ? options : "",
+                 options && options[0] ? " " : "", CLIENT_CHECK_OPTION);
     PQconninfoFree(info);
     db->conns = calloc((size_t)db->pool_size, sizeof(conn_t));
     pc_metrics_describe("pc_db_errors_total", PC_METRIC_COUNTER, "PostgreSQL errors by kind");

@@ -12,6 +12,7 @@
 #include "kv/kv.h"
 #include "store/db.h"
 
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -525,6 +526,72 @@ static void test_servers_named_by_host_name_are_reached(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A transaction the pool gave up on (its statement waited for a lock past
+ * the timeout; the caller was told it failed) must not commit later: its
+ * connection is closed, and the server, told to check for that while a
+ * statement runs, stops it. Before, the orphaned statement waited for the
+ * lock, got it, and its COMMIT committed what the caller saw fail. */
+typedef struct {
+    int done, status;
+} orphan_t;
+
+static void orphan_commit_cb(void *data, int status)
+{
+    orphan_t *o = data;
+    o->status = status;
+    o->done = 1;
+}
+
+static void orphan_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    orphan_t *o = data;
+    assert_int_equal(status, 0);
+    pc_db_tx_query(tx, "UPDATE t SET note = 'orphan' WHERE id = 5", 0, NULL, NULL, NULL);
+    pc_db_tx_commit(tx, orphan_commit_cb, o);
+}
+
+static void wait_ms(uv_loop_t *loop, uint64_t ms)
+{
+    uint64_t until = uv_hrtime() + ms * 1000000ull;
+    while (uv_hrtime() < until) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        usleep(10000);
+    }
+}
+
+static void test_a_transaction_given_up_on_does_not_commit_later(void **state)
+{
+    (void)state;
+    free(pc_t_sql(&g_stack, "UPDATE t SET note = 'before' WHERE id = 5"));
+    PGconn *holder = PQconnectdb(g_stack.db_url);
+    assert_int_equal(PQstatus(holder), CONNECTION_OK);
+    PGresult *r = PQexec(holder, "BEGIN; SELECT 1 FROM t WHERE id = 5 FOR UPDATE");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {g_stack.db_url, 1, 500, 8};
+    pc_db_t *db = pc_db_new(&loop, &o);
+    while (pc_db_ready_count(db) == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    orphan_t or = {0};
+    assert_int_equal(pc_db_begin(db, NULL, orphan_begin_cb, & or), 0);
+    while (! or.done)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_not_equal(or.status, 0); /* the caller is told it failed */
+    wait_ms(&loop, 2500);               /* the server notices the closed client */
+    r = PQexec(holder, "COMMIT");
+    PQclear(r);
+    PQfinish(holder);
+    wait_ms(&loop, 500);
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    char *note = pc_t_sql(&g_stack, "SELECT note FROM t WHERE id = 5");
+    assert_string_equal(note, "before");
+    free(note);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -535,6 +602,7 @@ int main(void)
         cmocka_unit_test(test_answers_that_arrive_during_a_stall_are_not_timed_out),
         cmocka_unit_test(test_a_long_statement_has_its_own_timeout_and_connection),
         cmocka_unit_test(test_servers_named_by_host_name_are_reached),
+        cmocka_unit_test(test_a_transaction_given_up_on_does_not_commit_later),
     };
     return cmocka_run_group_tests_name("db", tests, setup, teardown);
 }
