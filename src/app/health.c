@@ -83,6 +83,10 @@ void pc_app_routes_health(pc_app_t *app)
      * that node alone (a check per node, or a node just restarted). */
     pc_router_add(app->admin, "GET", "/healthz", healthz, app);
     pc_router_add(app->admin, "GET", "/readyz", readyz, app);
-    pc_router_add(pc_config_bool(app->cfg, "metrics.on_admin") ? app->admin : app->api, "GET",
-                  "/metrics", metrics, app);
+    /* On the API port as api.md says, unless metrics.on_admin moves it; on
+     * each node's admin port always: scraped there, the figures are one
+     * node's, where the shared API port answers from whichever node. */
+    if (!pc_config_bool(app->cfg, "metrics.on_admin"))
+        pc_router_add(app->api, "GET", "/metrics", metrics, app);
+    pc_router_add(app->admin, "GET", "/metrics", metrics, app);
 }

@@ -361,6 +361,13 @@ static void test_metrics_expose_routes_and_connections(void **state)
     assert_non_null(strstr(r.body, "pc_http_open_connections"));
     assert_non_null(strstr(r.body, "pc_db_pool_in_use"));
     pc_t_resp_free(&r);
+    /* Each node's admin port serves that node's metrics (the API port is
+     * shared by every node: a scrape there reaches any of them). */
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", s->admin_port[0]);
+    r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "pc_http_open_connections"));
+    pc_t_resp_free(&r);
 }
 
 /* Each process names its request ids with its own random prefix. */
