@@ -14,7 +14,9 @@
  *            taken part of the due money already, so at most this moves;
  *   later    the credits to pending after the cut-off (not on a statement):
  *            money not due yet, which stays; a refund of due money taken
- *            from pending must not make it leave early;
+ *            from pending must not make it leave early (debits are not told
+ *            apart by trade, so a refund of money not due yet holds as much
+ *            due money back one cycle instead: late, never early);
  *   receivable  the receivable balance now (negative: the merchant owes the
  *            platform, e.g. chargebacks its balances could not cover or
  *            advance-funded refunds).
