@@ -102,8 +102,6 @@ const char *pc_json_str(json_t *obj, const char *name, size_t max, int idchars, 
 int pc_printable(const char *s, size_t max);
 /* Whether s is 1..max of [A-Za-z0-9_-]. */
 int pc_id_valid(const char *s, size_t max);
-/* Whether s is a currency code as the API takes them: three letters A-Z. */
-int pc_currency_valid(const char *s);
 /* The ?limit= of a list (1..1000, def when absent) as text in buf, or NULL
  * with *bad set when it is not such a number. */
 const char *pc_limit_param(pc_http_req_t *req, int def, char buf[8], int *bad);

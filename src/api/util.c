@@ -92,11 +92,6 @@ const char *pc_limit_param(pc_http_req_t *req, int def, char buf[8], int *bad)
     return buf;
 }
 
-int pc_currency_valid(const char *s)
-{
-    return s && strlen(s) == 3 && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3;
-}
-
 int pc_printable(const char *s, size_t max)
 {
     size_t n = strlen(s);

@@ -487,14 +487,17 @@ static int64_t request_open_ms(pc_channel_client_t *cli, const char *channel_id,
 }
 
 int64_t pc_channel_failure_wait_ms(pc_channel_client_t *cli, const char *channel_id, int64_t age_ms,
-                                   const pc_ch_result_t *res, int64_t not_found_after_ms)
+                                   const pc_ch_result_t *res, int64_t not_found_after_ms,
+                                   int acknowledged)
 {
     if (res->status != PC_CH_FAILED)
         return 0;
     int64_t wait = request_open_ms(cli, channel_id, age_ms);
-    if (!strcmp(res->code, "NOT_FOUND") && not_found_after_ms - age_ms > wait)
+    if (strcmp(res->code, "NOT_FOUND") != 0)
+        return wait;
+    if (not_found_after_ms - age_ms > wait)
         wait = not_found_after_ms - age_ms;
-    return wait;
+    return wait > 0 || !acknowledged ? wait : PC_CH_FORGOTTEN;
 }
 
 int pc_channel_health_refresh(pc_channel_client_t *cli, const char *channel_id,

@@ -123,9 +123,14 @@ int pc_channel_query_payout(pc_channel_client_t *cli, const char *channel_id, co
  * certainly ended (timeout plus PC_CH_SEND_MARGIN_MS; an unknown channel has
  * no request open), and for NOT_FOUND ("no record") also until
  * not_found_after_ms, for a request that left before paycore gave up to
- * arrive. */
+ * arrive. After that, "no record" of an operation the channel acknowledged
+ * (answered with its reference) never closes it: PC_CH_FORGOTTEN, for ops
+ * (the channel purged it, or the endpoint moved; failing it released money
+ * that may have been paid). */
+#define PC_CH_FORGOTTEN (-1)
 int64_t pc_channel_failure_wait_ms(pc_channel_client_t *cli, const char *channel_id, int64_t age_ms,
-                                   const pc_ch_result_t *res, int64_t not_found_after_ms);
+                                   const pc_ch_result_t *res, int64_t not_found_after_ms,
+                                   int acknowledged);
 
 /* Tokenizes a card for binding (QUICK_PAY); result carries token/brand/bin/last4. */
 int pc_channel_tokenize(pc_channel_client_t *cli, const char *channel_id, const pc_ch_card_t *card,

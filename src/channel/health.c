@@ -1,4 +1,5 @@
 #include "channel/health.h"
+#include "ledger/ledger.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -180,8 +181,8 @@ pc_ch_count_t pc_ch_map_object(pc_ch_op_t op, const json_t *o, const char *ref, 
          * asked). The protocol always sends both. */
         const json_t *amount = json_object_get(o, "amount");
         const char *cur = json_string_value(json_object_get(o, "currency"));
-        if (!json_is_integer(amount) || json_integer_value(amount) <= 0 || !cur ||
-            strlen(cur) != 3 || strspn(cur, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3)
+        if (!json_is_integer(amount) || json_integer_value(amount) <= 0 ||
+            !pc_ledger_currency_ok(cur))
             return unknown(out, "BAD_ANSWER", "a success without its amount and currency");
         memcpy(out->currency, cur, 4);
         out->status = PC_CH_SUCCESS;
@@ -225,33 +226,32 @@ static pc_ch_count_t map_refusal(pc_ch_op_t op, const json_t *o, pc_ch_result_t 
         out->retryable = 1;
         return PC_CH_COUNT_OK;
     }
-    if (is_query(op)) {
+    /* Refusals that say nothing final of the transaction: unknown, for a
+     * status query to settle. */
+    const char *why = NULL;
+    if (is_query(op))
         /* Any other refusal is of the query (its signature, its form, a
-         * gateway's rate limit), not of the transaction: what became of
-         * that is still unknown. Read as a failure, it failed payments and
-         * released payout reserves the bank may have paid. */
-        unknown(out, code, "the channel refused the status query");
-        copy_str(out->message, sizeof out->message, json_object_get(err, "message"));
-        return PC_CH_COUNT_FAILURE;
-    }
-    if (!strcmp(code, "NONCE_REUSED") || !strncmp(code, "DUPLICATE_", 10)) {
+         * gateway's rate limit), not of the transaction. Read as a failure,
+         * it failed payments and released payout reserves the bank may
+         * have paid. */
+        why = "the channel refused the status query";
+    else if (!strcmp(code, "NONCE_REUSED") || !strncmp(code, "DUPLICATE_", 10))
         /* We sign every request with a fresh nonce and send each payment,
          * refund and payout number once: the channel has seen this request
          * (or one with its number) before and may have done it. libcurl
          * sends a request again, nonce and all, when a kept-alive connection
          * dies before any byte of the answer, after the channel may have
          * charged. Read as a retryable decline, the payment fell back to the
-         * next channel and the buyer paid twice. Only a query will tell. */
-        unknown(out, code, "the channel has seen this request before: it may have done it");
-        copy_str(out->message, sizeof out->message, json_object_get(err, "message"));
-        return PC_CH_COUNT_FAILURE;
-    }
-    if (!pc_ch_code_find(code)) {
-        /* A refusal with a code the protocol does not define is not read as
-         * a decline: it may be an answer of another kind under a rewritten
-         * status line (a 504 TIMEOUT made a 400: the signature covers the
-         * body, not the status), or a channel's new code. The query tells. */
-        unknown(out, code, "the channel refused with a code paycore does not know");
+         * next channel and the buyer paid twice. */
+        why = "the channel has seen this request before: it may have done it";
+    else if (!pc_ch_code_find(code))
+        /* A code the protocol does not define: maybe an answer of another
+         * kind under a rewritten status line (a 504 TIMEOUT made a 400: the
+         * signature covers the body, not the status), or a channel's new
+         * code. */
+        why = "the channel refused with a code paycore does not know";
+    if (why) {
+        unknown(out, code, why);
         copy_str(out->message, sizeof out->message, json_object_get(err, "message"));
         return PC_CH_COUNT_FAILURE;
     }

@@ -10,6 +10,7 @@ struct pc_resolve {
     uv_getaddrinfo_t req;
     pc_resolve_cb cb;
     void *data;
+    int cancelled;
 };
 
 int pc_resolve_needed(const char *host)
@@ -43,6 +44,8 @@ static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     if (status == 0 && n == 0)
         status = UV_EAI_NONAME;
+    if (r->cancelled)
+        status = UV_ECANCELED;
     uv_freeaddrinfo(res);
     pc_resolve_cb cb = r->cb;
     void *data = r->data;
@@ -71,6 +74,8 @@ pc_resolve_t *pc_resolve_start(uv_loop_t *loop, const char *host, pc_resolve_cb 
 
 void pc_resolve_cancel(pc_resolve_t *r)
 {
-    if (r)
-        uv_cancel((uv_req_t *)&r->req);
+    if (!r)
+        return;
+    r->cancelled = 1;
+    uv_cancel((uv_req_t *)&r->req);
 }

@@ -29,8 +29,9 @@ typedef struct pc_resolve pc_resolve_t;
 /* Starts resolving host (TCP). Returns the request (until cb has run) or
  * NULL when it could not start (cb is not called then). */
 pc_resolve_t *pc_resolve_start(uv_loop_t *loop, const char *host, pc_resolve_cb cb, void *data);
-/* Asks a running request to stop early; cb still runs (UV_ECANCELED when it
- * had not started on a thread). */
+/* Gives a request up: cb still runs (the owner's count of requests in
+ * flight goes down there), always with UV_ECANCELED, even if the name was
+ * resolved meanwhile, so the owner never acts on an answer it gave up on. */
 void pc_resolve_cancel(pc_resolve_t *r);
 
 #endif

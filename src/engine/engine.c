@@ -651,18 +651,26 @@ static void not_captured(op_t *o)
     finish(o);
 }
 
-static void capture_locked_cb(void *data, int status, pc_db_res_t *res)
+/* The payment's row as a capture or release locked it (o->row): status and
+ * channel always, the capture's other columns when it read them. */
+static void read_locked_row(op_t *o, int status, pc_db_res_t *res)
 {
-    op_t *o = data;
     if (status || pc_db_rows(res) != 1)
         return;
     o->row.found = 1;
     snprintf(o->row.status, sizeof o->row.status, "%s", pc_db_val(res, 0, "status"));
     snprintf(o->row.channel_id, sizeof o->row.channel_id, "%s", pc_db_val(res, 0, "channel_id"));
+    if (pc_db_col(res, "external_amount") < 0)
+        return;
     o->row.external_amount = pc_db_val_i64(res, 0, "external_amount");
     snprintf(o->row.currency, sizeof o->row.currency, "%s", pc_db_val(res, 0, "currency"));
     o->row.routed = pc_db_val(res, 0, "routed")[0] == 't';
     o->row.adjusted = pc_db_val(res, 0, "adjusted")[0] == 't';
+}
+
+static void capture_locked_cb(void *data, int status, pc_db_res_t *res)
+{
+    read_locked_row(data, status, res);
 }
 
 static void captured_row_cb(void *data, int status, pc_db_res_t *res)
@@ -796,13 +804,8 @@ static void free_coupon(op_t *o)
 
 static void release_locked_cb(void *data, int status, pc_db_res_t *res)
 {
-    op_t *o = data;
     step_cb(data, status, res);
-    if (status || pc_db_rows(res) != 1)
-        return;
-    o->row.found = 1;
-    snprintf(o->row.status, sizeof o->row.status, "%s", pc_db_val(res, 0, "status"));
-    snprintf(o->row.channel_id, sizeof o->row.channel_id, "%s", pc_db_val(res, 0, "channel_id"));
+    read_locked_row(data, status, res);
 }
 
 static void released_row_cb(void *data, int status, pc_db_res_t *res)

@@ -41,7 +41,6 @@ typedef struct link {
     pc_resolve_t *resolving; /* the host name is being resolved (core/resolve.h) */
     unsigned addr_index;     /* of the name's addresses, the one to try: the next after a
                                 failed connect */
-    unsigned attempt;        /* resolutions started: a late one knows it is stale */
 } link_t;
 
 struct pc_kv {
@@ -185,19 +184,11 @@ static void disconnect_cb(const redisAsyncContext *ac, int status)
 static void kv_handle_done(pc_kv_t *kv);
 static void link_connect_to(link_t *l, const char *addr);
 
-typedef struct {
-    link_t *l;
-    unsigned attempt;
-} resolving_t;
-
 static void link_resolved(void *data, int status, const char *const *addrs, int n)
 {
-    resolving_t *r = data;
-    link_t *l = r->l;
+    link_t *l = data;
     pc_kv_t *kv = l->kv;
-    int current = r->attempt == l->attempt;
-    free(r);
-    if (kv->closing || !current) {
+    if (status == UV_ECANCELED || kv->closing) {
         kv_handle_done(kv);
         return;
     }
@@ -227,15 +218,9 @@ static void link_connect(link_t *l)
         link_connect_to(l, kv->host);
         return;
     }
-    resolving_t *r = malloc(sizeof *r);
-    if (!r)
-        abort();
-    r->l = l;
-    r->attempt = ++l->attempt;
     kv->handles_open++;
-    l->resolving = pc_resolve_start(kv->loop, kv->host, link_resolved, r);
+    l->resolving = pc_resolve_start(kv->loop, kv->host, link_resolved, l);
     if (!l->resolving) {
-        free(r);
         kv->handles_open--;
         schedule_retry(l);
     }
@@ -391,7 +376,7 @@ void pc_kv_close(pc_kv_t *kv, void (*cb)(void *data), void *data)
     kv->close_data = data;
     fail_pending(kv, PC_ECLOSED);
     for (link_t *l = &kv->cmd; l; l = l == &kv->cmd ? &kv->sub : NULL) {
-        pc_resolve_cancel(l->resolving); /* its callback sees closing */
+        pc_resolve_cancel(l->resolving); /* its callback gets UV_ECANCELED */
         l->resolving = NULL;
     }
     if (kv->cmd.ac)

@@ -102,6 +102,13 @@ static int owner_ok(const char *s, size_t len)
     return 1;
 }
 
+static int currency_ok(const char *s, size_t len);
+
+int pc_ledger_currency_ok(const char *s)
+{
+    return s && currency_ok(s, strlen(s));
+}
+
 static int currency_ok(const char *s, size_t len)
 {
     if (len != 3)

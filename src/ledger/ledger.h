@@ -116,6 +116,10 @@ typedef struct {
 /* Parses an account id. Returns 0 and fills out, or PC_LEDGER_BAD_ACCOUNT. */
 int pc_ledger_parse_account(const char *account_id, pc_ledger_shape_t *out);
 
+/* Whether s is a currency code as the ledger keeps them: three letters A-Z
+ * (the API, the channel protocol and account ids all take this form). */
+int pc_ledger_currency_ok(const char *s);
+
 /* Writes the id of type's account for owner (ignored for platform accounts,
  * may be NULL) in currency into buf. Returns 0, PC_LEDGER_BAD_ACCOUNT for an
  * owner or currency that cannot form an id, or PC_ELIMIT when len is short. */

@@ -986,17 +986,10 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
     int final = r.status == PC_CH_SUCCESS || r.status == PC_CH_FAILED || r.status == PC_CH_RETURNED;
     /* A failure closes the payout only once paycore's own request has
      * certainly ended, and "no record" only after not_found_after_s. */
-    int64_t wait_ms =
-        pc_channel_failure_wait_ms(po->app->channel_client, j->channel_id, j->age_ms, res,
-                                   pc_config_int(po->app->cfg, "payout.not_found_after_s") * 1000);
-    if (wait_ms > 0)
-        final = 0;
-    /* "No record" of a payout the channel took (it answered with its
-     * reference) is not proof it was never paid: the channel purged it, or
-     * the endpoint now points elsewhere. Failing it gave the merchant the
-     * money back while the bank may have paid it. Left open, for ops. */
-    int forgotten = r.status == PC_CH_FAILED && !strcmp(r.code, "NOT_FOUND") && j->acknowledged;
-    if (forgotten)
+    int64_t wait_ms = pc_channel_failure_wait_ms(
+        po->app->channel_client, j->channel_id, j->age_ms, res,
+        pc_config_int(po->app->cfg, "payout.not_found_after_s") * 1000, j->acknowledged);
+    if (wait_ms != 0)
         final = 0;
     if (r.status == PC_CH_FAILED && !strcmp(r.code, "NOT_FOUND")) {
         /* The channel never took it. */
@@ -1007,7 +1000,7 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
         return;
     if (final && j->last)
         flag_for_ops(po->app, j->payout_no, UNAPPLIED);
-    else if (forgotten && wait_ms <= 0)
+    else if (wait_ms == PC_CH_FORGOTTEN)
         flag_for_ops(po->app, j->payout_no,
                      "was taken by its channel, which now has no record of it");
     else if (!final && j->last && wait_ms > 0)

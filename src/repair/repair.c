@@ -138,16 +138,8 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
      * request timed out). "No record" also waits not_found_after_s, for a
      * request that left before paycore gave up to arrive. */
     int64_t wait_ms = pc_channel_failure_wait_ms(r->app->channel_client, j->channel_id, j->age_ms,
-                                                 res, r->not_found_after_s * 1000);
-    if (wait_ms > 0)
-        final = 0;
-    /* "No record" of a payment the channel took (it answered with its
-     * reference) is not proof it never happened: the channel purged it, or
-     * the endpoint now points elsewhere. Failing it released the payment
-     * while the buyer may have paid. Left open, for ops. */
-    int forgotten =
-        res->status == PC_CH_FAILED && !strcmp(res->code, "NOT_FOUND") && j->acknowledged;
-    if (forgotten)
+                                                 res, r->not_found_after_s * 1000, j->acknowledged);
+    if (wait_ms != 0)
         final = 0;
     if (final) {
         count(res->status == PC_CH_SUCCESS ? "success" : "failed");
@@ -158,7 +150,7 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
             return;
     } else {
         count("pending");
-        if (forgotten && wait_ms <= 0)
+        if (wait_ms == PC_CH_FORGOTTEN)
             flag_for_ops(j, "was taken by its channel, which now has no record of it");
         else if (j->last && wait_ms > 0)
             requery_after(j, wait_ms);

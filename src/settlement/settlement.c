@@ -44,7 +44,7 @@ struct run {
     pc_settle_in_t in;
     pc_settle_out_t out;
     int64_t items, reserve;
-    int items_failed; /* the items statement failed: the balances' reports it */
+    int items_failed, balances_failed;             /* reported by the last read (later_cb) */
     char lock_ids[4 * (PC_LEDGER_ID_MAX + 1) + 4]; /* the accounts, as a text[] literal */
     char *json;
 };
@@ -126,33 +126,15 @@ static void items_cb(void *data, int status, pc_db_res_t *res)
     r->in.sales = pc_db_val_i64(res, 0, "sales");
 }
 
-static void settle_now(run_t *r);
-
-/* The credits after the cut-off not on a statement, read after the
- * balances (so they hold at least every credit the balance does): money not
- * due yet, which stays in pending. */
-static void later_cb(void *data, int status, pc_db_res_t *res)
-{
-    run_t *r = data;
-    if (status || pc_db_rows(res) != 1) {
-        one_failed(r, status ? status : PC_EIO, "later credits");
-        return;
-    }
-    r->in.later = pc_db_get_i64(res, 0, 0);
-    settle_now(r);
-}
-
 /* The balances, read (locked, queued deltas folded) after the items were
  * taken: they hold at least what the items credited. */
 static void balances_cb(void *data, int status, pc_db_res_t *res)
 {
     run_t *r = data;
-    if (status || r->items_failed) {
-        one_failed(r, status ? status : PC_EIO, "items");
+    if (status) {
+        r->balances_failed = 1;
         return;
     }
-    r->in.pending = r->in.receivable = 0;
-    r->reserve = 0;
     for (int i = 0; i < pc_db_rows(res); i++) {
         const char *id = pc_db_val(res, i, "account_id");
         int64_t bal = pc_db_val_i64(res, i, "balance");
@@ -163,23 +145,23 @@ static void balances_cb(void *data, int status, pc_db_res_t *res)
         else if (strstr(id, ":reserve:"))
             r->reserve = bal;
     }
-    const target_t *t = &r->targets[r->next - 1];
-    char pending[PC_LEDGER_ID_MAX + 1];
-    pc_ledger_account_id(pending, sizeof pending, PC_LEDGER_MERCHANT_PENDING, t->merchant_id,
-                         t->currency);
-    const char *p[] = {r->statement_no, pending};
-    if (pc_db_tx_query(r->tx,
-                       "SELECT coalesce(sum(amount), 0)::bigint FROM (SELECT sum(e.amount) AS "
-                       "amount FROM ledger_entries e WHERE e.account_id = $2 AND e.created_at >= "
-                       "(SELECT cutoff FROM settlements WHERE statement_no = $1) AND NOT EXISTS "
-                       "(SELECT 1 FROM settlement_items i WHERE i.account_id = e.account_id AND "
-                       "i.txn_id = e.txn_id) GROUP BY e.txn_id HAVING sum(e.amount) > 0) x",
-                       2, p, later_cb, r) < 0)
-        one_failed(r, PC_EUNAVAIL, "later credits");
 }
 
-static void settle_now(run_t *r)
+/* The credits after the cut-off not on a statement, read after the
+ * balances (so they hold at least every credit the balance does): money not
+ * due yet, which stays in pending. The last of the three reads: the
+ * statement is made here. */
+static void later_cb(void *data, int status, pc_db_res_t *res)
 {
+    run_t *r = data;
+    if (status || r->items_failed || r->balances_failed || pc_db_rows(res) != 1) {
+        one_failed(r, status ? status : PC_EIO,
+                   r->items_failed      ? "items"
+                   : r->balances_failed ? "balances"
+                                        : "later credits");
+        return;
+    }
+    r->in.later = pc_db_get_i64(res, 0, 0);
     const target_t *t = &r->targets[r->next - 1];
     r->in.fee_rate_bp = t->fee_rate_bp;
     int rc = pc_settle_compute(&r->in, &r->out);
@@ -235,7 +217,8 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
     }
     const target_t *t = &r->targets[r->next - 1];
     memset(&r->in, 0, sizeof r->in);
-    r->items_failed = 0;
+    r->reserve = 0;
+    r->items_failed = r->balances_failed = 0;
     char pending[PC_LEDGER_ID_MAX + 1];
     pc_ledger_account_id(pending, sizeof pending, PC_LEDGER_MERCHANT_PENDING, t->merchant_id,
                          t->currency);
@@ -267,9 +250,18 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
         one_failed(r, PC_EUNAVAIL, "items");
         return;
     }
+    /* Then the balances and the credits after the cut-off, pipelined in
+     * this order (each statement sees what committed before it ran). */
     const char *q[] = {r->lock_ids};
     if (pc_db_tx_query(r->tx, "SELECT account_id, balance FROM ledger_lock_accounts($1::text[])", 1,
-                       q, balances_cb, r) < 0)
+                       q, balances_cb, r) < 0 ||
+        pc_db_tx_query(r->tx,
+                       "SELECT coalesce(sum(amount), 0)::bigint FROM (SELECT sum(e.amount) AS "
+                       "amount FROM ledger_entries e WHERE e.account_id = $2 AND e.created_at >= "
+                       "(SELECT cutoff FROM settlements WHERE statement_no = $1) AND NOT EXISTS "
+                       "(SELECT 1 FROM settlement_items i WHERE i.account_id = e.account_id AND "
+                       "i.txn_id = e.txn_id) GROUP BY e.txn_id HAVING sum(e.amount) > 0) x",
+                       2, p, later_cb, r) < 0)
         one_failed(r, PC_EUNAVAIL, "balances");
 }
 

@@ -85,7 +85,6 @@ struct conn {
     uint64_t connect_deadline; /* C_CONNECTING: given up on at this time */
     int solo;                  /* a long statement is in flight: nothing goes behind it */
     pc_resolve_t *resolving;   /* C_CONNECTING: the host name being resolved */
-    unsigned attempt;          /* connect attempts: a late resolve knows it is stale */
     int idx;
 };
 
@@ -444,7 +443,7 @@ static void conn_fail(conn_t *c, const char *why)
     int was_up = c->state == C_UP;
     c->state = C_DOWN;
     if (c->resolving) {
-        pc_resolve_cancel(c->resolving); /* its callback sees C_DOWN */
+        pc_resolve_cancel(c->resolving); /* its callback gets UV_ECANCELED */
         c->resolving = NULL;
     }
     if (was_up) {
@@ -635,13 +634,7 @@ static void conn_start(conn_t *c, const char *host, const char *hostaddr)
      * each, for TLS and .pgpass. */
     const char *const keys[] = {"dbname", "options", "host", "hostaddr", NULL};
     const char *const vals[] = {db->url, db->options, host, hostaddr, NULL};
-    if (!hostaddr) {
-        const char *const k2[] = {"dbname", "options", NULL};
-        const char *const v2[] = {db->url, db->options, NULL};
-        s->pg = PQconnectStartParams(k2, v2, 1);
-    } else {
-        s->pg = PQconnectStartParams(keys, vals, 1);
-    }
+    s->pg = PQconnectStartParams(keys, vals, 1); /* NULL values: the URL's own */
     if (!s->pg || PQstatus(s->pg) == CONNECTION_BAD) {
         conn_fail(c, s->pg ? PQerrorMessage(s->pg) : "out of memory");
         return;
@@ -656,19 +649,11 @@ static void conn_start(conn_t *c, const char *host, const char *hostaddr)
     uv_poll_start(&s->poll, UV_WRITABLE, poll_connect_cb);
 }
 
-typedef struct {
-    conn_t *c;
-    unsigned attempt;
-} resolving_t;
-
 static void conn_resolved(void *data, int status, const char *const *addrs, int n)
 {
-    resolving_t *r = data;
-    conn_t *c = r->c;
+    conn_t *c = data;
     pc_db_t *db = c->db;
-    int current = r->attempt == c->attempt;
-    free(r);
-    if (db->closing || !current || c->state != C_CONNECTING) {
+    if (status == UV_ECANCELED || db->closing) {
         /* Closed, or given up on (connect timeout) meanwhile. */
         handle_done(db);
         return;
@@ -707,15 +692,9 @@ static void conn_connect(conn_t *c)
         conn_start(c, NULL, NULL);
         return;
     }
-    resolving_t *r = malloc(sizeof *r);
-    if (!r)
-        abort();
-    r->c = c;
-    r->attempt = ++c->attempt;
     db->handles_open++;
-    c->resolving = pc_resolve_start(db->loop, db->resolve_host, conn_resolved, r);
+    c->resolving = pc_resolve_start(db->loop, db->resolve_host, conn_resolved, c);
     if (!c->resolving) {
-        free(r);
         db->handles_open--;
         conn_fail(c, "cannot start resolving the host name");
     }

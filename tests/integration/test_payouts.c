@@ -148,6 +148,18 @@ static pc_t_resp_t payout(const pc_t_merchant_t *m, const char *out_no, long amo
     return payout_named(m, out_no, amount, account, "Shop Ltd", key);
 }
 
+/* A payout the API accepted (200): its payout_no into no. */
+static void payout_ok(const pc_t_merchant_t *m, const char *out_no, long amount,
+                      const char *account, const char *key, char no[40])
+{
+    pc_t_resp_t r = payout(m, out_no, amount, account, key);
+    if (r.status != 200)
+        fprintf(stderr, "payout: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    snprintf(no, 40, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+}
+
 static pc_t_resp_t card_payout(const pc_t_merchant_t *m, const char *out_no, long amount,
                                const char *token, const char *key)
 {
@@ -246,15 +258,12 @@ static void test_payout_failure_gives_the_money_back(void **state)
     (void)state;
     pc_t_merchant_t m = funded_merchant(50000);
     long long escrow0 = bal("platform:escrow:CNY");
-    pc_t_resp_t r = payout(&m, "OUT-FAIL-1", 20000, "6222020000000002", "po-fail-1");
-    assert_int_equal(r.status, 200);
     char no[40];
-    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
-    pc_t_resp_free(&r);
+    payout_ok(&m, "OUT-FAIL-1", 20000, "6222020000000002", "po-fail-1", no);
     expect_status(&m, no, "FAILED");
     char path[128];
     snprintf(path, sizeof path, "/v1/payouts/%s", no);
-    r = pc_t_call(&g_stack, &m, "GET", path, NULL, NULL);
+    pc_t_resp_t r = pc_t_call(&g_stack, &m, "GET", path, NULL, NULL);
     json_t *j = pc_t_json(&r);
     assert_string_equal(json_string_value(json_object_get(json_object_get(j, "failure"), "code")),
                         "ACCOUNT_INVALID");
@@ -343,11 +352,8 @@ static void test_payout_above_available_is_refused(void **state)
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM payouts WHERE merchant_id = '%s'", m.id), 0);
     assert_int_equal(available(&m), 9940);
     /* Exactly the balance is fine. */
-    r = payout(&m, "OUT-BIG-2", 9940, "6222020000004444", "po-big-2");
-    assert_int_equal(r.status, 200);
     char no[40];
-    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
-    pc_t_resp_free(&r);
+    payout_ok(&m, "OUT-BIG-2", 9940, "6222020000004444", "po-big-2", no);
     expect_status(&m, no, "SUCCESS");
     assert_int_equal(available(&m), 0);
     assert_true(pc_t_ledger_ok(&g_stack));
@@ -459,32 +465,23 @@ static void test_late_answers_by_callback_and_by_status_query(void **state)
     pc_t_merchant_t m = funded_merchant(60000);
     /* The channel answers PROCESSING and finishes later with a callback. */
     set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":400}");
-    pc_t_resp_t r = payout(&m, "OUT-LATE-1", 10000, "6222020000006666", "po-late-1");
-    assert_int_equal(r.status, 200);
     char no1[40];
-    snprintf(no1, sizeof no1, "%s", pc_t_jstr(&r, "payout_no"));
-    pc_t_resp_free(&r);
+    payout_ok(&m, "OUT-LATE-1", 10000, "6222020000006666", "po-late-1", no1);
     expect_status(&m, no1, "PROCESSING");
     expect_status(&m, no1, "SUCCESS");
     /* The callback is lost: the status query finds the result. */
     set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":200,"
                "\"lost_callback_rate\":10000}");
-    r = payout(&m, "OUT-LATE-2", 10000, "6222020000007777", "po-late-2");
-    assert_int_equal(r.status, 200);
     char no2[40];
-    snprintf(no2, sizeof no2, "%s", pc_t_jstr(&r, "payout_no"));
-    pc_t_resp_free(&r);
+    payout_ok(&m, "OUT-LATE-2", 10000, "6222020000007777", "po-late-2", no2);
     expect_status(&m, no2, "SUCCESS");
     assert_true(pc_t_sql_int(&g_stack, "SELECT query_attempts FROM payouts WHERE payout_no = '%s'",
                              no2) >= 1);
     /* The request times out at the channel and is never executed: after the
      * grace period the query's "not found" fails it and the money comes back. */
     set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"timeout_rate\":10000,\"hang_ms\":300}");
-    r = payout(&m, "OUT-LATE-3", 10000, "6222020000008888", "po-late-3");
-    assert_int_equal(r.status, 200);
     char no3[40];
-    snprintf(no3, sizeof no3, "%s", pc_t_jstr(&r, "payout_no"));
-    pc_t_resp_free(&r);
+    payout_ok(&m, "OUT-LATE-3", 10000, "6222020000008888", "po-late-3", no3);
     expect_status(&m, no3, "FAILED");
     set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
     char *code = pc_t_sql(&g_stack, "SELECT failure_code FROM payouts WHERE payout_no = '%s'", no3);
@@ -591,11 +588,8 @@ static void test_contradicted_payout_is_listed_alerted_and_resolved(void **state
 {
     (void)state;
     pc_t_merchant_t m = funded_merchant(50000);
-    pc_t_resp_t r = payout(&m, "OUT-CONTRA-1", 12000, "6222020000001111", "po-contra-1");
-    assert_int_equal(r.status, 200);
     char no[40];
-    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
-    pc_t_resp_free(&r);
+    payout_ok(&m, "OUT-CONTRA-1", 12000, "6222020000001111", "po-contra-1", no);
     expect_status(&m, no, "SUCCESS");
     long long avail = available(&m);
     char *ch = pc_t_sql(&g_stack, "SELECT channel_id FROM payouts WHERE payout_no = '%s'", no);
@@ -665,11 +659,8 @@ static void test_no_record_of_a_payout_the_channel_took_is_for_ops(void **state)
     (void)state;
     pc_t_merchant_t m = funded_merchant(30000);
     set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":-1}");
-    pc_t_resp_t r = payout(&m, "OUT-GONE-1", 10000, "6222020000008888", "po-gone-1");
-    assert_int_equal(r.status, 200);
     char no[40];
-    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
-    pc_t_resp_free(&r);
+    payout_ok(&m, "OUT-GONE-1", 10000, "6222020000008888", "po-gone-1", no);
     expect_status(&m, no, "PROCESSING");
     char *ch = pc_t_sql(&g_stack, "SELECT channel_id FROM payouts WHERE payout_no = '%s'", no);
     assert_true(pc_t_sql_wait(&g_stack, "1", 5,
@@ -726,11 +717,8 @@ static void test_risk_review_holds_until_ops_decide(void **state)
     assert_int_equal(r.status, 409);
     pc_t_resp_free(&r);
 
-    r = payout(&m, "OUT-RISK-2", 700000, "6222020000009999", "po-risk-2");
-    assert_int_equal(r.status, 200);
     char no2[40];
-    snprintf(no2, sizeof no2, "%s", pc_t_jstr(&r, "payout_no"));
-    pc_t_resp_free(&r);
+    payout_ok(&m, "OUT-RISK-2", 700000, "6222020000009999", "po-risk-2", no2);
     snprintf(path, sizeof path, "/admin/payouts/%s/reject", no2);
     r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"payee unknown\"}");
     assert_int_equal(r.status, 200);
@@ -849,11 +837,8 @@ static void test_payout_before_verification_is_refused(void **state)
     pc_t_resp_free(&r);
     /* Once verified, the same payout goes through. */
     verify(&m, "Shop Ltd");
-    r = payout(&m, "OUT-UNV-1", 1000, "6222020000001212", "po-unv-2");
-    assert_int_equal(r.status, 200);
     char no[40];
-    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
-    pc_t_resp_free(&r);
+    payout_ok(&m, "OUT-UNV-1", 1000, "6222020000001212", "po-unv-2", no);
     expect_status(&m, no, "SUCCESS");
     assert_true(pc_t_ledger_ok(&g_stack));
 }
