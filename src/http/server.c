@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <http_parser.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +336,55 @@ static size_t url_decode(char *dst, const char *src, size_t n)
     }
     dst[o] = 0;
     return o;
+}
+
+/* True when s is well-formed UTF-8 (no overlong forms, no surrogates, nothing
+ * past U+10FFFF) without a NUL byte. */
+static bool text_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+        if (c < 0xC2 || c > 0xF4 || i + len > n)
+            return false;
+        unsigned lo = 0x80, hi = 0xBF; /* bounds of the second byte */
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+        else if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return false;
+        for (size_t k = 2; k < len; k++)
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+        i += len;
+    }
+    return true;
+}
+
+/* True when the path or query, escapes decoded, is text: every value taken
+ * from it (path parameters, query parameters) is then valid UTF-8 without a
+ * NUL, as the database and JSON answers require. */
+static bool target_part_ok(const char *part)
+{
+    size_t n = strlen(part);
+    char *buf = malloc(n + 1);
+    if (!buf)
+        return false;
+    size_t len = url_decode(buf, part, n);
+    bool ok = text_ok((const unsigned char *)buf, len);
+    free(buf);
+    return ok;
 }
 
 const char *pc_http_req_query_param(pc_http_req_t *req, const char *name)
@@ -826,6 +876,14 @@ static void dispatch(conn_t *c, pc_http_req_t *req)
         req->query = strdup(qm + 1);
     } else {
         req->path = strdup(t);
+    }
+    /* An escape that decodes to a NUL or to bytes that are not UTF-8 (%FF)
+     * is the client's error, not a key the database can look up. */
+    if (!target_part_ok(req->path) || (req->query && !target_part_ok(req->query))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL,
+                              "the path or query is not UTF-8 text once its %-escapes are "
+                              "decoded (or holds %00)");
+        return;
     }
     int m = route_match(srv->router, req);
     if (m == 404) {

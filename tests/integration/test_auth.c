@@ -68,6 +68,39 @@ static void test_valid_hmac_request_passes(void **state)
     pc_t_resp_free(&r);
 }
 
+/* A path or query escape that is not text is the client's error (400), never
+ * a 500 or a 503 ("retry") from the database refusing the bytes, for every
+ * object a merchant looks up. */
+static void test_escapes_that_are_not_text_get_400(void **state)
+{
+    (void)state;
+    const char *paths[] = {
+        "/v1/trades/%FF",
+        "/v1/trades?out_trade_no=%FF",
+        "/v1/refunds/%FF",
+        "/v1/refunds?out_refund_no=%C3%28",
+        "/v1/payments/%ED%A0%80",
+        "/v1/payouts/%FF",
+        "/v1/chargebacks/%C0%AF",
+        "/v1/trades/T1%00x",
+        "/v1/trades?out_trade_no=A1%00",
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "GET", paths[i], NULL, NULL);
+        if (r.status != 400)
+            fail_msg("GET %s answered %ld: %s", paths[i], r.status, r.body ? r.body : "");
+        assert_string_equal(pc_t_errcode(&r), "INVALID_REQUEST");
+        pc_t_resp_free(&r);
+    }
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades/%FF/close", "{}", "k-bad-close");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    /* Text that is not an object's id is simply not found. */
+    r = pc_t_call(&g_stack, &g_m, "GET", "/v1/refunds/%C3%A9t%C3%A9", NULL, NULL);
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+}
+
 /* Reads dir/name (a PEM) into buf. */
 static void read_pem(const char *dir, const char *name, char *buf, size_t size)
 {
@@ -735,6 +768,7 @@ int main(void)
         cmocka_unit_test(test_unknown_and_disabled_merchants_are_refused),
         cmocka_unit_test(test_merchant_cannot_read_another_merchants_trade),
         cmocka_unit_test(test_product_not_allowed),
+        cmocka_unit_test(test_escapes_that_are_not_text_get_400),
         cmocka_unit_test(test_invalid_fields_are_named),
         cmocka_unit_test(test_replay_returns_identical_answer),
         cmocka_unit_test(test_50_concurrent_identical_requests_execute_once),
