@@ -6,9 +6,10 @@
 --   "FILE"     put it in the channel's refund file (batch, next business day)
 --   "OFFLINE"  ops handle it by hand
 -- The answer must be something that can actually run: API and FILE only if
--- the channel lists them in ctx.channel.refund_methods, PAYOUT only if the
--- channel lists it or ctx.payee_available is true. OFFLINE is always
--- possible, and is what paycore uses if this rule fails.
+-- the channel lists them in ctx.channel.refund_methods, PAYOUT only if
+-- ctx.payee_available is true (paycore turns a PAYOUT with nobody to pay into
+-- OFFLINE). OFFLINE is always possible, and is what paycore uses if this rule
+-- fails.
 --
 -- ctx (filled by paycore before the call; amounts in minor units, integers):
 --   ctx.now                        current time, Unix seconds
@@ -25,13 +26,15 @@
 --   ctx.channel.partial_refund     true if the channel accepts partial refunds
 --   ctx.channel.enabled            false while ops have switched the channel off
 --   ctx.payee_available            true if paycore has the buyer's card or account
---                                  details to pay out to
+--                                  details to pay out to (the merchant's refund
+--                                  request named a payee, or the buyer paid with
+--                                  a card paycore holds)
 --
 -- What this rule does:
 --   1. Within the channel's refund window, use the channel: API if it has
 --      one (and takes partial refunds when this one is partial), else FILE.
---   2. Otherwise pay out to the buyer when the money can find its way back.
---   3. Otherwise ops handle it.
+--   2. Otherwise pay out to the buyer when we know where to send the money.
+--   3. Otherwise ops handle it (they find the buyer's account).
 
 local function supports(ctx, method)
   return paycore.contains(ctx.channel.refund_methods, method)
@@ -50,9 +53,10 @@ return function(ctx)
     if supports(ctx, "FILE") then return "FILE" end
   end
 
-  -- Either the channel can pay the buyer back itself (a VA channel knows the
-  -- account the money came from), or we have the buyer's card or account.
-  if supports(ctx, "PAYOUT") or ctx.payee_available then
+  -- A payout needs somewhere to go: the account the merchant named in the
+  -- refund request, or the card the buyer paid with. Channels that refund
+  -- only by payout (a bank transfer's VA channel) are no exception.
+  if ctx.payee_available then
     return "PAYOUT"
   end
 

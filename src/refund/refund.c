@@ -1037,14 +1037,10 @@ static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
         char version[65] = "";
         const char *method = pc__refund_method(m->rf->app, &mc, version);
         char *payee = NULL;
-        if (!strcmp(method, "PAYOUT")) {
-            if (card_token[0]) {
-                json_t *pj = json_pack("{s:s,s:s}", "type", "CARD", "card_token", card_token);
-                payee = json_dumps(pj, JSON_COMPACT);
-                json_decref(pj);
-            } else {
-                method = "OFFLINE"; /* no account to pay out to: ops find the buyer */
-            }
+        if (!strcmp(method, "PAYOUT")) { /* payee_available: the card held */
+            json_t *pj = json_pack("{s:s,s:s}", "type", "CARD", "card_token", card_token);
+            payee = json_dumps(pj, JSON_COMPACT);
+            json_decref(pj);
         }
         char no[40], out_no[72];
         pc__refund_no_new(no);
@@ -1196,6 +1192,16 @@ const char *pc__refund_method(pc_app_t *app, const pc__method_ctx_t *m, char ver
                       : a && !strcmp(a, "PAYOUT") ? "PAYOUT"
                       : a && !strcmp(a, "FILE")   ? "FILE"
                                                   : "OFFLINE";
+    if (!strcmp(out, "PAYOUT") && !m->payee_available) {
+        /* Nobody to pay out to (no account given, no card held): ops find
+         * the buyer and return the money by hand. */
+        pc_log_warn("refund.payout_without_payee",
+                    "refund_method chose PAYOUT for a %s payment of channel %s with no payee "
+                    "known: OFFLINE",
+                    m->payment_method ? m->payment_method : "?",
+                    m->channel_id ? m->channel_id : "?");
+        out = "OFFLINE";
+    }
     snprintf(version, 65, "%s", r.version);
     pc_rule_result_clear(&r);
     return out;

@@ -308,16 +308,10 @@ static void decide(acc_t *a)
         a->paid_at, a->payee || a->card_token[0]};
     char rule_version[65];
     const char *method = pc__refund_method(a->app, &mc, rule_version);
-    if (!strcmp(method, "PAYOUT") && !a->payee) {
-        if (!a->card_token[0]) {
-            acc_fail(a, PC_API_INVALID_REQUEST, "payee",
-                     "this payment is refunded by payout: give payee {\"type\":\"ACCOUNT\","
-                     "\"account_no\",\"name\",\"bank_code\"} or {\"type\":\"CARD\","
-                     "\"card_token\"}");
-            return;
-        }
+    /* PAYOUT only with a payee (pc__refund_method): the one given, else the
+     * card the buyer paid with. Without one the refund is OFFLINE. */
+    if (!strcmp(method, "PAYOUT") && !a->payee)
         a->payee = json_pack("{s:s,s:s}", "type", "CARD", "card_token", a->card_token);
-    }
     char reasons[512], risk_version[65];
     const char *decision = risk_check(a, reasons, sizeof reasons, risk_version);
     int hold = strcmp(decision, "ACCEPT") != 0;

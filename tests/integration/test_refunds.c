@@ -947,19 +947,24 @@ static void test_refund_after_a_chargeback_of_the_card_part_returns_the_balance(
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
-static void test_payout_refund_needs_a_payee(void **state)
+static void test_va_refund_pays_out_to_the_named_payee_else_offline(void **state)
 {
     (void)state;
     char tn[40], rno[40];
     paid_va_trade(1200, tn);
     pc_t_resp_t r;
     char *st;
-    /* A VA channel refunds by payout only: without a payee, a clear 400. */
-    r = refund(tn, "PO1", 1200, NULL);
-    assert_int_equal(r.status, 400);
-    assert_string_equal(pc_t_errcode(&r), "INVALID_REQUEST");
-    assert_non_null(strstr(r.body, "payee"));
-    pc_t_resp_free(&r);
+    /* A VA channel refunds by payout only. The refund body of api.md has no
+     * payee: such a refund is accepted and handled by ops (OFFLINE), with
+     * nothing sent to the channel. */
+    char vtn[40], vrno[40];
+    paid_va_trade(800, vtn);
+    refund_ok(vtn, "PO0", 300, NULL, vrno);
+    char *m = refund_field(vrno, "method");
+    assert_string_equal(m, "OFFLINE");
+    free(m);
+    expect_refund(vrno, "ACCEPTED");
+    assert_int_equal(sim_count("sim_va", "PAYOUT", NULL, vrno), 0);
     /* A card number is never taken as a payee. */
     r = refund(tn, "PO1", 1200, "\"payee\":{\"type\":\"CARD\",\"pan\":\"4242424242424242\"}");
     assert_int_equal(r.status, 400);
@@ -968,7 +973,7 @@ static void test_payout_refund_needs_a_payee(void **state)
               "\"payee\":{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000001234\",\"name\":\"A "
               "Buyer\",\"bank_code\":\"ICBC\"}",
               rno);
-    char *m = refund_field(rno, "method");
+    m = refund_field(rno, "method");
     assert_string_equal(m, "PAYOUT");
     free(m);
     expect_refund(rno, "SUCCESS");
@@ -1158,7 +1163,8 @@ int main(void)
             test_wallet_only_refund_that_failed_after_dispatch_is_finished_later, after_each),
         cmocka_unit_test_teardown(
             test_refund_after_a_chargeback_of_the_card_part_returns_the_balance, after_each),
-        cmocka_unit_test_teardown(test_payout_refund_needs_a_payee, after_each),
+        cmocka_unit_test_teardown(test_va_refund_pays_out_to_the_named_payee_else_offline,
+                                  after_each),
         cmocka_unit_test_teardown(test_payout_refund_returned_before_its_success_was_heard_fails,
                                   after_each),
         cmocka_unit_test_teardown(test_payout_refund_returned_after_success_goes_to_ops,
