@@ -190,6 +190,12 @@ static void decide(acc_t *a)
                  "a refund with this out_refund_no exists");
         return;
     }
+    if (!strcmp(a->trade_status, "TRADE_CLOSED") && a->paid > 0) {
+        /* Closed by refunds that gave back all of it: nothing is left. */
+        acc_fail(a, PC_API_AMOUNT_EXCEEDS_REFUNDABLE, "amount",
+                 "the trade is refunded in full: nothing is left to refund");
+        return;
+    }
     if (strcmp(a->trade_status, "TRADE_SUCCESS") != 0 &&
         strcmp(a->trade_status, "PAY_SUCCESS") != 0) {
         char msg[96];

@@ -333,7 +333,21 @@ static void test_full_and_partial_refunds_up_to_paid_then_over_is_refused(void *
     free(st);
     assert_int_equal(outbox_count("trade.closed", "trade_no", tn), 1);
     assert_int_equal(pending_of(&g_m), pending0 - 1000);
+    /* Refunded in full: nothing is left, as api.md says for amounts over the
+     * refundable (422), not a state conflict. */
     r = refund(tn, "RF-after-close", 1, NULL);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "AMOUNT_EXCEEDS_REFUNDABLE");
+    pc_t_resp_free(&r);
+    /* A trade closed without being paid has nothing to refund either: that
+     * is its state (409). */
+    char open_tn[40], close_path[96];
+    new_trade_for(&g_m, "INSTANT", 500, fresh_buyer(), NULL, open_tn);
+    snprintf(close_path, sizeof close_path, "/v1/trades/%s/close", open_tn);
+    r = pc_t_call(&g_stack, &g_m, "POST", close_path, "{}", "close-unpaid-rf");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    r = refund(open_tn, "RF-unpaid", 1, NULL);
     assert_int_equal(r.status, 409);
     assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
     pc_t_resp_free(&r);
