@@ -165,6 +165,23 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
     return k;
 }
 
+/* True when a channel is configured for the payment (route's candidates,
+ * switched on or not): a route that found none was refused for now. */
+static bool configured_channel(pay_t *p, int64_t external, const char *only_channel)
+{
+    const char *cur =
+        json_string_value(json_object_get(json_object_get(p->view, "trade"), "currency"));
+    pc_pay_method_t m;
+    if (pc_pay_method_parse(p->method, &m) < 0)
+        return false;
+    const pc_channel_t *match[16];
+    size_t n = pc_channels_configured(p->app->channels, m, cur, external, match, 16);
+    for (size_t i = 0; i < n && i < 16; i++)
+        if (!only_channel || !strcmp(match[i]->id, only_channel))
+            return true;
+    return false;
+}
+
 static void decide(pay_t *p)
 {
     pc_app_t *app = p->app;
@@ -234,8 +251,16 @@ static void decide(pay_t *p)
         if (card)
             only = json_string_value(json_object_get(card, "channel_id"));
         if (route(p, external, only) == 0) {
-            pc_http_respond_error(p->req, PC_API_INVALID_STATE, "method_id",
-                                  "no channel can take this payment now");
+            if (configured_channel(p, external, only))
+                /* Switched off by ops, or dropped by route.lua as failing:
+                 * for now. The answer is not kept; a retry runs again. */
+                pc_http_respond_error(p->req, PC_API_UNAVAILABLE, "method_id",
+                                      "every channel that takes this payment is switched off "
+                                      "or failing now; retry later or choose another method");
+            else
+                pc_http_respond_error(p->req, PC_API_INVALID_STATE, "method_id",
+                                      "no channel takes this method for this amount and "
+                                      "currency");
             return;
         }
     }

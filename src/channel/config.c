@@ -980,20 +980,35 @@ bool pc_channels_effective_enabled(const pc_channels_t *chs, const char *id)
     return o >= 0 ? o == 1 : ch->enabled;
 }
 
-size_t pc_channels_match(const pc_channels_t *chs, pc_pay_method_t method, const char *currency,
-                         int64_t amount, const pc_channel_t **out, size_t max)
+/* The channels of the set that take method, currency and amount; with
+ * switched_on, only those switched on now. */
+static size_t match(const pc_channels_t *chs, pc_pay_method_t method, const char *currency,
+                    int64_t amount, bool switched_on, const pc_channel_t **out, size_t max)
 {
     size_t found = 0;
     for (size_t i = 0; i < pc_channel_set_count(chs->set); i++) {
         const pc_channel_t *ch = &chs->set->items[i];
         if (!pc_channel_accepts(ch, method, currency, amount) ||
-            !pc_channels_effective_enabled(chs, ch->id))
+            (switched_on && !pc_channels_effective_enabled(chs, ch->id)))
             continue;
         if (found < max)
             out[found] = ch;
         found++;
     }
     return found;
+}
+
+size_t pc_channels_match(const pc_channels_t *chs, pc_pay_method_t method, const char *currency,
+                         int64_t amount, const pc_channel_t **out, size_t max)
+{
+    return match(chs, method, currency, amount, true, out, max);
+}
+
+size_t pc_channels_configured(const pc_channels_t *chs, pc_pay_method_t method,
+                              const char *currency, int64_t amount, const pc_channel_t **out,
+                              size_t max)
+{
+    return match(chs, method, currency, amount, false, out, max);
 }
 
 json_t *pc_channels_status(const pc_channels_t *chs)

@@ -227,6 +227,11 @@ bool pc_channels_effective_enabled(const pc_channels_t *chs, const char *id);
 size_t pc_channels_match(const pc_channels_t *chs, pc_pay_method_t method, const char *currency,
                          int64_t amount, const pc_channel_t **out, size_t max);
 
+/* The same, switched on or not: the channels configured to take the payment. */
+size_t pc_channels_configured(const pc_channels_t *chs, pc_pay_method_t method,
+                              const char *currency, int64_t amount, const pc_channel_t **out,
+                              size_t max);
+
 /* Status for the admin API, a new object the caller owns:
  * {"status":"ok"|"refused"|"missing", "version", "loaded_at", "channels": n,
  *  "errors": [{"file","message"}]} (errors of the last refused reload, else []). */

@@ -626,6 +626,58 @@ static void test_netbank_wallet_and_qr_complete(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* No channel for a pay: for now (ops switched the only one off) is 503, safe
+ * to retry with the same key, and the retry pays once it is back; never (no
+ * channel takes the amount) is 409. */
+static void test_no_channel_now_is_503_never_is_409(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 1200, buyer, tn);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/channels/sim_netbank/disable",
+                               "{\"reason\":\"bank maintenance\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"NETBANK\",\"client\":{"
+             "\"ip\":\"10.0.3.1\",\"device_id\":\"dev-nochan\",\"platform\":\"WEB\"}}",
+             tn, buyer);
+    /* Both nodes hear of the switch within a second. */
+    long status = 0;
+    for (int i = 0; i < 50 && status != 503; i++) {
+        r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "pay-nochan");
+        status = r.status;
+        if (status == 503)
+            assert_string_equal(pc_t_errcode(&r), "UNAVAILABLE");
+        else if (status == 200)
+            fail_msg("paid through a channel switched off: %s", r.body);
+        pc_t_resp_free(&r);
+        usleep(50000);
+    }
+    assert_int_equal(status, 503);
+    r = pc_t_admin(&g_stack, "POST", "/admin/channels/sim_netbank/enable", NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    for (int i = 0; i < 50 && status != 200; i++) {
+        usleep(50000);
+        r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "pay-nochan");
+        status = r.status;
+        if (status == 200)
+            assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+        pc_t_resp_free(&r);
+    }
+    assert_int_equal(status, 200);
+
+    /* VA takes 1.00 and more (channels/sim_va.json): 0.50 never. */
+    new_trade("INSTANT", 50, buyer, tn);
+    r = pay(tn, buyer, "VA", NULL);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    pc_t_resp_free(&r);
+}
+
 static void test_bound_card_quick_pay_and_agreement(void **state)
 {
     (void)state;
@@ -1772,6 +1824,7 @@ int main(void)
         cmocka_unit_test(test_va_completes_after_the_buyer_transfers),
         cmocka_unit_test(test_otc_completes_after_the_buyer_pays_cash),
         cmocka_unit_test(test_netbank_wallet_and_qr_complete),
+        cmocka_unit_test(test_no_channel_now_is_503_never_is_409),
         cmocka_unit_test(test_bound_card_quick_pay_and_agreement),
         cmocka_unit_test(test_risk_reject_review_and_challenge),
         cmocka_unit_test(test_passed_challenge_is_checked_against_limits),
