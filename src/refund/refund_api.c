@@ -775,6 +775,14 @@ static void create_refund(pc_http_req_t *req, void *data)
                               "1-64 of [A-Za-z0-9_-], required");
         return;
     }
+    /* The platform's error refunds are numbered ERR-<payment_no> in the
+     * merchant's own out_refund_no space: one taken by the merchant first
+     * would keep a duplicate payment from ever going back. */
+    if (!strncmp(a->out_refund_no, "ERR-", 4)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "out_refund_no",
+                              "the prefix ERR- is kept for the platform's error refunds");
+        return;
+    }
     if (pc_json_int(b, "amount", 1, 1000000000000000LL, &a->amount) != 0) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "amount",
                               "a positive integer in minor units, required");

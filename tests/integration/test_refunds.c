@@ -297,6 +297,13 @@ static void test_full_and_partial_refunds_up_to_paid_then_over_is_refused(void *
     assert_string_equal(st, "TRADE_SUCCESS");
     free(st);
 
+    /* The platform's error refunds are ERR-<payment_no>: not the merchant's
+     * to take. */
+    r = refund(tn, "ERR-P0001", 100, NULL);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_REQUEST");
+    assert_non_null(strstr(r.body, "out_refund_no"));
+    pc_t_resp_free(&r);
     /* The same out_refund_no under a new key: a duplicate. */
     r = refund(tn, out1, 100, NULL);
     assert_int_equal(r.status, 409);
