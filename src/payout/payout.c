@@ -655,6 +655,29 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
     "b.bin = left(c.bin, 6) ORDER BY length(b.bin) DESC LIMIT 1) k WHERE c.token = $4::text AND "  \
     "c.status = 'ACTIVE' LIMIT 1), '') AS card_type"
 
+/* Locks the merchant's available and receivable balances in tx (the ledger's
+ * lock order; queued deltas folded) and reads one row: available, and what
+ * the merchant owes (a negative receivable, as a positive sum). PC_EINVAL
+ * for ids that make no account, PC_EUNAVAIL when not sent. */
+static int lock_free_balance(pc_db_tx_t *tx, const char *merchant_id, const char *currency,
+                             pc_db_query_cb cb, void *data)
+{
+    char avail[PC_LEDGER_ID_MAX + 1], recv[PC_LEDGER_ID_MAX + 1];
+    if (pc_ledger_account_id(avail, sizeof avail, PC_LEDGER_MERCHANT_AVAILABLE, merchant_id,
+                             currency) ||
+        pc_ledger_account_id(recv, sizeof recv, PC_LEDGER_MERCHANT_RECEIVABLE, merchant_id,
+                             currency))
+        return PC_EINVAL;
+    const char *p[] = {avail, recv};
+    return pc_db_tx_query(tx,
+                          "SELECT coalesce(sum(balance) FILTER (WHERE account_id = $1), 0), "
+                          "coalesce(-sum(least(balance, 0)) FILTER (WHERE account_id = $2), 0) "
+                          "FROM ledger_lock_accounts(ARRAY[$1, $2])",
+                          2, p, cb, data) < 0
+               ? PC_EUNAVAIL
+               : 0;
+}
+
 static void accept_balance_cb(void *data, int status, pc_db_res_t *res)
 {
     accept_t *a = data;
@@ -673,25 +696,17 @@ static void accept_begin_cb(void *data, int status, pc_db_tx_t *tx)
     }
     a->tx = tx;
     const pc_merchant_t *m = pc_auth_merchant(a->req);
-    char avail[PC_LEDGER_ID_MAX + 1], recv[PC_LEDGER_ID_MAX + 1];
-    if (pc_ledger_account_id(avail, sizeof avail, PC_LEDGER_MERCHANT_AVAILABLE, m->id,
-                             a->currency) ||
-        pc_ledger_account_id(recv, sizeof recv, PC_LEDGER_MERCHANT_RECEIVABLE, m->id,
-                             a->currency)) {
-        accept_fail(a, PC_API_INVALID_REQUEST, "currency", "ISO 4217, upper case");
-        return;
-    }
     /* The balances are locked until commit: concurrent payouts of this
      * merchant queue here, and each sees what the one before left; a
      * chargeback deducted meanwhile waits for this commit, or is seen. */
-    const char *p1[] = {avail, recv};
+    int rc = lock_free_balance(tx, m->id, a->currency, accept_balance_cb, a);
+    if (rc == PC_EINVAL) {
+        accept_fail(a, PC_API_INVALID_REQUEST, "currency", "ISO 4217, upper case");
+        return;
+    }
     const char *p2[] = {m->id, a->out_payout_no, a->payee_name[0] ? a->payee_name : NULL,
                         a->card_token[0] ? a->card_token : NULL};
-    if (pc_db_tx_query(tx,
-                       "SELECT coalesce(sum(balance) FILTER (WHERE account_id = $1), 0), "
-                       "coalesce(-sum(least(balance, 0)) FILTER (WHERE account_id = $2), 0) FROM "
-                       "ledger_lock_accounts(ARRAY[$1, $2])",
-                       2, p1, accept_balance_cb, a) < 0 ||
+    if (rc ||
         pc_db_tx_query(tx,
                        "SELECT EXISTS (SELECT 1 FROM payouts WHERE merchant_id = $1 AND "
                        "out_payout_no = $2) AS dup, merchant_chargeback_rate_bp($1) AS cb_rate, "
@@ -1153,6 +1168,44 @@ static void ops_why_cb(void *data, int status, pc_db_res_t *res)
     ops_done(o);
 }
 
+/* Records who did what to the payout, and commits. */
+static void ops_record(ops_t *o)
+{
+    const char *p[] = {o->no, pc_operator_of(o->req), o->reject ? "REJECT" : "RELEASE",
+                       o->reason[0] ? o->reason : NULL};
+    if (pc_db_tx_query(o->tx,
+                       "INSERT INTO payout_actions (payout_no, who, action, why) VALUES ($1, $2, "
+                       "$3, $4)",
+                       4, p, ignore_cb, NULL) < 0) {
+        ops_fail(o, PC_EUNAVAIL);
+        return;
+    }
+    pc_db_tx_commit(o->tx, ops_commit_cb, o);
+}
+
+static void ops_debt_cb(void *data, int status, pc_db_res_t *res)
+{
+    ops_t *o = data;
+    if (status) {
+        ops_fail(o, status);
+        return;
+    }
+    int64_t available = pc_db_get_i64(res, 0, 0), owed = pc_db_get_i64(res, 0, 1);
+    if (owed > available) {
+        pc_db_tx_rollback(o->tx);
+        o->tx = NULL;
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "the merchant owes %lld, more than its available %lld: reject the payout, or "
+                 "release it once the debt is recovered",
+                 (long long)owed, (long long)available);
+        pc_http_respond_error(o->req, PC_API_INVALID_STATE, NULL, msg);
+        ops_done(o);
+        return;
+    }
+    ops_record(o);
+}
+
 static void ops_updated_cb(void *data, int status, pc_db_res_t *res)
 {
     ops_t *o = data;
@@ -1169,27 +1222,27 @@ static void ops_updated_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     o->json = strdup(pc_db_val(res, 0, "json"));
-    int rc = 0;
-    if (o->reject) {
-        const char *m = pc_db_val(res, 0, "merchant_id");
-        rc = post_move(o->tx, "PAYOUT_RELEASE", o->no, PC_LEDGER_PLATFORM_ESCROW, NULL,
+    const char *m = pc_db_val(res, 0, "merchant_id");
+    if (!o->reject) {
+        /* A debt that arose while the payout was held (a chargeback that
+         * found too little) comes first: the money kept in escrow for this
+         * payout may be all there is to recover it from. The balances are
+         * locked as acceptance locks them. */
+        int rc = lock_free_balance(o->tx, m, pc_db_val(res, 0, "currency"), ops_debt_cb, o);
+        if (rc)
+            ops_fail(o, rc);
+        return;
+    }
+    int rc = post_move(o->tx, "PAYOUT_RELEASE", o->no, PC_LEDGER_PLATFORM_ESCROW, NULL,
                        PC_LEDGER_MERCHANT_AVAILABLE, m, pc_db_val(res, 0, "currency"),
                        pc_db_val_i64(res, 0, "amount"));
-        if (!rc)
-            rc = outbox_json(o->tx, m, "payout.failed", pc_db_val(res, 0, "notify_url"), o->json);
-    }
-    const char *p[] = {o->no, pc_operator_of(o->req), o->reject ? "REJECT" : "RELEASE",
-                       o->reason[0] ? o->reason : NULL};
     if (!rc)
-        rc = pc_db_tx_query(o->tx,
-                            "INSERT INTO payout_actions (payout_no, who, action, why) VALUES ($1, "
-                            "$2, $3, $4)",
-                            4, p, ignore_cb, NULL);
+        rc = outbox_json(o->tx, m, "payout.failed", pc_db_val(res, 0, "notify_url"), o->json);
     if (rc) {
         ops_fail(o, rc);
         return;
     }
-    pc_db_tx_commit(o->tx, ops_commit_cb, o);
+    ops_record(o);
 }
 
 static void ops_begin_cb(void *data, int status, pc_db_tx_t *tx)
@@ -1210,7 +1263,7 @@ static void ops_begin_cb(void *data, int status, pc_db_tx_t *tx)
               "merchant_id, currency, amount, coalesce(notify_url, '') AS notify_url"
             : "UPDATE payouts p SET hold_reason = NULL, next_query_at = now(), updated_at = now() "
               "WHERE payout_no = $1 AND status = 'ACCEPTED' AND hold_reason IS NOT NULL "
-              "RETURNING payout_json(p)::text AS json";
+              "RETURNING payout_json(p)::text AS json, merchant_id, currency";
     if (pc_db_tx_query(tx, sql, o->reject ? 2 : 1, p, ops_updated_cb, o) < 0)
         ops_fail(o, PC_EUNAVAIL);
 }

@@ -761,11 +761,21 @@ static pc_t_resp_t pay(const pc_t_merchant_t *m, const char *tn, const char *buy
     return pc_t_call(&g_stack, m, "POST", "/v1/cashier/pay", body, key);
 }
 
+/* Pays tn by a card never seen before. */
+static pc_t_resp_t pay_by_new_card(const pc_t_merchant_t *m, const char *tn, const char *buyer)
+{
+    char card[160];
+    snprintf(card, sizeof card,
+             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}",
+             fresh_pan());
+    return pay(m, tn, buyer, "CARD", card);
+}
+
 static void test_recharge_then_pay_by_balance(void **state)
 {
     (void)state;
     pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
-    char buyer[32], b[96], tn[40], card[160];
+    char buyer[32], b[96], tn[40];
     snprintf(buyer, sizeof buyer, "pob_%d", (int)getpid());
     snprintf(b, sizeof b, "{\"buyer_id\":\"%s\"}", buyer);
     pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", b);
@@ -776,10 +786,7 @@ static void test_recharge_then_pay_by_balance(void **state)
     snprintf(pending, sizeof pending, "merchant:%s:pending:CNY", m.id);
     /* Top up 100.00 by card: the wallet, not the merchant, gets it. */
     new_trade(&m, "RECHARGE", 10000, buyer, tn);
-    snprintf(card, sizeof card,
-             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}",
-             fresh_pan());
-    r = pay(&m, tn, buyer, "CARD", card);
+    r = pay_by_new_card(&m, tn, buyer);
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     assert_string_equal(pc_t_jstr(&r, "trade_status"), "TRADE_SUCCESS");
@@ -941,6 +948,94 @@ static void test_card_payout_needs_a_known_debit_bin(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payout held for review while a chargeback leaves the merchant owing
+ * the platform is not released: the money kept for it is what the debt can
+ * be recovered from. Rejecting it gives the money back as before. */
+static void test_held_payout_is_not_released_while_the_merchant_owes(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m =
+        pc_t_create_merchant(&g_stack, "\"settle_cycle_days\":0,\"fee_rate_bp\":60");
+    verify(&m, "Shop Ltd");
+    /* A card payment of 30.00, with a channel reference a chargeback can
+     * name. */
+    char buyer[32], b[96], tn[40];
+    snprintf(buyer, sizeof buyer, "pow_%d", (int)getpid());
+    snprintf(b, sizeof b, "{\"buyer_id\":\"%s\"}", buyer);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", b);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    new_trade(&m, "INSTANT", 3000, buyer, tn);
+    r = pay_by_new_card(&m, tn, buyer);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    char *ch = pc_t_sql(&g_stack,
+                        "SELECT channel_id || ' ' || channel_txn_id FROM payments WHERE trade_no "
+                        "= '%s' AND status = 'SUCCESS'",
+                        tn);
+    char channel[40], txn[80];
+    assert_int_equal(sscanf(ch, "%39s %79s", channel, txn), 2);
+    free(ch);
+    /* 20,000.00 more, then everything settled to available (T+0). */
+    char ftn[40], pno[48];
+    new_trade(&m, "INSTANT", 2000000, NULL, ftn);
+    snprintf(pno, sizeof pno, "PFUNDW%d", (int)getpid());
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, ftn, pno, 2000000, "CNY", "channel:sim_card:clearing:CNY", NULL),
+        0);
+    char body[256];
+    snprintf(body, sizeof body, "{\"date\":\"%s\"}", g_today);
+    r = pc_t_admin(&g_stack, "POST", "/admin/settlements/run", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    long long avail = available(&m);
+    assert_int_equal(avail, 2003000 - 12000 - 18);
+    /* All of it asked for: a large payout, held for review. */
+    r = payout(&m, "OUT-OWE-1", (long)avail, "6222020000009999", "po-owe-1");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "hold_reason"), "RISK_REVIEW");
+    char no[40];
+    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    assert_int_equal(available(&m), 0);
+    /* The card payment is disputed: nothing pending or available, so all
+     * 30.00 is owed. */
+    snprintf(body, sizeof body,
+             "{\"reference\":\"OWE-%d\",\"channel_id\":\"%s\",\"channel_txn_id\":\"%s\","
+             "\"amount\":3000,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
+             (int)getpid(), channel, txn);
+    r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    char recv[160];
+    snprintf(recv, sizeof recv, "merchant:%s:receivable:CNY", m.id);
+    assert_int_equal(bal(recv), -3000);
+
+    char path[128];
+    snprintf(path, sizeof path, "/admin/payouts/%s/release", no);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    assert_non_null(strstr(r.body, "owes 3000"));
+    pc_t_resp_free(&r);
+    usleep(500000);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payouts WHERE payout_no = '%s' AND status "
+                                  "= 'ACCEPTED' AND hold_reason IS NOT NULL",
+                                  no),
+                     1);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payout_actions WHERE payout_no = '%s'", no),
+        0);
+    snprintf(path, sizeof path, "/admin/payouts/%s/reject", no);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"merchant owes a chargeback\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_int_equal(available(&m), avail);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -962,6 +1057,8 @@ int main(void)
         cmocka_unit_test_setup(test_no_record_of_a_payout_the_channel_took_is_for_ops,
                                refresh_today),
         cmocka_unit_test_setup(test_risk_review_holds_until_ops_decide, refresh_today),
+        cmocka_unit_test_setup(test_held_payout_is_not_released_while_the_merchant_owes,
+                               refresh_today),
         cmocka_unit_test_setup(test_recharge_then_pay_by_balance, refresh_today),
         cmocka_unit_test_setup(test_payout_before_verification_is_refused, refresh_today),
         cmocka_unit_test_setup(test_payout_payee_name_must_match_verified_name, refresh_today),
