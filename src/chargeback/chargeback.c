@@ -9,6 +9,7 @@
 #include "core/metrics.h"
 #include "ledger/ledger.h"
 #include "notify/outbox.h"
+#include "refund/refund.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +122,8 @@ typedef struct {
     int64_t external_amount; /* the payment's part that went through the channel */
     pc_cb_hold_t hold;
     char *json;
+    int retried;     /* opened again after terminating unsent refunds */
+    int terminating; /* refund terminations still out */
 } open_t;
 
 static void open_finish(open_t *o, open_outcome_t outcome, int status, pc_api_err_t err,
@@ -390,9 +393,70 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
                        "coalesce(sum(r.external_amount), 0) FROM refunds r WHERE r.payment_no = "
                        "$1 AND r.status NOT IN ('FAILED', 'TERMINATED')) AS disputed, (SELECT "
                        "chargeback_json(c)::text FROM chargebacks c WHERE c.channel_id = $2 AND "
-                       "c.source_ref = $3) AS existing",
+                       "c.source_ref = $3) AS existing, (SELECT coalesce(string_agg(r.refund_no "
+                       "|| ' ' || r.external_amount, ' ' ORDER BY r.created_at DESC), '') FROM "
+                       "refunds r WHERE r.payment_no = $1 AND r.type = 'NORMAL' AND r.status IN "
+                       "('ACCEPTED', 'SUSPENDED') AND r.external_amount > 0) AS unsent",
                        3, p, open_counted_cb, o) < 0)
         open_fail(o, PC_EUNAVAIL);
+}
+
+static void open_begin_cb(void *data, int status, pc_db_tx_t *tx);
+
+static void unsent_terminated_cb(void *data, int status)
+{
+    open_t *o = data;
+    if (status)
+        pc_log_warn("chargeback.refund_not_terminated",
+                    "%s %s: a refund of payment %s could not be terminated: %s", o->source,
+                    o->source_ref, o->payment_no, pc_strerror(status));
+    if (--o->terminating > 0)
+        return;
+    /* Opened again from the start: what the terminations left is read
+     * afresh under the trade lock; still too much is unmatched as before. */
+    if (pc_db_begin(o->app->db, NULL, open_begin_cb, o) < 0)
+        open_finish(o, OPEN_FAILED, PC_EUNAVAIL, PC_API_UNAVAILABLE, "database unavailable");
+}
+
+/* The case would fit if the merchant's refunds not sent yet (unsent:
+ * "refund_no amount ...", newest first) were not counted: the cardholder
+ * got the money back at the bank, so those refunds would pay twice.
+ * Terminates the newest of them until the excess is covered (after the
+ * transaction is rolled back), then opens the case again. Returns 0 when
+ * that is under way, -1 when the refunds cannot cover it. */
+static int terminate_unsent(open_t *o, const char *unsent, int64_t excess)
+{
+    char nos[16][41];
+    int n = 0;
+    int64_t covered = 0;
+    const char *s = unsent;
+    while (*s && covered < excess && n < 16) {
+        long long amount;
+        int used = 0;
+        if (sscanf(s, "%40s %lld %n", nos[n], &amount, &used) != 2 || used == 0)
+            break;
+        covered += amount;
+        n++;
+        s += used;
+    }
+    if (covered < excess || !o->app->refunds)
+        return -1;
+    pc_db_tx_rollback(o->tx);
+    o->tx = NULL;
+    o->retried = 1;
+    o->terminating = 1; /* held until every call is made */
+    for (int i = 0; i < n; i++) {
+        pc_log_warn("chargeback.terminates_refund",
+                    "%s %s of %lld on payment %s: refund %s, not sent yet, is terminated (the "
+                    "chargeback gives the cardholder the money)",
+                    o->source, o->source_ref, (long long)o->amount, o->payment_no, nos[i]);
+        o->terminating++;
+        if (pc_refunds_terminate_for_chargeback(o->app->refunds, nos[i], o->source_ref,
+                                                unsent_terminated_cb, o) != 0)
+            o->terminating--;
+    }
+    unsent_terminated_cb(o, 0);
+    return 0;
 }
 
 static void open_counted_cb(void *data, int status, pc_db_res_t *res)
@@ -415,6 +479,9 @@ static void open_counted_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     int64_t left = o->external_amount - pc_db_val_i64(res, 0, "disputed");
+    if (o->amount > left && !o->retried &&
+        terminate_unsent(o, pc_db_val(res, 0, "unsent"), o->amount - left) == 0)
+        return;
     if (o->amount > left) {
         open_unmatched(o, PC_API_AMOUNT_EXCEEDS_REFUNDABLE,
                        "the amount exceeds what is left of the payment to dispute (earlier "

@@ -653,6 +653,49 @@ int pc__refund_transition(pc_refunds_t *rf, const pc__transition_t *tr, pc__tran
     return 0;
 }
 
+typedef struct {
+    void (*cb)(void *data, int status);
+    void *data;
+} cb_term_t;
+
+static void cb_terminated(void *data, int status, const pc__refund_t *r)
+{
+    (void)r;
+    cb_term_t *c = data;
+    c->cb(c->data, status);
+    free(c);
+}
+
+int pc_refunds_terminate_for_chargeback(pc_refunds_t *rf, const char *refund_no,
+                                        const char *case_ref, void (*cb)(void *data, int status),
+                                        void *data)
+{
+    static const char *const before_money_left[] = {"ACCEPTED", "SUSPENDED", NULL};
+    char why[256];
+    snprintf(why, sizeof why,
+             "the cardholder disputed the payment at the bank (chargeback %s): the chargeback "
+             "returns the money, this refund would pay it twice",
+             case_ref);
+    pc__transition_t t = {.refund_no = refund_no,
+                          .to = "TERMINATED",
+                          .from = before_money_left,
+                          .who = "chargeback",
+                          .action = "TERMINATE",
+                          .why = why,
+                          .failure_code = "CHARGEBACK",
+                          .failure_msg = "the cardholder got the money back by a chargeback",
+                          .normal_only = 1};
+    cb_term_t *c = malloc(sizeof *c);
+    if (!c)
+        return PC_ENOMEM;
+    c->cb = cb;
+    c->data = data;
+    int rc = pc__refund_transition(rf, &t, cb_terminated, c);
+    if (rc)
+        free(c);
+    return rc;
+}
+
 /* ---------- running a refund at its channel ---------- */
 
 typedef struct {

@@ -938,6 +938,93 @@ static void test_disputed_amount_is_not_refundable(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A merchant refund not sent yet (OFFLINE, waiting for ops) meets a
+ * chargeback for more than the rest: the buyer got the money at the bank, so
+ * the refund is terminated (it would pay them twice; the merchant is told
+ * refund.failed) and the case opens. Before, the case was refused and the
+ * refund went on. Cash paid at a store is refunded by hand (sim_otc). */
+static void test_chargeback_terminates_a_refund_not_sent_yet(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], code[40], buyer[32], body[1024], key[64];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade(&m, "INSTANT", 5000, buyer, tn);
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"OTC\",\"client\":{\"ip\":"
+             "\"10.1.1.%d\",\"device_id\":\"cbdev-%d\",\"platform\":\"WEB\"}}",
+             tn, buyer, g_seq % 200, g_seq);
+    snprintf(key, sizeof key, "pay-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, &m, "POST", "/v1/cashier/pay", body, key);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
+             json_string_value(json_object_get(json_object_get(j, "action"), "otc_code")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_true(pc_t_sql_wait(&g_stack, "1", 10,
+                              "SELECT count(*) FROM payments WHERE trade_no = '%s' AND status = "
+                              "'SUCCESS'",
+                              tn));
+    char *txn = pc_t_sql(&g_stack,
+                         "SELECT channel_txn_id FROM payments WHERE trade_no = '%s' AND status = "
+                         "'SUCCESS'",
+                         tn);
+    long long pending0 = mbal(&m, "pending");
+    assert_int_equal(refund(&m, tn, 2000, code), 200);
+    char *rno = pc_t_sql(&g_stack,
+                         "SELECT refund_no FROM refunds WHERE trade_no = '%s' AND method = "
+                         "'OFFLINE' AND status = 'ACCEPTED'",
+                         tn);
+    assert_non_null(rno);
+    assert_int_equal(mbal(&m, "pending"), pending0 - 2000);
+
+    char ref[64];
+    snprintf(ref, sizeof ref, "UNSENT-%d", (int)getpid());
+    snprintf(body, sizeof body,
+             "{\"reference\":\"%s\",\"channel_id\":\"sim_otc\",\"channel_txn_id\":\"%s\","
+             "\"amount\":4000,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
+             ref, txn);
+    r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
+    if (r.status != 201)
+        fprintf(stderr, "offline entry: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    char *st = pc_t_sql(
+        &g_stack, "SELECT status || ' ' || failure_code FROM refunds WHERE refund_no = '%s'", rno);
+    assert_string_equal(st, "TERMINATED CHARGEBACK");
+    free(st);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM refund_actions WHERE refund_no = '%s' AND "
+                                  "who = 'chargeback' AND action = 'TERMINATE'",
+                                  rno),
+                     1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM outbox WHERE type = 'refund.failed' AND "
+                                  "payload::jsonb -> 'data' ->> 'refund_no' = '%s'",
+                                  rno),
+                     1);
+    /* The refund's 2000 back, then 4000 frozen for the case. */
+    assert_int_equal(mbal(&m, "reserve"), 4000);
+    assert_int_equal(mbal(&m, "pending"), pending0 - 4000);
+    free(rno);
+    /* Beyond the payment even without refunds: still refused. */
+    snprintf(ref, sizeof ref, "UNSENT2-%d", (int)getpid());
+    snprintf(body, sizeof body,
+             "{\"reference\":\"%s\",\"channel_id\":\"sim_otc\",\"channel_txn_id\":\"%s\","
+             "\"amount\":1001,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
+             ref, txn);
+    r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
+    assert_int_equal(r.status, 422);
+    pc_t_resp_free(&r);
+    free(txn);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* A refund already gives back part of the payment: a chargeback for more
  * than what is left is not opened against the merchant's money (an offline
  * entry is refused; a channel file's line waits for ops as unmatched). Before, refunds were not
@@ -1096,6 +1183,7 @@ int main(void)
         cmocka_unit_test(test_merchant_views_and_evidence_deadline),
         cmocka_unit_test(test_disputed_amount_is_not_refundable),
         cmocka_unit_test(test_refunded_amount_cannot_be_charged_back_again),
+        cmocka_unit_test(test_chargeback_terminates_a_refund_not_sent_yet),
         cmocka_unit_test(test_rate_metric_and_risk_inputs),
         cmocka_unit_test(test_unmatched_lines_are_listed_alerted_and_resolved),
     };
