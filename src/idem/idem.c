@@ -31,8 +31,10 @@ struct pc_idem_req {
     char key[PC_IDEMPOTENCY_KEY_MAX_LEN + 1];
     char hash[PC_SHA256_HEX_LEN + 1];
     char token[33];
-    char rkey[320];
+    char rkey[330];
+    char ckey[330]; /* the key's read-only (consult) record in Redis */
     int redis_locked;
+    int used_by_consult; /* the key answered a consult: not for this request */
     /* Renews the claim while the handler runs (a pay may wait on slow
      * channels longer than one lock period); NULL when not running. */
     uv_timer_t *renew;
@@ -164,12 +166,26 @@ static void store_done_cb(void *data, int status, pc_db_res_t *res)
     send_stored_answer(ir);
 }
 
+/* Marks the key as taken in the read-only records too, so that a consult
+ * sent with it later is told the key was used for another request (422) as
+ * the durable record would tell any other POST. Best effort: Redis only. */
+static void mark_for_consults(pc_idem_req_t *ir)
+{
+    char rec[PC_SHA256_HEX_LEN + 8];
+    int n = snprintf(rec, sizeof rec, "%s\n0\n", ir->hash);
+    const char *argv[] = {"SET", ir->ckey, rec, "EX", "90000"};
+    size_t lens[] = {3, strlen(ir->ckey), (size_t)n, 2, 5};
+    pc_kv_command(ir->idem->kv, NULL, NULL, 5, argv, lens);
+}
+
 static void responder(pc_http_req_t *req, int status, const char *ctype, const char *body,
                       size_t len, void *data)
 {
     pc_idem_req_t *ir = data;
     (void)ctype;
     renew_stop(ir);
+    if (status < 500)
+        mark_for_consults(ir);
     /* Recorded with the business change: the answer is the one stored. Any
      * other answer means that transaction did not commit (the handler then
      * answers an error, or the state as it is), so it is recorded below. */
@@ -332,9 +348,31 @@ static void claim(pc_idem_req_t *ir)
         pc_http_respond_error(ir->req, PC_API_UNAVAILABLE, NULL, "idempotency store unavailable");
 }
 
+static void consult_seen_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    pc_idem_req_t *ir = data;
+    if (status || pc_kv_reply_type(reply) != PC_KV_STRING)
+        return;
+    /* "hash\n...": this request's own mark (a replay) is no reuse. */
+    size_t len, hl = strlen(ir->hash);
+    const char *rec = pc_kv_reply_str(reply, &len);
+    if (len <= hl || memcmp(rec, ir->hash, hl) != 0 || rec[hl] != '\n')
+        ir->used_by_consult = 1;
+}
+
 static void lock_cb(void *data, int status, const pc_kv_reply_t *reply)
 {
     pc_idem_req_t *ir = data;
+    if (status == 0 && pc_kv_reply_type(reply) == PC_KV_STATUS)
+        ir->redis_locked = 1; /* released when the request is done */
+    if (ir->used_by_consult) {
+        /* Its read-only record came back just before (same connection,
+         * replies in order). */
+        count("reused");
+        pc_http_respond_error(ir->req, PC_API_IDEMPOTENCY_KEY_REUSED, "Idempotency-Key",
+                              "this Idempotency-Key was used for a different request");
+        return;
+    }
     if (status == 0 && pc_kv_reply_type(reply) == PC_KV_NIL) {
         /* Held by a request still running (or just finished): PostgreSQL says which. */
         answer_existing(ir);
@@ -425,16 +463,20 @@ void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id, p
     char name[300];
     snprintf(name, sizeof name, "idem:%s:%s", ir->mid, ir->key);
     pc_kv_key(idem->kv, ir->rkey, sizeof ir->rkey, name);
+    char rname[310];
+    snprintf(rname, sizeof rname, "idemr:%s:%s", ir->mid, ir->key);
+    pc_kv_key(idem->kv, ir->ckey, sizeof ir->ckey, rname);
     if (read_only_post(pc_http_req_path(req))) {
         *slot = NULL;
-        char rname[310];
-        snprintf(rname, sizeof rname, "idemr:%s:%s", ir->mid, ir->key);
-        pc_kv_key(idem->kv, ir->rkey, sizeof ir->rkey, rname);
+        snprintf(ir->rkey, sizeof ir->rkey, "%s", ir->ckey);
         if (pc_kv_cmd(idem->kv, light_get_cb, ir, "GET", ir->rkey, NULL) < 0)
             light_get_cb(ir, PC_EUNAVAIL, NULL);
         return;
     }
     pc_http_req_on_done(req, on_req_done, ir);
+    /* A consult's record of this key, read just ahead of the lock (one round
+     * trip for both). */
+    pc_kv_cmd(idem->kv, consult_seen_cb, ir, "GET", ir->ckey, NULL);
     if (pc_kv_cmd(idem->kv, lock_cb, ir, "SET", ir->rkey, ir->token, "NX", "PX", idem->lock_ms,
                   NULL) < 0)
         lock_cb(ir, PC_EUNAVAIL, NULL);

@@ -469,6 +469,46 @@ static void test_invalid_fields_are_named(void **state)
            422, "SPLIT_EXCEEDS_AMOUNT");
 }
 
+/* One key, one request, whichever endpoint: a key a consult answered is
+ * refused to a trade (422), and a key a trade took is refused to a consult;
+ * the trade's own replay still replays. */
+static void test_key_used_by_consult_is_not_another_posts(void **state)
+{
+    (void)state;
+    pc_t_resp_t r =
+        pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body("XK1", 700), "xk-trade");
+    assert_int_equal(r.status, 201);
+    char tn[64], consult[256];
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    snprintf(consult, sizeof consult, "{\"trade_no\":\"%s\",\"buyer_id\":\"u_42\"}", tn);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", consult, "xk-consult");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body("XK2", 700), "xk-consult");
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "IDEMPOTENCY_KEY_REUSED");
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM trades WHERE merchant_id = '%s' AND "
+                                  "out_trade_no = 'XK2'",
+                                  g_m.id),
+                     0);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", consult, "xk-trade");
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "IDEMPOTENCY_KEY_REUSED");
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body("XK1", 700), "xk-trade");
+    assert_int_equal(r.status, 201);
+    assert_non_null(pc_t_header(&r, "Idempotent-Replayed"));
+    assert_string_equal(pc_t_jstr(&r, "trade_no"), tn);
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", consult, "xk-consult");
+    assert_int_equal(r.status, 200);
+    assert_non_null(pc_t_header(&r, "Idempotent-Replayed"));
+    pc_t_resp_free(&r);
+}
+
 static void test_replay_returns_identical_answer(void **state)
 {
     (void)state;
@@ -771,6 +811,7 @@ int main(void)
         cmocka_unit_test(test_escapes_that_are_not_text_get_400),
         cmocka_unit_test(test_invalid_fields_are_named),
         cmocka_unit_test(test_replay_returns_identical_answer),
+        cmocka_unit_test(test_key_used_by_consult_is_not_another_posts),
         cmocka_unit_test(test_50_concurrent_identical_requests_execute_once),
         cmocka_unit_test(test_redis_down_still_executes_once),
     };
