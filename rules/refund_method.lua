@@ -55,8 +55,9 @@ return function(ctx)
 
   -- A payout needs somewhere to go: the account the merchant named in the
   -- refund request, or the card the buyer paid with. Channels that refund
-  -- only by payout (a bank transfer's VA channel) are no exception.
-  if ctx.payee_available then
+  -- only by payout (a bank transfer's VA channel) are no exception. It goes
+  -- through the paying channel, so not while ops have switched that off.
+  if ctx.payee_available and channel_on then
     return "PAYOUT"
   end
 

@@ -1235,6 +1235,14 @@ const char *pc__refund_method(pc_app_t *app, const pc__method_ctx_t *m, char ver
                       : a && !strcmp(a, "PAYOUT") ? "PAYOUT"
                       : a && !strcmp(a, "FILE")   ? "FILE"
                                                   : "OFFLINE";
+    if (ch && (!strcmp(out, "API") || !strcmp(out, "PAYOUT")) &&
+        !pc_channels_effective_enabled(app->channels, ch->id)) {
+        /* Switched off by ops: nothing is sent through it. */
+        pc_log_warn("refund.channel_switched_off",
+                    "refund_method chose %s through channel %s, which ops switched off: OFFLINE",
+                    out, ch->id);
+        out = "OFFLINE";
+    }
     if (!strcmp(out, "PAYOUT") && !m->payee_available) {
         /* Nobody to pay out to (no account given, no card held): ops find
          * the buyer and return the money by hand. */

@@ -1004,6 +1004,31 @@ static void test_va_refund_pays_out_to_the_named_payee_else_offline(void **state
     free(st);
 }
 
+/* Nothing goes through a channel ops switched off, not even a payout to the
+ * card the buyer paid with: the refund waits for ops (OFFLINE). */
+static void test_refund_through_a_switched_off_channel_is_offline(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], path[96];
+    paid_trade_for(&g_m, "INSTANT", 900, NULL, tn, NULL);
+    const char *ch = paid_channel(tn);
+    snprintf(path, sizeof path, "/admin/channels/%s/disable", ch);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"bank maintenance\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    usleep(1200000); /* every node hears of the switch within a second */
+    refund_ok(tn, "OFF1", 400, NULL, rno);
+    snprintf(path, sizeof path, "/admin/channels/%s/enable", ch);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    char *m = refund_field(rno, "method");
+    assert_string_equal(m, "OFFLINE");
+    free(m);
+    expect_refund(rno, "ACCEPTED");
+    assert_int_equal(sim_count(ch, "REFUND", NULL, rno) + sim_count(ch, "PAYOUT", NULL, rno), 0);
+}
+
 static void test_short_merchant_is_refused_unless_advance_funded(void **state)
 {
     (void)state;
@@ -1185,6 +1210,8 @@ int main(void)
         cmocka_unit_test_teardown(
             test_refund_after_a_chargeback_of_the_card_part_returns_the_balance, after_each),
         cmocka_unit_test_teardown(test_va_refund_pays_out_to_the_named_payee_else_offline,
+                                  after_each),
+        cmocka_unit_test_teardown(test_refund_through_a_switched_off_channel_is_offline,
                                   after_each),
         cmocka_unit_test_teardown(test_payout_refund_returned_before_its_success_was_heard_fails,
                                   after_each),
