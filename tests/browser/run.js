@@ -551,6 +551,40 @@ test('ops console: resolving a reconciliation difference, checked through the ad
   await page.close();
 });
 
+test('ops console: a refund held for ops is listed and resumed, checked through the admin API', async () => {
+  // Cash at a store, refunded by hand (OFFLINE), held by ops: it waits for a person.
+  const buyer = await freshBuyer();
+  const trade = await newTrade(buyer, 3000, 'Kettle');
+  const pay = await api.merchantCall(stack, merchant, 'POST', '/v1/cashier/pay', {
+    trade_no: trade.trade_no, buyer_id: buyer, method_id: 'OTC', client: { platform: 'WEB' },
+  });
+  assert.equal(pay.status, 200, pay.text);
+  const sim = await api.simCall(stack, 'POST', '/sim/complete', { reference: pay.json.action.otc_code });
+  assert.ok(sim.status < 300, sim.text);
+  await until('the trade paid', async () => (await tradeStatus(trade.trade_no)) === 'TRADE_SUCCESS');
+  const rf = await api.merchantCall(stack, merchant, 'POST', '/v1/refunds', {
+    trade_no: trade.trade_no, out_refund_no: `BRF${process.pid}-${++seq}`, amount: 1200, reason: 'broken lid',
+  });
+  assert.equal(rf.status, 200, rf.text);
+  const no = rf.json.refund_no;
+  const held = await api.adminCall(stack, 'POST', `/admin/refunds/${no}/suspend`, { why: 'buyer to confirm the account' });
+  assert.equal(held.status, 200, held.text);
+  const page = await openPage(`${stack.adminUrl}/console#refunds`);
+  await consoleSignIn(page);
+  const row = `#view tr[data-refund-no="${no}"]`;
+  await page.waitForSelector(row);
+  assert.match(await page.textContent(row), /SUSPENDED/);
+  assert.match(await page.textContent(row), /12\.00/);
+  await shot(page, 'console-refunds');
+  page.once('dialog', (d) => d.accept('buyer confirmed'));
+  await page.click(`${row} button[data-action=resume]`);
+  await page.waitForSelector('#flash:not([hidden])');
+  const r = await api.adminCall(stack, 'GET', `/admin/refunds/${no}`);
+  assert.equal(r.json.status, 'ACCEPTED');
+  assert.equal(r.json.actions[r.json.actions.length - 1].why, 'buyer confirmed');
+  await page.close();
+});
+
 test('ops console: releasing a payment held for review, checked through the merchant API', async () => {
   const buyer = await freshBuyer();
   const trade = await newTrade(buyer, 2000000, 'Road bike');

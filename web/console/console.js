@@ -227,7 +227,7 @@
     title: 'Refunds needing action',
     probe: '/admin/refunds/-',
     async draw(box) {
-      const list = await api('GET', '/admin/refunds?needs_action=true');
+      const list = await api('GET', '/admin/refunds?waiting=true');
       const one = await api('GET', '/admin/refunds/-');
       if (routeMissing(list) && routeMissing(one)) return notAvailable('the refund ops API (/admin/refunds)');
       const actions = (no) => el('span', { class: 'actions' }, ...REFUND_ACTIONS.map((a) =>
@@ -241,9 +241,11 @@
           { title: 'Type / method', render: (x) => (x.type || '') + ' / ' + (x.method || '') },
           { title: 'Status', render: (x) => pill(x.status, x.status === 'FAILED' ? 'bad' : x.status === 'SUSPENDED' ? 'warn' : '') },
           { title: '', render: (x) => actions(x.refund_no) },
-        ], list.json.refunds));
-      } else {
+        ], list.json.refunds, (x) => ({ 'data-refund-no': x.refund_no })));
+      } else if (routeMissing(list)) {
         box.append(el('p', { class: 'muted', text: 'This paycore has no refund list yet: look refunds up by number.' }));
+      } else {
+        box.append(el('p', { class: 'err', text: 'The list of waiting refunds could not be read: ' + errorOf(list) }));
       }
       const out = el('div');
       const no = input({ id: 'refund-no', placeholder: 'refund_no', size: 28 });
