@@ -57,6 +57,7 @@ typedef struct {
     char challenge_buf[32], challenge_code[8], challenge_hash[PC_SHA256_HEX_LEN + 1];
     const char *route_ids[PC_ROUTE_MAX];
     char route_buf[PC_ROUTE_MAX][33];
+    size_t route_candidates; /* switched-on channels route.lua was offered */
 } pay_t;
 
 static void pay_free(void *arg)
@@ -140,6 +141,7 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
             json_pack("{s:s,s:s}", "brand",
                       p->card_brand[0] ? p->card_brand : pc_card_scheme(p->card_bin), "bin",
                       p->card_bin));
+    p->route_candidates = json_array_size(cands);
     pc_rule_result_t r;
     pc_rules_route(app->rules, ctx, cands, &r);
     json_object_set_new(p->versions, "route", json_string(r.version));
@@ -251,12 +253,16 @@ static void decide(pay_t *p)
         if (card)
             only = json_string_value(json_object_get(card, "channel_id"));
         if (route(p, external, only) == 0) {
-            if (configured_channel(p, external, only))
-                /* Switched off by ops, or dropped by route.lua as failing:
-                 * for now. The answer is not kept; a retry runs again. */
+            if (p->route_candidates > 0)
+                /* rules/route.lua chose none of them: its decision. */
+                pc_http_respond_error(p->req, PC_API_INVALID_STATE, "method_id",
+                                      "the routing rule takes no channel for this payment");
+            else if (configured_channel(p, external, only))
+                /* Every one switched off by ops: for now. The answer is not
+                 * kept; a retry runs again. */
                 pc_http_respond_error(p->req, PC_API_UNAVAILABLE, "method_id",
                                       "every channel that takes this payment is switched off "
-                                      "or failing now; retry later or choose another method");
+                                      "now; retry later or choose another method");
             else
                 pc_http_respond_error(p->req, PC_API_INVALID_STATE, "method_id",
                                       "no channel takes this method for this amount and "
