@@ -16,20 +16,39 @@
 --   ctx.merchant.id             merchant id
 --   ctx.buyer.id                buyer id (absent for guests)
 --   ctx.buyer.balance           buyer's available wallet balance
---   ctx.buyer.last_method_id    method_id the buyer paid with last time in the last 90 days (absent if none)
+--   ctx.buyer.last_method_id    the method_id of the type the buyer paid with last
+--                               (last 90 days; absent if none). paycore records the
+--                               type, not the exact method: a last payment by a bound
+--                               card reads as the most recently bound card
+--                               ("QUICK_PAY:<card_id>"), by a named balance as
+--                               "BALANCE", by a coupon as "COUPON" (no such method_id)
 --   ctx.buyer.type_counts       {CARD = 3, WALLET = 1, ...}: successful payments per type, last 90 days
 --   ctx.policy.hide_unavailable true: drop methods that cannot be used right now
 --                               false/absent: keep them, at the bottom
+--                               (one platform setting, cashier.hide_unavailable in the
+--                               config; not per merchant)
 --
 -- methods: a list; each method has
---   method_id     unique id of this option ("m_balance", "card_4242", ...)
---   type          BALANCE | COUPON | CARD | QUICK_PAY | AGREEMENT | NETBANK | VA |
---                 OTC | WALLET | QR_MERCHANT | QR_BUYER
+--   method_id     unique id of this option, as the pay request names it:
+--                 "BALANCE", "BALANCE:<account type>", "COUPON:<coupon_id>",
+--                 "QUICK_PAY:<card_id>" (a bound card), or the type itself for
+--                 "CARD" (a new card), "WALLET", "NETBANK", "VA", "OTC",
+--                 "QR_MERCHANT", "QR_BUYER". (The examples in tests/ use short
+--                 made-up ids such as "m_balance"; any string works there.)
+--   type          BALANCE | COUPON | CARD | QUICK_PAY | NETBANK | VA | OTC |
+--                 WALLET | QR_MERCHANT | QR_BUYER (AGREEMENT exists in the API
+--                 but the cashier never offers it)
 --   label         what the buyer sees
---   available     true / false (false: limits, channel down, ...)
---   reason        why it is unavailable, e.g. "LIMIT_EXCEEDED"
+--   available     true / false
+--   reason        why it is unavailable: "INSUFFICIENT_BALANCE",
+--                 "LIMIT_EXCEEDED", "MIN_AMOUNT_NOT_MET", "CHANNEL_UNAVAILABLE"
+--                 (a bound card whose channel is off) or "BUYER_BLOCKED". A
+--                 method type no switched-on channel takes is not listed at all.
 --   max_amount    the most this method can pay for this trade
---   channel_id    channel that would process it (absent for BALANCE / COUPON)
+--   channel_id    channel that would process it; absent for BALANCE / COUPON,
+--                 and when several channels could (the payment is routed later)
+--   card          bound cards only: { card_id, brand, last4 }
+--   coupon        coupons only: { coupon_id, amount }
 --   recommended   false on input
 --
 -- What this rule does:

@@ -13,18 +13,24 @@
 --
 -- ctx (filled by paycore before the call; amounts in minor units, integers):
 --   ctx.now                        current time, Unix seconds
---   ctx.refund.amount              amount to refund
+--   ctx.refund.amount              the part of the refund that goes back through
+--                                  the channel (balance and coupon parts are
+--                                  returned by paycore itself; a refund with no
+--                                  channel part never asks this rule)
 --   ctx.refund.type                "NORMAL" (merchant asked) | "ERROR" (platform
 --                                  returns a duplicate / late payment)
 --   ctx.refund.partial             true when less than the payment is refunded
 --   ctx.payment.amount             amount the buyer paid on this channel
---   ctx.payment.method             payment method type ("CARD", "VA", ...)
+--   ctx.payment.method             payment method type ("CARD", "QUICK_PAY" for a
+--                                  bound card, "VA", ...)
 --   ctx.payment.channel_id         channel that took the payment
 --   ctx.payment.paid_at            when it was paid, Unix seconds
 --   ctx.channel.refund_methods     what the channel supports, e.g. { "API" }
 --   ctx.channel.refund_window_days how long after payment the channel accepts refunds
 --   ctx.channel.partial_refund     true if the channel accepts partial refunds
 --   ctx.channel.enabled            false while ops have switched the channel off
+--                                  (also for a channel no longer configured, whose
+--                                  refund_methods is then empty and window 0)
 --   ctx.payee_available            true if paycore has the buyer's card or account
 --                                  details to pay out to (the merchant's refund
 --                                  request named a payee, or the buyer paid with

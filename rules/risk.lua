@@ -13,35 +13,56 @@
 -- never ACCEPT.
 --
 -- ctx (filled by paycore before the call; amounts in minor units, integers):
---   ctx.kind                      "PAYMENT" | "REFUND" | "PAYOUT"
---   ctx.amount, ctx.currency      this payment
---   ctx.method                    payment method type ("CARD", "WALLET", ...)
+--   ctx.kind                      "PAYMENT" | "REFUND" | "PAYOUT" (which fields
+--                                 each kind gets: see the end of this list)
+--   ctx.amount, ctx.currency      the whole amount: the trade's for a payment
+--                                 (balance and coupon parts included), the
+--                                 refund's, the payout's
+--   ctx.method                    payment method type: "CARD" (a card typed in),
+--                                 "QUICK_PAY" (a bound card), "BALANCE", "WALLET",
+--                                 "VA", ...; for a refund the paying method; for
+--                                 a payout "PAYOUT"
 --   ctx.product                   "INSTANT" | "GUARANTEE" | "RECHARGE"
 --   ctx.now                       current time, Unix seconds
---   ctx.challenge_passed          true when the buyer already passed a challenge
---                                 for this payment (the second accept)
+--   ctx.challenge_passed          always false today: a payment whose buyer passes
+--                                 the challenge goes on without asking this rule
+--                                 again (its limits are checked again instead)
 --   ctx.buyer.id                  buyer id
 --   ctx.buyer.blocked             true if ops blocked this buyer
 --   ctx.buyer.chargebacks_90d     chargebacks against this buyer in 90 days
---   ctx.buyer.account_age_days    days since the buyer registered
+--   ctx.buyer.account_age_days    whole days since the buyer registered (0 on
+--                                 the first day)
 --   ctx.merchant.id               merchant id
 --   ctx.merchant.chargeback_rate_bp  merchant's chargeback rate, basis points
 --                                 (100 = 1 %)
---   ctx.velocity.buyer_attempts_1h   payment attempts by this buyer, last hour
---   ctx.velocity.buyer_amount_24h    amount this buyer paid in 24 h (before this one)
+--   ctx.velocity.buyer_attempts_1h   payment attempts by this buyer, last hour,
+--                                 this one included
+--   ctx.velocity.buyer_amount_24h    amount of this buyer's payments of the last
+--                                 24 h that succeeded or may still succeed
+--                                 (processing, unknown, held for review), in
+--                                 this currency, this one not included
 --   ctx.velocity.card_attempts_1h    attempts with this card, last hour
 --   ctx.velocity.ip_attempts_1h      attempts from this IP, last hour
 --   ctx.velocity.device_attempts_1h  attempts from this device, last hour
+--                                 (0, not absent, when there is no card, IP or
+--                                 device to count)
 --   ctx.velocity.complete         false when the counters could not be read
 --                                 (Redis down): the counts above are short
 --   ("last hour": this clock hour and the one before, so never less than the
 --   attempts of the last 60 minutes)
 --   ctx.lists.ip_blocked          true if the client IP is on a block list
 --   ctx.lists.device_blocked      true if the device is on a block list
---   ctx.lists.card_blocked        true if the card is on a block list
+--   ctx.lists.card_blocked        true if the card's BIN (first 6 digits) is on
+--                                 the block list (there is no list of single cards)
 --   ctx.client.ip, ctx.client.device_id, ctx.client.platform
 -- Any field may be absent (for example no card for a wallet payment); absent
--- counts as "nothing known".
+-- counts as "nothing known". Only a PAYMENT gets all of the above. A REFUND
+-- gets kind, amount, currency, method, product, now, buyer.id (absent for a
+-- guest) and merchant.id; a PAYOUT gets kind, amount, currency, method, now,
+-- challenge_passed, merchant.id and merchant.chargeback_rate_bp. Block lists
+-- and velocity therefore never fire for refunds and payouts. A refund held
+-- (anything but ACCEPT) waits SUSPENDED for ops; a payout held waits for
+-- review (payouts cannot be challenged).
 
 -- Thresholds. Amounts are minor units: 500000 = 5,000.00.
 local LARGE_AMOUNT = 500000

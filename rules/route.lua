@@ -9,21 +9,28 @@
 -- success rate.
 --
 -- ctx (filled by paycore before the call; amounts in minor units, integers):
---   ctx.amount, ctx.currency    this payment
---   ctx.method                  payment method type ("CARD", "WALLET", ...)
+--   ctx.amount, ctx.currency    the part of the payment this channel charges
+--                               (after the balance and coupon parts)
+--   ctx.method                  payment method type ("CARD" for a card typed in,
+--                               "QUICK_PAY" for a bound card, "WALLET", ...)
 --   ctx.merchant.id             merchant id
 --   ctx.buyer.id                buyer id
 --   ctx.card.brand              "VISA", "MASTERCARD", ... (card methods only)
 --   ctx.card.bin                first 6 digits (card methods only)
---   ctx.attempt                 1 for the first try, 2 after one failure, ...
+--   ctx.attempt                 always 1: the rule is asked once per payment, and
+--                               on a retryable decline paycore moves on to the next
+--                               channel of the list this rule returned
 --   ctx.now                     current time, Unix seconds
 --
 -- candidates: channels that are enabled and accept this method, currency and
 -- amount. Each has
 --   channel_id        e.g. "sim_card"
 --   healthy           false when its recent failure rate passed its alert threshold
---   success_rate_bp   recent success rate in basis points (9650 = 96.5 %)
---   latency_ms        recent median latency
+--   success_rate_bp   recent technical success rate in basis points (9650 =
+--                     96.5 %): timeouts, channel errors and retryable declines
+--                     count against it, a final decline (card declined) does not;
+--                     10000 with no recent calls
+--   latency_ms        recent mean latency
 --   fee               what this payment would cost on this channel (minor units)
 --   weight            ops' preference from channels/*.json (higher = preferred)
 --

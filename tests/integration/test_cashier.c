@@ -184,6 +184,29 @@ static void test_card_payment_succeeds_end_to_end(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* account_age_days counts whole days: a buyer registered 13 hours ago is
+ * still on day 0, a new account to risk.lua (it was rounded to 1). */
+static void test_account_age_counts_whole_days(void **state)
+{
+    (void)state;
+    const char *ages[] = {"13 hours", "25 hours"};
+    const int is_new[] = {1, 0};
+    for (int i = 0; i < 2; i++) {
+        char buyer[32], tn[40];
+        snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+        pc_t_sql(&g_stack,
+                 "UPDATE buyers SET created_at = now() - interval '%s' WHERE buyer_id = '%s' "
+                 "RETURNING 1",
+                 ages[i], buyer);
+        new_trade("INSTANT", 1999, buyer, tn);
+        pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+        assert_int_equal(r.status, 200);
+        if ((strstr(r.body, "NEW_ACCOUNT") != NULL) != is_new[i])
+            fail_msg("registered %s ago: %s", ages[i], r.body);
+        pc_t_resp_free(&r);
+    }
+}
+
 static void test_declined_card_then_continue_pay(void **state)
 {
     (void)state;
@@ -1812,6 +1835,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_consult_lists_methods_with_rule_version),
         cmocka_unit_test(test_card_payment_succeeds_end_to_end),
+        cmocka_unit_test(test_account_age_counts_whole_days),
         cmocka_unit_test(test_declined_card_then_continue_pay),
         cmocka_unit_test(test_retryable_decline_falls_back_to_next_channel),
         cmocka_unit_test(test_slow_pay_keeps_its_idempotency_claim),
