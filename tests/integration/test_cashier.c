@@ -194,10 +194,10 @@ static void test_account_age_counts_whole_days(void **state)
     for (int i = 0; i < 2; i++) {
         char buyer[32], tn[40];
         snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-        pc_t_sql(&g_stack,
-                 "UPDATE buyers SET created_at = now() - interval '%s' WHERE buyer_id = '%s' "
-                 "RETURNING 1",
-                 ages[i], buyer);
+        free(pc_t_sql(&g_stack,
+                      "UPDATE buyers SET created_at = now() - interval '%s' WHERE buyer_id = "
+                      "'%s' RETURNING 1",
+                      ages[i], buyer));
         new_trade("INSTANT", 1999, buyer, tn);
         pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
         assert_int_equal(r.status, 200);
