@@ -21,66 +21,101 @@ struct pc_alerts {
 typedef struct {
     pc_alerts_t *a;
     char kind[48], subject[96], message[256];
+    long long count;
 } raise_t;
 
 static void webhook_done(void *data, const pc_http_response_t *resp)
 {
-    (void)data;
+    char *what = data;
     if (resp->error != PC_HTTP_OK || resp->status / 100 != 2)
-        pc_log_warn("alerts.webhook_failed", "ops webhook answered %d (%s)", resp->status,
-                    pc_http_strerror(resp->error));
+        pc_log_error("alerts.webhook_failed", "ops webhook answered %d (%s) to %s", resp->status,
+                     pc_http_strerror(resp->error), what);
+    free(what);
+}
+
+/* POSTs an event about an alert to alerts.webhook_url, when set. */
+static void announce(pc_alerts_t *a, const char *event, const char *alert_id, const char *kind,
+                     const char *subject, const char *message, long long count)
+{
+    const char *url = pc_config_str(a->app->cfg, "alerts.webhook_url");
+    if (!url[0] || !a->http)
+        return;
+    json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "event", event, "kind", kind, "subject",
+                             subject, "message", message, "alert_id", alert_id);
+    if (count > 0)
+        json_object_set_new(body, "count", json_integer(count));
+    char *text = json_dumps(body, JSON_COMPACT);
+    char what[160];
+    snprintf(what, sizeof what, "%s %s %s", event, kind, subject);
+    const char *hdrs[] = {"Content-Type: application/json"};
+    pc_http_request_t req = {"POST", url, hdrs, 1, text, strlen(text), 5000, 2000};
+    pc_http_client_request(a->http, &req, webhook_done, strdup(what));
+    free(text);
+    json_decref(body);
 }
 
 static void raised_cb(void *data, int status, pc_db_res_t *res)
 {
     raise_t *r = data;
-    if (status == 0 && pc_db_rows(res) == 1) {
-        /* This node inserted it: it tells the world, once. */
+    for (int i = 0; status == 0 && i < pc_db_rows(res); i++) {
+        /* This node inserted it, or saw it grow first: it tells the world,
+         * once per growth. */
+        const char *event = pc_db_get(res, i, 1);
         json_t *f = json_pack("{s:s,s:s}", "kind", r->kind, "subject", r->subject);
-        pc_log_fields(PC_LOG_WARN, "alert.raised", f, "%s", r->message);
-        const char *url = pc_config_str(r->a->app->cfg, "alerts.webhook_url");
-        if (url[0] && r->a->http) {
-            json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "event", "alert.raised", "kind",
-                                     r->kind, "subject", r->subject, "message", r->message,
-                                     "alert_id", pc_db_get(res, 0, 0));
-            char *text = json_dumps(body, JSON_COMPACT);
-            const char *hdrs[] = {"Content-Type: application/json"};
-            pc_http_request_t req = {"POST", url, hdrs, 1, text, strlen(text), 5000, 2000};
-            pc_http_client_request(r->a->http, &req, webhook_done, NULL);
-            free(text);
-            json_decref(body);
-        }
+        pc_log_fields(PC_LOG_WARN, event, f, "%s", r->message);
+        announce(r->a, event, pc_db_get(res, i, 0), r->kind, r->subject, r->message, r->count);
     }
     free(r);
 }
 
-static void raise_alert(pc_alerts_t *a, const char *kind, const char *subject, const char *msg)
+/* Raises the alert kind/subject, or keeps it raised with msg as its message.
+ * count: how many items it is about (0: not a count); an active alert whose
+ * count rose since the last check is announced again (alert.grew): a new
+ * duplicate payment or a new refund for ops behind an alert already up
+ * pages too. */
+static void raise_alert(pc_alerts_t *a, const char *kind, const char *subject, const char *msg,
+                        long long count)
 {
     raise_t *r = calloc(1, sizeof *r);
     r->a = a;
     snprintf(r->kind, sizeof r->kind, "%s", kind);
     snprintf(r->subject, sizeof r->subject, "%s", subject);
     snprintf(r->message, sizeof r->message, "%s", msg);
-    const char *p[] = {kind, subject, msg};
-    /* An alert already raised keeps its row (and is not announced again),
-     * but its message follows the facts: ops reading "1 refund waits" while
-     * seven do would be misled. This node's seeing it is recorded
-     * (confirmed_at: see resolve_alert). Only a new row is returned. */
+    r->count = count;
+    char n[24];
+    snprintf(n, sizeof n, "%lld", count);
+    const char *p[] = {kind, subject, msg, n};
+    /* An alert already raised keeps its row, but its message follows the
+     * facts: ops reading "1 refund waits" while seven do would be misled.
+     * This node's seeing it is recorded (confirmed_at: see resolve_alert).
+     * The row lock orders the nodes: the second to see a growth reads the
+     * count the first recorded. Returned: a new row (alert.raised) or a
+     * growth (alert.grew). */
     if (pc_db_query(
             a->app->db,
-            "WITH upd AS (UPDATE alerts SET message = $3, confirmed_at = now() WHERE kind = "
-            "$1 AND subject = $2 AND status = 'ACTIVE') INSERT INTO alerts (kind, subject, "
-            "message) VALUES ($1, $2, $3) ON CONFLICT (kind, subject) WHERE status = "
-            "'ACTIVE' DO NOTHING RETURNING alert_id",
-            3, p, raised_cb, r) < 0)
+            "WITH cur AS (SELECT alert_id, last_count FROM alerts WHERE kind = $1 AND subject "
+            "= $2 AND status = 'ACTIVE' FOR UPDATE), upd AS (UPDATE alerts t SET message = $3, "
+            "confirmed_at = now(), last_count = $4::bigint FROM cur WHERE t.alert_id = "
+            "cur.alert_id RETURNING t.alert_id, cur.last_count < $4::bigint AS grew), ins AS "
+            "(INSERT INTO alerts (kind, subject, message, last_count) SELECT $1, $2, $3, "
+            "$4::bigint WHERE NOT EXISTS (SELECT 1 FROM cur) ON "
+            "CONFLICT (kind, subject) WHERE status = 'ACTIVE' DO NOTHING RETURNING alert_id) "
+            "SELECT alert_id::text, 'alert.raised' FROM ins UNION ALL SELECT alert_id::text, "
+            "'alert.grew' FROM upd WHERE grew",
+            4, p, raised_cb, r) < 0)
         free(r);
 }
 
 static void resolved_cb(void *data, int status, pc_db_res_t *res)
 {
-    (void)data;
-    for (int i = 0; status == 0 && i < pc_db_rows(res); i++)
+    pc_alerts_t *a = data;
+    if (status)
+        pc_log_error("alerts.check_failed", "resolving alerts failed: %s", pc_strerror(status));
+    for (int i = 0; status == 0 && i < pc_db_rows(res); i++) {
         pc_log_info("alert.resolved", "%s %s resolved", pc_db_get(res, i, 0), pc_db_get(res, i, 1));
+        announce(a, "alert.resolved", pc_db_get(res, i, 2), pc_db_get(res, i, 0),
+                 pc_db_get(res, i, 1), "the condition cleared", 0);
+    }
 }
 
 /* An alert about what every node reads alike (database facts) is resolved
@@ -98,30 +133,36 @@ static void resolve_alert(pc_alerts_t *a, int local, const char *kind, const cha
     pc_db_query(a->app->db,
                 "UPDATE alerts SET status = 'RESOLVED', resolved_at = now() WHERE kind = $1 AND "
                 "subject = $2 AND status = 'ACTIVE' AND confirmed_at <= now() - $3::bigint * "
-                "interval '1 millisecond' RETURNING kind, subject",
-                3, p, resolved_cb, NULL);
+                "interval '1 millisecond' RETURNING kind, subject, alert_id::text",
+                3, p, resolved_cb, a);
 }
 
 static void set_alert(pc_alerts_t *a, int on, int local, const char *kind, const char *subject,
-                      const char *msg)
+                      const char *msg, long long count)
 {
     if (on)
-        raise_alert(a, kind, subject, msg);
+        raise_alert(a, kind, subject, msg, count);
     else
         resolve_alert(a, local, kind, subject);
 }
 
-/* An alert on database facts, which every node reads alike. */
-static void set(pc_alerts_t *a, int on, const char *kind, const char *subject, const char *msg)
+/* An alert on database facts, which every node reads alike, about count
+ * items (0: not a count). */
+static void set(pc_alerts_t *a, int on, const char *kind, const char *subject, const char *msg,
+                long long count)
 {
-    set_alert(a, on, 0, kind, subject, msg);
+    set_alert(a, on, 0, kind, subject, msg, count);
 }
 
 static void facts_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_alerts_t *a = data;
-    if (status)
+    if (status) {
+        /* Every alert on database facts is dark while this fails. */
+        pc_log_error("alerts.check_failed", "reading the alert facts failed: %s",
+                     pc_strerror(status));
         return;
+    }
     long long outbox_age = pc_db_val_i64(res, 0, "outbox_age");
     long long needs_ops = pc_db_val_i64(res, 0, "needs_ops");
     long long recon_open = pc_db_val_i64(res, 0, "recon_open");
@@ -134,26 +175,26 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     char msg[200];
     snprintf(msg, sizeof msg, "the oldest undelivered notification is %lld s old (limit %lld s)",
              outbox_age, limit);
-    set(a, outbox_age > limit, "OUTBOX_AGE", "notifications", msg);
+    set(a, outbox_age > limit, "OUTBOX_AGE", "notifications", msg, 0);
     snprintf(msg, sizeof msg,
              "%lld payments or payouts without a final answer after every status query "
              "(needs_ops): GET /admin/needs-ops",
              needs_ops);
-    set(a, needs_ops > 0, "REPAIR_EXHAUSTED", "payments", msg);
+    set(a, needs_ops > 0, "REPAIR_EXHAUSTED", "payments", msg, needs_ops);
     snprintf(msg, sizeof msg,
              "%lld final payments, payouts or refunds a channel contradicts (a success after a "
              "failure, another sum, money returned after success): GET /admin/needs-ops, then "
              "resolve each",
              contradicted);
-    set(a, contradicted > 0, "CHANNEL_CONTRADICTION", "payments", msg);
+    set(a, contradicted > 0, "CHANNEL_CONTRADICTION", "payments", msg, contradicted);
     snprintf(msg, sizeof msg,
              "%lld refunds wait for a person: held (SUSPENDED), to be returned by hand "
              "(OFFLINE), or for a day in no batch (OFFLINE, FILE) or with no result file "
              "(FILE); GET /admin/refunds?waiting=true",
              refunds_waiting);
-    set(a, refunds_waiting > 0, "REFUNDS_WAITING", "refunds", msg);
+    set(a, refunds_waiting > 0, "REFUNDS_WAITING", "refunds", msg, refunds_waiting);
     snprintf(msg, sizeof msg, "%lld reconciliation differences wait for ops", recon_open);
-    set(a, recon_open > 0, "RECON_DIFFERENCES", "recon", msg);
+    set(a, recon_open > 0, "RECON_DIFFERENCES", "recon", msg, recon_open);
     /* The daily job retries a failed day until the next day's turn comes:
      * a day before yesterday is retried no more, and one that failed three
      * times will most likely fail again. Nothing else would tell anyone. */
@@ -161,12 +202,12 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "%lld reconciliation days failed and are not retried (before yesterday) or failed "
              "3 times: GET /admin/recon/runs, then POST /admin/recon/runs to run each again",
              recon_failed);
-    set(a, recon_failed > 0, "RECON_FAILED", "recon", msg);
+    set(a, recon_failed > 0, "RECON_FAILED", "recon", msg, recon_failed);
     snprintf(msg, sizeof msg,
              "%lld chargeback file lines opened no case (a channel debited a dispute paycore "
              "could not place): GET /admin/chargebacks/unmatched, then resolve each",
              cb_unmatched);
-    set(a, cb_unmatched > 0, "CHARGEBACKS_UNMATCHED", "chargebacks", msg);
+    set(a, cb_unmatched > 0, "CHARGEBACKS_UNMATCHED", "chargebacks", msg, cb_unmatched);
     /* Queued movements of hot accounts (ledger.h) are folded within a
      * fraction of a second; an old one means the fold job is not running or
      * cannot fold it. Balances stay right meanwhile (readers add the queue). */
@@ -175,7 +216,7 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "the oldest queued ledger movement is %lld s old (limit %lld s): is the fold job "
              "running?",
              fold_age, fold_limit);
-    set(a, fold_age > fold_limit, "LEDGER_FOLD_LAG", "ledger", msg);
+    set(a, fold_age > fold_limit, "LEDGER_FOLD_LAG", "ledger", msg, 0);
     pc_metrics_set("pc_outbox_oldest_pending_seconds", "", outbox_age);
     pc_metrics_set("pc_ledger_oldest_queued_seconds", "", fold_age);
 }
@@ -198,7 +239,7 @@ static void check(uv_timer_t *t)
                  "(failures above %lld bp): routed around",
                  ch->id, rate / 100, rate % 100, (long long)ch->alert.window_s,
                  (long long)ch->alert.failure_rate_bp);
-        set_alert(a, !healthy, 1, "CHANNEL_FAILURE_RATE", ch->id, msg);
+        set_alert(a, !healthy, 1, "CHANNEL_FAILURE_RATE", ch->id, msg, 0);
         char labels[96];
         snprintf(labels, sizeof labels, "channel=\"%s\"", ch->id);
         pc_metrics_set("pc_channel_healthy", labels, healthy);
@@ -217,8 +258,8 @@ static void check(uv_timer_t *t)
         pc_db_query(app->db,
                     "UPDATE alerts SET status = 'RESOLVED', resolved_at = now() WHERE kind = "
                     "'CHANNEL_FAILURE_RATE' AND status = 'ACTIVE' AND subject <> ALL ($1::text[]) "
-                    "RETURNING kind, subject",
-                    1, p, resolved_cb, NULL);
+                    "RETURNING kind, subject, alert_id::text",
+                    1, p, resolved_cb, a);
     }
     /* Rules refused at the last reload. */
     json_t *st = pc_rules_status(app->rules);
@@ -231,7 +272,7 @@ static void check(uv_timer_t *t)
         char msg[256];
         snprintf(msg, sizeof msg, "rule %s was refused at the last reload; the old version serves",
                  name);
-        set_alert(a, s && strcmp(s, "ok") != 0, 1, "RULE_REFUSED", name, msg);
+        set_alert(a, s && strcmp(s, "ok") != 0, 1, "RULE_REFUSED", name, msg, 0);
     }
     json_decref(st);
     pc_db_query(

@@ -4,9 +4,10 @@
  * undelivered notification older than alerts.outbox_age_s, payments the
  * repair job gave up on, rules refused at the last reload, open
  * reconciliation differences. An alert is raised once (a unique index on
- * active alerts: the node that inserts it logs it and POSTs it to the ops
- * webhook) and resolved when the condition clears. GET /admin/alerts lists
- * them; pc_alerts_active{kind} counts them. */
+ * active alerts: the node that inserts it logs it and POSTs alert.raised to
+ * the ops webhook), announced again (alert.grew) when the number of items it
+ * is about rises, and resolved when the condition clears (alert.resolved).
+ * GET /admin/alerts lists them. */
 #ifndef PC_MONITOR_ALERTS_H
 #define PC_MONITOR_ALERTS_H
 #include "api/app.h"

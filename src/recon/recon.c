@@ -176,8 +176,8 @@ static void fail_run(run_t *r, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(r->message, sizeof r->message, fmt, ap);
     va_end(ap);
-    pc_log_warn("recon.run_failed", "%s %s (run %lld): %s", r->channel_id, r->date,
-                (long long)r->run_id, r->message);
+    pc_log_error("recon.run_failed", "%s %s (run %lld): %s", r->channel_id, r->date,
+                 (long long)r->run_id, r->message);
     count("pc_recon_runs_total", r->channel_id, "status", "FAILED", 1);
     char id[24], att[16];
     snprintf(id, sizeof id, "%lld", (long long)r->run_id);

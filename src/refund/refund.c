@@ -942,9 +942,9 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
         return;
     }
     if (x->query_attempts >= x->rf->nschedule)
-        pc_log_warn("refund.query_exhausted",
-                    "refund %s still has no final answer from %s after %d queries; querying on",
-                    x->r.refund_no, x->r.channel_id, x->query_attempts);
+        pc_log_error("refund.query_exhausted",
+                     "refund %s still has no final answer from %s after %d queries; querying on",
+                     x->r.refund_no, x->r.channel_id, x->query_attempts);
     run_free(x);
 }
 
@@ -1025,7 +1025,9 @@ static void mk_commit_cb(void *data, int status)
 {
     mk_t *m = data;
     if (status) {
-        pc_log_warn("refund.error_refunds", "not created: %s", pc_strerror(status));
+        pc_log_error("refund.error_refunds",
+                     "error refunds not created (retried at the next poll): %s",
+                     pc_strerror(status));
     } else {
         for (int i = 0; i < m->ncreated; i++)
             pc__refund_dispatch(m->rf, m->created[i]);

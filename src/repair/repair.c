@@ -65,10 +65,10 @@ static void flagged_cb(void *data, int status, pc_db_res_t *res)
 {
     flag_t *f = data;
     if (!status && pc_db_rows(res) > 0) {
-        pc_log_warn(flag_kinds[f->k].event,
-                    "%s %s %s after the last scheduled query: flagged for ops, queried again at "
-                    "the schedule's last pace",
-                    flag_kinds[f->k].kind, f->no, f->why);
+        pc_log_error(flag_kinds[f->k].event,
+                     "%s %s %s after the last scheduled query: flagged for ops, queried again at "
+                     "the schedule's last pace",
+                     flag_kinds[f->k].kind, f->no, f->why);
         if (f->k == 0)
             count("flagged");
     }

@@ -74,8 +74,8 @@ static void one_failed(run_t *r, int status, const char *step)
         pc_db_tx_rollback(r->tx);
     r->tx = NULL;
     r->failed++;
-    pc_log_warn("settlement.failed", "%s %s %s (%s): %s; running the day again retries it",
-                t->merchant_id, t->currency, r->date, step, pc_strerror(status));
+    pc_log_error("settlement.failed", "%s %s %s (%s): %s; running the day again retries it",
+                 t->merchant_id, t->currency, r->date, step, pc_strerror(status));
     run_next(r);
 }
 

@@ -565,6 +565,50 @@ static void test_an_alert_one_node_still_sees_is_not_resolved_by_another(void **
     assert_true(pc_t_alert_wait(&g_stack, "RULE_REFUSED", "route", 0, 10));
 }
 
+/* Uploads one sim_card chargeback line naming a payment nobody has: it
+ * opens no case and waits for ops as unmatched. */
+static void unmatched_chargeback_line(const char *ref)
+{
+    char up[768], date[11];
+    pc_t_utc_today(date);
+    snprintf(up, sizeof up,
+             "{\"channel_id\":\"sim_card\",\"date\":\"%s\",\"csv\":\"chargeback_ref,channel_ref,"
+             "paycore_ref,amount,currency,reason_code,time,respond_by\\n%s,ch_nobody_%s,,500,CNY,"
+             "10.4,,\\n\"}",
+             date, ref, ref);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks/import", up);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+}
+
+/* An alert already up pages again when new items come behind it (before,
+ * only its message changed: a second item never reached anyone), and its
+ * resolution is posted too. */
+static void test_alert_pages_again_when_items_are_added_and_when_resolved(void **state)
+{
+    (void)state;
+    char ref1[48], ref2[48], path[160];
+    snprintf(ref1, sizeof ref1, "GROW1-%d", (int)getpid());
+    snprintf(ref2, sizeof ref2, "GROW2-%d", (int)getpid());
+    unmatched_chargeback_line(ref1);
+    assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACKS_UNMATCHED", "chargebacks", 1, 15));
+    assert_true(hook_saw("\"event\":\"alert.raised\",\"kind\":\"CHARGEBACKS_UNMATCHED\"", 5));
+    usleep(700000); /* two checks with nothing new: no second page */
+    assert_false(hook_saw("\"event\":\"alert.grew\",\"kind\":\"CHARGEBACKS_UNMATCHED\"", 0));
+    unmatched_chargeback_line(ref2);
+    assert_true(hook_saw("\"event\":\"alert.grew\",\"kind\":\"CHARGEBACKS_UNMATCHED\"", 5));
+    assert_true(hook_saw("\"count\":2", 1));
+    const char *refs[] = {ref1, ref2};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "/admin/chargebacks/unmatched/sim_card/%s/resolve", refs[i]);
+        pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"test lines\"}");
+        assert_int_equal(r.status, 200);
+        pc_t_resp_free(&r);
+    }
+    assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACKS_UNMATCHED", "chargebacks", 0, 15));
+    assert_true(hook_saw("\"event\":\"alert.resolved\",\"kind\":\"CHARGEBACKS_UNMATCHED\"", 5));
+}
+
 static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **state)
 {
     (void)state;
@@ -704,6 +748,7 @@ int main(void)
         cmocka_unit_test(test_timeout_that_never_happened_fails_and_releases),
         cmocka_unit_test(test_failing_channel_raises_alert_and_traffic_moves_then_returns),
         cmocka_unit_test(test_a_ledger_movement_that_cannot_be_folded_raises_an_alert),
+        cmocka_unit_test(test_alert_pages_again_when_items_are_added_and_when_resolved),
         cmocka_unit_test(test_alert_of_a_removed_channel_is_resolved),
         cmocka_unit_test(test_an_alert_one_node_still_sees_is_not_resolved_by_another),
         cmocka_unit_test(test_query_does_not_fail_a_payment_whose_request_is_still_open),
