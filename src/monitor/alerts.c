@@ -171,11 +171,21 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     long long contradicted = pc_db_val_i64(res, 0, "contradicted");
     long long recon_failed = pc_db_val_i64(res, 0, "recon_failed");
     long long cb_unmatched = pc_db_val_i64(res, 0, "cb_unmatched");
+    long long notify_failed = pc_db_val_i64(res, 0, "notify_failed");
     long long limit = pc_config_int(a->app->cfg, "alerts.outbox_age_s");
-    char msg[200];
+    char msg[256];
     snprintf(msg, sizeof msg, "the oldest undelivered notification is %lld s old (limit %lld s)",
              outbox_age, limit);
     set(a, outbox_age > limit, "OUTBOX_AGE", "notifications", msg, 0);
+    /* A notification that gave up leaves a merchant who never heard of a
+     * payment or refund: counted by merchant, so one dead endpoint pages
+     * once, not per event. */
+    snprintf(msg, sizeof msg,
+             "%lld merchants have notifications that gave up in the last 8 days (no 'success' "
+             "after every retry): GET /admin/notifications?status=FAILED, then POST "
+             "/admin/notifications/{event_id}/redeliver once the endpoint answers",
+             notify_failed);
+    set(a, notify_failed > 0, "NOTIFICATIONS_FAILED", "notifications", msg, notify_failed);
     snprintf(msg, sizeof msg,
              "%lld payments or payouts without a final answer after every status query "
              "(needs_ops): GET /admin/needs-ops",
@@ -278,7 +288,9 @@ static void check(uv_timer_t *t)
     pc_db_query(
         app->db,
         "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "
-        "outbox WHERE status = 'PENDING'), 0) AS outbox_age, (SELECT count(*) FROM "
+        "outbox WHERE status = 'PENDING'), 0) AS outbox_age, (SELECT count(DISTINCT "
+        "merchant_id) FROM outbox WHERE status = 'FAILED' AND created_at > now() - interval "
+        "'8 days') AS notify_failed, (SELECT count(*) FROM "
         "payments WHERE needs_ops AND status IN ('PROCESSING', 'UNKNOWN')) + (SELECT count(*) "
         "FROM payouts WHERE needs_ops AND status IN ('ACCEPTED', 'PROCESSING') AND "
         "hold_reason IS NULL) AS needs_ops, "

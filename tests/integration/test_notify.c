@@ -778,6 +778,12 @@ static void test_wrong_acknowledgements_are_retried_until_failed(void **state)
     rx_t *rx = rx_start(1);
     char id[PC_EVENT_ID_LEN + 1];
     deliver_until_failed(rx, 200, "SUCCESS ", id);
+    /* Ops are told: a merchant never heard of this event. */
+    assert_true(pc_t_alert_wait(&g_stack, "NOTIFICATIONS_FAILED", "notifications", 1, 15));
+    char *msg = pc_t_alert_message(&g_stack, "NOTIFICATIONS_FAILED", "notifications");
+    assert_non_null(msg);
+    assert_non_null(strstr(msg, "/admin/notifications?status=FAILED"));
+    free(msg);
     char *err = event_str(id, "last_error");
     assert_non_null(strstr(err, "SUCCESS"));
     free(err);
