@@ -187,7 +187,7 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              notify_failed);
     set(a, notify_failed > 0, "NOTIFICATIONS_FAILED", "notifications", msg, notify_failed);
     snprintf(msg, sizeof msg,
-             "%lld payments or payouts without a final answer after every status query "
+             "%lld payments, payouts or refunds without a final answer after every status query "
              "(needs_ops): GET /admin/needs-ops",
              needs_ops);
     set(a, needs_ops > 0, "REPAIR_EXHAUSTED", "payments", msg, needs_ops);
@@ -293,7 +293,8 @@ static void check(uv_timer_t *t)
         "'8 days') AS notify_failed, (SELECT count(*) FROM "
         "payments WHERE needs_ops AND status IN ('PROCESSING', 'UNKNOWN')) + (SELECT count(*) "
         "FROM payouts WHERE needs_ops AND status IN ('ACCEPTED', 'PROCESSING') AND "
-        "hold_reason IS NULL) AS needs_ops, "
+        "hold_reason IS NULL) + (SELECT count(*) FROM refunds WHERE needs_ops AND status = "
+        "'PROCESSING') AS needs_ops, "
         "(SELECT count(*) FROM recon_diffs WHERE status = 'OPEN') AS recon_open, (SELECT "
         "count(*) FROM recon_runs WHERE status = 'FAILED' AND (attempts >= 3 OR business_date < "
         "(now() AT TIME ZONE 'UTC')::date - 1)) AS recon_failed, (SELECT count(*) FROM "

@@ -470,7 +470,8 @@ static void tr_apply(tr_t *t)
         "coalesce($8, hold_reason), next_query_at = CASE WHEN $2 = 'ACCEPTED' THEN now() + "
         "$10::bigint * interval '1 millisecond' WHEN $2 IN ('SUCCESS', 'FAILED', 'TERMINATED') "
         "OR coalesce($3, method) IN ('FILE', 'OFFLINE') THEN NULL ELSE next_query_at END, "
-        "needs_ops = needs_ops OR $11::boolean, updated_at = now() WHERE refund_no = $1 AND "
+        "needs_ops = CASE WHEN $9 IN ('ACCEPTED', 'PROCESSING', 'SUSPENDED') THEN $11::boolean "
+        "ELSE needs_ops OR $11::boolean END, updated_at = now() WHERE refund_no = $1 AND "
         "status = $9 RETURNING 1) SELECT pc_require(EXISTS (SELECT 1 FROM w), 'refund_status')",
         11, p, tr_moved_cb, t);
 
@@ -916,6 +917,18 @@ void pc__refund_dispatch(pc_refunds_t *rf, const char *refund_no)
 
 /* ---------- the status query ---------- */
 
+static void exhausted_flagged_cb(void *data, int status, pc_db_res_t *res)
+{
+    char *no = data;
+    if (!status && pc_db_rows(res) == 1)
+        pc_log_error("refund.query_exhausted",
+                     "refund %s has no final answer from %s after the last scheduled query: "
+                     "flagged for ops (GET /admin/needs-ops), queried again at the schedule's "
+                     "last pace",
+                     no, pc_db_get(res, 0, 0));
+    free(no);
+}
+
 static void queried_cb(void *data, const pc_ch_result_t *res)
 {
     run_t *x = data;
@@ -941,10 +954,19 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
             run_free(x);
         return;
     }
-    if (x->query_attempts >= x->rf->nschedule)
-        pc_log_error("refund.query_exhausted",
-                     "refund %s still has no final answer from %s after %d queries; querying on",
-                     x->r.refund_no, x->r.channel_id, x->query_attempts);
+    if (x->query_attempts >= x->rf->nschedule) {
+        /* Flagged for ops once, as payments and payouts are (GET
+         * /admin/needs-ops, the REPAIR_EXHAUSTED alert); still queried, and
+         * the flag goes with its final answer. */
+        char *no = strdup(x->r.refund_no);
+        const char *p[] = {x->r.refund_no};
+        if (!no || pc_db_query(x->rf->app->db,
+                               "UPDATE refunds SET needs_ops = true, updated_at = now() WHERE "
+                               "refund_no = $1 AND status = 'PROCESSING' AND NOT needs_ops "
+                               "RETURNING channel_id",
+                               1, p, exhausted_flagged_cb, no) < 0)
+            free(no);
+    }
     run_free(x);
 }
 

@@ -544,6 +544,33 @@ static void fail_held_refund(const char *rno)
  * refund is applied (the money left), and flagged for ops with the
  * contradiction alert, for a person to settle the difference with the buyer
  * or the channel. Before, the sum was not looked at. */
+/* A refund its channel never answers for, after the last scheduled query:
+ * flagged for ops like a payment or payout (listed, alerted), still queried;
+ * its final answer takes the flag away. Before, it was only logged, on
+ * every query, forever. */
+static void test_refund_without_answer_after_every_query_is_flagged_until_final(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], out[64], f[160];
+    paid_trade_for(&g_m, "INSTANT", 2000, NULL, tn, NULL);
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"refund_delay_ms\":-1}", paid_channel(tn));
+    sim_faults(f);
+    snprintf(out, sizeof out, "RNOANS-%s", tn);
+    refund_ok(tn, out, 700, NULL, rno);
+    expect_refund(rno, "PROCESSING");
+    assert_true(pc_t_sql_wait(&g_stack, "t", 15,
+                              "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+    assert_true(pc_t_needs_ops_listed(&g_stack, "refund", rno) > 0);
+    assert_true(pc_t_alert_wait(&g_stack, "REPAIR_EXHAUSTED", "payments", 1, 15));
+    /* Still in flight: not for ops to close (409). */
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "refund", rno, "{\"why\":\"too early\"}"),
+                     409);
+    fail_held_refund(rno);
+    expect_refund(rno, "FAILED");
+    assert_true(pc_t_sql_wait(&g_stack, "f", 10,
+                              "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+}
+
 static void test_refund_paid_with_another_sum_is_flagged(void **state)
 {
     (void)state;
@@ -1201,6 +1228,8 @@ int main(void)
         cmocka_unit_test_teardown(test_channel_finishes_refund_later_by_callback_or_fails_it,
                                   after_each),
         cmocka_unit_test_teardown(test_refund_paid_with_another_sum_is_flagged, after_each),
+        cmocka_unit_test_teardown(
+            test_refund_without_answer_after_every_query_is_flagged_until_final, after_each),
         cmocka_unit_test_teardown(test_multi_part_payment_refunds_external_then_balance_then_coupon,
                                   after_each),
         cmocka_unit_test_teardown(test_balance_refund_of_a_trade_created_without_a_buyer,
