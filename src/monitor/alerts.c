@@ -203,7 +203,10 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "(FILE); GET /admin/refunds?waiting=true",
              refunds_waiting);
     set(a, refunds_waiting > 0, "REFUNDS_WAITING", "refunds", msg, refunds_waiting);
-    snprintf(msg, sizeof msg, "%lld reconciliation differences wait for ops", recon_open);
+    snprintf(msg, sizeof msg,
+             "%lld reconciliation differences wait for ops: GET /admin/recon/diffs?status=OPEN, "
+             "then POST /admin/recon/diffs/{id}/resolve {\"reason\"} for each",
+             recon_open);
     set(a, recon_open > 0, "RECON_DIFFERENCES", "recon", msg, recon_open);
     /* The daily job retries a failed day until the next day's turn comes:
      * a day before yesterday is retried no more, and one that failed three
@@ -279,9 +282,15 @@ static void check(uv_timer_t *t)
     {
         const char *name = json_string_value(json_object_get(r, "name"));
         const char *s = json_string_value(json_object_get(r, "status"));
+        json_t *e = json_object_get(r, "last_error");
+        const char *efile = json_string_value(json_object_get(e, "file"));
+        const char *emsg = json_string_value(json_object_get(e, "message"));
         char msg[256];
-        snprintf(msg, sizeof msg, "rule %s was refused at the last reload; the old version serves",
-                 name);
+        snprintf(msg, sizeof msg,
+                 "rule %s was refused at the last reload (%s:%lld: %.100s); the old version "
+                 "serves: GET /admin/rules",
+                 name, efile ? efile : "?",
+                 (long long)json_integer_value(json_object_get(e, "line")), emsg ? emsg : "?");
         set_alert(a, s && strcmp(s, "ok") != 0, 1, "RULE_REFUSED", name, msg, 0);
     }
     json_decref(st);

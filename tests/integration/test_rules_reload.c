@@ -156,6 +156,13 @@ static void test_syntax_error_is_refused_with_file_and_line(void **state)
     /* The old version still serves. */
     assert_string_equal(json_string_value(json_object_get(s, "version")), old);
     json_decref(s);
+    /* Ops are told where: the alert names the file and line. */
+    assert_true(pc_t_alert_wait(&g_stack, "RULE_REFUSED", "risk", 1, 15));
+    char *msg = pc_t_alert_message(&g_stack, "RULE_REFUSED", "risk");
+    assert_non_null(msg);
+    if (!strstr(msg, "risk.lua:2:") || !strstr(msg, "GET /admin/rules"))
+        fail_msg("alert message: %s", msg);
+    free(msg);
     write_file("rules/risk.lua", good, "w");
     assert_true(wait_rule("risk", "ok", NULL) >= 0);
     free(good);
