@@ -58,6 +58,7 @@ typedef struct {
     const char *route_ids[PC_ROUTE_MAX];
     char route_buf[PC_ROUTE_MAX][33];
     size_t route_candidates; /* switched-on channels route.lua was offered */
+    int route_switched_off;  /* none offered, as ops switched off those configured */
 } pay_t;
 
 static void pay_free(void *arg)
@@ -142,6 +143,13 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
                       p->card_brand[0] ? p->card_brand : pc_card_scheme(p->card_bin), "bin",
                       p->card_bin));
     p->route_candidates = json_array_size(cands);
+    if (!p->route_candidates) {
+        /* Configured, switched on or not: a route with none offered is
+         * refused for now when ops switched them off. */
+        n = pc_channels_configured(app->channels, m, cur, external, match, 16);
+        for (size_t i = 0; i < n && i < 16 && !p->route_switched_off; i++)
+            p->route_switched_off = !only_channel || !strcmp(match[i]->id, only_channel);
+    }
     pc_rule_result_t r;
     pc_rules_route(app->rules, ctx, cands, &r);
     json_object_set_new(p->versions, "route", json_string(r.version));
@@ -165,23 +173,6 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
         p->order.route[j] = p->route_ids[j];
     p->order.nroute = k;
     return k;
-}
-
-/* True when a channel is configured for the payment (route's candidates,
- * switched on or not): a route that found none was refused for now. */
-static bool configured_channel(pay_t *p, int64_t external, const char *only_channel)
-{
-    const char *cur =
-        json_string_value(json_object_get(json_object_get(p->view, "trade"), "currency"));
-    pc_pay_method_t m;
-    if (pc_pay_method_parse(p->method, &m) < 0)
-        return false;
-    const pc_channel_t *match[16];
-    size_t n = pc_channels_configured(p->app->channels, m, cur, external, match, 16);
-    for (size_t i = 0; i < n && i < 16; i++)
-        if (!only_channel || !strcmp(match[i]->id, only_channel))
-            return true;
-    return false;
 }
 
 static void decide(pay_t *p)
@@ -257,7 +248,7 @@ static void decide(pay_t *p)
                 /* rules/route.lua chose none of them: its decision. */
                 pc_http_respond_error(p->req, PC_API_INVALID_STATE, "method_id",
                                       "the routing rule takes no channel for this payment");
-            else if (configured_channel(p, external, only))
+            else if (p->route_switched_off)
                 /* Every one switched off by ops: for now. The answer is not
                  * kept; a retry runs again. */
                 pc_http_respond_error(p->req, PC_API_UNAVAILABLE, "method_id",

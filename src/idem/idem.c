@@ -31,7 +31,7 @@ struct pc_idem_req {
     char key[PC_IDEMPOTENCY_KEY_MAX_LEN + 1];
     char hash[PC_SHA256_HEX_LEN + 1];
     char token[33];
-    char rkey[330];
+    char rkey[320];
     char ckey[330]; /* the key's read-only (consult) record in Redis */
     int redis_locked;
     int used_by_consult; /* the key answered a consult: not for this request */
@@ -166,16 +166,35 @@ static void store_done_cb(void *data, int status, pc_db_res_t *res)
     send_stored_answer(ir);
 }
 
+/* The read-only (consult) record of the key, in Redis only, kept 25 h:
+ * "<request hash>\n<status>\n<body>". */
+static void put_light_record(pc_idem_req_t *ir, int status, const char *body, size_t len)
+{
+    size_t n = strlen(ir->hash) + 16 + len;
+    char *rec = malloc(n);
+    if (!rec)
+        return;
+    int hl = snprintf(rec, n, "%s\n%d\n", ir->hash, status);
+    memcpy(rec + hl, body, len);
+    const char *argv[] = {"SET", ir->ckey, rec, "EX", "90000"};
+    size_t lens[] = {3, strlen(ir->ckey), (size_t)hl + len, 2, 5};
+    pc_kv_command(ir->idem->kv, NULL, NULL, 5, argv, lens);
+    free(rec);
+}
+
+/* Whether a read-only record was made by this very request (same hash). */
+static int light_record_is_this(const pc_idem_req_t *ir, const char *rec, size_t len)
+{
+    size_t hl = strlen(ir->hash);
+    return len > hl && memcmp(rec, ir->hash, hl) == 0 && rec[hl] == '\n';
+}
+
 /* Marks the key as taken in the read-only records too, so that a consult
  * sent with it later is told the key was used for another request (422) as
  * the durable record would tell any other POST. Best effort: Redis only. */
 static void mark_for_consults(pc_idem_req_t *ir)
 {
-    char rec[PC_SHA256_HEX_LEN + 8];
-    int n = snprintf(rec, sizeof rec, "%s\n0\n", ir->hash);
-    const char *argv[] = {"SET", ir->ckey, rec, "EX", "90000"};
-    size_t lens[] = {3, strlen(ir->ckey), (size_t)n, 2, 5};
-    pc_kv_command(ir->idem->kv, NULL, NULL, 5, argv, lens);
+    put_light_record(ir, 0, "", 0);
 }
 
 static void responder(pc_http_req_t *req, int status, const char *ctype, const char *body,
@@ -353,10 +372,10 @@ static void consult_seen_cb(void *data, int status, const pc_kv_reply_t *reply)
     pc_idem_req_t *ir = data;
     if (status || pc_kv_reply_type(reply) != PC_KV_STRING)
         return;
-    /* "hash\n...": this request's own mark (a replay) is no reuse. */
-    size_t len, hl = strlen(ir->hash);
+    /* This request's own mark (a replay) is no reuse. */
+    size_t len;
     const char *rec = pc_kv_reply_str(reply, &len);
-    if (len <= hl || memcmp(rec, ir->hash, hl) != 0 || rec[hl] != '\n')
+    if (!light_record_is_this(ir, rec, len))
         ir->used_by_consult = 1;
 }
 
@@ -400,16 +419,8 @@ static void light_responder(pc_http_req_t *req, int status, const char *ctype, c
 {
     pc_idem_req_t *ir = data;
     (void)ctype;
-    if (status < 500) {
-        size_t n = strlen(ir->hash) + 16 + len;
-        char *rec = malloc(n);
-        int hl = snprintf(rec, n, "%s\n%d\n", ir->hash, status);
-        memcpy(rec + hl, body, len);
-        const char *argv[] = {"SET", ir->rkey, rec, "EX", "90000"};
-        size_t lens[] = {3, strlen(ir->rkey), (size_t)hl + len, 2, 5};
-        pc_kv_command(ir->idem->kv, NULL, NULL, 5, argv, lens);
-        free(rec);
-    }
+    if (status < 500)
+        put_light_record(ir, status, body, len);
     pc_http_send(req, status, "application/json", body, len);
 }
 
@@ -422,8 +433,7 @@ static void light_get_cb(void *data, int status, const pc_kv_reply_t *reply)
         const char *nl1 = memchr(rec, '\n', len);
         const char *nl2 = nl1 ? memchr(nl1 + 1, '\n', len - (size_t)(nl1 + 1 - rec)) : NULL;
         if (nl2) {
-            if ((size_t)(nl1 - rec) != strlen(ir->hash) ||
-                memcmp(rec, ir->hash, strlen(ir->hash))) {
+            if (!light_record_is_this(ir, rec, len)) {
                 count("reused");
                 pc_http_respond_error(ir->req, PC_API_IDEMPOTENCY_KEY_REUSED, "Idempotency-Key",
                                       "this Idempotency-Key was used for a different request");
@@ -468,8 +478,7 @@ void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id, p
     pc_kv_key(idem->kv, ir->ckey, sizeof ir->ckey, rname);
     if (read_only_post(pc_http_req_path(req))) {
         *slot = NULL;
-        snprintf(ir->rkey, sizeof ir->rkey, "%s", ir->ckey);
-        if (pc_kv_cmd(idem->kv, light_get_cb, ir, "GET", ir->rkey, NULL) < 0)
+        if (pc_kv_cmd(idem->kv, light_get_cb, ir, "GET", ir->ckey, NULL) < 0)
             light_get_cb(ir, PC_EUNAVAIL, NULL);
         return;
     }

@@ -7,6 +7,7 @@
 #include "core/metrics.h"
 #include "ledger/ledger.h"
 #include "notify/outbox.h"
+#include "repair/repair.h"
 #include "rules/rules.h"
 
 #include <stdio.h>
@@ -917,18 +918,6 @@ void pc__refund_dispatch(pc_refunds_t *rf, const char *refund_no)
 
 /* ---------- the status query ---------- */
 
-static void exhausted_flagged_cb(void *data, int status, pc_db_res_t *res)
-{
-    char *no = data;
-    if (!status && pc_db_rows(res) == 1)
-        pc_log_error("refund.query_exhausted",
-                     "refund %s has no final answer from %s after the last scheduled query: "
-                     "flagged for ops (GET /admin/needs-ops), queried again at the schedule's "
-                     "last pace",
-                     no, pc_db_get(res, 0, 0));
-    free(no);
-}
-
 static void queried_cb(void *data, const pc_ch_result_t *res)
 {
     run_t *x = data;
@@ -954,19 +943,12 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
             run_free(x);
         return;
     }
-    if (x->query_attempts >= x->rf->nschedule) {
-        /* Flagged for ops once, as payments and payouts are (GET
-         * /admin/needs-ops, the REPAIR_EXHAUSTED alert); still queried, and
-         * the flag goes with its final answer. */
-        char *no = strdup(x->r.refund_no);
-        const char *p[] = {x->r.refund_no};
-        if (!no || pc_db_query(x->rf->app->db,
-                               "UPDATE refunds SET needs_ops = true, updated_at = now() WHERE "
-                               "refund_no = $1 AND status = 'PROCESSING' AND NOT needs_ops "
-                               "RETURNING channel_id",
-                               1, p, exhausted_flagged_cb, no) < 0)
-            free(no);
-    }
+    /* Flagged for ops once, as payments and payouts are (GET
+     * /admin/needs-ops, the REPAIR_EXHAUSTED alert); still queried, and the
+     * flag goes with its final answer. */
+    if (x->query_attempts >= x->rf->nschedule)
+        pc_repair_flag(x->rf->app, "refund", x->r.refund_no,
+                       "has no final answer from its channel");
     run_free(x);
 }
 
@@ -1259,22 +1241,19 @@ const char *pc__refund_method(pc_app_t *app, const pc__method_ctx_t *m, char ver
                       : a && !strcmp(a, "PAYOUT") ? "PAYOUT"
                       : a && !strcmp(a, "FILE")   ? "FILE"
                                                   : "OFFLINE";
-    if (ch && (!strcmp(out, "API") || !strcmp(out, "PAYOUT")) &&
-        !pc_channels_effective_enabled(app->channels, ch->id)) {
-        /* Switched off by ops: nothing is sent through it. */
-        pc_log_warn("refund.channel_switched_off",
-                    "refund_method chose %s through channel %s, which ops switched off: OFFLINE",
-                    out, ch->id);
-        out = "OFFLINE";
-    }
-    if (!strcmp(out, "PAYOUT") && !m->payee_available) {
-        /* Nobody to pay out to (no account given, no card held): ops find
-         * the buyer and return the money by hand. */
-        pc_log_warn("refund.payout_without_payee",
-                    "refund_method chose PAYOUT for a %s payment of channel %s with no payee "
-                    "known: OFFLINE",
+    /* What cannot run goes to ops, who return the money by hand: nothing is
+     * sent through a channel ops switched off, and a payout needs somebody
+     * to pay (an account given, or the card held). */
+    int sends = !strcmp(out, "API") || !strcmp(out, "PAYOUT");
+    const char *cannot = sends && ch && !pc_channels_effective_enabled(app->channels, ch->id)
+                             ? "its channel is switched off"
+                         : !strcmp(out, "PAYOUT") && !m->payee_available ? "no payee is known"
+                                                                         : NULL;
+    if (cannot) {
+        pc_log_warn("refund.method_cannot_run",
+                    "refund_method chose %s for a %s payment of channel %s, but %s: OFFLINE", out,
                     m->payment_method ? m->payment_method : "?",
-                    m->channel_id ? m->channel_id : "?");
+                    m->channel_id ? m->channel_id : "?", cannot);
         out = "OFFLINE";
     }
     snprintf(version, 65, "%s", r.version);

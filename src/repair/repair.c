@@ -41,9 +41,10 @@ static void ignore_cb(void *data, int status, pc_db_res_t *res)
     (void)res;
 }
 
-/* What is flagged when a payment or payout is still in flight after its
- * last scheduled query (the kinds' statuses in flight differ: a payout not
- * yet sent is ACCEPTED, and that is the runner's to send, not ops'). */
+/* What is flagged when a payment, payout or refund is still in flight after
+ * its last scheduled query (the kinds' statuses in flight differ: a payout
+ * or refund not yet sent is ACCEPTED, and that is its runner's to send, not
+ * ops'). */
 static const struct {
     const char *kind, *event, *sql;
 } flag_kinds[] = {
@@ -53,6 +54,9 @@ static const struct {
     {"payout", "payout.exhausted",
      "UPDATE payouts SET needs_ops = true WHERE payout_no = $1 AND NOT needs_ops AND status = "
      "'PROCESSING' RETURNING 1"},
+    {"refund", "refund.query_exhausted",
+     "UPDATE refunds SET needs_ops = true, updated_at = now() WHERE refund_no = $1 AND NOT "
+     "needs_ops AND status = 'PROCESSING' RETURNING 1"},
 };
 
 typedef struct {

@@ -15,7 +15,8 @@ typedef struct pc_repair pc_repair_t;
 
 pc_repair_t *pc_repair_new(pc_app_t *app);
 
-/* Flags a payment or payout (kind "payment" | "payout") still in flight
+/* Flags a payment, payout or refund (kind "payment" | "payout" | "refund")
+ * still in flight
  * after its last scheduled status query for ops (GET /admin/needs-ops; told
  * once, not at every later query; why, static, says what happened, e.g.
  * "still has no final answer"). Its claim has already set the next query at
