@@ -188,7 +188,8 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     set(a, notify_failed > 0, "NOTIFICATIONS_FAILED", "notifications", msg, notify_failed);
     snprintf(msg, sizeof msg,
              "%lld payments, payouts or refunds without a final answer after every status query "
-             "(needs_ops): GET /admin/needs-ops",
+             "(needs_ops): GET /admin/needs-ops; ask the channel, then POST "
+             "/admin/needs-ops/{kind}/{ref}/resolve {\"why\",\"outcome\"}",
              needs_ops);
     set(a, needs_ops > 0, "REPAIR_EXHAUSTED", "payments", msg, needs_ops);
     snprintf(msg, sizeof msg,

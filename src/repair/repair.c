@@ -4,6 +4,8 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "engine/engine.h"
+#include "payout/payout.h"
+#include "refund/refund.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,11 +291,205 @@ static void resolved_cb(void *data, int status, pc_db_res_t *res)
     pc_http_respond_error(req, PC_API_INVALID_STATE, NULL, msg);
 }
 
+/* ---------- ops: the channel's answer, learnt by hand ---------- */
+
+/* A payment, payout or refund its channel never answered for, whatever the
+ * status queries asked: ops learn the outcome from the channel by other
+ * means (a call, its portal) and record it. It is applied exactly as the
+ * channel's own answer would be (the same conditional transitions: a real
+ * answer arriving at the same moment wins or loses cleanly, and a later
+ * contradicting one is flagged like any other), and kept with who and why. */
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    const char *kind, *ref, *why, *outcome; /* borrowed from req */
+    pc_ch_result_t res;
+} outcome_t;
+
+static void outcome_kept_cb(void *data, int status, pc_db_res_t *res)
+{
+    outcome_t *o = data;
+    (void)res;
+    if (status)
+        pc_log_error("repair.resolution_unrecorded",
+                     "%s %s was recorded %s by ops, but who and why were not kept (%s)", o->kind,
+                     o->ref, o->outcome, pc_strerror(status));
+    json_t *a = json_pack("{s:s,s:s,s:s,s:b,s:s}", "kind", o->kind, "ref", o->ref, "status",
+                          o->outcome, "needs_ops", 0, "outcome", o->outcome);
+    pc_http_respond_json(o->req, 200, a);
+}
+
+/* Ends the request: now is whether the item stands as ops said; status, when
+ * known, what it is instead. */
+static void outcome_done(outcome_t *o, pc_api_err_t err, int now, const char *status)
+{
+    if (err != PC_API_OK) {
+        pc_http_respond_error(o->req, err, NULL, "not recorded; retry");
+        return;
+    }
+    if (!now) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "not recorded: its channel's answer came first (it is %s now); see GET "
+                 "/admin/needs-ops",
+                 status ? status : "final");
+        pc_http_respond_error(o->req, PC_API_INVALID_STATE, NULL, msg);
+        return;
+    }
+    pc_log_warn("repair.resolved_by_ops", "%s %s recorded %s by ops (%s): %s", o->kind, o->ref,
+                o->outcome, pc_operator_of(o->req), o->why);
+    const char *p[] = {o->kind, o->ref, o->outcome, pc_operator_of(o->req), o->why};
+    if (pc_db_query(o->app->db,
+                    "INSERT INTO needs_ops_resolutions (kind, ref, status, who, why) VALUES ($1, "
+                    "$2, $3, $4, $5)",
+                    5, p, outcome_kept_cb, o) < 0)
+        outcome_kept_cb(o, PC_EUNAVAIL, NULL);
+}
+
+static void payment_recorded_cb(void *data, pc_api_err_t err, const char *message, json_t *payment)
+{
+    outcome_t *o = data;
+    (void)message;
+    const char *st = json_string_value(json_object_get(payment, "status"));
+    outcome_done(o, err, st && !strcmp(st, o->outcome), st);
+    json_decref(payment);
+}
+
+static void payout_recorded_cb(void *data, int applied)
+{
+    outcome_t *o = data;
+    outcome_done(o, PC_API_OK, applied, NULL);
+}
+
+static void refund_recorded_cb(void *data, int status, const pc__refund_t *r)
+{
+    outcome_t *o = data;
+    if (status && status != PC_ECONFLICT) {
+        outcome_done(o, PC_API_UNAVAILABLE, 0, NULL);
+        return;
+    }
+    outcome_done(o, PC_API_OK, !status && !strcmp(r->status, o->outcome), r ? r->status : NULL);
+}
+
+static const char *const FROM_PROCESSING[] = {"PROCESSING", NULL};
+
+static void outcome_read_cb(void *data, int status, pc_db_res_t *res)
+{
+    outcome_t *o = data;
+    if (status) {
+        pc_respond_db_error(o->req, status);
+        return;
+    }
+    if (pc_db_rows(res) != 1) {
+        pc_http_respond_error(o->req, PC_API_NOT_FOUND, NULL, "no such payment, payout or refund");
+        return;
+    }
+    const char *st = pc_db_val(res, 0, "status");
+    char msg[240];
+    if (pc_db_val(res, 0, "in_flight")[0] != 't' || pc_db_val(res, 0, "needs_ops")[0] != 't') {
+        snprintf(msg, sizeof msg,
+                 pc_db_val(res, 0, "in_flight")[0] != 't'
+                     ? "it is %s already: no outcome to record (resolve without one once dealt "
+                       "with)"
+                     : "it is %s and its status queries are still on their schedule: an outcome "
+                       "is recorded by hand only once they gave up (flagged, GET /admin/needs-ops)",
+                 st);
+        pc_http_respond_error(o->req, PC_API_INVALID_STATE, NULL, msg);
+        return;
+    }
+    const char *channel = pc_db_val(res, 0, "channel_id");
+    int rc;
+    if (!strcmp(o->kind, "payment")) {
+        rc = pc_engine_apply(o->app->engine, channel, o->ref, &o->res, payment_recorded_cb, o);
+    } else if (!strcmp(o->kind, "payout")) {
+        rc = pc_payout_apply(o->app, o->ref, &o->res, payout_recorded_cb, o);
+    } else {
+        int ok = o->res.status == PC_CH_SUCCESS;
+        pc__transition_t t = {
+            .refund_no = o->ref,
+            .to = ok ? "SUCCESS" : "FAILED",
+            .from = FROM_PROCESSING,
+            .who = "ops",
+            .action = ok ? "CONFIRM_DONE" : "CONFIRM_FAILED",
+            .why = o->why,
+            .failure_code = ok ? NULL : o->res.code,
+            .failure_msg = ok ? NULL : o->why,
+            .channel_txn_id = o->res.channel_txn_id[0] ? o->res.channel_txn_id : NULL,
+            .error_to_offline = 1,
+            .only_channel = channel[0] ? channel : NULL,
+        };
+        rc = pc__refund_transition(o->app->refunds, &t, refund_recorded_cb, o);
+    }
+    if (rc < 0)
+        pc_http_respond_error(o->req, PC_API_UNAVAILABLE, NULL, "not recorded; retry");
+}
+
+/* {"outcome": "SUCCESS"|"FAILED", "channel_txn_id", "failure_code"} of a
+ * resolve: reads the item, then applies the outcome if it is in flight and
+ * flagged. */
+static void record_outcome(pc_http_req_t *req, pc_app_t *app, json_t *b, const char *why)
+{
+    int bad = 0;
+    const char *outcome = pc_json_str(b, "outcome", 16, 1, &bad);
+    if (bad || !outcome || (strcmp(outcome, "SUCCESS") && strcmp(outcome, "FAILED"))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "outcome", "SUCCESS or FAILED");
+        return;
+    }
+    const char *txn = pc_json_str(b, "channel_txn_id", 79, 0, &bad);
+    if (bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "channel_txn_id",
+                              "the channel's reference, 1-79 printable characters");
+        return;
+    }
+    const char *code = pc_json_str(b, "failure_code", 47, 1, &bad);
+    if (bad || (code && !strcmp(outcome, "SUCCESS"))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "failure_code",
+                              "a FAILED outcome's code, 1-47 of [A-Za-z0-9_-]");
+        return;
+    }
+    outcome_t *o = pc_http_req_alloc(req, sizeof *o);
+    o->req = req;
+    o->app = app;
+    o->kind = pc_http_req_param(req, "kind");
+    o->ref = pc_http_req_param(req, "ref");
+    o->why = why;
+    o->outcome = outcome;
+    o->res.status = strcmp(outcome, "SUCCESS") ? PC_CH_FAILED : PC_CH_SUCCESS;
+    snprintf(o->res.code, sizeof o->res.code, "%s",
+             o->res.status == PC_CH_FAILED ? (code ? code : "CONFIRMED_FAILED") : "");
+    snprintf(o->res.message, sizeof o->res.message, "%s",
+             o->res.status == PC_CH_FAILED ? "its channel confirmed the failure to ops" : "");
+    snprintf(o->res.channel_txn_id, sizeof o->res.channel_txn_id, "%s", txn ? txn : "");
+#define READ_SQL(table, key, in_flight, channel)                                                   \
+    "SELECT status, needs_ops, status IN " in_flight " AS in_flight, coalesce(" channel            \
+    ", '') AS channel_id FROM " table " WHERE " key " = $1"
+    static const struct {
+        const char *kind, *sql;
+    } kinds[] = {
+        {"payment", READ_SQL("payments", "payment_no", PAYMENT_IN_FLIGHT, "channel_id")},
+        {"payout", READ_SQL("payouts", "payout_no", PAYOUT_IN_FLIGHT, "channel_id")},
+        {"refund", READ_SQL("refunds", "refund_no", REFUND_IN_FLIGHT, "channel_id")},
+    };
+#undef READ_SQL
+    const char *sql = NULL;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        if (!strcmp(o->kind, kinds[k].kind))
+            sql = kinds[k].sql;
+    if (!sql) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "kind is payment, payout or refund");
+        return;
+    }
+    const char *p[] = {o->ref};
+    if (pc_db_query(app->db, sql, 1, p, outcome_read_cb, o) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
 /* POST /admin/needs-ops/{kind}/{ref}/resolve {"why"}: ops dealt with a
  * final payment (kind "payment"), payout ("payout") or refund ("refund") a
  * channel contradicts;
  * the flag is cleared and the resolution kept (who, why, the state). One
- * still in flight keeps its flag (409): its status queries go on. */
+ * still in flight keeps its flag (409): its status queries go on, unless
+ * ops give its "outcome" (record_outcome). */
 static void resolve_needs_ops(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
@@ -304,6 +500,10 @@ static void resolve_needs_ops(pc_http_req_t *req, void *data)
     if (bad || !why) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "why",
                               "say why (1-256 characters): it is kept with the resolution");
+        return;
+    }
+    if (json_object_get(b, "outcome")) {
+        record_outcome(req, app, b, why);
         return;
     }
     /* One statement per kind, the same but for its table and what counts

@@ -585,6 +585,37 @@ test('ops console: a refund held for ops is listed and resumed, checked through 
   await page.close();
 });
 
+test('ops console: a payment no status query could finish is recorded failed, checked through the merchant API', async () => {
+  const buyer = await freshBuyer();
+  const trade = await newTrade(buyer, 4100, 'Desk lamp');
+  const pay = await api.merchantCall(stack, merchant, 'POST', '/v1/cashier/pay', {
+    trade_no: trade.trade_no, buyer_id: buyer, method_id: 'VA', client: { platform: 'WEB' },
+  });
+  assert.equal(pay.status, 200, pay.text);
+  assert.equal(pay.json.status, 'PROCESSING');
+  const no = pay.json.payment_no;
+  // What the last unanswered status query leaves (the path itself is test_repair's).
+  stack.sql(`UPDATE payments SET needs_ops = true WHERE payment_no = '${no}'`);
+  const page = await openPage(`${stack.adminUrl}/console#needsops`);
+  await consoleSignIn(page);
+  const row = `#view tr[data-kind="payment"][data-ref="${no}"]`;
+  await page.waitForSelector(row);
+  assert.match(await page.textContent(row), /41\.00 CNY/);
+  assert.match(await page.textContent(row), /no answer/);
+  await shot(page, 'console-needs-ops');
+  page.once('dialog', (d) => d.accept('bank: no transfer received for this account'));
+  await page.click(`${row} button[data-action=record-failed]`);
+  await page.waitForSelector('#flash:not([hidden])');
+  assert.match(await page.textContent('#flash'), /done/);
+  await page.waitForSelector(row, { state: 'detached' });
+  const r = await api.merchantCall(stack, merchant, 'GET', `/v1/payments/${no}`);
+  assert.equal(r.json.status, 'FAILED');
+  assert.equal(await tradeStatus(trade.trade_no), 'WAIT_BUYER_PAY');
+  assert.equal(stack.sql(`SELECT why FROM needs_ops_resolutions WHERE kind = 'payment' AND ref = '${no}'`),
+    'bank: no transfer received for this account');
+  await page.close();
+});
+
 test('ops console: releasing a payment held for review, checked through the merchant API', async () => {
   const buyer = await freshBuyer();
   const trade = await newTrade(buyer, 2000000, 'Road bike');

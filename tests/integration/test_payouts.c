@@ -550,6 +550,43 @@ static void test_payout_left_open_after_every_query_raises_the_alert(void **stat
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payout the channel holds past every query, which ops learn from the
+ * bank did not go: they record the failure and the money is the merchant's
+ * again at once. Before, it sat in escrow until the channel answered, and
+ * nothing ops could do moved it. */
+static void test_ops_record_the_failure_of_a_payout_no_query_could_finish(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(30000);
+    long long before = available(&m);
+    char no[40];
+    held_payout(&m, "OUT-OPS-1", "6222020000007777", no);
+    assert_true(pc_t_sql_wait(&g_stack, "1", 15,
+                              "SELECT needs_ops::int FROM payouts WHERE payout_no = '%s' AND "
+                              "status = 'PROCESSING'",
+                              no));
+    assert_int_equal(available(&m), before - 10000);
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payout", no,
+                                            "{\"why\":\"bank: transfer rejected\",\"outcome\":"
+                                            "\"FAILED\",\"failure_code\":\"ACCOUNT_CLOSED\"}"),
+                     200);
+    expect_status(&m, no, "FAILED");
+    assert_int_equal(available(&m), before);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payouts WHERE payout_no = '%s' AND "
+                                  "failure_code = 'ACCOUNT_CLOSED' AND NOT needs_ops",
+                                  no),
+                     1);
+    assert_int_equal(outbox("payout.failed", no), 1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM needs_ops_resolutions WHERE kind = "
+                                  "'payout' AND ref = '%s' AND status = 'FAILED'",
+                                  no),
+                     1);
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* The channel's final answer to the last scheduled query cannot be applied
  * (a constraint the test adds refuses it; in life, the database failing at
  * that moment). The payout is flagged and queried again at the schedule's
@@ -1048,6 +1085,8 @@ int main(void)
         cmocka_unit_test_setup(test_concurrent_payouts_never_overdraw, refresh_today),
         cmocka_unit_test_setup(test_late_answers_by_callback_and_by_status_query, refresh_today),
         cmocka_unit_test_setup(test_payout_left_open_after_every_query_raises_the_alert,
+                               refresh_today),
+        cmocka_unit_test_setup(test_ops_record_the_failure_of_a_payout_no_query_could_finish,
                                refresh_today),
         cmocka_unit_test_setup(test_payout_answer_that_cannot_be_applied_last_is_retried,
                                refresh_today),

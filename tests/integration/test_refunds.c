@@ -540,10 +540,6 @@ static void fail_held_refund(const char *rno)
     pc_t_resp_free(&r);
 }
 
-/* A channel that says it refunded another sum than it was asked: the
- * refund is applied (the money left), and flagged for ops with the
- * contradiction alert, for a person to settle the difference with the buyer
- * or the channel. Before, the sum was not looked at. */
 /* A refund its channel never answers for, after the last scheduled query:
  * flagged for ops like a payment or payout (listed, alerted), still queried;
  * its final answer takes the flag away. Before, it was only logged, on
@@ -571,6 +567,40 @@ static void test_refund_without_answer_after_every_query_is_flagged_until_final(
                               "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno));
 }
 
+/* The same refund, whose channel ops reach by other means: it paid. Ops
+ * record it, and the refund is done as if the channel had said so (before,
+ * nothing ops could do finished it). */
+static void test_ops_record_the_success_of_a_refund_no_query_could_finish(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], out[64], f[160];
+    paid_trade_for(&g_m, "INSTANT", 2000, NULL, tn, NULL);
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"refund_delay_ms\":-1}", paid_channel(tn));
+    sim_faults(f);
+    snprintf(out, sizeof out, "ROPS-%s", tn);
+    refund_ok(tn, out, 600, NULL, rno);
+    expect_refund(rno, "PROCESSING");
+    assert_true(pc_t_sql_wait(&g_stack, "t", 15,
+                              "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "refund", rno,
+                                            "{\"why\":\"channel portal shows it paid\","
+                                            "\"outcome\":\"SUCCESS\"}"),
+                     200);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM refunds r JOIN refund_actions a USING "
+                                  "(refund_no) WHERE r.refund_no = '%s' AND NOT r.needs_ops AND "
+                                  "a.action = 'CONFIRM_DONE' AND a.who = 'ops'",
+                                  rno),
+                     1);
+    assert_int_equal(pc_t_needs_ops_listed(&g_stack, "refund", rno), 0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* A channel that says it refunded another sum than it was asked: the
+ * refund is applied (the money left), and flagged for ops with the
+ * contradiction alert, for a person to settle the difference with the buyer
+ * or the channel. Before, the sum was not looked at. */
 static void test_refund_paid_with_another_sum_is_flagged(void **state)
 {
     (void)state;
@@ -1230,6 +1260,8 @@ int main(void)
         cmocka_unit_test_teardown(test_refund_paid_with_another_sum_is_flagged, after_each),
         cmocka_unit_test_teardown(
             test_refund_without_answer_after_every_query_is_flagged_until_final, after_each),
+        cmocka_unit_test_teardown(test_ops_record_the_success_of_a_refund_no_query_could_finish,
+                                  after_each),
         cmocka_unit_test_teardown(test_multi_part_payment_refunds_external_then_balance_then_coupon,
                                   after_each),
         cmocka_unit_test_teardown(test_balance_refund_of_a_trade_created_without_a_buyer,

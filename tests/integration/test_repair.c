@@ -739,6 +739,82 @@ static void test_last_query_cut_off_by_a_crash_is_made_again(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payment no status query could finish (the channel answers nothing
+ * final, or does not answer): ops ask the channel by other means and record
+ * its outcome. Before, a flagged payment in flight could not be resolved at
+ * all: its balance part stayed held, its trade and the REPAIR_EXHAUSTED
+ * alert stayed open until the channel itself answered, if it ever did. */
+static void test_ops_record_a_failure_the_status_queries_never_heard(void **state)
+{
+    (void)state;
+    char tn[40], pno[48], complete[256];
+    va_payment_without_callback(1930, tn, pno, sizeof pno, complete, sizeof complete);
+    const char *fail = "{\"why\":\"bank says no transfer came\",\"outcome\":\"FAILED\"}";
+    /* While its queries are on their schedule, they come first. */
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payment", pno, fail), 409);
+    assert_true(wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
+                            "true", 20));
+    assert_int_equal(
+        pc_t_needs_ops_resolve(&g_stack, "payment", pno, "{\"why\":\"w\",\"outcome\":\"MAYBE\"}"),
+        400);
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payment", pno,
+                                            "{\"why\":\"w\",\"outcome\":\"SUCCESS\","
+                                            "\"failure_code\":\"X\"}"),
+                     400);
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payment", "P-NONE", fail), 404);
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payment", pno, fail), 200);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE payment_no = '%s' AND "
+                                  "status = 'FAILED' AND failure_code = 'CONFIRMED_FAILED' AND "
+                                  "NOT needs_ops",
+                                  pno),
+                     1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM needs_ops_resolutions WHERE kind = "
+                                  "'payment' AND ref = '%s' AND status = 'FAILED' AND why = 'bank "
+                                  "says no transfer came'",
+                                  pno),
+                     1);
+    assert_int_equal(pc_t_needs_ops_listed(&g_stack, "payment", pno), 0);
+    /* The trade still waits for the buyer, and the answer is not recorded
+     * twice. */
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "WAIT_BUYER_PAY", 5));
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payment", pno, fail), 409);
+    sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":0}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+static void test_ops_record_a_success_the_status_queries_never_heard(void **state)
+{
+    (void)state;
+    char tn[40], pno[48], complete[256];
+    va_payment_without_callback(1940, tn, pno, sizeof pno, complete, sizeof complete);
+    assert_true(wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
+                            "true", 20));
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payment", pno,
+                                            "{\"why\":\"bank statement shows it\",\"outcome\":"
+                                            "\"SUCCESS\",\"channel_txn_id\":\"VA-BY-HAND-1\"}"),
+                     200);
+    /* Paid as if the channel had said so: the trade, the merchant's money,
+     * the ledger. */
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_SUCCESS", 5));
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE payment_no = '%s' AND "
+                                  "status = 'SUCCESS' AND channel_txn_id = 'VA-BY-HAND-1' AND "
+                                  "NOT needs_ops",
+                                  pno),
+                     1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM needs_ops_resolutions WHERE kind = "
+                                  "'payment' AND ref = '%s' AND status = 'SUCCESS'",
+                                  pno),
+                     1);
+    sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":0}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -756,6 +832,8 @@ int main(void)
         cmocka_unit_test(test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped),
         cmocka_unit_test(test_flagged_payment_is_still_queried_and_a_late_answer_closes_it),
         cmocka_unit_test(test_last_query_cut_off_by_a_crash_is_made_again),
+        cmocka_unit_test(test_ops_record_a_failure_the_status_queries_never_heard),
+        cmocka_unit_test(test_ops_record_a_success_the_status_queries_never_heard),
     };
     return cmocka_run_group_tests_name("repair", tests, setup, teardown);
 }

@@ -278,6 +278,39 @@
     },
   };
 
+  // Payments, payouts and refunds a person must look at: in flight after
+  // every status query (ask the channel, record its answer), or final while
+  // the channel says otherwise (settle it, then resolve).
+  views.needsops = {
+    title: 'Needs ops',
+    probe: '/admin/needs-ops',
+    async draw(box) {
+      const r = await api('GET', '/admin/needs-ops');
+      if (routeMissing(r)) return notAvailable('GET /admin/needs-ops');
+      if (r.status !== 200) return el('p', { class: 'err', text: errorOf(r) });
+      const rows = ['payment', 'payout', 'refund'].flatMap((kind) =>
+        ((r.json && r.json[kind + 's']) || []).map((x) => Object.assign({ kind, ref: x[kind + '_no'] }, x)));
+      const path = (x) => '/admin/needs-ops/' + x.kind + '/' + encodeURIComponent(x.ref) + '/resolve';
+      const actions = (x) => x.final
+        ? el('span', { class: 'actions' },
+          el('button', { 'data-action': 'resolve', onclick: () => actWhy('Resolve ' + x.ref, 'POST', path(x), 'why') }, 'Resolve'))
+        : el('span', { class: 'actions' },
+          el('button', { 'data-action': 'record-success', onclick: () => actWhy('Record ' + x.ref + ' as paid by its channel', 'POST', path(x), 'why', { outcome: 'SUCCESS' }) }, 'Channel says paid'),
+          el('button', { class: 'danger', 'data-action': 'record-failed', onclick: () => actWhy('Record ' + x.ref + ' as failed at its channel', 'POST', path(x), 'why', { outcome: 'FAILED' }) }, 'Channel says failed'));
+      box.append(el('p', { class: 'muted', text: 'In flight: every status query went unanswered; ask the channel and record what it says. Final: the channel contradicts it; settle it with the channel or the buyer, then resolve.' }));
+      box.append(table([
+        { title: 'Kind', render: (x) => x.kind },
+        { title: 'Reference', render: (x) => el('code', { text: x.ref }) },
+        { title: 'Merchant', render: (x) => x.merchant_id || '' },
+        { title: 'Channel', render: (x) => x.channel_id || '' },
+        { title: 'Amount', num: true, render: (x) => money(x.amount, x.currency) },
+        { title: 'Status', render: (x) => pill(x.status + (x.final ? ' (contradicted)' : ' (no answer)'), x.final ? 'bad' : 'warn') },
+        { title: 'Since', render: (x) => when(x.updated_at) },
+        { title: '', render: actions },
+      ], rows, (x) => ({ 'data-kind': x.kind, 'data-ref': x.ref })));
+    },
+  };
+
   views.chargebacks = {
     title: 'Chargebacks',
     probe: '/admin/chargebacks',
