@@ -22,6 +22,9 @@ struct pc_idem {
     char lock_ms[24];                /* how long a claim holds without renewal, as sent */
     uint64_t renew_ms;               /* a running request renews it this often (a third) */
     uint8_t hash_key[PC_SHA256_LEN]; /* keys the stored request hashes */
+    int purging;                     /* a purge is under way (pc_idem_purge) */
+    int purge_rounds;
+    long long purged;
 };
 
 struct pc_idem_req {
@@ -491,17 +494,54 @@ void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id, p
         lock_cb(ir, PC_EUNAVAIL, NULL);
 }
 
+/* Records are purged in batches of PURGE_BATCH, oldest first, one batch
+ * after another until one comes back short (at most PURGE_ROUNDS a call):
+ * one DELETE of a backlog (a node down for a day, a busy hour) would run
+ * past the pool's statement deadline, be cut off and rolled back, and so
+ * never succeed again while the table grew. Nodes purging together skip
+ * each other's rows instead of waiting for them. */
+#define PURGE_BATCH 5000
+#define PURGE_ROUNDS 200
+
+static void purge_batch(pc_idem_t *idem);
+
 static void purge_cb(void *data, int status, pc_db_res_t *res)
 {
-    (void)data;
-    if (status == 0 && pc_db_affected(res) > 0)
-        pc_log_info("idem.purged", "%lld records older than 25 h", (long long)pc_db_affected(res));
+    pc_idem_t *idem = data;
+    long long n = status ? 0 : pc_db_affected(res);
+    idem->purged += n;
+    if (!status && n == PURGE_BATCH && ++idem->purge_rounds < PURGE_ROUNDS) {
+        purge_batch(idem);
+        return;
+    }
+    if (status)
+        pc_log_warn("idem.purge_failed", "purging old idempotency records: %s (again in a minute)",
+                    pc_strerror(status));
+    if (idem->purged > 0)
+        pc_log_info("idem.purged", "%lld records older than 25 h", idem->purged);
+    idem->purging = 0;
+}
+
+static void purge_batch(pc_idem_t *idem)
+{
+    char batch[16];
+    snprintf(batch, sizeof batch, "%d", PURGE_BATCH);
+    const char *p[] = {batch};
+    if (pc_db_query(idem->db,
+                    "DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY(SELECT ctid FROM "
+                    "idempotency_keys WHERE created_at < now() - interval '25 hours' ORDER BY "
+                    "created_at LIMIT $1::int FOR UPDATE SKIP LOCKED))",
+                    1, p, purge_cb, idem) < 0)
+        idem->purging = 0;
 }
 
 void pc_idem_purge(pc_idem_t *idem)
 {
-    pc_db_query(idem->db,
-                "DELETE FROM idempotency_keys WHERE created_at < now() - interval '25 hours'", 0,
-                NULL, purge_cb, NULL);
+    if (!idem->purging) {
+        idem->purging = 1;
+        idem->purged = 0;
+        idem->purge_rounds = 0;
+        purge_batch(idem);
+    }
     pc_db_query(idem->db, "DELETE FROM auth_nonces WHERE expires_at < now()", 0, NULL, NULL, NULL);
 }

@@ -71,7 +71,20 @@ enum { C_DOWN, C_CONNECTING, C_UP };
  * then commit what the caller was told failed. The server checks this often
  * that its client is still there while a statement runs, and stops it
  * otherwise (client_connection_check_interval, PostgreSQL 14 and later). */
-#define CLIENT_CHECK_OPTION "-c client_connection_check_interval=1000"
+#define CLIENT_CHECK_OPTION                                                                        \
+    "-c client_connection_check_interval=1000 " IDLE_TX_OPTION " " KEEPALIVE_OPTION
+/* A node whose host dies or is cut off between two statements of a
+ * transaction sends no FIN: its backend would sit "idle in transaction",
+ * holding its row locks (a trade, a merchant's or the platform's hot ledger
+ * accounts) until the server's TCP keepalive gave up, two hours with Linux's
+ * defaults, while every other node's work on those rows timed out. paycore
+ * never leaves a transaction waiting on anything but the database (channel
+ * calls are made outside them), so a minute idle is a dead client: the
+ * server ends it and the locks go. Keepalives find a dead peer of an idle
+ * connection in about a minute too. */
+#define IDLE_TX_OPTION "-c idle_in_transaction_session_timeout=60000"
+#define KEEPALIVE_OPTION                                                                           \
+    "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
 
 struct conn {
     pc_db_t *db;

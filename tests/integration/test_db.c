@@ -11,6 +11,8 @@
 #include "core/error.h"
 #include "kv/kv.h"
 #include "store/db.h"
+#include "store/migrate.h"
+#include "idem/idem.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -592,6 +594,94 @@ static void test_a_transaction_given_up_on_does_not_commit_later(void **state)
     free(note);
 }
 
+static void setting_cb(void *data, int status, pc_db_res_t *res)
+{
+    char *out = data;
+    snprintf(out, 128, "%s", status ? "failed" : pc_db_get(res, 0, 0));
+}
+
+/* A node whose host vanishes mid-transaction sends no FIN: its backend must
+ * not hold its row locks until the server's TCP keepalive gives up (two hours
+ * by Linux's defaults). Each pool session ends a transaction idle for a
+ * minute, and probes an idle peer after 30 s. */
+static void test_sessions_end_transactions_their_client_abandoned(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {g_stack.db_url, 1, 2000, 8};
+    pc_db_t *db = pc_db_new(&loop, &o);
+    while (pc_db_ready_count(db) == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    char got[128] = "";
+    assert_int_equal(pc_db_query(db,
+                                 "SELECT current_setting('idle_in_transaction_session_timeout') || "
+                                 "' ' || current_setting('tcp_keepalives_idle') || ' ' || "
+                                 "current_setting('client_connection_check_interval')",
+                                 0, NULL, setting_cb, got),
+                     0);
+    while (!got[0])
+        uv_run(&loop, UV_RUN_ONCE);
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_string_equal(got, "1min 30 1s");
+}
+
+/* A backlog of idempotency records (a day's records when the purge could
+ * not run, a node down) is purged in batches that skip rows another purge
+ * (another node) holds: before, one DELETE of the whole backlog waited for
+ * those rows, ran past the pool's statement deadline and was rolled back,
+ * at every attempt, while the table only grew. Here a transaction holds one
+ * old record throughout. */
+static void test_a_purge_backlog_is_cleared_around_rows_held_elsewhere(void **state)
+{
+    (void)state;
+    char err[256];
+    assert_int_equal(pc_migrate(g_stack.db_url, 10, err, sizeof err), 0);
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO idempotency_keys (merchant_id, idem_key, request_hash, method, "
+                  "path, status, lock_token, locked_until, response_status, response_body, "
+                  "created_at) SELECT 'm', 'k' || g, repeat('h', 64), 'POST', '/v1/trades', "
+                  "'DONE', 't', now(), 201, repeat('b', 300), now() - interval '26 hours' - g * "
+                  "interval '1 ms' FROM generate_series(1, 20000) g UNION ALL SELECT 'm', 'new' "
+                  "|| g, 'h', 'POST', '/v1/trades', 'DONE', 't', now(), 201, 'b', now() - "
+                  "interval '23 hours' FROM generate_series(1, 10) g"));
+    PGconn *holder = PQconnectdb(g_stack.db_url);
+    assert_int_equal(PQstatus(holder), CONNECTION_OK);
+    PGresult *r =
+        PQexec(holder, "BEGIN; SELECT 1 FROM idempotency_keys WHERE idem_key = 'k777' FOR UPDATE");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {g_stack.db_url, 1, 1000, 8};
+    pc_db_t *db = pc_db_new(&loop, &o);
+    pc_idem_t *idem = pc_idem_new(&loop, db, NULL, 30000, "test secret");
+    assert_non_null(idem);
+    while (pc_db_ready_count(db) == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    long long left = -1;
+    for (int i = 0; i < 5 && left != 1; i++) {
+        pc_idem_purge(idem);
+        wait_ms(&loop, 2500);
+        left = pc_t_sql_int(&g_stack, "SELECT count(*) FROM idempotency_keys WHERE idem_key "
+                                      "LIKE 'k%%'");
+    }
+    r = PQexec(holder, "ROLLBACK");
+    PQclear(r);
+    PQfinish(holder);
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    pc_idem_free(idem);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(left, 1); /* the row held elsewhere, for the next purge */
+    /* Records younger than 25 hours are kept. */
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM idempotency_keys WHERE idem_key LIKE 'new%%'"),
+        10);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -603,6 +693,8 @@ int main(void)
         cmocka_unit_test(test_a_long_statement_has_its_own_timeout_and_connection),
         cmocka_unit_test(test_servers_named_by_host_name_are_reached),
         cmocka_unit_test(test_a_transaction_given_up_on_does_not_commit_later),
+        cmocka_unit_test(test_sessions_end_transactions_their_client_abandoned),
+        cmocka_unit_test(test_a_purge_backlog_is_cleared_around_rows_held_elsewhere),
     };
     return cmocka_run_group_tests_name("db", tests, setup, teardown);
 }
