@@ -103,7 +103,7 @@ typedef enum {
 
 #define PC_LEDGER_ID_MAX 96    /* longest account id */
 #define PC_LEDGER_OWNER_MAX 64 /* longest owner id inside an account id */
-#define PC_LEDGER_MAX_LEGS 32  /* most legs in one transaction */
+#define PC_LEDGER_MAX_LEGS 64  /* most legs in one transaction */
 
 /* What an account id says about its account. */
 typedef struct {

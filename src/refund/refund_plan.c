@@ -117,6 +117,33 @@ static int64_t mul_div(int64_t a, int64_t b, int64_t c)
     return (int64_t)((u128)a * (u128)b / (u128)c);
 }
 
+/* The refund of the whole rest takes back what each receiver still holds,
+ * which can be more than that rest: the merchant funded the rounding
+ * remainders of the earlier partial refunds (a receiver's share is rounded
+ * down), and a dispute takes from the merchant alone. Refusing it left the
+ * trade impossible to refund in full (and its coupon never returned); the
+ * receivers give back the whole amount instead, in proportion to what they
+ * hold (rounded down, the units left over one each from the first), and the
+ * merchant nothing. total is the sum of out[].amount, above amount. */
+static void trim_last_shares(int64_t amount, int64_t total, pc_refund_share_t *out, size_t n)
+{
+    int64_t given = 0, held[PC_REFUND_MAX_SPLITS];
+    for (size_t i = 0; i < n; i++) {
+        held[i] = out[i].amount;
+        out[i].amount = mul_div(amount, held[i], total);
+        given += out[i].amount;
+    }
+    /* Each share was rounded down by less than one unit, so fewer than n
+     * units are left; a receiver that holds anything holds at least one
+     * more than its share (amount < total). */
+    for (size_t i = 0; i < n && given < amount; i++) {
+        if (out[i].amount < held[i]) {
+            out[i].amount++;
+            given++;
+        }
+    }
+}
+
 int pc_refund_plan_splits(int64_t amount, int64_t paid, int last, int advance_funding,
                           const pc_refund_receiver_t *rv, size_t n, pc_refund_share_t *out,
                           int *bad)
@@ -152,11 +179,13 @@ int pc_refund_plan_splits(int64_t amount, int64_t paid, int last, int advance_fu
         snprintf(out[i].account, sizeof out[i].account, "%s", rv[i].account);
         out[i].amount = share;
         total += share;
-        if (total > amount) {
+        if (total > amount && (explicit_ || !last)) {
             memset(out, 0, n * sizeof *out);
             return PC_EINVAL;
         }
     }
+    if (total > amount)
+        trim_last_shares(amount, total, out, n);
     for (size_t i = 0; i < n; i++) {
         int64_t rest = out[i].amount;
         take(&rest, rv[i].pending, &out[i].pending);

@@ -87,6 +87,12 @@ int64_t pc_refund_sources_total(const pc_refund_sources_t *s);
  * used. */
 #define PC_REFUND_MAX_SPLITS 20
 #define PC_REFUND_MAX_LEGS (8 + 2 * PC_REFUND_MAX_SPLITS)
+/* A refund is one ledger transaction: its widest (every receiver giving from
+ * pending and available) must be one the ledger takes. It once was not (32):
+ * a refund of a trade split 16 ways after a settlement was refused with 503
+ * at every attempt. */
+_Static_assert(PC_REFUND_MAX_LEGS <= PC_LEDGER_MAX_LEGS,
+               "a refund's legs must fit in one ledger transaction");
 typedef struct {
     pc_ledger_leg_t legs[PC_REFUND_MAX_LEGS];
     char ids[PC_REFUND_MAX_LEGS][PC_LEDGER_ID_MAX + 1];
@@ -129,7 +135,10 @@ typedef struct {
 /* Decides each receiver's share of a refund of amount:
  *   explicit (any asked >= 0): the asked amounts (unlisted receivers give 0);
  *   the refund that returns the whole rest of the trade (last): each
- *     receiver gives back all it still has of the trade;
+ *     receiver gives back all it still has of the trade, or, when that is
+ *     more than the rest (the merchant funded earlier rounding remainders;
+ *     a dispute took from the merchant alone), the whole amount in
+ *     proportion to what each holds;
  *   otherwise proportionally: floor(amount * received / paid), capped at what
  *     it still has; the merchant absorbs the rounding remainder.
  * Then where each share comes from: the receiver's pending, then available,

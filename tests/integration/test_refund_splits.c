@@ -223,6 +223,41 @@ static void test_split_refund_is_proportional_by_default(void **state)
     free(st);
 }
 
+/* A trade split whole to two receivers (the merchant keeps nothing). A
+ * refund of 1 takes nothing from them (each share rounds down to 0): the
+ * merchant funds it from its other money. Refunding the rest then found
+ * 1000 with the receivers for 999 to return, and was refused with 400
+ * "splits add up to more than the amount": the buyer could never get the
+ * rest back. */
+static void test_rest_of_a_split_trade_is_refundable_after_a_rounded_refund(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t p = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t q = pc_t_create_merchant(&g_stack, NULL);
+    char splits[256], tn[40], other[40], r1[40], r2[40];
+    paid_trade(&m, 500, NULL, other); /* the merchant's own money */
+    snprintf(splits, sizeof splits,
+             "\"splits\":[{\"account\":\"%s\",\"amount\":500},{\"account\":\"%s\","
+             "\"amount\":500}]",
+             p.id, q.id);
+    paid_trade(&m, 1000, splits, tn);
+    assert_int_equal(pending_of(&m), 500);
+    refund_ok(&m, tn, "SR1", 1, NULL, r1);
+    assert_int_equal(refund_int(r1, "split_amount"), 0);
+    expect_refund(r1, "SUCCESS");
+    assert_int_equal(pending_of(&m), 499);
+    refund_ok(&m, tn, "SR2", 999, NULL, r2);
+    assert_int_equal(refund_int(r2, "split_amount"), 999);
+    assert_int_equal(split_of(r2, p.id, "amount") + split_of(r2, q.id, "amount"), 999);
+    expect_refund(r2, "SUCCESS");
+    assert_int_equal(pending_of(&m), 499);
+    assert_int_equal(pending_of(&p) + pending_of(&q), 1);
+    char *st = pc_t_sql(&g_stack, "SELECT status FROM trades WHERE trade_no = '%s'", tn);
+    assert_string_equal(st, "TRADE_CLOSED");
+    free(st);
+}
+
 static void test_explicit_split_refund_and_over_refund_of_a_receiver_is_refused(void **state)
 {
     (void)state;
@@ -711,6 +746,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_split_refund_is_proportional_by_default, after_each),
+        cmocka_unit_test_teardown(test_rest_of_a_split_trade_is_refundable_after_a_rounded_refund,
+                                  after_each),
         cmocka_unit_test_teardown(
             test_explicit_split_refund_and_over_refund_of_a_receiver_is_refused, after_each),
         cmocka_unit_test_teardown(test_receiver_without_balance_is_refused_unless_advance_funded,

@@ -236,6 +236,57 @@ static void test_product_names(void **state)
     assert_int_equal(pc_refund_product_parse(NULL, &p), PC_EINVAL);
 }
 
+/* Receivers of a trade of paid, each with what it got and still holds. */
+static void receivers(pc_refund_receiver_t *rv, size_t n, const int64_t *received,
+                      const int64_t *refunded)
+{
+    for (size_t i = 0; i < n; i++) {
+        memset(&rv[i], 0, sizeof rv[i]);
+        rv[i].account[0] = (char)('A' + i);
+        rv[i].received = received[i];
+        rv[i].refunded = refunded[i];
+        rv[i].pending = received[i] - refunded[i];
+        rv[i].asked = -1;
+    }
+}
+
+/* 1000 split 500/500 (the merchant keeps nothing). A refund of 1 takes
+ * floor(1 * 500 / 1000) = 0 from each: the merchant funds it. The whole rest
+ * (999) then finds 1000 still with the receivers. Before, that refund was
+ * refused ("splits add up to more than the amount"): the trade could never
+ * be refunded in full. Now the receivers give back 999 in proportion. */
+static void test_last_refund_takes_no_more_than_its_amount_from_receivers(void **state)
+{
+    (void)state;
+    pc_refund_receiver_t rv[3];
+    pc_refund_share_t out[3];
+    int bad;
+    receivers(rv, 2, (const int64_t[]){500, 500}, (const int64_t[]){0, 0});
+    assert_int_equal(pc_refund_plan_splits(1, 1000, 0, 0, rv, 2, out, &bad), 0);
+    assert_int_equal(pc_refund_shares_total(out, 2), 0);
+    assert_int_equal(pc_refund_plan_splits(999, 1000, 1, 0, rv, 2, out, &bad), 0);
+    assert_int_equal(out[0].amount, 500);
+    assert_int_equal(out[1].amount, 499);
+    assert_int_equal(out[0].pending, 500);
+    /* 1000 split 333 three ways, 500 refunded (166 each, the merchant 2):
+     * the rest, 500, finds 501 with them. */
+    receivers(rv, 3, (const int64_t[]){333, 333, 333}, (const int64_t[]){166, 166, 166});
+    assert_int_equal(pc_refund_plan_splits(500, 1000, 1, 0, rv, 3, out, &bad), 0);
+    assert_int_equal(pc_refund_shares_total(out, 3), 500);
+    for (int i = 0; i < 3; i++)
+        assert_true(out[i].amount >= 166 && out[i].amount <= 167);
+    /* A receiver with nothing left gets no unit of the remainder. */
+    receivers(rv, 3, (const int64_t[]){300, 300, 300}, (const int64_t[]){300, 0, 0});
+    assert_int_equal(pc_refund_plan_splits(7, 1000, 1, 0, rv, 3, out, &bad), 0);
+    assert_int_equal(out[0].amount, 0);
+    assert_int_equal(out[1].amount + out[2].amount, 7);
+    /* Not the last refund: shares over the amount are still refused. */
+    receivers(rv, 2, (const int64_t[]){500, 500}, (const int64_t[]){0, 0});
+    rv[0].asked = 400;
+    rv[1].asked = 400;
+    assert_int_equal(pc_refund_plan_splits(500, 1000, 1, 0, rv, 2, out, &bad), PC_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +303,7 @@ int main(void)
         cmocka_unit_test(test_success_pays_each_part_where_it_goes),
         cmocka_unit_test(test_success_refuses_parts_without_their_owner),
         cmocka_unit_test(test_product_names),
+        cmocka_unit_test(test_last_refund_takes_no_more_than_its_amount_from_receivers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
