@@ -52,7 +52,8 @@ int pc_cashier_check_payable(pc_http_req_t *req, const pc_cashier_view_t *v, con
 const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, const char *card_id,
                              int64_t amount);
 
-/* "12.30" style text of a minor-unit amount (2 decimals; 0 for JPY, KRW). */
+/* "12.30" style text of a minor-unit amount, with the currency's ISO 4217
+ * digits (0 for JPY, 3 for KWD: pc_ledger_currency_digits). */
 const char *pc_money_text(int64_t amount, const char *currency, char *buf, size_t len);
 
 /* Answer req exactly as POST /v1/cashier/consult and POST /v1/cashier/pay

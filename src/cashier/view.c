@@ -1,6 +1,7 @@
 #include "cashier/cashier.h"
 #include "core/error.h"
 #include "engine/engine.h"
+#include "ledger/ledger.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,13 +185,15 @@ const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, const ch
 
 const char *pc_money_text(int64_t amount, const char *currency, char *buf, size_t len)
 {
-    int zero_dec = !strcmp(currency, "JPY") || !strcmp(currency, "KRW");
-    if (zero_dec)
-        snprintf(buf, len, "%lld", (long long)amount);
+    int digits = pc_ledger_currency_digits(currency);
+    uint64_t a = amount < 0 ? 0 - (uint64_t)amount : (uint64_t)amount, unit = 1;
+    for (int i = 0; i < digits; i++)
+        unit *= 10;
+    if (digits == 0)
+        snprintf(buf, len, "%s%llu", amount < 0 ? "-" : "", (unsigned long long)a);
     else
-        snprintf(buf, len, "%s%lld.%02lld", amount < 0 ? "-" : "",
-                 (long long)(amount < 0 ? -amount : amount) / 100,
-                 (long long)(amount < 0 ? -amount : amount) % 100);
+        snprintf(buf, len, "%s%llu.%0*llu", amount < 0 ? "-" : "", (unsigned long long)(a / unit),
+                 digits, (unsigned long long)(a % unit));
     return buf;
 }
 

@@ -38,9 +38,9 @@ async function freshBuyer() {
   return id;
 }
 
-async function newTrade(buyer, amount = 1999, subject = 'Coffee beans, 250 g') {
+async function newTrade(buyer, amount = 1999, subject = 'Coffee beans, 250 g', currency = 'CNY') {
   const r = await api.merchantCall(stack, merchant, 'POST', '/v1/trades', {
-    out_trade_no: `BR${process.pid}-${++seq}`, product: 'INSTANT', amount, currency: 'CNY', subject,
+    out_trade_no: `BR${process.pid}-${++seq}`, product: 'INSTANT', amount, currency, subject,
     buyer_id: buyer,
   });
   assert.equal(r.status, 201, r.text);
@@ -151,6 +151,19 @@ test('a buyer opens the cashier link, sees the methods in rule order and pays by
   assert.equal(await tradeStatus(trade.trade_no), 'TRADE_SUCCESS');
   // The card fields were emptied: the number is kept nowhere on the page.
   assert.equal(await page.inputValue('#card-pan'), '');
+  await page.close();
+});
+
+test('amounts show with their currency\'s digits: 1.500 KWD, 50000 VND, on the buyer\'s page', async () => {
+  const buyer = await freshBuyer();
+  const kwd = await newTrade(buyer, 1500, 'Dates, 1 kg', 'KWD');
+  const page = await openPage(kwd.cashier_url);
+  await page.waitForFunction(() => document.getElementById('amount').textContent.trim() !== '');
+  assert.equal(await page.textContent('#amount'), 'KWD 1.500');
+  const vnd = await newTrade(buyer, 50000, 'Coffee', 'VND');
+  await page.goto(vnd.cashier_url);
+  await page.waitForFunction(() => /VND/.test(document.getElementById('amount').textContent));
+  assert.equal(await page.textContent('#amount'), 'VND 50000');
   await page.close();
 });
 

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "core/error.h"
+#include "cashier/cashier.h"
 #include "ledger/ledger.h"
 
 #include <stdio.h>
@@ -625,6 +626,30 @@ static void test_check_json_has_the_api_fields(void **state)
     json_decref(j);
 }
 
+/* Amounts are shown with their currency's ISO 4217 digits: before, every
+ * currency but JPY and KRW got two, so 1.500 KWD showed as "15.00" on the
+ * buyer's pay button and 50,000 VND as "500.00". */
+static void test_amounts_are_shown_with_their_currencys_digits(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *cur;
+        int digits;
+    } d[] = {{"CNY", 2}, {"USD", 2}, {"IDR", 2}, {"JPY", 0}, {"KRW", 0},
+             {"VND", 0}, {"CLP", 0}, {"XOF", 0}, {"KWD", 3}, {"BHD", 3},
+             {"TND", 3}, {"CLF", 4}, {"PY", 2},  {"", 2},    {"JP", 2}};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+        assert_int_equal(pc_ledger_currency_digits(d[i].cur), d[i].digits);
+    assert_int_equal(pc_ledger_currency_digits(NULL), 2);
+    char buf[48];
+    assert_string_equal(pc_money_text(1500, "KWD", buf, sizeof buf), "1.500");
+    assert_string_equal(pc_money_text(50000, "VND", buf, sizeof buf), "50000");
+    assert_string_equal(pc_money_text(1230, "CNY", buf, sizeof buf), "12.30");
+    assert_string_equal(pc_money_text(-5, "CNY", buf, sizeof buf), "-0.05");
+    assert_string_equal(pc_money_text(7, "CLF", buf, sizeof buf), "0.0007");
+    assert_string_equal(pc_money_text(INT64_MIN, "USD", buf, sizeof buf), "-92233720368547758.08");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -647,6 +672,7 @@ int main(void)
         cmocka_unit_test_teardown(test_balance_of_unopened_account_is_zero, teardown),
         cmocka_unit_test_teardown(test_check_is_ok_only_when_every_count_is_zero, teardown),
         cmocka_unit_test_teardown(test_check_json_has_the_api_fields, teardown),
+        cmocka_unit_test(test_amounts_are_shown_with_their_currencys_digits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,13 +45,9 @@
     return { platform: phone ? 'H5' : 'WEB', device_id: deviceId() };
   }
 
-  // Minor units to text with integer arithmetic only (no floating point).
+  // Minor units to text (static/money.js: the currency's ISO 4217 digits).
   function money(amount, currency) {
-    const zero = currency === 'JPY' || currency === 'KRW';
-    const neg = amount < 0;
-    const a = Math.abs(amount);
-    const text = zero ? String(a) : Math.floor(a / 100) + '.' + String(a % 100).padStart(2, '0');
-    return (neg ? '−' : '') + currency + ' ' + text;
+    return (amount < 0 ? '−' : '') + currency + ' ' + window.pcMinorText(amount, currency);
   }
 
   function el(tag, attrs, ...children) {

@@ -24,12 +24,10 @@
     return e;
   }
 
+  // Minor units to text (web/shared/money.js: the currency's ISO 4217 digits).
   function money(amount, currency) {
     if (typeof amount !== 'number') return '';
-    const zero = currency === 'JPY' || currency === 'KRW';
-    const a = Math.abs(amount);
-    const t = zero ? String(a) : Math.floor(a / 100) + '.' + String(a % 100).padStart(2, '0');
-    return (amount < 0 ? '-' : '') + t + (currency ? ' ' + currency : '');
+    return (amount < 0 ? '-' : '') + window.pcMinorText(amount, currency) + (currency ? ' ' + currency : '');
   }
 
   function when(s) {
