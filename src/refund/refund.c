@@ -1158,7 +1158,8 @@ static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "coalesce(t.notify_url, m.notify_url) FROM trades t JOIN merchants m USING "
             "(merchant_id) WHERE t.trade_no = p.trade_no), '') AS notify_url FROM payments p "
             "JOIN trades tr ON tr.trade_no = p.trade_no "
-            "WHERE p.needs_error_refund AND p.status = 'SUCCESS' AND NOT EXISTS (SELECT 1 FROM "
+            "WHERE p.needs_error_refund AND p.status = 'SUCCESS' AND NOT p.error_refund_made "
+            "AND NOT EXISTS (SELECT 1 FROM "
             "refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR') AND NOT "
             "chargeback_covers_payment(p.payment_no) ORDER BY p.finished_at LIMIT 20 FOR "
             "UPDATE OF p, tr SKIP LOCKED",
@@ -1191,7 +1192,8 @@ static void create_error_refunds(pc_refunds_t *rf)
 {
     pc_db_query(rf->app->db,
                 "UPDATE payments p SET needs_ops = true, updated_at = now() WHERE "
-                "p.needs_error_refund AND p.status = 'SUCCESS' AND NOT p.needs_ops AND "
+                "p.needs_error_refund AND p.status = 'SUCCESS' AND NOT p.error_refund_made AND "
+                "NOT p.needs_ops AND "
                 "chargeback_covers_payment(p.payment_no) AND NOT EXISTS (SELECT 1 FROM refunds r "
                 "WHERE r.payment_no = p.payment_no AND r.type = 'ERROR') AND NOT EXISTS (SELECT "
                 "1 FROM needs_ops_resolutions o WHERE o.kind = 'payment' AND o.ref = "
