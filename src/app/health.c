@@ -61,16 +61,27 @@ static void readyz(pc_http_req_t *req, void *data)
     ready_finish(r);
 }
 
-static void metrics(pc_http_req_t *req, void *data)
+static void render_metrics(pc_http_req_t *req, pc_app_t *app, int with_private)
 {
-    pc_app_t *app = data;
     pc_metrics_set("pc_db_pool_in_use", "", pc_db_busy_count(app->db));
     pc_metrics_set("pc_db_pool_ready", "", pc_db_ready_count(app->db));
     pc_metrics_set("pc_kv_up", "", pc_kv_ready(app->kv));
     size_t len;
-    char *text = pc_metrics_render(&len);
+    char *text = pc_metrics_render(&len, with_private);
     pc_http_respond(req, 200, "text/plain; version=0.0.4", text, len);
     free(text);
+}
+
+/* The API port is public: families for ops only (per-merchant business
+ * figures such as chargeback rates) are shown on the admin port alone. */
+static void metrics(pc_http_req_t *req, void *data)
+{
+    render_metrics(req, data, 0);
+}
+
+static void metrics_admin(pc_http_req_t *req, void *data)
+{
+    render_metrics(req, data, 1);
 }
 
 void pc_app_routes_health(pc_app_t *app)
@@ -88,5 +99,5 @@ void pc_app_routes_health(pc_app_t *app)
      * node's, where the shared API port answers from whichever node. */
     if (!pc_config_bool(app->cfg, "metrics.on_admin"))
         pc_router_add(app->api, "GET", "/metrics", metrics, app);
-    pc_router_add(app->admin, "GET", "/metrics", metrics, app);
+    pc_router_add(app->admin, "GET", "/metrics", metrics_admin, app);
 }

@@ -1717,6 +1717,9 @@ pc_chargebacks_t *pc_chargebacks_new(pc_app_t *app)
     pc_metrics_describe("pc_chargeback_rate_bp", PC_METRIC_GAUGE,
                         "chargebacks per successful payment over 90 days, basis points, by "
                         "merchant and channel");
+    /* A merchant's dispute rate is its business, not the public's: the
+     * public /metrics named every merchant with a chargeback and its rate. */
+    pc_metrics_private("pc_chargeback_rate_bp");
     pc_router_add(app->api, "GET", "/v1/chargebacks", merchant_list, app);
     pc_router_add(app->api, "GET", "/v1/chargebacks/{chargeback_no}", merchant_get, app);
     pc_router_add(app->api, "POST", "/v1/chargebacks/{chargeback_no}/evidence", submit_evidence,

@@ -26,6 +26,7 @@ typedef struct family {
     char *name;
     pc_metric_type_t type;
     char *help;
+    int private_; /* ops only (pc_metrics_private) */
     struct family *next;
 } family_t;
 
@@ -176,7 +177,14 @@ static const family_t *family_of(const char *name)
     return NULL;
 }
 
-char *pc_metrics_render(size_t *len)
+void pc_metrics_private(const char *name)
+{
+    for (family_t *f = g_families; f; f = f->next)
+        if (strcmp(f->name, name) == 0)
+            f->private_ = 1;
+}
+
+char *pc_metrics_render(size_t *len, int with_private)
 {
     sbuf_t b = {malloc(4096), 0, 4096};
     if (!b.buf)
@@ -190,15 +198,19 @@ char *pc_metrics_render(size_t *len)
     qsort(all, n, sizeof *all, cmp_series);
     static const char *const tnames[] = {"counter", "gauge", "histogram"};
     const char *last = "";
+    int hidden = 0;
     for (size_t i = 0; i < n; i++) {
         series_t *s = all[i];
         if (strcmp(last, s->name) != 0) {
             const family_t *f = family_of(s->name);
-            if (f)
+            last = s->name;
+            hidden = f && f->private_ && !with_private;
+            if (f && !hidden)
                 sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name,
                           tnames[f->type]);
-            last = s->name;
         }
+        if (hidden)
+            continue;
         const char *sep = s->labels[0] ? "," : "";
         if (s->is_hist) {
             for (int k = 0; k < PC_HIST_BUCKETS; k++)

@@ -22,9 +22,15 @@ void pc_metrics_observe(const char *name, const char *labels, double seconds);
 /* Reads back a counter or gauge (0 if absent); for tests and alerts. */
 int64_t pc_metrics_get(const char *name, const char *labels);
 
-/* Renders every series in the Prometheus text format. Returns a malloc'd,
- * NUL-terminated string the caller frees; *len receives its length. */
-char *pc_metrics_render(size_t *len);
+/* Marks a described family as for ops only (e.g. one series per merchant
+ * with a business figure): shown on the admin listener's /metrics, left out
+ * of the public one. */
+void pc_metrics_private(const char *name);
+
+/* Renders every series in the Prometheus text format (the private families
+ * too when with_private). Returns a malloc'd, NUL-terminated string the
+ * caller frees; *len receives its length. */
+char *pc_metrics_render(size_t *len, int with_private);
 
 /* Drops every series and description. */
 void pc_metrics_reset(void);

@@ -1049,10 +1049,13 @@ static void test_refunded_amount_cannot_be_charged_back_again(void **state)
 
 /* ---------- rate: metric and risk input ---------- */
 
-static long long metric(const char *series)
+/* A series' value on /metrics of the admin port (of node 0, where cases
+ * are entered), or on the public API port; -1 when absent. */
+static long long metric_on(const char *series, int public_port)
 {
     char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", g_stack.http_port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics",
+             public_port ? g_stack.http_port : g_stack.admin_port[0]);
     pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
     long long v = -1;
     const char *p = r.body ? strstr(r.body, series) : NULL;
@@ -1060,6 +1063,11 @@ static long long metric(const char *series)
         v = strtoll(p + strlen(series) + 1, NULL, 10);
     pc_t_resp_free(&r);
     return v;
+}
+
+static long long metric(const char *series)
+{
+    return metric_on(series, 0);
 }
 
 static void test_rate_metric_and_risk_inputs(void **state)
@@ -1086,6 +1094,9 @@ static void test_rate_metric_and_risk_inputs(void **state)
             usleep(100000);
     }
     assert_int_equal(v, 2500);
+    /* Only ops see it: the public /metrics named every merchant with a
+     * chargeback, and its rate. */
+    assert_int_equal(metric_on(series, 1), -1);
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT merchant_chargeback_rate_bp('%s')", m.id),
                      2500);
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT buyer_chargebacks_90d('%s')", buyer), 1);
