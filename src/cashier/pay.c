@@ -363,9 +363,11 @@ static void count_attempt(pay_t *p, const char *what, const char *value, long lo
     vel_t *v = pc_http_req_alloc(p->req, sizeof *v);
     v->p = p;
     v->slot = slot;
-    if (pc_kv_cmd(p->app->kv, velocity_cb, v, "INCR", key, NULL) == 0)
-        pc_kv_cmd(p->app->kv, NULL, NULL, "EXPIRE", key, "7200", NULL);
-    else
+    /* The counter is made with its expiry before it is counted (INCR keeps
+     * it): an INCR then EXPIRE cut apart by a lost connection left a counter
+     * that never expired. */
+    pc_kv_cmd(p->app->kv, NULL, NULL, "SET", key, "0", "EX", "7200", "NX", NULL);
+    if (pc_kv_cmd(p->app->kv, velocity_cb, v, "INCR", key, NULL) < 0)
         p->v_missing++;
     if (pc_kv_cmd(p->app->kv, velocity_cb, v, "GET", prev, NULL) < 0)
         p->v_missing++;
@@ -642,17 +644,21 @@ static void answer_challenge(pay_t *p)
     pc_sha256_hex(buf, strlen(buf), hash);
     if (p->has_card && p->card.pan)
         card_fingerprint(p->app, p->card.pan, p->card_key, sizeof p->card_key);
-    const char *q[] = {p->challenge_id, hash, p->trade_no, p->card_key[0] ? p->card_key : NULL};
+    const char *q[] = {p->challenge_id, hash, p->trade_no, p->card_key[0] ? p->card_key : NULL,
+                       p->merchant_id};
     /* One statement: a wrong answer (or another card than the one scored)
-     * counts, a right one passes once. */
+     * counts, a right one passes once; only for a challenge of this trade of
+     * this merchant (another's answer, even with the right code, neither
+     * passes nor uses up a challenge that is not its own). */
     if (pc_db_query(p->app->db,
                     "WITH c AS (UPDATE challenges SET attempts = attempts + 1, status = CASE WHEN "
                     "code_hash = $2 AND card_key IS NOT DISTINCT FROM $4 THEN 'PASSED' WHEN "
                     "attempts + 1 >= 5 THEN 'FAILED' ELSE status END WHERE challenge_id = $1 AND "
-                    "status = 'OPEN' AND expires_at > now() RETURNING payment_no, status, card_key "
-                    "IS NOT DISTINCT FROM $4 AS same_card) SELECT c.payment_no, c.status, "
-                    "c.same_card FROM c JOIN payments p USING (payment_no) WHERE p.trade_no = $3",
-                    4, q, challenge_cb, p) < 0)
+                    "status = 'OPEN' AND expires_at > now() AND payment_no IN (SELECT "
+                    "payment_no FROM payments WHERE trade_no = $3 AND merchant_id = $5) "
+                    "RETURNING payment_no, status, card_key IS NOT DISTINCT FROM $4 AS same_card) "
+                    "SELECT c.payment_no, c.status, c.same_card FROM c",
+                    5, q, challenge_cb, p) < 0)
         pc_respond_db_error(p->req, PC_EUNAVAIL);
 }
 

@@ -276,13 +276,24 @@ static int apply_json(pc_config_t *cfg, json_t *obj, const char *prefix, const c
 static const char *const demo_secret_opts[] = {"admin.token", "cashier.token_key",
                                                "cashier.card_key", NULL};
 
+#define MIN_SECRET_LEN 16
+
 static int refuse_demo_secrets(const pc_config_t *cfg, char *err, size_t errlen)
 {
     if (cfg->v[find_opt("demo")].i)
         return 0;
     for (const char *const *n = demo_secret_opts; *n; n++) {
         int i = find_opt(*n);
-        if (cfg->v[i].s[0] && strcmp(cfg->v[i].s, opts[i].def) != 0)
+        size_t len = strlen(cfg->v[i].s);
+        if (len && len < MIN_SECRET_LEN) {
+            /* "x" or a word is guessed before anyone notices the attempts. */
+            snprintf(err, errlen,
+                     "%s is %zu characters: set %s to a random secret of at least %d (e.g. "
+                     "openssl rand -hex 32)",
+                     *n, len, opts[i].env, MIN_SECRET_LEN);
+            return PC_EINVAL;
+        }
+        if (len && strcmp(cfg->v[i].s, opts[i].def) != 0)
             continue;
         snprintf(err, errlen,
                  "%s is %s: set %s to a secret of your own (PAYCORE_DEMO=true accepts the public "

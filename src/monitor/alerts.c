@@ -49,7 +49,13 @@ static void announce(pc_alerts_t *a, const char *event, const char *alert_id, co
     snprintf(what, sizeof what, "%s %s %s", event, kind, subject);
     const char *hdrs[] = {"Content-Type: application/json"};
     pc_http_request_t req = {"POST", url, hdrs, 1, text, strlen(text), 5000, 2000};
-    pc_http_client_request(a->http, &req, webhook_done, strdup(what));
+    char *copy = strdup(what);
+    int rc = copy ? pc_http_client_request(a->http, &req, webhook_done, copy) : PC_ENOMEM;
+    if (rc) {
+        pc_log_error("alerts.webhook_failed", "ops webhook not called for %s: %s", what,
+                     pc_strerror(rc));
+        free(copy);
+    }
     free(text);
     json_decref(body);
 }

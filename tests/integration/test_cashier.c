@@ -966,6 +966,18 @@ static void test_risk_reject_review_and_challenge(void **state)
     assert_int_equal(
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE sent_at IS NOT NULL"), sent);
     expect_trade(tn, "WAIT_BUYER_PAY");
+    /* The right code and card, sent with another trade: refused, and the
+     * challenge is neither passed nor spent by it (before, that answer
+     * passed the challenge without going on, and the buyer's own answer was
+     * then refused as already used). */
+    char other[40];
+    new_trade("INSTANT", 500, buyer, other);
+    r = answer_challenge(other, buyer, cid, code, challenge_card);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    char *cst = pc_t_sql(&g_stack, "SELECT status FROM challenges WHERE challenge_id = '%s'", cid);
+    assert_string_equal(cst, "OPEN");
+    free(cst);
     /* The card it was issued for still passes it. */
     r = answer_challenge(tn, buyer, cid, code, challenge_card);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");

@@ -46,6 +46,10 @@ static void test_public_demo_secrets_stop_the_start(void **state)
     assert_int_equal(run_alone("", out, sizeof out), 2);
     assert_non_null(strstr(out, "admin.token is the public demo value"));
 
+    /* A token anyone could guess. */
+    assert_int_equal(run_alone("PAYCORE_ADMIN_TOKEN=admin", out, sizeof out), 2);
+    assert_non_null(strstr(out, "admin.token is 5 characters"));
+
     assert_int_equal(run_alone("PAYCORE_ADMIN_TOKEN=prod-admin-token-0123456789", out, sizeof out),
                      2);
     assert_non_null(strstr(out, "cashier.token_key is the public demo value"));
