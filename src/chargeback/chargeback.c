@@ -71,16 +71,21 @@ static void refresh_rate(pc_app_t *app, const char *merchant_id)
                 rates_cb, NULL);
 }
 
-/* Every merchant's rates, so that old cases age out of the 90 days. */
+/* Every merchant's rates, so that old cases age out of the 90 days: one
+ * node at a time (the others' statement returns nothing), on a connection of
+ * its own with a minute's deadline, as it counts 90 days of payments of
+ * each merchant with a chargeback (on the pool, past the pool's deadline,
+ * it was cut off and took the statements behind it down). */
 static void refresh_tick(uv_timer_t *t)
 {
     pc_chargebacks_t *cbs = t->data;
     if (cbs->refreshing || cbs->app->shutting_down)
         return;
     cbs->refreshing = 1;
-    if (pc_db_query(cbs->app->db,
-                    "SELECT merchant_id, channel_id, rate_bp FROM chargeback_rates_refresh(NULL)",
-                    0, NULL, rates_cb, cbs) < 0)
+    if (pc_db_query_long(cbs->app->db,
+                         "SELECT merchant_id, channel_id, rate_bp FROM "
+                         "chargeback_rates_refresh_all()",
+                         0, NULL, 60000, rates_cb, cbs) < 0)
         cbs->refreshing = 0;
 }
 
@@ -121,6 +126,7 @@ typedef struct {
     char channel_txn_id[81], buyer_id[65], notify_url[520];
     int64_t external_amount; /* the payment's part that went through the channel */
     pc_cb_hold_t hold;
+    int in_escrow; /* the payment is held in escrow for its error refund */
     char *json;
     int retried;     /* opened again after terminating unsent refunds */
     int terminating; /* refund terminations still out */
@@ -236,8 +242,10 @@ static void open_inserted_cb(void *data, int status, pc_db_res_t *res)
     }
     o->json = strdup(pc_db_get(res, 0, 0));
     pc_cb_legs_t legs;
-    int rc = pc_cb_legs_freeze(o->merchant_id, o->currency, &o->hold, &legs);
-    if (!rc) {
+    /* A case held from escrow freezes nothing: the money is already held. */
+    int rc =
+        o->hold.from_escrow ? 0 : pc_cb_legs_freeze(o->merchant_id, o->currency, &o->hold, &legs);
+    if (!rc && !o->hold.from_escrow) {
         pc_ledger_txn_t txn = {"CHARGEBACK_FREEZE", "chargeback", o->cb_no,
                                o->trade_no,         legs.legs,    legs.n};
         rc = pc_ledger_post(o->tx, &txn, post_logged_cb, "CHARGEBACK_FREEZE");
@@ -267,6 +275,8 @@ static void open_inserted_cb(void *data, int status, pc_db_res_t *res)
     pc_db_tx_commit(o->tx, open_commit_cb, o);
 }
 
+static void insert_case(open_t *o);
+
 static void open_locked_cb(void *data, int status, pc_db_res_t *res)
 {
     open_t *o = data;
@@ -287,13 +297,20 @@ static void open_locked_cb(void *data, int status, pc_db_res_t *res)
         open_fail(o, PC_EINVAL);
         return;
     }
-    char hex[21], amount[24], fp[24], fa[24], owed[24], due[24], chtime[24], import[24];
+    insert_case(o);
+}
+
+/* Writes the case with its hold (o->hold) in o's transaction. */
+static void insert_case(open_t *o)
+{
+    char hex[21], amount[24], fp[24], fa[24], owed[24], due[24], chtime[24], import[24], fe[24];
     pc_random_hex(hex, sizeof hex, 10);
     snprintf(o->cb_no, sizeof o->cb_no, "CB%s", hex);
     snprintf(amount, sizeof amount, "%lld", (long long)o->amount);
     snprintf(fp, sizeof fp, "%lld", (long long)o->hold.from_pending);
     snprintf(fa, sizeof fa, "%lld", (long long)o->hold.from_available);
     snprintf(owed, sizeof owed, "%lld", (long long)o->hold.owed);
+    snprintf(fe, sizeof fe, "%lld", (long long)o->hold.from_escrow);
     long long due_at = o->respond_by
                            ? o->respond_by
                            : (long long)time(NULL) +
@@ -320,17 +337,18 @@ static void open_locked_cb(void *data, int status, pc_db_res_t *res)
                        owed,
                        o->notify_url[0] ? o->notify_url : NULL,
                        o->import_id ? import : NULL,
-                       o->entered_by[0] ? o->entered_by : NULL};
+                       o->entered_by[0] ? o->entered_by : NULL,
+                       fe};
     if (pc_db_tx_query(o->tx,
                        "INSERT INTO chargebacks AS c (chargeback_no, source, source_ref, "
                        "channel_id, merchant_id, trade_no, payment_no, channel_txn_id, buyer_id, "
                        "amount, currency, reason_code, evidence_due_at, channel_time, "
-                       "from_pending, from_available, owed, notify_url, import_id, entered_by) "
-                       "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::bigint, $11, $12, "
-                       "to_timestamp($13::bigint), to_timestamp($14::bigint), $15::bigint, "
-                       "$16::bigint, $17::bigint, $18, $19::bigint, $20) RETURNING "
-                       "chargeback_json(c)::text",
-                       20, p, open_inserted_cb, o) < 0)
+                       "from_pending, from_available, owed, notify_url, import_id, entered_by, "
+                       "from_escrow) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::bigint, "
+                       "$11, $12, to_timestamp($13::bigint), to_timestamp($14::bigint), "
+                       "$15::bigint, $16::bigint, $17::bigint, $18, $19::bigint, $20, "
+                       "$21::bigint) RETURNING chargeback_json(c)::text",
+                       21, p, open_inserted_cb, o) < 0)
         open_fail(o, PC_EUNAVAIL);
 }
 
@@ -355,6 +373,7 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
              pc_db_val(res, 0, "channel_txn_id"));
     snprintf(o->buyer_id, sizeof o->buyer_id, "%s", pc_db_val(res, 0, "buyer_id"));
     snprintf(o->notify_url, sizeof o->notify_url, "%s", pc_db_val(res, 0, "notify_url"));
+    o->in_escrow = pc_db_val(res, 0, "in_escrow")[0] == 't';
     if (o->in_channel[0] && strcmp(o->in_channel, o->channel_id) != 0) {
         open_unmatched(o, PC_API_INVALID_REQUEST, "the payment went through another channel");
         return;
@@ -367,7 +386,7 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
      * merchant's but the buyer's wallet. Frozen from the merchant, a merchant
      * found liable paid for money it never had. For ops. (A duplicate
      * payment's dispute does open a case: it stops the error refund, which
-     * would pay the cardholder a second time; ops settle its escrow.) */
+     * would pay the cardholder a second time, and is held from escrow.) */
     if (!strcmp(pc_db_val(res, 0, "product"), "RECHARGE")) {
         open_unmatched(o, PC_API_INVALID_STATE,
                        "a wallet top-up: its money is the buyer's wallet, not the merchant's; "
@@ -488,6 +507,16 @@ static void open_counted_cb(void *data, int status, pc_db_res_t *res)
                        "disputes and refunds deducted)");
         return;
     }
+    /* A payment held in escrow for its error refund (the trade lock keeps
+     * the error refund from being made meanwhile): the money is the
+     * cardholder's and already held, none of it the merchant's. Before, the
+     * case froze it from the merchant as well, and a MERCHANT judgement made
+     * the merchant pay for money it never received. */
+    if (o->in_escrow) {
+        o->hold = (pc_cb_hold_t){.from_escrow = o->amount};
+        insert_case(o);
+        return;
+    }
     /* Lock the merchant's balances in the ledger's own lock order (byte order
      * of the ids) before reading them: the freeze posting locks them the same
      * way, so nothing can move them in between. */
@@ -526,7 +555,8 @@ static void open_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "SELECT p.payment_no, p.trade_no, p.merchant_id, p.currency, p.external_amount, "
             "p.channel_id, coalesce(p.channel_txn_id, '') AS channel_txn_id, "
             "coalesce(t.buyer_id, p.buyer_id, '') AS buyer_id, coalesce(t.notify_url, '') AS "
-            "notify_url, t.product FROM payments p JOIN trades t ON "
+            "notify_url, t.product, (p.needs_error_refund AND NOT p.error_refund_made) AS "
+            "in_escrow FROM payments p JOIN trades t ON "
             "t.trade_no = p.trade_no WHERE p.status = 'SUCCESS' AND p.channel_id IS NOT NULL AND "
             "((p.channel_id = $1 AND p.channel_txn_id = $2) OR p.payment_no = $3) ORDER BY "
             "(p.channel_txn_id IS NOT DISTINCT FROM $2) DESC LIMIT 1 FOR UPDATE OF t",
@@ -1513,9 +1543,11 @@ static void decide_released_cb(void *data, int status, pc_db_res_t *res)
     }
     d->json = strdup(pc_db_get(res, 0, 0));
     pc_cb_legs_t legs;
-    int rc = pc_cb_legs_judge(d->liable, d->merchant_id, d->channel_id, d->currency, d->amount,
-                              &d->rel, &legs);
-    if (!rc) {
+    int rc = d->hold.from_escrow ? pc_cb_legs_judge_escrow(d->liable, d->closing, d->channel_id,
+                                                           d->currency, d->amount, &legs)
+                                 : pc_cb_legs_judge(d->liable, d->merchant_id, d->channel_id,
+                                                    d->currency, d->amount, &d->rel, &legs);
+    if (!rc && legs.n > 0) {
         pc_ledger_txn_t txn = {d->closing ? "CHARGEBACK_CLOSE" : "CHARGEBACK_JUDGE",
                                "chargeback",
                                d->no,
@@ -1525,7 +1557,7 @@ static void decide_released_cb(void *data, int status, pc_db_res_t *res)
         rc = pc_ledger_post(d->tx, &txn, post_logged_cb,
                             d->closing ? "CHARGEBACK_CLOSE" : "CHARGEBACK_JUDGE");
     }
-    if (!rc && !d->closing && d->liable == PC_CB_LIABLE_MERCHANT) {
+    if (!rc && !d->closing && d->liable == PC_CB_LIABLE_MERCHANT && !d->hold.from_escrow) {
         char amount[24], owed[24];
         snprintf(amount, sizeof amount, "%lld", (long long)d->amount);
         snprintf(owed, sizeof owed, "%lld", (long long)d->hold.owed);
@@ -1552,6 +1584,8 @@ static void decide_released_cb(void *data, int status, pc_db_res_t *res)
     pc_db_tx_commit(d->tx, decide_commit_cb, d);
 }
 
+static void decide_release(decide_t *d);
+
 static void decide_locked_cb(void *data, int status, pc_db_res_t *res)
 {
     decide_t *d = data;
@@ -1570,6 +1604,12 @@ static void decide_locked_cb(void *data, int status, pc_db_res_t *res)
             return;
         }
     }
+    decide_release(d);
+}
+
+/* Records where the reserve goes (d->rel) and posts the decision. */
+static void decide_release(decide_t *d)
+{
     char tp[24], ta[24], tr[24];
     snprintf(tp, sizeof tp, "%lld", (long long)d->rel.to_pending);
     snprintf(ta, sizeof ta, "%lld", (long long)d->rel.to_available);
@@ -1606,6 +1646,12 @@ static void decide_updated_cb(void *data, int status, pc_db_res_t *res)
     d->hold.from_pending = pc_db_val_i64(res, 0, "from_pending");
     d->hold.from_available = pc_db_val_i64(res, 0, "from_available");
     d->hold.owed = pc_db_val_i64(res, 0, "owed");
+    d->hold.from_escrow = pc_db_val_i64(res, 0, "from_escrow");
+    if (d->hold.from_escrow) {
+        /* Nothing of the merchant's was frozen, nothing is released. */
+        decide_release(d);
+        return;
+    }
     /* All the merchant's accounts the posting may touch, in the ledger's
      * lock order, so the receivable read below stays true until commit. */
     static const pc_ledger_type_t types[] = {
@@ -1644,12 +1690,13 @@ static void decide_begin_cb(void *data, int status, pc_db_tx_t *tx)
             ? "UPDATE chargebacks SET status = 'CLOSE', judge_note = coalesce($3, judge_note), "
               "closed_at = now(), updated_at = now() WHERE chargeback_no = $1 AND status = "
               "'WAIT_JUDGE' AND $2::text IS NULL RETURNING merchant_id, channel_id, currency, "
-              "trade_no, amount, from_pending, from_available, owed, coalesce(notify_url, '') AS "
-              "notify_url"
+              "trade_no, amount, from_pending, from_available, owed, from_escrow, "
+              "coalesce(notify_url, '') AS notify_url"
             : "UPDATE chargebacks SET status = 'JUDGE_FINISH', liable = $2, judge_note = $3, "
               "judged_at = now(), updated_at = now() WHERE chargeback_no = $1 AND status = "
               "'IN_JUDGE' RETURNING merchant_id, channel_id, currency, trade_no, amount, "
-              "from_pending, from_available, owed, coalesce(notify_url, '') AS notify_url";
+              "from_pending, from_available, owed, from_escrow, coalesce(notify_url, '') AS "
+              "notify_url";
     if (pc_db_tx_query(tx, sql, 3, p, decide_updated_cb, d) < 0)
         decide_fail(d, PC_EUNAVAIL);
 }

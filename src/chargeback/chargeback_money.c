@@ -115,3 +115,17 @@ int pc_cb_legs_judge(pc_cb_liable_t liable, const char *merchant_id, const char 
     }
     return rc;
 }
+
+int pc_cb_legs_judge_escrow(pc_cb_liable_t liable, int closing, const char *channel_id,
+                            const char *currency, int64_t amount, pc_cb_legs_t *out)
+{
+    legs_init(out, currency);
+    if (amount <= 0)
+        return PC_EINVAL;
+    if (closing || liable == PC_CB_LIABLE_NONE)
+        return 0;
+    int rc = add(out, PC_LEDGER_PLATFORM_ESCROW, NULL, -amount);
+    if (!rc)
+        rc = add(out, PC_LEDGER_CHANNEL_CLEARING, channel_id, amount);
+    return rc;
+}

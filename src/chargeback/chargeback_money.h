@@ -29,9 +29,12 @@
 
 #include "ledger/ledger.h"
 
-/* Where a frozen amount came from; the three add up to the amount. */
+/* Where a frozen amount came from; the parts add up to the amount. A case on
+ * a payment the platform holds in escrow for its error refund is held
+ * entirely from_escrow: nothing of it is the merchant's (see
+ * pc_cb_legs_judge_escrow). */
 typedef struct {
-    int64_t from_pending, from_available, owed;
+    int64_t from_pending, from_available, owed, from_escrow;
 } pc_cb_hold_t;
 
 /* Where a release sends the reserve; the three add up to the amount. */
@@ -79,5 +82,15 @@ int pc_cb_legs_freeze(const char *merchant_id, const char *currency, const pc_cb
 int pc_cb_legs_judge(pc_cb_liable_t liable, const char *merchant_id, const char *channel_id,
                      const char *currency, int64_t amount, const pc_cb_release_t *rel,
                      pc_cb_legs_t *out);
+
+/* Judgement or close legs of a case held from escrow: a payment the platform
+ * holds for its error refund (a duplicate, or paid after its trade closed),
+ * whose money the merchant never had and the case did not freeze. A
+ * judgement for the cardholder (MERCHANT or PLATFORM liable: neither lost
+ * anything, the money was the cardholder's) pays the channel from escrow;
+ * NONE or a close (closing set) moves nothing, out->n == 0: the error refund
+ * then returns it. Returns 0, PC_EINVAL or a ledger id error. */
+int pc_cb_legs_judge_escrow(pc_cb_liable_t liable, int closing, const char *channel_id,
+                            const char *currency, int64_t amount, pc_cb_legs_t *out);
 
 #endif

@@ -1070,6 +1070,29 @@ static long long metric(const char *series)
     return metric_on(series, 0);
 }
 
+/* The periodic refresh recounts 90 days of payments only where there is a
+ * chargeback to count: a rate whose cases aged out is brought to zero once,
+ * then left alone (before, every merchant that ever had a rate row was
+ * recounted at every refresh, on every node, for good). */
+static void test_rates_without_chargebacks_are_not_recounted(void **state)
+{
+    (void)state;
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO chargeback_rates (merchant_id, channel_id, chargebacks_90d, "
+                  "payments_90d, rate_bp, computed_at) VALUES ('m_quiet', '', 0, 10, 0, now() - "
+                  "interval '1 day'), ('m_aged', '', 3, 10, 3000, now() - interval '1 day') "
+                  "RETURNING NULL"));
+    /* The aged-out rate goes to zero at the next refresh (every 300 ms). */
+    assert_true(pc_t_sql_wait(&g_stack, "0", 10,
+                              "SELECT rate_bp FROM chargeback_rates WHERE merchant_id = 'm_aged'"));
+    usleep(1500000);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargeback_rates WHERE merchant_id IN "
+                                  "('m_quiet', 'm_aged') AND computed_at > now() - interval "
+                                  "'1 second'"),
+                     0);
+}
+
 static void test_rate_metric_and_risk_inputs(void **state)
 {
     (void)state;
@@ -1196,6 +1219,7 @@ int main(void)
         cmocka_unit_test(test_refunded_amount_cannot_be_charged_back_again),
         cmocka_unit_test(test_chargeback_terminates_a_refund_not_sent_yet),
         cmocka_unit_test(test_rate_metric_and_risk_inputs),
+        cmocka_unit_test(test_rates_without_chargebacks_are_not_recounted),
         cmocka_unit_test(test_unmatched_lines_are_listed_alerted_and_resolved),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

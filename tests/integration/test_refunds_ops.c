@@ -1398,21 +1398,39 @@ static void test_a_success_after_the_channels_decline_is_not_lost(void **state)
 /* A payment held in escrow for its error refund that the buyer disputes at
  * the channel (a chargeback) before the refund is made: the chargeback gives
  * the buyer the money back, so no error refund follows (the buyer would be
- * paid twice), and the payment goes to ops. */
+ * paid twice), and the payment goes to ops. The case is held from escrow,
+ * where the money is: the merchant, who never had it, neither has it frozen
+ * nor pays it when the cardholder wins (before, it did both, and escrow kept
+ * the same amount with nothing to move it). */
 static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
 {
     (void)state;
-    char tn[40], p2[40], body[512];
+    char tn[40], p2[40], body[512], path[128];
     paid_card_trade(900, tn);
     snprintf(p2, sizeof p2, "PDISP%d%d", (int)getpid(), ++g_seq);
     late_success_held_back(tn, p2, 900);
+    char avail_id[128], reserve_id[128];
+    snprintf(avail_id, sizeof avail_id, "merchant:%s:available:CNY", g_m.id);
+    snprintf(reserve_id, sizeof reserve_id, "merchant:%s:reserve:CNY", g_m.id);
+    long long p0 = pending(), a0 = balance(avail_id), r0 = balance(reserve_id);
+    long long escrow0 = balance("platform:escrow:CNY");
+    long long clearing0 = balance("channel:sim_card:clearing:CNY");
     snprintf(body, sizeof body,
              "{\"reference\":\"CB-%s\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"t_%s\","
              "\"amount\":900,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
              p2, p2);
     pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
     assert_int_equal(r.status, 201);
+    json_t *cb = pc_t_json(&r);
+    char cb_no[40];
+    snprintf(cb_no, sizeof cb_no, "%s", json_string_value(json_object_get(cb, "chargeback_no")));
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(cb, "hold"), "from_escrow")), 900);
+    json_decref(cb);
     pc_t_resp_free(&r);
+    assert_int_equal(pending(), p0);
+    assert_int_equal(balance(avail_id), a0);
+    assert_int_equal(balance(reserve_id), r0);
     release_error_refunds();
     assert_int_equal(pc_t_sql_wait(&g_stack, "t", 10,
                                    "SELECT needs_ops FROM payments WHERE payment_no = '%s'", p2),
@@ -1427,9 +1445,20 @@ static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
                   "payment_no = '%s' RETURNING 1",
                   p2));
     assert_true(pc_t_ledger_ok(&g_stack));
-    /* Ops settle the escrow against the chargeback by hand. */
-    assert_int_equal(resolve("payment", p2, "{\"why\":\"escrow set against the chargeback\"}"),
-                     200);
+    /* Ops looked: the case holds the escrow, its judgement moves it. */
+    assert_int_equal(resolve("payment", p2, "{\"why\":\"the chargeback case holds it\"}"), 200);
+    /* The cardholder wins (MERCHANT liable): the channel is paid from
+     * escrow; the merchant's money does not move. */
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb_no);
+    assert_int_equal(admin_post(path, "{\"why\":\"judged at once\"}"), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb_no);
+    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\",\"note\":\"no proof\"}"), 200);
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0 - 900);
+    assert_int_equal(balance("channel:sim_card:clearing:CNY"), clearing0 + 900);
+    assert_int_equal(pending(), p0);
+    assert_int_equal(balance(avail_id), a0);
+    assert_int_equal(balance(reserve_id), r0);
+    assert_int_equal(error_refunds_of(p2), 0);
     /* The dispute of the duplicate does not touch the trade's own payment:
      * the merchant can still refund all of it (before: 422, the duplicate's
      * dispute counted against the trade). */

@@ -53,7 +53,7 @@ static void test_hold_takes_pending_then_available_then_owed(void **state)
 static void test_release_repays_only_what_is_still_owed(void **state)
 {
     (void)state;
-    pc_cb_hold_t h = {300, 500, 200};
+    pc_cb_hold_t h = {300, 500, 200, 0};
     pc_cb_release_t r;
     /* Still owed in full: the owed part goes back to the receivable. */
     assert_int_equal(pc_cb_release_split(&h, 200, &r), 0);
@@ -70,14 +70,14 @@ static void test_release_repays_only_what_is_still_owed(void **state)
     assert_int_equal(r.to_available, 700);
     assert_int_equal(pc_cb_release_split(&h, 99999, &r), 0);
     assert_int_equal(r.to_receivable, 200);
-    pc_cb_hold_t bad = {-1, 0, 0};
+    pc_cb_hold_t bad = {-1, 0, 0, 0};
     assert_int_equal(pc_cb_release_split(&bad, 0, &r), PC_EINVAL);
 }
 
 static void test_freeze_legs_move_everything_into_the_reserve(void **state)
 {
     (void)state;
-    pc_cb_hold_t h = {300, 500, 200};
+    pc_cb_hold_t h = {300, 500, 200, 0};
     pc_cb_legs_t l;
     assert_int_equal(pc_cb_legs_freeze("m1", "CNY", &h, &l), 0);
     assert_int_equal(l.n, 4);
@@ -86,11 +86,11 @@ static void test_freeze_legs_move_everything_into_the_reserve(void **state)
     assert_int_equal(leg(&l, "merchant:m1:receivable:CNY"), -200);
     assert_int_equal(leg(&l, "merchant:m1:reserve:CNY"), 1000);
     assert_balanced(&l);
-    pc_cb_hold_t only_pending = {700, 0, 0};
+    pc_cb_hold_t only_pending = {700, 0, 0, 0};
     assert_int_equal(pc_cb_legs_freeze("m1", "CNY", &only_pending, &l), 0);
     assert_int_equal(l.n, 2);
     assert_balanced(&l);
-    pc_cb_hold_t none = {0, 0, 0};
+    pc_cb_hold_t none = {0, 0, 0, 0};
     assert_int_equal(pc_cb_legs_freeze("m1", "CNY", &none, &l), PC_EINVAL);
     assert_int_equal(pc_cb_legs_freeze("bad id!", "CNY", &only_pending, &l), PC_LEDGER_BAD_ACCOUNT);
 }
@@ -156,6 +156,31 @@ static void test_liable_names(void **state)
     assert_string_equal(pc_cb_liable_name((pc_cb_liable_t)7), "?");
 }
 
+/* A case on a payment held in escrow for its error refund: the merchant
+ * never had the money. A judgement for the cardholder pays the channel from
+ * escrow (not the merchant's reserve, not the platform's loss); the
+ * cardholder losing, or a close, moves nothing. */
+static void test_a_case_held_from_escrow_pays_from_escrow_or_moves_nothing(void **state)
+{
+    (void)state;
+    pc_cb_legs_t l;
+    for (int liable = PC_CB_LIABLE_MERCHANT; liable <= PC_CB_LIABLE_PLATFORM; liable++) {
+        assert_int_equal(
+            pc_cb_legs_judge_escrow((pc_cb_liable_t)liable, 0, "sim_card", "CNY", 900, &l), 0);
+        assert_int_equal(l.n, 2);
+        assert_int_equal(leg(&l, "platform:escrow:CNY"), -900);
+        assert_int_equal(leg(&l, "channel:sim_card:clearing:CNY"), 900);
+        assert_balanced(&l);
+    }
+    assert_int_equal(pc_cb_legs_judge_escrow(PC_CB_LIABLE_NONE, 0, "sim_card", "CNY", 900, &l), 0);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(pc_cb_legs_judge_escrow(PC_CB_LIABLE_MERCHANT, 1, "sim_card", "CNY", 900, &l),
+                     0);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(pc_cb_legs_judge_escrow(PC_CB_LIABLE_MERCHANT, 0, "sim_card", "CNY", 0, &l),
+                     PC_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +191,7 @@ int main(void)
         cmocka_unit_test(test_platform_liable_pays_from_loss_and_releases_the_reserve),
         cmocka_unit_test(test_none_liable_only_releases_the_reserve),
         cmocka_unit_test(test_liable_names),
+        cmocka_unit_test(test_a_case_held_from_escrow_pays_from_escrow_or_moves_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
