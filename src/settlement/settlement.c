@@ -207,6 +207,17 @@ static void later_cb(void *data, int status, pc_db_res_t *res)
  * between the two statements (credits do not wait for the lock) while the
  * items took it: the statement then booked a false shortfall and marked
  * that credit settled without moving it. */
+/* SQL: the ledger id from which statement $1's merchant's postings may still
+ * be due: the previous statements of its merchant and currency have put
+ * every earlier one on a statement (scan_from_txn, migration 0073). Without
+ * it each statement read the merchant's whole history of postings, which
+ * grows with every payment: for a large merchant past the pool's deadline,
+ * so its statements failed every day and its money never became available. */
+#define SCAN_FROM                                                                                  \
+    "(SELECT coalesce(max(o.scan_from_txn), 0) FROM settlements o, settlements t WHERE "           \
+    "t.statement_no = $1 AND o.merchant_id = t.merchant_id AND o.currency = t.currency AND "       \
+    "o.statement_no <> $1)"
+
 static void locked_cb(void *data, int status, pc_db_res_t *res)
 {
     run_t *r = data;
@@ -228,10 +239,15 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
      * an account in several legs). The trade is found through what the
      * posting refers to (acquiring writes a payment's or settle's trade_no
      * as its memo too). */
-    if (pc_db_tx_query(
+    /* The postings are read from SCAN_FROM by the account's index: a
+     * merchant's postings can be most of the table, and the planner, not
+     * knowing the bound, read all of ledger_entries instead. */
+    if (pc_db_tx_query(r->tx, "SET LOCAL enable_seqscan = off", 0, NULL, NULL, NULL) < 0 ||
+        pc_db_tx_query(
             r->tx,
             "WITH due AS (SELECT e.account_id, e.txn_id, sum(e.amount)::bigint AS amount, "
             "min(e.created_at) AS posted_at FROM ledger_entries e WHERE e.account_id = $2 AND "
+            "e.txn_id >= " SCAN_FROM " AND "
             "e.created_at < (SELECT cutoff FROM settlements WHERE statement_no = $1) AND NOT "
             "EXISTS (SELECT 1 FROM settlement_items i WHERE i.account_id = e.account_id AND "
             "i.txn_id = e.txn_id) GROUP BY e.account_id, e.txn_id HAVING sum(e.amount) > 0), "
@@ -255,13 +271,27 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
     const char *q[] = {r->lock_ids};
     if (pc_db_tx_query(r->tx, "SELECT account_id, balance FROM ledger_lock_accounts($1::text[])", 1,
                        q, balances_cb, r) < 0 ||
+        pc_db_tx_query(
+            r->tx,
+            "SELECT coalesce(sum(amount), 0)::bigint FROM (SELECT sum(e.amount) AS "
+            "amount FROM ledger_entries e WHERE e.account_id = $2 AND e.txn_id >= " SCAN_FROM
+            " AND e.created_at >= "
+            "(SELECT cutoff FROM settlements WHERE statement_no = $1) AND NOT EXISTS "
+            "(SELECT 1 FROM settlement_items i WHERE i.account_id = e.account_id AND "
+            "i.txn_id = e.txn_id) GROUP BY e.txn_id HAVING sum(e.amount) > 0) x",
+            2, p, later_cb, r) < 0 ||
+        /* Where the next statement starts: past every posting made more
+         * than an hour before this cut-off (each is on a statement now, or
+         * was a debit), kept when there is none. Ledger ids are given in
+         * the order postings are made, and no transaction stays open for an
+         * hour (idle ones end after a minute), so none older can commit
+         * later. */
         pc_db_tx_query(r->tx,
-                       "SELECT coalesce(sum(amount), 0)::bigint FROM (SELECT sum(e.amount) AS "
-                       "amount FROM ledger_entries e WHERE e.account_id = $2 AND e.created_at >= "
-                       "(SELECT cutoff FROM settlements WHERE statement_no = $1) AND NOT EXISTS "
-                       "(SELECT 1 FROM settlement_items i WHERE i.account_id = e.account_id AND "
-                       "i.txn_id = e.txn_id) GROUP BY e.txn_id HAVING sum(e.amount) > 0) x",
-                       2, p, later_cb, r) < 0)
+                       "UPDATE settlements s SET scan_from_txn = coalesce((SELECT max(e.txn_id) + "
+                       "1 FROM ledger_entries e WHERE e.account_id = $2 AND e.txn_id >= " SCAN_FROM
+                       " AND e.created_at < s.cutoff - interval '1 hour'), " SCAN_FROM
+                       ") WHERE s.statement_no = $1",
+                       2, p, NULL, NULL) < 0)
         one_failed(r, PC_EUNAVAIL, "balances");
 }
 

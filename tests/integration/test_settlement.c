@@ -243,6 +243,46 @@ static void test_day_with_fees_and_chargeback_hold_run_twice(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A statement reads the postings of its merchant's pending account made
+ * since the previous statements took theirs, not the whole history: a
+ * large merchant's statement read millions of postings, ran past the pool's
+ * deadline and failed every day, its money never becoming available. Here
+ * the history is 20,000 old postings that net to nothing (ledger ids below
+ * every real one, as old postings have). */
+static void test_a_statement_does_not_read_the_merchants_whole_history(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant(0, 0);
+    char tn[40];
+    paid_trade(&m, 1000, tn);
+    free(pc_t_sql(&g_stack,
+                  "WITH t AS (INSERT INTO ledger_txns (txn_id, kind, ref_type, ref_id, "
+                  "created_at) OVERRIDING SYSTEM VALUE SELECT -g - 1000000 * %d, 'TEST_HISTORY', "
+                  "'test', 'hist-%s-' || g, now() - interval '30 days' FROM generate_series(1, "
+                  "20000) g RETURNING txn_id, created_at) INSERT INTO ledger_entries (txn_id, "
+                  "leg, account_id, amount, currency, created_at) SELECT txn_id, l, "
+                  "'merchant:%s:pending:CNY', CASE l WHEN 1 THEN -1 ELSE 1 END, 'CNY', "
+                  "created_at FROM t, generate_series(1, 2) l RETURNING NULL",
+                  ++g_seq, m.id, m.id));
+    free(pc_t_sql(&g_stack, "ANALYZE ledger_entries"));
+    /* Rows of ledger_entries read, by any plan (whole-table or by index). */
+    const char *reads = "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) FROM "
+                        "pg_stat_user_tables WHERE relname = 'ledger_entries'";
+    long long before = pc_t_sql_int(&g_stack, "%s", reads);
+    json_t *j = run_day(g_today, 200);
+    json_decref(j);
+    sleep(2); /* backends report their counts at most once a second */
+    long long read = pc_t_sql_int(&g_stack, "%s", reads) - before;
+    printf("postings read by a day's statements: %lld\n", read);
+    json_t *st = statement(&m, g_today);
+    assert_non_null(st);
+    assert_int_equal(num(st, "item_count"), 1);
+    json_decref(st);
+    assert_int_equal(mbal(&m, "available"), 1000);
+    assert_true(read < 20000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_cycle_days_decide_what_is_due(void **state)
 {
     (void)state;
@@ -448,6 +488,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_day_with_fees_and_chargeback_hold_run_twice, refresh_today),
         cmocka_unit_test_setup(test_cycle_days_decide_what_is_due, refresh_today),
+        cmocka_unit_test_setup(test_a_statement_does_not_read_the_merchants_whole_history,
+                               refresh_today),
         cmocka_unit_test_setup(test_refund_of_due_money_does_not_release_money_not_due,
                                refresh_today),
         cmocka_unit_test_setup(test_owed_chargeback_shortfall_is_taken_from_the_next_settlement,
