@@ -18,6 +18,8 @@
 #include <time.h>
 
 #define MAX_CHANNELS 64
+/* How far back the daily job looks for days of a channel never reconciled. */
+#define CATCH_UP_DAYS 7
 #define REPAIR_MAX_ATTEMPTS 5
 
 struct pc_recon {
@@ -29,16 +31,14 @@ struct pc_recon {
     int daily_at_min; /* minutes after midnight UTC */
     int64_t poll_ms, run_timeout_s, retry_s;
     int work_mem_mb;
-    /* the daily job */
+    /* the daily job: (channel, day) pairs to run */
     int job_busy;
-    char job_date[11];
-    char job_queue[MAX_CHANNELS][33];
-    int job_n, job_next;
     struct {
         char id[33];
-        char date[11]; /* the last day done for this channel */
-    } done[MAX_CHANNELS];
-    int ndone;
+        char date[11];
+    } job_queue[MAX_CHANNELS * (CATCH_UP_DAYS + 1)];
+    int job_n, job_next;
+    char yesterday[11];
     /* channels whose open-differences gauge was set */
     char gauged[MAX_CHANNELS][33];
     int ngauged;
@@ -744,41 +744,15 @@ int pc_recon_resolve(pc_recon_t *rc, int64_t diff_id, const char *reason, int ad
 
 static void job_next(pc_recon_t *rc);
 
-static void remember_done(pc_recon_t *rc, const char *channel_id, const char *date)
-{
-    for (int i = 0; i < rc->ndone; i++) {
-        if (!strcmp(rc->done[i].id, channel_id)) {
-            snprintf(rc->done[i].date, sizeof rc->done[i].date, "%s", date);
-            return;
-        }
-    }
-    if (rc->ndone < MAX_CHANNELS) {
-        snprintf(rc->done[rc->ndone].id, sizeof rc->done[0].id, "%s", channel_id);
-        snprintf(rc->done[rc->ndone].date, sizeof rc->done[0].date, "%s", date);
-        rc->ndone++;
-    }
-}
-
-static int already_done(const pc_recon_t *rc, const char *channel_id, const char *date)
-{
-    for (int i = 0; i < rc->ndone; i++)
-        if (!strcmp(rc->done[i].id, channel_id))
-            return !strcmp(rc->done[i].date, date);
-    return 0;
-}
-
 static void job_ran_cb(void *data, int status, const char *message, json_t *run)
 {
     pc_recon_t *rc = data;
-    char ch[33];
-    memcpy(ch, rc->job_queue[rc->job_next], sizeof ch);
-    const char *st = run ? json_string_value(json_object_get(run, "status")) : NULL;
-    /* Done here or by another node: nothing more to do for the day. A failed
-     * day is tried again once recon.retry_s has passed (the claim says when). */
-    if ((status == 0) || (status == PC_ECONFLICT && st && !strcmp(st, "DONE")))
-        remember_done(rc, ch, rc->job_date);
-    else if (status != PC_ECONFLICT)
-        pc_log_warn("recon.job", "%s %s: %s", ch, rc->job_date, message);
+    /* Done here or by another node: the next tick's query leaves the day
+     * out. A failed day is tried again once recon.retry_s has passed (the
+     * claim says when). */
+    if (status && status != PC_ECONFLICT)
+        pc_log_warn("recon.job", "%s %s: %s", rc->job_queue[rc->job_next].id,
+                    rc->job_queue[rc->job_next].date, message);
     json_decref(run);
     rc->job_next++;
     job_next(rc);
@@ -787,12 +761,40 @@ static void job_ran_cb(void *data, int status, const char *message, json_t *run)
 static void job_next(pc_recon_t *rc)
 {
     while (rc->job_next < rc->job_n && !rc->app->shutting_down) {
-        pc_recon_run_req_t req = {rc->job_queue[rc->job_next], rc->job_date, NULL, 0, "job", 1};
+        pc_recon_run_req_t req = {
+            rc->job_queue[rc->job_next].id, rc->job_queue[rc->job_next].date, NULL, 0, "job", 1};
         if (pc_recon_run(rc, &req, job_ran_cb, rc) == 0)
             return;
         rc->job_next++;
     }
     rc->job_busy = 0;
+}
+
+/* The days to run: yesterday for each enabled channel, and each of the
+ * CATCH_UP_DAYS before it that was never reconciled although an earlier one
+ * was (nodes down over the job's hour, a channel switched off that day, a
+ * day that kept failing): the job only ever looked at yesterday, so such a
+ * day was never reconciled and nobody was told. Days done are left out. */
+static void days_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_recon_t *rc = data;
+    rc->job_n = rc->job_next = 0;
+    int cap = (int)(sizeof rc->job_queue / sizeof rc->job_queue[0]);
+    for (int i = 0; !status && i < pc_db_rows(res) && rc->job_n < cap; i++) {
+        snprintf(rc->job_queue[rc->job_n].id, sizeof rc->job_queue[0].id, "%s",
+                 pc_db_get(res, i, 0));
+        snprintf(rc->job_queue[rc->job_n].date, sizeof rc->job_queue[0].date, "%s",
+                 pc_db_get(res, i, 1));
+        if (strcmp(rc->job_queue[rc->job_n].date, rc->yesterday) != 0)
+            pc_log_warn("recon.catch_up", "%s %s was never reconciled: running it now",
+                        rc->job_queue[rc->job_n].id, rc->job_queue[rc->job_n].date);
+        rc->job_n++;
+    }
+    if (rc->job_n == 0) {
+        rc->job_busy = 0;
+        return;
+    }
+    job_next(rc);
 }
 
 static void tick(uv_timer_t *t)
@@ -808,22 +810,37 @@ static void tick(uv_timer_t *t)
         return;
     time_t yesterday = now - 86400;
     gmtime_r(&yesterday, &tm);
-    strftime(rc->job_date, sizeof rc->job_date, "%Y-%m-%d", &tm);
+    strftime(rc->yesterday, sizeof rc->yesterday, "%Y-%m-%d", &tm);
     pc_channel_set_t *set = pc_channels_acquire(rc->app->channels);
     if (!set)
         return;
-    rc->job_n = rc->job_next = 0;
-    for (size_t i = 0; i < pc_channel_set_count(set) && rc->job_n < MAX_CHANNELS; i++) {
+    char ids[MAX_CHANNELS * 34 + 3] = "{";
+    size_t off = 1;
+    int n = 0;
+    for (size_t i = 0; i < pc_channel_set_count(set) && n < MAX_CHANNELS; i++) {
         const char *id = pc_channel_set_at(set, i)->id;
-        if (pc_channels_effective_enabled(rc->app->channels, id) &&
-            !already_done(rc, id, rc->job_date))
-            snprintf(rc->job_queue[rc->job_n++], sizeof rc->job_queue[0], "%s", id);
+        if (pc_channels_effective_enabled(rc->app->channels, id) && valid_channel_id(id)) {
+            off += (size_t)snprintf(ids + off, sizeof ids - off, "%s%s", n ? "," : "", id);
+            n++;
+        }
     }
     pc_channel_set_release(set);
-    if (rc->job_n == 0)
+    if (n == 0)
         return;
+    snprintf(ids + off, sizeof ids - off, "}");
+    char back[8];
+    snprintf(back, sizeof back, "%d", CATCH_UP_DAYS);
+    const char *p[] = {ids, rc->yesterday, back};
     rc->job_busy = 1;
-    job_next(rc);
+    if (pc_db_query(rc->app->db,
+                    "SELECT c.id, d::date::text FROM unnest($1::text[]) c(id), "
+                    "generate_series($2::date - $3::int, $2::date, interval '1 day') d WHERE "
+                    "(d::date = $2::date OR EXISTS (SELECT 1 FROM recon_runs r WHERE "
+                    "r.channel_id = c.id AND r.status = 'DONE' AND r.business_date < d::date)) "
+                    "AND NOT EXISTS (SELECT 1 FROM recon_runs r WHERE r.channel_id = c.id AND "
+                    "r.business_date = d::date AND r.status = 'DONE') ORDER BY d, c.id",
+                    3, p, days_cb, rc) < 0)
+        rc->job_busy = 0;
 }
 
 /* ---------- lifecycle ---------- */

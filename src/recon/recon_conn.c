@@ -153,7 +153,20 @@ pc_recon_conn_t *pc_recon_conn_open(uv_loop_t *loop, const char *url, pc_recon_c
     c->data = data;
     c->state = S_CONNECTING;
     c->poll.data = c;
-    c->pg = PQconnectStart(url);
+    /* The server's statement_timeout bounds a statement, not a connection
+     * whose peer vanished (a partition, a host gone): the job then waited on
+     * it for TCP's own two hours. Keepalives find a silent peer in about a
+     * minute, and data left unacknowledged for two minutes ends it. Later
+     * entries override what the URL says. */
+    static const char *const keys[] = {"dbname",
+                                       "keepalives",
+                                       "keepalives_idle",
+                                       "keepalives_interval",
+                                       "keepalives_count",
+                                       "tcp_user_timeout",
+                                       NULL};
+    const char *const vals[] = {url, "1", "30", "10", "3", "120000", NULL};
+    c->pg = PQconnectStartParams(keys, vals, 1);
     if (!c->pg) {
         free(c);
         return NULL;

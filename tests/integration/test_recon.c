@@ -836,6 +836,29 @@ static void test_bad_requests_are_refused(void **state)
     pc_t_resp_free(&r);
 }
 
+/* A day of a channel that was never reconciled (the nodes were down over
+ * the job's hour, the channel was switched off that day) is run by the
+ * daily job once an earlier day of that channel was: the job looked only at
+ * yesterday, so such a day was never reconciled and nobody was told. */
+static void test_daily_job_runs_days_never_reconciled(void **state)
+{
+    (void)state;
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO recon_runs (channel_id, business_date, status, source, "
+                  "finished_at) VALUES ('sim_va', (now() AT TIME ZONE 'UTC')::date - 5, 'DONE', "
+                  "'UPLOAD', now()) RETURNING run_id"));
+    assert_true(pc_t_sql_wait(&g_stack, "3", 20,
+                              "SELECT count(*) FROM recon_runs WHERE channel_id = 'sim_va' AND "
+                              "status = 'DONE' AND requested_by = 'job' AND business_date "
+                              "BETWEEN (now() AT TIME ZONE 'UTC')::date - 4 AND (now() AT TIME "
+                              "ZONE 'UTC')::date - 2"));
+    /* Nothing before the first day reconciled. */
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM recon_runs WHERE channel_id = 'sim_va' "
+                                  "AND business_date < (now() AT TIME ZONE 'UTC')::date - 5"),
+                     0);
+}
+
 /* Last: paysim goes away. */
 static void test_statement_that_cannot_be_fetched_fails_the_run(void **state)
 {
@@ -873,6 +896,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_daily_job_runs_yesterday_once_per_channel_on_two_nodes,
                                refresh_today),
+        cmocka_unit_test_setup(test_daily_job_runs_days_never_reconciled, refresh_today),
         cmocka_unit_test(
             test_each_faked_statement_discrepancy_is_found_and_a_rerun_changes_nothing),
         cmocka_unit_test_setup(test_lost_callback_is_repaired_from_the_statement_once,
