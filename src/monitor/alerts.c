@@ -12,10 +12,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define MAX_RETRIES 16
+
+typedef struct hook_post hook_post_t;
+
 struct pc_alerts {
     pc_app_t *app;
     uv_timer_t timer;
     pc_http_client_t *http;
+    int64_t retry_ms[MAX_RETRIES]; /* alerts.webhook_retry_ms */
+    int nretry;
+    hook_post_t *posts; /* webhook posts not yet answered with 2xx */
+    int stopping;
+};
+
+/* One event for the ops webhook, posted until it answers 2xx or the retries
+ * (alerts.webhook_retry_ms) are spent: a page lost to one failed POST (the
+ * receiver restarting, a network blip) reached nobody, and the alert never
+ * paged again while it stood. */
+struct hook_post {
+    pc_alerts_t *a;
+    char *text;
+    char what[160];
+    int attempts;
+    uv_timer_t timer;
+    hook_post_t *next;
 };
 
 typedef struct {
@@ -24,13 +45,71 @@ typedef struct {
     long long count;
 } raise_t;
 
+static void hook_closed(uv_handle_t *h)
+{
+    hook_post_t *p = h->data;
+    free(p->text);
+    free(p);
+}
+
+static void hook_release(hook_post_t *p)
+{
+    for (hook_post_t **q = &p->a->posts; *q; q = &(*q)->next)
+        if (*q == p) {
+            *q = p->next;
+            break;
+        }
+    uv_close((uv_handle_t *)&p->timer, hook_closed);
+}
+
+static void hook_send(hook_post_t *p);
+
+static void hook_retry(uv_timer_t *t)
+{
+    hook_send(t->data);
+}
+
+static void hook_failed(hook_post_t *p, const char *why)
+{
+    pc_alerts_t *a = p->a;
+    if (a->stopping || p->attempts > a->nretry) {
+        pc_log_error("alerts.webhook_failed", "ops webhook: %s for %s; given up after %d attempts",
+                     why, p->what, p->attempts);
+        hook_release(p);
+        return;
+    }
+    int64_t wait = a->retry_ms[p->attempts - 1];
+    pc_log_error("alerts.webhook_failed", "ops webhook: %s for %s; again in %lld ms", why, p->what,
+                 (long long)wait);
+    uv_timer_start(&p->timer, hook_retry, (uint64_t)wait, 0);
+}
+
 static void webhook_done(void *data, const pc_http_response_t *resp)
 {
-    char *what = data;
-    if (resp->error != PC_HTTP_OK || resp->status / 100 != 2)
-        pc_log_error("alerts.webhook_failed", "ops webhook answered %d (%s) to %s", resp->status,
-                     pc_http_strerror(resp->error), what);
-    free(what);
+    hook_post_t *p = data;
+    if (resp->error == PC_HTTP_OK && resp->status / 100 == 2) {
+        hook_release(p);
+        return;
+    }
+    char why[96];
+    snprintf(why, sizeof why, "answered %d (%s)", resp->status, pc_http_strerror(resp->error));
+    hook_failed(p, why);
+}
+
+static void hook_send(hook_post_t *p)
+{
+    pc_alerts_t *a = p->a;
+    const char *url = pc_config_str(a->app->cfg, "alerts.webhook_url");
+    p->attempts++;
+    if (!url[0] || !a->http) {
+        hook_failed(p, "no webhook");
+        return;
+    }
+    const char *hdrs[] = {"Content-Type: application/json"};
+    pc_http_request_t req = {"POST", url, hdrs, 1, p->text, strlen(p->text), 5000, 2000};
+    int rc = pc_http_client_request(a->http, &req, webhook_done, p);
+    if (rc)
+        hook_failed(p, pc_strerror(rc));
 }
 
 /* POSTs an event about an alert to alerts.webhook_url, when set. */
@@ -38,26 +117,30 @@ static void announce(pc_alerts_t *a, const char *event, const char *alert_id, co
                      const char *subject, const char *message, long long count)
 {
     const char *url = pc_config_str(a->app->cfg, "alerts.webhook_url");
-    if (!url[0] || !a->http)
+    if (!url[0] || !a->http || a->stopping)
         return;
     json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "event", event, "kind", kind, "subject",
                              subject, "message", message, "alert_id", alert_id);
     if (count > 0)
         json_object_set_new(body, "count", json_integer(count));
+    hook_post_t *p = calloc(1, sizeof *p);
     char *text = json_dumps(body, JSON_COMPACT);
-    char what[160];
-    snprintf(what, sizeof what, "%s %s %s", event, kind, subject);
-    const char *hdrs[] = {"Content-Type: application/json"};
-    pc_http_request_t req = {"POST", url, hdrs, 1, text, strlen(text), 5000, 2000};
-    char *copy = strdup(what);
-    int rc = copy ? pc_http_client_request(a->http, &req, webhook_done, copy) : PC_ENOMEM;
-    if (rc) {
-        pc_log_error("alerts.webhook_failed", "ops webhook not called for %s: %s", what,
-                     pc_strerror(rc));
-        free(copy);
-    }
-    free(text);
     json_decref(body);
+    if (!p || !text) {
+        pc_log_error("alerts.webhook_failed", "ops webhook not called for %s %s %s: out of memory",
+                     event, kind, subject);
+        free(p);
+        free(text);
+        return;
+    }
+    p->a = a;
+    p->text = text;
+    snprintf(p->what, sizeof p->what, "%s %s %s", event, kind, subject);
+    uv_timer_init(a->app->loop, &p->timer);
+    p->timer.data = p;
+    p->next = a->posts;
+    a->posts = p;
+    hook_send(p);
 }
 
 static void raised_cb(void *data, int status, pc_db_res_t *res)
@@ -349,6 +432,9 @@ pc_alerts_t *pc_alerts_new(pc_app_t *app)
     if (!a)
         return NULL;
     a->app = app;
+    a->nretry = pc_config_ms_list(app->cfg, "alerts.webhook_retry_ms", a->retry_ms, MAX_RETRIES);
+    if (a->nretry < 0)
+        a->nretry = 0;
     pc_http_client_opts_t o = {0};
     a->http = pc_http_client_new(app->loop, &o);
     uv_timer_init(app->loop, &a->timer);
@@ -371,6 +457,17 @@ void pc_alerts_start(pc_alerts_t *a)
 
 void pc_alerts_stop(pc_alerts_t *a)
 {
+    /* Posts waiting to be retried are dropped (said in the log); those in
+     * flight end with the client's close. */
+    a->stopping = 1;
+    for (hook_post_t *p = a->posts, *next; p; p = next) {
+        next = p->next;
+        if (uv_is_active((uv_handle_t *)&p->timer)) {
+            pc_log_error("alerts.webhook_failed", "ops webhook: %s not delivered (stopping)",
+                         p->what);
+            hook_release(p);
+        }
+    }
     uv_timer_stop(&a->timer);
     uv_close((uv_handle_t *)&a->timer, NULL);
     if (a->http)

@@ -33,6 +33,10 @@ static int g_seq;
 static int g_hook_fd, g_hook_port;
 static char g_hook_seen[65536];
 static pthread_mutex_t g_hook_mu = PTHREAD_MUTEX_INITIALIZER;
+/* The receiver answers 503 to the next g_hook_refuse posts whose body holds
+ * g_hook_refuse_what (under g_hook_mu), and counts them. */
+static int g_hook_refuse, g_hook_refused;
+static char g_hook_refuse_what[64];
 
 static void *hook_loop(void *arg)
 {
@@ -43,13 +47,23 @@ static void *hook_loop(void *arg)
             return NULL;
         char buf[8192];
         ssize_t n = read(c, buf, sizeof buf - 1);
+        int refuse = 0;
         if (n > 0) {
             buf[n] = 0;
             pthread_mutex_lock(&g_hook_mu);
-            strncat(g_hook_seen, buf, sizeof g_hook_seen - strlen(g_hook_seen) - 1);
+            refuse = g_hook_refuse > 0 && strstr(buf, g_hook_refuse_what) != NULL;
+            if (refuse) {
+                g_hook_refuse--;
+                g_hook_refused++;
+            } else {
+                strncat(g_hook_seen, buf, sizeof g_hook_seen - strlen(g_hook_seen) - 1);
+            }
             pthread_mutex_unlock(&g_hook_mu);
         }
-        const char *ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        const char *ok =
+            refuse ? "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: "
+                     "close\r\n\r\n"
+                   : "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         if (write(c, ok, strlen(ok)) < 0)
             break;
         close(c);
@@ -119,6 +133,7 @@ static int setup(void **state)
     char hook[96];
     snprintf(hook, sizeof hook, "http://127.0.0.1:%d/hook", g_hook_port);
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_WEBHOOK_URL", hook);
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_WEBHOOK_RETRY_MS", "200,300,500");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
@@ -614,11 +629,23 @@ static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **
     (void)state;
     /* A queued credit whose account does not exist: nothing the engine
      * writes, so it stands for a fold job that is stuck. The fold leaves it
-     * queued; ops hear of it once it is older than the limit (5 s here). */
+     * queued; ops hear of it once it is older than the limit (5 s here).
+     * The ops webhook refuses the page twice: it is posted again until taken
+     * (before, a page the webhook did not take was lost). */
+    pthread_mutex_lock(&g_hook_mu);
+    snprintf(g_hook_refuse_what, sizeof g_hook_refuse_what, "LEDGER_FOLD_LAG");
+    g_hook_refuse = 2;
+    g_hook_refused = 0;
+    pthread_mutex_unlock(&g_hook_mu);
     free(pc_t_sql(&g_stack, "INSERT INTO ledger_balance_deltas (account_id, amount, txn_id, "
                             "created_at) VALUES ('merchant:ghost:pending:CNY', 1, 0, now() - "
                             "interval '10 seconds')"));
     assert_true(pc_t_alert_wait(&g_stack, "LEDGER_FOLD_LAG", "ledger", 1, 10));
+    assert_true(hook_saw("\"event\":\"alert.raised\",\"kind\":\"LEDGER_FOLD_LAG\"", 5));
+    pthread_mutex_lock(&g_hook_mu);
+    int refused = g_hook_refused;
+    pthread_mutex_unlock(&g_hook_mu);
+    assert_int_equal(refused, 2);
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM ledger_balance_deltas WHERE "
                                             "account_id = 'merchant:ghost:pending:CNY'"),
                      1);
