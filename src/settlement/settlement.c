@@ -281,16 +281,19 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
             "i.txn_id = e.txn_id) GROUP BY e.txn_id HAVING sum(e.amount) > 0) x",
             2, p, later_cb, r) < 0 ||
         /* Where the next statement starts: past every posting made more
-         * than an hour before this cut-off (each is on a statement now, or
-         * was a debit), kept when there is none. Ledger ids are given in
-         * the order postings are made, and no transaction stays open for an
-         * hour (idle ones end after a minute), so none older can commit
-         * later. */
+         * than an hour before this cut-off, or before now when the cut-off
+         * is still ahead (T+0: tomorrow 00:00), kept when there is none.
+         * Each such posting is on a statement now, or was a debit: it began
+         * over an hour ago, and paycore's transactions last seconds (the
+         * pool's statements time out after db.query_timeout_ms, a long one
+         * after its own minute, and one idle for a minute is ended), so it
+         * committed before this statement's items were read; a posting that
+         * commits later began later and has a higher ledger id. */
         pc_db_tx_query(r->tx,
                        "UPDATE settlements s SET scan_from_txn = coalesce((SELECT max(e.txn_id) + "
                        "1 FROM ledger_entries e WHERE e.account_id = $2 AND e.txn_id >= " SCAN_FROM
-                       " AND e.created_at < s.cutoff - interval '1 hour'), " SCAN_FROM
-                       ") WHERE s.statement_no = $1",
+                       " AND e.created_at < least(s.cutoff, statement_timestamp()) - interval '1 "
+                       "hour'), " SCAN_FROM ") WHERE s.statement_no = $1",
                        2, p, NULL, NULL) < 0)
         one_failed(r, PC_EUNAVAIL, "balances");
 }
