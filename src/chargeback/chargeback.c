@@ -71,11 +71,12 @@ static void refresh_rate(pc_app_t *app, const char *merchant_id)
                 rates_cb, NULL);
 }
 
-/* Every merchant's rates, so that old cases age out of the 90 days: one
- * node at a time (the others' statement returns nothing), on a connection of
- * its own with a minute's deadline, as it counts 90 days of payments of
- * each merchant with a chargeback (on the pool, past the pool's deadline,
- * it was cut off and took the statements behind it down). */
+/* Every merchant's rates, so that old cases age out of the 90 days: never
+ * two nodes at the same moment (a node that does not get the lock only
+ * reads the rates for its gauges), on a connection of its own with a
+ * minute's deadline, as it counts 90 days of payments of each merchant with
+ * a chargeback (on the pool, past the pool's deadline, it was cut off and
+ * took the statements behind it down). */
 static void refresh_tick(uv_timer_t *t)
 {
     pc_chargebacks_t *cbs = t->data;

@@ -47,6 +47,10 @@ typedef struct op {
      * channel retries), and the payment's row as the capture locked it. */
     char reporter[33];
     int applying;
+    /* Ops record a channel's answer by hand (pc_engine_apply_by_ops): only a
+     * payment still in flight and flagged for ops changes; anything else is
+     * an INVALID_STATE answer, never a late capture or a contradiction. */
+    int by_ops;
     struct {
         int found;
         char status[16], channel_id[33], currency[4];
@@ -683,6 +687,10 @@ static void captured_row_cb(void *data, int status, pc_db_res_t *res)
         finish(o);
         return;
     }
+    if (pc_db_rows(res) == 0 && o->by_ops) {
+        fail_op(o, PC_API_INVALID_STATE, "no longer in flight and flagged for ops");
+        return;
+    }
     if (pc_db_rows(res) == 0) {
         not_captured(o);
         return;
@@ -745,7 +753,8 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
                        r->card_last4[0] ? r->card_last4 : NULL,
                        o->reporter,
                        amount,
-                       r->currency[0] ? r->currency : NULL};
+                       r->currency[0] ? r->currency : NULL,
+                       o->by_ops ? "t" : "f"};
     /* The row is locked by a statement of its own first, which also tells
      * why a success was not captured. Captured: a payment in flight, or one
      * failed after it was sent that had nothing but the channel's part (a
@@ -771,7 +780,8 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "AND ($8::text IS NULL OR p.currency = $8) "
             "AND (p.status IN ('PROCESSING', 'UNKNOWN') OR (p.status = 'FAILED' AND "
             "p.sent_at IS NOT NULL AND p.balance_amount = 0 AND p.coupon_amount = 0 AND "
-            "NOT " ADJUSTED_BY_RECON ")) "
+            "NOT " ADJUSTED_BY_RECON ")) AND (NOT $9::boolean OR (p.status IN ('PROCESSING', "
+            "'UNKNOWN') AND p.needs_ops)) "
             "RETURNING p.trade_no, p.currency, p.method_type, p.channel_id, "
             "p.amount, "
             "p.balance_amount, p.coupon_amount, p.external_amount, "
@@ -779,7 +789,7 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "c.merchant_id "
             "FROM coupons c WHERE c.coupon_id = p.coupon_id AND c.funded_by = "
             "'MERCHANT'), '') AS coupon_funder",
-            8, p, captured_row_cb, o) < 0)
+            9, p, captured_row_cb, o) < 0)
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
 }
 
@@ -813,6 +823,10 @@ static void released_row_cb(void *data, int status, pc_db_res_t *res)
     op_t *o = data;
     if (!status && pc_db_rows(res) == 0 && o->reject_waiting) {
         fail_op(o, PC_API_INVALID_STATE, "the payment is not waiting for review or a challenge");
+        return;
+    }
+    if (!status && pc_db_rows(res) == 0 && o->by_ops) {
+        fail_op(o, PC_API_INVALID_STATE, "no longer in flight and flagged for ops");
         return;
     }
     if (!status && pc_db_rows(res) == 0 && o->reporter[0] && o->row.found &&
@@ -859,8 +873,12 @@ static void release_begin_cb(void *data, int status, pc_db_tx_t *tx)
         return;
     }
     o->tx = tx;
-    const char *p[] = {o->payment_no, o->failure_code, o->failure_message,
-                       o->reject_waiting ? "t" : "f", o->reporter[0] ? o->reporter : NULL};
+    const char *p[] = {o->payment_no,
+                       o->failure_code,
+                       o->failure_message,
+                       o->reject_waiting ? "t" : "f",
+                       o->reporter[0] ? o->reporter : NULL,
+                       o->by_ops ? "t" : "f"};
     /* An ops reject fails only a payment still waiting for review or a
      * challenge (it never held the balance); a channel's failure only one
      * in flight, with that channel. A reject that matched an in-flight payment gave the
@@ -880,11 +898,11 @@ static void release_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "updated_at = now() WHERE payment_no = $1 AND CASE WHEN $4::boolean THEN status IN "
             "('REVIEW', "
             "'CHALLENGE') ELSE status IN ('PROCESSING', 'UNKNOWN') AND channel_id = $5 END "
-            "RETURNING currency, "
+            "AND (NOT $6::boolean OR needs_ops) RETURNING currency, "
             "balance_amount, coalesce(wallet_owner, buyer_id, '') AS buyer_id, (EXISTS (SELECT "
             "1 FROM ledger_txns WHERE kind = 'PAY_HOLD' AND ref_type = 'payment' AND ref_id = "
             "$1))::text AS held",
-            5, p, released_row_cb, o) < 0)
+            6, p, released_row_cb, o) < 0)
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
 }
 
@@ -1597,12 +1615,13 @@ void pc_engine_sweep_waiting(pc_engine_t *e)
 
 /* ---------- results learnt later ---------- */
 
-int pc_engine_apply(pc_engine_t *e, const char *channel_id, const char *payment_no,
-                    const pc_ch_result_t *r, pc_engine_cb cb, void *data)
+static int apply_answer(pc_engine_t *e, const char *channel_id, const char *payment_no,
+                        const pc_ch_result_t *r, int by_ops, pc_engine_cb cb, void *data)
 {
     op_t *o = op_new(e, cb, data);
     if (!o)
         return PC_ENOMEM;
+    o->by_ops = by_ops;
     snprintf(o->payment_no, sizeof o->payment_no, "%s", payment_no);
     snprintf(o->reporter, sizeof o->reporter, "%s", channel_id);
     o->applying = 1;
@@ -1623,4 +1642,16 @@ int pc_engine_apply(pc_engine_t *e, const char *channel_id, const char *payment_
         break;
     }
     return 0;
+}
+
+int pc_engine_apply(pc_engine_t *e, const char *channel_id, const char *payment_no,
+                    const pc_ch_result_t *r, pc_engine_cb cb, void *data)
+{
+    return apply_answer(e, channel_id, payment_no, r, 0, cb, data);
+}
+
+int pc_engine_apply_by_ops(pc_engine_t *e, const char *channel_id, const char *payment_no,
+                           const pc_ch_result_t *r, pc_engine_cb cb, void *data)
+{
+    return apply_answer(e, channel_id, payment_no, r, 1, cb, data);
 }

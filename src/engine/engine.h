@@ -114,6 +114,13 @@ void pc_engine_sweep_waiting(pc_engine_t *e);
  * the answer could not be recorded (retry). cb may be NULL. */
 int pc_engine_apply(pc_engine_t *e, const char *channel_id, const char *payment_no,
                     const pc_ch_result_t *result, pc_engine_cb cb, void *data);
+/* The same, for an answer ops learnt from the channel by other means
+ * (POST /admin/needs-ops/payment/{no}/resolve with an outcome): applied only
+ * to a payment still in flight and flagged for ops, in the deciding
+ * transaction; anything else answers PC_API_INVALID_STATE and changes
+ * nothing (no late capture of a failed payment, no contradiction flag). */
+int pc_engine_apply_by_ops(pc_engine_t *e, const char *channel_id, const char *payment_no,
+                           const pc_ch_result_t *result, pc_engine_cb cb, void *data);
 
 /* The payment by number (and merchant, when merchant_id is not NULL). */
 int pc_engine_get(pc_engine_t *e, const char *payment_no, const char *merchant_id, pc_engine_cb cb,

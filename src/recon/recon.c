@@ -753,6 +753,9 @@ static void job_ran_cb(void *data, int status, const char *message, json_t *run)
     if (status && status != PC_ECONFLICT)
         pc_log_warn("recon.job", "%s %s: %s", rc->job_queue[rc->job_next].id,
                     rc->job_queue[rc->job_next].date, message);
+    else if (!status && strcmp(rc->job_queue[rc->job_next].date, rc->yesterday) != 0)
+        pc_log_warn("recon.caught_up", "%s %s had never been reconciled: reconciled now",
+                    rc->job_queue[rc->job_next].id, rc->job_queue[rc->job_next].date);
     json_decref(run);
     rc->job_next++;
     job_next(rc);
@@ -772,9 +775,10 @@ static void job_next(pc_recon_t *rc)
 
 /* The days to run: yesterday for each enabled channel, and each of the
  * CATCH_UP_DAYS before it that was never reconciled although an earlier one
- * was (nodes down over the job's hour, a channel switched off that day, a
- * day that kept failing): the job only ever looked at yesterday, so such a
- * day was never reconciled and nobody was told. Days done are left out. */
+ * was (nodes down over the job's hour, a channel switched off that day): the
+ * job only ever looked at yesterday, so such a day was never reconciled and
+ * nobody was told. Days done are left out, and so are earlier days that
+ * failed three times (RECON_FAILED tells ops). */
 static void days_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_recon_t *rc = data;
@@ -785,9 +789,6 @@ static void days_cb(void *data, int status, pc_db_res_t *res)
                  pc_db_get(res, i, 0));
         snprintf(rc->job_queue[rc->job_n].date, sizeof rc->job_queue[0].date, "%s",
                  pc_db_get(res, i, 1));
-        if (strcmp(rc->job_queue[rc->job_n].date, rc->yesterday) != 0)
-            pc_log_warn("recon.catch_up", "%s %s was never reconciled: running it now",
-                        rc->job_queue[rc->job_n].id, rc->job_queue[rc->job_n].date);
         rc->job_n++;
     }
     if (rc->job_n == 0) {
@@ -838,7 +839,8 @@ static void tick(uv_timer_t *t)
                     "(d::date = $2::date OR EXISTS (SELECT 1 FROM recon_runs r WHERE "
                     "r.channel_id = c.id AND r.status = 'DONE' AND r.business_date < d::date)) "
                     "AND NOT EXISTS (SELECT 1 FROM recon_runs r WHERE r.channel_id = c.id AND "
-                    "r.business_date = d::date AND r.status = 'DONE') ORDER BY d, c.id",
+                    "r.business_date = d::date AND (r.status = 'DONE' OR (d::date < $2::date AND "
+                    "r.status = 'FAILED' AND r.attempts >= 3))) ORDER BY d, c.id",
                     3, p, days_cb, rc) < 0)
         rc->job_busy = 0;
 }

@@ -1,5 +1,6 @@
 #include "refund/refund_csv.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,14 +25,12 @@ static void put(pc_refund_csv_t *c, const char *s, size_t n)
     c->p[c->len] = 0;
 }
 
-/* Ops open batch files in a spreadsheet, which runs a cell that starts
- * with = + - @ (or a tab or CR before one) as a formula: a merchant's refund
- * reason "=HYPERLINK(...)" would run on the ops workstation, and could send
- * the file's other cells away. Such a cell is written as text: quoted, with
- * a leading apostrophe (none of paycore's own fields starts so). */
-static int formula_like(const char *f)
+const char *pc_refund_csv_inert(const char *text, char *buf, size_t len)
 {
-    return f[0] && strchr("=+-@\t\r", f[0]) != NULL;
+    if (!text || !text[0] || !strchr("=+-@\t\r", text[0]))
+        return text;
+    snprintf(buf, len, "'%s", text);
+    return buf;
 }
 
 void pc_refund_csv_row(pc_refund_csv_t *c, const char *const *fields, size_t n)
@@ -40,12 +39,11 @@ void pc_refund_csv_row(pc_refund_csv_t *c, const char *const *fields, size_t n)
         const char *f = fields[i] ? fields[i] : "";
         if (i)
             put(c, ",", 1);
-        int formula = formula_like(f);
-        if (!formula && !strpbrk(f, ",\"\r\n")) {
+        if (!strpbrk(f, ",\"\r\n")) {
             put(c, f, strlen(f));
             continue;
         }
-        put(c, formula ? "\"'" : "\"", formula ? 2 : 1);
+        put(c, "\"", 1);
         for (const char *q = f; *q; q++) {
             if (*q == '"')
                 put(c, "\"\"", 2);

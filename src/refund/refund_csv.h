@@ -27,6 +27,14 @@ typedef struct {
 /* Appends one record of n fields and "\n", quoting fields as needed (NULL
  * fields are empty). */
 void pc_refund_csv_row(pc_refund_csv_t *c, const char *const *fields, size_t n);
+/* Ops open batch files in a spreadsheet, which runs a cell that starts with
+ * = + - @ (or a tab or CR) as a formula: a merchant's refund reason
+ * "=HYPERLINK(...)" would run on the ops workstation, and could send the
+ * file's other cells away. For a free-text field: text itself, or, when it
+ * starts so, text with a leading apostrophe in buf (len: strlen(text) + 2 at
+ * least; shorter cuts it). Channel references are left as they are: the
+ * file goes to the channel too. */
+const char *pc_refund_csv_inert(const char *text, char *buf, size_t len);
 /* The text so far ("" when nothing was written); owned by c. */
 const char *pc_refund_csv_text(const pc_refund_csv_t *c);
 void pc_refund_csv_free(pc_refund_csv_t *c);

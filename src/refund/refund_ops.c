@@ -283,8 +283,11 @@ static void exp_rows_cb(void *data, int status, pc_db_res_t *res)
         pc__refund_from_row(&r, res, i);
         char amt[24];
         snprintf(amt, sizeof amt, "%lld", (long long)r.parts.external);
-        const char *f[] = {r.refund_no, r.payment_no, r.channel_id, r.payment_channel_txn_id,
-                           amt,         r.currency,   r.trade_no,   r.reason};
+        char reason[sizeof r.reason + 2];
+        const char *f[] = {r.refund_no,  r.payment_no,
+                           r.channel_id, r.payment_channel_txn_id,
+                           amt,          r.currency,
+                           r.trade_no,   pc_refund_csv_inert(r.reason, reason, sizeof reason)};
         pc_refund_csv_row(&csv, f, 8);
         json_array_append_new(nos, json_string(r.refund_no));
         snprintf(r.status, sizeof r.status, "PROCESSING");

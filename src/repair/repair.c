@@ -314,8 +314,8 @@ static void outcome_kept_cb(void *data, int status, pc_db_res_t *res)
         pc_log_error("repair.resolution_unrecorded",
                      "%s %s was recorded %s by ops, but who and why were not kept (%s)", o->kind,
                      o->ref, o->outcome, pc_strerror(status));
-    json_t *a = json_pack("{s:s,s:s,s:s,s:b,s:s}", "kind", o->kind, "ref", o->ref, "status",
-                          o->outcome, "needs_ops", 0, "outcome", o->outcome);
+    json_t *a = json_pack("{s:s,s:s,s:s,s:b}", "kind", o->kind, "ref", o->ref, "outcome",
+                          o->outcome, "needs_ops", 0);
     pc_http_respond_json(o->req, 200, a);
 }
 
@@ -350,8 +350,12 @@ static void payment_recorded_cb(void *data, pc_api_err_t err, const char *messag
 {
     outcome_t *o = data;
     (void)message;
-    const char *st = json_string_value(json_object_get(payment, "status"));
-    outcome_done(o, err, st && !strcmp(st, o->outcome), st);
+    /* INVALID_STATE: no longer in flight and flagged (the channel's answer
+     * came first); nothing changed. */
+    if (err == PC_API_INVALID_STATE)
+        outcome_done(o, PC_API_OK, 0, NULL);
+    else
+        outcome_done(o, err, 1, NULL);
     json_decref(payment);
 }
 
@@ -368,7 +372,9 @@ static void refund_recorded_cb(void *data, int status, const pc__refund_t *r)
         outcome_done(o, PC_API_UNAVAILABLE, 0, NULL);
         return;
     }
-    outcome_done(o, PC_API_OK, !status && !strcmp(r->status, o->outcome), r ? r->status : NULL);
+    /* Applied by this request (an error refund ops say failed goes OFFLINE
+     * for ops to pay by hand, still PROCESSING), or not from PROCESSING. */
+    outcome_done(o, PC_API_OK, !status, r ? r->status : NULL);
 }
 
 static const char *const FROM_PROCESSING[] = {"PROCESSING", NULL};
@@ -400,7 +406,8 @@ static void outcome_read_cb(void *data, int status, pc_db_res_t *res)
     const char *channel = pc_db_val(res, 0, "channel_id");
     int rc;
     if (!strcmp(o->kind, "payment")) {
-        rc = pc_engine_apply(o->app->engine, channel, o->ref, &o->res, payment_recorded_cb, o);
+        rc = pc_engine_apply_by_ops(o->app->engine, channel, o->ref, &o->res, payment_recorded_cb,
+                                    o);
     } else if (!strcmp(o->kind, "payout")) {
         rc = pc_payout_apply(o->app, o->ref, &o->res, payout_recorded_cb, o);
     } else {

