@@ -174,11 +174,12 @@ int pc_cashier_check_payable(pc_http_req_t *req, const pc_cashier_view_t *v, con
 const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, const char *card_id,
                              int64_t amount)
 {
-    if (v->used_day + amount > pc_config_int(app->cfg, "limits.buyer_daily") ||
-        v->used_month + amount > pc_config_int(app->cfg, "limits.buyer_monthly"))
+    const char *cur = json_string_value(json_object_get(v->trade, "currency"));
+    if (v->used_day + amount > pc_config_limit(app->cfg, "buyer_daily", cur) ||
+        v->used_month + amount > pc_config_limit(app->cfg, "buyer_monthly", cur))
         return "LIMIT_EXCEEDED";
     if (card_id &&
-        jint(v->card_usage, card_id) + amount > pc_config_int(app->cfg, "limits.card_daily"))
+        jint(v->card_usage, card_id) + amount > pc_config_limit(app->cfg, "card_daily", cur))
         return "LIMIT_EXCEEDED";
     return NULL;
 }

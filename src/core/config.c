@@ -77,6 +77,10 @@ static const opt_def_t opts[] = {
      1000000000000000, 1, "most a buyer may pay in 30 days"},
     {"limits.card_daily", OPT_INT, "PAYCORE_LIMIT_CARD_DAILY", "2000000", 0, 1000000000000000, 1,
      "most one bound card may pay in 24 h"},
+    {"limits.by_currency", OPT_STR, "PAYCORE_LIMITS_BY_CURRENCY", "{}", 0, 8192, 1,
+     "the limits of a currency whose minor unit is worth another amount, e.g. {\"KRW\": "
+     "{\"buyer_daily\": 700000000, \"buyer_monthly\": 7000000000, \"card_daily\": 280000000}} "
+     "(any of the three; the others are the figures above)"},
     {"cashier.demo_challenges", OPT_BOOL, "PAYCORE_DEMO_CHALLENGES", "true", 0, 0, 0,
      "keep challenge codes readable at GET /admin/challenges/{id} (only with demo on)"},
     {"http.public_url", OPT_STR, "PAYCORE_PUBLIC_URL", "", 0, 512, 0,
@@ -182,8 +186,20 @@ typedef struct {
     char *s;
 } opt_val_t;
 
+/* limits.by_currency, parsed: the figures set for each currency named. */
+#define MAX_LIMIT_CURRENCIES 64
+static const char *const limit_names[] = {"buyer_daily", "buyer_monthly", "card_daily"};
+#define NLIMITS (sizeof limit_names / sizeof limit_names[0])
+typedef struct {
+    char currency[4];
+    int64_t value[NLIMITS];
+    int set[NLIMITS];
+} currency_limits_t;
+
 struct pc_config {
     opt_val_t v[NOPTS];
+    currency_limits_t limits[MAX_LIMIT_CURRENCIES];
+    int nlimits;
 };
 
 static int find_opt(const char *name)
@@ -244,6 +260,16 @@ static int apply_json(pc_config_t *cfg, json_t *obj, const char *prefix, const c
     {
         char name[128];
         snprintf(name, sizeof name, "%s%s%s", prefix, prefix[0] ? "." : "", key);
+        if (json_is_object(val) && !strcmp(name, "limits.by_currency")) {
+            /* Kept as its JSON text, parsed with the rest (parse_limits). */
+            char *text = json_dumps(val, JSON_COMPACT);
+            int i = find_opt(name);
+            int rc = text ? parse_value(&opts[i], text, &cfg->v[i], err, errlen, path) : PC_ENOMEM;
+            free(text);
+            if (rc)
+                return rc;
+            continue;
+        }
         if (json_is_object(val)) {
             int rc = apply_json(cfg, val, name, path, err, errlen);
             if (rc)
@@ -307,6 +333,74 @@ static int refuse_demo_secrets(const pc_config_t *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* limits.by_currency: {"CUR": {"buyer_daily"|"buyer_monthly"|"card_daily": N}}
+ * with N in minor units of CUR, 0..10^15. */
+static int parse_limits(pc_config_t *cfg, char *err, size_t errlen)
+{
+    const char *text = cfg->v[find_opt("limits.by_currency")].s;
+    json_error_t jerr;
+    json_t *root = json_loads(text, 0, &jerr);
+    int rc = 0;
+    if (!json_is_object(root)) {
+        snprintf(err, errlen, "limits.by_currency must be a JSON object of currencies: %s",
+                 root ? "not an object" : jerr.text);
+        rc = PC_EINVAL;
+    }
+    const char *cur;
+    json_t *figures;
+    json_object_foreach(rc ? NULL : root, cur, figures)
+    {
+        int ok = strlen(cur) == 3 && strspn(cur, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3 &&
+                 json_is_object(figures) && cfg->nlimits < MAX_LIMIT_CURRENCIES;
+        currency_limits_t *l = &cfg->limits[cfg->nlimits];
+        const char *name;
+        json_t *v;
+        json_object_foreach(ok ? figures : NULL, name, v)
+        {
+            size_t k = 0;
+            while (k < NLIMITS && strcmp(limit_names[k], name))
+                k++;
+            if (k == NLIMITS || !json_is_integer(v) || json_integer_value(v) < 0 ||
+                json_integer_value(v) > 1000000000000000) {
+                snprintf(err, errlen,
+                         "limits.by_currency.%s.%s: one of buyer_daily, buyer_monthly, "
+                         "card_daily, a whole number of minor units (0 to 10^15)",
+                         cur, name);
+                rc = PC_EINVAL;
+                break;
+            }
+            l->value[k] = json_integer_value(v);
+            l->set[k] = 1;
+        }
+        if (!ok) {
+            snprintf(err, errlen,
+                     "limits.by_currency: %s is not a currency code (three capital letters) with "
+                     "an object of limits, or there are more than %d",
+                     cur, MAX_LIMIT_CURRENCIES);
+            rc = PC_EINVAL;
+        }
+        if (rc)
+            break;
+        snprintf(l->currency, sizeof l->currency, "%s", cur);
+        cfg->nlimits++;
+    }
+    json_decref(root);
+    return rc;
+}
+
+int64_t pc_config_limit(const pc_config_t *cfg, const char *name, const char *currency)
+{
+    size_t k = 0;
+    while (k < NLIMITS && strcmp(limit_names[k], name))
+        k++;
+    for (int i = 0; k < NLIMITS && currency && i < cfg->nlimits; i++)
+        if (!strcmp(cfg->limits[i].currency, currency) && cfg->limits[i].set[k])
+            return cfg->limits[i].value[k];
+    char opt[48];
+    snprintf(opt, sizeof opt, "limits.%s", name);
+    return pc_config_int(cfg, opt);
+}
+
 pc_config_t *pc_config_load(const char *path, char *err, size_t errlen)
 {
     pc_config_t *cfg = calloc(1, sizeof *cfg);
@@ -336,7 +430,7 @@ pc_config_t *pc_config_load(const char *path, char *err, size_t errlen)
         if (e && *e && parse_value(&opts[i], e, &cfg->v[i], err, errlen, opts[i].env))
             goto fail;
     }
-    if (refuse_demo_secrets(cfg, err, errlen) < 0)
+    if (refuse_demo_secrets(cfg, err, errlen) < 0 || parse_limits(cfg, err, errlen) < 0)
         goto fail;
     return cfg;
 fail:

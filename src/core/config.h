@@ -25,6 +25,11 @@ int64_t pc_config_int(const pc_config_t *cfg, const char *name);
 const char *pc_config_str(const pc_config_t *cfg, const char *name);
 int pc_config_bool(const pc_config_t *cfg, const char *name);
 
+/* A buyer or card limit ("buyer_daily", "buyer_monthly", "card_daily") for
+ * amounts in currency: the figure limits.by_currency sets for that currency,
+ * else limits.<name> (one figure in minor units for every other currency). */
+int64_t pc_config_limit(const pc_config_t *cfg, const char *name, const char *currency);
+
 /* Comma-separated list of millisecond values (e.g. the notification retry
  * schedule) parsed into out (at most max); returns the count or PC_EINVAL. */
 int pc_config_ms_list(const pc_config_t *cfg, const char *name, int64_t *out, int max);

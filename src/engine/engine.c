@@ -1195,9 +1195,11 @@ static int queue_limit_check(op_t *o, pc_db_query_cb cb, void *data)
     const char *buyer = o->buyer_id[0] ? o->buyer_id : NULL;
     const char *card = o->card_fp[0] ? o->card_fp : NULL;
     snprintf(amount, sizeof amount, "%lld", (long long)o->amount);
-    snprintf(day, sizeof day, "%lld", (long long)pc_config_int(cfg, "limits.buyer_daily"));
-    snprintf(month, sizeof month, "%lld", (long long)pc_config_int(cfg, "limits.buyer_monthly"));
-    snprintf(card_day, sizeof card_day, "%lld", (long long)pc_config_int(cfg, "limits.card_daily"));
+    snprintf(day, sizeof day, "%lld", (long long)pc_config_limit(cfg, "buyer_daily", o->currency));
+    snprintf(month, sizeof month, "%lld",
+             (long long)pc_config_limit(cfg, "buyer_monthly", o->currency));
+    snprintf(card_day, sizeof card_day, "%lld",
+             (long long)pc_config_limit(cfg, "card_daily", o->currency));
     const char *b[] = {buyer};
     const char *c[] = {card};
     const char *u[] = {buyer, amount, day, month, card, card_day, o->payment_no, o->currency};

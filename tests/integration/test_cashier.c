@@ -32,6 +32,8 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_LIMIT_BUYER_DAILY", "4000000");
     /* Above the buyer's: a card's limit is tested on its own. */
     pc_stack_env(&g_stack, "PAYCORE_LIMIT_CARD_DAILY", "6000000");
+    /* EUR has figures of its own (test_a_currency_has_limits_of_its_own). */
+    pc_stack_env(&g_stack, "PAYCORE_LIMITS_BY_CURRENCY", "{\"EUR\": {\"buyer_daily\": 100000}}");
     /* A short claim, so that a pay outlasting it takes seconds, not minutes. */
     pc_stack_env(&g_stack, "PAYCORE_IDEMPOTENCY_LOCK_MS", "1500");
     pc_stack_start_paysim(&g_stack);
@@ -1394,6 +1396,34 @@ static void test_limits_count_each_currency_on_its_own(void **state)
     pc_t_resp_free(&r);
 }
 
+/* A currency whose minor unit is worth another amount has figures of its
+ * own (limits.by_currency); the others keep the one figure. Before, one
+ * figure in minor units held for every currency: 5,000,000 is CNY 50,000
+ * but KRW 5,000,000 (about US$3,500) or IDR 50,000. */
+static void test_a_currency_has_limits_of_its_own(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    /* EUR: 1,000.00 a day (its own figure). */
+    new_trade_in("INSTANT", 150000, "EUR", buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
+    pc_t_resp_free(&r);
+    new_trade_in("INSTANT", 90000, "EUR", buyer, tn);
+    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    /* USD: the one figure (40,000.00 here). */
+    new_trade_in("INSTANT", 150000, "USD", buyer, tn);
+    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+}
+
 static void test_limit_exceeded(void **state)
 {
     (void)state;
@@ -1874,6 +1904,7 @@ int main(void)
         cmocka_unit_test(test_reject_after_release_is_refused),
         cmocka_unit_test(test_limit_exceeded),
         cmocka_unit_test(test_limits_count_each_currency_on_its_own),
+        cmocka_unit_test(test_a_currency_has_limits_of_its_own),
         cmocka_unit_test(test_card_daily_limit_counts_every_payer),
         cmocka_unit_test(test_concurrent_pays_of_one_trade_charge_once),
         cmocka_unit_test(test_one_coupon_raced_by_two_trades_is_spent_once),

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -18,6 +19,7 @@ static void clear_env(void)
     unsetenv("PAYCORE_ADMIN_TOKEN");
     unsetenv("PAYCORE_CASHIER_TOKEN_KEY");
     unsetenv("PAYCORE_CARD_KEY");
+    unsetenv("PAYCORE_LIMITS_BY_CURRENCY");
 }
 
 static int reset(void **state)
@@ -102,6 +104,50 @@ static void test_example_file_loads(void **state)
     pc_config_free(cfg);
 }
 
+/* Limits of a currency whose minor unit is worth another amount, from the
+ * file (an object under limits.by_currency) or the environment (its JSON);
+ * anything malformed stops the start, naming what. */
+static void test_limits_by_currency(void **state)
+{
+    (void)state;
+    char err[512] = "", path[] = "/tmp/pc-test-config-XXXXXX";
+    setenv("PAYCORE_DEMO", "true", 1);
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "{\"limits\": {\"buyer_daily\": 5000000, \"by_currency\": {\"KRW\": "
+                       "{\"buyer_daily\": 700000000, \"card_daily\": 280000000}}}}";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    pc_config_t *cfg = pc_config_load(path, err, sizeof err);
+    if (!cfg)
+        fail_msg("%s", err);
+    assert_int_equal(pc_config_limit(cfg, "buyer_daily", "KRW"), 700000000);
+    assert_int_equal(pc_config_limit(cfg, "card_daily", "KRW"), 280000000);
+    assert_int_equal(pc_config_limit(cfg, "buyer_monthly", "KRW"), 50000000); /* not set */
+    assert_int_equal(pc_config_limit(cfg, "buyer_daily", "CNY"), 5000000);
+    assert_int_equal(pc_config_limit(cfg, "buyer_daily", NULL), 5000000);
+    pc_config_free(cfg);
+    unlink(path);
+    setenv("PAYCORE_LIMITS_BY_CURRENCY", "{\"IDR\": {\"buyer_monthly\": 1}}", 1);
+    cfg = pc_config_load(NULL, err, sizeof err);
+    assert_non_null(cfg);
+    assert_int_equal(pc_config_limit(cfg, "buyer_monthly", "IDR"), 1);
+    pc_config_free(cfg);
+    static const char *const bad[] = {"{\"krw\": {\"buyer_daily\": 1}}",
+                                      "{\"KRW\": {\"daily\": 1}}",
+                                      "{\"KRW\": {\"buyer_daily\": -1}}",
+                                      "{\"KRW\": {\"buyer_daily\": \"1\"}}",
+                                      "{\"KRW\": 1}",
+                                      "[1]",
+                                      "{"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("PAYCORE_LIMITS_BY_CURRENCY", bad[i], 1);
+        err[0] = 0;
+        assert_null(pc_config_load(NULL, err, sizeof err));
+        assert_non_null(strstr(err, "limits.by_currency"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -109,6 +155,7 @@ int main(void)
         cmocka_unit_test_setup(test_demo_cashier_key_is_refused_outside_demo_mode, reset),
         cmocka_unit_test_setup(test_own_secrets_or_demo_mode_load, reset),
         cmocka_unit_test_setup(test_example_file_loads, reset),
+        cmocka_unit_test_setup(test_limits_by_currency, reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
