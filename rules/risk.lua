@@ -64,10 +64,19 @@
 -- (anything but ACCEPT) waits SUSPENDED for ops; a payout held waits for
 -- review (payouts cannot be challenged).
 
--- Thresholds. Amounts are minor units: 500000 = 5,000.00.
-local LARGE_AMOUNT = 500000
-local VERY_LARGE_AMOUNT = 2000000
-local DAILY_AMOUNT_LIMIT = 5000000
+-- Amount thresholds, in minor units of the payment's currency: 500000 is
+-- CNY 5,000.00. A minor unit is worth very different amounts in different
+-- currencies (KRW and JPY have no decimals; IDR 5,000.00 is about CNY 2), so
+-- a currency listed here has figures of its own, about the same value;
+-- any other uses DEFAULT's. Product staff: add a currency with the three
+-- figures, and an example in tests/risk.json.
+local THRESHOLDS = {
+  DEFAULT = { large = 500000,      very_large = 2000000,     daily = 5000000 },
+  JPY     = { large = 100000,      very_large = 400000,      daily = 1000000 },
+  KRW     = { large = 1000000,     very_large = 4000000,     daily = 10000000 },
+  IDR     = { large = 1100000000,  very_large = 4400000000,  daily = 11000000000 },
+  VND     = { large = 17000000,    very_large = 68000000,    daily = 170000000 },
+}
 
 -- Score at or above which each decision applies.
 local REJECT_AT = 80
@@ -102,13 +111,14 @@ return function(ctx)
     return { decision = "REJECT", score = 100, reasons = reasons }
   end
 
-  -- 2. Amount.
-  if ctx.amount >= VERY_LARGE_AMOUNT then
+  -- 2. Amount, by the currency's own figures.
+  local t = THRESHOLDS[ctx.currency] or THRESHOLDS.DEFAULT
+  if ctx.amount >= t.very_large then
     add(50, "VERY_LARGE_AMOUNT")
-  elseif ctx.amount >= LARGE_AMOUNT then
+  elseif ctx.amount >= t.large then
     add(30, "LARGE_AMOUNT")
   end
-  if n(velocity.buyer_amount_24h) + ctx.amount > DAILY_AMOUNT_LIMIT then
+  if n(velocity.buyer_amount_24h) + ctx.amount > t.daily then
     add(25, "DAILY_AMOUNT_HIGH")
   end
 
