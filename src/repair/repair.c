@@ -291,6 +291,44 @@ static void resolved_cb(void *data, int status, pc_db_res_t *res)
     pc_http_respond_error(req, PC_API_INVALID_STATE, NULL, msg);
 }
 
+/* What ops resolve, per kind: the statement that reads an item (status,
+ * flag, in flight, channel) and the one that clears a final item's flag with
+ * its resolution kept; the same for each kind but for its table and what
+ * counts as still in flight. */
+typedef struct {
+    const char *name, *read_sql, *resolve_sql;
+} ops_kind_t;
+
+#define READ_SQL(table, key, in_flight)                                                            \
+    "SELECT status, needs_ops, status IN " in_flight " AS in_flight, coalesce(channel_id, '') AS " \
+    "channel_id FROM " table " WHERE " key " = $1"
+#define RESOLVE_SQL(k, table, key, in_flight)                                                      \
+    "WITH f AS (UPDATE " table " SET needs_ops = false, updated_at = now() WHERE " key " = $1 "    \
+    "AND needs_ops AND status NOT IN " in_flight " RETURNING status), i AS (INSERT INTO "          \
+    "needs_ops_resolutions (kind, ref, status, who, why) SELECT '" k "', $1, status, $2, $3 "      \
+    "FROM f) SELECT (SELECT status FROM f), x.status, x.needs_ops FROM (SELECT 1) one LEFT "       \
+    "JOIN " table " x ON x." key " = $1"
+#define OPS_KIND(k, table, key, in_flight)                                                         \
+    {                                                                                              \
+        k, READ_SQL(table, key, in_flight), RESOLVE_SQL(k, table, key, in_flight)                  \
+    }
+static const ops_kind_t ops_kinds[] = {
+    OPS_KIND("payment", "payments", "payment_no", PAYMENT_IN_FLIGHT),
+    OPS_KIND("payout", "payouts", "payout_no", PAYOUT_IN_FLIGHT),
+    OPS_KIND("refund", "refunds", "refund_no", REFUND_IN_FLIGHT),
+};
+#undef OPS_KIND
+#undef RESOLVE_SQL
+#undef READ_SQL
+
+static const ops_kind_t *ops_kind(const char *name)
+{
+    for (size_t k = 0; k < sizeof ops_kinds / sizeof ops_kinds[0]; k++)
+        if (!strcmp(name, ops_kinds[k].name))
+            return &ops_kinds[k];
+    return NULL;
+}
+
 /* ---------- ops: the channel's answer, learnt by hand ---------- */
 
 /* A payment, payout or refund its channel never answered for, whatever the
@@ -434,7 +472,8 @@ static void outcome_read_cb(void *data, int status, pc_db_res_t *res)
 /* {"outcome": "SUCCESS"|"FAILED", "channel_txn_id", "failure_code"} of a
  * resolve: reads the item, then applies the outcome if it is in flight and
  * flagged. */
-static void record_outcome(pc_http_req_t *req, pc_app_t *app, json_t *b, const char *why)
+static void record_outcome(pc_http_req_t *req, pc_app_t *app, const ops_kind_t *kind, json_t *b,
+                           const char *why)
 {
     int bad = 0;
     const char *outcome = pc_json_str(b, "outcome", 16, 1, &bad);
@@ -457,7 +496,7 @@ static void record_outcome(pc_http_req_t *req, pc_app_t *app, json_t *b, const c
     outcome_t *o = pc_http_req_alloc(req, sizeof *o);
     o->req = req;
     o->app = app;
-    o->kind = pc_http_req_param(req, "kind");
+    o->kind = kind->name;
     o->ref = pc_http_req_param(req, "ref");
     o->why = why;
     o->outcome = outcome;
@@ -467,27 +506,8 @@ static void record_outcome(pc_http_req_t *req, pc_app_t *app, json_t *b, const c
     snprintf(o->res.message, sizeof o->res.message, "%s",
              o->res.status == PC_CH_FAILED ? "its channel confirmed the failure to ops" : "");
     snprintf(o->res.channel_txn_id, sizeof o->res.channel_txn_id, "%s", txn ? txn : "");
-#define READ_SQL(table, key, in_flight, channel)                                                   \
-    "SELECT status, needs_ops, status IN " in_flight " AS in_flight, coalesce(" channel            \
-    ", '') AS channel_id FROM " table " WHERE " key " = $1"
-    static const struct {
-        const char *kind, *sql;
-    } kinds[] = {
-        {"payment", READ_SQL("payments", "payment_no", PAYMENT_IN_FLIGHT, "channel_id")},
-        {"payout", READ_SQL("payouts", "payout_no", PAYOUT_IN_FLIGHT, "channel_id")},
-        {"refund", READ_SQL("refunds", "refund_no", REFUND_IN_FLIGHT, "channel_id")},
-    };
-#undef READ_SQL
-    const char *sql = NULL;
-    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
-        if (!strcmp(o->kind, kinds[k].kind))
-            sql = kinds[k].sql;
-    if (!sql) {
-        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "kind is payment, payout or refund");
-        return;
-    }
     const char *p[] = {o->ref};
-    if (pc_db_query(app->db, sql, 1, p, outcome_read_cb, o) < 0)
+    if (pc_db_query(app->db, kind->read_sql, 1, p, outcome_read_cb, o) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
@@ -500,7 +520,6 @@ static void record_outcome(pc_http_req_t *req, pc_app_t *app, json_t *b, const c
 static void resolve_needs_ops(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
-    const char *kind = pc_http_req_param(req, "kind");
     json_t *b = pc_http_req_json(req);
     int bad = 0;
     const char *why = b ? pc_json_str(b, "why", 256, 0, &bad) : NULL;
@@ -509,36 +528,17 @@ static void resolve_needs_ops(pc_http_req_t *req, void *data)
                               "say why (1-256 characters): it is kept with the resolution");
         return;
     }
-    if (json_object_get(b, "outcome")) {
-        record_outcome(req, app, b, why);
-        return;
-    }
-    /* One statement per kind, the same but for its table and what counts
-     * as still in flight. */
-#define RESOLVE_SQL(k, table, key, in_flight)                                                      \
-    "WITH f AS (UPDATE " table " SET needs_ops = false, updated_at = now() WHERE " key " = $1 "    \
-    "AND needs_ops AND status NOT IN " in_flight " RETURNING status), i AS (INSERT INTO "          \
-    "needs_ops_resolutions (kind, ref, status, who, why) SELECT '" k "', $1, status, $2, $3 "      \
-    "FROM f) SELECT (SELECT status FROM f), x.status, x.needs_ops FROM (SELECT 1) one LEFT "       \
-    "JOIN " table " x ON x." key " = $1"
-    static const struct {
-        const char *kind, *sql;
-    } kinds[] = {
-        {"payment", RESOLVE_SQL("payment", "payments", "payment_no", PAYMENT_IN_FLIGHT)},
-        {"payout", RESOLVE_SQL("payout", "payouts", "payout_no", PAYOUT_IN_FLIGHT)},
-        {"refund", RESOLVE_SQL("refund", "refunds", "refund_no", REFUND_IN_FLIGHT)},
-    };
-#undef RESOLVE_SQL
-    const char *sql = NULL;
-    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
-        if (!strcmp(kind, kinds[k].kind))
-            sql = kinds[k].sql;
-    if (!sql) {
+    const ops_kind_t *kind = ops_kind(pc_http_req_param(req, "kind"));
+    if (!kind) {
         pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "kind is payment, payout or refund");
         return;
     }
+    if (json_object_get(b, "outcome")) {
+        record_outcome(req, app, kind, b, why);
+        return;
+    }
     const char *p[] = {pc_http_req_param(req, "ref"), pc_operator_of(req), why};
-    if (pc_db_query(app->db, sql, 3, p, resolved_cb, req) < 0)
+    if (pc_db_query(app->db, kind->resolve_sql, 3, p, resolved_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
