@@ -124,11 +124,11 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
             continue;
         int rate = 10000, lat = 0, healthy = 1;
         pc_channel_health_get(app->channel_client, match[i]->id, &rate, &lat, &healthy);
-        json_array_append_new(cands,
-                              json_pack("{s:s,s:b,s:i,s:i,s:I,s:I}", "channel_id", match[i]->id,
-                                        "healthy", healthy, "success_rate_bp", rate, "latency_ms",
-                                        lat, "fee", (json_int_t)pc_channel_fee(match[i], external),
-                                        "weight", (json_int_t)match[i]->weight));
+        json_array_append_new(cands, json_pack("{s:s,s:b,s:i,s:i,s:I,s:I}", "channel_id",
+                                               match[i]->id, "healthy", healthy, "success_rate_bp",
+                                               rate, "latency_ms", lat, "fee",
+                                               (json_int_t)pc_channel_fee(match[i], cur, external),
+                                               "weight", (json_int_t)match[i]->weight));
     }
     json_t *ctx = json_pack(
         "{s:I,s:s,s:s,s:{s:s},s:{s:s?},s:i,s:I}", "amount", (json_int_t)external, "currency", cur,

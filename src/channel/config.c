@@ -73,7 +73,8 @@ typedef enum {
     F_METHODS,
     F_REFUND_METHODS,
     F_CURRENCIES,
-    F_OBJECT
+    F_OBJECT,
+    F_BY_CURRENCY /* read after the rest: see parse_by_currency */
 } ftype_t;
 
 typedef struct field {
@@ -120,6 +121,19 @@ static const field_t channel_fields[] = {
     {"weight", F_INT, false, 0, 1000, 100, OFF(weight), NULL},
     {"enabled", F_BOOL, false, 0, 0, 1, OFF(enabled), NULL},
     {"alert", F_OBJECT, false, 0, 0, 0, 0, alert_fields},
+    {"by_currency", F_BY_CURRENCY, false, 0, 0, 0, 0, NULL},
+    {NULL, 0, 0, 0, 0, 0, 0, NULL}};
+
+/* One currency's entry of by_currency, read into a scratch channel: -1 (below
+ * every bound) marks a figure the entry leaves to the file's. */
+static const field_t currency_fee_fields[] = {
+    {"rate_bp", F_INT, false, 0, 10000, -1, OFF(fee.rate_bp), NULL},
+    {"fixed", F_INT, false, 0, MAX_AMOUNT, -1, OFF(fee.fixed), NULL},
+    {NULL, 0, 0, 0, 0, 0, 0, NULL}};
+static const field_t currency_fields[] = {
+    {"min_amount", F_INT, false, 0, MAX_AMOUNT, -1, OFF(min_amount), NULL},
+    {"max_amount", F_INT, false, 1, MAX_AMOUNT, -1, OFF(max_amount), NULL},
+    {"fee", F_OBJECT, false, 0, 0, 0, 0, currency_fee_fields},
     {NULL, 0, 0, 0, 0, 0, 0, NULL}};
 
 typedef struct {
@@ -271,6 +285,8 @@ static void parse_fields(problems_t *p, const char *prefix, const json_t *obj,
         case F_CURRENCIES:
             parse_currencies(p, v, ch);
             break;
+        case F_BY_CURRENCY:
+            break;
         case F_OBJECT: {
             if (!json_is_object(v)) {
                 problem(p, "%s must be an object", path);
@@ -282,6 +298,62 @@ static void parse_fields(problems_t *p, const char *prefix, const json_t *obj,
             break;
         }
         }
+    }
+}
+
+static int64_t or_default(int64_t v, int64_t def)
+{
+    return v >= 0 ? v : def;
+}
+
+/* Fills amounts[] with the file's figures, then with each by_currency entry's
+ * (a listed currency, keyed by its code). */
+static void parse_by_currency(problems_t *p, const json_t *v, pc_channel_t *ch)
+{
+    for (size_t i = 0; i < ch->ncurrencies; i++)
+        ch->amounts[i] =
+            (pc_channel_amounts_t){ch->min_amount, ch->max_amount, ch->fee.rate_bp, ch->fee.fixed};
+    if (!v)
+        return;
+    if (!json_is_object(v)) {
+        problem(p, "by_currency must be an object keyed by currency, like {\"JPY\": "
+                   "{\"min_amount\": 100}}");
+        return;
+    }
+    const char *code;
+    const json_t *entry;
+    json_object_foreach((json_t *)v, code, entry)
+    {
+        if (code[0] == '_')
+            continue;
+        size_t i = 0;
+        while (i < ch->ncurrencies && strcmp(ch->currencies[i], code) != 0)
+            i++;
+        if (i == ch->ncurrencies) {
+            problem(p, "by_currency has %s, which is not in currencies", code);
+            continue;
+        }
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "by_currency.%s.", code);
+        if (!json_is_object(entry)) {
+            problem(p, "by_currency.%s must be an object", code);
+            continue;
+        }
+        pc_channel_t *scratch = calloc(1, sizeof *scratch);
+        if (!scratch) {
+            problem(p, "out of memory");
+            return;
+        }
+        parse_fields(p, prefix, entry, currency_fields, scratch);
+        pc_channel_amounts_t *a = &ch->amounts[i];
+        a->min_amount = or_default(scratch->min_amount, a->min_amount);
+        a->max_amount = or_default(scratch->max_amount, a->max_amount);
+        a->fee_rate_bp = or_default(scratch->fee.rate_bp, a->fee_rate_bp);
+        a->fee_fixed = or_default(scratch->fee.fixed, a->fee_fixed);
+        free(scratch);
+        if (a->max_amount < a->min_amount)
+            problem(p, "by_currency.%s: max_amount (%lld) must be ≥ min_amount (%lld)", code,
+                    (long long)a->max_amount, (long long)a->min_amount);
     }
 }
 
@@ -391,6 +463,7 @@ int pc_channel_parse(const char *label, const char *expected_id, const char *tex
         return PC_EINVAL;
     }
     parse_fields(&p, "", doc, channel_fields, out);
+    parse_by_currency(&p, json_object_get(doc, "by_currency"), out);
 
     if (out->id[0] && !valid_id(out->id))
         problem(&p, "id must be 1 to 32 of [a-z0-9_]");
@@ -416,17 +489,21 @@ int pc_channel_parse(const char *label, const char *expected_id, const char *tex
     return p.count ? PC_EINVAL : 0;
 }
 
+const pc_channel_amounts_t *pc_channel_amounts(const pc_channel_t *ch, const char *currency)
+{
+    for (size_t i = 0; currency && i < ch->ncurrencies; i++)
+        if (strcmp(ch->currencies[i], currency) == 0)
+            return &ch->amounts[i];
+    return NULL;
+}
+
 bool pc_channel_accepts(const pc_channel_t *ch, pc_pay_method_t method, const char *currency,
                         int64_t amount)
 {
     if ((unsigned)method >= PC_METHOD_COUNT || !(ch->methods & (1u << method)))
         return false;
-    if (amount < ch->min_amount || amount > ch->max_amount)
-        return false;
-    for (size_t i = 0; i < ch->ncurrencies; i++)
-        if (currency && strcmp(ch->currencies[i], currency) == 0)
-            return true;
-    return false;
+    const pc_channel_amounts_t *a = pc_channel_amounts(ch, currency);
+    return a && amount >= a->min_amount && amount <= a->max_amount;
 }
 
 bool pc_channel_supports_refund(const pc_channel_t *ch, pc_refund_way_t way)
@@ -434,13 +511,16 @@ bool pc_channel_supports_refund(const pc_channel_t *ch, pc_refund_way_t way)
     return (unsigned)way < PC_REFUND_WAY_COUNT && (ch->refund.methods & (1u << way));
 }
 
-int64_t pc_channel_fee(const pc_channel_t *ch, int64_t amount)
+int64_t pc_channel_fee(const pc_channel_t *ch, const char *currency, int64_t amount)
 {
-    __int128 p = (__int128)amount * ch->fee.rate_bp;
+    const pc_channel_amounts_t *a = pc_channel_amounts(ch, currency);
+    if (!a)
+        return 0;
+    __int128 p = (__int128)amount * a->fee_rate_bp;
     __int128 q = p / 10000;
     if ((p % 10000) * 2 >= 10000)
         q++;
-    return (int64_t)q + ch->fee.fixed;
+    return (int64_t)q + a->fee_fixed;
 }
 
 static json_t *name_list(uint32_t mask, const char *const *names, int n)
@@ -454,22 +534,31 @@ static json_t *name_list(uint32_t mask, const char *const *names, int n)
 
 json_t *pc_channel_to_json(const pc_channel_t *ch)
 {
-    json_t *cur = json_array();
-    for (size_t i = 0; i < ch->ncurrencies; i++)
+    json_t *cur = json_array(), *by = json_object();
+    for (size_t i = 0; i < ch->ncurrencies; i++) {
+        const pc_channel_amounts_t *a = &ch->amounts[i];
         json_array_append_new(cur, json_string(ch->currencies[i]));
+        json_object_set_new(
+            by, ch->currencies[i],
+            json_pack("{s:I, s:I, s:{s:I, s:I}}", "min_amount", (json_int_t)a->min_amount,
+                      "max_amount", (json_int_t)a->max_amount, "fee", "rate_bp",
+                      (json_int_t)a->fee_rate_bp, "fixed", (json_int_t)a->fee_fixed));
+    }
+    /* by_currency: every currency's figures as they apply, the file's where
+     * its by_currency gives none. */
     return json_pack(
-        "{s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:{s:I, s:I},"
+        "{s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:{s:I, s:I}, s:o,"
         " s:{s:o, s:I, s:b}, s:{s:I, s:I}, s:I, s:b, s:{s:I, s:I}, s:s}",
         "id", ch->id, "name", ch->name, "endpoint", ch->endpoint, "secret_ref", ch->secret_ref,
         "methods", name_list(ch->methods, method_names, PC_METHOD_COUNT), "currencies", cur,
         "min_amount", (json_int_t)ch->min_amount, "max_amount", (json_int_t)ch->max_amount, "fee",
-        "rate_bp", (json_int_t)ch->fee.rate_bp, "fixed", (json_int_t)ch->fee.fixed, "refund",
-        "methods", name_list(ch->refund.methods, refund_names, PC_REFUND_WAY_COUNT), "window_days",
-        (json_int_t)ch->refund.window_days, "partial", ch->refund.partial, "timeouts", "connect_ms",
-        (json_int_t)ch->timeouts.connect_ms, "request_ms", (json_int_t)ch->timeouts.request_ms,
-        "weight", (json_int_t)ch->weight, "enabled", ch->enabled, "alert", "failure_rate_bp",
-        (json_int_t)ch->alert.failure_rate_bp, "window_s", (json_int_t)ch->alert.window_s,
-        "version", ch->version);
+        "rate_bp", (json_int_t)ch->fee.rate_bp, "fixed", (json_int_t)ch->fee.fixed, "by_currency",
+        by, "refund", "methods", name_list(ch->refund.methods, refund_names, PC_REFUND_WAY_COUNT),
+        "window_days", (json_int_t)ch->refund.window_days, "partial", ch->refund.partial,
+        "timeouts", "connect_ms", (json_int_t)ch->timeouts.connect_ms, "request_ms",
+        (json_int_t)ch->timeouts.request_ms, "weight", (json_int_t)ch->weight, "enabled",
+        ch->enabled, "alert", "failure_rate_bp", (json_int_t)ch->alert.failure_rate_bp, "window_s",
+        (json_int_t)ch->alert.window_s, "version", ch->version);
 }
 
 /* ---- a set ------------------------------------------------------------------------ */

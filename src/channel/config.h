@@ -14,6 +14,10 @@
  *     "currencies": ["CNY", "USD"],           ISO 4217, upper case
  *     "min_amount": 1, "max_amount": 5000000, integers, minor units, max >= min
  *     "fee": {"rate_bp": 60, "fixed": 0},     rate in basis points 0..10000, fixed >= 0
+ *     "by_currency": {"JPY": {"min_amount": 100, "max_amount": 300000,
+ *                             "fee": {"fixed": 10}}},    optional: figures of a listed
+ *                                             currency, in its own minor units; what an
+ *                                             entry leaves out is the figure above
  *     "refund": {"methods": ["API"], "window_days": 180, "partial": true},
  *     "timeouts": {"connect_ms": 2000, "request_ms": 10000},   optional
  *     "weight": 100,                          optional, 0..1000, default 100
@@ -84,6 +88,12 @@ int pc_refund_way_parse(const char *name, pc_refund_way_t *out);
 
 #define PC_CHANNEL_MAX_CURRENCIES 16
 
+/* What a channel takes and charges in one currency, in its minor units. */
+typedef struct {
+    int64_t min_amount, max_amount;
+    int64_t fee_rate_bp, fee_fixed;
+} pc_channel_amounts_t;
+
 /* One validated channel file. Plain data: no pointers to free. */
 typedef struct {
     char id[33];
@@ -93,10 +103,12 @@ typedef struct {
     uint32_t methods; /* bit (1u << pc_pay_method_t) */
     char currencies[PC_CHANNEL_MAX_CURRENCIES][4];
     size_t ncurrencies;
+    /* The file's figures; by_currency may give a currency others (amounts). */
     int64_t min_amount, max_amount;
     struct {
         int64_t rate_bp, fixed;
     } fee;
+    pc_channel_amounts_t amounts[PC_CHANNEL_MAX_CURRENCIES]; /* of currencies[i] */
     struct {
         uint32_t methods; /* bit (1u << pc_refund_way_t) */
         int64_t window_days;
@@ -126,9 +138,13 @@ bool pc_channel_accepts(const pc_channel_t *ch, pc_pay_method_t method, const ch
                         int64_t amount);
 bool pc_channel_supports_refund(const pc_channel_t *ch, pc_refund_way_t way);
 
-/* The channel's fee for an amount: amount * rate_bp / 10000 rounded half up,
- * plus fixed. */
-int64_t pc_channel_fee(const pc_channel_t *ch, int64_t amount);
+/* The channel's figures for a currency, or NULL when it does not take it. */
+const pc_channel_amounts_t *pc_channel_amounts(const pc_channel_t *ch, const char *currency);
+
+/* The channel's fee for an amount in a currency it takes: amount * rate_bp /
+ * 10000 rounded half up, plus fixed, with the currency's figures; 0 for a
+ * currency it does not take. */
+int64_t pc_channel_fee(const pc_channel_t *ch, const char *currency, int64_t amount);
 
 /* A new JSON object with the channel's configuration (for GET
  * /admin/channels); the caller owns it. secret_ref is included, never a

@@ -110,7 +110,8 @@ typedef struct {
     size_t upload_len;
     char *fetched; /* our copy of a fetched statement */
     size_t fetched_len;
-    int64_t fee_bp, fee_fixed;
+    pc_recon_fee_t fees[PC_RECON_MAX_FEES]; /* the channel file's, per currency */
+    size_t nfees;
     int64_t run_id;
     int attempt;
     /* outcome */
@@ -375,9 +376,14 @@ static void matched_cb(void *data, int status, const pc_recon_match_result_t *re
 
 static void match(run_t *r, const char *text, size_t len)
 {
-    pc_recon_match_opts_t o = {
-        r->run_id, r->attempt,   r->channel_id,      r->date,
-        r->fee_bp, r->fee_fixed, r->rc->work_mem_mb, r->rc->statement_timeout_ms};
+    pc_recon_match_opts_t o = {.run_id = r->run_id,
+                               .attempt = r->attempt,
+                               .channel_id = r->channel_id,
+                               .date = r->date,
+                               .fees = r->fees,
+                               .nfees = r->nfees,
+                               .work_mem_mb = r->rc->work_mem_mb,
+                               .statement_timeout_ms = r->rc->statement_timeout_ms};
     pc_app_t *app = r->rc->app;
     int rc =
         pc_recon_match(app->loop, pc_config_str(app->cfg, "db.url"), &o, text, len, matched_cb, r);
@@ -491,8 +497,12 @@ int pc_recon_run(pc_recon_t *rc, const pc_recon_run_req_t *req, pc_recon_run_cb 
         r->status = PC_ENOTFOUND;
         snprintf(r->message, sizeof r->message, "no channel has the id %s", r->channel_id);
     } else {
-        r->fee_bp = ch->fee.rate_bp;
-        r->fee_fixed = ch->fee.fixed;
+        for (size_t i = 0; i < ch->ncurrencies && i < PC_RECON_MAX_FEES; i++) {
+            memcpy(r->fees[i].currency, ch->currencies[i], 4);
+            r->fees[i].rate_bp = ch->amounts[i].fee_rate_bp;
+            r->fees[i].fixed = ch->amounts[i].fee_fixed;
+            r->nfees = i + 1;
+        }
     }
     char stale[24], retry[24];
     snprintf(stale, sizeof stale, "%lld", (long long)rc->run_timeout_s);

@@ -4,6 +4,7 @@
 #include "recon/recon_conn.h"
 #include "recon/recon_csv.h"
 
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,7 +33,7 @@ int pc_recon_kind_parse(const char *name)
 /* ---------- what we match: one row per kind of local record ----------
  *
  * Each row says, in SQL over the local table aliased x (and the run's
- * constants k: ch, day_from, day_to, fee_bp, fee_fixed, run, attempt), how a
+ * constants k: ch, day_from, day_to, fees, run, attempt), how a
  * statement type is matched against one of our tables. Several rows may
  * share a statement type (a PAYOUT line is a payout or a refund paid out):
  * the first row whose table exists matches the whole statement, the others
@@ -60,7 +61,8 @@ static const spec_t SPECS[] = {
     {"PAY", "payments", "payment_no", "channel_txn_id", "x.external_amount",
      "CASE x.status WHEN 'SUCCESS' THEN 'SUCCESS' WHEN 'FAILED' THEN 'FAILED' ELSE 'PENDING' END",
      "x.status = 'SUCCESS'", "x.finished_at", "x.external_amount > 0",
-     "(x.external_amount * k.fee_bp + 5000) / 10000 + k.fee_fixed",
+     "(x.external_amount * (k.fees -> x.currency ->> 0)::bigint + 5000) / 10000 + "
+     "(k.fees -> x.currency ->> 1)::bigint",
      "x.status IN ('PROCESSING', 'UNKNOWN')", "'PAYMENT'"},
     /* Refunds by API are on the statement; refunds paid out are PAYOUT lines;
      * FILE and OFFLINE refunds never pass the channel's API. Refunds are
@@ -85,12 +87,12 @@ static const spec_t SPECS[] = {
 };
 #define NSPECS (sizeof SPECS / sizeof SPECS[0])
 
-/* The run's constants, bound as $1..$7 by every generated statement. */
+/* The run's constants, bound as $1..$6 by every generated statement; fees is
+ * {"CNY": [rate_bp, fixed], ...}. */
 #define K                                                                                          \
     "WITH k AS NOT MATERIALIZED (SELECT $1::text AS ch, $2::timestamptz AS day_from, "             \
-    "$3::timestamptz AS day_to, $4::bigint AS fee_bp, $5::bigint AS fee_fixed, $6::bigint AS "     \
-    "run, $7::int AS attempt) "
-#define NK 7
+    "$3::timestamptz AS day_to, $4::jsonb AS fees, $5::bigint AS run, $6::int AS attempt) "
+#define NK 6
 
 #define FOUND_COLS                                                                                 \
     "kind, obj, line_no, channel_ref, paycore_ref, line_amount, line_currency, line_fee, "         \
@@ -302,6 +304,7 @@ typedef struct {
     char channel_id[33], date[11];
     char kvals[NK][48];
     const char *kparams[NK];
+    char *fees; /* kparams[3] */
     int64_t run_id;
     int attempt;
     int work_mem_mb;
@@ -353,6 +356,7 @@ static void stmt_free(stmt_t *st)
 static void match_free(match_t *m)
 {
     pc_recon_csv_free(m->csv);
+    free(m->fees);
     EVP_MD_CTX_free(m->sha);
     free(m->chunk.p);
     for (int i = 0; i < DUP_COLS; i++)
@@ -995,8 +999,14 @@ int pc_recon_match(uv_loop_t *loop, const char *db_url, const pc_recon_match_opt
     if (!loop || !db_url || !o || !cb || !o->channel_id || !o->date || o->run_id <= 0 ||
         o->attempt <= 0 || strlen(o->channel_id) == 0 || strlen(o->channel_id) > 32 ||
         strspn(o->channel_id, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(o->channel_id) ||
-        pc_recon_parse_date(o->date, &day) < 0 || o->fee_rate_bp < 0 || o->fee_fixed < 0)
+        pc_recon_parse_date(o->date, &day) < 0 || o->nfees > PC_RECON_MAX_FEES ||
+        (o->nfees && !o->fees))
         return PC_EINVAL;
+    for (size_t i = 0; i < o->nfees; i++)
+        if (strlen(o->fees[i].currency) != 3 ||
+            strspn(o->fees[i].currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3 ||
+            o->fees[i].rate_bp < 0 || o->fees[i].rate_bp > 10000 || o->fees[i].fixed < 0)
+            return PC_EINVAL;
     match_t *m = calloc(1, sizeof *m);
     if (!m)
         return PC_ENOMEM;
@@ -1025,7 +1035,18 @@ int pc_recon_match(uv_loop_t *loop, const char *db_url, const pc_recon_match_opt
         match_free(m);
         return PC_ENOMEM;
     }
-    /* The run's constants ($1..$7 of every generated statement). */
+    /* The run's constants ($1..$6 of every generated statement). */
+    json_t *fees = json_object();
+    for (size_t i = 0; fees && i < o->nfees; i++)
+        json_object_set_new(
+            fees, o->fees[i].currency,
+            json_pack("[I, I]", (json_int_t)o->fees[i].rate_bp, (json_int_t)o->fees[i].fixed));
+    m->fees = fees ? json_dumps(fees, JSON_COMPACT) : NULL;
+    json_decref(fees);
+    if (!m->fees) {
+        match_free(m);
+        return PC_ENOMEM;
+    }
     time_t from = (time_t)day, to = (time_t)(day + 86400);
     struct tm tf, tt;
     gmtime_r(&from, &tf);
@@ -1033,12 +1054,11 @@ int pc_recon_match(uv_loop_t *loop, const char *db_url, const pc_recon_match_opt
     snprintf(m->kvals[0], sizeof m->kvals[0], "%s", m->channel_id);
     strftime(m->kvals[1], sizeof m->kvals[1], "%Y-%m-%dT%H:%M:%SZ", &tf);
     strftime(m->kvals[2], sizeof m->kvals[2], "%Y-%m-%dT%H:%M:%SZ", &tt);
-    snprintf(m->kvals[3], sizeof m->kvals[3], "%lld", (long long)o->fee_rate_bp);
-    snprintf(m->kvals[4], sizeof m->kvals[4], "%lld", (long long)o->fee_fixed);
-    snprintf(m->kvals[5], sizeof m->kvals[5], "%lld", (long long)o->run_id);
-    snprintf(m->kvals[6], sizeof m->kvals[6], "%d", o->attempt);
+    snprintf(m->kvals[4], sizeof m->kvals[4], "%lld", (long long)o->run_id);
+    snprintf(m->kvals[5], sizeof m->kvals[5], "%d", o->attempt);
     for (int i = 0; i < NK; i++)
         m->kparams[i] = m->kvals[i];
+    m->kparams[3] = m->fees;
     /* With a header that cannot be read the connection only serves to
      * answer later, as the contract says. */
     m->conn = pc_recon_conn_open(loop, db_url, connected_cb, m);

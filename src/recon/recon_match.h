@@ -56,13 +56,22 @@ const char *pc_recon_kind_name(pc_recon_kind_t k);
 /* The kind of a name, or -1. */
 int pc_recon_kind_parse(const char *name);
 
+#define PC_RECON_MAX_FEES 16
+
+typedef struct {
+    char currency[4];
+    int64_t rate_bp, fixed;
+} pc_recon_fee_t;
+
 typedef struct {
     int64_t run_id;
     int attempt;            /* recon_runs.attempts of the claim */
     const char *channel_id; /* [a-z0-9_]{1,32} */
     const char *date;       /* business date "YYYY-MM-DD" (UTC) */
-    int64_t fee_rate_bp;    /* the channel file's fee, for FEE_MISMATCH */
-    int64_t fee_fixed;
+    /* The channel file's fee per currency, for FEE_MISMATCH: a line of a
+     * currency not listed has no fee checked. */
+    const pc_recon_fee_t *fees;
+    size_t nfees;                 /* at most PC_RECON_MAX_FEES */
     int work_mem_mb;              /* for the transaction's joins; 0: the server's default */
     int64_t statement_timeout_ms; /* per statement of the match; 0: the server's default */
 } pc_recon_match_opts_t;

@@ -238,7 +238,15 @@ static double run_once(uv_loop_t *loop, const char *url, PGconn *c, long postmas
     exec(c, q);
     long long run_id = sql_int(c, "SELECT run_id FROM recon_runs WHERE channel_id = '" CHANNEL "'");
     /* As paycore runs it: recon.work_mem_mb and recon.statement_timeout_ms. */
-    pc_recon_match_opts_t opts = {run_id, attempt, CHANNEL, DATE, FEE_BP, 0, 256, 600000};
+    static const pc_recon_fee_t fees[] = {{"CNY", FEE_BP, 0}};
+    pc_recon_match_opts_t opts = {.run_id = run_id,
+                                  .attempt = attempt,
+                                  .channel_id = CHANNEL,
+                                  .date = DATE,
+                                  .fees = fees,
+                                  .nfees = 1,
+                                  .work_mem_mb = 256,
+                                  .statement_timeout_ms = 600000};
     memset(o, 0, sizeof *o);
     double pg0 = server_cpu_s(postmaster), me0 = (double)clock() / CLOCKS_PER_SEC;
     double t0 = now_s();

@@ -69,10 +69,19 @@ static int setup(void **state)
             "\"ctx\":{\"amount\":1,\"currency\":\"CNY\"},\"expect\":{\"decision\":"
             "\"ACCEPT\"}}]}\n' > %s/rules/tests/risk.json",
             g_dir);
+    /* sim_va charges USD payments a fixed fee of their own (0.30, not the
+     * file's 2.00): see test_fee_is_checked_with_the_currency_figures. */
+    pc_t_sh("mkdir -p %s/channels && cp %s/channels/*.json %s/channels/ && sed -i "
+            "'s/\"fee\": {\"rate_bp\": 10, \"fixed\": 200},/&\\n  \"by_currency\": {\"USD\": "
+            "{\"fee\": {\"fixed\": 30}}},/' %s/channels/sim_va.json && grep -q by_currency "
+            "%s/channels/sim_va.json",
+            g_dir, pc_t_source_dir(), g_dir, g_dir, g_dir);
     pc_stack_init(&g_stack, "recon");
     char p[700];
     snprintf(p, sizeof p, "%s/rules", g_dir);
     pc_stack_env(&g_stack, "PAYCORE_RULES_DIR", p);
+    snprintf(p, sizeof p, "%s/channels", g_dir);
+    pc_stack_env(&g_stack, "PAYCORE_CHANNELS_DIR", p);
     /* The status-query job would repair the lost callback before recon
      * could: it waits an hour here. */
     pc_stack_env(&g_stack, "PAYCORE_REPAIR_FIRST_QUERY_MS", "3600000");
@@ -120,8 +129,10 @@ static const char *fresh_card(void)
     return json;
 }
 
-/* A trade paid by method; returns the payment as the pay call answered. */
-static json_t *pay(long amount, const char *method, const char *extra, char *tn)
+/* A trade in currency paid by method; returns the payment as the pay call
+ * answered. */
+static json_t *pay_in(long amount, const char *currency, const char *method, const char *extra,
+                      char *tn)
 {
     char buyer[32];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
@@ -129,8 +140,8 @@ static json_t *pay(long amount, const char *method, const char *extra, char *tn)
     g_seq++;
     snprintf(body, sizeof body,
              "{\"out_trade_no\":\"RC%d-%d\",\"product\":\"INSTANT\",\"amount\":%ld,\"currency\":"
-             "\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
-             g_seq, (int)getpid(), amount, buyer);
+             "\"%s\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
+             g_seq, (int)getpid(), amount, currency, buyer);
     snprintf(key, sizeof key, "t-%d", g_seq);
     pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
     assert_int_equal(r.status, 201);
@@ -147,6 +158,11 @@ static json_t *pay(long amount, const char *method, const char *extra, char *tn)
     pc_t_resp_free(&r);
     assert_non_null(j);
     return j;
+}
+
+static json_t *pay(long amount, const char *method, const char *extra, char *tn)
+{
+    return pay_in(amount, "CNY", method, extra, tn);
 }
 
 static const char *jstr(json_t *o, const char *key)
@@ -213,7 +229,7 @@ static json_t *diffs_of(long long run_id, const char *status)
     return list;
 }
 
-/* The difference of this kind whose line (or local record, for side
+/* The difference of this kind (any kind: NULL) whose line (or local record, for side
  * "local") has field = value; NULL when none. Borrowed from list. */
 static json_t *find_diff(json_t *list, const char *kind, const char *side, const char *field,
                          const char *value)
@@ -222,7 +238,7 @@ static json_t *find_diff(json_t *list, const char *kind, const char *side, const
     json_t *d;
     json_array_foreach(list, i, d)
     {
-        if (strcmp(jstr(d, "kind"), kind) != 0)
+        if (kind && strcmp(jstr(d, "kind"), kind) != 0)
             continue;
         if (!strcmp(jstr(json_object_get(d, side), field), value))
             return d;
@@ -615,6 +631,70 @@ static void test_uploaded_statement_is_matched_kind_by_kind(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A channel that takes two currencies charges each its own fixed fee:
+ * sim_va's file gives USD 0.30 where CNY pays 2.00. A statement line is
+ * checked with its own currency's figures (before, with one figure for the
+ * file, the USD fee the channel really charges was a FEE_MISMATCH). */
+static void test_fee_is_checked_with_the_currency_figures(void **state)
+{
+    (void)state;
+    char pn[3][64], ref[3][64], tn[40];
+    const char *cur[3] = {"CNY", "USD", "USD"};
+    for (int i = 0; i < 3; i++) {
+        json_t *p = pay_in(10000 + i, cur[i], "VA", NULL, tn);
+        assert_string_equal(jstr(p, "status"), "PROCESSING");
+        snprintf(pn[i], sizeof pn[i], "%s", jstr(p, "payment_no"));
+        complete(p, "va_number");
+        json_decref(p);
+        assert_true(
+            wait_sql("SUCCESS", 10, "SELECT status FROM payments WHERE payment_no = '%s'", pn[i]));
+        char *r = pc_t_sql(&g_stack, "SELECT channel_txn_id FROM payments WHERE payment_no = '%s'",
+                           pn[i]);
+        snprintf(ref[i], sizeof ref[i], "%s", r);
+        free(r);
+    }
+    /* 0.10 % of 100.00 is 10; CNY adds 200, USD 30. The third line charged
+     * the CNY figure on a USD payment. */
+    char csv[1024];
+    const char *t = "2026-01-01T00:00:00Z";
+    snprintf(csv, sizeof csv,
+             "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
+             "%s,%s,PAY,10000,CNY,210,SUCCESS,%s\n"
+             "%s,%s,PAY,10001,USD,40,SUCCESS,%s\n"
+             "%s,%s,PAY,10002,USD,210,SUCCESS,%s\n",
+             ref[0], pn[0], t, ref[1], pn[1], t, ref[2], pn[2], t);
+    json_t *run = upload("sim_va", csv, 200);
+    assert_string_equal(jstr(run, "status"), "DONE");
+    long long run_id = run_id_of(run);
+    json_decref(run);
+    json_t *d = diffs_of(run_id, NULL);
+    /* (sim_va's day holds the lost-callback test's payments too.) */
+    for (int k = 0; k < 2; k++) {
+        assert_null(find_diff(d, NULL, "line", "channel_ref", ref[k]));
+        assert_null(find_diff(d, NULL, "local", "ref", pn[k]));
+    }
+    json_t *fee = find_diff(d, "FEE_MISMATCH", "line", "channel_ref", ref[2]);
+    assert_non_null(fee);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(fee, "local"), "expected_fee")), 40);
+    json_decref(d);
+
+    /* GET /admin/channels shows the figures that apply to each currency. */
+    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/channels", NULL);
+    assert_int_equal(r.status, 200);
+    json_t *chs = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    json_t *va = NULL, *c;
+    size_t i;
+    json_array_foreach(json_object_get(chs, "channels"), i,
+                       c) if (!strcmp(jstr(c, "channel_id"), "sim_va")) va =
+        json_object_get(c, "config");
+    assert_non_null(va);
+    json_t *usd = json_object_get(json_object_get(va, "by_currency"), "USD");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(usd, "fee"), "fixed")), 30);
+    json_decref(chs);
+}
+
 static void test_resolving_with_an_adjustment_posts_through_suspense(void **state)
 {
     (void)state;
@@ -902,6 +982,7 @@ int main(void)
         cmocka_unit_test_setup(test_lost_callback_is_repaired_from_the_statement_once,
                                refresh_today),
         cmocka_unit_test_setup(test_uploaded_statement_is_matched_kind_by_kind, refresh_today),
+        cmocka_unit_test_setup(test_fee_is_checked_with_the_currency_figures, refresh_today),
         cmocka_unit_test_setup(test_resolving_with_an_adjustment_posts_through_suspense,
                                refresh_today),
         cmocka_unit_test_setup(test_adjustment_refused_when_the_record_moved_since_the_run,

@@ -249,14 +249,85 @@ static void test_fee_rounds_half_up_and_adds_fixed(void **state)
     pc_channel_t ch;
     char msgs[1024];
     assert_int_equal(parse(CARD, &ch, msgs, sizeof msgs), 0);
-    assert_int_equal(pc_channel_fee(&ch, 1999), 12 + 5);  /* 11.994 */
-    assert_int_equal(pc_channel_fee(&ch, 2500), 15 + 5);  /* 15.0 */
-    assert_int_equal(pc_channel_fee(&ch, 12500), 75 + 5); /* 75.0 */
-    assert_int_equal(pc_channel_fee(&ch, 1250), 8 + 5);   /* 7.5 -> 8 */
+    assert_int_equal(pc_channel_fee(&ch, "CNY", 1999), 12 + 5);  /* 11.994 */
+    assert_int_equal(pc_channel_fee(&ch, "CNY", 2500), 15 + 5);  /* 15.0 */
+    assert_int_equal(pc_channel_fee(&ch, "USD", 12500), 75 + 5); /* 75.0 */
+    assert_int_equal(pc_channel_fee(&ch, "CNY", 1250), 8 + 5);   /* 7.5 -> 8 */
+    assert_int_equal(pc_channel_fee(&ch, "EUR", 1250), 0);       /* not taken */
     assert_true(pc_channel_accepts(&ch, PC_METHOD_CARD, "CNY", 100));
     assert_false(pc_channel_accepts(&ch, PC_METHOD_CARD, "CNY", 99));
     assert_false(pc_channel_accepts(&ch, PC_METHOD_CARD, "EUR", 1000));
     assert_false(pc_channel_accepts(&ch, PC_METHOD_VA, "CNY", 1000));
+}
+
+/* A channel that takes CNY and JPY: a JPY minor unit is worth about a
+ * twentieth of a CNY one, so one figure for both would let JPY 5,000,000 pass
+ * a CNY 50,000 maximum and charge a CNY fixed fee in yen. */
+static void test_currency_figures_apply_to_their_currency_only(void **state)
+{
+    (void)state;
+    pc_channel_t ch;
+    char msgs[1024], text[2048];
+    card_with("\"currencies\": [\"CNY\", \"USD\"],",
+              "\"currencies\": [\"CNY\", \"USD\", \"JPY\"], \"by_currency\": {\"JPY\": "
+              "{\"min_amount\": 1000, \"max_amount\": 9000000, \"fee\": {\"fixed\": 30}}, "
+              "\"USD\": {\"fee\": {\"rate_bp\": 290}}, \"_note\": \"comment\"},",
+              text, sizeof text);
+    assert_int_equal(parse(text, &ch, msgs, sizeof msgs), 0);
+    /* JPY: its own bounds and fixed fee, the file's rate. */
+    assert_true(pc_channel_accepts(&ch, PC_METHOD_CARD, "JPY", 9000000));
+    assert_false(pc_channel_accepts(&ch, PC_METHOD_CARD, "JPY", 999));
+    assert_false(pc_channel_accepts(&ch, PC_METHOD_CARD, "JPY", 9000001));
+    assert_int_equal(pc_channel_fee(&ch, "JPY", 10000), 60 + 30);
+    /* CNY: the file's figures. */
+    assert_false(pc_channel_accepts(&ch, PC_METHOD_CARD, "CNY", 9000000));
+    assert_true(pc_channel_accepts(&ch, PC_METHOD_CARD, "CNY", 100));
+    assert_int_equal(pc_channel_fee(&ch, "CNY", 10000), 60 + 5);
+    /* USD: its rate, the file's bounds and fixed fee. */
+    assert_int_equal(pc_channel_fee(&ch, "USD", 10000), 290 + 5);
+    assert_false(pc_channel_accepts(&ch, PC_METHOD_CARD, "USD", 99));
+    const pc_channel_amounts_t *a = pc_channel_amounts(&ch, "JPY");
+    assert_non_null(a);
+    assert_int_equal(a->min_amount, 1000);
+    assert_int_equal(a->fee_rate_bp, 60);
+    assert_null(pc_channel_amounts(&ch, "EUR"));
+    /* GET /admin/channels shows each currency's figures as they apply. */
+    json_t *j = pc_channel_to_json(&ch);
+    json_t *jpy = json_object_get(json_object_get(j, "by_currency"), "JPY");
+    assert_int_equal(json_integer_value(json_object_get(jpy, "max_amount")), 9000000);
+    json_t *cny = json_object_get(json_object_get(j, "by_currency"), "CNY");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(cny, "fee"), "fixed")), 5);
+    json_decref(j);
+}
+
+static void test_bad_currency_figures_are_refused_with_their_path(void **state)
+{
+    (void)state;
+    char text[2048];
+    card_with("\"currencies\": [\"CNY\", \"USD\"],",
+              "\"currencies\": [\"CNY\", \"USD\"], \"by_currency\": {\"JPY\": "
+              "{\"min_amount\": 1}},",
+              text, sizeof text);
+    assert_refused_with(text, "channels/sim_card.json: by_currency has JPY, which is not in "
+                              "currencies");
+    card_with("\"currencies\": [\"CNY\", \"USD\"],",
+              "\"currencies\": [\"CNY\", \"USD\"], \"by_currency\": {\"USD\": "
+              "{\"min_amount\": 600000}},",
+              text, sizeof text);
+    assert_refused_with(text, "by_currency.USD: max_amount (500000) must be ≥ min_amount (600000)");
+    card_with("\"currencies\": [\"CNY\", \"USD\"],",
+              "\"currencies\": [\"CNY\", \"USD\"], \"by_currency\": {\"USD\": "
+              "{\"max_ammount\": 6, \"fee\": {\"rate_bp\": 10001}}},",
+              text, sizeof text);
+    assert_refused_with(text, "unknown field \"by_currency.USD.max_ammount\"");
+    assert_refused_with(text, "by_currency.USD.fee.rate_bp must be an integer from 0 to 10000");
+    card_with("\"currencies\": [\"CNY\", \"USD\"],",
+              "\"currencies\": [\"CNY\", \"USD\"], \"by_currency\": [\"USD\"],", text, sizeof text);
+    assert_refused_with(text, "by_currency must be an object keyed by currency");
+    card_with("\"currencies\": [\"CNY\", \"USD\"],",
+              "\"currencies\": [\"CNY\", \"USD\"], \"by_currency\": {\"USD\": 5},", text,
+              sizeof text);
+    assert_refused_with(text, "by_currency.USD must be an object");
 }
 
 /* ---- the set and the registry ------------------------------------------------------ */
@@ -587,6 +658,8 @@ int main(void)
         cmocka_unit_test(test_secret_ref_must_be_a_name_not_a_secret),
         cmocka_unit_test(test_endpoint_port_comes_from_the_environment),
         cmocka_unit_test(test_fee_rounds_half_up_and_adds_fixed),
+        cmocka_unit_test(test_currency_figures_apply_to_their_currency_only),
+        cmocka_unit_test(test_bad_currency_figures_are_refused_with_their_path),
         cmocka_unit_test_setup_teardown(test_set_loads_and_finds_channels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_file_refuses_the_reload_and_old_set_keeps_serving,
                                         setup, teardown),
