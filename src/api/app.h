@@ -20,6 +20,7 @@ struct pc_idem;
 struct pc_auth;
 struct pc_notifier;
 struct pc_refunds;
+struct pc_settlement;
 
 typedef struct pc_app pc_app_t;
 struct pc_app {
@@ -36,7 +37,8 @@ struct pc_app {
     struct pc_channels *channels;
     struct pc_channel_client *channel_client;
     struct pc_engine *engine;
-    struct pc_refunds *refunds; /* refund runner (refund/refund.h) */
+    struct pc_refunds *refunds;       /* refund runner (refund/refund.h) */
+    struct pc_settlement *settlement; /* the daily job (settlement/settlement.h); may be NULL */
     /* Channel callbacks for refunds and payouts go to these when set (the
      * refund and payout modules set them); each must answer req (200 once the
      * result is applied or known to be a duplicate, 5xx to make the channel

@@ -307,6 +307,7 @@ int main(int argc, char **argv)
     }
     s.chargebacks = pc_chargebacks_new(app);
     s.settlement = pc_settlement_new(app);
+    app->settlement = s.settlement;
     s.payouts = pc_payouts_new(app);
     if (!s.chargebacks || !s.settlement || !s.payouts) {
         pc_log_error("paycore.jobs", "payout.query_schedule_ms is not a list of delays");

@@ -7,6 +7,7 @@
 #include "http/client.h"
 #include "refund/refund.h"
 #include "rules/rules.h"
+#include "settlement/settlement.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -384,6 +385,23 @@ static void check(uv_timer_t *t)
         set_alert(a, s && strcmp(s, "ok") != 0, 1, "RULE_REFUSED", name, msg, 0);
     }
     json_decref(st);
+    /* The daily settlement failing run after run on this node: the
+     * merchants' money stays pending. */
+    char day[11] = "", first[200] = "", smsg[320];
+    int failing = pc_settlement_failing(app->settlement, day, first, sizeof first);
+    if (failing < 0)
+        snprintf(smsg, sizeof smsg,
+                 "settlement of %s failed at the last %d runs: %.150s; the merchants' money "
+                 "stays pending",
+                 day, PC_SETTLEMENT_FAILING_RUNS, first);
+    else
+        snprintf(smsg, sizeof smsg,
+                 "settlement of %s: %d statement(s) failed at the last %d runs (first: %.120s); "
+                 "the merchants' money stays pending: log settlement.failed, then POST "
+                 "/admin/settlements/run",
+                 day, failing, PC_SETTLEMENT_FAILING_RUNS, first);
+    set_alert(a, failing != 0, 1, "SETTLEMENT_FAILING", "settlement", smsg,
+              failing > 0 ? failing : 0);
     pc_db_query(
         app->db,
         "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "

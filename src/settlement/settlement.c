@@ -16,6 +16,13 @@ struct pc_settlement {
     uv_timer_t timer;
     int running;
     char settled_day[11]; /* the last day the job finished without failures */
+    /* The job's runs that failed in a row (reset by one without failures),
+     * the last one's day, how many statements it could not write (-1: not
+     * even the list of merchants to settle could be read) and its first
+     * failure, for the SETTLEMENT_FAILING alert. */
+    int failed_runs, failed_count;
+    char failed_day[11];
+    char failed_first[200];
 };
 
 /* One merchant and currency to settle. */
@@ -35,7 +42,8 @@ struct run {
     target_t *targets;
     int ntargets, next;
     int created, skipped, failed;
-    json_t *statements; /* created statement objects */
+    char first_failure[200]; /* "merchant currency (step): error" */
+    json_t *statements;      /* created statement objects */
     run_done_cb done;
     void *data;
     /* the statement in progress */
@@ -76,6 +84,9 @@ static void one_failed(run_t *r, int status, const char *step)
     r->failed++;
     pc_log_error("settlement.failed", "%s %s %s (%s): %s; running the day again retries it",
                  t->merchant_id, t->currency, r->date, step, pc_strerror(status));
+    if (!r->first_failure[0])
+        snprintf(r->first_failure, sizeof r->first_failure, "%s %s (%s): %s", t->merchant_id,
+                 t->currency, step, pc_strerror(status));
     run_next(r);
 }
 
@@ -374,6 +385,10 @@ static void run_next(run_t *r)
     r->next++;
     if (pc_db_begin(r->app->db, NULL, begun_cb, r) < 0) {
         r->failed++;
+        if (!r->first_failure[0])
+            snprintf(r->first_failure, sizeof r->first_failure,
+                     "%s %s: no database transaction could be begun",
+                     r->targets[r->next - 1].merchant_id, r->targets[r->next - 1].currency);
         run_next(r);
     }
 }
@@ -383,6 +398,8 @@ static void targets_cb(void *data, int status, pc_db_res_t *res)
     run_t *r = data;
     if (status) {
         r->failed = -1;
+        snprintf(r->first_failure, sizeof r->first_failure,
+                 "the merchants to settle could not be read: %s", pc_strerror(status));
         r->done(r);
         return;
     }
@@ -446,8 +463,16 @@ static void job_done(run_t *r)
 {
     pc_settlement_t *st = r->data;
     st->running = 0;
-    if (r->failed == 0)
+    if (r->failed == 0) {
         snprintf(st->settled_day, sizeof st->settled_day, "%s", r->date);
+        st->failed_runs = 0;
+    } else {
+        st->failed_runs++;
+        st->failed_count = r->failed;
+        snprintf(st->failed_day, sizeof st->failed_day, "%s", r->date);
+        snprintf(st->failed_first, sizeof st->failed_first, "%s",
+                 r->first_failure[0] ? r->first_failure : "?");
+    }
     if (r->created || r->failed)
         pc_log_info("settlement.day", "%s: %d statements, %d already settled, %d failed", r->date,
                     r->created, r->skipped, r->failed);
@@ -590,6 +615,15 @@ pc_settlement_t *pc_settlement_new(pc_app_t *app)
     pc_router_add(app->admin, "GET", "/admin/settlements", admin_list, app);
     pc_router_add(app->admin, "GET", "/admin/settlements/{statement_no}", admin_get, app);
     return st;
+}
+
+int pc_settlement_failing(const pc_settlement_t *st, char day[11], char *first, size_t firstlen)
+{
+    if (!st || st->failed_runs < PC_SETTLEMENT_FAILING_RUNS)
+        return 0;
+    snprintf(day, 11, "%s", st->failed_day);
+    snprintf(first, firstlen, "%s", st->failed_first);
+    return st->failed_count;
 }
 
 void pc_settlement_start(pc_settlement_t *st)

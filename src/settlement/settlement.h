@@ -18,7 +18,9 @@
  * Runs: a timer on every node (settlement.poll_ms) settles the current UTC
  * day once it is past settlement.hour_utc (when settlement.auto is on); ops
  * run any past day or today with POST /admin/settlements/run {"date"}
- * (`payctl settlement run DATE`). Statements: GET /admin/settlements?
+ * (`payctl settlement run DATE`). A job that keeps failing raises the
+ * SETTLEMENT_FAILING alert (pc_settlement_failing, monitor/alerts.c).
+ * Statements: GET /admin/settlements?
  * merchant_id=&date= and GET /admin/settlements/{statement_no} (with items).
  *
  * Needs store/db, ledger, api/app.h. */
@@ -37,5 +39,17 @@ void pc_settlement_start(pc_settlement_t *st);
 void pc_settlement_stop(pc_settlement_t *st);
 /* Frees it; call after the loop has stopped. */
 void pc_settlement_free(pc_settlement_t *st);
+
+/* Runs of the daily job in a row that must fail before it counts as failing
+ * (each run retries what the previous could not write, settlement.poll_ms
+ * later: a lock or a deadline that passes is not a page). */
+#define PC_SETTLEMENT_FAILING_RUNS 3
+
+/* When the job's last PC_SETTLEMENT_FAILING_RUNS runs on this node all
+ * failed: the number of statements the last one could not write (-1: it
+ * could not read which merchants to settle), with its business day and its
+ * first failure ("merchant currency (step): error") written to day and
+ * first. 0 otherwise. */
+int pc_settlement_failing(const pc_settlement_t *st, char day[11], char *first, size_t firstlen);
 
 #endif

@@ -504,6 +504,54 @@ static void test_daily_job_settles_once_on_any_node(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A statement the job cannot write run after run (here a trigger refuses
+ * the merchant's, as a database error would) pages ops: SETTLEMENT_FAILING,
+ * naming the merchant, until a run settles the day. Before, only a log line
+ * said so, and the merchant's money stayed pending. */
+static void test_settlement_that_keeps_failing_raises_an_alert_until_settled(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant(0, 100);
+    char tn[40];
+    paid_trade(&m, 5000, tn);
+    free(pc_t_sql(&g_stack,
+                  "CREATE FUNCTION pc_t_refuse_statement() RETURNS trigger LANGUAGE plpgsql AS "
+                  "$$ BEGIN IF NEW.merchant_id = '%s' THEN RAISE EXCEPTION 'refused by the "
+                  "test'; END IF; RETURN NEW; END $$",
+                  m.id));
+    free(pc_t_sql(&g_stack, "CREATE TRIGGER pc_t_refuse_statement BEFORE INSERT ON settlements "
+                            "FOR EACH ROW EXECUTE FUNCTION pc_t_refuse_statement()"));
+    pc_stack_env(&g_stack, "PAYCORE_SETTLEMENT_AUTO", "true");
+    pc_stack_env(&g_stack, "PAYCORE_SETTLEMENT_HOUR_UTC", "0");
+    pc_stack_env(&g_stack, "PAYCORE_SETTLEMENT_POLL_MS", "100");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "100");
+    pc_stack_start_node(&g_stack, 1);
+    assert_true(pc_t_sql_wait(&g_stack, "ACTIVE", 15,
+                              "SELECT status FROM alerts WHERE kind = '%s' ORDER BY alert_id "
+                              "DESC LIMIT 1",
+                              "SETTLEMENT_FAILING"));
+    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/alerts", NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "SETTLEMENT_FAILING"));
+    char want[160];
+    snprintf(want, sizeof want, "first: %s CNY", m.id);
+    if (!strstr(r.body, want))
+        fail_msg("expected \"%s\" in %s", want, r.body);
+    pc_t_resp_free(&r);
+    assert_int_equal(mbal(&m, "available"), 0);
+
+    /* The cause gone, the next run settles the day and the alert clears. */
+    free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_statement ON settlements"));
+    free(pc_t_sql(&g_stack, "DROP FUNCTION pc_t_refuse_statement()"));
+    assert_true(pc_t_sql_wait(&g_stack, "RESOLVED", 15,
+                              "SELECT status FROM alerts WHERE kind = '%s' ORDER BY alert_id "
+                              "DESC LIMIT 1",
+                              "SETTLEMENT_FAILING"));
+    assert_int_equal(mbal(&m, "available"), 5000 - 50);
+    pc_stack_stop_node(&g_stack, 1, SIGTERM);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -517,6 +565,8 @@ int main(void)
                                refresh_today),
         cmocka_unit_test_setup(test_credit_during_a_statement_is_not_lost, refresh_today),
         cmocka_unit_test_setup(test_daily_job_settles_once_on_any_node, refresh_today),
+        cmocka_unit_test_setup(test_settlement_that_keeps_failing_raises_an_alert_until_settled,
+                               refresh_today),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
