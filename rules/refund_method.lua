@@ -13,6 +13,9 @@
 --
 -- ctx (filled by paycore before the call; amounts in minor units, integers):
 --   ctx.now                        current time, Unix seconds
+--   ctx.currency                   ISO 4217 code of both amounts ("CNY"; a
+--                                  figure compared with an amount must be
+--                                  one of this currency's, as in risk.lua)
 --   ctx.refund.amount              the part of the refund that goes back through
 --                                  the channel (balance and coupon parts are
 --                                  returned by paycore itself; a refund with no

@@ -66,12 +66,18 @@
 
 -- Amount thresholds, in minor units of the payment's currency: 500000 is
 -- CNY 5,000.00. A minor unit is worth very different amounts in different
--- currencies (KRW and JPY have no decimals; IDR 5,000.00 is about CNY 2), so
--- a currency listed here has figures of its own, about the same value;
--- any other uses DEFAULT's. Product staff: add a currency with the three
+-- currencies (KRW and JPY have no decimals, KWD has three; USD 5,000.00 is
+-- about CNY 36,000, IDR 5,000.00 about CNY 2), so a currency listed here has
+-- figures of its own, about the same value; any other uses DEFAULT's (CNY). Product staff: add a currency with the three
 -- figures, and an example in tests/risk.json.
 local THRESHOLDS = {
   DEFAULT = { large = 500000,      very_large = 2000000,     daily = 5000000 },
+  USD     = { large = 70000,       very_large = 280000,      daily = 700000 },
+  EUR     = { large = 65000,       very_large = 260000,      daily = 650000 },
+  GBP     = { large = 55000,       very_large = 220000,      daily = 550000 },
+  HKD     = { large = 540000,      very_large = 2160000,     daily = 5400000 },
+  KWD     = { large = 215000,      very_large = 860000,      daily = 2150000 },
+  INR     = { large = 5800000,     very_large = 23200000,    daily = 58000000 },
   JPY     = { large = 100000,      very_large = 400000,      daily = 1000000 },
   KRW     = { large = 1000000,     very_large = 4000000,     daily = 10000000 },
   IDR     = { large = 1100000000,  very_large = 4400000000,  daily = 11000000000 },

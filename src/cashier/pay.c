@@ -903,9 +903,10 @@ static void bind_buyer_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     card_fingerprint(app, b->pan, b->card_fp, sizeof b->card_fp);
-    /* Bind at the best channel that offers quick pay. */
+    /* Bind at the best channel that offers quick pay, in whatever currency
+     * it takes: tokenizing moves no money. */
     const pc_channel_t *match[8];
-    size_t n = pc_channels_match(app->channels, PC_METHOD_QUICK_PAY, "CNY", 1, match, 8);
+    size_t n = pc_channels_match(app->channels, PC_METHOD_QUICK_PAY, NULL, 0, match, 8);
     const pc_channel_t *best = NULL;
     for (size_t i = 0; i < n && i < 8; i++)
         if (!best || match[i]->weight > best->weight)

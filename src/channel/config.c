@@ -502,6 +502,8 @@ bool pc_channel_accepts(const pc_channel_t *ch, pc_pay_method_t method, const ch
 {
     if ((unsigned)method >= PC_METHOD_COUNT || !(ch->methods & (1u << method)))
         return false;
+    if (!currency)
+        return true;
     const pc_channel_amounts_t *a = pc_channel_amounts(ch, currency);
     return a && amount >= a->min_amount && amount <= a->max_amount;
 }

@@ -133,7 +133,9 @@ typedef struct {
 int pc_channel_parse(const char *label, const char *expected_id, const char *text, size_t len,
                      pc_channel_t *out, json_t *errors);
 
-/* True when the channel takes this method type / currency / amount. */
+/* True when the channel takes this method type / currency / amount; with
+ * currency NULL, the method type in any currency (binding a card, which moves
+ * no money). */
 bool pc_channel_accepts(const pc_channel_t *ch, pc_pay_method_t method, const char *currency,
                         int64_t amount);
 bool pc_channel_supports_refund(const pc_channel_t *ch, pc_refund_way_t way);
@@ -237,7 +239,8 @@ int pc_channels_override(const pc_channels_t *chs, const char *id);
 bool pc_channels_effective_enabled(const pc_channels_t *chs, const char *id);
 
 /* Fills out (up to max) with the effectively enabled channels of the serving
- * set that accept this method, currency and amount, sorted by id; returns how
+ * set that accept this method, currency and amount (pc_channel_accepts:
+ * currency NULL for the method in any currency), sorted by id; returns how
  * many matched (which may exceed max). Pointers are borrowed like
  * pc_channels_current. */
 size_t pc_channels_match(const pc_channels_t *chs, pc_pay_method_t method, const char *currency,

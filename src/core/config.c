@@ -79,8 +79,9 @@ static const opt_def_t opts[] = {
      "most one bound card may pay in 24 h"},
     {"limits.by_currency", OPT_STR, "PAYCORE_LIMITS_BY_CURRENCY", "{}", 0, 8192, 1,
      "the limits of a currency whose minor unit is worth another amount, e.g. {\"KRW\": "
-     "{\"buyer_daily\": 700000000, \"buyer_monthly\": 7000000000, \"card_daily\": 280000000}} "
-     "(any of the three; the others are the figures above)"},
+     "{\"buyer_daily\": 10000000, \"buyer_monthly\": 100000000, \"card_daily\": 4000000}} "
+     "(any of the three; the others are the figures above; config/paycore.example.json has "
+     "ten currencies)"},
     {"cashier.demo_challenges", OPT_BOOL, "PAYCORE_DEMO_CHALLENGES", "true", 0, 0, 0,
      "keep challenge codes readable at GET /admin/challenges/{id} (only with demo on)"},
     {"http.public_url", OPT_STR, "PAYCORE_PUBLIC_URL", "", 0, 512, 0,
@@ -154,7 +155,8 @@ static const opt_def_t opts[] = {
     {"settlement.poll_ms", OPT_INT, "PAYCORE_SETTLEMENT_POLL_MS", "60000", 50, 3600000, 0,
      "how often the settlement job checks whether the day is due"},
     {"payout.channel", OPT_STR, "PAYCORE_PAYOUT_CHANNEL", "", 0, 32, 0,
-     "channel for payouts (empty: first enabled channel with PAYOUT among its refund methods)"},
+     "channel for payouts, when on and taking the currency (else, or empty: the first enabled "
+     "channel with PAYOUT among its refund methods that takes it)"},
     {"payout.poll_ms", OPT_INT, "PAYCORE_PAYOUT_POLL_MS", "500", 20, 60000, 0,
      "how often unsent and unanswered payouts are looked for"},
     {"payout.first_query_ms", OPT_INT, "PAYCORE_PAYOUT_FIRST_QUERY_MS", "10000", 10, 3600000, 0,

@@ -716,22 +716,23 @@ static void accept_begin_cb(void *data, int status, pc_db_tx_t *tx)
 }
 
 /* The channel that pays out this currency: payout.channel when configured,
- * else the first enabled channel (by id) that lists PAYOUT among its refund
- * methods and takes the currency. Returns 0 or PC_ENOTFOUND. */
+ * switched on and taking the currency; else the first enabled channel (by
+ * id) that lists PAYOUT among its refund methods and takes it (before, a
+ * configured channel without the currency refused every payout in it).
+ * Returns 0 or PC_ENOTFOUND. */
 static int choose_channel(pc_app_t *app, const char *currency, char out[33])
 {
     const char *want = pc_config_str(app->cfg, "payout.channel");
     const pc_channel_set_t *set = pc_channels_current(app->channels);
     size_t n = set ? pc_channel_set_count(set) : 0;
-    for (size_t i = 0; i < n; i++) {
-        const pc_channel_t *ch = pc_channel_set_at(set, i);
-        if (want[0] && strcmp(want, ch->id) != 0)
-            continue;
-        if (!pc_channels_effective_enabled(app->channels, ch->id) ||
-            (!want[0] && !pc_channel_supports_refund(ch, PC_REFUND_PAYOUT)))
-            continue;
-        for (size_t c = 0; c < ch->ncurrencies; c++) {
-            if (!strcmp(ch->currencies[c], currency)) {
+    for (int pass = want[0] ? 0 : 1; pass < 2; pass++) {
+        for (size_t i = 0; i < n; i++) {
+            const pc_channel_t *ch = pc_channel_set_at(set, i);
+            if (pass == 0 ? strcmp(want, ch->id) != 0
+                          : !pc_channel_supports_refund(ch, PC_REFUND_PAYOUT))
+                continue;
+            if (pc_channels_effective_enabled(app->channels, ch->id) &&
+                pc_channel_amounts(ch, currency)) {
                 snprintf(out, 33, "%s", ch->id);
                 return 0;
             }

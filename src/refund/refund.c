@@ -762,6 +762,16 @@ static void flagged_by_runner_cb(void *data, int status, pc_db_res_t *res)
     run_free(x);
 }
 
+/* After its last scheduled query, a refund no query could finish is flagged
+ * for ops once (GET /admin/needs-ops, the REPAIR_EXHAUSTED alert), whatever
+ * kept it from finishing, as payments and payouts are; it is still queried,
+ * and its final answer takes the flag away. why: a static string. */
+static void flag_if_exhausted(run_t *x, const char *why)
+{
+    if (x->query_attempts >= x->rf->nschedule)
+        pc_repair_flag(x->rf->app, "refund", x->r.refund_no, why);
+}
+
 static void applied_cb(void *data, int status, const pc__refund_t *r)
 {
     run_t *x = data;
@@ -772,9 +782,11 @@ static void applied_cb(void *data, int status, const pc__refund_t *r)
                     "refund %s is %s; the channel's answer no longer applies (recon will show "
                     "any difference)",
                     x->r.refund_no, r->status);
-    } else if (status && status != PC_ENOTFOUND)
+    } else if (status && status != PC_ENOTFOUND) {
         pc_log_warn("refund.apply_failed", "refund %s: %s; the status query will apply it",
                     x->r.refund_no, pc_strerror(status));
+        flag_if_exhausted(x, "has a final answer from its channel that could not be applied");
+    }
     run_free(x);
 }
 
@@ -928,6 +940,9 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
          * back with the merchant) while the query was out. */
         pc_log_info("refund.resend", "refund %s unknown at %s: sent again if still in flight",
                     x->r.refund_no, x->r.channel_id);
+        /* Sent again after every query, and never taken: a channel that
+         * loses the request each time. */
+        flag_if_exhausted(x, "is unknown at its channel however often it is sent");
         const char *p[] = {x->r.refund_no};
         if (pc_db_query(x->rf->app->db,
                         "SELECT " PC__REFUND_COLUMNS " FROM refunds WHERE refund_no = $1 AND "
@@ -946,9 +961,7 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
     /* Flagged for ops once, as payments and payouts are (GET
      * /admin/needs-ops, the REPAIR_EXHAUSTED alert); still queried, and the
      * flag goes with its final answer. */
-    if (x->query_attempts >= x->rf->nschedule)
-        pc_repair_flag(x->rf->app, "refund", x->r.refund_no,
-                       "has no final answer from its channel");
+    flag_if_exhausted(x, "has no final answer from its channel");
     run_free(x);
 }
 
@@ -985,6 +998,7 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
         if (rc < 0) {
             pc_log_warn("refund.query_failed", "refund %s at %s: %s", x->r.refund_no,
                         x->r.channel_id, pc_strerror(rc));
+            flag_if_exhausted(x, "could not be queried at its channel");
             run_free(x);
         }
     }
@@ -1078,6 +1092,7 @@ static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
             .type = "ERROR",
             .external = pc_db_val_i64(res, i, "external_amount"),
             .payment_external = pc_db_val_i64(res, i, "external_amount"),
+            .currency = pc_db_val(res, i, "currency"),
             .payment_method = pc_db_val(res, i, "method_type"),
             .channel_id = pc_db_val(res, i, "channel_id"),
             .paid_at = pc_db_val_i64(res, i, "paid_at"),
@@ -1222,14 +1237,14 @@ const char *pc__refund_method(pc_app_t *app, const pc__method_ctx_t *m, char ver
         if (pc_channel_supports_refund(ch, (pc_refund_way_t)w))
             json_array_append_new(ways, json_string(pc_refund_way_name((pc_refund_way_t)w)));
     json_t *ctx = json_pack(
-        "{s:I,s:{s:I,s:s,s:b},s:{s:I,s:s,s:s,s:I},s:{s:o,s:I,s:b,s:b},s:b}", "now",
-        (json_int_t)time(NULL), "refund", "amount", (json_int_t)m->external, "type", m->type,
-        "partial", m->external < m->payment_external, "payment", "amount",
-        (json_int_t)m->payment_external, "method", m->payment_method ? m->payment_method : "",
-        "channel_id", m->channel_id ? m->channel_id : "", "paid_at", (json_int_t)m->paid_at,
-        "channel", "refund_methods", ways, "refund_window_days",
-        (json_int_t)(ch ? ch->refund.window_days : 0), "partial_refund",
-        ch ? (int)ch->refund.partial : 0, "enabled",
+        "{s:I,s:s,s:{s:I,s:s,s:b},s:{s:I,s:s,s:s,s:I},s:{s:o,s:I,s:b,s:b},s:b}", "now",
+        (json_int_t)time(NULL), "currency", m->currency ? m->currency : "", "refund", "amount",
+        (json_int_t)m->external, "type", m->type, "partial", m->external < m->payment_external,
+        "payment", "amount", (json_int_t)m->payment_external, "method",
+        m->payment_method ? m->payment_method : "", "channel_id",
+        m->channel_id ? m->channel_id : "", "paid_at", (json_int_t)m->paid_at, "channel",
+        "refund_methods", ways, "refund_window_days", (json_int_t)(ch ? ch->refund.window_days : 0),
+        "partial_refund", ch ? (int)ch->refund.partial : 0, "enabled",
         ch ? (int)pc_channels_effective_enabled(app->channels, ch->id) : 0, "payee_available",
         m->payee_available);
     pc_rule_result_t r;

@@ -198,6 +198,7 @@ typedef struct {
     const char *type;         /* "NORMAL" | "ERROR" */
     int64_t external;         /* the part that goes back through a channel */
     int64_t payment_external; /* what the buyer paid through the channel */
+    const char *currency;     /* of both amounts */
     const char *payment_method, *channel_id;
     long long paid_at; /* Unix seconds */
     int payee_available;

@@ -33,7 +33,7 @@ static int setup(void **state)
     /* Above the buyer's: a card's limit is tested on its own. */
     pc_stack_env(&g_stack, "PAYCORE_LIMIT_CARD_DAILY", "6000000");
     /* EUR has figures of its own (test_a_currency_has_limits_of_its_own). */
-    pc_stack_env(&g_stack, "PAYCORE_LIMITS_BY_CURRENCY", "{\"EUR\": {\"buyer_daily\": 100000}}");
+    pc_stack_env(&g_stack, "PAYCORE_LIMITS_BY_CURRENCY", "{\"EUR\": {\"buyer_daily\": 50000}}");
     /* A short claim, so that a pay outlasting it takes seconds, not minutes. */
     pc_stack_env(&g_stack, "PAYCORE_IDEMPOTENCY_LOCK_MS", "1500");
     pc_stack_start_paysim(&g_stack);
@@ -1405,19 +1405,20 @@ static void test_a_currency_has_limits_of_its_own(void **state)
     (void)state;
     char buyer[32], tn[40];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-    /* EUR: 1,000.00 a day (its own figure). */
-    new_trade_in("INSTANT", 150000, "EUR", buyer, tn);
+    /* EUR: 500.00 a day (its own figure). Amounts stay under risk.lua's
+     * LARGE_AMOUNT figures of the currency (EUR 650, USD 700). */
+    new_trade_in("INSTANT", 60000, "EUR", buyer, tn);
     pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_int_equal(r.status, 422);
     assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
     pc_t_resp_free(&r);
-    new_trade_in("INSTANT", 90000, "EUR", buyer, tn);
+    new_trade_in("INSTANT", 40000, "EUR", buyer, tn);
     r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
-    /* USD: the one figure (40,000.00 here). */
-    new_trade_in("INSTANT", 150000, "USD", buyer, tn);
+    /* USD: the one figure (40,000.00 here), not EUR's. */
+    new_trade_in("INSTANT", 60000, "USD", buyer, tn);
     r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");

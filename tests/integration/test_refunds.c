@@ -567,6 +567,36 @@ static void test_refund_without_answer_after_every_query_is_flagged_until_final(
                               "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno));
 }
 
+/* A channel that loses every refund request (no answer, nothing happens)
+ * and answers each status query "not found": the refund is sent again after
+ * every query, and after the last scheduled one it is flagged for ops like
+ * one without an answer. Before, it was sent again forever and nobody was
+ * told. Once the channel takes it, it succeeds and the flag goes. */
+static void test_refund_the_channel_loses_every_time_is_flagged(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], out[64], f[200];
+    paid_trade_for(&g_m, "INSTANT", 2000, NULL, tn, NULL);
+    const char *ch = paid_channel(tn);
+    snprintf(f, sizeof f,
+             "{\"channel_id\":\"%s\",\"reset\":true,\"timeout_rate\":10000,\"hang_ms\":100}", ch);
+    sim_faults(f);
+    snprintf(out, sizeof out, "RLOST-%s", tn);
+    refund_ok(tn, out, 500, NULL, rno);
+    expect_refund(rno, "PROCESSING");
+    assert_true(pc_t_sql_wait(&g_stack, "t", 20,
+                              "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+    assert_true(pc_t_needs_ops_listed(&g_stack, "refund", rno) > 0);
+    expect_refund(rno, "PROCESSING");
+    /* The channel takes it at the next sending: done, the flag gone. */
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"reset\":true}", ch);
+    sim_faults(f);
+    expect_refund(rno, "SUCCESS");
+    assert_true(pc_t_sql_wait(&g_stack, "f", 10,
+                              "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* The same refund, whose channel ops reach by other means: it paid. Ops
  * record it, and the refund is done as if the channel had said so (before,
  * nothing ops could do finished it). */
@@ -1260,6 +1290,7 @@ int main(void)
         cmocka_unit_test_teardown(test_refund_paid_with_another_sum_is_flagged, after_each),
         cmocka_unit_test_teardown(
             test_refund_without_answer_after_every_query_is_flagged_until_final, after_each),
+        cmocka_unit_test_teardown(test_refund_the_channel_loses_every_time_is_flagged, after_each),
         cmocka_unit_test_teardown(test_ops_record_the_success_of_a_refund_no_query_could_finish,
                                   after_each),
         cmocka_unit_test_teardown(test_multi_part_payment_refunds_external_then_balance_then_coupon,

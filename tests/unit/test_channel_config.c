@@ -258,6 +258,11 @@ static void test_fee_rounds_half_up_and_adds_fixed(void **state)
     assert_false(pc_channel_accepts(&ch, PC_METHOD_CARD, "CNY", 99));
     assert_false(pc_channel_accepts(&ch, PC_METHOD_CARD, "EUR", 1000));
     assert_false(pc_channel_accepts(&ch, PC_METHOD_VA, "CNY", 1000));
+    /* Any currency and amount: binding a card (before, the binder asked for
+     * CNY 0.01, and a channel without CNY or with a higher minimum could not
+     * bind a card at all). */
+    assert_true(pc_channel_accepts(&ch, PC_METHOD_QUICK_PAY, NULL, 0));
+    assert_false(pc_channel_accepts(&ch, PC_METHOD_VA, NULL, 0));
 }
 
 /* A channel that takes CNY and JPY: a JPY minor unit is worth about a

@@ -101,6 +101,10 @@ static void test_example_file_loads(void **state)
         fail_msg("%s", err);
     assert_int_equal(pc_config_int(cfg, "http.port"), 8080);
     assert_string_equal(pc_config_str(cfg, "http.public_url"), "https://pay.example.com");
+    /* Its limits per currency: IDR's are its own, CNY's the base figures. */
+    assert_int_equal(pc_config_limit(cfg, "buyer_daily", "IDR"), 11000000000);
+    assert_int_equal(pc_config_limit(cfg, "card_daily", "KWD"), 860000);
+    assert_int_equal(pc_config_limit(cfg, "buyer_daily", "CNY"), 5000000);
     pc_config_free(cfg);
 }
 

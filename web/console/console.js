@@ -344,7 +344,7 @@
       const f = { reference: input({ placeholder: 'case reference (e.g. email id)', size: 24 }),
         payment_no: input({ placeholder: 'payment_no', size: 24 }),
         amount: input({ placeholder: 'amount (minor units)', size: 14, inputmode: 'numeric' }),
-        currency: input({ placeholder: 'currency', size: 5, value: 'CNY' }),
+        currency: input({ placeholder: "currency (the payment's)", size: 12 }),
         reason_code: input({ placeholder: 'reason code', size: 10 }) };
       const res = el('div');
       box.append(el('div', { class: 'card' }, el('h2', { text: 'Enter an offline chargeback' }),
