@@ -118,6 +118,11 @@ static const opt_def_t opts[] = {
      "how often alert conditions are evaluated"},
     {"alerts.outbox_age_s", OPT_INT, "PAYCORE_ALERTS_OUTBOX_AGE_S", "600", 1, 86400, 0,
      "alert when the oldest undelivered notification is older than this"},
+    {"alerts.error_refund_age_s", OPT_INT, "PAYCORE_ALERTS_ERROR_REFUND_AGE_S", "600", 1, 86400, 0,
+     "a payment held for an error refund longer than this without one raises an alert"},
+    {"alerts.query_overdue_s", OPT_INT, "PAYCORE_ALERTS_QUERY_OVERDUE_S", "300", 1, 86400, 0,
+     "a status query of a payment, payout or refund in flight this long overdue raises an "
+     "alert"},
     {"alerts.ledger_fold_age_s", OPT_INT, "PAYCORE_ALERTS_LEDGER_FOLD_AGE_S", "60", 1, 86400, 0,
      "alert when the oldest queued movement of a hot ledger account is older than this"},
     {"cards.bin_file", OPT_STR, "PAYCORE_CARD_BIN_FILE", "config/card_bins.csv", 0, 1024, 0,

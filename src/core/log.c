@@ -76,3 +76,22 @@ void pc_log_fields(pc_log_level_t level, const char *event, json_t *fields, cons
     }
     json_decref(fields);
 }
+
+int pc_log_due(long long *last_s, long long every_s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    /* Monotonic time is small after boot: a first call always logs. */
+    if (*last_s && (long long)ts.tv_sec - *last_s < every_s)
+        return 0;
+    *last_s = (long long)ts.tv_sec ? (long long)ts.tv_sec : 1;
+    return 1;
+}
+
+void pc_log_claim_failed(long long *last_s, const char *event, const char *what, int status)
+{
+    if (pc_log_due(last_s, 60))
+        pc_log_warn(event,
+                    "%s failed: %s (logged once a minute while it lasts; alert QUERIES_OVERDUE)",
+                    what, pc_strerror(status));
+}

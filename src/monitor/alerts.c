@@ -35,6 +35,8 @@ struct hook_post {
     pc_alerts_t *a;
     char *text;
     char what[160];
+    char alert_id[24]; /* a page (raised, grew): recorded as taken (paged_at) */
+    long long count;
     int attempts;
     uv_timer_t timer;
     hook_post_t *next;
@@ -65,6 +67,16 @@ static void hook_release(hook_post_t *p)
 
 static void hook_send(hook_post_t *p);
 
+/* How long the node that posts a page keeps it to itself: its retries
+ * (alerts.webhook_retry_ms) and two checks more. */
+static int64_t page_hold_ms(const pc_alerts_t *a)
+{
+    int64_t ms = 2 * pc_config_int(a->app->cfg, "alerts.check_ms");
+    for (int i = 0; i < a->nretry; i++)
+        ms += a->retry_ms[i];
+    return ms;
+}
+
 static void hook_retry(uv_timer_t *t)
 {
     hook_send(t->data);
@@ -89,6 +101,16 @@ static void webhook_done(void *data, const pc_http_response_t *resp)
 {
     hook_post_t *p = data;
     if (resp->error == PC_HTTP_OK && resp->status / 100 == 2) {
+        if (p->alert_id[0]) {
+            /* Taken: no node posts it again (unless it grows past count). */
+            char n[24];
+            snprintf(n, sizeof n, "%lld", p->count);
+            const char *q[] = {p->alert_id, n};
+            pc_db_query(p->a->app->db,
+                        "UPDATE alerts SET paged_at = now() WHERE alert_id = $1::bigint AND "
+                        "status = 'ACTIVE' AND last_count <= $2::bigint",
+                        2, q, NULL, NULL);
+        }
         hook_release(p);
         return;
     }
@@ -137,6 +159,10 @@ static void announce(pc_alerts_t *a, const char *event, const char *alert_id, co
     p->a = a;
     p->text = text;
     snprintf(p->what, sizeof p->what, "%s %s %s", event, kind, subject);
+    if (strcmp(event, "alert.resolved") != 0) {
+        snprintf(p->alert_id, sizeof p->alert_id, "%s", alert_id);
+        p->count = count;
+    }
     uv_timer_init(a->app->loop, &p->timer);
     p->timer.data = p;
     p->next = a->posts;
@@ -147,6 +173,11 @@ static void announce(pc_alerts_t *a, const char *event, const char *alert_id, co
 static void raised_cb(void *data, int status, pc_db_res_t *res)
 {
     raise_t *r = data;
+    if (status)
+        pc_log_error("alerts.raise_failed",
+                     "alert %s (%s) could not be recorded: %s; tried again "
+                     "at the next check",
+                     r->kind, r->subject, pc_strerror(status));
     for (int i = 0; status == 0 && i < pc_db_rows(res); i++) {
         /* This node inserted it, or saw it grow first: it tells the world,
          * once per growth. */
@@ -172,9 +203,10 @@ static void raise_alert(pc_alerts_t *a, const char *kind, const char *subject, c
     snprintf(r->subject, sizeof r->subject, "%s", subject);
     snprintf(r->message, sizeof r->message, "%s", msg);
     r->count = count;
-    char n[24];
+    char n[24], hold[24];
     snprintf(n, sizeof n, "%lld", count);
-    const char *p[] = {kind, subject, msg, n};
+    snprintf(hold, sizeof hold, "%lld", (long long)page_hold_ms(a));
+    const char *p[] = {kind, subject, msg, n, hold};
     /* An alert already raised keeps its row, but its message follows the
      * facts: ops reading "1 refund waits" while seven do would be misled.
      * This node's seeing it is recorded (confirmed_at: see resolve_alert).
@@ -185,15 +217,49 @@ static void raise_alert(pc_alerts_t *a, const char *kind, const char *subject, c
             a->app->db,
             "WITH cur AS (SELECT alert_id, last_count FROM alerts WHERE kind = $1 AND subject "
             "= $2 AND status = 'ACTIVE' FOR UPDATE), upd AS (UPDATE alerts t SET message = $3, "
-            "confirmed_at = now(), last_count = $4::bigint FROM cur WHERE t.alert_id = "
+            "confirmed_at = now(), last_count = $4::bigint, paged_at = CASE WHEN cur.last_count "
+            "< $4::bigint THEN NULL ELSE t.paged_at END, page_due_at = CASE WHEN "
+            "cur.last_count < $4::bigint THEN now() + $5::bigint * interval '1 millisecond' "
+            "ELSE t.page_due_at END FROM cur WHERE t.alert_id = "
             "cur.alert_id RETURNING t.alert_id, cur.last_count < $4::bigint AS grew), ins AS "
-            "(INSERT INTO alerts (kind, subject, message, last_count) SELECT $1, $2, $3, "
-            "$4::bigint WHERE NOT EXISTS (SELECT 1 FROM cur) ON "
+            "(INSERT INTO alerts (kind, subject, message, last_count, page_due_at) SELECT $1, "
+            "$2, $3, $4::bigint, now() + $5::bigint * interval '1 millisecond' WHERE NOT EXISTS "
+            "(SELECT 1 FROM cur) ON "
             "CONFLICT (kind, subject) WHERE status = 'ACTIVE' DO NOTHING RETURNING alert_id) "
             "SELECT alert_id::text, 'alert.raised' FROM ins UNION ALL SELECT alert_id::text, "
             "'alert.grew' FROM upd WHERE grew",
-            4, p, raised_cb, r) < 0)
+            5, p, raised_cb, r) < 0)
         free(r);
+}
+
+static void paged_again_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_alerts_t *a = data;
+    for (int i = 0; status == 0 && i < pc_db_rows(res); i++) {
+        pc_log_warn("alerts.page_again",
+                    "alert %s %s was never taken by the ops webhook: posted again",
+                    pc_db_val(res, i, "kind"), pc_db_val(res, i, "subject"));
+        announce(a, "alert.raised", pc_db_val(res, i, "alert_id"), pc_db_val(res, i, "kind"),
+                 pc_db_val(res, i, "subject"), pc_db_val(res, i, "message"),
+                 pc_db_val_i64(res, i, "last_count"));
+    }
+}
+
+/* Standing alerts whose page the webhook never took, once the raising
+ * node's own retries are over (or it stopped): one node posts each again,
+ * with its retries, and so on until the webhook takes it. */
+static void page_again(pc_alerts_t *a)
+{
+    char hold[24];
+    snprintf(hold, sizeof hold, "%lld", (long long)page_hold_ms(a));
+    const char *p[] = {hold};
+    pc_db_query(a->app->db,
+                "UPDATE alerts t SET page_due_at = now() + $1::bigint * interval '1 "
+                "millisecond' WHERE t.alert_id IN (SELECT alert_id FROM alerts WHERE status = "
+                "'ACTIVE' AND paged_at IS NULL AND page_due_at <= now() ORDER BY page_due_at "
+                "LIMIT 10 FOR UPDATE SKIP LOCKED) RETURNING t.alert_id::text AS alert_id, t.kind, "
+                "t.subject, t.message, t.last_count",
+                1, p, paged_again_cb, a);
 }
 
 static void resolved_cb(void *data, int status, pc_db_res_t *res)
@@ -248,11 +314,16 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_alerts_t *a = data;
     if (status) {
-        /* Every alert on database facts is dark while this fails. */
+        /* Every alert on database facts is dark while this fails: the
+         * gauge says so (a dashboard must not show the last good ages). */
         pc_log_error("alerts.check_failed", "reading the alert facts failed: %s",
                      pc_strerror(status));
+        pc_metrics_set("pc_alerts_check_ok", "", 0);
+        pc_metrics_set("pc_outbox_oldest_pending_seconds", "", -1);
+        pc_metrics_set("pc_ledger_oldest_queued_seconds", "", -1);
         return;
     }
+    pc_metrics_set("pc_alerts_check_ok", "", 1);
     long long outbox_age = pc_db_val_i64(res, 0, "outbox_age");
     long long needs_ops = pc_db_val_i64(res, 0, "needs_ops");
     long long recon_open = pc_db_val_i64(res, 0, "recon_open");
@@ -312,6 +383,27 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "could not place): GET /admin/chargebacks/unmatched, then resolve each",
              cb_unmatched);
     set(a, cb_unmatched > 0, "CHARGEBACKS_UNMATCHED", "chargebacks", msg, cb_unmatched);
+    /* Payments the platform must give back (paid twice, or after their trade
+     * closed) whose error refund the sweep has not made: it is not running,
+     * or a payment's refund cannot be written (log refund.error_refund_failed). */
+    long long error_refunds_due = pc_db_val_i64(res, 0, "error_refunds_due");
+    snprintf(msg, sizeof msg,
+             "%lld payment(s) held for an error refund (paid twice, or after the trade closed) "
+             "have none after %lld s: is the refund runner running? log "
+             "refund.error_refund_failed names a payment whose refund cannot be written",
+             error_refunds_due, (long long)pc_config_int(a->app->cfg, "alerts.error_refund_age_s"));
+    set(a, error_refunds_due > 0, "ERROR_REFUNDS_STUCK", "payments", msg, error_refunds_due);
+    /* Status queries of payments, payouts and refunds in flight that are due
+     * and not made: the jobs that make them (and flag for ops what they
+     * cannot finish, REPAIR_EXHAUSTED) are not running or cannot claim. */
+    long long overdue = pc_db_val_i64(res, 0, "query_overdue");
+    long long overdue_limit = pc_config_int(a->app->cfg, "alerts.query_overdue_s");
+    snprintf(msg, sizeof msg,
+             "the oldest due status query of a payment, payout or refund in flight is %lld s "
+             "overdue (limit %lld s): are the repair, payout and refund jobs running? (logs "
+             "repair.claim_failed, payout.claim_failed, refund.claim_failed)",
+             overdue, overdue_limit);
+    set(a, overdue > overdue_limit, "QUERIES_OVERDUE", "status queries", msg, 0);
     /* Queued movements of hot accounts (ledger.h) are folded within a
      * fraction of a second; an old one means the fold job is not running or
      * cannot fold it. Balances stay right meanwhile (readers add the queue). */
@@ -331,6 +423,8 @@ static void check(uv_timer_t *t)
     pc_app_t *app = a->app;
     if (app->shutting_down)
         return;
+    if (pc_config_str(app->cfg, "alerts.webhook_url")[0])
+        page_again(a);
     /* Channels: what routing sees is what ops are told. */
     const pc_channel_set_t *set_ = pc_channels_current(app->channels);
     for (size_t i = 0; set_ && i < pc_channel_set_count(set_); i++) {
@@ -402,6 +496,10 @@ static void check(uv_timer_t *t)
                  day, failing, PC_SETTLEMENT_FAILING_RUNS, first);
     set_alert(a, failing != 0, 1, "SETTLEMENT_FAILING", "settlement", smsg,
               failing > 0 ? failing : 0);
+    char age[24];
+    snprintf(age, sizeof age, "%lld",
+             (long long)pc_config_int(app->cfg, "alerts.error_refund_age_s"));
+    const char *fp[] = {age};
     pc_db_query(
         app->db,
         "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "
@@ -416,7 +514,15 @@ static void check(uv_timer_t *t)
         "count(*) FROM recon_runs WHERE status = 'FAILED' AND (attempts >= 3 OR business_date < "
         "(now() AT TIME ZONE 'UTC')::date - 1)) AS recon_failed, (SELECT count(*) FROM "
         "chargeback_unmatched WHERE resolved_at IS NULL) AS "
-        "cb_unmatched, coalesce((SELECT "
+        "cb_unmatched, (SELECT count(*) FROM payments WHERE needs_error_refund AND status = "
+        "'SUCCESS' AND NOT error_refund_made AND NOT needs_ops AND finished_at < now() - $1::int "
+        "* interval '1 second' AND NOT chargeback_covers_payment(payment_no)) AS "
+        "error_refunds_due, coalesce(extract(epoch FROM now() - "
+        "least((SELECT min(next_query_at) FROM payments WHERE status IN ('PROCESSING', "
+        "'UNKNOWN')), (SELECT min(next_query_at) FROM payouts WHERE status IN ('ACCEPTED', "
+        "'PROCESSING') AND hold_reason IS NULL), (SELECT min(next_query_at) FROM refunds WHERE "
+        "status IN ('ACCEPTED', 'PROCESSING') AND method IN ('API', 'PAYOUT'))))::bigint, 0) "
+        "AS query_overdue, coalesce((SELECT "
         "extract(epoch FROM now() - min(created_at))::bigint FROM "
         "ledger_balance_deltas), 0) AS fold_age, (SELECT count(*) FROM refunds "
         "WHERE " PC_REFUND_WAITING_WHERE ") AS refunds_waiting, (SELECT count(*) FROM payments "
@@ -424,7 +530,7 @@ static void check(uv_timer_t *t)
         "WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'RETURNED')) + (SELECT count(*) "
         "FROM refunds WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'TERMINATED')) AS "
         "contradicted",
-        0, NULL, facts_cb, a);
+        1, fp, facts_cb, a);
 }
 
 static void list_alerts(pc_http_req_t *req, void *data)
@@ -462,7 +568,11 @@ pc_alerts_t *pc_alerts_new(pc_app_t *app)
     pc_metrics_describe("pc_outbox_oldest_pending_seconds", PC_METRIC_GAUGE,
                         "age of the oldest undelivered notification");
     pc_metrics_describe("pc_ledger_oldest_queued_seconds", PC_METRIC_GAUGE,
-                        "age of the oldest queued movement of a hot ledger account");
+                        "age of the oldest queued movement of a hot ledger account (-1: unknown, "
+                        "the alert check failed)");
+    pc_metrics_describe("pc_alerts_check_ok", PC_METRIC_GAUGE,
+                        "1 while this node's last check of the alert facts succeeded; 0: every "
+                        "alert on database facts is dark");
     pc_router_add(app->admin, "GET", "/admin/alerts", list_alerts, a);
     return a;
 }

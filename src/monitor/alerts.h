@@ -3,11 +3,11 @@
  * (channel health, also what rules/route.lua sees as unhealthy), the oldest
  * undelivered notification older than alerts.outbox_age_s, payments the
  * repair job gave up on, rules refused at the last reload, open
- * reconciliation differences. An alert is raised once (a unique index on
- * active alerts: the node that inserts it logs it and POSTs alert.raised to
- * the ops webhook), announced again (alert.grew) when the number of items it
- * is about rises, and resolved when the condition clears (alert.resolved).
- * GET /admin/alerts lists them. */
+ * reconciliation differences, and more (README "Alerts" lists every kind:
+ * status queries overdue, error refunds stuck, settlement failing...). An alert is raised once (a
+ * unique index on active alerts: the node that inserts it logs it and POSTs alert.raised to the ops
+ * webhook), announced again (alert.grew) when the number of items it is about rises, and resolved
+ * when the condition clears (alert.resolved). GET /admin/alerts lists them. */
 #ifndef PC_MONITOR_ALERTS_H
 #define PC_MONITOR_ALERTS_H
 #include "api/app.h"

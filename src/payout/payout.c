@@ -21,6 +21,7 @@ struct pc_payouts {
     char schedule[512]; /* "{2000,5000,…}" as a PostgreSQL int array literal */
     int claiming;
     int in_flight;
+    long long claim_warned_s; /* pc_log_due */
 };
 
 static void count(const char *what)
@@ -1031,8 +1032,11 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_payouts_t *po = data;
     po->claiming = 0;
-    if (status)
+    if (status) {
+        pc_log_claim_failed(&po->claim_warned_s, "payout.claim_failed",
+                            "claiming payouts to send or query", status);
         return;
+    }
     for (int i = 0; i < pc_db_rows(res); i++) {
         const char *no = pc_db_val(res, i, "payout_no");
         if (!strcmp(pc_db_val(res, i, "status"), "ACCEPTED")) {

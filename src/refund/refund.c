@@ -20,6 +20,10 @@
 /* Rows per claim. */
 #define CLAIM_BATCH 50
 #define ERROR_BATCH 20
+/* Payments whose error refund could not be written, remembered by this node
+ * so that its sweep takes them after every other (ERROR_REFUNDS_STUCK tells
+ * ops about them). */
+#define ERROR_SKIP_MAX 64
 
 struct pc_refunds {
     pc_app_t *app;
@@ -29,6 +33,14 @@ struct pc_refunds {
     int nschedule;
     int claiming, creating;
     int in_flight;
+    long long claim_warned_s; /* pc_log_due */
+    /* A batch of error refunds failed: they are made one at a time until a
+     * sweep finds none, and one that fails alone goes behind every other (a
+     * payment whose row cannot be written must not hold every other buyer's
+     * refund); it leaves that place once its refund is made. */
+    int error_single;
+    char error_skip[ERROR_SKIP_MAX][40];
+    int nerror_skip, next_skip; /* next_skip: the entry a new one replaces when full */
 };
 
 /* ---------- the refund row and its JSON ---------- */
@@ -969,8 +981,11 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_refunds_t *rf = data;
     rf->claiming = 0;
-    if (status)
+    if (status) {
+        pc_log_claim_failed(&rf->claim_warned_s, "refund.claim_failed",
+                            "claiming refunds to send or query", status);
         return;
+    }
     for (int i = 0; i < pc_db_rows(res); i++) {
         run_t *x = run_new(rf);
         if (!x)
@@ -1030,7 +1045,9 @@ typedef struct {
     pc_db_tx_t *tx;
     char created[ERROR_BATCH][40];
     int ncreated;
-    int failed;
+    char picked[ERROR_BATCH][40]; /* the payments, in the order of their inserts */
+    int npicked, answered;
+    char error[200]; /* the first insert's failure */
 } mk_t;
 
 static void mk_free(mk_t *m)
@@ -1039,14 +1056,43 @@ static void mk_free(mk_t *m)
     free(m);
 }
 
+static int error_skip_find(const pc_refunds_t *rf, const char *pno)
+{
+    for (int i = 0; i < rf->nerror_skip; i++)
+        if (!strcmp(rf->error_skip[i], pno))
+            return i;
+    return -1;
+}
+
 static void mk_commit_cb(void *data, int status)
 {
     mk_t *m = data;
-    if (status) {
+    pc_refunds_t *rf = m->rf;
+    int skipped = m->npicked == 1 ? error_skip_find(rf, m->picked[0]) : -1;
+    if (status && m->npicked == 1 && rf->error_single) {
+        /* Logged once per payment; it is tried again whenever nothing else
+         * waits. */
+        if (skipped < 0) {
+            pc_log_error("refund.error_refund_failed",
+                         "the error refund of payment %s cannot be created: %s; this node's "
+                         "sweep makes every other first (alert ERROR_REFUNDS_STUCK)",
+                         m->picked[0], m->error[0] ? m->error : pc_strerror(status));
+            snprintf(rf->error_skip[rf->next_skip], 40, "%s", m->picked[0]);
+            rf->next_skip = (rf->next_skip + 1) % ERROR_SKIP_MAX;
+            if (rf->nerror_skip < ERROR_SKIP_MAX)
+                rf->nerror_skip++;
+        }
+    } else if (status) {
         pc_log_error("refund.error_refunds",
-                     "error refunds not created (retried at the next poll): %s",
-                     pc_strerror(status));
+                     "error refunds not created: %s; made one at a time from the next poll",
+                     m->error[0] ? m->error : pc_strerror(status));
+        rf->error_single = 1;
     } else {
+        if (skipped >= 0) {
+            pc_log_info("refund.error_refund_made", "the error refund of payment %s is made now",
+                        m->picked[0]);
+            rf->error_skip[skipped][0] = 0;
+        }
         for (int i = 0; i < m->ncreated; i++)
             pc__refund_dispatch(m->rf, m->created[i]);
     }
@@ -1056,8 +1102,12 @@ static void mk_commit_cb(void *data, int status)
 static void mk_inserted_cb(void *data, int status, pc_db_res_t *res)
 {
     mk_t *m = data;
+    m->answered++;
     if (status) {
-        m->failed = 1;
+        if (!m->error[0])
+            snprintf(m->error, sizeof m->error, "payment %s: %s",
+                     m->answered <= m->npicked ? m->picked[m->answered - 1] : "?",
+                     res && pc_db_errmsg(res)[0] ? pc_db_errmsg(res) : pc_strerror(status));
         return;
     }
     if (pc_db_rows(res) == 1) {
@@ -1081,12 +1131,15 @@ static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
     }
     int n = pc_db_rows(res);
     if (n == 0) {
+        m->rf->error_single = 0; /* nothing left behind a failure */
         pc_db_tx_rollback(m->tx);
         mk_free(m);
         return;
     }
     for (int i = 0; i < n; i++) {
         const char *pno = pc_db_val(res, i, "payment_no");
+        if (m->npicked < ERROR_BATCH)
+            snprintf(m->picked[m->npicked++], 40, "%s", pno);
         const char *card_token = pc_db_val(res, i, "card_token");
         pc__method_ctx_t mc = {
             .type = "ERROR",
@@ -1160,6 +1213,16 @@ static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
         return;
     }
     m->tx = tx;
+    pc_refunds_t *rf = m->rf;
+    char skip[ERROR_SKIP_MAX * 42 + 4], limit[8];
+    size_t off = (size_t)snprintf(skip, sizeof skip, "{");
+    for (int i = 0; i < rf->nerror_skip; i++) /* payment numbers: [A-Za-z0-9] */
+        if (rf->error_skip[i][0])
+            off += (size_t)snprintf(skip + off, sizeof skip - off, "%s\"%s\"", off > 1 ? "," : "",
+                                    rf->error_skip[i]);
+    snprintf(skip + off, sizeof skip - off, "}");
+    snprintf(limit, sizeof limit, "%d", rf->error_single ? 1 : ERROR_BATCH);
+    const char *p[] = {skip, limit};
     if (pc_db_tx_query(
             tx,
             "SELECT p.payment_no, p.trade_no, p.merchant_id, coalesce(p.wallet_owner, "
@@ -1176,9 +1239,9 @@ static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "WHERE p.needs_error_refund AND p.status = 'SUCCESS' AND NOT p.error_refund_made "
             "AND NOT EXISTS (SELECT 1 FROM "
             "refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR') AND NOT "
-            "chargeback_covers_payment(p.payment_no) ORDER BY p.finished_at LIMIT 20 FOR "
-            "UPDATE OF p, tr SKIP LOCKED",
-            0, NULL, mk_rows_cb, m) < 0) {
+            "chargeback_covers_payment(p.payment_no) ORDER BY p.payment_no = ANY ($1::text[]), "
+            "p.finished_at LIMIT $2::int FOR UPDATE OF p, tr SKIP LOCKED",
+            2, p, mk_rows_cb, m) < 0) {
         pc_db_tx_rollback(tx);
         mk_free(m);
     }

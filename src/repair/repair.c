@@ -18,6 +18,7 @@ struct pc_repair {
     long long not_found_after_s;
     int claiming;
     int in_flight;
+    long long claim_warned_s; /* pc_log_due */
 };
 
 typedef struct {
@@ -171,8 +172,11 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_repair_t *r = data;
     r->claiming = 0;
-    if (status)
+    if (status) {
+        pc_log_claim_failed(&r->claim_warned_s, "repair.claim_failed",
+                            "claiming due status queries of payments", status);
         return;
+    }
     for (int i = 0; i < pc_db_rows(res); i++) {
         job_t *j = calloc(1, sizeof *j);
         j->r = r;

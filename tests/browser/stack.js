@@ -36,6 +36,14 @@ async function answers(url) {
   }
 }
 
+async function ready(url) {
+  try {
+    return (await fetch(url)).status === 200;
+  } catch {
+    return false;
+  }
+}
+
 function psql(url, sql) {
   execFileSync('psql', [url, '-v', 'ON_ERROR_STOP=1', '-qc', sql], {
     stdio: ['ignore', 'ignore', 'inherit'],
@@ -117,7 +125,10 @@ async function startStack(opts = {}) {
   const core = child('paycore', [], env, stack.logs.paycore);
   for (let i = 0; ; i++) {
     if (core.exitCode !== null) throw new Error(`paycore exited during start (see ${stack.logs.paycore})`);
-    if ((await answers(`${stack.apiUrl}/healthz`)) && (await answers(`${stack.adminUrl}/console`))) break;
+    // Ready, not only up: the node listens before its database connections
+    // are made, and a first call in between is answered 503 (CI saw the
+    // first merchant refused that way).
+    if ((await ready(`${stack.apiUrl}/readyz`)) && (await answers(`${stack.adminUrl}/console`))) break;
     if (i > 300) throw new Error(`paycore did not come up (see ${stack.logs.paycore})`);
     await sleep(50);
   }

@@ -37,6 +37,7 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_REFUND_QUERY_SCHEDULE_MS", "200,400,800");
     pc_stack_env(&g_stack, "PAYCORE_REFUND_SEND_GRACE_MS", "1000");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_ERROR_REFUND_AGE_S", "2");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
@@ -1395,6 +1396,44 @@ static void test_a_success_after_the_channels_decline_is_not_lost(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payment whose error refund cannot be written (here a constraint refuses
+ * it, as one bad row would) holds back no other: the sweep made batches of
+ * the 20 oldest, all or nothing, so one such payment stopped every buyer's
+ * error refund, and nobody was told. Now the others are made, ops are paged
+ * (ERROR_REFUNDS_STUCK) and the held one is made once the cause is gone. */
+static void test_an_error_refund_that_cannot_be_written_holds_back_no_other(void **state)
+{
+    (void)state;
+    char tn[40], p1[40], tn2[40], p2[40];
+    paid_card_trade(700, tn);
+    snprintf(p1, sizeof p1, "PSTK%d%d", (int)getpid(), ++g_seq);
+    late_success_held_back(tn, p1, 700);
+    /* The oldest in the queue. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET finished_at = now() - interval '1 minute' WHERE "
+                  "payment_no = '%s' RETURNING 1",
+                  p1));
+    paid_card_trade(600, tn2);
+    snprintf(p2, sizeof p2, "PSTK%d%d", (int)getpid(), ++g_seq);
+    second_attempt_row(tn2, p2, 600);
+    assert_int_equal(channel_says("sim_card", p2, "FAILED", 600), 200);
+    expect_payment(p2, "status", "FAILED");
+    assert_int_equal(channel_callback(p2, 600), 200);
+    assert_true(pc_t_sql_wait(&g_stack, "1", 15,
+                              "SELECT count(*) FROM refunds WHERE payment_no = '%s' AND type = "
+                              "'ERROR'",
+                              p2));
+    assert_int_equal(error_refunds_of(p1), 0);
+    assert_true(pc_t_alert_wait(&g_stack, "ERROR_REFUNDS_STUCK", "payments", 1, 15));
+    release_error_refunds();
+    assert_true(pc_t_sql_wait(&g_stack, "1", 15,
+                              "SELECT count(*) FROM refunds WHERE payment_no = '%s' AND type = "
+                              "'ERROR'",
+                              p1));
+    assert_true(pc_t_alert_wait(&g_stack, "ERROR_REFUNDS_STUCK", "payments", 0, 15));
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* A payment held in escrow for its error refund that the buyer disputes at
  * the channel (a chargeback) before the refund is made: the chargeback gives
  * the buyer the money back, so no error refund follows (the buyer would be
@@ -1580,6 +1619,8 @@ int main(void)
         cmocka_unit_test_teardown(test_a_success_after_the_channels_decline_is_not_lost,
                                   after_each),
         cmocka_unit_test_teardown(test_disputed_duplicate_payment_gets_no_error_refund, after_each),
+        cmocka_unit_test_teardown(test_an_error_refund_that_cannot_be_written_holds_back_no_other,
+                                  after_each),
         cmocka_unit_test_teardown(test_paid_after_close_with_a_merchant_coupon_is_error_refunded,
                                   after_each),
         cmocka_unit_test_teardown(test_refund_force_failed_while_queried_is_not_sent_again,

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <libpq-fe.h>
+
 #include "harness.h"
 
 #include <arpa/inet.h>
@@ -129,6 +131,7 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_REPAIR_POLL_MS", "100");
     pc_stack_env(&g_stack, "PAYCORE_REPAIR_NOT_FOUND_AFTER_S", "2");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_QUERY_OVERDUE_S", "2");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_LEDGER_FOLD_AGE_S", "5");
     char hook[96];
     snprintf(hook, sizeof hook, "http://127.0.0.1:%d/hook", g_hook_port);
@@ -330,6 +333,38 @@ static void test_timeout_that_never_happened_fails_and_releases(void **state)
     assert_true(
         wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "WAIT_BUYER_PAY", 1));
     assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* A status query that is due and not made (here its payment's row is held
+ * by another session, which the job's claim skips; a job that stopped or
+ * cannot claim looks the same) pages ops: QUERIES_OVERDUE. Before, nothing
+ * did: the flag for ops (REPAIR_EXHAUSTED) is set by the same job. */
+static void test_a_status_query_not_made_raises_an_alert(void **state)
+{
+    (void)state;
+    card_faults("\"timeout_rate\":1.0,\"hang_ms\":3000");
+    char tn[40];
+    pc_t_resp_t r = trade_and_pay(700, "CARD", fresh_card(), tn);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    pc_t_resp_free(&r);
+    card_faults("\"timeout_rate\":0");
+    char *pno = pc_t_sql(&g_stack, "SELECT payment_no FROM payments WHERE trade_no = '%s'", tn);
+    assert_non_null(pno);
+    PGconn *holder = PQconnectdb(g_stack.db_url);
+    assert_int_equal(PQstatus(holder), CONNECTION_OK);
+    char q[160];
+    snprintf(q, sizeof q, "BEGIN; SELECT 1 FROM payments WHERE payment_no = '%s' FOR UPDATE", pno);
+    PGresult *res = PQexec(holder, q);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    assert_true(pc_t_alert_wait(&g_stack, "QUERIES_OVERDUE", "status queries", 1, 15));
+    /* Released: queried again, failed (the channel never had it), resolved. */
+    res = PQexec(holder, "ROLLBACK");
+    PQclear(res);
+    PQfinish(holder);
+    assert_true(wait_status("SELECT status FROM payments WHERE trade_no = '%s'", tn, "FAILED", 20));
+    assert_true(pc_t_alert_wait(&g_stack, "QUERIES_OVERDUE", "status queries", 0, 15));
+    free(pno);
 }
 
 /* Sets the request timeout of both card channels in the stack's channel
@@ -662,6 +697,39 @@ static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* The ops webhook down past every retry of the node that raised an alert
+ * (it refuses the page 4 times: the first post and its 3 retries here) no
+ * longer loses the page (before, it was given up, and the alert paged nobody
+ * while it stood): once those retries are over, a node posts it again, until
+ * the webhook takes it, which is recorded (paged_at). */
+static void test_a_page_the_webhook_never_took_is_posted_again(void **state)
+{
+    (void)state;
+    pthread_mutex_lock(&g_hook_mu);
+    snprintf(g_hook_refuse_what, sizeof g_hook_refuse_what, "LEDGER_FOLD_LAG");
+    g_hook_refuse = 4;
+    g_hook_refused = 0;
+    g_hook_seen[0] = 0;
+    pthread_mutex_unlock(&g_hook_mu);
+    free(pc_t_sql(&g_stack, "INSERT INTO ledger_balance_deltas (account_id, amount, txn_id, "
+                            "created_at) VALUES ('merchant:ghost2:pending:CNY', 1, 0, now() - "
+                            "interval '10 seconds')"));
+    assert_true(pc_t_alert_wait(&g_stack, "LEDGER_FOLD_LAG", "ledger", 1, 10));
+    assert_true(hook_saw("\"event\":\"alert.raised\",\"kind\":\"LEDGER_FOLD_LAG\"", 15));
+    pthread_mutex_lock(&g_hook_mu);
+    int refused = g_hook_refused;
+    pthread_mutex_unlock(&g_hook_mu);
+    assert_int_equal(refused, 4);
+    assert_true(pc_t_sql_wait(&g_stack, "t", 5,
+                              "SELECT paged_at IS NOT NULL FROM alerts WHERE kind = "
+                              "'%s' AND status = 'ACTIVE'",
+                              "LEDGER_FOLD_LAG"));
+    free(pc_t_sql(&g_stack, "DELETE FROM ledger_balance_deltas WHERE account_id = "
+                            "'merchant:ghost2:pending:CNY'"));
+    assert_true(pc_t_alert_wait(&g_stack, "LEDGER_FOLD_LAG", "ledger", 0, 10));
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* The channel's answer to the last scheduled query cannot be applied (here
  * the capture is refused by a constraint the test adds; in life, the
  * database failing at that moment). Before, the payment stayed PROCESSING
@@ -852,8 +920,10 @@ int main(void)
         cmocka_unit_test(test_no_record_of_a_payment_the_channel_took_is_for_ops),
         cmocka_unit_test(test_success_after_timeout_is_found_by_query),
         cmocka_unit_test(test_timeout_that_never_happened_fails_and_releases),
+        cmocka_unit_test(test_a_status_query_not_made_raises_an_alert),
         cmocka_unit_test(test_failing_channel_raises_alert_and_traffic_moves_then_returns),
         cmocka_unit_test(test_a_ledger_movement_that_cannot_be_folded_raises_an_alert),
+        cmocka_unit_test(test_a_page_the_webhook_never_took_is_posted_again),
         cmocka_unit_test(test_alert_pages_again_when_items_are_added_and_when_resolved),
         cmocka_unit_test(test_alert_of_a_removed_channel_is_resolved),
         cmocka_unit_test(test_an_alert_one_node_still_sees_is_not_resolved_by_another),
