@@ -52,10 +52,18 @@ static void set_rate(const char *merchant_id, const char *channel_id, int64_t bp
 static void rates_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_chargebacks_t *cbs = data;
+    static long long warned_s;
     if (cbs)
         cbs->refreshing = 0;
-    if (status)
+    if (status) {
+        /* The rates risk and payouts read stay as they were meanwhile. */
+        if (pc_log_due(&warned_s, 300))
+            pc_log_warn("chargeback.rates_failed",
+                        "refreshing chargeback rates failed: %s; rates stay as last computed "
+                        "(logged once in 5 minutes while it lasts)",
+                        pc_strerror(status));
         return;
+    }
     for (int i = 0; i < pc_db_rows(res); i++)
         set_rate(pc_db_val(res, i, "merchant_id"), pc_db_val(res, i, "channel_id"),
                  pc_db_val_i64(res, i, "rate_bp"));

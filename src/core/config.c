@@ -123,6 +123,8 @@ static const opt_def_t opts[] = {
     {"alerts.query_overdue_s", OPT_INT, "PAYCORE_ALERTS_QUERY_OVERDUE_S", "300", 1, 86400, 0,
      "a status query of a payment, payout or refund in flight this long overdue raises an "
      "alert"},
+    {"alerts.trade_close_lag_s", OPT_INT, "PAYCORE_ALERTS_TRADE_CLOSE_LAG_S", "300", 1, 86400, 0,
+     "a trade still open this long after its expiry raises an alert"},
     {"alerts.ledger_fold_age_s", OPT_INT, "PAYCORE_ALERTS_LEDGER_FOLD_AGE_S", "60", 1, 86400, 0,
      "alert when the oldest queued movement of a hot ledger account is older than this"},
     {"cards.bin_file", OPT_STR, "PAYCORE_CARD_BIN_FILE", "config/card_bins.csv", 0, 1024, 0,

@@ -310,6 +310,20 @@ static void set(pc_alerts_t *a, int on, const char *kind, const char *subject, c
     set_alert(a, on, 0, kind, subject, msg, count);
 }
 
+/* An alert on an age or a delay in seconds (column col of the facts) over
+ * its limit (config option opt); fmt takes the two, the age first. */
+static void set_over(pc_alerts_t *a, pc_db_res_t *res, const char *col, const char *opt,
+                     const char *kind, const char *subject, const char *fmt)
+    __attribute__((format(printf, 7, 0)));
+static void set_over(pc_alerts_t *a, pc_db_res_t *res, const char *col, const char *opt,
+                     const char *kind, const char *subject, const char *fmt)
+{
+    long long v = pc_db_val_i64(res, 0, col), limit = pc_config_int(a->app->cfg, opt);
+    char msg[320];
+    snprintf(msg, sizeof msg, fmt, v, limit);
+    set(a, v > limit, kind, subject, msg, 0);
+}
+
 static void facts_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_alerts_t *a = data;
@@ -333,11 +347,9 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     long long recon_failed = pc_db_val_i64(res, 0, "recon_failed");
     long long cb_unmatched = pc_db_val_i64(res, 0, "cb_unmatched");
     long long notify_failed = pc_db_val_i64(res, 0, "notify_failed");
-    long long limit = pc_config_int(a->app->cfg, "alerts.outbox_age_s");
     char msg[256];
-    snprintf(msg, sizeof msg, "the oldest undelivered notification is %lld s old (limit %lld s)",
-             outbox_age, limit);
-    set(a, outbox_age > limit, "OUTBOX_AGE", "notifications", msg, 0);
+    set_over(a, res, "outbox_age", "alerts.outbox_age_s", "OUTBOX_AGE", "notifications",
+             "the oldest undelivered notification is %lld s old (limit %lld s)");
     /* A notification that gave up leaves a merchant who never heard of a
      * payment or refund: counted by merchant, so one dead endpoint pages
      * once, not per event. */
@@ -393,26 +405,25 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "refund.error_refund_failed names a payment whose refund cannot be written",
              error_refunds_due, (long long)pc_config_int(a->app->cfg, "alerts.error_refund_age_s"));
     set(a, error_refunds_due > 0, "ERROR_REFUNDS_STUCK", "payments", msg, error_refunds_due);
+    /* Trades past their expiry still open: the sweep that closes them (and
+     * tells the merchant, trade.closed) is not running or cannot. Buyers
+     * cannot pay them (the cashier checks the expiry). */
+    set_over(a, res, "close_lag", "alerts.trade_close_lag_s", "TRADES_NOT_CLOSED", "trades",
+             "the oldest open trade expired %lld s ago and is not closed (limit %lld s): merchants "
+             "are not told trade.closed; is the expiry sweep running? (log trade.sweep)");
     /* Status queries of payments, payouts and refunds in flight that are due
      * and not made: the jobs that make them (and flag for ops what they
      * cannot finish, REPAIR_EXHAUSTED) are not running or cannot claim. */
-    long long overdue = pc_db_val_i64(res, 0, "query_overdue");
-    long long overdue_limit = pc_config_int(a->app->cfg, "alerts.query_overdue_s");
-    snprintf(msg, sizeof msg,
+    set_over(a, res, "query_overdue", "alerts.query_overdue_s", "QUERIES_OVERDUE", "status queries",
              "the oldest due status query of a payment, payout or refund in flight is %lld s "
              "overdue (limit %lld s): are the repair, payout and refund jobs running? (logs "
-             "repair.claim_failed, payout.claim_failed, refund.claim_failed)",
-             overdue, overdue_limit);
-    set(a, overdue > overdue_limit, "QUERIES_OVERDUE", "status queries", msg, 0);
+             "repair.claim_failed, payout.claim_failed, refund.claim_failed)");
     /* Queued movements of hot accounts (ledger.h) are folded within a
      * fraction of a second; an old one means the fold job is not running or
      * cannot fold it. Balances stay right meanwhile (readers add the queue). */
-    long long fold_limit = pc_config_int(a->app->cfg, "alerts.ledger_fold_age_s");
-    snprintf(msg, sizeof msg,
+    set_over(a, res, "fold_age", "alerts.ledger_fold_age_s", "LEDGER_FOLD_LAG", "ledger",
              "the oldest queued ledger movement is %lld s old (limit %lld s): is the fold job "
-             "running?",
-             fold_age, fold_limit);
-    set(a, fold_age > fold_limit, "LEDGER_FOLD_LAG", "ledger", msg, 0);
+             "running?");
     pc_metrics_set("pc_outbox_oldest_pending_seconds", "", outbox_age);
     pc_metrics_set("pc_ledger_oldest_queued_seconds", "", fold_age);
 }
@@ -522,7 +533,8 @@ static void check(uv_timer_t *t)
         "'UNKNOWN')), (SELECT min(next_query_at) FROM payouts WHERE status IN ('ACCEPTED', "
         "'PROCESSING') AND hold_reason IS NULL), (SELECT min(next_query_at) FROM refunds WHERE "
         "status IN ('ACCEPTED', 'PROCESSING') AND method IN ('API', 'PAYOUT'))))::bigint, 0) "
-        "AS query_overdue, coalesce((SELECT "
+        "AS query_overdue, coalesce(extract(epoch FROM now() - (SELECT min(expires_at) FROM "
+        "trades WHERE status = 'WAIT_BUYER_PAY'))::bigint, 0) AS close_lag, coalesce((SELECT "
         "extract(epoch FROM now() - min(created_at))::bigint FROM "
         "ledger_balance_deltas), 0) AS fold_age, (SELECT count(*) FROM refunds "
         "WHERE " PC_REFUND_WAITING_WHERE ") AS refunds_waiting, (SELECT count(*) FROM payments "

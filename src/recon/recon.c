@@ -793,6 +793,11 @@ static void days_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_recon_t *rc = data;
     rc->job_n = rc->job_next = 0;
+    if (status)
+        pc_log_error("recon.job_failed",
+                     "the daily reconciliation job could not read which days to run: %s; tried "
+                     "again at its next poll",
+                     pc_strerror(status));
     int cap = (int)(sizeof rc->job_queue / sizeof rc->job_queue[0]);
     for (int i = 0; !status && i < pc_db_rows(res) && rc->job_n < cap; i++) {
         snprintf(rc->job_queue[rc->job_n].id, sizeof rc->job_queue[0].id, "%s",

@@ -132,6 +132,7 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_REPAIR_NOT_FOUND_AFTER_S", "2");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_QUERY_OVERDUE_S", "2");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_TRADE_CLOSE_LAG_S", "2");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_LEDGER_FOLD_AGE_S", "5");
     char hook[96];
     snprintf(hook, sizeof hook, "http://127.0.0.1:%d/hook", g_hook_port);
@@ -365,6 +366,46 @@ static void test_a_status_query_not_made_raises_an_alert(void **state)
     assert_true(wait_status("SELECT status FROM payments WHERE trade_no = '%s'", tn, "FAILED", 20));
     assert_true(pc_t_alert_wait(&g_stack, "QUERIES_OVERDUE", "status queries", 0, 15));
     free(pno);
+}
+
+/* Expired trades the sweep cannot close (here a trigger refuses closing one,
+ * as a bad row would: the sweep closes them 200 at a time, all or nothing)
+ * stay open, and the merchants are never told trade.closed: ops are paged
+ * (TRADES_NOT_CLOSED). Before, a failed sweep was not even logged. */
+static void test_expired_trades_left_open_raise_an_alert(void **state)
+{
+    (void)state;
+    char buyer[32], body[512], key[64], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"R%d\",\"product\":\"INSTANT\",\"amount\":500,\"currency\":"
+             "\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
+             g_seq, buyer);
+    snprintf(key, sizeof key, "t-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
+    assert_int_equal(r.status, 201);
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    free(pc_t_sql(&g_stack,
+                  "CREATE FUNCTION pc_t_refuse_close() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                  "BEGIN IF NEW.trade_no = '%s' THEN RAISE EXCEPTION 'refused by the test'; END "
+                  "IF; RETURN NEW; END $$",
+                  tn));
+    free(pc_t_sql(&g_stack, "CREATE TRIGGER pc_t_refuse_close BEFORE UPDATE ON trades FOR EACH "
+                            "ROW WHEN (NEW.status = 'TRADE_CLOSED') EXECUTE FUNCTION "
+                            "pc_t_refuse_close()"));
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET expires_at = now() - interval '1 minute' WHERE trade_no = "
+                  "'%s' RETURNING 1",
+                  tn));
+    assert_true(pc_t_alert_wait(&g_stack, "TRADES_NOT_CLOSED", "trades", 1, 15));
+    wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "WAIT_BUYER_PAY", 1);
+    free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_close ON trades"));
+    free(pc_t_sql(&g_stack, "DROP FUNCTION pc_t_refuse_close()"));
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_CLOSED", 10));
+    assert_true(pc_t_alert_wait(&g_stack, "TRADES_NOT_CLOSED", "trades", 0, 15));
 }
 
 /* Sets the request timeout of both card channels in the stack's channel
@@ -921,6 +962,7 @@ int main(void)
         cmocka_unit_test(test_success_after_timeout_is_found_by_query),
         cmocka_unit_test(test_timeout_that_never_happened_fails_and_releases),
         cmocka_unit_test(test_a_status_query_not_made_raises_an_alert),
+        cmocka_unit_test(test_expired_trades_left_open_raise_an_alert),
         cmocka_unit_test(test_failing_channel_raises_alert_and_traffic_moves_then_returns),
         cmocka_unit_test(test_a_ledger_movement_that_cannot_be_folded_raises_an_alert),
         cmocka_unit_test(test_a_page_the_webhook_never_took_is_posted_again),
