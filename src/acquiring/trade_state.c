@@ -601,13 +601,18 @@ static void sweep_commit_cb(void *data, int status)
 
 /* A sweep that cannot run is logged at most once a minute (it runs every
  * poll); TRADES_NOT_CLOSED pages when expired trades stay open. */
-static long long g_sweep_warned_s;
+static long long g_sweep_warned_s[2]; /* [0] close, [1] finish */
+
+static long long *sweep_warned(const sweep_t *s)
+{
+    return &g_sweep_warned_s[strcmp(s->event, "trade.closed") != 0];
+}
 
 static void sweep_rows_cb(void *data, int status, pc_db_res_t *res)
 {
     sweep_t *s = data;
     if (status) {
-        if (pc_log_due(&g_sweep_warned_s, 60))
+        if (pc_log_due(sweep_warned(s), 60))
             pc_log_warn("trade.sweep", "%s sweep failed: %s (logged once a minute while it lasts)",
                         s->event, pc_strerror(status));
         pc_db_tx_rollback(s->tx);
@@ -634,7 +639,7 @@ static void sweep_begin_cb(void *data, int status, pc_db_tx_t *tx)
 {
     sweep_t *s = data;
     if (status) {
-        if (pc_log_due(&g_sweep_warned_s, 60))
+        if (pc_log_due(sweep_warned(s), 60))
             pc_log_warn("trade.sweep",
                         "%s sweep could not begin: %s (logged once a minute while "
                         "it lasts)",

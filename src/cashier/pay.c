@@ -903,13 +903,15 @@ static void bind_buyer_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     card_fingerprint(app, b->pan, b->card_fp, sizeof b->card_fp);
-    /* Bind at the best channel that offers quick pay, in whatever currency
-     * it takes: tokenizing moves no money. */
+    /* Bind at a channel that offers quick pay, in whatever currency it
+     * takes (tokenizing moves no money): the one taking the most currencies
+     * (a card bound there can pay in most of them), then the heaviest. */
     const pc_channel_t *match[8];
     size_t n = pc_channels_match(app->channels, PC_METHOD_QUICK_PAY, NULL, 0, match, 8);
     const pc_channel_t *best = NULL;
     for (size_t i = 0; i < n && i < 8; i++)
-        if (!best || match[i]->weight > best->weight)
+        if (!best || match[i]->ncurrencies > best->ncurrencies ||
+            (match[i]->ncurrencies == best->ncurrencies && match[i]->weight > best->weight))
             best = match[i];
     if (!best) {
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "no channel can bind cards now");

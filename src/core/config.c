@@ -118,6 +118,8 @@ static const opt_def_t opts[] = {
      "how often alert conditions are evaluated"},
     {"alerts.outbox_age_s", OPT_INT, "PAYCORE_ALERTS_OUTBOX_AGE_S", "600", 1, 86400, 0,
      "alert when the oldest undelivered notification is older than this"},
+    {"refund.error_retry_ms", OPT_INT, "PAYCORE_REFUND_ERROR_RETRY_MS", "60000", 100, 86400000, 0,
+     "an error refund the database refused is tried again after this (every other first)"},
     {"alerts.error_refund_age_s", OPT_INT, "PAYCORE_ALERTS_ERROR_REFUND_AGE_S", "600", 1, 86400, 0,
      "a payment held for an error refund longer than this without one raises an alert"},
     {"alerts.query_overdue_s", OPT_INT, "PAYCORE_ALERTS_QUERY_OVERDUE_S", "300", 1, 86400, 0,

@@ -67,8 +67,14 @@ static void hook_release(hook_post_t *p)
 
 static void hook_send(hook_post_t *p);
 
+/* A webhook request's deadline and connect timeout. */
+#define HOOK_TIMEOUT_MS 5000
+#define HOOK_CONNECT_MS 2000
+
 /* How long the node that posts a page keeps it to itself: its retries
- * (alerts.webhook_retry_ms) and two checks more. */
+ * (alerts.webhook_retry_ms) and two checks more; each retry it schedules
+ * keeps it longer if need be (hook_failed: attempts that ran to their
+ * deadline). */
 static int64_t page_hold_ms(const pc_alerts_t *a)
 {
     int64_t ms = 2 * pc_config_int(a->app->cfg, "alerts.check_ms");
@@ -94,6 +100,18 @@ static void hook_failed(hook_post_t *p, const char *why)
     int64_t wait = a->retry_ms[p->attempts - 1];
     pc_log_error("alerts.webhook_failed", "ops webhook: %s for %s; again in %lld ms", why, p->what,
                  (long long)wait);
+    if (p->alert_id[0]) {
+        /* No other node posts it while this one still tries. */
+        char ms[24];
+        snprintf(ms, sizeof ms, "%lld",
+                 (long long)(wait + HOOK_TIMEOUT_MS +
+                             2 * pc_config_int(a->app->cfg, "alerts.check_ms")));
+        const char *q[] = {p->alert_id, ms};
+        pc_db_query(a->app->db,
+                    "UPDATE alerts SET page_due_at = greatest(page_due_at, now() + $2::bigint * "
+                    "interval '1 millisecond') WHERE alert_id = $1::bigint AND paged_at IS NULL",
+                    2, q, NULL, NULL);
+    }
     uv_timer_start(&p->timer, hook_retry, (uint64_t)wait, 0);
 }
 
@@ -129,7 +147,8 @@ static void hook_send(hook_post_t *p)
         return;
     }
     const char *hdrs[] = {"Content-Type: application/json"};
-    pc_http_request_t req = {"POST", url, hdrs, 1, p->text, strlen(p->text), 5000, 2000};
+    pc_http_request_t req = {
+        "POST", url, hdrs, 1, p->text, strlen(p->text), HOOK_TIMEOUT_MS, HOOK_CONNECT_MS};
     int rc = pc_http_client_request(a->http, &req, webhook_done, p);
     if (rc)
         hook_failed(p, pc_strerror(rc));
@@ -236,6 +255,12 @@ static void paged_again_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_alerts_t *a = data;
     for (int i = 0; status == 0 && i < pc_db_rows(res); i++) {
+        /* Still being posted by this node (its retries outran the hold). */
+        int posting = 0;
+        for (hook_post_t *p = a->posts; p && !posting; p = p->next)
+            posting = !strcmp(p->alert_id, pc_db_val(res, i, "alert_id"));
+        if (posting)
+            continue;
         pc_log_warn("alerts.page_again",
                     "alert %s %s was never taken by the ops webhook: posted again",
                     pc_db_val(res, i, "kind"), pc_db_val(res, i, "subject"));
@@ -494,19 +519,19 @@ static void check(uv_timer_t *t)
      * merchants' money stays pending. */
     char day[11] = "", first[200] = "", smsg[320];
     int failing = pc_settlement_failing(app->settlement, day, first, sizeof first);
+    /* Not a count for paging: each node has its own, which would read as a
+     * growth at every check of another node (alert.grew, again and again). */
     if (failing < 0)
         snprintf(smsg, sizeof smsg,
-                 "settlement of %s failed at the last %d runs: %.150s; the merchants' money "
-                 "stays pending",
+                 "settlement of %s failed at the last %d runs: %.120s; merchants' money stays "
+                 "pending",
                  day, PC_SETTLEMENT_FAILING_RUNS, first);
     else
         snprintf(smsg, sizeof smsg,
-                 "settlement of %s: %d statement(s) failed at the last %d runs (first: %.120s); "
-                 "the merchants' money stays pending: log settlement.failed, then POST "
-                 "/admin/settlements/run",
+                 "settlement of %s: %d statement(s) failed %d runs in a row (first: %.80s); "
+                 "money stays pending: log settlement.failed, POST /admin/settlements/run",
                  day, failing, PC_SETTLEMENT_FAILING_RUNS, first);
-    set_alert(a, failing != 0, 1, "SETTLEMENT_FAILING", "settlement", smsg,
-              failing > 0 ? failing : 0);
+    set_alert(a, failing != 0, 1, "SETTLEMENT_FAILING", "settlement", smsg, 0);
     char age[24];
     snprintf(age, sizeof age, "%lld",
              (long long)pc_config_int(app->cfg, "alerts.error_refund_age_s"));

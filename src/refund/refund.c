@@ -20,10 +20,6 @@
 /* Rows per claim. */
 #define CLAIM_BATCH 50
 #define ERROR_BATCH 20
-/* Payments whose error refund could not be written, remembered by this node
- * so that its sweep takes them after every other (ERROR_REFUNDS_STUCK tells
- * ops about them). */
-#define ERROR_SKIP_MAX 64
 
 struct pc_refunds {
     pc_app_t *app;
@@ -35,12 +31,11 @@ struct pc_refunds {
     int in_flight;
     long long claim_warned_s; /* pc_log_due */
     /* A batch of error refunds failed: they are made one at a time until a
-     * sweep finds none, and one that fails alone goes behind every other (a
-     * payment whose row cannot be written must not hold every other buyer's
-     * refund); it leaves that place once its refund is made. */
+     * sweep finds none, and one that fails alone is marked in its row
+     * (error_refund_failed_at): every node takes it after every other, and
+     * not again before refund.error_retry_ms (a payment whose row cannot be
+     * written must not hold every other buyer's refund). */
     int error_single;
-    char error_skip[ERROR_SKIP_MAX][40];
-    int nerror_skip, next_skip; /* next_skip: the entry a new one replaces when full */
 };
 
 /* ---------- the refund row and its JSON ---------- */
@@ -1047,7 +1042,8 @@ typedef struct {
     int ncreated;
     char picked[ERROR_BATCH][40]; /* the payments, in the order of their inserts */
     int npicked, answered;
-    char error[200]; /* the first insert's failure */
+    int failed_before; /* one picked, whose refund could not be written before */
+    char error[200];   /* the first insert's failure */
 } mk_t;
 
 static void mk_free(mk_t *m)
@@ -1056,43 +1052,29 @@ static void mk_free(mk_t *m)
     free(m);
 }
 
-static int error_skip_find(const pc_refunds_t *rf, const char *pno)
-{
-    for (int i = 0; i < rf->nerror_skip; i++)
-        if (!strcmp(rf->error_skip[i], pno))
-            return i;
-    return -1;
-}
-
 static void mk_commit_cb(void *data, int status)
 {
     mk_t *m = data;
     pc_refunds_t *rf = m->rf;
-    int skipped = m->npicked == 1 ? error_skip_find(rf, m->picked[0]) : -1;
     if (status && m->npicked == 1 && rf->error_single) {
-        /* Logged once per payment; it is tried again whenever nothing else
-         * waits. */
-        if (skipped < 0) {
-            pc_log_error("refund.error_refund_failed",
-                         "the error refund of payment %s cannot be created: %s; this node's "
-                         "sweep makes every other first (alert ERROR_REFUNDS_STUCK)",
-                         m->picked[0], m->error[0] ? m->error : pc_strerror(status));
-            snprintf(rf->error_skip[rf->next_skip], 40, "%s", m->picked[0]);
-            rf->next_skip = (rf->next_skip + 1) % ERROR_SKIP_MAX;
-            if (rf->nerror_skip < ERROR_SKIP_MAX)
-                rf->nerror_skip++;
-        }
+        pc_log_error("refund.error_refund_failed",
+                     "the error refund of payment %s cannot be created: %s; every other goes "
+                     "first, and it is tried again in %lld ms (alert ERROR_REFUNDS_STUCK)",
+                     m->picked[0], m->error[0] ? m->error : pc_strerror(status),
+                     (long long)pc_config_int(rf->app->cfg, "refund.error_retry_ms"));
+        const char *p[] = {m->picked[0]};
+        pc_db_query(rf->app->db,
+                    "UPDATE payments SET error_refund_failed_at = now() WHERE payment_no = $1", 1,
+                    p, NULL, NULL);
     } else if (status) {
         pc_log_error("refund.error_refunds",
                      "error refunds not created: %s; made one at a time from the next poll",
                      m->error[0] ? m->error : pc_strerror(status));
         rf->error_single = 1;
     } else {
-        if (skipped >= 0) {
+        if (m->failed_before)
             pc_log_info("refund.error_refund_made", "the error refund of payment %s is made now",
                         m->picked[0]);
-            rf->error_skip[skipped][0] = 0;
-        }
         for (int i = 0; i < m->ncreated; i++)
             pc__refund_dispatch(m->rf, m->created[i]);
     }
@@ -1140,6 +1122,8 @@ static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
         const char *pno = pc_db_val(res, i, "payment_no");
         if (m->npicked < ERROR_BATCH)
             snprintf(m->picked[m->npicked++], 40, "%s", pno);
+        if (n == 1 && pc_db_val(res, i, "failed_before")[0] == 't')
+            m->failed_before = 1;
         const char *card_token = pc_db_val(res, i, "card_token");
         pc__method_ctx_t mc = {
             .type = "ERROR",
@@ -1214,15 +1198,11 @@ static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
     }
     m->tx = tx;
     pc_refunds_t *rf = m->rf;
-    char skip[ERROR_SKIP_MAX * 42 + 4], limit[8];
-    size_t off = (size_t)snprintf(skip, sizeof skip, "{");
-    for (int i = 0; i < rf->nerror_skip; i++) /* payment numbers: [A-Za-z0-9] */
-        if (rf->error_skip[i][0])
-            off += (size_t)snprintf(skip + off, sizeof skip - off, "%s\"%s\"", off > 1 ? "," : "",
-                                    rf->error_skip[i]);
-    snprintf(skip + off, sizeof skip - off, "}");
+    char retry[24], limit[8];
+    snprintf(retry, sizeof retry, "%lld",
+             (long long)pc_config_int(rf->app->cfg, "refund.error_retry_ms"));
     snprintf(limit, sizeof limit, "%d", rf->error_single ? 1 : ERROR_BATCH);
-    const char *p[] = {skip, limit};
+    const char *p[] = {retry, limit};
     if (pc_db_tx_query(
             tx,
             "SELECT p.payment_no, p.trade_no, p.merchant_id, coalesce(p.wallet_owner, "
@@ -1234,13 +1214,15 @@ static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "coalesce((SELECT c.merchant_id FROM coupons c WHERE c.coupon_id = p.coupon_id AND "
             "c.funded_by = 'MERCHANT'), '') AS coupon_funder, coalesce((SELECT "
             "coalesce(t.notify_url, m.notify_url) FROM trades t JOIN merchants m USING "
-            "(merchant_id) WHERE t.trade_no = p.trade_no), '') AS notify_url FROM payments p "
+            "(merchant_id) WHERE t.trade_no = p.trade_no), '') AS notify_url, "
+            "p.error_refund_failed_at IS NOT NULL AS failed_before FROM payments p "
             "JOIN trades tr ON tr.trade_no = p.trade_no "
             "WHERE p.needs_error_refund AND p.status = 'SUCCESS' AND NOT p.error_refund_made "
-            "AND NOT EXISTS (SELECT 1 FROM "
+            "AND (p.error_refund_failed_at IS NULL OR p.error_refund_failed_at < now() - "
+            "$1::bigint * interval '1 millisecond') AND NOT EXISTS (SELECT 1 FROM "
             "refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR') AND NOT "
-            "chargeback_covers_payment(p.payment_no) ORDER BY p.payment_no = ANY ($1::text[]), "
-            "p.finished_at LIMIT $2::int FOR UPDATE OF p, tr SKIP LOCKED",
+            "chargeback_covers_payment(p.payment_no) ORDER BY p.error_refund_failed_at NULLS "
+            "FIRST, p.finished_at LIMIT $2::int FOR UPDATE OF p, tr SKIP LOCKED",
             2, p, mk_rows_cb, m) < 0) {
         pc_db_tx_rollback(tx);
         mk_free(m);

@@ -500,6 +500,11 @@ static void job_tick(uv_timer_t *t)
 static void admin_run_done(run_t *r)
 {
     pc_http_req_t *req = r->data;
+    /* Ops ran the failing day again (as SETTLEMENT_FAILING says) and it
+     * settled: the alert goes now, not at the job's next run. */
+    pc_settlement_t *st = r->app->settlement;
+    if (st && r->failed == 0 && st->failed_runs && !strcmp(r->date, st->failed_day))
+        st->failed_runs = 0;
     if (r->failed < 0) {
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
     } else {

@@ -38,6 +38,7 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_REFUND_SEND_GRACE_MS", "1000");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_ERROR_REFUND_AGE_S", "2");
+    pc_stack_env(&g_stack, "PAYCORE_REFUND_ERROR_RETRY_MS", "1000");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);

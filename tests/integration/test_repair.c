@@ -182,10 +182,13 @@ static void sim(const char *body)
 }
 
 /* Creates a trade and pays it; returns the pay answer. */
-static pc_t_resp_t trade_and_pay(long amount, const char *method, const char *extra, char *tn)
+/* A new open trade of amount for a new buyer (into buyer when not NULL). */
+static void open_trade_for(long amount, char *tn, char *buyer_out)
 {
     char buyer[32];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    if (buyer_out)
+        snprintf(buyer_out, 32, "%s", buyer);
     char body[1024], key[64];
     g_seq++;
     snprintf(
@@ -198,6 +201,18 @@ static pc_t_resp_t trade_and_pay(long amount, const char *method, const char *ex
     assert_int_equal(r.status, 201);
     snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
     pc_t_resp_free(&r);
+}
+
+static void open_trade(long amount, char *tn)
+{
+    open_trade_for(amount, tn, NULL);
+}
+
+static pc_t_resp_t trade_and_pay(long amount, const char *method, const char *extra, char *tn)
+{
+    char buyer[32];
+    open_trade_for(amount, tn, buyer);
+    char body[1024], key[64];
     snprintf(body, sizeof body,
              "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"%s\",\"client\":{\"ip\":"
              "\"10.1.%d.%d\"}%s%s}",
@@ -343,29 +358,41 @@ static void test_timeout_that_never_happened_fails_and_releases(void **state)
 static void test_a_status_query_not_made_raises_an_alert(void **state)
 {
     (void)state;
-    card_faults("\"timeout_rate\":1.0,\"hang_ms\":3000");
-    char tn[40];
-    pc_t_resp_t r = trade_and_pay(700, "CARD", fresh_card(), tn);
-    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
-    pc_t_resp_free(&r);
-    card_faults("\"timeout_rate\":0");
-    char *pno = pc_t_sql(&g_stack, "SELECT payment_no FROM payments WHERE trade_no = '%s'", tn);
-    assert_non_null(pno);
+    /* A card payment in flight (as a timed-out one is), not due for an hour. */
+    char tn[40], pno[48];
+    open_trade(700, tn);
+    snprintf(pno, sizeof pno, "PQOD%d%d", (int)getpid(), g_seq);
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO payments (payment_no, trade_no, merchant_id, status, amount, "
+                  "currency, method_type, external_amount, channel_id, attempt, sent_at, "
+                  "next_query_at) VALUES ('%s', '%s', '%s', 'PROCESSING', 700, 'CNY', 'CARD', "
+                  "700, 'sim_card', 1, now(), now() + interval '1 hour') RETURNING 1",
+                  pno, tn, g_m.id));
+    /* Held by another session in a mode the job's claim (FOR UPDATE SKIP
+     * LOCKED) skips, and an update of its time does not wait for: due. */
     PGconn *holder = PQconnectdb(g_stack.db_url);
     assert_int_equal(PQstatus(holder), CONNECTION_OK);
     char q[160];
-    snprintf(q, sizeof q, "BEGIN; SELECT 1 FROM payments WHERE payment_no = '%s' FOR UPDATE", pno);
+    snprintf(q, sizeof q, "BEGIN; SELECT 1 FROM payments WHERE payment_no = '%s' FOR KEY SHARE",
+             pno);
     PGresult *res = PQexec(holder, q);
     assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
     PQclear(res);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET next_query_at = now() - interval '1 minute' WHERE "
+                  "payment_no = '%s' RETURNING 1",
+                  pno));
     assert_true(pc_t_alert_wait(&g_stack, "QUERIES_OVERDUE", "status queries", 1, 15));
-    /* Released: queried again, failed (the channel never had it), resolved. */
+    assert_true(
+        wait_status("SELECT status FROM payments WHERE payment_no = '%s'", pno, "PROCESSING", 1));
+    /* Released: queried, failed (the channel never had it), resolved. */
     res = PQexec(holder, "ROLLBACK");
     PQclear(res);
     PQfinish(holder);
-    assert_true(wait_status("SELECT status FROM payments WHERE trade_no = '%s'", tn, "FAILED", 20));
+    assert_true(
+        wait_status("SELECT status FROM payments WHERE payment_no = '%s'", pno, "FAILED", 20));
     assert_true(pc_t_alert_wait(&g_stack, "QUERIES_OVERDUE", "status queries", 0, 15));
-    free(pno);
+    assert_true(pc_t_ledger_ok(&g_stack));
 }
 
 /* Expired trades the sweep cannot close (here a trigger refuses closing one,
@@ -375,18 +402,8 @@ static void test_a_status_query_not_made_raises_an_alert(void **state)
 static void test_expired_trades_left_open_raise_an_alert(void **state)
 {
     (void)state;
-    char buyer[32], body[512], key[64], tn[40];
-    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-    g_seq++;
-    snprintf(body, sizeof body,
-             "{\"out_trade_no\":\"R%d\",\"product\":\"INSTANT\",\"amount\":500,\"currency\":"
-             "\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
-             g_seq, buyer);
-    snprintf(key, sizeof key, "t-%d", g_seq);
-    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
-    assert_int_equal(r.status, 201);
-    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
-    pc_t_resp_free(&r);
+    char tn[40];
+    open_trade(500, tn);
     free(pc_t_sql(&g_stack,
                   "CREATE FUNCTION pc_t_refuse_close() RETURNS trigger LANGUAGE plpgsql AS $$ "
                   "BEGIN IF NEW.trade_no = '%s' THEN RAISE EXCEPTION 'refused by the test'; END "
