@@ -339,18 +339,14 @@ static void parse_by_currency(problems_t *p, const json_t *v, pc_channel_t *ch)
             problem(p, "by_currency.%s must be an object", code);
             continue;
         }
-        pc_channel_t *scratch = calloc(1, sizeof *scratch);
-        if (!scratch) {
-            problem(p, "out of memory");
-            return;
-        }
-        parse_fields(p, prefix, entry, currency_fields, scratch);
+        pc_channel_t scratch;
+        memset(&scratch, 0, sizeof scratch);
+        parse_fields(p, prefix, entry, currency_fields, &scratch);
         pc_channel_amounts_t *a = &ch->amounts[i];
-        a->min_amount = or_default(scratch->min_amount, a->min_amount);
-        a->max_amount = or_default(scratch->max_amount, a->max_amount);
-        a->fee_rate_bp = or_default(scratch->fee.rate_bp, a->fee_rate_bp);
-        a->fee_fixed = or_default(scratch->fee.fixed, a->fee_fixed);
-        free(scratch);
+        a->min_amount = or_default(scratch.min_amount, a->min_amount);
+        a->max_amount = or_default(scratch.max_amount, a->max_amount);
+        a->fee_rate_bp = or_default(scratch.fee.rate_bp, a->fee_rate_bp);
+        a->fee_fixed = or_default(scratch.fee.fixed, a->fee_fixed);
         if (a->max_amount < a->min_amount)
             problem(p, "by_currency.%s: max_amount (%lld) must be ≥ min_amount (%lld)", code,
                     (long long)a->max_amount, (long long)a->min_amount);

@@ -107,6 +107,8 @@ static const opt_def_t opts[] = {
     {"refund.query_schedule_ms", OPT_STR, "PAYCORE_REFUND_QUERY_SCHEDULE_MS",
      "2000,5000,15000,60000,300000,900000,1800000,3600000", 0, 1000, 0,
      "status queries of refunds at their channel: delays between attempts (ms; the last repeats)"},
+    {"refund.error_retry_ms", OPT_INT, "PAYCORE_REFUND_ERROR_RETRY_MS", "60000", 100, 86400000, 0,
+     "an error refund the database refused is tried again after this (every other first)"},
     {"refund.send_grace_ms", OPT_INT, "PAYCORE_REFUND_SEND_GRACE_MS", "5000", 100, 3600000, 0,
      "an accepted refund its node has not sent after this long is sent by any node's runner"},
     {"alerts.webhook_url", OPT_STR, "PAYCORE_ALERTS_WEBHOOK_URL", "", 0, 512, 0,
@@ -118,8 +120,6 @@ static const opt_def_t opts[] = {
      "how often alert conditions are evaluated"},
     {"alerts.outbox_age_s", OPT_INT, "PAYCORE_ALERTS_OUTBOX_AGE_S", "600", 1, 86400, 0,
      "alert when the oldest undelivered notification is older than this"},
-    {"refund.error_retry_ms", OPT_INT, "PAYCORE_REFUND_ERROR_RETRY_MS", "60000", 100, 86400000, 0,
-     "an error refund the database refused is tried again after this (every other first)"},
     {"alerts.error_refund_age_s", OPT_INT, "PAYCORE_ALERTS_ERROR_REFUND_AGE_S", "600", 1, 86400, 0,
      "a payment held for an error refund longer than this without one raises an alert"},
     {"alerts.query_overdue_s", OPT_INT, "PAYCORE_ALERTS_QUERY_OVERDUE_S", "300", 1, 86400, 0,
@@ -211,6 +211,7 @@ struct pc_config {
     opt_val_t v[NOPTS];
     currency_limits_t limits[MAX_LIMIT_CURRENCIES];
     int nlimits;
+    int limit_opt[NLIMITS]; /* index of limits.<name> in v, resolved at load */
 };
 
 static int find_opt(const char *name)
@@ -348,6 +349,11 @@ static int refuse_demo_secrets(const pc_config_t *cfg, char *err, size_t errlen)
  * with N in minor units of CUR, 0..10^15. */
 static int parse_limits(pc_config_t *cfg, char *err, size_t errlen)
 {
+    for (size_t k = 0; k < NLIMITS; k++) {
+        char opt[48];
+        snprintf(opt, sizeof opt, "limits.%s", limit_names[k]);
+        cfg->limit_opt[k] = find_opt(opt);
+    }
     const char *text = cfg->v[find_opt("limits.by_currency")].s;
     json_error_t jerr;
     json_t *root = json_loads(text, 0, &jerr);
@@ -407,9 +413,7 @@ int64_t pc_config_limit(const pc_config_t *cfg, const char *name, const char *cu
     for (int i = 0; k < NLIMITS && currency && i < cfg->nlimits; i++)
         if (!strcmp(cfg->limits[i].currency, currency) && cfg->limits[i].set[k])
             return cfg->limits[i].value[k];
-    char opt[48];
-    snprintf(opt, sizeof opt, "limits.%s", name);
-    return pc_config_int(cfg, opt);
+    return k < NLIMITS ? cfg->v[cfg->limit_opt[k]].i : pc_config_int(cfg, name);
 }
 
 pc_config_t *pc_config_load(const char *path, char *err, size_t errlen)

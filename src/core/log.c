@@ -87,11 +87,3 @@ int pc_log_due(long long *last_s, long long every_s)
     *last_s = (long long)ts.tv_sec ? (long long)ts.tv_sec : 1;
     return 1;
 }
-
-void pc_log_claim_failed(long long *last_s, const char *event, const char *what, int status)
-{
-    if (pc_log_due(last_s, 60))
-        pc_log_warn(event,
-                    "%s failed: %s (logged once a minute while it lasts; alert QUERIES_OVERDUE)",
-                    what, pc_strerror(status));
-}

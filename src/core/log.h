@@ -24,9 +24,6 @@ void pc_log_fields(pc_log_level_t level, const char *event, json_t *fields, cons
  * set to now) when every_s seconds have passed since *last_s, else 0. Start
  * *last_s at 0. */
 int pc_log_due(long long *last_s, long long every_s);
-/* A job's claim of due work failed with status: warns "<what> failed: ...",
- * at most once a minute (*last_s as for pc_log_due). */
-void pc_log_claim_failed(long long *last_s, const char *event, const char *what, int status);
 
 #define pc_log_debug(ev, ...) pc_log(PC_LOG_DEBUG, ev, __VA_ARGS__)
 #define pc_log_info(ev, ...) pc_log(PC_LOG_INFO, ev, __VA_ARGS__)

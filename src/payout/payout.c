@@ -1033,8 +1033,8 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
     pc_payouts_t *po = data;
     po->claiming = 0;
     if (status) {
-        pc_log_claim_failed(&po->claim_warned_s, "payout.claim_failed",
-                            "claiming payouts to send or query", status);
+        pc_repair_claim_failed(&po->claim_warned_s, "payout.claim_failed",
+                               "claiming payouts to send or query", status);
         return;
     }
     for (int i = 0; i < pc_db_rows(res); i++) {

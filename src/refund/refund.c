@@ -977,8 +977,8 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
     pc_refunds_t *rf = data;
     rf->claiming = 0;
     if (status) {
-        pc_log_claim_failed(&rf->claim_warned_s, "refund.claim_failed",
-                            "claiming refunds to send or query", status);
+        pc_repair_claim_failed(&rf->claim_warned_s, "refund.claim_failed",
+                               "claiming refunds to send or query", status);
         return;
     }
     for (int i = 0; i < pc_db_rows(res); i++) {

@@ -98,6 +98,14 @@ void pc_repair_flag(pc_app_t *app, const char *kind, const char *no, const char 
         free(f);
 }
 
+void pc_repair_claim_failed(long long *last_s, const char *event, const char *what, int status)
+{
+    if (pc_log_due(last_s, 60))
+        pc_log_warn(event,
+                    "%s failed: %s (logged once a minute while it lasts; alert QUERIES_OVERDUE)",
+                    what, pc_strerror(status));
+}
+
 static void flag_for_ops(job_t *j, const char *why)
 {
     pc_repair_flag(j->r->app, "payment", j->payment_no, why);
@@ -173,8 +181,8 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
     pc_repair_t *r = data;
     r->claiming = 0;
     if (status) {
-        pc_log_claim_failed(&r->claim_warned_s, "repair.claim_failed",
-                            "claiming due status queries of payments", status);
+        pc_repair_claim_failed(&r->claim_warned_s, "repair.claim_failed",
+                               "claiming due status queries of payments", status);
         return;
     }
     for (int i = 0; i < pc_db_rows(res); i++) {

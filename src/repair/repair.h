@@ -23,6 +23,11 @@ pc_repair_t *pc_repair_new(pc_app_t *app);
  * the schedule's last pace, so a late answer, or one that failed to apply
  * for a passing cause, still closes it. */
 void pc_repair_flag(pc_app_t *app, const char *kind, const char *no, const char *why);
+
+/* A status-query runner's claim of due items (payments here, payouts,
+ * refunds) failed with status: warns "<what> failed: ..." at most once a
+ * minute (*last_s: pc_log_due); QUERIES_OVERDUE pages while it lasts. */
+void pc_repair_claim_failed(long long *last_s, const char *event, const char *what, int status);
 void pc_repair_start(pc_repair_t *r);
 /* Stops the timer (in-flight queries finish on their own). */
 void pc_repair_stop(pc_repair_t *r);

@@ -1372,28 +1372,32 @@ static void test_card_daily_limit_counts_every_payer(void **state)
     pc_t_resp_free(&r);
 }
 
+/* A new trade of amount in currency for buyer, paid by a fresh card: the
+ * answer must have HTTP status http and, when want is not NULL, want as its
+ * status (200) or error code (otherwise). */
+static void card_pay_in(long amount, const char *currency, const char *buyer, long http,
+                        const char *want)
+{
+    char tn[40];
+    new_trade_in("INSTANT", amount, currency, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    assert_int_equal(r.status, http);
+    if (want)
+        assert_string_equal(http == 200 ? pc_t_jstr(&r, "status") : pc_t_errcode(&r), want);
+    pc_t_resp_free(&r);
+}
+
 /* Limits are per currency: a buyer who spent most of the day's limit in
  * CNY can still pay in USD, and the CNY limit still holds. Before, the sums
  * added minor units of every currency together (a cent and a yen alike). */
 static void test_limits_count_each_currency_on_its_own(void **state)
 {
     (void)state;
-    char buyer[32], tn[40];
+    char buyer[32];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-    new_trade("INSTANT", 3500000, buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
-    assert_int_equal(r.status, 200);
-    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
-    pc_t_resp_free(&r);
-    new_trade_in("INSTANT", 600000, "USD", buyer, tn);
-    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
-    assert_int_equal(r.status, 200);
-    pc_t_resp_free(&r);
-    new_trade("INSTANT", 600000, buyer, tn);
-    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
-    assert_int_equal(r.status, 422);
-    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
-    pc_t_resp_free(&r);
+    card_pay_in(3500000, "CNY", buyer, 200, "REVIEW");
+    card_pay_in(600000, "USD", buyer, 200, NULL);
+    card_pay_in(600000, "CNY", buyer, 422, "LIMIT_EXCEEDED");
 }
 
 /* A currency whose minor unit is worth another amount has figures of its
@@ -1403,26 +1407,14 @@ static void test_limits_count_each_currency_on_its_own(void **state)
 static void test_a_currency_has_limits_of_its_own(void **state)
 {
     (void)state;
-    char buyer[32], tn[40];
+    char buyer[32];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     /* EUR: 500.00 a day (its own figure). Amounts stay under risk.lua's
      * LARGE_AMOUNT figures of the currency (EUR 650, USD 700). */
-    new_trade_in("INSTANT", 60000, "EUR", buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
-    assert_int_equal(r.status, 422);
-    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
-    pc_t_resp_free(&r);
-    new_trade_in("INSTANT", 40000, "EUR", buyer, tn);
-    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
-    assert_int_equal(r.status, 200);
-    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
-    pc_t_resp_free(&r);
+    card_pay_in(60000, "EUR", buyer, 422, "LIMIT_EXCEEDED");
+    card_pay_in(40000, "EUR", buyer, 200, "SUCCESS");
     /* USD: the one figure (40,000.00 here), not EUR's. */
-    new_trade_in("INSTANT", 60000, "USD", buyer, tn);
-    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
-    assert_int_equal(r.status, 200);
-    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
-    pc_t_resp_free(&r);
+    card_pay_in(60000, "USD", buyer, 200, "SUCCESS");
 }
 
 static void test_limit_exceeded(void **state)

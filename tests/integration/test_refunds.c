@@ -540,6 +540,30 @@ static void fail_held_refund(const char *rno)
     pc_t_resp_free(&r);
 }
 
+/* A refund of amount in flight at its channel: a trade of g_m paid by card,
+ * the faults (JSON members) set on its channel, the refund PROCESSING. Its
+ * trade into tn, its number into rno; returns the channel (static). */
+static const char *refund_in_flight(const char *faults, const char *prefix, long amount, char *tn,
+                                    char *rno)
+{
+    char out[64], f[200];
+    paid_trade_for(&g_m, "INSTANT", 2000, NULL, tn, NULL);
+    const char *ch = paid_channel(tn);
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",%s}", ch, faults);
+    sim_faults(f);
+    snprintf(out, sizeof out, "%s-%s", prefix, tn);
+    refund_ok(tn, out, amount, NULL, rno);
+    expect_refund(rno, "PROCESSING");
+    return ch;
+}
+
+/* Whether refund rno comes to have needs_ops = want ("t" or "f") in secs. */
+static int refund_flagged(const char *rno, const char *want, double secs)
+{
+    return pc_t_sql_wait(&g_stack, want, secs,
+                         "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno);
+}
+
 /* A refund its channel never answers for, after the last scheduled query:
  * flagged for ops like a payment or payout (listed, alerted), still queried;
  * its final answer takes the flag away. Before, it was only logged, on
@@ -547,15 +571,9 @@ static void fail_held_refund(const char *rno)
 static void test_refund_without_answer_after_every_query_is_flagged_until_final(void **state)
 {
     (void)state;
-    char tn[40], rno[40], out[64], f[160];
-    paid_trade_for(&g_m, "INSTANT", 2000, NULL, tn, NULL);
-    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"refund_delay_ms\":-1}", paid_channel(tn));
-    sim_faults(f);
-    snprintf(out, sizeof out, "RNOANS-%s", tn);
-    refund_ok(tn, out, 700, NULL, rno);
-    expect_refund(rno, "PROCESSING");
-    assert_true(pc_t_sql_wait(&g_stack, "t", 15,
-                              "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+    char tn[40], rno[40];
+    refund_in_flight("\"refund_delay_ms\":-1", "RNOANS", 700, tn, rno);
+    assert_true(refund_flagged(rno, "t", 15));
     assert_true(pc_t_needs_ops_listed(&g_stack, "refund", rno) > 0);
     assert_true(pc_t_alert_wait(&g_stack, "REPAIR_EXHAUSTED", "payments", 1, 15));
     /* Still in flight: not for ops to close (409). */
@@ -563,8 +581,7 @@ static void test_refund_without_answer_after_every_query_is_flagged_until_final(
                      409);
     fail_held_refund(rno);
     expect_refund(rno, "FAILED");
-    assert_true(pc_t_sql_wait(&g_stack, "f", 10,
-                              "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+    assert_true(refund_flagged(rno, "f", 10));
 }
 
 /* A channel that loses every refund request (no answer, nothing happens)
@@ -575,25 +592,17 @@ static void test_refund_without_answer_after_every_query_is_flagged_until_final(
 static void test_refund_the_channel_loses_every_time_is_flagged(void **state)
 {
     (void)state;
-    char tn[40], rno[40], out[64], f[200];
-    paid_trade_for(&g_m, "INSTANT", 2000, NULL, tn, NULL);
-    const char *ch = paid_channel(tn);
-    snprintf(f, sizeof f,
-             "{\"channel_id\":\"%s\",\"reset\":true,\"timeout_rate\":10000,\"hang_ms\":100}", ch);
-    sim_faults(f);
-    snprintf(out, sizeof out, "RLOST-%s", tn);
-    refund_ok(tn, out, 500, NULL, rno);
-    expect_refund(rno, "PROCESSING");
-    assert_true(pc_t_sql_wait(&g_stack, "t", 20,
-                              "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+    char tn[40], rno[40], f[200];
+    const char *ch = refund_in_flight("\"reset\":true,\"timeout_rate\":10000,\"hang_ms\":100",
+                                      "RLOST", 500, tn, rno);
+    assert_true(refund_flagged(rno, "t", 20));
     assert_true(pc_t_needs_ops_listed(&g_stack, "refund", rno) > 0);
     expect_refund(rno, "PROCESSING");
     /* The channel takes it at the next sending: done, the flag gone. */
     snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"reset\":true}", ch);
     sim_faults(f);
     expect_refund(rno, "SUCCESS");
-    assert_true(pc_t_sql_wait(&g_stack, "f", 10,
-                              "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+    assert_true(refund_flagged(rno, "f", 10));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -603,15 +612,9 @@ static void test_refund_the_channel_loses_every_time_is_flagged(void **state)
 static void test_ops_record_the_success_of_a_refund_no_query_could_finish(void **state)
 {
     (void)state;
-    char tn[40], rno[40], out[64], f[160];
-    paid_trade_for(&g_m, "INSTANT", 2000, NULL, tn, NULL);
-    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"refund_delay_ms\":-1}", paid_channel(tn));
-    sim_faults(f);
-    snprintf(out, sizeof out, "ROPS-%s", tn);
-    refund_ok(tn, out, 600, NULL, rno);
-    expect_refund(rno, "PROCESSING");
-    assert_true(pc_t_sql_wait(&g_stack, "t", 15,
-                              "SELECT needs_ops FROM refunds WHERE refund_no = '%s'", rno));
+    char tn[40], rno[40];
+    refund_in_flight("\"refund_delay_ms\":-1", "ROPS", 600, tn, rno);
+    assert_true(refund_flagged(rno, "t", 15));
     assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "refund", rno,
                                             "{\"why\":\"channel portal shows it paid\","
                                             "\"outcome\":\"SUCCESS\"}"),

@@ -885,6 +885,14 @@ static long long error_refunds_of(const char *pno)
         &g_stack, "SELECT count(*) FROM refunds WHERE payment_no = '%s' AND type = 'ERROR'", pno);
 }
 
+/* Whether payment pno comes to have its error refund within secs. */
+static int error_refund_made_within(const char *pno, double secs)
+{
+    return pc_t_sql_wait(&g_stack, "1", secs,
+                         "SELECT count(*) FROM refunds WHERE payment_no = '%s' AND type = 'ERROR'",
+                         pno);
+}
+
 static void wait_error_refund(const char *pno, const char *status, char *rno)
 {
     char *no = NULL;
@@ -1420,17 +1428,11 @@ static void test_an_error_refund_that_cannot_be_written_holds_back_no_other(void
     assert_int_equal(channel_says("sim_card", p2, "FAILED", 600), 200);
     expect_payment(p2, "status", "FAILED");
     assert_int_equal(channel_callback(p2, 600), 200);
-    assert_true(pc_t_sql_wait(&g_stack, "1", 15,
-                              "SELECT count(*) FROM refunds WHERE payment_no = '%s' AND type = "
-                              "'ERROR'",
-                              p2));
+    assert_true(error_refund_made_within(p2, 15));
     assert_int_equal(error_refunds_of(p1), 0);
     assert_true(pc_t_alert_wait(&g_stack, "ERROR_REFUNDS_STUCK", "payments", 1, 15));
     release_error_refunds();
-    assert_true(pc_t_sql_wait(&g_stack, "1", 15,
-                              "SELECT count(*) FROM refunds WHERE payment_no = '%s' AND type = "
-                              "'ERROR'",
-                              p1));
+    assert_true(error_refund_made_within(p1, 15));
     assert_true(pc_t_alert_wait(&g_stack, "ERROR_REFUNDS_STUCK", "payments", 0, 15));
     assert_true(pc_t_ledger_ok(&g_stack));
 }

@@ -720,6 +720,38 @@ static void test_alert_pages_again_when_items_are_added_and_when_resolved(void *
     assert_true(hook_saw("\"event\":\"alert.resolved\",\"kind\":\"CHARGEBACKS_UNMATCHED\"", 5));
 }
 
+/* The receiver answers 503 to the next n pages about what (and counts them). */
+static void refuse_pages(const char *what, int n)
+{
+    pthread_mutex_lock(&g_hook_mu);
+    snprintf(g_hook_refuse_what, sizeof g_hook_refuse_what, "%s", what);
+    g_hook_refuse = n;
+    g_hook_refused = 0;
+    pthread_mutex_unlock(&g_hook_mu);
+}
+
+static int pages_refused(void)
+{
+    pthread_mutex_lock(&g_hook_mu);
+    int n = g_hook_refused;
+    pthread_mutex_unlock(&g_hook_mu);
+    return n;
+}
+
+/* Queues (add) or removes a movement of account, an account that does not
+ * exist, queued 10 s ago: what a stuck fold job leaves. */
+static void ghost_delta(const char *account, int add)
+{
+    if (add)
+        free(pc_t_sql(&g_stack,
+                      "INSERT INTO ledger_balance_deltas (account_id, amount, txn_id, created_at) "
+                      "VALUES ('%s', 1, 0, now() - interval '10 seconds')",
+                      account));
+    else
+        free(pc_t_sql(&g_stack, "DELETE FROM ledger_balance_deltas WHERE account_id = '%s'",
+                      account));
+}
+
 static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **state)
 {
     (void)state;
@@ -728,20 +760,11 @@ static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **
      * queued; ops hear of it once it is older than the limit (5 s here).
      * The ops webhook refuses the page twice: it is posted again until taken
      * (before, a page the webhook did not take was lost). */
-    pthread_mutex_lock(&g_hook_mu);
-    snprintf(g_hook_refuse_what, sizeof g_hook_refuse_what, "LEDGER_FOLD_LAG");
-    g_hook_refuse = 2;
-    g_hook_refused = 0;
-    pthread_mutex_unlock(&g_hook_mu);
-    free(pc_t_sql(&g_stack, "INSERT INTO ledger_balance_deltas (account_id, amount, txn_id, "
-                            "created_at) VALUES ('merchant:ghost:pending:CNY', 1, 0, now() - "
-                            "interval '10 seconds')"));
+    refuse_pages("LEDGER_FOLD_LAG", 2);
+    ghost_delta("merchant:ghost:pending:CNY", 1);
     assert_true(pc_t_alert_wait(&g_stack, "LEDGER_FOLD_LAG", "ledger", 1, 10));
     assert_true(hook_saw("\"event\":\"alert.raised\",\"kind\":\"LEDGER_FOLD_LAG\"", 5));
-    pthread_mutex_lock(&g_hook_mu);
-    int refused = g_hook_refused;
-    pthread_mutex_unlock(&g_hook_mu);
-    assert_int_equal(refused, 2);
+    assert_int_equal(pages_refused(), 2);
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM ledger_balance_deltas WHERE "
                                             "account_id = 'merchant:ghost:pending:CNY'"),
                      1);
@@ -749,8 +772,7 @@ static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **
     assert_non_null(strstr(r.body, "\"ok\":false"));
     pc_t_resp_free(&r);
     /* Gone, the alert resolves and the ledger is whole again. */
-    free(pc_t_sql(&g_stack, "DELETE FROM ledger_balance_deltas WHERE account_id = "
-                            "'merchant:ghost:pending:CNY'"));
+    ghost_delta("merchant:ghost:pending:CNY", 0);
     assert_true(pc_t_alert_wait(&g_stack, "LEDGER_FOLD_LAG", "ledger", 0, 10));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
@@ -764,26 +786,18 @@ static void test_a_page_the_webhook_never_took_is_posted_again(void **state)
 {
     (void)state;
     pthread_mutex_lock(&g_hook_mu);
-    snprintf(g_hook_refuse_what, sizeof g_hook_refuse_what, "LEDGER_FOLD_LAG");
-    g_hook_refuse = 4;
-    g_hook_refused = 0;
     g_hook_seen[0] = 0;
     pthread_mutex_unlock(&g_hook_mu);
-    free(pc_t_sql(&g_stack, "INSERT INTO ledger_balance_deltas (account_id, amount, txn_id, "
-                            "created_at) VALUES ('merchant:ghost2:pending:CNY', 1, 0, now() - "
-                            "interval '10 seconds')"));
+    refuse_pages("LEDGER_FOLD_LAG", 4);
+    ghost_delta("merchant:ghost2:pending:CNY", 1);
     assert_true(pc_t_alert_wait(&g_stack, "LEDGER_FOLD_LAG", "ledger", 1, 10));
     assert_true(hook_saw("\"event\":\"alert.raised\",\"kind\":\"LEDGER_FOLD_LAG\"", 15));
-    pthread_mutex_lock(&g_hook_mu);
-    int refused = g_hook_refused;
-    pthread_mutex_unlock(&g_hook_mu);
-    assert_int_equal(refused, 4);
+    assert_int_equal(pages_refused(), 4);
     assert_true(pc_t_sql_wait(&g_stack, "t", 5,
                               "SELECT paged_at IS NOT NULL FROM alerts WHERE kind = "
                               "'%s' AND status = 'ACTIVE'",
                               "LEDGER_FOLD_LAG"));
-    free(pc_t_sql(&g_stack, "DELETE FROM ledger_balance_deltas WHERE account_id = "
-                            "'merchant:ghost2:pending:CNY'"));
+    ghost_delta("merchant:ghost2:pending:CNY", 0);
     assert_true(pc_t_alert_wait(&g_stack, "LEDGER_FOLD_LAG", "ledger", 0, 10));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
