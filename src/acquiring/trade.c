@@ -2,6 +2,7 @@
 #include "api/app.h"
 #include "auth/auth.h"
 #include "auth/sign.h"
+#include "core/currency.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "ledger/ledger.h"
@@ -223,8 +224,8 @@ pc_api_err_t pc_trade_create_parse(json_t *b, const char *merchant_id, pc_trade_
     if (pc_json_int(b, "amount", 1, PC_MAX_AMOUNT, &r->amount) != 0)
         BAD("amount", "amount: a positive integer in minor units");
     const char *cur = r->currency = pc_json_str(b, "currency", 3, 0, &invalid);
-    if (invalid || !pc_ledger_currency_ok(cur))
-        BAD("currency", "currency: ISO 4217 code in upper case");
+    if (invalid || !pc_currency_known(cur))
+        BAD("currency", "currency: an ISO 4217 currency code in upper case, like CNY");
     r->subject = pc_json_str(b, "subject", 256, 0, &invalid);
     if (!r->subject || invalid)
         BAD("subject", "subject: 1-256 characters");

@@ -4,6 +4,7 @@
  * ledger (recharge trades, or an ops adjustment through the suspense account). */
 #include "api/app.h"
 #include "auth/sign.h"
+#include "core/currency.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "ledger/ledger.h"
@@ -138,7 +139,7 @@ static void create_coupon(pc_http_req_t *req, void *data)
     const char *cur = pc_json_str(b, "currency", 3, 0, &bad);
     const char *funded = pc_json_str(b, "funded_by", 10, 0, &bad);
     const char *merchant = pc_json_str(b, "merchant_id", 64, 1, &bad);
-    if (!buyer || bad || !pc_ledger_currency_ok(cur) ||
+    if (!buyer || bad || !pc_currency_known(cur) ||
         pc_json_int(b, "amount", 1, 1000000000000LL, &amount) != 0 ||
         pc_json_int(b, "min_amount", 0, 1000000000000LL, &min_amount) < 0 ||
         pc_json_int(b, "expire_days", 1, 3650, &days) < 0) {

@@ -53,7 +53,7 @@ const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, const ch
                              int64_t amount);
 
 /* "12.30" style text of a minor-unit amount, with the currency's ISO 4217
- * digits (0 for JPY, 3 for KWD: pc_ledger_currency_digits). */
+ * digits (0 for JPY, 3 for KWD: pc_currency_digits). */
 const char *pc_money_text(int64_t amount, const char *currency, char *buf, size_t len);
 
 /* Answer req exactly as POST /v1/cashier/consult and POST /v1/cashier/pay

@@ -1,4 +1,5 @@
 #include "cashier/cashier.h"
+#include "core/currency.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "ledger/ledger.h"
@@ -186,7 +187,7 @@ const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, const ch
 
 const char *pc_money_text(int64_t amount, const char *currency, char *buf, size_t len)
 {
-    int digits = pc_ledger_currency_digits(currency);
+    int digits = pc_currency_digits(currency);
     uint64_t a = amount < 0 ? 0 - (uint64_t)amount : (uint64_t)amount, unit = 1;
     for (int i = 0; i < digits; i++)
         unit *= 10;

@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/client.h"
+#include "ledger/ledger.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -126,12 +127,6 @@ static bool valid_no(const char *s)
         if (*s < 0x21 || *s > 0x7e)
             return false;
     return true;
-}
-
-static bool valid_currency(const char *c)
-{
-    return c && strlen(c) == 3 && c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z' &&
-           c[2] >= 'A' && c[2] <= 'Z';
 }
 
 /* A growable buffer; wiped when freed because it may hold card data. */
@@ -871,7 +866,7 @@ static bool card_valid(const pc_ch_card_t *card)
 int pc_channel_pay(pc_channel_client_t *cli, const pc_ch_pay_t *req, pc_ch_cb cb, void *data)
 {
     if (!req || !cb || !valid_no(req->payment_no) || req->amount <= 0 ||
-        !valid_currency(req->currency) || !req->method)
+        !pc_ledger_currency_ok(req->currency) || !req->method)
         return PC_EINVAL;
     const pc_channel_t *ch;
     int rc = find_channel(cli, req->channel_id, true, &ch);
@@ -950,7 +945,7 @@ int pc_channel_tokenize(pc_channel_client_t *cli, const char *channel_id, const 
 int pc_channel_refund(pc_channel_client_t *cli, const pc_ch_refund_t *req, pc_ch_cb cb, void *data)
 {
     if (!req || !cb || !valid_no(req->refund_no) || req->amount <= 0 ||
-        (req->currency && !valid_currency(req->currency)))
+        (req->currency && !pc_ledger_currency_ok(req->currency)))
         return PC_EINVAL;
     bool by_txn = req->channel_txn_id && req->channel_txn_id[0];
     if (!by_txn && !valid_no(req->payment_no))
@@ -973,7 +968,7 @@ int pc_channel_refund(pc_channel_client_t *cli, const pc_ch_refund_t *req, pc_ch
 int pc_channel_payout(pc_channel_client_t *cli, const pc_ch_payout_t *req, pc_ch_cb cb, void *data)
 {
     if (!req || !cb || !valid_no(req->payout_no) || req->amount <= 0 ||
-        !valid_currency(req->currency) || !json_is_object(req->payee))
+        !pc_ledger_currency_ok(req->currency) || !json_is_object(req->payee))
         return PC_EINVAL;
     const pc_channel_t *ch;
     int rc = find_channel(cli, req->channel_id, false, &ch);

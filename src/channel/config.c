@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <uv.h>
 
+#include "core/currency.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -202,9 +203,12 @@ static void parse_currencies(problems_t *p, const json_t *v, pc_channel_t *ch)
     json_array_foreach(v, i, item)
     {
         const char *s = json_string_value(item);
-        if (!s || strlen(s) != 3 || s[0] < 'A' || s[0] > 'Z' || s[1] < 'A' || s[1] > 'Z' ||
-            s[2] < 'A' || s[2] > 'Z') {
-            problem(p, "currencies[%zu] must be an upper-case ISO 4217 code like \"CNY\"", i);
+        if (!pc_currency_known(s)) {
+            /* Shown whole or not at all: a cut could split a character. */
+            const char *shown = !s ? "not a string" : strlen(s) <= 16 ? s : "too long";
+            problem(p,
+                    "currencies[%zu] (%s) is not an upper-case ISO 4217 currency code like \"CNY\"",
+                    i, shown);
             continue;
         }
         for (size_t j = 0; j < ch->ncurrencies; j++)

@@ -4,6 +4,7 @@
 #include "channel/client.h"
 #include "chargeback/chargeback_csv.h"
 #include "chargeback/chargeback_money.h"
+#include "core/currency.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -699,9 +700,9 @@ static void enter_chargeback(pc_http_req_t *req, void *data)
         return;
     }
     const char *cur = json_string_value(json_object_get(b, "currency"));
-    if (!cur || strlen(cur) != 3 || cur[0] < 'A' || cur[0] > 'Z' || cur[1] < 'A' || cur[1] > 'Z' ||
-        cur[2] < 'A' || cur[2] > 'Z') {
-        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "currency", "ISO 4217, upper case");
+    if (!pc_currency_known(cur)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "currency",
+                              "an ISO 4217 currency code in upper case, like CNY");
         return;
     }
     const char *reason = json_string_value(json_object_get(b, "reason_code"));

@@ -1,4 +1,5 @@
 #include "core/config.h"
+#include "core/currency.h"
 #include "core/error.h"
 
 #include <errno.h>
@@ -367,8 +368,8 @@ static int parse_limits(pc_config_t *cfg, char *err, size_t errlen)
     json_t *figures;
     json_object_foreach(rc ? NULL : root, cur, figures)
     {
-        int ok = strlen(cur) == 3 && strspn(cur, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3 &&
-                 json_is_object(figures) && cfg->nlimits < MAX_LIMIT_CURRENCIES;
+        int ok = pc_currency_known(cur) && json_is_object(figures) &&
+                 cfg->nlimits < MAX_LIMIT_CURRENCIES;
         currency_limits_t *l = &cfg->limits[cfg->nlimits];
         const char *name;
         json_t *v;

@@ -119,24 +119,6 @@ static int currency_ok(const char *s, size_t len)
     return 1;
 }
 
-int pc_ledger_currency_digits(const char *code)
-{
-    /* ISO 4217's currencies whose minor unit is not a hundredth. */
-    static const char zero[] =
-        "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF";
-    static const char three[] = "BHD IQD JOD KWD LYD OMR TND";
-    static const char four[] = "CLF UYW";
-    if (!pc_ledger_currency_ok(code))
-        return 2;
-    if (strstr(zero, code))
-        return 0;
-    if (strstr(three, code))
-        return 3;
-    if (strstr(four, code))
-        return 4;
-    return 2;
-}
-
 int pc_ledger_parse_account(const char *account_id, pc_ledger_shape_t *out)
 {
     if (!account_id)

@@ -116,13 +116,10 @@ typedef struct {
 /* Parses an account id. Returns 0 and fills out, or PC_LEDGER_BAD_ACCOUNT. */
 int pc_ledger_parse_account(const char *account_id, pc_ledger_shape_t *out);
 
-/* Whether s is a currency code as the ledger keeps them: three letters A-Z
- * (the API, the channel protocol and account ids all take this form). */
+/* Whether s has the form of a currency code as the ledger keeps them: three
+ * letters A-Z (account ids, and what a channel's answer may name). Whether it
+ * is a currency money may be taken in: pc_currency_known (core/currency.h). */
 int pc_ledger_currency_ok(const char *s);
-/* How many digits the minor unit of ISO 4217 currency code has: 0 (JPY,
- * KRW, VND, CLP, ...), 3 (KWD, BHD, JOD, OMR, TND, ...), 4 (CLF, UYW), else 2.
- * Amounts are minor units everywhere; this is only for showing them. */
-int pc_ledger_currency_digits(const char *code);
 
 /* Writes the id of type's account for owner (ignored for platform accounts,
  * may be NULL) in currency into buf. Returns 0, PC_LEDGER_BAD_ACCOUNT for an

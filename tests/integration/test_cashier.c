@@ -466,6 +466,12 @@ static void new_coupon(const char *buyer, long amount, char coupon[64])
     assert_null(strstr(r.body, "DETAIL"));
     assert_null(strstr(r.body, "ERROR"));
     pc_t_resp_free(&r);
+    /* And one that only looks like a code: no trade could ever use it. */
+    snprintf(body, sizeof body, "{\"buyer_id\":\"%s\",\"amount\":%ld,\"currency\":\"RMB\"}", buyer,
+             amount);
+    r = pc_t_admin(&g_stack, "POST", "/admin/coupons", body);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
 }
 
 /* A new buyer with 600,000 in the wallet pays a 550,000 trade with a coupon

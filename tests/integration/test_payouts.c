@@ -279,6 +279,14 @@ static void test_payout_failure_gives_the_money_back(void **state)
                   "po-pan");
     assert_int_equal(r.status, 400);
     pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &m, "POST", "/v1/payouts",
+                  "{\"out_payout_no\":\"OUT-RMB\",\"amount\":100,\"currency\":\"RMB\",\"payee\":"
+                  "{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000000001\",\"name\":\"A\",\"bank_"
+                  "code\":\"ICBC\"}}",
+                  "po-rmb");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"field\":\"currency\""));
+    pc_t_resp_free(&r);
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM payouts WHERE payee::text LIKE "
                                             "'%%4242424242424242%%'"),
                      0);

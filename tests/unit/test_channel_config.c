@@ -191,7 +191,10 @@ static void test_unknown_method_and_bad_currency_are_refused(void **state)
     card_with("\"QUICK_PAY\"", "\"BITCOIN\"", text, sizeof text);
     assert_refused_with(text, "methods[1] must be one of BALANCE, COUPON, CARD");
     card_with("\"USD\"", "\"usd\"", text, sizeof text);
-    assert_refused_with(text, "currencies[1] must be an upper-case ISO 4217 code");
+    assert_refused_with(text, "currencies[1] (usd) is not an upper-case ISO 4217 currency code");
+    /* Three capital letters are not enough: "RMB" is what people call CNY. */
+    card_with("\"USD\"", "\"RMB\"", text, sizeof text);
+    assert_refused_with(text, "currencies[1] (RMB) is not an upper-case ISO 4217 currency code");
     card_with("[\"API\"]", "[\"CHEQUE\"]", text, sizeof text);
     assert_refused_with(text, "refund.methods[0] must be one of API, PAYOUT, FILE, OFFLINE");
 }

@@ -138,6 +138,7 @@ static void test_limits_by_currency(void **state)
     assert_int_equal(pc_config_limit(cfg, "buyer_monthly", "IDR"), 1);
     pc_config_free(cfg);
     static const char *const bad[] = {"{\"krw\": {\"buyer_daily\": 1}}",
+                                      "{\"RMB\": {\"buyer_daily\": 1}}",
                                       "{\"KRW\": {\"daily\": 1}}",
                                       "{\"KRW\": {\"buyer_daily\": -1}}",
                                       "{\"KRW\": {\"buyer_daily\": \"1\"}}",

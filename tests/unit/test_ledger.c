@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "cashier/cashier.h"
+#include "core/currency.h"
 #include "ledger/ledger.h"
 
 #include <stdio.h>
@@ -626,6 +627,22 @@ static void test_check_json_has_the_api_fields(void **state)
     json_decref(j);
 }
 
+/* A merchant's "RMB" (for CNY) had the form of a code and made a trade no
+ * channel takes: money comes in only in ISO 4217 currencies. */
+static void test_only_iso_4217_currencies_are_known(void **state)
+{
+    (void)state;
+    const char *known[] = {"CNY", "USD", "EUR", "JPY", "KWD", "CLF", "XOF", "AED", "ZWG"};
+    const char *unknown[] = {"RMB", "EURO", "XAU", "XXX", "XTS", "usd", "US", "", "CNY "};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        assert_true(pc_currency_known(known[i]));
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
+        assert_false(pc_currency_known(unknown[i]));
+    assert_false(pc_currency_known(NULL));
+    /* The ledger's own check is the form only (account ids). */
+    assert_true(pc_ledger_currency_ok("RMB"));
+}
+
 /* Amounts are shown with their currency's ISO 4217 digits: before, every
  * currency but JPY and KRW got two, so 1.500 KWD showed as "15.00" on the
  * buyer's pay button and 50,000 VND as "500.00". */
@@ -639,8 +656,8 @@ static void test_amounts_are_shown_with_their_currencys_digits(void **state)
              {"VND", 0}, {"CLP", 0}, {"XOF", 0}, {"KWD", 3}, {"BHD", 3},
              {"TND", 3}, {"CLF", 4}, {"PY", 2},  {"", 2},    {"JP", 2}};
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
-        assert_int_equal(pc_ledger_currency_digits(d[i].cur), d[i].digits);
-    assert_int_equal(pc_ledger_currency_digits(NULL), 2);
+        assert_int_equal(pc_currency_digits(d[i].cur), d[i].digits);
+    assert_int_equal(pc_currency_digits(NULL), 2);
     char buf[48];
     assert_string_equal(pc_money_text(1500, "KWD", buf, sizeof buf), "1.500");
     assert_string_equal(pc_money_text(50000, "VND", buf, sizeof buf), "50000");
@@ -673,6 +690,7 @@ int main(void)
         cmocka_unit_test_teardown(test_check_is_ok_only_when_every_count_is_zero, teardown),
         cmocka_unit_test_teardown(test_check_json_has_the_api_fields, teardown),
         cmocka_unit_test(test_amounts_are_shown_with_their_currencys_digits),
+        cmocka_unit_test(test_only_iso_4217_currencies_are_known),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

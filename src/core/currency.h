@@ -1,0 +1,26 @@
+/* ISO 4217 currency codes: which codes money may be in, and how many digits
+ * their minor unit has.
+ *
+ * Every amount is in minor units; a code that is not a currency ("RMB" for
+ * CNY, "EURO") would make a trade that no channel takes and a ledger account
+ * no statement ever matches, so every place a currency comes in (the API,
+ * channel files, the configuration, channel answers and files) asks
+ * pc_currency_known. The list is ISO 4217's currencies in circulation, with
+ * its fund codes (CLF, UYI, ...); the precious metals, special drawing rights
+ * and test codes (XAU, XDR, XTS, XXX, ...) are left out: nothing is paid in
+ * them. */
+#ifndef PC_CORE_CURRENCY_H
+#define PC_CORE_CURRENCY_H
+
+#include <stdbool.h>
+
+/* Whether code is an ISO 4217 currency (three upper-case letters, listed). */
+bool pc_currency_known(const char *code);
+
+/* How many digits the minor unit of code has: 0 (JPY, KRW, VND, CLP, ...),
+ * 3 (KWD, BHD, JOD, OMR, TND, ...), 4 (CLF, UYW), else 2 (also for codes
+ * not listed). Amounts are minor units everywhere; this is only for showing
+ * them. */
+int pc_currency_digits(const char *code);
+
+#endif
