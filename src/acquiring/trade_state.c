@@ -651,10 +651,12 @@ static void sweep_begin_cb(void *data, int status, pc_db_tx_t *tx)
     const char *sql;
     if (!strcmp(s->event, "trade.closed"))
         sql = "UPDATE trades SET status = 'TRADE_CLOSED', close_reason = 'EXPIRED', closed_at = "
-              "now(), updated_at = now() WHERE trade_no IN (SELECT trade_no FROM trades WHERE "
-              "status = 'WAIT_BUYER_PAY' AND expires_at <= now() ORDER BY expires_at LIMIT 200 "
-              "FOR UPDATE SKIP LOCKED) AND status = 'WAIT_BUYER_PAY' RETURNING " PC_TRADE_COLUMNS
-              ", notify_url";
+              "now(), updated_at = now() WHERE trade_no IN (SELECT trade_no FROM trades t WHERE "
+              "status = 'WAIT_BUYER_PAY' AND expires_at <= now() AND "
+              "NOT " PC_TRADE_ATTEMPT_AT_CHANNEL(
+                  "t") " ORDER BY expires_at LIMIT 200 FOR UPDATE SKIP "
+                       "LOCKED) AND status = 'WAIT_BUYER_PAY' RETURNING " PC_TRADE_COLUMNS
+                       ", notify_url";
     else
         /* Not while a refund of the trade is still in flight (an OFFLINE or
          * FILE refund can take days, one held by risk longer): its success

@@ -12,6 +12,17 @@
 #include "ledger/ledger.h"
 #include "store/db.h"
 
+/* SQL: the trade aliased t has an attempt at a channel whose answer is
+ * awaited. Its expiry waits for that answer: closed first, a trade whose
+ * payment then succeeded took the buyer's money only to refund it as an
+ * error. A pay code lives no longer than its trade (the engine sends the
+ * time left), and the status queries settle a lost answer within minutes;
+ * an attempt still open after a day (flagged to ops long before) no longer
+ * holds the trade open. */
+#define PC_TRADE_ATTEMPT_AT_CHANNEL(t)                                                             \
+    "EXISTS (SELECT 1 FROM payments ip WHERE ip.trade_no = " t ".trade_no AND ip.status IN "       \
+    "('CREATED', 'PROCESSING', 'UNKNOWN') AND ip.created_at > now() - interval '1 day')"
+
 /* A payment that has arrived for a trade. sources are the ledger legs the
  * money comes from (negative amounts, e.g. channel clearing, buyer wallet,
  * marketing for a coupon, escrow for a held balance) and must sum to -amount;

@@ -28,6 +28,9 @@ typedef struct op {
     char payment_no[40], trade_no[40], merchant_id[65], buyer_id[65], method[16], currency[4];
     char wallet_owner[65]; /* whose wallet the balance part uses: "" = buyer_id */
     int64_t amount, balance_amount, coupon_amount, external_amount;
+    /* The trade's expiry (Unix seconds, as the trade lock read it; 0: not
+     * read): a pay code, VA or QR the channel issues lives no longer. */
+    int64_t trade_expires_s;
     char coupon_id[48], coupon_funder[65], card_id[48], card_fp[48], card_token[80], card_brand[24],
         card_last4[8], buyer_code[65];
     char limit_hit[8]; /* continue: the limit the payment would pass, "buyer" or "card" */
@@ -439,6 +442,18 @@ static void pay_cb(void *data, const pc_ch_result_t *r)
     }
 }
 
+/* Seconds the trade has left, for the channel's pay code: a code that
+ * outlived the trade took the buyer's money after the trade had closed
+ * (refunded as an error), one shorter than the trade turned the buyer away
+ * with the trade still open. At least 1 (0 asks for the channel's default). */
+static int64_t code_lifetime_s(const op_t *o)
+{
+    if (!o->trade_expires_s)
+        return 0;
+    int64_t left = o->trade_expires_s - (int64_t)time(NULL);
+    return left > 0 ? left : 1;
+}
+
 static void attempt(op_t *o)
 {
     pc_ch_pay_t req = {
@@ -450,6 +465,7 @@ static void attempt(op_t *o)
         .card_token = o->card_token[0] ? o->card_token : NULL,
         .card = o->has_card && !o->card_token[0] ? &o->card : NULL,
         .buyer_code = o->buyer_code[0] ? o->buyer_code : NULL,
+        .expire_seconds = code_lifetime_s(o),
     };
     if (pc_channel_pay(o->e->ch, &req, pay_cb, o) < 0) {
         /* The channel vanished from the configuration: nothing was sent. */
@@ -1059,6 +1075,14 @@ static void locked_trade_cb(void *data, int status, pc_db_res_t *res)
     } else if (strcmp(pc_db_get(res, 0, 0), "WAIT_BUYER_PAY") != 0) {
         s->trade_err = PC_API_INVALID_STATE;
         snprintf(s->trade_msg, sizeof s->trade_msg, "the trade is %s", pc_db_get(res, 0, 0));
+    } else if (!strcmp(pc_db_get(res, 0, 1), "t")) {
+        /* The cashier's check was made before risk, Redis and the card's
+         * tokenization; a payment started on an expired trade was charged
+         * and then refunded when the sweep closed it. */
+        s->trade_err = PC_API_INVALID_STATE;
+        snprintf(s->trade_msg, sizeof s->trade_msg, "the trade has expired");
+    } else {
+        s->o->trade_expires_s = strtoll(pc_db_get(res, 0, 2), NULL, 10);
     }
 }
 
@@ -1256,8 +1280,9 @@ static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
     int limited = (o->buyer_id[0] || o->card_fp[0]) && strcmp(s->status, "FAILED") != 0 &&
                   strcmp(s->status, "CHALLENGE") != 0;
     if (pc_db_tx_query(tx,
-                       "SELECT status FROM trades WHERE trade_no = $1 AND merchant_id = $2 FOR "
-                       "UPDATE",
+                       "SELECT status, expires_at <= now(), floor(extract(epoch FROM "
+                       "expires_at))::bigint FROM trades WHERE trade_no = $1 AND merchant_id = "
+                       "$2 FOR UPDATE",
                        2, p, locked_trade_cb, s) < 0 ||
         (limited && queue_limit_check(o, limits_cb, s) < 0) ||
         pc_db_tx_query(tx,
@@ -1496,6 +1521,13 @@ static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
     op_t *o = data;
     if (!continue_found(o, status, res))
         return;
+    /* Released from review or past its challenge after the trade expired:
+     * not charged (the sweep closes the trade and fails the payment). */
+    if (!strcmp(pc_db_val(res, 0, "trade_expired"), "t")) {
+        fail_op(o, PC_API_INVALID_STATE, "the trade has expired");
+        return;
+    }
+    o->trade_expires_s = pc_db_val_i64(res, 0, "trade_expires_s");
     snprintf(o->buyer_id, sizeof o->buyer_id, "%s", pc_db_val(res, 0, "buyer_id"));
     snprintf(o->card_fp, sizeof o->card_fp, "%s", pc_db_val(res, 0, "card_fp"));
     snprintf(o->currency, sizeof o->currency, "%s", pc_db_val(res, 0, "currency"));
@@ -1527,7 +1559,9 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
     if (pc_db_tx_query(tx,
                        "SELECT p.status, coalesce(p.buyer_id, '') AS buyer_id, "
                        "coalesce(p.card_fp, '') AS card_fp, "
-                       "p.method_type, p.amount, p.currency FROM "
+                       "p.method_type, p.amount, p.currency, t.expires_at <= now() AS "
+                       "trade_expired, floor(extract(epoch FROM t.expires_at))::bigint AS "
+                       "trade_expires_s FROM "
                        "payments p JOIN trades t USING (trade_no) WHERE p.payment_no = $1 AND "
                        "p.status IN ('REVIEW', 'CHALLENGE') AND t.status = 'WAIT_BUYER_PAY' FOR "
                        "UPDATE OF t",

@@ -1,4 +1,5 @@
 #include "monitor/alerts.h"
+#include "acquiring/trade_state.h"
 #include "channel/client.h"
 #include "channel/config.h"
 #include "core/error.h"
@@ -559,14 +560,19 @@ static void check(uv_timer_t *t)
         "'PROCESSING') AND hold_reason IS NULL), (SELECT min(next_query_at) FROM refunds WHERE "
         "status IN ('ACCEPTED', 'PROCESSING') AND method IN ('API', 'PAYOUT'))))::bigint, 0) "
         "AS query_overdue, coalesce(extract(epoch FROM now() - (SELECT min(expires_at) FROM "
-        "trades WHERE status = 'WAIT_BUYER_PAY'))::bigint, 0) AS close_lag, coalesce((SELECT "
-        "extract(epoch FROM now() - min(created_at))::bigint FROM "
-        "ledger_balance_deltas), 0) AS fold_age, (SELECT count(*) FROM refunds "
-        "WHERE " PC_REFUND_WAITING_WHERE ") AS refunds_waiting, (SELECT count(*) FROM payments "
-        "WHERE needs_ops AND status IN ('SUCCESS', 'FAILED')) + (SELECT count(*) FROM payouts "
-        "WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'RETURNED')) + (SELECT count(*) "
-        "FROM refunds WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'TERMINATED')) AS "
-        "contradicted",
+        "trades t WHERE status = 'WAIT_BUYER_PAY' AND NOT " PC_TRADE_ATTEMPT_AT_CHANNEL(
+            "t") "))::bigint, 0) AS close_lag, coalesce((SELECT "
+                 "extract(epoch FROM now() - min(created_at))::bigint FROM "
+                 "ledger_balance_deltas), 0) AS fold_age, (SELECT count(*) FROM refunds "
+                 "WHERE " PC_REFUND_WAITING_WHERE
+                 ") AS refunds_waiting, (SELECT count(*) FROM payments "
+                 "WHERE needs_ops AND status IN ('SUCCESS', 'FAILED')) + (SELECT count(*) FROM "
+                 "payouts "
+                 "WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'RETURNED')) + (SELECT "
+                 "count(*) "
+                 "FROM refunds WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'TERMINATED')) "
+                 "AS "
+                 "contradicted",
         1, fp, facts_cb, a);
 }
 

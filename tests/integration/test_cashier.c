@@ -51,20 +51,28 @@ static int teardown(void **state)
     return 0;
 }
 
-static void new_trade_in(const char *product, long amount, const char *currency, const char *buyer,
-                         char *tn)
+/* Creates a trade with extra JSON members (or NULL). */
+static void new_trade_with(const char *product, long amount, const char *currency,
+                           const char *buyer, const char *extra, char *tn)
 {
     char body[512], key[64];
     g_seq++;
     snprintf(body, sizeof body,
              "{\"out_trade_no\":\"C%d-%ld\",\"product\":\"%s\",\"amount\":%ld,\"currency\":\"%s\","
-             "\"subject\":\"Goods\",\"buyer_id\":\"%s\"}",
-             g_seq, (long)getpid(), product, amount, currency, buyer);
+             "\"subject\":\"Goods\",\"buyer_id\":\"%s\"%s%s}",
+             g_seq, (long)getpid(), product, amount, currency, buyer, extra ? "," : "",
+             extra ? extra : "");
     snprintf(key, sizeof key, "trade-%d", g_seq);
     pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
     assert_int_equal(r.status, 201);
     snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
     pc_t_resp_free(&r);
+}
+
+static void new_trade_in(const char *product, long amount, const char *currency, const char *buyer,
+                         char *tn)
+{
+    new_trade_with(product, amount, currency, buyer, NULL, tn);
 }
 
 static void new_trade(const char *product, long amount, const char *buyer, char *tn)
@@ -99,6 +107,28 @@ static const char *fresh_buyer(void)
     assert_int_equal(r.status, 201);
     pc_t_resp_free(&r);
     return id;
+}
+
+/* How many events of type the outbox holds for trade tn. */
+static long long trade_events(const char *type, const char *tn)
+{
+    return pc_t_sql_int(&g_stack,
+                        "SELECT count(*) FROM outbox WHERE type = '%s' AND payload::jsonb -> "
+                        "'data' ->> 'trade_no' = '%s'",
+                        type, tn);
+}
+
+/* Ops release payment pno from review; expects status and error code. */
+static void release_refused(const char *pno, long status, const char *code)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, NULL);
+    if (r.status != status)
+        fprintf(stderr, "release: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, status);
+    assert_string_equal(pc_t_errcode(&r), code);
+    pc_t_resp_free(&r);
 }
 
 static char *trade_status(const char *tn)
@@ -178,11 +208,7 @@ static void test_card_payment_succeeds_end_to_end(void **state)
     assert_null(strstr(r.body, "4242424242424242"));
     pc_t_resp_free(&r);
     expect_trade(tn, "TRADE_SUCCESS");
-    assert_int_equal(pc_t_sql_int(&g_stack,
-                                  "SELECT count(*) FROM outbox WHERE type = 'trade.succeeded' AND "
-                                  "payload::jsonb -> 'data' ->> 'trade_no' = '%s'",
-                                  tn),
-                     1);
+    assert_int_equal(trade_events("trade.succeeded", tn), 1);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -622,11 +648,7 @@ static void async_method(const char *buyer, const char *method, const char *extr
     pc_t_resp_free(&c);
     /* The callback lands on either node. */
     expect_trade(tn, "TRADE_SUCCESS");
-    assert_int_equal(pc_t_sql_int(&g_stack,
-                                  "SELECT count(*) FROM outbox WHERE type = 'trade.succeeded' AND "
-                                  "payload::jsonb -> 'data' ->> 'trade_no' = '%s'",
-                                  tn),
-                     1);
+    assert_int_equal(trade_events("trade.succeeded", tn), 1);
 }
 
 static void test_va_completes_after_the_buyer_transfers(void **state)
@@ -654,6 +676,79 @@ static void test_netbank_wallet_and_qr_complete(void **state)
     async_method(buyer, "WALLET", NULL, "url");
     async_method(buyer, "QR_MERCHANT", NULL, "qr_payload");
     async_method(buyer, "QR_BUYER", "\"buyer_code\":\"283746192837\"", "reference");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* A pay code lives as long as its trade, and a trade whose code is out at
+ * the channel is not closed by its expiry until the channel has answered.
+ * Before, an OTC code of a 2-minute trade lived the channel's default 15
+ * minutes, the sweep closed the trade at its expiry, and the cash the buyer
+ * paid then at the store was taken and refunded as an error. */
+static void test_a_code_at_the_channel_lives_and_holds_as_long_as_its_trade(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade_with("INSTANT", 1300, "CNY", buyer, "\"expire_seconds\":120", tn);
+    pc_t_resp_t r = pay(tn, buyer, "OTC", NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    json_t *j = pc_t_json(&r);
+    json_t *action = json_object_get(j, "action");
+    char code[64], expires[40];
+    snprintf(code, sizeof code, "%s", json_string_value(json_object_get(action, "otc_code")));
+    snprintf(expires, sizeof expires, "%s",
+             json_string_value(json_object_get(action, "expires_at")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    long long apart = pc_t_sql_int(&g_stack,
+                                   "SELECT abs(extract(epoch FROM expires_at - '%s'::timestamptz))"
+                                   "::bigint FROM trades WHERE trade_no = '%s'",
+                                   expires, tn);
+    if (apart > 2)
+        fprintf(stderr, "code expires at %s, %lld s from the trade\n", expires, apart);
+    assert_true(apart <= 2);
+
+    /* The trade's time runs out while the code is out: it stays open. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET expires_at = now() - interval '1 second' WHERE "
+                  "trade_no = '%s' RETURNING 1",
+                  tn));
+    usleep(2500000); /* two sweeps of each node */
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    char body[128];
+    snprintf(body, sizeof body, "{\"reference\":\"%s\"}", code);
+    pc_t_resp_t c = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(c.status, 200);
+    pc_t_resp_free(&c);
+    expect_trade(tn, "TRADE_SUCCESS");
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM refunds WHERE trade_no = '%s' AND type = "
+                                  "'ERROR'",
+                                  tn),
+                     0);
+    assert_int_equal(trade_events("trade.closed", tn), 0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* A payment held for review and released after its trade expired is not
+ * charged: the release checks the expiry under the trade's lock. Before, it
+ * took the buyer's wallet for a trade the sweep was about to close. */
+static void test_release_after_the_trade_expired_charges_nothing(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], coupon[64], pno[40];
+    held_coupon_payment(buyer, coupon, tn, pno);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET expires_at = now() - interval '1 second' WHERE "
+                  "trade_no = '%s' RETURNING 1",
+                  tn));
+    release_refused(pno, 409, "INVALID_STATE");
+    expect_trade(tn, "TRADE_CLOSED");
+    assert_int_equal(wallet(buyer), 600000);
+    char *cs = pc_t_sql(&g_stack, "SELECT status FROM coupons WHERE coupon_id = '%s'", coupon);
+    assert_string_not_equal(cs, "USED");
+    free(cs);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -777,7 +872,7 @@ static void test_bound_card_quick_pay_and_agreement(void **state)
 static void test_review_released_a_day_later_is_checked_against_the_limits(void **state)
 {
     (void)state;
-    char buyer[32], tn[40], tn2[40], pno[64], path[128];
+    char buyer[32], tn[40], tn2[40], pno[64];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade("INSTANT", 3500000, buyer, tn);
     pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
@@ -796,13 +891,7 @@ static void test_review_released_a_day_later_is_checked_against_the_limits(void 
         pc_t_resp_free(&r);
     }
     /* 900,000 today + 3,500,000 released now > the daily 4,000,000. */
-    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
-    r = pc_t_admin(&g_stack, "POST", path, NULL);
-    if (r.status != 422)
-        fprintf(stderr, "release: %ld %s\n", r.status, r.body);
-    assert_int_equal(r.status, 422);
-    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
-    pc_t_resp_free(&r);
+    release_refused(pno, 422, "LIMIT_EXCEEDED");
     expect_trade(tn, "WAIT_BUYER_PAY");
     assert_int_equal(pc_t_sql_int(&g_stack,
                                   "SELECT count(*) FROM payments WHERE payment_no = '%s' AND "
@@ -1889,6 +1978,8 @@ int main(void)
         cmocka_unit_test(test_va_completes_after_the_buyer_transfers),
         cmocka_unit_test(test_otc_completes_after_the_buyer_pays_cash),
         cmocka_unit_test(test_netbank_wallet_and_qr_complete),
+        cmocka_unit_test(test_a_code_at_the_channel_lives_and_holds_as_long_as_its_trade),
+        cmocka_unit_test(test_release_after_the_trade_expired_charges_nothing),
         cmocka_unit_test(test_no_channel_now_is_503_never_is_409),
         cmocka_unit_test(test_bound_card_quick_pay_and_agreement),
         cmocka_unit_test(test_risk_reject_review_and_challenge),
