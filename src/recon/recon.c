@@ -21,6 +21,12 @@
 /* How far back the daily job looks for days of a channel never reconciled. */
 #define CATCH_UP_DAYS 7
 #define REPAIR_MAX_ATTEMPTS 5
+/* SQL: run r (of recon_runs) started after its business day had ended (UTC).
+ * A run of a day not yet over (ops looking at today so far) saw only part of
+ * the day's statement and records: DONE, it would have kept the daily job
+ * off the day for good, and whatever happened later that day was never
+ * reconciled. The job runs such a day again once it is over. */
+#define RECON_DAY_OVER(r) r ".started_at >= (" r ".business_date + 1)::timestamp AT TIME ZONE 'UTC'"
 
 struct pc_recon {
     pc_app_t *app;
@@ -526,7 +532,8 @@ int pc_recon_run(pc_recon_t *rc, const pc_recon_run_req_t *req, pc_recon_run_cb 
         "= now(), finished_at = NULL, error = NULL WHERE (r.status = 'RUNNING' AND r.started_at "
         "< now() - $7::bigint * interval '1 second') OR ($6::text = 'manual' AND r.status <> "
         "'RUNNING') OR ($6::text = 'job' AND r.status = 'FAILED' AND r.finished_at < now() - "
-        "$8::bigint * interval '1 second') RETURNING run_id, attempts";
+        "$8::bigint * interval '1 second') OR ($6::text = 'job' AND r.status = 'DONE' AND "
+        "NOT " RECON_DAY_OVER("r") ") RETURNING run_id, attempts";
     int qrc = r->status ? pc_db_query(rc->app->db, "SELECT 1 WHERE false", 0, NULL, claimed_cb, r)
                         : pc_db_query(rc->app->db, claim, 8, p, claimed_cb, r);
     if (qrc < 0) {
@@ -848,15 +855,17 @@ static void tick(uv_timer_t *t)
     snprintf(back, sizeof back, "%d", CATCH_UP_DAYS);
     const char *p[] = {ids, rc->yesterday, back};
     rc->job_busy = 1;
-    if (pc_db_query(rc->app->db,
-                    "SELECT c.id, d::date::text FROM unnest($1::text[]) c(id), "
-                    "generate_series($2::date - $3::int, $2::date, interval '1 day') d WHERE "
-                    "(d::date = $2::date OR EXISTS (SELECT 1 FROM recon_runs r WHERE "
-                    "r.channel_id = c.id AND r.status = 'DONE' AND r.business_date < d::date)) "
-                    "AND NOT EXISTS (SELECT 1 FROM recon_runs r WHERE r.channel_id = c.id AND "
-                    "r.business_date = d::date AND (r.status = 'DONE' OR (d::date < $2::date AND "
-                    "r.status = 'FAILED' AND r.attempts >= 3))) ORDER BY d, c.id",
-                    3, p, days_cb, rc) < 0)
+    if (pc_db_query(
+            rc->app->db,
+            "SELECT c.id, d::date::text FROM unnest($1::text[]) c(id), "
+            "generate_series($2::date - $3::int, $2::date, interval '1 day') d WHERE "
+            "(d::date = $2::date OR EXISTS (SELECT 1 FROM recon_runs r WHERE "
+            "r.channel_id = c.id AND r.status = 'DONE' AND r.business_date < d::date)) "
+            "AND NOT EXISTS (SELECT 1 FROM recon_runs r WHERE r.channel_id = c.id AND "
+            "r.business_date = d::date AND ((r.status = 'DONE' AND " RECON_DAY_OVER(
+                "r") ") OR (d::date < $2::date AND r.status = 'FAILED' AND r.attempts >= 3))) "
+                     "ORDER BY d, c.id",
+            3, p, days_cb, rc) < 0)
         rc->job_busy = 0;
 }
 

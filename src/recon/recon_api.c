@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int valid_id(const char *s)
 {
@@ -92,6 +93,15 @@ static void start_run(pc_http_req_t *req, pc_recon_t *rc, const char *channel_id
     if (!valid_date(date)) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "date",
                               "date must be a business day YYYY-MM-DD");
+        return;
+    }
+    /* A day that has not begun has nothing to reconcile; its run would be
+     * DONE and empty (the job redoes a day run before it ended, below). */
+    int64_t day;
+    pc_recon_parse_date(date, &day);
+    if (day > (int64_t)time(NULL)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "date",
+                              "a day that has begun (UTC); not a future day");
         return;
     }
     if (who && (strlen(who) > 64 || !who[0])) {

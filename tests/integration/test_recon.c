@@ -939,6 +939,36 @@ static void test_daily_job_runs_days_never_reconciled(void **state)
                      0);
 }
 
+/* A day reconciled before it was over (ops looked at it at noon) is run
+ * again by the daily job once it is; a future day is refused. Before, the
+ * noon run's DONE kept the job off the day for good, and a run of tomorrow
+ * was DONE and empty: whatever happened after it was never reconciled. */
+static void test_a_day_reconciled_before_it_ended_is_run_again(void **state)
+{
+    (void)state;
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO recon_runs AS r (channel_id, business_date, status, source, "
+                  "requested_by, started_at, finished_at) VALUES ('sim_otc', (now() AT TIME ZONE "
+                  "'UTC')::date - 1, 'DONE', 'UPLOAD', 'ops', ((now() AT TIME ZONE 'UTC')::date "
+                  "- 1 + time '12:00') AT TIME ZONE 'UTC', ((now() AT TIME ZONE 'UTC')::date - 1 "
+                  "+ time '12:00') AT TIME ZONE 'UTC') ON CONFLICT (channel_id, business_date) "
+                  "DO UPDATE SET status = 'DONE', requested_by = 'ops', started_at = "
+                  "EXCLUDED.started_at, finished_at = EXCLUDED.finished_at RETURNING run_id"));
+    assert_true(pc_t_sql_wait(&g_stack, "1", 20,
+                              "SELECT count(*) FROM recon_runs WHERE channel_id = 'sim_otc' AND "
+                              "business_date = (now() AT TIME ZONE 'UTC')::date - 1 AND status = "
+                              "'DONE' AND requested_by = 'job' AND started_at >= (now() AT TIME "
+                              "ZONE 'UTC')::date::timestamp AT TIME ZONE 'UTC'"));
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/recon/runs",
+                               "{\"channel_id\":\"sim_otc\",\"date\":\"2999-01-01\"}");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"field\":\"date\""));
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM recon_runs WHERE business_date "
+                                            "> (now() AT TIME ZONE 'UTC')::date"),
+                     0);
+}
+
 /* Last: paysim goes away. */
 static void test_statement_that_cannot_be_fetched_fails_the_run(void **state)
 {
@@ -977,6 +1007,7 @@ int main(void)
         cmocka_unit_test_setup(test_daily_job_runs_yesterday_once_per_channel_on_two_nodes,
                                refresh_today),
         cmocka_unit_test_setup(test_daily_job_runs_days_never_reconciled, refresh_today),
+        cmocka_unit_test_setup(test_a_day_reconciled_before_it_ended_is_run_again, refresh_today),
         cmocka_unit_test(
             test_each_faked_statement_discrepancy_is_found_and_a_rerun_changes_nothing),
         cmocka_unit_test_setup(test_lost_callback_is_repaired_from_the_statement_once,
