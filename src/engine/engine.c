@@ -1240,8 +1240,9 @@ static int queue_limit_check(op_t *o, pc_db_query_cb cb, void *data)
         o->tx,
         "SELECT CASE WHEN $1::text IS NOT NULL AND (SELECT coalesce(sum(amount) FILTER (WHERE "
         "coalesce(sent_at, created_at) >= now() - interval '24 hours'), 0) + $2::bigint > "
-        "$3::bigint OR coalesce(sum(amount), 0) + $2::bigint > $4::bigint FROM payments WHERE "
-        "buyer_id = $1 AND created_at >= now() - interval '30 days' AND status "
+        "$3::bigint OR coalesce(sum(amount) FILTER (WHERE coalesce(sent_at, created_at) >= now() "
+        "- interval '30 days'), 0) + $2::bigint > $4::bigint FROM payments WHERE "
+        "buyer_id = $1 AND created_at >= now() - interval '90 days' AND status "
         "IN " PC_PAYMENT_COUNTED_STATUSES
         " AND payment_no <> $7 AND currency = $8) THEN 'buyer' WHEN $5::text IS NOT "
         "NULL AND (SELECT coalesce(sum(amount), 0) + $2::bigint > $6::bigint FROM payments WHERE "

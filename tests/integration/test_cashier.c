@@ -1236,6 +1236,39 @@ static void test_passed_challenge_is_checked_against_limits(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* The month is counted the same way by the cashier and by the engine's
+ * check under the buyer's lock: from a payment's release (sent_at) on. A
+ * payment held 31 days ago and released 29 days ago counts; before, the
+ * engine counted from its creation, so a passed challenge, which only the
+ * engine checks, went through over the monthly limit. */
+static void test_the_month_counts_from_a_release_for_a_passed_challenge_too(void **state)
+{
+    (void)state;
+    char buyer[32], coupon[64], tn[40], old_tn[40], card[160], cid[64], code[16];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_coupon(buyer, 1000, coupon);
+    new_trade("INSTANT", 600000, buyer, tn);
+    challenged_card_pay(tn, buyer, coupon, card, cid, code);
+    /* Meanwhile: 49,500,000 of the monthly 50,000,000 held a month ago and
+     * released within it. */
+    new_trade("INSTANT", 49500000, buyer, old_tn);
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO payments (payment_no, trade_no, merchant_id, buyer_id, status, "
+                  "amount, currency, method_type, external_amount, channel_id, created_at, "
+                  "sent_at, finished_at) VALUES ('P%s', '%s', '%s', '%s', 'SUCCESS', 49500000, "
+                  "'CNY', 'CARD', 49500000, 'sim_card', now() - interval '31 days', now() - "
+                  "interval '29 days', now() - interval '29 days') RETURNING 1",
+                  old_tn + 1, old_tn, g_m.id, buyer));
+    pc_t_resp_t r = answer_challenge(tn, buyer, cid, code, card);
+    if (r.status != 422)
+        fprintf(stderr, "answer: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
+    pc_t_resp_free(&r);
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    expect_coupon(coupon, "AVAILABLE");
+}
+
 #define PAYMENT_STATE_SQL                                                                          \
     "SELECT status || ' ' || coalesce(failure_code, '-') FROM payments WHERE %s"
 
@@ -1984,6 +2017,7 @@ int main(void)
         cmocka_unit_test(test_bound_card_quick_pay_and_agreement),
         cmocka_unit_test(test_risk_reject_review_and_challenge),
         cmocka_unit_test(test_passed_challenge_is_checked_against_limits),
+        cmocka_unit_test(test_the_month_counts_from_a_release_for_a_passed_challenge_too),
         cmocka_unit_test(test_pay_without_buyer_id_counts_for_the_trades_buyer),
         cmocka_unit_test(test_block_list_reaches_bound_cards_and_buyers),
         cmocka_unit_test(test_pay_for_a_buyer_never_registered),
