@@ -1107,6 +1107,17 @@ static void challenged_card_pay(const char *tn, const char *buyer, const char *c
     pc_t_resp_free(&r);
 }
 
+/* A new buyer with a coupon of 1,000 pays a 600,000 trade by a new card
+ * with it: challenged. Everything into the arguments. */
+static void challenged_new_buyer(char buyer[32], char coupon[64], char tn[40], char card[160],
+                                 char cid[64], char code[16])
+{
+    snprintf(buyer, 32, "%s", fresh_buyer());
+    new_coupon(buyer, 1000, coupon);
+    new_trade("INSTANT", 600000, buyer, tn);
+    challenged_card_pay(tn, buyer, coupon, card, cid, code);
+}
+
 static void expect_coupon(const char *coupon, const char *want)
 {
     char *cs = pc_t_sql(&g_stack, "SELECT status FROM coupons WHERE coupon_id = '%s'", coupon);
@@ -1122,10 +1133,7 @@ static void test_challenge_answer_while_another_attempt_is_open_is_409(void **st
 {
     (void)state;
     char buyer[32], coupon[64], tn[40], card[160], cid[64], code[16];
-    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-    new_coupon(buyer, 1000, coupon);
-    new_trade("INSTANT", 600000, buyer, tn);
-    challenged_card_pay(tn, buyer, coupon, card, cid, code);
+    challenged_new_buyer(buyer, coupon, tn, card, cid, code);
     pc_t_resp_t r = pay(tn, buyer, "VA", NULL);
     if (r.status != 200)
         fprintf(stderr, "va: %ld %s\n", r.status, r.body);
@@ -1187,10 +1195,7 @@ static void test_passed_challenge_is_checked_against_limits(void **state)
 {
     (void)state;
     char buyer[32], coupon[64], tn[40], tn2[40], card[160], cid[64], code[16];
-    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-    new_coupon(buyer, 1000, coupon);
-    new_trade("INSTANT", 600000, buyer, tn);
-    challenged_card_pay(tn, buyer, coupon, card, cid, code);
+    challenged_new_buyer(buyer, coupon, tn, card, cid, code);
     expect_coupon(coupon, "LOCKED");
 
     new_trade("INSTANT", 3500000, buyer, tn2);
@@ -1245,10 +1250,7 @@ static void test_the_month_counts_from_a_release_for_a_passed_challenge_too(void
 {
     (void)state;
     char buyer[32], coupon[64], tn[40], old_tn[40], card[160], cid[64], code[16];
-    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-    new_coupon(buyer, 1000, coupon);
-    new_trade("INSTANT", 600000, buyer, tn);
-    challenged_card_pay(tn, buyer, coupon, card, cid, code);
+    challenged_new_buyer(buyer, coupon, tn, card, cid, code);
     /* Meanwhile: 49,500,000 of the monthly 50,000,000 held a month ago and
      * released within it. */
     new_trade("INSTANT", 49500000, buyer, old_tn);
