@@ -50,8 +50,10 @@ local function supports(ctx, method)
 end
 
 return function(ctx)
-  local age_days = paycore.days_between(ctx.payment.paid_at, ctx.now)
-  local in_window = age_days <= (ctx.channel.refund_window_days or 0)
+  -- In seconds: counted in whole days, 180 days and 23 hours was still
+  -- "180 days", and the channel refused the refund as out of its window.
+  local window_s = (ctx.channel.refund_window_days or 0) * 86400
+  local in_window = ctx.now - ctx.payment.paid_at < window_s
   local channel_on = ctx.channel.enabled ~= false
   -- Error refunds always return the whole payment, so partial support does not matter.
   local partial_ok = not ctx.refund.partial or ctx.channel.partial_refund
