@@ -344,6 +344,7 @@ int main(int argc, char **argv)
     o.port = (int)pc_config_int(cfg, "admin.port");
     o.name = "admin";
     o.trusted_proxies = NULL;
+    o.own_port = 1;
     o.max_body_bytes = (size_t)pc_config_int(cfg, "admin.max_body_bytes");
     s.admin_srv = pc_http_server_start(app->loop, &o, app->admin);
     if (!s.api_srv || !s.admin_srv)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1261,7 +1262,39 @@ static void on_connection(uv_stream_t *server, int status)
         conn_close(c);
 }
 
-static int listen_socket(const char *host, int port, int *out_fd)
+/* Whether a process already listens at address ss: a connection to it is
+ * taken within 200 ms (a port only bound, or free, refuses at once). Run at
+ * start, before the loop. The wildcard addresses are asked on loopback. */
+static bool someone_listens(const struct sockaddr_storage *ss, socklen_t sl)
+{
+    struct sockaddr_storage to = *ss;
+    if (to.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&to;
+        if (a->sin_addr.s_addr == htonl(INADDR_ANY))
+            a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&to;
+        if (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr))
+            a->sin6_addr = in6addr_loopback;
+    }
+    int fd = socket(to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    bool taken = false;
+    if (connect(fd, (struct sockaddr *)&to, sl) == 0) {
+        taken = true;
+    } else if (errno == EINPROGRESS) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int err = 0;
+        socklen_t el = sizeof err;
+        taken = poll(&p, 1, 200) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 &&
+                err == 0;
+    }
+    close(fd);
+    return taken;
+}
+
+static int listen_socket(const char *host, int port, int own_port, int *out_fd)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
@@ -1282,8 +1315,16 @@ static int listen_socket(const char *host, int port, int *out_fd)
         return PC_EIO;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    /* Several paycore processes share the port; the kernel spreads connections. */
+    /* Several paycore processes share the port; the kernel spreads
+     * connections. A port of this process's own is shared as well (a test
+     * harness holds the ports it hands out that way) but not with another
+     * listener: one found there is refused as an address in use. */
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (own_port && port && someone_listens(&ss, sl)) {
+        close(fd);
+        errno = EADDRINUSE;
+        return PC_EIO;
+    }
     if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
         close(fd);
         return PC_EIO;
@@ -1332,9 +1373,12 @@ pc_http_server_t *pc_http_server_start(uv_loop_t *loop, const pc_http_server_opt
     pc_metrics_describe("pc_http_open_connections", PC_METRIC_GAUGE, "open HTTP connections");
 
     int fd = -1;
-    if (listen_socket(opts->host, opts->port, &fd) < 0) {
-        pc_log_error("http.listen", "cannot bind %s:%d: %s", opts->host, opts->port,
-                     strerror(errno));
+    if (listen_socket(opts->host, opts->port, opts->own_port, &fd) < 0) {
+        pc_log_error("http.listen", "cannot bind %s:%d: %s%s", opts->host, opts->port,
+                     strerror(errno),
+                     opts->own_port && errno == EADDRINUSE
+                         ? " (each node needs its own admin port: set PAYCORE_ADMIN_PORT)"
+                         : "");
         goto fail;
     }
     uv_tcp_init(loop, &srv->listener);

@@ -34,6 +34,11 @@ typedef struct {
     /* Reverse proxies whose X-Forwarded-For is believed (see
      * http/forwarded.h): addresses or CIDR blocks, NULL or "" for none. */
     const char *trusted_proxies;
+    /* The port is this process's alone: a second process started on it
+     * while this one listens fails to start instead of answering half of its
+     * requests. The admin port is per node (health, metrics of this node
+     * alone). */
+    int own_port;
 } pc_http_server_opts_t;
 
 /* Called for each request. `data` is the route's data. */

@@ -411,6 +411,32 @@ static void test_two_processes_share_one_port(void **state)
     }
 }
 
+/* The API port is shared, the admin port is each node's own: a second node
+ * started on an admin port in use stops at once, saying so. Before, both
+ * listened there and health checks, metrics and payctl reached either. */
+static void test_a_node_on_an_admin_port_in_use_does_not_start(void **state)
+{
+    pc_stack_t *s = *state;
+    char log[700];
+    snprintf(log, sizeof log, "%s/core-admin-port-clash.log", s->log_dir);
+    int rc = pc_t_sh("cd %s && PAYCORE_DATABASE_URL='%s' PAYCORE_REDIS_URL='%s' "
+                     "PAYCORE_REDIS_PREFIX='%s' PAYCORE_HTTP_PORT=%d PAYCORE_ADMIN_PORT=%d "
+                     "PAYCORE_NODE_NAME=clash PAYCORE_DEMO=true timeout 30 %s/paycore > %s 2>&1",
+                     pc_t_source_dir(), s->db_url, s->redis_url, s->redis_prefix, s->http_port,
+                     s->admin_port[0], pc_t_binary_dir(), log);
+    if (rc == 0 || rc == 124)
+        pc_t_sh("tail -n 5 %s >&2", log);
+    assert_int_not_equal(rc, 0);
+    assert_int_not_equal(rc, 124); /* it did not run until killed */
+    assert_int_equal(pc_t_sh("grep -q 'each node needs its own admin port' %s", log), 0);
+    /* The node that has the port still answers there. */
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", s->admin_port[0]);
+    pc_t_resp_t r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+}
+
 /* Complete HTTP responses at the start of buf[0..len) (each with its
  * Content-Length body); *rest gets the bytes left over. */
 static int complete_responses(const char *buf, size_t len, size_t *rest)
@@ -596,6 +622,7 @@ int main(void)
         cmocka_unit_test(test_admin_requires_bearer_token),
         cmocka_unit_test(test_metrics_expose_routes_and_connections),
         cmocka_unit_test(test_two_processes_share_one_port),
+        cmocka_unit_test(test_a_node_on_an_admin_port_in_use_does_not_start),
         cmocka_unit_test(test_sigterm_finishes_answers_already_given),
         cmocka_unit_test(test_sigterm_exits_cleanly),
     };
