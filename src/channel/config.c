@@ -654,7 +654,7 @@ static bool plain_http_off_host(const char *url)
     return true;
 }
 
-int pc_channel_set_load(const char *dir, bool demo_secrets, pc_channel_set_t **out, json_t *errors)
+int pc_channel_set_load(const char *dir, unsigned flags, pc_channel_set_t **out, json_t *errors)
 {
     struct dirent **names = NULL;
     int n = scandir(dir, &names, json_file, alphasort);
@@ -711,7 +711,9 @@ int pc_channel_set_load(const char *dir, bool demo_secrets, pc_channel_set_t **o
         pc_channel_t *ch = &set->items[set->n];
         int prc = pc_channel_parse(label, id, text, len, ch, errors);
         const char *secret = prc == 0 ? getenv(ch->secret_ref) : NULL;
-        if (prc == 0 && !demo_secrets && (!secret || !secret[0])) {
+        bool demo = flags & PC_CHANNELS_DEMO;
+        if (prc == 0 && !demo && !(flags & PC_CHANNELS_SECRETS_ELSEWHERE) &&
+            (!secret || !secret[0])) {
             problems_t fp = {.label = label, .errors = errors};
             problem(&fp,
                     "secret_ref %s is not set in the environment: set it to this channel's "
@@ -720,7 +722,7 @@ int pc_channel_set_load(const char *dir, bool demo_secrets, pc_channel_set_t **o
                     ch->secret_ref);
             prc = PC_EINVAL;
         }
-        if (prc == 0 && !demo_secrets && plain_http_off_host(ch->endpoint)) {
+        if (prc == 0 && !demo && plain_http_off_host(ch->endpoint)) {
             /* Card numbers and CVVs go to the channel in the request body,
              * and a man in the middle of plain HTTP could also rewrite an
              * answer's status line, which the signature does not cover. */
@@ -916,14 +918,17 @@ int pc_channels_reload(pc_channels_t *chs)
 {
     json_t *errors = json_array();
     pc_channel_set_t *set = NULL;
-    int rc = errors ? pc_channel_set_load(chs->dir, chs->demo_secrets, &set, errors) : PC_ENOMEM;
+    int rc = errors ? pc_channel_set_load(chs->dir, chs->demo_secrets ? PC_CHANNELS_DEMO : 0, &set,
+                                          errors)
+                    : PC_ENOMEM;
     return apply_load(chs, rc, set, errors ? errors : json_array());
 }
 
 static void reload_work_cb(uv_work_t *req)
 {
     job_t *job = req->data;
-    job->rc = pc_channel_set_load(job->chs->dir, job->chs->demo_secrets, &job->set, job->errors);
+    job->rc = pc_channel_set_load(job->chs->dir, job->chs->demo_secrets ? PC_CHANNELS_DEMO : 0,
+                                  &job->set, job->errors);
 }
 
 static int start_job(pc_channels_t *c, waiter_t *waiters);

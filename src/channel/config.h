@@ -173,11 +173,18 @@ void pc_channel_set_release(pc_channel_set_t *set);
  * the caller owns (release with pc_channel_set_release), or PC_EINVAL (any
  * file invalid, duplicate ids, no channel) / PC_EIO (dir unreadable) with
  * every problem appended to errors (may be NULL) as {"file","message"}.
- * Unless demo_secrets, a channel whose secret_ref names an environment
- * variable that is not set is invalid: without it the channel would sign and
- * verify with the public demo secret, and anyone could forge its callbacks.
- * Touches no global state: safe on a worker thread. */
-int pc_channel_set_load(const char *dir, bool demo_secrets, pc_channel_set_t **out, json_t *errors);
+ * Outside demo mode (flags without PC_CHANNELS_DEMO) a channel whose
+ * secret_ref names an environment variable that is not set is invalid
+ * (without it the channel would sign and verify with the public demo
+ * secret, and anyone could forge its callbacks) unless
+ * PC_CHANNELS_SECRETS_ELSEWHERE (payctl checking files on a machine that
+ * does not hold the secrets), and so is an endpoint of plain http:// to
+ * another machine. Touches no global state: safe on a worker thread. */
+enum {
+    PC_CHANNELS_DEMO = 1,              /* public demo secrets and plain http accepted */
+    PC_CHANNELS_SECRETS_ELSEWHERE = 2, /* a secret not set here is not checked */
+};
+int pc_channel_set_load(const char *dir, unsigned flags, pc_channel_set_t **out, json_t *errors);
 
 /* ---- the registry: serving set, runtime switches, reload, status ----------- */
 

@@ -1,7 +1,9 @@
 #include "ctl/ctl_channels.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <jansson.h>
 
@@ -16,10 +18,15 @@ int pc_ctl_channels_check(int argc, char **argv)
     const char *dir = argc == 1 ? argv[0] : "channels";
     json_t *errors = json_array();
     pc_channel_set_t *set = NULL;
-    /* The files are checked here, wherever they are; whether their secrets
-     * are in this environment is only noted (paycore itself refuses a channel
-     * without its secret unless PAYCORE_DEMO=true). */
-    int rc = pc_channel_set_load(dir, true, &set, errors);
+    /* The files are checked as paycore would check them in this
+     * environment: outside demo mode (PAYCORE_DEMO=true) an endpoint of plain
+     * http:// to another machine is refused. Whether the secrets are set is
+     * only noted: the files may be checked where the secrets are not kept
+     * (paycore itself refuses a channel without its secret). */
+    const char *demo = getenv("PAYCORE_DEMO");
+    bool is_demo = demo && (!strcmp(demo, "true") || !strcmp(demo, "1") || !strcmp(demo, "yes"));
+    int rc = pc_channel_set_load(dir, is_demo ? PC_CHANNELS_DEMO : PC_CHANNELS_SECRETS_ELSEWHERE,
+                                 &set, errors);
     if (rc == 0) {
         for (size_t i = 0; i < pc_channel_set_count(set); i++) {
             const pc_channel_t *ch = pc_channel_set_at(set, i);

@@ -437,6 +437,40 @@ static void test_a_node_on_an_admin_port_in_use_does_not_start(void **state)
     pc_t_resp_free(&r);
 }
 
+/* payctl channels check refuses what paycore would refuse here: outside demo
+ * mode, a channel reached over plain http:// on another machine. Before, it
+ * checked every file as in demo mode and said "ok" to a set the production
+ * node then refused at its start. Secrets not set on the checking machine
+ * are only noted. */
+static void test_payctl_channels_check_is_as_strict_as_paycore(void **state)
+{
+    pc_stack_t *s = *state;
+    char dir[700], out[760];
+    snprintf(dir, sizeof dir, "%s/core-channels-check", s->log_dir);
+    snprintf(out, sizeof out, "%s/core-channels-check.out", s->log_dir);
+    assert_int_equal(pc_t_sh("rm -rf %s && mkdir -p %s && cp %s/channels/*.json %s/", dir, dir,
+                             pc_t_source_dir(), dir),
+                     0);
+    const char *env = "env -u PAYCORE_DEMO -u PAYCORE_CHANNEL_SECRET_SIM_CARD";
+    /* As shipped (loopback endpoints): valid; the missing secrets noted. */
+    assert_int_equal(
+        pc_t_sh("%s %s/payctl channels check %s > %s", env, pc_t_binary_dir(), dir, out), 0);
+    assert_int_equal(pc_t_sh("grep -q 'PAYCORE_CHANNEL_SECRET_SIM_CARD is not set here' %s", out),
+                     0);
+    assert_int_equal(pc_t_sh("sed -i 's#\"http://[^\"]*\"#\"http://203.0.113.5/ch/sim_card\"#' "
+                             "%s/sim_card.json",
+                             dir),
+                     0);
+    assert_int_equal(
+        pc_t_sh("%s %s/payctl channels check %s > %s", env, pc_t_binary_dir(), dir, out), 1);
+    assert_int_equal(pc_t_sh("grep -q 'plain http:// to another machine' %s", out), 0);
+    /* In demo mode, as a demo node would: accepted. */
+    assert_int_equal(
+        pc_t_sh("PAYCORE_DEMO=true %s/payctl channels check %s > %s", pc_t_binary_dir(), dir, out),
+        0);
+    pc_t_sh("rm -rf %s", dir);
+}
+
 /* Complete HTTP responses at the start of buf[0..len) (each with its
  * Content-Length body); *rest gets the bytes left over. */
 static int complete_responses(const char *buf, size_t len, size_t *rest)
@@ -623,6 +657,7 @@ int main(void)
         cmocka_unit_test(test_metrics_expose_routes_and_connections),
         cmocka_unit_test(test_two_processes_share_one_port),
         cmocka_unit_test(test_a_node_on_an_admin_port_in_use_does_not_start),
+        cmocka_unit_test(test_payctl_channels_check_is_as_strict_as_paycore),
         cmocka_unit_test(test_sigterm_finishes_answers_already_given),
         cmocka_unit_test(test_sigterm_exits_cleanly),
     };

@@ -528,7 +528,7 @@ static void test_shipped_demo_channels_are_valid(void **state)
     json_t *errors = json_array();
     pc_channel_set_t *set = NULL;
     unsetenv("PAYSIM_PORT");
-    int rc = pc_channel_set_load(dir, true, &set, errors);
+    int rc = pc_channel_set_load(dir, PC_CHANNELS_DEMO, &set, errors);
     if (rc != 0) {
         char *s = json_dumps(errors, JSON_INDENT(1));
         fail_msg("demo channels invalid: %s", s);
@@ -579,7 +579,7 @@ static void test_plain_http_to_another_machine_is_refused_outside_demo_mode(void
         write_file(fx->dir, "sim_card.json", text);
         json_t *errors = json_array();
         pc_channel_set_t *set = NULL;
-        int rc = pc_channel_set_load(fx->dir, false, &set, errors);
+        int rc = pc_channel_set_load(fx->dir, 0, &set, errors);
         const char *msg = json_string_value(json_object_get(json_array_get(errors, 0), "message"));
         int plain = msg && strstr(msg, "plain http://") != NULL;
         if (plain != cases[i].refused || (cases[i].refused && rc != PC_EINVAL))
@@ -595,8 +595,16 @@ static void test_plain_http_to_another_machine_is_refused_outside_demo_mode(void
             json_decref(errors);
             continue;
         }
-        assert_int_equal(pc_channel_set_load(fx->dir, true, &set, errors), 0);
+        assert_int_equal(pc_channel_set_load(fx->dir, PC_CHANNELS_DEMO, &set, errors), 0);
         pc_channel_set_release(set);
+        /* payctl on a machine without the secrets: still refused. */
+        unsetenv("PAYCORE_SECRET_SIM_CARD");
+        json_array_clear(errors);
+        assert_int_equal(pc_channel_set_load(fx->dir, PC_CHANNELS_SECRETS_ELSEWHERE, &set, errors),
+                         PC_EINVAL);
+        msg = json_string_value(json_object_get(json_array_get(errors, 0), "message"));
+        assert_non_null(strstr(msg, "plain http://"));
+        setenv("PAYCORE_SECRET_SIM_CARD", "a-secret-of-our-own", 1);
         json_decref(errors);
     }
     unsetenv("PAYCORE_SECRET_SIM_CARD");
@@ -620,7 +628,7 @@ static void test_channel_without_its_secret_is_refused_outside_demo_mode(void **
     unsetenv(vars[0]);
     json_t *errors = json_array();
     pc_channel_set_t *set = NULL;
-    assert_int_equal(pc_channel_set_load(dir, false, &set, errors), PC_EINVAL);
+    assert_int_equal(pc_channel_set_load(dir, 0, &set, errors), PC_EINVAL);
     assert_null(set);
     assert_int_equal(json_array_size(errors), 1);
     json_t *e = json_array_get(errors, 0);
@@ -631,12 +639,12 @@ static void test_channel_without_its_secret_is_refused_outside_demo_mode(void **
     /* An empty value is no secret either. */
     setenv(vars[0], "", 1);
     json_array_clear(errors);
-    assert_int_equal(pc_channel_set_load(dir, false, &set, errors), PC_EINVAL);
+    assert_int_equal(pc_channel_set_load(dir, 0, &set, errors), PC_EINVAL);
     assert_int_equal(json_array_size(errors), 1);
 
     setenv(vars[0], "a-secret-of-our-own", 1);
     json_array_clear(errors);
-    assert_int_equal(pc_channel_set_load(dir, false, &set, errors), 0);
+    assert_int_equal(pc_channel_set_load(dir, 0, &set, errors), 0);
     assert_int_equal(pc_channel_set_count(set), 6);
     pc_channel_set_release(set);
 
