@@ -14,8 +14,10 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "engine/engine.h"
+#include "http/forwarded.h"
 #include "rules/rules.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -51,6 +53,13 @@ typedef struct {
      * and route.lua: of the number typed in, or of the bound card chosen;
      * "" without a card. Set by gather(). */
     char card_bin[8];
+    /* Its first 8 digits where known (a number typed in, a bound card whose
+     * channel gave 8), for 8-digit block-list entries; else "". */
+    char card_bin8[9];
+    /* client.ip in its canonical text (2001:DB8::1 and 2001:db8:0::1 are one
+     * address), as the block list keeps IP entries; the text given when it
+     * is no address. */
+    char ip_text[INET6_ADDRSTRLEN];
     char coupon_funder[65];
     char wallet_owner[65];
     char trade_buyer[65];
@@ -387,17 +396,20 @@ static void gather(pay_t *p)
      * (before, a blocked BIN passed when the card was bound first). */
     json_t *chosen = p->card_id ? json_object_get(p->view, "chosen_card") : NULL;
     const char *cbin = chosen ? json_string_value(json_object_get(chosen, "bin")) : NULL;
-    if (p->has_card && strlen(p->card.pan) >= 6)
-        snprintf(p->card_bin, sizeof p->card_bin, "%.6s", p->card.pan);
-    else if (cbin && strlen(cbin) >= 6)
-        snprintf(p->card_bin, sizeof p->card_bin, "%.6s", cbin);
-    const char *q[] = {p->ip ? p->ip : "", p->device ? p->device : "", p->card_bin,
-                       p->buyer_id ? p->buyer_id : ""};
+    const char *digits = p->has_card ? p->card.pan : cbin;
+    if (digits && strlen(digits) >= 6)
+        snprintf(p->card_bin, sizeof p->card_bin, "%.6s", digits);
+    if (digits && strlen(digits) >= 8)
+        snprintf(p->card_bin8, sizeof p->card_bin8, "%.8s", digits);
+    if (!p->ip || pc_ip_canonical(p->ip, p->ip_text, sizeof p->ip_text) < 0)
+        snprintf(p->ip_text, sizeof p->ip_text, "%s", p->ip ? p->ip : "");
+    const char *q[] = {p->ip_text, p->device ? p->device : "", p->card_bin,
+                       p->buyer_id ? p->buyer_id : "", p->card_bin8};
     if (pc_db_query(p->app->db,
                     "SELECT kind FROM block_list WHERE (kind = 'IP' AND value = $1) OR (kind = "
-                    "'DEVICE' AND value = $2) OR (kind = 'CARD_BIN' AND value = $3) OR (kind = "
-                    "'BUYER' AND value = $4)",
-                    4, q, blocks_cb, p) < 0)
+                    "'DEVICE' AND value = $2) OR (kind = 'CARD_BIN' AND value IN ($3, $5)) OR "
+                    "(kind = 'BUYER' AND value = $4)",
+                    5, q, blocks_cb, p) < 0)
         p->waiting--;
     gathered(p);
 }
@@ -1111,6 +1123,26 @@ static void add_block(pc_http_req_t *req, void *data)
     if (!kind || !value || bad) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "kind and value are required");
         return;
+    }
+    /* An entry that can never match is refused: it would look like a block
+     * while the fraud it was meant to stop went on (a 7-digit BIN, an IP
+     * with a typo). IP entries are kept in canonical text, as pay compares
+     * them. */
+    char ip[INET6_ADDRSTRLEN];
+    size_t vlen = strlen(value);
+    if (!strcmp(kind, "CARD_BIN") &&
+        ((vlen != 6 && vlen != 8) || strspn(value, "0123456789") != vlen)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "value",
+                              "CARD_BIN: the first 6 or 8 digits of a card number");
+        return;
+    }
+    if (!strcmp(kind, "IP")) {
+        if (pc_ip_canonical(value, ip, sizeof ip) < 0) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "value",
+                                  "IP: an IPv4 or IPv6 address");
+            return;
+        }
+        value = ip;
     }
     const char *q[] = {kind, value, reason};
     if (pc_db_query(app->db,

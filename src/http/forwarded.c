@@ -36,6 +36,15 @@ static int parse_addr(const char *s, int *family, unsigned char out[16])
     return 0;
 }
 
+int pc_ip_canonical(const char *addr, char *out, size_t outlen)
+{
+    int family;
+    unsigned char a[16];
+    if (!addr || parse_addr(addr, &family, a) < 0)
+        return -1;
+    return inet_ntop(family, a, out, (socklen_t)outlen) ? 0 : -1;
+}
+
 static int block_has(const block_t *b, int family, const unsigned char *a)
 {
     if (b->family != family)

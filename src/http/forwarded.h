@@ -29,4 +29,10 @@ int pc_proxy_list_has(const pc_proxy_list_t *l, const char *addr);
 const char *pc_forwarded_client(const pc_proxy_list_t *l, const char *peer, const char *xff,
                                 char *out, size_t outlen);
 
+/* Writes addr (IPv4, IPv6, or IPv4 written as IPv6) in its canonical text
+ * ("2001:DB8:0::1" is "2001:db8::1", "::ffff:10.0.0.1" is "10.0.0.1") to out
+ * (INET6_ADDRSTRLEN bytes will do). Returns 0, or -1 when addr is no
+ * address or out is short. */
+int pc_ip_canonical(const char *addr, char *out, size_t outlen);
+
 #endif

@@ -916,6 +916,19 @@ static void test_pay_for_a_buyer_never_registered(void **state)
     expect_trade(tn, "TRADE_SUCCESS");
 }
 
+/* A new card pay of a new 1,000 trade of buyer from client address ip,
+ * under idempotency key key. */
+static pc_t_resp_t card_pay_from(const char *buyer, const char *ip, const char *key)
+{
+    char tn[40], body[512];
+    new_trade("INSTANT", 1000, buyer, tn);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{"
+             "\"ip\":\"%s\"},%s}",
+             tn, buyer, ip, pc_t_fresh_card());
+    return pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+}
+
 /* Block-list entries by BIN reach a card the buyer bound before, and by
  * buyer reach that buyer (before: a bound card's BIN was never checked, and
  * BUYER entries were accepted but never read). */
@@ -957,6 +970,61 @@ static void test_block_list_reaches_bound_cards_and_buyers(void **state)
     pc_t_resp_free(&r);
 }
 
+/* Block-list entries that could never match are refused (before, a 7-digit
+ * BIN or a mistyped IP was stored with 201 and blocked nothing), an 8-digit
+ * BIN blocks the cards that begin with it and no others, and an IPv6 entry
+ * matches its address however either side writes it. */
+static void test_block_list_entries_are_ones_that_can_match(void **state)
+{
+    (void)state;
+    static const char *const refused[] = {
+        "{\"kind\":\"CARD_BIN\",\"value\":\"5200001\"}",
+        "{\"kind\":\"CARD_BIN\",\"value\":\"52OOOO\"}",
+        "{\"kind\":\"IP\",\"value\":\"10.0.0.300\"}",
+        "{\"kind\":\"IP\",\"value\":\"2001:db8::g\"}",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/block-list", refused[i]);
+        if (r.status != 400)
+            fprintf(stderr, "%s: %ld %s\n", refused[i], r.status, r.body);
+        assert_int_equal(r.status, 400);
+        assert_non_null(strstr(r.body, "\"field\":\"value\""));
+        pc_t_resp_free(&r);
+    }
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/block-list",
+                               "{\"kind\":\"CARD_BIN\",\"value\":\"52000012\"}");
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    r = pc_t_admin(&g_stack, "POST", "/admin/block-list",
+                   "{\"kind\":\"IP\",\"value\":\"2001:DB8:0:0::77\"}");
+    assert_int_equal(r.status, 201);
+    assert_non_null(strstr(r.body, "2001:db8::77"));
+    pc_t_resp_free(&r);
+
+    char buyer[32], tn[40], pan[17], card[160];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    pc_t_card_number(pan, "520000", 120004242); /* 52000012... */
+    snprintf(card, sizeof card,
+             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}", pan);
+    new_trade("INSTANT", 700, buyer, tn);
+    r = pay(tn, buyer, "CARD", card);
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    assert_non_null(strstr(r.body, "CARD_BLOCKED"));
+    pc_t_resp_free(&r);
+    /* Same first 6 digits, other 8: not this entry's. */
+    pc_t_card_number(pan, "520000", 130004242); /* 52000013... */
+    snprintf(card, sizeof card,
+             "\"card\":{\"pan\":\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}", pan);
+    r = pay(tn, buyer, "CARD", card);
+    assert_null(strstr(r.body, "CARD_BLOCKED"));
+    pc_t_resp_free(&r);
+    /* The blocked address, written another way by the merchant. */
+    r = card_pay_from(buyer, "2001:db8::0:77", "pay-ipv6-blocked");
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    assert_non_null(strstr(r.body, "IP_BLOCKED"));
+    pc_t_resp_free(&r);
+}
+
 /* The buyer's second pay: the challenge's answer, with the card again. */
 static pc_t_resp_t answer_challenge(const char *tn, const char *buyer, const char *cid,
                                     const char *answer, const char *card)
@@ -977,20 +1045,14 @@ static void test_risk_reject_review_and_challenge(void **state)
                                "{\"kind\":\"IP\",\"value\":\"10.9.9.9\",\"reason\":\"fraud\"}");
     assert_int_equal(r.status, 201);
     pc_t_resp_free(&r);
-    char tn[40];
-    new_trade("INSTANT", 1000, buyer, tn);
-    char body[512];
-    snprintf(body, sizeof body,
-             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{"
-             "\"ip\":\"10.9.9.9\"},%s}",
-             tn, buyer, pc_t_fresh_card());
-    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "pay-reject");
+    r = card_pay_from(buyer, "10.9.9.9", "pay-reject");
     assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
     assert_non_null(strstr(r.body, "RISK_REJECTED"));
     assert_non_null(strstr(r.body, "\"decision\":\"REJECT\""));
     pc_t_resp_free(&r);
 
     /* REVIEW: a very large amount; ops release it and it is charged. */
+    char tn[40];
     new_trade("INSTANT", 2100000, buyer, tn);
     r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     if (strcmp(pc_t_jstr(&r, "status"), "REVIEW") != 0)
@@ -2022,6 +2084,7 @@ int main(void)
         cmocka_unit_test(test_the_month_counts_from_a_release_for_a_passed_challenge_too),
         cmocka_unit_test(test_pay_without_buyer_id_counts_for_the_trades_buyer),
         cmocka_unit_test(test_block_list_reaches_bound_cards_and_buyers),
+        cmocka_unit_test(test_block_list_entries_are_ones_that_can_match),
         cmocka_unit_test(test_pay_for_a_buyer_never_registered),
         cmocka_unit_test(test_review_released_a_day_later_is_checked_against_the_limits),
         cmocka_unit_test(test_challenge_answer_while_another_attempt_is_open_is_409),

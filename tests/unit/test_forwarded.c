@@ -92,9 +92,33 @@ static void test_client_is_the_rightmost_untrusted_address(void **state)
     pc_proxy_list_free(l);
 }
 
+/* Block-list IP entries and pay's client.ip meet in canonical text. */
+static void test_addresses_have_one_canonical_text(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"10.0.0.1", "10.0.0.1"},
+        {"2001:DB8:0:0::77", "2001:db8::77"},
+        {"2001:db8::0:77", "2001:db8::77"},
+        {"::ffff:10.0.0.1", "10.0.0.1"},
+        {"::1", "::1"},
+    };
+    char out[64];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(pc_ip_canonical(cases[i][0], out, sizeof out), 0);
+        assert_string_equal(out, cases[i][1]);
+    }
+    assert_int_equal(pc_ip_canonical("10.0.0.300", out, sizeof out), -1);
+    assert_int_equal(pc_ip_canonical("example.com", out, sizeof out), -1);
+    assert_int_equal(pc_ip_canonical("", out, sizeof out), -1);
+    assert_int_equal(pc_ip_canonical(NULL, out, sizeof out), -1);
+    assert_int_equal(pc_ip_canonical("2001:db8::77", out, 4), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_addresses_have_one_canonical_text),
         cmocka_unit_test(test_list_parses_addresses_and_blocks_and_refuses_the_rest),
         cmocka_unit_test(test_client_is_the_rightmost_untrusted_address),
     };
