@@ -2,7 +2,8 @@
 --
 -- Called as  risk(ctx)  and returns
 --   { decision = "ACCEPT" | "REVIEW" | "CHALLENGE" | "REJECT",
---     score    = 0..100 (integer; higher = riskier),
+--     score    = 0..1000 (integer; higher = riskier; paycore's fallback when
+--                this rule fails is 1000),
 --     reasons  = { "REASON_CODE", ... } }       -- recorded with the payment
 --
 --   ACCEPT     go ahead

@@ -79,6 +79,13 @@ void pc_app_routes_console(pc_app_t *app);
 int pc_app_config_start(pc_app_t *app, char *err, size_t errlen);
 /* Reloads rules and/or channels in the background (SIGHUP, file change). */
 void pc_app_reload(pc_app_t *app, int rules, int channels);
+/* Reads the configuration file and environment again on a worker thread
+ * and takes the options that may change while serving (SIGHUP, POST
+ * /admin/reload; see pc_config_take_runtime); logs what changed and what
+ * needs a restart. done (may be NULL) gets {"ok","changed","restart_needed"}
+ * or {"ok":false,"error"}, which it owns. */
+typedef void (*pc_app_config_cb)(json_t *outcome, void *data);
+void pc_app_reload_config(pc_app_t *app, pc_app_config_cb done, void *data);
 void pc_app_config_stop(pc_app_t *app);
 void pc_app_config_free(pc_app_t *app);
 

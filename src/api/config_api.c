@@ -93,6 +93,71 @@ void pc_app_reload(pc_app_t *app, int rules, int channels)
         pc_channels_reload_async(app->channels, app->loop, channels_reloaded, app);
 }
 
+/* ---------- the configuration file ---------- */
+
+typedef struct {
+    uv_work_t work;
+    pc_app_t *app;
+    pc_config_t *fresh;
+    char err[512];
+    pc_app_config_cb done;
+    void *data;
+} config_reload_t;
+
+static void config_load_work(uv_work_t *w)
+{
+    config_reload_t *c = w->data;
+    c->fresh = pc_config_load_again(c->app->cfg, c->err, sizeof c->err);
+}
+
+static void config_load_done(uv_work_t *w, int status)
+{
+    config_reload_t *c = w->data;
+    json_t *outcome;
+    if (status || !c->fresh) {
+        pc_log_warn("config.reload_refused", "configuration not reloaded, the old one serves: %s",
+                    status ? "cancelled" : c->err);
+        pc_metrics_add("pc_config_reloads_total", "result=\"refused\"", 1);
+        outcome = json_pack("{s:b,s:s}", "ok", 0, "error", status ? "cancelled" : c->err);
+    } else {
+        json_t *changed = json_array(), *restart = json_array();
+        pc_config_take_runtime(c->app->cfg, c->fresh, changed, restart);
+        pc_config_free(c->fresh);
+        pc_log_level_t level;
+        if (pc_log_parse_level(pc_config_str(c->app->cfg, "log.level"), &level) == 0)
+            pc_log_set_level(level);
+        char *ch = json_dumps(changed, JSON_COMPACT), *rs = json_dumps(restart, JSON_COMPACT);
+        pc_log_info("config.reloaded", "configuration reloaded: changed %s; need a restart: %s",
+                    ch ? ch : "?", rs ? rs : "?");
+        free(ch);
+        free(rs);
+        pc_metrics_add("pc_config_reloads_total", "result=\"ok\"", 1);
+        outcome =
+            json_pack("{s:b,s:o,s:o}", "ok", 1, "changed", changed, "restart_needed", restart);
+    }
+    if (c->done)
+        c->done(outcome, c->data);
+    else
+        json_decref(outcome);
+    free(c);
+}
+
+void pc_app_reload_config(pc_app_t *app, pc_app_config_cb done, void *data)
+{
+    config_reload_t *c = calloc(1, sizeof *c);
+    if (c) {
+        c->app = app;
+        c->done = done;
+        c->data = data;
+        c->work.data = c;
+    }
+    if (!c || uv_queue_work(app->loop, &c->work, config_load_work, config_load_done) != 0) {
+        free(c);
+        if (done)
+            done(json_pack("{s:b,s:s}", "ok", 0, "error", "cannot start the reload"), data);
+    }
+}
+
 static void watch_cb(pc_watch_t *w, unsigned changed, void *data)
 {
     (void)w;
@@ -112,15 +177,30 @@ typedef struct {
     pc_http_req_t *req;
     pc_app_t *app;
     int waiting;
+    json_t *config;
 } reload_t;
+
+static void reload_free(void *arg)
+{
+    reload_t *r = arg;
+    json_decref(r->config);
+}
 
 static void reload_answer(reload_t *r)
 {
     if (--r->waiting > 0)
         return;
     pc_http_respond_json(r->req, 200,
-                         json_pack("{s:o,s:o}", "rules", pc_rules_status(r->app->rules), "channels",
-                                   pc_channels_status(r->app->channels)));
+                         json_pack("{s:o,s:o,s:O}", "rules", pc_rules_status(r->app->rules),
+                                   "channels", pc_channels_status(r->app->channels), "config",
+                                   r->config ? r->config : json_null()));
+}
+
+static void admin_config_done(json_t *outcome, void *data)
+{
+    reload_t *r = data;
+    r->config = outcome;
+    reload_answer(r);
 }
 
 static void admin_rules_done(pc_rules_t *rules, int status, void *data)
@@ -141,7 +221,9 @@ static void post_reload(pc_http_req_t *req, void *data)
     reload_t *r = pc_http_req_alloc(req, sizeof *r);
     r->req = req;
     r->app = data;
-    r->waiting = 3;
+    r->waiting = 4;
+    pc_http_req_on_done(req, reload_free, r);
+    pc_app_reload_config(r->app, admin_config_done, r);
     if (pc_rules_reload_async(r->app->rules, r->app->loop, admin_rules_done, r) < 0)
         r->waiting--;
     if (pc_channels_reload_async(r->app->channels, r->app->loop, admin_channels_done, r) < 0)
@@ -247,6 +329,8 @@ int pc_app_config_start(pc_app_t *app, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return PC_ENOMEM;
     }
+    pc_metrics_describe("pc_config_reloads_total", PC_METRIC_COUNTER,
+                        "configuration reloads (SIGHUP, POST /admin/reload) by result");
     pc_metrics_describe("pc_channel_reloads_total", PC_METRIC_COUNTER,
                         "channel set reloads by result");
     /* At start a refused rule or channel file is fatal: there is no old

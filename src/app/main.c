@@ -132,7 +132,8 @@ static void signal_cb(uv_signal_t *h, int signum)
 {
     server_t *s = h->data;
     if (signum == SIGHUP) {
-        pc_log_info("paycore.sighup", "reloading rules and channels");
+        pc_log_info("paycore.sighup", "reloading the configuration, rules and channels");
+        pc_app_reload_config(&s->app, NULL, NULL);
         pc_app_reload(&s->app, 1, 1);
         return;
     }

@@ -8,7 +8,7 @@
  *     "id": "sim_card",                       must equal the file name; [a-z0-9_], <= 32
  *     "name": "Simulated card acquirer",
  *     "endpoint": "http://127.0.0.1:${PAYSIM_PORT:-8090}/ch/sim_card",
- *     "secret_ref": "PAYCORE_SECRET_SIM_CARD", name of an env var or config key that
+ *     "secret_ref": "PAYCORE_SECRET_SIM_CARD", name of the environment variable that
  *                                             holds the secret; never the secret itself
  *     "methods": ["CARD", "QUICK_PAY"],       subset of the method types below
  *     "currencies": ["CNY", "USD"],           ISO 4217, upper case

@@ -39,7 +39,7 @@ static const opt_def_t opts[] = {
      "time to receive a whole request"},
     {"http.trusted_proxies", OPT_STR, "PAYCORE_TRUSTED_PROXIES", "", 0, 1024, 0,
      "reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For names the client"},
-    {"http.access_log", OPT_BOOL, "PAYCORE_ACCESS_LOG", "true", 0, 0, 1,
+    {"http.access_log", OPT_BOOL, "PAYCORE_ACCESS_LOG", "true", 0, 0, 0,
      "one log line per request"},
     {"admin.host", OPT_STR, "PAYCORE_ADMIN_HOST", "127.0.0.1", 0, 0, 0, "admin API address"},
     {"admin.port", OPT_INT, "PAYCORE_ADMIN_PORT", "8081", 0, 65535, 0, "admin API port"},
@@ -153,7 +153,8 @@ static const opt_def_t opts[] = {
     {"notify.max_inflight", OPT_INT, "PAYCORE_NOTIFY_MAX_INFLIGHT", "2000", 1, 100000, 0,
      "notifications one node holds (queued or in flight)"},
     {"notify.platform_key_file", OPT_STR, "PAYCORE_NOTIFY_PLATFORM_KEY_FILE", "", 0, 0, 0,
-     "PEM RSA private key signing notifications to RSA2 merchants (empty: ephemeral, dev only)"},
+     "PEM RSA private key signing notifications to RSA2 merchants (empty: one key generated "
+     "once and shared by every node through PostgreSQL)"},
     {"chargeback.evidence_days", OPT_INT, "PAYCORE_CHARGEBACK_EVIDENCE_DAYS", "7", 1, 90, 0,
      "days a merchant has for evidence when the channel gives no respond-by time"},
     {"chargeback.rate_refresh_ms", OPT_INT, "PAYCORE_CHARGEBACK_RATE_REFRESH_MS", "60000", 100,
@@ -209,6 +210,7 @@ typedef struct {
 } currency_limits_t;
 
 struct pc_config {
+    char *path; /* the file it was loaded from, NULL for none */
     opt_val_t v[NOPTS];
     currency_limits_t limits[MAX_LIMIT_CURRENCIES];
     int nlimits;
@@ -448,6 +450,10 @@ pc_config_t *pc_config_load(const char *path, char *err, size_t errlen)
     }
     if (refuse_demo_secrets(cfg, err, errlen) < 0 || parse_limits(cfg, err, errlen) < 0)
         goto fail;
+    if (path && !(cfg->path = strdup(path))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     return cfg;
 fail:
     pc_config_free(cfg);
@@ -460,7 +466,35 @@ void pc_config_free(pc_config_t *cfg)
         return;
     for (size_t i = 0; i < NOPTS; i++)
         free(cfg->v[i].s);
+    free(cfg->path);
     free(cfg);
+}
+
+pc_config_t *pc_config_load_again(const pc_config_t *cfg, char *err, size_t errlen)
+{
+    return pc_config_load(cfg->path, err, errlen);
+}
+
+static int same_value(const opt_def_t *o, const opt_val_t *a, const opt_val_t *b)
+{
+    return o->type == OPT_STR ? !strcmp(a->s ? a->s : "", b->s ? b->s : "") : a->i == b->i;
+}
+
+void pc_config_take_runtime(pc_config_t *cfg, pc_config_t *fresh, json_t *changed, json_t *restart)
+{
+    for (size_t i = 0; i < NOPTS; i++) {
+        if (same_value(&opts[i], &cfg->v[i], &fresh->v[i]))
+            continue;
+        /* Secrets are named, never shown. */
+        json_array_append_new(opts[i].runtime ? changed : restart, json_string(opts[i].name));
+        if (!opts[i].runtime)
+            continue;
+        opt_val_t keep = cfg->v[i];
+        cfg->v[i] = fresh->v[i];
+        fresh->v[i] = keep; /* freed with fresh */
+    }
+    memcpy(cfg->limits, fresh->limits, sizeof cfg->limits);
+    cfg->nlimits = fresh->nlimits;
 }
 
 static int must_find(const char *name, opt_type_t type)

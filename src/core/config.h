@@ -6,6 +6,7 @@
  * before the loop runs or from a worker thread. */
 #ifndef PC_CORE_CONFIG_H
 #define PC_CORE_CONFIG_H
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,6 +19,18 @@ typedef struct pc_config pc_config_t;
  * frees it with pc_config_free. */
 pc_config_t *pc_config_load(const char *path, char *err, size_t errlen);
 void pc_config_free(pc_config_t *cfg);
+
+/* Reloading while serving (SIGHUP, POST /admin/reload). pc_config_load_again
+ * reads cfg's file (the one it was loaded from) and the environment anew, as
+ * pc_config_load does, into a new config: safe on a worker thread while cfg
+ * serves. pc_config_take_runtime then, on the thread that reads cfg, takes
+ * from fresh the options marked as changing at run time (the buyer and card
+ * limits, limits.by_currency, log.level, cashier.hide_unavailable), appending
+ * the names of those that changed to changed, and the names of other options
+ * whose value differs (they need a restart; nothing of them is taken) to
+ * restart. Names only: values may be secrets. The caller frees fresh. */
+pc_config_t *pc_config_load_again(const pc_config_t *cfg, char *err, size_t errlen);
+void pc_config_take_runtime(pc_config_t *cfg, pc_config_t *fresh, json_t *changed, json_t *restart);
 
 /* Accessors by option name; the option must exist and be of that type (a wrong
  * name is a programming error and aborts). Strings live as long as cfg. */

@@ -12,6 +12,7 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,10 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_RULES_DIR", p);
     snprintf(p, sizeof p, "%s/channels", g_dir);
     pc_stack_env(&g_stack, "PAYCORE_CHANNELS_DIR", p);
+    /* A config file of the nodes' own, which test_config_reload edits. */
+    snprintf(p, sizeof p, "%s/paycore.json", g_dir);
+    pc_t_sh("echo '{\"limits\": {\"buyer_daily\": 5000000}}' > %s", p);
+    pc_stack_env(&g_stack, "PAYCORE_CONFIG", p);
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
     g_m = pc_t_create_merchant(&g_stack, NULL);
@@ -247,6 +252,99 @@ static void test_200_reloads_while_requests_run_fail_nothing(void **state)
     assert_int_equal(bad_reloads, 0);
 }
 
+/* --- the configuration file --- */
+
+/* Consults trade tn for buyer at whichever node answers; returns whether the
+ * card method is offered as available. */
+static int card_available(const char *tn, const char *buyer)
+{
+    char body[256], key[64];
+    static int n;
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"client\":{\"platform\":\"WEB\"}}", tn,
+             buyer);
+    snprintf(key, sizeof key, "consult-cfg-%d", ++n);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", body, key);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    int available = -1;
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(j, "methods"), i, m)
+    {
+        if (!strcmp(json_string_value(json_object_get(m, "type")), "CARD"))
+            available = json_is_true(json_object_get(m, "available"));
+    }
+    json_decref(j);
+    assert_true(available >= 0);
+    return available;
+}
+
+/* Ops lower a buyer limit in the config file during a fraud incident and
+ * reload (POST /admin/reload on one node, SIGHUP on the other): the next
+ * consults apply it, without a restart. An option that needs a restart is
+ * named as such and not taken; a broken file changes nothing. Before, the
+ * configuration was read once at start: the old limits stayed until a
+ * restart, though the option table said they changed on reload. */
+static void test_config_reload_takes_new_limits_without_restart(void **state)
+{
+    (void)state;
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", "{\"buyer_id\":\"u_cfg\"}");
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades",
+                  "{\"out_trade_no\":\"CFG1\",\"product\":\"INSTANT\",\"amount\":3000000,"
+                  "\"currency\":\"CNY\",\"subject\":\"s\",\"buyer_id\":\"u_cfg\"}",
+                  "cfg-trade");
+    assert_int_equal(r.status, 201);
+    char tn[40];
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    for (int i = 0; i < 4; i++)
+        assert_true(card_available(tn, "u_cfg"));
+
+    write_file("paycore.json",
+               "{\"limits\": {\"buyer_daily\": 1000000}, \"http\": {\"max_connections\": 999}}",
+               "w");
+    r = pc_t_admin_node(&g_stack, 0, "POST", "/admin/reload", NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    json_t *cfg = json_object_get(j, "config");
+    assert_true(json_is_true(json_object_get(cfg, "ok")));
+    char *changed = json_dumps(json_object_get(cfg, "changed"), JSON_COMPACT);
+    char *restart = json_dumps(json_object_get(cfg, "restart_needed"), JSON_COMPACT);
+    assert_string_equal(changed, "[\"limits.buyer_daily\"]");
+    assert_string_equal(restart, "[\"http.max_connections\"]");
+    free(changed);
+    free(restart);
+    json_decref(j);
+    kill(g_stack.pids[1], SIGHUP);
+    int refused = 0;
+    for (int i = 0; i < 100 && refused < 6; i++) {
+        refused = card_available(tn, "u_cfg") ? 0 : refused + 1;
+        if (!refused)
+            usleep(50000);
+    }
+    assert_int_equal(refused, 6); /* six in a row: both nodes */
+
+    /* A broken file: refused, the limits as they were. */
+    write_file("paycore.json", "{\"limits\": {\"buyer_daily\": \"lots\"}}", "w");
+    r = pc_t_admin_node(&g_stack, 0, "POST", "/admin/reload", NULL);
+    j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    cfg = json_object_get(j, "config");
+    assert_true(json_is_false(json_object_get(cfg, "ok")));
+    assert_non_null(strstr(json_string_value(json_object_get(cfg, "error")), "buyer_daily"));
+    json_decref(j);
+    assert_false(card_available(tn, "u_cfg"));
+    write_file("paycore.json", "{\"limits\": {\"buyer_daily\": 5000000}}", "w");
+    for (int node = 0; node < 2; node++) {
+        r = pc_t_admin_node(&g_stack, node, "POST", "/admin/reload", NULL);
+        pc_t_resp_free(&r);
+    }
+}
+
 /* --- channels --- */
 
 static json_t *channel_view(int node, const char *id)
@@ -337,6 +435,7 @@ int main(void)
         cmocka_unit_test(test_syntax_error_is_refused_with_file_and_line),
         cmocka_unit_test(test_version_failing_its_examples_is_refused),
         cmocka_unit_test(test_200_reloads_while_requests_run_fail_nothing),
+        cmocka_unit_test(test_config_reload_takes_new_limits_without_restart),
         cmocka_unit_test(test_channel_switch_reaches_every_node_within_a_second),
         cmocka_unit_test(test_channel_file_change_applies_and_a_bad_one_is_refused),
     };
