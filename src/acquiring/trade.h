@@ -32,9 +32,9 @@ json_t *pc_trade_json(const pc_trade_t *t);
 #define PC_TRADE_COLUMNS                                                                           \
     "trade_no, out_trade_no, merchant_id, product, status, amount, currency, paid_amount, "        \
     "refunded_amount, settled_amount, subject, buyer_id, metadata::text AS metadata, "             \
-    "splits::text AS splits, extract(epoch FROM created_at)::bigint AS created_at, "               \
-    "extract(epoch FROM expires_at)::bigint AS expires_at, "                                       \
-    "coalesce(extract(epoch FROM paid_at)::bigint, 0) AS paid_at"
+    "splits::text AS splits, floor(extract(epoch FROM created_at))::bigint AS created_at, "        \
+    "floor(extract(epoch FROM expires_at))::bigint AS expires_at, "                                \
+    "coalesce(floor(extract(epoch FROM paid_at))::bigint, 0) AS paid_at"
 
 /* Fills t from a row selected with PC_TRADE_COLUMNS; strings borrowed from res. */
 void pc_trade_from_row(pc_trade_t *t, pc_db_res_t *res, int row);

@@ -1210,7 +1210,7 @@ static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "p.coupon_amount, "
             "p.external_amount, coalesce(p.channel_id, '') AS channel_id, "
             "coalesce(p.channel_txn_id, '') AS channel_txn_id, coalesce(p.card_token, '') AS "
-            "card_token, coalesce(extract(epoch FROM p.finished_at)::bigint, 0) AS paid_at, "
+            "card_token, coalesce(floor(extract(epoch FROM p.finished_at))::bigint, 0) AS paid_at, "
             "coalesce((SELECT c.merchant_id FROM coupons c WHERE c.coupon_id = p.coupon_id AND "
             "c.funded_by = 'MERCHANT'), '') AS coupon_funder, coalesce((SELECT "
             "coalesce(t.notify_url, m.notify_url) FROM trades t JOIN merchants m USING "

@@ -85,8 +85,8 @@ int pc_refunds_terminate_for_chargeback(pc_refunds_t *rf, const char *refund_no,
     "coalesce(failure_message, '') AS failure_message, coalesce(hold_reason, '') AS hold_reason, " \
     "coalesce(batch_id, '') AS batch_id, coalesce(rule_version, '') AS rule_version, "             \
     "coalesce(risk_decision, '') AS risk_decision, "                                               \
-    "extract(epoch FROM created_at)::bigint AS created_at, "                                       \
-    "coalesce(extract(epoch FROM finished_at)::bigint, 0) AS finished_at, splits::text AS "        \
+    "floor(extract(epoch FROM created_at))::bigint AS created_at, "                                \
+    "coalesce(floor(extract(epoch FROM finished_at))::bigint, 0) AS finished_at, splits::text AS " \
     "splits, split_amount, coupon_returned::text AS coupon_returned"
 
 /* A refund row. Plain data (copies), safe to keep across callbacks. */

@@ -306,6 +306,29 @@ static void test_recharge_credits_the_buyer_wallet(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* Times are shown truncated to the second, never rounded: a payment at
+ * 23:59:59.6 is on its own day, as settlement and reconciliation count it
+ * (it was shown at 00:00:00 of the next day). */
+static void test_times_are_truncated_to_the_second(void **state)
+{
+    (void)state;
+    char tn[40], st[20];
+    create("TRUNC1", "INSTANT", 100, NULL, tn);
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, tn, "P-TRUNC1", 100, "CNY", "channel:sim_card:clearing:CNY", st),
+        0);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET paid_at = '2026-01-01 23:59:59.6+00' WHERE trade_no = '%s' "
+                  "RETURNING 1",
+                  tn));
+    char path[96];
+    snprintf(path, sizeof path, "/v1/trades/%s", tn);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "paid_at"), "2026-01-01T23:59:59Z");
+    pc_t_resp_free(&r);
+}
+
 static void test_expired_trade_is_closed_by_the_sweep(void **state)
 {
     (void)state;
@@ -345,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_settle_of_an_instant_trade_is_refused),
         cmocka_unit_test(test_settle_whose_claim_was_taken_over_does_not_commit),
         cmocka_unit_test(test_recharge_credits_the_buyer_wallet),
+        cmocka_unit_test(test_times_are_truncated_to_the_second),
         cmocka_unit_test(test_expired_trade_is_closed_by_the_sweep),
     };
     return cmocka_run_group_tests_name("trades", tests, setup, teardown);
