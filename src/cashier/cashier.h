@@ -27,7 +27,7 @@ typedef struct {
     json_t *cards; /* bound cards */
     int64_t used_day, used_month, attempts_1h;
     int64_t open_attempts;
-    json_t *card_usage; /* {card_id: the card's usage in 24 h, by anyone} */
+    json_t *card_usage; /* {card_id: [the card's usage in 24 h, in 30 days], by anyone} */
     const char *last_method;
     json_t *type_counts;
     int64_t now;
@@ -46,11 +46,12 @@ int pc_cashier_load(pc_app_t *app, const char *merchant_id, const char *trade_no
  * trade belongs to another buyer). */
 int pc_cashier_check_payable(pc_http_req_t *req, const pc_cashier_view_t *v, const char *buyer_id);
 
-/* Limits: returns "LIMIT_EXCEEDED" when amount more would pass the buyer's
- * daily or monthly limit (or the card's daily limit when card_id is given),
- * NULL otherwise. */
-const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, const char *card_id,
-                             int64_t amount);
+/* Limits: returns "LIMIT_EXCEEDED" when a payment of amount would pass the
+ * buyer's single, daily or monthly limit, a card's single limit (by_card:
+ * it is paid by a card, typed in or bound), or the bound card card_id's
+ * daily or monthly limit; NULL otherwise. */
+const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, int by_card,
+                             const char *card_id, int64_t amount);
 
 /* "12.30" style text of a minor-unit amount, with the currency's ISO 4217
  * digits (0 for JPY, 3 for KWD: pc_currency_digits). */

@@ -71,7 +71,7 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
         v->buyer && !strcmp(json_string_value(json_object_get(v->buyer, "status")), "BLOCKED")
             ? "BUYER_BLOCKED"
             : NULL;
-    const char *limit = blocked ? blocked : pc_cashier_limit(app, v, NULL, amount);
+    const char *limit = blocked ? blocked : pc_cashier_limit(app, v, 0, NULL, amount);
     char money[32], label[96];
 
     /* Internal assets: not for a top-up of the same wallet, not for guests. */
@@ -130,7 +130,7 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
         const char *card_id = json_string_value(json_object_get(card, "card_id"));
         const char *ch = json_string_value(json_object_get(card, "channel_id"));
         const pc_channel_t *chan = pc_channels_find(app->channels, ch);
-        const char *why = limit ? limit : pc_cashier_limit(app, v, card_id, amount);
+        const char *why = limit ? limit : pc_cashier_limit(app, v, 1, card_id, amount);
         if (!why && (!chan || !pc_channels_effective_enabled(app->channels, ch) ||
                      !pc_channel_accepts(chan, PC_METHOD_QUICK_PAY, cur, amount)))
             why = "CHANNEL_UNAVAILABLE";
@@ -153,7 +153,10 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
         if (n == 0)
             continue;
         const char *type = pc_pay_method_name(external[k].m);
-        json_array_append_new(methods, method(type, type, external[k].label, limit, amount,
+        const char *why = limit;
+        if (!why && external[k].m == PC_METHOD_CARD)
+            why = pc_cashier_limit(app, v, 1, NULL, amount);
+        json_array_append_new(methods, method(type, type, external[k].label, why, amount,
                                               n == 1 ? match[0]->id : NULL));
     }
     return methods;

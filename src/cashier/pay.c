@@ -608,9 +608,12 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
                               "the wallet balance is not enough");
         return;
     }
-    if (pc_cashier_limit(app, v, p->card_id, amount)) {
+    if (pc_cashier_limit(app, v, p->has_card || p->card_id, p->card_id, amount)) {
+        /* The buyer's own, or else the card's. */
         pc_http_respond_error(req, PC_API_LIMIT_EXCEEDED, NULL,
-                              "this payment would pass the buyer's limits");
+                              pc_cashier_limit(app, v, 0, NULL, amount)
+                                  ? "this payment would pass the buyer's limits"
+                                  : "this payment would pass the card's limits");
         return;
     }
     gather(p);

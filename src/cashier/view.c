@@ -60,12 +60,14 @@ static const char view_sql[] =
     "FILTER (WHERE created_at >= now() - interval '30 days' AND counted AND same_currency), 0) AS "
     "month, count(*) FILTER (WHERE "
     "created_at >= now() - interval '1 hour' AND counted) AS attempts_1h FROM bp) u), "
-    "'card_usage', (SELECT coalesce(json_object_agg(c.card_id, u.s), '{}') FROM cards c CROSS "
-    "JOIN LATERAL (SELECT sum(p.amount) AS s FROM payments p WHERE p.card_fp = c.card_fp AND "
-    "p.created_at >= now() - interval '30 days' AND coalesce(p.sent_at, p.created_at) >= now() - "
-    "interval '24 hours' AND p.status IN " PC_PAYMENT_COUNTED_STATUSES " AND p.currency = (SELECT "
+    "'card_usage', (SELECT coalesce(json_object_agg(c.card_id, json_build_array(coalesce(u.d, "
+    "0), u.m)), '{}') FROM cards c CROSS JOIN LATERAL (SELECT sum(p.amount) FILTER (WHERE "
+    "coalesce(p.sent_at, p.created_at) >= now() - interval '24 hours') AS d, sum(p.amount) "
+    "FILTER (WHERE coalesce(p.sent_at, p.created_at) >= now() - interval '30 days') AS m FROM "
+    "payments p WHERE p.card_fp = c.card_fp AND p.created_at >= now() - interval '90 days' AND "
+    "p.status IN " PC_PAYMENT_COUNTED_STATUSES " AND p.currency = (SELECT "
     "currency FROM trades WHERE trade_no = $1)) u WHERE c.buyer_id = $3 "
-    "AND c.status = 'ACTIVE' AND u.s IS NOT NULL), "
+    "AND c.status = 'ACTIVE' AND u.m IS NOT NULL), "
     "'open_attempts', (SELECT count(*) FROM payments WHERE trade_no = $1 AND status "
     "IN " PC_PAYMENT_OPEN_STATUSES "), "
     "'last_method', (SELECT method_type FROM bp WHERE status = 'SUCCESS' ORDER BY created_at DESC "
@@ -173,15 +175,25 @@ int pc_cashier_check_payable(pc_http_req_t *req, const pc_cashier_view_t *v, con
     return 0;
 }
 
-const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, const char *card_id,
-                             int64_t amount)
+const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, int by_card,
+                             const char *card_id, int64_t amount)
 {
+    const pc_config_t *cfg = app->cfg;
     const char *cur = json_string_value(json_object_get(v->trade, "currency"));
-    if (v->used_day + amount > pc_config_limit(app->cfg, "buyer_daily", cur) ||
-        v->used_month + amount > pc_config_limit(app->cfg, "buyer_monthly", cur))
+    if (amount > pc_config_limit(cfg, "buyer_single", cur) ||
+        v->used_day + amount > pc_config_limit(cfg, "buyer_daily", cur) ||
+        v->used_month + amount > pc_config_limit(cfg, "buyer_monthly", cur))
         return "LIMIT_EXCEEDED";
-    if (card_id &&
-        jint(v->card_usage, card_id) + amount > pc_config_limit(app->cfg, "card_daily", cur))
+    if (by_card && amount > pc_config_limit(cfg, "card_single", cur))
+        return "LIMIT_EXCEEDED";
+    if (!card_id)
+        return NULL;
+    /* The bound card's usage by anyone: [24 h, 30 days], absent when none. */
+    json_t *u = json_object_get(v->card_usage, card_id);
+    if (json_integer_value(json_array_get(u, 0)) + amount >
+            pc_config_limit(cfg, "card_daily", cur) ||
+        json_integer_value(json_array_get(u, 1)) + amount >
+            pc_config_limit(cfg, "card_monthly", cur))
         return "LIMIT_EXCEEDED";
     return NULL;
 }

@@ -77,12 +77,18 @@ static const opt_def_t opts[] = {
     {"limits.buyer_monthly", OPT_INT, "PAYCORE_LIMIT_BUYER_MONTHLY", "50000000", 0,
      1000000000000000, 1, "most a buyer may pay in 30 days"},
     {"limits.card_daily", OPT_INT, "PAYCORE_LIMIT_CARD_DAILY", "2000000", 0, 1000000000000000, 1,
-     "most one bound card may pay in 24 h"},
+     "most one card may pay in 24 h, whoever pays with it"},
+    {"limits.card_monthly", OPT_INT, "PAYCORE_LIMIT_CARD_MONTHLY", "1000000000000000", 0,
+     1000000000000000, 1, "most one card may pay in 30 days (default: no cap of its own)"},
+    {"limits.buyer_single", OPT_INT, "PAYCORE_LIMIT_BUYER_SINGLE", "1000000000000000", 0,
+     1000000000000000, 1, "most one payment of a buyer (default: no cap but the daily one)"},
+    {"limits.card_single", OPT_INT, "PAYCORE_LIMIT_CARD_SINGLE", "1000000000000000", 0,
+     1000000000000000, 1, "most one payment by one card (default: no cap but the daily one)"},
     {"limits.by_currency", OPT_STR, "PAYCORE_LIMITS_BY_CURRENCY", "{}", 0, 8192, 1,
      "the limits of a currency whose minor unit is worth another amount, e.g. {\"KRW\": "
      "{\"buyer_daily\": 10000000, \"buyer_monthly\": 100000000, \"card_daily\": 4000000}} "
-     "(any of the three; the others are the figures above; config/paycore.example.json has "
-     "ten currencies)"},
+     "(any of the limits.* names; the others are the figures above; "
+     "config/paycore.example.json has ten currencies)"},
     {"cashier.demo_challenges", OPT_BOOL, "PAYCORE_DEMO_CHALLENGES", "true", 0, 0, 0,
      "keep challenge codes readable at GET /admin/challenges/{id} (only with demo on)"},
     {"http.public_url", OPT_STR, "PAYCORE_PUBLIC_URL", "", 0, 512, 0,
@@ -201,7 +207,8 @@ typedef struct {
 
 /* limits.by_currency, parsed: the figures set for each currency named. */
 #define MAX_LIMIT_CURRENCIES 64
-static const char *const limit_names[] = {"buyer_daily", "buyer_monthly", "card_daily"};
+static const char *const limit_names[] = {"buyer_daily",  "buyer_monthly", "card_daily",
+                                          "card_monthly", "buyer_single",  "card_single"};
 #define NLIMITS (sizeof limit_names / sizeof limit_names[0])
 typedef struct {
     char currency[4];
@@ -348,6 +355,36 @@ static int refuse_demo_secrets(const pc_config_t *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* A month below a day, for the general figures or a currency's (its own or
+ * the general ones it falls back to): a currency that set only its daily
+ * figure in by_currency (IDR 600,000,000) was capped by the general monthly
+ * one (50,000,000) without anyone noticing. Refused with what to set. */
+static int check_limit_order(const pc_config_t *cfg, char *err, size_t errlen)
+{
+    static const char *const pairs[][2] = {{"buyer_daily", "buyer_monthly"},
+                                           {"card_daily", "card_monthly"}};
+    for (int i = -1; i < cfg->nlimits; i++) {
+        const char *cur = i < 0 ? NULL : cfg->limits[i].currency;
+        for (size_t p = 0; p < 2; p++) {
+            int64_t day = pc_config_limit(cfg, pairs[p][0], cur);
+            int64_t month = pc_config_limit(cfg, pairs[p][1], cur);
+            if (month >= day)
+                continue;
+            if (cur)
+                snprintf(err, errlen,
+                         "limits.by_currency.%s: %s (%lld) is below %s (%lld): give %s its own "
+                         "%s",
+                         cur, pairs[p][1], (long long)month, pairs[p][0], (long long)day, cur,
+                         pairs[p][1]);
+            else
+                snprintf(err, errlen, "limits.%s (%lld) is below limits.%s (%lld)", pairs[p][1],
+                         (long long)month, pairs[p][0], (long long)day);
+            return PC_EINVAL;
+        }
+    }
+    return 0;
+}
+
 /* limits.by_currency: {"CUR": {"buyer_daily"|"buyer_monthly"|"card_daily": N}}
  * with N in minor units of CUR, 0..10^15. */
 static int parse_limits(pc_config_t *cfg, char *err, size_t errlen)
@@ -383,8 +420,9 @@ static int parse_limits(pc_config_t *cfg, char *err, size_t errlen)
             if (k == NLIMITS || !json_is_integer(v) || json_integer_value(v) < 0 ||
                 json_integer_value(v) > 1000000000000000) {
                 snprintf(err, errlen,
-                         "limits.by_currency.%s.%s: one of buyer_daily, buyer_monthly, "
-                         "card_daily, a whole number of minor units (0 to 10^15)",
+                         "limits.by_currency.%s.%s: one of buyer_single, buyer_daily, "
+                         "buyer_monthly, card_single, card_daily, card_monthly, a whole number "
+                         "of minor units (0 to 10^15)",
                          cur, name);
                 rc = PC_EINVAL;
                 break;
@@ -405,7 +443,7 @@ static int parse_limits(pc_config_t *cfg, char *err, size_t errlen)
         cfg->nlimits++;
     }
     json_decref(root);
-    return rc;
+    return rc ? rc : check_limit_order(cfg, err, errlen);
 }
 
 int64_t pc_config_limit(const pc_config_t *cfg, const char *name, const char *currency)

@@ -1089,7 +1089,7 @@ static void locked_trade_cb(void *data, int status, pc_db_res_t *res)
 /* What a payer is told when queue_limit_check's answer (which) is not ''. */
 static const char *limit_message(const char *which)
 {
-    return !strcmp(which, "card") ? "this payment would pass the card's daily limit"
+    return !strcmp(which, "card") ? "this payment would pass the card's limits"
                                   : "this payment would pass the buyer's limits";
 }
 
@@ -1214,7 +1214,7 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
 static int queue_limit_check(op_t *o, pc_db_query_cb cb, void *data)
 {
     /* Parameters are copied when queued: locals will do. */
-    char amount[24], day[24], month[24], card_day[24];
+    char amount[24], day[24], month[24], card_day[24], single[24], card_single[24], card_month[24];
     const pc_config_t *cfg = o->e->app->cfg;
     const char *buyer = o->buyer_id[0] ? o->buyer_id : NULL;
     const char *card = o->card_fp[0] ? o->card_fp : NULL;
@@ -1224,9 +1224,16 @@ static int queue_limit_check(op_t *o, pc_db_query_cb cb, void *data)
              (long long)pc_config_limit(cfg, "buyer_monthly", o->currency));
     snprintf(card_day, sizeof card_day, "%lld",
              (long long)pc_config_limit(cfg, "card_daily", o->currency));
+    snprintf(single, sizeof single, "%lld",
+             (long long)pc_config_limit(cfg, "buyer_single", o->currency));
+    snprintf(card_single, sizeof card_single, "%lld",
+             (long long)pc_config_limit(cfg, "card_single", o->currency));
+    snprintf(card_month, sizeof card_month, "%lld",
+             (long long)pc_config_limit(cfg, "card_monthly", o->currency));
     const char *b[] = {buyer};
     const char *c[] = {card};
-    const char *u[] = {buyer, amount, day, month, card, card_day, o->payment_no, o->currency};
+    const char *u[] = {buyer,         amount,      day,    month,       card,      card_day,
+                       o->payment_no, o->currency, single, card_single, card_month};
     if (buyer && pc_db_tx_query(o->tx,
                                 "SELECT pg_advisory_xact_lock(hashtextextended('pc:buyer:' || $1, "
                                 "0))",
@@ -1238,18 +1245,21 @@ static int queue_limit_check(op_t *o, pc_db_query_cb cb, void *data)
         return -1;
     return pc_db_tx_query(
         o->tx,
-        "SELECT CASE WHEN $1::text IS NOT NULL AND (SELECT coalesce(sum(amount) FILTER (WHERE "
+        "SELECT CASE WHEN $1::text IS NOT NULL AND ($2::bigint > $9::bigint OR (SELECT "
+        "coalesce(sum(amount) FILTER (WHERE coalesce(sent_at, created_at) >= now() - interval "
+        "'24 hours'), 0) + $2::bigint > $3::bigint OR coalesce(sum(amount) FILTER (WHERE "
+        "coalesce(sent_at, created_at) >= now() - interval '30 days'), 0) + $2::bigint > "
+        "$4::bigint FROM payments WHERE buyer_id = $1 AND created_at >= now() - interval '90 "
+        "days' AND status IN " PC_PAYMENT_COUNTED_STATUSES
+        " AND payment_no <> $7 AND currency = $8)) THEN 'buyer' WHEN $5::text IS NOT NULL AND "
+        "($2::bigint > $10::bigint OR (SELECT coalesce(sum(amount) FILTER (WHERE "
         "coalesce(sent_at, created_at) >= now() - interval '24 hours'), 0) + $2::bigint > "
-        "$3::bigint OR coalesce(sum(amount) FILTER (WHERE coalesce(sent_at, created_at) >= now() "
-        "- interval '30 days'), 0) + $2::bigint > $4::bigint FROM payments WHERE "
-        "buyer_id = $1 AND created_at >= now() - interval '90 days' AND status "
-        "IN " PC_PAYMENT_COUNTED_STATUSES
-        " AND payment_no <> $7 AND currency = $8) THEN 'buyer' WHEN $5::text IS NOT "
-        "NULL AND (SELECT coalesce(sum(amount), 0) + $2::bigint > $6::bigint FROM payments WHERE "
-        "card_fp = $5 AND created_at >= now() - interval '30 days' AND coalesce(sent_at, "
-        "created_at) >= now() - interval '24 hours' AND status IN " PC_PAYMENT_COUNTED_STATUSES
-        " AND payment_no <> $7 AND currency = $8) THEN 'card' ELSE '' END",
-        8, u, cb, data);
+        "$6::bigint OR coalesce(sum(amount) FILTER (WHERE coalesce(sent_at, created_at) >= "
+        "now() - interval '30 days'), 0) + $2::bigint > $11::bigint FROM payments WHERE card_fp "
+        "= $5 AND created_at >= now() - interval '90 days' AND status "
+        "IN " PC_PAYMENT_COUNTED_STATUSES " AND payment_no <> $7 AND currency = $8)) THEN 'card' "
+        "ELSE '' END",
+        11, u, cb, data);
 }
 
 static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)

@@ -32,8 +32,11 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_LIMIT_BUYER_DAILY", "4000000");
     /* Above the buyer's: a card's limit is tested on its own. */
     pc_stack_env(&g_stack, "PAYCORE_LIMIT_CARD_DAILY", "6000000");
-    /* EUR has figures of its own (test_a_currency_has_limits_of_its_own). */
-    pc_stack_env(&g_stack, "PAYCORE_LIMITS_BY_CURRENCY", "{\"EUR\": {\"buyer_daily\": 50000}}");
+    /* EUR has figures of its own (test_a_currency_has_limits_of_its_own), GBP
+     * single and monthly ones (test_single_payment_and_monthly_card_limits). */
+    pc_stack_env(&g_stack, "PAYCORE_LIMITS_BY_CURRENCY",
+                 "{\"EUR\": {\"buyer_daily\": 50000}, \"GBP\": {\"buyer_single\": 30000, "
+                 "\"card_single\": 20000, \"card_daily\": 40000, \"card_monthly\": 50000}}");
     /* A short claim, so that a pay outlasting it takes seconds, not minutes. */
     pc_stack_env(&g_stack, "PAYCORE_IDEMPOTENCY_LOCK_MS", "1500");
     pc_stack_start_paysim(&g_stack);
@@ -1477,7 +1480,7 @@ static long pay_typed(const char *tn, const char *buyer, const char *pan)
                     !strcmp(st, "CHALLENGE"));
     } else if (status == 422) {
         assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
-        assert_non_null(strstr(r.body, "card's daily limit"));
+        assert_non_null(strstr(r.body, "card's limits"));
     }
     pc_t_resp_free(&r);
     return status;
@@ -1576,6 +1579,58 @@ static void card_pay_in(long amount, const char *currency, const char *buyer, lo
     assert_int_equal(r.status, http);
     if (want)
         assert_string_equal(http == 200 ? pc_t_jstr(&r, "status") : pc_t_errcode(&r), want);
+    pc_t_resp_free(&r);
+}
+
+/* Limits per payment and a card's per month, besides the daily ones (GBP's
+ * figures here: a buyer's payment at most 300.00, a card's 200.00, a card
+ * 400.00 a day and 500.00 in 30 days). Before, only the buyer's day and
+ * month and the card's day had limits. */
+static void test_single_payment_and_monthly_card_limits(void **state)
+{
+    (void)state;
+    char buyer[32], pan[17], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    snprintf(pan, sizeof pan, "%s", pc_t_fresh_pan());
+    /* One card payment of 250.00: over the card's single limit. */
+    new_trade_in("INSTANT", 25000, "GBP", buyer, tn);
+    assert_int_equal(pay_typed(tn, buyer, pan), 422);
+    /* 2 x 190.00 fit the day (380.00 of 400.00); two days later another
+     * 190.00 passes the day but not the 30 days (570.00 of 500.00). */
+    for (int i = 0; i < 2; i++) {
+        new_trade_in("INSTANT", 19000, "GBP", buyer, tn);
+        assert_int_equal(pay_typed(tn, buyer, pan), 200);
+    }
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET created_at = created_at - interval '2 days', sent_at = "
+                  "sent_at - interval '2 days' WHERE card_fp = (SELECT card_fp FROM payments "
+                  "WHERE trade_no = '%s') RETURNING 1",
+                  tn));
+    new_trade_in("INSTANT", 19000, "GBP", buyer, tn);
+    assert_int_equal(pay_typed(tn, buyer, pan), 422);
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    /* A 350.00 trade: over the buyer's single limit, whatever pays it. */
+    new_trade_in("INSTANT", 35000, "GBP", buyer, tn);
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"client\":{\"platform\":\"WEB\"}}", tn,
+             buyer);
+    pc_t_resp_t r =
+        pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", body, "consult-single");
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    size_t i, listed = 0;
+    json_t *m;
+    json_array_foreach(json_object_get(j, "methods"), i, m)
+    {
+        if (json_is_true(json_object_get(m, "available")))
+            fprintf(stderr, "available: %s\n", json_string_value(json_object_get(m, "method_id")));
+        assert_false(json_is_true(json_object_get(m, "available")));
+        assert_string_equal(json_string_value(json_object_get(m, "reason")), "LIMIT_EXCEEDED");
+        listed++;
+    }
+    assert_true(listed > 0);
+    json_decref(j);
     pc_t_resp_free(&r);
 }
 
@@ -2093,6 +2148,7 @@ int main(void)
         cmocka_unit_test(test_reject_after_release_is_refused),
         cmocka_unit_test(test_limit_exceeded),
         cmocka_unit_test(test_limits_count_each_currency_on_its_own),
+        cmocka_unit_test(test_single_payment_and_monthly_card_limits),
         cmocka_unit_test(test_a_currency_has_limits_of_its_own),
         cmocka_unit_test(test_card_daily_limit_counts_every_payer),
         cmocka_unit_test(test_concurrent_pays_of_one_trade_charge_once),

@@ -118,8 +118,9 @@ static void test_limits_by_currency(void **state)
     setenv("PAYCORE_DEMO", "true", 1);
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    const char *text = "{\"limits\": {\"buyer_daily\": 5000000, \"by_currency\": {\"KRW\": "
-                       "{\"buyer_daily\": 700000000, \"card_daily\": 280000000}}}}";
+    const char *text = "{\"limits\": {\"buyer_daily\": 5000000, \"card_single\": 900000, "
+                       "\"by_currency\": {\"KRW\": {\"buyer_daily\": 700000000, \"buyer_monthly\": "
+                       "7000000000, \"card_daily\": 280000000}}}}";
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
     pc_config_t *cfg = pc_config_load(path, err, sizeof err);
@@ -127,24 +128,28 @@ static void test_limits_by_currency(void **state)
         fail_msg("%s", err);
     assert_int_equal(pc_config_limit(cfg, "buyer_daily", "KRW"), 700000000);
     assert_int_equal(pc_config_limit(cfg, "card_daily", "KRW"), 280000000);
-    assert_int_equal(pc_config_limit(cfg, "buyer_monthly", "KRW"), 50000000); /* not set */
+    assert_int_equal(pc_config_limit(cfg, "buyer_monthly", "KRW"), 7000000000);
+    assert_int_equal(pc_config_limit(cfg, "card_single", "KRW"), 900000); /* not set */
+    assert_int_equal(pc_config_limit(cfg, "card_single", "CNY"), 900000);
+    /* Not set anywhere: no cap of its own. */
+    assert_int_equal(pc_config_limit(cfg, "card_monthly", "CNY"), 1000000000000000);
     assert_int_equal(pc_config_limit(cfg, "buyer_daily", "CNY"), 5000000);
     assert_int_equal(pc_config_limit(cfg, "buyer_daily", NULL), 5000000);
     pc_config_free(cfg);
     unlink(path);
-    setenv("PAYCORE_LIMITS_BY_CURRENCY", "{\"IDR\": {\"buyer_monthly\": 1}}", 1);
+    setenv("PAYCORE_LIMITS_BY_CURRENCY", "{\"IDR\": {\"buyer_daily\": 1, \"buyer_monthly\": 1}}",
+           1);
     cfg = pc_config_load(NULL, err, sizeof err);
     assert_non_null(cfg);
     assert_int_equal(pc_config_limit(cfg, "buyer_monthly", "IDR"), 1);
     pc_config_free(cfg);
-    static const char *const bad[] = {"{\"krw\": {\"buyer_daily\": 1}}",
-                                      "{\"RMB\": {\"buyer_daily\": 1}}",
-                                      "{\"KRW\": {\"daily\": 1}}",
-                                      "{\"KRW\": {\"buyer_daily\": -1}}",
-                                      "{\"KRW\": {\"buyer_daily\": \"1\"}}",
-                                      "{\"KRW\": 1}",
-                                      "[1]",
-                                      "{"};
+    static const char *const bad[] = {
+        "{\"krw\": {\"buyer_daily\": 1}}", "{\"RMB\": {\"buyer_daily\": 1}}",
+        "{\"KRW\": {\"daily\": 1}}", "{\"KRW\": {\"buyer_daily\": -1}}",
+        "{\"KRW\": {\"buyer_daily\": \"1\"}}", "{\"KRW\": 1}",
+        /* a month below the day: the general monthly figure
+         * (50,000,000) would cap KRW's 700,000,000 a day */
+        "{\"KRW\": {\"buyer_daily\": 700000000}}", "[1]", "{"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         setenv("PAYCORE_LIMITS_BY_CURRENCY", bad[i], 1);
         err[0] = 0;
