@@ -647,8 +647,8 @@ static void challenge_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     const char *payment_no = pc_db_get(res, 0, 0);
-    if (pc_engine_continue(p->app->engine, payment_no, p->has_card ? &p->card : NULL, answer_engine,
-                           p->req) < 0)
+    if (pc_engine_continue(p->app->engine, payment_no, "CHALLENGE", p->has_card ? &p->card : NULL,
+                           answer_engine, p->req) < 0)
         pc_http_respond_error(p->req, PC_API_UNAVAILABLE, NULL, "could not continue");
 }
 
@@ -1074,8 +1074,8 @@ static void release_review(pc_http_req_t *req, void *data)
     pc_app_t *app = data;
     pc_log_info("review.release", "payment %s released by ops",
                 pc_http_req_param(req, "payment_no"));
-    if (pc_engine_continue(app->engine, pc_http_req_param(req, "payment_no"), NULL, answer_engine,
-                           req) < 0)
+    if (pc_engine_continue(app->engine, pc_http_req_param(req, "payment_no"), "REVIEW", NULL,
+                           answer_engine, req) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
@@ -1137,6 +1137,13 @@ static void add_block(pc_http_req_t *req, void *data)
         ((vlen != 6 && vlen != 8) || strspn(value, "0123456789") != vlen)) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "value",
                               "CARD_BIN: the first 6 or 8 digits of a card number");
+        return;
+    }
+    static const char id_chars[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    if (!strcmp(kind, "BUYER") && (vlen > 64 || strspn(value, id_chars) != vlen)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "value",
+                              "BUYER: a buyer id, 1-64 of [A-Za-z0-9_-]");
         return;
     }
     if (!strcmp(kind, "IP")) {

@@ -34,6 +34,7 @@ typedef struct op {
     char coupon_id[48], coupon_funder[65], card_id[48], card_fp[48], card_token[80], card_brand[24],
         card_last4[8], buyer_code[65];
     char limit_hit[8]; /* continue: the limit the payment would pass, "buyer" or "card" */
+    char waiting[12];  /* continue: the status the payment waits in */
     char route[PC_ROUTE_MAX][33];
     int nroute, attempt;
     int has_card;
@@ -1566,7 +1567,7 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
         return;
     }
     o->tx = tx;
-    const char *p[] = {o->payment_no};
+    const char *p[] = {o->payment_no, o->waiting};
     if (pc_db_tx_query(tx,
                        "SELECT p.status, coalesce(p.buyer_id, '') AS buyer_id, "
                        "coalesce(p.card_fp, '') AS card_fp, "
@@ -1574,19 +1575,19 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
                        "trade_expired, floor(extract(epoch FROM t.expires_at))::bigint AS "
                        "trade_expires_s FROM "
                        "payments p JOIN trades t USING (trade_no) WHERE p.payment_no = $1 AND "
-                       "p.status IN ('REVIEW', 'CHALLENGE') AND t.status = 'WAIT_BUYER_PAY' FOR "
-                       "UPDATE OF t",
-                       1, p, continue_locked_cb, o) < 0)
+                       "p.status = $2 AND t.status = 'WAIT_BUYER_PAY' FOR UPDATE OF t",
+                       2, p, continue_locked_cb, o) < 0)
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
 }
 
-int pc_engine_continue(pc_engine_t *e, const char *payment_no, const pc_ch_card_t *card,
-                       pc_engine_cb cb, void *data)
+int pc_engine_continue(pc_engine_t *e, const char *payment_no, const char *waiting,
+                       const pc_ch_card_t *card, pc_engine_cb cb, void *data)
 {
     op_t *o = op_new(e, cb, data);
     if (!o)
         return PC_ENOMEM;
     snprintf(o->payment_no, sizeof o->payment_no, "%s", payment_no);
+    snprintf(o->waiting, sizeof o->waiting, "%s", waiting);
     if (card) {
         pc_pay_order_t r;
         memset(&r, 0, sizeof r);

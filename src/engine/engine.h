@@ -92,10 +92,12 @@ void pc_engine_free(pc_engine_t *e);
  * negative code (cb never runs). */
 int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *order, pc_engine_cb cb, void *data);
 
-/* Continues a payment held for REVIEW (ops released it) or a CHALLENGE the
- * buyer passed (card is the card re-entered with the answer, or NULL). */
-int pc_engine_continue(pc_engine_t *e, const char *payment_no, const pc_ch_card_t *card,
-                       pc_engine_cb cb, void *data);
+/* Continues a payment waiting in status waiting: "REVIEW" (ops released
+ * it) or "CHALLENGE" (the buyer passed it; card is the card re-entered with
+ * the answer, or NULL). A payment in the other status is INVALID_STATE: a
+ * release does not skip a buyer's challenge. */
+int pc_engine_continue(pc_engine_t *e, const char *payment_no, const char *waiting,
+                       const pc_ch_card_t *card, pc_engine_cb cb, void *data);
 /* Ops rejected a payment held for REVIEW: it fails, nothing was held. */
 int pc_engine_reject(pc_engine_t *e, const char *payment_no, pc_engine_cb cb, void *data);
 

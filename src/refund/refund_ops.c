@@ -115,7 +115,17 @@ static void refund_action(pc_http_req_t *req, void *data)
         const char *outcome = pc_json_str(b, "outcome", 16, 1, &bad);
         const char *code = pc_json_str(b, "failure_code", 48, 1, &bad);
         if (bad || (outcome && strcmp(outcome, "SUCCESS") && strcmp(outcome, "FAILED"))) {
-            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "outcome", "SUCCESS or FAILED");
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, bad ? "failure_code" : "outcome",
+                                  bad ? "failure_code: 1-48 of [A-Za-z0-9_-]"
+                                      : "SUCCESS or FAILED");
+            return;
+        }
+        /* A failure code says the refund failed: without the outcome it was
+         * confirmed as done (SUCCESS is the default), the opposite of what
+         * ops meant. */
+        if (code && (!outcome || strcmp(outcome, "FAILED"))) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "outcome",
+                                  "a failure_code goes with \"outcome\": \"FAILED\"");
             return;
         }
         int ok = !outcome || !strcmp(outcome, "SUCCESS");

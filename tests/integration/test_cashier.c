@@ -985,6 +985,7 @@ static void test_block_list_entries_are_ones_that_can_match(void **state)
         "{\"kind\":\"CARD_BIN\",\"value\":\"52OOOO\"}",
         "{\"kind\":\"IP\",\"value\":\"10.0.0.300\"}",
         "{\"kind\":\"IP\",\"value\":\"2001:db8::g\"}",
+        "{\"kind\":\"BUYER\",\"value\":\"u_fraud \"}",
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/block-list", refused[i]);
@@ -1334,6 +1335,28 @@ static void test_the_month_counts_from_a_release_for_a_passed_challenge_too(void
     pc_t_resp_free(&r);
     expect_trade(tn, "WAIT_BUYER_PAY");
     expect_coupon(coupon, "AVAILABLE");
+}
+
+/* Ops release what risk held for review, not a payment waiting for the
+ * buyer's challenge: before, a release charged a challenged card without
+ * the challenge being passed. */
+static void test_release_does_not_skip_a_challenge(void **state)
+{
+    (void)state;
+    char buyer[32], coupon[64], tn[40], card[160], cid[64], code[16];
+    challenged_new_buyer(buyer, coupon, tn, card, cid, code);
+    char *pno =
+        pc_t_sql(&g_stack, "SELECT payment_no FROM payments WHERE challenge_id = '%s'", cid);
+    release_refused(pno, 409, "INVALID_STATE");
+    char *st = pc_t_sql(&g_stack, "SELECT status FROM payments WHERE payment_no = '%s'", pno);
+    assert_string_equal(st, "CHALLENGE");
+    free(st);
+    free(pno);
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    /* The buyer's answer still goes on. */
+    pc_t_resp_t r = answer_challenge(tn, buyer, cid, code, card);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
 }
 
 #define PAYMENT_STATE_SQL                                                                          \
@@ -2136,6 +2159,7 @@ int main(void)
         cmocka_unit_test(test_bound_card_quick_pay_and_agreement),
         cmocka_unit_test(test_risk_reject_review_and_challenge),
         cmocka_unit_test(test_passed_challenge_is_checked_against_limits),
+        cmocka_unit_test(test_release_does_not_skip_a_challenge),
         cmocka_unit_test(test_the_month_counts_from_a_release_for_a_passed_challenge_too),
         cmocka_unit_test(test_pay_without_buyer_id_counts_for_the_trades_buyer),
         cmocka_unit_test(test_block_list_reaches_bound_cards_and_buyers),

@@ -561,6 +561,13 @@ static void test_offline_refunds_batched_and_confirmed_by_ops(void **state)
     expect_trade(t1, "TRADE_CLOSED");
     assert_int_equal(actions(r1, "CONFIRM_DONE"), 1);
     assert_true(pc_t_ledger_ok(&g_stack));
+    /* A failure code without the outcome is refused, not confirmed as done
+     * (SUCCESS is the default outcome: it was marked SUCCESS). */
+    assert_int_equal(
+        refund_action(r2, "confirm",
+                      "{\"why\":\"bank returned it\",\"failure_code\":\"ACCOUNT_CLOSED\"}"),
+        400);
+    expect_refund(r2, "PROCESSING");
     /* Ops could not reach the buyer: failed, the money is the merchant's again. */
     snprintf(cmd, sizeof cmd,
              "refunds confirm %s --outcome FAILED --failure-code BUYER_UNREACHABLE --why 'no "
