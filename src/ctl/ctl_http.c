@@ -73,12 +73,26 @@ static long request(const char *base, const char *method, const char *path, cons
     return status;
 }
 
+struct curl_slist *pc_ctl_add_operator(struct curl_slist *h)
+{
+    const char *who = getenv("PAYCORE_OPERATOR");
+    if (!who || !who[0])
+        who = getenv("USER");
+    if (!who || !who[0])
+        who = getenv("LOGNAME");
+    if (!who || !who[0] || strlen(who) > 64 || strpbrk(who, "\r\n"))
+        return h;
+    char op[96];
+    snprintf(op, sizeof op, "X-Operator: %s", who);
+    return curl_slist_append(h, op);
+}
+
 long pc_ctl_admin(const char *method, const char *path, const char *body)
 {
     char auth[512];
     snprintf(auth, sizeof auth, "Authorization: Bearer %s",
              env("PAYCORE_ADMIN_TOKEN", "demo-admin-token-change-me"));
-    struct curl_slist *h = curl_slist_append(NULL, auth);
+    struct curl_slist *h = pc_ctl_add_operator(curl_slist_append(NULL, auth));
     return request(env("PAYCORE_ADMIN_URL", "http://127.0.0.1:8081"), method, path, body, h);
 }
 

@@ -12,6 +12,12 @@ long pc_ctl_admin(const char *method, const char *path, const char *body);
 /* The same for a signed merchant call; idem_key may be NULL (a fresh one is
  * made for POST). */
 long pc_ctl_merchant(const char *method, const char *path, const char *body, const char *idem_key);
+/* Appends to h (may be NULL) the X-Operator header naming who runs payctl
+ * (PAYCORE_OPERATOR, else USER, else LOGNAME), when known: paycore keeps it
+ * with refund, payout, chargeback and needs-ops actions ("ops" without it).
+ * Returns the list. */
+struct curl_slist;
+struct curl_slist *pc_ctl_add_operator(struct curl_slist *h);
 /* Exit status for a command from an HTTP status: 0 for 2xx, 1 otherwise. */
 int pc_ctl_exit(long status);
 

@@ -398,17 +398,17 @@ static void verify_merchant(pc_http_req_t *req, void *data)
                               "id_number must end in four letters A-Z or digits");
         return;
     }
-    const char *p[] = {pc_http_req_param(req, "id"), name, type, last4};
+    const char *p[] = {pc_http_req_param(req, "id"), name, type, last4, pc_operator_of(req)};
     if (pc_db_query(app->db,
                     "WITH v AS (INSERT INTO merchant_verifications (merchant_id, legal_name, "
-                    "id_type, id_last4, verified_by) VALUES ($1, $2, $3, $4, 'ops') ON CONFLICT "
+                    "id_type, id_last4, verified_by) VALUES ($1, $2, $3, $4, $5) ON CONFLICT "
                     "(merchant_id) DO UPDATE SET legal_name = EXCLUDED.legal_name, id_type = "
                     "EXCLUDED.id_type, id_last4 = EXCLUDED.id_last4, verified_at = now() "
                     "RETURNING *) SELECT json_build_object('merchant_id', merchant_id, "
                     "'legal_name', legal_name, 'id_type', id_type, 'id_last4', id_last4, "
                     "'verified_at', to_char(verified_at AT TIME ZONE 'UTC', "
                     "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text FROM v",
-                    4, p, verified_cb, req) < 0)
+                    5, p, verified_cb, req) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 

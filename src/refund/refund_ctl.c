@@ -1,4 +1,5 @@
 #include "refund/refund_ctl.h"
+#include "ctl/ctl_http.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -44,7 +45,7 @@ static long admin_call(const char *path, const char *body, int quiet, char **out
     CURL *c = curl_easy_init();
     if (!c)
         return 0;
-    struct curl_slist *h = curl_slist_append(NULL, auth);
+    struct curl_slist *h = pc_ctl_add_operator(curl_slist_append(NULL, auth));
     h = curl_slist_append(h, "Content-Type: application/json");
     body_t resp = {NULL, 0};
     curl_easy_setopt(c, CURLOPT_URL, url);

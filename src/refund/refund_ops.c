@@ -22,8 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OPS "ops"
-
 /* ---------- single-refund actions ---------- */
 
 static const char *const FROM_ACCEPTED[] = {"ACCEPTED", NULL};
@@ -88,7 +86,8 @@ static void refund_action(pc_http_req_t *req, void *data)
                               "say why (1-256 characters): it is kept with the refund");
         return;
     }
-    pc__transition_t t = {.refund_no = pc_http_req_param(req, "refund_no"), .who = OPS, .why = why};
+    pc__transition_t t = {
+        .refund_no = pc_http_req_param(req, "refund_no"), .who = pc_operator_of(req), .why = why};
     if (!strcmp(verb, "suspend")) {
         t.to = "SUSPENDED";
         t.from = FROM_ACCEPTED;
@@ -329,7 +328,7 @@ static void exp_rows_cb(void *data, int status, pc_db_res_t *res)
     list[off++] = '}';
     list[off] = 0;
     const char *p1[] = {e->batch_id, pc_refund_csv_text(&csv), count};
-    const char *p2[] = {list, e->why};
+    const char *p2[] = {list, e->why, pc_operator_of(e->req)};
     int rc = pc_db_tx_query(e->tx,
                             "UPDATE refund_batches SET csv = $2, refund_count = $3::int WHERE "
                             "batch_id = $1",
@@ -337,9 +336,9 @@ static void exp_rows_cb(void *data, int status, pc_db_res_t *res)
     if (!rc)
         rc = pc_db_tx_query(e->tx,
                             "INSERT INTO refund_actions (refund_no, who, action, why, "
-                            "from_status, to_status) SELECT unnest($1::text[]), 'ops', 'EXPORT', "
+                            "from_status, to_status) SELECT unnest($1::text[]), $3, 'EXPORT', "
                             "$2, 'ACCEPTED', 'PROCESSING'",
-                            2, p2, exp_step_cb, e);
+                            3, p2, exp_step_cb, e);
     e->answer = json_pack("{s:s,s:s,s:s?,s:i,s:s,s:o}", "batch_id", e->batch_id, "method",
                           e->method, "channel_id", e->channel[0] ? e->channel : NULL, "count", n,
                           "csv", pc_refund_csv_text(&csv), "refunds", refunds);
@@ -361,14 +360,15 @@ static void exp_begin_cb(void *data, int status, pc_db_tx_t *tx)
         return;
     }
     e->tx = tx;
-    const char *p1[] = {e->batch_id, e->method, e->channel[0] ? e->channel : NULL};
+    const char *p1[] = {e->batch_id, e->method, e->channel[0] ? e->channel : NULL,
+                        pc_operator_of(e->req)};
     const char *p2[] = {e->batch_id, e->method, e->channel[0] ? e->channel : NULL};
     /* Refunds locked by a transition right now (being suspended, say) are
      * skipped: they go in the next batch if they are still ACCEPTED. */
     if (pc_db_tx_query(tx,
                        "INSERT INTO refund_batches (batch_id, method, channel_id, created_by) "
-                       "VALUES ($1, $2, $3, 'ops')",
-                       3, p1, exp_step_cb, e) < 0 ||
+                       "VALUES ($1, $2, $3, $4)",
+                       4, p1, exp_step_cb, e) < 0 ||
         pc_db_tx_query(tx,
                        "UPDATE refunds SET status = 'PROCESSING', batch_id = $1, updated_at = "
                        "now() WHERE refund_no IN (SELECT refund_no FROM refunds WHERE status = "
@@ -547,7 +547,7 @@ static void imp_next(imp_t *m)
             .refund_no = l->refund_no,
             .to = l->success ? "SUCCESS" : "FAILED",
             .from = FROM_PROCESSING_ONLY,
-            .who = OPS,
+            .who = pc_operator_of(m->req),
             .action = "RESULT_FILE",
             .why = m->why,
             .failure_code = l->success ? NULL : (l->code[0] ? l->code : "REFUND_REJECTED"),

@@ -466,7 +466,7 @@ static void outcome_read_cb(void *data, int status, pc_db_res_t *res)
             .refund_no = o->ref,
             .to = ok ? "SUCCESS" : "FAILED",
             .from = FROM_PROCESSING,
-            .who = "ops",
+            .who = pc_operator_of(o->req),
             .action = ok ? "CONFIRM_DONE" : "CONFIRM_FAILED",
             .why = o->why,
             .failure_code = ok ? NULL : o->res.code,

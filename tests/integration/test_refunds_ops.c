@@ -255,10 +255,11 @@ static long long pending(void)
 }
 
 /* Runs payctl against node 0's admin API; returns its exit status. */
+/* payctl as ops engineer alice. */
 static int payctl(const char *args)
 {
-    return pc_t_sh("PAYCORE_ADMIN_URL=http://127.0.0.1:%d PAYCORE_ADMIN_TOKEN=%s %s/payctl %s "
-                   ">>%s/payctl.out 2>&1",
+    return pc_t_sh("PAYCORE_ADMIN_URL=http://127.0.0.1:%d PAYCORE_ADMIN_TOKEN=%s "
+                   "PAYCORE_OPERATOR=alice %s/payctl %s >>%s/payctl.out 2>&1",
                    g_stack.admin_port[0], ADMIN_TOKEN, pc_t_binary_dir(), args, g_dir);
 }
 
@@ -283,7 +284,7 @@ static long long actions(const char *rno, const char *action)
 {
     return pc_t_sql_int(&g_stack,
                         "SELECT count(*) FROM refund_actions WHERE refund_no = '%s' AND action = "
-                        "'%s' AND who = 'ops' AND why IS NOT NULL",
+                        "'%s' AND who = 'alice' AND why IS NOT NULL",
                         rno, action);
 }
 

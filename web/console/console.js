@@ -8,6 +8,9 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const TOKEN_KEY = 'pc_admin_token';
+  // Who acts, sent as X-Operator: kept with refund, payout, chargeback and
+  // needs-ops actions (paycore records "ops" without it).
+  const OPERATOR_KEY = 'pc_operator';
   let current = null;
 
   // ---------- helpers ----------
@@ -71,6 +74,8 @@
 
   async function api(method, path, body) {
     const opts = { method, cache: 'no-store', headers: { Authorization: 'Bearer ' + sessionStorage.getItem(TOKEN_KEY) } };
+    const operator = sessionStorage.getItem(OPERATOR_KEY);
+    if (operator) opts.headers['X-Operator'] = operator;
     if (body !== undefined) {
       opts.headers['Content-Type'] = 'application/json';
       opts.body = JSON.stringify(body);
@@ -436,6 +441,7 @@
 
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(OPERATOR_KEY);
     $('shell').hidden = true;
     $('logout').hidden = true;
     $('login').hidden = false;
@@ -460,6 +466,9 @@
   document.addEventListener('DOMContentLoaded', () => {
     $('login-form').addEventListener('submit', (e) => {
       e.preventDefault();
+      const operator = $('operator').value.trim();
+      // Printable text only: a header cannot carry line breaks.
+      if (operator && /^[\x20-\x7e]{1,64}$/.test(operator)) sessionStorage.setItem(OPERATOR_KEY, operator);
       signIn($('token').value.trim());
       $('token').value = '';
     });
