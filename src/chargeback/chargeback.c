@@ -1702,7 +1702,11 @@ static void decide_begin_cb(void *data, int status, pc_db_tx_t *tx)
               "'WAIT_JUDGE' AND $2::text IS NULL RETURNING merchant_id, channel_id, currency, "
               "trade_no, amount, from_pending, from_available, owed, from_escrow, "
               "coalesce(notify_url, '') AS notify_url"
-            : "UPDATE chargebacks SET status = 'JUDGE_FINISH', liable = $2, judge_note = $3, "
+            /* The judgement's note goes after what start-judge kept there
+             * (why it was judged before the evidence deadline). */
+            : "UPDATE chargebacks SET status = 'JUDGE_FINISH', liable = $2, judge_note = CASE WHEN "
+              "$3::text IS NULL THEN judge_note WHEN judge_note IS NULL THEN $3 ELSE judge_note "
+              "|| E'\\n' || $3 END, "
               "judged_at = now(), updated_at = now() WHERE chargeback_no = $1 AND status = "
               "'IN_JUDGE' RETURNING merchant_id, channel_id, currency, trade_no, amount, "
               "from_pending, from_available, owed, from_escrow, coalesce(notify_url, '') AS "

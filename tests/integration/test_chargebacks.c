@@ -618,6 +618,13 @@ static void test_short_balance_is_owed_and_stays_owed_when_merchant_liable(void 
     assert_int_equal(admin_post(path, JUDGE_NOW, st), 200);
     snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
     assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\"}", st), 200);
+    /* Why it was judged before the deadline stays with the case (the
+     * judgement, without a note of its own, erased it). */
+    char *note =
+        pc_t_sql(&g_stack, "SELECT judge_note FROM chargebacks WHERE chargeback_no = '%s'", cb);
+    assert_non_null(note);
+    assert_non_null(strstr(note, "judged before the evidence deadline"));
+    free(note);
     assert_int_equal(mbal(&m, "reserve"), 0);
     assert_int_equal(mbal(&m, "receivable"), -6);
     assert_int_equal(pc_t_sql_int(&g_stack,
