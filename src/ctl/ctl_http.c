@@ -33,7 +33,7 @@ static const char *env(const char *name, const char *def)
 }
 
 static long request(const char *base, const char *method, const char *path, const char *body,
-                    struct curl_slist *hdrs)
+                    struct curl_slist *hdrs, char **keep)
 {
     char url[2048];
     snprintf(url, sizeof url, "%s%s", base, path);
@@ -67,7 +67,10 @@ static long request(const char *base, const char *method, const char *path, cons
             printf("%s\n", b.p);
         }
     }
-    free(b.p);
+    if (keep)
+        *keep = b.p;
+    else
+        free(b.p);
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(c);
     return status;
@@ -89,11 +92,17 @@ struct curl_slist *pc_ctl_add_operator(struct curl_slist *h)
 
 long pc_ctl_admin(const char *method, const char *path, const char *body)
 {
+    return pc_ctl_admin_keep(method, path, body, NULL);
+}
+
+long pc_ctl_admin_keep(const char *method, const char *path, const char *body, char **answer)
+{
     char auth[512];
     snprintf(auth, sizeof auth, "Authorization: Bearer %s",
              env("PAYCORE_ADMIN_TOKEN", "demo-admin-token-change-me"));
     struct curl_slist *h = pc_ctl_add_operator(curl_slist_append(NULL, auth));
-    return request(env("PAYCORE_ADMIN_URL", "http://127.0.0.1:8081"), method, path, body, h);
+    return request(env("PAYCORE_ADMIN_URL", "http://127.0.0.1:8081"), method, path, body, h,
+                   answer);
 }
 
 long pc_ctl_merchant(const char *method, const char *path, const char *body, const char *idem_key)
@@ -127,7 +136,7 @@ long pc_ctl_merchant(const char *method, const char *path, const char *body, con
         snprintf(h[4], sizeof h[4], "Idempotency-Key: %s", idem_key);
         hl = curl_slist_append(hl, h[4]);
     }
-    long st = request(env("PAYCORE_URL", "http://127.0.0.1:8080"), method, path, body, hl);
+    long st = request(env("PAYCORE_URL", "http://127.0.0.1:8080"), method, path, body, hl, NULL);
     free(tosign);
     free(sig);
     return st;

@@ -9,6 +9,9 @@
 /* Sends an admin request, prints the answer's body on stdout (pretty JSON
  * when it is JSON), returns the HTTP status (0 when nothing answered). */
 long pc_ctl_admin(const char *method, const char *path, const char *body);
+/* The same, also handing the answer's body to *answer (caller frees; NULL
+ * when there was none). */
+long pc_ctl_admin_keep(const char *method, const char *path, const char *body, char **answer);
 /* The same for a signed merchant call; idem_key may be NULL (a fresh one is
  * made for POST). */
 long pc_ctl_merchant(const char *method, const char *path, const char *body, const char *idem_key);

@@ -98,8 +98,21 @@ static int settlement_run(int argc, char **argv)
     json_t *body = json_pack("{s:s}", "date", argv[0]);
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    long st = pc_ctl_admin("POST", "/admin/settlements/run", text);
+    char *answer = NULL;
+    long st = pc_ctl_admin_keep("POST", "/admin/settlements/run", text, &answer);
     free(text);
+    /* A run that left statements unmade is not a success for a script. */
+    json_t *j = answer ? json_loads(answer, 0, NULL) : NULL;
+    long long failed = json_integer_value(json_object_get(j, "failed"));
+    json_decref(j);
+    free(answer);
+    if (st >= 200 && st < 300 && failed > 0) {
+        fprintf(stderr,
+                "payctl: %lld statement(s) failed; run the day again once the cause is "
+                "fixed\n",
+                failed);
+        return 1;
+    }
     return pc_ctl_exit(st);
 }
 

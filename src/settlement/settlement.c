@@ -511,6 +511,10 @@ static void admin_run_done(run_t *r)
         json_t *answer = json_pack("{s:s,s:i,s:i,s:i,s:O}", "date", r->date, "statements_created",
                                    r->created, "already_settled", r->skipped, "failed", r->failed,
                                    "statements", r->statements);
+        /* What went wrong first, as SETTLEMENT_FAILING says it: ops see
+         * why without the logs (payctl exits 1 when failed > 0). */
+        if (r->failed > 0)
+            json_object_set_new(answer, "first_failure", json_string(r->first_failure));
         pc_http_respond_json(req, 200, answer);
     }
     run_free(r);

@@ -539,6 +539,16 @@ static void test_settlement_that_keeps_failing_raises_an_alert_until_settled(voi
         fail_msg("expected \"%s\" in %s", want, r.body);
     pc_t_resp_free(&r);
     assert_int_equal(mbal(&m, "available"), 0);
+    /* Ops run the day by hand: payctl says it failed (exit 1) and why (it
+     * exited 0, the answer saying only "failed": 1). */
+    char out[700];
+    snprintf(out, sizeof out, "%s/settlement-run.out", g_stack.log_dir);
+    assert_int_equal(pc_t_sh("PAYCORE_ADMIN_URL=http://127.0.0.1:%d PAYCORE_ADMIN_TOKEN=%s "
+                             "%s/payctl settlement run %s > %s 2>&1",
+                             g_stack.admin_port[0], "test-admin-token", pc_t_binary_dir(), g_today,
+                             out),
+                     1);
+    assert_int_equal(pc_t_sh("grep -q '\"first_failure\": \"%s CNY' %s", m.id, out), 0);
 
     /* The cause gone, the next run settles the day and the alert clears. */
     free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_statement ON settlements"));
