@@ -290,14 +290,23 @@ static void switch_channel(pc_http_req_t *req, pc_app_t *app, int enabled)
         pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such channel");
         return;
     }
+    size_t len = 0;
+    pc_http_req_body(req, &len);
+    json_t *b = pc_http_req_json(req);
+    int bad = 0;
+    const char *reason = b ? pc_json_str(b, "reason", 500, 0, &bad) : NULL;
+    /* A reason that cannot be kept is refused, not dropped: the switch would
+     * stand with no word of why. */
+    if ((len && !b) || bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "reason",
+                              "a JSON body {\"reason\": 1-500 characters}, or none");
+        return;
+    }
     switch_t *s = pc_http_req_alloc(req, sizeof *s);
     s->req = req;
     s->app = app;
     s->enabled = enabled;
     snprintf(s->id, sizeof s->id, "%s", id);
-    json_t *b = pc_http_req_json(req);
-    int bad = 0;
-    const char *reason = b ? pc_json_str(b, "reason", 500, 0, &bad) : NULL;
     const char *p[] = {s->id, enabled ? "true" : "false", reason};
     if (pc_db_query(app->db,
                     "INSERT INTO channel_overrides (channel_id, enabled, reason) VALUES ($1, $2, "

@@ -388,6 +388,14 @@ static void test_channel_switch_reaches_every_node_within_a_second(void **state)
     r = pc_t_admin(&g_stack, "POST", "/admin/channels/nope/enable", NULL);
     assert_int_equal(r.status, 404);
     pc_t_resp_free(&r);
+    /* A reason that cannot be kept is refused, and nothing is switched (it
+     * was dropped, the switch made without it). */
+    r = pc_t_admin(&g_stack, "POST", "/admin/channels/sim_card2/disable", "{\"reason\": 42}");
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
+    json_t *v = channel_view(0, "sim_card2");
+    assert_true(json_is_true(json_object_get(v, "enabled")));
+    json_decref(v);
 }
 
 static void test_channel_file_change_applies_and_a_bad_one_is_refused(void **state)
