@@ -295,7 +295,10 @@ static int grace_of(pc_http_req_t *req, json_t *b, char out[16])
 
 /* A new HMAC secret, shown once. The previous one stops working at once, or
  * after grace_seconds (time to deploy the new one; a lost answer is rotated
- * again meanwhile). */
+ * again meanwhile). A rotation with grace while an earlier grace still runs
+ * keeps that earlier secret (the one the merchant has deployed) and drops
+ * the one in between, whose answer was lost: keeping the one in between
+ * stopped the deployed secret at once. */
 static void rotate_secret(pc_http_req_t *req, void *data)
 {
     json_t *b = pc_http_req_json(req);
@@ -313,7 +316,9 @@ static void rotate_secret(pc_http_req_t *req, void *data)
     }
     const char *p[] = {r->id, r->secret, grace};
     if (pc_db_query(r->app->db,
-                    "UPDATE merchants SET secret_prev = CASE WHEN $3::int > 0 THEN secret END, "
+                    "UPDATE merchants SET secret_prev = CASE WHEN $3::int > 0 THEN CASE WHEN "
+                    "prev_until > now() AND secret_prev IS NOT NULL THEN secret_prev ELSE secret "
+                    "END END, "
                     "public_key_prev = NULL, prev_until = CASE WHEN $3::int > 0 THEN now() + "
                     "$3::int * interval '1 second' END, secret = $2, updated_at = now() WHERE "
                     "merchant_id = $1 AND sign_type = 'HMAC-SHA256' RETURNING " PREV_UNTIL_JSON,

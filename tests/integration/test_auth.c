@@ -224,6 +224,17 @@ static void test_rotation_keeps_the_previous_secret_for_its_grace_period(void **
     assert_string_not_equal(m.secret, old.secret);
     assert_true(signs(&m));
     assert_true(signs(&old)); /* within the grace period */
+    /* The answer was lost: ops rotate again, with grace. The secret the
+     * merchant still uses keeps working (the one in between, never
+     * delivered, does not); before, it stopped at once. */
+    pc_t_merchant_t lost = m;
+    r = pc_t_admin(&g_stack, "POST", path, "{\"grace_seconds\":600}");
+    assert_int_equal(r.status, 200);
+    snprintf(m.secret, sizeof m.secret, "%s", pc_t_jstr(&r, "secret"));
+    pc_t_resp_free(&r);
+    assert_true(signs(&m));
+    assert_true(signs(&old));
+    assert_true(refused(&lost));
     /* Rotated again without grace (the secret leaked): only the newest. */
     pc_t_merchant_t second = m;
     r = pc_t_admin(&g_stack, "POST", path, NULL);
