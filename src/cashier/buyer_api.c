@@ -121,8 +121,16 @@ static void coupon_cb(void *data, int status, pc_db_res_t *res)
         db_fail(req, status, res);
         return;
     }
-    const char *text = pc_db_get(res, 0, 0);
-    pc_respond_json_text(req, 201, text);
+    /* created: a new coupon (201); same: the one this coupon_id already
+     * named, with the same figures (a retry: 200); else the id is another
+     * coupon's (409). */
+    const char *created = pc_db_get(res, 0, 1), *same = pc_db_get(res, 0, 2);
+    if (strcmp(created, "t") && strcmp(same, "t")) {
+        pc_http_respond_error(req, PC_API_INVALID_STATE, "coupon_id",
+                              "this coupon_id names another coupon");
+        return;
+    }
+    pc_respond_json_text(req, strcmp(created, "t") ? 200 : 201, pc_db_get(res, 0, 0));
 }
 
 static void create_coupon(pc_http_req_t *req, void *data)
@@ -139,6 +147,9 @@ static void create_coupon(pc_http_req_t *req, void *data)
     const char *cur = pc_json_str(b, "currency", 3, 0, &bad);
     const char *funded = pc_json_str(b, "funded_by", 10, 0, &bad);
     const char *merchant = pc_json_str(b, "merchant_id", 64, 1, &bad);
+    /* Chosen by the caller, so that a retry after a lost answer does not
+     * grant the buyer a second coupon. */
+    const char *chosen = pc_json_str(b, "coupon_id", 48, 1, &bad);
     if (!buyer || bad || !pc_currency_known(cur) ||
         pc_json_int(b, "amount", 1, 1000000000000LL, &amount) != 0 ||
         pc_json_int(b, "min_amount", 0, 1000000000000LL, &min_amount) < 0 ||
@@ -156,23 +167,28 @@ static void create_coupon(pc_http_req_t *req, void *data)
                               "PLATFORM, or MERCHANT with merchant_id");
         return;
     }
-    char id[40], hex[17], amt[24], mina[24], d[16];
+    char id[52], hex[17], amt[24], mina[24], d[16];
     pc_random_hex(hex, sizeof hex, 8);
-    snprintf(id, sizeof id, "cp_%s", hex);
+    snprintf(id, sizeof id, "%s%s", chosen ? "" : "cp_", chosen ? chosen : hex);
     snprintf(amt, sizeof amt, "%lld", amount);
     snprintf(mina, sizeof mina, "%lld", min_amount);
     snprintf(d, sizeof d, "%lld", days);
     const char *p[] = {id, buyer, amt, cur, mina, funded, merchant, d};
-    if (pc_db_query(app->db,
-                    "WITH c AS (INSERT INTO coupons (coupon_id, buyer_id, amount, currency, "
-                    "min_amount, funded_by, merchant_id, expires_at) VALUES ($1, $2, $3, $4, $5, "
-                    "$6, $7, now() + make_interval(days => $8::int)) RETURNING *) "
-                    "SELECT json_build_object('coupon_id', coupon_id, 'buyer_id', buyer_id, "
-                    "'amount', amount, 'currency', currency, 'min_amount', min_amount, "
-                    "'funded_by', funded_by, 'merchant_id', merchant_id, 'status', status, "
-                    "'expires_at', to_char(expires_at AT TIME ZONE 'UTC', "
-                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text FROM c",
-                    8, p, coupon_cb, req) < 0)
+    if (pc_db_query(
+            app->db,
+            "WITH n AS (INSERT INTO coupons (coupon_id, buyer_id, amount, currency, "
+            "min_amount, funded_by, merchant_id, expires_at) VALUES ($1, $2, $3, $4, $5, "
+            "$6, $7, now() + make_interval(days => $8::int)) ON CONFLICT (coupon_id) DO "
+            "NOTHING RETURNING *), c AS (SELECT *, true AS created FROM n UNION ALL "
+            "SELECT *, false FROM coupons WHERE coupon_id = $1 AND NOT EXISTS (SELECT 1 "
+            "FROM n)) SELECT json_build_object('coupon_id', coupon_id, 'buyer_id', "
+            "buyer_id, 'amount', amount, 'currency', currency, 'min_amount', min_amount, "
+            "'funded_by', funded_by, 'merchant_id', merchant_id, 'status', status, "
+            "'expires_at', to_char(expires_at AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text, created, (buyer_id, amount, currency, "
+            "min_amount, funded_by, merchant_id) IS NOT DISTINCT FROM ($2, $3::bigint, $4, "
+            "$5::bigint, $6, $7) AS same FROM c",
+            8, p, coupon_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 

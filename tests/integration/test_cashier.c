@@ -503,6 +503,38 @@ static void new_coupon(const char *buyer, long amount, char coupon[64])
     pc_t_resp_free(&r);
 }
 
+/* POSTs a coupon of amount for buyer under coupon_id; returns the status. */
+static long coupon_with_id(const char *buyer, const char *id, long amount)
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"buyer_id\":\"%s\",\"amount\":%ld,\"currency\":\"CNY\",\"coupon_id\":\"%s\"}",
+             buyer, amount, id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/coupons", body);
+    long st = r.status;
+    if (st < 300)
+        assert_string_equal(pc_t_jstr(&r, "coupon_id"), id);
+    pc_t_resp_free(&r);
+    return st;
+}
+
+/* A coupon granted again after a lost answer is the same coupon: the caller
+ * may name it (coupon_id), and the retry answers it (200) instead of granting
+ * a second one; the id with other figures is 409. Before, every call made a
+ * new coupon: a retry gave the buyer two. */
+static void test_a_coupon_granted_twice_under_one_id_is_one_coupon(void **state)
+{
+    (void)state;
+    char buyer[32], id[48];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    snprintf(id, sizeof id, "cp_grant_%d", (int)getpid());
+    assert_int_equal(coupon_with_id(buyer, id, 500), 201);
+    assert_int_equal(coupon_with_id(buyer, id, 500), 200);
+    assert_int_equal(coupon_with_id(buyer, id, 900), 409);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM coupons WHERE buyer_id = '%s'", buyer), 1);
+}
+
 /* A new buyer with 600,000 in the wallet pays a 550,000 trade with a coupon
  * of 1,000 and the balance: held for review (a large amount, by a method
  * that cannot be challenged). Buyer, coupon, trade and payment into the
@@ -2150,6 +2182,7 @@ int main(void)
         cmocka_unit_test(test_pay_answer_is_recorded_with_the_payment),
         cmocka_unit_test(test_balance_coupon_card_declined_leaves_everything_as_before),
         cmocka_unit_test(test_coupon_alone_pays_only_when_it_covers_the_amount),
+        cmocka_unit_test(test_a_coupon_granted_twice_under_one_id_is_one_coupon),
         cmocka_unit_test(test_va_completes_after_the_buyer_transfers),
         cmocka_unit_test(test_otc_completes_after_the_buyer_pays_cash),
         cmocka_unit_test(test_netbank_wallet_and_qr_complete),
