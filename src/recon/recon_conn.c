@@ -1,5 +1,6 @@
 #include "recon/recon_conn.h"
 #include "core/error.h"
+#include "core/log.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -91,12 +92,25 @@ static void complete(pc_recon_conn_t *c, int status, const char *error)
 
 /* The connection broke: the operation (if any) fails; the connection stays
  * failed until closed. */
+/* Keeps libpq's message whole in the log and its first line in c->error:
+ * the error travels to the admin answer and recon_runs.error, where the
+ * DETAIL line (a row's values: "Key (...)=(...)") and the connection
+ * string's host and user have no place. */
+static void keep_error(pc_recon_conn_t *c, const char *msg)
+{
+    if (!msg || !msg[0])
+        msg = "connection failed";
+    pc_log_warn("recon.db_error", "%s", msg);
+    size_t n = strcspn(msg, "\n");
+    snprintf(c->error, sizeof c->error, "%.*s", (int)n, msg);
+    n = strlen(c->error);
+    while (n && c->error[n - 1] == ' ')
+        c->error[--n] = 0;
+}
+
 static void fail(pc_recon_conn_t *c, const char *why)
 {
-    snprintf(c->error, sizeof c->error, "%s", why && why[0] ? why : "connection failed");
-    size_t n = strlen(c->error);
-    while (n && (c->error[n - 1] == '\n' || c->error[n - 1] == ' '))
-        c->error[--n] = 0;
+    keep_error(c, why);
     c->state = S_FAILED;
     if (c->fd >= 0)
         uv_poll_stop(&c->poll);
@@ -216,10 +230,7 @@ static void drain_results(pc_recon_conn_t *c)
         if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
             if (!c->failed) {
                 c->failed = 1;
-                snprintf(c->error, sizeof c->error, "%s", PQresultErrorMessage(r));
-                size_t n = strlen(c->error);
-                while (n && (c->error[n - 1] == '\n' || c->error[n - 1] == ' '))
-                    c->error[--n] = 0;
+                keep_error(c, PQresultErrorMessage(r));
             }
             PQclear(r);
             continue;

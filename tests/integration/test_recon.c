@@ -969,6 +969,49 @@ static void test_a_day_reconciled_before_it_ended_is_run_again(void **state)
                      0);
 }
 
+/* POSTs a run of channel for today, expecting 503 with want in the answer;
+ * returns recon_runs' "status: error" of the day (caller frees). */
+static char *failed_run_today(const char *channel, const char *want)
+{
+    char body[160];
+    snprintf(body, sizeof body, "{\"channel_id\":\"%s\",\"date\":\"%s\"}", channel, g_today);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/recon/runs", body);
+    if (r.status != 503)
+        fprintf(stderr, "run: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(pc_t_errcode(&r), "UNAVAILABLE");
+    assert_non_null(strstr(r.body, want));
+    /* Never the database's DETAIL (a row's values). */
+    assert_null(strstr(r.body, "DETAIL"));
+    assert_null(strstr(r.body, "row values"));
+    pc_t_resp_free(&r);
+    return pc_t_sql(&g_stack,
+                    "SELECT status || ': ' || error FROM recon_runs WHERE channel_id = '%s' AND "
+                    "business_date = '%s'",
+                    channel, g_today);
+}
+
+/* A run the database refuses answers the error's first line, never its
+ * DETAIL (a row's values) nor anything beyond: the answer and recon_runs.error
+ * carried libpq's whole message. The log keeps it whole. */
+static void test_a_failed_run_does_not_show_the_databases_detail(void **state)
+{
+    (void)state;
+    free(pc_t_sql(&g_stack,
+                  "CREATE FUNCTION pc_t_refuse_diff() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                  "BEGIN RAISE EXCEPTION 'refused by the test' USING DETAIL = 'Key (x)=(row "
+                  "values)'; END $$"));
+    free(pc_t_sql(&g_stack, "CREATE TRIGGER pc_t_refuse_diff BEFORE INSERT ON recon_diffs FOR "
+                            "EACH ROW EXECUTE FUNCTION pc_t_refuse_diff()"));
+    char *err = failed_run_today("sim_card", "refused by the test");
+    free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_diff ON recon_diffs"));
+    free(pc_t_sql(&g_stack, "DROP FUNCTION pc_t_refuse_diff()"));
+    assert_null(strstr(err, "row values"));
+    free(err);
+    /* The day runs again once the cause is gone. */
+    run_day("sim_card", g_today, 200);
+}
+
 /* Last: paysim goes away. */
 static void test_statement_that_cannot_be_fetched_fails_the_run(void **state)
 {
@@ -976,17 +1019,7 @@ static void test_statement_that_cannot_be_fetched_fails_the_run(void **state)
     kill(g_stack.paysim_pid, SIGTERM);
     waitpid(g_stack.paysim_pid, NULL, 0);
     g_stack.paysim_pid = 0;
-    char body[160];
-    snprintf(body, sizeof body, "{\"channel_id\":\"sim_card2\",\"date\":\"%s\"}", g_today);
-    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/recon/runs", body);
-    assert_int_equal(r.status, 503);
-    assert_string_equal(pc_t_errcode(&r), "UNAVAILABLE");
-    assert_non_null(strstr(r.body, "could not be fetched"));
-    pc_t_resp_free(&r);
-    char *st = pc_t_sql(&g_stack,
-                        "SELECT status || ': ' || error FROM recon_runs WHERE channel_id = "
-                        "'sim_card2' AND business_date = '%s'",
-                        g_today);
+    char *st = failed_run_today("sim_card2", "could not be fetched");
     assert_non_null(strstr(st, "FAILED: the channel's statement could not be fetched"));
     free(st);
     /* Today's day failed once: the daily job will try it again, no alert. */
@@ -994,8 +1027,8 @@ static void test_statement_that_cannot_be_fetched_fails_the_run(void **state)
     assert_false(pc_t_alert_active(&g_stack, "RECON_FAILED", "recon"));
     /* A day before yesterday that fails is retried by nobody: ops are told.
      * Before, such a day was left FAILED and nothing said so. */
-    r = pc_t_admin(&g_stack, "POST", "/admin/recon/runs",
-                   "{\"channel_id\":\"sim_card2\",\"date\":\"2026-01-02\"}");
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/recon/runs",
+                               "{\"channel_id\":\"sim_card2\",\"date\":\"2026-01-02\"}");
     assert_int_equal(r.status, 503);
     pc_t_resp_free(&r);
     assert_true(pc_t_alert_wait(&g_stack, "RECON_FAILED", "recon", 1, 10));
@@ -1010,6 +1043,7 @@ int main(void)
         cmocka_unit_test_setup(test_a_day_reconciled_before_it_ended_is_run_again, refresh_today),
         cmocka_unit_test(
             test_each_faked_statement_discrepancy_is_found_and_a_rerun_changes_nothing),
+        cmocka_unit_test_setup(test_a_failed_run_does_not_show_the_databases_detail, refresh_today),
         cmocka_unit_test_setup(test_lost_callback_is_repaired_from_the_statement_once,
                                refresh_today),
         cmocka_unit_test_setup(test_uploaded_statement_is_matched_kind_by_kind, refresh_today),
