@@ -234,8 +234,8 @@ pc_api_err_t pc_trade_create_parse(json_t *b, const char *merchant_id, pc_trade_
         BAD("buyer_id", "buyer_id: 1-64 of [A-Za-z0-9_-]");
     if (r->product_bit == PC_PRODUCT_RECHARGE && !r->buyer_id)
         BAD("buyer_id", "RECHARGE trades need buyer_id");
-    const char *notify = r->notify_url = pc_json_str(b, "notify_url", 512, 0, &invalid);
-    if (invalid || (notify && strncmp(notify, "http://", 7) && strncmp(notify, "https://", 8)))
+    r->notify_url = pc_json_url(b, "notify_url", &invalid);
+    if (invalid)
         BAD("notify_url", "notify_url: an http(s) URL");
     r->expire_seconds = 900;
     if (pc_json_int(b, "expire_seconds", 60, 604800, &r->expire_seconds) < 0)
@@ -286,25 +286,6 @@ pc_api_err_t pc_trade_create_parse(json_t *b, const char *merchant_id, pc_trade_
 #undef REFUSE
 }
 
-/* return_url of a trade creation body: absent (NULL, *ok 1), or an http(s)
- * URL of at most 512 visible ASCII characters with a host (*ok 1); else *ok
- * 0. The hosted cashier sends the buyer there after a final result. */
-static const char *parse_return_url(json_t *b, int *ok)
-{
-    int invalid = 0;
-    const char *u = pc_json_str(b, "return_url", 512, 0, &invalid);
-    *ok = !invalid;
-    if (!u || invalid)
-        return NULL;
-    size_t skip = !strncmp(u, "https://", 8) ? 8 : !strncmp(u, "http://", 7) ? 7 : 0;
-    if (!skip || !u[skip] || u[skip] == '/' || u[skip] == '?' || u[skip] == '#')
-        *ok = 0;
-    for (const char *s = u; *ok && *s; s++)
-        if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f)
-            *ok = 0;
-    return *ok ? u : NULL;
-}
-
 static void create_trade(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
@@ -326,9 +307,9 @@ static void create_trade(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, err, field, message);
         return;
     }
-    int return_ok = 0;
-    c->return_url = parse_return_url(b, &return_ok);
-    if (!return_ok) {
+    int return_bad = 0;
+    c->return_url = pc_json_url(b, "return_url", &return_bad);
+    if (return_bad) {
         pc_trade_create_req_clear(&r);
         bad(req, "return_url", "return_url: an http(s) URL of at most 512 characters");
         return;

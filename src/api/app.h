@@ -109,6 +109,10 @@ int pc_json_int(json_t *obj, const char *name, long long min, long long max, lon
 const char *pc_json_str(json_t *obj, const char *name, size_t max, int idchars, int *bad);
 /* Whether s is 1..max characters, none of them a control character. */
 int pc_printable(const char *s, size_t max);
+/* obj's member name as a URL paycore may call or send a buyer to: absent
+ * (NULL, *bad untouched), or http(s)://host... of at most 512 visible ASCII
+ * characters; anything else sets *bad. */
+const char *pc_json_url(json_t *obj, const char *name, int *bad);
 /* Whether s is 1..max of [A-Za-z0-9_-]. */
 int pc_id_valid(const char *s, size_t max);
 /* The ?limit= of a list (1..1000, def when absent) as text in buf, or NULL

@@ -103,6 +103,27 @@ int pc_printable(const char *s, size_t max)
     return 1;
 }
 
+const char *pc_json_url(json_t *obj, const char *name, int *bad)
+{
+    int invalid = 0;
+    const char *u = pc_json_str(obj, name, 512, 0, &invalid);
+    if (invalid) {
+        *bad = 1;
+        return NULL;
+    }
+    if (!u)
+        return NULL;
+    size_t skip = !strncmp(u, "https://", 8) ? 8 : !strncmp(u, "http://", 7) ? 7 : 0;
+    int ok =
+        skip && u[skip] && u[skip] != '/' && u[skip] != '?' && u[skip] != '#' && u[skip] != ':';
+    for (const char *s = u; ok && *s; s++)
+        if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f)
+            ok = 0;
+    if (!ok)
+        *bad = 1;
+    return ok ? u : NULL;
+}
+
 const char *pc_operator_of(pc_http_req_t *req)
 {
     const char *who = pc_http_req_header(req, "X-Operator");

@@ -307,6 +307,9 @@ static int verify_signature(pc_http_req_t *req, const pc_merchant_t *m, const ch
         else if (m->sign_type == PC_SIGN_RSA2 && m->pub_prev)
             rc = pc_rsa_sha256_verify(m->pub_prev, tosign, slen, sig, strlen(sig));
     }
+    if (rc != 0 && m->secret_prev2 && m->prev2_until_s > (int64_t)time(NULL))
+        rc = pc_hmac_sha256_verify(m->secret_prev2, strlen(m->secret_prev2), tosign, slen, sig,
+                                   strlen(sig));
     free(tosign);
     return rc;
 }

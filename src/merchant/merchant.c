@@ -55,6 +55,10 @@ void pc_merchant_unref(pc_merchant_t *m)
     }
     if (m->pub)
         pc_rsa_key_free(m->pub);
+    if (m->secret_prev2) {
+        OPENSSL_cleanse(m->secret_prev2, strlen(m->secret_prev2));
+        free(m->secret_prev2);
+    }
     if (m->secret_prev) {
         OPENSSL_cleanse(m->secret_prev, strlen(m->secret_prev));
         free(m->secret_prev);
@@ -171,6 +175,10 @@ static pc_merchant_t *merchant_from_row(pc_db_res_t *res)
         m->pub_prev = pc_rsa_key_new_public_pem(pem, strlen(pem));
     }
     m->prev_until_s = pc_db_val_i64(res, 0, "prev_until_s");
+    int sp2 = pc_db_col(res, "secret_prev2");
+    if (sp2 >= 0 && !pc_db_isnull(res, 0, sp2))
+        m->secret_prev2 = strdup(pc_db_get(res, 0, sp2));
+    m->prev2_until_s = pc_db_val_i64(res, 0, "prev2_until_s");
     /* allowed_products arrives as a text array literal such as {INSTANT,RECHARGE}. */
     char *prods = strdup(pc_db_val(res, 0, "allowed_products"));
     char *save = NULL;
@@ -235,7 +243,10 @@ int pc_merchants_get(pc_merchants_t *ms, const char *merchant_id, pc_merchant_cb
                          "advance_funding, CASE WHEN prev_until > now() THEN secret_prev END "
                          "AS secret_prev, CASE WHEN prev_until > now() THEN public_key_prev END "
                          "AS public_key_prev, coalesce(floor(extract(epoch FROM prev_until)), "
-                         "0)::bigint AS prev_until_s FROM merchants WHERE merchant_id = $1",
+                         "0)::bigint AS prev_until_s, CASE WHEN prev2_until > now() THEN "
+                         "secret_prev2 END AS secret_prev2, coalesce(floor(extract(epoch FROM "
+                         "prev2_until)), 0)::bigint AS prev2_until_s FROM merchants WHERE "
+                         "merchant_id = $1",
                          1, params, load_cb, l);
     if (rc < 0)
         free(l);

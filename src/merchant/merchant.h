@@ -35,6 +35,11 @@ typedef struct pc_merchant {
     char *secret_prev;
     pc_rsa_key_t *pub_prev;
     int64_t prev_until_s;
+    /* HMAC: the secret before that one, when a rotation with grace came
+     * while the earlier grace still ran (an answer lost and rotated again),
+     * accepted until prev2_until_s; NULL otherwise. */
+    char *secret_prev2;
+    int64_t prev2_until_s;
     unsigned products; /* PC_PRODUCT_* bits */
     int fee_rate_bp;
     int settle_cycle_days;

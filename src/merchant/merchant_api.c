@@ -135,8 +135,8 @@ static void create_merchant(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "settle_cycle_days", "integer 0-90");
         return;
     }
-    const char *notify = pc_json_str(b, "notify_url", 512, 0, &bad);
-    if (bad || (notify && strncmp(notify, "http://", 7) && strncmp(notify, "https://", 8))) {
+    const char *notify = pc_json_url(b, "notify_url", &bad);
+    if (bad) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "notify_url", "an http(s) URL");
         return;
     }
@@ -296,9 +296,9 @@ static int grace_of(pc_http_req_t *req, json_t *b, char out[16])
 /* A new HMAC secret, shown once. The previous one stops working at once, or
  * after grace_seconds (time to deploy the new one; a lost answer is rotated
  * again meanwhile). A rotation with grace while an earlier grace still runs
- * keeps that earlier secret (the one the merchant has deployed) and drops
- * the one in between, whose answer was lost: keeping the one in between
- * stopped the deployed secret at once. */
+ * keeps that earlier secret too, until its own deadline (secret_prev2): the
+ * merchant may sign with either (an answer lost, or a deliberate second
+ * rotation). Without grace (a leak) every earlier secret stops. */
 static void rotate_secret(pc_http_req_t *req, void *data)
 {
     json_t *b = pc_http_req_json(req);
@@ -315,14 +315,16 @@ static void rotate_secret(pc_http_req_t *req, void *data)
         return;
     }
     const char *p[] = {r->id, r->secret, grace};
-    if (pc_db_query(r->app->db,
-                    "UPDATE merchants SET secret_prev = CASE WHEN $3::int > 0 THEN CASE WHEN "
-                    "prev_until > now() AND secret_prev IS NOT NULL THEN secret_prev ELSE secret "
-                    "END END, "
-                    "public_key_prev = NULL, prev_until = CASE WHEN $3::int > 0 THEN now() + "
-                    "$3::int * interval '1 second' END, secret = $2, updated_at = now() WHERE "
-                    "merchant_id = $1 AND sign_type = 'HMAC-SHA256' RETURNING " PREV_UNTIL_JSON,
-                    3, p, rotated_cb, r) < 0)
+    if (pc_db_query(
+            r->app->db,
+            "UPDATE merchants SET secret_prev2 = CASE WHEN $3::int > 0 AND prev_until > now() "
+            "THEN secret_prev END, prev2_until = CASE WHEN $3::int > 0 AND prev_until > "
+            "now() AND secret_prev IS NOT NULL THEN prev_until END, secret_prev = CASE "
+            "WHEN $3::int > 0 THEN secret END, "
+            "public_key_prev = NULL, prev_until = CASE WHEN $3::int > 0 THEN now() + "
+            "$3::int * interval '1 second' END, secret = $2, updated_at = now() WHERE "
+            "merchant_id = $1 AND sign_type = 'HMAC-SHA256' RETURNING " PREV_UNTIL_JSON,
+            3, p, rotated_cb, r) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
@@ -351,7 +353,8 @@ static void replace_public_key(pc_http_req_t *req, void *data)
     const char *p[] = {r->id, pem, r->key_sha256, grace};
     if (pc_db_query(r->app->db,
                     "UPDATE merchants SET public_key_prev = CASE WHEN $4::int > 0 THEN "
-                    "public_key END, secret_prev = NULL, prev_until = CASE WHEN $4::int > 0 THEN "
+                    "public_key END, secret_prev = NULL, secret_prev2 = NULL, prev2_until = NULL, "
+                    "prev_until = CASE WHEN $4::int > 0 THEN "
                     "now() + $4::int * interval '1 second' END, public_key = $2, "
                     "public_key_sha256 = $3, updated_at = now() WHERE merchant_id = $1 AND "
                     "sign_type = 'RSA2' RETURNING " PREV_UNTIL_JSON,
@@ -404,16 +407,18 @@ static void verify_merchant(pc_http_req_t *req, void *data)
         return;
     }
     const char *p[] = {pc_http_req_param(req, "id"), name, type, last4, pc_operator_of(req)};
-    if (pc_db_query(app->db,
-                    "WITH v AS (INSERT INTO merchant_verifications (merchant_id, legal_name, "
-                    "id_type, id_last4, verified_by) VALUES ($1, $2, $3, $4, $5) ON CONFLICT "
-                    "(merchant_id) DO UPDATE SET legal_name = EXCLUDED.legal_name, id_type = "
-                    "EXCLUDED.id_type, id_last4 = EXCLUDED.id_last4, verified_at = now() "
-                    "RETURNING *) SELECT json_build_object('merchant_id', merchant_id, "
-                    "'legal_name', legal_name, 'id_type', id_type, 'id_last4', id_last4, "
-                    "'verified_at', to_char(verified_at AT TIME ZONE 'UTC', "
-                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text FROM v",
-                    5, p, verified_cb, req) < 0)
+    if (pc_db_query(
+            app->db,
+            "WITH v AS (INSERT INTO merchant_verifications (merchant_id, legal_name, "
+            "id_type, id_last4, verified_by) VALUES ($1, $2, $3, $4, $5) ON CONFLICT "
+            "(merchant_id) DO UPDATE SET legal_name = EXCLUDED.legal_name, id_type = "
+            "EXCLUDED.id_type, id_last4 = EXCLUDED.id_last4, verified_by = EXCLUDED.verified_by, "
+            "verified_at = now() "
+            "RETURNING *) SELECT json_build_object('merchant_id', merchant_id, "
+            "'legal_name', legal_name, 'id_type', id_type, 'id_last4', id_last4, "
+            "'verified_at', to_char(verified_at AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text FROM v",
+            5, p, verified_cb, req) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 

@@ -354,7 +354,8 @@ static void public_applied(void *data, apply_outcome_t outcome)
 {
     public_apply_t *pa = data;
     if (pa->cb)
-        pa->cb(pa->data, outcome == APPLY_DONE || outcome == APPLY_DUPLICATE);
+        pa->cb(pa->data,
+               outcome == APPLY_FAILED ? -1 : outcome == APPLY_DONE || outcome == APPLY_DUPLICATE);
     free(pa);
 }
 
@@ -838,8 +839,8 @@ static void create_payout(pc_http_req_t *req, void *data)
                               "an ISO 4217 currency code in upper case, like CNY");
         return;
     }
-    const char *notify = pc_json_str(b, "notify_url", 512, 0, &bad);
-    if (bad || (notify && strncmp(notify, "http://", 7) && strncmp(notify, "https://", 8))) {
+    const char *notify = pc_json_url(b, "notify_url", &bad);
+    if (bad) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "notify_url", "an http(s) URL");
         return;
     }

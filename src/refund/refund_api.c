@@ -798,9 +798,8 @@ static void create_refund(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "reason", "up to 256 characters");
         return;
     }
-    a->notify_url = pc_json_str(b, "notify_url", 512, 0, &bad);
-    if (bad || (a->notify_url && strncmp(a->notify_url, "http://", 7) != 0 &&
-                strncmp(a->notify_url, "https://", 8) != 0)) {
+    a->notify_url = pc_json_url(b, "notify_url", &bad);
+    if (bad) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "notify_url", "an http(s) URL");
         return;
     }

@@ -224,17 +224,18 @@ static void test_rotation_keeps_the_previous_secret_for_its_grace_period(void **
     assert_string_not_equal(m.secret, old.secret);
     assert_true(signs(&m));
     assert_true(signs(&old)); /* within the grace period */
-    /* The answer was lost: ops rotate again, with grace. The secret the
-     * merchant still uses keeps working (the one in between, never
-     * delivered, does not); before, it stopped at once. */
-    pc_t_merchant_t lost = m;
+    /* Rotated again with grace while the first grace runs (its answer lost,
+     * or the merchant deployed it and rotates again): the secret before and
+     * the one in between both keep working, each until its own deadline.
+     * Before, the secret before stopped at once. */
+    pc_t_merchant_t between = m;
     r = pc_t_admin(&g_stack, "POST", path, "{\"grace_seconds\":600}");
     assert_int_equal(r.status, 200);
     snprintf(m.secret, sizeof m.secret, "%s", pc_t_jstr(&r, "secret"));
     pc_t_resp_free(&r);
     assert_true(signs(&m));
     assert_true(signs(&old));
-    assert_true(refused(&lost));
+    assert_true(signs(&between));
     /* Rotated again without grace (the secret leaked): only the newest. */
     pc_t_merchant_t second = m;
     r = pc_t_admin(&g_stack, "POST", path, NULL);
@@ -245,6 +246,7 @@ static void test_rotation_keeps_the_previous_secret_for_its_grace_period(void **
     assert_true(signs(&m));
     assert_true(refused(&second));
     assert_true(refused(&old));
+    assert_true(refused(&between));
 }
 
 /* An RSA2 merchant replaces its public key (it could not before: a leaked
@@ -477,6 +479,17 @@ static void test_invalid_fields_are_named(void **state)
                     "{\"out_trade_no\":\"RMB1\",\"product\":\"INSTANT\",\"amount\":150,"
                     "\"currency\":\"RMB\",\"subject\":\"s\"}",
                     "currency");
+    /* A notify_url with no host, or with a space, could never be called:
+     * refused (it was taken, and every notification of the trade failed). */
+    expect_field_at("/v1/trades",
+                    "{\"out_trade_no\":\"URL1\",\"product\":\"INSTANT\",\"amount\":150,"
+                    "\"currency\":\"CNY\",\"subject\":\"s\",\"notify_url\":\"https://\"}",
+                    "notify_url");
+    expect_field_at("/v1/trades",
+                    "{\"out_trade_no\":\"URL2\",\"product\":\"INSTANT\",\"amount\":150,"
+                    "\"currency\":\"CNY\",\"subject\":\"s\",\"notify_url\":\"https://x "
+                    "y/n\"}",
+                    "notify_url");
     expect(pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", "not json", "k-nj"), 400,
            "INVALID_REQUEST");
     expect(pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", trade_body("NOKEY", 1), NULL), 400,
