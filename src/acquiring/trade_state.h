@@ -17,11 +17,13 @@
  * payment then succeeded took the buyer's money only to refund it as an
  * error. A pay code lives no longer than its trade (the engine sends the
  * time left), and the status queries settle a lost answer within minutes;
- * an attempt still open after a day (flagged to ops long before) no longer
- * holds the trade open. */
+ * an attempt still open a day after it was sent (a release from review
+ * sends it again: sent_at) no longer holds the trade open (flagged to ops
+ * long before). */
 #define PC_TRADE_ATTEMPT_AT_CHANNEL(t)                                                             \
     "EXISTS (SELECT 1 FROM payments ip WHERE ip.trade_no = " t ".trade_no AND ip.status IN "       \
-    "('CREATED', 'PROCESSING', 'UNKNOWN') AND ip.created_at > now() - interval '1 day')"
+    "('CREATED', 'PROCESSING', 'UNKNOWN') AND coalesce(ip.sent_at, ip.created_at) > now() - "      \
+    "interval '1 day')"
 
 /* A payment that has arrived for a trade. sources are the ledger legs the
  * money comes from (negative amounts, e.g. channel clearing, buyer wallet,

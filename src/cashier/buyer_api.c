@@ -124,6 +124,13 @@ static void coupon_cb(void *data, int status, pc_db_res_t *res)
     /* created: a new coupon (201); same: the one this coupon_id already
      * named, with the same figures (a retry: 200); else the id is another
      * coupon's (409). */
+    /* The insert or the row it ran into (DO UPDATE locks and returns it,
+     * even one a concurrent grant of the same id committed a moment ago):
+     * always one row. */
+    if (pc_db_rows(res) != 1) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "not recorded; retry");
+        return;
+    }
     const char *created = pc_db_get(res, 0, 1), *same = pc_db_get(res, 0, 2);
     if (strcmp(created, "t") && strcmp(same, "t")) {
         pc_http_respond_error(req, PC_API_INVALID_STATE, "coupon_id",
@@ -149,7 +156,7 @@ static void create_coupon(pc_http_req_t *req, void *data)
     const char *merchant = pc_json_str(b, "merchant_id", 64, 1, &bad);
     /* Chosen by the caller, so that a retry after a lost answer does not
      * grant the buyer a second coupon. */
-    const char *chosen = pc_json_str(b, "coupon_id", 48, 1, &bad);
+    const char *chosen = pc_json_str(b, "coupon_id", 40, 1, &bad);
     if (!buyer || bad || !pc_currency_known(cur) ||
         pc_json_int(b, "amount", 1, 1000000000000LL, &amount) != 0 ||
         pc_json_int(b, "min_amount", 0, 1000000000000LL, &min_amount) < 0 ||
@@ -179,9 +186,8 @@ static void create_coupon(pc_http_req_t *req, void *data)
             "WITH n AS (INSERT INTO coupons (coupon_id, buyer_id, amount, currency, "
             "min_amount, funded_by, merchant_id, expires_at) VALUES ($1, $2, $3, $4, $5, "
             "$6, $7, now() + make_interval(days => $8::int)) ON CONFLICT (coupon_id) DO "
-            "NOTHING RETURNING *), c AS (SELECT *, true AS created FROM n UNION ALL "
-            "SELECT *, false FROM coupons WHERE coupon_id = $1 AND NOT EXISTS (SELECT 1 "
-            "FROM n)) SELECT json_build_object('coupon_id', coupon_id, 'buyer_id', "
+            "UPDATE SET coupon_id = EXCLUDED.coupon_id RETURNING *, xmax = 0 AS created), c "
+            "AS (SELECT * FROM n) SELECT json_build_object('coupon_id', coupon_id, 'buyer_id', "
             "buyer_id, 'amount', amount, 'currency', currency, 'min_amount', min_amount, "
             "'funded_by', funded_by, 'merchant_id', merchant_id, 'status', status, "
             "'expires_at', to_char(expires_at AT TIME ZONE 'UTC', "

@@ -385,9 +385,12 @@ static void count_attempt(pay_t *p, const char *what, const char *value, long lo
 static void gather(pay_t *p)
 {
     p->waiting = 3;
+    /* One address, one text: the velocity counter and the block list alike. */
+    if (!p->ip || pc_ip_canonical(p->ip, p->ip_text, sizeof p->ip_text) < 0)
+        snprintf(p->ip_text, sizeof p->ip_text, "%s", p->ip ? p->ip : "");
     count_attempt(p, "buyer", p->buyer_id, &p->v_buyer);
     count_attempt(p, "card", p->card_key, &p->v_card);
-    count_attempt(p, "ip", p->ip, &p->v_ip);
+    count_attempt(p, "ip", p->ip ? p->ip_text : NULL, &p->v_ip);
     count_attempt(p, "device", p->device, &p->v_device);
     /* Redis answers in order: this PING arrives after the counters. */
     if (pc_kv_cmd(p->app->kv, velocity_last_cb, p, "PING", NULL) < 0)
@@ -401,8 +404,6 @@ static void gather(pay_t *p)
         snprintf(p->card_bin, sizeof p->card_bin, "%.6s", digits);
     if (digits && strlen(digits) >= 8)
         snprintf(p->card_bin8, sizeof p->card_bin8, "%.8s", digits);
-    if (!p->ip || pc_ip_canonical(p->ip, p->ip_text, sizeof p->ip_text) < 0)
-        snprintf(p->ip_text, sizeof p->ip_text, "%s", p->ip ? p->ip : "");
     const char *q[] = {p->ip_text, p->device ? p->device : "", p->card_bin,
                        p->buyer_id ? p->buyer_id : "", p->card_bin8};
     if (pc_db_query(p->app->db,
@@ -1139,9 +1140,7 @@ static void add_block(pc_http_req_t *req, void *data)
                               "CARD_BIN: the first 6 or 8 digits of a card number");
         return;
     }
-    static const char id_chars[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
-    if (!strcmp(kind, "BUYER") && (vlen > 64 || strspn(value, id_chars) != vlen)) {
+    if (!strcmp(kind, "BUYER") && !pc_id_valid(value, 64)) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "value",
                               "BUYER: a buyer id, 1-64 of [A-Za-z0-9_-]");
         return;

@@ -65,8 +65,9 @@ void pc_payouts_free(pc_payouts_t *po);
 /* Makes a channel's final result (SUCCESS, FAILED, RETURNED) true for the
  * payout, as its callback would (e.g. from a statement line whose callback
  * was lost). cb (may be NULL) learns whether the payout now stands as the
- * result says (applied now or before). Returns 0 (cb runs once) or a
- * negative code. */
+ * result says (applied now or before: 1), not (0), or could not be told
+ * because the database failed (-1). Returns 0 (cb runs once) or a negative
+ * code. */
 typedef void (*pc_payout_applied_cb)(void *data, int applied);
 int pc_payout_apply(pc_app_t *app, const char *payout_no, const pc_ch_result_t *res,
                     pc_payout_applied_cb cb, void *data);

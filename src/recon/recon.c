@@ -288,7 +288,7 @@ static void repair_applied_cb(void *data, pc_api_err_t err, const char *message,
 
 static void payout_repaired_cb(void *data, int applied)
 {
-    repair_outcome(data, "payout", applied ? NULL : "not marked returned",
+    repair_outcome(data, "payout", applied > 0 ? NULL : "not marked returned",
                    "lost callback: the payout was marked returned as the channel's statement "
                    "says");
 }

@@ -110,7 +110,11 @@ static void keep_error(pc_recon_conn_t *c, const char *msg)
 
 static void fail(pc_recon_conn_t *c, const char *why)
 {
+    /* A lost connection: libpq's first line names the server and the user;
+     * the run and its answer say only what happened. */
     keep_error(c, why);
+    snprintf(c->error, sizeof c->error, "%s",
+             "the database connection failed (log recon.db_error has libpq's message)");
     c->state = S_FAILED;
     if (c->fd >= 0)
         uv_poll_stop(&c->poll);

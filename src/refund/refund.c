@@ -207,7 +207,7 @@ static void count_final(const pc__refund_t *r)
 typedef struct {
     pc_refunds_t *rf;
     pc_db_tx_t *tx;
-    char refund_no[40], to[12], who[16], action[24], why[257], code[49], msg[161], txn[81];
+    char refund_no[40], to[12], who[65], action[24], why[257], code[49], msg[161], txn[81];
     char only_method[8], only_batch[40], set_method[8], only_channel[33];
     char from[MAX_FROM][12];
     int nfrom, normal_only, error_to_offline;

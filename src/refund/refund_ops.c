@@ -111,12 +111,16 @@ static void refund_action(pc_http_req_t *req, void *data)
         t.failure_msg = why;
         t.normal_only = 1;
     } else if (!strcmp(verb, "confirm")) {
+        int bad_code = 0;
         const char *outcome = pc_json_str(b, "outcome", 16, 1, &bad);
-        const char *code = pc_json_str(b, "failure_code", 48, 1, &bad);
+        const char *code = pc_json_str(b, "failure_code", 48, 1, &bad_code);
         if (bad || (outcome && strcmp(outcome, "SUCCESS") && strcmp(outcome, "FAILED"))) {
-            pc_http_respond_error(req, PC_API_INVALID_REQUEST, bad ? "failure_code" : "outcome",
-                                  bad ? "failure_code: 1-48 of [A-Za-z0-9_-]"
-                                      : "SUCCESS or FAILED");
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "outcome", "SUCCESS or FAILED");
+            return;
+        }
+        if (bad_code) {
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "failure_code",
+                                  "1-48 of [A-Za-z0-9_-]");
             return;
         }
         /* A failure code says the refund failed: without the outcome it was

@@ -412,7 +412,12 @@ static void payment_recorded_cb(void *data, pc_api_err_t err, const char *messag
 static void payout_recorded_cb(void *data, int applied)
 {
     outcome_t *o = data;
-    outcome_done(o, PC_API_OK, applied, NULL);
+    /* A database failure is no "the channel's answer came first": 503, the
+     * outcome may be given again. */
+    if (applied < 0)
+        outcome_done(o, PC_API_UNAVAILABLE, 0, NULL);
+    else
+        outcome_done(o, PC_API_OK, applied, NULL);
 }
 
 static void refund_recorded_cb(void *data, int status, const pc__refund_t *r)

@@ -574,10 +574,21 @@ static void test_ops_record_the_failure_of_a_payout_no_query_could_finish(void *
                               "status = 'PROCESSING'",
                               no));
     assert_int_equal(available(&m), before - 10000);
-    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payout", no,
-                                            "{\"why\":\"bank: transfer rejected\",\"outcome\":"
-                                            "\"FAILED\",\"failure_code\":\"ACCOUNT_CLOSED\"}"),
-                     200);
+    /* The database refuses it this once: 503, to be given again (it was
+     * 409 "its channel's answer came first", which sent ops the wrong way). */
+    free(pc_t_sql(&g_stack,
+                  "CREATE FUNCTION pc_t_refuse_payout() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                  "BEGIN RAISE EXCEPTION 'refused by the test'; END $$"));
+    free(pc_t_sql(&g_stack, "CREATE TRIGGER pc_t_refuse_payout BEFORE UPDATE ON payouts FOR "
+                            "EACH ROW WHEN (NEW.status = 'FAILED') EXECUTE FUNCTION "
+                            "pc_t_refuse_payout()"));
+    const char *outcome = "{\"why\":\"bank: transfer rejected\",\"outcome\":\"FAILED\","
+                          "\"failure_code\":\"ACCOUNT_CLOSED\"}";
+    long refused = pc_t_needs_ops_resolve(&g_stack, "payout", no, outcome);
+    free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_payout ON payouts"));
+    free(pc_t_sql(&g_stack, "DROP FUNCTION pc_t_refuse_payout()"));
+    assert_int_equal(refused, 503);
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payout", no, outcome), 200);
     expect_status(&m, no, "FAILED");
     assert_int_equal(available(&m), before);
     assert_int_equal(pc_t_sql_int(&g_stack,

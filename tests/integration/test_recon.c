@@ -1009,7 +1009,7 @@ static void test_a_failed_run_does_not_show_the_databases_detail(void **state)
     assert_null(strstr(err, "row values"));
     free(err);
     /* The day runs again once the cause is gone. */
-    run_day("sim_card", g_today, 200);
+    json_decref(run_day("sim_card", g_today, 200));
 }
 
 /* Last: paysim goes away. */

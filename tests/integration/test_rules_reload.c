@@ -320,6 +320,16 @@ static void test_config_reload_takes_new_limits_without_restart(void **state)
     free(restart);
     json_decref(j);
     kill(g_stack.pids[1], SIGHUP);
+    /* Node 1 itself says it took the change (consults below may all reach
+     * node 0: the API port is shared). */
+    int logged = 0;
+    for (int i = 0; i < 100 && !logged; i++) {
+        logged = pc_t_sh("grep -q 'config.reloaded.*limits.buyer_daily' %s/%s-node1.log",
+                         g_stack.log_dir, g_stack.name) == 0;
+        if (!logged)
+            usleep(50000);
+    }
+    assert_true(logged);
     int refused = 0;
     for (int i = 0; i < 100 && refused < 6; i++) {
         refused = card_available(tn, "u_cfg") ? 0 : refused + 1;
