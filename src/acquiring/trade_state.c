@@ -640,30 +640,6 @@ static void sweep_rows_cb(void *data, int status, pc_db_res_t *res)
     pc_db_tx_commit(s->tx, sweep_commit_cb, s);
 }
 
-/* The expired trades are locked first, by a statement of their own; the one
- * that closes them starts (and takes its snapshot) after the locks were
- * granted. A pay holds the trade's lock until it commits its payment, so the
- * closing statement sees every payment a pay committed: in one statement, a
- * pay that committed between the snapshot and the lock went unseen and the
- * trade was closed under its payment. Trades another transaction holds are
- * left to the next sweep. */
-static void sweep_locked_cb(void *data, int status, pc_db_res_t *res)
-{
-    sweep_t *s = data;
-    if (status) {
-        sweep_fail(s, status);
-        return;
-    }
-    const char *p[] = {pc_db_get(res, 0, 0)};
-    if (pc_db_tx_query(s->tx,
-                       "UPDATE trades t SET status = 'TRADE_CLOSED', close_reason = 'EXPIRED', "
-                       "closed_at = now(), updated_at = now() WHERE trade_no = ANY($1::text[]) "
-                       "AND status = 'WAIT_BUYER_PAY' AND NOT " PC_TRADE_ATTEMPT_AT_CHANNEL(
-                           "t") " RETURNING " PC_TRADE_COLUMNS ", notify_url",
-                       1, p, sweep_rows_cb, s) < 0)
-        sweep_fail(s, PC_EUNAVAIL);
-}
-
 static void sweep_begin_cb(void *data, int status, pc_db_tx_t *tx)
 {
     sweep_t *s = data;
@@ -677,33 +653,35 @@ static void sweep_begin_cb(void *data, int status, pc_db_tx_t *tx)
         return;
     }
     s->tx = tx;
-    if (!strcmp(s->event, "trade.closed")) {
-        if (pc_db_tx_query(tx,
-                           "SELECT coalesce(array_agg(trade_no), '{}')::text FROM (SELECT "
-                           "trade_no FROM trades t WHERE status = 'WAIT_BUYER_PAY' AND "
-                           "expires_at <= now() AND NOT " PC_TRADE_ATTEMPT_AT_CHANNEL(
-                               "t") " ORDER BY expires_at LIMIT 200 FOR UPDATE SKIP LOCKED) x",
-                           0, NULL, sweep_locked_cb, s) < 0)
-            sweep_fail(s, PC_EUNAVAIL);
-        return;
-    }
-    /* Not while a refund of the trade is still in flight (an OFFLINE or
-     * FILE refund can take days, one held by risk longer): its success
-     * would close a fully refunded trade, which a finished one cannot
-     * be; the next sweep after it ends finishes the trade. */
-    const char *sql =
-        "UPDATE trades SET status = 'TRADE_FINISHED', finished_at = now(), updated_at = "
-        "now() WHERE trade_no IN (SELECT t.trade_no FROM trades t WHERE t.status = "
-        "'TRADE_SUCCESS' AND t.paid_at <= now() - make_interval(secs => $1::bigint) AND NOT "
-        "EXISTS (SELECT 1 FROM refunds r WHERE r.trade_no = t.trade_no AND r.type = "
-        "'NORMAL' AND r.status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED')) ORDER BY "
-        "t.paid_at LIMIT 200 FOR UPDATE OF t SKIP LOCKED) AND status = 'TRADE_SUCCESS' "
-        "RETURNING " PC_TRADE_COLUMNS ", notify_url";
+    /* A trade with a payment at a channel stays open past its expiry until
+     * the channel answers (PC_TRADE_ATTEMPT_AT_CHANNEL). */
+    const char *sql;
+    if (!strcmp(s->event, "trade.closed"))
+        sql = "UPDATE trades SET status = 'TRADE_CLOSED', close_reason = 'EXPIRED', closed_at = "
+              "now(), updated_at = now() WHERE trade_no IN (SELECT trade_no FROM trades t WHERE "
+              "status = 'WAIT_BUYER_PAY' AND expires_at <= now() AND "
+              "NOT " PC_TRADE_ATTEMPT_AT_CHANNEL(
+                  "t") " ORDER BY expires_at LIMIT 200 FOR UPDATE SKIP "
+                       "LOCKED) AND status = 'WAIT_BUYER_PAY' RETURNING " PC_TRADE_COLUMNS
+                       ", notify_url";
+    else
+        /* Not while a refund of the trade is still in flight (an OFFLINE or
+         * FILE refund can take days, one held by risk longer): its success
+         * would close a fully refunded trade, which a finished one cannot
+         * be; the next sweep after it ends finishes the trade. */
+        sql = "UPDATE trades SET status = 'TRADE_FINISHED', finished_at = now(), updated_at = "
+              "now() WHERE trade_no IN (SELECT t.trade_no FROM trades t WHERE t.status = "
+              "'TRADE_SUCCESS' AND t.paid_at <= now() - make_interval(secs => $1::bigint) AND NOT "
+              "EXISTS (SELECT 1 FROM refunds r WHERE r.trade_no = t.trade_no AND r.type = "
+              "'NORMAL' AND r.status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED')) ORDER BY "
+              "t.paid_at LIMIT 200 FOR UPDATE OF t SKIP LOCKED) AND status = 'TRADE_SUCCESS' "
+              "RETURNING " PC_TRADE_COLUMNS ", notify_url";
     char window[24];
     snprintf(window, sizeof window, "%lld",
              (long long)pc_config_int(s->app->cfg, "trades.refund_window_s"));
     const char *p[] = {window};
-    if (pc_db_tx_query(tx, sql, 1, p, sweep_rows_cb, s) < 0)
+    int finish = strcmp(s->event, "trade.closed") != 0;
+    if (pc_db_tx_query(tx, sql, finish ? 1 : 0, finish ? p : NULL, sweep_rows_cb, s) < 0)
         sweep_fail(s, PC_EUNAVAIL);
 }
 

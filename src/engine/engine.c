@@ -1292,7 +1292,7 @@ static void start_begin_cb(void *data, int status, pc_db_tx_t *tx)
     int limited = (o->buyer_id[0] || o->card_fp[0]) && strcmp(s->status, "FAILED") != 0 &&
                   strcmp(s->status, "CHALLENGE") != 0;
     if (pc_db_tx_query(tx,
-                       "SELECT status, expires_at <= clock_timestamp(), floor(extract(epoch FROM "
+                       "SELECT status, expires_at <= now(), floor(extract(epoch FROM "
                        "expires_at))::bigint FROM trades WHERE trade_no = $1 AND merchant_id = "
                        "$2 FOR UPDATE",
                        2, p, locked_trade_cb, s) < 0 ||
@@ -1571,7 +1571,7 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
     if (pc_db_tx_query(tx,
                        "SELECT p.status, coalesce(p.buyer_id, '') AS buyer_id, "
                        "coalesce(p.card_fp, '') AS card_fp, "
-                       "p.method_type, p.amount, p.currency, t.expires_at <= clock_timestamp() AS "
+                       "p.method_type, p.amount, p.currency, t.expires_at <= now() AS "
                        "trade_expired, floor(extract(epoch FROM t.expires_at))::bigint AS "
                        "trade_expires_s FROM "
                        "payments p JOIN trades t USING (trade_no) WHERE p.payment_no = $1 AND "
