@@ -1070,23 +1070,56 @@ static void list_reviews(pc_http_req_t *req, void *data)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
+/* Ops release or reject a payment held for review. A payment that does not
+ * exist is 404 (the engine's own answer, 409 "not waiting", sent ops looking
+ * for a state); the engine decides the rest under the trade's lock. */
+typedef struct {
+    pc_http_req_t *req;
+    pc_app_t *app;
+    int release;
+} review_t;
+
+static void review_found_cb(void *data, int status, pc_db_res_t *res)
+{
+    review_t *v = data;
+    pc_http_req_t *req = v->req;
+    const char *no = pc_http_req_param(req, "payment_no");
+    if (status) {
+        pc_respond_db_error(req, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such payment");
+        return;
+    }
+    pc_log_info(v->release ? "review.release" : "review.reject", "payment %s %s by ops (%s)", no,
+                v->release ? "released" : "rejected", pc_operator_of(req));
+    int rc = v->release ? pc_engine_continue(v->app->engine, no, "REVIEW", NULL, answer_engine, req)
+                        : pc_engine_reject(v->app->engine, no, answer_engine, req);
+    if (rc < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+static void review_action(pc_http_req_t *req, pc_app_t *app, int release)
+{
+    review_t *v = pc_http_req_alloc(req, sizeof *v);
+    v->req = req;
+    v->app = app;
+    v->release = release;
+    const char *p[] = {pc_http_req_param(req, "payment_no")};
+    if (pc_db_query(app->db, "SELECT 1 FROM payments WHERE payment_no = $1", 1, p, review_found_cb,
+                    v) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
 static void release_review(pc_http_req_t *req, void *data)
 {
-    pc_app_t *app = data;
-    pc_log_info("review.release", "payment %s released by ops",
-                pc_http_req_param(req, "payment_no"));
-    if (pc_engine_continue(app->engine, pc_http_req_param(req, "payment_no"), "REVIEW", NULL,
-                           answer_engine, req) < 0)
-        pc_respond_db_error(req, PC_EUNAVAIL);
+    review_action(req, data, 1);
 }
 
 static void reject_review(pc_http_req_t *req, void *data)
 {
-    pc_app_t *app = data;
-    pc_log_info("review.reject", "payment %s rejected by ops",
-                pc_http_req_param(req, "payment_no"));
-    if (pc_engine_reject(app->engine, pc_http_req_param(req, "payment_no"), answer_engine, req) < 0)
-        pc_respond_db_error(req, PC_EUNAVAIL);
+    review_action(req, data, 0);
 }
 
 static void get_challenge(pc_http_req_t *req, void *data)

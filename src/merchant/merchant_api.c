@@ -246,6 +246,26 @@ typedef struct {
     int hmac;
 } rotate_t;
 
+/* The rotation matched no merchant of its kind: none at all (404), or one
+ * that signs the other way (409: the other route changes its key). */
+static void kind_cb(void *data, int status, pc_db_res_t *res)
+{
+    rotate_t *r = data;
+    if (status) {
+        pc_respond_db_error(r->req, status);
+        return;
+    }
+    if (pc_db_rows(res) == 0) {
+        pc_http_respond_error(r->req, PC_API_NOT_FOUND, NULL, "no such merchant");
+        return;
+    }
+    pc_http_respond_error(r->req, PC_API_INVALID_STATE, NULL,
+                          r->hmac ? "this merchant signs with RSA2: POST "
+                                    "/admin/merchants/{id}/public-key replaces its key"
+                                  : "this merchant signs with HMAC-SHA256: POST "
+                                    "/admin/merchants/{id}/rotate-secret replaces its secret");
+}
+
 static void rotated_cb(void *data, int status, pc_db_res_t *res)
 {
     rotate_t *r = data;
@@ -259,8 +279,10 @@ static void rotated_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     if (pc_db_rows(res) == 0) {
-        pc_http_respond_error(r->req, PC_API_NOT_FOUND, NULL,
-                              r->hmac ? "no such HMAC merchant" : "no such RSA2 merchant");
+        const char *p[] = {r->id};
+        if (pc_db_query(r->app->db, "SELECT sign_type FROM merchants WHERE merchant_id = $1", 1, p,
+                        kind_cb, r) < 0)
+            pc_respond_db_error(r->req, PC_EUNAVAIL);
         return;
     }
     pc_merchants_changed(r->app->merchants, r->id);

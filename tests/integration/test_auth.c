@@ -290,9 +290,18 @@ static void test_rsa2_merchant_replaces_its_public_key(void **state)
     assert_int_equal(new_public_key(path, pem[1], 0), 200);
     assert_true(signs(&b));
     assert_true(refused(&a));
-    /* An HMAC merchant has no public key to replace. */
+    /* An HMAC merchant has no public key to replace, nor an RSA2 one a
+     * secret: 409, saying which route changes its key (it was 404, as if
+     * the merchant did not exist); an unknown merchant is 404. */
     snprintf(path, sizeof path, "/admin/merchants/%s/public-key", g_m.id);
-    assert_int_equal(new_public_key(path, pem[0], 0), 404);
+    assert_int_equal(new_public_key(path, pem[0], 0), 409);
+    snprintf(path, sizeof path, "/admin/merchants/%s/rotate-secret", a.id);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 409);
+    assert_non_null(strstr(r.body, "public-key"));
+    pc_t_resp_free(&r);
+    assert_int_equal(new_public_key("/admin/merchants/m_nosuchmerchant/public-key", pem[0], 0),
+                     404);
     pc_t_sh("rm -rf %s", dir);
 }
 

@@ -1369,6 +1369,18 @@ static void test_the_month_counts_from_a_release_for_a_passed_challenge_too(void
     expect_coupon(coupon, "AVAILABLE");
 }
 
+/* Release or reject of a payment that does not exist is 404 (it was 409
+ * "the payment is not waiting for this", which sent ops looking for a
+ * state). */
+static void test_release_of_an_unknown_payment_is_404(void **state)
+{
+    (void)state;
+    release_refused("Pnosuchpayment", 404, "NOT_FOUND");
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/payments/Pnosuchpayment/reject", NULL);
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+}
+
 /* Ops release what risk held for review, not a payment waiting for the
  * buyer's challenge: before, a release charged a challenged card without
  * the challenge being passed. */
@@ -2193,6 +2205,7 @@ int main(void)
         cmocka_unit_test(test_risk_reject_review_and_challenge),
         cmocka_unit_test(test_passed_challenge_is_checked_against_limits),
         cmocka_unit_test(test_release_does_not_skip_a_challenge),
+        cmocka_unit_test(test_release_of_an_unknown_payment_is_404),
         cmocka_unit_test(test_the_month_counts_from_a_release_for_a_passed_challenge_too),
         cmocka_unit_test(test_pay_without_buyer_id_counts_for_the_trades_buyer),
         cmocka_unit_test(test_block_list_reaches_bound_cards_and_buyers),
