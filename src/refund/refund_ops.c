@@ -6,6 +6,7 @@
  *   POST /admin/refund-batches               {"method": "FILE|OFFLINE", "channel_id"}
  *        exports the ACCEPTED refunds of that method (and channel) as a CSV
  *        batch and moves them to PROCESSING
+ *   GET  /admin/refund-batches?status=EXPORTED|COMPLETED   newest first, at most 100
  *   GET  /admin/refund-batches/{batch_id}
  *   POST /admin/refund-batches/{batch_id}/results   a result CSV (text/csv
  *        body, or {"csv": "..."}), applied line by line
@@ -451,6 +452,32 @@ static void show_batch(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
+/* ---------- GET /admin/refund-batches: the batches, newest first ---------- */
+
+/* An export whose answer was lost (payctl timed out after the commit) left
+ * its refunds PROCESSING in a batch nobody had the id of: the list finds
+ * it, and GET /admin/refund-batches/{id} gives its file again. */
+static void list_batches(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *status = pc_http_req_query_param(req, "status");
+    if (status && strcmp(status, "EXPORTED") && strcmp(status, "COMPLETED")) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "status", "EXPORTED or COMPLETED");
+        return;
+    }
+    const char *p[] = {status};
+    if (pc_db_query(
+            app->db,
+            "SELECT json_build_object('batches', coalesce(json_agg(json_build_object("
+            "'batch_id', batch_id, 'method', method, 'channel_id', channel_id, 'status', "
+            "status, 'count', refund_count, 'created_by', created_by, 'created_at', "
+            "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER "
+            "BY created_at DESC), '[]'::json))::text FROM (SELECT * FROM refund_batches "
+            "WHERE $1::text IS NULL OR status = $1 ORDER BY created_at DESC LIMIT 100) b",
+            1, p, batch_shown_cb, req) < 0)
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
 /* ---------- POST /admin/refund-batches/{batch_id}/results: import ---------- */
 
 typedef struct {
@@ -672,6 +699,7 @@ void pc__refund_ops_routes(pc_app_t *app)
     pc_router_add(app->admin, "GET", "/admin/refunds/{refund_no}", show_refund, app);
     pc_router_add(app->admin, "GET", "/admin/refunds", list_refunds, app);
     pc_router_add(app->admin, "POST", "/admin/refund-batches", export_batch, app);
+    pc_router_add(app->admin, "GET", "/admin/refund-batches", list_batches, app);
     pc_router_add(app->admin, "GET", "/admin/refund-batches/{batch_id}", show_batch, app);
     pc_router_add(app->admin, "POST", "/admin/refund-batches/{batch_id}/results", import_results,
                   app);

@@ -553,6 +553,18 @@ static void test_offline_refunds_batched_and_confirmed_by_ops(void **state)
     assert_int_equal(r.status, 201);
     assert_non_null(strstr(r.body, r1));
     assert_non_null(strstr(r.body, r2));
+    char batch[64];
+    snprintf(batch, sizeof batch, "%s", pc_t_jstr(&r, "batch_id"));
+    pc_t_resp_free(&r);
+    /* An export whose answer is lost is found again: listed, newest first,
+     * with who made it (there was no list: its refunds sat PROCESSING in a
+     * batch nobody knew). */
+    r = pc_t_admin(&g_stack, "GET", "/admin/refund-batches?status=EXPORTED", NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, batch));
+    pc_t_resp_free(&r);
+    r = pc_t_admin(&g_stack, "GET", "/admin/refund-batches?status=LOST", NULL);
+    assert_int_equal(r.status, 400);
     pc_t_resp_free(&r);
     expect_refund(r1, "PROCESSING");
     /* Ops returned the cash: done. */
