@@ -589,6 +589,7 @@ typedef struct {
     pc_app_t *app;
     pc_db_tx_t *tx;
     const char *event;
+    int finish; /* trade.finished (the refund window), else trade.closed (expiry) */
 } sweep_t;
 
 static void sweep_commit_cb(void *data, int status)
@@ -605,15 +606,17 @@ static long long g_sweep_warned_s[2]; /* [0] close, [1] finish */
 
 static long long *sweep_warned(const sweep_t *s)
 {
-    return &g_sweep_warned_s[strcmp(s->event, "trade.closed") != 0];
+    return &g_sweep_warned_s[s->finish];
 }
 
-static void sweep_fail(sweep_t *s, int status)
+/* Logs what, once a minute while it lasts, and ends the sweep. */
+static void sweep_fail(sweep_t *s, const char *what, int status)
 {
     if (pc_log_due(sweep_warned(s), 60))
-        pc_log_warn("trade.sweep", "%s sweep failed: %s (logged once a minute while it lasts)",
-                    s->event, pc_strerror(status));
-    pc_db_tx_rollback(s->tx);
+        pc_log_warn("trade.sweep", "%s sweep %s: %s (logged once a minute while it lasts)",
+                    s->event, what, pc_strerror(status));
+    if (s->tx)
+        pc_db_tx_rollback(s->tx);
     free(s);
 }
 
@@ -621,7 +624,7 @@ static void sweep_rows_cb(void *data, int status, pc_db_res_t *res)
 {
     sweep_t *s = data;
     if (status) {
-        sweep_fail(s, status);
+        sweep_fail(s, "failed", status);
         return;
     }
     int n = pc_db_rows(res);
@@ -644,19 +647,14 @@ static void sweep_begin_cb(void *data, int status, pc_db_tx_t *tx)
 {
     sweep_t *s = data;
     if (status) {
-        if (pc_log_due(sweep_warned(s), 60))
-            pc_log_warn("trade.sweep",
-                        "%s sweep could not begin: %s (logged once a minute while "
-                        "it lasts)",
-                        s->event, pc_strerror(status));
-        free(s);
+        sweep_fail(s, "could not begin", status);
         return;
     }
     s->tx = tx;
     /* A trade with a payment at a channel stays open past its expiry until
      * the channel answers (PC_TRADE_ATTEMPT_AT_CHANNEL). */
     const char *sql;
-    if (!strcmp(s->event, "trade.closed"))
+    if (!s->finish)
         sql = "UPDATE trades SET status = 'TRADE_CLOSED', close_reason = 'EXPIRED', closed_at = "
               "now(), updated_at = now() WHERE trade_no IN (SELECT trade_no FROM trades t WHERE "
               "status = 'WAIT_BUYER_PAY' AND expires_at <= now() AND "
@@ -676,20 +674,23 @@ static void sweep_begin_cb(void *data, int status, pc_db_tx_t *tx)
               "'NORMAL' AND r.status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED')) ORDER BY "
               "t.paid_at LIMIT 200 FOR UPDATE OF t SKIP LOCKED) AND status = 'TRADE_SUCCESS' "
               "RETURNING " PC_TRADE_COLUMNS ", notify_url";
-    char window[24];
-    snprintf(window, sizeof window, "%lld",
-             (long long)pc_config_int(s->app->cfg, "trades.refund_window_s"));
+    char window[24] = "";
+    if (s->finish)
+        snprintf(window, sizeof window, "%lld",
+                 (long long)pc_config_int(s->app->cfg, "trades.refund_window_s"));
     const char *p[] = {window};
-    int finish = strcmp(s->event, "trade.closed") != 0;
-    if (pc_db_tx_query(tx, sql, finish ? 1 : 0, finish ? p : NULL, sweep_rows_cb, s) < 0)
-        sweep_fail(s, PC_EUNAVAIL);
+    if (pc_db_tx_query(tx, sql, s->finish ? 1 : 0, s->finish ? p : NULL, sweep_rows_cb, s) < 0)
+        sweep_fail(s, "failed", PC_EUNAVAIL);
 }
 
 static void sweep(pc_app_t *app, const char *event)
 {
     sweep_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return;
     s->app = app;
     s->event = event;
+    s->finish = strcmp(event, "trade.closed") != 0;
     if (pc_db_begin(app->db, NULL, sweep_begin_cb, s) < 0)
         free(s);
 }

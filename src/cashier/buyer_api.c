@@ -175,8 +175,12 @@ static void create_coupon(pc_http_req_t *req, void *data)
         return;
     }
     char id[52], hex[17], amt[24], mina[24], d[16];
-    pc_random_hex(hex, sizeof hex, 8);
-    snprintf(id, sizeof id, "%s%s", chosen ? "" : "cp_", chosen ? chosen : hex);
+    if (chosen) {
+        snprintf(id, sizeof id, "%s", chosen);
+    } else {
+        pc_random_hex(hex, sizeof hex, 8);
+        snprintf(id, sizeof id, "cp_%s", hex);
+    }
     snprintf(amt, sizeof amt, "%lld", amount);
     snprintf(mina, sizeof mina, "%lld", min_amount);
     snprintf(d, sizeof d, "%lld", days);
@@ -186,14 +190,14 @@ static void create_coupon(pc_http_req_t *req, void *data)
             "WITH n AS (INSERT INTO coupons (coupon_id, buyer_id, amount, currency, "
             "min_amount, funded_by, merchant_id, expires_at) VALUES ($1, $2, $3, $4, $5, "
             "$6, $7, now() + make_interval(days => $8::int)) ON CONFLICT (coupon_id) DO "
-            "UPDATE SET coupon_id = EXCLUDED.coupon_id RETURNING *, xmax = 0 AS created), c "
-            "AS (SELECT * FROM n) SELECT json_build_object('coupon_id', coupon_id, 'buyer_id', "
+            "UPDATE SET coupon_id = EXCLUDED.coupon_id RETURNING *, xmax = 0 AS created) SELECT "
+            "json_build_object('coupon_id', coupon_id, 'buyer_id', "
             "buyer_id, 'amount', amount, 'currency', currency, 'min_amount', min_amount, "
             "'funded_by', funded_by, 'merchant_id', merchant_id, 'status', status, "
             "'expires_at', to_char(expires_at AT TIME ZONE 'UTC', "
             "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text, created, (buyer_id, amount, currency, "
             "min_amount, funded_by, merchant_id) IS NOT DISTINCT FROM ($2, $3::bigint, $4, "
-            "$5::bigint, $6, $7) AS same FROM c",
+            "$5::bigint, $6, $7) AS same FROM n",
             8, p, coupon_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }

@@ -53,13 +53,6 @@ typedef struct {
      * and route.lua: of the number typed in, or of the bound card chosen;
      * "" without a card. Set by gather(). */
     char card_bin[8];
-    /* Its first 8 digits where known (a number typed in, a bound card whose
-     * channel gave 8), for 8-digit block-list entries; else "". */
-    char card_bin8[9];
-    /* client.ip in its canonical text (2001:DB8::1 and 2001:db8:0::1 are one
-     * address), as the block list keeps IP entries; the text given when it
-     * is no address. */
-    char ip_text[INET6_ADDRSTRLEN];
     char coupon_funder[65];
     char wallet_owner[65];
     char trade_buyer[65];
@@ -385,12 +378,14 @@ static void count_attempt(pay_t *p, const char *what, const char *value, long lo
 static void gather(pay_t *p)
 {
     p->waiting = 3;
-    /* One address, one text: the velocity counter and the block list alike. */
-    if (!p->ip || pc_ip_canonical(p->ip, p->ip_text, sizeof p->ip_text) < 0)
-        snprintf(p->ip_text, sizeof p->ip_text, "%s", p->ip ? p->ip : "");
+    /* One address, one text: the velocity counter and the block list alike
+     * (both copy it: a local will do). */
+    char ip_text[INET6_ADDRSTRLEN];
+    if (pc_ip_canonical(p->ip, ip_text, sizeof ip_text) < 0)
+        snprintf(ip_text, sizeof ip_text, "%s", p->ip ? p->ip : "");
     count_attempt(p, "buyer", p->buyer_id, &p->v_buyer);
     count_attempt(p, "card", p->card_key, &p->v_card);
-    count_attempt(p, "ip", p->ip ? p->ip_text : NULL, &p->v_ip);
+    count_attempt(p, "ip", ip_text, &p->v_ip);
     count_attempt(p, "device", p->device, &p->v_device);
     /* Redis answers in order: this PING arrives after the counters. */
     if (pc_kv_cmd(p->app->kv, velocity_last_cb, p, "PING", NULL) < 0)
@@ -402,10 +397,12 @@ static void gather(pay_t *p)
     const char *digits = p->has_card ? p->card.pan : cbin;
     if (digits && strlen(digits) >= 6)
         snprintf(p->card_bin, sizeof p->card_bin, "%.6s", digits);
+    /* Its first 8 digits where known, for 8-digit entries; else "". */
+    char card_bin8[9] = "";
     if (digits && strlen(digits) >= 8)
-        snprintf(p->card_bin8, sizeof p->card_bin8, "%.8s", digits);
-    const char *q[] = {p->ip_text, p->device ? p->device : "", p->card_bin,
-                       p->buyer_id ? p->buyer_id : "", p->card_bin8};
+        snprintf(card_bin8, sizeof card_bin8, "%.8s", digits);
+    const char *q[] = {ip_text, p->device ? p->device : "", p->card_bin,
+                       p->buyer_id ? p->buyer_id : "", card_bin8};
     if (pc_db_query(p->app->db,
                     "SELECT kind FROM block_list WHERE (kind = 'IP' AND value = $1) OR (kind = "
                     "'DEVICE' AND value = $2) OR (kind = 'CARD_BIN' AND value IN ($3, $5)) OR "
@@ -609,12 +606,11 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
                               "the wallet balance is not enough");
         return;
     }
-    if (pc_cashier_limit(app, v, p->has_card || p->card_id, p->card_id, amount)) {
-        /* The buyer's own, or else the card's. */
+    /* The buyer's own limits first, then the card's. */
+    int buyer_hit = pc_cashier_limit(app, v, 0, NULL, amount) != NULL;
+    if (buyer_hit || pc_cashier_limit(app, v, p->has_card || p->card_id, p->card_id, amount)) {
         pc_http_respond_error(req, PC_API_LIMIT_EXCEEDED, NULL,
-                              pc_cashier_limit(app, v, 0, NULL, amount)
-                                  ? "this payment would pass the buyer's limits"
-                                  : "this payment would pass the card's limits");
+                              pc_engine_limit_message(buyer_hit ? "buyer" : "card"));
         return;
     }
     gather(p);

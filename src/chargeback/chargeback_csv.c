@@ -1,4 +1,5 @@
 #include "chargeback/chargeback_csv.h"
+#include "ledger/ledger.h"
 #include "core/error.h"
 
 #include <stdio.h>
@@ -184,8 +185,7 @@ static void parse_line(pc_cb_csv_line_t *l, char f[MAX_FIELDS][FIELD_MAX], int n
         return bad(l, "amount: an integer 1-10^15 in minor units");
     l->amount = strtoll(a, NULL, 10);
     const char *c = v[C_CUR];
-    if (strlen(c) != 3 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' || c[2] < 'A' ||
-        c[2] > 'Z')
+    if (!pc_ledger_currency_ok(c))
         return bad(l, "currency: ISO 4217, upper case");
     snprintf(l->currency, sizeof l->currency, "%s", c);
     if (v[C_REASON][0] && (!pc_cb_ref_ok(v[C_REASON]) || strlen(v[C_REASON]) >= 33))

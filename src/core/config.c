@@ -232,9 +232,21 @@ static int find_opt(const char *name)
     return -1;
 }
 
+int pc_config_parse_bool(const char *text, int *out)
+{
+    if (text && (!strcmp(text, "true") || !strcmp(text, "1") || !strcmp(text, "yes")))
+        *out = 1;
+    else if (text && (!strcmp(text, "false") || !strcmp(text, "0") || !strcmp(text, "no")))
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
 static int parse_value(const opt_def_t *o, const char *text, opt_val_t *out, char *err,
                        size_t errlen, const char *origin)
 {
+    int b;
     switch (o->type) {
     case OPT_INT: {
         char *end;
@@ -249,10 +261,8 @@ static int parse_value(const opt_def_t *o, const char *text, opt_val_t *out, cha
         return 0;
     }
     case OPT_BOOL:
-        if (!strcmp(text, "true") || !strcmp(text, "1") || !strcmp(text, "yes"))
-            out->i = 1;
-        else if (!strcmp(text, "false") || !strcmp(text, "0") || !strcmp(text, "no"))
-            out->i = 0;
+        if (pc_config_parse_bool(text, &b) == 0)
+            out->i = b;
         else {
             snprintf(err, errlen, "%s: %s must be true or false (got \"%s\")", origin, o->name,
                      text);

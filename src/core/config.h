@@ -32,6 +32,10 @@ void pc_config_free(pc_config_t *cfg);
 pc_config_t *pc_config_load_again(const pc_config_t *cfg, char *err, size_t errlen);
 void pc_config_take_runtime(pc_config_t *cfg, pc_config_t *fresh, json_t *changed, json_t *restart);
 
+/* Reads a boolean as options are written ("true"/"1"/"yes", "false"/"0"/
+ * "no") into *out; returns 0, or -1 for anything else (NULL too). */
+int pc_config_parse_bool(const char *text, int *out);
+
 /* Accessors by option name; the option must exist and be of that type (a wrong
  * name is a programming error and aborts). Strings live as long as cfg. */
 int64_t pc_config_int(const pc_config_t *cfg, const char *name);

@@ -3,9 +3,11 @@
  *
  * Every amount is in minor units; a code that is not a currency ("RMB" for
  * CNY, "EURO") would make a trade that no channel takes and a ledger account
- * no statement ever matches, so every place a currency comes in (the API,
- * channel files, the configuration, channel answers and files) asks
- * pc_currency_known. The list is ISO 4217's currencies in circulation, with
+ * no statement ever matches, so every place money comes in (the API, the
+ * admin routes that create money, channel files, the configuration) asks
+ * pc_currency_known; what channels send back (answers, statements,
+ * chargeback files) is checked for its form (pc_ledger_currency_ok) and
+ * compared with what was asked. The list is ISO 4217's currencies in circulation, with
  * its fund codes (CLF, UYI, ...); the precious metals, special drawing rights
  * and test codes (XAU, XDR, XTS, XXX, ...) are left out: nothing is paid in
  * them. */

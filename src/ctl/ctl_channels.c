@@ -1,13 +1,12 @@
 #include "ctl/ctl_channels.h"
 
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include <jansson.h>
 
 #include "channel/config.h"
+#include "core/config.h"
 
 int pc_ctl_channels_check(int argc, char **argv)
 {
@@ -23,8 +22,8 @@ int pc_ctl_channels_check(int argc, char **argv)
      * http:// to another machine is refused. Whether the secrets are set is
      * only noted: the files may be checked where the secrets are not kept
      * (paycore itself refuses a channel without its secret). */
-    const char *demo = getenv("PAYCORE_DEMO");
-    bool is_demo = demo && (!strcmp(demo, "true") || !strcmp(demo, "1") || !strcmp(demo, "yes"));
+    int is_demo = 0; /* unset or not a boolean: not demo mode */
+    (void)pc_config_parse_bool(getenv("PAYCORE_DEMO"), &is_demo);
     int rc = pc_channel_set_load(dir, is_demo ? PC_CHANNELS_DEMO : PC_CHANNELS_SECRETS_ELSEWHERE,
                                  &set, errors);
     if (rc == 0) {

@@ -1087,8 +1087,7 @@ static void locked_trade_cb(void *data, int status, pc_db_res_t *res)
     }
 }
 
-/* What a payer is told when queue_limit_check's answer (which) is not ''. */
-static const char *limit_message(const char *which)
+const char *pc_engine_limit_message(const char *which)
 {
     return !strcmp(which, "card") ? "this payment would pass the card's limits"
                                   : "this payment would pass the buyer's limits";
@@ -1106,7 +1105,8 @@ static void limits_cb(void *data, int status, pc_db_res_t *res)
         snprintf(s->trade_msg, sizeof s->trade_msg, "database unavailable");
     } else if (pc_db_get(res, 0, 0)[0]) {
         s->trade_err = PC_API_LIMIT_EXCEEDED;
-        snprintf(s->trade_msg, sizeof s->trade_msg, "%s", limit_message(pc_db_get(res, 0, 0)));
+        snprintf(s->trade_msg, sizeof s->trade_msg, "%s",
+                 pc_engine_limit_message(pc_db_get(res, 0, 0)));
     }
 }
 
@@ -1247,19 +1247,14 @@ static int queue_limit_check(op_t *o, pc_db_query_cb cb, void *data)
     return pc_db_tx_query(
         o->tx,
         "SELECT CASE WHEN $1::text IS NOT NULL AND ($2::bigint > $9::bigint OR (SELECT "
-        "coalesce(sum(amount) FILTER (WHERE coalesce(sent_at, created_at) >= now() - interval "
-        "'24 hours'), 0) + $2::bigint > $3::bigint OR coalesce(sum(amount) FILTER (WHERE "
-        "coalesce(sent_at, created_at) >= now() - interval '30 days'), 0) + $2::bigint > "
-        "$4::bigint FROM payments WHERE buyer_id = $1 AND created_at >= now() - interval '90 "
-        "days' AND status IN " PC_PAYMENT_COUNTED_STATUSES
-        " AND payment_no <> $7 AND currency = $8)) THEN 'buyer' WHEN $5::text IS NOT NULL AND "
-        "($2::bigint > $10::bigint OR (SELECT coalesce(sum(amount) FILTER (WHERE "
-        "coalesce(sent_at, created_at) >= now() - interval '24 hours'), 0) + $2::bigint > "
-        "$6::bigint OR coalesce(sum(amount) FILTER (WHERE coalesce(sent_at, created_at) >= "
-        "now() - interval '30 days'), 0) + $2::bigint > $11::bigint FROM payments WHERE card_fp "
-        "= $5 AND created_at >= now() - interval '90 days' AND status "
-        "IN " PC_PAYMENT_COUNTED_STATUSES " AND payment_no <> $7 AND currency = $8)) THEN 'card' "
-        "ELSE '' END",
+        "coalesce(sum(amount) FILTER (WHERE " PC_USED_DAY "), 0) + $2::bigint > $3::bigint OR "
+        "coalesce(sum(amount) FILTER (WHERE " PC_USED_MONTH "), 0) + $2::bigint > $4::bigint "
+        "FROM payments WHERE buyer_id = $1 AND " PC_USED_ROWS " AND payment_no <> $7 AND "
+        "currency = $8)) THEN 'buyer' WHEN $5::text IS NOT NULL AND ($2::bigint > $10::bigint OR "
+        "(SELECT coalesce(sum(amount) FILTER (WHERE " PC_USED_DAY "), 0) + $2::bigint > "
+        "$6::bigint OR coalesce(sum(amount) FILTER (WHERE " PC_USED_MONTH "), 0) + $2::bigint > "
+        "$11::bigint FROM payments WHERE card_fp = $5 AND " PC_USED_ROWS " AND payment_no <> $7 "
+        "AND currency = $8)) THEN 'card' ELSE '' END",
         11, u, cb, data);
 }
 
@@ -1492,7 +1487,7 @@ static void over_limit_commit_cb(void *data, int status)
     o->tx = NULL;
     o->err = status ? PC_API_UNAVAILABLE : PC_API_LIMIT_EXCEEDED;
     snprintf(o->err_msg, sizeof o->err_msg, "%s",
-             status ? "database unavailable" : limit_message(o->limit_hit));
+             status ? "database unavailable" : pc_engine_limit_message(o->limit_hit));
     if (!status)
         count_payment(o, "FAILED");
     finish(o);
@@ -1516,7 +1511,7 @@ static void continue_limits_cb(void *data, int status, pc_db_res_t *res)
     snprintf(o->limit_hit, sizeof o->limit_hit, "%s", over);
     /* The move must apply (pc_require): one that touched no row would still
      * commit the coupon's release and answer as if it had. */
-    const char *p[] = {o->payment_no, limit_message(o->limit_hit)};
+    const char *p[] = {o->payment_no, pc_engine_limit_message(o->limit_hit)};
     pc_db_tx_query(o->tx,
                    "WITH f AS (UPDATE payments SET status = 'FAILED', failure_code = "
                    "'LIMIT_EXCEEDED', failure_message = $2, action = NULL, finished_at = now(), "

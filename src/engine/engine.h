@@ -31,6 +31,22 @@
  * held for review). */
 #define PC_PAYMENT_OPEN_STATUSES "('CREATED', 'PROCESSING', 'UNKNOWN', 'REVIEW')"
 #define PC_PAYMENT_COUNTED_STATUSES "('SUCCESS', 'PROCESSING', 'UNKNOWN', 'REVIEW')"
+/* SQL for the limits' windows, one definition for the cashier and the
+ * engine (payments aliased by prefix p, "" or "p."): a payment counts from
+ * when it was sent (a release from review sends it again), in the last 24
+ * hours and 30 days, among the counted payments of the last 90 days (an
+ * index range; a review held longer than that is failed long before). */
+#define PC_USAGE_DAY(p) "coalesce(" p "sent_at, " p "created_at) >= now() - interval '24 hours'"
+#define PC_USAGE_MONTH(p) "coalesce(" p "sent_at, " p "created_at) >= now() - interval '30 days'"
+#define PC_USAGE_ROWS(p)                                                                           \
+    p "created_at >= now() - interval '90 days' AND " p "status IN " PC_PAYMENT_COUNTED_STATUSES
+/* The same for payments unaliased and aliased p. */
+#define PC_USED_DAY PC_USAGE_DAY("")
+#define PC_USED_MONTH PC_USAGE_MONTH("")
+#define PC_USED_ROWS PC_USAGE_ROWS("")
+#define PC_P_USED_DAY PC_USAGE_DAY("p.")
+#define PC_P_USED_MONTH PC_USAGE_MONTH("p.")
+#define PC_P_USED_ROWS PC_USAGE_ROWS("p.")
 
 /* What the cashier decided. Strings are copied by pc_engine_start. */
 typedef struct {
@@ -91,6 +107,10 @@ void pc_engine_free(pc_engine_t *e);
 /* Records and runs a new payment attempt. Returns 0 (cb runs once) or a
  * negative code (cb never runs). */
 int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *order, pc_engine_cb cb, void *data);
+
+/* What a payer is told when a payment would pass a limit: which is "buyer"
+ * (the buyer's own) or "card" (the card's, whoever pays with it). */
+const char *pc_engine_limit_message(const char *which);
 
 /* Continues a payment waiting in status waiting: "REVIEW" (ops released
  * it) or "CHALLENGE" (the buyer passed it; card is the card re-entered with

@@ -90,15 +90,14 @@ static void start_run(pc_http_req_t *req, pc_recon_t *rc, const char *channel_id
                               "channel_id must be 1-32 of [a-z0-9_]");
         return;
     }
-    if (!valid_date(date)) {
+    int64_t day;
+    if (!date || pc_recon_parse_date(date, &day) != 0) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "date",
                               "date must be a business day YYYY-MM-DD");
         return;
     }
     /* A day that has not begun has nothing to reconcile; its run would be
-     * DONE and empty (the job redoes a day run before it ended, below). */
-    int64_t day;
-    pc_recon_parse_date(date, &day);
+     * DONE and empty (the job redoes a day run before it ended). */
     if (day > (int64_t)time(NULL)) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "date",
                               "a day that has begun (UTC); not a future day");

@@ -90,8 +90,6 @@ static void complete(pc_recon_conn_t *c, int status, const char *error)
         PQclear(r);
 }
 
-/* The connection broke: the operation (if any) fails; the connection stays
- * failed until closed. */
 /* Keeps libpq's message whole in the log and its first line in c->error:
  * the error travels to the admin answer and recon_runs.error, where the
  * DETAIL line (a row's values: "Key (...)=(...)") and the connection
@@ -108,11 +106,12 @@ static void keep_error(pc_recon_conn_t *c, const char *msg)
         c->error[--n] = 0;
 }
 
+/* The connection broke: the operation (if any) fails; the connection stays
+ * failed until closed. libpq's message names the server and the user: it
+ * goes to the log, the run and its answer say only what happened. */
 static void fail(pc_recon_conn_t *c, const char *why)
 {
-    /* A lost connection: libpq's first line names the server and the user;
-     * the run and its answer say only what happened. */
-    keep_error(c, why);
+    pc_log_warn("recon.db_error", "%s", why && why[0] ? why : "connection failed");
     snprintf(c->error, sizeof c->error, "%s",
              "the database connection failed (log recon.db_error has libpq's message)");
     c->state = S_FAILED;

@@ -1,4 +1,5 @@
 #include "recon/recon_match.h"
+#include "ledger/ledger.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "recon/recon_conn.h"
@@ -1003,9 +1004,8 @@ int pc_recon_match(uv_loop_t *loop, const char *db_url, const pc_recon_match_opt
         (o->nfees && !o->fees))
         return PC_EINVAL;
     for (size_t i = 0; i < o->nfees; i++)
-        if (strlen(o->fees[i].currency) != 3 ||
-            strspn(o->fees[i].currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3 ||
-            o->fees[i].rate_bp < 0 || o->fees[i].rate_bp > 10000 || o->fees[i].fixed < 0)
+        if (!pc_ledger_currency_ok(o->fees[i].currency) || o->fees[i].rate_bp < 0 ||
+            o->fees[i].rate_bp > 10000 || o->fees[i].fixed < 0)
             return PC_EINVAL;
     match_t *m = calloc(1, sizeof *m);
     if (!m)
