@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define OVERRIDE_CHANNEL "channel-override"
 
@@ -58,6 +59,36 @@ static void override_notice(void *data, const char *channel, const char *msg, si
 static void override_timer_cb(uv_timer_t *t)
 {
     refresh_overrides(t->data);
+}
+
+/* ---------- volume caps: each node's reading ---------- */
+
+static uv_timer_t g_volume_timer;
+static int g_volume_reading;
+
+static void volume_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_app_t *app = data;
+    g_volume_reading = 0;
+    for (int r = 0; !status && r < pc_db_rows(res); r++)
+        pc_channels_note_volume(app->channels, pc_db_get(res, r, 0), pc_db_get(res, r, 1),
+                                pc_db_get(res, r, 2), strtoll(pc_db_get(res, r, 3), NULL, 10));
+}
+
+/* About every second while some channel has a cap: what the cashier offers
+ * and routes leaves out channels that are full (the take before a send is
+ * the exact check). */
+static void volume_timer_cb(uv_timer_t *t)
+{
+    pc_app_t *app = t->data;
+    if (g_volume_reading || app->shutting_down || !pc_channels_capped(app->channels))
+        return;
+    if (pc_db_query(app->db,
+                    "SELECT channel_id, currency, period, amount FROM channel_volume WHERE period "
+                    "IN (to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD'), to_char(now() AT TIME "
+                    "ZONE 'UTC', 'YYYY-MM'))",
+                    0, NULL, volume_cb, app) == 0)
+        g_volume_reading = 1;
 }
 
 /* ---------- reloads ---------- */
@@ -246,6 +277,8 @@ static json_t *channels_view(pc_app_t *app)
                             json_boolean(pc_channels_effective_enabled(app->channels, ch->id)));
         if (app->channel_health)
             json_object_set_new(o, "health", app->channel_health(app, ch->id));
+        json_object_set_new(o, "volume",
+                            pc_channels_volume_json(app->channels, ch, (int64_t)time(NULL)));
         json_array_append_new(list, o);
     }
     return json_pack("{s:o,s:o}", "channels", list, "status", pc_channels_status(app->channels));
@@ -275,8 +308,8 @@ static void switch_cb(void *data, int status, pc_db_res_t *res)
     char ch[128];
     pc_kv_key(s->app->kv, ch, sizeof ch, OVERRIDE_CHANNEL);
     pc_kv_cmd(s->app->kv, NULL, NULL, "PUBLISH", ch, s->id, NULL);
-    pc_log_info("channel.switch", "channel %s %s by ops", s->id,
-                s->enabled ? "enabled" : "disabled");
+    pc_log_info("channel.switch", "channel %s %s by %s", s->id, s->enabled ? "enabled" : "disabled",
+                pc_operator_of(s->req));
     json_t *o =
         json_pack("{s:s,s:b,s:b}", "channel_id", s->id, "enabled",
                   pc_channels_effective_enabled(s->app->channels, s->id), "override", s->enabled);
@@ -307,12 +340,43 @@ static void switch_channel(pc_http_req_t *req, pc_app_t *app, int enabled)
     s->app = app;
     s->enabled = enabled;
     snprintf(s->id, sizeof s->id, "%s", id);
-    const char *p[] = {s->id, enabled ? "true" : "false", reason};
+    /* The switch in force and, in the same statement, its line in the
+     * channel's history: who, when, why. */
+    const char *p[] = {s->id, enabled ? "true" : "false", reason, pc_operator_of(req)};
     if (pc_db_query(app->db,
-                    "INSERT INTO channel_overrides (channel_id, enabled, reason) VALUES ($1, $2, "
-                    "$3) ON CONFLICT (channel_id) DO UPDATE SET enabled = EXCLUDED.enabled, "
-                    "reason = EXCLUDED.reason, updated_at = now()",
-                    3, p, switch_cb, s) < 0)
+                    "WITH o AS (INSERT INTO channel_overrides (channel_id, enabled, reason, "
+                    "operator) VALUES ($1, $2, $3, $4) ON CONFLICT (channel_id) DO UPDATE SET "
+                    "enabled = EXCLUDED.enabled, reason = EXCLUDED.reason, operator = "
+                    "EXCLUDED.operator, updated_at = now() RETURNING channel_id, enabled, reason, "
+                    "operator) INSERT INTO channel_switches (channel_id, enabled, reason, "
+                    "operator) SELECT channel_id, enabled, reason, operator FROM o",
+                    4, p, switch_cb, s) < 0)
+        pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+/* GET /admin/channels/{id}/switches?limit=: the channel's ops switches,
+ * newest first (a channel no longer configured still has its history). */
+static void list_switches(pc_http_req_t *req, void *data)
+{
+    pc_app_t *app = data;
+    const char *id = pc_http_req_param(req, "id");
+    int bad = 0;
+    char lim[8];
+    const char *limit = pc_limit_param(req, 50, lim, &bad);
+    if (bad || !pc_id_valid(id, 32)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, bad ? "limit" : "id",
+                              bad ? "limit must be 1-1000" : "not a channel id");
+        return;
+    }
+    const char *p[] = {id, limit};
+    if (pc_db_query(app->db,
+                    "SELECT json_build_object('channel_id', $1::text, 'switches', "
+                    "coalesce(json_agg(json_build_object('enabled', enabled, 'reason', reason, "
+                    "'operator', operator, 'at', to_char(at AT TIME ZONE 'UTC', "
+                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY id DESC), '[]'))::text FROM "
+                    "(SELECT * FROM channel_switches WHERE channel_id = $1 ORDER BY id DESC LIMIT "
+                    "$2::int) s",
+                    2, p, pc_respond_json_row_cb, req) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
@@ -362,6 +426,9 @@ int pc_app_config_start(pc_app_t *app, char *err, size_t errlen)
     uv_timer_init(app->loop, &g_override_timer);
     g_override_timer.data = app;
     uv_timer_start(&g_override_timer, override_timer_cb, 50, 5000);
+    uv_timer_init(app->loop, &g_volume_timer);
+    g_volume_timer.data = app;
+    uv_timer_start(&g_volume_timer, volume_timer_cb, 100, 1000);
     if (pc_config_bool(app->cfg, "rules.watch")) {
         char tests[1024];
         snprintf(tests, sizeof tests, "%s/tests", rdir);
@@ -377,6 +444,7 @@ int pc_app_config_start(pc_app_t *app, char *err, size_t errlen)
     pc_router_add(app->admin, "GET", "/admin/channels", get_channels, app);
     pc_router_add(app->admin, "POST", "/admin/channels/{id}/enable", enable_channel, app);
     pc_router_add(app->admin, "POST", "/admin/channels/{id}/disable", disable_channel, app);
+    pc_router_add(app->admin, "GET", "/admin/channels/{id}/switches", list_switches, app);
     return 0;
 }
 
@@ -386,6 +454,7 @@ void pc_app_config_stop(pc_app_t *app)
         pc_watch_close(g_watch);
     g_watch = NULL;
     uv_close((uv_handle_t *)&g_override_timer, NULL);
+    uv_close((uv_handle_t *)&g_volume_timer, NULL);
     (void)app;
 }
 

@@ -134,6 +134,8 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
         if (!why && (!chan || !pc_channels_effective_enabled(app->channels, ch) ||
                      !pc_channel_accepts(chan, PC_METHOD_QUICK_PAY, cur, amount)))
             why = "CHANNEL_UNAVAILABLE";
+        if (!why && !pc_channels_volume_room(app->channels, chan, cur, amount, v->now))
+            why = "CHANNEL_LIMIT_EXCEEDED";
         char id[96];
         snprintf(id, sizeof id, "QUICK_PAY:%s", card_id);
         snprintf(label, sizeof label, "%s \xe2\x80\xa2\xe2\x80\xa2%s",
@@ -156,6 +158,11 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
         const char *why = limit;
         if (!why && external[k].m == PC_METHOD_CARD)
             why = pc_cashier_limit(app, v, 1, NULL, amount);
+        size_t room = 0;
+        for (size_t j = 0; j < n && j < 16; j++)
+            room += pc_channels_volume_room(app->channels, match[j], cur, amount, v->now);
+        if (!why && room == 0)
+            why = "CHANNEL_LIMIT_EXCEEDED";
         json_array_append_new(methods, method(type, type, external[k].label, why, amount,
                                               n == 1 ? match[0]->id : NULL));
     }

@@ -61,6 +61,7 @@ typedef struct {
     char route_buf[PC_ROUTE_MAX][33];
     size_t route_candidates; /* switched-on channels route.lua was offered */
     int route_switched_off;  /* none offered, as ops switched off those configured */
+    int route_full;          /* switched on, left out: their volume caps are reached */
 } pay_t;
 
 static void pay_free(void *arg)
@@ -121,9 +122,14 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
     if (n > 16)
         n = 16;
     json_t *cands = json_array();
+    int64_t now = json_integer_value(json_object_get(p->view, "now"));
     for (size_t i = 0; i < n; i++) {
         if (only_channel && strcmp(match[i]->id, only_channel) != 0)
             continue;
+        if (!pc_channels_volume_room(app->channels, match[i], cur, external, now)) {
+            p->route_full++;
+            continue;
+        }
         int rate = 10000, lat = 0, healthy = 1;
         pc_channel_health_get(app->channel_client, match[i]->id, &rate, &lat, &healthy);
         json_array_append_new(cands, json_pack("{s:s,s:b,s:i,s:i,s:I,s:I}", "channel_id",
@@ -132,11 +138,10 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
                                                (json_int_t)pc_channel_fee(match[i], cur, external),
                                                "weight", (json_int_t)match[i]->weight));
     }
-    json_t *ctx = json_pack(
-        "{s:I,s:s,s:s,s:{s:s},s:{s:s?},s:i,s:I}", "amount", (json_int_t)external, "currency", cur,
-        "method", p->method, "merchant", "id", p->merchant_id, "buyer", "id", p->buyer_id,
-        "attempt", 1, "now",
-        json_object_get(p->view, "now") ? json_integer_value(json_object_get(p->view, "now")) : 0);
+    json_t *ctx =
+        json_pack("{s:I,s:s,s:s,s:{s:s},s:{s:s?},s:i,s:I}", "amount", (json_int_t)external,
+                  "currency", cur, "method", p->method, "merchant", "id", p->merchant_id, "buyer",
+                  "id", p->buyer_id, "attempt", 1, "now", (json_int_t)now);
     /* The card's scheme and BIN. */
     if (p->card_bin[0])
         json_object_set_new(
@@ -250,6 +255,11 @@ static void decide(pay_t *p)
                 /* rules/route.lua chose none of them: its decision. */
                 pc_http_respond_error(p->req, PC_API_INVALID_STATE, "method_id",
                                       "the routing rule takes no channel for this payment");
+            else if (p->route_full)
+                /* Full for today or this month by this node's last reading. */
+                pc_http_respond_error(p->req, PC_API_LIMIT_EXCEEDED, "method_id",
+                                      "every channel that takes this payment has reached its "
+                                      "daily or monthly volume; choose another method");
             else if (p->route_switched_off)
                 /* Every one switched off by ops: for now. The answer is not
                  * kept; a retry runs again. */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 #include <uv.h>
@@ -107,6 +108,13 @@ static const field_t alert_fields[] = {
     {"failure_rate_bp", F_INT, false, 1, 10000, 500, OFF(alert.failure_rate_bp), NULL},
     {"window_s", F_INT, false, 10, 86400, 300, OFF(alert.window_s), NULL},
     {NULL, 0, 0, 0, 0, 0, 0, NULL}};
+/* Volume caps: what the acquirer's contract lets through the channel per UTC
+ * day and month, in each currency's minor units (src/store/migrations/
+ * 0080_channel_volume.sql). */
+static const field_t volume_fields[] = {
+    {"daily", F_INT, false, 1, MAX_AMOUNT, 0, OFF(volume.daily), NULL},
+    {"monthly", F_INT, false, 1, MAX_AMOUNT, 0, OFF(volume.monthly), NULL},
+    {NULL, 0, 0, 0, 0, 0, 0, NULL}};
 static const field_t channel_fields[] = {
     {"id", F_STRING, true, 0, 33, 0, OFF(id), NULL},
     {"name", F_STRING, true, 0, 129, 0, OFF(name), NULL},
@@ -117,6 +125,7 @@ static const field_t channel_fields[] = {
     {"min_amount", F_INT, true, 0, MAX_AMOUNT, 0, OFF(min_amount), NULL},
     {"max_amount", F_INT, true, 1, MAX_AMOUNT, 0, OFF(max_amount), NULL},
     {"fee", F_OBJECT, true, 0, 0, 0, 0, fee_fields},
+    {"volume", F_OBJECT, false, 0, 0, 0, 0, volume_fields},
     {"refund", F_OBJECT, true, 0, 0, 0, 0, refund_fields},
     {"timeouts", F_OBJECT, false, 0, 0, 0, 0, timeout_fields},
     {"weight", F_INT, false, 0, 1000, 100, OFF(weight), NULL},
@@ -131,10 +140,15 @@ static const field_t currency_fee_fields[] = {
     {"rate_bp", F_INT, false, 0, 10000, -1, OFF(fee.rate_bp), NULL},
     {"fixed", F_INT, false, 0, MAX_AMOUNT, -1, OFF(fee.fixed), NULL},
     {NULL, 0, 0, 0, 0, 0, 0, NULL}};
+static const field_t currency_volume_fields[] = {
+    {"daily", F_INT, false, 1, MAX_AMOUNT, -1, OFF(volume.daily), NULL},
+    {"monthly", F_INT, false, 1, MAX_AMOUNT, -1, OFF(volume.monthly), NULL},
+    {NULL, 0, 0, 0, 0, 0, 0, NULL}};
 static const field_t currency_fields[] = {
     {"min_amount", F_INT, false, 0, MAX_AMOUNT, -1, OFF(min_amount), NULL},
     {"max_amount", F_INT, false, 1, MAX_AMOUNT, -1, OFF(max_amount), NULL},
     {"fee", F_OBJECT, false, 0, 0, 0, 0, currency_fee_fields},
+    {"volume", F_OBJECT, false, 0, 0, 0, 0, currency_volume_fields},
     {NULL, 0, 0, 0, 0, 0, 0, NULL}};
 
 typedef struct {
@@ -316,7 +330,8 @@ static void parse_by_currency(problems_t *p, const json_t *v, pc_channel_t *ch)
 {
     for (size_t i = 0; i < ch->ncurrencies; i++)
         ch->amounts[i] =
-            (pc_channel_amounts_t){ch->min_amount, ch->max_amount, ch->fee.rate_bp, ch->fee.fixed};
+            (pc_channel_amounts_t){ch->min_amount, ch->max_amount,   ch->fee.rate_bp,
+                                   ch->fee.fixed,  ch->volume.daily, ch->volume.monthly};
     if (!v)
         return;
     if (!json_is_object(v)) {
@@ -351,9 +366,14 @@ static void parse_by_currency(problems_t *p, const json_t *v, pc_channel_t *ch)
         a->max_amount = or_default(scratch.max_amount, a->max_amount);
         a->fee_rate_bp = or_default(scratch.fee.rate_bp, a->fee_rate_bp);
         a->fee_fixed = or_default(scratch.fee.fixed, a->fee_fixed);
+        a->daily_volume = or_default(scratch.volume.daily, a->daily_volume);
+        a->monthly_volume = or_default(scratch.volume.monthly, a->monthly_volume);
         if (a->max_amount < a->min_amount)
             problem(p, "by_currency.%s: max_amount (%lld) must be ≥ min_amount (%lld)", code,
                     (long long)a->max_amount, (long long)a->min_amount);
+        if (a->daily_volume && a->monthly_volume && a->monthly_volume < a->daily_volume)
+            problem(p, "by_currency.%s: volume.monthly (%lld) must be ≥ volume.daily (%lld)", code,
+                    (long long)a->monthly_volume, (long long)a->daily_volume);
     }
 }
 
@@ -471,6 +491,9 @@ int pc_channel_parse(const char *label, const char *expected_id, const char *tex
         problem(&p, "id \"%s\" must match the file name (\"%s\")", out->id, expected_id);
     if (out->max_amount && out->max_amount < out->min_amount)
         problem(&p, "max_amount must be an integer ≥ min_amount");
+    if (out->volume.daily && out->volume.monthly && out->volume.monthly < out->volume.daily)
+        problem(&p, "volume.monthly (%lld) must be ≥ volume.daily (%lld)",
+                (long long)out->volume.monthly, (long long)out->volume.daily);
     if (out->secret_ref[0] && !valid_ref(out->secret_ref))
         problem(&p, "secret_ref must name an environment variable or config key "
                     "([A-Za-z_][A-Za-z0-9_.]*), not hold a secret");
@@ -534,27 +557,36 @@ static json_t *name_list(uint32_t mask, const char *const *names, int n)
     return a;
 }
 
+/* A volume cap as shown: null for none. */
+static json_t *cap_json(int64_t cap)
+{
+    return cap ? json_integer((json_int_t)cap) : json_null();
+}
+
 json_t *pc_channel_to_json(const pc_channel_t *ch)
 {
     json_t *cur = json_array(), *by = json_object();
     for (size_t i = 0; i < ch->ncurrencies; i++) {
         const pc_channel_amounts_t *a = &ch->amounts[i];
         json_array_append_new(cur, json_string(ch->currencies[i]));
-        json_object_set_new(
-            by, ch->currencies[i],
-            json_pack("{s:I, s:I, s:{s:I, s:I}}", "min_amount", (json_int_t)a->min_amount,
-                      "max_amount", (json_int_t)a->max_amount, "fee", "rate_bp",
-                      (json_int_t)a->fee_rate_bp, "fixed", (json_int_t)a->fee_fixed));
+        json_object_set_new(by, ch->currencies[i],
+                            json_pack("{s:I, s:I, s:{s:I, s:I}, s:{s:o, s:o}}", "min_amount",
+                                      (json_int_t)a->min_amount, "max_amount",
+                                      (json_int_t)a->max_amount, "fee", "rate_bp",
+                                      (json_int_t)a->fee_rate_bp, "fixed", (json_int_t)a->fee_fixed,
+                                      "volume", "daily", cap_json(a->daily_volume), "monthly",
+                                      cap_json(a->monthly_volume)));
     }
     /* by_currency: every currency's figures as they apply, the file's where
      * its by_currency gives none. */
     return json_pack(
-        "{s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:{s:I, s:I}, s:o,"
+        "{s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:{s:I, s:I}, s:{s:o, s:o}, s:o,"
         " s:{s:o, s:I, s:b}, s:{s:I, s:I}, s:I, s:b, s:{s:I, s:I}, s:s}",
         "id", ch->id, "name", ch->name, "endpoint", ch->endpoint, "secret_ref", ch->secret_ref,
         "methods", name_list(ch->methods, method_names, PC_METHOD_COUNT), "currencies", cur,
         "min_amount", (json_int_t)ch->min_amount, "max_amount", (json_int_t)ch->max_amount, "fee",
-        "rate_bp", (json_int_t)ch->fee.rate_bp, "fixed", (json_int_t)ch->fee.fixed, "by_currency",
+        "rate_bp", (json_int_t)ch->fee.rate_bp, "fixed", (json_int_t)ch->fee.fixed, "volume",
+        "daily", cap_json(ch->volume.daily), "monthly", cap_json(ch->volume.monthly), "by_currency",
         by, "refund", "methods", name_list(ch->refund.methods, refund_names, PC_REFUND_WAY_COUNT),
         "window_days", (json_int_t)ch->refund.window_days, "partial", ch->refund.partial,
         "timeouts", "connect_ms", (json_int_t)ch->timeouts.connect_ms, "request_ms",
@@ -783,6 +815,16 @@ typedef struct override {
     struct override *next;
 } override_t;
 
+/* What a channel was sent in a currency in a UTC day ("YYYY-MM-DD") or month
+ * ("YYYY-MM"), as last read from channel_volume. */
+typedef struct volume_use {
+    char id[33];
+    char currency[4];
+    char period[11];
+    int64_t used;
+    struct volume_use *next;
+} volume_use_t;
+
 typedef struct waiter {
     pc_channels_reload_cb cb;
     void *data;
@@ -803,6 +845,7 @@ struct pc_channels {
     bool demo_secrets;
     pc_channel_set_t *set;
     override_t *overrides;
+    volume_use_t *volume;
     const char *status;
     json_t *errors; /* of the last refused reload */
     uv_loop_t *loop;
@@ -854,6 +897,11 @@ static void destroy(pc_channels_t *c)
         override_t *o = c->overrides;
         c->overrides = o->next;
         free(o);
+    }
+    while (c->volume) {
+        volume_use_t *u = c->volume;
+        c->volume = u->next;
+        free(u);
     }
     json_decref(c->errors);
     free(c->dir);
@@ -1074,6 +1122,102 @@ bool pc_channels_effective_enabled(const pc_channels_t *chs, const char *id)
         return false;
     int o = pc_channels_override(chs, id);
     return o >= 0 ? o == 1 : ch->enabled;
+}
+
+/* ---- volume caps ---- */
+
+static volume_use_t *find_volume(const pc_channels_t *chs, const char *id, const char *currency,
+                                 size_t period_len)
+{
+    for (volume_use_t *u = chs->volume; u; u = u->next)
+        if (!strcmp(u->id, id) && !strcmp(u->currency, currency) && strlen(u->period) == period_len)
+            return u;
+    return NULL;
+}
+
+void pc_channels_note_volume(pc_channels_t *chs, const char *id, const char *currency,
+                             const char *period, int64_t used)
+{
+    size_t len = period ? strlen(period) : 0;
+    if (!id || !currency || (len != 10 && len != 7) || strlen(id) >= 33 || strlen(currency) >= 4)
+        return;
+    volume_use_t *u = find_volume(chs, id, currency, len);
+    if (!u) {
+        u = calloc(1, sizeof *u);
+        if (!u)
+            return;
+        snprintf(u->id, sizeof u->id, "%s", id);
+        snprintf(u->currency, sizeof u->currency, "%s", currency);
+        u->next = chs->volume;
+        chs->volume = u;
+    } else if (strcmp(u->period, period) > 0) {
+        return; /* an older reading than the one kept */
+    }
+    snprintf(u->period, sizeof u->period, "%s", period);
+    u->used = used;
+}
+
+/* The UTC day ("YYYY-MM-DD") and month ("YYYY-MM") that hold at now. */
+static void utc_periods(int64_t now, char day[11], char month[8])
+{
+    time_t t = (time_t)now;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(day, 11, "%Y-%m-%d", &tm);
+    strftime(month, 8, "%Y-%m", &tm);
+}
+
+/* What was sent in the period of this length that holds now (0 when the
+ * last reading was of an earlier one). */
+static int64_t volume_used(const pc_channels_t *chs, const char *id, const char *currency,
+                           const char *now_period)
+{
+    const volume_use_t *u = find_volume(chs, id, currency, strlen(now_period));
+    return u && !strcmp(u->period, now_period) ? u->used : 0;
+}
+
+bool pc_channels_volume_room(const pc_channels_t *chs, const pc_channel_t *ch, const char *currency,
+                             int64_t amount, int64_t now)
+{
+    const pc_channel_amounts_t *a = pc_channel_amounts(ch, currency);
+    if (!a || (!a->daily_volume && !a->monthly_volume))
+        return true;
+    char day[11], month[8];
+    utc_periods(now, day, month);
+    if (a->daily_volume && volume_used(chs, ch->id, currency, day) + amount > a->daily_volume)
+        return false;
+    return !a->monthly_volume ||
+           volume_used(chs, ch->id, currency, month) + amount <= a->monthly_volume;
+}
+
+json_t *pc_channels_volume_json(const pc_channels_t *chs, const pc_channel_t *ch, int64_t now)
+{
+    char day[11], month[8];
+    utc_periods(now, day, month);
+    json_t *out = json_object();
+    for (size_t i = 0; i < ch->ncurrencies; i++) {
+        const pc_channel_amounts_t *a = &ch->amounts[i];
+        if (!a->daily_volume && !a->monthly_volume)
+            continue;
+        const char *cur = ch->currencies[i];
+        json_object_set_new(out, cur,
+                            json_pack("{s:s, s:I, s:o, s:s, s:I, s:o}", "day", day, "day_sent",
+                                      (json_int_t)volume_used(chs, ch->id, cur, day), "daily",
+                                      cap_json(a->daily_volume), "month", month, "month_sent",
+                                      (json_int_t)volume_used(chs, ch->id, cur, month), "monthly",
+                                      cap_json(a->monthly_volume)));
+    }
+    return out;
+}
+
+bool pc_channels_capped(const pc_channels_t *chs)
+{
+    for (size_t i = 0; i < pc_channel_set_count(chs->set); i++)
+        for (size_t k = 0; k < chs->set->items[i].ncurrencies; k++)
+            if (chs->set->items[i].amounts[k].daily_volume ||
+                chs->set->items[i].amounts[k].monthly_volume)
+                return true;
+    return false;
 }
 
 /* The channels of the set that take method, currency and amount; with

@@ -14,8 +14,12 @@
  *     "currencies": ["CNY", "USD"],           ISO 4217, upper case
  *     "min_amount": 1, "max_amount": 5000000, integers, minor units, max >= min
  *     "fee": {"rate_bp": 60, "fixed": 0},     rate in basis points 0..10000, fixed >= 0
+ *     "volume": {"daily": 50000000, "monthly": 900000000},   optional caps on what is
+ *                                             sent per UTC day / month in each currency;
+ *                                             either or both, monthly >= daily
  *     "by_currency": {"JPY": {"min_amount": 100, "max_amount": 300000,
- *                             "fee": {"fixed": 10}}},    optional: figures of a listed
+ *                             "fee": {"fixed": 10}, "volume": {"daily": 9000000}}},
+ *                                             optional: figures of a listed
  *                                             currency, in its own minor units; what an
  *                                             entry leaves out is the figure above
  *     "refund": {"methods": ["API"], "window_days": 180, "partial": true},
@@ -92,6 +96,8 @@ int pc_refund_way_parse(const char *name, pc_refund_way_t *out);
 typedef struct {
     int64_t min_amount, max_amount;
     int64_t fee_rate_bp, fee_fixed;
+    /* Volume caps per UTC day and month ("volume"): 0 for none. */
+    int64_t daily_volume, monthly_volume;
 } pc_channel_amounts_t;
 
 /* One validated channel file. Plain data: no pointers to free. */
@@ -108,6 +114,9 @@ typedef struct {
     struct {
         int64_t rate_bp, fixed;
     } fee;
+    struct {
+        int64_t daily, monthly; /* 0: no cap */
+    } volume;
     pc_channel_amounts_t amounts[PC_CHANNEL_MAX_CURRENCIES]; /* of currencies[i] */
     struct {
         uint32_t methods; /* bit (1u << pc_refund_way_t) */
@@ -257,6 +266,25 @@ size_t pc_channels_match(const pc_channels_t *chs, pc_pay_method_t method, const
 size_t pc_channels_configured(const pc_channels_t *chs, pc_pay_method_t method,
                               const char *currency, int64_t amount, const pc_channel_t **out,
                               size_t max);
+
+/* Volume caps ("volume" in a channel file, per currency). What a channel
+ * was sent in a currency in a UTC day ("YYYY-MM-DD") or month ("YYYY-MM")
+ * is counted in PostgreSQL (channel_volume, taken exactly just before a
+ * payment is sent: channel_volume_take); each node keeps its last reading
+ * here, refreshed about every second and after each take, to leave full
+ * channels out of what the cashier offers and routes. Kept across reloads. */
+void pc_channels_note_volume(pc_channels_t *chs, const char *id, const char *currency,
+                             const char *period, int64_t used);
+/* Whether amount more fits under ch's caps in currency by the last reading
+ * (true for a channel without caps); now is Unix seconds (UTC periods). */
+bool pc_channels_volume_room(const pc_channels_t *chs, const pc_channel_t *ch, const char *currency,
+                             int64_t amount, int64_t now);
+/* For GET /admin/channels: each capped currency of ch, {"day", "day_sent",
+ * "daily", "month", "month_sent", "monthly"} by this node's last reading (a
+ * cap null when there is none). A new object. */
+json_t *pc_channels_volume_json(const pc_channels_t *chs, const pc_channel_t *ch, int64_t now);
+/* Whether any channel of the serving set has a volume cap. */
+bool pc_channels_capped(const pc_channels_t *chs);
 
 /* Status for the admin API, a new object the caller owns:
  * {"status":"ok"|"refused"|"missing", "version", "loaded_at", "channels": n,

@@ -455,7 +455,7 @@ static int64_t code_lifetime_s(const op_t *o)
     return left > 0 ? left : 1;
 }
 
-static void attempt(op_t *o)
+static void send_attempt(op_t *o)
 {
     pc_ch_pay_t req = {
         .channel_id = o->route[o->attempt],
@@ -477,6 +477,72 @@ static void attempt(op_t *o)
         snprintf(r.code, sizeof r.code, "CHANNEL_UNAVAILABLE");
         pay_cb(o, &r);
     }
+}
+
+/* The channel's volume caps (a channel file's "volume"): the payment's
+ * channel part is counted against them just before it is sent, exactly and
+ * once (channel_volume_take, 0080_channel_volume.sql); a channel that is full
+ * is passed over like a retryable decline (the next channel of the route,
+ * else the payment fails with CHANNEL_LIMIT_EXCEEDED and its balance and
+ * coupon are given back). The count is given back when the payment fails or
+ * moves on (a trigger). */
+static void volume_taken_cb(void *data, int status, pc_db_res_t *res)
+{
+    op_t *o = data;
+    const char *ch = o->route[o->attempt];
+    if (status || pc_db_rows(res) != 1) {
+        /* Nothing was sent: the payment stays PROCESSING and the status
+         * queries find the channel never had it. */
+        pc_log_warn("engine.volume_unknown",
+                    "payment %s: its count against %s's volume caps failed; not sent",
+                    o->payment_no, ch);
+        finish(o);
+        return;
+    }
+    const char *outcome = pc_db_get(res, 0, 0);
+    if (!strcmp(outcome, "GONE")) {
+        pc_log_warn("engine.fallback_stopped", "payment %s was finished before %s was sent it",
+                    o->payment_no, ch);
+        finish(o);
+        return;
+    }
+    pc_channels_t *chs = o->e->app->channels;
+    pc_channels_note_volume(chs, ch, o->currency, pc_db_get(res, 0, 1),
+                            strtoll(pc_db_get(res, 0, 2), NULL, 10));
+    pc_channels_note_volume(chs, ch, o->currency, pc_db_get(res, 0, 3),
+                            strtoll(pc_db_get(res, 0, 4), NULL, 10));
+    if (!strcmp(outcome, "TAKEN")) {
+        send_attempt(o);
+        return;
+    }
+    pc_ch_result_t r;
+    memset(&r, 0, sizeof r);
+    r.status = PC_CH_FAILED;
+    r.retryable = 1;
+    snprintf(r.code, sizeof r.code, "CHANNEL_LIMIT_EXCEEDED");
+    snprintf(r.message, sizeof r.message, "%s has reached its %s volume in %s", ch,
+             !strcmp(outcome, "OVER_DAILY") ? "daily" : "monthly", o->currency);
+    pc_log_info("engine.channel_full", "payment %s: %s", o->payment_no, r.message);
+    pay_cb(o, &r);
+}
+
+static void attempt(op_t *o)
+{
+    const pc_channel_t *ch = pc_channels_find(o->e->app->channels, o->route[o->attempt]);
+    const pc_channel_amounts_t *a = ch ? pc_channel_amounts(ch, o->currency) : NULL;
+    if (!a || (!a->daily_volume && !a->monthly_volume)) {
+        send_attempt(o);
+        return;
+    }
+    char daily[24], monthly[24];
+    snprintf(daily, sizeof daily, "%lld", (long long)a->daily_volume);
+    snprintf(monthly, sizeof monthly, "%lld", (long long)a->monthly_volume);
+    const char *p[] = {o->payment_no, ch->id, daily, monthly};
+    if (pc_db_query(o->e->app->db,
+                    "SELECT outcome, day, day_used, month, month_used FROM "
+                    "channel_volume_take($1, $2, $3::bigint, $4::bigint)",
+                    4, p, volume_taken_cb, o) < 0)
+        volume_taken_cb(o, PC_EUNAVAIL, NULL);
 }
 
 /* ---------- capture: the money arrived ---------- */

@@ -19,6 +19,7 @@
 static pc_stack_t g_stack;
 static pc_t_merchant_t g_m;
 static char g_rules[512];
+static char g_channels[512];
 static int g_seq;
 
 static int setup(void **state)
@@ -27,8 +28,13 @@ static int setup(void **state)
     snprintf(g_rules, sizeof g_rules, "%s/test-cashier-rules-%d", pc_t_binary_dir(), (int)getpid());
     pc_t_sh("rm -rf %s && mkdir -p %s && cp -r %s/rules/. %s/", g_rules, g_rules, pc_t_source_dir(),
             g_rules);
+    snprintf(g_channels, sizeof g_channels, "%s/test-cashier-channels-%d", pc_t_binary_dir(),
+             (int)getpid());
+    pc_t_sh("rm -rf %s && mkdir -p %s && cp %s/channels/*.json %s/", g_channels, g_channels,
+            pc_t_source_dir(), g_channels);
     pc_stack_init(&g_stack, "cashier");
     pc_stack_env(&g_stack, "PAYCORE_RULES_DIR", g_rules);
+    pc_stack_env(&g_stack, "PAYCORE_CHANNELS_DIR", g_channels);
     pc_stack_env(&g_stack, "PAYCORE_LIMIT_BUYER_DAILY", "4000000");
     /* Above the buyer's: a card's limit is tested on its own. */
     pc_stack_env(&g_stack, "PAYCORE_LIMIT_CARD_DAILY", "6000000");
@@ -50,7 +56,7 @@ static int teardown(void **state)
 {
     (void)state;
     pc_stack_stop(&g_stack);
-    pc_t_sh("rm -rf %s", g_rules);
+    pc_t_sh("rm -rf %s %s", g_rules, g_channels);
     return 0;
 }
 
@@ -796,8 +802,8 @@ static void test_no_channel_now_is_503_never_is_409(void **state)
     char buyer[32], tn[40];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade("INSTANT", 1200, buyer, tn);
-    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/channels/sim_netbank/disable",
-                               "{\"reason\":\"bank maintenance\"}");
+    pc_t_resp_t r = pc_t_admin_as(&g_stack, "carol", "POST", "/admin/channels/sim_netbank/disable",
+                                  "{\"reason\":\"bank maintenance\"}");
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
     char body[512];
@@ -830,6 +836,20 @@ static void test_no_channel_now_is_503_never_is_409(void **state)
         pc_t_resp_free(&r);
     }
     assert_int_equal(status, 200);
+    /* Who switched it, when and why, newest first. */
+    r = pc_t_admin(&g_stack, "GET", "/admin/channels/sim_netbank/switches", NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r), *sw = json_object_get(j, "switches");
+    assert_true(json_array_size(sw) >= 2);
+    json_t *on = json_array_get(sw, 0), *off = json_array_get(sw, 1);
+    assert_true(json_is_true(json_object_get(on, "enabled")));
+    assert_true(json_is_null(json_object_get(on, "reason")));
+    assert_false(json_is_true(json_object_get(off, "enabled")));
+    assert_string_equal(json_string_value(json_object_get(off, "operator")), "carol");
+    assert_string_equal(json_string_value(json_object_get(off, "reason")), "bank maintenance");
+    assert_non_null(json_string_value(json_object_get(off, "at")));
+    json_decref(j);
+    pc_t_resp_free(&r);
 
     /* VA takes 1.00 and more (channels/sim_va.json): 0.50 never. */
     new_trade("INSTANT", 50, buyer, tn);
@@ -1881,6 +1901,207 @@ static void test_limit_holds_for_pays_at_the_same_moment(void **state)
     assert_true(refused >= 1);
 }
 
+/* Gives channel id (sim_card or sim_card2) the by_currency entry given, or
+ * puts its file back as the repository has it (NULL), and waits until both
+ * nodes serve it: GET /admin/channels shows want (a JSON text) as the USD
+ * daily + monthly caps. */
+static void set_channel_usd(const char *id, const char *by_currency, const char *want)
+{
+    if (by_currency)
+        assert_int_equal(pc_t_sh("sed 's/\"weight\":/\"by_currency\": %s, \"weight\":/' "
+                                 "%s/channels/%s.json > %s/%s.json.new && mv %s/%s.json.new "
+                                 "%s/%s.json",
+                                 by_currency, pc_t_source_dir(), id, g_channels, id, g_channels, id,
+                                 g_channels, id),
+                         0);
+    else
+        assert_int_equal(
+            pc_t_sh("cp %s/channels/%s.json %s/%s.json", pc_t_source_dir(), id, g_channels, id), 0);
+    for (int node = 0; node < 2; node++) {
+        char got[128] = "";
+        for (int i = 0; i < 200; i++) {
+            pc_t_resp_t r = pc_t_admin_node(&g_stack, node, "GET", "/admin/channels", NULL);
+            json_t *j = pc_t_json(&r), *c;
+            size_t k;
+            json_array_foreach(json_object_get(j, "channels"), k, c)
+            {
+                const char *cid = json_string_value(json_object_get(c, "channel_id"));
+                if (!cid || strcmp(cid, id) != 0)
+                    continue;
+                json_t *by = json_object_get(json_object_get(c, "config"), "by_currency");
+                json_t *v = json_object_get(json_object_get(by, "USD"), "volume");
+                char *t = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+                snprintf(got, sizeof got, "%s", t ? t : "");
+                free(t);
+            }
+            json_decref(j);
+            pc_t_resp_free(&r);
+            if (!strcmp(got, want))
+                break;
+            usleep(50000);
+        }
+        if (strcmp(got, want) != 0)
+            fail_msg("node %d serves %s's USD volume as %s, not %s", node, id, got, want);
+    }
+}
+
+/* A card payment in USD by a new buyer: its trade in tn. */
+static void usd_card_trade(long amount, char buyer[32], char tn[40])
+{
+    snprintf(buyer, 32, "%s", fresh_buyer());
+    new_trade_in("INSTANT", amount, "USD", buyer, tn);
+}
+
+/* Channel volume caps (issue #6: limits per channel). Both card channels
+ * take USD; sim_card may send 5,000 a UTC day, sim_card2 5,000 a month. Twelve
+ * pays of 1,000 at the same moment, on both nodes: exactly ten go through,
+ * five per channel (the count before a send is exact, whatever each node last
+ * read), and the other two fail with CHANNEL_LIMIT_EXCEEDED having charged
+ * nothing, or are refused before (422) where a node had read the channels
+ * full. Once both have read them, the consult shows CARD unavailable and a
+ * pay is 422. A payment counted and then declined gives its count back. */
+static void test_channel_volume_caps_hold_under_concurrency(void **state)
+{
+    (void)state;
+    set_channel_usd("sim_card", "{\"USD\": {\"volume\": {\"daily\": 5000}}}",
+                    "{\"daily\":5000,\"monthly\":null}");
+    set_channel_usd("sim_card2", "{\"USD\": {\"volume\": {\"monthly\": 5000}}}",
+                    "{\"daily\":null,\"monthly\":5000}");
+    enum { N = 12 };
+    char buyer[N][32], tn[N][40], extra[N][256];
+    for (int i = 0; i < N; i++) {
+        usd_card_trade(1000, buyer[i], tn[i]);
+        snprintf(extra[i], sizeof extra[i],
+                 "\"client\":{\"ip\":\"10.0.9.%d\",\"device_id\":\"vol-%d\"},%s", i + 1, i,
+                 pc_t_fresh_card());
+    }
+    pthread_barrier_t b;
+    pthread_barrier_init(&b, NULL, N);
+    racer_t xs[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        xs[i] =
+            (racer_t){.tn = tn[i], .buyer = buyer[i], .method = "CARD", .extra = extra[i], .b = &b};
+        pthread_create(&th[i], NULL, race, &xs[i]);
+    }
+    int paid = 0, full = 0, refused = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        /* The answer is kept cut short: read its first members. */
+        const char *body = xs[i].body;
+        if (xs[i].status == 200 && strstr(body, "\"status\":\"SUCCESS\""))
+            paid++;
+        else if (xs[i].status == 200 && strstr(body, "\"status\":\"FAILED\"") &&
+                 pc_t_sql_int(&g_stack,
+                              "SELECT count(*) FROM payments WHERE trade_no = '%s' AND status = "
+                              "'FAILED' AND failure_code = 'CHANNEL_LIMIT_EXCEEDED'",
+                              tn[i]) == 1)
+            full++;
+        else if (xs[i].status == 422 && strstr(body, "LIMIT_EXCEEDED"))
+            refused++;
+        else
+            fail_msg("pay %d: %ld %s", i, xs[i].status, body);
+    }
+    pthread_barrier_destroy(&b);
+    printf("%d pays of 1,000 at once under caps of 5,000 + 5,000: %d paid, %d failed as the "
+           "channel was full, %d refused before\n",
+           N, paid, full, refused);
+    assert_int_equal(paid, 10);
+    assert_int_equal(full + refused, 2);
+    for (int c = 0; c < 2; c++) {
+        const char *ch = c ? "sim_card2" : "sim_card";
+        assert_int_equal(pc_t_sql_int(&g_stack,
+                                      "SELECT count(*) FROM payments WHERE channel_id = '%s' AND "
+                                      "currency = 'USD' AND status = 'SUCCESS' AND trade_no IN "
+                                      "(SELECT trade_no FROM trades WHERE amount = 1000 AND "
+                                      "buyer_id LIKE 'ub_%%' AND created_at > now() - interval "
+                                      "'1 minute') AND volume_day IS NOT NULL",
+                                      ch),
+                         5);
+        assert_int_equal(pc_t_sql_int(&g_stack,
+                                      "SELECT amount FROM channel_volume WHERE channel_id = '%s' "
+                                      "AND currency = 'USD' AND period = to_char(now() AT TIME "
+                                      "ZONE 'UTC', '%s')",
+                                      ch, c ? "YYYY-MM" : "YYYY-MM-DD"),
+                         5000);
+    }
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE status = 'FAILED' AND "
+                                  "failure_code = 'CHANNEL_LIMIT_EXCEEDED' AND volume_day IS NOT "
+                                  "NULL"),
+                     0);
+
+    /* Both nodes read the counts about every second: then the card is
+     * offered as full, and a pay is refused before anything is held. Ops
+     * see the counts with the caps. */
+    usleep(1500000);
+    for (int node = 0; node < 2; node++) {
+        pc_t_resp_t a = pc_t_admin_node(&g_stack, node, "GET", "/admin/channels", NULL);
+        assert_non_null(strstr(a.body, "\"day_sent\":5000,\"daily\":5000"));
+        assert_non_null(strstr(a.body, "\"month_sent\":5000,\"monthly\":5000"));
+        pc_t_resp_free(&a);
+    }
+    char b1[32], t1[40];
+    usd_card_trade(1000, b1, t1);
+    char body[256];
+    snprintf(body, sizeof body, "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\"}", t1, b1);
+    /* The API port is shared: several consults reach both nodes. */
+    for (int n = 0; n < 6; n++) {
+        char key[48];
+        snprintf(key, sizeof key, "vol-consult-%d-%d", n, (int)getpid());
+        pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", body, key);
+        if (r.status != 200)
+            fail_msg("consult: %ld %s", r.status, r.body);
+        json_t *j = pc_t_json(&r), *m, *card = NULL;
+        size_t k;
+        json_array_foreach(json_object_get(j, "methods"), k, m)
+        {
+            if (!strcmp(json_string_value(json_object_get(m, "method_id")), "CARD"))
+                card = m;
+        }
+        assert_non_null(card);
+        assert_false(json_is_true(json_object_get(card, "available")));
+        assert_string_equal(json_string_value(json_object_get(card, "reason")),
+                            "CHANNEL_LIMIT_EXCEEDED");
+        json_decref(j);
+        pc_t_resp_free(&r);
+    }
+    pc_t_resp_t r = pay(t1, b1, "CARD", pc_t_fresh_card());
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
+    pc_t_resp_free(&r);
+
+    /* Room for one more on sim_card; its issuer declines: the payment is
+     * counted, declined and its count given back. */
+    set_channel_usd("sim_card", "{\"USD\": {\"volume\": {\"daily\": 6000}}}",
+                    "{\"daily\":6000,\"monthly\":null}");
+    pc_t_resp_t f = pc_t_sim(&g_stack, "POST", "/sim/faults",
+                             "{\"channel_id\":\"sim_card\",\"decline_rate\":1.0}");
+    assert_int_equal(f.status, 200);
+    pc_t_resp_free(&f);
+    r = pay(t1, b1, "CARD", pc_t_fresh_card());
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    pc_t_resp_free(&r);
+    f = pc_t_sim(&g_stack, "POST", "/sim/faults",
+                 "{\"channel_id\":\"sim_card\",\"decline_rate\":0}");
+    pc_t_resp_free(&f);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE trade_no = '%s' AND "
+                                  "channel_id = 'sim_card' AND status = 'FAILED' AND volume_day "
+                                  "IS NULL",
+                                  t1),
+                     1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT amount FROM channel_volume WHERE channel_id = "
+                                  "'sim_card' AND currency = 'USD' AND period = to_char(now() AT "
+                                  "TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+                     5000);
+    set_channel_usd("sim_card", NULL, "{\"daily\":null,\"monthly\":null}");
+    set_channel_usd("sim_card2", NULL, "{\"daily\":null,\"monthly\":null}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_concurrent_pays_of_one_trade_charge_once(void **state)
 {
     (void)state;
@@ -2222,6 +2443,7 @@ int main(void)
         cmocka_unit_test(test_a_currency_has_limits_of_its_own),
         cmocka_unit_test(test_card_daily_limit_counts_every_payer),
         cmocka_unit_test(test_concurrent_pays_of_one_trade_charge_once),
+        cmocka_unit_test(test_channel_volume_caps_hold_under_concurrency),
         cmocka_unit_test(test_one_coupon_raced_by_two_trades_is_spent_once),
         cmocka_unit_test(test_limit_holds_for_pays_at_the_same_moment),
         cmocka_unit_test(test_editing_cashier_rank_changes_the_next_consult),

@@ -466,6 +466,16 @@ pc_t_resp_t pc_t_admin(pc_stack_t *s, const char *method, const char *path, cons
     return pc_t_admin_node(s, 0, method, path, body);
 }
 
+pc_t_resp_t pc_t_admin_as(pc_stack_t *s, const char *operator, const char * method,
+                          const char *path, const char *body)
+{
+    char url[512], who[96];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", s->admin_port[0], path);
+    snprintf(who, sizeof who, "X-Operator: %s", operator);
+    const char *h[] = {"Authorization: Bearer " ADMIN_TOKEN, who, NULL};
+    return pc_t_http(method, url, h, body);
+}
+
 /* ---------- raw sockets ---------- */
 
 int pc_t_connect(int port)

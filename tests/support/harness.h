@@ -81,6 +81,9 @@ const char *pc_t_header(const pc_t_resp_t *r, const char *name);
 pc_t_resp_t pc_t_sim(pc_stack_t *s, const char *method, const char *path, const char *body);
 /* Admin request with the stack's token to node 0 / to node i. */
 pc_t_resp_t pc_t_admin(pc_stack_t *s, const char *method, const char *path, const char *body);
+/* pc_t_admin as the ops engineer named operator (X-Operator). */
+pc_t_resp_t pc_t_admin_as(pc_stack_t *s, const char *operator, const char * method,
+                          const char *path, const char *body);
 pc_t_resp_t pc_t_admin_node(pc_stack_t *s, int i, const char *method, const char *path,
                             const char *body);
 

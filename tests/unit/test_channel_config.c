@@ -338,6 +338,50 @@ static void test_bad_currency_figures_are_refused_with_their_path(void **state)
     assert_refused_with(text, "by_currency.USD must be an object");
 }
 
+/* Volume caps: the file's apply to every currency, a by_currency entry's to
+ * its own; a monthly cap below the daily one is refused. */
+static void test_volume_caps_parse_per_currency(void **state)
+{
+    (void)state;
+    pc_channel_t ch;
+    char msgs[1024], text[2048];
+    card_with("\"currencies\": [\"CNY\", \"USD\"],",
+              "\"currencies\": [\"CNY\", \"USD\"], \"volume\": {\"daily\": 700000}, "
+              "\"by_currency\": {\"USD\": {\"volume\": {\"monthly\": 900000}}},",
+              text, sizeof text);
+    assert_int_equal(parse(text, &ch, msgs, sizeof msgs), 0);
+    const pc_channel_amounts_t *cny = pc_channel_amounts(&ch, "CNY"),
+                               *usd = pc_channel_amounts(&ch, "USD");
+    assert_int_equal(cny->daily_volume, 700000);
+    assert_int_equal(cny->monthly_volume, 0);
+    assert_int_equal(usd->daily_volume, 700000);
+    assert_int_equal(usd->monthly_volume, 900000);
+    json_t *j = pc_channel_to_json(&ch);
+    json_t *v = json_object_get(
+        json_object_get(json_object_get(json_object_get(j, "by_currency"), "CNY"), "volume"),
+        "monthly");
+    assert_true(json_is_null(v));
+    json_decref(j);
+
+    card_with("\"currencies\": [\"CNY\", \"USD\"],",
+              "\"currencies\": [\"CNY\", \"USD\"], \"volume\": {\"daily\": 700000, "
+              "\"monthly\": 600000},",
+              text, sizeof text);
+    assert_refused_with(text, "volume.monthly (600000) must be ≥ volume.daily (700000)");
+    card_with("\"currencies\": [\"CNY\", \"USD\"],",
+              "\"currencies\": [\"CNY\", \"USD\"], \"volume\": {\"daily\": 700000}, "
+              "\"by_currency\": {\"USD\": {\"volume\": {\"monthly\": 500}}},",
+              text, sizeof text);
+    assert_refused_with(text, "by_currency.USD: volume.monthly (500) must be ≥ volume.daily "
+                              "(700000)");
+    card_with("\"currencies\": [\"CNY\", \"USD\"],",
+              "\"currencies\": [\"CNY\", \"USD\"], \"volume\": {\"daily\": 0, "
+              "\"weekly\": 5},",
+              text, sizeof text);
+    assert_refused_with(text, "volume.daily must be an integer from 1 to");
+    assert_refused_with(text, "unknown field \"volume.weekly\"");
+}
+
 /* ---- the set and the registry ------------------------------------------------------ */
 
 static void test_set_loads_and_finds_channels(void **state)
@@ -473,6 +517,46 @@ static void test_match_honours_method_currency_amount_and_switch(void **state)
     assert_int_equal(pc_channels_match(fx->chs, PC_METHOD_WALLET, "CNY", 1000, out, 4), 1);
     pc_channels_set_override(fx->chs, "sim_card", 0);
     assert_int_equal(pc_channels_match(fx->chs, PC_METHOD_CARD, "USD", 1000, out, 4), 0);
+}
+
+/* What a node last read of a channel's volume counts it against the caps of
+ * the UTC day and month that hold now; a reading of an earlier period counts
+ * as nothing sent, an older reading does not replace a newer one, and a
+ * reload keeps the readings. */
+static void test_volume_room_follows_the_last_reading(void **state)
+{
+    fixture_t *fx = *state;
+    char text[2048];
+    card_with("\"currencies\": [\"CNY\", \"USD\"],",
+              "\"currencies\": [\"CNY\", \"USD\"], \"by_currency\": {\"USD\": {\"volume\": "
+              "{\"daily\": 10000, \"monthly\": 25000}}},",
+              text, sizeof text);
+    write_file(fx->dir, "sim_card.json", text);
+    assert_int_equal(pc_channels_reload(fx->chs), 0);
+    assert_true(pc_channels_capped(fx->chs));
+    const pc_channel_t *ch = pc_channels_find(fx->chs, "sim_card");
+    int64_t now = 1796558400; /* 2026-12-06T12:00:00Z */
+    assert_true(pc_channels_volume_room(fx->chs, ch, "USD", 10000, now));
+    assert_false(pc_channels_volume_room(fx->chs, ch, "USD", 10001, now));
+    assert_true(pc_channels_volume_room(fx->chs, ch, "CNY", 400000, now)); /* no caps */
+    pc_channels_note_volume(fx->chs, "sim_card", "USD", "2026-12-06", 9000);
+    pc_channels_note_volume(fx->chs, "sim_card", "USD", "2026-12", 20000);
+    assert_true(pc_channels_volume_room(fx->chs, ch, "USD", 1000, now));
+    assert_false(pc_channels_volume_room(fx->chs, ch, "USD", 1001, now));
+    /* The next day: the day's count starts again, the month's does not. */
+    assert_true(pc_channels_volume_room(fx->chs, ch, "USD", 5000, now + 86400));
+    assert_false(pc_channels_volume_room(fx->chs, ch, "USD", 5001, now + 86400));
+    /* An older reading arriving late changes nothing. */
+    pc_channels_note_volume(fx->chs, "sim_card", "USD", "2026-12-05", 0);
+    assert_false(pc_channels_volume_room(fx->chs, ch, "USD", 1001, now));
+    assert_int_equal(pc_channels_reload(fx->chs), 0);
+    ch = pc_channels_find(fx->chs, "sim_card");
+    assert_false(pc_channels_volume_room(fx->chs, ch, "USD", 1001, now));
+    write_file(fx->dir, "sim_card.json", CARD);
+    assert_int_equal(pc_channels_reload(fx->chs), 0);
+    assert_false(pc_channels_capped(fx->chs));
+    ch = pc_channels_find(fx->chs, "sim_card");
+    assert_true(pc_channels_volume_room(fx->chs, ch, "USD", 400000, now));
 }
 
 static int async_status = 99;
@@ -676,6 +760,8 @@ int main(void)
         cmocka_unit_test(test_fee_rounds_half_up_and_adds_fixed),
         cmocka_unit_test(test_currency_figures_apply_to_their_currency_only),
         cmocka_unit_test(test_bad_currency_figures_are_refused_with_their_path),
+        cmocka_unit_test(test_volume_caps_parse_per_currency),
+        cmocka_unit_test_setup_teardown(test_volume_room_follows_the_last_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_loads_and_finds_channels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_file_refuses_the_reload_and_old_set_keeps_serving,
                                         setup, teardown),
