@@ -99,6 +99,11 @@ struct conn {
     int solo;                  /* a long statement is in flight: nothing goes behind it */
     pc_resolve_t *resolving;   /* C_CONNECTING: the host name being resolved */
     int idx;
+    /* A send found the connection broken inside a caller's pc_db_* call: it
+     * is failed on the next loop turn (conn_fail_later), so that no callback
+     * runs before the call has returned. Nothing new is sent on it. */
+    int failing;
+    char failing_why[160];
 };
 
 /* A transaction is referenced by its user (from the begin callback until
@@ -143,6 +148,7 @@ struct pc_db {
 
 static void conn_connect(conn_t *c);
 static void conn_fail(conn_t *c, const char *why);
+static void conn_fail_later(conn_t *c, const char *why);
 static void pump_waiting(pc_db_t *db);
 static void sock_update_events(sock_t *s, int events);
 
@@ -359,18 +365,21 @@ static int conn_send(conn_t *c, query_t *q)
     return 0;
 }
 
-/* Sends q on c or, if the connection is gone, fails q asynchronously-safe:
- * the caller is inside the pool, never inside user code that expects a
- * synchronous error. */
+/* Sends q on c or, if the connection is gone, queues q on it to be failed
+ * with the rest on the next loop turn: this runs inside a caller's
+ * pc_db_query / begin / commit, and a callback run before that call returned
+ * found the caller's state not yet set (a job's "busy" flag set after the
+ * call stayed set for good: the notifier and the ledger fold stopped on that
+ * node until a restart). */
 static void conn_send_or_fail(conn_t *c, query_t *q)
 {
     int rc = conn_send(c, q);
     if (rc < 0) {
         /* q was not queued on the connection: fail it with the rest. */
         sent_push(c, q);
-        conn_fail(c, PQerrorMessage(c->sock->pg));
+        conn_fail_later(c, PQerrorMessage(c->sock->pg));
     } else if (rc == SENT_BROKEN) {
-        conn_fail(c, PQerrorMessage(c->sock->pg));
+        conn_fail_later(c, PQerrorMessage(c->sock->pg));
     }
 }
 
@@ -450,10 +459,22 @@ static void retry_cb(uv_timer_t *t)
     conn_connect(t->data);
 }
 
+static void defer_cb(uv_timer_t *t);
+
+static void conn_fail_later(conn_t *c, const char *why)
+{
+    if (c->failing)
+        return;
+    c->failing = 1;
+    snprintf(c->failing_why, sizeof c->failing_why, "%s", why ? why : "send failed");
+    uv_timer_start(&c->db->defer, defer_cb, 0, 0);
+}
+
 static void conn_fail(conn_t *c, const char *why)
 {
     pc_db_t *db = c->db;
     int was_up = c->state == C_UP;
+    c->failing = 0;
     c->state = C_DOWN;
     if (c->resolving) {
         pc_resolve_cancel(c->resolving); /* its callback gets UV_ECANCELED */
@@ -721,7 +742,7 @@ static conn_t *pick_conn(pc_db_t *db, int exclusive)
     conn_t *best = NULL;
     for (int i = 0; i < db->pool_size; i++) {
         conn_t *c = &db->conns[i];
-        if (c->state != C_UP || c->tx || c->solo)
+        if (c->state != C_UP || c->tx || c->solo || c->failing)
             continue;
         if (c->nsent == 0)
             return c;
@@ -730,8 +751,6 @@ static conn_t *pick_conn(pc_db_t *db, int exclusive)
     }
     return best;
 }
-
-static void defer_cb(uv_timer_t *t);
 
 static void start_query_on(pc_db_t *db, conn_t *c, query_t *q)
 {
@@ -794,8 +813,18 @@ static void pump_waiting(pc_db_t *db)
 static void defer_cb(uv_timer_t *t)
 {
     pc_db_t *db = t->data;
+    /* Broken connections first: a transaction begun on one is then
+     * reported failed, not handed over. */
+    for (int i = 0; i < db->pool_size; i++)
+        if (db->conns[i].failing)
+            conn_fail(&db->conns[i], db->conns[i].failing_why);
     query_t *q;
     while ((q = dequeue(&db->defer_head, &db->defer_tail))) {
+        if (q->done_cb) {
+            q->done_cb(q->data, PC_EUNAVAIL);
+            query_free(q);
+            continue;
+        }
         pc_db_tx_t *tx = q->tx;
         q->tx = NULL;
         if (tx->conn) {
@@ -1028,14 +1057,18 @@ int pc_db_tx_query(pc_db_tx_t *tx, const char *sql, int nparams, const char *con
     q->data = data;
     q->tx = tx;
     conn_t *c = tx->conn;
+    if (c->failing) {
+        query_free(q);
+        return PC_EUNAVAIL;
+    }
     int rc = conn_send(c, q);
     if (rc < 0) {
         query_free(q);
-        conn_fail(c, "send failed");
+        conn_fail_later(c, "send failed");
         return PC_EUNAVAIL;
     }
     if (rc == SENT_BROKEN)
-        conn_fail(c, "send failed"); /* q is failed with the rest: its callback says so */
+        conn_fail_later(c, "send failed"); /* q is failed with the rest: its callback says so */
     return 0;
 }
 
@@ -1043,9 +1076,18 @@ static void tx_end(pc_db_tx_t *tx, int kind, pc_db_done_cb cb, void *data)
 {
     conn_t *c = tx->conn;
     if (!c) {
+        pc_db_t *db = tx->db;
         tx_unref(tx);
-        if (cb)
-            cb(data, PC_EUNAVAIL);
+        if (cb) {
+            /* On the next loop turn, like every other outcome. */
+            query_t *note = query_new(Q_USER, "", 0, NULL);
+            if (!note)
+                abort();
+            note->done_cb = cb;
+            note->data = data;
+            enqueue(&db->defer_head, &db->defer_tail, note);
+            uv_timer_start(&db->defer, defer_cb, 0, 0);
+        }
         return;
     }
     query_t *q = query_new(kind, kind == Q_COMMIT ? "COMMIT" : "ROLLBACK", 0, NULL);

@@ -359,6 +359,67 @@ static void test_a_connect_that_never_completes_is_given_up_and_retried(void **s
     assert_true(accepted >= 2);
 }
 
+/* A connection found broken while a statement is sent (PostgreSQL killed, a
+ * failover, a proxy reset): the statement fails through its callback on a
+ * later loop turn, never inside pc_db_query. A callback run before the call
+ * returned found its caller's state not yet set: the notifier's "claiming"
+ * and the ledger fold's "folding" flags, set after the call, stayed set, and
+ * that node never delivered notifications or folded hot accounts again. */
+typedef struct {
+    int done, failed, inside;
+    int ran_inside; /* callbacks that ran while pc_db_query had not returned */
+    int pid;
+} broken_t;
+
+static void broken_cb(void *data, int status, pc_db_res_t *res)
+{
+    broken_t *b = data;
+    if (b->inside)
+        b->ran_inside++;
+    if (status)
+        b->failed++;
+    else if (res && pc_db_rows(res) == 1 && !b->pid)
+        b->pid = atoi(pc_db_get(res, 0, 0));
+    b->done++;
+}
+
+static void test_a_broken_connection_fails_statements_after_the_call(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {g_stack.db_url, 1, 2000, 8};
+    pc_db_t *db = pc_db_new(&loop, &o);
+    while (pc_db_ready_count(db) == 0)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    broken_t b = {0};
+    pc_db_query(db, "SELECT pg_backend_pid()", 0, NULL, broken_cb, &b);
+    while (b.done < 1)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(b.pid > 0);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", b.pid), 1);
+    free(pc_t_sql(&g_stack, "SELECT pg_terminate_backend(%d)", b.pid));
+    usleep(200000); /* the server's goodbye arrives; the loop does not look */
+    /* The first send is taken by the kernel and answered with a reset; the
+     * next ones find the connection broken. */
+    for (int i = 0; i < 4; i++) {
+        b.inside = 1;
+        pc_db_query(db, "SELECT 1", 0, NULL, broken_cb, &b);
+        b.inside = 0;
+        usleep(100000);
+    }
+    while (b.done < 5)
+        uv_run(&loop, UV_RUN_ONCE);
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    printf("statements on the broken connection: %d failed, %d of them inside the call\n", b.failed,
+           b.ran_inside);
+    assert_true(b.failed >= 1);
+    assert_int_equal(b.ran_inside, 0);
+}
+
 /* The loop stalls (a slow callback) while answers arrive: they are read
  * before their statements are judged overdue. Timers run before the loop
  * polls, so after a stall the tick saw only the deadline and failed a
@@ -690,6 +751,7 @@ int main(void)
         cmocka_unit_test(test_deadlock_is_retryable_not_a_conflict),
         cmocka_unit_test(test_a_connect_that_never_completes_is_given_up_and_retried),
         cmocka_unit_test(test_answers_that_arrive_during_a_stall_are_not_timed_out),
+        cmocka_unit_test(test_a_broken_connection_fails_statements_after_the_call),
         cmocka_unit_test(test_a_long_statement_has_its_own_timeout_and_connection),
         cmocka_unit_test(test_servers_named_by_host_name_are_reached),
         cmocka_unit_test(test_a_transaction_given_up_on_does_not_commit_later),
