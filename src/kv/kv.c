@@ -94,6 +94,7 @@ static void reply_cb(redisAsyncContext *ac, void *r, void *privdata)
     kvcmd_t *c = privdata;
     if (r && ((redisReply *)r)->type != REDIS_REPLY_ERROR && !c->done) {
         c->kv->last_reply_s = (int64_t)time(NULL);
+        c->kv->cmd.backoff_ms = 0; /* answered: reconnect fast next time */
         c->kv->next_ping_ms = uv_now(c->kv->loop) + 1000;
     }
     if (!c->done) {
@@ -160,7 +161,12 @@ static void connect_cb(const redisAsyncContext *ac, int status)
         return;
     }
     l->connected = 1;
-    l->backoff_ms = 0;
+    /* A connect alone does not end the backoff: a Redis that accepts and
+     * never answers (blocked, or a proxy in front of a dead one) was
+     * reconnected to every second for as long as it lasted. The command
+     * link's ends on its first answer (reply_cb). */
+    if (l->is_sub)
+        l->backoff_ms = 0;
     pc_log_info("kv.connected", "%s connection up", l->is_sub ? "subscriber" : "command");
     if (l->is_sub)
         subscribe_all(l);

@@ -715,7 +715,8 @@ static void fold_done(void *data, int status, pc_db_res_t *res)
     int64_t n = 0;
     if (status == 0 && (pc_db_rows(res) != 1 || parse_i64(pc_db_get(res, 0, 0), &n)))
         status = PC_EIO;
-    if (status)
+    static long long logged_s; /* every 200 ms while the database is away: once a minute */
+    if (status && pc_log_due(&logged_s, 60))
         pc_log_warn("ledger.fold_failed", "%s", pc_db_errmsg(res));
     else if (n > 0) {
         static int described;

@@ -537,7 +537,7 @@ static void check(uv_timer_t *t)
     snprintf(age, sizeof age, "%lld",
              (long long)pc_config_int(app->cfg, "alerts.error_refund_age_s"));
     const char *fp[] = {age};
-    pc_db_query(
+    int rc = pc_db_query(
         app->db,
         "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "
         "outbox WHERE status = 'PENDING'), 0) AS outbox_age, (SELECT count(DISTINCT "
@@ -574,6 +574,10 @@ static void check(uv_timer_t *t)
                  "AS "
                  "contradicted",
         1, fp, facts_cb, a);
+    if (rc < 0)
+        /* No connection up (PostgreSQL down): the check failed as surely as
+         * when the query does; the gauges must not keep the last good ages. */
+        facts_cb(a, rc, NULL);
 }
 
 static void list_alerts(pc_http_req_t *req, void *data)

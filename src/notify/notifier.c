@@ -89,6 +89,7 @@ struct pc_notifier {
     int64_t schedule[MAX_SCHEDULE];
     int nschedule;
     uint64_t poll_ms, timeout_ms, lease_ms;
+    long long claim_failed_logged_s; /* pc_log_due */
     int batch, host_conns, max_inflight;
     pc_rsa_key_t *key; /* NULL until generated when no file is configured */
     char *key_pem;
@@ -646,8 +647,10 @@ static void claim_cb(void *data, int status, pc_db_res_t *res)
     pc_notifier_t *n = c->n;
     n->claiming = 0;
     if (status) {
-        pc_log_warn("notify.claim_failed", "claiming due notifications failed: %s",
-                    pc_strerror(status));
+        /* Every poll while the database is away: once a minute is enough. */
+        if (pc_log_due(&n->claim_failed_logged_s, 60))
+            pc_log_warn("notify.claim_failed", "claiming due notifications failed: %s",
+                        pc_strerror(status));
         if (!n->stopping)
             uv_timer_start(&n->poll_timer, poll_cb, n->poll_ms, 0);
         free(c);
@@ -699,6 +702,10 @@ static void metrics_cb(void *data, int status, pc_db_res_t *res)
     if (status == 0 && pc_db_rows(res) == 1) {
         pc_metrics_set("pc_outbox_backlog", "", pc_db_val_i64(res, 0, "backlog"));
         pc_metrics_set("pc_outbox_oldest_age_seconds", "", pc_db_val_i64(res, 0, "oldest"));
+    } else {
+        /* Unknown, not the last good figures (the database is unreachable). */
+        pc_metrics_set("pc_outbox_backlog", "", -1);
+        pc_metrics_set("pc_outbox_oldest_age_seconds", "", -1);
     }
     maybe_finish(n);
 }
@@ -712,6 +719,10 @@ static void refresh_metrics(pc_notifier_t *n)
                     "min(created_at))), 0)::bigint AS oldest FROM outbox WHERE status = 'PENDING'",
                     0, NULL, metrics_cb, n) == 0)
         n->metrics_query = 1;
+    else {
+        pc_metrics_set("pc_outbox_backlog", "", -1);
+        pc_metrics_set("pc_outbox_oldest_age_seconds", "", -1);
+    }
 }
 
 /* The merchants of busy hosts as a PostgreSQL array literal ("{"m1","m2"}";
@@ -1036,9 +1047,11 @@ pc_notifier_t *pc_notifier_new(uv_loop_t *loop, const pc_config_t *cfg, pc_db_t 
         goto fail;
     }
     pc_metrics_describe("pc_outbox_backlog", PC_METRIC_GAUGE,
-                        "Notifications waiting for delivery (PENDING outbox rows)");
+                        "Notifications waiting for delivery (PENDING outbox rows); -1 "
+                        "while the database cannot be read");
     pc_metrics_describe("pc_outbox_oldest_age_seconds", PC_METRIC_GAUGE,
-                        "Age of the oldest PENDING outbox row");
+                        "Age of the oldest PENDING outbox row; -1 while the database cannot be "
+                        "read");
     pc_metrics_describe("pc_notify_attempts_total", PC_METRIC_COUNTER,
                         "Notification attempts by result");
     pc_metrics_describe("pc_notify_inflight", PC_METRIC_GAUGE,
