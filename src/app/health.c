@@ -26,7 +26,12 @@ static void ready_finish(ready_t *r)
     if (--r->waiting > 0)
         return;
     int rules_ok = pc_rules_ready(r->app->rules);
-    int ok = r->pg_ok && r->kv_ok && rules_ok;
+    /* api.md: PostgreSQL and Redis reachable, rules loaded. A node serves
+     * without Redis (idempotency and nonces fall back to PostgreSQL), so ops
+     * whose load balancer acts on this may say so: a Redis outage then does
+     * not take every node out of rotation at once. */
+    int ok = r->pg_ok && rules_ok &&
+             (r->kv_ok || pc_config_bool(r->app->cfg, "health.ready_without_redis"));
     json_t *body = json_pack("{s:s,s:s,s:s,s:s}", "status", ok ? "ready" : "unavailable",
                              "postgres", r->pg_ok ? "ok" : "down", "redis",
                              r->kv_ok ? "ok" : "down", "rules", rules_ok ? "ok" : "missing");

@@ -47,6 +47,9 @@ static const opt_def_t opts[] = {
      "DEMO default bearer token for the admin API"},
     {"admin.max_body_bytes", OPT_INT, "PAYCORE_ADMIN_MAX_BODY_BYTES", "67108864", 1024, 1073741824,
      0, "admin request body (413 above): uploaded statements and files"},
+    {"health.ready_without_redis", OPT_BOOL, "PAYCORE_READY_WITHOUT_REDIS", "false", 0, 0, 1,
+     "/readyz answers 200 (\"redis\": \"down\") while Redis is unreachable: the node serves "
+     "without it"},
     {"metrics.on_admin", OPT_BOOL, "PAYCORE_METRICS_ON_ADMIN", "false", 0, 0, 0,
      "serve /metrics on the admin listener instead of the main one"},
     {"db.url", OPT_STR, "PAYCORE_DATABASE_URL", "postgresql://paycore@127.0.0.1:5432/paycore", 0, 0,

@@ -813,13 +813,16 @@ static void pump_waiting(pc_db_t *db)
 static void defer_cb(uv_timer_t *t)
 {
     pc_db_t *db = t->data;
-    /* Broken connections first: a transaction begun on one is then
-     * reported failed, not handed over. */
-    for (int i = 0; i < db->pool_size; i++)
-        if (db->conns[i].failing)
-            conn_fail(&db->conns[i], db->conns[i].failing_why);
     query_t *q;
-    while ((q = dequeue(&db->defer_head, &db->defer_tail))) {
+    for (;;) {
+        /* Broken connections first, again before each note (a callback run
+         * here may have found another one broken): a transaction begun on
+         * one is then reported failed, not handed over. */
+        for (int i = 0; i < db->pool_size; i++)
+            if (db->conns[i].failing)
+                conn_fail(&db->conns[i], db->conns[i].failing_why);
+        if (!(q = dequeue(&db->defer_head, &db->defer_tail)))
+            break;
         if (q->done_cb) {
             q->done_cb(q->data, PC_EUNAVAIL);
             query_free(q);
@@ -1059,6 +1062,7 @@ int pc_db_tx_query(pc_db_tx_t *tx, const char *sql, int nparams, const char *con
     conn_t *c = tx->conn;
     if (c->failing) {
         query_free(q);
+        tx->failed = 1;
         return PC_EUNAVAIL;
     }
     int rc = conn_send(c, q);
@@ -1078,7 +1082,9 @@ static void tx_end(pc_db_tx_t *tx, int kind, pc_db_done_cb cb, void *data)
     if (!c) {
         pc_db_t *db = tx->db;
         tx_unref(tx);
-        if (cb) {
+        if (cb && db->closing) {
+            cb(data, PC_EUNAVAIL); /* the deferred-work timer is closed or closing */
+        } else if (cb) {
             /* On the next loop turn, like every other outcome. */
             query_t *note = query_new(Q_USER, "", 0, NULL);
             if (!note)

@@ -699,6 +699,8 @@ static void test_redis_down_still_executes_once(void **state)
     char url[128];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
     pc_stack_env(&g_stack, "PAYCORE_REDIS_URL", url);
+    /* These nodes serve without Redis, and say so to a load balancer. */
+    pc_stack_env(&g_stack, "PAYCORE_READY_WITHOUT_REDIS", "true");
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
     g_m = pc_t_create_merchant(&g_stack, NULL);
@@ -718,6 +720,12 @@ static void test_redis_down_still_executes_once(void **state)
                          "/v1/trades?out_trade_no=NOREDIS0", NULL, NULL, t0, "nonce-noredis-pre001",
                          NULL, NULL),
            401, "TIMESTAMP_EXPIRED");
+    char ready[128];
+    snprintf(ready, sizeof ready, "http://127.0.0.1:%d/readyz", g_stack.admin_port[0]);
+    pc_t_resp_t rz = pc_t_http("GET", ready, NULL, NULL);
+    assert_int_equal(rz.status, 200);
+    assert_non_null(strstr(rz.body, "\"redis\":\"down\""));
+    pc_t_resp_free(&rz);
     run_race("NOREDIS1", "k-noredis-1", 20);
     /* Nonces stay single-use through the PostgreSQL fallback. */
     long long now = (long long)time(NULL);

@@ -2097,6 +2097,26 @@ static void test_channel_volume_caps_hold_under_concurrency(void **state)
                                   "'sim_card' AND currency = 'USD' AND period = to_char(now() AT "
                                   "TIME ZONE 'UTC', 'YYYY-MM-DD')"),
                      5000);
+    /* The channel then reports it paid after all (a late success): the
+     * money went through, so it counts again. */
+    char *pno = pc_t_sql(&g_stack,
+                         "SELECT payment_no FROM payments WHERE trade_no = '%s' AND status = "
+                         "'FAILED' AND channel_id = 'sim_card'",
+                         t1);
+    assert_int_equal(
+        pc_t_channel_callback_in(&g_stack, "sim_card", "payment", pno, "SUCCESS", 1000, "USD"),
+        200);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE payment_no = '%s' AND "
+                                  "status = 'SUCCESS' AND volume_day IS NOT NULL",
+                                  pno),
+                     1);
+    free(pno);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT amount FROM channel_volume WHERE channel_id = "
+                                  "'sim_card' AND currency = 'USD' AND period = to_char(now() AT "
+                                  "TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+                     6000);
     set_channel_usd("sim_card", NULL, "{\"daily\":null,\"monthly\":null}");
     set_channel_usd("sim_card2", NULL, "{\"daily\":null,\"monthly\":null}");
     assert_true(pc_t_ledger_ok(&g_stack));

@@ -420,6 +420,59 @@ static void test_a_broken_connection_fails_statements_after_the_call(void **stat
     assert_int_equal(b.ran_inside, 0);
 }
 
+/* The pool closes while a transaction's statement is in flight, and that
+ * statement's callback commits (what every handler does next): the commit
+ * is answered, failed, not dropped with the closed pool. */
+typedef struct {
+    pc_db_tx_t *tx;
+    int begun, stmt_status, commit_status, committed;
+} closing_t;
+
+static void closing_commit_cb(void *data, int status)
+{
+    closing_t *c = data;
+    c->commit_status = status;
+    c->committed = 1;
+}
+
+static void closing_stmt_cb(void *data, int status, pc_db_res_t *res)
+{
+    closing_t *c = data;
+    (void)res;
+    c->stmt_status = status;
+    pc_db_tx_commit(c->tx, closing_commit_cb, c);
+}
+
+static void closing_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    closing_t *c = data;
+    assert_int_equal(status, 0);
+    c->tx = tx;
+    c->begun = 1;
+    pc_db_tx_query(tx, "SELECT pg_sleep(0.5)", 0, NULL, closing_stmt_cb, c);
+}
+
+static void test_a_commit_asked_for_while_the_pool_closes_is_answered(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {g_stack.db_url, 1, 2000, 8};
+    pc_db_t *db = pc_db_new(&loop, &o);
+    while (pc_db_ready_count(db) == 0)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    closing_t c = {0};
+    pc_db_begin(db, NULL, closing_begin_cb, &c);
+    while (!c.begun)
+        uv_run(&loop, UV_RUN_ONCE);
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_not_equal(c.stmt_status, 0);
+    assert_int_equal(c.committed, 1);
+    assert_int_not_equal(c.commit_status, 0);
+}
+
 /* The loop stalls (a slow callback) while answers arrive: they are read
  * before their statements are judged overdue. Timers run before the loop
  * polls, so after a stall the tick saw only the deadline and failed a
@@ -752,6 +805,7 @@ int main(void)
         cmocka_unit_test(test_a_connect_that_never_completes_is_given_up_and_retried),
         cmocka_unit_test(test_answers_that_arrive_during_a_stall_are_not_timed_out),
         cmocka_unit_test(test_a_broken_connection_fails_statements_after_the_call),
+        cmocka_unit_test(test_a_commit_asked_for_while_the_pool_closes_is_answered),
         cmocka_unit_test(test_a_long_statement_has_its_own_timeout_and_connection),
         cmocka_unit_test(test_servers_named_by_host_name_are_reached),
         cmocka_unit_test(test_a_transaction_given_up_on_does_not_commit_later),

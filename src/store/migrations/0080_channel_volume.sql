@@ -23,9 +23,9 @@ CREATE TABLE channel_volume (
 -- payment is no longer PROCESSING at this channel: not to be sent). The
 -- counters' rows are locked month first, then day, as the give-back does, so
 -- two payments never wait on each other in opposite orders. It commits
--- without waiting for its WAL flush: the payment's later durable commits
--- flush it (WAL is written in order), and a take lost in a crash before that
--- under-counts one payment that the status queries then settle.
+-- durably before the send (a take lost in a database crash would let the
+-- money through uncounted): a capped channel's payments take turns on its
+-- counters for about one WAL flush each.
 CREATE FUNCTION channel_volume_take(p_payment text, p_channel text, p_daily bigint,
                                     p_monthly bigint,
                                     OUT outcome text, OUT day text, OUT day_used bigint,
@@ -37,7 +37,6 @@ DECLARE
     v_amount bigint;
     v_counted date;
 BEGIN
-    PERFORM set_config('synchronous_commit', 'off', true);
     day := to_char(v_day, 'YYYY-MM-DD');
     month := to_char(v_day, 'YYYY-MM');
     SELECT currency, external_amount, volume_day INTO v_cur, v_amount, v_counted FROM payments
@@ -94,3 +93,27 @@ CREATE TRIGGER payments_volume_back BEFORE UPDATE ON payments FOR EACH ROW
     WHEN (OLD.volume_day IS NOT NULL AND (NEW.status = 'FAILED'
           OR NEW.channel_id IS DISTINCT FROM OLD.channel_id))
     EXECUTE FUNCTION payments_volume_back();
+
+-- A payment failed (its count given back) that the channel then reports
+-- paid after all (a late success: the decline or "no record" was wrong)
+-- went through the channel: it is counted again, on the day it is known,
+-- whatever the cap (the money has moved). Any channel: which ones have caps
+-- is the nodes' configuration, and such successes are rare.
+CREATE FUNCTION payments_volume_late() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_day date := (now() AT TIME ZONE 'UTC')::date;
+BEGIN
+    INSERT INTO channel_volume VALUES
+        (NEW.channel_id, NEW.currency, to_char(v_day, 'YYYY-MM'), NEW.external_amount),
+        (NEW.channel_id, NEW.currency, to_char(v_day, 'YYYY-MM-DD'), NEW.external_amount)
+        ON CONFLICT (channel_id, currency, period)
+        DO UPDATE SET amount = channel_volume.amount + EXCLUDED.amount;
+    NEW.volume_day := v_day;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER payments_volume_late BEFORE UPDATE ON payments FOR EACH ROW
+    WHEN (OLD.status = 'FAILED' AND NEW.status = 'SUCCESS' AND NEW.volume_day IS NULL
+          AND NEW.external_amount > 0 AND NEW.channel_id IS NOT NULL)
+    EXECUTE FUNCTION payments_volume_late();
