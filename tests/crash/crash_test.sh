@@ -87,7 +87,13 @@ pids+=($!)
 export PAYCORE_DATABASE_URL="postgresql://paycore@127.0.0.1:$pg_port/paycore"
 export PAYCORE_REDIS_URL="redis://127.0.0.1:$redis_port/0"
 export PAYCORE_HTTP_PORT=$http_port PAYCORE_ADMIN_TOKEN=$token PAYSIM_PORT=$sim_port
-export PAYCORE_RULES_DIR=$rules PAYCORE_CHANNELS_DIR=$root/channels PAYCORE_ACCESS_LOG=false
+# sim_card2 with volume caps far above the load: every payment it is sent is
+# counted and given back under the kills (check 5), and none is refused.
+mkdir -p "$var/channels"
+cp "$root"/channels/*.json "$var/channels/"
+sed 's/"weight":/"volume": {"daily": 1000000000000, "monthly": 10000000000000}, "weight":/' \
+  "$root/channels/sim_card2.json" >"$var/channels/sim_card2.json"
+export PAYCORE_RULES_DIR=$rules PAYCORE_CHANNELS_DIR=$var/channels PAYCORE_ACCESS_LOG=false
 export PAYCORE_DEMO=true # paysim's public demo channel secrets
 export PAYCORE_NOTIFY_PRIVATE_TARGETS=true # paybench's receiver is on loopback
 export PAYCORE_REPAIR_FIRST_QUERY_MS=1000 PAYCORE_REPAIR_SCHEDULE_MS=1000,1000,2000,2000,4000
@@ -197,6 +203,14 @@ check "every charged trade: one successful payment, or ERROR refunds for the res
 # 3. The ledger.
 lc=$(curl -sS "http://127.0.0.1:${admin_port[0]}/admin/ledger/check" -H "Authorization: Bearer $token")
 check "ledger check" "$(echo "$lc" | grep -q '"ok":true' && echo 0 || echo 1)" "$lc"
+
+# 5. Channel volume counts: each is what the payments counted on it add up to
+# (a take, its give-back on a failure or fallback, a late success counted
+# again), whatever was killed or restarted in between.
+n=$(sql -c "SELECT count(*) FROM channel_volume v WHERE v.amount <> coalesce((SELECT sum(p.external_amount) FROM payments p WHERE p.channel_id = v.channel_id AND p.currency = v.currency AND p.volume_day IS NOT NULL AND v.period IN (to_char(p.volume_day, 'YYYY-MM-DD'), to_char(p.volume_day, 'YYYY-MM'))), 0)")
+counted=$(sql -c "SELECT count(*) FROM payments WHERE volume_day IS NOT NULL")
+[ "$n" = 0 ] && [ "$counted" -gt 0 ]
+check "channel volume counts match the payments counted" "$?" "$n counts differ ($counted payments counted): $(sql -c "SELECT string_agg(channel_id || ' ' || currency || ' ' || period || '=' || amount, ', ') FROM channel_volume")"
 
 # 4. Acknowledged payments.
 sql -c "CREATE TABLE crash_acked (payment_no text, trade_no text, status text)" >/dev/null
