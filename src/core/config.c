@@ -128,6 +128,8 @@ static const opt_def_t opts[] = {
      "ops webhook: delays between attempts of an event it did not take (ms)"},
     {"alerts.check_ms", OPT_INT, "PAYCORE_ALERTS_CHECK_MS", "5000", 100, 600000, 0,
      "how often alert conditions are evaluated"},
+    {"alerts.channel_volume_pct", OPT_INT, "PAYCORE_ALERTS_CHANNEL_VOLUME_PCT", "90", 1, 100, 0,
+     "alert when a channel has sent this share of a daily or monthly volume cap"},
     {"alerts.outbox_age_s", OPT_INT, "PAYCORE_ALERTS_OUTBOX_AGE_S", "600", 1, 86400, 0,
      "alert when the oldest undelivered notification is older than this"},
     {"alerts.error_refund_age_s", OPT_INT, "PAYCORE_ALERTS_ERROR_REFUND_AGE_S", "600", 1, 86400, 0,

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_RETRIES 16
 
@@ -454,6 +455,62 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     pc_metrics_set("pc_ledger_oldest_queued_seconds", "", fold_age);
 }
 
+/* Alerts of kind about subjects no longer checked (a channel a reload
+ * removed, a cap taken out) are resolved: they would stay raised for good.
+ * subjects: a PostgreSQL array literal of those still checked. */
+static void resolve_unchecked(pc_alerts_t *a, const char *kind, const char *subjects)
+{
+    const char *p[] = {kind, subjects};
+    pc_db_query(a->app->db,
+                "UPDATE alerts SET status = 'RESOLVED', resolved_at = now() WHERE kind = $1 AND "
+                "status = 'ACTIVE' AND subject <> ALL ($2::text[]) RETURNING kind, subject, "
+                "alert_id::text",
+                2, p, resolved_cb, a);
+}
+
+/* Channels near a volume cap, by this node's reading of the counts: once
+ * full, a channel's payments go elsewhere or fail (CHANNEL_LIMIT_EXCEEDED),
+ * so ops hear of it before. Subject "<channel>:<currency>". */
+static void check_channel_volume(pc_alerts_t *a)
+{
+    pc_app_t *app = a->app;
+    const pc_channel_set_t *set_ = pc_channels_current(app->channels);
+    if (!set_)
+        return;
+    long long pct = pc_config_int(app->cfg, "alerts.channel_volume_pct");
+    char subjects[4096];
+    size_t off = (size_t)snprintf(subjects, sizeof subjects, "{");
+    for (size_t i = 0; i < pc_channel_set_count(set_); i++) {
+        const pc_channel_t *ch = pc_channel_set_at(set_, i);
+        json_t *vol = pc_channels_volume_json(app->channels, ch, (int64_t)time(NULL)), *v;
+        const char *cur;
+        json_object_foreach(vol, cur, v)
+        {
+            long long ds = json_integer_value(json_object_get(v, "day_sent")),
+                      d = json_integer_value(json_object_get(v, "daily")),
+                      ms = json_integer_value(json_object_get(v, "month_sent")),
+                      m = json_integer_value(json_object_get(v, "monthly"));
+            /* Amounts stay below 2^53: times 100 fits. */
+            int day_high = d && ds * 100 >= d * pct, month_high = m && ms * 100 >= m * pct;
+            char subject[48], msg[320];
+            snprintf(subject, sizeof subject, "%s:%s", ch->id, cur);
+            snprintf(msg, sizeof msg,
+                     "channel %s has sent %lld %s of its %s cap of %lld (alert at %lld %%); "
+                     "when full, its payments go to other channels or fail "
+                     "CHANNEL_LIMIT_EXCEEDED: GET /admin/channels",
+                     ch->id, day_high ? ds : ms, cur, day_high ? "daily" : "monthly",
+                     day_high ? d : m, pct);
+            set_alert(a, day_high || month_high, 1, "CHANNEL_VOLUME_HIGH", subject, msg, 0);
+            if (off + strlen(subject) + 3 < sizeof subjects)
+                off += (size_t)snprintf(subjects + off, sizeof subjects - off, "%s%s",
+                                        off > 1 ? "," : "", subject);
+        }
+        json_decref(vol);
+    }
+    snprintf(subjects + off, sizeof subjects - off, "}");
+    resolve_unchecked(a, "CHANNEL_VOLUME_HIGH", subjects);
+}
+
 static void check(uv_timer_t *t)
 {
     pc_alerts_t *a = t->data;
@@ -489,13 +546,9 @@ static void check(uv_timer_t *t)
                                 pc_channel_set_at(set_, i)->id);
     if (set_ && off + 2 <= sizeof ids) {
         snprintf(ids + off, sizeof ids - off, "}");
-        const char *p[] = {ids};
-        pc_db_query(app->db,
-                    "UPDATE alerts SET status = 'RESOLVED', resolved_at = now() WHERE kind = "
-                    "'CHANNEL_FAILURE_RATE' AND status = 'ACTIVE' AND subject <> ALL ($1::text[]) "
-                    "RETURNING kind, subject, alert_id::text",
-                    1, p, resolved_cb, a);
+        resolve_unchecked(a, "CHANNEL_FAILURE_RATE", ids);
     }
+    check_channel_volume(a);
     /* Rules refused at the last reload. */
     json_t *st = pc_rules_status(app->rules);
     size_t i;

@@ -45,6 +45,8 @@ static int setup(void **state)
                  "\"card_single\": 20000, \"card_daily\": 40000, \"card_monthly\": 50000}}");
     /* A short claim, so that a pay outlasting it takes seconds, not minutes. */
     pc_stack_env(&g_stack, "PAYCORE_IDEMPOTENCY_LOCK_MS", "1500");
+    /* Alerts checked every half second (a channel near its volume cap). */
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "500");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
@@ -2041,6 +2043,13 @@ static void test_channel_volume_caps_hold_under_concurrency(void **state)
         assert_non_null(strstr(a.body, "\"month_sent\":5000,\"monthly\":5000"));
         pc_t_resp_free(&a);
     }
+    /* Ops hear of it: both channels are full for USD (the alert fires at 90 %). */
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_VOLUME_HIGH", "sim_card:USD", 1, 10));
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_VOLUME_HIGH", "sim_card2:USD", 1, 10));
+    char *am = pc_t_alert_message(&g_stack, "CHANNEL_VOLUME_HIGH", "sim_card2:USD");
+    assert_non_null(am);
+    assert_non_null(strstr(am, "5000 USD of its monthly cap of 5000"));
+    free(am);
     char b1[32], t1[40];
     usd_card_trade(1000, b1, t1);
     char body[256];
@@ -2119,6 +2128,9 @@ static void test_channel_volume_caps_hold_under_concurrency(void **state)
                      6000);
     set_channel_usd("sim_card", NULL, "{\"daily\":null,\"monthly\":null}");
     set_channel_usd("sim_card2", NULL, "{\"daily\":null,\"monthly\":null}");
+    /* Caps taken out: nothing to alert about any more. */
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_VOLUME_HIGH", "sim_card:USD", 0, 10));
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_VOLUME_HIGH", "sim_card2:USD", 0, 10));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
