@@ -501,6 +501,17 @@ static void check_channel_volume(pc_alerts_t *a)
                      ch->id, day_high ? ds : ms, cur, day_high ? "daily" : "monthly",
                      day_high ? d : m, pct);
             set_alert(a, day_high || month_high, 1, "CHANNEL_VOLUME_HIGH", subject, msg, 0);
+            char labels[96];
+            snprintf(labels, sizeof labels, "channel=\"%s\",currency=\"%s\",window=\"day\"", ch->id,
+                     cur);
+            pc_metrics_set("pc_channel_volume_sent", labels, ds);
+            if (d)
+                pc_metrics_set("pc_channel_volume_cap", labels, d);
+            snprintf(labels, sizeof labels, "channel=\"%s\",currency=\"%s\",window=\"month\"",
+                     ch->id, cur);
+            pc_metrics_set("pc_channel_volume_sent", labels, ms);
+            if (m)
+                pc_metrics_set("pc_channel_volume_cap", labels, m);
             if (off + strlen(subject) + 3 < sizeof subjects)
                 off += (size_t)snprintf(subjects + off, sizeof subjects - off, "%s%s",
                                         off > 1 ? "," : "", subject);
@@ -663,6 +674,11 @@ pc_alerts_t *pc_alerts_new(pc_app_t *app)
     a->http = pc_http_client_new(app->loop, &o);
     uv_timer_init(app->loop, &a->timer);
     a->timer.data = a;
+    pc_metrics_describe("pc_channel_volume_sent", PC_METRIC_GAUGE,
+                        "what a channel with volume caps was sent this UTC day / month, by "
+                        "currency (this node's reading of the counts)");
+    pc_metrics_describe("pc_channel_volume_cap", PC_METRIC_GAUGE,
+                        "a channel's volume cap per UTC day / month, by currency");
     pc_metrics_describe("pc_channel_healthy", PC_METRIC_GAUGE,
                         "1 while a channel's failure rate is under its alert threshold");
     pc_metrics_describe("pc_outbox_oldest_pending_seconds", PC_METRIC_GAUGE,

@@ -2046,6 +2046,13 @@ static void test_channel_volume_caps_hold_under_concurrency(void **state)
     /* Ops hear of it: both channels are full for USD (the alert fires at 90 %). */
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_VOLUME_HIGH", "sim_card:USD", 1, 10));
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_VOLUME_HIGH", "sim_card2:USD", 1, 10));
+    /* And dashboards: node 0's gauges. */
+    pc_t_resp_t mt = pc_t_admin_node(&g_stack, 0, "GET", "/metrics", NULL);
+    assert_non_null(strstr(mt.body, "pc_channel_volume_sent{channel=\"sim_card2\",currency="
+                                    "\"USD\",window=\"month\"} 5000"));
+    assert_non_null(strstr(mt.body, "pc_channel_volume_cap{channel=\"sim_card\",currency="
+                                    "\"USD\",window=\"day\"} 5000"));
+    pc_t_resp_free(&mt);
     char *am = pc_t_alert_message(&g_stack, "CHANNEL_VOLUME_HIGH", "sim_card2:USD");
     assert_non_null(am);
     assert_non_null(strstr(am, "5000 USD of its monthly cap of 5000"));
