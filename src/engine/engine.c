@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Statuses of an attempt still in flight: only one per trade at a time. */
 
@@ -1130,6 +1131,15 @@ static void start_free(start_t *s)
 static void open_count_cb(void *data, int status, pc_db_res_t *res);
 static void insert_cb(void *data, int status, pc_db_res_t *res);
 
+/* now() in the locking statement is its transaction's start: a wait for the
+ * trade's lock (another attempt's transaction) did not count. The answer
+ * arrives once the lock is granted: a trade whose expiry (whole seconds,
+ * rounded down) has passed by a full second by then is expired too. */
+static bool trade_expired_after_wait(int64_t expires_s)
+{
+    return expires_s < (int64_t)time(NULL);
+}
+
 static void locked_trade_cb(void *data, int status, pc_db_res_t *res)
 {
     start_t *s = data;
@@ -1142,7 +1152,8 @@ static void locked_trade_cb(void *data, int status, pc_db_res_t *res)
     } else if (strcmp(pc_db_get(res, 0, 0), "WAIT_BUYER_PAY") != 0) {
         s->trade_err = PC_API_INVALID_STATE;
         snprintf(s->trade_msg, sizeof s->trade_msg, "the trade is %s", pc_db_get(res, 0, 0));
-    } else if (!strcmp(pc_db_get(res, 0, 1), "t")) {
+    } else if (!strcmp(pc_db_get(res, 0, 1), "t") ||
+               trade_expired_after_wait(strtoll(pc_db_get(res, 0, 2), NULL, 10))) {
         /* The cashier's check was made before risk, Redis and the card's
          * tokenization; a payment started on an expired trade was charged
          * and then refunded when the sweep closed it. */
@@ -1596,7 +1607,8 @@ static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
         return;
     /* Released from review or past its challenge after the trade expired:
      * not charged (the sweep closes the trade and fails the payment). */
-    if (!strcmp(pc_db_val(res, 0, "trade_expired"), "t")) {
+    if (!strcmp(pc_db_val(res, 0, "trade_expired"), "t") ||
+        trade_expired_after_wait(pc_db_val_i64(res, 0, "trade_expires_s"))) {
         fail_op(o, PC_API_INVALID_STATE, "the trade has expired");
         return;
     }

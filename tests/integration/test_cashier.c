@@ -777,6 +777,40 @@ static void test_a_code_at_the_channel_lives_and_holds_as_long_as_its_trade(void
 /* A payment held for review and released after its trade expired is not
  * charged: the release checks the expiry under the trade's lock. Before, it
  * took the buyer's wallet for a trade the sweep was about to close. */
+/* A pay that waited for the trade's lock (another attempt's transaction)
+ * until after the trade expired: refused, nothing taken. The engine's check
+ * compared the expiry with now(), its transaction's start, before the wait:
+ * the buyer was charged for a trade already expired (and the sweep then
+ * closed it, refunding as an error). Here another session holds the trade's
+ * row for 4 s; the trade expires 2.5 s in. */
+static void test_a_pay_that_waited_past_the_trades_expiry_is_refused(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    recharge(buyer, 5000);
+    long long before = wallet(buyer);
+    new_trade("INSTANT", 1000, buyer, tn);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET expires_at = now() + interval '2.5 seconds' WHERE "
+                  "trade_no = '%s' RETURNING 1",
+                  tn));
+    assert_int_equal(pc_t_sh("psql '%s' -qAt -c \"BEGIN; SELECT 1 FROM trades WHERE trade_no = "
+                             "'%s' FOR UPDATE; SELECT pg_sleep(4); COMMIT;\" >/dev/null 2>&1 &",
+                             g_stack.db_url, tn),
+                     0);
+    usleep(300000);
+    pc_t_resp_t r = pay(tn, buyer, "BALANCE", NULL);
+    if (r.status != 409)
+        fail_msg("pay after the wait: %ld %s", r.status, r.body);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    assert_non_null(strstr(r.body, "expired"));
+    pc_t_resp_free(&r);
+    assert_int_equal(wallet(buyer), before);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE trade_no = '%s'", tn), 0);
+}
+
 static void test_release_after_the_trade_expired_charges_nothing(void **state)
 {
     (void)state;
@@ -2460,6 +2494,7 @@ int main(void)
         cmocka_unit_test(test_netbank_wallet_and_qr_complete),
         cmocka_unit_test(test_a_code_at_the_channel_lives_and_holds_as_long_as_its_trade),
         cmocka_unit_test(test_release_after_the_trade_expired_charges_nothing),
+        cmocka_unit_test(test_a_pay_that_waited_past_the_trades_expiry_is_refused),
         cmocka_unit_test(test_no_channel_now_is_503_never_is_409),
         cmocka_unit_test(test_bound_card_quick_pay_and_agreement),
         cmocka_unit_test(test_risk_reject_review_and_challenge),
