@@ -652,16 +652,26 @@ static void sweep_begin_cb(void *data, int status, pc_db_tx_t *tx)
     }
     s->tx = tx;
     /* A trade with a payment at a channel stays open past its expiry until
-     * the channel answers (PC_TRADE_ATTEMPT_AT_CHANNEL). */
+     * the channel answers (PC_TRADE_ATTEMPT_AT_CHANNEL). That is read once
+     * more for each trade after the sweep holds its lock, with a fresh
+     * snapshot (trade_attempt_at_channel_now, VOLATILE): a pay holds the
+     * trade's lock until its payment commits, so a payment committed
+     * between the statement's snapshot and the lock, unseen by the first
+     * read, is seen by the second (before, the trade was closed under it
+     * and the payment refunded as an error). One statement: the CTE's rows
+     * are locked as they are produced, each before it is read again, once
+     * (closable is materialized: a semi-join may scan its input again). */
     const char *sql;
     if (!s->finish)
-        sql = "UPDATE trades SET status = 'TRADE_CLOSED', close_reason = 'EXPIRED', closed_at = "
-              "now(), updated_at = now() WHERE trade_no IN (SELECT trade_no FROM trades t WHERE "
-              "status = 'WAIT_BUYER_PAY' AND expires_at <= now() AND "
-              "NOT " PC_TRADE_ATTEMPT_AT_CHANNEL(
-                  "t") " ORDER BY expires_at LIMIT 200 FOR UPDATE SKIP "
-                       "LOCKED) AND status = 'WAIT_BUYER_PAY' RETURNING " PC_TRADE_COLUMNS
-                       ", notify_url";
+        sql =
+            "WITH expired AS MATERIALIZED (SELECT trade_no FROM trades t WHERE status = "
+            "'WAIT_BUYER_PAY' AND expires_at <= now() AND NOT " PC_TRADE_ATTEMPT_AT_CHANNEL(
+                "t") " ORDER BY expires_at LIMIT 200 FOR UPDATE SKIP LOCKED), closable AS "
+                     "MATERIALIZED (SELECT trade_no AS closable_no FROM expired WHERE NOT "
+                     "trade_attempt_at_channel_now(trade_no)) UPDATE trades SET status = "
+                     "'TRADE_CLOSED', close_reason = 'EXPIRED', closed_at = now(), updated_at = "
+                     "now() FROM closable c WHERE trades.trade_no = c.closable_no AND "
+                     "trades.status = 'WAIT_BUYER_PAY' RETURNING " PC_TRADE_COLUMNS ", notify_url";
     else
         /* Not while a refund of the trade is still in flight (an OFFLINE or
          * FILE refund can take days, one held by risk longer): its success

@@ -355,6 +355,72 @@ static void test_cashier_behind_a_proxy_sees_the_buyers_address(void **state)
     }
 }
 
+/* The sweep's second read of "a payment at a channel", as migration 0082
+ * has it, and a pause of 2 s first for trade slow_tn (a test version made
+ * with CREATE OR REPLACE, so the sweep's prepared statement calls it). */
+static void sweep_check_with_pause(const char *slow_tn)
+{
+    free(pc_t_sql(&g_stack,
+                  "CREATE OR REPLACE FUNCTION trade_attempt_at_channel_now(p_trade text) RETURNS "
+                  "boolean LANGUAGE plpgsql VOLATILE AS $$ BEGIN IF p_trade = '%s' THEN PERFORM "
+                  "pg_sleep(2); END IF; RETURN EXISTS (SELECT 1 FROM payments ip WHERE "
+                  "ip.trade_no = p_trade AND ip.status IN ('CREATED', 'PROCESSING', 'UNKNOWN') "
+                  "AND coalesce(ip.sent_at, ip.created_at) > now() - interval '1 day'); END $$",
+                  slow_tn ? slow_tn : ""));
+}
+
+/* The close sweep decides "no payment at a channel" with its statement's
+ * snapshot; a pay that commits a payment after that snapshot, but before
+ * the sweep locks the trade, went unseen and the trade was closed under its
+ * payment (the buyer charged, then refunded as an error). The sweep now
+ * reads it again for each trade it has locked, with a fresh snapshot. Here
+ * two trades expired; the sweep locks the first and pauses on it; meanwhile
+ * a pay commits a card payment on the second, which the sweep then locks:
+ * it stays open. (With the second read answering "none" the second trade
+ * was closed.) */
+static void test_a_payment_committed_during_the_sweep_keeps_its_trade_open(void **state)
+{
+    (void)state;
+    char t1[40], t2[40];
+    pc_t_resp_t r = create_trade(NULL);
+    snprintf(t1, sizeof t1, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    r = create_trade(NULL);
+    snprintf(t2, sizeof t2, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    sweep_check_with_pause(t1);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET expires_at = now() - CASE WHEN trade_no = '%s' THEN interval "
+                  "'2 seconds' ELSE interval '1 second' END WHERE trade_no IN ('%s', '%s') "
+                  "RETURNING 1",
+                  t1, t1, t2));
+    assert_true(pc_t_sql_wait(&g_stack, "1", 5,
+                              "SELECT count(*) FROM pg_stat_activity WHERE wait_event = "
+                              "'PgSleep' AND datname = current_database()"));
+    /* A pay, as the engine makes one: the trade locked, its payment sent. */
+    char *pno = pc_t_sql(&g_stack,
+                         "WITH l AS (SELECT trade_no, merchant_id FROM trades WHERE trade_no = "
+                         "'%s' AND status = 'WAIT_BUYER_PAY' FOR UPDATE) INSERT INTO payments "
+                         "(payment_no, trade_no, merchant_id, status, amount, currency, "
+                         "method_type, external_amount, channel_id, sent_at) SELECT 'PSW' || "
+                         "substr(md5(trade_no), 1, 16), trade_no, merchant_id, 'PROCESSING', 1200, "
+                         "'CNY', 'CARD', 1200, 'sim_card', now() FROM l RETURNING payment_no",
+                         t2);
+    assert_true(pno[0] != 0);
+    assert_true(pc_t_sql_wait(&g_stack, "TRADE_CLOSED", 10,
+                              "SELECT status FROM trades WHERE trade_no = '%s'", t1));
+    usleep(300000);
+    char *st = pc_t_sql(&g_stack, "SELECT status FROM trades WHERE trade_no = '%s'", t2);
+    sweep_check_with_pause(NULL);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET status = 'FAILED', failure_code = 'TEST' WHERE "
+                  "payment_no = '%s' RETURNING 1",
+                  pno));
+    free(pno);
+    assert_string_equal(st, "WAIT_BUYER_PAY");
+    free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +428,7 @@ int main(void)
         cmocka_unit_test(test_cashier_return_is_signed_once_the_trade_is_paid),
         cmocka_unit_test(test_cashier_behind_a_proxy_sees_the_buyers_address),
         cmocka_unit_test(test_recharge_into_an_account_type),
+        cmocka_unit_test(test_a_payment_committed_during_the_sweep_keeps_its_trade_open),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
