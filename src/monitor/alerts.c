@@ -679,6 +679,9 @@ pc_alerts_t *pc_alerts_new(pc_app_t *app)
                         "currency (this node's reading of the counts)");
     pc_metrics_describe("pc_channel_volume_cap", PC_METRIC_GAUGE,
                         "a channel's volume cap per UTC day / month, by currency");
+    /* Business figures: the admin listener's /metrics only. */
+    pc_metrics_private("pc_channel_volume_sent");
+    pc_metrics_private("pc_channel_volume_cap");
     pc_metrics_describe("pc_channel_healthy", PC_METRIC_GAUGE,
                         "1 while a channel's failure rate is under its alert threshold");
     pc_metrics_describe("pc_outbox_oldest_pending_seconds", PC_METRIC_GAUGE,

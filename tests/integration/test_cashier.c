@@ -2087,6 +2087,13 @@ static void test_channel_volume_caps_hold_under_concurrency(void **state)
     assert_non_null(strstr(mt.body, "pc_channel_volume_cap{channel=\"sim_card\",currency="
                                     "\"USD\",window=\"day\"} 5000"));
     pc_t_resp_free(&mt);
+    /* Business figures: not on the API port's /metrics. */
+    char murl[96];
+    snprintf(murl, sizeof murl, "http://127.0.0.1:%d/metrics", g_stack.http_port);
+    mt = pc_t_http("GET", murl, NULL, NULL);
+    assert_int_equal(mt.status, 200);
+    assert_null(strstr(mt.body, "pc_channel_volume_sent{"));
+    pc_t_resp_free(&mt);
     char *am = pc_t_alert_message(&g_stack, "CHANNEL_VOLUME_HIGH", "sim_card2:USD");
     assert_non_null(am);
     assert_non_null(strstr(am, "5000 USD of its monthly cap of 5000"));
