@@ -16,6 +16,7 @@ typedef struct series {
     char *labels;
     uint64_t hash;
     int is_hist;
+    int absent; /* pc_metrics_unset: not rendered until set again */
     int64_t value;
     uint64_t buckets[PC_HIST_BUCKETS];
     uint64_t count;
@@ -112,12 +113,25 @@ void pc_metrics_describe(const char *name, pc_metric_type_t type, const char *he
 
 void pc_metrics_add(const char *name, const char *labels, int64_t delta)
 {
-    lookup(name, labels, 1)->value += delta;
+    series_t *s = lookup(name, labels, 1);
+    s->absent = 0;
+    s->value += delta;
 }
 
 void pc_metrics_set(const char *name, const char *labels, int64_t value)
 {
-    lookup(name, labels, 1)->value = value;
+    series_t *s = lookup(name, labels, 1);
+    s->absent = 0;
+    s->value = value;
+}
+
+void pc_metrics_unset(const char *name, const char *labels)
+{
+    series_t *s = lookup(name, labels, 0);
+    if (s && !s->is_hist) {
+        s->absent = 1;
+        s->value = 0;
+    }
 }
 
 void pc_metrics_observe(const char *name, const char *labels, double seconds)
@@ -193,7 +207,7 @@ char *pc_metrics_render(size_t *len, int with_private)
     series_t **all = malloc((g_len + 1) * sizeof *all);
     size_t n = 0;
     for (size_t i = 0; i < g_cap; i++)
-        if (g_slots[i])
+        if (g_slots[i] && !g_slots[i]->absent)
             all[n++] = g_slots[i];
     qsort(all, n, sizeof *all, cmp_series);
     static const char *const tnames[] = {"counter", "gauge", "histogram"};

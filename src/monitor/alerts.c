@@ -27,6 +27,7 @@ struct pc_alerts {
     int nretry;
     hook_post_t *posts; /* webhook posts not yet answered with 2xx */
     int stopping;
+    json_t *volume_series; /* label sets of the volume gauges set at the last check */
 };
 
 /* One event for the ops webhook, posted until it answers 2xx or the retries
@@ -478,6 +479,7 @@ static void check_channel_volume(pc_alerts_t *a)
     if (!set_)
         return;
     long long pct = pc_config_int(app->cfg, "alerts.channel_volume_pct");
+    json_t *now_set = json_array();
     char subjects[4096];
     size_t off = (size_t)snprintf(subjects, sizeof subjects, "{");
     for (size_t i = 0; i < pc_channel_set_count(set_); i++) {
@@ -501,17 +503,19 @@ static void check_channel_volume(pc_alerts_t *a)
                      ch->id, day_high ? ds : ms, cur, day_high ? "daily" : "monthly",
                      day_high ? d : m, pct);
             set_alert(a, day_high || month_high, 1, "CHANNEL_VOLUME_HIGH", subject, msg, 0);
-            char labels[96];
-            snprintf(labels, sizeof labels, "channel=\"%s\",currency=\"%s\",window=\"day\"", ch->id,
-                     cur);
-            pc_metrics_set("pc_channel_volume_sent", labels, ds);
-            if (d)
-                pc_metrics_set("pc_channel_volume_cap", labels, d);
-            snprintf(labels, sizeof labels, "channel=\"%s\",currency=\"%s\",window=\"month\"",
-                     ch->id, cur);
-            pc_metrics_set("pc_channel_volume_sent", labels, ms);
-            if (m)
-                pc_metrics_set("pc_channel_volume_cap", labels, m);
+            const char *windows[] = {"day", "month"};
+            long long sent[] = {ds, ms}, cap[] = {d, m};
+            for (int w = 0; w < 2; w++) {
+                char labels[96];
+                snprintf(labels, sizeof labels, "channel=\"%s\",currency=\"%s\",window=\"%s\"",
+                         ch->id, cur, windows[w]);
+                pc_metrics_set("pc_channel_volume_sent", labels, sent[w]);
+                if (cap[w])
+                    pc_metrics_set("pc_channel_volume_cap", labels, cap[w]);
+                else
+                    pc_metrics_unset("pc_channel_volume_cap", labels);
+                json_array_append_new(now_set, json_string(labels));
+            }
             if (off + strlen(subject) + 3 < sizeof subjects)
                 off += (size_t)snprintf(subjects + off, sizeof subjects - off, "%s%s",
                                         off > 1 ? "," : "", subject);
@@ -520,6 +524,26 @@ static void check_channel_volume(pc_alerts_t *a)
     }
     snprintf(subjects + off, sizeof subjects - off, "}");
     resolve_unchecked(a, "CHANNEL_VOLUME_HIGH", subjects);
+    /* Caps taken out, channels removed: their gauges go, not stay at the
+     * last figures. */
+    size_t k;
+    json_t *was;
+    json_array_foreach(a->volume_series, k, was)
+    {
+        int kept = 0;
+        size_t j;
+        json_t *is;
+        json_array_foreach(now_set, j, is)
+        {
+            kept = kept || json_equal(was, is);
+        }
+        if (!kept) {
+            pc_metrics_unset("pc_channel_volume_sent", json_string_value(was));
+            pc_metrics_unset("pc_channel_volume_cap", json_string_value(was));
+        }
+    }
+    json_decref(a->volume_series);
+    a->volume_series = now_set;
 }
 
 static void check(uv_timer_t *t)
@@ -724,5 +748,6 @@ void pc_alerts_stop(pc_alerts_t *a)
 
 void pc_alerts_free(pc_alerts_t *a)
 {
+    json_decref(a->volume_series);
     free(a);
 }

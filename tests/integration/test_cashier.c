@@ -2179,6 +2179,11 @@ static void test_channel_volume_caps_hold_under_concurrency(void **state)
     /* Caps taken out: nothing to alert about any more. */
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_VOLUME_HIGH", "sim_card:USD", 0, 10));
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_VOLUME_HIGH", "sim_card2:USD", 0, 10));
+    /* Nor gauges showing the last figures as if current. */
+    pc_t_resp_t gone = pc_t_admin_node(&g_stack, 0, "GET", "/metrics", NULL);
+    assert_null(strstr(gone.body, "pc_channel_volume_sent{channel=\"sim_card"));
+    assert_null(strstr(gone.body, "pc_channel_volume_cap{channel=\"sim_card"));
+    pc_t_resp_free(&gone);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
