@@ -1190,23 +1190,32 @@ bool pc_channels_volume_room(const pc_channels_t *chs, const pc_channel_t *ch, c
            volume_used(chs, ch->id, currency, month) + amount <= a->monthly_volume;
 }
 
+bool pc_channels_volume_at(const pc_channels_t *chs, const pc_channel_t *ch, size_t i, int64_t now,
+                           pc_channel_volume_t *out)
+{
+    const pc_channel_amounts_t *a = i < ch->ncurrencies ? &ch->amounts[i] : NULL;
+    if (!a || (!a->daily_volume && !a->monthly_volume))
+        return false;
+    out->currency = ch->currencies[i];
+    utc_periods(now, out->day, out->month);
+    out->day_sent = volume_used(chs, ch->id, out->currency, out->day);
+    out->month_sent = volume_used(chs, ch->id, out->currency, out->month);
+    out->daily = a->daily_volume;
+    out->monthly = a->monthly_volume;
+    return true;
+}
+
 json_t *pc_channels_volume_json(const pc_channels_t *chs, const pc_channel_t *ch, int64_t now)
 {
-    char day[11], month[8];
-    utc_periods(now, day, month);
     json_t *out = json_object();
-    for (size_t i = 0; i < ch->ncurrencies; i++) {
-        const pc_channel_amounts_t *a = &ch->amounts[i];
-        if (!a->daily_volume && !a->monthly_volume)
-            continue;
-        const char *cur = ch->currencies[i];
-        json_object_set_new(out, cur,
-                            json_pack("{s:s, s:I, s:o, s:s, s:I, s:o}", "day", day, "day_sent",
-                                      (json_int_t)volume_used(chs, ch->id, cur, day), "daily",
-                                      cap_json(a->daily_volume), "month", month, "month_sent",
-                                      (json_int_t)volume_used(chs, ch->id, cur, month), "monthly",
-                                      cap_json(a->monthly_volume)));
-    }
+    pc_channel_volume_t v;
+    for (size_t i = 0; i < ch->ncurrencies; i++)
+        if (pc_channels_volume_at(chs, ch, i, now, &v))
+            json_object_set_new(
+                out, v.currency,
+                json_pack("{s:s, s:I, s:o, s:s, s:I, s:o}", "day", v.day, "day_sent",
+                          (json_int_t)v.day_sent, "daily", cap_json(v.daily), "month", v.month,
+                          "month_sent", (json_int_t)v.month_sent, "monthly", cap_json(v.monthly)));
     return out;
 }
 

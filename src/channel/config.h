@@ -279,6 +279,17 @@ void pc_channels_note_volume(pc_channels_t *chs, const char *id, const char *cur
  * (true for a channel without caps); now is Unix seconds (UTC periods). */
 bool pc_channels_volume_room(const pc_channels_t *chs, const pc_channel_t *ch, const char *currency,
                              int64_t amount, int64_t now);
+/* A capped currency of a channel by this node's last reading: what was sent
+ * in the UTC day and month that hold now, and the caps (0: none). */
+typedef struct {
+    const char *currency; /* borrowed from the channel */
+    char day[11], month[8];
+    int64_t day_sent, daily, month_sent, monthly;
+} pc_channel_volume_t;
+/* Fills out for ch's currency i (0 .. ncurrencies-1); false when that
+ * currency has no cap. */
+bool pc_channels_volume_at(const pc_channels_t *chs, const pc_channel_t *ch, size_t i, int64_t now,
+                           pc_channel_volume_t *out);
 /* For GET /admin/channels: each capped currency of ch, {"day", "day_sent",
  * "daily", "month", "month_sent", "monthly"} by this node's last reading (a
  * cap null when there is none). A new object. */

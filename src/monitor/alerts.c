@@ -484,14 +484,12 @@ static void check_channel_volume(pc_alerts_t *a)
     size_t off = (size_t)snprintf(subjects, sizeof subjects, "{");
     for (size_t i = 0; i < pc_channel_set_count(set_); i++) {
         const pc_channel_t *ch = pc_channel_set_at(set_, i);
-        json_t *vol = pc_channels_volume_json(app->channels, ch, (int64_t)time(NULL)), *v;
-        const char *cur;
-        json_object_foreach(vol, cur, v)
-        {
-            long long ds = json_integer_value(json_object_get(v, "day_sent")),
-                      d = json_integer_value(json_object_get(v, "daily")),
-                      ms = json_integer_value(json_object_get(v, "month_sent")),
-                      m = json_integer_value(json_object_get(v, "monthly"));
+        pc_channel_volume_t v;
+        for (size_t c = 0; c < ch->ncurrencies; c++) {
+            if (!pc_channels_volume_at(app->channels, ch, c, (int64_t)time(NULL), &v))
+                continue;
+            const char *cur = v.currency;
+            long long ds = v.day_sent, d = v.daily, ms = v.month_sent, m = v.monthly;
             /* Amounts stay below 2^53: times 100 fits. */
             int day_high = d && ds * 100 >= d * pct, month_high = m && ms * 100 >= m * pct;
             char subject[48], msg[320];
@@ -520,7 +518,6 @@ static void check_channel_volume(pc_alerts_t *a)
                 off += (size_t)snprintf(subjects + off, sizeof subjects - off, "%s%s",
                                         off > 1 ? "," : "", subject);
         }
-        json_decref(vol);
     }
     snprintf(subjects + off, sizeof subjects - off, "}");
     resolve_unchecked(a, "CHANNEL_VOLUME_HIGH", subjects);
