@@ -35,11 +35,23 @@ typedef struct {
 
 typedef void (*pc_cashier_view_cb)(void *data, int status, pc_cashier_view_t *view);
 
-/* Loads the view for (merchant, trade, buyer). cb gets 0 with the view (valid
- * during the callback; pc_cashier_view_clear is called after it) or a db
- * error. Returns 0 (cb runs once) or a negative code. */
+/* The parts of the view only some decisions need; a part not asked for is
+ * not read and is left empty (no coupons, no cards, no typed wallets, no
+ * history). Consult shows every method and asks for all; a pay asks only for
+ * what its method uses. The trade, buyer, wallet, usage (limits and the
+ * hour's attempts), open attempts and chargeback figures are always read. */
+#define PC_VIEW_COUPONS 1u /* coupons */
+#define PC_VIEW_CARDS 2u   /* cards, card_usage */
+#define PC_VIEW_TYPED 4u   /* typed_wallets */
+#define PC_VIEW_HISTORY 8u /* last_method, type_counts (ranking hints) */
+#define PC_VIEW_ALL 15u
+
+/* Loads the view for (merchant, trade, buyer) with the parts asked for (and
+ * the ones always read). cb gets 0 with the view (valid during the callback;
+ * pc_cashier_view_clear is called after it) or a db error. Returns 0 (cb runs
+ * once) or a negative code. */
 int pc_cashier_load(pc_app_t *app, const char *merchant_id, const char *trade_no,
-                    const char *buyer_id, pc_cashier_view_cb cb, void *data);
+                    const char *buyer_id, unsigned parts, pc_cashier_view_cb cb, void *data);
 
 /* Whether the trade can be paid now by buyer_id: 0, or -1 after answering
  * req with the reason (404 no such trade, 409 not payable or expired, 400 the

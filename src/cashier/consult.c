@@ -243,7 +243,8 @@ void pc_cashier_consult_run(pc_app_t *app, pc_http_req_t *req, const char *merch
     }
     if (!c->platform)
         c->platform = "WEB";
-    if (pc_cashier_load(c->app, merchant_id, c->trade_no, c->buyer_id, loaded_cb, c) < 0)
+    if (pc_cashier_load(c->app, merchant_id, c->trade_no, c->buyer_id, PC_VIEW_ALL, loaded_cb, c) <
+        0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 

@@ -448,6 +448,32 @@ static void card_fingerprint(pc_app_t *app, const char *pan, char *out, size_t o
     snprintf(out, outlen, "c%s", hex);
 }
 
+/* Splits a method id into its type ("QUICK_PAY"), written to type, and its
+ * reference (the card id), returned; NULL when it names none. */
+static const char *split_method(const char *method_id, char type[16])
+{
+    const char *colon = strchr(method_id, ':');
+    size_t tl = colon ? (size_t)(colon - method_id) : strlen(method_id);
+    snprintf(type, 16, "%.*s", (int)(tl < 15 ? tl : 15), method_id);
+    return colon ? colon + 1 : NULL;
+}
+
+/* The parts of the cashier's view a pay reads beyond what is always read: its
+ * coupon, its named balance, its bound card. */
+static unsigned view_parts(const pay_t *p)
+{
+    char type[16];
+    const char *ref = split_method(p->method_id, type);
+    unsigned parts = 0;
+    if (p->coupon_id || !strcmp(type, "COUPON"))
+        parts |= PC_VIEW_COUPONS;
+    if (!strcmp(type, "BALANCE") && ref)
+        parts |= PC_VIEW_TYPED;
+    if (!strcmp(type, "QUICK_PAY") || !strcmp(type, "AGREEMENT"))
+        parts |= PC_VIEW_CARDS;
+    return parts;
+}
+
 static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
 {
     pay_t *p = data;
@@ -468,7 +494,8 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
          * field out went around the buyer's limits. Loaded again for it. */
         snprintf(p->trade_buyer, sizeof p->trade_buyer, "%s", tb);
         p->buyer_id = p->trade_buyer;
-        if (pc_cashier_load(app, p->merchant_id, p->trade_no, p->buyer_id, loaded_cb, p) < 0)
+        if (pc_cashier_load(app, p->merchant_id, p->trade_no, p->buyer_id, view_parts(p), loaded_cb,
+                            p) < 0)
             pc_respond_db_error(req, PC_EUNAVAIL);
         return;
     }
@@ -493,10 +520,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     o->idem = pc_auth_idem(p->req);
 
     /* The method. */
-    const char *colon = strchr(p->method_id, ':');
-    size_t tl = colon ? (size_t)(colon - p->method_id) : strlen(p->method_id);
-    snprintf(p->method, sizeof p->method, "%.*s", (int)(tl < 15 ? tl : 15), p->method_id);
-    const char *ref = colon ? colon + 1 : NULL;
+    const char *ref = split_method(p->method_id, p->method);
     int internal_ok = v->buyer && strcmp(product, "RECHARGE") != 0;
     int64_t wallet = v->wallet; /* the wallet the balance part comes from */
     const char *coupon_id = p->coupon_id;
@@ -807,7 +831,8 @@ void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_
         answer_challenge(p);
         return;
     }
-    if (pc_cashier_load(p->app, merchant_id, p->trade_no, p->buyer_id, loaded_cb, p) < 0)
+    if (pc_cashier_load(p->app, merchant_id, p->trade_no, p->buyer_id, view_parts(p), loaded_cb,
+                        p) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
