@@ -21,12 +21,21 @@
 /* How far back the daily job looks for days of a channel never reconciled. */
 #define CATCH_UP_DAYS 7
 #define REPAIR_MAX_ATTEMPTS 5
-/* SQL: run r (of recon_runs) started after its business day had ended (UTC).
- * A run of a day not yet over (ops looking at today so far) saw only part of
- * the day's statement and records: DONE, it would have kept the daily job
- * off the day for good, and whatever happened later that day was never
- * reconciled. The job runs such a day again once it is over. */
-#define RECON_DAY_OVER(r) r ".started_at >= (" r ".business_date + 1)::timestamp AT TIME ZONE 'UTC'"
+/* SQL: run r (of recon_runs) started once its business day was over for
+ * reconciling: after the day had ended (UTC) and recon.daily_at had passed
+ * on the next day (minutes after midnight in parameter $m), the time the
+ * channels' statements are taken to be complete. A run of a day not yet
+ * over (ops looking at today so far, or at yesterday at 00:10 when the
+ * statement is published at 00:30) saw only part of the day's statement or
+ * records: DONE, it would have kept the daily job off the day for good, and
+ * whatever was missing was never reconciled. The job runs such a day again
+ * once it is over. RECON_CLOCK_SLACK_MIN minutes are taken off daily_at, so
+ * that the job's own run, started at daily_at by a node whose clock is a
+ * little ahead of PostgreSQL's, is not taken for an early one. */
+#define RECON_CLOCK_SLACK_MIN "2"
+#define RECON_DAY_OVER(r, m)                                                                       \
+    r ".started_at >= (" r ".business_date + 1)::timestamp AT TIME ZONE 'UTC' + greatest(" m       \
+      "::int - " RECON_CLOCK_SLACK_MIN ", 0) * interval '1 minute'"
 
 struct pc_recon {
     pc_app_t *app;
@@ -510,9 +519,10 @@ int pc_recon_run(pc_recon_t *rc, const pc_recon_run_req_t *req, pc_recon_run_cb 
             r->nfees = i + 1;
         }
     }
-    char stale[24], retry[24];
+    char stale[24], retry[24], daily_at[8];
     snprintf(stale, sizeof stale, "%lld", (long long)rc->run_timeout_s);
     snprintf(retry, sizeof retry, "%lld", (long long)rc->retry_s);
+    snprintf(daily_at, sizeof daily_at, "%d", rc->daily_at_min);
     const char *p[] = {r->channel_id,
                        r->date,
                        r->upload ? "UPLOAD" : "CHANNEL",
@@ -520,7 +530,8 @@ int pc_recon_run(pc_recon_t *rc, const pc_recon_run_req_t *req, pc_recon_run_cb 
                        r->requested_by,
                        r->job ? "job" : "manual",
                        stale,
-                       retry};
+                       retry,
+                       daily_at};
     /* One row per day: the insert claims a new day; an existing one is taken
      * when it is not running (manual), when it failed a while ago (job), or
      * when the node running it must have died. */
@@ -533,9 +544,9 @@ int pc_recon_run(pc_recon_t *rc, const pc_recon_run_req_t *req, pc_recon_run_cb 
         "< now() - $7::bigint * interval '1 second') OR ($6::text = 'manual' AND r.status <> "
         "'RUNNING') OR ($6::text = 'job' AND r.status = 'FAILED' AND r.finished_at < now() - "
         "$8::bigint * interval '1 second') OR ($6::text = 'job' AND r.status = 'DONE' AND "
-        "NOT " RECON_DAY_OVER("r") ") RETURNING run_id, attempts";
+        "NOT " RECON_DAY_OVER("r", "$9") ") RETURNING run_id, attempts";
     int qrc = r->status ? pc_db_query(rc->app->db, "SELECT 1 WHERE false", 0, NULL, claimed_cb, r)
-                        : pc_db_query(rc->app->db, claim, 8, p, claimed_cb, r);
+                        : pc_db_query(rc->app->db, claim, 9, p, claimed_cb, r);
     if (qrc < 0) {
         run_free(r);
         return qrc;
@@ -851,9 +862,10 @@ static void tick(uv_timer_t *t)
     if (n == 0)
         return;
     snprintf(ids + off, sizeof ids - off, "}");
-    char back[8];
+    char back[8], daily_at[8];
     snprintf(back, sizeof back, "%d", CATCH_UP_DAYS);
-    const char *p[] = {ids, rc->yesterday, back};
+    snprintf(daily_at, sizeof daily_at, "%d", rc->daily_at_min);
+    const char *p[] = {ids, rc->yesterday, back, daily_at};
     rc->job_busy = 1;
     if (pc_db_query(
             rc->app->db,
@@ -863,9 +875,10 @@ static void tick(uv_timer_t *t)
             "r.channel_id = c.id AND r.status = 'DONE' AND r.business_date < d::date)) "
             "AND NOT EXISTS (SELECT 1 FROM recon_runs r WHERE r.channel_id = c.id AND "
             "r.business_date = d::date AND ((r.status = 'DONE' AND " RECON_DAY_OVER(
-                "r") ") OR (d::date < $2::date AND r.status = 'FAILED' AND r.attempts >= 3))) "
-                     "ORDER BY d, c.id",
-            3, p, days_cb, rc) < 0)
+                "r",
+                "$4") ") OR (d::date < $2::date AND r.status = 'FAILED' AND r.attempts >= 3))) "
+                      "ORDER BY d, c.id",
+            4, p, days_cb, rc) < 0)
         rc->job_busy = 0;
 }
 

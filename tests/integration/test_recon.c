@@ -85,8 +85,14 @@ static int setup(void **state)
     /* The status-query job would repair the lost callback before recon
      * could: it waits an hour here. */
     pc_stack_env(&g_stack, "PAYCORE_REPAIR_FIRST_QUERY_MS", "3600000");
-    /* The daily job runs yesterday at once, every node trying. */
-    pc_stack_env(&g_stack, "PAYCORE_RECON_DAILY_AT", "00:00");
+    /* The daily job runs yesterday at once, every node trying: at 00:03,
+     * passed but for the first minutes of a UTC day, which the test waits
+     * out (a run started before 00:01, daily_at less the clock slack, is
+     * early: test_a_day_reconciled_before_daily_at_is_run_again). */
+    pc_stack_env(&g_stack, "PAYCORE_RECON_DAILY_AT", "00:03");
+    time_t now = time(NULL);
+    if (now % 86400 < 4 * 60)
+        sleep((unsigned)(4 * 60 - now % 86400));
     pc_stack_env(&g_stack, "PAYCORE_RECON_POLL_MS", "300");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
     pc_stack_env(&g_stack, "PAYCORE_METRICS_ON_ADMIN", "true");
@@ -1012,6 +1018,35 @@ static void test_a_failed_run_does_not_show_the_databases_detail(void **state)
     json_decref(run_day("sim_card", g_today, 200));
 }
 
+/* A day reconciled on the next day but before recon.daily_at (ops looked at
+ * yesterday at 00:00:30, before the channel's statement was complete) is
+ * run again by the daily job: before, any run started after midnight
+ * counted, and what the statement lacked then was never reconciled. */
+static void test_a_day_reconciled_before_daily_at_is_run_again(void **state)
+{
+    (void)state;
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO recon_runs AS r (channel_id, business_date, status, source, "
+                  "requested_by, started_at, finished_at) VALUES ('sim_otc', (now() AT TIME ZONE "
+                  "'UTC')::date - 1, 'DONE', 'UPLOAD', 'ops', ((now() AT TIME ZONE 'UTC')::date "
+                  "+ time '00:00:30') AT TIME ZONE 'UTC', ((now() AT TIME ZONE 'UTC')::date + "
+                  "time '00:00:40') AT TIME ZONE 'UTC') ON CONFLICT (channel_id, business_date) "
+                  "DO UPDATE SET status = 'DONE', requested_by = 'ops', started_at = "
+                  "EXCLUDED.started_at, finished_at = EXCLUDED.finished_at RETURNING run_id"));
+    assert_true(pc_t_sql_wait(&g_stack, "1", 20,
+                              "SELECT count(*) FROM recon_runs WHERE channel_id = 'sim_otc' AND "
+                              "business_date = (now() AT TIME ZONE 'UTC')::date - 1 AND status = "
+                              "'DONE' AND requested_by = 'job' AND started_at >= ((now() AT TIME "
+                              "ZONE 'UTC')::date + time '00:01') AT TIME ZONE 'UTC'"));
+    /* Run once: the job's own run (after daily_at) stands, over several of
+     * its polls (300 ms). */
+    static const char attempts[] = "SELECT attempts FROM recon_runs WHERE channel_id = 'sim_otc' "
+                                   "AND business_date = (now() AT TIME ZONE 'UTC')::date - 1";
+    int64_t before = pc_t_sql_int(&g_stack, attempts);
+    sleep(2);
+    assert_int_equal(pc_t_sql_int(&g_stack, attempts), before);
+}
+
 /* Last: paysim goes away. */
 static void test_statement_that_cannot_be_fetched_fails_the_run(void **state)
 {
@@ -1041,6 +1076,7 @@ int main(void)
                                refresh_today),
         cmocka_unit_test_setup(test_daily_job_runs_days_never_reconciled, refresh_today),
         cmocka_unit_test_setup(test_a_day_reconciled_before_it_ended_is_run_again, refresh_today),
+        cmocka_unit_test_setup(test_a_day_reconciled_before_daily_at_is_run_again, refresh_today),
         cmocka_unit_test(
             test_each_faked_statement_discrepancy_is_found_and_a_rerun_changes_nothing),
         cmocka_unit_test_setup(test_a_failed_run_does_not_show_the_databases_detail, refresh_today),
