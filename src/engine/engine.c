@@ -667,6 +667,12 @@ static void flag_and_commit(op_t *o, int charged_elsewhere)
                    "UPDATE payments SET needs_ops = true, charged_elsewhere = "
                    "charged_elsewhere OR $2::boolean, updated_at = now() WHERE payment_no = $1",
                    2, p, step_cb, o);
+    if (charged_elsewhere) {
+        /* The money went through the reporting channel: its volume counts
+         * it, once (migration 0083). */
+        const char *q[] = {o->payment_no, o->reporter};
+        pc_db_tx_query(o->tx, "SELECT channel_volume_count_elsewhere($1, $2)", 2, q, step_cb, o);
+    }
     pc_db_tx_commit(o->tx, flagged_commit_cb, o);
 }
 

@@ -206,8 +206,9 @@ check "ledger check" "$(echo "$lc" | grep -q '"ok":true' && echo 0 || echo 1)" "
 
 # 5. Channel volume counts: each is what the payments counted on it add up to
 # (a take, its give-back on a failure or fallback, a late success counted
-# again), whatever was killed or restarted in between.
-n=$(sql -c "SELECT count(*) FROM channel_volume v WHERE v.amount <> coalesce((SELECT sum(p.external_amount) FROM payments p WHERE p.channel_id = v.channel_id AND p.currency = v.currency AND p.volume_day IS NOT NULL AND v.period IN (to_char(p.volume_day, 'YYYY-MM-DD'), to_char(p.volume_day, 'YYYY-MM'))), 0)")
+# again, a charge by a channel the payment had fallen back from), whatever
+# was killed or restarted in between.
+n=$(sql -c "SELECT count(*) FROM channel_volume v WHERE v.amount <> coalesce((SELECT sum(p.external_amount) FROM payments p WHERE p.channel_id = v.channel_id AND p.currency = v.currency AND p.volume_day IS NOT NULL AND v.period IN (to_char(p.volume_day, 'YYYY-MM-DD'), to_char(p.volume_day, 'YYYY-MM'))), 0) + coalesce((SELECT sum(p.external_amount) FROM channel_volume_elsewhere e JOIN payments p USING (payment_no) WHERE e.channel_id = v.channel_id AND p.currency = v.currency AND p.external_amount > 0 AND v.period IN (to_char(e.day, 'YYYY-MM-DD'), to_char(e.day, 'YYYY-MM'))), 0)")
 counted=$(sql -c "SELECT count(*) FROM payments WHERE volume_day IS NOT NULL")
 [ "$n" = 0 ] && [ "$counted" -gt 0 ]
 check "channel volume counts match the payments counted" "$?" "$n counts differ ($counted payments counted): $(sql -c "SELECT string_agg(channel_id || ' ' || currency || ' ' || period || '=' || amount, ', ') FROM channel_volume")"

@@ -1223,8 +1223,25 @@ static void test_a_success_from_the_channel_fallen_back_from_goes_to_ops(void **
     expect_payment(pno, "status || '/' || needs_ops", "SUCCESS/false");
     expect_trade(tn, "TRADE_SUCCESS");
     long long p0 = pending();
+    static const char counted[] =
+        "SELECT coalesce(string_agg(amount::text, ',' ORDER BY period), '-') FROM channel_volume "
+        "WHERE channel_id = 'sim_card2' AND currency = 'CNY' AND period IN (to_char(now() AT "
+        "TIME ZONE 'UTC', 'YYYY-MM'), to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD'))";
+    char *before = pc_t_sql(&g_stack, counted);
+    long long month0 = 0, day0 = 0;
+    if (strcmp(before, "-") != 0)
+        assert_int_equal(sscanf(before, "%lld,%lld", &month0, &day0), 2);
+    free(before);
     assert_int_equal(channel_says("sim_card2", pno, "SUCCESS", 1400), 200);
     expect_payment(pno, "status || '/' || needs_ops", "SUCCESS/true");
+    /* The money went through sim_card2: its volume counts it, once, also
+     * when sim_card2 says so again. */
+    assert_int_equal(channel_says("sim_card2", pno, "SUCCESS", 1400), 200);
+    char want[64];
+    snprintf(want, sizeof want, "%lld,%lld", month0 + 1400, day0 + 1400);
+    char *after = pc_t_sql(&g_stack, counted);
+    assert_string_equal(after, want);
+    free(after);
     assert_int_equal(pending(), p0);            /* nothing moved */
     assert_int_equal(needs_ops_listed(pno), 2); /* listed as final */
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 1, 30));
