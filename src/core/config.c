@@ -144,6 +144,9 @@ static const opt_def_t opts[] = {
     {"cards.bin_file", OPT_STR, "PAYCORE_CARD_BIN_FILE", "config/card_bins.csv", 0, 1024, 0,
      "card BIN table loaded at start (CSV)"},
     {"rules.watch", OPT_BOOL, "PAYCORE_RULES_WATCH", "true", 0, 0, 0, "reload on file change"},
+    {"rules.max_example_us", OPT_INT, "PAYCORE_RULES_MAX_EXAMPLE_US", "2000", 0, 10000000, 0,
+     "a rule version whose examples take more CPU per call than this is refused as too slow "
+     "(0: no limit)"},
     {"notify.private_targets", OPT_BOOL, "PAYCORE_NOTIFY_PRIVATE_TARGETS", "false", 0, 0, 0,
      "let notify_url reach loopback and private addresses (merchants on an internal network, "
      "development); off, they fail as address_not_public"},

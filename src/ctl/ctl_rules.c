@@ -49,7 +49,20 @@ int pc_ctl_rules_test(int argc, char **argv)
         return 2;
     }
     const char *dir = argc == 1 ? argv[0] : "rules";
-    json_t *report = pc_rules_test_dir(dir, NULL);
+    /* The server's limit on an example's CPU, when set for it here too. */
+    pc_rules_opts_t opts = {0};
+    const char *slow = getenv("PAYCORE_RULES_MAX_EXAMPLE_US");
+    if (slow && *slow) {
+        char *end;
+        long long us = strtoll(slow, &end, 10);
+        if (*end || us < 0) {
+            fprintf(stderr, "payctl: PAYCORE_RULES_MAX_EXAMPLE_US must be a whole number of "
+                            "microseconds (0: no limit)\n");
+            return 2;
+        }
+        opts.max_example_us = us > 0 ? (uint64_t)us : UINT64_MAX;
+    }
+    json_t *report = pc_rules_test_dir(dir, &opts);
     if (!report) {
         fprintf(stderr, "payctl: out of memory\n");
         return 1;
@@ -61,16 +74,20 @@ int pc_ctl_rules_test(int argc, char **argv)
     {
         const json_t *examples = json_object_get(rule, "examples");
         size_t total = json_array_size(examples), passed = 0, j;
+        long long slowest = 0;
         const json_t *ex;
         json_array_foreach(examples, j, ex)
         {
             passed += json_is_true(json_object_get(ex, "ok"));
+            long long us = json_integer_value(json_object_get(ex, "cpu_us"));
+            if (us > slowest)
+                slowest = us;
         }
         const char *version = json_string_value(json_object_get(rule, "version"));
         if (json_is_true(json_object_get(rule, "ok"))) {
-            printf("ok    %-28s %zu/%zu examples  version %.12s\n",
+            printf("ok    %-28s %zu/%zu examples  version %.12s  slowest %lld us\n",
                    json_string_value(json_object_get(rule, "file")), passed, total,
-                   version ? version : "");
+                   version ? version : "", slowest);
             continue;
         }
         failures++;

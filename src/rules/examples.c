@@ -1,11 +1,31 @@
 #include "rules/examples.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rules/rules.h"
+
+/* CPU time of this thread: what an example costs, whatever else the machine
+ * (or a build's other threads) is doing. */
+static uint64_t thread_cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Calls the rule as an example does and returns the call's CPU time. */
+static uint64_t timed_invoke(pc__rule_t *rule, const json_t *ctx, const json_t *args,
+                             pc_rule_result_t *res, json_t **raw)
+{
+    uint64_t t0 = thread_cpu_us();
+    pc__rule_invoke(rule, ctx, args, res, raw);
+    return thread_cpu_us() - t0;
+}
 
 static void fail_at(pc_rule_error_t *err, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -78,7 +98,7 @@ static char *compact(const json_t *v)
 }
 
 int pc__examples_run(pc__rule_t *rule, const char *text, size_t len, const char *file,
-                     json_t *report, pc_rule_error_t *err, size_t *passed)
+                     uint64_t max_cpu_us, json_t *report, pc_rule_error_t *err, size_t *passed)
 {
     const pc__point_t *pt = rule->point;
     json_error_t jerr;
@@ -133,12 +153,30 @@ int pc__examples_run(pc__rule_t *rule, const char *text, size_t len, const char 
             merge_into(full, ctx);
         pc_rule_result_t res = {0};
         json_t *raw = NULL;
-        pc__rule_invoke(rule, full, args, &res, &raw);
+        uint64_t cpu_us = timed_invoke(rule, full, args, &res, &raw);
 
         char why[256] = "";
         int verdict = 0;
         if (res.outcome == PC_RULE_OK)
             verdict = pt->matches(res.answer, expect, why, sizeof why);
+        /* Right but slow: tried twice more (a first call can pay for a page
+         * fault or a full collection), and the least counts. */
+        for (int again = 0; verdict > 0 && cpu_us > max_cpu_us && again < 2; again++) {
+            pc_rule_result_t r2 = {0};
+            uint64_t t = timed_invoke(rule, full, args, &r2, NULL);
+            pc_rule_result_clear(&r2);
+            if (t < cpu_us)
+                cpu_us = t;
+        }
+        bool slow = verdict > 0 && cpu_us > max_cpu_us;
+        if (slow) {
+            snprintf(why, sizeof why,
+                     "too slow: the call took %.2f ms of CPU, the limit is %.2f ms "
+                     "(rules.max_example_us): paycore serves nothing else while a rule runs; make "
+                     "the rule cheaper, or raise the limit",
+                     (double)cpu_us / 1000.0, (double)max_cpu_us / 1000.0);
+            verdict = 0;
+        }
         /* What the rule answered: its validated answer in short form, or what
          * it returned when that was malformed. */
         json_t *got = res.outcome == PC_RULE_OK ? pt->summarize(res.answer) : raw;
@@ -156,6 +194,8 @@ int pc__examples_run(pc__rule_t *rule, const char *text, size_t len, const char 
                         label, file, line, pc_rule_outcome_name(res.outcome), res.error.message,
                         g ? "; the rule returned " : "", g ? g : "");
                 free(g);
+            } else if (slow) {
+                fail_at(err, file, line, "%s: %s", label, why);
             } else {
                 char *e = compact(expect), *g = compact(got);
                 fail_at(err, file, line, "%s: %s: expected %.100s, got %.100s", label, why,
@@ -170,10 +210,10 @@ int pc__examples_run(pc__rule_t *rule, const char *text, size_t len, const char 
             (*passed)++;
 
         if (report) {
-            json_t *entry =
-                json_pack("{s:s, s:i, s:b, s:O, s:O, s:s}", "name", name, "line", line, "ok",
-                          verdict > 0, "expected", expect, "got", got ? got : json_null(),
-                          "outcome", pc_rule_outcome_name(res.outcome));
+            json_t *entry = json_pack(
+                "{s:s, s:i, s:b, s:O, s:O, s:s, s:I}", "name", name, "line", line, "ok",
+                verdict > 0, "expected", expect, "got", got ? got : json_null(), "outcome",
+                pc_rule_outcome_name(res.outcome), "cpu_us", (json_int_t)cpu_us);
             if (entry && res.outcome != PC_RULE_OK)
                 json_object_set_new(entry, "error",
                                     json_pack("{s:s, s:i, s:s}", "file", res.error.file, "line",

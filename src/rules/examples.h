@@ -28,16 +28,19 @@
 #define PC_RULES_EXAMPLES_H
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "rules/rule.h"
 
 /* Runs every example in text (the content of file, named in messages) against
- * rule. Returns the number of failed examples, or -1 when the file itself is
+ * rule. An example that answers as expected but costs more than max_cpu_us
+ * of this thread's CPU (the least of three calls) fails as too slow.
+ * Returns the number of failed examples, or -1 when the file itself is
  * malformed. err receives the first problem (file and line point at the
  * example, or at the rule line for a rule error); *passed the number that
  * passed. When report is non-NULL one object per example is appended to it:
- * {"name","line","ok","expected","got","outcome","error"}. */
+ * {"name","line","ok","expected","got","outcome","error","cpu_us"}. */
 int pc__examples_run(pc__rule_t *rule, const char *text, size_t len, const char *file,
-                     json_t *report, pc_rule_error_t *err, size_t *passed);
+                     uint64_t max_cpu_us, json_t *report, pc_rule_error_t *err, size_t *passed);
 
 #endif

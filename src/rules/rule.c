@@ -114,8 +114,10 @@ void pc__rule_build(const char *dir, pc_rule_id_t id, const pc_rules_opts_t *opt
     /* Examples run with logging off: this may be a worker thread. */
     rule->sb->quiet = true;
     size_t passed = 0;
-    int failed =
-        pc__examples_run(rule, examples, elen, shown_examples, out->report, &out->error, &passed);
+    uint64_t max_cpu_us =
+        opts && opts->max_example_us ? opts->max_example_us : PC_RULES_DEFAULT_MAX_EXAMPLE_US;
+    int failed = pc__examples_run(rule, examples, elen, shown_examples, max_cpu_us, out->report,
+                                  &out->error, &passed);
     if (failed != 0)
         goto done;
     rule->examples = passed;

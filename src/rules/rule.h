@@ -19,6 +19,8 @@
 
 /* Rule and example files larger than this are refused. */
 #define PC_RULES_MAX_FILE (1u << 20)
+/* pc_rules_opts_t.max_example_us when not set. */
+#define PC_RULES_DEFAULT_MAX_EXAMPLE_US 2000
 
 typedef struct pc__rule {
     const pc__point_t *point;

@@ -32,7 +32,8 @@
  * Reload is a transaction per rule: the file is read, hashed (the version is
  * the SHA-256 of the file content), compiled into a fresh sandboxed state and
  * run against its examples (rules/tests/<rule>.json); only a rule that passes
- * all its examples replaces the serving one. A refused rule keeps its old
+ * all its examples, none of them slower than max_example_us of CPU, replaces
+ * the serving one. A refused rule keeps its old
  * version serving and reports why in pc_rules_status().
  *
  * Threading: calls, status and reload swaps happen on one thread (the loop
@@ -93,6 +94,11 @@ typedef struct {
     uint64_t timeout_us;       /* time budget per call, default 10000 (10 ms); see sandbox.h */
     uint64_t max_instructions; /* VM instruction budget per call, default 1000000 */
     size_t memory_limit;       /* bytes per state, default 16 MiB */
+    /* A version whose examples cost more CPU than this per call (the least
+     * of three tries) is refused as too slow: a rule that is correct but
+     * takes milliseconds holds up every consult or pay on the loop thread.
+     * Default 2000 (2 ms, a fifth of the time budget); UINT64_MAX: no limit. */
+    uint64_t max_example_us;
     /* Enforce the memory cap from the instruction hook (lua_gc count) instead
      * of the allocator wrapper. Weaker (see rules/sandbox.h); only for a
      * LuaJIT without a working lua_setallocf. Default false. */

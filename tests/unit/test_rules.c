@@ -747,6 +747,58 @@ static void test_failing_example_is_refused_and_old_version_keeps_serving(void *
     pc_rule_result_clear(&res);
 }
 
+/* Right but slow: a risk rule that spins through a million additions answers
+ * as its example expects, well inside a generous time and instruction
+ * budget, but costs milliseconds of CPU per call, which every pay would wait
+ * for. It is refused as too slow (the old version keeps serving, the
+ * message says how slow, where, and which setting); with no limit the same
+ * rule loads. */
+#define RISK_SLOW                                                                                  \
+    "return function(ctx)\n"                                                                       \
+    "  local x = 0\n"                                                                              \
+    "  for i = 1, 1000000 do x = x + i % 7 end\n"                                                  \
+    "  return {decision = 'ACCEPT', score = x > 0 and 0 or 1, reasons = {}}\n"                     \
+    "end\n"
+
+static void test_slow_rule_is_refused_unless_the_limit_allows_it(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rules_free(fx->rules);
+    pc_rules_opts_t opts = {
+        .timeout_us = 5000000, .max_instructions = 500000000, .max_example_us = 500};
+    fx->rules = pc_rules_new(fx->dir, &opts);
+    load_all(fx); /* the fixture's rules, microseconds each, pass */
+    char v1[65];
+    snprintf(v1, sizeof v1, "%s", pc_rules_version(fx->rules, PC_RULE_RISK));
+    put_rule(fx, "risk", RISK_SLOW, NULL);
+    assert_int_equal(pc_rules_reload(fx->rules), PC_EINVAL);
+    assert_string_equal(pc_rules_version(fx->rules, PC_RULE_RISK), v1);
+    json_t *st;
+    assert_string_equal(rule_status(fx, "risk", &st), "refused");
+    json_t *err = json_object_get(status_of(st, "risk"), "last_error");
+    assert_string_equal(json_string_value(json_object_get(err, "file")), "rules/tests/risk.json");
+    assert_int_equal(json_integer_value(json_object_get(err, "line")), 1);
+    const char *msg = json_string_value(json_object_get(err, "message"));
+    assert_non_null(strstr(msg, "example 1 \"plain\": too slow: the call took "));
+    assert_non_null(strstr(msg, "the limit is 0.50 ms (rules.max_example_us)"));
+    json_decref(st);
+
+    /* payctl's report says the same, with each example's cost. */
+    json_t *report = pc_rules_test_dir(fx->dir, &opts);
+    json_t *risk = json_array_get(json_object_get(report, "rules"), PC_RULE_RISK);
+    assert_true(json_is_false(json_object_get(risk, "ok")));
+    json_t *ex = json_array_get(json_object_get(risk, "examples"), 0);
+    assert_true(json_is_false(json_object_get(ex, "ok")));
+    assert_true(json_integer_value(json_object_get(ex, "cpu_us")) > 500);
+    json_decref(report);
+
+    opts.max_example_us = UINT64_MAX;
+    pc_rules_free(fx->rules);
+    fx->rules = pc_rules_new(fx->dir, &opts);
+    load_all(fx);
+    assert_string_not_equal(pc_rules_version(fx->rules, PC_RULE_RISK), v1);
+}
+
 static void test_rule_without_examples_is_refused(void **state)
 {
     fixture_t *fx = *state;
@@ -977,6 +1029,8 @@ int main(void)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_failing_example_is_refused_and_old_version_keeps_serving, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_rule_is_refused_unless_the_limit_allows_it, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_rule_without_examples_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_rule_file_reports_missing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bytecode_rule_file_is_refused, setup, teardown),
