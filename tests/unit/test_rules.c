@@ -719,6 +719,21 @@ test_syntax_error_is_refused_with_file_line_and_old_version_keeps_answering(void
     json_decref(st);
 }
 
+/* Puts lua as the risk rule and reloads: the version is refused at the
+ * example on line 1 of rules/tests/risk.json, and v1 keeps serving. Returns
+ * the refusal's message, owned by *st (the caller frees it). */
+static const char *refused_risk(fixture_t *fx, const char *lua, const char *v1, json_t **st)
+{
+    put_rule(fx, "risk", lua, NULL);
+    assert_int_equal(pc_rules_reload(fx->rules), PC_EINVAL);
+    assert_string_equal(pc_rules_version(fx->rules, PC_RULE_RISK), v1);
+    assert_string_equal(rule_status(fx, "risk", st), "refused");
+    json_t *err = json_object_get(status_of(*st, "risk"), "last_error");
+    assert_string_equal(json_string_value(json_object_get(err, "file")), "rules/tests/risk.json");
+    assert_int_equal(json_integer_value(json_object_get(err, "line")), 1);
+    return json_string_value(json_object_get(err, "message"));
+}
+
 static void test_failing_example_is_refused_and_old_version_keeps_serving(void **state)
 {
     fixture_t *fx = *state;
@@ -726,19 +741,13 @@ static void test_failing_example_is_refused_and_old_version_keeps_serving(void *
     char v1[65];
     snprintf(v1, sizeof v1, "%s", pc_rules_version(fx->rules, PC_RULE_RISK));
     /* Compiles fine, but contradicts the example that expects ACCEPT. */
-    put_rule(fx, "risk",
-             "return function(ctx)\n"
-             "  return {decision = 'REJECT', score = 100, reasons = {}}\n"
-             "end\n",
-             NULL);
-    assert_int_equal(pc_rules_reload(fx->rules), PC_EINVAL);
-    assert_string_equal(pc_rules_version(fx->rules, PC_RULE_RISK), v1);
     json_t *st;
-    assert_string_equal(rule_status(fx, "risk", &st), "refused");
-    json_t *err = json_object_get(status_of(st, "risk"), "last_error");
-    assert_string_equal(json_string_value(json_object_get(err, "file")), "rules/tests/risk.json");
-    assert_int_equal(json_integer_value(json_object_get(err, "line")), 1);
-    assert_non_null(strstr(json_string_value(json_object_get(err, "message")), "\"plain\""));
+    const char *msg = refused_risk(fx,
+                                   "return function(ctx)\n"
+                                   "  return {decision = 'REJECT', score = 100, reasons = {}}\n"
+                                   "end\n",
+                                   v1, &st);
+    assert_non_null(strstr(msg, "\"plain\""));
     json_decref(st);
 
     pc_rule_result_t res;
@@ -770,15 +779,8 @@ static void test_slow_rule_is_refused_unless_the_limit_allows_it(void **state)
     load_all(fx); /* the fixture's rules, microseconds each, pass */
     char v1[65];
     snprintf(v1, sizeof v1, "%s", pc_rules_version(fx->rules, PC_RULE_RISK));
-    put_rule(fx, "risk", RISK_SLOW, NULL);
-    assert_int_equal(pc_rules_reload(fx->rules), PC_EINVAL);
-    assert_string_equal(pc_rules_version(fx->rules, PC_RULE_RISK), v1);
     json_t *st;
-    assert_string_equal(rule_status(fx, "risk", &st), "refused");
-    json_t *err = json_object_get(status_of(st, "risk"), "last_error");
-    assert_string_equal(json_string_value(json_object_get(err, "file")), "rules/tests/risk.json");
-    assert_int_equal(json_integer_value(json_object_get(err, "line")), 1);
-    const char *msg = json_string_value(json_object_get(err, "message"));
+    const char *msg = refused_risk(fx, RISK_SLOW, v1, &st);
     assert_non_null(strstr(msg, "example 1 \"plain\": too slow: the call took "));
     assert_non_null(strstr(msg, "the limit is 0.50 ms (rules.max_example_us)"));
     json_decref(st);
