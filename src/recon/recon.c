@@ -22,20 +22,21 @@
 #define CATCH_UP_DAYS 7
 #define REPAIR_MAX_ATTEMPTS 5
 /* SQL: run r (of recon_runs) started once its business day was over for
- * reconciling: after the day had ended (UTC) and recon.daily_at had passed
- * on the next day (minutes after midnight in parameter $m), the time the
+ * reconciling: after the day had ended (UTC) and, unless the daily job ran
+ * it (the job starts a day only after daily_at), after recon.daily_at
+ * (minutes after midnight in parameter m) on the next day, the time the
  * channels' statements are taken to be complete. A run of a day not yet
  * over (ops looking at today so far, or at yesterday at 00:10 when the
  * statement is published at 00:30) saw only part of the day's statement or
  * records: DONE, it would have kept the daily job off the day for good, and
  * whatever was missing was never reconciled. The job runs such a day again
- * once it is over. RECON_CLOCK_SLACK_MIN minutes are taken off daily_at, so
- * that the job's own run, started at daily_at by a node whose clock is a
- * little ahead of PostgreSQL's, is not taken for an early one. */
-#define RECON_CLOCK_SLACK_MIN "2"
+ * once it is over. Its own runs are judged by midnight alone, so neither a
+ * node's clock a little ahead of PostgreSQL's nor a later daily_at makes it
+ * run its own days again. */
 #define RECON_DAY_OVER(r, m)                                                                       \
-    r ".started_at >= (" r ".business_date + 1)::timestamp AT TIME ZONE 'UTC' + greatest(" m       \
-      "::int - " RECON_CLOCK_SLACK_MIN ", 0) * interval '1 minute'"
+    "(" r ".started_at >= (" r ".business_date + 1)::timestamp AT TIME ZONE 'UTC' AND (" r         \
+    ".requested_by = 'job' OR " r ".started_at >= (" r ".business_date + 1)::timestamp AT TIME "   \
+    "ZONE 'UTC' + " m "::int * interval '1 minute'))"
 
 struct pc_recon {
     pc_app_t *app;
@@ -500,8 +501,11 @@ int pc_recon_run(pc_recon_t *rc, const pc_recon_run_req_t *req, pc_recon_run_cb 
     r->job = req->job;
     snprintf(r->channel_id, sizeof r->channel_id, "%s", req->channel_id);
     snprintf(r->date, sizeof r->date, "%s", req->date);
-    snprintf(r->requested_by, sizeof r->requested_by, "%s",
-             req->requested_by && req->requested_by[0] ? req->requested_by : "ops");
+    /* "job" names the daily job's runs, which RECON_DAY_OVER judges by
+     * midnight alone: a person of that name is "ops" here. */
+    int named = req->requested_by && req->requested_by[0] &&
+                (req->job || strcmp(req->requested_by, "job") != 0);
+    snprintf(r->requested_by, sizeof r->requested_by, "%s", named ? req->requested_by : "ops");
     if (req->csv) {
         r->upload = req->csv;
         r->upload_len = req->csv_len;

@@ -1262,6 +1262,27 @@ static void test_a_success_from_the_channel_fallen_back_from_goes_to_ops(void **
     assert_int_equal(resolve("payment", pno2, "{\"why\":\"sim_card2 refunded the buyer\"}"), 200);
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 0, 30));
     assert_true(pc_t_ledger_ok(&g_stack));
+
+    /* A channel of the route the payment never reached (sim_card2 after
+     * sim_card, which still has it) moved nothing: flagged, not counted. */
+    char tn3[40], pno3[40];
+    fallen_back_attempt(1460, tn3, pno3);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET route = '[\"sim_card\", \"sim_card2\"]', attempt = 1 WHERE "
+                  "payment_no = '%s' RETURNING 1",
+                  pno3));
+    char *c0 = pc_t_sql(&g_stack, counted);
+    assert_int_equal(channel_says("sim_card2", pno3, "SUCCESS", 1460), 200);
+    expect_payment(pno3, "status || '/' || needs_ops", "PROCESSING/true");
+    char *c1 = pc_t_sql(&g_stack, counted);
+    assert_string_equal(c1, c0);
+    free(c0);
+    free(c1);
+    assert_int_equal(channel_callback(pno3, 1460), 200);
+    expect_payment(pno3, "status || '/' || needs_ops", "SUCCESS/true");
+    assert_int_equal(resolve("payment", pno3, "{\"why\":\"sim_card2 refunded the buyer\"}"), 200);
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", "payments", 0, 30));
+    assert_true(pc_t_ledger_ok(&g_stack));
 }
 
 /* A payment is changed only by what its own channel says, for the sum it
