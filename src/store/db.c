@@ -283,12 +283,25 @@ static void sent_push(conn_t *c, query_t *q)
         q->tx->refs++;
 }
 
+/* Every query's text is hashed to find its prepared statement, and some are
+ * long (the cashier's view is 4 KiB): eight bytes a step, with a multiply
+ * and a shift to mix them, rather than FNV's one byte and one multiply a
+ * step (perf: 2 % of a node's CPU under consults). Equal texts are still
+ * told apart by strcmp. */
 static uint32_t sql_hash(const char *s)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
+    size_t n = strlen(s), i = 0;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n, w;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    w = 0;
+    memcpy(&w, s + i, n - i);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 29;
+    return (uint32_t)h;
 }
 
 /* The prepared statement for sql on s, added (not yet ready) when new; NULL
