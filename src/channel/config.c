@@ -1176,20 +1176,6 @@ static int64_t volume_used(const pc_channels_t *chs, const char *id, const char 
     return u && !strcmp(u->period, now_period) ? u->used : 0;
 }
 
-bool pc_channels_volume_room(const pc_channels_t *chs, const pc_channel_t *ch, const char *currency,
-                             int64_t amount, int64_t now)
-{
-    const pc_channel_amounts_t *a = pc_channel_amounts(ch, currency);
-    if (!a || (!a->daily_volume && !a->monthly_volume))
-        return true;
-    char day[11], month[8];
-    utc_periods(now, day, month);
-    if (a->daily_volume && volume_used(chs, ch->id, currency, day) + amount > a->daily_volume)
-        return false;
-    return !a->monthly_volume ||
-           volume_used(chs, ch->id, currency, month) + amount <= a->monthly_volume;
-}
-
 bool pc_channels_volume_at(const pc_channels_t *chs, const pc_channel_t *ch, size_t i, int64_t now,
                            pc_channel_volume_t *out)
 {
@@ -1203,6 +1189,17 @@ bool pc_channels_volume_at(const pc_channels_t *chs, const pc_channel_t *ch, siz
     out->daily = a->daily_volume;
     out->monthly = a->monthly_volume;
     return true;
+}
+
+bool pc_channels_volume_room(const pc_channels_t *chs, const pc_channel_t *ch, const char *currency,
+                             int64_t amount, int64_t now)
+{
+    const pc_channel_amounts_t *a = pc_channel_amounts(ch, currency);
+    pc_channel_volume_t v;
+    if (!a || !pc_channels_volume_at(chs, ch, (size_t)(a - ch->amounts), now, &v))
+        return true;
+    return (!v.daily || v.day_sent + amount <= v.daily) &&
+           (!v.monthly || v.month_sent + amount <= v.monthly);
 }
 
 json_t *pc_channels_volume_json(const pc_channels_t *chs, const pc_channel_t *ch, int64_t now)

@@ -16,7 +16,7 @@ typedef struct series {
     char *labels;
     uint64_t hash;
     int is_hist;
-    int absent; /* pc_metrics_unset: not rendered until set again */
+    int absent; /* pc_metrics_unset_all: not rendered until set again */
     int64_t value;
     uint64_t buckets[PC_HIST_BUCKETS];
     uint64_t count;
@@ -125,12 +125,14 @@ void pc_metrics_set(const char *name, const char *labels, int64_t value)
     s->value = value;
 }
 
-void pc_metrics_unset(const char *name, const char *labels)
+void pc_metrics_unset_all(const char *name)
 {
-    series_t *s = lookup(name, labels, 0);
-    if (s && !s->is_hist) {
-        s->absent = 1;
-        s->value = 0;
+    for (size_t i = 0; i < g_cap; i++) {
+        series_t *s = g_slots[i];
+        if (s && !s->is_hist && strcmp(s->name, name) == 0) {
+            s->absent = 1;
+            s->value = 0;
+        }
     }
 }
 

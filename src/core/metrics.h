@@ -15,10 +15,11 @@ void pc_metrics_describe(const char *name, pc_metric_type_t type, const char *he
 
 void pc_metrics_add(const char *name, const char *labels, int64_t delta);
 void pc_metrics_set(const char *name, const char *labels, int64_t value);
-/* Takes a counter or gauge series out of the rendering (a thing that no
- * longer exists: a last value would be read as current) until it is set or
- * added to again; its value reads 0. */
-void pc_metrics_unset(const char *name, const char *labels);
+/* Takes every counter or gauge series of name out of the rendering until it
+ * is set or added to again (its value reads 0). A check that sets a gauge
+ * per thing it finds calls it first, so that the series of a thing that no
+ * longer exists go, rather than show their last value as current. */
+void pc_metrics_unset_all(const char *name);
 /* Observes a duration in seconds into a histogram with fixed latency buckets
  * (0.5 ms … 10 s). */
 void pc_metrics_observe(const char *name, const char *labels, double seconds);

@@ -60,7 +60,7 @@ int pc_ctl_rules_test(int argc, char **argv)
                             "microseconds (0: no limit)\n");
             return 2;
         }
-        opts.max_example_us = us > 0 ? (uint64_t)us : UINT64_MAX;
+        opts.max_example_us = pc_rules_example_limit(us);
     }
     json_t *report = pc_rules_test_dir(dir, &opts);
     if (!report) {

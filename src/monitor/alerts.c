@@ -27,7 +27,6 @@ struct pc_alerts {
     int nretry;
     hook_post_t *posts; /* webhook posts not yet answered with 2xx */
     int stopping;
-    json_t *volume_series; /* label sets of the volume gauges set at the last check */
 };
 
 /* One event for the ops webhook, posted until it answers 2xx or the retries
@@ -479,7 +478,10 @@ static void check_channel_volume(pc_alerts_t *a)
     if (!set_)
         return;
     long long pct = pc_config_int(app->cfg, "alerts.channel_volume_pct");
-    json_t *now_set = json_array();
+    /* Caps taken out, channels removed: their gauges go, not stay at the
+     * last figures (set again below for what is still there). */
+    pc_metrics_unset_all("pc_channel_volume_sent");
+    pc_metrics_unset_all("pc_channel_volume_cap");
     char subjects[4096];
     size_t off = (size_t)snprintf(subjects, sizeof subjects, "{");
     for (size_t i = 0; i < pc_channel_set_count(set_); i++) {
@@ -510,9 +512,6 @@ static void check_channel_volume(pc_alerts_t *a)
                 pc_metrics_set("pc_channel_volume_sent", labels, sent[w]);
                 if (cap[w])
                     pc_metrics_set("pc_channel_volume_cap", labels, cap[w]);
-                else
-                    pc_metrics_unset("pc_channel_volume_cap", labels);
-                json_array_append_new(now_set, json_string(labels));
             }
             if (off + strlen(subject) + 3 < sizeof subjects)
                 off += (size_t)snprintf(subjects + off, sizeof subjects - off, "%s%s",
@@ -521,26 +520,6 @@ static void check_channel_volume(pc_alerts_t *a)
     }
     snprintf(subjects + off, sizeof subjects - off, "}");
     resolve_unchecked(a, "CHANNEL_VOLUME_HIGH", subjects);
-    /* Caps taken out, channels removed: their gauges go, not stay at the
-     * last figures. */
-    size_t k;
-    json_t *was;
-    json_array_foreach(a->volume_series, k, was)
-    {
-        int kept = 0;
-        size_t j;
-        json_t *is;
-        json_array_foreach(now_set, j, is)
-        {
-            kept = kept || json_equal(was, is);
-        }
-        if (!kept) {
-            pc_metrics_unset("pc_channel_volume_sent", json_string_value(was));
-            pc_metrics_unset("pc_channel_volume_cap", json_string_value(was));
-        }
-    }
-    json_decref(a->volume_series);
-    a->volume_series = now_set;
 }
 
 static void check(uv_timer_t *t)
@@ -745,6 +724,5 @@ void pc_alerts_stop(pc_alerts_t *a)
 
 void pc_alerts_free(pc_alerts_t *a)
 {
-    json_decref(a->volume_series);
     free(a);
 }

@@ -44,7 +44,8 @@ struct pc_recon {
     uv_timer_t timer;
     int timer_on;
     int daily;
-    int daily_at_min; /* minutes after midnight UTC */
+    int daily_at_min;     /* minutes after midnight UTC */
+    char daily_at_arg[8]; /* the same as a statement parameter */
     int64_t poll_ms, run_timeout_s, retry_s;
     int work_mem_mb;
     /* the daily job: (channel, day) pairs to run */
@@ -523,10 +524,9 @@ int pc_recon_run(pc_recon_t *rc, const pc_recon_run_req_t *req, pc_recon_run_cb 
             r->nfees = i + 1;
         }
     }
-    char stale[24], retry[24], daily_at[8];
+    char stale[24], retry[24];
     snprintf(stale, sizeof stale, "%lld", (long long)rc->run_timeout_s);
     snprintf(retry, sizeof retry, "%lld", (long long)rc->retry_s);
-    snprintf(daily_at, sizeof daily_at, "%d", rc->daily_at_min);
     const char *p[] = {r->channel_id,
                        r->date,
                        r->upload ? "UPLOAD" : "CHANNEL",
@@ -535,7 +535,7 @@ int pc_recon_run(pc_recon_t *rc, const pc_recon_run_req_t *req, pc_recon_run_cb 
                        r->job ? "job" : "manual",
                        stale,
                        retry,
-                       daily_at};
+                       rc->daily_at_arg};
     /* One row per day: the insert claims a new day; an existing one is taken
      * when it is not running (manual), when it failed a while ago (job), or
      * when the node running it must have died. */
@@ -866,10 +866,9 @@ static void tick(uv_timer_t *t)
     if (n == 0)
         return;
     snprintf(ids + off, sizeof ids - off, "}");
-    char back[8], daily_at[8];
+    char back[8];
     snprintf(back, sizeof back, "%d", CATCH_UP_DAYS);
-    snprintf(daily_at, sizeof daily_at, "%d", rc->daily_at_min);
-    const char *p[] = {ids, rc->yesterday, back, daily_at};
+    const char *p[] = {ids, rc->yesterday, back, rc->daily_at_arg};
     rc->job_busy = 1;
     if (pc_db_query(
             rc->app->db,
@@ -902,6 +901,7 @@ pc_recon_t *pc_recon_new(pc_app_t *app)
     rc->app = app;
     rc->daily = pc_config_bool(app->cfg, "recon.daily");
     rc->daily_at_min = hh * 60 + mm;
+    snprintf(rc->daily_at_arg, sizeof rc->daily_at_arg, "%d", rc->daily_at_min);
     rc->poll_ms = pc_config_int(app->cfg, "recon.poll_ms");
     rc->run_timeout_s = pc_config_int(app->cfg, "recon.run_timeout_s");
     rc->retry_s = pc_config_int(app->cfg, "recon.retry_s");

@@ -460,6 +460,11 @@ void pc_rule_result_clear(pc_rule_result_t *result)
     result->answer = NULL;
 }
 
+uint64_t pc_rules_example_limit(int64_t configured_us)
+{
+    return configured_us > 0 ? (uint64_t)configured_us : UINT64_MAX;
+}
+
 /* ---- payctl ------------------------------------------------------------------------------ */
 
 json_t *pc_rules_test_dir(const char *dir, const pc_rules_opts_t *opts)

@@ -105,6 +105,9 @@ typedef struct {
     bool cap_from_hook;
 } pc_rules_opts_t;
 
+/* rules.max_example_us as configured (0: no limit) as max_example_us. */
+uint64_t pc_rules_example_limit(int64_t configured_us);
+
 typedef struct pc_rules pc_rules_t;
 
 /* Static names: "cashier_rank", "risk", "route", "refund_method". */

@@ -59,9 +59,7 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* CPU time of this thread: a system call, so only read when the wall clock
- * says a call is getting long. */
-static uint64_t thread_cpu_ns(void)
+uint64_t pc__thread_cpu_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -83,13 +81,13 @@ static bool time_budget_spent(pc__sandbox_t *sb)
     uint64_t wall = now_ns();
     uint64_t quarter = sb->timeout_ns / 4;
     if (!sb->cpu_mark_ns && wall - sb->wall_start_ns >= quarter) {
-        sb->cpu_mark_ns = thread_cpu_ns();
+        sb->cpu_mark_ns = pc__thread_cpu_ns();
         uint64_t before = wall - sb->wall_start_ns;
         sb->before_mark_ns = before < quarter ? before : quarter;
     }
     if (wall <= sb->deadline_ns)
         return false;
-    uint64_t used = thread_cpu_ns() - sb->cpu_mark_ns + sb->before_mark_ns;
+    uint64_t used = pc__thread_cpu_ns() - sb->cpu_mark_ns + sb->before_mark_ns;
     if (used >= sb->timeout_ns)
         return true;
     sb->deadline_ns = wall + (sb->timeout_ns - used);

@@ -131,4 +131,8 @@ void pc__sandbox_charge(pc__sandbox_t *sb, lua_State *L, double steps);
 /* The sandbox running on this thread right now, or NULL (for lib.c helpers). */
 pc__sandbox_t *pc__sandbox_current(void);
 
+/* CPU time of the calling thread in nanoseconds (a system call: the budget
+ * reads it only once a call is getting long; examples time each call). */
+uint64_t pc__thread_cpu_ns(void);
+
 #endif
