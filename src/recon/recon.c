@@ -22,21 +22,12 @@
 #define CATCH_UP_DAYS 7
 #define REPAIR_MAX_ATTEMPTS 5
 /* SQL: run r (of recon_runs) started once its business day was over for
- * reconciling: after the day had ended (UTC) and, unless the daily job ran
- * it (the job starts a day only after daily_at), after recon.daily_at
- * (minutes after midnight in parameter m) on the next day, the time the
- * channels' statements are taken to be complete. A run of a day not yet
- * over (ops looking at today so far, or at yesterday at 00:10 when the
- * statement is published at 00:30) saw only part of the day's statement or
- * records: DONE, it would have kept the daily job off the day for good, and
- * whatever was missing was never reconciled. The job runs such a day again
- * once it is over. Its own runs are judged by midnight alone, so neither a
- * node's clock a little ahead of PostgreSQL's nor a later daily_at makes it
- * run its own days again. */
+ * reconciling, recon.daily_at being m minutes after midnight UTC: see
+ * recon_day_over (migration 0084), which also says why. A run of a day not
+ * yet over saw part of the day's statement or records: its DONE must not
+ * keep the daily job off the day, and the admin API shows it provisional. */
 #define RECON_DAY_OVER(r, m)                                                                       \
-    "(" r ".started_at >= (" r ".business_date + 1)::timestamp AT TIME ZONE 'UTC' AND (" r         \
-    ".requested_by = 'job' OR " r ".started_at >= (" r ".business_date + 1)::timestamp AT TIME "   \
-    "ZONE 'UTC' + " m "::int * interval '1 minute'))"
+    "recon_day_over(" r ".started_at, " r ".business_date, " r ".requested_by, " m "::int)"
 
 struct pc_recon {
     pc_app_t *app;
@@ -169,10 +160,11 @@ static void answer_with_run(run_t *r)
 {
     char id[24];
     snprintf(id, sizeof id, "%lld", (long long)r->run_id);
-    const char *p[] = {id};
-    if (pc_db_query(r->rc->app->db,
-                    "SELECT recon_run_json(r)::text AS run FROM recon_runs r WHERE run_id = $1", 1,
-                    p, answered_row_cb, r) < 0)
+    const char *p[] = {id, r->rc->daily_at_arg};
+    if (pc_db_query(
+            r->rc->app->db,
+            "SELECT recon_run_json(r, $2::int)::text AS run FROM recon_runs r WHERE run_id = $1", 2,
+            p, answered_row_cb, r) < 0)
         answer(r, r->status ? r->status : PC_EUNAVAIL, r->message, NULL);
 }
 
@@ -463,11 +455,11 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
     }
     if (pc_db_rows(res) == 0) {
         /* Running elsewhere (or, for the job, already run). */
-        const char *p[] = {r->channel_id, r->date};
+        const char *p[] = {r->channel_id, r->date, r->rc->daily_at_arg};
         if (pc_db_query(r->rc->app->db,
-                        "SELECT status, recon_run_json(r)::text AS run FROM recon_runs r WHERE "
-                        "channel_id = $1 AND business_date = $2::date",
-                        2, p, existing_cb, r) < 0)
+                        "SELECT status, recon_run_json(r, $3::int)::text AS run FROM recon_runs r "
+                        "WHERE channel_id = $1 AND business_date = $2::date",
+                        3, p, existing_cb, r) < 0)
             answer(r, PC_EUNAVAIL, "the database is unavailable", NULL);
         return;
     }
@@ -949,4 +941,9 @@ void pc_recon_free(pc_recon_t *rc)
 pc_app_t *pc_recon_app(const pc_recon_t *rc)
 {
     return rc->app;
+}
+
+const char *pc_recon_daily_at_arg(const pc_recon_t *rc)
+{
+    return rc->daily_at_arg;
 }

@@ -52,6 +52,9 @@ void pc_recon_stop(pc_recon_t *rc);
 void pc_recon_free(pc_recon_t *rc);
 /* The app it serves (borrowed). */
 pc_app_t *pc_recon_app(const pc_recon_t *rc);
+/* recon.daily_at in minutes after midnight UTC, as a statement parameter
+ * (recon_run_json's second argument). */
+const char *pc_recon_daily_at_arg(const pc_recon_t *rc);
 
 typedef struct {
     const char *channel_id;

@@ -158,9 +158,10 @@ static void get_run(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_NOT_FOUND, NULL, "no such run");
         return;
     }
-    const char *p[] = {id};
-    if (pc_db_query(app->db, "SELECT recon_run_json(r)::text FROM recon_runs r WHERE run_id = $1",
-                    1, p, json_text_cb, req) < 0)
+    const char *p[] = {id, pc_recon_daily_at_arg(data)};
+    if (pc_db_query(app->db,
+                    "SELECT recon_run_json(r, $2::int)::text FROM recon_runs r WHERE run_id = $1",
+                    2, p, json_text_cb, req) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
@@ -181,14 +182,15 @@ static void list_runs(pc_http_req_t *req, void *data)
                               "limit (1-1000) is invalid");
         return;
     }
-    const char *p[] = {ch, date, status, limit};
+    const char *p[] = {ch, date, status, limit, pc_recon_daily_at_arg(data)};
     if (pc_db_query(app->db,
-                    "SELECT json_build_object('runs', coalesce(json_agg(recon_run_json(r) ORDER "
+                    "SELECT json_build_object('runs', coalesce(json_agg(recon_run_json(r, $5::int) "
+                    "ORDER "
                     "BY r.business_date DESC, r.run_id DESC), '[]'))::text FROM (SELECT * FROM "
                     "recon_runs WHERE ($1::text IS NULL OR channel_id = $1) AND ($2::date IS NULL "
                     "OR business_date = $2::date) AND ($3::text IS NULL OR status = $3) ORDER BY "
                     "business_date DESC, run_id DESC LIMIT $4::int) r",
-                    4, p, json_text_cb, req) < 0)
+                    5, p, json_text_cb, req) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 

@@ -201,6 +201,38 @@ static json_t *run_day(const char *channel, const char *date, long want_status)
     return j;
 }
 
+/* Whether the admin API shows the run of channel's day provisional (the day
+ * was not over for reconciling when it started): 1 or 0, -1 when the run is
+ * missing or has no such field. */
+static int shown_provisional(const char *channel, const char *date_sql)
+{
+    char *date = pc_t_sql(&g_stack, "SELECT (%s)::text", date_sql);
+    char path[160];
+    snprintf(path, sizeof path, "/admin/recon/runs?channel_id=%s&date=%s", channel, date);
+    free(date);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", path, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    json_t *v = json_object_get(json_array_get(json_object_get(j, "runs"), 0), "provisional");
+    int shown = json_is_boolean(v) ? json_is_true(v) : -1;
+    json_decref(j);
+    return shown;
+}
+
+/* A run of a channel no node reconciles (no such channel file), of
+ * yesterday, started by ops today at 00:00:30. */
+static void insert_early_run_of_yesterday(void)
+{
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO recon_runs (channel_id, business_date, status, source, "
+                  "requested_by, started_at, finished_at) VALUES ('sim_gone', (now() AT TIME ZONE "
+                  "'UTC')::date - 1, 'DONE', 'UPLOAD', 'ops', ((now() AT TIME ZONE 'UTC')::date "
+                  "+ time '00:00:30') AT TIME ZONE 'UTC', ((now() AT TIME ZONE 'UTC')::date + "
+                  "time '00:00:40') AT TIME ZONE 'UTC') ON CONFLICT (channel_id, business_date) "
+                  "DO UPDATE SET started_at = EXCLUDED.started_at RETURNING run_id"));
+}
+
 static json_t *upload(const char *channel, const char *csv, long want_status)
 {
     char path[160];
@@ -344,6 +376,8 @@ static void test_each_faked_statement_discrepancy_is_found_and_a_rerun_changes_n
 
     json_t *run = run_day("sim_card", g_today, 200);
     assert_string_equal(jstr(run, "status"), "DONE");
+    /* Today is not over: the answer says the run is provisional. */
+    assert_true(json_is_true(json_object_get(run, "provisional")));
     long long run_id = run_id_of(run);
     json_t *found = diffs_of(run_id, NULL);
 
@@ -959,6 +993,12 @@ static void test_a_day_reconciled_before_it_ended_is_run_again(void **state)
                               "business_date = (now() AT TIME ZONE 'UTC')::date - 1 AND status = "
                               "'DONE' AND requested_by = 'job' AND started_at >= (now() AT TIME "
                               "ZONE 'UTC')::date::timestamp AT TIME ZONE 'UTC'"));
+    /* The noon run was provisional (the day had not ended); the job's is not. */
+    assert_int_equal(shown_provisional("sim_otc", "(now() AT TIME ZONE 'UTC')::date - 1"), 0);
+    /* With recon.daily_at 00:00 (these nodes), a run of yesterday started
+     * today at 00:00:30 is not provisional either. */
+    insert_early_run_of_yesterday();
+    assert_int_equal(shown_provisional("sim_gone", "(now() AT TIME ZONE 'UTC')::date - 1"), 0);
     pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/recon/runs",
                                "{\"channel_id\":\"sim_otc\",\"date\":\"2999-01-01\"}");
     assert_int_equal(r.status, 400);
@@ -1054,6 +1094,11 @@ static void test_a_day_reconciled_before_daily_at_is_run_again(void **state)
     int64_t before = pc_t_sql_int(&g_stack, attempts);
     sleep(2);
     assert_int_equal(pc_t_sql_int(&g_stack, attempts), before);
+    /* Its API says which runs the job will make again: by this node's
+     * daily_at, the run made at 00:00:30 is provisional; the job's is not. */
+    insert_early_run_of_yesterday();
+    assert_int_equal(shown_provisional("sim_gone", "(now() AT TIME ZONE 'UTC')::date - 1"), 1);
+    assert_int_equal(shown_provisional("sim_otc", "(now() AT TIME ZONE 'UTC')::date - 1"), 0);
 }
 
 /* After the test above, pass or fail: both nodes back, daily_at 00:00. */
