@@ -220,6 +220,7 @@ typedef struct {
     int64_t paid_amount;
     int trade_locked;
     int step_failed;
+    int commit_after_coupon; /* an error refund's commit waits for the coupon's answer */
     long long now;
 } tr_t;
 
@@ -383,11 +384,13 @@ static void tr_sum_cb(void *data, int status, pc_db_res_t *res)
 }
 
 /* The coupon's answer is in: the refund object now says whether the coupon
- * went back, so the notification is written here (before the commit, which
- * tr_sum_cb or the caller queues after this). */
-static void tr_coupon_cb(void *data, int status, pc_db_res_t *res)
+ * went back, so the notification is written here, in the transaction: a
+ * normal refund's commit is queued by tr_sum_cb, after this; an error
+ * refund's by this (commit_after_coupon). Before, an error refund queued its
+ * commit first, and the notification ran after it, on its own: lost if the
+ * node died in between, written for a refund that rolled back. */
+static void tr_coupon_written(tr_t *t, int status, pc_db_res_t *res)
 {
-    tr_t *t = data;
     if (status || pc_db_rows(res) != 1) {
         tr_step_cb(t, status ? status : PC_ECONFLICT, res);
         return;
@@ -402,6 +405,14 @@ static void tr_coupon_cb(void *data, int status, pc_db_res_t *res)
     if (t->r.coupon_returned)
         pc_log_info("refund.coupon_returned", "refund %s: coupon of payment %s is AVAILABLE",
                     t->r.refund_no, t->r.payment_no);
+}
+
+static void tr_coupon_cb(void *data, int status, pc_db_res_t *res)
+{
+    tr_t *t = data;
+    tr_coupon_written(t, status, res);
+    if (t->commit_after_coupon)
+        tr_commit(t);
 }
 
 static int in_from(const tr_t *t, const char *status)
@@ -557,6 +568,10 @@ static void tr_apply(tr_t *t)
                            "type = 'NORMAL' AND status = 'SUCCESS'",
                            1, q, tr_sum_cb, t) < 0)
             tr_end(t, PC_EUNAVAIL, NULL);
+        return;
+    }
+    if (coupon_later) {
+        t->commit_after_coupon = 1;
         return;
     }
     tr_commit(t);

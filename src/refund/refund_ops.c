@@ -543,8 +543,12 @@ static void line_applied_cb(void *data, int status, const pc__refund_t *r)
     imp_t *m = data;
     const result_t *l = &m->lines[m->next];
     /* A refund of this batch failed meanwhile (force-failed by ops, its
-     * money back with the merchant) that the file says was paid. */
+     * money back with the merchant) that the file says was paid. Only a
+     * FAILED one: one already SUCCESS is the same file imported again, or
+     * an OFFLINE refund ops confirmed before importing its batch's file
+     * (before, that was flagged as paid twice). */
     if (status == PC_ECONFLICT && r && !strcmp(r->batch_id, m->batch_id) && l->success &&
+        !strcmp(r->status, "FAILED") &&
         pc__refund_flag_contradiction(m->app->refunds, r, PC_CH_SUCCESS, line_flagged_cb, m) > 0)
         return;
     if (status == 0) {

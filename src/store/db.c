@@ -113,6 +113,7 @@ struct pc_db_tx {
     pc_db_t *db;
     conn_t *conn;
     int failed;
+    int ended; /* COMMIT or ROLLBACK asked for: nothing more may be sent */
     int refs;
 };
 
@@ -1064,6 +1065,14 @@ int pc_db_begin(pc_db_t *db, const char *isolation, pc_db_begin_cb cb, void *dat
 int pc_db_tx_query(pc_db_tx_t *tx, const char *sql, int nparams, const char *const *params,
                    pc_db_query_cb cb, void *data)
 {
+    if (tx->ended) {
+        /* Sent now it would run after the COMMIT, on its own (or in the
+         * transaction of whoever has the connection next): a caller's
+         * mistake, refused loudly rather than committed outside. */
+        pc_log_error("db.after_end", "a statement asked for after its transaction ended: %.80s",
+                     sql);
+        return PC_EINVAL;
+    }
     if (!tx->conn)
         return PC_EUNAVAIL;
     query_t *q = query_new(Q_USER, sql, nparams, params);
@@ -1092,6 +1101,7 @@ int pc_db_tx_query(pc_db_tx_t *tx, const char *sql, int nparams, const char *con
 static void tx_end(pc_db_tx_t *tx, int kind, pc_db_done_cb cb, void *data)
 {
     conn_t *c = tx->conn;
+    tx->ended = 1;
     if (!c) {
         pc_db_t *db = tx->db;
         tx_unref(tx);

@@ -72,7 +72,10 @@ int pc_db_begin(pc_db_t *db, const char *isolation, pc_db_begin_cb cb, void *dat
  * failed statement, later ones fail too (PostgreSQL's aborted transaction). */
 int pc_db_tx_query(pc_db_tx_t *tx, const char *sql, int nparams, const char *const *params,
                    pc_db_query_cb cb, void *data);
-/* Commits and releases tx (invalid after the call). cb may be NULL. */
+/* Commits and releases tx (invalid after the call). cb may be NULL. A
+ * statement asked for afterwards, from the callback of one queued before
+ * (where tx is still alive), is refused (PC_EINVAL): it would have run
+ * after the COMMIT, outside the transaction. */
 void pc_db_tx_commit(pc_db_tx_t *tx, pc_db_done_cb cb, void *data);
 /* Rolls back and releases tx (invalid after the call). */
 void pc_db_tx_rollback(pc_db_tx_t *tx);

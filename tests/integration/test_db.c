@@ -708,6 +708,69 @@ static void test_a_transaction_given_up_on_does_not_commit_later(void **state)
     free(note);
 }
 
+/* A statement asked for from the callback of one queued before the COMMIT
+ * (as the error refund's notification was) would run after the COMMIT, on
+ * its own: it is refused, and nothing of it reaches the database. */
+typedef struct {
+    pc_db_tx_t *tx;
+    int late_rc, done, status;
+} late_t;
+
+static void late_first_cb(void *data, int status, pc_db_res_t *res)
+{
+    late_t *l = data;
+    (void)res;
+    assert_int_equal(status, 0);
+    l->late_rc = pc_db_tx_query(l->tx, "UPDATE t SET note = 'after commit' WHERE id = 7", 0, NULL,
+                                NULL, NULL);
+}
+
+static void late_commit_cb(void *data, int status)
+{
+    late_t *l = data;
+    l->status = status;
+    l->done = 1;
+}
+
+static void late_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    late_t *l = data;
+    assert_int_equal(status, 0);
+    l->tx = tx;
+    pc_db_tx_query(tx, "UPDATE t SET note = 'in the transaction' WHERE id = 6", 0, NULL,
+                   late_first_cb, l);
+    pc_db_tx_commit(tx, late_commit_cb, l);
+}
+
+static void test_a_statement_asked_for_after_the_commit_is_refused(void **state)
+{
+    (void)state;
+    free(pc_t_sql(&g_stack, "INSERT INTO t (id, note) VALUES (6, 'x'), (7, 'before') ON CONFLICT "
+                            "(id) DO UPDATE SET note = EXCLUDED.note RETURNING id"));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {g_stack.db_url, 1, 5000, 8};
+    pc_db_t *db = pc_db_new(&loop, &o);
+    while (pc_db_ready_count(db) == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    late_t l = {.late_rc = 1};
+    assert_int_equal(pc_db_begin(db, NULL, late_begin_cb, &l), 0);
+    while (!l.done)
+        uv_run(&loop, UV_RUN_ONCE);
+    wait_ms(&loop, 300);
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(l.status, 0);
+    assert_int_equal(l.late_rc, PC_EINVAL);
+    char *note = pc_t_sql(&g_stack, "SELECT note FROM t WHERE id = 6");
+    assert_string_equal(note, "in the transaction");
+    free(note);
+    note = pc_t_sql(&g_stack, "SELECT note FROM t WHERE id = 7");
+    assert_string_equal(note, "before");
+    free(note);
+}
+
 static void setting_cb(void *data, int status, pc_db_res_t *res)
 {
     char *out = data;
@@ -809,6 +872,7 @@ int main(void)
         cmocka_unit_test(test_a_long_statement_has_its_own_timeout_and_connection),
         cmocka_unit_test(test_servers_named_by_host_name_are_reached),
         cmocka_unit_test(test_a_transaction_given_up_on_does_not_commit_later),
+        cmocka_unit_test(test_a_statement_asked_for_after_the_commit_is_refused),
         cmocka_unit_test(test_sessions_end_transactions_their_client_abandoned),
         cmocka_unit_test(test_a_purge_backlog_is_cleared_around_rows_held_elsewhere),
     };

@@ -500,6 +500,24 @@ static void test_refunds_nobody_batched_for_a_day_wait_for_ops(void **state)
     assert_int_equal(payctl(cmd), 0);
     expect_refund(rno, "SUCCESS");
     assert_false(waiting_listed(rno));
+    /* The batch's file, imported after the confirmation (and again), says
+     * the same: nothing changes, nobody is sent to recover a refund paid
+     * once (before, each import flagged it as paid twice). */
+    for (int i = 0; i < 2; i++) {
+        r = import_paid_result(rno);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.body, "the refund is SUCCESS"));
+        assert_null(strstr(r.body, "flagged"));
+        pc_t_resp_free(&r);
+    }
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
+        0);
+    /* The FILE one's result imported again: the same. */
+    r = import_paid_result(rno2);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "the refund is SUCCESS"));
+    pc_t_resp_free(&r);
     assert_true(waiting_alert_says(waiting_count()));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
@@ -1074,6 +1092,15 @@ static void test_paid_after_close_with_a_merchant_coupon_is_error_refunded(void 
     char *st = pc_t_sql(&g_stack, "SELECT status FROM coupons WHERE coupon_id = '%s'", coupon);
     assert_string_equal(st, "AVAILABLE");
     free(st);
+    /* The merchant is told once, saying the coupon went back: the notice is
+     * written in the refund's transaction (before, it was asked for after
+     * the commit was queued, and ran on its own). */
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM outbox WHERE type = 'refund.succeeded' AND "
+                                  "payload::jsonb -> 'data' ->> 'refund_no' = '%s' AND "
+                                  "payload::jsonb -> 'data' ->> 'coupon_returned' = 'true'",
+                                  rno),
+                     1);
     snprintf(acct, sizeof acct, "merchant:%s:receivable:CNY", m.id);
     assert_int_equal(balance(acct), 0);
     snprintf(acct, sizeof acct, "merchant:%s:pending:CNY", m.id);
