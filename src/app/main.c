@@ -49,14 +49,20 @@ typedef struct {
     pc_alerts_t *alerts;
 } server_t;
 
-static void admin_auth(pc_http_req_t *req, void *data)
+/* Whether req carries the admin token (Authorization: Bearer). */
+static int admin_token_ok(const pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
     const char *want = pc_config_str(app->cfg, "admin.token");
     const char *h = pc_http_req_header(req, "Authorization");
     size_t wl = strlen(want);
-    if (!h || strncmp(h, "Bearer ", 7) != 0 || strlen(h + 7) != wl ||
-        CRYPTO_memcmp(h + 7, want, wl) != 0) {
+    return h && strncmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == wl &&
+           CRYPTO_memcmp(h + 7, want, wl) == 0;
+}
+
+static void admin_auth(pc_http_req_t *req, void *data)
+{
+    if (!admin_token_ok(req, data)) {
         pc_http_add_header(req, "WWW-Authenticate", "Bearer");
         pc_http_respond_error(req, PC_API_UNAUTHORIZED, NULL, "missing or wrong admin token");
         return;
@@ -347,6 +353,10 @@ int main(int argc, char **argv)
     o.trusted_proxies = NULL;
     o.own_port = 1;
     o.max_body_bytes = (size_t)pc_config_int(cfg, "admin.max_body_bytes");
+    /* Without the token, a body no larger than the API's. */
+    o.trusted = admin_token_ok;
+    o.trusted_data = app;
+    o.untrusted_max_body_bytes = (size_t)pc_config_int(cfg, "http.max_body_bytes");
     s.admin_srv = pc_http_server_start(app->loop, &o, app->admin);
     if (!s.api_srv || !s.admin_srv)
         return 1;

@@ -29,6 +29,9 @@ typedef struct {
     size_t len, cap;
 } buf_t;
 
+/* An empty input buffer larger than this is freed rather than kept. */
+#define IN_KEEP_BYTES 16384
+
 static int buf_append(buf_t *b, const char *d, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
@@ -66,6 +69,7 @@ struct pc_http_req {
     int last_was_value;
     int headers_done; /* header pointers resolved; later header callbacks are trailers */
     buf_t body;
+    size_t max_body; /* this request's body limit, known once its headers are in */
     char *path, *query, *pathsegs;
     const char *pname[MAX_PARAMS], *pval[MAX_PARAMS];
     int nparams;
@@ -249,12 +253,42 @@ const char *pc_http_req_peer(const pc_http_req_t *req)
 {
     return req->conn ? req->conn->peer : "";
 }
+/* Every line of header name, in the order received, joined by ", " (one
+ * list, as RFC 9110 5.3 reads lines of a list header): malloc'd, or NULL
+ * when there is none or no memory. */
+static char *header_lines_joined(const pc_http_req_t *req, const char *name)
+{
+    size_t len = 0;
+    for (int i = 0; i < req->nhdrs; i++)
+        if (strcasecmp(req->hname[i], name) == 0)
+            len += strlen(req->hval[i]) + 2;
+    if (len == 0)
+        return NULL;
+    char *out = malloc(len + 1), *w = out;
+    if (!out)
+        return NULL;
+    for (int i = 0; i < req->nhdrs; i++) {
+        if (strcasecmp(req->hname[i], name) != 0)
+            continue;
+        if (w != out)
+            w += sprintf(w, ", ");
+        w += sprintf(w, "%s", req->hval[i]);
+    }
+    return out;
+}
+
 const char *pc_http_req_client_ip(pc_http_req_t *req)
 {
-    if (!req->client_ip[0])
-        pc_forwarded_client(req->srv ? req->srv->proxies : NULL, pc_http_req_peer(req),
-                            pc_http_req_header(req, "X-Forwarded-For"), req->client_ip,
-                            sizeof req->client_ip);
+    if (!req->client_ip[0]) {
+        /* A proxy may append a line of its own rather than extend the
+         * client's (HAProxy's option forwardfor does): read only the first
+         * line and the client's own chose the address. All lines, in order,
+         * are one list, read from the right. */
+        char *xff = header_lines_joined(req, "X-Forwarded-For");
+        pc_forwarded_client(req->srv ? req->srv->proxies : NULL, pc_http_req_peer(req), xff,
+                            req->client_ip, sizeof req->client_ip);
+        free(xff);
+    }
     return req->client_ip;
 }
 void pc_http_req_set_user(pc_http_req_t *req, void *user)
@@ -637,6 +671,10 @@ void pc_http_send(pc_http_req_t *req, int status, const char *content_type, cons
                  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                  "X-Request-Id: %s\r\nConnection: %s\r\n",
                  status, reason(status), content_type, len, req->id, keep ? "keep-alive" : "close");
+    /* A response to HEAD has the headers GET's would have, and no body: a
+     * client reads none, and would take body bytes for its next response. */
+    if (req->method == HTTP_HEAD)
+        len = 0;
     size_t total = (size_t)hn + req->resp_headers.len + 2 + len;
     write_req_t *wr = malloc(sizeof *wr);
     char *out = malloc(total);
@@ -1000,7 +1038,13 @@ static int on_headers_complete(http_parser *p)
     conn_t *c = conn_of(p);
     pc_http_req_t *r = c->cur;
     resolve_headers(r);
-    if (p->content_length != (uint64_t)-1 && p->content_length > c->srv->opts.max_body_bytes)
+    const pc_http_server_opts_t *o = &c->srv->opts;
+    /* The large limit only for a request its server trusts by its headers
+     * alone (the admin token): decided before the body is read, so that no
+     * one else can make the node buffer an upload's worth per connection. */
+    r->max_body = o->trusted && !o->trusted(r, o->trusted_data) ? o->untrusted_max_body_bytes
+                                                                : o->max_body_bytes;
+    if (p->content_length != (uint64_t)-1 && p->content_length > r->max_body)
         return refuse(c, 413);
     /* Clients such as curl wait (a second, by default) for this before
      * sending a body; answer at once. */
@@ -1016,7 +1060,7 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     conn_t *c = conn_of(p);
-    if (c->cur->body.len + len > c->srv->opts.max_body_bytes)
+    if (c->cur->body.len + len > c->cur->max_body)
         return refuse(c, 413);
     return buf_append(&c->cur->body, at, len) ? refuse(c, 500) : 0;
 }
@@ -1092,6 +1136,13 @@ static void parse_input(conn_t *c)
     }
     if (c->in_pos == c->in.len) {
         c->in_pos = c->in.len = 0;
+        /* All read: a buffer a large or pipelined request grew is given
+         * back, not kept by an idle keep-alive connection for its minute. */
+        if (c->in.cap > IN_KEEP_BYTES) {
+            free(c->in.p);
+            c->in.p = NULL;
+            c->in.cap = 0;
+        }
     } else if (c->in_pos > 0 && c->in_pos >= c->in.cap / 2) {
         memmove(c->in.p, c->in.p + c->in_pos, c->in.len - c->in_pos);
         c->in.len -= c->in_pos;

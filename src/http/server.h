@@ -39,6 +39,14 @@ typedef struct {
      * requests. The admin port is per node (health, metrics of this node
      * alone). */
     int own_port;
+    /* When set, only a request it trusts by its headers alone (returns
+     * non-zero: the admin token) may send up to max_body_bytes; any other
+     * is held to untrusted_max_body_bytes (413 above), decided before its
+     * body is read. The admin listener takes uploads of many megabytes, and
+     * must not buffer that much for a client that has no token. */
+    int (*trusted)(const pc_http_req_t *req, void *data);
+    void *trusted_data;
+    size_t untrusted_max_body_bytes;
 } pc_http_server_opts_t;
 
 /* Called for each request. `data` is the route's data. */

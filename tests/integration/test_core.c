@@ -220,6 +220,57 @@ static void test_oversized_headers_rejected_with_431(void **state)
     close(fd);
 }
 
+/* A response to HEAD carries no body: a keep-alive client (a health
+ * checker, a proxy's pooled connection) would read the body as the start of
+ * the next response. Here HEAD and GET are pipelined on one connection: the
+ * GET's answer starts right after the HEAD's headers. */
+static void test_head_is_answered_without_a_body(void **state)
+{
+    pc_stack_t *s = *state;
+    int fd = pc_t_connect(s->http_port);
+    const char *req = "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                      "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    writeall(fd, req, strlen(req));
+    char buf[8192];
+    memset(buf, 0, sizeof buf);
+    pc_t_read_all(fd, buf, sizeof buf, 3000);
+    close(fd);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 ", 9), 0);
+    assert_non_null(strstr(buf, "Content-Length: ")); /* what GET's body would be */
+    const char *end = strstr(buf, "\r\n\r\n");
+    assert_non_null(end);
+    if (strncmp(end + 4, "HTTP/1.1 200", 12) != 0)
+        fail_msg("after the HEAD's headers: %.80s", end + 4);
+}
+
+/* The admin listener takes uploads of many megabytes (statements, result
+ * files), but only from a client with the admin token: one without it is
+ * held to the API's body limit before its body is read (413 at once), so
+ * that it cannot make the node buffer 64 MiB per connection for a 401. */
+static void test_admin_body_limit_needs_the_token(void **state)
+{
+    pc_stack_t *s = *state;
+    const char *heads[] = {
+        "POST /admin/recon/runs/upload?channel_id=sim_card&date=2026-01-01 HTTP/1.1\r\nHost: "
+        "x\r\nContent-Type: text/csv\r\nExpect: 100-continue\r\nContent-Length: "
+        "1000000\r\n\r\n",
+        /* the harness's admin token (tests/support/harness.c) */
+        "POST /admin/recon/runs/upload?channel_id=sim_card&date=2026-01-01 HTTP/1.1\r\nHost: "
+        "x\r\nAuthorization: Bearer test-admin-token\r\nContent-Type: text/csv\r\nExpect: "
+        "100-continue\r\nContent-Length: 1000000\r\n\r\n"};
+    const char *want[] = {"HTTP/1.1 413", "HTTP/1.1 100 Continue"};
+    for (int i = 0; i < 2; i++) {
+        int fd = pc_t_connect(s->admin_port[0]);
+        writeall(fd, heads[i], strlen(heads[i]));
+        char buf[4096];
+        memset(buf, 0, sizeof buf);
+        pc_t_read_all(fd, buf, sizeof buf, 1000);
+        close(fd);
+        if (strncmp(buf, want[i], strlen(want[i])) != 0)
+            fail_msg("request %d: %.80s", i, buf);
+    }
+}
+
 static void test_malformed_request_gets_400(void **state)
 {
     pc_stack_t *s = *state;
@@ -649,6 +700,8 @@ int main(void)
         cmocka_unit_test(test_200_pipelined_requests_answered_in_order),
         cmocka_unit_test(test_oversized_body_rejected_with_413),
         cmocka_unit_test(test_oversized_headers_rejected_with_431),
+        cmocka_unit_test(test_head_is_answered_without_a_body),
+        cmocka_unit_test(test_admin_body_limit_needs_the_token),
         cmocka_unit_test(test_malformed_request_gets_400),
         cmocka_unit_test(test_stalled_half_request_is_disconnected),
         cmocka_unit_test(test_idle_keepalive_connection_is_closed),

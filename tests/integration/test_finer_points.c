@@ -322,15 +322,20 @@ static void test_recharge_into_an_account_type(void **state)
 /* Behind a trusted reverse proxy the hosted cashier records the buyer's
  * address the proxy forwarded for, not the proxy's: every buyer had the
  * proxy's address (one IP velocity counter for everyone, an IP block list
- * entry that blocks them all). The address is read from the right: a buyer
- * who writes X-Forwarded-For itself cannot choose its own. */
+ * entry that blocks them all). The address is read from the right, over
+ * every line of the header: a buyer who writes X-Forwarded-For itself
+ * cannot choose its own. */
 static void test_cashier_behind_a_proxy_sees_the_buyers_address(void **state)
 {
     (void)state;
-    const char *xff[] = {"X-Forwarded-For: 203.0.113.9",
-                         "X-Forwarded-For: 198.51.100.66, 203.0.113.10"};
-    const char *want[] = {"203.0.113.9", "203.0.113.10"};
-    for (int i = 0; i < 2; i++) {
+    /* The third: the buyer's own line, then the proxy's appended line (as
+     * HAProxy adds one): before, only the first line was read, and the
+     * buyer chose its address. */
+    const char *xff[][2] = {{"X-Forwarded-For: 203.0.113.9", NULL},
+                            {"X-Forwarded-For: 198.51.100.66, 203.0.113.10", NULL},
+                            {"X-Forwarded-For: 198.51.100.77", "X-Forwarded-For: 203.0.113.11"}};
+    const char *want[] = {"203.0.113.9", "203.0.113.10", "203.0.113.11"};
+    for (int i = 0; i < 3; i++) {
         pc_t_resp_t r = create_trade(NULL);
         assert_int_equal(r.status, 201);
         char tn[40], url[1100];
@@ -343,7 +348,7 @@ static void test_cashier_behind_a_proxy_sees_the_buyers_address(void **state)
                  "\"exp_year\":2030,\"cvv\":\"123\"},\"client\":{\"platform\":\"WEB\","
                  "\"ip\":\"192.0.2.1\"}}",
                  pc_t_fresh_pan());
-        const char *h[] = {"Content-Type: application/json", xff[i], NULL};
+        const char *h[] = {"Content-Type: application/json", xff[i][0], xff[i][1], NULL};
         r = pc_t_http("POST", url, h, body);
         if (r.status != 200)
             fprintf(stderr, "pay: %ld %s\n", r.status, r.body);
