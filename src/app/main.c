@@ -220,6 +220,11 @@ int main(int argc, char **argv)
     pc_log_level_t level;
     if (pc_log_parse_level(pc_config_str(cfg, "log.level"), &level) == 0)
         pc_log_set_level(level);
+    if (pc_db_url_check(pc_config_str(cfg, "db.url"), err, sizeof err) < 0) {
+        fprintf(stderr, "paycore: %s\n", err);
+        pc_config_free(cfg);
+        return 2;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     if (pc_migrate(pc_config_str(cfg, "db.url"), 30, err, sizeof err) < 0) {

@@ -901,6 +901,51 @@ static void tick_cb(uv_timer_t *t)
 
 /* ---------- public ---------- */
 
+int pc_db_url_check(const char *url, char *err, size_t errlen)
+{
+    char *perr = NULL;
+    PQconninfoOption *info = PQconninfoParse(url, &perr);
+    if (!info) {
+        snprintf(err, errlen, "db.url cannot be read: %s", perr ? perr : "out of memory");
+        PQfreemem(perr);
+        return PC_EINVAL;
+    }
+    const char *host = NULL, *hostaddr = NULL;
+    for (PQconninfoOption *o = info; o->keyword; o++) {
+        if (!strcmp(o->keyword, "host"))
+            host = o->val;
+        else if (!strcmp(o->keyword, "hostaddr"))
+            hostaddr = o->val;
+    }
+    int rc = 0;
+    if (host && strchr(host, ',') && !(hostaddr && hostaddr[0])) {
+        /* pc_db_new resolves one host name off the loop; libpq resolves
+         * each name of a list itself, blocking, at every connect. */
+        char *list = strdup(host), *save = NULL;
+        for (char *h = list ? strtok_r(list, ",", &save) : NULL; h && !rc;
+             h = strtok_r(NULL, ",", &save)) {
+            while (*h == ' ')
+                h++;
+            if (!pc_resolve_needed(h))
+                continue;
+            snprintf(err, errlen,
+                     "db.url lists several hosts, %s among them by name: each connect would look "
+                     "the names up on the event loop, stalling every request while DNS answers "
+                     "(at every failover). Name one host (a name that follows the primary), or "
+                     "list addresses",
+                     h);
+            rc = PC_EINVAL;
+        }
+        if (!list) {
+            snprintf(err, errlen, "out of memory");
+            rc = PC_ENOMEM;
+        }
+        free(list);
+    }
+    PQconninfoFree(info);
+    return rc;
+}
+
 pc_db_t *pc_db_new(uv_loop_t *loop, const pc_db_opts_t *opts)
 {
     pc_db_t *db = calloc(1, sizeof *db);

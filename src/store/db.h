@@ -44,6 +44,10 @@ typedef void (*pc_db_done_cb)(void *data, int status);
 
 /* Creates the pool and starts connecting. The pool does not own opts' strings
  * beyond this call (they are copied). */
+/* Refuses a URL paycore cannot serve without blocking its event loop: a
+ * list of hosts with a name among them (libpq would resolve it on every
+ * connect). Returns 0, or PC_EINVAL with a sentence in err. */
+int pc_db_url_check(const char *url, char *err, size_t errlen);
 pc_db_t *pc_db_new(uv_loop_t *loop, const pc_db_opts_t *opts);
 /* Fails all queued work with PC_ECLOSED, closes connections and frees the pool
  * once every handle is closed; cb (may be NULL) runs then. */

@@ -44,6 +44,14 @@ static void test_public_demo_secrets_stop_the_start(void **state)
     /* The whole start log: every migration applied is a line of it. */
     static char out[1 << 17];
     char env[2048];
+    /* A list of hosts with a name in it: libpq would look the name up on
+     * the event loop at every connect (README "The database"). */
+    assert_int_equal(run_alone("PAYCORE_DEMO=true PAYCORE_DATABASE_URL='postgresql://"
+                               "paycore@127.0.0.1,db.invalid:5432/postgres'",
+                               out, sizeof out),
+                     2);
+    assert_non_null(strstr(out, "db.url lists several hosts, db.invalid among them by name"));
+
     /* Nothing set: the admin token is the public one. */
     assert_int_equal(run_alone("", out, sizeof out), 2);
     assert_non_null(strstr(out, "admin.token is the public demo value"));
