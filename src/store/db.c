@@ -842,6 +842,11 @@ static void defer_cb(uv_timer_t *t)
             query_free(q);
             continue;
         }
+        if (q->cb) {
+            /* A statement of a transaction whose connection was gone. */
+            query_complete(db, q, PC_EUNAVAIL);
+            continue;
+        }
         pc_db_tx_t *tx = q->tx;
         q->tx = NULL;
         if (tx->conn) {
@@ -1118,28 +1123,31 @@ int pc_db_tx_query(pc_db_tx_t *tx, const char *sql, int nparams, const char *con
                      sql);
         return PC_EINVAL;
     }
-    if (!tx->conn)
-        return PC_EUNAVAIL;
+    /* From here the statement is always taken: when the connection is
+     * gone or breaking it is failed through its callback, in order after
+     * the statements queued before it and before the COMMIT's answer.
+     * Before, it was refused at once: a caller that then freed its state
+     * (its error path) had the earlier statements' callbacks, failed on the
+     * next loop turn, run on freed memory. */
     query_t *q = query_new(Q_USER, sql, nparams, params);
     if (!q)
-        return PC_ENOMEM;
+        abort();
     q->cb = cb;
     q->data = data;
     q->tx = tx;
     conn_t *c = tx->conn;
-    if (c->failing) {
-        query_free(q);
+    if (!c) {
+        /* Broken already, its statements failed: this one on the next turn. */
         tx->failed = 1;
-        return PC_EUNAVAIL;
+        tx->refs++;
+        enqueue(&tx->db->defer_head, &tx->db->defer_tail, q);
+        uv_timer_start(&tx->db->defer, defer_cb, 0, 0);
+    } else if (c->failing) {
+        tx->failed = 1;
+        sent_push(c, q); /* failed with the rest */
+    } else {
+        conn_send_or_fail(c, q);
     }
-    int rc = conn_send(c, q);
-    if (rc < 0) {
-        query_free(q);
-        conn_fail_later(c, "send failed");
-        return PC_EUNAVAIL;
-    }
-    if (rc == SENT_BROKEN)
-        conn_fail_later(c, "send failed"); /* q is failed with the rest: its callback says so */
     return 0;
 }
 

@@ -73,7 +73,11 @@ int pc_db_query_long(pc_db_t *db, const char *sql, int nparams, const char *cons
  * non-NULL, e.g. "REPEATABLE READ"). Returns 0 (cb called once) or negative. */
 int pc_db_begin(pc_db_t *db, const char *isolation, pc_db_begin_cb cb, void *data);
 /* Queues a statement in the transaction; callbacks run in queue order. After a
- * failed statement, later ones fail too (PostgreSQL's aborted transaction). */
+ * failed statement, later ones fail too (PostgreSQL's aborted transaction).
+ * A broken connection fails it through its callback too, never inside this
+ * call: 0 is returned whatever the connection's state, so a caller's error
+ * path never frees what earlier statements' callbacks still use. Non-zero
+ * only for a transaction already ended (a caller's mistake). */
 int pc_db_tx_query(pc_db_tx_t *tx, const char *sql, int nparams, const char *const *params,
                    pc_db_query_cb cb, void *data);
 /* Commits and releases tx (invalid after the call). cb may be NULL. A

@@ -420,6 +420,78 @@ static void test_a_broken_connection_fails_statements_after_the_call(void **stat
     assert_int_equal(b.ran_inside, 0);
 }
 
+/* The same inside a transaction: every statement asked for after the
+ * connection broke is taken (0) and failed through its callback, in order,
+ * before the COMMIT's answer. Before, the ones found broken were refused at
+ * once; the caller's error path then freed its state, and the failed
+ * callbacks of the statements before them ran on freed memory. */
+typedef struct {
+    pc_db_tx_t *tx;
+    int begun, pid, nrefused, order[8], n, commit_at, commit_status;
+} brokentx_t;
+
+static void brokentx_stmt_cb(void *data, int status, pc_db_res_t *res)
+{
+    brokentx_t *b = data;
+    if (!status && res && pc_db_rows(res) == 1 && !b->pid)
+        b->pid = atoi(pc_db_get(res, 0, 0));
+    if (b->n < 8)
+        b->order[b->n] = status ? -1 : 1;
+    b->n++;
+}
+
+static void brokentx_commit_cb(void *data, int status)
+{
+    brokentx_t *b = data;
+    b->commit_status = status;
+    b->commit_at = b->n;
+}
+
+static void brokentx_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    brokentx_t *b = data;
+    assert_int_equal(status, 0);
+    b->tx = tx;
+    b->begun = 1;
+    pc_db_tx_query(tx, "SELECT pg_backend_pid()", 0, NULL, brokentx_stmt_cb, b);
+}
+
+static void test_a_broken_connection_fails_a_transactions_statements_in_order(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {g_stack.db_url, 1, 2000, 8};
+    pc_db_t *db = pc_db_new(&loop, &o);
+    while (pc_db_ready_count(db) == 0)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    brokentx_t b = {.commit_at = -1};
+    assert_int_equal(pc_db_begin(db, NULL, brokentx_begin_cb, &b), 0);
+    while (b.n < 1)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(b.pid > 0);
+    free(pc_t_sql(&g_stack, "SELECT pg_terminate_backend(%d)", b.pid));
+    usleep(200000); /* the server's goodbye arrives; the loop does not look */
+    for (int i = 0; i < 4; i++) {
+        if (pc_db_tx_query(b.tx, "SELECT 1", 0, NULL, brokentx_stmt_cb, &b) != 0)
+            b.nrefused++;
+        usleep(100000);
+    }
+    assert_int_equal(b.n, 1); /* nothing ran inside the calls */
+    pc_db_tx_commit(b.tx, brokentx_commit_cb, &b);
+    while (b.commit_at < 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(b.nrefused, 0);
+    assert_int_equal(b.n, 5);
+    for (int i = 1; i < 5; i++)
+        assert_int_equal(b.order[i], -1);
+    assert_int_equal(b.commit_at, 5); /* after every statement's callback */
+    assert_int_not_equal(b.commit_status, 0);
+}
+
 /* The pool closes while a transaction's statement is in flight, and that
  * statement's callback commits (what every handler does next): the commit
  * is answered, failed, not dropped with the closed pool. */
@@ -868,6 +940,7 @@ int main(void)
         cmocka_unit_test(test_a_connect_that_never_completes_is_given_up_and_retried),
         cmocka_unit_test(test_answers_that_arrive_during_a_stall_are_not_timed_out),
         cmocka_unit_test(test_a_broken_connection_fails_statements_after_the_call),
+        cmocka_unit_test(test_a_broken_connection_fails_a_transactions_statements_in_order),
         cmocka_unit_test(test_a_commit_asked_for_while_the_pool_closes_is_answered),
         cmocka_unit_test(test_a_long_statement_has_its_own_timeout_and_connection),
         cmocka_unit_test(test_servers_named_by_host_name_are_reached),
