@@ -359,6 +359,17 @@ static void test_a_connect_that_never_completes_is_given_up_and_retried(void **s
     assert_true(accepted >= 2);
 }
 
+/* A pool of one connection on a new loop, once the connection is up. */
+static pc_db_t *pool_of_one(uv_loop_t *loop, uint64_t query_timeout_ms)
+{
+    uv_loop_init(loop);
+    pc_db_opts_t o = {g_stack.db_url, 1, query_timeout_ms, 8};
+    pc_db_t *db = pc_db_new(loop, &o);
+    while (pc_db_ready_count(db) == 0)
+        uv_run(loop, UV_RUN_NOWAIT);
+    return db;
+}
+
 /* A connection found broken while a statement is sent (PostgreSQL killed, a
  * failover, a proxy reset): the statement fails through its callback on a
  * later loop turn, never inside pc_db_query. A callback run before the call
@@ -387,11 +398,7 @@ static void test_a_broken_connection_fails_statements_after_the_call(void **stat
 {
     (void)state;
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    pc_db_opts_t o = {g_stack.db_url, 1, 2000, 8};
-    pc_db_t *db = pc_db_new(&loop, &o);
-    while (pc_db_ready_count(db) == 0)
-        uv_run(&loop, UV_RUN_NOWAIT);
+    pc_db_t *db = pool_of_one(&loop, 2000);
     broken_t b = {0};
     pc_db_query(db, "SELECT pg_backend_pid()", 0, NULL, broken_cb, &b);
     while (b.done < 1)
@@ -460,11 +467,7 @@ static void test_a_broken_connection_fails_a_transactions_statements_in_order(vo
 {
     (void)state;
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    pc_db_opts_t o = {g_stack.db_url, 1, 2000, 8};
-    pc_db_t *db = pc_db_new(&loop, &o);
-    while (pc_db_ready_count(db) == 0)
-        uv_run(&loop, UV_RUN_NOWAIT);
+    pc_db_t *db = pool_of_one(&loop, 2000);
     brokentx_t b = {.commit_at = -1};
     assert_int_equal(pc_db_begin(db, NULL, brokentx_begin_cb, &b), 0);
     while (b.n < 1)
@@ -528,11 +531,7 @@ static void test_a_commit_asked_for_while_the_pool_closes_is_answered(void **sta
 {
     (void)state;
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    pc_db_opts_t o = {g_stack.db_url, 1, 2000, 8};
-    pc_db_t *db = pc_db_new(&loop, &o);
-    while (pc_db_ready_count(db) == 0)
-        uv_run(&loop, UV_RUN_NOWAIT);
+    pc_db_t *db = pool_of_one(&loop, 2000);
     closing_t c = {0};
     pc_db_begin(db, NULL, closing_begin_cb, &c);
     while (!c.begun)
@@ -820,11 +819,7 @@ static void test_a_statement_asked_for_after_the_commit_is_refused(void **state)
     free(pc_t_sql(&g_stack, "INSERT INTO t (id, note) VALUES (6, 'x'), (7, 'before') ON CONFLICT "
                             "(id) DO UPDATE SET note = EXCLUDED.note RETURNING id"));
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    pc_db_opts_t o = {g_stack.db_url, 1, 5000, 8};
-    pc_db_t *db = pc_db_new(&loop, &o);
-    while (pc_db_ready_count(db) == 0)
-        uv_run(&loop, UV_RUN_ONCE);
+    pc_db_t *db = pool_of_one(&loop, 5000);
     late_t l = {.late_rc = 1};
     assert_int_equal(pc_db_begin(db, NULL, late_begin_cb, &l), 0);
     while (!l.done)
