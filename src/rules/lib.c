@@ -27,6 +27,15 @@
  * string runs hundreds of them between two ticks of the hook. */
 #define MAX_STRING (256 * 1024)
 
+/* Counts work done in C by a library function against the call's time
+ * budget (see pc__sandbox_charge). */
+static void charge(lua_State *L, double steps)
+{
+    pc__sandbox_t *sb = pc__sandbox_current();
+    if (sb)
+        pc__sandbox_charge(sb, L, steps);
+}
+
 /* ---- money helpers --------------------------------------------------------- */
 
 /* Reads argument arg as an exact integer amount or raises an error naming
@@ -122,17 +131,17 @@ static int l_contains(lua_State *L)
         lua_pushboolean(L, 0);
         return 1;
     }
-    size_t n = lua_objlen(L, 1);
-    for (size_t i = 1; i <= n; i++) {
+    size_t n = lua_objlen(L, 1), i;
+    int found = 0;
+    for (i = 1; i <= n && !found; i++) {
         lua_rawgeti(L, 1, (int)i);
-        int eq = lua_rawequal(L, -1, 2);
+        found = lua_rawequal(L, -1, 2);
         lua_pop(L, 1);
-        if (eq) {
-            lua_pushboolean(L, 1);
-            return 1;
-        }
     }
-    lua_pushboolean(L, 0);
+    /* Linear in the list, in C: charged, or a loop of calls on a long list
+     * ran for several budgets between two ticks of the hook. */
+    charge(L, (double)i);
+    lua_pushboolean(L, found);
     return 1;
 }
 
@@ -162,6 +171,18 @@ static int l_log(lua_State *L)
     pc__sandbox_t *sb = pc__sandbox_current();
     if (!sb || sb->quiet)
         return 0;
+    /* A rule logging in a loop would write megabytes per payment, on the
+     * loop thread, out of the time budget's sight (a slow stderr blocks,
+     * using no CPU): PC_RULES_LOG_LINES lines a call, then one saying so. */
+    if (sb->log_lines > PC_RULES_LOG_LINES)
+        return 0;
+    if (sb->log_lines++ == PC_RULES_LOG_LINES) {
+        pc_log_warn("rules.log",
+                    "rule %s: more than %d paycore.log lines in one call: the rest "
+                    "of this call's are dropped",
+                    sb->rule_name, PC_RULES_LOG_LINES);
+        return 0;
+    }
     json_t *fields = json_object();
     json_object_set_new(fields, "rule", json_string(sb->rule_name));
     lua_Debug ar;
@@ -233,15 +254,6 @@ static int call_back_in(lua_State *L, const char *fn)
     return n;
 }
 
-/* Counts work done in C by a library function against the call's time
- * budget (see pc__sandbox_charge). */
-static void charge(lua_State *L, double steps)
-{
-    pc__sandbox_t *sb = pc__sandbox_current();
-    if (sb)
-        pc__sandbox_charge(sb, L, steps);
-}
-
 /* Refuses a string result (at idx) longer than MAX_STRING. The work to build it
  * is bounded by the memory cap; refusing the result keeps later calls on it
  * (which the instruction hook cannot interrupt either) cheap. */
@@ -253,6 +265,15 @@ static void check_result_length(lua_State *L, int idx, const char *fn)
     if (len > MAX_STRING)
         luaL_error(L, "%s: a result of %d bytes is beyond the %d KiB limit on strings in rules", fn,
                    (int)len, MAX_STRING / 1024);
+}
+
+/* Charges a string result (at idx) by its length: work done in C. */
+static void charge_result(lua_State *L, int idx)
+{
+    size_t len = 0;
+    if (lua_type(L, idx) == LUA_TSTRING)
+        lua_tolstring(L, idx, &len);
+    charge(L, (double)len);
 }
 
 /* Estimates the worst-case number of matcher steps for a Lua pattern over a
@@ -403,6 +424,16 @@ static int g_concat(lua_State *L)
 {
     int nres = call_original(L);
     check_result_length(L, 1, "table.concat");
+    charge_result(L, 1);
+    return nres;
+}
+
+/* String functions linear in what they return (upper, lower, reverse, sub):
+ * charged by its length. */
+static int g_linear(lua_State *L)
+{
+    int nres = call_original(L);
+    charge_result(L, 1);
     return nres;
 }
 
@@ -528,6 +559,10 @@ void pc__lib_guard_string(lua_State *L, int idx)
     wrap(L, idx, "gsub", g_gsub);
     wrap(L, idx, "rep", g_rep);
     wrap(L, idx, "format", g_format);
+    wrap(L, idx, "upper", g_linear);
+    wrap(L, idx, "lower", g_linear);
+    wrap(L, idx, "reverse", g_linear);
+    wrap(L, idx, "sub", g_linear);
 }
 
 void pc__lib_guard_table(lua_State *L, int idx)

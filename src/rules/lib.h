@@ -2,7 +2,8 @@
  * rules/):
  *
  *   paycore.log(level, msg)            level "debug"|"info"|"warn"|"error"; logged
- *                                      as event "rules.log" with the rule and line
+ *                                      as event "rules.log" with the rule and line;
+ *                                      PC_RULES_LOG_LINES a call, the rest dropped
  *   paycore.percent_of(amount, bp)     amount * bp / 10000 in integer math, rounded
  *                                      half away from zero (fees: rate_bp)
  *   paycore.add(a, b, ...)             sum of integer amounts
@@ -26,7 +27,9 @@
  * beyond 100000 elements and, without a comparison function, lists of long
  * strings; string.rep, table.concat, string.gsub and string.format refuse
  * results beyond 256 KiB (rep also beyond the state's memory cap). What the
- * guarded calls estimate is charged to the time budget. gsub with a function
+ * guarded calls estimate is charged to the time budget, as is the work of
+ * paycore.contains, table.concat, upper, lower, reverse and sub (linear in
+ * their list or result). gsub with a function
  * or table, sort and format can call back into the rule: more than 16 such
  * calls inside each other are refused ("nested too deeply"), as each level
  * takes C stack that no budget sees.
@@ -35,6 +38,9 @@
 #ifndef PC_RULES_LIB_H
 #define PC_RULES_LIB_H
 #include <lua.h>
+
+/* paycore.log lines one call may write. */
+#define PC_RULES_LOG_LINES 20
 
 /* Pushes a new table holding the paycore helpers. */
 void pc__lib_push_paycore(lua_State *L);

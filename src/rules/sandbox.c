@@ -17,13 +17,13 @@
  * rule overshoots its deadline by microseconds, rarely enough that a normal
  * call (a few thousand instructions) pays for a handful of clock reads. */
 #define HOOK_EVERY 1000
-/* A call that allocates an object this large (a string beyond what rep and
- * concat may build, a list of 32768 elements) can spend milliseconds in C on
+/* A call that allocates an object this large (a string of 32 KiB, a list of
+ * 4096 elements) can spend tens of microseconds in C on
  * each instruction that touches it (.., <, upper, table.insert,
  * paycore.contains): from then on the hook runs every WATCH_EVERY
  * instructions, so the budget is checked after a few such instructions, not a
  * thousand. Normal calls never allocate anything near this. */
-#define LARGE_ALLOC (256u * 1024)
+#define LARGE_ALLOC (32u * 1024)
 #define WATCH_EVERY 16
 
 #define DEFAULT_TIMEOUT_US 10000
@@ -349,6 +349,7 @@ pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
     sb->instructions = 0;
     sb->nesting = 0;
     sb->c_steps = 0;
+    sb->log_lines = 0;
     sb->timed_out = false;
     sb->oom = false;
     sb->oom_file[0] = '\0';
@@ -453,10 +454,14 @@ static int refuse_library_write(lua_State *L)
 
 /* Leaves on the stack a proxy whose reads go to the table at copy_idx and whose
  * writes raise; its metatable is hidden behind __metatable so neither
- * getmetatable nor setmetatable can reach the real table. */
+ * getmetatable nor setmetatable can reach the real table. The proxy is an
+ * empty userdata, not a table: functions that write into a table directly
+ * (table.insert, table.remove, table.sort), past __newindex, refuse it. A
+ * table proxy let table.insert(math, x) keep what a call put there for the
+ * next call, and for the rest of the state's life. */
 static void push_readonly_proxy(lua_State *L, int copy_idx, const char *name)
 {
-    lua_newtable(L); /* proxy */
+    lua_newuserdata(L, 0); /* proxy */
     lua_createtable(L, 0, 3);
     lua_pushvalue(L, copy_idx);
     lua_setfield(L, -2, "__index");

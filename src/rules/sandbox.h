@@ -59,6 +59,7 @@ typedef struct pc__sandbox {
      * estimated C work not yet compared with the clock; reset by each call. */
     int nesting;
     double c_steps;
+    int log_lines; /* paycore.log lines this call wrote (PC_RULES_LOG_LINES at most) */
     /* Where memory ran out, found from the allocator when it refuses. */
     char oom_file[96];
     int oom_line;

@@ -250,13 +250,44 @@ static void test_standard_tables_are_read_only(void **state)
     assert_contained(fx, "rawset(string, 'upper', 1)", "undeclared global 'rawset'");
 }
 
+/* table.insert, remove and sort write into a table directly, past
+ * __newindex: the library tables refuse them. Before, table.insert(math, x)
+ * kept x for the next call and the state's whole life (a rule could answer
+ * REVIEW twice and ACCEPT the third time for the same context, or fill the
+ * state until every call ran out of memory). */
+static void test_library_tables_cannot_be_written_by_table_functions(void **state)
+{
+    fixture_t *fx = *state;
+    assert_contained(fx, "table.insert(math, 1)", "table expected");
+    assert_contained(fx, "table.insert(string, 'persist')", "table expected");
+    assert_contained(fx, "table.insert(paycore, {})", "table expected");
+    assert_contained(fx, "table.insert(table, 1, 'x')", "table expected");
+    assert_contained(fx, "table.remove(math)", "table expected");
+    assert_contained(fx, "table.sort(string, function(a, b) return a < b end)", "table expected");
+    assert_still_answers(fx);
+    /* The libraries still read as before. */
+    pc_rule_result_t res;
+    run_attack(fx,
+               "if string.upper('a') ~= 'A' or math.floor(1.5) ~= 1 or ('x'):rep(2) ~= 'xx'\n"
+               "  or not paycore.contains({1}, 1) or type(string.find) ~= 'function' then\n"
+               "  error('libraries broke') end",
+               &res);
+    if (res.outcome != PC_RULE_OK)
+        fail_msg("%s", res.error.message);
+    pc_rule_result_clear(&res);
+}
+
 static void test_protected_metatables_cannot_be_reached_or_replaced(void **state)
 {
     fixture_t *fx = *state;
     /* getmetatable answers a string instead of the real metatable. */
     assert_contained(fx, "getmetatable(string).__index = {upper = 1}", "attempt to index");
-    assert_contained(fx, "setmetatable(string, {})", "protected metatable");
-    assert_contained(fx, "setmetatable(paycore, nil)", "protected metatable");
+    /* The library proxies are not tables at all (see the test above). */
+    assert_contained(fx, "setmetatable(string, {})", "table expected, got userdata");
+    assert_contained(fx, "setmetatable(paycore, nil)", "table expected, got userdata");
+    /* A table the rule was given keeps its protected metatable, if any: the
+     * string metatable is reached only through getmetatable. */
+    assert_contained(fx, "setmetatable(getmetatable(''), nil)", "table expected");
 }
 
 static void test_string_metatable_tampering_is_refused(void **state)
@@ -729,6 +760,83 @@ static void test_instructions_on_large_objects_do_not_overrun_the_budget(void **
     assert_still_answers(fx);
 }
 
+/* Work in C that is linear in a list or a string (paycore.contains,
+ * table.concat, upper) is charged to the budget, and a list of 16384
+ * elements tightens the hook: a loop of such calls stops near its 5 ms
+ * budget. Before, paycore.contains on 16384 elements in a loop ran for about
+ * six budgets (a thousand instructions, each a call, between two ticks). */
+static void test_linear_library_work_is_charged_to_the_budget(void **state)
+{
+    fixture_t *fx = *state;
+    static const char *const attacks[] = {
+        "local t = {} for i = 1, 16384 do t[i] = i end local c = paycore.contains\n"
+        "    while true do c(t, 'z') c(t, 'z') c(t, 'z') c(t, 'z') c(t, 'z') c(t, 'z') end",
+        "local t = {} for i = 1, 16000 do t[i] = 'x' end\n"
+        "    while true do local s = table.concat(t) end",
+        "local s = ('x'):rep(250000)\n"
+        "    while true do local u = s:upper() end",
+    };
+    for (size_t i = 0; i < sizeof attacks / sizeof attacks[0]; i++) {
+        char lua[1024];
+        snprintf(lua, sizeof lua,
+                 "return function(ctx)\n"
+                 "  if ctx.attack then\n"
+                 "    %s\n"
+                 "  end\n"
+                 "  return {decision = 'ACCEPT', score = 1, reasons = {}}\n"
+                 "end\n",
+                 attacks[i]);
+        write_file(fx->dir, "risk.lua", lua);
+        reload_risk(fx);
+        json_t *ctx = json_pack("{s:b, s:i}", "attack", 1, "amount", 100);
+        pc_rule_result_t res;
+        uint64_t t0 = thread_cpu_us();
+        pc_rules_risk(fx->rules, ctx, &res);
+        uint64_t used = thread_cpu_us() - t0;
+        json_decref(ctx);
+        assert_int_equal(res.outcome, PC_RULE_TIMEOUT);
+        /* Five times the budget, as above: building the list counts too. */
+        if (used > 25000)
+            fail_msg("attack %zu: a 5 ms budget used %llu us of CPU", i, (unsigned long long)used);
+        pc_rule_result_clear(&res);
+    }
+    assert_still_answers(fx);
+}
+
+/* paycore.log writes 20 lines a call, then one saying the rest are
+ * dropped: a rule logging in a loop wrote megabytes per payment to stderr,
+ * on the loop thread (a slow pipe blocks it, using no CPU the budget sees). */
+static void test_a_rule_logs_at_most_twenty_lines_a_call(void **state)
+{
+    fixture_t *fx = *state;
+    char path[128];
+    snprintf(path, sizeof path, "%s/stderr.txt", fx->dir);
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *f = fopen(path, "w+");
+    assert_non_null(f);
+    dup2(fileno(f), 2);
+    pc_rule_result_t res;
+    run_attack(fx, "for i = 1, 500 do paycore.log('error', 'line ' .. i) end", &res);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    assert_int_equal(res.outcome, PC_RULE_OK);
+    pc_rule_result_clear(&res);
+    rewind(f);
+    char line[2048];
+    int lines = 0, dropped = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strstr(line, "\"msg\":\"line "))
+            lines++;
+        if (strstr(line, "more than 20 paycore.log lines in one call"))
+            dropped++;
+    }
+    fclose(f);
+    assert_int_equal(lines, 20);
+    assert_int_equal(dropped, 1);
+}
+
 static long resident_kib(void)
 {
     long size = 0, resident = 0;
@@ -780,6 +888,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reading_an_undeclared_global_is_an_error_not_nil,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_standard_tables_are_read_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_library_tables_cannot_be_written_by_table_functions,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_protected_metatables_cannot_be_reached_or_replaced,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_string_metatable_tampering_is_refused, setup,
@@ -814,6 +924,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_instructions_on_large_objects_do_not_overrun_the_budget, setup_wall_clock,
             teardown),
+        cmocka_unit_test_setup_teardown(test_linear_library_work_is_charged_to_the_budget,
+                                        setup_wall_clock, teardown),
+        cmocka_unit_test_setup_teardown(test_a_rule_logs_at_most_twenty_lines_a_call, setup,
+                                        teardown),
         cmocka_unit_test(test_freed_sandboxes_give_their_memory_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
