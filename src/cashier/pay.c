@@ -294,7 +294,7 @@ static void decide(pay_t *p)
         /* The answer brings the card again: it must be this one. */
         p->order.challenge_card_key = p->order.card ? p->card_key : NULL;
     }
-    if (!strcmp(p->order.risk_decision, "REVIEW") && p->has_card && p->order.nroute > 0) {
+    if (!strcmp(p->order.risk_decision, "REVIEW") && p->order.card && p->order.nroute > 0) {
         if (pc_channel_tokenize(app->channel_client, p->order.route[0], &p->card, tokenized_cb,
                                 p) == 0)
             return;
@@ -805,6 +805,16 @@ void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_
     pc_api_err_t err = pc_pay_request_parse(b, &r, &field, &message);
     if (err != PC_API_OK) {
         pc_http_respond_error(req, err, field, message);
+        return;
+    }
+    /* A card typed in pays only as a new card. Sent with another method it
+     * was tokenized when the payment was held for review and charged in
+     * place of the method's own on release, past that card's limits and
+     * velocity (only the chosen method's card was checked). */
+    if (r.has_card && strcmp(r.method_id, "CARD") != 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "card",
+                              "card is only for method_id CARD (a new card); a bound card is "
+                              "paid with by its method_id alone");
         return;
     }
     p->trade_no = r.trade_no;

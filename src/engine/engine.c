@@ -585,6 +585,19 @@ static void answer_read_cb(void *data, int status, pc_db_res_t *res)
  * idempotency record at hand (pc_pay_order_t.idem) the answer is read inside
  * the transaction first and recorded with it, so no write waits after the
  * commit. */
+/* Commits o's transaction, unless one of its steps failed. A statement that
+ * failed has aborted the transaction (its COMMIT rolls back), but a step
+ * refused before its statement was sent (the paid trade's ledger posting or
+ * notice: out of memory, say) has not: the COMMIT would have recorded the
+ * payment's success without them. Such a transaction is made to fail, so
+ * that done hears of it in order, as of any other failure. */
+static void commit_unless_failed(op_t *o, pc_db_done_cb done, void *data)
+{
+    if (o->step_failed)
+        pc_db_tx_query(o->tx, "SELECT pc_require(false, 'engine_step')", 0, NULL, NULL, NULL);
+    pc_db_tx_commit(o->tx, done, data);
+}
+
 static void commit_deciding(op_t *o, pc_db_done_cb done)
 {
     o->commit_done = done;
@@ -593,7 +606,7 @@ static void commit_deciding(op_t *o, pc_db_done_cb done)
         if (pc_db_tx_query(o->tx, PAYMENT_SQL, 1, p, answer_read_cb, o) == 0)
             return;
     }
-    pc_db_tx_commit(o->tx, deciding_committed_cb, o);
+    commit_unless_failed(o, deciding_committed_cb, o);
 }
 
 static void capture_commit_cb(void *data, int status)
@@ -1041,7 +1054,7 @@ static void commit_first(op_t *o)
     if (o->external_amount == 0)
         commit_deciding(o, hold_commit_cb);
     else
-        pc_db_tx_commit(o->tx, hold_commit_cb, o);
+        commit_unless_failed(o, hold_commit_cb, o);
 }
 
 static void internal_paid_cb(void *data, int status, const char *trade_status)

@@ -953,6 +953,17 @@ static void test_bound_card_quick_pay_and_agreement(void **state)
     r = pay(tn, buyer, method, NULL);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
+    /* A bound card's method with a typed card as well is refused: the typed
+     * card was charged in its place when the payment went to review,
+     * outside its own limits. Nothing is recorded. */
+    new_trade("INSTANT", 700, buyer, tn);
+    snprintf(method, sizeof method, "QUICK_PAY:%s", card_id);
+    r = pay(tn, buyer, method, CARD("5555555555554444"));
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"field\":\"card\""));
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE trade_no = '%s'", tn), 0);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
