@@ -767,8 +767,15 @@ pc_api_err_t pc_pay_request_parse(json_t *b, pc_pay_request_t *r, const char **f
             *message = "card: pan, exp_month, exp_year, cvv";
             return PC_API_INVALID_REQUEST;
         }
-        r->card =
-            (pc_ch_card_t){pan, (int)m, (int)y, cvv, pc_json_str(card, "holder_name", 64, 0, &bad)};
+        const char *holder = pc_json_str(card, "holder_name", 64, 0, &bad);
+        if (bad) {
+            /* Said here: left set, the flag was reported as the next field's
+             * (client.ip). */
+            *field = "card.holder_name";
+            *message = "1-64 bytes of text (letters beyond Latin take 2-4 bytes each)";
+            return PC_API_INVALID_REQUEST;
+        }
+        r->card = (pc_ch_card_t){pan, (int)m, (int)y, cvv, holder};
         r->has_card = 1;
     }
     json_t *client = json_object_get(b, "client");
@@ -807,11 +814,12 @@ void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_
         pc_http_respond_error(req, err, field, message);
         return;
     }
-    /* A card typed in pays only as a new card. Sent with another method it
-     * was tokenized when the payment was held for review and charged in
-     * place of the method's own on release, past that card's limits and
-     * velocity (only the chosen method's card was checked). */
-    if (r.has_card && strcmp(r.method_id, "CARD") != 0) {
+    /* A card typed in pays only as a new card (or comes again with the
+     * answer to its challenge). Sent with another method it was tokenized
+     * when the payment was held for review and charged in place of the
+     * method's own on release, past that card's limits and velocity (only
+     * the chosen method's card was checked). */
+    if (r.has_card && !r.challenge_id && (!r.method_id || strcmp(r.method_id, "CARD") != 0)) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "card",
                               "card is only for method_id CARD (a new card); a bound card is "
                               "paid with by its method_id alone");

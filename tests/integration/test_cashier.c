@@ -1138,6 +1138,44 @@ static pc_t_resp_t answer_challenge(const char *tn, const char *buyer, const cha
     return pay(tn, buyer, "CARD", body);
 }
 
+/* The hosted page answers a challenge with the card again and no
+ * method_id: the answer is taken (here: no such challenge), and the node
+ * still serves. (The typed-card check once read the absent method_id and
+ * crashed the node.) A holder name over 64 bytes is refused as itself,
+ * not as the next field. */
+static void test_a_challenge_answer_without_method_id_and_card_details(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], body[600];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 700, buyer, tn);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"challenge_id\":\"ch_none\","
+             "\"challenge_answer\":\"123456\",%s}",
+             tn, buyer, CARD("4242424242424242"));
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "ch-no-method");
+    if (r.status < 400 || r.status >= 500)
+        fail_msg("answer: %ld %s", r.status, r.body);
+    pc_t_resp_free(&r);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", g_stack.http_port);
+    r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    /* 33 Cyrillic letters: 66 bytes. */
+    char name[200] = "";
+    for (int i = 0; i < 33; i++)
+        strcat(name, "\xd0\x96");
+    snprintf(body, sizeof body,
+             "\"card\":{\"pan\":\"4242424242424242\",\"exp_month\":12,\"exp_year\":2030,"
+             "\"cvv\":\"123\",\"holder_name\":\"%s\"}",
+             name);
+    r = pay(tn, buyer, "CARD", body);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"field\":\"card.holder_name\""));
+    pc_t_resp_free(&r);
+}
+
 static void test_risk_reject_review_and_challenge(void **state)
 {
     (void)state;
@@ -2553,6 +2591,7 @@ int main(void)
         cmocka_unit_test(test_pay_for_a_buyer_never_registered),
         cmocka_unit_test(test_review_released_a_day_later_is_checked_against_the_limits),
         cmocka_unit_test(test_challenge_answer_while_another_attempt_is_open_is_409),
+        cmocka_unit_test(test_a_challenge_answer_without_method_id_and_card_details),
         cmocka_unit_test(test_waiting_payments_that_cannot_go_on_free_their_coupons),
         cmocka_unit_test(test_rejected_payment_leaves_its_coupon_free),
         cmocka_unit_test(test_reject_after_release_is_refused),
