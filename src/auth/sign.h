@@ -86,6 +86,8 @@ typedef struct pc_rsa_key_s pc_rsa_key_t;
 /* Signatures are decoded into a buffer of this size (bits / 8 bytes): a
  * larger key could be registered but never verify. */
 #define PC_RSA_MAX_BITS 8192
+/* The longest signature in base64 text (the largest key's), without the NUL. */
+#define PC_SIG_B64_MAX (4 * ((PC_RSA_MAX_BITS / 8 + 2) / 3))
 
 /* Parses a PEM public key: "BEGIN PUBLIC KEY" (SubjectPublicKeyInfo) or
  * "BEGIN RSA PUBLIC KEY" (PKCS#1). pem need not be NUL-terminated. Returns a

@@ -549,7 +549,10 @@ static void merchant_cb(void *data, int status, pc_merchant_t *m)
         sig = pc_hmac_sha256_sign(m->secret, strlen(m->secret), tosign, len);
     if (!sig)
         goto sign_failed;
-    char h_ts[48], h_nonce[64], h_sig[1024];
+    /* Room for the largest platform key's signature: an 8192-bit key's is
+     * 1368 characters, which a 1 KiB header cut short (no merchant could
+     * verify, and every RSA2 notification failed after its retries). */
+    char h_ts[48], h_nonce[64], h_sig[sizeof "X-Signature: " + PC_SIG_B64_MAX];
     snprintf(h_ts, sizeof h_ts, "X-Timestamp: %s", ts);
     snprintf(h_nonce, sizeof h_nonce, "X-Nonce: %s", nonce);
     snprintf(h_sig, sizeof h_sig, "X-Signature: %s", sig);
