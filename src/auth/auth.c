@@ -50,7 +50,14 @@ struct pc_auth {
     bool copying, copy_failed, copy_more;
     int copy_in_flight;
     long long copied;
-    char copy_mid[65], copy_nonce[65];
+    char copy_mid[65],
+        copy_nonce[65]; /* Some node records nonces in PostgreSQL only (auth_nonce_fallback,
+                         * migration 0085): this one then records there too the nonces it
+                         * takes through Redis. Read with a request's nonce at most once a
+                         * second (fallback_read_s), and held until the next read. */
+    bool fallback_active;
+    int64_t fallback_read_s;
+    int64_t fallback_marked_s; /* this node last said so */
 };
 
 /* What the filter leaves on the request for handlers. */
@@ -236,6 +243,65 @@ static void copy_back(pc_auth_t *a)
     copy_page(a);
 }
 
+/* The answer to checked_in_pg: whether some node records nonces in
+ * PostgreSQL only, and whether this nonce was recorded here now. */
+static void fallback_checked_cb(void *data, int status, pc_db_res_t *res)
+{
+    auth_ctx_t *c = data;
+    pc_auth_t *a = c->auth;
+    if (status || pc_db_rows(res) != 1) {
+        pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL, "nonce store unavailable");
+        return;
+    }
+    a->fallback_active = pc_db_get(res, 0, 0)[0] == 't';
+    a->fallback_read_s = (int64_t)time(NULL);
+    if (a->fallback_active && pc_db_get(res, 0, 1)[0] != 't')
+        refuse(c->req, PC_API_NONCE_REUSED, "X-Nonce", "this nonce was already used");
+    else
+        proceed(c);
+}
+
+/* A nonce Redis took, on a node that has not read auth_nonce_fallback in
+ * the last second: one statement reads it and, when some node records
+ * nonces in PostgreSQL only, records this one there too. The answer holds
+ * for the next second. */
+static void checked_in_pg(auth_ctx_t *c)
+{
+    const char *p[] = {c->merchant->id, c->nonce};
+    if (pc_db_query(c->auth->db,
+                    "WITH f AS (SELECT coalesce((SELECT until > now() FROM auth_nonce_fallback), "
+                    "false) AS active), i AS (INSERT INTO auth_nonces (merchant_id, nonce, "
+                    "expires_at) SELECT $1, $2, now() + interval '" NONCE_TTL_S
+                    " seconds' FROM f WHERE f.active ON CONFLICT DO NOTHING RETURNING 1) SELECT "
+                    "f.active, EXISTS (SELECT 1 FROM i) FROM f",
+                    2, p, fallback_checked_cb, c) < 0)
+        pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL, "nonce store unavailable");
+}
+
+/* Records the request's nonce in auth_nonces: the single-use guard while
+ * this node cannot reach Redis (cut_off: it also says so in
+ * auth_nonce_fallback, every few seconds), or, while another node cannot, as
+ * well as in Redis. */
+static void record_in_pg(auth_ctx_t *c, bool cut_off)
+{
+    pc_auth_t *a = c->auth;
+    int64_t now = (int64_t)time(NULL);
+    bool mark = cut_off && now - a->fallback_marked_s >= 5;
+    if (mark)
+        a->fallback_marked_s = now;
+    const char *p[] = {c->merchant->id, c->nonce};
+    if (pc_db_query(a->db,
+                    mark ? "WITH f AS (INSERT INTO auth_nonce_fallback (until) VALUES (now() + "
+                           "interval '" NONCE_TTL_S " seconds') ON CONFLICT (id) DO UPDATE SET "
+                           "until = EXCLUDED.until) INSERT INTO auth_nonces (merchant_id, nonce, "
+                           "expires_at) VALUES ($1, $2, now() + interval '" NONCE_TTL_S
+                           " seconds') ON CONFLICT DO NOTHING"
+                         : "INSERT INTO auth_nonces (merchant_id, nonce, expires_at) VALUES ($1, "
+                           "$2, now() + interval '" NONCE_TTL_S " seconds') ON CONFLICT DO NOTHING",
+                    2, p, nonce_pg_cb, c) < 0)
+        pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL, "nonce store unavailable");
+}
+
 static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
 {
     auth_ctx_t *c = data;
@@ -246,7 +312,11 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
         long long v = pc_kv_reply_int(reply);
         if (v == 1 && c->ts > a->newest_ts)
             a->newest_ts = c->ts;
-        if (v == 1)
+        if (v == 1 && (int64_t)time(NULL) - a->fallback_read_s >= 1)
+            checked_in_pg(c);
+        else if (v == 1 && a->fallback_active)
+            record_in_pg(c, false); /* single-use against the cut-off node's too */
+        else if (v == 1)
             proceed(c);
         else if (v == 0)
             refuse(c->req, PC_API_NONCE_REUSED, "X-Nonce", "this nonce was already used");
@@ -277,12 +347,7 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
     a->nonces_in_pg_only = true;
     if (c->ts > a->newest_ts)
         a->newest_ts = c->ts;
-    const char *p[] = {c->merchant->id, c->nonce};
-    if (pc_db_query(c->auth->db,
-                    "INSERT INTO auth_nonces (merchant_id, nonce, expires_at) VALUES ($1, $2, "
-                    "now() + interval '" NONCE_TTL_S " seconds') ON CONFLICT DO NOTHING",
-                    2, p, nonce_pg_cb, c) < 0)
-        pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL, "nonce store unavailable");
+    record_in_pg(c, true);
 }
 
 static int verify_signature(pc_http_req_t *req, const pc_merchant_t *m, const char *ts,

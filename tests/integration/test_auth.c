@@ -685,6 +685,55 @@ static void restart_redis(const char *dir, int port)
     wait_redis_ready();
 }
 
+/* Only one node loses Redis (its link, a partition, Redis's client limit):
+ * node 1 records nonces in PostgreSQL only, node 0 in Redis. A request taken
+ * on either, replayed to the other within its window, is refused. Before,
+ * node 0 never looked at PostgreSQL and node 1 never at Redis: both replays
+ * ran again. */
+static void test_a_node_cut_off_from_redis_shares_its_nonces(void **state)
+{
+    (void)state;
+    pc_stack_stop(&g_stack);
+    pc_stack_init(&g_stack, "auth_partial");
+    pc_stack_start_node(&g_stack, 0);
+    int cut_port = pc_t_free_port(), dead = pc_t_free_port();
+    char url[128], port[16];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", dead);
+    snprintf(port, sizeof port, "%d", cut_port);
+    pc_stack_env(&g_stack, "PAYCORE_REDIS_URL", url);
+    pc_stack_env(&g_stack, "PAYCORE_HTTP_PORT", port);
+    pc_stack_env(&g_stack, "PAYCORE_READY_WITHOUT_REDIS", "true");
+    pc_stack_start_node(&g_stack, 1);
+    g_m = pc_t_create_merchant(&g_stack, NULL);
+    const char *path = "/v1/trades?out_trade_no=PARTIAL0";
+    /* Taken on the cut-off node (PostgreSQL), replayed to node 0. */
+    long long now = (long long)time(NULL) + 1;
+    pc_t_resp_t r = pc_t_call_raw(cut_port, g_m.id, g_m.secret, "GET", path, NULL, NULL, now,
+                                  "nonce-partial-0001", NULL, NULL);
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+    expect(pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET", path, NULL, NULL, now,
+                         "nonce-partial-0001", NULL, NULL),
+           401, "NONCE_REUSED");
+    /* Taken on node 0 (Redis), replayed to the cut-off node. */
+    r = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET", path, NULL, NULL, now,
+                      "nonce-partial-0002", NULL, NULL);
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+    expect(pc_t_call_raw(cut_port, g_m.id, g_m.secret, "GET", path, NULL, NULL, now,
+                         "nonce-partial-0002", NULL, NULL),
+           401, "NONCE_REUSED");
+    /* Fresh nonces pass on both. */
+    r = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET", path, NULL, NULL, now,
+                      "nonce-partial-0003", NULL, NULL);
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+    r = pc_t_call_raw(cut_port, g_m.id, g_m.secret, "GET", path, NULL, NULL, now,
+                      "nonce-partial-0004", NULL, NULL);
+    assert_int_equal(r.status, 404);
+    pc_t_resp_free(&r);
+}
+
 static void test_redis_down_still_executes_once(void **state)
 {
     (void)state;
@@ -863,6 +912,7 @@ int main(void)
         cmocka_unit_test(test_replay_returns_identical_answer),
         cmocka_unit_test(test_key_used_by_consult_is_not_another_posts),
         cmocka_unit_test(test_50_concurrent_identical_requests_execute_once),
+        cmocka_unit_test(test_a_node_cut_off_from_redis_shares_its_nonces),
         cmocka_unit_test(test_redis_down_still_executes_once),
     };
     return cmocka_run_group_tests_name("auth", tests, setup, teardown);
