@@ -29,9 +29,10 @@ typedef struct query {
     pc_db_tx_t *tx;
     uint64_t deadline;
     PGresult *res;
-    int phase;           /* 0: waiting for the result, 1: waiting for the pipeline sync */
-    int prepping;        /* 1: a Parse was sent ahead of it; its result comes first */
-    int solo;            /* pc_db_query_long: a connection to itself */
+    int phase;      /* 0: waiting for the result, 1: waiting for the pipeline sync */
+    int prepping;   /* 1: a Parse was sent ahead of it; its result comes first */
+    int solo;       /* pc_db_query_long: a connection to itself */
+    int fail_later; /* a transaction's statement whose connection was gone: failed by defer_cb */
     uint64_t timeout_ms; /* 0: the pool's */
 } query_t;
 
@@ -837,16 +838,19 @@ static void defer_cb(uv_timer_t *t)
                 conn_fail(&db->conns[i], db->conns[i].failing_why);
         if (!(q = dequeue(&db->defer_head, &db->defer_tail)))
             break;
+        if (q->fail_later) {
+            /* A statement of a transaction whose connection was gone (with
+             * or without a callback: told apart by this flag, not by its
+             * callbacks, or one without any was taken for a BEGIN note). */
+            query_complete(db, q, PC_EUNAVAIL);
+            continue;
+        }
         if (q->done_cb) {
             q->done_cb(q->data, PC_EUNAVAIL);
             query_free(q);
             continue;
         }
-        if (q->cb) {
-            /* A statement of a transaction whose connection was gone. */
-            query_complete(db, q, PC_EUNAVAIL);
-            continue;
-        }
+
         pc_db_tx_t *tx = q->tx;
         q->tx = NULL;
         if (tx->conn) {
@@ -1035,6 +1039,10 @@ void pc_db_close(pc_db_t *db, void (*cb)(void *data), void *data)
         c->retry.data = db;
         uv_close((uv_handle_t *)&c->retry, timer_closed);
     }
+    /* Statements the failed ones' callbacks asked for meanwhile (their
+     * transactions' connections are gone) are failed now: the timer that
+     * would have done it is closing. */
+    defer_cb(&db->defer);
     uv_close((uv_handle_t *)&db->tick, timer_closed);
     uv_close((uv_handle_t *)&db->defer, timer_closed);
 }
@@ -1140,6 +1148,7 @@ int pc_db_tx_query(pc_db_tx_t *tx, const char *sql, int nparams, const char *con
         /* Broken already, its statements failed: this one on the next turn. */
         tx->failed = 1;
         tx->refs++;
+        q->fail_later = 1;
         enqueue(&tx->db->defer_head, &tx->db->defer_tail, q);
         uv_timer_start(&tx->db->defer, defer_cb, 0, 0);
     } else if (c->failing) {
