@@ -220,7 +220,6 @@ typedef struct {
     int64_t paid_amount;
     int trade_locked;
     int step_failed;
-    int commit_after_coupon; /* an error refund's commit waits for the coupon's answer */
     long long now;
 } tr_t;
 
@@ -385,10 +384,10 @@ static void tr_sum_cb(void *data, int status, pc_db_res_t *res)
 
 /* The coupon's answer is in: the refund object now says whether the coupon
  * went back, so the notification is written here, in the transaction: a
- * normal refund's commit is queued by tr_sum_cb, after this; an error
- * refund's by this (commit_after_coupon). Before, an error refund queued its
- * commit first, and the notification ran after it, on its own: lost if the
- * node died in between, written for a refund that rolled back. */
+ * normal refund's commit is queued by tr_sum_cb, an error refund's by
+ * tr_last_cb, both after this. Before, an error refund queued its commit
+ * first, and the notification ran after it, on its own: lost if the node
+ * died in between, written for a refund that rolled back. */
 static void tr_coupon_written(tr_t *t, int status, pc_db_res_t *res)
 {
     if (status || pc_db_rows(res) != 1) {
@@ -409,10 +408,19 @@ static void tr_coupon_written(tr_t *t, int status, pc_db_res_t *res)
 
 static void tr_coupon_cb(void *data, int status, pc_db_res_t *res)
 {
+    tr_coupon_written(data, status, res);
+}
+
+/* The last statement tr_apply queued for an error refund with a coupon part
+ * has answered: every callback that uses t has run (the notice the coupon's
+ * answer wrote has none), so the commit, or a rollback that ends t at once,
+ * is safe here. Committed from the coupon's answer itself, a rollback freed
+ * t under the callbacks still to come. */
+static void tr_last_cb(void *data, int status, pc_db_res_t *res)
+{
     tr_t *t = data;
-    tr_coupon_written(t, status, res);
-    if (t->commit_after_coupon)
-        tr_commit(t);
+    tr_step_cb(t, status, res);
+    tr_commit(t);
 }
 
 static int in_from(const tr_t *t, const char *status)
@@ -571,7 +579,8 @@ static void tr_apply(tr_t *t)
         return;
     }
     if (coupon_later) {
-        t->commit_after_coupon = 1;
+        if (pc_db_tx_query(t->tx, "SELECT 1", 0, NULL, tr_last_cb, t) < 0)
+            tr_commit(t); /* ended already: cannot happen; the commit reports it */
         return;
     }
     tr_commit(t);

@@ -491,6 +491,7 @@ typedef struct {
     pc_http_req_t *req;
     pc_app_t *app;
     char batch_id[40], why[257];
+    char batch_method[8]; /* FILE or OFFLINE */
     result_t *lines;
     int n, next;
     int succeeded, failed;
@@ -530,10 +531,13 @@ static void line_flagged_cb(void *data, int status, pc_db_res_t *res)
     imp_t *m = data;
     const result_t *l = &m->lines[m->next];
     skip(m, l,
-         status ? "the refund is FAILED, the file says it was paid: not flagged (database "
-                  "unavailable): check it by hand"
-         : pc_db_rows(res) ? "the refund is FAILED, the file says it was paid: flagged for ops"
-                           : "the refund is FAILED, the file says it was paid: flagged before");
+         status ? "the file says it was paid, but the refund failed or was paid another way: "
+                  "not flagged (database unavailable): check it by hand"
+         : pc_db_rows(res)
+             ? "the file says it was paid, but the refund failed or was paid another way: "
+               "flagged for ops"
+             : "the file says it was paid, but the refund failed or was paid another way: "
+               "flagged before");
     m->next++;
     imp_next(m);
 }
@@ -542,13 +546,15 @@ static void line_applied_cb(void *data, int status, const pc__refund_t *r)
 {
     imp_t *m = data;
     const result_t *l = &m->lines[m->next];
-    /* A refund of this batch failed meanwhile (force-failed by ops, its
-     * money back with the merchant) that the file says was paid. Only a
-     * FAILED one: one already SUCCESS is the same file imported again, or
-     * an OFFLINE refund ops confirmed before importing its batch's file
-     * (before, that was flagged as paid twice). */
+    /* A refund of this batch that the file says was paid, but that failed
+     * meanwhile (force-failed by ops, its money back with the merchant), or
+     * that left the batch's method and was paid another way (an error
+     * refund the bank refused, moved to OFFLINE and paid by hand: paid
+     * twice). One SUCCESS by the batch's own method is the same result
+     * imported again, or an OFFLINE refund ops confirmed before importing
+     * the batch's file: not flagged (before, each import flagged it). */
     if (status == PC_ECONFLICT && r && !strcmp(r->batch_id, m->batch_id) && l->success &&
-        !strcmp(r->status, "FAILED") &&
+        (!strcmp(r->status, "FAILED") || strcmp(r->method, m->batch_method) != 0) &&
         pc__refund_flag_contradiction(m->app->refunds, r, PC_CH_SUCCESS, line_flagged_cb, m) > 0)
         return;
     if (status == 0) {
@@ -618,6 +624,7 @@ static void batch_found_cb(void *data, int status, pc_db_res_t *res)
         pc_http_respond_error(m->req, PC_API_NOT_FOUND, NULL, "no such batch");
         return;
     }
+    snprintf(m->batch_method, sizeof m->batch_method, "%s", pc_db_get(res, 0, 0));
     imp_next(m);
 }
 
@@ -692,7 +699,7 @@ static void import_results(pc_http_req_t *req, void *data)
         snprintf(r->message, sizeof r->message, "%s", l.failure_message);
     }
     const char *p[] = {m->batch_id};
-    if (pc_db_query(app->db, "SELECT 1 FROM refund_batches WHERE batch_id = $1", 1, p,
+    if (pc_db_query(app->db, "SELECT method FROM refund_batches WHERE batch_id = $1", 1, p,
                     batch_found_cb, m) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }

@@ -518,6 +518,22 @@ static void test_refunds_nobody_batched_for_a_day_wait_for_ops(void **state)
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "the refund is SUCCESS"));
     pc_t_resp_free(&r);
+    /* But a refund of a FILE batch that left it for OFFLINE and was paid by
+     * hand (as an error refund the bank refused is), which the batch's file
+     * then says the bank paid: paid twice, flagged for ops. (Set up here by
+     * moving the FILE one.) */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE refunds SET method = 'OFFLINE' WHERE refund_no = '%s' RETURNING 1",
+                  rno2));
+    r = import_paid_result(rno2);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "flagged for ops"));
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno2),
+        1);
+    assert_int_equal(resolve("refund", rno2, "{\"why\":\"the bank took its payment back\"}"), 200);
+    assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", NULL, 0, 30));
     assert_true(waiting_alert_says(waiting_count()));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
