@@ -1153,6 +1153,19 @@ static void parse_input(conn_t *c)
 
 /* ---------- connections ---------- */
 
+/* Unparsed bytes a busy connection may hold before reading stops: one
+ * request's worth, by the smaller body limit where there are two (the
+ * admin listener's large one is only for a client with the token, and
+ * pipelined bytes are not parsed yet: a client without it held 64 MiB per
+ * connection behind a slow request). */
+static size_t pipelined_cap(const pc_http_server_opts_t *o)
+{
+    size_t body = o->trusted && o->untrusted_max_body_bytes < o->max_body_bytes
+                      ? o->untrusted_max_body_bytes
+                      : o->max_body_bytes;
+    return o->max_header_bytes + body;
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)h;
@@ -1182,8 +1195,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     /* Backpressure: while a request is being handled, stop reading once a full
      * request's worth of pipelined bytes is waiting. */
-    if (c->busy &&
-        c->in.len - c->in_pos > c->srv->opts.max_header_bytes + c->srv->opts.max_body_bytes) {
+    if (c->busy && c->in.len - c->in_pos > pipelined_cap(&c->srv->opts)) {
         uv_read_stop(s);
         c->reading = 0;
     }
