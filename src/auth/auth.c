@@ -11,6 +11,16 @@
 /* A nonce is remembered longer than the ±300 s timestamp window is wide,
  * with a margin for clocks of nodes that disagree a little. */
 #define NONCE_TTL_S "660"
+/* This node takes nonces in PostgreSQL only (Redis unreachable): every node
+ * records its own there too until a nonce's lifetime after this (migration
+ * 0085). */
+#define MARK_FALLBACK_SQL                                                                          \
+    "INSERT INTO auth_nonce_fallback (until) VALUES (now() + interval '" NONCE_TTL_S               \
+    " seconds') ON CONFLICT (id) DO UPDATE SET until = EXCLUDED.until"
+/* Seconds after this node began taking nonces in PostgreSQL only before it
+ * takes a request signed then: the other nodes read the mark at most a
+ * second late, and clocks are read in whole seconds. */
+#define FALLBACK_SETTLE_S 3
 
 /* Nonces live in Redis, and Redis may forget them: a restart without
  * persistence or a flush (a request signed before it could then be replayed,
@@ -58,6 +68,7 @@ struct pc_auth {
     bool fallback_active;
     int64_t fallback_read_s;
     int64_t fallback_marked_s; /* this node last said so */
+    int64_t fallback_since_s;  /* this node's Redis unreachable since (0: it answers) */
 };
 
 /* What the filter leaves on the request for handlers. */
@@ -291,10 +302,9 @@ static void record_in_pg(auth_ctx_t *c, bool cut_off)
         a->fallback_marked_s = now;
     const char *p[] = {c->merchant->id, c->nonce};
     if (pc_db_query(a->db,
-                    mark ? "WITH f AS (INSERT INTO auth_nonce_fallback (until) VALUES (now() + "
-                           "interval '" NONCE_TTL_S " seconds') ON CONFLICT (id) DO UPDATE SET "
-                           "until = EXCLUDED.until) INSERT INTO auth_nonces (merchant_id, nonce, "
-                           "expires_at) VALUES ($1, $2, now() + interval '" NONCE_TTL_S
+                    mark ? "WITH f AS (" MARK_FALLBACK_SQL
+                           ") INSERT INTO auth_nonces (merchant_id, "
+                           "nonce, expires_at) VALUES ($1, $2, now() + interval '" NONCE_TTL_S
                            " seconds') ON CONFLICT DO NOTHING"
                          : "INSERT INTO auth_nonces (merchant_id, nonce, expires_at) VALUES ($1, "
                            "$2, now() + interval '" NONCE_TTL_S " seconds') ON CONFLICT DO NOTHING",
@@ -307,6 +317,7 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
     auth_ctx_t *c = data;
     pc_auth_t *a = c->auth;
     if (status == 0 && pc_kv_reply_type(reply) == PC_KV_INTEGER) {
+        a->fallback_since_s = 0; /* Redis answers this node again */
         if (a->nonces_in_pg_only)
             copy_back(a);
         long long v = pc_kv_reply_int(reply);
@@ -338,7 +349,24 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
      * stay unchecked. (Left: that, and a request from a merchant whose clock
      * runs ahead, taken through Redis just before it went away.) */
     int64_t seen = pc_kv_last_reply_s(a->kv);
-    if (status != 0 && c->ts < (seen > a->started_s ? seen : a->started_s)) {
+    int64_t floor_s = seen > a->started_s ? seen : a->started_s;
+    if (status != 0) {
+        /* This node starts taking nonces in PostgreSQL only: it says so at
+         * once, and the other nodes, which read that at most a second late,
+         * record theirs there too from then on. A request signed before they
+         * can all know it may have been taken through Redis there: refused
+         * here, like one signed before Redis last answered. */
+        int64_t now = (int64_t)time(NULL);
+        if (a->fallback_since_s == 0) {
+            a->fallback_since_s = now;
+            a->fallback_marked_s = now;
+            if (pc_db_query(a->db, MARK_FALLBACK_SQL, 0, NULL, NULL, NULL) < 0)
+                a->fallback_marked_s = 0;
+        }
+        if (a->fallback_since_s + FALLBACK_SETTLE_S > floor_s)
+            floor_s = a->fallback_since_s + FALLBACK_SETTLE_S;
+    }
+    if (status != 0 && c->ts < floor_s) {
         refuse(c->req, PC_API_TIMESTAMP_EXPIRED, "X-Timestamp",
                "X-Timestamp is older than the nonce store's last answer (it is unreachable): "
                "sign the request again with the current time");
