@@ -75,8 +75,11 @@ int pc_recon_adjustment(const pc_recon_money_t *d, pc_recon_adjustment_t *out, c
         /* The channel keeps line_fee where its file says expected_fee. */
         bad |= add(&s, d->line_currency, -(d->line_fee - d->expected_fee));
     } else {
-        if (!strcmp(kind, "MISSING_LOCAL") && d->has_local && d->local_state &&
-            !strcmp(d->local_state, "PENDING")) {
+        /* Whatever the kind: a record still in flight is settled by its
+         * status query or callback, which books it then. Adjusted now, its
+         * money was booked twice (a CURRENCY_MISMATCH against a payment
+         * whose callback was lost: suspense now, the capture later). */
+        if (d->has_local && d->local_state && !strcmp(d->local_state, "PENDING")) {
             *why = "our record is still in flight: let its repair finish, then run the day again";
             return PC_EINVAL;
         }

@@ -158,15 +158,23 @@ static void test_differences_without_money_are_refused(void **state)
     (void)state;
     pc_recon_adjustment_t a;
     const char *why = NULL;
-    /* The channel failed what is still in flight here: no money either way. */
+    /* The channel failed what is still in flight here: its status query
+     * settles it. */
     pc_recon_money_t d = line_and_local("STATUS_MISMATCH", "PAY", "FAILED", 700, "PENDING", 700);
     assert_int_equal(pc_recon_adjustment(&d, &a, &why), PC_EINVAL);
-    assert_non_null(strstr(why, "no money"));
+    assert_non_null(strstr(why, "in flight"));
     assert_int_equal(a.n, 0);
-    /* A success still in flight here waits for its repair. */
+    /* A success still in flight here waits for its repair, whatever the
+     * kind: in another currency too (before, that one was adjusted, and the
+     * capture booked the money again). */
     d = line_and_local("MISSING_LOCAL", "PAY", "SUCCESS", 700, "PENDING", 700);
     assert_int_equal(pc_recon_adjustment(&d, &a, &why), PC_EINVAL);
     assert_non_null(strstr(why, "in flight"));
+    d = line_and_local("CURRENCY_MISMATCH", "PAY", "SUCCESS", 300, "PENDING", 2000);
+    d.line_currency = "USD";
+    assert_int_equal(pc_recon_adjustment(&d, &a, &why), PC_EINVAL);
+    assert_non_null(strstr(why, "in flight"));
+    assert_int_equal(a.n, 0);
     /* A type the ledger does not know. */
     d = line_and_local("MISSING_LOCAL", "CHARGEBACK", "SUCCESS", 700, NULL, 0);
     assert_int_equal(pc_recon_adjustment(&d, &a, &why), PC_EINVAL);
