@@ -797,9 +797,9 @@ static void job_next(pc_recon_t *rc)
     rc->job_busy = 0;
 }
 
-/* The days to run: yesterday for each enabled channel, and each of the
- * CATCH_UP_DAYS before it that was never reconciled although an earlier one
- * was (nodes down over the job's hour, a channel switched off that day): the
+/* The days to run: yesterday for each channel (switched on or off), and
+ * each of the CATCH_UP_DAYS before it that was never reconciled although an
+ * earlier one was (nodes down over the job's hour, a new channel): the
  * job only ever looked at yesterday, so such a day was never reconciled and
  * nobody was told. Days done are left out, and so are earlier days that
  * failed three times (RECON_FAILED tells ops). */
@@ -849,7 +849,11 @@ static void tick(uv_timer_t *t)
     int n = 0;
     for (size_t i = 0; i < pc_channel_set_count(set) && n < MAX_CHANNELS; i++) {
         const char *id = pc_channel_set_at(set, i)->id;
-        if (pc_channels_effective_enabled(rc->app->channels, id) && valid_channel_id(id)) {
+        /* Switched off or not: a channel switched off still carries money
+         * (payments in flight whose callbacks were lost, refunds of its
+         * payments), and a day skipped while it stayed off for more than
+         * the catch-up's week was never reconciled. */
+        if (valid_channel_id(id)) {
             off += (size_t)snprintf(ids + off, sizeof ids - off, "%s%s", n ? "," : "", id);
             n++;
         }

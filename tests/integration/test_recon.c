@@ -288,13 +288,13 @@ static long long run_id_of(json_t *run)
 static void test_daily_job_runs_yesterday_once_per_channel_on_two_nodes(void **state)
 {
     (void)state;
-    /* Both nodes' jobs try every enabled channel's yesterday. */
+    /* Both nodes' jobs try every channel's yesterday. */
     time_t y = time(NULL) - 86400;
     struct tm tm;
     gmtime_r(&y, &tm);
     char yesterday[11];
     strftime(yesterday, sizeof yesterday, "%Y-%m-%d", &tm);
-    /* The enabled channels, as the admin API lists them. */
+    /* The channels, as the admin API lists them. */
     pc_t_resp_t c = pc_t_admin(&g_stack, "GET", "/admin/channels", NULL);
     json_t *cj = pc_t_json(&c);
     pc_t_resp_free(&c);
@@ -303,7 +303,7 @@ static void test_daily_job_runs_yesterday_once_per_channel_on_two_nodes(void **s
     json_t *ch;
     json_array_foreach(json_object_get(cj, "channels"), i, ch)
     {
-        channels += json_is_true(json_object_get(ch, "enabled"));
+        channels++;
     }
     json_decref(cj);
     assert_true(channels >= 2);
@@ -973,6 +973,30 @@ static void test_daily_job_runs_days_never_reconciled(void **state)
                      0);
 }
 
+/* A channel switched off still has its days reconciled (payments in flight
+ * whose callbacks were lost, refunds of its payments still move money
+ * there): before, the job skipped it, and a day not caught up within the
+ * week after it came back on was never reconciled. */
+static void test_a_switched_off_channel_is_still_reconciled(void **state)
+{
+    (void)state;
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/channels/sim_wallet/disable",
+                               "{\"reason\":\"recon test\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    free(pc_t_sql(&g_stack, "DELETE FROM recon_runs WHERE channel_id = 'sim_wallet' AND "
+                            "business_date = (now() AT TIME ZONE 'UTC')::date - 1 RETURNING 1"));
+    int ran = pc_t_sql_wait(&g_stack, "1", 20,
+                            "SELECT count(*) FROM recon_runs WHERE channel_id = 'sim_wallet' AND "
+                            "business_date = (now() AT TIME ZONE 'UTC')::date - 1 AND status = "
+                            "'DONE' AND requested_by = 'job'");
+    r = pc_t_admin(&g_stack, "POST", "/admin/channels/sim_wallet/enable",
+                   "{\"reason\":\"recon test done\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_true(ran);
+}
+
 /* A day reconciled before it was over (ops looked at it at noon) is run
  * again by the daily job once it is; a future day is refused. Before, the
  * noon run's DONE kept the job off the day for good, and a run of tomorrow
@@ -1143,6 +1167,7 @@ int main(void)
         cmocka_unit_test_setup(test_daily_job_runs_yesterday_once_per_channel_on_two_nodes,
                                refresh_today),
         cmocka_unit_test_setup(test_daily_job_runs_days_never_reconciled, refresh_today),
+        cmocka_unit_test_setup(test_a_switched_off_channel_is_still_reconciled, refresh_today),
         cmocka_unit_test_setup(test_a_day_reconciled_before_it_ended_is_run_again, refresh_today),
         cmocka_unit_test_setup_teardown(test_a_day_reconciled_before_daily_at_is_run_again,
                                         refresh_today, restore_nodes),
