@@ -161,14 +161,16 @@ static const char TPL_MISSING_CHANNEL[] =
       "FROM k CROSS JOIN {table} x "
       "WHERE x.channel_id = k.ch AND {success} AND {day} >= k.day_from AND {day} < k.day_to AND "
       "({filter})";
-/* A candidate is not missing when a fallback matched it to a line, or when
- * another day's statement has it. */
+/* A candidate is not missing when a fallback matched it to a line of its
+ * type, or when another day's statement has such a line (a payout's PAYOUT
+ * line says nothing of its PAYOUT_RETURN; a carried row from before 0086
+ * has no type and stands for any). */
 static const char SQL_NOT_MISSING[] =
     K "DELETE FROM recon_found f USING k WHERE f.kind = 'MISSING_CHANNEL' AND (EXISTS (SELECT 1 "
-      "FROM recon_found m WHERE m.kind = 'MATCHED' AND m.local_table = f.local_table AND "
-      "m.local_ref = f.local_ref) OR EXISTS (SELECT 1 FROM recon_carried c WHERE c.channel_id = "
-      "k.ch AND c.local_table = f.local_table AND c.local_ref = f.local_ref AND c.run_id <> "
-      "k.run))";
+      "FROM recon_found m WHERE m.kind = 'MATCHED' AND m.obj = f.obj AND m.local_table = "
+      "f.local_table AND m.local_ref = f.local_ref) OR EXISTS (SELECT 1 FROM recon_carried c "
+      "WHERE c.channel_id = k.ch AND c.local_table = f.local_table AND c.local_ref = f.local_ref "
+      "AND c.obj IN ('', f.obj) AND c.run_id <> k.run))";
 
 /* ---------- fixed statements ---------- */
 
@@ -225,7 +227,8 @@ static const char SQL_UPSERT[] =
       "f.local_ref, f.local_status, f.local_state, f.local_amount, f.local_currency, "
       "f.expected_fee, CASE WHEN f.kind = 'MISSING_LOCAL' THEN f.repair END, k.attempt "
       "FROM k CROSS JOIN (SELECT *, CASE WHEN line_no IS NULL THEN 'L:' || local_table || ':' || "
-      "local_ref WHEN kind = 'DUPLICATE_LINE' THEN 'S:' || obj || ':' || channel_ref || '#' || "
+      "local_ref || CASE WHEN obj = 'PAYOUT_RETURN' THEN ':RETURN' ELSE '' END "
+      "WHEN kind = 'DUPLICATE_LINE' THEN 'S:' || obj || ':' || channel_ref || '#' || "
       "line_no ELSE 'S:' || obj || ':' || channel_ref END AS key FROM recon_found "
       "WHERE kind NOT IN ('CARRIED', 'MATCHED')) f ORDER BY f.kind, f.key, f.line_no "
       "ON CONFLICT (run_id, kind, diff_key) DO UPDATE SET seen_attempt = EXCLUDED.seen_attempt, "
@@ -258,9 +261,9 @@ static const char SQL_CLOSE_STALE[] =
 static const char SQL_CARRIED_CLEAR[] = K "DELETE FROM recon_carried c USING k WHERE c.run_id = "
                                           "k.run";
 static const char SQL_CARRIED_ADD[] =
-    K "INSERT INTO recon_carried (run_id, channel_id, local_table, local_ref) SELECT DISTINCT "
-      "k.run, k.ch, f.local_table, f.local_ref FROM k CROSS JOIN recon_found f WHERE f.kind = "
-      "'CARRIED'";
+    K "INSERT INTO recon_carried (run_id, channel_id, local_table, local_ref, obj) SELECT "
+      "DISTINCT k.run, k.ch, f.local_table, f.local_ref, f.obj FROM k CROSS JOIN recon_found f "
+      "WHERE f.kind = 'CARRIED'";
 /* Another day reported one of these records missing from its statement: it
  * is on this day's. */
 static const char SQL_CARRIED_RESOLVE[] =
@@ -268,7 +271,8 @@ static const char SQL_CARRIED_RESOLVE[] =
       "updated_at = now(), reason = 'on the statement of ' || to_char((k.day_from AT TIME ZONE "
       "'UTC')::date, 'YYYY-MM-DD') FROM k, recon_carried c WHERE c.run_id = k.run AND "
       "d.channel_id = k.ch AND d.kind = 'MISSING_CHANNEL' AND d.status = 'OPEN' AND "
-      "d.local_table = c.local_table AND d.local_ref = c.local_ref AND d.run_id <> k.run";
+      "d.local_table = c.local_table AND d.local_ref = c.local_ref AND c.obj IN ('', d.obj) AND "
+      "d.run_id <> k.run";
 
 static const char SQL_DONE[] =
     "UPDATE recon_runs SET status = 'DONE', finished_at = now(), error = NULL, lines = $3, "

@@ -522,6 +522,46 @@ static void otc_paid(char *payment_no, char *channel_ref, long amount)
     free(ref);
 }
 
+/* A payout paid and returned the same day is two lines for one record:
+ * a statement without either shows both missing. Before, the two
+ * differences shared one key and one of them (either) was kept. */
+static void test_a_payout_and_its_return_are_two_differences(void **state)
+{
+    (void)state;
+    char *m = pc_t_sql(&g_stack,
+                       "INSERT INTO payouts (payout_no, out_payout_no, merchant_id, amount, "
+                       "currency, payee, status, channel_id, channel_txn_id, risk_decision, "
+                       "finished_at, returned_at) VALUES ('PO-RR%d', 'OPO-RR%d', '%s', 6100, "
+                       "'CNY', '{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000001111\"}', "
+                       "'RETURNED', 'sim_netbank', 'nb_rr%d', 'ACCEPT', now(), now()) RETURNING "
+                       "payout_no",
+                       (int)getpid(), (int)getpid(), g_m.id, (int)getpid());
+    char po[64];
+    snprintf(po, sizeof po, "%s", m);
+    free(m);
+    json_t *run = upload("sim_netbank",
+                         "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
+                         "nb_none,PNONE,PAY,300,CNY,0,FAILED,2026-01-01T00:00:00Z\n",
+                         200);
+    long long run_id = run_id_of(run);
+    json_decref(run);
+    json_t *d = diffs_of(run_id, NULL);
+    int payout = 0, ret = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(d, i, x)
+    {
+        if (strcmp(jstr(x, "kind"), "MISSING_CHANNEL") != 0 ||
+            strcmp(jstr(json_object_get(x, "local"), "ref"), po) != 0)
+            continue;
+        payout += !strcmp(jstr(x, "type"), "PAYOUT");
+        ret += !strcmp(jstr(x, "type"), "PAYOUT_RETURN");
+    }
+    json_decref(d);
+    assert_int_equal(payout, 1);
+    assert_int_equal(ret, 1);
+}
+
 static void test_uploaded_statement_is_matched_kind_by_kind(void **state)
 {
     (void)state;
@@ -1177,6 +1217,7 @@ int main(void)
         cmocka_unit_test_setup(test_lost_callback_is_repaired_from_the_statement_once,
                                refresh_today),
         cmocka_unit_test_setup(test_uploaded_statement_is_matched_kind_by_kind, refresh_today),
+        cmocka_unit_test_setup(test_a_payout_and_its_return_are_two_differences, refresh_today),
         cmocka_unit_test_setup(test_fee_is_checked_with_the_currency_figures, refresh_today),
         cmocka_unit_test_setup(test_resolving_with_an_adjustment_posts_through_suspense,
                                refresh_today),
