@@ -24,11 +24,30 @@ static uv_timer_t g_override_timer;
 
 /* ---------- overrides ---------- */
 
+/* Switches this node made: a read that started before one of them (its
+ * snapshot taken before the switch committed) answers with the old value,
+ * and applied after the switch it undid it here until the next read. */
+static unsigned g_override_gen;
+
+typedef struct {
+    pc_app_t *app;
+    unsigned gen;
+} refresh_t;
+
+static void refresh_overrides(pc_app_t *app);
+
 static void overrides_cb(void *data, int status, pc_db_res_t *res)
 {
-    pc_app_t *app = data;
+    refresh_t *rf = data;
+    pc_app_t *app = rf->app;
+    int stale = rf->gen != g_override_gen;
+    free(rf);
     if (status)
         return;
+    if (stale) {
+        refresh_overrides(app); /* read again, after the switch */
+        return;
+    }
     /* Channels without a row have no override. */
     const pc_channel_set_t *set = pc_channels_current(app->channels);
     for (size_t i = 0; set && i < pc_channel_set_count(set); i++) {
@@ -44,8 +63,13 @@ static void overrides_cb(void *data, int status, pc_db_res_t *res)
 
 static void refresh_overrides(pc_app_t *app)
 {
-    pc_db_query(app->db, "SELECT channel_id, enabled FROM channel_overrides", 0, NULL, overrides_cb,
-                app);
+    refresh_t *rf = malloc(sizeof *rf);
+    if (!rf)
+        return;
+    *rf = (refresh_t){app, g_override_gen};
+    if (pc_db_query(app->db, "SELECT channel_id, enabled FROM channel_overrides", 0, NULL,
+                    overrides_cb, rf) < 0)
+        free(rf);
 }
 
 static void override_notice(void *data, const char *channel, const char *msg, size_t len)
@@ -305,6 +329,7 @@ static void switch_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     pc_channels_set_override(s->app->channels, s->id, s->enabled);
+    g_override_gen++;
     char ch[128];
     pc_kv_key(s->app->kv, ch, sizeof ch, OVERRIDE_CHANNEL);
     pc_kv_cmd(s->app->kv, NULL, NULL, "PUBLISH", ch, s->id, NULL);
@@ -427,7 +452,9 @@ int pc_app_config_start(pc_app_t *app, char *err, size_t errlen)
     pc_kv_subscribe(app->kv, OVERRIDE_CHANNEL, override_notice, app);
     uv_timer_init(app->loop, &g_override_timer);
     g_override_timer.data = app;
-    uv_timer_start(&g_override_timer, override_timer_cb, 50, 5000);
+    /* Every second: with Redis down there is no notice, and a switch must
+     * reach every node within a second all the same. */
+    uv_timer_start(&g_override_timer, override_timer_cb, 50, 1000);
     uv_timer_init(app->loop, &g_volume_timer);
     g_volume_timer.data = app;
     uv_timer_start(&g_volume_timer, volume_timer_cb, 100, 1000);

@@ -7,6 +7,7 @@
 
 #include "auth/sign.h"
 #include "harness.h"
+#include <uv.h>
 
 #include <pthread.h>
 #include <signal.h>
@@ -746,6 +747,56 @@ static void test_a_node_cut_off_from_redis_shares_its_nonces(void **state)
     pc_t_resp_free(&r);
 }
 
+/* On the stack the test above left (node 1 without Redis, so without the
+ * switch notice): a channel switched off through node 0 is off on node 1
+ * within a second and a half (its fallback read runs every second; it ran
+ * every 5 s). */
+static int channel_enabled_on(int node, const char *id)
+{
+    pc_t_resp_t r = pc_t_admin_node(&g_stack, node, "GET", "/admin/channels", NULL);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    int enabled = -1;
+    size_t i;
+    json_t *ch;
+    json_array_foreach(json_object_get(j, "channels"), i, ch)
+    {
+        const char *cid = json_string_value(json_object_get(ch, "channel_id"));
+        if (cid && !strcmp(cid, id))
+            enabled = json_is_true(json_object_get(ch, "enabled"));
+    }
+    json_decref(j);
+    return enabled;
+}
+
+static void test_a_switch_reaches_a_node_without_redis_within_a_second(void **state)
+{
+    (void)state;
+    assert_int_equal(channel_enabled_on(1, "sim_wallet"), 1);
+    /* Off, then on 2.5 s later: each must reach node 1 within 1.5 s. A
+     * read every 5 s cannot fall in both windows. */
+    static const char *const paths[] = {"/admin/channels/sim_wallet/disable",
+                                        "/admin/channels/sim_wallet/enable"};
+    for (int round = 0; round < 2; round++) {
+        uint64_t t0 = uv_hrtime();
+        pc_t_resp_t r = pc_t_admin(&g_stack, "POST", paths[round], NULL);
+        assert_int_equal(r.status, 200);
+        pc_t_resp_free(&r);
+        int want = round == 1, seen = 0;
+        while (!seen && uv_hrtime() - t0 < 1500000000ull) {
+            seen = channel_enabled_on(1, "sim_wallet") == want;
+            if (!seen)
+                usleep(50000);
+        }
+        /* Node 0, which made it, has it at once. */
+        assert_int_equal(channel_enabled_on(0, "sim_wallet"), want);
+        if (!seen)
+            fail_msg("switch %d: node 1 did not have it 1.5 s later", round);
+        while (uv_hrtime() - t0 < 2500000000ull)
+            usleep(50000);
+    }
+}
+
 static void test_redis_down_still_executes_once(void **state)
 {
     (void)state;
@@ -937,6 +988,7 @@ int main(void)
         cmocka_unit_test(test_key_used_by_consult_is_not_another_posts),
         cmocka_unit_test(test_50_concurrent_identical_requests_execute_once),
         cmocka_unit_test(test_a_node_cut_off_from_redis_shares_its_nonces),
+        cmocka_unit_test(test_a_switch_reaches_a_node_without_redis_within_a_second),
         cmocka_unit_test(test_redis_down_still_executes_once),
     };
     return cmocka_run_group_tests_name("auth", tests, setup, teardown);

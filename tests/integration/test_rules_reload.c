@@ -63,10 +63,7 @@ static int teardown(void **state)
 /* The rule's entry in GET /admin/rules of node (0 or 1); caller decrefs. */
 static json_t *rule_status(int node, const char *name)
 {
-    char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/admin/rules", g_stack.admin_port[node]);
-    const char *h[] = {"Authorization: Bearer test-admin-token", NULL};
-    pc_t_resp_t r = pc_t_http("GET", url, h, NULL);
+    pc_t_resp_t r = pc_t_admin_node(&g_stack, node, "GET", "/admin/rules", NULL);
     json_t *j = pc_t_json(&r);
     pc_t_resp_free(&r);
     json_t *out = NULL;
