@@ -566,10 +566,10 @@ static void tr_apply(tr_t *t)
     if (rc) {
         pc_log_error("refund.transition", "refund %s -> %s: %s", r->refund_no, t->to,
                      pc_ledger_strerror(rc));
-        tr_end(t, rc, NULL);
-        return;
+        if (!t->step_failed)
+            t->step_failed = rc;
     }
-    if (!strcmp(t->to, "SUCCESS") && normal) {
+    if (!rc && !strcmp(t->to, "SUCCESS") && normal) {
         const char *q[] = {r->trade_no};
         if (pc_db_tx_query(t->tx,
                            "SELECT coalesce(sum(amount), 0) FROM refunds WHERE trade_no = $1 AND "
@@ -578,7 +578,12 @@ static void tr_apply(tr_t *t)
             tr_end(t, PC_EUNAVAIL, NULL);
         return;
     }
-    if (coupon_later) {
+    /* Callbacks still to come use t (the coupon's answer writes the notice;
+     * after a refused step, every statement queued so far): the commit, or
+     * the rollback a failed step makes of it, which ends t (the caller told
+     * rc), waits for the answer of a last statement. Ended here, t was
+     * freed under them. */
+    if (coupon_later || rc) {
         if (pc_db_tx_query(t->tx, "SELECT 1", 0, NULL, tr_last_cb, t) < 0)
             tr_commit(t); /* ended already: cannot happen; the commit reports it */
         return;
