@@ -68,7 +68,8 @@ struct pc_auth {
     bool fallback_active;
     int64_t fallback_read_s;
     int64_t fallback_marked_s; /* this node last said so */
-    int64_t fallback_since_s;  /* this node's Redis unreachable since (0: it answers) */
+    int64_t fallback_since_s;  /* this node's mark stored at (0: none since Redis answered) */
+    bool fallback_marking;     /* the mark is on its way */
 };
 
 /* What the filter leaves on the request for handlers. */
@@ -254,6 +255,18 @@ static void copy_back(pc_auth_t *a)
     copy_page(a);
 }
 
+/* This node's mark is stored (or not: the next request tries again). */
+static void fallback_marked_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)res;
+    pc_auth_t *a = data;
+    a->fallback_marking = false;
+    if (status)
+        return;
+    a->fallback_since_s = (int64_t)time(NULL);
+    a->fallback_marked_s = a->fallback_since_s;
+}
+
 /* The answer to checked_in_pg: whether some node records nonces in
  * PostgreSQL only, and whether this nonce was recorded here now. */
 static void fallback_checked_cb(void *data, int status, pc_db_res_t *res)
@@ -351,17 +364,24 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
     int64_t seen = pc_kv_last_reply_s(a->kv);
     int64_t floor_s = seen > a->started_s ? seen : a->started_s;
     if (status != 0) {
-        /* This node starts taking nonces in PostgreSQL only: it says so at
-         * once, and the other nodes, which read that at most a second late,
-         * record theirs there too from then on. A request signed before they
-         * can all know it may have been taken through Redis there: refused
-         * here, like one signed before Redis last answered. */
-        int64_t now = (int64_t)time(NULL);
+        /* This node starts taking nonces in PostgreSQL only (none taken so
+         * yet, or Redis answered it since the last time began): it says so,
+         * and the other nodes, which read that at most a second late, record
+         * theirs there too from then on. Until the mark is stored nothing
+         * is taken; after, a request signed before they can all know it may
+         * have been taken through Redis there: refused here, like one signed
+         * before Redis last answered. */
+        if (!a->fallback_marking && (a->fallback_since_s == 0 || seen > a->fallback_since_s)) {
+            a->fallback_since_s = 0;
+            a->fallback_marking = true;
+            if (pc_db_query(a->db, MARK_FALLBACK_SQL, 0, NULL, fallback_marked_cb, a) < 0)
+                a->fallback_marking = false;
+        }
         if (a->fallback_since_s == 0) {
-            a->fallback_since_s = now;
-            a->fallback_marked_s = now;
-            if (pc_db_query(a->db, MARK_FALLBACK_SQL, 0, NULL, NULL, NULL) < 0)
-                a->fallback_marked_s = 0;
+            pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL,
+                                  "the nonce store is unreachable and this node is switching to "
+                                  "its fallback: try again in a few seconds");
+            return;
         }
         if (a->fallback_since_s + FALLBACK_SETTLE_S > floor_s)
             floor_s = a->fallback_since_s + FALLBACK_SETTLE_S;
