@@ -17,6 +17,10 @@
 #define MARK_FALLBACK_SQL                                                                          \
     "INSERT INTO auth_nonce_fallback (until) VALUES (now() + interval '" NONCE_TTL_S               \
     " seconds') ON CONFLICT (id) DO UPDATE SET until = EXCLUDED.until"
+/* A nonce into auth_nonces, kept a nonce's lifetime: the rest of the
+ * statement gives merchant ($1) and nonce ($2). */
+#define INSERT_NONCE "INSERT INTO auth_nonces (merchant_id, nonce, expires_at) "
+#define NONCE_EXPIRES "now() + interval '" NONCE_TTL_S " seconds'"
 /* Seconds after this node began taking nonces in PostgreSQL only before it
  * takes a request signed then: the other nodes read the mark at most a
  * second late, and clocks are read in whole seconds. */
@@ -60,11 +64,11 @@ struct pc_auth {
     bool copying, copy_failed, copy_more;
     int copy_in_flight;
     long long copied;
-    char copy_mid[65],
-        copy_nonce[65]; /* Some node records nonces in PostgreSQL only (auth_nonce_fallback,
-                         * migration 0085): this one then records there too the nonces it
-                         * takes through Redis. Read with a request's nonce at most once a
-                         * second (fallback_read_s), and held until the next read. */
+    char copy_mid[65], copy_nonce[65];
+    /* Some node records nonces in PostgreSQL only (auth_nonce_fallback,
+     * migration 0085): this one then records there too the nonces it takes
+     * through Redis. Read with a request's nonce at most once a second
+     * (fallback_read_s), and held until the next read. */
     bool fallback_active;
     int64_t fallback_read_s;
     int64_t fallback_marked_s; /* this node last said so */
@@ -294,10 +298,9 @@ static void checked_in_pg(auth_ctx_t *c)
     const char *p[] = {c->merchant->id, c->nonce};
     if (pc_db_query(c->auth->db,
                     "WITH f AS (SELECT coalesce((SELECT until > now() FROM auth_nonce_fallback), "
-                    "false) AS active), i AS (INSERT INTO auth_nonces (merchant_id, nonce, "
-                    "expires_at) SELECT $1, $2, now() + interval '" NONCE_TTL_S
-                    " seconds' FROM f WHERE f.active ON CONFLICT DO NOTHING RETURNING 1) SELECT "
-                    "f.active, EXISTS (SELECT 1 FROM i) FROM f",
+                    "false) AS active), i AS (" INSERT_NONCE "SELECT $1, $2, " NONCE_EXPIRES
+                    " FROM f WHERE f.active ON CONFLICT DO NOTHING RETURNING 1) SELECT f.active, "
+                    "EXISTS (SELECT 1 FROM i) FROM f",
                     2, p, fallback_checked_cb, c) < 0)
         pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL, "nonce store unavailable");
 }
@@ -315,12 +318,9 @@ static void record_in_pg(auth_ctx_t *c, bool cut_off)
         a->fallback_marked_s = now;
     const char *p[] = {c->merchant->id, c->nonce};
     if (pc_db_query(a->db,
-                    mark ? "WITH f AS (" MARK_FALLBACK_SQL
-                           ") INSERT INTO auth_nonces (merchant_id, "
-                           "nonce, expires_at) VALUES ($1, $2, now() + interval '" NONCE_TTL_S
-                           " seconds') ON CONFLICT DO NOTHING"
-                         : "INSERT INTO auth_nonces (merchant_id, nonce, expires_at) VALUES ($1, "
-                           "$2, now() + interval '" NONCE_TTL_S " seconds') ON CONFLICT DO NOTHING",
+                    mark ? "WITH f AS (" MARK_FALLBACK_SQL ") " INSERT_NONCE
+                           "VALUES ($1, $2, " NONCE_EXPIRES ") ON CONFLICT DO NOTHING"
+                         : INSERT_NONCE "VALUES ($1, $2, " NONCE_EXPIRES ") ON CONFLICT DO NOTHING",
                     2, p, nonce_pg_cb, c) < 0)
         pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL, "nonce store unavailable");
 }

@@ -580,11 +580,6 @@ static void answer_read_cb(void *data, int status, pc_db_res_t *res)
     pc_db_tx_commit(o->tx, deciding_committed_cb, o);
 }
 
-/* Commits a transaction that decides the payment (its answer will not
- * change by this operation after it), then done. With the pay request's
- * idempotency record at hand (pc_pay_order_t.idem) the answer is read inside
- * the transaction first and recorded with it, so no write waits after the
- * commit. */
 /* Commits o's transaction, unless one of its steps failed. A statement that
  * failed has aborted the transaction (its COMMIT rolls back), but a step
  * refused before its statement was sent (the paid trade's ledger posting or
@@ -598,6 +593,11 @@ static void commit_unless_failed(op_t *o, pc_db_done_cb done, void *data)
     pc_db_tx_commit(o->tx, done, data);
 }
 
+/* Commits a transaction that decides the payment (its answer will not
+ * change by this operation after it), then done. With the pay request's
+ * idempotency record at hand (pc_pay_order_t.idem) the answer is read inside
+ * the transaction first and recorded with it, so no write waits after the
+ * commit. */
 static void commit_deciding(op_t *o, pc_db_done_cb done)
 {
     o->commit_done = done;

@@ -388,8 +388,9 @@ static void tr_sum_cb(void *data, int status, pc_db_res_t *res)
  * tr_last_cb, both after this. Before, an error refund queued its commit
  * first, and the notification ran after it, on its own: lost if the node
  * died in between, written for a refund that rolled back. */
-static void tr_coupon_written(tr_t *t, int status, pc_db_res_t *res)
+static void tr_coupon_cb(void *data, int status, pc_db_res_t *res)
 {
+    tr_t *t = data;
     if (status || pc_db_rows(res) != 1) {
         tr_step_cb(t, status ? status : PC_ECONFLICT, res);
         return;
@@ -404,11 +405,6 @@ static void tr_coupon_written(tr_t *t, int status, pc_db_res_t *res)
     if (t->r.coupon_returned)
         pc_log_info("refund.coupon_returned", "refund %s: coupon of payment %s is AVAILABLE",
                     t->r.refund_no, t->r.payment_no);
-}
-
-static void tr_coupon_cb(void *data, int status, pc_db_res_t *res)
-{
-    tr_coupon_written(data, status, res);
 }
 
 /* The last statement tr_apply queued for an error refund with a coupon part

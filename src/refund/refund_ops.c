@@ -530,14 +530,12 @@ static void line_flagged_cb(void *data, int status, pc_db_res_t *res)
 {
     imp_t *m = data;
     const result_t *l = &m->lines[m->next];
+#define PAID_OTHERWISE "the file says it was paid, but the refund failed or was paid another way: "
     skip(m, l,
-         status ? "the file says it was paid, but the refund failed or was paid another way: "
-                  "not flagged (database unavailable): check it by hand"
-         : pc_db_rows(res)
-             ? "the file says it was paid, but the refund failed or was paid another way: "
-               "flagged for ops"
-             : "the file says it was paid, but the refund failed or was paid another way: "
-               "flagged before");
+         status            ? PAID_OTHERWISE "not flagged (database unavailable): check it by hand"
+         : pc_db_rows(res) ? PAID_OTHERWISE "flagged for ops"
+                           : PAID_OTHERWISE "flagged before");
+#undef PAID_OTHERWISE
     m->next++;
     imp_next(m);
 }

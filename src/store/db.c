@@ -910,6 +910,25 @@ static void tick_cb(uv_timer_t *t)
 
 /* ---------- public ---------- */
 
+/* The URL's host, hostaddr and options (values of info, NULL when absent). */
+typedef struct {
+    const char *host, *hostaddr, *options;
+} url_parts_t;
+
+static url_parts_t url_parts(const PQconninfoOption *info)
+{
+    url_parts_t u = {NULL, NULL, NULL};
+    for (const PQconninfoOption *o = info; o && o->keyword; o++) {
+        if (!strcmp(o->keyword, "host"))
+            u.host = o->val;
+        else if (!strcmp(o->keyword, "hostaddr"))
+            u.hostaddr = o->val;
+        else if (!strcmp(o->keyword, "options"))
+            u.options = o->val;
+    }
+    return u;
+}
+
 int pc_db_url_check(const char *url, char *err, size_t errlen)
 {
     char *perr = NULL;
@@ -919,13 +938,8 @@ int pc_db_url_check(const char *url, char *err, size_t errlen)
         PQfreemem(perr);
         return PC_EINVAL;
     }
-    const char *host = NULL, *hostaddr = NULL;
-    for (PQconninfoOption *o = info; o->keyword; o++) {
-        if (!strcmp(o->keyword, "host"))
-            host = o->val;
-        else if (!strcmp(o->keyword, "hostaddr"))
-            hostaddr = o->val;
-    }
+    url_parts_t u = url_parts(info);
+    const char *host = u.host, *hostaddr = u.hostaddr;
     int rc = 0;
     if (host && strchr(host, ',') && !(hostaddr && hostaddr[0])) {
         /* pc_db_new resolves one host name off the loop; libpq resolves
@@ -966,15 +980,8 @@ pc_db_t *pc_db_new(uv_loop_t *loop, const pc_db_opts_t *opts)
     db->timeout_ms = opts->query_timeout_ms ? opts->query_timeout_ms : 5000;
     db->depth = opts->pipeline_depth > 0 ? opts->pipeline_depth : 16;
     PQconninfoOption *info = PQconninfoParse(opts->url, NULL);
-    const char *host = NULL, *hostaddr = NULL, *options = NULL;
-    for (PQconninfoOption *o = info; o && o->keyword; o++) {
-        if (!strcmp(o->keyword, "host"))
-            host = o->val;
-        else if (!strcmp(o->keyword, "hostaddr"))
-            hostaddr = o->val;
-        else if (!strcmp(o->keyword, "options"))
-            options = o->val;
-    }
+    url_parts_t u = url_parts(info);
+    const char *host = u.host, *hostaddr = u.hostaddr, *options = u.options;
     if ((!hostaddr || !hostaddr[0]) && pc_resolve_needed(host))
         db->resolve_host = strdup(host);
     size_t olen = (options ? strlen(options) : 0) + sizeof CLIENT_CHECK_OPTION + 2;
