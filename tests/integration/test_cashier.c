@@ -801,10 +801,14 @@ static void test_a_pay_that_waited_past_the_trades_expiry_is_refused(void **stat
                      0);
     usleep(300000);
     pc_t_resp_t r = pay(tn, buyer, "BALANCE", NULL);
-    if (r.status != 409)
+    /* Either answer refuses the pay. The expiry sweep (SKIP LOCKED) can
+     * still take the row first: between the holder's commit and the waiting
+     * pay's own lock, the row is unlocked and a SKIP LOCKED reader does not
+     * queue behind the waiter (seen once in CI: "the trade is
+     * TRADE_CLOSED"). */
+    if (r.status != 409 || (!strstr(r.body, "expired") && !strstr(r.body, "TRADE_CLOSED")))
         fail_msg("pay after the wait: %ld %s", r.status, r.body);
     assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
-    assert_non_null(strstr(r.body, "expired"));
     pc_t_resp_free(&r);
     assert_int_equal(wallet(buyer), before);
     assert_int_equal(
