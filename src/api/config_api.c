@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "http/forwarded.h"
 #include "rules/rules.h"
 #include "rules/watch.h"
 
@@ -159,10 +160,34 @@ typedef struct {
     void *data;
 } config_reload_t;
 
+/* What a start refuses that the file's own checks cannot see (they belong
+ * to the listeners and the pool): a reload refuses it too, rather than
+ * report "reloaded" and leave the next restart to fail. */
+static int startable(const pc_config_t *cfg, char *err, size_t errlen)
+{
+    char why[256] = "out of memory";
+    if (pc_db_url_check(pc_config_str(cfg, "db.url"), why, sizeof why) < 0) {
+        snprintf(err, errlen, "db.url: %s", why);
+        return PC_EINVAL;
+    }
+    pc_proxy_list_t *l =
+        pc_proxy_list_parse(pc_config_str(cfg, "http.trusted_proxies"), why, sizeof why);
+    if (!l) {
+        snprintf(err, errlen, "http.trusted_proxies: %s", why);
+        return PC_EINVAL;
+    }
+    pc_proxy_list_free(l);
+    return 0;
+}
+
 static void config_load_work(uv_work_t *w)
 {
     config_reload_t *c = w->data;
     c->fresh = pc_config_load_again(c->app->cfg, c->err, sizeof c->err);
+    if (c->fresh && startable(c->fresh, c->err, sizeof c->err) < 0) {
+        pc_config_free(c->fresh);
+        c->fresh = NULL;
+    }
 }
 
 static void config_load_done(uv_work_t *w, int status)

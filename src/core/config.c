@@ -1,6 +1,7 @@
 #include "core/config.h"
 #include "core/currency.h"
 #include "core/error.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -9,6 +10,16 @@
 #include <string.h>
 
 typedef enum { OPT_INT, OPT_STR, OPT_BOOL } opt_type_t;
+
+/* What a string option must look like beyond its length; checked wherever a
+ * value is read (default, file, environment), so a reload refuses what a
+ * start would. 0 and a message in why, or PC_EINVAL. */
+typedef int (*opt_check_t)(const char *text, char *why, size_t whylen);
+
+static int check_delays(const char *text, char *why, size_t whylen);
+static int check_delays_or_none(const char *text, char *why, size_t whylen);
+static int check_time_of_day(const char *text, char *why, size_t whylen);
+static int check_log_level(const char *text, char *why, size_t whylen);
 
 typedef struct {
     const char *name;
@@ -19,6 +30,27 @@ typedef struct {
     int runtime; /* may change on reload without restart */
     const char *help;
 } opt_def_t;
+
+/* String options with a form of their own. */
+static const struct {
+    const char *name;
+    opt_check_t check;
+} opt_checks[] = {
+    {"log.level", check_log_level},
+    {"repair.schedule_ms", check_delays},
+    {"refund.query_schedule_ms", check_delays},
+    {"payout.query_schedule_ms", check_delays},
+    {"notify.schedule_ms", check_delays_or_none},
+    {"recon.daily_at", check_time_of_day},
+};
+
+static opt_check_t check_of(const char *name)
+{
+    for (size_t i = 0; i < sizeof opt_checks / sizeof opt_checks[0]; i++)
+        if (!strcmp(opt_checks[i].name, name))
+            return opt_checks[i].check;
+    return NULL;
+}
 
 /* The one table of options. Secrets have demo defaults that are clearly marked;
  * production sets them through the environment. */
@@ -73,8 +105,9 @@ static const opt_def_t opts[] = {
      "how often expired trades are closed and old ones finished"},
     {"jobs.ledger_fold_ms", OPT_INT, "PAYCORE_LEDGER_FOLD_MS", "200", 10, 60000, 0,
      "how often queued movements of hot ledger accounts are folded into their balances"},
-    {"trades.refund_window_s", OPT_INT, "PAYCORE_REFUND_WINDOW_S", "15552000", 0, 315360000, 0,
-     "after this long a paid trade is TRADE_FINISHED (no refunds)"},
+    {"trades.refund_window_s", OPT_INT, "PAYCORE_REFUND_WINDOW_S", "15552000", 86400, 315360000, 0,
+     "after this long a paid trade is TRADE_FINISHED (no refunds); at least a day: a value "
+     "read as \"no window\" would finish every paid trade at the next sweep"},
     {"limits.buyer_daily", OPT_INT, "PAYCORE_LIMIT_BUYER_DAILY", "5000000", 0, 1000000000000000, 1,
      "most a buyer may pay in 24 h (minor units)"},
     {"limits.buyer_monthly", OPT_INT, "PAYCORE_LIMIT_BUYER_MONTHLY", "50000000", 0,
@@ -277,15 +310,22 @@ static int parse_value(const opt_def_t *o, const char *text, opt_val_t *out, cha
             return PC_EINVAL;
         }
         return 0;
-    case OPT_STR:
+    case OPT_STR: {
+        char why[160];
         if (o->max && (int64_t)strlen(text) > o->max) {
             snprintf(err, errlen, "%s: %s is longer than %lld characters", origin, o->name,
                      (long long)o->max);
             return PC_EINVAL;
         }
+        opt_check_t check = check_of(o->name);
+        if (check && check(text, why, sizeof why) < 0) {
+            snprintf(err, errlen, "%s: %s %s (got \"%s\")", origin, o->name, why, text);
+            return PC_EINVAL;
+        }
         free(out->s);
         out->s = strdup(text);
         return out->s ? 0 : PC_ENOMEM;
+    }
     }
     return PC_EINVAL;
 }
@@ -501,6 +541,15 @@ pc_config_t *pc_config_load(const char *path, char *err, size_t errlen)
     }
     for (size_t i = 0; i < NOPTS; i++) {
         const char *e = opts[i].env ? getenv(opts[i].env) : NULL;
+        /* Set but empty is most often a secrets template that rendered
+         * nothing: refused, rather than quietly serving the default (a
+         * database at 127.0.0.1, the demo token). An option whose default
+         * is empty takes it. */
+        if (e && !*e && opts[i].def[0]) {
+            snprintf(err, errlen, "%s is set but empty: give it a value or unset it (%s)",
+                     opts[i].env, opts[i].help);
+            goto fail;
+        }
         if (e && *e && parse_value(&opts[i], e, &cfg->v[i], err, errlen, opts[i].env))
             goto fail;
     }
@@ -578,9 +627,10 @@ int pc_config_bool(const pc_config_t *cfg, const char *name)
     return (int)cfg->v[must_find(name, OPT_BOOL)].i;
 }
 
-int pc_config_ms_list(const pc_config_t *cfg, const char *name, int64_t *out, int max)
+/* Comma-separated non-negative integers into out (at most max): their
+ * number, or PC_EINVAL. */
+static int parse_ms_list(const char *s, int64_t *out, int max)
 {
-    const char *s = pc_config_str(cfg, name);
     int n = 0;
     while (*s) {
         char *end;
@@ -594,4 +644,62 @@ int pc_config_ms_list(const pc_config_t *cfg, const char *name, int64_t *out, in
             s++;
     }
     return n;
+}
+
+int pc_config_ms_list(const pc_config_t *cfg, const char *name, int64_t *out, int max)
+{
+    return parse_ms_list(pc_config_str(cfg, name), out, max);
+}
+
+static int delays(const char *text, int least, char *why, size_t whylen)
+{
+    int64_t ms[PC_CONFIG_MAX_DELAYS];
+    int n = parse_ms_list(text, ms, PC_CONFIG_MAX_DELAYS);
+    if (n < least) {
+        snprintf(why, whylen, "must be %s%d comma-separated delays in milliseconds",
+                 least ? "1 to " : "up to ", PC_CONFIG_MAX_DELAYS);
+        return PC_EINVAL;
+    }
+    return 0;
+}
+
+static int check_delays(const char *text, char *why, size_t whylen)
+{
+    return delays(text, 1, why, whylen);
+}
+
+static int check_delays_or_none(const char *text, char *why, size_t whylen)
+{
+    return delays(text, 0, why, whylen);
+}
+
+int pc_config_parse_time_of_day(const char *text, int *minutes)
+{
+    int hh, mm;
+    char extra;
+    if (strlen(text) != 5 || sscanf(text, "%2d:%2d%c", &hh, &mm, &extra) != 2 || hh < 0 ||
+        hh > 23 || mm < 0 || mm > 59 || text[2] != ':')
+        return PC_EINVAL;
+    *minutes = hh * 60 + mm;
+    return 0;
+}
+
+static int check_time_of_day(const char *text, char *why, size_t whylen)
+{
+    int m;
+    if (pc_config_parse_time_of_day(text, &m) < 0) {
+        snprintf(why, whylen, "must be a UTC time of day HH:MM, e.g. 00:30");
+        return PC_EINVAL;
+    }
+    return 0;
+}
+
+static int check_log_level(const char *text, char *why, size_t whylen)
+{
+    pc_log_level_t level;
+    if (pc_log_parse_level(text, &level) < 0) {
+        snprintf(why, whylen, "must be one of debug, info, warn, error");
+        return PC_EINVAL;
+    }
+    return 0;
 }

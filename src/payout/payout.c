@@ -1319,8 +1319,8 @@ pc_payouts_t *pc_payouts_new(pc_app_t *app)
     if (!po)
         return NULL;
     po->app = app;
-    int64_t ms[32];
-    int n = pc_config_ms_list(app->cfg, "payout.query_schedule_ms", ms, 32);
+    int64_t ms[PC_CONFIG_MAX_DELAYS];
+    int n = pc_config_ms_list(app->cfg, "payout.query_schedule_ms", ms, PC_CONFIG_MAX_DELAYS);
     if (n <= 0) {
         free(po);
         return NULL;

@@ -885,18 +885,15 @@ static void tick(uv_timer_t *t)
 
 pc_recon_t *pc_recon_new(pc_app_t *app)
 {
-    const char *at = pc_config_str(app->cfg, "recon.daily_at");
-    int hh, mm;
-    char extra;
-    if (sscanf(at, "%2d:%2d%c", &hh, &mm, &extra) != 2 || strlen(at) != 5 || hh < 0 || hh > 23 ||
-        mm < 0 || mm > 59)
+    int daily_at_min;
+    if (pc_config_parse_time_of_day(pc_config_str(app->cfg, "recon.daily_at"), &daily_at_min) < 0)
         return NULL;
     pc_recon_t *rc = calloc(1, sizeof *rc);
     if (!rc)
         return NULL;
     rc->app = app;
     rc->daily = pc_config_bool(app->cfg, "recon.daily");
-    rc->daily_at_min = hh * 60 + mm;
+    rc->daily_at_min = daily_at_min;
     snprintf(rc->daily_at_arg, sizeof rc->daily_at_arg, "%d", rc->daily_at_min);
     rc->poll_ms = pc_config_int(app->cfg, "recon.poll_ms");
     rc->run_timeout_s = pc_config_int(app->cfg, "recon.run_timeout_s");

@@ -1443,8 +1443,8 @@ pc_refunds_t *pc_refunds_new(pc_app_t *app)
     if (!rf)
         return NULL;
     rf->app = app;
-    int64_t ms[32];
-    int n = pc_config_ms_list(app->cfg, "refund.query_schedule_ms", ms, 32);
+    int64_t ms[PC_CONFIG_MAX_DELAYS];
+    int n = pc_config_ms_list(app->cfg, "refund.query_schedule_ms", ms, PC_CONFIG_MAX_DELAYS);
     if (n <= 0) {
         free(rf);
         return NULL;

@@ -565,8 +565,8 @@ pc_repair_t *pc_repair_new(pc_app_t *app)
     if (!r)
         return NULL;
     r->app = app;
-    int64_t ms[32];
-    int n = pc_config_ms_list(app->cfg, "repair.schedule_ms", ms, 32);
+    int64_t ms[PC_CONFIG_MAX_DELAYS];
+    int n = pc_config_ms_list(app->cfg, "repair.schedule_ms", ms, PC_CONFIG_MAX_DELAYS);
     if (n <= 0) {
         free(r);
         return NULL;

@@ -345,6 +345,26 @@ static void test_config_reload_takes_new_limits_without_restart(void **state)
     assert_non_null(strstr(json_string_value(json_object_get(cfg, "error")), "buyer_daily"));
     json_decref(j);
     assert_false(card_available(tn, "u_cfg"));
+    /* Values a start would refuse: refused by the reload too (before, each
+     * was "reloaded", named as needing a restart, and the restart failed). */
+    const char *unstartable[][2] = {
+        {"{\"recon\": {\"daily_at\": \"0:30\"}}", "recon.daily_at"},
+        {"{\"repair\": {\"schedule_ms\": \"\"}}", "repair.schedule_ms"},
+        {"{\"log\": {\"level\": \"warning\"}}", "log.level"},
+        {"{\"http\": {\"trusted_proxies\": \"10.0.0.0/33\"}}", "http.trusted_proxies"},
+    };
+    for (size_t i = 0; i < sizeof unstartable / sizeof unstartable[0]; i++) {
+        write_file("paycore.json", unstartable[i][0], "w");
+        r = pc_t_admin_node(&g_stack, 0, "POST", "/admin/reload", NULL);
+        j = pc_t_json(&r);
+        pc_t_resp_free(&r);
+        cfg = json_object_get(j, "config");
+        const char *e = json_string_value(json_object_get(cfg, "error"));
+        if (!json_is_false(json_object_get(cfg, "ok")) || !e || !strstr(e, unstartable[i][1]))
+            fail_msg("%s: reload answered %s", unstartable[i][0], json_dumps(cfg, JSON_COMPACT));
+        json_decref(j);
+    }
+    assert_false(card_available(tn, "u_cfg"));
     write_file("paycore.json", "{\"limits\": {\"buyer_daily\": 5000000}}", "w");
     for (int node = 0; node < 2; node++) {
         r = pc_t_admin_node(&g_stack, node, "POST", "/admin/reload", NULL);

@@ -158,6 +158,60 @@ static void test_limits_by_currency(void **state)
     }
 }
 
+/* A value the start would stumble on later (a job's schedule, the recon
+ * time, the log level) is refused when the configuration is read, with the
+ * option's name; so is an environment variable set but empty. */
+static void test_values_are_checked_where_they_are_read(void **state)
+{
+    (void)state;
+    setenv("PAYCORE_DEMO", "true", 1);
+    char err[512];
+    static const char *const bad[][3] = {
+        {"PAYCORE_LOG_LEVEL", "warning", "log.level must be one of debug, info, warn, error"},
+        {"PAYCORE_RECON_DAILY_AT", "0:30", "recon.daily_at must be a UTC time"},
+        {"PAYCORE_RECON_DAILY_AT", "24:00", "recon.daily_at must be a UTC time"},
+        {"PAYCORE_RECON_DAILY_AT", "12-30", "recon.daily_at must be a UTC time"},
+        {"PAYCORE_REPAIR_SCHEDULE_MS", "5000,soon", "repair.schedule_ms must be 1 to 32"},
+        {"PAYCORE_PAYOUT_QUERY_SCHEDULE_MS", ",", "payout.query_schedule_ms must be 1 to 32"},
+        {"PAYCORE_REFUND_QUERY_SCHEDULE_MS", "-5", "refund.query_schedule_ms must be 1 to 32"},
+        {"PAYCORE_NOTIFY_SCHEDULE_MS",
+         "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,"
+         "32,33",
+         "notify.schedule_ms must be up to 32"},
+        {"PAYCORE_REFUND_WINDOW_S", "0", "trades.refund_window_s must be an integer from 86400"},
+        {"PAYCORE_DATABASE_URL", "", "PAYCORE_DATABASE_URL is set but empty"},
+        {"PAYCORE_ADMIN_TOKEN", "", "PAYCORE_ADMIN_TOKEN is set but empty"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv(bad[i][0], bad[i][1], 1);
+        err[0] = 0;
+        pc_config_t *cfg = pc_config_load(NULL, err, sizeof err);
+        if (cfg || !strstr(err, bad[i][2]))
+            fail_msg("%s=%s: %s", bad[i][0], bad[i][1], cfg ? "loaded" : err);
+        unsetenv(bad[i][0]);
+    }
+    /* What they accept; an empty value of an option whose default is empty. */
+    setenv("PAYCORE_RECON_DAILY_AT", "23:59", 1);
+    setenv("PAYCORE_TRUSTED_PROXIES", "", 1);
+    setenv("PAYCORE_LOG_LEVEL", "WARN", 1);
+    setenv("PAYCORE_REPAIR_SCHEDULE_MS", "1000, 2000,3000", 1);
+    pc_config_t *cfg = pc_config_load(NULL, err, sizeof err);
+    if (!cfg)
+        fail_msg("%s", err);
+    int64_t ms[PC_CONFIG_MAX_DELAYS];
+    assert_int_equal(pc_config_ms_list(cfg, "repair.schedule_ms", ms, PC_CONFIG_MAX_DELAYS), 3);
+    assert_int_equal(ms[2], 3000);
+    int minutes;
+    assert_int_equal(pc_config_parse_time_of_day(pc_config_str(cfg, "recon.daily_at"), &minutes),
+                     0);
+    assert_int_equal(minutes, 23 * 60 + 59);
+    pc_config_free(cfg);
+    unsetenv("PAYCORE_RECON_DAILY_AT");
+    unsetenv("PAYCORE_TRUSTED_PROXIES");
+    unsetenv("PAYCORE_LOG_LEVEL");
+    unsetenv("PAYCORE_REPAIR_SCHEDULE_MS");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +220,7 @@ int main(void)
         cmocka_unit_test_setup(test_own_secrets_or_demo_mode_load, reset),
         cmocka_unit_test_setup(test_example_file_loads, reset),
         cmocka_unit_test_setup(test_limits_by_currency, reset),
+        cmocka_unit_test_setup(test_values_are_checked_where_they_are_read, reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
