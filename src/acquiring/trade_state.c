@@ -590,14 +590,31 @@ typedef struct {
     pc_db_tx_t *tx;
     const char *event;
     int finish; /* trade.finished (the refund window), else trade.closed (expiry) */
+    int swept;  /* trades the statement moved */
 } sweep_t;
+
+/* One sweep of each kind at a time in a process: a round slowed towards
+ * the query timeout is not joined by the next ones, each holding a pooled
+ * connection the API needs. */
+static int g_sweep_running[2]; /* [0] close, [1] finish */
+
+static void sweep_end(sweep_t *s)
+{
+    g_sweep_running[s->finish] = 0;
+    free(s);
+}
 
 static void sweep_commit_cb(void *data, int status)
 {
     sweep_t *s = data;
-    if (status)
+    if (status) {
         pc_log_warn("trade.sweep", "%s sweep not committed: %s", s->event, pc_strerror(status));
-    free(s);
+    } else if (s->swept) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "event=\"%s\"", s->event);
+        pc_metrics_add("pc_trades_swept_total", labels, s->swept);
+    }
+    sweep_end(s);
 }
 
 /* A sweep that cannot run is logged at most once a minute (it runs every
@@ -617,7 +634,7 @@ static void sweep_fail(sweep_t *s, const char *what, int status)
                     s->event, what, pc_strerror(status));
     if (s->tx)
         pc_db_tx_rollback(s->tx);
-    free(s);
+    sweep_end(s);
 }
 
 static void sweep_rows_cb(void *data, int status, pc_db_res_t *res)
@@ -632,14 +649,17 @@ static void sweep_rows_cb(void *data, int status, pc_db_res_t *res)
         pc_trade_t t;
         pc_trade_from_row(&t, res, i);
         json_t *obj = pc_trade_json(&t);
-        pc_outbox_add(s->tx, t.merchant_id, s->event, notify_url_of(res, i), obj);
+        /* A trade moved without its notification is not committed: the
+         * next sweep takes it again. */
+        int rc = obj ? pc_outbox_add(s->tx, t.merchant_id, s->event, notify_url_of(res, i), obj)
+                     : PC_ENOMEM;
         json_decref(obj);
+        if (rc < 0) {
+            sweep_fail(s, "could not record its notifications", rc);
+            return;
+        }
     }
-    if (n) {
-        char labels[64];
-        snprintf(labels, sizeof labels, "event=\"%s\"", s->event);
-        pc_metrics_add("pc_trades_swept_total", labels, n);
-    }
+    s->swept = n;
     pc_db_tx_commit(s->tx, sweep_commit_cb, s);
 }
 
@@ -677,12 +697,18 @@ static void sweep_begin_cb(void *data, int status, pc_db_tx_t *tx)
          * FILE refund can take days, one held by risk longer): its success
          * would close a fully refunded trade, which a finished one cannot
          * be; the next sweep after it ends finishes the trade. */
-        sql = "UPDATE trades SET status = 'TRADE_FINISHED', finished_at = now(), updated_at = "
-              "now() WHERE trade_no IN (SELECT t.trade_no FROM trades t WHERE t.status = "
+        /* ... and read again for each trade once it is locked, with a fresh
+         * snapshot (trade_refund_in_flight_now, migration 0087): a refund
+         * accepted while the statement ran holds the trade's row until it
+         * commits, which the first read, with the statement's snapshot,
+         * does not see. As the close sweep, one statement, materialized. */
+        sql = "WITH due AS MATERIALIZED (SELECT t.trade_no FROM trades t WHERE t.status = "
               "'TRADE_SUCCESS' AND t.paid_at <= now() - make_interval(secs => $1::bigint) AND NOT "
-              "EXISTS (SELECT 1 FROM refunds r WHERE r.trade_no = t.trade_no AND r.type = "
-              "'NORMAL' AND r.status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED')) ORDER BY "
-              "t.paid_at LIMIT 200 FOR UPDATE OF t SKIP LOCKED) AND status = 'TRADE_SUCCESS' "
+              "trade_refund_in_flight_now(t.trade_no) ORDER BY t.paid_at LIMIT 200 FOR UPDATE OF "
+              "t SKIP LOCKED), finishable AS MATERIALIZED (SELECT trade_no AS finish_no FROM due "
+              "WHERE NOT trade_refund_in_flight_now(trade_no)) UPDATE trades SET status = "
+              "'TRADE_FINISHED', finished_at = now(), updated_at = now() FROM finishable f WHERE "
+              "trades.trade_no = f.finish_no AND trades.status = 'TRADE_SUCCESS' "
               "RETURNING " PC_TRADE_COLUMNS ", notify_url";
     char window[24] = "";
     if (s->finish)
@@ -701,8 +727,13 @@ static void sweep(pc_app_t *app, const char *event)
     s->app = app;
     s->event = event;
     s->finish = strcmp(event, "trade.closed") != 0;
-    if (pc_db_begin(app->db, NULL, sweep_begin_cb, s) < 0)
+    if (g_sweep_running[s->finish]) {
         free(s);
+        return;
+    }
+    g_sweep_running[s->finish] = 1;
+    if (pc_db_begin(app->db, NULL, sweep_begin_cb, s) < 0)
+        sweep_end(s);
 }
 
 void pc_trades_housekeeping(pc_app_t *app)

@@ -325,6 +325,27 @@ static void test_recharge_into_an_account_type(void **state)
  * entry that blocks them all). The address is read from the right, over
  * every line of the header: a buyer who writes X-Forwarded-For itself
  * cannot choose its own. */
+/* Pays the trade of created (a 201 of POST /v1/trades, freed here) with a
+ * new card at its hosted cashier, with up to two extra headers. */
+static void cashier_card_pay(pc_t_resp_t *created, const char *h1, const char *h2)
+{
+    char url[1100];
+    snprintf(url, sizeof url, "%s/api/pay", pc_t_jstr(created, "cashier_url"));
+    pc_t_resp_free(created);
+    char body[300];
+    snprintf(body, sizeof body,
+             "{\"method_id\":\"CARD\",\"card\":{\"pan\":\"%s\",\"exp_month\":12,"
+             "\"exp_year\":2030,\"cvv\":\"123\"},\"client\":{\"platform\":\"WEB\","
+             "\"ip\":\"192.0.2.1\"}}",
+             pc_t_fresh_pan());
+    const char *h[] = {"Content-Type: application/json", h1, h2, NULL};
+    pc_t_resp_t r = pc_t_http("POST", url, h, body);
+    if (r.status != 200)
+        fprintf(stderr, "pay: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+}
+
 static void test_cashier_behind_a_proxy_sees_the_buyers_address(void **state)
 {
     (void)state;
@@ -338,40 +359,36 @@ static void test_cashier_behind_a_proxy_sees_the_buyers_address(void **state)
     for (int i = 0; i < 3; i++) {
         pc_t_resp_t r = create_trade(NULL);
         assert_int_equal(r.status, 201);
-        char tn[40], url[1100];
+        char tn[40];
         snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
-        snprintf(url, sizeof url, "%s/api/pay", pc_t_jstr(&r, "cashier_url"));
-        pc_t_resp_free(&r);
-        char body[300];
-        snprintf(body, sizeof body,
-                 "{\"method_id\":\"CARD\",\"card\":{\"pan\":\"%s\",\"exp_month\":12,"
-                 "\"exp_year\":2030,\"cvv\":\"123\"},\"client\":{\"platform\":\"WEB\","
-                 "\"ip\":\"192.0.2.1\"}}",
-                 pc_t_fresh_pan());
-        const char *h[] = {"Content-Type: application/json", xff[i][0], xff[i][1], NULL};
-        r = pc_t_http("POST", url, h, body);
-        if (r.status != 200)
-            fprintf(stderr, "pay: %ld %s\n", r.status, r.body);
-        assert_int_equal(r.status, 200);
-        pc_t_resp_free(&r);
+        cashier_card_pay(&r, xff[i][0], xff[i][1]);
         char *ip = pc_t_sql(&g_stack, "SELECT client_ip FROM payments WHERE trade_no = '%s'", tn);
         assert_string_equal(ip, want[i]);
         free(ip);
     }
 }
 
-/* The sweep's second read of "a payment at a channel", as migration 0082
- * has it, and a pause of 2 s first for trade slow_tn (a test version made
- * with CREATE OR REPLACE, so the sweep's prepared statement calls it). */
-static void sweep_check_with_pause(const char *slow_tn)
+/* A sweep's fresh read of a trade (function fn, whose answer is the
+ * EXISTS query exists, as its migration has it) with a pause of 2 s first
+ * for trade slow_tn: a test version made with CREATE OR REPLACE, so the
+ * sweep's prepared statement calls it. */
+static void check_with_pause(const char *fn, const char *exists, const char *slow_tn)
 {
     free(pc_t_sql(&g_stack,
-                  "CREATE OR REPLACE FUNCTION trade_attempt_at_channel_now(p_trade text) RETURNS "
-                  "boolean LANGUAGE plpgsql VOLATILE AS $$ BEGIN IF p_trade = '%s' THEN PERFORM "
-                  "pg_sleep(2); END IF; RETURN EXISTS (SELECT 1 FROM payments ip WHERE "
-                  "ip.trade_no = p_trade AND ip.status IN ('CREATED', 'PROCESSING', 'UNKNOWN') "
-                  "AND coalesce(ip.sent_at, ip.created_at) > now() - interval '1 day'); END $$",
-                  slow_tn ? slow_tn : ""));
+                  "CREATE OR REPLACE FUNCTION %s(p_trade text) RETURNS boolean LANGUAGE plpgsql "
+                  "VOLATILE AS $$ BEGIN IF p_trade = '%s' THEN PERFORM pg_sleep(2); END IF; "
+                  "RETURN EXISTS (%s); END $$",
+                  fn, slow_tn ? slow_tn : "", exists));
+}
+
+/* The close sweep's second read of "a payment at a channel" (0082). */
+static void sweep_check_with_pause(const char *slow_tn)
+{
+    check_with_pause("trade_attempt_at_channel_now",
+                     "SELECT 1 FROM payments ip WHERE ip.trade_no = p_trade AND ip.status IN "
+                     "('CREATED', 'PROCESSING', 'UNKNOWN') AND coalesce(ip.sent_at, "
+                     "ip.created_at) > now() - interval '1 day'",
+                     slow_tn);
 }
 
 /* The close sweep decides "no payment at a channel" with its statement's
@@ -426,6 +443,72 @@ static void test_a_payment_committed_during_the_sweep_keeps_its_trade_open(void 
     free(st);
 }
 
+/* The finish sweep's read of "a refund of the trade in flight" (0087). */
+static void finish_check_with_pause(const char *slow_tn)
+{
+    check_with_pause("trade_refund_in_flight_now",
+                     "SELECT 1 FROM refunds r WHERE r.trade_no = p_trade AND r.type = 'NORMAL' AND "
+                     "r.status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED')",
+                     slow_tn);
+}
+
+/* The finish sweep (the refund window over: TRADE_FINISHED, no refunds
+ * from then on) leaves a trade alone while a refund of it is in flight. It
+ * decided that with its statement's snapshot: a refund accepted after the
+ * statement began, before the sweep locked the trade, went unseen and the
+ * trade was finished under it (refunded in full, it stayed TRADE_FINISHED
+ * and no trade.closed went out). Two paid trades past the window; the
+ * sweep pauses on the first; meanwhile a refund of the second is accepted
+ * (as the API records one: the refund row and the trade's refunded amount
+ * in one transaction). The second stays TRADE_SUCCESS. (With the read made
+ * STABLE, the statement's snapshot, the second was finished.) */
+static void test_a_refund_accepted_during_the_finish_sweep_keeps_its_trade(void **state)
+{
+    (void)state;
+    char t1[40], t2[40];
+    pc_t_resp_t r = create_trade(NULL);
+    snprintf(t1, sizeof t1, "%s", pc_t_jstr(&r, "trade_no"));
+    cashier_card_pay(&r, NULL, NULL);
+    r = create_trade(NULL);
+    snprintf(t2, sizeof t2, "%s", pc_t_jstr(&r, "trade_no"));
+    cashier_card_pay(&r, NULL, NULL);
+    finish_check_with_pause(t1);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET paid_at = now() - interval '181 days' - CASE WHEN trade_no = "
+                  "'%s' THEN interval '1 second' ELSE interval '0' END WHERE trade_no IN ('%s', "
+                  "'%s') AND status = 'TRADE_SUCCESS' RETURNING 1",
+                  t1, t1, t2));
+    assert_true(pc_t_sql_wait(&g_stack, "1", 5,
+                              "SELECT count(*) FROM pg_stat_activity WHERE wait_event = "
+                              "'PgSleep' AND datname = current_database()"));
+    char *rno = pc_t_sql(
+        &g_stack,
+        "WITH p AS (SELECT payment_no, trade_no, merchant_id, currency FROM "
+        "payments WHERE trade_no = '%s' AND status = 'SUCCESS'), f AS (INSERT "
+        "INTO refunds (refund_no, out_refund_no, merchant_id, trade_no, "
+        "payment_no, type, method, status, amount, currency, external_amount, "
+        "balance_amount, coupon_amount, from_pending) SELECT 'RFW' || substr(md5(trade_no), 1, "
+        "16), 'out-fw', merchant_id, trade_no, payment_no, 'NORMAL', 'OFFLINE', "
+        "'ACCEPTED', 100, currency, 100, 0, 0, 100 FROM p RETURNING refund_no, "
+        "trade_no), t AS (UPDATE trades SET refunded_amount = refunded_amount + "
+        "100 WHERE trade_no IN (SELECT trade_no FROM f)) SELECT refund_no FROM f",
+        t2);
+    assert_true(rno[0] != 0);
+    assert_true(pc_t_sql_wait(&g_stack, "TRADE_FINISHED", 15,
+                              "SELECT status FROM trades WHERE trade_no = '%s'", t1));
+    usleep(300000);
+    char *st = pc_t_sql(&g_stack, "SELECT status FROM trades WHERE trade_no = '%s'", t2);
+    finish_check_with_pause(NULL);
+    free(pc_t_sql(&g_stack,
+                  "WITH f AS (DELETE FROM refunds WHERE refund_no = '%s' RETURNING trade_no) "
+                  "UPDATE trades SET refunded_amount = refunded_amount - 100 WHERE trade_no IN "
+                  "(SELECT trade_no FROM f) RETURNING 1",
+                  rno));
+    free(rno);
+    assert_string_equal(st, "TRADE_SUCCESS");
+    free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -434,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_cashier_behind_a_proxy_sees_the_buyers_address),
         cmocka_unit_test(test_recharge_into_an_account_type),
         cmocka_unit_test(test_a_payment_committed_during_the_sweep_keeps_its_trade_open),
+        cmocka_unit_test(test_a_refund_accepted_during_the_finish_sweep_keeps_its_trade),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
