@@ -669,7 +669,7 @@ static void call_observe(call_t *c, const pc_ch_result_t *r, pc_ch_count_t count
                   r->code, "http_status", http_status, "elapsed_ms", (json_int_t)r->elapsed_ms);
     pc_log_fields(r->status == PC_CH_UNKNOWN ? PC_LOG_WARN : PC_LOG_INFO, "channel.call", f,
                   "%s %s", c->method, op);
-    if (record)
+    if (record && count != PC_CH_COUNT_NONE)
         health_record(cli, c->channel_id, c->window_s, count, r->elapsed_ms);
 }
 
@@ -691,7 +691,7 @@ static int file_status(const call_t *c, const pc_http_response_t *resp, bool ver
     }
     if (resp->status == 200) {
         r->status = PC_CH_SUCCESS;
-        *count = PC_CH_COUNT_OK;
+        *count = PC_CH_COUNT_NONE;
         return 0;
     }
     json_t *action;
@@ -700,7 +700,7 @@ static int file_status(const call_t *c, const pc_http_response_t *resp, bool ver
     if (r->status == PC_CH_UNKNOWN)
         return PC_EUNAVAIL;
     if (!strcmp(r->code, "NOT_FOUND")) {
-        *count = PC_CH_COUNT_OK; /* no such file: the channel answered */
+        *count = PC_CH_COUNT_NONE; /* no such file: the channel answered */
         return PC_ENOTFOUND;
     }
     return PC_EINVAL;

@@ -207,7 +207,7 @@ pc_ch_count_t pc_ch_map_object(pc_ch_op_t op, const json_t *o, const char *ref, 
     } else {
         return unknown(out, "BAD_ANSWER", "the answer has an unknown status");
     }
-    return is_query(op) ? PC_CH_COUNT_OK : pc_ch_count_of(out);
+    return is_query(op) ? PC_CH_COUNT_NONE : pc_ch_count_of(out);
 }
 
 /* A 4xx answer: the channel refused the request and did nothing. */
@@ -224,7 +224,7 @@ static pc_ch_count_t map_refusal(pc_ch_op_t op, const json_t *o, pc_ch_result_t 
         /* The channel never took this transaction: it did not happen there,
          * so trying again (anywhere) is safe. The query itself worked. */
         out->retryable = 1;
-        return PC_CH_COUNT_OK;
+        return PC_CH_COUNT_NONE;
     }
     /* Refusals that say nothing final of the transaction: unknown, for a
      * status query to settle. */

@@ -52,6 +52,13 @@ typedef enum {
     PC_CH_COUNT_OK = 0,  /* the channel did its job (success, processing, an answer) */
     PC_CH_COUNT_DECLINE, /* the channel worked and said no for a business reason */
     PC_CH_COUNT_FAILURE, /* the channel did not work */
+    /* An answer to a read (a status query, a daily file): not counted. A
+     * transaction's outcome is counted once, when it is made; counted
+     * again at each status query (a waiting VA or QR payment is queried
+     * every few seconds), answers diluted the failure rate that routing
+     * and CHANNEL_FAILURE_RATE read (10 % of pays timing out read as
+     * 1.8 %). A read that fails still counts as a failure. */
+    PC_CH_COUNT_NONE,
 } pc_ch_count_t;
 
 /* One failure code of the protocol. */

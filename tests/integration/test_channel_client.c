@@ -1088,6 +1088,18 @@ static void test_retryable_failures_make_channel_unhealthy_for_every_node(void *
     json_decref(h);
     assert_int_equal(pc_metrics_get("pc_channel_success_rate_bp", "channel=\"sim_card\""), 4000);
     assert_int_equal(pc_metrics_get("pc_channel_healthy", "channel=\"sim_card\""), 0);
+    /* Status queries (of payments it knows and does not) are answered but
+     * not counted: before, each counted as a success, and the repair job's
+     * queries of waiting payments hid the pays' failure rate. */
+    for (int i = 0; i < 30; i++) {
+        got_t q = query_payment(f, "sim_card", i % 2 ? "OK-1" : "NOPE-1");
+        got_free(&q);
+    }
+    refresh(f, f->cli, "sim_card");
+    h = pc_channel_health(f->cli, "sim_card");
+    assert_int_equal(health_int(h, "attempts"), 25);
+    assert_true(json_is_false(json_object_get(h, "healthy")));
+    json_decref(h);
 
     /* A second node (its own Redis connection and client, no calls of its
      * own) sees the same numbers. */

@@ -250,10 +250,10 @@ static void test_refusals_are_failed_with_the_channel_code(void **state)
         PC_CH_COUNT_FAILURE);
     assert_int_equal(r.status, PC_CH_FAILED);
     assert_int_equal(r.retryable, 1);
-    /* A query for something the channel never took: retryable, and the
-     * channel itself answered fine. */
+    /* A query for something the channel never took: retryable; the
+     * channel answered (a read: not counted). */
     assert_int_equal(map(PC_CH_OP_QUERY, 404, "{\"error\":{\"code\":\"NOT_FOUND\"}}", "P", &r, &a),
-                     PC_CH_COUNT_OK);
+                     PC_CH_COUNT_NONE);
     assert_int_equal(r.status, PC_CH_FAILED);
     assert_string_equal(r.code, "NOT_FOUND");
     assert_int_equal(r.retryable, 1);
@@ -340,15 +340,16 @@ static void test_5xx_408_and_unreadable_answers_are_unknown(void **state)
     }
 }
 
-static void test_queries_count_ok_whatever_the_transaction_status(void **state)
+static void test_query_answers_are_not_counted_whatever_the_transaction_status(void **state)
 {
     (void)state;
     pc_ch_result_t r;
     json_t *a;
     const char *failed = "{\"payment_no\":\"P\",\"status\":\"FAILED\",\"failure\":{\"code\":"
                          "\"ISSUER_UNAVAILABLE\"}}";
-    /* The payment's failure was counted when it happened, not again now. */
-    assert_int_equal(map(PC_CH_OP_QUERY, 200, failed, "P", &r, &a), PC_CH_COUNT_OK);
+    /* The payment's failure was counted when it happened, not again now;
+     * nor is the answer itself (a success would dilute the failure rate). */
+    assert_int_equal(map(PC_CH_OP_QUERY, 200, failed, "P", &r, &a), PC_CH_COUNT_NONE);
     assert_int_equal(r.status, PC_CH_FAILED);
     assert_int_equal(r.retryable, 1);
     assert_int_equal(pc_ch_count_of(&r), PC_CH_COUNT_FAILURE);
@@ -504,7 +505,7 @@ int main(void)
         cmocka_unit_test(test_processing_actions_take_api_shape),
         cmocka_unit_test(test_refusals_are_failed_with_the_channel_code),
         cmocka_unit_test(test_5xx_408_and_unreadable_answers_are_unknown),
-        cmocka_unit_test(test_queries_count_ok_whatever_the_transaction_status),
+        cmocka_unit_test(test_query_answers_are_not_counted_whatever_the_transaction_status),
         cmocka_unit_test(test_tokenize_refund_and_payout_answers),
         cmocka_unit_test(test_count_of_results),
         cmocka_unit_test(test_bucket_widths_keep_windows_under_sixty_buckets),
