@@ -5,7 +5,7 @@ PC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PC_APT_PACKAGES=(build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
   libuv1-dev libluajit-5.1-dev luajit libhiredis-dev libpq-dev libjansson-dev libcmocka-dev
   libcurl4-openssl-dev libssl-dev libhttp-parser-dev libqrencode-dev postgresql postgresql-contrib
-  redis-server wrk curl procps iproute2)
+  redis-server wrk curl procps iproute2 git)
 
 pc_log() { printf '[paycore] %s\n' "$*" >&2; }
 
@@ -38,6 +38,12 @@ pc_build() {
 # Prints a TCP port on 127.0.0.1 nobody listens on, starting near $1.
 pc_free_port() {
   local p=${1:-20000}
-  while (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null; do p=$((p + 1)); done
+  while pc_port_taken "$p"; do p=$((p + 1)); done
   echo "$p"
+}
+
+# Whether something on this machine listens on TCP port $1 (any address).
+pc_port_taken() {
+  (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null ||
+    { command -v ss >/dev/null && [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 }

@@ -33,8 +33,6 @@ seconds=${PC_CRASH_SECONDS:-45}
 var=${PC_CRASH_DIR:-$root/var/crash}
 rm -rf "$var" && mkdir -p "$var"
 var=$(cd "$var" && pwd)
-pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 log() { printf '[crash] %s\n' "$*" >&2; }
 fail=0
@@ -161,7 +159,7 @@ for k in $(seq 1 "$kills"); do
     "$root/scripts/services" redis-start "$var/redis" "$redis_port" && log "Redis restarted (empty)"
   fi
   if [ "$k" = "$pg_at" ]; then
-    as_pg "$pgbin/pg_ctl" -D "$var/pg/data" stop -m immediate -w >/dev/null 2>&1
+    "$root/scripts/services" pg-stop "$var/pg" immediate
     sleep 0.5
     "$root/scripts/services" pg-start "$var/pg" "$pg_port" && log "PostgreSQL restarted (immediate stop)"
   fi
