@@ -76,7 +76,7 @@ static long request(const char *base, const char *method, const char *path, cons
     return status;
 }
 
-struct curl_slist *pc_ctl_add_operator(struct curl_slist *h)
+const char *pc_ctl_operator(void)
 {
     const char *who = getenv("PAYCORE_OPERATOR");
     if (!who || !who[0])
@@ -84,6 +84,14 @@ struct curl_slist *pc_ctl_add_operator(struct curl_slist *h)
     if (!who || !who[0])
         who = getenv("LOGNAME");
     if (!who || !who[0] || strlen(who) > 64 || strpbrk(who, "\r\n"))
+        return NULL;
+    return who;
+}
+
+struct curl_slist *pc_ctl_add_operator(struct curl_slist *h)
+{
+    const char *who = pc_ctl_operator();
+    if (!who)
         return h;
     char op[96];
     snprintf(op, sizeof op, "X-Operator: %s", who);

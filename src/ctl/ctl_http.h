@@ -21,6 +21,9 @@ long pc_ctl_merchant(const char *method, const char *path, const char *body, con
  * Returns the list. */
 struct curl_slist;
 struct curl_slist *pc_ctl_add_operator(struct curl_slist *h);
+/* Who runs payctl, as that header names it; NULL when unknown or not
+ * sendable (over 64 bytes, a line break). */
+const char *pc_ctl_operator(void);
 /* Exit status for a command from an HTTP status: 0 for 2xx, 1 otherwise. */
 int pc_ctl_exit(long status);
 

@@ -107,7 +107,8 @@ static void start_run(pc_http_req_t *req, pc_recon_t *rc, const char *channel_id
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "who", "who must be 1-64 characters");
         return;
     }
-    pc_recon_run_req_t r = {channel_id, date, csv, len, who ? who : "ops", 0};
+    /* Else the console's or payctl's X-Operator, as other ops actions. */
+    pc_recon_run_req_t r = {channel_id, date, csv, len, who ? who : pc_operator_of(req), 0};
     int rc2 = pc_recon_run(rc, &r, ran_cb, req);
     if (rc2 < 0)
         pc_http_respond_error(req, rc2 == PC_EINVAL ? PC_API_INVALID_REQUEST : PC_API_UNAVAILABLE,
@@ -300,7 +301,8 @@ static void resolve_diff(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "who", "who must be 1-64 characters");
         return;
     }
-    int rc2 = pc_recon_resolve(rc, id, reason, json_is_true(adj), who, resolved_cb, req);
+    int rc2 = pc_recon_resolve(rc, id, reason, json_is_true(adj), who ? who : pc_operator_of(req),
+                               resolved_cb, req);
     if (rc2 < 0)
         pc_http_respond_error(req, rc2 == PC_EINVAL ? PC_API_INVALID_REQUEST : PC_API_UNAVAILABLE,
                               NULL, pc_strerror(rc2));

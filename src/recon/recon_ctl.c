@@ -43,10 +43,12 @@ static int usage(const char *text)
     return 2;
 }
 
+/* --who, else whoever payctl says runs it (PAYCORE_OPERATOR first: under
+ * sudo USER is root), else "ops". */
 static const char *who_default(const char *who)
 {
-    const char *u = getenv("USER");
-    return who ? who : u && u[0] ? u : "ops";
+    const char *u = pc_ctl_operator();
+    return who ? who : u ? u : "ops";
 }
 
 static char *read_file(const char *path)
