@@ -35,6 +35,7 @@ typedef struct {
     pc_http_server_t *api_srv, *admin_srv;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t shutdown_timer;
+    int64_t grace_ms; /* shutdown.grace_ms */
     uv_timer_t housekeeping;
     uv_timer_t trade_jobs;
     uv_timer_t ledger_fold;
@@ -95,7 +96,6 @@ static void stop_loop_parts(server_t *s)
     uv_close((uv_handle_t *)&s->sigterm, closed_noop);
     uv_close((uv_handle_t *)&s->sigint, closed_noop);
     uv_close((uv_handle_t *)&s->sighup, closed_noop);
-    uv_close((uv_handle_t *)&s->shutdown_timer, closed_noop);
     uv_close((uv_handle_t *)&s->housekeeping, closed_noop);
     uv_close((uv_handle_t *)&s->trade_jobs, closed_noop);
     uv_close((uv_handle_t *)&s->ledger_fold, closed_noop);
@@ -114,9 +114,10 @@ static void server_stopped(void *data)
 
 static void shutdown_overdue(uv_timer_t *t)
 {
-    (void)t;
-    pc_log_warn("paycore.shutdown_overdue", "requests still running after the grace period; "
-                                            "exiting");
+    server_t *s = t->data;
+    pc_log_warn("paycore.shutdown_overdue",
+                "%s still running %lld ms after SIGTERM (shutdown.grace_ms); exiting",
+                s->servers_open ? "requests" : "jobs", (long long)s->grace_ms);
     exit(1);
 }
 
@@ -126,7 +127,10 @@ static void begin_shutdown(server_t *s, const char *why)
         return;
     s->app.shutting_down = 1;
     pc_log_info("paycore.stopping", "%s: no new connections; finishing in-flight requests", why);
-    uv_timer_start(&s->shutdown_timer, shutdown_overdue, 15000, 0);
+    /* Kept until the loop ends: jobs that outlive the servers (a
+     * reconciliation's statement) are bounded by it too. */
+    s->shutdown_timer.data = s;
+    uv_timer_start(&s->shutdown_timer, shutdown_overdue, (uint64_t)s->grace_ms, 0);
     uv_unref((uv_handle_t *)&s->shutdown_timer);
     pc_http_server_stop(s->api_srv, server_stopped, s);
     pc_http_server_stop(s->admin_srv, server_stopped, s);
@@ -380,6 +384,7 @@ int main(int argc, char **argv)
     uv_signal_init(app->loop, &s.sigint);
     uv_signal_init(app->loop, &s.sighup);
     uv_timer_init(app->loop, &s.shutdown_timer);
+    s.grace_ms = pc_config_int(cfg, "shutdown.grace_ms");
     s.sigterm.data = s.sigint.data = s.sighup.data = &s;
     uv_signal_start(&s.sigterm, signal_cb, SIGTERM);
     uv_signal_start(&s.sigint, signal_cb, SIGINT);
@@ -404,6 +409,8 @@ int main(int argc, char **argv)
                   pc_config_str(cfg, "admin.host"), pc_http_server_port(s.admin_srv));
 
     uv_run(app->loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&s.shutdown_timer, closed_noop);
+    uv_run(app->loop, UV_RUN_NOWAIT);
     pc_router_free(app->api);
     pc_router_free(app->admin);
     pc_auth_free(app->auth);

@@ -101,6 +101,10 @@ static const opt_def_t opts[] = {
     {"log.level", OPT_STR, "PAYCORE_LOG_LEVEL", "info", 0, 0, 1, "debug|info|warn|error"},
     {"rules.dir", OPT_STR, "PAYCORE_RULES_DIR", "rules", 0, 0, 0, "Lua rules folder"},
     {"channels.dir", OPT_STR, "PAYCORE_CHANNELS_DIR", "channels", 0, 0, 0, "channel files"},
+    {"shutdown.grace_ms", OPT_INT, "PAYCORE_SHUTDOWN_GRACE_MS", "30000", 1000, 3600000, 0,
+     "a stopping node (SIGTERM) finishes the requests and jobs in flight for at most this "
+     "long, then exits with status 1 (paycore.shutdown_overdue); keep it above the longest "
+     "channel request_ms, and below the time the orchestrator gives before SIGKILL"},
     {"jobs.trade_sweep_ms", OPT_INT, "PAYCORE_TRADE_SWEEP_MS", "1000", 50, 3600000, 0,
      "how often expired trades are closed and old ones finished"},
     {"jobs.ledger_fold_ms", OPT_INT, "PAYCORE_LEDGER_FOLD_MS", "200", 10, 60000, 0,

@@ -576,6 +576,55 @@ static void test_sigterm_finishes_answers_already_given(void **state)
     pc_stack_start_node(s, 0);
 }
 
+/* A stop waits for what is in flight at most shutdown.grace_ms, then exits
+ * with status 1 and says so: here a close waiting for a trade's lock. Before, the grace was a fixed
+ * 15 s, shorter than a channel's request_ms may be (up to 300 s) and unknown to ops. */
+static void test_a_stop_waits_at_most_its_grace(void **state)
+{
+    pc_stack_t *s = *state;
+    /* Node 1 alone on the API port, with its grace. */
+    pc_t_merchant_t m = pc_t_create_merchant(s, NULL);
+    pc_stack_stop_node(s, 0, SIGTERM);
+    pc_stack_env(s, "PAYCORE_SHUTDOWN_GRACE_MS", "2000");
+    pc_stack_start_node(s, 1);
+    s->nextra -= 1;
+    /* A close of a trade another session holds for 6 s: in flight. */
+    pc_t_resp_t r = pc_t_call(s, &m, "POST", "/v1/trades",
+                              "{\"out_trade_no\":\"GRACE1\",\"product\":\"INSTANT\",\"amount\":"
+                              "100,\"currency\":\"CNY\",\"subject\":\"s\"}",
+                              "grace-trade");
+    assert_int_equal(r.status, 201);
+    char tn[40], path[96];
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sh("psql '%s' -qAt -c \"BEGIN; SELECT 1 FROM trades WHERE trade_no = "
+                             "'%s' FOR UPDATE; SELECT pg_sleep(6); COMMIT;\" >/dev/null 2>&1 &",
+                             s->db_url, tn),
+                     0);
+    usleep(300000);
+    snprintf(path, sizeof path, "/v1/trades/%s/close", tn);
+    pid_t child = fork();
+    if (child == 0) {
+        pc_t_resp_t c = pc_t_call(s, &m, "POST", path, "{}", "grace-close");
+        _exit(c.status == 0 ? 0 : 1);
+    }
+    usleep(500000);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int st = pc_stack_stop_node(s, 1, SIGTERM);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    waitpid(child, NULL, 0);
+    pc_stack_start_node(s, 0);
+    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    fprintf(stderr, "stopped after %.2f s\n", took);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    assert_true(took >= 1.9 && took < 4);
+    assert_int_equal(pc_t_sh("grep -q 'shutdown_overdue.*2000 ms after SIGTERM' %s/%s-node1.log",
+                             s->log_dir, s->name),
+                     0);
+}
+
 static void test_sigterm_exits_cleanly(void **state)
 {
     pc_stack_t *s = *state;
@@ -712,6 +761,7 @@ int main(void)
         cmocka_unit_test(test_a_node_on_an_admin_port_in_use_does_not_start),
         cmocka_unit_test(test_payctl_channels_check_is_as_strict_as_paycore),
         cmocka_unit_test(test_sigterm_finishes_answers_already_given),
+        cmocka_unit_test(test_a_stop_waits_at_most_its_grace),
         cmocka_unit_test(test_sigterm_exits_cleanly),
     };
     const struct CMUnitTest outage[] = {
