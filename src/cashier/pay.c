@@ -1108,14 +1108,18 @@ static void list_reviews_cb(void *data, int status, pc_db_res_t *res)
 static void list_reviews(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
-    if (pc_db_query(app->db,
-                    "SELECT json_build_object('reviews', coalesce(json_agg(json_build_object("
-                    "'payment_no', payment_no, 'trade_no', trade_no, 'merchant_id', merchant_id, "
-                    "'buyer_id', buyer_id, 'amount', amount, 'currency', currency, 'method', "
-                    "method_type, 'risk_score', risk_score, 'risk_reasons', risk_reasons, "
-                    "'created_at', created_at) ORDER BY created_at), '[]'))::text FROM payments "
-                    "WHERE status = 'REVIEW'",
-                    0, NULL, list_reviews_cb, req) < 0)
+    /* The oldest 200 and how many wait in all: the console reads this at
+     * every redraw, and a fraud wave can hold thousands. */
+    if (pc_db_query(
+            app->db,
+            "SELECT json_build_object('reviews', coalesce((SELECT json_agg(json_build_object("
+            "'payment_no', payment_no, 'trade_no', trade_no, 'merchant_id', merchant_id, "
+            "'buyer_id', buyer_id, 'amount', amount, 'currency', currency, 'method', "
+            "method_type, 'risk_score', risk_score, 'risk_reasons', risk_reasons, "
+            "'created_at', created_at) ORDER BY created_at) FROM (SELECT * FROM payments "
+            "WHERE status = 'REVIEW' ORDER BY created_at LIMIT 200) p), '[]'), 'total', "
+            "(SELECT count(*) FROM payments WHERE status = 'REVIEW'))::text",
+            0, NULL, list_reviews_cb, req) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 

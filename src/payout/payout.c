@@ -98,6 +98,11 @@ typedef struct {
      * reported returned before we knew it had succeeded */
     pc_ch_status_t steps[2];
     int nsteps, step;
+    /* Recorded by ops (GET /admin/needs-ops): only while the payout is
+     * still in flight and flagged, read under its lock. The channel's
+     * answer may have come first: then nothing moves, and it is no
+     * contradiction (before, it was flagged as one). */
+    int by_ops;
 } apply_t;
 
 static void apply_finish(apply_t *a, apply_outcome_t outcome)
@@ -262,6 +267,10 @@ static void apply_locked_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     int open = !strcmp(a->from, "ACCEPTED") || !strcmp(a->from, "PROCESSING");
+    if (a->by_ops && (!open || strcmp(pc_db_val(res, 0, "needs_ops"), "t") != 0)) {
+        apply_finish(a, APPLY_IGNORED);
+        return;
+    }
     const char *target = a->target == PC_CH_SUCCESS  ? "SUCCESS"
                          : a->target == PC_CH_FAILED ? "FAILED"
                                                      : "RETURNED";
@@ -308,8 +317,8 @@ static void apply_begin_cb(void *data, int status, pc_db_tx_t *tx)
     const char *p[] = {a->payout_no};
     if (pc_db_tx_query(tx,
                        "SELECT status, merchant_id, amount, currency, channel_id, "
-                       "coalesce(notify_url, '') AS notify_url FROM payouts WHERE payout_no = $1 "
-                       "FOR UPDATE",
+                       "coalesce(notify_url, '') AS notify_url, needs_ops FROM payouts WHERE "
+                       "payout_no = $1 FOR UPDATE",
                        1, p, apply_locked_cb, a) < 0)
         apply_finish(a, APPLY_FAILED);
 }
@@ -318,7 +327,7 @@ static void apply_begin_cb(void *data, int status, pc_db_tx_t *tx)
  * payout. expect_channel (may be NULL) is the channel that reported it.
  * Returns 0 (cb, which may be NULL, runs once) or a negative code. */
 static int apply_result(pc_app_t *app, const char *payout_no, const char *expect_channel,
-                        const pc_ch_result_t *res, apply_cb cb, void *data)
+                        const pc_ch_result_t *res, int by_ops, apply_cb cb, void *data)
 {
     if (res->status != PC_CH_SUCCESS && res->status != PC_CH_FAILED &&
         res->status != PC_CH_RETURNED)
@@ -329,6 +338,7 @@ static int apply_result(pc_app_t *app, const char *payout_no, const char *expect
     a->app = app;
     a->cb = cb;
     a->data = data;
+    a->by_ops = by_ops;
     snprintf(a->payout_no, sizeof a->payout_no, "%s", payout_no);
     snprintf(a->expect_channel, sizeof a->expect_channel, "%s",
              expect_channel ? expect_channel : "");
@@ -359,7 +369,7 @@ static void public_applied(void *data, apply_outcome_t outcome)
     free(pa);
 }
 
-int pc_payout_apply(pc_app_t *app, const char *payout_no, const pc_ch_result_t *res,
+int pc_payout_apply(pc_app_t *app, const char *payout_no, const pc_ch_result_t *res, int by_ops,
                     pc_payout_applied_cb cb, void *data)
 {
     public_apply_t *pa = calloc(1, sizeof *pa);
@@ -367,7 +377,7 @@ int pc_payout_apply(pc_app_t *app, const char *payout_no, const pc_ch_result_t *
         return PC_ENOMEM;
     pa->cb = cb;
     pa->data = data;
-    int rc = apply_result(app, payout_no, NULL, res, public_applied, pa);
+    int rc = apply_result(app, payout_no, NULL, res, by_ops, public_applied, pa);
     if (rc < 0)
         free(pa);
     return rc;
@@ -393,7 +403,7 @@ static void sent_cb(void *data, const pc_ch_result_t *res)
     send_t *s = data;
     if (res->status == PC_CH_SUCCESS || res->status == PC_CH_FAILED ||
         res->status == PC_CH_RETURNED) {
-        if (apply_result(s->app, s->payout_no, NULL, res, NULL, NULL) < 0)
+        if (apply_result(s->app, s->payout_no, NULL, res, 0, NULL, NULL) < 0)
             pc_log_warn("payout.apply_later", "%s: the status query will apply the answer",
                         s->payout_no);
         free(s);
@@ -948,7 +958,7 @@ static void payout_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
         pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
         return;
     }
-    if (apply_result(app, cb->ref, pc_http_req_param(req, "channel_id"), &cb->result,
+    if (apply_result(app, cb->ref, pc_http_req_param(req, "channel_id"), &cb->result, 0,
                      callback_applied, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "try again");
 }
@@ -1015,7 +1025,7 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
         snprintf(r.code, sizeof r.code, "NOT_SENT");
         snprintf(r.message, sizeof r.message, "the channel has no record of this payout");
     }
-    if (final && apply_result(po->app, j->payout_no, NULL, &r, job_applied, j) == 0)
+    if (final && apply_result(po->app, j->payout_no, NULL, &r, 0, job_applied, j) == 0)
         return;
     if (final && j->last)
         flag_for_ops(po->app, j->payout_no, UNAPPLIED);

@@ -53,6 +53,12 @@ void pc_refund_csv_reader_init(pc_refund_csv_reader_t *r, const char *text, size
 
 #define PC_REFUND_CSV_MAX_FIELDS 16
 
+/* The most lines a batch's result file may have: a batch holds at most
+ * 5000 refunds (the export's LIMIT), a file may repeat some. Without a
+ * cap, a 64 MiB upload of short lines took gigabytes of the server's
+ * memory before the first line was applied. */
+#define PC_REFUND_RESULT_MAX_LINES 20000
+
 /* Reads the next record: its fields (unquoted, NUL-terminated) are written
  * into buf and pointed at by fields (at most max). Returns the number of
  * fields, 0 at the end of the text, or -1 for a malformed record (an

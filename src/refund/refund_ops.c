@@ -678,6 +678,13 @@ static void import_results(pc_http_req_t *req, void *data)
             pc_http_respond_error(req, PC_API_INVALID_REQUEST, "csv", msg);
             return;
         }
+        if (m->n == PC_REFUND_RESULT_MAX_LINES) {
+            snprintf(msg, sizeof msg,
+                     "the file has more than %d lines; a batch holds at most 5000 refunds",
+                     PC_REFUND_RESULT_MAX_LINES);
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "csv", msg);
+            return;
+        }
         if (m->n == cap) {
             cap = cap ? cap * 2 : 64;
             result_t *grown = realloc(m->lines, (size_t)cap * sizeof *grown);

@@ -1208,6 +1208,7 @@ static void test_risk_reject_review_and_challenge(void **state)
     pc_t_resp_free(&r);
     r = pc_t_admin(&g_stack, "GET", "/admin/reviews", NULL);
     assert_non_null(strstr(r.body, pno));
+    assert_non_null(strstr(r.body, "\"total\":"));
     pc_t_resp_free(&r);
     snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
     r = pc_t_admin(&g_stack, "POST", path, NULL);

@@ -606,6 +606,45 @@ static void test_ops_record_the_failure_of_a_payout_no_query_could_finish(void *
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* Ops record an outcome for a flagged payout; whether it is still in
+ * flight and flagged is read again under the payout's lock, where the
+ * outcome is applied. Here another session holds the row and clears the
+ * flag meanwhile (as the channel's own answer would end it): not recorded,
+ * 409, and nothing moves. Before, the earlier read decided: the outcome
+ * was applied, or, against a final state, flagged as the channel
+ * contradicting itself. */
+static void test_ops_outcome_is_checked_again_under_the_payouts_lock(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(30000);
+    long long before = available(&m);
+    char no[40];
+    held_payout(&m, "OUT-OPS-2", "6222020000006666", no);
+    assert_true(pc_t_sql_wait(&g_stack, "1", 15,
+                              "SELECT needs_ops::int FROM payouts WHERE payout_no = '%s' AND "
+                              "status = 'PROCESSING'",
+                              no));
+    assert_int_equal(pc_t_sh("psql '%s' -qAt -c \"BEGIN; SELECT 1 FROM payouts WHERE payout_no = "
+                             "'%s' FOR UPDATE; SELECT pg_sleep(1.5); UPDATE payouts SET needs_ops "
+                             "= false WHERE payout_no = '%s'; COMMIT;\" >/dev/null 2>&1 &",
+                             g_stack.db_url, no, no),
+                     0);
+    usleep(300000);
+    long st = pc_t_needs_ops_resolve(
+        &g_stack, "payout", no, "{\"why\":\"bank: transfer rejected\",\"outcome\":\"FAILED\"}");
+    assert_int_equal(st, 409);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payouts WHERE payout_no = '%s' AND status "
+                                  "= 'PROCESSING' AND NOT needs_ops",
+                                  no),
+                     1);
+    assert_int_equal(available(&m), before - 10000);
+    complete_held(no);
+    expect_status(&m, no, "SUCCESS");
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* The channel's final answer to the last scheduled query cannot be applied
  * (a constraint the test adds refuses it; in life, the database failing at
  * that moment). The payout is flagged and queried again at the schedule's
@@ -1106,6 +1145,8 @@ int main(void)
         cmocka_unit_test_setup(test_payout_left_open_after_every_query_raises_the_alert,
                                refresh_today),
         cmocka_unit_test_setup(test_ops_record_the_failure_of_a_payout_no_query_could_finish,
+                               refresh_today),
+        cmocka_unit_test_setup(test_ops_outcome_is_checked_again_under_the_payouts_lock,
                                refresh_today),
         cmocka_unit_test_setup(test_payout_answer_that_cannot_be_applied_last_is_retried,
                                refresh_today),

@@ -393,6 +393,22 @@ static void test_file_refunds_round_trip_through_a_batch(void **state)
     assert_int_equal(r.status, 400);
     assert_non_null(strstr(r.body, "line 2"));
     pc_t_resp_free(&r);
+    /* So is a file longer than any batch's (before: every line held in
+     * memory, about 370 bytes each, whatever the upload's size). */
+    size_t cap = 20002 * 16 + 64, off = 0;
+    char *big = malloc(cap);
+    off += (size_t)snprintf(big + off, cap - off, "refund_no,status\n");
+    for (int i = 0; i < 20001; i++)
+        off += (size_t)snprintf(big + off, cap - off, "R%d,FAILED\n", i);
+    char url[160];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", g_stack.admin_port[0], path);
+    const char *csv_hdrs[] = {"Authorization: Bearer test-admin-token", "Content-Type: text/csv",
+                              NULL};
+    r = pc_t_http("POST", url, csv_hdrs, big);
+    free(big);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "more than 20000 lines"));
+    pc_t_resp_free(&r);
     free(batch);
 }
 

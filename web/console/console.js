@@ -209,6 +209,8 @@
       const r = await api('GET', '/admin/reviews');
       if (routeMissing(r)) return notAvailable('GET /admin/reviews');
       const rows = (r.json && r.json.reviews) || [];
+      if (r.json && r.json.total > rows.length)
+        box.append(el('p', { text: 'The oldest ' + rows.length + ' of ' + r.json.total + ' payments in review.' }));
       box.append(table([
         { title: 'Payment', render: (x) => el('code', { text: x.payment_no }) },
         { title: 'Trade', render: (x) => el('code', { text: x.trade_no }) },
