@@ -69,20 +69,27 @@
 -- CNY 5,000.00. A minor unit is worth very different amounts in different
 -- currencies (KRW and JPY have no decimals, KWD has three; USD 5,000.00 is
 -- about CNY 36,000, IDR 5,000.00 about CNY 2), so a currency listed here has
--- figures of its own, about the same value; any other uses DEFAULT's (CNY). Product staff: add a currency with the three
--- figures, and an example in tests/risk.json.
+-- figures of its own, about the same value; any other uses DEFAULT's (CNY).
+-- Product staff: add a currency with the three figures, and an example in
+-- tests/risk.json.
+--
+-- daily sits below the buyer's hard daily limit (config limits.buyer_daily,
+-- 5,000,000 for CNY; limits.by_currency for the others): a payment that
+-- would pass the limit is refused before this rule is asked, so a daily
+-- figure at the limit never fired. Here it is 60 % of the limit: a buyer
+-- spending most of the day's allowance is looked at before it is used up.
 local THRESHOLDS = {
-  DEFAULT = { large = 500000,      very_large = 2000000,     daily = 5000000 },
-  USD     = { large = 70000,       very_large = 280000,      daily = 700000 },
-  EUR     = { large = 65000,       very_large = 260000,      daily = 650000 },
-  GBP     = { large = 55000,       very_large = 220000,      daily = 550000 },
-  HKD     = { large = 540000,      very_large = 2160000,     daily = 5400000 },
-  KWD     = { large = 215000,      very_large = 860000,      daily = 2150000 },
-  INR     = { large = 5800000,     very_large = 23200000,    daily = 58000000 },
-  JPY     = { large = 100000,      very_large = 400000,      daily = 1000000 },
-  KRW     = { large = 1000000,     very_large = 4000000,     daily = 10000000 },
-  IDR     = { large = 1100000000,  very_large = 4400000000,  daily = 11000000000 },
-  VND     = { large = 17000000,    very_large = 68000000,    daily = 170000000 },
+  DEFAULT = { large = 500000,      very_large = 2000000,     daily = 3000000 },
+  USD     = { large = 70000,       very_large = 280000,      daily = 420000 },
+  EUR     = { large = 65000,       very_large = 260000,      daily = 390000 },
+  GBP     = { large = 55000,       very_large = 220000,      daily = 330000 },
+  HKD     = { large = 540000,      very_large = 2160000,     daily = 3240000 },
+  KWD     = { large = 215000,      very_large = 860000,      daily = 1290000 },
+  INR     = { large = 5800000,     very_large = 23200000,    daily = 34800000 },
+  JPY     = { large = 100000,      very_large = 400000,      daily = 600000 },
+  KRW     = { large = 1000000,     very_large = 4000000,     daily = 6000000 },
+  IDR     = { large = 1100000000,  very_large = 4400000000,  daily = 6600000000 },
+  VND     = { large = 17000000,    very_large = 68000000,    daily = 102000000 },
 }
 
 -- Score at or above which each decision applies.
@@ -125,18 +132,29 @@ return function(ctx)
   elseif ctx.amount >= t.large then
     add(30, "LARGE_AMOUNT")
   end
-  if n(velocity.buyer_amount_24h) + ctx.amount > t.daily then
+  -- The day's spending on top of earlier payments (one payment alone is
+  -- judged by its amount, just above).
+  if n(velocity.buyer_amount_24h) > 0 and n(velocity.buyer_amount_24h) + ctx.amount > t.daily then
     add(25, "DAILY_AMOUNT_HIGH")
   end
 
   -- 3. Velocity: many attempts in a short time is how card testing looks.
   -- Counts that could not be read are not "no attempts": challenge a card,
-  -- hold anything else for review.
+  -- hold anything else for review. A count past three times its threshold
+  -- (a burst: one card tried from rotating addresses, or many cards from
+  -- one address) counts twice, so that it alone is challenged or held.
   if velocity.complete == false then add(30, "VELOCITY_UNKNOWN") end
-  if n(velocity.buyer_attempts_1h) > 5 then add(20, "BUYER_VELOCITY") end
-  if n(velocity.card_attempts_1h) > 3 then add(25, "CARD_VELOCITY") end
-  if n(velocity.ip_attempts_1h) > 20 then add(20, "IP_VELOCITY") end
-  if n(velocity.device_attempts_1h) > 10 then add(15, "DEVICE_VELOCITY") end
+  local function burst(count, over, points, reason)
+    if n(count) > 3 * over then
+      add(2 * points, reason .. "_BURST")
+    elseif n(count) > over then
+      add(points, reason)
+    end
+  end
+  burst(velocity.buyer_attempts_1h, 5, 20, "BUYER_VELOCITY")
+  burst(velocity.card_attempts_1h, 3, 25, "CARD_VELOCITY")
+  burst(velocity.ip_attempts_1h, 20, 20, "IP_VELOCITY")
+  burst(velocity.device_attempts_1h, 10, 15, "DEVICE_VELOCITY")
 
   -- 4. History.
   if n(buyer.chargebacks_90d) > 0 then add(25 * buyer.chargebacks_90d, "BUYER_HAS_CHARGEBACKS") end

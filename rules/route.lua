@@ -37,26 +37,20 @@
 -- What this rule does:
 --   1. Drop unhealthy channels (unless every channel is unhealthy: then try
 --      them anyway rather than fail the buyer).
---   2. Channels whose success rates are within 2 % of each other count as
---      equally good; among those the cheaper one wins, then the higher
---      weight, then the faster one.
+--   2. Channels whose success rates are less than 2 % below the best one
+--      count as equally good; among those the cheaper one wins, then the
+--      higher weight, then the faster one. Further down, each 2 % is a band
+--      of its own, the better band first.
 
--- Success rates are compared in bands of this many basis points, so that a
--- 0.1 % difference does not outweigh a real fee difference.
+-- Success rates are compared in bands of this many basis points below the
+-- best candidate's, so that a 0.1 % difference does not outweigh a real fee
+-- difference. (Bands counted from 0 % would split 9990 from 10000, the rate
+-- an idle fallback channel shows: one failure of the primary then sent
+-- every payment to the dearer fallback.)
 local SUCCESS_BAND_BP = 200
 
-local function band(c)
-  return math.floor((c.success_rate_bp or 0) / SUCCESS_BAND_BP)
-end
-
-local function better(a, b)
-  if band(a) ~= band(b) then return band(a) > band(b) end
-  if (a.fee or 0) ~= (b.fee or 0) then return (a.fee or 0) < (b.fee or 0) end
-  if (a.weight or 0) ~= (b.weight or 0) then return (a.weight or 0) > (b.weight or 0) end
-  if (a.latency_ms or 0) ~= (b.latency_ms or 0) then
-    return (a.latency_ms or 0) < (b.latency_ms or 0)
-  end
-  return a.channel_id < b.channel_id      -- stable, predictable order
+local function rate(c)
+  return c.success_rate_bp or 0
 end
 
 return function(ctx, candidates)
@@ -66,6 +60,24 @@ return function(ctx, candidates)
   end
   if #chosen == 0 then
     for _, c in ipairs(candidates) do chosen[#chosen + 1] = c end
+  end
+
+  local best = 0
+  for _, c in ipairs(chosen) do
+    if rate(c) > best then best = rate(c) end
+  end
+  local function band(c)
+    return math.floor((best - rate(c)) / SUCCESS_BAND_BP)
+  end
+
+  local function better(a, b)
+    if band(a) ~= band(b) then return band(a) < band(b) end
+    if (a.fee or 0) ~= (b.fee or 0) then return (a.fee or 0) < (b.fee or 0) end
+    if (a.weight or 0) ~= (b.weight or 0) then return (a.weight or 0) > (b.weight or 0) end
+    if (a.latency_ms or 0) ~= (b.latency_ms or 0) then
+      return (a.latency_ms or 0) < (b.latency_ms or 0)
+    end
+    return a.channel_id < b.channel_id      -- stable, predictable order
   end
 
   table.sort(chosen, better)
