@@ -1130,7 +1130,46 @@ typedef struct {
     pc_http_req_t *req;
     pc_app_t *app;
     int release;
+    char why[501];   /* the body's "why", optional */
+    json_t *payment; /* the engine's answer, sent once the decision is kept */
 } review_t;
+
+static void review_kept_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)res;
+    review_t *v = data;
+    /* The decision stands (the engine committed it); only its record is
+     * missing: said loudly, the answer is still the payment. */
+    if (status)
+        pc_log_error("review.not_recorded",
+                     "payment %s %s by %s: the decision was applied but "
+                     "not recorded in review_decisions (%s)",
+                     pc_http_req_param(v->req, "payment_no"), v->release ? "released" : "rejected",
+                     pc_operator_of(v->req), pc_strerror(status));
+    /* Answering may free the request, v with it. */
+    json_t *payment = v->payment;
+    v->payment = NULL;
+    pc_http_respond_json(v->req, 200, payment);
+}
+
+/* The engine's answer: on success, who decided and why is kept first. */
+static void review_decided_cb(void *data, pc_api_err_t err, const char *message, json_t *payment)
+{
+    review_t *v = data;
+    if (err != PC_API_OK) {
+        json_decref(payment);
+        pc_http_respond_error(v->req, err, NULL, message);
+        return;
+    }
+    v->payment = payment;
+    const char *p[] = {pc_http_req_param(v->req, "payment_no"), v->release ? "RELEASE" : "REJECT",
+                       pc_operator_of(v->req), v->why[0] ? v->why : NULL};
+    if (pc_db_query(v->app->db,
+                    "INSERT INTO review_decisions (payment_no, decision, who, why) VALUES ($1, $2, "
+                    "$3, $4)",
+                    4, p, review_kept_cb, v) < 0)
+        review_kept_cb(v, PC_EUNAVAIL, NULL);
+}
 
 static void review_found_cb(void *data, int status, pc_db_res_t *res)
 {
@@ -1147,18 +1186,29 @@ static void review_found_cb(void *data, int status, pc_db_res_t *res)
     }
     pc_log_info(v->release ? "review.release" : "review.reject", "payment %s %s by ops (%s)", no,
                 v->release ? "released" : "rejected", pc_operator_of(req));
-    int rc = v->release ? pc_engine_continue(v->app->engine, no, "REVIEW", NULL, answer_engine, req)
-                        : pc_engine_reject(v->app->engine, no, answer_engine, req);
+    int rc = v->release
+                 ? pc_engine_continue(v->app->engine, no, "REVIEW", NULL, review_decided_cb, v)
+                 : pc_engine_reject(v->app->engine, no, review_decided_cb, v);
     if (rc < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 
 static void review_action(pc_http_req_t *req, pc_app_t *app, int release)
 {
+    size_t len = 0;
+    pc_http_req_body(req, &len);
+    json_t *b = len ? pc_http_req_json(req) : NULL;
+    const char *why = b ? json_string_value(json_object_get(b, "why")) : NULL;
+    if ((len && !b) || (b && json_object_get(b, "why") && (!why || !why[0] || strlen(why) > 500))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "why",
+                              "an optional {\"why\"} of 1-500 characters");
+        return;
+    }
     review_t *v = pc_http_req_alloc(req, sizeof *v);
     v->req = req;
     v->app = app;
     v->release = release;
+    snprintf(v->why, sizeof v->why, "%s", why ? why : "");
     const char *p[] = {pc_http_req_param(req, "payment_no")};
     if (pc_db_query(app->db, "SELECT 1 FROM payments WHERE payment_no = $1", 1, p, review_found_cb,
                     v) < 0)

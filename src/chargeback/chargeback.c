@@ -1477,15 +1477,16 @@ static void start_judge(pc_http_req_t *req, void *data)
     start_t *s = calloc(1, sizeof *s);
     s->req = req;
     s->app = data;
-    const char *p[] = {pc_http_req_param(req, "chargeback_no"), why};
+    const char *p[] = {pc_http_req_param(req, "chargeback_no"), why, pc_operator_of(req)};
     if (pc_db_query(s->app->db,
                     "UPDATE chargebacks c SET status = 'IN_JUDGE', judge_started_at = now(), "
+                    "judge_started_by = $3, "
                     "judge_note = CASE WHEN $2::text IS NOT NULL AND evidence_due_at > now() THEN "
                     "'judged before the evidence deadline: ' || $2 ELSE judge_note END, "
                     "updated_at = now() WHERE chargeback_no = $1 AND status = 'WAIT_JUDGE' AND "
                     "(evidence_due_at <= now() OR jsonb_array_length(evidence) > 0 OR $2::text IS "
                     "NOT NULL) RETURNING chargeback_json(c)::text",
-                    2, p, start_cb, s) < 0) {
+                    3, p, start_cb, s) < 0) {
         free(s);
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
     }
@@ -1694,11 +1695,12 @@ static void decide_begin_cb(void *data, int status, pc_db_tx_t *tx)
     }
     d->tx = tx;
     const char *liable = d->closing ? NULL : pc_cb_liable_name(d->liable);
-    const char *p[] = {d->no, liable, d->note[0] ? d->note : NULL};
+    const char *p[] = {d->no, liable, d->note[0] ? d->note : NULL, pc_operator_of(d->req)};
     const char *sql =
         d->closing
             ? "UPDATE chargebacks SET status = 'CLOSE', judge_note = coalesce($3, judge_note), "
-              "closed_at = now(), updated_at = now() WHERE chargeback_no = $1 AND status = "
+              "decided_by = $4, closed_at = now(), updated_at = now() WHERE chargeback_no = $1 AND "
+              "status = "
               "'WAIT_JUDGE' AND $2::text IS NULL RETURNING merchant_id, channel_id, currency, "
               "trade_no, amount, from_pending, from_available, owed, from_escrow, "
               "coalesce(notify_url, '') AS notify_url"
@@ -1707,11 +1709,12 @@ static void decide_begin_cb(void *data, int status, pc_db_tx_t *tx)
             : "UPDATE chargebacks SET status = 'JUDGE_FINISH', liable = $2, judge_note = CASE WHEN "
               "$3::text IS NULL THEN judge_note WHEN judge_note IS NULL THEN $3 ELSE judge_note "
               "|| E'\\n' || $3 END, "
-              "judged_at = now(), updated_at = now() WHERE chargeback_no = $1 AND status = "
+              "decided_by = $4, judged_at = now(), updated_at = now() WHERE chargeback_no = $1 "
+              "AND status = "
               "'IN_JUDGE' RETURNING merchant_id, channel_id, currency, trade_no, amount, "
               "from_pending, from_available, owed, from_escrow, coalesce(notify_url, '') AS "
               "notify_url";
-    if (pc_db_tx_query(tx, sql, 3, p, decide_updated_cb, d) < 0)
+    if (pc_db_tx_query(tx, sql, 4, p, decide_updated_cb, d) < 0)
         decide_fail(d, PC_EUNAVAIL);
 }
 

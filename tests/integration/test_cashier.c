@@ -1210,12 +1210,32 @@ static void test_risk_reject_review_and_challenge(void **state)
     assert_non_null(strstr(r.body, pno));
     assert_non_null(strstr(r.body, "\"total\":"));
     pc_t_resp_free(&r);
-    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
-    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    /* Released by a named operator with a reason: both kept with the
+     * decision (before: only a log line named the operator). */
+    char url[200];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/admin/payments/%s/release",
+             g_stack.admin_port[0], pno);
+    const char *as_dave[] = {"Authorization: Bearer test-admin-token", "X-Operator: dave", NULL};
+    r = pc_t_http("POST", url, as_dave, "{\"why\":\"called the buyer\"}");
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
     expect_trade(tn, "TRADE_SUCCESS");
+    char *kept = pc_t_sql(&g_stack,
+                          "SELECT decision || '/' || who || '/' || why FROM review_decisions WHERE "
+                          "payment_no = '%s'",
+                          pno);
+    assert_string_equal(kept, "RELEASE/dave/called the buyer");
+    free(kept);
+    /* Released once: the second is refused and not recorded. */
+    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 409);
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM review_decisions WHERE payment_no = '%s'",
+                                  pno),
+                     1);
 
     /* REVIEW then reject (another buyer: this one has used its daily limit). */
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());

@@ -181,14 +181,24 @@ static import_counts_t import_line(const char *date, const char *ref, const char
     return c;
 }
 
-static long admin_post(const char *path, const char *body, char *status_out)
+/* POST path on the admin API as operator who (NULL: no X-Operator). */
+static long admin_post_as(const char *who, const char *path, const char *body, char *status_out)
 {
-    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, body);
+    char url[256], op[96];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", g_stack.admin_port[0], path);
+    snprintf(op, sizeof op, "X-Operator: %s", who ? who : "");
+    const char *h[] = {"Authorization: Bearer test-admin-token", who ? op : NULL, NULL};
+    pc_t_resp_t r = pc_t_http("POST", url, h, body);
     long st = r.status;
     if (status_out)
         snprintf(status_out, 24, "%s", st == 200 ? pc_t_jstr(&r, "status") : pc_t_errcode(&r));
     pc_t_resp_free(&r);
     return st;
+}
+
+static long admin_post(const char *path, const char *body, char *status_out)
+{
+    return admin_post_as(NULL, path, body, status_out);
 }
 
 static long long outbox_count(const char *type, const char *cb_no)
@@ -498,8 +508,17 @@ static void test_judge_merchant_liable(void **state)
     long long loss0 = bal("platform:loss:CNY");
     assert_int_equal(mbal(&m, "reserve"), 5000);
     snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
-    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\",\"note\":\"no proof\"}", st), 200);
+    assert_int_equal(
+        admin_post_as("carol", path, "{\"liable\":\"MERCHANT\",\"note\":\"no proof\"}", st), 200);
     assert_string_equal(st, "JUDGE_FINISH");
+    /* Who started the judgement and who judged are kept with the case
+     * (before: neither, though the README said judgements keep it). */
+    char *by = pc_t_sql(&g_stack,
+                        "SELECT judge_started_by || '/' || decided_by FROM chargebacks WHERE "
+                        "chargeback_no = '%s'",
+                        cb);
+    assert_string_equal(by, "ops/carol");
+    free(by);
     /* reserve → the channel (the cardholder is paid back); nothing to the merchant. */
     assert_int_equal(mbal(&m, "reserve"), 0);
     assert_int_equal(mbal(&m, "pending"), 0);
