@@ -56,6 +56,9 @@
 --   ctx.lists.card_blocked        true if the card's BIN (first 6 digits) is on
 --                                 the block list (there is no list of single cards)
 --   ctx.client.ip, ctx.client.device_id, ctx.client.platform
+--   ctx.limits.buyer_daily        the buyer's hard daily limit in this currency
+--                                 (config limits.buyer_daily / by_currency): a
+--                                 payment past it is refused before this rule
 -- Any field may be absent (for example no card for a wallet payment); absent
 -- counts as "nothing known". Only a PAYMENT gets all of the above. A REFUND
 -- gets kind, amount, currency, method, product, now, buyer.id (absent for a
@@ -76,8 +79,12 @@
 -- daily sits below the buyer's hard daily limit (config limits.buyer_daily,
 -- 5,000,000 for CNY; limits.by_currency for the others): a payment that
 -- would pass the limit is refused before this rule is asked, so a daily
--- figure at the limit never fired. Here it is 60 % of the limit: a buyer
--- spending most of the day's allowance is looked at before it is used up.
+-- figure at the limit never fired. The figure is 60 % of the limit the
+-- payment is held to (ctx.limits.buyer_daily, as configured); the table's
+-- daily (60 % of config/paycore.example.json's limits) serves when the
+-- context has none: a buyer spending most of the day's allowance is looked
+-- at before it is used up.
+local DAILY_SHARE_PCT = 60
 local THRESHOLDS = {
   DEFAULT = { large = 500000,      very_large = 2000000,     daily = 3000000 },
   USD     = { large = 70000,       very_large = 280000,      daily = 420000 },
@@ -134,7 +141,11 @@ return function(ctx)
   end
   -- The day's spending on top of earlier payments (one payment alone is
   -- judged by its amount, just above).
-  if n(velocity.buyer_amount_24h) > 0 and n(velocity.buyer_amount_24h) + ctx.amount > t.daily then
+  local daily = t.daily
+  if ctx.limits and ctx.limits.buyer_daily then
+    daily = math.floor(ctx.limits.buyer_daily * DAILY_SHARE_PCT / 100)
+  end
+  if n(velocity.buyer_amount_24h) > 0 and n(velocity.buyer_amount_24h) + ctx.amount > daily then
     add(25, "DAILY_AMOUNT_HIGH")
   end
 

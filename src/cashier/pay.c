@@ -222,6 +222,13 @@ static void decide(pay_t *p)
         p->card_blocked, "client", "ip", p->ip, "device_id", p->device, "platform", p->platform);
     if (!buyer)
         json_object_del(json_object_get(ctx, "buyer"), "account_age_days");
+    /* The hard daily limit this payment is held to (passing it is refused
+     * before the rule is asked): the rule's own daily figure sits below. */
+    json_object_set_new(
+        ctx, "limits",
+        json_pack("{s:I}", "buyer_daily",
+                  (json_int_t)pc_config_limit(app->cfg, "buyer_daily",
+                                              json_string_value(json_object_get(t, "currency")))));
     pc_rule_result_t r;
     pc_rules_risk(app->rules, ctx, &r);
     json_decref(ctx);

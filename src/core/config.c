@@ -655,13 +655,17 @@ int pc_config_ms_list(const pc_config_t *cfg, const char *name, int64_t *out, in
     return parse_ms_list(pc_config_str(cfg, name), out, max);
 }
 
-static int delays(const char *text, int least, char *why, size_t whylen)
+static int delays(const char *text, int least, int most, char *why, size_t whylen)
 {
-    int64_t ms[PC_CONFIG_MAX_DELAYS];
-    int n = parse_ms_list(text, ms, PC_CONFIG_MAX_DELAYS);
+    int64_t ms[PC_CONFIG_MAX_NOTIFY_DELAYS];
+    int n = parse_ms_list(text, ms, most);
+    for (int i = 0; i < n; i++)
+        if (ms[i] > INT32_MAX)
+            n = PC_EINVAL;
     if (n < least) {
-        snprintf(why, whylen, "must be %s%d comma-separated delays in milliseconds",
-                 least ? "1 to " : "up to ", PC_CONFIG_MAX_DELAYS);
+        snprintf(why, whylen,
+                 "must be %s%d comma-separated delays in milliseconds, each at most %d",
+                 least ? "1 to " : "up to ", most, INT32_MAX);
         return PC_EINVAL;
     }
     return 0;
@@ -669,12 +673,12 @@ static int delays(const char *text, int least, char *why, size_t whylen)
 
 static int check_delays(const char *text, char *why, size_t whylen)
 {
-    return delays(text, 1, why, whylen);
+    return delays(text, 1, PC_CONFIG_MAX_DELAYS, why, whylen);
 }
 
 static int check_delays_or_none(const char *text, char *why, size_t whylen)
 {
-    return delays(text, 0, why, whylen);
+    return delays(text, 0, PC_CONFIG_MAX_NOTIFY_DELAYS, why, whylen);
 }
 
 int pc_config_parse_time_of_day(const char *text, int *minutes)

@@ -47,13 +47,16 @@ int pc_config_bool(const pc_config_t *cfg, const char *name);
  * else limits.<name> (one figure in minor units for every other currency). */
 int64_t pc_config_limit(const pc_config_t *cfg, const char *name, const char *currency);
 
-/* The most delays a schedule option (*.schedule_ms) holds. */
+/* The most delays a schedule option (*.schedule_ms) holds; the
+ * notifications' schedule may hold more. Each delay is at most INT32_MAX ms
+ * (about 24 days): the jobs read them as a PostgreSQL int[]. */
 #define PC_CONFIG_MAX_DELAYS 32
+#define PC_CONFIG_MAX_NOTIFY_DELAYS 64
 
 /* Comma-separated list of millisecond values (e.g. the notification retry
  * schedule) parsed into out (at most max); returns the count or PC_EINVAL.
  * The schedule options are checked at load: 1 to PC_CONFIG_MAX_DELAYS
- * values (notify.schedule_ms: 0 to PC_CONFIG_MAX_DELAYS). */
+ * values (notify.schedule_ms: 0 to PC_CONFIG_MAX_NOTIFY_DELAYS). */
 int pc_config_ms_list(const pc_config_t *cfg, const char *name, int64_t *out, int max);
 
 /* "HH:MM" (UTC, 00:00 to 23:59) as minutes after midnight; PC_EINVAL

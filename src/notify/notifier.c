@@ -18,7 +18,7 @@
 #include <time.h>
 
 /* Retries in notify.schedule_ms; api.md's schedule has 15. */
-#define MAX_SCHEDULE PC_CONFIG_MAX_DELAYS
+#define MAX_SCHEDULE PC_CONFIG_MAX_NOTIFY_DELAYS
 /* How often the backlog gauges are read from PostgreSQL. */
 #define METRICS_EVERY_MS 5000
 /* A row handed back unsent becomes due again after this, so that the next

@@ -379,10 +379,15 @@ static void outcome_done(outcome_t *o, pc_api_err_t err, int now, const char *st
     }
     if (!now) {
         char msg[200];
-        snprintf(msg, sizeof msg,
-                 "not recorded: its channel's answer came first (it is %s now); see GET "
-                 "/admin/needs-ops",
-                 status ? status : "final");
+        if (status)
+            snprintf(msg, sizeof msg,
+                     "not recorded: its channel's answer came first (it is %s now); see GET "
+                     "/admin/needs-ops",
+                     status);
+        else
+            snprintf(msg, sizeof msg,
+                     "not recorded: it is no longer in flight and flagged (its channel's answer "
+                     "came first); see GET /admin/needs-ops");
         pc_http_respond_error(o->req, PC_API_INVALID_STATE, NULL, msg);
         return;
     }

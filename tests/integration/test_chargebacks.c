@@ -514,8 +514,8 @@ static void test_judge_merchant_liable(void **state)
     /* Who started the judgement and who judged are kept with the case
      * (before: neither, though the README said judgements keep it). */
     char *by = pc_t_sql(&g_stack,
-                        "SELECT judge_started_by || '/' || decided_by FROM chargebacks WHERE "
-                        "chargeback_no = '%s'",
+                        "SELECT coalesce(judge_started_by, '-') || '/' || coalesce(decided_by, "
+                        "'-') FROM chargebacks WHERE chargeback_no = '%s'",
                         cb);
     assert_string_equal(by, "ops/carol");
     free(by);

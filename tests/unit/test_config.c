@@ -174,10 +174,14 @@ static void test_values_are_checked_where_they_are_read(void **state)
         {"PAYCORE_REPAIR_SCHEDULE_MS", "5000,soon", "repair.schedule_ms must be 1 to 32"},
         {"PAYCORE_PAYOUT_QUERY_SCHEDULE_MS", ",", "payout.query_schedule_ms must be 1 to 32"},
         {"PAYCORE_REFUND_QUERY_SCHEDULE_MS", "-5", "refund.query_schedule_ms must be 1 to 32"},
-        {"PAYCORE_NOTIFY_SCHEDULE_MS",
+        {"PAYCORE_REPAIR_SCHEDULE_MS",
          "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,"
          "32,33",
-         "notify.schedule_ms must be up to 32"},
+         "repair.schedule_ms must be 1 to 32"},
+        /* The jobs read the delays as a PostgreSQL int[]. */
+        {"PAYCORE_NOTIFY_SCHEDULE_MS", "15000,3000000000",
+         "notify.schedule_ms must be up to 64 comma-separated delays in milliseconds, each at "
+         "most 2147483647"},
         {"PAYCORE_REFUND_WINDOW_S", "0", "trades.refund_window_s must be an integer from 86400"},
         {"PAYCORE_DATABASE_URL", "", "PAYCORE_DATABASE_URL is set but empty"},
         {"PAYCORE_ADMIN_TOKEN", "", "PAYCORE_ADMIN_TOKEN is set but empty"},
