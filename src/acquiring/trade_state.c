@@ -656,7 +656,8 @@ static void sweep_rows_cb(void *data, int status, pc_db_res_t *res)
         const char *url = notify_url_of(res, i);
         int rc = obj ? pc_outbox_add(s->tx, t.merchant_id, s->event, url, obj) : PC_ENOMEM;
         if (rc == PC_EINVAL && url && url[0]) {
-            pc_log_error("trade.sweep", "trade %s: notify_url refused by the outbox; %s recorded "
+            pc_log_error("trade.sweep",
+                         "trade %s: notify_url refused by the outbox; %s recorded "
                          "without delivery",
                          t.trade_no, s->event);
             rc = pc_outbox_add(s->tx, t.merchant_id, s->event, NULL, obj);
