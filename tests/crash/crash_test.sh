@@ -85,12 +85,17 @@ pids+=($!)
 export PAYCORE_DATABASE_URL="postgresql://paycore@127.0.0.1:$pg_port/paycore"
 export PAYCORE_REDIS_URL="redis://127.0.0.1:$redis_port/0"
 export PAYCORE_HTTP_PORT=$http_port PAYCORE_ADMIN_TOKEN=$token PAYSIM_PORT=$sim_port
-# sim_card2 with volume caps far above the load: every payment it is sent is
-# counted and given back under the kills (check 5), and none is refused.
+# The card channels with volume caps far above the load: every payment they
+# are sent is counted and given back under the kills (check 5), and none is
+# refused. (Both: route.lua sends card payments to the cheaper sim_card and
+# falls back to sim_card2 on a retryable decline; before 2967ea5 a single
+# failure of sim_card sent them to sim_card2, which alone had caps here.)
 mkdir -p "$var/channels"
 cp "$root"/channels/*.json "$var/channels/"
-sed 's/"weight":/"volume": {"daily": 1000000000000, "monthly": 10000000000000}, "weight":/' \
-  "$root/channels/sim_card2.json" >"$var/channels/sim_card2.json"
+for ch in sim_card sim_card2; do
+  sed 's/"weight":/"volume": {"daily": 1000000000000, "monthly": 10000000000000}, "weight":/' \
+    "$root/channels/$ch.json" >"$var/channels/$ch.json"
+done
 export PAYCORE_RULES_DIR=$rules PAYCORE_CHANNELS_DIR=$var/channels PAYCORE_ACCESS_LOG=false
 export PAYCORE_DEMO=true # paysim's public demo channel secrets
 export PAYCORE_NOTIFY_PRIVATE_TARGETS=true # paybench's receiver is on loopback
