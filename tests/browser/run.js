@@ -115,8 +115,9 @@ async function until(what, fn, ms = 15000) {
   }
 }
 
-async function consoleSignIn(page) {
+async function consoleSignIn(page, operator) {
   await page.waitForSelector('#login:not([hidden])');
+  if (operator) await page.fill('#operator', operator);
   await page.fill('#token', stack.adminToken);
   await page.click('#login-form button[type=submit]');
   await page.waitForSelector('#shell:not([hidden])');
@@ -644,7 +645,16 @@ test('ops console: releasing a payment held for review, checked through the merc
   assert.equal(held.status, 'REVIEW');
 
   const page = await openPage(`${stack.adminUrl}/console#reviews`);
-  await consoleSignIn(page);
+  // A name the X-Operator header cannot carry is refused at sign-in, not
+  // dropped (every action was then recorded as "ops").
+  await page.waitForSelector('#login:not([hidden])');
+  await page.fill('#operator', 'José');
+  await page.fill('#token', stack.adminToken);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#login-error:not([hidden])');
+  assert.match(await page.textContent('#login-error'), /plain ASCII/);
+  assert.ok(await page.isHidden('#shell'));
+  await consoleSignIn(page, 'Jose Ops');
   const row = `#view tr[data-payment-no="${held.payment_no}"]`;
   await page.waitForSelector(row);
   assert.match(await page.textContent(row), /20000\.00 CNY/);
@@ -660,6 +670,9 @@ test('ops console: releasing a payment held for review, checked through the merc
   });
   assert.equal(paid.trade_status, 'TRADE_SUCCESS');
   assert.equal(await tradeStatus(trade.trade_no), 'TRADE_SUCCESS');
+  // The release is kept with the name given at sign-in.
+  assert.equal(stack.sql(`SELECT decision || '/' || who FROM review_decisions WHERE payment_no = '${held.payment_no}'`),
+    'RELEASE/Jose Ops');
   await waitResult(cashier, 'Payment successful'); // the buyer's page saw it by polling
   await page.click('.nav a[data-view=ledger]');
   await page.waitForSelector('[data-testid=ledger]');

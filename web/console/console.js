@@ -469,8 +469,14 @@
     $('login-form').addEventListener('submit', (e) => {
       e.preventDefault();
       const operator = $('operator').value.trim();
-      // Printable text only: a header cannot carry line breaks.
-      if (operator && /^[\x20-\x7e]{1,64}$/.test(operator)) sessionStorage.setItem(OPERATOR_KEY, operator);
+      // Printable ASCII only (the X-Operator header paycore keeps): a name
+      // it cannot send is refused here, not dropped (every action was then
+      // recorded as "ops" without a word).
+      if (operator && !/^[\x20-\x7e]{1,64}$/.test(operator)) {
+        signOut('Your name is sent with every action: use 1-64 plain ASCII characters (e.g. "Jose" for "José").');
+        return;
+      }
+      if (operator) sessionStorage.setItem(OPERATOR_KEY, operator);
       signIn($('token').value.trim());
       $('token').value = '';
     });
