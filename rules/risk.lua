@@ -73,31 +73,28 @@
 -- currencies (KRW and JPY have no decimals, KWD has three; USD 5,000.00 is
 -- about CNY 36,000, IDR 5,000.00 about CNY 2), so a currency listed here has
 -- figures of its own, about the same value; any other uses DEFAULT's (CNY).
--- Product staff: add a currency with the three figures, and an example in
+-- Product staff: add a currency with the two figures, and an example in
 -- tests/risk.json.
---
--- daily sits below the buyer's hard daily limit (config limits.buyer_daily,
--- 5,000,000 for CNY; limits.by_currency for the others): a payment that
--- would pass the limit is refused before this rule is asked, so a daily
--- figure at the limit never fired. The figure is 60 % of the limit the
--- payment is held to (ctx.limits.buyer_daily, as configured); the table's
--- daily (60 % of config/paycore.example.json's limits) serves when the
--- context has none: a buyer spending most of the day's allowance is looked
--- at before it is used up.
-local DAILY_SHARE_PCT = 60
 local THRESHOLDS = {
-  DEFAULT = { large = 500000,      very_large = 2000000,     daily = 3000000 },
-  USD     = { large = 70000,       very_large = 280000,      daily = 420000 },
-  EUR     = { large = 65000,       very_large = 260000,      daily = 390000 },
-  GBP     = { large = 55000,       very_large = 220000,      daily = 330000 },
-  HKD     = { large = 540000,      very_large = 2160000,     daily = 3240000 },
-  KWD     = { large = 215000,      very_large = 860000,      daily = 1290000 },
-  INR     = { large = 5800000,     very_large = 23200000,    daily = 34800000 },
-  JPY     = { large = 100000,      very_large = 400000,      daily = 600000 },
-  KRW     = { large = 1000000,     very_large = 4000000,     daily = 6000000 },
-  IDR     = { large = 1100000000,  very_large = 4400000000,  daily = 6600000000 },
-  VND     = { large = 17000000,    very_large = 68000000,    daily = 102000000 },
+  DEFAULT = { large = 500000,      very_large = 2000000 },
+  USD     = { large = 70000,       very_large = 280000 },
+  EUR     = { large = 65000,       very_large = 260000 },
+  GBP     = { large = 55000,       very_large = 220000 },
+  HKD     = { large = 540000,      very_large = 2160000 },
+  KWD     = { large = 215000,      very_large = 860000 },
+  INR     = { large = 5800000,     very_large = 23200000 },
+  JPY     = { large = 100000,      very_large = 400000 },
+  KRW     = { large = 1000000,     very_large = 4000000 },
+  IDR     = { large = 1100000000,  very_large = 4400000000 },
+  VND     = { large = 17000000,    very_large = 68000000 },
 }
+
+-- The day's spending is noted past this share of the buyer's hard daily
+-- limit (ctx.limits.buyer_daily, as configured per currency), in basis
+-- points: a payment that would pass the limit itself is refused before
+-- this rule is asked, so a figure at the limit would never fire; a buyer
+-- spending most of the day's allowance is looked at before it is used up.
+local DAILY_SHARE_BP = 6000
 
 -- Score at or above which each decision applies.
 local REJECT_AT = 80
@@ -141,11 +138,10 @@ return function(ctx)
   end
   -- The day's spending on top of earlier payments (one payment alone is
   -- judged by its amount, just above).
-  local daily = t.daily
-  if ctx.limits and ctx.limits.buyer_daily then
-    daily = math.floor(ctx.limits.buyer_daily * DAILY_SHARE_PCT / 100)
-  end
-  if n(velocity.buyer_amount_24h) > 0 and n(velocity.buyer_amount_24h) + ctx.amount > daily then
+  local limits = ctx.limits or {}
+  if limits.buyer_daily and n(velocity.buyer_amount_24h) > 0 and
+     n(velocity.buyer_amount_24h) + ctx.amount >
+       paycore.percent_of(limits.buyer_daily, DAILY_SHARE_BP) then
     add(25, "DAILY_AMOUNT_HIGH")
   end
 

@@ -650,18 +650,9 @@ static void sweep_rows_cb(void *data, int status, pc_db_res_t *res)
         pc_trade_from_row(&t, res, i);
         json_t *obj = pc_trade_json(&t);
         /* A trade moved without its notification is not committed: the
-         * next sweep takes it again. A stored notify_url the outbox refuses
-         * (written before it was checked) would stop every sweep: the
-         * event is recorded without one (SKIPPED, listed for ops). */
-        const char *url = notify_url_of(res, i);
-        int rc = obj ? pc_outbox_add(s->tx, t.merchant_id, s->event, url, obj) : PC_ENOMEM;
-        if (rc == PC_EINVAL && url && url[0]) {
-            pc_log_error("trade.sweep",
-                         "trade %s: notify_url refused by the outbox; %s recorded "
-                         "without delivery",
-                         t.trade_no, s->event);
-            rc = pc_outbox_add(s->tx, t.merchant_id, s->event, NULL, obj);
-        }
+         * next sweep takes it again. */
+        int rc = obj ? pc_outbox_add(s->tx, t.merchant_id, s->event, notify_url_of(res, i), obj)
+                     : PC_ENOMEM;
         json_decref(obj);
         if (rc < 0) {
             sweep_fail(s, "could not record its notifications", rc);

@@ -204,7 +204,7 @@ static void decide(pay_t *p)
      * the rule decides what that is worth (never read as "no attempts"). */
     json_t *ctx = json_pack(
         "{s:s,s:I,s:s,s:s,s:O,s:O,s:b,s:{s:s?,s:b,s:i,s:I},s:{s:s,s:i},"
-        "s:{s:I,s:I,s:I,s:I,s:I,s:b},s:{s:b,s:b,s:b},s:{s:s?,s:s?,s:s?}}",
+        "s:{s:I,s:I,s:I,s:I,s:I,s:b},s:{s:b,s:b,s:b},s:{s:s?,s:s?,s:s?},s:{s:I}}",
         "kind", "PAYMENT", "amount", (json_int_t)amount, "currency",
         json_string_value(json_object_get(t, "currency")), "method", p->method, "product",
         json_object_get(t, "product"), "now", json_object_get(v, "now"), "challenge_passed", 0,
@@ -219,16 +219,15 @@ static void decide(pay_t *p)
         "card_attempts_1h", (json_int_t)p->v_card, "ip_attempts_1h", (json_int_t)p->v_ip,
         "device_attempts_1h", (json_int_t)p->v_device, "complete", p->v_missing == 0, "lists",
         "ip_blocked", p->ip_blocked, "device_blocked", p->device_blocked, "card_blocked",
-        p->card_blocked, "client", "ip", p->ip, "device_id", p->device, "platform", p->platform);
+        p->card_blocked, "client", "ip", p->ip, "device_id", p->device, "platform", p->platform,
+        /* The hard daily limit this payment is held to (passing it is
+         * refused before the rule is asked): the rule's own daily figure
+         * sits below. */
+        "limits", "buyer_daily",
+        (json_int_t)pc_config_limit(app->cfg, "buyer_daily",
+                                    json_string_value(json_object_get(t, "currency"))));
     if (!buyer)
         json_object_del(json_object_get(ctx, "buyer"), "account_age_days");
-    /* The hard daily limit this payment is held to (passing it is refused
-     * before the rule is asked): the rule's own daily figure sits below. */
-    json_object_set_new(
-        ctx, "limits",
-        json_pack("{s:I}", "buyer_daily",
-                  (json_int_t)pc_config_limit(app->cfg, "buyer_daily",
-                                              json_string_value(json_object_get(t, "currency")))));
     pc_rule_result_t r;
     pc_rules_risk(app->rules, ctx, &r);
     json_decref(ctx);
@@ -1205,8 +1204,9 @@ static void review_action(pc_http_req_t *req, pc_app_t *app, int release)
     size_t len = 0;
     pc_http_req_body(req, &len);
     json_t *b = len ? pc_http_req_json(req) : NULL;
-    const char *why = b ? json_string_value(json_object_get(b, "why")) : NULL;
-    if ((len && !b) || (b && json_object_get(b, "why") && (!why || !why[0] || strlen(why) > 500))) {
+    int bad = len && !b;
+    const char *why = b ? pc_json_str(b, "why", 500, 0, &bad) : NULL;
+    if (bad) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "why",
                               "an optional {\"why\"} of 1-500 characters");
         return;

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,13 +14,13 @@ typedef enum { OPT_INT, OPT_STR, OPT_BOOL } opt_type_t;
 
 /* What a string option must look like beyond its length; checked wherever a
  * value is read (default, file, environment), so a reload refuses what a
- * start would. 0 and a message in why, or PC_EINVAL. */
-typedef int (*opt_check_t)(const char *text, char *why, size_t whylen);
+ * start would. True when text has the form. */
+typedef bool (*opt_form_t)(const char *text);
 
-static int check_delays(const char *text, char *why, size_t whylen);
-static int check_delays_or_none(const char *text, char *why, size_t whylen);
-static int check_time_of_day(const char *text, char *why, size_t whylen);
-static int check_log_level(const char *text, char *why, size_t whylen);
+static bool delays_ok(const char *text);
+static bool delays_or_none_ok(const char *text);
+static bool time_of_day_ok(const char *text);
+static bool log_level_ok(const char *text);
 
 typedef struct {
     const char *name;
@@ -31,24 +32,36 @@ typedef struct {
     const char *help;
 } opt_def_t;
 
-/* String options with a form of their own. */
-static const struct {
+/* The numbers of the delays' message (PC_CONFIG_MAX_DELAYS,
+ * PC_CONFIG_MAX_NOTIFY_DELAYS, INT32_MAX), as text. */
+_Static_assert(PC_CONFIG_MAX_DELAYS == 32 && PC_CONFIG_MAX_NOTIFY_DELAYS == 64 &&
+                   INT32_MAX == 2147483647,
+               "DELAYS_WHY's numbers");
+#define DELAYS_WHY(from_to)                                                                        \
+    "must be " from_to " comma-separated delays in milliseconds, each at most 2147483647"
+
+/* String options with a form of their own, and what to say when a value
+ * has not. */
+typedef struct {
     const char *name;
-    opt_check_t check;
-} opt_checks[] = {
-    {"log.level", check_log_level},
-    {"repair.schedule_ms", check_delays},
-    {"refund.query_schedule_ms", check_delays},
-    {"payout.query_schedule_ms", check_delays},
-    {"notify.schedule_ms", check_delays_or_none},
-    {"recon.daily_at", check_time_of_day},
+    opt_form_t ok;
+    const char *why;
+} opt_check_t;
+
+static const opt_check_t opt_checks[] = {
+    {"log.level", log_level_ok, "must be one of debug, info, warn, error"},
+    {"repair.schedule_ms", delays_ok, DELAYS_WHY("1 to 32")},
+    {"refund.query_schedule_ms", delays_ok, DELAYS_WHY("1 to 32")},
+    {"payout.query_schedule_ms", delays_ok, DELAYS_WHY("1 to 32")},
+    {"notify.schedule_ms", delays_or_none_ok, DELAYS_WHY("up to 64")},
+    {"recon.daily_at", time_of_day_ok, "must be a UTC time of day HH:MM, e.g. 00:30"},
 };
 
-static opt_check_t check_of(const char *name)
+static const opt_check_t *check_of(const char *name)
 {
     for (size_t i = 0; i < sizeof opt_checks / sizeof opt_checks[0]; i++)
         if (!strcmp(opt_checks[i].name, name))
-            return opt_checks[i].check;
+            return &opt_checks[i];
     return NULL;
 }
 
@@ -315,15 +328,14 @@ static int parse_value(const opt_def_t *o, const char *text, opt_val_t *out, cha
         }
         return 0;
     case OPT_STR: {
-        char why[160];
         if (o->max && (int64_t)strlen(text) > o->max) {
             snprintf(err, errlen, "%s: %s is longer than %lld characters", origin, o->name,
                      (long long)o->max);
             return PC_EINVAL;
         }
-        opt_check_t check = check_of(o->name);
-        if (check && check(text, why, sizeof why) < 0) {
-            snprintf(err, errlen, "%s: %s %s (got \"%s\")", origin, o->name, why, text);
+        const opt_check_t *check = check_of(o->name);
+        if (check && !check->ok(text)) {
+            snprintf(err, errlen, "%s: %s %s (got \"%s\")", origin, o->name, check->why, text);
             return PC_EINVAL;
         }
         free(out->s);
@@ -655,30 +667,26 @@ int pc_config_ms_list(const pc_config_t *cfg, const char *name, int64_t *out, in
     return parse_ms_list(pc_config_str(cfg, name), out, max);
 }
 
-static int delays(const char *text, int least, int most, char *why, size_t whylen)
+/* least to most delays, each a non-negative int32 (the jobs read them as a
+ * PostgreSQL int[]). */
+static bool delays_fit(const char *text, int least, int most)
 {
     int64_t ms[PC_CONFIG_MAX_NOTIFY_DELAYS];
     int n = parse_ms_list(text, ms, most);
     for (int i = 0; i < n; i++)
         if (ms[i] > INT32_MAX)
-            n = PC_EINVAL;
-    if (n < least) {
-        snprintf(why, whylen,
-                 "must be %s%d comma-separated delays in milliseconds, each at most %d",
-                 least ? "1 to " : "up to ", most, INT32_MAX);
-        return PC_EINVAL;
-    }
-    return 0;
+            return false;
+    return n >= least;
 }
 
-static int check_delays(const char *text, char *why, size_t whylen)
+static bool delays_ok(const char *text)
 {
-    return delays(text, 1, PC_CONFIG_MAX_DELAYS, why, whylen);
+    return delays_fit(text, 1, PC_CONFIG_MAX_DELAYS);
 }
 
-static int check_delays_or_none(const char *text, char *why, size_t whylen)
+static bool delays_or_none_ok(const char *text)
 {
-    return delays(text, 0, PC_CONFIG_MAX_NOTIFY_DELAYS, why, whylen);
+    return delays_fit(text, 0, PC_CONFIG_MAX_NOTIFY_DELAYS);
 }
 
 int pc_config_parse_time_of_day(const char *text, int *minutes)
@@ -692,22 +700,14 @@ int pc_config_parse_time_of_day(const char *text, int *minutes)
     return 0;
 }
 
-static int check_time_of_day(const char *text, char *why, size_t whylen)
+static bool time_of_day_ok(const char *text)
 {
     int m;
-    if (pc_config_parse_time_of_day(text, &m) < 0) {
-        snprintf(why, whylen, "must be a UTC time of day HH:MM, e.g. 00:30");
-        return PC_EINVAL;
-    }
-    return 0;
+    return pc_config_parse_time_of_day(text, &m) == 0;
 }
 
-static int check_log_level(const char *text, char *why, size_t whylen)
+static bool log_level_ok(const char *text)
 {
     pc_log_level_t level;
-    if (pc_log_parse_level(text, &level) < 0) {
-        snprintf(why, whylen, "must be one of debug, info, warn, error");
-        return PC_EINVAL;
-    }
-    return 0;
+    return pc_log_parse_level(text, &level) == 0;
 }

@@ -1,6 +1,7 @@
 #include "notify/outbox.h"
 #include "auth/sign.h"
 #include "core/error.h"
+#include "core/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,8 +57,18 @@ int pc_outbox_add_id(pc_db_tx_t *tx, const char *merchant_id, const char *type,
         return PC_EINVAL;
     int has_url = notify_url && notify_url[0];
     if (has_url && strncmp(notify_url, "http://", 7) != 0 &&
-        strncmp(notify_url, "https://", 8) != 0)
-        return PC_EINVAL;
+        strncmp(notify_url, "https://", 8) != 0) {
+        /* A stored URL no check refused when it was written (before URLs
+         * were checked, or by hand): the event is kept, undelivered, rather
+         * than failing the transaction that made it (every sweep round,
+         * every state move of that object). */
+        pc_log_error("outbox.bad_url",
+                     "%s for merchant %s: notify_url is not http(s); recorded "
+                     "without delivery (SKIPPED)",
+                     type, merchant_id);
+        has_url = 0;
+        notify_url = NULL;
+    }
 
     char hex[33];
     if (pc_random_hex(hex, sizeof hex, 16) != 0)

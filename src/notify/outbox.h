@@ -28,8 +28,9 @@
  * resolves it (the object's own notify_url, else the merchant's). A NULL or
  * empty notify_url means there is nothing to deliver: the event is still
  * recorded, with status SKIPPED, so it has an id and ops can see it.
- * Returns 0, PC_EINVAL for an unknown type, an empty merchant_id, data that is
- * not an object or a notify_url that is not http(s), PC_ENOMEM, PC_EIO (no
+ * A notify_url that is not http(s) counts as none (logged outbox.bad_url).
+ * Returns 0, PC_EINVAL for an unknown type, an empty merchant_id or data that
+ * is not an object, PC_ENOMEM, PC_EIO (no
  * CSPRNG) or the error of pc_db_tx_query (e.g. PC_EUNAVAIL). Nothing is
  * queued on failure. */
 int pc_outbox_add(pc_db_tx_t *tx, const char *merchant_id, const char *type, const char *notify_url,

@@ -369,8 +369,8 @@ static void public_applied(void *data, apply_outcome_t outcome)
     free(pa);
 }
 
-int pc_payout_apply(pc_app_t *app, const char *payout_no, const pc_ch_result_t *res, int by_ops,
-                    pc_payout_applied_cb cb, void *data)
+static int public_apply(pc_app_t *app, const char *payout_no, const pc_ch_result_t *res, int by_ops,
+                        pc_payout_applied_cb cb, void *data)
 {
     public_apply_t *pa = calloc(1, sizeof *pa);
     if (!pa)
@@ -381,6 +381,18 @@ int pc_payout_apply(pc_app_t *app, const char *payout_no, const pc_ch_result_t *
     if (rc < 0)
         free(pa);
     return rc;
+}
+
+int pc_payout_apply(pc_app_t *app, const char *payout_no, const pc_ch_result_t *res,
+                    pc_payout_applied_cb cb, void *data)
+{
+    return public_apply(app, payout_no, res, 0, cb, data);
+}
+
+int pc_payout_apply_by_ops(pc_app_t *app, const char *payout_no, const pc_ch_result_t *res,
+                           pc_payout_applied_cb cb, void *data)
+{
+    return public_apply(app, payout_no, res, 1, cb, data);
 }
 
 /* ---------- sending ---------- */

@@ -66,12 +66,15 @@ void pc_payouts_free(pc_payouts_t *po);
  * payout, as its callback would (e.g. from a statement line whose callback
  * was lost). cb (may be NULL) learns whether the payout now stands as the
  * result says (applied now or before: 1), not (0), or could not be told
- * because the database failed (-1). by_ops: an outcome ops record for a
- * flagged payout, applied only while it is still in flight and flagged
- * (else 0: the channel's answer came first). Returns 0 (cb runs once) or a
- * negative code. */
+ * because the database failed (-1). Returns 0 (cb runs once) or a negative
+ * code. */
 typedef void (*pc_payout_applied_cb)(void *data, int applied);
-int pc_payout_apply(pc_app_t *app, const char *payout_no, const pc_ch_result_t *res, int by_ops,
+int pc_payout_apply(pc_app_t *app, const char *payout_no, const pc_ch_result_t *res,
                     pc_payout_applied_cb cb, void *data);
+/* The same for an outcome ops record for a flagged payout: applied only
+ * while it is still in flight and flagged, read under its lock (else 0:
+ * the channel's answer came first, or the flag went). */
+int pc_payout_apply_by_ops(pc_app_t *app, const char *payout_no, const pc_ch_result_t *res,
+                           pc_payout_applied_cb cb, void *data);
 
 #endif

@@ -321,7 +321,7 @@ static void repairs_claimed_cb(void *data, int status, pc_db_res_t *res)
         snprintf(cr.currency, sizeof cr.currency, "%s", pc_db_val(res, i, "line_currency"));
         cr.fee = pc_db_val_i64(res, i, "line_fee");
         r->repairs_pending++;
-        if (payout ? pc_payout_apply(r->rc->app, x->payment_no, &cr, 0, payout_repaired_cb, x) < 0
+        if (payout ? pc_payout_apply(r->rc->app, x->payment_no, &cr, payout_repaired_cb, x) < 0
                    : pc_engine_apply(r->rc->app->engine, r->channel_id, x->payment_no, &cr,
                                      repair_applied_cb, x) < 0) {
             r->repairs_pending--;

@@ -469,7 +469,7 @@ static void outcome_read_cb(void *data, int status, pc_db_res_t *res)
         rc = pc_engine_apply_by_ops(o->app->engine, channel, o->ref, &o->res, payment_recorded_cb,
                                     o);
     } else if (!strcmp(o->kind, "payout")) {
-        rc = pc_payout_apply(o->app, o->ref, &o->res, 1, payout_recorded_cb, o);
+        rc = pc_payout_apply_by_ops(o->app, o->ref, &o->res, payout_recorded_cb, o);
     } else {
         int ok = o->res.status == PC_CH_SUCCESS;
         pc__transition_t t = {

@@ -1212,11 +1212,8 @@ static void test_risk_reject_review_and_challenge(void **state)
     pc_t_resp_free(&r);
     /* Released by a named operator with a reason: both kept with the
      * decision (before: only a log line named the operator). */
-    char url[200];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/admin/payments/%s/release",
-             g_stack.admin_port[0], pno);
-    const char *as_dave[] = {"Authorization: Bearer test-admin-token", "X-Operator: dave", NULL};
-    r = pc_t_http("POST", url, as_dave, "{\"why\":\"called the buyer\"}");
+    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
+    r = pc_t_admin_as(&g_stack, "dave", "POST", path, "{\"why\":\"called the buyer\"}");
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
@@ -1228,7 +1225,6 @@ static void test_risk_reject_review_and_challenge(void **state)
     assert_string_equal(kept, "RELEASE/dave/called the buyer");
     free(kept);
     /* Released once: the second is refused and not recorded. */
-    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
     r = pc_t_admin(&g_stack, "POST", path, NULL);
     assert_int_equal(r.status, 409);
     pc_t_resp_free(&r);

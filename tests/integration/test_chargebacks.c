@@ -184,11 +184,8 @@ static import_counts_t import_line(const char *date, const char *ref, const char
 /* POST path on the admin API as operator who (NULL: no X-Operator). */
 static long admin_post_as(const char *who, const char *path, const char *body, char *status_out)
 {
-    char url[256], op[96];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", g_stack.admin_port[0], path);
-    snprintf(op, sizeof op, "X-Operator: %s", who ? who : "");
-    const char *h[] = {"Authorization: Bearer test-admin-token", who ? op : NULL, NULL};
-    pc_t_resp_t r = pc_t_http("POST", url, h, body);
+    pc_t_resp_t r = who ? pc_t_admin_as(&g_stack, who, "POST", path, body)
+                        : pc_t_admin(&g_stack, "POST", path, body);
     long st = r.status;
     if (status_out)
         snprintf(status_out, 24, "%s", st == 200 ? pc_t_jstr(&r, "status") : pc_t_errcode(&r));

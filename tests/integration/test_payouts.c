@@ -514,6 +514,16 @@ static void held_payout(const pc_t_merchant_t *m, const char *out_no, const char
     pc_t_resp_free(&r);
 }
 
+/* Whether payout no is flagged for ops while still PROCESSING, within 15 s
+ * (its status queries gave up). */
+static int flagged_in_flight(const char *no)
+{
+    return pc_t_sql_wait(&g_stack, "1", 15,
+                         "SELECT needs_ops::int FROM payouts WHERE payout_no = '%s' AND status = "
+                         "'PROCESSING'",
+                         no);
+}
+
 /* The channel pays out a held payout (its callback still lost). */
 static void complete_held(const char *no)
 {
@@ -541,10 +551,7 @@ static void test_payout_left_open_after_every_query_raises_the_alert(void **stat
     char no[40];
     held_payout(&m, "OUT-OPEN-1", "6222020000009999", no);
     assert_false(pc_t_alert_active(&g_stack, "REPAIR_EXHAUSTED", NULL));
-    assert_true(pc_t_sql_wait(&g_stack, "1", 15,
-                              "SELECT needs_ops::int FROM payouts WHERE payout_no = '%s' AND "
-                              "status = 'PROCESSING'",
-                              no));
+    assert_true(flagged_in_flight(no));
     assert_true(pc_t_alert_wait(&g_stack, "REPAIR_EXHAUSTED", NULL, 1, 15));
     /* Still queried at the schedule's last pace: the channel's late answer
      * closes it, and the flag and the alert go (before, a flagged payout was
@@ -569,10 +576,7 @@ static void test_ops_record_the_failure_of_a_payout_no_query_could_finish(void *
     long long before = available(&m);
     char no[40];
     held_payout(&m, "OUT-OPS-1", "6222020000007777", no);
-    assert_true(pc_t_sql_wait(&g_stack, "1", 15,
-                              "SELECT needs_ops::int FROM payouts WHERE payout_no = '%s' AND "
-                              "status = 'PROCESSING'",
-                              no));
+    assert_true(flagged_in_flight(no));
     assert_int_equal(available(&m), before - 10000);
     /* The database refuses it this once: 503, to be given again (it was
      * 409 "its channel's answer came first", which sent ops the wrong way). */
@@ -620,10 +624,7 @@ static void test_ops_outcome_is_checked_again_under_the_payouts_lock(void **stat
     long long before = available(&m);
     char no[40];
     held_payout(&m, "OUT-OPS-2", "6222020000006666", no);
-    assert_true(pc_t_sql_wait(&g_stack, "1", 15,
-                              "SELECT needs_ops::int FROM payouts WHERE payout_no = '%s' AND "
-                              "status = 'PROCESSING'",
-                              no));
+    assert_true(flagged_in_flight(no));
     assert_int_equal(pc_t_sh("psql '%s' -qAt -c \"BEGIN; SELECT 1 FROM payouts WHERE payout_no = "
                              "'%s' FOR UPDATE; SELECT pg_sleep(1.5); UPDATE payouts SET needs_ops "
                              "= false WHERE payout_no = '%s'; COMMIT;\" >/dev/null 2>&1 &",

@@ -819,11 +819,8 @@ static void test_resolving_with_an_adjustment_posts_through_suspense(void **stat
     /* Without an adjustment: no posting. */
     /* Without "who": the operator the console or payctl names (before:
      * "ops", whoever resolved it). */
-    char url[160];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/admin/recon/diffs/%lld/resolve",
-             g_stack.admin_port[0], idb);
-    const char *as_bob[] = {"Authorization: Bearer test-admin-token", "X-Operator: bob", NULL};
-    r = pc_t_http("POST", url, as_bob, "{\"reason\":\"explained by the channel\"}");
+    snprintf(path, sizeof path, "/admin/recon/diffs/%lld/resolve", idb);
+    r = pc_t_admin_as(&g_stack, "bob", "POST", path, "{\"reason\":\"explained by the channel\"}");
     assert_int_equal(r.status, 200);
     assert_true(strstr(r.body, "\"ledger_txn_id\":null") != NULL);
     res = pc_t_json(&r);
