@@ -30,23 +30,23 @@ static uv_timer_t g_override_timer;
  * and applied after the switch it undid it here until the next read. */
 static unsigned g_override_gen;
 
-typedef struct {
-    pc_app_t *app;
-    unsigned gen;
-} refresh_t;
+/* One read at a time. Under a slow database (a lock held on the table, say)
+ * a read every second would each keep a pooled connection until the pool
+ * had none left for requests. A notice, reload or switch during the read
+ * asks for one more read after it. */
+static int g_override_reading, g_override_again;
+static unsigned g_override_read_gen; /* g_override_gen when the read began */
 
 static void refresh_overrides(pc_app_t *app);
 
 static void overrides_cb(void *data, int status, pc_db_res_t *res)
 {
-    refresh_t *rf = data;
-    pc_app_t *app = rf->app;
-    int stale = rf->gen != g_override_gen;
-    free(rf);
-    if (status)
-        return;
-    if (stale) {
-        refresh_overrides(app); /* read again, after the switch */
+    pc_app_t *app = data;
+    int stale = g_override_read_gen != g_override_gen;
+    g_override_reading = 0;
+    if (status || stale) {
+        if (stale || g_override_again)
+            refresh_overrides(app); /* read again, after the switch */
         return;
     }
     /* Channels without a row have no override. */
@@ -60,17 +60,21 @@ static void overrides_cb(void *data, int status, pc_db_res_t *res)
         if (pc_channels_override(app->channels, id) != want)
             pc_channels_set_override(app->channels, id, want);
     }
+    if (g_override_again)
+        refresh_overrides(app);
 }
 
 static void refresh_overrides(pc_app_t *app)
 {
-    refresh_t *rf = malloc(sizeof *rf);
-    if (!rf)
+    if (g_override_reading) {
+        g_override_again = 1;
         return;
-    *rf = (refresh_t){app, g_override_gen};
+    }
+    g_override_again = 0;
+    g_override_read_gen = g_override_gen;
     if (pc_db_query(app->db, "SELECT channel_id, enabled FROM channel_overrides", 0, NULL,
-                    overrides_cb, rf) < 0)
-        free(rf);
+                    overrides_cb, app) == 0)
+        g_override_reading = 1;
 }
 
 static void override_notice(void *data, const char *channel, const char *msg, size_t len)

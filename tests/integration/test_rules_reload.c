@@ -425,6 +425,41 @@ static void test_channel_switch_reaches_every_node_within_a_second(void **state)
     json_decref(v);
 }
 
+/* A lock held on channel_overrides (a migration, a long ops transaction)
+ * stalls the read each node makes every second. The node makes one such read
+ * at a time: before, each second's read took one more pooled connection
+ * until a node had none left for anything else. Node 2 has a pool of two. */
+#define LOCK_HELD                                                                                  \
+    "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE "         \
+    "c.relname = 'channel_overrides' AND l.mode = 'AccessExclusiveLock' AND l.granted)"
+static void test_a_stalled_override_read_keeps_the_pool_serving(void **state)
+{
+    (void)state;
+    pc_stack_env(&g_stack, "PAYCORE_DB_POOL_SIZE", "2");
+    pc_stack_start_node(&g_stack, 2);
+    g_stack.nextra--;
+    pc_t_sh("psql -qAt '%s' -c 'BEGIN' -c 'LOCK TABLE channel_overrides IN ACCESS EXCLUSIVE "
+            "MODE' -c 'SELECT pg_sleep(6)' -c 'COMMIT' > /dev/null 2>&1 &",
+            g_stack.db_url);
+    assert_true(pc_t_sql_wait(&g_stack, "t", 5, LOCK_HELD));
+    sleep(3); /* three of node 2's reads due meanwhile */
+    long long waiting =
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT "
+                               "channel_id, enabled FROM channel_overrides' AND wait_event_type = "
+                               "'Lock'");
+    double t0 = now_s();
+    pc_t_resp_t r = pc_t_admin_node(&g_stack, 2, "GET", "/admin/reviews", NULL);
+    double took = now_s() - t0;
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    fprintf(stderr, "override reads waiting: %lld; node 2 answered in %.2f s\n", waiting, took);
+    /* One read waits per node (three nodes), not one per second. */
+    assert_in_range(waiting, 1, 3);
+    assert_true(took < 1.0);
+    pc_stack_stop_node(&g_stack, 2, SIGTERM);
+    assert_true(pc_t_sql_wait(&g_stack, "f", 8, LOCK_HELD));
+}
+
 static void test_channel_file_change_applies_and_a_bad_one_is_refused(void **state)
 {
     (void)state;
@@ -472,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_200_reloads_while_requests_run_fail_nothing),
         cmocka_unit_test(test_config_reload_takes_new_limits_without_restart),
         cmocka_unit_test(test_channel_switch_reaches_every_node_within_a_second),
+        cmocka_unit_test(test_a_stalled_override_read_keeps_the_pool_serving),
         cmocka_unit_test(test_channel_file_change_applies_and_a_bad_one_is_refused),
     };
     return cmocka_run_group_tests_name("reload", tests, setup, teardown);
