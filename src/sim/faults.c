@@ -39,24 +39,18 @@ int64_t pc_sim_fee(int64_t amount, int bps, int64_t fixed)
     return (amount * bps + PC_SIM_BPS_ALL / 2) / PC_SIM_BPS_ALL + fixed;
 }
 
-/* A rate: an integer 0–10000 (basis points) or a real 0.0–1.0 (a fraction). */
+/* A rate is a fraction 0–1, as api.md's names read: 1 (or 1.0) is always,
+ * 0.25 a quarter. Kept in basis points; a whole number is a fraction too (an
+ * integer read as basis points made "decline_rate": 1 mean 0.01 %). */
 static int parse_rate(json_t *v, int *out)
 {
-    if (json_is_integer(v)) {
-        json_int_t i = json_integer_value(v);
-        if (i < 0 || i > PC_SIM_BPS_ALL)
-            return PC_EINVAL;
-        *out = (int)i;
-        return 0;
-    }
-    if (json_is_real(v)) {
-        double d = json_real_value(v);
-        if (!(d >= 0.0 && d <= 1.0))
-            return PC_EINVAL;
-        *out = (int)lround(d * PC_SIM_BPS_ALL);
-        return 0;
-    }
-    return PC_EINVAL;
+    if (!json_is_number(v))
+        return PC_EINVAL;
+    double d = json_number_value(v);
+    if (!(d >= 0.0 && d <= 1.0))
+        return PC_EINVAL;
+    *out = (int)lround(d * PC_SIM_BPS_ALL);
+    return 0;
 }
 
 static int parse_int(json_t *v, int64_t lo, int64_t hi, int64_t *out)
@@ -194,14 +188,15 @@ int pc_sim_faults_apply(pc_sim_faults_t *f, const char *channel_id, json_t *body
 
 json_t *pc_sim_faults_json(const pc_sim_faults_t *f)
 {
+    double all = PC_SIM_BPS_ALL; /* rates are shown as the fractions they are set as */
     return json_pack(
-        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:I,s:{s:i,s:i,s:i,s:i}}", "timeout_rate",
-        f->timeout_bps, "success_after_timeout_rate", f->success_after_timeout_bps,
-        "lost_callback_rate", f->lost_callback_bps, "duplicate_callback_rate",
-        f->duplicate_callback_bps, "decline_rate", f->decline_bps, "latency_ms", f->latency_ms,
-        "hang_ms", f->hang_ms, "refund_delay_ms", f->refund_delay_ms, "payout_delay_ms",
-        f->payout_delay_ms, "fee_bps", f->fee_bps, "fee_fixed", (json_int_t)f->fee_fixed,
-        "payout_fee", (json_int_t)f->payout_fee, "statement_discrepancy", "missing",
-        f->pending.missing, "amount_mismatch", f->pending.amount_mismatch, "fee_mismatch",
-        f->pending.fee_mismatch, "status_mismatch", f->pending.status_mismatch);
+        "{s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:i,s:i,s:i,s:I,s:I,s:{s:i,s:i,s:i,s:i}}", "timeout_rate",
+        f->timeout_bps / all, "success_after_timeout_rate", f->success_after_timeout_bps / all,
+        "lost_callback_rate", f->lost_callback_bps / all, "duplicate_callback_rate",
+        f->duplicate_callback_bps / all, "decline_rate", f->decline_bps / all, "latency_ms",
+        f->latency_ms, "hang_ms", f->hang_ms, "refund_delay_ms", f->refund_delay_ms,
+        "payout_delay_ms", f->payout_delay_ms, "fee_bps", f->fee_bps, "fee_fixed",
+        (json_int_t)f->fee_fixed, "payout_fee", (json_int_t)f->payout_fee, "statement_discrepancy",
+        "missing", f->pending.missing, "amount_mismatch", f->pending.amount_mismatch,
+        "fee_mismatch", f->pending.fee_mismatch, "status_mismatch", f->pending.status_mismatch);
 }

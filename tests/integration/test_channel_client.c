@@ -811,7 +811,7 @@ static void test_callbacks_verify_and_tampered_or_stale_ones_are_refused(void **
 static void test_timeout_fault_is_unknown_within_the_channel_timeout(void **state)
 {
     fx_t *f = *state;
-    set_faults("{\"channel_id\":\"" SHORT_CHANNEL "\",\"timeout_rate\":10000,\"hang_ms\":4000}");
+    set_faults("{\"channel_id\":\"" SHORT_CHANNEL "\",\"timeout_rate\":1,\"hang_ms\":4000}");
     uint64_t t0 = uv_hrtime();
     got_t x = pay_card_on(f, SHORT_CHANNEL, "TO-1", "4242424242424242", 2099);
     uint64_t ms = (uv_hrtime() - t0) / 1000000;
@@ -832,7 +832,7 @@ static void test_timeout_fault_is_unknown_within_the_channel_timeout(void **stat
 static void test_success_after_timeout_is_unknown_then_found_by_query(void **state)
 {
     fx_t *f = *state;
-    set_faults("{\"channel_id\":\"" SHORT_CHANNEL "\",\"success_after_timeout_rate\":10000,"
+    set_faults("{\"channel_id\":\"" SHORT_CHANNEL "\",\"success_after_timeout_rate\":1,"
                "\"hang_ms\":3000}");
     got_t x = pay_card_on(f, SHORT_CHANNEL, "SAT-1", "4242424242424242", 2099);
     assert_int_equal(x.r.status, PC_CH_UNKNOWN);
@@ -1065,7 +1065,7 @@ static void test_retryable_failures_make_channel_unhealthy_for_every_node(void *
     assert_int_equal(healthy, 1);
 
     pay_many(f, "OK", 10, "4242424242424242", PC_CH_SUCCESS, "");
-    set_faults("{\"channel_id\":\"sim_card\",\"decline_rate\":10000}");
+    set_faults("{\"channel_id\":\"sim_card\",\"decline_rate\":1}");
     pay_many(f, "DOWN", 9, "4242424242424242", PC_CH_FAILED, "ISSUER_UNAVAILABLE");
     /* 9 failures in 19 attempts: too few attempts to judge. */
     refresh(f, f->cli, "sim_card");
@@ -1176,7 +1176,7 @@ static int pay_parallel(fx_t *f, pc_channel_client_t *cli, const char *prefix, i
 static void test_timeouts_count_as_failures_and_local_numbers_serve_without_redis(void **state)
 {
     fx_t *f = *state;
-    set_faults("{\"channel_id\":\"" SHORT_CHANNEL "\",\"timeout_rate\":10000,\"hang_ms\":2000}");
+    set_faults("{\"channel_id\":\"" SHORT_CHANNEL "\",\"timeout_rate\":1,\"hang_ms\":2000}");
     assert_int_equal(pay_parallel(f, f->cli, "TOH", 20, PC_CH_UNKNOWN), 20);
     refresh(f, f->cli, SHORT_CHANNEL);
     json_t *h = pc_channel_health(f->cli, SHORT_CHANNEL);
@@ -1278,7 +1278,7 @@ static void closed_cb(void *data)
 static void test_close_ends_calls_in_flight_as_unknown(void **state)
 {
     fx_t *f = *state;
-    set_faults("{\"channel_id\":\"sim_card\",\"timeout_rate\":10000,\"hang_ms\":3000}");
+    set_faults("{\"channel_id\":\"sim_card\",\"timeout_rate\":1,\"hang_ms\":3000}");
     pc_ch_card_t card = {.pan = "4242424242424242", .exp_month = 1, .exp_year = 2099, .cvv = "123"};
     pc_ch_pay_t req = {.channel_id = "sim_card",
                        .payment_no = "CLOSE-1",

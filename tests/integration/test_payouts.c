@@ -443,7 +443,7 @@ static void test_returned_payout_whose_callback_was_lost_is_repaired_by_recon(vo
     char no[40], body[160];
     paid_out(&m, "OUT-RETLOST-1", "6222020000004444", no);
     long long after_payout = available(&m);
-    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"lost_callback_rate\":10000}");
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"lost_callback_rate\":1}");
     bank_returns(no);
     usleep(500000);
     expect_status(&m, no, "SUCCESS");
@@ -479,7 +479,7 @@ static void test_late_answers_by_callback_and_by_status_query(void **state)
     expect_status(&m, no1, "SUCCESS");
     /* The callback is lost: the status query finds the result. */
     set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":200,"
-               "\"lost_callback_rate\":10000}");
+               "\"lost_callback_rate\":1}");
     char no2[40];
     payout_ok(&m, "OUT-LATE-2", 10000, "6222020000007777", "po-late-2", no2);
     expect_status(&m, no2, "SUCCESS");
@@ -487,7 +487,7 @@ static void test_late_answers_by_callback_and_by_status_query(void **state)
                              no2) >= 1);
     /* The request times out at the channel and is never executed: after the
      * grace period the query's "not found" fails it and the money comes back. */
-    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"timeout_rate\":10000,\"hang_ms\":300}");
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"timeout_rate\":1,\"hang_ms\":300}");
     char no3[40];
     payout_ok(&m, "OUT-LATE-3", 10000, "6222020000008888", "po-late-3", no3);
     expect_status(&m, no3, "FAILED");
@@ -505,7 +505,7 @@ static void held_payout(const pc_t_merchant_t *m, const char *out_no, const char
                         char no[40])
 {
     set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":-1,"
-               "\"lost_callback_rate\":10000}");
+               "\"lost_callback_rate\":1}");
     char key[64];
     snprintf(key, sizeof key, "po-%s", out_no);
     pc_t_resp_t r = payout(m, out_no, 10000, account, key);

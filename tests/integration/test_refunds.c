@@ -477,8 +477,8 @@ static void test_api_refund_that_times_out_resolves_by_query(void **state)
     /* The channel does the refund but the answer is lost, and so is its
      * callback: only the status query can tell. */
     snprintf(f, sizeof f,
-             "{\"channel_id\":\"%s\",\"success_after_timeout_rate\":10000,"
-             "\"lost_callback_rate\":10000,\"hang_ms\":300}",
+             "{\"channel_id\":\"%s\",\"success_after_timeout_rate\":1,"
+             "\"lost_callback_rate\":1,\"hang_ms\":300}",
              ch);
     sim_faults(f);
     snprintf(out, sizeof out, "RT1-%s", tn);
@@ -491,7 +491,7 @@ static void test_api_refund_that_times_out_resolves_by_query(void **state)
      * sent again under the same number, and once the channel answers it
      * succeeds exactly once. */
     snprintf(f, sizeof f,
-             "{\"channel_id\":\"%s\",\"reset\":true,\"timeout_rate\":10000,\"hang_ms\":300}", ch);
+             "{\"channel_id\":\"%s\",\"reset\":true,\"timeout_rate\":1,\"hang_ms\":300}", ch);
     sim_faults(f);
     snprintf(out, sizeof out, "RT2-%s", tn);
     refund_ok(tn, out, 700, NULL, r2);
@@ -593,7 +593,7 @@ static void test_refund_the_channel_loses_every_time_is_flagged(void **state)
 {
     (void)state;
     char tn[40], rno[40], f[200];
-    const char *ch = refund_in_flight("\"reset\":true,\"timeout_rate\":10000,\"hang_ms\":100",
+    const char *ch = refund_in_flight("\"reset\":true,\"timeout_rate\":1,\"hang_ms\":100",
                                       "RLOST", 500, tn, rno);
     assert_true(refund_flagged(rno, "t", 20));
     assert_true(pc_t_needs_ops_listed(&g_stack, "refund", rno) > 0);
@@ -875,7 +875,7 @@ static void test_payout_refund_returned_before_its_success_was_heard_fails(void 
     long long pending0 = pending_of(&g_m);
     snprintf(f, sizeof f,
              "{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":-1,"
-             "\"lost_callback_rate\":10000}");
+             "\"lost_callback_rate\":1}");
     sim_faults(f);
     refund_ok(tn, "PR1", 1500,
               "\"payee\":{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000004321\",\"name\":\"A "

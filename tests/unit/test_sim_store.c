@@ -121,7 +121,7 @@ static void test_faults_apply_and_validate_all_or_nothing(void **state)
     assert_int_equal(f.hang_ms, 30000);
     pc_sim_faults_extra_t x;
     const char *bad = NULL;
-    json_t *b = js("{\"timeout_rate\":150,\"lost_callback_rate\":0.5,\"latency_ms\":20,"
+    json_t *b = js("{\"timeout_rate\":0.015,\"lost_callback_rate\":0.5,\"latency_ms\":20,"
                    "\"refund_delay_ms\":-1,\"seed\":9,\"statement_discrepancy\":{\"extra\":2,"
                    "\"missing\":1,\"currency\":\"USD\"}}");
     assert_int_equal(pc_sim_faults_apply(&f, "sim_card", b, &x, &bad), 0);
@@ -138,7 +138,7 @@ static void test_faults_apply_and_validate_all_or_nothing(void **state)
     /* One bad field: nothing changes, and the field is named. */
     pc_sim_faults_t before = f;
     static const char *const bads[][2] = {
-        {"{\"decline_rate\":20000,\"latency_ms\":1}", "decline_rate"},
+        {"{\"decline_rate\":2,\"latency_ms\":1}", "decline_rate"},
         {"{\"latency_ms\":1,\"decline_rate\":-1}", "decline_rate"},
         {"{\"latency_ms\":1,\"timeout_rate\":1.5}", "timeout_rate"},
         {"{\"latency_ms\":\"10\"}", "latency_ms"},
@@ -157,10 +157,10 @@ static void test_faults_apply_and_validate_all_or_nothing(void **state)
     b = js("{\"reset\":true,\"decline_rate\":1}");
     assert_int_equal(pc_sim_faults_apply(&f, "sim_card", b, &x, &bad), 0);
     assert_int_equal(f.timeout_bps, 0);
-    assert_int_equal(f.decline_bps, 1);
+    assert_int_equal(f.decline_bps, 10000); /* 1 is always, not one basis point */
     json_decref(b);
     json_t *out = pc_sim_faults_json(&f);
-    assert_int_equal(json_integer_value(json_object_get(out, "decline_rate")), 1);
+    assert_true(json_real_value(json_object_get(out, "decline_rate")) == 1.0);
     json_decref(out);
 }
 
