@@ -24,6 +24,7 @@ struct pc_idem {
     uint8_t hash_key[PC_SHA256_LEN]; /* keys the stored request hashes */
     int purging;                     /* a purge is under way (pc_idem_purge) */
     int purge_rounds;
+    int purge_step; /* which table (g_purges) */
     long long purged;
 };
 
@@ -494,16 +495,42 @@ void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id, p
         lock_cb(ir, PC_EUNAVAIL, NULL);
 }
 
-/* Records are purged in batches of PURGE_BATCH, oldest first, one batch
- * after another until one comes back short (at most PURGE_ROUNDS a call):
- * one DELETE of a backlog (a node down for a day, a busy hour) would run
- * past the pool's statement deadline, be cut off and rolled back, and so
- * never succeed again while the table grew. Nodes purging together skip
- * each other's rows instead of waiting for them. */
+/* Idempotency records older than 25 h, then expired nonces, are purged in
+ * batches of PURGE_BATCH, oldest first, one batch after another until one
+ * comes back short (at most PURGE_ROUNDS a table and call): one DELETE of a
+ * backlog (a node down for a day, a busy hour, the nonces of a Redis outage)
+ * would run past the pool's statement deadline, be cut off and rolled back,
+ * and so never succeed again while the table grew. Nodes purging together
+ * skip each other's rows instead of waiting for them. */
 #define PURGE_BATCH 5000
 #define PURGE_ROUNDS 200
 
+static const struct {
+    const char *sql, *what;
+} g_purges[] = {
+    {"DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY(SELECT ctid FROM idempotency_keys "
+     "WHERE created_at < now() - interval '25 hours' ORDER BY created_at LIMIT $1::int FOR "
+     "UPDATE SKIP LOCKED))",
+     "idempotency records older than 25 h"},
+    {"DELETE FROM auth_nonces WHERE ctid = ANY (ARRAY(SELECT ctid FROM auth_nonces WHERE "
+     "expires_at < now() ORDER BY expires_at LIMIT $1::int FOR UPDATE SKIP LOCKED))",
+     "expired nonces"},
+};
+
 static void purge_batch(pc_idem_t *idem);
+
+/* The next table, or the end of this purge. */
+static void purge_next(pc_idem_t *idem)
+{
+    if (idem->purged > 0)
+        pc_log_info("idem.purged", "%lld %s", idem->purged, g_purges[idem->purge_step].what);
+    idem->purged = 0;
+    idem->purge_rounds = 0;
+    if (++idem->purge_step < (int)(sizeof g_purges / sizeof g_purges[0]))
+        purge_batch(idem);
+    else
+        idem->purging = 0;
+}
 
 static void purge_cb(void *data, int status, pc_db_res_t *res)
 {
@@ -515,11 +542,9 @@ static void purge_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     if (status)
-        pc_log_warn("idem.purge_failed", "purging old idempotency records: %s (again in a minute)",
-                    pc_strerror(status));
-    if (idem->purged > 0)
-        pc_log_info("idem.purged", "%lld records older than 25 h", idem->purged);
-    idem->purging = 0;
+        pc_log_warn("idem.purge_failed", "purging %s: %s (again in a minute)",
+                    g_purges[idem->purge_step].what, pc_strerror(status));
+    purge_next(idem);
 }
 
 static void purge_batch(pc_idem_t *idem)
@@ -527,11 +552,7 @@ static void purge_batch(pc_idem_t *idem)
     char batch[16];
     snprintf(batch, sizeof batch, "%d", PURGE_BATCH);
     const char *p[] = {batch};
-    if (pc_db_query(idem->db,
-                    "DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY(SELECT ctid FROM "
-                    "idempotency_keys WHERE created_at < now() - interval '25 hours' ORDER BY "
-                    "created_at LIMIT $1::int FOR UPDATE SKIP LOCKED))",
-                    1, p, purge_cb, idem) < 0)
+    if (pc_db_query(idem->db, g_purges[idem->purge_step].sql, 1, p, purge_cb, idem) < 0)
         idem->purging = 0;
 }
 
@@ -541,7 +562,7 @@ void pc_idem_purge(pc_idem_t *idem)
         idem->purging = 1;
         idem->purged = 0;
         idem->purge_rounds = 0;
+        idem->purge_step = 0;
         purge_batch(idem);
     }
-    pc_db_query(idem->db, "DELETE FROM auth_nonces WHERE expires_at < now()", 0, NULL, NULL, NULL);
 }

@@ -884,8 +884,9 @@ static void test_sessions_end_transactions_their_client_abandoned(void **state)
  * not run, a node down) is purged in batches that skip rows another purge
  * (another node) holds: before, one DELETE of the whole backlog waited for
  * those rows, ran past the pool's statement deadline and was rolled back,
- * at every attempt, while the table only grew. Here a transaction holds one
- * old record throughout. */
+ * at every attempt, while the table only grew. The nonces a Redis outage
+ * left in PostgreSQL go the same way (they were one unindexed DELETE). Here
+ * a transaction holds one old record and one expired nonce throughout. */
 static void test_a_purge_backlog_is_cleared_around_rows_held_elsewhere(void **state)
 {
     (void)state;
@@ -899,10 +900,14 @@ static void test_a_purge_backlog_is_cleared_around_rows_held_elsewhere(void **st
                   "interval '1 ms' FROM generate_series(1, 20000) g UNION ALL SELECT 'm', 'new' "
                   "|| g, 'h', 'POST', '/v1/trades', 'DONE', 't', now(), 201, 'b', now() - "
                   "interval '23 hours' FROM generate_series(1, 10) g"));
+    free(pc_t_sql(&g_stack, "INSERT INTO auth_nonces SELECT 'm', 'n' || g, now() - g * interval "
+                            "'1 ms' FROM generate_series(1, 20000) g UNION ALL SELECT 'm', 'live' "
+                            "|| g, now() + interval '5 minutes' FROM generate_series(1, 10) g"));
     PGconn *holder = PQconnectdb(g_stack.db_url);
     assert_int_equal(PQstatus(holder), CONNECTION_OK);
     PGresult *r =
-        PQexec(holder, "BEGIN; SELECT 1 FROM idempotency_keys WHERE idem_key = 'k777' FOR UPDATE");
+        PQexec(holder, "BEGIN; SELECT 1 FROM idempotency_keys WHERE idem_key = 'k777' FOR UPDATE; "
+                       "SELECT 1 FROM auth_nonces WHERE nonce = 'n777' FOR UPDATE");
     assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
     PQclear(r);
     uv_loop_t loop;
@@ -913,12 +918,14 @@ static void test_a_purge_backlog_is_cleared_around_rows_held_elsewhere(void **st
     assert_non_null(idem);
     while (pc_db_ready_count(db) == 0)
         uv_run(&loop, UV_RUN_ONCE);
-    long long left = -1;
-    for (int i = 0; i < 5 && left != 1; i++) {
+    long long left = -1, nonces_left = -1;
+    for (int i = 0; i < 5 && (left != 1 || nonces_left != 1); i++) {
         pc_idem_purge(idem);
         wait_ms(&loop, 2500);
         left = pc_t_sql_int(&g_stack, "SELECT count(*) FROM idempotency_keys WHERE idem_key "
                                       "LIKE 'k%%'");
+        nonces_left =
+            pc_t_sql_int(&g_stack, "SELECT count(*) FROM auth_nonces WHERE nonce LIKE 'n%%'");
     }
     r = PQexec(holder, "ROLLBACK");
     PQclear(r);
@@ -928,6 +935,9 @@ static void test_a_purge_backlog_is_cleared_around_rows_held_elsewhere(void **st
     pc_idem_free(idem);
     assert_int_equal(uv_loop_close(&loop), 0);
     assert_int_equal(left, 1); /* the row held elsewhere, for the next purge */
+    assert_int_equal(nonces_left, 1);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM auth_nonces WHERE nonce LIKE 'live%%'"), 10);
     /* Records younger than 25 hours are kept. */
     assert_int_equal(
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM idempotency_keys WHERE idem_key LIKE 'new%%'"),
