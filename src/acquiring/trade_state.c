@@ -565,9 +565,16 @@ static void get_balance(pc_http_req_t *req, void *data)
 
 /* ---------- GET /admin/ledger/check ---------- */
 
+/* One check at a time per node: each reads every entry on a connection of
+ * its own for up to ten minutes, so an ops script retrying after its own
+ * timeout could take the whole pool (eight calls, the default pool) and
+ * every request behind them would wait it out. */
+static int g_ledger_checking;
+
 static void check_cb(void *data, int status, const pc_ledger_check_t *check)
 {
     pc_http_req_t *req = data;
+    g_ledger_checking = 0;
     if (status) {
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "ledger check could not run");
         return;
@@ -579,8 +586,17 @@ static void check_cb(void *data, int status, const pc_ledger_check_t *check)
 static void ledger_check(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
-    if (pc_ledger_check(app->db, check_cb, req) < 0)
-        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+    if (g_ledger_checking)
+        pc_http_respond_error(req, PC_API_INVALID_STATE, NULL,
+                              "a ledger check is already running on this node: ask again when "
+                              "it has answered");
+    else {
+        g_ledger_checking = 1; /* before: a failure may be answered at once */
+        if (pc_ledger_check(app->db, check_cb, req) < 0) {
+            g_ledger_checking = 0;
+            pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        }
+    }
 }
 
 /* ---------- housekeeping: expiry and finish ---------- */

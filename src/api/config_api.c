@@ -72,9 +72,10 @@ static void refresh_overrides(pc_app_t *app)
     }
     g_override_again = 0;
     g_override_read_gen = g_override_gen;
+    g_override_reading = 1; /* before: a failure may be answered at once */
     if (pc_db_query(app->db, "SELECT channel_id, enabled FROM channel_overrides", 0, NULL,
-                    overrides_cb, app) == 0)
-        g_override_reading = 1;
+                    overrides_cb, app) < 0)
+        g_override_reading = 0;
 }
 
 static void override_notice(void *data, const char *channel, const char *msg, size_t len)

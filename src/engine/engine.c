@@ -18,6 +18,7 @@
 struct pc_engine {
     pc_app_t *app;
     pc_channel_client_t *ch;
+    int sweeping; /* pc_engine_sweep_waiting's statement is on its way */
 };
 
 /* One operation on one payment; owns copies of everything it needs. */
@@ -1710,7 +1711,8 @@ int pc_engine_reject(pc_engine_t *e, const char *payment_no, pc_engine_cb cb, vo
 
 static void swept_cb(void *data, int status, pc_db_res_t *res)
 {
-    (void)data;
+    pc_engine_t *e = data;
+    e->sweeping = 0;
     if (status)
         return;
     for (int i = 0; i < pc_db_rows(res); i++) {
@@ -1733,24 +1735,30 @@ void pc_engine_sweep_waiting(pc_engine_t *e)
      * challenge failed or expired; a passed one is given a minute past its
      * expiry for the continuation that follows the answer at once. The
      * status is re-checked by the update, so a continuation that moved the
-     * payment meanwhile wins. */
-    pc_db_query(e->app->db,
-                "WITH due AS (SELECT p.payment_no, CASE WHEN t.status <> 'WAIT_BUYER_PAY' THEN "
-                "'TRADE_NOT_PAYABLE' ELSE 'CHALLENGE_NOT_PASSED' END AS code FROM payments p JOIN "
-                "trades t USING (trade_no) WHERE p.status IN ('REVIEW', 'CHALLENGE') AND "
-                "(t.status <> 'WAIT_BUYER_PAY' OR (p.status = 'CHALLENGE' AND NOT EXISTS (SELECT "
-                "1 FROM challenges c WHERE c.challenge_id = p.challenge_id AND c.status IN "
-                "('OPEN', 'PASSED') AND c.expires_at > now() - interval '1 minute'))) ORDER BY "
-                "p.created_at LIMIT 200 FOR UPDATE OF p SKIP LOCKED), f AS (UPDATE payments p SET "
-                "status = 'FAILED', failure_code = due.code, failure_message = CASE due.code WHEN "
-                "'TRADE_NOT_PAYABLE' THEN 'the trade can no longer be paid' ELSE 'the challenge "
-                "was not passed in time' END, action = NULL, finished_at = now(), updated_at = "
-                "now() FROM due WHERE p.payment_no = due.payment_no AND p.status IN ('REVIEW', "
-                "'CHALLENGE') RETURNING p.payment_no, p.method_type, coalesce(p.channel_id, '') AS "
-                "channel_id), c AS (UPDATE coupons SET status = 'AVAILABLE', payment_no = NULL "
-                "WHERE payment_no IN (SELECT payment_no FROM f) AND status = 'LOCKED') SELECT "
-                "method_type, channel_id, payment_no FROM f",
-                0, NULL, swept_cb, NULL);
+     * payment meanwhile wins. One at a time: under a slow database each
+     * second's sweep would wait with a pooled connection of its own. */
+    if (e->sweeping)
+        return;
+    e->sweeping = 1; /* before: a failure may be answered at once */
+    if (pc_db_query(
+            e->app->db,
+            "WITH due AS (SELECT p.payment_no, CASE WHEN t.status <> 'WAIT_BUYER_PAY' THEN "
+            "'TRADE_NOT_PAYABLE' ELSE 'CHALLENGE_NOT_PASSED' END AS code FROM payments p JOIN "
+            "trades t USING (trade_no) WHERE p.status IN ('REVIEW', 'CHALLENGE') AND "
+            "(t.status <> 'WAIT_BUYER_PAY' OR (p.status = 'CHALLENGE' AND NOT EXISTS (SELECT "
+            "1 FROM challenges c WHERE c.challenge_id = p.challenge_id AND c.status IN "
+            "('OPEN', 'PASSED') AND c.expires_at > now() - interval '1 minute'))) ORDER BY "
+            "p.created_at LIMIT 200 FOR UPDATE OF p SKIP LOCKED), f AS (UPDATE payments p SET "
+            "status = 'FAILED', failure_code = due.code, failure_message = CASE due.code WHEN "
+            "'TRADE_NOT_PAYABLE' THEN 'the trade can no longer be paid' ELSE 'the challenge "
+            "was not passed in time' END, action = NULL, finished_at = now(), updated_at = "
+            "now() FROM due WHERE p.payment_no = due.payment_no AND p.status IN ('REVIEW', "
+            "'CHALLENGE') RETURNING p.payment_no, p.method_type, coalesce(p.channel_id, '') AS "
+            "channel_id), c AS (UPDATE coupons SET status = 'AVAILABLE', payment_no = NULL "
+            "WHERE payment_no IN (SELECT payment_no FROM f) AND status = 'LOCKED') SELECT "
+            "method_type, channel_id, payment_no FROM f",
+            0, NULL, swept_cb, e) < 0)
+        e->sweeping = 0;
 }
 
 /* ---------- results learnt later ---------- */

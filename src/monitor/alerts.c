@@ -27,6 +27,9 @@ struct pc_alerts {
     int nretry;
     hook_post_t *posts; /* webhook posts not yet answered with 2xx */
     int stopping;
+    /* The last check's facts are not in yet: under a slow database the
+     * next check is skipped rather than queued behind it. */
+    int checking;
 };
 
 /* One event for the ops webhook, posted until it answers 2xx or the retries
@@ -354,6 +357,7 @@ static void set_over(pc_alerts_t *a, pc_db_res_t *res, const char *col, const ch
 static void facts_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_alerts_t *a = data;
+    a->checking = 0;
     if (status) {
         /* Every alert on database facts is dark while this fails: the
          * gauge says so (a dashboard must not show the last good ages). */
@@ -526,7 +530,7 @@ static void check(uv_timer_t *t)
 {
     pc_alerts_t *a = t->data;
     pc_app_t *app = a->app;
-    if (app->shutting_down)
+    if (app->shutting_down || a->checking)
         return;
     if (pc_config_str(app->cfg, "alerts.webhook_url")[0])
         page_again(a);
@@ -601,6 +605,7 @@ static void check(uv_timer_t *t)
     snprintf(age, sizeof age, "%lld",
              (long long)pc_config_int(app->cfg, "alerts.error_refund_age_s"));
     const char *fp[] = {age};
+    a->checking = 1; /* cleared by facts_cb, whenever it runs */
     int rc = pc_db_query(
         app->db,
         "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "
