@@ -938,11 +938,15 @@ static void bind_token_cb(void *data, const pc_ch_result_t *r)
                        m,
                        y,
                        b->holder,
-                       b->card_fp};
+                       b->card_fp,
+                       pc_auth_merchant(b->req)->id};
+    /* The card is the binding merchant's (migration 0091): bound again by
+     * it for the same buyer, it is the same row. */
     if (pc_db_query(b->app->db,
                     "WITH c AS (INSERT INTO cards (card_id, buyer_id, channel_id, token, brand, "
-                    "bin, last4, exp_month, exp_year, holder, card_fp) VALUES ($1, $2, $3, $4, $5, "
-                    "$6, $7, $8::int, $9::int, $10, $11) ON CONFLICT (channel_id, token) DO UPDATE "
+                    "bin, last4, exp_month, exp_year, holder, card_fp, merchant_id) VALUES ($1, "
+                    "$2, $3, $4, $5, $6, $7, $8::int, $9::int, $10, $11, $12) ON CONFLICT ON "
+                    "CONSTRAINT cards_token_unique DO UPDATE "
                     "SET status = 'ACTIVE', card_fp = EXCLUDED.card_fp WHERE cards.buyer_id = "
                     "EXCLUDED.buyer_id RETURNING card_id, brand, "
                     "bin, last4) SELECT json_build_object("
@@ -951,7 +955,7 @@ static void bind_token_cb(void *data, const pc_ch_result_t *r)
                     "b.province)::text FROM c LEFT JOIN LATERAL (SELECT * FROM card_bins k WHERE "
                     "k.bin = left(c.bin, 8) OR k.bin = left(c.bin, 6) ORDER BY length(k.bin) DESC "
                     "LIMIT 1) b ON true",
-                    11, q, bound_cb, b) < 0)
+                    12, q, bound_cb, b) < 0)
         pc_respond_db_error(b->req, PC_EUNAVAIL);
 }
 

@@ -77,13 +77,13 @@
     "'cards', (SELECT coalesce(json_agg(k ORDER BY created_at DESC), '[]') FROM (SELECT "          \
     "card_id, channel_id, token, brand, bin, last4, exp_month, exp_year, created_at, card_fp "     \
     "FROM cards "                                                                                  \
-    "WHERE buyer_id = $3 AND status = 'ACTIVE') k), "                                              \
+    "WHERE buyer_id = $3 AND merchant_id = $2 AND status = 'ACTIVE') k), "                         \
     "'card_usage', (SELECT coalesce(json_object_agg(c.card_id, json_build_array(coalesce(u.d, "    \
     "0), u.m)), '{}') FROM cards c CROSS JOIN LATERAL (SELECT sum(p.amount) FILTER "               \
     "(WHERE " PC_P_USED_DAY ") AS d, sum(p.amount) FILTER (WHERE " PC_P_USED_MONTH ") AS m FROM "  \
     "payments p WHERE p.card_fp = c.card_fp AND " PC_P_USED_ROWS " AND p.currency = (SELECT "      \
     "currency FROM trades WHERE trade_no = $1)) u WHERE c.buyer_id = $3 "                          \
-    "AND c.status = 'ACTIVE' AND u.m IS NOT NULL), "
+    "AND c.merchant_id = $2 AND c.status = 'ACTIVE' AND u.m IS NOT NULL), "
 #define VIEW_HISTORY_0 "'last_method', NULL::text, 'type_counts', '{}'::json, "
 #define VIEW_HISTORY_1                                                                             \
     "'last_method', (SELECT method_type FROM bp WHERE status = 'SUCCESS' ORDER BY created_at "     \

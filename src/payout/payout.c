@@ -670,7 +670,8 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
  * name_ok: the payee name and the verified legal name have the same
  * pc_name_key (case, spacing and punctuation aside). card_type: the type of
  * the longest matching BIN (8 then 6 digits, as PC_CARDBIN_MATCH_SQL) of the
- * active bound card (POST /v1/buyers/{id}/cards) with that token; paycore
+ * active card this merchant bound (POST /v1/buyers/{id}/cards) with that
+ * token (another merchant's binding is not this one's); paycore
  * knows no BIN for a token from elsewhere, so such a card gets "". */
 #define VERIFY_SQL                                                                                 \
     "EXISTS (SELECT 1 FROM merchant_verifications WHERE merchant_id = $1) AS verified, "           \
@@ -678,7 +679,7 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
     "$1) = pc_name_key($3::text), false) AS name_ok, coalesce((SELECT k.card_type FROM cards c "   \
     "CROSS JOIN LATERAL (SELECT b.card_type FROM card_bins b WHERE b.bin = left(c.bin, 8) OR "     \
     "b.bin = left(c.bin, 6) ORDER BY length(b.bin) DESC LIMIT 1) k WHERE c.token = $4::text AND "  \
-    "c.status = 'ACTIVE' LIMIT 1), '') AS card_type"
+    "c.merchant_id = $1 AND c.status = 'ACTIVE' LIMIT 1), '') AS card_type"
 
 /* Locks the merchant's available and receivable balances in tx (the ledger's
  * lock order; queued deltas folded) and reads one row: available, and what

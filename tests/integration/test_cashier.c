@@ -957,6 +957,41 @@ static void test_bound_card_quick_pay_and_agreement(void **state)
     r = pay(tn, buyer, method, NULL);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
+    /* Another merchant naming the same buyer id (its own customer, or
+     * not) neither sees the card nor charges it: before, QUICK_PAY and
+     * AGREEMENT against the first merchant's binding both succeeded. */
+    pc_t_merchant_t first = g_m;
+    g_m = pc_t_create_merchant(&g_stack, NULL);
+    new_trade("INSTANT", 600, buyer, tn);
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"client\":{\"platform\":\"WEB\"}}", tn,
+             buyer);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", body, "consult-other");
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body, card_id));
+    pc_t_resp_free(&r);
+    for (int k = 0; k < 2; k++) {
+        snprintf(method, sizeof method, "%s:%s", k ? "AGREEMENT" : "QUICK_PAY", card_id);
+        r = pay(tn, buyer, method, NULL);
+        assert_int_equal(r.status, 400);
+        assert_string_equal(pc_t_errcode(&r), "INVALID_REQUEST");
+        pc_t_resp_free(&r);
+    }
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE trade_no = '%s'", tn), 0);
+    /* Bound by this merchant as well, the card is one of its own. */
+    r = pc_t_call(&g_stack, &g_m, "POST", bind_path,
+                  "{\"pan\":\"4242424242424242\",\"exp_month\":11,\"exp_year\":2031}",
+                  "bind-other");
+    assert_int_equal(r.status, 201);
+    assert_string_not_equal(pc_t_jstr(&r, "card_id"), card_id);
+    snprintf(method, sizeof method, "QUICK_PAY:%s", pc_t_jstr(&r, "card_id"));
+    pc_t_resp_free(&r);
+    r = pay(tn, buyer, method, NULL);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    g_m = first;
     /* A bound card's method with a typed card as well is refused: the typed
      * card was charged in its place when the payment went to review,
      * outside its own limits. Nothing is recorded. */

@@ -1035,8 +1035,14 @@ static void test_card_payout_needs_a_known_debit_bin(void **state)
     assert_int_equal(
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM payouts WHERE merchant_id = '%s'", m.id), 0);
     assert_int_equal(available(&m), avail0);
-    /* 411112 is a known DEBIT BIN: accepted. */
+    /* 411112 is a known DEBIT BIN: accepted, but only from the merchant
+     * that bound the card (before: any merchant naming the token). */
     snprintf(tok, sizeof tok, "%s", bound_card_token(&m, pan_with_bin("411112")));
+    pc_t_merchant_t other = funded_merchant(30000);
+    r = card_payout(&other, "OUT-BIN-5", 1000, tok, "po-bin-5");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(err_field(&r), "payee.card_token");
+    pc_t_resp_free(&r);
     r = card_payout(&m, "OUT-BIN-4", 1000, tok, "po-bin-4");
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "ACCEPTED");
