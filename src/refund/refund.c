@@ -767,9 +767,17 @@ int pc__refund_flag_contradiction(pc_refunds_t *rf, const pc__refund_t *r, pc_ch
                                   (!strcmp(r->status, "SUCCESS") && !strcmp(r->method, "OFFLINE")));
     if (!returned && !succeeded)
         return 0;
-    pc_log_error("refund.contradicted",
-                 "refund %s is %s but its channel says %s: flagged for ops (GET /admin/needs-ops)",
-                 r->refund_no, r->status, returned ? "RETURNED" : "SUCCESS");
+    if (succeeded && !strcmp(r->method, "OFFLINE"))
+        pc_log_error("refund.contradicted",
+                     "refund %s was handed to ops to pay by hand and its channel says it paid it "
+                     "as well: the buyer may be paid twice; flagged for ops (GET "
+                     "/admin/needs-ops)",
+                     r->refund_no);
+    else
+        pc_log_error("refund.contradicted",
+                     "refund %s is %s but its channel says %s: flagged for ops (GET "
+                     "/admin/needs-ops)",
+                     r->refund_no, r->status, returned ? "RETURNED" : "SUCCESS");
     /* Once: a retried callback does not flag again what ops resolved. */
     const char *p[] = {r->refund_no, r->status};
     if (pc_db_query(rf->app->db,
@@ -804,9 +812,19 @@ static void flag_if_exhausted(run_t *x, const char *why)
         pc_repair_flag(x->rf->app, "refund", x->r.refund_no, why);
 }
 
+/* A channel's success applied to a refund handed to ops to pay by hand (an
+ * error refund the channel had refused): ops may be paying it too. */
+static int handed_to_ops(int status, const pc__refund_t *r)
+{
+    return status == 0 && r && !strcmp(r->status, "SUCCESS") && !strcmp(r->method, "OFFLINE");
+}
+
 static void applied_cb(void *data, int status, const pc__refund_t *r)
 {
     run_t *x = data;
+    if (handed_to_ops(status, r) &&
+        pc__refund_flag_contradiction(x->rf, r, x->said, flagged_by_runner_cb, x) > 0)
+        return;
     if (status == PC_ECONFLICT && r) {
         if (pc__refund_flag_contradiction(x->rf, r, x->said, flagged_by_runner_cb, x) > 0)
             return;
@@ -1394,7 +1412,7 @@ static void flagged_by_callback_cb(void *data, int status, pc_db_res_t *res)
 static void heard_applied_cb(void *data, int status, const pc__refund_t *r)
 {
     heard_t *x = data;
-    if (status == PC_ECONFLICT && r) {
+    if ((status == PC_ECONFLICT || handed_to_ops(status, r)) && r) {
         int rc = pc__refund_flag_contradiction(x->rf, r, x->said, flagged_by_callback_cb, x);
         if (rc > 0)
             return;

@@ -48,7 +48,7 @@ static void acted_cb(void *data, int status, const pc__refund_t *r)
         return;
     }
     if (status == PC_ECONFLICT && r) {
-        char msg[200];
+        char msg[320];
         if (strcmp(r->type, "NORMAL") != 0 &&
             (!strcmp(a->verb, "terminate") || !strcmp(a->verb, "force-fail") ||
              !strcmp(a->verb, "confirm")))
@@ -57,7 +57,22 @@ static void acted_cb(void *data, int status, const pc__refund_t *r)
                      "be %s",
                      r->refund_no, r->status,
                      !strcmp(a->verb, "terminate") ? "terminated" : "failed back");
-        else if (!strcmp(a->verb, "confirm") && strcmp(r->method, "OFFLINE") != 0)
+        else if (!strcmp(a->verb, "confirm") && !strcmp(r->status, "TERMINATED") &&
+                 !strcmp(r->failure_code, "CHARGEBACK")) {
+            /* An OFFLINE refund a chargeback ended while ops were paying it
+             * by hand: the buyer may now be paid twice, and the hand payment
+             * is on no ledger. Said where an operator and an on-call engineer
+             * both see it. */
+            snprintf(msg, sizeof msg,
+                     "refund %s was terminated by a chargeback (the cardholder got the money "
+                     "back at the bank): if the buyer was paid by hand, that payment is a second "
+                     "one; recover it",
+                     r->refund_no);
+            pc_log_error("refund.confirm_after_chargeback",
+                         "refund %s: confirm by %s after a chargeback terminated it; a payment by "
+                         "hand would be a second one",
+                         r->refund_no, pc_operator_of(a->req));
+        } else if (!strcmp(a->verb, "confirm") && strcmp(r->method, "OFFLINE") != 0)
             snprintf(msg, sizeof msg, "refund %s runs by %s; only OFFLINE refunds are confirmed",
                      r->refund_no, r->method);
         else

@@ -1035,6 +1035,15 @@ static void test_chargeback_terminates_a_refund_not_sent_yet(void **state)
     /* The refund's 2000 back, then 4000 frozen for the case. */
     assert_int_equal(mbal(&m, "reserve"), 4000);
     assert_int_equal(mbal(&m, "pending"), pending0 - 4000);
+    /* Ops who paid it by hand meanwhile are told why it cannot be confirmed
+     * and what that payment now is (before: "is TERMINATED"). */
+    char path[96];
+    snprintf(path, sizeof path, "/admin/refunds/%s/confirm", rno);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"paid by bank transfer\"}");
+    assert_int_equal(r.status, 409);
+    assert_non_null(strstr(r.body, "terminated by a chargeback"));
+    pc_t_resp_free(&r);
+    assert_int_equal(mbal(&m, "reserve"), 4000);
     free(rno);
     /* Beyond the payment even without refunds: still refused. */
     snprintf(ref, sizeof ref, "UNSENT2-%d", (int)getpid());

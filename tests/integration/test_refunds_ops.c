@@ -1676,16 +1676,16 @@ static void test_polling_jobs_do_not_read_every_payment(void **state)
     assert_int_equal(scans, 0);
 }
 
-static void test_error_refund_the_channel_refuses_goes_to_ops_never_back(void **state)
+/* An error refund of 900 the channel's refund API refused (the success of
+ * an attempt the channel no longer knows, past its retention): handed to
+ * ops (OFFLINE, PROCESSING) to return by hand. rno: its number. */
+static void error_refund_handed_to_ops(char *rno, long long *escrow0)
 {
-    (void)state;
-    char tn[40], p2[40], rno[40];
+    char tn[40], p2[40];
     paid_card_trade(900, tn);
-    long long escrow0 = balance("platform:escrow:CNY");
+    *escrow0 = balance("platform:escrow:CNY");
     snprintf(p2, sizeof p2, "PGONE%d%d", (int)getpid(), ++g_seq);
     second_attempt_row(tn, p2, 900);
-    /* The success of an attempt the channel no longer knows (past its
-     * retention): its refund API refuses, so ops must return it by hand. */
     assert_int_equal(channel_callback(p2, 900), 200);
     wait_error_refund(p2, "PROCESSING", rno);
     char *m = NULL;
@@ -1698,7 +1698,16 @@ static void test_error_refund_the_channel_refuses_goes_to_ops_never_back(void **
     }
     assert_string_equal(m, "OFFLINE");
     free(m);
-    assert_int_equal(balance("platform:escrow:CNY"), escrow0 + 900);
+    assert_int_equal(balance("platform:escrow:CNY"), *escrow0 + 900);
+    assert_int_equal(error_refunds_of(p2), 1);
+}
+
+static void test_error_refund_the_channel_refuses_goes_to_ops_never_back(void **state)
+{
+    (void)state;
+    char rno[40];
+    long long escrow0;
+    error_refund_handed_to_ops(rno, &escrow0);
     /* The buyer's money never goes back to the merchant. */
     assert_int_equal(refund_action(rno, "force-fail", "{\"why\":\"x\"}"), 409);
     assert_int_equal(refund_action(rno, "terminate", "{\"why\":\"x\"}"), 409);
@@ -1707,7 +1716,6 @@ static void test_error_refund_the_channel_refuses_goes_to_ops_never_back(void **
                      200);
     expect_refund(rno, "SUCCESS");
     assert_int_equal(balance("platform:escrow:CNY"), escrow0);
-    assert_int_equal(error_refunds_of(p2), 1);
     /* Then the channel pays it after all: the buyer got it twice. Flagged
      * for ops (before: a late answer, logged only). */
     assert_int_equal(pc_t_channel_callback(&g_stack, "sim_card", "refund", rno, "SUCCESS", 900),
@@ -1716,6 +1724,29 @@ static void test_error_refund_the_channel_refuses_goes_to_ops_never_back(void **
         pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
         1);
     assert_int_equal(resolve("refund", rno, "{\"why\":\"buyer returned the bank transfer\"}"), 200);
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0);
+}
+
+/* The same, the channel's success first, while ops may be paying it by
+ * hand: applied (the money left by the channel) and flagged for ops, whose
+ * confirm is then refused. Before: applied with no flag, and a hand payment
+ * already made was a second one nobody was told of. */
+static void test_a_channel_success_for_a_refund_handed_to_ops_goes_to_ops(void **state)
+{
+    (void)state;
+    char rno[40];
+    long long escrow0;
+    error_refund_handed_to_ops(rno, &escrow0);
+    assert_int_equal(pc_t_channel_callback(&g_stack, "sim_card", "refund", rno, "SUCCESS", 900),
+                     200);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
+        1);
+    assert_int_equal(refund_action(rno, "confirm", "{\"why\":\"bank transfer to the buyer\"}"),
+                     409);
+    assert_int_equal(resolve("refund", rno, "{\"why\":\"no transfer was made\"}"), 200);
     assert_int_equal(balance("platform:escrow:CNY"), escrow0);
 }
 
@@ -1734,6 +1765,8 @@ int main(void)
         cmocka_unit_test_teardown(test_trade_paid_twice_is_error_refunded_exactly_once, after_each),
         cmocka_unit_test_teardown(test_polling_jobs_do_not_read_every_payment, after_each),
         cmocka_unit_test_teardown(test_error_refund_the_channel_refuses_goes_to_ops_never_back,
+                                  after_each),
+        cmocka_unit_test_teardown(test_a_channel_success_for_a_refund_handed_to_ops_goes_to_ops,
                                   after_each),
         cmocka_unit_test_teardown(test_a_payment_believes_only_its_channel_for_its_sum, after_each),
         cmocka_unit_test_teardown(test_a_success_after_the_channels_decline_is_not_lost,
