@@ -394,6 +394,12 @@ static void match(run_t *r, const char *text, size_t len)
                                .work_mem_mb = r->rc->work_mem_mb,
                                .statement_timeout_ms = r->rc->statement_timeout_ms};
     pc_app_t *app = r->rc->app;
+    if (pc_db_resolved(app->db, &o.host, &o.hostaddr) < 0) {
+        fail_run(r, PC_EUNAVAIL,
+                 "the database's host name is not resolved yet (no pooled "
+                 "connection has been up): again at the next attempt");
+        return;
+    }
     int rc =
         pc_recon_match(app->loop, pc_config_str(app->cfg, "db.url"), &o, text, len, matched_cb, r);
     if (rc < 0)

@@ -159,8 +159,8 @@ static void connect_step(pc_recon_conn_t *c)
     }
 }
 
-pc_recon_conn_t *pc_recon_conn_open(uv_loop_t *loop, const char *url, pc_recon_conn_cb cb,
-                                    void *data)
+pc_recon_conn_t *pc_recon_conn_open(uv_loop_t *loop, const char *url, const char *host,
+                                    const char *hostaddr, pc_recon_conn_cb cb, void *data)
 {
     pc_recon_conn_t *c = calloc(1, sizeof *c);
     if (!c)
@@ -181,8 +181,11 @@ pc_recon_conn_t *pc_recon_conn_open(uv_loop_t *loop, const char *url, pc_recon_c
                                        "keepalives_interval",
                                        "keepalives_count",
                                        "tcp_user_timeout",
+                                       "host",
+                                       "hostaddr",
                                        NULL};
-    const char *const vals[] = {url, "1", "30", "10", "3", "120000", NULL};
+    /* NULL values (no host given): the URL's own. */
+    const char *const vals[] = {url, "1", "30", "10", "3", "120000", host, hostaddr, NULL};
     c->pg = PQconnectStartParams(keys, vals, 1);
     if (!c->pg) {
         free(c);

@@ -31,10 +31,13 @@ typedef void (*pc_recon_conn_cb)(void *data, int status, pc_recon_res_t *res, co
 typedef int (*pc_recon_copy_fill_cb)(void *data, const char **buf, size_t *len);
 
 /* Starts connecting to url; cb runs once with 0 when the connection is up
- * or with an error (then close it). Returns NULL when the attempt cannot
- * even start — out of memory, a malformed url — and cb never runs. */
-pc_recon_conn_t *pc_recon_conn_open(uv_loop_t *loop, const char *url, pc_recon_conn_cb cb,
-                                    void *data);
+ * or with an error (then close it). host and hostaddr (NULL: the URL's)
+ * give the addresses of a host name resolved beforehand (pc_db_resolved):
+ * libpq would look the name up itself, blocking the loop. Returns NULL when
+ * the attempt cannot even start — out of memory, a malformed url — and cb
+ * never runs. */
+pc_recon_conn_t *pc_recon_conn_open(uv_loop_t *loop, const char *url, const char *host,
+                                    const char *hostaddr, pc_recon_conn_cb cb, void *data);
 
 /* Sends one statement (params copied; NULL entries are SQL NULL). One
  * operation at a time. Returns 0 (cb runs once, later) or PC_EINVAL /

@@ -1065,7 +1065,7 @@ int pc_recon_match(uv_loop_t *loop, const char *db_url, const pc_recon_match_opt
     m->kparams[3] = m->fees;
     /* With a header that cannot be read the connection only serves to
      * answer later, as the contract says. */
-    m->conn = pc_recon_conn_open(loop, db_url, connected_cb, m);
+    m->conn = pc_recon_conn_open(loop, db_url, o->host, o->hostaddr, connected_cb, m);
     if (!m->conn) {
         match_free(m);
         return PC_EUNAVAIL;

@@ -74,6 +74,9 @@ typedef struct {
     size_t nfees;                 /* at most PC_RECON_MAX_FEES */
     int work_mem_mb;              /* for the transaction's joins; 0: the server's default */
     int64_t statement_timeout_ms; /* per statement of the match; 0: the server's default */
+    /* The database's host name resolved beforehand (pc_db_resolved), or
+     * NULL: see pc_recon_conn_open. */
+    const char *host, *hostaddr;
 } pc_recon_match_opts_t;
 
 typedef struct {

@@ -145,7 +145,10 @@ struct pc_db {
     void *close_data;
     int ever_up;
     char *resolve_host; /* the URL's host when it is a name (see core/resolve.h) */
-    char *options;      /* the URL's options, and ours (see CLIENT_CHECK_MS) */
+    /* Its addresses as last resolved, as libpq's "host" and "hostaddr"
+     * lists (pc_db_resolved): "" until then. */
+    char resolved_hosts[PC_RESOLVE_MAX * 256], resolved_addrs[PC_RESOLVE_MAX * 64];
+    char *options; /* the URL's options, and ours (see CLIENT_CHECK_MS) */
 };
 
 static void conn_connect(conn_t *c);
@@ -681,8 +684,19 @@ static void conn_start(conn_t *c, const char *host, const char *hostaddr)
     /* The URL's parameters, with our options and, for a host name, the
      * addresses to connect to (tried in turn): the name stays, once for
      * each, for TLS and .pgpass. */
-    const char *const keys[] = {"dbname", "options", "host", "hostaddr", NULL};
-    const char *const vals[] = {db->url, db->options, host, hostaddr, NULL};
+    /* Keepalives on this side too: the options' tcp_keepalives_* are the
+     * server's socket's, and an idle pooled connection to a server that
+     * vanished was found only by the next statement's deadline. */
+    const char *const keys[] = {"dbname",
+                                "options",
+                                "host",
+                                "hostaddr",
+                                "keepalives",
+                                "keepalives_idle",
+                                "keepalives_interval",
+                                "keepalives_count",
+                                NULL};
+    const char *const vals[] = {db->url, db->options, host, hostaddr, "1", "30", "10", "3", NULL};
     s->pg = PQconnectStartParams(keys, vals, 1); /* NULL values: the URL's own */
     if (!s->pg || PQstatus(s->pg) == CONNECTION_BAD) {
         conn_fail(c, s->pg ? PQerrorMessage(s->pg) : "out of memory");
@@ -715,13 +729,13 @@ static void conn_resolved(void *data, int status, const char *const *addrs, int 
         conn_fail(c, why);
         return;
     }
-    char hosts[PC_RESOLVE_MAX * 256], hostaddrs[PC_RESOLVE_MAX * 64];
+    char *hosts = db->resolved_hosts, *hostaddrs = db->resolved_addrs;
     size_t hl = 0, al = 0;
     for (int i = 0; i < n; i++) {
-        hl +=
-            (size_t)snprintf(hosts + hl, sizeof hosts - hl, "%s%s", i ? "," : "", db->resolve_host);
-        al +=
-            (size_t)snprintf(hostaddrs + al, sizeof hostaddrs - al, "%s%s", i ? "," : "", addrs[i]);
+        hl += (size_t)snprintf(hosts + hl, sizeof db->resolved_hosts - hl, "%s%s", i ? "," : "",
+                               db->resolve_host);
+        al += (size_t)snprintf(hostaddrs + al, sizeof db->resolved_addrs - al, "%s%s", i ? "," : "",
+                               addrs[i]);
     }
     conn_start(c, hosts, hostaddrs);
 }
@@ -927,6 +941,18 @@ static url_parts_t url_parts(const PQconninfoOption *info)
             u.options = o->val;
     }
     return u;
+}
+
+int pc_db_resolved(const pc_db_t *db, const char **hosts, const char **hostaddrs)
+{
+    *hosts = *hostaddrs = NULL;
+    if (!db->resolve_host)
+        return 0;
+    if (!db->resolved_addrs[0])
+        return PC_EUNAVAIL;
+    *hosts = db->resolved_hosts;
+    *hostaddrs = db->resolved_addrs;
+    return 0;
 }
 
 int pc_db_url_check(const char *url, char *err, size_t errlen)

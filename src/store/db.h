@@ -48,6 +48,13 @@ typedef void (*pc_db_done_cb)(void *data, int status);
  * list of hosts with a name among them (libpq would resolve it on every
  * connect). Returns 0, or PC_EINVAL with a sentence in err. */
 int pc_db_url_check(const char *url, char *err, size_t errlen);
+/* For a connection of its own to the pool's database (recon's): when the
+ * URL's host is a name, the "host" and "hostaddr" lists of its addresses as
+ * the pool last resolved them off the loop (libpq would resolve the name
+ * itself, blocking); NULL both when the URL needs no resolving. PC_EUNAVAIL
+ * when it does and no address is known yet. Valid until the pool resolves
+ * again (copy them, or use them at once). */
+int pc_db_resolved(const pc_db_t *db, const char **hosts, const char **hostaddrs);
 pc_db_t *pc_db_new(uv_loop_t *loop, const pc_db_opts_t *opts);
 /* Fails all queued work with PC_ECLOSED, closes connections and frees the pool
  * once every handle is closed; cb (may be NULL) runs then. */

@@ -90,6 +90,15 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_RECON_POLL_MS", "300");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
     pc_stack_env(&g_stack, "PAYCORE_METRICS_ON_ADMIN", "true");
+    /* The database by name, as production names it: the match's own
+     * connection takes the addresses the pool resolved off the loop
+     * (pc_db_resolved) instead of libpq's blocking lookup. */
+    char *at = strstr(g_stack.db_url, "@127.0.0.1:");
+    if (at) {
+        snprintf(p, sizeof p, "%.*s@localhost:%s", (int)(at - g_stack.db_url), g_stack.db_url,
+                 at + strlen("@127.0.0.1:"));
+        pc_stack_env(&g_stack, "PAYCORE_DATABASE_URL", p);
+    }
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     pc_stack_start_node(&g_stack, 1);
