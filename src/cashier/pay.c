@@ -685,7 +685,7 @@ static void challenge_cb(void *data, int status, pc_db_res_t *res)
     }
     const char *payment_no = pc_db_get(res, 0, 0);
     if (pc_engine_continue(p->app->engine, payment_no, "CHALLENGE", p->has_card ? &p->card : NULL,
-                           answer_engine, p->req) < 0)
+                           NULL, answer_engine, p->req) < 0)
         pc_http_respond_error(p->req, PC_API_UNAVAILABLE, NULL, "could not continue");
 }
 
@@ -1140,46 +1140,8 @@ typedef struct {
     pc_http_req_t *req;
     pc_app_t *app;
     int release;
-    char why[501];   /* the body's "why", optional */
-    json_t *payment; /* the engine's answer, sent once the decision is kept */
+    char why[501]; /* the body's "why", optional */
 } review_t;
-
-static void review_kept_cb(void *data, int status, pc_db_res_t *res)
-{
-    (void)res;
-    review_t *v = data;
-    /* The decision stands (the engine committed it); only its record is
-     * missing: said loudly, the answer is still the payment. */
-    if (status)
-        pc_log_error("review.not_recorded",
-                     "payment %s %s by %s: the decision was applied but "
-                     "not recorded in review_decisions (%s)",
-                     pc_http_req_param(v->req, "payment_no"), v->release ? "released" : "rejected",
-                     pc_operator_of(v->req), pc_strerror(status));
-    /* Answering may free the request, v with it. */
-    json_t *payment = v->payment;
-    v->payment = NULL;
-    pc_http_respond_json(v->req, 200, payment);
-}
-
-/* The engine's answer: on success, who decided and why is kept first. */
-static void review_decided_cb(void *data, pc_api_err_t err, const char *message, json_t *payment)
-{
-    review_t *v = data;
-    if (err != PC_API_OK) {
-        json_decref(payment);
-        pc_http_respond_error(v->req, err, NULL, message);
-        return;
-    }
-    v->payment = payment;
-    const char *p[] = {pc_http_req_param(v->req, "payment_no"), v->release ? "RELEASE" : "REJECT",
-                       pc_operator_of(v->req), v->why[0] ? v->why : NULL};
-    if (pc_db_query(v->app->db,
-                    "INSERT INTO review_decisions (payment_no, decision, who, why) VALUES ($1, $2, "
-                    "$3, $4)",
-                    4, p, review_kept_cb, v) < 0)
-        review_kept_cb(v, PC_EUNAVAIL, NULL);
-}
 
 static void review_found_cb(void *data, int status, pc_db_res_t *res)
 {
@@ -1196,9 +1158,11 @@ static void review_found_cb(void *data, int status, pc_db_res_t *res)
     }
     pc_log_info(v->release ? "review.release" : "review.reject", "payment %s %s by ops (%s)", no,
                 v->release ? "released" : "rejected", pc_operator_of(req));
+    /* Who and why go into review_decisions with the decision itself. */
+    pc_engine_review_t who = {pc_operator_of(req), v->why[0] ? v->why : NULL};
     int rc = v->release
-                 ? pc_engine_continue(v->app->engine, no, "REVIEW", NULL, review_decided_cb, v)
-                 : pc_engine_reject(v->app->engine, no, review_decided_cb, v);
+                 ? pc_engine_continue(v->app->engine, no, "REVIEW", NULL, &who, answer_engine, req)
+                 : pc_engine_reject(v->app->engine, no, &who, answer_engine, req);
     if (rc < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }

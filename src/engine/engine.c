@@ -47,6 +47,9 @@ typedef struct op {
     char failure_code[48], failure_message[160];
     int step_failed;
     int reject_waiting; /* ops reject: only a payment in REVIEW / CHALLENGE fails */
+    /* Ops' release or reject of a payment held for review: recorded in the
+     * transaction that applies it (review_who "": none). */
+    char review_who[65], review_why[501];
     /* A channel's answer: which channel gave it (only the payment's own
      * channel is believed), whether it was learnt later (callback, status
      * query, statement: a failure to apply it is answered as such, so a
@@ -281,7 +284,9 @@ static void fail_op(op_t *o, pc_api_err_t err, const char *msg)
  * it stands instead. */
 static void not_applied(op_t *o)
 {
-    if (o->applying && o->err == PC_API_OK) {
+    /* Ops deciding on a payment held for review are told too: answered
+     * the payment as it stands, a reject that did not apply read as done. */
+    if ((o->applying || o->review_who[0]) && o->err == PC_API_OK) {
         o->err = PC_API_UNAVAILABLE;
         snprintf(o->err_msg, sizeof o->err_msg, "not applied; retry");
     }
@@ -916,6 +921,28 @@ static void free_coupon(op_t *o)
                    1, p, step_cb, o);
 }
 
+/* Queues, in o's transaction, the record of ops' decision on a payment
+ * held for review (when o carries one): its failure fails the decision. */
+static void record_review(op_t *o, const char *decision)
+{
+    if (!o->review_who[0])
+        return;
+    const char *p[] = {o->payment_no, decision, o->review_who,
+                       o->review_why[0] ? o->review_why : NULL};
+    pc_db_tx_query(o->tx,
+                   "INSERT INTO review_decisions (payment_no, decision, who, why) VALUES ($1, $2, "
+                   "$3, $4)",
+                   4, p, step_cb, o);
+}
+
+static void keep_review(op_t *o, const pc_engine_review_t *review)
+{
+    if (!review)
+        return;
+    snprintf(o->review_who, sizeof o->review_who, "%s", review->who ? review->who : "ops");
+    snprintf(o->review_why, sizeof o->review_why, "%s", review->why ? review->why : "");
+}
+
 static void release_locked_cb(void *data, int status, pc_db_res_t *res)
 {
     step_cb(data, status, res);
@@ -964,6 +991,8 @@ static void released_row_cb(void *data, int status, pc_db_res_t *res)
     if (strcmp(pc_db_val(res, 0, "held"), "true") == 0)
         post(o, "PAY_RELEASE", l.legs, l.n);
     free_coupon(o);
+    if (o->reject_waiting)
+        record_review(o, "REJECT");
     count_payment(o, "FAILED");
     commit_deciding(o, capture_commit_cb);
 }
@@ -1638,6 +1667,9 @@ static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
     snprintf(o->currency, sizeof o->currency, "%s", pc_db_val(res, 0, "currency"));
     snprintf(o->method, sizeof o->method, "%s", pc_db_val(res, 0, "method_type"));
     o->amount = pc_db_val_i64(res, 0, "amount");
+    /* Ops' release, whatever comes of it now (going on, or failing the
+     * limits): with the transaction that applies it. */
+    record_review(o, "RELEASE");
     /* Checked now, under the buyer's lock like a new payment: a challenged
      * one did not count toward the limits while it waited, and one held for
      * review counted in the window of its creation, which may have passed
@@ -1674,13 +1706,15 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
 }
 
 int pc_engine_continue(pc_engine_t *e, const char *payment_no, const char *waiting,
-                       const pc_ch_card_t *card, pc_engine_cb cb, void *data)
+                       const pc_ch_card_t *card, const pc_engine_review_t *review, pc_engine_cb cb,
+                       void *data)
 {
     op_t *o = op_new(e, cb, data);
     if (!o)
         return PC_ENOMEM;
     snprintf(o->payment_no, sizeof o->payment_no, "%s", payment_no);
     snprintf(o->waiting, sizeof o->waiting, "%s", waiting);
+    keep_review(o, review);
     if (card) {
         pc_pay_order_t r;
         memset(&r, 0, sizeof r);
@@ -1694,12 +1728,14 @@ int pc_engine_continue(pc_engine_t *e, const char *payment_no, const char *waiti
     return 0;
 }
 
-int pc_engine_reject(pc_engine_t *e, const char *payment_no, pc_engine_cb cb, void *data)
+int pc_engine_reject(pc_engine_t *e, const char *payment_no, const pc_engine_review_t *review,
+                     pc_engine_cb cb, void *data)
 {
     op_t *o = op_new(e, cb, data);
     if (!o)
         return PC_ENOMEM;
     snprintf(o->payment_no, sizeof o->payment_no, "%s", payment_no);
+    keep_review(o, review);
     snprintf(o->failure_code, sizeof o->failure_code, "RISK_REJECTED");
     snprintf(o->failure_message, sizeof o->failure_message, "rejected by ops after review");
     o->reject_waiting = 1;

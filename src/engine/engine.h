@@ -112,14 +112,24 @@ int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *order, pc_engine_cb cb
  * (the buyer's own) or "card" (the card's, whoever pays with it). */
 const char *pc_engine_limit_message(const char *which);
 
+/* Who decided on a payment held for review, and why (NULL: not said): kept
+ * in review_decisions by the transaction that applies the decision, so
+ * that no decision is applied without its record. */
+typedef struct {
+    const char *who, *why;
+} pc_engine_review_t;
+
 /* Continues a payment waiting in status waiting: "REVIEW" (ops released
- * it) or "CHALLENGE" (the buyer passed it; card is the card re-entered with
- * the answer, or NULL). A payment in the other status is INVALID_STATE: a
- * release does not skip a buyer's challenge. */
+ * it: review says who) or "CHALLENGE" (the buyer passed it; card is the
+ * card re-entered with the answer, or NULL; review NULL). A payment in the
+ * other status is INVALID_STATE: a release does not skip a buyer's
+ * challenge. */
 int pc_engine_continue(pc_engine_t *e, const char *payment_no, const char *waiting,
-                       const pc_ch_card_t *card, pc_engine_cb cb, void *data);
+                       const pc_ch_card_t *card, const pc_engine_review_t *review, pc_engine_cb cb,
+                       void *data);
 /* Ops rejected a payment held for REVIEW: it fails, nothing was held. */
-int pc_engine_reject(pc_engine_t *e, const char *payment_no, pc_engine_cb cb, void *data);
+int pc_engine_reject(pc_engine_t *e, const char *payment_no, const pc_engine_review_t *review,
+                     pc_engine_cb cb, void *data);
 
 /* Fails payments held for review or a challenge that can no longer go on
  * (trade no longer payable; challenge failed or expired) and frees their

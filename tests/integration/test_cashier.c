@@ -1215,6 +1215,28 @@ static void test_a_challenge_answer_without_method_id_and_card_details(void **st
     pc_t_resp_free(&r);
 }
 
+/* A decision on a payment held for review (path: its release or reject)
+ * whose record cannot be written is not applied, and ops are told: the
+ * record is written by the transaction that applies it (before: applied,
+ * 200, and only a log line said the record was missing). */
+static void decision_not_applied_without_its_record(const char *path, const char *pno)
+{
+    free(pc_t_sql(&g_stack, "CREATE FUNCTION pc_t_refuse_decision() RETURNS trigger LANGUAGE "
+                            "plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"));
+    free(pc_t_sql(&g_stack, "CREATE TRIGGER pc_t_refuse_decision BEFORE INSERT ON "
+                            "review_decisions FOR EACH ROW EXECUTE FUNCTION "
+                            "pc_t_refuse_decision()"));
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, NULL);
+    long refused = r.status;
+    pc_t_resp_free(&r);
+    char *still = pc_t_sql(&g_stack, "SELECT status FROM payments WHERE payment_no = '%s'", pno);
+    free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_decision ON review_decisions"));
+    free(pc_t_sql(&g_stack, "DROP FUNCTION pc_t_refuse_decision()"));
+    assert_int_equal(refused, 503);
+    assert_string_equal(still, "REVIEW");
+    free(still);
+}
+
 static void test_risk_reject_review_and_challenge(void **state)
 {
     (void)state;
@@ -1248,6 +1270,7 @@ static void test_risk_reject_review_and_challenge(void **state)
     /* Released by a named operator with a reason: both kept with the
      * decision (before: only a log line named the operator). */
     snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
+    decision_not_applied_without_its_record(path, pno);
     r = pc_t_admin_as(&g_stack, "dave", "POST", path, "{\"why\":\"called the buyer\"}");
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
@@ -1276,10 +1299,17 @@ static void test_risk_reject_review_and_challenge(void **state)
     snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
     pc_t_resp_free(&r);
     snprintf(path, sizeof path, "/admin/payments/%s/reject", pno);
+    decision_not_applied_without_its_record(path, pno);
     r = pc_t_admin(&g_stack, "POST", path, NULL);
     assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
     pc_t_resp_free(&r);
     expect_trade(tn, "WAIT_BUYER_PAY");
+    kept = pc_t_sql(&g_stack,
+                    "SELECT string_agg(decision || '/' || who, ',') FROM review_decisions WHERE "
+                    "payment_no = '%s'",
+                    pno);
+    assert_string_equal(kept, "REJECT/ops");
+    free(kept);
 
     /* CHALLENGE: a large card payment; the buyer answers with the code. */
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
