@@ -593,8 +593,8 @@ static void test_refund_the_channel_loses_every_time_is_flagged(void **state)
 {
     (void)state;
     char tn[40], rno[40], f[200];
-    const char *ch = refund_in_flight("\"reset\":true,\"timeout_rate\":1,\"hang_ms\":100",
-                                      "RLOST", 500, tn, rno);
+    const char *ch = refund_in_flight("\"reset\":true,\"timeout_rate\":1,\"hang_ms\":100", "RLOST",
+                                      500, tn, rno);
     assert_true(refund_flagged(rno, "t", 20));
     assert_true(pc_t_needs_ops_listed(&g_stack, "refund", rno) > 0);
     expect_refund(rno, "PROCESSING");
