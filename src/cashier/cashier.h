@@ -77,7 +77,12 @@ const char *pc_money_text(int64_t amount, const char *currency, char *buf, size_
  * answered. */
 void pc_cashier_consult_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_id,
                             json_t *body);
-void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_id, json_t *body);
+/* peer_is_buyer: the request comes from the buyer's own browser (the
+ * hosted page), so its address is the buyer's when the body names none; a
+ * merchant's server calling the API is not the buyer, and without
+ * client.ip there is then no address to count or block. */
+void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_id, json_t *body,
+                        int peer_is_buyer);
 
 /* The coupon of the view with this id, or NULL. */
 json_t *pc_cashier_coupon(const pc_cashier_view_t *v, const char *coupon_id);

@@ -43,6 +43,7 @@ typedef struct {
     pc_pay_order_t order;
     int waiting;
     int ip_blocked, device_blocked, card_blocked, buyer_listed;
+    int lists_unread; /* the block list could not be read: nothing is decided */
     long long v_buyer, v_card, v_ip, v_device;
     /* Counter commands Redis did not answer with a count (down, or an
      * error): the counts the rule sees are then short. */
@@ -185,6 +186,15 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
 static void decide(pay_t *p)
 {
     pc_app_t *app = p->app;
+    /* Block lists are a hard guard: unread, a blocked card, address or
+     * buyer would have been scored as clean (velocity has its "complete"
+     * flag for the rule; lists had none). Nothing was recorded yet. */
+    if (p->lists_unread) {
+        pc_http_respond_error(p->req, PC_API_UNAVAILABLE, NULL,
+                              "the block lists could not be read; nothing was charged: retry "
+                              "with the same Idempotency-Key");
+        return;
+    }
     json_t *v = p->view;
     json_t *t = json_object_get(v, "trade");
     json_t *buyer = json_object_get(v, "buyer");
@@ -351,6 +361,8 @@ static void velocity_last_cb(void *data, int status, const pc_kv_reply_t *reply)
 static void blocks_cb(void *data, int status, pc_db_res_t *res)
 {
     pay_t *p = data;
+    if (status)
+        p->lists_unread = 1;
     for (int i = 0; !status && i < pc_db_rows(res); i++) {
         const char *k = pc_db_get(res, i, 0);
         if (!strcmp(k, "IP"))
@@ -423,8 +435,10 @@ static void gather(pay_t *p)
                     "SELECT kind FROM block_list WHERE (kind = 'IP' AND value = $1) OR (kind = "
                     "'DEVICE' AND value = $2) OR (kind = 'CARD_BIN' AND value IN ($3, $5)) OR "
                     "(kind = 'BUYER' AND value = $4)",
-                    5, q, blocks_cb, p) < 0)
+                    5, q, blocks_cb, p) < 0) {
+        p->lists_unread = 1;
         p->waiting--;
+    }
     gathered(p);
 }
 
@@ -792,6 +806,15 @@ pc_api_err_t pc_pay_request_parse(json_t *b, pc_pay_request_t *r, const char **f
     }
     if (client) {
         PAY_STR(r->ip, client, "ip", "client.ip", 64, 0, "1-64 characters");
+        /* Counted and matched in canonical form: a text that is no address
+         * ("1.2.3.4 ", "1.2.3.4, 10.0.0.1") made a counter of its own and
+         * missed the block on 1.2.3.4. */
+        char canon[INET6_ADDRSTRLEN];
+        if (r->ip && pc_ip_canonical(r->ip, canon, sizeof canon) < 0) {
+            *field = "client.ip";
+            *message = "an IPv4 or IPv6 address";
+            return PC_API_INVALID_REQUEST;
+        }
         PAY_STR(r->device, client, "device_id", "client.device_id", 128, 0, "1-128 characters");
         PAY_STR(r->platform, client, "platform", "client.platform", 8, 0, "WEB, H5 or APP");
         if (r->platform && strcmp(r->platform, "WEB") && strcmp(r->platform, "H5") &&
@@ -805,7 +828,8 @@ pc_api_err_t pc_pay_request_parse(json_t *b, pc_pay_request_t *r, const char **f
     return PC_API_OK;
 }
 
-void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_id, json_t *b)
+void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_id, json_t *b,
+                        int peer_is_buyer)
 {
     pay_t *p = pc_http_req_alloc(req, sizeof *p);
     p->req = req;
@@ -844,7 +868,10 @@ void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_
     p->ip = r.ip;
     p->device = r.device;
     p->platform = r.platform;
-    if (!p->ip)
+    /* Without client.ip the merchant's own server's address was counted as
+     * every buyer's: a merchant making 20 pays an hour had each challenged
+     * or held for IP velocity, and an IP block list entry blocked it all. */
+    if (!p->ip && peer_is_buyer)
         p->ip = pc_http_req_client_ip(req);
     if (p->challenge_id) {
         if (!p->challenge_answer) {
@@ -867,7 +894,7 @@ static void pay(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
         return;
     }
-    pc_cashier_pay_run(data, req, pc_auth_merchant(req)->id, b);
+    pc_cashier_pay_run(data, req, pc_auth_merchant(req)->id, b, 0);
 }
 
 /* ---------- GET /v1/payments/{payment_no} ---------- */
@@ -891,6 +918,10 @@ typedef struct {
     int exp_month, exp_year;
     const char *pan; /* the request body's: read only until tokenize is sent */
     const char *holder;
+    /* The number's first 8 digits (a number of 16 or more: PCI DSS lets
+     * them be kept with the last four), "" else: an 8-digit block-list
+     * entry reaches the bound card too (the channel gives 6). */
+    char bin8[9];
 } bind_t;
 
 static void bound_cb(void *data, int status, pc_db_res_t *res)
@@ -928,18 +959,19 @@ static void bind_token_cb(void *data, const pc_ch_result_t *r)
     snprintf(y, sizeof y, "%d", b->exp_year);
     pc_random_hex(hex, sizeof hex, 8);
     snprintf(b->card_id, sizeof b->card_id, "card_%s", hex);
-    const char *q[] = {b->card_id,
-                       pc_http_req_param(b->req, "buyer_id"),
-                       b->channel,
-                       r->card_token,
-                       r->card_brand,
-                       r->card_bin,
-                       r->card_last4,
-                       m,
-                       y,
-                       b->holder,
-                       b->card_fp,
-                       pc_auth_merchant(b->req)->id};
+    const char *q[] = {
+        b->card_id,
+        pc_http_req_param(b->req, "buyer_id"),
+        b->channel,
+        r->card_token,
+        r->card_brand,
+        b->bin8[0] && !strncmp(b->bin8, r->card_bin, strlen(r->card_bin)) ? b->bin8 : r->card_bin,
+        r->card_last4,
+        m,
+        y,
+        b->holder,
+        b->card_fp,
+        pc_auth_merchant(b->req)->id};
     /* The card is the binding merchant's (migration 0091): bound again by
      * it for the same buyer, it is the same row. */
     if (pc_db_query(b->app->db,
@@ -978,6 +1010,8 @@ static void bind_buyer_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     card_fingerprint(app, b->pan, b->card_fp, sizeof b->card_fp);
+    if (strlen(b->pan) >= 16)
+        snprintf(b->bin8, sizeof b->bin8, "%.8s", b->pan);
     /* Bind at a channel that offers quick pay, in whatever currency it
      * takes (tokenizing moves no money): the one taking the most currencies
      * (a card bound there can pay in most of them), then the heaviest. */

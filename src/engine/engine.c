@@ -1589,11 +1589,15 @@ static void continue_update(op_t *o)
     char first[24];
     first_query_ms(o->e, first);
     const char *p[] = {o->payment_no, first};
-    /* Sent to its channel now: the status queries start from here. */
+    /* Sent to its channel now: the status queries start from here. One
+     * with no channel part (balance, coupon) takes its money now: sent_at
+     * is when it counts toward the limits from (PC_USAGE_DAY). Left NULL,
+     * a payment held on day 0 counted from day 0 and, released on day 1,
+     * was outside the day-1 window: the day's limit could be spent twice. */
     pc_db_tx_query(o->tx,
                    "UPDATE payments p SET status = CASE WHEN external_amount > 0 THEN "
                    "'PROCESSING' ELSE 'SUCCESS' END, finished_at = CASE WHEN external_amount = 0 "
-                   "THEN now() END, sent_at = CASE WHEN external_amount > 0 THEN now() END, "
+                   "THEN now() END, sent_at = now(), "
                    "next_query_at = CASE WHEN external_amount > 0 THEN now() + $2::int * "
                    "interval '1 millisecond' END, updated_at = now() WHERE payment_no = $1 AND "
                    "status IN ('REVIEW', 'CHALLENGE') AND (SELECT status FROM trades t WHERE "

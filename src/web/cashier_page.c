@@ -273,7 +273,7 @@ static void trade_cb(void *data, int status, pc_db_res_t *res)
             pc_cashier_consult_run(v->app, req, v->merchant_id, v->body);
         } else {
             pc_http_set_responder(req, buyer_responder, (void *)&PAYMENT_VIEW);
-            pc_cashier_pay_run(v->app, req, v->merchant_id, v->body);
+            pc_cashier_pay_run(v->app, req, v->merchant_id, v->body, 1);
         }
         return;
     }

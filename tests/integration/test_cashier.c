@@ -1041,6 +1041,114 @@ static void test_review_released_a_day_later_is_checked_against_the_limits(void 
                      1);
 }
 
+/* A balance payment held for review on day 0 and released on day 1 takes
+ * the buyer's money on day 1, and counts in day 1's window from then on:
+ * before, only a payment with a channel part was dated by its release, and
+ * one by balance alone still counted from day 0, so the day-1 limit could
+ * be spent again on top of it. */
+static void test_balance_payment_released_a_day_later_counts_from_its_release(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], pno[64], path[128];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    free(pc_t_sql(&g_stack,
+                  "UPDATE buyers SET created_at = now() - interval '30 days' WHERE buyer_id = '%s' "
+                  "RETURNING 1",
+                  buyer));
+    for (int i = 0; i < 3; i++)
+        recharge(buyer, 450000);
+    new_trade("INSTANT", 1000000, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "BALANCE", NULL);
+    if (strcmp(pc_t_jstr(&r, "status"), "REVIEW") != 0)
+        fprintf(stderr, "balance pay: %ld %s\n", r.status, r.body);
+    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
+    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
+    pc_t_resp_free(&r);
+    /* A day passes, for it and the top-ups. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET created_at = now() - interval '25 hours', sent_at = "
+                  "sent_at - interval '25 hours' WHERE buyer_id = '%s' RETURNING 1",
+                  buyer));
+    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    /* 1,000,000 taken today + 3,100,000 > the daily 4,000,000. */
+    char tn2[40];
+    new_trade("INSTANT", 3100000, buyer, tn2);
+    r = pay(tn2, buyer, "CARD", pc_t_fresh_card());
+    if (r.status != 422)
+        fprintf(stderr, "second pay: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
+    pc_t_resp_free(&r);
+}
+
+/* The block list unreadable (here a lock held on it past the pool's
+ * statement deadline): the pay is 503 and nothing is recorded, rather than
+ * scored as if nothing were blocked (before: decided without the lists,
+ * ACCEPT, a blocked card charged). */
+static void test_an_unreadable_block_list_charges_nothing(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 800, buyer, tn);
+    pc_t_sh("psql -qAt '%s' -c 'BEGIN' -c 'LOCK TABLE block_list IN ACCESS EXCLUSIVE MODE' -c "
+            "'SELECT pg_sleep(8)' -c 'COMMIT' > /dev/null 2>&1 &",
+            g_stack.db_url);
+    assert_true(pc_t_sql_wait(&g_stack, "1", 5,
+                              "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = "
+                              "l.relation WHERE c.relname = 'block_list' AND l.mode = "
+                              "'AccessExclusiveLock' AND l.granted"));
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    assert_int_equal(r.status, 503);
+    assert_string_equal(pc_t_errcode(&r), "UNAVAILABLE");
+    assert_non_null(strstr(r.body, "block lists"));
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE trade_no = '%s'", tn), 0);
+    assert_true(pc_t_sql_wait(&g_stack, "0", 10,
+                              "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = "
+                              "l.relation WHERE c.relname = 'block_list' AND l.granted AND "
+                              "l.mode = 'AccessExclusiveLock'"));
+    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+}
+
+/* client.ip is the buyer's address as the merchant gives it. Without one,
+ * the merchant's server's own address was taken for every buyer's (counted
+ * for IP velocity: a merchant's 21st pay in an hour was challenged or held);
+ * now there is none. One that is no address is refused (it made a counter
+ * of its own and missed the block on the address it spelled). */
+static void test_client_ip_is_the_buyers_or_none(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], body[512];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 900, buyer, tn);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",%s,"
+             "\"client\":{\"ip\":\"10.1.2.3 \"}}",
+             tn, buyer, pc_t_fresh_card());
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "pay-bad-ip");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"field\":\"client.ip\""));
+    pc_t_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",%s}", tn, buyer,
+             pc_t_fresh_card());
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "pay-no-ip");
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    char *ip = pc_t_sql(
+        &g_stack, "SELECT coalesce(client_ip, 'none') FROM payments WHERE trade_no = '%s'", tn);
+    assert_string_equal(ip, "none");
+    free(ip);
+}
+
 /* A buyer id paycore has no record of (the merchant never registered it):
  * the payment goes ahead as a buyer nothing is known of. Before, the risk
  * context read the missing buyer's status and the node crashed. */
@@ -1088,6 +1196,28 @@ static void test_block_list_reaches_bound_cards_and_buyers(void **state)
     pc_t_resp_free(&r);
     r = pc_t_admin(&g_stack, "POST", "/admin/block-list",
                    "{\"kind\":\"CARD_BIN\",\"value\":\"457173\",\"reason\":\"test fraud\"}");
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    new_trade("INSTANT", 700, buyer, tn);
+    snprintf(method, sizeof method, "QUICK_PAY:%s", card_id);
+    r = pay(tn, buyer, method, NULL);
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    assert_non_null(strstr(r.body, "CARD_BLOCKED"));
+    pc_t_resp_free(&r);
+    /* An 8-digit entry reaches a bound card too: the number's first 8 digits
+     * are kept at binding (before: the channel's 6 only, so the entry could
+     * never match a bound card, and binding first was the way around it). */
+    char pan8[17], body8[200];
+    pc_t_card_number(pan8, "412345", 1);
+    snprintf(body8, sizeof body8, "{\"pan\":\"%s\",\"exp_month\":11,\"exp_year\":2031}", pan8);
+    r = pc_t_call(&g_stack, &g_m, "POST", bind_path, body8, "bind-blocked-bin8");
+    assert_int_equal(r.status, 201);
+    snprintf(card_id, sizeof card_id, "%s", pc_t_jstr(&r, "card_id"));
+    pc_t_resp_free(&r);
+    /* The entry: the number's first 8 digits (no 6-digit entry covers it). */
+    snprintf(body8, sizeof body8,
+             "{\"kind\":\"CARD_BIN\",\"value\":\"%.8s\",\"reason\":\"test fraud\"}", pan8);
+    r = pc_t_admin(&g_stack, "POST", "/admin/block-list", body8);
     assert_int_equal(r.status, 201);
     pc_t_resp_free(&r);
     new_trade("INSTANT", 700, buyer, tn);
@@ -2689,6 +2819,9 @@ int main(void)
         cmocka_unit_test(test_block_list_entries_are_ones_that_can_match),
         cmocka_unit_test(test_pay_for_a_buyer_never_registered),
         cmocka_unit_test(test_review_released_a_day_later_is_checked_against_the_limits),
+        cmocka_unit_test(test_balance_payment_released_a_day_later_counts_from_its_release),
+        cmocka_unit_test(test_an_unreadable_block_list_charges_nothing),
+        cmocka_unit_test(test_client_ip_is_the_buyers_or_none),
         cmocka_unit_test(test_challenge_answer_while_another_attempt_is_open_is_409),
         cmocka_unit_test(test_a_challenge_answer_without_method_id_and_card_details),
         cmocka_unit_test(test_waiting_payments_that_cannot_go_on_free_their_coupons),
