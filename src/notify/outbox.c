@@ -32,7 +32,8 @@ static void format_rfc3339(long long unix_s, char buf[32])
     strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-char *pc_outbox_payload(const char *event_id, const char *type, long long created_at, json_t *data)
+char *pc_outbox_payload(const char *event_id, const char *type, long long created_at,
+                        const char *merchant_id, json_t *data)
 {
     if (!json_is_object(data))
         return NULL;
@@ -40,8 +41,8 @@ char *pc_outbox_payload(const char *event_id, const char *type, long long create
     format_rfc3339(created_at, ts);
     /* Insertion order is kept by jansson, so the body reads in the documented
      * order; "O" takes a reference of our own, dropped with body. */
-    json_t *body = json_pack("{s:s,s:s,s:s,s:O}", "event_id", event_id, "type", type, "created_at",
-                             ts, "data", data);
+    json_t *body = json_pack("{s:s,s:s,s:s,s:O,s:s}", "event_id", event_id, "type", type,
+                             "created_at", ts, "data", data, "merchant_id", merchant_id);
     if (!body)
         return NULL;
     char *text = json_dumps(body, JSON_COMPACT);
@@ -77,7 +78,7 @@ int pc_outbox_add_id(pc_db_tx_t *tx, const char *merchant_id, const char *type,
     snprintf(id, sizeof id, "evt_%s", hex);
 
     long long now = (long long)time(NULL);
-    char *payload = pc_outbox_payload(id, type, now, data);
+    char *payload = pc_outbox_payload(id, type, now, merchant_id, data);
     if (!payload)
         return PC_ENOMEM;
     char created[32];

@@ -46,7 +46,12 @@ int pc_outbox_type_is_valid(const char *type);
 
 /* Builds the body POSTed for an event: a malloc'd, NUL-terminated compact
  * JSON string the caller frees, or NULL when out of memory or data is not an
- * object. created_at is Unix seconds. data is borrowed. */
-char *pc_outbox_payload(const char *event_id, const char *type, long long created_at, json_t *data);
+ * object. created_at is Unix seconds. data is borrowed. The body names the
+ * merchant it is for (after api.md's four members): an RSA2 merchant's
+ * notifications are all signed with the one platform key, and a merchant
+ * that pointed its notify_url at another's endpoint would have that one
+ * receive a genuine signed event about an object not its own. */
+char *pc_outbox_payload(const char *event_id, const char *type, long long created_at,
+                        const char *merchant_id, json_t *data);
 
 #endif

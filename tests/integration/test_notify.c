@@ -564,6 +564,9 @@ static void test_notification_is_delivered_signed_with_merchant_secret(void **st
     assert_int_equal(created[19], 'Z');
     json_t *data = json_object_get(j, "data");
     assert_true(json_is_object(data));
+    /* And whom it is for: a receiver checks it is itself (an RSA2
+     * merchant's events all carry the one platform signature). */
+    assert_string_equal(json_string_value(json_object_get(j, "merchant_id")), g_m.id);
     char tn0[40];
     snprintf(tn0, sizeof tn0, "T%d-", (int)getpid());
     assert_int_equal(
