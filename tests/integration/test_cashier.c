@@ -107,6 +107,18 @@ static pc_t_resp_t pay(const char *tn, const char *buyer, const char *method, co
 #define CARD(pan)                                                                                  \
     "\"card\":{\"pan\":\"" pan "\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}"
 
+/* Asserts r's status and, for an error, its code (NULL: not checked),
+ * printing what came instead; frees r. */
+static void expect_answer(pc_t_resp_t *r, long status, const char *code, const char *what)
+{
+    if (r->status != status)
+        fprintf(stderr, "%s: %ld %s\n", what, r->status, r->body);
+    assert_int_equal(r->status, status);
+    if (code)
+        assert_string_equal(pc_t_errcode(r), code);
+    pc_t_resp_free(r);
+}
+
 /* A new buyer, so that velocity from other tests does not count. */
 static const char *fresh_buyer(void)
 {
@@ -424,10 +436,7 @@ static void test_balance_payment_released_from_review_is_paid_once(void **state)
                      1);
     /* A second release finds nothing waiting and moves nothing. */
     r = pc_t_admin(&g_stack, "POST", path, NULL);
-    if (r.status != 409)
-        fprintf(stderr, "second release: %ld %s\n", r.status, r.body);
-    assert_int_equal(r.status, 409);
-    pc_t_resp_free(&r);
+    expect_answer(&r, 409, NULL, "second release");
     assert_int_equal(wallet(buyer), 50000);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
@@ -1078,11 +1087,7 @@ static void test_balance_payment_released_a_day_later_counts_from_its_release(vo
     char tn2[40];
     new_trade("INSTANT", 3100000, buyer, tn2);
     r = pay(tn2, buyer, "CARD", pc_t_fresh_card());
-    if (r.status != 422)
-        fprintf(stderr, "second pay: %ld %s\n", r.status, r.body);
-    assert_int_equal(r.status, 422);
-    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
-    pc_t_resp_free(&r);
+    expect_answer(&r, 422, "LIMIT_EXCEEDED", "second pay");
 }
 
 /* The block list unreadable (here a lock held on it past the pool's
@@ -1554,16 +1559,9 @@ static void test_challenge_answer_while_another_attempt_is_open_is_409(void **st
     char buyer[32], coupon[64], tn[40], card[160], cid[64], code[16];
     challenged_new_buyer(buyer, coupon, tn, card, cid, code);
     pc_t_resp_t r = pay(tn, buyer, "VA", NULL);
-    if (r.status != 200)
-        fprintf(stderr, "va: %ld %s\n", r.status, r.body);
-    assert_int_equal(r.status, 200);
-    pc_t_resp_free(&r);
+    expect_answer(&r, 200, NULL, "va");
     r = answer_challenge(tn, buyer, cid, code, card);
-    if (r.status != 409)
-        fprintf(stderr, "answer: %ld %s\n", r.status, r.body);
-    assert_int_equal(r.status, 409);
-    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
-    pc_t_resp_free(&r);
+    expect_answer(&r, 409, "INVALID_STATE", "answer");
 }
 
 /* A pay that leaves buyer_id out (api.md does not require it) of a trade
@@ -1626,11 +1624,7 @@ static void test_passed_challenge_is_checked_against_limits(void **state)
 
     /* 3,500,000 + 600,000 > the daily 4,000,000. */
     r = answer_challenge(tn, buyer, cid, code, card);
-    if (r.status != 422)
-        fprintf(stderr, "answer: %ld %s\n", r.status, r.body);
-    assert_int_equal(r.status, 422);
-    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
-    pc_t_resp_free(&r);
+    expect_answer(&r, 422, "LIMIT_EXCEEDED", "answer");
     char *st = pc_t_sql(&g_stack,
                         "SELECT status || ' ' || failure_code FROM payments WHERE challenge_id "
                         "= '%s'",
@@ -1681,11 +1675,7 @@ static void test_the_month_counts_from_a_release_for_a_passed_challenge_too(void
                   "interval '29 days', now() - interval '29 days') RETURNING 1",
                   old_tn + 1, old_tn, g_m.id, buyer));
     pc_t_resp_t r = answer_challenge(tn, buyer, cid, code, card);
-    if (r.status != 422)
-        fprintf(stderr, "answer: %ld %s\n", r.status, r.body);
-    assert_int_equal(r.status, 422);
-    assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
-    pc_t_resp_free(&r);
+    expect_answer(&r, 422, "LIMIT_EXCEEDED", "answer");
     expect_trade(tn, "WAIT_BUYER_PAY");
     expect_coupon(coupon, "AVAILABLE");
 }
