@@ -14,17 +14,30 @@ static void healthz(pc_http_req_t *req, void *data)
     pc_http_respond(req, 200, "application/json", body, sizeof body - 1);
 }
 
-typedef struct {
+/* Readiness: one probe (a SELECT 1 and a PING) at a time per node, every
+ * /readyz that arrives meanwhile answered with its result. The endpoint is
+ * unauthenticated on the public port: one statement and one command per
+ * request let anyone queue work for the pool and Redis as fast as they
+ * could send, ahead of real traffic. */
+typedef struct waiter {
     pc_http_req_t *req;
+    struct waiter *next;
+} waiter_t;
+
+typedef struct {
     pc_app_t *app;
     int waiting;
     int pg_ok, kv_ok;
-} ready_t;
+    waiter_t *reqs;
+} probe_t;
 
-static void ready_finish(ready_t *r)
+static probe_t *g_probe; /* the one in flight, or NULL */
+
+static void probe_finish(probe_t *r)
 {
     if (--r->waiting > 0)
         return;
+    g_probe = NULL;
     int rules_ok = pc_rules_ready(r->app->rules);
     /* api.md: PostgreSQL and Redis reachable, rules loaded. A node serves
      * without Redis (idempotency and nonces fall back to PostgreSQL), so ops
@@ -32,38 +45,59 @@ static void ready_finish(ready_t *r)
      * not take every node out of rotation at once. */
     int ok = r->pg_ok && rules_ok &&
              (r->kv_ok || pc_config_bool(r->app->cfg, "health.ready_without_redis"));
-    json_t *body = json_pack("{s:s,s:s,s:s,s:s}", "status", ok ? "ready" : "unavailable",
-                             "postgres", r->pg_ok ? "ok" : "down", "redis",
-                             r->kv_ok ? "ok" : "down", "rules", rules_ok ? "ok" : "missing");
-    pc_http_respond_json(r->req, ok ? 200 : 503, body);
+    waiter_t *w = r->reqs;
+    while (w) {
+        /* Answering may free the request and w with it. */
+        pc_http_req_t *req = w->req;
+        w = w->next;
+        json_t *body = json_pack("{s:s,s:s,s:s,s:s}", "status", ok ? "ready" : "unavailable",
+                                 "postgres", r->pg_ok ? "ok" : "down", "redis",
+                                 r->kv_ok ? "ok" : "down", "rules", rules_ok ? "ok" : "missing");
+        pc_http_respond_json(req, ok ? 200 : 503, body);
+    }
+    free(r);
 }
 
 static void ready_pg_cb(void *data, int status, pc_db_res_t *res)
 {
-    ready_t *r = data;
+    probe_t *r = data;
     r->pg_ok = status == 0 && pc_db_rows(res) == 1;
-    ready_finish(r);
+    probe_finish(r);
 }
 
 static void ready_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
 {
-    ready_t *r = data;
+    probe_t *r = data;
     r->kv_ok = status == 0 && pc_kv_reply_type(reply) == PC_KV_STATUS;
-    ready_finish(r);
+    probe_finish(r);
 }
 
 static void readyz(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
-    ready_t *r = pc_http_req_alloc(req, sizeof *r);
-    r->req = req;
+    waiter_t *w = pc_http_req_alloc(req, sizeof *w);
+    w->req = req;
+    if (g_probe) {
+        w->next = g_probe->reqs;
+        g_probe->reqs = w;
+        return;
+    }
+    probe_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "out of memory");
+        return;
+    }
     r->app = app;
+    r->reqs = w;
+    w->next = NULL;
     r->waiting = 3; /* one for each check, one for this function */
+    g_probe = r;
+    pc_metrics_add("pc_readiness_probes_total", "", 1);
     if (pc_db_query(app->db, "SELECT 1", 0, NULL, ready_pg_cb, r) < 0)
         r->waiting--;
     if (pc_kv_cmd(app->kv, ready_kv_cb, r, "PING", NULL) < 0)
         r->waiting--;
-    ready_finish(r);
+    probe_finish(r);
 }
 
 static void render_metrics(pc_http_req_t *req, pc_app_t *app, int with_private)
@@ -92,6 +126,8 @@ static void metrics_admin(pc_http_req_t *req, void *data)
 void pc_app_routes_health(pc_app_t *app)
 {
     pc_metrics_describe("pc_kv_up", PC_METRIC_GAUGE, "Redis command connection up");
+    pc_metrics_describe("pc_readiness_probes_total", PC_METRIC_COUNTER,
+                        "readiness probes made (one serves every /readyz waiting on it)");
     pc_router_add(app->api, "GET", "/healthz", healthz, app);
     pc_router_add(app->api, "GET", "/readyz", readyz, app);
     /* The API port is shared by every node (SO_REUSEPORT): whichever node

@@ -102,6 +102,45 @@ static void test_readyz_reports_postgres_and_redis(void **state)
     pc_t_resp_free(&r);
 }
 
+/* pc_readiness_probes_total on node 0's admin port. */
+static long long probes_made(pc_stack_t *s)
+{
+    pc_t_resp_t r = pc_t_admin_node(s, 0, "GET", "/metrics", NULL);
+    const char *line = r.body ? strstr(r.body, "\npc_readiness_probes_total ") : NULL;
+    long long n = line ? strtoll(line + strlen("\npc_readiness_probes_total "), NULL, 10) : -1;
+    pc_t_resp_free(&r);
+    return n;
+}
+
+/* /readyz is unauthenticated: 50 arriving together make one probe of
+ * PostgreSQL and Redis at a time, not 50 (before: a statement and a command
+ * each, queued for the pool and Redis ahead of real traffic as fast as
+ * anyone could send). Each still gets its answer. */
+static void test_readyz_probes_once_for_requests_that_arrive_together(void **state)
+{
+    pc_stack_t *s = *state;
+    enum { N = 50 };
+    long long before = probes_made(s);
+    int fds[N];
+    static const char req[] = "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for (int i = 0; i < N; i++)
+        fds[i] = pc_t_connect(s->admin_port[0]);
+    for (int i = 0; i < N; i++)
+        writeall(fds[i], req, sizeof req - 1);
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        char buf[2048];
+        size_t n = pc_t_read_all(fds[i], buf, sizeof buf - 1, 5000);
+        buf[n] = 0;
+        ok += strstr(buf, " 200 ") && strstr(buf, "\"status\":\"ready\"");
+        close(fds[i]);
+    }
+    long long made = probes_made(s) - before;
+    printf("%d readiness requests at once: %lld probes\n", N, made);
+    assert_int_equal(ok, N);
+    assert_in_range(made, 1, N / 2);
+}
+
 static void test_200_pipelined_requests_answered_in_order(void **state)
 {
     pc_stack_t *s = *state;
@@ -746,6 +785,7 @@ int main(void)
         cmocka_unit_test(test_healthz_answers_with_request_id),
         cmocka_unit_test(test_unknown_path_gets_api_error_body),
         cmocka_unit_test(test_readyz_reports_postgres_and_redis),
+        cmocka_unit_test(test_readyz_probes_once_for_requests_that_arrive_together),
         cmocka_unit_test(test_200_pipelined_requests_answered_in_order),
         cmocka_unit_test(test_oversized_body_rejected_with_413),
         cmocka_unit_test(test_oversized_headers_rejected_with_431),
