@@ -56,6 +56,7 @@ typedef struct {
     const char *buyer_prefix;
     int merchants;
     int history;
+    int expire_seconds; /* the trades' expire_seconds; 0: the server's default */
 } opts_t;
 
 static opts_t o = {
@@ -290,11 +291,14 @@ static void step_build(flow_t *f)
         break;
     case S_CREATE:
         snprintf(f->path, sizeof f->path, "/v1/trades");
+        char expiry[40] = "";
+        if (o.expire_seconds > 0)
+            snprintf(expiry, sizeof expiry, ",\"expire_seconds\":%d", o.expire_seconds);
         snprintf(f->body, sizeof f->body,
                  "{\"out_trade_no\":\"pb%s%lld\",\"product\":\"%s\",\"amount\":%lld,"
-                 "\"currency\":\"CNY\",\"subject\":\"paybench\"%s%s%s}",
+                 "\"currency\":\"CNY\",\"subject\":\"paybench\"%s%s%s%s}",
                  run_id, f->seq, f->kind == FLOW_FUND ? "RECHARGE" : "INSTANT", f->amount,
-                 buyer ? ",\"buyer_id\":\"" : "", buyer ? buyer : "", buyer ? "\"" : "");
+                 buyer ? ",\"buyer_id\":\"" : "", buyer ? buyer : "", buyer ? "\"" : "", expiry);
         break;
     case S_CONSULT:
         snprintf(f->path, sizeof f->path, "/v1/cashier/consult");
@@ -1030,6 +1034,7 @@ static void usage(void)
         "  --record FILE                 append every 2xx payment: payment_no trade_no status\n"
         "  --notify-port P               merchant notify_url → a sink here answering success\n"
         "  --note TEXT                   printed beside the risk rule version\n"
+        "  --expire-seconds S            the trades' expire_seconds (60-604800) [server's]\n"
         "  --no-ledger-check  --progress  --path P (signed-get)\n");
     exit(2);
 }
@@ -1066,6 +1071,7 @@ int main(int argc, char **argv)
                                        {"merchants", 1, NULL, 'M'},
                                        {"cpu", 1, NULL, 'U'},
                                        {"history", 1, NULL, 'h'},
+                                       {"expire-seconds", 1, NULL, 'E'},
                                        {NULL, 0, NULL, 0}};
     int ch;
     int card_set = 0, refund_set = 0;
@@ -1162,6 +1168,9 @@ int main(int argc, char **argv)
             break;
         case 'h':
             o.history = atoi(optarg);
+            break;
+        case 'E':
+            o.expire_seconds = atoi(optarg);
             break;
         default:
             usage();

@@ -8,16 +8,24 @@
 # same Idempotency-Key, as a merchant would, and records every payment it got
 # a 2xx answer for. After the load, the repair job settles what was left in
 # flight, and then:
-#   1. every payment is final (nothing PROCESSING / UNKNOWN / CREATED left),
-#      every trade is final or open within its expiry, and every trade that is
-#      paid has its payment SUCCESS;
+#   1. every payment is final (nothing CREATED / PROCESSING / UNKNOWN /
+#      REVIEW / CHALLENGE left), every trade is final or open within its
+#      expiry (trades live 60 s, so those of the load's first part have
+#      expired and must have been closed), and every trade that is paid has
+#      its payment SUCCESS;
 #   2. paysim's own records (GET /sim/txns?type=PAY&status=SUCCESS): no
 #      payment_no charged twice; every charge belongs to a payment paycore
-#      holds as SUCCESS; every trade with a charge has exactly one successful
-#      payment, or the extra ones have an ERROR refund;
+#      holds as SUCCESS, for its channel part; every trade with a charge
+#      keeps exactly one successful payment, each other one returned whole by
+#      an ERROR refund of that payment that succeeded;
 #   3. GET /admin/ledger/check answers "ok": true;
 #   4. every trade and payment paybench got a 2xx for is in the database (and
-#      the payments answered SUCCESS are still SUCCESS).
+#      the payments answered SUCCESS are still SUCCESS);
+# and about the run itself: each kill found its node alive (one that died on
+# its own fails) and landed while paybench ran, Redis and PostgreSQL came
+# back (PostgreSQL with a new start time), paybench exited 0, the load made
+# payments of its own (not only the set-up's), both nodes answer at the end,
+# and no log holds a sanitizer report.
 # paycore runs with a copy of rules/ whose risk.lua accepts every payment (the
 # default rule would hold the load test's repeat buyers for review).
 #
@@ -101,6 +109,8 @@ export PAYCORE_DEMO=true # paysim's public demo channel secrets
 export PAYCORE_NOTIFY_PRIVATE_TARGETS=true # paybench's receiver is on loopback
 export PAYCORE_REPAIR_FIRST_QUERY_MS=1000 PAYCORE_REPAIR_SCHEDULE_MS=1000,1000,2000,2000,4000
 export PAYCORE_REPAIR_POLL_MS=200 PAYCORE_REPAIR_NOT_FOUND_AFTER_S=5
+# Error refunds of payments charged twice are queried as quickly.
+export PAYCORE_REFUND_QUERY_SCHEDULE_MS=1000,1000,2000,2000,4000
 export PAYCORE_LIMIT_BUYER_DAILY=1000000000000 PAYCORE_LIMIT_BUYER_MONTHLY=1000000000000
 export PAYCORE_LIMIT_CARD_DAILY=1000000000000 PAYCORE_DB_QUERY_TIMEOUT_MS=3000
 
@@ -128,6 +138,7 @@ acked="$var/acked.txt"
 "$bin/paybench" --port "$http_port" --admin-port "${admin_port[0]}" --admin-token "$token" \
   --scenario pay --card-percent 50 --merchants 3 --buyers 100 --connections 12 \
   --duration "$seconds" --retries 8 --timeout-ms 15000 --drain 40 --record "$acked" \
+  --expire-seconds 60 \
   --no-ledger-check --note "crash-test risk.lua copy: accepts everything" >"$var/paybench.log" 2>&1 &
 bench_pid=$!
 pids+=($bench_pid)
@@ -146,13 +157,22 @@ for ch in sim_card sim_card2; do
     log "could not set paysim faults on $ch"
 done
 log "load running ($seconds s); $kills kills, Redis and PostgreSQL restarts on the way"
+load_start=$(sql -c "SELECT now()")
 
-gap_ms=$((seconds * 1000 / (kills + 2)))
+# Spaced so that the kills, each node's restart and the two service
+# restarts fit in the load's time (each must land while paybench runs).
+gap_ms=$((seconds * 1000 / (kills + 4)))
+landed=0
 redis_at=$(((kills + 1) / 3))
 pg_at=$((2 * (kills + 1) / 3))
 for k in $(seq 1 "$kills"); do
   sleep "$(awk -v g="$gap_ms" -v r="$RANDOM" 'BEGIN { printf "%.3f", g * (0.5 + r / 32768) / 1000 }')"
   n=$((RANDOM % 2))
+  # A node that died on its own (a crash, an abort after a restart of
+  # PostgreSQL) is a failure, not one more kill.
+  kill -0 "${node_pid[$n]}" 2>/dev/null ||
+    check "node $n alive before kill $k" 1 "it had exited: see $var/paycore$n.log"
+  kill -0 "$bench_pid" 2>/dev/null && landed=$((landed + 1))
   kill -KILL "${node_pid[$n]}" 2>/dev/null
   wait "${node_pid[$n]}" 2>/dev/null
   log "kill $k: node $n (SIGKILL)"
@@ -161,34 +181,60 @@ for k in $(seq 1 "$kills"); do
   if [ "$k" = "$redis_at" ]; then
     "$root/scripts/services" redis-stop "$var/redis"
     sleep 0.3
-    "$root/scripts/services" redis-start "$var/redis" "$redis_port" && log "Redis restarted (empty)"
+    if "$root/scripts/services" redis-start "$var/redis" "$redis_port"; then
+      log "Redis restarted (empty)"
+    else
+      check "Redis restarted" 1 "see $var/redis"
+    fi
   fi
   if [ "$k" = "$pg_at" ]; then
+    pg_began=$(sql -c "SELECT pg_postmaster_start_time()")
     "$root/scripts/services" pg-stop "$var/pg" immediate
     sleep 0.5
-    "$root/scripts/services" pg-start "$var/pg" "$pg_port" && log "PostgreSQL restarted (immediate stop)"
+    "$root/scripts/services" pg-start "$var/pg" "$pg_port"
+    # Started anew, not left running by a stop that failed.
+    pg_now=$(sql -c "SELECT pg_postmaster_start_time()")
+    [ -n "$pg_now" ] && [ "$pg_now" != "$pg_began" ]
+    check "PostgreSQL restarted (immediate stop)" "$?" "started $pg_began, now $pg_now"
   fi
 done
+[ "$landed" = "$kills" ]
+check "every kill landed while paybench ran" "$?" "$landed of $kills"
 wait "$bench_pid"
+check "paybench ran to its end" "$?" "exit status: see $var/paybench.log"
 log "paybench: $(grep -E '^(payments|flows):' "$var/paybench.log" | tr '\n' ' ')"
 grep -E '^(error|errors):' "$var/paybench.log" >&2
 
-# Let the repair job settle what is in flight.
-open_sql="SELECT count(*) FROM payments WHERE status IN ('CREATED', 'PROCESSING', 'UNKNOWN')"
+# Let the repair job settle what is in flight, the refund runner return what
+# was charged twice, and the close sweep close what expired (trades live 60
+# s here: those of the load's first part are past their expiry by now).
+open_where="status IN ('CREATED', 'PROCESSING', 'UNKNOWN', 'REVIEW', 'CHALLENGE')"
+open_sql="SELECT (SELECT count(*) FROM payments WHERE $open_where) + (SELECT count(*) FROM payments WHERE needs_error_refund AND status = 'SUCCESS' AND NOT error_refund_made) + (SELECT count(*) FROM refunds WHERE status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED')) + (SELECT count(*) FROM trades WHERE status = 'WAIT_BUYER_PAY' AND expires_at <= now())"
+# First until the load's first trades are past their expiry (and the sweep
+# had a few seconds), so that the expiry check has something to check.
+for _ in $(seq 1 180); do
+  [ "$(sql -c "SELECT count(*) FROM trades WHERE created_at >= '$load_start' AND expires_at <= now() - interval '5 seconds'")" -gt 0 ] && break
+  sleep 0.5
+done
 for _ in $(seq 1 240); do
   [ "$(sql -c "$open_sql")" = 0 ] && break
   sleep 0.5
 done
 
 # 1. Final states.
-n=$(sql -c "$open_sql")
-check "every payment is final" "$([ "$n" = 0 ] && echo 0 || echo 1)" "$n still open: $(sql -c "SELECT string_agg(payment_no || ' ' || status, ', ') FROM payments WHERE status IN ('CREATED', 'PROCESSING', 'UNKNOWN')")"
+n=$(sql -c "SELECT count(*) FROM payments WHERE $open_where")
+check "every payment is final" "$([ "$n" = 0 ] && echo 0 || echo 1)" "$n still open: $(sql -c "SELECT string_agg(payment_no || ' ' || status, ', ') FROM payments WHERE $open_where")"
 n=$(sql -c "SELECT count(*) FROM trades WHERE status = 'WAIT_BUYER_PAY' AND expires_at <= now()")
-check "every open trade is within its expiry" "$([ "$n" = 0 ] && echo 0 || echo 1)" "$n past expiry"
+expired=$(sql -c "SELECT count(*) FROM trades WHERE created_at >= '$load_start' AND expires_at <= now()")
+[ "$n" = 0 ] && [ "$expired" -gt 0 ]
+check "every open trade is within its expiry" "$?" "$n past expiry; $expired of the load's trades had expired by now"
 n=$(sql -c "SELECT count(*) FROM trades t WHERE t.status IN ('PAY_SUCCESS', 'TRADE_SUCCESS') AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.payment_no = t.payment_no AND p.status = 'SUCCESS' AND p.trade_no = t.trade_no)")
 check "every paid trade has its payment SUCCESS" "$([ "$n" = 0 ] && echo 0 || echo 1)" "$n without"
-n=$(sql -c "SELECT count(*) FROM payments p JOIN trades t USING (trade_no) WHERE p.status = 'SUCCESS' AND t.payment_no IS DISTINCT FROM p.payment_no AND NOT p.needs_error_refund AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR')")
-check "every successful payment is its trade's, or flagged/refunded as an error" "$([ "$n" = 0 ] && echo 0 || echo 1)" "$n stray"
+# A payment that is not its trade's must have been given back: an ERROR
+# refund of that very payment, for all of it, that succeeded.
+stray_where="p.status = 'SUCCESS' AND t.payment_no IS DISTINCT FROM p.payment_no AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR' AND r.status = 'SUCCESS' AND r.amount = p.amount)"
+n=$(sql -c "SELECT count(*) FROM payments p JOIN trades t USING (trade_no) WHERE $stray_where")
+check "every successful payment is its trade's, or returned whole by an ERROR refund that succeeded" "$([ "$n" = 0 ] && echo 0 || echo 1)" "$n stray: $(sql -c "SELECT string_agg(p.payment_no, ', ') FROM payments p JOIN trades t USING (trade_no) WHERE $stray_where")"
 
 # 2. paysim's records against ours.
 curl -fsS "http://127.0.0.1:$sim_port/sim/txns?type=PAY&status=SUCCESS" >"$var/sim_pay.json" || log "GET /sim/txns failed"
@@ -200,8 +246,10 @@ n=$(sql -c "SELECT count(*) FROM (SELECT payment_no FROM crash_charge GROUP BY p
 check "no payment charged twice at the channel" "$([ "$n" = 0 ] && echo 0 || echo 1)" "$charges charges, $n payment_no charged more than once"
 n=$(sql -c "SELECT count(*) FROM crash_charge c LEFT JOIN payments p USING (payment_no) WHERE p.status IS DISTINCT FROM 'SUCCESS'")
 check "every channel charge is a SUCCESS payment here" "$([ "$n" = 0 ] && echo 0 || echo 1)" "$n not: $(sql -c "SELECT string_agg(c.payment_no || '=' || coalesce(p.status, 'missing'), ', ') FROM crash_charge c LEFT JOIN payments p USING (payment_no) WHERE p.status IS DISTINCT FROM 'SUCCESS'")"
-n=$(sql -c "SELECT count(*) FROM (SELECT p.trade_no, count(*) AS s, (SELECT count(*) FROM refunds r WHERE r.trade_no = p.trade_no AND r.type = 'ERROR') AS e FROM payments p WHERE p.status = 'SUCCESS' AND p.trade_no IN (SELECT p2.trade_no FROM crash_charge c JOIN payments p2 USING (payment_no)) GROUP BY p.trade_no) d WHERE s - e <> 1")
-check "every charged trade: one successful payment, or ERROR refunds for the rest" "$([ "$n" = 0 ] && echo 0 || echo 1)" "$n trades otherwise"
+n=$(sql -c "SELECT count(*) FROM (SELECT p.trade_no, count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR' AND r.status = 'SUCCESS' AND r.amount = p.amount)) AS kept FROM payments p WHERE p.status = 'SUCCESS' AND p.trade_no IN (SELECT p2.trade_no FROM crash_charge c JOIN payments p2 USING (payment_no)) GROUP BY p.trade_no) d WHERE kept <> 1")
+check "every charged trade keeps one successful payment; the others returned whole" "$([ "$n" = 0 ] && echo 0 || echo 1)" "$n trades otherwise"
+n=$(sql -c "SELECT count(*) FROM crash_charge c JOIN payments p USING (payment_no) WHERE c.amount <> p.external_amount")
+check "every channel charge is of the payment's channel part" "$([ "$n" = 0 ] && echo 0 || echo 1)" "$n differ"
 
 # 3. The ledger.
 lc=$(curl -sS "http://127.0.0.1:${admin_port[0]}/admin/ledger/check" -H "Authorization: Bearer $token")
@@ -232,9 +280,21 @@ retries=$(sed -nE 's/.*retries: ([0-9]+); connection errors: ([0-9]+).*/\1 \2/p'
 set -- $retries
 [ "${1:-0}" -gt 0 ] && [ "${2:-0}" -gt 0 ]
 check "the kills and restarts hit requests in flight" "$?" "paybench retried ${1:-?} times, ${2:-?} connection errors"
-n=$(sql -c "SELECT count(*) FROM payments")
-[ "$n" -gt 0 ] && [ "$charges" -gt 0 ] && [ "$nack" -gt 0 ]
-check "the load did something" "$?" "$n payments, $charges channel charges, $nack acknowledged"
+# The load itself, not the set-up's funding payments: payments created once
+# the load began, acknowledged ones among them, and card charges among them.
+n=$(sql -c "SELECT count(*) FROM payments WHERE created_at >= '$load_start'")
+nload=$(sql -c "SELECT count(*) FROM crash_acked a JOIN payments p USING (payment_no) WHERE p.created_at >= '$load_start'")
+cload=$(sql -c "SELECT count(*) FROM crash_charge c JOIN payments p USING (payment_no) WHERE p.created_at >= '$load_start'")
+[ "$n" -gt 0 ] && [ "$nload" -gt 0 ] && [ "$cload" -gt 0 ]
+check "the load did something" "$?" "$n payments under load, $nload of them acknowledged, $cload card charges"
+# Both nodes end alive and answering, and no process reported memory
+# errors or undefined behaviour (sanitizer builds) in its log.
+for i in 0 1; do
+  curl -fsS -o /dev/null "http://127.0.0.1:${admin_port[$i]}/healthz"
+  check "node $i alive at the end" "$?" "see $var/paycore$i.log"
+done
+! grep -lE 'AddressSanitizer|LeakSanitizer|runtime error:' "$var"/paycore*.log "$var/paysim.log" >/dev/null 2>&1
+check "no sanitizer report in the logs" "$?" "$(grep -lE 'AddressSanitizer|LeakSanitizer|runtime error:' "$var"/paycore*.log "$var/paysim.log" 2>/dev/null | tr '\n' ' ')"
 
 log "payments by status: $(sql -c "SELECT string_agg(status || '=' || n, ' ') FROM (SELECT status, count(*) n FROM payments GROUP BY 1 ORDER BY 1) s")"
 if [ "$fail" = 0 ]; then
