@@ -1065,6 +1065,10 @@ static void hold_commit_cb(void *data, int status)
         finish(o);
         return;
     }
+    /* An ops release is applied and recorded with this commit: what the
+     * channel does next is the payment's own course, answered as it stands
+     * (not "not applied; retry", which a retry would meet with 409). */
+    o->review_who[0] = '\0';
     if (o->external_amount > 0)
         attempt(o);
     else

@@ -1154,6 +1154,49 @@ static void test_client_ip_is_the_buyers_or_none(void **state)
     free(ip);
 }
 
+/* A release whose own transaction committed is applied, whatever happens
+ * after it: here the card is charged but recording the capture fails (a
+ * trigger refuses the payment's SUCCESS). The answer is the payment as it
+ * stands, left PROCESSING for the status queries, with the release
+ * recorded (8a2c225 answered 503 "not applied; retry", which a retry met
+ * with 409). */
+static void test_a_release_applied_is_not_answered_as_not_applied(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], pno[64], path[128];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 2100000, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
+    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
+    pc_t_resp_free(&r);
+    free(pc_t_sql(&g_stack,
+                  "CREATE FUNCTION pc_t_refuse_capture() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                  "BEGIN RAISE EXCEPTION 'refused by the test'; END $$"));
+    free(pc_t_sql(&g_stack,
+                  "CREATE TRIGGER pc_t_refuse_capture BEFORE UPDATE ON payments FOR EACH ROW "
+                  "WHEN (NEW.status = 'SUCCESS' AND OLD.payment_no = '%s') EXECUTE FUNCTION "
+                  "pc_t_refuse_capture()",
+                  pno));
+    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    long status = r.status;
+    char st[16];
+    snprintf(st, sizeof st, "%s", pc_t_jstr(&r, "status") ? pc_t_jstr(&r, "status") : "");
+    if (status != 200)
+        fprintf(stderr, "release: %ld %s\n", r.status, r.body);
+    pc_t_resp_free(&r);
+    free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_capture ON payments"));
+    free(pc_t_sql(&g_stack, "DROP FUNCTION pc_t_refuse_capture()"));
+    assert_int_equal(status, 200);
+    assert_string_equal(st, "PROCESSING");
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM review_decisions WHERE payment_no = '%s' "
+                                  "AND decision = 'RELEASE'",
+                                  pno),
+                     1);
+}
+
 /* A buyer id paycore has no record of (the merchant never registered it):
  * the payment goes ahead as a buyer nothing is known of. Before, the risk
  * context read the missing buyer's status and the node crashed. */
@@ -2736,12 +2779,22 @@ static void test_card_bin_lookup_and_bound_card_details(void **state)
     char card_id[64];
     snprintf(card_id, sizeof card_id, "%s", pc_t_jstr(&r, "card_id"));
     pc_t_resp_free(&r);
-    /* Binding it again is fine for its buyer (the same card) ... */
+    /* Binding it again is fine for its buyer (the same card), and a card
+     * bound when only 6 digits were kept gets its 8 (for 8-digit block
+     * entries) ... */
+    char *bin = pc_t_sql(&g_stack, "SELECT bin FROM cards WHERE card_id = '%s'", card_id);
+    assert_string_equal(bin, "55555555");
+    free(bin);
+    free(pc_t_sql(&g_stack, "UPDATE cards SET bin = '555555' WHERE card_id = '%s' RETURNING 1",
+                  card_id));
     r = pc_t_call(&g_stack, &g_m, "POST", path,
                   "{\"pan\":\"5555555555554444\",\"exp_month\":3,\"exp_year\":2031}", "bind-bin-2");
     assert_int_equal(r.status, 201);
     assert_string_equal(pc_t_jstr(&r, "card_id"), card_id);
     pc_t_resp_free(&r);
+    bin = pc_t_sql(&g_stack, "SELECT bin FROM cards WHERE card_id = '%s'", card_id);
+    assert_string_equal(bin, "55555555");
+    free(bin);
     /* ... but another buyer does not get it (before: 201 with this buyer's
      * card_id, which the other buyer could not pay with). */
     char other[32];
@@ -2812,6 +2865,7 @@ int main(void)
         cmocka_unit_test(test_balance_payment_released_a_day_later_counts_from_its_release),
         cmocka_unit_test(test_an_unreadable_block_list_charges_nothing),
         cmocka_unit_test(test_client_ip_is_the_buyers_or_none),
+        cmocka_unit_test(test_a_release_applied_is_not_answered_as_not_applied),
         cmocka_unit_test(test_challenge_answer_while_another_attempt_is_open_is_409),
         cmocka_unit_test(test_a_challenge_answer_without_method_id_and_card_details),
         cmocka_unit_test(test_waiting_payments_that_cannot_go_on_free_their_coupons),
