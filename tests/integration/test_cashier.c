@@ -1015,6 +1015,18 @@ static void test_bound_card_quick_pay_and_agreement(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A card payment of a new trade of amount for a new buyer, held for review
+ * by the shipped risk.lua (large): buyer, tn and pno are filled. */
+static void held_for_review(long amount, char buyer[32], char tn[40], char pno[64])
+{
+    snprintf(buyer, 32, "%s", fresh_buyer());
+    new_trade("INSTANT", amount, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
+    snprintf(pno, 64, "%s", pc_t_jstr(&r, "payment_no"));
+    pc_t_resp_free(&r);
+}
+
 /* A payment held for review on day 0 and released on day 1, after the
  * buyer spent day 1's limit: the release is checked against the limits as
  * they are now (before: it counted only in day 0's window, and both were
@@ -1023,12 +1035,8 @@ static void test_review_released_a_day_later_is_checked_against_the_limits(void 
 {
     (void)state;
     char buyer[32], tn[40], tn2[40], pno[64];
-    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-    new_trade("INSTANT", 3500000, buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
-    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
-    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
-    pc_t_resp_free(&r);
+    held_for_review(3500000, buyer, tn, pno);
+    pc_t_resp_t r;
     /* A day passes with it held. */
     free(pc_t_sql(&g_stack,
                   "UPDATE payments SET created_at = now() - interval '25 hours' WHERE "
@@ -1164,12 +1172,8 @@ static void test_a_release_applied_is_not_answered_as_not_applied(void **state)
 {
     (void)state;
     char buyer[32], tn[40], pno[64], path[128];
-    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
-    new_trade("INSTANT", 2100000, buyer, tn);
-    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
-    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
-    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
-    pc_t_resp_free(&r);
+    held_for_review(2100000, buyer, tn, pno);
+    pc_t_resp_t r;
     free(pc_t_sql(&g_stack,
                   "CREATE FUNCTION pc_t_refuse_capture() RETURNS trigger LANGUAGE plpgsql AS $$ "
                   "BEGIN RAISE EXCEPTION 'refused by the test'; END $$"));
