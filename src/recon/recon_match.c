@@ -71,10 +71,13 @@ static const spec_t SPECS[] = {
     {"REFUND", "refunds", "refund_no", "channel_txn_id", "x.external_amount", REFUND_STATE,
      "x.status = 'SUCCESS'", "x.finished_at", "x.method = 'API' AND x.external_amount > 0",
      "0::bigint", "false", NULL},
+    /* A payout's fee is what its channel said when it answered (no channel
+     * file prices payouts): a statement charging another was never
+     * compared (NULL), and the difference reached nobody. */
     {"PAYOUT", "payouts", "payout_no", "channel_txn_id", "x.amount",
      "CASE WHEN x.status IN ('SUCCESS', 'RETURNED') THEN 'SUCCESS' WHEN x.status = 'FAILED' "
      "THEN 'FAILED' ELSE 'PENDING' END",
-     "x.status IN ('SUCCESS', 'RETURNED')", "x.finished_at", "true", "NULL::bigint", "false", NULL},
+     "x.status IN ('SUCCESS', 'RETURNED')", "x.finished_at", "true", "x.fee", "false", NULL},
     {"PAYOUT", "refunds", "refund_no", "channel_txn_id", "x.external_amount", REFUND_STATE,
      "x.status = 'SUCCESS'", "x.finished_at", "x.method = 'PAYOUT' AND x.external_amount > 0",
      "NULL::bigint", "false", NULL},

@@ -534,6 +534,56 @@ static void otc_paid(char *payment_no, char *channel_ref, long amount)
 /* A payout paid and returned the same day is two lines for one record:
  * a statement without either shows both missing. Before, the two
  * differences shared one key and one of them (either) was kept. */
+/* A payout's fee on the statement is checked against the fee its channel
+ * gave when it answered (kept on the payout): before, payouts had no fee to
+ * compare (NULL) and a channel charging another one went unnoticed. */
+static void test_a_payout_fee_other_than_the_channel_said_is_a_difference(void **state)
+{
+    (void)state;
+    char po[2][64], body[512];
+    for (int i = 0; i < 2; i++) {
+        char *m =
+            pc_t_sql(&g_stack,
+                     "INSERT INTO payouts (payout_no, out_payout_no, merchant_id, amount, "
+                     "currency, payee, status, channel_id, channel_txn_id, risk_decision, "
+                     "finished_at, fee) VALUES ('PO-FEE%d-%d', 'OPO-FEE%d-%d', '%s', 5000, "
+                     "'CNY', '{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000001111\"}', "
+                     "'SUCCESS', 'sim_netbank', 'nb_fee%d_%d', 'ACCEPT', now(), 25) RETURNING "
+                     "payout_no",
+                     i, (int)getpid(), i, (int)getpid(), g_m.id, i, (int)getpid());
+        snprintf(po[i], sizeof po[i], "%s", m);
+        free(m);
+    }
+    char ts[32];
+    char *now = pc_t_sql(&g_stack, "SELECT to_char(now() AT TIME ZONE 'UTC', "
+                                   "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
+    snprintf(ts, sizeof ts, "%s", now);
+    free(now);
+    /* The first as the channel said (25), the second charged 40. */
+    snprintf(body, sizeof body,
+             "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
+             "nb_fee0_%d,%s,PAYOUT,5000,CNY,25,SUCCESS,%s\n"
+             "nb_fee1_%d,%s,PAYOUT,5000,CNY,40,SUCCESS,%s\n",
+             (int)getpid(), po[0], ts, (int)getpid(), po[1], ts);
+    json_t *run = upload("sim_netbank", body, 200);
+    long long run_id = run_id_of(run);
+    json_decref(run);
+    json_t *d = diffs_of(run_id, NULL);
+    int fee[2] = {0, 0};
+    size_t i;
+    json_t *x;
+    json_array_foreach(d, i, x)
+    {
+        for (int k = 0; k < 2; k++)
+            if (!strcmp(jstr(x, "kind"), "FEE_MISMATCH") &&
+                !strcmp(jstr(json_object_get(x, "local"), "ref"), po[k]))
+                fee[k]++;
+    }
+    json_decref(d);
+    assert_int_equal(fee[0], 0);
+    assert_int_equal(fee[1], 1);
+}
+
 static void test_a_payout_and_its_return_are_two_differences(void **state)
 {
     (void)state;
@@ -1232,6 +1282,8 @@ int main(void)
                                refresh_today),
         cmocka_unit_test_setup(test_uploaded_statement_is_matched_kind_by_kind, refresh_today),
         cmocka_unit_test_setup(test_a_payout_and_its_return_are_two_differences, refresh_today),
+        cmocka_unit_test_setup(test_a_payout_fee_other_than_the_channel_said_is_a_difference,
+                               refresh_today),
         cmocka_unit_test_setup(test_fee_is_checked_with_the_currency_figures, refresh_today),
         cmocka_unit_test_setup(test_resolving_with_an_adjustment_posts_through_suspense,
                                refresh_today),
