@@ -160,8 +160,11 @@ log "load running ($seconds s); $kills kills, Redis and PostgreSQL restarts on t
 load_start=$(sql -c "SELECT now()")
 
 # Spaced so that the kills, each node's restart and the two service
-# restarts fit in the load's time (each must land while paybench runs).
-gap_ms=$((seconds * 1000 / (kills + 4)))
+# restarts fit in the load's time (each must land while paybench runs):
+# the sleeps average kills/(kills+6) of it and reach 1.5 times that at
+# worst, which leaves the restarts (about a second each, PostgreSQL's a few)
+# their time on a slow machine.
+gap_ms=$((seconds * 1000 / (kills + 6)))
 landed=0
 redis_at=$(((kills + 1) / 3))
 pg_at=$((2 * (kills + 1) / 3))
