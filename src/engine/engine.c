@@ -1807,6 +1807,19 @@ void pc_engine_sweep_waiting(pc_engine_t *e)
 
 /* ---------- results learnt later ---------- */
 
+void pc_engine_note_taken(pc_engine_t *e, const char *channel_id, const char *payment_no,
+                          const char *channel_txn_id)
+{
+    if (!channel_txn_id || !channel_txn_id[0])
+        return;
+    const char *p[] = {payment_no, channel_id, channel_txn_id};
+    pc_db_query(e->app->db,
+                "UPDATE payments SET channel_txn_id = $3, updated_at = now() WHERE payment_no = "
+                "$1 AND channel_id = $2 AND channel_txn_id IS NULL AND status IN ('PROCESSING', "
+                "'UNKNOWN')",
+                3, p, NULL, NULL);
+}
+
 static int apply_answer(pc_engine_t *e, const char *channel_id, const char *payment_no,
                         const pc_ch_result_t *r, int by_ops, pc_engine_cb cb, void *data)
 {
@@ -1830,6 +1843,8 @@ static int apply_answer(pc_engine_t *e, const char *channel_id, const char *paym
         release(o);
         break;
     default:
+        if (r->status == PC_CH_PROCESSING)
+            pc_engine_note_taken(e, channel_id, payment_no, r->channel_txn_id);
         finish(o);
         break;
     }

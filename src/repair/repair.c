@@ -165,6 +165,12 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
             return;
     } else {
         count("pending");
+        /* Before, only the request's own answer recorded the channel's
+         * reference: a request that timed out, then a query saying the
+         * channel holds it, then one saying it has no record failed the
+         * payment as if it had never arrived. */
+        if (res->status == PC_CH_PROCESSING)
+            pc_engine_note_taken(r->app->engine, j->channel_id, j->payment_no, res->channel_txn_id);
         if (wait_ms == PC_CH_FORGOTTEN)
             flag_for_ops(j, "was taken by its channel, which now has no record of it");
         else if (j->last && wait_ms > 0)

@@ -351,6 +351,34 @@ static void test_timeout_that_never_happened_fails_and_releases(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A card payment whose request timed out (no channel reference kept) and
+ * that the channel holds, waiting for its 3-D Secure step: the status query
+ * says PROCESSING with the channel's reference, which is kept now, so that
+ * the payment counts as taken by its channel (a later "no record" is for
+ * ops, never FAILED as if the request had not arrived). Before, only the
+ * request's own answer recorded the reference. */
+static void test_a_query_saying_the_channel_holds_it_keeps_its_reference(void **state)
+{
+    (void)state;
+    card_faults("\"success_after_timeout_rate\":1.0,\"hang_ms\":3000");
+    char tn[40];
+    pc_t_resp_t r = trade_and_pay(800, "CARD",
+                                  "\"card\":{\"pan\":\"4000000000003220\",\"exp_month\":12,\"exp_"
+                                  "year\":2030,\"cvv\":\"123\"}",
+                                  tn);
+    if (strcmp(pc_t_jstr(&r, "status"), "PROCESSING") != 0)
+        fprintf(stderr, "pay: %ld %s\n", r.status, r.body);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    pc_t_resp_free(&r);
+    card_faults("\"success_after_timeout_rate\":0");
+    assert_true(wait_status("SELECT (channel_txn_id IS NOT NULL)::text FROM payments WHERE "
+                            "trade_no = '%s'",
+                            tn, "true", 20));
+    char *st = pc_t_sql(&g_stack, "SELECT status FROM payments WHERE trade_no = '%s'", tn);
+    assert_true(!strcmp(st, "PROCESSING") || !strcmp(st, "UNKNOWN"));
+    free(st);
+}
+
 /* A status query that is due and not made (here its payment's row is held
  * by another session, which the job's claim skips; a job that stopped or
  * cannot claim looks the same) pages ops: QUERIES_OVERDUE. Before, nothing
@@ -992,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_no_record_of_a_payment_the_channel_took_is_for_ops),
         cmocka_unit_test(test_success_after_timeout_is_found_by_query),
         cmocka_unit_test(test_timeout_that_never_happened_fails_and_releases),
+        cmocka_unit_test(test_a_query_saying_the_channel_holds_it_keeps_its_reference),
         cmocka_unit_test(test_a_status_query_not_made_raises_an_alert),
         cmocka_unit_test(test_expired_trades_left_open_raise_an_alert),
         cmocka_unit_test(test_failing_channel_raises_alert_and_traffic_moves_then_returns),
