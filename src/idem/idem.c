@@ -471,9 +471,17 @@ void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id, p
     snprintf(ir->key, sizeof ir->key, "%s", key);
     size_t blen;
     const char *body = pc_http_req_body(req, &blen);
-    pc_request_hash_hex(idem->hash_key, sizeof idem->hash_key, pc_http_req_method(req),
-                        pc_http_req_target(req), body, blen, ir->hash);
-    pc_random_hex(ir->token, sizeof ir->token, 16);
+    /* Unchecked, a failure left an empty hash (another body under the same
+     * key would be replayed this request's answer) and an empty lock token
+     * (every such request holding every other's lock). */
+    if (pc_request_hash_hex(idem->hash_key, sizeof idem->hash_key, pc_http_req_method(req),
+                            pc_http_req_target(req), body, blen, ir->hash) != 0 ||
+        pc_random_hex(ir->token, sizeof ir->token, 16) != 0) {
+        *slot = NULL;
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL,
+                              "the request could not be hashed; nothing was run: retry");
+        return;
+    }
     char name[300];
     snprintf(name, sizeof name, "idem:%s:%s", ir->mid, ir->key);
     pc_kv_key(idem->kv, ir->rkey, sizeof ir->rkey, name);
