@@ -104,6 +104,19 @@ static pc_t_resp_t pay(const char *tn, const char *buyer, const char *method, co
     return pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
 }
 
+/* POST /v1/cashier/pay of trade tn for buyer with a fresh card typed in,
+ * from client address ip (NULL: no client member at all), under key. */
+static pc_t_resp_t card_pay_at(const char *tn, const char *buyer, const char *ip, const char *key)
+{
+    char body[512], client[96] = "";
+    if (ip)
+        snprintf(client, sizeof client, ",\"client\":{\"ip\":\"%s\"}", ip);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",%s%s}", tn, buyer,
+             pc_t_fresh_card(), client);
+    return pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+}
+
 #define CARD(pan)                                                                                  \
     "\"card\":{\"pan\":\"" pan "\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"}"
 
@@ -1108,13 +1121,7 @@ static void test_an_unreadable_block_list_charges_nothing(void **state)
     char buyer[32], tn[40];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade("INSTANT", 800, buyer, tn);
-    pc_t_sh("psql -qAt '%s' -c 'BEGIN' -c 'LOCK TABLE block_list IN ACCESS EXCLUSIVE MODE' -c "
-            "'SELECT pg_sleep(8)' -c 'COMMIT' > /dev/null 2>&1 &",
-            g_stack.db_url);
-    assert_true(pc_t_sql_wait(&g_stack, "1", 5,
-                              "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = "
-                              "l.relation WHERE c.relname = 'block_list' AND l.mode = "
-                              "'AccessExclusiveLock' AND l.granted"));
+    assert_true(pc_t_lock_tables(&g_stack, "block_list", 8));
     pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_int_equal(r.status, 503);
     assert_string_equal(pc_t_errcode(&r), "UNAVAILABLE");
@@ -1122,10 +1129,7 @@ static void test_an_unreadable_block_list_charges_nothing(void **state)
     pc_t_resp_free(&r);
     assert_int_equal(
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE trade_no = '%s'", tn), 0);
-    assert_true(pc_t_sql_wait(&g_stack, "0", 10,
-                              "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = "
-                              "l.relation WHERE c.relname = 'block_list' AND l.granted AND "
-                              "l.mode = 'AccessExclusiveLock'"));
+    assert_true(pc_t_tables_unlocked(&g_stack, "block_list", 10));
     r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
@@ -1139,21 +1143,14 @@ static void test_an_unreadable_block_list_charges_nothing(void **state)
 static void test_client_ip_is_the_buyers_or_none(void **state)
 {
     (void)state;
-    char buyer[32], tn[40], body[512];
+    char buyer[32], tn[40];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade("INSTANT", 900, buyer, tn);
-    snprintf(body, sizeof body,
-             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",%s,"
-             "\"client\":{\"ip\":\"10.1.2.3 \"}}",
-             tn, buyer, pc_t_fresh_card());
-    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "pay-bad-ip");
+    pc_t_resp_t r = card_pay_at(tn, buyer, "10.1.2.3 ", "pay-bad-ip");
     assert_int_equal(r.status, 400);
     assert_non_null(strstr(r.body, "\"field\":\"client.ip\""));
     pc_t_resp_free(&r);
-    snprintf(body, sizeof body,
-             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",%s}", tn, buyer,
-             pc_t_fresh_card());
-    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "pay-no-ip");
+    r = card_pay_at(tn, buyer, NULL, "pay-no-ip");
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
     char *ip = pc_t_sql(
@@ -1221,13 +1218,9 @@ static void test_pay_for_a_buyer_never_registered(void **state)
  * under idempotency key key. */
 static pc_t_resp_t card_pay_from(const char *buyer, const char *ip, const char *key)
 {
-    char tn[40], body[512];
+    char tn[40];
     new_trade("INSTANT", 1000, buyer, tn);
-    snprintf(body, sizeof body,
-             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{"
-             "\"ip\":\"%s\"},%s}",
-             tn, buyer, ip, pc_t_fresh_card());
-    return pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+    return card_pay_at(tn, buyer, ip, key);
 }
 
 /* Block-list entries by BIN reach a card the buyer bound before, and by

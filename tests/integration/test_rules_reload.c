@@ -438,10 +438,7 @@ static const struct {
     {"challenges", "WITH due AS (SELECT p.payment_no, CASE WHEN%"},
     {"recon_diffs", "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))%"},
 };
-#define LOCKS_HELD                                                                                 \
-    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname IN "    \
-    "('channel_overrides', 'challenges', 'recon_diffs') AND l.mode = 'AccessExclusiveLock' AND "   \
-    "l.granted"
+#define STALLED_TABLES "channel_overrides, challenges, recon_diffs"
 static void test_stalled_periodic_reads_keep_the_pool_serving(void **state)
 {
     (void)state;
@@ -449,10 +446,7 @@ static void test_stalled_periodic_reads_keep_the_pool_serving(void **state)
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "1000");
     pc_stack_start_node(&g_stack, 2);
     g_stack.nextra -= 2;
-    pc_t_sh("psql -qAt '%s' -c 'BEGIN' -c 'LOCK TABLE channel_overrides, challenges, recon_diffs "
-            "IN ACCESS EXCLUSIVE MODE' -c 'SELECT pg_sleep(7)' -c 'COMMIT' > /dev/null 2>&1 &",
-            g_stack.db_url);
-    assert_true(pc_t_sql_wait(&g_stack, "3", 5, LOCKS_HELD));
+    assert_true(pc_t_lock_tables(&g_stack, STALLED_TABLES, 7));
     sleep(4); /* four of node 2's rounds due meanwhile */
     long long waiting[3];
     for (int i = 0; i < 3; i++)
@@ -477,7 +471,7 @@ static void test_stalled_periodic_reads_keep_the_pool_serving(void **state)
         assert_in_range(waiting[i], 0, 3);
     assert_in_range(waiting[0], 1, 3);
     pc_stack_stop_node(&g_stack, 2, SIGTERM);
-    assert_true(pc_t_sql_wait(&g_stack, "0", 8, LOCKS_HELD));
+    assert_true(pc_t_tables_unlocked(&g_stack, STALLED_TABLES, 8));
 }
 
 static void *ledger_check_thread(void *arg)
@@ -495,13 +489,7 @@ static void *ledger_check_thread(void *arg)
 static void test_one_ledger_check_at_a_time_per_node(void **state)
 {
     (void)state;
-    pc_t_sh("psql -qAt '%s' -c 'BEGIN' -c 'LOCK TABLE ledger_entries IN ACCESS EXCLUSIVE MODE' "
-            "-c 'SELECT pg_sleep(3)' -c 'COMMIT' > /dev/null 2>&1 &",
-            g_stack.db_url);
-    assert_true(pc_t_sql_wait(&g_stack, "1", 5,
-                              "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = "
-                              "l.relation WHERE c.relname = 'ledger_entries' AND l.mode = "
-                              "'AccessExclusiveLock' AND l.granted"));
+    assert_true(pc_t_lock_tables(&g_stack, "ledger_entries", 3));
     long first = 0;
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, ledger_check_thread, &first), 0);

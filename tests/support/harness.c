@@ -576,6 +576,30 @@ int pc_t_sql_wait(pc_stack_t *s, const char *want, double secs, const char *fmt,
     }
 }
 
+/* How many of tables (a comma-separated list) are held ACCESS EXCLUSIVE. */
+#define LOCKED_OF(tables)                                                                          \
+    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = "     \
+    "ANY (string_to_array(replace('" tables "', ' ', ''), ',')) AND l.mode = "                     \
+    "'AccessExclusiveLock' AND l.granted"
+
+int pc_t_lock_tables(pc_stack_t *s, const char *tables, int seconds)
+{
+    pc_t_sh("psql -qAt '%s' -c 'BEGIN' -c 'LOCK TABLE %s IN ACCESS EXCLUSIVE MODE' -c "
+            "'SELECT pg_sleep(%d)' -c 'COMMIT' > /dev/null 2>&1 &",
+            s->db_url, tables, seconds);
+    char n[16];
+    int commas = 0;
+    for (const char *p = tables; *p; p++)
+        commas += *p == ',';
+    snprintf(n, sizeof n, "%d", commas + 1);
+    return pc_t_sql_wait(s, n, 5, LOCKED_OF("%s"), tables);
+}
+
+int pc_t_tables_unlocked(pc_stack_t *s, const char *tables, double secs)
+{
+    return pc_t_sql_wait(s, "0", secs, LOCKED_OF("%s"), tables);
+}
+
 /* ---------- merchants and signing ---------- */
 
 #include "auth/sign.h"

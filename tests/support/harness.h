@@ -138,6 +138,12 @@ long long pc_t_sql_int(pc_stack_t *s, const char *fmt, ...) __attribute__((forma
  * is want. Returns 1 when it was, 0 when time ran out. */
 int pc_t_sql_wait(pc_stack_t *s, const char *want, double secs, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Holds an ACCESS EXCLUSIVE lock on tables ("a" or "a, b, c") from a
+ * session of its own for seconds (a migration, a long ops transaction):
+ * returns 1 once every one is granted, 0 when that took over 5 s. */
+int pc_t_lock_tables(pc_stack_t *s, const char *tables, int seconds);
+/* Waits up to secs seconds for those locks to be gone; returns 1 or 0. */
+int pc_t_tables_unlocked(pc_stack_t *s, const char *tables, double secs);
 
 #endif
 
