@@ -29,6 +29,9 @@ typedef struct op {
     pc_db_tx_t *tx;
     char payment_no[40], trade_no[40], merchant_id[65], buyer_id[65], method[16], currency[4];
     char wallet_owner[65]; /* whose wallet the balance part uses: "" = buyer_id */
+    /* A late success of a payment failed with its balance and coupon given
+     * back takes them again: from the wallet, not escrow. */
+    int retaken;
     int64_t amount, balance_amount, coupon_amount, external_amount;
     /* The trade's expiry (Unix seconds, as the trade lock read it; 0: not
      * read): a pay code, VA or QR the channel issues lives no longer. */
@@ -347,7 +350,10 @@ static const char *wallet_of(const op_t *o)
  * channel that collected the external part. */
 static void payment_sources(const op_t *o, pc_ledger_type_t merchant_coupon, legs_t *l)
 {
-    leg(l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, -o->balance_amount);
+    if (o->retaken)
+        leg(l, PC_LEDGER_BUYER_WALLET, wallet_of(o), o->currency, -o->balance_amount);
+    else
+        leg(l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, -o->balance_amount);
     leg(l, o->coupon_funder[0] ? merchant_coupon : PC_LEDGER_PLATFORM_MARKETING,
         o->coupon_funder[0] ? o->coupon_funder : NULL, o->currency, -o->coupon_amount);
     leg(l, PC_LEDGER_CHANNEL_CLEARING, o->route[o->attempt], o->currency, -o->external_amount);
@@ -746,11 +752,12 @@ static void not_captured(op_t *o)
         count_payment(o, "AMOUNT_MISMATCH");
         flag = 1;
     } else {
-        /* FAILED, with a balance or coupon part given back: the buyer was
+        /* FAILED, with a balance or coupon part given back that cannot be
+         * taken again (spent, used by another payment): the buyer was
          * charged by the channel as well. */
         pc_log_error("engine.late_success_unapplied",
                      "channel %s reported success for payment %s, failed with its balance or "
-                     "coupon part given back: flagged for ops",
+                     "coupon part given back and no longer there to take: flagged for ops",
                      o->reporter, o->payment_no);
         count_payment(o, "LATE_SUCCESS_UNAPPLIED");
         flag = 1;
@@ -786,6 +793,30 @@ static void capture_locked_cb(void *data, int status, pc_db_res_t *res)
     read_locked_row(data, status, res);
 }
 
+/* A late success of a payment whose balance and coupon parts were given
+ * back when it failed: the capture's UPDATE matched it only while both were
+ * there to take again (RETAKABLE), and they are taken in its transaction —
+ * the coupon locked again (pc_require: used meanwhile by another payment
+ * fails the capture, left for the next report), the balance from the wallet
+ * (which may not go below zero). The payment is then what the buyer paid:
+ * it pays the trade, or all of it goes back by an error refund. */
+static void retake(op_t *o)
+{
+    o->retaken = 1;
+    pc_log_warn("engine.late_success_retaken",
+                "payment %s: its balance part %lld and coupon part %lld, given back when it "
+                "failed, are taken again",
+                o->payment_no, (long long)o->balance_amount, (long long)o->coupon_amount);
+    if (!o->coupon_id[0])
+        return;
+    const char *p[] = {o->coupon_id, o->payment_no};
+    pc_db_tx_query(o->tx,
+                   "WITH c AS (UPDATE coupons SET status = 'LOCKED', payment_no = $2 WHERE "
+                   "coupon_id = $1 AND status = 'AVAILABLE' RETURNING 1) SELECT "
+                   "pc_require(EXISTS (SELECT 1 FROM c), 'coupon_locked')",
+                   2, p, step_cb, o);
+}
+
 static void captured_row_cb(void *data, int status, pc_db_res_t *res)
 {
     op_t *o = data;
@@ -804,7 +835,8 @@ static void captured_row_cb(void *data, int status, pc_db_res_t *res)
         not_captured(o);
         return;
     }
-    if (!strcmp(o->row.status, "FAILED")) {
+    int late = !strcmp(o->row.status, "FAILED");
+    if (late) {
         /* The channel charged the buyer after all (a success after its
          * decline, or after "no record" failed the payment): the money is
          * there, so the payment is a success. It pays the trade if the
@@ -827,6 +859,9 @@ static void captured_row_cb(void *data, int status, pc_db_res_t *res)
     o->external_amount = pc_db_val_i64(res, 0, "external_amount");
     snprintf(o->coupon_id, sizeof o->coupon_id, "%s", pc_db_val(res, 0, "coupon_id"));
     snprintf(o->coupon_funder, sizeof o->coupon_funder, "%s", pc_db_val(res, 0, "coupon_funder"));
+    snprintf(o->wallet_owner, sizeof o->wallet_owner, "%s", pc_db_val(res, 0, "wallet"));
+    if (late && (o->balance_amount > 0 || o->coupon_amount > 0))
+        retake(o);
     legs_t l = {.n = 0};
     payment_sources(o, PC_LEDGER_MERCHANT_PENDING, &l);
     pc_trade_payment_t pay = {o->trade_no, o->payment_no, o->amount, o->currency, l.legs, l.n};
@@ -839,6 +874,15 @@ static void captured_row_cb(void *data, int status, pc_db_res_t *res)
  * success must not capture it again. Read twice by the capture, to say why
  * (the row lock) and to refuse (the pipelined UPDATE cannot wait for that
  * answer): one probe of a partial index each. */
+/* SQL: true when the balance and coupon parts of payment p (the alias),
+ * given back when it failed, are there to take again: the wallet holds the
+ * balance part, the coupon is unused. */
+#define RETAKABLE                                                                                  \
+    "(p.balance_amount = 0 OR coalesce(ledger_balance('buyer:' || coalesce(p.wallet_owner, "       \
+    "p.buyer_id) || ':wallet:' || p.currency), 0) >= p.balance_amount) AND (p.coupon_amount = 0 "  \
+    "OR EXISTS (SELECT 1 FROM coupons c WHERE c.coupon_id = p.coupon_id AND c.status = "           \
+    "'AVAILABLE'))"
+
 #define ADJUSTED_BY_RECON                                                                          \
     "EXISTS (SELECT 1 FROM recon_diffs d WHERE d.local_table = 'payments' AND d.local_ref = "      \
     "p.payment_no AND d.ledger_txn_id IS NOT NULL)"
@@ -866,9 +910,10 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
                        o->by_ops ? "t" : "f"};
     /* The row is locked by a statement of its own first, which also tells
      * why a success was not captured. Captured: a payment in flight, or one
-     * failed after it was sent that had nothing but the channel's part (a
-     * success after the failure: the buyer was charged), and only when its
-     * own channel says so, for the sum it was asked. */
+     * failed after it was sent (a success after the failure: the buyer was
+     * charged) whose balance and coupon parts, if any, are there to take
+     * again, and only when its own channel says so, for the sum it was
+     * asked. */
     const char *lp[] = {o->payment_no, o->reporter};
     if (pc_db_tx_query(tx,
                        "SELECT p.status, coalesce(p.channel_id, '') AS channel_id, "
@@ -888,8 +933,8 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "p.channel_id = $6 AND ($7::bigint = 0 OR p.external_amount = $7::bigint) "
             "AND ($8::text IS NULL OR p.currency = $8) "
             "AND (p.status IN ('PROCESSING', 'UNKNOWN') OR (p.status = 'FAILED' AND "
-            "p.sent_at IS NOT NULL AND p.balance_amount = 0 AND p.coupon_amount = 0 AND "
-            "NOT " ADJUSTED_BY_RECON ")) AND (NOT $9::boolean OR (p.status IN ('PROCESSING', "
+            "p.sent_at IS NOT NULL AND " RETAKABLE " AND NOT " ADJUSTED_BY_RECON
+            ")) AND (NOT $9::boolean OR (p.status IN ('PROCESSING', "
             "'UNKNOWN') AND p.needs_ops)) "
             "RETURNING p.trade_no, p.currency, p.method_type, p.channel_id, "
             "p.amount, "
@@ -897,7 +942,8 @@ static void capture_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "coalesce(p.coupon_id, '') AS coupon_id, coalesce((SELECT "
             "c.merchant_id "
             "FROM coupons c WHERE c.coupon_id = p.coupon_id AND c.funded_by = "
-            "'MERCHANT'), '') AS coupon_funder",
+            "'MERCHANT'), '') AS coupon_funder, coalesce(p.wallet_owner, p.buyer_id, '') AS "
+            "wallet",
             9, p, captured_row_cb, o) < 0)
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
 }

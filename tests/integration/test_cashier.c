@@ -654,6 +654,136 @@ static void test_balance_coupon_card_declined_leaves_everything_as_before(void *
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* Sets paysim's rate of retryable declines on both card channels. */
+static void card_channels_decline(double rate)
+{
+    const char *chans[] = {"sim_card", "sim_card2"};
+    for (int i = 0; i < 2; i++) {
+        char body[96];
+        snprintf(body, sizeof body, "{\"channel_id\":\"%s\",\"decline_rate\":%.1f}", chans[i],
+                 rate);
+        pc_t_resp_t f = pc_t_sim(&g_stack, "POST", "/sim/faults", body);
+        assert_int_equal(f.status, 200);
+        pc_t_resp_free(&f);
+    }
+}
+
+/* Pays trade tn with balance part `balance` (and coupon, if any) and a
+ * card every channel declines: FAILED, everything given back. Its
+ * number. */
+static void declined_mix(const char *tn, const char *buyer, long balance, const char *coupon,
+                         char pno[40])
+{
+    char extra[512];
+    snprintf(extra, sizeof extra, "%s%s%s\"balance_amount\":%ld,%s",
+             coupon ? "\"coupon_id\":\"" : "", coupon ? coupon : "", coupon ? "\"," : "", balance,
+             pc_t_fresh_card());
+    card_channels_decline(1.0);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", extra);
+    card_channels_decline(0);
+    if (strcmp(pc_t_jstr(&r, "status"), "FAILED") != 0)
+        fprintf(stderr, "declined_mix: %ld %s\n", r.status, r.body);
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    snprintf(pno, 40, "%s", pc_t_jstr(&r, "payment_no"));
+    pc_t_resp_free(&r);
+}
+
+static char *payment_col(const char *pno, const char *col)
+{
+    return pc_t_sql(&g_stack, "SELECT %s FROM payments WHERE payment_no = '%s'", col, pno);
+}
+
+/* The success of payment pno, for amount, from the channel that declined
+ * it. */
+static long late_success(const char *pno, long amount)
+{
+    char *ch = payment_col(pno, "channel_id");
+    long st = pc_t_channel_callback(&g_stack, ch, "payment", pno, "SUCCESS", amount);
+    free(ch);
+    return st;
+}
+
+/* The card channel's success for a payment it had declined, after the
+ * decline gave the payment's balance and coupon parts back: the buyer was
+ * charged at the card. It was flagged for ops and nothing else, the trade
+ * left unpaid and the card charge kept by nobody. Now the balance and coupon
+ * are taken again while they are there, and the payment is what the buyer
+ * paid: it pays a trade still waiting, or all of it goes back by an error
+ * refund. Spent meanwhile, it is for ops, as before. */
+static void test_a_late_card_success_takes_the_balance_and_coupon_again(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], pno[40], coupon[64];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    recharge(buyer, 3000);
+    new_coupon(buyer, 500, coupon);
+    new_trade("INSTANT", 5000, buyer, tn);
+    declined_mix(tn, buyer, 2000, coupon, pno);
+    assert_int_equal(wallet(buyer), 3000);
+    assert_int_equal(late_success(pno, 2500), 200);
+    char *st = payment_col(pno, "status || '/' || needs_ops");
+    assert_string_equal(st, "SUCCESS/false");
+    free(st);
+    expect_trade(tn, "TRADE_SUCCESS");
+    assert_int_equal(wallet(buyer), 1000);
+    char *cs = pc_t_sql(&g_stack, "SELECT status FROM coupons WHERE coupon_id = '%s'", coupon);
+    assert_string_equal(cs, "USED");
+    free(cs);
+    /* Its duplicate takes nothing more. */
+    assert_int_equal(late_success(pno, 2500), 200);
+    assert_int_equal(wallet(buyer), 1000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+
+    /* The trade paid meanwhile by another card: all of it goes back. */
+    char tn2[40], p2[40];
+    new_trade("INSTANT", 4000, buyer, tn2);
+    declined_mix(tn2, buyer, 600, NULL, p2);
+    pc_t_resp_t r = pay(tn2, buyer, "CARD", pc_t_fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    assert_int_equal(late_success(p2, 3400), 200);
+    st = payment_col(p2, "status || '/' || needs_error_refund");
+    assert_string_equal(st, "SUCCESS/true");
+    free(st);
+    /* paysim never took this charge (the success was this test's), so it
+     * refuses the card's refund and the error refund goes to ops to pay by
+     * hand; once they confirm it, the balance part is back too. */
+    assert_true(pc_t_sql_wait(&g_stack, "4000/OFFLINE", 20,
+                              "SELECT amount || '/' || method FROM refunds WHERE payment_no = '%s' "
+                              "AND type = 'ERROR'",
+                              p2));
+    char *rno = pc_t_sql(&g_stack, "SELECT refund_no FROM refunds WHERE payment_no = '%s'", p2);
+    char path[96];
+    snprintf(path, sizeof path, "/admin/refunds/%s/confirm", rno);
+    free(rno);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"card charge returned by hand\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_true(
+        pc_t_sql_wait(&g_stack, "1000", 20, "SELECT ledger_balance('buyer:%s:wallet:CNY')", buyer));
+    assert_true(pc_t_ledger_ok(&g_stack));
+
+    /* The balance spent meanwhile: not there to take, so for ops. (A
+     * buyer of its own: the risk rule holds a seventh attempt in an hour.) */
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    recharge(buyer, 1000);
+    char tn3[40], p3[40], tn4[40];
+    new_trade("INSTANT", 3000, buyer, tn3);
+    declined_mix(tn3, buyer, 1000, NULL, p3);
+    new_trade("INSTANT", 1000, buyer, tn4);
+    r = pay(tn4, buyer, "BALANCE", NULL);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    assert_int_equal(wallet(buyer), 0);
+    assert_int_equal(late_success(p3, 2000), 200);
+    st = payment_col(p3, "status || '/' || needs_ops");
+    assert_string_equal(st, "FAILED/true");
+    free(st);
+    expect_trade(tn3, "WAIT_BUYER_PAY");
+    assert_int_equal(wallet(buyer), 0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_coupon_alone_pays_only_when_it_covers_the_amount(void **state)
 {
     (void)state;
@@ -2839,6 +2969,7 @@ int main(void)
         cmocka_unit_test(test_coupon_payment_released_from_review_uses_its_coupon),
         cmocka_unit_test(test_pay_answer_is_recorded_with_the_payment),
         cmocka_unit_test(test_balance_coupon_card_declined_leaves_everything_as_before),
+        cmocka_unit_test(test_a_late_card_success_takes_the_balance_and_coupon_again),
         cmocka_unit_test(test_coupon_alone_pays_only_when_it_covers_the_amount),
         cmocka_unit_test(test_a_coupon_granted_twice_under_one_id_is_one_coupon),
         cmocka_unit_test(test_va_completes_after_the_buyer_transfers),

@@ -1410,11 +1410,10 @@ static void test_a_payment_believes_only_its_channel_for_its_sum(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
-/* A success for a payment failed with its balance part given back: the
- * buyer was charged twice over, and paycore cannot simply take the balance
- * again. It was logged and nothing else; it is now flagged, listed for ops
- * with an alert, and ops resolve it (who, why) once they have dealt with
- * it. */
+/* A success for a payment failed with its balance part given back, which
+ * the wallet no longer holds (here: never did): the buyer was charged and
+ * paycore cannot take the balance again. It was logged and nothing else; it is now flagged, listed
+ * for ops with an alert, and ops resolve it (who, why) once they have dealt with it. */
 static void test_a_contradicted_final_payment_waits_for_ops_to_resolve_it(void **state)
 {
     (void)state;
