@@ -90,6 +90,10 @@ struct pc_http_req {
     void *responder_data;
     uint64_t start_ns;
     char client_ip[64]; /* pc_http_req_client_ip, once asked */
+    /* The connection's peer, kept: the client may hang up while the request
+     * waits for the database, and an address read after that was "" (a
+     * buyer's pay then went without its IP's block list and velocity). */
+    char peer[64];
     char id[48];
 };
 
@@ -223,6 +227,7 @@ static pc_http_req_t *req_new(conn_t *c)
         abort();
     req->conn = c;
     req->srv = c->srv;
+    memcpy(req->peer, c->peer, sizeof req->peer);
     req->start_ns = now_ns();
     return req;
 }
@@ -251,7 +256,7 @@ const char *pc_http_req_id(const pc_http_req_t *req)
 }
 const char *pc_http_req_peer(const pc_http_req_t *req)
 {
-    return req->conn ? req->conn->peer : "";
+    return req->peer;
 }
 /* Every line of header name, in the order received, joined by ", " (one
  * list, as RFC 9110 5.3 reads lines of a list header): malloc'd, or NULL
@@ -602,10 +607,10 @@ static void log_and_count(pc_http_req_t *req, int status)
     snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\"", srv->name, label);
     pc_metrics_observe("pc_http_request_duration_seconds", labels, secs);
     if (srv->opts.access_log || status >= 500) {
-        json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:s}", "request_id", req->id, "server",
-                              srv->name, "method", pc_http_req_method(req), "route",
-                              pc_http_req_route(req), "status", status, "us",
-                              (json_int_t)(secs * 1e6), "peer", req->conn ? req->conn->peer : "");
+        json_t *f =
+            json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:s}", "request_id", req->id, "server", srv->name,
+                      "method", pc_http_req_method(req), "route", pc_http_req_route(req), "status",
+                      status, "us", (json_int_t)(secs * 1e6), "peer", req->peer);
         pc_log_fields(status >= 500 ? PC_LOG_WARN : PC_LOG_INFO, "http.request", f, "%s", "");
     }
 }

@@ -19,6 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 static pc_stack_t g_stack;
 static pc_t_merchant_t g_m;
 static int g_seq;
@@ -368,6 +372,45 @@ static void test_cashier_behind_a_proxy_sees_the_buyers_address(void **state)
     }
 }
 
+/* A buyer who hangs up right after sending its pay still pays from its
+ * address: the request waits for the trade's row (here, a lock on trades),
+ * the buyer closes the connection, and the pay goes on. The address was
+ * read from the connection when the pay ran: "" once it had closed, so the
+ * payment went without its IP's block list and velocity counters. */
+static void test_a_buyer_who_hangs_up_still_pays_from_its_address(void **state)
+{
+    (void)state;
+    pc_t_resp_t r = create_trade(NULL);
+    assert_int_equal(r.status, 201);
+    char tn[40], path[1100], body[300], req[2048];
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    const char *url = pc_t_jstr(&r, "cashier_url");
+    const char *at = strstr(url, "/cashier/");
+    assert_non_null(at);
+    snprintf(path, sizeof path, "%s/api/pay", at);
+    pc_t_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"method_id\":\"CARD\",\"card\":{\"pan\":\"%s\",\"exp_month\":12,"
+             "\"exp_year\":2030,\"cvv\":\"123\"},\"client\":{\"platform\":\"WEB\"}}",
+             pc_t_fresh_pan());
+    int n = snprintf(req, sizeof req,
+                     "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     path, strlen(body), body);
+    assert_true(pc_t_lock_tables(&g_stack, "trades", 2));
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_stack.http_port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    usleep(300000);
+    close(fd);
+    assert_true(pc_t_tables_unlocked(&g_stack, "trades", 10));
+    assert_true(pc_t_sql_wait(&g_stack, "127.0.0.1", 15,
+                              "SELECT coalesce(client_ip, '-') FROM payments WHERE trade_no = '%s'",
+                              tn));
+}
+
 /* A sweep's fresh read of a trade (function fn, whose answer is the
  * EXISTS query exists, as its migration has it) with a pause of 2 s first
  * for trade slow_tn: a test version made with CREATE OR REPLACE, so the
@@ -515,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_return_url_that_is_not_http_is_refused),
         cmocka_unit_test(test_cashier_return_is_signed_once_the_trade_is_paid),
         cmocka_unit_test(test_cashier_behind_a_proxy_sees_the_buyers_address),
+        cmocka_unit_test(test_a_buyer_who_hangs_up_still_pays_from_its_address),
         cmocka_unit_test(test_recharge_into_an_account_type),
         cmocka_unit_test(test_a_payment_committed_during_the_sweep_keeps_its_trade_open),
         cmocka_unit_test(test_a_refund_accepted_during_the_finish_sweep_keeps_its_trade),
