@@ -1168,9 +1168,16 @@ static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
         if (n == 1 && pc_db_val(res, i, "failed_before")[0] == 't')
             m->failed_before = 1;
         const char *card_token = pc_db_val(res, i, "card_token");
+        /* What a chargeback the cardholder won gave back of the card part
+         * (the case paid the channel from escrow): the rest is refunded. */
+        int64_t won = pc_db_val_i64(res, i, "won");
+        char amount[24], external[24];
+        snprintf(amount, sizeof amount, "%lld", (long long)(pc_db_val_i64(res, i, "amount") - won));
+        snprintf(external, sizeof external, "%lld",
+                 (long long)(pc_db_val_i64(res, i, "external_amount") - won));
         pc__method_ctx_t mc = {
             .type = "ERROR",
-            .external = pc_db_val_i64(res, i, "external_amount"),
+            .external = pc_db_val_i64(res, i, "external_amount") - won,
             .payment_external = pc_db_val_i64(res, i, "external_amount"),
             .currency = pc_db_val(res, i, "currency"),
             .payment_method = pc_db_val(res, i, "method_type"),
@@ -1197,9 +1204,9 @@ static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
             pc_db_val(res, i, "trade_no"),
             pno,
             method,
-            pc_db_val(res, i, "amount"),
+            amount,
             pc_db_val(res, i, "currency"),
-            pc_db_val(res, i, "external_amount"),
+            external,
             pc_db_val(res, i, "balance_amount"),
             pc_db_val(res, i, "coupon_amount"),
             mc.channel_id[0] ? mc.channel_id : NULL,
@@ -1208,11 +1215,12 @@ static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
             pc_db_val(res, i, "coupon_funder")[0] ? pc_db_val(res, i, "coupon_funder") : NULL,
             payee,
             url[0] ? url : NULL,
-            version[0] ? version : NULL};
+            version[0] ? version : NULL,
+            pc_db_val(res, i, "won")};
         /* The unique index on error refunds per payment is the arbiter: of
          * two nodes that picked the same payment, one inserts. The insert
-         * asks again whether a chargeback covers the payment: as its own
-         * statement it sees a chargeback committed after the select's
+         * asks again about chargebacks (none open, the same sum won): as its
+         * own statement it sees a case committed after the select's
          * snapshot, before the trade lock was granted. */
         pc_db_tx_query(m->tx,
                        "INSERT INTO refunds (refund_no, out_refund_no, merchant_id, trade_no, "
@@ -1224,9 +1232,10 @@ static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
                        "$11::bigint, $7::bigint, $12, $13, $14, $15, $16::jsonb, 'payment "
                        "succeeded on a trade that could not take it (paid twice, or closed)', "
                        "$17, $18, CASE WHEN $6 IN ('API', 'PAYOUT') THEN now() END WHERE NOT "
-                       "chargeback_covers_payment($5) ON CONFLICT "
-                       "DO NOTHING RETURNING refund_no, payment_no, method",
-                       18, p, mk_inserted_cb, m);
+                       "chargeback_open_on_payment($5) AND payment_chargeback_frozen($5) = "
+                       "$19::bigint ON CONFLICT DO NOTHING RETURNING refund_no, payment_no, "
+                       "method",
+                       19, p, mk_inserted_cb, m);
         free(payee);
     }
     pc_db_tx_commit(m->tx, mk_commit_cb, m);
@@ -1258,13 +1267,15 @@ static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "c.funded_by = 'MERCHANT'), '') AS coupon_funder, coalesce((SELECT "
             "coalesce(t.notify_url, m.notify_url) FROM trades t JOIN merchants m USING "
             "(merchant_id) WHERE t.trade_no = p.trade_no), '') AS notify_url, "
-            "p.error_refund_failed_at IS NOT NULL AS failed_before FROM payments p "
+            "p.error_refund_failed_at IS NOT NULL AS failed_before, "
+            "payment_chargeback_frozen(p.payment_no) AS won FROM payments p "
             "JOIN trades tr ON tr.trade_no = p.trade_no "
             "WHERE p.needs_error_refund AND p.status = 'SUCCESS' AND NOT p.error_refund_made "
             "AND (p.error_refund_failed_at IS NULL OR p.error_refund_failed_at < now() - "
             "$1::bigint * interval '1 millisecond') AND NOT EXISTS (SELECT 1 FROM "
             "refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR') AND NOT "
-            "chargeback_covers_payment(p.payment_no) ORDER BY p.error_refund_failed_at NULLS "
+            "chargeback_open_on_payment(p.payment_no) AND p.amount > "
+            "payment_chargeback_frozen(p.payment_no) ORDER BY p.error_refund_failed_at NULLS "
             "FIRST, p.finished_at LIMIT $2::int FOR UPDATE OF p, tr SKIP LOCKED",
             2, p, mk_rows_cb, m) < 0) {
         pc_db_tx_rollback(tx);
@@ -1272,36 +1283,19 @@ static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
     }
 }
 
-static void disputed_flagged_cb(void *data, int status, pc_db_res_t *res)
-{
-    (void)data;
-    for (int i = 0; status == 0 && i < pc_db_rows(res); i++)
-        pc_log_error("refund.error_refund_disputed",
-                     "payment %s is held for an error refund but its buyer disputed it at the "
-                     "channel (a chargeback): no error refund, flagged for ops (GET "
-                     "/admin/needs-ops)",
-                     pc_db_get(res, i, 0));
-}
-
 /* A payment held in escrow for its error refund is the buyer's money; a
  * chargeback on it gives the buyer that money back through the channel.
- * Both would pay the buyer twice, so the error refund waits while a
- * chargeback covers the payment (open, or won by the cardholder; a withdrawn
- * or lost one lets it go ahead). The sweep locks the trade, as opening a
- * chargeback does, so the two never pass each other. The payment goes to
- * ops once (not again after they resolved it), who see where the money is
- * (escrow) and what the chargeback froze. */
+ * Both would pay the buyer twice, so the error refund waits while a case
+ * on the payment is open; then it returns what the chargeback did not: all
+ * of the payment when the cardholder lost (or the case was withdrawn), the
+ * rest (balance and coupon parts, the card part not disputed) when the
+ * cardholder won (the case paid the channel the disputed sum from escrow;
+ * before, that rest stayed in escrow for good). The sweep locks the trade,
+ * as opening a chargeback does, so the two never pass each other. Nothing
+ * is left for ops (before, the payment was flagged for them: the rest was
+ * theirs to return by hand). */
 static void create_error_refunds(pc_refunds_t *rf)
 {
-    pc_db_query(rf->app->db,
-                "UPDATE payments p SET needs_ops = true, updated_at = now() WHERE "
-                "p.needs_error_refund AND p.status = 'SUCCESS' AND NOT p.error_refund_made AND "
-                "NOT p.needs_ops AND "
-                "chargeback_covers_payment(p.payment_no) AND NOT EXISTS (SELECT 1 FROM refunds r "
-                "WHERE r.payment_no = p.payment_no AND r.type = 'ERROR') AND NOT EXISTS (SELECT "
-                "1 FROM needs_ops_resolutions o WHERE o.kind = 'payment' AND o.ref = "
-                "p.payment_no) RETURNING p.payment_no",
-                0, NULL, disputed_flagged_cb, NULL);
     mk_t *m = calloc(1, sizeof *m);
     if (!m)
         return;

@@ -1556,7 +1556,7 @@ static void test_an_error_refund_that_cannot_be_written_holds_back_no_other(void
 /* A payment held in escrow for its error refund that the buyer disputes at
  * the channel (a chargeback) before the refund is made: the chargeback gives
  * the buyer the money back, so no error refund follows (the buyer would be
- * paid twice), and the payment goes to ops. The case is held from escrow,
+ * paid twice: all of it was disputed, and the cardholder wins). The case is held from escrow,
  * where the money is: the merchant, who never had it, neither has it frozen
  * nor pays it when the cardholder wins (before, it did both, and escrow kept
  * the same amount with nothing to move it). */
@@ -1590,12 +1590,10 @@ static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
     assert_int_equal(balance(avail_id), a0);
     assert_int_equal(balance(reserve_id), r0);
     release_error_refunds();
-    assert_int_equal(pc_t_sql_wait(&g_stack, "t", 10,
-                                   "SELECT needs_ops FROM payments WHERE payment_no = '%s'", p2),
-                     1);
     sleep(2); /* several sweeps of both nodes */
     assert_int_equal(error_refunds_of(p2), 0);
-    assert_true(needs_ops_listed(p2) > 0);
+    /* Nothing for ops: the case holds the money, its judgement moves it. */
+    assert_int_equal(needs_ops_listed(p2), 0);
     /* Not a duplicate charge for the ledger check, however old: the
      * chargeback gives the buyer the money back. */
     free(pc_t_sql(&g_stack,
@@ -1603,8 +1601,6 @@ static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
                   "payment_no = '%s' RETURNING 1",
                   p2));
     assert_true(pc_t_ledger_ok(&g_stack));
-    /* Ops looked: the case holds the escrow, its judgement moves it. */
-    assert_int_equal(resolve("payment", p2, "{\"why\":\"the chargeback case holds it\"}"), 200);
     /* The cardholder wins (MERCHANT liable): the channel is paid from
      * escrow; the merchant's money does not move. */
     snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb_no);
@@ -1623,6 +1619,43 @@ static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
     char rno[40];
     refund_ok(tn, "DISP-REAL", 900, rno);
     expect_refund(rno, "SUCCESS");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* A duplicate payment (held in escrow for its error refund) whose buyer
+ * disputes part of the card charge and wins: the case pays the channel the
+ * disputed 300 from escrow, and the error refund returns the other 600 once
+ * the case is judged (not while it is open). Before, a won case stopped the
+ * error refund for good, and the 600 stayed in escrow. */
+static void test_a_won_partial_dispute_of_a_duplicate_refunds_the_rest(void **state)
+{
+    (void)state;
+    char tn[40], p2[40], body[512], path[128];
+    paid_card_trade(900, tn);
+    snprintf(p2, sizeof p2, "PPART%d%d", (int)getpid(), ++g_seq);
+    late_success_held_back(tn, p2, 900);
+    long long escrow0 = balance("platform:escrow:CNY");
+    snprintf(body, sizeof body,
+             "{\"reference\":\"CBP-%s\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"t_%s\","
+             "\"amount\":300,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
+             p2, p2);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
+    assert_int_equal(r.status, 201);
+    char cb_no[40];
+    snprintf(cb_no, sizeof cb_no, "%s", pc_t_jstr(&r, "chargeback_no"));
+    pc_t_resp_free(&r);
+    release_error_refunds();
+    sleep(2); /* several sweeps of both nodes: the case is open */
+    assert_int_equal(error_refunds_of(p2), 0);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb_no);
+    assert_int_equal(admin_post(path, "{\"why\":\"judged at once\"}"), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb_no);
+    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\",\"note\":\"no proof\"}"), 200);
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0 - 300);
+    assert_true(pc_t_sql_wait(&g_stack, "600/600/600", 15,
+                              "SELECT amount || '/' || external_amount || '/' || from_escrow FROM "
+                              "refunds WHERE payment_no = '%s' AND type = 'ERROR'",
+                              p2));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -1771,6 +1804,8 @@ int main(void)
         cmocka_unit_test_teardown(test_a_success_after_the_channels_decline_is_not_lost,
                                   after_each),
         cmocka_unit_test_teardown(test_disputed_duplicate_payment_gets_no_error_refund, after_each),
+        cmocka_unit_test_teardown(test_a_won_partial_dispute_of_a_duplicate_refunds_the_rest,
+                                  after_each),
         cmocka_unit_test_teardown(test_an_error_refund_that_cannot_be_written_holds_back_no_other,
                                   after_each),
         cmocka_unit_test_teardown(test_paid_after_close_with_a_merchant_coupon_is_error_refunded,
