@@ -1468,6 +1468,15 @@ static void late_success_held_back(const char *tn, const char *pno, long amount)
     expect_payment(pno, "status || '/' || needs_error_refund", "SUCCESS/true");
 }
 
+/* A card trade of amount paid (tn), then a second payment of it (pno,
+ * numbered from prefix) held in escrow for its error refund, held back. */
+static void duplicate_held_back(long amount, const char *prefix, char tn[40], char pno[40])
+{
+    paid_card_trade(amount, tn);
+    snprintf(pno, 40, "%s%d%d", prefix, (int)getpid(), ++g_seq);
+    late_success_held_back(tn, pno, amount);
+}
+
 static void release_error_refunds(void)
 {
     free(pc_t_sql(&g_stack, "ALTER TABLE refunds DROP CONSTRAINT pc_test_no_error_refund"));
@@ -1530,9 +1539,7 @@ static void test_an_error_refund_that_cannot_be_written_holds_back_no_other(void
 {
     (void)state;
     char tn[40], p1[40], tn2[40], p2[40];
-    paid_card_trade(700, tn);
-    snprintf(p1, sizeof p1, "PSTK%d%d", (int)getpid(), ++g_seq);
-    late_success_held_back(tn, p1, 700);
+    duplicate_held_back(700, "PSTK", tn, p1);
     /* The oldest in the queue. */
     free(pc_t_sql(&g_stack,
                   "UPDATE payments SET finished_at = now() - interval '1 minute' WHERE "
@@ -1564,9 +1571,7 @@ static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
 {
     (void)state;
     char tn[40], p2[40], body[512], path[128];
-    paid_card_trade(900, tn);
-    snprintf(p2, sizeof p2, "PDISP%d%d", (int)getpid(), ++g_seq);
-    late_success_held_back(tn, p2, 900);
+    duplicate_held_back(900, "PDISP", tn, p2);
     char avail_id[128], reserve_id[128];
     snprintf(avail_id, sizeof avail_id, "merchant:%s:available:CNY", g_m.id);
     snprintf(reserve_id, sizeof reserve_id, "merchant:%s:reserve:CNY", g_m.id);
@@ -1631,9 +1636,7 @@ static void test_a_won_partial_dispute_of_a_duplicate_refunds_the_rest(void **st
 {
     (void)state;
     char tn[40], p2[40], body[512], path[128];
-    paid_card_trade(900, tn);
-    snprintf(p2, sizeof p2, "PPART%d%d", (int)getpid(), ++g_seq);
-    late_success_held_back(tn, p2, 900);
+    duplicate_held_back(900, "PPART", tn, p2);
     long long escrow0 = balance("platform:escrow:CNY");
     snprintf(body, sizeof body,
              "{\"reference\":\"CBP-%s\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"t_%s\","
