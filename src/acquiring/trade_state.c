@@ -392,6 +392,15 @@ static void settle_locked_cb(void *data, int status, pc_db_res_t *res)
                 "a refund of this trade is in progress: settle the rest when it has finished");
         return;
     }
+    /* Refunds take their shares back from every receiver the trade's money
+     * went to, at most MAX_SPLITS of them: a trade settled to more (20 in
+     * one settle, another in the next) could never be refunded. */
+    if (pc_db_val_i64(res, 0, "receivers") > MAX_SPLITS) {
+        op_fail(o, PC_API_INVALID_REQUEST, "splits",
+                "a trade's money goes to at most 20 split receivers over all its settles; "
+                "these splits would make more");
+        return;
+    }
     int64_t split_total = 0;
     size_t i;
     json_t *sp;
@@ -455,13 +464,14 @@ static void settle_begin_cb(void *data, int status, pc_db_tx_t *tx)
         return;
     }
     o->tx = tx;
-    const char *p[] = {pc_http_req_param(o->req, "trade_no"), pc_auth_merchant(o->req)->id};
+    const char *p[] = {pc_http_req_param(o->req, "trade_no"), pc_auth_merchant(o->req)->id, NULL};
     if (json_array_size(s->splits) > 0 &&
         (!(s->splits_text = json_dumps(s->splits, JSON_COMPACT)) ||
          pc_trade_require_split_accounts(tx, s->splits_text, settle_split_checked_cb, s) < 0)) {
         op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
         return;
     }
+    p[2] = s->splits_text;
     /* The trade is read, with the refunds in flight, by a statement that
      * starts after its lock was granted, so that it sees a refund accepted
      * by whoever held the lock before (the locking statement's own
@@ -469,16 +479,18 @@ static void settle_begin_cb(void *data, int status, pc_db_tx_t *tx)
     if (pc_db_tx_query(tx,
                        "SELECT 1 FROM trades WHERE trade_no = $1 AND merchant_id = $2 FOR UPDATE",
                        2, p, NULL, NULL) < 0 ||
-        pc_db_tx_query(tx,
-                       "SELECT " PC_TRADE_COLUMNS
-                       ", notify_url, (SELECT coalesce(sum(r.from_escrow), "
-                       "0) FROM refunds r WHERE r.trade_no = trades.trade_no AND r.type = 'NORMAL' "
-                       "AND r.status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED'))::bigint AS "
-                       "escrow_refunding, (SELECT coalesce(sum(r.from_escrow), 0) FROM refunds r "
-                       "WHERE r.trade_no = trades.trade_no AND r.type = 'NORMAL' AND r.status NOT "
-                       "IN ('FAILED', 'TERMINATED'))::bigint AS escrow_refunded FROM trades WHERE "
-                       "trade_no = $1 AND merchant_id = $2",
-                       2, p, settle_locked_cb, s) < 0)
+        pc_db_tx_query(
+            tx,
+            "SELECT " PC_TRADE_COLUMNS ", notify_url, (SELECT coalesce(sum(r.from_escrow), "
+            "0) FROM refunds r WHERE r.trade_no = trades.trade_no AND r.type = 'NORMAL' "
+            "AND r.status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED'))::bigint AS "
+            "escrow_refunding, (SELECT coalesce(sum(r.from_escrow), 0) FROM refunds r "
+            "WHERE r.trade_no = trades.trade_no AND r.type = 'NORMAL' AND r.status NOT "
+            "IN ('FAILED', 'TERMINATED'))::bigint AS escrow_refunded, (SELECT count(*) FROM "
+            "(SELECT account FROM trade_split_received(trade_no) UNION SELECT "
+            "x->>'account' FROM jsonb_array_elements(coalesce($3::jsonb, '[]')) x) "
+            "u) AS receivers FROM trades WHERE trade_no = $1 AND merchant_id = $2",
+            3, p, settle_locked_cb, s) < 0)
         op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 

@@ -490,6 +490,39 @@ static void test_guarantee_settles_what_escrow_still_holds_after_a_split_refund(
     assert_int_equal(amount, 500);
 }
 
+/* A refund gives back shares of every receiver a trade's money went to,
+ * at most 20 of them: a GUARANTEE trade settled to 20 receivers, then to a
+ * 21st in a second settle, could never be refunded (500 on every try).
+ * The second settle is refused now; one to a receiver already paid is not,
+ * and the trade stays refundable. */
+static void test_settles_reach_at_most_20_receivers_in_all(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t rx[21];
+    for (int i = 0; i < 21; i++)
+        rx[i] = pc_t_create_merchant(&g_stack, NULL);
+    char tn[40], rno[40], body[4096];
+    g_product = "GUARANTEE";
+    paid_trade(&m, 1000, NULL, tn);
+    g_product = "INSTANT";
+    int off = snprintf(body, sizeof body, "{\"amount\":100,\"splits\":[");
+    for (int i = 0; i < 20; i++)
+        off += snprintf(body + off, sizeof body - (size_t)off,
+                        "%s{\"account\":\"%s\",\"amount\":1}", i ? "," : "", rx[i].id);
+    snprintf(body + off, sizeof body - (size_t)off, "]}");
+    assert_int_equal(settle(&m, tn, body, NULL), 200);
+    snprintf(body, sizeof body, "{\"amount\":100,\"splits\":[{\"account\":\"%s\",\"amount\":1}]}",
+             rx[20].id);
+    assert_int_equal(settle(&m, tn, body, NULL), 400);
+    snprintf(body, sizeof body, "{\"amount\":100,\"splits\":[{\"account\":\"%s\",\"amount\":5}]}",
+             rx[3].id);
+    assert_int_equal(settle(&m, tn, body, NULL), 200);
+    refund_ok(&m, tn, "SRX1", 10, NULL, rno);
+    expect_refund(rno, "SUCCESS");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* Money split to an id that is no merchant went to a pending account no
  * settlement reads, with nobody told. */
 static void test_split_accounts_must_be_active_merchants(void **state)
@@ -757,6 +790,7 @@ int main(void)
         cmocka_unit_test_teardown(
             test_guarantee_settles_what_escrow_still_holds_after_a_split_refund, after_each),
         cmocka_unit_test_teardown(test_split_accounts_must_be_active_merchants, after_each),
+        cmocka_unit_test_teardown(test_settles_reach_at_most_20_receivers_in_all, after_each),
         cmocka_unit_test_teardown(test_guarantee_split_refund_takes_from_settled_receivers,
                                   after_each),
         cmocka_unit_test_teardown(test_coupon_returned_on_full_refund_not_on_partial, after_each),
