@@ -279,7 +279,7 @@ static void decide(acc_t *a)
         return;
     }
     if (rc < 0) {
-        acc_fail(a, PC_API_INVALID_REQUEST, "splits", "splits add up to more than the amount");
+        acc_fail(a, PC_API_SPLIT_EXCEEDS_AMOUNT, "splits", "splits add up to more than the amount");
         return;
     }
     r->nshares = a->nrv;
@@ -809,19 +809,28 @@ static void create_refund(pc_http_req_t *req, void *data)
         json_t *e;
         int ok = json_is_array(splits) && json_array_size(splits) > 0 &&
                  json_array_size(splits) <= PC_REFUND_MAX_SPLITS;
+        int64_t sum = 0;
         json_array_foreach(splits, i, e)
         {
             json_t *acct = json_object_get(e, "account");
             json_t *amt = json_object_get(e, "amount");
             if (!json_is_string(acct) || strlen(json_string_value(acct)) == 0 ||
                 strlen(json_string_value(acct)) > 64 || !json_is_integer(amt) ||
-                json_integer_value(amt) < 0 || json_integer_value(amt) > a->amount)
+                json_integer_value(amt) < 0 || json_integer_value(amt) > 1000000000000000LL)
                 ok = 0;
+            else
+                sum += json_integer_value(amt);
         }
         if (!ok) {
             pc_http_respond_error(req, PC_API_INVALID_REQUEST, "splits",
                                   "[{\"account\", \"amount\"}]: each a split receiver of the trade "
                                   "and what to take back from it (0 to amount)");
+            return;
+        }
+        /* As a trade's and a settle's splits (api.md). */
+        if (sum > a->amount) {
+            pc_http_respond_error(req, PC_API_SPLIT_EXCEEDS_AMOUNT, "splits",
+                                  "splits add up to more than the amount");
             return;
         }
         a->asked = splits;

@@ -264,7 +264,7 @@ static void test_explicit_split_refund_and_over_refund_of_a_receiver_is_refused(
     pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
     pc_t_merchant_t p = pc_t_create_merchant(&g_stack, NULL);
     pc_t_merchant_t q = pc_t_create_merchant(&g_stack, NULL);
-    char splits[256], extra[256], tn[40], r1[40], r2[40];
+    char splits[256], extra[256], other[256], tn[40], r1[40], r2[40];
     snprintf(splits, sizeof splits,
              "\"splits\":[{\"account\":\"%s\",\"amount\":400},{\"account\":\"%s\",\"amount\":100}]",
              p.id, q.id);
@@ -299,7 +299,13 @@ static void test_explicit_split_refund_and_over_refund_of_a_receiver_is_refused(
              "\"splits\":[{\"account\":\"%s\",\"amount\":100},{\"account\":\"%s\",\"amount\":100}]",
              p.id, q.id);
     r = refund(&m, tn, "SE4", 150, extra);
-    assert_int_equal(r.status, 400);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "SPLIT_EXCEEDS_AMOUNT");
+    pc_t_resp_free(&r);
+    snprintf(other, sizeof other, "\"splits\":[{\"account\":\"%s\",\"amount\":151}]", p.id);
+    r = refund(&m, tn, "SE4b", 150, other);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "SPLIT_EXCEEDS_AMOUNT");
     pc_t_resp_free(&r);
     assert_int_equal(pending_of(&p), 100);
 
