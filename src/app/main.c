@@ -347,6 +347,7 @@ int main(int argc, char **argv)
         .host = pc_config_str(cfg, "http.host"),
         .port = (int)pc_config_int(cfg, "http.port"),
         .max_connections = (int)pc_config_int(cfg, "http.max_connections"),
+        .max_inflight = (int)pc_config_int(cfg, "http.max_inflight"),
         .max_header_bytes = (size_t)pc_config_int(cfg, "http.max_header_bytes"),
         .max_body_bytes = (size_t)pc_config_int(cfg, "http.max_body_bytes"),
         .idle_timeout_ms = (uint64_t)pc_config_int(cfg, "http.idle_timeout_ms"),
@@ -359,6 +360,8 @@ int main(int argc, char **argv)
     o.host = pc_config_str(cfg, "admin.host");
     o.port = (int)pc_config_int(cfg, "admin.port");
     o.name = "admin";
+    o.max_connections = (int)pc_config_int(cfg, "admin.max_connections");
+    o.max_inflight = (int)pc_config_int(cfg, "admin.max_inflight");
     o.trusted_proxies = NULL;
     o.own_port = 1;
     o.max_body_bytes = (size_t)pc_config_int(cfg, "admin.max_body_bytes");

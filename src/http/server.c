@@ -95,6 +95,7 @@ struct pc_http_req {
      * buyer's pay then went without its IP's block list and velocity). */
     char peer[64];
     char id[48];
+    int overload; /* refused as too much in progress: not logged one by one */
 };
 
 struct conn {
@@ -157,6 +158,7 @@ struct pc_http_server {
     int nconns;
     int nliving;  /* connection structs not yet freed */
     int inflight; /* requests dispatched and not yet answered */
+    uint64_t overload_logged_s, overload_refused;
     int stopping;
     int listener_open;
     conn_t *conns;
@@ -606,7 +608,20 @@ static void log_and_count(pc_http_req_t *req, int status)
     pc_metrics_add("pc_http_requests_total", labels, 1);
     snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\"", srv->name, label);
     pc_metrics_observe("pc_http_request_duration_seconds", labels, secs);
-    if (srv->opts.access_log || status >= 500) {
+    if (req->overload) {
+        /* One line a second at most, however many are refused. */
+        uint64_t now_s = now_ns() / 1000000000ull;
+        srv->overload_refused++;
+        if (now_s != srv->overload_logged_s) {
+            pc_log_warn("http.overload",
+                        "%s: %llu request(s) refused with 503, over %d in progress (http "
+                        "max_inflight)",
+                        srv->name, (unsigned long long)srv->overload_refused,
+                        srv->opts.max_inflight);
+            srv->overload_logged_s = now_s;
+            srv->overload_refused = 0;
+        }
+    } else if (srv->opts.access_log || status >= 500) {
         json_t *f =
             json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:s}", "request_id", req->id, "server", srv->name,
                       "method", pc_http_req_method(req), "route", pc_http_req_route(req), "status",
@@ -920,6 +935,19 @@ static void dispatch(conn_t *c, pc_http_req_t *req)
         req->query = strdup(qm + 1);
     } else {
         req->path = strdup(t);
+    }
+    /* Too much in progress already (a dependency slowed down while clients
+     * keep sending): refused before any work, counted. */
+    if (srv->opts.max_inflight > 0 && srv->inflight > srv->opts.max_inflight &&
+        strcmp(req->path, "/healthz") != 0) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "server=\"%s\"", srv->name);
+        pc_metrics_add("pc_http_overload_refused_total", labels, 1);
+        req->overload = 1;
+        pc_http_add_header(req, "Retry-After", "1");
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL,
+                              "too many requests in progress on this node: retry shortly");
+        return;
     }
     /* An escape that decodes to a NUL or to bytes that are not UTF-8 (%FF)
      * is the client's error, not a key the database can look up. */
@@ -1439,6 +1467,8 @@ pc_http_server_t *pc_http_server_start(uv_loop_t *loop, const pc_http_server_opt
     pc_metrics_describe("pc_http_request_duration_seconds", PC_METRIC_HISTOGRAM,
                         "HTTP request latency");
     pc_metrics_describe("pc_http_open_connections", PC_METRIC_GAUGE, "open HTTP connections");
+    pc_metrics_describe("pc_http_overload_refused_total", PC_METRIC_COUNTER,
+                        "requests refused with 503 as too many were in progress");
 
     int fd = -1;
     if (listen_socket(opts->host, opts->port, opts->own_port, &fd) < 0) {

@@ -25,6 +25,11 @@ typedef struct {
     const char *host;
     int port; /* 0: any free port (see pc_http_server_port) */
     int max_connections;
+    /* Requests dispatched and not answered yet (each may wait for the
+     * database or a channel) beyond which a new one is answered 503 at
+     * once, Retry-After 1: the work queued behind a slow dependency stays
+     * bounded, whatever clients send. 0: no limit. /healthz is exempt. */
+    int max_inflight;
     size_t max_header_bytes;
     size_t max_body_bytes;
     uint64_t idle_timeout_ms;

@@ -615,6 +615,58 @@ static void test_sigterm_finishes_answers_already_given(void **state)
     pc_stack_start_node(s, 0);
 }
 
+/* Requests in progress are bounded: with every one waiting for the
+ * database (trades locked), a node at its http.max_inflight (3 here)
+ * answers the next at once with 503 and Retry-After, instead of queueing
+ * it behind the others for as long as clients keep sending; /healthz is
+ * still answered, and the waiting ones finish once the lock is gone. */
+static void test_requests_beyond_max_inflight_get_503_at_once(void **state)
+{
+    pc_stack_t *s = *state;
+    pc_t_merchant_t m = pc_t_create_merchant(s, NULL);
+    pc_stack_stop_node(s, 0, SIGTERM);
+    pc_stack_env(s, "PAYCORE_HTTP_MAX_INFLIGHT", "3");
+    pc_stack_start_node(s, 1);
+    s->nextra -= 1;
+    assert_true(pc_t_lock_tables(s, "trades", 3));
+    pid_t kids[3];
+    for (int i = 0; i < 3; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) {
+            char path[64], key[32];
+            snprintf(path, sizeof path, "/v1/trades?out_trade_no=INFL%d", i);
+            snprintf(key, sizeof key, "infl-%d", i);
+            pc_t_resp_t r = pc_t_call(s, &m, "GET", path, NULL, key);
+            _exit(r.status == 404 ? 0 : 1);
+        }
+    }
+    usleep(700000);
+    char url[128];
+    double t0 = now_s();
+    pc_t_resp_t r = pc_t_call(s, &m, "GET", "/v1/trades?out_trade_no=INFL9", NULL, "infl-9");
+    double took = now_s() - t0;
+    assert_int_equal(r.status, 503);
+    assert_string_equal(pc_t_errcode(&r), "UNAVAILABLE");
+    pc_t_resp_free(&r);
+    assert_true(took < 1.0);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", s->http_port);
+    r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    for (int i = 0; i < 3; i++) {
+        int st = 0;
+        waitpid(kids[i], &st, 0);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+    }
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", s->http_port);
+    r = pc_t_http("GET", url, NULL, NULL);
+    assert_non_null(strstr(r.body, "pc_http_overload_refused_total{server=\"api\"} 1"));
+    pc_t_resp_free(&r);
+    pc_stack_stop_node(s, 1, SIGTERM);
+    pc_stack_start_node(s, 0);
+}
+
 /* A stop waits for what is in flight at most shutdown.grace_ms, then exits
  * with status 1 and says so: here a close waiting for a trade's lock. Before, the grace was a fixed
  * 15 s, shorter than a channel's request_ms may be (up to 300 s) and unknown to ops. */
@@ -801,6 +853,7 @@ int main(void)
         cmocka_unit_test(test_a_node_on_an_admin_port_in_use_does_not_start),
         cmocka_unit_test(test_payctl_channels_check_is_as_strict_as_paycore),
         cmocka_unit_test(test_sigterm_finishes_answers_already_given),
+        cmocka_unit_test(test_requests_beyond_max_inflight_get_503_at_once),
         cmocka_unit_test(test_a_stop_waits_at_most_its_grace),
         cmocka_unit_test(test_sigterm_exits_cleanly),
     };
