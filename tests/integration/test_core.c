@@ -615,6 +615,16 @@ static void test_sigterm_finishes_answers_already_given(void **state)
     pc_stack_start_node(s, 0);
 }
 
+/* Node 0 stopped, node 1 started alone on the API port with one setting
+ * of its own (name=value). */
+static void node_1_alone_with(pc_stack_t *s, const char *name, const char *value)
+{
+    pc_stack_stop_node(s, 0, SIGTERM);
+    pc_stack_env(s, name, value);
+    pc_stack_start_node(s, 1);
+    s->nextra -= 1;
+}
+
 /* Requests in progress are bounded: with every one waiting for the
  * database (trades locked), a node at its http.max_inflight (3 here)
  * answers the next at once with 503 and Retry-After, instead of queueing
@@ -624,10 +634,7 @@ static void test_requests_beyond_max_inflight_get_503_at_once(void **state)
 {
     pc_stack_t *s = *state;
     pc_t_merchant_t m = pc_t_create_merchant(s, NULL);
-    pc_stack_stop_node(s, 0, SIGTERM);
-    pc_stack_env(s, "PAYCORE_HTTP_MAX_INFLIGHT", "3");
-    pc_stack_start_node(s, 1);
-    s->nextra -= 1;
+    node_1_alone_with(s, "PAYCORE_HTTP_MAX_INFLIGHT", "3");
     assert_true(pc_t_lock_tables(s, "trades", 3));
     pid_t kids[3];
     for (int i = 0; i < 3; i++) {
@@ -673,12 +680,8 @@ static void test_requests_beyond_max_inflight_get_503_at_once(void **state)
 static void test_a_stop_waits_at_most_its_grace(void **state)
 {
     pc_stack_t *s = *state;
-    /* Node 1 alone on the API port, with its grace. */
     pc_t_merchant_t m = pc_t_create_merchant(s, NULL);
-    pc_stack_stop_node(s, 0, SIGTERM);
-    pc_stack_env(s, "PAYCORE_SHUTDOWN_GRACE_MS", "2000");
-    pc_stack_start_node(s, 1);
-    s->nextra -= 1;
+    node_1_alone_with(s, "PAYCORE_SHUTDOWN_GRACE_MS", "2000");
     /* A close of a trade another session holds for 6 s: in flight. */
     pc_t_resp_t r = pc_t_call(s, &m, "POST", "/v1/trades",
                               "{\"out_trade_no\":\"GRACE1\",\"product\":\"INSTANT\",\"amount\":"
