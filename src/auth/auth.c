@@ -131,6 +131,21 @@ static void refuse(pc_http_req_t *req, pc_api_err_t err, const char *field, cons
     pc_http_respond_error(req, err, field, msg);
 }
 
+/* A request paycore cannot tell from a replay because its nonce store
+ * forgot, or cannot be asked about, nonces of its time: nothing of it runs.
+ * A dependency's state, not the client's fault: 503, which clients retry
+ * (api.md), signing again as every attempt does — with the current time
+ * it passes. (It was 401 TIMESTAMP_EXPIRED, which clients do not retry:
+ * every request in flight at a Redis blip failed for good.) */
+static void refuse_resign(pc_http_req_t *req, const char *why)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s: sign it again with the current time and retry", why);
+    pc_metrics_add("pc_auth_failures_total", "code=\"RESIGN\"", 1);
+    pc_http_add_header(req, "Retry-After", "1");
+    pc_http_respond_error(req, PC_API_UNAVAILABLE, "X-Timestamp", msg);
+}
+
 static void release_merchant(void *arg)
 {
     auth_ctx_t *c = arg;
@@ -345,9 +360,8 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
         else if (v == 0)
             refuse(c->req, PC_API_NONCE_REUSED, "X-Nonce", "this nonce was already used");
         else
-            refuse(c->req, PC_API_TIMESTAMP_EXPIRED, "X-Timestamp",
-                   "X-Timestamp is older than the nonce store's memory (it restarted or was "
-                   "unreachable): sign the request again with the current time");
+            refuse_resign(c->req, "X-Timestamp is older than the nonce store's memory (it "
+                                  "restarted or was unreachable)");
         return;
     }
     /* Redis is unreachable: PostgreSQL's primary key keeps nonces single-use,
@@ -387,9 +401,8 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
             floor_s = a->fallback_since_s + FALLBACK_SETTLE_S;
     }
     if (status != 0 && c->ts < floor_s) {
-        refuse(c->req, PC_API_TIMESTAMP_EXPIRED, "X-Timestamp",
-               "X-Timestamp is older than the nonce store's last answer (it is unreachable): "
-               "sign the request again with the current time");
+        refuse_resign(c->req, "X-Timestamp is older than the nonce store's last answer (it is "
+                              "unreachable)");
         return;
     }
     a->nonces_in_pg_only = true;
