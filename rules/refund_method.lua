@@ -55,9 +55,9 @@ return function(ctx)
   local window_s = (ctx.channel.refund_window_days or 0) * 86400
   local in_window = ctx.now - ctx.payment.paid_at < window_s
   local channel_on = ctx.channel.enabled ~= false
-  -- Error refunds always return the whole payment, so partial support does not matter.
+  -- An error refund is partial only when a chargeback the cardholder won
+  -- returned part of the payment: then it is held to the same rule.
   local partial_ok = not ctx.refund.partial or ctx.channel.partial_refund
-    or ctx.refund.type == "ERROR"
 
   if in_window and channel_on and partial_ok then
     if supports(ctx, "API") then return "API" end

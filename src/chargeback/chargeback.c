@@ -417,16 +417,17 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
      * same trade lock. A case is known by its channel's reference, whether
      * ops entered it or a file brought it (chargebacks_source_ref_unique). */
     const char *p[] = {o->payment_no, o->channel_id, o->source_ref};
-    if (pc_db_tx_query(o->tx,
-                       "SELECT payment_chargeback_frozen($1) + (SELECT "
-                       "coalesce(sum(r.external_amount), 0) FROM refunds r WHERE r.payment_no = "
-                       "$1 AND r.status NOT IN ('FAILED', 'TERMINATED')) AS disputed, (SELECT "
-                       "chargeback_json(c)::text FROM chargebacks c WHERE c.channel_id = $2 AND "
-                       "c.source_ref = $3) AS existing, (SELECT coalesce(string_agg(r.refund_no "
-                       "|| ' ' || r.external_amount, ' ' ORDER BY r.created_at DESC), '') FROM "
-                       "refunds r WHERE r.payment_no = $1 AND r.type = 'NORMAL' AND r.status IN "
-                       "('ACCEPTED', 'SUSPENDED') AND r.external_amount > 0) AS unsent",
-                       3, p, open_counted_cb, o) < 0)
+    if (pc_db_tx_query(
+            o->tx,
+            "SELECT payment_chargeback_frozen($1) + (SELECT "
+            "coalesce(sum(r.external_amount), 0) FROM refunds r WHERE r.payment_no = "
+            "$1 AND r.status NOT IN ('FAILED', 'TERMINATED')) AS disputed, (SELECT "
+            "chargeback_json(c)::text FROM chargebacks c WHERE c.channel_id = $2 AND "
+            "c.source_ref = $3) AS existing, (SELECT coalesce(string_agg(r.refund_no "
+            "|| ' ' || r.external_amount, ' ' ORDER BY r.created_at DESC), '') FROM "
+            "refunds r WHERE r.payment_no = $1 AND r.status IN ('ACCEPTED', 'SUSPENDED') AND "
+            "r.external_amount > 0) AS unsent",
+            3, p, open_counted_cb, o) < 0)
         open_fail(o, PC_EUNAVAIL);
 }
 
@@ -447,9 +448,13 @@ static void unsent_terminated_cb(void *data, int status)
         open_finish(o, OPEN_FAILED, PC_EUNAVAIL, PC_API_UNAVAILABLE, "database unavailable");
 }
 
-/* The case would fit if the merchant's refunds not sent yet (unsent:
- * "refund_no amount ...", newest first) were not counted: the cardholder
- * got the money back at the bank, so those refunds would pay twice.
+/* The case would fit if the refunds not sent yet (unsent: "refund_no
+ * amount ...", newest first: the merchant's, or the error refund of a
+ * payment held in escrow) were not counted: the cardholder got the money
+ * back at the bank, so those refunds would pay twice. (A terminated error
+ * refund leaves the payment waiting in escrow again, migration 0093: the
+ * case opens from there, and the error refund made after its judgement
+ * returns what the chargeback did not.)
  * Terminates the newest of them until the excess is covered (after the
  * transaction is rolled back), then opens the case again. Returns 0 when
  * that is under way, -1 when the refunds cannot cover it. */

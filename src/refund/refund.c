@@ -717,8 +717,7 @@ int pc_refunds_terminate_for_chargeback(pc_refunds_t *rf, const char *refund_no,
                           .action = "TERMINATE",
                           .why = why,
                           .failure_code = "CHARGEBACK",
-                          .failure_msg = "the cardholder got the money back by a chargeback",
-                          .normal_only = 1};
+                          .failure_msg = "the cardholder got the money back by a chargeback"};
     cb_term_t *c = malloc(sizeof *c);
     if (!c)
         return PC_ENOMEM;
@@ -1195,7 +1194,13 @@ static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
         }
         char no[40], out_no[72];
         pc__refund_no_new(no);
-        snprintf(out_no, sizeof out_no, "ERR-%s", pno);
+        /* A payment's first error refund is ERR-<payment_no>; one made after
+         * a chargeback terminated it (0093) is numbered after it. */
+        int64_t before = pc_db_val_i64(res, i, "terminated");
+        if (before > 0)
+            snprintf(out_no, sizeof out_no, "ERR-%s-%lld", pno, (long long)before + 1);
+        else
+            snprintf(out_no, sizeof out_no, "ERR-%s", pno);
         const char *url = pc_db_val(res, i, "notify_url");
         const char *p[] = {
             no,
@@ -1268,13 +1273,15 @@ static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "coalesce(t.notify_url, m.notify_url) FROM trades t JOIN merchants m USING "
             "(merchant_id) WHERE t.trade_no = p.trade_no), '') AS notify_url, "
             "p.error_refund_failed_at IS NOT NULL AS failed_before, "
-            "payment_chargeback_frozen(p.payment_no) AS won FROM payments p "
+            "payment_chargeback_frozen(p.payment_no) AS won, (SELECT count(*) FROM refunds r "
+            "WHERE r.payment_no = p.payment_no AND r.type = 'ERROR') AS terminated FROM payments "
+            "p "
             "JOIN trades tr ON tr.trade_no = p.trade_no "
             "WHERE p.needs_error_refund AND p.status = 'SUCCESS' AND NOT p.error_refund_made "
             "AND (p.error_refund_failed_at IS NULL OR p.error_refund_failed_at < now() - "
             "$1::bigint * interval '1 millisecond') AND NOT EXISTS (SELECT 1 FROM "
-            "refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR') AND NOT "
-            "chargeback_open_on_payment(p.payment_no) AND p.amount > "
+            "refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR' AND r.status <> "
+            "'TERMINATED') AND NOT chargeback_open_on_payment(p.payment_no) AND p.amount > "
             "payment_chargeback_frozen(p.payment_no) ORDER BY p.error_refund_failed_at NULLS "
             "FIRST, p.finished_at LIMIT $2::int FOR UPDATE OF p, tr SKIP LOCKED",
             2, p, mk_rows_cb, m) < 0) {

@@ -1662,6 +1662,72 @@ static void test_a_won_partial_dispute_of_a_duplicate_refunds_the_rest(void **st
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* An error refund not sent yet (here OFFLINE, waiting for a batch, as
+ * with its channel switched off) when the buyer disputes the payment at the
+ * channel: it is terminated, nothing having moved, and the case opens from
+ * escrow. Before, it could not be stopped: the case was refused as more
+ * than was left to dispute, and the buyer was paid twice, by the bank and
+ * by the refund. The cardholder loses here, so a new error refund
+ * (ERR-<payment>-2) returns all of it after the judgement. */
+static void test_a_dispute_stops_an_error_refund_not_sent_yet(void **state)
+{
+    (void)state;
+    char tn[40], p2[40], body[512], path[128];
+    duplicate_held_back(900, "PUNS", tn, p2);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/channels/sim_card/disable",
+                               "{\"reason\":\"acquirer maintenance\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    sleep(2); /* both nodes hear of it */
+    release_error_refunds();
+    assert_true(pc_t_sql_wait(&g_stack, "ACCEPTED/OFFLINE", 15,
+                              "SELECT status || '/' || method FROM refunds WHERE payment_no = '%s' "
+                              "AND type = 'ERROR'",
+                              p2));
+    r = pc_t_admin(&g_stack, "POST", "/admin/channels/sim_card/enable",
+                   "{\"reason\":\"maintenance over\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    long long escrow0 = balance("platform:escrow:CNY");
+    snprintf(body, sizeof body,
+             "{\"reference\":\"CBU-%s\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"t_%s\","
+             "\"amount\":900,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
+             p2, p2);
+    r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
+    if (r.status != 201)
+        fprintf(stderr, "chargeback: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 201);
+    json_t *cb = pc_t_json(&r);
+    char cb_no[40];
+    snprintf(cb_no, sizeof cb_no, "%s", json_string_value(json_object_get(cb, "chargeback_no")));
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(cb, "hold"), "from_escrow")), 900);
+    json_decref(cb);
+    pc_t_resp_free(&r);
+    char *st = pc_t_sql(&g_stack,
+                        "SELECT string_agg(status, ',') FROM refunds WHERE payment_no = '%s' AND "
+                        "type = 'ERROR'",
+                        p2);
+    assert_string_equal(st, "TERMINATED");
+    free(st);
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+    sleep(2); /* several sweeps of both nodes: the case is open */
+    assert_int_equal(error_refunds_of(p2), 1);
+    /* The cardholder loses: the error refund returns all of it. */
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb_no);
+    assert_int_equal(admin_post(path, "{\"why\":\"judged at once\"}"), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb_no);
+    assert_int_equal(admin_post(path, "{\"liable\":\"NONE\",\"note\":\"proof of delivery\"}"), 200);
+    char want[96];
+    snprintf(want, sizeof want, "ERR-%s-2/900", p2);
+    assert_true(pc_t_sql_wait(&g_stack, want, 15,
+                              "SELECT out_refund_no || '/' || amount FROM refunds WHERE payment_no "
+                              "= '%s' AND type = 'ERROR' AND status <> 'TERMINATED'",
+                              p2));
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* Whole-table scans of payments by both nodes' jobs in secs seconds. */
 static long long payment_scans_during(int secs)
 {
@@ -1807,6 +1873,7 @@ int main(void)
         cmocka_unit_test_teardown(test_a_success_after_the_channels_decline_is_not_lost,
                                   after_each),
         cmocka_unit_test_teardown(test_disputed_duplicate_payment_gets_no_error_refund, after_each),
+        cmocka_unit_test_teardown(test_a_dispute_stops_an_error_refund_not_sent_yet, after_each),
         cmocka_unit_test_teardown(test_a_won_partial_dispute_of_a_duplicate_refunds_the_rest,
                                   after_each),
         cmocka_unit_test_teardown(test_an_error_refund_that_cannot_be_written_holds_back_no_other,
