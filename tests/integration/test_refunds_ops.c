@@ -1560,6 +1560,39 @@ static void test_an_error_refund_that_cannot_be_written_holds_back_no_other(void
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* Ops enter a chargeback of amount on payment pno, held for its error
+ * refund (reference prefix-pno): 201, held from escrow in full. Its number
+ * into cb_no. */
+static void escrow_case(const char *prefix, const char *pno, long amount, char cb_no[40])
+{
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"reference\":\"%s-%s\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"t_%s\","
+             "\"amount\":%ld,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
+             prefix, pno, pno, amount);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
+    if (r.status != 201)
+        fprintf(stderr, "chargeback: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 201);
+    json_t *cb = pc_t_json(&r);
+    snprintf(cb_no, 40, "%s", json_string_value(json_object_get(cb, "chargeback_no")));
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(cb, "hold"), "from_escrow")), amount);
+    json_decref(cb);
+    pc_t_resp_free(&r);
+}
+
+/* Case cb_no judged at once: liable ("MERCHANT", "NONE", ...). */
+static void judge_case(const char *cb_no, const char *liable)
+{
+    char path[128], body[96];
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb_no);
+    assert_int_equal(admin_post(path, "{\"why\":\"judged at once\"}"), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb_no);
+    snprintf(body, sizeof body, "{\"liable\":\"%s\",\"note\":\"as the test has it\"}", liable);
+    assert_int_equal(admin_post(path, body), 200);
+}
+
 /* A payment held in escrow for its error refund that the buyer disputes at
  * the channel (a chargeback) before the refund is made: the chargeback gives
  * the buyer the money back, so no error refund follows (the buyer would be
@@ -1570,7 +1603,7 @@ static void test_an_error_refund_that_cannot_be_written_holds_back_no_other(void
 static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
 {
     (void)state;
-    char tn[40], p2[40], body[512], path[128];
+    char tn[40], p2[40];
     duplicate_held_back(900, "PDISP", tn, p2);
     char avail_id[128], reserve_id[128];
     snprintf(avail_id, sizeof avail_id, "merchant:%s:available:CNY", g_m.id);
@@ -1578,19 +1611,8 @@ static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
     long long p0 = pending(), a0 = balance(avail_id), r0 = balance(reserve_id);
     long long escrow0 = balance("platform:escrow:CNY");
     long long clearing0 = balance("channel:sim_card:clearing:CNY");
-    snprintf(body, sizeof body,
-             "{\"reference\":\"CB-%s\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"t_%s\","
-             "\"amount\":900,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
-             p2, p2);
-    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
-    assert_int_equal(r.status, 201);
-    json_t *cb = pc_t_json(&r);
     char cb_no[40];
-    snprintf(cb_no, sizeof cb_no, "%s", json_string_value(json_object_get(cb, "chargeback_no")));
-    assert_int_equal(
-        json_integer_value(json_object_get(json_object_get(cb, "hold"), "from_escrow")), 900);
-    json_decref(cb);
-    pc_t_resp_free(&r);
+    escrow_case("CB", p2, 900, cb_no);
     assert_int_equal(pending(), p0);
     assert_int_equal(balance(avail_id), a0);
     assert_int_equal(balance(reserve_id), r0);
@@ -1608,10 +1630,7 @@ static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
     /* The cardholder wins (MERCHANT liable): the channel is paid from
      * escrow; the merchant's money does not move. */
-    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb_no);
-    assert_int_equal(admin_post(path, "{\"why\":\"judged at once\"}"), 200);
-    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb_no);
-    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\",\"note\":\"no proof\"}"), 200);
+    judge_case(cb_no, "MERCHANT");
     assert_int_equal(balance("platform:escrow:CNY"), escrow0 - 900);
     assert_int_equal(balance("channel:sim_card:clearing:CNY"), clearing0 + 900);
     assert_int_equal(pending(), p0);
@@ -1635,25 +1654,15 @@ static void test_disputed_duplicate_payment_gets_no_error_refund(void **state)
 static void test_a_won_partial_dispute_of_a_duplicate_refunds_the_rest(void **state)
 {
     (void)state;
-    char tn[40], p2[40], body[512], path[128];
+    char tn[40], p2[40];
     duplicate_held_back(900, "PPART", tn, p2);
     long long escrow0 = balance("platform:escrow:CNY");
-    snprintf(body, sizeof body,
-             "{\"reference\":\"CBP-%s\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"t_%s\","
-             "\"amount\":300,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
-             p2, p2);
-    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
-    assert_int_equal(r.status, 201);
     char cb_no[40];
-    snprintf(cb_no, sizeof cb_no, "%s", pc_t_jstr(&r, "chargeback_no"));
-    pc_t_resp_free(&r);
+    escrow_case("CBP", p2, 300, cb_no);
     release_error_refunds();
     sleep(2); /* several sweeps of both nodes: the case is open */
     assert_int_equal(error_refunds_of(p2), 0);
-    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb_no);
-    assert_int_equal(admin_post(path, "{\"why\":\"judged at once\"}"), 200);
-    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb_no);
-    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\",\"note\":\"no proof\"}"), 200);
+    judge_case(cb_no, "MERCHANT");
     assert_int_equal(balance("platform:escrow:CNY"), escrow0 - 300);
     assert_true(pc_t_sql_wait(&g_stack, "600/600/600", 15,
                               "SELECT amount || '/' || external_amount || '/' || from_escrow FROM "
@@ -1672,7 +1681,7 @@ static void test_a_won_partial_dispute_of_a_duplicate_refunds_the_rest(void **st
 static void test_a_dispute_stops_an_error_refund_not_sent_yet(void **state)
 {
     (void)state;
-    char tn[40], p2[40], body[512], path[128];
+    char tn[40], p2[40];
     duplicate_held_back(900, "PUNS", tn, p2);
     pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/channels/sim_card/disable",
                                "{\"reason\":\"acquirer maintenance\"}");
@@ -1689,21 +1698,8 @@ static void test_a_dispute_stops_an_error_refund_not_sent_yet(void **state)
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
     long long escrow0 = balance("platform:escrow:CNY");
-    snprintf(body, sizeof body,
-             "{\"reference\":\"CBU-%s\",\"channel_id\":\"sim_card\",\"channel_txn_id\":\"t_%s\","
-             "\"amount\":900,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
-             p2, p2);
-    r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks", body);
-    if (r.status != 201)
-        fprintf(stderr, "chargeback: %ld %s\n", r.status, r.body);
-    assert_int_equal(r.status, 201);
-    json_t *cb = pc_t_json(&r);
     char cb_no[40];
-    snprintf(cb_no, sizeof cb_no, "%s", json_string_value(json_object_get(cb, "chargeback_no")));
-    assert_int_equal(
-        json_integer_value(json_object_get(json_object_get(cb, "hold"), "from_escrow")), 900);
-    json_decref(cb);
-    pc_t_resp_free(&r);
+    escrow_case("CBU", p2, 900, cb_no);
     char *st = pc_t_sql(&g_stack,
                         "SELECT string_agg(status, ',') FROM refunds WHERE payment_no = '%s' AND "
                         "type = 'ERROR'",
@@ -1715,10 +1711,7 @@ static void test_a_dispute_stops_an_error_refund_not_sent_yet(void **state)
     sleep(2); /* several sweeps of both nodes: the case is open */
     assert_int_equal(error_refunds_of(p2), 1);
     /* The cardholder loses: the error refund returns all of it. */
-    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb_no);
-    assert_int_equal(admin_post(path, "{\"why\":\"judged at once\"}"), 200);
-    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb_no);
-    assert_int_equal(admin_post(path, "{\"liable\":\"NONE\",\"note\":\"proof of delivery\"}"), 200);
+    judge_case(cb_no, "NONE");
     char want[96];
     snprintf(want, sizeof want, "ERR-%s-2/900", p2);
     assert_true(pc_t_sql_wait(&g_stack, want, 15,
