@@ -83,9 +83,12 @@ static const spec_t SPECS[] = {
      "NULL::bigint", "false", NULL},
     /* The money a bank sent back after a successful payout. */
     /* Its callback lost, a return is only on the statement: the payout is
-     * marked returned from the line (repair PAYOUT_RETURN). */
+     * marked returned from the line (repair PAYOUT_RETURN). A payout still in
+     * flight here is pending too (its query will bring the success and the
+     * return): as FAILED, its difference could be adjusted, and the return
+     * the query then applied was booked a second time. */
     {"PAYOUT_RETURN", "payouts", "payout_no", "channel_txn_id", "x.amount",
-     "CASE x.status WHEN 'RETURNED' THEN 'SUCCESS' WHEN 'SUCCESS' THEN 'PENDING' ELSE 'FAILED' END",
+     "CASE x.status WHEN 'RETURNED' THEN 'SUCCESS' WHEN 'FAILED' THEN 'FAILED' ELSE 'PENDING' END",
      "x.status = 'RETURNED'", "x.returned_at", "true", "NULL::bigint", "x.status = 'SUCCESS'",
      "'PAYOUT_RETURN'"},
 };

@@ -621,6 +621,57 @@ static void test_a_payout_and_its_return_are_two_differences(void **state)
     assert_int_equal(ret, 1);
 }
 
+/* A payout still in flight here (its success and return callbacks lost)
+ * whose return is on the statement: pending, so its difference cannot be
+ * adjusted — its status query brings the return and books it. It was taken
+ * for FAILED, the adjustment went through, and the return the query then
+ * applied was booked a second time. */
+static void test_a_return_of_a_payout_in_flight_cannot_be_adjusted(void **state)
+{
+    (void)state;
+    char *m = pc_t_sql(&g_stack,
+                       "INSERT INTO payouts (payout_no, out_payout_no, merchant_id, amount, "
+                       "currency, payee, status, channel_id, channel_txn_id, risk_decision) "
+                       "VALUES ('PO-RF%d', 'OPO-RF%d', '%s', 6300, 'CNY', "
+                       "'{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000001111\"}', "
+                       "'PROCESSING', 'sim_netbank', 'nb_rf%d', 'ACCEPT') RETURNING payout_no",
+                       (int)getpid(), (int)getpid(), g_m.id, (int)getpid());
+    char po[64], csv[512], ts[32];
+    snprintf(po, sizeof po, "%s", m);
+    free(m);
+    char *now = pc_t_sql(&g_stack, "SELECT to_char(now() AT TIME ZONE 'UTC', "
+                                   "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
+    snprintf(ts, sizeof ts, "%s", now);
+    free(now);
+    snprintf(csv, sizeof csv,
+             "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
+             "nb_rf%d,%s,PAYOUT_RETURN,6300,CNY,0,SUCCESS,%s\n",
+             (int)getpid(), po, ts);
+    json_t *run = upload("sim_netbank", csv, 200);
+    json_t *d = diffs_of(run_id_of(run), NULL);
+    json_decref(run);
+    json_t *x = NULL, *e;
+    size_t i;
+    json_array_foreach(d, i, e) if (!strcmp(jstr(e, "type"), "PAYOUT_RETURN") &&
+                                    !strcmp(jstr(json_object_get(e, "local"), "ref"), po)) x = e;
+    assert_non_null(x);
+    char path[96];
+    snprintf(path, sizeof path, "/admin/recon/diffs/%lld/resolve",
+             (long long)json_integer_value(json_object_get(x, "diff_id")));
+    json_decref(d);
+    long long suspense0 = pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('"
+                                                 "platform:suspense:CNY'), 0)");
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"returned\",\"adjust\":true}");
+    if (r.status != 409)
+        fprintf(stderr, "resolve: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('"
+                                            "platform:suspense:CNY'), 0)"),
+                     suspense0);
+}
+
 static void test_uploaded_statement_is_matched_kind_by_kind(void **state)
 {
     (void)state;
@@ -1282,6 +1333,8 @@ int main(void)
                                refresh_today),
         cmocka_unit_test_setup(test_uploaded_statement_is_matched_kind_by_kind, refresh_today),
         cmocka_unit_test_setup(test_a_payout_and_its_return_are_two_differences, refresh_today),
+        cmocka_unit_test_setup(test_a_return_of_a_payout_in_flight_cannot_be_adjusted,
+                               refresh_today),
         cmocka_unit_test_setup(test_a_payout_fee_other_than_the_channel_said_is_a_difference,
                                refresh_today),
         cmocka_unit_test_setup(test_fee_is_checked_with_the_currency_figures, refresh_today),
