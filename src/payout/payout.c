@@ -957,6 +957,25 @@ static void callback_applied(void *data, apply_outcome_t outcome)
     pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
 }
 
+/* The channel says it holds payout_no (PROCESSING, with its reference),
+ * from a status query or a callback: the reference is kept, as the send's
+ * own answer keeps it. Taken, the payout is never failed on a later "no
+ * record" (pc_channel_failure_wait_ms), which goes to ops instead: the bank
+ * may still pay it. Dropped, a send that timed out kept no reference, and
+ * such a "no record" failed the payout and gave the merchant the money
+ * back while the bank could pay it too. */
+static void note_taken(pc_app_t *app, const char *payout_no, const char *channel_id,
+                       const char *channel_txn_id)
+{
+    if (!channel_txn_id || !channel_txn_id[0] || !channel_id || !channel_id[0])
+        return;
+    const char *p[] = {payout_no, channel_id, channel_txn_id};
+    pc_db_query(app->db,
+                "UPDATE payouts SET channel_txn_id = $3, updated_at = now() WHERE payout_no = $1 "
+                "AND channel_id = $2 AND channel_txn_id IS NULL AND status = 'PROCESSING'",
+                3, p, ignore_cb, NULL);
+}
+
 static void payout_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
 {
     const pc_ch_callback_t *cb = cbv;
@@ -967,6 +986,7 @@ static void payout_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
         return;
     }
     if (cb->result.status == PC_CH_PROCESSING) {
+        note_taken(app, cb->ref, pc_http_req_param(req, "channel_id"), cb->result.channel_txn_id);
         static const char ok[] = "{\"result\":\"ignored\"}";
         pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
         return;
@@ -1038,6 +1058,8 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
         snprintf(r.code, sizeof r.code, "NOT_SENT");
         snprintf(r.message, sizeof r.message, "the channel has no record of this payout");
     }
+    if (r.status == PC_CH_PROCESSING)
+        note_taken(po->app, j->payout_no, j->channel_id, r.channel_txn_id);
     if (final && apply_result(po->app, j->payout_no, NULL, &r, 0, job_applied, j) == 0)
         return;
     if (final && j->last)

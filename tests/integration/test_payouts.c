@@ -785,6 +785,52 @@ static void test_no_record_of_a_payout_the_channel_took_is_for_ops(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payout whose send got no answer (timed out: no reference kept) and
+ * whose status query then hears the channel hold it, with its reference:
+ * that reference is kept, so a later "no record" goes to ops rather than
+ * failing the payout and giving the merchant the money while the bank may
+ * still pay it. The query's answer was dropped, and that "no record"
+ * failed it (NOT_SENT). */
+static void test_a_query_that_hears_the_payout_taken_keeps_its_reference(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(30000);
+    char no[40];
+    held_payout(&m, "OUT-TAKEN-1", "6222020000008888", no);
+    assert_true(pc_t_sql_wait(&g_stack, "1", 5,
+                              "SELECT count(*) FROM payouts WHERE payout_no = '%s' AND "
+                              "channel_txn_id IS NOT NULL",
+                              no));
+    /* As if the send had timed out: no reference; the next query now. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payouts SET channel_txn_id = NULL, next_query_at = now() WHERE "
+                  "payout_no = '%s' RETURNING 1",
+                  no));
+    assert_true(pc_t_sql_wait(&g_stack, "1", 10,
+                              "SELECT count(*) FROM payouts WHERE payout_no = '%s' AND "
+                              "channel_txn_id IS NOT NULL",
+                              no));
+    /* Later the channel has no record of it (here: pointed at another). */
+    char *ch = pc_t_sql(&g_stack, "SELECT channel_id FROM payouts WHERE payout_no = '%s'", no);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payouts SET channel_id = 'sim_wallet', sent_at = now() - interval '1 "
+                  "hour', next_query_at = now() WHERE payout_no = '%s' RETURNING 1",
+                  no));
+    assert_true(pc_t_sql_wait(&g_stack, "PROCESSING/true", 15,
+                              "SELECT status || '/' || needs_ops FROM payouts WHERE payout_no = "
+                              "'%s'",
+                              no));
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payouts SET channel_id = '%s' WHERE payout_no = '%s' RETURNING 1", ch,
+                  no));
+    complete_held(no);
+    free(ch);
+    assert_true(pc_t_sql_wait(&g_stack, "SUCCESS", 15,
+                              "SELECT status FROM payouts WHERE payout_no = '%s'", no));
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_risk_review_holds_until_ops_decide(void **state)
 {
     (void)state;
@@ -1161,6 +1207,8 @@ int main(void)
                                refresh_today),
         cmocka_unit_test_setup(test_payout_paid_with_another_sum_is_flagged, refresh_today),
         cmocka_unit_test_setup(test_no_record_of_a_payout_the_channel_took_is_for_ops,
+                               refresh_today),
+        cmocka_unit_test_setup(test_a_query_that_hears_the_payout_taken_keeps_its_reference,
                                refresh_today),
         cmocka_unit_test_setup(test_risk_review_holds_until_ops_decide, refresh_today),
         cmocka_unit_test_setup(test_held_payout_is_not_released_while_the_merchant_owes,
