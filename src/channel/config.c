@@ -500,8 +500,15 @@ int pc_channel_parse(const char *label, const char *expected_id, const char *tex
     if (out->endpoint[0]) {
         char expanded[sizeof out->endpoint];
         if (expand_env(&p, out->endpoint, expanded, sizeof expanded) == 0) {
+            const char *auth = strstr(expanded, "://");
             if (strncmp(expanded, "http://", 7) != 0 && strncmp(expanded, "https://", 8) != 0)
                 problem(&p, "endpoint must be an http:// or https:// URL");
+            else if (memchr(auth + 3, '@', strcspn(auth + 3, "/?#")))
+                /* user:password@host: credentials in a file, and a host
+                 * that is not where the text before "@" seems to point
+                 * (http://localhost:x@elsewhere/ is elsewhere). */
+                problem(&p, "endpoint must not carry user information (user@host): the "
+                            "channel's secret comes from secret_ref");
             else
                 memcpy(out->endpoint, expanded, sizeof expanded);
         }
@@ -676,6 +683,8 @@ static bool plain_http_off_host(const char *url)
     if (strncmp(url, "http://", 7) != 0)
         return false;
     const char *h = url + 7;
+    if (memchr(h, '@', strcspn(h, "/?#")))
+        return true; /* the host is after the user information */
     size_t n = h[0] == '[' ? strcspn(h, "]") + 1 : strcspn(h, ":/?#");
     if (n == 9 && !strncasecmp(h, "localhost", 9))
         return false;

@@ -244,6 +244,13 @@ static void test_endpoint_port_comes_from_the_environment(void **state)
     assert_refused_with(text, "PC_TEST_SIM_PORT is not set and has no default");
     card_with("http://", "ftp://", text, sizeof text);
     assert_refused_with(text, "endpoint must be an http:// or https:// URL");
+    /* http://localhost:x@evil.example/ goes to evil.example (user
+     * "localhost", password "x"): it passed for a loopback address, and
+     * card data went out in clear. */
+    card_with("http://127.0.0.1:", "http://localhost:x@evil.example:", text, sizeof text);
+    assert_refused_with(text, "endpoint must not carry user information");
+    card_with("http://127.0.0.1:", "https://user@acquirer.example:", text, sizeof text);
+    assert_refused_with(text, "endpoint must not carry user information");
 }
 
 static void test_fee_rounds_half_up_and_adds_fixed(void **state)
