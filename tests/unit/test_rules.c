@@ -987,6 +987,34 @@ static void test_test_dir_reports_each_failing_example(void **state)
     json_decref(report);
 }
 
+/* An example whose expect asserts nothing ({}) passed whatever the rule
+ * answered, so a file of such examples let any rule in (REJECT for
+ * everyone included). It is refused, naming the example. */
+static void test_an_example_that_asserts_nothing_is_refused(void **state)
+{
+    fixture_t *fx = *state;
+    load_all(fx);
+    char v1[65];
+    snprintf(v1, sizeof v1, "%s", pc_rules_version(fx->rules, PC_RULE_RISK));
+    write_file(fx->dir, "tests/risk.json",
+               "{\"examples\": [\n"
+               "  {\"name\": \"anything\", \"ctx\": {}, \"expect\": {}}\n"
+               "]}\n");
+    write_file(fx->dir, "risk.lua",
+               "return function(ctx)\n"
+               "  return {decision = 'REJECT', score = 100, reasons = {}}\n"
+               "end\n");
+    assert_int_equal(pc_rules_reload(fx->rules), PC_EINVAL);
+    assert_string_equal(pc_rules_version(fx->rules, PC_RULE_RISK), v1);
+    json_t *report = pc_rules_test_dir(fx->dir, NULL);
+    json_t *risk = json_array_get(json_object_get(report, "rules"), PC_RULE_RISK);
+    assert_false(json_is_true(json_object_get(risk, "ok")));
+    char *text = json_dumps(risk, 0);
+    assert_non_null(strstr(text, "asserts nothing"));
+    free(text);
+    json_decref(report);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1043,6 +1071,8 @@ int main(void)
         cmocka_unit_test(test_shipped_default_rules_pass_their_examples),
         cmocka_unit_test(test_shipped_risk_rule_rejects_blocked_card),
         cmocka_unit_test_setup_teardown(test_test_dir_reports_each_failing_example, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_an_example_that_asserts_nothing_is_refused, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
