@@ -13,6 +13,7 @@
 #include "rules/rules.h"
 #include "rules/watch.h"
 
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,58 @@ static unsigned g_override_read_gen; /* g_override_gen when the read began */
 
 static void refresh_overrides(pc_app_t *app);
 
+/* The rows of channel_overrides (channel_id, enabled), read by the pool or
+ * by the start's own connection, made this node's switches. Channels
+ * without a row have no override. */
+typedef const char *(*cell_fn)(const void *res, int row, int col);
+
+static void apply_switches(pc_app_t *app, const void *res, int nrows, cell_fn cell)
+{
+    const pc_channel_set_t *set = pc_channels_current(app->channels);
+    for (size_t i = 0; set && i < pc_channel_set_count(set); i++) {
+        const char *id = pc_channel_set_at(set, i)->id;
+        int want = -1;
+        for (int r = 0; r < nrows; r++)
+            if (!strcmp(cell(res, r, 0), id))
+                want = cell(res, r, 1)[0] == 't';
+        if (pc_channels_override(app->channels, id) != want)
+            pc_channels_set_override(app->channels, id, want);
+    }
+}
+
+static const char *db_cell(const void *res, int row, int col)
+{
+    return pc_db_get((pc_db_res_t *)res, row, col);
+}
+
+static const char *pq_cell(const void *res, int row, int col)
+{
+    return PQgetvalue((const PGresult *)res, row, col);
+}
+
+/* At start, before anything is served: the switches ops set are read once
+ * on a connection of the start's own (blocking, as the migrations are, and
+ * before the loop runs). Read only later by the pool, a node just started
+ * answered its first requests with the files' "enabled" — a channel ops had
+ * switched off (double-charging, say) was offered and paid through. */
+static int read_switches_at_start(pc_app_t *app, char *err, size_t errlen)
+{
+    PGconn *pg = PQconnectdb(pc_config_str(app->cfg, "db.url"));
+    PGresult *r = NULL;
+    int rc = 0;
+    if (PQstatus(pg) != CONNECTION_OK ||
+        PQresultStatus(r = PQexec(pg, "SELECT channel_id, enabled FROM channel_overrides")) !=
+            PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "cannot read the channel switches: %s", PQerrorMessage(pg));
+        rc = PC_EUNAVAIL;
+    } else {
+        apply_switches(app, r, PQntuples(r), pq_cell);
+    }
+    PQclear(r);
+    PQfinish(pg);
+    return rc;
+}
+
 static void overrides_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_app_t *app = data;
@@ -49,17 +102,7 @@ static void overrides_cb(void *data, int status, pc_db_res_t *res)
             refresh_overrides(app); /* read again, after the switch */
         return;
     }
-    /* Channels without a row have no override. */
-    const pc_channel_set_t *set = pc_channels_current(app->channels);
-    for (size_t i = 0; set && i < pc_channel_set_count(set); i++) {
-        const char *id = pc_channel_set_at(set, i)->id;
-        int want = -1;
-        for (int r = 0; r < pc_db_rows(res); r++)
-            if (!strcmp(pc_db_get(res, r, 0), id))
-                want = pc_db_get(res, r, 1)[0] == 't';
-        if (pc_channels_override(app->channels, id) != want)
-            pc_channels_set_override(app->channels, id, want);
-    }
+    apply_switches(app, res, pc_db_rows(res), db_cell);
     if (g_override_again)
         refresh_overrides(app);
 }
@@ -479,6 +522,8 @@ int pc_app_config_start(pc_app_t *app, char *err, size_t errlen)
         json_decref(s);
         return PC_EINVAL;
     }
+    if (read_switches_at_start(app, err, errlen) < 0)
+        return PC_EUNAVAIL;
     pc_kv_subscribe(app->kv, OVERRIDE_CHANNEL, override_notice, app);
     uv_timer_init(app->loop, &g_override_timer);
     g_override_timer.data = app;

@@ -425,6 +425,31 @@ static void test_channel_switch_reaches_every_node_within_a_second(void **state)
     json_decref(v);
 }
 
+/* A node that starts while a channel is switched off never offers it: the
+ * switches are read before it serves. They were read by the pool only after
+ * the start, and until then (here: the table locked for 3 s, as by a long
+ * ops transaction) the node used the file's "enabled" and paid through a
+ * channel ops had switched off. */
+static void test_a_node_starts_with_the_channel_switches_ops_set(void **state)
+{
+    (void)state;
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/channels/sim_card2/disable",
+                               "{\"reason\":\"double charges\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_true(pc_t_lock_tables(&g_stack, "channel_overrides", 3));
+    pc_stack_start_node(&g_stack, 2);
+    json_t *v = channel_view(2, "sim_card2");
+    int off = json_is_false(json_object_get(v, "enabled"));
+    json_decref(v);
+    pc_stack_stop_node(&g_stack, 2, SIGTERM);
+    assert_true(pc_t_tables_unlocked(&g_stack, "channel_overrides", 10));
+    r = pc_t_admin(&g_stack, "POST", "/admin/channels/sim_card2/enable", NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_true(off);
+}
+
 /* A lock held on a table that a node's periodic reads use (a migration, a
  * long ops transaction) stalls those reads. Each kind runs one at a time
  * per node: before, each second's read (channel switches, the sweep of
@@ -559,6 +584,7 @@ int main(void)
         cmocka_unit_test(test_200_reloads_while_requests_run_fail_nothing),
         cmocka_unit_test(test_config_reload_takes_new_limits_without_restart),
         cmocka_unit_test(test_channel_switch_reaches_every_node_within_a_second),
+        cmocka_unit_test(test_a_node_starts_with_the_channel_switches_ops_set),
         cmocka_unit_test(test_stalled_periodic_reads_keep_the_pool_serving),
         cmocka_unit_test(test_one_ledger_check_at_a_time_per_node),
         cmocka_unit_test(test_channel_file_change_applies_and_a_bad_one_is_refused),
