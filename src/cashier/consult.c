@@ -150,8 +150,9 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
     }
     /* Channel methods: offered when some enabled channel takes them. */
     for (size_t k = 0; k < sizeof external / sizeof external[0]; k++) {
-        const pc_channel_t *match[16];
-        size_t n = pc_channels_match(app->channels, external[k].m, cur, amount, match, 16);
+        const pc_channel_t *match[PC_CHANNELS_MAX];
+        size_t n =
+            pc_channels_match(app->channels, external[k].m, cur, amount, match, PC_CHANNELS_MAX);
         if (n == 0)
             continue;
         const char *type = pc_pay_method_name(external[k].m);
@@ -159,7 +160,7 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
         if (!why && external[k].m == PC_METHOD_CARD)
             why = pc_cashier_limit(app, v, 1, NULL, amount);
         size_t room = 0;
-        for (size_t j = 0; j < n && j < 16; j++)
+        for (size_t j = 0; j < n && j < PC_CHANNELS_MAX; j++)
             room += pc_channels_volume_room(app->channels, match[j], cur, amount, v->now);
         if (!why && room == 0)
             why = "CHANNEL_LIMIT_EXCEEDED";

@@ -118,10 +118,13 @@ static int route(pay_t *p, int64_t external, const char *only_channel)
     pc_pay_method_t m;
     if (pc_pay_method_parse(p->method, &m) < 0)
         return 0;
-    const pc_channel_t *match[16];
-    size_t n = pc_channels_match(app->channels, m, cur, external, match, 16);
-    if (n > 16)
-        n = 16;
+    /* Every channel that takes it reaches route.lua: cut to the first 16 by
+     * id, the others were never offered, nor their room when those were
+     * full. */
+    const pc_channel_t *match[PC_CHANNELS_MAX];
+    size_t n = pc_channels_match(app->channels, m, cur, external, match, PC_CHANNELS_MAX);
+    if (n > PC_CHANNELS_MAX)
+        n = PC_CHANNELS_MAX;
     json_t *cands = json_array();
     int64_t now = json_integer_value(json_object_get(p->view, "now"));
     for (size_t i = 0; i < n; i++) {

@@ -20,7 +20,7 @@
 
 #define MAX_AMOUNT 9007199254740991LL /* 2^53 - 1: amounts stay exact in Lua rules */
 #define MAX_FILE (256u * 1024u)
-#define MAX_CHANNELS 256
+#define MAX_CHANNELS PC_CHANNELS_MAX
 
 static const char *const method_names[PC_METHOD_COUNT] = {
     "BALANCE", "COUPON", "CARD",   "QUICK_PAY",   "AGREEMENT", "NETBANK",

@@ -254,6 +254,10 @@ int pc_channels_override(const pc_channels_t *chs, const char *id);
  * one, else the file's "enabled". False for an unknown id. */
 bool pc_channels_effective_enabled(const pc_channels_t *chs, const char *id);
 
+/* How many channel files a set may hold: a caller of pc_channels_match with
+ * room for this many sees every channel that matches. */
+#define PC_CHANNELS_MAX 256
+
 /* Fills out (up to max) with the effectively enabled channels of the serving
  * set that accept this method, currency and amount (pc_channel_accepts:
  * currency NULL for the method in any currency), sorted by id; returns how
