@@ -563,6 +563,39 @@ static void accept_inserted_cb(void *data, int status, pc_db_res_t *res)
     pc_db_tx_commit(a->tx, accept_commit_cb, a);
 }
 
+/* A CARD payee: the card's type and channel ("DEBIT/sim_card", "" for no
+ * bound card with a known BIN). Only the channel that tokenized the card
+ * can pay out to its token: the payout goes there (it went to the payout
+ * channel for accounts, which had no such token: every card payout was
+ * accepted, its money held, then failed TOKEN_NOT_FOUND). Refuses (answers)
+ * and returns 1, or sets a->channel_id and returns 0. */
+static int card_payee_refused(accept_t *a, const char *type_channel)
+{
+    const char *slash = strchr(type_channel, '/');
+    if (!slash || (size_t)(slash - type_channel) != 5 || strncmp(type_channel, "DEBIT", 5) != 0) {
+        accept_fail(a, PC_API_INVALID_REQUEST, "payee.card_token",
+                    type_channel[0] ? "payouts go to debit cards only"
+                                    : "not a bound card with a known BIN; payouts go to debit "
+                                      "cards only");
+        return 1;
+    }
+    const char *ch_id = slash + 1;
+    const pc_channel_t *ch = pc_channels_find(a->app->channels, ch_id);
+    if (!ch || !pc_channels_effective_enabled(a->app->channels, ch_id) ||
+        !pc_channel_amounts(ch, a->currency)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the card's channel %s (the one that holds its token) %s", ch_id,
+                 !ch                                                       ? "is not configured"
+                 : !pc_channels_effective_enabled(a->app->channels, ch_id) ? "is switched off"
+                                                                           : "takes no such "
+                                                                             "currency");
+        accept_fail(a, PC_API_INVALID_REQUEST, "payee.card_token", msg);
+        return 1;
+    }
+    snprintf(a->channel_id, sizeof a->channel_id, "%s", ch_id);
+    return 0;
+}
+
 static void accept_info_cb(void *data, int status, pc_db_res_t *res)
 {
     accept_t *a = data;
@@ -585,13 +618,8 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
                     "must match the merchant's verified legal name");
         return;
     }
-    if (!strcmp(a->payee_type, "CARD") && strcmp(pc_db_val(res, 0, "card_type"), "DEBIT") != 0) {
-        accept_fail(a, PC_API_INVALID_REQUEST, "payee.card_token",
-                    pc_db_val(res, 0, "card_type")[0]
-                        ? "payouts go to debit cards only"
-                        : "not a bound card with a known BIN; payouts go to debit cards only");
+    if (!strcmp(a->payee_type, "CARD") && card_payee_refused(a, pc_db_val(res, 0, "card_type")))
         return;
-    }
     /* What the merchant owes (chargebacks or refunds funded by the
      * platform and not yet recovered from its settlements) is kept back from
      * its available balance: paid out, it could never be recovered. */
@@ -676,10 +704,11 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
 #define VERIFY_SQL                                                                                 \
     "EXISTS (SELECT 1 FROM merchant_verifications WHERE merchant_id = $1) AS verified, "           \
     "coalesce((SELECT pc_name_key(legal_name) FROM merchant_verifications WHERE merchant_id = "    \
-    "$1) = pc_name_key($3::text), false) AS name_ok, coalesce((SELECT k.card_type FROM cards c "   \
-    "CROSS JOIN LATERAL (SELECT b.card_type FROM card_bins b WHERE b.bin = left(c.bin, 8) OR "     \
-    "b.bin = left(c.bin, 6) ORDER BY length(b.bin) DESC LIMIT 1) k WHERE c.token = $4::text AND "  \
-    "c.merchant_id = $1 AND c.status = 'ACTIVE' LIMIT 1), '') AS card_type"
+    "$1) = pc_name_key($3::text), false) AS name_ok, coalesce((SELECT (SELECT b.card_type FROM "   \
+    "card_bins b WHERE b.bin = left(c.bin, 8) OR b.bin = left(c.bin, 6) ORDER BY length(b.bin) "   \
+    "DESC LIMIT 1) || '/' || c.channel_id FROM cards c WHERE c.token = $4::text AND "              \
+    "c.merchant_id = $1 AND c.status = 'ACTIVE' ORDER BY c.created_at DESC LIMIT 1), '') AS "      \
+    "card_type"
 
 /* Locks the merchant's available and receivable balances in tx (the ledger's
  * lock order; queued deltas folded) and reads one row: available, and what
@@ -870,8 +899,10 @@ static void create_payout(pc_http_req_t *req, void *data)
     json_t *payee = parse_payee(req, json_object_get(b, "payee"));
     if (!payee)
         return;
-    char channel[33];
-    if (choose_channel(app, cur, channel)) {
+    /* A card payout goes to the card's own channel (card_payee_refused). */
+    char channel[33] = "";
+    const char *ptype = json_string_value(json_object_get(payee, "type"));
+    if (strcmp(ptype ? ptype : "", "CARD") != 0 && choose_channel(app, cur, channel)) {
         json_decref(payee);
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "currency",
                               "no payout channel takes this currency");

@@ -1092,6 +1092,32 @@ static void test_card_payout_needs_a_known_debit_bin(void **state)
     r = card_payout(&m, "OUT-BIN-4", 1000, tok, "po-bin-4");
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "ACCEPTED");
+    char no[40];
+    snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+    pc_t_resp_free(&r);
+    /* Paid out by the channel that holds the card's token (it went to the
+     * accounts' payout channel, which has no such token: FAILED
+     * TOKEN_NOT_FOUND, every time). */
+    expect_status(&m, no, "SUCCESS");
+    char *ch = pc_t_sql(&g_stack, "SELECT channel_id FROM payouts WHERE payout_no = '%s'", no);
+    char *card_ch = pc_t_sql(&g_stack, "SELECT channel_id FROM cards WHERE token = '%s'", tok);
+    assert_string_equal(ch, card_ch);
+    free(ch);
+    free(card_ch);
+    assert_int_equal(available(&m), avail0 - 1000);
+    /* That channel switched off: refused, nothing held. */
+    pc_t_resp_t sw =
+        pc_t_admin(&g_stack, "POST", "/admin/channels/sim_card/disable", "{\"reason\":\"test\"}");
+    assert_int_equal(sw.status, 200);
+    pc_t_resp_free(&sw);
+    usleep(1500000); /* both nodes hear of it */
+    r = card_payout(&m, "OUT-BIN-6", 1000, tok, "po-bin-6");
+    sw = pc_t_admin(&g_stack, "POST", "/admin/channels/sim_card/enable", NULL);
+    pc_t_resp_free(&sw);
+    usleep(1500000);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(err_field(&r), "payee.card_token");
+    assert_non_null(strstr(r.body, "switched off"));
     pc_t_resp_free(&r);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
