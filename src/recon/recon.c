@@ -676,6 +676,17 @@ static void locked_diff_cb(void *data, int status, pc_db_res_t *res)
         mark_resolved(x);
         return;
     }
+    /* A success missing from the day's statement is often on the next day's
+     * (paid here just before midnight, booked by the channel just after):
+     * that run carries it and closes the difference, but only an open one.
+     * Adjusted before, the adjustment stayed for money the channel did pay,
+     * and nothing showed it. */
+    if (pc_db_val(res, 0, "next_day_unread")[0] == 't') {
+        resolve_fail(x, PC_ECONFLICT,
+                     "a success missing from a day's statement is often on the next day's: "
+                     "reconcile the next day first, then adjust what is still missing");
+        return;
+    }
     /* An adjustment is computed from the run's snapshot of our record: if
      * the record has moved since (a late callback or status query captured
      * the payment the statement said was paid), the money would be booked
@@ -731,18 +742,21 @@ static void resolve_begun_cb(void *data, int status, pc_db_tx_t *tx)
     }
     x->tx = tx;
     const char *p[] = {x->diff_id};
-    if (pc_db_tx_query(tx,
-                       "SELECT d.status, d.kind, d.obj, d.channel_id, d.line_amount, d.line_fee, "
-                       "d.line_status, d.line_currency, d.local_amount, d.local_state, "
-                       "d.local_currency, d.expected_fee, recon_diff_json(d)::text AS diff, "
-                       "coalesce(d.local_status, '') AS local_status, coalesce(CASE "
-                       "d.local_table WHEN 'payments' THEN (SELECT status FROM payments WHERE "
-                       "payment_no = d.local_ref FOR UPDATE) WHEN 'refunds' THEN (SELECT status "
-                       "FROM refunds WHERE refund_no = d.local_ref FOR UPDATE) WHEN 'payouts' THEN "
-                       "(SELECT status FROM payouts WHERE payout_no = d.local_ref FOR UPDATE) END, "
-                       "'') AS live_status FROM recon_diffs d WHERE diff_id = $1::bigint FOR "
-                       "UPDATE OF d",
-                       1, p, locked_diff_cb, x) < 0)
+    if (pc_db_tx_query(
+            tx,
+            "SELECT d.status, d.kind, d.obj, d.channel_id, d.line_amount, d.line_fee, "
+            "d.line_status, d.line_currency, d.local_amount, d.local_state, "
+            "d.local_currency, d.expected_fee, recon_diff_json(d)::text AS diff, "
+            "coalesce(d.local_status, '') AS local_status, coalesce(CASE "
+            "d.local_table WHEN 'payments' THEN (SELECT status FROM payments WHERE "
+            "payment_no = d.local_ref FOR UPDATE) WHEN 'refunds' THEN (SELECT status "
+            "FROM refunds WHERE refund_no = d.local_ref FOR UPDATE) WHEN 'payouts' THEN "
+            "(SELECT status FROM payouts WHERE payout_no = d.local_ref FOR UPDATE) END, "
+            "'') AS live_status, (d.kind = 'MISSING_CHANNEL' AND NOT EXISTS (SELECT 1 FROM "
+            "recon_runs r WHERE r.channel_id = d.channel_id AND r.business_date = "
+            "d.business_date + 1 AND r.status = 'DONE'))::text AS next_day_unread "
+            "FROM recon_diffs d WHERE diff_id = $1::bigint FOR UPDATE OF d",
+            1, p, locked_diff_cb, x) < 0)
         resolve_fail(x, PC_EUNAVAIL, "the database is unavailable");
 }
 

@@ -670,6 +670,10 @@ static void test_a_return_of_a_payout_in_flight_cannot_be_adjusted(void **state)
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('"
                                             "platform:suspense:CNY'), 0)"),
                      suspense0);
+    /* Closed without money, so that later tests find no open one here. */
+    r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"its query will bring the return\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
 }
 
 static void test_uploaded_statement_is_matched_kind_by_kind(void **state)
@@ -950,6 +954,53 @@ static void test_resolving_with_an_adjustment_posts_through_suspense(void **stat
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A success of ours missing from the day's statement (MISSING_CHANNEL) is
+ * often on the next day's (paid just before midnight): the adjustment waits
+ * until the next day is reconciled, whose run would carry it and close the
+ * difference. Adjusted at once, the adjustment stayed for money the channel
+ * did pay, unseen. Once the next day is reconciled without it, it goes
+ * through. */
+static void test_a_missing_success_is_adjusted_only_after_the_next_day(void **state)
+{
+    (void)state;
+    char p1[64], c1[64];
+    otc_paid(p1, c1, 2100);
+    json_t *run = upload("sim_otc",
+                         "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
+                         "otc_nothing,PNOTHING,PAY,100,CNY,0,FAILED,2026-01-01T00:00:00Z\n",
+                         200);
+    json_t *d = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    json_t *x = find_diff(d, "MISSING_CHANNEL", "local", "ref", p1);
+    assert_non_null(x);
+    char path[96];
+    snprintf(path, sizeof path, "/admin/recon/diffs/%lld/resolve",
+             (long long)json_integer_value(json_object_get(x, "diff_id")));
+    json_decref(d);
+    pc_t_resp_t r =
+        pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"never paid\",\"adjust\":true}");
+    if (r.status != 409)
+        fprintf(stderr, "resolve: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 409);
+    assert_non_null(strstr(r.body, "next day"));
+    pc_t_resp_free(&r);
+    /* The next day reconciled (its run done) and still without it. */
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO recon_runs (channel_id, business_date, status, source, attempts, "
+                  "finished_at) VALUES ('sim_otc', '%s'::date + 1, 'DONE', 'UPLOAD', 1, now()) "
+                  "RETURNING 1",
+                  g_today));
+    r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"never paid\",\"adjust\":true}");
+    if (r.status != 200)
+        fprintf(stderr, "resolve: %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    free(pc_t_sql(&g_stack,
+                  "DELETE FROM recon_runs WHERE channel_id = 'sim_otc' AND business_date = "
+                  "'%s'::date + 1 RETURNING 1",
+                  g_today));
+}
+
 /* The statement says a payment we failed was paid (STATUS_MISMATCH); before
  * ops resolve it, the channel's late success captures the payment. An
  * adjustment computed from the run's snapshot would book the same money a
@@ -1060,7 +1111,8 @@ static void test_payctl_runs_lists_and_resolves(void **state)
                      0);
     assert_int_equal(pc_t_sh("grep -q MISSING_LOCAL %s", out), 0);
     long long id = pc_t_sql_int(&g_stack, "SELECT diff_id FROM recon_diffs WHERE channel_id = "
-                                          "'sim_netbank' AND status = 'OPEN'");
+                                          "'sim_netbank' AND status = 'OPEN' AND kind = "
+                                          "'MISSING_LOCAL'");
     assert_int_equal(pc_t_sh("%s %s/payctl recon resolve %lld --reason 'known test line' --adjust "
                              "> %s",
                              env, pc_t_binary_dir(), id, out),
@@ -1345,6 +1397,9 @@ int main(void)
         cmocka_unit_test_setup(test_late_success_after_an_adjustment_goes_to_ops, refresh_today),
         cmocka_unit_test_setup(test_payctl_runs_lists_and_resolves, refresh_today),
         cmocka_unit_test_setup(test_bad_requests_are_refused, refresh_today),
+        /* After the ones that read suspense whole: its adjustment moves it. */
+        cmocka_unit_test_setup(test_a_missing_success_is_adjusted_only_after_the_next_day,
+                               refresh_today),
         cmocka_unit_test_setup(test_statement_that_cannot_be_fetched_fails_the_run, refresh_today),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
