@@ -42,6 +42,22 @@
  *    ones back into Redis once Redis answers again (copy_back).
  * The script checks the floor and takes the nonce in one step. Returns 1
  * (fresh), 0 (nonce used) or -1 (timestamp under the floor). */
+/* Redis restarted from an older snapshot (RDB persistence, a replica that
+ * was behind) keeps a floor, but not the nonces taken since the snapshot:
+ * those requests were replayable with a fresh Idempotency-Key. Its run_id
+ * changes at every start, so every node, on each new connection and before
+ * anything else on it, compares it with the one recorded beside the floor;
+ * another (or none) raises the floor as a missing one is set (ARGV[1]).
+ * Returns 1 (raised), 0 (the same Redis) or -1 (no run_id to read). */
+static const char runid_script[] =
+    "local rid = string.match(redis.call('info', 'server'), 'run_id:(%w+)')\n"
+    "if not rid then return -1 end\n"
+    "if redis.call('get', KEYS[1]) == rid then return 0 end\n"
+    "local f = tonumber(redis.call('get', KEYS[2]))\n"
+    "if not f or f < tonumber(ARGV[1]) then redis.call('set', KEYS[2], ARGV[1]) end\n"
+    "redis.call('set', KEYS[1], rid)\n"
+    "return 1";
+
 static const char nonce_script[] =
     "local f = tonumber(redis.call('get', KEYS[2]))\n"
     "if not f then f = tonumber(ARGV[3]); redis.call('set', KEYS[2], ARGV[3]) end\n"
@@ -54,7 +70,7 @@ struct pc_auth {
     pc_kv_t *kv;
     pc_db_t *db;
     pc_idem_t *idem;
-    char floor_key[128];
+    char floor_key[128], runid_key[128];
     int64_t newest_ts; /* the newest X-Timestamp this node accepted */
     int64_t started_s; /* when this node started (Unix time) */
     /* This node recorded nonces in PostgreSQL only (Redis unreachable) that
@@ -86,6 +102,41 @@ typedef struct {
     int64_t ts;
 } auth_ctx_t;
 
+/* The floor to set when Redis has lost nonces: one past the newest
+ * timestamp this node accepted, at least the second before now and at most
+ * the next second (further would refuse every request signed now until
+ * then). */
+static int64_t fresh_floor(const pc_auth_t *a)
+{
+    int64_t t_now = (int64_t)time(NULL), t_next = t_now + 1;
+    int64_t f = a->newest_ts + 1 > t_now - 1 ? a->newest_ts + 1 : t_now - 1;
+    return f > t_next ? t_next : f;
+}
+
+static void runid_checked_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    (void)data;
+    if (status || pc_kv_reply_type(reply) != PC_KV_INTEGER) {
+        pc_log_warn("auth.runid_unchecked",
+                    "could not compare Redis's run_id with the nonce floor's: %s",
+                    status ? pc_strerror(status) : pc_kv_reply_str(reply, NULL));
+        return;
+    }
+    if (pc_kv_reply_int(reply) == 1)
+        pc_log_warn("auth.nonce_floor_raised",
+                    "Redis is not the one the nonce floor was set in (restarted, or restored "
+                    "from a snapshot): requests signed before now must be signed again");
+}
+
+static void check_runid(void *data)
+{
+    pc_auth_t *a = data;
+    char f[24];
+    snprintf(f, sizeof f, "%lld", (long long)fresh_floor(a));
+    const char *argv[] = {"EVAL", runid_script, "2", a->runid_key, a->floor_key, f};
+    pc_kv_command(a->kv, runid_checked_cb, a, 6, argv, NULL);
+}
+
 pc_auth_t *pc_auth_new(pc_merchants_t *merchants, pc_kv_t *kv, pc_db_t *db, pc_idem_t *idem)
 {
     pc_auth_t *a = calloc(1, sizeof *a);
@@ -96,6 +147,7 @@ pc_auth_t *pc_auth_new(pc_merchants_t *merchants, pc_kv_t *kv, pc_db_t *db, pc_i
     a->db = db;
     a->idem = idem;
     pc_kv_key(kv, a->floor_key, sizeof a->floor_key, "auth:nonce_floor");
+    pc_kv_key(kv, a->runid_key, sizeof a->runid_key, "auth:nonce_runid");
     /* A node that died before copying its outage nonces back leaves them in
      * PostgreSQL only: each node looks once, on its first check (normally
      * nothing is there and that is one small query). */
@@ -103,11 +155,14 @@ pc_auth_t *pc_auth_new(pc_merchants_t *merchants, pc_kv_t *kv, pc_db_t *db, pc_i
     a->started_s = (int64_t)time(NULL);
     pc_metrics_describe("pc_auth_failures_total", PC_METRIC_COUNTER,
                         "requests refused by authentication, by code");
+    pc_kv_on_connect(kv, check_runid, a);
     return a;
 }
 
 void pc_auth_free(pc_auth_t *auth)
 {
+    if (auth)
+        pc_kv_on_connect(auth->kv, NULL, NULL);
     free(auth);
 }
 
@@ -468,14 +523,8 @@ static void merchant_cb(void *data, int status, pc_merchant_t *m)
     char name[200], key[300], tsv[24], now[24];
     snprintf(name, sizeof name, "nonce:%s:%s", m->id, c->nonce);
     pc_kv_key(a->kv, key, sizeof key, name);
-    /* The floor goes at most to the next second: further would refuse every
-     * request signed now until then. */
-    int64_t t_now = (int64_t)time(NULL), t_next = t_now + 1;
-    int64_t fresh_floor = a->newest_ts + 1 > t_now - 1 ? a->newest_ts + 1 : t_now - 1;
-    if (fresh_floor > t_next)
-        fresh_floor = t_next;
     snprintf(tsv, sizeof tsv, "%lld", (long long)c->ts);
-    snprintf(now, sizeof now, "%lld", (long long)fresh_floor);
+    snprintf(now, sizeof now, "%lld", (long long)fresh_floor(a));
     const char *argv[] = {"EVAL", nonce_script, "2", key, a->floor_key, NONCE_TTL_S, tsv, now};
     if (pc_kv_command(a->kv, nonce_kv_cb, c, 8, argv, NULL) < 0)
         nonce_kv_cb(c, PC_EUNAVAIL, NULL);

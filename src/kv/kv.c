@@ -58,6 +58,8 @@ struct pc_kv {
     uint64_t next_ping_ms; /* loop time of the next idle PING: a second after a reply or a PING */
     int closing;
     int handles_open;
+    void (*on_connect)(void *data);
+    void *on_connect_data;
     void (*close_cb)(void *);
     void *close_data;
 };
@@ -170,6 +172,16 @@ static void connect_cb(const redisAsyncContext *ac, int status)
     pc_log_info("kv.connected", "%s connection up", l->is_sub ? "subscriber" : "command");
     if (l->is_sub)
         subscribe_all(l);
+    else if (l->kv->on_connect)
+        l->kv->on_connect(l->kv->on_connect_data);
+}
+
+void pc_kv_on_connect(pc_kv_t *kv, void (*fn)(void *data), void *data)
+{
+    kv->on_connect = fn;
+    kv->on_connect_data = data;
+    if (fn && kv->cmd.connected)
+        fn(data);
 }
 
 static void disconnect_cb(const redisAsyncContext *ac, int status)

@@ -52,6 +52,11 @@ int pc_kv_command(pc_kv_t *kv, pc_kv_cb cb, void *data, int argc, const char **a
 /* Convenience: NULL-terminated list of string arguments. */
 int pc_kv_cmd(pc_kv_t *kv, pc_kv_cb cb, void *data, ...) __attribute__((sentinel));
 
+/* fn (NULL: none) runs each time the command connection comes up, before
+ * any other command is sent on it (at once when it is up already): what fn
+ * sends reaches Redis ahead of every command sent after it. */
+void pc_kv_on_connect(pc_kv_t *kv, void (*fn)(void *data), void *data);
+
 /* Subscribes (on a separate connection, resubscribed after reconnects) to a
  * channel name (the prefix is added). cb runs for every message. */
 int pc_kv_subscribe(pc_kv_t *kv, const char *channel, pc_kv_message_cb cb, void *data);

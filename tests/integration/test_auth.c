@@ -947,9 +947,10 @@ static void test_redis_down_still_executes_once(void **state)
     /* Redis is away for a while and comes back with its memory (saved to
      * disk here, as a persistent Redis would). A request from a merchant
      * whose clock runs 200 s ahead goes through PostgreSQL meanwhile. Once
-     * Redis is back, requests signed now pass at once (the outage does not
-     * lock anyone out), and the nonce taken during it was given to Redis:
-     * its replay is refused. */
+     * Redis is back, requests signed from the next second pass (the outage
+     * locks nobody out; a restarted Redis raises the floor to it, below),
+     * and the nonce taken during it was given to Redis: its replay is
+     * refused. */
     assert_int_equal(pc_t_sh("redis-cli -p %d SAVE >/dev/null", port), 0);
     pc_t_sh("%s/scripts/services redis-stop %s", pc_t_source_dir(), dir);
     usleep(300000);
@@ -971,7 +972,7 @@ static void test_redis_down_still_executes_once(void **state)
                      0);
     wait_redis_ready();
     r = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
-                      "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, (long long)time(NULL),
+                      "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, (long long)time(NULL) + 1,
                       "nonce-noredis-000005", NULL, NULL);
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
@@ -991,6 +992,34 @@ static void test_redis_down_still_executes_once(void **state)
             usleep(50000);
     }
     assert_true(copied);
+
+    /* Redis restarted from an older snapshot: it keeps its floor but not a
+     * nonce taken after the snapshot, whose request was replayable (200).
+     * Its run_id is new: the floor is raised, the replay refused. (Long
+     * after the outage above: the nodes no longer record nonces in
+     * PostgreSQL too.) */
+    free(pc_t_sql(&g_stack, "UPDATE auth_nonce_fallback SET until = now() - interval '1 second' "
+                            "RETURNING 1"));
+    sleep(2);
+    assert_int_equal(pc_t_sh("redis-cli -p %d SAVE >/dev/null", port), 0);
+    long long t3 = (long long)time(NULL);
+    r = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
+                      "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, t3, "nonce-noredis-000006",
+                      NULL, NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    pc_t_sh("%s/scripts/services redis-stop %s", pc_t_source_dir(), dir);
+    assert_int_equal(pc_t_sh("%s/scripts/services redis-start %s %d", pc_t_source_dir(), dir, port),
+                     0);
+    wait_redis_ready();
+    expect_resign(pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
+                                "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, t3,
+                                "nonce-noredis-000006", NULL, NULL));
+    r = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
+                      "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, (long long)time(NULL) + 1,
+                      "nonce-noredis-000007", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
     pc_t_sh("%s/scripts/services redis-stop %s", pc_t_source_dir(), dir);
     pc_t_sh("rm -rf %s", dir);
 }
