@@ -673,6 +673,13 @@ static void test_50_concurrent_identical_requests_execute_once(void **state)
 /* --- Redis down: PostgreSQL alone keeps requests single --- */
 
 /* Waits until the one node left uses Redis (its /readyz says so). */
+/* The node's answer to a signed GET of trade NOREDIS1 at ts with nonce. */
+static pc_t_resp_t noredis1(long long ts, const char *nonce)
+{
+    return pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
+                         "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, ts, nonce, NULL, NULL);
+}
+
 static void wait_redis_ready(void)
 {
     char url[128];
@@ -880,15 +887,10 @@ static void test_redis_down_still_executes_once(void **state)
     run_race("NOREDIS1", "k-noredis-1", 20);
     /* Nonces stay single-use through the PostgreSQL fallback. */
     long long now = (long long)time(NULL);
-    pc_t_resp_t r = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
-                                  "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, now,
-                                  "nonce-noredis-000001", NULL, NULL);
+    pc_t_resp_t r = noredis1(now, "nonce-noredis-000001");
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
-    expect(pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
-                         "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, now,
-                         "nonce-noredis-000001", NULL, NULL),
-           401, "NONCE_REUSED");
+    expect(noredis1(now, "nonce-noredis-000001"), 401, "NONCE_REUSED");
 
     /* Risk cannot read the velocity counters: a payment is not accepted as
      * if nobody had tried anything (before: counts of 0, ACCEPT). The
@@ -919,9 +921,7 @@ static void test_redis_down_still_executes_once(void **state)
      * node from here, so that every request meets the Redis it reconnected. */
     pc_stack_stop_node(&g_stack, 1, SIGTERM);
     restart_redis(dir, port);
-    expect_resign(pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
-                                "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, now,
-                                "nonce-noredis-000001", NULL, NULL));
+    expect_resign(noredis1(now, "nonce-noredis-000001"));
 
     /* A request taken with Redis up, then Redis restarts and forgets its
      * nonce: the replay is refused as well. */
@@ -934,13 +934,9 @@ static void test_redis_down_still_executes_once(void **state)
     pc_t_resp_free(&r);
     sleep(2);
     restart_redis(dir, port);
-    expect_resign(pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
-                                "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, t2,
-                                "nonce-noredis-000002", NULL, NULL));
+    expect_resign(noredis1(t2, "nonce-noredis-000002"));
     /* Requests signed now pass. */
-    r = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
-                      "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, (long long)time(NULL) + 1,
-                      "nonce-noredis-000003", NULL, NULL);
+    r = noredis1((long long)time(NULL) + 1, "nonce-noredis-000003");
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
 
@@ -971,16 +967,11 @@ static void test_redis_down_still_executes_once(void **state)
     assert_int_equal(pc_t_sh("%s/scripts/services redis-start %s %d", pc_t_source_dir(), dir, port),
                      0);
     wait_redis_ready();
-    r = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
-                      "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, (long long)time(NULL) + 1,
-                      "nonce-noredis-000005", NULL, NULL);
+    r = noredis1((long long)time(NULL) + 1, "nonce-noredis-000005");
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
     usleep(300000); /* the copy back into Redis is on its way */
-    expect(pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
-                         "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, ahead,
-                         "nonce-noredis-000004", NULL, NULL),
-           401, "NONCE_REUSED");
+    expect(noredis1(ahead, "nonce-noredis-000004"), 401, "NONCE_REUSED");
     int copied = 0;
     for (int i = 0; i < 100 && !copied; i++) {
         copied =
@@ -1012,12 +1003,8 @@ static void test_redis_down_still_executes_once(void **state)
     assert_int_equal(pc_t_sh("%s/scripts/services redis-start %s %d", pc_t_source_dir(), dir, port),
                      0);
     wait_redis_ready();
-    expect_resign(pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
-                                "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, t3,
-                                "nonce-noredis-000006", NULL, NULL));
-    r = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET",
-                      "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, (long long)time(NULL) + 1,
-                      "nonce-noredis-000007", NULL, NULL);
+    expect_resign(noredis1(t3, "nonce-noredis-000006"));
+    r = noredis1((long long)time(NULL) + 1, "nonce-noredis-000007");
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
     pc_t_sh("%s/scripts/services redis-stop %s", pc_t_source_dir(), dir);
