@@ -221,7 +221,10 @@ static const char SQL_UNMATCHED_MONEY[] =
 
 /* The day's differences, upserted on (run, kind, key): what an earlier
  * attempt found keeps its row and its status; an open row takes the latest
- * values. */
+ * values. A repeated line's key is its reference and which repeat of it it
+ * is, not its row: a re-issued file with a line added above made the same
+ * duplicate new again, and the one adjusted already could be adjusted
+ * twice. */
 static const char SQL_UPSERT[] =
     K ", up AS (INSERT INTO recon_diffs AS d (run_id, channel_id, business_date, kind, diff_key, "
       "obj, line_no, channel_ref, paycore_ref, line_amount, line_currency, line_fee, line_status, "
@@ -235,7 +238,8 @@ static const char SQL_UPSERT[] =
       "FROM k CROSS JOIN (SELECT *, CASE WHEN line_no IS NULL THEN 'L:' || local_table || ':' || "
       "local_ref || CASE WHEN obj = 'PAYOUT_RETURN' THEN ':RETURN' ELSE '' END "
       "WHEN kind = 'DUPLICATE_LINE' THEN 'S:' || obj || ':' || channel_ref || '#' || "
-      "line_no ELSE 'S:' || obj || ':' || channel_ref END AS key FROM recon_found "
+      "row_number() OVER (PARTITION BY kind, obj, channel_ref ORDER BY line_no) ELSE 'S:' || "
+      "obj || ':' || channel_ref END AS key FROM recon_found "
       "WHERE kind NOT IN ('CARRIED', 'MATCHED')) f ORDER BY f.kind, f.key, f.line_no "
       "ON CONFLICT (run_id, kind, diff_key) DO UPDATE SET seen_attempt = EXCLUDED.seen_attempt, "
       "updated_at = now(), "

@@ -1001,6 +1001,49 @@ static void test_a_missing_success_is_adjusted_only_after_the_next_day(void **st
                   g_today));
 }
 
+/* A repeated line is known by its reference and which repeat it is, not
+ * by its row: a statement re-issued with a line added above it found the
+ * same duplicate as new (another row, another key), and the one adjusted
+ * already could be adjusted a second time. */
+static void test_a_duplicate_line_adjusted_is_not_found_again_in_a_reissued_file(void **state)
+{
+    (void)state;
+    char p1[64], c1[64], csv[1024];
+    otc_paid(p1, c1, 1000);
+    const char *t = "2026-01-01T00:00:00Z";
+    snprintf(csv, sizeof csv,
+             "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
+             "%s,%s,PAY,1000,CNY,15,SUCCESS,%s\n"
+             "%s,%s,PAY,1000,CNY,15,SUCCESS,%s\n",
+             c1, p1, t, c1, p1, t);
+    json_t *run = upload("sim_otc", csv, 200);
+    json_t *d = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    json_t *x = find_diff(d, "DUPLICATE_LINE", "line", "channel_ref", c1);
+    assert_non_null(x);
+    char path[96];
+    snprintf(path, sizeof path, "/admin/recon/diffs/%lld/resolve",
+             (long long)json_integer_value(json_object_get(x, "diff_id")));
+    json_decref(d);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path,
+                               "{\"reason\":\"charged twice, refunded at the channel\","
+                               "\"adjust\":true}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    /* Re-issued with a line above them. */
+    snprintf(csv, sizeof csv,
+             "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
+             "otc_reissue,PNONE3,PAY,300,CNY,0,FAILED,%s\n"
+             "%s,%s,PAY,1000,CNY,15,SUCCESS,%s\n"
+             "%s,%s,PAY,1000,CNY,15,SUCCESS,%s\n",
+             t, c1, p1, t, c1, p1, t);
+    run = upload("sim_otc", csv, 200);
+    d = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    assert_null(find_diff(d, "DUPLICATE_LINE", "line", "channel_ref", c1));
+    json_decref(d);
+}
+
 /* The statement says a payment we failed was paid (STATUS_MISMATCH); before
  * ops resolve it, the channel's late success captures the payment. An
  * adjustment computed from the run's snapshot would book the same money a
@@ -1398,6 +1441,8 @@ int main(void)
         cmocka_unit_test_setup(test_payctl_runs_lists_and_resolves, refresh_today),
         cmocka_unit_test_setup(test_bad_requests_are_refused, refresh_today),
         /* After the ones that read suspense whole: its adjustment moves it. */
+        cmocka_unit_test_setup(test_a_duplicate_line_adjusted_is_not_found_again_in_a_reissued_file,
+                               refresh_today),
         cmocka_unit_test_setup(test_a_missing_success_is_adjusted_only_after_the_next_day,
                                refresh_today),
         cmocka_unit_test_setup(test_statement_that_cannot_be_fetched_fails_the_run, refresh_today),
