@@ -27,7 +27,8 @@ typedef struct {
     json_t *cards; /* bound cards */
     int64_t used_day, used_month, attempts_1h;
     int64_t open_attempts;
-    json_t *card_usage; /* {card_id: [the card's usage in 24 h, in 30 days], by anyone} */
+    int64_t failed_attempts; /* the trade's FAILED payments */
+    json_t *card_usage;      /* {card_id: [the card's usage in 24 h, in 30 days], by anyone} */
     const char *last_method;
     json_t *type_counts;
     int64_t now;

@@ -527,6 +527,20 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
                               "another payment of this trade is in progress");
         return;
     }
+    /* Each failure lets the buyer try again (continue-pay), and the risk
+     * rule counts attempts per buyer, card, address and device: a guest
+     * trade's cashier link, with a new card each time and no device id,
+     * tested stolen cards one after another for as long as the link lived
+     * (only the address's count could stop it). Capped per trade. */
+    int64_t max_failed = pc_config_int(app->cfg, "cashier.max_failed_attempts");
+    if (v->failed_attempts >= max_failed) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "this trade has had %lld failed payments: it takes no more (create a new trade)",
+                 (long long)v->failed_attempts);
+        pc_http_respond_error(req, PC_API_LIMIT_EXCEEDED, NULL, msg);
+        return;
+    }
     p->view = json_incref(v->json);
     json_t *t = v->trade;
     const char *cur = json_string_value(json_object_get(t, "currency"));

@@ -54,7 +54,8 @@
     "month, count(*) FILTER (WHERE "                                                               \
     "created_at >= now() - interval '1 hour' AND counted) AS attempts_1h FROM bp) u), "            \
     "'open_attempts', (SELECT count(*) FROM payments WHERE trade_no = $1 AND status "              \
-    "IN " PC_PAYMENT_OPEN_STATUSES "), "
+    "IN " PC_PAYMENT_OPEN_STATUSES "), 'failed_attempts', (SELECT count(*) FROM payments WHERE "   \
+    "trade_no = $1 AND status = 'FAILED'), "
 #define VIEW_TYPED_0 "'typed_wallets', '[]'::json, "
 #define VIEW_TYPED_1                                                                               \
     "'typed_wallets', (SELECT coalesce(json_agg(json_build_object('account_type', "                \
@@ -157,6 +158,7 @@ static void load_cb(void *data, int status, pc_db_res_t *res)
     v.attempts_1h = jint(u, "attempts_1h");
     v.card_usage = json_object_get(v.json, "card_usage");
     v.open_attempts = jint(v.json, "open_attempts");
+    v.failed_attempts = jint(v.json, "failed_attempts");
     v.last_method = json_string_value(json_object_get(v.json, "last_method"));
     v.type_counts = json_object_get(v.json, "type_counts");
     v.now = jint(v.json, "now");

@@ -158,6 +158,10 @@ static const opt_def_t opts[] = {
     {"cashier.card_key", OPT_STR, "PAYCORE_CARD_KEY", "demo-card-key-change-me", 0, 0, 0,
      "DEMO default key of the keyed hash cards are known by (velocity, challenges); keep it "
      "stable: changing it forgets every card's history"},
+    {"cashier.max_failed_attempts", OPT_INT, "PAYCORE_CASHIER_MAX_FAILED_ATTEMPTS", "10", 1, 1000,
+     1,
+     "failed payments a trade may have: past them it takes no more (422 LIMIT_EXCEEDED; "
+     "stolen cards are not tried one after another through one cashier link)"},
     {"cashier.hide_unavailable", OPT_BOOL, NULL, "false", 0, 0, 1,
      "drop unavailable methods from consult (passed to cashier_rank.lua)"},
     {"repair.schedule_ms", OPT_STR, "PAYCORE_REPAIR_SCHEDULE_MS",

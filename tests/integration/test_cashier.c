@@ -784,6 +784,50 @@ static void test_a_late_card_success_takes_the_balance_and_coupon_again(void **s
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A guest trade's payments with a new card each time from a new address
+ * and device, every one declined: nothing the risk rule counts adds up, and
+ * a cashier link was a way to test stolen cards one after another for as
+ * long as it lived. A trade takes at most cashier.max_failed_attempts (10)
+ * failed payments; the next pay is 422 LIMIT_EXCEEDED and reaches no
+ * channel. */
+static void test_a_trade_takes_no_more_payments_after_ten_failures(void **state)
+{
+    (void)state;
+    char body[1024], key[64], tn[40];
+    g_seq++;
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"CG%d-%ld\",\"product\":\"INSTANT\",\"amount\":900,"
+             "\"currency\":\"CNY\",\"subject\":\"Goods\"}",
+             g_seq, (long)getpid());
+    snprintf(key, sizeof key, "trade-g%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
+    assert_int_equal(r.status, 201);
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    card_channels_decline(1.0);
+    for (int i = 0; i <= 10; i++) {
+        g_seq++;
+        snprintf(body, sizeof body,
+                 "{\"trade_no\":\"%s\",\"method_id\":\"CARD\",\"client\":{\"ip\":\"10.9.%d.%d\","
+                 "\"device_id\":\"dev-g%d\",\"platform\":\"WEB\"},%s}",
+                 tn, g_seq % 200, i, g_seq, pc_t_fresh_card());
+        snprintf(key, sizeof key, "pay-g%d", g_seq);
+        r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+        if (i < 10 && strcmp(pc_t_jstr(&r, "status"), "FAILED") != 0)
+            fprintf(stderr, "pay %d: %ld %s\n", i, r.status, r.body);
+        if (i < 10) {
+            assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+        } else {
+            assert_int_equal(r.status, 422);
+            assert_string_equal(pc_t_errcode(&r), "LIMIT_EXCEEDED");
+        }
+        pc_t_resp_free(&r);
+    }
+    card_channels_decline(0);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE trade_no = '%s'", tn), 10);
+}
+
 static void test_coupon_alone_pays_only_when_it_covers_the_amount(void **state)
 {
     (void)state;
@@ -2970,6 +3014,7 @@ int main(void)
         cmocka_unit_test(test_pay_answer_is_recorded_with_the_payment),
         cmocka_unit_test(test_balance_coupon_card_declined_leaves_everything_as_before),
         cmocka_unit_test(test_a_late_card_success_takes_the_balance_and_coupon_again),
+        cmocka_unit_test(test_a_trade_takes_no_more_payments_after_ten_failures),
         cmocka_unit_test(test_coupon_alone_pays_only_when_it_covers_the_amount),
         cmocka_unit_test(test_a_coupon_granted_twice_under_one_id_is_one_coupon),
         cmocka_unit_test(test_va_completes_after_the_buyer_transfers),
