@@ -72,6 +72,9 @@ struct pc_auth {
     pc_idem_t *idem;
     char floor_key[128], runid_key[128];
     int64_t newest_ts; /* the newest X-Timestamp this node accepted */
+    /* The run_id check of the present connection (check_runid): 0 not made
+     * or failed, 1 made, 2 on its way. */
+    int runid_state;
     int64_t started_s; /* when this node started (Unix time) */
     /* This node recorded nonces in PostgreSQL only (Redis unreachable) that
      * Redis has not been given yet. */
@@ -115,11 +118,31 @@ static int64_t fresh_floor(const pc_auth_t *a)
 
 static void runid_checked_cb(void *data, int status, const pc_kv_reply_t *reply)
 {
-    (void)data;
-    if (status || pc_kv_reply_type(reply) != PC_KV_INTEGER) {
+    pc_auth_t *a = data;
+    const char *err = status                                     ? pc_strerror(status)
+                      : pc_kv_reply_type(reply) != PC_KV_INTEGER ? pc_kv_reply_str(reply, NULL)
+                      : pc_kv_reply_int(reply) < 0               ? "no run_id in INFO"
+                                                                 : NULL;
+    if (err && (status || !strncmp(err, "LOADING", 7) || !strncmp(err, "BUSY", 4))) {
+        /* Made again before the next request is taken (merchant_cb): a Redis
+         * still loading its snapshot, or busy, or no answer in time; its old
+         * floor would stand meanwhile. */
+        a->runid_state = 0;
         pc_log_warn("auth.runid_unchecked",
-                    "could not compare Redis's run_id with the nonce floor's: %s",
-                    status ? pc_strerror(status) : pc_kv_reply_str(reply, NULL));
+                    "could not compare Redis's run_id with the nonce floor's: %s; requests "
+                    "wait (503) until it is done",
+                    err);
+        return;
+    }
+    a->runid_state = 1;
+    if (err) {
+        /* A server that will not run it (no INFO in scripts, no run_id):
+         * serving goes on, without this check. */
+        pc_log_error("auth.runid_unavailable",
+                     "Redis's run_id cannot be compared with the nonce floor's (%s): a Redis "
+                     "restored from an older snapshot keeps its floor, and nonces taken since it "
+                     "was saved can be replayed for their 300 s",
+                     err);
         return;
     }
     if (pc_kv_reply_int(reply) == 1)
@@ -134,7 +157,7 @@ static void check_runid(void *data)
     char f[24];
     snprintf(f, sizeof f, "%lld", (long long)fresh_floor(a));
     const char *argv[] = {"EVAL", runid_script, "2", a->runid_key, a->floor_key, f};
-    pc_kv_command(a->kv, runid_checked_cb, a, 6, argv, NULL);
+    a->runid_state = pc_kv_command(a->kv, runid_checked_cb, a, 6, argv, NULL) < 0 ? 0 : 2;
 }
 
 pc_auth_t *pc_auth_new(pc_merchants_t *merchants, pc_kv_t *kv, pc_db_t *db, pc_idem_t *idem)
@@ -159,10 +182,10 @@ pc_auth_t *pc_auth_new(pc_merchants_t *merchants, pc_kv_t *kv, pc_db_t *db, pc_i
     return a;
 }
 
+/* The kv's on-connect hook is not touched here: kv is closed (and freed)
+ * before (main's stop), and pc_kv_close drops its hook. */
 void pc_auth_free(pc_auth_t *auth)
 {
-    if (auth)
-        pc_kv_on_connect(auth->kv, NULL, NULL);
     free(auth);
 }
 
@@ -520,6 +543,17 @@ static void merchant_cb(void *data, int status, pc_merchant_t *m)
     }
     c->merchant = pc_merchant_ref(m);
     pc_auth_t *a = c->auth;
+    /* The check of a Redis connected again failed (it was loading, say):
+     * made again, and this request waits for it. A check on its way is
+     * ahead of this request's nonce on the connection. */
+    if (a->runid_state == 0 && pc_kv_ready(a->kv)) {
+        check_runid(a);
+        pc_http_add_header(req, "Retry-After", "1");
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL,
+                              "the nonce store is being checked after it came back: retry in a "
+                              "moment");
+        return;
+    }
     char name[200], key[300], tsv[24], now[24];
     snprintf(name, sizeof name, "nonce:%s:%s", m->id, c->nonce);
     pc_kv_key(a->kv, key, sizeof key, name);

@@ -389,6 +389,7 @@ static void kv_handle_done(pc_kv_t *kv)
 
 void pc_kv_close(pc_kv_t *kv, void (*cb)(void *data), void *data)
 {
+    kv->on_connect = NULL; /* its owner may be freed once the close began */
     kv->closing = 1;
     kv->close_cb = cb;
     kv->close_data = data;

@@ -54,7 +54,8 @@ int pc_kv_cmd(pc_kv_t *kv, pc_kv_cb cb, void *data, ...) __attribute__((sentinel
 
 /* fn (NULL: none) runs each time the command connection comes up, before
  * any other command is sent on it (at once when it is up already): what fn
- * sends reaches Redis ahead of every command sent after it. */
+ * sends reaches Redis ahead of every command sent after it. pc_kv_close
+ * drops it. */
 void pc_kv_on_connect(pc_kv_t *kv, void (*fn)(void *data), void *data);
 
 /* Subscribes (on a separate connection, resubscribed after reconnects) to a
