@@ -1145,6 +1145,19 @@ static void mk_inserted_cb(void *data, int status, pc_db_res_t *res)
     }
 }
 
+/* SQL: a chargeback terminated the error refund of payment pno (a column or
+ * parameter) and its case is not written yet: terminate_unsent in
+ * src/chargeback/chargeback.c commits the termination, then opens the case
+ * in a transaction of its own. A new error refund made in between would be
+ * counted as returning the disputed money, the case refused, and the buyer
+ * paid twice; the error refund waits for the case instead. (A case then
+ * refused for another reason leaves the payment in escrow for ops:
+ * ERROR_REFUNDS_STUCK.) */
+#define CASE_ON_ITS_WAY(pno)                                                                       \
+    "EXISTS (SELECT 1 FROM refunds t WHERE t.payment_no = " pno " AND t.type = 'ERROR' AND "       \
+    "t.status = 'TERMINATED' AND t.failure_code = 'CHARGEBACK') AND NOT EXISTS (SELECT 1 FROM "    \
+    "chargebacks c WHERE c.payment_no = " pno ")"
+
 static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
 {
     mk_t *m = data;
@@ -1238,8 +1251,8 @@ static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
                        "succeeded on a trade that could not take it (paid twice, or closed)', "
                        "$17, $18, CASE WHEN $6 IN ('API', 'PAYOUT') THEN now() END WHERE NOT "
                        "chargeback_open_on_payment($5) AND payment_chargeback_frozen($5) = "
-                       "$19::bigint ON CONFLICT DO NOTHING RETURNING refund_no, payment_no, "
-                       "method",
+                       "$19::bigint AND NOT (" CASE_ON_ITS_WAY(
+                           "$5") ") ON CONFLICT DO NOTHING RETURNING refund_no, payment_no, method",
                        19, p, mk_inserted_cb, m);
         free(payee);
     }
@@ -1281,9 +1294,13 @@ static void mk_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "AND (p.error_refund_failed_at IS NULL OR p.error_refund_failed_at < now() - "
             "$1::bigint * interval '1 millisecond') AND NOT EXISTS (SELECT 1 FROM "
             "refunds r WHERE r.payment_no = p.payment_no AND r.type = 'ERROR' AND r.status <> "
-            "'TERMINATED') AND NOT chargeback_open_on_payment(p.payment_no) AND p.amount > "
-            "payment_chargeback_frozen(p.payment_no) ORDER BY p.error_refund_failed_at NULLS "
-            "FIRST, p.finished_at LIMIT $2::int FOR UPDATE OF p, tr SKIP LOCKED",
+            "'TERMINATED') AND NOT (" CASE_ON_ITS_WAY(
+                "p.payment_no") ") AND NOT "
+                                "chargeback_open_on_payment(p.payment_no) AND p.amount > "
+                                "payment_chargeback_frozen(p.payment_no) ORDER BY "
+                                "p.error_refund_failed_at NULLS "
+                                "FIRST, p.finished_at LIMIT $2::int FOR UPDATE OF p, tr SKIP "
+                                "LOCKED",
             2, p, mk_rows_cb, m) < 0) {
         pc_db_tx_rollback(tx);
         mk_free(m);

@@ -65,6 +65,17 @@ static int after_each(void **state)
         snprintf(b, sizeof b, "{\"channel_id\":\"%s\",\"reset\":true}", chs[i]);
         pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", b);
         pc_t_resp_free(&r);
+        /* Switched back on, if a test switched it off and failed before it
+         * did so itself. */
+        if (pc_t_sql_int(&g_stack,
+                         "SELECT count(*) FROM channel_overrides WHERE channel_id = '%s' AND NOT "
+                         "enabled",
+                         chs[i]) > 0) {
+            snprintf(b, sizeof b, "/admin/channels/%s/enable", chs[i]);
+            r = pc_t_admin(&g_stack, "POST", b, NULL);
+            pc_t_resp_free(&r);
+            sleep(2); /* both nodes hear of it */
+        }
     }
     assert_true(pc_t_ledger_ok(&g_stack));
     return 0;

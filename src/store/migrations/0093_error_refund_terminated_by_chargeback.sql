@@ -15,7 +15,7 @@
 ALTER TABLE refunds DROP CONSTRAINT refunds_error_never_fails;
 ALTER TABLE refunds ADD CONSTRAINT refunds_error_never_fails CHECK (
     type = 'NORMAL' OR status <> 'FAILED' AND (status <> 'TERMINATED'
-                                               OR failure_code = 'CHARGEBACK'));
+                                               OR failure_code IS NOT DISTINCT FROM 'CHARGEBACK'));
 DROP INDEX refunds_one_error_per_payment;
 CREATE UNIQUE INDEX refunds_one_error_per_payment ON refunds (payment_no)
     WHERE type = 'ERROR' AND status <> 'TERMINATED';
