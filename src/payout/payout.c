@@ -995,16 +995,32 @@ static void callback_applied(void *data, apply_outcome_t outcome)
  * may still pay it. Dropped, a send that timed out kept no reference, and
  * such a "no record" failed the payout and gave the merchant the money
  * back while the bank could pay it too. */
-static void note_taken(pc_app_t *app, const char *payout_no, const char *channel_id,
-                       const char *channel_txn_id)
+static void processing_noted_cb(void *data, int status, pc_db_res_t *res)
 {
-    if (!channel_txn_id || !channel_txn_id[0] || !channel_id || !channel_id[0])
+    pc_http_req_t *req = data;
+    (void)res;
+    if (!req)
         return;
+    /* Not kept: the channel sends its callback again. */
+    if (status) {
+        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "try again");
+        return;
+    }
+    static const char ok[] = "{\"result\":\"ignored\"}";
+    pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
+}
+
+/* req: a callback's, answered once the reference is kept (NULL: a query's). */
+static void note_taken(pc_app_t *app, const char *payout_no, const char *channel_id,
+                       const char *channel_txn_id, pc_http_req_t *req)
+{
     const char *p[] = {payout_no, channel_id, channel_txn_id};
-    pc_db_query(app->db,
-                "UPDATE payouts SET channel_txn_id = $3, updated_at = now() WHERE payout_no = $1 "
-                "AND channel_id = $2 AND channel_txn_id IS NULL AND status = 'PROCESSING'",
-                3, p, ignore_cb, NULL);
+    if (!channel_txn_id || !channel_txn_id[0] || !channel_id || !channel_id[0] ||
+        pc_db_query(app->db,
+                    "UPDATE payouts SET channel_txn_id = $3, updated_at = now() WHERE payout_no = "
+                    "$1 AND channel_id = $2 AND channel_txn_id IS NULL AND status = 'PROCESSING'",
+                    3, p, processing_noted_cb, req) < 0)
+        processing_noted_cb(req, channel_txn_id && channel_txn_id[0] ? PC_EUNAVAIL : 0, NULL);
 }
 
 static void payout_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
@@ -1017,9 +1033,8 @@ static void payout_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
         return;
     }
     if (cb->result.status == PC_CH_PROCESSING) {
-        note_taken(app, cb->ref, pc_http_req_param(req, "channel_id"), cb->result.channel_txn_id);
-        static const char ok[] = "{\"result\":\"ignored\"}";
-        pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
+        note_taken(app, cb->ref, pc_http_req_param(req, "channel_id"), cb->result.channel_txn_id,
+                   req);
         return;
     }
     if (apply_result(app, cb->ref, pc_http_req_param(req, "channel_id"), &cb->result, 0,
@@ -1090,7 +1105,7 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
         snprintf(r.message, sizeof r.message, "the channel has no record of this payout");
     }
     if (r.status == PC_CH_PROCESSING)
-        note_taken(po->app, j->payout_no, j->channel_id, r.channel_txn_id);
+        note_taken(po->app, j->payout_no, j->channel_id, r.channel_txn_id, NULL);
     if (final && apply_result(po->app, j->payout_no, NULL, &r, 0, job_applied, j) == 0)
         return;
     if (final && j->last)

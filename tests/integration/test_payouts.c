@@ -810,8 +810,25 @@ static void test_a_query_that_hears_the_payout_taken_keeps_its_reference(void **
                               "SELECT count(*) FROM payouts WHERE payout_no = '%s' AND "
                               "channel_txn_id IS NOT NULL",
                               no));
-    /* Later the channel has no record of it (here: pointed at another). */
+    /* A callback saying PROCESSING keeps it too, before it is answered. */
     char *ch = pc_t_sql(&g_stack, "SELECT channel_id FROM payouts WHERE payout_no = '%s'", no);
+    char *real =
+        pc_t_sql(&g_stack, "SELECT channel_txn_id FROM payouts WHERE payout_no = '%s'", no);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payouts SET channel_txn_id = NULL WHERE payout_no = '%s' RETURNING 1",
+                  no));
+    assert_int_equal(pc_t_channel_callback(&g_stack, ch, "payout", no, "PROCESSING", 10000), 200);
+    char *txn = pc_t_sql(
+        &g_stack, "SELECT coalesce(channel_txn_id, '-') FROM payouts WHERE payout_no = '%s'", no);
+    char want[64];
+    snprintf(want, sizeof want, "t_%s", no);
+    assert_string_equal(txn, want);
+    free(txn);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payouts SET channel_txn_id = '%s' WHERE payout_no = '%s' RETURNING 1",
+                  real, no));
+    free(real);
+    /* Later the channel has no record of it (here: pointed at another). */
     free(pc_t_sql(&g_stack,
                   "UPDATE payouts SET channel_id = 'sim_wallet', sent_at = now() - interval '1 "
                   "hour', next_query_at = now() WHERE payout_no = '%s' RETURNING 1",
