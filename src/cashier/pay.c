@@ -1034,10 +1034,11 @@ static void bind_buyer_cb(void *data, int status, pc_db_res_t *res)
     /* Bind at a channel that offers quick pay, in whatever currency it
      * takes (tokenizing moves no money): the one taking the most currencies
      * (a card bound there can pay in most of them), then the heaviest. */
-    const pc_channel_t *match[8];
-    size_t n = pc_channels_match(app->channels, PC_METHOD_QUICK_PAY, NULL, 0, match, 8);
+    const pc_channel_t *match[PC_CHANNELS_MAX];
+    size_t n =
+        pc_channels_match(app->channels, PC_METHOD_QUICK_PAY, NULL, 0, match, PC_CHANNELS_MAX);
     const pc_channel_t *best = NULL;
-    for (size_t i = 0; i < n && i < 8; i++)
+    for (size_t i = 0; i < n && i < PC_CHANNELS_MAX; i++)
         if (!best || match[i]->ncurrencies > best->ncurrencies ||
             (match[i]->ncurrencies == best->ncurrencies && match[i]->weight > best->weight))
             best = match[i];

@@ -824,7 +824,8 @@ static void create_refund(pc_http_req_t *req, void *data)
         if (!ok) {
             pc_http_respond_error(req, PC_API_INVALID_REQUEST, "splits",
                                   "[{\"account\", \"amount\"}]: each a split receiver of the trade "
-                                  "and what to take back from it (0 to amount)");
+                                  "and what to take back from it (0 or more; together at most the "
+                                  "amount)");
             return;
         }
         /* As a trade's and a settle's splits (api.md). */

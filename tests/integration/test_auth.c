@@ -672,7 +672,6 @@ static void test_50_concurrent_identical_requests_execute_once(void **state)
 
 /* --- Redis down: PostgreSQL alone keeps requests single --- */
 
-/* Waits until the one node left uses Redis (its /readyz says so). */
 /* The node's answer to a signed GET of trade NOREDIS1 at ts with nonce. */
 static pc_t_resp_t noredis1(long long ts, const char *nonce)
 {
@@ -680,6 +679,7 @@ static pc_t_resp_t noredis1(long long ts, const char *nonce)
                          "/v1/trades?out_trade_no=NOREDIS1", NULL, NULL, ts, nonce, NULL, NULL);
 }
 
+/* Waits until the one node left uses Redis (its /readyz says so). */
 static void wait_redis_ready(void)
 {
     char url[128];

@@ -521,6 +521,8 @@ static void test_settles_reach_at_most_20_receivers_in_all(void **state)
     snprintf(body, sizeof body, "{\"amount\":100,\"splits\":[{\"account\":\"%s\",\"amount\":1}]}",
              rx[20].id);
     assert_int_equal(settle(&m, tn, body, NULL), 400);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM trade_settles WHERE trade_no = '%s'", tn), 1);
     snprintf(body, sizeof body, "{\"amount\":100,\"splits\":[{\"account\":\"%s\",\"amount\":5}]}",
              rx[3].id);
     assert_int_equal(settle(&m, tn, body, NULL), 200);
