@@ -311,7 +311,9 @@ int main(int argc, char **argv)
         fclose(f);
         snprintf(p, sizeof p, "%s/tests/risk.json", tdir);
         f = fopen(p, "w");
-        fputs("{\"examples\": [{\"name\": \"x\", \"ctx\": {}, \"expect\": {}}]}", f);
+        fputs("{\"examples\": [{\"name\": \"x\", \"ctx\": {}, \"expect\": {\"decision\": "
+              "\"ACCEPT\"}}]}",
+              f);
         fclose(f);
         /* The other rules as shipped, so that the reload has nothing to report. */
         const char *others[] = {"cashier_rank", "route", "refund_method"};
