@@ -745,6 +745,24 @@ static void test_payout_paid_with_another_sum_is_flagged(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* Payout no, sent an hour ago, queried by a channel (sim_wallet) that
+ * never saw it: "no record" leaves it PROCESSING and flagged for ops, then
+ * it is given back its own channel ch. */
+static void forgotten_by_its_channel(const char *no, const char *ch)
+{
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payouts SET channel_id = 'sim_wallet', sent_at = now() - interval '1 "
+                  "hour', next_query_at = now() WHERE payout_no = '%s' RETURNING 1",
+                  no));
+    assert_true(pc_t_sql_wait(&g_stack, "PROCESSING/true", 15,
+                              "SELECT status || '/' || needs_ops FROM payouts WHERE payout_no = "
+                              "'%s'",
+                              no));
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payouts SET channel_id = '%s' WHERE payout_no = '%s' RETURNING 1", ch,
+                  no));
+}
+
 /* A channel that took a payout (it answered with its reference) and later
  * has no record of it: the payout is not failed on that "no record" (the
  * merchant's money given back while the bank may have paid it); it stays
@@ -763,18 +781,8 @@ static void test_no_record_of_a_payout_the_channel_took_is_for_ops(void **state)
                               "SELECT count(*) FROM payouts WHERE payout_no = '%s' AND "
                               "channel_txn_id IS NOT NULL",
                               no));
-    free(pc_t_sql(&g_stack,
-                  "UPDATE payouts SET channel_id = 'sim_wallet', sent_at = now() - interval '1 "
-                  "hour', next_query_at = now() WHERE payout_no = '%s' RETURNING 1",
-                  no));
-    assert_true(pc_t_sql_wait(&g_stack, "PROCESSING/true", 15,
-                              "SELECT status || '/' || needs_ops FROM payouts WHERE payout_no = "
-                              "'%s'",
-                              no));
+    forgotten_by_its_channel(no, ch);
     /* Back with its channel, its success closes it. */
-    free(pc_t_sql(&g_stack,
-                  "UPDATE payouts SET channel_id = '%s' WHERE payout_no = '%s' RETURNING 1", ch,
-                  no));
     assert_int_equal(pc_t_channel_callback(&g_stack, ch, "payout", no, "SUCCESS", 10000), 200);
     free(ch);
     assert_true(pc_t_sql_wait(&g_stack, "SUCCESS/false", 10,
@@ -829,17 +837,7 @@ static void test_a_query_that_hears_the_payout_taken_keeps_its_reference(void **
                   real, no));
     free(real);
     /* Later the channel has no record of it (here: pointed at another). */
-    free(pc_t_sql(&g_stack,
-                  "UPDATE payouts SET channel_id = 'sim_wallet', sent_at = now() - interval '1 "
-                  "hour', next_query_at = now() WHERE payout_no = '%s' RETURNING 1",
-                  no));
-    assert_true(pc_t_sql_wait(&g_stack, "PROCESSING/true", 15,
-                              "SELECT status || '/' || needs_ops FROM payouts WHERE payout_no = "
-                              "'%s'",
-                              no));
-    free(pc_t_sql(&g_stack,
-                  "UPDATE payouts SET channel_id = '%s' WHERE payout_no = '%s' RETURNING 1", ch,
-                  no));
+    forgotten_by_its_channel(no, ch);
     complete_held(no);
     free(ch);
     assert_true(pc_t_sql_wait(&g_stack, "SUCCESS", 15,
