@@ -147,11 +147,13 @@ static const char TPL_MARKERS[] =
       "RETURNING f.obj, f.line_no, f.channel_ref, f.paycore_ref, f.line_amount, f.line_currency, "
       "f.line_fee, f.line_status, f.line_at, x.{ref} AS local_ref, {state} AS local_state, "
       "x.status AS local_status, {amount} AS local_amount, x.currency AS local_currency, {fee} AS "
-      "expected_fee, CASE WHEN {repair_when} THEN {repair} END AS repair, " IN_DAY " AS in_day) "
-      "INSERT INTO recon_found (" FOUND_COLS ") "
+      "expected_fee, CASE WHEN {repair_when} THEN {repair} END AS repair, " IN_DAY " AS in_day, "
+      "{day} AS local_at) "
+      "INSERT INTO recon_found (" FOUND_COLS ", local_at) "
       "SELECT kk.kind, m.obj, m.line_no, m.channel_ref, m.paycore_ref, m.line_amount, "
       "m.line_currency, m.line_fee, m.line_status, m.line_at, '{table}', m.local_ref, "
-      "m.local_state, m.local_status, m.local_amount, m.local_currency, m.expected_fee, m.repair "
+      "m.local_state, m.local_status, m.local_amount, m.local_currency, m.expected_fee, m.repair, "
+      "m.local_at "
       "FROM m CROSS JOIN LATERAL unnest(recon_pair_kinds(m.line_status, m.line_amount, "
       "m.line_currency, m.line_fee, m.local_state, m.local_amount, m.local_currency, "
       "m.expected_fee, m.in_day) || '{MATCHED}'::text[]) AS kk(kind)";
@@ -168,15 +170,42 @@ static const char TPL_MISSING_CHANNEL[] =
       "WHERE x.channel_id = k.ch AND {success} AND {day} >= k.day_from AND {day} < k.day_to AND "
       "({filter})";
 /* A candidate is not missing when a fallback matched it to a line of its
- * type, or when another day's statement has such a line (a payout's PAYOUT
- * line says nothing of its PAYOUT_RETURN; a carried row from before 0086
- * has no type and stands for any). */
+ * type. One that another day's statement has (a payout's PAYOUT line says
+ * nothing of its PAYOUT_RETURN; a carried row from before 0086 has no type
+ * and stands for any) is recorded all the same, and resolved at once by
+ * SQL_RESOLVE_CARRIED_ELSEWHERE: a day's run that records nothing about a
+ * record of its day is what says its statement listed it (SQL_REPEATED). */
 static const char SQL_NOT_MISSING[] =
-    K "DELETE FROM recon_found f USING k WHERE f.kind = 'MISSING_CHANNEL' AND (EXISTS (SELECT 1 "
-      "FROM recon_found m WHERE m.kind = 'MATCHED' AND m.obj = f.obj AND m.local_table = "
-      "f.local_table AND m.local_ref = f.local_ref) OR EXISTS (SELECT 1 FROM recon_carried c "
-      "WHERE c.channel_id = k.ch AND c.local_table = f.local_table AND c.local_ref = f.local_ref "
-      "AND c.obj IN ('', f.obj) AND c.run_id <> k.run))";
+    "DELETE FROM recon_found f WHERE f.kind = 'MISSING_CHANNEL' AND EXISTS (SELECT 1 "
+    "FROM recon_found m WHERE m.kind = 'MATCHED' AND m.obj = f.obj AND m.local_table = "
+    "f.local_table AND m.local_ref = f.local_ref)";
+
+/* The channel listing one record on two days' statements: a SUCCESS line
+ * matched to a record of another day (CARRIED) is a DUPLICATE_LINE when
+ * that record's own day listed it, or when the statement of a day before
+ * this one carried it already; the first listing is the record's own day's,
+ * else the earliest. A day listed the record when its run, started after
+ * the record succeeded (finished_at is the capture's own time; five minutes
+ * spare a capture still committing), recorded nothing about it in its
+ * latest attempt. The line's other kinds go: it is not compared with the
+ * record again, and it carries nothing (SQL_CARRIED_ADD takes CARRIED).
+ * A later day's statement reconciled before the record's own day's is
+ * found when that later day is run again. */
+static const char SQL_REPEATED[] =
+    K ", rep AS (SELECT DISTINCT f.obj, f.line_no FROM recon_found f CROSS JOIN k WHERE f.kind = "
+      "'CARRIED' AND f.line_status = 'SUCCESS' AND (EXISTS (SELECT 1 FROM recon_runs r WHERE "
+      "r.channel_id = k.ch AND r.business_date = (f.local_at AT TIME ZONE 'UTC')::date AND "
+      "r.status = 'DONE' AND r.run_id <> k.run AND r.started_at > f.local_at + interval '5 "
+      "minutes' AND NOT EXISTS (SELECT 1 FROM recon_diffs d WHERE d.run_id = r.run_id AND "
+      "d.local_table = f.local_table AND d.local_ref = f.local_ref AND d.obj = f.obj AND "
+      "d.seen_attempt = r.attempts)) OR EXISTS (SELECT 1 FROM recon_carried c JOIN recon_runs r "
+      "ON r.run_id = c.run_id WHERE c.channel_id = k.ch AND c.local_table = f.local_table AND "
+      "c.local_ref = f.local_ref AND c.obj IN ('', f.obj) AND c.run_id <> k.run AND "
+      "r.business_date < (k.day_from AT TIME ZONE 'UTC')::date))), "
+      "gone AS (DELETE FROM recon_found g USING rep WHERE g.obj = rep.obj AND g.line_no = "
+      "rep.line_no AND g.kind NOT IN ('CARRIED', 'MATCHED')) "
+      "UPDATE recon_found f SET kind = 'DUPLICATE_LINE', across_days = true FROM rep WHERE "
+      "f.kind = 'CARRIED' AND f.obj = rep.obj AND f.line_no = rep.line_no";
 
 /* ---------- fixed statements ---------- */
 
@@ -192,7 +221,8 @@ static const char SQL_FOUND[] =
     "CREATE TEMP TABLE recon_found (kind text, obj text, line_no bigint, channel_ref text, "
     "paycore_ref text, line_amount bigint, line_currency text, line_fee bigint, line_status text, "
     "line_at bigint, local_table text, local_ref text, local_state text, local_status text, "
-    "local_amount bigint, local_currency text, expected_fee bigint, repair text) ON COMMIT DROP";
+    "local_amount bigint, local_currency text, expected_fee bigint, repair text, local_at "
+    "timestamptz, across_days boolean NOT NULL DEFAULT false) ON COMMIT DROP";
 
 /* The statement's lines go in by COPY (text format), a chunk at a time. A
  * line that repeats an earlier one is not matched again: it goes straight to
@@ -237,8 +267,10 @@ static const char SQL_UPSERT[] =
       "f.expected_fee, CASE WHEN f.kind = 'MISSING_LOCAL' THEN f.repair END, k.attempt "
       "FROM k CROSS JOIN (SELECT *, CASE WHEN line_no IS NULL THEN 'L:' || local_table || ':' || "
       "local_ref || CASE WHEN obj = 'PAYOUT_RETURN' THEN ':RETURN' ELSE '' END "
-      "WHEN kind = 'DUPLICATE_LINE' THEN 'S:' || obj || ':' || channel_ref || '#' || "
-      "row_number() OVER (PARTITION BY kind, obj, channel_ref ORDER BY line_no) ELSE 'S:' || "
+      "WHEN kind = 'DUPLICATE_LINE' AND across_days THEN 'S:' || obj || ':' || channel_ref || "
+      "'#0' WHEN kind = 'DUPLICATE_LINE' THEN 'S:' || obj || ':' || channel_ref || '#' || "
+      "row_number() OVER (PARTITION BY kind, across_days, obj, channel_ref ORDER BY line_no) "
+      "ELSE 'S:' || "
       "obj || ':' || channel_ref END AS key FROM recon_found "
       "WHERE kind NOT IN ('CARRIED', 'MATCHED')) f ORDER BY f.kind, f.key, f.line_no "
       "ON CONFLICT (run_id, kind, diff_key) DO UPDATE SET seen_attempt = EXCLUDED.seen_attempt, "
@@ -274,6 +306,16 @@ static const char SQL_CARRIED_ADD[] =
     K "INSERT INTO recon_carried (run_id, channel_id, local_table, local_ref, obj) SELECT "
       "DISTINCT k.run, k.ch, f.local_table, f.local_ref, f.obj FROM k CROSS JOIN recon_found f "
       "WHERE f.kind = 'CARRIED'";
+/* This day's records that another day's statement has: missing from this
+ * one, and resolved (SQL_NOT_MISSING). */
+static const char SQL_RESOLVE_CARRIED_ELSEWHERE[] =
+    K "UPDATE recon_diffs d SET status = 'RESOLVED', resolved_by = 'recon', resolved_at = now(), "
+      "updated_at = now(), reason = 'on the statement of ' || to_char(r.business_date, "
+      "'YYYY-MM-DD') FROM k, recon_carried c JOIN recon_runs r ON r.run_id = c.run_id WHERE "
+      "d.run_id = k.run AND d.kind = 'MISSING_CHANNEL' AND d.status = 'OPEN' AND c.channel_id = "
+      "k.ch AND c.local_table = d.local_table AND c.local_ref = d.local_ref AND c.obj IN ('', "
+      "d.obj) AND c.run_id <> k.run";
+
 /* Another day reported one of these records missing from its statement: it
  * is on this day's. */
 static const char SQL_CARRIED_RESOLVE[] =
@@ -565,8 +607,10 @@ static int plan(match_t *m)
                                R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_UNMATCHED_COUNT), 0, R_UNMATCHED);
     rc = rc ? rc : add_stmt(m, strdup(SQL_UNMATCHED_MONEY), 0, R_NONE);
-    rc = rc ? rc : add_stmt(m, strdup(SQL_NOT_MISSING), 1, R_NONE);
+    rc = rc ? rc : add_stmt(m, strdup(SQL_NOT_MISSING), 0, R_NONE);
+    rc = rc ? rc : add_stmt(m, strdup(SQL_REPEATED), 1, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_UPSERT), 1, R_UPSERT);
+    rc = rc ? rc : add_stmt(m, strdup(SQL_RESOLVE_CARRIED_ELSEWHERE), 1, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_CLOSE_STALE), 1, R_CLOSED);
     rc = rc ? rc : add_stmt(m, strdup(SQL_CARRIED_CLEAR), 1, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_CARRIED_ADD), 1, R_NONE);

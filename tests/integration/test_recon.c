@@ -242,16 +242,21 @@ static void insert_early_run_of_yesterday(void)
                   "DO UPDATE SET started_at = EXCLUDED.started_at RETURNING run_id"));
 }
 
-static json_t *upload(const char *channel, const char *csv, long want_status)
+static json_t *upload_on(const char *channel, const char *date, const char *csv, long want_status)
 {
     char path[160];
-    snprintf(path, sizeof path, "/admin/recon/runs/upload?channel_id=%s&date=%s", channel, g_today);
+    snprintf(path, sizeof path, "/admin/recon/runs/upload?channel_id=%s&date=%s", channel, date);
     pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, csv);
     if (r.status != want_status)
         fail_msg("upload %s: %ld %s", channel, r.status, r.body);
     json_t *j = pc_t_json(&r);
     pc_t_resp_free(&r);
     return j;
+}
+
+static json_t *upload(const char *channel, const char *csv, long want_status)
+{
+    return upload_on(channel, g_today, csv, want_status);
 }
 
 /* The differences of a run, as the admin API lists them. */
@@ -1044,6 +1049,104 @@ static void test_a_duplicate_line_adjusted_is_not_found_again_in_a_reissued_file
     json_decref(d);
 }
 
+/* The channel lists one payment on two days' statements: the second
+ * listing is money claimed twice. Before, a line matched to a record of
+ * another day was taken for a success that crossed midnight and matched
+ * silently, however many days listed it. Three payments of one day d (three
+ * weeks back, a day no job runs): p1 on d's statement, p2 and p3 not. */
+static void test_a_payment_listed_on_two_days_statements_is_a_duplicate(void **state)
+{
+    (void)state;
+    char pn[3][64], cr[3][64], day[3][11];
+    for (int i = 0; i < 3; i++)
+        otc_paid(pn[i], cr[i], 700 + i);
+    for (int i = 0; i < 3; i++) {
+        char *d = pc_t_sql(&g_stack, "SELECT ('%s'::date - %d)::text", g_today, 21 - i);
+        snprintf(day[i], sizeof day[i], "%s", d);
+        free(d);
+    }
+    for (int i = 0; i < 3; i++)
+        free(pc_t_sql(&g_stack,
+                      "UPDATE payments SET finished_at = '%s'::date + time '12:00' AT TIME "
+                      "ZONE 'UTC' WHERE payment_no = '%s' RETURNING 1",
+                      day[0], pn[i]));
+    /* The lines of payments from..to on a statement of day on (sim_otc's
+     * fee: 1.5 %). */
+    char csv[2048];
+#define STATEMENT(from, to, on)                                                                    \
+    do {                                                                                           \
+        int off_ = snprintf(csv, sizeof csv, "%s",                                                 \
+                            "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n");     \
+        for (int i_ = (from); i_ <= (to); i_++)                                                    \
+            off_ += snprintf(csv + off_, sizeof csv - (size_t)off_,                                \
+                             "%s,%s,PAY,%d,CNY,%d,SUCCESS,%sT00:10:00Z\n", cr[i_], pn[i_],         \
+                             700 + i_, ((700 + i_) * 150 + 5000) / 10000, (on));                   \
+    } while (0)
+    /* The next day's statement, reconciled first, has p3 (carried there). */
+    STATEMENT(2, 2, day[1]);
+    json_decref(upload_on("sim_otc", day[1], csv, 200));
+    /* Day d's own statement: p1. */
+    STATEMENT(0, 0, day[0]);
+    json_t *run = upload_on("sim_otc", day[0], csv, 200);
+    json_t *d0 = diffs_of(run_id_of(run), NULL);
+    json_decref(run);
+    assert_null(find_diff(d0, NULL, "local", "ref", pn[0]));
+    json_t *x = find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[1]);
+    assert_non_null(x);
+    assert_string_equal(jstr(x, "status"), "OPEN");
+    /* p3 is on the next day's statement: missing from this one, resolved. */
+    x = find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[2]);
+    assert_non_null(x);
+    assert_string_equal(jstr(x, "status"), "RESOLVED");
+    json_decref(d0);
+    /* The next day again, now with all three: p1's line is the duplicate,
+     * the same one when the day is run once more. */
+    STATEMENT(0, 2, day[1]);
+    long long dup_id = 0;
+    for (int again = 0; again < 2; again++) {
+        run = upload_on("sim_otc", day[1], csv, 200);
+        json_t *d1 = diffs_of(run_id_of(run), "OPEN");
+        json_decref(run);
+        x = find_diff(d1, "DUPLICATE_LINE", "line", "channel_ref", cr[0]);
+        if (!x) {
+            char *all = json_dumps(d1, 0);
+            fail_msg("p1 on two days' statements, no duplicate: %s", all);
+        }
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(x, "line"), "amount")),
+                         700);
+        long long id = (long long)json_integer_value(json_object_get(x, "diff_id"));
+        assert_true(again == 0 || id == dup_id);
+        dup_id = id;
+        assert_null(find_diff(d1, NULL, "line", "channel_ref", cr[1]));
+        assert_null(find_diff(d1, NULL, "line", "channel_ref", cr[2]));
+        json_decref(d1);
+    }
+    /* p2 is no longer missing from day d: the next day had it. */
+    char *st = pc_t_sql(&g_stack,
+                        "SELECT string_agg(status, ',') FROM recon_diffs WHERE business_date = "
+                        "'%s' AND local_ref = '%s'",
+                        day[0], pn[1]);
+    assert_string_equal(st, "RESOLVED");
+    free(st);
+    /* A third day listing p2 again: the day before had it already. */
+    STATEMENT(1, 1, day[2]);
+    run = upload_on("sim_otc", day[2], csv, 200);
+    json_t *d2 = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    assert_non_null(find_diff(d2, "DUPLICATE_LINE", "line", "channel_ref", cr[1]));
+    json_decref(d2);
+#undef STATEMENT
+    /* Those days reconciled, the daily job catches up on sim_otc's last
+     * week: let it finish while paysim is there (the test after this one
+     * takes it away). */
+    assert_true(pc_t_sql_wait(&g_stack, "0", 60,
+                              "SELECT count(*) FROM generate_series('%s'::date - 8, '%s'::date - "
+                              "1, interval '1 day') d WHERE NOT EXISTS (SELECT 1 FROM recon_runs r "
+                              "WHERE r.channel_id = 'sim_otc' AND r.business_date = d::date AND "
+                              "r.status = 'DONE')",
+                              g_today, g_today));
+}
+
 /* The statement says a payment we failed was paid (STATUS_MISMATCH); before
  * ops resolve it, the channel's late success captures the payment. An
  * adjustment computed from the run's snapshot would book the same money a
@@ -1444,6 +1547,8 @@ int main(void)
         cmocka_unit_test_setup(test_a_duplicate_line_adjusted_is_not_found_again_in_a_reissued_file,
                                refresh_today),
         cmocka_unit_test_setup(test_a_missing_success_is_adjusted_only_after_the_next_day,
+                               refresh_today),
+        cmocka_unit_test_setup(test_a_payment_listed_on_two_days_statements_is_a_duplicate,
                                refresh_today),
         cmocka_unit_test_setup(test_statement_that_cannot_be_fetched_fails_the_run, refresh_today),
     };

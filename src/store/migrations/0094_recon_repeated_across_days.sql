@@ -1,0 +1,6 @@
+-- A line that repeats, on a later day's statement, a record another day's
+-- statement already listed is a duplicate (src/recon/recon_match.c). To know
+-- whether a day listed a record, its run is asked whether it recorded any
+-- difference about that record in its latest attempt: a difference of every
+-- kind, MISSING_CHANNEL included, by run and record.
+CREATE INDEX recon_diffs_run_local ON recon_diffs (run_id, local_table, local_ref);
