@@ -417,6 +417,21 @@ static void next_channel_cb(void *data, int status, pc_db_res_t *res)
     attempt(o);
 }
 
+/* What the channel's file asks for this payment's external part when it
+ * is sent there, kept on the payment (channel_fee) for reconciliation: the
+ * statement of its day is checked against the fee of its day, not against a
+ * file changed since. NULL without a channel part or a file that takes the
+ * currency. */
+static const char *channel_fee_arg(const op_t *o, const char *channel, char out[24])
+{
+    const pc_channel_t *ch =
+        channel && o->external_amount > 0 ? pc_channels_find(o->e->app->channels, channel) : NULL;
+    if (!ch || !pc_channel_amounts(ch, o->currency))
+        return NULL;
+    snprintf(out, 24, "%lld", (long long)pc_channel_fee(ch, o->currency, o->external_amount));
+    return out;
+}
+
 static void pay_cb(void *data, const pc_ch_result_t *r)
 {
     op_t *o = data;
@@ -440,12 +455,14 @@ static void pay_cb(void *data, const pc_ch_result_t *r)
             o->attempt++;
             char n[16];
             snprintf(n, sizeof n, "%d", o->attempt + 1);
-            const char *p[] = {o->payment_no, o->route[o->attempt], n};
+            char fee[24];
+            const char *p[] = {o->payment_no, o->route[o->attempt], n,
+                               channel_fee_arg(o, o->route[o->attempt], fee)};
             if (pc_db_query(o->e->app->db,
                             "UPDATE payments SET channel_id = $2, attempt = $3::int, sent_at = "
-                            "now(), updated_at = now() WHERE payment_no = $1 AND status = "
-                            "'PROCESSING' RETURNING 1",
-                            3, p, next_channel_cb, o) < 0)
+                            "now(), channel_fee = $4::bigint, updated_at = now() WHERE "
+                            "payment_no = $1 AND status = 'PROCESSING' RETURNING 1",
+                            4, p, next_channel_cb, o) < 0)
                 finish(o);
             return;
         }
@@ -1316,6 +1333,7 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
         fail_op(o, PC_API_INVALID_STATE, "another payment of this trade is in progress");
         return;
     }
+    char fee[24];
     const char *p[] = {o->payment_no,
                        o->trade_no,
                        o->merchant_id,
@@ -1345,21 +1363,22 @@ static void open_count_cb(void *data, int status, pc_db_res_t *res)
                        o->card_token[0] ? o->card_token : NULL,
                        s->first_query,
                        o->wallet_owner[0] ? o->wallet_owner : NULL,
-                       o->card_fp[0] ? o->card_fp : NULL};
+                       o->card_fp[0] ? o->card_fp : NULL,
+                       channel_fee_arg(o, o->nroute ? o->route[0] : NULL, fee)};
     pc_db_tx_query(o->tx,
                    "INSERT INTO payments (payment_no, trade_no, merchant_id, buyer_id, status, "
                    "amount, currency, method_type, balance_amount, coupon_id, coupon_amount, "
                    "external_amount, channel_id, card_id, card_brand, card_last4, route, "
                    "failure_code, failure_message, risk_decision, risk_score, risk_reasons, "
                    "rule_versions, client_ip, device_id, challenge_id, card_token, finished_at, "
-                   "next_query_at, wallet_owner, sent_at, card_fp) "
+                   "next_query_at, wallet_owner, sent_at, card_fp, channel_fee) "
                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
                    "$16, $17::jsonb, $18, $19, $20, $21::int, $22::jsonb, $23::jsonb, $24, $25, "
                    "$26, $27, CASE WHEN $5 IN ('FAILED', 'SUCCESS') THEN now() END, CASE WHEN $5 = "
                    "'PROCESSING' "
                    "THEN now() + $28::int * interval '1 millisecond' END, $29, CASE WHEN $5 = "
-                   "'PROCESSING' THEN now() END, $30)",
-                   30, p, insert_cb, o);
+                   "'PROCESSING' THEN now() END, $30, $31::bigint)",
+                   31, p, insert_cb, o);
     if (!strcmp(s->status, "CHALLENGE") && s->challenge_id) {
         const char *c[] = {s->challenge_id, o->payment_no, s->challenge_hash,
                            s->demo_code[0] ? s->demo_code : NULL,

@@ -62,8 +62,8 @@ static const spec_t SPECS[] = {
     {"PAY", "payments", "payment_no", "channel_txn_id", "x.external_amount",
      "CASE x.status WHEN 'SUCCESS' THEN 'SUCCESS' WHEN 'FAILED' THEN 'FAILED' ELSE 'PENDING' END",
      "x.status = 'SUCCESS'", "x.finished_at", "x.external_amount > 0",
-     "(x.external_amount * (k.fees -> x.currency ->> 0)::bigint + 5000) / 10000 + "
-     "(k.fees -> x.currency ->> 1)::bigint",
+     "coalesce(x.channel_fee, (x.external_amount * (k.fees -> x.currency ->> 0)::bigint + "
+     "5000) / 10000 + (k.fees -> x.currency ->> 1)::bigint)",
      "x.status IN ('PROCESSING', 'UNKNOWN')", "'PAYMENT'"},
     /* Refunds by API are on the statement; refunds paid out are PAYOUT lines;
      * FILE and OFFLINE refunds never pass the channel's API. Refunds are

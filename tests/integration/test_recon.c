@@ -1006,6 +1006,24 @@ static void test_a_missing_success_is_adjusted_only_after_the_next_day(void **st
                   g_today));
 }
 
+/* Today's sim_otc statement of two lines paid 10.00 with a fee of 0.15
+ * (channel reference, our number each): the open differences of its run. */
+static json_t *two_otc_lines_open_diffs(const char *c1, const char *p1, const char *c2,
+                                        const char *p2)
+{
+    char csv[1024];
+    const char *t = "2026-01-01T00:00:00Z";
+    snprintf(csv, sizeof csv,
+             "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
+             "%s,%s,PAY,1000,CNY,15,SUCCESS,%s\n"
+             "%s,%s,PAY,1000,CNY,15,SUCCESS,%s\n",
+             c1, p1, t, c2, p2, t);
+    json_t *run = upload("sim_otc", csv, 200);
+    json_t *d = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    return d;
+}
+
 /* A repeated line is known by its reference and which repeat it is, not
  * by its row: a statement re-issued with a line added above it found the
  * same duplicate as new (another row, another key), and the one adjusted
@@ -1015,15 +1033,7 @@ static void test_a_duplicate_line_adjusted_is_not_found_again_in_a_reissued_file
     (void)state;
     char p1[64], c1[64], csv[1024];
     otc_paid(p1, c1, 1000);
-    const char *t = "2026-01-01T00:00:00Z";
-    snprintf(csv, sizeof csv,
-             "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
-             "%s,%s,PAY,1000,CNY,15,SUCCESS,%s\n"
-             "%s,%s,PAY,1000,CNY,15,SUCCESS,%s\n",
-             c1, p1, t, c1, p1, t);
-    json_t *run = upload("sim_otc", csv, 200);
-    json_t *d = diffs_of(run_id_of(run), "OPEN");
-    json_decref(run);
+    json_t *d = two_otc_lines_open_diffs(c1, p1, c1, p1);
     json_t *x = find_diff(d, "DUPLICATE_LINE", "line", "channel_ref", c1);
     assert_non_null(x);
     char path[96];
@@ -1036,16 +1046,61 @@ static void test_a_duplicate_line_adjusted_is_not_found_again_in_a_reissued_file
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
     /* Re-issued with a line above them. */
+    const char *t = "2026-01-01T00:00:00Z";
     snprintf(csv, sizeof csv,
              "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n"
              "otc_reissue,PNONE3,PAY,300,CNY,0,FAILED,%s\n"
              "%s,%s,PAY,1000,CNY,15,SUCCESS,%s\n"
              "%s,%s,PAY,1000,CNY,15,SUCCESS,%s\n",
              t, c1, p1, t, c1, p1, t);
-    run = upload("sim_otc", csv, 200);
+    json_t *run = upload("sim_otc", csv, 200);
     d = diffs_of(run_id_of(run), "OPEN");
     json_decref(run);
     assert_null(find_diff(d, "DUPLICATE_LINE", "line", "channel_ref", c1));
+    json_decref(d);
+}
+
+/* Sets sim_otc's fee rate in the stack's channel file and reloads both
+ * nodes. */
+static void set_otc_rate_bp(int bp)
+{
+    pc_t_sh("sed -i 's/\"rate_bp\": *[0-9]*/\"rate_bp\": %d/' %s/channels/sim_otc.json", bp, g_dir);
+    char want[48];
+    snprintf(want, sizeof want, "\"rate_bp\":%d", bp);
+    for (int node = 0; node < 2; node++) {
+        pc_t_resp_t r = pc_t_admin_node(&g_stack, node, "POST", "/admin/reload", NULL);
+        assert_int_equal(r.status, 200);
+        pc_t_resp_free(&r);
+        r = pc_t_admin_node(&g_stack, node, "GET", "/admin/channels", NULL);
+        assert_non_null(strstr(r.body, want));
+        pc_t_resp_free(&r);
+    }
+}
+
+/* A channel's fee changes (its file edited, say on the first of a month):
+ * the payments sent before are checked against the fee of when they were
+ * sent, the ones after against the new one. Before, every payment of a day
+ * reconciled after the change was priced with the new file: the whole day
+ * before a fee change came out FEE_MISMATCH. */
+static void test_a_fee_change_does_not_reprice_payments_made_before_it(void **state)
+{
+    (void)state;
+    char p1[64], c1[64], p2[64], c2[64];
+    otc_paid(p1, c1, 1000); /* 1.5 %: 15 */
+    set_otc_rate_bp(300);
+    otc_paid(p2, c2, 1000); /* 3 %: 30 */
+    /* The channel kept 15 of each. */
+    json_t *d = two_otc_lines_open_diffs(c1, p1, c2, p2);
+    set_otc_rate_bp(150);
+    json_t *x = find_diff(d, NULL, "line", "channel_ref", c1);
+    if (x) {
+        char *s = json_dumps(x, 0);
+        fail_msg("a payment sent at 1.5 %% and charged 15: %s", s);
+    }
+    x = find_diff(d, "FEE_MISMATCH", "line", "channel_ref", c2);
+    assert_non_null(x);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(x, "local"), "expected_fee")), 30);
     json_decref(d);
 }
 
@@ -1547,6 +1602,8 @@ int main(void)
         cmocka_unit_test_setup(test_a_duplicate_line_adjusted_is_not_found_again_in_a_reissued_file,
                                refresh_today),
         cmocka_unit_test_setup(test_a_missing_success_is_adjusted_only_after_the_next_day,
+                               refresh_today),
+        cmocka_unit_test_setup(test_a_fee_change_does_not_reprice_payments_made_before_it,
                                refresh_today),
         cmocka_unit_test_setup(test_a_payment_listed_on_two_days_statements_is_a_duplicate,
                                refresh_today),
