@@ -205,3 +205,42 @@ const char *pc_card_scheme(const char *pan)
         return "DISCOVER";
     return "UNKNOWN";
 }
+
+bool pc_card_luhn_valid(const char *digits)
+{
+    size_t n = strlen(digits);
+    if (n == 0)
+        return false;
+    int sum = 0;
+    /* Double every second digit counting from the check digit at the right. */
+    for (size_t i = 0; i < n; i++) {
+        char c = digits[n - 1 - i];
+        if (c < '0' || c > '9')
+            return false;
+        int d = c - '0';
+        if (i % 2 == 1) {
+            d *= 2;
+            if (d > 9)
+                d -= 9;
+        }
+        sum += d;
+    }
+    return sum % 10 == 0;
+}
+
+bool pc_card_number_like(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 13 && n <= 19 && pc_card_luhn_valid(s) && strcmp(pc_card_scheme(s), "UNKNOWN");
+}
+
+const char *pc_account_no_refusal(const char *acct)
+{
+    size_t n = acct ? strlen(acct) : 0;
+    if (n < 6 || n > 34 || strspn(acct, "0123456789") != n)
+        return "an ACCOUNT payee needs an account_no of 6-34 digits";
+    if (pc_card_number_like(acct))
+        return "this is a card number: bind the card (POST /v1/buyers/{buyer_id}/cards) and "
+               "pay to a CARD payee with its card_token";
+    return NULL;
+}

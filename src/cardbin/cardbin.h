@@ -5,6 +5,7 @@
 #ifndef PC_CARDBIN_CARDBIN_H
 #define PC_CARDBIN_CARDBIN_H
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "api/app.h"
 
@@ -27,6 +28,21 @@ int pc_cardbin_load_file(const char *db_url, const char *path, char *err, size_t
  * "DISCOVER" or "UNKNOWN") from the leading digits of a card number or BIN
  * (at least 6): the schemes' own prefix ranges, no table needed. */
 const char *pc_card_scheme(const char *pan);
+
+/* True when digits is all decimal digits (at least one) and passes the
+ * Luhn check. */
+bool pc_card_luhn_valid(const char *digits);
+
+/* True when s reads as a card number: 13 to 19 digits, Luhn-valid, with
+ * the leading digits of a card scheme. Such a number must not be kept where
+ * another kind of number is (a bank account number): it would be a card
+ * number in a database row. */
+bool pc_card_number_like(const char *s);
+
+/* Why acct cannot be a payee's bank account number (a payout's, a refund
+ * paid out): not 6 to 34 digits, or a card number (pc_card_number_like:
+ * such a payee is a CARD with its card_token). NULL when it can. */
+const char *pc_account_no_refusal(const char *acct);
 
 void pc_app_routes_cardbins(pc_app_t *app);
 

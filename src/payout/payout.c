@@ -1,4 +1,5 @@
 #include "payout/payout.h"
+#include "cardbin/cardbin.h"
 #include "auth/auth.h"
 #include "auth/sign.h"
 #include "channel/client.h"
@@ -796,17 +797,6 @@ static int choose_channel(pc_app_t *app, const char *currency, char out[33])
     return PC_ENOTFOUND;
 }
 
-static int all_digits(const char *s, size_t min, size_t max)
-{
-    size_t n = strlen(s);
-    if (n < min || n > max)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-    return 1;
-}
-
 /* Checks the payee and returns its normalised copy (new reference), or NULL
  * after answering req. Card numbers are refused, never read further. */
 static json_t *parse_payee(pc_http_req_t *req, json_t *p)
@@ -844,10 +834,10 @@ static json_t *parse_payee(pc_http_req_t *req, json_t *p)
         json_object_set_new(out, "card_token", json_string(tok));
     } else if (type && !strcmp(type, "ACCOUNT")) {
         const char *acct = json_string_value(json_object_get(p, "account_no"));
-        if (!acct || !all_digits(acct, 6, 34)) {
+        const char *why = pc_account_no_refusal(acct);
+        if (why) {
             json_decref(out);
-            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "payee",
-                                  "an ACCOUNT payee needs an account_no of 6-34 digits");
+            pc_http_respond_error(req, PC_API_INVALID_REQUEST, "payee.account_no", why);
             return NULL;
         }
         json_object_set_new(out, "type", json_string("ACCOUNT"));

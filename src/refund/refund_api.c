@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "ledger/ledger.h"
+#include "cardbin/cardbin.h"
 #include "refund/refund.h"
 #include "rules/rules.h"
 
@@ -698,17 +699,6 @@ static void begin_cb(void *data, int status, pc_db_tx_t *tx)
         acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
-static int all_digits(const char *s, size_t min, size_t max)
-{
-    size_t n = strlen(s);
-    if (n < min || n > max)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-    return 1;
-}
-
 /* The payee of a PAYOUT refund, normalised; NULL with *why on error. Card
  * numbers are refused outright: only a channel's card token is taken. */
 static json_t *parse_payee(json_t *p, const char **why)
@@ -740,10 +730,8 @@ static json_t *parse_payee(json_t *p, const char **why)
     }
     if (!strcmp(type, "ACCOUNT")) {
         const char *acct = pc_json_str(p, "account_no", 34, 0, &bad);
-        if (!acct || bad || !all_digits(acct, 6, 34)) {
-            *why = "an ACCOUNT payee needs account_no (6-34 digits)";
+        if (bad || (*why = pc_account_no_refusal(acct)))
             return NULL;
-        }
         return json_pack("{s:s,s:s,s:s?,s:s?}", "type", "ACCOUNT", "account_no", acct, "name", name,
                          "bank_code", bank);
     }

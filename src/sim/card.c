@@ -1,34 +1,13 @@
 #include "sim/card.h"
+#include "cardbin/cardbin.h"
 
 #include <string.h>
 #include <time.h>
 
-bool pc_sim_luhn_valid(const char *digits)
-{
-    size_t n = strlen(digits);
-    if (n == 0)
-        return false;
-    int sum = 0;
-    /* Double every second digit counting from the check digit at the right. */
-    for (size_t i = 0; i < n; i++) {
-        char c = digits[n - 1 - i];
-        if (c < '0' || c > '9')
-            return false;
-        int d = c - '0';
-        if (i % 2 == 1) {
-            d *= 2;
-            if (d > 9)
-                d -= 9;
-        }
-        sum += d;
-    }
-    return sum % 10 == 0;
-}
-
 bool pc_sim_pan_valid(const char *pan)
 {
     size_t n = strlen(pan);
-    return n >= 12 && n <= 19 && pc_sim_luhn_valid(pan);
+    return n >= 12 && n <= 19 && pc_card_luhn_valid(pan);
 }
 
 bool pc_sim_card_expired(int exp_month, int exp_year, int64_t now_ms)

@@ -22,8 +22,6 @@ typedef struct {
     bool retryable;
 } pc_sim_card_rule_t;
 
-/* True when digits is all decimal digits and passes the Luhn check. */
-bool pc_sim_luhn_valid(const char *digits);
 /* True for 12 to 19 digits that pass the Luhn check. */
 bool pc_sim_pan_valid(const char *pan);
 /* "VISA", "MASTERCARD", "AMEX", "UNIONPAY", "JCB", "DISCOVER" or "UNKNOWN"

@@ -287,8 +287,18 @@ static void test_payout_failure_gives_the_money_back(void **state)
     assert_int_equal(r.status, 400);
     assert_non_null(strstr(r.body, "\"field\":\"currency\""));
     pc_t_resp_free(&r);
+    /* A card number given as an account number (it would be kept in the
+     * payout's row, and paid to a card without the debit-card check).
+     * Before: accepted, the number in payouts.payee. */
+    r = payout(&m, "OUT-PAN-ACCT", 100, "6222021234567890128", "po-pan-acct");
+    if (r.status != 400)
+        fail_msg("a card number as account_no: %ld %s", r.status, r.body);
+    assert_string_equal(err_field(&r), "payee.account_no");
+    assert_null(strstr(r.body, "6222021234567890128"));
+    pc_t_resp_free(&r);
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM payouts WHERE payee::text LIKE "
-                                            "'%%4242424242424242%%'"),
+                                            "'%%4242424242424242%%' OR payee::text LIKE "
+                                            "'%%6222021234567890128%%'"),
                      0);
     assert_true(pc_t_ledger_ok(&g_stack));
 }

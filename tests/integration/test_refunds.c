@@ -1080,6 +1080,14 @@ static void test_va_refund_pays_out_to_the_named_payee_else_offline(void **state
     r = refund(tn, "PO1", 1200, "\"payee\":{\"type\":\"CARD\",\"pan\":\"4242424242424242\"}");
     assert_int_equal(r.status, 400);
     pc_t_resp_free(&r);
+    /* Nor as an account number (before: accepted, kept in the refund's row). */
+    r = refund(tn, "PO1", 1200,
+               "\"payee\":{\"type\":\"ACCOUNT\",\"account_no\":\"6222021234567890128\",\"name\":"
+               "\"A Buyer\",\"bank_code\":\"ICBC\"}");
+    if (r.status != 400)
+        fail_msg("a card number as a refund's account_no: %ld %s", r.status, r.body);
+    assert_non_null(strstr(r.body, "card number"));
+    pc_t_resp_free(&r);
     refund_ok(tn, "PO1", 1200,
               "\"payee\":{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000001234\",\"name\":\"A "
               "Buyer\",\"bank_code\":\"ICBC\"}",

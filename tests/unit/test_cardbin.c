@@ -45,11 +45,26 @@ static void test_bad_lines_are_refused_with_their_line_number(void **state)
     assert_non_null(strstr(err, "header"));
 }
 
+/* What a payout's account number may not be: a card number. */
+static void test_card_numbers_are_told_from_account_numbers(void **state)
+{
+    (void)state;
+    assert_true(pc_card_number_like("4242424242424242"));
+    assert_true(pc_card_number_like("6222021234567890128"));   /* UnionPay, 19 digits */
+    assert_false(pc_card_number_like("6222020000000001"));     /* fails the Luhn check */
+    assert_false(pc_card_number_like("9000000000000001"));     /* Luhn-valid, no scheme */
+    assert_false(pc_card_number_like("424242424242"));         /* 12 digits */
+    assert_false(pc_card_number_like("42424242424242424242")); /* 20 digits */
+    assert_false(pc_card_number_like("4242 4242 4242 4242"));
+    assert_false(pc_card_luhn_valid(""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_file_parses_rows_skipping_comments),
         cmocka_unit_test(test_bad_lines_are_refused_with_their_line_number),
+        cmocka_unit_test(test_card_numbers_are_told_from_account_numbers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,19 +20,19 @@ static void test_luhn_accepts_valid_numbers(void **state)
                                      "4000000000009995", "4000000000000119", "4000000000000259",
                                      "4000000000003220", "378282246310005",  "79927398713"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        assert_true(pc_sim_luhn_valid(ok[i]));
+        assert_true(pc_card_luhn_valid(ok[i]));
 }
 
 static void test_luhn_rejects_wrong_digit_and_non_digits(void **state)
 {
     (void)state;
-    assert_false(pc_sim_luhn_valid("4242424242424241"));
-    assert_false(pc_sim_luhn_valid("79927398710"));
-    assert_false(pc_sim_luhn_valid("4242 4242 4242 4242"));
-    assert_false(pc_sim_luhn_valid("42424242424242a2"));
-    assert_false(pc_sim_luhn_valid(""));
+    assert_false(pc_card_luhn_valid("4242424242424241"));
+    assert_false(pc_card_luhn_valid("79927398710"));
+    assert_false(pc_card_luhn_valid("4242 4242 4242 4242"));
+    assert_false(pc_card_luhn_valid("42424242424242a2"));
+    assert_false(pc_card_luhn_valid(""));
     /* Swapping two adjacent digits is caught. */
-    assert_false(pc_sim_luhn_valid("2424424242424242"));
+    assert_false(pc_card_luhn_valid("2424424242424242"));
 }
 
 static void test_pan_needs_12_to_19_digits(void **state)
