@@ -1,11 +1,157 @@
 #include "core/log.h"
 #include "core/error.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
+
+/* ---------- the writer ----------
+ *
+ * Lines go into a ring of LOG_RING bytes; a thread of their own writes them
+ * to stderr. A process whose stderr is a pipe that its reader stopped
+ * draining (a stuck log shipper) used to stop in fprintf, its event loop
+ * with it: every request waited for the log. Now a line that does not fit
+ * is dropped and counted, and a "log.dropped" line says how many once there
+ * is room again. At exit the ring is written out, waiting at most
+ * LOG_EXIT_WAIT_S for a reader. */
+#define LOG_RING (1u << 20)
+#define LOG_CHUNK 65536
+#define LOG_EXIT_WAIT_S 2
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t more, drained;
+    pthread_once_t once;
+    char ring[LOG_RING];
+    size_t head, len; /* bytes queued start at head (mod LOG_RING) */
+    unsigned long long dropped;
+    int writing; /* the writer holds a chunk it took from the ring */
+    int started;
+} g_w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+         .more = PTHREAD_COND_INITIALIZER,
+         .drained = PTHREAD_COND_INITIALIZER,
+         .once = PTHREAD_ONCE_INIT};
+
+static void write_all(const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* stderr closed: nothing more can be said */
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    static char chunk[LOG_CHUNK];
+    pthread_mutex_lock(&g_w.mu);
+    for (;;) {
+        while (g_w.len == 0 && !g_w.dropped)
+            pthread_cond_wait(&g_w.more, &g_w.mu);
+        size_t n = g_w.len < LOG_CHUNK ? g_w.len : LOG_CHUNK;
+        size_t first = LOG_RING - g_w.head < n ? LOG_RING - g_w.head : n;
+        memcpy(chunk, g_w.ring + g_w.head, first);
+        memcpy(chunk + first, g_w.ring, n - first);
+        g_w.head = (g_w.head + n) % LOG_RING;
+        g_w.len -= n;
+        unsigned long long dropped = g_w.len == 0 ? g_w.dropped : 0;
+        g_w.dropped -= dropped;
+        g_w.writing = 1;
+        pthread_mutex_unlock(&g_w.mu);
+        write_all(chunk, n);
+        if (dropped) {
+            char line[256];
+            int m = snprintf(line, sizeof line,
+                             "{\"level\":\"warn\",\"event\":\"log.dropped\",\"msg\":\"%llu log "
+                             "lines dropped: stderr was not read fast enough\",\"dropped\":%llu}\n",
+                             dropped, dropped);
+            write_all(line, (size_t)m);
+        }
+        pthread_mutex_lock(&g_w.mu);
+        g_w.writing = 0;
+        if (g_w.len == 0 && !g_w.dropped)
+            pthread_cond_broadcast(&g_w.drained);
+    }
+    return NULL;
+}
+
+static void flush_at_exit(void)
+{
+    pc_log_flush(LOG_EXIT_WAIT_S * 1000);
+}
+
+static void start_writer(void)
+{
+    pthread_attr_t attr;
+    pthread_t t;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* Signals go to the loop's thread (uv_signal), not this one. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    g_w.started = pthread_create(&t, &attr, writer_main, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (g_w.started)
+        atexit(flush_at_exit);
+}
+
+/* Queues text (n bytes, newline included), or writes it at once when the
+ * writer could not be started. */
+static void enqueue(const char *text, size_t n)
+{
+    pthread_once(&g_w.once, start_writer);
+    if (!g_w.started) {
+        write_all(text, n);
+        return;
+    }
+    pthread_mutex_lock(&g_w.mu);
+    if (n > LOG_RING - g_w.len) {
+        g_w.dropped++;
+    } else {
+        size_t tail = (g_w.head + g_w.len) % LOG_RING;
+        size_t first = LOG_RING - tail < n ? LOG_RING - tail : n;
+        memcpy(g_w.ring + tail, text, first);
+        memcpy(g_w.ring, text + first, n - first);
+        g_w.len += n;
+    }
+    pthread_cond_signal(&g_w.more);
+    pthread_mutex_unlock(&g_w.mu);
+}
+
+int pc_log_flush(int timeout_ms)
+{
+    if (!g_w.started)
+        return 0;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&g_w.mu);
+    while ((g_w.len || g_w.dropped || g_w.writing) && rc == 0)
+        rc = pthread_cond_timedwait(&g_w.drained, &g_w.mu, &until);
+    int left = g_w.len || g_w.dropped || g_w.writing;
+    pthread_mutex_unlock(&g_w.mu);
+    return left ? PC_ETIMEDOUT : 0;
+}
 
 static pc_log_level_t g_level = PC_LOG_INFO;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -50,7 +196,13 @@ static void emit(pc_log_level_t level, const char *event, json_t *fields, const 
         json_object_update_missing(line, fields);
     char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (text) {
-        fprintf(stderr, "%s\n", text);
+        size_t len = strlen(text);
+        char *nl = realloc(text, len + 2);
+        if (nl) {
+            nl[len] = '\n';
+            enqueue(nl, len + 1);
+            text = nl;
+        }
         free(text);
     }
     json_decref(line);

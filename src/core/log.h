@@ -1,7 +1,9 @@
 /* JSON log lines on stderr, one object per line:
  *   {"ts":"2026-11-22T08:00:00.123Z","level":"info","event":"http.start","msg":"…", …}
- * Needs nothing; not thread-safe (paycore is one thread per process).
- * Never pass card numbers, CVVs or secrets to these functions. */
+ * Written by a thread of their own, so that a slow or stuck reader of
+ * stderr never holds up the caller's event loop: a line that finds the
+ * queue (1 MiB) full is dropped and counted ("log.dropped"). Safe from any
+ * thread. Never pass card numbers, CVVs or secrets to these functions. */
 #ifndef PC_CORE_LOG_H
 #define PC_CORE_LOG_H
 #include <jansson.h>
@@ -24,6 +26,11 @@ void pc_log_fields(pc_log_level_t level, const char *event, json_t *fields, cons
  * set to now) when every_s seconds have passed since *last_s, else 0. Start
  * *last_s at 0. */
 int pc_log_due(long long *last_s, long long every_s);
+
+/* Waits up to timeout_ms until every line logged so far has been written:
+ * 0, or PC_ETIMEDOUT while stderr's reader does not take them. Runs at
+ * exit by itself (2 s). */
+int pc_log_flush(int timeout_ms);
 
 #define pc_log_debug(ev, ...) pc_log(PC_LOG_DEBUG, ev, __VA_ARGS__)
 #define pc_log_info(ev, ...) pc_log(PC_LOG_INFO, ev, __VA_ARGS__)
