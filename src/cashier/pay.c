@@ -727,21 +727,29 @@ static void answer_challenge(pay_t *p)
     pc_sha256_hex(buf, strlen(buf), hash);
     if (p->has_card && p->card.pan)
         card_fingerprint(p->app, p->card.pan, p->card_key, sizeof p->card_key);
-    const char *q[] = {p->challenge_id, hash, p->trade_no, p->card_key[0] ? p->card_key : NULL,
-                       p->merchant_id};
+    const char *claim[3];
+    pc_idem_claim_params(pc_auth_idem(p->req), claim);
+    const char *q[] = {p->challenge_id, hash,     p->trade_no, p->card_key[0] ? p->card_key : NULL,
+                       p->merchant_id,  claim[0], claim[1],    claim[2]};
     /* One statement: a wrong answer (or another card than the one scored)
      * counts, a right one passes once; only for a challenge of this trade of
      * this merchant (another's answer, even with the right code, neither
-     * passes nor uses up a challenge that is not its own). */
+     * passes nor uses up a challenge that is not its own). A right one is
+     * recorded on the request's key with it (effect_ref): a retry of this
+     * request finds its challenge used, and is answered with the payment it
+     * passed rather than refused as a wrong answer. */
     if (pc_db_query(p->app->db,
                     "WITH c AS (UPDATE challenges SET attempts = attempts + 1, status = CASE WHEN "
                     "code_hash = $2 AND card_key IS NOT DISTINCT FROM $4 THEN 'PASSED' WHEN "
                     "attempts + 1 >= 5 THEN 'FAILED' ELSE status END WHERE challenge_id = $1 AND "
                     "status = 'OPEN' AND expires_at > now() AND payment_no IN (SELECT "
                     "payment_no FROM payments WHERE trade_no = $3 AND merchant_id = $5) "
-                    "RETURNING payment_no, status, card_key IS NOT DISTINCT FROM $4 AS same_card) "
+                    "RETURNING payment_no, status, card_key IS NOT DISTINCT FROM $4 AS same_card), "
+                    "e AS (UPDATE idempotency_keys k SET effect_ref = c.payment_no FROM c WHERE "
+                    "c.status = 'PASSED' AND k.merchant_id = $6 AND k.idem_key = $7 AND "
+                    "k.lock_token = $8 AND k.status = 'IN_PROGRESS') "
                     "SELECT c.payment_no, c.status, c.same_card FROM c",
-                    5, q, challenge_cb, p) < 0)
+                    8, q, challenge_cb, p) < 0)
         pc_respond_db_error(p->req, PC_EUNAVAIL);
 }
 
@@ -854,6 +862,15 @@ void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_
     p->merchant_id = merchant_id;
     p->versions = json_object();
     pc_http_req_on_done(req, pay_free, p);
+    /* This very request ran before and sent its payment to the channel (or
+     * passed its challenge) without its answer being recorded: the answer is
+     * that payment as it stands, not a second one. */
+    const char *sent = pc_idem_effect(pc_auth_idem(req));
+    if (sent) {
+        if (pc_engine_get(app->engine, sent, merchant_id, answer_engine, req) < 0)
+            pc_respond_db_error(req, PC_EUNAVAIL);
+        return;
+    }
     pc_pay_request_t r;
     const char *field, *message;
     pc_api_err_t err = pc_pay_request_parse(b, &r, &field, &message);

@@ -1145,13 +1145,20 @@ static void coupon_locked_cb(void *data, int status, pc_db_res_t *res)
         o->step_failed = !strcmp(pc_db_constraint(res), "coupon_locked") ? 3 : 2;
 }
 
-/* First transaction: when nothing goes to a channel after it, it decides. */
+/* First transaction: when nothing goes to a channel after it, it decides.
+ * Else the payment goes to its channel once it commits, and its answer is
+ * recorded only later: the pay request's key remembers the payment with
+ * it, so that a retry of the request is answered with this payment instead
+ * of starting another (pc_idem_note_effect_in_tx). */
 static void commit_first(op_t *o)
 {
-    if (o->external_amount == 0)
+    if (o->external_amount == 0) {
         commit_deciding(o, hold_commit_cb);
-    else
-        commit_unless_failed(o, hold_commit_cb, o);
+        return;
+    }
+    if (pc_idem_note_effect_in_tx(o->idem, o->tx, o->payment_no) < 0 && !o->step_failed)
+        o->step_failed = 2;
+    commit_unless_failed(o, hold_commit_cb, o);
 }
 
 static void internal_paid_cb(void *data, int status, const char *trade_status)

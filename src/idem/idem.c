@@ -47,6 +47,10 @@ struct pc_idem_req {
     int stored;
     int stored_status;
     char *stored_body;
+    /* What an earlier run of this request set going outside its own
+     * transaction (idempotency_keys.effect_ref), read when this one took
+     * its claim over: "" for none. */
+    char effect[64];
     /* The answer being stored while the client waits. */
     int status;
     char *body;
@@ -227,11 +231,17 @@ static void responder(pc_http_req_t *req, int status, const char *ctype, const c
     int rc;
     if (status >= 500) {
         /* Not stored: the client may retry. A record already final (the
-         * business transaction committed it) is left alone. */
+         * business transaction committed it) is left alone; one whose
+         * request set something going (effect_ref) is kept, its claim
+         * lapsed at once, so that the retry takes it over and is answered
+         * with that (pc_idem_effect) instead of doing it again. */
         const char *p[] = {ir->mid, ir->key, ir->token};
         rc = pc_db_query(ir->idem->db,
-                         "DELETE FROM idempotency_keys WHERE merchant_id = $1 AND idem_key = $2 "
-                         "AND lock_token = $3 AND status = 'IN_PROGRESS'",
+                         "WITH d AS (DELETE FROM idempotency_keys WHERE merchant_id = $1 AND "
+                         "idem_key = $2 AND lock_token = $3 AND status = 'IN_PROGRESS' AND "
+                         "effect_ref IS NULL) UPDATE idempotency_keys SET locked_until = now() "
+                         "WHERE merchant_id = $1 AND idem_key = $2 AND lock_token = $3 AND "
+                         "status = 'IN_PROGRESS' AND effect_ref IS NOT NULL",
                          3, p, store_done_cb, ir);
     } else {
         const char *p[] = {ir->mid, ir->key, ir->token, st, ir->body};
@@ -275,6 +285,33 @@ int pc_idem_store_in_tx(pc_idem_req_t *ir, pc_db_tx_t *tx, int status, const cha
     ir->stored_status = status;
     ir->stored = 1;
     return 0;
+}
+
+int pc_idem_note_effect_in_tx(pc_idem_req_t *ir, pc_db_tx_t *tx, const char *ref)
+{
+    if (!ir)
+        return 0;
+    const char *p[] = {ir->mid, ir->key, ir->token, ref};
+    /* As pc_idem_store_in_tx: only while the claim is this request's. */
+    return pc_db_tx_query(tx,
+                          "WITH w AS (UPDATE idempotency_keys SET effect_ref = $4 WHERE "
+                          "merchant_id = $1 AND idem_key = $2 AND lock_token = $3 AND status = "
+                          "'IN_PROGRESS' RETURNING 1) SELECT pc_require(EXISTS (SELECT 1 FROM w), "
+                          "'idempotency_claim')",
+                          4, p, NULL, NULL);
+}
+
+int pc_idem_claim_params(const pc_idem_req_t *ir, const char *out[3])
+{
+    out[0] = ir ? ir->mid : NULL;
+    out[1] = ir ? ir->key : NULL;
+    out[2] = ir ? ir->token : NULL;
+    return ir ? 3 : 0;
+}
+
+const char *pc_idem_effect(const pc_idem_req_t *ir)
+{
+    return ir && ir->effect[0] ? ir->effect : NULL;
 }
 
 /* --- before the handler: claim the key --- */
@@ -331,6 +368,7 @@ static void claim_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     if (pc_db_rows(res) == 1 && strcmp(pc_db_get(res, 0, 0), ir->token) == 0) {
+        snprintf(ir->effect, sizeof ir->effect, "%s", pc_db_get(res, 0, 1));
         count("executed");
         renew_start(ir);
         pc_http_set_responder(ir->req, responder, ir);
@@ -366,7 +404,8 @@ static void claim(pc_idem_req_t *ir)
                     "EXCLUDED.lock_token, locked_until = EXCLUDED.locked_until "
                     "WHERE idempotency_keys.status = 'IN_PROGRESS' AND "
                     "idempotency_keys.locked_until < now() AND "
-                    "idempotency_keys.request_hash = EXCLUDED.request_hash RETURNING lock_token",
+                    "idempotency_keys.request_hash = EXCLUDED.request_hash RETURNING "
+                    "lock_token, coalesce(effect_ref, '')",
                     7, p, claim_cb, ir) < 0)
         pc_http_respond_error(ir->req, PC_API_UNAVAILABLE, NULL, "idempotency store unavailable");
 }

@@ -47,6 +47,26 @@ void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id,
  * idempotency on this request): then nothing happens. */
 int pc_idem_store_in_tx(pc_idem_req_t *ir, pc_db_tx_t *tx, int status, const char *body);
 
+/* Records, inside tx, that this request has set something going that a
+ * rerun must not set going again (a payment sent to its channel: its
+ * payment_no, at most 63 characters), when tx commits and the answer is
+ * not recorded with it. A retry with the same key that finds the request
+ * unanswered (its node died; it answered 5xx) then runs with
+ * pc_idem_effect set and must answer with that object as it stands. Fails
+ * tx (pc_require) when the claim is no longer this request's. ir may be
+ * NULL: nothing happens. */
+int pc_idem_note_effect_in_tx(pc_idem_req_t *ir, pc_db_tx_t *tx, const char *ref);
+
+/* The claim as three statement parameters (merchant, key, lock token), for
+ * a statement that records an effect itself (effect_ref, under the same
+ * conditions as pc_idem_note_effect_in_tx); all NULL when ir is NULL.
+ * Returns how many are set (3 or 0). */
+int pc_idem_claim_params(const pc_idem_req_t *ir, const char *out[3]);
+
+/* What an earlier run of this request set going (see
+ * pc_idem_note_effect_in_tx), or NULL. */
+const char *pc_idem_effect(const pc_idem_req_t *ir);
+
 /* Deletes records older than 25 hours (they are kept at least 24 h). */
 void pc_idem_purge(pc_idem_t *idem);
 

@@ -1714,10 +1714,31 @@ static void test_risk_reject_review_and_challenge(void **state)
     assert_string_equal(cst, "OPEN");
     free(cst);
     /* The card it was issued for still passes it. */
-    r = answer_challenge(tn, buyer, cid, code, challenge_card);
+    char pass[600];
+    snprintf(pass, sizeof pass,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"challenge_id\":"
+             "\"%s\",\"challenge_answer\":\"%s\",%s}",
+             tn, buyer, cid, code, challenge_card);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", pass, "challenge-passed");
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    char passed_pno[48];
+    snprintf(passed_pno, sizeof passed_pno, "%s", pc_t_jstr(&r, "payment_no"));
     pc_t_resp_free(&r);
     expect_trade(tn, "TRADE_SUCCESS");
+    /* Had that answer not been recorded (its node died, or the write
+     * failed), the retry is answered with the payment the challenge passed.
+     * Before: 400 "wrong, expired or already used challenge", recorded for
+     * good, for a payment that was paid. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE idempotency_keys SET status = 'IN_PROGRESS', response_status = NULL, "
+                  "response_body = NULL, finished_at = NULL, locked_until = now() WHERE idem_key "
+                  "= 'challenge-passed' RETURNING 1"));
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", pass, "challenge-passed");
+    if (r.status != 200)
+        fail_msg("the retry of a passed challenge: %ld %s", r.status, r.body);
+    assert_string_equal(pc_t_jstr(&r, "payment_no"), passed_pno);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 

@@ -131,6 +131,9 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_REPAIR_POLL_MS", "100");
     pc_stack_env(&g_stack, "PAYCORE_REPAIR_NOT_FOUND_AFTER_S", "2");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
+    /* A request whose node died lets its key go after 1.5 s (renewed while
+     * it runs). */
+    pc_stack_env(&g_stack, "PAYCORE_IDEMPOTENCY_LOCK_MS", "1500");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_QUERY_OVERDUE_S", "2");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_TRADE_CLOSE_LAG_S", "2");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_LEDGER_FOLD_AGE_S", "5");
@@ -550,6 +553,78 @@ static void test_released_payment_cut_off_by_a_crash_is_found_by_query(void **st
                                   tn),
                      1);
     pc_stack_start_node(&g_stack, 0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+typedef struct {
+    char body[1024], key[64];
+    long status;
+} pay_call_t;
+
+static void *pay_main(void *arg)
+{
+    pay_call_t *pc = arg;
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", pc->body, pc->key);
+    pc->status = r.status;
+    pc_t_resp_free(&r);
+    return NULL;
+}
+
+/* A card pay whose node dies while the payment is at its channel: its
+ * answer was never recorded, and the merchant retries with the same key.
+ * The retry is answered with that payment (one payment, one charge).
+ * Before, the key's claim lapsed and the pay ran again: 409 "another
+ * payment of this trade is in progress" (or "the trade is TRADE_SUCCESS")
+ * recorded as the key's answer for good, and, had the first payment failed
+ * by then, a second charge. */
+static void test_a_pay_retried_after_its_node_died_is_not_run_again(void **state)
+{
+    (void)state;
+    /* Node 0 alone takes the pay. */
+    pc_stack_stop_node(&g_stack, 1, SIGTERM);
+    char tn[40], buyer[32];
+    open_trade_for(1970, tn, buyer);
+    pay_call_t pc = {.status = -1};
+    snprintf(pc.body, sizeof pc.body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{\"ip\":"
+             "\"10.1.9.%d\"},%s}",
+             tn, buyer, g_seq % 200, fresh_card());
+    snprintf(pc.key, sizeof pc.key, "p-cut-%d", g_seq);
+    card_faults("\"success_after_timeout_rate\":1.0,\"hang_ms\":3000,\"lost_callback_rate\":1.0");
+    pthread_t th;
+    pthread_create(&th, NULL, pay_main, &pc);
+    assert_true(
+        wait_status("SELECT status FROM payments WHERE trade_no = '%s'", tn, "PROCESSING", 5));
+    pc_stack_stop_node(&g_stack, 0, SIGKILL);
+    pthread_join(th, NULL);
+    assert_int_equal(pc.status, 0); /* never answered */
+    card_faults("\"success_after_timeout_rate\":0,\"hang_ms\":0,\"lost_callback_rate\":0");
+    pc_stack_start_node(&g_stack, 1);
+    pc_stack_start_node(&g_stack, 0);
+    char *pno = pc_t_sql(&g_stack, "SELECT payment_no FROM payments WHERE trade_no = '%s'", tn);
+    /* The dead request's claim lapses (PAYCORE_IDEMPOTENCY_LOCK_MS). */
+    pc_t_resp_t r = {0};
+    for (int i = 0; i < 50; i++) {
+        r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", pc.body, pc.key);
+        if (r.status != 409 || !strstr(r.body, "REQUEST_IN_PROGRESS"))
+            break;
+        pc_t_resp_free(&r);
+        usleep(200000);
+    }
+    if (r.status != 200)
+        fail_msg("the retry: %ld %s", r.status, r.body);
+    assert_string_equal(pc_t_jstr(&r, "payment_no"), pno);
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE trade_no = '%s'", tn), 1);
+    /* And the key answers the same from now on. */
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", pc.body, pc.key);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "payment_no"), pno);
+    pc_t_resp_free(&r);
+    free(pno);
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_SUCCESS", 15));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -1031,6 +1106,7 @@ int main(void)
         cmocka_unit_test(test_an_alert_one_node_still_sees_is_not_resolved_by_another),
         cmocka_unit_test(test_query_does_not_fail_a_payment_whose_request_is_still_open),
         cmocka_unit_test(test_released_payment_cut_off_by_a_crash_is_found_by_query),
+        cmocka_unit_test(test_a_pay_retried_after_its_node_died_is_not_run_again),
         cmocka_unit_test(test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped),
         cmocka_unit_test(test_flagged_payment_is_still_queried_and_a_late_answer_closes_it),
         cmocka_unit_test(test_last_query_cut_off_by_a_crash_is_made_again),
