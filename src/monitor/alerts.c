@@ -354,6 +354,20 @@ static void set_over(pc_alerts_t *a, pc_db_res_t *res, const char *col, const ch
     set(a, v > limit, kind, subject, msg, 0);
 }
 
+/* A count alert on column col, its message fmt filled with the count and
+ * column first (the oldest item's reference). */
+static void set_counted(pc_alerts_t *a, pc_db_res_t *res, const char *col, const char *first,
+                        const char *kind, const char *subject, const char *fmt)
+    __attribute__((format(printf, 7, 0)));
+static void set_counted(pc_alerts_t *a, pc_db_res_t *res, const char *col, const char *first,
+                        const char *kind, const char *subject, const char *fmt)
+{
+    long long n = pc_db_val_i64(res, 0, col);
+    char msg[320];
+    snprintf(msg, sizeof msg, fmt, n, pc_db_val(res, 0, first));
+    set(a, n > 0, kind, subject, msg, n);
+}
+
 static void facts_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_alerts_t *a = data;
@@ -426,6 +440,21 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "could not place): GET /admin/chargebacks/unmatched, then resolve each",
              cb_unmatched);
     set(a, cb_unmatched > 0, "CHARGEBACKS_UNMATCHED", "chargebacks", msg, cb_unmatched);
+    /* Cases nobody judged by the channel's respond-by date: the dispute is
+     * lost by default at the channel, the merchant's money stays frozen,
+     * and an error refund waiting behind the case waits too. Only ops move
+     * a case on; nothing else would tell them. */
+    set_counted(a, res, "cb_overdue", "cb_overdue_first", "CHARGEBACKS_OVERDUE", "chargebacks",
+                "%lld chargeback cases are still open past their evidence deadline (oldest: "
+                "%.40s): GET /admin/chargebacks/{chargeback_no}, then POST .../start-judge and "
+                ".../judge");
+    /* Payouts risk held for review: the merchant's money is out of its
+     * balance (escrow) until ops release or reject each. Held refunds page
+     * (REFUNDS_WAITING); held payouts did not. */
+    set_counted(a, res, "payouts_held", "payouts_held_first", "PAYOUTS_HELD", "payouts",
+                "%lld payouts are held for review, their money taken from the merchants' "
+                "balances (oldest: %.40s): GET /admin/payouts?held=true, then POST "
+                "/admin/payouts/{payout_no}/release or /reject");
     /* Payments the platform must give back (paid twice, or after their trade
      * closed) whose error refund the sweep has not made: it is not running,
      * or a payment's refund cannot be written (log refund.error_refund_failed). */
@@ -617,6 +646,13 @@ static void check(uv_timer_t *t)
         "hold_reason IS NULL) + (SELECT count(*) FROM refunds WHERE needs_ops AND status = "
         "'PROCESSING') AS needs_ops, "
         "(SELECT count(*) FROM recon_diffs WHERE status = 'OPEN') AS recon_open, (SELECT "
+        "count(*) FROM chargebacks WHERE status IN ('WAIT_JUDGE', 'IN_JUDGE') AND "
+        "evidence_due_at < now()) AS cb_overdue, coalesce((SELECT chargeback_no FROM chargebacks "
+        "WHERE status IN ('WAIT_JUDGE', 'IN_JUDGE') AND evidence_due_at < now() ORDER BY "
+        "evidence_due_at LIMIT 1), '') AS cb_overdue_first, (SELECT count(*) FROM payouts WHERE "
+        "hold_reason IS NOT NULL AND status = 'ACCEPTED') AS payouts_held, coalesce((SELECT "
+        "payout_no FROM payouts WHERE hold_reason IS NOT NULL AND status = 'ACCEPTED' ORDER BY "
+        "created_at LIMIT 1), '') AS payouts_held_first, (SELECT "
         "count(*) FROM recon_runs WHERE status = 'FAILED' AND (attempts >= 3 OR business_date < "
         "(now() AT TIME ZONE 'UTC')::date - 1)) AS recon_failed, (SELECT count(*) FROM "
         "chargeback_unmatched WHERE resolved_at IS NULL) AS "

@@ -504,6 +504,13 @@ static void test_judge_merchant_liable(void **state)
     long long clearing0 = bal("channel:sim_card:clearing:CNY");
     long long loss0 = bal("platform:loss:CNY");
     assert_int_equal(mbal(&m, "reserve"), 5000);
+    /* Its respond-by date passes with the case still open: ops are told
+     * (before: nothing did, and the dispute was lost by default). */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE chargebacks SET evidence_due_at = now() - interval '1 minute' WHERE "
+                  "chargeback_no = '%s' RETURNING 1",
+                  cb));
+    assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACKS_OVERDUE", "chargebacks", 1, 15));
     snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
     assert_int_equal(
         admin_post_as("carol", path, "{\"liable\":\"MERCHANT\",\"note\":\"no proof\"}", st), 200);
@@ -532,6 +539,9 @@ static void test_judge_merchant_liable(void **state)
     assert_int_equal(admin_post(path, "{\"liable\":\"NONE\"}", st), 409);
     assert_string_equal(st, "INVALID_STATE");
     assert_int_equal(bal("channel:sim_card:clearing:CNY") - clearing0, 5000);
+    if (pc_t_sql_int(&g_stack, "SELECT count(*) FROM chargebacks WHERE status IN ('WAIT_JUDGE', "
+                               "'IN_JUDGE') AND evidence_due_at < now()") == 0)
+        assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACKS_OVERDUE", "chargebacks", 0, 15));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 

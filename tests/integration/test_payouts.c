@@ -870,9 +870,9 @@ static void test_risk_review_holds_until_ops_decide(void **state)
     char no1[40];
     snprintf(no1, sizeof no1, "%s", pc_t_jstr(&r, "payout_no"));
     pc_t_resp_free(&r);
-    /* Reserved, not sent. */
+    /* Reserved, not sent; ops are told (before: nothing did). */
     assert_int_equal(available(&m), avail0 - 600000);
-    usleep(800000);
+    assert_true(pc_t_alert_wait(&g_stack, "PAYOUTS_HELD", "payouts", 1, 15));
     expect_status(&m, no1, "ACCEPTED");
     char path[128];
     snprintf(path, sizeof path, "/admin/payouts/%s/release", no1);
@@ -898,6 +898,9 @@ static void test_risk_review_holds_until_ops_decide(void **state)
                      "SELECT count(*) FROM payout_actions WHERE payout_no IN ('%s', '%s')", no1,
                      no2),
         2);
+    if (pc_t_sql_int(&g_stack, "SELECT count(*) FROM payouts WHERE hold_reason IS NOT NULL AND "
+                               "status = 'ACCEPTED'") == 0)
+        assert_true(pc_t_alert_wait(&g_stack, "PAYOUTS_HELD", "payouts", 0, 15));
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
