@@ -727,6 +727,18 @@ static void not_captured(op_t *o)
     int open = !strcmp(o->row.status, "PROCESSING") || !strcmp(o->row.status, "UNKNOWN");
     int flag = 0;
     if (!o->row.found) {
+        /* A channel charged a buyer for a payment paycore has no record of:
+         * nothing to apply it to, and the channel was told it was taken.
+         * Before, nothing said so until the day's statement. */
+        pc_log_error("engine.unknown_payment",
+                     "channel %s reported success for payment %s (its reference %s, amount "
+                     "%lld), which paycore has no record of: nothing applied; the channel's "
+                     "statement will show it (MISSING_LOCAL)",
+                     o->reporter, o->payment_no, r->channel_txn_id, (long long)r->amount);
+        char labels[96];
+        snprintf(labels, sizeof labels, "method=\"\",channel=\"%s\",status=\"UNKNOWN_PAYMENT\"",
+                 o->reporter);
+        pc_metrics_add("pc_payments_total", labels, 1);
     } else if (strcmp(o->row.channel_id, o->reporter) != 0 && o->row.routed) {
         /* A channel the payment fell back from (its retryable decline, or
          * no answer in time) charged the buyer after all: with the payment

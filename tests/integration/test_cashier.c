@@ -703,6 +703,35 @@ static long late_success(const char *pno, long amount)
     return st;
 }
 
+/* A channel's signed success for a payment paycore never made: nothing to
+ * apply it to, but ops hear of it at once (error log, counted) rather than
+ * from the next day's statement. */
+static void test_a_success_for_a_payment_never_made_is_logged_and_counted(void **state)
+{
+    (void)state;
+    char pno[48];
+    snprintf(pno, sizeof pno, "PNEVER%d", (int)getpid());
+    long st = pc_t_channel_callback(&g_stack, "sim_card", "payment", pno, "SUCCESS", 4200);
+    assert_true(st >= 200 && st < 500);
+    int logged = 0;
+    for (int i = 0; i < 50 && !logged; i++) {
+        logged = pc_t_sh("grep -q 'engine.unknown_payment.*%s' %s/%s-node*.log", pno,
+                         g_stack.log_dir, g_stack.name) == 0;
+        if (!logged)
+            usleep(100000);
+    }
+    assert_true(logged);
+    int counted = 0;
+    for (int node = 0; node < 2 && !counted; node++) {
+        pc_t_resp_t m = pc_t_admin_node(&g_stack, node, "GET", "/metrics", NULL);
+        counted = m.body && strstr(m.body, "channel=\"sim_card\",status=\"UNKNOWN_PAYMENT\"} ");
+        pc_t_resp_free(&m);
+    }
+    assert_true(counted);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE payment_no = '%s'", pno), 0);
+}
+
 /* The card channel's success for a payment it had declined, after the
  * decline gave the payment's balance and coupon parts back: the buyer was
  * charged at the card. It was flagged for ops and nothing else, the trade
@@ -3034,6 +3063,7 @@ int main(void)
         cmocka_unit_test(test_coupon_payment_released_from_review_uses_its_coupon),
         cmocka_unit_test(test_pay_answer_is_recorded_with_the_payment),
         cmocka_unit_test(test_balance_coupon_card_declined_leaves_everything_as_before),
+        cmocka_unit_test(test_a_success_for_a_payment_never_made_is_logged_and_counted),
         cmocka_unit_test(test_a_late_card_success_takes_the_balance_and_coupon_again),
         cmocka_unit_test(test_a_trade_takes_no_more_payments_after_ten_failures),
         cmocka_unit_test(test_coupon_alone_pays_only_when_it_covers_the_amount),
