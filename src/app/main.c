@@ -6,6 +6,7 @@
 #include "channel/client.h"
 #include "engine/engine.h"
 #include "monitor/alerts.h"
+#include "monitor/ledger_daily.h"
 #include "refund/refund.h"
 #include "repair/repair.h"
 #include "chargeback/chargeback.h"
@@ -48,6 +49,7 @@ typedef struct {
     pc_payouts_t *payouts;
     pc_recon_t *recon;
     pc_alerts_t *alerts;
+    pc_ledger_daily_t *ledger_daily;
 } server_t;
 
 /* Whether req carries the admin token (Authorization: Bearer). */
@@ -92,6 +94,7 @@ static void stop_loop_parts(server_t *s)
     pc_recon_stop(s->recon);
     pc_refunds_stop(app->refunds);
     pc_alerts_stop(s->alerts);
+    pc_ledger_daily_stop(s->ledger_daily);
     pc_channel_client_close(app->channel_client, NULL, NULL);
     uv_close((uv_handle_t *)&s->sigterm, closed_noop);
     uv_close((uv_handle_t *)&s->sigint, closed_noop);
@@ -321,6 +324,11 @@ int main(int argc, char **argv)
         pc_log_error("paycore.jobs", "repair.schedule_ms is not a list of delays");
         return 1;
     }
+    s.ledger_daily = pc_ledger_daily_new(app);
+    if (!s.ledger_daily) {
+        pc_log_error("paycore.jobs", "ledger.check_at is not a time of day (HH:MM)");
+        return 1;
+    }
     s.chargebacks = pc_chargebacks_new(app);
     s.settlement = pc_settlement_new(app);
     app->settlement = s.settlement;
@@ -381,6 +389,7 @@ int main(int argc, char **argv)
     pc_recon_start(s.recon);
     pc_refunds_start(app->refunds);
     pc_alerts_start(s.alerts);
+    pc_ledger_daily_start(s.ledger_daily);
     s.servers_open++;
 
     uv_signal_init(app->loop, &s.sigterm);
@@ -428,6 +437,7 @@ int main(int argc, char **argv)
     pc_recon_free(s.recon);
     pc_refunds_free(app->refunds);
     pc_alerts_free(s.alerts);
+    pc_ledger_daily_free(s.ledger_daily);
     pc_app_config_free(app);
     int rc = uv_loop_close(app->loop);
     if (rc)

@@ -55,6 +55,7 @@ static const opt_check_t opt_checks[] = {
     {"payout.query_schedule_ms", delays_ok, DELAYS_WHY("1 to 32")},
     {"notify.schedule_ms", delays_or_none_ok, DELAYS_WHY("up to 64")},
     {"recon.daily_at", time_of_day_ok, "must be a UTC time of day HH:MM, e.g. 00:30"},
+    {"ledger.check_at", time_of_day_ok, "must be a UTC time of day HH:MM, e.g. 02:00"},
 };
 
 static const opt_check_t *check_of(const char *name)
@@ -252,6 +253,10 @@ static const opt_def_t opts[] = {
      "delays between payout status queries (comma-separated ms); then flagged for ops"},
     {"payout.not_found_after_s", OPT_INT, "PAYCORE_PAYOUT_NOT_FOUND_AFTER_S", "120", 0, 86400, 0,
      "a payout the channel does not know this long after sending failed (money back)"},
+    {"ledger.check_daily", OPT_BOOL, "PAYCORE_LEDGER_CHECK_DAILY", "true", 0, 0, 0,
+     "check the whole ledger once a day after ledger.check_at (one node; LEDGER_CHECK_FAILED)"},
+    {"ledger.check_at", OPT_STR, "PAYCORE_LEDGER_CHECK_AT", "02:00", 0, 5, 0,
+     "UTC time of day (HH:MM) after which the day's ledger check runs"},
     {"recon.daily", OPT_BOOL, "PAYCORE_RECON_DAILY", "true", 0, 0, 0,
      "reconcile yesterday for every enabled channel once recon.daily_at (UTC) has passed"},
     {"recon.daily_at", OPT_STR, "PAYCORE_RECON_DAILY_AT", "00:30", 0, 5, 0,

@@ -451,6 +451,12 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     /* Payouts risk held for review: the merchant's money is out of its
      * balance (escrow) until ops release or reject each. Held refunds page
      * (REFUNDS_WAITING); held payouts did not. */
+    /* The books do not balance (the daily check, or ops' last one, said
+     * so), or the day's check could not run at all. */
+    const char *ledger_bad = pc_db_val(res, 0, "ledger_bad");
+    snprintf(msg, sizeof msg, "%.180s: GET /admin/ledger/check runs it again (clears once ok)",
+             ledger_bad);
+    set(a, ledger_bad[0] != 0, "LEDGER_CHECK_FAILED", "ledger", msg, 0);
     set_counted(a, res, "payouts_held", "payouts_held_first", "PAYOUTS_HELD", "payouts",
                 "%lld payouts are held for review, their money taken from the merchants' "
                 "balances (oldest: %.40s): GET /admin/payouts?held=true, then POST "
@@ -652,7 +658,14 @@ static void check(uv_timer_t *t)
         "evidence_due_at LIMIT 1), '') AS cb_overdue_first, (SELECT count(*) FROM payouts WHERE "
         "hold_reason IS NOT NULL AND status = 'ACCEPTED') AS payouts_held, coalesce((SELECT "
         "payout_no FROM payouts WHERE hold_reason IS NOT NULL AND status = 'ACCEPTED' ORDER BY "
-        "created_at LIMIT 1), '') AS payouts_held_first, (SELECT "
+        "created_at LIMIT 1), '') AS payouts_held_first, coalesce((SELECT CASE WHEN status = "
+        "'DONE' AND NOT ok THEN 'the ledger check of ' || day || ' (' || node || ') found the "
+        "books wrong: ' || (SELECT string_agg(e.key || ' ' || e.value, ', ' ORDER BY e.key) FROM "
+        "jsonb_each(result) e WHERE e.key <> 'ok' AND e.value <> '0'::jsonb) WHEN status = "
+        "'FAILED' AND attempts >= 3 THEN 'the "
+        "ledger check of ' || day || ' could not run, 3 times: ' || coalesce(error, '') END "
+        "FROM ledger_checks WHERE status <> 'RUNNING' ORDER BY day DESC LIMIT 1), '') AS "
+        "ledger_bad, (SELECT "
         "count(*) FROM recon_runs WHERE status = 'FAILED' AND (attempts >= 3 OR business_date < "
         "(now() AT TIME ZONE 'UTC')::date - 1)) AS recon_failed, (SELECT count(*) FROM "
         "chargeback_unmatched WHERE resolved_at IS NULL) AS "

@@ -134,6 +134,9 @@ static int setup(void **state)
     /* A request whose node died lets its key go after 1.5 s (renewed while
      * it runs). */
     pc_stack_env(&g_stack, "PAYCORE_IDEMPOTENCY_LOCK_MS", "1500");
+    /* The daily ledger check, due at once. */
+    pc_stack_env(&g_stack, "PAYCORE_LEDGER_CHECK_DAILY", "true");
+    pc_stack_env(&g_stack, "PAYCORE_LEDGER_CHECK_AT", "00:00");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_QUERY_OVERDUE_S", "2");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_TRADE_CLOSE_LAG_S", "2");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_LEDGER_FOLD_AGE_S", "5");
@@ -628,6 +631,37 @@ static void test_a_pay_retried_after_its_node_died_is_not_run_again(void **state
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* The ledger is checked once a day by itself (one node, its row in
+ * ledger_checks), and a check that finds the books wrong pages ops until a
+ * check says ok again. Before, the ledger was checked only when someone
+ * called GET /admin/ledger/check, and nothing kept or paged its answer. */
+static void test_the_ledger_is_checked_daily_and_a_wrong_book_pages(void **state)
+{
+    (void)state;
+    /* Both nodes run the daily check from 00:00 (UTC): today's is due. */
+    assert_true(pc_t_sql_wait(&g_stack, "DONE/true", 30,
+                              "SELECT status || '/' || ok FROM ledger_checks WHERE day = (now() "
+                              "AT TIME ZONE 'UTC')::date AND node LIKE '%s-node%%'",
+                              g_stack.name));
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM ledger_checks"), 1);
+    assert_false(pc_t_alert_active(&g_stack, "LEDGER_CHECK_FAILED", "ledger"));
+    /* A balance written by hand: an account whose balance no entry made. */
+    free(pc_t_sql(&g_stack, "INSERT INTO ledger_accounts (account_id, type, owner_id, currency, "
+                            "balance, allow_negative) VALUES ('merchant:m_by_hand:pending:CNY', "
+                            "'MERCHANT_PENDING', 'm_by_hand', 'CNY', 1, false) RETURNING 1"));
+    assert_false(pc_t_ledger_ok(&g_stack));
+    assert_true(pc_t_alert_wait(&g_stack, "LEDGER_CHECK_FAILED", "ledger", 1, 15));
+    char *msg = pc_t_alert_message(&g_stack, "LEDGER_CHECK_FAILED", "ledger");
+    /* Mended: the next check says ok and the page clears. */
+    free(pc_t_sql(&g_stack, "DELETE FROM ledger_accounts WHERE account_id = "
+                            "'merchant:m_by_hand:pending:CNY' RETURNING 1"));
+    if (!strstr(msg, "found the books wrong: accounts_mismatched 1"))
+        fail_msg("the page: %s", msg);
+    free(msg);
+    assert_true(pc_t_ledger_ok(&g_stack));
+    assert_true(pc_t_alert_wait(&g_stack, "LEDGER_CHECK_FAILED", "ledger", 0, 15));
+}
+
 /* Whether the alert webhook received a body containing what within secs. */
 static int hook_saw(const char *what, double secs)
 {
@@ -1091,6 +1125,7 @@ static void test_ops_record_a_success_the_status_queries_never_heard(void **stat
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_the_ledger_is_checked_daily_and_a_wrong_book_pages),
         cmocka_unit_test(test_lost_callback_is_repaired_by_a_status_query),
         cmocka_unit_test(test_no_record_of_a_payment_the_channel_took_is_for_ops),
         cmocka_unit_test(test_success_after_timeout_is_found_by_query),

@@ -223,6 +223,9 @@ void pc_stack_start_node(pc_stack_t *s, int i)
         /* The demo channel secrets paysim signs with, and readable challenge
          * codes; a test of production settings passes PAYCORE_DEMO=false. */
         setenv("PAYCORE_DEMO", "true", 0);
+        /* The daily ledger check reads every table at a time of its own:
+         * on only where a test asks for it. */
+        setenv("PAYCORE_LEDGER_CHECK_DAILY", "false", 0);
         /* Test receivers listen on loopback. */
         setenv("PAYCORE_NOTIFY_PRIVATE_TARGETS", "true", 0);
         char rules[600], channels[600];
