@@ -17,10 +17,24 @@
 #include <string.h>
 #include <time.h>
 
+#define DAILY_TRIES 3
+
 struct pc_chargebacks {
     pc_app_t *app;
     uv_timer_t timer;
     int refreshing;
+    /* The daily import of yesterday's files (chargeback.daily_import). */
+    uv_timer_t daily;
+    int daily_on, import_at_min;
+    int importing; /* a look or an import is out: the next tick skips */
+    char day[11];  /* the business day being imported */
+    char todo[PC_CHANNELS_MAX][33];
+    int ntodo, next;
+    /* Tries per channel of the day, by this node: a channel that serves no
+     * file is asked DAILY_TRIES times, not every minute. */
+    char tried_day[11];
+    char tried_ch[PC_CHANNELS_MAX][33];
+    int tried_n[PC_CHANNELS_MAX], ntried;
 };
 
 static const char *const statuses[] = {"WAIT_JUDGE", "IN_JUDGE", "JUDGE_FINISH", "CLOSE"};
@@ -752,7 +766,9 @@ static void enter_chargeback(pc_http_req_t *req, void *data)
 
 typedef struct {
     pc_app_t *app;
-    pc_http_req_t *req;
+    pc_http_req_t *req; /* NULL for the daily job's import (done is called) */
+    void (*done)(void *data, int ok);
+    void *done_data;
     char channel_id[33], date[11], origin[8];
     char *text;
     size_t len;
@@ -773,6 +789,31 @@ static void import_free(import_t *im)
     free(im);
 }
 
+/* The import ends: answered (a request's), or said in the log and handed
+ * back to the daily job; im is freed. answer (taken) is the result, NULL
+ * for a failure: err, field and msg, or db_status when a statement failed. */
+static void import_end(import_t *im, json_t *answer, pc_api_err_t err, const char *field,
+                       const char *msg, int db_status)
+{
+    if (im->req) {
+        if (answer)
+            pc_http_respond_json(im->req, 200, answer);
+        else if (db_status)
+            pc_respond_db_error(im->req, db_status);
+        else
+            pc_http_respond_error(im->req, err, field, msg);
+    } else {
+        json_decref(answer);
+        if (!answer)
+            pc_log_warn("chargeback.daily_import_failed",
+                        "the chargeback file of %s for %s: %s (tried again later; POST "
+                        "/admin/chargebacks/import imports it by hand)",
+                        im->channel_id, im->date, db_status ? pc_strerror(db_status) : msg);
+        im->done(im->done_data, answer != NULL);
+    }
+    import_free(im);
+}
+
 static void import_next(import_t *im);
 
 static void import_counted_cb(void *data, int status, pc_db_res_t *res)
@@ -780,8 +821,7 @@ static void import_counted_cb(void *data, int status, pc_db_res_t *res)
     import_t *im = data;
     (void)res;
     if (status) {
-        pc_respond_db_error(im->req, status);
-        import_free(im);
+        import_end(im, NULL, PC_API_OK, NULL, NULL, status);
         return;
     }
     json_t *answer = json_pack(
@@ -792,8 +832,7 @@ static void import_counted_cb(void *data, int status, pc_db_res_t *res)
     pc_log_info("chargeback.imported", "%s %s (%s): %zu lines, %d new, %d duplicates, %d unmatched",
                 im->channel_id, im->date, im->origin, im->nlines, im->created, im->duplicates,
                 im->unmatched);
-    pc_http_respond_json(im->req, 200, answer);
-    import_free(im);
+    import_end(im, answer, PC_API_OK, NULL, NULL, 0);
 }
 
 static void import_done(import_t *im)
@@ -813,8 +852,7 @@ static void import_done(import_t *im)
                     "END, unmatched = CASE WHEN $6::boolean THEN $5::int ELSE unmatched END "
                     "WHERE import_id = $1::bigint",
                     6, p, import_counted_cb, im) < 0) {
-        pc_http_respond_error(im->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
-        import_free(im);
+        import_end(im, NULL, PC_API_UNAVAILABLE, NULL, "database unavailable", 0);
     }
 }
 
@@ -823,8 +861,7 @@ static void unmatched_recorded_cb(void *data, int status, pc_db_res_t *res)
     import_t *im = data;
     (void)res;
     if (status) {
-        pc_respond_db_error(im->req, status);
-        import_free(im);
+        import_end(im, NULL, PC_API_OK, NULL, NULL, status);
         return;
     }
     import_next(im);
@@ -851,8 +888,7 @@ static void record_unmatched(import_t *im, const pc_cb_csv_line_t *l, const char
                     "EXCLUDED.line, reason = EXCLUDED.reason, updated_at = now() WHERE "
                     "u.resolved_at IS NULL",
                     5, p, unmatched_recorded_cb, im) < 0) {
-        pc_http_respond_error(im->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
-        import_free(im);
+        import_end(im, NULL, PC_API_UNAVAILABLE, NULL, "database unavailable", 0);
     }
 }
 
@@ -883,8 +919,7 @@ static void line_opened(void *data, open_outcome_t outcome, int status, pc_api_e
          * already opened is a duplicate then). */
         pc_log_warn("chargeback.import_stopped", "%s %s line %d: %s", im->channel_id, im->date,
                     l->line_no, pc_strerror(status));
-        pc_respond_db_error(im->req, status);
-        import_free(im);
+        import_end(im, NULL, PC_API_OK, NULL, NULL, status);
         return;
     }
 }
@@ -913,8 +948,7 @@ static void import_next(import_t *im)
                     .entered_by = "import",
                     .import_id = im->import_id};
     if (open_case(im->app, &in, line_opened, im) < 0) {
-        pc_http_respond_error(im->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
-        import_free(im);
+        import_end(im, NULL, PC_API_UNAVAILABLE, NULL, "database unavailable", 0);
     }
 }
 
@@ -922,8 +956,7 @@ static void import_recorded_cb(void *data, int status, pc_db_res_t *res)
 {
     import_t *im = data;
     if (status || pc_db_rows(res) != 1) {
-        pc_respond_db_error(im->req, status ? status : PC_EIO);
-        import_free(im);
+        import_end(im, NULL, PC_API_OK, NULL, NULL, status ? status : PC_EIO);
         return;
     }
     im->import_id = pc_db_val_i64(res, 0, "import_id");
@@ -939,10 +972,9 @@ static void import_parse(import_t *im)
     if (rc) {
         char msg[200];
         snprintf(msg, sizeof msg, "chargeback file: %s", rc == PC_ENOMEM ? "out of memory" : err);
-        pc_http_respond_error(
-            im->req, !strcmp(im->origin, "UPLOAD") ? PC_API_INVALID_REQUEST : PC_API_INTERNAL,
-            !strcmp(im->origin, "UPLOAD") ? "csv" : NULL, msg);
-        import_free(im);
+        import_end(im, NULL,
+                   !strcmp(im->origin, "UPLOAD") ? PC_API_INVALID_REQUEST : PC_API_INTERNAL,
+                   !strcmp(im->origin, "UPLOAD") ? "csv" : NULL, msg, 0);
         return;
     }
     char sha[PC_SHA256_HEX_LEN + 1];
@@ -954,8 +986,7 @@ static void import_parse(import_t *im)
                     "chargeback_imports_file DO UPDATE SET origin = i.origin RETURNING "
                     "import_id, (xmax = 0) AS fresh",
                     4, p, import_recorded_cb, im) < 0) {
-        pc_http_respond_error(im->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
-        import_free(im);
+        import_end(im, NULL, PC_API_UNAVAILABLE, NULL, "database unavailable", 0);
     }
 }
 
@@ -966,21 +997,43 @@ static void file_fetched(void *data, int status, const char *body, size_t len)
         char msg[160];
         snprintf(msg, sizeof msg, "could not fetch the chargeback file of %s for %s: %s",
                  im->channel_id, im->date, pc_strerror(status));
-        pc_http_respond_error(
-            im->req, status == PC_ENOTFOUND ? PC_API_NOT_FOUND : PC_API_UNAVAILABLE, NULL, msg);
-        import_free(im);
+        import_end(im, NULL, status == PC_ENOTFOUND ? PC_API_NOT_FOUND : PC_API_UNAVAILABLE, NULL,
+                   msg, 0);
         return;
     }
     im->text = malloc(len + 1);
     if (!im->text) {
-        pc_http_respond_error(im->req, PC_API_UNAVAILABLE, NULL, "out of memory");
-        import_free(im);
+        import_end(im, NULL, PC_API_UNAVAILABLE, NULL, "out of memory", 0);
         return;
     }
     memcpy(im->text, body, len);
     im->text[len] = 0;
     im->len = len;
     import_parse(im);
+}
+
+static import_t *import_new(pc_app_t *app, pc_http_req_t *req, const char *channel,
+                            const char *date)
+{
+    import_t *im = calloc(1, sizeof *im);
+    if (!im)
+        return NULL;
+    im->app = app;
+    im->req = req;
+    snprintf(im->channel_id, sizeof im->channel_id, "%s", channel);
+    snprintf(im->date, sizeof im->date, "%s", date);
+    im->created_nos = json_array();
+    im->unmatched_lines = json_array();
+    return im;
+}
+
+/* Fetches the channel's file of the day and imports it. */
+static void import_fetch(import_t *im)
+{
+    snprintf(im->origin, sizeof im->origin, "FETCH");
+    if (pc_channel_fetch_file(im->app->channel_client, im->channel_id, "chargebacks", im->date,
+                              file_fetched, im) < 0)
+        import_end(im, NULL, PC_API_UNAVAILABLE, NULL, "the channel cannot be asked now", 0);
 }
 
 static void import_chargebacks(pc_http_req_t *req, void *data)
@@ -1021,17 +1074,11 @@ static void import_chargebacks(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "date", "a business date YYYY-MM-DD");
         return;
     }
-    import_t *im = calloc(1, sizeof *im);
+    import_t *im = import_new(app, req, channel, date);
     if (!im) {
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "out of memory");
         return;
     }
-    im->app = app;
-    im->req = req;
-    snprintf(im->channel_id, sizeof im->channel_id, "%s", channel);
-    snprintf(im->date, sizeof im->date, "%s", date);
-    im->created_nos = json_array();
-    im->unmatched_lines = json_array();
     if (csv) {
         snprintf(im->origin, sizeof im->origin, "UPLOAD");
         im->text = malloc(csv_len + 1);
@@ -1046,13 +1093,7 @@ static void import_chargebacks(pc_http_req_t *req, void *data)
         import_parse(im);
         return;
     }
-    snprintf(im->origin, sizeof im->origin, "FETCH");
-    int rc =
-        pc_channel_fetch_file(app->channel_client, channel, "chargebacks", date, file_fetched, im);
-    if (rc < 0) {
-        pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "the channel cannot be asked now");
-        import_free(im);
-    }
+    import_fetch(im);
 }
 
 /* ---------- reading cases ---------- */
@@ -1771,14 +1812,112 @@ static void close_case(pc_http_req_t *req, void *data)
 
 /* ---------- lifecycle ---------- */
 
+/* ---------- the daily import ---------- */
+
+static int *tries_of(pc_chargebacks_t *cbs, const char *channel)
+{
+    if (strcmp(cbs->tried_day, cbs->day) != 0) {
+        snprintf(cbs->tried_day, sizeof cbs->tried_day, "%s", cbs->day);
+        cbs->ntried = 0;
+    }
+    for (int i = 0; i < cbs->ntried; i++)
+        if (!strcmp(cbs->tried_ch[i], channel))
+            return &cbs->tried_n[i];
+    if (cbs->ntried == PC_CHANNELS_MAX)
+        return NULL;
+    size_t n = strnlen(channel, sizeof cbs->tried_ch[0] - 1);
+    memmove(cbs->tried_ch[cbs->ntried], channel, n); /* channel is one of cbs->todo */
+    cbs->tried_ch[cbs->ntried][n] = 0;
+    cbs->tried_n[cbs->ntried] = 0;
+    return &cbs->tried_n[cbs->ntried++];
+}
+
+static void daily_next(pc_chargebacks_t *cbs);
+
+static void daily_imported(void *data, int ok)
+{
+    (void)ok; /* a failure was logged; the next tick tries again */
+    daily_next(data);
+}
+
+/* The next channel of the list whose tries are not spent. */
+static void daily_next(pc_chargebacks_t *cbs)
+{
+    while (cbs->next < cbs->ntodo && !cbs->app->shutting_down) {
+        const char *ch = cbs->todo[cbs->next++];
+        int *tries = tries_of(cbs, ch);
+        if (!tries || *tries >= DAILY_TRIES)
+            continue;
+        (*tries)++;
+        import_t *im = import_new(cbs->app, NULL, ch, cbs->day);
+        if (!im)
+            break;
+        im->done = daily_imported;
+        im->done_data = cbs;
+        import_fetch(im);
+        return;
+    }
+    cbs->importing = 0;
+}
+
+static void daily_missing_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_chargebacks_t *cbs = data;
+    cbs->ntodo = cbs->next = 0;
+    for (int i = 0; !status && i < pc_db_rows(res) && i < PC_CHANNELS_MAX; i++)
+        snprintf(cbs->todo[cbs->ntodo++], sizeof cbs->todo[0], "%s", pc_db_get(res, i, 0));
+    daily_next(cbs);
+}
+
+/* Once chargeback.import_at (UTC) has passed: yesterday's file of every
+ * configured channel (switched off or not: disputes of its payments still
+ * come) that has no import yet. Importing a file again changes nothing, so
+ * two nodes at it at once do no harm. */
+static void daily_tick(uv_timer_t *t)
+{
+    pc_chargebacks_t *cbs = t->data;
+    if (!cbs->daily_on || cbs->importing || cbs->app->shutting_down)
+        return;
+    if (!pc_utc_daily_due(cbs->import_at_min, 1, cbs->day))
+        return;
+    pc_channel_set_t *set = pc_channels_acquire(cbs->app->channels);
+    if (!set)
+        return;
+    json_t *ids = json_array();
+    for (size_t i = 0; i < pc_channel_set_count(set); i++)
+        json_array_append_new(ids, json_string(pc_channel_set_at(set, i)->id));
+    pc_channel_set_release(set);
+    char *text = json_dumps(ids, JSON_COMPACT);
+    json_decref(ids);
+    if (!text)
+        return;
+    const char *p[] = {text, cbs->day};
+    cbs->importing = 1;
+    if (pc_db_query(cbs->app->db,
+                    "SELECT c FROM json_array_elements_text($1::json) c WHERE NOT EXISTS "
+                    "(SELECT 1 FROM chargeback_imports i WHERE i.channel_id = c AND "
+                    "i.business_date = $2::date) ORDER BY c",
+                    2, p, daily_missing_cb, cbs) < 0)
+        cbs->importing = 0;
+    free(text);
+}
+
 pc_chargebacks_t *pc_chargebacks_new(pc_app_t *app)
 {
     pc_chargebacks_t *cbs = calloc(1, sizeof *cbs);
     if (!cbs)
         return NULL;
     cbs->app = app;
+    if (pc_config_parse_time_of_day(pc_config_str(app->cfg, "chargeback.import_at"),
+                                    &cbs->import_at_min) < 0) {
+        free(cbs);
+        return NULL;
+    }
+    cbs->daily_on = pc_config_bool(app->cfg, "chargeback.daily_import");
     uv_timer_init(app->loop, &cbs->timer);
     cbs->timer.data = cbs;
+    uv_timer_init(app->loop, &cbs->daily);
+    cbs->daily.data = cbs;
     pc_metrics_describe("pc_chargebacks_total", PC_METRIC_COUNTER,
                         "chargebacks opened, by channel and source (ONLINE, OFFLINE)");
     pc_metrics_describe("pc_chargebacks_judged_total", PC_METRIC_COUNTER,
@@ -1812,12 +1951,16 @@ void pc_chargebacks_start(pc_chargebacks_t *cbs)
 {
     uint64_t ms = (uint64_t)pc_config_int(cbs->app->cfg, "chargeback.rate_refresh_ms");
     uv_timer_start(&cbs->timer, refresh_tick, 100, ms);
+    uint64_t daily_ms = (uint64_t)pc_config_int(cbs->app->cfg, "chargeback.daily_poll_ms");
+    uv_timer_start(&cbs->daily, daily_tick, daily_ms, daily_ms);
 }
 
 void pc_chargebacks_stop(pc_chargebacks_t *cbs)
 {
     uv_timer_stop(&cbs->timer);
     uv_close((uv_handle_t *)&cbs->timer, NULL);
+    uv_timer_stop(&cbs->daily);
+    uv_close((uv_handle_t *)&cbs->daily, NULL);
 }
 
 void pc_chargebacks_free(pc_chargebacks_t *cbs)

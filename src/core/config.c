@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef enum { OPT_INT, OPT_STR, OPT_BOOL } opt_type_t;
 
@@ -56,6 +57,7 @@ static const opt_check_t opt_checks[] = {
     {"notify.schedule_ms", delays_or_none_ok, DELAYS_WHY("up to 64")},
     {"recon.daily_at", time_of_day_ok, "must be a UTC time of day HH:MM, e.g. 00:30"},
     {"ledger.check_at", time_of_day_ok, "must be a UTC time of day HH:MM, e.g. 02:00"},
+    {"chargeback.import_at", time_of_day_ok, "must be a UTC time of day HH:MM, e.g. 01:00"},
 };
 
 static const opt_check_t *check_of(const char *name)
@@ -233,6 +235,16 @@ static const opt_def_t opts[] = {
      "once and shared by every node through PostgreSQL)"},
     {"chargeback.evidence_days", OPT_INT, "PAYCORE_CHARGEBACK_EVIDENCE_DAYS", "7", 1, 90, 0,
      "days a merchant has for evidence when the channel gives no respond-by time"},
+    {"chargeback.daily_import", OPT_BOOL, "PAYCORE_CHARGEBACK_DAILY_IMPORT", "true", 0, 0, 0,
+     "import yesterday's chargeback file of every channel once chargeback.import_at has passed"},
+    {"chargeback.import_at", OPT_STR, "PAYCORE_CHARGEBACK_IMPORT_AT", "01:00", 0, 5, 0,
+     "UTC time of day (HH:MM) after which yesterday's chargeback files are imported"},
+    {"alerts.chargeback_files_after_min", OPT_INT, "PAYCORE_ALERTS_CHARGEBACK_FILES_AFTER_MIN",
+     "120", 0, 1380, 0,
+     "CHARGEBACK_FILES_MISSING: yesterday's file not imported this long after "
+     "chargeback.import_at"},
+    {"chargeback.daily_poll_ms", OPT_INT, "PAYCORE_CHARGEBACK_DAILY_POLL_MS", "60000", 100, 3600000,
+     0, "how often the daily chargeback import looks for files not imported"},
     {"chargeback.rate_refresh_ms", OPT_INT, "PAYCORE_CHARGEBACK_RATE_REFRESH_MS", "60000", 100,
      3600000, 0, "how often the chargeback rate gauges are recomputed"},
     {"settlement.auto", OPT_BOOL, "PAYCORE_SETTLEMENT_AUTO", "true", 0, 0, 0,
@@ -714,6 +726,19 @@ int pc_config_parse_time_of_day(const char *text, int *minutes)
         return PC_EINVAL;
     *minutes = hh * 60 + mm;
     return 0;
+}
+
+int pc_utc_daily_due(int at_min, int days_back, char day[11])
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    if (tm.tm_hour * 60 + tm.tm_min < at_min)
+        return 0;
+    time_t then = now - (time_t)days_back * 86400;
+    gmtime_r(&then, &tm);
+    strftime(day, 11, "%Y-%m-%d", &tm);
+    return 1;
 }
 
 static bool time_of_day_ok(const char *text)

@@ -63,4 +63,9 @@ int pc_config_ms_list(const pc_config_t *cfg, const char *name, int64_t *out, in
  * otherwise. recon.daily_at is checked with it at load. */
 int pc_config_parse_time_of_day(const char *text, int *minutes);
 
+/* For a daily job due at at_min minutes into the UTC day: 1 when that time
+ * of today has passed, with the date days_back days before today (UTC,
+ * YYYY-MM-DD) in day; else 0 and day untouched. */
+int pc_utc_daily_due(int at_min, int days_back, char day[11]);
+
 #endif

@@ -457,6 +457,16 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     snprintf(msg, sizeof msg, "%.180s: GET /admin/ledger/check runs it again (clears once ok)",
              ledger_bad);
     set(a, ledger_bad[0] != 0, "LEDGER_CHECK_FAILED", "ledger", msg, 0);
+    /* A channel's chargeback file of yesterday nobody imported: disputes
+     * the channel has debited open no case, freeze nothing, and the
+     * merchant can settle and withdraw that money meanwhile. */
+    const char *cb_missing = pc_db_val(res, 0, "cb_files_missing");
+    snprintf(msg, sizeof msg,
+             "yesterday's chargeback file not imported for %.80s: log "
+             "chargeback.daily_import_failed; POST /admin/chargebacks/import "
+             "{\"channel_id\",\"date\"} by hand",
+             cb_missing);
+    set(a, cb_missing[0] != 0, "CHARGEBACK_FILES_MISSING", "chargebacks", msg, 0);
     set_counted(a, res, "payouts_held", "payouts_held_first", "PAYOUTS_HELD", "payouts",
                 "%lld payouts are held for review, their money taken from the merchants' "
                 "balances (oldest: %.40s): GET /admin/payouts?held=true, then POST "
@@ -639,7 +649,18 @@ static void check(uv_timer_t *t)
     char age[24];
     snprintf(age, sizeof age, "%lld",
              (long long)pc_config_int(app->cfg, "alerts.error_refund_age_s"));
-    const char *fp[] = {age};
+    /* Yesterday's chargeback files are due imported a while
+     * (alerts.chargeback_files_after_min) after chargeback.import_at, from
+     * the channels whose files were imported before (a channel that
+     * publishes none is not waited for), by the daily import or by hand. */
+    int import_at = 0;
+    pc_config_parse_time_of_day(pc_config_str(app->cfg, "chargeback.import_at"), &import_at);
+    char yday[11];
+    pc_utc_daily_due(0, 1, yday); /* yesterday, whatever the time */
+    int files_due = pc_utc_daily_due(
+        (int)(import_at + pc_config_int(app->cfg, "alerts.chargeback_files_after_min")), 1, yday);
+    int ids_ok = set_ && off + 2 <= sizeof ids;
+    const char *fp[] = {age, ids_ok ? ids : "{}", yday, files_due ? "t" : "f"};
     a->checking = 1; /* cleared by facts_cb, whenever it runs */
     int rc = pc_db_query(
         app->db,
@@ -665,7 +686,11 @@ static void check(uv_timer_t *t)
         "'FAILED' AND attempts >= 3 THEN 'the "
         "ledger check of ' || day || ' could not run, 3 times: ' || coalesce(error, '') END "
         "FROM ledger_checks WHERE status <> 'RUNNING' ORDER BY day DESC LIMIT 1), '') AS "
-        "ledger_bad, (SELECT "
+        "ledger_bad, coalesce((SELECT string_agg(c, ', ' ORDER BY c) FROM unnest($2::text[]) "
+        "c WHERE $4::boolean AND NOT EXISTS (SELECT 1 FROM chargeback_imports i WHERE "
+        "i.channel_id = c AND i.business_date = $3::date) AND EXISTS (SELECT 1 FROM "
+        "chargeback_imports i WHERE i.channel_id = c AND i.business_date < $3::date)), '') AS "
+        "cb_files_missing, (SELECT "
         "count(*) FROM recon_runs WHERE status = 'FAILED' AND (attempts >= 3 OR business_date < "
         "(now() AT TIME ZONE 'UTC')::date - 1)) AS recon_failed, (SELECT count(*) FROM "
         "chargeback_unmatched WHERE resolved_at IS NULL) AS "
@@ -692,7 +717,7 @@ static void check(uv_timer_t *t)
                  "FROM refunds WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'TERMINATED')) "
                  "AS "
                  "contradicted",
-        1, fp, facts_cb, a);
+        4, fp, facts_cb, a);
     if (rc < 0)
         /* No connection up (PostgreSQL down): the check failed as surely as
          * when the query does; the gauges must not keep the last good ages. */

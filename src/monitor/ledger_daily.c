@@ -97,12 +97,8 @@ static void tick(uv_timer_t *t)
     pc_ledger_daily_t *d = t->data;
     if (!d->enabled || d->busy || d->app->shutting_down)
         return;
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    if (tm.tm_hour * 60 + tm.tm_min < d->at_min)
+    if (!pc_utc_daily_due(d->at_min, 0, d->day))
         return;
-    strftime(d->day, sizeof d->day, "%Y-%m-%d", &tm);
     if (!strcmp(d->day, d->done_day))
         return;
     /* The day's row, new, or taken over when its check failed (at most

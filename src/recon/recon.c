@@ -853,14 +853,8 @@ static void tick(uv_timer_t *t)
     refresh_gauge(rc);
     if (rc->job_busy || rc->app->shutting_down)
         return;
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    if (tm.tm_hour * 60 + tm.tm_min < rc->daily_at_min)
+    if (!pc_utc_daily_due(rc->daily_at_min, 1, rc->yesterday))
         return;
-    time_t yesterday = now - 86400;
-    gmtime_r(&yesterday, &tm);
-    strftime(rc->yesterday, sizeof rc->yesterday, "%Y-%m-%d", &tm);
     pc_channel_set_t *set = pc_channels_acquire(rc->app->channels);
     if (!set)
         return;

@@ -30,6 +30,9 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_CHARGEBACK_RATE_REFRESH_MS", "300");
     pc_stack_env(&g_stack, "PAYCORE_SETTLEMENT_AUTO", "false");
     pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
+    /* Yesterday's chargeback files are due at once (test_the_daily_import). */
+    pc_stack_env(&g_stack, "PAYCORE_CHARGEBACK_IMPORT_AT", "00:00");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHARGEBACK_FILES_AFTER_MIN", "0");
     pc_stack_start_paysim(&g_stack);
     pc_stack_start_node(&g_stack, 0);
     return 0;
@@ -1254,6 +1257,42 @@ static void test_unmatched_lines_are_listed_alerted_and_resolved(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* Yesterday's chargeback files are imported by a daily job, and a channel
+ * whose file nobody imported pages ops. Before, files came in only when
+ * someone imported them, and a day nobody did went unnoticed: the disputes
+ * the channel debited opened no case and froze nothing. Runs last: it
+ * restarts the node with the daily import on. */
+static void test_the_daily_import_fetches_yesterdays_files_and_a_missing_one_pages(void **state)
+{
+    (void)state;
+    char *yday = pc_t_sql(&g_stack, "SELECT ((now() AT TIME ZONE 'UTC')::date - 1)::text");
+    /* sim_card's files were imported before; yesterday's is not. */
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO chargeback_imports (channel_id, business_date, origin, sha256) "
+                  "VALUES ('sim_card', '%s'::date - 3, 'UPLOAD', 'an earlier file') RETURNING 1",
+                  yday));
+    assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACK_FILES_MISSING", "chargebacks", 1, 15));
+    char *msg = pc_t_alert_message(&g_stack, "CHARGEBACK_FILES_MISSING", "chargebacks");
+    assert_non_null(strstr(msg, "sim_card"));
+    free(msg);
+    /* The daily import on: it fetches yesterday's file of every channel. */
+    pc_stack_env(&g_stack, "PAYCORE_CHARGEBACK_DAILY_IMPORT", "true");
+    pc_stack_env(&g_stack, "PAYCORE_CHARGEBACK_DAILY_POLL_MS", "300");
+    pc_stack_stop_node(&g_stack, 0, SIGTERM);
+    pc_stack_start_node(&g_stack, 0);
+    assert_true(pc_t_sql_wait(&g_stack, "1", 20,
+                              "SELECT count(*) FROM chargeback_imports WHERE channel_id = "
+                              "'sim_card' AND business_date = '%s' AND origin = 'FETCH'",
+                              yday));
+    assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACK_FILES_MISSING", "chargebacks", 0, 15));
+    assert_true(pc_t_sql_int(&g_stack,
+                             "SELECT count(DISTINCT channel_id) FROM chargeback_imports WHERE "
+                             "business_date = '%s' AND origin = 'FETCH'",
+                             yday) >= 2);
+    free(yday);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1276,6 +1315,7 @@ int main(void)
         cmocka_unit_test(test_rate_metric_and_risk_inputs),
         cmocka_unit_test(test_rates_without_chargebacks_are_not_recounted),
         cmocka_unit_test(test_unmatched_lines_are_listed_alerted_and_resolved),
+        cmocka_unit_test(test_the_daily_import_fetches_yesterdays_files_and_a_missing_one_pages),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -226,6 +226,8 @@ void pc_stack_start_node(pc_stack_t *s, int i)
         /* The daily ledger check reads every table at a time of its own:
          * on only where a test asks for it. */
         setenv("PAYCORE_LEDGER_CHECK_DAILY", "false", 0);
+        /* So does the daily chargeback import (yesterday's files). */
+        setenv("PAYCORE_CHARGEBACK_DAILY_IMPORT", "false", 0);
         /* Test receivers listen on loopback. */
         setenv("PAYCORE_NOTIFY_PRIVATE_TARGETS", "true", 0);
         char rules[600], channels[600];
