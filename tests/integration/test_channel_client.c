@@ -474,7 +474,9 @@ static void test_each_test_card_maps_to_its_status_code_and_retryable(void **sta
     char logpath[600];
     snprintf(logpath, sizeof logpath, "%s/test-logs/chc-cards-%d.log", pc_t_binary_dir(),
              (int)getpid());
-    fflush(stderr);
+    /* Log lines are written by a thread of their own: each side of the
+     * capture waits until they are out. */
+    assert_int_equal(pc_log_flush(5000), 0);
     int saved = dup(2);
     int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     assert_true(fd >= 0);
@@ -506,7 +508,7 @@ static void test_each_test_card_maps_to_its_status_code_and_retryable(void **sta
     /* Content errors of the card are declines too, never retryable. */
     got_t expired = pay_card_on(f, "sim_card", "CARD-EXP", "4242424242424242", 2020);
     got_t luhn = pay_card(f, "CARD-LUHN", "4242424242424241");
-    fflush(stderr);
+    assert_int_equal(pc_log_flush(5000), 0);
     dup2(saved, 2);
     close(saved);
     pc_log_set_level(PC_LOG_INFO);
