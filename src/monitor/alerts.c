@@ -379,6 +379,7 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
                      pc_strerror(status));
         pc_metrics_set("pc_alerts_check_ok", "", 0);
         pc_metrics_set("pc_outbox_oldest_pending_seconds", "", -1);
+        pc_metrics_set("pc_outbox_overdue_seconds", "", -1);
         pc_metrics_set("pc_ledger_oldest_queued_seconds", "", -1);
         return;
     }
@@ -393,8 +394,16 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     long long cb_unmatched = pc_db_val_i64(res, 0, "cb_unmatched");
     long long notify_failed = pc_db_val_i64(res, 0, "notify_failed");
     char msg[256];
-    set_over(a, res, "outbox_age", "alerts.outbox_age_s", "OUTBOX_AGE", "notifications",
-             "the oldest undelivered notification is %lld s old (limit %lld s)");
+    /* Due notifications nobody sends: the notifier is not running or
+     * cannot claim (or a merchant's endpoint is so slow that its queue
+     * waits past its time). Not the age of the oldest one: a merchant
+     * whose endpoint is down keeps events pending, on their retry schedule,
+     * for a day, and that alert stood for a day and hid a notifier that
+     * then stopped for everyone. */
+    set_over(a, res, "outbox_overdue", "alerts.outbox_age_s", "OUTBOX_AGE", "notifications",
+             "the oldest due merchant notification has waited %lld s past its time (limit %lld "
+             "s): is the notifier running? (logs notify.claim_failed; GET "
+             "/admin/notifications?status=PENDING)");
     /* A notification that gave up leaves a merchant who never heard of a
      * payment or refund: counted by merchant, so one dead endpoint pages
      * once, not per event. */
@@ -501,6 +510,7 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "the oldest queued ledger movement is %lld s old (limit %lld s): is the fold job "
              "running?");
     pc_metrics_set("pc_outbox_oldest_pending_seconds", "", outbox_age);
+    pc_metrics_set("pc_outbox_overdue_seconds", "", pc_db_val_i64(res, 0, "outbox_overdue"));
     pc_metrics_set("pc_ledger_oldest_queued_seconds", "", fold_age);
 }
 
@@ -665,7 +675,11 @@ static void check(uv_timer_t *t)
     int rc = pc_db_query(
         app->db,
         "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "
-        "outbox WHERE status = 'PENDING'), 0) AS outbox_age, (SELECT count(DISTINCT "
+        "outbox WHERE status = 'PENDING'), 0) AS outbox_age, coalesce((SELECT "
+        "extract(epoch FROM now() - min(o.next_attempt_at))::bigint FROM outbox o WHERE "
+        "o.status = 'PENDING' AND o.next_attempt_at <= now() AND NOT EXISTS (SELECT 1 FROM outbox "
+        "e WHERE e.subject = o.subject AND e.status = 'PENDING' AND e.seq < o.seq)), 0) AS "
+        "outbox_overdue, (SELECT count(DISTINCT "
         "merchant_id) FROM outbox WHERE status = 'FAILED' AND created_at > now() - interval "
         "'8 days') AS notify_failed, (SELECT count(*) FROM "
         "payments WHERE needs_ops AND status IN ('PROCESSING', 'UNKNOWN')) + (SELECT count(*) "
@@ -766,6 +780,8 @@ pc_alerts_t *pc_alerts_new(pc_app_t *app)
                         "1 while a channel's failure rate is under its alert threshold");
     pc_metrics_describe("pc_outbox_oldest_pending_seconds", PC_METRIC_GAUGE,
                         "age of the oldest undelivered notification");
+    pc_metrics_describe("pc_outbox_overdue_seconds", PC_METRIC_GAUGE,
+                        "how long the oldest due notification has waited past its time");
     pc_metrics_describe("pc_ledger_oldest_queued_seconds", PC_METRIC_GAUGE,
                         "age of the oldest queued movement of a hot ledger account (-1: unknown, "
                         "the alert check failed)");

@@ -517,6 +517,7 @@ static int setup(void **state)
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_SCHEDULE_MS", SCHEDULE);
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_POLL_MS", "50");
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_BATCH", "10");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_CHECK_MS", "300");
     /* Small, so hosts get busy early: claims are spread over both nodes. */
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_MAX_INFLIGHT", "40");
     pc_stack_env(&g_stack, "PAYCORE_NOTIFY_TIMEOUT_MS", "2500");
@@ -773,6 +774,39 @@ static const char *deliver_until_failed(rx_t *rx, int status, const char *answer
     assert_int_equal(rx_count(rx, id), ATTEMPTS_IN_ALL);
     assert_int_equal(event_int(id, "attempts"), ATTEMPTS_IN_ALL);
     return id;
+}
+
+/* A merchant whose endpoint has been down for a while keeps an event
+ * pending, its next attempt an hour away on the retry schedule: nothing is
+ * late, and OUTBOX_AGE stays quiet. Before, the alert went by the oldest
+ * pending event's age: it stood for a day over one merchant's endpoint and
+ * hid a notifier that then stopped for everyone. */
+static void test_an_event_waiting_on_its_schedule_is_not_overdue(void **state)
+{
+    (void)state;
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO outbox (event_id, merchant_id, type, notify_url, payload, "
+                  "attempts, created_at, next_attempt_at) VALUES ('evt_' || md5('waiting on "
+                  "its schedule'), '%s', 'chargeback.opened', 'http://127.0.0.1:9/down', "
+                  "'{\"data\":{\"chargeback_no\":\"CB_WAITING\"}}', 9, now() - interval '2000 "
+                  "seconds', now() + interval '1 hour') RETURNING 1",
+                  g_m.id));
+    /* The checks see it (its age is on the gauge), and say nothing. */
+    int seen = 0;
+    for (int i = 0; i < 100 && !seen; i++) {
+        pc_t_resp_t m = pc_t_admin_node(&g_stack, 0, "GET", "/metrics", NULL);
+        const char *g = m.body ? strstr(m.body, "\npc_outbox_oldest_pending_seconds ") : NULL;
+        seen = g && atol(g + strlen("\npc_outbox_oldest_pending_seconds ")) >= 2000;
+        pc_t_resp_free(&m);
+        if (!seen)
+            usleep(100000);
+    }
+    assert_true(seen);
+    usleep(700000);
+    assert_false(pc_t_alert_active(&g_stack, "OUTBOX_AGE", "notifications"));
+    free(pc_t_sql(&g_stack,
+                  "DELETE FROM outbox WHERE event_id = 'evt_' || md5('waiting on its schedule') "
+                  "RETURNING 1"));
 }
 
 static void test_wrong_acknowledgements_are_retried_until_failed(void **state)
@@ -1231,6 +1265,7 @@ int main(void)
         cmocka_unit_test(test_rolled_back_event_is_never_sent),
         cmocka_unit_test(test_rsa2_merchant_verifies_with_platform_key),
         cmocka_unit_test(test_endpoint_failing_three_times_gets_the_fourth_attempt),
+        cmocka_unit_test(test_an_event_waiting_on_its_schedule_is_not_overdue),
         cmocka_unit_test(test_wrong_acknowledgements_are_retried_until_failed),
         cmocka_unit_test(test_redeliver_puts_a_failed_event_back),
         cmocka_unit_test(test_two_nodes_deliver_each_event_exactly_once),
