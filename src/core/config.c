@@ -196,6 +196,9 @@ static const opt_def_t opts[] = {
      "alert when a channel has sent this share of a daily or monthly volume cap"},
     {"alerts.outbox_age_s", OPT_INT, "PAYCORE_ALERTS_OUTBOX_AGE_S", "600", 1, 86400, 0,
      "alert when the oldest due notification has waited this long past its time"},
+    {"alerts.review_age_s", OPT_INT, "PAYCORE_ALERTS_REVIEW_AGE_S", "900", 1, 86400, 0,
+     "REVIEWS_WAITING: payments held for review longer than this (their buyers wait, their "
+     "trades expire)"},
     {"alerts.error_refund_age_s", OPT_INT, "PAYCORE_ALERTS_ERROR_REFUND_AGE_S", "600", 1, 86400, 0,
      "a payment held for an error refund longer than this without one raises an alert"},
     {"alerts.query_overdue_s", OPT_INT, "PAYCORE_ALERTS_QUERY_OVERDUE_S", "300", 1, 86400, 0,

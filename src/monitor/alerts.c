@@ -476,6 +476,13 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "{\"channel_id\",\"date\"} by hand",
              cb_missing);
     set(a, cb_missing[0] != 0, "CHARGEBACK_FILES_MISSING", "chargebacks", msg, 0);
+    /* Payments risk held for review: the buyer waits at the cashier, and
+     * when the trade expires the sweep fails them (a lost sale) with only an
+     * info line. */
+    set_counted(a, res, "reviews_waiting", "reviews_waiting_first", "REVIEWS_WAITING", "payments",
+                "%lld payments have waited for review longer than alerts.review_age_s (oldest: "
+                "%.40s); their trades expire meanwhile: GET /admin/reviews, then POST "
+                "/admin/payments/{payment_no}/release or /reject");
     set_counted(a, res, "payouts_held", "payouts_held_first", "PAYOUTS_HELD", "payouts",
                 "%lld payouts are held for review, their money taken from the merchants' "
                 "balances (oldest: %.40s): GET /admin/payouts?held=true, then POST "
@@ -670,7 +677,10 @@ static void check(uv_timer_t *t)
     int files_due = pc_utc_daily_due(
         (int)(import_at + pc_config_int(app->cfg, "alerts.chargeback_files_after_min")), 1, yday);
     int ids_ok = set_ && off + 2 <= sizeof ids;
-    const char *fp[] = {age, ids_ok ? ids : "{}", yday, files_due ? "t" : "f"};
+    char review_age[24];
+    snprintf(review_age, sizeof review_age, "%lld",
+             (long long)pc_config_int(app->cfg, "alerts.review_age_s"));
+    const char *fp[] = {age, ids_ok ? ids : "{}", yday, files_due ? "t" : "f", review_age};
     a->checking = 1; /* cleared by facts_cb, whenever it runs */
     int rc = pc_db_query(
         app->db,
@@ -704,7 +714,11 @@ static void check(uv_timer_t *t)
         "c WHERE $4::boolean AND NOT EXISTS (SELECT 1 FROM chargeback_imports i WHERE "
         "i.channel_id = c AND i.business_date = $3::date) AND EXISTS (SELECT 1 FROM "
         "chargeback_imports i WHERE i.channel_id = c AND i.business_date < $3::date)), '') AS "
-        "cb_files_missing, (SELECT "
+        "cb_files_missing, (SELECT count(*) FROM payments WHERE status = 'REVIEW' AND "
+        "created_at < now() - $5::int * interval '1 second') AS reviews_waiting, "
+        "coalesce((SELECT payment_no FROM payments WHERE status = 'REVIEW' AND created_at < "
+        "now() - $5::int * interval '1 second' ORDER BY created_at LIMIT 1), '') AS "
+        "reviews_waiting_first, (SELECT "
         "count(*) FROM recon_runs WHERE status = 'FAILED' AND (attempts >= 3 OR business_date < "
         "(now() AT TIME ZONE 'UTC')::date - 1)) AS recon_failed, (SELECT count(*) FROM "
         "chargeback_unmatched WHERE resolved_at IS NULL) AS "
@@ -731,7 +745,7 @@ static void check(uv_timer_t *t)
                  "FROM refunds WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'TERMINATED')) "
                  "AS "
                  "contradicted",
-        4, fp, facts_cb, a);
+        5, fp, facts_cb, a);
     if (rc < 0)
         /* No connection up (PostgreSQL down): the check failed as surely as
          * when the query does; the gauges must not keep the last good ages. */

@@ -1645,6 +1645,16 @@ static void test_risk_reject_review_and_challenge(void **state)
     assert_non_null(strstr(r.body, pno));
     assert_non_null(strstr(r.body, "\"total\":"));
     pc_t_resp_free(&r);
+    /* Left waiting past alerts.review_age_s (15 minutes), it pages ops,
+     * naming it (before: nothing did, until the trade expired). */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET created_at = now() - interval '20 minutes' WHERE "
+                  "payment_no = '%s' RETURNING 1",
+                  pno));
+    assert_true(pc_t_alert_wait(&g_stack, "REVIEWS_WAITING", "payments", 1, 15));
+    char *waiting = pc_t_alert_message(&g_stack, "REVIEWS_WAITING", "payments");
+    assert_non_null(strstr(waiting, "/admin/reviews"));
+    free(waiting);
     /* Released by a named operator with a reason: both kept with the
      * decision (before: only a log line named the operator). */
     snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
@@ -1654,6 +1664,9 @@ static void test_risk_reject_review_and_challenge(void **state)
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
     expect_trade(tn, "TRADE_SUCCESS");
+    if (pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE status = 'REVIEW' AND "
+                               "created_at < now() - interval '15 minutes'") == 0)
+        assert_true(pc_t_alert_wait(&g_stack, "REVIEWS_WAITING", "payments", 0, 15));
     char *kept = pc_t_sql(&g_stack,
                           "SELECT coalesce((SELECT decision || '/' || who || '/' || why FROM "
                           "review_decisions WHERE payment_no = '%s'), 'none')",
