@@ -1152,11 +1152,15 @@ static void channel_callback(pc_http_req_t *req, void *data)
         return;
     }
     if (rc < 0) {
-        pc_log_warn("callback.refused", "channel %s: %s", ch, why ? why : "invalid");
+        const char *peer = pc_http_req_client_ip(req);
+        pc_log_warn("callback.refused", "channel %s: %s (from %s)", ch, why ? why : "invalid",
+                    peer ? peer : "?");
+        pc_channel_callback_seen(app->channel_client, ch, 0, why, peer);
         pc_http_respond_error(req, PC_API_INVALID_SIGNATURE, NULL, why ? why : "invalid callback");
         return;
     }
     pc_metrics_add("pc_channel_callbacks_total", "", 1);
+    pc_channel_callback_seen(app->channel_client, ch, 1, NULL, NULL);
     if (cb.kind == PC_CB_PAYMENT) {
         if (pc_engine_apply(app->engine, ch, cb.ref, &cb.result, callback_applied, req) < 0)
             pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "try again");

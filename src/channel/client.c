@@ -55,6 +55,11 @@ typedef struct health {
     int refreshing;
     int last_healthy; /* -1 before the first evaluation */
     int demo_warned;
+    /* Callbacks this node refused and took in the current window
+     * (CALLBACK_TALLY_MS; pc_channel_callbacks_failing). */
+    uint64_t cb_window_at, cb_refused_at;
+    long long cb_refused, cb_accepted;
+    char cb_why[96], cb_peer[64];
 } health_t;
 
 struct pc_channel_client {
@@ -1058,6 +1063,52 @@ int pc_channel_fetch_file(pc_channel_client_t *cli, const char *channel_id, cons
 }
 
 /* ---- Callbacks from channels ------------------------------------------------------- */
+
+#define CALLBACK_TALLY_MS 600000 /* refused vs taken callbacks are counted over this */
+#define CALLBACK_REFUSED_MIN 3   /* refused ones, none taken, that make a channel failing */
+
+void pc_channel_callback_seen(pc_channel_client_t *cli, const char *channel_id, int accepted,
+                              const char *why, const char *peer)
+{
+    if (!channel_id || !pc_channels_find(cli->chs, channel_id))
+        return; /* junk naming no channel is nobody's to page about */
+    char labels[96];
+    snprintf(labels, sizeof labels, "channel=\"%s\",result=\"%s\"", channel_id,
+             accepted ? "accepted" : "refused");
+    pc_metrics_add("pc_channel_callbacks_seen_total", labels, 1);
+    health_t *h = health_entry(cli, channel_id);
+    if (!h)
+        return;
+    uint64_t now = uv_now(cli->loop);
+    if (!h->cb_window_at || now - h->cb_window_at > CALLBACK_TALLY_MS) {
+        h->cb_window_at = now;
+        h->cb_refused = h->cb_accepted = 0;
+    }
+    if (accepted) {
+        h->cb_accepted++;
+        return;
+    }
+    h->cb_refused++;
+    h->cb_refused_at = now;
+    snprintf(h->cb_why, sizeof h->cb_why, "%s", why ? why : "invalid");
+    snprintf(h->cb_peer, sizeof h->cb_peer, "%s", peer ? peer : "");
+}
+
+int pc_channel_callbacks_failing(pc_channel_client_t *cli, const char *channel_id, char *msg,
+                                 size_t len)
+{
+    health_t *h = health_find(cli, channel_id);
+    uint64_t now = uv_now(cli->loop);
+    if (!h || h->cb_refused < CALLBACK_REFUSED_MIN || h->cb_accepted > 0 ||
+        now - h->cb_refused_at > CALLBACK_TALLY_MS)
+        return 0;
+    snprintf(msg, len,
+             "channel %s: %lld callbacks refused and none taken in %d minutes (last: %s, from "
+             "%s): payments wait for status queries; check its secret and clocks",
+             channel_id, h->cb_refused, CALLBACK_TALLY_MS / 60000, h->cb_why,
+             h->cb_peer[0] ? h->cb_peer : "?");
+    return 1;
+}
 
 int pc_channel_verify_callback(pc_channel_client_t *cli, const char *channel_id, const char *method,
                                const char *target, const char *timestamp, const char *nonce,

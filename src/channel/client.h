@@ -150,6 +150,19 @@ typedef struct {
     pc_ch_result_t result; /* status SUCCESS / FAILED / RETURNED, code, channel_txn_id, ... */
 } pc_ch_callback_t;
 
+/* Notes a callback to channel_id's endpoint this node took (accepted) or
+ * refused (why, from peer): counted in pc_channel_callbacks_seen_total and
+ * kept for pc_channel_callbacks_failing. Callbacks naming no configured
+ * channel are not counted. */
+void pc_channel_callback_seen(pc_channel_client_t *cli, const char *channel_id, int accepted,
+                              const char *why, const char *peer);
+
+/* 1, with a message for ops in msg, when this node refused several of the
+ * channel's callbacks and took none over the last ten minutes (a rotated
+ * secret, a clock off by minutes); else 0. */
+int pc_channel_callbacks_failing(pc_channel_client_t *cli, const char *channel_id, char *msg,
+                                 size_t len);
+
 /* Verifies a callback's signature headers (X-Timestamp, X-Nonce, X-Signature
  * over the protocol's string) with the channel's secret, checks its
  * timestamp window, and parses the body into out. Returns 0, PC_ENOTFOUND

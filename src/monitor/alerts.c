@@ -609,6 +609,10 @@ static void check(uv_timer_t *t)
                  ch->id, rate / 100, rate % 100, (long long)ch->alert.window_s,
                  (long long)ch->alert.failure_rate_bp);
         set_alert(a, !healthy, 1, "CHANNEL_FAILURE_RATE", ch->id, msg, 0);
+        char cbmsg[256];
+        int failing =
+            pc_channel_callbacks_failing(app->channel_client, ch->id, cbmsg, sizeof cbmsg);
+        set_alert(a, failing, 1, "CALLBACKS_REFUSED", ch->id, failing ? cbmsg : "", 0);
         char labels[96];
         snprintf(labels, sizeof labels, "channel=\"%s\"", ch->id);
         pc_metrics_set("pc_channel_healthy", labels, healthy);
@@ -624,6 +628,7 @@ static void check(uv_timer_t *t)
     if (set_ && off + 2 <= sizeof ids) {
         snprintf(ids + off, sizeof ids - off, "}");
         resolve_unchecked(a, "CHANNEL_FAILURE_RATE", ids);
+        resolve_unchecked(a, "CALLBACKS_REFUSED", ids);
     }
     check_channel_volume(a);
     /* Rules refused at the last reload. */

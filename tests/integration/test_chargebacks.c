@@ -1257,6 +1257,33 @@ static void test_unmatched_lines_are_listed_alerted_and_resolved(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A channel whose callbacks this node keeps refusing (a rotated secret, a
+ * clock minutes off) and none taken pages ops, naming the reason and the
+ * sender; before, each was one warn line, and payments waited for their
+ * status queries unnoticed. */
+static void test_callbacks_refused_again_and_again_page(void **state)
+{
+    (void)state;
+    char url[128], ts[24];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/channel-callbacks/sim_netbank",
+             g_stack.http_port);
+    snprintf(ts, sizeof ts, "X-Timestamp: %ld", (long)time(NULL));
+    for (int i = 0; i < 3; i++) {
+        char nonce[64];
+        snprintf(nonce, sizeof nonce, "X-Nonce: refusedcallback%04d%d", i, (int)getpid());
+        const char *h[] = {ts, nonce, "X-Signature: bm90IHRoZSBzaWduYXR1cmU=",
+                           "Content-Type: application/json", NULL};
+        pc_t_resp_t r = pc_t_http("POST", url, h, "{\"object\":\"payment\"}");
+        assert_int_equal(r.status, 401);
+        pc_t_resp_free(&r);
+    }
+    assert_true(pc_t_alert_wait(&g_stack, "CALLBACKS_REFUSED", "sim_netbank", 1, 15));
+    char *msg = pc_t_alert_message(&g_stack, "CALLBACKS_REFUSED", "sim_netbank");
+    assert_non_null(strstr(msg, "3 callbacks refused"));
+    assert_non_null(strstr(msg, "127.0.0.1"));
+    free(msg);
+}
+
 /* Yesterday's chargeback files are imported by a daily job, and a channel
  * whose file nobody imported pages ops. Before, files came in only when
  * someone imported them, and a day nobody did went unnoticed: the disputes
@@ -1315,6 +1342,7 @@ int main(void)
         cmocka_unit_test(test_rate_metric_and_risk_inputs),
         cmocka_unit_test(test_rates_without_chargebacks_are_not_recounted),
         cmocka_unit_test(test_unmatched_lines_are_listed_alerted_and_resolved),
+        cmocka_unit_test(test_callbacks_refused_again_and_again_page),
         cmocka_unit_test(test_the_daily_import_fetches_yesterdays_files_and_a_missing_one_pages),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
