@@ -18,6 +18,7 @@
 #include <time.h>
 
 #define DAILY_TRIES 3
+#define DAILY_RETRY_MS (3600 * 1000) /* between two tries of one channel's file */
 
 struct pc_chargebacks {
     pc_app_t *app;
@@ -31,10 +32,11 @@ struct pc_chargebacks {
     char todo[PC_CHANNELS_MAX][33];
     int ntodo, next;
     /* Tries per channel of the day, by this node: a channel that serves no
-     * file is asked DAILY_TRIES times, not every minute. */
+     * file is asked DAILY_TRIES times, an hour apart, not every minute. */
     char tried_day[11];
     char tried_ch[PC_CHANNELS_MAX][33];
     int tried_n[PC_CHANNELS_MAX], ntried;
+    uint64_t tried_at[PC_CHANNELS_MAX]; /* uv_now of the last try */
 };
 
 static const char *const statuses[] = {"WAIT_JUDGE", "IN_JUDGE", "JUDGE_FINISH", "CLOSE"};
@@ -849,8 +851,8 @@ static void import_done(import_t *im)
     if (pc_db_query(im->app->db,
                     "UPDATE chargeback_imports SET lines = $2::int, created = created + "
                     "$3::int, duplicates = CASE WHEN $6::boolean THEN $4::int ELSE duplicates "
-                    "END, unmatched = CASE WHEN $6::boolean THEN $5::int ELSE unmatched END "
-                    "WHERE import_id = $1::bigint",
+                    "END, unmatched = CASE WHEN $6::boolean THEN $5::int ELSE unmatched END, "
+                    "completed_at = coalesce(completed_at, now()) WHERE import_id = $1::bigint",
                     6, p, import_counted_cb, im) < 0) {
         import_end(im, NULL, PC_API_UNAVAILABLE, NULL, "database unavailable", 0);
     }
@@ -1829,6 +1831,7 @@ static int *tries_of(pc_chargebacks_t *cbs, const char *channel)
     memmove(cbs->tried_ch[cbs->ntried], channel, n); /* channel is one of cbs->todo */
     cbs->tried_ch[cbs->ntried][n] = 0;
     cbs->tried_n[cbs->ntried] = 0;
+    cbs->tried_at[cbs->ntried] = 0;
     return &cbs->tried_n[cbs->ntried++];
 }
 
@@ -1848,7 +1851,13 @@ static void daily_next(pc_chargebacks_t *cbs)
         int *tries = tries_of(cbs, ch);
         if (!tries || *tries >= DAILY_TRIES)
             continue;
+        /* A file not there yet (published late, a channel down) is asked
+         * for again an hour later, not every tick. */
+        uint64_t *at = &cbs->tried_at[tries - cbs->tried_n], now = uv_now(cbs->app->loop);
+        if (*tries > 0 && now - *at < DAILY_RETRY_MS)
+            continue;
         (*tries)++;
+        *at = now;
         import_t *im = import_new(cbs->app, NULL, ch, cbs->day);
         if (!im)
             break;
@@ -1896,7 +1905,7 @@ static void daily_tick(uv_timer_t *t)
     if (pc_db_query(cbs->app->db,
                     "SELECT c FROM json_array_elements_text($1::json) c WHERE NOT EXISTS "
                     "(SELECT 1 FROM chargeback_imports i WHERE i.channel_id = c AND "
-                    "i.business_date = $2::date) ORDER BY c",
+                    "i.business_date = $2::date AND i.completed_at IS NOT NULL) ORDER BY c",
                     2, p, daily_missing_cb, cbs) < 0)
         cbs->importing = 0;
     free(text);

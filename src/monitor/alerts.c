@@ -449,14 +449,15 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "could not place): GET /admin/chargebacks/unmatched, then resolve each",
              cb_unmatched);
     set(a, cb_unmatched > 0, "CHARGEBACKS_UNMATCHED", "chargebacks", msg, cb_unmatched);
-    /* Cases nobody judged by the channel's respond-by date: the dispute is
-     * lost by default at the channel, the merchant's money stays frozen,
-     * and an error refund waiting behind the case waits too. Only ops move
-     * a case on; nothing else would tell them. */
+    /* Cases whose judgement nobody started by the channel's respond-by
+     * date (WAIT_JUDGE: a case in judgement waits for the channel's
+     * decision, past the date by design): the dispute is lost by default at
+     * the channel, the merchant's money stays frozen, and an error refund
+     * waiting behind the case waits too. Only ops move a case on. */
     set_counted(a, res, "cb_overdue", "cb_overdue_first", "CHARGEBACKS_OVERDUE", "chargebacks",
-                "%lld chargeback cases are still open past their evidence deadline (oldest: "
-                "%.40s): GET /admin/chargebacks/{chargeback_no}, then POST .../start-judge and "
-                ".../judge");
+                "%lld chargeback cases wait past their evidence deadline with no judgement "
+                "started (oldest: %.40s): GET /admin/chargebacks/{chargeback_no}, then POST "
+                ".../start-judge (or .../close)");
     /* Payouts risk held for review: the merchant's money is out of its
      * balance (escrow) until ops release or reject each. Held refunds page
      * (REFUNDS_WAITING); held payouts did not. */
@@ -702,9 +703,9 @@ static void check(uv_timer_t *t)
         "hold_reason IS NULL) + (SELECT count(*) FROM refunds WHERE needs_ops AND status = "
         "'PROCESSING') AS needs_ops, "
         "(SELECT count(*) FROM recon_diffs WHERE status = 'OPEN') AS recon_open, (SELECT "
-        "count(*) FROM chargebacks WHERE status IN ('WAIT_JUDGE', 'IN_JUDGE') AND "
-        "evidence_due_at < now()) AS cb_overdue, coalesce((SELECT chargeback_no FROM chargebacks "
-        "WHERE status IN ('WAIT_JUDGE', 'IN_JUDGE') AND evidence_due_at < now() ORDER BY "
+        "count(*) FROM chargebacks WHERE status = 'WAIT_JUDGE' AND evidence_due_at < now()) AS "
+        "cb_overdue, coalesce((SELECT chargeback_no FROM chargebacks WHERE status = 'WAIT_JUDGE' "
+        "AND evidence_due_at < now() ORDER BY "
         "evidence_due_at LIMIT 1), '') AS cb_overdue_first, (SELECT count(*) FROM payouts WHERE "
         "hold_reason IS NOT NULL AND status = 'ACCEPTED') AS payouts_held, coalesce((SELECT "
         "payout_no FROM payouts WHERE hold_reason IS NOT NULL AND status = 'ACCEPTED' ORDER BY "
@@ -714,10 +715,12 @@ static void check(uv_timer_t *t)
         "jsonb_each(result) e WHERE e.key <> 'ok' AND e.value <> '0'::jsonb) WHEN status = "
         "'FAILED' AND attempts >= 3 THEN 'the "
         "ledger check of ' || day || ' could not run, 3 times: ' || coalesce(error, '') END "
-        "FROM ledger_checks WHERE status <> 'RUNNING' ORDER BY day DESC LIMIT 1), '') AS "
+        "FROM ledger_checks WHERE status = 'DONE' OR (status = 'FAILED' AND attempts >= 3) "
+        "ORDER BY day DESC LIMIT 1), '') AS "
         "ledger_bad, coalesce((SELECT string_agg(c, ', ' ORDER BY c) FROM unnest($2::text[]) "
         "c WHERE $4::boolean AND NOT EXISTS (SELECT 1 FROM chargeback_imports i WHERE "
-        "i.channel_id = c AND i.business_date = $3::date) AND EXISTS (SELECT 1 FROM "
+        "i.channel_id = c AND i.business_date = $3::date AND i.completed_at IS NOT NULL) AND "
+        "EXISTS (SELECT 1 FROM "
         "chargeback_imports i WHERE i.channel_id = c AND i.business_date < $3::date)), '') AS "
         "cb_files_missing, (SELECT count(*) FROM payments WHERE status = 'REVIEW' AND "
         "created_at < now() - $5::int * interval '1 second') AS reviews_waiting, "

@@ -507,13 +507,6 @@ static void test_judge_merchant_liable(void **state)
     long long clearing0 = bal("channel:sim_card:clearing:CNY");
     long long loss0 = bal("platform:loss:CNY");
     assert_int_equal(mbal(&m, "reserve"), 5000);
-    /* Its respond-by date passes with the case still open: ops are told
-     * (before: nothing did, and the dispute was lost by default). */
-    free(pc_t_sql(&g_stack,
-                  "UPDATE chargebacks SET evidence_due_at = now() - interval '1 minute' WHERE "
-                  "chargeback_no = '%s' RETURNING 1",
-                  cb));
-    assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACKS_OVERDUE", "chargebacks", 1, 15));
     snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
     assert_int_equal(
         admin_post_as("carol", path, "{\"liable\":\"MERCHANT\",\"note\":\"no proof\"}", st), 200);
@@ -542,10 +535,44 @@ static void test_judge_merchant_liable(void **state)
     assert_int_equal(admin_post(path, "{\"liable\":\"NONE\"}", st), 409);
     assert_string_equal(st, "INVALID_STATE");
     assert_int_equal(bal("channel:sim_card:clearing:CNY") - clearing0, 5000);
-    if (pc_t_sql_int(&g_stack, "SELECT count(*) FROM chargebacks WHERE status IN ('WAIT_JUDGE', "
-                               "'IN_JUDGE') AND evidence_due_at < now()") == 0)
-        assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACKS_OVERDUE", "chargebacks", 0, 15));
     assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* A case whose respond-by date passes with no judgement started pages ops
+ * (before: nothing did, and the dispute was lost by default); one in
+ * judgement waits for the channel, past its date by design, and does not. */
+static void test_a_case_left_waiting_past_its_deadline_pages(void **state)
+{
+    (void)state;
+    char tn[40], txn[80], cb[40], ref[64], path[128], st[24];
+    /* Cases earlier tests left waiting past their date go into judgement
+     * first: this one is then the only one. */
+    char *left = pc_t_sql(&g_stack, "SELECT coalesce(string_agg(chargeback_no, ' '), '') FROM "
+                                    "chargebacks WHERE status = 'WAIT_JUDGE' AND evidence_due_at "
+                                    "< now()");
+    for (char *tok = strtok(left, " "); tok; tok = strtok(NULL, " ")) {
+        snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", tok);
+        assert_int_equal(admin_post(path, JUDGE_NOW, st), 200);
+    }
+    free(left);
+    assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACKS_OVERDUE", "chargebacks", 0, 15));
+    pc_t_merchant_t m = new_merchant();
+    card_payment(&m, 2500, NULL, tn, txn, NULL);
+    snprintf(ref, sizeof ref, "LATE-%d", (int)getpid());
+    assert_int_equal(enter_offline(ref, txn, 2500, NULL, cb), 201);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE chargebacks SET evidence_due_at = now() - interval '1 minute' WHERE "
+                  "chargeback_no = '%s' RETURNING 1",
+                  cb));
+    assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACKS_OVERDUE", "chargebacks", 1, 15));
+    char *msg = pc_t_alert_message(&g_stack, "CHARGEBACKS_OVERDUE", "chargebacks");
+    assert_non_null(strstr(msg, cb));
+    free(msg);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
+    assert_int_equal(admin_post(path, JUDGE_NOW, st), 200);
+    assert_string_equal(st, "IN_JUDGE");
+    /* In judgement, past its date: the page clears. */
+    assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACKS_OVERDUE", "chargebacks", 0, 15));
 }
 
 static void test_judge_platform_liable(void **state)
@@ -1302,7 +1329,13 @@ static void test_the_daily_import_fetches_yesterdays_files_and_a_missing_one_pag
     char *msg = pc_t_alert_message(&g_stack, "CHARGEBACK_FILES_MISSING", "chargebacks");
     assert_non_null(strstr(msg, "sim_card"));
     free(msg);
-    /* The daily import on: it fetches yesterday's file of every channel. */
+    /* sim_card2's import of yesterday stopped half way (no completed_at). */
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO chargeback_imports (channel_id, business_date, origin, sha256) "
+                  "VALUES ('sim_card2', '%s'::date, 'FETCH', 'stopped half way') RETURNING 1",
+                  yday));
+    /* The daily import on: it fetches yesterday's file of every channel
+     * without a complete import. */
     pc_stack_env(&g_stack, "PAYCORE_CHARGEBACK_DAILY_IMPORT", "true");
     pc_stack_env(&g_stack, "PAYCORE_CHARGEBACK_DAILY_POLL_MS", "300");
     pc_stack_stop_node(&g_stack, 0, SIGTERM);
@@ -1312,6 +1345,10 @@ static void test_the_daily_import_fetches_yesterdays_files_and_a_missing_one_pag
                               "'sim_card' AND business_date = '%s' AND origin = 'FETCH'",
                               yday));
     assert_true(pc_t_alert_wait(&g_stack, "CHARGEBACK_FILES_MISSING", "chargebacks", 0, 15));
+    assert_true(pc_t_sql_wait(&g_stack, "1", 20,
+                              "SELECT count(*) FROM chargeback_imports WHERE channel_id = "
+                              "'sim_card2' AND business_date = '%s' AND completed_at IS NOT NULL",
+                              yday));
     assert_true(pc_t_sql_int(&g_stack,
                              "SELECT count(DISTINCT channel_id) FROM chargeback_imports WHERE "
                              "business_date = '%s' AND origin = 'FETCH'",
@@ -1343,6 +1380,7 @@ int main(void)
         cmocka_unit_test(test_rates_without_chargebacks_are_not_recounted),
         cmocka_unit_test(test_unmatched_lines_are_listed_alerted_and_resolved),
         cmocka_unit_test(test_callbacks_refused_again_and_again_page),
+        cmocka_unit_test(test_a_case_left_waiting_past_its_deadline_pages),
         cmocka_unit_test(test_the_daily_import_fetches_yesterdays_files_and_a_missing_one_pages),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
