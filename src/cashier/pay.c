@@ -63,6 +63,7 @@ typedef struct {
     size_t route_candidates; /* switched-on channels route.lua was offered */
     int route_switched_off;  /* none offered, as ops switched off those configured */
     int route_full;          /* switched on, left out: their volume caps are reached */
+    char sent[64];           /* the payment an earlier run of this request set going */
 } pay_t;
 
 static void pay_free(void *arg)
@@ -853,6 +854,17 @@ pc_api_err_t pc_pay_request_parse(json_t *b, pc_pay_request_t *r, const char **f
     return PC_API_OK;
 }
 
+static void continued_again_cb(void *data, pc_api_err_t err, const char *message, json_t *payment)
+{
+    pay_t *p = data;
+    if (err != PC_API_INVALID_STATE) {
+        answer_engine(p->req, err, message, payment);
+        return;
+    }
+    if (pc_engine_get(p->app->engine, p->sent, p->merchant_id, answer_engine, p->req) < 0)
+        pc_respond_db_error(p->req, PC_EUNAVAIL);
+}
+
 void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_id, json_t *b,
                         int peer_is_buyer)
 {
@@ -862,20 +874,33 @@ void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_
     p->merchant_id = merchant_id;
     p->versions = json_object();
     pc_http_req_on_done(req, pay_free, p);
-    /* This very request ran before and sent its payment to the channel (or
-     * passed its challenge) without its answer being recorded: the answer is
-     * that payment as it stands, not a second one. */
-    const char *sent = pc_idem_effect(pc_auth_idem(req));
-    if (sent) {
-        if (pc_engine_get(app->engine, sent, merchant_id, answer_engine, req) < 0)
-            pc_respond_db_error(req, PC_EUNAVAIL);
-        return;
-    }
     pc_pay_request_t r;
     const char *field, *message;
     pc_api_err_t err = pc_pay_request_parse(b, &r, &field, &message);
     if (err != PC_API_OK) {
         pc_http_respond_error(req, err, field, message);
+        return;
+    }
+    /* This very request ran before and sent its payment to the channel (or
+     * passed its challenge) without its answer being recorded: the answer is
+     * that payment, not a second one. */
+    const char *sent = pc_idem_effect(pc_auth_idem(req));
+    if (sent) {
+        snprintf(p->sent, sizeof p->sent, "%s", sent);
+        if (r.challenge_id) {
+            /* Its challenge passed, the payment may not have gone on (the
+             * node died, or the continue failed): it goes on now, with the
+             * card sent again. One that went on is INVALID_STATE there, and
+             * answered as it stands. */
+            p->card = r.card;
+            p->has_card = r.has_card;
+            if (pc_engine_continue(app->engine, p->sent, "CHALLENGE", p->has_card ? &p->card : NULL,
+                                   NULL, continued_again_cb, p) < 0)
+                pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "could not continue");
+            return;
+        }
+        if (pc_engine_get(app->engine, p->sent, merchant_id, answer_engine, req) < 0)
+            pc_respond_db_error(req, PC_EUNAVAIL);
         return;
     }
     /* A card typed in pays only as a new card (or comes again with the

@@ -1841,6 +1841,51 @@ static void test_challenge_answer_while_another_attempt_is_open_is_409(void **st
     expect_answer(&r, 409, "INVALID_STATE", "answer");
 }
 
+/* The challenge's answer passes it, then the payment cannot go on (here:
+ * the database refuses the move, as when its node dies at that moment):
+ * 5xx. The buyer's app retries the same request: the payment goes on and
+ * is paid. Before, the retry was refused as an already used challenge (or,
+ * with the key remembering the payment, answered with it still CHALLENGE,
+ * never charged). */
+static void test_a_passed_challenge_whose_payment_did_not_go_on_goes_on_when_retried(void **state)
+{
+    (void)state;
+    char buyer[32], coupon[64], tn[40], card[160], cid[64], code[16], body[700];
+    challenged_new_buyer(buyer, coupon, tn, card, cid, code);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"challenge_id\":"
+             "\"%s\",\"challenge_answer\":\"%s\",%s}",
+             tn, buyer, cid, code, card);
+    free(pc_t_sql(&g_stack, "CREATE FUNCTION pc_t_refuse_going_on() RETURNS trigger LANGUAGE "
+                            "plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"));
+    free(pc_t_sql(&g_stack, "CREATE TRIGGER pc_t_refuse_going_on BEFORE UPDATE ON payments FOR "
+                            "EACH ROW WHEN (OLD.status = 'CHALLENGE' AND NEW.status <> "
+                            "'CHALLENGE') EXECUTE FUNCTION pc_t_refuse_going_on()"));
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "ch-cut-off");
+    long first = r.status;
+    pc_t_resp_free(&r);
+    free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_going_on ON payments"));
+    free(pc_t_sql(&g_stack, "DROP FUNCTION pc_t_refuse_going_on()"));
+    if (first < 500)
+        fail_msg("the answer whose payment could not go on: %ld", first);
+    char *cst = pc_t_sql(&g_stack, "SELECT status FROM challenges WHERE challenge_id = '%s'", cid);
+    assert_string_equal(cst, "PASSED");
+    free(cst);
+    for (int i = 0; i < 50; i++) {
+        r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "ch-cut-off");
+        if (r.status != 409 || !strstr(r.body, "REQUEST_IN_PROGRESS"))
+            break;
+        pc_t_resp_free(&r);
+        usleep(200000);
+    }
+    if (r.status != 200 || strcmp(pc_t_jstr(&r, "status"), "SUCCESS") != 0)
+        fail_msg("the retry: %ld %s", r.status, r.body);
+    pc_t_resp_free(&r);
+    expect_trade(tn, "TRADE_SUCCESS");
+    expect_coupon(coupon, "USED");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* A pay that leaves buyer_id out (api.md does not require it) of a trade
  * created for a buyer is that buyer's: recorded for it, and within its
  * limits. Before, it counted for nobody, and leaving the field out went
@@ -3104,6 +3149,7 @@ int main(void)
         cmocka_unit_test(test_client_ip_is_the_buyers_or_none),
         cmocka_unit_test(test_a_release_applied_is_not_answered_as_not_applied),
         cmocka_unit_test(test_challenge_answer_while_another_attempt_is_open_is_409),
+        cmocka_unit_test(test_a_passed_challenge_whose_payment_did_not_go_on_goes_on_when_retried),
         cmocka_unit_test(test_a_challenge_answer_without_method_id_and_card_details),
         cmocka_unit_test(test_waiting_payments_that_cannot_go_on_free_their_coupons),
         cmocka_unit_test(test_rejected_payment_leaves_its_coupon_free),
