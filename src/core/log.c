@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,17 +41,30 @@ static struct {
          .drained = PTHREAD_COND_INITIALIZER,
          .once = PTHREAD_ONCE_INIT};
 
-static void write_all(const char *p, size_t n)
+/* Writes n bytes to stderr; returns how many lines of them were lost (a
+ * stderr that stays full for a second though made non-blocking by whoever
+ * opened it, or closed). */
+static unsigned long long write_all(const char *p, size_t n)
 {
     while (n > 0) {
         ssize_t w = write(STDERR_FILENO, p, n);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
-            return; /* stderr closed: nothing more can be said */
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pfd = {.fd = STDERR_FILENO, .events = POLLOUT};
+            if (poll(&pfd, 1, 1000) > 0)
+                continue;
+        }
+        if (w <= 0) {
+            unsigned long long lost = 0;
+            for (size_t i = 0; i < n; i++)
+                lost += p[i] == '\n';
+            return lost;
+        }
         p += w;
         n -= (size_t)w;
     }
+    return 0;
 }
 
 static void *writer_main(void *arg)
@@ -70,7 +85,7 @@ static void *writer_main(void *arg)
         g_w.dropped -= dropped;
         g_w.writing = 1;
         pthread_mutex_unlock(&g_w.mu);
-        write_all(chunk, n);
+        dropped += write_all(chunk, n);
         if (dropped) {
             char line[256];
             int m = snprintf(line, sizeof line,
@@ -153,12 +168,13 @@ int pc_log_flush(int timeout_ms)
     return left ? PC_ETIMEDOUT : 0;
 }
 
-static pc_log_level_t g_level = PC_LOG_INFO;
+/* Read by any thread that logs (libuv's workers too), set on reloads. */
+static _Atomic int g_level = PC_LOG_INFO;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void pc_log_set_level(pc_log_level_t level)
 {
-    g_level = level;
+    atomic_store(&g_level, (int)level);
 }
 
 int pc_log_parse_level(const char *s, pc_log_level_t *out)
@@ -210,7 +226,7 @@ static void emit(pc_log_level_t level, const char *event, json_t *fields, const 
 
 void pc_log(pc_log_level_t level, const char *event, const char *fmt, ...)
 {
-    if (level < g_level)
+    if ((int)level < atomic_load(&g_level))
         return;
     va_list ap;
     va_start(ap, fmt);
@@ -220,7 +236,7 @@ void pc_log(pc_log_level_t level, const char *event, const char *fmt, ...)
 
 void pc_log_fields(pc_log_level_t level, const char *event, json_t *fields, const char *fmt, ...)
 {
-    if (level >= g_level) {
+    if ((int)level >= atomic_load(&g_level)) {
         va_list ap;
         va_start(ap, fmt);
         emit(level, event, fields, fmt, ap);
