@@ -30,6 +30,8 @@ struct pc_alerts {
     /* The last check's facts are not in yet: under a slow database the
      * next check is skipped rather than queued behind it. */
     int checking;
+    /* The oldest overdue notification at the last check ("" none). */
+    char overdue_event[40];
 };
 
 /* One event for the ops webhook, posted until it answers 2xx or the retries
@@ -400,10 +402,20 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
      * whose endpoint is down keeps events pending, on their retry schedule,
      * for a day, and that alert stood for a day and hid a notifier that
      * then stopped for everyone. */
-    set_over(a, res, "outbox_overdue", "alerts.outbox_age_s", "OUTBOX_AGE", "notifications",
-             "the oldest due merchant notification has waited %lld s past its time (limit %lld "
-             "s): is the notifier running? (logs notify.claim_failed; GET "
-             "/admin/notifications?status=PENDING)");
+    /* The same event oldest at two checks in a row: one that has just
+     * become first of its object's queue (the event before it finished)
+     * is due since it was written, and is claimed within a poll. */
+    const char *overdue_event = pc_db_val(res, 0, "outbox_overdue_event");
+    int same = overdue_event[0] && !strcmp(overdue_event, a->overdue_event);
+    snprintf(a->overdue_event, sizeof a->overdue_event, "%s", overdue_event);
+    long long overdue = pc_db_val_i64(res, 0, "outbox_overdue"),
+              overdue_limit = pc_config_int(a->app->cfg, "alerts.outbox_age_s");
+    snprintf(msg, sizeof msg,
+             "the oldest due merchant notification (%.40s) has waited %lld s past its time "
+             "(limit %lld s): is the notifier running? (log notify.claim_failed; GET "
+             "/admin/notifications?status=PENDING)",
+             overdue_event, overdue, overdue_limit);
+    set(a, same && overdue > overdue_limit, "OUTBOX_AGE", "notifications", msg, 0);
     /* A notification that gave up leaves a merchant who never heard of a
      * payment or refund: counted by merchant, so one dead endpoint pages
      * once, not per event. */
@@ -680,8 +692,10 @@ static void check(uv_timer_t *t)
     pc_config_parse_time_of_day(pc_config_str(app->cfg, "chargeback.import_at"), &import_at);
     char yday[11];
     pc_utc_daily_due(0, 1, yday); /* yesterday, whatever the time */
-    int files_due = pc_utc_daily_due(
-        (int)(import_at + pc_config_int(app->cfg, "alerts.chargeback_files_after_min")), 1, yday);
+    /* (At the latest by the day's last minute: import_at + the wait may
+     * pass midnight.) */
+    int64_t files_at = import_at + pc_config_int(app->cfg, "alerts.chargeback_files_after_min");
+    int files_due = pc_utc_daily_due(files_at < 1439 ? (int)files_at : 1439, 1, yday);
     int ids_ok = set_ && off + 2 <= sizeof ids;
     char review_age[24];
     snprintf(review_age, sizeof review_age, "%lld",
@@ -690,12 +704,15 @@ static void check(uv_timer_t *t)
     a->checking = 1; /* cleared by facts_cb, whenever it runs */
     int rc = pc_db_query(
         app->db,
+        /* The oldest due notification first of its object's queue. */
+        "WITH od AS (SELECT o.event_id, o.next_attempt_at AS at FROM outbox o WHERE o.status = "
+        "'PENDING' AND o.next_attempt_at <= now() AND NOT EXISTS (SELECT 1 FROM outbox e WHERE "
+        "e.subject = o.subject AND e.status = 'PENDING' AND e.seq < o.seq) ORDER BY "
+        "o.next_attempt_at LIMIT 1) "
         "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "
         "outbox WHERE status = 'PENDING'), 0) AS outbox_age, coalesce((SELECT "
-        "extract(epoch FROM now() - min(o.next_attempt_at))::bigint FROM outbox o WHERE "
-        "o.status = 'PENDING' AND o.next_attempt_at <= now() AND NOT EXISTS (SELECT 1 FROM outbox "
-        "e WHERE e.subject = o.subject AND e.status = 'PENDING' AND e.seq < o.seq)), 0) AS "
-        "outbox_overdue, (SELECT count(DISTINCT "
+        "extract(epoch FROM now() - at)::bigint FROM od), 0) AS outbox_overdue, coalesce((SELECT "
+        "event_id FROM od), '') AS outbox_overdue_event, (SELECT count(DISTINCT "
         "merchant_id) FROM outbox WHERE status = 'FAILED' AND created_at > now() - interval "
         "'8 days') AS notify_failed, (SELECT count(*) FROM "
         "payments WHERE needs_ops AND status IN ('PROCESSING', 'UNKNOWN')) + (SELECT count(*) "

@@ -730,7 +730,8 @@ static json_t *parse_payee(json_t *p, const char **why)
     }
     if (!strcmp(type, "ACCOUNT")) {
         const char *acct = pc_json_str(p, "account_no", 34, 0, &bad);
-        if (bad || (*why = pc_account_no_refusal(acct)))
+        *why = pc_account_no_refusal(bad ? NULL : acct);
+        if (*why)
             return NULL;
         return json_pack("{s:s,s:s,s:s?,s:s?}", "type", "ACCOUNT", "account_no", acct, "name", name,
                          "bank_code", bank);
