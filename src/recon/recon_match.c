@@ -187,15 +187,17 @@ static const char SQL_NOT_MISSING[] =
  * else the earliest. A day listed the record when its run, started after
  * the record succeeded (finished_at is the capture's own time; five minutes
  * spare a capture still committing), recorded nothing about it in its
- * latest attempt. The line's other kinds go: it is not compared with the
- * record again, and it carries nothing (SQL_CARRIED_ADD takes CARRIED).
- * A later day's statement reconciled before the record's own day's is
- * found when that later day is run again. */
+ * latest attempt — a run of this rule (records_unlisted: runs before it
+ * dropped what another day's statement had, and say nothing). The line's other kinds go: it is not
+ * compared with the record again, and it carries nothing (SQL_CARRIED_ADD takes CARRIED). A later
+ * day's statement reconciled before the record's own day's is found when that later day is run
+ * again. */
 static const char SQL_REPEATED[] =
     K ", rep AS (SELECT DISTINCT f.obj, f.line_no FROM recon_found f CROSS JOIN k WHERE f.kind = "
       "'CARRIED' AND f.line_status = 'SUCCESS' AND (EXISTS (SELECT 1 FROM recon_runs r WHERE "
       "r.channel_id = k.ch AND r.business_date = (f.local_at AT TIME ZONE 'UTC')::date AND "
-      "r.status = 'DONE' AND r.run_id <> k.run AND r.started_at > f.local_at + interval '5 "
+      "r.status = 'DONE' AND r.records_unlisted AND r.run_id <> k.run AND r.started_at > "
+      "f.local_at + interval '5 "
       "minutes' AND NOT EXISTS (SELECT 1 FROM recon_diffs d WHERE d.run_id = r.run_id AND "
       "d.local_table = f.local_table AND d.local_ref = f.local_ref AND d.obj = f.obj AND "
       "d.seen_attempt = r.attempts)) OR EXISTS (SELECT 1 FROM recon_carried c JOIN recon_runs r "
@@ -327,7 +329,8 @@ static const char SQL_CARRIED_RESOLVE[] =
       "d.run_id <> k.run";
 
 static const char SQL_DONE[] =
-    "UPDATE recon_runs SET status = 'DONE', finished_at = now(), error = NULL, lines = $3, "
+    "UPDATE recon_runs SET status = 'DONE', finished_at = now(), error = NULL, "
+    "records_unlisted = true, lines = $3, "
     "duplicate_lines = $4, unmatched_lines = $5, statement_sha256 = $6, new_diffs = $7, counts = "
     "$8::jsonb WHERE run_id = $1 AND attempts = $2 AND status = 'RUNNING'";
 

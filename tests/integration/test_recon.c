@@ -1176,6 +1176,22 @@ static void test_a_payment_listed_on_two_days_statements_is_a_duplicate(void **s
         assert_null(find_diff(d1, NULL, "line", "channel_ref", cr[2]));
         json_decref(d1);
     }
+    /* Day d reconciled by a version before this rule (it dropped, and
+     * said nothing of, what another day's statement had): its silence
+     * proves no listing, and the next day finds no duplicate. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE recon_runs SET records_unlisted = false WHERE channel_id = 'sim_otc' "
+                  "AND business_date = '%s' RETURNING 1",
+                  day[0]));
+    run = upload_on("sim_otc", day[1], csv, 200);
+    json_t *old_rule = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    assert_null(find_diff(old_rule, "DUPLICATE_LINE", "line", "channel_ref", cr[0]));
+    json_decref(old_rule);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE recon_runs SET records_unlisted = true WHERE channel_id = 'sim_otc' "
+                  "AND business_date = '%s' RETURNING 1",
+                  day[0]));
     /* p2 is no longer missing from day d: the next day had it. */
     char *st = pc_t_sql(&g_stack,
                         "SELECT string_agg(status, ',') FROM recon_diffs WHERE business_date = "
