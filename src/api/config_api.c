@@ -5,6 +5,7 @@
  * node agrees and announced over Redis pub/sub (each node re-reads the table,
  * at once on a notice and every few seconds anyway). */
 #include "api/app.h"
+#include "store/migrate.h"
 #include "channel/config.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -13,7 +14,6 @@
 #include "rules/rules.h"
 #include "rules/watch.h"
 
-#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,10 +64,14 @@ static const char *db_cell(const void *res, int row, int col)
     return pc_db_get((pc_db_res_t *)res, row, col);
 }
 
-static const char *pq_cell(const void *res, int row, int col)
+static const char *json_cell(const void *rows, int row, int col)
 {
-    return PQgetvalue((const PGresult *)res, row, col);
+    const char *v = json_string_value(json_array_get(json_array_get(rows, (size_t)row), col));
+    return v ? v : "";
 }
+
+/* A start waits this long for a table another session holds locked. */
+#define STARTUP_LOCK_TIMEOUT_MS 10000
 
 /* At start, before anything is served: the switches ops set are read once
  * on a connection of the start's own (blocking, as the migrations are, and
@@ -76,20 +80,17 @@ static const char *pq_cell(const void *res, int row, int col)
  * switched off (double-charging, say) was offered and paid through. */
 static int read_switches_at_start(pc_app_t *app, char *err, size_t errlen)
 {
-    PGconn *pg = PQconnectdb(pc_config_str(app->cfg, "db.url"));
-    PGresult *r = NULL;
-    int rc = 0;
-    if (PQstatus(pg) != CONNECTION_OK ||
-        PQresultStatus(r = PQexec(pg, "SELECT channel_id, enabled FROM channel_overrides")) !=
-            PGRES_TUPLES_OK) {
-        snprintf(err, errlen, "cannot read the channel switches: %s", PQerrorMessage(pg));
-        rc = PC_EUNAVAIL;
-    } else {
-        apply_switches(app, r, PQntuples(r), pq_cell);
+    char why[200];
+    json_t *rows = pc_db_startup_exec(pc_config_str(app->cfg, "db.url"),
+                                      "SELECT channel_id, enabled FROM channel_overrides", 0, NULL,
+                                      STARTUP_LOCK_TIMEOUT_MS, why, sizeof why);
+    if (!rows) {
+        snprintf(err, errlen, "cannot read the channel switches: %s", why);
+        return PC_EUNAVAIL;
     }
-    PQclear(r);
-    PQfinish(pg);
-    return rc;
+    apply_switches(app, rows, (int)json_array_size(rows), json_cell);
+    json_decref(rows);
+    return 0;
 }
 
 static void overrides_cb(void *data, int status, pc_db_res_t *res)

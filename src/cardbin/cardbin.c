@@ -1,9 +1,9 @@
 #include "cardbin/cardbin.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "store/migrate.h"
 
 #include <ctype.h>
-#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,25 +114,21 @@ int pc_cardbin_load_file(const char *db_url, const char *path, char *err, size_t
     char *doc = json_dumps(rows, JSON_COMPACT);
     int count = (int)json_array_size(rows);
     json_decref(rows);
-    PGconn *pg = PQconnectdb(db_url);
     const char *params[1] = {doc};
-    PGresult *r =
-        PQstatus(pg) == CONNECTION_OK
-            ? PQexecParams(pg,
-                           "INSERT INTO card_bins (bin, brand, issuer, card_type, country, "
-                           "province) SELECT bin, brand, issuer, card_type, country, province FROM "
-                           "json_to_recordset($1::json) AS x(bin text, brand text, issuer text, "
-                           "card_type text, country text, province text) ON CONFLICT (bin) DO "
-                           "UPDATE SET brand = EXCLUDED.brand, issuer = EXCLUDED.issuer, "
-                           "card_type = EXCLUDED.card_type, country = EXCLUDED.country, province "
-                           "= EXCLUDED.province, updated_at = now()",
-                           1, NULL, params, NULL, NULL, 0)
-            : NULL;
-    int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    char why[200];
+    json_t *r = pc_db_startup_exec(
+        db_url,
+        "INSERT INTO card_bins (bin, brand, issuer, card_type, country, province) SELECT bin, "
+        "brand, issuer, card_type, country, province FROM json_to_recordset($1::json) AS x(bin "
+        "text, brand text, issuer text, card_type text, country text, province text) ON CONFLICT "
+        "(bin) DO UPDATE SET brand = EXCLUDED.brand, issuer = EXCLUDED.issuer, card_type = "
+        "EXCLUDED.card_type, country = EXCLUDED.country, province = EXCLUDED.province, "
+        "updated_at = now()",
+        1, params, 10000, why, sizeof why);
+    int ok = r != NULL;
     if (!ok)
-        snprintf(err, errlen, "%s: %s", path, r ? PQresultErrorMessage(r) : PQerrorMessage(pg));
-    PQclear(r);
-    PQfinish(pg);
+        snprintf(err, errlen, "%s: %s", path, why);
+    json_decref(r);
     free(doc);
     return ok ? count : -1;
 }

@@ -123,3 +123,39 @@ done:
     PQfinish(pg);
     return rc;
 }
+
+json_t *pc_db_startup_exec(const char *url, const char *sql, int nparams, const char *const *params,
+                           int lock_timeout_ms, char *err, size_t errlen)
+{
+    PGconn *pg = PQconnectdb(url);
+    if (PQstatus(pg) != CONNECTION_OK) {
+        snprintf(err, errlen, "cannot connect to PostgreSQL: %s", PQerrorMessage(pg));
+        PQfinish(pg);
+        return NULL;
+    }
+    char set[64];
+    snprintf(set, sizeof set, "SET lock_timeout = %d", lock_timeout_ms);
+    PGresult *r = PQexec(pg, set);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    r = ok ? PQexecParams(pg, sql, nparams, NULL, params, NULL, NULL, 0) : NULL;
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    json_t *rows = NULL;
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        snprintf(err, errlen, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(pg));
+    } else {
+        rows = json_array();
+        for (int i = 0; rows && i < PQntuples(r); i++) {
+            json_t *row = json_array();
+            for (int c = 0; c < PQnfields(r); c++)
+                json_array_append_new(row, PQgetisnull(r, i, c) ? json_null()
+                                                                : json_string(PQgetvalue(r, i, c)));
+            json_array_append_new(rows, row);
+        }
+        if (!rows)
+            snprintf(err, errlen, "out of memory");
+    }
+    PQclear(r);
+    PQfinish(pg);
+    return rows;
+}
