@@ -76,7 +76,11 @@ int pc_refund_plan_sources(const pc_refund_funds_t *in, pc_refund_sources_t *out
         return PC_EINVAL;
     }
     if (rest > 0) {
-        if (!in->advance_funding) {
+        /* A top-up gives back what its wallet still holds, never more: the
+         * rest went to other merchants' sales. Advanced by the merchant, it
+         * was owed by one that may never have income to recover it from,
+         * and the buyer kept both the goods and the money. */
+        if (!in->advance_funding || in->product == PC_REFUND_RECHARGE) {
             memset(out, 0, sizeof *out);
             return PC_REFUND_INSUFFICIENT;
         }

@@ -107,8 +107,13 @@ static void test_recharge_takes_the_wallet(void **state)
     pc_refund_funds_t f = {
         .product = PC_REFUND_RECHARGE, .amount = 500, .wallet = 300, .pending = 10000};
     pc_refund_sources_t s;
-    /* The merchant's own money is not used for a wallet that was spent. */
+    /* The merchant's own money is not used for a wallet that was spent,
+     * nor advanced (owed) by it: the buyer spent that money elsewhere. */
     assert_int_equal(pc_refund_plan_sources(&f, &s), PC_REFUND_INSUFFICIENT);
+    f.advance_funding = 1;
+    assert_int_equal(pc_refund_plan_sources(&f, &s), PC_REFUND_INSUFFICIENT);
+    assert_int_equal(pc_refund_sources_total(&s), 0);
+    f.advance_funding = 0;
     f.wallet = 800;
     assert_int_equal(pc_refund_plan_sources(&f, &s), 0);
     assert_int_equal(s.wallet, 500);
