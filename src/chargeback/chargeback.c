@@ -880,16 +880,31 @@ static void record_unmatched(import_t *im, const pc_cb_csv_line_t *l, const char
         import_next(im);
         return;
     }
-    char id[24];
+    char id[24], amount[24];
     snprintf(id, sizeof id, "%lld", im->import_id);
-    const char *p[] = {im->channel_id, l->chargeback_ref, id, l->raw, why};
+    snprintf(amount, sizeof amount, "%lld", (long long)l->amount);
+    /* The payment it names, when it names one of this channel's (by the
+     * channel's reference, else our number), and its sum: until ops
+     * resolve the line, that much of the payment is not refundable and its
+     * error refund waits (chargeback_open_on_payment, migration 0100). */
+    const char *p[] = {im->channel_id,
+                       l->chargeback_ref,
+                       id,
+                       l->raw,
+                       why,
+                       l->ok ? l->channel_ref : NULL,
+                       l->ok && l->paycore_ref[0] ? l->paycore_ref : NULL,
+                       l->ok ? amount : NULL};
     if (pc_db_query(im->app->db,
                     "INSERT INTO chargeback_unmatched AS u (channel_id, chargeback_ref, import_id, "
-                    "line, reason) VALUES ($1, $2, $3::bigint, $4, $5) ON CONFLICT (channel_id, "
-                    "chargeback_ref) DO UPDATE SET import_id = EXCLUDED.import_id, line = "
-                    "EXCLUDED.line, reason = EXCLUDED.reason, updated_at = now() WHERE "
-                    "u.resolved_at IS NULL",
-                    5, p, unmatched_recorded_cb, im) < 0) {
+                    "line, reason, payment_no, amount) VALUES ($1, $2, $3::bigint, $4, $5, "
+                    "coalesce((SELECT payment_no FROM payments WHERE channel_id = $1 AND "
+                    "channel_txn_id = $6), (SELECT payment_no FROM payments WHERE payment_no = $7 "
+                    "AND channel_id = $1)), $8::bigint) ON CONFLICT (channel_id, chargeback_ref) "
+                    "DO UPDATE SET import_id = EXCLUDED.import_id, line = EXCLUDED.line, reason = "
+                    "EXCLUDED.reason, payment_no = EXCLUDED.payment_no, amount = EXCLUDED.amount, "
+                    "updated_at = now() WHERE u.resolved_at IS NULL",
+                    8, p, unmatched_recorded_cb, im) < 0) {
         import_end(im, NULL, PC_API_UNAVAILABLE, NULL, "database unavailable", 0);
     }
 }

@@ -656,8 +656,9 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
         "p.finished_at))::bigint, 0) AS paid_at, coalesce((SELECT c.merchant_id FROM coupons c "
         "WHERE c.coupon_id = p.coupon_id AND c.funded_by = 'MERCHANT'), '') AS coupon_funder "
         "FROM merchants m LEFT JOIN payments p ON p.payment_no = $4 AND p.status = 'SUCCESS' "
-        "CROSS JOIN (SELECT coalesce(sum(external_amount), 0) + payment_chargeback_frozen($4) AS "
-        "used_external, payment_chargeback_frozen($4) AS frozen, "
+        "CROSS JOIN (SELECT coalesce(sum(external_amount), 0) + payment_chargeback_frozen($4) + "
+        "payment_disputed_unmatched($4) AS used_external, payment_chargeback_frozen($4) + "
+        "payment_disputed_unmatched($4) AS frozen, "
         "coalesce(sum(balance_amount), 0) AS used_balance, coalesce(sum(coupon_amount), 0) AS "
         "used_coupon FROM refunds WHERE payment_no = $4 AND type = 'NORMAL' AND status NOT IN "
         "('FAILED', 'TERMINATED')) u WHERE m.merchant_id = $1",
