@@ -261,10 +261,27 @@ static void decide(acc_t *a)
             if (a->rv[k].asked < 0)
                 a->rv[k].asked = 0;
     }
+    /* A guarantee's refund comes first from what escrow still holds of the
+     * trade: that money reached no receiver. Receivers give back shares of
+     * the rest only, in proportion to what the settles gave them. Shares of
+     * the whole amount took a receiver's settled money while escrow still
+     * held the merchant's unsettled part, which the merchant then settled
+     * to itself (settled 50 all to B, refund 50: B gave 25, and the
+     * merchant kept 25 it was never meant to have). */
+    int64_t share_of = a->amount, share_base = a->paid;
+    if (!strcmp(a->product, "GUARANTEE")) {
+        int64_t held = a->paid - a->settled - a->active_escrow;
+        share_of = a->amount - (held > 0 ? (held < a->amount ? held : a->amount) : 0);
+        share_base = a->settled;
+    }
     int bad = -1;
-    int rc = a->nrv ? pc_refund_plan_splits(a->amount, a->paid, whole, a->advance, a->rv, a->nrv,
-                                            r->shares, &bad)
-                    : 0;
+    int rc = 0;
+    if (a->nrv && share_of > 0)
+        rc = pc_refund_plan_splits(share_of, share_base, whole, a->advance, a->rv, a->nrv,
+                                   r->shares, &bad);
+    for (size_t k = 0; a->nrv && share_of == 0 && k < a->nrv; k++)
+        if (a->rv[k].asked > 0)
+            rc = PC_EINVAL; /* all of it comes from escrow: no receiver gives anything */
     if (rc == PC_REFUND_OVER_RECEIVED) {
         char msg[200];
         snprintf(msg, sizeof msg, "split receiver %s: at most %lld can still be taken back",
@@ -280,10 +297,12 @@ static void decide(acc_t *a)
         return;
     }
     if (rc < 0) {
-        acc_fail(a, PC_API_SPLIT_EXCEEDS_AMOUNT, "splits", "splits add up to more than the amount");
+        acc_fail(a, PC_API_SPLIT_EXCEEDS_AMOUNT, "splits",
+                 "splits add up to more than the amount (a guarantee trade's refund comes "
+                 "from escrow first: the splits share only the rest)");
         return;
     }
-    r->nshares = a->nrv;
+    r->nshares = share_of > 0 ? a->nrv : 0;
     r->split_amount = pc_refund_shares_total(r->shares, r->nshares);
     pc_refund_funds_t funds = {.amount = a->amount - r->split_amount,
                                .pending = a->bal_pending,

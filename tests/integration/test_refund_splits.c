@@ -418,18 +418,22 @@ static void test_guarantee_split_refund_takes_from_settled_receivers(void **stat
     assert_int_equal(pending_of(&m), 400);
     assert_int_equal(pending_of(&p), 200);
 
-    /* 500: p gives floor(500 * 200 / 1000) = 100; the merchant's 400 comes
-     * from what escrow still holds. */
+    /* 500: the 400 escrow still holds first (it reached nobody), then the
+     * rest, 100, from the settled money as it was shared: p gives
+     * floor(100 * 200 / 600) = 33, the merchant 67. (Before: p gave
+     * floor(500 * 200 / 1000) = 100 while escrow still held the
+     * merchant's unsettled money.) */
     refund_ok(&m, tn, "SG1", 500, NULL, r1);
-    assert_int_equal(split_of(r1, p.id, "amount"), 100);
     assert_int_equal(refund_int(r1, "from_escrow"), 400);
+    assert_int_equal(split_of(r1, p.id, "amount"), 33);
+    assert_int_equal(refund_int(r1, "from_pending"), 67);
     expect_refund(r1, "SUCCESS");
-    assert_int_equal(pending_of(&p), 100);
-    assert_int_equal(pending_of(&m), 400);
-    /* The rest: p's last 100, the merchant's pending 400. */
+    assert_int_equal(pending_of(&p), 167);
+    assert_int_equal(pending_of(&m), 333);
+    /* The rest: p's last 167, the merchant's pending 333. */
     refund_ok(&m, tn, "SG2", 500, NULL, r2);
-    assert_int_equal(split_of(r2, p.id, "amount"), 100);
-    assert_int_equal(refund_int(r2, "from_pending"), 400);
+    assert_int_equal(split_of(r2, p.id, "amount"), 167);
+    assert_int_equal(refund_int(r2, "from_pending"), 333);
     expect_refund(r2, "SUCCESS");
     assert_int_equal(pending_of(&p), 0);
     assert_int_equal(pending_of(&m), 0);
@@ -470,16 +474,17 @@ static void test_guarantee_settles_what_escrow_still_holds_after_a_split_refund(
     snprintf(body, sizeof body, "{\"amount\":600,\"splits\":[{\"account\":\"%s\",\"amount\":300}]}",
              p.id);
     assert_int_equal(settle(&m, tn, body, NULL), 200);
-    /* 400: p gives 400 * 300 / 1000 = 120, escrow 280 of its 400. */
-    refund_ok(&m, tn, "SGL1", 400, NULL, rno);
-    assert_int_equal(split_of(rno, p.id, "amount"), 120);
-    assert_int_equal(refund_int(rno, "from_escrow"), 280);
+    /* 300 of the 400 escrow holds: no receiver gives anything. */
+    refund_ok(&m, tn, "SGL1", 300, NULL, rno);
+    assert_int_equal(split_of(rno, p.id, "amount"), 0);
+    assert_int_equal(refund_int(rno, "from_escrow"), 300);
     expect_refund(rno, "SUCCESS");
-    assert_int_equal(balance("platform:escrow:CNY"), escrow0 - 600 - 280);
-    /* The rest, 120, is the merchant's: settled, and the trade ends. */
+    assert_int_equal(balance("platform:escrow:CNY"), escrow0 - 600 - 300);
+    /* The rest escrow holds, 100, is the merchant's: settled, and the
+     * trade ends. */
     long long amount = 0;
     assert_int_equal(settle(&m, tn, "{}", &amount), 200);
-    assert_int_equal(amount, 120);
+    assert_int_equal(amount, 100);
     char *st = pc_t_sql(&g_stack, "SELECT status FROM trades WHERE trade_no = '%s'", tn);
     assert_string_equal(st, "TRADE_SUCCESS");
     free(st);
@@ -494,6 +499,48 @@ static void test_guarantee_settles_what_escrow_still_holds_after_a_split_refund(
     g_product = "INSTANT";
     assert_int_equal(settle(&m, tn2, NULL, &amount), 200);
     assert_int_equal(amount, 500);
+}
+
+/* Settled 50 of 100, all of it to a receiver; a refund of 50 comes from
+ * the 50 escrow still holds, and the receiver keeps its 50. Before, the
+ * receiver gave 25 and escrow 25, and the merchant settled the 25 escrow
+ * still held to itself: the merchant kept money meant for the receiver. */
+static void test_guarantee_refund_leaves_a_receivers_settled_share(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t p = pc_t_create_merchant(&g_stack, NULL);
+    char tn[40], rno[40], body[160], rbody[240];
+    g_product = "GUARANTEE";
+    paid_trade(&m, 100, NULL, tn);
+    g_product = "INSTANT";
+    snprintf(body, sizeof body, "{\"amount\":50,\"splits\":[{\"account\":\"%s\",\"amount\":50}]}",
+             p.id);
+    assert_int_equal(settle(&m, tn, body, NULL), 200);
+    refund_ok(&m, tn, "SGR1", 50, NULL, rno);
+    assert_int_equal(refund_int(rno, "from_escrow"), 50);
+    assert_int_equal(split_of(rno, p.id, "amount"), 0);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(pending_of(&p), 50);
+    assert_int_equal(pending_of(&m), 0);
+    /* Escrow emptied: nothing is left to settle, and the trade ends. */
+    char *st = pc_t_sql(&g_stack, "SELECT status FROM trades WHERE trade_no = '%s'", tn);
+    assert_string_equal(st, "TRADE_SUCCESS");
+    free(st);
+    /* Receivers' shares asked of a refund escrow funds whole: refused. */
+    g_product = "GUARANTEE";
+    paid_trade(&m, 100, NULL, tn);
+    g_product = "INSTANT";
+    assert_int_equal(settle(&m, tn, body, NULL), 200);
+    snprintf(rbody, sizeof rbody,
+             "{\"trade_no\":\"%s\",\"out_refund_no\":\"SGR2-%d\",\"amount\":50,\"splits\":[{"
+             "\"account\":\"%s\",\"amount\":50}]}",
+             tn, (int)getpid(), p.id);
+    pc_t_resp_t r = pc_t_call(&g_stack, &m, "POST", "/v1/refunds", rbody, "sgr2");
+    assert_int_equal(r.status, 422);
+    assert_non_null(strstr(r.body, "SPLIT_EXCEEDS_AMOUNT"));
+    pc_t_resp_free(&r);
+    assert_true(pc_t_ledger_ok(&g_stack));
 }
 
 /* A refund gives back shares of every receiver a trade's money went to,
@@ -800,6 +847,8 @@ int main(void)
         cmocka_unit_test_teardown(test_split_accounts_must_be_active_merchants, after_each),
         cmocka_unit_test_teardown(test_settles_reach_at_most_20_receivers_in_all, after_each),
         cmocka_unit_test_teardown(test_guarantee_split_refund_takes_from_settled_receivers,
+                                  after_each),
+        cmocka_unit_test_teardown(test_guarantee_refund_leaves_a_receivers_settled_share,
                                   after_each),
         cmocka_unit_test_teardown(test_coupon_returned_on_full_refund_not_on_partial, after_each),
         cmocka_unit_test_teardown(test_merchant_funded_coupon_is_reversed_to_its_funder,
