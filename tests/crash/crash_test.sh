@@ -39,7 +39,14 @@ bin=$(cd "${1:-$root/build}" && pwd)
 kills=${PC_CRASH_KILLS:-6}
 seconds=${PC_CRASH_SECONDS:-45}
 var=${PC_CRASH_DIR:-$root/var/crash}
-rm -rf "$var" && mkdir -p "$var"
+# Only a directory this script made (its marker inside) is emptied: a
+# PC_CRASH_DIR pointed at /tmp or a home directory is refused, not wiped.
+if [ -e "$var" ] && [ ! -f "$var/.paycore-crash-test" ] && [ -n "$(ls -A "$var" 2>/dev/null)" ]; then
+  printf '[crash] %s is not empty and not a crash-test directory: choose another PC_CRASH_DIR\n' \
+    "$var" >&2
+  exit 2
+fi
+rm -rf "$var" && mkdir -p "$var" && touch "$var/.paycore-crash-test"
 var=$(cd "$var" && pwd)
 
 log() { printf '[crash] %s\n' "$*" >&2; }
