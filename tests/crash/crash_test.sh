@@ -39,9 +39,11 @@ bin=$(cd "${1:-$root/build}" && pwd)
 kills=${PC_CRASH_KILLS:-6}
 seconds=${PC_CRASH_SECONDS:-45}
 var=${PC_CRASH_DIR:-$root/var/crash}
-# Only a directory this script made (its marker inside) is emptied: a
-# PC_CRASH_DIR pointed at /tmp or a home directory is refused, not wiped.
-if [ -e "$var" ] && [ ! -f "$var/.paycore-crash-test" ] && [ -n "$(ls -A "$var" 2>/dev/null)" ]; then
+# A PC_CRASH_DIR is emptied only when this script made it (its marker
+# inside) or it is empty: one pointed at /tmp or a home directory is
+# refused, not wiped. The default, var/crash, is the repository's own.
+if [ -n "${PC_CRASH_DIR:-}" ] && [ -e "$var" ] && [ ! -f "$var/.paycore-crash-test" ] &&
+  [ -n "$(ls -A "$var" 2>/dev/null)" ]; then
   printf '[crash] %s is not empty and not a crash-test directory: choose another PC_CRASH_DIR\n' \
     "$var" >&2
   exit 2
