@@ -519,10 +519,14 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     /* Status queries of payments, payouts and refunds in flight that are due
      * and not made: the jobs that make them (and flag for ops what they
      * cannot finish, REPAIR_EXHAUSTED) are not running or cannot claim. */
-    set_over(a, res, "query_overdue", "alerts.query_overdue_s", "QUERIES_OVERDUE", "status queries",
-             "the oldest due status query of a payment, payout or refund in flight is %lld s "
-             "overdue (limit %lld s): are the repair, payout and refund jobs running? (logs "
-             "repair.claim_failed, payout.claim_failed, refund.claim_failed)");
+    long long qv = pc_db_val_i64(res, 0, "query_overdue"),
+              qlimit = pc_config_int(a->app->cfg, "alerts.query_overdue_s");
+    snprintf(msg, sizeof msg,
+             "the oldest due status query (%.60s) is %lld s overdue (limit %lld s): are the "
+             "repair, payout and refund jobs running? (logs repair.claim_failed, "
+             "payout.claim_failed, refund.claim_failed)",
+             pc_db_val(res, 0, "query_oldest"), qv, qlimit);
+    set(a, qv > qlimit, "QUERIES_OVERDUE", "status queries", msg, 0);
     /* Queued movements of hot accounts (ledger.h) are folded within a
      * fraction of a second; an old one means the fold job is not running or
      * cannot fold it. Balances stay right meanwhile (readers add the queue). */
@@ -708,7 +712,16 @@ static void check(uv_timer_t *t)
         "WITH od AS (SELECT o.event_id, o.next_attempt_at AS at FROM outbox o WHERE o.status = "
         "'PENDING' AND o.next_attempt_at <= now() AND NOT EXISTS (SELECT 1 FROM outbox e WHERE "
         "e.subject = o.subject AND e.status = 'PENDING' AND e.seq < o.seq) ORDER BY "
-        "o.next_attempt_at LIMIT 1) "
+        "o.next_attempt_at LIMIT 1), "
+        /* The oldest due status query of a payment, payout or refund. */
+        "qo AS (SELECT * FROM ((SELECT 'payment' AS kind, payment_no AS ref, next_query_at AS at "
+        "FROM payments WHERE status IN ('PROCESSING', 'UNKNOWN') AND next_query_at IS NOT NULL "
+        "ORDER BY next_query_at LIMIT 1) UNION ALL (SELECT 'payout', payout_no, next_query_at FROM "
+        "payouts WHERE status IN ('ACCEPTED', 'PROCESSING') AND hold_reason IS NULL AND "
+        "next_query_at IS NOT NULL ORDER BY next_query_at LIMIT 1) UNION ALL (SELECT 'refund', "
+        "refund_no, next_query_at FROM refunds WHERE status IN ('ACCEPTED', 'PROCESSING') AND "
+        "method IN ('API', 'PAYOUT') AND next_query_at IS NOT NULL ORDER BY next_query_at LIMIT "
+        "1)) q ORDER BY at LIMIT 1) "
         "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "
         "outbox WHERE status = 'PENDING'), 0) AS outbox_age, coalesce((SELECT "
         "extract(epoch FROM now() - at)::bigint FROM od), 0) AS outbox_overdue, coalesce((SELECT "
@@ -752,11 +765,9 @@ static void check(uv_timer_t *t)
         "* interval '1 second' AND NOT chargeback_open_on_payment(payment_no) AND amount > "
         "payment_chargeback_frozen(payment_no)) AS error_refunds_due, coalesce(extract(epoch FROM "
         "now() - "
-        "least((SELECT min(next_query_at) FROM payments WHERE status IN ('PROCESSING', "
-        "'UNKNOWN')), (SELECT min(next_query_at) FROM payouts WHERE status IN ('ACCEPTED', "
-        "'PROCESSING') AND hold_reason IS NULL), (SELECT min(next_query_at) FROM refunds WHERE "
-        "status IN ('ACCEPTED', 'PROCESSING') AND method IN ('API', 'PAYOUT'))))::bigint, 0) "
-        "AS query_overdue, coalesce(extract(epoch FROM now() - (SELECT min(expires_at) FROM "
+        "(SELECT at FROM qo))::bigint, 0) AS query_overdue, coalesce((SELECT kind || ' ' || ref "
+        "FROM qo), '') AS query_oldest, coalesce(extract(epoch FROM now() - (SELECT "
+        "min(expires_at) FROM "
         "trades t WHERE status = 'WAIT_BUYER_PAY' AND NOT " PC_TRADE_ATTEMPT_AT_CHANNEL(
             "t") "))::bigint, 0) AS close_lag, coalesce((SELECT "
                  "extract(epoch FROM now() - min(created_at))::bigint FROM "

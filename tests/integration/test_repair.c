@@ -417,6 +417,13 @@ static void test_a_status_query_not_made_raises_an_alert(void **state)
                   "payment_no = '%s' RETURNING 1",
                   pno));
     assert_true(pc_t_alert_wait(&g_stack, "QUERIES_OVERDUE", "status queries", 1, 15));
+    /* The page names the item whose query is late (before: none). */
+    char *msg = pc_t_alert_message(&g_stack, "QUERIES_OVERDUE", "status queries");
+    char want[80];
+    snprintf(want, sizeof want, "payment %s", pno);
+    int named = strstr(msg, want) != NULL;
+    free(msg);
+    assert_true(named);
     assert_true(
         wait_status("SELECT status FROM payments WHERE payment_no = '%s'", pno, "PROCESSING", 1));
     /* Released: queried, failed (the channel never had it), resolved. */
