@@ -1280,3 +1280,18 @@ json_t *pc_channels_status(const pc_channels_t *chs)
                      chs->set ? json_string(chs->set->version) : json_null(), "loaded_at", loaded,
                      "channels", (int)pc_channel_set_count(chs->set), "errors", chs->errors);
 }
+
+int pc_channel_set_ids_literal(const pc_channel_set_t *set, char *out, size_t cap)
+{
+    size_t off = (size_t)snprintf(out, cap, "{");
+    size_t n = set ? pc_channel_set_count(set) : 0;
+    for (size_t i = 0; i < n && off < cap; i++)
+        off += (size_t)snprintf(out + off, cap - off, "%s%s", i ? "," : "",
+                                pc_channel_set_at(set, i)->id);
+    if (off + 2 > cap) {
+        snprintf(out, cap, "{}");
+        return -1;
+    }
+    snprintf(out + off, cap - off, "}");
+    return (int)n;
+}

@@ -172,6 +172,11 @@ typedef struct pc_channel_set pc_channel_set_t;
 size_t pc_channel_set_count(const pc_channel_set_t *set);
 /* The i-th channel (sorted by id); valid while the set is referenced. */
 const pc_channel_t *pc_channel_set_at(const pc_channel_set_t *set, size_t i);
+
+/* The set's channel ids as a PostgreSQL array literal, "{a,b}" (ids are
+ * [a-z0-9_]: safe unquoted), into out; returns how many, or -1 when out is
+ * too small (out then holds "{}"). */
+int pc_channel_set_ids_literal(const pc_channel_set_t *set, char *out, size_t cap);
 /* The channel with this id or NULL; valid while the set is referenced. */
 const pc_channel_t *pc_channel_set_find(const pc_channel_set_t *set, const char *id);
 /* SHA-256 over every file's name and hash; static for the set's life. */

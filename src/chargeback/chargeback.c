@@ -1907,23 +1907,19 @@ static void daily_tick(uv_timer_t *t)
     pc_channel_set_t *set = pc_channels_acquire(cbs->app->channels);
     if (!set)
         return;
-    json_t *ids = json_array();
-    for (size_t i = 0; i < pc_channel_set_count(set); i++)
-        json_array_append_new(ids, json_string(pc_channel_set_at(set, i)->id));
+    char ids[PC_CHANNELS_MAX * 34 + 3];
+    int n = pc_channel_set_ids_literal(set, ids, sizeof ids);
     pc_channel_set_release(set);
-    char *text = json_dumps(ids, JSON_COMPACT);
-    json_decref(ids);
-    if (!text)
+    if (n <= 0)
         return;
-    const char *p[] = {text, cbs->day};
+    const char *p[] = {ids, cbs->day};
     cbs->importing = 1;
     if (pc_db_query(cbs->app->db,
-                    "SELECT c FROM json_array_elements_text($1::json) c WHERE NOT EXISTS "
+                    "SELECT c FROM unnest($1::text[]) c WHERE NOT EXISTS "
                     "(SELECT 1 FROM chargeback_imports i WHERE i.channel_id = c AND "
                     "i.business_date = $2::date AND i.completed_at IS NOT NULL) ORDER BY c",
                     2, p, daily_missing_cb, cbs) < 0)
         cbs->importing = 0;
-    free(text);
 }
 
 pc_chargebacks_t *pc_chargebacks_new(pc_app_t *app)

@@ -638,12 +638,8 @@ static void check(uv_timer_t *t)
      * raised for good, about a channel that no longer exists. Channel ids
      * are [a-z0-9_] (channels/ validation), safe in an array literal. */
     char ids[4096];
-    size_t off = (size_t)snprintf(ids, sizeof ids, "{");
-    for (size_t i = 0; set_ && i < pc_channel_set_count(set_) && off < sizeof ids; i++)
-        off += (size_t)snprintf(ids + off, sizeof ids - off, "%s%s", i ? "," : "",
-                                pc_channel_set_at(set_, i)->id);
-    if (set_ && off + 2 <= sizeof ids) {
-        snprintf(ids + off, sizeof ids - off, "}");
+    /* ("{}" without a set: nothing is then resolved as unchecked.) */
+    if (pc_channel_set_ids_literal(set_, ids, sizeof ids) >= 0 && set_) {
         resolve_unchecked(a, "CHANNEL_FAILURE_RATE", ids);
         resolve_unchecked(a, "CALLBACKS_REFUSED", ids);
     }
@@ -700,11 +696,10 @@ static void check(uv_timer_t *t)
      * pass midnight.) */
     int64_t files_at = import_at + pc_config_int(app->cfg, "alerts.chargeback_files_after_min");
     int files_due = pc_utc_daily_due(files_at < 1439 ? (int)files_at : 1439, 1, yday);
-    int ids_ok = set_ && off + 2 <= sizeof ids;
     char review_age[24];
     snprintf(review_age, sizeof review_age, "%lld",
              (long long)pc_config_int(app->cfg, "alerts.review_age_s"));
-    const char *fp[] = {age, ids_ok ? ids : "{}", yday, files_due ? "t" : "f", review_age};
+    const char *fp[] = {age, ids, yday, files_due ? "t" : "f", review_age};
     a->checking = 1; /* cleared by facts_cb, whenever it runs */
     int rc = pc_db_query(
         app->db,
