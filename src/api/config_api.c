@@ -496,7 +496,8 @@ int pc_app_config_start(pc_app_t *app, char *err, size_t errlen)
     const char *rdir = pc_config_str(app->cfg, "rules.dir");
     const char *cdir = pc_config_str(app->cfg, "channels.dir");
     pc_rules_opts_t ropts = {
-        .max_example_us = pc_rules_example_limit(pc_config_int(app->cfg, "rules.max_example_us"))};
+        .max_example_us = pc_rules_example_limit(pc_config_int(app->cfg, "rules.max_example_us")),
+        .plain_lists = !pc_config_bool(app->cfg, "rules.list_builder")};
     app->rules = pc_rules_new(rdir, &ropts);
     app->channels = pc_channels_new(cdir, pc_config_bool(app->cfg, "demo"));
     if (!app->rules || !app->channels) {

@@ -211,6 +211,10 @@ static const opt_def_t opts[] = {
     {"cards.bin_file", OPT_STR, "PAYCORE_CARD_BIN_FILE", "config/card_bins.csv", 0, 1024, 0,
      "card BIN table loaded at start (CSV)"},
     {"rules.watch", OPT_BOOL, "PAYCORE_RULES_WATCH", "true", 0, 0, 0, "reload on file change"},
+    {"rules.list_builder", OPT_BOOL, "PAYCORE_RULES_LIST_BUILDER", "true", 0, 0, 0,
+     "hand the cashier's methods to cashier_rank.lua through a JIT-compiled builder (rule code "
+     "itself always runs in the interpreter); false: through the C API only, slower, the same "
+     "answers"},
     {"rules.max_example_us", OPT_INT, "PAYCORE_RULES_MAX_EXAMPLE_US", "2000", 0, 10000000, 0,
      "a rule version whose examples take more CPU per call than this is refused as too slow "
      "(0: no limit)"},

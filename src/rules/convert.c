@@ -19,6 +19,7 @@ typedef struct {
     int depth;
     char *err;
     size_t errlen;
+    int base; /* levels above the value pushed, for the nesting limit */
 } push_state_t;
 
 static void refuse(push_state_t *st, const char *why)
@@ -38,7 +39,7 @@ static int push_value(lua_State *L, const json_t *v, push_state_t *st)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
-        if (st->depth >= MAX_DEPTH) {
+        if (st->depth + st->base >= MAX_DEPTH) {
             refuse(st, "nested deeper than 32 levels");
             return -1;
         }
@@ -65,7 +66,7 @@ static int push_value(lua_State *L, const json_t *v, push_state_t *st)
         return 0;
     }
     case JSON_ARRAY: {
-        if (st->depth >= MAX_DEPTH) {
+        if (st->depth + st->base >= MAX_DEPTH) {
             refuse(st, "nested deeper than 32 levels");
             return -1;
         }
@@ -126,7 +127,13 @@ static int push_value(lua_State *L, const json_t *v, push_state_t *st)
 
 int pc__json_push(lua_State *L, const json_t *v, const char *path, char *err, size_t errlen)
 {
-    push_state_t st = {.root = path, .depth = 0, .err = err, .errlen = errlen};
+    return pc__json_push_nested(L, v, path, 0, err, errlen);
+}
+
+int pc__json_push_nested(lua_State *L, const json_t *v, const char *path, int levels, char *err,
+                         size_t errlen)
+{
+    push_state_t st = {.root = path, .depth = 0, .err = err, .errlen = errlen, .base = levels};
     if (!v) {
         lua_pushnil(L);
         return 0;

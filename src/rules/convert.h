@@ -27,6 +27,11 @@
  * pushing one value. */
 int pc__json_push(lua_State *L, const json_t *v, const char *path, char *err, size_t errlen);
 
+/* The same for a value found levels deep inside the argument path names
+ * (e.g. "methods[3]", 1), so that the nesting limit counts from the top. */
+int pc__json_push_nested(lua_State *L, const json_t *v, const char *path, int levels, char *err,
+                         size_t errlen);
+
 /* Returns a new JSON value describing the Lua value at idx (tables become
  * arrays when their keys are exactly 1..n, objects otherwise; functions and
  * other non-data values become "<function>" etc.). Meant for showing a rule's

@@ -51,6 +51,57 @@ static long id_position(const pc__call_t *call, const char *s)
     return hit ? (long)hit->pos : -1;
 }
 
+/* Makes room for the ids of n elements. */
+static int alloc_ids(pc__call_t *call, size_t n)
+{
+    call->ids = n <= LINEAR_IDS ? call->ids_small : malloc(n * sizeof *call->ids);
+    if (n > LINEAR_IDS)
+        call->id_index = malloc(n * sizeof *call->id_index);
+    if (!call->ids || (n > LINEAR_IDS && !call->id_index)) {
+        snprintf(call->detail, sizeof call->detail, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Records the interned id s of element i (ids are recorded in order);
+ * refuses a duplicate in a short list. */
+static int note_id(pc__call_t *call, size_t n, size_t i, const char *s)
+{
+    call->ids[i] = s;
+    if (n <= LINEAR_IDS && id_position(call, s) >= 0)
+        return -1;
+    call->nids = i + 1;
+    if (n > LINEAR_IDS)
+        call->id_index[i] = (id_entry_t){s, i};
+    return 0;
+}
+
+/* Sorts a long list's index; refuses duplicates in it. */
+static int finish_ids(pc__call_t *call, size_t n)
+{
+    if (n > LINEAR_IDS) {
+        qsort(call->id_index, n, sizeof *call->id_index, cmp_id_entry);
+        for (size_t i = 1; i < n; i++)
+            if (call->id_index[i].ptr == call->id_index[i - 1].ptr)
+                return -1;
+    }
+    return 0;
+}
+
+static int refuse_id(pc__call_t *call, const char *root, size_t i, const char *id_key)
+{
+    snprintf(call->detail, sizeof call->detail, "%s[%zu] must be an object with a string %s", root,
+             i + 1, id_key);
+    return -1;
+}
+
+static int refuse_duplicate(pc__call_t *call, const char *root, const char *id_key)
+{
+    snprintf(call->detail, sizeof call->detail, "%s: an element's %s appears twice", root, id_key);
+    return -1;
+}
+
 /* Anchors the ids of the list's elements (id_key) on the stack and records
  * them; refuses elements without a string id and duplicate ids. */
 static int anchor_ids(lua_State *L, pc__call_t *call, const char *root, const char *id_key)
@@ -60,39 +111,17 @@ static int anchor_ids(lua_State *L, pc__call_t *call, const char *root, const ch
         snprintf(call->detail, sizeof call->detail, "%s: too many elements", root);
         return -1;
     }
-    call->ids = n <= LINEAR_IDS ? call->ids_small : malloc(n * sizeof *call->ids);
-    if (n > LINEAR_IDS)
-        call->id_index = malloc(n * sizeof *call->id_index);
-    if (!call->ids || (n > LINEAR_IDS && !call->id_index)) {
-        snprintf(call->detail, sizeof call->detail, "out of memory");
+    if (alloc_ids(call, n) < 0)
         return -1;
-    }
     for (size_t i = 0; i < n; i++) {
         const json_t *id = json_object_get(json_array_get(call->list, i), id_key);
-        if (!json_is_string(id)) {
-            snprintf(call->detail, sizeof call->detail,
-                     "%s[%zu] must be an object with a string %s", root, i + 1, id_key);
-            return -1;
-        }
+        if (!json_is_string(id))
+            return refuse_id(call, root, i, id_key);
         lua_pushlstring(L, json_string_value(id), json_string_length(id));
-        call->ids[i] = lua_tostring(L, -1);
-        if (n <= LINEAR_IDS && id_position(call, call->ids[i]) >= 0)
-            goto duplicate;
-        call->nids = i + 1;
-        if (n > LINEAR_IDS)
-            call->id_index[i] = (id_entry_t){call->ids[i], i};
+        if (note_id(call, n, i, lua_tostring(L, -1)) < 0)
+            return refuse_duplicate(call, root, id_key);
     }
-    if (n > LINEAR_IDS) {
-        qsort(call->id_index, n, sizeof *call->id_index, cmp_id_entry);
-        for (size_t i = 1; i < n; i++)
-            if (call->id_index[i].ptr == call->id_index[i - 1].ptr)
-                goto duplicate;
-    }
-    return 0;
-
-duplicate:
-    snprintf(call->detail, sizeof call->detail, "%s: an element's %s appears twice", root, id_key);
-    return -1;
+    return finish_ids(call, n) < 0 ? refuse_duplicate(call, root, id_key) : 0;
 }
 
 static int push_ctx_only(lua_State *L, pc__call_t *call)
@@ -100,8 +129,42 @@ static int push_ctx_only(lua_State *L, pc__call_t *call)
     return push_ctx(L, call) < 0 ? -1 : 1;
 }
 
+/* With a list builder (records.h): the ids come from the converted elements
+ * into a table that stays on the stack below the rule function, which keeps
+ * them alive; the rule never sees that table. */
+static int push_ctx_and_records(lua_State *L, pc__call_t *call, const char *root,
+                                const char *id_key)
+{
+    size_t n = json_array_size(call->list);
+    if (n > INT32_MAX / 2 || alloc_ids(call, n) < 0)
+        return -1;
+    lua_createtable(L, (int)n, (int)n);
+    int ids = lua_gettop(L);
+    call->ids_table = ids;
+    if (push_ctx(L, call) < 0)
+        return -1;
+    if (pc__records_push(L, call->records, call->list, root, ids, call->detail,
+                         sizeof call->detail) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const char *s = pc__records_id(call->records, i);
+        if (!s) {
+            lua_rawgeti(L, ids, (int)i + 1);
+            s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            lua_pop(L, 1);
+        }
+        if (!s)
+            return refuse_id(call, root, i, id_key);
+        if (note_id(call, n, i, s) < 0)
+            return refuse_duplicate(call, root, id_key);
+    }
+    return finish_ids(call, n) < 0 ? refuse_duplicate(call, root, id_key) : 2;
+}
+
 static int push_ctx_and_list(lua_State *L, pc__call_t *call, const char *root, const char *id_key)
 {
+    if (call->records)
+        return push_ctx_and_records(L, call, root, id_key);
     if (anchor_ids(L, call, root, id_key) < 0)
         return -1;
     if (push_ctx(L, call) < 0)
@@ -182,6 +245,15 @@ static int check_id_list(lua_State *L, pc__call_t *call, int idx, const char *id
         malformed(call, "out of memory");
         goto fail;
     }
+    if (call->ids_table && !strings_ok &&
+        pc__records_check(L, call->records, idx, n, nin, call->ids_table, ord, fl)) {
+        free(seen);
+        *order = ord;
+        if (flags)
+            *flags = fl;
+        *count = n;
+        return 0;
+    }
     /* The keys are interned once, not once per entry. */
     lua_pushstring(L, id_key);
     int id_key_idx = lua_gettop(L);
@@ -245,6 +317,30 @@ fail:
     return -1;
 }
 
+/* The method fields, in method_shape's order (below). */
+enum {
+    MF_METHOD_ID,
+    MF_TYPE,
+    MF_LABEL,
+    MF_AVAILABLE,
+    MF_REASON,
+    MF_MAX_AMOUNT,
+    MF_CHANNEL_ID,
+    MF_RECOMMENDED,
+    MF_COUNT
+};
+
+/* Input method pos's boolean field: 1 true, 0 false, -1 absent or not a
+ * boolean; from what the list builder read when it took the method. */
+static int method_flag(const pc__call_t *call, size_t pos, size_t field, const char *key)
+{
+    int v = call->records ? pc__records_bool(call->records, pos, field) : -2;
+    if (v != -2)
+        return v;
+    const json_t *b = json_object_get(json_array_get(call->list, pos), key);
+    return json_is_boolean(b) ? json_is_true(b) : -1;
+}
+
 static int check_cashier_rank(lua_State *L, pc__call_t *call, int idx)
 {
     size_t *order, n;
@@ -253,8 +349,8 @@ static int check_cashier_rank(lua_State *L, pc__call_t *call, int idx)
         return -1;
     /* The cashier would steer the buyer to a method that cannot pay now. */
     for (size_t i = 0; i < n; i++) {
-        json_t *in = json_array_get(call->list, order[i]);
-        if (flags[i] && json_is_false(json_object_get(in, "available"))) {
+        if (flags[i] && method_flag(call, order[i], MF_AVAILABLE, "available") == 0) {
+            json_t *in = json_array_get(call->list, order[i]);
             malformed(call, "entry %zu: method \"%.64s\" is recommended but not available", i + 1,
                       json_string_value(json_object_get(in, "method_id")));
             free(order);
@@ -265,10 +361,10 @@ static int check_cashier_rank(lua_State *L, pc__call_t *call, int idx)
     json_t *out = json_array();
     for (size_t i = 0; out && i < n; i++) {
         json_t *in = json_array_get(call->list, order[i]);
-        json_t *rec = json_object_get(in, "recommended");
+        int rec = method_flag(call, order[i], MF_RECOMMENDED, "recommended");
         /* Copying twelve objects per call costs more than the rule itself:
          * only objects whose flag changes are copied, the rest are shared. */
-        if (json_is_boolean(rec) && json_is_true(rec) == (flags[i] != 0)) {
+        if (rec >= 0 && rec == (flags[i] != 0)) {
             json_array_append(out, in);
             continue;
         }
@@ -681,17 +777,53 @@ static int matches_refund_method(const json_t *answer, const json_t *expect, cha
 
 /* ---- table ------------------------------------------------------------------------ */
 
+/* A cashier method as consult.c makes it. Methods with a card or a coupon
+ * (objects) go through convert.h. */
+static const pc__field_t method_fields[MF_COUNT] = {
+    [MF_METHOD_ID] = {"method_id", PC_FIELD_STRING},
+    [MF_TYPE] = {"type", PC_FIELD_STRING},
+    [MF_LABEL] = {"label", PC_FIELD_STRING},
+    [MF_AVAILABLE] = {"available", PC_FIELD_BOOL},
+    [MF_REASON] = {"reason", PC_FIELD_STRING},
+    [MF_MAX_AMOUNT] = {"max_amount", PC_FIELD_NUMBER},
+    [MF_CHANNEL_ID] = {"channel_id", PC_FIELD_STRING},
+    [MF_RECOMMENDED] = {"recommended", PC_FIELD_BOOL},
+};
+static const pc__record_shape_t method_shape = {method_fields, MF_COUNT, MF_METHOD_ID,
+                                                MF_RECOMMENDED};
+
 static const pc__point_t points[PC_RULE_COUNT] = {
-    [PC_RULE_CASHIER_RANK] = {PC_RULE_CASHIER_RANK, "cashier_rank", "methods", push_ctx_methods,
-                              check_cashier_rank, default_cashier_rank, matches_cashier_rank,
-                              summarize_cashier_rank},
-    [PC_RULE_RISK] = {PC_RULE_RISK, "risk", NULL, push_ctx_only, check_risk, default_risk,
-                      matches_risk, summarize_as_is},
-    [PC_RULE_ROUTE] = {PC_RULE_ROUTE, "route", "candidates", push_ctx_candidates, check_route,
-                       default_route, matches_route, summarize_as_is},
-    [PC_RULE_REFUND_METHOD] = {PC_RULE_REFUND_METHOD, "refund_method", NULL, push_ctx_only,
-                               check_refund_method, default_refund_method, matches_refund_method,
-                               summarize_as_is},
+    [PC_RULE_CASHIER_RANK] = {.id = PC_RULE_CASHIER_RANK,
+                              .name = "cashier_rank",
+                              .list_key = "methods",
+                              .list_shape = &method_shape,
+                              .push_args = push_ctx_methods,
+                              .check = check_cashier_rank,
+                              .safe_default = default_cashier_rank,
+                              .matches = matches_cashier_rank,
+                              .summarize = summarize_cashier_rank},
+    [PC_RULE_RISK] = {.id = PC_RULE_RISK,
+                      .name = "risk",
+                      .push_args = push_ctx_only,
+                      .check = check_risk,
+                      .safe_default = default_risk,
+                      .matches = matches_risk,
+                      .summarize = summarize_as_is},
+    [PC_RULE_ROUTE] = {.id = PC_RULE_ROUTE,
+                       .name = "route",
+                       .list_key = "candidates",
+                       .push_args = push_ctx_candidates,
+                       .check = check_route,
+                       .safe_default = default_route,
+                       .matches = matches_route,
+                       .summarize = summarize_as_is},
+    [PC_RULE_REFUND_METHOD] = {.id = PC_RULE_REFUND_METHOD,
+                               .name = "refund_method",
+                               .push_args = push_ctx_only,
+                               .check = check_refund_method,
+                               .safe_default = default_refund_method,
+                               .matches = matches_refund_method,
+                               .summarize = summarize_as_is},
 };
 
 const pc__point_t *pc__point(pc_rule_id_t id)

@@ -29,6 +29,9 @@ typedef struct pc__point {
     /* Key of the list argument in examples ("methods", "candidates"), or NULL
      * when the rule takes only ctx. */
     const char *list_key;
+    /* The list elements' shape when they are flat records the JIT-compiled
+     * builder takes (records.h), or NULL to convert them with convert.h. */
+    const pc__record_shape_t *list_shape;
     int (*push_args)(lua_State *L, pc__call_t *call);
     int (*check)(lua_State *L, pc__call_t *call, int idx);
     /* Returns a new reference to the safe default answer for these inputs. */

@@ -103,6 +103,11 @@ typedef struct {
      * of the allocator wrapper. Weaker (see rules/sandbox.h); only for a
      * LuaJIT without a working lua_setallocf. Default false. */
     bool cap_from_hook;
+    /* Convert every list argument through the C API (rules/convert.h), never
+     * through the JIT-compiled list builder (rules/records.h). Slower, the
+     * same answers; for tests that compare the two, and a way out should a
+     * LuaJIT build misbehave with its JIT on. Default false. */
+    bool plain_lists;
 } pc_rules_opts_t;
 
 /* rules.max_example_us as configured (0: no limit) as max_example_us. */

@@ -285,7 +285,7 @@ static int run_protected(lua_State *L)
     run_t *run = lua_touserdata(L, 1);
     pc__call_t *call = run->call;
     lua_settop(L, 0);
-    lua_pushcfunction(L, on_rule_error); /* 1: message handler */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, tl_current->handler_ref); /* 1: message handler */
 
     run->phase = PHASE_ARGS;
     int nargs = call->push_args(L, call);
@@ -334,6 +334,8 @@ pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
     run_t run = {.ref = ref, .call = call};
     memset(err, 0, sizeof *err);
     call->answer = NULL;
+    call->records = sb->records;
+    call->ids_table = 0;
     call->detail[0] = '\0';
     call->ids = NULL;
     call->id_index = NULL;
@@ -578,6 +580,9 @@ static int setup_env(lua_State *L)
     lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, 2);
     sb->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* The message handler, made once: pushing a C function makes a closure. */
+    lua_pushcfunction(L, on_rule_error);
+    sb->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
 
@@ -638,10 +643,50 @@ fail:
     return NULL;
 }
 
+typedef struct {
+    pc__sandbox_t *sb;
+    const pc__record_shape_t *shape;
+} records_args_t;
+
+static int open_records(lua_State *L)
+{
+    records_args_t *a = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    pc__records_open(L, a->sb->records, a->shape);
+    return 0;
+}
+
+int pc__sandbox_use_records(pc__sandbox_t *sb, const pc__record_shape_t *shape, char *err,
+                            size_t errlen)
+{
+    sb->records = calloc(1, sizeof *sb->records);
+    if (!sb->records) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    records_args_t a = {.sb = sb, .shape = shape};
+    if (lua_cpcall(sb->L, open_records, &a) != 0) {
+        snprintf(err, errlen, "cannot set up the list builder: %s",
+                 lua_tostring(sb->L, -1) ? lua_tostring(sb->L, -1) : "?");
+        lua_settop(sb->L, 0);
+        pc__records_free(sb->records);
+        free(sb->records);
+        sb->records = NULL;
+        return -1;
+    }
+    if (!luaJIT_setmode(sb->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON)) {
+        snprintf(err, errlen, "cannot switch the JIT on for the list builder");
+        return -1;
+    }
+    return 0;
+}
+
 void pc__sandbox_free(pc__sandbox_t *sb)
 {
     if (!sb)
         return;
+    pc__records_free(sb->records);
+    free(sb->records);
     if (sb->L) {
         /* LuaJIT releases its allocator's arena in lua_close only when the
          * state's allocator is its own: with ours still in place every closed
@@ -672,6 +717,14 @@ static int load_protected(lua_State *L)
     if (a->status != 0) {
         const char *msg = lua_tostring(L, -1);
         snprintf(a->message, sizeof a->message, "%s", msg ? msg : "cannot load the rule");
+        return 0;
+    }
+    /* With the JIT on for a list builder, the rule's functions (the chunk
+     * and every function inside it) are kept in the interpreter, where the
+     * budget's count hook runs. */
+    if (a->sb->records && !luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF)) {
+        a->status = -1;
+        snprintf(a->message, sizeof a->message, "cannot keep the rule out of the JIT compiler");
         return 0;
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, a->sb->env_ref);

@@ -4,7 +4,9 @@
  * not crash": every call ends with one of the documented outcomes and an
  * answer (the safe default when not OK); risk answers a known decision;
  * a refused input (PC_EINVAL) comes back as PC_RULE_ERROR. The JSON is also
- * pushed onto a bare Lua state and read back, which must give a JSON value. */
+ * pushed onto a bare Lua state and read back, which must give a JSON value.
+ * And cashier_rank runs twice, with the JIT-compiled list builder
+ * (rules/records.c) and without it: outcome, message and answer must agree. */
 #include "core/error.h"
 #include "core/log.h"
 #include "rules/convert.h"
@@ -21,7 +23,7 @@
 #error "PC_FUZZ_RULES_DIR must name the rules folder"
 #endif
 
-static pc_rules_t *rules;
+static pc_rules_t *rules, *plain;
 static lua_State *bare;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -32,6 +34,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     rules = pc_rules_new(PC_FUZZ_RULES_DIR, NULL);
     if (!rules || pc_rules_reload(rules) != 0) {
         fprintf(stderr, "fuzz_rules: cannot load %s\n", PC_FUZZ_RULES_DIR);
+        abort();
+    }
+    pc_rules_opts_t opts = {.plain_lists = true};
+    plain = pc_rules_new(PC_FUZZ_RULES_DIR, &opts);
+    if (!plain || pc_rules_reload(plain) != 0) {
+        fprintf(stderr, "fuzz_rules: cannot load %s without the list builder\n", PC_FUZZ_RULES_DIR);
         abort();
     }
     bare = luaL_newstate();
@@ -83,6 +91,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_t *l = list ? list : json_array();
         int rc = pc_rules_call(rules, (pc_rule_id_t)id, ctx, l, &r);
         check(rc, &r, (pc_rule_id_t)id);
+        if (id == PC_RULE_CASHIER_RANK) {
+            pc_rule_result_t p;
+            memset(&p, 0, sizeof p);
+            int prc = pc_rules_call(plain, (pc_rule_id_t)id, ctx, l, &p);
+            if (prc != rc || p.outcome != r.outcome || strcmp(p.error.message, r.error.message) ||
+                !json_equal(p.answer, r.answer))
+                abort(); /* the builder changed what the rule saw or how it was judged */
+            pc_rule_result_clear(&p);
+        }
         pc_rule_result_clear(&r);
         if (!list)
             json_decref(l);

@@ -6,6 +6,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "files.h"
+
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,23 +46,13 @@ static const char *WALLET =
     " \"alert\": {\"failure_rate_bp\": 800, \"window_s\": 60},\n"
     " \"_comment\": \"ignored\"}\n";
 
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static int setup(void **state)
 {
     fixture_t *fx = calloc(1, sizeof *fx);
     snprintf(fx->dir, sizeof fx->dir, "/tmp/pc_channels_XXXXXX");
     assert_non_null(mkdtemp(fx->dir));
-    write_file(fx->dir, "sim_card.json", CARD);
-    write_file(fx->dir, "sim_wallet.json", WALLET);
+    pc_t_write_file(fx->dir, "sim_card.json", CARD);
+    pc_t_write_file(fx->dir, "sim_wallet.json", WALLET);
     unsetenv("PC_TEST_SIM_PORT");
     pc_metrics_reset();
     fx->chs = pc_channels_new(fx->dir, true);
@@ -69,19 +61,11 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     fixture_t *fx = *state;
     pc_channels_free(fx->chs);
-    nftw(fx->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    pc_t_rm_tree(fx->dir);
     free(fx);
     return 0;
 }
@@ -421,8 +405,8 @@ static void test_bad_file_refuses_the_reload_and_old_set_keeps_serving(void **st
 
     char text[2048];
     card_with("\"max_amount\": 500000", "\"max_amount\": 50", text, sizeof text);
-    write_file(fx->dir, "sim_card.json", text);
-    write_file(fx->dir, "sim_va.json", "{\"id\": \"sim_va\"");
+    pc_t_write_file(fx->dir, "sim_card.json", text);
+    pc_t_write_file(fx->dir, "sim_va.json", "{\"id\": \"sim_va\"");
     assert_int_equal(pc_channels_reload(fx->chs), PC_EINVAL);
 
     /* Nothing changed for callers. */
@@ -442,7 +426,7 @@ static void test_bad_file_refuses_the_reload_and_old_set_keeps_serving(void **st
     assert_int_equal(pc_metrics_get("pc_channel_reloads_total", "result=\"refused\""), 1);
 
     /* Fixed files go in. */
-    write_file(fx->dir, "sim_card.json", CARD);
+    pc_t_write_file(fx->dir, "sim_card.json", CARD);
     unlink(strcat(strcpy(text, fx->dir), "/sim_va.json"));
     assert_int_equal(pc_channels_reload(fx->chs), 0);
     st = pc_channels_status(fx->chs);
@@ -458,7 +442,7 @@ static void test_reload_changes_version_and_held_sets_stay_valid(void **state)
     const pc_channel_t *old_card = pc_channel_set_find(held, "sim_card");
     char text[2048];
     card_with("\"max_amount\": 500000", "\"max_amount\": 600000", text, sizeof text);
-    write_file(fx->dir, "sim_card.json", text);
+    pc_t_write_file(fx->dir, "sim_card.json", text);
     assert_int_equal(pc_channels_reload(fx->chs), 0);
     assert_string_not_equal(pc_channel_set_version(held),
                             pc_channel_set_version(pc_channels_current(fx->chs)));
@@ -497,7 +481,7 @@ static void test_override_applies_on_top_of_the_file_and_survives_reload(void **
 
     char text[2048];
     card_with("\"fixed\": 5", "\"fixed\": 6", text, sizeof text);
-    write_file(fx->dir, "sim_card.json", text);
+    pc_t_write_file(fx->dir, "sim_card.json", text);
     assert_int_equal(pc_channels_reload(fx->chs), 0);
     assert_false(pc_channels_effective_enabled(fx->chs, "sim_card"));
 
@@ -538,7 +522,7 @@ static void test_volume_room_follows_the_last_reading(void **state)
               "\"currencies\": [\"CNY\", \"USD\"], \"by_currency\": {\"USD\": {\"volume\": "
               "{\"daily\": 10000, \"monthly\": 25000}}},",
               text, sizeof text);
-    write_file(fx->dir, "sim_card.json", text);
+    pc_t_write_file(fx->dir, "sim_card.json", text);
     assert_int_equal(pc_channels_reload(fx->chs), 0);
     assert_true(pc_channels_capped(fx->chs));
     const pc_channel_t *ch = pc_channels_find(fx->chs, "sim_card");
@@ -559,7 +543,7 @@ static void test_volume_room_follows_the_last_reading(void **state)
     assert_int_equal(pc_channels_reload(fx->chs), 0);
     ch = pc_channels_find(fx->chs, "sim_card");
     assert_false(pc_channels_volume_room(fx->chs, ch, "USD", 1001, now));
-    write_file(fx->dir, "sim_card.json", CARD);
+    pc_t_write_file(fx->dir, "sim_card.json", CARD);
     assert_int_equal(pc_channels_reload(fx->chs), 0);
     assert_false(pc_channels_capped(fx->chs));
     ch = pc_channels_find(fx->chs, "sim_card");
@@ -667,7 +651,7 @@ static void test_plain_http_to_another_machine_is_refused_outside_demo_mode(void
         const char *at = strstr(CARD, "http://127.0.0.1:${PC_TEST_SIM_PORT:-8090}/ch/sim_card");
         snprintf(text, sizeof text, "%.*s%s%s", (int)(at - CARD), CARD, cases[i].endpoint,
                  at + strlen("http://127.0.0.1:${PC_TEST_SIM_PORT:-8090}/ch/sim_card"));
-        write_file(fx->dir, "sim_card.json", text);
+        pc_t_write_file(fx->dir, "sim_card.json", text);
         json_t *errors = json_array();
         pc_channel_set_t *set = NULL;
         int rc = pc_channel_set_load(fx->dir, 0, &set, errors);

@@ -6,6 +6,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "files.h"
+
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,24 +29,14 @@ typedef struct {
 
 /* ---- helpers --------------------------------------------------------------------- */
 
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void put_rule(fixture_t *fx, const char *name, const char *lua, const char *examples)
 {
     char file[96];
     snprintf(file, sizeof file, "%s.lua", name);
-    write_file(fx->dir, file, lua);
+    pc_t_write_file(fx->dir, file, lua);
     if (examples) {
         snprintf(file, sizeof file, "tests/%s.json", name);
-        write_file(fx->dir, file, examples);
+        pc_t_write_file(fx->dir, file, examples);
     }
 }
 
@@ -136,19 +128,11 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     fixture_t *fx = *state;
     pc_rules_free(fx->rules);
-    nftw(fx->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    pc_t_rm_tree(fx->dir);
     free(fx);
     return 0;
 }
@@ -965,11 +949,11 @@ static void test_shipped_risk_rule_rejects_blocked_card(void **state)
 static void test_test_dir_reports_each_failing_example(void **state)
 {
     fixture_t *fx = *state;
-    write_file(fx->dir, "tests/risk.json",
-               "{\"examples\": [\n"
-               "  {\"name\": \"good\", \"ctx\": {}, \"expect\": {\"decision\": \"ACCEPT\"}},\n"
-               "  {\"name\": \"bad\", \"ctx\": {}, \"expect\": {\"decision\": \"REJECT\"}}\n"
-               "]}\n");
+    pc_t_write_file(fx->dir, "tests/risk.json",
+                    "{\"examples\": [\n"
+                    "  {\"name\": \"good\", \"ctx\": {}, \"expect\": {\"decision\": \"ACCEPT\"}},\n"
+                    "  {\"name\": \"bad\", \"ctx\": {}, \"expect\": {\"decision\": \"REJECT\"}}\n"
+                    "]}\n");
     json_t *report = pc_rules_test_dir(fx->dir, NULL);
     assert_false(json_is_true(json_object_get(report, "ok")));
     json_t *risk = json_array_get(json_object_get(report, "rules"), PC_RULE_RISK);
@@ -996,14 +980,14 @@ static void test_an_example_that_asserts_nothing_is_refused(void **state)
     load_all(fx);
     char v1[65];
     snprintf(v1, sizeof v1, "%s", pc_rules_version(fx->rules, PC_RULE_RISK));
-    write_file(fx->dir, "tests/risk.json",
-               "{\"examples\": [\n"
-               "  {\"name\": \"anything\", \"ctx\": {}, \"expect\": {}}\n"
-               "]}\n");
-    write_file(fx->dir, "risk.lua",
-               "return function(ctx)\n"
-               "  return {decision = 'REJECT', score = 100, reasons = {}}\n"
-               "end\n");
+    pc_t_write_file(fx->dir, "tests/risk.json",
+                    "{\"examples\": [\n"
+                    "  {\"name\": \"anything\", \"ctx\": {}, \"expect\": {}}\n"
+                    "]}\n");
+    pc_t_write_file(fx->dir, "risk.lua",
+                    "return function(ctx)\n"
+                    "  return {decision = 'REJECT', score = 100, reasons = {}}\n"
+                    "end\n");
     assert_int_equal(pc_rules_reload(fx->rules), PC_EINVAL);
     assert_string_equal(pc_rules_version(fx->rules, PC_RULE_RISK), v1);
     json_t *report = pc_rules_test_dir(fx->dir, NULL);

@@ -8,6 +8,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "files.h"
+
 #include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -19,6 +21,7 @@
 
 #include "core/metrics.h"
 #include "core/log.h"
+#include "rules/points.h"
 #include "rules/rules.h"
 #include "rules/sandbox.h"
 
@@ -26,16 +29,6 @@ typedef struct {
     char dir[64];
     pc_rules_t *rules;
 } fixture_t;
-
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
 
 static const char *RISK_EXAMPLES =
     "{\"examples\": [{\"name\": \"plain\", \"ctx\": {\"amount\": 100},"
@@ -49,7 +42,7 @@ static int setup_with(void **state, const pc_rules_opts_t *opts)
     char sub[96];
     snprintf(sub, sizeof sub, "%s/tests", fx->dir);
     assert_int_equal(mkdir(sub, 0755), 0);
-    write_file(fx->dir, "tests/risk.json", RISK_EXAMPLES);
+    pc_t_write_file(fx->dir, "tests/risk.json", RISK_EXAMPLES);
     pc_metrics_reset();
     fx->rules = pc_rules_new(fx->dir, opts);
     assert_non_null(fx->rules);
@@ -82,19 +75,11 @@ static int setup_hook_memory_cap(void **state)
     return setup_with(state, &opts);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     fixture_t *fx = *state;
     pc_rules_free(fx->rules);
-    nftw(fx->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    pc_t_rm_tree(fx->dir);
     free(fx);
     return 0;
 }
@@ -126,7 +111,7 @@ static void run_attack(fixture_t *fx, const char *snippet, pc_rule_result_t *res
              "  return {decision = 'ACCEPT', score = 1, reasons = {}}\n"
              "end\n",
              snippet);
-    write_file(fx->dir, "risk.lua", lua);
+    pc_t_write_file(fx->dir, "risk.lua", lua);
     reload_risk(fx);
     json_t *ctx = json_pack("{s:b, s:i}", "attack", 1, "amount", 100);
     pc_rules_risk(fx->rules, ctx, res);
@@ -322,14 +307,14 @@ static void test_rules_cannot_keep_state_between_calls(void **state)
     fixture_t *fx = *state;
     /* Upvalues and module-level tables would carry state if the chunk ran
      * only once; the engine runs it afresh for every call. */
-    write_file(fx->dir, "risk.lua",
-               "local calls = 0\n"
-               "local seen = {}\n"
-               "return function(ctx)\n"
-               "  calls = calls + 1\n"
-               "  seen[#seen + 1] = ctx.amount\n"
-               "  return {decision = 'ACCEPT', score = calls, reasons = {tostring(#seen)}}\n"
-               "end\n");
+    pc_t_write_file(fx->dir, "risk.lua",
+                    "local calls = 0\n"
+                    "local seen = {}\n"
+                    "return function(ctx)\n"
+                    "  calls = calls + 1\n"
+                    "  seen[#seen + 1] = ctx.amount\n"
+                    "  return {decision = 'ACCEPT', score = calls, reasons = {tostring(#seen)}}\n"
+                    "end\n");
     reload_risk(fx);
     for (int i = 0; i < 3; i++) {
         pc_rule_result_t res;
@@ -349,22 +334,22 @@ static void test_sort_orders_numbers_like_lua_and_keeps_its_errors(void **state)
     fixture_t *fx = *state;
     /* Short number lists take a fast path in C; the answers must be the ones
      * of Lua's own sort, and what that sort refuses stays refused. */
-    write_file(fx->dir, "risk.lua",
-               "local function s(t, f) table.sort(t, f) return table.concat(t, ' ') end\n"
-               "return function(ctx)\n"
-               "  local long = {}\n"
-               "  for i = 1, 70 do long[i] = (i * 37) % 71 end\n"
-               "  local r = {\n"
-               "    s({3, -1, 2.5, 3, 0, -7, 1e9}),\n"
-               "    s({}),\n"
-               "    s({42}),\n"
-               "    s({3, 1, 2}, function(a, b) return a > b end),\n"
-               "    s({'b', 'a', 'c'}),\n"
-               "    string.sub(s(long), 1, 20),\n"
-               "  }\n"
-               "  if ctx.mixed then table.sort({1, 'x', 2}) end\n"
-               "  return {decision = 'ACCEPT', score = 1, reasons = r}\n"
-               "end\n");
+    pc_t_write_file(fx->dir, "risk.lua",
+                    "local function s(t, f) table.sort(t, f) return table.concat(t, ' ') end\n"
+                    "return function(ctx)\n"
+                    "  local long = {}\n"
+                    "  for i = 1, 70 do long[i] = (i * 37) % 71 end\n"
+                    "  local r = {\n"
+                    "    s({3, -1, 2.5, 3, 0, -7, 1e9}),\n"
+                    "    s({}),\n"
+                    "    s({42}),\n"
+                    "    s({3, 1, 2}, function(a, b) return a > b end),\n"
+                    "    s({'b', 'a', 'c'}),\n"
+                    "    string.sub(s(long), 1, 20),\n"
+                    "  }\n"
+                    "  if ctx.mixed then table.sort({1, 'x', 2}) end\n"
+                    "  return {decision = 'ACCEPT', score = 1, reasons = r}\n"
+                    "end\n");
     reload_risk(fx);
     pc_rule_result_t res;
     json_t *ctx = json_pack("{s:i}", "amount", 100);
@@ -552,7 +537,7 @@ static char *shown_answer(fixture_t *fx, const char *lua_answer, uint64_t *took)
 {
     char lua[512];
     snprintf(lua, sizeof lua, "return function(ctx)\n%s\nend\n", lua_answer);
-    write_file(fx->dir, "risk.lua", lua);
+    pc_t_write_file(fx->dir, "risk.lua", lua);
     uint64_t t0 = now_ms();
     json_t *report = pc_rules_test_dir(fx->dir, NULL);
     *took = now_ms() - t0;
@@ -652,7 +637,7 @@ static void test_recursion_through_gsub_is_stopped_on_a_small_thread_stack(void 
              "  return {decision = 'ACCEPT', score = 1, reasons = {}}\n"
              "end\n",
              RECURSION_THROUGH_C[0]);
-    write_file(fx->dir, "risk.lua", lua);
+    pc_t_write_file(fx->dir, "risk.lua", lua);
     reload_risk(fx);
     thread_call_t tc = {.fx = fx};
     pthread_attr_t attr;
@@ -744,7 +729,7 @@ static void assert_times_out_within(fixture_t *fx, const char *attack, uint64_t 
              "  return {decision = 'ACCEPT', score = 1, reasons = {}}\n"
              "end\n",
              attack);
-    write_file(fx->dir, "risk.lua", lua);
+    pc_t_write_file(fx->dir, "risk.lua", lua);
     reload_risk(fx);
     json_t *ctx = json_pack("{s:b, s:i}", "attack", 1, "amount", 100);
     pc_rule_result_t res;
@@ -836,6 +821,139 @@ static void test_a_rule_logs_at_most_twenty_lines_a_call(void **state)
     assert_int_equal(dropped, 1);
 }
 
+/* ---- the cashier_rank state: the JIT is on there, for the list builder ---------- */
+
+static const char *CASHIER_EXAMPLES =
+    "{\"examples\": [{\"name\": \"plain\", \"ctx\": {\"amount\": 100},"
+    " \"methods\": [{\"method_id\": \"m1\", \"type\": \"CARD\", \"available\": true}],"
+    " \"expect\": {\"order\": [\"m1\"]}}]}";
+
+/* Installs a cashier_rank rule that runs body (at the top of the rule
+ * function) when ctx.attack is set, with prelude at the top of the file, and
+ * calls it with the attack on. */
+static void run_cashier_attack(fixture_t *fx, const char *prelude, const char *body,
+                               pc_rule_result_t *res)
+{
+    char lua[4096];
+    snprintf(lua, sizeof lua,
+             "%s\n"
+             "return function(ctx, methods)\n"
+             "  if ctx.attack then\n"
+             "%s\n"
+             "  end\n"
+             "  return methods\n"
+             "end\n",
+             prelude, body);
+    pc_t_write_file(fx->dir, "cashier_rank.lua", lua);
+    pc_t_write_file(fx->dir, "tests/cashier_rank.json", CASHIER_EXAMPLES);
+    pc_rules_reload(fx->rules);
+    json_t *st = pc_rules_status(fx->rules);
+    json_t *cr = json_array_get(st, 0);
+    if (strcmp(json_string_value(json_object_get(cr, "status")), "ok") != 0) {
+        char *dump = json_dumps(cr, 0);
+        fail_msg("cashier_rank did not load: %s", dump);
+    }
+    json_decref(st);
+    json_t *ctx = json_pack("{s:b, s:i}", "attack", 1, "amount", 100);
+    json_t *methods =
+        json_pack("[{s:s, s:s, s:b}, {s:s, s:s, s:b}]", "method_id", "m1", "type", "CARD",
+                  "available", 1, "method_id", "m2", "type", "WALLET", "available", 1);
+    pc_rules_cashier_rank(fx->rules, ctx, methods, res);
+    json_decref(ctx);
+    json_decref(methods);
+}
+
+static void assert_cashier_still_answers(fixture_t *fx)
+{
+    pc_rule_result_t res;
+    json_t *ctx = json_pack("{s:i}", "amount", 100);
+    json_t *methods =
+        json_pack("[{s:s, s:s, s:b}]", "method_id", "m9", "type", "CARD", "available", 1);
+    pc_rules_cashier_rank(fx->rules, ctx, methods, &res);
+    assert_int_equal(res.outcome, PC_RULE_OK);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(res.answer, 0), "method_id")), "m9");
+    pc_rule_result_clear(&res);
+    json_decref(ctx);
+    json_decref(methods);
+}
+
+/* Loops LuaJIT would compile within a few dozen iterations, where the budget's
+ * count hook never runs: each must be stopped, at the instruction budget and
+ * at the clock alike (the wall-clock fixture's instruction budget is out of
+ * reach), in the rule function, in a function defined inside it, in a
+ * function at the file's top, and in a library callback. */
+static const char *const hot_loops[][2] = {
+    {"", "local x = 0 for i = 1, 1e15 do x = x + i end"},
+    {"", "local n = 0 while true do n = n + 1 end"},
+    {"", "local function spin() local n = 0 repeat n = n + 1 until n < 0 end spin()"},
+    {"local function spin(t) local s = 0 while true do for i = 1, #t do s = s + t[i] end end end",
+     "spin({1, 2, 3})"},
+    {"", "table.sort({3, 2, 1}, function(a, b) local n = 0 while n >= 0 do n = n + 1 end end)"},
+};
+
+static void assert_hot_loops_stopped(fixture_t *fx)
+{
+    for (size_t i = 0; i < sizeof hot_loops / sizeof hot_loops[0]; i++) {
+        pc_rule_result_t res;
+        uint64_t t0 = now_ms();
+        run_cashier_attack(fx, hot_loops[i][0], hot_loops[i][1], &res);
+        uint64_t took = now_ms() - t0;
+        if (res.outcome != PC_RULE_TIMEOUT)
+            fail_msg("loop %zu (%s): outcome %s, %s", i, hot_loops[i][1],
+                     pc_rule_outcome_name(res.outcome), res.error.message);
+        if (took > 1000)
+            fail_msg("loop %zu (%s) ran %llu ms", i, hot_loops[i][1], (unsigned long long)took);
+        /* The safe default: the methods as given. */
+        assert_int_equal(json_array_size(res.answer), 2);
+        assert_string_equal(res.error.file, "rules/cashier_rank.lua");
+        pc_rule_result_clear(&res);
+        assert_cashier_still_answers(fx);
+    }
+}
+
+static void test_hot_loops_in_the_jit_state_hit_the_instruction_budget(void **state)
+{
+    assert_hot_loops_stopped(*state);
+}
+
+static void test_hot_loops_in_the_jit_state_hit_the_clock(void **state)
+{
+    assert_hot_loops_stopped(*state);
+}
+
+static void test_memory_bomb_in_the_jit_state_is_stopped_as_oom(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rule_result_t res;
+    run_cashier_attack(fx, "", "local t = {} for i = 1, 1e12 do t[i] = {i} end", &res);
+    assert_int_equal(res.outcome, PC_RULE_OOM);
+    pc_rule_result_clear(&res);
+    assert_cashier_still_answers(fx);
+}
+
+/* The JIT and the FFI are loaded into that state for paycore's own builder:
+ * a rule reaches neither, nor anything else beyond its allow-list. */
+static void test_jit_and_ffi_are_not_reachable_from_the_jit_state(void **state)
+{
+    fixture_t *fx = *state;
+    const char *attacks[] = {
+        "return jit.off()",          "return ffi.C",
+        "return require('ffi')",     "return _G.jit",
+        "return getfenv(0)",         "return rawget(_G, 'jit')",
+        "return package.loaded.ffi",
+    };
+    for (size_t i = 0; i < sizeof attacks / sizeof attacks[0]; i++) {
+        pc_rule_result_t res;
+        run_cashier_attack(fx, "", attacks[i], &res);
+        if (res.outcome != PC_RULE_ERROR || !strstr(res.error.message, "undeclared global"))
+            fail_msg("%s: outcome %s, %s", attacks[i], pc_rule_outcome_name(res.outcome),
+                     res.error.message);
+        pc_rule_result_clear(&res);
+    }
+    assert_cashier_still_answers(fx);
+}
+
 static long resident_kib(void)
 {
     long size = 0, resident = 0;
@@ -852,6 +970,12 @@ static void make_and_free_sandboxes(int n)
         char err[128];
         pc__sandbox_t *sb = pc__sandbox_new("risk", NULL, err, sizeof err);
         assert_non_null(sb);
+        /* Every other one with the JIT on and its machine code, as a
+         * cashier_rank state has. */
+        if (i % 2)
+            assert_int_equal(pc__sandbox_use_records(
+                                 sb, pc__point(PC_RULE_CASHIER_RANK)->list_shape, err, sizeof err),
+                             0);
         pc_rule_error_t rerr;
         int ref = pc__sandbox_load(sb, "return function(ctx) return ctx end", 35, &rerr);
         assert_true(ref >= 0);
@@ -927,6 +1051,14 @@ int main(void)
                                         setup_wall_clock, teardown),
         cmocka_unit_test_setup_teardown(test_a_rule_logs_at_most_twenty_lines_a_call, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_hot_loops_in_the_jit_state_hit_the_instruction_budget,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hot_loops_in_the_jit_state_hit_the_clock,
+                                        setup_wall_clock, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_bomb_in_the_jit_state_is_stopped_as_oom, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_jit_and_ffi_are_not_reachable_from_the_jit_state,
+                                        setup, teardown),
         cmocka_unit_test(test_freed_sandboxes_give_their_memory_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "files.h"
+
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,16 +31,6 @@ typedef struct {
     uint64_t last_cb_ms;
 } fixture_t;
 
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static int setup(void **state)
 {
     fixture_t *fx = calloc(1, sizeof *fx);
@@ -53,20 +45,12 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     fixture_t *fx = *state;
     /* A leaked handle would keep the loop from closing. */
     assert_int_equal(uv_loop_close(&fx->loop), 0);
-    nftw(fx->root, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    pc_t_rm_tree(fx->root);
     free(fx);
     return 0;
 }
@@ -114,9 +98,9 @@ static void test_burst_of_writes_gives_one_callback_for_that_directory(void **st
     start(fx);
     run_for(fx, 20);
     /* An editor's save: temporary file, rename over the rule, touch again. */
-    write_file(fx->rules, "risk.lua.tmp~", "x");
-    write_file(fx->rules, "risk.lua", "return 1");
-    write_file(fx->rules, "risk.lua", "return 2");
+    pc_t_write_file(fx->rules, "risk.lua.tmp~", "x");
+    pc_t_write_file(fx->rules, "risk.lua", "return 1");
+    pc_t_write_file(fx->rules, "risk.lua", "return 2");
     uint64_t wrote = uv_now(&fx->loop);
     run_for(fx, 400);
     assert_int_equal(fx->callbacks, 1);
@@ -132,13 +116,13 @@ static void test_changes_in_each_directory_are_reported(void **state)
     fixture_t *fx = *state;
     start(fx);
     run_for(fx, 20);
-    write_file(fx->channels, "sim_card.json", "{}");
+    pc_t_write_file(fx->channels, "sim_card.json", "{}");
     run_for(fx, 300);
     assert_int_equal(fx->callbacks, 1);
     assert_int_equal(fx->changed, 1u << 1);
     fx->changed = 0;
-    write_file(fx->rules, "route.lua", "return 1");
-    write_file(fx->channels, "sim_va.json", "{}");
+    pc_t_write_file(fx->rules, "route.lua", "return 1");
+    pc_t_write_file(fx->channels, "sim_va.json", "{}");
     run_for(fx, 300);
     assert_int_equal(fx->callbacks, 2);
     assert_int_equal(fx->changed, 3u);
@@ -150,9 +134,9 @@ static void test_editor_swap_files_do_not_trigger(void **state)
     fixture_t *fx = *state;
     start(fx);
     run_for(fx, 20);
-    write_file(fx->rules, ".risk.lua.swp", "x");
-    write_file(fx->rules, "4913", "x");
-    write_file(fx->rules, "notes.txt", "x");
+    pc_t_write_file(fx->rules, ".risk.lua.swp", "x");
+    pc_t_write_file(fx->rules, "4913", "x");
+    pc_t_write_file(fx->rules, "notes.txt", "x");
     run_for(fx, 300);
     assert_int_equal(fx->callbacks, 0);
     finish(fx);
@@ -163,7 +147,7 @@ static void test_no_callback_after_close(void **state)
     fixture_t *fx = *state;
     start(fx);
     run_for(fx, 20);
-    write_file(fx->rules, "risk.lua", "return 1");
+    pc_t_write_file(fx->rules, "risk.lua", "return 1");
     run_for(fx, 5);
     pc_watch_close(fx->watch);
     run_for(fx, 200);

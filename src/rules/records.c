@@ -1,0 +1,449 @@
+#include "rules/records.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "rules/convert.h"
+
+/* The builder's source: a template table holding every field (false as a
+ * placeholder, so that the keys are in the constant template), then one store
+ * per field. Elements marked PC_REC_OTHER are left out for C to fill. */
+static void append(luaL_Buffer *b, const char *s)
+{
+    luaL_addstring(b, s);
+}
+
+static void push_builder_source(lua_State *L, const pc__record_shape_t *shape)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    append(&b, "local ffi, strs = ...\n"
+               "ffi.cdef[[typedef struct { const char *s; double n; uint32_t len; uint32_t kind;"
+               " int32_t slot; int32_t pad; } pc_rec_val;\n"
+               "typedef struct { const pc_rec_val *vals; const char **ids; int32_t *order;"
+               " uint8_t *flags; uint8_t *seen; } pc_rec_io;]]\n"
+               "local str, cast, ccp = ffi.string, ffi.cast, ffi.typeof('const char *')\n"
+               "local rawget, type = rawget, type\n"
+               "local io = ffi.new('pc_rec_io')\n"
+               "local function build(list, count, ids)\n"
+               "  local p, ip = io.vals, io.ids\n"
+               "  for i = 0, count - 1 do\n");
+    char line[512];
+    snprintf(line, sizeof line,
+             "    local b = i * %zu\n    if p[b].kind ~= %d then\n      local t = {",
+             shape->nfields, PC_REC_OTHER);
+    append(&b, line);
+    for (size_t j = 0; j < shape->nfields; j++) {
+        snprintf(line, sizeof line, "%s%s = false", j ? ", " : "", shape->fields[j].name);
+        append(&b, line);
+    }
+    append(&b, "}\n      local v\n");
+    for (size_t j = 0; j < shape->nfields; j++) {
+        const char *f = shape->fields[j].name;
+        snprintf(line, sizeof line, "      v = p[b + %zu]\n", j);
+        append(&b, line);
+        switch (shape->fields[j].kind) {
+        case PC_FIELD_STRING:
+            snprintf(
+                line, sizeof line,
+                "      if v.kind == %d then\n"
+                "        if v.slot > 0 then t.%s = strs[v.slot] else t.%s = str(v.s, v.len) end\n"
+                "      else t.%s = nil end\n",
+                PC_REC_STRING, f, f, f);
+            break;
+        case PC_FIELD_NUMBER:
+            snprintf(line, sizeof line,
+                     "      if v.kind == %d then t.%s = v.n else t.%s = nil end\n", PC_REC_NUMBER,
+                     f, f);
+            break;
+        case PC_FIELD_BOOL:
+            snprintf(line, sizeof line,
+                     "      if v.kind == %d then t.%s = true elseif v.kind == %d then t.%s = false"
+                     " else t.%s = nil end\n",
+                     PC_REC_TRUE, f, PC_REC_FALSE, f, f);
+            break;
+        }
+        append(&b, line);
+    }
+    /* ids[i] = id for the caller, ids[id] = i for the checker. */
+    const char *id = shape->fields[shape->id_field].name;
+    snprintf(line, sizeof line,
+             "      local id = t.%s\n"
+             "      if id then ids[i + 1] = id; ids[id] = i + 1; ip[i] = cast(ccp, id) end\n"
+             "      list[i + 1] = t\n"
+             "    end\n"
+             "  end\n"
+             "end\n",
+             id);
+    append(&b, line);
+    /* The checker takes an answer of n entries (a list, checked by C) and
+     * returns true with the input position and the flag of each, or false
+     * for C to look at it entry by entry (and word what is wrong). Only raw
+     * reads: the answer is the rule's and may carry metamethods. */
+    snprintf(line, sizeof line,
+             "local function check(ans, n, ids)\n"
+             "  local op, fp, sp = io.order, io.flags, io.seen\n"
+             "  for i = 1, n do\n"
+             "    local e = rawget(ans, i)\n"
+             "    if type(e) ~= 'table' then return false end\n"
+             "    local id = rawget(e, '%s')\n"
+             "    if type(id) ~= 'string' then return false end\n"
+             "    local p = rawget(ids, id)\n"
+             "    if type(p) ~= 'number' or sp[p - 1] ~= 0 then return false end\n"
+             "    sp[p - 1] = 1\n"
+             "    op[i - 1] = p - 1\n",
+             id);
+    append(&b, line);
+    if (shape->flag_field < shape->nfields) {
+        snprintf(line, sizeof line,
+                 "    local r = rawget(e, '%s')\n"
+                 "    if r == true then fp[i - 1] = 1\n"
+                 "    elseif r == nil or r == false then fp[i - 1] = 0\n"
+                 "    else return false end\n",
+                 shape->fields[shape->flag_field].name);
+        append(&b, line);
+    }
+    append(&b, "  end\n"
+               "  return true\n"
+               "end\n"
+               "return io, build, check\n");
+    luaL_pushresult(&b);
+}
+
+static void check_shape(lua_State *L, const pc__record_shape_t *shape)
+{
+    if (shape->nfields == 0 || shape->nfields > PC_RECORD_MAX_FIELDS)
+        luaL_error(L, "a record shape has 1 to %d fields", PC_RECORD_MAX_FIELDS);
+    if (shape->id_field >= shape->nfields || shape->fields[shape->id_field].kind != PC_FIELD_STRING)
+        luaL_error(L, "a record shape's id field must be one of its string fields");
+    if (shape->flag_field < shape->nfields &&
+        shape->fields[shape->flag_field].kind != PC_FIELD_BOOL)
+        luaL_error(L, "a record shape's flag field must be one of its boolean fields");
+    for (size_t j = 0; j < shape->nfields; j++) {
+        const char *f = shape->fields[j].name;
+        size_t len = strlen(f);
+        if (len == 0 || len > 16 || strspn(f, "abcdefghijklmnopqrstuvwxyz_0123456789") != len ||
+            (f[0] >= '0' && f[0] <= '9'))
+            luaL_error(L, "record field name \"%s\" is not a plain Lua name", f);
+    }
+}
+
+/* A string of at most 32 bytes as four words: its first and last eight
+ * bytes, and for more than 16 bytes the eight after the first and before the
+ * last. The words overlap for most lengths, but together with the length
+ * they determine every byte. Shorter than 8: the bytes, zero-padded. */
+static inline void as_words(const char *s, size_t len, uint64_t w[4])
+{
+    w[0] = w[1] = w[2] = w[3] = 0;
+    if (len >= 8) {
+        memcpy(&w[0], s, 8);
+        memcpy(&w[1], s + len - 8, 8);
+        if (len > 16) {
+            memcpy(&w[2], s + 8, 8);
+            memcpy(&w[3], s + len - 16, 8);
+        }
+    } else {
+        for (size_t i = 0; i < len; i++)
+            w[0] |= (uint64_t)(unsigned char)s[i] << (8 * i);
+    }
+}
+
+/* The cache slot (1-based) holding s, filled now if it held something else;
+ * 0 for a string too long to cache. */
+static int32_t cached_slot(lua_State *L, pc__records_t *rec, int *strs, const char *s, size_t len)
+{
+    if (len == 0 || len > PC_REC_CACHE_MAXLEN)
+        return 0;
+    uint64_t w[4];
+    as_words(s, len, w);
+    uint64_t h =
+        (w[0] ^ (w[1] * 0x9E3779B97F4A7C15ull) ^ (w[2] * 0xC2B2AE3D27D4EB4Full) ^ w[3] ^ len) *
+        0xFF51AFD7ED558CCDull;
+    size_t i = (size_t)(h >> 40) % PC_REC_CACHE_SLOTS;
+    uint32_t tag = (uint32_t)(h & 0xFFFFFF00u) | (uint32_t)len;
+    pc__rec_cached_t *c = &rec->cache[i];
+    if (rec->cache_tag[i] == tag && c->w[0] == w[0] && c->w[1] == w[1] && c->w[2] == w[2] &&
+        c->w[3] == w[3]) {
+        c->used = rec->pushes;
+        return (int32_t)i + 1;
+    }
+    /* A slot another string of this same list already took keeps it. */
+    if (rec->cache_tag[i] && c->used == rec->pushes)
+        return 0;
+    if (!*strs) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, rec->strs_ref);
+        *strs = lua_gettop(L);
+    }
+    /* Forget the slot first: if interning fails (out of memory) it stays
+     * empty rather than naming a string it does not hold. */
+    rec->cache_tag[i] = 0;
+    lua_pushlstring(L, s, len);
+    lua_rawseti(L, *strs, (int)i + 1);
+    memcpy(c->w, w, sizeof w);
+    rec->cache_tag[i] = tag;
+    c->used = rec->pushes;
+    return (int32_t)i + 1;
+}
+
+/* Drops what opening a library put where a Lua state keeps its modules. */
+static void forget_module(lua_State *L, const char *name)
+{
+    lua_pushnil(L);
+    lua_setfield(L, LUA_GLOBALSINDEX, name);
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, name);
+    }
+    lua_pop(L, 1);
+}
+
+void pc__records_open(lua_State *L, pc__records_t *rec, const pc__record_shape_t *shape)
+{
+    check_shape(L, shape);
+    int top = lua_gettop(L);
+    /* luaopen_jit starts the JIT (a state made by luaL_newstate has it off
+     * until then); its module table is not needed. */
+    lua_pushcfunction(L, luaopen_jit);
+    lua_pushstring(L, LUA_JITLIBNAME);
+    lua_call(L, 1, 0);
+    forget_module(L, LUA_JITLIBNAME);
+    lua_pushcfunction(L, luaopen_ffi);
+    lua_call(L, 0, 1);
+    int ffi = lua_gettop(L);
+
+    push_builder_source(L, shape);
+    size_t len;
+    const char *src = lua_tolstring(L, -1, &len);
+    if (luaL_loadbuffer(L, src, len, "=paycore records builder") != 0)
+        lua_error(L);
+    lua_pushvalue(L, ffi);
+    lua_createtable(L, PC_REC_CACHE_SLOTS, 0);
+    lua_pushvalue(L, -1);
+    rec->strs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_call(L, 2, 3);
+    if (!lua_isfunction(L, -1) || !lua_isfunction(L, -2) || lua_type(L, -3) != 10 /* cdata */)
+        luaL_error(L, "the records builder did not load");
+    rec->check_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    rec->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    rec->io = (pc__rec_io_t *)lua_topointer(L, -1);
+    rec->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    rec->shape = shape;
+    for (size_t j = 0; j < shape->nfields; j++) {
+        uint64_t w[4];
+        rec->name_len[j] = strlen(shape->fields[j].name);
+        as_words(shape->fields[j].name, rec->name_len[j], w);
+        rec->name_w[j][0] = w[0];
+        rec->name_w[j][1] = w[1];
+    }
+    memset(rec->cache, 0, sizeof rec->cache);
+    memset(rec->cache_tag, 0, sizeof rec->cache_tag);
+    lua_settop(L, top);
+}
+
+/* Reads one element into shape->nfields values; false when the builder cannot
+ * take it as it is. */
+static bool extract(lua_State *L, pc__records_t *rec, int *strs, const json_t *el,
+                    pc__rec_val_t *out)
+{
+    const pc__record_shape_t *shape = rec->shape;
+    memset(out, 0, shape->nfields * sizeof *out);
+    if (!json_is_object(el))
+        return false;
+    size_t next = 0;
+    for (void *it = json_object_iter((json_t *)el); it;
+         it = json_object_iter_next((json_t *)el, it)) {
+        json_t *v = json_object_iter_value(it);
+        if (json_is_null(v))
+            continue; /* absent, as convert.h has it */
+        const char *k = json_object_iter_key(it);
+        size_t klen = json_object_iter_key_len(it);
+        if (klen > 16)
+            return false; /* no field has so long a name */
+        uint64_t w[4];
+        as_words(k, klen, w);
+        /* Objects made by one piece of code list their keys in one order:
+         * the field after the last one found is tried first. */
+        size_t j = next < shape->nfields ? next : 0, tried = 0;
+        while (tried < shape->nfields && !(rec->name_len[j] == klen && rec->name_w[j][0] == w[0] &&
+                                           rec->name_w[j][1] == w[1])) {
+            j = j + 1 < shape->nfields ? j + 1 : 0;
+            tried++;
+        }
+        if (tried == shape->nfields || out[j].kind != PC_REC_ABSENT)
+            return false;
+        next = j + 1;
+        switch (shape->fields[j].kind) {
+        case PC_FIELD_STRING:
+            if (!json_is_string(v) || json_string_length(v) > UINT32_MAX)
+                return false;
+            out[j] = (pc__rec_val_t){.s = json_string_value(v),
+                                     .len = (uint32_t)json_string_length(v),
+                                     .kind = PC_REC_STRING};
+            out[j].slot = cached_slot(L, rec, strs, out[j].s, out[j].len);
+            break;
+        case PC_FIELD_NUMBER:
+            if (json_is_integer(v)) {
+                json_int_t i = json_integer_value(v);
+                if (i > PC_RULES_MAX_SAFE_INTEGER || i < -PC_RULES_MAX_SAFE_INTEGER)
+                    return false;
+                out[j] = (pc__rec_val_t){.n = (double)i, .kind = PC_REC_NUMBER};
+            } else if (json_is_real(v)) {
+                out[j] = (pc__rec_val_t){.n = json_real_value(v), .kind = PC_REC_NUMBER};
+            } else {
+                return false;
+            }
+            break;
+        case PC_FIELD_BOOL:
+            if (!json_is_boolean(v))
+                return false;
+            out[j].kind = json_is_true(v) ? PC_REC_TRUE : PC_REC_FALSE;
+            break;
+        }
+    }
+    return true;
+}
+
+int pc__records_push(lua_State *L, pc__records_t *rec, const json_t *list, const char *path,
+                     int ids, char *err, size_t errlen)
+{
+    size_t n = json_array_size(list), nf = rec->shape->nfields;
+    if (n > (size_t)INT32_MAX / nf)
+        luaL_error(L, "%s: too many elements", path);
+    if (n > rec->cap) {
+        pc__rec_val_t *buf = realloc(rec->buf, n * nf * sizeof *buf);
+        if (buf)
+            rec->buf = buf;
+        const char **ids_p = buf ? realloc(rec->id_ptr, n * sizeof *ids_p) : NULL;
+        if (ids_p)
+            rec->id_ptr = ids_p;
+        int32_t *order = ids_p ? realloc(rec->order, n * sizeof *order) : NULL;
+        if (order)
+            rec->order = order;
+        uint8_t *bytes = order ? realloc(rec->bytes, 2 * n) : NULL;
+        if (!bytes)
+            luaL_error(L, "not enough memory");
+        rec->bytes = bytes;
+        rec->cap = n;
+    }
+    lua_createtable(L, (int)n, 0);
+    int list_idx = lua_gettop(L);
+    size_t others = 0;
+    int strs = 0;
+    /* Starts at 1: a slot never handed out has used == 0. */
+    rec->pushes = rec->pushes + 1 ? rec->pushes + 1 : 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!extract(L, rec, &strs, json_array_get(list, i), rec->buf + i * nf)) {
+            rec->buf[i * nf].kind = PC_REC_OTHER;
+            others++;
+        }
+    }
+    if (strs)
+        lua_remove(L, strs);
+    if (n > others) {
+        rec->io->vals = rec->buf;
+        rec->io->ids = rec->id_ptr;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, rec->fn_ref);
+        lua_pushvalue(L, list_idx);
+        lua_pushnumber(L, (lua_Number)n);
+        lua_pushvalue(L, ids);
+        lua_call(L, 3, 0);
+        rec->io->vals = NULL;
+        rec->io->ids = NULL;
+    }
+    for (size_t i = 0; others && i < n; i++) {
+        if (rec->buf[i * nf].kind != PC_REC_OTHER)
+            continue;
+        const json_t *el = json_array_get(list, i);
+        char at[128];
+        snprintf(at, sizeof at, "%s[%zu]", path, i + 1);
+        if (json_is_null(el)) {
+            snprintf(err, errlen, "%s: null inside a list cannot be passed to a rule", at);
+            lua_settop(L, list_idx - 1);
+            return -1;
+        }
+        if (pc__json_push_nested(L, el, at, 1, err, errlen) < 0) {
+            lua_settop(L, list_idx - 1);
+            return -1;
+        }
+        if (lua_istable(L, -1)) {
+            lua_pushstring(L, rec->shape->fields[rec->shape->id_field].name);
+            lua_rawget(L, -2);
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, ids, (int)i + 1);
+                lua_pushnumber(L, (lua_Number)i + 1);
+                lua_rawset(L, ids);
+            } else {
+                lua_rawseti(L, ids, (int)i + 1);
+            }
+        }
+        lua_rawseti(L, list_idx, (int)i + 1);
+        others--;
+    }
+    return 0;
+}
+
+int pc__records_check(lua_State *L, pc__records_t *rec, int answer, size_t n, size_t nin, int ids,
+                      size_t *order, unsigned char *flags)
+{
+    if (n > rec->cap || nin > rec->cap)
+        return 0;
+    memset(rec->bytes, 0, 2 * nin);
+    rec->io->order = rec->order;
+    rec->io->flags = rec->bytes;
+    rec->io->seen = rec->bytes + nin;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rec->check_ref);
+    lua_pushvalue(L, answer);
+    lua_pushnumber(L, (lua_Number)n);
+    lua_pushvalue(L, ids);
+    lua_call(L, 3, 1);
+    int ok = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    rec->io->order = NULL;
+    rec->io->flags = rec->io->seen = NULL;
+    if (!ok)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        order[i] = (size_t)rec->order[i];
+        if (flags)
+            flags[i] = rec->bytes[i];
+    }
+    return 1;
+}
+
+const char *pc__records_id(const pc__records_t *rec, size_t i)
+{
+    const pc__rec_val_t *v = rec->buf + i * rec->shape->nfields;
+    if (v[0].kind == PC_REC_OTHER || v[rec->shape->id_field].kind != PC_REC_STRING)
+        return NULL;
+    return rec->id_ptr[i];
+}
+
+int pc__records_bool(const pc__records_t *rec, size_t i, size_t field)
+{
+    const pc__rec_val_t *v = rec->buf + i * rec->shape->nfields;
+    if (v[0].kind == PC_REC_OTHER)
+        return -2;
+    return v[field].kind == PC_REC_TRUE ? 1 : v[field].kind == PC_REC_FALSE ? 0 : -1;
+}
+
+void pc__records_free(pc__records_t *rec)
+{
+    if (!rec)
+        return;
+    free(rec->buf);
+    free(rec->id_ptr);
+    free(rec->order);
+    free(rec->bytes);
+    rec->buf = NULL;
+    rec->id_ptr = NULL;
+    rec->order = NULL;
+    rec->bytes = NULL;
+    rec->cap = 0;
+}
