@@ -241,8 +241,13 @@ void pc__records_open(lua_State *L, pc__records_t *rec, const pc__record_shape_t
         rec->name_w[j][0] = w[0];
         rec->name_w[j][1] = w[1];
     }
-    memset(rec->cache, 0, sizeof rec->cache);
-    memset(rec->cache_tag, 0, sizeof rec->cache_tag);
+    size_t tags = PC_REC_CACHE_SLOTS * sizeof *rec->cache_tag;
+    unsigned char *block =
+        lua_newuserdata(L, tags + PC_REC_CACHE_SLOTS * sizeof *rec->cache); /* 8-aligned */
+    memset(block, 0, tags + PC_REC_CACHE_SLOTS * sizeof *rec->cache);
+    rec->cache_tag = (uint32_t *)block;
+    rec->cache = (pc__rec_cached_t *)(block + tags);
+    rec->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, top);
 }
 

@@ -103,16 +103,18 @@ typedef struct pc__records {
     const pc__record_shape_t *shape;
     size_t name_len[PC_RECORD_MAX_FIELDS];
     uint64_t name_w[PC_RECORD_MAX_FIELDS][2]; /* the names as words (at most 16 bytes) */
-    /* Registry references: builder, checker, the io struct, the strings. */
-    int fn_ref, check_ref, box_ref, strs_ref;
+    /* Registry references: builder, checker, the io struct, the strings, the cache. */
+    int fn_ref, check_ref, box_ref, strs_ref, cache_ref;
     pc__rec_io_t *io;
     const char **id_ptr; /* element i's id string (its Lua string's bytes) */
     int32_t *order;      /* the checker's answer */
     uint8_t *bytes;      /* the checker's flags and scratch (2 * cap) */
     /* Per slot the length (low byte, 0: empty) and hash bits of its string,
-     * looked at first: 2 KiB that stay in the CPU's nearest cache. */
-    uint32_t cache_tag[PC_REC_CACHE_SLOTS];
-    pc__rec_cached_t cache[PC_REC_CACHE_SLOTS];
+     * looked at first: 2 KiB that stay in the CPU's nearest cache; then the
+     * strings' words. Both live in a userdata of the state (anchored in the
+     * registry), so they go with it, not through malloc. */
+    uint32_t *cache_tag;
+    pc__rec_cached_t *cache;
     uint32_t pushes;    /* pushes so far: a slot handed out in this one is not refilled */
     pc__rec_val_t *buf; /* nfields values per element */
     size_t cap;         /* elements buf holds */
