@@ -34,6 +34,9 @@ static int cmp_id_entry(const void *a, const void *b)
 
 static int push_ctx(lua_State *L, pc__call_t *call)
 {
+    if (call->ctx_records)
+        return pc__records_push_one(L, call->ctx_records, call->ctx, "ctx", call->detail,
+                                    sizeof call->detail);
     return pc__json_push(L, call->ctx, "ctx", call->detail, sizeof call->detail);
 }
 
@@ -780,23 +783,46 @@ static int matches_refund_method(const json_t *answer, const json_t *expect, cha
 /* A cashier method as consult.c makes it. Methods with a card or a coupon
  * (objects) go through convert.h. */
 static const pc__field_t method_fields[MF_COUNT] = {
-    [MF_METHOD_ID] = {"method_id", PC_FIELD_STRING},
-    [MF_TYPE] = {"type", PC_FIELD_STRING},
-    [MF_LABEL] = {"label", PC_FIELD_STRING},
-    [MF_AVAILABLE] = {"available", PC_FIELD_BOOL},
-    [MF_REASON] = {"reason", PC_FIELD_STRING},
-    [MF_MAX_AMOUNT] = {"max_amount", PC_FIELD_NUMBER},
-    [MF_CHANNEL_ID] = {"channel_id", PC_FIELD_STRING},
-    [MF_RECOMMENDED] = {"recommended", PC_FIELD_BOOL},
+    [MF_METHOD_ID] = {"method_id", PC_FIELD_STRING, NULL},
+    [MF_TYPE] = {"type", PC_FIELD_STRING, NULL},
+    [MF_LABEL] = {"label", PC_FIELD_STRING, NULL},
+    [MF_AVAILABLE] = {"available", PC_FIELD_BOOL, NULL},
+    [MF_REASON] = {"reason", PC_FIELD_STRING, NULL},
+    [MF_MAX_AMOUNT] = {"max_amount", PC_FIELD_NUMBER, NULL},
+    [MF_CHANNEL_ID] = {"channel_id", PC_FIELD_STRING, NULL},
+    [MF_RECOMMENDED] = {"recommended", PC_FIELD_BOOL, NULL},
 };
 static const pc__record_shape_t method_shape = {method_fields, MF_COUNT, MF_METHOD_ID,
                                                 MF_RECOMMENDED};
+
+/* cashier_rank's ctx as consult.c makes it (the contract at the top of
+ * rules/cashier_rank.lua); type_counts is a map, converted by convert.h. */
+static const pc__field_t merchant_fields[] = {{"id", PC_FIELD_STRING, NULL}};
+static const pc__record_shape_t merchant_shape = {merchant_fields, 1, PC_NO_FIELD, PC_NO_FIELD};
+static const pc__field_t buyer_fields[] = {
+    {"id", PC_FIELD_STRING, NULL},
+    {"balance", PC_FIELD_NUMBER, NULL},
+    {"last_method_id", PC_FIELD_STRING, NULL},
+    {"type_counts", PC_FIELD_ANY, NULL},
+};
+static const pc__record_shape_t buyer_shape = {buyer_fields, 4, PC_NO_FIELD, PC_NO_FIELD};
+static const pc__field_t policy_fields[] = {{"hide_unavailable", PC_FIELD_BOOL, NULL}};
+static const pc__record_shape_t policy_shape = {policy_fields, 1, PC_NO_FIELD, PC_NO_FIELD};
+static const pc__field_t cashier_ctx_fields[] = {
+    {"amount", PC_FIELD_NUMBER, NULL},        {"currency", PC_FIELD_STRING, NULL},
+    {"product", PC_FIELD_STRING, NULL},       {"platform", PC_FIELD_STRING, NULL},
+    {"now", PC_FIELD_NUMBER, NULL},           {"merchant", PC_FIELD_OBJECT, &merchant_shape},
+    {"buyer", PC_FIELD_OBJECT, &buyer_shape}, {"policy", PC_FIELD_OBJECT, &policy_shape},
+};
+static const pc__record_shape_t cashier_ctx_shape = {cashier_ctx_fields, 8, PC_NO_FIELD,
+                                                     PC_NO_FIELD};
 
 static const pc__point_t points[PC_RULE_COUNT] = {
     [PC_RULE_CASHIER_RANK] = {.id = PC_RULE_CASHIER_RANK,
                               .name = "cashier_rank",
                               .list_key = "methods",
                               .list_shape = &method_shape,
+                              .ctx_shape = &cashier_ctx_shape,
                               .push_args = push_ctx_methods,
                               .check = check_cashier_rank,
                               .safe_default = default_cashier_rank,

@@ -32,6 +32,8 @@ typedef struct pc__point {
     /* The list elements' shape when they are flat records the JIT-compiled
      * builder takes (records.h), or NULL to convert them with convert.h. */
     const pc__record_shape_t *list_shape;
+    /* Likewise for ctx, or NULL. */
+    const pc__record_shape_t *ctx_shape;
     int (*push_args)(lua_State *L, pc__call_t *call);
     int (*check)(lua_State *L, pc__call_t *call, int idx);
     /* Returns a new reference to the safe default answer for these inputs. */

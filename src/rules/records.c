@@ -1,5 +1,6 @@
 #include "rules/records.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,104 +11,137 @@
 
 #include "rules/convert.h"
 
-/* The builder's source: a template table holding every field (false as a
- * placeholder, so that the keys are in the constant template), then one store
- * per field. Elements marked PC_REC_OTHER are left out for C to fill. */
+/* The builder's source. Each table is made from a constant template that
+ * holds every field of its shape (false as a placeholder, so that the keys
+ * are in the template), then one store per field; an object field's table is
+ * made the same way inside; an any field is left for C. Elements marked
+ * PC_REC_OTHER are left out for C to convert. */
 static void append(luaL_Buffer *b, const char *s)
 {
     luaL_addstring(b, s);
 }
 
-static void push_builder_source(lua_State *L, const pc__record_shape_t *shape)
+static void appendf(luaL_Buffer *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void appendf(luaL_Buffer *b, const char *fmt, ...)
 {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    luaL_addstring(b, line);
+}
+
+static const pc__shape_info_t *info_of(const pc__records_t *rec, const pc__record_shape_t *shape)
+{
+    for (size_t i = 0; i < rec->ninfo; i++)
+        if (rec->info[i].shape == shape)
+            return &rec->info[i];
+    return NULL;
+}
+
+/* Emits the code that makes table t<depth> of shape in from the slots at
+ * b + base. */
+static void gen_table(luaL_Buffer *b, const pc__records_t *rec, const pc__shape_info_t *in,
+                      size_t base, int depth)
+{
+    const pc__record_shape_t *shape = in->shape;
+    appendf(b, "%st%d = {", depth ? "local " : "", depth);
+    for (size_t j = 0; j < shape->nfields; j++)
+        appendf(b, "%s%s = false", j ? ", " : "", shape->fields[j].name);
+    append(b, "}\n");
+    for (size_t j = 0; j < shape->nfields; j++) {
+        const char *f = shape->fields[j].name;
+        size_t slot = base + in->off[j];
+        if (shape->fields[j].kind != PC_FIELD_ANY)
+            appendf(b, "v = p[b + %zu]\n", slot);
+        switch (shape->fields[j].kind) {
+        case PC_FIELD_STRING:
+            appendf(b,
+                    "if v.kind == %d then\n"
+                    "  if v.slot > 0 then t%d.%s = strs[v.slot] else t%d.%s = str(v.s, v.len) end\n"
+                    "else t%d.%s = nil end\n",
+                    PC_REC_STRING, depth, f, depth, f, depth, f);
+            break;
+        case PC_FIELD_NUMBER:
+            appendf(b, "if v.kind == %d then t%d.%s = v.n else t%d.%s = nil end\n", PC_REC_NUMBER,
+                    depth, f, depth, f);
+            break;
+        case PC_FIELD_BOOL:
+            appendf(b,
+                    "if v.kind == %d then t%d.%s = true elseif v.kind == %d then t%d.%s = false"
+                    " else t%d.%s = nil end\n",
+                    PC_REC_TRUE, depth, f, PC_REC_FALSE, depth, f, depth, f);
+            break;
+        case PC_FIELD_OBJECT:
+            appendf(b, "if v.kind == %d then\n", PC_REC_OBJECT);
+            gen_table(b, rec, info_of(rec, shape->fields[j].sub), slot + 1, depth + 1);
+            appendf(b, "t%d.%s = t%d\nelse t%d.%s = nil end\n", depth, f, depth + 1, depth, f);
+            break;
+        case PC_FIELD_ANY:
+            appendf(b, "t%d.%s = nil\n", depth, f);
+            break;
+        }
+    }
+}
+
+static void push_builder_source(lua_State *L, const pc__records_t *rec)
+{
+    const pc__record_shape_t *shape = rec->shape;
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     append(&b, "local ffi, strs = ...\n"
-               "ffi.cdef[[typedef struct { const char *s; double n; uint32_t len; uint32_t kind;"
-               " int32_t slot; int32_t pad; } pc_rec_val;\n"
-               "typedef struct { const pc_rec_val *vals; const char **ids; int32_t *order;"
-               " uint8_t *flags; uint8_t *seen; } pc_rec_io;]]\n"
-               "local str, cast, ccp = ffi.string, ffi.cast, ffi.typeof('const char *')\n"
+               "local str = ffi.string\n"
+               "local cast, ccp = ffi.cast, ffi.typeof('const char *')\n"
                "local rawget, type = rawget, type\n"
                "local io = ffi.new('pc_rec_io')\n"
                "local function build(list, count, ids)\n"
                "  local p, ip = io.vals, io.ids\n"
+               "  local t0, v\n"
                "  for i = 0, count - 1 do\n");
-    char line[512];
-    snprintf(line, sizeof line,
-             "    local b = i * %zu\n    if p[b].kind ~= %d then\n      local t = {",
-             shape->nfields, PC_REC_OTHER);
-    append(&b, line);
-    for (size_t j = 0; j < shape->nfields; j++) {
-        snprintf(line, sizeof line, "%s%s = false", j ? ", " : "", shape->fields[j].name);
-        append(&b, line);
+    appendf(&b, "    local b = i * %zu\n    if p[b].kind ~= %d then\n", rec->info[0].slots,
+            PC_REC_OTHER);
+    gen_table(&b, rec, &rec->info[0], 0, 0);
+    if (shape->id_field != PC_NO_FIELD)
+        /* ids[i] = id for the caller, ids[id] = i for the checker. */
+        appendf(&b,
+                "local id = t0.%s\n"
+                "if id then ids[i + 1] = id; ids[id] = i + 1; ip[i] = cast(ccp, id) end\n",
+                shape->fields[shape->id_field].name);
+    append(&b, "      if list then list[i + 1] = t0 end\n"
+               "    end\n"
+               "  end\n"
+               "  return t0\n"
+               "end\n");
+    if (shape->id_field == PC_NO_FIELD) {
+        append(&b, "return io, build, build\n");
+        luaL_pushresult(&b);
+        return;
     }
-    append(&b, "}\n      local v\n");
-    for (size_t j = 0; j < shape->nfields; j++) {
-        const char *f = shape->fields[j].name;
-        snprintf(line, sizeof line, "      v = p[b + %zu]\n", j);
-        append(&b, line);
-        switch (shape->fields[j].kind) {
-        case PC_FIELD_STRING:
-            snprintf(
-                line, sizeof line,
-                "      if v.kind == %d then\n"
-                "        if v.slot > 0 then t.%s = strs[v.slot] else t.%s = str(v.s, v.len) end\n"
-                "      else t.%s = nil end\n",
-                PC_REC_STRING, f, f, f);
-            break;
-        case PC_FIELD_NUMBER:
-            snprintf(line, sizeof line,
-                     "      if v.kind == %d then t.%s = v.n else t.%s = nil end\n", PC_REC_NUMBER,
-                     f, f);
-            break;
-        case PC_FIELD_BOOL:
-            snprintf(line, sizeof line,
-                     "      if v.kind == %d then t.%s = true elseif v.kind == %d then t.%s = false"
-                     " else t.%s = nil end\n",
-                     PC_REC_TRUE, f, PC_REC_FALSE, f, f);
-            break;
-        }
-        append(&b, line);
-    }
-    /* ids[i] = id for the caller, ids[id] = i for the checker. */
-    const char *id = shape->fields[shape->id_field].name;
-    snprintf(line, sizeof line,
-             "      local id = t.%s\n"
-             "      if id then ids[i + 1] = id; ids[id] = i + 1; ip[i] = cast(ccp, id) end\n"
-             "      list[i + 1] = t\n"
-             "    end\n"
-             "  end\n"
-             "end\n",
-             id);
-    append(&b, line);
     /* The checker takes an answer of n entries (a list, checked by C) and
      * returns true with the input position and the flag of each, or false
      * for C to look at it entry by entry (and word what is wrong). Only raw
      * reads: the answer is the rule's and may carry metamethods. */
-    snprintf(line, sizeof line,
-             "local function check(ans, n, ids)\n"
-             "  local op, fp, sp = io.order, io.flags, io.seen\n"
-             "  for i = 1, n do\n"
-             "    local e = rawget(ans, i)\n"
-             "    if type(e) ~= 'table' then return false end\n"
-             "    local id = rawget(e, '%s')\n"
-             "    if type(id) ~= 'string' then return false end\n"
-             "    local p = rawget(ids, id)\n"
-             "    if type(p) ~= 'number' or sp[p - 1] ~= 0 then return false end\n"
-             "    sp[p - 1] = 1\n"
-             "    op[i - 1] = p - 1\n",
-             id);
-    append(&b, line);
-    if (shape->flag_field < shape->nfields) {
-        snprintf(line, sizeof line,
-                 "    local r = rawget(e, '%s')\n"
-                 "    if r == true then fp[i - 1] = 1\n"
-                 "    elseif r == nil or r == false then fp[i - 1] = 0\n"
-                 "    else return false end\n",
-                 shape->fields[shape->flag_field].name);
-        append(&b, line);
-    }
+    appendf(&b,
+            "local function check(ans, n, ids)\n"
+            "  local op, fp, sp = io.order, io.flags, io.seen\n"
+            "  for i = 1, n do\n"
+            "    local e = rawget(ans, i)\n"
+            "    if type(e) ~= 'table' then return false end\n"
+            "    local id = rawget(e, '%s')\n"
+            "    if type(id) ~= 'string' then return false end\n"
+            "    local p = rawget(ids, id)\n"
+            "    if type(p) ~= 'number' or sp[p - 1] ~= 0 then return false end\n"
+            "    sp[p - 1] = 1\n"
+            "    op[i - 1] = p - 1\n",
+            shape->fields[shape->id_field].name);
+    if (shape->flag_field != PC_NO_FIELD)
+        appendf(&b,
+                "    local r = rawget(e, '%s')\n"
+                "    if r == true then fp[i - 1] = 1\n"
+                "    elseif r == nil or r == false then fp[i - 1] = 0\n"
+                "    else return false end\n",
+                shape->fields[shape->flag_field].name);
     append(&b, "  end\n"
                "  return true\n"
                "end\n"
@@ -115,22 +149,30 @@ static void push_builder_source(lua_State *L, const pc__record_shape_t *shape)
     luaL_pushresult(&b);
 }
 
-static void check_shape(lua_State *L, const pc__record_shape_t *shape)
+static void check_names(lua_State *L, const pc__record_shape_t *shape)
 {
     if (shape->nfields == 0 || shape->nfields > PC_RECORD_MAX_FIELDS)
         luaL_error(L, "a record shape has 1 to %d fields", PC_RECORD_MAX_FIELDS);
-    if (shape->id_field >= shape->nfields || shape->fields[shape->id_field].kind != PC_FIELD_STRING)
-        luaL_error(L, "a record shape's id field must be one of its string fields");
-    if (shape->flag_field < shape->nfields &&
-        shape->fields[shape->flag_field].kind != PC_FIELD_BOOL)
-        luaL_error(L, "a record shape's flag field must be one of its boolean fields");
     for (size_t j = 0; j < shape->nfields; j++) {
         const char *f = shape->fields[j].name;
         size_t len = strlen(f);
         if (len == 0 || len > 16 || strspn(f, "abcdefghijklmnopqrstuvwxyz_0123456789") != len ||
             (f[0] >= '0' && f[0] <= '9'))
             luaL_error(L, "record field name \"%s\" is not a plain Lua name", f);
+        if ((shape->fields[j].kind == PC_FIELD_OBJECT) != (shape->fields[j].sub != NULL))
+            luaL_error(L, "record field \"%s\": an object field, and only one, has a shape", f);
     }
+}
+
+static void check_shape(lua_State *L, const pc__record_shape_t *shape)
+{
+    if (shape->id_field != PC_NO_FIELD && (shape->id_field >= shape->nfields ||
+                                           shape->fields[shape->id_field].kind != PC_FIELD_STRING))
+        luaL_error(L, "a record shape's id field must be one of its string fields");
+    if (shape->flag_field != PC_NO_FIELD &&
+        (shape->id_field == PC_NO_FIELD || shape->flag_field >= shape->nfields ||
+         shape->fields[shape->flag_field].kind != PC_FIELD_BOOL))
+        luaL_error(L, "a record shape's flag field must be one of its boolean fields, with an id");
 }
 
 /* A string of at most 32 bytes as four words: its first and last eight
@@ -203,21 +245,89 @@ static void forget_module(lua_State *L, const char *name)
     lua_pop(L, 1);
 }
 
-void pc__records_open(lua_State *L, pc__records_t *rec, const pc__record_shape_t *shape)
+#define FFI_KEY "paycore.records.ffi"
+
+/* Pushes the state's ffi module, opening the JIT and the FFI the first time
+ * (luaopen_jit starts the JIT: a state made by luaL_newstate has it off until
+ * then; neither module stays where code could find it). */
+static void push_ffi(lua_State *L)
 {
-    check_shape(L, shape);
-    int top = lua_gettop(L);
-    /* luaopen_jit starts the JIT (a state made by luaL_newstate has it off
-     * until then); its module table is not needed. */
+    lua_getfield(L, LUA_REGISTRYINDEX, FFI_KEY);
+    if (!lua_isnil(L, -1))
+        return;
+    lua_pop(L, 1);
     lua_pushcfunction(L, luaopen_jit);
     lua_pushstring(L, LUA_JITLIBNAME);
     lua_call(L, 1, 0);
     forget_module(L, LUA_JITLIBNAME);
     lua_pushcfunction(L, luaopen_ffi);
     lua_call(L, 0, 1);
-    int ffi = lua_gettop(L);
+    static const char cdef[] =
+        "local ffi = ...\n"
+        "ffi.cdef[[typedef struct { const char *s; double n; uint32_t len; uint32_t kind;"
+        " int32_t slot; int32_t pad; } pc_rec_val;\n"
+        "typedef struct { const pc_rec_val *vals; const char **ids; int32_t *order;"
+        " uint8_t *flags; uint8_t *seen; } pc_rec_io;]]\n";
+    if (luaL_loadbuffer(L, cdef, sizeof cdef - 1, "=paycore records types") != 0)
+        lua_error(L);
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, FFI_KEY);
+}
 
-    push_builder_source(L, shape);
+/* Adds shape (and, first, the shapes of its objects) to rec->info; returns
+ * its entry. */
+static const pc__shape_info_t *add_info(lua_State *L, pc__records_t *rec,
+                                        const pc__record_shape_t *shape, int depth)
+{
+    const pc__shape_info_t *known = info_of(rec, shape);
+    if (known)
+        return known;
+    if (depth > 3)
+        luaL_error(L, "record shapes nest at most 3 deep");
+    check_names(L, shape);
+    pc__shape_info_t in = {.shape = shape};
+    size_t slot = 0;
+    for (size_t j = 0; j < shape->nfields; j++) {
+        uint64_t w[4];
+        in.name_len[j] = strlen(shape->fields[j].name);
+        as_words(shape->fields[j].name, in.name_len[j], w);
+        in.name_w[j][0] = w[0];
+        in.name_w[j][1] = w[1];
+        in.off[j] = slot++;
+        if (shape->fields[j].kind == PC_FIELD_OBJECT) {
+            const pc__shape_info_t *sub = add_info(L, rec, shape->fields[j].sub, depth + 1);
+            slot += sub->slots;
+            in.has_any |= sub->has_any;
+        }
+        in.has_any |= shape->fields[j].kind == PC_FIELD_ANY;
+    }
+    in.slots = slot;
+    if (rec->ninfo == PC_RECORD_MAX_SHAPES)
+        luaL_error(L, "a record shape may hold at most %d shapes", PC_RECORD_MAX_SHAPES);
+    rec->info[rec->ninfo] = in;
+    return &rec->info[rec->ninfo++];
+}
+
+pc__records_t *pc__records_open(lua_State *L, const pc__record_shape_t *shape)
+{
+    int top = lua_gettop(L);
+    check_shape(L, shape);
+    pc__records_t *rec = lua_newuserdata(L, sizeof *rec);
+    memset(rec, 0, sizeof *rec);
+    rec->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    rec->shape = shape;
+    add_info(L, rec, shape, 0);
+    /* The top shape first: the builder and extraction start there. */
+    for (size_t i = rec->ninfo - 1; i > 0; i--) {
+        pc__shape_info_t t = rec->info[i];
+        rec->info[i] = rec->info[i - 1];
+        rec->info[i - 1] = t;
+    }
+    push_ffi(L);
+    int ffi = lua_gettop(L);
+    push_builder_source(L, rec);
     size_t len;
     const char *src = lua_tolstring(L, -1, &len);
     if (luaL_loadbuffer(L, src, len, "=paycore records builder") != 0)
@@ -233,14 +343,6 @@ void pc__records_open(lua_State *L, pc__records_t *rec, const pc__record_shape_t
     rec->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     rec->io = (pc__rec_io_t *)lua_topointer(L, -1);
     rec->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    rec->shape = shape;
-    for (size_t j = 0; j < shape->nfields; j++) {
-        uint64_t w[4];
-        rec->name_len[j] = strlen(shape->fields[j].name);
-        as_words(shape->fields[j].name, rec->name_len[j], w);
-        rec->name_w[j][0] = w[0];
-        rec->name_w[j][1] = w[1];
-    }
     size_t tags = PC_REC_CACHE_SLOTS * sizeof *rec->cache_tag;
     unsigned char *block =
         lua_newuserdata(L, tags + PC_REC_CACHE_SLOTS * sizeof *rec->cache); /* 8-aligned */
@@ -249,15 +351,15 @@ void pc__records_open(lua_State *L, pc__records_t *rec, const pc__record_shape_t
     rec->cache = (pc__rec_cached_t *)(block + tags);
     rec->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, top);
+    return rec;
 }
 
-/* Reads one element into shape->nfields values; false when the builder cannot
- * take it as it is. */
-static bool extract(lua_State *L, pc__records_t *rec, int *strs, const json_t *el,
-                    pc__rec_val_t *out)
+/* Reads the object el of shape in into its slots (zeroed by the caller);
+ * false when the builder cannot take it as it is. */
+static bool extract(lua_State *L, pc__records_t *rec, int *strs, const pc__shape_info_t *in,
+                    const json_t *el, pc__rec_val_t *out)
 {
-    const pc__record_shape_t *shape = rec->shape;
-    memset(out, 0, shape->nfields * sizeof *out);
+    const pc__record_shape_t *shape = in->shape;
     if (!json_is_object(el))
         return false;
     size_t next = 0;
@@ -275,31 +377,32 @@ static bool extract(lua_State *L, pc__records_t *rec, int *strs, const json_t *e
         /* Objects made by one piece of code list their keys in one order:
          * the field after the last one found is tried first. */
         size_t j = next < shape->nfields ? next : 0, tried = 0;
-        while (tried < shape->nfields && !(rec->name_len[j] == klen && rec->name_w[j][0] == w[0] &&
-                                           rec->name_w[j][1] == w[1])) {
+        while (tried < shape->nfields &&
+               !(in->name_len[j] == klen && in->name_w[j][0] == w[0] && in->name_w[j][1] == w[1])) {
             j = j + 1 < shape->nfields ? j + 1 : 0;
             tried++;
         }
-        if (tried == shape->nfields || out[j].kind != PC_REC_ABSENT)
+        pc__rec_val_t *x = out + in->off[j];
+        if (tried == shape->nfields || x->kind != PC_REC_ABSENT)
             return false;
         next = j + 1;
         switch (shape->fields[j].kind) {
         case PC_FIELD_STRING:
             if (!json_is_string(v) || json_string_length(v) > UINT32_MAX)
                 return false;
-            out[j] = (pc__rec_val_t){.s = json_string_value(v),
-                                     .len = (uint32_t)json_string_length(v),
-                                     .kind = PC_REC_STRING};
-            out[j].slot = cached_slot(L, rec, strs, out[j].s, out[j].len);
+            *x = (pc__rec_val_t){.s = json_string_value(v),
+                                 .len = (uint32_t)json_string_length(v),
+                                 .kind = PC_REC_STRING};
+            x->slot = cached_slot(L, rec, strs, x->s, x->len);
             break;
         case PC_FIELD_NUMBER:
             if (json_is_integer(v)) {
                 json_int_t i = json_integer_value(v);
                 if (i > PC_RULES_MAX_SAFE_INTEGER || i < -PC_RULES_MAX_SAFE_INTEGER)
                     return false;
-                out[j] = (pc__rec_val_t){.n = (double)i, .kind = PC_REC_NUMBER};
+                *x = (pc__rec_val_t){.n = (double)i, .kind = PC_REC_NUMBER};
             } else if (json_is_real(v)) {
-                out[j] = (pc__rec_val_t){.n = json_real_value(v), .kind = PC_REC_NUMBER};
+                *x = (pc__rec_val_t){.n = json_real_value(v), .kind = PC_REC_NUMBER};
             } else {
                 return false;
             }
@@ -307,49 +410,131 @@ static bool extract(lua_State *L, pc__records_t *rec, int *strs, const json_t *e
         case PC_FIELD_BOOL:
             if (!json_is_boolean(v))
                 return false;
-            out[j].kind = json_is_true(v) ? PC_REC_TRUE : PC_REC_FALSE;
+            x->kind = json_is_true(v) ? PC_REC_TRUE : PC_REC_FALSE;
+            break;
+        case PC_FIELD_OBJECT:
+            x->kind = PC_REC_OBJECT;
+            if (!extract(L, rec, strs, info_of(rec, shape->fields[j].sub), v, x + 1))
+                return false;
+            break;
+        case PC_FIELD_ANY:
+            x->kind = PC_REC_ANY;
+            x->s = (const char *)(const void *)v;
             break;
         }
     }
     return true;
 }
 
-int pc__records_push(lua_State *L, pc__records_t *rec, const json_t *list, const char *path,
-                     int ids, char *err, size_t errlen)
+/* Converts the any fields of the table at stack index t (of shape in, at
+ * nesting level `level` of its argument) and stores them into it; -1 with
+ * err filled when one cannot be converted. */
+static int fill_any(lua_State *L, const pc__records_t *rec, const pc__shape_info_t *in,
+                    const pc__rec_val_t *v, int t, int level, char *err, size_t errlen)
 {
-    size_t n = json_array_size(list), nf = rec->shape->nfields;
-    if (n > (size_t)INT32_MAX / nf)
-        luaL_error(L, "%s: too many elements", path);
-    if (n > rec->cap) {
-        pc__rec_val_t *buf = realloc(rec->buf, n * nf * sizeof *buf);
-        if (buf)
-            rec->buf = buf;
-        const char **ids_p = buf ? realloc(rec->id_ptr, n * sizeof *ids_p) : NULL;
-        if (ids_p)
-            rec->id_ptr = ids_p;
-        int32_t *order = ids_p ? realloc(rec->order, n * sizeof *order) : NULL;
-        if (order)
-            rec->order = order;
-        uint8_t *bytes = order ? realloc(rec->bytes, 2 * n) : NULL;
-        if (!bytes)
-            luaL_error(L, "not enough memory");
-        rec->bytes = bytes;
-        rec->cap = n;
+    const pc__record_shape_t *shape = in->shape;
+    for (size_t j = 0; j < shape->nfields; j++) {
+        const pc__rec_val_t *x = v + in->off[j];
+        const pc__field_t *f = &shape->fields[j];
+        if (f->kind == PC_FIELD_OBJECT && x->kind == PC_REC_OBJECT) {
+            const pc__shape_info_t *sub = info_of(rec, f->sub);
+            if (!sub->has_any)
+                continue;
+            lua_pushstring(L, f->name);
+            lua_rawget(L, t);
+            int rc = fill_any(L, rec, sub, x + 1, lua_gettop(L), level + 1, err, errlen);
+            lua_pop(L, 1);
+            if (rc < 0)
+                return -1;
+        } else if (f->kind == PC_FIELD_ANY && x->kind == PC_REC_ANY) {
+            lua_pushstring(L, f->name);
+            if (pc__json_push_nested(L, (const json_t *)(const void *)x->s, f->name, level + 1, err,
+                                     errlen) < 0) {
+                lua_pop(L, 1);
+                return -1;
+            }
+            lua_rawset(L, t);
+        }
     }
-    lua_createtable(L, (int)n, 0);
-    int list_idx = lua_gettop(L);
-    size_t others = 0;
+    return 0;
+}
+
+static void reserve(lua_State *L, pc__records_t *rec, size_t n)
+{
+    size_t slots = rec->info[0].slots;
+    if (n > (size_t)INT32_MAX / slots)
+        luaL_error(L, "too many elements");
+    if (n <= rec->cap)
+        return;
+    pc__rec_val_t *buf = realloc(rec->buf, n * slots * sizeof *buf);
+    if (buf)
+        rec->buf = buf;
+    const char **ids_p = buf ? realloc(rec->id_ptr, n * sizeof *ids_p) : NULL;
+    if (ids_p)
+        rec->id_ptr = ids_p;
+    int32_t *order = ids_p ? realloc(rec->order, n * sizeof *order) : NULL;
+    if (order)
+        rec->order = order;
+    uint8_t *bytes = order ? realloc(rec->bytes, 2 * n) : NULL;
+    if (!bytes)
+        luaL_error(L, "not enough memory");
+    rec->bytes = bytes;
+    rec->cap = n;
+}
+
+/* Reads n objects into rec->buf, marking those the builder cannot take;
+ * returns how many. Leaves the stack as it found it. */
+static size_t extract_all(lua_State *L, pc__records_t *rec, const json_t *list, const json_t *one,
+                          size_t n)
+{
+    size_t slots = rec->info[0].slots, others = 0;
     int strs = 0;
+    memset(rec->buf, 0, n * slots * sizeof *rec->buf);
     /* Starts at 1: a slot never handed out has used == 0. */
     rec->pushes = rec->pushes + 1 ? rec->pushes + 1 : 1;
     for (size_t i = 0; i < n; i++) {
-        if (!extract(L, rec, &strs, json_array_get(list, i), rec->buf + i * nf)) {
-            rec->buf[i * nf].kind = PC_REC_OTHER;
+        pc__rec_val_t *out = rec->buf + i * slots;
+        if (!extract(L, rec, &strs, &rec->info[0], one ? one : json_array_get(list, i), out)) {
+            out[0].kind = PC_REC_OTHER;
             others++;
         }
     }
     if (strs)
         lua_remove(L, strs);
+    return others;
+}
+
+int pc__records_push_one(lua_State *L, pc__records_t *rec, const json_t *obj, const char *path,
+                         char *err, size_t errlen)
+{
+    if (rec->shape->id_field != PC_NO_FIELD)
+        luaL_error(L, "pc__records_push_one: a shape with an id field is for lists");
+    reserve(L, rec, 1);
+    if (extract_all(L, rec, NULL, obj, 1) == 0) {
+        rec->io->vals = rec->buf;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, rec->fn_ref);
+        lua_pushnil(L);
+        lua_pushnumber(L, 1);
+        lua_pushnil(L);
+        lua_call(L, 3, 1);
+        rec->io->vals = NULL;
+        if (!rec->info[0].has_any ||
+            fill_any(L, rec, &rec->info[0], rec->buf, lua_gettop(L), 0, err, errlen) == 0)
+            return 0;
+        lua_pop(L, 1);
+    }
+    /* Not for the builder, or an any field refused: convert.h says why. */
+    return pc__json_push_nested(L, obj, path, 0, err, errlen);
+}
+
+int pc__records_push(lua_State *L, pc__records_t *rec, const json_t *list, const char *path,
+                     int ids, char *err, size_t errlen)
+{
+    size_t n = json_array_size(list), slots = rec->info[0].slots;
+    reserve(L, rec, n);
+    lua_createtable(L, (int)n, 0);
+    int list_idx = lua_gettop(L);
+    size_t others = extract_all(L, rec, list, NULL, n);
     if (n > others) {
         rec->io->vals = rec->buf;
         rec->io->ids = rec->id_ptr;
@@ -361,9 +546,20 @@ int pc__records_push(lua_State *L, pc__records_t *rec, const json_t *list, const
         rec->io->vals = NULL;
         rec->io->ids = NULL;
     }
-    for (size_t i = 0; others && i < n; i++) {
-        if (rec->buf[i * nf].kind != PC_REC_OTHER)
-            continue;
+    if (!others && !rec->info[0].has_any)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        const pc__rec_val_t *v = rec->buf + i * slots;
+        if (v[0].kind != PC_REC_OTHER) {
+            if (!rec->info[0].has_any)
+                continue;
+            lua_rawgeti(L, list_idx, (int)i + 1);
+            int rc = fill_any(L, rec, &rec->info[0], v, lua_gettop(L), 1, err, errlen);
+            lua_pop(L, 1);
+            if (rc == 0)
+                continue;
+            /* An any field refused: convert.h says why (below). */
+        }
         const json_t *el = json_array_get(list, i);
         char at[128];
         snprintf(at, sizeof at, "%s[%zu]", path, i + 1);
@@ -376,7 +572,7 @@ int pc__records_push(lua_State *L, pc__records_t *rec, const json_t *list, const
             lua_settop(L, list_idx - 1);
             return -1;
         }
-        if (lua_istable(L, -1)) {
+        if (lua_istable(L, -1) && rec->shape->id_field != PC_NO_FIELD) {
             lua_pushstring(L, rec->shape->fields[rec->shape->id_field].name);
             lua_rawget(L, -2);
             if (lua_type(L, -1) == LUA_TSTRING) {
@@ -389,7 +585,6 @@ int pc__records_push(lua_State *L, pc__records_t *rec, const json_t *list, const
             }
         }
         lua_rawseti(L, list_idx, (int)i + 1);
-        others--;
     }
     return 0;
 }
@@ -424,18 +619,20 @@ int pc__records_check(lua_State *L, pc__records_t *rec, int answer, size_t n, si
 
 const char *pc__records_id(const pc__records_t *rec, size_t i)
 {
-    const pc__rec_val_t *v = rec->buf + i * rec->shape->nfields;
-    if (v[0].kind == PC_REC_OTHER || v[rec->shape->id_field].kind != PC_REC_STRING)
+    const pc__rec_val_t *v = rec->buf + i * rec->info[0].slots;
+    if (v[0].kind == PC_REC_OTHER ||
+        v[rec->info[0].off[rec->shape->id_field]].kind != PC_REC_STRING)
         return NULL;
     return rec->id_ptr[i];
 }
 
 int pc__records_bool(const pc__records_t *rec, size_t i, size_t field)
 {
-    const pc__rec_val_t *v = rec->buf + i * rec->shape->nfields;
+    const pc__rec_val_t *v = rec->buf + i * rec->info[0].slots;
     if (v[0].kind == PC_REC_OTHER)
         return -2;
-    return v[field].kind == PC_REC_TRUE ? 1 : v[field].kind == PC_REC_FALSE ? 0 : -1;
+    const pc__rec_val_t *x = v + rec->info[0].off[field];
+    return x->kind == PC_REC_TRUE ? 1 : x->kind == PC_REC_FALSE ? 0 : -1;
 }
 
 void pc__records_free(pc__records_t *rec)

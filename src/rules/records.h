@@ -1,15 +1,16 @@
-/* Lists of flat records passed to a rule through a builder the JIT compiles
- * (internal to rules/).
+/* Arguments of a known shape passed to a rule through a builder the JIT
+ * compiles (internal to rules/): cashier_rank's list of methods and its ctx.
  *
  * Converting a cashier's twelve methods into Lua tables through the C API
  * (convert.h) costs more than the rule that ranks them: every field is a key
  * interned, a value pushed and a new key inserted into a fresh table. When a
- * decision point's list has a known shape (its field names and kinds), C
- * reads each element into a flat array of values, and a small Lua function of
- * paycore's own, generated from the shape, builds the tables from that array
- * through the FFI: each table is copied from a constant template that already
- * holds the keys, and the JIT compiles that loop to a few instructions per
- * field.
+ * decision point's argument has a known shape (field names and kinds, objects
+ * of shapes of their own, fields of any value), C reads each object into a
+ * flat array of values, and a small Lua function of paycore's own, generated
+ * from the shape, builds the tables from that array through the FFI: each
+ * table is copied from a constant template that already holds the keys, and
+ * the JIT compiles that loop to a few instructions per field. Fields of any
+ * value are converted by convert.h into the built tables afterwards.
  *
  * The rule sees exactly what convert.h would give it: the same keys and
  * values, JSON null and missing fields alike absent (a template key whose
@@ -41,20 +42,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { PC_FIELD_STRING, PC_FIELD_NUMBER, PC_FIELD_BOOL } pc__field_kind_t;
+/* A field holds a string, a number, a boolean, an object of a shape of its
+ * own (sub), or anything (converted by convert.h after the builder ran). */
+typedef enum {
+    PC_FIELD_STRING,
+    PC_FIELD_NUMBER,
+    PC_FIELD_BOOL,
+    PC_FIELD_OBJECT,
+    PC_FIELD_ANY
+} pc__field_kind_t;
+
+struct pc__record_shape;
 
 typedef struct {
-    const char *name; /* a Lua identifier */
+    const char *name; /* a Lua identifier of at most 16 bytes */
     pc__field_kind_t kind;
+    const struct pc__record_shape *sub; /* PC_FIELD_OBJECT */
 } pc__field_t;
 
 #define PC_RECORD_MAX_FIELDS 16
+#define PC_RECORD_MAX_SHAPES 4 /* a shape and those of its objects, all levels */
+#define PC_NO_FIELD ((size_t)-1)
 
-typedef struct {
+typedef struct pc__record_shape {
     const pc__field_t *fields;
     size_t nfields;    /* at most PC_RECORD_MAX_FIELDS */
-    size_t id_field;   /* the field that names an element (a string field) */
-    size_t flag_field; /* a boolean field answers carry back, or >= nfields for none */
+    size_t id_field;   /* the string field that names a list element, or PC_NO_FIELD */
+    size_t flag_field; /* a boolean field answers carry back, or PC_NO_FIELD */
 } pc__record_shape_t;
 
 /* One field of one element as C hands it to the builder. */
@@ -87,7 +101,9 @@ typedef enum {
     PC_REC_NUMBER = 2,
     PC_REC_TRUE = 3,
     PC_REC_FALSE = 4,
-    PC_REC_OTHER = 5 /* in an element's first field: convert it with convert.h */
+    PC_REC_OTHER = 5,  /* in an element's first slot: convert it with convert.h */
+    PC_REC_OBJECT = 6, /* an object field present: its fields' slots follow */
+    PC_REC_ANY = 7     /* an any field present: s holds its json_t */
 } pc__rec_kind_t;
 
 /* Where C and the builder's Lua code meet (one FFI struct per state). */
@@ -99,12 +115,26 @@ typedef struct {
     uint8_t *seen;             /* checker's scratch, one byte per input element */
 } pc__rec_io_t;
 
+/* A shape as extraction walks it: where each field's slot is among the
+ * shape's slots (an object field's own fields follow its slot), and the
+ * names as words for matching keys. */
+typedef struct {
+    const pc__record_shape_t *shape;
+    size_t off[PC_RECORD_MAX_FIELDS];
+    size_t name_len[PC_RECORD_MAX_FIELDS];
+    uint64_t name_w[PC_RECORD_MAX_FIELDS][2];
+    size_t slots; /* this shape's, its objects' included */
+    int has_any;  /* an any field here or in an object below */
+} pc__shape_info_t;
+
+/* Lives in its state's memory (a userdata anchored in the registry). */
 typedef struct pc__records {
     const pc__record_shape_t *shape;
-    size_t name_len[PC_RECORD_MAX_FIELDS];
-    uint64_t name_w[PC_RECORD_MAX_FIELDS][2]; /* the names as words (at most 16 bytes) */
-    /* Registry references: builder, checker, the io struct, the strings, the cache. */
-    int fn_ref, check_ref, box_ref, strs_ref, cache_ref;
+    pc__shape_info_t info[PC_RECORD_MAX_SHAPES]; /* info[0]: shape itself */
+    size_t ninfo;
+    /* Registry references: builder, checker (lists with an id field only),
+     * the io struct, the strings, the cache, this struct. */
+    int fn_ref, check_ref, box_ref, strs_ref, cache_ref, self_ref;
     pc__rec_io_t *io;
     const char **id_ptr; /* element i's id string (its Lua string's bytes) */
     int32_t *order;      /* the checker's answer */
@@ -116,14 +146,22 @@ typedef struct pc__records {
     uint32_t *cache_tag;
     pc__rec_cached_t *cache;
     uint32_t pushes;    /* pushes so far: a slot handed out in this one is not refilled */
-    pc__rec_val_t *buf; /* nfields values per element */
+    pc__rec_val_t *buf; /* info[0].slots values per element */
     size_t cap;         /* elements buf holds */
 } pc__records_t;
 
-/* Loads the FFI and the JIT into L and compiles a builder for shape. Raises a
- * Lua error on failure (call in protected mode). The JIT is switched on for
- * the whole state: the caller keeps rule code out of it. */
-void pc__records_open(lua_State *L, pc__records_t *rec, const pc__record_shape_t *shape);
+/* Loads the FFI and the JIT into L (once per state) and compiles a builder
+ * for shape; returns it, kept in L's memory until lua_close (after
+ * pc__records_free). Raises a Lua error on failure (call in protected
+ * mode). The JIT is switched on for the whole state: the caller keeps rule
+ * code out of it. */
+pc__records_t *pc__records_open(lua_State *L, const pc__record_shape_t *shape);
+
+/* Pushes one object converted as pc__json_push would (path names it in
+ * refusals). Returns 0, or -1 with err filled and nothing pushed. May raise
+ * a Lua error (out of memory). */
+int pc__records_push_one(lua_State *L, pc__records_t *rec, const json_t *obj, const char *path,
+                         char *err, size_t errlen);
 
 /* Pushes the list converted to a Lua list of tables, as pc__json_push would
  * (path names the argument in refusals), and stores each element's id field
@@ -156,7 +194,7 @@ const char *pc__records_id(const pc__records_t *rec, size_t i);
  * convert.h instead (read the JSON). */
 int pc__records_bool(const pc__records_t *rec, size_t i, size_t field);
 
-/* Releases rec's C buffer (the Lua side goes with the state). */
+/* Releases rec's C buffers; rec itself goes with the state. */
 void pc__records_free(pc__records_t *rec);
 
 #endif

@@ -107,8 +107,8 @@ void pc__rule_build(const char *dir, pc_rule_id_t id, const pc_rules_opts_t *opt
         set_error(&out->error, shown, 0, msg);
         goto done;
     }
-    if (pt->list_shape && !(opts && opts->plain_lists) &&
-        pc__sandbox_use_records(rule->sb, pt->list_shape, msg, sizeof msg) != 0) {
+    if ((pt->list_shape || pt->ctx_shape) && !(opts && opts->plain_lists) &&
+        pc__sandbox_use_records(rule->sb, pt->list_shape, pt->ctx_shape, msg, sizeof msg) != 0) {
         set_error(&out->error, shown, 0, msg);
         goto done;
     }

@@ -335,6 +335,7 @@ pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
     memset(err, 0, sizeof *err);
     call->answer = NULL;
     call->records = sb->records;
+    call->ctx_records = sb->ctx_records;
     call->ids_table = 0;
     call->detail[0] = '\0';
     call->ids = NULL;
@@ -645,39 +646,35 @@ fail:
 
 typedef struct {
     pc__sandbox_t *sb;
-    const pc__record_shape_t *shape;
+    const pc__record_shape_t *list, *ctx;
 } records_args_t;
 
 static int open_records(lua_State *L)
 {
     records_args_t *a = lua_touserdata(L, 1);
     lua_settop(L, 0);
-    pc__records_open(L, a->sb->records, a->shape);
+    if (a->list)
+        a->sb->records = pc__records_open(L, a->list);
+    if (a->ctx)
+        a->sb->ctx_records = pc__records_open(L, a->ctx);
     return 0;
 }
 
-int pc__sandbox_use_records(pc__sandbox_t *sb, const pc__record_shape_t *shape, char *err,
-                            size_t errlen)
+int pc__sandbox_use_records(pc__sandbox_t *sb, const pc__record_shape_t *list,
+                            const pc__record_shape_t *ctx, char *err, size_t errlen)
 {
-    sb->records = calloc(1, sizeof *sb->records);
-    if (!sb->records) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    records_args_t a = {.sb = sb, .shape = shape};
+    records_args_t a = {.sb = sb, .list = list, .ctx = ctx};
     if (lua_cpcall(sb->L, open_records, &a) != 0) {
-        snprintf(err, errlen, "cannot set up the list builder: %s",
+        snprintf(err, errlen, "cannot set up the argument builder: %s",
                  lua_tostring(sb->L, -1) ? lua_tostring(sb->L, -1) : "?");
         lua_settop(sb->L, 0);
-        pc__records_free(sb->records);
-        free(sb->records);
-        sb->records = NULL;
         return -1;
     }
     if (!luaJIT_setmode(sb->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON)) {
-        snprintf(err, errlen, "cannot switch the JIT on for the list builder");
+        snprintf(err, errlen, "cannot switch the JIT on for the argument builder");
         return -1;
     }
+    sb->jit = true;
     return 0;
 }
 
@@ -685,8 +682,9 @@ void pc__sandbox_free(pc__sandbox_t *sb)
 {
     if (!sb)
         return;
+    /* The builders live in the state's memory: their C buffers go first. */
     pc__records_free(sb->records);
-    free(sb->records);
+    pc__records_free(sb->ctx_records);
     if (sb->L) {
         /* LuaJIT releases its allocator's arena in lua_close only when the
          * state's allocator is its own: with ours still in place every closed
@@ -722,7 +720,7 @@ static int load_protected(lua_State *L)
     /* With the JIT on for a list builder, the rule's functions (the chunk
      * and every function inside it) are kept in the interpreter, where the
      * budget's count hook runs. */
-    if (a->sb->records && !luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF)) {
+    if (a->sb->jit && !luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF)) {
         a->status = -1;
         snprintf(a->message, sizeof a->message, "cannot keep the rule out of the JIT compiler");
         return 0;

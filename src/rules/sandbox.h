@@ -70,9 +70,11 @@ typedef struct pc__sandbox {
     int env_ref;     /* registry ref of the rule environment proxy */
     int handler_ref; /* registry ref of the rule error message handler */
     struct pc__run *run;
-    /* The list builder (records.h), when the decision point has one; the JIT
-     * is on in this state then, and every rule chunk is kept out of it. */
-    pc__records_t *records;
+    /* The argument builders (records.h) of the list and of ctx, when the
+     * decision point has them; jit: the JIT is on in this state then, and
+     * every rule chunk is kept out of it. */
+    pc__records_t *records, *ctx_records;
+    bool jit;
 } pc__sandbox_t;
 
 /* Creates a state for rule_name with the given limits (zero fields take the
@@ -82,11 +84,12 @@ pc__sandbox_t *pc__sandbox_new(const char *rule_name, const pc_rules_opts_t *opt
                                size_t errlen);
 void pc__sandbox_free(pc__sandbox_t *sb);
 
-/* Gives the state a builder for lists of the given shape (records.h), used by
- * push_args through pc__call_t.records. Call before loading any rule. Returns
+/* Gives the state builders for lists and for ctx of the given shapes
+ * (records.h; either may be NULL), used by push_args through
+ * pc__call_t.records and ctx_records. Call before loading any rule. Returns
  * 0, or -1 with err filled. */
-int pc__sandbox_use_records(pc__sandbox_t *sb, const pc__record_shape_t *shape, char *err,
-                            size_t errlen);
+int pc__sandbox_use_records(pc__sandbox_t *sb, const pc__record_shape_t *list,
+                            const pc__record_shape_t *ctx, char *err, size_t errlen);
 
 /* Compiles text (source only: bytecode is refused) as chunk "@rules/<rule>.lua"
  * with the sandbox environment. Returns a registry reference to the chunk, or
@@ -113,9 +116,10 @@ struct pc__call {
     int (*check)(lua_State *L, pc__call_t *call, int idx);
     const json_t *ctx;
     const json_t *list;
-    pc__records_t *records; /* the state's list builder or NULL, set by the sandbox */
-    int ids_table;          /* stack index of the records' ids table (points.c), or 0 */
-    json_t *answer;         /* owned by the caller after the call */
+    pc__records_t *records;     /* the state's list builder or NULL, set by the sandbox */
+    pc__records_t *ctx_records; /* its ctx builder or NULL, likewise */
+    int ids_table;              /* stack index of the records' ids table (points.c), or 0 */
+    json_t *answer;             /* owned by the caller after the call */
     char detail[256];
     /* The list elements' interned id strings in input order (points.c), and
      * a sorted index of them for long lists. Released by the sandbox. */

@@ -233,9 +233,10 @@ static void test_the_builder_gives_a_rule_what_the_c_api_gives(void **state)
     char err[128];
     pc__sandbox_t *sb = pc__sandbox_new("cashier_rank", NULL, err, sizeof err);
     assert_non_null(sb);
-    assert_int_equal(
-        pc__sandbox_use_records(sb, pc__point(PC_RULE_CASHIER_RANK)->list_shape, err, sizeof err),
-        0);
+    assert_int_equal(pc__sandbox_use_records(sb, pc__point(PC_RULE_CASHIER_RANK)->list_shape,
+                                             pc__point(PC_RULE_CASHIER_RANK)->ctx_shape, err,
+                                             sizeof err),
+                     0);
     int refused = 0, differing_keys = 0;
     for (int round = 0; round < 3000; round++) {
         json_t *list = random_list();
@@ -267,6 +268,120 @@ static void test_the_builder_gives_a_rule_what_the_c_api_gives(void **state)
     /* Both kinds of input were met. */
     assert_true(refused > 50);
     assert_true(differing_keys > 1000);
+    pc__sandbox_free(sb);
+}
+
+/* ---- ctx through both conversions ------------------------------------------------ */
+
+/* A cashier_rank ctx as consult.c makes it, then disturbed now and then. */
+static json_t *random_ctx(void)
+{
+    json_t *ctx = json_pack("{s:I, s:s, s:s, s:s, s:I}", "amount", (json_int_t)rnd(100000),
+                            "currency", rnd(2) ? "CNY" : "USD", "product", "INSTANT", "platform",
+                            rnd(2) ? "WEB" : "APP", "now", (json_int_t)1795000000);
+    if (rnd(6))
+        json_object_set_new(ctx, "merchant", json_pack("{s:s}", "id", "m_demo"));
+    if (rnd(6)) {
+        json_t *buyer = json_pack("{s:s, s:I}", "id", "u_42", "balance", (json_int_t)rnd(5000));
+        if (rnd(2))
+            json_object_set_new(buyer, "last_method_id", random_string());
+        if (rnd(3)) {
+            json_t *counts = json_object();
+            for (uint32_t k = rnd(4); k > 0; k--)
+                json_object_set_new(counts, rnd(2) ? "CARD" : "WALLET",
+                                    rnd(8) ? json_integer(rnd(9)) : random_value(2));
+            json_object_set_new(buyer, "type_counts", counts);
+        }
+        json_object_set_new(ctx, "buyer", buyer);
+    }
+    if (rnd(4))
+        json_object_set_new(ctx, "policy", json_pack("{s:b}", "hide_unavailable", rnd(2)));
+    static const char *top[] = {"amount", "currency", "product", "platform",
+                                "now",    "merchant", "buyer",   "policy"};
+    static const char *inner[] = {"id",          "balance",          "last_method_id",
+                                  "type_counts", "hide_unavailable", "other"};
+    for (uint32_t k = rnd(4); k > 0; k--) {
+        switch (rnd(4)) {
+        case 0:
+            json_object_set_new(ctx, top[rnd(8)], random_value(1));
+            break;
+        case 1:
+            json_object_set_new(ctx, rnd(2) ? "extra" : "spec", random_value(1));
+            break;
+        case 2: {
+            json_t *o = json_object_get(ctx, top[5 + rnd(3)]);
+            if (json_is_object(o))
+                json_object_set_new(o, inner[rnd(6)], random_value(2));
+            break;
+        }
+        default:
+            json_object_del(ctx, top[rnd(8)]);
+            break;
+        }
+    }
+    return ctx;
+}
+
+typedef struct {
+    pc__sandbox_t *sb;
+    const json_t *ctx;
+    json_t *plain, *built;
+    int plain_rc, built_rc;
+    char plain_err[256], built_err[256];
+} ctx_both_t;
+
+static int convert_ctx_both(lua_State *L)
+{
+    ctx_both_t *b = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    b->plain_rc = pc__json_push(L, b->ctx, "ctx", b->plain_err, sizeof b->plain_err);
+    if (b->plain_rc == 0)
+        b->plain = pc__lua_to_json(L, -1);
+    lua_settop(L, 0);
+    b->built_rc = pc__records_push_one(L, b->sb->ctx_records, b->ctx, "ctx", b->built_err,
+                                       sizeof b->built_err);
+    if (b->built_rc == 0) {
+        b->built = pc__lua_to_json(L, -1);
+        if (lua_gettop(L) != 1)
+            b->built_rc = 99; /* one value pushed, nothing else */
+    } else if (lua_gettop(L) != 0) {
+        b->built_rc = 98;
+    }
+    lua_settop(L, 0);
+    return 0;
+}
+
+static void test_ctx_through_the_builder_is_what_the_c_api_gives(void **state)
+{
+    (void)state;
+    char err[128];
+    pc__sandbox_t *sb = pc__sandbox_new("cashier_rank", NULL, err, sizeof err);
+    assert_non_null(sb);
+    assert_int_equal(pc__sandbox_use_records(sb, NULL, pc__point(PC_RULE_CASHIER_RANK)->ctx_shape,
+                                             err, sizeof err),
+                     0);
+    int refused = 0, taken = 0;
+    for (int round = 0; round < 5000; round++) {
+        json_t *ctx = random_ctx();
+        ctx_both_t b = {.sb = sb, .ctx = ctx};
+        assert_int_equal(lua_cpcall(sb->L, convert_ctx_both, &b), 0);
+        if (b.plain_rc != b.built_rc || (b.plain_rc < 0 && strcmp(b.plain_err, b.built_err)) ||
+            (b.plain_rc == 0 && !json_equal(b.plain, b.built))) {
+            char *dump = json_dumps(ctx, 0), *x = json_dumps(b.plain, JSON_SORT_KEYS),
+                 *y = json_dumps(b.built, JSON_SORT_KEYS);
+            fail_msg("round %d, ctx %s:\nplain %d \"%s\" %s\nbuilder %d \"%s\" %s", round, dump,
+                     b.plain_rc, b.plain_err, x, b.built_rc, b.built_err, y);
+        }
+        if (b.plain_rc < 0)
+            refused++;
+        else
+            taken++;
+        json_decref(b.plain);
+        json_decref(b.built);
+        json_decref(ctx);
+    }
+    assert_true(refused > 50);
+    assert_true(taken > 3000);
     pc__sandbox_free(sb);
 }
 
@@ -439,6 +554,7 @@ int main(void)
     pc_log_set_level(PC_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_the_builder_gives_a_rule_what_the_c_api_gives),
+        cmocka_unit_test(test_ctx_through_the_builder_is_what_the_c_api_gives),
         cmocka_unit_test_setup_teardown(test_answers_are_judged_alike_with_and_without_the_builder,
                                         engines_setup, engines_teardown),
     };

@@ -974,7 +974,8 @@ static void make_and_free_sandboxes(int n)
          * cashier_rank state has. */
         if (i % 2)
             assert_int_equal(pc__sandbox_use_records(
-                                 sb, pc__point(PC_RULE_CASHIER_RANK)->list_shape, err, sizeof err),
+                                 sb, pc__point(PC_RULE_CASHIER_RANK)->list_shape,
+                                 pc__point(PC_RULE_CASHIER_RANK)->ctx_shape, err, sizeof err),
                              0);
         pc_rule_error_t rerr;
         int ref = pc__sandbox_load(sb, "return function(ctx) return ctx end", 35, &rerr);
