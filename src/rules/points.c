@@ -164,10 +164,33 @@ static int push_ctx_and_records(lua_State *L, pc__call_t *call, const char *root
     return finish_ids(call, n) < 0 ? refuse_duplicate(call, root, id_key) : 2;
 }
 
+/* Forgets the ids recorded so far. */
+static void reset_ids(pc__call_t *call)
+{
+    if (call->ids != call->ids_small)
+        free(call->ids);
+    free(call->id_index);
+    call->ids = NULL;
+    call->id_index = NULL;
+    call->nids = 0;
+}
+
 static int push_ctx_and_list(lua_State *L, pc__call_t *call, const char *root, const char *id_key)
 {
-    if (call->records)
-        return push_ctx_and_records(L, call, root, id_key);
+    if (call->records) {
+        int top = lua_gettop(L);
+        int rc = push_ctx_and_records(L, call, root, id_key);
+        if (rc >= 0)
+            return rc;
+        /* Refused. The plain path checks every id before it converts
+         * anything, and so finds what is wrong in another order: it says
+         * which, so that the refusal reads the same either way. */
+        lua_settop(L, top);
+        reset_ids(call);
+        call->ids_table = 0;
+        call->records = NULL;
+        call->ctx_records = NULL;
+    }
     if (anchor_ids(L, call, root, id_key) < 0)
         return -1;
     if (push_ctx(L, call) < 0)

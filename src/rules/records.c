@@ -459,6 +459,9 @@ static int fill_any(lua_State *L, const pc__records_t *rec, const pc__shape_info
     return 0;
 }
 
+/* Makes room for n elements. The buffers are one userdata of the state
+ * (anchored in the registry), like the rest of rec: nothing here is malloc'd,
+ * and the state's memory cap counts them. */
 static void reserve(lua_State *L, pc__records_t *rec, size_t n)
 {
     size_t slots = rec->info[0].slots;
@@ -466,19 +469,17 @@ static void reserve(lua_State *L, pc__records_t *rec, size_t n)
         luaL_error(L, "too many elements");
     if (n <= rec->cap)
         return;
-    pc__rec_val_t *buf = realloc(rec->buf, n * slots * sizeof *buf);
-    if (buf)
-        rec->buf = buf;
-    const char **ids_p = buf ? realloc(rec->id_ptr, n * sizeof *ids_p) : NULL;
-    if (ids_p)
-        rec->id_ptr = ids_p;
-    int32_t *order = ids_p ? realloc(rec->order, n * sizeof *order) : NULL;
-    if (order)
-        rec->order = order;
-    uint8_t *bytes = order ? realloc(rec->bytes, 2 * n) : NULL;
-    if (!bytes)
-        luaL_error(L, "not enough memory");
-    rec->bytes = bytes;
+    size_t vals = n * slots * sizeof *rec->buf, ptrs = n * sizeof *rec->id_ptr,
+           order = n * sizeof *rec->order;
+    unsigned char *block = lua_newuserdata(L, vals + ptrs + order + 2 * n); /* 8-aligned */
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (rec->buf_ref)
+        luaL_unref(L, LUA_REGISTRYINDEX, rec->buf_ref);
+    rec->buf_ref = ref;
+    rec->buf = (pc__rec_val_t *)block;
+    rec->id_ptr = (const char **)(block + vals);
+    rec->order = (int32_t *)(block + vals + ptrs);
+    rec->bytes = block + vals + ptrs + order;
     rec->cap = n;
 }
 
@@ -637,15 +638,6 @@ int pc__records_bool(const pc__records_t *rec, size_t i, size_t field)
 
 void pc__records_free(pc__records_t *rec)
 {
-    if (!rec)
-        return;
-    free(rec->buf);
-    free(rec->id_ptr);
-    free(rec->order);
-    free(rec->bytes);
-    rec->buf = NULL;
-    rec->id_ptr = NULL;
-    rec->order = NULL;
-    rec->bytes = NULL;
-    rec->cap = 0;
+    /* Everything rec holds lives in its state's memory. */
+    (void)rec;
 }

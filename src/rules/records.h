@@ -133,8 +133,8 @@ typedef struct pc__records {
     pc__shape_info_t info[PC_RECORD_MAX_SHAPES]; /* info[0]: shape itself */
     size_t ninfo;
     /* Registry references: builder, checker (lists with an id field only),
-     * the io struct, the strings, the cache, this struct. */
-    int fn_ref, check_ref, box_ref, strs_ref, cache_ref, self_ref;
+     * the io struct, the strings, the cache, this struct, the buffers. */
+    int fn_ref, check_ref, box_ref, strs_ref, cache_ref, self_ref, buf_ref;
     pc__rec_io_t *io;
     const char **id_ptr; /* element i's id string (its Lua string's bytes) */
     int32_t *order;      /* the checker's answer */
@@ -194,7 +194,8 @@ const char *pc__records_id(const pc__records_t *rec, size_t i);
  * convert.h instead (read the JSON). */
 int pc__records_bool(const pc__records_t *rec, size_t i, size_t field);
 
-/* Releases rec's C buffers; rec itself goes with the state. */
+/* Nothing to release today: rec and its buffers live in the state's memory
+ * and go with it (kept so that callers need not know). */
 void pc__records_free(pc__records_t *rec);
 
 #endif

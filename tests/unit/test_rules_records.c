@@ -518,9 +518,32 @@ static void test_answers_are_judged_alike_with_and_without_the_builder(void **st
             json_object_set_new(m, "method_id", json_string(id));
             if (rnd(10) == 0)
                 json_object_set_new(m, "coupon", json_pack("{s:s}", "coupon_id", "c1"));
+            /* Now and then an input paycore refuses, in one place or two. */
+            switch (rnd(300)) {
+            case 0:
+                json_decref(m);
+                m = json_null();
+                break;
+            case 1:
+                json_object_del(m, "method_id");
+                break;
+            case 2:
+                json_object_set_new(m, "method_id", json_string("m_0"));
+                break;
+            case 3:
+                json_object_set_new(m, "max_amount", json_integer(9007199254740993LL));
+                break;
+            case 4:
+                json_object_set_new(m, "method_id", json_integer(7));
+                break;
+            default:
+                break;
+            }
             json_array_append_new(methods, m);
         }
         json_t *ctx = json_pack("{s:o}", "spec", random_spec(n));
+        if (rnd(40) == 0)
+            json_object_set_new(ctx, "too_big", json_integer(-9007199254740993LL));
         if (rnd(20) == 0)
             json_object_set_new(ctx, "extra_key", json_true());
         if (rnd(20) == 0)
@@ -545,7 +568,8 @@ static void test_answers_are_judged_alike_with_and_without_the_builder(void **st
         json_decref(ctx);
         json_decref(methods);
     }
-    assert_true(ok > 500);
+    print_message("%d answers taken, %d fell back\n", ok, fell_back);
+    assert_true(ok > 300);
     assert_true(fell_back > 500);
 }
 
