@@ -35,6 +35,17 @@ static series_t **g_slots;
 static size_t g_cap, g_len;
 static family_t *g_families;
 
+/* Mixes all 64 bits into all 64 (murmur3's finaliser): the table index is
+ * the low bits, and series that differ in one byte must not share them. */
+static uint64_t mix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ULL;
+    return h ^ (h >> 33);
+}
+
 /* Hashes a string eight bytes at a time (every metric update looks its
  * series up by name and labels, so this is on every request's path). */
 static uint64_t hash_str(uint64_t h, const char *s)
@@ -43,19 +54,18 @@ static uint64_t hash_str(uint64_t h, const char *s)
     for (; i + 8 <= len; i += 8) {
         uint64_t w;
         memcpy(&w, s + i, 8);
-        h = (h ^ w) * 0x100000001B3ULL;
-        h ^= h >> 29;
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+        h = h << 31 | h >> 33;
     }
     uint64_t tail = 0;
     for (size_t k = 0; i + k < len; k++)
         tail |= (uint64_t)(unsigned char)s[i + k] << (8 * k);
-    h = (h ^ tail ^ len) * 0x100000001B3ULL;
-    return h ^ (h >> 32);
+    return mix64(h ^ tail ^ ((uint64_t)len << 56));
 }
 
 static uint64_t hash2(const char *a, const char *b)
 {
-    return hash_str(hash_str(1469598103934665603ULL, a) * 31 + 0xff, b);
+    return hash_str(hash_str(1469598103934665603ULL, a) + 0x9E3779B97F4A7C15ULL, b);
 }
 
 static void grow(void)

@@ -139,7 +139,9 @@ static int push_ctx_and_records(lua_State *L, pc__call_t *call, const char *root
                                 const char *id_key)
 {
     size_t n = json_array_size(call->list);
-    if (n > INT32_MAX / 2 || alloc_ids(call, n) < 0)
+    /* The plain path's limit (it anchors every id on the stack): past it the
+     * plain path refuses the list, and says so. */
+    if (n > INT32_MAX / 2 || !lua_checkstack(L, (int)n + 8) || alloc_ids(call, n) < 0)
         return -1;
     lua_createtable(L, (int)n, (int)n);
     int ids = lua_gettop(L);

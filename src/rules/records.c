@@ -260,8 +260,10 @@ static void push_ffi(lua_State *L)
     lua_pushstring(L, LUA_JITLIBNAME);
     lua_call(L, 1, 0);
     forget_module(L, LUA_JITLIBNAME);
+    forget_module(L, "jit.opt");
     lua_pushcfunction(L, luaopen_ffi);
     lua_call(L, 0, 1);
+    forget_module(L, "ffi");
     static const char cdef[] =
         "local ffi = ...\n"
         "ffi.cdef[[typedef struct { const char *s; double n; uint32_t len; uint32_t kind;"
@@ -467,7 +469,9 @@ static void reserve(lua_State *L, pc__records_t *rec, size_t n)
     size_t slots = rec->info[0].slots;
     if (n > (size_t)INT32_MAX / slots)
         luaL_error(L, "too many elements");
-    if (n <= rec->cap)
+    /* Room for the largest list lately, not the largest ever: it counts
+     * against the state's memory cap. */
+    if (n <= rec->cap && !(rec->cap > 64 && n < rec->cap / 4))
         return;
     size_t vals = n * slots * sizeof *rec->buf, ptrs = n * sizeof *rec->id_ptr,
            order = n * sizeof *rec->order;

@@ -134,13 +134,22 @@ static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     pc__sandbox_t *sb = ud;
     size_t old = ptr ? osize : 0;
     if (nsize > old && sb->used - old + nsize > sb->limit) {
+        /* In paycore's own code (the argument builders, the checker) a
+         * refusal is a memory error of the call, not the rule's OOM; and the
+         * JIT, compiling that code, may swallow it and carry on. */
+        if (sb->trusted)
+            return NULL;
         if (!sb->oom && sb->run && sb->L)
             locate_rule_frame(sb->L, sb->oom_file, sizeof sb->oom_file, &sb->oom_line);
         sb->oom = true;
         return NULL;
     }
-    if (nsize >= LARGE_ALLOC && sb->run && sb->hook_every > WATCH_EVERY)
-        set_hook_every(sb, WATCH_EVERY);
+    if (nsize >= LARGE_ALLOC && sb->run && sb->hook_every > WATCH_EVERY) {
+        if (sb->trusted)
+            sb->large_deferred = true; /* tightened when the rule starts */
+        else
+            set_hook_every(sb, WATCH_EVERY);
+    }
     void *p = sb->next_alloc(sb->next_ud, ptr, osize, nsize);
     if (p || nsize == 0)
         sb->used = (sb->used > old ? sb->used - old : 0) + nsize;
@@ -173,8 +182,8 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     pc__sandbox_t *sb = tl_current;
-    if (!sb || sb->L != L || !sb->run)
-        return;
+    if (!sb || sb->L != L || !sb->run || sb->trusted)
+        return; /* paycore's own Lua code is not the rule's to pay for */
     char msg[128];
     if (sb->oom) {
         snprintf(msg, sizeof msg, "rule exceeded its memory limit of %zu bytes", sb->limit);
@@ -287,8 +296,13 @@ static int run_protected(lua_State *L)
     lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, tl_current->handler_ref); /* 1: message handler */
 
+    pc__sandbox_t *sb = tl_current;
     run->phase = PHASE_ARGS;
+    sb->trusted = sb->jit; /* the argument builders run Lua code of paycore's own */
     int nargs = call->push_args(L, call);
+    sb->trusted = false;
+    if (sb->large_deferred && sb->hook_every > WATCH_EVERY)
+        set_hook_every(sb, WATCH_EVERY);
     if (nargs < 0) {
         run->input_failed = true;
         return 0;
@@ -319,7 +333,10 @@ static int run_protected(lua_State *L)
     }
 
     run->phase = PHASE_CHECK;
-    if (call->check(L, call, fn) != 0) {
+    sb->trusted = sb->jit; /* the answer's checker, likewise */
+    int checked = call->check(L, call, fn);
+    sb->trusted = false;
+    if (checked != 0) {
         run->malformed = true;
         if (call->want_raw)
             call->raw = pc__lua_to_json(L, fn);
@@ -357,6 +374,8 @@ pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
     sb->oom = false;
     sb->oom_file[0] = '\0';
     sb->oom_line = 0;
+    sb->trusted = false;
+    sb->large_deferred = false;
     sb->wall_start_ns = now_ns();
     sb->deadline_ns = sb->wall_start_ns + sb->timeout_ns;
     sb->cpu_mark_ns = sb->before_mark_ns = 0;
@@ -411,6 +430,8 @@ pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
     }
 
     lua_settop(L, 0);
+    sb->trusted = false; /* an error may have left a phase without its end */
+    sb->large_deferred = false;
     call->input_refused = run.input_failed;
     if (call->ids != call->ids_small)
         free(call->ids);
@@ -649,10 +670,32 @@ typedef struct {
     const pc__record_shape_t *list, *ctx;
 } records_args_t;
 
+/* Keeps the Lua functions of a library table (LuaJIT writes a few of its
+ * own in Lua: table.remove, string.len, ...) out of the JIT: a rule calls
+ * them, and compiled, their loops would run past the budget's hook. */
+static void keep_lua_functions_interpreted(lua_State *L, int t)
+{
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        if (lua_isfunction(L, -1) && !lua_iscfunction(L, -1) &&
+            !luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF))
+            luaL_error(L, "cannot keep a library function out of the JIT");
+        lua_pop(L, 1);
+    }
+}
+
 static int open_records(lua_State *L)
 {
     records_args_t *a = lua_touserdata(L, 1);
     lua_settop(L, 0);
+    lua_pushvalue(L, LUA_GLOBALSINDEX);
+    keep_lua_functions_interpreted(L, 1);
+    const char *libs[] = {LUA_STRLIBNAME, LUA_TABLIBNAME, LUA_MATHLIBNAME};
+    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
+        lua_getglobal(L, libs[i]);
+        keep_lua_functions_interpreted(L, lua_gettop(L));
+        lua_pop(L, 1);
+    }
     if (a->list)
         a->sb->records = pc__records_open(L, a->list);
     if (a->ctx)
@@ -664,18 +707,20 @@ int pc__sandbox_use_records(pc__sandbox_t *sb, const pc__record_shape_t *list,
                             const pc__record_shape_t *ctx, char *err, size_t errlen)
 {
     records_args_t a = {.sb = sb, .list = list, .ctx = ctx};
-    if (lua_cpcall(sb->L, open_records, &a) != 0) {
-        snprintf(err, errlen, "cannot set up the argument builder: %s",
-                 lua_tostring(sb->L, -1) ? lua_tostring(sb->L, -1) : "?");
-        lua_settop(sb->L, 0);
-        return -1;
+    int rc = lua_cpcall(sb->L, open_records, &a);
+    if (rc == 0 && luaJIT_setmode(sb->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON)) {
+        sb->jit = true;
+        return 0;
     }
-    if (!luaJIT_setmode(sb->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON)) {
-        snprintf(err, errlen, "cannot switch the JIT on for the argument builder");
-        return -1;
-    }
-    sb->jit = true;
-    return 0;
+    snprintf(err, errlen, "no argument builder: %s",
+             rc != 0 && lua_tostring(sb->L, -1) ? lua_tostring(sb->L, -1)
+                                                : "the JIT cannot be switched on");
+    lua_settop(sb->L, 0);
+    /* The plain path then, with the JIT off as in every other state (what
+     * was opened stays unused, out of the rules' reach). */
+    sb->records = sb->ctx_records = NULL;
+    luaJIT_setmode(sb->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    return -1;
 }
 
 void pc__sandbox_free(pc__sandbox_t *sb)

@@ -75,6 +75,10 @@ typedef struct pc__sandbox {
      * every rule chunk is kept out of it. */
     pc__records_t *records, *ctx_records;
     bool jit;
+    /* Set while paycore's own Lua code runs in a call (argument builders,
+     * checker): the hook does not count it, and a large allocation tightens
+     * the hook only when the rule starts (large_deferred). */
+    bool trusted, large_deferred;
 } pc__sandbox_t;
 
 /* Creates a state for rule_name with the given limits (zero fields take the
@@ -86,8 +90,10 @@ void pc__sandbox_free(pc__sandbox_t *sb);
 
 /* Gives the state builders for lists and for ctx of the given shapes
  * (records.h; either may be NULL), used by push_args through
- * pc__call_t.records and ctx_records. Call before loading any rule. Returns
- * 0, or -1 with err filled. */
+ * pc__call_t.records and ctx_records, and switches the JIT on (the Lua
+ * functions of the libraries rules see are kept out of it first; rule chunks
+ * are when loaded). Call before loading any rule. Returns 0; or -1 with err
+ * filled and the state as it was (no builder, the JIT off), still usable. */
 int pc__sandbox_use_records(pc__sandbox_t *sb, const pc__record_shape_t *list,
                             const pc__record_shape_t *ctx, char *err, size_t errlen);
 

@@ -569,6 +569,27 @@ static void test_answers_are_judged_alike_with_and_without_the_builder(void **st
         json_decref(methods);
     }
     print_message("%d answers taken, %d fell back\n", ok, fell_back);
+    /* Past the plain path's limit of elements, both refuse the list alike. */
+    json_t *many = json_array();
+    for (int i = 0; i < 8100; i++)
+        json_array_append_new(many, json_pack("{s:s+}", "method_id", "m", i % 2 ? "a" : "b"));
+    for (int i = 0; i < 8100; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "m%d", i);
+        json_object_set_new(json_array_get(many, i), "method_id", json_string(id));
+    }
+    json_t *ctx = json_object();
+    pc_rule_result_t a, b;
+    pc_rules_cashier_rank(e->with, ctx, many, &a);
+    pc_rules_cashier_rank(e->without, ctx, many, &b);
+    assert_int_equal(a.outcome, PC_RULE_ERROR);
+    assert_int_equal(b.outcome, PC_RULE_ERROR);
+    assert_string_equal(a.error.message, b.error.message);
+    assert_non_null(strstr(a.error.message, "too many elements"));
+    pc_rule_result_clear(&a);
+    pc_rule_result_clear(&b);
+    json_decref(ctx);
+    json_decref(many);
     assert_true(ok > 300);
     assert_true(fell_back > 500);
 }

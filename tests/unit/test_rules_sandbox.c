@@ -58,6 +58,13 @@ static int setup(void **state)
     return setup_with(state, &opts);
 }
 
+static int setup_default_budgets(void **state)
+{
+    /* The engine's own budgets: a million instructions or 10 ms. */
+    pc_rules_opts_t opts = {.memory_limit = 4u << 20};
+    return setup_with(state, &opts);
+}
+
 static int setup_wall_clock(void **state)
 {
     /* An instruction budget too large to matter: only the clock can stop it. */
@@ -932,6 +939,58 @@ static void test_memory_bomb_in_the_jit_state_is_stopped_as_oom(void **state)
     assert_cashier_still_answers(fx);
 }
 
+/* LuaJIT writes a few library functions in Lua (table.remove among them):
+ * with the JIT on in the state they must stay in the interpreter too, or the
+ * work inside them escapes the instruction count. Here the million
+ * instructions are spent in a few milliseconds when every one is counted;
+ * compiled, table.remove's loop counts for nothing and only the 10-ms clock
+ * stops the rule. */
+static void test_library_functions_written_in_lua_stay_counted_in_the_jit_state(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rule_result_t res;
+    run_cashier_attack(fx, "",
+                       "local t = {} for i = 1, 3000 do t[i] = i end\n"
+                       "for k = 1, 1e9 do table.remove(t, 1) t[#t + 1] = k end",
+                       &res);
+    assert_int_equal(res.outcome, PC_RULE_TIMEOUT);
+    if (!strstr(res.error.message, "instructions"))
+        fail_msg("stopped by: %s", res.error.message);
+    pc_rule_result_clear(&res);
+    assert_cashier_still_answers(fx);
+}
+
+/* paycore's own Lua code (the argument builder, the answer's checker) is not
+ * counted against the rule's budget, and a long list does not leave the
+ * builder uncompiled: a trivial rule over 4,000 methods, many times, stays
+ * within an instruction budget of 200,000. */
+static void test_a_long_list_is_not_charged_to_the_rule(void **state)
+{
+    fixture_t *fx = *state;
+    pc_rule_result_t res;
+    run_cashier_attack(fx, "", "", &res); /* installs the plain rule */
+    pc_rule_result_clear(&res);
+    json_t *ctx = json_pack("{s:i}", "amount", 100);
+    json_t *methods = json_array();
+    for (int i = 0; i < 4000; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "m%d", i);
+        json_array_append_new(methods, json_pack("{s:s, s:s, s:b, s:i}", "method_id", id, "type",
+                                                 "CARD", "available", 1, "max_amount", 100));
+    }
+    for (int round = 0; round < 40; round++) {
+        pc_rules_cashier_rank(fx->rules, ctx, methods, &res);
+        if (res.outcome != PC_RULE_OK)
+            fail_msg("round %d: %s %s", round, pc_rule_outcome_name(res.outcome),
+                     res.error.message);
+        assert_int_equal(json_array_size(res.answer), 4000);
+        pc_rule_result_clear(&res);
+    }
+    json_decref(ctx);
+    json_decref(methods);
+    assert_cashier_still_answers(fx);
+}
+
 /* The JIT and the FFI are loaded into that state for paycore's own builder:
  * a rule reaches neither, nor anything else beyond its allow-list. */
 static void test_jit_and_ffi_are_not_reachable_from_the_jit_state(void **state)
@@ -1060,6 +1119,11 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_jit_and_ffi_are_not_reachable_from_the_jit_state,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_library_functions_written_in_lua_stay_counted_in_the_jit_state,
+            setup_default_budgets, teardown),
+        cmocka_unit_test_setup_teardown(test_a_long_list_is_not_charged_to_the_rule, setup,
+                                        teardown),
         cmocka_unit_test(test_freed_sandboxes_give_their_memory_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
