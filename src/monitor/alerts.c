@@ -343,16 +343,17 @@ static void set(pc_alerts_t *a, int on, const char *kind, const char *subject, c
 }
 
 /* An alert on an age or a delay in seconds (column col of the facts) over
- * its limit (config option opt); fmt takes the two, the age first. */
-static void set_over(pc_alerts_t *a, pc_db_res_t *res, const char *col, const char *opt,
-                     const char *kind, const char *subject, const char *fmt)
-    __attribute__((format(printf, 7, 0)));
-static void set_over(pc_alerts_t *a, pc_db_res_t *res, const char *col, const char *opt,
-                     const char *kind, const char *subject, const char *fmt)
+ * its limit (config option opt); fmt takes the oldest item's name (column
+ * first), then the age and the limit. */
+static void set_over(pc_alerts_t *a, pc_db_res_t *res, const char *col, const char *first,
+                     const char *opt, const char *kind, const char *subject, const char *fmt)
+    __attribute__((format(printf, 8, 0)));
+static void set_over(pc_alerts_t *a, pc_db_res_t *res, const char *col, const char *first,
+                     const char *opt, const char *kind, const char *subject, const char *fmt)
 {
     long long v = pc_db_val_i64(res, 0, col), limit = pc_config_int(a->app->cfg, opt);
     char msg[320];
-    snprintf(msg, sizeof msg, fmt, v, limit);
+    snprintf(msg, sizeof msg, fmt, pc_db_val(res, 0, first), v, limit);
     set(a, v > limit, kind, subject, msg, 0);
 }
 
@@ -513,9 +514,11 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     /* Trades past their expiry still open: the sweep that closes them (and
      * tells the merchant, trade.closed) is not running or cannot. Buyers
      * cannot pay them (the cashier checks the expiry). */
-    set_over(a, res, "close_lag", "alerts.trade_close_lag_s", "TRADES_NOT_CLOSED", "trades",
-             "the oldest open trade expired %lld s ago and is not closed (limit %lld s): merchants "
-             "are not told trade.closed; is the expiry sweep running? (log trade.sweep)");
+    set_over(a, res, "close_lag", "close_first", "alerts.trade_close_lag_s", "TRADES_NOT_CLOSED",
+             "trades",
+             "the oldest open trade past its expiry (%.40s) expired %lld s ago and is not closed "
+             "(limit %lld s): merchants are not told trade.closed; is the expiry sweep running? "
+             "(log trade.sweep)");
     /* Status queries of payments, payouts and refunds in flight that are due
      * and not made: the jobs that make them (and flag for ops what they
      * cannot finish, REPAIR_EXHAUSTED) are not running or cannot claim. */
@@ -530,9 +533,11 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     /* Queued movements of hot accounts (ledger.h) are folded within a
      * fraction of a second; an old one means the fold job is not running or
      * cannot fold it. Balances stay right meanwhile (readers add the queue). */
-    set_over(a, res, "fold_age", "alerts.ledger_fold_age_s", "LEDGER_FOLD_LAG", "ledger",
-             "the oldest queued ledger movement is %lld s old (limit %lld s): is the fold job "
-             "running?");
+    set_over(a, res, "fold_age", "fold_first", "alerts.ledger_fold_age_s", "LEDGER_FOLD_LAG",
+             "ledger",
+             "the oldest queued ledger movement (of %.80s) is %lld s old (limit %lld s): is the "
+             "fold job running, or is this account's movement one it cannot fold? (log "
+             "ledger.fold_failed; GET /admin/ledger/check)");
     pc_metrics_set("pc_outbox_oldest_pending_seconds", "", outbox_age);
     pc_metrics_set("pc_outbox_overdue_seconds", "", pc_db_val_i64(res, 0, "outbox_overdue"));
     pc_metrics_set("pc_ledger_oldest_queued_seconds", "", fold_age);
@@ -709,64 +714,104 @@ static void check(uv_timer_t *t)
         "e.subject = o.subject AND e.status = 'PENDING' AND e.seq < o.seq) ORDER BY "
         "o.next_attempt_at LIMIT 1), "
         /* The oldest due status query of a payment, payout or refund. */
-        "qo AS (SELECT * FROM ((SELECT 'payment' AS kind, payment_no AS ref, next_query_at AS at "
-        "FROM payments WHERE status IN ('PROCESSING', 'UNKNOWN') AND next_query_at IS NOT NULL "
-        "ORDER BY next_query_at LIMIT 1) UNION ALL (SELECT 'payout', payout_no, next_query_at FROM "
-        "payouts WHERE status IN ('ACCEPTED', 'PROCESSING') AND hold_reason IS NULL AND "
-        "next_query_at IS NOT NULL ORDER BY next_query_at LIMIT 1) UNION ALL (SELECT 'refund', "
-        "refund_no, next_query_at FROM refunds WHERE status IN ('ACCEPTED', 'PROCESSING') AND "
-        "method IN ('API', 'PAYOUT') AND next_query_at IS NOT NULL ORDER BY next_query_at LIMIT "
-        "1)) q ORDER BY at LIMIT 1) "
-        "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "
-        "outbox WHERE status = 'PENDING'), 0) AS outbox_age, coalesce((SELECT "
-        "extract(epoch FROM now() - at)::bigint FROM od), 0) AS outbox_overdue, coalesce((SELECT "
-        "event_id FROM od), '') AS outbox_overdue_event, (SELECT count(DISTINCT "
-        "merchant_id) FROM outbox WHERE status = 'FAILED' AND created_at > now() - interval "
-        "'8 days') AS notify_failed, (SELECT count(*) FROM "
-        "payments WHERE needs_ops AND status IN ('PROCESSING', 'UNKNOWN')) + (SELECT count(*) "
-        "FROM payouts WHERE needs_ops AND status IN ('ACCEPTED', 'PROCESSING') AND "
-        "hold_reason IS NULL) + (SELECT count(*) FROM refunds WHERE needs_ops AND status = "
-        "'PROCESSING') AS needs_ops, "
-        "(SELECT count(*) FROM recon_diffs WHERE status = 'OPEN') AS recon_open, (SELECT "
-        "count(*) FROM chargebacks WHERE status = 'WAIT_JUDGE' AND evidence_due_at < now()) AS "
-        "cb_overdue, coalesce((SELECT chargeback_no FROM chargebacks WHERE status = 'WAIT_JUDGE' "
-        "AND evidence_due_at < now() ORDER BY "
-        "evidence_due_at LIMIT 1), '') AS cb_overdue_first, (SELECT count(*) FROM payouts WHERE "
-        "hold_reason IS NOT NULL AND status = 'ACCEPTED') AS payouts_held, coalesce((SELECT "
-        "payout_no FROM payouts WHERE hold_reason IS NOT NULL AND status = 'ACCEPTED' ORDER BY "
-        "created_at LIMIT 1), '') AS payouts_held_first, coalesce((SELECT CASE WHEN status = "
-        "'DONE' AND NOT ok THEN 'the ledger check of ' || day || ' (' || node || ') found the "
-        "books wrong: ' || (SELECT string_agg(e.key || ' ' || e.value, ', ' ORDER BY e.key) FROM "
-        "jsonb_each(result) e WHERE e.key <> 'ok' AND e.value <> '0'::jsonb) WHEN status = "
-        "'FAILED' AND attempts >= 3 THEN 'the "
-        "ledger check of ' || day || ' could not run, 3 times: ' || coalesce(error, '') END "
-        "FROM ledger_checks WHERE status = 'DONE' OR (status = 'FAILED' AND attempts >= 3) "
-        "ORDER BY day DESC LIMIT 1), '') AS "
-        "ledger_bad, coalesce((SELECT string_agg(c, ', ' ORDER BY c) FROM unnest($2::text[]) "
-        "c WHERE $4::boolean AND NOT EXISTS (SELECT 1 FROM chargeback_imports i WHERE "
-        "i.channel_id = c AND i.business_date = $3::date AND i.completed_at IS NOT NULL) AND "
-        "EXISTS (SELECT 1 FROM "
-        "chargeback_imports i WHERE i.channel_id = c AND i.business_date < $3::date)), '') AS "
-        "cb_files_missing, (SELECT count(*) FROM payments WHERE status = 'REVIEW' AND "
-        "created_at < now() - $5::int * interval '1 second') AS reviews_waiting, "
-        "coalesce((SELECT payment_no FROM payments WHERE status = 'REVIEW' AND created_at < "
-        "now() - $5::int * interval '1 second' ORDER BY created_at LIMIT 1), '') AS "
-        "reviews_waiting_first, (SELECT "
-        "count(*) FROM recon_runs WHERE status = 'FAILED' AND (attempts >= 3 OR business_date < "
-        "(now() AT TIME ZONE 'UTC')::date - 1)) AS recon_failed, (SELECT count(*) FROM "
-        "chargeback_unmatched WHERE resolved_at IS NULL) AS "
-        "cb_unmatched, (SELECT count(*) FROM payments WHERE needs_error_refund AND status = "
-        "'SUCCESS' AND NOT error_refund_made AND NOT needs_ops AND finished_at < now() - $1::int "
-        "* interval '1 second' AND NOT chargeback_open_on_payment(payment_no) AND amount > "
-        "payment_chargeback_frozen(payment_no)) AS error_refunds_due, coalesce(extract(epoch FROM "
-        "now() - "
-        "(SELECT at FROM qo))::bigint, 0) AS query_overdue, coalesce((SELECT kind || ' ' || ref "
-        "FROM qo), '') AS query_oldest, coalesce(extract(epoch FROM now() - (SELECT "
-        "min(expires_at) FROM "
-        "trades t WHERE status = 'WAIT_BUYER_PAY' AND NOT " PC_TRADE_ATTEMPT_AT_CHANNEL(
-            "t") "))::bigint, 0) AS close_lag, coalesce((SELECT "
-                 "extract(epoch FROM now() - min(created_at))::bigint FROM "
-                 "ledger_balance_deltas), 0) AS fold_age, (SELECT count(*) FROM refunds "
+        /* The oldest open trade past its expiry (none at a channel), and
+         * the oldest queued movement of a hot ledger account. */
+        "ct AS (SELECT trade_no, expires_at FROM trades t WHERE status = 'WAIT_BUYER_PAY' AND "
+        "expires_at < now() AND NOT " PC_TRADE_ATTEMPT_AT_CHANNEL(
+            "t") " ORDER BY expires_at "
+                 "LIMIT 1), fd AS (SELECT account_id, created_at FROM ledger_balance_deltas ORDER "
+                 "BY "
+                 "created_at LIMIT 1), "
+                 "qo AS (SELECT * FROM ((SELECT 'payment' AS kind, payment_no AS ref, "
+                 "next_query_at AS at "
+                 "FROM payments WHERE status IN ('PROCESSING', 'UNKNOWN') AND next_query_at IS NOT "
+                 "NULL "
+                 "ORDER BY next_query_at LIMIT 1) UNION ALL (SELECT 'payout', payout_no, "
+                 "next_query_at FROM "
+                 "payouts WHERE status IN ('ACCEPTED', 'PROCESSING') AND hold_reason IS NULL AND "
+                 "next_query_at IS NOT NULL ORDER BY next_query_at LIMIT 1) UNION ALL (SELECT "
+                 "'refund', "
+                 "refund_no, next_query_at FROM refunds WHERE status IN ('ACCEPTED', 'PROCESSING') "
+                 "AND "
+                 "method IN ('API', 'PAYOUT') AND next_query_at IS NOT NULL ORDER BY next_query_at "
+                 "LIMIT "
+                 "1)) q ORDER BY at LIMIT 1) "
+                 "SELECT coalesce((SELECT extract(epoch FROM now() - min(created_at))::bigint FROM "
+                 "outbox WHERE status = 'PENDING'), 0) AS outbox_age, coalesce((SELECT "
+                 "extract(epoch FROM now() - at)::bigint FROM od), 0) AS outbox_overdue, "
+                 "coalesce((SELECT "
+                 "event_id FROM od), '') AS outbox_overdue_event, (SELECT count(DISTINCT "
+                 "merchant_id) FROM outbox WHERE status = 'FAILED' AND created_at > now() - "
+                 "interval "
+                 "'8 days') AS notify_failed, (SELECT count(*) FROM "
+                 "payments WHERE needs_ops AND status IN ('PROCESSING', 'UNKNOWN')) + (SELECT "
+                 "count(*) "
+                 "FROM payouts WHERE needs_ops AND status IN ('ACCEPTED', 'PROCESSING') AND "
+                 "hold_reason IS NULL) + (SELECT count(*) FROM refunds WHERE needs_ops AND status "
+                 "= "
+                 "'PROCESSING') AS needs_ops, "
+                 "(SELECT count(*) FROM recon_diffs WHERE status = 'OPEN') AS recon_open, (SELECT "
+                 "count(*) FROM chargebacks WHERE status = 'WAIT_JUDGE' AND evidence_due_at < "
+                 "now()) AS "
+                 "cb_overdue, coalesce((SELECT chargeback_no FROM chargebacks WHERE status = "
+                 "'WAIT_JUDGE' "
+                 "AND evidence_due_at < now() ORDER BY "
+                 "evidence_due_at LIMIT 1), '') AS cb_overdue_first, (SELECT count(*) FROM payouts "
+                 "WHERE "
+                 "hold_reason IS NOT NULL AND status = 'ACCEPTED') AS payouts_held, "
+                 "coalesce((SELECT "
+                 "payout_no FROM payouts WHERE hold_reason IS NOT NULL AND status = 'ACCEPTED' "
+                 "ORDER BY "
+                 "created_at LIMIT 1), '') AS payouts_held_first, coalesce((SELECT CASE WHEN "
+                 "status = "
+                 "'DONE' AND NOT ok THEN 'the ledger check of ' || day || ' (' || node || ') found "
+                 "the "
+                 "books wrong: ' || (SELECT string_agg(e.key || ' ' || e.value, ', ' ORDER BY "
+                 "e.key) FROM "
+                 "jsonb_each(result) e WHERE e.key <> 'ok' AND e.value <> '0'::jsonb) WHEN status "
+                 "= "
+                 "'FAILED' AND attempts >= 3 THEN 'the "
+                 "ledger check of ' || day || ' could not run, 3 times: ' || coalesce(error, '') "
+                 "END "
+                 "FROM ledger_checks WHERE status = 'DONE' OR (status = 'FAILED' AND attempts >= "
+                 "3) "
+                 "ORDER BY day DESC LIMIT 1), '') AS "
+                 "ledger_bad, coalesce((SELECT string_agg(c, ', ' ORDER BY c) FROM "
+                 "unnest($2::text[]) "
+                 "c WHERE $4::boolean AND NOT EXISTS (SELECT 1 FROM chargeback_imports i WHERE "
+                 "i.channel_id = c AND i.business_date = $3::date AND i.completed_at IS NOT NULL) "
+                 "AND "
+                 "EXISTS (SELECT 1 FROM "
+                 "chargeback_imports i WHERE i.channel_id = c AND i.business_date < $3::date)), "
+                 "'') AS "
+                 "cb_files_missing, (SELECT count(*) FROM payments WHERE status = 'REVIEW' AND "
+                 "created_at < now() - $5::int * interval '1 second') AS reviews_waiting, "
+                 "coalesce((SELECT payment_no FROM payments WHERE status = 'REVIEW' AND created_at "
+                 "< "
+                 "now() - $5::int * interval '1 second' ORDER BY created_at LIMIT 1), '') AS "
+                 "reviews_waiting_first, (SELECT "
+                 "count(*) FROM recon_runs WHERE status = 'FAILED' AND (attempts >= 3 OR "
+                 "business_date < "
+                 "(now() AT TIME ZONE 'UTC')::date - 1)) AS recon_failed, (SELECT count(*) FROM "
+                 "chargeback_unmatched WHERE resolved_at IS NULL) AS "
+                 "cb_unmatched, (SELECT count(*) FROM payments WHERE needs_error_refund AND status "
+                 "= "
+                 "'SUCCESS' AND NOT error_refund_made AND NOT needs_ops AND finished_at < now() - "
+                 "$1::int "
+                 "* interval '1 second' AND NOT chargeback_open_on_payment(payment_no) AND amount "
+                 "> "
+                 "payment_chargeback_frozen(payment_no)) AS error_refunds_due, "
+                 "coalesce(extract(epoch FROM "
+                 "now() - "
+                 "(SELECT at FROM qo))::bigint, 0) AS query_overdue, coalesce((SELECT kind || ' ' "
+                 "|| ref "
+                 "FROM qo), '') AS query_oldest, coalesce(extract(epoch FROM now() - (SELECT "
+                 "expires_at "
+                 "FROM ct))::bigint, 0) AS close_lag, coalesce((SELECT trade_no FROM ct), '') AS "
+                 "close_first, coalesce(extract(epoch FROM now() - (SELECT created_at FROM "
+                 "fd))::bigint, "
+                 "0) AS fold_age, coalesce((SELECT account_id FROM fd), '') AS fold_first, (SELECT "
+                 "count(*) FROM refunds "
                  "WHERE " PC_REFUND_WAITING_WHERE
                  ") AS refunds_waiting, (SELECT count(*) FROM payments "
                  "WHERE needs_ops AND status IN ('SUCCESS', 'FAILED')) + (SELECT count(*) FROM "

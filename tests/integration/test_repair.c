@@ -458,6 +458,11 @@ static void test_expired_trades_left_open_raise_an_alert(void **state)
                   "'%s' RETURNING 1",
                   tn));
     assert_true(pc_t_alert_wait(&g_stack, "TRADES_NOT_CLOSED", "trades", 1, 15));
+    /* The page names the trade ops should look at. */
+    char *m = pc_t_alert_message(&g_stack, "TRADES_NOT_CLOSED", "trades");
+    if (!m || !strstr(m, tn))
+        fail_msg("TRADES_NOT_CLOSED does not name %s: %s", tn, m ? m : "(none)");
+    free(m);
     wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "WAIT_BUYER_PAY", 1);
     free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_close ON trades"));
     free(pc_t_sql(&g_stack, "DROP FUNCTION pc_t_refuse_close()"));
@@ -909,6 +914,10 @@ static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **
     assert_true(pc_t_alert_wait(&g_stack, "LEDGER_FOLD_LAG", "ledger", 1, 10));
     assert_true(hook_saw("\"event\":\"alert.raised\",\"kind\":\"LEDGER_FOLD_LAG\"", 5));
     assert_int_equal(pages_refused(), 2);
+    char *m = pc_t_alert_message(&g_stack, "LEDGER_FOLD_LAG", "ledger");
+    if (!m || !strstr(m, "merchant:ghost:pending:CNY"))
+        fail_msg("LEDGER_FOLD_LAG does not name the account: %s", m ? m : "(none)");
+    free(m);
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM ledger_balance_deltas WHERE "
                                             "account_id = 'merchant:ghost:pending:CNY'"),
                      1);
