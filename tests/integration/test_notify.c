@@ -986,13 +986,32 @@ static void test_slow_endpoint_backlog_does_not_delay_other_merchants(void **sta
     /* Behind the slow merchant they would wait at least one of its 1 s
      * answers; the margin is for slow machines. */
     assert_true(took < 0.9);
-    /* The slow merchant's rows were left alone, not claimed and handed back. */
-    assert_int_equal(pc_t_sql_int(&g_stack,
-                                  "SELECT count(*) FROM outbox WHERE merchant_id = '%s' AND "
-                                  "attempts = 0 AND last_attempt_at IS NULL AND claim_token IS "
-                                  "NULL AND next_attempt_at > created_at + interval '1 second'",
-                                  sm.id),
-                     0);
+    /* The slow merchant's rows were left alone, not claimed and handed back
+     * -- unless one of its 1-s answers timed out after all (a loaded machine,
+     * ASan: seen once in CI, 41 rows): the host is then rightly marked
+     * unhealthy and keeps only what it can have in flight, and the node says
+     * so. A handback without that is the churn this test is about. */
+    long long handed_back =
+        pc_t_sql_int(&g_stack,
+                     "SELECT count(*) FROM outbox WHERE merchant_id = '%s' AND "
+                     "attempts = 0 AND last_attempt_at IS NULL AND claim_token IS "
+                     "NULL AND next_attempt_at > created_at + interval '1 second'",
+                     sm.id);
+    if (handed_back > 0) {
+        int unhealthy = 0;
+        for (int i = 0; i < 60 && !unhealthy; i++) {
+            unhealthy = pc_t_sh("grep -q 'notify.host_unhealthy.*:%d[^0-9]' %s/%s-node*.log",
+                                slow->port, g_stack.log_dir, g_stack.name) == 0;
+            if (!unhealthy)
+                usleep(50000);
+        }
+        if (!unhealthy)
+            fail_msg("%lld rows of the slow merchant were claimed and handed back while its "
+                     "host answered in time",
+                     handed_back);
+        printf("%lld rows handed back after one of the slow host's answers timed out\n",
+               handed_back);
+    }
     rx_stop(live);
     rx_stop(slow);
 }
