@@ -14,25 +14,55 @@ pc_sudo() {
     pc_log "need root (or sudo) for: $*"; return 1; fi
 }
 
-# Installs the Debian packages that are not installed yet (nothing when all are).
-pc_install_deps() {
-  local missing=()
-  for p in "${PC_APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  pc_log "installing: ${missing[*]}"
-  pc_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  pc_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
+# Runs "$@" holding the lock file $1 (shift'ed off): scripts/run, scripts/test
+# and scripts/bench started at once would otherwise run apt twice (the second
+# fails on dpkg's lock) or two cmake builds in one folder (each breaking the
+# other's objects). The second waits, says so, then finds the work done.
+pc_locked() {
+  local lock=$1; shift
+  if ! command -v flock >/dev/null; then "$@"; return; fi
+  (
+    flock -n 9 || { pc_log "waiting for another paycore script ($lock)"; flock 9; }
+    "$@"
+  ) 9>"$lock"
 }
 
-# pc_build DIR TYPE [cmake args…]
-pc_build() {
+pc_missing_packages() {
+  local p
+  for p in "${PC_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+
+pc_apt_install() {
+  local missing
+  missing=$(pc_missing_packages) # again, under the lock: another script may have installed them
+  [ -z "$missing" ] && return 0
+  pc_log "installing: $(echo $missing)"
+  # Waits for dpkg's own lock too (an unattended upgrade, someone's apt).
+  pc_sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
+  # shellcheck disable=SC2086
+  pc_sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends $missing >/dev/null
+}
+
+# Installs the Debian packages that are not installed yet (nothing when all are).
+pc_install_deps() {
+  [ -z "$(pc_missing_packages)" ] && return 0
+  pc_locked "${TMPDIR:-/tmp}/paycore-apt.lock" pc_apt_install
+}
+
+pc_cmake_build() {
   local dir=$1 type=$2; shift 2
   cmake -S "$PC_ROOT" -B "$PC_ROOT/$dir" -DCMAKE_BUILD_TYPE="$type" "$@" >/dev/null
   cmake --build "$PC_ROOT/$dir" -j"$(nproc)" >/dev/null 2>"$PC_ROOT/$dir/build-errors.log" || {
     cat "$PC_ROOT/$dir/build-errors.log" >&2; return 1; }
+}
+
+# pc_build DIR TYPE [cmake args…] (one build of a folder at a time)
+pc_build() {
+  mkdir -p "$PC_ROOT/$1"
+  pc_locked "$PC_ROOT/$1/.build.lock" pc_cmake_build "$@"
 }
 
 # Prints a TCP port on 127.0.0.1 nobody listens on, starting near $1.
