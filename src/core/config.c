@@ -250,6 +250,9 @@ static const opt_def_t opts[] = {
      "120", 0, 1380, 0,
      "CHARGEBACK_FILES_MISSING: yesterday's file not imported this long after "
      "chargeback.import_at"},
+    {"alerts.recon_after_min", OPT_INT, "PAYCORE_ALERTS_RECON_AFTER_MIN", "120", 0, 1439, 0,
+     "alert when a channel reconciled before has no reconciliation of yesterday this many "
+     "minutes after recon.daily_at (UTC)"},
     {"chargeback.daily_poll_ms", OPT_INT, "PAYCORE_CHARGEBACK_DAILY_POLL_MS", "60000", 100, 3600000,
      0, "how often the daily chargeback import looks for files not imported"},
     {"chargeback.rate_refresh_ms", OPT_INT, "PAYCORE_CHARGEBACK_RATE_REFRESH_MS", "60000", 100,

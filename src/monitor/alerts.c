@@ -490,6 +490,12 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "{\"channel_id\",\"date\"} by hand",
              cb_missing);
     set(a, cb_missing[0] != 0, "CHARGEBACK_FILES_MISSING", "chargebacks", msg, 0);
+    const char *recon_missing = pc_db_val(res, 0, "recon_missing");
+    snprintf(msg, sizeof msg,
+             "yesterday not reconciled for %.80s: is recon.daily on on some node? (log "
+             "recon.job_failed); POST /admin/recon/runs {\"channel_id\",\"date\"} by hand",
+             recon_missing);
+    set(a, recon_missing[0] != 0, "RECON_NOT_RUN", "recon", msg, 0);
     /* Payments risk held for review: the buyer waits at the cashier, and
      * when the trade expires the sweep fails them (a lost sale) with only an
      * info line. */
@@ -704,7 +710,15 @@ static void check(uv_timer_t *t)
     char review_age[24];
     snprintf(review_age, sizeof review_age, "%lld",
              (long long)pc_config_int(app->cfg, "alerts.review_age_s"));
-    const char *fp[] = {age, ids, yday, files_due ? "t" : "f", review_age};
+    /* Yesterday's reconciliation likewise, alerts.recon_after_min after
+     * recon.daily_at, of the channels reconciled before: with the daily job
+     * off on every node (or failing before it records a run) nothing else
+     * would say that a day was never reconciled. */
+    int recon_at = 0;
+    pc_config_parse_time_of_day(pc_config_str(app->cfg, "recon.daily_at"), &recon_at);
+    int64_t runs_at = recon_at + pc_config_int(app->cfg, "alerts.recon_after_min");
+    int runs_due = pc_utc_daily_due(runs_at < 1439 ? (int)runs_at : 1439, 1, yday);
+    const char *fp[] = {age, ids, yday, files_due ? "t" : "f", review_age, runs_due ? "t" : "f"};
     a->checking = 1; /* cleared by facts_cb, whenever it runs */
     int rc = pc_db_query(
         app->db,
@@ -784,7 +798,12 @@ static void check(uv_timer_t *t)
                  "EXISTS (SELECT 1 FROM "
                  "chargeback_imports i WHERE i.channel_id = c AND i.business_date < $3::date)), "
                  "'') AS "
-                 "cb_files_missing, (SELECT count(*) FROM payments WHERE status = 'REVIEW' AND "
+                 "cb_files_missing, coalesce((SELECT string_agg(c, ', ' ORDER BY c) FROM "
+                 "unnest($2::text[]) c WHERE $6::boolean AND NOT EXISTS (SELECT 1 FROM recon_runs "
+                 "r "
+                 "WHERE r.channel_id = c AND r.business_date = $3::date) AND EXISTS (SELECT 1 FROM "
+                 "recon_runs r WHERE r.channel_id = c AND r.business_date < $3::date)), '') AS "
+                 "recon_missing, (SELECT count(*) FROM payments WHERE status = 'REVIEW' AND "
                  "created_at < now() - $5::int * interval '1 second') AS reviews_waiting, "
                  "coalesce((SELECT payment_no FROM payments WHERE status = 'REVIEW' AND created_at "
                  "< "
@@ -821,7 +840,7 @@ static void check(uv_timer_t *t)
                  "FROM refunds WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'TERMINATED')) "
                  "AS "
                  "contradicted",
-        5, fp, facts_cb, a);
+        6, fp, facts_cb, a);
     if (rc < 0)
         /* No connection up (PostgreSQL down): the check failed as surely as
          * when the query does; the gauges must not keep the last good ages. */

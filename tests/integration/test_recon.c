@@ -1563,6 +1563,63 @@ static int restore_nodes(void **state)
     return 0;
 }
 
+/* A day nobody reconciled: with the daily job off on every node (here node
+ * 0 alone, recon.daily false) a channel reconciled before has no run of
+ * yesterday, and nothing said so. RECON_NOT_RUN names it until a run of
+ * the day exists. */
+static int g_job_off;
+
+static void test_a_day_nobody_reconciled_raises_an_alert(void **state)
+{
+    (void)state;
+    pc_stack_stop_node(&g_stack, 0, SIGTERM);
+    pc_stack_stop_node(&g_stack, 1, SIGTERM);
+    g_job_off = 1;
+    pc_stack_env(&g_stack, "PAYCORE_RECON_DAILY", "false");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_RECON_AFTER_MIN", "0");
+    /* sim_wallet was reconciled (by the job, earlier tests): its run of
+     * yesterday is made another channel's, as if the job had not run; a
+     * run of an earlier day makes sim_wallet a channel reconciled before.
+     * (Moving the run to an earlier day instead would leave days after it
+     * never reconciled, which the job, back on, would then run.) */
+    free(pc_t_sql(&g_stack, "INSERT INTO recon_runs (channel_id, business_date, status, source, "
+                            "requested_by, started_at, finished_at) VALUES ('sim_wallet', (now() "
+                            "AT TIME ZONE 'UTC')::date - 2, 'DONE', 'UPLOAD', 'ops', now(), now()) "
+                            "ON CONFLICT DO NOTHING"));
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "WITH m AS (UPDATE recon_runs SET channel_id = 'sim_wallet_gone', "
+                               "status = 'DONE', finished_at = coalesce(finished_at, now()) WHERE "
+                               "channel_id = 'sim_wallet' AND "
+                               "business_date = (now() AT TIME ZONE 'UTC')::date - 1 RETURNING "
+                               "1) SELECT count(*) FROM m"),
+        1);
+    pc_stack_start_node(&g_stack, 0);
+    assert_true(pc_t_alert_wait(&g_stack, "RECON_NOT_RUN", "recon", 1, 15));
+    char *m = pc_t_alert_message(&g_stack, "RECON_NOT_RUN", "recon");
+    if (!m || !strstr(m, "sim_wallet") || strstr(m, "sim_card"))
+        fail_msg("RECON_NOT_RUN should name sim_wallet alone: %s", m ? m : "(none)");
+    free(m);
+    /* Ops run the day by hand: the alert resolves. */
+    char *yday = pc_t_sql(&g_stack, "SELECT ((now() AT TIME ZONE 'UTC')::date - 1)::text");
+    json_decref(run_day("sim_wallet", yday, 200));
+    free(yday);
+    assert_true(pc_t_alert_wait(&g_stack, "RECON_NOT_RUN", "recon", 0, 15));
+}
+
+static int restore_job(void **state)
+{
+    (void)state;
+    if (!g_job_off)
+        return 0;
+    g_job_off = 0;
+    pc_stack_stop_node(&g_stack, 0, SIGTERM);
+    pc_stack_env(&g_stack, "PAYCORE_RECON_DAILY", "true");
+    pc_stack_env(&g_stack, "PAYCORE_ALERTS_RECON_AFTER_MIN", "120");
+    pc_stack_start_node(&g_stack, 0);
+    pc_stack_start_node(&g_stack, 1);
+    return 0;
+}
+
 /* Last: paysim goes away. */
 static void test_statement_that_cannot_be_fetched_fails_the_run(void **state)
 {
@@ -1623,6 +1680,8 @@ int main(void)
                                refresh_today),
         cmocka_unit_test_setup(test_a_payment_listed_on_two_days_statements_is_a_duplicate,
                                refresh_today),
+        cmocka_unit_test_setup_teardown(test_a_day_nobody_reconciled_raises_an_alert, refresh_today,
+                                        restore_job),
         cmocka_unit_test_setup(test_statement_that_cannot_be_fetched_fails_the_run, refresh_today),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
