@@ -198,6 +198,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
+    pc_log_flush_on_crash();
     const char *config_path = getenv("PAYCORE_CONFIG");
     int migrate_only = 0;
     static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},

@@ -34,8 +34,9 @@ static struct {
     char ring[LOG_RING];
     size_t head, len; /* bytes queued start at head (mod LOG_RING) */
     unsigned long long dropped;
-    int writing; /* the writer holds a chunk it took from the ring */
+    _Atomic int writing; /* the writer holds a chunk it took from the ring */
     int started;
+    _Atomic int crashing; /* a fatal signal: the writer takes no more chunks */
 } g_w = {.mu = PTHREAD_MUTEX_INITIALIZER,
          .more = PTHREAD_COND_INITIALIZER,
          .drained = PTHREAD_COND_INITIALIZER,
@@ -73,7 +74,7 @@ static void *writer_main(void *arg)
     static char chunk[LOG_CHUNK];
     pthread_mutex_lock(&g_w.mu);
     for (;;) {
-        while (g_w.len == 0 && !g_w.dropped)
+        while ((g_w.len == 0 && !g_w.dropped) || g_w.crashing)
             pthread_cond_wait(&g_w.more, &g_w.mu);
         size_t n = g_w.len < LOG_CHUNK ? g_w.len : LOG_CHUNK;
         size_t first = LOG_RING - g_w.head < n ? LOG_RING - g_w.head : n;
@@ -145,6 +146,61 @@ static void enqueue(const char *text, size_t n)
     }
     pthread_cond_signal(&g_w.more);
     pthread_mutex_unlock(&g_w.mu);
+}
+
+/* ---------- a crash ----------
+ *
+ * A process that dies on a fatal signal (a segfault, an abort) took the lines
+ * still in the ring with it: the last ones before the crash, the ones that
+ * say what it was doing. The handler stops the writer taking more, waits a
+ * moment for the chunk it is writing (so that the two do not interleave),
+ * writes what is left with write(2) (async-signal-safe; the ring is read
+ * without its lock, which the crashed thread may hold: best effort), then
+ * lets the signal do what it would have done. */
+static void crash_flush(int sig)
+{
+    /* A reader of stderr that stopped reading must not keep a crashed
+     * process alive: SIGALRM ends it in 3 s whatever. */
+    alarm(3);
+    g_w.crashing = 1;
+    for (int i = 0; i < 1000 && g_w.writing; i++) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    size_t len = g_w.len, head = g_w.head;
+    if (len > LOG_RING || head >= LOG_RING)
+        len = 0;
+    size_t first = LOG_RING - head < len ? LOG_RING - head : len;
+    write_all(g_w.ring + head, first);
+    write_all(g_w.ring, len - first);
+    /* SA_RESETHAND put the default action back: the core dump, the exit
+     * status the supervisor sees. */
+    raise(sig);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define PC_LOG_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PC_LOG_ASAN 1
+#endif
+#endif
+
+void pc_log_flush_on_crash(void)
+{
+#ifdef PC_LOG_ASAN
+    /* ASan's own report of a fault matters more than queued lines. */
+    return;
+#else
+    static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = crash_flush;
+    sa.sa_flags = (int)SA_RESETHAND | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaction(sigs[i], &sa, NULL);
+#endif
 }
 
 int pc_log_flush(int timeout_ms)

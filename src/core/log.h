@@ -32,6 +32,12 @@ int pc_log_due(long long *last_s, long long every_s);
  * exit by itself (2 s). */
 int pc_log_flush(int timeout_ms);
 
+/* Installs handlers of the fatal signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+ * SIGABRT) that write out the lines still queued, then let the signal take
+ * its default course (core dump, exit status). Not under ASan, whose report
+ * comes first. Call once at start. */
+void pc_log_flush_on_crash(void);
+
 #define pc_log_debug(ev, ...) pc_log(PC_LOG_DEBUG, ev, __VA_ARGS__)
 #define pc_log_info(ev, ...) pc_log(PC_LOG_INFO, ev, __VA_ARGS__)
 #define pc_log_warn(ev, ...) pc_log(PC_LOG_WARN, ev, __VA_ARGS__)

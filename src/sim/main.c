@@ -80,6 +80,7 @@ static int parse_u64(const char *s, uint64_t *out)
 
 int main(int argc, char **argv)
 {
+    pc_log_flush_on_crash();
     pc_sim_opts_t o = {0};
     const char *env;
     uint64_t v;

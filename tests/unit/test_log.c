@@ -1,5 +1,6 @@
-/* Unit tests for src/core/log.c: lines reach stderr whole and in order, and
- * a reader of stderr that stops reading never holds up the caller. */
+/* Unit tests for src/core/log.c: lines reach stderr whole and in order, a
+ * reader of stderr that stops reading never holds up the caller, and a
+ * process that crashes still writes out the lines it had queued. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +11,9 @@
 #include "core/log.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -131,9 +134,76 @@ static void test_a_stuck_reader_does_not_hold_up_the_caller(void **state)
     close(fd);
 }
 
-int main(void)
+#define CRASH_LINES 4000
+
+/* Run as "test_log --crash": queues more lines than a pipe holds, then
+ * crashes before the writer thread can have written them all. */
+static int crash_child(void)
 {
+    pc_log_flush_on_crash();
+    for (int i = 0; i < CRASH_LINES; i++)
+        pc_log_info("test.crash_line",
+                    "line %d of %d, padded to make the pipe overflow: "
+                    "................................................",
+                    i, CRASH_LINES);
+    raise(SIGSEGV);
+    return 0;
+}
+
+static void test_a_crash_still_writes_the_queued_lines(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    skip(); /* ASan reports the fault instead */
+#endif
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        execl("/proc/self/exe", "test_log", "--crash", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    /* Read nothing for a while: the pipe fills, the writer blocks, the
+     * ring holds the rest when the child crashes. */
+    usleep(300000);
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (cap - len < 65536) {
+            cap = cap * 2 + 65536;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+        ssize_t n = read(fds[0], buf + len, cap - len - 1);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = 0;
+    close(fds[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGSEGV);
+    int lines = 0;
+    for (char *p = buf; (p = strstr(p, "\"test.crash_line\"")); p++)
+        lines++;
+    free(buf);
+    if (lines != CRASH_LINES)
+        fail_msg("%d of %d lines came out of the crashed process", lines, CRASH_LINES);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--crash") == 0)
+        return crash_child();
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_crash_still_writes_the_queued_lines),
         cmocka_unit_test_teardown(test_lines_come_out_whole_and_in_order, restore_stderr),
         cmocka_unit_test_teardown(test_a_stuck_reader_does_not_hold_up_the_caller, restore_stderr),
     };
