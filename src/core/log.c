@@ -157,6 +157,15 @@ static void enqueue(const char *text, size_t n)
  * writes what is left with write(2) (async-signal-safe; the ring is read
  * without its lock, which the crashed thread may hold: best effort), then
  * lets the signal do what it would have done. */
+#if defined(__SANITIZE_ADDRESS__)
+#define PC_LOG_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PC_LOG_ASAN 1
+#endif
+#endif
+
+#ifndef PC_LOG_ASAN
 static void crash_flush(int sig)
 {
     /* A reader of stderr that stopped reading must not keep a crashed
@@ -178,12 +187,6 @@ static void crash_flush(int sig)
     raise(sig);
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define PC_LOG_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define PC_LOG_ASAN 1
-#endif
 #endif
 
 void pc_log_flush_on_crash(void)
