@@ -525,6 +525,14 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
              "the oldest open trade past its expiry (%.40s) expired %lld s ago and is not closed "
              "(limit %lld s): merchants are not told trade.closed; is the expiry sweep running? "
              "(log trade.sweep)");
+    /* Paid trades past their refund window still TRADE_SUCCESS: the sweep
+     * that finishes them (trade.finished to the merchant; refunds refused
+     * from then on) is not running or cannot. */
+    set_over(a, res, "finish_lag", "finish_first", "alerts.trade_close_lag_s",
+             "TRADES_NOT_FINISHED", "trades",
+             "the oldest paid trade past its refund window (%.40s) has waited %lld s to be "
+             "finished (limit %lld s): merchants are not told trade.finished; is the finish "
+             "sweep running? (log trade.sweep)");
     /* Status queries of payments, payouts and refunds in flight that are due
      * and not made: the jobs that make them (and flag for ops what they
      * cannot finish, REPAIR_EXHAUSTED) are not running or cannot claim. */
@@ -718,7 +726,11 @@ static void check(uv_timer_t *t)
     pc_config_parse_time_of_day(pc_config_str(app->cfg, "recon.daily_at"), &recon_at);
     int64_t runs_at = recon_at + pc_config_int(app->cfg, "alerts.recon_after_min");
     int runs_due = pc_utc_daily_due(runs_at < 1439 ? (int)runs_at : 1439, 1, yday);
-    const char *fp[] = {age, ids, yday, files_due ? "t" : "f", review_age, runs_due ? "t" : "f"};
+    char window[24];
+    snprintf(window, sizeof window, "%lld",
+             (long long)pc_config_int(app->cfg, "trades.refund_window_s"));
+    const char *fp[] = {age,   ids, yday, files_due ? "t" : "f", review_age, runs_due ? "t" : "f",
+                        window};
     a->checking = 1; /* cleared by facts_cb, whenever it runs */
     int rc = pc_db_query(
         app->db,
@@ -734,8 +746,13 @@ static void check(uv_timer_t *t)
         "expires_at < now() AND NOT " PC_TRADE_ATTEMPT_AT_CHANNEL(
             "t") " ORDER BY expires_at "
                  "LIMIT 1), fd AS (SELECT account_id, created_at FROM ledger_balance_deltas ORDER "
-                 "BY "
-                 "created_at LIMIT 1), "
+                 "BY created_at LIMIT 1), "
+                 /* The oldest paid trade past its refund window (none with
+                  * a refund in flight, which holds it back by design). */
+                 "ft AS (SELECT trade_no, paid_at + make_interval(secs => $7::bigint) AS due FROM "
+                 "trades t WHERE status = 'TRADE_SUCCESS' AND paid_at <= now() - "
+                 "make_interval(secs => $7::bigint) AND NOT trade_refund_in_flight_now(t.trade_no) "
+                 "ORDER BY paid_at LIMIT 1), "
                  "qo AS (SELECT * FROM ((SELECT 'payment' AS kind, payment_no AS ref, "
                  "next_query_at AS at "
                  "FROM payments WHERE status IN ('PROCESSING', 'UNKNOWN') AND next_query_at IS NOT "
@@ -829,7 +846,9 @@ static void check(uv_timer_t *t)
                  "FROM ct))::bigint, 0) AS close_lag, coalesce((SELECT trade_no FROM ct), '') AS "
                  "close_first, coalesce(extract(epoch FROM now() - (SELECT created_at FROM "
                  "fd))::bigint, "
-                 "0) AS fold_age, coalesce((SELECT account_id FROM fd), '') AS fold_first, (SELECT "
+                 "0) AS fold_age, coalesce((SELECT account_id FROM fd), '') AS fold_first, "
+                 "coalesce(extract(epoch FROM now() - (SELECT due FROM ft))::bigint, 0) AS "
+                 "finish_lag, coalesce((SELECT trade_no FROM ft), '') AS finish_first, (SELECT "
                  "count(*) FROM refunds "
                  "WHERE " PC_REFUND_WAITING_WHERE
                  ") AS refunds_waiting, (SELECT count(*) FROM payments "
@@ -840,7 +859,7 @@ static void check(uv_timer_t *t)
                  "FROM refunds WHERE needs_ops AND status IN ('SUCCESS', 'FAILED', 'TERMINATED')) "
                  "AS "
                  "contradicted",
-        6, fp, facts_cb, a);
+        7, fp, facts_cb, a);
     if (rc < 0)
         /* No connection up (PostgreSQL down): the check failed as surely as
          * when the query does; the gauges must not keep the last good ages. */

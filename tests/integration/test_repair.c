@@ -471,6 +471,39 @@ static void test_expired_trades_left_open_raise_an_alert(void **state)
     assert_true(pc_t_alert_wait(&g_stack, "TRADES_NOT_CLOSED", "trades", 0, 15));
 }
 
+/* A paid trade past its refund window that the finish sweep cannot finish
+ * (a trigger refuses it) stays TRADE_SUCCESS, refundable, and the merchant
+ * is never told trade.finished: TRADES_NOT_FINISHED names it. Before,
+ * nothing did. (The trade is made paid by hand: the window is days long.) */
+static void test_paid_trades_left_unfinished_raise_an_alert(void **state)
+{
+    (void)state;
+    char tn[40];
+    open_trade(700, tn);
+    free(pc_t_sql(&g_stack,
+                  "CREATE FUNCTION pc_t_refuse_finish() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                  "BEGIN IF NEW.trade_no = '%s' THEN RAISE EXCEPTION 'refused by the test'; END "
+                  "IF; RETURN NEW; END $$",
+                  tn));
+    free(pc_t_sql(&g_stack, "CREATE TRIGGER pc_t_refuse_finish BEFORE UPDATE ON trades FOR EACH "
+                            "ROW WHEN (NEW.status = 'TRADE_FINISHED') EXECUTE FUNCTION "
+                            "pc_t_refuse_finish()"));
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET status = 'TRADE_SUCCESS', paid_amount = amount, paid_at = "
+                  "now() - interval '400 days' WHERE trade_no = '%s' RETURNING 1",
+                  tn));
+    assert_true(pc_t_alert_wait(&g_stack, "TRADES_NOT_FINISHED", "trades", 1, 15));
+    char *m = pc_t_alert_message(&g_stack, "TRADES_NOT_FINISHED", "trades");
+    if (!m || !strstr(m, tn))
+        fail_msg("TRADES_NOT_FINISHED does not name %s: %s", tn, m ? m : "(none)");
+    free(m);
+    free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_finish ON trades"));
+    free(pc_t_sql(&g_stack, "DROP FUNCTION pc_t_refuse_finish()"));
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_FINISHED", 10));
+    assert_true(pc_t_alert_wait(&g_stack, "TRADES_NOT_FINISHED", "trades", 0, 15));
+}
+
 /* Sets the request timeout of both card channels in the stack's channel
  * files (sim_card's to ms, sim_card2's to ms2) and reloads both nodes. */
 static void set_card_request_ms(int ms, int ms2)
@@ -1149,6 +1182,7 @@ int main(void)
         cmocka_unit_test(test_a_query_saying_the_channel_holds_it_keeps_its_reference),
         cmocka_unit_test(test_a_status_query_not_made_raises_an_alert),
         cmocka_unit_test(test_expired_trades_left_open_raise_an_alert),
+        cmocka_unit_test(test_paid_trades_left_unfinished_raise_an_alert),
         cmocka_unit_test(test_failing_channel_raises_alert_and_traffic_moves_then_returns),
         cmocka_unit_test(test_a_ledger_movement_that_cannot_be_folded_raises_an_alert),
         cmocka_unit_test(test_a_page_the_webhook_never_took_is_posted_again),
