@@ -536,14 +536,11 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
     /* Status queries of payments, payouts and refunds in flight that are due
      * and not made: the jobs that make them (and flag for ops what they
      * cannot finish, REPAIR_EXHAUSTED) are not running or cannot claim. */
-    long long qv = pc_db_val_i64(res, 0, "query_overdue"),
-              qlimit = pc_config_int(a->app->cfg, "alerts.query_overdue_s");
-    snprintf(msg, sizeof msg,
+    set_over(a, res, "query_overdue", "query_oldest", "alerts.query_overdue_s", "QUERIES_OVERDUE",
+             "status queries",
              "the oldest due status query (%.60s) is %lld s overdue (limit %lld s): are the "
              "repair, payout and refund jobs running? (logs repair.claim_failed, "
-             "payout.claim_failed, refund.claim_failed)",
-             pc_db_val(res, 0, "query_oldest"), qv, qlimit);
-    set(a, qv > qlimit, "QUERIES_OVERDUE", "status queries", msg, 0);
+             "payout.claim_failed, refund.claim_failed)");
     /* Queued movements of hot accounts (ledger.h) are folded within a
      * fraction of a second; an old one means the fold job is not running or
      * cannot fold it. Balances stay right meanwhile (readers add the queue). */

@@ -166,17 +166,6 @@ static int push_ctx_and_records(lua_State *L, pc__call_t *call, const char *root
     return finish_ids(call, n) < 0 ? refuse_duplicate(call, root, id_key) : 2;
 }
 
-/* Forgets the ids recorded so far. */
-static void reset_ids(pc__call_t *call)
-{
-    if (call->ids != call->ids_small)
-        free(call->ids);
-    free(call->id_index);
-    call->ids = NULL;
-    call->id_index = NULL;
-    call->nids = 0;
-}
-
 static int push_ctx_and_list(lua_State *L, pc__call_t *call, const char *root, const char *id_key)
 {
     if (call->records) {
@@ -188,7 +177,7 @@ static int push_ctx_and_list(lua_State *L, pc__call_t *call, const char *root, c
          * anything, and so finds what is wrong in another order: it says
          * which, so that the refusal reads the same either way. */
         lua_settop(L, top);
-        reset_ids(call);
+        pc__call_forget_ids(call);
         call->ids_table = 0;
         call->records = NULL;
         call->ctx_records = NULL;

@@ -639,9 +639,3 @@ int pc__records_bool(const pc__records_t *rec, size_t i, size_t field)
     const pc__rec_val_t *x = v + rec->info[0].off[field];
     return x->kind == PC_REC_TRUE ? 1 : x->kind == PC_REC_FALSE ? 0 : -1;
 }
-
-void pc__records_free(pc__records_t *rec)
-{
-    /* Everything rec holds lives in its state's memory. */
-    (void)rec;
-}

@@ -151,8 +151,8 @@ typedef struct pc__records {
 } pc__records_t;
 
 /* Loads the FFI and the JIT into L (once per state) and compiles a builder
- * for shape; returns it, kept in L's memory until lua_close (after
- * pc__records_free). Raises a Lua error on failure (call in protected
+ * for shape; returns it, kept in L's memory until lua_close (nothing to
+ * free). Raises a Lua error on failure (call in protected
  * mode). The JIT is switched on for the whole state: the caller keeps rule
  * code out of it. */
 pc__records_t *pc__records_open(lua_State *L, const pc__record_shape_t *shape);
@@ -193,9 +193,5 @@ const char *pc__records_id(const pc__records_t *rec, size_t i);
  * it, 1 true, 0 false, -1 absent; -2 when the element went through
  * convert.h instead (read the JSON). */
 int pc__records_bool(const pc__records_t *rec, size_t i, size_t field);
-
-/* Nothing to release today: rec and its buffers live in the state's memory
- * and go with it (kept so that callers need not know). */
-void pc__records_free(pc__records_t *rec);
 
 #endif

@@ -344,6 +344,16 @@ static int run_protected(lua_State *L)
     return 0;
 }
 
+void pc__call_forget_ids(pc__call_t *call)
+{
+    if (call->ids != call->ids_small)
+        free(call->ids);
+    free(call->id_index);
+    call->ids = NULL;
+    call->id_index = NULL;
+    call->nids = 0;
+}
+
 pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
                                    pc_rule_error_t *err)
 {
@@ -433,12 +443,7 @@ pc_rule_outcome_t pc__sandbox_call(pc__sandbox_t *sb, int ref, pc__call_t *call,
     sb->trusted = false; /* an error may have left a phase without its end */
     sb->large_deferred = false;
     call->input_refused = run.input_failed;
-    if (call->ids != call->ids_small)
-        free(call->ids);
-    free(call->id_index);
-    call->ids = NULL;
-    call->id_index = NULL;
-    call->nids = 0;
+    pc__call_forget_ids(call);
     if (sb->tight_hook)
         set_hook_every(sb, HOOK_EVERY);
     if (outcome == PC_RULE_OOM || outcome == PC_RULE_TIMEOUT)
@@ -727,9 +732,6 @@ void pc__sandbox_free(pc__sandbox_t *sb)
 {
     if (!sb)
         return;
-    /* The builders live in the state's memory: their C buffers go first. */
-    pc__records_free(sb->records);
-    pc__records_free(sb->ctx_records);
     if (sb->L) {
         /* LuaJIT releases its allocator's arena in lua_close only when the
          * state's allocator is its own: with ours still in place every closed

@@ -140,6 +140,10 @@ struct pc__call {
     json_t *raw;
 };
 
+/* Forgets the list ids a call recorded (points.c), freeing what was
+ * allocated for them. */
+void pc__call_forget_ids(pc__call_t *call);
+
 /* Runs the chunk ref (which returns the rule function) and the rule with the
  * call's arguments under the budgets. Returns the outcome; err is filled for
  * anything but PC_RULE_OK, call->answer is set only for PC_RULE_OK. */

@@ -436,6 +436,36 @@ static void test_a_status_query_not_made_raises_an_alert(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A trigger that refuses moving trade tn to status, as a bad row would stop
+ * a sweep that moves trades 200 at a time, all or nothing; and its removal. */
+static void refuse_trade_status(const char *tn, const char *status)
+{
+    free(pc_t_sql(&g_stack,
+                  "CREATE FUNCTION pc_t_refuse_status() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                  "BEGIN IF NEW.trade_no = '%s' THEN RAISE EXCEPTION 'refused by the test'; END "
+                  "IF; RETURN NEW; END $$",
+                  tn));
+    free(pc_t_sql(&g_stack,
+                  "CREATE TRIGGER pc_t_refuse_status BEFORE UPDATE ON trades FOR EACH ROW WHEN "
+                  "(NEW.status = '%s') EXECUTE FUNCTION pc_t_refuse_status()",
+                  status));
+}
+
+static void allow_trade_status(void)
+{
+    free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_status ON trades"));
+    free(pc_t_sql(&g_stack, "DROP FUNCTION pc_t_refuse_status()"));
+}
+
+/* The active alert kind/subject names what (the page says where to look). */
+static void assert_alert_names(const char *kind, const char *subject, const char *what)
+{
+    char *m = pc_t_alert_message(&g_stack, kind, subject);
+    if (!m || !strstr(m, what))
+        fail_msg("%s does not name %s: %s", kind, what, m ? m : "(none)");
+    free(m);
+}
+
 /* Expired trades the sweep cannot close (here a trigger refuses closing one,
  * as a bad row would: the sweep closes them 200 at a time, all or nothing)
  * stay open, and the merchants are never told trade.closed: ops are paged
@@ -445,27 +475,15 @@ static void test_expired_trades_left_open_raise_an_alert(void **state)
     (void)state;
     char tn[40];
     open_trade(500, tn);
-    free(pc_t_sql(&g_stack,
-                  "CREATE FUNCTION pc_t_refuse_close() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                  "BEGIN IF NEW.trade_no = '%s' THEN RAISE EXCEPTION 'refused by the test'; END "
-                  "IF; RETURN NEW; END $$",
-                  tn));
-    free(pc_t_sql(&g_stack, "CREATE TRIGGER pc_t_refuse_close BEFORE UPDATE ON trades FOR EACH "
-                            "ROW WHEN (NEW.status = 'TRADE_CLOSED') EXECUTE FUNCTION "
-                            "pc_t_refuse_close()"));
+    refuse_trade_status(tn, "TRADE_CLOSED");
     free(pc_t_sql(&g_stack,
                   "UPDATE trades SET expires_at = now() - interval '1 minute' WHERE trade_no = "
                   "'%s' RETURNING 1",
                   tn));
     assert_true(pc_t_alert_wait(&g_stack, "TRADES_NOT_CLOSED", "trades", 1, 15));
-    /* The page names the trade ops should look at. */
-    char *m = pc_t_alert_message(&g_stack, "TRADES_NOT_CLOSED", "trades");
-    if (!m || !strstr(m, tn))
-        fail_msg("TRADES_NOT_CLOSED does not name %s: %s", tn, m ? m : "(none)");
-    free(m);
+    assert_alert_names("TRADES_NOT_CLOSED", "trades", tn);
     wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "WAIT_BUYER_PAY", 1);
-    free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_close ON trades"));
-    free(pc_t_sql(&g_stack, "DROP FUNCTION pc_t_refuse_close()"));
+    allow_trade_status();
     assert_true(
         wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_CLOSED", 10));
     assert_true(pc_t_alert_wait(&g_stack, "TRADES_NOT_CLOSED", "trades", 0, 15));
@@ -480,25 +498,14 @@ static void test_paid_trades_left_unfinished_raise_an_alert(void **state)
     (void)state;
     char tn[40];
     open_trade(700, tn);
-    free(pc_t_sql(&g_stack,
-                  "CREATE FUNCTION pc_t_refuse_finish() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                  "BEGIN IF NEW.trade_no = '%s' THEN RAISE EXCEPTION 'refused by the test'; END "
-                  "IF; RETURN NEW; END $$",
-                  tn));
-    free(pc_t_sql(&g_stack, "CREATE TRIGGER pc_t_refuse_finish BEFORE UPDATE ON trades FOR EACH "
-                            "ROW WHEN (NEW.status = 'TRADE_FINISHED') EXECUTE FUNCTION "
-                            "pc_t_refuse_finish()"));
+    refuse_trade_status(tn, "TRADE_FINISHED");
     free(pc_t_sql(&g_stack,
                   "UPDATE trades SET status = 'TRADE_SUCCESS', paid_amount = amount, paid_at = "
                   "now() - interval '400 days' WHERE trade_no = '%s' RETURNING 1",
                   tn));
     assert_true(pc_t_alert_wait(&g_stack, "TRADES_NOT_FINISHED", "trades", 1, 15));
-    char *m = pc_t_alert_message(&g_stack, "TRADES_NOT_FINISHED", "trades");
-    if (!m || !strstr(m, tn))
-        fail_msg("TRADES_NOT_FINISHED does not name %s: %s", tn, m ? m : "(none)");
-    free(m);
-    free(pc_t_sql(&g_stack, "DROP TRIGGER pc_t_refuse_finish ON trades"));
-    free(pc_t_sql(&g_stack, "DROP FUNCTION pc_t_refuse_finish()"));
+    assert_alert_names("TRADES_NOT_FINISHED", "trades", tn);
+    allow_trade_status();
     assert_true(
         wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_FINISHED", 10));
     assert_true(pc_t_alert_wait(&g_stack, "TRADES_NOT_FINISHED", "trades", 0, 15));
@@ -947,10 +954,7 @@ static void test_a_ledger_movement_that_cannot_be_folded_raises_an_alert(void **
     assert_true(pc_t_alert_wait(&g_stack, "LEDGER_FOLD_LAG", "ledger", 1, 10));
     assert_true(hook_saw("\"event\":\"alert.raised\",\"kind\":\"LEDGER_FOLD_LAG\"", 5));
     assert_int_equal(pages_refused(), 2);
-    char *m = pc_t_alert_message(&g_stack, "LEDGER_FOLD_LAG", "ledger");
-    if (!m || !strstr(m, "merchant:ghost:pending:CNY"))
-        fail_msg("LEDGER_FOLD_LAG does not name the account: %s", m ? m : "(none)");
-    free(m);
+    assert_alert_names("LEDGER_FOLD_LAG", "ledger", "merchant:ghost:pending:CNY");
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM ledger_balance_deltas WHERE "
                                             "account_id = 'merchant:ghost:pending:CNY'"),
                      1);

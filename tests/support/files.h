@@ -5,6 +5,7 @@
 #define PC_TEST_FILES_H
 #include <ftw.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 
 /* Writes text to dir/name, failing the test if it cannot. */
@@ -30,6 +31,17 @@ static inline int pc_t_rm_entry(const char *path, const struct stat *st, int fla
 static inline void pc_t_rm_tree(const char *dir)
 {
     nftw(dir, pc_t_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Makes a new folder /tmp/<prefix>XXXXXX with a tests/ folder inside (a
+ * rules folder's shape), its path into dir (at least 64 bytes). */
+static inline void pc_t_rules_tmpdir(char *dir, size_t len, const char *prefix)
+{
+    snprintf(dir, len, "/tmp/%sXXXXXX", prefix);
+    assert_non_null(mkdtemp(dir));
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s/tests", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
 }
 
 #endif

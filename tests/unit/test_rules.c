@@ -112,11 +112,7 @@ static const char *REFUND_EXAMPLES =
 static int setup(void **state)
 {
     fixture_t *fx = calloc(1, sizeof *fx);
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/pc_rules_XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
-    char sub[96];
-    snprintf(sub, sizeof sub, "%s/tests", fx->dir);
-    assert_int_equal(mkdir(sub, 0755), 0);
+    pc_t_rules_tmpdir(fx->dir, sizeof fx->dir, "pc_rules_");
     put_rule(fx, "cashier_rank", CASHIER_BY_MODE, CASHIER_EXAMPLES);
     put_rule(fx, "risk", RISK_OK, RISK_EXAMPLES);
     put_rule(fx, "route", ROUTE_BY_MODE, ROUTE_EXAMPLES);

@@ -428,11 +428,7 @@ static const char *SPEC_EXAMPLES =
 static int engines_setup(void **state)
 {
     engines_t *e = calloc(1, sizeof *e);
-    snprintf(e->dir, sizeof e->dir, "/tmp/pc_records_XXXXXX");
-    assert_non_null(mkdtemp(e->dir));
-    char sub[96];
-    snprintf(sub, sizeof sub, "%s/tests", e->dir);
-    assert_int_equal(mkdir(sub, 0755), 0);
+    pc_t_rules_tmpdir(e->dir, sizeof e->dir, "pc_records_");
     pc_t_write_file(e->dir, "cashier_rank.lua", SPEC_RULE);
     pc_t_write_file(e->dir, "tests/cashier_rank.json", SPEC_EXAMPLES);
     pc_rules_opts_t plain = {.plain_lists = true};

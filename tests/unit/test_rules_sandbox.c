@@ -37,11 +37,7 @@ static const char *RISK_EXAMPLES =
 static int setup_with(void **state, const pc_rules_opts_t *opts)
 {
     fixture_t *fx = calloc(1, sizeof *fx);
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/pc_sandbox_XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
-    char sub[96];
-    snprintf(sub, sizeof sub, "%s/tests", fx->dir);
-    assert_int_equal(mkdir(sub, 0755), 0);
+    pc_t_rules_tmpdir(fx->dir, sizeof fx->dir, "pc_sandbox_");
     pc_t_write_file(fx->dir, "tests/risk.json", RISK_EXAMPLES);
     pc_metrics_reset();
     fx->rules = pc_rules_new(fx->dir, opts);
