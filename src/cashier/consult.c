@@ -36,18 +36,82 @@ static const struct {
     {PC_METHOD_QR_BUYER, "Show your payment code"},
 };
 
-static json_t *method(const char *id, const char *type, const char *label, const char *reason,
-                      int64_t max_amount, const char *channel_id)
+/* The methods as the cashier assembles them: what cashier_rank.lua sees, as
+ * C values (rules.h). Their texts are the request's (or static, or the
+ * channel configuration's, which outlives the request); a bound card's or a
+ * coupon's method is a JSON object (object, owned) with that object in it. */
+typedef struct {
+    pc_http_req_t *req;
+    pc_rank_method_t *m;
+    size_t n, cap;
+    bool oom; /* a method could not be added */
+} offers_t;
+
+static pc_rank_method_t *add(offers_t *o, const char *id, const char *type, const char *label,
+                             const char *reason, int64_t max_amount, const char *channel_id)
 {
-    json_t *m =
-        json_pack("{s:s,s:s,s:s,s:b,s:b,s:I,s:s?,s:n,s:n}", "method_id", id, "type", type, "label",
-                  label, "available", reason == NULL, "recommended", 0, "max_amount",
-                  (json_int_t)max_amount, "channel_id", channel_id, "card", "coupon");
-    if (!channel_id)
-        json_object_set_new(m, "channel_id", json_null());
-    if (reason)
-        json_object_set_new(m, "reason", json_string(reason));
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? 2 * o->cap : 16;
+        pc_rank_method_t *m = realloc(o->m, cap * sizeof *m);
+        if (!m) {
+            o->oom = true;
+            return NULL;
+        }
+        o->m = m;
+        o->cap = cap;
+    }
+    char *id_copy = pc_http_req_strdup(o->req, id), *label_copy = pc_http_req_strdup(o->req, label);
+    if (!id_copy || !label_copy) {
+        o->oom = true;
+        return NULL;
+    }
+    pc_rank_method_t *m = &o->m[o->n++];
+    *m = (pc_rank_method_t){.method_id = id_copy,
+                            .type = type,
+                            .label = label_copy,
+                            .reason = reason,
+                            .channel_id = channel_id,
+                            .max_amount = max_amount,
+                            .available = reason == NULL,
+                            .recommended = 0};
     return m;
+}
+
+/* The method as api.md shows it. */
+static json_t *method(const pc_rank_method_t *m, int recommended)
+{
+    json_t *j = json_pack("{s:s,s:s,s:s,s:b,s:b,s:I,s:s?,s:n,s:n}", "method_id", m->method_id,
+                          "type", m->type, "label", m->label, "available", m->available == 1,
+                          "recommended", recommended, "max_amount", (json_int_t)m->max_amount,
+                          "channel_id", m->channel_id, "card", "coupon");
+    if (j && !m->channel_id)
+        json_object_set_new(j, "channel_id", json_null());
+    if (j && m->reason)
+        json_object_set_new(j, "reason", json_string(m->reason));
+    return j;
+}
+
+/* The method just added (m) with an object of its own (key: "card" or
+ * "coupon"), which it takes. */
+static void add_with(offers_t *o, pc_rank_method_t *m, const char *key, json_t *obj)
+{
+    json_t *j = m && obj ? method(m, 0) : NULL;
+    if (!j) {
+        if (m)
+            o->n--;
+        o->oom = true;
+        json_decref(obj);
+        return;
+    }
+    json_object_set_new(j, key, obj);
+    m->object = j;
+}
+
+static void offers_free(offers_t *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        json_decref((json_t *)o->m[i].object);
+    free(o->m);
 }
 
 static const char *brand_label(const char *brand)
@@ -60,10 +124,9 @@ static const char *brand_label(const char *brand)
 }
 
 /* Assets × channels → methods a person understands. */
-static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
+static void assemble(consult_t *c, pc_cashier_view_t *v, offers_t *o)
 {
     pc_app_t *app = c->app;
-    json_t *methods = json_array();
     const char *cur = json_string_value(json_object_get(v->trade, "currency"));
     const char *product = json_string_value(json_object_get(v->trade, "product"));
     int64_t amount = json_integer_value(json_object_get(v->trade, "amount"));
@@ -79,11 +142,11 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
         snprintf(label, sizeof label, "Balance %s",
                  pc_money_text(v->wallet, cur, money, sizeof money));
         int64_t max = v->wallet < amount ? v->wallet : amount;
-        json_array_append_new(methods, method("BALANCE", "BALANCE", label,
-                                              limit            ? limit
-                                              : v->wallet <= 0 ? "INSUFFICIENT_BALANCE"
-                                                               : NULL,
-                                              max, NULL));
+        add(o, "BALANCE", "BALANCE", label,
+            limit            ? limit
+            : v->wallet <= 0 ? "INSUFFICIENT_BALANCE"
+                             : NULL,
+            max, NULL);
         size_t i;
         json_t *tw;
         /* Balances of this merchant's named account types (top-ups made here). */
@@ -97,8 +160,7 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
             snprintf(id, sizeof id, "BALANCE:%s", type);
             snprintf(label, sizeof label, "%s balance %s", type,
                      pc_money_text(bal, cur, money, sizeof money));
-            json_array_append_new(
-                methods, method(id, "BALANCE", label, limit, bal < amount ? bal : amount, NULL));
+            add(o, id, "BALANCE", label, limit, bal < amount ? bal : amount, NULL);
         }
         json_t *cp;
         json_array_foreach(v->coupons, i, cp)
@@ -110,16 +172,14 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
                      json_string_value(json_object_get(cp, "coupon_id")));
             snprintf(label, sizeof label, "Coupon %s off",
                      pc_money_text(ca, cur, money, sizeof money));
-            json_t *m = method(id, "COUPON", label,
-                               limit          ? limit
-                               : amount < min ? "MIN_AMOUNT_NOT_MET"
-                                              : NULL,
-                               ca < amount ? ca : amount, NULL);
-            json_object_set_new(m, "coupon",
-                                json_pack("{s:O,s:I}", "coupon_id",
-                                          json_object_get(cp, "coupon_id"), "amount",
-                                          (json_int_t)ca));
-            json_array_append_new(methods, m);
+            pc_rank_method_t *f = add(o, id, "COUPON", label,
+                                      limit          ? limit
+                                      : amount < min ? "MIN_AMOUNT_NOT_MET"
+                                                     : NULL,
+                                      ca < amount ? ca : amount, NULL);
+            add_with(o, f, "coupon",
+                     json_pack("{s:O,s:I}", "coupon_id", json_object_get(cp, "coupon_id"), "amount",
+                               (json_int_t)ca));
         }
     }
     /* Bound cards. */
@@ -141,12 +201,10 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
         snprintf(label, sizeof label, "%s \xe2\x80\xa2\xe2\x80\xa2%s",
                  brand_label(json_string_value(json_object_get(card, "brand"))),
                  json_string_value(json_object_get(card, "last4")));
-        json_t *m = method(id, "QUICK_PAY", label, why, amount, ch);
-        json_object_set_new(m, "card",
-                            json_pack("{s:O,s:O,s:O}", "card_id", json_object_get(card, "card_id"),
-                                      "brand", json_object_get(card, "brand"), "last4",
-                                      json_object_get(card, "last4")));
-        json_array_append_new(methods, m);
+        add_with(o, add(o, id, "QUICK_PAY", label, why, amount, ch), "card",
+                 json_pack("{s:O,s:O,s:O}", "card_id", json_object_get(card, "card_id"), "brand",
+                           json_object_get(card, "brand"), "last4",
+                           json_object_get(card, "last4")));
     }
     /* Channel methods: offered when some enabled channel takes them. */
     for (size_t k = 0; k < sizeof external / sizeof external[0]; k++) {
@@ -164,10 +222,8 @@ static json_t *assemble(consult_t *c, pc_cashier_view_t *v)
             room += pc_channels_volume_room(app->channels, match[j], cur, amount, v->now);
         if (!why && room == 0)
             why = "CHANNEL_LIMIT_EXCEEDED";
-        json_array_append_new(methods, method(type, type, external[k].label, why, amount,
-                                              n == 1 ? match[0]->id : NULL));
+        add(o, type, type, external[k].label, why, amount, n == 1 ? match[0]->id : NULL);
     }
-    return methods;
 }
 
 static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
@@ -180,7 +236,13 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     }
     if (pc_cashier_check_payable(req, v, c->buyer_id) < 0)
         return;
-    json_t *methods = assemble(c, v);
+    offers_t o = {.req = req};
+    assemble(c, v, &o);
+    if (o.oom) {
+        offers_free(&o);
+        pc_respond_db_error(req, PC_ENOMEM);
+        return;
+    }
     const char *cur = json_string_value(json_object_get(v->trade, "currency"));
     int64_t amount = json_integer_value(json_object_get(v->trade, "amount"));
     json_t *buyer = json_object();
@@ -205,16 +267,38 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
         (json_int_t)v->now, "merchant", "id", c->merchant_id, "buyer", buyer, "policy",
         "hide_unavailable", pc_config_bool(c->app->cfg, "cashier.hide_unavailable"));
     pc_rule_result_t r;
-    pc_rules_cashier_rank(c->app->rules, ctx, methods, &r);
+    size_t *order = malloc((o.n + 1) * sizeof *order);
+    unsigned char *rec = malloc(o.n + 1);
+    pc_rank_answer_t ans = {order, rec, 0};
+    json_t *methods = order && rec ? json_array() : NULL;
+    if (!methods) {
+        free(order);
+        free(rec);
+        json_decref(ctx);
+        offers_free(&o);
+        pc_respond_db_error(req, PC_ENOMEM);
+        return;
+    }
+    pc_rules_cashier_rank_methods(c->app->rules, ctx, o.m, o.n, &ans, &r);
     if (r.outcome != PC_RULE_OK)
         pc_log_warn("cashier.rank_fallback", "cashier_rank %s at %s:%d: %s; original order used",
                     pc_rule_outcome_name(r.outcome), r.error.file, r.error.line, r.error.message);
-    json_t *out = json_pack("{s:O,s:I,s:s,s:s,s:O}", "trade_no",
+    /* The rule's order, hidden methods left out, its flags. */
+    for (size_t i = 0; i < ans.count; i++) {
+        const pc_rank_method_t *m = &o.m[order[i]];
+        json_t *j = m->object ? json_copy((json_t *)m->object) : method(m, rec[i]);
+        if (j && m->object)
+            json_object_set_new(j, "recommended", json_boolean(rec[i]));
+        json_array_append_new(methods, j);
+    }
+    json_t *out = json_pack("{s:O,s:I,s:s,s:s,s:o}", "trade_no",
                             json_object_get(v->trade, "trade_no"), "amount", (json_int_t)amount,
-                            "currency", cur, "rule_version", r.version, "methods", r.answer);
+                            "currency", cur, "rule_version", r.version, "methods", methods);
     pc_rule_result_clear(&r);
+    free(order);
+    free(rec);
     json_decref(ctx);
-    json_decref(methods);
+    offers_free(&o);
     pc_http_respond_json(req, 200, out);
 }
 

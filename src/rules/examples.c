@@ -15,7 +15,7 @@ static uint64_t timed_invoke(pc__rule_t *rule, const json_t *ctx, const json_t *
                              pc_rule_result_t *res, json_t **raw)
 {
     uint64_t t0 = pc__thread_cpu_ns();
-    pc__rule_invoke(rule, ctx, args, res, raw);
+    pc__rule_invoke(rule, ctx, args, NULL, res, raw);
     return (pc__thread_cpu_ns() - t0) / 1000u;
 }
 

@@ -32,6 +32,130 @@ static int cmp_id_entry(const void *a, const void *b)
     return x->ptr < y->ptr ? -1 : x->ptr > y->ptr;
 }
 
+/* The number of list elements, given as JSON or as C values. */
+static size_t list_len(const pc__call_t *call)
+{
+    return call->list ? json_array_size(call->list) : call->typed ? call->typed->n : 0;
+}
+
+/* The method fields, in method_shape's order (below). */
+enum {
+    MF_METHOD_ID,
+    MF_TYPE,
+    MF_LABEL,
+    MF_AVAILABLE,
+    MF_REASON,
+    MF_MAX_AMOUNT,
+    MF_CHANNEL_ID,
+    MF_RECOMMENDED,
+    MF_COUNT
+};
+
+json_t *pc_rank_method_json(const pc_rank_method_t *m)
+{
+    if (m->object)
+        return json_deep_copy(m->object);
+    json_t *o = json_object();
+    const struct {
+        const char *key;
+        const char *s;
+    } strs[] = {{"method_id", m->method_id},
+                {"type", m->type},
+                {"label", m->label},
+                {"reason", m->reason},
+                {"channel_id", m->channel_id}};
+    int bad = !o;
+    for (size_t i = 0; !bad && i < sizeof strs / sizeof strs[0]; i++)
+        if (strs[i].s)
+            bad = json_object_set_new(o, strs[i].key, json_string(strs[i].s)) != 0;
+    if (!bad && m->available >= 0)
+        bad = json_object_set_new(o, "available", json_boolean(m->available)) != 0;
+    if (!bad && m->recommended >= 0)
+        bad = json_object_set_new(o, "recommended", json_boolean(m->recommended)) != 0;
+    if (!bad && m->max_amount != PC_RANK_NO_AMOUNT)
+        bad = json_object_set_new(o, "max_amount", json_integer((json_int_t)m->max_amount)) != 0;
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* A typed method read into the builder's slots as its JSON would be. */
+static bool read_method(lua_State *L, pc__records_t *rec, const void *src, size_t i,
+                        pc__rec_val_t *out)
+{
+    const pc_rank_method_t *m = (const pc_rank_method_t *)src + i;
+    if (m->object)
+        return pc__records_read_json(L, rec, m->object, out);
+    const struct {
+        size_t field;
+        const char *s;
+    } strs[] = {{MF_METHOD_ID, m->method_id},
+                {MF_TYPE, m->type},
+                {MF_LABEL, m->label},
+                {MF_REASON, m->reason},
+                {MF_CHANNEL_ID, m->channel_id}};
+    for (size_t j = 0; j < sizeof strs / sizeof strs[0]; j++) {
+        if (!strs[j].s)
+            continue;
+        size_t len = strlen(strs[j].s);
+        if (len > UINT32_MAX)
+            return false;
+        pc__records_set_string(L, rec, pc__records_field(rec, out, strs[j].field), strs[j].s, len);
+    }
+    if (m->max_amount != PC_RANK_NO_AMOUNT) {
+        if (m->max_amount > PC_RULES_MAX_SAFE_INTEGER || m->max_amount < -PC_RULES_MAX_SAFE_INTEGER)
+            return false; /* refused: the JSON path says so */
+        *pc__records_field(rec, out, MF_MAX_AMOUNT) =
+            (pc__rec_val_t){.n = (double)m->max_amount, .kind = PC_REC_NUMBER};
+    }
+    if (m->available >= 0)
+        pc__records_field(rec, out, MF_AVAILABLE)->kind = m->available ? PC_REC_TRUE : PC_REC_FALSE;
+    if (m->recommended >= 0)
+        pc__records_field(rec, out, MF_RECOMMENDED)->kind =
+            m->recommended ? PC_REC_TRUE : PC_REC_FALSE;
+    return true;
+}
+
+static const json_t *method_object(const void *src, size_t i)
+{
+    return ((const pc_rank_method_t *)src)[i].object;
+}
+
+/* Points call->list at the typed methods as JSON (made once); -1 with
+ * detail filled when out of memory. */
+static int need_list_json(pc__call_t *call)
+{
+    if (call->list || !call->typed)
+        return 0;
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < call->typed->n; i++)
+        if (json_array_append_new(list, pc_rank_method_json(&call->typed->methods[i])) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    if (!list) {
+        snprintf(call->detail, sizeof call->detail, "out of memory");
+        return -1;
+    }
+    call->typed_json = list;
+    call->list = list;
+    return 0;
+}
+
+void pc__typed_default(const pc__typed_list_t *typed)
+{
+    for (size_t i = 0; i < typed->n; i++) {
+        typed->answer->order[i] = i;
+        typed->answer->recommended[i] =
+            typed->methods[i].object
+                ? json_is_true(json_object_get(typed->methods[i].object, "recommended"))
+                : typed->methods[i].recommended == 1;
+    }
+    typed->answer->count = typed->n;
+}
+
 static int push_ctx(lua_State *L, pc__call_t *call)
 {
     if (call->ctx_records)
@@ -109,6 +233,8 @@ static int refuse_duplicate(pc__call_t *call, const char *root, const char *id_k
  * them; refuses elements without a string id and duplicate ids. */
 static int anchor_ids(lua_State *L, pc__call_t *call, const char *root, const char *id_key)
 {
+    if (need_list_json(call) < 0)
+        return -1;
     size_t n = json_array_size(call->list);
     if (!lua_checkstack(L, (int)n + 8)) {
         snprintf(call->detail, sizeof call->detail, "%s: too many elements", root);
@@ -138,7 +264,7 @@ static int push_ctx_only(lua_State *L, pc__call_t *call)
 static int push_ctx_and_records(lua_State *L, pc__call_t *call, const char *root,
                                 const char *id_key)
 {
-    size_t n = json_array_size(call->list);
+    size_t n = list_len(call);
     /* The plain path's limit (it anchors every id on the stack): past it the
      * plain path refuses the list, and says so. */
     if (n > INT32_MAX / 2 || !lua_checkstack(L, (int)n + 8) || alloc_ids(call, n) < 0)
@@ -148,8 +274,12 @@ static int push_ctx_and_records(lua_State *L, pc__call_t *call, const char *root
     call->ids_table = ids;
     if (push_ctx(L, call) < 0)
         return -1;
-    if (pc__records_push(L, call->records, call->list, root, ids, call->detail,
-                         sizeof call->detail) < 0)
+    pc__rec_source_t typed = {n, read_method, method_object,
+                              call->typed ? call->typed->methods : NULL};
+    if ((call->list ? pc__records_push(L, call->records, call->list, root, ids, call->detail,
+                                       sizeof call->detail)
+                    : pc__records_push_from(L, call->records, &typed, root, ids, call->detail,
+                                            sizeof call->detail)) < 0)
         return -1;
     for (size_t i = 0; i < n; i++) {
         const char *s = pc__records_id(call->records, i);
@@ -239,7 +369,7 @@ static int is_list(lua_State *L, int idx, size_t *len)
 static int check_id_list(lua_State *L, pc__call_t *call, int idx, const char *id_key,
                          int strings_ok, size_t **order, unsigned char **flags, size_t *count)
 {
-    size_t nin = json_array_size(call->list), n;
+    size_t nin = list_len(call), n;
     *order = NULL;
     if (flags)
         *flags = NULL;
@@ -334,19 +464,6 @@ fail:
     return -1;
 }
 
-/* The method fields, in method_shape's order (below). */
-enum {
-    MF_METHOD_ID,
-    MF_TYPE,
-    MF_LABEL,
-    MF_AVAILABLE,
-    MF_REASON,
-    MF_MAX_AMOUNT,
-    MF_CHANNEL_ID,
-    MF_RECOMMENDED,
-    MF_COUNT
-};
-
 /* Input method pos's boolean field: 1 true, 0 false, -1 absent or not a
  * boolean; from what the list builder read when it took the method. */
 static int method_flag(const pc__call_t *call, size_t pos, size_t field, const char *key)
@@ -354,7 +471,9 @@ static int method_flag(const pc__call_t *call, size_t pos, size_t field, const c
     int v = call->records ? pc__records_bool(call->records, pos, field) : -2;
     if (v != -2)
         return v;
-    const json_t *b = json_object_get(json_array_get(call->list, pos), key);
+    const json_t *el =
+        call->list ? json_array_get(call->list, pos) : call->typed->methods[pos].object;
+    const json_t *b = json_object_get(el, key);
     return json_is_boolean(b) ? json_is_true(b) : -1;
 }
 
@@ -367,13 +486,25 @@ static int check_cashier_rank(lua_State *L, pc__call_t *call, int idx)
     /* The cashier would steer the buyer to a method that cannot pay now. */
     for (size_t i = 0; i < n; i++) {
         if (flags[i] && method_flag(call, order[i], MF_AVAILABLE, "available") == 0) {
-            json_t *in = json_array_get(call->list, order[i]);
+            /* The id as the rule saw it (call->ids: the same text as the
+             * input's method_id). */
             malformed(call, "entry %zu: method \"%.64s\" is recommended but not available", i + 1,
-                      json_string_value(json_object_get(in, "method_id")));
+                      call->ids[order[i]]);
             free(order);
             free(flags);
             return -1;
         }
+    }
+    if (call->typed) {
+        pc_rank_answer_t *ans = call->typed->answer;
+        for (size_t i = 0; i < n; i++) {
+            ans->order[i] = order[i];
+            ans->recommended[i] = flags[i] != 0;
+        }
+        ans->count = n;
+        free(order);
+        free(flags);
+        return 0;
     }
     json_t *out = json_array();
     for (size_t i = 0; out && i < n; i++) {
@@ -871,15 +1002,15 @@ const pc__point_t *pc__point(pc_rule_id_t id)
     return &points[id];
 }
 
-int pc__point_check_input(const pc__point_t *pt, const json_t *ctx, const json_t *list, char *why,
-                          size_t whylen)
+int pc__point_check_input(const pc__point_t *pt, const json_t *ctx, const json_t *list, bool typed,
+                          char *why, size_t whylen)
 {
     /* Only the shapes here; each element is checked while it is converted. */
     if (!json_is_object(ctx)) {
         snprintf(why, whylen, "ctx must be a JSON object");
         return -1;
     }
-    if (pt->list_key && !json_is_array(list)) {
+    if (pt->list_key && !typed && !json_is_array(list)) {
         snprintf(why, whylen, "%s must be a JSON array", pt->list_key);
         return -1;
     }

@@ -18,6 +18,7 @@
 #define PC_RULES_POINTS_H
 #include <jansson.h>
 #include <lua.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "rules/rules.h"
@@ -52,9 +53,13 @@ const pc__point_t *pc__point(pc_rule_id_t id);
 
 /* Checks the JSON types of a call's inputs before anything runs: ctx an
  * object, list an array where the point has one (its elements, which need
- * unique string ids, are checked as they are converted). Returns 0, or -1
- * with why filled. */
-int pc__point_check_input(const pc__point_t *pt, const json_t *ctx, const json_t *list, char *why,
-                          size_t whylen);
+ * unique string ids, are checked as they are converted; a typed call has
+ * no JSON list). Returns 0, or -1 with why filled. */
+int pc__point_check_input(const pc__point_t *pt, const json_t *ctx, const json_t *list, bool typed,
+                          char *why, size_t whylen);
+
+/* The safe default of a typed call (sandbox.h): every method in input
+ * order with its own flag. */
+void pc__typed_default(const pc__typed_list_t *typed);
 
 #endif

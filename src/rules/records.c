@@ -197,7 +197,7 @@ static inline void as_words(const char *s, size_t len, uint64_t w[4])
 
 /* The cache slot (1-based) holding s, filled now if it held something else;
  * 0 for a string too long to cache. */
-static int32_t cached_slot(lua_State *L, pc__records_t *rec, int *strs, const char *s, size_t len)
+static int32_t cached_slot(lua_State *L, pc__records_t *rec, const char *s, size_t len)
 {
     if (len == 0 || len > PC_REC_CACHE_MAXLEN)
         return 0;
@@ -217,15 +217,15 @@ static int32_t cached_slot(lua_State *L, pc__records_t *rec, int *strs, const ch
     /* A slot another string of this same list already took keeps it. */
     if (rec->cache_tag[i] && c->used == rec->pushes)
         return 0;
-    if (!*strs) {
+    if (!rec->strs_idx) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, rec->strs_ref);
-        *strs = lua_gettop(L);
+        rec->strs_idx = lua_gettop(L);
     }
     /* Forget the slot first: if interning fails (out of memory) it stays
      * empty rather than naming a string it does not hold. */
     rec->cache_tag[i] = 0;
     lua_pushlstring(L, s, len);
-    lua_rawseti(L, *strs, (int)i + 1);
+    lua_rawseti(L, rec->strs_idx, (int)i + 1);
     memcpy(c->w, w, sizeof w);
     rec->cache_tag[i] = tag;
     c->used = rec->pushes;
@@ -358,8 +358,8 @@ pc__records_t *pc__records_open(lua_State *L, const pc__record_shape_t *shape)
 
 /* Reads the object el of shape in into its slots (zeroed by the caller);
  * false when the builder cannot take it as it is. */
-static bool extract(lua_State *L, pc__records_t *rec, int *strs, const pc__shape_info_t *in,
-                    const json_t *el, pc__rec_val_t *out)
+static bool extract(lua_State *L, pc__records_t *rec, const pc__shape_info_t *in, const json_t *el,
+                    pc__rec_val_t *out)
 {
     const pc__record_shape_t *shape = in->shape;
     if (!json_is_object(el))
@@ -395,7 +395,7 @@ static bool extract(lua_State *L, pc__records_t *rec, int *strs, const pc__shape
             *x = (pc__rec_val_t){.s = json_string_value(v),
                                  .len = (uint32_t)json_string_length(v),
                                  .kind = PC_REC_STRING};
-            x->slot = cached_slot(L, rec, strs, x->s, x->len);
+            x->slot = cached_slot(L, rec, x->s, x->len);
             break;
         case PC_FIELD_NUMBER:
             if (json_is_integer(v)) {
@@ -416,7 +416,7 @@ static bool extract(lua_State *L, pc__records_t *rec, int *strs, const pc__shape
             break;
         case PC_FIELD_OBJECT:
             x->kind = PC_REC_OBJECT;
-            if (!extract(L, rec, strs, info_of(rec, shape->fields[j].sub), v, x + 1))
+            if (!extract(L, rec, info_of(rec, shape->fields[j].sub), v, x + 1))
                 return false;
             break;
         case PC_FIELD_ANY:
@@ -487,25 +487,57 @@ static void reserve(lua_State *L, pc__records_t *rec, size_t n)
     rec->cap = n;
 }
 
-/* Reads n objects into rec->buf, marking those the builder cannot take;
- * returns how many. Leaves the stack as it found it. */
-static size_t extract_all(lua_State *L, pc__records_t *rec, const json_t *list, const json_t *one,
-                          size_t n)
+/* Begins reading n elements: their slots zeroed, a new push for the string
+ * cache. */
+static void begin_read(lua_State *L, pc__records_t *rec, size_t n)
 {
-    size_t slots = rec->info[0].slots, others = 0;
-    int strs = 0;
-    memset(rec->buf, 0, n * slots * sizeof *rec->buf);
+    reserve(L, rec, n);
+    memset(rec->buf, 0, n * rec->info[0].slots * sizeof *rec->buf);
     /* Starts at 1: a slot never handed out has used == 0. */
     rec->pushes = rec->pushes + 1 ? rec->pushes + 1 : 1;
-    for (size_t i = 0; i < n; i++) {
+    rec->strs_idx = 0;
+}
+
+/* Ends reading: the cache's strings table, if reading pushed it, goes. */
+static void end_read(lua_State *L, pc__records_t *rec)
+{
+    if (rec->strs_idx)
+        lua_remove(L, rec->strs_idx);
+    rec->strs_idx = 0;
+}
+
+bool pc__records_read_json(lua_State *L, pc__records_t *rec, const json_t *obj, pc__rec_val_t *out)
+{
+    return extract(L, rec, &rec->info[0], obj, out);
+}
+
+pc__rec_val_t *pc__records_field(const pc__records_t *rec, pc__rec_val_t *el, size_t field)
+{
+    return el + rec->info[0].off[field];
+}
+
+void pc__records_set_string(lua_State *L, pc__records_t *rec, pc__rec_val_t *v, const char *s,
+                            size_t len)
+{
+    *v = (pc__rec_val_t){.s = s, .len = (uint32_t)len, .kind = PC_REC_STRING};
+    v->slot = cached_slot(L, rec, s, len);
+}
+
+/* Reads the n elements of src into rec->buf, marking those the builder
+ * cannot take; returns how many. Leaves the stack as it found it. */
+static size_t read_all(lua_State *L, pc__records_t *rec, const pc__rec_source_t *src)
+{
+    size_t slots = rec->info[0].slots, others = 0;
+    begin_read(L, rec, src->n);
+    for (size_t i = 0; i < src->n; i++) {
         pc__rec_val_t *out = rec->buf + i * slots;
-        if (!extract(L, rec, &strs, &rec->info[0], one ? one : json_array_get(list, i), out)) {
+        if (!src->read(L, rec, src->src, i, out)) {
+            memset(out, 0, slots * sizeof *out);
             out[0].kind = PC_REC_OTHER;
             others++;
         }
     }
-    if (strs)
-        lua_remove(L, strs);
+    end_read(L, rec);
     return others;
 }
 
@@ -514,8 +546,10 @@ int pc__records_push_one(lua_State *L, pc__records_t *rec, const json_t *obj, co
 {
     if (rec->shape->id_field != PC_NO_FIELD)
         luaL_error(L, "pc__records_push_one: a shape with an id field is for lists");
-    reserve(L, rec, 1);
-    if (extract_all(L, rec, NULL, obj, 1) == 0) {
+    begin_read(L, rec, 1);
+    bool took = extract(L, rec, &rec->info[0], obj, rec->buf);
+    end_read(L, rec);
+    if (took) {
         rec->io->vals = rec->buf;
         lua_rawgeti(L, LUA_REGISTRYINDEX, rec->fn_ref);
         lua_pushnil(L);
@@ -532,14 +566,31 @@ int pc__records_push_one(lua_State *L, pc__records_t *rec, const json_t *obj, co
     return pc__json_push_nested(L, obj, path, 0, err, errlen);
 }
 
+static bool read_json_element(lua_State *L, pc__records_t *rec, const void *list, size_t i,
+                              pc__rec_val_t *out)
+{
+    return extract(L, rec, &rec->info[0], json_array_get(list, i), out);
+}
+
+static const json_t *json_element(const void *list, size_t i)
+{
+    return json_array_get(list, i);
+}
+
 int pc__records_push(lua_State *L, pc__records_t *rec, const json_t *list, const char *path,
                      int ids, char *err, size_t errlen)
 {
-    size_t n = json_array_size(list), slots = rec->info[0].slots;
-    reserve(L, rec, n);
+    pc__rec_source_t src = {json_array_size(list), read_json_element, json_element, list};
+    return pc__records_push_from(L, rec, &src, path, ids, err, errlen);
+}
+
+int pc__records_push_from(lua_State *L, pc__records_t *rec, const pc__rec_source_t *src,
+                          const char *path, int ids, char *err, size_t errlen)
+{
+    size_t n = src->n, slots = rec->info[0].slots;
+    size_t others = read_all(L, rec, src);
     lua_createtable(L, (int)n, 0);
     int list_idx = lua_gettop(L);
-    size_t others = extract_all(L, rec, list, NULL, n);
     if (n > others) {
         rec->io->vals = rec->buf;
         rec->io->ids = rec->id_ptr;
@@ -565,9 +616,14 @@ int pc__records_push(lua_State *L, pc__records_t *rec, const json_t *list, const
                 continue;
             /* An any field refused: convert.h says why (below). */
         }
-        const json_t *el = json_array_get(list, i);
+        const json_t *el = src->json(src->src, i);
         char at[128];
         snprintf(at, sizeof at, "%s[%zu]", path, i + 1);
+        if (!el) {
+            snprintf(err, errlen, "%s: cannot be passed to a rule", at);
+            lua_settop(L, list_idx - 1);
+            return -1;
+        }
         if (json_is_null(el)) {
             snprintf(err, errlen, "%s: null inside a list cannot be passed to a rule", at);
             lua_settop(L, list_idx - 1);

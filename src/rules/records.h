@@ -39,6 +39,7 @@
 #define PC_RULES_RECORDS_H
 #include <jansson.h>
 #include <lua.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -148,6 +149,7 @@ typedef struct pc__records {
     uint32_t pushes;    /* pushes so far: a slot handed out in this one is not refilled */
     pc__rec_val_t *buf; /* info[0].slots values per element */
     size_t cap;         /* elements buf holds */
+    int strs_idx;       /* while reading: stack index of the cache's strings, or 0 */
 } pc__records_t;
 
 /* Loads the FFI and the JIT into L (once per state) and compiles a builder
@@ -171,6 +173,32 @@ int pc__records_push_one(lua_State *L, pc__records_t *rec, const json_t *obj, co
  * error (out of memory). */
 int pc__records_push(lua_State *L, pc__records_t *rec, const json_t *list, const char *path,
                      int ids, char *err, size_t errlen);
+
+/* A list's n elements as pc__records_push_from reads them. read fills
+ * element i's slots (zeroed; pc__records_field and pc__records_set_string
+ * below) and returns true, or false when the builder cannot take it as it
+ * is; json returns element i as JSON, which convert.h converts for those
+ * (NULL: refused, the caller words why). Both read from src. */
+typedef struct {
+    size_t n;
+    bool (*read)(lua_State *L, pc__records_t *rec, const void *src, size_t i, pc__rec_val_t *out);
+    const json_t *(*json)(const void *src, size_t i);
+    const void *src;
+} pc__rec_source_t;
+
+/* pc__records_push over elements that src reads (the same contract; a
+ * JSON list is one such source). */
+int pc__records_push_from(lua_State *L, pc__records_t *rec, const pc__rec_source_t *src,
+                          const char *path, int ids, char *err, size_t errlen);
+
+/* For a source's read: the JSON object obj read as pc__records_push reads a
+ * list element (false when the builder cannot take it); the slot of the top
+ * shape's field in element el; a string value (s stays alive until the push
+ * returns). */
+bool pc__records_read_json(lua_State *L, pc__records_t *rec, const json_t *obj, pc__rec_val_t *out);
+pc__rec_val_t *pc__records_field(const pc__records_t *rec, pc__rec_val_t *el, size_t field);
+void pc__records_set_string(lua_State *L, pc__records_t *rec, pc__rec_val_t *v, const char *s,
+                            size_t len);
 
 /* Checks a rule's answer of n entries (the table at stack index answer, a
  * list of n <= nin entries: C checked that) against the nin elements pushed,

@@ -151,42 +151,57 @@ void pc__rule_free(pc__rule_t *rule)
     free(rule);
 }
 
+/* The point's safe default, into typed->answer for a typed call. */
+static void safe_default(const pc__point_t *pt, const json_t *ctx, const json_t *list,
+                         const pc__typed_list_t *typed, pc_rule_outcome_t outcome,
+                         pc_rule_result_t *out)
+{
+    if (typed) {
+        pc__typed_default(typed);
+        out->answer = NULL;
+    } else {
+        out->answer = pt->safe_default(ctx, list, outcome);
+    }
+}
+
 void pc__rule_fallback(const pc__point_t *pt, const json_t *ctx, const json_t *list,
-                       pc_rule_outcome_t outcome, const char *file, const char *message,
-                       pc_rule_result_t *out)
+                       const pc__typed_list_t *typed, pc_rule_outcome_t outcome, const char *file,
+                       const char *message, pc_rule_result_t *out)
 {
     out->outcome = outcome;
-    out->answer = pt->safe_default(ctx, list, outcome);
+    safe_default(pt, ctx, list, typed, outcome, out);
     memset(&out->error, 0, sizeof out->error);
     snprintf(out->error.file, sizeof out->error.file, "%s", file ? file : "");
     snprintf(out->error.message, sizeof out->error.message, "%s", message);
 }
 
-int pc__rule_invoke(pc__rule_t *rule, const json_t *ctx, const json_t *list, pc_rule_result_t *out,
-                    json_t **raw)
+int pc__rule_invoke(pc__rule_t *rule, const json_t *ctx, const json_t *list,
+                    const pc__typed_list_t *typed, pc_rule_result_t *out, json_t **raw)
 {
     const pc__point_t *pt = rule->point;
     char why[256];
     memcpy(out->version, rule->version, sizeof out->version);
     if (raw)
         *raw = NULL;
-    if (pc__point_check_input(pt, ctx, list, why, sizeof why) < 0) {
+    if (pc__point_check_input(pt, ctx, list, typed != NULL, why, sizeof why) < 0) {
         char msg[300];
         snprintf(msg, sizeof msg, "input refused: %s", why);
-        pc__rule_fallback(pt, ctx, list, PC_RULE_ERROR, "", msg, out);
+        pc__rule_fallback(pt, ctx, list, typed, PC_RULE_ERROR, "", msg, out);
         return PC_EINVAL;
     }
     pc__call_t call = {.push_args = pt->push_args,
                        .check = pt->check,
                        .ctx = ctx,
                        .list = list,
+                       .typed = typed,
                        .want_raw = raw != NULL};
     out->outcome = pc__sandbox_call(rule->sb, rule->ref, &call, &out->error);
+    json_decref(call.typed_json);
     if (out->outcome == PC_RULE_OK) {
         out->answer = call.answer;
     } else {
         json_decref(call.answer);
-        out->answer = pt->safe_default(ctx, list, out->outcome);
+        safe_default(pt, ctx, list, typed, out->outcome, out);
     }
     if (raw)
         *raw = call.raw;

@@ -62,14 +62,15 @@ void pc__rule_free(pc__rule_t *rule);
  * is malformed, *raw receives the answer as the rule gave it (a new reference
  * the caller owns), else NULL. Returns 0, or PC_EINVAL when the
  * input was refused (wrong JSON shape, ids missing or repeated, integers
- * beyond 2^53). */
-int pc__rule_invoke(pc__rule_t *rule, const json_t *ctx, const json_t *list, pc_rule_result_t *out,
-                    json_t **raw);
+ * beyond 2^53). With typed (list NULL), the list is given as C values and
+ * the answer, or the safe default, goes into typed->answer. */
+int pc__rule_invoke(pc__rule_t *rule, const json_t *ctx, const json_t *list,
+                    const pc__typed_list_t *typed, pc_rule_result_t *out, json_t **raw);
 
 /* Fills *out with the safe default of a decision point for a call that could
  * not run, with the given outcome and message. */
 void pc__rule_fallback(const pc__point_t *pt, const json_t *ctx, const json_t *list,
-                       pc_rule_outcome_t outcome, const char *file, const char *message,
-                       pc_rule_result_t *out);
+                       const pc__typed_list_t *typed, pc_rule_outcome_t outcome, const char *file,
+                       const char *message, pc_rule_result_t *out);
 
 #endif

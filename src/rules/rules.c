@@ -402,12 +402,14 @@ static void log_failure(slot_t *s, const char *name, const pc_rule_result_t *res
     s->suppressed_logs = 0;
 }
 
-int pc_rules_call(pc_rules_t *rules, pc_rule_id_t id, const json_t *ctx, const json_t *list,
-                  pc_rule_result_t *out)
+static int call_point(pc_rules_t *rules, pc_rule_id_t id, const json_t *ctx, const json_t *list,
+                      const pc__typed_list_t *typed, pc_rule_result_t *out)
 {
     memset(out, 0, sizeof *out);
     if (!rules || id >= PC_RULE_COUNT) {
         out->outcome = PC_RULE_ERROR;
+        if (typed)
+            pc__typed_default(typed);
         return PC_EINVAL;
     }
     slot_t *s = &rules->slots[id];
@@ -415,11 +417,11 @@ int pc_rules_call(pc_rules_t *rules, pc_rule_id_t id, const json_t *ctx, const j
     uint64_t t0 = now_ns();
     int rc = 0;
     if (s->rule) {
-        rc = pc__rule_invoke(s->rule, ctx, list, out, NULL);
+        rc = pc__rule_invoke(s->rule, ctx, list, typed, out, NULL);
     } else {
         char msg[128];
         snprintf(msg, sizeof msg, "rule %s is not loaded", rule_names[id]);
-        pc__rule_fallback(pt, ctx, list, PC_RULE_ERROR, "", msg, out);
+        pc__rule_fallback(pt, ctx, list, typed, PC_RULE_ERROR, "", msg, out);
     }
     out->elapsed_ns = now_ns() - t0;
 
@@ -430,10 +432,24 @@ int pc_rules_call(pc_rules_t *rules, pc_rule_id_t id, const json_t *ctx, const j
     return rc;
 }
 
+int pc_rules_call(pc_rules_t *rules, pc_rule_id_t id, const json_t *ctx, const json_t *list,
+                  pc_rule_result_t *out)
+{
+    return call_point(rules, id, ctx, list, NULL, out);
+}
+
 int pc_rules_cashier_rank(pc_rules_t *rules, const json_t *ctx, const json_t *methods,
                           pc_rule_result_t *out)
 {
     return pc_rules_call(rules, PC_RULE_CASHIER_RANK, ctx, methods, out);
+}
+
+int pc_rules_cashier_rank_methods(pc_rules_t *rules, const json_t *ctx,
+                                  const pc_rank_method_t *methods, size_t n, pc_rank_answer_t *ans,
+                                  pc_rule_result_t *out)
+{
+    pc__typed_list_t typed = {methods, n, ans};
+    return call_point(rules, PC_RULE_CASHIER_RANK, ctx, NULL, &typed, out);
 }
 
 int pc_rules_risk(pc_rules_t *rules, const json_t *ctx, pc_rule_result_t *out)

@@ -177,6 +177,45 @@ const char *pc_rules_version(const pc_rules_t *rules, pc_rule_id_t id);
  * PC_RULE_ERROR. */
 int pc_rules_cashier_rank(pc_rules_t *rules, const json_t *ctx, const json_t *methods,
                           pc_rule_result_t *out);
+/* cashier_rank over methods given as C values rather than JSON: what the
+ * cashier assembles (cashier/consult.c) goes to the rule without being
+ * written into JSON objects and read back out of them, and the answer comes
+ * back as positions. The rule sees exactly the tables pc_rules_cashier_rank
+ * would give it for the same methods as pc_rank_method_json makes them, and
+ * every outcome, version and error is the same (test_rules_records compares
+ * the two). */
+#define PC_RANK_NO_AMOUNT INT64_MIN
+typedef struct {
+    const char *method_id;                          /* required, unique in the list */
+    const char *type, *label, *reason, *channel_id; /* NULL: absent */
+    int64_t max_amount;                             /* minor units; PC_RANK_NO_AMOUNT: absent */
+    signed char available;                          /* 1 true, 0 false, -1 absent */
+    signed char recommended;                        /* likewise */
+    /* A method with more than these fields (a bound card's or a coupon's
+     * object) as its whole JSON object; the fields above are then ignored. */
+    const json_t *object;
+} pc_rank_method_t;
+
+/* The method as a new JSON object: object's copy when set, else the fields
+ * that are present (NULL when out of memory). */
+json_t *pc_rank_method_json(const pc_rank_method_t *m);
+
+/* The answer of pc_rules_cashier_rank_methods: order[0..count) are input
+ * positions in the rule's order (methods it left out are hidden), and
+ * recommended[i] the flag of order[i]. The caller gives room for n of each.
+ * On any outcome but PC_RULE_OK it is the safe default: every method in
+ * input order with its own flag (absent: false). */
+typedef struct {
+    size_t *order;
+    unsigned char *recommended;
+    size_t count;
+} pc_rank_answer_t;
+
+/* As pc_rules_cashier_rank; out->answer stays NULL, the answer is in *ans. */
+int pc_rules_cashier_rank_methods(pc_rules_t *rules, const json_t *ctx,
+                                  const pc_rank_method_t *methods, size_t n, pc_rank_answer_t *ans,
+                                  pc_rule_result_t *out);
+
 int pc_rules_risk(pc_rules_t *rules, const json_t *ctx, pc_rule_result_t *out);
 int pc_rules_route(pc_rules_t *rules, const json_t *ctx, const json_t *candidates,
                    pc_rule_result_t *out);

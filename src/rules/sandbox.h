@@ -110,6 +110,14 @@ typedef struct {
     size_t pos;
 } pc__id_entry_t;
 
+/* A cashier_rank call over methods given as C values (rules.h), and where
+ * its checked answer goes. */
+typedef struct {
+    const pc_rank_method_t *methods;
+    size_t n;
+    pc_rank_answer_t *answer;
+} pc__typed_list_t;
+
 typedef struct pc__call pc__call_t;
 struct pc__call {
     /* Pushes values the rule must not see (they stay below the rule function
@@ -122,6 +130,12 @@ struct pc__call {
     int (*check)(lua_State *L, pc__call_t *call, int idx);
     const json_t *ctx;
     const json_t *list;
+    /* Instead of list (NULL then): methods as C values, the answer written
+     * into typed->answer (answer stays NULL). A path that needs the list as
+     * JSON makes it into typed_json (owned by the call) and points list at
+     * it. */
+    const pc__typed_list_t *typed;
+    json_t *typed_json;
     pc__records_t *records;     /* the state's list builder or NULL, set by the sandbox */
     pc__records_t *ctx_records; /* its ctx builder or NULL, likewise */
     int ids_table;              /* stack index of the records' ids table (points.c), or 0 */

@@ -397,6 +397,15 @@ typedef struct {
  * are not tables, holes and extra keys. */
 static const char *SPEC_RULE =
     "return function(ctx, methods)\n"
+    "  if ctx.show then\n" /* what the rule sees of one method, as an error */
+    "    local fields = {}\n"
+    "    for k, v in pairs(methods[ctx.show]) do\n"
+    "      if type(v) == 'table' then v = '{}' end\n"
+    "      fields[#fields + 1] = k .. '=' .. type(v) .. ':' .. tostring(v)\n"
+    "    end\n"
+    "    table.sort(fields)\n"
+    "    error(table.concat(fields, ';'), 0)\n"
+    "  end\n"
     "  local spec = ctx.spec\n"
     "  if not spec then return methods end\n"
     "  local out = {}\n"
@@ -590,6 +599,151 @@ static void test_answers_are_judged_alike_with_and_without_the_builder(void **st
     assert_true(fell_back > 500);
 }
 
+/* ---- methods as C values ------------------------------------------------------------ */
+
+enum { MAX_TYPED = 64 };
+
+typedef struct {
+    pc_rank_method_t m[MAX_TYPED];
+    char text[MAX_TYPED][5][80];
+    json_t *obj[MAX_TYPED];
+    size_t n;
+} typed_list_t;
+
+/* A text of the kinds random_string makes, or absent. */
+static const char *random_text(char *buf, size_t size)
+{
+    if (rnd(6) == 0)
+        return NULL;
+    json_t *s = random_string();
+    snprintf(buf, size, "%s", json_string_value(s));
+    json_decref(s);
+    return buf;
+}
+
+static signed char random_bool(void)
+{
+    return (signed char)((int)rnd(3) - 1);
+}
+
+static void random_typed(typed_list_t *t)
+{
+    t->n = 1 + rnd(rnd(6) == 0 ? MAX_TYPED - 1 : 12);
+    for (size_t i = 0; i < t->n; i++) {
+        pc_rank_method_t *m = &t->m[i];
+        char *id = t->text[i][0];
+        snprintf(id, 80, "m_%zu", i);
+        uint32_t odd = rnd(200);
+        *m = (pc_rank_method_t){
+            .method_id = odd == 0   ? NULL
+                         : odd == 1 ? "m_0"
+                                    : id,
+            .type = random_text(t->text[i][1], 80),
+            .label = random_text(t->text[i][2], 80),
+            .reason = rnd(3) == 0 ? "LIMIT_EXCEEDED" : NULL,
+            .channel_id = random_text(t->text[i][3], 80),
+            .max_amount = odd == 2       ? 9007199254740993LL
+                          : odd == 3     ? -9007199254740992LL
+                          : rnd(10) == 0 ? PC_RANK_NO_AMOUNT
+                                         : (int64_t)rnd(100000) - 100,
+            .available = random_bool(),
+            .recommended = random_bool(),
+        };
+        t->obj[i] = NULL;
+        if (rnd(10) == 0) { /* a coupon's method: JSON with its object */
+            t->obj[i] = pc_rank_method_json(m);
+            json_object_set_new(t->obj[i], "coupon", json_pack("{s:s}", "coupon_id", "c1"));
+            m->object = t->obj[i];
+        }
+    }
+}
+
+/* The answer of a typed call against that of the same methods as JSON. */
+static void assert_same_answer(const typed_list_t *t, const pc_rule_result_t *j,
+                               const pc_rule_result_t *r, const pc_rank_answer_t *a, int round)
+{
+    if (r->outcome != j->outcome || strcmp(r->error.message, j->error.message) ||
+        strcmp(r->version, j->version) || r->answer != NULL)
+        fail_msg("round %d: typed %s \"%s\", JSON %s \"%s\"", round,
+                 pc_rule_outcome_name(r->outcome), r->error.message,
+                 pc_rule_outcome_name(j->outcome), j->error.message);
+    assert_int_equal(a->count, json_array_size(j->answer));
+    for (size_t k = 0; k < a->count; k++) {
+        const json_t *e = json_array_get(j->answer, k);
+        assert_true(a->order[k] < t->n);
+        if (j->outcome == PC_RULE_OK) {
+            const pc_rank_method_t *m = &t->m[a->order[k]];
+            const char *id = m->object ? json_string_value(json_object_get(m->object, "method_id"))
+                                       : m->method_id;
+            assert_string_equal(id, json_string_value(json_object_get(e, "method_id")));
+        } else {
+            assert_int_equal(a->order[k], k);
+        }
+        if (a->recommended[k] != json_is_true(json_object_get(e, "recommended")))
+            fail_msg("round %d: entry %zu flag %d", round, k, a->recommended[k]);
+    }
+}
+
+static void test_methods_as_c_values_are_judged_as_their_json(void **state)
+{
+    engines_t *e = *state;
+    int ok = 0, shown = 0, fell_back = 0;
+    for (int round = 0; round < 3000; round++) {
+        typed_list_t t;
+        random_typed(&t);
+        json_t *list = json_array();
+        for (size_t i = 0; i < t.n; i++)
+            json_array_append_new(list, pc_rank_method_json(&t.m[i]));
+        json_t *ctx = json_pack("{s:o}", "spec", random_spec(t.n));
+        int show = rnd(3) == 0;
+        if (show)
+            json_object_set_new(ctx, "show", json_integer(1 + rnd((uint32_t)t.n)));
+        pc_rule_result_t j;
+        int jrc = pc_rules_cashier_rank(e->with, ctx, list, &j);
+        pc_rules_t *engines[2] = {e->with, e->without};
+        for (int k = 0; k < 2; k++) {
+            size_t order[MAX_TYPED];
+            unsigned char rec[MAX_TYPED];
+            pc_rank_answer_t a = {order, rec, 0};
+            pc_rule_result_t r;
+            int rc = pc_rules_cashier_rank_methods(engines[k], ctx, t.m, t.n, &a, &r);
+            assert_int_equal(rc, jrc);
+            assert_same_answer(&t, &j, &r, &a, round);
+            pc_rule_result_clear(&r);
+        }
+        ok += j.outcome == PC_RULE_OK;
+        shown += show && j.outcome == PC_RULE_ERROR && strstr(j.error.message, "method_id=");
+        fell_back += !show && j.outcome != PC_RULE_OK;
+        pc_rule_result_clear(&j);
+        json_decref(ctx);
+        json_decref(list);
+        for (size_t i = 0; i < t.n; i++)
+            json_decref(t.obj[i]);
+    }
+    print_message("%d answers taken, %d methods shown, %d fell back\n", ok, shown, fell_back);
+    assert_true(ok > 300);
+    assert_true(shown > 500);
+    assert_true(fell_back > 300);
+    /* No rule loaded: the safe default, each method's own flag. */
+    pc_rules_t *none = pc_rules_new("/nonexistent", NULL);
+    pc_rank_method_t m[2] = {{.method_id = "a", .recommended = 1, .max_amount = PC_RANK_NO_AMOUNT},
+                             {.method_id = "b", .recommended = -1, .max_amount = 5}};
+    size_t order[2];
+    unsigned char rec[2];
+    pc_rank_answer_t a = {order, rec, 0};
+    pc_rule_result_t r;
+    json_t *ctx = json_object();
+    pc_rules_cashier_rank_methods(none, ctx, m, 2, &a, &r);
+    assert_int_equal(r.outcome, PC_RULE_ERROR);
+    assert_int_equal(a.count, 2);
+    assert_int_equal(order[0], 0);
+    assert_int_equal(order[1], 1);
+    assert_int_equal(rec[0], 1);
+    assert_int_equal(rec[1], 0);
+    json_decref(ctx);
+    pc_rules_free(none);
+}
+
 int main(void)
 {
     pc_log_set_level(PC_LOG_ERROR);
@@ -597,6 +751,8 @@ int main(void)
         cmocka_unit_test(test_the_builder_gives_a_rule_what_the_c_api_gives),
         cmocka_unit_test(test_ctx_through_the_builder_is_what_the_c_api_gives),
         cmocka_unit_test_setup_teardown(test_answers_are_judged_alike_with_and_without_the_builder,
+                                        engines_setup, engines_teardown),
+        cmocka_unit_test_setup_teardown(test_methods_as_c_values_are_judged_as_their_json,
                                         engines_setup, engines_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
