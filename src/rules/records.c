@@ -53,8 +53,10 @@ static void gen_table(luaL_Buffer *b, const pc__records_t *rec, const pc__shape_
     for (size_t j = 0; j < shape->nfields; j++) {
         const char *f = shape->fields[j].name;
         size_t slot = base + in->off[j];
+        /* v lives for one field only: a value the JIT keeps out of memory
+         * must be made for real where a trace exits with it alive. */
         if (shape->fields[j].kind != PC_FIELD_ANY)
-            appendf(b, "v = p[b + %zu]\n", slot);
+            appendf(b, "do local v = io.vals[b + %zu]\n", slot);
         switch (shape->fields[j].kind) {
         case PC_FIELD_STRING:
             appendf(b,
@@ -82,6 +84,8 @@ static void gen_table(luaL_Buffer *b, const pc__records_t *rec, const pc__shape_
             appendf(b, "t%d.%s = nil\n", depth, f);
             break;
         }
+        if (shape->fields[j].kind != PC_FIELD_ANY)
+            append(b, "end\n");
     }
 }
 
@@ -94,19 +98,32 @@ static void push_builder_source(lua_State *L, const pc__records_t *rec)
                "local str = ffi.string\n"
                "local cast, ccp = ffi.cast, ffi.typeof('const char *')\n"
                "local rawget, type = rawget, type\n"
-               "local io = ffi.new('pc_rec_io')\n"
-               "local function build(list, count, ids)\n"
-               "  local p, ip = io.vals, io.ids\n"
-               "  local t0, v\n"
+               "local io = ffi.new('pc_rec_io')\n");
+    if (shape->id_field == PC_NO_FIELD) {
+        /* One object (a ctx): straight-line code, which the JIT compiles
+         * from the function's entry (a loop run once per call never gets
+         * hot, and a trace from the entry cannot take an inner loop). */
+        append(&b, "local function build_one()\n"
+                   "  local b = 0\n"
+                   "  local t0\n");
+        gen_table(&b, rec, &rec->info[0], 0, 0);
+        append(&b, "  return t0\n"
+                   "end\n"
+                   "return io, build_one, build_one\n");
+        luaL_pushresult(&b);
+        return;
+    }
+    append(&b, "local function build(list, count, ids)\n"
+               "  local t0\n"
                "  for i = 0, count - 1 do\n");
-    appendf(&b, "    local b = i * %zu\n    if p[b].kind ~= %d then\n", rec->info[0].slots,
+    appendf(&b, "    local b = i * %zu\n    if io.vals[b].kind ~= %d then\n", rec->info[0].slots,
             PC_REC_OTHER);
     gen_table(&b, rec, &rec->info[0], 0, 0);
     if (shape->id_field != PC_NO_FIELD)
         /* ids[i] = id for the caller, ids[id] = i for the checker. */
         appendf(&b,
                 "local id = t0.%s\n"
-                "if id then ids[i + 1] = id; ids[id] = i + 1; ip[i] = cast(ccp, id) end\n",
+                "if id then ids[i + 1] = id; ids[id] = i + 1; io.ids[i] = cast(ccp, id) end\n",
                 shape->fields[shape->id_field].name);
     append(&b, "      if list then list[i + 1] = t0 end\n"
                "    end\n"
@@ -124,22 +141,21 @@ static void push_builder_source(lua_State *L, const pc__records_t *rec)
      * reads: the answer is the rule's and may carry metamethods. */
     appendf(&b,
             "local function check(ans, n, ids)\n"
-            "  local op, fp, sp = io.order, io.flags, io.seen\n"
             "  for i = 1, n do\n"
             "    local e = rawget(ans, i)\n"
             "    if type(e) ~= 'table' then return false end\n"
             "    local id = rawget(e, '%s')\n"
             "    if type(id) ~= 'string' then return false end\n"
             "    local p = rawget(ids, id)\n"
-            "    if type(p) ~= 'number' or sp[p - 1] ~= 0 then return false end\n"
-            "    sp[p - 1] = 1\n"
-            "    op[i - 1] = p - 1\n",
+            "    if type(p) ~= 'number' or io.seen[p - 1] ~= 0 then return false end\n"
+            "    io.seen[p - 1] = 1\n"
+            "    io.order[i - 1] = p - 1\n",
             shape->fields[shape->id_field].name);
     if (shape->flag_field != PC_NO_FIELD)
         appendf(&b,
                 "    local r = rawget(e, '%s')\n"
-                "    if r == true then fp[i - 1] = 1\n"
-                "    elseif r == nil or r == false then fp[i - 1] = 0\n"
+                "    if r == true then io.flags[i - 1] = 1\n"
+                "    elseif r == nil or r == false then io.flags[i - 1] = 0\n"
                 "    else return false end\n",
                 shape->fields[shape->flag_field].name);
     append(&b, "  end\n"
