@@ -26,8 +26,8 @@ typedef struct {
     json_t *typed_wallets;
     json_t *cards; /* bound cards */
     int64_t used_day, used_month, attempts_1h;
-    int64_t open_attempts;
-    int64_t failed_attempts; /* the trade's FAILED payments */
+    int64_t open_attempts;   /* PC_VIEW_PAY */
+    int64_t failed_attempts; /* the trade's FAILED payments; PC_VIEW_PAY */
     json_t *card_usage;      /* {card_id: [the card's usage in 24 h, in 30 days], by anyone} */
     const char *last_method;
     json_t *type_counts;
@@ -38,14 +38,17 @@ typedef void (*pc_cashier_view_cb)(void *data, int status, pc_cashier_view_t *vi
 
 /* The parts of the view only some decisions need; a part not asked for is
  * not read and is left empty (no coupons, no cards, no typed wallets, no
- * history). Consult shows every method and asks for all; a pay asks only for
- * what its method uses. The trade, buyer, wallet, usage (limits and the
- * hour's attempts), open attempts and chargeback figures are always read. */
+ * history, open and failed attempts 0, no chargeback figures). Consult shows
+ * every method and asks for PC_VIEW_ALL; a pay asks for PC_VIEW_PAY and what
+ * its method uses. The trade, buyer, wallet and usage (limits and the hour's
+ * attempts) are always read. */
 #define PC_VIEW_COUPONS 1u /* coupons */
 #define PC_VIEW_CARDS 2u   /* cards, card_usage */
 #define PC_VIEW_TYPED 4u   /* typed_wallets */
 #define PC_VIEW_HISTORY 8u /* last_method, type_counts (ranking hints) */
-#define PC_VIEW_ALL 15u
+#define PC_VIEW_PAY 16u    /* open_attempts, failed_attempts, chargebacks for risk.lua */
+#define PC_VIEW_ALL 15u    /* every method's part: what consult shows */
+#define PC_VIEW_EVERY 31u
 
 /* Loads the view for (merchant, trade, buyer) with the parts asked for (and
  * the ones always read). cb gets 0 with the view (valid during the callback;

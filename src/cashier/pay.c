@@ -483,12 +483,12 @@ static const char *split_method(const char *method_id, char type[16])
 }
 
 /* The parts of the cashier's view a pay reads beyond what is always read: its
- * coupon, its named balance, its bound card. */
+ * attempts and risk figures, its coupon, its named balance, its bound card. */
 static unsigned view_parts(const pay_t *p)
 {
     char type[16];
     const char *ref = split_method(p->method_id, type);
-    unsigned parts = 0;
+    unsigned parts = PC_VIEW_PAY;
     if (p->coupon_id || !strcmp(type, "COUPON"))
         parts |= PC_VIEW_COUPONS;
     if (!strcmp(type, "BALANCE") && ref)

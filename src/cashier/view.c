@@ -30,49 +30,45 @@
  * not, and a CASE around the parts a pay does not need saved it a tenth where
  * leaving them out of the text saves it nearly half. */
 #define VIEW_HEAD                                                                                  \
-    "WITH bp AS MATERIALIZED (SELECT status, amount, coalesce(sent_at, created_at) AS "            \
-    "created_at, method_type, currency = (SELECT currency FROM trades WHERE trade_no = $1) AS "    \
+    "WITH tr AS MATERIALIZED (SELECT trade_no, merchant_id, product, status, amount, currency, "   \
+    "buyer_id, floor(extract(epoch FROM expires_at))::bigint AS expires_at, splits FROM trades "   \
+    "WHERE trade_no = $1), "                                                                       \
+    "bp AS MATERIALIZED (SELECT status, amount, coalesce(sent_at, created_at) AS "                 \
+    "created_at, method_type, currency = (SELECT currency FROM tr) AS "                            \
     "same_currency, status "                                                                       \
     "IN " PC_PAYMENT_COUNTED_STATUSES " AS counted FROM payments WHERE buyer_id = $3 "             \
     "AND created_at >= now() - interval '90 days') "                                               \
     "SELECT json_build_object("                                                                    \
     "'trade', (SELECT row_to_json(x) FROM (SELECT trade_no, merchant_id, product, status, "        \
-    "amount, currency, buyer_id, floor(extract(epoch FROM expires_at))::bigint AS expires_at "     \
-    "FROM "                                                                                        \
-    "trades "                                                                                      \
-    "WHERE trade_no = $1 AND merchant_id = $2) x), "                                               \
+    "amount, currency, buyer_id, expires_at FROM tr WHERE merchant_id = $2) x), "                  \
     "'buyer', (SELECT row_to_json(b) FROM (SELECT buyer_id, status, floor(extract(epoch FROM "     \
     "now() "                                                                                       \
     "- created_at) / 86400)::int AS age_days FROM buyers WHERE buyer_id = $3) b), "                \
     "'wallet', coalesce((SELECT balance FROM ledger_accounts WHERE account_id = 'buyer:' || $3 "   \
-    "|| ':wallet:' || (SELECT currency FROM trades WHERE trade_no = $1)), 0), "                    \
+    "|| ':wallet:' || (SELECT currency FROM tr)), 0), "                                            \
     "'usage', (SELECT row_to_json(u) FROM (SELECT coalesce(sum(amount) FILTER (WHERE created_at "  \
     ">= now() - interval '24 hours' AND counted AND same_currency), 0) AS day, "                   \
     "coalesce(sum(amount) "                                                                        \
     "FILTER (WHERE created_at >= now() - interval '30 days' AND counted AND same_currency), 0) "   \
     "AS "                                                                                          \
     "month, count(*) FILTER (WHERE "                                                               \
-    "created_at >= now() - interval '1 hour' AND counted) AS attempts_1h FROM bp) u), "            \
-    "'open_attempts', (SELECT count(*) FROM payments WHERE trade_no = $1 AND status "              \
-    "IN " PC_PAYMENT_OPEN_STATUSES "), 'failed_attempts', (SELECT count(*) FROM payments WHERE "   \
-    "trade_no = $1 AND status = 'FAILED'), "
+    "created_at >= now() - interval '1 hour' AND counted) AS attempts_1h FROM bp) u), "
 #define VIEW_TYPED_0 "'typed_wallets', '[]'::json, "
 #define VIEW_TYPED_1                                                                               \
     "'typed_wallets', (SELECT coalesce(json_agg(json_build_object('account_type', "                \
     "t.account_type, 'owner', $3 || '@' || $2 || '.' || t.account_type, 'balance', "               \
-    "coalesce(a.balance, 0)) ORDER BY t.account_type), '[]') FROM merchant_account_types t "       \
-    "LEFT JOIN ledger_accounts a ON a.account_id = 'buyer:' || $3 || '@' || $2 || '.' || "         \
-    "t.account_type || ':wallet:' || (SELECT currency FROM trades WHERE trade_no = $1) WHERE "     \
-    "t.merchant_id = $2), "
+    "coalesce((SELECT a.balance FROM ledger_accounts a WHERE a.account_id = 'buyer:' || $3 || "    \
+    "'@' || $2 || '.' || t.account_type || ':wallet:' || (SELECT currency FROM tr)), 0)) ORDER "   \
+    "BY t.account_type), '[]') FROM merchant_account_types t WHERE t.merchant_id = $2), "
 #define VIEW_COUPONS_0 "'coupons', '[]'::json, "
 #define VIEW_COUPONS_1                                                                             \
     "'coupons', (SELECT coalesce(json_agg(c ORDER BY amount DESC, coupon_id), '[]') FROM (SELECT " \
     "coupon_id, amount, currency, min_amount, funded_by, merchant_id FROM coupons WHERE buyer_id " \
     "= $3 AND status = 'AVAILABLE' AND expires_at > now() AND currency = (SELECT currency FROM "   \
-    "trades WHERE trade_no = $1) AND (merchant_id IS NULL OR merchant_id = $2) AND (funded_by "    \
+    "tr) AND (merchant_id IS NULL OR merchant_id = $2) AND (funded_by "                            \
     "<> 'MERCHANT' OR (SELECT t.product <> 'GUARANTEE' AND least(coupons.amount, t.amount) <= "    \
     "t.amount - (SELECT coalesce(sum((s->>'amount')::bigint), 0) FROM "                            \
-    "jsonb_array_elements(t.splits) s) FROM trades t WHERE t.trade_no = $1))) c), "
+    "jsonb_array_elements(t.splits) s) FROM tr t))) c), "
 #define VIEW_CARDS_0 "'cards', '[]'::json, 'card_usage', '{}'::json, "
 #define VIEW_CARDS_1                                                                               \
     "'cards', (SELECT coalesce(json_agg(k ORDER BY created_at DESC), '[]') FROM (SELECT "          \
@@ -83,7 +79,7 @@
     "0), u.m)), '{}') FROM cards c CROSS JOIN LATERAL (SELECT sum(p.amount) FILTER "               \
     "(WHERE " PC_P_USED_DAY ") AS d, sum(p.amount) FILTER (WHERE " PC_P_USED_MONTH ") AS m FROM "  \
     "payments p WHERE p.card_fp = c.card_fp AND " PC_P_USED_ROWS " AND p.currency = (SELECT "      \
-    "currency FROM trades WHERE trade_no = $1)) u WHERE c.buyer_id = $3 "                          \
+    "currency FROM tr)) u WHERE c.buyer_id = $3 "                                                  \
     "AND c.merchant_id = $2 AND c.status = 'ACTIVE' AND u.m IS NOT NULL), "
 #define VIEW_HISTORY_0 "'last_method', NULL::text, 'type_counts', '{}'::json, "
 #define VIEW_HISTORY_1                                                                             \
@@ -92,28 +88,35 @@
     "LIMIT 1), "                                                                                   \
     "'type_counts', (SELECT coalesce(json_object_agg(method_type, n), '{}') FROM (SELECT "         \
     "method_type, count(*) AS n FROM bp WHERE status = 'SUCCESS' GROUP BY method_type) tc), "
-/* The bodies of buyer_chargebacks_90d() and merchant_chargeback_rate_bp()
- * written out: as SQL functions with a sub-select PostgreSQL cannot inline
- * them and planned them again on every call (PostgreSQL CPU per balance
- * payment 4.6 → 3.9 ms under paybench; README "Performance"). */
-#define VIEW_TAIL                                                                                  \
+/* What only a pay reads: the trade's payments still open and failed, and the
+ * chargeback figures for risk.lua. The bodies of buyer_chargebacks_90d() and
+ * merchant_chargeback_rate_bp() are written out: as SQL functions with a
+ * sub-select PostgreSQL cannot inline them and planned them again on every
+ * call (PostgreSQL CPU per balance payment 4.6 → 3.9 ms under paybench;
+ * README "Performance"). */
+#define VIEW_PAY_0 "'attempts', NULL::json, 'chargebacks_90d', NULL::integer, "
+#define VIEW_PAY_1                                                                                 \
+    "'attempts', (SELECT json_build_object('open', count(*) FILTER (WHERE status "                 \
+    "IN " PC_PAYMENT_OPEN_STATUSES "), 'failed', count(*) FILTER (WHERE status = 'FAILED')) FROM " \
+    "payments WHERE trade_no = $1), "                                                              \
     "'chargebacks_90d', (SELECT count(*)::integer FROM chargebacks WHERE buyer_id = $3 AND "       \
     "status <> 'CLOSE' AND created_at >= now() - interval '90 days'), "                            \
     "'merchant_cb_rate_bp', coalesce((SELECT rate_bp FROM chargeback_rates WHERE merchant_id = "   \
-    "$2 AND channel_id = ''), 0), "                                                                \
-    "'now', extract(epoch FROM now())::bigint)::text"
-#define VIEW(coupons, cards, typed, history)                                                       \
+    "$2 AND channel_id = ''), 0), "
+#define VIEW_TAIL "'now', extract(epoch FROM now())::bigint)::text"
+#define VIEW(coupons, cards, typed, history, pay)                                                  \
     VIEW_HEAD VIEW_TYPED_##typed VIEW_COUPONS_##coupons VIEW_CARDS_##cards VIEW_HISTORY_##history  \
-        VIEW_TAIL
-/* Indexed by the PC_VIEW_* bits: coupons 1, cards 2, typed 4, history 8. */
-static const char *const view_sql[16] = {
-    VIEW(0, 0, 0, 0), VIEW(1, 0, 0, 0), VIEW(0, 1, 0, 0), VIEW(1, 1, 0, 0),
-    VIEW(0, 0, 1, 0), VIEW(1, 0, 1, 0), VIEW(0, 1, 1, 0), VIEW(1, 1, 1, 0),
-    VIEW(0, 0, 0, 1), VIEW(1, 0, 0, 1), VIEW(0, 1, 0, 1), VIEW(1, 1, 0, 1),
-    VIEW(0, 0, 1, 1), VIEW(1, 0, 1, 1), VIEW(0, 1, 1, 1), VIEW(1, 1, 1, 1),
-};
+        VIEW_PAY_##pay VIEW_TAIL
+#define VIEWS(pay)                                                                                 \
+    VIEW(0, 0, 0, 0, pay), VIEW(1, 0, 0, 0, pay), VIEW(0, 1, 0, 0, pay), VIEW(1, 1, 0, 0, pay),    \
+        VIEW(0, 0, 1, 0, pay), VIEW(1, 0, 1, 0, pay), VIEW(0, 1, 1, 0, pay),                       \
+        VIEW(1, 1, 1, 0, pay), VIEW(0, 0, 0, 1, pay), VIEW(1, 0, 0, 1, pay),                       \
+        VIEW(0, 1, 0, 1, pay), VIEW(1, 1, 0, 1, pay), VIEW(0, 0, 1, 1, pay),                       \
+        VIEW(1, 0, 1, 1, pay), VIEW(0, 1, 1, 1, pay), VIEW(1, 1, 1, 1, pay)
+/* Indexed by the PC_VIEW_* bits: coupons 1, cards 2, typed 4, history 8, pay 16. */
+static const char *const view_sql[32] = {VIEWS(0), VIEWS(1)};
 _Static_assert(PC_VIEW_COUPONS == 1 && PC_VIEW_CARDS == 2 && PC_VIEW_TYPED == 4 &&
-                   PC_VIEW_HISTORY == 8 && PC_VIEW_ALL == 15,
+                   PC_VIEW_HISTORY == 8 && PC_VIEW_PAY == 16 && PC_VIEW_EVERY == 31,
                "view_sql is indexed by these bits");
 
 typedef struct {
@@ -157,8 +160,9 @@ static void load_cb(void *data, int status, pc_db_res_t *res)
     v.used_month = jint(u, "month");
     v.attempts_1h = jint(u, "attempts_1h");
     v.card_usage = json_object_get(v.json, "card_usage");
-    v.open_attempts = jint(v.json, "open_attempts");
-    v.failed_attempts = jint(v.json, "failed_attempts");
+    json_t *a = json_object_get(v.json, "attempts");
+    v.open_attempts = jint(a, "open");
+    v.failed_attempts = jint(a, "failed");
     v.last_method = json_string_value(json_object_get(v.json, "last_method"));
     v.type_counts = json_object_get(v.json, "type_counts");
     v.now = jint(v.json, "now");
@@ -176,7 +180,7 @@ int pc_cashier_load(pc_app_t *app, const char *merchant_id, const char *trade_no
     l->cb = cb;
     l->data = data;
     const char *p[] = {trade_no, merchant_id, buyer_id ? buyer_id : ""};
-    int rc = pc_db_query(app->db, view_sql[parts & PC_VIEW_ALL], 3, p, load_cb, l);
+    int rc = pc_db_query(app->db, view_sql[parts & PC_VIEW_EVERY], 3, p, load_cb, l);
     if (rc < 0)
         free(l);
     return rc;
