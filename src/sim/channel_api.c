@@ -869,7 +869,7 @@ static void daily_file(pc_http_req_t *req, bool statement)
         pc_sim_reply_error(req, ch, PC_SIM_NOT_FOUND, NULL, "files are named YYYY-MM-DD.csv");
         return;
     }
-    pc_sim_buf_t out = {0};
+    pc_buf_t out = {0};
     if (statement)
         pc_sim_statement_csv(ch, date, &out);
     else
@@ -878,7 +878,7 @@ static void daily_file(pc_http_req_t *req, bool statement)
         pc_sim_reply_error(req, ch, PC_SIM_UNAVAILABLE, NULL, "out of memory");
     else
         pc_sim_reply(req, ch, 200, "text/csv; charset=utf-8", out.p, out.len);
-    pc_sim_buf_free(&out);
+    pc_buf_free(&out);
 }
 
 static void statement_get(pc_http_req_t *req, void *data)

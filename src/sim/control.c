@@ -380,30 +380,30 @@ static void sim_stats(pc_http_req_t *req, void *data)
 static void reply_html(pc_http_req_t *req, int status, const char *title, const char *text,
                        const pc_sim_txn_t *t, bool form)
 {
-    pc_sim_buf_t b = {0};
-    pc_sim_buf_printf(&b,
-                      "<!doctype html><html><head><meta charset=\"utf-8\"><title>paysim: %s"
-                      "</title></head><body><h1>%s</h1><p>%s</p>",
-                      title, title, text);
+    pc_buf_t b = {0};
+    pc_buf_printf(&b,
+                  "<!doctype html><html><head><meta charset=\"utf-8\"><title>paysim: %s"
+                  "</title></head><body><h1>%s</h1><p>%s</p>",
+                  title, title, text);
     if (t) {
         /* Only references paysim issued reach here, so they need no escaping. */
-        pc_sim_buf_printf(&b, "<p>%s %lld.%02lld %s (%s)</p>", t->ch->id,
-                          (long long)(t->amount / 100), (long long)(t->amount % 100), t->currency,
-                          t->three_ds ? "3-D Secure" : t->method);
+        pc_buf_printf(&b, "<p>%s %lld.%02lld %s (%s)</p>", t->ch->id, (long long)(t->amount / 100),
+                      (long long)(t->amount % 100), t->currency,
+                      t->three_ds ? "3-D Secure" : t->method);
         if (form)
-            pc_sim_buf_printf(&b,
-                              "<form method=\"post\" action=\"/sim/redirect/%s?outcome=SUCCESS\">"
-                              "<button>Pay</button></form><form method=\"post\" "
-                              "action=\"/sim/redirect/%s?outcome=FAILED\"><button>Cancel"
-                              "</button></form>",
-                              t->reference, t->reference);
+            pc_buf_printf(&b,
+                          "<form method=\"post\" action=\"/sim/redirect/%s?outcome=SUCCESS\">"
+                          "<button>Pay</button></form><form method=\"post\" "
+                          "action=\"/sim/redirect/%s?outcome=FAILED\"><button>Cancel"
+                          "</button></form>",
+                          t->reference, t->reference);
     }
-    pc_sim_buf_str(&b, "</body></html>\n");
+    pc_buf_str(&b, "</body></html>\n");
     if (b.oom)
         pc_sim_reply_error(req, NULL, PC_SIM_UNAVAILABLE, NULL, "out of memory");
     else
         pc_sim_reply(req, NULL, status, "text/html; charset=utf-8", b.p, b.len);
-    pc_sim_buf_free(&b);
+    pc_buf_free(&b);
 }
 
 /* GET /sim/redirect/{reference}: the bank's, wallet's or issuer's page. */

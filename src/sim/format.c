@@ -7,59 +7,6 @@
 #include <string.h>
 #include <time.h>
 
-static bool reserve(pc_sim_buf_t *b, size_t extra)
-{
-    if (b->oom)
-        return false;
-    if (b->len + extra + 1 <= b->cap)
-        return true;
-    size_t ncap = b->cap ? b->cap : 256;
-    while (ncap < b->len + extra + 1)
-        ncap *= 2;
-    char *np = realloc(b->p, ncap);
-    if (!np) {
-        b->oom = true;
-        return false;
-    }
-    b->p = np;
-    b->cap = ncap;
-    return true;
-}
-
-void pc_sim_buf_add(pc_sim_buf_t *b, const char *s, size_t n)
-{
-    if (!reserve(b, n))
-        return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-void pc_sim_buf_str(pc_sim_buf_t *b, const char *s)
-{
-    pc_sim_buf_add(b, s, strlen(s));
-}
-
-void pc_sim_buf_printf(pc_sim_buf_t *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || !reserve(b, (size_t)n))
-        return;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-void pc_sim_buf_free(pc_sim_buf_t *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
 void pc_sim_format_time(int64_t ms, char out[PC_SIM_TIME_LEN])
 {
     time_t t = (time_t)(ms / 1000);
@@ -110,40 +57,40 @@ int pc_sim_date_from_file(const char *name, const char *ext, char out[PC_SIM_DAT
     return pc_sim_date_valid(out) ? 0 : PC_EINVAL;
 }
 
-void pc_sim_csv_field(pc_sim_buf_t *b, const char *s)
+void pc_sim_csv_field(pc_buf_t *b, const char *s)
 {
     if (!s)
         return;
     if (strpbrk(s, ",\"\r\n") == NULL) {
-        pc_sim_buf_str(b, s);
+        pc_buf_str(b, s);
         return;
     }
-    pc_sim_buf_add(b, "\"", 1);
+    pc_buf_add(b, "\"", 1);
     for (const char *p = s; *p; p++) {
         if (*p == '"')
-            pc_sim_buf_add(b, "\"\"", 2);
+            pc_buf_add(b, "\"\"", 2);
         else
-            pc_sim_buf_add(b, p, 1);
+            pc_buf_add(b, p, 1);
     }
-    pc_sim_buf_add(b, "\"", 1);
+    pc_buf_add(b, "\"", 1);
 }
 
-static void csv_int(pc_sim_buf_t *b, int64_t v)
+static void csv_int(pc_buf_t *b, int64_t v)
 {
-    pc_sim_buf_printf(b, "%lld", (long long)v);
+    pc_buf_printf(b, "%lld", (long long)v);
 }
 
-static void csv_sep(pc_sim_buf_t *b)
+static void csv_sep(pc_buf_t *b)
 {
-    pc_sim_buf_add(b, ",", 1);
+    pc_buf_add(b, ",", 1);
 }
 
-void pc_sim_stmt_header(pc_sim_buf_t *b)
+void pc_sim_stmt_header(pc_buf_t *b)
 {
-    pc_sim_buf_str(b, "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n");
+    pc_buf_str(b, "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n");
 }
 
-void pc_sim_stmt_row(pc_sim_buf_t *b, const pc_sim_stmt_row_t *row)
+void pc_sim_stmt_row(pc_buf_t *b, const pc_sim_stmt_row_t *row)
 {
     char when[PC_SIM_TIME_LEN];
     pc_sim_format_time(row->time_ms, when);
@@ -162,16 +109,16 @@ void pc_sim_stmt_row(pc_sim_buf_t *b, const pc_sim_stmt_row_t *row)
     pc_sim_csv_field(b, row->status);
     csv_sep(b);
     pc_sim_csv_field(b, when);
-    pc_sim_buf_add(b, "\n", 1);
+    pc_buf_add(b, "\n", 1);
 }
 
-void pc_sim_cb_header(pc_sim_buf_t *b)
+void pc_sim_cb_header(pc_buf_t *b)
 {
-    pc_sim_buf_str(b, "chargeback_ref,channel_ref,paycore_ref,amount,currency,reason_code,time,"
-                      "respond_by\n");
+    pc_buf_str(b, "chargeback_ref,channel_ref,paycore_ref,amount,currency,reason_code,time,"
+                  "respond_by\n");
 }
 
-void pc_sim_cb_row(pc_sim_buf_t *b, const pc_sim_cb_row_t *row)
+void pc_sim_cb_row(pc_buf_t *b, const pc_sim_cb_row_t *row)
 {
     char when[PC_SIM_TIME_LEN], due[PC_SIM_TIME_LEN];
     pc_sim_format_time(row->time_ms, when);
@@ -191,5 +138,5 @@ void pc_sim_cb_row(pc_sim_buf_t *b, const pc_sim_cb_row_t *row)
     pc_sim_csv_field(b, when);
     csv_sep(b);
     pc_sim_csv_field(b, due);
-    pc_sim_buf_add(b, "\n", 1);
+    pc_buf_add(b, "\n", 1);
 }

@@ -9,19 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A growable byte buffer, always NUL-terminated once anything was added.
- * Allocation failures are sticky (oom set, later appends ignored) so callers
- * check once at the end. Zero-initialise; release with pc_sim_buf_free. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} pc_sim_buf_t;
-
-void pc_sim_buf_add(pc_sim_buf_t *b, const char *s, size_t n);
-void pc_sim_buf_str(pc_sim_buf_t *b, const char *s);
-void pc_sim_buf_printf(pc_sim_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void pc_sim_buf_free(pc_sim_buf_t *b);
+#include "core/buf.h"
 
 /* "2026-11-22T08:00:00Z" plus NUL. */
 #define PC_SIM_TIME_LEN 21
@@ -40,7 +28,7 @@ bool pc_sim_date_valid(const char *s);
 int pc_sim_date_from_file(const char *name, const char *ext, char out[PC_SIM_DATE_LEN]);
 
 /* Appends one CSV field (quoted when needed), without a separator. */
-void pc_sim_csv_field(pc_sim_buf_t *b, const char *s);
+void pc_sim_csv_field(pc_buf_t *b, const char *s);
 
 /* One statement line. Strings are borrowed. */
 typedef struct {
@@ -67,9 +55,9 @@ typedef struct {
 } pc_sim_cb_row_t;
 
 /* Header rows; the column names are part of the protocol. */
-void pc_sim_stmt_header(pc_sim_buf_t *b);
-void pc_sim_stmt_row(pc_sim_buf_t *b, const pc_sim_stmt_row_t *row);
-void pc_sim_cb_header(pc_sim_buf_t *b);
-void pc_sim_cb_row(pc_sim_buf_t *b, const pc_sim_cb_row_t *row);
+void pc_sim_stmt_header(pc_buf_t *b);
+void pc_sim_stmt_row(pc_buf_t *b, const pc_sim_stmt_row_t *row);
+void pc_sim_cb_header(pc_buf_t *b);
+void pc_sim_cb_row(pc_buf_t *b, const pc_sim_cb_row_t *row);
 
 #endif

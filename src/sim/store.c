@@ -581,7 +581,7 @@ const pc_sim_chargeback_t *pc_sim_chargeback_add(pc_sim_store_t *s, const pc_sim
     return c;
 }
 
-void pc_sim_statement_csv(pc_sim_channel_t *ch, const char *date, pc_sim_buf_t *out)
+void pc_sim_statement_csv(pc_sim_channel_t *ch, const char *date, pc_buf_t *out)
 {
     pc_sim_stmt_header(out);
     pc_sim_day_t *d = pc_sim_map_get(ch->days, date);
@@ -595,7 +595,7 @@ void pc_sim_statement_csv(pc_sim_channel_t *ch, const char *date, pc_sim_buf_t *
     }
 }
 
-void pc_sim_chargebacks_csv(pc_sim_channel_t *ch, const char *date, pc_sim_buf_t *out)
+void pc_sim_chargebacks_csv(pc_sim_channel_t *ch, const char *date, pc_buf_t *out)
 {
     pc_sim_cb_header(out);
     pc_sim_day_t *d = pc_sim_map_get(ch->days, date);

@@ -247,8 +247,8 @@ const pc_sim_chargeback_t *pc_sim_chargeback_add(pc_sim_store_t *s, const pc_sim
                                                  int64_t now_ms);
 /* Appends the statement CSV (header and the visible lines in the order they
  * happened) of ch for date. */
-void pc_sim_statement_csv(pc_sim_channel_t *ch, const char *date, pc_sim_buf_t *out);
-void pc_sim_chargebacks_csv(pc_sim_channel_t *ch, const char *date, pc_sim_buf_t *out);
+void pc_sim_statement_csv(pc_sim_channel_t *ch, const char *date, pc_buf_t *out);
+void pc_sim_chargebacks_csv(pc_sim_channel_t *ch, const char *date, pc_buf_t *out);
 size_t pc_sim_line_count(const pc_sim_store_t *s);
 
 /* Records a copy of a faked fault, numbering it (f->seq is set); the caller

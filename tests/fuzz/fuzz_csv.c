@@ -81,7 +81,7 @@ static void round_trip(const uint8_t *data, size_t size)
     pc_sim_stmt_row_t rows[MAX_ROWS];
     const uint8_t *p = data, *end = data + size;
     int n = 0;
-    pc_sim_buf_t b = {0};
+    pc_buf_t b = {0};
     pc_sim_stmt_header(&b);
     while (p < end && n < MAX_ROWS) {
         pc_sim_stmt_row_t *r = &rows[n];
@@ -106,7 +106,7 @@ static void round_trip(const uint8_t *data, size_t size)
         n++;
     }
     if (b.oom) {
-        pc_sim_buf_free(&b);
+        pc_buf_free(&b);
         return;
     }
     pc_recon_csv_t *rd = NULL;
@@ -135,7 +135,7 @@ static void round_trip(const uint8_t *data, size_t size)
     }
     must(pc_recon_csv_next(rd, &line, err, sizeof err) == 0);
     pc_recon_csv_free(rd);
-    pc_sim_buf_free(&b);
+    pc_buf_free(&b);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

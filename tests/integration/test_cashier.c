@@ -207,13 +207,29 @@ static void test_consult_lists_methods_with_rule_version(void **state)
     assert_int_equal(r.status, 200);
     json_t *j = pc_t_json(&r);
     assert_int_equal(strlen(json_string_value(json_object_get(j, "rule_version"))), 64);
+    assert_string_equal(json_string_value(json_object_get(j, "trade_no")), tn);
+    assert_int_equal(json_integer_value(json_object_get(j, "amount")), 1999);
+    assert_string_equal(json_string_value(json_object_get(j, "currency")), "CNY");
     json_t *methods = json_object_get(j, "methods");
     int card = 0, va = 0, balance = 0, recommended = 0;
     size_t i;
     json_t *m;
     json_array_foreach(methods, i, m)
     {
+        /* api.md's method object: every field, of its type. */
         const char *t = json_string_value(json_object_get(m, "type"));
+        assert_non_null(t);
+        assert_true(json_is_string(json_object_get(m, "method_id")));
+        assert_true(json_is_string(json_object_get(m, "label")));
+        assert_true(json_is_boolean(json_object_get(m, "available")));
+        assert_true(json_is_boolean(json_object_get(m, "recommended")));
+        assert_true(json_is_integer(json_object_get(m, "max_amount")));
+        json_t *ch = json_object_get(m, "channel_id");
+        assert_true(json_is_string(ch) || json_is_null(ch));
+        assert_true(json_is_null(json_object_get(m, "card")));
+        assert_true(json_is_null(json_object_get(m, "coupon")));
+        assert_true(json_is_true(json_object_get(m, "available")) ==
+                    (json_object_get(m, "reason") == NULL));
         card |= !strcmp(t, "CARD");
         va |= !strcmp(t, "VA");
         balance |= !strcmp(t, "BALANCE");

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "files.h"
+#include "rng.h"
 
 #include <ftw.h>
 #include <stdio.h>
@@ -34,10 +35,7 @@ static uint64_t rng = 0x9E3779B97F4A7C15ull;
 
 static uint32_t rnd(uint32_t n)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng % n);
+    return pc_t_rnd(&rng, n);
 }
 
 /* Strings: a small vocabulary (cache hits), many distinct ones (cache slots

@@ -57,24 +57,24 @@ static void test_file_names_carry_a_date(void **state)
 static void test_csv_quotes_only_when_needed(void **state)
 {
     (void)state;
-    pc_sim_buf_t b = {0};
+    pc_buf_t b = {0};
     pc_sim_csv_field(&b, "plain");
-    pc_sim_buf_str(&b, "|");
+    pc_buf_str(&b, "|");
     pc_sim_csv_field(&b, "a,b");
-    pc_sim_buf_str(&b, "|");
+    pc_buf_str(&b, "|");
     pc_sim_csv_field(&b, "say \"hi\"");
-    pc_sim_buf_str(&b, "|");
+    pc_buf_str(&b, "|");
     pc_sim_csv_field(&b, "two\nlines");
-    pc_sim_buf_str(&b, "|");
+    pc_buf_str(&b, "|");
     pc_sim_csv_field(&b, "");
     assert_string_equal(b.p, "plain|\"a,b\"|\"say \"\"hi\"\"\"|\"two\nlines\"|");
-    pc_sim_buf_free(&b);
+    pc_buf_free(&b);
 }
 
 static void test_statement_rows(void **state)
 {
     (void)state;
-    pc_sim_buf_t b = {0};
+    pc_buf_t b = {0};
     pc_sim_stmt_header(&b);
     pc_sim_stmt_row_t r = {"pay_abc0000000001", "P-1", "PAY", 1999, "CNY", 12, "SUCCESS", T_MS};
     pc_sim_stmt_row(&b, &r);
@@ -84,13 +84,13 @@ static void test_statement_rows(void **state)
                              "pay_abc0000000001,P-1,PAY,1999,CNY,12,SUCCESS,2026-11-22T08:00:00Z\n"
                              "rfd_x,\"R,1\",REFUND,-5,USD,0,FAILED,1970-01-01T00:00:00Z\n");
     assert_false(b.oom);
-    pc_sim_buf_free(&b);
+    pc_buf_free(&b);
 }
 
 static void test_chargeback_rows(void **state)
 {
     (void)state;
-    pc_sim_buf_t b = {0};
+    pc_buf_t b = {0};
     pc_sim_cb_header(&b);
     pc_sim_cb_row_t r = {"cbk_1", "pay_1", "P-9", 4200, "CNY", "10.4", T_MS, T_MS + 7 * 86400000LL};
     pc_sim_cb_row(&b, &r);
@@ -98,19 +98,19 @@ static void test_chargeback_rows(void **state)
                              "time,respond_by\n"
                              "cbk_1,pay_1,P-9,4200,CNY,10.4,2026-11-22T08:00:00Z,"
                              "2026-11-29T08:00:00Z\n");
-    pc_sim_buf_free(&b);
+    pc_buf_free(&b);
 }
 
 static void test_buffer_grows(void **state)
 {
     (void)state;
-    pc_sim_buf_t b = {0};
+    pc_buf_t b = {0};
     for (int i = 0; i < 10000; i++)
-        pc_sim_buf_printf(&b, "%04d,", i % 10000);
+        pc_buf_printf(&b, "%04d,", i % 10000);
     assert_int_equal(b.len, 50000);
     assert_memory_equal(b.p + 49995, "9999,", 5);
     assert_int_equal(b.p[b.len], 0);
-    pc_sim_buf_free(&b);
+    pc_buf_free(&b);
     assert_null(b.p);
 }
 

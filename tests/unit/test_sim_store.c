@@ -284,7 +284,7 @@ static void test_statement_discrepancies_decided_when_written(void **state)
         assert_int_equal(pc_sim_line_add(s, t, "PAY", "SUCCESS", 500, 3, NOW), 0);
     }
     assert_int_equal(pc_sim_line_add_extra(s, ch, 1, "CNY", NOW), 0);
-    pc_sim_buf_t b = {0};
+    pc_buf_t b = {0};
     pc_sim_statement_csv(ch, "2026-11-22", &b);
     /* FAILED lines are never victims; the first SUCCESS goes missing, the
      * second is off by one, the third is true. */
@@ -300,13 +300,13 @@ static void test_statement_discrepancies_decided_when_written(void **state)
     assert_string_equal(f->kind, "STATEMENT_MISSING_LINE");
     assert_string_equal(f->paycore_ref, "S0");
     assert_string_equal(f->date, "2026-11-22");
-    pc_sim_buf_free(&b);
+    pc_buf_free(&b);
     /* The chargeback file of the day. */
     pc_sim_txn_t *t = pc_sim_txn_by_no(ch, PC_SIM_PAY, "S2");
     assert_non_null(pc_sim_chargeback_add(s, t, 200, "10.4", NOW));
     pc_sim_chargebacks_csv(ch, "2026-11-22", &b);
     assert_non_null(strstr(b.p, ",S2,200,CNY,10.4,2026-11-22T08:00:00Z,2026-11-29T08:00:00Z\n"));
-    pc_sim_buf_free(&b);
+    pc_buf_free(&b);
     pc_sim_store_free(s);
 }
 
@@ -323,13 +323,13 @@ static void test_lines_bounded_by_dropping_oldest_day(void **state)
             assert_int_equal(pc_sim_line_add(s, t, "PAY", "SUCCESS", 1, 0, NOW + day * 86400000LL),
                              0);
     assert_true(pc_sim_line_count(s) <= 50);
-    pc_sim_buf_t b = {0};
+    pc_buf_t b = {0};
     pc_sim_statement_csv(ch, "2026-11-22", &b); /* the oldest day: gone */
     assert_null(strstr(b.p, ",X,"));
-    pc_sim_buf_free(&b);
+    pc_buf_free(&b);
     pc_sim_statement_csv(ch, "2026-12-01", &b); /* the newest: kept */
     assert_non_null(strstr(b.p, ",X,"));
-    pc_sim_buf_free(&b);
+    pc_buf_free(&b);
     pc_sim_store_free(s);
 }
 
