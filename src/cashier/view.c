@@ -55,39 +55,41 @@
     "created_at >= now() - interval '1 hour' AND counted) AS attempts_1h FROM bp) u), "
 #define VIEW_TYPED_0 "'typed_wallets', '[]'::json, "
 #define VIEW_TYPED_1                                                                               \
-    "'typed_wallets', (SELECT coalesce(json_agg(json_build_object('account_type', "                \
+    "'typed_wallets', to_json(ARRAY(SELECT json_build_object('account_type', "                     \
     "t.account_type, 'owner', $3 || '@' || $2 || '.' || t.account_type, 'balance', "               \
     "coalesce((SELECT a.balance FROM ledger_accounts a WHERE a.account_id = 'buyer:' || $3 || "    \
-    "'@' || $2 || '.' || t.account_type || ':wallet:' || (SELECT currency FROM tr)), 0)) ORDER "   \
-    "BY t.account_type), '[]') FROM merchant_account_types t WHERE t.merchant_id = $2), "
+    "'@' || $2 || '.' || t.account_type || ':wallet:' || (SELECT currency FROM tr)), 0)) FROM "    \
+    "merchant_account_types t WHERE t.merchant_id = $2 ORDER BY t.account_type)), "
 #define VIEW_COUPONS_0 "'coupons', '[]'::json, "
 #define VIEW_COUPONS_1                                                                             \
-    "'coupons', (SELECT coalesce(json_agg(c ORDER BY amount DESC, coupon_id), '[]') FROM (SELECT " \
+    "'coupons', to_json(ARRAY(SELECT row_to_json(c) FROM (SELECT "                                 \
     "coupon_id, amount, currency, min_amount, funded_by, merchant_id FROM coupons WHERE buyer_id " \
     "= $3 AND status = 'AVAILABLE' AND expires_at > now() AND currency = (SELECT currency FROM "   \
     "tr) AND (merchant_id IS NULL OR merchant_id = $2) AND (funded_by "                            \
     "<> 'MERCHANT' OR (SELECT t.product <> 'GUARANTEE' AND least(coupons.amount, t.amount) <= "    \
     "t.amount - (SELECT coalesce(sum((s->>'amount')::bigint), 0) FROM "                            \
-    "jsonb_array_elements(t.splits) s) FROM tr t))) c), "
-#define VIEW_CARDS_0 "'cards', '[]'::json, 'card_usage', '{}'::json, "
+    "jsonb_array_elements(t.splits) s) FROM tr t))) c ORDER BY c.amount DESC, c.coupon_id)), "
+#define VIEW_CARDS_0 "'cards', '[]'::json, "
+/* Each card with its usage by anyone ([24 h, 30 days] in the trade's
+ * currency, null when none), which the loader turns into card_usage. */
 #define VIEW_CARDS_1                                                                               \
-    "'cards', (SELECT coalesce(json_agg(k ORDER BY created_at DESC), '[]') FROM (SELECT "          \
-    "card_id, channel_id, token, brand, bin, last4, exp_month, exp_year, created_at, card_fp "     \
-    "FROM cards "                                                                                  \
-    "WHERE buyer_id = $3 AND merchant_id = $2 AND status = 'ACTIVE') k), "                         \
-    "'card_usage', (SELECT coalesce(json_object_agg(c.card_id, json_build_array(coalesce(u.d, "    \
-    "0), u.m)), '{}') FROM cards c CROSS JOIN LATERAL (SELECT sum(p.amount) FILTER "               \
+    "'cards', to_json(ARRAY(SELECT row_to_json(k) FROM (SELECT "                                   \
+    "c.card_id, c.channel_id, c.token, c.brand, c.bin, c.last4, c.exp_month, c.exp_year, "         \
+    "c.created_at, c.card_fp, CASE WHEN u.m IS NOT NULL THEN json_build_array(coalesce(u.d, 0), "  \
+    "u.m) END AS usage FROM cards c CROSS JOIN LATERAL (SELECT sum(p.amount) FILTER "              \
     "(WHERE " PC_P_USED_DAY ") AS d, sum(p.amount) FILTER (WHERE " PC_P_USED_MONTH ") AS m FROM "  \
     "payments p WHERE p.card_fp = c.card_fp AND " PC_P_USED_ROWS " AND p.currency = (SELECT "      \
-    "currency FROM tr)) u WHERE c.buyer_id = $3 "                                                  \
-    "AND c.merchant_id = $2 AND c.status = 'ACTIVE' AND u.m IS NOT NULL), "
-#define VIEW_HISTORY_0 "'last_method', NULL::text, 'type_counts', '{}'::json, "
+    "currency FROM tr)) u WHERE c.buyer_id = $3 AND c.merchant_id = $2 AND c.status = 'ACTIVE') "  \
+    "k ORDER BY k.created_at DESC)), "
+#define VIEW_HISTORY_0 "'last_method', NULL::text, 'type_counts', '[]'::json, "
+/* type_counts as [[type, count], ...], which the loader turns into an
+ * object. */
 #define VIEW_HISTORY_1                                                                             \
     "'last_method', (SELECT method_type FROM bp WHERE status = 'SUCCESS' ORDER BY created_at "     \
     "DESC "                                                                                        \
     "LIMIT 1), "                                                                                   \
-    "'type_counts', (SELECT coalesce(json_object_agg(method_type, n), '{}') FROM (SELECT "         \
-    "method_type, count(*) AS n FROM bp WHERE status = 'SUCCESS' GROUP BY method_type) tc), "
+    "'type_counts', to_json(ARRAY(SELECT json_build_array(method_type, count(*)) FROM bp WHERE "   \
+    "status = 'SUCCESS' GROUP BY method_type)), "
 /* What only a pay reads: the trade's payments still open and failed, and the
  * chargeback figures for risk.lua. The bodies of buyer_chargebacks_90d() and
  * merchant_chargeback_rate_bp() are written out: as SQL functions with a
@@ -159,14 +161,39 @@ static void load_cb(void *data, int status, pc_db_res_t *res)
     v.used_day = jint(u, "day");
     v.used_month = jint(u, "month");
     v.attempts_1h = jint(u, "attempts_1h");
-    v.card_usage = json_object_get(v.json, "card_usage");
+    /* {card_id: usage} of the cards that have any, and {type: count}. */
+    v.card_usage = json_object();
+    size_t i;
+    json_t *e;
+    json_array_foreach(v.cards, i, e)
+    {
+        json_t *usage = json_object_get(e, "usage");
+        if (json_is_array(usage))
+            json_object_set(v.card_usage, json_string_value(json_object_get(e, "card_id")), usage);
+    }
     json_t *a = json_object_get(v.json, "attempts");
     v.open_attempts = jint(a, "open");
     v.failed_attempts = jint(a, "failed");
     v.last_method = json_string_value(json_object_get(v.json, "last_method"));
-    v.type_counts = json_object_get(v.json, "type_counts");
+    v.type_counts = json_object();
+    json_array_foreach(json_object_get(v.json, "type_counts"), i, e)
+    {
+        const char *type = json_string_value(json_array_get(e, 0));
+        if (type)
+            json_object_set(v.type_counts, type, json_array_get(e, 1));
+    }
     v.now = jint(v.json, "now");
+    if (!v.card_usage || !v.type_counts) {
+        json_decref(v.card_usage);
+        json_decref(v.type_counts);
+        json_decref(v.json);
+        l->cb(l->data, PC_ENOMEM, NULL);
+        free(l);
+        return;
+    }
     l->cb(l->data, 0, &v);
+    json_decref(v.card_usage);
+    json_decref(v.type_counts);
     json_decref(v.json);
     free(l);
 }

@@ -951,6 +951,50 @@ static void test_otc_completes_after_the_buyer_pays_cash(void **state)
     async_method(buyer, "OTC", NULL, "otc_code");
 }
 
+/* Position of the first method of this type in a consult's answer, or -1. */
+static int method_position(json_t *consult, const char *type)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(consult, "methods"), i, m)
+    {
+        if (!strcmp(json_string_value(json_object_get(m, "type")), type))
+            return (int)i;
+    }
+    return -1;
+}
+
+/* The buyer's history reaches cashier_rank.lua: the type paid with most often
+ * (OTC, twice) comes just after coupons among the methods that are neither
+ * the last one used (CARD) nor a balance that pays it all; without the counts
+ * OTC would come after WALLET. */
+static void test_consult_ranks_the_buyers_favourite_type(void **state)
+{
+    (void)state;
+    char buyer[32];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    async_method(buyer, "OTC", NULL, "otc_code");
+    async_method(buyer, "OTC", NULL, "otc_code");
+    char tn[40];
+    new_trade("INSTANT", 1200, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    new_trade("INSTANT", 1200, buyer, tn);
+    char body[256];
+    snprintf(body, sizeof body, "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\"}", tn, buyer);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", body, "favourite-1");
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    int card = method_position(j, "CARD"), otc = method_position(j, "OTC"),
+        wallet = method_position(j, "WALLET");
+    if (card < 0 || otc < 0 || wallet < 0 || !(card < otc && otc < wallet))
+        fail_msg("CARD %d, OTC %d, WALLET %d: %s", card, otc, wallet, r.body);
+    json_decref(j);
+    pc_t_resp_free(&r);
+}
+
 static void test_netbank_wallet_and_qr_complete(void **state)
 {
     (void)state;
@@ -3144,6 +3188,7 @@ int main(void)
         cmocka_unit_test(test_a_coupon_granted_twice_under_one_id_is_one_coupon),
         cmocka_unit_test(test_va_completes_after_the_buyer_transfers),
         cmocka_unit_test(test_otc_completes_after_the_buyer_pays_cash),
+        cmocka_unit_test(test_consult_ranks_the_buyers_favourite_type),
         cmocka_unit_test(test_netbank_wallet_and_qr_complete),
         cmocka_unit_test(test_a_code_at_the_channel_lives_and_holds_as_long_as_its_trade),
         cmocka_unit_test(test_release_after_the_trade_expired_charges_nothing),
