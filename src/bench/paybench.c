@@ -344,14 +344,27 @@ static int retryable(int status, json_t *j)
     return status == 409 && code && !strcmp(code, "REQUEST_IN_PROGRESS");
 }
 
+/* A consult's answer, not parsed: an object that starts with the trade and
+ * lists methods (api.md), as paycore writes it. */
+static int consult_shaped(const char *body)
+{
+    return !strncmp(body, "{\"trade_no\":\"", 13) && strstr(body, ",\"methods\":[") != NULL;
+}
+
 static void step_answer(void *data, int status, json_t *j, const char *body)
 {
-    (void)body;
     flow_t *f = data;
     step_t s = f->steps[f->si];
     uint64_t now = now_ns();
     if (phase == 3)
         return;
+    if (s == S_CONSULT && status >= 200 && status <= 299 && !consult_shaped(body)) {
+        if (f->stats)
+            count(f->stats->errors, &f->stats->nerrors, MAX_COUNTERS,
+                  "consult 2xx with an answer not shaped as a consult");
+        flow_end(f, 0);
+        return;
+    }
     if (status < 200 || status > 299) {
         if (retryable(status, j) && f->attempts < o.retries) {
             f->attempts++;
@@ -429,9 +442,12 @@ static void step_answer(void *data, int status, json_t *j, const char *body)
 static void step_send(flow_t *f)
 {
     int m = f->merchant >= 0 ? f->merchant : nmerchants ? (int)(f->seq % nmerchants) : 0;
+    /* A consult's answer is only checked for its shape (step_answer). */
+    step_t s = f->steps[f->si];
     pb_pool_call_as(api, nmerchants ? merchant_ids[m] : NULL,
                     nmerchants ? merchant_secrets[m] : NULL, f->method, f->path,
-                    f->body[0] ? f->body : NULL, f->idem[0] ? f->idem : NULL, step_answer, f);
+                    f->body[0] ? f->body : NULL, f->idem[0] ? f->idem : NULL, s != S_CONSULT,
+                    step_answer, f);
 }
 
 static void flow_start(uint64_t due, int kind, int buyer, stats_t *stats)

@@ -15,6 +15,7 @@ typedef struct call {
     const char *merchant, *secret; /* borrowed; NULL: the pool's */
     pb_call_cb cb;
     void *data;
+    bool json_2xx; /* parse a 2xx answer's body (other answers always are) */
 } call_t;
 
 typedef enum { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSING } conn_state_t;
@@ -65,7 +66,7 @@ static void call_free(call_t *k)
 static void call_finish(pb_pool_t *p, call_t *k, int status, const char *body, size_t len)
 {
     json_t *j = NULL;
-    if (status && len) {
+    if (status && len && (k->json_2xx || status < 200 || status > 299)) {
         json_error_t err;
         j = json_loadb(body, len, 0, &err);
     }
@@ -346,12 +347,12 @@ static void pump(pb_pool_t *p)
 void pb_pool_call(pb_pool_t *p, const char *method, const char *path, const char *body,
                   const char *idem_key, pb_call_cb cb, void *data)
 {
-    pb_pool_call_as(p, NULL, NULL, method, path, body, idem_key, cb, data);
+    pb_pool_call_as(p, NULL, NULL, method, path, body, idem_key, true, cb, data);
 }
 
 void pb_pool_call_as(pb_pool_t *p, const char *merchant_id, const char *secret, const char *method,
-                     const char *path, const char *body, const char *idem_key, pb_call_cb cb,
-                     void *data)
+                     const char *path, const char *body, const char *idem_key, bool json_2xx,
+                     pb_call_cb cb, void *data)
 {
     if (p->closing)
         return;
@@ -366,6 +367,7 @@ void pb_pool_call_as(pb_pool_t *p, const char *merchant_id, const char *secret, 
     k->secret = secret;
     k->cb = cb;
     k->data = data;
+    k->json_2xx = json_2xx;
     if (p->tail)
         p->tail->next = k;
     else
