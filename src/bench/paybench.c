@@ -345,10 +345,12 @@ static int retryable(int status, json_t *j)
 }
 
 /* A consult's answer, not parsed: an object that starts with the trade and
- * lists methods (api.md), as paycore writes it. */
+ * ends with its list of methods (api.md), as paycore writes it. */
 static int consult_shaped(const char *body)
 {
-    return !strncmp(body, "{\"trade_no\":\"", 13) && strstr(body, ",\"methods\":[") != NULL;
+    size_t n = strlen(body);
+    return n > 16 && !strncmp(body, "{\"trade_no\":\"", 13) &&
+           strstr(body, ",\"methods\":[") != NULL && !strcmp(body + n - 2, "]}");
 }
 
 static void step_answer(void *data, int status, json_t *j, const char *body)

@@ -149,6 +149,8 @@ static int on_message_begin(http_parser *hp)
 {
     conn_t *c = hp->data;
     c->blen = 0;
+    if (c->body)
+        c->body[0] = '\0'; /* an empty answer must not read as the one before */
     return 0;
 }
 

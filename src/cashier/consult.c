@@ -105,7 +105,7 @@ static void write_method(pc_jw_t *w, const pc_rank_method_t *m, int recommended)
     pc_jw_key(w, "label");
     pc_jw_str(w, m->label);
     pc_jw_key(w, "available");
-    pc_jw_bool(w, m->available == 1);
+    pc_jw_bool(w, m->available > 0);
     pc_jw_key(w, "recommended");
     pc_jw_bool(w, recommended);
     pc_jw_key(w, "max_amount");
@@ -272,7 +272,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     assemble(c, v, &o);
     if (o.oom) {
         offers_free(&o);
-        pc_respond_db_error(req, PC_ENOMEM);
+        pc_http_respond_error(req, PC_API_INTERNAL, NULL, "could not make the answer");
         return;
     }
     const char *cur = json_string_value(json_object_get(v->trade, "currency"));
@@ -307,7 +307,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
         free(rec);
         json_decref(ctx);
         offers_free(&o);
-        pc_respond_db_error(req, PC_ENOMEM);
+        pc_http_respond_error(req, PC_API_INTERNAL, NULL, "could not make the answer");
         return;
     }
     pc_rules_cashier_rank_methods(c->app->rules, ctx, o.m, o.n, &ans, &r);
@@ -350,7 +350,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     size_t len;
     char *text = pc_jw_done(&w, &len);
     if (!text) {
-        pc_respond_db_error(req, PC_ENOMEM);
+        pc_http_respond_error(req, PC_API_INTERNAL, NULL, "could not make the answer");
         return;
     }
     pc_http_respond(req, 200, "application/json", text, len);

@@ -39,6 +39,8 @@ static void open_level(pc_jw_t *w, char c)
     put_char(w, c);
     if (w->depth < PC_JW_MAX_DEPTH)
         w->first[w->depth] = true;
+    else
+        w->too_deep = true; /* commas are no longer tracked: refused at the end */
     w->depth++;
 }
 
@@ -200,7 +202,7 @@ void pc_jw_json(pc_jw_t *w, const json_t *v)
 
 char *pc_jw_done(pc_jw_t *w, size_t *len)
 {
-    if (w->depth != 0 || !pc_buf_reserve(&w->b, 0)) {
+    if (w->depth != 0 || w->too_deep || !pc_buf_reserve(&w->b, 0)) {
         pc_jw_free(w);
         return NULL;
     }

@@ -28,6 +28,7 @@
 typedef struct {
     pc_buf_t b;
     int depth;
+    bool too_deep;               /* nested deeper than PC_JW_MAX_DEPTH */
     bool first[PC_JW_MAX_DEPTH]; /* no value yet at this level */
 } pc_jw_t;
 
@@ -50,8 +51,8 @@ void pc_jw_null(pc_jw_t *w);
 void pc_jw_json(pc_jw_t *w, const json_t *v);
 
 /* The text (NUL-terminated, *len set when len is not NULL), which the
- * caller frees; NULL when memory ran out or objects and arrays do not
- * balance (the buffer is freed then). */
+ * caller frees; NULL when memory ran out, objects and arrays do not balance
+ * or nest deeper than PC_JW_MAX_DEPTH (the buffer is freed then). */
 char *pc_jw_done(pc_jw_t *w, size_t *len);
 
 /* Frees what was written, for a text given up. */

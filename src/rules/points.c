@@ -133,7 +133,11 @@ static int need_list_json(pc__call_t *call)
     for (size_t i = 0; list && i < call->typed->n; i++)
         if (json_array_append_new(list, pc_rank_method_json(&call->typed->methods[i])) != 0) {
             json_decref(list);
-            list = NULL;
+            /* jansson refuses a text that is not UTF-8 (rules.h asks for it). */
+            snprintf(call->detail, sizeof call->detail,
+                     "methods[%zu]: cannot be made JSON (a text not UTF-8, or out of memory)",
+                     i + 1);
+            return -1;
         }
     if (!list) {
         snprintf(call->detail, sizeof call->detail, "out of memory");
@@ -151,7 +155,7 @@ void pc__typed_default(const pc__typed_list_t *typed)
         typed->answer->recommended[i] =
             typed->methods[i].object
                 ? json_is_true(json_object_get(typed->methods[i].object, "recommended"))
-                : typed->methods[i].recommended == 1;
+                : typed->methods[i].recommended > 0;
     }
     typed->answer->count = typed->n;
 }

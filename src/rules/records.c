@@ -130,11 +130,6 @@ static void push_builder_source(lua_State *L, const pc__records_t *rec)
                "  end\n"
                "  return t0\n"
                "end\n");
-    if (shape->id_field == PC_NO_FIELD) {
-        append(&b, "return io, build, build\n");
-        luaL_pushresult(&b);
-        return;
-    }
     /* The checker takes an answer of n entries (a list, checked by C) and
      * returns true with the input position and the flag of each, or false
      * for C to look at it entry by entry (and word what is wrong). Only raw
@@ -603,6 +598,8 @@ int pc__records_push(lua_State *L, pc__records_t *rec, const json_t *list, const
 int pc__records_push_from(lua_State *L, pc__records_t *rec, const pc__rec_source_t *src,
                           const char *path, int ids, char *err, size_t errlen)
 {
+    if (rec->shape->id_field == PC_NO_FIELD)
+        luaL_error(L, "pc__records_push: a list's shape needs an id field");
     size_t n = src->n, slots = rec->info[0].slots;
     size_t others = read_all(L, rec, src);
     lua_createtable(L, (int)n, 0);

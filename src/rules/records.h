@@ -170,7 +170,7 @@ int pc__records_push_one(lua_State *L, pc__records_t *rec, const json_t *obj, co
  * as converted (a string, or whatever else it holds, or nil) at the same
  * position in the table at stack index ids. Returns 0, or -1 after writing
  * "<path>[i].field: reason" into err with nothing pushed. May raise a Lua
- * error (out of memory). */
+ * error (out of memory; a shape without an id field). */
 int pc__records_push(lua_State *L, pc__records_t *rec, const json_t *list, const char *path,
                      int ids, char *err, size_t errlen);
 

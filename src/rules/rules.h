@@ -183,21 +183,22 @@ int pc_rules_cashier_rank(pc_rules_t *rules, const json_t *ctx, const json_t *me
  * back as positions. The rule sees exactly the tables pc_rules_cashier_rank
  * would give it for the same methods as pc_rank_method_json makes them, and
  * every outcome, version and error is the same (test_rules_records compares
- * the two). */
+ * the two). Texts are UTF-8, as JSON's are (one that is not is refused
+ * where the call needs the methods as JSON). */
 #define PC_RANK_NO_AMOUNT INT64_MIN
 typedef struct {
     const char *method_id;                          /* required, unique in the list */
     const char *type, *label, *reason, *channel_id; /* NULL: absent */
     int64_t max_amount;                             /* minor units; PC_RANK_NO_AMOUNT: absent */
-    signed char available;                          /* 1 true, 0 false, -1 absent */
-    signed char recommended;                        /* likewise */
+    signed char available;   /* 1 (any positive) true, 0 false, -1 (any negative) absent */
+    signed char recommended; /* likewise */
     /* A method with more than these fields (a bound card's or a coupon's
      * object) as its whole JSON object; the fields above are then ignored. */
     const json_t *object;
 } pc_rank_method_t;
 
 /* The method as a new JSON object: object's copy when set, else the fields
- * that are present (NULL when out of memory). */
+ * that are present (NULL when out of memory or a text is not UTF-8). */
 json_t *pc_rank_method_json(const pc_rank_method_t *m);
 
 /* The answer of pc_rules_cashier_rank_methods: order[0..count) are input

@@ -195,6 +195,25 @@ static void test_unbalanced_text_is_refused(void **state)
     char *text = pc_jw_done(&w, NULL);
     assert_string_equal(text, "{\"a\":[],\"b\":\"x\"}");
     free(text);
+    /* Deeper than the writer tracks: refused rather than written wrong. */
+    pc_jw_init(&w, 0);
+    for (int i = 0; i < PC_JW_MAX_DEPTH + 1; i++)
+        pc_jw_array(&w);
+    pc_jw_int(&w, 1);
+    pc_jw_int(&w, 2);
+    for (int i = 0; i < PC_JW_MAX_DEPTH + 1; i++)
+        pc_jw_end_array(&w);
+    assert_null(pc_jw_done(&w, NULL));
+    pc_jw_init(&w, 0);
+    for (int i = 0; i < PC_JW_MAX_DEPTH; i++)
+        pc_jw_array(&w);
+    pc_jw_int(&w, 1);
+    pc_jw_int(&w, 2);
+    for (int i = 0; i < PC_JW_MAX_DEPTH; i++)
+        pc_jw_end_array(&w);
+    text = pc_jw_done(&w, NULL);
+    assert_non_null(strstr(text, "[1,2]"));
+    free(text);
 }
 
 int main(void)
