@@ -5,7 +5,9 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,12 +322,51 @@ struct pc_config {
     int limit_opt[NLIMITS]; /* index of limits.<name> in v, resolved at load */
 };
 
+/* Options by name: an open-addressing index of opts, made once. Every
+ * request reads a dozen options by name (pc_config_int and friends); a
+ * linear search compared up to NOPTS names each time. */
+#define OPT_SLOTS 1024
+_Static_assert(NOPTS * 2 <= OPT_SLOTS, "the option index must stay at most half full");
+static int16_t opt_slot[OPT_SLOTS]; /* option index + 1; 0: empty */
+static pthread_once_t opt_once = PTHREAD_ONCE_INIT;
+
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static int lookup(const char *name)
+{
+    for (uint32_t h = name_hash(name) & (OPT_SLOTS - 1);; h = (h + 1) & (OPT_SLOTS - 1)) {
+        int i = opt_slot[h] - 1;
+        if (i < 0 || strcmp(opts[i].name, name) == 0)
+            return i;
+    }
+}
+
+static void index_opts(void)
+{
+    for (size_t i = 0; i < NOPTS; i++) {
+        uint32_t h = name_hash(opts[i].name) & (OPT_SLOTS - 1);
+        while (opt_slot[h])
+            h = (h + 1) & (OPT_SLOTS - 1);
+        opt_slot[h] = (int16_t)(i + 1);
+    }
+    /* Every option is found under its name, and no name is given twice. */
+    for (size_t i = 0; i < NOPTS; i++)
+        if (lookup(opts[i].name) != (int)i) {
+            fprintf(stderr, "paycore: config option %s is defined twice\n", opts[i].name);
+            abort();
+        }
+}
+
 static int find_opt(const char *name)
 {
-    for (size_t i = 0; i < NOPTS; i++)
-        if (strcmp(opts[i].name, name) == 0)
-            return (int)i;
-    return -1;
+    pthread_once(&opt_once, index_opts);
+    return lookup(name);
 }
 
 int pc_config_parse_bool(const char *text, int *out)
