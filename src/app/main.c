@@ -267,7 +267,15 @@ int main(int argc, char **argv)
         gethostname(host, sizeof host - 1);
         snprintf(app->node_id, sizeof app->node_id, "%s-%d", host, (int)getpid());
     }
-    pc_db_opts_t dbo = {pc_config_str(cfg, "db.url"), (int)pc_config_int(cfg, "db.pool_size"),
+    /* Two connections per core by default: on this project's 2-core machine
+     * 4 answered 6 % more consults than 8 (fewer backends taking turns on
+     * the cores; README "Performance"), and payments no fewer. */
+    int pool = (int)pc_config_int(cfg, "db.pool_size");
+    if (pool == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        pool = cores > 2 ? (int)(cores < 64 ? 2 * cores : 128) : 4;
+    }
+    pc_db_opts_t dbo = {pc_config_str(cfg, "db.url"), pool,
                         (uint64_t)pc_config_int(cfg, "db.query_timeout_ms"),
                         (int)pc_config_int(cfg, "db.pipeline_depth")};
     app->db = pc_db_new(app->loop, &dbo);
