@@ -24,13 +24,12 @@ typedef struct {
     /* The buyer's balances of this merchant's named account types:
      * [{account_type, owner, balance}] (spendable only at this merchant). */
     json_t *typed_wallets;
-    json_t *cards; /* bound cards */
+    json_t *cards; /* bound cards, each with its "usage" by anyone: [24 h, 30 days] or null */
     int64_t used_day, used_month, attempts_1h;
     int64_t open_attempts;   /* PC_VIEW_PAY */
     int64_t failed_attempts; /* the trade's FAILED payments; PC_VIEW_PAY */
-    json_t *card_usage;      /* {card_id: [the card's usage in 24 h, in 30 days], by anyone} */
     const char *last_method;
-    json_t *type_counts;
+    json_t *type_counts; /* [[method type, successful payments in 90 days], ...] */
     int64_t now;
 } pc_cashier_view_t;
 
@@ -43,7 +42,7 @@ typedef void (*pc_cashier_view_cb)(void *data, int status, pc_cashier_view_t *vi
  * its method uses. The trade, buyer, wallet and usage (limits and the hour's
  * attempts) are always read. */
 #define PC_VIEW_COUPONS 1u /* coupons */
-#define PC_VIEW_CARDS 2u   /* cards, card_usage */
+#define PC_VIEW_CARDS 2u   /* cards and their usage */
 #define PC_VIEW_TYPED 4u   /* typed_wallets */
 #define PC_VIEW_HISTORY 8u /* last_method, type_counts (ranking hints) */
 #define PC_VIEW_PAY 16u    /* open_attempts, failed_attempts, chargebacks for risk.lua */

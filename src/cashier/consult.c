@@ -78,23 +78,10 @@ static pc_rank_method_t *add(offers_t *o, const char *id, const char *type, cons
     return m;
 }
 
-/* The method as api.md shows it. */
-static json_t *method(const pc_rank_method_t *m, int recommended)
-{
-    json_t *j = json_pack("{s:s,s:s,s:s,s:b,s:b,s:I,s:s?,s:n,s:n}", "method_id", m->method_id,
-                          "type", m->type, "label", m->label, "available", m->available == 1,
-                          "recommended", recommended, "max_amount", (json_int_t)m->max_amount,
-                          "channel_id", m->channel_id, "card", "coupon");
-    if (j && !m->channel_id)
-        json_object_set_new(j, "channel_id", json_null());
-    if (j && m->reason)
-        json_object_set_new(j, "reason", json_string(m->reason));
-    return j;
-}
-
-/* The method as method() makes it, written straight into the answer (every
+/* A method as api.md shows it, written straight into the answer (every
  * consult writes a dozen: a jansson tree of them cost more than the rest of
- * the consult's work in paycore; README "Performance"). */
+ * the consult's work in paycore; README "Performance"); its card or coupon
+ * object from m->object. */
 static void write_method(pc_jw_t *w, const pc_rank_method_t *m, int recommended)
 {
     pc_jw_object(w);
@@ -112,10 +99,15 @@ static void write_method(pc_jw_t *w, const pc_rank_method_t *m, int recommended)
     pc_jw_int(w, m->max_amount);
     pc_jw_key(w, "channel_id");
     pc_jw_str(w, m->channel_id);
-    pc_jw_key(w, "card");
-    pc_jw_null(w);
-    pc_jw_key(w, "coupon");
-    pc_jw_null(w);
+    static const char *const objects[] = {"card", "coupon"};
+    for (size_t k = 0; k < 2; k++) {
+        const json_t *o = json_object_get(m->object, objects[k]);
+        pc_jw_key(w, objects[k]);
+        if (o)
+            pc_jw_json(w, o);
+        else
+            pc_jw_null(w);
+    }
     if (m->reason) {
         pc_jw_key(w, "reason");
         pc_jw_str(w, m->reason);
@@ -124,10 +116,10 @@ static void write_method(pc_jw_t *w, const pc_rank_method_t *m, int recommended)
 }
 
 /* The method just added (m) with an object of its own (key: "card" or
- * "coupon"), which it takes. */
+ * "coupon"), which it takes: the rule sees the method as JSON with it. */
 static void add_with(offers_t *o, pc_rank_method_t *m, const char *key, json_t *obj)
 {
-    json_t *j = m && obj ? method(m, 0) : NULL;
+    json_t *j = m && obj ? pc_rank_method_json(m) : NULL;
     if (!j) {
         if (m)
             o->n--;
@@ -281,7 +273,16 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     if (v->buyer) {
         json_object_set_new(buyer, "id", json_string(c->buyer_id));
         json_object_set_new(buyer, "balance", json_integer(v->wallet));
-        json_object_set(buyer, "type_counts", v->type_counts);
+        json_t *counts = json_object(); /* {type: count} from the view's pairs */
+        size_t i;
+        json_t *e;
+        json_array_foreach(v->type_counts, i, e)
+        {
+            const char *type = json_string_value(json_array_get(e, 0));
+            if (type)
+                json_object_set(counts, type, json_array_get(e, 1));
+        }
+        json_object_set_new(buyer, "type_counts", counts);
         if (v->last_method) {
             char last[96];
             json_t *first_card = json_array_get(v->cards, 0);
@@ -299,17 +300,9 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
         (json_int_t)v->now, "merchant", "id", c->merchant_id, "buyer", buyer, "policy",
         "hide_unavailable", pc_config_bool(c->app->cfg, "cashier.hide_unavailable"));
     pc_rule_result_t r;
-    size_t *order = malloc((o.n + 1) * sizeof *order);
-    unsigned char *rec = malloc(o.n + 1);
+    size_t *order = pc_http_req_alloc(req, (o.n + 1) * sizeof *order);
+    unsigned char *rec = pc_http_req_alloc(req, o.n + 1);
     pc_rank_answer_t ans = {order, rec, 0};
-    if (!order || !rec) {
-        free(order);
-        free(rec);
-        json_decref(ctx);
-        offers_free(&o);
-        pc_http_respond_error(req, PC_API_INTERNAL, NULL, "could not make the answer");
-        return;
-    }
     pc_rules_cashier_rank_methods(c->app->rules, ctx, o.m, o.n, &ans, &r);
     if (r.outcome != PC_RULE_OK)
         pc_log_warn("cashier.rank_fallback", "cashier_rank %s at %s:%d: %s; original order used",
@@ -328,23 +321,11 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     pc_jw_str(&w, r.version);
     pc_jw_key(&w, "methods");
     pc_jw_array(&w);
-    for (size_t i = 0; i < ans.count; i++) {
-        const pc_rank_method_t *m = &o.m[order[i]];
-        if (!m->object) {
-            write_method(&w, m, rec[i]);
-            continue;
-        }
-        json_t *j = json_copy((json_t *)m->object);
-        if (j)
-            json_object_set_new(j, "recommended", json_boolean(rec[i]));
-        pc_jw_json(&w, j); /* NULL: out of memory, remembered */
-        json_decref(j);
-    }
+    for (size_t i = 0; i < ans.count; i++)
+        write_method(&w, &o.m[order[i]], rec[i]);
     pc_jw_end_array(&w);
     pc_jw_end_object(&w);
     pc_rule_result_clear(&r);
-    free(order);
-    free(rec);
     json_decref(ctx);
     offers_free(&o);
     size_t len;

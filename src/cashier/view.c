@@ -71,7 +71,7 @@
     "jsonb_array_elements(t.splits) s) FROM tr t))) c ORDER BY c.amount DESC, c.coupon_id)), "
 #define VIEW_CARDS_0 "'cards', '[]'::json, "
 /* Each card with its usage by anyone ([24 h, 30 days] in the trade's
- * currency, null when none), which the loader turns into card_usage. */
+ * currency, null when none: pc_cashier_limit reads it). */
 #define VIEW_CARDS_1                                                                               \
     "'cards', to_json(ARRAY(SELECT row_to_json(k) FROM (SELECT "                                   \
     "c.card_id, c.channel_id, c.token, c.brand, c.bin, c.last4, c.exp_month, c.exp_year, "         \
@@ -82,8 +82,7 @@
     "currency FROM tr)) u WHERE c.buyer_id = $3 AND c.merchant_id = $2 AND c.status = 'ACTIVE') "  \
     "k ORDER BY k.created_at DESC)), "
 #define VIEW_HISTORY_0 "'last_method', NULL::text, 'type_counts', '[]'::json, "
-/* type_counts as [[type, count], ...], which the loader turns into an
- * object. */
+/* type_counts as [[type, count], ...] (consult makes rule's object of it). */
 #define VIEW_HISTORY_1                                                                             \
     "'last_method', (SELECT method_type FROM bp WHERE status = 'SUCCESS' ORDER BY created_at "     \
     "DESC "                                                                                        \
@@ -161,39 +160,13 @@ static void load_cb(void *data, int status, pc_db_res_t *res)
     v.used_day = jint(u, "day");
     v.used_month = jint(u, "month");
     v.attempts_1h = jint(u, "attempts_1h");
-    /* {card_id: usage} of the cards that have any, and {type: count}. */
-    v.card_usage = json_object();
-    size_t i;
-    json_t *e;
-    json_array_foreach(v.cards, i, e)
-    {
-        json_t *usage = json_object_get(e, "usage");
-        if (json_is_array(usage))
-            json_object_set(v.card_usage, json_string_value(json_object_get(e, "card_id")), usage);
-    }
     json_t *a = json_object_get(v.json, "attempts");
     v.open_attempts = jint(a, "open");
     v.failed_attempts = jint(a, "failed");
     v.last_method = json_string_value(json_object_get(v.json, "last_method"));
-    v.type_counts = json_object();
-    json_array_foreach(json_object_get(v.json, "type_counts"), i, e)
-    {
-        const char *type = json_string_value(json_array_get(e, 0));
-        if (type)
-            json_object_set(v.type_counts, type, json_array_get(e, 1));
-    }
+    v.type_counts = json_object_get(v.json, "type_counts");
     v.now = jint(v.json, "now");
-    if (!v.card_usage || !v.type_counts) {
-        json_decref(v.card_usage);
-        json_decref(v.type_counts);
-        json_decref(v.json);
-        l->cb(l->data, PC_ENOMEM, NULL);
-        free(l);
-        return;
-    }
     l->cb(l->data, 0, &v);
-    json_decref(v.card_usage);
-    json_decref(v.type_counts);
     json_decref(v.json);
     free(l);
 }
@@ -252,8 +225,8 @@ const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, int by_c
         return "LIMIT_EXCEEDED";
     if (!card_id)
         return NULL;
-    /* The bound card's usage by anyone: [24 h, 30 days], absent when none. */
-    json_t *u = json_object_get(v->card_usage, card_id);
+    /* The bound card's usage by anyone: [24 h, 30 days], null when none. */
+    json_t *u = json_object_get(pc_cashier_card(v, card_id), "usage");
     if (json_integer_value(json_array_get(u, 0)) + amount >
             pc_config_limit(cfg, "card_daily", cur) ||
         json_integer_value(json_array_get(u, 1)) + amount >

@@ -109,27 +109,19 @@ static void put_string(pc_jw_t *w, const char *str)
     const unsigned char *s = (const unsigned char *)str;
     size_t n = strlen(str), run = 0;
     put_char(w, '"');
+    /* The characters jansson writes with a short escape. */
+    static const char short_esc[0x60] = {['"'] = '"',  ['\\'] = '\\', ['\b'] = 'b', ['\f'] = 'f',
+                                         ['\n'] = 'n', ['\r'] = 'r',  ['\t'] = 't'};
     for (size_t i = 0; i < n;) {
         unsigned char c = s[i];
         const char *esc = NULL;
         char u[8];
         size_t len = 1;
-        if (c == '"')
-            esc = "\\\"";
-        else if (c == '\\')
-            esc = "\\\\";
-        else if (c == '\b')
-            esc = "\\b";
-        else if (c == '\f')
-            esc = "\\f";
-        else if (c == '\n')
-            esc = "\\n";
-        else if (c == '\r')
-            esc = "\\r";
-        else if (c == '\t')
-            esc = "\\t";
-        else if (c < 0x20) {
-            snprintf(u, sizeof u, "\\u%04X", c);
+        if (c < 0x20 || c == '"' || c == '\\') {
+            if (short_esc[c])
+                snprintf(u, sizeof u, "\\%c", short_esc[c]);
+            else
+                snprintf(u, sizeof u, "\\u%04X", c);
             esc = u;
         } else if (c >= 0x80 && (len = utf8_len(s + i, n - i)) == 0) {
             esc = "\xEF\xBF\xBD"; /* U+FFFD for a byte that is not UTF-8 */

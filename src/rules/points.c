@@ -278,12 +278,16 @@ static int push_ctx_and_records(lua_State *L, pc__call_t *call, const char *root
     call->ids_table = ids;
     if (push_ctx(L, call) < 0)
         return -1;
-    pc__rec_source_t typed = {n, read_method, method_object,
-                              call->typed ? call->typed->methods : NULL};
-    if ((call->list ? pc__records_push(L, call->records, call->list, root, ids, call->detail,
-                                       sizeof call->detail)
-                    : pc__records_push_from(L, call->records, &typed, root, ids, call->detail,
-                                            sizeof call->detail)) < 0)
+    int rc;
+    if (call->list) {
+        rc = pc__records_push(L, call->records, call->list, root, ids, call->detail,
+                              sizeof call->detail);
+    } else {
+        pc__rec_source_t typed = {n, read_method, method_object, call->typed->methods};
+        rc = pc__records_push_from(L, call->records, &typed, root, ids, call->detail,
+                                   sizeof call->detail);
+    }
+    if (rc < 0)
         return -1;
     for (size_t i = 0; i < n; i++) {
         const char *s = pc__records_id(call->records, i);

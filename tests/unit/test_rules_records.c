@@ -225,16 +225,23 @@ static int convert_both(lua_State *L)
     return 0;
 }
 
-static void test_the_builder_gives_a_rule_what_the_c_api_gives(void **state)
+/* A cashier_rank state with builders for its ctx and, unless list is NULL,
+ * for the list of this shape. */
+static pc__sandbox_t *cashier_sandbox(const pc__record_shape_t *list)
 {
-    (void)state;
     char err[128];
     pc__sandbox_t *sb = pc__sandbox_new("cashier_rank", NULL, err, sizeof err);
     assert_non_null(sb);
-    assert_int_equal(pc__sandbox_use_records(sb, pc__point(PC_RULE_CASHIER_RANK)->list_shape,
-                                             pc__point(PC_RULE_CASHIER_RANK)->ctx_shape, err,
-                                             sizeof err),
+    assert_int_equal(pc__sandbox_use_records(sb, list, pc__point(PC_RULE_CASHIER_RANK)->ctx_shape,
+                                             err, sizeof err),
                      0);
+    return sb;
+}
+
+static void test_the_builder_gives_a_rule_what_the_c_api_gives(void **state)
+{
+    (void)state;
+    pc__sandbox_t *sb = cashier_sandbox(pc__point(PC_RULE_CASHIER_RANK)->list_shape);
     int refused = 0, differing_keys = 0;
     for (int round = 0; round < 3000; round++) {
         json_t *list = random_list();
@@ -352,12 +359,7 @@ static int convert_ctx_both(lua_State *L)
 static void test_ctx_through_the_builder_is_what_the_c_api_gives(void **state)
 {
     (void)state;
-    char err[128];
-    pc__sandbox_t *sb = pc__sandbox_new("cashier_rank", NULL, err, sizeof err);
-    assert_non_null(sb);
-    assert_int_equal(pc__sandbox_use_records(sb, NULL, pc__point(PC_RULE_CASHIER_RANK)->ctx_shape,
-                                             err, sizeof err),
-                     0);
+    pc__sandbox_t *sb = cashier_sandbox(NULL);
     int refused = 0, taken = 0;
     for (int round = 0; round < 5000; round++) {
         json_t *ctx = random_ctx();
