@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include <string.h>
+#include <sys/un.h>
 
 typedef struct kvcmd {
     struct kvcmd *prev, *next;
@@ -47,6 +48,7 @@ struct pc_kv {
     uv_loop_t *loop;
     char *host;
     int port;
+    char *path; /* a Unix socket's (unix:// URL), else NULL */
     int db;
     char *prefix;
     uint64_t timeout_ms;
@@ -232,7 +234,7 @@ static void link_connect(link_t *l)
     pc_kv_t *kv = l->kv;
     if (kv->closing || l->ac || l->resolving)
         return;
-    if (!pc_resolve_needed(kv->host)) {
+    if (kv->path || !pc_resolve_needed(kv->host)) {
         link_connect_to(l, kv->host);
         return;
     }
@@ -244,11 +246,13 @@ static void link_connect(link_t *l)
     }
 }
 
-/* Connects to addr (an address: a host name was resolved first). */
+/* Connects to addr (an address: a host name was resolved first), or to the
+ * Unix socket of a unix:// URL. */
 static void link_connect_to(link_t *l, const char *addr)
 {
     pc_kv_t *kv = l->kv;
-    redisAsyncContext *ac = redisAsyncConnect(addr, kv->port);
+    redisAsyncContext *ac =
+        kv->path ? redisAsyncConnectUnix(kv->path) : redisAsyncConnect(addr, kv->port);
     if (!ac || ac->err) {
         if (ac)
             redisAsyncFree(ac);
@@ -313,9 +317,31 @@ static void tick_cb(uv_timer_t *t)
     }
 }
 
+/* A database number: digits only, 0 to 15 (Redis' default count). */
+static int parse_db(const char *s, int *db)
+{
+    if (!*s || strlen(s) > 2 || strspn(s, "0123456789") != strlen(s) || atoi(s) > 15)
+        return PC_EINVAL;
+    *db = atoi(s);
+    return 0;
+}
+
+/* redis://HOST[:PORT][/DB], or unix:///ABSOLUTE/PATH[?db=DB] for a Redis on
+ * this machine reached through its Unix socket (no TCP stack between). */
 static int parse_url(pc_kv_t *kv, const char *url)
 {
     const char *p = url;
+    if (strncmp(p, "unix://", 7) == 0) {
+        p += 7;
+        const char *q = strchr(p, '?');
+        size_t plen = q ? (size_t)(q - p) : strlen(p);
+        if (p[0] != '/' || plen >= sizeof(((struct sockaddr_un *)0)->sun_path) ||
+            (q && (strncmp(q, "?db=", 4) != 0 || parse_db(q + 4, &kv->db) < 0)))
+            return PC_EINVAL;
+        kv->path = strndup(p, plen);
+        kv->host = strdup(kv->path); /* what log lines name */
+        return kv->path && kv->host ? 0 : PC_ENOMEM;
+    }
     if (strncmp(p, "redis://", 8) == 0)
         p += 8;
     const char *colon = strchr(p, ':');
@@ -347,6 +373,7 @@ pc_kv_t *pc_kv_new(uv_loop_t *loop, const char *url, uint64_t timeout_ms, const 
     if (parse_url(kv, url) < 0) {
         pc_log_error("kv.url", "cannot parse Redis URL");
         free(kv->host);
+        free(kv->path);
         free(kv->prefix);
         free(kv);
         return NULL;
@@ -381,6 +408,7 @@ static void kv_handle_done(pc_kv_t *kv)
         free(s);
     }
     free(kv->host);
+    free(kv->path);
     free(kv->prefix);
     free(kv);
     if (cb)

@@ -721,6 +721,65 @@ static void test_servers_named_by_host_name_are_reached(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* On one machine PostgreSQL and Redis are reached through their Unix
+ * sockets (a libpq host=/folder, a unix:///path Redis URL): scripts/test
+ * gives both. A value set and read back through the socket is the one the
+ * TCP client sees; a unix URL that is not absolute or names a database
+ * beyond 0-15 is refused. */
+static void kv_get_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    char *out = data;
+    size_t len = 0;
+    const char *s =
+        status == 0 && pc_kv_reply_type(reply) == PC_KV_STRING ? pc_kv_reply_str(reply, &len) : "?";
+    snprintf(out, 32, "%.*s", (int)(len ? len : 1), s);
+}
+
+static void test_servers_are_reached_through_unix_sockets(void **state)
+{
+    (void)state;
+    const char *db_url = getenv("PC_TEST_PG_SOCKET_URL");
+    const char *kv_url = getenv("PC_TEST_REDIS_SOCKET_URL");
+    assert_non_null(db_url); /* set by scripts/test */
+    assert_non_null(kv_url);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_db_opts_t o = {db_url, 1, 5000, 8};
+    pc_db_t *db = pc_db_new(&loop, &o);
+    pc_kv_t *kv = pc_kv_new(&loop, kv_url, 1000, "unixsock:");
+    pc_kv_t *tcp = pc_kv_new(&loop, g_stack.redis_url, 1000, "unixsock:");
+    assert_non_null(kv);
+    uint64_t t0 = uv_hrtime();
+    while ((pc_db_ready_count(db) < 1 || !pc_kv_ready(kv) || !pc_kv_ready(tcp)) &&
+           uv_hrtime() - t0 < 10000000000ull)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(pc_db_ready_count(db), 1);
+    assert_true(pc_kv_ready(kv));
+    int queried = 0;
+    pc_db_query(db, "SELECT 1 WHERE inet_server_addr() IS NULL", 0, NULL, named_query_cb,
+                &queried); /* no server address: not over TCP */
+    char value[16], got[32] = "";
+    snprintf(value, sizeof value, "v%u", (unsigned)(uv_hrtime() % 1000000));
+    int set = 0;
+    pc_kv_cmd(kv, named_ping_cb, &set, "SET", "unixsock:k", value, NULL);
+    while (!queried || !set)
+        uv_run(&loop, UV_RUN_ONCE);
+    pc_kv_cmd(tcp, kv_get_cb, got, "GET", "unixsock:k", NULL);
+    while (!got[0])
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(queried, 1);
+    assert_int_equal(set, 1);
+    assert_string_equal(got, value);
+    pc_kv_close(kv, NULL, NULL);
+    pc_kv_close(tcp, NULL, NULL);
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_null(pc_kv_new(&loop, "unix://relative/redis.sock", 1000, ""));
+    assert_null(pc_kv_new(&loop, "unix:///tmp/redis.sock?db=16", 1000, ""));
+    assert_null(pc_kv_new(&loop, "unix:///tmp/redis.sock?database=1", 1000, ""));
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 /* A transaction the pool gave up on (its statement waited for a lock past
  * the timeout; the caller was told it failed) must not commit later: its
  * connection is closed, and the server, told to check for that while a
@@ -957,6 +1016,7 @@ int main(void)
         cmocka_unit_test(test_a_commit_asked_for_while_the_pool_closes_is_answered),
         cmocka_unit_test(test_a_long_statement_has_its_own_timeout_and_connection),
         cmocka_unit_test(test_servers_named_by_host_name_are_reached),
+        cmocka_unit_test(test_servers_are_reached_through_unix_sockets),
         cmocka_unit_test(test_a_transaction_given_up_on_does_not_commit_later),
         cmocka_unit_test(test_a_statement_asked_for_after_the_commit_is_refused),
         cmocka_unit_test(test_sessions_end_transactions_their_client_abandoned),
