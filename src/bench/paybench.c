@@ -929,9 +929,9 @@ static void cpu_report(uint64_t units, const char *what)
     for (int i = 0; i < ncpu; i++) {
         double d = cpu_of[i].end_ms - cpu_of[i].start_ms;
         total += d;
-        printf(" %s %.2f", cpu_of[i].name, d / (double)units);
+        printf(" %s %.3f", cpu_of[i].name, d / (double)units);
     }
-    printf(" paybench %.2f; total %.2f\n", (self_end_ms - self_start_ms) / (double)units,
+    printf(" paybench %.3f; total %.3f\n", (self_end_ms - self_start_ms) / (double)units,
            total / (double)units);
 }
 

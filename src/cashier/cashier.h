@@ -8,30 +8,58 @@
 #ifndef PC_CASHIER_CASHIER_H
 #define PC_CASHIER_CASHIER_H
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "api/app.h"
 #include "channel/client.h"
+#include "core/currency.h"
 
-/* What consult and pay decide on, loaded in one query. Fields are borrowed
- * from json (owned by this struct). */
+/* The trade a view was loaded for (its texts are the view's). */
 typedef struct {
-    json_t *json;
-    json_t *trade;   /* NULL: no such trade of this merchant */
-    json_t *buyer;   /* NULL: unknown buyer (a guest) */
-    int64_t wallet;  /* buyer's wallet in the trade's currency */
-    json_t *coupons; /* usable coupons of this buyer for this trade */
+    const char *trade_no, *merchant_id, *product, *status, *currency;
+    const char *buyer_id; /* NULL: a trade for no particular buyer */
+    int64_t amount;
+    int64_t expires_at; /* Unix seconds */
+} pc_cashier_trade_t;
+
+typedef struct {
+    const char *buyer_id, *status;
+    int64_t age_days;
+} pc_cashier_buyer_t;
+
+/* What consult and pay decide on, loaded in one query, in columns: texts
+ * and lists belong to the view and live as long as the callback it is given
+ * to (pc_cashier_view_json makes a copy that outlives it). */
+typedef struct {
+    const pc_cashier_trade_t *trade; /* NULL: no such trade of this merchant */
+    const pc_cashier_buyer_t *buyer; /* NULL: unknown buyer (a guest) */
+    int64_t wallet;                  /* buyer's wallet in the trade's currency */
+    json_t *coupons;                 /* usable coupons of this buyer for this trade */
     /* The buyer's balances of this merchant's named account types:
      * [{account_type, owner, balance}] (spendable only at this merchant). */
     json_t *typed_wallets;
     json_t *cards; /* bound cards, each with its "usage" by anyone: [24 h, 30 days] or null */
     int64_t used_day, used_month, attempts_1h;
-    int64_t open_attempts;   /* PC_VIEW_PAY */
-    int64_t failed_attempts; /* the trade's FAILED payments; PC_VIEW_PAY */
+    bool has_pay_part;           /* PC_VIEW_PAY was asked for: the four below are read */
+    int64_t open_attempts;       /* the trade's payments still open */
+    int64_t failed_attempts;     /* the trade's FAILED payments */
+    int64_t chargebacks_90d;     /* the buyer's, for risk.lua */
+    int64_t merchant_cb_rate_bp; /* the merchant's, for risk.lua */
     const char *last_method;
     json_t *type_counts; /* [[method type, successful payments in 90 days], ...] */
     int64_t now;
+    pc_cashier_trade_t trade_row; /* what trade points to */
+    pc_cashier_buyer_t buyer_row; /* what buyer points to */
 } pc_cashier_view_t;
+
+/* The view as one JSON object that outlives the callback: {trade: {trade_no,
+ * merchant_id, product, status, amount, currency, buyer_id, expires_at} or
+ * null, buyer: {buyer_id, status, age_days} or null, wallet, usage: {day,
+ * month, attempts_1h}, typed_wallets, coupons, cards, last_method,
+ * type_counts, now} and, with the pay part, attempts: {open, failed},
+ * chargebacks_90d, merchant_cb_rate_bp. NULL when out of memory. */
+json_t *pc_cashier_view_json(const pc_cashier_view_t *v);
 
 typedef void (*pc_cashier_view_cb)(void *data, int status, pc_cashier_view_t *view);
 
@@ -50,9 +78,8 @@ typedef void (*pc_cashier_view_cb)(void *data, int status, pc_cashier_view_t *vi
 #define PC_VIEW_EVERY 31u
 
 /* Loads the view for (merchant, trade, buyer) with the parts asked for (and
- * the ones always read). cb gets 0 with the view (valid during the callback;
- * pc_cashier_view_clear is called after it) or a db error. Returns 0 (cb runs
- * once) or a negative code. */
+ * the ones always read). cb gets 0 with the view (valid during the callback
+ * only) or a db error. Returns 0 (cb runs once) or a negative code. */
 int pc_cashier_load(pc_app_t *app, const char *merchant_id, const char *trade_no,
                     const char *buyer_id, unsigned parts, pc_cashier_view_cb cb, void *data);
 
@@ -67,10 +94,6 @@ int pc_cashier_check_payable(pc_http_req_t *req, const pc_cashier_view_t *v, con
  * daily or monthly limit; NULL otherwise. */
 const char *pc_cashier_limit(pc_app_t *app, const pc_cashier_view_t *v, int by_card,
                              const char *card_id, int64_t amount);
-
-/* "12.30" style text of a minor-unit amount, with the currency's ISO 4217
- * digits (0 for JPY, 3 for KWD: pc_currency_digits). */
-const char *pc_money_text(int64_t amount, const char *currency, char *buf, size_t len);
 
 /* Answer req exactly as POST /v1/cashier/consult and POST /v1/cashier/pay
  * do, for the merchant merchant_id with the request body body (the handlers

@@ -151,13 +151,10 @@ static const char *brand_label(const char *brand)
 static void assemble(consult_t *c, pc_cashier_view_t *v, offers_t *o)
 {
     pc_app_t *app = c->app;
-    const char *cur = json_string_value(json_object_get(v->trade, "currency"));
-    const char *product = json_string_value(json_object_get(v->trade, "product"));
-    int64_t amount = json_integer_value(json_object_get(v->trade, "amount"));
-    const char *blocked =
-        v->buyer && !strcmp(json_string_value(json_object_get(v->buyer, "status")), "BLOCKED")
-            ? "BUYER_BLOCKED"
-            : NULL;
+    const char *cur = v->trade->currency;
+    const char *product = v->trade->product;
+    int64_t amount = v->trade->amount;
+    const char *blocked = v->buyer && !strcmp(v->buyer->status, "BLOCKED") ? "BUYER_BLOCKED" : NULL;
     const char *limit = blocked ? blocked : pc_cashier_limit(app, v, 0, NULL, amount);
     char money[32], label[96];
 
@@ -267,8 +264,8 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
         pc_http_respond_error(req, PC_API_INTERNAL, NULL, "could not make the answer");
         return;
     }
-    const char *cur = json_string_value(json_object_get(v->trade, "currency"));
-    int64_t amount = json_integer_value(json_object_get(v->trade, "amount"));
+    const char *cur = v->trade->currency;
+    int64_t amount = v->trade->amount;
     json_t *buyer = json_object();
     if (v->buyer) {
         json_object_set_new(buyer, "id", json_string(c->buyer_id));
@@ -294,11 +291,11 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
             json_object_set_new(buyer, "last_method_id", json_string(last));
         }
     }
-    json_t *ctx = json_pack(
-        "{s:I,s:s,s:O,s:s,s:I,s:{s:s},s:o,s:{s:b}}", "amount", (json_int_t)amount, "currency", cur,
-        "product", json_object_get(v->trade, "product"), "platform", c->platform, "now",
-        (json_int_t)v->now, "merchant", "id", c->merchant_id, "buyer", buyer, "policy",
-        "hide_unavailable", pc_config_bool(c->app->cfg, "cashier.hide_unavailable"));
+    json_t *ctx =
+        json_pack("{s:I,s:s,s:s,s:s,s:I,s:{s:s},s:o,s:{s:b}}", "amount", (json_int_t)amount,
+                  "currency", cur, "product", v->trade->product, "platform", c->platform, "now",
+                  (json_int_t)v->now, "merchant", "id", c->merchant_id, "buyer", buyer, "policy",
+                  "hide_unavailable", pc_config_bool(c->app->cfg, "cashier.hide_unavailable"));
     pc_rule_result_t r;
     size_t *order = pc_http_req_alloc(req, (o.n + 1) * sizeof *order);
     unsigned char *rec = pc_http_req_alloc(req, o.n + 1);
@@ -312,7 +309,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     pc_jw_init(&w, 512 + 224 * ans.count);
     pc_jw_object(&w);
     pc_jw_key(&w, "trade_no");
-    pc_jw_str(&w, json_string_value(json_object_get(v->trade, "trade_no")));
+    pc_jw_str(&w, v->trade->trade_no);
     pc_jw_key(&w, "amount");
     pc_jw_int(&w, amount);
     pc_jw_key(&w, "currency");

@@ -509,7 +509,7 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     }
     if (pc_cashier_check_payable(req, v, p->buyer_id) < 0)
         return;
-    const char *tb = json_string_value(json_object_get(v->trade, "buyer_id"));
+    const char *tb = v->trade->buyer_id;
     if (!p->buyer_id && tb && tb[0]) {
         /* A trade created for a buyer is paid by that buyer, whether the
          * pay names it or not (api.md leaves buyer_id out of the required
@@ -542,8 +542,12 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
         pc_http_respond_error(req, PC_API_LIMIT_EXCEEDED, NULL, msg);
         return;
     }
-    p->view = json_incref(v->json);
-    json_t *t = v->trade;
+    p->view = pc_cashier_view_json(v);
+    if (!p->view) {
+        pc_http_respond_error(req, PC_API_INTERNAL, NULL, "out of memory");
+        return;
+    }
+    json_t *t = json_object_get(p->view, "trade");
     const char *cur = json_string_value(json_object_get(t, "currency"));
     const char *product = json_string_value(json_object_get(t, "product"));
     int64_t amount = json_integer_value(json_object_get(t, "amount"));

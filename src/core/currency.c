@@ -1,5 +1,6 @@
 #include "core/currency.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,4 +57,18 @@ int pc_currency_digits(const char *code)
 {
     const currency_t *c = find(code);
     return c ? c->digits : 2;
+}
+
+const char *pc_money_text(int64_t amount, const char *currency, char *buf, size_t len)
+{
+    int digits = pc_currency_digits(currency);
+    uint64_t a = amount < 0 ? 0 - (uint64_t)amount : (uint64_t)amount, unit = 1;
+    for (int i = 0; i < digits; i++)
+        unit *= 10;
+    if (digits == 0)
+        snprintf(buf, len, "%s%llu", amount < 0 ? "-" : "", (unsigned long long)a);
+    else
+        snprintf(buf, len, "%s%llu.%0*llu", amount < 0 ? "-" : "", (unsigned long long)(a / unit),
+                 digits, (unsigned long long)(a % unit));
+    return buf;
 }

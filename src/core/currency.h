@@ -15,6 +15,8 @@
 #define PC_CORE_CURRENCY_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 /* Whether code is an ISO 4217 currency (three upper-case letters, listed). */
 bool pc_currency_known(const char *code);
@@ -24,5 +26,9 @@ bool pc_currency_known(const char *code);
  * not listed). Amounts are minor units everywhere; this is only for showing
  * them. */
 int pc_currency_digits(const char *code);
+
+/* "12.30" style text of a minor-unit amount, with the currency's ISO 4217
+ * digits (0 for JPY, 3 for KWD: pc_currency_digits). */
+const char *pc_money_text(int64_t amount, const char *currency, char *buf, size_t len);
 
 #endif

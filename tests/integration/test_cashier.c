@@ -245,6 +245,39 @@ static void test_consult_lists_methods_with_rule_version(void **state)
     pc_t_resp_free(&r);
 }
 
+/* A merchant's trade is no other merchant's: consulting or paying it by
+ * its number, signed as another merchant, is 404 and charges nothing. */
+static void test_another_merchants_trade_is_not_found(void **state)
+{
+    (void)state;
+    char buyer[32];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    char tn[40];
+    new_trade("INSTANT", 700, buyer, tn);
+    pc_t_merchant_t other = pc_t_create_merchant(&g_stack, NULL);
+    char body[320];
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"client\":{\"platform\":\"WEB\"}}", tn,
+             buyer);
+    pc_t_resp_t r = pc_t_call(&g_stack, &other, "POST", "/v1/cashier/consult", body, "c-stranger");
+    assert_int_equal(r.status, 404);
+    assert_string_equal(pc_t_errcode(&r), "NOT_FOUND");
+    pc_t_resp_free(&r);
+    snprintf(body, sizeof body, "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"VA\"}",
+             tn, buyer);
+    r = pc_t_call(&g_stack, &other, "POST", "/v1/cashier/pay", body, "p-stranger");
+    assert_int_equal(r.status, 404);
+    assert_string_equal(pc_t_errcode(&r), "NOT_FOUND");
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE trade_no = '%s'", tn), 0);
+    /* Its own merchant still sees it, payable. */
+    snprintf(body, sizeof body, "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\"}", tn, buyer);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", body, "c-owner");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+}
+
 static void test_card_payment_succeeds_end_to_end(void **state)
 {
     (void)state;
@@ -3171,6 +3204,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_consult_lists_methods_with_rule_version),
+        cmocka_unit_test(test_another_merchants_trade_is_not_found),
         cmocka_unit_test(test_card_payment_succeeds_end_to_end),
         cmocka_unit_test(test_account_age_counts_whole_days),
         cmocka_unit_test(test_declined_card_then_continue_pay),
