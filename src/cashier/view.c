@@ -174,7 +174,9 @@ static json_t *list(const pc_db_res_t *res, int col)
 static void load_cb(void *data, int status, pc_db_res_t *res)
 {
     load_t *l = data;
-    if (status || pc_db_rows(res) != 1) {
+    /* One row, as many columns as the enum names (a statement and an enum
+     * that disagree are refused, not read askew). */
+    if (status || pc_db_rows(res) != 1 || pc_db_cols(res) != C_COUNT) {
         l->cb(l->data, status ? status : PC_EIO, NULL);
         free(l);
         return;

@@ -254,8 +254,14 @@ static void link_connect_to(link_t *l, const char *addr)
     redisAsyncContext *ac =
         kv->path ? redisAsyncConnectUnix(kv->path) : redisAsyncConnect(addr, kv->port);
     if (!ac || ac->err) {
+        /* A Unix socket that is missing, refuses or is not ours fails here,
+         * at once (no connect callback follows): said as connect_cb says a
+         * TCP connect that failed. */
+        if (l->backoff_ms >= 1000 || l->backoff_ms == 0)
+            pc_log_warn("kv.connect_failed", "%s: %s", kv->host, ac ? ac->errstr : "out of memory");
         if (ac)
             redisAsyncFree(ac);
+        l->addr_index++;
         schedule_retry(l);
         return;
     }
@@ -338,9 +344,9 @@ static int parse_url(pc_kv_t *kv, const char *url)
         if (p[0] != '/' || plen >= sizeof(((struct sockaddr_un *)0)->sun_path) ||
             (q && (strncmp(q, "?db=", 4) != 0 || parse_db(q + 4, &kv->db) < 0)))
             return PC_EINVAL;
-        kv->path = strndup(p, plen);
-        kv->host = strdup(kv->path); /* what log lines name */
-        return kv->path && kv->host ? 0 : PC_ENOMEM;
+        if (!(kv->path = strndup(p, plen)) || !(kv->host = strdup(kv->path)))
+            return PC_ENOMEM; /* host: what log lines name */
+        return 0;
     }
     if (strncmp(p, "redis://", 8) == 0)
         p += 8;

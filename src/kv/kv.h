@@ -31,7 +31,8 @@ typedef void (*pc_kv_cb)(void *data, int status, const pc_kv_reply_t *reply);
 /* A message arrived on a subscribed channel; msg valid during the call. */
 typedef void (*pc_kv_message_cb)(void *data, const char *channel, const char *msg, size_t len);
 
-/* url: redis://host:port[/db]. Copies its arguments. */
+/* url: redis://host:port[/db], or unix:///absolute/path[?db=N] (N 0-15) for
+ * a Redis on this machine through its Unix socket. Copies its arguments. */
 pc_kv_t *pc_kv_new(uv_loop_t *loop, const char *url, uint64_t timeout_ms, const char *prefix);
 /* Fails pending commands with PC_ECLOSED, closes, frees when handles are
  * closed, then calls cb (may be NULL). */

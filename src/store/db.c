@@ -1244,6 +1244,11 @@ int pc_db_rows(const pc_db_res_t *res)
     return res && res->r ? PQntuples(res->r) : 0;
 }
 
+int pc_db_cols(const pc_db_res_t *res)
+{
+    return res && res->r ? PQnfields(res->r) : 0;
+}
+
 int64_t pc_db_affected(const pc_db_res_t *res)
 {
     if (!res || !res->r)

@@ -99,6 +99,7 @@ int pc_db_tx_failed(const pc_db_tx_t *tx);
 
 /* --- results (valid during the callback only) --- */
 int pc_db_rows(const pc_db_res_t *res);
+int pc_db_cols(const pc_db_res_t *res);
 /* Rows changed by INSERT/UPDATE/DELETE. */
 int64_t pc_db_affected(const pc_db_res_t *res);
 int pc_db_col(const pc_db_res_t *res, const char *name); /* -1 when absent */

@@ -741,7 +741,11 @@ static void test_servers_are_reached_through_unix_sockets(void **state)
     const char *db_url = getenv("PC_TEST_PG_SOCKET_URL");
     const char *kv_url = getenv("PC_TEST_REDIS_SOCKET_URL");
     assert_non_null(db_url); /* set by scripts/test */
-    assert_non_null(kv_url);
+    if (!kv_url) {
+        /* Only where the checkout's path is too long for a socket's. */
+        fprintf(stderr, "no Redis socket (PC_TEST_REDIS_SOCKET_URL): skipped\n");
+        skip();
+    }
     uv_loop_t loop;
     uv_loop_init(&loop);
     pc_db_opts_t o = {db_url, 1, 5000, 8};
@@ -755,16 +759,18 @@ static void test_servers_are_reached_through_unix_sockets(void **state)
         uv_run(&loop, UV_RUN_NOWAIT);
     assert_int_equal(pc_db_ready_count(db), 1);
     assert_true(pc_kv_ready(kv));
+    assert_true(pc_kv_ready(tcp));
     int queried = 0;
-    pc_db_query(db, "SELECT 1 WHERE inet_server_addr() IS NULL", 0, NULL, named_query_cb,
-                &queried); /* no server address: not over TCP */
+    assert_int_equal(pc_db_query(db, "SELECT 1 WHERE inet_server_addr() IS NULL", 0, NULL,
+                                 named_query_cb, &queried),
+                     0); /* no server address: not over TCP */
     char value[16], got[32] = "";
     snprintf(value, sizeof value, "v%u", (unsigned)(uv_hrtime() % 1000000));
     int set = 0;
-    pc_kv_cmd(kv, named_ping_cb, &set, "SET", "unixsock:k", value, NULL);
+    assert_int_equal(pc_kv_cmd(kv, named_ping_cb, &set, "SET", "unixsock:k", value, NULL), 0);
     while (!queried || !set)
         uv_run(&loop, UV_RUN_ONCE);
-    pc_kv_cmd(tcp, kv_get_cb, got, "GET", "unixsock:k", NULL);
+    assert_int_equal(pc_kv_cmd(tcp, kv_get_cb, got, "GET", "unixsock:k", NULL), 0);
     while (!got[0])
         uv_run(&loop, UV_RUN_ONCE);
     assert_int_equal(queried, 1);
@@ -773,6 +779,15 @@ static void test_servers_are_reached_through_unix_sockets(void **state)
     pc_kv_close(kv, NULL, NULL);
     pc_kv_close(tcp, NULL, NULL);
     pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    /* A socket that is not there: never ready, commands refused at once. */
+    pc_kv_t *gone = pc_kv_new(&loop, "unix:///nonexistent-paycore/redis.sock", 5000, "");
+    assert_non_null(gone);
+    for (int i = 0; i < 5; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    assert_false(pc_kv_ready(gone));
+    assert_int_equal(pc_kv_cmd(gone, named_ping_cb, NULL, "PING", NULL), PC_EUNAVAIL);
+    pc_kv_close(gone, NULL, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_null(pc_kv_new(&loop, "unix://relative/redis.sock", 1000, ""));
     assert_null(pc_kv_new(&loop, "unix:///tmp/redis.sock?db=16", 1000, ""));
