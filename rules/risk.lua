@@ -43,7 +43,8 @@
 --                                 (processing, unknown, held for review), in
 --                                 this currency, this one not included
 --   ctx.velocity.card_attempts_1h    attempts with this card, last hour
---   ctx.velocity.ip_attempts_1h      attempts from this IP, last hour
+--   ctx.velocity.ip_attempts_1h      attempts from this IP, last hour (an IPv6
+--                                 address: from any address of its /64)
 --   ctx.velocity.device_attempts_1h  attempts from this device, last hour
 --                                 (0, not absent, when there is no card, IP or
 --                                 device to count)

@@ -417,7 +417,13 @@ static void gather(pay_t *p)
         snprintf(ip_text, sizeof ip_text, "%s", p->ip ? p->ip : "");
     count_attempt(p, "buyer", p->buyer_id, &p->v_buyer);
     count_attempt(p, "card", p->card_key, &p->v_card);
-    count_attempt(p, "ip", ip_text, &p->v_ip);
+    /* Attempts from an IPv6 address count for its /64: a buyer's line has
+     * 2^64 of them, and each its own count let a card tester stay under
+     * the rule's threshold forever. */
+    char ip_key[INET6_ADDRSTRLEN + 4];
+    if (pc_ip_velocity_key(p->ip, ip_key, sizeof ip_key) < 0)
+        snprintf(ip_key, sizeof ip_key, "%s", ip_text);
+    count_attempt(p, "ip", ip_key, &p->v_ip);
     count_attempt(p, "device", p->device, &p->v_device);
     /* Redis answers in order: this PING arrives after the counters. */
     if (pc_kv_cmd(p->app->kv, velocity_last_cb, p, "PING", NULL) < 0)

@@ -45,6 +45,22 @@ int pc_ip_canonical(const char *addr, char *out, size_t outlen)
     return inet_ntop(family, a, out, (socklen_t)outlen) ? 0 : -1;
 }
 
+int pc_ip_velocity_key(const char *addr, char *out, size_t outlen)
+{
+    int family;
+    unsigned char a[16];
+    if (!addr || parse_addr(addr, &family, a) < 0)
+        return -1;
+    if (family == AF_INET)
+        return inet_ntop(family, a, out, (socklen_t)outlen) ? 0 : -1;
+    memset(a + 8, 0, 8);
+    char net[INET6_ADDRSTRLEN];
+    if (!inet_ntop(family, a, net, sizeof net))
+        return -1;
+    int n = snprintf(out, outlen, "%s/64", net);
+    return n > 0 && (size_t)n < outlen ? 0 : -1;
+}
+
 static int block_has(const block_t *b, int family, const unsigned char *a)
 {
     if (b->family != family)

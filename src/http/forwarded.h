@@ -35,4 +35,10 @@ const char *pc_forwarded_client(const pc_proxy_list_t *l, const char *peer, cons
  * address or out is short. */
 int pc_ip_canonical(const char *addr, char *out, size_t outlen);
 
+/* What an address's attempts are counted under (risk's IP velocity): an
+ * IPv4 address itself; an IPv6 address by its /64 ("2001:db8:1:2::/64"),
+ * the block one subscriber line is given, whose other 2^64 addresses are
+ * one request away. Same returns as pc_ip_canonical. */
+int pc_ip_velocity_key(const char *addr, char *out, size_t outlen);
+
 #endif

@@ -3001,6 +3001,30 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
+/* Replaces rule name (route, risk, ...) of both nodes with text and its
+ * examples, and waits until both serve it; put_back_rule restores the
+ * shipped one. */
+static void put_rule(const char *name, const char *text, const char *examples)
+{
+    char path[600], back[600];
+    snprintf(path, sizeof path, "%s/%s.lua", g_rules, name);
+    snprintf(back, sizeof back, "%s/tests/%s.json", g_rules, name);
+    char *before = rule_version(0, name);
+    write_file(back, examples);
+    write_file(path, text);
+    wait_rule_changed(name, before);
+    free(before);
+}
+
+static void put_back_rule(const char *name)
+{
+    char *before = rule_version(0, name);
+    pc_t_sh("cp %s/rules/%s.lua %s/%s.lua && cp %s/rules/tests/%s.json %s/tests/",
+            pc_t_source_dir(), name, g_rules, name, pc_t_source_dir(), name, g_rules);
+    wait_rule_changed(name, before);
+    free(before);
+}
+
 /* rules/route.lua sees the card's scheme and BIN (ctx.card.brand, .bin), as
  * its header says, for a card typed in and for a bound one. Before, bin was
  * always "" and a typed card's brand "" too: a rule routing by scheme or BIN
@@ -3009,23 +3033,18 @@ static void write_file(const char *path, const char *text)
 static void test_route_rule_sees_the_cards_scheme_and_bin(void **state)
 {
     (void)state;
-    char path[600], back[600];
-    snprintf(path, sizeof path, "%s/route.lua", g_rules);
-    snprintf(back, sizeof back, "%s/tests/route.json", g_rules);
-    char *before = rule_version(0, "route");
-    write_file(back, "{\"examples\":[{\"name\":\"a VISA of 411111 is routed\",\"ctx\":{"
-                     "\"method\":\"CARD\",\"card\":{\"brand\":\"VISA\",\"bin\":\"411111\"}},"
-                     "\"candidates\":[{\"channel_id\":\"a\"}],\"expect\":[\"a\"]},{\"name\":"
-                     "\"another card is not\",\"ctx\":{\"method\":\"CARD\",\"card\":{\"brand\":"
-                     "\"MASTERCARD\",\"bin\":\"555555\"}},\"candidates\":[{\"channel_id\":\"a\"}],"
-                     "\"expect\":[]}]}\n");
-    write_file(path, "return function(ctx, candidates)\n"
-                     "  local card = ctx.card or {}\n"
-                     "  if card.brand ~= 'VISA' or card.bin ~= '411111' then return {} end\n"
-                     "  return candidates\n"
-                     "end\n");
-    wait_rule_changed("route", before);
-    free(before);
+    put_rule("route",
+             "return function(ctx, candidates)\n"
+             "  local card = ctx.card or {}\n"
+             "  if card.brand ~= 'VISA' or card.bin ~= '411111' then return {} end\n"
+             "  return candidates\n"
+             "end\n",
+             "{\"examples\":[{\"name\":\"a VISA of 411111 is routed\",\"ctx\":{"
+             "\"method\":\"CARD\",\"card\":{\"brand\":\"VISA\",\"bin\":\"411111\"}},"
+             "\"candidates\":[{\"channel_id\":\"a\"}],\"expect\":[\"a\"]},{\"name\":"
+             "\"another card is not\",\"ctx\":{\"method\":\"CARD\",\"card\":{\"brand\":"
+             "\"MASTERCARD\",\"bin\":\"555555\"}},\"candidates\":[{\"channel_id\":\"a\"}],"
+             "\"expect\":[]}]}\n");
 
     char buyer[32], tn[40];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
@@ -3057,11 +3076,70 @@ static void test_route_rule_sees_the_cards_scheme_and_bin(void **state)
     pc_t_resp_free(&r);
 
     /* The shipped rule again, for the tests after this one. */
-    before = rule_version(0, "route");
-    pc_t_sh("cp %s/rules/route.lua %s/route.lua && cp %s/rules/tests/route.json %s/tests/",
-            pc_t_source_dir(), g_rules, pc_t_source_dir(), g_rules);
-    wait_rule_changed("route", before);
-    free(before);
+    put_back_rule("route");
+}
+
+/* risk.lua's ctx.velocity.ip_attempts_1h counts an IPv6 address's attempts
+ * with those of its /64 (one subscriber's line): a rule that rejects the
+ * third attempt from one place rejects a third address of the /64, and not
+ * the first of another /64. Before, each of the line's 2^64 addresses had
+ * its own count. */
+static pc_t_resp_t va_pay_from(const char *ip)
+{
+    char buyer[32], tn[40], body[320], key[48];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 800, buyer, tn);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"VA\",\"client\":{\"ip\":"
+             "\"%s\",\"device_id\":\"dev-%d\"}}",
+             tn, buyer, ip, ++g_seq);
+    snprintf(key, sizeof key, "va-ip-%d", g_seq);
+    return pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, key);
+}
+
+static void test_ipv6_attempts_count_for_their_64(void **state)
+{
+    (void)state;
+    put_rule("risk",
+             "return function(ctx)\n"
+             "  if (ctx.velocity.ip_attempts_1h or 0) >= 3 then\n"
+             "    return {decision = 'REJECT', score = 100, reasons = {'IP_VELOCITY'}}\n"
+             "  end\n"
+             "  return {decision = 'ACCEPT', score = 0, reasons = {}}\n"
+             "end\n",
+             "{\"examples\":[{\"name\":\"a third attempt from one place is rejected\","
+             "\"ctx\":{\"velocity\":{\"ip_attempts_1h\":3}},\"expect\":{\"decision\":"
+             "\"REJECT\",\"reasons\":[\"IP_VELOCITY\"]}},{\"name\":\"a second is not\","
+             "\"ctx\":{\"velocity\":{\"ip_attempts_1h\":2}},\"expect\":{\"decision\":"
+             "\"ACCEPT\"}}]}\n");
+
+    unsigned net = (unsigned)getpid() & 0xffff, sub = (unsigned)time(NULL) & 0xffff;
+    const char *suffix[] = {"1", "abcd:ef01:2345:6789", "ffff:ffff:ffff:fffe"};
+    for (int i = 0; i < 3; i++) {
+        char ip[64];
+        snprintf(ip, sizeof ip, "2001:db8:%x:%x::%s", net, sub, suffix[i]);
+        if (i == 1) /* the same /64, written out in full */
+            snprintf(ip, sizeof ip, "2001:db8:%x:%x:%s", net, sub, suffix[i]);
+        if (i == 2)
+            snprintf(ip, sizeof ip, "2001:DB8:%x:%x:%s", net, sub, suffix[i]);
+        pc_t_resp_t r = va_pay_from(ip);
+        assert_int_equal(r.status, 200);
+        if (i < 2)
+            assert_string_not_equal(pc_t_jstr(&r, "status"), "FAILED");
+        else if (!strstr(r.body, "IP_VELOCITY"))
+            fail_msg("third address of the /64 (%s) not counted with the others: %s", ip, r.body);
+        pc_t_resp_free(&r);
+    }
+    /* The next /64 is another line. */
+    char ip[64];
+    snprintf(ip, sizeof ip, "2001:db8:%x:%x::1", net, (sub + 1) & 0xffff);
+    pc_t_resp_t r = va_pay_from(ip);
+    assert_int_equal(r.status, 200);
+    assert_string_not_equal(pc_t_jstr(&r, "status"), "FAILED");
+    assert_null(strstr(r.body, "IP_VELOCITY"));
+    pc_t_resp_free(&r);
+
+    put_back_rule("risk");
 }
 
 static void test_editing_cashier_rank_changes_the_next_consult(void **state)
@@ -3260,6 +3338,7 @@ int main(void)
         cmocka_unit_test(test_limit_holds_for_pays_at_the_same_moment),
         cmocka_unit_test(test_editing_cashier_rank_changes_the_next_consult),
         cmocka_unit_test(test_route_rule_sees_the_cards_scheme_and_bin),
+        cmocka_unit_test(test_ipv6_attempts_count_for_their_64),
         cmocka_unit_test(test_card_bin_lookup_and_bound_card_details),
         cmocka_unit_test(test_no_card_number_in_database_or_logs),
     };

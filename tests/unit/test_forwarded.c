@@ -92,6 +92,23 @@ static void test_client_is_the_rightmost_untrusted_address(void **state)
     pc_proxy_list_free(l);
 }
 
+typedef int (*ip_text_fn)(const char *addr, char *out, size_t outlen);
+
+/* Each {address, text} of cases gives that text through fn; no address,
+ * no text. */
+static void expect_texts(ip_text_fn fn, const char *const (*cases)[2], size_t n)
+{
+    char out[64];
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(fn(cases[i][0], out, sizeof out), 0);
+        assert_string_equal(out, cases[i][1]);
+    }
+    assert_int_equal(fn("10.0.0.300", out, sizeof out), -1);
+    assert_int_equal(fn("example.com", out, sizeof out), -1);
+    assert_int_equal(fn("", out, sizeof out), -1);
+    assert_int_equal(fn(NULL, out, sizeof out), -1);
+}
+
 /* Block-list IP entries and pay's client.ip meet in canonical text. */
 static void test_addresses_have_one_canonical_text(void **state)
 {
@@ -103,22 +120,36 @@ static void test_addresses_have_one_canonical_text(void **state)
         {"::ffff:10.0.0.1", "10.0.0.1"},
         {"::1", "::1"},
     };
+    expect_texts(pc_ip_canonical, cases, sizeof cases / sizeof cases[0]);
+    char out[4];
+    assert_int_equal(pc_ip_canonical("2001:db8::77", out, sizeof out), -1);
+}
+
+/* Risk counts an IPv4 address's attempts under the address, an IPv6
+ * address's under its /64: the addresses of one line count together. */
+static void test_ipv6_attempts_count_by_their_64(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"10.0.0.1", "10.0.0.1"},
+        {"::ffff:10.0.0.1", "10.0.0.1"},
+        {"2001:db8:1:2::77", "2001:db8:1:2::/64"},
+        {"2001:DB8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"},
+        {"2001:db8:1:3::77", "2001:db8:1:3::/64"},
+        {"::1", "::/64"},
+        {"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff::/64"},
+    };
+    expect_texts(pc_ip_velocity_key, cases, sizeof cases / sizeof cases[0]);
     char out[64];
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        assert_int_equal(pc_ip_canonical(cases[i][0], out, sizeof out), 0);
-        assert_string_equal(out, cases[i][1]);
-    }
-    assert_int_equal(pc_ip_canonical("10.0.0.300", out, sizeof out), -1);
-    assert_int_equal(pc_ip_canonical("example.com", out, sizeof out), -1);
-    assert_int_equal(pc_ip_canonical("", out, sizeof out), -1);
-    assert_int_equal(pc_ip_canonical(NULL, out, sizeof out), -1);
-    assert_int_equal(pc_ip_canonical("2001:db8::77", out, 4), -1);
+    assert_int_equal(pc_ip_velocity_key("2001:db8:1:2::77", out, 17), -1); /* one short */
+    assert_int_equal(pc_ip_velocity_key("2001:db8:1:2::77", out, 18), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_addresses_have_one_canonical_text),
+        cmocka_unit_test(test_ipv6_attempts_count_by_their_64),
         cmocka_unit_test(test_list_parses_addresses_and_blocks_and_refuses_the_rest),
         cmocka_unit_test(test_client_is_the_rightmost_untrusted_address),
     };
