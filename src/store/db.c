@@ -59,8 +59,7 @@ typedef struct sock {
     conn_t *conn;
     int fd;
     int events;
-    int unflushed; /* statements were queued on it since the last flush */
-    prep_t *prep;  /* PREP_SLOTS entries, allocated on first use */
+    prep_t *prep; /* PREP_SLOTS entries, allocated on first use */
     int nprep;
 } sock_t;
 
@@ -140,13 +139,6 @@ struct pc_db {
     query_t *defer_head, *defer_tail;
     uv_timer_t tick;
     uv_timer_t defer;
-    /* Statements are written out once per loop turn, before the loop waits
-     * (prepare) and after its I/O callbacks ran (check): those a turn asks
-     * for on one connection leave in one write, and the server reads them in
-     * one go, rather than a write and a server wake-up each. */
-    uv_prepare_t flush_prepare;
-    uv_check_t flush_check;
-    int unflushed; /* some connection has statements not yet written out */
     int closing;
     int handles_open;
     void (*close_cb)(void *);
@@ -349,9 +341,12 @@ static void prep_failed(sock_t *s, const char *sql)
         e->ready = 0;
 }
 
-/* Queues q on c, to be written out at the end of the loop turn
- * (flush_all). Returns 0 (q queued) or a negative code (q not queued: still
- * the caller's). */
+/* conn_send's answer when q was queued on c but the connection broke
+ * while flushing it: q is c's now, failed with the rest by conn_fail. */
+#define SENT_BROKEN 1
+
+/* Sends q on c. Returns 0 (q queued), SENT_BROKEN, or a negative code (q
+ * not queued: still the caller's). */
 static int conn_send(conn_t *c, query_t *q)
 {
     PGconn *pg = c->sock->pg;
@@ -381,46 +376,11 @@ static int conn_send(conn_t *c, query_t *q)
     if (q->solo)
         c->solo = 1;
     sent_push(c, q);
-    /* Written out at the end of this loop turn (flush_all). */
-    c->sock->unflushed = 1;
-    c->db->unflushed = 1;
+    int f = PQflush(pg);
+    if (f < 0)
+        return SENT_BROKEN; /* queued: pushing it again made a loop of it */
+    sock_update_events(c->sock, UV_READABLE | (f == 1 ? UV_WRITABLE : 0));
     return 0;
-}
-
-/* Writes out what each connection was asked to send this loop turn. A
- * connection found broken is failed here, at the top of the loop, where no
- * caller's pc_db_* call is under way. */
-static void flush_all(pc_db_t *db)
-{
-    if (!db->unflushed)
-        return;
-    db->unflushed = 0;
-    for (int i = 0; i < db->pool_size; i++) {
-        conn_t *c = &db->conns[i];
-        sock_t *s = c->sock;
-        if (!s || !s->unflushed)
-            continue;
-        s->unflushed = 0;
-        if (c->state != C_UP || c->failing)
-            continue;
-        int f = PQflush(s->pg);
-        if (f < 0) {
-            conn_fail(c, PQerrorMessage(s->pg));
-            continue;
-        }
-        pc_metrics_add("pc_db_writes_total", NULL, 1);
-        sock_update_events(s, UV_READABLE | (f == 1 ? UV_WRITABLE : 0));
-    }
-}
-
-static void flush_prepare_cb(uv_prepare_t *h)
-{
-    flush_all(h->data);
-}
-
-static void flush_check_cb(uv_check_t *h)
-{
-    flush_all(h->data);
 }
 
 /* Sends q on c or, if the connection is gone, queues q on it to be failed
@@ -435,6 +395,8 @@ static void conn_send_or_fail(conn_t *c, query_t *q)
     if (rc < 0) {
         /* q was not queued on the connection: fail it with the rest. */
         sent_push(c, q);
+        conn_fail_later(c, PQerrorMessage(c->sock->pg));
+    } else if (rc == SENT_BROKEN) {
         conn_fail_later(c, PQerrorMessage(c->sock->pg));
     }
 }
@@ -1058,20 +1020,11 @@ pc_db_t *pc_db_new(uv_loop_t *loop, const pc_db_opts_t *opts)
     pc_metrics_describe("pc_db_errors_total", PC_METRIC_COUNTER, "PostgreSQL errors by kind");
     pc_metrics_describe("pc_db_pool_in_use", PC_METRIC_GAUGE, "PostgreSQL connections in use");
     pc_metrics_describe("pc_db_pool_ready", PC_METRIC_GAUGE, "PostgreSQL connections up");
-    pc_metrics_describe("pc_db_writes_total", PC_METRIC_COUNTER,
-                        "Writes of statements to PostgreSQL (one carries every statement a loop "
-                        "turn queued on a connection)");
     uv_timer_init(loop, &db->tick);
     db->tick.data = db;
     uv_timer_init(loop, &db->defer);
     db->defer.data = db;
-    uv_prepare_init(loop, &db->flush_prepare);
-    db->flush_prepare.data = db;
-    uv_prepare_start(&db->flush_prepare, flush_prepare_cb);
-    uv_check_init(loop, &db->flush_check);
-    db->flush_check.data = db;
-    uv_check_start(&db->flush_check, flush_check_cb);
-    db->handles_open = 4;
+    db->handles_open = 2;
     uv_timer_start(&db->tick, tick_cb, 50, 50);
     for (int i = 0; i < db->pool_size; i++) {
         conn_t *c = &db->conns[i];
@@ -1125,8 +1078,6 @@ void pc_db_close(pc_db_t *db, void (*cb)(void *data), void *data)
     defer_cb(&db->defer);
     uv_close((uv_handle_t *)&db->tick, timer_closed);
     uv_close((uv_handle_t *)&db->defer, timer_closed);
-    uv_close((uv_handle_t *)&db->flush_prepare, timer_closed);
-    uv_close((uv_handle_t *)&db->flush_check, timer_closed);
 }
 
 int pc_db_ready_count(const pc_db_t *db)

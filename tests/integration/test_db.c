@@ -9,7 +9,6 @@
 
 #include "harness.h"
 #include "core/error.h"
-#include "core/metrics.h"
 #include "kv/kv.h"
 #include "store/db.h"
 #include "store/migrate.h"
@@ -722,48 +721,6 @@ static void test_servers_named_by_host_name_are_reached(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-/* Statements asked for in one loop turn leave in one write per connection
- * (flushed before the loop waits), and every one is answered; one asked
- * for per turn is a write each. */
-static void count_cb(void *data, int status, pc_db_res_t *res)
-{
-    (void)res;
-    *(int *)data += status == 0 ? 1 : 1000;
-}
-
-static void test_statements_of_one_loop_turn_leave_in_one_write(void **state)
-{
-    (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    pc_db_opts_t o = {g_stack.db_url, 1, 5000, 64};
-    pc_db_t *db = pc_db_new(&loop, &o);
-    uint64_t t0 = uv_hrtime();
-    while (pc_db_ready_count(db) < 1 && uv_hrtime() - t0 < 10000000000ull)
-        uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(pc_db_ready_count(db), 1);
-    const char *p[] = {"7"};
-    int done = 0;
-    int64_t w0 = pc_metrics_get("pc_db_writes_total", NULL);
-    for (int i = 0; i < 20; i++)
-        assert_int_equal(pc_db_query(db, "SELECT $1::int + 1", 1, p, count_cb, &done), 0);
-    while (done < 20)
-        uv_run(&loop, UV_RUN_ONCE);
-    assert_int_equal(done, 20);
-    assert_int_equal(pc_metrics_get("pc_db_writes_total", NULL) - w0, 1);
-    w0 = pc_metrics_get("pc_db_writes_total", NULL);
-    for (int i = 0; i < 5; i++) {
-        assert_int_equal(pc_db_query(db, "SELECT $1::int + 1", 1, p, count_cb, &done), 0);
-        while (done < 21 + i)
-            uv_run(&loop, UV_RUN_ONCE);
-    }
-    assert_int_equal(done, 25);
-    assert_int_equal(pc_metrics_get("pc_db_writes_total", NULL) - w0, 5);
-    pc_db_close(db, NULL, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
-}
-
 /* On one machine PostgreSQL and Redis are reached through their Unix
  * sockets (a libpq host=/folder, a unix:///path Redis URL): scripts/test
  * gives both. A value set and read back through the socket is the one the
@@ -1075,7 +1032,6 @@ int main(void)
         cmocka_unit_test(test_a_long_statement_has_its_own_timeout_and_connection),
         cmocka_unit_test(test_servers_named_by_host_name_are_reached),
         cmocka_unit_test(test_servers_are_reached_through_unix_sockets),
-        cmocka_unit_test(test_statements_of_one_loop_turn_leave_in_one_write),
         cmocka_unit_test(test_a_transaction_given_up_on_does_not_commit_later),
         cmocka_unit_test(test_a_statement_asked_for_after_the_commit_is_refused),
         cmocka_unit_test(test_sessions_end_transactions_their_client_abandoned),
