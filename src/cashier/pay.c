@@ -439,13 +439,15 @@ static void gather(pay_t *p)
     char card_bin8[9] = "";
     if (digits && strlen(digits) >= 8)
         snprintf(card_bin8, sizeof card_bin8, "%.8s", digits);
-    const char *q[] = {ip_text, p->device ? p->device : "", p->card_bin,
-                       p->buyer_id ? p->buyer_id : "", card_bin8};
+    /* An IP entry is the address, or (IPv6) its /64. */
+    const char *q[] = {ip_text,     p->device ? p->device : "",
+                       p->card_bin, p->buyer_id ? p->buyer_id : "",
+                       card_bin8,   ip_key};
     if (pc_db_query(p->app->db,
-                    "SELECT kind FROM block_list WHERE (kind = 'IP' AND value = $1) OR (kind = "
-                    "'DEVICE' AND value = $2) OR (kind = 'CARD_BIN' AND value IN ($3, $5)) OR "
-                    "(kind = 'BUYER' AND value = $4)",
-                    5, q, blocks_cb, p) < 0) {
+                    "SELECT kind FROM block_list WHERE (kind = 'IP' AND value IN ($1, $6)) OR "
+                    "(kind = 'DEVICE' AND value = $2) OR (kind = 'CARD_BIN' AND value IN ($3, "
+                    "$5)) OR (kind = 'BUYER' AND value = $4)",
+                    6, q, blocks_cb, p) < 0) {
         p->lists_unread = 1;
         p->waiting--;
     }
@@ -1353,7 +1355,7 @@ static void add_block(pc_http_req_t *req, void *data)
      * while the fraud it was meant to stop went on (a 7-digit BIN, an IP
      * with a typo). IP entries are kept in canonical text, as pay compares
      * them. */
-    char ip[INET6_ADDRSTRLEN];
+    char ip[INET6_ADDRSTRLEN + 4];
     size_t vlen = strlen(value);
     if (!strcmp(kind, "CARD_BIN") &&
         ((vlen != 6 && vlen != 8) || strspn(value, "0123456789") != vlen)) {
@@ -1367,9 +1369,10 @@ static void add_block(pc_http_req_t *req, void *data)
         return;
     }
     if (!strcmp(kind, "IP")) {
-        if (pc_ip_canonical(value, ip, sizeof ip) < 0) {
+        if (pc_ip_block_value(value, ip, sizeof ip) < 0) {
             pc_http_respond_error(req, PC_API_INVALID_REQUEST, "value",
-                                  "IP: an IPv4 or IPv6 address");
+                                  "IP: an IPv4 or IPv6 address, or an IPv6 /64 "
+                                  "(2001:db8:1:2::/64)");
             return;
         }
         value = ip;

@@ -61,6 +61,24 @@ int pc_ip_velocity_key(const char *addr, char *out, size_t outlen)
     return n > 0 && (size_t)n < outlen ? 0 : -1;
 }
 
+int pc_ip_block_value(const char *value, char *out, size_t outlen)
+{
+    const char *slash = value ? strchr(value, '/') : NULL;
+    if (!slash)
+        return pc_ip_canonical(value, out, outlen);
+    char addr[INET6_ADDRSTRLEN];
+    size_t n = (size_t)(slash - value);
+    int family;
+    unsigned char a[16];
+    if (strcmp(slash + 1, "64") != 0 || n >= sizeof addr)
+        return -1;
+    memcpy(addr, value, n);
+    addr[n] = '\0';
+    if (parse_addr(addr, &family, a) < 0 || family != AF_INET6)
+        return -1;
+    return pc_ip_velocity_key(addr, out, outlen);
+}
+
 static int block_has(const block_t *b, int family, const unsigned char *a)
 {
     if (b->family != family)

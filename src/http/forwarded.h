@@ -41,4 +41,10 @@ int pc_ip_canonical(const char *addr, char *out, size_t outlen);
  * one request away. Same returns as pc_ip_canonical. */
 int pc_ip_velocity_key(const char *addr, char *out, size_t outlen);
 
+/* A block-list IP entry in the text pay compares: an IPv4 or IPv6 address
+ * (pc_ip_canonical), or an IPv6 /64 written ADDR/64 (any address of it; as
+ * pc_ip_velocity_key writes it). Returns 0, or -1 for anything else (other
+ * prefix lengths, IPv4 blocks, not an address, out short). */
+int pc_ip_block_value(const char *value, char *out, size_t outlen);
+
 #endif

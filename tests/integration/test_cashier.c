@@ -1584,8 +1584,9 @@ static void test_block_list_reaches_bound_cards_and_buyers(void **state)
 
 /* Block-list entries that could never match are refused (before, a 7-digit
  * BIN or a mistyped IP was stored with 201 and blocked nothing), an 8-digit
- * BIN blocks the cards that begin with it and no others, and an IPv6 entry
- * matches its address however either side writes it. */
+ * BIN blocks the cards that begin with it and no others, an IPv6 entry
+ * matches its address however either side writes it, and an IPv6 /64
+ * entry every address of the /64 (other CIDR blocks are refused). */
 static void test_block_list_entries_are_ones_that_can_match(void **state)
 {
     (void)state;
@@ -1594,6 +1595,9 @@ static void test_block_list_entries_are_ones_that_can_match(void **state)
         "{\"kind\":\"CARD_BIN\",\"value\":\"52OOOO\"}",
         "{\"kind\":\"IP\",\"value\":\"10.0.0.300\"}",
         "{\"kind\":\"IP\",\"value\":\"2001:db8::g\"}",
+        "{\"kind\":\"IP\",\"value\":\"10.0.0.0/24\"}",
+        "{\"kind\":\"IP\",\"value\":\"2001:db8::/48\"}",
+        "{\"kind\":\"IP\",\"value\":\"2001:db8::/64x\"}",
         "{\"kind\":\"BUYER\",\"value\":\"u_fraud \"}",
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
@@ -1635,6 +1639,23 @@ static void test_block_list_entries_are_ones_that_can_match(void **state)
     r = card_pay_from(buyer, "2001:db8::0:77", "pay-ipv6-blocked");
     assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
     assert_non_null(strstr(r.body, "IP_BLOCKED"));
+    pc_t_resp_free(&r);
+    /* Another address of its /64 is not that entry's; a /64 entry (given
+     * by any of its addresses) blocks every address of it, and no other. */
+    r = card_pay_from(buyer, "2001:db8::78", "pay-ipv6-neighbour");
+    assert_null(strstr(r.body, "IP_BLOCKED"));
+    pc_t_resp_free(&r);
+    r = pc_t_admin(&g_stack, "POST", "/admin/block-list",
+                   "{\"kind\":\"IP\",\"value\":\"2001:DB8:0:9:1:2:3:4/64\"}");
+    assert_int_equal(r.status, 201);
+    assert_non_null(strstr(r.body, "\"2001:db8:0:9::/64\""));
+    pc_t_resp_free(&r);
+    r = card_pay_from(buyer, "2001:db8:0:9:ffff::1", "pay-ipv6-in-64");
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    assert_non_null(strstr(r.body, "IP_BLOCKED"));
+    pc_t_resp_free(&r);
+    r = card_pay_from(buyer, "2001:db8:0:a::1", "pay-ipv6-next-64");
+    assert_null(strstr(r.body, "IP_BLOCKED"));
     pc_t_resp_free(&r);
 }
 

@@ -145,11 +145,32 @@ static void test_ipv6_attempts_count_by_their_64(void **state)
     assert_int_equal(pc_ip_velocity_key("2001:db8:1:2::77", out, 18), 0);
 }
 
+/* Block-list IP entries: an address, or an IPv6 /64 by any address of it;
+ * other blocks refused. */
+static void test_block_entries_are_addresses_or_ipv6_64s(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"10.0.0.1", "10.0.0.1"},
+        {"2001:DB8::77", "2001:db8::77"},
+        {"2001:db8:1:2::/64", "2001:db8:1:2::/64"},
+        {"2001:DB8:1:2:a:b:c:d/64", "2001:db8:1:2::/64"},
+    };
+    expect_texts(pc_ip_block_value, cases, sizeof cases / sizeof cases[0]);
+    char out[64];
+    assert_int_equal(pc_ip_block_value("10.0.0.0/24", out, sizeof out), -1);
+    assert_int_equal(pc_ip_block_value("::ffff:10.0.0.1/64", out, sizeof out), -1);
+    assert_int_equal(pc_ip_block_value("2001:db8::/48", out, sizeof out), -1);
+    assert_int_equal(pc_ip_block_value("2001:db8::/64x", out, sizeof out), -1);
+    assert_int_equal(pc_ip_block_value("/64", out, sizeof out), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_addresses_have_one_canonical_text),
         cmocka_unit_test(test_ipv6_attempts_count_by_their_64),
+        cmocka_unit_test(test_block_entries_are_addresses_or_ipv6_64s),
         cmocka_unit_test(test_list_parses_addresses_and_blocks_and_refuses_the_rest),
         cmocka_unit_test(test_client_is_the_rightmost_untrusted_address),
     };
