@@ -410,8 +410,9 @@ static void count_attempt(pay_t *p, const char *what, const char *value, long lo
 static void gather(pay_t *p)
 {
     p->waiting = 3;
-    /* One address, one text: the velocity counter and the block list alike
-     * (both copy it: a local will do). */
+    /* The address in one text, as block-list entries are kept (the block
+     * list and the velocity counter copy what they are given: locals will
+     * do). */
     char ip_text[INET6_ADDRSTRLEN];
     if (pc_ip_canonical(p->ip, ip_text, sizeof ip_text) < 0)
         snprintf(ip_text, sizeof ip_text, "%s", p->ip ? p->ip : "");

@@ -36,13 +36,32 @@ static int parse_addr(const char *s, int *family, unsigned char out[16])
     return 0;
 }
 
+static int addr_text(int family, const unsigned char a[16], char *out, size_t outlen)
+{
+    return inet_ntop(family, a, out, (socklen_t)outlen) ? 0 : -1;
+}
+
+/* What attempts from a are counted under: an IPv4 address itself, an IPv6
+ * one its /64 (a is changed). */
+static int velocity_text(int family, unsigned char a[16], char *out, size_t outlen)
+{
+    if (family == AF_INET)
+        return addr_text(family, a, out, outlen);
+    memset(a + 8, 0, 8);
+    char net[INET6_ADDRSTRLEN];
+    if (addr_text(family, a, net, sizeof net) < 0)
+        return -1;
+    int n = snprintf(out, outlen, "%s/64", net);
+    return n > 0 && (size_t)n < outlen ? 0 : -1;
+}
+
 int pc_ip_canonical(const char *addr, char *out, size_t outlen)
 {
     int family;
     unsigned char a[16];
     if (!addr || parse_addr(addr, &family, a) < 0)
         return -1;
-    return inet_ntop(family, a, out, (socklen_t)outlen) ? 0 : -1;
+    return addr_text(family, a, out, outlen);
 }
 
 int pc_ip_velocity_key(const char *addr, char *out, size_t outlen)
@@ -51,14 +70,7 @@ int pc_ip_velocity_key(const char *addr, char *out, size_t outlen)
     unsigned char a[16];
     if (!addr || parse_addr(addr, &family, a) < 0)
         return -1;
-    if (family == AF_INET)
-        return inet_ntop(family, a, out, (socklen_t)outlen) ? 0 : -1;
-    memset(a + 8, 0, 8);
-    char net[INET6_ADDRSTRLEN];
-    if (!inet_ntop(family, a, net, sizeof net))
-        return -1;
-    int n = snprintf(out, outlen, "%s/64", net);
-    return n > 0 && (size_t)n < outlen ? 0 : -1;
+    return velocity_text(family, a, out, outlen);
 }
 
 int pc_ip_block_value(const char *value, char *out, size_t outlen)
@@ -76,7 +88,7 @@ int pc_ip_block_value(const char *value, char *out, size_t outlen)
     addr[n] = '\0';
     if (parse_addr(addr, &family, a) < 0 || family != AF_INET6)
         return -1;
-    return pc_ip_velocity_key(addr, out, outlen);
+    return velocity_text(family, a, out, outlen);
 }
 
 static int block_has(const block_t *b, int family, const unsigned char *a)

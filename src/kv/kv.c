@@ -149,19 +149,26 @@ static void schedule_retry(link_t *l)
     uv_timer_start(&l->retry, retry_cb, l->backoff_ms, 0);
 }
 
+/* A connect of l failed (why): said, while it goes on about once a second
+ * at most, and tried again after the backoff, at the name's next address. */
+static void connect_failed(link_t *l, const char *why)
+{
+    if (l->backoff_ms >= 1000 || l->backoff_ms == 0)
+        pc_log_warn("kv.connect_failed", "%s: %s", l->kv->host, why);
+    l->addr_index++;
+    schedule_retry(l);
+}
+
 static void connect_cb(const redisAsyncContext *ac, int status)
 {
     link_t *l = ac->data;
     if (status != REDIS_OK) {
         /* hiredis frees the context after this callback. */
-        if (l->backoff_ms >= 1000 || l->backoff_ms == 0)
-            pc_log_warn("kv.connect_failed", "%s", ac->errstr);
-        l->addr_index++;
         l->ac = NULL;
         l->connected = 0;
         if (!l->is_sub)
             fail_pending(l->kv, PC_EUNAVAIL);
-        schedule_retry(l);
+        connect_failed(l, ac->errstr);
         return;
     }
     l->connected = 1;
@@ -255,14 +262,12 @@ static void link_connect_to(link_t *l, const char *addr)
         kv->path ? redisAsyncConnectUnix(kv->path) : redisAsyncConnect(addr, kv->port);
     if (!ac || ac->err) {
         /* A Unix socket that is missing, refuses or is not ours fails here,
-         * at once (no connect callback follows): said as connect_cb says a
-         * TCP connect that failed. */
-        if (l->backoff_ms >= 1000 || l->backoff_ms == 0)
-            pc_log_warn("kv.connect_failed", "%s: %s", kv->host, ac ? ac->errstr : "out of memory");
+         * at once: no connect callback follows. */
+        char why[128];
+        snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
         if (ac)
             redisAsyncFree(ac);
-        l->addr_index++;
-        schedule_retry(l);
+        connect_failed(l, why);
         return;
     }
     ac->data = l;
