@@ -77,3 +77,18 @@ pc_port_taken() {
   (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null ||
     { command -v ss >/dev/null && [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 }
+
+# Prints $1 with every byte but [A-Za-z0-9/._~-] percent-encoded, for a path
+# pasted into a URI (libpq decodes host=…; a checkout folder with '&', '%',
+# '#' or a space must not end the parameter or be read as an escape).
+pc_uri_escape() {
+  local LC_ALL=C s=$1 out='' c i
+  for ((i = 0; i < ${#s}; i++)); do
+    c=${s:i:1}
+    case $c in
+    [A-Za-z0-9/._~-]) out+=$c ;;
+    *) printf -v c '%%%02X' "'$c"; out+=$c ;;
+    esac
+  done
+  printf '%s' "$out"
+}
