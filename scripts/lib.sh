@@ -65,10 +65,13 @@ pc_build() {
   pc_locked "$PC_ROOT/$1/.build.lock" pc_cmake_build "$@"
 }
 
-# Prints a TCP port on 127.0.0.1 nobody listens on, starting near $1.
+# Prints a TCP port on 127.0.0.1 nobody listens on, starting near $1, and
+# none of the ports after it: those chosen already for servers not started
+# yet (two picks before either binds would otherwise get the same port).
 pc_free_port() {
   local p=${1:-20000}
-  while pc_port_taken "$p"; do p=$((p + 1)); done
+  shift || true
+  while pc_port_taken "$p" || [[ " $* " == *" $p "* ]]; do p=$((p + 1)); done
   echo "$p"
 }
 

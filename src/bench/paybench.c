@@ -717,7 +717,11 @@ static void merchant_created(void *data, int status, json_t *j, const char *body
     const char *id = json_string_value(json_object_get(j, "merchant_id"));
     const char *secret = json_string_value(json_object_get(j, "secret"));
     if (status != 201 || !id || !secret) {
-        fprintf(stderr, "paybench: POST /admin/merchants: %d %s\n", status, body);
+        if (status == 0)
+            fprintf(stderr, "paybench: POST /admin/merchants: no answer from %s:%d\n", o.host,
+                    o.admin_port);
+        else
+            fprintf(stderr, "paybench: POST /admin/merchants: %d %s\n", status, body);
         exit(2);
     }
     snprintf(merchant_ids[nmerchants], sizeof merchant_ids[0], "%s", id);

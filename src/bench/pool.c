@@ -15,7 +15,8 @@ typedef struct call {
     const char *merchant, *secret; /* borrowed; NULL: the pool's */
     pb_call_cb cb;
     void *data;
-    bool json_2xx; /* parse a 2xx answer's body (other answers always are) */
+    bool json_2xx;      /* parse a 2xx answer's body (other answers always are) */
+    uint64_t queued_ms; /* uv_now when asked for */
 } call_t;
 
 typedef enum { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSING } conn_state_t;
@@ -78,11 +79,37 @@ static void call_finish(pb_pool_t *p, call_t *k, int status, const char *body, s
 
 /* ---------- connections ---------- */
 
+/* With no connection up, calls that waited for one longer than the answer
+ * timeout, or 10 s, fail (status 0): with the server not there (not
+ * started, or gone for good) the run hung for ever. (A node killed and
+ * restarted, or another node on the port, has connections up again within
+ * a few reconnects.) Checked while a connection is down. */
+#define NO_SERVER_MS 10000
+
+static void expire_queued(pb_pool_t *p)
+{
+    for (int i = 0; i < p->o.connections; i++)
+        if (p->conns[i].state == C_IDLE || p->conns[i].state == C_BUSY)
+            return;
+    uint64_t now = uv_now(p->loop);
+    uint64_t wait = p->o.timeout_ms < NO_SERVER_MS ? p->o.timeout_ms : NO_SERVER_MS;
+    while (p->head && now - p->head->queued_ms >= wait) {
+        call_t *k = p->head;
+        p->head = k->next;
+        if (!p->head)
+            p->tail = NULL;
+        call_finish(p, k, 0, NULL, 0);
+    }
+}
+
 static void reconnect_cb(uv_timer_t *t)
 {
     conn_t *c = t->data;
-    if (!c->pool->closing && c->state == C_DOWN)
-        conn_start(c);
+    if (!c->pool->closing && c->state == C_DOWN) {
+        expire_queued(c->pool);
+        if (!c->pool->closing)
+            conn_start(c);
+    }
 }
 
 static void tcp_closed_cb(uv_handle_t *h)
@@ -370,6 +397,7 @@ void pb_pool_call_as(pb_pool_t *p, const char *merchant_id, const char *secret, 
     k->cb = cb;
     k->data = data;
     k->json_2xx = json_2xx;
+    k->queued_ms = uv_now(p->loop);
     if (p->tail)
         p->tail->next = k;
     else

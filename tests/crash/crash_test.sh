@@ -92,8 +92,9 @@ cat >"$rules/tests/risk.json" <<'JSON'
 JSON
 
 http_port=$(pc_free_port 24080)
-sim_port=$(pc_free_port 24090)
-admin_port=("$(pc_free_port 24081)" "$(pc_free_port 24085)")
+sim_port=$(pc_free_port 24090 "$http_port")
+admin_port=("$(pc_free_port 24081 "$http_port" "$sim_port")")
+admin_port+=("$(pc_free_port 24085 "$http_port" "$sim_port" "${admin_port[0]}")")
 token=crash-admin-token
 "$bin/paysim" --port "$sim_port" --seed 11 --callback-base "http://127.0.0.1:$http_port" \
   --callback-retry-ms 300 --max-txns 2000000 >"$var/paysim.log" 2>&1 &
