@@ -13,6 +13,7 @@
 #define Q_BEGIN 1
 #define Q_COMMIT 2
 #define Q_ROLLBACK 3
+#define Q_SYNC 4 /* the Sync ending a transaction's group of statements */
 
 typedef struct conn conn_t;
 
@@ -33,6 +34,7 @@ typedef struct query {
     int prepping;   /* 1: a Parse was sent ahead of it; its result comes first */
     int solo;       /* pc_db_query_long: a connection to itself */
     int fail_later; /* a transaction's statement whose connection was gone: failed by defer_cb */
+    int synced;     /* a Sync follows it: its results end with PGRES_PIPELINE_SYNC */
     uint64_t timeout_ms; /* 0: the pool's */
 } query_t;
 
@@ -105,6 +107,10 @@ struct conn {
      * runs before the call has returned. Nothing new is sent on it. */
     int failing;
     char failing_why[160];
+    /* Statements of its transaction sent since the last Sync: they wait for
+     * one Sync (sync_groups, before the loop next waits for I/O) and go out
+     * in one write, not one each. */
+    int unsynced;
 };
 
 /* A transaction is referenced by its user (from the begin callback until
@@ -116,6 +122,7 @@ struct pc_db_tx {
     int failed;
     int ended; /* COMMIT or ROLLBACK asked for: nothing more may be sent */
     int refs;
+    int handed; /* its caller has it (the begin callback ran): its BEGIN may go */
 };
 
 static void tx_unref(pc_db_tx_t *tx)
@@ -139,6 +146,10 @@ struct pc_db {
     query_t *defer_head, *defer_tail;
     uv_timer_t tick;
     uv_timer_t defer;
+    /* Run before the loop waits for I/O (prepare: what timer callbacks
+     * queued; check: what I/O callbacks queued): sync_groups. */
+    uv_prepare_t sync_prepare;
+    uv_check_t sync_check;
     int closing;
     int handles_open;
     void (*close_cb)(void *);
@@ -262,6 +273,8 @@ static void query_complete(pc_db_t *db, query_t *q, int status)
         if (status && tx)
             tx->failed = 1;
         break;
+    case Q_SYNC:
+        break;
     case Q_COMMIT:
     case Q_ROLLBACK: {
         conn_t *c = tx ? tx->conn : NULL;
@@ -345,11 +358,49 @@ static void prep_failed(sock_t *s, const char *sql)
  * while flushing it: q is c's now, failed with the rest by conn_fail. */
 #define SENT_BROKEN 1
 
+/* Ends c's group of unsynced statements with a Sync, which libpq sends at
+ * once with the group; the Sync's own answer is waited for in the queue by
+ * a Q_SYNC entry (the group's statements are done at their results, which
+ * may come before it). Returns 0, or -1 when the connection broke. */
+static int sync_group(conn_t *c)
+{
+    query_t *m = query_new(Q_SYNC, "", 0, NULL);
+    if (!m)
+        return -1;
+    if (!PQpipelineSync(c->sock->pg)) {
+        query_free(m);
+        return -1;
+    }
+    m->synced = 1;
+    m->deadline = now_ms(c->db) + c->db->timeout_ms;
+    sent_push(c, m);
+    c->unsynced = 0;
+    return 0;
+}
+
 /* Sends q on c. Returns 0 (q queued), SENT_BROKEN, or a negative code (q
- * not queued: still the caller's). */
+ * not queued: still the caller's).
+ *
+ * A transaction's BEGIN and statements are not synced one by one: they
+ * wait, unsent, for the Sync that sync_groups adds before the loop next
+ * waits for I/O, so that what a callback queues (a pay's lock, limit check
+ * and count; its payment, posting, trade and answer) leaves in one write
+ * and is answered in one. A Sync per statement cost a write here, a
+ * wake-up and a flush at the server, and a read here, each. Inside the
+ * transaction this changes nothing else: after an error the server skips
+ * the rest of the group (PGRES_PIPELINE_ABORTED), where each statement
+ * would have failed on the aborted transaction anyway. COMMIT and ROLLBACK
+ * are never in a group: skipped, they would leave the transaction open
+ * and aborted on the connection; after the group's Sync they run, and
+ * COMMIT of an aborted transaction rolls it back. A statement outside a
+ * transaction is synced at once: statements up to a Sync are one
+ * transaction, and other requests' statements must not share it. */
 static int conn_send(conn_t *c, query_t *q)
 {
     PGconn *pg = c->sock->pg;
+    int grouped = q->tx && (q->kind == Q_USER || q->kind == Q_BEGIN);
+    if (!grouped && c->unsynced && sync_group(c) < 0)
+        return PC_EUNAVAIL;
     int is_new = 0;
     prep_t *e = q->kind == Q_USER && q->nparams > 0 ? prep_find(c->sock, q->sql, &is_new) : NULL;
     if (e) {
@@ -363,19 +414,24 @@ static int conn_send(conn_t *c, query_t *q)
             q->prepping = 1;
         }
         if (!PQsendQueryPrepared(pg, name, q->nparams, (const char *const *)q->params, NULL, NULL,
-                                 0) ||
-            !PQpipelineSync(pg))
+                                 0))
             return PC_EUNAVAIL;
     } else if (!PQsendQueryParams(pg, q->sql, q->nparams, NULL, (const char *const *)q->params,
-                                  NULL, NULL, 0) ||
-               !PQpipelineSync(pg)) {
+                                  NULL, NULL, 0)) {
         return PC_EUNAVAIL;
     }
+    if (!grouped && !PQpipelineSync(pg))
+        return PC_EUNAVAIL;
+    q->synced = !grouped;
     q->deadline = now_ms(c->db) + (q->timeout_ms ? q->timeout_ms : c->db->timeout_ms);
     q->phase = 0;
     if (q->solo)
         c->solo = 1;
     sent_push(c, q);
+    if (grouped) {
+        c->unsynced = 1;
+        return 0;
+    }
     int f = PQflush(pg);
     if (f < 0)
         return SENT_BROKEN; /* queued: pushing it again made a loop of it */
@@ -444,6 +500,7 @@ static void sock_drop(conn_t *c)
 {
     sock_t *s = c->sock;
     c->sock = NULL;
+    c->unsynced = 0;
     if (!s)
         return;
     if (s->fd >= 0) {
@@ -542,22 +599,24 @@ static void handle_results(conn_t *c)
             }
             continue;
         }
-        if (q->phase == 0) {
-            if (r == NULL) {
-                q->phase = 1;
-                continue;
-            }
-            if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
-                /* A statement that produced no result at all (empty query). */
-                q->phase = 1;
-            } else {
+        if (q->phase == 0 && q->kind != Q_SYNC) {
+            if (r && PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
                 if (!q->res)
                     q->res = r;
                 else
                     PQclear(r);
                 continue;
             }
+            /* Its results are in (NULL). Synced on its own, its Sync's
+             * answer comes next; in a group it is done now (the group's
+             * Sync is a Q_SYNC of its own). A Sync's answer here: a
+             * statement that produced no result at all (empty query). */
+            if (r == NULL && q->synced) {
+                q->phase = 1;
+                continue;
+            }
         }
+        /* Phase 1, or a Q_SYNC: only the Sync's answer ends it. */
         if (r && PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
             PQclear(r);
             continue;
@@ -667,6 +726,34 @@ static void poll_up_cb(uv_poll_t *p, int status, int events)
         if (c->sock && PQstatus(c->sock->pg) == CONNECTION_BAD)
             conn_fail(c, PQerrorMessage(c->sock->pg));
     }
+}
+
+/* Sends every connection's group of unsynced statements with its Sync, in
+ * one write each: what this loop turn's callbacks queued. A BEGIN waits
+ * for its caller to have the transaction (the begin callback runs on the
+ * next loop turn), so that it leaves with the first statements. */
+static void sync_groups(pc_db_t *db)
+{
+    for (int i = 0; i < db->pool_size; i++) {
+        conn_t *c = &db->conns[i];
+        if (!c->unsynced || c->state != C_UP || c->failing || (c->tx && !c->tx->handed))
+            continue;
+        int f = sync_group(c) < 0 ? -1 : PQflush(c->sock->pg);
+        if (f < 0)
+            conn_fail(c, PQerrorMessage(c->sock->pg));
+        else
+            sock_update_events(c->sock, UV_READABLE | (f == 1 ? UV_WRITABLE : 0));
+    }
+}
+
+static void sync_prepare_cb(uv_prepare_t *h)
+{
+    sync_groups(h->data);
+}
+
+static void sync_check_cb(uv_check_t *h)
+{
+    sync_groups(h->data);
 }
 
 /* Connects to hostaddr (the resolved host name) or, when NULL, as the URL
@@ -867,6 +954,7 @@ static void defer_cb(uv_timer_t *t)
 
         pc_db_tx_t *tx = q->tx;
         q->tx = NULL;
+        tx->handed = 1;
         if (tx->conn) {
             q->begin_cb(q->data, 0, tx);
         } else {
@@ -1024,7 +1112,17 @@ pc_db_t *pc_db_new(uv_loop_t *loop, const pc_db_opts_t *opts)
     db->tick.data = db;
     uv_timer_init(loop, &db->defer);
     db->defer.data = db;
-    db->handles_open = 2;
+    uv_prepare_init(loop, &db->sync_prepare);
+    db->sync_prepare.data = db;
+    uv_prepare_start(&db->sync_prepare, sync_prepare_cb);
+    uv_check_init(loop, &db->sync_check);
+    db->sync_check.data = db;
+    uv_check_start(&db->sync_check, sync_check_cb);
+    /* Idle ones keep no loop running (paycore's shutdown waits for the
+     * loop to empty). */
+    uv_unref((uv_handle_t *)&db->sync_prepare);
+    uv_unref((uv_handle_t *)&db->sync_check);
+    db->handles_open = 4;
     uv_timer_start(&db->tick, tick_cb, 50, 50);
     for (int i = 0; i < db->pool_size; i++) {
         conn_t *c = &db->conns[i];
@@ -1078,6 +1176,8 @@ void pc_db_close(pc_db_t *db, void (*cb)(void *data), void *data)
     defer_cb(&db->defer);
     uv_close((uv_handle_t *)&db->tick, timer_closed);
     uv_close((uv_handle_t *)&db->defer, timer_closed);
+    uv_close((uv_handle_t *)&db->sync_prepare, timer_closed);
+    uv_close((uv_handle_t *)&db->sync_check, timer_closed);
 }
 
 int pc_db_ready_count(const pc_db_t *db)

@@ -14,6 +14,7 @@
 #include "store/migrate.h"
 #include "idem/idem.h"
 
+#include <dlfcn.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,21 @@
 #include <uv.h>
 
 static pc_stack_t g_stack;
+
+/* Every send() of this process (libpq's writes to the server) is counted
+ * while g_count_sends is set: libpq calls it through the dynamic linker,
+ * which finds this definition first. */
+static int g_count_sends, g_sends;
+
+ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+    static ssize_t (*real)(int, const void *, size_t, int);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "send");
+    if (g_count_sends)
+        g_sends++;
+    return real(fd, buf, len, flags);
+}
 
 typedef struct {
     pc_db_t *db;
@@ -114,6 +130,101 @@ static void test_huge_pipelined_transaction_commits(void **state)
     assert_int_equal(r.ok, 20000);
     assert_int_equal(r.failed, 0);
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM t"), 20000);
+}
+
+/* A transaction's statements queued by one callback go out together: the
+ * BEGIN, five statements and one Sync in one write, the COMMIT (synced
+ * apart, see below) in another; answered in order. Before, each statement
+ * was a write of its own (and a Sync, a flush and a wake-up at the
+ * server): seven here. An error inside the group fails the statements
+ * after it, the COMMIT rolls the transaction back, and the connection is
+ * clean for the next transaction (a COMMIT skipped with the group would
+ * have left its transaction open and aborted on the connection). */
+static pc_db_t *pool_of_one(uv_loop_t *loop, uint64_t query_timeout_ms);
+
+typedef struct {
+    int values[8], statuses[8], n;
+    int done, status;
+    const char *second; /* the statement queued second */
+} group_t;
+
+static void group_row_cb(void *data, int status, pc_db_res_t *res)
+{
+    group_t *g = data;
+    g->statuses[g->n] = status;
+    g->values[g->n] = status ? -1 : atoi(pc_db_get(res, 0, 0));
+    g->n++;
+}
+
+static void group_commit_cb(void *data, int status)
+{
+    group_t *g = data;
+    g->status = status;
+    g->done = 1;
+}
+
+static void group_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    group_t *g = data;
+    assert_int_equal(status, 0);
+    g_count_sends = 1;
+    for (int i = 1; i <= 5; i++) {
+        char v[8];
+        snprintf(v, sizeof v, "%d", i);
+        const char *p[] = {v};
+        pc_db_tx_query(tx, i == 2 ? g->second : "SELECT $1::int * 10", 1, p, group_row_cb, g);
+    }
+    pc_db_tx_commit(tx, group_commit_cb, g);
+}
+
+static void run_group(uv_loop_t *loop, pc_db_t *db, group_t *g)
+{
+    g_sends = 0;
+    assert_int_equal(pc_db_begin(db, NULL, group_begin_cb, g), 0);
+    while (!g->done)
+        uv_run(loop, UV_RUN_ONCE);
+    g_count_sends = 0;
+}
+
+static void test_a_transactions_statements_leave_together(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    pc_db_t *db = pool_of_one(&loop, 5000);
+
+    group_t ok = {.second = "SELECT $1::int * 10"};
+    run_group(&loop, db, &ok);
+    assert_int_equal(ok.status, 0);
+    assert_int_equal(ok.n, 5);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(ok.statuses[i], 0);
+        assert_int_equal(ok.values[i], (i + 1) * 10);
+    }
+    assert_true(g_sends >= 1);
+    assert_true(g_sends <= 2);
+
+    /* The second statement fails (division by zero): the rest of the group
+     * fails with it, the COMMIT reports the rollback. */
+    group_t bad = {.second = "SELECT $1::int / 0"};
+    run_group(&loop, db, &bad);
+    assert_int_equal(bad.n, 5);
+    assert_int_equal(bad.statuses[0], 0);
+    assert_int_equal(bad.values[0], 10);
+    for (int i = 1; i < 5; i++)
+        assert_int_not_equal(bad.statuses[i], 0);
+    assert_int_not_equal(bad.status, 0);
+
+    /* The pool's only connection is clean: the next transaction commits. */
+    group_t after = {.second = "SELECT $1::int * 10"};
+    run_group(&loop, db, &after);
+    assert_int_equal(after.status, 0);
+    assert_int_equal(after.n, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(after.statuses[i], 0);
+
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
 }
 
 typedef struct {
@@ -1022,6 +1133,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_huge_pipelined_transaction_commits),
+        cmocka_unit_test(test_a_transactions_statements_leave_together),
         cmocka_unit_test(test_waiting_statements_without_a_callback_fail_quietly),
         cmocka_unit_test(test_deadlock_is_retryable_not_a_conflict),
         cmocka_unit_test(test_a_connect_that_never_completes_is_given_up_and_retried),
