@@ -448,6 +448,8 @@ static int conn_send(conn_t *c, query_t *q)
 static void conn_send_or_fail(conn_t *c, query_t *q)
 {
     int rc = conn_send(c, q);
+    if (rc < 0 && q->tx)
+        q->tx->failed = 1; /* not all of the transaction reached the server */
     if (rc < 0) {
         /* q was not queued on the connection: fail it with the rest. */
         sent_push(c, q);
@@ -734,15 +736,22 @@ static void poll_up_cb(uv_poll_t *p, int status, int events)
  * next loop turn), so that it leaves with the first statements. */
 static void sync_groups(pc_db_t *db)
 {
-    for (int i = 0; i < db->pool_size; i++) {
-        conn_t *c = &db->conns[i];
-        if (!c->unsynced || c->state != C_UP || c->failing || (c->tx && !c->tx->handed))
-            continue;
-        int f = sync_group(c) < 0 ? -1 : PQflush(c->sock->pg);
-        if (f < 0)
-            conn_fail(c, PQerrorMessage(c->sock->pg));
-        else
-            sock_update_events(c->sock, UV_READABLE | (f == 1 ? UV_WRITABLE : 0));
+    /* Again after a connection failed: its callbacks may have queued
+     * statements on connections passed already. */
+    for (int again = 1; again;) {
+        again = 0;
+        for (int i = 0; i < db->pool_size; i++) {
+            conn_t *c = &db->conns[i];
+            if (!c->unsynced || c->state != C_UP || c->failing || (c->tx && !c->tx->handed))
+                continue;
+            int f = sync_group(c) < 0 ? -1 : PQflush(c->sock->pg);
+            if (f < 0) {
+                conn_fail(c, PQerrorMessage(c->sock->pg));
+                again = 1;
+            } else {
+                sock_update_events(c->sock, UV_READABLE | (f == 1 ? UV_WRITABLE : 0));
+            }
+        }
     }
 }
 
@@ -1318,8 +1327,19 @@ static void tx_end(pc_db_tx_t *tx, int kind, pc_db_done_cb cb, void *data)
     q->tx = tx;
     q->done_cb = cb;
     q->data = data;
-    conn_send_or_fail(c, q); /* the statement takes its own reference */
-    tx_unref(tx);            /* the user's */
+    if (c->failing) {
+        /* A statement of it could not be sent (libpq refused it: out of
+         * memory, too many parameters) on a connection still up: sent,
+         * the COMMIT would commit the statements before it without it.
+         * Nothing more goes out; the COMMIT fails with the rest on the
+         * next loop turn, and the server rolls back what it had when the
+         * connection closes. */
+        tx->failed = 1;
+        sent_push(c, q);
+    } else {
+        conn_send_or_fail(c, q); /* the statement takes its own reference */
+    }
+    tx_unref(tx); /* the user's */
 }
 
 void pc_db_tx_commit(pc_db_tx_t *tx, pc_db_done_cb cb, void *data)

@@ -132,29 +132,28 @@ static void test_huge_pipelined_transaction_commits(void **state)
     assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM t"), 20000);
 }
 
+static pc_db_t *pool_of_one(uv_loop_t *loop, uint64_t query_timeout_ms);
+static void wait_ms(uv_loop_t *loop, uint64_t ms);
+
 /* A transaction's statements queued by one callback go out together: the
  * BEGIN, five statements and one Sync in one write, the COMMIT (synced
  * apart, see below) in another; answered in order. Before, each statement
  * was a write of its own (and a Sync, a flush and a wake-up at the
- * server): seven here. An error inside the group fails the statements
- * after it, the COMMIT rolls the transaction back, and the connection is
- * clean for the next transaction (a COMMIT skipped with the group would
- * have left its transaction open and aborted on the connection). */
-static pc_db_t *pool_of_one(uv_loop_t *loop, uint64_t query_timeout_ms);
-
+ * server): seven here. The same when the COMMIT is asked for later, from
+ * the last statement's callback: the group then leaves from the loop's
+ * prepare/check step. An error inside the group fails the statements
+ * after it (a statement prepared there for the first time is prepared
+ * again when next used), the COMMIT rolls the transaction back, and the
+ * connection is clean for the next transaction (a COMMIT skipped with the
+ * group would have left its transaction open and aborted on the
+ * connection). */
 typedef struct {
+    const char *sql[5];
+    int commit_late; /* COMMIT from the last statement's callback */
+    pc_db_tx_t *tx;
     int values[8], statuses[8], n;
     int done, status;
-    const char *second; /* the statement queued second */
 } group_t;
-
-static void group_row_cb(void *data, int status, pc_db_res_t *res)
-{
-    group_t *g = data;
-    g->statuses[g->n] = status;
-    g->values[g->n] = status ? -1 : atoi(pc_db_get(res, 0, 0));
-    g->n++;
-}
 
 static void group_commit_cb(void *data, int status)
 {
@@ -163,27 +162,41 @@ static void group_commit_cb(void *data, int status)
     g->done = 1;
 }
 
+static void group_row_cb(void *data, int status, pc_db_res_t *res)
+{
+    group_t *g = data;
+    g->statuses[g->n] = status;
+    g->values[g->n] = status ? -1 : atoi(pc_db_get(res, 0, 0));
+    g->n++;
+    if (g->n == 5 && g->commit_late)
+        pc_db_tx_commit(g->tx, group_commit_cb, g);
+}
+
 static void group_begin_cb(void *data, int status, pc_db_tx_t *tx)
 {
     group_t *g = data;
     assert_int_equal(status, 0);
-    g_count_sends = 1;
-    for (int i = 1; i <= 5; i++) {
+    g->tx = tx;
+    for (int i = 0; i < 5; i++) {
         char v[8];
-        snprintf(v, sizeof v, "%d", i);
+        snprintf(v, sizeof v, "%d", i + 1);
         const char *p[] = {v};
-        pc_db_tx_query(tx, i == 2 ? g->second : "SELECT $1::int * 10", 1, p, group_row_cb, g);
+        pc_db_tx_query(tx, g->sql[i] ? g->sql[i] : "SELECT $1::int * 10", 1, p, group_row_cb, g);
     }
-    pc_db_tx_commit(tx, group_commit_cb, g);
+    if (!g->commit_late)
+        pc_db_tx_commit(tx, group_commit_cb, g);
 }
 
-static void run_group(uv_loop_t *loop, pc_db_t *db, group_t *g)
+/* Runs g; returns the writes made from pc_db_begin to the COMMIT's answer. */
+static int run_group(uv_loop_t *loop, pc_db_t *db, group_t *g)
 {
     g_sends = 0;
+    g_count_sends = 1;
     assert_int_equal(pc_db_begin(db, NULL, group_begin_cb, g), 0);
     while (!g->done)
         uv_run(loop, UV_RUN_ONCE);
     g_count_sends = 0;
+    return g_sends;
 }
 
 static void test_a_transactions_statements_leave_together(void **state)
@@ -192,20 +205,23 @@ static void test_a_transactions_statements_leave_together(void **state)
     uv_loop_t loop;
     pc_db_t *db = pool_of_one(&loop, 5000);
 
-    group_t ok = {.second = "SELECT $1::int * 10"};
-    run_group(&loop, db, &ok);
-    assert_int_equal(ok.status, 0);
-    assert_int_equal(ok.n, 5);
-    for (int i = 0; i < 5; i++) {
-        assert_int_equal(ok.statuses[i], 0);
-        assert_int_equal(ok.values[i], (i + 1) * 10);
+    for (int late = 0; late <= 1; late++) {
+        group_t ok = {.commit_late = late};
+        int sends = run_group(&loop, db, &ok);
+        assert_int_equal(ok.status, 0);
+        assert_int_equal(ok.n, 5);
+        for (int i = 0; i < 5; i++) {
+            assert_int_equal(ok.statuses[i], 0);
+            assert_int_equal(ok.values[i], (i + 1) * 10);
+        }
+        assert_true(sends >= 1);
+        assert_true(sends <= 2);
     }
-    assert_true(g_sends >= 1);
-    assert_true(g_sends <= 2);
 
     /* The second statement fails (division by zero): the rest of the group
-     * fails with it, the COMMIT reports the rollback. */
-    group_t bad = {.second = "SELECT $1::int / 0"};
+     * fails with it, the fourth (a text not prepared yet) included; the
+     * COMMIT reports the rollback. */
+    group_t bad = {.sql = {NULL, "SELECT $1::int / 0", NULL, "SELECT $1::int * 100", NULL}};
     run_group(&loop, db, &bad);
     assert_int_equal(bad.n, 5);
     assert_int_equal(bad.statuses[0], 0);
@@ -214,17 +230,80 @@ static void test_a_transactions_statements_leave_together(void **state)
         assert_int_not_equal(bad.statuses[i], 0);
     assert_int_not_equal(bad.status, 0);
 
-    /* The pool's only connection is clean: the next transaction commits. */
-    group_t after = {.second = "SELECT $1::int * 10"};
+    /* The pool's only connection is clean: the next transaction commits,
+     * and the statement whose preparation was skipped runs. */
+    group_t after = {.sql = {NULL, NULL, NULL, "SELECT $1::int * 100", NULL}};
     run_group(&loop, db, &after);
     assert_int_equal(after.status, 0);
     assert_int_equal(after.n, 5);
     for (int i = 0; i < 5; i++)
         assert_int_equal(after.statuses[i], 0);
+    assert_int_equal(after.values[3], 400);
 
     pc_db_close(db, NULL, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* A statement libpq refuses to send (here: more parameters than the
+ * protocol carries; also out of memory) on a connection that is up: the
+ * transaction fails whole. Before, the COMMIT was sent after the
+ * statements queued ahead of the refused one, and committed them without
+ * it. */
+typedef struct {
+    int first, refused, done, status;
+} refused_t;
+
+static void refused_first_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)res;
+    ((refused_t *)data)->first = status;
+}
+
+static void refused_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)res;
+    ((refused_t *)data)->refused = status;
+}
+
+static void refused_commit_cb(void *data, int status)
+{
+    refused_t *r = data;
+    r->status = status;
+    r->done = 1;
+}
+
+static void refused_begin_cb(void *data, int status, pc_db_tx_t *tx)
+{
+    refused_t *r = data;
+    assert_int_equal(status, 0);
+    pc_db_tx_query(tx, "INSERT INTO t (id, note) VALUES (424242, 'half a transaction')", 0, NULL,
+                   refused_first_cb, r);
+    enum { N = 70000 };
+    const char **p = calloc(N, sizeof *p);
+    for (int i = 0; i < N; i++)
+        p[i] = "1";
+    pc_db_tx_query(tx, "SELECT $1::int", N, p, refused_cb, r);
+    free(p);
+    pc_db_tx_commit(tx, refused_commit_cb, r);
+}
+
+static void test_a_statement_libpq_refuses_fails_its_whole_transaction(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    pc_db_t *db = pool_of_one(&loop, 5000);
+    refused_t r = {.first = -99, .refused = -99};
+    assert_int_equal(pc_db_begin(db, NULL, refused_begin_cb, &r), 0);
+    while (!r.done)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_not_equal(r.refused, 0);
+    assert_int_not_equal(r.status, 0);
+    wait_ms(&loop, 300);
+    pc_db_close(db, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM t WHERE id = 424242"), 0);
 }
 
 typedef struct {
@@ -1134,6 +1213,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_huge_pipelined_transaction_commits),
         cmocka_unit_test(test_a_transactions_statements_leave_together),
+        cmocka_unit_test(test_a_statement_libpq_refuses_fails_its_whole_transaction),
         cmocka_unit_test(test_waiting_statements_without_a_callback_fail_quietly),
         cmocka_unit_test(test_deadlock_is_retryable_not_a_conflict),
         cmocka_unit_test(test_a_connect_that_never_completes_is_given_up_and_retried),
