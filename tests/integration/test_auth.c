@@ -184,6 +184,43 @@ static void test_valid_rsa2_request_passes(void **state)
     pc_t_sh("rm -rf %s", dir);
 }
 
+/* The largest RSA2 key paycore takes (PC_RSA_MAX_BITS, 8192 bits): its
+ * signatures are 1,024 bytes (1,368 characters of base64), which fill
+ * paycore's decode buffer exactly and its header whole. A test-only key
+ * kept in the tree (tests/integration/keys), as generating one takes
+ * seconds to a minute. */
+static void test_an_8192_bit_rsa2_key_signs_requests(void **state)
+{
+    (void)state;
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/test-rsa8192-%d", pc_t_binary_dir(), (int)getpid());
+    assert_int_equal(pc_t_sh("mkdir -p %s && openssl pkey -in "
+                             "%s/tests/integration/keys/TEST-ONLY-rsa-8192.pem -out %s/big.pem && "
+                             "openssl pkey -in %s/big.pem -pubout -out %s/big.pub",
+                             dir, pc_t_source_dir(), dir, dir, dir),
+                     0);
+    pc_t_merchant_t big = rsa_merchant(dir, "big");
+    pc_t_resp_t r =
+        pc_t_call(&g_stack, &big, "POST", "/v1/trades", trade_body("R8192", 700), "k-8192");
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &big, "GET", "/v1/trades?out_trade_no=R8192", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "out_trade_no"), "R8192");
+    pc_t_resp_free(&r);
+    /* Signed by a 2048-bit key (its 344-character signature): refused. */
+    char small[300];
+    snprintf(small, sizeof small, "%s/small", dir);
+    rsa_key_pair(small, "key");
+    pc_t_merchant_t other = big;
+    read_pem(small, "key.pem", other.secret, sizeof other.secret);
+    r = pc_t_call(&g_stack, &other, "GET", "/v1/trades?out_trade_no=R8192", NULL, NULL);
+    assert_int_equal(r.status, 401);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_SIGNATURE");
+    pc_t_resp_free(&r);
+    pc_t_sh("rm -rf %s", dir);
+}
+
 /* Whether merchant m's signed GET is accepted (anything but 401). Every
  * node must agree: a change reaches the other node's merchant cache over
  * Redis pub/sub a moment later, so the answer is awaited (3 s at most). */
@@ -1016,6 +1053,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_hmac_request_passes),
         cmocka_unit_test(test_valid_rsa2_request_passes),
+        cmocka_unit_test(test_an_8192_bit_rsa2_key_signs_requests),
         cmocka_unit_test(test_rotation_keeps_the_previous_secret_for_its_grace_period),
         cmocka_unit_test(test_rsa2_merchant_replaces_its_public_key),
         cmocka_unit_test(test_bad_signatures_are_refused),

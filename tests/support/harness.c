@@ -653,7 +653,8 @@ pc_t_resp_t pc_t_call_raw(int port, const char *merchant_id, const char *secret,
     } else {
         sig = pc_hmac_sha256_sign(secret, strlen(secret), tosign, len);
     }
-    char h[6][512];
+    /* An 8192-bit key's signature is 1,368 characters of base64. */
+    char h[6][1536];
     const char *hdrs[7];
     int n = 0;
     snprintf(h[n], sizeof h[n], "X-Merchant-Id: %s", merchant_id);

@@ -150,7 +150,7 @@ int pc_t_tables_unlocked(pc_stack_t *s, const char *tables, double secs);
 /* --- merchants and signed calls --- */
 typedef struct {
     char id[65];
-    char secret[4096]; /* HMAC secret, or the PEM private key of an RSA2 merchant */
+    char secret[8192]; /* HMAC secret, or the PEM private key of an RSA2 merchant */
 } pc_t_merchant_t;
 
 /* Creates a merchant through POST /admin/merchants; extra_json is merged into
