@@ -49,6 +49,7 @@ struct pb_pool {
     uint64_t conn_errors;
     int closing;
     int open_handles;
+    uint64_t answered_ms; /* uv_now of the last answer (any status) */
     http_parser_settings settings;
 };
 
@@ -72,6 +73,8 @@ static void call_finish(pb_pool_t *p, call_t *k, int status, const char *body, s
         j = json_loadb(body, len, 0, &err);
     }
     p->pending--;
+    if (status)
+        p->answered_ms = uv_now(p->loop);
     k->cb(k->data, status, j, body ? body : "");
     json_decref(j);
     call_free(k);
@@ -80,10 +83,12 @@ static void call_finish(pb_pool_t *p, call_t *k, int status, const char *body, s
 /* ---------- connections ---------- */
 
 /* With no connection up, calls that waited for one longer than the answer
- * timeout, or 10 s, fail (status 0): with the server not there (not
- * started, or gone for good) the run hung for ever. (A node killed and
- * restarted, or another node on the port, has connections up again within
- * a few reconnects.) Checked while a connection is down. */
+ * timeout, or 10 s, since they were asked for and since the last answer,
+ * fail (status 0): with the server not there (not started, or gone for
+ * good) the run hung for ever. (A node killed and restarted, or another
+ * node on the port, has connections up again within a few reconnects; a
+ * backlog of an overloaded run is not failed by a moment without
+ * connections.) Checked while a connection is down. */
 #define NO_SERVER_MS 10000
 
 static void expire_queued(pb_pool_t *p)
@@ -93,7 +98,7 @@ static void expire_queued(pb_pool_t *p)
             return;
     uint64_t now = uv_now(p->loop);
     uint64_t wait = p->o.timeout_ms < NO_SERVER_MS ? p->o.timeout_ms : NO_SERVER_MS;
-    while (p->head && now - p->head->queued_ms >= wait) {
+    while (p->head && now - p->head->queued_ms >= wait && now - p->answered_ms >= wait) {
         call_t *k = p->head;
         p->head = k->next;
         if (!p->head)
