@@ -745,10 +745,10 @@ static int private_setup(void **state)
     snprintf(p->dir, sizeof p->dir, "%s/test-private-%d", pc_t_binary_dir(), (int)getpid());
     p->pg_port = pc_t_free_port();
     p->redis_port = pc_t_free_port();
-    assert_int_equal(pc_t_sh("%s/scripts/services pg-start %s/pg %d fast", pc_t_source_dir(),
+    assert_int_equal(pc_t_sh("'%s/scripts/services' pg-start '%s/pg' %d fast", pc_t_source_dir(),
                              p->dir, p->pg_port),
                      0);
-    assert_int_equal(pc_t_sh("%s/scripts/services redis-start %s/redis %d", pc_t_source_dir(),
+    assert_int_equal(pc_t_sh("'%s/scripts/services' redis-start '%s/redis' %d", pc_t_source_dir(),
                              p->dir, p->redis_port),
                      0);
     char url[256];
@@ -769,9 +769,14 @@ static int private_teardown(void **state)
 {
     private_t *p = *state;
     pc_stack_stop(&p->stack);
-    pc_t_sh("%s/scripts/services pg-stop %s/pg", pc_t_source_dir(), p->dir);
-    pc_t_sh("%s/scripts/services redis-stop %s/redis", pc_t_source_dir(), p->dir);
-    pc_t_sh("rm -rf %s", p->dir);
+    pc_t_sh("'%s/scripts/services' pg-stop '%s/pg'", pc_t_source_dir(), p->dir);
+    pc_t_sh("'%s/scripts/services' redis-stop '%s/redis'", pc_t_source_dir(), p->dir);
+    /* A server kept under /var/tmp (root with a clone postgres cannot
+     * reach, or a path a shell would read) goes too: one per run. */
+    pc_t_sh("h=$('%s/scripts/services' pg-data '%s/pg') && case $h in "
+            "/var/tmp/paycore-pg-*/data) rm -rf \"${h%%/data}\" ;; esac",
+            pc_t_source_dir(), p->dir);
+    pc_t_sh("rm -rf '%s'", p->dir);
     free(p);
     return 0;
 }
