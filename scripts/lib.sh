@@ -95,3 +95,21 @@ pc_uri_escape() {
   done
   printf '%s' "$out"
 }
+
+# pc_pg_socket_url PGDIR PORT DB: the libpq URL of the PostgreSQL that
+# `scripts/services pg-start PGDIR PORT` started, through its Unix socket
+# (the socket folder percent-encoded).
+pc_pg_socket_url() {
+  local host
+  host=$(scripts/services pg-socket "$1") || return 1
+  printf 'postgresql://paycore@/%s?host=%s&port=%s' "$3" "$(pc_uri_escape "$host")" "$2"
+}
+
+# pc_redis_socket_url REDISDIR: the URL of the Redis that `scripts/services
+# redis-start REDISDIR` started, through its Unix socket; fails when it has
+# none (a path too long for one) or the path holds a '?' (kv.c takes the
+# path as written up to a '?').
+pc_redis_socket_url() {
+  [ -S "$1/redis.sock" ] && [[ $1 != *\?* ]] || return 1
+  printf 'unix://%s/redis.sock?db=0' "$1"
+}

@@ -55,22 +55,25 @@ static int velocity_text(int family, unsigned char a[16], char *out, size_t outl
     return n > 0 && (size_t)n < outlen ? 0 : -1;
 }
 
-int pc_ip_canonical(const char *addr, char *out, size_t outlen)
+/* addr parsed, then written as the address (velocity 0) or as what its
+ * attempts are counted under (1). */
+static int ip_text(const char *addr, int velocity, char *out, size_t outlen)
 {
     int family;
     unsigned char a[16];
     if (!addr || parse_addr(addr, &family, a) < 0)
         return -1;
-    return addr_text(family, a, out, outlen);
+    return velocity ? velocity_text(family, a, out, outlen) : addr_text(family, a, out, outlen);
+}
+
+int pc_ip_canonical(const char *addr, char *out, size_t outlen)
+{
+    return ip_text(addr, 0, out, outlen);
 }
 
 int pc_ip_velocity_key(const char *addr, char *out, size_t outlen)
 {
-    int family;
-    unsigned char a[16];
-    if (!addr || parse_addr(addr, &family, a) < 0)
-        return -1;
-    return velocity_text(family, a, out, outlen);
+    return ip_text(addr, 1, out, outlen);
 }
 
 int pc_ip_block_value(const char *value, char *out, size_t outlen)

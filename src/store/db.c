@@ -34,7 +34,6 @@ typedef struct query {
     int prepping;   /* 1: a Parse was sent ahead of it; its result comes first */
     int solo;       /* pc_db_query_long: a connection to itself */
     int fail_later; /* a transaction's statement whose connection was gone: failed by defer_cb */
-    int synced;     /* a Sync follows it: its results end with PGRES_PIPELINE_SYNC */
     uint64_t timeout_ms; /* 0: the pool's */
 } query_t;
 
@@ -146,10 +145,9 @@ struct pc_db {
     query_t *defer_head, *defer_tail;
     uv_timer_t tick;
     uv_timer_t defer;
-    /* Run before the loop waits for I/O (prepare: what timer callbacks
-     * queued; check: what I/O callbacks queued): sync_groups. */
+    /* Runs before the loop waits for I/O, after every callback of the
+     * loop turn: sync_groups. */
     uv_prepare_t sync_prepare;
-    uv_check_t sync_check;
     int closing;
     int handles_open;
     void (*close_cb)(void *);
@@ -371,11 +369,17 @@ static int sync_group(conn_t *c)
         query_free(m);
         return -1;
     }
-    m->synced = 1;
     m->deadline = now_ms(c->db) + c->db->timeout_ms;
     sent_push(c, m);
     c->unsynced = 0;
     return 0;
+}
+
+/* Whether q waits, unsynced, for its connection's group's Sync (below);
+ * every other statement has a Sync of its own. */
+static int grouped(const query_t *q)
+{
+    return q->tx && (q->kind == Q_USER || q->kind == Q_BEGIN);
 }
 
 /* Sends q on c. Returns 0 (q queued), SENT_BROKEN, or a negative code (q
@@ -398,8 +402,8 @@ static int sync_group(conn_t *c)
 static int conn_send(conn_t *c, query_t *q)
 {
     PGconn *pg = c->sock->pg;
-    int grouped = q->tx && (q->kind == Q_USER || q->kind == Q_BEGIN);
-    if (!grouped && c->unsynced && sync_group(c) < 0)
+    int group = grouped(q);
+    if (!group && c->unsynced && sync_group(c) < 0)
         return PC_EUNAVAIL;
     int is_new = 0;
     prep_t *e = q->kind == Q_USER && q->nparams > 0 ? prep_find(c->sock, q->sql, &is_new) : NULL;
@@ -420,15 +424,14 @@ static int conn_send(conn_t *c, query_t *q)
                                   NULL, NULL, 0)) {
         return PC_EUNAVAIL;
     }
-    if (!grouped && !PQpipelineSync(pg))
+    if (!group && !PQpipelineSync(pg))
         return PC_EUNAVAIL;
-    q->synced = !grouped;
     q->deadline = now_ms(c->db) + (q->timeout_ms ? q->timeout_ms : c->db->timeout_ms);
     q->phase = 0;
     if (q->solo)
         c->solo = 1;
     sent_push(c, q);
-    if (grouped) {
+    if (group) {
         c->unsynced = 1;
         return 0;
     }
@@ -613,7 +616,7 @@ static void handle_results(conn_t *c)
              * answer comes next; in a group it is done now (the group's
              * Sync is a Q_SYNC of its own). A Sync's answer here: a
              * statement that produced no result at all (empty query). */
-            if (r == NULL && q->synced) {
+            if (r == NULL && !grouped(q)) {
                 q->phase = 1;
                 continue;
             }
@@ -756,11 +759,6 @@ static void sync_groups(pc_db_t *db)
 }
 
 static void sync_prepare_cb(uv_prepare_t *h)
-{
-    sync_groups(h->data);
-}
-
-static void sync_check_cb(uv_check_t *h)
 {
     sync_groups(h->data);
 }
@@ -1124,14 +1122,10 @@ pc_db_t *pc_db_new(uv_loop_t *loop, const pc_db_opts_t *opts)
     uv_prepare_init(loop, &db->sync_prepare);
     db->sync_prepare.data = db;
     uv_prepare_start(&db->sync_prepare, sync_prepare_cb);
-    uv_check_init(loop, &db->sync_check);
-    db->sync_check.data = db;
-    uv_check_start(&db->sync_check, sync_check_cb);
-    /* Idle ones keep no loop running (paycore's shutdown waits for the
-     * loop to empty). */
+    /* It keeps no loop running (paycore's shutdown waits for the loop to
+     * empty). */
     uv_unref((uv_handle_t *)&db->sync_prepare);
-    uv_unref((uv_handle_t *)&db->sync_check);
-    db->handles_open = 4;
+    db->handles_open = 3;
     uv_timer_start(&db->tick, tick_cb, 50, 50);
     for (int i = 0; i < db->pool_size; i++) {
         conn_t *c = &db->conns[i];
@@ -1186,7 +1180,6 @@ void pc_db_close(pc_db_t *db, void (*cb)(void *data), void *data)
     uv_close((uv_handle_t *)&db->tick, timer_closed);
     uv_close((uv_handle_t *)&db->defer, timer_closed);
     uv_close((uv_handle_t *)&db->sync_prepare, timer_closed);
-    uv_close((uv_handle_t *)&db->sync_check, timer_closed);
 }
 
 int pc_db_ready_count(const pc_db_t *db)

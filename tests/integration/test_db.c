@@ -46,6 +46,18 @@ typedef struct {
     int status;
 } run_t;
 
+/* A COMMIT's answer, for a test that waits for it. */
+typedef struct {
+    int done, status;
+} ended_t;
+
+static void ended_cb(void *data, int status)
+{
+    ended_t *e = data;
+    e->status = status;
+    e->done = 1;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -141,7 +153,7 @@ static void wait_ms(uv_loop_t *loop, uint64_t ms);
  * was a write of its own (and a Sync, a flush and a wake-up at the
  * server): seven here. The same when the COMMIT is asked for later, from
  * the last statement's callback: the group then leaves from the loop's
- * prepare/check step. An error inside the group fails the statements
+ * prepare step. An error inside the group fails the statements
  * after it (a statement prepared there for the first time is prepared
  * again when next used), the COMMIT rolls the transaction back, and the
  * connection is clean for the next transaction (a COMMIT skipped with the
@@ -152,15 +164,8 @@ typedef struct {
     int commit_late; /* COMMIT from the last statement's callback */
     pc_db_tx_t *tx;
     int values[8], statuses[8], n;
-    int done, status;
+    ended_t end;
 } group_t;
-
-static void group_commit_cb(void *data, int status)
-{
-    group_t *g = data;
-    g->status = status;
-    g->done = 1;
-}
 
 static void group_row_cb(void *data, int status, pc_db_res_t *res)
 {
@@ -169,7 +174,7 @@ static void group_row_cb(void *data, int status, pc_db_res_t *res)
     g->values[g->n] = status ? -1 : atoi(pc_db_get(res, 0, 0));
     g->n++;
     if (g->n == 5 && g->commit_late)
-        pc_db_tx_commit(g->tx, group_commit_cb, g);
+        pc_db_tx_commit(g->tx, ended_cb, &g->end);
 }
 
 static void group_begin_cb(void *data, int status, pc_db_tx_t *tx)
@@ -184,7 +189,7 @@ static void group_begin_cb(void *data, int status, pc_db_tx_t *tx)
         pc_db_tx_query(tx, g->sql[i] ? g->sql[i] : "SELECT $1::int * 10", 1, p, group_row_cb, g);
     }
     if (!g->commit_late)
-        pc_db_tx_commit(tx, group_commit_cb, g);
+        pc_db_tx_commit(tx, ended_cb, &g->end);
 }
 
 /* Runs g; returns the writes made from pc_db_begin to the COMMIT's answer. */
@@ -193,7 +198,7 @@ static int run_group(uv_loop_t *loop, pc_db_t *db, group_t *g)
     g_sends = 0;
     g_count_sends = 1;
     assert_int_equal(pc_db_begin(db, NULL, group_begin_cb, g), 0);
-    while (!g->done)
+    while (!g->end.done)
         uv_run(loop, UV_RUN_ONCE);
     g_count_sends = 0;
     return g_sends;
@@ -208,7 +213,7 @@ static void test_a_transactions_statements_leave_together(void **state)
     for (int late = 0; late <= 1; late++) {
         group_t ok = {.commit_late = late};
         int sends = run_group(&loop, db, &ok);
-        assert_int_equal(ok.status, 0);
+        assert_int_equal(ok.end.status, 0);
         assert_int_equal(ok.n, 5);
         for (int i = 0; i < 5; i++) {
             assert_int_equal(ok.statuses[i], 0);
@@ -228,13 +233,13 @@ static void test_a_transactions_statements_leave_together(void **state)
     assert_int_equal(bad.values[0], 10);
     for (int i = 1; i < 5; i++)
         assert_int_not_equal(bad.statuses[i], 0);
-    assert_int_not_equal(bad.status, 0);
+    assert_int_not_equal(bad.end.status, 0);
 
     /* The pool's only connection is clean: the next transaction commits,
      * and the statement whose preparation was skipped runs. */
     group_t after = {.sql = {NULL, NULL, NULL, "SELECT $1::int * 100", NULL}};
     run_group(&loop, db, &after);
-    assert_int_equal(after.status, 0);
+    assert_int_equal(after.end.status, 0);
     assert_int_equal(after.n, 5);
     for (int i = 0; i < 5; i++)
         assert_int_equal(after.statuses[i], 0);
@@ -251,7 +256,8 @@ static void test_a_transactions_statements_leave_together(void **state)
  * statements queued ahead of the refused one, and committed them without
  * it. */
 typedef struct {
-    int first, refused, done, status;
+    int first, refused;
+    ended_t end;
 } refused_t;
 
 static void refused_first_cb(void *data, int status, pc_db_res_t *res)
@@ -266,13 +272,6 @@ static void refused_cb(void *data, int status, pc_db_res_t *res)
     ((refused_t *)data)->refused = status;
 }
 
-static void refused_commit_cb(void *data, int status)
-{
-    refused_t *r = data;
-    r->status = status;
-    r->done = 1;
-}
-
 static void refused_begin_cb(void *data, int status, pc_db_tx_t *tx)
 {
     refused_t *r = data;
@@ -285,7 +284,7 @@ static void refused_begin_cb(void *data, int status, pc_db_tx_t *tx)
         p[i] = "1";
     pc_db_tx_query(tx, "SELECT $1::int", N, p, refused_cb, r);
     free(p);
-    pc_db_tx_commit(tx, refused_commit_cb, r);
+    pc_db_tx_commit(tx, ended_cb, &r->end);
 }
 
 static void test_a_statement_libpq_refuses_fails_its_whole_transaction(void **state)
@@ -295,11 +294,11 @@ static void test_a_statement_libpq_refuses_fails_its_whole_transaction(void **st
     pc_db_t *db = pool_of_one(&loop, 5000);
     refused_t r = {.first = -99, .refused = -99};
     assert_int_equal(pc_db_begin(db, NULL, refused_begin_cb, &r), 0);
-    while (!r.done)
+    while (!r.end.done)
         uv_run(&loop, UV_RUN_ONCE);
     assert_int_not_equal(r.first, -99); /* answered, whichever way */
     assert_int_not_equal(r.refused, 0);
-    assert_int_not_equal(r.status, 0);
+    assert_int_not_equal(r.end.status, 0);
     wait_ms(&loop, 300);
     pc_db_close(db, NULL, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -993,23 +992,12 @@ static void test_servers_are_reached_through_unix_sockets(void **state)
  * connection is closed, and the server, told to check for that while a
  * statement runs, stops it. Before, the orphaned statement waited for the
  * lock, got it, and its COMMIT committed what the caller saw fail. */
-typedef struct {
-    int done, status;
-} orphan_t;
-
-static void orphan_commit_cb(void *data, int status)
-{
-    orphan_t *o = data;
-    o->status = status;
-    o->done = 1;
-}
-
 static void orphan_begin_cb(void *data, int status, pc_db_tx_t *tx)
 {
-    orphan_t *o = data;
+    ended_t *o = data;
     assert_int_equal(status, 0);
     pc_db_tx_query(tx, "UPDATE t SET note = 'orphan' WHERE id = 5", 0, NULL, NULL, NULL);
-    pc_db_tx_commit(tx, orphan_commit_cb, o);
+    pc_db_tx_commit(tx, ended_cb, o);
 }
 
 static void wait_ms(uv_loop_t *loop, uint64_t ms)
@@ -1036,7 +1024,7 @@ static void test_a_transaction_given_up_on_does_not_commit_later(void **state)
     pc_db_t *db = pc_db_new(&loop, &o);
     while (pc_db_ready_count(db) == 0)
         uv_run(&loop, UV_RUN_ONCE);
-    orphan_t or = {0};
+    ended_t or = {0};
     assert_int_equal(pc_db_begin(db, NULL, orphan_begin_cb, & or), 0);
     while (! or.done)
         uv_run(&loop, UV_RUN_ONCE);
