@@ -36,6 +36,20 @@ json_t *pc_trade_json(const pc_trade_t *t);
     "floor(extract(epoch FROM expires_at))::bigint AS expires_at, "                                \
     "coalesce(floor(extract(epoch FROM paid_at))::bigint, 0) AS paid_at"
 
+/* A guarantee trade ($1, its row locked by the transaction) with nothing
+ * left in escrow to settle ends as a settle of the rest would have ended it:
+ * TRADE_SUCCESS. Nothing left: all settled, refunded from escrow or paid to
+ * a cardholder from escrow by a chargeback (trade_escrow_free, migration
+ * 0101); none of it still to come back (an escrow refund in flight may fail,
+ * a chargeback holding escrow may be lost). Returns the trade's
+ * PC_TRADE_COLUMNS and notify_url when it ended, no row otherwise. */
+#define PC_TRADE_FINISH_GUARANTEE_SQL                                                              \
+    "UPDATE trades t SET status = 'TRADE_SUCCESS', updated_at = now() WHERE trade_no = $1 AND "    \
+    "status = 'PAY_SUCCESS' AND product = 'GUARANTEE' AND trade_escrow_free(trade_no) <= 0 AND "   \
+    "NOT chargeback_unsettled_open(trade_no) AND NOT EXISTS (SELECT 1 FROM refunds r WHERE "       \
+    "r.trade_no = t.trade_no AND r.type = 'NORMAL' AND r.from_escrow > 0 AND r.status NOT IN "     \
+    "('SUCCESS', 'FAILED', 'TERMINATED')) RETURNING " PC_TRADE_COLUMNS ", notify_url"
+
 /* Fills t from a row selected with PC_TRADE_COLUMNS; strings borrowed from res. */
 void pc_trade_from_row(pc_trade_t *t, pc_db_res_t *res, int row);
 

@@ -377,11 +377,21 @@ static void settle_locked_cb(void *data, int status, pc_db_res_t *res)
      * part of their amount from split receivers already settled, so the
      * refunded amount is more than escrow gave (settling paid minus settled
      * minus refunded left that difference in escrow for good). */
-    int64_t left = t.paid_amount - t.settled_amount - pc_db_val_i64(res, 0, "escrow_refunded");
+    /* What chargebacks hold of escrow (open cases, and what was paid to
+     * a cardholder from it) is not the merchant's to settle. */
+    int64_t disputed = pc_db_val_i64(res, 0, "escrow_disputed");
+    int64_t left =
+        t.paid_amount - t.settled_amount - pc_db_val_i64(res, 0, "escrow_refunded") - disputed;
     int64_t amount = s->amount ? s->amount : left;
     if (amount <= 0 || amount > left) {
+        char msg[160];
+        if (disputed > 0)
+            snprintf(msg, sizeof msg,
+                     "amount exceeds what is left to settle (%lld; %lld more is held by "
+                     "chargebacks)",
+                     (long long)(left > 0 ? left : 0), (long long)disputed);
         op_fail(o, PC_API_AMOUNT_EXCEEDS_REFUNDABLE, "amount",
-                "amount exceeds what is left to settle");
+                disputed > 0 ? msg : "amount exceeds what is left to settle");
         return;
     }
     /* A refund in flight that takes its money from escrow counts as
@@ -416,7 +426,10 @@ static void settle_locked_cb(void *data, int status, pc_db_res_t *res)
     snprintf(settle_no, sizeof settle_no, "S%s", hex);
     snprintf(amt, sizeof amt, "%lld", (long long)amount);
     char *splits_text = json_dumps(s->splits, JSON_COMPACT);
-    int full = amount == left;
+    /* All of the rest settled ends the trade, unless a chargeback still
+     * holds part of escrow: lost by the cardholder, it is the merchant's to
+     * settle then (a trade ended would keep it in escrow for good). */
+    int full = amount == left && pc_db_val(res, 0, "dispute_open")[0] != 't';
     const char *p1[] = {t.trade_no, amt, full ? "TRADE_SUCCESS" : "PAY_SUCCESS"};
     const char *p2[] = {settle_no, t.trade_no, t.merchant_id, amt, splits_text};
     legs_t l = {.n = 0};
@@ -487,7 +500,9 @@ static void settle_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "AND r.status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED'))::bigint AS "
             "escrow_refunding, (SELECT coalesce(sum(r.from_escrow), 0) FROM refunds r "
             "WHERE r.trade_no = trades.trade_no AND r.type = 'NORMAL' AND r.status NOT "
-            "IN ('FAILED', 'TERMINATED'))::bigint AS escrow_refunded, (SELECT count(*) FROM "
+            "IN ('FAILED', 'TERMINATED'))::bigint AS escrow_refunded, "
+            "chargeback_unsettled_held(trade_no) AS escrow_disputed, "
+            "chargeback_unsettled_open(trade_no)::text AS dispute_open, (SELECT count(*) FROM "
             "(SELECT account FROM trade_split_received(trade_no) UNION SELECT "
             "x->>'account' FROM jsonb_array_elements(coalesce($3::jsonb, '[]')) x) "
             "u) AS receivers FROM trades WHERE trade_no = $1 AND merchant_id = $2",

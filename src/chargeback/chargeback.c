@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "acquiring/trade.h"
 #include "ledger/ledger.h"
 #include "notify/outbox.h"
 #include "refund/refund.h"
@@ -152,7 +153,8 @@ typedef struct {
     char channel_txn_id[81], buyer_id[65], notify_url[520];
     int64_t external_amount; /* the payment's part that went through the channel */
     pc_cb_hold_t hold;
-    int in_escrow; /* the payment is held in escrow for its error refund */
+    int in_escrow;     /* the payment is held in escrow for its error refund */
+    int64_t unsettled; /* held from the guarantee trade's escrow (hold.from_unsettled) */
     char *json;
     int retried;     /* opened again after terminating unsent refunds */
     int terminating; /* refund terminations still out */
@@ -196,10 +198,10 @@ static void open_commit_cb(void *data, int status)
     pc_metrics_add("pc_chargebacks_total", labels, 1);
     pc_log_info("chargeback.opened",
                 "%s for payment %s (trade %s, merchant %s): %lld %s frozen (pending %lld, "
-                "available %lld, owed %lld)",
+                "available %lld, owed %lld, escrow %lld)",
                 o->cb_no, o->payment_no, o->trade_no, o->merchant_id, (long long)o->amount,
                 o->currency, (long long)o->hold.from_pending, (long long)o->hold.from_available,
-                (long long)o->hold.owed);
+                (long long)o->hold.owed, (long long)(o->hold.from_escrow + o->hold.from_unsettled));
     refresh_rate(o->app, o->merchant_id);
     open_finish(o, OPEN_CREATED, 0, PC_API_OK, NULL);
 }
@@ -268,10 +270,11 @@ static void open_inserted_cb(void *data, int status, pc_db_res_t *res)
     }
     o->json = strdup(pc_db_get(res, 0, 0));
     pc_cb_legs_t legs;
-    /* A case held from escrow freezes nothing: the money is already held. */
-    int rc =
-        o->hold.from_escrow ? 0 : pc_cb_legs_freeze(o->merchant_id, o->currency, &o->hold, &legs);
-    if (!rc && !o->hold.from_escrow) {
+    /* What is held from escrow is frozen there already: only the rest is
+     * frozen from the merchant. */
+    int frozen = o->hold.from_pending + o->hold.from_available + o->hold.owed > 0;
+    int rc = frozen ? pc_cb_legs_freeze(o->merchant_id, o->currency, &o->hold, &legs) : 0;
+    if (!rc && frozen) {
         pc_ledger_txn_t txn = {"CHARGEBACK_FREEZE", "chargeback", o->cb_no,
                                o->trade_no,         legs.legs,    legs.n};
         rc = pc_ledger_post(o->tx, &txn, post_logged_cb, "CHARGEBACK_FREEZE");
@@ -319,17 +322,19 @@ static void open_locked_cb(void *data, int status, pc_db_res_t *res)
         else if (strstr(id, ":available:"))
             available = bal;
     }
-    if (pc_cb_hold_split(o->amount, pending, available, &o->hold)) {
+    if (pc_cb_hold_split(o->amount - o->unsettled, pending, available, &o->hold)) {
         open_fail(o, PC_EINVAL);
         return;
     }
+    o->hold.from_unsettled = o->unsettled;
     insert_case(o);
 }
 
 /* Writes the case with its hold (o->hold) in o's transaction. */
 static void insert_case(open_t *o)
 {
-    char hex[21], amount[24], fp[24], fa[24], owed[24], due[24], chtime[24], import[24], fe[24];
+    char hex[21], amount[24], fp[24], fa[24], owed[24], due[24], chtime[24], import[24], fe[24],
+        fu[24];
     pc_random_hex(hex, sizeof hex, 10);
     snprintf(o->cb_no, sizeof o->cb_no, "CB%s", hex);
     snprintf(amount, sizeof amount, "%lld", (long long)o->amount);
@@ -337,6 +342,7 @@ static void insert_case(open_t *o)
     snprintf(fa, sizeof fa, "%lld", (long long)o->hold.from_available);
     snprintf(owed, sizeof owed, "%lld", (long long)o->hold.owed);
     snprintf(fe, sizeof fe, "%lld", (long long)o->hold.from_escrow);
+    snprintf(fu, sizeof fu, "%lld", (long long)o->hold.from_unsettled);
     long long due_at = o->respond_by
                            ? o->respond_by
                            : (long long)time(NULL) +
@@ -364,17 +370,19 @@ static void insert_case(open_t *o)
                        o->notify_url[0] ? o->notify_url : NULL,
                        o->import_id ? import : NULL,
                        o->entered_by[0] ? o->entered_by : NULL,
-                       fe};
+                       fe,
+                       fu};
     if (pc_db_tx_query(o->tx,
                        "INSERT INTO chargebacks AS c (chargeback_no, source, source_ref, "
                        "channel_id, merchant_id, trade_no, payment_no, channel_txn_id, buyer_id, "
                        "amount, currency, reason_code, evidence_due_at, channel_time, "
                        "from_pending, from_available, owed, notify_url, import_id, entered_by, "
-                       "from_escrow) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::bigint, "
-                       "$11, $12, to_timestamp($13::bigint), to_timestamp($14::bigint), "
-                       "$15::bigint, $16::bigint, $17::bigint, $18, $19::bigint, $20, "
-                       "$21::bigint) RETURNING chargeback_json(c)::text",
-                       21, p, open_inserted_cb, o) < 0)
+                       "from_escrow, from_unsettled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+                       "$10::bigint, $11, $12, to_timestamp($13::bigint), "
+                       "to_timestamp($14::bigint), $15::bigint, $16::bigint, $17::bigint, $18, "
+                       "$19::bigint, $20, $21::bigint, $22::bigint) RETURNING "
+                       "chargeback_json(c)::text",
+                       22, p, open_inserted_cb, o) < 0)
         open_fail(o, PC_EUNAVAIL);
 }
 
@@ -431,8 +439,10 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
      * (merchant or error refunds) already give back of the external part is
      * not the cardholder's to dispute again: refunds are accepted under the
      * same trade lock. A case is known by its channel's reference, whether
-     * ops entered it or a file brought it (chargebacks_source_ref_unique). */
-    const char *p[] = {o->payment_no, o->channel_id, o->source_ref};
+     * ops entered it or a file brought it (chargebacks_source_ref_unique).
+     * The payment of a guarantee trade: what escrow keeps free for the
+     * trade (not settled, refunded or held by another case yet). */
+    const char *p[] = {o->payment_no, o->channel_id, o->source_ref, o->trade_no};
     if (pc_db_tx_query(
             o->tx,
             "SELECT payment_chargeback_frozen($1) + (SELECT "
@@ -442,8 +452,10 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
             "c.source_ref = $3) AS existing, (SELECT coalesce(string_agg(r.refund_no "
             "|| ' ' || r.external_amount, ' ' ORDER BY r.created_at DESC), '') FROM "
             "refunds r WHERE r.payment_no = $1 AND r.status IN ('ACCEPTED', 'SUSPENDED') AND "
-            "r.external_amount > 0) AS unsent",
-            3, p, open_counted_cb, o) < 0)
+            "r.external_amount > 0) AS unsent, coalesce((SELECT greatest(trade_escrow_free("
+            "t.trade_no), 0) FROM trades t WHERE t.trade_no = $4 AND t.product = 'GUARANTEE' "
+            "AND t.payment_no = $1), 0) AS escrow_free",
+            4, p, open_counted_cb, o) < 0)
         open_fail(o, PC_EUNAVAIL);
 }
 
@@ -545,6 +557,18 @@ static void open_counted_cb(void *data, int status, pc_db_res_t *res)
      * the merchant pay for money it never received. */
     if (o->in_escrow) {
         o->hold = (pc_cb_hold_t){.from_escrow = o->amount};
+        insert_case(o);
+        return;
+    }
+    /* A guarantee trade's payment before (all of) its money was settled:
+     * what escrow still keeps for the trade is held there, none of it the
+     * merchant's yet; only the rest (a trade settled in part) is frozen
+     * from the merchant's balances. Before, all of it was frozen from the
+     * merchant and escrow then paid the merchant the disputed money too. */
+    int64_t free_escrow = pc_db_val_i64(res, 0, "escrow_free");
+    o->unsettled = free_escrow < o->amount ? free_escrow : o->amount;
+    if (o->unsettled == o->amount) {
+        o->hold = (pc_cb_hold_t){.from_unsettled = o->amount};
         insert_case(o);
         return;
     }
@@ -1608,6 +1632,9 @@ static void decide_commit_cb(void *data, int status)
     decide_free(d);
 }
 
+static void decide_notify(decide_t *d);
+static void decide_trade_cb(void *data, int status, pc_db_res_t *res);
+
 static void decide_released_cb(void *data, int status, pc_db_res_t *res)
 {
     decide_t *d = data;
@@ -1617,10 +1644,8 @@ static void decide_released_cb(void *data, int status, pc_db_res_t *res)
     }
     d->json = strdup(pc_db_get(res, 0, 0));
     pc_cb_legs_t legs;
-    int rc = d->hold.from_escrow ? pc_cb_legs_judge_escrow(d->liable, d->closing, d->channel_id,
-                                                           d->currency, d->amount, &legs)
-                                 : pc_cb_legs_judge(d->liable, d->merchant_id, d->channel_id,
-                                                    d->currency, d->amount, &d->rel, &legs);
+    int rc = pc_cb_legs_decide(d->liable, d->closing, d->merchant_id, d->channel_id, d->currency,
+                               &d->hold, &d->rel, &legs);
     if (!rc && legs.n > 0) {
         pc_ledger_txn_t txn = {d->closing ? "CHARGEBACK_CLOSE" : "CHARGEBACK_JUDGE",
                                "chargeback",
@@ -1642,7 +1667,31 @@ static void decide_released_cb(void *data, int status, pc_db_res_t *res)
                             "$4::bigint, $5, $6::bigint)",
                             6, p, ignore_cb, NULL);
     }
-    if (!rc) {
+    if (rc) {
+        pc_log_error("chargeback.decide", "%s: %s", d->no, pc_ledger_strerror(rc));
+        decide_fail(d, rc);
+        return;
+    }
+    /* Escrow paid the cardholder the part it held: the trade may have
+     * nothing left to settle (or refund) now, and is finished as a settle
+     * of the rest would have finished it. Under the trade's lock, read
+     * after it was granted, as settles and refunds read it. */
+    if (!d->closing && d->liable == PC_CB_LIABLE_MERCHANT && d->hold.from_unsettled > 0) {
+        const char *t[] = {d->trade_no};
+        if (pc_db_tx_query(d->tx, "SELECT 1 FROM trades WHERE trade_no = $1 FOR UPDATE", 1, t, NULL,
+                           NULL) < 0 ||
+            pc_db_tx_query(d->tx, PC_TRADE_FINISH_GUARANTEE_SQL, 1, t, decide_trade_cb, d) < 0)
+            decide_fail(d, PC_EUNAVAIL);
+        return;
+    }
+    decide_notify(d);
+}
+
+/* Queues the case's notification and commits. */
+static void decide_notify(decide_t *d)
+{
+    int rc = 0;
+    {
         json_t *obj = json_loads(d->json, 0, NULL);
         rc = obj ? pc_outbox_add(d->tx, d->merchant_id,
                                  d->closing ? "chargeback.closed" : "chargeback.judged",
@@ -1656,6 +1705,32 @@ static void decide_released_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     pc_db_tx_commit(d->tx, decide_commit_cb, d);
+}
+
+static void decide_trade_cb(void *data, int status, pc_db_res_t *res)
+{
+    decide_t *d = data;
+    if (status) {
+        decide_fail(d, status);
+        return;
+    }
+    if (pc_db_rows(res) == 1) {
+        pc_trade_t t;
+        pc_trade_from_row(&t, res, 0);
+        json_t *obj = pc_trade_json(&t);
+        int nu = pc_db_col(res, "notify_url");
+        const char *url = nu >= 0 && !pc_db_isnull(res, 0, nu) ? pc_db_get(res, 0, nu) : NULL;
+        int rc = obj ? pc_outbox_add(d->tx, t.merchant_id, "trade.succeeded", url, obj) : PC_ENOMEM;
+        json_decref(obj);
+        if (rc) {
+            decide_fail(d, rc);
+            return;
+        }
+        pc_log_info("chargeback.trade_finished",
+                    "%s: trade %s has nothing left in escrow to settle: TRADE_SUCCESS", d->no,
+                    d->trade_no);
+    }
+    decide_notify(d);
 }
 
 static void decide_release(decide_t *d);
@@ -1721,7 +1796,8 @@ static void decide_updated_cb(void *data, int status, pc_db_res_t *res)
     d->hold.from_available = pc_db_val_i64(res, 0, "from_available");
     d->hold.owed = pc_db_val_i64(res, 0, "owed");
     d->hold.from_escrow = pc_db_val_i64(res, 0, "from_escrow");
-    if (d->hold.from_escrow) {
+    d->hold.from_unsettled = pc_db_val_i64(res, 0, "from_unsettled");
+    if (d->hold.from_pending + d->hold.from_available + d->hold.owed == 0) {
         /* Nothing of the merchant's was frozen, nothing is released. */
         decide_release(d);
         return;
@@ -1766,7 +1842,7 @@ static void decide_begin_cb(void *data, int status, pc_db_tx_t *tx)
               "status = "
               "'WAIT_JUDGE' AND $2::text IS NULL RETURNING merchant_id, channel_id, currency, "
               "trade_no, amount, from_pending, from_available, owed, from_escrow, "
-              "coalesce(notify_url, '') AS notify_url"
+              "from_unsettled, coalesce(notify_url, '') AS notify_url"
             /* The judgement's note goes after what start-judge kept there
              * (why it was judged before the evidence deadline). */
             : "UPDATE chargebacks SET status = 'JUDGE_FINISH', liable = $2, judge_note = CASE WHEN "
@@ -1775,8 +1851,8 @@ static void decide_begin_cb(void *data, int status, pc_db_tx_t *tx)
               "decided_by = $4, judged_at = now(), updated_at = now() WHERE chargeback_no = $1 "
               "AND status = "
               "'IN_JUDGE' RETURNING merchant_id, channel_id, currency, trade_no, amount, "
-              "from_pending, from_available, owed, from_escrow, coalesce(notify_url, '') AS "
-              "notify_url";
+              "from_pending, from_available, owed, from_escrow, from_unsettled, "
+              "coalesce(notify_url, '') AS notify_url";
     if (pc_db_tx_query(tx, sql, 4, p, decide_updated_cb, d) < 0)
         decide_fail(d, PC_EUNAVAIL);
 }

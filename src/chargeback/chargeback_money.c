@@ -49,15 +49,33 @@ int pc_cb_release_split(const pc_cb_hold_t *hold, int64_t outstanding_owed, pc_c
     return 0;
 }
 
+/* Adds a leg, or adds amount to the leg of the same account (one that
+ * comes to zero is dropped): a posting names each account once. */
 static int add(pc_cb_legs_t *l, pc_ledger_type_t type, const char *owner, int64_t amount)
 {
     if (amount == 0)
         return 0;
-    if (l->n >= PC_CB_MAX_LEGS)
-        return PC_ELIMIT;
-    int rc = pc_ledger_account_id(l->ids[l->n], sizeof l->ids[l->n], type, owner, l->currency);
+    char id[PC_LEDGER_ID_MAX + 1];
+    int rc = pc_ledger_account_id(id, sizeof id, type, owner, l->currency);
     if (rc)
         return rc;
+    for (size_t i = 0; i < l->n; i++) {
+        if (strcmp(l->ids[i], id) != 0)
+            continue;
+        l->legs[i].amount += amount;
+        if (l->legs[i].amount == 0) {
+            l->n--;
+            if (i != l->n) {
+                memcpy(l->ids[i], l->ids[l->n], sizeof l->ids[i]);
+                l->legs[i] = l->legs[l->n];
+                l->legs[i].account_id = l->ids[i];
+            }
+        }
+        return 0;
+    }
+    if (l->n >= PC_CB_MAX_LEGS)
+        return PC_ELIMIT;
+    memcpy(l->ids[l->n], id, sizeof id);
     l->legs[l->n].account_id = l->ids[l->n];
     l->legs[l->n].amount = amount;
     l->legs[l->n].currency = l->currency;
@@ -128,4 +146,30 @@ int pc_cb_legs_judge_escrow(pc_cb_liable_t liable, int closing, const char *chan
     if (!rc)
         rc = add(out, PC_LEDGER_CHANNEL_CLEARING, channel_id, amount);
     return rc;
+}
+
+int pc_cb_legs_decide(pc_cb_liable_t liable, int closing, const char *merchant_id,
+                      const char *channel_id, const char *currency, const pc_cb_hold_t *hold,
+                      const pc_cb_release_t *rel, pc_cb_legs_t *out)
+{
+    if (closing)
+        liable = PC_CB_LIABLE_NONE;
+    if (hold->from_escrow)
+        return pc_cb_legs_judge_escrow(liable, closing, channel_id, currency, hold->from_escrow,
+                                       out);
+    int64_t frozen = hold->from_pending + hold->from_available + hold->owed;
+    int64_t unsettled = hold->from_unsettled;
+    legs_init(out, currency);
+    if (hold->from_pending < 0 || hold->from_available < 0 || hold->owed < 0 || unsettled < 0 ||
+        frozen + unsettled <= 0)
+        return PC_EINVAL;
+    int rc = 0;
+    if (frozen > 0)
+        rc = pc_cb_legs_judge(liable, merchant_id, channel_id, currency, frozen, rel, out);
+    if (rc || unsettled == 0 || liable == PC_CB_LIABLE_NONE)
+        return rc;
+    rc = add(out,
+             liable == PC_CB_LIABLE_MERCHANT ? PC_LEDGER_PLATFORM_ESCROW : PC_LEDGER_PLATFORM_LOSS,
+             NULL, -unsettled);
+    return rc ? rc : add(out, PC_LEDGER_CHANNEL_CLEARING, channel_id, unsettled);
 }

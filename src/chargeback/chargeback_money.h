@@ -32,9 +32,12 @@
 /* Where a frozen amount came from; the parts add up to the amount. A case on
  * a payment the platform holds in escrow for its error refund is held
  * entirely from_escrow: nothing of it is the merchant's (see
- * pc_cb_legs_judge_escrow). */
+ * pc_cb_legs_judge_escrow). A case on the payment of a guarantee trade not
+ * settled yet holds from_unsettled as much as escrow still keeps free for
+ * the trade: the merchant has not been paid that part, so it is not frozen
+ * from its balances; only the rest is (pending, available, owed). */
 typedef struct {
-    int64_t from_pending, from_available, owed, from_escrow;
+    int64_t from_pending, from_available, owed, from_escrow, from_unsettled;
 } pc_cb_hold_t;
 
 /* Where a release sends the reserve; the three add up to the amount. */
@@ -92,5 +95,19 @@ int pc_cb_legs_judge(pc_cb_liable_t liable, const char *merchant_id, const char 
  * then returns it. Returns 0, PC_EINVAL or a ledger id error. */
 int pc_cb_legs_judge_escrow(pc_cb_liable_t liable, int closing, const char *channel_id,
                             const char *currency, int64_t amount, pc_cb_legs_t *out);
+
+/* All the legs of a judgement or close (closing: liable is NONE) of a case
+ * held as hold says. Held from_escrow: pc_cb_legs_judge_escrow. Otherwise
+ * the part frozen from the merchant (from_pending + from_available + owed),
+ * if any, as pc_cb_legs_judge with rel; and the part held from_unsettled of
+ * the trade's escrow (U): MERCHANT liable, `platform escrow` -U, channel
+ * clearing +U (the merchant is paid U less when the trade is settled);
+ * PLATFORM liable, `platform loss` -U, channel clearing +U (escrow's part
+ * is the trade's again, to settle); NONE or a close, nothing (to settle).
+ * Legs of one account are added together. Returns 0, PC_EINVAL (a negative
+ * part, nothing held, rel missing for a release) or a ledger id error. */
+int pc_cb_legs_decide(pc_cb_liable_t liable, int closing, const char *merchant_id,
+                      const char *channel_id, const char *currency, const pc_cb_hold_t *hold,
+                      const pc_cb_release_t *rel, pc_cb_legs_t *out);
 
 #endif

@@ -356,10 +356,11 @@ static void tr_sum_cb(void *data, int status, pc_db_res_t *res)
         tr_commit(t);
         return;
     }
-    /* Fully refunded: closed. Else a guarantee trade partly settled whose
-     * escrow this refund emptied (no other escrow refund in flight, which
-     * could fail and give its money back to settle): nothing is left to
-     * settle, so it ends as a settle of the rest would have ended it.
+    /* Fully refunded: closed. Else a guarantee trade whose escrow this
+     * refund emptied (no other escrow refund in flight, which could fail
+     * and give its money back to settle; no chargeback holding part of it
+     * undecided): nothing is left to settle, so it ends as a settle of the
+     * rest would have ended it.
      * Before, it stayed PAY_SUCCESS for good, never finished, its merchant
      * never told. */
     const char *sql =
@@ -367,13 +368,7 @@ static void tr_sum_cb(void *data, int status, pc_db_res_t *res)
             ? "UPDATE trades SET status = 'TRADE_CLOSED', close_reason = 'REFUNDED', closed_at = "
               "now(), updated_at = now() WHERE trade_no = $1 AND status IN ('TRADE_SUCCESS', "
               "'PAY_SUCCESS') RETURNING " PC_TRADE_COLUMNS ", notify_url"
-            : "UPDATE trades t SET status = 'TRADE_SUCCESS', updated_at = now() WHERE trade_no = "
-              "$1 AND status = 'PAY_SUCCESS' AND product = 'GUARANTEE' AND settled_amount > 0 AND "
-              "paid_amount - settled_amount <= (SELECT coalesce(sum(r.from_escrow), 0) FROM "
-              "refunds r WHERE r.trade_no = t.trade_no AND r.type = 'NORMAL' AND r.status = "
-              "'SUCCESS') AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.trade_no = t.trade_no "
-              "AND r.type = 'NORMAL' AND r.from_escrow > 0 AND r.status NOT IN ('SUCCESS', "
-              "'FAILED', 'TERMINATED')) RETURNING " PC_TRADE_COLUMNS ", notify_url";
+            : PC_TRADE_FINISH_GUARANTEE_SQL;
     const char *p[] = {t->r.trade_no};
     if (pc_db_tx_query(t->tx, sql, 1, p, done == t->paid_amount ? tr_closed_cb : tr_succeeded_cb,
                        t) < 0) {

@@ -45,7 +45,8 @@ typedef struct {
     char trade[40], trade_status[20], product[12], currency[4], buyer_id[65], payment_no[40];
     char trade_notify[520], merchant_notify[520];
     int64_t paid, settled;
-    int64_t dup, active, active_escrow;
+    int64_t dup, active;
+    int64_t active_escrow; /* escrow used: live refunds and chargeback holds */
     pc_refund_parts_t pay, used;
     char channel_id[33], pay_txn[81], pay_method[16], card_token[81], coupon_funder[65];
     long long paid_at;
@@ -662,7 +663,8 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
         "dup, (SELECT coalesce(sum(amount), 0) FROM refunds WHERE trade_no = $3 AND type = "
         "'NORMAL' AND status NOT IN ('FAILED', 'TERMINATED')) + u.frozen AS active, (SELECT "
         "coalesce(sum(from_escrow), 0) FROM refunds WHERE trade_no = $3 AND type = 'NORMAL' AND "
-        "status NOT IN ('FAILED', 'TERMINATED')) AS active_escrow, u.used_external, "
+        "status NOT IN ('FAILED', 'TERMINATED')) + chargeback_unsettled_held($3) AS "
+        "active_escrow, u.used_external, "
         "u.used_balance, u.used_coupon, m.advance_funding::text AS advance_funding, "
         "coalesce(m.notify_url, '') AS merchant_notify, (p.payment_no IS NOT NULL)::text AS "
         "have_payment, coalesce(p.external_amount, 0) AS external_amount, "

@@ -498,6 +498,196 @@ static void judged_case(pc_t_merchant_t *m, long amount, long disputed, char *tn
     assert_string_equal(st, "IN_JUDGE");
 }
 
+/* Settles trade tn of m (amount 0: the rest); returns the HTTP status, the
+ * settled amount in *settled and the error code in code (32 bytes). */
+static long settle(const pc_t_merchant_t *m, const char *tn, long amount, long long *settled,
+                   char *code)
+{
+    char path[96], body[64], key[48];
+    snprintf(path, sizeof path, "/v1/trades/%s/settle", tn);
+    if (amount)
+        snprintf(body, sizeof body, "{\"amount\":%ld}", amount);
+    else
+        snprintf(body, sizeof body, "{}");
+    snprintf(key, sizeof key, "settle-%d", ++g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", path, body, key);
+    long st = r.status;
+    if (settled)
+        *settled = st == 200 ? atoll(pc_t_jstr(&r, "amount")) : -1;
+    if (code)
+        snprintf(code, 32, "%s", st == 200 ? "" : pc_t_errcode(&r));
+    pc_t_resp_free(&r);
+    return st;
+}
+
+static void trade_state(const char *tn, char *status, long long *settled)
+{
+    char *v = pc_t_sql(&g_stack,
+                       "SELECT status || ' ' || settled_amount FROM trades WHERE "
+                       "trade_no = '%s'",
+                       tn);
+    assert_non_null(v);
+    char st[24];
+    assert_int_equal(sscanf(v, "%23s %lld", st, settled), 2);
+    snprintf(status, 24, "%s", st);
+    free(v);
+}
+
+static long long hold_part(const char *cb, const char *column)
+{
+    return pc_t_sql_int(&g_stack, "SELECT %s FROM chargebacks WHERE chargeback_no = '%s'", column,
+                        cb);
+}
+
+/* A guarantee trade disputed before it was settled: escrow still holds the
+ * money, so the case holds it there and freezes nothing of the merchant's;
+ * settling leaves it out (and does not end the trade while it is open); the
+ * cardholder winning with the merchant liable pays the channel from escrow
+ * and ends the trade. Before, the case froze the amount from the merchant
+ * (owed, with nothing to freeze) and escrow then settled all of it to the
+ * merchant as well. */
+static void test_a_guarantee_trades_case_holds_its_escrow(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], cb[40], ref[64], path[128], st[24], code[32], status[24];
+    card_payment_of(&m, "GUARANTEE", 10000, NULL, tn, txn, NULL);
+    long long escrow0 = bal("platform:escrow:CNY");
+    long long clearing0 = bal("channel:sim_card:clearing:CNY");
+    snprintf(ref, sizeof ref, "GCASE-%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(enter_offline(ref, txn, 4000, NULL, cb), 201);
+    assert_int_equal(hold_part(cb, "from_unsettled"), 4000);
+    assert_int_equal(hold_part(cb, "from_pending + from_available + owed + from_escrow"), 0);
+    char *hold = pc_t_sql(&g_stack,
+                          "SELECT payload::jsonb -> 'data' -> 'hold' ->> 'from_unsettled' FROM "
+                          "outbox WHERE type = 'chargeback.opened' AND payload::jsonb -> 'data' "
+                          "->> 'chargeback_no' = '%s'",
+                          cb);
+    assert_string_equal(hold, "4000");
+    free(hold);
+    /* Nothing frozen from the merchant, nothing owed, escrow untouched. */
+    assert_int_equal(mbal(&m, "reserve"), 0);
+    assert_int_equal(mbal(&m, "receivable"), 0);
+    assert_int_equal(bal("platform:escrow:CNY"), escrow0);
+    /* The rest settles; the trade stays open while the case is. */
+    long long settled = 0, total = 0;
+    assert_int_equal(settle(&m, tn, 0, &settled, code), 200);
+    assert_int_equal(settled, 6000);
+    trade_state(tn, status, &total);
+    assert_string_equal(status, "PAY_SUCCESS");
+    assert_int_equal(total, 6000);
+    assert_int_equal(bal("platform:escrow:CNY") - escrow0, -6000);
+    assert_int_equal(settle(&m, tn, 1, NULL, code), 422);
+    assert_string_equal(code, "AMOUNT_EXCEEDS_REFUNDABLE");
+    /* Nor can a refund take the held money from escrow: a refund now comes
+     * from the merchant's settled money (escrow keeps nothing else). */
+    char body[160], key[48];
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"out_refund_no\":\"GR%d\",\"amount\":1000,\"reason\":\"x\"}",
+             tn, ++g_seq);
+    snprintf(key, sizeof key, "grefund-%d", g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, &m, "POST", "/v1/refunds", body, key);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT from_escrow FROM refunds WHERE refund_no = '%s'",
+                                  pc_t_jstr(&r, "refund_no")),
+                     0);
+    /* Finished at the channel before the judgement: it does not end the
+     * trade while the case holds escrow. */
+    assert_true(pc_t_sql_wait(&g_stack, "SUCCESS", 10,
+                              "SELECT status FROM refunds WHERE refund_no = '%s'",
+                              pc_t_jstr(&r, "refund_no")));
+    pc_t_resp_free(&r);
+    trade_state(tn, status, &total);
+    assert_string_equal(status, "PAY_SUCCESS");
+    clearing0 = bal("channel:sim_card:clearing:CNY");
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
+    assert_int_equal(admin_post(path, JUDGE_NOW, st), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\"}", st), 200);
+    assert_string_equal(st, "JUDGE_FINISH");
+    /* Escrow pays the cardholder back; the merchant's balances do not move. */
+    assert_int_equal(bal("platform:escrow:CNY") - escrow0, -10000);
+    assert_int_equal(bal("channel:sim_card:clearing:CNY") - clearing0, 4000);
+    assert_int_equal(mbal(&m, "reserve"), 0);
+    assert_int_equal(mbal(&m, "receivable"), 0);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargeback_compensations WHERE "
+                                  "chargeback_no = '%s' AND amount = 4000",
+                                  cb),
+                     1);
+    /* Nothing is left in escrow to settle: the trade is finished, and said so. */
+    trade_state(tn, status, &total);
+    assert_string_equal(status, "TRADE_SUCCESS");
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM outbox WHERE type = 'trade.succeeded' AND "
+                                  "payload::jsonb -> 'data' ->> 'trade_no' = '%s'",
+                                  tn),
+                     1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* Settled in part before the dispute: escrow's part is held there, only the
+ * rest is frozen from the merchant. The platform liable pays the channel
+ * from its loss, the reserve goes back, and escrow's part is the merchant's
+ * to settle; a dispute the cardholder loses gives it back as well. */
+static void test_a_partly_settled_guarantee_case_splits_its_hold(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], cb[40], ref[64], path[128], st[24], code[32], status[24];
+    card_payment_of(&m, "GUARANTEE", 10000, NULL, tn, txn, NULL);
+    long long settled = 0, total = 0;
+    assert_int_equal(settle(&m, tn, 7000, &settled, code), 200);
+    long long escrow0 = bal("platform:escrow:CNY");
+    long long loss0 = bal("platform:loss:CNY");
+    long long clearing0 = bal("channel:sim_card:clearing:CNY");
+    long long merchant0 = mbal(&m, "pending") + mbal(&m, "available");
+    assert_int_equal(merchant0, 7000);
+    snprintf(ref, sizeof ref, "GCASE-%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(enter_offline(ref, txn, 5000, NULL, cb), 201);
+    assert_int_equal(hold_part(cb, "from_unsettled"), 3000);
+    assert_int_equal(hold_part(cb, "from_pending + from_available"), 2000);
+    assert_int_equal(mbal(&m, "reserve"), 2000);
+    assert_int_equal(bal("platform:escrow:CNY"), escrow0);
+    assert_int_equal(settle(&m, tn, 0, NULL, code), 422);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
+    assert_int_equal(admin_post(path, JUDGE_NOW, st), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    assert_int_equal(admin_post(path, "{\"liable\":\"PLATFORM\"}", st), 200);
+    assert_int_equal(bal("platform:loss:CNY") - loss0, -5000);
+    assert_int_equal(bal("channel:sim_card:clearing:CNY") - clearing0, 5000);
+    assert_int_equal(mbal(&m, "reserve"), 0);
+    assert_int_equal(mbal(&m, "pending") + mbal(&m, "available"), 7000);
+    assert_int_equal(bal("platform:escrow:CNY"), escrow0);
+    trade_state(tn, status, &total);
+    assert_string_equal(status, "PAY_SUCCESS");
+    /* Escrow's part is the merchant's to settle now, and that ends the trade. */
+    assert_int_equal(settle(&m, tn, 0, &settled, code), 200);
+    assert_int_equal(settled, 3000);
+    trade_state(tn, status, &total);
+    assert_string_equal(status, "TRADE_SUCCESS");
+    assert_int_equal(total, 10000);
+    assert_int_equal(bal("platform:escrow:CNY") - escrow0, -3000);
+    assert_true(pc_t_ledger_ok(&g_stack));
+
+    /* The cardholder loses: escrow's part goes to the merchant by settle. */
+    pc_t_merchant_t m2 = new_merchant();
+    card_payment_of(&m2, "GUARANTEE", 5000, NULL, tn, txn, NULL);
+    snprintf(ref, sizeof ref, "GCASE-%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(enter_offline(ref, txn, 5000, NULL, cb), 201);
+    assert_int_equal(hold_part(cb, "from_unsettled"), 5000);
+    assert_int_equal(settle(&m2, tn, 0, NULL, code), 422);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/close", cb);
+    assert_int_equal(admin_post(path, "{}", st), 200);
+    assert_int_equal(mbal(&m2, "reserve"), 0);
+    assert_int_equal(settle(&m2, tn, 0, &settled, code), 200);
+    assert_int_equal(settled, 5000);
+    trade_state(tn, status, &total);
+    assert_string_equal(status, "TRADE_SUCCESS");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_judge_merchant_liable(void **state)
 {
     (void)state;
@@ -1374,6 +1564,8 @@ int main(void)
         cmocka_unit_test(test_offline_case_then_in_the_file_is_one_case),
         cmocka_unit_test(test_cases_opened_at_once_never_dispute_more_than_the_payment),
         cmocka_unit_test(test_judge_merchant_liable),
+        cmocka_unit_test(test_a_guarantee_trades_case_holds_its_escrow),
+        cmocka_unit_test(test_a_partly_settled_guarantee_case_splits_its_hold),
         cmocka_unit_test(test_judge_platform_liable),
         cmocka_unit_test(test_judge_none_liable_releases_the_reserve),
         cmocka_unit_test(test_short_balance_is_owed_and_stays_owed_when_merchant_liable),

@@ -53,7 +53,7 @@ static void test_hold_takes_pending_then_available_then_owed(void **state)
 static void test_release_repays_only_what_is_still_owed(void **state)
 {
     (void)state;
-    pc_cb_hold_t h = {300, 500, 200, 0};
+    pc_cb_hold_t h = {300, 500, 200, 0, 0};
     pc_cb_release_t r;
     /* Still owed in full: the owed part goes back to the receivable. */
     assert_int_equal(pc_cb_release_split(&h, 200, &r), 0);
@@ -70,14 +70,14 @@ static void test_release_repays_only_what_is_still_owed(void **state)
     assert_int_equal(r.to_available, 700);
     assert_int_equal(pc_cb_release_split(&h, 99999, &r), 0);
     assert_int_equal(r.to_receivable, 200);
-    pc_cb_hold_t bad = {-1, 0, 0, 0};
+    pc_cb_hold_t bad = {-1, 0, 0, 0, 0};
     assert_int_equal(pc_cb_release_split(&bad, 0, &r), PC_EINVAL);
 }
 
 static void test_freeze_legs_move_everything_into_the_reserve(void **state)
 {
     (void)state;
-    pc_cb_hold_t h = {300, 500, 200, 0};
+    pc_cb_hold_t h = {300, 500, 200, 0, 0};
     pc_cb_legs_t l;
     assert_int_equal(pc_cb_legs_freeze("m1", "CNY", &h, &l), 0);
     assert_int_equal(l.n, 4);
@@ -86,11 +86,11 @@ static void test_freeze_legs_move_everything_into_the_reserve(void **state)
     assert_int_equal(leg(&l, "merchant:m1:receivable:CNY"), -200);
     assert_int_equal(leg(&l, "merchant:m1:reserve:CNY"), 1000);
     assert_balanced(&l);
-    pc_cb_hold_t only_pending = {700, 0, 0, 0};
+    pc_cb_hold_t only_pending = {700, 0, 0, 0, 0};
     assert_int_equal(pc_cb_legs_freeze("m1", "CNY", &only_pending, &l), 0);
     assert_int_equal(l.n, 2);
     assert_balanced(&l);
-    pc_cb_hold_t none = {0, 0, 0, 0};
+    pc_cb_hold_t none = {0, 0, 0, 0, 0};
     assert_int_equal(pc_cb_legs_freeze("m1", "CNY", &none, &l), PC_EINVAL);
     assert_int_equal(pc_cb_legs_freeze("bad id!", "CNY", &only_pending, &l), PC_LEDGER_BAD_ACCOUNT);
 }
@@ -181,6 +181,71 @@ static void test_a_case_held_from_escrow_pays_from_escrow_or_moves_nothing(void 
                      PC_EINVAL);
 }
 
+/* A case on an unsettled guarantee trade: U held from the trade's escrow,
+ * the rest (a trade settled in part) frozen from the merchant. MERCHANT:
+ * escrow and reserve both pay the channel; PLATFORM: the loss account pays
+ * all of it, the reserve goes back to the merchant, escrow's part stays for
+ * the trade to settle; NONE or a close: only the reserve is released. One
+ * leg per account. */
+static void test_a_case_held_from_unsettled_escrow(void **state)
+{
+    (void)state;
+    pc_cb_legs_t l;
+    pc_cb_hold_t mixed = {.from_pending = 300, .owed = 100, .from_unsettled = 600};
+    pc_cb_release_t rel = {300, 100, 0};
+    assert_int_equal(
+        pc_cb_legs_decide(PC_CB_LIABLE_MERCHANT, 0, "m1", "sim_card", "CNY", &mixed, NULL, &l), 0);
+    assert_int_equal(l.n, 3);
+    assert_int_equal(leg(&l, "merchant:m1:reserve:CNY"), -400);
+    assert_int_equal(leg(&l, "platform:escrow:CNY"), -600);
+    assert_int_equal(leg(&l, "channel:sim_card:clearing:CNY"), 1000);
+    assert_balanced(&l);
+    assert_int_equal(
+        pc_cb_legs_decide(PC_CB_LIABLE_PLATFORM, 0, "m1", "sim_card", "CNY", &mixed, &rel, &l), 0);
+    assert_int_equal(l.n, 5);
+    assert_int_equal(leg(&l, "merchant:m1:reserve:CNY"), -400);
+    assert_int_equal(leg(&l, "merchant:m1:pending:CNY"), 300);
+    assert_int_equal(leg(&l, "merchant:m1:available:CNY"), 100);
+    assert_int_equal(leg(&l, "platform:loss:CNY"), -1000);
+    assert_int_equal(leg(&l, "channel:sim_card:clearing:CNY"), 1000);
+    assert_balanced(&l);
+    for (int closing = 0; closing <= 1; closing++) {
+        assert_int_equal(pc_cb_legs_decide(closing ? PC_CB_LIABLE_MERCHANT : PC_CB_LIABLE_NONE,
+                                           closing, "m1", "sim_card", "CNY", &mixed, &rel, &l),
+                         0);
+        assert_int_equal(l.n, 3);
+        assert_int_equal(leg(&l, "merchant:m1:reserve:CNY"), -400);
+        assert_int_equal(leg(&l, "platform:escrow:CNY"), 0);
+        assert_balanced(&l);
+    }
+    /* All of it from escrow: no reserve leg at all. */
+    pc_cb_hold_t all = {.from_unsettled = 1000};
+    assert_int_equal(
+        pc_cb_legs_decide(PC_CB_LIABLE_MERCHANT, 0, "m1", "sim_card", "CNY", &all, NULL, &l), 0);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(leg(&l, "platform:escrow:CNY"), -1000);
+    assert_int_equal(leg(&l, "channel:sim_card:clearing:CNY"), 1000);
+    assert_int_equal(
+        pc_cb_legs_decide(PC_CB_LIABLE_PLATFORM, 0, "m1", "sim_card", "CNY", &all, NULL, &l), 0);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(leg(&l, "platform:loss:CNY"), -1000);
+    assert_int_equal(
+        pc_cb_legs_decide(PC_CB_LIABLE_NONE, 0, "m1", "sim_card", "CNY", &all, NULL, &l), 0);
+    assert_int_equal(l.n, 0);
+    /* A case held for an error refund goes as before. */
+    pc_cb_hold_t err = {.from_escrow = 900};
+    assert_int_equal(
+        pc_cb_legs_decide(PC_CB_LIABLE_PLATFORM, 0, "m1", "sim_card", "CNY", &err, NULL, &l), 0);
+    assert_int_equal(leg(&l, "platform:escrow:CNY"), -900);
+    pc_cb_hold_t nothing = {0}, negative = {.from_pending = -5, .from_unsettled = 10};
+    assert_int_equal(
+        pc_cb_legs_decide(PC_CB_LIABLE_NONE, 0, "m1", "sim_card", "CNY", &nothing, &rel, &l),
+        PC_EINVAL);
+    assert_int_equal(
+        pc_cb_legs_decide(PC_CB_LIABLE_MERCHANT, 0, "m1", "sim_card", "CNY", &negative, NULL, &l),
+        PC_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -192,6 +257,7 @@ int main(void)
         cmocka_unit_test(test_none_liable_only_releases_the_reserve),
         cmocka_unit_test(test_liable_names),
         cmocka_unit_test(test_a_case_held_from_escrow_pays_from_escrow_or_moves_nothing),
+        cmocka_unit_test(test_a_case_held_from_unsettled_escrow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
