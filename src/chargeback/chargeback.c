@@ -1674,13 +1674,11 @@ static void decide_released_cb(void *data, int status, pc_db_res_t *res)
     }
     /* Escrow paid the cardholder the part it held: the trade may have
      * nothing left to settle (or refund) now, and is finished as a settle
-     * of the rest would have finished it. Under the trade's lock, read
-     * after it was granted, as settles and refunds read it. */
+     * of the rest would have finished it (under the trade's lock, taken
+     * first by decide_begin_cb). */
     if (!d->closing && d->liable == PC_CB_LIABLE_MERCHANT && d->hold.from_unsettled > 0) {
         const char *t[] = {d->trade_no};
-        if (pc_db_tx_query(d->tx, "SELECT 1 FROM trades WHERE trade_no = $1 FOR UPDATE", 1, t, NULL,
-                           NULL) < 0 ||
-            pc_db_tx_query(d->tx, PC_TRADE_FINISH_GUARANTEE_SQL, 1, t, decide_trade_cb, d) < 0)
+        if (pc_db_tx_query(d->tx, PC_TRADE_FINISH_GUARANTEE_SQL, 1, t, decide_trade_cb, d) < 0)
             decide_fail(d, PC_EUNAVAIL);
         return;
     }
@@ -1833,6 +1831,19 @@ static void decide_begin_cb(void *data, int status, pc_db_tx_t *tx)
         return;
     }
     d->tx = tx;
+    /* The case's trade row first, as settles, refunds and case openings
+     * take it before any ledger row: a judgement that moves escrow (a
+     * ledger row every settle and refund of the currency locks) and then
+     * waited for the trade would deadlock with a settle of that trade.
+     * The statements after it start once it is granted. */
+    const char *t[] = {d->no};
+    if (pc_db_tx_query(tx,
+                       "SELECT 1 FROM trades WHERE trade_no = (SELECT trade_no FROM chargebacks "
+                       "WHERE chargeback_no = $1) FOR UPDATE",
+                       1, t, NULL, NULL) < 0) {
+        decide_fail(d, PC_EUNAVAIL);
+        return;
+    }
     const char *liable = d->closing ? NULL : pc_cb_liable_name(d->liable);
     const char *p[] = {d->no, liable, d->note[0] ? d->note : NULL, pc_operator_of(d->req)};
     const char *sql =

@@ -627,6 +627,72 @@ static void test_a_guarantee_trades_case_holds_its_escrow(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+typedef struct {
+    const char *path;
+    long status;
+    volatile int done;
+} judge_call_t;
+
+static void *judge_in_thread(void *arg)
+{
+    judge_call_t *c = arg;
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", c->path, "{\"liable\":\"MERCHANT\"}");
+    c->status = r.status;
+    pc_t_resp_free(&r);
+    c->done = 1;
+    return NULL;
+}
+
+/* A judgement takes its trade's row lock before any ledger row, as settles
+ * and refunds do. Before, it posted (locking `platform:escrow`, which every
+ * settle and refund success of the currency locks; or, for a case frozen
+ * from the merchant, the merchant's balances) and then waited for the
+ * trade: a settle or refund of that trade could deadlock with it, and while
+ * it waited no settle of any trade could move escrow. Here the trade is
+ * held by another transaction's update; a settle of another guarantee
+ * trade goes through meanwhile (before: it waited for the judgement). */
+static void test_a_judgement_waiting_for_its_trade_holds_no_ledger_row(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], other[40], txn[80], cb[40], ref[64], path[128], st[24], code[32];
+    card_payment_of(&m, "GUARANTEE", 3000, NULL, other, txn, NULL);
+    card_payment_of(&m, "GUARANTEE", 4000, NULL, tn, txn, NULL);
+    snprintf(ref, sizeof ref, "GCASE-%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(enter_offline(ref, txn, 4000, NULL, cb), 201);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
+    assert_int_equal(admin_post(path, JUDGE_NOW, st), 200);
+    /* Held as an UPDATE of the row holds it (a refund's refunded_amount). */
+    assert_int_equal(pc_t_sh("psql '%s' -qAt -c \"BEGIN; SELECT 1 FROM trades WHERE trade_no = "
+                             "'%s' FOR NO KEY UPDATE; SELECT pg_sleep(5); COMMIT;\" >/dev/null "
+                             "2>&1 &",
+                             g_stack.db_url, tn),
+                     0);
+    assert_true(
+        pc_t_sql_wait(&g_stack, "1", 10,
+                      "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                      "'%%pg_sleep(5)%%' AND state = 'active' AND pid <> pg_backend_pid()"));
+    judge_call_t call = {.path = path};
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    pthread_t th;
+    pthread_create(&th, NULL, judge_in_thread, &call);
+    /* The judgement waits (for the trade). */
+    assert_true(pc_t_sql_wait(&g_stack, "1", 10,
+                              "SELECT least(count(*), 1) FROM pg_stat_activity WHERE "
+                              "wait_event_type = 'Lock'"));
+    long long settled = 0;
+    assert_int_equal(settle(&m, other, 0, &settled, code), 200);
+    assert_int_equal(settled, 3000);
+    assert_false(call.done); /* the settle did not wait for the judgement */
+    pthread_join(th, NULL);
+    assert_int_equal(call.status, 200);
+    char status[24];
+    long long total = 0;
+    trade_state(tn, status, &total);
+    assert_string_equal(status, "TRADE_SUCCESS");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* Settled in part before the dispute: escrow's part is held there, only the
  * rest is frozen from the merchant. The platform liable pays the channel
  * from its loss, the reserve goes back, and escrow's part is the merchant's
@@ -1566,6 +1632,7 @@ int main(void)
         cmocka_unit_test(test_judge_merchant_liable),
         cmocka_unit_test(test_a_guarantee_trades_case_holds_its_escrow),
         cmocka_unit_test(test_a_partly_settled_guarantee_case_splits_its_hold),
+        cmocka_unit_test(test_a_judgement_waiting_for_its_trade_holds_no_ledger_row),
         cmocka_unit_test(test_judge_platform_liable),
         cmocka_unit_test(test_judge_none_liable_releases_the_reserve),
         cmocka_unit_test(test_short_balance_is_owed_and_stays_owed_when_merchant_liable),
