@@ -138,7 +138,8 @@ static void items_cb(void *data, int status, pc_db_res_t *res)
 }
 
 /* The balances, read (locked, queued deltas folded) after the items were
- * taken: they hold at least what the items credited. */
+ * taken: they hold at least what the items credited. The pending balance
+ * is read again with the later credits (later_cb). */
 static void balances_cb(void *data, int status, pc_db_res_t *res)
 {
     run_t *r = data;
@@ -158,10 +159,16 @@ static void balances_cb(void *data, int status, pc_db_res_t *res)
     }
 }
 
-/* The credits after the cut-off not on a statement, read after the
- * balances (so they hold at least every credit the balance does): money not
- * due yet, which stays in pending. The last of the three reads: the
- * statement is made here. */
+/* The credits after the cut-off not on a statement (money not due yet,
+ * which stays in pending) and the pending balance they are part of, read
+ * by one statement after the accounts are locked, so both see the same
+ * credits: a credit committed between two statements (credits do not wait
+ * for the lock) was in the later credits but not in the balance read by
+ * the statement before, and the statement then moved that much less of
+ * what was due, booked it as a shortfall and marked it settled: left in
+ * pending for good. The balance counts credits still queued
+ * (ledger_balance: balance plus queued deltas, in this statement's
+ * snapshot). The last of the three reads: the statement is made here. */
 static void later_cb(void *data, int status, pc_db_res_t *res)
 {
     run_t *r = data;
@@ -172,7 +179,8 @@ static void later_cb(void *data, int status, pc_db_res_t *res)
                                         : "later credits");
         return;
     }
-    r->in.later = pc_db_get_i64(res, 0, 0);
+    r->in.pending = pc_db_get_i64(res, 0, 0);
+    r->in.later = pc_db_get_i64(res, 0, 1);
     const target_t *t = &r->targets[r->next - 1];
     r->in.fee_rate_bp = t->fee_rate_bp;
     int rc = pc_settle_compute(&r->in, &r->out);
@@ -284,12 +292,13 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
                        q, balances_cb, r) < 0 ||
         pc_db_tx_query(
             r->tx,
-            "SELECT coalesce(sum(amount), 0)::bigint FROM (SELECT sum(e.amount) AS "
+            "SELECT coalesce(ledger_balance($2), 0)::bigint AS pending, (SELECT "
+            "coalesce(sum(amount), 0)::bigint FROM (SELECT sum(e.amount) AS "
             "amount FROM ledger_entries e WHERE e.account_id = $2 AND e.txn_id >= " SCAN_FROM
             " AND e.created_at >= "
             "(SELECT cutoff FROM settlements WHERE statement_no = $1) AND NOT EXISTS "
             "(SELECT 1 FROM settlement_items i WHERE i.account_id = e.account_id AND "
-            "i.txn_id = e.txn_id) GROUP BY e.txn_id HAVING sum(e.amount) > 0) x",
+            "i.txn_id = e.txn_id) GROUP BY e.txn_id HAVING sum(e.amount) > 0) x) AS later",
             2, p, later_cb, r) < 0 ||
         /* Where the next statement starts: past every posting made more
          * than an hour before this cut-off, or before now when the cut-off
