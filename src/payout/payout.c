@@ -90,9 +90,11 @@ typedef struct {
     pc_ch_status_t target;
     char code[48], message[160], channel_txn_id[80];
     int64_t fee;
-    int64_t said_amount; /* a SUCCESS: what the channel says it paid, in said_currency */
+    /* A SUCCESS or RETURNED: what the channel says it paid or got back, in
+     * said_currency */
+    int64_t said_amount;
     char said_currency[4];
-    int other_sum; /* ... which is not what was asked: applied (the money left), flagged */
+    int other_sum; /* ... which is not the payout's: applied (the money moved), flagged */
     char from[12], merchant_id[65], currency[4], channel_id[33], notify_url[520];
     int64_t amount;
     /* steps still to take, in order: SUCCESS then RETURNED for a payout
@@ -180,11 +182,12 @@ static void apply_step(apply_t *a)
     if (a->step >= a->nsteps) {
         const char *p[] = {a->payout_no};
         if (a->other_sum)
-            pc_log_error("payout.amount_mismatch",
-                         "payout %s: channel %s says it paid %lld %s, not %lld %s: applied, "
-                         "flagged for ops (GET /admin/needs-ops)",
-                         a->payout_no, a->channel_id, (long long)a->said_amount, a->said_currency,
-                         (long long)a->amount, a->currency);
+            pc_log_error(
+                "payout.amount_mismatch",
+                "payout %s: channel %s says it %s %lld %s, not %lld %s: applied, "
+                "flagged for ops (GET /admin/needs-ops)",
+                a->payout_no, a->channel_id, a->target == PC_CH_RETURNED ? "got back" : "paid",
+                (long long)a->said_amount, a->said_currency, (long long)a->amount, a->currency);
         if (a->other_sum && pc_db_tx_query(a->tx,
                                            "UPDATE payouts SET needs_ops = true WHERE payout_no = "
                                            "$1",
@@ -221,11 +224,14 @@ static void apply_step(apply_t *a)
                             "WHERE payout_no = $1 AND status = $2 RETURNING payout_json(p)::text",
                             5, p, apply_updated_cb, a);
     } else {
+        /* A flag the success left (paid with another sum, contradicted)
+         * stays for ops: the return does not settle it. Before, it was
+         * cleared, and the payout left the list of what ops must look at. */
         const char *p[] = {a->payout_no, from, a->code[0] ? a->code : NULL};
         rc = pc_db_tx_query(a->tx,
                             "UPDATE payouts p SET status = 'RETURNED', return_reason = $3, "
-                            "returned_at = now(), needs_ops = false, updated_at = now() WHERE "
-                            "payout_no = $1 AND "
+                            "returned_at = now(), needs_ops = p.needs_ops AND p.status = "
+                            "'SUCCESS', updated_at = now() WHERE payout_no = $1 AND "
                             "status = $2 RETURNING payout_json(p)::text",
                             3, p, apply_updated_cb, a);
     }
@@ -259,8 +265,13 @@ static void apply_locked_cb(void *data, int status, pc_db_res_t *res)
     snprintf(a->channel_id, sizeof a->channel_id, "%s", pc_db_val(res, 0, "channel_id"));
     snprintf(a->notify_url, sizeof a->notify_url, "%s", pc_db_val(res, 0, "notify_url"));
     a->amount = pc_db_val_i64(res, 0, "amount");
-    a->other_sum = a->target == PC_CH_SUCCESS && a->said_amount > 0 &&
-                   (a->said_amount != a->amount || strcmp(a->said_currency, a->currency) != 0);
+    /* A return of another sum is flagged as a payment of one is: the
+     * payout's amount comes back to the merchant, and ops settle the
+     * difference with the bank. */
+    a->other_sum = (a->target == PC_CH_SUCCESS || a->target == PC_CH_RETURNED) &&
+                   a->said_amount > 0 &&
+                   (a->said_amount != a->amount ||
+                    (a->said_currency[0] && strcmp(a->said_currency, a->currency) != 0));
     if (a->expect_channel[0] && strcmp(a->expect_channel, a->channel_id) != 0) {
         pc_log_warn("payout.wrong_channel", "channel %s reported on payout %s of channel %s",
                     a->expect_channel, a->payout_no, a->channel_id);

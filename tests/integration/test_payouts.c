@@ -755,6 +755,52 @@ static void test_payout_paid_with_another_sum_is_flagged(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A return after a success flagged for another sum keeps the flag (the
+ * difference is still for ops to settle), and a return of another sum than
+ * the payout's is flagged as a payment of one is; both give the merchant
+ * the payout's amount back. Before, a return cleared every flag and its sum
+ * was not looked at. */
+static void test_a_return_keeps_the_flag_and_checks_its_sum(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(60000);
+    long long before = available(&m);
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":-1}");
+    /* paid: what the channel says it paid; back: what it says came back. */
+    const long sums[][2] = {{9000, 10000}, {10000, 4000}, {10000, 10000}};
+    const char *want[] = {"RETURNED/true", "RETURNED/true", "RETURNED/false"};
+    for (int i = 0; i < 3; i++) {
+        char out[32], idem[32], no[40];
+        snprintf(out, sizeof out, "OUT-RSUM-%d", i);
+        snprintf(idem, sizeof idem, "po-rsum-%d", i);
+        pc_t_resp_t r = payout(&m, out, 10000, "6222020000007777", idem);
+        assert_int_equal(r.status, 200);
+        snprintf(no, sizeof no, "%s", pc_t_jstr(&r, "payout_no"));
+        pc_t_resp_free(&r);
+        expect_status(&m, no, "PROCESSING");
+        char *ch = pc_t_sql(&g_stack, "SELECT channel_id FROM payouts WHERE payout_no = '%s'", no);
+        assert_int_equal(
+            pc_t_channel_callback_in(&g_stack, ch, "payout", no, "SUCCESS", sums[i][0], "CNY"),
+            200);
+        assert_true(pc_t_sql_wait(&g_stack, "SUCCESS", 10,
+                                  "SELECT status FROM payouts WHERE payout_no = '%s'", no));
+        assert_int_equal(
+            pc_t_channel_callback_in(&g_stack, ch, "payout", no, "RETURNED", sums[i][1], "CNY"),
+            200);
+        free(ch);
+        assert_true(
+            pc_t_sql_wait(&g_stack, want[i], 10,
+                          "SELECT status || '/' || needs_ops FROM payouts WHERE payout_no = "
+                          "'%s'",
+                          no));
+        assert_int_equal(pc_t_needs_ops_listed(&g_stack, "payout", no) > 0, i < 2);
+    }
+    /* Every payout's amount came back, whatever the channel said. */
+    assert_int_equal(available(&m), before);
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* Payout no, sent an hour ago, queried by a channel (sim_wallet) that
  * never saw it: "no record" leaves it PROCESSING and flagged for ops, then
  * it is given back its own channel ch. */
@@ -1260,6 +1306,7 @@ int main(void)
         cmocka_unit_test_setup(test_contradicted_payout_is_listed_alerted_and_resolved,
                                refresh_today),
         cmocka_unit_test_setup(test_payout_paid_with_another_sum_is_flagged, refresh_today),
+        cmocka_unit_test_setup(test_a_return_keeps_the_flag_and_checks_its_sum, refresh_today),
         cmocka_unit_test_setup(test_no_record_of_a_payout_the_channel_took_is_for_ops,
                                refresh_today),
         cmocka_unit_test_setup(test_a_query_that_hears_the_payout_taken_keeps_its_reference,
