@@ -387,7 +387,9 @@ static void leave_pending(op_t *o, const pc_ch_result_t *r)
     count_payment(o, st);
     if (pc_db_query(o->e->app->db,
                     "UPDATE payments SET status = $2, action = coalesce($3::jsonb, action), "
-                    "channel_txn_id = coalesce($4, channel_txn_id), next_query_at = now() + "
+                    "channel_txn_id = coalesce($4, channel_txn_id), acknowledged_at = CASE $2 "
+                    "WHEN 'PROCESSING' THEN coalesce(acknowledged_at, now()) ELSE "
+                    "acknowledged_at END, next_query_at = now() + "
                     "$5::int * interval '1 millisecond', query_attempts = 0, updated_at = now() "
                     "WHERE payment_no = $1 "
                     "AND status IN ('PROCESSING', 'UNKNOWN')",
@@ -1894,13 +1896,13 @@ void pc_engine_sweep_waiting(pc_engine_t *e)
 void pc_engine_note_taken(pc_engine_t *e, const char *channel_id, const char *payment_no,
                           const char *channel_txn_id)
 {
-    if (!channel_txn_id || !channel_txn_id[0])
-        return;
-    const char *p[] = {payment_no, channel_id, channel_txn_id};
+    const char *p[] = {payment_no, channel_id,
+                       channel_txn_id && channel_txn_id[0] ? channel_txn_id : NULL};
     pc_db_query(e->app->db,
-                "UPDATE payments SET channel_txn_id = $3, updated_at = now() WHERE payment_no = "
-                "$1 AND channel_id = $2 AND channel_txn_id IS NULL AND status IN ('PROCESSING', "
-                "'UNKNOWN')",
+                "UPDATE payments SET channel_txn_id = coalesce(channel_txn_id, $3), "
+                "acknowledged_at = coalesce(acknowledged_at, now()), updated_at = now() WHERE "
+                "payment_no = $1 AND channel_id = $2 AND status IN ('PROCESSING', 'UNKNOWN') AND "
+                "(acknowledged_at IS NULL OR (channel_txn_id IS NULL AND $3::text IS NOT NULL))",
                 3, p, NULL, NULL);
 }
 

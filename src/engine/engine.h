@@ -154,9 +154,10 @@ int pc_engine_apply(pc_engine_t *e, const char *channel_id, const char *payment_
 int pc_engine_apply_by_ops(pc_engine_t *e, const char *channel_id, const char *payment_no,
                            const pc_ch_result_t *result, pc_engine_cb cb, void *data);
 
-/* A channel says it holds a payment still in flight (PROCESSING) under
- * channel_txn_id: kept when the payment has none yet (its request timed
- * out), so that it counts as taken by its channel and a later "no record"
+/* A channel says it holds a payment still in flight (PROCESSING), under
+ * channel_txn_id (NULL or "" when it gave none): the acknowledgement, and
+ * the reference when the payment has none yet (its request timed out), are
+ * kept, so that it counts as taken by its channel and a later "no record"
  * is never read as "never arrived" (PC_CH_FORGOTTEN: ops, not FAILED). */
 void pc_engine_note_taken(pc_engine_t *e, const char *channel_id, const char *payment_no,
                           const char *channel_txn_id);

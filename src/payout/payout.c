@@ -415,6 +415,16 @@ typedef struct {
     char channel_id[33];
 } send_t;
 
+/* SQL: payout $1 was acknowledged by its channel (PROCESSING), with its
+ * reference $2 (NULL: none given); kept once, the reference when there is
+ * none yet. A PROCESSING answer without a reference was dropped before, and
+ * a later "no record" failed the payout (NOT_SENT) while the bank could
+ * still pay it (migration 0102). */
+#define NOTE_TAKEN_SQL                                                                             \
+    "UPDATE payouts SET channel_txn_id = coalesce(channel_txn_id, $2), acknowledged_at = "         \
+    "coalesce(acknowledged_at, now()), updated_at = now() WHERE payout_no = $1 AND "               \
+    "(acknowledged_at IS NULL OR (channel_txn_id IS NULL AND $2::text IS NOT NULL))"
+
 static void txn_id_saved_cb(void *data, int status, pc_db_res_t *res)
 {
     (void)status;
@@ -433,13 +443,11 @@ static void sent_cb(void *data, const pc_ch_result_t *res)
         free(s);
         return;
     }
-    /* PROCESSING or no answer: the callback or the status query finishes it. */
-    if (res->status == PC_CH_PROCESSING && res->channel_txn_id[0]) {
-        const char *p[] = {s->payout_no, res->channel_txn_id};
-        if (pc_db_query(s->app->db,
-                        "UPDATE payouts SET channel_txn_id = $2 WHERE payout_no = $1 AND "
-                        "channel_txn_id IS NULL",
-                        2, p, txn_id_saved_cb, s) == 0)
+    /* PROCESSING or no answer: the callback or the status query finishes it.
+     * The channel holds it: kept, with its reference if it gave one. */
+    if (res->status == PC_CH_PROCESSING) {
+        const char *p[] = {s->payout_no, res->channel_txn_id[0] ? res->channel_txn_id : NULL};
+        if (pc_db_query(s->app->db, NOTE_TAKEN_SQL, 2, p, txn_id_saved_cb, s) == 0)
             return;
     }
     free(s);
@@ -1011,17 +1019,17 @@ static void processing_noted_cb(void *data, int status, pc_db_res_t *res)
     pc_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
 }
 
-/* req: a callback's, answered once the reference is kept (NULL: a query's). */
+/* req: a callback's, answered once the acknowledgement is kept (NULL: a
+ * query's). */
 static void note_taken(pc_app_t *app, const char *payout_no, const char *channel_id,
                        const char *channel_txn_id, pc_http_req_t *req)
 {
-    const char *p[] = {payout_no, channel_id, channel_txn_id};
-    if (!channel_txn_id || !channel_txn_id[0] || !channel_id || !channel_id[0] ||
-        pc_db_query(app->db,
-                    "UPDATE payouts SET channel_txn_id = $3, updated_at = now() WHERE payout_no = "
-                    "$1 AND channel_id = $2 AND channel_txn_id IS NULL AND status = 'PROCESSING'",
-                    3, p, processing_noted_cb, req) < 0)
-        processing_noted_cb(req, channel_txn_id && channel_txn_id[0] ? PC_EUNAVAIL : 0, NULL);
+    const char *p[] = {payout_no, channel_txn_id && channel_txn_id[0] ? channel_txn_id : NULL,
+                       channel_id};
+    if (!channel_id || !channel_id[0] ||
+        pc_db_query(app->db, NOTE_TAKEN_SQL " AND channel_id = $3 AND status = 'PROCESSING'", 3, p,
+                    processing_noted_cb, req) < 0)
+        processing_noted_cb(req, channel_id && channel_id[0] ? PC_EUNAVAIL : 0, NULL);
 }
 
 static void payout_callback(pc_app_t *app, const void *cbv, pc_http_req_t *req)
@@ -1178,8 +1186,8 @@ static void tick(uv_timer_t *t)
                     "WHERE p.payout_no = due.payout_no RETURNING p.payout_no, p.status, "
                     "p.channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
                     "p.created_at)) * 1000)::bigint AS age_ms, (p.query_attempts > "
-                    "array_length($1::int[], 1)) AS last, (p.channel_txn_id IS NOT NULL) AS "
-                    "acknowledged",
+                    "array_length($1::int[], 1)) AS last, (p.channel_txn_id IS NOT NULL OR "
+                    "p.acknowledged_at IS NOT NULL) AS acknowledged",
                     1, p, claimed_cb, po) < 0)
         po->claiming = 0;
 }

@@ -234,7 +234,8 @@ static void tick(uv_timer_t *t)
                     "channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
                     "p.created_at)) * 1000)::bigint AS age_ms, "
                     "(p.query_attempts > array_length($1::int[], 1)) AS last, "
-                    "(p.channel_txn_id IS NOT NULL) AS acknowledged",
+                    "(p.channel_txn_id IS NOT NULL OR p.acknowledged_at IS NOT NULL) AS "
+                    "acknowledged",
                     1, p, claimed_cb, r) < 0)
         r->claiming = 0;
 }

@@ -849,6 +849,40 @@ static void test_no_record_of_a_payout_the_channel_took_is_for_ops(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* The same when the channel said it holds the payout (PROCESSING) without
+ * giving its reference: the acknowledgement alone is kept (here the answer's
+ * reference is taken away afterwards, as if it had carried none). Before,
+ * only a reference counted: the "no record" failed the payout (NOT_SENT)
+ * and gave the merchant the money back while the bank could still pay it. */
+static void test_no_record_of_a_payout_taken_without_a_reference_is_for_ops(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = funded_merchant(30000);
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":-1}");
+    char no[40];
+    payout_ok(&m, "OUT-NOREF-1", 10000, "6222020000008888", "po-noref-1", no);
+    expect_status(&m, no, "PROCESSING");
+    char *ch = pc_t_sql(&g_stack, "SELECT channel_id FROM payouts WHERE payout_no = '%s'", no);
+    assert_true(pc_t_sql_wait(&g_stack, "1", 5,
+                              "SELECT count(*) FROM payouts WHERE payout_no = '%s' AND "
+                              "acknowledged_at IS NOT NULL",
+                              no));
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payouts SET channel_txn_id = NULL WHERE payout_no = '%s' RETURNING 1",
+                  no));
+    long long before = available(&m);
+    forgotten_by_its_channel(no, ch);
+    assert_int_equal(available(&m), before);
+    assert_int_equal(pc_t_channel_callback(&g_stack, ch, "payout", no, "SUCCESS", 10000), 200);
+    free(ch);
+    assert_true(pc_t_sql_wait(&g_stack, "SUCCESS/false", 10,
+                              "SELECT status || '/' || needs_ops FROM payouts WHERE payout_no = "
+                              "'%s'",
+                              no));
+    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* A payout whose send got no answer (timed out: no reference kept) and
  * whose status query then hears the channel hold it, with its reference:
  * that reference is kept, so a later "no record" goes to ops rather than
@@ -1308,6 +1342,8 @@ int main(void)
         cmocka_unit_test_setup(test_payout_paid_with_another_sum_is_flagged, refresh_today),
         cmocka_unit_test_setup(test_a_return_keeps_the_flag_and_checks_its_sum, refresh_today),
         cmocka_unit_test_setup(test_no_record_of_a_payout_the_channel_took_is_for_ops,
+                               refresh_today),
+        cmocka_unit_test_setup(test_no_record_of_a_payout_taken_without_a_reference_is_for_ops,
                                refresh_today),
         cmocka_unit_test_setup(test_a_query_that_hears_the_payout_taken_keeps_its_reference,
                                refresh_today),

@@ -296,6 +296,41 @@ static void test_no_record_of_a_payment_the_channel_took_is_for_ops(void **state
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* The same when the channel said it holds the payment (PROCESSING) without
+ * giving its reference: the acknowledgement alone is kept (here the answer's
+ * reference is taken away afterwards, as if it had carried none). Before,
+ * only a reference counted, and the "no record" failed the payment. */
+static void test_no_record_of_a_payment_taken_without_a_reference_is_for_ops(void **state)
+{
+    (void)state;
+    char tn[40], body[256];
+    va_payment(1700, tn, body);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE trade_no = '%s' AND "
+                                  "acknowledged_at IS NOT NULL",
+                                  tn),
+                     1);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET channel_txn_id = NULL, channel_id = 'sim_wallet', sent_at = "
+                  "now() - interval '1 hour', next_query_at = now() WHERE trade_no = '%s' "
+                  "RETURNING 1",
+                  tn));
+    assert_true(wait_status("SELECT status || '/' || needs_ops FROM payments WHERE trade_no = '%s'",
+                            tn, "PROCESSING/true", 15));
+    usleep(1500000); /* more queries: still open */
+    assert_true(wait_status("SELECT status || '/' || needs_ops FROM payments WHERE trade_no = '%s'",
+                            tn, "PROCESSING/true", 1));
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET channel_id = 'sim_va' WHERE trade_no = '%s' RETURNING 1",
+                  tn));
+    pc_t_resp_t c = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
+    assert_int_equal(c.status, 200);
+    pc_t_resp_free(&c);
+    assert_true(wait_status("SELECT status || '/' || needs_ops FROM payments WHERE trade_no = '%s'",
+                            tn, "SUCCESS/false", 15));
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_success_after_timeout_is_found_by_query(void **state)
 {
     (void)state;
@@ -1181,6 +1216,7 @@ int main(void)
         cmocka_unit_test(test_the_ledger_is_checked_daily_and_a_wrong_book_pages),
         cmocka_unit_test(test_lost_callback_is_repaired_by_a_status_query),
         cmocka_unit_test(test_no_record_of_a_payment_the_channel_took_is_for_ops),
+        cmocka_unit_test(test_no_record_of_a_payment_taken_without_a_reference_is_for_ops),
         cmocka_unit_test(test_success_after_timeout_is_found_by_query),
         cmocka_unit_test(test_timeout_that_never_happened_fails_and_releases),
         cmocka_unit_test(test_a_query_saying_the_channel_holds_it_keeps_its_reference),
