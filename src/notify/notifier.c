@@ -538,13 +538,18 @@ static void merchant_cb(void *data, int status, pc_merchant_t *m)
     tosign = pc_sign_notify_string(ts, nonce, d->payload, d->payload_len, &len);
     if (!tosign)
         goto sign_failed;
-    if (m->sign_type == PC_SIGN_RSA2 && !n->key && (n->keygen || n->key_query)) {
+    if (m->sign_type == PC_SIGN_RSA2 && !n->key) {
+        /* No platform key yet: being read or generated, or the stored one
+         * cannot be used (read again every KEY_BAD_RETRY_MS). The event
+         * waits, its attempts untouched. Before, each try without a key
+         * counted as an attempt, and every RSA2 merchant's events ended
+         * FAILED without ever being sent. */
         free(tosign);
-        delivery_release(d); /* the platform key is still being read or generated */
+        delivery_release(d);
         return;
     }
     if (m->sign_type == PC_SIGN_RSA2)
-        sig = n->key ? pc_rsa_sha256_sign(n->key, tosign, len) : NULL;
+        sig = pc_rsa_sha256_sign(n->key, tosign, len);
     else if (m->secret)
         sig = pc_hmac_sha256_sign(m->secret, strlen(m->secret), tosign, len);
     if (!sig)
@@ -898,6 +903,10 @@ static void free_pem(char *pem)
 
 static void keygen_start(pc_notifier_t *n);
 
+/* A stored key that cannot be used, or a key that could not be generated:
+ * read (or made) again this often, until ops mend it. */
+#define KEY_BAD_RETRY_MS 5000
+
 /* The shared key could not be read or stored now: poll_cb tries again in a
  * second. */
 static void key_retry_later(pc_notifier_t *n)
@@ -914,10 +923,13 @@ static void stored_key_cb(void *data, int status, pc_db_res_t *res)
     if (!status && pc_db_rows(res) == 1 && !n->key && !n->stopping) {
         const char *pem = pc_db_get(res, 0, 0);
         pc_rsa_key_t *key = pc_rsa_key_new_private_pem(pem, strlen(pem));
-        if (!key || set_platform_key(n, key, NULL) != 0)
+        if (!key || set_platform_key(n, key, NULL) != 0) {
             pc_log_error("notify.platform_key",
                          "the platform key stored in PostgreSQL (platform_keys) cannot be "
-                         "used: notifications to RSA2 merchants fail");
+                         "used: notifications to RSA2 merchants wait; read again in %d s",
+                         KEY_BAD_RETRY_MS / 1000);
+            n->key_retry_at = uv_now(n->loop) + KEY_BAD_RETRY_MS;
+        }
     } else if (!status && pc_db_rows(res) == 0 && !n->stopping) {
         keygen_start(n);
     } else if (status && !n->stopping) {
@@ -970,8 +982,10 @@ static void keygen_done(uv_work_t *req, int status)
             key_retry_later(n);
     } else if (status != UV_ECANCELED && !n->stopping) {
         pc_log_error("notify.platform_key",
-                     "could not generate a platform key: notifications to RSA2 merchants fail "
-                     "until notify.platform_key_file is configured");
+                     "could not generate a platform key: notifications to RSA2 merchants wait; "
+                     "trying again in %d s (or configure notify.platform_key_file)",
+                     KEY_BAD_RETRY_MS / 1000);
+        n->key_retry_at = uv_now(n->loop) + KEY_BAD_RETRY_MS;
     }
     free_pem(k->pem);
     free(k);

@@ -1136,6 +1136,51 @@ static void test_nodes_without_a_key_file_share_one_platform_key(void **state)
     assert_string_equal(again, first);
 }
 
+/* With no usable platform key (the stored one damaged), an RSA2 merchant's
+ * events wait, their attempts untouched, and go out once a key is usable
+ * again (here: the bad row removed, so the node makes and stores one at its
+ * next read). Before, every try without a key counted as an attempt: the
+ * events ended FAILED without ever being sent, and the key was never read
+ * again. */
+static void test_rsa2_events_wait_for_a_usable_platform_key(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 2; i++)
+        if (g_lease.pids[i])
+            pc_stack_stop_node(&g_lease, i, SIGTERM);
+    free(pc_t_sql(g_cur, "INSERT INTO platform_keys (id, private_pem) VALUES (1, 'damaged') ON "
+                         "CONFLICT (id) DO UPDATE SET private_pem = 'damaged' RETURNING 1"));
+    pc_stack_start_node(&g_lease, 0);
+    pc_t_sh("mkdir -p %s", g_dir); /* the first group's teardown removed it */
+    gen_key("merchant_lk");
+    char path[700], pub[4096];
+    snprintf(path, sizeof path, "%s/merchant_lk.pub", g_dir);
+    read_file(path, pub, sizeof pub);
+    rx_t *rx = rx_start(1);
+    char url[128], id[1][PC_EVENT_ID_LEN + 1];
+    url_of(rx, url, sizeof url);
+    json_t *extra =
+        json_pack("{s:s,s:s,s:s}", "sign_type", "RSA2", "public_key", pub, "notify_url", url);
+    char *ej = json_dumps(extra, JSON_COMPACT);
+    ej[strlen(ej) - 1] = 0;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_lease, ej + 1);
+    free(ej);
+    json_decref(extra);
+    assert_int_equal(outbox_add(m.id, "payout.succeeded", url, 1, 1, id), 0);
+    /* Five attempts 100 ms apart would all be over by now. */
+    usleep(2000000);
+    char *st = event_str(id[0], "status || '/' || attempts");
+    assert_string_equal(st, "PENDING/0");
+    free(st);
+    assert_int_equal(rx_count(rx, id[0]), 0);
+    free(pc_t_sql(g_cur, "DELETE FROM platform_keys RETURNING 1"));
+    assert_true(rx_wait(rx, id[0], 1, 20000));
+    assert_event_status(id[0], "DELIVERED", 5000);
+    assert_int_equal(event_int(id[0], "attempts"), 1);
+    rx_stop(rx);
+    pc_t_sh("rm -rf %s", g_dir);
+}
+
 static void test_crashed_nodes_claim_comes_back_after_the_lease(void **state)
 {
     (void)state;
@@ -1297,6 +1342,7 @@ int main(void)
         cmocka_unit_test(test_crashed_nodes_claim_comes_back_after_the_lease),
         cmocka_unit_test(test_graceful_stop_finishes_the_delivery_in_flight),
         cmocka_unit_test(test_nodes_without_a_key_file_share_one_platform_key),
+        cmocka_unit_test(test_rsa2_events_wait_for_a_usable_platform_key),
     };
     const struct CMUnitTest bench_tests[] = {
         cmocka_unit_test(test_ephemeral_platform_key_is_served_once_generated),
