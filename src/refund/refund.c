@@ -772,14 +772,17 @@ int pc__refund_flag_contradiction(pc_refunds_t *rf, const pc__refund_t *r, pc_ch
                      "refund %s is %s but its channel says %s: flagged for ops (GET "
                      "/admin/needs-ops)",
                      r->refund_no, r->status, returned ? "RETURNED" : "SUCCESS");
-    /* Once: a retried callback does not flag again what ops resolved. */
-    const char *p[] = {r->refund_no, r->status};
+    /* Once per answer: a retried callback saying the same does not flag
+     * again what ops resolved (contradicted_by, migration 0103). Before,
+     * any resolution of the refund stopped every later flag, an outcome
+     * ops recorded by hand among them: a refund recorded FAILED and then
+     * paid by its channel was never flagged. */
+    const char *p[] = {r->refund_no, r->status, returned ? "RETURNED" : "SUCCESS"};
     if (pc_db_query(rf->app->db,
-                    "UPDATE refunds SET needs_ops = true, updated_at = now() WHERE refund_no = $1 "
-                    "AND status = $2 AND NOT needs_ops AND NOT EXISTS (SELECT 1 FROM "
-                    "needs_ops_resolutions o WHERE o.kind = 'refund' AND o.ref = $1) RETURNING "
-                    "refund_no",
-                    2, p, cb, data) < 0)
+                    "UPDATE refunds SET needs_ops = true, contradicted_by = $3, updated_at = now() "
+                    "WHERE refund_no = $1 AND status = $2 AND contradicted_by IS DISTINCT FROM $3 "
+                    "RETURNING refund_no",
+                    3, p, cb, data) < 0)
         return PC_EUNAVAIL;
     return 1;
 }

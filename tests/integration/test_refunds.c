@@ -637,6 +637,37 @@ static void test_ops_record_the_success_of_a_refund_no_query_could_finish(void *
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* Ops record a refund no query could finish as FAILED (the merchant's money
+ * back); its channel then says it paid it after all: flagged for ops (the
+ * buyer has the money, and the merchant could refund it again). Before, the
+ * outcome ops recorded counted as the flag's resolution and the success was
+ * never flagged. A retried callback saying the same does not flag again what
+ * ops resolved. */
+static void test_a_success_after_ops_recorded_the_refund_failed_is_flagged(void **state)
+{
+    (void)state;
+    char tn[40], rno[40];
+    const char *ch = refund_in_flight("\"refund_delay_ms\":-1", "ROPSF", 800, tn, rno);
+    assert_true(refund_flagged(rno, "t", 15));
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "refund", rno,
+                                            "{\"why\":\"channel portal shows it refused\","
+                                            "\"outcome\":\"FAILED\"}"),
+                     200);
+    expect_refund(rno, "FAILED");
+    assert_true(refund_flagged(rno, "f", 10));
+    assert_int_equal(pc_t_channel_callback(&g_stack, ch, "refund", rno, "SUCCESS", 800), 200);
+    assert_true(refund_flagged(rno, "t", 10));
+    assert_true(pc_t_needs_ops_listed(&g_stack, "refund", rno) > 0);
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "refund", rno,
+                                            "{\"why\":\"buyer paid twice; recovered\"}"),
+                     200);
+    assert_true(refund_flagged(rno, "f", 10));
+    assert_int_equal(pc_t_channel_callback(&g_stack, ch, "refund", rno, "SUCCESS", 800), 200);
+    usleep(500000);
+    assert_true(refund_flagged(rno, "f", 1));
+    expect_refund(rno, "FAILED");
+}
+
 /* A channel that says it refunded another sum than it was asked: the
  * refund is applied (the money left), and flagged for ops with the
  * contradiction alert, for a person to settle the difference with the buyer
@@ -1310,6 +1341,8 @@ int main(void)
             test_refund_without_answer_after_every_query_is_flagged_until_final, after_each),
         cmocka_unit_test_teardown(test_refund_the_channel_loses_every_time_is_flagged, after_each),
         cmocka_unit_test_teardown(test_ops_record_the_success_of_a_refund_no_query_could_finish,
+                                  after_each),
+        cmocka_unit_test_teardown(test_a_success_after_ops_recorded_the_refund_failed_is_flagged,
                                   after_each),
         cmocka_unit_test_teardown(test_multi_part_payment_refunds_external_then_balance_then_coupon,
                                   after_each),
