@@ -555,10 +555,38 @@ static void line_flagged_cb(void *data, int status, pc_db_res_t *res)
     imp_next(m);
 }
 
+/* A line applied, then flagged (or not) for ops: it counts as applied. */
+static void applied_line_flagged_cb(void *data, int status, pc_db_res_t *res)
+{
+    imp_t *m = data;
+    (void)res;
+    if (status)
+        pc_log_error("refund.flag_failed",
+                     "refund %s: paid by the bank's file while handed to ops to pay by hand, "
+                     "but not flagged (%s): check it by hand",
+                     m->lines[m->next].refund_no, pc_strerror(status));
+    m->next++;
+    imp_next(m);
+}
+
 static void line_applied_cb(void *data, int status, const pc__refund_t *r)
 {
     imp_t *m = data;
     const result_t *l = &m->lines[m->next];
+    /* Paid by the bank's file after it had left the batch's method for
+     * OFFLINE (an error refund the bank's first file refused): ops may be
+     * paying it by hand. Applied (the bank paid it), and flagged, as a
+     * channel's success for such a refund is (handed_to_ops). Before, it
+     * was counted as paid and nobody was told. */
+    if (status == 0 && r && l->success && strcmp(r->method, m->batch_method) != 0) {
+        m->succeeded++;
+        if (pc__refund_flag_contradiction(m->app->refunds, r, PC_CH_SUCCESS,
+                                          applied_line_flagged_cb, m) > 0)
+            return;
+        m->next++;
+        imp_next(m);
+        return;
+    }
     /* A refund of this batch that the file says was paid, but that failed
      * meanwhile (force-failed by ops, its money back with the merchant), or
      * that left the batch's method and was paid another way (an error

@@ -596,6 +596,37 @@ static void test_file_result_paying_a_force_failed_refund_goes_to_ops(void **sta
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", NULL, 0, 30));
 }
 
+/* A FILE refund whose batch's first file refused it moves to OFFLINE for
+ * ops to pay by hand (as an error refund does; here moved by hand while it
+ * waits); a corrected file of the batch then says the bank paid it: applied
+ * (the bank paid), and flagged for ops, who may be paying it too. Before,
+ * it was counted as paid and nobody was told. */
+static void test_file_result_paying_a_refund_handed_to_ops_is_flagged(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], cmd[1024], csvpath[600];
+    paid_async_trade("NETBANK", "url", 3000, tn);
+    refund_ok(tn, "FHO1", 1300, rno);
+    snprintf(csvpath, sizeof csvpath, "%s/netbank-batch-ho.csv", g_dir);
+    snprintf(cmd, sizeof cmd, "refund-batch export --channel sim_netbank --out %s", csvpath);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno, "PROCESSING");
+    free(pc_t_sql(&g_stack,
+                  "UPDATE refunds SET method = 'OFFLINE' WHERE refund_no = '%s' AND status = "
+                  "'PROCESSING' RETURNING 1",
+                  rno));
+    pc_t_resp_t r = import_paid_result(rno);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
+        1);
+    assert_true(pc_t_needs_ops_listed(&g_stack, "refund", rno) > 0);
+    assert_int_equal(resolve("refund", rno, "{\"why\":\"no hand payment was made\"}"), 200);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_offline_refunds_batched_and_confirmed_by_ops(void **state)
 {
     (void)state;
@@ -1889,6 +1920,8 @@ int main(void)
         cmocka_unit_test_teardown(test_a_success_from_the_channel_fallen_back_from_goes_to_ops,
                                   after_each),
         cmocka_unit_test_teardown(test_file_result_paying_a_force_failed_refund_goes_to_ops,
+                                  after_each),
+        cmocka_unit_test_teardown(test_file_result_paying_a_refund_handed_to_ops_is_flagged,
                                   after_each),
         cmocka_unit_test_teardown(test_trade_with_a_refund_in_flight_is_not_finished, after_each),
         cmocka_unit_test_teardown(test_refunds_nobody_batched_for_a_day_wait_for_ops, after_each),
