@@ -88,6 +88,8 @@ typedef struct {
     pc_db_tx_t *tx;
     pc_trade_paid_cb cb;
     void *data;
+    pc_ledger_post_cb post_cb;
+    void *post_data;
 } paid_t;
 
 static void paid_update_cb(void *data, int status, pc_db_res_t *res)
@@ -134,7 +136,8 @@ static void paid_update_cb(void *data, int status, pc_db_res_t *res)
     }
     if (rc == 0) {
         pc_ledger_txn_t txn = {"TRADE_PAY", "payment", p->payment_no, t.trade_no, l.legs, l.n};
-        rc = pc_ledger_post(p->tx, &txn, post_logged_cb, "TRADE_PAY");
+        rc = p->post_cb ? pc_ledger_post(p->tx, &txn, p->post_cb, p->post_data)
+                        : pc_ledger_post(p->tx, &txn, post_logged_cb, "TRADE_PAY");
     }
     if (rc == 0) {
         json_t *obj = pc_trade_json(&t);
@@ -178,6 +181,8 @@ int pc_trade_mark_paid(pc_db_tx_t *tx, const pc_trade_payment_t *pay, pc_trade_p
     p->tx = tx;
     p->cb = cb;
     p->data = data;
+    p->post_cb = pay->post_cb;
+    p->post_data = pay->post_data;
     char amount[24];
     snprintf(amount, sizeof amount, "%lld", (long long)pay->amount);
     const char *params[] = {p->trade_no, p->payment_no, amount, p->currency};

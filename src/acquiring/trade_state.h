@@ -37,6 +37,12 @@ typedef struct {
     const char *currency;
     const pc_ledger_leg_t *sources;
     size_t nsources;
+    /* When not NULL, told how the trade's posting went (status
+     * PC_LEDGER_INSUFFICIENT when a source, such as the buyer's wallet,
+     * cannot cover its part); else a failure is only logged (the
+     * transaction fails either way). */
+    pc_ledger_post_cb post_cb;
+    void *post_data;
 } pc_trade_payment_t;
 
 /* status 0: the trade moved to trade_status ("TRADE_SUCCESS" or

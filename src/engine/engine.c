@@ -59,6 +59,7 @@ typedef struct op {
      * channel retries), and the payment's row as the capture locked it. */
     char reporter[33];
     int applying;
+    int paid_now; /* the trade was paid in the first transaction (wallet, coupon) */
     /* Ops record a channel's answer by hand (pc_engine_apply_by_ops): only a
      * payment still in flight and flagged for ops changes; anything else is
      * an INVALID_STATE answer, never a late capture or a contradiction. */
@@ -895,7 +896,8 @@ static void captured_row_cb(void *data, int status, pc_db_res_t *res)
         retake(o);
     legs_t l = {.n = 0};
     payment_sources(o, PC_LEDGER_MERCHANT_PENDING, &l);
-    pc_trade_payment_t pay = {o->trade_no, o->payment_no, o->amount, o->currency, l.legs, l.n};
+    pc_trade_payment_t pay = {o->trade_no, o->payment_no, o->amount, o->currency,
+                              l.legs,      l.n,           NULL,      NULL};
     if (pc_trade_mark_paid(o->tx, &pay, paid_cb, o) < 0)
         fail_op(o, PC_API_INTERNAL, "cannot apply the payment");
 }
@@ -1146,6 +1148,8 @@ static void hold_commit_cb(void *data, int status)
      * channel does next is the payment's own course, answered as it stands
      * (not "not applied; retry", which a retry would meet with 409). */
     o->review_who[0] = '\0';
+    if (o->paid_now)
+        count_payment(o, "SUCCESS");
     if (o->external_amount > 0)
         attempt(o);
     else
@@ -1181,8 +1185,7 @@ static void internal_paid_cb(void *data, int status, const char *trade_status)
     (void)trade_status;
     if (status && !o->step_failed)
         o->step_failed = 2; /* the trade was locked and payable: a failure here is real */
-    if (!status)
-        count_payment(o, "SUCCESS");
+    o->paid_now = !status;  /* counted once committed (hold_commit_cb) */
     commit_first(o);
 }
 
@@ -1226,7 +1229,11 @@ static void hold(op_t *o, const char *status)
                            "payment_no = $2",
                            2, cp, step_cb, o);
         }
-        pc_trade_payment_t pay = {o->trade_no, o->payment_no, o->amount, o->currency, l.legs, l.n};
+        /* The wallet is debited by the trade's posting: a wallet another
+         * payment emptied since the cashier looked is 422, as it is with a
+         * channel part (PAY_HOLD). Before, only logged: 500. */
+        pc_trade_payment_t pay = {o->trade_no, o->payment_no, o->amount,      o->currency,
+                                  l.legs,      l.n,           ledger_step_cb, o};
         if (pc_trade_mark_paid(o->tx, &pay, internal_paid_cb, o) < 0)
             fail_op(o, PC_API_INTERNAL, "cannot apply the payment");
         return;

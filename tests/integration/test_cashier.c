@@ -9,6 +9,7 @@
 
 #include "harness.h"
 
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -436,6 +437,61 @@ static void recharge(const char *buyer, long amount)
     pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
+}
+
+/* Two wallet-only pays of one buyer whose wallet covers only one, both past
+ * the cashier's balance check (here lined up behind the buyer's lock, held
+ * by another session): one pays, the other is 422 INSUFFICIENT_BALANCE, and
+ * the wallet never goes below zero. Before, the second was 500 INTERNAL
+ * (the wallet's debit in the trade's posting was only logged) and counted
+ * as a successful payment. */
+static void test_wallet_pays_racing_for_the_last_money_get_422(void **state)
+{
+    (void)state;
+    char buyer[32], t1[40], t2[40], b1[1024], b2[1024], k1[48], k2[48];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    recharge(buyer, 1000);
+    new_trade("INSTANT", 1000, buyer, t1);
+    new_trade("INSTANT", 1000, buyer, t2);
+    const char *tns[2] = {t1, t2};
+    char *bodies[2] = {b1, b2}, *keys[2] = {k1, k2};
+    for (int i = 0; i < 2; i++) {
+        snprintf(bodies[i], 1024,
+                 "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"BALANCE\",\"client\":{"
+                 "\"ip\":\"10.0.2.%d\",\"device_id\":\"dev-race-%d\",\"platform\":\"WEB\"}}",
+                 tns[i], buyer, i + 1, i);
+        snprintf(keys[i], 48, "wallet-race-%d-%d", (int)getpid(), i);
+    }
+    PGconn *hold = PQconnectdb(g_stack.db_url);
+    assert_int_equal(PQstatus(hold), CONNECTION_OK);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('pc:buyer:' || '%s', 0))",
+             buyer);
+    PGresult *res = PQexec(hold, sql);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    slow_pay_t p[2] = {{.body = b1, .key = k1}, {.body = b2, .key = k2}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, slow_pay, &p[i]);
+    /* Both wait for the buyer's lock. */
+    assert_true(pc_t_sql_wait(&g_stack, "2", 10,
+                              "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                              "'Lock' AND query LIKE '%%pg_advisory_xact_lock%%pc:buyer:%%'"));
+    res = PQexec(hold, "COMMIT");
+    PQclear(res);
+    PQfinish(hold);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    int ok = p[0].status == 200 ? 0 : 1, refused = 1 - ok;
+    if (p[ok].status != 200 || p[refused].status != 422)
+        fail_msg("answers %ld %s / %ld %s", p[0].status, p[0].answer, p[1].status, p[1].answer);
+    assert_non_null(strstr(p[refused].answer, "INSUFFICIENT_BALANCE"));
+    assert_int_equal(wallet(buyer), 0);
+    expect_trade(tns[ok], "TRADE_SUCCESS");
+    expect_trade(tns[refused], "WAIT_BUYER_PAY");
+    assert_true(pc_t_ledger_ok(&g_stack));
 }
 
 static void test_recharge_then_pay_by_balance(void **state)
@@ -3312,6 +3368,7 @@ int main(void)
         cmocka_unit_test(test_declined_card_then_continue_pay),
         cmocka_unit_test(test_retryable_decline_falls_back_to_next_channel),
         cmocka_unit_test(test_slow_pay_keeps_its_idempotency_claim),
+        cmocka_unit_test(test_wallet_pays_racing_for_the_last_money_get_422),
         cmocka_unit_test(test_recharge_then_pay_by_balance),
         cmocka_unit_test(test_balance_payment_released_from_review_is_paid_once),
         cmocka_unit_test(test_coupon_payment_released_from_review_uses_its_coupon),

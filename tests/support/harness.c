@@ -791,7 +791,7 @@ int pc_t_mark_paid(pc_stack_t *s, const char *trade_no, const char *payment_no, 
     pc_db_opts_t o = {s->db_url, 1, 5000, 4};
     pc_db_t *db = pc_db_new(&loop, &o);
     pc_ledger_leg_t src = {source_account, -amount, currency};
-    pc_trade_payment_t pay = {trade_no, payment_no, amount, currency, &src, 1};
+    pc_trade_payment_t pay = {trade_no, payment_no, amount, currency, &src, 1, NULL, NULL};
     mark_t m = {db, &pay, 0, 0, "", NULL};
     uv_timer_t t;
     uv_timer_init(&loop, &t);
