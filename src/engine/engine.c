@@ -1635,7 +1635,9 @@ static bool continue_found(op_t *o, int status, pc_db_res_t *res)
 {
     /* Another attempt of the trade went in flight meanwhile (the trade's one
      * open attempt is a unique index): a state, not an outage to retry. */
-    if (status == PC_ECONFLICT && res && !strcmp(pc_db_sqlstate(res), "23505")) {
+    if (status && res &&
+        (!strcmp(pc_db_sqlstate(res), "23505") ||
+         !strcmp(pc_db_constraint(res), "trade_attempt_open"))) {
         fail_op(o, PC_API_INVALID_STATE, "another payment of this trade is in progress");
         return false;
     }
@@ -1691,14 +1693,25 @@ static void continue_update(op_t *o)
      * is when it counts toward the limits from (PC_USAGE_DAY). Left NULL,
      * a payment held on day 0 counted from day 0 and, released on day 1,
      * was outside the day-1 window: the day's limit could be spent twice. */
+    /* Not while another attempt of the trade is in flight (read after the
+     * trade's lock was granted): a CHALLENGE payment does not count as
+     * open, so a buyer could start another attempt while it waited; one
+     * with no channel part then paid the trade here (the unique index of
+     * open attempts only stops one going to a channel), and the other
+     * attempt's money became an error refund. */
     pc_db_tx_query(o->tx,
+                   "WITH others AS (SELECT pc_require(NOT EXISTS (SELECT 1 FROM payments x WHERE "
+                   "x.trade_no = (SELECT trade_no FROM payments WHERE payment_no = $1) AND "
+                   "x.payment_no <> $1 AND x.status IN " PC_PAYMENT_OPEN_STATUSES "), "
+                   "'trade_attempt_open') AS ok) "
                    "UPDATE payments p SET status = CASE WHEN external_amount > 0 THEN "
                    "'PROCESSING' ELSE 'SUCCESS' END, finished_at = CASE WHEN external_amount = 0 "
                    "THEN now() END, sent_at = now(), "
                    "next_query_at = CASE WHEN external_amount > 0 THEN now() + $2::int * "
                    "interval '1 millisecond' END, updated_at = now() WHERE payment_no = $1 AND "
-                   "status IN ('REVIEW', 'CHALLENGE') AND (SELECT status FROM trades t WHERE "
-                   "t.trade_no = p.trade_no FOR UPDATE) = 'WAIT_BUYER_PAY' RETURNING trade_no, "
+                   "status IN ('REVIEW', 'CHALLENGE') AND (SELECT ok FROM others) AND (SELECT "
+                   "status FROM trades t WHERE t.trade_no = p.trade_no FOR UPDATE) = "
+                   "'WAIT_BUYER_PAY' RETURNING trade_no, "
                    "coalesce(buyer_id, '') AS buyer_id, coalesce(wallet_owner, '') AS "
                    "wallet_owner, currency, method_type, amount, "
                    "balance_amount, coupon_amount, external_amount, coalesce(coupon_id, '') AS "

@@ -3105,6 +3105,61 @@ static void put_back_rule(const char *name)
     free(before);
 }
 
+/* A wallet payment a risk rule challenges (product staff may write one)
+ * waits as CHALLENGE, which is not an open attempt: the buyer may start
+ * another meanwhile (here by VA, left PROCESSING). Answering the challenge
+ * then is refused while that attempt is in flight (409), the wallet
+ * untouched. Before, the wallet payment paid the trade there and then (the
+ * index of open attempts stops only one going to a channel) and the VA
+ * payment, once paid, became an error refund: the buyer charged twice for a
+ * while. */
+static void test_a_passed_challenge_waits_for_the_trades_attempt_in_flight(void **state)
+{
+    (void)state;
+    put_rule("risk",
+             "return function(ctx)\n"
+             "  if ctx.method == 'BALANCE' and not ctx.challenge_passed then\n"
+             "    return { decision = 'CHALLENGE', score = 40, reasons = { 'TEST' } }\n"
+             "  end\n"
+             "  return { decision = 'ACCEPT', score = 0, reasons = {} }\n"
+             "end\n",
+             "{\"examples\":[{\"name\":\"a wallet payment is challenged\",\"ctx\":{\"kind\":"
+             "\"PAYMENT\",\"method\":\"BALANCE\",\"challenge_passed\":false},\"expect\":{"
+             "\"decision\":\"CHALLENGE\"}},{\"name\":\"a card is not\",\"ctx\":{\"kind\":"
+             "\"PAYMENT\",\"method\":\"CARD\",\"challenge_passed\":false},\"expect\":{"
+             "\"decision\":\"ACCEPT\"}}]}\n");
+    char buyer[32], tn[40], cid[64], code[16], path[128], extra[256];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    recharge(buyer, 3000);
+    new_trade("INSTANT", 1000, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "BALANCE", NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    json_t *action = json_object_get(j, "action");
+    assert_string_equal(json_string_value(json_object_get(action, "type")), "CHALLENGE");
+    snprintf(cid, sizeof cid, "%s", json_string_value(json_object_get(action, "challenge_id")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    r = pay(tn, buyer, "VA", NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    pc_t_resp_free(&r);
+    snprintf(path, sizeof path, "/admin/challenges/%s", cid);
+    r = pc_t_admin(&g_stack, "GET", path, NULL);
+    snprintf(code, sizeof code, "%s", pc_t_jstr(&r, "code"));
+    pc_t_resp_free(&r);
+    snprintf(extra, sizeof extra, "\"challenge_id\":\"%s\",\"challenge_answer\":\"%s\"", cid, code);
+    r = pay(tn, buyer, "BALANCE", extra);
+    if (r.status != 409)
+        fail_msg("the challenge's answer: %ld %s", r.status, r.body);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_STATE");
+    pc_t_resp_free(&r);
+    assert_int_equal(wallet(buyer), 3000);
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    put_back_rule("risk");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* rules/route.lua sees the card's scheme and BIN (ctx.card.brand, .bin), as
  * its header says, for a card typed in and for a bound one. Before, bin was
  * always "" and a typed card's brand "" too: a rule routing by scheme or BIN
@@ -3419,6 +3474,7 @@ int main(void)
         cmocka_unit_test(test_limit_holds_for_pays_at_the_same_moment),
         cmocka_unit_test(test_editing_cashier_rank_changes_the_next_consult),
         cmocka_unit_test(test_route_rule_sees_the_cards_scheme_and_bin),
+        cmocka_unit_test(test_a_passed_challenge_waits_for_the_trades_attempt_in_flight),
         cmocka_unit_test(test_ipv6_attempts_count_for_their_64),
         cmocka_unit_test(test_card_bin_lookup_and_bound_card_details),
         cmocka_unit_test(test_no_card_number_in_database_or_logs),
