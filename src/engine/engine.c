@@ -1596,6 +1596,17 @@ int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *r, pc_engine_cb cb, vo
         snprintf(o->failure_message, sizeof o->failure_message,
                  "the payment was refused by risk control");
     }
+    /* The buyer's one-time payment code (QR_BUYER) is not kept, and would
+     * be stale by the end of a review anyway: held for one, the payment
+     * could only fail at its release, as CHANNEL_UNAVAILABLE after every
+     * channel of its route. It fails now instead, saying why. */
+    if (!strcmp(s->status, "REVIEW") && o->buyer_code[0]) {
+        s->status = "FAILED";
+        snprintf(o->failure_code, sizeof o->failure_code, "RISK_REVIEW_NOT_POSSIBLE");
+        snprintf(o->failure_message, sizeof o->failure_message,
+                 "risk control asked for a review, which a payment by the buyer's one-time code "
+                 "cannot wait for: ask the buyer to pay another way");
+    }
     json_t *route = json_array();
     for (int i = 0; i < o->nroute; i++)
         json_array_append_new(route, json_string(o->route[i]));

@@ -3160,6 +3160,41 @@ static void test_a_passed_challenge_waits_for_the_trades_attempt_in_flight(void 
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payment by the buyer's one-time code (QR_BUYER) that risk wants
+ * reviewed fails at once, saying why: the code is not kept, and a review
+ * outlives it. Before, it was held for review and its release always
+ * failed (CHANNEL_UNAVAILABLE, every channel of the route tried). */
+static void test_a_buyer_code_payment_risk_would_review_fails_saying_why(void **state)
+{
+    (void)state;
+    put_rule("risk",
+             "return function(ctx)\n"
+             "  if ctx.method == 'QR_BUYER' then\n"
+             "    return { decision = 'REVIEW', score = 60, reasons = { 'TEST' } }\n"
+             "  end\n"
+             "  return { decision = 'ACCEPT', score = 0, reasons = {} }\n"
+             "end\n",
+             "{\"examples\":[{\"name\":\"a buyer code is reviewed\",\"ctx\":{\"kind\":"
+             "\"PAYMENT\",\"method\":\"QR_BUYER\"},\"expect\":{\"decision\":\"REVIEW\"}},{"
+             "\"name\":\"a card is not\",\"ctx\":{\"kind\":\"PAYMENT\",\"method\":\"CARD\"},"
+             "\"expect\":{\"decision\":\"ACCEPT\"}}]}\n");
+    char buyer[32], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 1200, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "QR_BUYER", "\"buyer_code\":\"283746192838\"");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    assert_non_null(strstr(r.body, "RISK_REVIEW_NOT_POSSIBLE"));
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE trade_no = '%s' AND status "
+                                  "= 'REVIEW'",
+                                  tn),
+                     0);
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    put_back_rule("risk");
+}
+
 /* rules/route.lua sees the card's scheme and BIN (ctx.card.brand, .bin), as
  * its header says, for a card typed in and for a bound one. Before, bin was
  * always "" and a typed card's brand "" too: a rule routing by scheme or BIN
@@ -3475,6 +3510,7 @@ int main(void)
         cmocka_unit_test(test_editing_cashier_rank_changes_the_next_consult),
         cmocka_unit_test(test_route_rule_sees_the_cards_scheme_and_bin),
         cmocka_unit_test(test_a_passed_challenge_waits_for_the_trades_attempt_in_flight),
+        cmocka_unit_test(test_a_buyer_code_payment_risk_would_review_fails_saying_why),
         cmocka_unit_test(test_ipv6_attempts_count_for_their_64),
         cmocka_unit_test(test_card_bin_lookup_and_bound_card_details),
         cmocka_unit_test(test_no_card_number_in_database_or_logs),
