@@ -75,7 +75,8 @@ struct pc_auth {
     /* The run_id check of the present connection (check_runid): 0 not made
      * or failed, 1 made, 2 on its way. */
     int runid_state;
-    int64_t started_s; /* when this node started (Unix time) */
+    int64_t started_s;  /* when this node started (Unix time) */
+    int64_t nonce_ok_s; /* Redis last took or refused a nonce here (an answer, not an error) */
     /* This node recorded nonces in PostgreSQL only (Redis unreachable) that
      * Redis has not been given yet. */
     bool nonces_in_pg_only;
@@ -424,6 +425,7 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
     pc_auth_t *a = c->auth;
     if (status == 0 && pc_kv_reply_type(reply) == PC_KV_INTEGER) {
         a->fallback_since_s = 0; /* Redis answers this node again */
+        a->nonce_ok_s = (int64_t)time(NULL);
         if (a->nonces_in_pg_only)
             copy_back(a);
         long long v = pc_kv_reply_int(reply);
@@ -448,13 +450,17 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
      * last answered this node (or before this node started) may have been
      * taken there, and its replay with a fresh Idempotency-Key (not signed)
      * would run again. Such a request is refused: signed again with the
-     * current time it passes. Only when Redis cannot be reached: one that
-     * answers with an error (out of memory, read-only, loading) still
-     * answers PINGs, which would refuse every request; there the old nonces
-     * stay unchecked. (Left: that, and a request from a merchant whose clock
-     * runs ahead, taken through Redis just before it went away.) */
+     * current time it passes. A Redis that answers with an error (out of
+     * memory, read-only, loading) still answers PINGs: there the floor is
+     * the second after its last good answer to a nonce on this node (before,
+     * there was none, and a request taken through Redis just before could
+     * be replayed while it answered errors). (Left: a request from a
+     * merchant whose clock runs ahead, taken through Redis just before it
+     * went away, and one another node took in its last moments.) */
     int64_t seen = pc_kv_last_reply_s(a->kv);
     int64_t floor_s = seen > a->started_s ? seen : a->started_s;
+    if (status == 0)
+        floor_s = a->nonce_ok_s + 1 > a->started_s ? a->nonce_ok_s + 1 : a->started_s;
     if (status != 0) {
         /* This node starts taking nonces in PostgreSQL only (none taken so
          * yet, or Redis answered it since the last time began): it says so,
@@ -478,9 +484,11 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
         if (a->fallback_since_s + FALLBACK_SETTLE_S > floor_s)
             floor_s = a->fallback_since_s + FALLBACK_SETTLE_S;
     }
-    if (status != 0 && c->ts < floor_s) {
-        refuse_resign(c->req, "X-Timestamp is older than the nonce store's last answer (it is "
-                              "unreachable)");
+    if (c->ts < floor_s) {
+        refuse_resign(c->req, status != 0 ? "X-Timestamp is older than the nonce store's last "
+                                            "answer (it is unreachable)"
+                                          : "X-Timestamp is older than the nonce store's last "
+                                            "good answer (it answers with errors)");
         return;
     }
     a->nonces_in_pg_only = true;

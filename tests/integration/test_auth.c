@@ -1044,6 +1044,30 @@ static void test_redis_down_still_executes_once(void **state)
     r = noredis1((long long)time(NULL) + 1, "nonce-noredis-000007");
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
+
+    /* Redis answers with errors (out of memory here; read-only or loading
+     * the same) while it still answers PINGs. A request taken through it
+     * just before, replayed now: refused (signed before its last good
+     * answer), not run again; signed again it passes, and its nonce, kept
+     * in PostgreSQL, is single-use. Before, the replay ran (PostgreSQL had
+     * never seen its nonce). */
+    sleep(1);
+    long long t4 = (long long)time(NULL);
+    r = noredis1(t4, "nonce-noredis-000008");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    sleep(1);
+    assert_int_equal(pc_t_sh("redis-cli -p %d CONFIG SET maxmemory-policy noeviction >/dev/null "
+                             "&& redis-cli -p %d CONFIG SET maxmemory 1 >/dev/null",
+                             port, port),
+                     0);
+    expect_resign(noredis1(t4, "nonce-noredis-000008"));
+    long long t5 = (long long)time(NULL) + 1;
+    r = noredis1(t5, "nonce-noredis-000009");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect(noredis1(t5, "nonce-noredis-000009"), 401, "NONCE_REUSED");
+    assert_int_equal(pc_t_sh("redis-cli -p %d CONFIG SET maxmemory 0 >/dev/null", port), 0);
     pc_t_sh("%s/scripts/services redis-stop %s", pc_t_source_dir(), dir);
     pc_t_sh("rm -rf %s", dir);
 }
