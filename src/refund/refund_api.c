@@ -624,7 +624,10 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     if (pc_db_rows(res) == 0) {
-        acc_fail(a, PC_API_NOT_FOUND, NULL, "no such trade");
+        acc_fail(a, PC_API_NOT_FOUND, NULL,
+                 a->trade_no && a->out_trade_no
+                     ? "no trade of yours has both this trade_no and this out_trade_no"
+                     : "no such trade");
         return;
     }
     snprintf(a->trade, sizeof a->trade, "%s", pc_db_val(res, 0, "trade_no"));
@@ -713,11 +716,15 @@ static void begin_cb(void *data, int status, pc_db_tx_t *tx)
     }
     a->tx = tx;
     const char *mid = pc_auth_merchant(a->req)->id;
-    const char *p[] = {mid, a->trade_no ? a->trade_no : a->out_trade_no};
+    /* Both given: they must name the same trade (before, out_trade_no was
+     * ignored, and a mistaken one refunded the other trade unnoticed). */
+    const char *p[] = {mid, a->trade_no ? a->trade_no : a->out_trade_no, a->out_trade_no};
     if (pc_db_tx_query(tx,
-                       a->trade_no ? LOCK_TRADE_SQL "trade_no = $2 FOR UPDATE"
-                                   : LOCK_TRADE_SQL "out_trade_no = $2 FOR UPDATE",
-                       2, p, locked_cb, a) < 0)
+                       a->trade_no && a->out_trade_no ? LOCK_TRADE_SQL
+                           "trade_no = $2 AND out_trade_no = $3 FOR UPDATE"
+                       : a->trade_no ? LOCK_TRADE_SQL "trade_no = $2 FOR UPDATE"
+                                     : LOCK_TRADE_SQL "out_trade_no = $2 FOR UPDATE",
+                       a->trade_no && a->out_trade_no ? 3 : 2, p, locked_cb, a) < 0)
         acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 

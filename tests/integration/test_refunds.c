@@ -668,6 +668,39 @@ static void test_a_success_after_ops_recorded_the_refund_failed_is_flagged(void 
     expect_refund(rno, "FAILED");
 }
 
+/* trade_no and out_trade_no both given must name the same trade: two
+ * different trades are 404 and nothing is refunded; the same trade named
+ * both ways is refunded. Before, out_trade_no was ignored and a mistaken
+ * pair refunded trade_no's trade unnoticed. */
+static void test_a_refund_naming_two_trades_is_refused(void **state)
+{
+    (void)state;
+    char t1[40], t2[40], extra[160];
+    paid_trade_for(&g_m, "INSTANT", 1000, NULL, t1, NULL);
+    paid_trade_for(&g_m, "INSTANT", 1000, NULL, t2, NULL);
+    char *o1 = pc_t_sql(&g_stack, "SELECT out_trade_no FROM trades WHERE trade_no = '%s'", t1);
+    char *o2 = pc_t_sql(&g_stack, "SELECT out_trade_no FROM trades WHERE trade_no = '%s'", t2);
+    char out[64];
+    snprintf(extra, sizeof extra, "\"out_trade_no\":\"%s\"", o2);
+    snprintf(out, sizeof out, "RTWO-%s", t1);
+    pc_t_resp_t r = refund(t1, out, 100, extra);
+    assert_int_equal(r.status, 404);
+    assert_string_equal(pc_t_errcode(&r), "NOT_FOUND");
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM refunds WHERE trade_no IN ('%s', '%s')", t1,
+                                  t2),
+                     0);
+    snprintf(extra, sizeof extra, "\"out_trade_no\":\"%s\"", o1);
+    snprintf(out, sizeof out, "RONE-%s", t1);
+    r = refund(t1, out, 100, extra);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "trade_no"), t1);
+    pc_t_resp_free(&r);
+    free(o1);
+    free(o2);
+}
+
 /* A channel that says it refunded another sum than it was asked: the
  * refund is applied (the money left), and flagged for ops with the
  * contradiction alert, for a person to settle the difference with the buyer
@@ -1344,6 +1377,7 @@ int main(void)
                                   after_each),
         cmocka_unit_test_teardown(test_a_success_after_ops_recorded_the_refund_failed_is_flagged,
                                   after_each),
+        cmocka_unit_test_teardown(test_a_refund_naming_two_trades_is_refused, after_each),
         cmocka_unit_test_teardown(test_multi_part_payment_refunds_external_then_balance_then_coupon,
                                   after_each),
         cmocka_unit_test_teardown(test_balance_refund_of_a_trade_created_without_a_buyer,
