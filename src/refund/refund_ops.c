@@ -555,6 +555,22 @@ static void line_flagged_cb(void *data, int status, pc_db_res_t *res)
     imp_next(m);
 }
 
+/* A FAILED line for a refund of the batch that is SUCCESS: flagged. */
+static void failed_line_flagged_cb(void *data, int status, pc_db_res_t *res)
+{
+    imp_t *m = data;
+    const result_t *l = &m->lines[m->next];
+#define FAILED_AFTER                                                                               \
+    "the file says it failed, but the refund is SUCCESS (the buyer may not have it): "
+    skip(m, l,
+         status            ? FAILED_AFTER "not flagged (database unavailable): check it by hand"
+         : pc_db_rows(res) ? FAILED_AFTER "flagged for ops"
+                           : FAILED_AFTER "flagged before");
+#undef FAILED_AFTER
+    m->next++;
+    imp_next(m);
+}
+
 /* A line applied, then flagged (or not) for ops: it counts as applied. */
 static void applied_line_flagged_cb(void *data, int status, pc_db_res_t *res)
 {
@@ -598,6 +614,25 @@ static void line_applied_cb(void *data, int status, const pc__refund_t *r)
         (!strcmp(r->status, "FAILED") || strcmp(r->method, m->batch_method) != 0) &&
         pc__refund_flag_contradiction(m->app->refunds, r, PC_CH_SUCCESS, line_flagged_cb, m) > 0)
         return;
+    /* A refund of this batch the file says failed, which is SUCCESS here:
+     * ops confirmed it paid by hand (an OFFLINE batch) and the bank says it
+     * was not, so the buyer may not have the money. Flagged for ops, once
+     * (contradicted_by). Before, the line was skipped ("the refund is
+     * SUCCESS") and nobody was told. */
+    if (status == PC_ECONFLICT && r && !strcmp(r->batch_id, m->batch_id) && !l->success &&
+        !strcmp(r->status, "SUCCESS")) {
+        pc_log_error("refund.contradicted",
+                     "refund %s is SUCCESS but batch %s's result file says it failed (%s): the "
+                     "buyer may not have the money; flagged for ops (GET /admin/needs-ops)",
+                     r->refund_no, m->batch_id, l->code[0] ? l->code : "no code");
+        const char *p[] = {r->refund_no};
+        if (pc_db_query(m->app->db,
+                        "UPDATE refunds SET needs_ops = true, contradicted_by = 'FAILED', "
+                        "updated_at = now() WHERE refund_no = $1 AND status = 'SUCCESS' AND "
+                        "contradicted_by IS DISTINCT FROM 'FAILED' RETURNING refund_no",
+                        1, p, failed_line_flagged_cb, m) == 0)
+            return;
+    }
     if (status == 0) {
         if (!strcmp(r->status, "SUCCESS"))
             m->succeeded++;

@@ -627,6 +627,49 @@ static void test_file_result_paying_a_refund_handed_to_ops_is_flagged(void **sta
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* An OFFLINE refund ops confirmed paid, whose batch's result file then says
+ * the bank rejected it: the buyer may not have the money. Flagged for ops
+ * (once: the same file again says "flagged before"). Before, the line was
+ * skipped ("the refund is SUCCESS") and nobody was told. */
+static void test_a_result_file_failing_a_confirmed_refund_is_flagged(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], cmd[256], body[512], path[128];
+    paid_async_trade("OTC", "otc_code", 2500, tn);
+    refund_ok(tn, "OFAIL1", 2500, rno);
+    pc_t_resp_t r =
+        pc_t_admin(&g_stack, "POST", "/admin/refund-batches", "{\"method\":\"OFFLINE\"}");
+    assert_int_equal(r.status, 201);
+    char batch[64];
+    snprintf(batch, sizeof batch, "%s", pc_t_jstr(&r, "batch_id"));
+    pc_t_resp_free(&r);
+    snprintf(cmd, sizeof cmd, "refunds confirm %s --why 'bank transfer sent'", rno);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno, "SUCCESS");
+    snprintf(body, sizeof body,
+             "{\"csv\":\"refund_no,status,channel_ref,failure_code,failure_message\\n%s,FAILED,,"
+             "R03,account closed\\n\"}",
+             rno);
+    snprintf(path, sizeof path, "/admin/refund-batches/%s/results", batch);
+    r = pc_t_admin(&g_stack, "POST", path, body);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "flagged for ops"));
+    pc_t_resp_free(&r);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
+        1);
+    assert_true(pc_t_needs_ops_listed(&g_stack, "refund", rno) > 0);
+    assert_int_equal(resolve("refund", rno, "{\"why\":\"paid the buyer again by hand\"}"), 200);
+    r = pc_t_admin(&g_stack, "POST", path, body);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "flagged before"));
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
+        0);
+}
+
 static void test_offline_refunds_batched_and_confirmed_by_ops(void **state)
 {
     (void)state;
@@ -1922,6 +1965,8 @@ int main(void)
         cmocka_unit_test_teardown(test_file_result_paying_a_force_failed_refund_goes_to_ops,
                                   after_each),
         cmocka_unit_test_teardown(test_file_result_paying_a_refund_handed_to_ops_is_flagged,
+                                  after_each),
+        cmocka_unit_test_teardown(test_a_result_file_failing_a_confirmed_refund_is_flagged,
                                   after_each),
         cmocka_unit_test_teardown(test_trade_with_a_refund_in_flight_is_not_finished, after_each),
         cmocka_unit_test_teardown(test_refunds_nobody_batched_for_a_day_wait_for_ops, after_each),

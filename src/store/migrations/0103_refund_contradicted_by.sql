@@ -7,6 +7,7 @@
 -- recorded FAILED, then paid by its channel after all, was never flagged,
 -- and the merchant could refund the amount again. What the channel said
 -- when the refund was flagged is now kept; only the same answer again is
--- not flagged again.
+-- not flagged again. FAILED: a batch's result file failing a refund already
+-- SUCCESS (ops confirmed it paid by hand; the bank says it was not).
 ALTER TABLE refunds ADD COLUMN contradicted_by text
-    CHECK (contradicted_by IN ('SUCCESS', 'RETURNED'));
+    CHECK (contradicted_by IN ('SUCCESS', 'RETURNED', 'FAILED'));
