@@ -17,13 +17,16 @@
  * payment then succeeded took the buyer's money only to refund it as an
  * error. A pay code lives no longer than its trade (the engine sends the
  * time left), and the status queries settle a lost answer within minutes;
- * an attempt still open a day after it was sent (a release from review
- * sends it again: sent_at) no longer holds the trade open (flagged to ops
- * long before). */
+ * an attempt still open a day after the later of its sending (a release
+ * from review sends it again: sent_at) and the trade's expiry no longer
+ * holds the trade open (flagged to ops long before). Counted from the
+ * sending only, a code issued on a 7-day trade's first day and paid in its
+ * last minutes had the trade closed under the channel's report (migration
+ * 0104, trade_attempt_at_channel_now, is the same condition). */
 #define PC_TRADE_ATTEMPT_AT_CHANNEL(t)                                                             \
     "EXISTS (SELECT 1 FROM payments ip WHERE ip.trade_no = " t ".trade_no AND ip.status IN "       \
-    "('CREATED', 'PROCESSING', 'UNKNOWN') AND coalesce(ip.sent_at, ip.created_at) > now() - "      \
-    "interval '1 day')"
+    "('CREATED', 'PROCESSING', 'UNKNOWN') AND greatest(coalesce(ip.sent_at, ip.created_at), " t    \
+    ".expires_at) > now() - interval '1 day')"
 
 /* A payment that has arrived for a trade. sources are the ledger legs the
  * money comes from (negative amounts, e.g. channel clearing, buyer wallet,

@@ -428,9 +428,10 @@ static void check_with_pause(const char *fn, const char *exists, const char *slo
 static void sweep_check_with_pause(const char *slow_tn)
 {
     check_with_pause("trade_attempt_at_channel_now",
-                     "SELECT 1 FROM payments ip WHERE ip.trade_no = p_trade AND ip.status IN "
-                     "('CREATED', 'PROCESSING', 'UNKNOWN') AND coalesce(ip.sent_at, "
-                     "ip.created_at) > now() - interval '1 day'",
+                     "SELECT 1 FROM payments ip JOIN trades t ON t.trade_no = ip.trade_no WHERE "
+                     "ip.trade_no = p_trade AND ip.status IN ('CREATED', 'PROCESSING', "
+                     "'UNKNOWN') AND greatest(coalesce(ip.sent_at, ip.created_at), t.expires_at) "
+                     "> now() - interval '1 day'",
                      slow_tn);
 }
 
@@ -484,6 +485,49 @@ static void test_a_payment_committed_during_the_sweep_keeps_its_trade_open(void 
     free(pno);
     assert_string_equal(st, "WAIT_BUYER_PAY");
     free(st);
+}
+
+/* A payment sent days before its trade expires (a pay code of a 7-day
+ * trade, issued on its first day, paid in its last minutes) keeps the
+ * expired trade open for the channel's report: the day of grace counts
+ * from the trade's expiry too. Before, it counted from the sending only,
+ * and the sweep closed the trade under the buyer's payment (then refunded
+ * as an error). One sent a day before an expiry a day past is no longer
+ * waited for. */
+static void test_an_old_attempt_keeps_its_freshly_expired_trade_open(void **state)
+{
+    (void)state;
+    char tn[2][40];
+    for (int i = 0; i < 2; i++) {
+        pc_t_resp_t r = create_trade(NULL);
+        snprintf(tn[i], sizeof tn[i], "%s", pc_t_jstr(&r, "trade_no"));
+        pc_t_resp_free(&r);
+        char *pno = pc_t_sql(&g_stack,
+                             "INSERT INTO payments (payment_no, trade_no, merchant_id, status, "
+                             "amount, currency, method_type, external_amount, channel_id, sent_at) "
+                             "SELECT 'POLD' || substr(md5(trade_no), 1, 16), trade_no, "
+                             "merchant_id, 'PROCESSING', 1200, 'CNY', 'OTC', 1200, 'sim_otc', "
+                             "now() - interval '6 days' FROM trades WHERE trade_no = '%s' "
+                             "RETURNING payment_no",
+                             tn[i]);
+        assert_true(pno && pno[0]);
+        free(pno);
+    }
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET expires_at = now() - CASE WHEN trade_no = '%s' THEN interval "
+                  "'1 second' ELSE interval '25 hours' END WHERE trade_no IN ('%s', '%s') "
+                  "RETURNING 1",
+                  tn[0], tn[0], tn[1]));
+    assert_true(pc_t_sql_wait(&g_stack, "TRADE_CLOSED", 10,
+                              "SELECT status FROM trades WHERE trade_no = '%s'", tn[1]));
+    usleep(1500000); /* more sweeps */
+    char *st = pc_t_sql(&g_stack, "SELECT status FROM trades WHERE trade_no = '%s'", tn[0]);
+    assert_string_equal(st, "WAIT_BUYER_PAY");
+    free(st);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET status = 'FAILED', failure_code = 'TEST' WHERE trade_no IN "
+                  "('%s', '%s') AND status = 'PROCESSING' RETURNING 1",
+                  tn[0], tn[1]));
 }
 
 /* The finish sweep's read of "a refund of the trade in flight" (0087). */
@@ -561,6 +605,7 @@ int main(void)
         cmocka_unit_test(test_a_buyer_who_hangs_up_still_pays_from_its_address),
         cmocka_unit_test(test_recharge_into_an_account_type),
         cmocka_unit_test(test_a_payment_committed_during_the_sweep_keeps_its_trade_open),
+        cmocka_unit_test(test_an_old_attempt_keeps_its_freshly_expired_trade_open),
         cmocka_unit_test(test_a_refund_accepted_during_the_finish_sweep_keeps_its_trade),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
