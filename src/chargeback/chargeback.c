@@ -910,15 +910,18 @@ static void record_unmatched(import_t *im, const pc_cb_csv_line_t *l, const char
     /* The payment it names, when it names one of this channel's (by the
      * channel's reference, else our number), and its sum: until ops
      * resolve the line, that much of the payment is not refundable and its
-     * error refund waits (chargeback_open_on_payment, migration 0100). */
+     * error refund waits (chargeback_open_on_payment, migration 0100). Also
+     * for a line unusable for a later field (a reason code with a space, a
+     * time in another format): before, such a line held nothing, and the
+     * merchant could refund what the bank had given back already. */
     const char *p[] = {im->channel_id,
                        l->chargeback_ref,
                        id,
                        l->raw,
                        why,
-                       l->ok ? l->channel_ref : NULL,
-                       l->ok && l->paycore_ref[0] ? l->paycore_ref : NULL,
-                       l->ok ? amount : NULL};
+                       l->names_payment ? l->channel_ref : NULL,
+                       l->names_payment && l->paycore_ref[0] ? l->paycore_ref : NULL,
+                       l->names_payment ? amount : NULL};
     if (pc_db_query(im->app->db,
                     "INSERT INTO chargeback_unmatched AS u (channel_id, chargeback_ref, import_id, "
                     "line, reason, payment_no, amount) VALUES ($1, $2, $3::bigint, $4, $5, "

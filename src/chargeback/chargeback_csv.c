@@ -184,6 +184,7 @@ static void parse_line(pc_cb_csv_line_t *l, char f[MAX_FIELDS][FIELD_MAX], int n
     if (!amount_ok || strtoll(a, NULL, 10) > 1000000000000000LL)
         return bad(l, "amount: an integer 1-10^15 in minor units");
     l->amount = strtoll(a, NULL, 10);
+    l->names_payment = 1;
     const char *c = v[C_CUR];
     if (!pc_ledger_currency_ok(c))
         return bad(l, "currency: ISO 4217, upper case");

@@ -20,8 +20,13 @@
 #define PC_CB_CSV_MAX_LINES 100000
 
 typedef struct {
-    int line_no;    /* 1-based line number in the file (header is 1) */
-    int ok;         /* 0: see error */
+    int line_no; /* 1-based line number in the file (header is 1) */
+    int ok;      /* 0: see error */
+    /* The channel's reference (and ours), the amount: read, whatever came
+     * after them. A line unusable for another field (its currency, reason
+     * code or times) still names the disputed payment and sum, which are
+     * held until ops resolve it. */
+    int names_payment;
     char error[96]; /* why the line is unusable, "" when ok */
     char raw[256];  /* the line as written (cut at 255 bytes) */
     char chargeback_ref[129];

@@ -1488,6 +1488,48 @@ static void test_rate_metric_and_risk_inputs(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A file line unusable for a field after the payment and sum (here its
+ * respond_by in another format) opens no case, but it names the disputed
+ * payment and sum: they are held until ops resolve the line, as for any
+ * line kept for ops. Before, such a line held nothing, and the merchant
+ * could refund what the bank had given back already. */
+static void test_a_line_with_a_bad_later_field_still_holds_its_sum(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], date[16], ref[64], up[1024], code[40];
+    card_payment(&m, 5000, NULL, tn, txn, NULL);
+    business_date(date);
+    snprintf(ref, sizeof ref, "BADTIME-%d", (int)getpid());
+    snprintf(up, sizeof up,
+             "{\"channel_id\":\"sim_card\",\"date\":\"%s\",\"csv\":\"chargeback_ref,channel_ref,"
+             "paycore_ref,amount,currency,reason_code,time,respond_by\\n%s,%s,,2000,CNY,10.4,,"
+             "2026-11-29 08:00:05\\n\"}",
+             date, ref, txn);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/chargebacks/import", up);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "unmatched")), 1);
+    assert_int_equal(json_integer_value(json_object_get(j, "created")), 0);
+    json_decref(j);
+    pc_t_resp_free(&r);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT amount FROM chargeback_unmatched WHERE chargeback_ref = "
+                                  "'%s' AND payment_no IS NOT NULL",
+                                  ref),
+                     2000);
+    long st = refund(&m, tn, 5000, code);
+    if (st != 422)
+        fail_msg("a refund of the whole payment: %ld %s", st, code);
+    assert_string_equal(code, "AMOUNT_EXCEEDS_REFUNDABLE");
+    assert_int_equal(refund(&m, tn, 3000, code), 200);
+    char path[256];
+    snprintf(path, sizeof path, "/admin/chargebacks/unmatched/sim_card/%s/resolve", ref);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"entered by hand from the bank's letter\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+}
+
 /* A line of a channel's file that opens no case is listed for ops and
  * raises CHARGEBACKS_UNMATCHED until each is resolved. A wallet top-up's
  * dispute is one: its money is the buyer's wallet, not the merchant's.
@@ -1646,6 +1688,7 @@ int main(void)
         cmocka_unit_test(test_rate_metric_and_risk_inputs),
         cmocka_unit_test(test_rates_without_chargebacks_are_not_recounted),
         cmocka_unit_test(test_unmatched_lines_are_listed_alerted_and_resolved),
+        cmocka_unit_test(test_a_line_with_a_bad_later_field_still_holds_its_sum),
         cmocka_unit_test(test_callbacks_refused_again_and_again_page),
         cmocka_unit_test(test_a_case_left_waiting_past_its_deadline_pages),
         cmocka_unit_test(test_the_daily_import_fetches_yesterdays_files_and_a_missing_one_pages),
