@@ -441,8 +441,14 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
      * same trade lock. A case is known by its channel's reference, whether
      * ops entered it or a file brought it (chargebacks_source_ref_unique).
      * The payment of a guarantee trade: what escrow keeps free for the
-     * trade (not settled, refunded or held by another case yet). */
-    const char *p[] = {o->payment_no, o->channel_id, o->source_ref, o->trade_no};
+     * trade (not settled, refunded or held by another case yet). And an
+     * open case of the payment for the same sum that came the other way
+     * (entered by ops, or from the file) under another reference: ops
+     * often enter a dispute from the bank's letter under the bank's case
+     * number, and the channel's file then brings it under its own. */
+    char amount[24];
+    snprintf(amount, sizeof amount, "%lld", (long long)o->amount);
+    const char *p[] = {o->payment_no, o->channel_id, o->source_ref, o->trade_no, o->source, amount};
     if (pc_db_tx_query(
             o->tx,
             "SELECT payment_chargeback_frozen($1) + (SELECT "
@@ -454,8 +460,11 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
             "refunds r WHERE r.payment_no = $1 AND r.status IN ('ACCEPTED', 'SUSPENDED') AND "
             "r.external_amount > 0) AS unsent, coalesce((SELECT greatest(trade_escrow_free("
             "t.trade_no), 0) FROM trades t WHERE t.trade_no = $4 AND t.product = 'GUARANTEE' "
-            "AND t.payment_no = $1), 0) AS escrow_free",
-            4, p, open_counted_cb, o) < 0)
+            "AND t.payment_no = $1), 0) AS escrow_free, (SELECT c.chargeback_no FROM chargebacks c "
+            "WHERE c.payment_no = $1 AND c.source <> $5 AND c.amount = $6::bigint AND c.status IN "
+            "('WAIT_JUDGE', 'IN_JUDGE') AND c.source_ref <> $3 ORDER BY c.created_at LIMIT 1) AS "
+            "twin",
+            6, p, open_counted_cb, o) < 0)
         open_fail(o, PC_EUNAVAIL);
 }
 
@@ -538,6 +547,21 @@ static void open_counted_cb(void *data, int status, pc_db_res_t *res)
         pc_db_tx_rollback(o->tx);
         o->tx = NULL;
         open_finish(o, OPEN_DUPLICATE, 0, PC_API_OK, NULL);
+        return;
+    }
+    /* The same dispute twice, opened the other way under another reference:
+     * both judged for the cardholder, the merchant paid it twice. Kept for
+     * ops (a file line waits as unmatched, holding its sum; an entry is
+     * refused, 409), who resolve it, or enter it if it is another dispute. */
+    int tw = pc_db_col(res, "twin");
+    if (tw >= 0 && !pc_db_isnull(res, 0, tw)) {
+        char why[200];
+        snprintf(why, sizeof why,
+                 "case %s of this payment, for the same amount, is open already (%s): the same "
+                 "dispute under another reference? for ops",
+                 pc_db_get(res, 0, tw),
+                 !strcmp(o->source, "ONLINE") ? "entered by ops" : "from the channel's file");
+        open_unmatched(o, PC_API_INVALID_STATE, why);
         return;
     }
     int64_t left = o->external_amount - pc_db_val_i64(res, 0, "disputed");

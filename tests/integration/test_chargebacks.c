@@ -754,6 +754,47 @@ static void test_a_partly_settled_guarantee_case_splits_its_hold(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* Ops enter a dispute from the bank's letter under the bank's case number;
+ * the channel's file then brings the same dispute under its own reference:
+ * the line waits for ops (unmatched, holding its sum), not a second case.
+ * The other way round, an entry matching a case from the file is refused
+ * (409). Before, both opened, and judged for the cardholder the merchant
+ * paid twice. */
+static void test_one_dispute_entered_and_in_the_file_is_not_two_cases(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], cb[40], ref[64], date[16];
+    card_payment(&m, 10000, NULL, tn, txn, NULL);
+    business_date(date);
+    snprintf(ref, sizeof ref, "BANK-%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(enter_offline(ref, txn, 4000, NULL, cb), 201);
+    snprintf(ref, sizeof ref, "cbk_twin_%d_%d", (int)getpid(), ++g_seq);
+    import_counts_t c = import_line(date, ref, txn, 4000);
+    assert_int_equal(c.created, 0);
+    assert_int_equal(c.unmatched, 1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargebacks WHERE payment_no = "
+                                  "(SELECT payment_no FROM chargebacks WHERE "
+                                  "chargeback_no = '%s')",
+                                  cb),
+                     1);
+    assert_int_equal(mbal(&m, "reserve"), 4000);
+    /* A dispute of another sum is another case. */
+    snprintf(ref, sizeof ref, "cbk_other_%d_%d", (int)getpid(), ++g_seq);
+    c = import_line(date, ref, txn, 1000);
+    assert_int_equal(c.created, 1);
+    /* The file first, then ops' entry of the same dispute: refused. */
+    char tn2[40], txn2[80], cb2[40];
+    card_payment(&m, 3000, NULL, tn2, txn2, NULL);
+    snprintf(ref, sizeof ref, "cbk_first_%d_%d", (int)getpid(), ++g_seq);
+    c = import_line(date, ref, txn2, 3000);
+    assert_int_equal(c.created, 1);
+    snprintf(ref, sizeof ref, "BANK-%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(enter_offline(ref, txn2, 3000, NULL, cb2), 409);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_judge_merchant_liable(void **state)
 {
     (void)state;
@@ -1672,6 +1713,7 @@ int main(void)
         cmocka_unit_test(test_offline_case_then_in_the_file_is_one_case),
         cmocka_unit_test(test_cases_opened_at_once_never_dispute_more_than_the_payment),
         cmocka_unit_test(test_judge_merchant_liable),
+        cmocka_unit_test(test_one_dispute_entered_and_in_the_file_is_not_two_cases),
         cmocka_unit_test(test_a_guarantee_trades_case_holds_its_escrow),
         cmocka_unit_test(test_a_partly_settled_guarantee_case_splits_its_hold),
         cmocka_unit_test(test_a_judgement_waiting_for_its_trade_holds_no_ledger_row),
