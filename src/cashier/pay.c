@@ -248,7 +248,11 @@ static void decide(pay_t *p)
     if (r.outcome != PC_RULE_OK)
         pc_log_warn("cashier.risk_fallback", "risk %s at %s:%d: %s; REVIEW",
                     pc_rule_outcome_name(r.outcome), r.error.file, r.error.line, r.error.message);
+    /* No answer at all (out of memory building the safe default): held
+     * for review, as any failure of the rule is. */
     const char *d = json_string_value(json_object_get(r.answer, "decision"));
+    if (!d)
+        d = "REVIEW";
     p->order.risk_decision = !strcmp(d, "ACCEPT")      ? "ACCEPT"
                              : !strcmp(d, "CHALLENGE") ? "CHALLENGE"
                              : !strcmp(d, "REJECT")    ? "REJECT"
