@@ -75,8 +75,9 @@ struct pc_auth {
     /* The run_id check of the present connection (check_runid): 0 not made
      * or failed, 1 made, 2 on its way. */
     int runid_state;
-    int64_t started_s;  /* when this node started (Unix time) */
-    int64_t nonce_ok_s; /* Redis last took or refused a nonce here (an answer, not an error) */
+    int64_t started_s;   /* when this node started (Unix time) */
+    int64_t nonce_ok_s;  /* Redis last took or refused a nonce here (an answer, not an error) */
+    int64_t err_since_s; /* Redis's first error answer to a nonce since then (0: none) */
     /* This node recorded nonces in PostgreSQL only (Redis unreachable) that
      * Redis has not been given yet. */
     bool nonces_in_pg_only;
@@ -426,6 +427,7 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
     if (status == 0 && pc_kv_reply_type(reply) == PC_KV_INTEGER) {
         a->fallback_since_s = 0; /* Redis answers this node again */
         a->nonce_ok_s = (int64_t)time(NULL);
+        a->err_since_s = 0;
         if (a->nonces_in_pg_only)
             copy_back(a);
         long long v = pc_kv_reply_int(reply);
@@ -452,15 +454,22 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
      * would run again. Such a request is refused: signed again with the
      * current time it passes. A Redis that answers with an error (out of
      * memory, read-only, loading) still answers PINGs: there the floor is
-     * the second after its last good answer to a nonce on this node (before,
-     * there was none, and a request taken through Redis just before could
-     * be replayed while it answered errors). (Left: a request from a
-     * merchant whose clock runs ahead, taken through Redis just before it
-     * went away, and one another node took in its last moments.) */
+     * the second after the first error this node met since Redis last
+     * answered it well (before, there was none, and a request taken through
+     * Redis just before could be replayed while it answered errors). (Left:
+     * a request from a merchant whose clock runs ahead, taken through Redis
+     * just before it went away, and one another node took in its last
+     * moments.) */
     int64_t seen = pc_kv_last_reply_s(a->kv);
     int64_t floor_s = seen > a->started_s ? seen : a->started_s;
-    if (status == 0)
-        floor_s = a->nonce_ok_s + 1 > a->started_s ? a->nonce_ok_s + 1 : a->started_s;
+    if (status == 0) {
+        /* From the first error this node met: another node may have had
+         * nonces taken through Redis until the errors began, long after
+         * this node's last good answer when it was idle. */
+        if (a->err_since_s == 0)
+            a->err_since_s = (int64_t)time(NULL);
+        floor_s = a->err_since_s + 1 > a->started_s ? a->err_since_s + 1 : a->started_s;
+    }
     if (status != 0) {
         /* This node starts taking nonces in PostgreSQL only (none taken so
          * yet, or Redis answered it since the last time began): it says so,

@@ -946,12 +946,19 @@ static void record_unmatched(import_t *im, const pc_cb_csv_line_t *l, const char
                        l->names_payment ? l->channel_ref : NULL,
                        l->names_payment && l->paycore_ref[0] ? l->paycore_ref : NULL,
                        l->names_payment ? amount : NULL};
+    /* Not held twice: a line whose case is open already (its reference,
+     * or the same dispute entered by ops under another) keeps its payment
+     * but no sum; the case freezes it. */
     if (pc_db_query(im->app->db,
+                    "WITH p AS (SELECT coalesce((SELECT payment_no FROM payments WHERE channel_id "
+                    "= $1 AND channel_txn_id = $6), (SELECT payment_no FROM payments WHERE "
+                    "payment_no = $7 AND channel_id = $1)) AS pno) "
                     "INSERT INTO chargeback_unmatched AS u (channel_id, chargeback_ref, import_id, "
-                    "line, reason, payment_no, amount) VALUES ($1, $2, $3::bigint, $4, $5, "
-                    "coalesce((SELECT payment_no FROM payments WHERE channel_id = $1 AND "
-                    "channel_txn_id = $6), (SELECT payment_no FROM payments WHERE payment_no = $7 "
-                    "AND channel_id = $1)), $8::bigint) ON CONFLICT (channel_id, chargeback_ref) "
+                    "line, reason, payment_no, amount) SELECT $1, $2, $3::bigint, $4, $5, p.pno, "
+                    "CASE WHEN EXISTS (SELECT 1 FROM chargebacks c WHERE (c.channel_id = $1 AND "
+                    "c.source_ref = $2) OR (c.payment_no = p.pno AND c.amount = $8::bigint AND "
+                    "c.status IN ('WAIT_JUDGE', 'IN_JUDGE'))) THEN NULL ELSE $8::bigint END FROM p "
+                    "ON CONFLICT (channel_id, chargeback_ref) "
                     "DO UPDATE SET import_id = EXCLUDED.import_id, line = EXCLUDED.line, reason = "
                     "EXCLUDED.reason, payment_no = EXCLUDED.payment_no, amount = EXCLUDED.amount, "
                     "updated_at = now() WHERE u.resolved_at IS NULL",

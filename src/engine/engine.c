@@ -463,7 +463,8 @@ static void pay_cb(void *data, const pc_ch_result_t *r)
                                channel_fee_arg(o, o->route[o->attempt], fee)};
             if (pc_db_query(o->e->app->db,
                             "UPDATE payments SET channel_id = $2, attempt = $3::int, sent_at = "
-                            "now(), channel_fee = $4::bigint, updated_at = now() WHERE "
+                            "now(), channel_fee = $4::bigint, channel_txn_id = NULL, "
+                            "acknowledged_at = NULL, updated_at = now() WHERE "
                             "payment_no = $1 AND status = 'PROCESSING' RETURNING 1",
                             4, p, next_channel_cb, o) < 0)
                 finish(o);

@@ -27,6 +27,10 @@
  * so that a dead endpoint's backlog is not claimed and handed back over and
  * over while other merchants' rows wait behind it. */
 #define RELEASE_DELAY_MS 1000
+/* A stored platform key that cannot be used, or one that could not be
+ * generated: read (or made) again this often, until ops mend it; RSA2
+ * events wait as long meanwhile. */
+#define KEY_BAD_RETRY_MS 5000
 /* Time a row's lease must still cover beyond the request timeout before it is
  * sent: room for recording the outcome and for clock drift between the claim
  * statement and our loop clock. */
@@ -311,12 +315,19 @@ static void delivery_end(delivery_t *d)
 }
 
 /* Hands a row back unsent: it becomes due again shortly, for any node. */
-static void delivery_release(delivery_t *d)
+/* Hands the event back untouched (no attempt counted), due again in
+ * delay_ms. */
+static void delivery_release_in(delivery_t *d, int64_t delay_ms)
 {
-    int64_t delay = d->host && d->host->unhealthy ? d->n->dead_release_ms : RELEASE_DELAY_MS;
-    push_outcome(d->n, d, "PENDING", 0, delay, 0, NULL, 0);
+    push_outcome(d->n, d, "PENDING", 0, delay_ms, 0, NULL, 0);
     pc_metrics_add("pc_notify_released_total", "", 1);
     delivery_end(d);
+}
+
+static void delivery_release(delivery_t *d)
+{
+    delivery_release_in(d,
+                        d->host && d->host->unhealthy ? d->n->dead_release_ms : RELEASE_DELAY_MS);
 }
 
 /* Records one attempt and schedules what follows it. */
@@ -545,7 +556,12 @@ static void merchant_cb(void *data, int status, pc_merchant_t *m)
          * counted as an attempt, and every RSA2 merchant's events ended
          * FAILED without ever being sent. */
         free(tosign);
-        delivery_release(d);
+        /* Soon while the key is on its way; with none coming, at the pace
+         * the key is read again (not every second). */
+        if (n->keygen || n->key_query)
+            delivery_release(d);
+        else
+            delivery_release_in(d, KEY_BAD_RETRY_MS);
         return;
     }
     if (m->sign_type == PC_SIGN_RSA2)
@@ -902,10 +918,6 @@ static void free_pem(char *pem)
 }
 
 static void keygen_start(pc_notifier_t *n);
-
-/* A stored key that cannot be used, or a key that could not be generated:
- * read (or made) again this often, until ops mend it. */
-#define KEY_BAD_RETRY_MS 5000
 
 /* The shared key could not be read or stored now: poll_cb tries again in a
  * second. */

@@ -620,7 +620,7 @@ static void line_applied_cb(void *data, int status, const pc__refund_t *r)
      * (contradicted_by). Before, the line was skipped ("the refund is
      * SUCCESS") and nobody was told. */
     if (status == PC_ECONFLICT && r && !strcmp(r->batch_id, m->batch_id) && !l->success &&
-        !strcmp(r->status, "SUCCESS")) {
+        !strcmp(r->status, "SUCCESS") && !strcmp(r->method, m->batch_method)) {
         pc_log_error("refund.contradicted",
                      "refund %s is SUCCESS but batch %s's result file says it failed (%s): the "
                      "buyer may not have the money; flagged for ops (GET /admin/needs-ops)",

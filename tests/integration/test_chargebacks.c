@@ -754,6 +754,8 @@ static void test_a_partly_settled_guarantee_case_splits_its_hold(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+static long refund(const pc_t_merchant_t *m, const char *tn, long amount, char *code);
+
 /* Ops enter a dispute from the bank's letter under the bank's case number;
  * the channel's file then brings the same dispute under its own reference:
  * the line waits for ops (unmatched, holding its sum), not a second case.
@@ -780,10 +782,20 @@ static void test_one_dispute_entered_and_in_the_file_is_not_two_cases(void **sta
                                   cb),
                      1);
     assert_int_equal(mbal(&m, "reserve"), 4000);
+    /* The waiting line does not hold the sum a second time: the case
+     * freezes it. */
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargeback_unmatched WHERE chargeback_ref "
+                                  "= '%s' AND payment_no IS NOT NULL AND amount IS NULL",
+                                  ref),
+                     1);
     /* A dispute of another sum is another case. */
     snprintf(ref, sizeof ref, "cbk_other_%d_%d", (int)getpid(), ++g_seq);
     c = import_line(date, ref, txn, 1000);
     assert_int_equal(c.created, 1);
+    /* 10000 less the two cases: 5000 refundable, not 1000 more. */
+    char code[40];
+    assert_int_equal(refund(&m, tn, 5000, code), 200);
     /* The file first, then ops' entry of the same dispute: refused. */
     char tn2[40], txn2[80], cb2[40];
     card_payment(&m, 3000, NULL, tn2, txn2, NULL);

@@ -668,6 +668,38 @@ static void test_a_result_file_failing_a_confirmed_refund_is_flagged(void **stat
     assert_int_equal(
         pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
         0);
+    /* A FILE refund the batch's file refused, moved to OFFLINE and paid by
+     * ops (as an error refund is; moved here by hand), whose file is then
+     * imported again: the FAILED line is the one that sent it to ops, not
+     * news. Not flagged. */
+    char tn2[40], rno2[40], csvpath[600];
+    paid_async_trade("NETBANK", "url", 3000, tn2);
+    refund_ok(tn2, "FAGAIN1", 1100, rno2);
+    snprintf(csvpath, sizeof csvpath, "%s/netbank-batch-again.csv", g_dir);
+    char cmd2[1024];
+    snprintf(cmd2, sizeof cmd2, "refund-batch export --channel sim_netbank --out %s", csvpath);
+    assert_int_equal(payctl(cmd2), 0);
+    expect_refund(rno2, "PROCESSING");
+    char *b2 = refund_col(rno2, "batch_id");
+    free(pc_t_sql(&g_stack,
+                  "UPDATE refunds SET method = 'OFFLINE' WHERE refund_no = '%s' RETURNING 1",
+                  rno2));
+    snprintf(cmd2, sizeof cmd2, "refunds confirm %s --why 'paid by bank transfer'", rno2);
+    assert_int_equal(payctl(cmd2), 0);
+    expect_refund(rno2, "SUCCESS");
+    snprintf(body, sizeof body,
+             "{\"csv\":\"refund_no,status,channel_ref,failure_code,failure_message\\n%s,FAILED,,"
+             "R03,account closed\\n\"}",
+             rno2);
+    snprintf(path, sizeof path, "/admin/refund-batches/%s/results", b2);
+    free(b2);
+    r = pc_t_admin(&g_stack, "POST", path, body);
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body, "flagged"));
+    pc_t_resp_free(&r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno2),
+        0);
 }
 
 static void test_offline_refunds_batched_and_confirmed_by_ops(void **state)
