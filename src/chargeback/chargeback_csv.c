@@ -208,6 +208,13 @@ int pc_cb_csv_parse(const char *text, size_t len, pc_cb_csv_line_t **lines, size
         text += 3;
         len -= 3;
     }
+    /* Fields are read as C strings: a NUL inside one cut it short, and an
+     * amount written 1\0000 was read as 1 (a hold of 1 for a dispute of
+     * 1000). No CSV holds one: refused. */
+    if (memchr(text, '\0', len)) {
+        snprintf(err, errlen, "the file holds a NUL byte");
+        return PC_EINVAL;
+    }
     char fields[MAX_FIELDS][FIELD_MAX]; /* 8 KiB */
     int col[C_COUNT];
     for (int c = 0; c < C_COUNT; c++)

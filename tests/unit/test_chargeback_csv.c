@@ -107,6 +107,11 @@ static void test_unusable_files_are_refused(void **state)
     assert_null(l);
     assert_int_equal(parse("chargeback_ref,amount,currency\ncbk,1,CNY\n", &l, &n, err), PC_EINVAL);
     assert_non_null(strstr(err, "channel_ref"));
+    /* A NUL byte anywhere: refused (it cut a field short: 1\0000 read as 1). */
+    static const char nul[] =
+        "chargeback_ref,channel_ref,amount,currency\ncbk_1,pay_1,1\0000,CNY\n";
+    assert_int_equal(pc_cb_csv_parse(nul, sizeof nul - 1, &l, &n, err, sizeof err), PC_EINVAL);
+    assert_non_null(strstr(err, "NUL"));
     /* A header alone is an empty file, not an error. */
     assert_int_equal(parse("chargeback_ref,channel_ref,amount,currency\n", &l, &n, err), 0);
     assert_int_equal(n, 0);
