@@ -77,6 +77,19 @@ static const char *notify_url_of(pc_db_res_t *res, int row)
     return (c < 0 || pc_db_isnull(res, row, c)) ? NULL : pc_db_get(res, row, c);
 }
 
+int pc_trade_outbox_row(pc_db_tx_t *tx, pc_db_res_t *res, int row, const char *event,
+                        const char *fallback_url)
+{
+    pc_trade_t t;
+    pc_trade_from_row(&t, res, row);
+    const char *url = notify_url_of(res, row);
+    json_t *obj = pc_trade_json(&t);
+    int rc = obj ? pc_outbox_add(tx, t.merchant_id, event, url && url[0] ? url : fallback_url, obj)
+                 : PC_ENOMEM;
+    json_decref(obj);
+    return rc < 0 ? rc : 0;
+}
+
 /* ---------- trade paid ---------- */
 
 typedef struct {
@@ -136,8 +149,7 @@ static void paid_update_cb(void *data, int status, pc_db_res_t *res)
     }
     if (rc == 0) {
         pc_ledger_txn_t txn = {"TRADE_PAY", "payment", p->payment_no, t.trade_no, l.legs, l.n};
-        rc = p->post_cb ? pc_ledger_post(p->tx, &txn, p->post_cb, p->post_data)
-                        : pc_ledger_post(p->tx, &txn, post_logged_cb, "TRADE_PAY");
+        rc = pc_ledger_post(p->tx, &txn, p->post_cb, p->post_data);
     }
     if (rc == 0) {
         json_t *obj = pc_trade_json(&t);
@@ -181,8 +193,8 @@ int pc_trade_mark_paid(pc_db_tx_t *tx, const pc_trade_payment_t *pay, pc_trade_p
     p->tx = tx;
     p->cb = cb;
     p->data = data;
-    p->post_cb = pay->post_cb;
-    p->post_data = pay->post_data;
+    p->post_cb = pay->post_cb ? pay->post_cb : post_logged_cb;
+    p->post_data = pay->post_cb ? pay->post_data : (void *)"TRADE_PAY";
     char amount[24];
     snprintf(amount, sizeof amount, "%lld", (long long)pay->amount);
     const char *params[] = {p->trade_no, p->payment_no, amount, p->currency};
@@ -378,15 +390,15 @@ static void settle_locked_cb(void *data, int status, pc_db_res_t *res)
         op_fail(o, PC_API_INVALID_STATE, NULL, msg);
         return;
     }
-    /* What is left is what escrow still holds for the trade: refunds take
-     * part of their amount from split receivers already settled, so the
-     * refunded amount is more than escrow gave (settling paid minus settled
-     * minus refunded left that difference in escrow for good). */
-    /* What chargebacks hold of escrow (open cases, and what was paid to
-     * a cardholder from it) is not the merchant's to settle. */
+    /* What is left is what escrow still holds for the trade, free
+     * (trade_escrow_free, migration 0101): refunds take part of their
+     * amount from split receivers already settled, so the refunded amount
+     * is more than escrow gave (settling paid minus settled minus refunded
+     * left that difference in escrow for good); what chargebacks hold of
+     * escrow (open cases, and what was paid to a cardholder from it) is not
+     * the merchant's to settle. */
     int64_t disputed = pc_db_val_i64(res, 0, "escrow_disputed");
-    int64_t left =
-        t.paid_amount - t.settled_amount - pc_db_val_i64(res, 0, "escrow_refunded") - disputed;
+    int64_t left = pc_db_val_i64(res, 0, "escrow_free");
     int64_t amount = s->amount ? s->amount : left;
     if (amount <= 0 || amount > left) {
         char msg[160];
@@ -503,9 +515,7 @@ static void settle_begin_cb(void *data, int status, pc_db_tx_t *tx)
             "SELECT " PC_TRADE_COLUMNS ", notify_url, (SELECT coalesce(sum(r.from_escrow), "
             "0) FROM refunds r WHERE r.trade_no = trades.trade_no AND r.type = 'NORMAL' "
             "AND r.status NOT IN ('SUCCESS', 'FAILED', 'TERMINATED'))::bigint AS "
-            "escrow_refunding, (SELECT coalesce(sum(r.from_escrow), 0) FROM refunds r "
-            "WHERE r.trade_no = trades.trade_no AND r.type = 'NORMAL' AND r.status NOT "
-            "IN ('FAILED', 'TERMINATED'))::bigint AS escrow_refunded, "
+            "escrow_refunding, trade_escrow_free(trade_no) AS escrow_free, "
             "chargeback_unsettled_held(trade_no) AS escrow_disputed, "
             "chargeback_unsettled_open(trade_no)::text AS dispute_open, (SELECT count(*) FROM "
             "(SELECT account FROM trade_split_received(trade_no) UNION SELECT "
@@ -706,14 +716,9 @@ static void sweep_rows_cb(void *data, int status, pc_db_res_t *res)
     }
     int n = pc_db_rows(res);
     for (int i = 0; i < n; i++) {
-        pc_trade_t t;
-        pc_trade_from_row(&t, res, i);
-        json_t *obj = pc_trade_json(&t);
         /* A trade moved without its notification is not committed: the
          * next sweep takes it again. */
-        int rc = obj ? pc_outbox_add(s->tx, t.merchant_id, s->event, notify_url_of(res, i), obj)
-                     : PC_ENOMEM;
-        json_decref(obj);
+        int rc = pc_trade_outbox_row(s->tx, res, i, s->event, NULL);
         if (rc < 0) {
             sweep_fail(s, "could not record its notifications", rc);
             return;

@@ -61,6 +61,14 @@ typedef void (*pc_trade_paid_cb)(void *data, int status, const char *trade_statu
 int pc_trade_mark_paid(pc_db_tx_t *tx, const pc_trade_payment_t *p, pc_trade_paid_cb cb,
                        void *data);
 
+/* Adds event (trade.closed, trade.succeeded, ...) for the trade that row of
+ * res holds (PC_TRADE_COLUMNS and notify_url, as a statement that moved it
+ * returns them) to tx's outbox, to the trade's notify_url, else to
+ * fallback_url (may be NULL: the merchant's). Returns 0 or a negative code
+ * (the transaction must not commit without it). */
+int pc_trade_outbox_row(pc_db_tx_t *tx, pc_db_res_t *res, int row, const char *event,
+                        const char *fallback_url);
+
 struct pc_app;
 /* Closes expired open trades and finishes trades past the refund window, a
  * batch at a time; safe on any number of nodes (SKIP LOCKED). */

@@ -75,9 +75,10 @@ struct pc_auth {
     /* The run_id check of the present connection (check_runid): 0 not made
      * or failed, 1 made, 2 on its way. */
     int runid_state;
-    int64_t started_s;   /* when this node started (Unix time) */
-    int64_t nonce_ok_s;  /* Redis last took or refused a nonce here (an answer, not an error) */
-    int64_t err_since_s; /* Redis's first error answer to a nonce since then (0: none) */
+    int64_t started_s; /* when this node started (Unix time) */
+    /* Redis's first error answer to a nonce since it last took or refused
+     * one here (0: it answers well) */
+    int64_t err_since_s;
     /* This node recorded nonces in PostgreSQL only (Redis unreachable) that
      * Redis has not been given yet. */
     bool nonces_in_pg_only;
@@ -426,7 +427,6 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
     pc_auth_t *a = c->auth;
     if (status == 0 && pc_kv_reply_type(reply) == PC_KV_INTEGER) {
         a->fallback_since_s = 0; /* Redis answers this node again */
-        a->nonce_ok_s = (int64_t)time(NULL);
         a->err_since_s = 0;
         if (a->nonces_in_pg_only)
             copy_back(a);

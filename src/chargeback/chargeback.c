@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "acquiring/trade.h"
+#include "acquiring/trade_state.h"
 #include "ledger/ledger.h"
 #include "notify/outbox.h"
 #include "refund/refund.h"
@@ -272,7 +273,7 @@ static void open_inserted_cb(void *data, int status, pc_db_res_t *res)
     pc_cb_legs_t legs;
     /* What is held from escrow is frozen there already: only the rest is
      * frozen from the merchant. */
-    int frozen = o->hold.from_pending + o->hold.from_available + o->hold.owed > 0;
+    int frozen = pc_cb_hold_frozen(&o->hold) > 0;
     int rc = frozen ? pc_cb_legs_freeze(o->merchant_id, o->currency, &o->hold, &legs) : 0;
     if (!rc && frozen) {
         pc_ledger_txn_t txn = {"CHARGEBACK_FREEZE", "chargeback", o->cb_no,
@@ -1722,15 +1723,12 @@ static void decide_released_cb(void *data, int status, pc_db_res_t *res)
 /* Queues the case's notification and commits. */
 static void decide_notify(decide_t *d)
 {
-    int rc = 0;
-    {
-        json_t *obj = json_loads(d->json, 0, NULL);
-        rc = obj ? pc_outbox_add(d->tx, d->merchant_id,
+    json_t *obj = json_loads(d->json, 0, NULL);
+    int rc = obj ? pc_outbox_add(d->tx, d->merchant_id,
                                  d->closing ? "chargeback.closed" : "chargeback.judged",
                                  d->notify_url[0] ? d->notify_url : NULL, obj)
                  : PC_ENOMEM;
-        json_decref(obj);
-    }
+    json_decref(obj);
     if (rc) {
         pc_log_error("chargeback.decide", "%s: %s", d->no, pc_ledger_strerror(rc));
         decide_fail(d, rc);
@@ -1747,13 +1745,7 @@ static void decide_trade_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     if (pc_db_rows(res) == 1) {
-        pc_trade_t t;
-        pc_trade_from_row(&t, res, 0);
-        json_t *obj = pc_trade_json(&t);
-        int nu = pc_db_col(res, "notify_url");
-        const char *url = nu >= 0 && !pc_db_isnull(res, 0, nu) ? pc_db_get(res, 0, nu) : NULL;
-        int rc = obj ? pc_outbox_add(d->tx, t.merchant_id, "trade.succeeded", url, obj) : PC_ENOMEM;
-        json_decref(obj);
+        int rc = pc_trade_outbox_row(d->tx, res, 0, "trade.succeeded", NULL);
         if (rc) {
             decide_fail(d, rc);
             return;
@@ -1829,7 +1821,7 @@ static void decide_updated_cb(void *data, int status, pc_db_res_t *res)
     d->hold.owed = pc_db_val_i64(res, 0, "owed");
     d->hold.from_escrow = pc_db_val_i64(res, 0, "from_escrow");
     d->hold.from_unsettled = pc_db_val_i64(res, 0, "from_unsettled");
-    if (d->hold.from_pending + d->hold.from_available + d->hold.owed == 0) {
+    if (pc_cb_hold_frozen(&d->hold) == 0) {
         /* Nothing of the merchant's was frozen, nothing is released. */
         decide_release(d);
         return;

@@ -22,6 +22,11 @@ const char *pc_cb_liable_name(pc_cb_liable_t liable)
     return (int)liable >= 0 && liable <= PC_CB_LIABLE_NONE ? liable_names[liable] : "?";
 }
 
+int64_t pc_cb_hold_frozen(const pc_cb_hold_t *hold)
+{
+    return hold->from_pending + hold->from_available + hold->owed;
+}
+
 static int64_t min64(int64_t a, int64_t b)
 {
     return a < b ? a : b;
@@ -93,7 +98,7 @@ int pc_cb_legs_freeze(const char *merchant_id, const char *currency, const pc_cb
                       pc_cb_legs_t *out)
 {
     legs_init(out, currency);
-    int64_t total = hold->from_pending + hold->from_available + hold->owed;
+    int64_t total = pc_cb_hold_frozen(hold);
     if (hold->from_pending < 0 || hold->from_available < 0 || hold->owed < 0 || total <= 0)
         return PC_EINVAL;
     int rc = add(out, PC_LEDGER_MERCHANT_PENDING, merchant_id, -hold->from_pending);
@@ -157,7 +162,7 @@ int pc_cb_legs_decide(pc_cb_liable_t liable, int closing, const char *merchant_i
     if (hold->from_escrow)
         return pc_cb_legs_judge_escrow(liable, closing, channel_id, currency, hold->from_escrow,
                                        out);
-    int64_t frozen = hold->from_pending + hold->from_available + hold->owed;
+    int64_t frozen = pc_cb_hold_frozen(hold);
     int64_t unsettled = hold->from_unsettled;
     legs_init(out, currency);
     if (hold->from_pending < 0 || hold->from_available < 0 || hold->owed < 0 || unsettled < 0 ||

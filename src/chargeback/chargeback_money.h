@@ -40,6 +40,10 @@ typedef struct {
     int64_t from_pending, from_available, owed, from_escrow, from_unsettled;
 } pc_cb_hold_t;
 
+/* The part of hold frozen from the merchant's balances (pending, available,
+ * owed): what its reserve holds for the case. */
+int64_t pc_cb_hold_frozen(const pc_cb_hold_t *hold);
+
 /* Where a release sends the reserve; the three add up to the amount. */
 typedef struct {
     int64_t to_pending, to_available, to_receivable;

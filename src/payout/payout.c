@@ -230,8 +230,8 @@ static void apply_step(apply_t *a)
         const char *p[] = {a->payout_no, from, a->code[0] ? a->code : NULL};
         rc = pc_db_tx_query(a->tx,
                             "UPDATE payouts p SET status = 'RETURNED', return_reason = $3, "
-                            "returned_at = now(), needs_ops = p.needs_ops AND p.status = "
-                            "'SUCCESS', updated_at = now() WHERE payout_no = $1 AND "
+                            "returned_at = now(), updated_at = now() "
+                            "WHERE payout_no = $1 AND "
                             "status = $2 RETURNING payout_json(p)::text",
                             3, p, apply_updated_cb, a);
     }

@@ -1,5 +1,6 @@
 #include "refund/refund.h"
 #include "acquiring/trade.h"
+#include "acquiring/trade_state.h"
 #include "auth/sign.h"
 #include "channel/client.h"
 #include "core/error.h"
@@ -314,19 +315,12 @@ static void tr_trade_moved(tr_t *t, int status, pc_db_res_t *res, const char *ev
     if (status) {
         tr_step_cb(t, status, res);
     } else if (pc_db_rows(res) == 1) {
-        pc_trade_t trade;
-        pc_trade_from_row(&trade, res, 0);
-        json_t *obj = pc_trade_json(&trade);
-        int c = pc_db_col(res, "notify_url");
-        const char *url = pc_db_isnull(res, 0, c) ? NULL : pc_db_get(res, 0, c);
-        if (pc_outbox_add(t->tx, trade.merchant_id, event,
-                          url && url[0] ? url : (t->r.notify_url[0] ? t->r.notify_url : NULL),
-                          obj) < 0 &&
+        if (pc_trade_outbox_row(t->tx, res, 0, event, t->r.notify_url[0] ? t->r.notify_url : NULL) <
+                0 &&
             !t->step_failed)
             t->step_failed = PC_EIO;
-        json_decref(obj);
         pc_log_info("refund.trade_moved", "trade %s is %s after refund %s", t->r.trade_no,
-                    trade.status, t->r.refund_no);
+                    pc_db_val(res, 0, "status"), t->r.refund_no);
     }
     tr_commit(t);
 }
@@ -772,19 +766,26 @@ int pc__refund_flag_contradiction(pc_refunds_t *rf, const pc__refund_t *r, pc_ch
                      "refund %s is %s but its channel says %s: flagged for ops (GET "
                      "/admin/needs-ops)",
                      r->refund_no, r->status, returned ? "RETURNED" : "SUCCESS");
-    /* Once per answer: a retried callback saying the same does not flag
-     * again what ops resolved (contradicted_by, migration 0103). Before,
-     * any resolution of the refund stopped every later flag, an outcome
-     * ops recorded by hand among them: a refund recorded FAILED and then
-     * paid by its channel was never flagged. */
-    const char *p[] = {r->refund_no, r->status, returned ? "RETURNED" : "SUCCESS"};
-    if (pc_db_query(rf->app->db,
-                    "UPDATE refunds SET needs_ops = true, contradicted_by = $3, updated_at = now() "
-                    "WHERE refund_no = $1 AND status = $2 AND contradicted_by IS DISTINCT FROM $3 "
-                    "RETURNING refund_no",
-                    3, p, cb, data) < 0)
+    /* Once per answer. Before, any resolution of the refund stopped every
+     * later flag, an outcome ops recorded by hand among them: a refund
+     * recorded FAILED and then paid by its channel was never flagged. */
+    if (pc__refund_flag_once(rf, r->refund_no, r->status, returned ? "RETURNED" : "SUCCESS", cb,
+                             data) < 0)
         return PC_EUNAVAIL;
     return 1;
+}
+
+int pc__refund_flag_once(pc_refunds_t *rf, const char *refund_no, const char *status,
+                         const char *said, pc_db_query_cb cb, void *data)
+{
+    const char *p[] = {refund_no, status, said};
+    return pc_db_query(rf->app->db,
+                       "UPDATE refunds SET needs_ops = true, contradicted_by = $3, updated_at = "
+                       "now() WHERE refund_no = $1 AND status = $2 AND contradicted_by IS DISTINCT "
+                       "FROM $3 RETURNING refund_no",
+                       3, p, cb, data) < 0
+               ? PC_EUNAVAIL
+               : 0;
 }
 
 static void flagged_by_runner_cb(void *data, int status, pc_db_res_t *res)

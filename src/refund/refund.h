@@ -193,6 +193,14 @@ int pc__refund_transition(pc_refunds_t *rf, const pc__transition_t *t, pc__trans
 int pc__refund_flag_contradiction(pc_refunds_t *rf, const pc__refund_t *r, pc_ch_status_t said,
                                   pc_db_query_cb cb, void *data);
 
+/* Queues the flag of refund_no, while it is status, for what its channel or
+ * file said ("SUCCESS", "RETURNED", "FAILED"): once per answer
+ * (refunds.contradicted_by, migration 0103), so a retried callback or a
+ * file imported again does not flag what ops resolved. cb gets the flagged
+ * row, or none. Returns 0 or PC_EUNAVAIL (cb never runs). */
+int pc__refund_flag_once(pc_refunds_t *rf, const char *refund_no, const char *status,
+                         const char *said, pc_db_query_cb cb, void *data);
+
 /* What rules/refund_method.lua is told about a refund (its ctx contract). */
 typedef struct {
     const char *type;         /* "NORMAL" | "ERROR" */

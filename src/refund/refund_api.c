@@ -46,7 +46,9 @@ typedef struct {
     char trade_notify[520], merchant_notify[520];
     int64_t paid, settled;
     int64_t dup, active;
-    int64_t active_escrow; /* escrow used: live refunds and chargeback holds */
+    /* A guarantee trade's escrow not settled, refunded or held by a
+     * chargeback (trade_escrow_free) */
+    int64_t escrow_free;
     pc_refund_parts_t pay, used;
     char channel_id[33], pay_txn[81], pay_method[16], card_token[81], coupon_funder[65];
     long long paid_at;
@@ -271,7 +273,7 @@ static void decide(acc_t *a)
      * merchant kept 25 it was never meant to have). */
     int64_t share_of = a->amount, share_base = a->paid;
     if (!strcmp(a->product, "GUARANTEE")) {
-        int64_t held = a->paid - a->settled - a->active_escrow;
+        int64_t held = a->escrow_free;
         share_of = a->amount - (held > 0 ? (held < a->amount ? held : a->amount) : 0);
         share_base = a->settled;
     }
@@ -315,8 +317,7 @@ static void decide(acc_t *a)
         return;
     }
     if (funds.product == PC_REFUND_GUARANTEE) {
-        int64_t held = a->paid - a->settled - a->active_escrow;
-        funds.escrow_unsettled = held > 0 ? held : 0;
+        funds.escrow_unsettled = a->escrow_free > 0 ? a->escrow_free : 0;
     }
     rc = funds.amount > 0 ? pc_refund_plan_sources(&funds, &r->from) : 0;
     if (rc == PC_REFUND_INSUFFICIENT) {
@@ -514,7 +515,7 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
         snprintf(a->buyer_id, sizeof a->buyer_id, "%s", pc_db_val(res, 0, "wallet_owner"));
     else if (!a->buyer_id[0])
         snprintf(a->buyer_id, sizeof a->buyer_id, "%s", pc_db_val(res, 0, "payment_buyer"));
-    a->active_escrow = pc_db_val_i64(res, 0, "active_escrow");
+    a->escrow_free = pc_db_val_i64(res, 0, "escrow_free");
     a->used.external = pc_db_val_i64(res, 0, "used_external");
     a->used.balance = pc_db_val_i64(res, 0, "used_balance");
     a->used.coupon = pc_db_val_i64(res, 0, "used_coupon");
@@ -664,10 +665,8 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
         a->tx,
         "SELECT (SELECT count(*) FROM refunds WHERE merchant_id = $1 AND out_refund_no = $2) AS "
         "dup, (SELECT coalesce(sum(amount), 0) FROM refunds WHERE trade_no = $3 AND type = "
-        "'NORMAL' AND status NOT IN ('FAILED', 'TERMINATED')) + u.frozen AS active, (SELECT "
-        "coalesce(sum(from_escrow), 0) FROM refunds WHERE trade_no = $3 AND type = 'NORMAL' AND "
-        "status NOT IN ('FAILED', 'TERMINATED')) + chargeback_unsettled_held($3) AS "
-        "active_escrow, u.used_external, "
+        "'NORMAL' AND status NOT IN ('FAILED', 'TERMINATED')) + u.frozen AS active, "
+        "trade_escrow_free($3) AS escrow_free, u.used_external, "
         "u.used_balance, u.used_coupon, m.advance_funding::text AS advance_funding, "
         "coalesce(m.notify_url, '') AS merchant_notify, (p.payment_no IS NOT NULL)::text AS "
         "have_payment, coalesce(p.external_amount, 0) AS external_amount, "

@@ -541,32 +541,22 @@ static void skip(imp_t *m, const result_t *l, const char *why)
                                                 l->refund_no, "reason", why));
 }
 
+/* A line the refund contradicts, skipped and flagged (or not) for ops: why,
+ * by what the line said. */
 static void line_flagged_cb(void *data, int status, pc_db_res_t *res)
 {
     imp_t *m = data;
     const result_t *l = &m->lines[m->next];
-#define PAID_OTHERWISE "the file says it was paid, but the refund failed or was paid another way: "
-    skip(m, l,
-         status            ? PAID_OTHERWISE "not flagged (database unavailable): check it by hand"
-         : pc_db_rows(res) ? PAID_OTHERWISE "flagged for ops"
-                           : PAID_OTHERWISE "flagged before");
-#undef PAID_OTHERWISE
-    m->next++;
-    imp_next(m);
-}
-
-/* A FAILED line for a refund of the batch that is SUCCESS: flagged. */
-static void failed_line_flagged_cb(void *data, int status, pc_db_res_t *res)
-{
-    imp_t *m = data;
-    const result_t *l = &m->lines[m->next];
-#define FAILED_AFTER                                                                               \
-    "the file says it failed, but the refund is SUCCESS (the buyer may not have it): "
-    skip(m, l,
-         status            ? FAILED_AFTER "not flagged (database unavailable): check it by hand"
-         : pc_db_rows(res) ? FAILED_AFTER "flagged for ops"
-                           : FAILED_AFTER "flagged before");
-#undef FAILED_AFTER
+    char why[200];
+    snprintf(why, sizeof why, "%s: %s",
+             l->success ? "the file says it was paid, but the refund failed or was paid another "
+                          "way"
+                        : "the file says it failed, but the refund is SUCCESS (the buyer may not "
+                          "have it)",
+             status            ? "not flagged (database unavailable): check it by hand"
+             : pc_db_rows(res) ? "flagged for ops"
+                               : "flagged before");
+    skip(m, l, why);
     m->next++;
     imp_next(m);
 }
@@ -625,12 +615,8 @@ static void line_applied_cb(void *data, int status, const pc__refund_t *r)
                      "refund %s is SUCCESS but batch %s's result file says it failed (%s): the "
                      "buyer may not have the money; flagged for ops (GET /admin/needs-ops)",
                      r->refund_no, m->batch_id, l->code[0] ? l->code : "no code");
-        const char *p[] = {r->refund_no};
-        if (pc_db_query(m->app->db,
-                        "UPDATE refunds SET needs_ops = true, contradicted_by = 'FAILED', "
-                        "updated_at = now() WHERE refund_no = $1 AND status = 'SUCCESS' AND "
-                        "contradicted_by IS DISTINCT FROM 'FAILED' RETURNING refund_no",
-                        1, p, failed_line_flagged_cb, m) == 0)
+        if (pc__refund_flag_once(m->app->refunds, r->refund_no, "SUCCESS", "FAILED",
+                                 line_flagged_cb, m) == 0)
             return;
     }
     if (status == 0) {

@@ -819,57 +819,27 @@ static void forgotten_by_its_channel(const char *no, const char *ch)
                   no));
 }
 
-/* A channel that took a payout (it answered with its reference) and later
- * has no record of it: the payout is not failed on that "no record" (the
- * merchant's money given back while the bank may have paid it); it stays
- * open, flagged for ops. Here the payout is pointed at another channel,
- * which never saw it. */
-static void test_no_record_of_a_payout_the_channel_took_is_for_ops(void **state)
+/* A payout of 10000 the channel took (PROCESSING: acknowledged, with its
+ * reference), then pointed at a channel with no record of it: it stays
+ * open, flagged for ops, the merchant's money not given back; back with its
+ * channel, its success closes it. without_reference: the answer's
+ * reference is taken away first, as if it had carried none. */
+static void payout_taken_then_forgotten(const char *out, const char *key, int without_reference)
 {
-    (void)state;
     pc_t_merchant_t m = funded_merchant(30000);
     set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":-1}");
     char no[40];
-    payout_ok(&m, "OUT-GONE-1", 10000, "6222020000008888", "po-gone-1", no);
+    payout_ok(&m, out, 10000, "6222020000008888", key, no);
     expect_status(&m, no, "PROCESSING");
     char *ch = pc_t_sql(&g_stack, "SELECT channel_id FROM payouts WHERE payout_no = '%s'", no);
     assert_true(pc_t_sql_wait(&g_stack, "1", 5,
                               "SELECT count(*) FROM payouts WHERE payout_no = '%s' AND "
-                              "channel_txn_id IS NOT NULL",
+                              "channel_txn_id IS NOT NULL AND acknowledged_at IS NOT NULL",
                               no));
-    forgotten_by_its_channel(no, ch);
-    /* Back with its channel, its success closes it. */
-    assert_int_equal(pc_t_channel_callback(&g_stack, ch, "payout", no, "SUCCESS", 10000), 200);
-    free(ch);
-    assert_true(pc_t_sql_wait(&g_stack, "SUCCESS/false", 10,
-                              "SELECT status || '/' || needs_ops FROM payouts WHERE payout_no = "
-                              "'%s'",
-                              no));
-    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
-    assert_true(pc_t_ledger_ok(&g_stack));
-}
-
-/* The same when the channel said it holds the payout (PROCESSING) without
- * giving its reference: the acknowledgement alone is kept (here the answer's
- * reference is taken away afterwards, as if it had carried none). Before,
- * only a reference counted: the "no record" failed the payout (NOT_SENT)
- * and gave the merchant the money back while the bank could still pay it. */
-static void test_no_record_of_a_payout_taken_without_a_reference_is_for_ops(void **state)
-{
-    (void)state;
-    pc_t_merchant_t m = funded_merchant(30000);
-    set_faults("{\"channel_id\":\"sim_va\",\"reset\":true,\"payout_delay_ms\":-1}");
-    char no[40];
-    payout_ok(&m, "OUT-NOREF-1", 10000, "6222020000008888", "po-noref-1", no);
-    expect_status(&m, no, "PROCESSING");
-    char *ch = pc_t_sql(&g_stack, "SELECT channel_id FROM payouts WHERE payout_no = '%s'", no);
-    assert_true(pc_t_sql_wait(&g_stack, "1", 5,
-                              "SELECT count(*) FROM payouts WHERE payout_no = '%s' AND "
-                              "acknowledged_at IS NOT NULL",
-                              no));
-    free(pc_t_sql(&g_stack,
-                  "UPDATE payouts SET channel_txn_id = NULL WHERE payout_no = '%s' RETURNING 1",
-                  no));
+    if (without_reference)
+        free(pc_t_sql(&g_stack,
+                      "UPDATE payouts SET channel_txn_id = NULL WHERE payout_no = '%s' RETURNING 1",
+                      no));
     long long before = available(&m);
     forgotten_by_its_channel(no, ch);
     assert_int_equal(available(&m), before);
@@ -881,6 +851,27 @@ static void test_no_record_of_a_payout_taken_without_a_reference_is_for_ops(void
                               no));
     set_faults("{\"channel_id\":\"sim_va\",\"reset\":true}");
     assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* A channel that took a payout (it answered with its reference) and later
+ * has no record of it: the payout is not failed on that "no record" (the
+ * merchant's money given back while the bank may have paid it); it stays
+ * open, flagged for ops. Here the payout is pointed at another channel,
+ * which never saw it. */
+static void test_no_record_of_a_payout_the_channel_took_is_for_ops(void **state)
+{
+    (void)state;
+    payout_taken_then_forgotten("OUT-GONE-1", "po-gone-1", 0);
+}
+
+/* The same when the channel said it holds the payout (PROCESSING) without
+ * giving its reference: the acknowledgement alone is kept. Before, only a
+ * reference counted: the "no record" failed the payout (NOT_SENT) and gave
+ * the merchant the money back while the bank could still pay it. */
+static void test_no_record_of_a_payout_taken_without_a_reference_is_for_ops(void **state)
+{
+    (void)state;
+    payout_taken_then_forgotten("OUT-NOREF-1", "po-noref-1", 1);
 }
 
 /* A payout whose send got no answer (timed out: no reference kept) and

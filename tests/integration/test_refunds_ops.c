@@ -565,6 +565,20 @@ static void test_refunds_nobody_batched_for_a_day_wait_for_ops(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A NETBANK trade paid, refunded by amount under out (FILE), its refund
+ * exported in a batch to file (a name under g_dir): PROCESSING. */
+static void exported_file_refund(const char *out, long amount, const char *file, char *tn,
+                                 char *rno)
+{
+    char cmd[1024], csvpath[600];
+    paid_async_trade("NETBANK", "url", 3000, tn);
+    refund_ok(tn, out, amount, rno);
+    snprintf(csvpath, sizeof csvpath, "%s/%s", g_dir, file);
+    snprintf(cmd, sizeof cmd, "refund-batch export --channel sim_netbank --out %s", csvpath);
+    assert_int_equal(payctl(cmd), 0);
+    expect_refund(rno, "PROCESSING");
+}
+
 /* A FILE refund in an exported batch that ops force-fail (its money back
  * with the merchant), and then the channel's result file says it was paid:
  * before, the line was skipped ("the refund is FAILED") with nobody told;
@@ -572,13 +586,8 @@ static void test_refunds_nobody_batched_for_a_day_wait_for_ops(void **state)
 static void test_file_result_paying_a_force_failed_refund_goes_to_ops(void **state)
 {
     (void)state;
-    char tn[40], rno[40], cmd[1024], csvpath[600];
-    paid_async_trade("NETBANK", "url", 3000, tn);
-    refund_ok(tn, "FFF1", 1200, rno);
-    snprintf(csvpath, sizeof csvpath, "%s/netbank-batch-ff.csv", g_dir);
-    snprintf(cmd, sizeof cmd, "refund-batch export --channel sim_netbank --out %s", csvpath);
-    assert_int_equal(payctl(cmd), 0);
-    expect_refund(rno, "PROCESSING");
+    char tn[40], rno[40], cmd[1024];
+    exported_file_refund("FFF1", 1200, "netbank-batch-ff.csv", tn, rno);
     snprintf(cmd, sizeof cmd, "refunds force-fail %s --why 'bank lost the file'", rno);
     assert_int_equal(payctl(cmd), 0);
     expect_refund(rno, "FAILED");
@@ -604,13 +613,8 @@ static void test_file_result_paying_a_force_failed_refund_goes_to_ops(void **sta
 static void test_file_result_paying_a_refund_handed_to_ops_is_flagged(void **state)
 {
     (void)state;
-    char tn[40], rno[40], cmd[1024], csvpath[600];
-    paid_async_trade("NETBANK", "url", 3000, tn);
-    refund_ok(tn, "FHO1", 1300, rno);
-    snprintf(csvpath, sizeof csvpath, "%s/netbank-batch-ho.csv", g_dir);
-    snprintf(cmd, sizeof cmd, "refund-batch export --channel sim_netbank --out %s", csvpath);
-    assert_int_equal(payctl(cmd), 0);
-    expect_refund(rno, "PROCESSING");
+    char tn[40], rno[40];
+    exported_file_refund("FHO1", 1300, "netbank-batch-ho.csv", tn, rno);
     free(pc_t_sql(&g_stack,
                   "UPDATE refunds SET method = 'OFFLINE' WHERE refund_no = '%s' AND status = "
                   "'PROCESSING' RETURNING 1",
@@ -672,14 +676,8 @@ static void test_a_result_file_failing_a_confirmed_refund_is_flagged(void **stat
      * ops (as an error refund is; moved here by hand), whose file is then
      * imported again: the FAILED line is the one that sent it to ops, not
      * news. Not flagged. */
-    char tn2[40], rno2[40], csvpath[600];
-    paid_async_trade("NETBANK", "url", 3000, tn2);
-    refund_ok(tn2, "FAGAIN1", 1100, rno2);
-    snprintf(csvpath, sizeof csvpath, "%s/netbank-batch-again.csv", g_dir);
-    char cmd2[1024];
-    snprintf(cmd2, sizeof cmd2, "refund-batch export --channel sim_netbank --out %s", csvpath);
-    assert_int_equal(payctl(cmd2), 0);
-    expect_refund(rno2, "PROCESSING");
+    char tn2[40], rno2[40], cmd2[256];
+    exported_file_refund("FAGAIN1", 1100, "netbank-batch-again.csv", tn2, rno2);
     char *b2 = refund_col(rno2, "batch_id");
     free(pc_t_sql(&g_stack,
                   "UPDATE refunds SET method = 'OFFLINE' WHERE refund_no = '%s' RETURNING 1",
