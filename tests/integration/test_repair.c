@@ -232,6 +232,30 @@ static int wait_status(const char *sql_fmt, const char *arg, const char *want, d
     return pc_t_sql_wait(&g_stack, want, secs, sql_fmt, arg);
 }
 
+/* Waits until the payment of trade tn is PROCESSING and its request has
+ * reached the channel (paysim holds the transaction): a node killed before
+ * that never charged, and the payment rightly fails as "no record". */
+static int wait_at_channel(const char *tn, double secs)
+{
+    if (!wait_status("SELECT status FROM payments WHERE trade_no = '%s'", tn, "PROCESSING", secs))
+        return 0;
+    char *pno = pc_t_sql(&g_stack, "SELECT payment_no FROM payments WHERE trade_no = '%s'", tn);
+    char q[160];
+    snprintf(q, sizeof q, "/sim/txns?type=PAY&paycore_ref=%s", pno);
+    free(pno);
+    for (int i = 0; i < (int)(secs * 20); i++) {
+        pc_t_resp_t r = pc_t_sim(&g_stack, "GET", q, NULL);
+        json_t *j = pc_t_json(&r);
+        json_int_t n = json_integer_value(json_object_get(j, "count"));
+        json_decref(j);
+        pc_t_resp_free(&r);
+        if (n == 1)
+            return 1;
+        usleep(50000);
+    }
+    return 0;
+}
+
 /* A VA payment of amount, PROCESSING at sim_va: its trade into tn, the
  * /sim/complete body that pays it (the buyer's transfer) into complete. */
 static void va_payment(long amount, char tn[40], char complete[256])
@@ -610,9 +634,7 @@ static void test_released_payment_cut_off_by_a_crash_is_found_by_query(void **st
     pthread_t th;
     pthread_create(&th, NULL, release_main, &rl);
     /* Wait until the release committed and the request is at the channel. */
-    assert_true(
-        wait_status("SELECT status FROM payments WHERE trade_no = '%s'", tn, "PROCESSING", 5));
-    usleep(500000);
+    assert_true(wait_at_channel(tn, 5));
     pc_stack_stop_node(&g_stack, 0, SIGKILL);
     pthread_join(th, NULL);
     assert_int_equal(rl.status, 0); /* the release never got its answer */
@@ -667,8 +689,7 @@ static void test_a_pay_retried_after_its_node_died_is_not_run_again(void **state
     card_faults("\"success_after_timeout_rate\":1.0,\"hang_ms\":3000,\"lost_callback_rate\":1.0");
     pthread_t th;
     pthread_create(&th, NULL, pay_main, &pc);
-    assert_true(
-        wait_status("SELECT status FROM payments WHERE trade_no = '%s'", tn, "PROCESSING", 5));
+    assert_true(wait_at_channel(tn, 5));
     pc_stack_stop_node(&g_stack, 0, SIGKILL);
     pthread_join(th, NULL);
     assert_int_equal(pc.status, 0); /* never answered */
