@@ -455,9 +455,17 @@ static void tr_apply(tr_t *t)
                      "for ops (GET /admin/needs-ops)",
                      r->refund_no, r->channel_id, (long long)t->channel_amount, t->channel_currency,
                      (long long)r->parts.external, r->currency);
-    char now[24], grace[24];
+    char now[24], grace[24], first[24];
     snprintf(now, sizeof now, "%lld", t->now);
     snprintf(grace, sizeof grace, "%lld", t->rf->grace_ms);
+    snprintf(first, sizeof first, "%lld", t->rf->first_ms);
+    /* Force-failed while at its channel: the channel may still pay it, and
+     * a lost callback would leave that to reconciliation. Its queries run
+     * the schedule again (the runner stops them at the channel's final
+     * answer and flags a success). Before, they stopped at once. */
+    int still_queried = !strcmp(t->action, "FORCE_FAIL") && !strcmp(t->old_status, "PROCESSING") &&
+                        (!strcmp(r->method, "API") || !strcmp(r->method, "PAYOUT")) &&
+                        r->parts.external > 0;
     const char *p[] = {r->refund_no,
                        t->to,
                        t->set_method[0] ? t->set_method : NULL,
@@ -468,9 +476,11 @@ static void tr_apply(tr_t *t)
                        !strcmp(t->to, "SUSPENDED") ? t->why : NULL,
                        t->old_status,
                        grace,
-                       other_sum ? "t" : "f"};
+                       other_sum ? "t" : "f",
+                       still_queried ? first : NULL};
     /* next_query_at: a resumed refund is sent now, and by the runner after the
-     * grace if this node cannot; OFFLINE and final refunds are not queried.
+     * grace if this node cannot; OFFLINE and final refunds are not queried,
+     * but for a force-failed one still at its channel (still_queried).
      * The move must apply (pc_require): a write that touched no row would
      * abort nothing, and the rest of the transaction would commit without it. */
     int rc = pc_db_tx_query(
@@ -479,13 +489,15 @@ static void tr_apply(tr_t *t)
         "coalesce($4, failure_code), failure_message = coalesce($5, failure_message), "
         "channel_txn_id = coalesce($6, channel_txn_id), finished_at = CASE WHEN $2 IN "
         "('SUCCESS', 'FAILED', 'TERMINATED') THEN to_timestamp($7::bigint) END, hold_reason = "
-        "coalesce($8, hold_reason), next_query_at = CASE WHEN $2 = 'ACCEPTED' THEN now() + "
+        "coalesce($8, hold_reason), query_attempts = CASE WHEN $12::bigint IS NOT NULL THEN 0 "
+        "ELSE query_attempts END, next_query_at = CASE WHEN $12::bigint IS NOT NULL THEN now() + "
+        "$12::bigint * interval '1 millisecond' WHEN $2 = 'ACCEPTED' THEN now() + "
         "$10::bigint * interval '1 millisecond' WHEN $2 IN ('SUCCESS', 'FAILED', 'TERMINATED') "
         "OR coalesce($3, method) IN ('FILE', 'OFFLINE') THEN NULL ELSE next_query_at END, "
         "needs_ops = CASE WHEN $9 IN ('ACCEPTED', 'PROCESSING', 'SUSPENDED') THEN $11::boolean "
         "ELSE needs_ops OR $11::boolean END, updated_at = now() WHERE refund_no = $1 AND "
         "status = $9 RETURNING 1) SELECT pc_require(EXISTS (SELECT 1 FROM w), 'refund_status')",
-        11, p, tr_moved_cb, t);
+        12, p, tr_moved_cb, t);
 
     pc_refund_parties_t who = {r->merchant_id,   r->buyer_id, r->channel_id,
                                r->coupon_funder, r->currency, !normal};
@@ -978,9 +990,76 @@ void pc__refund_dispatch(pc_refunds_t *rf, const char *refund_no)
 
 /* ---------- the status query ---------- */
 
+static void force_fail_stopped_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)res;
+    run_t *x = data;
+    if (status)
+        pc_log_warn("refund.query_not_stopped",
+                    "refund %s: its channel's answer is in but its queries go on (%s)",
+                    x->r.refund_no, pc_strerror(status));
+    run_free(x);
+}
+
+/* The channel's final answer is in: a force-failed refund is not queried
+ * again. */
+static void stop_force_fail_queries(run_t *x)
+{
+    const char *p[] = {x->r.refund_no};
+    if (pc_db_query(x->rf->app->db,
+                    "UPDATE refunds SET next_query_at = NULL, updated_at = now() WHERE refund_no "
+                    "= $1 AND status = 'FAILED'",
+                    1, p, force_fail_stopped_cb, x) < 0)
+        run_free(x);
+}
+
+static void force_fail_flagged_cb(void *data, int status, pc_db_res_t *res)
+{
+    (void)res;
+    run_t *x = data;
+    if (status) {
+        /* Not flagged: the next query tries again. */
+        pc_log_error("refund.flag_failed",
+                     "refund %s: paid by its channel after ops force-failed it, not flagged yet "
+                     "(%s): the next status query flags it",
+                     x->r.refund_no, pc_strerror(status));
+        run_free(x);
+        return;
+    }
+    stop_force_fail_queries(x);
+}
+
+/* The answer of a query about a refund ops force-failed while it was at its
+ * channel (its money back with the merchant): a success means the buyer was
+ * paid as well, flagged for ops (GET /admin/needs-ops, the
+ * CHANNEL_CONTRADICTION alert) as a callback saying so is; any final answer
+ * ends the queries; anything else waits for the next (the claim stops them
+ * after the schedule's last). Never sent again (the resend takes only
+ * PROCESSING refunds), never flagged as exhausted. */
+static void force_failed_queried(run_t *x, const pc_ch_result_t *res)
+{
+    if (res->status == PC_CH_SUCCESS) {
+        x->said = res->status;
+        int rc = pc__refund_flag_contradiction(x->rf, &x->r, res->status, force_fail_flagged_cb, x);
+        if (rc <= 0)
+            run_free(x);
+        return;
+    }
+    if (res->status == PC_CH_RETURNED ||
+        (res->status == PC_CH_FAILED && strcmp(res->code, "NOT_FOUND") != 0)) {
+        stop_force_fail_queries(x);
+        return;
+    }
+    run_free(x);
+}
+
 static void queried_cb(void *data, const pc_ch_result_t *res)
 {
     run_t *x = data;
+    if (!strcmp(x->r.status, "FAILED")) {
+        force_failed_queried(x, res);
+        return;
+    }
     if (res->status == PC_CH_FAILED && !strcmp(res->code, "NOT_FOUND")) {
         /* The channel never took it: send it again under the same number
          * (the channel dedupes on it, so a late first request is harmless),
@@ -1037,7 +1116,7 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
         }
         /* Dispatched, but the move right after failed (or its node died):
          * no channel has anything to say about it, so it is done here. */
-        if (x->r.parts.external == 0) {
+        if (x->r.parts.external == 0 && strcmp(x->r.status, "FAILED") != 0) {
             complete_internal(x);
             continue;
         }
@@ -1063,13 +1142,15 @@ static void claim_due(pc_refunds_t *rf)
      * this runs, so another node skips them and then sees the new time). */
     if (pc_db_query(rf->app->db,
                     "WITH due AS (SELECT refund_no AS due_no FROM refunds WHERE status IN "
-                    "('ACCEPTED', 'PROCESSING') AND method IN ('API', 'PAYOUT') AND "
-                    "next_query_at <= now() ORDER BY next_query_at LIMIT 50 FOR UPDATE SKIP "
-                    "LOCKED) UPDATE refunds r SET query_attempts = r.query_attempts + CASE WHEN "
-                    "r.status = 'PROCESSING' THEN 1 ELSE 0 END, next_query_at = now() + "
+                    "('ACCEPTED', 'PROCESSING', 'FAILED') AND method IN ('API', 'PAYOUT') AND "
+                    "next_query_at IS NOT NULL AND next_query_at <= now() ORDER BY "
+                    "next_query_at LIMIT 50 FOR UPDATE SKIP LOCKED) UPDATE refunds r SET "
+                    "query_attempts = r.query_attempts + CASE WHEN r.status = 'ACCEPTED' THEN 0 "
+                    "ELSE 1 END, next_query_at = CASE WHEN r.status = 'FAILED' AND "
+                    "r.query_attempts + 1 >= array_length($1::int[], 1) THEN NULL ELSE now() + "
                     "($1::int[])[least(r.query_attempts + 1, array_length($1::int[], 1))] * "
-                    "interval '1 millisecond' FROM due WHERE r.refund_no = due.due_no RETURNING "
-                    "r.query_attempts, " PC__REFUND_COLUMNS,
+                    "interval '1 millisecond' END FROM due WHERE r.refund_no = due.due_no "
+                    "RETURNING r.query_attempts, " PC__REFUND_COLUMNS,
                     1, p, claimed_cb, rf) < 0)
         rf->claiming = 0;
 }

@@ -979,8 +979,10 @@ static void test_refund_force_failed_while_queried_is_not_sent_again(void **stat
 }
 
 /* The channel's answer for a held refund: its reference once it has one,
- * then buyer-side completion with outcome (SUCCESS or FAILED). */
-static void channel_finishes_refund(const char *rno, const char *ch, const char *outcome)
+ * then buyer-side completion with outcome (SUCCESS or FAILED); its callback
+ * lost when lose_callback. */
+static void channel_finishes_refund_as(const char *rno, const char *ch, const char *outcome,
+                                       int lose_callback)
 {
     char *txn = NULL;
     for (int i = 0; i < 100; i++) {
@@ -993,12 +995,19 @@ static void channel_finishes_refund(const char *rno, const char *ch, const char 
     char body[256], f[160];
     snprintf(body, sizeof body, "{\"reference\":\"%s\",\"outcome\":\"%s\"}", txn, outcome);
     free(txn);
-    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"reset\":true}", ch);
+    snprintf(f, sizeof f, "{\"channel_id\":\"%s\",\"reset\":true%s}", ch,
+             lose_callback ? ",\"lost_callback_rate\":1.0" : "");
     pc_t_resp_t r = pc_t_sim(&g_stack, "POST", "/sim/faults", f);
+    assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
     r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
+}
+
+static void channel_finishes_refund(const char *rno, const char *ch, const char *outcome)
+{
+    channel_finishes_refund_as(rno, ch, outcome, 0);
 }
 
 static void test_force_fail_returns_the_money_to_the_merchant(void **state)
@@ -1060,6 +1069,51 @@ static void test_success_after_force_fail_goes_to_ops(void **state)
     assert_int_equal(
         pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
         0);
+}
+
+/* Force-failed, then paid by the channel after all, its callback lost: the
+ * status queries, which go on after a force-fail while the channel may still
+ * pay, find the success and flag it for ops; they stop there. Before, a
+ * force-fail stopped the queries at once and only reconciliation, a day
+ * later, showed the buyer paid and the merchant refunded as well. A
+ * force-failed refund the channel then fails is queried no more and not
+ * flagged. */
+static void test_success_after_force_fail_without_callback_is_found_by_query(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], ch[40];
+    long long p0;
+    force_failed_refund("FF4", tn, rno, ch, &p0);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT (next_query_at IS NOT NULL)::int FROM refunds WHERE "
+                                  "refund_no = '%s'",
+                                  rno),
+                     1);
+    channel_finishes_refund_as(rno, ch, "SUCCESS", 1);
+    assert_int_equal(pc_t_sql_wait(&g_stack, "FAILED/true/SUCCESS/true", 10,
+                                   "SELECT status || '/' || needs_ops || '/' || "
+                                   "coalesce(contradicted_by, '') || '/' || (next_query_at IS "
+                                   "NULL) FROM refunds WHERE refund_no = '%s'",
+                                   rno),
+                     1);
+    assert_int_equal(pc_t_needs_ops_listed(&g_stack, "refund", rno), 2);
+    assert_int_equal(pending(), p0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+    assert_int_equal(
+        pc_t_needs_ops_resolve(&g_stack, "refund", rno, "{\"why\":\"merchant debited by hand\"}"),
+        200);
+
+    /* The channel fails the other: queries end, nothing flagged. */
+    char tn2[40], rno2[40], ch2[40];
+    force_failed_refund("FF5", tn2, rno2, ch2, &p0);
+    channel_finishes_refund_as(rno2, ch2, "FAILED", 1);
+    assert_int_equal(pc_t_sql_wait(&g_stack, "FAILED/false/true", 10,
+                                   "SELECT status || '/' || needs_ops || '/' || (next_query_at "
+                                   "IS NULL) FROM refunds WHERE refund_no = '%s'",
+                                   rno2),
+                     1);
+    assert_int_equal(pending(), p0);
+    assert_true(pc_t_ledger_ok(&g_stack));
 }
 
 /* ---------- error refunds ---------- */
@@ -1968,6 +2022,8 @@ int main(void)
                                   after_each),
         cmocka_unit_test_teardown(test_force_fail_returns_the_money_to_the_merchant, after_each),
         cmocka_unit_test_teardown(test_success_after_force_fail_goes_to_ops, after_each),
+        cmocka_unit_test_teardown(test_success_after_force_fail_without_callback_is_found_by_query,
+                                  after_each),
         cmocka_unit_test_teardown(test_paid_after_close_is_error_refunded_exactly_once, after_each),
         cmocka_unit_test_teardown(test_error_refunds_made_long_ago_cost_the_sweep_nothing,
                                   after_each),
