@@ -499,6 +499,7 @@ static void unsent_terminated_cb(void *data, int status)
 static int terminate_unsent(open_t *o, const char *unsent, int64_t excess)
 {
     char nos[16][41];
+    int64_t amounts[16];
     int n = 0;
     int64_t covered = 0;
     const char *s = unsent;
@@ -508,7 +509,7 @@ static int terminate_unsent(open_t *o, const char *unsent, int64_t excess)
         if (sscanf(s, "%40s %lld %n", nos[n], &amount, &used) != 2 || used == 0)
             break;
         covered += amount;
-        n++;
+        amounts[n++] = amount;
         s += used;
     }
     if (covered < excess || !o->app->refunds)
@@ -518,12 +519,17 @@ static int terminate_unsent(open_t *o, const char *unsent, int64_t excess)
     o->retried = 1;
     o->terminating = 1; /* held until every call is made */
     for (int i = 0; i < n; i++) {
+        /* The last one taken is needed only for what the others left of the
+         * excess: the rest of it is still the buyer's to be refunded. */
+        int64_t still = i == n - 1 ? covered - excess : 0;
         pc_log_warn("chargeback.terminates_refund",
-                    "%s %s of %lld on payment %s: refund %s, not sent yet, is terminated (the "
-                    "chargeback gives the cardholder the money)",
-                    o->source, o->source_ref, (long long)o->amount, o->payment_no, nos[i]);
+                    "%s %s of %lld on payment %s: refund %s of %lld, not sent yet, is "
+                    "terminated (the chargeback gives the cardholder the money; %lld of it still "
+                    "refundable)",
+                    o->source, o->source_ref, (long long)o->amount, o->payment_no, nos[i],
+                    (long long)amounts[i], (long long)still);
         o->terminating++;
-        if (pc_refunds_terminate_for_chargeback(o->app->refunds, nos[i], o->source_ref,
+        if (pc_refunds_terminate_for_chargeback(o->app->refunds, nos[i], o->source_ref, still,
                                                 unsent_terminated_cb, o) != 0)
             o->terminating--;
     }

@@ -702,8 +702,8 @@ static void cb_terminated(void *data, int status, const pc__refund_t *r)
 }
 
 int pc_refunds_terminate_for_chargeback(pc_refunds_t *rf, const char *refund_no,
-                                        const char *case_ref, void (*cb)(void *data, int status),
-                                        void *data)
+                                        const char *case_ref, int64_t still_refundable,
+                                        void (*cb)(void *data, int status), void *data)
 {
     static const char *const before_money_left[] = {"ACCEPTED", "SUSPENDED", NULL};
     char why[256];
@@ -719,6 +719,16 @@ int pc_refunds_terminate_for_chargeback(pc_refunds_t *rf, const char *refund_no,
                           .why = why,
                           .failure_code = "CHARGEBACK",
                           .failure_msg = "the cardholder got the money back by a chargeback"};
+    /* A dispute smaller than the refund: the whole refund ends (it cannot be
+     * cut down), and the merchant is told what it may still refund. */
+    char msg[161];
+    if (still_refundable > 0) {
+        snprintf(msg, sizeof msg,
+                 "a chargeback returned part of the payment to the cardholder; %lld of this "
+                 "refund is still refundable: refund it again if owed",
+                 (long long)still_refundable);
+        t.failure_msg = msg;
+    }
     cb_term_t *c = malloc(sizeof *c);
     if (!c)
         return PC_ENOMEM;

@@ -52,13 +52,16 @@ void pc_refunds_free(pc_refunds_t *rf);
 /* Terminates refund_no (a merchant's refund not sent yet: ACCEPTED or
  * SUSPENDED) because the cardholder got the money back by a chargeback
  * (case_ref): the refund would pay them twice. The merchant gets
- * refund.failed, the money goes back where it came from. cb(data, status)
+ * refund.failed, the money goes back where it came from; when the case
+ * needs less of it than its whole sum, its failure message says how much of
+ * it the payment still has to refund (still_refundable > 0), as the merchant
+ * may owe the buyer that part yet. cb(data, status)
  * runs once: 0, PC_ECONFLICT (sent meanwhile, or not the merchant's refund),
  * PC_ENOTFOUND or a database error. Returns 0, or PC_ENOMEM / PC_EUNAVAIL
  * (cb never runs). */
 int pc_refunds_terminate_for_chargeback(pc_refunds_t *rf, const char *refund_no,
-                                        const char *case_ref, void (*cb)(void *data, int status),
-                                        void *data);
+                                        const char *case_ref, int64_t still_refundable,
+                                        void (*cb)(void *data, int status), void *data);
 
 /* Refunds that wait for a person, as an SQL condition on refunds: held
  * (SUSPENDED), to be returned by hand (OFFLINE, PROCESSING), or waiting a

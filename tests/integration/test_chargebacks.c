@@ -1371,6 +1371,11 @@ static void test_chargeback_terminates_a_refund_not_sent_yet(void **state)
         &g_stack, "SELECT status || ' ' || failure_code FROM refunds WHERE refund_no = '%s'", rno);
     assert_string_equal(st, "TERMINATED CHARGEBACK");
     free(st);
+    /* 1000 of the 2000 would pass the payment's 5000 with the case's 4000:
+     * the merchant is told the other 1000 may still be refunded. */
+    st = pc_t_sql(&g_stack, "SELECT failure_message FROM refunds WHERE refund_no = '%s'", rno);
+    assert_non_null(strstr(st, " 1000 of this refund is still refundable"));
+    free(st);
     assert_int_equal(pc_t_sql_int(&g_stack,
                                   "SELECT count(*) FROM refund_actions WHERE refund_no = '%s' AND "
                                   "who = 'chargeback' AND action = 'TERMINATE'",
