@@ -317,12 +317,16 @@ static void ledger_step_cb(void *data, int status, int64_t txn_id)
 
 /* ---------- ledger helpers ---------- */
 
-static int post(op_t *o, const char *kind, pc_ledger_leg_t *legs, size_t n)
+/* A movement that cannot even be sent (an account id that could not be
+ * built, no memory) fails the step as one PostgreSQL refused would: the
+ * transaction must not commit the payment's move without its money. */
+static void post(op_t *o, const char *kind, pc_ledger_leg_t *legs, size_t n)
 {
     if (n < 2)
-        return 0;
+        return;
     pc_ledger_txn_t t = {kind, "payment", o->payment_no, o->trade_no, legs, n};
-    return pc_ledger_post(o->tx, &t, ledger_step_cb, o);
+    if (pc_ledger_post(o->tx, &t, ledger_step_cb, o) < 0 && !o->step_failed)
+        o->step_failed = 2;
 }
 
 typedef struct {
@@ -668,8 +672,10 @@ static void orphan(op_t *o)
     leg(&l, PC_LEDGER_PLATFORM_ESCROW, NULL, o->currency, o->amount);
     post(o, "PAY_ORPHAN", l.legs, l.n);
     const char *p[] = {o->payment_no};
-    pc_db_tx_query(o->tx, "UPDATE payments SET needs_error_refund = true WHERE payment_no = $1", 1,
-                   p, step_cb, o);
+    if (pc_db_tx_query(o->tx, "UPDATE payments SET needs_error_refund = true WHERE payment_no = $1",
+                       1, p, step_cb, o) < 0 &&
+        !o->step_failed)
+        o->step_failed = 2;
     pc_log_warn("engine.orphan_payment",
                 "payment %s succeeded but trade %s is no longer payable: error refund due",
                 o->payment_no, o->trade_no);

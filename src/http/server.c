@@ -1066,6 +1066,12 @@ static void resolve_headers(pc_http_req_t *r)
     r->headers_done = 1;
 }
 
+static void continue_written(uv_write_t *w, int status)
+{
+    (void)status;
+    free(w);
+}
+
 static int on_headers_complete(http_parser *p)
 {
     conn_t *c = conn_of(p);
@@ -1083,9 +1089,14 @@ static int on_headers_complete(http_parser *p)
      * sending a body; answer at once. */
     const char *expect = pc_http_req_header(r, "Expect");
     if (expect && strcasecmp(expect, "100-continue") == 0 && p->content_length > 0) {
+        /* Queued as any answer is (uv_try_write could send part of it into
+         * a full socket buffer and drop the rest: the response that follows
+         * would then garble the connection). */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
-        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        uv_write_t *w = malloc(sizeof *w);
+        if (w && uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, continue_written) < 0)
+            free(w);
     }
     return 0;
 }
