@@ -15,6 +15,7 @@
 #include "core/metrics.h"
 #include "engine/engine.h"
 #include "http/forwarded.h"
+#include "ledger/ledger.h"
 #include "rules/rules.h"
 
 #include <arpa/inet.h>
@@ -618,13 +619,15 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
         if (ref) {
             /* A named account type's balance: only this merchant's. */
             json_t *tw = pc_cashier_typed_wallet(v, ref);
-            if (!tw) {
+            const char *owner = json_string_value(json_object_get(tw, "owner"));
+            /* An owner too long for an account id names no account (cut to
+             * fit, it would name another one). */
+            if (!tw || !owner || strlen(owner) > PC_LEDGER_OWNER_MAX) {
                 pc_http_respond_error(req, PC_API_INVALID_REQUEST, "method_id",
                                       "no such account type at this merchant");
                 return;
             }
-            snprintf(p->wallet_owner, sizeof p->wallet_owner, "%s",
-                     json_string_value(json_object_get(tw, "owner")));
+            snprintf(p->wallet_owner, sizeof p->wallet_owner, "%s", owner);
             o->wallet_owner = p->wallet_owner;
             wallet = json_integer_value(json_object_get(tw, "balance"));
         }

@@ -282,6 +282,30 @@ static void test_recharge_into_an_account_type(void **state)
     assert_int_equal(r.status, 400);
     pc_t_resp_free(&r);
     assert_int_equal(bal(typed), 3800);
+    /* A buyer id so long that its typed wallet has no account id: no such
+     * account type (before, the owner was cut to fit and named another
+     * account). */
+    char longb[64];
+    snprintf(longb, sizeof longb, "%s-%056d", "lb", ++g_seq);
+    snprintf(body2, sizeof body2, "{\"buyer_id\":\"%s\"}", longb);
+    r = pc_t_admin(&g_stack, "POST", "/admin/buyers", body2);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    snprintf(body2, sizeof body2,
+             "{\"out_trade_no\":\"FPL%d\",\"product\":\"INSTANT\",\"amount\":100,"
+             "\"currency\":\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
+             ++g_seq, longb);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body2, "fps-t9");
+    assert_int_equal(r.status, 201);
+    snprintf(tn2, sizeof tn2, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    snprintf(body2, sizeof body2,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"BALANCE:credit\"}", tn2,
+             longb);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body2, "fps-p9");
+    if (r.status != 400 || !strstr(r.body, "no such account type"))
+        fail_msg("a typed wallet without an account id: %ld %s", r.status, r.body);
+    pc_t_resp_free(&r);
     /* A refund of the balance part goes back to the same typed wallet. */
     snprintf(body2, sizeof body2,
              "{\"trade_no\":\"%s\",\"out_refund_no\":\"FPR%d\",\"amount\":1200}", tn, ++g_seq);
