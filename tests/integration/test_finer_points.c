@@ -186,6 +186,33 @@ static pc_t_resp_t recharge_trade(const pc_t_merchant_t *m, const char *product,
     return pc_t_call(&g_stack, m, "POST", "/v1/trades", body, key);
 }
 
+/* An INSTANT trade of amount for buyer at merchant m (Idempotency-Key key):
+ * its number into tn. */
+static void instant_trade(pc_t_merchant_t *m, long amount, const char *buyer, const char *key,
+                          char tn[40])
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"FPI%d\",\"product\":\"INSTANT\",\"amount\":%ld,"
+             "\"currency\":\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
+             ++g_seq, amount, buyer);
+    pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/trades", body, key);
+    assert_int_equal(r.status, 201);
+    snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+}
+
+/* Pays trade tn of buyer at merchant m from the buyer's "credit" account. */
+static pc_t_resp_t pay_from_credit(pc_t_merchant_t *m, const char *tn, const char *buyer,
+                                   const char *key)
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"BALANCE:credit\"}", tn,
+             buyer);
+    return pc_t_call(&g_stack, m, "POST", "/v1/cashier/pay", body, key);
+}
+
 static void test_recharge_into_an_account_type(void **state)
 {
     (void)state;
@@ -243,42 +270,22 @@ static void test_recharge_into_an_account_type(void **state)
 
     /* Spend it through BALANCE at this merchant. */
     char body2[512];
-    snprintf(body2, sizeof body2,
-             "{\"out_trade_no\":\"FPS%d\",\"product\":\"INSTANT\",\"amount\":1200,"
-             "\"currency\":\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
-             ++g_seq, buyer);
-    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body2, "fps-t1");
-    assert_int_equal(r.status, 201);
-    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
-    pc_t_resp_free(&r);
+    instant_trade(&g_m, 1200, buyer, "fps-t1", tn);
     snprintf(body2, sizeof body2, "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\"}", tn, buyer);
     r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", body2, "fps-c1");
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "\"BALANCE:credit\""));
     pc_t_resp_free(&r);
-    snprintf(body2, sizeof body2,
-             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"BALANCE:credit\"}", tn,
-             buyer);
-    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body2, "fps-p1");
+    r = pay_from_credit(&g_m, tn, buyer, "fps-p1");
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     pc_t_resp_free(&r);
     assert_int_equal(bal(typed), 3800);
     assert_int_equal(bal(plain), 0);
     /* Not at another merchant. */
-    snprintf(body2, sizeof body2,
-             "{\"out_trade_no\":\"FPO%d\",\"product\":\"INSTANT\",\"amount\":100,"
-             "\"currency\":\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
-             ++g_seq, buyer);
-    r = pc_t_call(&g_stack, &other, "POST", "/v1/trades", body2, "fps-t2");
-    assert_int_equal(r.status, 201);
     char tn2[40];
-    snprintf(tn2, sizeof tn2, "%s", pc_t_jstr(&r, "trade_no"));
-    pc_t_resp_free(&r);
-    snprintf(body2, sizeof body2,
-             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"BALANCE:credit\"}", tn2,
-             buyer);
-    r = pc_t_call(&g_stack, &other, "POST", "/v1/cashier/pay", body2, "fps-p2");
+    instant_trade(&other, 100, buyer, "fps-t2", tn2);
+    r = pay_from_credit(&other, tn2, buyer, "fps-p2");
     assert_int_equal(r.status, 400);
     pc_t_resp_free(&r);
     assert_int_equal(bal(typed), 3800);
@@ -291,18 +298,8 @@ static void test_recharge_into_an_account_type(void **state)
     r = pc_t_admin(&g_stack, "POST", "/admin/buyers", body2);
     assert_int_equal(r.status, 201);
     pc_t_resp_free(&r);
-    snprintf(body2, sizeof body2,
-             "{\"out_trade_no\":\"FPL%d\",\"product\":\"INSTANT\",\"amount\":100,"
-             "\"currency\":\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
-             ++g_seq, longb);
-    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body2, "fps-t9");
-    assert_int_equal(r.status, 201);
-    snprintf(tn2, sizeof tn2, "%s", pc_t_jstr(&r, "trade_no"));
-    pc_t_resp_free(&r);
-    snprintf(body2, sizeof body2,
-             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"BALANCE:credit\"}", tn2,
-             longb);
-    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body2, "fps-p9");
+    instant_trade(&g_m, 100, longb, "fps-t9", tn2);
+    r = pay_from_credit(&g_m, tn2, longb, "fps-p9");
     if (r.status != 400 || !strstr(r.body, "no such account type"))
         fail_msg("a typed wallet without an account id: %ld %s", r.status, r.body);
     pc_t_resp_free(&r);
