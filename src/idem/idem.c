@@ -443,6 +443,12 @@ static void lock_cb(void *data, int status, const pc_kv_reply_t *reply)
     if (status == 0 && pc_kv_reply_type(reply) == PC_KV_STATUS) {
         ir->redis_locked = 1;
     } else {
+        /* No answer (a timeout, a dropped connection) does not mean the SET
+         * did not land: released by its token when done all the same (a
+         * no-op if it did not), not left to expire while retries of a
+         * finished request are told it is in progress. */
+        if (status)
+            ir->redis_locked = 1;
         count("redis_fallback");
     }
     claim(ir);
