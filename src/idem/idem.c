@@ -55,6 +55,7 @@ struct pc_idem_req {
     int status;
     char *body;
     size_t len;
+    int store_tries; /* writes of it sent */
 };
 
 pc_idem_t *pc_idem_new(uv_loop_t *loop, pc_db_t *db, pc_kv_t *kv, int64_t lock_ms,
@@ -165,9 +166,18 @@ static void send_stored_answer(pc_idem_req_t *ir)
     pc_http_send(ir->req, ir->status, "application/json", ir->body, ir->len);
 }
 
+static int store_answer(pc_idem_req_t *ir);
+
 static void store_done_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_idem_req_t *ir = data;
+    /* Written again once (a connection reset, most often, which the pool
+     * has replaced by now): an answer not recorded leaves the key claimed
+     * until its lock lapses, and a retry after that runs the request
+     * again. The claim is still this request's (it lapses lock_ms after
+     * the last renewal), so a second write is as good as the first. */
+    if (status && ir->store_tries < 2 && store_answer(ir) == 0)
+        return;
     if (status)
         pc_log_warn("idem.store_failed", "could not record the answer for key %s of %s: %s",
                     ir->key, ir->mid, pc_db_errmsg(res));
@@ -223,13 +233,26 @@ static void responder(pc_http_req_t *req, int status, const char *ctype, const c
     }
     ir->status = status;
     ir->body = malloc(len + 1);
+    if (!ir->body) {
+        pc_http_send(req, status, "application/json", body, len);
+        return;
+    }
     memcpy(ir->body, body, len);
     ir->body[len] = 0;
     ir->len = len;
+    if (store_answer(ir) < 0)
+        send_stored_answer(ir);
+}
+
+/* Records ir's answer (status, body), or, for a 5xx, lets the key go; then
+ * store_done_cb sends it. Returns 0, or < 0 when nothing was sent. */
+static int store_answer(pc_idem_req_t *ir)
+{
     char st[16];
-    snprintf(st, sizeof st, "%d", status);
+    snprintf(st, sizeof st, "%d", ir->status);
     int rc;
-    if (status >= 500) {
+    ir->store_tries++;
+    if (ir->status >= 500) {
         /* Not stored: the client may retry. A record already final (the
          * business transaction committed it) is left alone; one whose
          * request set something going (effect_ref) is kept, its claim
@@ -251,8 +274,7 @@ static void responder(pc_http_req_t *req, int status, const char *ctype, const c
                          "idem_key = $2 AND lock_token = $3 AND status = 'IN_PROGRESS'",
                          5, p, store_done_cb, ir);
     }
-    if (rc < 0)
-        send_stored_answer(ir);
+    return rc < 0 ? rc : 0;
 }
 
 int pc_idem_store_in_tx(pc_idem_req_t *ir, pc_db_tx_t *tx, int status, const char *body)

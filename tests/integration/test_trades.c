@@ -119,16 +119,53 @@ static void test_instant_trade_paid_with_split_credits_merchant_and_partner(void
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* An INSTANT trade of 500 (out_trade_no out) paid by card: into tn. */
+static void paid_instant(const char *out, char tn[40])
+{
+    char st[20], pno[48];
+    create(out, "INSTANT", 500, NULL, tn);
+    snprintf(pno, sizeof pno, "P-%s", out);
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, tn, pno, 500, "CNY", "channel:sim_card:clearing:CNY", st), 0);
+}
+
 static void test_close_of_a_paid_trade_is_refused(void **state)
 {
     (void)state;
-    char tn[40], st[20];
-    create("CLP1", "INSTANT", 500, NULL, tn);
-    assert_int_equal(
-        pc_t_mark_paid(&g_stack, tn, "P-CLP1", 500, "CNY", "channel:sim_card:clearing:CNY", st), 0);
+    char tn[40];
+    paid_instant("CLP1", tn);
     post("/v1/trades/%s/close", tn, NULL, "close-clp1", 409, "INVALID_STATE", NULL);
     assert_int_equal(outbox_count("trade.closed", tn), 0);
     assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* An answer whose record fails to be written the first time (a connection
+ * reset, most often; here a trigger that fails the first write) is written
+ * again, and the key replays it. Before, the key stayed IN_PROGRESS until its
+ * claim lapsed, and a retry after that ran the request again. */
+static void test_an_answer_whose_record_failed_once_is_written_again(void **state)
+{
+    (void)state;
+    char tn[40];
+    paid_instant("CLP2", tn);
+    free(pc_t_sql(&g_stack,
+                  "CREATE SEQUENCE idem_fail_seq; CREATE FUNCTION idem_fail_once() RETURNS trigger "
+                  "LANGUAGE plpgsql AS $$ BEGIN IF NEW.idem_key = 'close-fail-once' AND "
+                  "NEW.status = 'DONE' AND nextval('idem_fail_seq') = 1 THEN RAISE EXCEPTION "
+                  "'the first write fails'; END IF; RETURN NEW; END $$; CREATE TRIGGER "
+                  "idem_fail_once BEFORE UPDATE ON idempotency_keys FOR EACH ROW EXECUTE "
+                  "FUNCTION idem_fail_once()"));
+    post("/v1/trades/%s/close", tn, NULL, "close-fail-once", 409, "INVALID_STATE", NULL);
+    char *rec = pc_t_sql(&g_stack,
+                         "SELECT status || ' ' || coalesce(response_status::text, '-') || ' ' || "
+                         "(SELECT last_value FROM idem_fail_seq) FROM idempotency_keys WHERE "
+                         "merchant_id = '%s' AND idem_key = 'close-fail-once'",
+                         g_m.id);
+    free(pc_t_sql(&g_stack, "DROP TRIGGER idem_fail_once ON idempotency_keys; DROP FUNCTION "
+                            "idem_fail_once(); DROP SEQUENCE idem_fail_seq"));
+    assert_string_equal(rec, "DONE 409 2"); /* written at the second try */
+    free(rec);
+    post("/v1/trades/%s/close", tn, NULL, "close-fail-once", 409, "INVALID_STATE", NULL);
 }
 
 static void test_close_of_an_open_trade_then_payment_is_refused(void **state)
@@ -363,6 +400,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_instant_trade_paid_with_split_credits_merchant_and_partner),
         cmocka_unit_test(test_close_of_a_paid_trade_is_refused),
+        cmocka_unit_test(test_an_answer_whose_record_failed_once_is_written_again),
         cmocka_unit_test(test_close_of_an_open_trade_then_payment_is_refused),
         cmocka_unit_test(test_guarantee_settles_partially_then_fully_with_splits),
         cmocka_unit_test(test_settle_of_an_instant_trade_is_refused),
