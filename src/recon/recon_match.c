@@ -186,21 +186,27 @@ static const char SQL_NOT_MISSING[] =
  * this one carried it already; the first listing is the record's own day's,
  * else the earliest. A day listed the record when its run, started after
  * the record succeeded (finished_at is the capture's own time; five minutes
- * spare a capture still committing), recorded nothing about it in its
- * latest attempt — a run of this rule (records_unlisted: runs before it
- * dropped what another day's statement had, and say nothing). The line's other kinds go: it is not
- * compared with the record again, and it carries nothing (SQL_CARRIED_ADD takes CARRIED). A later
- * day's statement reconciled before the record's own day's is found when that later day is run
- * again. */
+ * spare a capture still committing), recorded in its latest attempt nothing
+ * about it, or a difference of a SUCCESS line of it (another amount or fee:
+ * listed all the same) — a run of this rule (records_unlisted: runs before
+ * it dropped what another day's statement had, and say nothing). Its
+ * MISSING_CHANNEL, or only a FAILED line of it, is no listing: the line here
+ * is carried. Before, any difference was taken for no listing, and a record
+ * listed with another amount on its day and again on a later day went
+ * unnoticed. The line's other kinds go: it is not compared with the record
+ * again, and it carries nothing (SQL_CARRIED_ADD takes CARRIED). A later
+ * day's statement reconciled before the record's own day's is found when
+ * that later day is run again. */
 static const char SQL_REPEATED[] =
     K ", rep AS (SELECT DISTINCT f.obj, f.line_no FROM recon_found f CROSS JOIN k WHERE f.kind = "
       "'CARRIED' AND f.line_status = 'SUCCESS' AND (EXISTS (SELECT 1 FROM recon_runs r WHERE "
       "r.channel_id = k.ch AND r.business_date = (f.local_at AT TIME ZONE 'UTC')::date AND "
       "r.status = 'DONE' AND r.records_unlisted AND r.run_id <> k.run AND r.started_at > "
       "f.local_at + interval '5 "
-      "minutes' AND NOT EXISTS (SELECT 1 FROM recon_diffs d WHERE d.run_id = r.run_id AND "
-      "d.local_table = f.local_table AND d.local_ref = f.local_ref AND d.obj = f.obj AND "
-      "d.seen_attempt = r.attempts)) OR EXISTS (SELECT 1 FROM recon_carried c JOIN recon_runs r "
+      "minutes' AND coalesce((SELECT bool_or(d.line_status IS NOT DISTINCT FROM 'SUCCESS') "
+      "FROM recon_diffs d WHERE d.run_id = r.run_id AND d.local_table = f.local_table AND "
+      "d.local_ref = f.local_ref AND d.obj = f.obj AND d.seen_attempt = r.attempts), true)) OR "
+      "EXISTS (SELECT 1 FROM recon_carried c JOIN recon_runs r "
       "ON r.run_id = c.run_id WHERE c.channel_id = k.ch AND c.local_table = f.local_table AND "
       "c.local_ref = f.local_ref AND c.obj IN ('', f.obj) AND c.run_id <> k.run AND "
       "r.business_date < (k.day_from AT TIME ZONE 'UTC')::date))), "

@@ -1104,6 +1104,37 @@ static void test_a_fee_change_does_not_reprice_payments_made_before_it(void **st
     json_decref(d);
 }
 
+/* n OTC payments paid amount, amount + 1, ... (pn, cr: our number, the
+ * channel's reference), all moved to noon of day[0], days_back days before
+ * today; day[i] is the day after day[i - 1]. */
+static void otc_paid_on_one_day(int n, long amount, int days_back, char pn[][64], char cr[][64],
+                                char day[][11])
+{
+    for (int i = 0; i < n; i++) {
+        otc_paid(pn[i], cr[i], amount + i);
+        char *d = pc_t_sql(&g_stack, "SELECT ('%s'::date - %d)::text", g_today, days_back - i);
+        snprintf(day[i], 11, "%s", d);
+        free(d);
+    }
+    for (int i = 0; i < n; i++)
+        free(pc_t_sql(&g_stack,
+                      "UPDATE payments SET finished_at = '%s'::date + time '12:00' AT TIME "
+                      "ZONE 'UTC' WHERE payment_no = '%s' RETURNING 1",
+                      day[0], pn[i]));
+}
+
+/* The statuses of day's differences about our record ref are want (joined
+ * by ','). */
+static void assert_diffs_of_day(const char *day, const char *ref, const char *want)
+{
+    char *st = pc_t_sql(&g_stack,
+                        "SELECT string_agg(status, ',') FROM recon_diffs WHERE business_date = "
+                        "'%s' AND local_ref = '%s'",
+                        day, ref);
+    assert_string_equal(st, want);
+    free(st);
+}
+
 /* The channel lists one payment on two days' statements: the second
  * listing is money claimed twice. Before, a line matched to a record of
  * another day was taken for a success that crossed midnight and matched
@@ -1113,18 +1144,7 @@ static void test_a_payment_listed_on_two_days_statements_is_a_duplicate(void **s
 {
     (void)state;
     char pn[3][64], cr[3][64], day[3][11];
-    for (int i = 0; i < 3; i++)
-        otc_paid(pn[i], cr[i], 700 + i);
-    for (int i = 0; i < 3; i++) {
-        char *d = pc_t_sql(&g_stack, "SELECT ('%s'::date - %d)::text", g_today, 21 - i);
-        snprintf(day[i], sizeof day[i], "%s", d);
-        free(d);
-    }
-    for (int i = 0; i < 3; i++)
-        free(pc_t_sql(&g_stack,
-                      "UPDATE payments SET finished_at = '%s'::date + time '12:00' AT TIME "
-                      "ZONE 'UTC' WHERE payment_no = '%s' RETURNING 1",
-                      day[0], pn[i]));
+    otc_paid_on_one_day(3, 700, 21, pn, cr, day);
     /* The lines of payments from..to on a statement of day on (sim_otc's
      * fee: 1.5 %). */
     char csv[2048];
@@ -1193,12 +1213,7 @@ static void test_a_payment_listed_on_two_days_statements_is_a_duplicate(void **s
                   "AND business_date = '%s' RETURNING 1",
                   day[0]));
     /* p2 is no longer missing from day d: the next day had it. */
-    char *st = pc_t_sql(&g_stack,
-                        "SELECT string_agg(status, ',') FROM recon_diffs WHERE business_date = "
-                        "'%s' AND local_ref = '%s'",
-                        day[0], pn[1]);
-    assert_string_equal(st, "RESOLVED");
-    free(st);
+    assert_diffs_of_day(day[0], pn[1], "RESOLVED");
     /* A third day listing p2 again: the day before had it already. */
     STATEMENT(1, 1, day[2]);
     run = upload_on("sim_otc", day[2], csv, 200);
@@ -1216,6 +1231,51 @@ static void test_a_payment_listed_on_two_days_statements_is_a_duplicate(void **s
                               "WHERE r.channel_id = 'sim_otc' AND r.business_date = d::date AND "
                               "r.status = 'DONE')",
                               g_today, g_today));
+}
+
+/* The channel lists a payment on its own day's statement with another
+ * amount (AMOUNT_MISMATCH) and on the next day's again: the second listing
+ * is a duplicate all the same. Before, any difference the own day's run
+ * recorded about the payment was taken for "not listed there", the next
+ * day's line for a success carried across midnight, and matched in
+ * silence. A payment its own day's statement lacks (MISSING_CHANNEL) and
+ * the next day's has is still carried there, not a duplicate. Days 25 and
+ * 24 back: no job runs them, and no other test uses them. */
+static void test_a_payment_listed_with_a_difference_and_again_next_day_is_a_duplicate(void **state)
+{
+    (void)state;
+    char pn[2][64], cr[2][64], day[2][11], csv[1024];
+    const char *head = "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n";
+    otc_paid_on_one_day(2, 800, 25, pn, cr, day);
+    /* Day d's statement: p1 for 10 less than paid (sim_otc's fee, 1.5 %, is
+     * 12 either way), p2 not at all. */
+    snprintf(csv, sizeof csv, "%s%s,%s,PAY,790,CNY,12,SUCCESS,%sT12:00:00Z\n", head, cr[0], pn[0],
+             day[0]);
+    json_t *run = upload_on("sim_otc", day[0], csv, 200);
+    json_t *d0 = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    assert_non_null(find_diff(d0, "AMOUNT_MISMATCH", "local", "ref", pn[0]));
+    assert_non_null(find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[1]));
+    json_decref(d0);
+    /* The next day's statement: both, at the amounts paid. */
+    snprintf(csv, sizeof csv,
+             "%s%s,%s,PAY,800,CNY,12,SUCCESS,%sT00:10:00Z\n%s,%s,PAY,801,CNY,12,SUCCESS,%sT00:10:"
+             "00Z\n",
+             head, cr[0], pn[0], day[1], cr[1], pn[1], day[1]);
+    run = upload_on("sim_otc", day[1], csv, 200);
+    json_t *d1 = diffs_of(run_id_of(run), NULL);
+    json_decref(run);
+    json_t *x = find_diff(d1, "DUPLICATE_LINE", "line", "channel_ref", cr[0]);
+    if (!x) {
+        char *all = json_dumps(d1, 0);
+        fail_msg("p1 on two days' statements, no duplicate: %s", all);
+    }
+    assert_string_equal(jstr(x, "status"), "OPEN");
+    assert_null(find_diff(d1, NULL, "line", "channel_ref", cr[1]));
+    json_decref(d1);
+    /* p2's difference on day d (MISSING_CHANNEL) is resolved: the next
+     * day's statement has it. */
+    assert_diffs_of_day(day[0], pn[1], "RESOLVED");
 }
 
 /* The statement says a payment we failed was paid (STATUS_MISMATCH); before
@@ -1678,6 +1738,9 @@ int main(void)
                                refresh_today),
         cmocka_unit_test_setup(test_a_fee_change_does_not_reprice_payments_made_before_it,
                                refresh_today),
+        cmocka_unit_test_setup(
+            test_a_payment_listed_with_a_difference_and_again_next_day_is_a_duplicate,
+            refresh_today),
         cmocka_unit_test_setup(test_a_payment_listed_on_two_days_statements_is_a_duplicate,
                                refresh_today),
         cmocka_unit_test_setup_teardown(test_a_day_nobody_reconciled_raises_an_alert, refresh_today,
