@@ -359,6 +359,7 @@ int main(int argc, char **argv)
         return 1;
     }
     pc_app_routes_notify(app, s.notifier);
+    pc_alerts_watch_notifier(s.alerts, s.notifier);
 
     pc_http_server_opts_t o = {
         .host = pc_config_str(cfg, "http.host"),

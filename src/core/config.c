@@ -197,6 +197,9 @@ static const opt_def_t opts[] = {
      "how often alert conditions are evaluated"},
     {"alerts.channel_volume_pct", OPT_INT, "PAYCORE_ALERTS_CHANNEL_VOLUME_PCT", "90", 1, 100, 0,
      "alert when a channel has sent this share of a daily or monthly volume cap"},
+    {"alerts.platform_key_wait_s", OPT_INT, "PAYCORE_ALERTS_PLATFORM_KEY_WAIT_S", "60", 1, 86400, 0,
+     "NOTIFY_NO_PLATFORM_KEY: RSA2 merchants' notifications have waited this long for a platform "
+     "key this node cannot load or make"},
     {"alerts.outbox_age_s", OPT_INT, "PAYCORE_ALERTS_OUTBOX_AGE_S", "600", 1, 86400, 0,
      "alert when the oldest due notification has waited this long past its time"},
     {"alerts.review_age_s", OPT_INT, "PAYCORE_ALERTS_REVIEW_AGE_S", "900", 1, 86400, 0,

@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/client.h"
+#include "notify/notifier.h"
 #include "refund/refund.h"
 #include "rules/rules.h"
 #include "settlement/settlement.h"
@@ -32,6 +33,7 @@ struct pc_alerts {
     int checking;
     /* The oldest overdue notification at the last check ("" none). */
     char overdue_event[40];
+    struct pc_notifier *notifier; /* this node's, when watched */
 };
 
 /* One event for the ops webhook, posted until it answers 2xx or the retries
@@ -660,6 +662,20 @@ static void check(uv_timer_t *t)
         resolve_unchecked(a, "CALLBACKS_REFUSED", ids);
     }
     check_channel_volume(a);
+    /* RSA2 merchants' notifications waiting for a platform key this node
+     * cannot load or make: they wait, untouched, and no other alert says
+     * so (their next try is always a few seconds away). */
+    if (a->notifier) {
+        long long waited = pc_notifier_key_wait_s(a->notifier),
+                  limit = pc_config_int(app->cfg, "alerts.platform_key_wait_s");
+        char kmsg[256];
+        snprintf(kmsg, sizeof kmsg,
+                 "notifications to RSA2 merchants have waited %lld s for the platform key, which "
+                 "this node cannot load or make (log notify.platform_key): none of them is sent "
+                 "until it can",
+                 waited);
+        set_alert(a, waited > limit, 1, "NOTIFY_NO_PLATFORM_KEY", "notifications", kmsg, 0);
+    }
     /* Rules refused at the last reload. */
     json_t *st = pc_rules_status(app->rules);
     size_t i;
@@ -878,6 +894,11 @@ static void list_alerts(pc_http_req_t *req, void *data)
             "x",
             0, NULL, pc_respond_json_row_cb, req) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
+}
+
+void pc_alerts_watch_notifier(pc_alerts_t *a, struct pc_notifier *n)
+{
+    a->notifier = n;
 }
 
 pc_alerts_t *pc_alerts_new(pc_app_t *app)

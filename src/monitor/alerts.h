@@ -16,6 +16,9 @@ typedef struct pc_alerts pc_alerts_t;
 
 pc_alerts_t *pc_alerts_new(pc_app_t *app);
 void pc_alerts_start(pc_alerts_t *a);
+/* Also alerts on this node's notifier (NOTIFY_NO_PLATFORM_KEY). */
+struct pc_notifier;
+void pc_alerts_watch_notifier(pc_alerts_t *a, struct pc_notifier *n);
 void pc_alerts_stop(pc_alerts_t *a);
 void pc_alerts_free(pc_alerts_t *a);
 

@@ -98,6 +98,7 @@ struct pc_notifier {
     pc_rsa_key_t *key; /* NULL until generated when no file is configured */
     char *key_pem;
     struct pc_notifier_keygen *keygen; /* platform key being generated */
+    uint64_t key_wait_since_ms;        /* an RSA2 event first waited for a key (0: none) */
     int key_query;                     /* the shared platform key being read or stored */
     uint64_t key_retry_at;             /* loop time to read it again (0: no retry due) */
     uv_timer_t poll_timer, flush_timer;
@@ -556,6 +557,8 @@ static void merchant_cb(void *data, int status, pc_merchant_t *m)
          * counted as an attempt, and every RSA2 merchant's events ended
          * FAILED without ever being sent. */
         free(tosign);
+        if (!n->key_wait_since_ms)
+            n->key_wait_since_ms = uv_now(n->loop);
         /* Soon while the key is on its way; with none coming, at the pace
          * the key is read again (not every second). */
         if (n->keygen || n->key_query)
@@ -836,6 +839,7 @@ static int set_platform_key(pc_notifier_t *n, pc_rsa_key_t *key, const char *ori
         return PC_ENOMEM;
     }
     n->key = key;
+    n->key_wait_since_ms = 0;
     char fp[PC_SHA256_HEX_LEN + 1] = "";
     pc_sha256_hex(n->key_pem, strlen(n->key_pem), fp);
     if (origin)
@@ -1215,4 +1219,11 @@ const char *pc_notifier_platform_key_pem(const pc_notifier_t *n)
 int pc_notifier_held(const pc_notifier_t *n)
 {
     return n->held;
+}
+
+long long pc_notifier_key_wait_s(const pc_notifier_t *n)
+{
+    if (!n || n->key || !n->key_wait_since_ms)
+        return 0;
+    return (long long)((uv_now(n->loop) - n->key_wait_since_ms) / 1000);
 }

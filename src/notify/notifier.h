@@ -82,4 +82,8 @@ const char *pc_notifier_platform_key_pem(const pc_notifier_t *n);
 /* Deliveries claimed by this node and not yet recorded (queued or in flight). */
 int pc_notifier_held(const pc_notifier_t *n);
 
+/* How long (seconds) an RSA2 merchant's notification has waited on this
+ * node for a platform key it cannot load or make; 0 while none waits. */
+long long pc_notifier_key_wait_s(const pc_notifier_t *n);
+
 #endif

@@ -1150,6 +1150,8 @@ static void test_rsa2_events_wait_for_a_usable_platform_key(void **state)
             pc_stack_stop_node(&g_lease, i, SIGTERM);
     free(pc_t_sql(g_cur, "INSERT INTO platform_keys (id, private_pem) VALUES (1, 'damaged') ON "
                          "CONFLICT (id) DO UPDATE SET private_pem = 'damaged' RETURNING 1"));
+    pc_stack_env(&g_lease, "PAYCORE_ALERTS_CHECK_MS", "300");
+    pc_stack_env(&g_lease, "PAYCORE_ALERTS_PLATFORM_KEY_WAIT_S", "1");
     pc_stack_start_node(&g_lease, 0);
     pc_t_sh("mkdir -p %s", g_dir); /* the first group's teardown removed it */
     gen_key("merchant_lk");
@@ -1173,10 +1175,14 @@ static void test_rsa2_events_wait_for_a_usable_platform_key(void **state)
     assert_string_equal(st, "PENDING/0");
     free(st);
     assert_int_equal(rx_count(rx, id[0]), 0);
+    /* Ops are told: nothing else would say so (the event's next try is
+     * always a few seconds away, never overdue). */
+    assert_true(pc_t_alert_wait(&g_lease, "NOTIFY_NO_PLATFORM_KEY", "notifications", 1, 10));
     free(pc_t_sql(g_cur, "DELETE FROM platform_keys RETURNING 1"));
     assert_true(rx_wait(rx, id[0], 1, 20000));
     assert_event_status(id[0], "DELIVERED", 5000);
     assert_int_equal(event_int(id[0], "attempts"), 1);
+    assert_true(pc_t_alert_wait(&g_lease, "NOTIFY_NO_PLATFORM_KEY", "notifications", 0, 10));
     rx_stop(rx);
     pc_t_sh("rm -rf %s", g_dir);
 }
