@@ -127,7 +127,15 @@ const char *pc_json_url(json_t *obj, const char *name, int *bad)
 const char *pc_operator_of(pc_http_req_t *req)
 {
     const char *who = pc_http_req_header(req, "X-Operator");
-    return who && pc_printable(who, 64) ? who : "ops";
+    if (!who || !pc_printable(who, 64))
+        return "ops";
+    /* ASCII only: a header's bytes are not checked as UTF-8, and a name
+     * that is not would fail the action's audit row (and with it the
+     * action) in PostgreSQL. */
+    for (const char *c = who; *c; c++)
+        if ((unsigned char)*c >= 0x80)
+            return "ops";
+    return who;
 }
 
 void pc_respond_json_row_cb(void *data, int status, pc_db_res_t *res)

@@ -807,6 +807,27 @@ static void test_one_dispute_entered_and_in_the_file_is_not_two_cases(void **sta
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* An X-Operator header that is not ASCII (not valid UTF-8 here) is kept as
+ * "ops", like one that is not printable. Before, the judgement failed with
+ * a database error: PostgreSQL refused the name for its audit column. */
+static void test_an_operator_name_not_ascii_is_kept_as_ops(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m;
+    char tn[40], txn[80], cb[40], path[128], st[24];
+    judged_case(&m, 2100, 2100, tn, txn, cb);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    assert_int_equal(
+        admin_post_as("car\xc3\x28ol", path, "{\"liable\":\"PLATFORM\",\"note\":\"ours\"}", st),
+        200);
+    assert_string_equal(st, "JUDGE_FINISH");
+    char *by =
+        pc_t_sql(&g_stack, "SELECT decided_by FROM chargebacks WHERE chargeback_no = '%s'", cb);
+    assert_string_equal(by, "ops");
+    free(by);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_judge_merchant_liable(void **state)
 {
     (void)state;
@@ -1730,6 +1751,7 @@ int main(void)
         cmocka_unit_test(test_offline_case_then_in_the_file_is_one_case),
         cmocka_unit_test(test_cases_opened_at_once_never_dispute_more_than_the_payment),
         cmocka_unit_test(test_judge_merchant_liable),
+        cmocka_unit_test(test_an_operator_name_not_ascii_is_kept_as_ops),
         cmocka_unit_test(test_one_dispute_entered_and_in_the_file_is_not_two_cases),
         cmocka_unit_test(test_a_guarantee_trades_case_holds_its_escrow),
         cmocka_unit_test(test_a_partly_settled_guarantee_case_splits_its_hold),
