@@ -482,7 +482,7 @@ done:
 static int64_t request_open_ms(pc_channel_client_t *cli, const char *channel_id, int64_t age_ms)
 {
     const pc_channel_t *ch = channel_id ? pc_channels_find(cli->chs, channel_id) : NULL;
-    int64_t left = ch ? ch->timeouts.request_ms + PC_CH_SEND_MARGIN_MS - age_ms : 0;
+    int64_t left = ch ? ch->timeouts.open_ms + PC_CH_SEND_MARGIN_MS - age_ms : 0;
     return left > 0 ? left : 0;
 }
 

@@ -120,8 +120,9 @@ int pc_channel_query_payout(pc_channel_client_t *cli, const char *channel_id, co
 /* For a status query's answer about an operation sent to channel_id age_ms
  * ago: how many milliseconds must pass before the answer may close it. 0 for
  * anything but PC_CH_FAILED; for a failure, until paycore's own request has
- * certainly ended (timeout plus PC_CH_SEND_MARGIN_MS; an unknown channel has
- * no request open), and for NOT_FOUND ("no record") also until
+ * certainly ended (the largest request timeout this node has loaded for the
+ * channel, timeouts.open_ms, plus PC_CH_SEND_MARGIN_MS; an unknown channel
+ * has no request open), and for NOT_FOUND ("no record") also until
  * not_found_after_ms, for a request that left before paycore gave up to
  * arrive. After that, "no record" of an operation the channel acknowledged
  * (answered with its reference) never closes it: PC_CH_FORGOTTEN, for ops

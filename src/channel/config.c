@@ -513,6 +513,7 @@ int pc_channel_parse(const char *label, const char *expected_id, const char *tex
                 memcpy(out->endpoint, expanded, sizeof expanded);
         }
     }
+    out->timeouts.open_ms = out->timeouts.request_ms;
     if (pc_sha256_hex(text, len, out->version) < 0)
         out->version[0] = 0;
     json_decref(doc);
@@ -943,6 +944,13 @@ static int apply_load(pc_channels_t *c, int rc, pc_channel_set_t *set, json_t *e
             return 0;
         }
         set->loaded_at = time(NULL);
+        /* A request timeout cut by this file does not cut the requests sent
+         * under the one before: how long they may be open is kept. */
+        for (size_t i = 0; c->set && i < set->n; i++) {
+            const pc_channel_t *old = pc_channel_set_find(c->set, set->items[i].id);
+            if (old && old->timeouts.open_ms > set->items[i].timeouts.open_ms)
+                set->items[i].timeouts.open_ms = old->timeouts.open_ms;
+        }
         pc_channel_set_release(c->set);
         c->set = set;
         {

@@ -125,6 +125,10 @@ typedef struct {
     } refund;
     struct {
         int64_t connect_ms, request_ms;
+        /* Not from the file: the largest request_ms this node has loaded for
+         * the channel since it started. A request sent under an earlier file
+         * may be open that long, whatever the file says now. */
+        int64_t open_ms;
     } timeouts;
     int64_t weight;
     bool enabled; /* the file's switch; see pc_channels_effective_enabled */

@@ -592,6 +592,10 @@ static void test_query_does_not_fail_a_payment_whose_request_is_still_open(void 
     /* Not failed while paycore's own request could still land. */
     assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
     pc_t_resp_free(&r);
+    /* Ops cut the timeout meanwhile: a request sent under the old one may
+     * still be open that long (before, the new one was taken, and the
+     * payment failed about a second after this reload). */
+    set_card_request_ms(1500, 10000);
     assert_true(wait_status("SELECT status FROM payments WHERE trade_no = '%s'", tn, "FAILED", 20));
     /* Failed only after the request's timeout and the margin had passed. */
     assert_int_equal(pc_t_sql_int(&g_stack,
@@ -601,7 +605,6 @@ static void test_query_does_not_fail_a_payment_whose_request_is_still_open(void 
                      1);
     assert_true(
         wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "WAIT_BUYER_PAY", 1));
-    set_card_request_ms(1500, 10000);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
