@@ -235,15 +235,20 @@ static pc_ch_count_t map_refusal(pc_ch_op_t op, const json_t *o, pc_ch_result_t 
          * it failed payments and released payout reserves the bank may
          * have paid. */
         why = "the channel refused the status query";
-    else if (!strcmp(code, "NONCE_REUSED") || !strncmp(code, "DUPLICATE_", 10))
+    else if (!strcmp(code, "NONCE_REUSED") || !strncmp(code, "DUPLICATE_", 10) ||
+             !strcmp(code, "TIMESTAMP_EXPIRED"))
         /* We sign every request with a fresh nonce and send each payment,
          * refund and payout number once: the channel has seen this request
          * (or one with its number) before and may have done it. libcurl
          * sends a request again, nonce and all, when a kept-alive connection
          * dies before any byte of the answer, after the channel may have
          * charged. Read as a retryable decline, the payment fell back to the
-         * next channel and the buyer paid twice. */
-        why = "the channel has seen this request before: it may have done it";
+         * next channel and the buyer paid twice. Such a copy carries the
+         * first's X-Timestamp: a channel that checks the time before the
+         * nonce (or whose clock runs ahead) refuses it as too old, after it
+         * did the first. */
+        why = "the channel has seen this request before, or a late copy of it: it may have "
+              "done it";
     else if (!pc_ch_code_find(code))
         /* A code the protocol does not define: maybe an answer of another
          * kind under a rewritten status line (a 504 TIMEOUT made a 400: the

@@ -277,12 +277,15 @@ static void test_refusals_are_failed_with_the_channel_code(void **state)
      * decline that may fall back to another channel: unknown, for a query. */
     pc_ch_op_t money[] = {PC_CH_OP_PAY, PC_CH_OP_REFUND, PC_CH_OP_PAYOUT};
     const char *seen[] = {"{\"error\":{\"code\":\"NONCE_REUSED\",\"message\":\"used\"}}",
+                          "{\"error\":{\"code\":\"TIMESTAMP_EXPIRED\"}}",
                           "{\"error\":{\"code\":\"DUPLICATE_PAYMENT_NO\"}}",
                           "{\"error\":{\"code\":\"DUPLICATE_REFUND_NO\"}}",
                           "{\"error\":{\"code\":\"DUPLICATE_PAYOUT_NO\"}}"};
+    /* (A copy sent again carries the first's X-Timestamp: refused as too
+     * old, after the first was done.) */
     for (int i = 0; i < 3; i++)
-        for (int k = 0; k < 4; k++) {
-            map(money[i], k == 0 ? 401 : 409, seen[k], "P", &r, &a);
+        for (int k = 0; k < 5; k++) {
+            map(money[i], k < 2 ? 401 : 409, seen[k], "P", &r, &a);
             assert_int_equal(r.status, PC_CH_UNKNOWN);
             assert_int_equal(r.retryable, 0);
         }
