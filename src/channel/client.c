@@ -795,6 +795,10 @@ static int call_send(call_t *c, const pc_channel_t *ch, const char *path_rest, c
         .body_len = post ? body_len : 0,
         .timeout_ms = total,
         .connect_timeout_ms = connect < total ? connect : total,
+        /* Files are large; an answer to a call is a small object (a channel
+         * or proxy sending more is refused, not buffered: 256 connections
+         * of 16 MiB each would be 4 GiB). */
+        .max_response_bytes = c->op == PC_CH_OP_FILE ? 0 : PC_CH_ANSWER_MAX_BYTES,
     };
     c->start_ns = uv_hrtime();
     rc = pc_http_client_request(c->cli->http, &req, call_done_cb, c);

@@ -117,6 +117,10 @@ int pc_channel_query_payout(pc_channel_client_t *cli, const char *channel_id, co
  * leaves). */
 #define PC_CH_SEND_MARGIN_MS 1000
 
+/* The largest answer taken from a channel call other than a file fetch
+ * (which may take the client's 16 MiB). */
+#define PC_CH_ANSWER_MAX_BYTES (256 * 1024)
+
 /* For a status query's answer about an operation sent to channel_id age_ms
  * ago: how many milliseconds must pass before the answer may close it. 0 for
  * anything but PC_CH_FAILED; for a failure, until paycore's own request has

@@ -41,7 +41,8 @@ struct pc_http_req_s {
     buf_t resp_body;
     buf_t resp_headers; /* raw header lines of the latest response only */
     bool too_large;
-    bool blocked; /* public_only refused the address curl was to connect to */
+    size_t max_response; /* this request's bound on the response body */
+    bool blocked;        /* public_only refused the address curl was to connect to */
     uint64_t start_ns;
     pc_http_done_cb done_cb;
     void *data;
@@ -261,7 +262,7 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     pc_http_req_t *r = userdata;
     size_t n = size * nmemb;
-    int rc = buf_append(&r->resp_body, ptr, n, r->client->opts.max_response_bytes);
+    int rc = buf_append(&r->resp_body, ptr, n, r->max_response);
     if (rc == PC_ELIMIT)
         r->too_large = true;
     /* Returning less than n makes curl abort the transfer. */
@@ -712,6 +713,10 @@ int pc_http_client_request(pc_http_client_t *client, const pc_http_request_t *re
     r->client = client;
     r->done_cb = done_cb;
     r->data = data;
+    r->max_response =
+        req->max_response_bytes && req->max_response_bytes < client->opts.max_response_bytes
+            ? req->max_response_bytes
+            : client->opts.max_response_bytes;
     r->body = malloc(req->body_len ? req->body_len : 1);
     if (!r->body)
         goto fail;
@@ -739,8 +744,7 @@ int pc_http_client_request(pc_http_client_t *client, const pc_http_request_t *re
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
-                         (curl_off_t)client->opts.max_response_bytes) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)r->max_response) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_USERAGENT, client->user_agent) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb) != CURLE_OK ||

@@ -105,6 +105,9 @@ typedef struct {
     size_t body_len;
     uint32_t timeout_ms;         /* total, from submission; 0 means 30000 */
     uint32_t connect_timeout_ms; /* 0 means the smaller of 5000 and timeout_ms */
+    /* The largest response body taken; 0 (or more than the client's
+     * max_response_bytes) means the client's. */
+    size_t max_response_bytes;
 } pc_http_request_t;
 
 /* Creates a client on loop. opts may be NULL for defaults; it is copied.

@@ -156,8 +156,14 @@ static void hook_send(hook_post_t *p)
         return;
     }
     const char *hdrs[] = {"Content-Type: application/json"};
-    pc_http_request_t req = {
-        "POST", url, hdrs, 1, p->text, strlen(p->text), HOOK_TIMEOUT_MS, HOOK_CONNECT_MS};
+    pc_http_request_t req = {.method = "POST",
+                             .url = url,
+                             .headers = hdrs,
+                             .header_count = 1,
+                             .body = p->text,
+                             .body_len = strlen(p->text),
+                             .timeout_ms = HOOK_TIMEOUT_MS,
+                             .connect_timeout_ms = HOOK_CONNECT_MS};
     int rc = pc_http_client_request(a->http, &req, webhook_done, p);
     if (rc)
         hook_failed(p, pc_strerror(rc));

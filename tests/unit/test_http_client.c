@@ -664,6 +664,35 @@ static void test_response_over_limit_is_refused(void **state)
     assert_int_equal(res2->error, PC_HTTP_ETOOLARGE);
 }
 
+/* A request may bound its own response below the client's (a channel's
+ * answer against the client's 16 MiB for files); a bound above the
+ * client's does not lift it. */
+static void test_a_request_bounds_its_own_response(void **state)
+{
+    fixture_t *fx = *state;
+    char url[128];
+    url_for(fx, "/", url, sizeof url);
+    size_t limits[] = {4, 0, 64 * 1024 * 1024};
+    for (int i = 0; i < 3; i++) {
+        result_t *res = scratch(fx, sizeof *res);
+        res->fx = fx;
+        fx->expected = i + 1;
+        pc_http_request_t req = {.method = "POST",
+                                 .url = url,
+                                 .body = "{}",
+                                 .body_len = 2,
+                                 .max_response_bytes = limits[i]};
+        assert_int_equal(pc_http_client_request(fx->client, &req, record_cb, res), 0);
+        run_until_done(fx, 5000);
+        if (i == 0) {
+            assert_int_equal(res->error, PC_HTTP_ETOOLARGE);
+        } else {
+            assert_int_equal(res->error, PC_HTTP_OK);
+            assert_string_equal(res->body, "success");
+        }
+    }
+}
+
 static void never_called_cb(void *data, const pc_http_response_t *resp)
 {
     fail_msg("callback of a refused request was called");
@@ -844,6 +873,8 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_response_over_limit_is_refused,
                                         fixture_setup_small_limits, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_request_bounds_its_own_response, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(test_refused_request_never_calls_its_callback,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_close_cancels_in_flight_requests_exactly_once,
