@@ -186,7 +186,7 @@ static void channels_reloaded(pc_channels_t *chs, int status, void *data)
     pc_log(status ? PC_LOG_WARN : PC_LOG_INFO, "channels.reloaded", "%s",
            status ? "channel files refused; the old set keeps serving (GET /admin/channels)"
                   : "channel set current");
-    pc_metrics_add("pc_channel_reloads_total", status ? "result=\"refused\"" : "result=\"ok\"", 1);
+    /* (pc_channel_reloads_total is counted by the channel set itself.) */
     refresh_overrides(data);
 }
 
@@ -506,8 +506,6 @@ int pc_app_config_start(pc_app_t *app, char *err, size_t errlen)
     }
     pc_metrics_describe("pc_config_reloads_total", PC_METRIC_COUNTER,
                         "configuration reloads (SIGHUP, POST /admin/reload) by result");
-    pc_metrics_describe("pc_channel_reloads_total", PC_METRIC_COUNTER,
-                        "channel set reloads by result");
     /* At start a refused rule or channel file is fatal: there is no old
      * version to keep serving. */
     if (pc_rules_reload(app->rules) < 0 && !pc_rules_ready(app->rules)) {
