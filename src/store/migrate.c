@@ -14,15 +14,28 @@ extern const size_t pc_migrations_count;
 /* An arbitrary constant naming paycore's migration lock. */
 #define MIGRATION_LOCK_KEY "7305021923"
 
+/* A migration waits this long for a table lock (every other session's
+ * statement on that table queues behind it meanwhile), then gives way and
+ * tries again, MIGRATION_LOCK_TRIES times in all. Waiting without a bound, an
+ * ALTER TABLE queued behind one long reader (the daily ledger check, a
+ * reconciliation) made every other session's statements on that table queue
+ * behind it: every node answered 503 for as long as the reader ran. */
+#define MIGRATION_LOCK_TIMEOUT "500ms"
+#define MIGRATION_LOCK_TRIES 90 /* 2 s apart: about four minutes */
+
 static int exec_ok(PGconn *pg, const char *sql, char *err, unsigned errlen)
 {
     PGresult *r = PQexec(pg, sql);
     ExecStatusType st = PQresultStatus(r);
     int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-    if (!ok)
+    int rc = 0;
+    if (!ok) {
         snprintf(err, errlen, "%s", PQresultErrorMessage(r));
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        rc = state && !strcmp(state, "55P03") ? PC_ETIMEDOUT : PC_EIO; /* lock_not_available */
+    }
     PQclear(r);
-    return ok ? 0 : PC_EIO;
+    return rc;
 }
 
 int pc_migrate(const char *url, int wait_s, char *err, unsigned errlen)
@@ -42,7 +55,8 @@ int pc_migrate(const char *url, int wait_s, char *err, unsigned errlen)
     }
     int rc = PC_EIO;
     if (exec_ok(pg, "SET client_min_messages = warning", err, errlen) ||
-        exec_ok(pg, "SELECT pg_advisory_lock(" MIGRATION_LOCK_KEY ")", err, errlen))
+        exec_ok(pg, "SELECT pg_advisory_lock(" MIGRATION_LOCK_KEY ")", err, errlen) ||
+        exec_ok(pg, "SET lock_timeout = '" MIGRATION_LOCK_TIMEOUT "'", err, errlen))
         goto done;
     if (exec_ok(pg,
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, "
@@ -62,6 +76,15 @@ int pc_migrate(const char *url, int wait_s, char *err, unsigned errlen)
     }
     snprintf(newest, sizeof newest, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
+    /* A schema newer than this binary (a node of the previous release
+     * started after a newer one migrated): served, as a rolling deploy
+     * needs, but said, as its SQL was not tested against it. */
+    if (pc_migrations_count && strcmp(newest, pc_migrations[pc_migrations_count - 1].name) > 0)
+        pc_log_warn("db.schema_newer",
+                    "the database's schema is at %s, newer than this binary's newest migration "
+                    "(%s): an older release is starting against a newer schema",
+                    newest, pc_migrations[pc_migrations_count - 1].name);
+    int lock_waits = 0;
     for (size_t i = 0; i < pc_migrations_count; i++) {
         const pc_embedded_file_t *m = &pc_migrations[i];
         const char *params[1] = {m->name};
@@ -85,10 +108,27 @@ int pc_migrate(const char *url, int wait_s, char *err, unsigned errlen)
         }
         if (exec_ok(pg, "BEGIN", err, errlen))
             goto unlock;
-        if (exec_ok(pg, m->data, err, errlen)) {
+        int ran = exec_ok(pg, m->data, err, errlen);
+        if (ran == PC_ETIMEDOUT && ++lock_waits < MIGRATION_LOCK_TRIES) {
+            /* Another session holds a table it changes: give way (nothing
+             * queues behind this one meanwhile), then run it again. */
+            PQclear(PQexec(pg, "ROLLBACK"));
+            pc_log_warn("db.migration_waits",
+                        "migration %s waits for a table lock another session holds (try %d of "
+                        "%d): %s",
+                        m->name, lock_waits, MIGRATION_LOCK_TRIES, err);
+            sleep(2);
+            i--;
+            continue;
+        }
+        if (ran) {
             char detail[512];
             snprintf(detail, sizeof detail, "%s", err);
-            snprintf(err, errlen, "migration %s failed: %s", m->name, detail);
+            snprintf(err, errlen, "migration %s failed%s: %s", m->name,
+                     ran == PC_ETIMEDOUT ? " (a table it changes stayed locked by another session: "
+                                           "start again once that ends)"
+                                         : "",
+                     detail);
             PQclear(PQexec(pg, "ROLLBACK"));
             goto unlock;
         }
