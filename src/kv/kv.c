@@ -284,19 +284,27 @@ static void link_connect_to(link_t *l, const char *addr)
     }
 }
 
-/* Drops a link's connection now (pending callbacks get NULL replies). */
-static void link_drop(link_t *l)
+/* Drops a link's connection now (pending callbacks get NULL replies).
+ * Returns whether it was still connecting (no callback ran: the caller
+ * schedules what follows). */
+static int link_drop_quiet(link_t *l)
 {
     redisAsyncContext *ac = l->ac;
     if (!ac)
-        return;
+        return 0;
     redisAsyncFree(ac); /* calls disconnect_cb when it was connected */
     if (l->ac == ac) {
-        /* It was still connecting: no callback ran. */
         l->ac = NULL;
         l->connected = 0;
-        schedule_retry(l);
+        return 1;
     }
+    return 0;
+}
+
+static void link_drop(link_t *l)
+{
+    if (link_drop_quiet(l))
+        schedule_retry(l);
 }
 
 static void tick_cb(uv_timer_t *t)
@@ -321,8 +329,14 @@ static void tick_cb(uv_timer_t *t)
         pc_kv_cmd(kv, NULL, NULL, "PING", NULL);
     }
     for (link_t *l = &kv->cmd; l; l = l == &kv->cmd ? &kv->sub : NULL) {
-        if (l->ac && !l->connected && l->connect_deadline <= now)
-            link_drop(l);
+        if (l->ac && !l->connected && l->connect_deadline <= now) {
+            /* A connect that never completes (an address whose packets are
+             * dropped: an IPv6 route that goes nowhere) is a failed one: said,
+             * and the name's next address is tried. Before, the same address
+             * was tried again and again, in silence. */
+            if (link_drop_quiet(l))
+                connect_failed(l, "the connect did not complete in time");
+        }
         if (l == &kv->sub && !kv->subs)
             break;
     }
