@@ -40,6 +40,12 @@ static int exec_ok(PGconn *pg, const char *sql, char *err, unsigned errlen)
 
 int pc_migrate(const char *url, int wait_s, char *err, unsigned errlen)
 {
+    return pc_migrate_files(url, pc_migrations, pc_migrations_count, wait_s, err, errlen);
+}
+
+int pc_migrate_files(const char *url, const pc_embedded_file_t *files, size_t nfiles, int wait_s,
+                     char *err, unsigned errlen)
+{
     PGconn *pg = NULL;
     for (int waited = 0;; waited++) {
         pg = PQconnectdb(url);
@@ -79,14 +85,14 @@ int pc_migrate(const char *url, int wait_s, char *err, unsigned errlen)
     /* A schema newer than this binary (a node of the previous release
      * started after a newer one migrated): served, as a rolling deploy
      * needs, but said, as its SQL was not tested against it. */
-    if (pc_migrations_count && strcmp(newest, pc_migrations[pc_migrations_count - 1].name) > 0)
+    if (nfiles && strcmp(newest, files[nfiles - 1].name) > 0)
         pc_log_warn("db.schema_newer",
                     "the database's schema is at %s, newer than this binary's newest migration "
                     "(%s): an older release is starting against a newer schema",
-                    newest, pc_migrations[pc_migrations_count - 1].name);
+                    newest, files[nfiles - 1].name);
     int lock_waits = 0;
-    for (size_t i = 0; i < pc_migrations_count; i++) {
-        const pc_embedded_file_t *m = &pc_migrations[i];
+    for (size_t i = 0; i < nfiles; i++) {
+        const pc_embedded_file_t *m = &files[i];
         const char *params[1] = {m->name};
         r = PQexecParams(pg, "SELECT 1 FROM schema_migrations WHERE version = $1", 1, NULL, params,
                          NULL, NULL, 0);

@@ -6,6 +6,8 @@
  * from the loop. */
 #ifndef PC_STORE_MIGRATE_H
 #define PC_STORE_MIGRATE_H
+#include "core/embed.h"
+
 #include <jansson.h>
 #include <stddef.h>
 
@@ -13,6 +15,11 @@
  * up) and applies pending migrations. Returns 0, or a negative code with a
  * message in err. */
 int pc_migrate(const char *url, int wait_s, char *err, unsigned errlen);
+
+/* The same with another list of migrations (sorted by name): paycore's own
+ * (pc_migrate), or, in tests, those and more. */
+int pc_migrate_files(const char *url, const pc_embedded_file_t *files, size_t nfiles, int wait_s,
+                     char *err, unsigned errlen);
 
 /* One statement at start, on a blocking connection of its own, before the
  * loop serves (channel switches, card BINs; never from the loop). A lock

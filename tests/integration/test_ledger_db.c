@@ -17,6 +17,7 @@
 #include "store/migrate.h"
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -523,6 +524,72 @@ static void test_a_migration_out_of_order_is_refused(void **state)
     /* Its row back: nothing to do, and no complaint. */
     PQclear(sql_res(fx, "INSERT INTO schema_migrations (version) VALUES ('%s')", gone));
     assert_int_equal(pc_migrate(fx->url, 5, err, sizeof err), 0);
+}
+
+extern const pc_embedded_file_t pc_migrations[];
+extern const size_t pc_migrations_count;
+
+typedef struct {
+    const char *url;
+    const pc_embedded_file_t *files;
+    size_t n;
+    int rc;
+    char err[512];
+} migrating_t;
+
+static void *migrate_main(void *arg)
+{
+    migrating_t *m = arg;
+    m->rc = pc_migrate_files(m->url, m->files, m->n, 5, m->err, sizeof m->err);
+    return NULL;
+}
+
+/* A migration that needs a table another session reads (an ALTER TABLE
+ * behind a long report) gives way while it waits: the other sessions'
+ * statements on that table still run. Before, it waited without a bound,
+ * and every statement on the table queued behind it (every node answered
+ * 503 until the reader ended). Once the reader ends it is applied. */
+static void test_a_migration_waiting_for_a_lock_does_not_stall_the_table(void **state)
+{
+    fx_t *fx = *state;
+    pc_embedded_file_t *files = calloc(pc_migrations_count + 1, sizeof *files);
+    memcpy(files, pc_migrations, pc_migrations_count * sizeof *files);
+    static const char alter[] = "ALTER TABLE refunds ADD COLUMN test_lock_probe int";
+    files[pc_migrations_count] =
+        (pc_embedded_file_t){"9999_test_lock_probe.sql", alter, sizeof alter - 1};
+    /* A long reader of refunds. */
+    PGconn *reader = PQconnectdb(fx->url);
+    assert_int_equal(PQstatus(reader), CONNECTION_OK);
+    PQclear(PQexec(reader, "BEGIN"));
+    PGresult *r = PQexec(reader, "SELECT count(*) FROM refunds");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    migrating_t m = {.url = fx->url, .files = files, .n = pc_migrations_count + 1, .rc = 1};
+    pthread_t th;
+    pthread_create(&th, NULL, migrate_main, &m);
+    /* Others go on reading it meanwhile (each statement waits at most for
+     * one of the migration's short tries). */
+    PGconn *other = PQconnectdb(fx->url);
+    assert_int_equal(PQstatus(other), CONNECTION_OK);
+    PQclear(PQexec(other, "SET statement_timeout = 1500"));
+    for (int i = 0; i < 6; i++) {
+        usleep(400000);
+        r = PQexec(other, "SELECT count(*) FROM refunds");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            fail_msg("a reader stalled behind the waiting migration: %s", PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    assert_int_equal(m.rc, 1); /* still waiting */
+    PQclear(PQexec(reader, "COMMIT"));
+    PQfinish(reader);
+    pthread_join(th, NULL);
+    if (m.rc != 0)
+        fail_msg("the migration: %s", m.err);
+    assert_int_equal(sql_int(fx, "SELECT count(*) FROM schema_migrations WHERE version = "
+                                 "'9999_test_lock_probe.sql'"),
+                     1);
+    PQfinish(other);
+    free(files);
 }
 
 static void test_same_business_event_is_posted_once(void **state)
@@ -1518,6 +1585,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_same_business_event_is_posted_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_migration_out_of_order_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_migration_waiting_for_a_lock_does_not_stall_the_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_credits_to_a_hot_account_do_not_wait_for_each_other,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_entries_for_a_locked_account_do_not_wait_for_its_lock,
