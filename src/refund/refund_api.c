@@ -330,6 +330,19 @@ static void decide(acc_t *a)
         return;
     }
 
+    /* A payment by card is refunded to that card (as card schemes require),
+     * never to an account or another card the merchant names: a merchant
+     * paid with a stolen card could otherwise cash it out to itself before
+     * the cardholder's chargeback comes. */
+    if (a->payee && a->card_token[0]) {
+        const char *tok = json_string_value(json_object_get(a->payee, "card_token"));
+        if (!tok || strcmp(tok, a->card_token) != 0) {
+            acc_fail(a, PC_API_INVALID_REQUEST, "payee",
+                     "this payment was made by card: its refund goes back to that card, not to "
+                     "a payee named here");
+            return;
+        }
+    }
     /* The method, and the payee a PAYOUT needs. */
     pc__method_ctx_t mc = {.type = "NORMAL",
                            .external = r->parts.external,

@@ -1129,6 +1129,35 @@ static void test_refund_after_a_chargeback_of_the_card_part_returns_the_balance(
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A payment by card is refunded to that card, never to a payee the
+ * merchant names (an account of its own, another card): before, the payee
+ * was taken, and once the channel's refund window had passed the money was
+ * paid out to it, a stolen card's takings cashed out before the
+ * cardholder's chargeback came. */
+static void test_a_card_payment_is_refunded_to_its_card_only(void **state)
+{
+    (void)state;
+    char tn[40];
+    paid_trade_for(&g_m, "INSTANT", 900, NULL, tn, NULL);
+    const char *payees[] = {
+        "\"payee\":{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000009876\",\"name\":\"M "
+        "Self\",\"bank_code\":\"ICBC\"}",
+        "\"payee\":{\"type\":\"CARD\",\"card_token\":\"tok_someone_else\"}"};
+    for (int i = 0; i < 2; i++) {
+        pc_t_resp_t r = refund(tn, "CP1", 900, payees[i]);
+        if (r.status != 400 || strcmp(pc_t_errcode(&r), "INVALID_REQUEST") != 0 ||
+            !strstr(r.body, "\"payee\""))
+            fail_msg("a card payment's refund to a named payee: %ld %s", r.status, r.body);
+        pc_t_resp_free(&r);
+    }
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM refunds WHERE trade_no = '%s'", tn), 0);
+    char rno[40];
+    refund_ok(tn, "CP1", 900, NULL, rno);
+    expect_refund(rno, "SUCCESS");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_va_refund_pays_out_to_the_named_payee_else_offline(void **state)
 {
     (void)state;
@@ -1386,6 +1415,7 @@ int main(void)
             test_wallet_only_refund_that_failed_after_dispatch_is_finished_later, after_each),
         cmocka_unit_test_teardown(
             test_refund_after_a_chargeback_of_the_card_part_returns_the_balance, after_each),
+        cmocka_unit_test(test_a_card_payment_is_refunded_to_its_card_only),
         cmocka_unit_test_teardown(test_va_refund_pays_out_to_the_named_payee_else_offline,
                                   after_each),
         cmocka_unit_test_teardown(test_refund_through_a_switched_off_channel_is_offline,
