@@ -848,6 +848,13 @@ static void retake(op_t *o)
                 o->payment_no, (long long)o->balance_amount, (long long)o->coupon_amount);
     if (!o->coupon_id[0])
         return;
+    /* The trade first, as a pay takes it (trade, then coupon): taken after
+     * the coupon here, a pay of the same trade holding the trade and
+     * waiting for the coupon made a deadlock, and a capture that lost it
+     * was flagged for ops with the buyer charged twice. (pc_trade_mark_paid
+     * locks it next anyway.) */
+    const char *t[] = {o->trade_no};
+    pc_db_tx_query(o->tx, "SELECT 1 FROM trades WHERE trade_no = $1 FOR UPDATE", 1, t, step_cb, o);
     const char *p[] = {o->coupon_id, o->payment_no};
     pc_db_tx_query(o->tx,
                    "WITH c AS (UPDATE coupons SET status = 'LOCKED', payment_no = $2 WHERE "
