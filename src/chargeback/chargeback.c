@@ -446,7 +446,11 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
      * open case of the payment for the same sum that came the other way
      * (entered by ops, or from the file) under another reference: ops
      * often enter a dispute from the bank's letter under the bank's case
-     * number, and the channel's file then brings it under its own. */
+     * number, and the channel's file then brings it under its own. A line
+     * waiting as unmatched for that reason stays so, whatever became of
+     * that case, until ops resolve it: before, importing the file again
+     * once the case was judged or closed opened a second case of the one
+     * dispute (the merchant paid it twice). */
     char amount[24];
     snprintf(amount, sizeof amount, "%lld", (long long)o->amount);
     const char *p[] = {o->payment_no, o->channel_id, o->source_ref, o->trade_no, o->source, amount};
@@ -462,9 +466,10 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
             "r.external_amount > 0) AS unsent, coalesce((SELECT greatest(trade_escrow_free("
             "t.trade_no), 0) FROM trades t WHERE t.trade_no = $4 AND t.product = 'GUARANTEE' "
             "AND t.payment_no = $1), 0) AS escrow_free, (SELECT c.chargeback_no FROM chargebacks c "
-            "WHERE c.payment_no = $1 AND c.source <> $5 AND c.amount = $6::bigint AND c.status IN "
-            "('WAIT_JUDGE', 'IN_JUDGE') AND c.source_ref <> $3 ORDER BY c.created_at LIMIT 1) AS "
-            "twin",
+            "WHERE c.payment_no = $1 AND c.source <> $5 AND c.amount = $6::bigint AND (c.status "
+            "IN ('WAIT_JUDGE', 'IN_JUDGE') OR EXISTS (SELECT 1 FROM chargeback_unmatched u WHERE "
+            "u.channel_id = $2 AND u.chargeback_ref = $3 AND u.resolved_at IS NULL)) AND "
+            "c.source_ref <> $3 ORDER BY c.created_at LIMIT 1) AS twin",
             6, p, open_counted_cb, o) < 0)
         open_fail(o, PC_EUNAVAIL);
 }
@@ -564,7 +569,7 @@ static void open_counted_cb(void *data, int status, pc_db_res_t *res)
     if (tw >= 0 && !pc_db_isnull(res, 0, tw)) {
         char why[200];
         snprintf(why, sizeof why,
-                 "case %s of this payment, for the same amount, is open already (%s): the same "
+                 "case %s of this payment, for the same amount, exists already (%s): the same "
                  "dispute under another reference? for ops",
                  pc_db_get(res, 0, tw),
                  !strcmp(o->source, "ONLINE") ? "entered by ops" : "from the channel's file");
@@ -953,18 +958,22 @@ static void record_unmatched(import_t *im, const pc_cb_csv_line_t *l, const char
                        l->names_payment ? l->channel_ref : NULL,
                        l->names_payment && l->paycore_ref[0] ? l->paycore_ref : NULL,
                        l->names_payment ? amount : NULL};
-    /* Not held twice: a line whose case is open already (its reference,
-     * or the same dispute entered by ops under another) keeps its payment
-     * but no sum; the case freezes it. */
+    /* Not held twice: a line whose case holds its sum already (its
+     * reference, or the same dispute entered by ops under another: open, or
+     * judged for the cardholder) keeps its payment but no sum; the case
+     * holds it. A case under its reference for another payment or sum
+     * holds nothing of this line's: before, such a line held nothing, and
+     * the merchant could refund what the bank had given back. */
     if (pc_db_query(im->app->db,
                     "WITH p AS (SELECT coalesce((SELECT payment_no FROM payments WHERE channel_id "
                     "= $1 AND channel_txn_id = $6), (SELECT payment_no FROM payments WHERE "
                     "payment_no = $7 AND channel_id = $1)) AS pno) "
                     "INSERT INTO chargeback_unmatched AS u (channel_id, chargeback_ref, import_id, "
                     "line, reason, payment_no, amount) SELECT $1, $2, $3::bigint, $4, $5, p.pno, "
-                    "CASE WHEN EXISTS (SELECT 1 FROM chargebacks c WHERE (c.channel_id = $1 AND "
-                    "c.source_ref = $2) OR (c.payment_no = p.pno AND c.amount = $8::bigint AND "
-                    "c.status IN ('WAIT_JUDGE', 'IN_JUDGE'))) THEN NULL ELSE $8::bigint END FROM p "
+                    "CASE WHEN EXISTS (SELECT 1 FROM chargebacks c WHERE c.payment_no = p.pno AND "
+                    "c.amount = $8::bigint AND ((c.channel_id = $1 AND c.source_ref = $2) OR "
+                    "c.status IN ('WAIT_JUDGE', 'IN_JUDGE') OR (c.status = 'JUDGE_FINISH' AND "
+                    "c.liable IN ('MERCHANT', 'PLATFORM')))) THEN NULL ELSE $8::bigint END FROM p "
                     "ON CONFLICT (channel_id, chargeback_ref) "
                     "DO UPDATE SET import_id = EXCLUDED.import_id, line = EXCLUDED.line, reason = "
                     "EXCLUDED.reason, payment_no = EXCLUDED.payment_no, amount = EXCLUDED.amount, "

@@ -1242,11 +1242,14 @@ static void mk_inserted_cb(void *data, int status, pc_db_res_t *res)
  * counted as returning the disputed money, the case refused, and the buyer
  * paid twice; the error refund waits for the case instead. (A case then
  * refused for another reason leaves the payment in escrow for ops:
- * ERROR_REFUNDS_STUCK.) */
+ * ERROR_REFUNDS_STUCK.) Its case is one opened after the termination (both
+ * times are the database's): before, any case of the payment counted, and
+ * after a first dispute the guard was off for every later one. */
 #define CASE_ON_ITS_WAY(pno)                                                                       \
     "EXISTS (SELECT 1 FROM refunds t WHERE t.payment_no = " pno " AND t.type = 'ERROR' AND "       \
-    "t.status = 'TERMINATED' AND t.failure_code = 'CHARGEBACK') AND NOT EXISTS (SELECT 1 FROM "    \
-    "chargebacks c WHERE c.payment_no = " pno ")"
+    "t.status = 'TERMINATED' AND t.failure_code = 'CHARGEBACK' AND NOT EXISTS (SELECT 1 FROM "     \
+    "chargebacks c WHERE c.payment_no = " pno " AND c.created_at > (SELECT max(a.at) FROM "        \
+    "refund_actions a WHERE a.refund_no = t.refund_no)))"
 
 static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
 {

@@ -789,6 +789,28 @@ static void test_one_dispute_entered_and_in_the_file_is_not_two_cases(void **sta
                                   "= '%s' AND payment_no IS NOT NULL AND amount IS NULL",
                                   ref),
                      1);
+    /* The case judged, the file imported again: the line still waits for
+     * ops. Before, the judged case was no twin any more, and a second case
+     * of the one dispute opened (judged alike, the merchant paid twice). */
+    char path[128], st[24];
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
+    assert_int_equal(admin_post(path, "{\"why\":\"the bank wants it now\"}", st), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\",\"note\":\"no proof\"}", st), 200);
+    c = import_line(date, ref, txn, 4000);
+    assert_int_equal(c.created, 0);
+    assert_int_equal(c.unmatched, 1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargebacks WHERE payment_no = "
+                                  "(SELECT payment_no FROM chargebacks WHERE "
+                                  "chargeback_no = '%s')",
+                                  cb),
+                     1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargeback_unmatched WHERE chargeback_ref "
+                                  "= '%s' AND resolved_at IS NULL AND amount IS NULL",
+                                  ref),
+                     1);
     /* A dispute of another sum is another case. */
     snprintf(ref, sizeof ref, "cbk_other_%d_%d", (int)getpid(), ++g_seq);
     c = import_line(date, ref, txn, 1000);
@@ -804,6 +826,35 @@ static void test_one_dispute_entered_and_in_the_file_is_not_two_cases(void **sta
     assert_int_equal(c.created, 1);
     snprintf(ref, sizeof ref, "BANK-%d-%d", (int)getpid(), ++g_seq);
     assert_int_equal(enter_offline(ref, txn2, 3000, NULL, cb2), 409);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* A file line under the reference of a case ops entered for another sum
+ * (a typo in the entry; a channel's corrected amount) waits for ops and
+ * holds its own sum: the bank gave that back. Before, it held nothing, as
+ * if the case held it, and the merchant could refund money the cardholder
+ * had already got back. */
+static void test_a_line_under_a_case_reference_of_another_sum_holds_its_sum(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], cb[40], ref[64], date[16], code[40];
+    card_payment(&m, 5000, NULL, tn, txn, NULL);
+    business_date(date);
+    snprintf(ref, sizeof ref, "TYPO-%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(enter_offline(ref, txn, 40, NULL, cb), 201);
+    import_counts_t c = import_line(date, ref, txn, 4000);
+    assert_int_equal(c.created, 0);
+    assert_int_equal(c.unmatched, 1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT amount FROM chargeback_unmatched WHERE chargeback_ref = "
+                                  "'%s' AND resolved_at IS NULL",
+                                  ref),
+                     4000);
+    /* 5000 less 40 and 4000: 960 is refundable, not 1000. */
+    assert_int_equal(refund(&m, tn, 1000, code), 422);
+    assert_string_equal(code, "AMOUNT_EXCEEDS_REFUNDABLE");
+    assert_int_equal(refund(&m, tn, 960, code), 200);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
@@ -1752,6 +1803,7 @@ int main(void)
         cmocka_unit_test(test_cases_opened_at_once_never_dispute_more_than_the_payment),
         cmocka_unit_test(test_judge_merchant_liable),
         cmocka_unit_test(test_an_operator_name_not_ascii_is_kept_as_ops),
+        cmocka_unit_test(test_a_line_under_a_case_reference_of_another_sum_holds_its_sum),
         cmocka_unit_test(test_one_dispute_entered_and_in_the_file_is_not_two_cases),
         cmocka_unit_test(test_a_guarantee_trades_case_holds_its_escrow),
         cmocka_unit_test(test_a_partly_settled_guarantee_case_splits_its_hold),
