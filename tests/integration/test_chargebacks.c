@@ -756,6 +756,29 @@ static void test_a_partly_settled_guarantee_case_splits_its_hold(void **state)
 
 static long refund(const pc_t_merchant_t *m, const char *tn, long amount, char *code);
 
+/* Imports the file line ref (4000 of txn), the same dispute as case cb from
+ * ops: no case opens (cb stays the payment's only one), the line waits for
+ * ops, naming the payment, holding no sum (cb holds it). */
+static void line_waits_beside_its_twin(const char *date, const char *ref, const char *txn,
+                                       const char *cb)
+{
+    import_counts_t c = import_line(date, ref, txn, 4000);
+    assert_int_equal(c.created, 0);
+    assert_int_equal(c.unmatched, 1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargebacks WHERE payment_no = "
+                                  "(SELECT payment_no FROM chargebacks WHERE "
+                                  "chargeback_no = '%s')",
+                                  cb),
+                     1);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM chargeback_unmatched WHERE chargeback_ref "
+                                  "= '%s' AND resolved_at IS NULL AND payment_no IS NOT NULL AND "
+                                  "amount IS NULL",
+                                  ref),
+                     1);
+}
+
 /* Ops enter a dispute from the bank's letter under the bank's case number;
  * the channel's file then brings the same dispute under its own reference:
  * the line waits for ops (unmatched, holding its sum), not a second case.
@@ -772,23 +795,10 @@ static void test_one_dispute_entered_and_in_the_file_is_not_two_cases(void **sta
     snprintf(ref, sizeof ref, "BANK-%d-%d", (int)getpid(), ++g_seq);
     assert_int_equal(enter_offline(ref, txn, 4000, NULL, cb), 201);
     snprintf(ref, sizeof ref, "cbk_twin_%d_%d", (int)getpid(), ++g_seq);
-    import_counts_t c = import_line(date, ref, txn, 4000);
-    assert_int_equal(c.created, 0);
-    assert_int_equal(c.unmatched, 1);
-    assert_int_equal(pc_t_sql_int(&g_stack,
-                                  "SELECT count(*) FROM chargebacks WHERE payment_no = "
-                                  "(SELECT payment_no FROM chargebacks WHERE "
-                                  "chargeback_no = '%s')",
-                                  cb),
-                     1);
-    assert_int_equal(mbal(&m, "reserve"), 4000);
     /* The waiting line does not hold the sum a second time: the case
      * freezes it. */
-    assert_int_equal(pc_t_sql_int(&g_stack,
-                                  "SELECT count(*) FROM chargeback_unmatched WHERE chargeback_ref "
-                                  "= '%s' AND payment_no IS NOT NULL AND amount IS NULL",
-                                  ref),
-                     1);
+    line_waits_beside_its_twin(date, ref, txn, cb);
+    assert_int_equal(mbal(&m, "reserve"), 4000);
     /* The case judged, the file imported again: the line still waits for
      * ops. Before, the judged case was no twin any more, and a second case
      * of the one dispute opened (judged alike, the merchant paid twice). */
@@ -797,23 +807,10 @@ static void test_one_dispute_entered_and_in_the_file_is_not_two_cases(void **sta
     assert_int_equal(admin_post(path, "{\"why\":\"the bank wants it now\"}", st), 200);
     snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
     assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\",\"note\":\"no proof\"}", st), 200);
-    c = import_line(date, ref, txn, 4000);
-    assert_int_equal(c.created, 0);
-    assert_int_equal(c.unmatched, 1);
-    assert_int_equal(pc_t_sql_int(&g_stack,
-                                  "SELECT count(*) FROM chargebacks WHERE payment_no = "
-                                  "(SELECT payment_no FROM chargebacks WHERE "
-                                  "chargeback_no = '%s')",
-                                  cb),
-                     1);
-    assert_int_equal(pc_t_sql_int(&g_stack,
-                                  "SELECT count(*) FROM chargeback_unmatched WHERE chargeback_ref "
-                                  "= '%s' AND resolved_at IS NULL AND amount IS NULL",
-                                  ref),
-                     1);
+    line_waits_beside_its_twin(date, ref, txn, cb);
     /* A dispute of another sum is another case. */
     snprintf(ref, sizeof ref, "cbk_other_%d_%d", (int)getpid(), ++g_seq);
-    c = import_line(date, ref, txn, 1000);
+    import_counts_t c = import_line(date, ref, txn, 1000);
     assert_int_equal(c.created, 1);
     /* 10000 less the two cases: 5000 refundable, not 1000 more. */
     char code[40];
