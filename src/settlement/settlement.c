@@ -147,14 +147,20 @@ static void balances_cb(void *data, int status, pc_db_res_t *res)
         r->balances_failed = 1;
         return;
     }
+    /* Known by the account's parsed type, not by a part of its id: a
+     * merchant named "receivable" or "pending" has that word in all its
+     * ids, and its reserve was read as its receivable (released every day)
+     * or its receivable as nothing. */
     for (int i = 0; i < pc_db_rows(res); i++) {
-        const char *id = pc_db_val(res, i, "account_id");
+        pc_ledger_shape_t shape;
+        if (pc_ledger_parse_account(pc_db_val(res, i, "account_id"), &shape) < 0)
+            continue;
         int64_t bal = pc_db_val_i64(res, i, "balance");
-        if (strstr(id, ":pending:"))
+        if (shape.type == PC_LEDGER_MERCHANT_PENDING)
             r->in.pending = bal;
-        else if (strstr(id, ":receivable:"))
+        else if (shape.type == PC_LEDGER_MERCHANT_RECEIVABLE)
             r->in.receivable = bal;
-        else if (strstr(id, ":reserve:"))
+        else if (shape.type == PC_LEDGER_MERCHANT_RESERVE)
             r->reserve = bal;
     }
 }
