@@ -318,9 +318,9 @@ static void open_locked_cb(void *data, int status, pc_db_res_t *res)
     for (int i = 0; i < pc_db_rows(res); i++) {
         const char *id = pc_db_val(res, i, "account_id");
         int64_t bal = pc_db_val_i64(res, i, "balance");
-        if (strstr(id, ":pending:"))
+        if (pc_ledger_is_type(id, PC_LEDGER_MERCHANT_PENDING))
             pending = bal;
-        else if (strstr(id, ":available:"))
+        else if (pc_ledger_is_type(id, PC_LEDGER_MERCHANT_AVAILABLE))
             available = bal;
     }
     if (pc_cb_hold_split(o->amount - o->unsettled, pending, available, &o->hold)) {
@@ -1783,7 +1783,7 @@ static void decide_locked_cb(void *data, int status, pc_db_res_t *res)
     }
     int64_t receivable = 0;
     for (int i = 0; i < pc_db_rows(res); i++)
-        if (strstr(pc_db_val(res, i, "account_id"), ":receivable:"))
+        if (pc_ledger_is_type(pc_db_val(res, i, "account_id"), PC_LEDGER_MERCHANT_RECEIVABLE))
             receivable = pc_db_val_i64(res, i, "balance");
     memset(&d->rel, 0, sizeof d->rel);
     if (d->closing || d->liable != PC_CB_LIABLE_MERCHANT) {

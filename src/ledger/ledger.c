@@ -119,6 +119,12 @@ static int currency_ok(const char *s, size_t len)
     return 1;
 }
 
+int pc_ledger_is_type(const char *account_id, pc_ledger_type_t type)
+{
+    pc_ledger_shape_t shape;
+    return account_id && pc_ledger_parse_account(account_id, &shape) == 0 && shape.type == type;
+}
+
 int pc_ledger_parse_account(const char *account_id, pc_ledger_shape_t *out)
 {
     if (!account_id)

@@ -116,6 +116,11 @@ typedef struct {
 /* Parses an account id. Returns 0 and fills out, or PC_LEDGER_BAD_ACCOUNT. */
 int pc_ledger_parse_account(const char *account_id, pc_ledger_shape_t *out);
 
+/* Whether account_id is an account of type type. Tells a merchant's
+ * accounts apart where a word of the id cannot: a merchant named
+ * "receivable" has that word in every id of its own. */
+int pc_ledger_is_type(const char *account_id, pc_ledger_type_t type);
+
 /* Whether s has the form of a currency code as the ledger keeps them: three
  * letters A-Z (account ids, and what a channel's answer may name). Whether it
  * is a currency money may be taken in: pc_currency_known (core/currency.h). */

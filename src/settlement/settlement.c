@@ -152,15 +152,13 @@ static void balances_cb(void *data, int status, pc_db_res_t *res)
      * ids, and its reserve was read as its receivable (released every day)
      * or its receivable as nothing. */
     for (int i = 0; i < pc_db_rows(res); i++) {
-        pc_ledger_shape_t shape;
-        if (pc_ledger_parse_account(pc_db_val(res, i, "account_id"), &shape) < 0)
-            continue;
+        const char *id = pc_db_val(res, i, "account_id");
         int64_t bal = pc_db_val_i64(res, i, "balance");
-        if (shape.type == PC_LEDGER_MERCHANT_PENDING)
+        if (pc_ledger_is_type(id, PC_LEDGER_MERCHANT_PENDING))
             r->in.pending = bal;
-        else if (shape.type == PC_LEDGER_MERCHANT_RECEIVABLE)
+        else if (pc_ledger_is_type(id, PC_LEDGER_MERCHANT_RECEIVABLE))
             r->in.receivable = bal;
-        else if (shape.type == PC_LEDGER_MERCHANT_RESERVE)
+        else if (pc_ledger_is_type(id, PC_LEDGER_MERCHANT_RESERVE))
             r->reserve = bal;
     }
 }

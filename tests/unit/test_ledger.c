@@ -216,6 +216,21 @@ static void test_unknown_account_shapes_are_refused(void **state)
     assert_int_equal(pc_ledger_parse_account(NULL, NULL), PC_LEDGER_BAD_ACCOUNT);
 }
 
+/* A merchant named after an account type ("receivable", "pending") has
+ * that word in all its ids: the type is read from the id's shape. */
+static void test_an_accounts_type_is_its_shape_not_a_word_in_it(void **state)
+{
+    (void)state;
+    assert_true(pc_ledger_is_type("merchant:receivable:reserve:CNY", PC_LEDGER_MERCHANT_RESERVE));
+    assert_false(
+        pc_ledger_is_type("merchant:receivable:reserve:CNY", PC_LEDGER_MERCHANT_RECEIVABLE));
+    assert_true(pc_ledger_is_type("merchant:pending:available:CNY", PC_LEDGER_MERCHANT_AVAILABLE));
+    assert_false(pc_ledger_is_type("merchant:pending:available:CNY", PC_LEDGER_MERCHANT_PENDING));
+    assert_true(pc_ledger_is_type("merchant:pending:pending:CNY", PC_LEDGER_MERCHANT_PENDING));
+    assert_false(pc_ledger_is_type("not an id", PC_LEDGER_MERCHANT_PENDING));
+    assert_false(pc_ledger_is_type(NULL, PC_LEDGER_MERCHANT_PENDING));
+}
+
 static void test_account_id_builds_what_parse_reads(void **state)
 {
     (void)state;
@@ -689,6 +704,7 @@ int main(void)
         cmocka_unit_test_teardown(test_balance_of_unopened_account_is_zero, teardown),
         cmocka_unit_test_teardown(test_check_is_ok_only_when_every_count_is_zero, teardown),
         cmocka_unit_test_teardown(test_check_json_has_the_api_fields, teardown),
+        cmocka_unit_test(test_an_accounts_type_is_its_shape_not_a_word_in_it),
         cmocka_unit_test(test_amounts_are_shown_with_their_currencys_digits),
         cmocka_unit_test(test_only_iso_4217_currencies_are_known),
     };
