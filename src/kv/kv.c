@@ -314,8 +314,16 @@ static void tick_cb(uv_timer_t *t)
     /* Timers run before the loop polls: after a stall (a slow callback) the
      * answer may be waiting unread in the socket. Read it first, or a SET NX
      * that succeeded is reported as timed out. */
-    if (kv->head && kv->head->deadline <= now && kv->cmd.connected && kv->cmd.ac)
+    /* hiredis reads one buffer (16 KiB) a call: after a long stall the
+     * answers may fill several. Read while they answer the overdue head. */
+    for (int reads = 0;
+         reads < 64 && kv->head && kv->head->deadline <= now && kv->cmd.connected && kv->cmd.ac;
+         reads++) {
+        const void *before = kv->head;
         redisAsyncHandleRead(kv->cmd.ac);
+        if (kv->head == before)
+            break;
+    }
     if (kv->head && kv->head->deadline <= now) {
         pc_log_warn("kv.timeout", "Redis command timed out; reconnecting");
         pc_metrics_add("pc_kv_errors_total", "kind=\"timeout\"", 1);
