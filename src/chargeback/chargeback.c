@@ -461,7 +461,8 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
             "$1 AND r.status NOT IN ('FAILED', 'TERMINATED')) AS disputed, (SELECT "
             "chargeback_json(c)::text FROM chargebacks c WHERE c.channel_id = $2 AND "
             "c.source_ref = $3) AS existing, (SELECT coalesce(string_agg(r.refund_no "
-            "|| ' ' || r.external_amount, ' ' ORDER BY r.created_at DESC), '') FROM "
+            "|| ' ' || r.external_amount || ' ' || CASE WHEN r.type = 'NORMAL' THEN r.amount "
+            "ELSE -1 END, ' ' ORDER BY r.created_at DESC), '') FROM "
             "refunds r WHERE r.payment_no = $1 AND r.status IN ('ACCEPTED', 'SUSPENDED') AND "
             "r.external_amount > 0) AS unsent, coalesce((SELECT greatest(trade_escrow_free("
             "t.trade_no), 0) FROM trades t WHERE t.trade_no = $4 AND t.product = 'GUARANTEE' "
@@ -492,7 +493,8 @@ static void unsent_terminated_cb(void *data, int status)
 }
 
 /* The case would fit if the refunds not sent yet (unsent: "refund_no
- * amount ...", newest first: the merchant's, or the error refund of a
+ * card-part whole-sum ...", the whole sum -1 for an error refund, newest
+ * first: the merchant's, or the error refund of a
  * payment held in escrow) were not counted: the cardholder got the money
  * back at the bank, so those refunds would pay twice. (A terminated error
  * refund leaves the payment waiting in escrow again, migration 0093: the
@@ -504,17 +506,20 @@ static void unsent_terminated_cb(void *data, int status)
 static int terminate_unsent(open_t *o, const char *unsent, int64_t excess)
 {
     char nos[16][41];
-    int64_t amounts[16];
+    int64_t amounts[16], others[16]; /* each one's whole sum; its parts not by card */
+    int errors[16];                  /* an error refund: the platform's, not the merchant's */
     int n = 0;
     int64_t covered = 0;
     const char *s = unsent;
     while (*s && covered < excess && n < 16) {
-        long long amount;
+        long long amount, whole;
         int used = 0;
-        if (sscanf(s, "%40s %lld %n", nos[n], &amount, &used) != 2 || used == 0)
+        if (sscanf(s, "%40s %lld %lld %n", nos[n], &amount, &whole, &used) != 3 || used == 0)
             break;
         covered += amount;
-        amounts[n++] = amount;
+        amounts[n] = whole < 0 ? amount : whole;
+        errors[n] = whole < 0;
+        others[n++] = whole < 0 ? 0 : whole - amount;
         s += used;
     }
     if (covered < excess || !o->app->refunds)
@@ -525,8 +530,10 @@ static int terminate_unsent(open_t *o, const char *unsent, int64_t excess)
     o->terminating = 1; /* held until every call is made */
     for (int i = 0; i < n; i++) {
         /* The last one taken is needed only for what the others left of the
-         * excess: the rest of it is still the buyer's to be refunded. */
-        int64_t still = i == n - 1 ? covered - excess : 0;
+         * excess: the rest of its card part is still the buyer's to be
+         * refunded, as are the wallet and coupon parts of each (the dispute
+         * is of the card part only). */
+        int64_t still = errors[i] ? 0 : others[i] + (i == n - 1 ? covered - excess : 0);
         pc_log_warn("chargeback.terminates_refund",
                     "%s %s of %lld on payment %s: refund %s of %lld, not sent yet, is "
                     "terminated (the chargeback gives the cardholder the money; %lld of it still "
