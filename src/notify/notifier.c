@@ -1020,7 +1020,13 @@ static void keygen_start(pc_notifier_t *n)
         }
     }
     free(k);
-    pc_log_error("notify.platform_key", "could not start generating a platform key");
+    /* Tried again with the next event that needs it (KEY_BAD_RETRY_MS):
+     * before, nothing did, and RSA2 events waited until a restart. */
+    n->key_retry_at = uv_now(n->loop) + KEY_BAD_RETRY_MS;
+    pc_log_error("notify.platform_key",
+                 "could not start generating a platform key: trying "
+                 "again in %d s",
+                 KEY_BAD_RETRY_MS / 1000);
 }
 
 /* ---- Lifecycle ------------------------------------------------------------------ */
@@ -1063,11 +1069,14 @@ pc_notifier_t *pc_notifier_new(uv_loop_t *loop, const pc_config_t *cfg, pc_db_t 
     if (key_file[0] && load_platform_key(n, key_file, err, errlen) != 0)
         goto fail;
     n->pending = json_array();
-    /* Total connections leave room for many hosts at their cap, so that busy
-     * hosts never make another host's requests wait inside libcurl. */
+    /* Total connections at least as many as the deliveries in flight, so that
+     * busy hosts never make another host's requests wait inside libcurl
+     * (where the wait counts against the request's timeout: a healthy
+     * merchant's notification timed out unsent behind dead hosts' connects
+     * when notify.max_inflight, 2000 by default, was above 1024). */
     pc_http_client_opts_t ho = {
         .max_host_connections = (unsigned)n->host_conns,
-        .max_total_connections = 1024,
+        .max_total_connections = n->max_inflight > 1024 ? (unsigned)n->max_inflight : 1024,
         .max_response_bytes = 64 * 1024,
         .user_agent = "paycore-notifier",
         /* notify_url is the merchant's to choose: it must not reach our own
