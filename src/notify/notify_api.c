@@ -151,6 +151,15 @@ static void redeliver_cb(void *data, int status, pc_db_res_t *res)
         pc_http_respond_error(r->req, PC_API_NOT_FOUND, "event_id", "no such event");
         return;
     }
+    const char *was = pc_db_get(res, 0, sc);
+    if (pc_db_val_i64(res, 0, "updated") != 1 &&
+        (!strcmp(was, "FAILED") || !strcmp(was, "DELIVERED"))) {
+        pc_http_respond_error(r->req, PC_API_INVALID_STATE, NULL,
+                              "a later event of the same object was delivered or is pending: sent "
+                              "again now, this one would reach the merchant after it and undo its "
+                              "news; add ?force=true to send it all the same");
+        return;
+    }
     if (pc_db_val_i64(res, 0, "updated") != 1) {
         char msg[160];
         const char *st = pc_db_get(res, 0, sc);
@@ -170,16 +179,25 @@ static void redeliver(pc_http_req_t *req, void *data)
     redeliver_t *r = pc_http_req_alloc(req, sizeof *r);
     r->req = req;
     r->app = data;
-    const char *p[] = {pc_http_req_param(req, "event_id")};
+    const char *force = pc_http_req_query_param(req, "force");
+    const char *p[] = {pc_http_req_param(req, "event_id"),
+                       force && !strcmp(force, "true") ? "t" : "f"};
     /* The status is read in the statement's snapshot, i.e. before the
-     * update: it explains a refusal. */
+     * update: it explains a refusal. Not while a later event of the same
+     * object was delivered or waits (unless forced): the claim orders only
+     * PENDING events, and this one, old news, would reach the merchant
+     * after the later one (a trade.paid after its trade.succeeded: the
+     * merchant moves the order back to "paid"). */
     if (pc_db_query(r->app->db,
-                    "WITH u AS (UPDATE outbox SET status = 'PENDING', attempts = 0, "
-                    "next_attempt_at = now(), claim_token = NULL, delivered_at = NULL "
-                    "WHERE event_id = $1 AND status IN ('FAILED', 'DELIVERED') RETURNING 1) "
-                    "SELECT (SELECT count(*) FROM u) AS updated, "
-                    "(SELECT status FROM outbox WHERE event_id = $1) AS status",
-                    1, p, redeliver_cb, r) < 0)
+                    "WITH later AS (SELECT EXISTS (SELECT 1 FROM outbox o, outbox l WHERE "
+                    "o.event_id = $1 AND l.subject = o.subject AND l.seq > o.seq AND l.status IN "
+                    "('PENDING', 'DELIVERED')) AS yes), u AS (UPDATE outbox SET status = "
+                    "'PENDING', attempts = 0, next_attempt_at = now(), claim_token = NULL, "
+                    "delivered_at = NULL WHERE event_id = $1 AND status IN ('FAILED', "
+                    "'DELIVERED') AND ($2::boolean OR NOT (SELECT yes FROM later)) RETURNING 1) "
+                    "SELECT (SELECT count(*) FROM u) AS updated, (SELECT status FROM outbox "
+                    "WHERE event_id = $1) AS status, (SELECT yes FROM later)::text AS later",
+                    2, p, redeliver_cb, r) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 

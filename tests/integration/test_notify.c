@@ -757,6 +757,28 @@ static void test_events_of_one_trade_arrive_in_order(void **state)
     assert_true(first_succeeded.at >= paid.at);
     free(paid.body);
     free(first_succeeded.body);
+    /* Ops cannot send the older one again on its own (it would reach the
+     * merchant after "succeeded"), unless they force it; the newer one they
+     * can. Before, it was put back at once. */
+    char path[200];
+    snprintf(path, sizeof path, "/admin/notifications/%s/redeliver", a[0]);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, NULL);
+    if (r.status != 409 || !strstr(r.body, "later event"))
+        fail_msg("redeliver of an event a later one followed: %ld %s", r.status, r.body);
+    pc_t_resp_free(&r);
+    char *st = event_str(a[0], "status");
+    assert_string_equal(st, "DELIVERED");
+    free(st);
+    snprintf(path, sizeof path, "/admin/notifications/%s/redeliver", b[0]);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_event_status(b[0], "DELIVERED", 10000);
+    snprintf(path, sizeof path, "/admin/notifications/%s/redeliver?force=true", a[0]);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    assert_event_status(a[0], "DELIVERED", 10000);
     rx_stop(rx);
 }
 
