@@ -570,7 +570,9 @@ void pc_idem_run(pc_idem_t *idem, pc_http_req_t *req, const char *merchant_id, p
         lock_cb(ir, PC_EUNAVAIL, NULL);
 }
 
-/* Idempotency records older than 25 h, then expired nonces, are purged in
+/* Idempotency records older than 25 h, then expired nonces, then finished
+ * merchant notifications older than 90 days (the notifier has no clean-up
+ * of its own; their attempts go with them, ON DELETE CASCADE) are purged in
  * batches of PURGE_BATCH, oldest first, one batch after another until one
  * comes back short (at most PURGE_ROUNDS a table and call): one DELETE of a
  * backlog (a node down for a day, a busy hour, the nonces of a Redis outage)
@@ -590,6 +592,10 @@ static const struct {
     {"DELETE FROM auth_nonces WHERE ctid = ANY (ARRAY(SELECT ctid FROM auth_nonces WHERE "
      "expires_at < now() ORDER BY expires_at LIMIT $1::int FOR UPDATE SKIP LOCKED))",
      "expired nonces"},
+    {"DELETE FROM outbox WHERE ctid = ANY (ARRAY(SELECT ctid FROM outbox WHERE status IN "
+     "('DELIVERED', 'FAILED', 'SKIPPED') AND created_at < now() - interval '90 days' ORDER BY "
+     "created_at LIMIT $1::int FOR UPDATE SKIP LOCKED))",
+     "finished notifications older than 90 days"},
 };
 
 static void purge_batch(pc_idem_t *idem);

@@ -1155,6 +1155,19 @@ static void test_a_purge_backlog_is_cleared_around_rows_held_elsewhere(void **st
                   "interval '1 ms' FROM generate_series(1, 20000) g UNION ALL SELECT 'm', 'new' "
                   "|| g, 'h', 'POST', '/v1/trades', 'DONE', 't', now(), 201, 'b', now() - "
                   "interval '23 hours' FROM generate_series(1, 10) g"));
+    /* Finished notifications older than 90 days, and ones that are not. */
+    free(pc_t_sql(&g_stack, "INSERT INTO merchants (merchant_id, name, sign_type, secret) VALUES "
+                            "('m_purge', 'p', 'HMAC-SHA256', 's') ON CONFLICT DO NOTHING"));
+    free(pc_t_sql(&g_stack,
+                  "INSERT INTO outbox (event_id, merchant_id, type, notify_url, payload, status, "
+                  "created_at, delivered_at) SELECT 'evt_' || md5('old' || g), 'm_purge', "
+                  "'trade.paid', 'http://x/', '{}', s, now() - interval '91 days', CASE WHEN s = "
+                  "'DELIVERED' THEN now() END FROM generate_series(1, 30) g, LATERAL (SELECT "
+                  "(ARRAY['DELIVERED', 'FAILED', 'SKIPPED'])[1 + g %% 3] AS s) x UNION ALL SELECT "
+                  "'evt_' || md5('pending'), 'm_purge', 'trade.paid', 'http://x/', '{}', "
+                  "'PENDING', now() - interval '91 days', NULL UNION ALL SELECT 'evt_' || "
+                  "md5('recent'), 'm_purge', 'trade.paid', 'http://x/', '{}', 'DELIVERED', now() - "
+                  "interval '89 days', now()"));
     free(pc_t_sql(&g_stack, "INSERT INTO auth_nonces SELECT 'm', 'n' || g, now() - g * interval "
                             "'1 ms' FROM generate_series(1, 20000) g UNION ALL SELECT 'm', 'live' "
                             "|| g, now() + interval '5 minutes' FROM generate_series(1, 10) g"));
@@ -1193,6 +1206,15 @@ static void test_a_purge_backlog_is_cleared_around_rows_held_elsewhere(void **st
     assert_int_equal(nonces_left, 1);
     assert_int_equal(
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM auth_nonces WHERE nonce LIKE 'live%%'"), 10);
+    /* Finished notifications older than 90 days are gone; a pending one and
+     * a younger one stay. */
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM outbox WHERE merchant_id = "
+                                            "'m_purge' AND created_at < now() - interval '90 "
+                                            "days' AND status <> 'PENDING'"),
+                     0);
+    assert_int_equal(pc_t_sql_int(&g_stack, "SELECT count(*) FROM outbox WHERE event_id IN ('evt_' "
+                                            "|| md5('pending'), 'evt_' || md5('recent'))"),
+                     2);
     /* Records younger than 25 hours are kept. */
     assert_int_equal(
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM idempotency_keys WHERE idem_key LIKE 'new%%'"),
