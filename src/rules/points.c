@@ -573,6 +573,21 @@ static int in_set(const char *s, const char *const *set)
     return 0;
 }
 
+/* The string at idx, when it is one without a NUL byte inside (a C string
+ * would end there: "ACCEPT\0..." read as ACCEPT; PostgreSQL refuses it in
+ * a reason, and the payment's write failed instead of the rule falling back
+ * to its default); else NULL. */
+static const char *plain_string(lua_State *L, int idx, size_t *len_out)
+{
+    size_t len;
+    const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
+    if (!s || memchr(s, 0, len))
+        return NULL;
+    if (len_out)
+        *len_out = len;
+    return s;
+}
+
 static int check_risk(lua_State *L, pc__call_t *call, int idx)
 {
     if (lua_type(L, idx) != LUA_TTABLE) {
@@ -581,7 +596,7 @@ static int check_risk(lua_State *L, pc__call_t *call, int idx)
         return -1;
     }
     raw_field(L, idx, "decision");
-    const char *decision = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    const char *decision = plain_string(L, -1, NULL);
     if (!decision || !in_set(decision, risk_decisions)) {
         malformed(
             call,
@@ -606,8 +621,8 @@ static int check_risk(lua_State *L, pc__call_t *call, int idx)
         }
         for (size_t i = 1; i <= n; i++) {
             lua_rawgeti(L, r, (int)i);
-            size_t len;
-            const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+            size_t len = 0;
+            const char *s = plain_string(L, -1, &len);
             json_t *js = s && len <= MAX_REASON_LEN ? json_stringn(s, len) : NULL;
             if (!js) {
                 malformed(call, "reasons[%zu] must be a text of at most %d bytes", i,
@@ -663,7 +678,7 @@ static int refund_method_possible(const json_t *ctx, const char *m)
 
 static int check_refund_method(lua_State *L, pc__call_t *call, int idx)
 {
-    const char *m = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
+    const char *m = plain_string(L, idx, NULL);
     if (!m || !in_set(m, refund_methods)) {
         malformed(call, "expected \"API\", \"PAYOUT\", \"FILE\" or \"OFFLINE\", got %s%.32s%s",
                   m ? "\"" : "", m ? m : luaL_typename(L, idx), m ? "\"" : "");

@@ -102,6 +102,7 @@ static const char *ROUTE_EXAMPLES =
 
 static const char *REFUND_BY_MODE = "return function(ctx)\n"
                                     "  if ctx.mode == 'bogus' then return 'CHEQUE' end\n"
+                                    "  if ctx.mode == 'nul' then return 'API\\0x' end\n"
                                     "  if ctx.mode == 'api' then return 'API' end\n"
                                     "  if ctx.mode == 'payout' then return 'PAYOUT' end\n"
                                     "  return 'OFFLINE'\n"
@@ -384,6 +385,12 @@ static void test_refund_method_unknown_answer_falls_back_to_offline(void **state
     load_all(fx);
     pc_rule_result_t res;
     refund_with(fx, "{\"mode\": \"bogus\"}", &res);
+    assert_int_equal(res.outcome, PC_RULE_MALFORMED);
+    assert_string_equal(json_string_value(res.answer), "OFFLINE");
+    pc_rule_result_clear(&res);
+    /* "API" and then a NUL byte is not "API" (before: read as a C string,
+     * it was). */
+    refund_with(fx, "{\"mode\": \"nul\", \"channel\": {\"refund_methods\": [\"API\"]}}", &res);
     assert_int_equal(res.outcome, PC_RULE_MALFORMED);
     assert_string_equal(json_string_value(res.answer), "OFFLINE");
     pc_rule_result_clear(&res);
