@@ -210,3 +210,32 @@ void pc_jw_free(pc_jw_t *w)
 {
     pc_buf_free(&w->b);
 }
+
+json_t *pc_json_string_lossy(const char *s)
+{
+    if (!s)
+        return NULL;
+    json_t *j = json_string(s);
+    if (j)
+        return j;
+    size_t n = strlen(s);
+    char *fixed = malloc(3 * n + 1);
+    if (!fixed)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_len((const unsigned char *)s + i, n - i);
+        if (len == 0) {
+            memcpy(fixed + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(fixed + o, s + i, len);
+            o += len;
+            i += len;
+        }
+    }
+    j = json_stringn(fixed, o);
+    free(fixed);
+    return j;
+}

@@ -58,4 +58,9 @@ char *pc_jw_done(pc_jw_t *w, size_t *len);
 /* Frees what was written, for a text given up. */
 void pc_jw_free(pc_jw_t *w);
 
+/* A jansson string of s, each byte of it that is not UTF-8 as U+FFFD (a
+ * message cut in the middle of a character, say: json_string refuses it, and
+ * a log line or an error report went without its text). NULL for NULL. */
+json_t *pc_json_string_lossy(const char *s);
+
 #endif

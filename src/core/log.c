@@ -1,5 +1,6 @@
 #include "core/log.h"
 #include "core/error.h"
+#include "core/jsonw.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -266,7 +267,7 @@ static void emit(pc_log_level_t level, const char *event, json_t *fields, const 
     json_object_set_new(line, "level", json_string(level_names[level]));
     json_object_set_new(line, "event", json_string(event));
     if (msg[0])
-        json_object_set_new(line, "msg", json_string(msg));
+        json_object_set_new(line, "msg", pc_json_string_lossy(msg));
     if (fields)
         json_object_update_missing(line, fields);
     char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);

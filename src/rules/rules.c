@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "core/error.h"
+#include "core/jsonw.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "rules/rule.h"
@@ -355,8 +356,10 @@ json_t *pc_rules_status(pc_rules_t *rules)
                             s->rule ? json_integer((json_int_t)s->rule->examples) : json_null());
         if (s->has_error) {
             json_object_set_new(o, "last_error",
-                                json_pack("{s:s, s:i, s:s}", "file", s->last_error.file, "line",
-                                          s->last_error.line, "message", s->last_error.message));
+                                json_pack("{s:o, s:i, s:o}", "file",
+                                          pc_json_string_lossy(s->last_error.file), "line",
+                                          s->last_error.line, "message",
+                                          pc_json_string_lossy(s->last_error.message)));
             if (s->refused_version[0])
                 json_object_set_new(o, "refused_version", json_string(s->refused_version));
         } else {

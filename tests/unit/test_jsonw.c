@@ -216,12 +216,30 @@ static void test_unbalanced_text_is_refused(void **state)
     free(text);
 }
 
+/* A message cut in the middle of a character (a Chinese rule message at a
+ * byte limit) still becomes a JSON string: the bytes of the cut character
+ * as U+FFFD, the rest as it was. Before, json_string refused it and the log
+ * line or the rule's error report went without its text. */
+static void test_a_string_cut_mid_character_keeps_its_text(void **state)
+{
+    (void)state;
+    json_t *j = pc_json_string_lossy("risk \xE9\xA3\x8E\xE6\x8E"); /* 风 and half of 控 */
+    assert_non_null(j);
+    assert_string_equal(json_string_value(j), "risk \xE9\xA3\x8E\xEF\xBF\xBD\xEF\xBF\xBD");
+    json_decref(j);
+    j = pc_json_string_lossy("plain \xE9\xA3\x8E");
+    assert_string_equal(json_string_value(j), "plain \xE9\xA3\x8E");
+    json_decref(j);
+    assert_null(pc_json_string_lossy(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_writes_what_jansson_dumps),
         cmocka_unit_test(test_bytes_that_are_not_utf8_stay_json),
         cmocka_unit_test(test_unbalanced_text_is_refused),
+        cmocka_unit_test(test_a_string_cut_mid_character_keeps_its_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
