@@ -301,9 +301,9 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     unsigned char *rec = pc_http_req_alloc(req, o.n + 1);
     pc_rank_answer_t ans = {order, rec, 0};
     pc_rules_cashier_rank_methods(c->app->rules, ctx, o.m, o.n, &ans, &r);
-    if (r.outcome != PC_RULE_OK)
-        pc_log_warn("cashier.rank_fallback", "cashier_rank %s at %s:%d: %s; original order used",
-                    pc_rule_outcome_name(r.outcome), r.error.file, r.error.line, r.error.message);
+    /* A fallback is logged by the rules module (rules.fallback, once a
+     * second per rule) and counted (pc_rules_calls_total): not again here,
+     * once per request, which flooded the log when a rule kept failing. */
     /* The rule's order, hidden methods left out, its flags. */
     pc_jw_t w;
     pc_jw_init(&w, 512 + 224 * ans.count);

@@ -246,9 +246,9 @@ static void decide(pay_t *p)
     pc_rule_result_t r;
     pc_rules_risk(app->rules, ctx, &r);
     json_decref(ctx);
-    if (r.outcome != PC_RULE_OK)
-        pc_log_warn("cashier.risk_fallback", "risk %s at %s:%d: %s; REVIEW",
-                    pc_rule_outcome_name(r.outcome), r.error.file, r.error.line, r.error.message);
+    /* A fallback is logged by the rules module (rules.fallback, once a
+     * second per rule) and counted (pc_rules_calls_total): not again here,
+     * once per request, which flooded the log when a rule kept failing. */
     /* No answer at all (out of memory building the safe default): held
      * for review, as any failure of the rule is. */
     const char *d = json_string_value(json_object_get(r.answer, "decision"));

@@ -661,9 +661,9 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
     pc_rule_result_t r;
     pc_rules_risk(a->app->rules, ctx, &r);
     json_decref(ctx);
-    if (r.outcome != PC_RULE_OK)
-        pc_log_warn("payout.risk_fallback", "risk %s at %s:%d: %s; REVIEW",
-                    pc_rule_outcome_name(r.outcome), r.error.file, r.error.line, r.error.message);
+    /* A fallback is logged by the rules module (rules.fallback, once a
+     * second per rule) and counted (pc_rules_calls_total): not again here,
+     * once per request, which flooded the log when a rule kept failing. */
     const char *d = json_string_value(json_object_get(r.answer, "decision"));
     snprintf(a->decision, sizeof a->decision, "%s",
              d && !strcmp(d, "ACCEPT")   ? "ACCEPT"

@@ -1449,9 +1449,9 @@ const char *pc__refund_method(pc_app_t *app, const pc__method_ctx_t *m, char ver
     pc_rule_result_t r;
     pc_rules_refund_method(app->rules, ctx, &r);
     json_decref(ctx);
-    if (r.outcome != PC_RULE_OK)
-        pc_log_warn("refund.rule_fallback", "refund_method %s at %s:%d: %s; OFFLINE",
-                    pc_rule_outcome_name(r.outcome), r.error.file, r.error.line, r.error.message);
+    /* A fallback is logged by the rules module (rules.fallback, once a
+     * second per rule) and counted (pc_rules_calls_total): not again here,
+     * once per request, which flooded the log when a rule kept failing. */
     const char *a = json_string_value(r.answer);
     const char *out = a && !strcmp(a, "API")      ? "API"
                       : a && !strcmp(a, "PAYOUT") ? "PAYOUT"

@@ -169,9 +169,9 @@ static const char *risk_check(acc_t *a, char *reasons, size_t rlen, char version
     pc_rule_result_t r;
     pc_rules_risk(a->app->rules, ctx, &r);
     json_decref(ctx);
-    if (r.outcome != PC_RULE_OK)
-        pc_log_warn("refund.risk_fallback", "risk %s at %s:%d: %s; REVIEW",
-                    pc_rule_outcome_name(r.outcome), r.error.file, r.error.line, r.error.message);
+    /* A fallback is logged by the rules module (rules.fallback, once a
+     * second per rule) and counted (pc_rules_calls_total): not again here,
+     * once per request, which flooded the log when a rule kept failing. */
     const char *d = json_string_value(json_object_get(r.answer, "decision"));
     const char *decision = d && !strcmp(d, "ACCEPT")      ? "ACCEPT"
                            : d && !strcmp(d, "REJECT")    ? "REJECT"
