@@ -226,8 +226,13 @@ pc_api_err_t pc_trade_create_parse(json_t *b, const char *merchant_id, pc_trade_
     const char *cur = r->currency = pc_json_str(b, "currency", 3, 0, &invalid);
     if (invalid || !pc_currency_known(cur))
         BAD("currency", "currency: an ISO 4217 currency code in upper case, like CNY");
-    r->subject = pc_json_str(b, "subject", 256, 0, &invalid);
-    if (!r->subject || invalid)
+    /* Characters, not bytes: 256 bytes were 85 Chinese characters. (At most
+     * 4 bytes each; jansson has checked the text is UTF-8.) */
+    r->subject = pc_json_str(b, "subject", 4 * 256, 0, &invalid);
+    size_t chars = 0;
+    for (const char *c = r->subject; c && *c; c++)
+        chars += ((unsigned char)*c & 0xC0) != 0x80;
+    if (!r->subject || invalid || chars > 256)
         BAD("subject", "subject: 1-256 characters");
     r->buyer_id = pc_json_str(b, "buyer_id", 64, 1, &invalid);
     if (invalid)

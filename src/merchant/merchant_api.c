@@ -89,6 +89,12 @@ static void create_merchant(pc_http_req_t *req, void *data)
         return;
     }
     const char *pub = pc_json_str(b, "public_key", 8192, 0, &bad);
+    if (bad) {
+        /* Said here: left set, it was blamed on notify_url below. */
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "public_key",
+                              "a PEM RSA public key (a JSON string of at most 8192 bytes)");
+        return;
+    }
     if (!c->hmac) {
         pc_rsa_key_t *k = pub ? pc_rsa_key_new_public_pem(pub, strlen(pub)) : NULL;
         if (!k || pc_rsa_key_fingerprint(k, c->key_sha256) != 0) {

@@ -181,6 +181,12 @@ static void test_valid_rsa2_request_passes(void **state)
     assert_int_equal(r.status, 409);
     assert_non_null(strstr(r.body, "\"field\":\"public_key\""));
     pc_t_resp_free(&r);
+    /* A public_key that is no text is said to be one (before: 400 blamed on
+     * notify_url, which the request did not even have). */
+    r = pc_t_admin(&g_stack, "POST", "/admin/merchants", "{\"name\":\"x\",\"public_key\":123}");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"field\":\"public_key\""));
+    pc_t_resp_free(&r);
     pc_t_sh("rm -rf %s", dir);
 }
 

@@ -129,6 +129,30 @@ static void paid_instant(const char *out, char tn[40])
         pc_t_mark_paid(&g_stack, tn, pno, 500, "CNY", "channel:sim_card:clearing:CNY", st), 0);
 }
 
+/* A subject is up to 256 characters, whatever their bytes: 256 Chinese
+ * characters (768 bytes) are taken, 257 are not. Before, the limit was 256
+ * bytes: 86 Chinese characters were refused. */
+static void test_a_subject_is_counted_in_characters(void **state)
+{
+    (void)state;
+    for (int n = 256; n <= 257; n++) {
+        char subject[4 * 257 + 1] = "", body[2048], key[40];
+        for (int i = 0; i < n; i++)
+            strcat(subject, "\xE8\xB1\x86"); /* 豆 */
+        snprintf(body, sizeof body,
+                 "{\"out_trade_no\":\"SUBJ%d\",\"product\":\"INSTANT\",\"amount\":100,"
+                 "\"currency\":\"CNY\",\"subject\":\"%s\"}",
+                 n, subject);
+        snprintf(key, sizeof key, "subject-%d", n);
+        pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, key);
+        if (r.status != (n == 256 ? 201 : 400))
+            fail_msg("a subject of %d characters: %ld %s", n, r.status, r.body);
+        if (n == 256)
+            assert_int_equal(strlen(pc_t_jstr(&r, "subject")), 3 * 256);
+        pc_t_resp_free(&r);
+    }
+}
+
 static void test_close_of_a_paid_trade_is_refused(void **state)
 {
     (void)state;
@@ -399,6 +423,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_instant_trade_paid_with_split_credits_merchant_and_partner),
+        cmocka_unit_test(test_a_subject_is_counted_in_characters),
         cmocka_unit_test(test_close_of_a_paid_trade_is_refused),
         cmocka_unit_test(test_an_answer_whose_record_failed_once_is_written_again),
         cmocka_unit_test(test_close_of_an_open_trade_then_payment_is_refused),
