@@ -44,7 +44,11 @@ static void check_trade(json_t *body)
     must(r.amount >= 1 && r.amount <= 1000000000000000LL);
     must(strlen(r.currency) == 3 && isupper((unsigned char)r.currency[0]) &&
          isupper((unsigned char)r.currency[1]) && isupper((unsigned char)r.currency[2]));
-    must(r.subject && strlen(r.subject) >= 1 && strlen(r.subject) <= 256);
+    /* 1-256 characters (UTF-8, so at most 1024 bytes). */
+    size_t chars = 0;
+    for (const char *c = r.subject; c && *c; c++)
+        chars += ((unsigned char)*c & 0xC0) != 0x80;
+    must(r.subject && chars >= 1 && chars <= 256 && strlen(r.subject) <= 1024);
     must(!r.buyer_id || id_ok(r.buyer_id));
     must(!strcmp(r.product, "INSTANT") || !strcmp(r.product, "GUARANTEE") ||
          !strcmp(r.product, "RECHARGE"));
