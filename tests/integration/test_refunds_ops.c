@@ -479,6 +479,21 @@ static void test_trade_with_a_refund_in_flight_is_not_finished(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A result file's answer r (consumed) about refund rno: 200, saying said
+ * (NULL: flagging nothing), the refund's needs_ops then as given. */
+static void result_says(pc_t_resp_t *r, const char *rno, const char *said, int needs_ops)
+{
+    assert_int_equal(r->status, 200);
+    if (said)
+        assert_non_null(strstr(r->body, said));
+    else
+        assert_null(strstr(r->body, "flagged"));
+    pc_t_resp_free(r);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
+        needs_ops);
+}
+
 /* OFFLINE and FILE refunds wait for ops to put them in a batch, and a FILE
  * batch for its result file: nothing else moves them. Left a day, they are
  * listed as waiting and counted by the REFUNDS_WAITING alert (before: the
@@ -553,12 +568,7 @@ static void test_refunds_nobody_batched_for_a_day_wait_for_ops(void **state)
                   "UPDATE refunds SET method = 'OFFLINE' WHERE refund_no = '%s' RETURNING 1",
                   rno2));
     r = import_paid_result(rno2);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "flagged for ops"));
-    pc_t_resp_free(&r);
-    assert_int_equal(
-        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno2),
-        1);
+    result_says(&r, rno2, "flagged for ops", 1);
     assert_int_equal(resolve("refund", rno2, "{\"why\":\"the bank took its payment back\"}"), 200);
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", NULL, 0, 30));
     assert_true(waiting_alert_says(waiting_count()));
@@ -592,13 +602,8 @@ static void test_file_result_paying_a_force_failed_refund_goes_to_ops(void **sta
     assert_int_equal(payctl(cmd), 0);
     expect_refund(rno, "FAILED");
     pc_t_resp_t r = import_paid_result(rno);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "flagged for ops"));
-    pc_t_resp_free(&r);
+    result_says(&r, rno, "flagged for ops", 1);
     expect_refund(rno, "FAILED");
-    assert_int_equal(
-        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
-        1);
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_CONTRADICTION", NULL, 1, 30));
     assert_int_equal(resolve("refund", rno, "{\"why\":\"buyer paid back the second refund\"}"),
                      200);
@@ -656,22 +661,12 @@ static void test_a_result_file_failing_a_confirmed_refund_is_flagged(void **stat
              rno);
     snprintf(path, sizeof path, "/admin/refund-batches/%s/results", batch);
     r = pc_t_admin(&g_stack, "POST", path, body);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "flagged for ops"));
-    pc_t_resp_free(&r);
+    result_says(&r, rno, "flagged for ops", 1);
     expect_refund(rno, "SUCCESS");
-    assert_int_equal(
-        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
-        1);
     assert_true(pc_t_needs_ops_listed(&g_stack, "refund", rno) > 0);
     assert_int_equal(resolve("refund", rno, "{\"why\":\"paid the buyer again by hand\"}"), 200);
     r = pc_t_admin(&g_stack, "POST", path, body);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "flagged before"));
-    pc_t_resp_free(&r);
-    assert_int_equal(
-        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno),
-        0);
+    result_says(&r, rno, "flagged before", 0);
     /* A FILE refund the batch's file refused, moved to OFFLINE and paid by
      * ops (as an error refund is; moved here by hand), whose file is then
      * imported again: the FAILED line is the one that sent it to ops, not
@@ -692,12 +687,7 @@ static void test_a_result_file_failing_a_confirmed_refund_is_flagged(void **stat
     snprintf(path, sizeof path, "/admin/refund-batches/%s/results", b2);
     free(b2);
     r = pc_t_admin(&g_stack, "POST", path, body);
-    assert_int_equal(r.status, 200);
-    assert_null(strstr(r.body, "flagged"));
-    pc_t_resp_free(&r);
-    assert_int_equal(
-        pc_t_sql_int(&g_stack, "SELECT needs_ops::int FROM refunds WHERE refund_no = '%s'", rno2),
-        0);
+    result_says(&r, rno2, NULL, 0);
 }
 
 static void test_offline_refunds_batched_and_confirmed_by_ops(void **state)
