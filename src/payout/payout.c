@@ -510,7 +510,9 @@ typedef struct {
     char payee_type[8], payee_name[129], card_token[81];
     char payout_no[40];
     int64_t available;
-    int64_t owed; /* what the merchant owes the platform (a negative receivable) */
+    int64_t owed;       /* what the merchant owes the platform (a negative receivable) */
+    int owed_elsewhere; /* it owes in another currency: owed_msg says what */
+    char owed_msg[200];
     char decision[12];
     char *body;
 } accept_t;
@@ -643,6 +645,10 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
     /* What the merchant owes (chargebacks or refunds funded by the
      * platform and not yet recovered from its settlements) is kept back from
      * its available balance: paid out, it could never be recovered. */
+    if (a->owed_elsewhere) {
+        accept_fail(a, PC_API_INSUFFICIENT_BALANCE, "amount", a->owed_msg);
+        return;
+    }
     if (a->available - a->owed < a->amount) {
         char msg[192], owed[64] = "";
         if (a->owed > 0)
@@ -730,10 +736,15 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
     "c.merchant_id = $1 AND c.status = 'ACTIVE' ORDER BY c.created_at DESC LIMIT 1), '') AS "      \
     "card_type"
 
-/* Locks the merchant's available and receivable balances in tx (the ledger's
- * lock order; queued deltas folded) and reads one row: available, and what
- * the merchant owes (a negative receivable, as a positive sum). PC_EINVAL
- * for ids that make no account, PC_EUNAVAIL when not sent. */
+/* Locks the merchant's available balance in the currency and its
+ * receivables in every currency in tx (the ledger's lock order; queued
+ * deltas folded) and reads one row: available, what the merchant owes in
+ * the currency (a negative receivable, as a positive sum), and what it owes
+ * in others ("3000 CNY, 12 EUR", "" for nothing). A debt in another currency
+ * cannot be set against this one (no exchange rate here): a payout waits
+ * until it is recovered. Before, a merchant owing a CNY chargeback could pay
+ * out its USD balance, and the debt could never be recovered. PC_EINVAL for
+ * ids that make no account, PC_EUNAVAIL when not sent. */
 static int lock_free_balance(pc_db_tx_t *tx, const char *merchant_id, const char *currency,
                              pc_db_query_cb cb, void *data)
 {
@@ -743,14 +754,32 @@ static int lock_free_balance(pc_db_tx_t *tx, const char *merchant_id, const char
         pc_ledger_account_id(recv, sizeof recv, PC_LEDGER_MERCHANT_RECEIVABLE, merchant_id,
                              currency))
         return PC_EINVAL;
-    const char *p[] = {avail, recv};
-    return pc_db_tx_query(tx,
-                          "SELECT coalesce(sum(balance) FILTER (WHERE account_id = $1), 0), "
-                          "coalesce(-sum(least(balance, 0)) FILTER (WHERE account_id = $2), 0) "
-                          "FROM ledger_lock_accounts(ARRAY[$1, $2])",
-                          2, p, cb, data) < 0
+    const char *p[] = {avail, recv, merchant_id};
+    return pc_db_tx_query(
+               tx,
+               "SELECT coalesce(sum(balance) FILTER (WHERE account_id = $1), 0), "
+               "coalesce(-sum(least(balance, 0)) FILTER (WHERE account_id = $2), 0), "
+               "coalesce(string_agg((-balance)::text || ' ' || right(account_id, 3), ', ' ORDER "
+               "BY account_id) FILTER (WHERE account_id NOT IN ($1, $2) AND balance < 0), '') "
+               "FROM ledger_lock_accounts(ARRAY[$1, $2] || ARRAY(SELECT account_id FROM "
+               "ledger_accounts WHERE owner_id = $3 AND type = 'MERCHANT_RECEIVABLE'))",
+               3, p, cb, data) < 0
                ? PC_EUNAVAIL
                : 0;
+}
+
+/* The refusal of a payout while the merchant owes in another currency
+ * (lock_free_balance's third column), into msg; 0 when it owes none. */
+static int owed_elsewhere(pc_db_res_t *res, char *msg, size_t len)
+{
+    const char *other = pc_db_get(res, 0, 2);
+    if (!other[0])
+        return 0;
+    snprintf(msg, len,
+             "the merchant owes %.120s: no payout until that debt is recovered from its "
+             "settlements",
+             other);
+    return 1;
 }
 
 static void accept_balance_cb(void *data, int status, pc_db_res_t *res)
@@ -760,6 +789,7 @@ static void accept_balance_cb(void *data, int status, pc_db_res_t *res)
         return; /* the next statement's callback sees the failure */
     a->available = pc_db_get_i64(res, 0, 0);
     a->owed = pc_db_get_i64(res, 0, 1);
+    a->owed_elsewhere = owed_elsewhere(res, a->owed_msg, sizeof a->owed_msg);
 }
 
 static void accept_begin_cb(void *data, int status, pc_db_tx_t *tx)
@@ -1298,14 +1328,15 @@ static void ops_debt_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     int64_t available = pc_db_get_i64(res, 0, 0), owed = pc_db_get_i64(res, 0, 1);
-    if (owed > available) {
+    char msg[200];
+    if (owed > available || owed_elsewhere(res, msg, sizeof msg)) {
         pc_db_tx_rollback(o->tx);
         o->tx = NULL;
-        char msg[200];
-        snprintf(msg, sizeof msg,
-                 "the merchant owes %lld, more than its available %lld: reject the payout, or "
-                 "release it once the debt is recovered",
-                 (long long)owed, (long long)available);
+        if (owed > available)
+            snprintf(msg, sizeof msg,
+                     "the merchant owes %lld, more than its available %lld: reject the payout, "
+                     "or release it once the debt is recovered",
+                     (long long)owed, (long long)available);
         pc_http_respond_error(o->req, PC_API_INVALID_STATE, NULL, msg);
         ops_done(o);
         return;

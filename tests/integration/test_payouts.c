@@ -69,21 +69,27 @@ static long long available(const pc_t_merchant_t *m)
     return bal(id);
 }
 
-static void new_trade(const pc_t_merchant_t *m, const char *product, long amount, const char *buyer,
-                      char *tn)
+static void new_trade_in(const pc_t_merchant_t *m, const char *product, long amount,
+                         const char *currency, const char *buyer, char *tn)
 {
     char body[512], key[64];
     g_seq++;
     snprintf(body, sizeof body,
              "{\"out_trade_no\":\"PO%d-%d\",\"product\":\"%s\",\"amount\":%ld,\"currency\":"
-             "\"CNY\",\"subject\":\"Goods\"%s%s%s}",
-             g_seq, (int)getpid(), product, amount, buyer ? ",\"buyer_id\":\"" : "",
+             "\"%s\",\"subject\":\"Goods\"%s%s%s}",
+             g_seq, (int)getpid(), product, amount, currency, buyer ? ",\"buyer_id\":\"" : "",
              buyer ? buyer : "", buyer ? "\"" : "");
     snprintf(key, sizeof key, "trade-%d", g_seq);
     pc_t_resp_t r = pc_t_call(&g_stack, m, "POST", "/v1/trades", body, key);
     assert_int_equal(r.status, 201);
     snprintf(tn, 40, "%s", pc_t_jstr(&r, "trade_no"));
     pc_t_resp_free(&r);
+}
+
+static void new_trade(const pc_t_merchant_t *m, const char *product, long amount, const char *buyer,
+                      char *tn)
+{
+    new_trade_in(m, product, amount, "CNY", buyer, tn);
 }
 
 /* Records the merchant's real-name verification (admin API). */
@@ -1300,6 +1306,33 @@ static void test_held_payout_is_not_released_while_the_merchant_owes(void **stat
                      1);
     assert_int_equal(
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM payout_actions WHERE payout_no = '%s'", no),
+        0);
+    /* Nor can the merchant pay out its US dollars meanwhile: the CNY debt
+     * has no exchange rate against them, and would never be recovered.
+     * Before, the USD payout was paid. */
+    char utn[40];
+    new_trade_in(&m, "INSTANT", 10000, "USD", NULL, utn);
+    snprintf(pno, sizeof pno, "PFUNDU%d", (int)getpid());
+    assert_int_equal(
+        pc_t_mark_paid(&g_stack, utn, pno, 10000, "USD", "channel:sim_card:clearing:USD", NULL), 0);
+    snprintf(body, sizeof body, "{\"date\":\"%s\"}", g_today);
+    r = pc_t_admin(&g_stack, "POST", "/admin/settlements/run", body);
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    snprintf(recv, sizeof recv, "merchant:%s:available:USD", m.id);
+    assert_int_equal(bal(recv), 10000 - 60);
+    r = pc_t_call(&g_stack, &m, "POST", "/v1/payouts",
+                  "{\"out_payout_no\":\"OUT-OWE-USD\",\"amount\":5000,\"currency\":\"USD\","
+                  "\"payee\":{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000009999\",\"name\":"
+                  "\"Shop Ltd\",\"bank_code\":\"ICBC\"}}",
+                  "po-owe-usd");
+    assert_int_equal(r.status, 422);
+    assert_string_equal(pc_t_errcode(&r), "INSUFFICIENT_BALANCE");
+    assert_non_null(strstr(r.body, "owes 3000 CNY"));
+    pc_t_resp_free(&r);
+    assert_int_equal(bal(recv), 10000 - 60);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payouts WHERE out_payout_no = 'OUT-OWE-USD'"),
         0);
     snprintf(path, sizeof path, "/admin/payouts/%s/reject", no);
     r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"merchant owes a chargeback\"}");
