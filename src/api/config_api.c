@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/forwarded.h"
+#include "kv/kv.h"
 #include "rules/rules.h"
 #include "rules/watch.h"
 
@@ -217,6 +218,10 @@ static int startable(const pc_config_t *cfg, char *err, size_t errlen)
     char why[256] = "out of memory";
     if (pc_db_url_check(pc_config_str(cfg, "db.url"), why, sizeof why) < 0) {
         snprintf(err, errlen, "db.url: %s", why);
+        return PC_EINVAL;
+    }
+    if (pc_kv_url_check(pc_config_str(cfg, "redis.url")) < 0) {
+        snprintf(err, errlen, "redis.url: not " PC_KV_URL_FORMS);
         return PC_EINVAL;
     }
     pc_proxy_list_t *l =

@@ -57,3 +57,31 @@ void pc_buf_free(pc_buf_t *b)
     free(b->p);
     memset(b, 0, sizeof *b);
 }
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+size_t pc_url_decode(char *dst, const char *src, size_t n, bool plus_is_space)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (src[i] == '%' && i + 2 < n && hexval(src[i + 1]) >= 0 && hexval(src[i + 2]) >= 0) {
+            dst[o++] = (char)(hexval(src[i + 1]) * 16 + hexval(src[i + 2]));
+            i += 2;
+        } else if (src[i] == '+' && plus_is_space) {
+            dst[o++] = ' ';
+        } else {
+            dst[o++] = src[i];
+        }
+    }
+    dst[o] = 0;
+    return o;
+}

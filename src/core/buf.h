@@ -20,4 +20,9 @@ void pc_buf_str(pc_buf_t *b, const char *s);
 void pc_buf_printf(pc_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pc_buf_free(pc_buf_t *b);
 
+/* Decodes n bytes of src into dst (room for n + 1): %XX escapes, and '+' as a
+ * space when plus_is_space (query strings); a '%' not followed by two hex
+ * digits is kept. NUL-terminates; returns the decoded length. */
+size_t pc_url_decode(char *dst, const char *src, size_t n, bool plus_is_space);
+
 #endif

@@ -1,5 +1,6 @@
 #include "http/server.h"
 #include "http/forwarded.h"
+#include "core/buf.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -351,35 +352,6 @@ json_t *pc_http_req_json(pc_http_req_t *req)
     return j;
 }
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Decodes n bytes of src (percent-escapes and '+') into dst, which has room. */
-static size_t url_decode(char *dst, const char *src, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (src[i] == '%' && i + 2 < n && hexval(src[i + 1]) >= 0 && hexval(src[i + 2]) >= 0) {
-            dst[o++] = (char)(hexval(src[i + 1]) * 16 + hexval(src[i + 2]));
-            i += 2;
-        } else if (src[i] == '+') {
-            dst[o++] = ' ';
-        } else {
-            dst[o++] = src[i];
-        }
-    }
-    dst[o] = 0;
-    return o;
-}
-
 /* True when s is well-formed UTF-8 (no overlong forms, no surrogates, nothing
  * past U+10FFFF) without a NUL byte. */
 static bool text_ok(const unsigned char *s, size_t n)
@@ -423,7 +395,7 @@ static bool target_part_ok(const char *part)
     char *buf = malloc(n + 1);
     if (!buf)
         return false;
-    size_t len = url_decode(buf, part, n);
+    size_t len = pc_url_decode(buf, part, n, true);
     bool ok = text_ok((const unsigned char *)buf, len);
     free(buf);
     return ok;
@@ -441,11 +413,11 @@ const char *pc_http_req_query_param(pc_http_req_t *req, const char *name)
         const char *eq = memchr(q, '=', len);
         size_t klen = eq ? (size_t)(eq - q) : len;
         char *key = pc_http_req_alloc(req, klen + 1);
-        url_decode(key, q, klen);
+        pc_url_decode(key, q, klen, true);
         if (strlen(key) == nlen && memcmp(key, name, nlen) == 0) {
             size_t vlen = eq ? len - klen - 1 : 0;
             char *val = pc_http_req_alloc(req, vlen + 1);
-            url_decode(val, eq ? eq + 1 : "", vlen);
+            pc_url_decode(val, eq ? eq + 1 : "", vlen, true);
             return val;
         }
         q += len;
@@ -888,7 +860,7 @@ static int route_match(pc_router_t *r, pc_http_req_t *req)
             memcpy(pn, rt->segs[k] + 1, l - 2);
             size_t sl = strlen(segs[k]);
             char *pv = pc_http_req_alloc(req, sl + 1);
-            url_decode(pv, segs[k], sl);
+            pc_url_decode(pv, segs[k], sl, true);
             req->pname[req->nparams] = pn;
             req->pval[req->nparams] = pv;
             req->nparams++;

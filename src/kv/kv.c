@@ -1,4 +1,5 @@
 #include "kv/kv.h"
+#include "core/buf.h"
 #include "core/resolve.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -42,6 +43,8 @@ typedef struct link {
     pc_resolve_t *resolving; /* the host name is being resolved (core/resolve.h) */
     unsigned addr_index;     /* of the name's addresses, the one to try: the next after a
                                 failed connect */
+    int handshake_left;      /* AUTH / SELECT replies awaited before it serves */
+    int handshake_failed;
 } link_t;
 
 struct pc_kv {
@@ -50,6 +53,7 @@ struct pc_kv {
     int port;
     char *path; /* a Unix socket's (unix:// URL), else NULL */
     int db;
+    char *user, *password; /* the URL's login (AUTH), NULL for none */
     char *prefix;
     uint64_t timeout_ms;
     link_t cmd, sub;
@@ -159,18 +163,9 @@ static void connect_failed(link_t *l, const char *why)
     schedule_retry(l);
 }
 
-static void connect_cb(const redisAsyncContext *ac, int status)
+/* The link is logged in and on its database: it serves. */
+static void link_up(link_t *l)
 {
-    link_t *l = ac->data;
-    if (status != REDIS_OK) {
-        /* hiredis frees the context after this callback. */
-        l->ac = NULL;
-        l->connected = 0;
-        if (!l->is_sub)
-            fail_pending(l->kv, PC_EUNAVAIL);
-        connect_failed(l, ac->errstr);
-        return;
-    }
     l->connected = 1;
     /* A connect alone does not end the backoff: a Redis that accepts and
      * never answers (blocked, or a proxy in front of a dead one) was
@@ -183,6 +178,66 @@ static void connect_cb(const redisAsyncContext *ac, int status)
         subscribe_all(l);
     else if (l->kv->on_connect)
         l->kv->on_connect(l->kv->on_connect_data);
+}
+
+/* An answer to the link's AUTH or SELECT. A refusal (a wrong password, a
+ * user without the right, a database the server does not have) keeps the
+ * link from serving: it is said, and the connection is dropped and tried
+ * again after the backoff. Before, SELECT was sent without looking at the
+ * answer, and a refused one left every key of this node in database 0,
+ * shared with whatever else uses it. */
+static void handshake_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    link_t *l = privdata;
+    const redisReply *rep = r;
+    if (!rep || l->ac != ac || l->handshake_failed)
+        return; /* dropped: disconnect_cb or the tick goes on */
+    if (rep->type == REDIS_REPLY_ERROR) {
+        l->handshake_failed = 1;
+        if (l->backoff_ms >= 1000 || l->backoff_ms == 0)
+            pc_log_error("kv.login_refused", "%s refused this node's login or database: %.200s",
+                         l->kv->host, rep->str ? rep->str : "");
+        pc_metrics_add("pc_kv_errors_total", "kind=\"login\"", 1);
+        redisAsyncDisconnect(ac); /* disconnect_cb schedules the retry */
+        return;
+    }
+    if (--l->handshake_left == 0)
+        link_up(l);
+}
+
+static void connect_cb(const redisAsyncContext *ac, int status)
+{
+    link_t *l = ac->data;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback. */
+        l->ac = NULL;
+        l->connected = 0;
+        if (!l->is_sub)
+            fail_pending(l->kv, PC_EUNAVAIL);
+        connect_failed(l, ac->errstr);
+        return;
+    }
+    /* Logged in and on the URL's database before anything else is sent:
+     * the link serves once both answered (within the connect's deadline,
+     * which the tick keeps). A subscriber needs no database (channels are
+     * server-wide). */
+    pc_kv_t *kv = l->kv;
+    redisAsyncContext *c = (redisAsyncContext *)ac;
+    l->handshake_left = 0;
+    l->handshake_failed = 0;
+    if (kv->password) {
+        const char *argv[3] = {"AUTH", kv->user ? kv->user : kv->password, kv->password};
+        redisAsyncCommandArgv(c, handshake_cb, l, kv->user ? 3 : 2, argv, NULL);
+        l->handshake_left++;
+    }
+    if (kv->db && !l->is_sub) {
+        char dbs[16];
+        snprintf(dbs, sizeof dbs, "%d", kv->db);
+        redisAsyncCommandArgv(c, handshake_cb, l, 2, (const char *[]){"SELECT", dbs}, NULL);
+        l->handshake_left++;
+    }
+    if (!l->handshake_left)
+        link_up(l);
 }
 
 void pc_kv_on_connect(pc_kv_t *kv, void (*fn)(void *data), void *data)
@@ -276,12 +331,6 @@ static void link_connect_to(link_t *l, const char *addr)
     redisLibuvAttach(ac, kv->loop);
     redisAsyncSetConnectCallback(ac, connect_cb);
     redisAsyncSetDisconnectCallback(ac, disconnect_cb);
-    if (kv->db) {
-        char dbs[16];
-        snprintf(dbs, sizeof dbs, "%d", kv->db);
-        const char *argv[2] = {"SELECT", dbs};
-        redisAsyncCommandArgv(ac, NULL, NULL, 2, argv, NULL);
-    }
 }
 
 /* Drops a link's connection now (pending callbacks get NULL replies).
@@ -359,13 +408,44 @@ static int parse_db(const char *s, int *db)
     return 0;
 }
 
-/* redis://HOST[:PORT][/DB], or unix:///ABSOLUTE/PATH[?db=DB] for a Redis on
- * this machine reached through its Unix socket (no TCP stack between). */
+/* The login of a URL, "[USER]:PASSWORD@" before the host or the socket
+ * path (percent-escapes decoded), into kv; *p moves past it. A user without
+ * a password, an empty password or one holding a NUL is refused. */
+static int parse_login(pc_kv_t *kv, const char **p)
+{
+    size_t alen = strcspn(*p, "/"), at = alen;
+    while (at > 0 && (*p)[at - 1] != '@')
+        at--;
+    if (at == 0)
+        return 0; /* no '@' before the path: no login */
+    at--;         /* the '@' */
+    const char *colon = memchr(*p, ':', at);
+    if (!colon || (size_t)(colon - *p) + 1 == at)
+        return PC_EINVAL;
+    size_t ulen = (size_t)(colon - *p), plen = at - ulen - 1;
+    kv->password = malloc(plen + 1);
+    kv->user = ulen ? malloc(ulen + 1) : NULL;
+    if (!kv->password || (ulen && !kv->user))
+        return PC_ENOMEM;
+    if (pc_url_decode(kv->password, colon + 1, plen, false) != strlen(kv->password) ||
+        (kv->user && pc_url_decode(kv->user, *p, ulen, false) != strlen(kv->user)))
+        return PC_EINVAL;
+    *p += at + 1;
+    return 0;
+}
+
+/* redis://[LOGIN@]HOST[:PORT][/DB] (HOST may be an [IPv6] literal), or
+ * unix://[LOGIN@]/ABSOLUTE/PATH[?db=DB] for a Redis on this machine reached
+ * through its Unix socket (no TCP stack between); LOGIN is [USER]:PASSWORD
+ * (parse_login). DB is 0 to 15, PORT 1 to 65535. */
 static int parse_url(pc_kv_t *kv, const char *url)
 {
     const char *p = url;
     if (strncmp(p, "unix://", 7) == 0) {
         p += 7;
+        int rc = parse_login(kv, &p);
+        if (rc)
+            return rc;
         const char *q = strchr(p, '?');
         size_t plen = q ? (size_t)(q - p) : strlen(p);
         if (p[0] != '/' || plen >= sizeof(((struct sockaddr_un *)0)->sun_path) ||
@@ -377,13 +457,49 @@ static int parse_url(pc_kv_t *kv, const char *url)
     }
     if (strncmp(p, "redis://", 8) == 0)
         p += 8;
-    const char *colon = strchr(p, ':');
-    const char *slash = strchr(p, '/');
-    size_t hlen = colon ? (size_t)(colon - p) : slash ? (size_t)(slash - p) : strlen(p);
-    kv->host = strndup(p, hlen);
-    kv->port = colon ? atoi(colon + 1) : 6379;
-    kv->db = slash ? atoi(slash + 1) : 0;
-    return kv->host[0] && kv->port > 0 ? 0 : PC_EINVAL;
+    int rc = parse_login(kv, &p);
+    if (rc)
+        return rc;
+    const char *host = p, *end;
+    if (*p == '[') {
+        host = p + 1;
+        end = strchr(host, ']');
+        if (!end)
+            return PC_EINVAL;
+        p = end + 1;
+    } else {
+        p += strcspn(p, ":/");
+        end = p;
+    }
+    if (end == host || !(kv->host = strndup(host, (size_t)(end - host))))
+        return end == host ? PC_EINVAL : PC_ENOMEM;
+    kv->port = 6379;
+    if (*p == ':') {
+        size_t n = strspn(p + 1, "0123456789");
+        kv->port = n && n <= 5 ? atoi(p + 1) : 0;
+        if (kv->port < 1 || kv->port > 65535)
+            return PC_EINVAL;
+        p += 1 + n;
+    }
+    if (*p == '/' && p[1])
+        return parse_db(p + 1, &kv->db);
+    return *p == '/' || !*p ? 0 : PC_EINVAL;
+}
+
+static void free_url_parts(pc_kv_t *kv)
+{
+    free(kv->host);
+    free(kv->path);
+    free(kv->user);
+    free(kv->password);
+}
+
+int pc_kv_url_check(const char *url)
+{
+    pc_kv_t kv = {0};
+    int rc = url ? parse_url(&kv, url) : PC_EINVAL;
+    free_url_parts(&kv);
+    return rc;
 }
 
 static void link_init(pc_kv_t *kv, link_t *l, int is_sub)
@@ -404,9 +520,8 @@ pc_kv_t *pc_kv_new(uv_loop_t *loop, const char *url, uint64_t timeout_ms, const 
     kv->timeout_ms = timeout_ms ? timeout_ms : 1000;
     kv->prefix = strdup(prefix ? prefix : "");
     if (parse_url(kv, url) < 0) {
-        pc_log_error("kv.url", "cannot parse Redis URL");
-        free(kv->host);
-        free(kv->path);
+        pc_log_error("kv.url", "cannot parse the Redis URL: it must be " PC_KV_URL_FORMS);
+        free_url_parts(kv);
         free(kv->prefix);
         free(kv);
         return NULL;
@@ -440,8 +555,7 @@ static void kv_handle_done(pc_kv_t *kv)
         free(s->channel);
         free(s);
     }
-    free(kv->host);
-    free(kv->path);
+    free_url_parts(kv);
     free(kv->prefix);
     free(kv);
     if (cb)

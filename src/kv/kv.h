@@ -31,9 +31,18 @@ typedef void (*pc_kv_cb)(void *data, int status, const pc_kv_reply_t *reply);
 /* A message arrived on a subscribed channel; msg valid during the call. */
 typedef void (*pc_kv_message_cb)(void *data, const char *channel, const char *msg, size_t len);
 
-/* url: redis://host:port[/db], or unix:///absolute/path[?db=N] (N 0-15) for
- * a Redis on this machine through its Unix socket. Copies its arguments. */
+/* url: redis://[login@]host[:port][/db] (host may be an [IPv6] literal), or
+ * unix://[login@]/absolute/path[?db=N] for a Redis on this machine through
+ * its Unix socket; db 0-15; login [user]:password, percent-escaped, sent as
+ * AUTH. A connection serves once its AUTH and SELECT were answered OK.
+ * Copies its arguments; NULL for a URL it cannot parse. */
 pc_kv_t *pc_kv_new(uv_loop_t *loop, const char *url, uint64_t timeout_ms, const char *prefix);
+/* The URL forms pc_kv_new takes, for messages that refuse one. */
+#define PC_KV_URL_FORMS                                                                            \
+    "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix://[[USER]:PASSWORD@]/PATH[?db=DB] (DB "    \
+    "0-15)"
+/* 0 when pc_kv_new would take url, else PC_EINVAL (or PC_ENOMEM). */
+int pc_kv_url_check(const char *url);
 /* Fails pending commands with PC_ECLOSED, closes, frees when handles are
  * closed, then calls cb (may be NULL). */
 void pc_kv_close(pc_kv_t *kv, void (*cb)(void *data), void *data);

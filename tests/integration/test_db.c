@@ -987,6 +987,122 @@ static void test_servers_are_reached_through_unix_sockets(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A Redis that asks for a login: the URL's [user]:password (percent-escaped)
+ * is sent as AUTH, and a connection serves only once its AUTH and SELECT
+ * were answered OK. A wrong password, or a user refused SELECT, leaves the
+ * node without Redis (commands refused at once) rather than on database 0:
+ * before, SELECT's answer was not looked at and there was no AUTH. */
+static void kv_wait_cb(void *data, int status, const pc_kv_reply_t *reply)
+{
+    *(int *)data = status == 0 && pc_kv_reply_type(reply) != PC_KV_ERROR ? 1 : -1;
+}
+
+/* Runs one command on kv and waits for its answer: 1 OK, -1 failed. */
+static int kv_run(uv_loop_t *loop, pc_kv_t *kv, const char **argv, int argc)
+{
+    int done = 0;
+    if (pc_kv_command(kv, kv_wait_cb, &done, argc, argv, NULL) < 0)
+        return -1;
+    while (!done)
+        uv_run(loop, UV_RUN_ONCE);
+    return done;
+}
+
+/* Whether kv is ready within ms. */
+static int kv_ready_within(uv_loop_t *loop, pc_kv_t *kv, uint64_t ms)
+{
+    uint64_t until = uv_hrtime() + ms * 1000000ull;
+    while (!pc_kv_ready(kv) && uv_hrtime() < until) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        usleep(2000);
+    }
+    return pc_kv_ready(kv);
+}
+
+static void test_redis_login_and_database_are_checked(void **state)
+{
+    (void)state;
+    const char *hp = strstr(g_stack.redis_url, "://");
+    assert_non_null(hp);
+    hp += 3;
+    int hplen = (int)strcspn(hp, "/");
+    char user[40], nosel[40], url[300];
+    snprintf(user, sizeof user, "pclogin%d", (int)getpid());
+    snprintf(nosel, sizeof nosel, "pcnosel%d", (int)getpid());
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pc_kv_t *admin = pc_kv_new(&loop, g_stack.redis_url, 2000, "");
+    assert_true(kv_ready_within(&loop, admin, 5000));
+    /* A password with '@', ':' and '/' in it, escaped in the URL. */
+    const char *mk[] = {"ACL", "SETUSER", user, "reset", "on", ">p@ss:w/rd", "~*", "&*", "+@all"};
+    assert_int_equal(kv_run(&loop, admin, mk, 9), 1);
+    const char *mk2[] = {"ACL", "SETUSER", nosel, "reset", "on",
+                         ">pw", "~*",      "&*",  "+@all", "-select"};
+    assert_int_equal(kv_run(&loop, admin, mk2, 10), 1);
+
+    snprintf(url, sizeof url, "redis://%s:p%%40ss%%3Aw%%2Frd@%.*s/5", user, hplen, hp);
+    pc_kv_t *kv = pc_kv_new(&loop, url, 2000, "");
+    assert_non_null(kv);
+    assert_true(kv_ready_within(&loop, kv, 5000));
+    char value[24];
+    snprintf(value, sizeof value, "v%u", (unsigned)(uv_hrtime() % 1000000));
+    const char *set[] = {"SET", "pclogin:k", value};
+    assert_int_equal(kv_run(&loop, kv, set, 3), 1);
+    /* On database 5, not 0. */
+    const char *sel5[] = {"SELECT", "5"}, *sel0[] = {"SELECT", "0"};
+    char got[32] = "";
+    assert_int_equal(kv_run(&loop, admin, sel5, 2), 1);
+    assert_int_equal(pc_kv_cmd(admin, kv_get_cb, got, "GET", "pclogin:k", NULL), 0);
+    while (!got[0])
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_string_equal(got, value);
+    const char *del[] = {"DEL", "pclogin:k"};
+    assert_int_equal(kv_run(&loop, admin, del, 2), 1);
+    assert_int_equal(kv_run(&loop, admin, sel0, 2), 1);
+    pc_kv_close(kv, NULL, NULL);
+
+    /* A wrong password: never serves, commands refused at once. */
+    snprintf(url, sizeof url, "redis://%s:wrong@%.*s/5", user, hplen, hp);
+    pc_kv_t *bad = pc_kv_new(&loop, url, 2000, "");
+    assert_non_null(bad);
+    assert_false(kv_ready_within(&loop, bad, 1500));
+    assert_int_equal(pc_kv_cmd(bad, named_ping_cb, NULL, "PING", NULL), PC_EUNAVAIL);
+    pc_kv_close(bad, NULL, NULL);
+
+    /* A user refused SELECT: not on database 0 instead, but not serving;
+     * the same user on database 0 (no SELECT sent) serves. */
+    snprintf(url, sizeof url, "redis://%s:pw@%.*s/5", nosel, hplen, hp);
+    pc_kv_t *ns = pc_kv_new(&loop, url, 2000, "");
+    assert_false(kv_ready_within(&loop, ns, 1500));
+    pc_kv_close(ns, NULL, NULL);
+    snprintf(url, sizeof url, "redis://%s:pw@%.*s/0", nosel, hplen, hp);
+    ns = pc_kv_new(&loop, url, 2000, "");
+    assert_true(kv_ready_within(&loop, ns, 5000));
+    pc_kv_close(ns, NULL, NULL);
+
+    const char *d1[] = {"ACL", "DELUSER", user, nosel};
+    assert_int_equal(kv_run(&loop, admin, d1, 4), 1);
+    pc_kv_close(admin, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+
+    /* The URL forms taken and refused. */
+    assert_int_equal(pc_kv_url_check("redis://:pw@h"), 0);
+    assert_int_equal(pc_kv_url_check("redis://u:p%2F@h:6380/15"), 0);
+    assert_int_equal(pc_kv_url_check("redis://[::1]:6379/2"), 0);
+    assert_int_equal(pc_kv_url_check("redis://h:6379/"), 0);
+    assert_int_equal(pc_kv_url_check("unix://:pw@/tmp/r.sock?db=1"), 0);
+    assert_int_equal(pc_kv_url_check("redis://u@h"), PC_EINVAL);     /* no password */
+    assert_int_equal(pc_kv_url_check("redis://u:@h"), PC_EINVAL);    /* empty password */
+    assert_int_equal(pc_kv_url_check("redis://:p%00@h"), PC_EINVAL); /* a NUL */
+    assert_int_equal(pc_kv_url_check("redis://h:99999"), PC_EINVAL);
+    assert_int_equal(pc_kv_url_check("redis://h:63x9"), PC_EINVAL);
+    assert_int_equal(pc_kv_url_check("redis://h/16"), PC_EINVAL);
+    assert_int_equal(pc_kv_url_check("redis://h/x"), PC_EINVAL);
+    assert_int_equal(pc_kv_url_check("redis://[::1:6379"), PC_EINVAL);
+    assert_int_equal(pc_kv_url_check("redis://:pw@"), PC_EINVAL);
+}
+
 /* A transaction the pool gave up on (its statement waited for a lock past
  * the timeout; the caller was told it failed) must not commit later: its
  * connection is closed, and the server, told to check for that while a
@@ -1237,6 +1353,7 @@ int main(void)
         cmocka_unit_test(test_a_long_statement_has_its_own_timeout_and_connection),
         cmocka_unit_test(test_servers_named_by_host_name_are_reached),
         cmocka_unit_test(test_servers_are_reached_through_unix_sockets),
+        cmocka_unit_test(test_redis_login_and_database_are_checked),
         cmocka_unit_test(test_a_transaction_given_up_on_does_not_commit_later),
         cmocka_unit_test(test_a_statement_asked_for_after_the_commit_is_refused),
         cmocka_unit_test(test_sessions_end_transactions_their_client_abandoned),
