@@ -249,7 +249,20 @@ static void nonce_pg_cb(void *data, int status, pc_db_res_t *res)
         pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL, "nonce store unavailable");
         return;
     }
-    if (pc_db_affected(res) == 0) {
+    /* A renewal (record_in_pg's mark) found the mark lapsed: the node took
+     * no request for its lifetime, and the other nodes have taken nonces
+     * through Redis only since. Nothing was taken: the node marks afresh,
+     * with the settling time of a first mark, before it takes one. Before,
+     * it went on, and a request another node took meanwhile could be
+     * replayed here. */
+    if (pc_db_rows(res) == 1 && pc_db_get(res, 0, 0)[0] != 't') {
+        c->auth->fallback_since_s = 0;
+        pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL,
+                              "this node's fallback notice had lapsed and is being renewed: try "
+                              "again in a few seconds (switching to its fallback)");
+        return;
+    }
+    if (pc_db_rows(res) == 1 ? pc_db_get(res, 0, 1)[0] != 't' : pc_db_affected(res) == 0) {
         refuse(c->req, PC_API_NONCE_REUSED, "X-Nonce", "this nonce was already used");
         return;
     }
@@ -413,9 +426,15 @@ static void record_in_pg(auth_ctx_t *c, bool cut_off)
     if (mark)
         a->fallback_marked_s = now;
     const char *p[] = {c->merchant->id, c->nonce};
+    /* A renewal also reads whether the mark was still live (o: the
+     * statement's snapshot, before its own upsert): the nonce is taken only
+     * then, and one row says both (nonce_pg_cb). */
     if (pc_db_query(a->db,
-                    mark ? "WITH f AS (" MARK_FALLBACK_SQL ") " INSERT_NONCE
-                           "VALUES ($1, $2, " NONCE_EXPIRES ") ON CONFLICT DO NOTHING"
+                    mark ? "WITH o AS (SELECT coalesce((SELECT until > now() FROM "
+                           "auth_nonce_fallback), false) AS live), f AS (" MARK_FALLBACK_SQL
+                           "), i AS (" INSERT_NONCE "SELECT $1, $2, " NONCE_EXPIRES
+                           " FROM o WHERE o.live ON CONFLICT DO NOTHING RETURNING 1) SELECT "
+                           "o.live, EXISTS (SELECT 1 FROM i) FROM o"
                          : INSERT_NONCE "VALUES ($1, $2, " NONCE_EXPIRES ") ON CONFLICT DO NOTHING",
                     2, p, nonce_pg_cb, c) < 0)
         pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL, "nonce store unavailable");
@@ -470,29 +489,35 @@ static void nonce_kv_cb(void *data, int status, const pc_kv_reply_t *reply)
             a->err_since_s = (int64_t)time(NULL);
         floor_s = a->err_since_s + 1 > a->started_s ? a->err_since_s + 1 : a->started_s;
     }
-    if (status != 0) {
-        /* This node starts taking nonces in PostgreSQL only (none taken so
-         * yet, or Redis answered it since the last time began): it says so,
-         * and the other nodes, which read that at most a second late, record
-         * theirs there too from then on. Until the mark is stored nothing
-         * is taken; after, a request signed before they can all know it may
-         * have been taken through Redis there: refused here, like one signed
-         * before Redis last answered. */
-        if (!a->fallback_marking && (a->fallback_since_s == 0 || seen > a->fallback_since_s)) {
-            a->fallback_since_s = 0;
-            a->fallback_marking = true;
-            if (pc_db_query(a->db, MARK_FALLBACK_SQL, 0, NULL, fallback_marked_cb, a) < 0)
-                a->fallback_marking = false;
-        }
-        if (a->fallback_since_s == 0) {
-            pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL,
-                                  "the nonce store is unreachable and this node is switching to "
-                                  "its fallback: try again in a few seconds");
-            return;
-        }
-        if (a->fallback_since_s + FALLBACK_SETTLE_S > floor_s)
-            floor_s = a->fallback_since_s + FALLBACK_SETTLE_S;
+    /* This node starts taking nonces in PostgreSQL only (none taken so
+     * yet, or Redis answered it since the last time began, or its mark had
+     * lapsed: nonce_pg_cb): it says so, and the other nodes, which read
+     * that at most a second late, record theirs there too from then on.
+     * Until the mark is stored nothing is taken; after, a request signed
+     * before they can all know it may have been taken through Redis there:
+     * refused here, like one signed before Redis last answered. The same
+     * when Redis answers with errors (another node's Redis may answer
+     * well): before, a node meeting errors took nonces at once, and a
+     * request another node took through Redis meanwhile could be replayed
+     * here. */
+    if (!a->fallback_marking &&
+        (a->fallback_since_s == 0 || (status != 0 && seen > a->fallback_since_s))) {
+        a->fallback_since_s = 0;
+        a->fallback_marking = true;
+        if (pc_db_query(a->db, MARK_FALLBACK_SQL, 0, NULL, fallback_marked_cb, a) < 0)
+            a->fallback_marking = false;
     }
+    if (a->fallback_since_s == 0) {
+        pc_http_respond_error(c->req, PC_API_UNAVAILABLE, NULL,
+                              status != 0 ? "the nonce store is unreachable and this node is "
+                                            "switching to its fallback: try again in a few seconds"
+                                          : "the nonce store answers with errors and this node is "
+                                            "switching to its fallback: try again in a few "
+                                            "seconds");
+        return;
+    }
+    if (a->fallback_since_s + FALLBACK_SETTLE_S > floor_s)
+        floor_s = a->fallback_since_s + FALLBACK_SETTLE_S;
     if (c->ts < floor_s) {
         refuse_resign(c->req, status != 0 ? "X-Timestamp is older than the nonce store's last "
                                             "answer (it is unreachable)"

@@ -819,6 +819,26 @@ static void test_a_node_cut_off_from_redis_shares_its_nonces(void **state)
     now = (long long)time(NULL);
     taken_then_replayed(cut_port, g_stack.http_port, path, now, "nonce-partial-0001");
     taken_then_replayed(g_stack.http_port, cut_port, path, now, "nonce-partial-0002");
+
+    /* The cut-off node's notice lapses (it took no request for its
+     * lifetime: the same state): node 0 goes back to Redis only, and takes
+     * a request there. Replayed to the cut-off node, it is refused: that
+     * node finds its notice lapsed when it renews it, and marks afresh with
+     * a first mark's settling time. Before, it took the replay (404 here:
+     * run again). */
+    free(
+        pc_t_sql(&g_stack,
+                 "UPDATE auth_nonce_fallback SET until = now() - interval '1 second' RETURNING 1"));
+    sleep(6); /* node 0 reads it; the cut-off node's next nonce renews its mark */
+    now = (long long)time(NULL);
+    pc_t_resp_t t = pc_t_call_raw(g_stack.http_port, g_m.id, g_m.secret, "GET", path, NULL, NULL,
+                                  now, "nonce-partial-0003", NULL, NULL);
+    assert_int_equal(t.status, 404);
+    pc_t_resp_free(&t);
+    expect_resign(call_past_503(cut_port, path, now, "nonce-partial-0003"));
+    sleep(4);
+    now = (long long)time(NULL);
+    taken_then_replayed(g_stack.http_port, cut_port, path, now, "nonce-partial-0004");
 }
 
 /* On the stack the test above left (node 1 without Redis, so without the
@@ -1067,12 +1087,21 @@ static void test_redis_down_still_executes_once(void **state)
                              "&& redis-cli -p %d CONFIG SET maxmemory 1 >/dev/null",
                              port, port),
                      0);
-    expect_resign(noredis1(t4, "nonce-noredis-000008"));
+    expect_resign(call_past_503(g_stack.http_port, "/v1/trades?out_trade_no=NOREDIS1", t4,
+                                "nonce-noredis-000008"));
+    /* The node met errors: it said so in PostgreSQL (as a node cut off
+     * does), and takes no request signed before the other nodes can know
+     * it, here one signed a second after the errors began. Before, it took
+     * it at once (another node's Redis may answer well, and have taken
+     * it). */
     long long t5 = (long long)time(NULL) + 1;
-    r = noredis1(t5, "nonce-noredis-000009");
+    expect_resign(noredis1(t5, "nonce-noredis-000009"));
+    sleep(4);
+    t5 = (long long)time(NULL);
+    r = noredis1(t5, "nonce-noredis-000010");
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
-    expect(noredis1(t5, "nonce-noredis-000009"), 401, "NONCE_REUSED");
+    expect(noredis1(t5, "nonce-noredis-000010"), 401, "NONCE_REUSED");
     assert_int_equal(pc_t_sh("redis-cli -p %d CONFIG SET maxmemory 0 >/dev/null", port), 0);
     pc_t_sh("%s/scripts/services redis-stop %s", pc_t_source_dir(), dir);
     pc_t_sh("rm -rf %s", dir);
