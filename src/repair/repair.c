@@ -218,7 +218,13 @@ static void tick(uv_timer_t *t)
         return;
     r->claiming = 1;
     const char *p[] = {r->schedule};
-    /* Claim by moving each payment's next query forward: another node's
+    /* A payment waiting for its buyer (a pay code, a VA number, a QR or a
+     * redirect: it has an action) lives as long as its trade: PROCESSING is
+     * the right answer until the trade's expiry, and only then is the end
+     * of the schedule a reason to flag it for ops. Before, a code of a trade
+     * lasting days was flagged (REPAIR_EXHAUSTED, "record the outcome")
+     * about four hours after it was issued, while its buyer could still pay.
+     * Claim by moving each payment's next query forward: another node's
      * claim skips these rows (SKIP LOCKED) and sees the new time after. Past
      * the schedule's end the claim still sets one at its last pace: it is the
      * lease that brings the query back if this node dies before the answer
@@ -233,7 +239,9 @@ static void tick(uv_timer_t *t)
                     "due.payment_no RETURNING p.payment_no, coalesce(p.channel_id, '') AS "
                     "channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
                     "p.created_at)) * 1000)::bigint AS age_ms, "
-                    "(p.query_attempts > array_length($1::int[], 1)) AS last, "
+                    "(p.query_attempts > array_length($1::int[], 1) AND NOT (p.action IS NOT "
+                    "NULL AND coalesce((SELECT t.expires_at > now() FROM trades t WHERE "
+                    "t.trade_no = p.trade_no), false))) AS last, "
                     "(p.channel_txn_id IS NOT NULL OR p.acknowledged_at IS NOT NULL) AS "
                     "acknowledged",
                     1, p, claimed_cb, r) < 0)

@@ -1057,6 +1057,52 @@ static void va_payment_without_callback(long amount, char *tn, char *pno, size_t
     pc_t_resp_free(&r);
 }
 
+/* The buyer's time to pay the trade tn is over (its trade's expiry, which a
+ * pay code shares): from now on the end of the status queries' schedule
+ * flags its payment for ops. The trade stays open while its payment is at
+ * the channel. */
+static void buyer_pays(const char *complete);
+
+static void deadline_passed(const char *tn)
+{
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET expires_at = now() - interval '1 second' WHERE trade_no = "
+                  "'%s' RETURNING 1",
+                  tn));
+}
+
+/* A VA number whose trade lasts a day: its buyer may pay it all that time.
+ * Past the end of the schedule (five delays here) its queries go on at the
+ * last pace and it is not flagged; once the trade's expiry passes, it is.
+ * Before, it was flagged (REPAIR_EXHAUSTED) at the end of the schedule. */
+static void test_a_pay_code_waiting_for_its_buyer_is_not_for_ops(void **state)
+{
+    (void)state;
+    char tn[40], pno[48], complete[256];
+    va_payment_without_callback(1950, tn, pno, sizeof pno, complete, sizeof complete);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET expires_at = now() + interval '1 day' WHERE trade_no = '%s' "
+                  "RETURNING 1",
+                  tn));
+    assert_true(wait_status("SELECT (query_attempts >= 8)::text FROM payments WHERE payment_no = "
+                            "'%s'",
+                            pno, "true", 30));
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE payment_no = '%s' AND "
+                                  "status = 'PROCESSING' AND NOT needs_ops",
+                                  pno),
+                     1);
+    deadline_passed(tn);
+    assert_true(wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
+                            "true", 20));
+    /* The buyer pays at the last moment: still captured. */
+    buyer_pays(complete);
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_SUCCESS", 15));
+    sim("{\"channel_id\":\"sim_va\",\"lost_callback_rate\":0}");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void buyer_pays(const char *complete)
 {
     pc_t_resp_t c = pc_t_sim(&g_stack, "POST", "/sim/complete", complete);
@@ -1069,6 +1115,7 @@ static void test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped(
     (void)state;
     char tn[40], pno[48], body[256];
     va_payment_without_callback(1700, tn, pno, sizeof pno, body, sizeof body);
+    deadline_passed(tn);
     free(pc_t_sql(&g_stack,
                   "ALTER TABLE trades ADD CONSTRAINT pc_test_no_pay CHECK (trade_no <> '%s' OR "
                   "status = 'WAIT_BUYER_PAY') NOT VALID",
@@ -1096,6 +1143,7 @@ static void test_flagged_payment_is_still_queried_and_a_late_answer_closes_it(vo
     (void)state;
     char tn[40], pno[48], complete[256];
     va_payment_without_callback(1910, tn, pno, sizeof pno, complete, sizeof complete);
+    deadline_passed(tn);
     /* The buyer has not paid by the last scheduled query: flagged for ops. */
     assert_true(wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
                             "true", 20));
@@ -1152,11 +1200,18 @@ static void test_ops_record_a_failure_the_status_queries_never_heard(void **stat
     (void)state;
     char tn[40], pno[48], complete[256];
     va_payment_without_callback(1930, tn, pno, sizeof pno, complete, sizeof complete);
+    deadline_passed(tn);
     const char *fail = "{\"why\":\"bank says no transfer came\",\"outcome\":\"FAILED\"}";
     /* While its queries are on their schedule, they come first. */
     assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payment", pno, fail), 409);
     assert_true(wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
                             "true", 20));
+    /* (The trade is given time again: recorded FAILED, it waits for its
+     * buyer, not closed as expired.) */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET expires_at = now() + interval '1 hour' WHERE trade_no = '%s' "
+                  "RETURNING 1",
+                  tn));
     assert_int_equal(
         pc_t_needs_ops_resolve(&g_stack, "payment", pno, "{\"why\":\"w\",\"outcome\":\"MAYBE\"}"),
         400);
@@ -1193,6 +1248,7 @@ static void test_ops_record_a_success_the_status_queries_never_heard(void **stat
     (void)state;
     char tn[40], pno[48], complete[256];
     va_payment_without_callback(1940, tn, pno, sizeof pno, complete, sizeof complete);
+    deadline_passed(tn);
     assert_true(wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
                             "true", 20));
     assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payment", pno,
@@ -1242,6 +1298,7 @@ int main(void)
         cmocka_unit_test(test_a_pay_retried_after_its_node_died_is_not_run_again),
         cmocka_unit_test(test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped),
         cmocka_unit_test(test_flagged_payment_is_still_queried_and_a_late_answer_closes_it),
+        cmocka_unit_test(test_a_pay_code_waiting_for_its_buyer_is_not_for_ops),
         cmocka_unit_test(test_last_query_cut_off_by_a_crash_is_made_again),
         cmocka_unit_test(test_ops_record_a_failure_the_status_queries_never_heard),
         cmocka_unit_test(test_ops_record_a_success_the_status_queries_never_heard),
