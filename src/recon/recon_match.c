@@ -180,40 +180,80 @@ static const char SQL_NOT_MISSING[] =
     "FROM recon_found m WHERE m.kind = 'MATCHED' AND m.obj = f.obj AND m.local_table = "
     "f.local_table AND m.local_ref = f.local_ref)";
 
-/* The channel listing one record on two days' statements: a SUCCESS line
- * matched to a record of another day (CARRIED) is a DUPLICATE_LINE when
- * that record's own day listed it, or when the statement of a day before
- * this one carried it already; the first listing is the record's own day's,
- * else the earliest. A day listed the record when its run, started after
- * the record succeeded (finished_at is the capture's own time; five minutes
- * spare a capture still committing), recorded in its latest attempt nothing
- * about it, or a difference of a SUCCESS line of it (another amount or fee:
- * listed all the same) — a run of this rule (records_unlisted: runs before
- * it dropped what another day's statement had, and say nothing). Its
- * MISSING_CHANNEL, or only a FAILED line of it, is no listing: the line here
- * is carried. Before, any difference was taken for no listing, and a record
- * listed with another amount on its day and again on a later day went
- * unnoticed. The line's other kinds go: it is not compared with the record
- * again, and it carries nothing (SQL_CARRIED_ADD takes CARRIED). A later
- * day's statement reconciled before the record's own day's is found when
- * that later day is run again. */
+/* The lines of the full join paired with a record of the day that the
+ * statement of an earlier day carried already (recon_carried): each leaves
+ * a MATCHED marker for SQL_REPEATED, whatever the pair's kinds. A pair that
+ * agrees otherwise leaves nothing, and a record booked by the channel just
+ * before midnight and finished here just after it (or repaired late), listed
+ * again on its own day's statement, was matched in silence. Driven by the
+ * carried rows, which are few: not by the day's records. */
+static const char TPL_LISTED_BEFORE[] =
+    K "INSERT INTO recon_found (" FOUND_COLS ", local_at) "
+      "SELECT 'MATCHED', '{type}', l.line_no, l.channel_ref, l.paycore_ref, l.amount, l.currency, "
+      "l.fee, l.status, l.at_s, '{table}', x.{ref}, {state}, x.status, {amount}, x.currency, "
+      "{fee}, NULL, {day} "
+      "FROM k CROSS JOIN (SELECT DISTINCT c.local_ref FROM recon_carried c JOIN recon_runs r ON "
+      "r.run_id = c.run_id, k WHERE c.channel_id = k.ch AND c.local_table = '{table}' AND c.obj "
+      "= '{type}' AND c.run_id <> k.run AND r.business_date < (k.day_from AT TIME ZONE "
+      "'UTC')::date) c JOIN {table} x ON x.{ref} = c.local_ref "
+      "JOIN recon_stage l ON l.paycore_ref = c.local_ref AND l.type = '{type}' "
+      "WHERE x.channel_id = k.ch AND {day} >= k.day_from AND {day} < k.day_to AND ({filter}) AND "
+      "l.status = 'SUCCESS'";
+
+/* The channel listing one transaction on two days' statements; the first
+ * listing is the record's own day's, else the earliest, and every other one
+ * is a DUPLICATE_LINE (across days):
+ * - a SUCCESS line matched to a record of another day (CARRIED), when that
+ *   record's own day listed it, or when the statement of a day before this
+ *   one carried it already;
+ * - a SUCCESS line matched to a record of this day (MATCHED: a marker of
+ *   TPL_LISTED_BEFORE or of a fallback), when the statement of a day before
+ *   this one carried it already (of this line's type only: a carried row
+ *   from before 0086 stands for any type, and a payout's PAYOUT line is no
+ *   listing of its PAYOUT_RETURN);
+ * - a SUCCESS line of no record (MISSING_LOCAL) that a day before this one
+ *   recorded as MISSING_LOCAL in its latest attempt: before, both were
+ *   MISSING_LOCAL, and suspense could be credited twice.
+ * A day listed the record when its run, started after the record succeeded
+ * (finished_at is the capture's own time; five minutes spare a capture
+ * still committing), recorded in its latest attempt nothing about it, or a
+ * difference of a SUCCESS line of it (another amount or fee: listed all the
+ * same) — a run of this rule (records_unlisted: runs before it dropped what
+ * another day's statement had, and say nothing). Its MISSING_CHANNEL, or
+ * only a FAILED line of it, is no listing: the line here is carried; nor is
+ * its DUPLICATE_LINE (its line repeated an earlier day's carried one: that
+ * one came first). Before, any difference was taken for no listing, and a
+ * record listed with another amount on its day and again on a later day
+ * went unnoticed. The line's other kinds go: it is not compared with the
+ * record again, and it carries nothing (SQL_CARRIED_ADD takes CARRIED). A
+ * later day's statement reconciled before an earlier one is found when that
+ * later day is run again. */
 static const char SQL_REPEATED[] =
-    K ", rep AS (SELECT DISTINCT f.obj, f.line_no FROM recon_found f CROSS JOIN k WHERE f.kind = "
-      "'CARRIED' AND f.line_status = 'SUCCESS' AND (EXISTS (SELECT 1 FROM recon_runs r WHERE "
-      "r.channel_id = k.ch AND r.business_date = (f.local_at AT TIME ZONE 'UTC')::date AND "
+    K ", rep AS (SELECT DISTINCT f.obj, f.line_no, f.kind FROM recon_found f CROSS JOIN k WHERE "
+      "f.line_status = 'SUCCESS' AND ((f.kind = 'CARRIED' AND (EXISTS (SELECT 1 FROM recon_runs r "
+      "WHERE r.channel_id = k.ch AND r.business_date = (f.local_at AT TIME ZONE 'UTC')::date AND "
       "r.status = 'DONE' AND r.records_unlisted AND r.run_id <> k.run AND r.started_at > "
-      "f.local_at + interval '5 "
-      "minutes' AND coalesce((SELECT bool_or(d.line_status IS NOT DISTINCT FROM 'SUCCESS') "
-      "FROM recon_diffs d WHERE d.run_id = r.run_id AND d.local_table = f.local_table AND "
-      "d.local_ref = f.local_ref AND d.obj = f.obj AND d.seen_attempt = r.attempts), true)) OR "
-      "EXISTS (SELECT 1 FROM recon_carried c JOIN recon_runs r "
-      "ON r.run_id = c.run_id WHERE c.channel_id = k.ch AND c.local_table = f.local_table AND "
-      "c.local_ref = f.local_ref AND c.obj IN ('', f.obj) AND c.run_id <> k.run AND "
-      "r.business_date < (k.day_from AT TIME ZONE 'UTC')::date))), "
+      "f.local_at + interval '5 minutes' AND coalesce((SELECT bool_or(d.line_status IS NOT "
+      "DISTINCT FROM 'SUCCESS') AND NOT bool_or(d.kind = 'DUPLICATE_LINE') FROM recon_diffs d "
+      "WHERE d.run_id = r.run_id AND d.local_table = f.local_table AND d.local_ref = f.local_ref "
+      "AND d.obj = f.obj AND d.seen_attempt = r.attempts), true)) OR EXISTS (SELECT 1 FROM "
+      "recon_carried c JOIN recon_runs r ON r.run_id = c.run_id WHERE c.channel_id = k.ch AND "
+      "c.local_table = f.local_table AND c.local_ref = f.local_ref AND c.obj IN ('', f.obj) AND "
+      "c.run_id <> k.run AND r.business_date < (k.day_from AT TIME ZONE 'UTC')::date))) "
+      "OR (f.kind = 'MATCHED' AND coalesce(f.local_at >= k.day_from AND f.local_at < k.day_to, "
+      "false) AND EXISTS (SELECT 1 FROM recon_carried c JOIN recon_runs r ON r.run_id = c.run_id "
+      "WHERE c.channel_id = k.ch AND c.local_table = f.local_table AND c.local_ref = f.local_ref "
+      "AND c.obj = f.obj AND c.run_id <> k.run AND r.business_date < (k.day_from AT TIME ZONE "
+      "'UTC')::date)) "
+      "OR (f.kind = 'MISSING_LOCAL' AND f.local_table IS NULL AND EXISTS (SELECT 1 FROM "
+      "recon_diffs d JOIN recon_runs r ON r.run_id = d.run_id WHERE d.channel_id = k.ch AND "
+      "d.kind = 'MISSING_LOCAL' AND d.diff_key = 'S:' || f.obj || ':' || f.channel_ref AND "
+      "d.seen_attempt = r.attempts AND r.status = 'DONE' AND r.run_id <> k.run AND "
+      "r.business_date < (k.day_from AT TIME ZONE 'UTC')::date)))), "
       "gone AS (DELETE FROM recon_found g USING rep WHERE g.obj = rep.obj AND g.line_no = "
-      "rep.line_no AND g.kind NOT IN ('CARRIED', 'MATCHED')) "
+      "rep.line_no AND g.kind NOT IN ('CARRIED', 'MATCHED') AND g.kind <> rep.kind) "
       "UPDATE recon_found f SET kind = 'DUPLICATE_LINE', across_days = true FROM rep WHERE "
-      "f.kind = 'CARRIED' AND f.obj = rep.obj AND f.line_no = rep.line_no";
+      "f.kind = rep.kind AND f.obj = rep.obj AND f.line_no = rep.line_no";
 
 /* ---------- fixed statements ---------- */
 
@@ -566,9 +606,10 @@ static int plan(match_t *m)
             if (m->exists[j] && !strcmp(SPECS[j].type, SPECS[i].type))
                 first = 0;
         int seen = m->many_types || type_seen(m, SPECS[i].type);
-        if (first && seen)
+        if (first && seen) {
             rc = rc ? rc : add_stmt(m, expand(TPL_PRIMARY, &SPECS[i], NULL, NULL), 1, R_NONE);
-        else
+            rc = rc ? rc : add_stmt(m, expand(TPL_LISTED_BEFORE, &SPECS[i], NULL, NULL), 1, R_NONE);
+        } else
             rc = rc ? rc
                     : add_stmt(m, expand(TPL_MISSING_CHANNEL, &SPECS[i], NULL, NULL), 1, R_NONE);
     }

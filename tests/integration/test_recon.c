@@ -1278,6 +1278,108 @@ static void test_a_payment_listed_with_a_difference_and_again_next_day_is_a_dupl
     assert_diffs_of_day(day[0], pn[1], "RESOLVED");
 }
 
+/* The day d0 .. d0 + n - 1, days_back days before today, as dates. */
+static void days_from(int days_back, int n, char day[][11])
+{
+    for (int i = 0; i < n; i++) {
+        char *d = pc_t_sql(&g_stack, "SELECT ('%s'::date - %d)::text", g_today, days_back - i);
+        snprintf(day[i], 11, "%s", d);
+        free(d);
+    }
+}
+
+/* The channel books a payment on day d, but our record of it finishes just
+ * after midnight, on d + 1 (a callback late by minutes, or a lost one
+ * repaired later): d's statement lists it, carried there. The statement of
+ * d + 1 lists it again: money claimed twice. Before, that second line paired
+ * with the record of its own day, agreed, and nothing was reported (only a
+ * line carried to another day was checked against earlier listings). Days
+ * 30 and 29 back: no job runs them, and no other test uses them. */
+static void test_a_payment_carried_to_the_day_before_and_listed_again_is_a_duplicate(void **state)
+{
+    (void)state;
+    char pn[64], cr[64], day[2][11], csv[1024];
+    const char *head = "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n";
+    days_from(30, 2, day);
+    otc_paid(pn, cr, 900);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET finished_at = '%s'::date + time '00:05' AT TIME ZONE 'UTC' "
+                  "WHERE payment_no = '%s' RETURNING 1",
+                  day[1], pn));
+    /* Day d's statement: the payment (sim_otc's fee, 1.5 %, is 14). */
+    snprintf(csv, sizeof csv, "%s%s,%s,PAY,900,CNY,14,SUCCESS,%sT23:58:00Z\n", head, cr, pn,
+             day[0]);
+    json_t *run = upload_on("sim_otc", day[0], csv, 200);
+    json_t *d0 = diffs_of(run_id_of(run), NULL);
+    json_decref(run);
+    assert_null(find_diff(d0, NULL, "line", "channel_ref", cr));
+    json_decref(d0);
+    /* Day d + 1's statement lists it again: a duplicate, the same one when
+     * the day is run once more. */
+    snprintf(csv, sizeof csv, "%s%s,%s,PAY,900,CNY,14,SUCCESS,%sT00:03:00Z\n", head, cr, pn,
+             day[1]);
+    long long dup_id = 0;
+    for (int again = 0; again < 2; again++) {
+        run = upload_on("sim_otc", day[1], csv, 200);
+        json_t *d1 = diffs_of(run_id_of(run), NULL);
+        json_decref(run);
+        json_t *x = find_diff(d1, "DUPLICATE_LINE", "line", "channel_ref", cr);
+        if (!x) {
+            char *all = json_dumps(d1, 0);
+            fail_msg("a payment on two days' statements, no duplicate: %s", all);
+        }
+        assert_string_equal(jstr(x, "status"), "OPEN");
+        long long id = (long long)json_integer_value(json_object_get(x, "diff_id"));
+        assert_true(again == 0 || id == dup_id);
+        dup_id = id;
+        json_decref(d1);
+    }
+    assert_diffs_of_day(day[1], pn, "OPEN");
+    /* Day d run again: its line is the first listing, not a second
+     * duplicate. */
+    snprintf(csv, sizeof csv, "%s%s,%s,PAY,900,CNY,14,SUCCESS,%sT23:58:00Z\n", head, cr, pn,
+             day[0]);
+    run = upload_on("sim_otc", day[0], csv, 200);
+    d0 = diffs_of(run_id_of(run), NULL);
+    json_decref(run);
+    assert_null(find_diff(d0, NULL, "line", "channel_ref", cr));
+    json_decref(d0);
+}
+
+/* A line for which we have no record at all, on two days' statements: the
+ * first is MISSING_LOCAL, the second a duplicate of it. Before, both were
+ * MISSING_LOCAL, and both could be adjusted (suspense credited twice). Days
+ * 33 and 32 back. */
+static void test_a_line_without_a_record_on_two_days_statements_is_a_duplicate(void **state)
+{
+    (void)state;
+    char day[2][11], csv[1024], ref[64];
+    const char *head = "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n";
+    days_from(33, 2, day);
+    snprintf(ref, sizeof ref, "otc_ghost_%d", (int)getpid());
+    long long dup_id = 0;
+    for (int i = 0; i < 3; i++) {
+        int on = i ? 1 : 0;
+        snprintf(csv, sizeof csv, "%s%s,PGHOST%d,PAY,600,CNY,9,SUCCESS,%sT12:00:00Z\n", head, ref,
+                 (int)getpid(), day[on]);
+        json_t *run = upload_on("sim_otc", day[on], csv, 200);
+        json_t *d = diffs_of(run_id_of(run), "OPEN");
+        json_decref(run);
+        json_t *ml = find_diff(d, "MISSING_LOCAL", "line", "channel_ref", ref);
+        json_t *dup = find_diff(d, "DUPLICATE_LINE", "line", "channel_ref", ref);
+        if (on == 0 ? !ml || dup : ml || !dup) {
+            char *all = json_dumps(d, 0);
+            fail_msg("day %s (run %d): %s", day[on], i, all);
+        }
+        if (dup) {
+            long long id = (long long)json_integer_value(json_object_get(dup, "diff_id"));
+            assert_true(i == 1 || id == dup_id);
+            dup_id = id;
+        }
+        json_decref(d);
+    }
+}
+
 /* The statement says a payment we failed was paid (STATUS_MISMATCH); before
  * ops resolve it, the channel's late success captures the payment. An
  * adjustment computed from the run's snapshot would book the same money a
@@ -1737,6 +1839,11 @@ int main(void)
         cmocka_unit_test_setup(test_a_missing_success_is_adjusted_only_after_the_next_day,
                                refresh_today),
         cmocka_unit_test_setup(test_a_fee_change_does_not_reprice_payments_made_before_it,
+                               refresh_today),
+        cmocka_unit_test_setup(
+            test_a_payment_carried_to_the_day_before_and_listed_again_is_a_duplicate,
+            refresh_today),
+        cmocka_unit_test_setup(test_a_line_without_a_record_on_two_days_statements_is_a_duplicate,
                                refresh_today),
         cmocka_unit_test_setup(
             test_a_payment_listed_with_a_difference_and_again_next_day_is_a_duplicate,
