@@ -9,6 +9,7 @@
 #include "merchant/merchant.h"
 #include "web/cashier_token.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +184,27 @@ static void begin_cb(void *data, int status, pc_db_tx_t *tx)
     pc_db_tx_commit(tx, commit_cb, c);
 }
 
+/* Whether every number in v comes back as it went in: metadata is kept as
+ * jsonb, which prints a number as large as 1e19 in full
+ * (10000000000000000000), a JSON integer too large to read back, and the
+ * trade was shown with "metadata": {} in every answer and notification after
+ * its creation's. Such numbers are refused (a string keeps them). */
+static bool numbers_kept(const json_t *v)
+{
+    if (json_is_real(v))
+        return json_real_value(v) < 9.2e18 && json_real_value(v) > -9.2e18;
+    if (json_is_object(v)) {
+        const char *k;
+        const json_t *x;
+        json_object_foreach((json_t *)v, k, x) if (!numbers_kept(x)) return false;
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (!numbers_kept(json_array_get(v, i)))
+                return false;
+    }
+    return true;
+}
+
 static void bad(pc_http_req_t *req, const char *field, const char *msg)
 {
     pc_http_respond_error(req, PC_API_INVALID_REQUEST, field, msg);
@@ -248,6 +270,9 @@ pc_api_err_t pc_trade_create_parse(json_t *b, const char *merchant_id, pc_trade_
     json_t *meta = json_object_get(b, "metadata");
     if (meta && !json_is_object(meta))
         BAD("metadata", "metadata: a JSON object");
+    if (meta && !numbers_kept(meta))
+        BAD("metadata", "metadata: numbers must be smaller than 9.2e18 in size (send larger "
+                        "ones as strings)");
     r->meta_text = meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
     if (!r->meta_text)
         REFUSE(PC_API_INTERNAL, "metadata", "out of memory");

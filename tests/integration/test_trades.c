@@ -153,6 +153,49 @@ static void test_a_subject_is_counted_in_characters(void **state)
     }
 }
 
+/* A trade's metadata reads back as it was sent, in GET as in the creation's
+ * answer: numbers of every kind, nested. A number as large as 1e19, which
+ * the database prints in full (a JSON integer too large to read back), is
+ * refused: before, it was taken, and every later answer and notification
+ * showed "metadata": {}. */
+static void test_metadata_reads_back_as_sent(void **state)
+{
+    (void)state;
+    const char *meta = "{\"a\":[1,-2.5,{\"b\":null,\"c\":true}],\"d\":\"x\","
+                       "\"e\":9223372036854775807,\"big\":9.1e18}";
+    char body[512], path[80];
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"META1\",\"product\":\"INSTANT\",\"amount\":100,\"currency\":"
+             "\"CNY\",\"subject\":\"s\",\"metadata\":%s}",
+             meta);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, "meta-1");
+    assert_int_equal(r.status, 201);
+    snprintf(path, sizeof path, "/v1/trades/%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    r = pc_t_call(&g_stack, &g_m, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *sent = json_loads(meta, 0, NULL), *got = pc_t_json(&r);
+    json_t *m = json_object_get(got, "metadata");
+    /* The largest number taken reads back as the same value (an integer
+     * now, as the database prints it); the rest exactly. */
+    if (json_number_value(json_object_get(m, "big")) != 9.1e18)
+        fail_msg("metadata read back: %s", r.body);
+    json_object_del(m, "big");
+    json_object_del(sent, "big");
+    if (!json_equal(m, sent))
+        fail_msg("metadata read back: %s", r.body);
+    json_decref(got);
+    json_decref(sent);
+    pc_t_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"META2\",\"product\":\"INSTANT\",\"amount\":100,\"currency\":"
+             "\"CNY\",\"subject\":\"s\",\"metadata\":{\"n\":[1e19]}}");
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, "meta-2");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(pc_t_errcode(&r), "INVALID_REQUEST");
+    pc_t_resp_free(&r);
+}
+
 static void test_close_of_a_paid_trade_is_refused(void **state)
 {
     (void)state;
@@ -424,6 +467,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_instant_trade_paid_with_split_credits_merchant_and_partner),
         cmocka_unit_test(test_a_subject_is_counted_in_characters),
+        cmocka_unit_test(test_metadata_reads_back_as_sent),
         cmocka_unit_test(test_close_of_a_paid_trade_is_refused),
         cmocka_unit_test(test_an_answer_whose_record_failed_once_is_written_again),
         cmocka_unit_test(test_close_of_an_open_trade_then_payment_is_refused),
