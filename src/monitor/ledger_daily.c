@@ -102,19 +102,27 @@ static void tick(uv_timer_t *t)
     if (!strcmp(d->day, d->done_day))
         return;
     /* The day's row, new, or taken over when its check failed (at most
-     * three tries, ten minutes apart) or its node died mid-check. */
-    const char *p[] = {d->day, d->app->node_id};
+     * three tries, ten minutes apart) or its node died mid-check, or when
+     * ops checked before the day's check time (GET /admin/ledger/check at
+     * 01:00 with check_at 02:00): what moved between the two is checked.
+     * Before, ops' row counted as the day's check. */
+    char at[12];
+    snprintf(at, sizeof at, "%d", d->at_min);
+    const char *p[] = {d->day, d->app->node_id, at};
     d->busy = 1;
     if (pc_db_query(d->app->db,
                     "WITH c AS (INSERT INTO ledger_checks AS l (day, node, status) VALUES "
                     "($1::date, $2, 'RUNNING') ON CONFLICT (day) DO UPDATE SET node = "
-                    "EXCLUDED.node, status = 'RUNNING', attempts = l.attempts + 1, started_at = "
+                    "EXCLUDED.node, status = 'RUNNING', ok = NULL, result = NULL, attempts = "
+                    "l.attempts + 1, started_at = "
                     "now(), finished_at = NULL, error = NULL WHERE (l.status = 'FAILED' AND "
                     "l.attempts < 3 AND l.finished_at < now() - interval '10 minutes') OR "
-                    "(l.status = 'RUNNING' AND l.started_at < now() - interval '30 minutes') "
+                    "(l.status = 'RUNNING' AND l.started_at < now() - interval '30 minutes') OR "
+                    "(l.status = 'DONE' AND l.node = 'ops' AND l.finished_at < ($1::date + "
+                    "make_interval(mins => $3::int)) AT TIME ZONE 'UTC') "
                     "RETURNING 1) SELECT EXISTS (SELECT 1 FROM c) AS claimed, coalesce((SELECT "
                     "status FROM ledger_checks WHERE day = $1::date), '') AS status",
-                    2, p, claimed_cb, d) < 0)
+                    3, p, claimed_cb, d) < 0)
         d->busy = 0;
 }
 

@@ -757,6 +757,34 @@ static void test_the_ledger_is_checked_daily_and_a_wrong_book_pages(void **state
     assert_true(pc_t_alert_wait(&g_stack, "LEDGER_CHECK_FAILED", "ledger", 0, 15));
 }
 
+/* Ops checked the books before the day's check time (here a row of ops
+ * finished before today's 00:00): the day's own check still runs when a
+ * node looks (node 0, restarted, has no memory of the day). Before, ops'
+ * row counted as the day's check, and what moved in between was not
+ * checked until the next day. */
+static void test_an_ops_check_before_the_check_time_does_not_replace_the_days(void **state)
+{
+    (void)state;
+    assert_true(pc_t_sql_wait(&g_stack, "DONE", 30,
+                              "SELECT status FROM ledger_checks WHERE day = (now() AT TIME ZONE "
+                              "'UTC')::date"));
+    free(pc_t_sql(&g_stack, "UPDATE ledger_checks SET node = 'ops', finished_at = ((now() AT TIME "
+                            "ZONE 'UTC')::date - interval '1 second') AT TIME ZONE 'UTC' WHERE "
+                            "day = (now() AT TIME ZONE 'UTC')::date RETURNING 1"));
+    pc_stack_stop_node(&g_stack, 0, SIGTERM);
+    pc_stack_start_node(&g_stack, 0);
+    char want[96];
+    snprintf(want, sizeof want, "DONE/%s-node0", g_stack.name);
+    assert_true(pc_t_sql_wait(&g_stack, want, 30,
+                              "SELECT status || '/' || node FROM ledger_checks WHERE day = (now() "
+                              "AT TIME ZONE 'UTC')::date"));
+    /* An ops check after the check time stands (and is the row now). */
+    assert_true(pc_t_ledger_ok(&g_stack));
+    assert_true(pc_t_sql_wait(&g_stack, "ops", 10,
+                              "SELECT node FROM ledger_checks WHERE day = (now() AT TIME ZONE "
+                              "'UTC')::date"));
+}
+
 /* Whether the alert webhook received a body containing what within secs. */
 static int hook_saw(const char *what, double secs)
 {
@@ -1278,6 +1306,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_the_ledger_is_checked_daily_and_a_wrong_book_pages),
+        cmocka_unit_test(test_an_ops_check_before_the_check_time_does_not_replace_the_days),
         cmocka_unit_test(test_lost_callback_is_repaired_by_a_status_query),
         cmocka_unit_test(test_no_record_of_a_payment_the_channel_took_is_for_ops),
         cmocka_unit_test(test_no_record_of_a_payment_taken_without_a_reference_is_for_ops),
