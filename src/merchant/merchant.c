@@ -22,6 +22,9 @@ struct pc_merchants {
     pc_kv_t *kv;
     uint64_t ttl_ms;
     entry_t *buckets[NBUCKETS];
+    /* Changes heard so far (any merchant): a load that heard one while it
+     * was out may hold the row from before it, and is not cached. */
+    uint64_t changes;
 };
 
 static uint64_t now_ms(void)
@@ -82,6 +85,7 @@ unsigned pc_product_bit(const char *name)
 
 static void drop_entry(pc_merchants_t *ms, const char *id)
 {
+    ms->changes++;
     entry_t **pp = &ms->buckets[hash(id)];
     while (*pp) {
         entry_t *e = *pp;
@@ -146,6 +150,7 @@ typedef struct {
     pc_merchants_t *ms;
     pc_merchant_cb cb;
     void *data;
+    uint64_t changes; /* ms->changes when the load was sent */
 } load_t;
 
 static pc_merchant_t *merchant_from_row(pc_db_res_t *res)
@@ -205,8 +210,19 @@ static void load_cb(void *data, int status, pc_db_res_t *res)
         pc_merchant_t *m = merchant_from_row(res);
         if (!m) {
             l->cb(l->data, PC_ENOMEM, NULL);
+        } else if (ms->changes != l->changes) {
+            /* A change was heard while the row was on its way (a key
+             * rotated without grace, a merchant disabled): the row may be
+             * from before it. It answers this request, whose signature came
+             * before the change was known, but is not kept: before, it was
+             * cached over the change, and a leaked secret signed on this
+             * node for up to the TTL after its rotation. */
+            l->cb(l->data, 0, m);
+            pc_merchant_unref(m);
         } else {
+            uint64_t heard = ms->changes;
             drop_entry(ms, m->id);
+            ms->changes = heard; /* not a change: the entry is replaced */
             entry_t *e = calloc(1, sizeof *e);
             e->m = m;
             e->loaded_ms = now_ms();
@@ -236,6 +252,7 @@ int pc_merchants_get(pc_merchants_t *ms, const char *merchant_id, pc_merchant_cb
     l->ms = ms;
     l->cb = cb;
     l->data = data;
+    l->changes = ms->changes;
     const char *params[1] = {merchant_id};
     int rc = pc_db_query(ms->db,
                          "SELECT merchant_id, name, status, sign_type, secret, public_key, "
