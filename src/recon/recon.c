@@ -679,8 +679,9 @@ static void locked_diff_cb(void *data, int status, pc_db_res_t *res)
     /* A success missing from the day's statement is often on the next day's
      * (paid here just before midnight, booked by the channel just after):
      * that run carries it and closes the difference, but only an open one.
-     * Adjusted before, the adjustment stayed for money the channel did pay,
-     * and nothing showed it. */
+     * Adjusted before, the adjustment stayed for money the channel did pay.
+     * A later day's statement listing it (a weekend batch) reports the
+     * adjustment contradicted (recon_match.c, SQL_CONTRADICTED). */
     if (pc_db_val(res, 0, "next_day_unread")[0] == 't') {
         resolve_fail(x, PC_ECONFLICT,
                      "a success missing from a day's statement is often on the next day's: "
@@ -702,10 +703,13 @@ static void locked_diff_cb(void *data, int status, pc_db_res_t *res)
         resolve_fail(x, PC_ECONFLICT, msg);
         return;
     }
+    /* A contradicted adjustment is booked back: the money is the adjusted
+     * difference's, the other way round. */
+    int reverse = !strcmp(pc_db_val(res, 0, "kind"), "ADJUSTMENT_CONTRADICTED");
     pc_recon_money_t m;
     memset(&m, 0, sizeof m);
     int has_amount, has_fee, has_local_amount, has_expected;
-    m.kind = pc_db_val(res, 0, "kind");
+    m.kind = pc_db_val(res, 0, "money_kind");
     m.type = pc_db_val(res, 0, "obj");
     m.channel_id = pc_db_val(res, 0, "channel_id");
     m.line_amount = col_i64(res, "line_amount", &has_amount);
@@ -722,11 +726,14 @@ static void locked_diff_cb(void *data, int status, pc_db_res_t *res)
     pc_recon_adjustment_t a;
     const char *why = "";
     if (pc_recon_adjustment(&m, &a, &why) < 0) {
-        resolve_fail(x, PC_EINVAL, why);
+        resolve_fail(x, PC_EINVAL,
+                     reverse ? "the adjustment contradicted cannot be computed again" : why);
         return;
     }
+    for (int i = 0; reverse && i < a.n; i++)
+        a.legs[i].amount = -a.legs[i].amount;
     char memo[256];
-    snprintf(memo, sizeof memo, "recon %s: %.200s", m.kind, x->reason);
+    snprintf(memo, sizeof memo, "recon %s: %.200s", pc_db_val(res, 0, "kind"), x->reason);
     pc_ledger_txn_t t = {"RECON_ADJUST", "recon_diff", x->diff_id, memo, a.legs, (size_t)a.n};
     int rc = pc_ledger_post(x->tx, &t, posted_cb, x);
     if (rc < 0)
@@ -744,9 +751,9 @@ static void resolve_begun_cb(void *data, int status, pc_db_tx_t *tx)
     const char *p[] = {x->diff_id};
     if (pc_db_tx_query(
             tx,
-            "SELECT d.status, d.kind, d.obj, d.channel_id, d.line_amount, d.line_fee, "
-            "d.line_status, d.line_currency, d.local_amount, d.local_state, "
-            "d.local_currency, d.expected_fee, recon_diff_json(d)::text AS diff, "
+            "SELECT d.status, d.kind, m.kind AS money_kind, m.obj, d.channel_id, m.line_amount, "
+            "m.line_fee, m.line_status, m.line_currency, m.local_amount, m.local_state, "
+            "m.local_currency, m.expected_fee, recon_diff_json(d)::text AS diff, "
             "coalesce(d.local_status, '') AS local_status, coalesce(CASE "
             "d.local_table WHEN 'payments' THEN (SELECT status FROM payments WHERE "
             "payment_no = d.local_ref FOR UPDATE) WHEN 'refunds' THEN (SELECT status "
@@ -755,7 +762,9 @@ static void resolve_begun_cb(void *data, int status, pc_db_tx_t *tx)
             "'') AS live_status, (d.kind = 'MISSING_CHANNEL' AND NOT EXISTS (SELECT 1 FROM "
             "recon_runs r WHERE r.channel_id = d.channel_id AND r.business_date = "
             "d.business_date + 1 AND r.status = 'DONE'))::text AS next_day_unread "
-            "FROM recon_diffs d WHERE diff_id = $1::bigint FOR UPDATE OF d",
+            "FROM recon_diffs d LEFT JOIN recon_diffs e ON e.diff_id = d.contradicts AND "
+            "e.ledger_txn_id IS NOT NULL CROSS JOIN LATERAL (SELECT (CASE WHEN d.contradicts IS "
+            "NULL THEN d ELSE e END).*) m WHERE d.diff_id = $1::bigint FOR UPDATE OF d",
             1, p, locked_diff_cb, x) < 0)
         resolve_fail(x, PC_EUNAVAIL, "the database is unavailable");
 }

@@ -15,7 +15,7 @@
 
 static const char *const KIND_NAMES[PC_RECON_KIND_COUNT] = {
     "MISSING_LOCAL", "MISSING_CHANNEL",   "AMOUNT_MISMATCH", "STATUS_MISMATCH",
-    "FEE_MISMATCH",  "CURRENCY_MISMATCH", "DUPLICATE_LINE",
+    "FEE_MISMATCH",  "CURRENCY_MISMATCH", "DUPLICATE_LINE",  "ADJUSTMENT_CONTRADICTED",
 };
 
 const char *pc_recon_kind_name(pc_recon_kind_t k)
@@ -255,6 +255,34 @@ static const char SQL_REPEATED[] =
       "UPDATE recon_found f SET kind = 'DUPLICATE_LINE', across_days = true FROM rep WHERE "
       "f.kind = rep.kind AND f.obj = rep.obj AND f.line_no = rep.line_no";
 
+/* A SUCCESS line of a record of another day (CARRIED: after SQL_REPEATED,
+ * so not a repeat of an earlier listing) that another day's difference about
+ * the record said the channel did not have — missing from that day's
+ * statement, or listed there not paid — while ops resolved that difference
+ * with an adjustment: the money written off to suspense was paid after all.
+ * Each such adjusted difference is reported once, naming it (contradicts),
+ * for ops to book it back; the run that reported it finds the same one again
+ * (its key is the adjusted difference's); a report the run of its day closed
+ * as no longer found does not count. Before, the line was only carried:
+ * SQL_CARRIED_RESOLVE closes open differences, not resolved ones, and the
+ * books kept a loss that never happened. A difference resolved without an
+ * adjustment moved no money, and is left as it is. Driven by the carried
+ * lines, which are few, through the index of adjusted differences. */
+static const char SQL_CONTRADICTED[] =
+    K "INSERT INTO recon_found (" FOUND_COLS ", contradicts) "
+      "SELECT DISTINCT ON (e.diff_id) 'ADJUSTMENT_CONTRADICTED', f.obj, f.line_no, f.channel_ref, "
+      "f.paycore_ref, f.line_amount, f.line_currency, f.line_fee, f.line_status, f.line_at, "
+      "f.local_table, f.local_ref, f.local_state, f.local_status, f.local_amount, "
+      "f.local_currency, f.expected_fee, NULL, e.diff_id "
+      "FROM k CROSS JOIN recon_found f JOIN recon_diffs e ON e.local_table = f.local_table AND "
+      "e.local_ref = f.local_ref AND e.ledger_txn_id IS NOT NULL "
+      "WHERE f.kind = 'CARRIED' AND f.line_status = 'SUCCESS' AND e.channel_id = k.ch AND "
+      "e.obj = f.obj AND e.run_id <> k.run AND e.kind IN ('MISSING_CHANNEL', 'STATUS_MISMATCH') "
+      "AND e.local_state = 'SUCCESS' AND e.line_status IS DISTINCT FROM 'SUCCESS' AND NOT EXISTS "
+      "(SELECT 1 FROM recon_diffs c WHERE c.contradicts = e.diff_id AND c.run_id <> k.run AND "
+      "c.resolved_by IS DISTINCT FROM 'recon') "
+      "ORDER BY e.diff_id, f.line_no";
+
 /* ---------- fixed statements ---------- */
 
 static const char SQL_LOCK[] = "SELECT 1 FROM recon_runs WHERE run_id = $1 AND attempts = $2 AND "
@@ -270,7 +298,7 @@ static const char SQL_FOUND[] =
     "paycore_ref text, line_amount bigint, line_currency text, line_fee bigint, line_status text, "
     "line_at bigint, local_table text, local_ref text, local_state text, local_status text, "
     "local_amount bigint, local_currency text, expected_fee bigint, repair text, local_at "
-    "timestamptz, across_days boolean NOT NULL DEFAULT false) ON COMMIT DROP";
+    "timestamptz, across_days boolean NOT NULL DEFAULT false, contradicts bigint) ON COMMIT DROP";
 
 /* The statement's lines go in by COPY (text format), a chunk at a time. A
  * line that repeats an earlier one is not matched again: it goes straight to
@@ -307,13 +335,15 @@ static const char SQL_UPSERT[] =
     K ", up AS (INSERT INTO recon_diffs AS d (run_id, channel_id, business_date, kind, diff_key, "
       "obj, line_no, channel_ref, paycore_ref, line_amount, line_currency, line_fee, line_status, "
       "line_time, local_table, local_ref, local_status, local_state, local_amount, "
-      "local_currency, expected_fee, repair, seen_attempt) "
+      "local_currency, expected_fee, repair, seen_attempt, contradicts) "
       "SELECT DISTINCT ON (f.kind, f.key) k.run, k.ch, (k.day_from AT TIME ZONE 'UTC')::date, "
       "f.kind, f.key, f.obj, f.line_no, f.channel_ref, f.paycore_ref, f.line_amount, "
       "f.line_currency, f.line_fee, f.line_status, to_timestamp(f.line_at), f.local_table, "
       "f.local_ref, f.local_status, f.local_state, f.local_amount, f.local_currency, "
-      "f.expected_fee, CASE WHEN f.kind = 'MISSING_LOCAL' THEN f.repair END, k.attempt "
-      "FROM k CROSS JOIN (SELECT *, CASE WHEN line_no IS NULL THEN 'L:' || local_table || ':' || "
+      "f.expected_fee, CASE WHEN f.kind = 'MISSING_LOCAL' THEN f.repair END, k.attempt, "
+      "f.contradicts "
+      "FROM k CROSS JOIN (SELECT *, CASE WHEN contradicts IS NOT NULL THEN 'C:' || contradicts "
+      "WHEN line_no IS NULL THEN 'L:' || local_table || ':' || "
       "local_ref || CASE WHEN obj = 'PAYOUT_RETURN' THEN ':RETURN' ELSE '' END "
       "WHEN kind = 'DUPLICATE_LINE' AND across_days THEN 'S:' || obj || ':' || channel_ref || "
       "'#0' WHEN kind = 'DUPLICATE_LINE' THEN 'S:' || obj || ':' || channel_ref || '#' || "
@@ -659,6 +689,7 @@ static int plan(match_t *m)
     rc = rc ? rc : add_stmt(m, strdup(SQL_UNMATCHED_MONEY), 0, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_NOT_MISSING), 0, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_REPEATED), 1, R_NONE);
+    rc = rc ? rc : add_stmt(m, strdup(SQL_CONTRADICTED), 1, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_UPSERT), 1, R_UPSERT);
     rc = rc ? rc : add_stmt(m, strdup(SQL_RESOLVE_CARRIED_ELSEWHERE), 1, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_CLOSE_STALE), 1, R_CLOSED);

@@ -48,6 +48,8 @@ typedef enum {
     PC_RECON_FEE_MISMATCH,
     PC_RECON_CURRENCY_MISMATCH,
     PC_RECON_DUPLICATE_LINE,
+    /* A later statement lists paid what an adjusted difference wrote off. */
+    PC_RECON_ADJUSTMENT_CONTRADICTED,
     PC_RECON_KIND_COUNT
 } pc_recon_kind_t;
 

@@ -1380,6 +1380,110 @@ static void test_a_line_without_a_record_on_two_days_statements_is_a_duplicate(v
     }
 }
 
+/* Resolves difference id, with an adjustment or not; the answer's status. */
+static long resolve_diff(long long id, int adjust)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/admin/recon/diffs/%lld/resolve", id);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path,
+                               adjust ? "{\"reason\":\"the channel never paid\",\"adjust\":true}"
+                                      : "{\"reason\":\"the channel will list it\"}");
+    long status = r.status;
+    if (status != 200)
+        fprintf(stderr, "resolve %lld: %ld %s\n", id, status, r.body);
+    pc_t_resp_free(&r);
+    return status;
+}
+
+/* Ops adjust a success the channel did not pay (missing from the statements
+ * of its day d and of d + 1; listed FAILED on d), booking the loss to
+ * suspense; d + 2's statement (a weekend batch) then lists the payments
+ * paid. The loss never happened: the later run reports each adjusted
+ * difference as ADJUSTMENT_CONTRADICTED, once however often the day is run,
+ * and resolving that with an adjustment books the money back. Before, the
+ * lines were matched as carried in silence (the differences they would have
+ * closed were resolved) and the books kept the loss. A difference dismissed
+ * without an adjustment moved no money: its later listing says nothing. Days
+ * 40 to 38 back: no job runs them, and no other test uses them. */
+static void test_an_adjustment_contradicted_by_a_later_statement_goes_to_ops(void **state)
+{
+    (void)state;
+    char pn[3][64], cr[3][64], day[3][11], csv[2048];
+    const char *head = "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n";
+    otc_paid_on_one_day(3, 1100, 40, pn, cr, day);
+    long long suspense0 =
+        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)");
+    /* Day d: p2 listed FAILED, p1 and p3 missing; d + 1: none of them. */
+    snprintf(csv, sizeof csv, "%s%s,%s,PAY,1101,CNY,0,FAILED,%sT12:00:00Z\n", head, cr[1], pn[1],
+             day[0]);
+    json_t *run = upload_on("sim_otc", day[0], csv, 200);
+    json_t *d0 = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    json_t *x[3] = {find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[0]),
+                    find_diff(d0, "STATUS_MISMATCH", "local", "ref", pn[1]),
+                    find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[2])};
+    long long id[3];
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(x[i]);
+        id[i] = (long long)json_integer_value(json_object_get(x[i], "diff_id"));
+    }
+    json_decref(d0);
+    snprintf(csv, sizeof csv, "%sotc_nothing,PNOTHING,PAY,100,CNY,0,FAILED,%sT12:00:00Z\n", head,
+             day[1]);
+    json_decref(upload_on("sim_otc", day[1], csv, 200));
+    assert_int_equal(resolve_diff(id[0], 1), 200);
+    assert_int_equal(resolve_diff(id[1], 1), 200);
+    assert_int_equal(resolve_diff(id[2], 0), 200);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)"),
+        suspense0 - 1100 - 1101);
+    /* Day d + 2 lists all three, paid: the same two reports when the day is
+     * run again. */
+    int off = snprintf(csv, sizeof csv, "%s", head);
+    for (int i = 0; i < 3; i++)
+        off += snprintf(csv + off, sizeof csv - (size_t)off,
+                        "%s,%s,PAY,%d,CNY,%d,SUCCESS,%sT09:00:00Z\n", cr[i], pn[i], 1100 + i,
+                        ((1100 + i) * 150 + 5000) / 10000, day[2]);
+    long long seen[2] = {0, 0};
+    for (int again = 0; again < 2; again++) {
+        run = upload_on("sim_otc", day[2], csv, 200);
+        json_t *d2 = diffs_of(run_id_of(run), "OPEN");
+        json_decref(run);
+        for (int i = 0; i < 2; i++) {
+            json_t *c = find_diff(d2, "ADJUSTMENT_CONTRADICTED", "local", "ref", pn[i]);
+            if (!c) {
+                char *all = json_dumps(d2, 0);
+                fail_msg("the adjustment of %s is contradicted by %s's statement, not reported: "
+                         "%s",
+                         pn[i], day[2], all);
+            }
+            assert_int_equal(json_integer_value(json_object_get(c, "contradicts")), id[i]);
+            long long cid = (long long)json_integer_value(json_object_get(c, "diff_id"));
+            assert_true(again == 0 || cid == seen[i]);
+            seen[i] = cid;
+        }
+        assert_null(find_diff(d2, NULL, "local", "ref", pn[2]));
+        assert_int_equal(json_array_size(d2), 2);
+        json_decref(d2);
+    }
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM recon_diffs WHERE kind = "
+                                  "'ADJUSTMENT_CONTRADICTED' AND local_ref IN ('%s', '%s', '%s')",
+                                  pn[0], pn[1], pn[2]),
+                     2);
+    /* Resolved with an adjustment, each books back what its adjustment
+     * wrote off. */
+    assert_int_equal(resolve_diff(seen[0], 1), 200);
+    assert_int_equal(resolve_diff(seen[1], 1), 200);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)"),
+        suspense0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+    run = upload_on("sim_otc", day[2], csv, 200);
+    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 0);
+    json_decref(run);
+}
+
 /* The statement says a payment we failed was paid (STATUS_MISMATCH); before
  * ops resolve it, the channel's late success captures the payment. An
  * adjustment computed from the run's snapshot would book the same money a
@@ -1831,6 +1935,8 @@ int main(void)
         cmocka_unit_test_setup(test_adjustment_refused_when_the_record_moved_since_the_run,
                                refresh_today),
         cmocka_unit_test_setup(test_late_success_after_an_adjustment_goes_to_ops, refresh_today),
+        cmocka_unit_test_setup(test_an_adjustment_contradicted_by_a_later_statement_goes_to_ops,
+                               refresh_today),
         cmocka_unit_test_setup(test_payctl_runs_lists_and_resolves, refresh_today),
         cmocka_unit_test_setup(test_bad_requests_are_refused, refresh_today),
         /* After the ones that read suspense whole: its adjustment moves it. */
