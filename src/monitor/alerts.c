@@ -659,7 +659,9 @@ static void check(uv_timer_t *t)
         pc_metrics_set("pc_channel_healthy", labels, healthy);
     }
     /* A channel a reload removed is checked no more: its alert would stay
-     * raised for good, about a channel that no longer exists. Channel ids
+     * raised for good, about a channel that no longer exists (the same for
+     * its failed reconciliations, RECON_FAILED, which could never be run
+     * again: the run is refused 404). Channel ids
      * are [a-z0-9_] (channels/ validation), safe in an array literal. */
     char ids[4096];
     /* ("{}" without a set: nothing is then resolved as unchecked.) */
@@ -845,7 +847,8 @@ static void check(uv_timer_t *t)
                  "< "
                  "now() - $5::int * interval '1 second' ORDER BY created_at LIMIT 1), '') AS "
                  "reviews_waiting_first, (SELECT "
-                 "count(*) FROM recon_runs WHERE status = 'FAILED' AND (attempts >= 3 OR "
+                 "count(*) FROM recon_runs WHERE status = 'FAILED' AND channel_id = "
+                 "ANY ($2::text[]) AND (attempts >= 3 OR "
                  "business_date < "
                  "(now() AT TIME ZONE 'UTC')::date - 1)) AS recon_failed, (SELECT count(*) FROM "
                  "chargeback_unmatched WHERE resolved_at IS NULL) AS "

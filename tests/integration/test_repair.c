@@ -905,6 +905,22 @@ static void test_alert_of_a_removed_channel_is_resolved(void **state)
                   "INSERT INTO alerts (kind, subject, message) VALUES ('CHANNEL_FAILURE_RATE', "
                   "'sim_gone', 'channel sim_gone success rate 0.00 %%') RETURNING 1"));
     assert_true(pc_t_alert_wait(&g_stack, "CHANNEL_FAILURE_RATE", "sim_gone", 0, 10));
+    /* Nor does a failed reconciliation of it page (it can never be run
+     * again: 404), while one of a channel still there does. Before, the
+     * removed channel's stood for good. */
+    free(pc_t_sql(
+        &g_stack,
+        "INSERT INTO recon_runs (channel_id, business_date, status, attempts, finished_at, "
+        "source) VALUES ('sim_gone', (now() AT TIME ZONE 'UTC')::date - 5, "
+        "'FAILED', 3, now(), 'CHANNEL') RETURNING 1"));
+    usleep(1500000); /* five checks */
+    assert_false(pc_t_alert_active(&g_stack, "RECON_FAILED", "recon"));
+    free(pc_t_sql(&g_stack, "UPDATE recon_runs SET channel_id = 'sim_card' WHERE channel_id = "
+                            "'sim_gone' RETURNING 1"));
+    assert_true(pc_t_alert_wait(&g_stack, "RECON_FAILED", "recon", 1, 10));
+    free(pc_t_sql(&g_stack, "DELETE FROM recon_runs WHERE channel_id = 'sim_card' AND status = "
+                            "'FAILED' RETURNING 1"));
+    assert_true(pc_t_alert_wait(&g_stack, "RECON_FAILED", "recon", 0, 10));
 }
 
 /* An alert about what one node sees (here a rule another node refused at
