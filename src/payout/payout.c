@@ -642,6 +642,23 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
     }
     if (!strcmp(a->payee_type, "CARD") && card_payee_refused(a, pc_db_val(res, 0, "card_type")))
         return;
+    /* A withdrawal goes to the merchant's own money only: a card's holder,
+     * as bound (holder_name), is its verified legal name, and a payee name
+     * given with it is too. Before, any debit card the merchant had bound
+     * for a buyer took its balance: the real-name check of accounts had a
+     * way round it. */
+    if (!strcmp(a->payee_type, "CARD") && pc_db_val(res, 0, "holder_ok")[0] != 't') {
+        accept_fail(a, PC_API_INVALID_REQUEST, "payee.card_token",
+                    "the card's holder (its holder_name when it was bound) must be the "
+                    "merchant's verified legal name");
+        return;
+    }
+    if (!strcmp(a->payee_type, "CARD") && a->payee_name[0] &&
+        pc_db_val(res, 0, "name_ok")[0] != 't') {
+        accept_fail(a, PC_API_INVALID_REQUEST, "payee.name",
+                    "must match the merchant's verified legal name");
+        return;
+    }
     /* What the merchant owes (chargebacks or refunds funded by the
      * platform and not yet recovered from its settlements) is kept back from
      * its available balance: paid out, it could never be recovered. */
@@ -726,7 +743,8 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
  * the longest matching BIN (8 then 6 digits, as PC_CARDBIN_MATCH_SQL) of the
  * active card this merchant bound (POST /v1/buyers/{id}/cards) with that
  * token (another merchant's binding is not this one's); paycore
- * knows no BIN for a token from elsewhere, so such a card gets "". */
+ * knows no BIN for a token from elsewhere, so such a card gets "".
+ * holder_ok: that card's holder has the verified legal name's pc_name_key. */
 #define VERIFY_SQL                                                                                 \
     "EXISTS (SELECT 1 FROM merchant_verifications WHERE merchant_id = $1) AS verified, "           \
     "coalesce((SELECT pc_name_key(legal_name) FROM merchant_verifications WHERE merchant_id = "    \
@@ -734,7 +752,10 @@ static void accept_info_cb(void *data, int status, pc_db_res_t *res)
     "card_bins b WHERE b.bin = left(c.bin, 8) OR b.bin = left(c.bin, 6) ORDER BY length(b.bin) "   \
     "DESC LIMIT 1) || '/' || c.channel_id FROM cards c WHERE c.token = $4::text AND "              \
     "c.merchant_id = $1 AND c.status = 'ACTIVE' ORDER BY c.created_at DESC LIMIT 1), '') AS "      \
-    "card_type"
+    "card_type, coalesce((SELECT pc_name_key(c.holder) = (SELECT pc_name_key(legal_name) FROM "    \
+    "merchant_verifications WHERE merchant_id = $1) FROM cards c WHERE c.token = $4::text AND "    \
+    "c.merchant_id = $1 AND c.status = 'ACTIVE' ORDER BY c.created_at DESC LIMIT 1), false) AS "   \
+    "holder_ok"
 
 /* Locks the merchant's available balance in the currency and its
  * receivables in every currency in tx (the ledger's lock order; queued

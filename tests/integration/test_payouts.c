@@ -172,7 +172,7 @@ static pc_t_resp_t card_payout(const pc_t_merchant_t *m, const char *out_no, lon
     char body[512];
     snprintf(body, sizeof body,
              "{\"out_payout_no\":\"%s\",\"amount\":%ld,\"currency\":\"CNY\",\"payee\":{\"type\":"
-             "\"CARD\",\"card_token\":\"%s\",\"name\":\"A Payee\"}}",
+             "\"CARD\",\"card_token\":\"%s\",\"name\":\"Shop Ltd\"}}",
              out_no, amount, token);
     return pc_t_call(&g_stack, m, "POST", "/v1/payouts", body, key);
 }
@@ -1130,9 +1130,10 @@ static void test_payout_payee_name_must_match_verified_name(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
-/* Binds a card with that number to a fresh buyer and returns its channel
- * token (static buffer). */
-static const char *bound_card_token(const pc_t_merchant_t *m, const char *pan)
+/* Binds a card with that number and holder to a fresh buyer and returns
+ * its channel token (static buffer). */
+static const char *bound_card_token_of(const pc_t_merchant_t *m, const char *pan,
+                                       const char *holder)
 {
     static char token[128];
     char buyer[48], body[160], path[96], key[48];
@@ -1142,7 +1143,9 @@ static const char *bound_card_token(const pc_t_merchant_t *m, const char *pan)
     assert_int_equal(r.status, 201);
     pc_t_resp_free(&r);
     snprintf(path, sizeof path, "/v1/buyers/%s/cards", buyer);
-    snprintf(body, sizeof body, "{\"pan\":\"%s\",\"exp_month\":11,\"exp_year\":2031}", pan);
+    snprintf(body, sizeof body,
+             "{\"pan\":\"%s\",\"exp_month\":11,\"exp_year\":2031,\"holder_name\":\"%s\"}", pan,
+             holder);
     snprintf(key, sizeof key, "bind-%d", g_seq);
     r = pc_t_call(&g_stack, m, "POST", path, body, key);
     assert_int_equal(r.status, 201);
@@ -1154,6 +1157,12 @@ static const char *bound_card_token(const pc_t_merchant_t *m, const char *pan)
     snprintf(token, sizeof token, "%s", t);
     free(t);
     return token;
+}
+
+/* The same, held by the merchant's verified name (funded_merchant's). */
+static const char *bound_card_token(const pc_t_merchant_t *m, const char *pan)
+{
+    return bound_card_token_of(m, pan, "SHOP LTD");
 }
 
 /* Rule: a CARD payout goes only to a card bound through
@@ -1193,6 +1202,26 @@ static void test_card_payout_needs_a_known_debit_bin(void **state)
     r = card_payout(&other, "OUT-BIN-5", 1000, tok, "po-bin-5");
     assert_int_equal(r.status, 400);
     assert_string_equal(err_field(&r), "payee.card_token");
+    pc_t_resp_free(&r);
+    /* A debit card of someone else's (its holder is not the merchant's
+     * verified name), or named another payee: refused. Before, any card the
+     * merchant had bound took its balance. */
+    char other_tok[128];
+    snprintf(other_tok, sizeof other_tok, "%s",
+             bound_card_token_of(&m, pan_with_bin("411112"), "Some Buyer"));
+    r = card_payout(&m, "OUT-BIN-7", 1000, other_tok, "po-bin-7");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(err_field(&r), "payee.card_token");
+    assert_non_null(strstr(r.body, "legal name"));
+    pc_t_resp_free(&r);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"out_payout_no\":\"OUT-BIN-8\",\"amount\":1000,\"currency\":\"CNY\",\"payee\":"
+             "{\"type\":\"CARD\",\"card_token\":\"%s\",\"name\":\"Some Buyer\"}}",
+             tok);
+    r = pc_t_call(&g_stack, &m, "POST", "/v1/payouts", body, "po-bin-8");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(err_field(&r), "payee.name");
     pc_t_resp_free(&r);
     r = card_payout(&m, "OUT-BIN-4", 1000, tok, "po-bin-4");
     assert_int_equal(r.status, 200);
