@@ -7,8 +7,10 @@
 --   "OFFLINE"  ops handle it by hand
 -- The answer must be something that can actually run: API and FILE only if
 -- the channel lists them in ctx.channel.refund_methods, PAYOUT only if
--- ctx.payee_available is true (paycore turns a PAYOUT with nobody to pay into
--- OFFLINE). OFFLINE is always possible, and is what paycore uses if this rule
+-- ctx.payee_available is true and the channel pays out to that payee: it
+-- lists PAYOUT, or the payee is a card (ctx.payee_type "CARD", whose token
+-- the paying channel holds). paycore turns a PAYOUT that cannot run into
+-- OFFLINE. OFFLINE is always possible, and is what paycore uses if this rule
 -- fails.
 --
 -- ctx (filled by paycore before the call; amounts in minor units, integers):
@@ -38,6 +40,8 @@
 --                                  details to pay out to (the merchant's refund
 --                                  request named a payee, or the buyer paid with
 --                                  a card paycore holds)
+--   ctx.payee_type                 that payee's kind: "CARD" or "ACCOUNT" ("" when
+--                                  none)
 --
 -- What this rule does:
 --   1. Within the channel's refund window, use the channel: API if it has
@@ -67,8 +71,12 @@ return function(ctx)
   -- A payout needs somewhere to go: the account the merchant named in the
   -- refund request, or the card the buyer paid with. Channels that refund
   -- only by payout (a bank transfer's VA channel) are no exception. It goes
-  -- through the paying channel, so not while ops have switched that off.
-  if ctx.payee_available and channel_on then
+  -- through the paying channel, so not while ops have switched that off, and
+  -- only to what it pays out to: accounts when it lists PAYOUT, the cards
+  -- whose tokens it holds. (A cash or net-banking channel pays nothing out:
+  -- its refund to an account is paid by hand.)
+  local pays_out = supports(ctx, "PAYOUT") or ctx.payee_type == "CARD"
+  if ctx.payee_available and channel_on and pays_out then
     return "PAYOUT"
   end
 

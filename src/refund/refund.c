@@ -1289,6 +1289,7 @@ static void mk_rows_cb(void *data, int status, pc_db_res_t *res)
             .channel_id = pc_db_val(res, i, "channel_id"),
             .paid_at = pc_db_val_i64(res, i, "paid_at"),
             .payee_available = card_token[0] != 0,
+            .payee_type = "CARD",
         };
         char version[65] = "";
         const char *method = pc__refund_method(m->rf->app, &mc, version);
@@ -1436,7 +1437,7 @@ const char *pc__refund_method(pc_app_t *app, const pc__method_ctx_t *m, char ver
         if (pc_channel_supports_refund(ch, (pc_refund_way_t)w))
             json_array_append_new(ways, json_string(pc_refund_way_name((pc_refund_way_t)w)));
     json_t *ctx = json_pack(
-        "{s:I,s:s,s:{s:I,s:s,s:b},s:{s:I,s:s,s:s,s:I},s:{s:o,s:I,s:b,s:b},s:b}", "now",
+        "{s:I,s:s,s:{s:I,s:s,s:b},s:{s:I,s:s,s:s,s:I},s:{s:o,s:I,s:b,s:b},s:b,s:s}", "now",
         (json_int_t)time(NULL), "currency", m->currency ? m->currency : "", "refund", "amount",
         (json_int_t)m->external, "type", m->type, "partial", m->external < m->payment_external,
         "payment", "amount", (json_int_t)m->payment_external, "method",
@@ -1445,7 +1446,7 @@ const char *pc__refund_method(pc_app_t *app, const pc__method_ctx_t *m, char ver
         "refund_methods", ways, "refund_window_days", (json_int_t)(ch ? ch->refund.window_days : 0),
         "partial_refund", ch ? (int)ch->refund.partial : 0, "enabled",
         ch ? (int)pc_channels_effective_enabled(app->channels, ch->id) : 0, "payee_available",
-        m->payee_available);
+        m->payee_available, "payee_type", m->payee_available && m->payee_type ? m->payee_type : "");
     pc_rule_result_t r;
     pc_rules_refund_method(app->rules, ctx, &r);
     json_decref(ctx);
@@ -1459,12 +1460,20 @@ const char *pc__refund_method(pc_app_t *app, const pc__method_ctx_t *m, char ver
                                                   : "OFFLINE";
     /* What cannot run goes to ops, who return the money by hand: nothing is
      * sent through a channel ops switched off, and a payout needs somebody
-     * to pay (an account given, or the card held). */
+     * to pay (an account given, or the card held) and a channel that pays
+     * out to it: the paying channel, which pays out to accounts only when
+     * it lists PAYOUT, and to the cards it holds the tokens of. Before, an
+     * OTC or net-banking payment's refund to an account was sent as a
+     * payout to that channel, which pays nothing out. */
     int sends = !strcmp(out, "API") || !strcmp(out, "PAYOUT");
+    int card = m->payee_type && !strcmp(m->payee_type, "CARD");
     const char *cannot = sends && ch && !pc_channels_effective_enabled(app->channels, ch->id)
                              ? "its channel is switched off"
                          : !strcmp(out, "PAYOUT") && !m->payee_available ? "no payee is known"
-                                                                         : NULL;
+                         : !strcmp(out, "PAYOUT") && !card &&
+                                 !(ch && pc_channel_supports_refund(ch, PC_REFUND_PAYOUT))
+                             ? "its channel pays out to accounts never (it does not list PAYOUT)"
+                             : NULL;
     if (cannot) {
         pc_log_warn("refund.method_cannot_run",
                     "refund_method chose %s for a %s payment of channel %s, but %s: OFFLINE", out,

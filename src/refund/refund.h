@@ -213,6 +213,7 @@ typedef struct {
     const char *payment_method, *channel_id;
     long long paid_at; /* Unix seconds */
     int payee_available;
+    const char *payee_type; /* of that payee: "CARD", "ACCOUNT" (NULL: none) */
 } pc__method_ctx_t;
 
 /* The method a refund runs by: "API", "PAYOUT", "FILE" or "OFFLINE" (a

@@ -344,14 +344,16 @@ static void decide(acc_t *a)
         }
     }
     /* The method, and the payee a PAYOUT needs. */
-    pc__method_ctx_t mc = {.type = "NORMAL",
-                           .external = r->parts.external,
-                           .payment_external = a->pay.external,
-                           .currency = a->currency,
-                           .payment_method = a->pay_method,
-                           .channel_id = a->channel_id,
-                           .paid_at = a->paid_at,
-                           .payee_available = a->payee || a->card_token[0]};
+    pc__method_ctx_t mc = {
+        .type = "NORMAL",
+        .external = r->parts.external,
+        .payment_external = a->pay.external,
+        .currency = a->currency,
+        .payment_method = a->pay_method,
+        .channel_id = a->channel_id,
+        .paid_at = a->paid_at,
+        .payee_available = a->payee || a->card_token[0],
+        .payee_type = a->payee ? json_string_value(json_object_get(a->payee, "type")) : "CARD"};
     char rule_version[65];
     const char *method = pc__refund_method(a->app, &mc, rule_version);
     /* PAYOUT only with a payee (pc__refund_method): the one given, else the

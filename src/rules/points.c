@@ -655,8 +655,10 @@ fail:
 }
 
 /* A refund method is only acceptable if it can actually run for this payment:
- * API and FILE must be capabilities of the paying channel, PAYOUT needs either
- * the channel's support or payee details for the buyer; OFFLINE always works. */
+ * API and FILE must be capabilities of the paying channel, PAYOUT needs payee
+ * details for the buyer and a channel that pays out to them (the paying
+ * channel lists PAYOUT, or the payee is the card it holds); OFFLINE always
+ * works. */
 static int refund_method_possible(const json_t *ctx, const char *m)
 {
     if (strcmp(m, "OFFLINE") == 0)
@@ -671,8 +673,11 @@ static int refund_method_possible(const json_t *ctx, const char *m)
         if (json_is_string(v) && strcmp(json_string_value(v), m) == 0)
             listed = 1;
     }
-    if (strcmp(m, "PAYOUT") == 0)
-        return listed || json_is_true(json_object_get(ctx, "payee_available"));
+    if (strcmp(m, "PAYOUT") == 0) {
+        const char *type = json_string_value(json_object_get(ctx, "payee_type"));
+        return json_is_true(json_object_get(ctx, "payee_available")) &&
+               (listed || (type && strcmp(type, "CARD") == 0));
+    }
     return listed;
 }
 
@@ -685,9 +690,9 @@ static int check_refund_method(lua_State *L, pc__call_t *call, int idx)
         return -1;
     }
     if (!refund_method_possible(call->ctx, m)) {
-        malformed(call,
-                  "\"%s\" is not possible for this payment (not in ctx.channel.refund_methods%s)",
-                  m, strcmp(m, "PAYOUT") == 0 ? " and no payee" : "");
+        malformed(
+            call, "\"%s\" is not possible for this payment (not in ctx.channel.refund_methods%s)",
+            m, strcmp(m, "PAYOUT") == 0 ? ", or no payee, or a payee not a card it holds" : "");
         return -1;
     }
     call->answer = json_string(m);

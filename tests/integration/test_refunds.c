@@ -905,16 +905,18 @@ static void test_wallet_only_refund_that_failed_after_dispatch_is_finished_later
 
 /* A trade of g_m paid through sim_va: the buyer transferred to the VA
  * number at paysim and the trade is TRADE_SUCCESS. */
-static void paid_va_trade(long amount, char tn[40])
+/* A trade paid by an asynchronous method (VA, OTC): the buyer pays the
+ * action's code (key: its field) at paysim. */
+static void paid_async_trade(long amount, const char *method, const char *key, char tn[40])
 {
     char buyer[32], body[256];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade_for(&g_m, "INSTANT", amount, buyer, NULL, tn);
-    pc_t_resp_t r = pay_as(&g_m, tn, buyer, "VA", NULL);
+    pc_t_resp_t r = pay_as(&g_m, tn, buyer, method, NULL);
     assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
     json_t *j = pc_t_json(&r);
     snprintf(body, sizeof body, "{\"reference\":\"%s\"}",
-             json_string_value(json_object_get(json_object_get(j, "action"), "va_number")));
+             json_string_value(json_object_get(json_object_get(j, "action"), key)));
     json_decref(j);
     pc_t_resp_free(&r);
     r = pc_t_sim(&g_stack, "POST", "/sim/complete", body);
@@ -930,6 +932,11 @@ static void paid_va_trade(long amount, char tn[40])
     }
     assert_string_equal(st, "TRADE_SUCCESS");
     free(st);
+}
+
+static void paid_va_trade(long amount, char tn[40])
+{
+    paid_async_trade(amount, "VA", "va_number", tn);
 }
 
 /* A refund paid out to the buyer's account whose bank sent the money back
@@ -1202,6 +1209,28 @@ static void test_va_refund_pays_out_to_the_named_payee_else_offline(void **state
     free(st);
 }
 
+/* Cash paid at a store, refunded to an account the merchant names: the
+ * store's channel pays nothing out (it lists no PAYOUT), so ops pay it by
+ * hand (OFFLINE) and nothing is sent. Before, it was sent to that channel as
+ * a payout. */
+static void test_a_refund_to_an_account_through_a_channel_without_payouts_is_offline(void **state)
+{
+    (void)state;
+    char tn[40], rno[40];
+    paid_async_trade(700, "OTC", "otc_code", tn);
+    refund_ok(tn, "OTCACCT1", 700,
+              "\"payee\":{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000001234\",\"name\":\"A "
+              "Buyer\",\"bank_code\":\"ICBC\"}",
+              rno);
+    char *m = refund_field(rno, "method");
+    assert_string_equal(m, "OFFLINE");
+    free(m);
+    expect_refund(rno, "ACCEPTED");
+    usleep(500000);
+    assert_int_equal(sim_count("sim_otc", "PAYOUT", NULL, rno), 0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* Nothing goes through a channel ops switched off, not even a payout to the
  * card the buyer paid with: the refund waits for ops (OFFLINE). */
 static void test_refund_through_a_switched_off_channel_is_offline(void **state)
@@ -1418,6 +1447,8 @@ int main(void)
         cmocka_unit_test(test_a_card_payment_is_refunded_to_its_card_only),
         cmocka_unit_test_teardown(test_va_refund_pays_out_to_the_named_payee_else_offline,
                                   after_each),
+        cmocka_unit_test_teardown(
+            test_a_refund_to_an_account_through_a_channel_without_payouts_is_offline, after_each),
         cmocka_unit_test_teardown(test_refund_through_a_switched_off_channel_is_offline,
                                   after_each),
         cmocka_unit_test_teardown(test_payout_refund_returned_before_its_success_was_heard_fails,

@@ -411,11 +411,29 @@ static void test_refund_method_must_be_possible_for_the_channel(void **state)
     assert_string_equal(json_string_value(res.answer), "API");
     pc_rule_result_clear(&res);
 
-    /* PAYOUT needs the channel's support or the buyer's payee details. */
-    refund_with(fx, "{\"mode\": \"payout\", \"channel\": {\"refund_methods\": [\"API\"]}}", &res);
+    /* PAYOUT needs the buyer's payee details, and a channel that pays out
+     * to them: one that lists PAYOUT, or the card whose token it holds. An
+     * account on a channel that pays nothing out (before: taken). */
+    refund_with(fx, "{\"mode\": \"payout\", \"channel\": {\"refund_methods\": [\"PAYOUT\"]}}",
+                &res);
     assert_int_equal(res.outcome, PC_RULE_MALFORMED);
     pc_rule_result_clear(&res);
-    refund_with(fx, "{\"mode\": \"payout\", \"payee_available\": true}", &res);
+    refund_with(fx,
+                "{\"mode\": \"payout\", \"payee_available\": true, \"payee_type\": \"ACCOUNT\", "
+                "\"channel\": {\"refund_methods\": [\"OFFLINE\"]}}",
+                &res);
+    assert_int_equal(res.outcome, PC_RULE_MALFORMED);
+    assert_string_equal(json_string_value(res.answer), "OFFLINE");
+    pc_rule_result_clear(&res);
+    refund_with(fx,
+                "{\"mode\": \"payout\", \"payee_available\": true, \"payee_type\": \"ACCOUNT\", "
+                "\"channel\": {\"refund_methods\": [\"PAYOUT\"]}}",
+                &res);
+    assert_int_equal(res.outcome, PC_RULE_OK);
+    assert_string_equal(json_string_value(res.answer), "PAYOUT");
+    pc_rule_result_clear(&res);
+    refund_with(fx, "{\"mode\": \"payout\", \"payee_available\": true, \"payee_type\": \"CARD\"}",
+                &res);
     assert_int_equal(res.outcome, PC_RULE_OK);
     assert_string_equal(json_string_value(res.answer), "PAYOUT");
     pc_rule_result_clear(&res);
