@@ -567,6 +567,26 @@ static void volume_taken_cb(void *data, int status, pc_db_res_t *res)
 static void attempt(op_t *o)
 {
     const pc_channel_t *ch = pc_channels_find(o->e->app->channels, o->route[o->attempt]);
+    /* The route was chosen when the payment was made; a payment held for
+     * review or a challenge is sent later, perhaps after a reload changed
+     * the channel's file: a channel that no longer takes the method, the
+     * currency or the amount is passed over like a retryable decline (the
+     * next channel of the route, else CHANNEL_UNAVAILABLE). Before, the
+     * payment was sent to it all the same. */
+    pc_pay_method_t m;
+    if (ch && (pc_pay_method_parse(o->method, &m) < 0 ||
+               !pc_channel_accepts(ch, m, o->currency, o->external_amount))) {
+        pc_ch_result_t r;
+        memset(&r, 0, sizeof r);
+        r.status = PC_CH_FAILED;
+        r.retryable = 1;
+        snprintf(r.code, sizeof r.code, "CHANNEL_UNAVAILABLE");
+        snprintf(r.message, sizeof r.message, "%s no longer takes %s payments of %lld %s", ch->id,
+                 o->method, (long long)o->external_amount, o->currency);
+        pc_log_warn("engine.channel_refuses", "payment %s: %s", o->payment_no, r.message);
+        pay_cb(o, &r);
+        return;
+    }
     const pc_channel_amounts_t *a = ch ? pc_channel_amounts(ch, o->currency) : NULL;
     if (!a || (!a->daily_volume && !a->monthly_volume)) {
         send_attempt(o);

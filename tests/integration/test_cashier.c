@@ -2744,6 +2744,78 @@ static void set_channel_usd(const char *id, const char *by_currency, const char 
     }
 }
 
+/* Sets max_amount in the card channels' files (sim_card, sim_card2) of the
+ * stack and waits until both nodes serve it. */
+static void set_card_channels_max(long max)
+{
+    for (int c = 0; c < 2; c++) {
+        const char *id = c ? "sim_card2" : "sim_card";
+        assert_int_equal(pc_t_sh("sed 's/\"max_amount\": [0-9]*/\"max_amount\": %ld/' "
+                                 "%s/channels/%s.json > %s/%s.json.new && mv %s/%s.json.new "
+                                 "%s/%s.json",
+                                 max, pc_t_source_dir(), id, g_channels, id, g_channels, id,
+                                 g_channels, id),
+                         0);
+    }
+    char want[48];
+    snprintf(want, sizeof want, "\"max_amount\": %ld", max);
+    for (int node = 0; node < 2; node++) {
+        int both = 0;
+        for (int i = 0; i < 200 && !both; i++) {
+            pc_t_resp_t r = pc_t_admin_node(&g_stack, node, "GET", "/admin/channels", NULL);
+            json_t *j = pc_t_json(&r), *ch;
+            size_t k;
+            int n = 0;
+            json_array_foreach(json_object_get(j, "channels"), k, ch)
+            {
+                const char *cid = json_string_value(json_object_get(ch, "channel_id"));
+                json_t *mx = json_object_get(json_object_get(ch, "config"), "max_amount");
+                if (cid && !strncmp(cid, "sim_card", 8) && json_integer_value(mx) == max)
+                    n++;
+            }
+            json_decref(j);
+            pc_t_resp_free(&r);
+            both = n == 2;
+            if (!both)
+                usleep(50000);
+        }
+        if (!both)
+            fail_msg("node %d does not serve the card channels' max_amount %ld", node, max);
+    }
+}
+
+/* A card payment held for review keeps the route chosen when it was made;
+ * meanwhile a reload lowers the card channels' max_amount below it. Its
+ * release sends it nowhere: FAILED (CHANNEL_UNAVAILABLE), nothing at the
+ * channels. Before, it was sent to a channel whose file refuses it. */
+static void test_a_held_payment_is_not_sent_where_the_channel_no_longer_takes_it(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], pno[64], path[128], q[160];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 2100000, buyer, tn);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
+    snprintf(pno, sizeof pno, "%s", pc_t_jstr(&r, "payment_no"));
+    pc_t_resp_free(&r);
+    set_card_channels_max(2000000);
+    snprintf(path, sizeof path, "/admin/payments/%s/release", pno);
+    r = pc_t_admin(&g_stack, "POST", path, NULL);
+    set_card_channels_max(5000000);
+    if (r.status != 200 || strcmp(pc_t_jstr(&r, "status"), "FAILED") != 0)
+        fail_msg("release: %ld %s", r.status, r.body);
+    assert_non_null(strstr(r.body, "CHANNEL_UNAVAILABLE"));
+    pc_t_resp_free(&r);
+    snprintf(q, sizeof q, "/sim/txns?paycore_ref=%s", pno);
+    r = pc_t_sim(&g_stack, "GET", q, NULL);
+    json_t *j = pc_t_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "count")), 0);
+    json_decref(j);
+    pc_t_resp_free(&r);
+    expect_trade(tn, "WAIT_BUYER_PAY");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* Whether a node's admin GET path comes to show text (want 1) or not to
  * (want 0) within 10 s: what a node read or set at its last check (volume
  * counts every second, gauges with the alert check). */
@@ -3454,6 +3526,7 @@ int main(void)
         cmocka_unit_test(test_consult_lists_methods_with_rule_version),
         cmocka_unit_test(test_another_merchants_trade_is_not_found),
         cmocka_unit_test(test_card_payment_succeeds_end_to_end),
+        cmocka_unit_test(test_a_held_payment_is_not_sent_where_the_channel_no_longer_takes_it),
         cmocka_unit_test(test_account_age_counts_whole_days),
         cmocka_unit_test(test_declined_card_then_continue_pay),
         cmocka_unit_test(test_retryable_decline_falls_back_to_next_channel),
