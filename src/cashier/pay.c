@@ -259,9 +259,24 @@ static void decide(pay_t *p)
                              : !strcmp(d, "REJECT")    ? "REJECT"
                                                        : "REVIEW";
     p->order.risk_score = (int)json_integer_value(json_object_get(r.answer, "score"));
-    p->reasons = json_incref(json_object_get(r.answer, "reasons"));
+    p->reasons = json_deep_copy(json_object_get(r.answer, "reasons"));
     if (!p->reasons)
         p->reasons = json_array();
+    /* What is on a block list is refused whatever the rule answered, as
+     * consult shows it (system.md: accept repeats consult's checks). Before,
+     * only risk.lua refused it: a rule that failed (its fallback is REVIEW)
+     * or was edited let a blocked buyer's payment wait for review, and ops
+     * could release it. */
+    const char *hard = p->buyer_listed || (buyer_status && !strcmp(buyer_status, "BLOCKED"))
+                           ? "BUYER_BLOCKED"
+                       : p->card_blocked   ? "CARD_BLOCKED"
+                       : p->ip_blocked     ? "IP_BLOCKED"
+                       : p->device_blocked ? "DEVICE_BLOCKED"
+                                           : NULL;
+    if (hard && strcmp(p->order.risk_decision, "REJECT") != 0) {
+        p->order.risk_decision = "REJECT";
+        json_array_append_new(p->reasons, json_string(hard));
+    }
     p->order.risk_reasons = p->reasons;
     json_object_set_new(p->versions, "risk", json_string(r.version));
     pc_rule_result_clear(&r);

@@ -3177,6 +3177,45 @@ static void put_back_rule(const char *name)
     free(before);
 }
 
+/* How many payments of trade tn wait for review. */
+static int payments_in_review(const char *tn)
+{
+    return (int)pc_t_sql_int(&g_stack,
+                             "SELECT count(*) FROM payments WHERE trade_no = '%s' AND status = "
+                             "'REVIEW'",
+                             tn);
+}
+
+/* A risk rule that does not look at the block lists (edited, or failing:
+ * its fallback is REVIEW): a buyer on the list is refused all the same,
+ * BUYER_BLOCKED, nothing held for ops to release. Before, the payment
+ * waited for review. */
+static void test_a_blocked_buyer_is_refused_whatever_the_risk_rule_says(void **state)
+{
+    (void)state;
+    put_rule("risk",
+             "return function(ctx)\n"
+             "  return { decision = 'REVIEW', score = 50, reasons = { 'LOOK' } }\n"
+             "end\n",
+             "{\"examples\":[{\"name\":\"everything is looked at\",\"ctx\":{\"kind\":"
+             "\"PAYMENT\"},\"expect\":{\"decision\":\"REVIEW\"}}]}");
+    char buyer[32], body[160], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    snprintf(body, sizeof body, "{\"kind\":\"BUYER\",\"value\":\"%s\",\"reason\":\"test fraud\"}",
+             buyer);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/block-list", body);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    new_trade("INSTANT", 700, buyer, tn);
+    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    put_back_rule("risk");
+    if (strcmp(pc_t_jstr(&r, "status"), "FAILED") != 0)
+        fail_msg("a blocked buyer's payment: %ld %s", r.status, r.body);
+    assert_non_null(strstr(r.body, "BUYER_BLOCKED"));
+    pc_t_resp_free(&r);
+    assert_int_equal(payments_in_review(tn), 0);
+}
+
 /* A wallet payment a risk rule challenges (product staff may write one)
  * waits as CHALLENGE, which is not an open attempt: the buyer may start
  * another meanwhile (here by VA, left PROCESSING). Answering the challenge
@@ -3258,11 +3297,7 @@ static void test_a_buyer_code_payment_risk_would_review_fails_saying_why(void **
     assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
     assert_non_null(strstr(r.body, "RISK_REVIEW_NOT_POSSIBLE"));
     pc_t_resp_free(&r);
-    assert_int_equal(pc_t_sql_int(&g_stack,
-                                  "SELECT count(*) FROM payments WHERE trade_no = '%s' AND status "
-                                  "= 'REVIEW'",
-                                  tn),
-                     0);
+    assert_int_equal(payments_in_review(tn), 0);
     expect_trade(tn, "WAIT_BUYER_PAY");
     put_back_rule("risk");
 }
@@ -3583,6 +3618,7 @@ int main(void)
         cmocka_unit_test(test_editing_cashier_rank_changes_the_next_consult),
         cmocka_unit_test(test_route_rule_sees_the_cards_scheme_and_bin),
         cmocka_unit_test(test_a_passed_challenge_waits_for_the_trades_attempt_in_flight),
+        cmocka_unit_test(test_a_blocked_buyer_is_refused_whatever_the_risk_rule_says),
         cmocka_unit_test(test_a_buyer_code_payment_risk_would_review_fails_saying_why),
         cmocka_unit_test(test_ipv6_attempts_count_for_their_64),
         cmocka_unit_test(test_card_bin_lookup_and_bound_card_details),
