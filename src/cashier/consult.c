@@ -22,6 +22,7 @@ typedef struct {
     const char *trade_no;
     const char *buyer_id;
     const char *platform;
+    char trade_buyer[65]; /* the trade's buyer, when the consult names none */
 } consult_t;
 
 static const struct {
@@ -257,6 +258,20 @@ static void loaded_cb(void *data, int status, pc_cashier_view_t *v)
     }
     if (pc_cashier_check_payable(req, v, c->buyer_id) < 0)
         return;
+    const char *tb = v->trade->buyer_id;
+    if (!c->buyer_id && tb && tb[0]) {
+        /* A trade created for a buyer is consulted for that buyer, as pay
+         * pays it for that buyer whether it is named or not: its balance,
+         * coupons, cards, limits and block. Before, a consult without
+         * buyer_id showed a guest's methods (no balance, cards marked
+         * available that pay then refused over the buyer's limits). */
+        snprintf(c->trade_buyer, sizeof c->trade_buyer, "%s", tb);
+        c->buyer_id = c->trade_buyer;
+        if (pc_cashier_load(c->app, c->merchant_id, c->trade_no, c->buyer_id, PC_VIEW_ALL,
+                            loaded_cb, c) < 0)
+            pc_respond_db_error(req, PC_EUNAVAIL);
+        return;
+    }
     offers_t o = {.req = req};
     assemble(c, v, &o);
     if (o.oom) {

@@ -247,6 +247,37 @@ static void test_consult_lists_methods_with_rule_version(void **state)
     pc_t_resp_free(&r);
 }
 
+static void recharge(const char *buyer, long amount);
+
+/* A trade created for a buyer is consulted for that buyer when the consult
+ * names none (as pay pays it for that buyer): its balance is offered.
+ * Before, the consult showed a guest's methods, without the balance. */
+static void test_a_consult_without_buyer_id_is_the_trades_buyers(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], body[160];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    recharge(buyer, 5000);
+    new_trade("INSTANT", 1999, buyer, tn);
+    snprintf(body, sizeof body, "{\"trade_no\":\"%s\",\"client\":{\"platform\":\"WEB\"}}", tn);
+    pc_t_resp_t r =
+        pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/consult", body, "consult-trade-buyer");
+    if (r.status != 200)
+        fail_msg("consult: %ld %s", r.status, r.body);
+    json_t *j = pc_t_json(&r), *m;
+    size_t i;
+    int balance = 0;
+    json_array_foreach(json_object_get(j, "methods"), i, m)
+    {
+        if (!strcmp(json_string_value(json_object_get(m, "type")), "BALANCE"))
+            balance = json_is_true(json_object_get(m, "available"));
+    }
+    json_decref(j);
+    if (!balance)
+        fail_msg("no balance offered to the trade's buyer: %s", r.body);
+    pc_t_resp_free(&r);
+}
+
 /* A merchant's trade is no other merchant's: consulting or paying it by
  * its number, signed as another merchant, is 404 and charges nothing. */
 static void test_another_merchants_trade_is_not_found(void **state)
@@ -3560,6 +3591,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_consult_lists_methods_with_rule_version),
         cmocka_unit_test(test_another_merchants_trade_is_not_found),
+        cmocka_unit_test(test_a_consult_without_buyer_id_is_the_trades_buyers),
         cmocka_unit_test(test_card_payment_succeeds_end_to_end),
         cmocka_unit_test(test_a_held_payment_is_not_sent_where_the_channel_no_longer_takes_it),
         cmocka_unit_test(test_account_age_counts_whole_days),
