@@ -6,6 +6,10 @@
 -- You may NOT invent methods: every entry returned must be one of the input
 -- methods (same method_id), at most once. Anything else is refused and the
 -- cashier falls back to showing the input list unchanged.
+-- Hiding is what the cashier shows, not a control: a client that sends a
+-- hidden method to pay is not stopped by this rule (pay does not call it).
+-- To forbid a method for some payments, refuse it in risk.lua (ctx.method,
+-- ctx.product), which every payment passes.
 --
 -- ctx (filled by paycore before the call; amounts in minor units, integers):
 --   ctx.amount                  amount to pay, e.g. 1999 = 19.99
