@@ -33,6 +33,9 @@ struct pc_alerts {
     int checking;
     /* The oldest overdue notification at the last check ("" none). */
     char overdue_event[40];
+    /* The last check's overdue seconds and count of due events (-1: no
+     * check yet on this node). */
+    long long overdue_prev, due_prev;
     struct pc_notifier *notifier; /* this node's, when watched */
 };
 
@@ -413,18 +416,30 @@ static void facts_cb(void *data, int status, pc_db_res_t *res)
      * then stopped for everyone. */
     /* The same event oldest at two checks in a row: one that has just
      * become first of its object's queue (the event before it finished)
-     * is due since it was written, and is claimed within a poll. */
+     * is due since it was written, and is claimed within a poll. Or, at two
+     * checks in a row, the oldest past the limit while the due events did
+     * not grow fewer: a notifier that runs but falls behind claims the
+     * oldest first, so the oldest changes at every check (before, that
+     * never paged), while one draining a backlog (a merchant's endpoint
+     * back after a day) makes it smaller. A node's first check cannot tell
+     * and leaves the alert as it is (before, it resolved it). */
     const char *overdue_event = pc_db_val(res, 0, "outbox_overdue_event");
     int same = overdue_event[0] && !strcmp(overdue_event, a->overdue_event);
     snprintf(a->overdue_event, sizeof a->overdue_event, "%s", overdue_event);
     long long overdue = pc_db_val_i64(res, 0, "outbox_overdue"),
+              due = pc_db_val_i64(res, 0, "outbox_due"),
               overdue_limit = pc_config_int(a->app->cfg, "alerts.outbox_age_s");
+    int behind = a->overdue_prev > overdue_limit && due >= a->due_prev && due > 0;
+    int first = a->overdue_prev < 0;
+    a->overdue_prev = overdue;
+    a->due_prev = due;
     snprintf(msg, sizeof msg,
              "the oldest due merchant notification (%.40s) has waited %lld s past its time "
-             "(limit %lld s): is the notifier running? (log notify.claim_failed; GET "
-             "/admin/notifications?status=PENDING)",
-             overdue_event, overdue, overdue_limit);
-    set(a, same && overdue > overdue_limit, "OUTBOX_AGE", "notifications", msg, 0);
+             "(limit %lld s), %lld due: is the notifier running, and keeping up? (log "
+             "notify.claim_failed; GET /admin/notifications?status=PENDING)",
+             overdue_event, overdue, overdue_limit, due);
+    if (!(first && overdue > overdue_limit))
+        set(a, (same || behind) && overdue > overdue_limit, "OUTBOX_AGE", "notifications", msg, 0);
     /* A notification that gave up leaves a merchant who never heard of a
      * payment or refund: counted by merchant, so one dead endpoint pages
      * once, not per event. */
@@ -792,7 +807,11 @@ static void check(uv_timer_t *t)
                  "outbox WHERE status = 'PENDING'), 0) AS outbox_age, coalesce((SELECT "
                  "extract(epoch FROM now() - at)::bigint FROM od), 0) AS outbox_overdue, "
                  "coalesce((SELECT "
-                 "event_id FROM od), '') AS outbox_overdue_event, (SELECT count(DISTINCT "
+                 "event_id FROM od), '') AS outbox_overdue_event, (SELECT count(*) FROM "
+                 "(SELECT 1 FROM outbox o WHERE o.status = 'PENDING' AND o.next_attempt_at <= "
+                 "now() AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.subject = o.subject AND "
+                 "e.status = 'PENDING' AND e.seq < o.seq) LIMIT 100000) x) AS outbox_due, "
+                 "(SELECT count(DISTINCT "
                  "merchant_id) FROM outbox WHERE status = 'FAILED' AND created_at > now() - "
                  "interval "
                  "'8 days') AS notify_failed, (SELECT count(*) FROM "
@@ -916,6 +935,7 @@ pc_alerts_t *pc_alerts_new(pc_app_t *app)
     if (!a)
         return NULL;
     a->app = app;
+    a->overdue_prev = -1;
     a->nretry = pc_config_ms_list(app->cfg, "alerts.webhook_retry_ms", a->retry_ms, MAX_RETRIES);
     if (a->nretry < 0)
         a->nretry = 0;

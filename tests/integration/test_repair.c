@@ -757,6 +757,78 @@ static void test_the_ledger_is_checked_daily_and_a_wrong_book_pages(void **state
     assert_true(pc_t_alert_wait(&g_stack, "LEDGER_CHECK_FAILED", "ledger", 0, 15));
 }
 
+/* Runs sql on conn; asserts it worked. */
+static void pq_ok(PGconn *conn, const char *sql)
+{
+    PGresult *res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(conn));
+    PQclear(res);
+}
+
+/* Adds a notification due 700 s ago (alerts.outbox_age_s is 600) that the
+ * notifier cannot claim: holder holds it (its claim skips held rows). */
+static void add_unclaimable_event(PGconn *w, PGconn *holder, int n)
+{
+    char q[768];
+    snprintf(q, sizeof q,
+             "INSERT INTO outbox (event_id, merchant_id, type, notify_url, payload, "
+             "next_attempt_at) VALUES ('evt_' || md5('behind %d %d'), '%s', 'trade.paid', "
+             "'http://127.0.0.1:9/x', '{\"data\":{\"trade_no\":\"BEHIND%d-%d\"}}', now() + "
+             "interval '1 hour')",
+             (int)getpid(), n, g_m.id, (int)getpid(), n);
+    pq_ok(w, q);
+    snprintf(q, sizeof q,
+             "SELECT 1 FROM outbox WHERE event_id = 'evt_' || md5('behind %d %d') FOR KEY SHARE",
+             (int)getpid(), n);
+    pq_ok(holder, q);
+    snprintf(q, sizeof q,
+             "UPDATE outbox SET next_attempt_at = now() - interval '700 seconds' - %d * interval "
+             "'1 millisecond' WHERE event_id = 'evt_' || md5('behind %d %d')",
+             n, (int)getpid(), n);
+    pq_ok(w, q);
+}
+
+/* A notifier that runs but falls behind: it sends the oldest due event
+ * first, so the oldest changes between checks while the due events grow
+ * more (here the oldest is sent every 100 ms, two arrive). OUTBOX_AGE
+ * pages. Before, only the same event oldest at two checks did: never
+ * while the notifier moved. */
+static void test_a_notifier_falling_behind_pages(void **state)
+{
+    (void)state;
+    PGconn *w = PQconnectdb(g_stack.db_url), *holder = PQconnectdb(g_stack.db_url);
+    assert_int_equal(PQstatus(w), CONNECTION_OK);
+    assert_int_equal(PQstatus(holder), CONNECTION_OK);
+    pq_ok(holder, "BEGIN");
+    int n = 0, paged = 0;
+    for (int i = 0; i < 3; i++)
+        add_unclaimable_event(w, holder, n++);
+    for (int step = 0; step < 60 && !paged; step++) {
+        /* The oldest is sent (the highest n: the most overdue). */
+        char q[256];
+        snprintf(
+            q, sizeof q,
+            "UPDATE outbox SET status = 'DELIVERED', delivered_at = now() WHERE event_id = (SELECT "
+            "event_id FROM "
+            "outbox WHERE status = 'PENDING' AND notify_url = 'http://127.0.0.1:9/x' ORDER "
+            "BY next_attempt_at LIMIT 1)");
+        pq_ok(w, q);
+        add_unclaimable_event(w, holder, n++);
+        add_unclaimable_event(w, holder, n++);
+        usleep(100000);
+        paged = pc_t_alert_active(&g_stack, "OUTBOX_AGE", "notifications");
+    }
+    pq_ok(w, "UPDATE outbox SET status = 'DELIVERED', delivered_at = now() WHERE status = "
+             "'PENDING' AND notify_url = "
+             "'http://127.0.0.1:9/x'");
+    pq_ok(holder, "ROLLBACK");
+    PQfinish(holder);
+    PQfinish(w);
+    assert_true(paged);
+    assert_true(pc_t_alert_wait(&g_stack, "OUTBOX_AGE", "notifications", 0, 15));
+}
+
 /* Ops checked the books before the day's check time (here a row of ops
  * finished before today's 00:00): the day's own check still runs when a
  * node looks (node 0, restarted, has no memory of the day). Before, ops'
@@ -1337,6 +1409,7 @@ int main(void)
         cmocka_unit_test(test_a_page_the_webhook_never_took_is_posted_again),
         cmocka_unit_test(test_alert_pages_again_when_items_are_added_and_when_resolved),
         cmocka_unit_test(test_alert_of_a_removed_channel_is_resolved),
+        cmocka_unit_test(test_a_notifier_falling_behind_pages),
         cmocka_unit_test(test_an_alert_one_node_still_sees_is_not_resolved_by_another),
         cmocka_unit_test(test_query_does_not_fail_a_payment_whose_request_is_still_open),
         cmocka_unit_test(test_released_payment_cut_off_by_a_crash_is_found_by_query),
