@@ -1261,7 +1261,8 @@ static void list_reviews(pc_http_req_t *req, void *data)
             "'payment_no', payment_no, 'trade_no', trade_no, 'merchant_id', merchant_id, "
             "'buyer_id', buyer_id, 'amount', amount, 'currency', currency, 'method', "
             "method_type, 'risk_score', risk_score, 'risk_reasons', risk_reasons, "
-            "'created_at', created_at) ORDER BY created_at) FROM (SELECT * FROM payments "
+            "'created_at', to_char(created_at AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY created_at) FROM (SELECT * FROM payments "
             "WHERE status = 'REVIEW' ORDER BY created_at LIMIT 200) p), '[]'), 'total', "
             "(SELECT count(*) FROM payments WHERE status = 'REVIEW'))::text",
             0, NULL, list_reviews_cb, req) < 0)

@@ -1847,6 +1847,20 @@ static void test_risk_reject_review_and_challenge(void **state)
     pc_t_resp_free(&r);
     r = pc_t_admin(&g_stack, "GET", "/admin/reviews", NULL);
     assert_non_null(strstr(r.body, pno));
+    {
+        /* Its time as every other: RFC 3339 UTC (it was the database's own
+         * form, in the server's time zone). */
+        json_t *rv = pc_t_json(&r), *e;
+        size_t k;
+        json_array_foreach(json_object_get(rv, "reviews"), k, e)
+        {
+            const char *at = json_string_value(json_object_get(e, "created_at"));
+            assert_non_null(at);
+            assert_int_equal(strlen(at), 20);
+            assert_int_equal(at[19], 'Z');
+        }
+        json_decref(rv);
+    }
     assert_non_null(strstr(r.body, "\"total\":"));
     pc_t_resp_free(&r);
     /* Left waiting past alerts.review_age_s (15 minutes), it pages ops,
