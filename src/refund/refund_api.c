@@ -45,6 +45,9 @@ typedef struct {
     char trade[40], trade_status[20], product[12], currency[4], buyer_id[65], payment_no[40];
     char trade_notify[520], merchant_notify[520];
     int64_t paid, settled;
+    /* What the trade's live refunds came to, less their escrow parts: the
+     * splits' share base already refunded (pc_refund_plan_splits). */
+    int64_t split_prior;
     int64_t dup, active;
     /* A guarantee trade's escrow not settled, refunded or held by a
      * chargeback (trade_escrow_free) */
@@ -280,8 +283,8 @@ static void decide(acc_t *a)
     int bad = -1;
     int rc = 0;
     if (a->nrv && share_of > 0)
-        rc = pc_refund_plan_splits(share_of, share_base, whole, a->advance, a->rv, a->nrv,
-                                   r->shares, &bad);
+        rc = pc_refund_plan_splits(share_of, a->split_prior, share_base, whole, a->advance, a->rv,
+                                   a->nrv, r->shares, &bad);
     for (size_t k = 0; a->nrv && share_of == 0 && k < a->nrv; k++)
         if (a->rv[k].asked > 0)
             rc = PC_EINVAL; /* all of it comes from escrow: no receiver gives anything */
@@ -603,6 +606,7 @@ static void receivers_cb(void *data, int status, pc_db_res_t *res)
         snprintf(v->account, sizeof v->account, "%s", pc_db_get(res, i, 0));
         v->received = pc_db_get_i64(res, i, 1);
         v->refunded = pc_db_get_i64(res, i, 2);
+        a->split_prior = pc_db_get_i64(res, i, 3);
         v->asked = -1;
         if (pc_ledger_account_id(a->rv_pending[a->nrv], sizeof a->rv_pending[a->nrv],
                                  PC_LEDGER_MERCHANT_PENDING, v->account, a->currency) ||
@@ -706,9 +710,11 @@ static void locked_cb(void *data, int status, pc_db_res_t *res)
     const char *q[] = {a->trade};
     if (!rc)
         rc = pc_db_tx_query(a->tx,
-                            "SELECT g.account, g.received, coalesce(f.refunded, 0) AS refunded "
-                            "FROM trade_split_received($1) g LEFT JOIN trade_split_refunded($1) "
-                            "f USING (account) ORDER BY g.account",
+                            "SELECT g.account, g.received, coalesce(f.refunded, 0) AS refunded, "
+                            "(SELECT coalesce(sum(amount - from_escrow), 0) FROM refunds WHERE "
+                            "trade_no = $1 AND type = 'NORMAL' AND status NOT IN ('FAILED', "
+                            "'TERMINATED'))::bigint AS prior FROM trade_split_received($1) g LEFT "
+                            "JOIN trade_split_refunded($1) f USING (account) ORDER BY g.account",
                             1, q, receivers_cb, a);
     if (rc)
         acc_fail(a, PC_API_UNAVAILABLE, NULL, "database unavailable");

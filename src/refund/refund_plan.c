@@ -128,7 +128,9 @@ static int64_t mul_div(int64_t a, int64_t b, int64_t c)
  * trade impossible to refund in full (and its coupon never returned); the
  * receivers give back the whole amount instead, in proportion to what they
  * hold (rounded down, the units left over one each from the first), and the
- * merchant nothing. total is the sum of out[].amount, above amount. */
+ * merchant nothing. The same when the receivers' catching up on earlier
+ * roundings comes to more than a partial refund. total is the sum of
+ * out[].amount, above amount. */
 static void trim_last_shares(int64_t amount, int64_t total, pc_refund_share_t *out, size_t n)
 {
     int64_t given = 0, held[PC_REFUND_MAX_SPLITS];
@@ -148,13 +150,15 @@ static void trim_last_shares(int64_t amount, int64_t total, pc_refund_share_t *o
     }
 }
 
-int pc_refund_plan_splits(int64_t amount, int64_t paid, int last, int advance_funding,
-                          const pc_refund_receiver_t *rv, size_t n, pc_refund_share_t *out,
-                          int *bad)
+int pc_refund_plan_splits(int64_t amount, int64_t prior, int64_t paid, int last,
+                          int advance_funding, const pc_refund_receiver_t *rv, size_t n,
+                          pc_refund_share_t *out, int *bad)
 {
     *bad = -1;
-    if (n > PC_REFUND_MAX_SPLITS || amount <= 0 || paid <= 0 || amount > paid)
+    if (n > PC_REFUND_MAX_SPLITS || amount <= 0 || paid <= 0 || amount > paid || prior < 0)
         return PC_EINVAL;
+    /* What this refund and the live ones before it came to, of the base. */
+    int64_t upto = prior > paid - amount ? paid : prior + amount;
     memset(out, 0, n * sizeof *out);
     int explicit_ = 0;
     for (size_t i = 0; i < n; i++) {
@@ -178,12 +182,19 @@ int pc_refund_plan_splits(int64_t amount, int64_t paid, int last, int advance_fu
         } else if (last) {
             share = left;
         } else {
-            share = min64(mul_div(amount, rv[i].received, paid), left);
+            /* Its share of all the refunds so far, rounded down once, less
+             * what it gave back already: the rounding is not lost again at
+             * every refund. Before, each refund's share was rounded down on
+             * its own, and ten refunds of 199 of a 1990 trade split 995/995
+             * took 991 and 990 back, the merchant paying the 9 from other
+             * sales. */
+            share = mul_div(upto, rv[i].received, paid) - rv[i].refunded;
+            share = share < 0 ? 0 : min64(share, left);
         }
         snprintf(out[i].account, sizeof out[i].account, "%s", rv[i].account);
         out[i].amount = share;
         total += share;
-        if (total > amount && (explicit_ || !last)) {
+        if (total > amount && explicit_) {
             memset(out, 0, n * sizeof *out);
             return PC_EINVAL;
         }

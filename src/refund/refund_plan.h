@@ -139,17 +139,22 @@ typedef struct {
  *     more than the rest (the merchant funded earlier rounding remainders;
  *     a dispute took from the merchant alone), the whole amount in
  *     proportion to what each holds;
- *   otherwise proportionally: floor(amount * received / paid), capped at what
- *     it still has; the merchant absorbs the rounding remainder.
+ *   otherwise proportionally, of all the live refunds so far: floor((prior +
+ *     amount) * received / paid) less what it gave back already (never
+ *     below 0), capped at what it still has; the merchant absorbs the
+ *     rounding remainder, and the receivers catch it up at the next
+ *     refunds (their shares together at most amount);
  * Then where each share comes from: the receiver's pending, then available,
  * then (advance funding) the merchant's receivable. out has n entries.
  * Returns 0; PC_EINVAL (bad input, asked amounts over amount: *bad is -1);
  * PC_REFUND_OVER_RECEIVED (an asked amount over what that receiver still
  * has: *bad its index); PC_REFUND_INSUFFICIENT (a receiver cannot fund its
  * share and there is no advance funding: *bad its index). */
-int pc_refund_plan_splits(int64_t amount, int64_t paid, int last, int advance_funding,
-                          const pc_refund_receiver_t *rv, size_t n, pc_refund_share_t *out,
-                          int *bad);
+/* prior: what the trade's live refunds before this one came to, of the
+ * same base as amount and paid (0 for the first). */
+int pc_refund_plan_splits(int64_t amount, int64_t prior, int64_t paid, int last,
+                          int advance_funding, const pc_refund_receiver_t *rv, size_t n,
+                          pc_refund_share_t *out, int *bad);
 
 /* Sum of the shares' amounts. */
 int64_t pc_refund_shares_total(const pc_refund_share_t *s, size_t n);

@@ -258,6 +258,36 @@ static void test_rest_of_a_split_trade_is_refundable_after_a_rounded_refund(void
     free(st);
 }
 
+/* Partial refunds one after another of a trade split 995/995 (the merchant
+ * keeps nothing): each takes the receivers' share of all the refunds so far,
+ * rounded once. Three refunds of 199 take 298 from each, the merchant
+ * funding 1 unit; before, each took 99 from each (rounded down every time),
+ * and the merchant paid 3 from its own money. */
+static void test_partial_refunds_of_a_split_trade_keep_the_rounding(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t p = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t q = pc_t_create_merchant(&g_stack, NULL);
+    char splits[256], tn[40], other[40], r[40], out_no[16];
+    paid_trade(&m, 500, NULL, other); /* the merchant's own money */
+    snprintf(splits, sizeof splits,
+             "\"splits\":[{\"account\":\"%s\",\"amount\":995},{\"account\":\"%s\","
+             "\"amount\":995}]",
+             p.id, q.id);
+    paid_trade(&m, 1990, splits, tn);
+    assert_int_equal(pending_of(&m), 500);
+    for (int i = 0; i < 3; i++) {
+        snprintf(out_no, sizeof out_no, "SRR%d", i);
+        refund_ok(&m, tn, out_no, 199, NULL, r);
+        expect_refund(r, "SUCCESS");
+    }
+    assert_int_equal(pending_of(&p), 995 - 298);
+    assert_int_equal(pending_of(&q), 995 - 298);
+    assert_int_equal(pending_of(&m), 499);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_explicit_split_refund_and_over_refund_of_a_receiver_is_refused(void **state)
 {
     (void)state;
@@ -838,6 +868,8 @@ int main(void)
                                   after_each),
         cmocka_unit_test_teardown(
             test_explicit_split_refund_and_over_refund_of_a_receiver_is_refused, after_each),
+        cmocka_unit_test_teardown(test_partial_refunds_of_a_split_trade_keep_the_rounding,
+                                  after_each),
         cmocka_unit_test_teardown(test_receiver_without_balance_is_refused_unless_advance_funded,
                                   after_each),
         cmocka_unit_test_teardown(test_failed_split_refund_gives_receivers_their_money_back,

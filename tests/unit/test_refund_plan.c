@@ -267,22 +267,22 @@ static void test_last_refund_takes_no_more_than_its_amount_from_receivers(void *
     pc_refund_share_t out[3];
     int bad;
     receivers(rv, 2, (const int64_t[]){500, 500}, (const int64_t[]){0, 0});
-    assert_int_equal(pc_refund_plan_splits(1, 1000, 0, 0, rv, 2, out, &bad), 0);
+    assert_int_equal(pc_refund_plan_splits(1, 0, 1000, 0, 0, rv, 2, out, &bad), 0);
     assert_int_equal(pc_refund_shares_total(out, 2), 0);
-    assert_int_equal(pc_refund_plan_splits(999, 1000, 1, 0, rv, 2, out, &bad), 0);
+    assert_int_equal(pc_refund_plan_splits(999, 0, 1000, 1, 0, rv, 2, out, &bad), 0);
     assert_int_equal(out[0].amount, 500);
     assert_int_equal(out[1].amount, 499);
     assert_int_equal(out[0].pending, 500);
     /* 1000 split 333 three ways, 500 refunded (166 each, the merchant 2):
      * the rest, 500, finds 501 with them. */
     receivers(rv, 3, (const int64_t[]){333, 333, 333}, (const int64_t[]){166, 166, 166});
-    assert_int_equal(pc_refund_plan_splits(500, 1000, 1, 0, rv, 3, out, &bad), 0);
+    assert_int_equal(pc_refund_plan_splits(500, 0, 1000, 1, 0, rv, 3, out, &bad), 0);
     assert_int_equal(pc_refund_shares_total(out, 3), 500);
     for (int i = 0; i < 3; i++)
         assert_true(out[i].amount >= 166 && out[i].amount <= 167);
     /* A receiver with nothing left gets no unit of the remainder. */
     receivers(rv, 3, (const int64_t[]){300, 300, 300}, (const int64_t[]){300, 0, 0});
-    assert_int_equal(pc_refund_plan_splits(7, 1000, 1, 0, rv, 3, out, &bad), 0);
+    assert_int_equal(pc_refund_plan_splits(7, 0, 1000, 1, 0, rv, 3, out, &bad), 0);
     assert_int_equal(out[0].amount, 0);
     assert_int_equal(out[1].amount + out[2].amount, 7);
     /* Amounts the merchant names that add up to more than the refund are
@@ -291,13 +291,53 @@ static void test_last_refund_takes_no_more_than_its_amount_from_receivers(void *
     receivers(rv, 2, (const int64_t[]){500, 500}, (const int64_t[]){0, 0});
     rv[0].asked = 400;
     rv[1].asked = 400;
-    assert_int_equal(pc_refund_plan_splits(500, 1000, 1, 0, rv, 2, out, &bad), PC_EINVAL);
+    assert_int_equal(pc_refund_plan_splits(500, 0, 1000, 1, 0, rv, 2, out, &bad), PC_EINVAL);
+}
+
+/* Partial refunds one after another: each receiver's share is of all the
+ * refunds so far, rounded once, so the rounding is not lost at every
+ * refund. Ten refunds of 199 of a 1990 trade split 995/995 take 995 from
+ * each (before: 991 and 990, the merchant paying 9 from other sales); a
+ * hundred refunds of 1 of a 100 trade split 33 to one receiver take its 33
+ * (before: 0 until the last, which took 1). No refund takes more from the
+ * receivers than its amount. */
+static void refunds_one_after_another(int64_t paid, int64_t each, int count, size_t n,
+                                      const int64_t *received)
+{
+    pc_refund_receiver_t rv[3];
+    pc_refund_share_t out[3];
+    int bad;
+    receivers(rv, n, received, (const int64_t[]){0, 0, 0});
+    for (int i = 0; i < count; i++) {
+        int last = i == count - 1 && each * count == paid;
+        assert_int_equal(pc_refund_plan_splits(each, i * each, paid, last, 0, rv, n, out, &bad), 0);
+        assert_true(pc_refund_shares_total(out, n) <= each);
+        for (size_t k = 0; k < n; k++) {
+            rv[k].refunded += out[k].amount;
+            rv[k].pending -= out[k].amount;
+            /* Never more than one unit ahead of or behind its true share. */
+            int64_t fair = (i + 1) * each * received[k] / paid;
+            assert_true(rv[k].refunded >= fair - 1 && rv[k].refunded <= fair + 1);
+        }
+    }
+    /* All of it back, but for a unit the last refund had no room for. */
+    for (size_t k = 0; k < n; k++)
+        assert_true(rv[k].refunded >= received[k] - 1 && rv[k].refunded <= received[k]);
+}
+
+static void test_partial_refunds_do_not_lose_the_rounding_each_time(void **state)
+{
+    (void)state;
+    refunds_one_after_another(1990, 199, 10, 2, (const int64_t[]){995, 995});
+    refunds_one_after_another(100, 1, 100, 1, (const int64_t[]){33});
+    refunds_one_after_another(1000, 100, 10, 3, (const int64_t[]){333, 333, 333});
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_takes_the_external_part_first),
+        cmocka_unit_test(test_partial_refunds_do_not_lose_the_rounding_each_time),
         cmocka_unit_test(test_split_after_earlier_refunds_continues_in_order),
         cmocka_unit_test(test_split_refuses_more_than_is_left_or_nonsense),
         cmocka_unit_test(test_instant_takes_pending_then_available),
