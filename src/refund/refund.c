@@ -222,6 +222,14 @@ typedef struct {
     int trade_locked;
     int step_failed;
     long long now;
+    /* A resume's look at the payment (tr_payment_cb), to choose the method
+     * again: its method type, the card it holds, when it was paid, its
+     * channel part. */
+    int have_payment;
+    char pay_method[16], card_token[81];
+    long long paid_at;
+    int64_t pay_external;
+    char *set_payee; /* JSON text the refund's payee becomes (NULL: kept) */
 } tr_t;
 
 static void tr_end(tr_t *t, int status, const pc__refund_t *r)
@@ -232,6 +240,7 @@ static void tr_end(tr_t *t, int status, const pc__refund_t *r)
     }
     if (t->cb)
         t->cb(t->data, status, r);
+    free(t->set_payee);
     free(t);
 }
 
@@ -416,12 +425,55 @@ static int in_from(const tr_t *t, const char *status)
     return 0;
 }
 
+/* A refund resumed (held by risk or by ops) runs by the method chosen for
+ * it now, not when it was accepted: the channel's refund window may have
+ * passed meanwhile (an API refund a real channel then refuses), or the
+ * channel switched off. Only a method the refund runs by itself (API,
+ * FILE) is chosen again; a PAYOUT to the card the buyer paid with gets that
+ * card as its payee. Before, the method stayed as accepted. */
+static void rechoose_method(tr_t *t)
+{
+    pc__refund_t *r = &t->r;
+    if (strcmp(t->action, "RESUME") != 0 || !t->have_payment || strcmp(r->type, "NORMAL") != 0 ||
+        r->parts.external <= 0 || (strcmp(r->method, "API") != 0 && strcmp(r->method, "FILE") != 0))
+        return;
+    json_t *payee = r->payee[0] ? json_loads(r->payee, 0, NULL) : NULL;
+    const char *ptype = payee ? json_string_value(json_object_get(payee, "type")) : NULL;
+    pc__method_ctx_t mc = {.type = "NORMAL",
+                           .external = r->parts.external,
+                           .payment_external = t->pay_external,
+                           .currency = r->currency,
+                           .payment_method = t->pay_method,
+                           .channel_id = r->channel_id,
+                           .paid_at = t->paid_at,
+                           .payee_available = payee || t->card_token[0],
+                           .payee_type = payee ? ptype : "CARD"};
+    char version[65];
+    const char *m = pc__refund_method(t->rf->app, &mc, version);
+    if (!strcmp(m, r->method)) {
+        json_decref(payee);
+        return;
+    }
+    if (!strcmp(m, "PAYOUT") && !payee) {
+        json_t *card = json_pack("{s:s,s:s}", "type", "CARD", "card_token", t->card_token);
+        t->set_payee = card ? json_dumps(card, JSON_COMPACT) : NULL;
+        json_decref(card);
+        if (!t->set_payee)
+            m = "OFFLINE";
+    }
+    json_decref(payee);
+    pc_log_info("refund.method_rechosen", "refund %s resumed: runs by %s now, not %s", r->refund_no,
+                m, r->method);
+    snprintf(t->set_method, sizeof t->set_method, "%s", m);
+}
+
 /* The refund is locked and may move: write everything that goes with it. */
 static void tr_apply(tr_t *t)
 {
     pc__refund_t *r = &t->r;
     int normal = !strcmp(r->type, "NORMAL");
     snprintf(t->old_status, sizeof t->old_status, "%s", r->status);
+    rechoose_method(t);
     if (!normal && t->error_to_offline && !strcmp(t->to, "FAILED")) {
         /* An error refund never fails back: the money is the buyer's. When
          * its channel refuses, ops return it by hand. */
@@ -477,7 +529,8 @@ static void tr_apply(tr_t *t)
                        t->old_status,
                        grace,
                        other_sum ? "t" : "f",
-                       still_queried ? first : NULL};
+                       still_queried ? first : NULL,
+                       t->set_payee};
     /* next_query_at: a resumed refund is sent now, and by the runner after the
      * grace if this node cannot; OFFLINE and final refunds are not queried,
      * but for a force-failed one still at its channel (still_queried).
@@ -485,7 +538,8 @@ static void tr_apply(tr_t *t)
      * abort nothing, and the rest of the transaction would commit without it. */
     int rc = pc_db_tx_query(
         t->tx,
-        "WITH w AS (UPDATE refunds SET status = $2, method = coalesce($3, method), failure_code = "
+        "WITH w AS (UPDATE refunds SET status = $2, method = coalesce($3, method), payee = "
+        "coalesce($13::jsonb, payee), failure_code = "
         "coalesce($4, failure_code), failure_message = coalesce($5, failure_message), "
         "channel_txn_id = coalesce($6, channel_txn_id), finished_at = CASE WHEN $2 IN "
         "('SUCCESS', 'FAILED', 'TERMINATED') THEN to_timestamp($7::bigint) END, hold_reason = "
@@ -497,7 +551,7 @@ static void tr_apply(tr_t *t)
         "needs_ops = CASE WHEN $9 IN ('ACCEPTED', 'PROCESSING', 'SUSPENDED') THEN $11::boolean "
         "ELSE needs_ops OR $11::boolean END, updated_at = now() WHERE refund_no = $1 AND "
         "status = $9 RETURNING 1) SELECT pc_require(EXISTS (SELECT 1 FROM w), 'refund_status')",
-        12, p, tr_moved_cb, t);
+        13, p, tr_moved_cb, t);
 
     pc_refund_parties_t who = {r->merchant_id,   r->buyer_id, r->channel_id,
                                r->coupon_funder, r->currency, !normal};
@@ -597,6 +651,19 @@ static void tr_trade_cb(void *data, int status, pc_db_res_t *res)
     }
 }
 
+/* A resume's payment row (before the refund's own statement answers). */
+static void tr_payment_cb(void *data, int status, pc_db_res_t *res)
+{
+    tr_t *t = data;
+    if (status || pc_db_rows(res) != 1)
+        return; /* the method stays as it is */
+    t->have_payment = 1;
+    snprintf(t->pay_method, sizeof t->pay_method, "%s", pc_db_get(res, 0, 0));
+    snprintf(t->card_token, sizeof t->card_token, "%s", pc_db_get(res, 0, 1));
+    t->paid_at = pc_db_get_i64(res, 0, 2);
+    t->pay_external = pc_db_get_i64(res, 0, 3);
+}
+
 static void tr_refund_cb(void *data, int status, pc_db_res_t *res)
 {
     tr_t *t = data;
@@ -644,6 +711,13 @@ static void tr_begin_cb(void *data, int status, pc_db_tx_t *tx)
                        "SELECT paid_amount FROM trades WHERE trade_no = (SELECT trade_no FROM "
                        "refunds WHERE refund_no = $1) FOR UPDATE",
                        1, p, tr_trade_cb, t) < 0 ||
+        (!strcmp(t->action, "RESUME") &&
+         pc_db_tx_query(tx,
+                        "SELECT p.method_type, coalesce(p.card_token, ''), "
+                        "coalesce(floor(extract(epoch FROM p.finished_at)), 0)::bigint, "
+                        "p.external_amount FROM payments p WHERE p.payment_no = (SELECT "
+                        "payment_no FROM refunds WHERE refund_no = $1)",
+                        1, p, tr_payment_cb, t) < 0) ||
         pc_db_tx_query(tx,
                        "SELECT " PC__REFUND_COLUMNS " FROM refunds WHERE refund_no = $1 FOR UPDATE",
                        1, p, tr_refund_cb, t) < 0)

@@ -1363,10 +1363,10 @@ static void test_recharge_refund_takes_the_wallet(void **state)
     assert_int_equal(balance(wallet), 500);
 }
 
-static void test_risk_holds_a_large_refund_until_ops_resume_it(void **state)
+/* A card payment of 21,000.00 (held for review, released): its trade in tn. */
+static void large_card_payment(char tn[40])
 {
-    (void)state;
-    char buyer[32], tn[40], rno[40], path[128];
+    char buyer[32], path[128];
     snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
     new_trade_for(&g_m, "INSTANT", 2100000, buyer, NULL, tn);
     pc_t_resp_t r = pay_as(&g_m, tn, buyer, "CARD", pc_t_fresh_card());
@@ -1379,8 +1379,47 @@ static void test_risk_holds_a_large_refund_until_ops_resume_it(void **state)
         assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
     }
     pc_t_resp_free(&r);
+}
+
+/* A card refund the risk rule holds (SUSPENDED) until the channel's 180-day
+ * window has passed: on resume its method is chosen again, and it is paid
+ * out to the card the buyer paid with, not sent to a refund API the channel
+ * would refuse. Before, it stayed API. */
+static void test_a_refund_resumed_after_its_window_is_paid_out(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], path[96];
+    large_card_payment(tn);
+    const char *ch = paid_channel(tn);
+    pc_t_resp_t r = refund(tn, "WIN1", 2050000, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUSPENDED");
+    assert_string_equal(pc_t_jstr(&r, "method"), "API");
+    snprintf(rno, sizeof rno, "%s", pc_t_jstr(&r, "refund_no"));
+    pc_t_resp_free(&r);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET finished_at = finished_at - interval '200 days' WHERE "
+                  "trade_no = '%s' AND status = 'SUCCESS' RETURNING 1",
+                  tn));
+    snprintf(path, sizeof path, "/admin/refunds/%s/resume", rno);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"checked with the buyer\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    expect_refund(rno, "SUCCESS");
+    char *m = refund_field(rno, "method");
+    assert_string_equal(m, "PAYOUT");
+    free(m);
+    assert_int_equal(sim_count(ch, "PAYOUT", "SUCCESS", rno), 1);
+    assert_int_equal(sim_count(ch, "REFUND", NULL, rno), 0);
+}
+
+static void test_risk_holds_a_large_refund_until_ops_resume_it(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], path[128];
+    large_card_payment(tn);
     long long pending0 = pending_of(&g_m);
-    r = refund(tn, "RISK1", 2050000, NULL);
+    pc_t_resp_t r = refund(tn, "RISK1", 2050000, NULL);
     assert_int_equal(r.status, 200);
     assert_string_equal(pc_t_jstr(&r, "status"), "SUSPENDED");
     snprintf(rno, sizeof rno, "%s", pc_t_jstr(&r, "refund_no"));
@@ -1449,6 +1488,7 @@ int main(void)
                                   after_each),
         cmocka_unit_test_teardown(
             test_a_refund_to_an_account_through_a_channel_without_payouts_is_offline, after_each),
+        cmocka_unit_test_teardown(test_a_refund_resumed_after_its_window_is_paid_out, after_each),
         cmocka_unit_test_teardown(test_refund_through_a_switched_off_channel_is_offline,
                                   after_each),
         cmocka_unit_test_teardown(test_payout_refund_returned_before_its_success_was_heard_fails,
