@@ -138,8 +138,15 @@ long pc_ctl_merchant(const char *method, const char *path, const char *body, con
         hl = curl_slist_append(hl, h[i]);
     if (!strcmp(method, "POST")) {
         if (!idem_key) {
+            /* Said, so that a request whose answer was lost can be sent
+             * again as the same one (a settle retried with a new key would
+             * settle twice). */
             pc_random_hex(key, sizeof key, 12);
             idem_key = key;
+            fprintf(stderr,
+                    "payctl: Idempotency-Key %s (to retry this request, run it again with "
+                    "PAYCORE_IDEMPOTENCY_KEY=%s)\n",
+                    key, key);
         }
         snprintf(h[4], sizeof h[4], "Idempotency-Key: %s", idem_key);
         hl = curl_slist_append(hl, h[4]);
@@ -171,14 +178,63 @@ int pc_ctl_call_cmd(int argc, char **argv)
                 "usage: payctl call METHOD PATH [BODY]   (signed as PAYCORE_MERCHANT_ID)\n");
         return 2;
     }
-    return pc_ctl_exit(pc_ctl_merchant(argv[0], argv[1], argc > 2 ? argv[2] : NULL, NULL));
+    const char *key = getenv("PAYCORE_IDEMPOTENCY_KEY");
+    return pc_ctl_exit(
+        pc_ctl_merchant(argv[0], argv[1], argc > 2 ? argv[2] : NULL, key && key[0] ? key : NULL));
+}
+
+/* A JSON string's text, "" for anything else. */
+static const char *text_of(const json_t *v)
+{
+    const char *t = json_string_value(v);
+    return t ? t : "";
+}
+
+/* The reload's answer: 1 (said on stderr) when any part of it was refused
+ * (a rule that does not compile or fails its examples, a channel file, the
+ * configuration file): the node serves the old one. 0 when all loaded. */
+static int reload_refused(const char *answer)
+{
+    json_t *j = answer ? json_loads(answer, 0, NULL) : NULL;
+    if (!j)
+        return 1;
+    int refused = 0;
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(j, "rules"), i, r)
+    {
+        if (!strcmp(text_of(json_object_get(r, "status")), "refused")) {
+            fprintf(stderr, "payctl: rule %s refused: %s\n", text_of(json_object_get(r, "name")),
+                    text_of(json_object_get(json_object_get(r, "last_error"), "message")));
+            refused = 1;
+        }
+    }
+    json_t *ch = json_object_get(j, "channels");
+    if (!strcmp(text_of(json_object_get(ch, "status")), "refused")) {
+        fprintf(stderr, "payctl: channel files refused (see \"channels\" above)\n");
+        refused = 1;
+    }
+    json_t *cfg = json_object_get(j, "config");
+    if (json_is_false(json_object_get(cfg, "ok"))) {
+        fprintf(stderr, "payctl: configuration refused: %s\n",
+                text_of(json_object_get(cfg, "error")));
+        refused = 1;
+    }
+    json_decref(j);
+    return refused;
 }
 
 int pc_ctl_reload_cmd(int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    return pc_ctl_exit(pc_ctl_admin("POST", "/admin/reload", NULL));
+    /* A refused part is an answer of 200 (the node serves on, with the old
+     * one): the exit status says it, for scripts (before, 0). */
+    char *answer = NULL;
+    long st = pc_ctl_admin_keep("POST", "/admin/reload", NULL, &answer);
+    int rc = pc_ctl_exit(st) || reload_refused(answer);
+    free(answer);
+    return rc;
 }
 
 static int channel_switch(int argc, char **argv, const char *verb)

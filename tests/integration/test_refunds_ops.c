@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 /* The harness's admin token (tests/support/harness.c), for payctl. */
-#define ADMIN_TOKEN "test-admin-token"
+#define ADMIN_TOKEN PC_T_ADMIN_TOKEN
 
 static pc_stack_t g_stack;
 static pc_t_merchant_t g_m;

@@ -165,8 +165,15 @@ static void test_syntax_error_is_refused_with_file_and_line(void **state)
     if (!strstr(msg, "risk.lua:2:") || !strstr(msg, "GET /admin/rules"))
         fail_msg("alert message: %s", msg);
     free(msg);
+    /* payctl rules reload says so in its exit status, for a deploy script:
+     * 1 while the file is refused, 0 once it loads (before: 0 both times,
+     * the answer being 200 either way). */
+    const char *ctl = "PAYCORE_ADMIN_URL=http://127.0.0.1:%d PAYCORE_ADMIN_TOKEN=%s %s/payctl "
+                      "rules reload > /dev/null 2>&1";
+    assert_int_equal(pc_t_sh(ctl, g_stack.admin_port[0], PC_T_ADMIN_TOKEN, pc_t_binary_dir()), 1);
     write_file("rules/risk.lua", good, "w");
     assert_true(wait_rule("risk", "ok", NULL) >= 0);
+    assert_int_equal(pc_t_sh(ctl, g_stack.admin_port[0], PC_T_ADMIN_TOKEN, pc_t_binary_dir()), 0);
     free(good);
     free(old);
 }

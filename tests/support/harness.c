@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ADMIN_TOKEN "test-admin-token"
+#define ADMIN_TOKEN PC_T_ADMIN_TOKEN
 
 static pc_stack_t *g_stacks[8];
 static int g_nstacks;

@@ -12,6 +12,8 @@
 #include <sys/types.h>
 
 #define PC_T_MAX_NODES 4
+/* The admin token the stacks' nodes are started with (PAYCORE_ADMIN_TOKEN). */
+#define PC_T_ADMIN_TOKEN "test-admin-token"
 
 typedef struct {
     char name[64];
