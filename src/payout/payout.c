@@ -1436,9 +1436,14 @@ static void ops_action(pc_http_req_t *req, pc_app_t *app, int reject)
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, NULL, "body must be a JSON object");
         return;
     }
-    const char *reason = json_string_value(json_object_get(b, "reason"));
-    if (reason && strlen(reason) > 256) {
-        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "reason", "at most 256 characters");
+    /* "why", as every other admin action takes it ("reason", this one's
+     * first name, still taken). Before, a "why" was dropped in silence, and
+     * a reject (the money back to the merchant) kept no reason. */
+    const char *field = json_object_get(b, "why") ? "why" : "reason";
+    json_t *given = json_object_get(b, field);
+    const char *reason = json_string_value(given);
+    if ((given && !reason) || (reason && strlen(reason) > 256)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, field, "text of at most 256 characters");
         return;
     }
     ops_t *o = calloc(1, sizeof *o);

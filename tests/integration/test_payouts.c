@@ -1364,10 +1364,16 @@ static void test_held_payout_is_not_released_while_the_merchant_owes(void **stat
         pc_t_sql_int(&g_stack, "SELECT count(*) FROM payouts WHERE out_payout_no = 'OUT-OWE-USD'"),
         0);
     snprintf(path, sizeof path, "/admin/payouts/%s/reject", no);
-    r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"merchant owes a chargeback\"}");
+    r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"merchant owes a chargeback\"}");
     assert_int_equal(r.status, 200);
     pc_t_resp_free(&r);
     assert_int_equal(available(&m), avail);
+    /* Kept with who did it ("why", as every other action; it was dropped). */
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payout_actions WHERE payout_no = '%s' AND "
+                                  "action = 'REJECT' AND why = 'merchant owes a chargeback'",
+                                  no),
+                     1);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
