@@ -369,6 +369,9 @@ typedef struct {
     pc_app_t *app;
     const char *kind, *ref, *why, *outcome; /* borrowed from req */
     pc_ch_result_t res;
+    const char *read_sql; /* the kind's */
+    int txn_checked;      /* the reference given is no other payment's */
+    char channel[33];
 } outcome_t;
 
 static void outcome_kept_cb(void *data, int status, pc_db_res_t *res)
@@ -454,6 +457,34 @@ static void refund_recorded_cb(void *data, int status, const pc__refund_t *r)
 
 static const char *const FROM_PROCESSING[] = {"PROCESSING", NULL};
 
+static void outcome_read_cb(void *data, int status, pc_db_res_t *res);
+
+/* The payment holding the reference ops gave ("" none): refused, or on to
+ * record the outcome. */
+static void txn_checked_cb(void *data, int status, pc_db_res_t *res)
+{
+    outcome_t *o = data;
+    if (status) {
+        pc_respond_db_error(o->req, status);
+        return;
+    }
+    const char *other = pc_db_get(res, 0, 0);
+    if (other[0]) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "payment %.40s already has this reference at channel %.32s: check the one "
+                 "the channel gave for this payment",
+                 other, o->channel);
+        pc_http_respond_error(o->req, PC_API_INVALID_STATE, "channel_txn_id", msg);
+        return;
+    }
+    o->txn_checked = 1;
+    /* Read again: the item may have moved meanwhile. */
+    const char *p[] = {o->ref};
+    if (pc_db_query(o->app->db, o->read_sql, 1, p, outcome_read_cb, o) < 0)
+        pc_http_respond_error(o->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+}
+
 static void outcome_read_cb(void *data, int status, pc_db_res_t *res)
 {
     outcome_t *o = data;
@@ -479,6 +510,20 @@ static void outcome_read_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     const char *channel = pc_db_val(res, 0, "channel_id");
+    if (!strcmp(o->kind, "payment") && o->res.channel_txn_id[0] && !o->txn_checked) {
+        /* A reference another payment of the channel already has (one
+         * pasted from the wrong row) can never be recorded (the channel's
+         * references are unique): said, naming the field. Before, the
+         * capture failed on the index and ops were told to retry, forever. */
+        snprintf(o->channel, sizeof o->channel, "%s", channel);
+        const char *p[] = {channel, o->res.channel_txn_id, o->ref};
+        if (pc_db_query(o->app->db,
+                        "SELECT coalesce((SELECT payment_no FROM payments WHERE channel_id = $1 "
+                        "AND channel_txn_id = $2 AND payment_no <> $3 LIMIT 1), '')",
+                        3, p, txn_checked_cb, o) < 0)
+            pc_http_respond_error(o->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
     int rc;
     if (!strcmp(o->kind, "payment")) {
         rc = pc_engine_apply_by_ops(o->app->engine, channel, o->ref, &o->res, payment_recorded_cb,
@@ -534,6 +579,7 @@ static void record_outcome(pc_http_req_t *req, pc_app_t *app, const ops_kind_t *
     o->req = req;
     o->app = app;
     o->kind = kind->name;
+    o->read_sql = kind->read_sql;
     o->ref = pc_http_req_param(req, "ref");
     o->why = why;
     o->outcome = outcome;

@@ -1367,6 +1367,23 @@ static void test_ops_record_a_success_the_status_queries_never_heard(void **stat
     deadline_passed(tn);
     assert_true(wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
                             "true", 20));
+    /* A reference another payment of the channel has (pasted from the wrong
+     * row): refused, naming the field; before, 503 "retry", forever. */
+    char tn2[40], pno2[48], complete2[256], body[256];
+    va_payment_without_callback(1941, tn2, pno2, sizeof pno2, complete2, sizeof complete2);
+    char *taken =
+        pc_t_sql(&g_stack, "SELECT channel_txn_id FROM payments WHERE payment_no = '%s'", pno2);
+    assert_non_null(taken);
+    snprintf(body, sizeof body,
+             "{\"why\":\"bank statement\",\"outcome\":\"SUCCESS\",\"channel_txn_id\":\"%s\"}",
+             taken);
+    free(taken);
+    assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payment", pno, body), 409);
+    assert_int_equal(pc_t_sql_int(&g_stack,
+                                  "SELECT count(*) FROM payments WHERE payment_no = '%s' AND "
+                                  "status = 'PROCESSING'",
+                                  pno),
+                     1);
     assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payment", pno,
                                             "{\"why\":\"bank statement shows it\",\"outcome\":"
                                             "\"SUCCESS\",\"channel_txn_id\":\"VA-BY-HAND-1\"}"),
