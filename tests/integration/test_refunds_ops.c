@@ -399,6 +399,18 @@ static void test_file_refunds_round_trip_through_a_batch(void **state)
     pc_t_resp_free(&r);
     expect_refund(r1, "SUCCESS");
     expect_refund(r2, "FAILED");
+    /* payctl's exit status says the same: 0 for the file imported again
+     * (nothing left undone), 1 for a line it could not apply (here a refund
+     * paycore does not know), which ops must see (before: 0). */
+    assert_int_equal(payctl(cmd), 0);
+    char otherpath[600];
+    snprintf(otherpath, sizeof otherpath, "%s/netbank-other.csv", g_dir);
+    FILE *of = fopen(otherpath, "w");
+    fprintf(of, "refund_no,status,channel_ref,failure_code,failure_message\n"
+                "Rnosuchrefund,SUCCESS,nb_x,,\n");
+    fclose(of);
+    snprintf(cmd, sizeof cmd, "refund-batch import %s %s --why 'wrong file'", batch, otherpath);
+    assert_int_equal(payctl(cmd), 1);
     /* A malformed file is refused as a whole, with its line. */
     r = pc_t_admin(&g_stack, "POST", path, "{\"csv\":\"refund_no,status\\nR1,MAYBE\\n\"}");
     assert_int_equal(r.status, 400);
