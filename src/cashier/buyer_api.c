@@ -89,6 +89,18 @@ static void get_buyer(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
+/* A buyer blocked or unblocked: said with who did it (X-Operator), then
+ * answered as json_row_cb does. Before, nothing kept who. */
+static void status_set_cb(void *data, int status, pc_db_res_t *res)
+{
+    pc_http_req_t *req = data;
+    if (!status && pc_db_rows(res) == 1)
+        pc_log_warn("buyer.status_set", "buyer %s set %s by %s", pc_http_req_param(req, "id"),
+                    strstr(pc_db_get(res, 0, 0), "\"BLOCKED\"") ? "BLOCKED" : "ACTIVE",
+                    pc_operator_of(req));
+    json_row_cb(data, status, res);
+}
+
 static void set_status(pc_http_req_t *req, pc_app_t *app, const char *status)
 {
     const char *p[] = {pc_http_req_param(req, "id"), status};
@@ -96,7 +108,7 @@ static void set_status(pc_http_req_t *req, pc_app_t *app, const char *status)
                     "WITH b AS (UPDATE buyers SET status = $2 WHERE buyer_id = $1 RETURNING *) "
                     "SELECT json_build_object('buyer_id', buyer_id, 'name', name, 'status', "
                     "status)::text FROM b",
-                    2, p, json_row_cb, req) < 0)
+                    2, p, status_set_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 

@@ -1360,6 +1360,8 @@ static void blocked_cb(void *data, int status, pc_db_res_t *res)
         pc_respond_db_error(req, status);
         return;
     }
+    /* Who listed it (X-Operator): before, nothing kept it. */
+    pc_log_warn("risk.block_listed", "%s listed by %s", pc_db_get(res, 0, 0), pc_operator_of(req));
     pc_respond_json_text(req, 201, pc_db_get(res, 0, 0));
 }
 
@@ -1404,7 +1406,8 @@ static void add_block(pc_http_req_t *req, void *data)
     const char *q[] = {kind, value, reason};
     if (pc_db_query(app->db,
                     "WITH b AS (INSERT INTO block_list (kind, value, reason) VALUES ($1, $2, $3) "
-                    "ON CONFLICT (kind, value) DO UPDATE SET reason = EXCLUDED.reason RETURNING "
+                    "ON CONFLICT (kind, value) DO UPDATE SET reason = coalesce(EXCLUDED.reason, "
+                    "block_list.reason) RETURNING "
                     "*) SELECT json_build_object('kind', kind, 'value', value, 'reason', "
                     "reason)::text FROM b",
                     3, q, blocked_cb, req) < 0)

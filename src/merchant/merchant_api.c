@@ -203,6 +203,7 @@ typedef struct {
     pc_http_req_t *req;
     pc_app_t *app;
     const char *id;
+    const char *status; /* a static string */
 } status_t;
 
 static void status_cb(void *data, int status, pc_db_res_t *res)
@@ -217,12 +218,15 @@ static void status_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     pc_merchants_changed(s->app->merchants, s->id);
+    pc_log_warn("merchant.status_set", "merchant %s set %s by %s", s->id, s->status,
+                pc_operator_of(s->req));
     get_merchant(s->req, s->app);
 }
 
 static void set_status(pc_http_req_t *req, pc_app_t *app, const char *st)
 {
     status_t *s = pc_http_req_alloc(req, sizeof *s);
+    s->status = st;
     s->req = req;
     s->app = app;
     s->id = pc_http_req_param(req, "id");
@@ -294,6 +298,11 @@ static void rotated_cb(void *data, int status, pc_db_res_t *res)
     pc_merchants_changed(r->app->merchants, r->id);
     int c = pc_db_col(res, "previous_valid_until");
     const char *until = pc_db_isnull(res, 0, c) ? NULL : pc_db_get(res, 0, c);
+    /* Who rotated it, and how long the old one still signs (never the
+     * secret itself). */
+    pc_log_warn("merchant.key_rotated", "merchant %s: key rotated by %s, the previous one %s%s",
+                r->id, pc_operator_of(r->req), until ? "signs until " : "no longer signs",
+                until ? until : "");
     pc_log_info("merchant.key_rotated", "merchant %s has a new %s%s%s", r->id,
                 r->hmac ? "secret" : "public key", until ? "; the previous one works until " : "",
                 until ? until : "");
