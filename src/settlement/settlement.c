@@ -606,18 +606,42 @@ static void admin_list(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 
+/* GET /admin/settlements/{no}[?limit=N&after=TXN]: the statement and a page
+ * of its items in ledger order (limit 1-1000, default 1000), with
+ * items_next_after (null on the last page) to ask for the next. Before, every
+ * item came in one answer: a large merchant's day (one item a posting,
+ * hundreds of thousands) ran past the query timeout, and the statement
+ * could not be opened at all. */
 static void admin_get(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
-    const char *p[] = {pc_http_req_param(req, "statement_no")};
+    char lim[8];
+    int bad = 0;
+    const char *limit = pc_limit_param(req, 1000, lim, &bad);
+    if (bad) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "limit", "an integer 1-1000");
+        return;
+    }
+    const char *after = pc_http_req_query_param(req, "after");
+    if (after &&
+        (!after[0] || strlen(after) > 18 || strspn(after, "0123456789") != strlen(after))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "after",
+                              "the items_next_after of the page before");
+        return;
+    }
+    const char *p[] = {pc_http_req_param(req, "statement_no"), after, limit};
     if (pc_db_query(app->db,
+                    "WITH it AS (SELECT i.* FROM settlement_items i WHERE i.statement_no = $1 AND "
+                    "($2::bigint IS NULL OR i.txn_id > $2::bigint) ORDER BY i.txn_id LIMIT "
+                    "$3::int + 1), pg AS (SELECT * FROM it ORDER BY txn_id LIMIT $3::int) "
                     "SELECT (settlement_json(s)::jsonb || jsonb_build_object('items', (SELECT "
                     "coalesce(jsonb_agg(jsonb_build_object('txn_id', i.txn_id, 'kind', i.kind, "
                     "'ref_type', i.ref_type, 'ref_id', i.ref_id, 'trade_no', i.trade_no, "
                     "'amount', i.amount, 'sale', i.sale) ORDER BY i.txn_id), '[]'::jsonb) FROM "
-                    "settlement_items i WHERE i.statement_no = s.statement_no)))::text FROM "
-                    "settlements s WHERE s.statement_no = $1",
-                    1, p, json_text_cb, req) < 0)
+                    "pg i), 'items_next_after', CASE WHEN (SELECT count(*) FROM it) > $3::int "
+                    "THEN (SELECT max(txn_id) FROM pg)::text END))::text FROM settlements s WHERE "
+                    "s.statement_no = $1",
+                    3, p, json_text_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 

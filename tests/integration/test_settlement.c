@@ -222,7 +222,31 @@ static void test_day_with_fees_and_chargeback_hold_run_twice(void **state)
     assert_int_equal(r.status, 200);
     j = pc_t_json(&r);
     assert_int_equal(json_array_size(json_object_get(j, "items")), 4);
+    assert_true(json_is_null(json_object_get(j, "items_next_after")));
     json_decref(j);
+    pc_t_resp_free(&r);
+    /* Page by page: 3, then the 1 after them (before: every item in one
+     * answer, which a large merchant's day made too long to open). */
+    char page[200];
+    snprintf(page, sizeof page, "%s?limit=3", path);
+    r = pc_t_admin(&g_stack, "GET", page, NULL);
+    assert_int_equal(r.status, 200);
+    j = pc_t_json(&r);
+    assert_int_equal(json_array_size(json_object_get(j, "items")), 3);
+    const char *next = json_string_value(json_object_get(j, "items_next_after"));
+    assert_non_null(next);
+    snprintf(page, sizeof page, "%s?limit=3&after=%s", path, next);
+    json_decref(j);
+    pc_t_resp_free(&r);
+    r = pc_t_admin(&g_stack, "GET", page, NULL);
+    j = pc_t_json(&r);
+    assert_int_equal(json_array_size(json_object_get(j, "items")), 1);
+    assert_true(json_is_null(json_object_get(j, "items_next_after")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    snprintf(page, sizeof page, "%s?limit=0", path);
+    r = pc_t_admin(&g_stack, "GET", page, NULL);
+    assert_int_equal(r.status, 400);
     pc_t_resp_free(&r);
 
     /* The same day again: nothing changes. */
