@@ -206,6 +206,7 @@ static void decide(pay_t *p)
     if (!json_is_object(buyer))
         buyer = NULL; /* a buyer paycore has no record of (JSON null): nothing known */
     const char *buyer_status = json_string_value(json_object_get(buyer, "status"));
+    int buyer_blocked = p->buyer_listed || (buyer_status && !strcmp(buyer_status, "BLOCKED"));
     int64_t amount = json_integer_value(json_object_get(t, "amount"));
     /* The buyer's attempts: Redis's count, or what PostgreSQL holds of the
      * last hour if that is more (Redis down, or forgotten). */
@@ -223,8 +224,7 @@ static void decide(pay_t *p)
         "kind", "PAYMENT", "amount", (json_int_t)amount, "currency",
         json_string_value(json_object_get(t, "currency")), "method", p->method, "product",
         json_object_get(t, "product"), "now", json_object_get(v, "now"), "challenge_passed", 0,
-        "buyer", "id", p->buyer_id, "blocked",
-        p->buyer_listed || (buyer_status && !strcmp(buyer_status, "BLOCKED")), "chargebacks_90d",
+        "buyer", "id", p->buyer_id, "blocked", buyer_blocked, "chargebacks_90d",
         (int)json_integer_value(json_object_get(v, "chargebacks_90d")), "account_age_days",
         (json_int_t)json_integer_value(json_object_get(buyer, "age_days")), "merchant", "id",
         p->merchant_id, "chargeback_rate_bp",
@@ -267,8 +267,7 @@ static void decide(pay_t *p)
      * only risk.lua refused it: a rule that failed (its fallback is REVIEW)
      * or was edited let a blocked buyer's payment wait for review, and ops
      * could release it. */
-    const char *hard = p->buyer_listed || (buyer_status && !strcmp(buyer_status, "BLOCKED"))
-                           ? "BUYER_BLOCKED"
+    const char *hard = buyer_blocked       ? "BUYER_BLOCKED"
                        : p->card_blocked   ? "CARD_BLOCKED"
                        : p->ip_blocked     ? "IP_BLOCKED"
                        : p->device_blocked ? "DEVICE_BLOCKED"

@@ -1533,20 +1533,13 @@ const char *pc__refund_method(pc_app_t *app, const pc__method_ctx_t *m, char ver
                       : a && !strcmp(a, "FILE")   ? "FILE"
                                                   : "OFFLINE";
     /* What cannot run goes to ops, who return the money by hand: nothing is
-     * sent through a channel ops switched off, and a payout needs somebody
-     * to pay (an account given, or the card held) and a channel that pays
-     * out to it: the paying channel, which pays out to accounts only when
-     * it lists PAYOUT, and to the cards it holds the tokens of. Before, an
-     * OTC or net-banking payment's refund to an account was sent as a
-     * payout to that channel, which pays nothing out. */
+     * sent through a channel ops switched off. (A PAYOUT without a payee, or
+     * to an account through a channel that does not list PAYOUT, never gets
+     * here: the rules module refuses such an answer as malformed,
+     * refund_method_possible in src/rules/points.c, and OFFLINE is taken.) */
     int sends = !strcmp(out, "API") || !strcmp(out, "PAYOUT");
-    int card = m->payee_type && !strcmp(m->payee_type, "CARD");
     const char *cannot = sends && ch && !pc_channels_effective_enabled(app->channels, ch->id)
                              ? "its channel is switched off"
-                         : !strcmp(out, "PAYOUT") && !m->payee_available ? "no payee is known"
-                         : !strcmp(out, "PAYOUT") && !card &&
-                                 !(ch && pc_channel_supports_refund(ch, PC_REFUND_PAYOUT))
-                             ? "its channel pays out to accounts never (it does not list PAYOUT)"
                              : NULL;
     if (cannot) {
         pc_log_warn("refund.method_cannot_run",

@@ -370,8 +370,6 @@ typedef struct {
     const char *kind, *ref, *why, *outcome; /* borrowed from req */
     pc_ch_result_t res;
     const char *read_sql; /* the kind's */
-    int txn_checked;      /* the reference given is no other payment's */
-    char channel[33];
 } outcome_t;
 
 static void outcome_kept_cb(void *data, int status, pc_db_res_t *res)
@@ -459,8 +457,11 @@ static const char *const FROM_PROCESSING[] = {"PROCESSING", NULL};
 
 static void outcome_read_cb(void *data, int status, pc_db_res_t *res);
 
-/* The payment holding the reference ops gave ("" none): refused, or on to
- * record the outcome. */
+/* The payment of the same channel holding the reference ops gave ("" none):
+ * refused, naming the field (the channel's references are unique: one
+ * pasted from the wrong row can never be recorded; before, the capture
+ * failed on the index and ops were told to retry, forever), or on to read
+ * the item and record the outcome. */
 static void txn_checked_cb(void *data, int status, pc_db_res_t *res)
 {
     outcome_t *o = data;
@@ -472,14 +473,12 @@ static void txn_checked_cb(void *data, int status, pc_db_res_t *res)
     if (other[0]) {
         char msg[200];
         snprintf(msg, sizeof msg,
-                 "payment %.40s already has this reference at channel %.32s: check the one "
-                 "the channel gave for this payment",
-                 other, o->channel);
+                 "payment %.40s already has this reference at its channel: check the one the "
+                 "channel gave for this payment",
+                 other);
         pc_http_respond_error(o->req, PC_API_INVALID_STATE, "channel_txn_id", msg);
         return;
     }
-    o->txn_checked = 1;
-    /* Read again: the item may have moved meanwhile. */
     const char *p[] = {o->ref};
     if (pc_db_query(o->app->db, o->read_sql, 1, p, outcome_read_cb, o) < 0)
         pc_http_respond_error(o->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
@@ -510,20 +509,6 @@ static void outcome_read_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     const char *channel = pc_db_val(res, 0, "channel_id");
-    if (!strcmp(o->kind, "payment") && o->res.channel_txn_id[0] && !o->txn_checked) {
-        /* A reference another payment of the channel already has (one
-         * pasted from the wrong row) can never be recorded (the channel's
-         * references are unique): said, naming the field. Before, the
-         * capture failed on the index and ops were told to retry, forever. */
-        snprintf(o->channel, sizeof o->channel, "%s", channel);
-        const char *p[] = {channel, o->res.channel_txn_id, o->ref};
-        if (pc_db_query(o->app->db,
-                        "SELECT coalesce((SELECT payment_no FROM payments WHERE channel_id = $1 "
-                        "AND channel_txn_id = $2 AND payment_no <> $3 LIMIT 1), '')",
-                        3, p, txn_checked_cb, o) < 0)
-            pc_http_respond_error(o->req, PC_API_UNAVAILABLE, NULL, "database unavailable");
-        return;
-    }
     int rc;
     if (!strcmp(o->kind, "payment")) {
         rc = pc_engine_apply_by_ops(o->app->engine, channel, o->ref, &o->res, payment_recorded_cb,
@@ -589,6 +574,16 @@ static void record_outcome(pc_http_req_t *req, pc_app_t *app, const ops_kind_t *
     snprintf(o->res.message, sizeof o->res.message, "%s",
              o->res.status == PC_CH_FAILED ? "its channel confirmed the failure to ops" : "");
     snprintf(o->res.channel_txn_id, sizeof o->res.channel_txn_id, "%s", txn ? txn : "");
+    if (!strcmp(kind->name, "payment") && txn) {
+        const char *q[] = {o->ref, txn};
+        if (pc_db_query(app->db,
+                        "SELECT coalesce((SELECT o.payment_no FROM payments o, payments p WHERE "
+                        "p.payment_no = $1 AND o.channel_id = p.channel_id AND o.channel_txn_id = "
+                        "$2 AND o.payment_no <> $1 LIMIT 1), '')",
+                        2, q, txn_checked_cb, o) < 0)
+            pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
+        return;
+    }
     const char *p[] = {o->ref};
     if (pc_db_query(app->db, kind->read_sql, 1, p, outcome_read_cb, o) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");

@@ -1173,6 +1173,13 @@ static void va_payment_without_callback(long amount, char *tn, char *pno, size_t
     pc_t_resp_free(&r);
 }
 
+/* Whether payment pno comes to be flagged for ops within 20 s. */
+static int flagged_for_ops(const char *pno)
+{
+    return wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno, "true",
+                       20);
+}
+
 /* The buyer's time to pay the trade tn is over (its trade's expiry, which a
  * pay code shares): from now on the end of the status queries' schedule
  * flags its payment for ops. The trade stays open while its payment is at
@@ -1209,8 +1216,7 @@ static void test_a_pay_code_waiting_for_its_buyer_is_not_for_ops(void **state)
                                   pno),
                      1);
     deadline_passed(tn);
-    assert_true(wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
-                            "true", 20));
+    assert_true(flagged_for_ops(pno));
     /* The buyer pays at the last moment: still captured. */
     buyer_pays(complete);
     assert_true(
@@ -1238,8 +1244,7 @@ static void test_answer_that_cannot_be_applied_on_the_last_query_is_not_dropped(
                   tn));
     buyer_pays(body);
     /* Every query hears SUCCESS and every capture is refused, to the last. */
-    int flagged = wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
-                              "true", 20);
+    int flagged = flagged_for_ops(pno);
     char *st = pc_t_sql(&g_stack,
                         "SELECT status || ' ' || (next_query_at IS NOT NULL)::text FROM payments "
                         "WHERE payment_no = '%s'",
@@ -1261,8 +1266,7 @@ static void test_flagged_payment_is_still_queried_and_a_late_answer_closes_it(vo
     va_payment_without_callback(1910, tn, pno, sizeof pno, complete, sizeof complete);
     deadline_passed(tn);
     /* The buyer has not paid by the last scheduled query: flagged for ops. */
-    assert_true(wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
-                            "true", 20));
+    assert_true(flagged_for_ops(pno));
     /* Then the buyer pays, and nobody hears of it but a status query. */
     buyer_pays(complete);
     assert_true(
@@ -1320,8 +1324,7 @@ static void test_ops_record_a_failure_the_status_queries_never_heard(void **stat
     const char *fail = "{\"why\":\"bank says no transfer came\",\"outcome\":\"FAILED\"}";
     /* While its queries are on their schedule, they come first. */
     assert_int_equal(pc_t_needs_ops_resolve(&g_stack, "payment", pno, fail), 409);
-    assert_true(wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
-                            "true", 20));
+    assert_true(flagged_for_ops(pno));
     /* (The trade is given time again: recorded FAILED, it waits for its
      * buyer, not closed as expired.) */
     free(pc_t_sql(&g_stack,
@@ -1365,8 +1368,7 @@ static void test_ops_record_a_success_the_status_queries_never_heard(void **stat
     char tn[40], pno[48], complete[256];
     va_payment_without_callback(1940, tn, pno, sizeof pno, complete, sizeof complete);
     deadline_passed(tn);
-    assert_true(wait_status("SELECT needs_ops::text FROM payments WHERE payment_no = '%s'", pno,
-                            "true", 20));
+    assert_true(flagged_for_ops(pno));
     /* A reference another payment of the channel has (pasted from the wrong
      * row): refused, naming the field; before, 503 "retry", forever. */
     char tn2[40], pno2[48], complete2[256], body[256];
