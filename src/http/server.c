@@ -549,7 +549,11 @@ static void write_cb(uv_write_t *w, int status)
         conn_close(c);
         return;
     }
-    if (c->close_after_write && c->writes_pending == 0) {
+    /* A connection still busy with a pipelined request (a stop marked it
+     * while the answer before was on its way) closes after that request's
+     * own answer: lingering now shut the write side, and the answer of a
+     * request whose work was done (a payment, say) was lost. */
+    if (c->close_after_write && c->writes_pending == 0 && !c->busy) {
         if (!c->closing && !c->lingering)
             linger(c);
         return;
@@ -1060,7 +1064,13 @@ static int on_headers_complete(http_parser *p)
     /* Clients such as curl wait (a second, by default) for this before
      * sending a body; answer at once. */
     const char *expect = pc_http_req_header(r, "Expect");
-    if (expect && strcasecmp(expect, "100-continue") == 0 && p->content_length > 0) {
+    /* Only to an HTTP/1.1 request that announces a body (RFC 9110 §10.1.1:
+     * an HTTP/1.0 client may take the 100 for the answer; without
+     * Content-Length, http-parser's content_length is ULLONG_MAX). */
+    int body_announced =
+        (p->content_length != (uint64_t)-1 && p->content_length > 0) || (p->flags & F_CHUNKED);
+    if (expect && strcasecmp(expect, "100-continue") == 0 && body_announced &&
+        (p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1))) {
         /* Queued as any answer is (uv_try_write could send part of it into
          * a full socket buffer and drop the rest: the response that follows
          * would then garble the connection). */
@@ -1140,7 +1150,7 @@ static void parse_input(conn_t *c)
             }
         } else if (e != HPE_OK) {
             if (!c->err_status)
-                c->err_status = 400;
+                c->err_status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
             refuse_and_close(c);
             break;
         } else if (n < avail) {
@@ -1438,6 +1448,14 @@ pc_http_server_t *pc_http_server_start(uv_loop_t *loop, const pc_http_server_opt
     unsigned char rnd[3];
     uv_random(NULL, NULL, rnd, sizeof rnd, 0, NULL);
     snprintf(srv->id_prefix, sizeof srv->id_prefix, "%02x%02x%02x-", rnd[0], rnd[1], rnd[2]);
+    /* http-parser's own cap on a request's head (80 KiB unless set; one for
+     * the process) must not come before ours: a head between the two was
+     * refused as malformed. */
+    static size_t parser_cap = 80 * 1024;
+    if (srv->opts.max_header_bytes + 1024 > parser_cap) {
+        parser_cap = srv->opts.max_header_bytes + 1024;
+        http_parser_set_max_header_size((uint32_t)parser_cap);
+    }
     srv->settings.on_message_begin = on_message_begin;
     srv->settings.on_url = on_url;
     srv->settings.on_header_field = on_header_field;

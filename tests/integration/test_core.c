@@ -310,6 +310,29 @@ static void test_admin_body_limit_needs_the_token(void **state)
     }
 }
 
+/* "100 Continue" goes only to an HTTP/1.1 request that announces a body:
+ * an HTTP/1.0 client may take it for the answer (RFC 9110 §10.1.1), and a
+ * request without a body has nothing to continue. */
+static void test_continue_only_for_a_body_over_http_1_1(void **state)
+{
+    pc_stack_t *s = *state;
+    const char *reqs[] = {
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        "POST /v1/trades HTTP/1.0\r\nHost: x\r\nExpect: 100-continue\r\nContent-Type: "
+        "application/json\r\nContent-Length: 2\r\n\r\n{}"};
+    const char *want[] = {"HTTP/1.1 200", "HTTP/1.1 401"};
+    for (int i = 0; i < 2; i++) {
+        int fd = pc_t_connect(s->http_port);
+        writeall(fd, reqs[i], strlen(reqs[i]));
+        char buf[4096];
+        memset(buf, 0, sizeof buf);
+        pc_t_read_all(fd, buf, sizeof buf, 2000);
+        close(fd);
+        if (strncmp(buf, want[i], strlen(want[i])) != 0)
+            fail_msg("request %d: %.80s", i, buf);
+    }
+}
+
 static void test_malformed_request_gets_400(void **state)
 {
     pc_stack_t *s = *state;
@@ -849,6 +872,7 @@ int main(void)
         cmocka_unit_test(test_200_pipelined_requests_answered_in_order),
         cmocka_unit_test(test_oversized_body_rejected_with_413),
         cmocka_unit_test(test_oversized_headers_rejected_with_431),
+        cmocka_unit_test(test_continue_only_for_a_body_over_http_1_1),
         cmocka_unit_test(test_head_is_answered_without_a_body),
         cmocka_unit_test(test_admin_body_limit_needs_the_token),
         cmocka_unit_test(test_malformed_request_gets_400),
