@@ -118,6 +118,12 @@ int pc_id_valid(const char *s, size_t max);
 /* The ?limit= of a list (1..1000, def when absent) as text in buf, or NULL
  * with *bad set when it is not such a number. */
 const char *pc_limit_param(pc_http_req_t *req, int def, char buf[8], int *bad);
+/* The ?limit= and ?after= of a list paged by id: *limit as pc_limit_param
+ * gives it, *after NULL or an id of 1-64 [A-Za-z0-9_-] (the next_after of
+ * the page before). When either is bad, answers 400 (after_hint says what
+ * `after` must be) and returns -1. */
+int pc_page_params(pc_http_req_t *req, int def, char buf[8], const char **limit, const char **after,
+                   const char *after_hint);
 /* Who acts on the admin API, for audit rows: the X-Operator header (1-64
  * printable characters), else "ops". */
 const char *pc_operator_of(pc_http_req_t *req);

@@ -92,6 +92,20 @@ const char *pc_limit_param(pc_http_req_t *req, int def, char buf[8], int *bad)
     return buf;
 }
 
+int pc_page_params(pc_http_req_t *req, int def, char buf[8], const char **limit, const char **after,
+                   const char *after_hint)
+{
+    int bad = 0;
+    *limit = pc_limit_param(req, def, buf, &bad);
+    *after = pc_http_req_query_param(req, "after");
+    if (bad || (*after && !pc_id_valid(*after, 64))) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, bad ? "limit" : "after",
+                              bad ? "limit: 1-1000" : after_hint);
+        return -1;
+    }
+    return 0;
+}
+
 int pc_printable(const char *s, size_t max)
 {
     size_t n = strlen(s);

@@ -805,6 +805,13 @@ static void enter_chargeback(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "evidence_due_at", "an RFC 3339 time");
         return;
     }
+    /* A deadline already past (a year mistyped) opened a case whose
+     * merchant could send no evidence at all, judged at once. */
+    if (json_object_get(b, "evidence_due_at") && due <= (long long)time(NULL)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "evidence_due_at",
+                              "a time still to come: the merchant's last day for evidence");
+        return;
+    }
     const char *at_s = json_string_value(json_object_get(b, "time"));
     if (json_object_get(b, "time") && (!at_s || pc_cb_parse_time(at_s, &at))) {
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "time", "an RFC 3339 time");
@@ -1221,15 +1228,10 @@ static void list_cases(pc_http_req_t *req, pc_app_t *app, const char *merchant_i
                               "WAIT_JUDGE, IN_JUDGE, JUDGE_FINISH or CLOSE");
         return;
     }
-    int bad = 0;
     char lim[8];
-    const char *limit = pc_limit_param(req, 500, lim, &bad);
-    const char *after = pc_http_req_query_param(req, "after");
-    if (bad || (after && !pc_id_valid(after, 64))) {
-        pc_http_respond_error(req, PC_API_INVALID_REQUEST, bad ? "limit" : "after",
-                              bad ? "limit: 1-1000" : "after: a chargeback_no (next_after)");
+    const char *limit, *after;
+    if (pc_page_params(req, 500, lim, &limit, &after, "after: a chargeback_no (next_after)") < 0)
         return;
-    }
     const char *p[] = {merchant_id, status, after, limit};
     if (pc_db_query(
             app->db,

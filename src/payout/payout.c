@@ -1245,22 +1245,34 @@ static void tick(uv_timer_t *t)
 
 /* ---------- ops ---------- */
 
+/* GET /admin/payouts[?status=&merchant_id=&held=true&limit=&after=]: newest
+ * first, a page of limit (1-1000, 500 when absent) at a time; when a page is
+ * full, next_after names its last payout and ?after= continues after it (the
+ * list stopped at 500 with no way on). */
 static void admin_list(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
     const char *status = pc_http_req_query_param(req, "status");
     const char *merchant = pc_http_req_query_param(req, "merchant_id");
     const char *held = pc_http_req_query_param(req, "held");
+    char lim[8];
+    const char *limit, *after;
+    if (pc_page_params(req, 500, lim, &limit, &after, "after: a payout_no (next_after)") < 0)
+        return;
     const char *p[] = {status && status[0] ? status : NULL,
                        merchant && merchant[0] ? merchant : NULL,
-                       held && !strcmp(held, "true") ? "t" : "f"};
+                       held && !strcmp(held, "true") ? "t" : "f", after, limit};
     if (pc_db_query(app->db,
                     "SELECT json_build_object('payouts', coalesce(json_agg(payout_json(p) ORDER "
-                    "BY p.created_at DESC), '[]'::json))::text FROM (SELECT * FROM payouts WHERE "
-                    "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR merchant_id = $2) "
-                    "AND (NOT $3::boolean OR (hold_reason IS NOT NULL AND status = 'ACCEPTED')) "
-                    "ORDER BY created_at DESC LIMIT 500) p",
-                    3, p, json_text_cb, req) < 0)
+                    "BY p.created_at DESC, p.payout_no DESC), '[]'::json), 'next_after', CASE "
+                    "WHEN count(*) = $5::int THEN (array_agg(p.payout_no ORDER BY p.created_at, "
+                    "p.payout_no))[1] END)::text FROM (SELECT * FROM payouts WHERE ($1::text IS "
+                    "NULL OR status = $1) AND ($2::text IS NULL OR merchant_id = $2) AND (NOT "
+                    "$3::boolean OR (hold_reason IS NOT NULL AND status = 'ACCEPTED')) AND "
+                    "($4::text IS NULL OR (created_at, payout_no) < (SELECT created_at, payout_no "
+                    "FROM payouts WHERE payout_no = $4)) ORDER BY created_at DESC, payout_no DESC "
+                    "LIMIT $5::int) p",
+                    5, p, json_text_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 

@@ -187,9 +187,12 @@ static void shown_cb(void *data, int status, pc_db_res_t *res)
     pc_http_respond_json(req, 200, o);
 }
 
-/* GET /admin/refunds?waiting=true: the refunds that wait for a person
- * (PC_REFUND_WAITING_WHERE), oldest first (at most 500). The REFUNDS_WAITING
- * alert points here. */
+/* GET /admin/refunds?waiting=true[&limit=N&after=REFUND_NO]: the refunds
+ * that wait for a person (PC_REFUND_WAITING_WHERE), oldest first, a page of
+ * limit (1-1000, 500 when absent) at a time; when a page is full, next_after
+ * names its last refund, and ?after= continues after it (the list stopped at
+ * 500 with no way on, and a channel outage leaves thousands). The
+ * REFUNDS_WAITING alert points here. */
 static void listed_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_http_req_t *req = data;
@@ -203,7 +206,13 @@ static void listed_cb(void *data, int status, pc_db_res_t *res)
         pc__refund_from_row(&r, res, i);
         json_array_append_new(list, pc__refund_json(&r, 1));
     }
-    pc_http_respond_json(req, 200, json_pack("{s:o}", "refunds", list));
+    char lim[8];
+    int bad = 0;
+    const char *limit = pc_limit_param(req, 500, lim, &bad);
+    int n = pc_db_rows(res);
+    json_t *next =
+        n > 0 && n == atoi(limit) ? json_string(pc_db_val(res, n - 1, "refund_no")) : json_null();
+    pc_http_respond_json(req, 200, json_pack("{s:o,s:o}", "refunds", list, "next_after", next));
 }
 
 static void list_refunds(pc_http_req_t *req, void *data)
@@ -215,10 +224,17 @@ static void list_refunds(pc_http_req_t *req, void *data)
                               "only waiting=true is listed here; one refund: /admin/refunds/{no}");
         return;
     }
+    char lim[8];
+    const char *limit, *after;
+    if (pc_page_params(req, 500, lim, &limit, &after, "after: a refund_no (next_after)") < 0)
+        return;
+    const char *p[] = {after, limit};
     if (pc_db_query(app->db,
                     "SELECT " PC__REFUND_COLUMNS " FROM refunds WHERE " PC_REFUND_WAITING_WHERE
-                    " ORDER BY created_at LIMIT 500",
-                    0, NULL, listed_cb, req) < 0)
+                    " AND ($1::text IS NULL OR (created_at, refund_no) > (SELECT created_at, "
+                    "refund_no FROM refunds WHERE refund_no = $1)) ORDER BY created_at, "
+                    "refund_no LIMIT $2::int",
+                    2, p, listed_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 

@@ -256,35 +256,71 @@ static void tick(uv_timer_t *t)
 #define PAYOUT_IN_FLIGHT "('ACCEPTED', 'PROCESSING')"
 #define REFUND_IN_FLIGHT "('ACCEPTED', 'PROCESSING', 'SUSPENDED')"
 
-/* GET /admin/needs-ops: oldest first, at most 500 of each. "final" says the
- * row is in a final state a channel contradicted (resolved by hand); the
- * others are still queried on the schedule's last pace. */
+/* One kind's page of GET /admin/needs-ops as a jsonb object {list: [...],
+ * list_next_after: ref or null}, or {} when $1 (a kind) names another:
+ * flagged rows oldest first (created_at, then ref: an order that a row's
+ * later updates do not change, so paging neither skips nor repeats), $2 at
+ * most, after the row $3. */
+#define NEEDS_OPS_PAGE(kind, list, table, key, fields)                                             \
+    "(SELECT CASE WHEN $1::text IS NULL OR $1 = '" kind "' THEN jsonb_build_object('" list         \
+    "', coalesce(jsonb_agg(jsonb_build_object(" fields ") ORDER BY x.created_at, x." key           \
+    "), '[]'::jsonb), '" list "_next_after', CASE WHEN count(*) = $2::int THEN "                   \
+    "(array_agg(x." key " ORDER BY x.created_at DESC, x." key " DESC))[1] END) ELSE '{}'::jsonb "  \
+    "END FROM (SELECT * FROM " table " WHERE needs_ops AND ($3::text IS NULL OR (created_at, " key \
+    ") > (SELECT created_at, " key " FROM " table " WHERE " key                                    \
+    " = $3)) ORDER BY created_at, " key " LIMIT $2::int) x)"
+#define NEEDS_OPS_AT                                                                               \
+    "'updated_at', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
+#define NEEDS_OPS_PAYMENT                                                                          \
+    "'payment_no', payment_no, 'trade_no', trade_no, 'merchant_id', merchant_id, 'status', "       \
+    "status, 'channel_id', channel_id, 'amount', amount, 'external_amount', external_amount, "     \
+    "'currency', currency, 'final', status NOT IN " PAYMENT_IN_FLIGHT ", " NEEDS_OPS_AT
+#define NEEDS_OPS_PAYOUT                                                                           \
+    "'payout_no', payout_no, 'merchant_id', merchant_id, 'status', status, 'channel_id', "         \
+    "channel_id, 'amount', amount, 'currency', currency, 'final', status NOT "                     \
+    "IN " PAYOUT_IN_FLIGHT ", " NEEDS_OPS_AT
+#define NEEDS_OPS_REFUND                                                                           \
+    "'refund_no', refund_no, 'trade_no', trade_no, 'merchant_id', merchant_id, 'status', status, " \
+    "'method', method, 'channel_id', channel_id, 'amount', amount, 'currency', currency, "         \
+    "'final', status NOT IN " REFUND_IN_FLIGHT ", " NEEDS_OPS_AT
+#define NEEDS_OPS_PAYMENTS                                                                         \
+    NEEDS_OPS_PAGE("payment", "payments", "payments", "payment_no", NEEDS_OPS_PAYMENT)
+#define NEEDS_OPS_PAYOUTS                                                                          \
+    NEEDS_OPS_PAGE("payout", "payouts", "payouts", "payout_no", NEEDS_OPS_PAYOUT)
+#define NEEDS_OPS_REFUNDS                                                                          \
+    NEEDS_OPS_PAGE("refund", "refunds", "refunds", "refund_no", NEEDS_OPS_REFUND)
+static const char needs_ops_sql[] =
+    "SELECT (" NEEDS_OPS_PAYMENTS " || " NEEDS_OPS_PAYOUTS " || " NEEDS_OPS_REFUNDS ")::text";
+
+/* GET /admin/needs-ops[?kind=payment|payout|refund&limit=N&after=REF]: the
+ * flagged payments, payouts and refunds, oldest first, a page of limit
+ * (1-1000, 500 when absent) of each; when a kind's page is full,
+ * <kind>s_next_after names its last row, and ?kind=<kind>&after= continues
+ * that kind's list (the lists stopped at 500 with no way on, and a channel
+ * outage flags thousands). "final" says the row is in a final state a
+ * channel contradicted (resolved by hand); the others are still queried on
+ * the schedule's last pace. */
 static void list_needs_ops(pc_http_req_t *req, void *data)
 {
     pc_app_t *app = data;
-    if (pc_db_query(
-            app->db,
-            "SELECT json_build_object('payments', (SELECT coalesce(json_agg(json_build_object("
-            "'payment_no', payment_no, 'trade_no', trade_no, 'merchant_id', merchant_id, "
-            "'status', status, 'channel_id', channel_id, 'amount', amount, 'external_amount', "
-            "external_amount, 'currency', currency, 'final', status NOT IN " PAYMENT_IN_FLIGHT
-            ", 'updated_at', to_char(updated_at AT TIME ZONE 'UTC', "
-            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY updated_at), '[]') FROM (SELECT * FROM "
-            "payments WHERE needs_ops ORDER BY updated_at LIMIT 500) p), 'payouts', (SELECT "
-            "coalesce(json_agg(json_build_object('payout_no', payout_no, 'merchant_id', "
-            "merchant_id, 'status', status, 'channel_id', channel_id, 'amount', amount, "
-            "'currency', currency, 'final', status NOT IN " PAYOUT_IN_FLIGHT ", "
-            "'updated_at', to_char(updated_at AT TIME ZONE 'UTC', "
-            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY updated_at), '[]') FROM (SELECT * FROM "
-            "payouts WHERE needs_ops ORDER BY updated_at LIMIT 500) o), 'refunds', (SELECT "
-            "coalesce(json_agg(json_build_object('refund_no', refund_no, 'trade_no', trade_no, "
-            "'merchant_id', merchant_id, 'status', status, 'method', method, 'channel_id', "
-            "channel_id, 'amount', amount, 'currency', currency, 'final', status NOT "
-            "IN " REFUND_IN_FLIGHT ", 'updated_at', "
-            "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY "
-            "updated_at), '[]') FROM (SELECT * FROM refunds WHERE needs_ops ORDER BY updated_at "
-            "LIMIT 500) f))::text",
-            0, NULL, pc_respond_json_row_cb, req) < 0)
+    const char *kind = pc_http_req_query_param(req, "kind");
+    if (kind && strcmp(kind, "payment") != 0 && strcmp(kind, "payout") != 0 &&
+        strcmp(kind, "refund") != 0) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "kind", "payment, payout or refund");
+        return;
+    }
+    static const char hint[] = "after: with kind, that kind's <kind>s_next_after";
+    char lim[8];
+    const char *limit, *after;
+    if (pc_page_params(req, 500, lim, &limit, &after, hint) < 0)
+        return;
+    if (after && !kind) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "after", hint);
+        return;
+    }
+    const char *p[] = {kind, limit, after};
+    if (pc_db_query(app->db, needs_ops_sql, 3, p, pc_respond_json_row_cb, req) < 0)
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");
 }
 

@@ -1185,8 +1185,16 @@ static void test_merchant_views_and_evidence_deadline(void **state)
     snprintf(ref, sizeof ref, "EV-%d", (int)getpid());
     assert_int_equal(enter_offline(ref, txn, 1200, NULL, cb), 201);
     snprintf(ref, sizeof ref, "EVLATE-%d", (int)getpid());
+    /* A deadline already past is a typo: the merchant could send nothing. */
     assert_int_equal(
-        enter_offline(ref, txn, 1200, "\"evidence_due_at\":\"2020-01-01T00:00:00Z\"", late), 201);
+        enter_offline(ref, txn, 1200, "\"evidence_due_at\":\"2020-01-01T00:00:00Z\"", late), 400);
+    assert_int_equal(
+        enter_offline(ref, txn, 1200, "\"evidence_due_at\":\"2099-01-01T00:00:00Z\"", late), 201);
+    /* Its deadline has passed since. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE chargebacks SET evidence_due_at = now() - interval '1 minute' WHERE "
+                  "chargeback_no = '%s' RETURNING 1",
+                  late));
 
     pc_t_resp_t r = pc_t_call(&g_stack, &m, "GET", "/v1/chargebacks?status=WAIT_JUDGE", NULL, NULL);
     assert_int_equal(r.status, 200);

@@ -435,6 +435,44 @@ static void test_concurrent_payouts_never_overdraw(void **state)
                                   "status = 'SUCCESS'",
                                   m.id),
                      9);
+    /* Ops read them four at a time, newest first, each once: pages of 4, 4
+     * and 1, the last without next_after. */
+    char after[64] = "", prev[40] = "~";
+    int listed = 0, pages = 0;
+    for (;;) {
+        char path[256];
+        snprintf(path, sizeof path, "/admin/payouts?merchant_id=%s&status=SUCCESS&limit=4%s%s",
+                 m.id, after[0] ? "&after=" : "", after);
+        pc_t_resp_t r = pc_t_admin(&g_stack, "GET", path, NULL);
+        assert_int_equal(r.status, 200);
+        json_t *j = pc_t_json(&r);
+        pc_t_resp_free(&r);
+        json_t *list = json_object_get(j, "payouts"), *o;
+        size_t i;
+        json_array_foreach(list, i, o)
+        {
+            const char *at = json_string_value(json_object_get(o, "created_at"));
+            assert_non_null(at);
+            assert_true(strcmp(at, prev) <= 0);
+            snprintf(prev, sizeof prev, "%s", at);
+            for (int k = 0; k < 20; k++)
+                if (x[k].status == 200 &&
+                    !strcmp(x[k].no, json_string_value(json_object_get(o, "payout_no"))))
+                    listed++;
+        }
+        const char *next = json_string_value(json_object_get(j, "next_after"));
+        assert_int_equal(json_array_size(list), pages < 2 ? 4 : 1);
+        assert_true((next != NULL) == (pages < 2));
+        if (next)
+            snprintf(after, sizeof after, "%s", next);
+        json_decref(j);
+        if (++pages == 3)
+            break;
+    }
+    assert_int_equal(listed, 9);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/payouts?limit=1001", NULL);
+    assert_int_equal(r.status, 400);
+    pc_t_resp_free(&r);
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 

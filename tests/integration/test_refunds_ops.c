@@ -530,6 +530,14 @@ static void test_refunds_nobody_batched_for_a_day_wait_for_ops(void **state)
     assert_true(waiting_listed(rno));
     assert_true(waiting_listed(rno2));
     assert_true(waiting_alert_says(waiting_count()));
+    const char *bad[] = {"/admin/refunds?waiting=true&limit=0",
+                         "/admin/refunds?waiting=true&limit=x",
+                         "/admin/refunds?waiting=true&after=a%20b"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        pc_t_resp_t b = pc_t_admin(&g_stack, "GET", bad[i], NULL);
+        assert_int_equal(b.status, 400);
+        pc_t_resp_free(&b);
+    }
     /* The FILE one goes out in a batch: it waits on the channel's file now,
      * and again for ops once that is a day late. */
     snprintf(csvpath, sizeof csvpath, "%s/netbank-batch-bw.csv", g_dir);
@@ -769,13 +777,45 @@ static void test_offline_refunds_batched_and_confirmed_by_ops(void **state)
 
 /* ---------- suspend, resume, terminate, force-fail ---------- */
 
-/* Whether GET /admin/refunds?waiting=true lists refund rno. */
+/* Whether GET /admin/refunds?waiting=true lists refund rno, read one refund
+ * a page (limit=1, on through next_after): every refund is listed once,
+ * oldest first, and the last page has no next_after. */
 static int waiting_listed(const char *rno)
 {
-    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/refunds?waiting=true", NULL);
-    assert_int_equal(r.status, 200);
-    int listed = strstr(r.body, rno) != NULL;
-    pc_t_resp_free(&r);
+    int listed = 0, pages = 0;
+    char after[64] = "", prev_at[40] = "";
+    for (;;) {
+        char path[160];
+        snprintf(path, sizeof path, "/admin/refunds?waiting=true&limit=1%s%s",
+                 after[0] ? "&after=" : "", after);
+        pc_t_resp_t r = pc_t_admin(&g_stack, "GET", path, NULL);
+        assert_int_equal(r.status, 200);
+        json_t *j = pc_t_json(&r);
+        pc_t_resp_free(&r);
+        json_t *list = json_object_get(j, "refunds");
+        assert_true(json_array_size(list) <= 1);
+        const char *next = json_string_value(json_object_get(j, "next_after"));
+        int more = next != NULL;
+        if (json_array_size(list) == 1) {
+            json_t *o = json_array_get(list, 0);
+            const char *no = json_string_value(json_object_get(o, "refund_no"));
+            const char *at = json_string_value(json_object_get(o, "created_at"));
+            assert_non_null(no);
+            assert_non_null(at);
+            assert_true(more);
+            assert_string_equal(next, no);
+            assert_true(strcmp(prev_at, at) <= 0);
+            snprintf(prev_at, sizeof prev_at, "%s", at);
+            if (!strcmp(no, rno))
+                listed++;
+            snprintf(after, sizeof after, "%s", next);
+        }
+        json_decref(j);
+        assert_true(++pages < 1000);
+        if (!more)
+            break;
+    }
+    assert_true(listed <= 1);
     return listed;
 }
 

@@ -1362,6 +1362,88 @@ static void test_ops_record_a_failure_the_status_queries_never_heard(void **stat
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* GET /admin/needs-ops?kind=payment&limit=N&after=REF, page by page: one
+ * kind's flagged rows oldest first, each once, and the last page says there
+ * is no more (the lists stopped at 500 with no way on). */
+static void test_needs_ops_lists_are_paged(void **state)
+{
+    (void)state;
+    char pno[3][48];
+    for (int i = 0; i < 3; i++) {
+        char tn[40];
+        pc_t_resp_t r = trade_and_pay(700 + i, "CARD", fresh_card(), tn);
+        assert_int_equal(r.status, 200);
+        snprintf(pno[i], sizeof pno[i], "%s", pc_t_jstr(&r, "payment_no"));
+        pc_t_resp_free(&r);
+    }
+    /* Flagged as the status queries flag a payment they gave up on; paid
+     * ones make no difference to the list. */
+    for (int i = 0; i < 3; i++)
+        free(pc_t_sql(&g_stack,
+                      "UPDATE payments SET needs_ops = true, created_at = now() + %d * interval "
+                      "'1 second' WHERE payment_no = '%s' RETURNING 1",
+                      i, pno[i]));
+    int seen[3] = {0, 0, 0}, last = -1, pages = 0;
+    char after[64] = "";
+    for (;;) {
+        char path[160];
+        snprintf(path, sizeof path, "/admin/needs-ops?kind=payment&limit=1%s%s",
+                 after[0] ? "&after=" : "", after);
+        pc_t_resp_t r = pc_t_admin(&g_stack, "GET", path, NULL);
+        assert_int_equal(r.status, 200);
+        json_t *j = pc_t_json(&r);
+        pc_t_resp_free(&r);
+        /* Only the kind asked for. */
+        assert_null(json_object_get(j, "payouts"));
+        assert_null(json_object_get(j, "refunds"));
+        json_t *list = json_object_get(j, "payments");
+        assert_true(json_array_size(list) <= 1);
+        const char *next = json_string_value(json_object_get(j, "payments_next_after"));
+        if (json_array_size(list) == 1) {
+            const char *no =
+                json_string_value(json_object_get(json_array_get(list, 0), "payment_no"));
+            assert_non_null(no);
+            assert_non_null(next);
+            assert_string_equal(next, no);
+            for (int i = 0; i < 3; i++)
+                if (!strcmp(no, pno[i])) {
+                    seen[i]++;
+                    assert_true(i > last); /* oldest first */
+                    last = i;
+                }
+        }
+        int more = next != NULL;
+        if (more)
+            snprintf(after, sizeof after, "%s", next);
+        json_decref(j);
+        assert_true(++pages < 10000);
+        if (!more)
+            break;
+    }
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(seen[i], 1);
+    /* Without a kind, every list and its own next page. */
+    pc_t_resp_t r = pc_t_admin(&g_stack, "GET", "/admin/needs-ops?limit=1", NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    assert_true(json_is_array(json_object_get(j, "payouts")));
+    assert_true(json_is_array(json_object_get(j, "refunds")));
+    assert_non_null(json_string_value(json_object_get(j, "payments_next_after")));
+    json_decref(j);
+    pc_t_resp_free(&r);
+    const char *bad[] = {"/admin/needs-ops?limit=0", "/admin/needs-ops?limit=1001",
+                         "/admin/needs-ops?kind=trade", "/admin/needs-ops?after=P1"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        r = pc_t_admin(&g_stack, "GET", bad[i], NULL);
+        assert_int_equal(r.status, 400);
+        pc_t_resp_free(&r);
+    }
+    for (int i = 0; i < 3; i++)
+        free(pc_t_sql(&g_stack,
+                      "UPDATE payments SET needs_ops = false WHERE payment_no = '%s' RETURNING 1",
+                      pno[i]));
+}
+
 static void test_ops_record_a_success_the_status_queries_never_heard(void **state)
 {
     (void)state;
@@ -1439,6 +1521,7 @@ int main(void)
         cmocka_unit_test(test_last_query_cut_off_by_a_crash_is_made_again),
         cmocka_unit_test(test_ops_record_a_failure_the_status_queries_never_heard),
         cmocka_unit_test(test_ops_record_a_success_the_status_queries_never_heard),
+        cmocka_unit_test(test_needs_ops_lists_are_paged),
     };
     return cmocka_run_group_tests_name("repair", tests, setup, teardown);
 }
