@@ -181,6 +181,12 @@ json_t *pc__refund_json(const pc__refund_t *r, int admin)
                         r->rule_version[0] ? json_string(r->rule_version) : json_null());
     json_object_set_new(extra, "risk_decision",
                         r->risk_decision[0] ? json_string(r->risk_decision) : json_null());
+    /* Whom a PAYOUT pays, and whom ops pay by hand an OFFLINE refund the
+     * merchant named an account for (a cash payment's, say): no admin view
+     * showed it, and ops had no account to pay. (Never a card number: a
+     * payee is an account or a card token.) */
+    json_t *payee = r->payee[0] ? json_loads(r->payee, 0, NULL) : NULL;
+    json_object_set_new(extra, "payee", payee ? payee : json_null());
     json_object_update(o, extra);
     json_decref(extra);
     return o;
@@ -429,13 +435,16 @@ static int in_from(const tr_t *t, const char *status)
  * it now, not when it was accepted: the channel's refund window may have
  * passed meanwhile (an API refund a real channel then refuses), or the
  * channel switched off. Only a method the refund runs by itself (API,
- * FILE) is chosen again; a PAYOUT to the card the buyer paid with gets that
- * card as its payee. Before, the method stayed as accepted. */
+ * FILE, PAYOUT) is chosen again; a PAYOUT to the card the buyer paid with
+ * gets that card as its payee. Before, the method stayed as accepted (a
+ * PAYOUT went out through a channel ops had switched off meanwhile). */
 static void rechoose_method(tr_t *t)
 {
     pc__refund_t *r = &t->r;
     if (strcmp(t->action, "RESUME") != 0 || !t->have_payment || strcmp(r->type, "NORMAL") != 0 ||
-        r->parts.external <= 0 || (strcmp(r->method, "API") != 0 && strcmp(r->method, "FILE") != 0))
+        r->parts.external <= 0 ||
+        (strcmp(r->method, "API") != 0 && strcmp(r->method, "FILE") != 0 &&
+         strcmp(r->method, "PAYOUT") != 0))
         return;
     json_t *payee = r->payee[0] ? json_loads(r->payee, 0, NULL) : NULL;
     const char *ptype = payee ? json_string_value(json_object_get(payee, "type")) : NULL;
@@ -1003,6 +1012,24 @@ static void send_to_channel(run_t *x)
     pc__refund_t *r = &x->r;
     pc_channel_client_t *cli = x->rf->app->channel_client;
     int rc;
+    if (!pc_channels_effective_enabled(x->rf->app->channels, r->channel_id)) {
+        /* Nothing goes through a channel ops switched off (meanwhile: the
+         * method was chosen with it on). Nothing was sent, so the refund
+         * waits as ACCEPTED and the runner sends it once the channel is on
+         * again. Before, it went out all the same. */
+        pc_log_warn("refund.channel_off", "refund %s (%s): %s is switched off; sent once it is on",
+                    r->refund_no, r->method, r->channel_id);
+        char later[24];
+        snprintf(later, sizeof later, "%lld", x->rf->first_ms);
+        const char *p[] = {r->refund_no, later};
+        if (pc_db_query(x->rf->app->db,
+                        "UPDATE refunds SET status = 'ACCEPTED', next_query_at = now() + "
+                        "$2::bigint * interval '1 millisecond', updated_at = now() WHERE "
+                        "refund_no = $1 AND status = 'PROCESSING' AND method IN ('API', 'PAYOUT')",
+                        2, p, noted_cb, x) < 0)
+            run_free(x);
+        return;
+    }
     if (!strcmp(r->method, "PAYOUT")) {
         json_t *payee = json_loads(r->payee, 0, NULL);
         pc_ch_payout_t po = {r->channel_id, r->refund_no, r->parts.external, r->currency, payee};

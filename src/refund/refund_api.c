@@ -337,26 +337,36 @@ static void decide(acc_t *a)
      * never to an account or another card the merchant names: a merchant
      * paid with a stolen card could otherwise cash it out to itself before
      * the cardholder's chargeback comes. */
-    if (a->payee && a->card_token[0]) {
+    /* That holds for a card payment whose token the platform does not have
+     * too (its outcome recorded by ops). And a card is a payee only as the
+     * card a payment was made with: a channel pays out to the cards whose
+     * tokens it holds, so a card named for a cash or bank payment's refund
+     * failed at the channel (unknown token) where ops would have paid it. */
+    const char *payee_type = a->payee ? json_string_value(json_object_get(a->payee, "type")) : NULL;
+    if (a->payee && (a->card_token[0] || !strcmp(a->pay_method, "CARD"))) {
         const char *tok = json_string_value(json_object_get(a->payee, "card_token"));
-        if (!tok || strcmp(tok, a->card_token) != 0) {
+        if (!a->card_token[0] || !tok || strcmp(tok, a->card_token) != 0) {
             acc_fail(a, PC_API_INVALID_REQUEST, "payee",
                      "this payment was made by card: its refund goes back to that card, not to "
                      "a payee named here");
             return;
         }
+    } else if (payee_type && !strcmp(payee_type, "CARD")) {
+        acc_fail(a, PC_API_INVALID_REQUEST, "payee",
+                 "a refund goes to a card only when the payment was made with it: name an "
+                 "account (type ACCOUNT)");
+        return;
     }
     /* The method, and the payee a PAYOUT needs. */
-    pc__method_ctx_t mc = {
-        .type = "NORMAL",
-        .external = r->parts.external,
-        .payment_external = a->pay.external,
-        .currency = a->currency,
-        .payment_method = a->pay_method,
-        .channel_id = a->channel_id,
-        .paid_at = a->paid_at,
-        .payee_available = a->payee || a->card_token[0],
-        .payee_type = a->payee ? json_string_value(json_object_get(a->payee, "type")) : "CARD"};
+    pc__method_ctx_t mc = {.type = "NORMAL",
+                           .external = r->parts.external,
+                           .payment_external = a->pay.external,
+                           .currency = a->currency,
+                           .payment_method = a->pay_method,
+                           .channel_id = a->channel_id,
+                           .paid_at = a->paid_at,
+                           .payee_available = a->payee || a->card_token[0],
+                           .payee_type = a->payee ? payee_type : "CARD"};
     char rule_version[65];
     const char *method = pc__refund_method(a->app, &mc, rule_version);
     /* PAYOUT only with a payee (pc__refund_method): the one given, else the

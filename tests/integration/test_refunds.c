@@ -1218,6 +1218,13 @@ static void test_a_refund_to_an_account_through_a_channel_without_payouts_is_off
     (void)state;
     char tn[40], rno[40];
     paid_async_trade(700, "OTC", "otc_code", tn);
+    /* A card is a payee only as the card the payment was made with: the
+     * channel holds no other (before, sent, and failed there). */
+    pc_t_resp_t r =
+        refund(tn, "OTCCARD1", 700, "\"payee\":{\"type\":\"CARD\",\"card_token\":\"tok_x\"}");
+    if (r.status != 400 || !strstr(r.body, "\"payee\""))
+        fail_msg("a card payee for a cash payment's refund: %ld %s", r.status, r.body);
+    pc_t_resp_free(&r);
     refund_ok(tn, "OTCACCT1", 700,
               "\"payee\":{\"type\":\"ACCOUNT\",\"account_no\":\"6222020000001234\",\"name\":\"A "
               "Buyer\",\"bank_code\":\"ICBC\"}",
@@ -1228,7 +1235,33 @@ static void test_a_refund_to_an_account_through_a_channel_without_payouts_is_off
     expect_refund(rno, "ACCEPTED");
     usleep(500000);
     assert_int_equal(sim_count("sim_otc", "PAYOUT", NULL, rno), 0);
+    /* Ops, who pay it by hand, see the account to pay. */
+    char path[96];
+    snprintf(path, sizeof path, "/admin/refunds/%s", rno);
+    r = pc_t_admin(&g_stack, "GET", path, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = pc_t_json(&r);
+    json_t *payee = json_object_get(j, "payee");
+    assert_string_equal(json_string_value(json_object_get(payee, "account_no")),
+                        "6222020000001234");
+    assert_string_equal(json_string_value(json_object_get(payee, "name")), "A Buyer");
+    json_decref(j);
+    pc_t_resp_free(&r);
     assert_true(pc_t_ledger_ok(&g_stack));
+}
+
+/* Ops switch channel ch off (on = 0) or on again, and every node has heard
+ * of it. */
+static void switch_channel(const char *ch, int on)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/admin/channels/%s/%s", ch, on ? "enable" : "disable");
+    pc_t_resp_t r =
+        pc_t_admin(&g_stack, "POST", path, on ? NULL : "{\"reason\":\"bank maintenance\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    if (!on)
+        usleep(1200000); /* every node hears of the switch within a second */
 }
 
 /* Nothing goes through a channel ops switched off, not even a payout to the
@@ -1236,19 +1269,12 @@ static void test_a_refund_to_an_account_through_a_channel_without_payouts_is_off
 static void test_refund_through_a_switched_off_channel_is_offline(void **state)
 {
     (void)state;
-    char tn[40], rno[40], path[96];
+    char tn[40], rno[40];
     paid_trade_for(&g_m, "INSTANT", 900, NULL, tn, NULL);
     const char *ch = paid_channel(tn);
-    snprintf(path, sizeof path, "/admin/channels/%s/disable", ch);
-    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, "{\"reason\":\"bank maintenance\"}");
-    assert_int_equal(r.status, 200);
-    pc_t_resp_free(&r);
-    usleep(1200000); /* every node hears of the switch within a second */
+    switch_channel(ch, 0);
     refund_ok(tn, "OFF1", 400, NULL, rno);
-    snprintf(path, sizeof path, "/admin/channels/%s/enable", ch);
-    r = pc_t_admin(&g_stack, "POST", path, NULL);
-    assert_int_equal(r.status, 200);
-    pc_t_resp_free(&r);
+    switch_channel(ch, 1);
     char *m = refund_field(rno, "method");
     assert_string_equal(m, "OFFLINE");
     free(m);
@@ -1413,6 +1439,40 @@ static void test_a_refund_resumed_after_its_window_is_paid_out(void **state)
     assert_int_equal(sim_count(ch, "REFUND", NULL, rno), 0);
 }
 
+/* A payout refund held by risk, its channel switched off by ops before the
+ * refund is resumed: it waits for ops (OFFLINE), nothing is sent. Before,
+ * only API and FILE refunds were chosen again on resume, and the payout
+ * went out through the switched-off channel. */
+static void test_a_payout_refund_resumed_while_its_channel_is_off_is_offline(void **state)
+{
+    (void)state;
+    char tn[40], rno[40], path[96];
+    large_card_payment(tn);
+    const char *ch = paid_channel(tn);
+    free(pc_t_sql(&g_stack,
+                  "UPDATE payments SET finished_at = finished_at - interval '200 days' WHERE "
+                  "trade_no = '%s' AND status = 'SUCCESS' RETURNING 1",
+                  tn));
+    pc_t_resp_t r = refund(tn, "OFFPO1", 2050000, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUSPENDED");
+    assert_string_equal(pc_t_jstr(&r, "method"), "PAYOUT");
+    snprintf(rno, sizeof rno, "%s", pc_t_jstr(&r, "refund_no"));
+    pc_t_resp_free(&r);
+    switch_channel(ch, 0);
+    snprintf(path, sizeof path, "/admin/refunds/%s/resume", rno);
+    r = pc_t_admin(&g_stack, "POST", path, "{\"why\":\"checked with the buyer\"}");
+    assert_int_equal(r.status, 200);
+    pc_t_resp_free(&r);
+    usleep(800000);
+    switch_channel(ch, 1);
+    char *m = refund_field(rno, "method");
+    assert_string_equal(m, "OFFLINE");
+    free(m);
+    expect_refund(rno, "ACCEPTED");
+    assert_int_equal(sim_count(ch, "PAYOUT", NULL, rno) + sim_count(ch, "REFUND", NULL, rno), 0);
+}
+
 static void test_risk_holds_a_large_refund_until_ops_resume_it(void **state)
 {
     (void)state;
@@ -1489,6 +1549,8 @@ int main(void)
         cmocka_unit_test_teardown(
             test_a_refund_to_an_account_through_a_channel_without_payouts_is_offline, after_each),
         cmocka_unit_test_teardown(test_a_refund_resumed_after_its_window_is_paid_out, after_each),
+        cmocka_unit_test_teardown(test_a_payout_refund_resumed_while_its_channel_is_off_is_offline,
+                                  after_each),
         cmocka_unit_test_teardown(test_refund_through_a_switched_off_channel_is_offline,
                                   after_each),
         cmocka_unit_test_teardown(test_payout_refund_returned_before_its_success_was_heard_fails,
