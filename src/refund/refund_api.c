@@ -280,10 +280,16 @@ static void decide(acc_t *a)
         share_of = a->amount - (held > 0 ? (held < a->amount ? held : a->amount) : 0);
         share_base = a->settled;
     }
+    /* The last refund empties the receivers only when refunds return the
+     * whole of what was shared: the rest of a trade a chargeback took part
+     * of is not. Before, refunding the half a dispute left (judged with the
+     * platform liable) took a receiver's whole share, for a sale only half
+     * refunded. */
+    int last = whole && a->split_prior + share_of >= share_base;
     int bad = -1;
     int rc = 0;
     if (a->nrv && share_of > 0)
-        rc = pc_refund_plan_splits(share_of, a->split_prior, share_base, whole, a->advance, a->rv,
+        rc = pc_refund_plan_splits(share_of, a->split_prior, share_base, last, a->advance, a->rv,
                                    a->nrv, r->shares, &bad);
     for (size_t k = 0; a->nrv && share_of == 0 && k < a->nrv; k++)
         if (a->rv[k].asked > 0)

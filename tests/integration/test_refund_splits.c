@@ -610,6 +610,56 @@ static void test_settles_reach_at_most_20_receivers_in_all(void **state)
 
 /* Money split to an id that is no merchant went to a pending account no
  * settlement reads, with nobody told. */
+/* Ops' admin call; asserts its status. */
+static void admin_ok(const char *path, const char *body, long want, char *no_out)
+{
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, body);
+    if (r.status != want)
+        fail_msg("%s: %ld %s", path, r.status, r.body);
+    if (no_out)
+        snprintf(no_out, 40, "%s", pc_t_jstr(&r, "chargeback_no"));
+    pc_t_resp_free(&r);
+}
+
+/* A split trade half charged back (the platform liable: the merchant's
+ * reserve released), then the other half refunded: the receiver gives its
+ * share of that half (3000 of 10000: 1500), not all it still has. Before,
+ * the refund of "the whole rest" counted as the last one, and the receiver
+ * gave back its whole share on a sale only half refunded. */
+static void test_a_refund_after_a_chargeback_takes_only_the_receivers_share(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = pc_t_create_merchant(&g_stack, NULL);
+    pc_t_merchant_t p = pc_t_create_merchant(&g_stack, NULL);
+    char splits[160], tn[40], rno[40], cb[40], body[512], path[128];
+    snprintf(splits, sizeof splits, "\"splits\":[{\"account\":\"%s\",\"amount\":3000}]", p.id);
+    paid_trade(&m, 10000, splits, tn);
+    char *ch = pc_t_sql(&g_stack,
+                        "SELECT channel_id FROM payments WHERE trade_no = '%s' AND status = "
+                        "'SUCCESS'",
+                        tn);
+    char *txn = pc_t_sql(&g_stack,
+                         "SELECT channel_txn_id FROM payments WHERE trade_no = '%s' AND status = "
+                         "'SUCCESS'",
+                         tn);
+    snprintf(body, sizeof body,
+             "{\"reference\":\"SPLITCB-%d-%d\",\"channel_id\":\"%s\",\"channel_txn_id\":\"%s\","
+             "\"amount\":5000,\"currency\":\"CNY\",\"reason_code\":\"4853\"}",
+             (int)getpid(), ++g_seq, ch, txn);
+    free(ch);
+    free(txn);
+    admin_ok("/admin/chargebacks", body, 201, cb);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
+    admin_ok(path, "{\"why\":\"the issuer wants it now\"}", 200, NULL);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    admin_ok(path, "{\"liable\":\"PLATFORM\"}", 200, NULL);
+    refund_ok(&m, tn, "CBSP1", 5000, NULL, rno);
+    assert_int_equal(split_of(rno, p.id, "amount"), 1500);
+    expect_refund(rno, "SUCCESS");
+    assert_int_equal(pending_of(&p), 1500);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_split_accounts_must_be_active_merchants(void **state)
 {
     (void)state;
@@ -876,6 +926,8 @@ int main(void)
                                   after_each),
         cmocka_unit_test_teardown(
             test_guarantee_settles_what_escrow_still_holds_after_a_split_refund, after_each),
+        cmocka_unit_test_teardown(test_a_refund_after_a_chargeback_takes_only_the_receivers_share,
+                                  after_each),
         cmocka_unit_test_teardown(test_split_accounts_must_be_active_merchants, after_each),
         cmocka_unit_test_teardown(test_settles_reach_at_most_20_receivers_in_all, after_each),
         cmocka_unit_test_teardown(test_guarantee_split_refund_takes_from_settled_receivers,
