@@ -159,6 +159,17 @@ static void test_cashier_return_is_signed_once_the_trade_is_paid(void **state)
     char *want = pc_base64url_encode(mac, sizeof mac);
     assert_string_equal(query_param(back, "signature"), want);
     free(want);
+    /* Asked again a day later (a kept or forwarded link): the moment it was
+     * paid, not a fresh one the shop would take for a buyer who just paid. */
+    free(pc_t_sql(&g_stack,
+                  "UPDATE trades SET paid_at = paid_at - interval '1 day' WHERE trade_no = '%s' "
+                  "RETURNING 1",
+                  tn));
+    r = pc_t_http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    snprintf(back, sizeof back, "%s", pc_t_jstr(&r, "url"));
+    pc_t_resp_free(&r);
+    assert_true(llabs(atoll(query_param(back, "timestamp")) - (atoll(ts) - 86400)) <= 1);
     /* A trade without return_url has nowhere to go. */
     r = create_trade(NULL);
     snprintf(url, sizeof url, "%s/api/return", pc_t_jstr(&r, "cashier_url"));
