@@ -1634,12 +1634,16 @@ int pc_engine_start(pc_engine_t *e, const pc_pay_order_t *r, pc_engine_cb cb, vo
      * be stale by the end of a review anyway: held for one, the payment
      * could only fail at its release, as CHANNEL_UNAVAILABLE after every
      * channel of its route. It fails now instead, saying why. */
-    if (!strcmp(s->status, "REVIEW") && o->buyer_code[0]) {
+    /* So is a challenge: the answer's continue had no code to send, and
+     * failed after every channel of the route. */
+    if ((!strcmp(s->status, "REVIEW") || !strcmp(s->status, "CHALLENGE")) && o->buyer_code[0]) {
+        int review = !strcmp(s->status, "REVIEW");
         s->status = "FAILED";
         snprintf(o->failure_code, sizeof o->failure_code, "RISK_REVIEW_NOT_POSSIBLE");
         snprintf(o->failure_message, sizeof o->failure_message,
-                 "risk control asked for a review, which a payment by the buyer's one-time code "
-                 "cannot wait for: ask the buyer to pay another way");
+                 "risk control asked for %s, which a payment by the buyer's one-time code "
+                 "cannot wait for: ask the buyer to pay another way",
+                 review ? "a review" : "a challenge");
     }
     json_t *route = json_array();
     for (int i = 0; i < o->nroute; i++)

@@ -3344,6 +3344,25 @@ static void test_a_buyer_code_payment_risk_would_review_fails_saying_why(void **
     pc_t_resp_free(&r);
     assert_int_equal(payments_in_review(tn), 0);
     expect_trade(tn, "WAIT_BUYER_PAY");
+    /* Nor can it wait for a challenge's answer (its continue had no code to
+     * send, and failed after every channel of its route). */
+    put_rule("risk",
+             "return function(ctx)\n"
+             "  if ctx.method == 'QR_BUYER' then\n"
+             "    return { decision = 'CHALLENGE', score = 60, reasons = { 'TEST' } }\n"
+             "  end\n"
+             "  return { decision = 'ACCEPT', score = 0, reasons = {} }\n"
+             "end\n",
+             "{\"examples\":[{\"name\":\"a buyer code is challenged\",\"ctx\":{\"kind\":"
+             "\"PAYMENT\",\"method\":\"QR_BUYER\"},\"expect\":{\"decision\":\"CHALLENGE\"}},{"
+             "\"name\":\"a card is not\",\"ctx\":{\"kind\":\"PAYMENT\",\"method\":\"CARD\"},"
+             "\"expect\":{\"decision\":\"ACCEPT\"}}]}\n");
+    r = pay(tn, buyer, "QR_BUYER", "\"buyer_code\":\"283746192839\"");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "FAILED");
+    assert_non_null(strstr(r.body, "RISK_REVIEW_NOT_POSSIBLE"));
+    pc_t_resp_free(&r);
+    expect_trade(tn, "WAIT_BUYER_PAY");
     put_back_rule("risk");
 }
 
