@@ -36,6 +36,7 @@ typedef struct {
     long long balance_amount;
     pc_ch_card_t card;
     int has_card;
+    int peer_is_buyer; /* the hosted page: the buyer's browser (pc_cashier_pay_run) */
     /* decided */
     char method[16];
     const char *card_id;
@@ -275,6 +276,17 @@ static void decide(pay_t *p)
     if (hard && strcmp(p->order.risk_decision, "REJECT") != 0) {
         p->order.risk_decision = "REJECT";
         json_array_append_new(p->reasons, json_string(hard));
+    }
+    /* On the hosted page the link is the buyer's only credential, and links
+     * are mailed, forwarded and left in a browser's history: whoever held
+     * one spent the buyer's balance, coupons or saved card in one click.
+     * Those are confirmed with a one-time code sent to the buyer (a
+     * challenge). A card typed in (with its CVV) is not, nor the merchant
+     * API, where the merchant answers for its buyer. */
+    if (p->peer_is_buyer && !strcmp(p->order.risk_decision, "ACCEPT") &&
+        (p->order.balance_amount > 0 || p->order.coupon_amount > 0 || p->card_id)) {
+        p->order.risk_decision = "CHALLENGE";
+        json_array_append_new(p->reasons, json_string("HOSTED_PAGE_BUYER_ASSETS"));
     }
     p->order.risk_reasons = p->reasons;
     json_object_set_new(p->versions, "risk", json_string(r.version));
@@ -906,6 +918,7 @@ void pc_cashier_pay_run(pc_app_t *app, pc_http_req_t *req, const char *merchant_
     p->req = req;
     p->app = app;
     p->merchant_id = merchant_id;
+    p->peer_is_buyer = peer_is_buyer;
     p->versions = json_object();
     pc_http_req_on_done(req, pay_free, p);
     pc_pay_request_t r;

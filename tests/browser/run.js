@@ -458,6 +458,15 @@ test('balance and a coupon combine with a card; the page shows the split', async
   assert.equal(await page.textContent('#pay'), 'Pay CNY 4.99');
   await shot(page, 'cashier-combination');
   await page.click('#pay');
+  // The buyer's balance and coupon on the hosted page: confirmed with the
+  // one-time code sent to the buyer (the link alone spends nothing).
+  await page.waitForSelector('#challenge:not([hidden])');
+  const held = await pagePayment(trade);
+  assert.equal(held.action.type, 'CHALLENGE');
+  const code = await api.adminCall(stack, 'GET', `/admin/challenges/${held.action.challenge_id}`);
+  assert.equal(code.status, 200, code.text);
+  await page.fill('#challenge-code', code.json.code);
+  await page.click('#challenge-submit');
   await waitResult(page, 'Payment successful');
   await shot(page, 'cashier-combination-success');
   const p = await pagePayment(trade);

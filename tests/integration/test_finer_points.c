@@ -382,6 +382,105 @@ static void cashier_card_pay(pc_t_resp_t *created, const char *h1, const char *h
     pc_t_resp_free(&r);
 }
 
+/* POST {cashier_url}/api/pay with body; the answer as JSON. */
+static json_t *page_pay(const char *cashier_url, const char *body)
+{
+    char url[1100];
+    snprintf(url, sizeof url, "%s/api/pay", cashier_url);
+    const char *h[] = {"Content-Type: application/json", NULL};
+    pc_t_resp_t r = pc_t_http("POST", url, h, body);
+    if (r.status != 200)
+        fail_msg("page pay: %ld %s", r.status, r.body);
+    json_t *j = pc_t_json(&r);
+    pc_t_resp_free(&r);
+    return j;
+}
+
+/* On the hosted page the link is the buyer's only credential: paying from
+ * the buyer's balance there asks for the one-time code sent to the buyer,
+ * and only the right code pays. Before, whoever held the link (mailed,
+ * forwarded, in a shared browser's history) spent the balance in one
+ * click. The merchant API, where the merchant answers for its buyer, pays
+ * at once as before. */
+static void test_the_buyers_balance_on_the_hosted_page_needs_the_buyers_code(void **state)
+{
+    (void)state;
+    char buyer[40], body[512], tn[40], tn2[40];
+    snprintf(buyer, sizeof buyer, "fpb-%d-%d", (int)getpid(), ++g_seq);
+    snprintf(body, sizeof body, "{\"buyer_id\":\"%s\"}", buyer);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", "/admin/buyers", body);
+    assert_int_equal(r.status, 201);
+    pc_t_resp_free(&r);
+    /* 3000 in the wallet: a top-up paid by card through the merchant API. */
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"FPW%d\",\"product\":\"RECHARGE\",\"amount\":3000,"
+             "\"currency\":\"CNY\",\"subject\":\"Top-up\",\"buyer_id\":\"%s\"}",
+             ++g_seq, buyer);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, "fpw-t1");
+    assert_int_equal(r.status, 201);
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"card\":{\"pan\":"
+             "\"%s\",\"exp_month\":12,\"exp_year\":2030,\"cvv\":\"123\"},\"client\":{\"ip\":"
+             "\"192.0.2.7\"}}",
+             tn, buyer, pc_t_fresh_pan());
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "fpw-p1");
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    char wallet[96];
+    snprintf(wallet, sizeof wallet, "buyer:%s:wallet:CNY", buyer);
+    assert_int_equal(bal(wallet), 3000);
+
+    /* The hosted page: a challenge first, nothing spent. */
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"FPW%d\",\"product\":\"INSTANT\",\"amount\":1000,"
+             "\"currency\":\"CNY\",\"subject\":\"Goods\",\"buyer_id\":\"%s\"}",
+             ++g_seq, buyer);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/trades", body, "fpw-t2");
+    assert_int_equal(r.status, 201);
+    char path[128], cashier_url[1024];
+    snprintf(cashier_url, sizeof cashier_url, "%s", pc_t_jstr(&r, "cashier_url"));
+    pc_t_resp_free(&r);
+    json_t *j =
+        page_pay(cashier_url, "{\"method_id\":\"BALANCE\",\"client\":{\"platform\":\"WEB\"}}");
+    json_t *action = json_object_get(j, "action");
+    const char *type = json_string_value(json_object_get(action, "type"));
+    if (!type || strcmp(type, "CHALLENGE") != 0)
+        fail_msg("the balance on the hosted page, no challenge: status %s",
+                 json_string_value(json_object_get(j, "status")));
+    char cid[64];
+    snprintf(cid, sizeof cid, "%s", json_string_value(json_object_get(action, "challenge_id")));
+    json_decref(j);
+    assert_int_equal(bal(wallet), 3000);
+    snprintf(path, sizeof path, "/admin/challenges/%s", cid);
+    r = pc_t_admin(&g_stack, "GET", path, NULL);
+    assert_int_equal(r.status, 200);
+    char code[16];
+    snprintf(code, sizeof code, "%s", pc_t_jstr(&r, "code"));
+    pc_t_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"challenge_id\":\"%s\",\"challenge_answer\":\"%s\",\"client\":{\"platform\":"
+             "\"WEB\"}}",
+             cid, code);
+    j = page_pay(cashier_url, body);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "SUCCESS");
+    json_decref(j);
+    assert_int_equal(bal(wallet), 2000);
+
+    /* The merchant API: at once. */
+    instant_trade(&g_m, 500, buyer, "fpw-t3", tn2);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"BALANCE\",\"client\":{"
+             "\"ip\":\"192.0.2.7\"}}",
+             tn2, buyer);
+    r = pc_t_call(&g_stack, &g_m, "POST", "/v1/cashier/pay", body, "fpw-p3");
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    assert_int_equal(bal(wallet), 1500);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_cashier_behind_a_proxy_sees_the_buyers_address(void **state)
 {
     (void)state;
@@ -633,6 +732,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_return_url_that_is_not_http_is_refused),
         cmocka_unit_test(test_cashier_return_is_signed_once_the_trade_is_paid),
+        cmocka_unit_test(test_the_buyers_balance_on_the_hosted_page_needs_the_buyers_code),
         cmocka_unit_test(test_cashier_behind_a_proxy_sees_the_buyers_address),
         cmocka_unit_test(test_a_buyer_who_hangs_up_still_pays_from_its_address),
         cmocka_unit_test(test_recharge_into_an_account_type),
