@@ -411,17 +411,32 @@ static void next_channel_cb(void *data, int status, pc_db_res_t *res)
         finish(o);
         return;
     }
-    if (pc_db_rows(res) != 1) {
-        /* The payment was finished meanwhile (a callback or a status query
-         * failed it, its balance given back): sending it on would charge
-         * the buyer for a payment that no longer exists. */
-        pc_log_warn("engine.fallback_stopped",
-                    "payment %s was finished while %s declined it: not sent to %s", o->payment_no,
-                    o->route[o->attempt - 1], o->route[o->attempt]);
-        finish(o);
+    if (pc_db_rows(res) == 1 && !strcmp(pc_db_get(res, 0, 0), "1")) {
+        attempt(o);
         return;
     }
-    attempt(o);
+    if (pc_db_rows(res) == 1 && !strcmp(pc_db_get(res, 0, 1), "PROCESSING")) {
+        /* Its trade was paid (a late success of an earlier attempt) or
+         * closed meanwhile: another channel would charge the buyer again,
+         * or for a trade no longer for sale. It fails here, its balance and
+         * coupon given back. */
+        pc_log_warn("engine.fallback_stopped",
+                    "payment %s: its trade is %s now: not sent to %s after %s declined it",
+                    o->payment_no, pc_db_get(res, 0, 2), o->route[o->attempt],
+                    o->route[o->attempt - 1]);
+        snprintf(o->failure_code, sizeof o->failure_code, "TRADE_NOT_PAYABLE");
+        snprintf(o->failure_message, sizeof o->failure_message,
+                 "the trade was paid or closed while the payment was being tried");
+        release(o);
+        return;
+    }
+    /* The payment was finished meanwhile (a callback or a status query
+     * failed it, its balance given back): sending it on would charge the
+     * buyer for a payment that no longer exists. */
+    pc_log_warn("engine.fallback_stopped",
+                "payment %s was finished while %s declined it: not sent to %s", o->payment_no,
+                o->route[o->attempt - 1], o->route[o->attempt]);
+    finish(o);
 }
 
 /* What the channel's file asks for this payment's external part when it
@@ -465,11 +480,19 @@ static void pay_cb(void *data, const pc_ch_result_t *r)
             char fee[24];
             const char *p[] = {o->payment_no, o->route[o->attempt], n,
                                channel_fee_arg(o, o->route[o->attempt], fee)};
+            /* On only while its trade waits for payment (under the trade's
+             * lock, as a continue is): the trade may have been paid by an
+             * earlier attempt's late success, or closed, while the channel
+             * before took its time to decline. */
             if (pc_db_query(o->e->app->db,
-                            "UPDATE payments SET channel_id = $2, attempt = $3::int, sent_at = "
-                            "now(), channel_fee = $4::bigint, channel_txn_id = NULL, "
-                            "acknowledged_at = NULL, updated_at = now() WHERE "
-                            "payment_no = $1 AND status = 'PROCESSING' RETURNING 1",
+                            "WITH t AS (SELECT t.status FROM trades t JOIN payments p ON "
+                            "p.trade_no = t.trade_no WHERE p.payment_no = $1 FOR UPDATE OF t), "
+                            "u AS (UPDATE payments SET channel_id = $2, attempt = $3::int, sent_at "
+                            "= now(), channel_fee = $4::bigint, channel_txn_id = NULL, "
+                            "acknowledged_at = NULL, updated_at = now() WHERE payment_no = $1 AND "
+                            "status = 'PROCESSING' AND (SELECT status FROM t) = 'WAIT_BUYER_PAY' "
+                            "RETURNING 1) SELECT (SELECT count(*) FROM u), (SELECT status FROM "
+                            "payments WHERE payment_no = $1), (SELECT status FROM t)",
                             4, p, next_channel_cb, o) < 0)
                 finish(o);
             return;

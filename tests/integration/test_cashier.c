@@ -460,6 +460,66 @@ static void test_retryable_decline_falls_back_to_next_channel(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* The merchant closes the trade while its first channel takes its time to
+ * decline (retryable): the payment is not sent on to the next channel, but
+ * fails, TRADE_NOT_PAYABLE. Before, the second channel charged the buyer
+ * for a closed trade (then refunded as an error); after a late success of
+ * an earlier attempt it charged the buyer twice. */
+static void expect_payment(const char *where, const char *want);
+
+/* Sets latency_ms and decline_rate on both card channels. */
+static void card_channels_slow_decline(int latency_ms, double rate)
+{
+    const char *chans[] = {"sim_card", "sim_card2"};
+    for (int i = 0; i < 2; i++) {
+        char body[128];
+        snprintf(body, sizeof body,
+                 "{\"channel_id\":\"%s\",\"latency_ms\":%d,\"decline_rate\":%.1f}", chans[i],
+                 latency_ms, rate);
+        pc_t_resp_t f = pc_t_sim(&g_stack, "POST", "/sim/faults", body);
+        assert_int_equal(f.status, 200);
+        pc_t_resp_free(&f);
+    }
+}
+
+static void test_no_fallback_once_the_trade_is_closed(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], body[1024], key[48], path[128];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 900, buyer, tn);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{"
+             "\"ip\":\"10.0.1.2\",\"device_id\":\"dev-fb\",\"platform\":\"WEB\"},%s}",
+             tn, buyer, pc_t_fresh_card());
+    snprintf(key, sizeof key, "fb-closed-%d", (int)getpid());
+    /* Both card channels slow to decline: whichever the route tries first
+     * (health moves traffic between them). */
+    card_channels_slow_decline(1500, 1.0);
+    slow_pay_t first = {.body = body, .key = key};
+    pthread_t th;
+    pthread_create(&th, NULL, slow_pay, &first);
+    usleep(500 * 1000);
+    snprintf(path, sizeof path, "/v1/trades/%s/close", tn);
+    snprintf(key, sizeof key, "fb-close-%d", (int)getpid());
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", path, "{}", key);
+    long closed = r.status;
+    pc_t_resp_free(&r);
+    pthread_join(th, NULL);
+    card_channels_slow_decline(0, 0);
+    assert_int_equal(closed, 200);
+    if (first.status != 200 || !strstr(first.answer, "TRADE_NOT_PAYABLE"))
+        fail_msg("the pay: %ld %s", first.status, first.answer);
+    char where[96];
+    snprintf(where, sizeof where, "trade_no = '%s'", tn);
+    expect_payment(where, "FAILED TRADE_NOT_PAYABLE");
+    /* One channel tried, none after it. */
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT attempt FROM payments WHERE trade_no = '%s'", tn), 1);
+    expect_trade(tn, "TRADE_CLOSED");
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* Tops the buyer's wallet up by amount: a RECHARGE trade paid by card. */
 static void recharge(const char *buyer, long amount)
 {
@@ -794,15 +854,7 @@ static void test_balance_coupon_card_declined_leaves_everything_as_before(void *
 /* Sets paysim's rate of retryable declines on both card channels. */
 static void card_channels_decline(double rate)
 {
-    const char *chans[] = {"sim_card", "sim_card2"};
-    for (int i = 0; i < 2; i++) {
-        char body[96];
-        snprintf(body, sizeof body, "{\"channel_id\":\"%s\",\"decline_rate\":%.1f}", chans[i],
-                 rate);
-        pc_t_resp_t f = pc_t_sim(&g_stack, "POST", "/sim/faults", body);
-        assert_int_equal(f.status, 200);
-        pc_t_resp_free(&f);
-    }
+    card_channels_slow_decline(0, rate);
 }
 
 /* Pays trade tn with balance part `balance` (and coupon, if any) and a
@@ -3688,6 +3740,9 @@ int main(void)
         cmocka_unit_test(test_ipv6_attempts_count_for_their_64),
         cmocka_unit_test(test_card_bin_lookup_and_bound_card_details),
         cmocka_unit_test(test_no_card_number_in_database_or_logs),
+        /* Last: its declines count against sim_card's health, which moves
+         * traffic to sim_card2 for a while. */
+        cmocka_unit_test(test_no_fallback_once_the_trade_is_closed),
     };
     return cmocka_run_group_tests_name("cashier", tests, setup, teardown);
 }
