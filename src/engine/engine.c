@@ -1259,15 +1259,19 @@ static void hold(op_t *o, const char *status)
         char amt[24];
         snprintf(amt, sizeof amt, "%lld", (long long)o->amount);
         const char *p[] = {o->coupon_id, o->payment_no, o->currency, o->buyer_id, amt};
-        /* A coupon another payment locked a moment before fails the whole
-         * transaction (pc_require), whatever comes after it: as a write that
+        /* A coupon this payment locked while it was valid stays its own
+         * past its expiry: a review or a challenge can outlast it, and the
+         * release was refused (400), the payment left waiting, the trade
+         * blocked. A coupon another payment locked a moment before fails
+         * the whole transaction (pc_require), whatever comes after it: as a write that
          * touched no row it aborted nothing, and the payment went on (and
          * was charged at the channel) with a coupon it did not hold. */
         pc_db_tx_query(o->tx,
                        "WITH c AS (UPDATE coupons SET status = 'LOCKED', payment_no = $2 WHERE "
                        "coupon_id = $1 AND (status = 'AVAILABLE' OR (status = 'LOCKED' AND "
-                       "payment_no = $2)) AND currency = $3 AND buyer_id = $4 AND expires_at > "
-                       "now() AND min_amount <= $5::bigint RETURNING 1) SELECT "
+                       "payment_no = $2)) AND currency = $3 AND buyer_id = $4 AND (expires_at > "
+                       "now() OR status = 'LOCKED') AND min_amount <= $5::bigint RETURNING 1) "
+                       "SELECT "
                        "pc_require(EXISTS (SELECT 1 FROM c), 'coupon_locked')",
                        5, p, coupon_locked_cb, o);
     }
