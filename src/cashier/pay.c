@@ -282,8 +282,10 @@ static void decide(pay_t *p)
      * one spent the buyer's balance, coupons or saved card in one click.
      * Those are confirmed with a one-time code sent to the buyer (a
      * challenge). A card typed in (with its CVV) is not, nor the merchant
-     * API, where the merchant answers for its buyer. */
-    if (p->peer_is_buyer && !strcmp(p->order.risk_decision, "ACCEPT") &&
+     * API, where the merchant answers for its buyer. Switched off
+     * (cashier.page_asset_challenge) where no code can reach a buyer. */
+    if (p->peer_is_buyer && pc_config_bool(app->cfg, "cashier.page_asset_challenge") &&
+        !strcmp(p->order.risk_decision, "ACCEPT") &&
         (p->order.balance_amount > 0 || p->order.coupon_amount > 0 || p->card_id)) {
         p->order.risk_decision = "CHALLENGE";
         json_array_append_new(p->reasons, json_string("HOSTED_PAGE_BUYER_ASSETS"));

@@ -170,6 +170,10 @@ static const opt_def_t opts[] = {
      "stolen cards are not tried one after another through one cashier link)"},
     {"cashier.hide_unavailable", OPT_BOOL, NULL, "false", 0, 0, 1,
      "drop unavailable methods from consult (passed to cashier_rank.lua)"},
+    {"cashier.page_asset_challenge", OPT_BOOL, "PAYCORE_CASHIER_PAGE_ASSET_CHALLENGE", "true", 0, 0,
+     1,
+     "challenge a hosted-page payment that takes the buyer's balance, a coupon or a saved card "
+     "(the link is the page's only credential); needs the challenge code to reach the buyer"},
     {"repair.schedule_ms", OPT_STR, "PAYCORE_REPAIR_SCHEDULE_MS",
      "5000,10000,30000,60000,300000,900000,1800000,3600000,7200000", 0, 1000, 0,
      "status queries of open payments: delays between attempts (ms)"},
