@@ -305,7 +305,15 @@ static void close_cb(void *data, int status, pc_db_res_t *res)
     pc_trade_t t;
     pc_trade_from_row(&t, res, 0);
     json_t *obj = pc_trade_json(&t);
-    if (pc_outbox_add(o->tx, t.merchant_id, "trade.closed", notify_url_of(res, 0), obj) < 0) {
+    /* An attempt still waiting at its channel (a pay code, a VA number) is
+     * closed there by the status queries (src/repair), the first of them
+     * now: its balance and coupon are given back at once. */
+    const char *p[] = {t.trade_no};
+    if (pc_outbox_add(o->tx, t.merchant_id, "trade.closed", notify_url_of(res, 0), obj) < 0 ||
+        pc_db_tx_query(o->tx,
+                       "UPDATE payments SET next_query_at = now() WHERE trade_no = $1 AND status "
+                       "IN ('PROCESSING', 'UNKNOWN')",
+                       1, p, NULL, NULL) < 0) {
         json_decref(obj);
         op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
         return;

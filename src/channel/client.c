@@ -989,15 +989,32 @@ int pc_channel_payout(pc_channel_client_t *cli, const pc_ch_payout_t *req, pc_ch
     return start_json(cli, ch, PC_CH_OP_PAYOUT, req->payout_no, "/payouts", o, cb, data);
 }
 
+/* A call without a body about transaction ref at path (built into path,
+ * freed here) of channel_id: queries and a payment's close. */
+static int start_bodyless(pc_channel_client_t *cli, pc_ch_op_t op, const char *method,
+                          const char *channel_id, const char *ref, buf_t *path, pc_ch_cb cb,
+                          void *data)
+{
+    const pc_channel_t *ch;
+    int rc = find_channel(cli, channel_id, false, &ch);
+    if (rc == 0) {
+        rc = PC_ENOMEM;
+        call_t *c = path->oom ? NULL : call_new(cli, ch, op, method, ref);
+        if (c) {
+            c->cb = cb;
+            c->data = data;
+            rc = call_start(c, ch, path->p, NULL, 0);
+        }
+    }
+    buf_free(path);
+    return rc;
+}
+
 static int query(pc_channel_client_t *cli, pc_ch_op_t op, const char *channel_id, const char *what,
                  const char *no, pc_ch_cb cb, void *data)
 {
     if (!cb || !valid_no(no))
         return PC_EINVAL;
-    const pc_channel_t *ch;
-    int rc = find_channel(cli, channel_id, false, &ch);
-    if (rc < 0)
-        return rc;
     /* "/payments?payment_no=…" from what = "payment". */
     buf_t path = {0};
     buf_str(&path, "/");
@@ -1006,15 +1023,7 @@ static int query(pc_channel_client_t *cli, pc_ch_op_t op, const char *channel_id
     buf_str(&path, what);
     buf_str(&path, "_no=");
     buf_query_value(&path, no);
-    rc = PC_ENOMEM;
-    call_t *c = path.oom ? NULL : call_new(cli, ch, op, "GET", no);
-    if (c) {
-        c->cb = cb;
-        c->data = data;
-        rc = call_start(c, ch, path.p, NULL, 0);
-    }
-    buf_free(&path);
-    return rc;
+    return start_bodyless(cli, op, "GET", channel_id, no, &path, cb, data);
 }
 
 int pc_channel_query_payment(pc_channel_client_t *cli, const char *channel_id,
@@ -1033,6 +1042,19 @@ int pc_channel_query_payout(pc_channel_client_t *cli, const char *channel_id, co
                             pc_ch_cb cb, void *data)
 {
     return query(cli, PC_CH_OP_PAYOUT_QUERY, channel_id, "payout", payout_no, cb, data);
+}
+
+int pc_channel_close_payment(pc_channel_client_t *cli, const char *channel_id,
+                             const char *payment_no, const char *channel_txn_id, pc_ch_cb cb,
+                             void *data)
+{
+    if (!cb || !valid_no(payment_no) || !valid_no(channel_txn_id))
+        return PC_EINVAL;
+    buf_t path = {0};
+    buf_str(&path, "/payments/");
+    buf_query_value(&path, channel_txn_id);
+    buf_str(&path, "/close");
+    return start_bodyless(cli, PC_CH_OP_CLOSE, "POST", channel_id, payment_no, &path, cb, data);
 }
 
 static bool valid_date(const char *d)

@@ -105,6 +105,14 @@ void pc_channel_client_close(pc_channel_client_t *cli, void (*cb)(void *data), v
 int pc_channel_pay(pc_channel_client_t *cli, const pc_ch_pay_t *req, pc_ch_cb cb, void *data);
 int pc_channel_query_payment(pc_channel_client_t *cli, const char *channel_id,
                              const char *payment_no, pc_ch_cb cb, void *data);
+/* Asks the channel to close payment_no (its channel_txn_id), which paycore
+ * no longer wants (its trade closed): a FAILED answer (CLOSED, code CLOSED or
+ * CLOSED_BY_REQUEST) means it will not be paid; anything else (a success, a
+ * refusal: UNKNOWN; NOT_FOUND: FAILED, retryable) is for a status query to
+ * settle. Not counted in the channel's health. */
+int pc_channel_close_payment(pc_channel_client_t *cli, const char *channel_id,
+                             const char *payment_no, const char *channel_txn_id, pc_ch_cb cb,
+                             void *data);
 int pc_channel_refund(pc_channel_client_t *cli, const pc_ch_refund_t *req, pc_ch_cb cb, void *data);
 int pc_channel_query_refund(pc_channel_client_t *cli, const char *channel_id, const char *refund_no,
                             pc_ch_cb cb, void *data);

@@ -9,6 +9,7 @@ static const char *const g_op_names[PC_CH_OP_COUNT] = {
     [PC_CH_OP_REFUND] = "refund",     [PC_CH_OP_REFUND_QUERY] = "refund_query",
     [PC_CH_OP_PAYOUT] = "payout",     [PC_CH_OP_PAYOUT_QUERY] = "payout_query",
     [PC_CH_OP_TOKENIZE] = "tokenize", [PC_CH_OP_FILE] = "file",
+    [PC_CH_OP_CLOSE] = "close",
 };
 
 const char *pc_ch_op_name(pc_ch_op_t op)
@@ -113,6 +114,7 @@ static const char *ref_field(pc_ch_op_t op)
     switch (op) {
     case PC_CH_OP_PAY:
     case PC_CH_OP_QUERY:
+    case PC_CH_OP_CLOSE:
         return "payment_no";
     case PC_CH_OP_REFUND:
     case PC_CH_OP_REFUND_QUERY:
@@ -125,9 +127,13 @@ static const char *ref_field(pc_ch_op_t op)
     }
 }
 
+/* Operations on what exists at the channel already (a close as well):
+ * their answers say nothing of the channel's health, and a refusal is of
+ * the request, not of the transaction. */
 static bool is_query(pc_ch_op_t op)
 {
-    return op == PC_CH_OP_QUERY || op == PC_CH_OP_REFUND_QUERY || op == PC_CH_OP_PAYOUT_QUERY;
+    return op == PC_CH_OP_QUERY || op == PC_CH_OP_REFUND_QUERY || op == PC_CH_OP_PAYOUT_QUERY ||
+           op == PC_CH_OP_CLOSE;
 }
 
 static void copy_card(pc_ch_result_t *out, const json_t *card, const char *token_key)

@@ -40,6 +40,7 @@ typedef enum {
     PC_CH_OP_PAYOUT_QUERY,
     PC_CH_OP_TOKENIZE,
     PC_CH_OP_FILE,
+    PC_CH_OP_CLOSE, /* close a payment paycore no longer wants (its trade closed) */
     PC_CH_OP_COUNT
 } pc_ch_op_t;
 

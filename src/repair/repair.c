@@ -182,6 +182,32 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
     free(j);
 }
 
+/* The answer to closing a payment of a closed trade at its channel (a pay
+ * code, a VA number, a bank link the buyer could still use): closed there,
+ * it fails here as a final answer of a query would fail it, its balance
+ * and coupon given back at once. Before, they stayed held until the code's
+ * end (days, for a VA), and a buyer paying it meanwhile was charged for a
+ * trade the merchant had closed (then refunded as an error). Anything else
+ * (it succeeded; the channel refused the close, or has no record) is for
+ * the status query. */
+static void closed_cb(void *data, const pc_ch_result_t *res)
+{
+    job_t *j = data;
+    pc_repair_t *r = j->r;
+    if (res->status == PC_CH_FAILED && strcmp(res->code, "NOT_FOUND") != 0) {
+        count("closed");
+        pc_log_info("repair.closed", "payment %s: its trade closed, closed at %s (%s)",
+                    j->payment_no, j->channel_id, res->code);
+        if (pc_engine_apply(r->app->engine, j->channel_id, j->payment_no, res, applied_cb, j) == 0)
+            return;
+    } else if (pc_channel_query_payment(r->app->channel_client, j->channel_id, j->payment_no,
+                                        queried_cb, j) == 0) {
+        return;
+    }
+    r->in_flight--;
+    free(j);
+}
+
 static void claimed_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_repair_t *r = data;
@@ -201,6 +227,13 @@ static void claimed_cb(void *data, int status, pc_db_res_t *res)
         const char *ch = pc_db_val(res, i, "channel_id");
         snprintf(j->channel_id, sizeof j->channel_id, "%s", ch);
         r->in_flight++;
+        /* Its trade closed while it waits at its channel: closed there
+         * first (closed_cb). */
+        const char *txn = pc_db_val(res, i, "channel_txn_id");
+        if (ch[0] && txn[0] && pc_db_val(res, i, "trade_closed")[0] == 't' &&
+            pc_channel_close_payment(r->app->channel_client, ch, j->payment_no, txn, closed_cb,
+                                     j) == 0)
+            continue;
         if (!ch[0] || pc_channel_query_payment(r->app->channel_client, ch, j->payment_no,
                                                queried_cb, j) < 0) {
             if (j->last)
@@ -243,7 +276,9 @@ static void tick(uv_timer_t *t)
                     "NULL AND coalesce((SELECT t.expires_at > now() FROM trades t WHERE "
                     "t.trade_no = p.trade_no), false))) AS last, "
                     "(p.channel_txn_id IS NOT NULL OR p.acknowledged_at IS NOT NULL) AS "
-                    "acknowledged",
+                    "acknowledged, coalesce(p.channel_txn_id, '') AS channel_txn_id, "
+                    "coalesce((SELECT t.status = 'TRADE_CLOSED' FROM trades t WHERE t.trade_no = "
+                    "p.trade_no), false) AS trade_closed",
                     1, p, claimed_cb, r) < 0)
         r->claiming = 0;
 }

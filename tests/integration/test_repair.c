@@ -269,6 +269,78 @@ static void va_payment(long amount, char tn[40], char complete[256])
     pc_t_resp_free(&r);
 }
 
+/* POST path with body as the test merchant under a fresh key; asserts want. */
+static pc_t_resp_t merchant_post(const char *path, const char *body, long want)
+{
+    char key[48];
+    snprintf(key, sizeof key, "mp-%d-%d", (int)getpid(), ++g_seq);
+    pc_t_resp_t r = pc_t_call(&g_stack, &g_m, "POST", path, body, key);
+    if (r.status != want)
+        fail_msg("%s: %ld %s", path, r.status, r.body);
+    return r;
+}
+
+static long long wallet_of(const char *buyer)
+{
+    return pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('buyer:%s:wallet:CNY'), 0)",
+                        buyer);
+}
+
+/* A trade paid partly from the balance and partly by bank transfer (a VA
+ * number the buyer has not paid yet), closed by the merchant: the VA payment
+ * is closed at its channel and fails, and the balance is back at once.
+ * Before, the balance stayed held until the VA number ran out (days), and a
+ * buyer transferring meanwhile was charged for a closed trade (refunded as
+ * an error). */
+static void test_closing_a_trade_closes_its_waiting_pay_code(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40], body[1024], path[128];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"RC%d-%d\",\"product\":\"RECHARGE\",\"amount\":3000,\"currency\":"
+             "\"CNY\",\"subject\":\"top-up\",\"buyer_id\":\"%s\"}",
+             (int)getpid(), ++g_seq, buyer);
+    pc_t_resp_t r = merchant_post("/v1/trades", body, 201);
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"CARD\",\"client\":{\"ip\":"
+             "\"10.3.0.1\"},%s}",
+             tn, buyer, fresh_card());
+    r = merchant_post("/v1/cashier/pay", body, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "SUCCESS");
+    pc_t_resp_free(&r);
+    assert_int_equal(wallet_of(buyer), 3000);
+
+    snprintf(body, sizeof body,
+             "{\"out_trade_no\":\"VC%d-%d\",\"product\":\"INSTANT\",\"amount\":10000,\"currency\":"
+             "\"CNY\",\"subject\":\"s\",\"buyer_id\":\"%s\"}",
+             (int)getpid(), ++g_seq, buyer);
+    r = merchant_post("/v1/trades", body, 201);
+    snprintf(tn, sizeof tn, "%s", pc_t_jstr(&r, "trade_no"));
+    pc_t_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"trade_no\":\"%s\",\"buyer_id\":\"%s\",\"method_id\":\"VA\",\"balance_amount\":"
+             "3000,\"client\":{\"ip\":\"10.3.0.1\"}}",
+             tn, buyer);
+    r = merchant_post("/v1/cashier/pay", body, 200);
+    assert_string_equal(pc_t_jstr(&r, "status"), "PROCESSING");
+    pc_t_resp_free(&r);
+    assert_int_equal(wallet_of(buyer), 0);
+
+    snprintf(path, sizeof path, "/v1/trades/%s/close", tn);
+    r = merchant_post(path, "{}", 200);
+    pc_t_resp_free(&r);
+    assert_true(wait_status("SELECT status || ' ' || coalesce(failure_code, '-') FROM payments "
+                            "WHERE trade_no = '%s'",
+                            tn, "FAILED CLOSED_BY_REQUEST", 15));
+    assert_int_equal(wallet_of(buyer), 3000);
+    assert_true(
+        wait_status("SELECT status FROM trades WHERE trade_no = '%s'", tn, "TRADE_CLOSED", 1));
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 static void test_lost_callback_is_repaired_by_a_status_query(void **state)
 {
     (void)state;
@@ -1497,6 +1569,7 @@ int main(void)
         cmocka_unit_test(test_the_ledger_is_checked_daily_and_a_wrong_book_pages),
         cmocka_unit_test(test_an_ops_check_before_the_check_time_does_not_replace_the_days),
         cmocka_unit_test(test_lost_callback_is_repaired_by_a_status_query),
+        cmocka_unit_test(test_closing_a_trade_closes_its_waiting_pay_code),
         cmocka_unit_test(test_no_record_of_a_payment_the_channel_took_is_for_ops),
         cmocka_unit_test(test_no_record_of_a_payment_taken_without_a_reference_is_for_ops),
         cmocka_unit_test(test_success_after_timeout_is_found_by_query),
