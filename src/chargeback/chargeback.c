@@ -134,6 +134,7 @@ typedef struct {
     long long respond_by;   /* 0: now + chargeback.evidence_days */
     const char *entered_by; /* may be NULL */
     long long import_id;    /* 0: none */
+    int another_dispute;    /* ops say it is no twin of a case of the same sum */
 } open_in_t;
 
 /* outcome CREATED / DUPLICATE come with the case's JSON text; UNMATCHED with
@@ -159,6 +160,7 @@ typedef struct {
     char *json;
     int retried;     /* opened again after terminating unsent refunds */
     int terminating; /* refund terminations still out */
+    int another_dispute;
 } open_t;
 
 static void open_finish(open_t *o, open_outcome_t outcome, int status, pc_api_err_t err,
@@ -450,10 +452,20 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
      * waiting as unmatched for that reason stays so, whatever became of
      * that case, until ops resolve it: before, importing the file again
      * once the case was judged or closed opened a second case of the one
-     * dispute (the merchant paid it twice). */
+     * dispute (the merchant paid it twice). So is a case judged for the
+     * cardholder (MERCHANT or PLATFORM liable): the file brought a
+     * dispute ops had entered and already judged as a second case, frozen
+     * and paid again. Ops entering a dispute that is not such a twin say
+     * so ("another_dispute": true). */
     char amount[24];
     snprintf(amount, sizeof amount, "%lld", (long long)o->amount);
-    const char *p[] = {o->payment_no, o->channel_id, o->source_ref, o->trade_no, o->source, amount};
+    const char *p[] = {o->payment_no,
+                       o->channel_id,
+                       o->source_ref,
+                       o->trade_no,
+                       o->source,
+                       amount,
+                       o->another_dispute ? "t" : "f"};
     if (pc_db_tx_query(
             o->tx,
             "SELECT payment_chargeback_frozen($1) + (SELECT "
@@ -467,11 +479,12 @@ static void open_matched_cb(void *data, int status, pc_db_res_t *res)
             "r.external_amount > 0) AS unsent, coalesce((SELECT greatest(trade_escrow_free("
             "t.trade_no), 0) FROM trades t WHERE t.trade_no = $4 AND t.product = 'GUARANTEE' "
             "AND t.payment_no = $1), 0) AS escrow_free, (SELECT c.chargeback_no FROM chargebacks c "
-            "WHERE c.payment_no = $1 AND c.source <> $5 AND c.amount = $6::bigint AND (c.status "
-            "IN ('WAIT_JUDGE', 'IN_JUDGE') OR EXISTS (SELECT 1 FROM chargeback_unmatched u WHERE "
-            "u.channel_id = $2 AND u.chargeback_ref = $3 AND u.resolved_at IS NULL)) AND "
-            "c.source_ref <> $3 ORDER BY c.created_at LIMIT 1) AS twin",
-            6, p, open_counted_cb, o) < 0)
+            "WHERE NOT $7::boolean AND c.payment_no = $1 AND c.source <> $5 AND c.amount = "
+            "$6::bigint AND (c.status IN ('WAIT_JUDGE', 'IN_JUDGE') OR (c.status = "
+            "'JUDGE_FINISH' AND c.liable IN ('MERCHANT', 'PLATFORM')) OR EXISTS (SELECT 1 FROM "
+            "chargeback_unmatched u WHERE u.channel_id = $2 AND u.chargeback_ref = $3 AND "
+            "u.resolved_at IS NULL)) AND c.source_ref <> $3 ORDER BY c.created_at LIMIT 1) AS twin",
+            7, p, open_counted_cb, o) < 0)
         open_fail(o, PC_EUNAVAIL);
 }
 
@@ -574,12 +587,15 @@ static void open_counted_cb(void *data, int status, pc_db_res_t *res)
      * refused, 409), who resolve it, or enter it if it is another dispute. */
     int tw = pc_db_col(res, "twin");
     if (tw >= 0 && !pc_db_isnull(res, 0, tw)) {
-        char why[200];
+        char why[260];
         snprintf(why, sizeof why,
                  "case %s of this payment, for the same amount, exists already (%s): the same "
-                 "dispute under another reference? for ops",
+                 "dispute under another reference? for ops%s",
                  pc_db_get(res, 0, tw),
-                 !strcmp(o->source, "ONLINE") ? "entered by ops" : "from the channel's file");
+                 !strcmp(o->source, "ONLINE") ? "entered by ops" : "from the channel's file",
+                 !strcmp(o->source, "ONLINE")
+                     ? ""
+                     : " (\"another_dispute\": true enters it when it is another dispute)");
         open_unmatched(o, PC_API_INVALID_STATE, why);
         return;
     }
@@ -674,6 +690,7 @@ static int open_case(pc_app_t *app, const open_in_t *in, open_cb cb, void *data)
     o->data = data;
     snprintf(o->source, sizeof o->source, "%s", in->source);
     snprintf(o->source_ref, sizeof o->source_ref, "%s", in->source_ref);
+    o->another_dispute = in->another_dispute;
     snprintf(o->in_channel, sizeof o->in_channel, "%s", in->channel_id ? in->channel_id : "");
     snprintf(o->in_txn, sizeof o->in_txn, "%s", in->channel_txn_id ? in->channel_txn_id : "");
     snprintf(o->in_payment, sizeof o->in_payment, "%s", in->payment_no ? in->payment_no : "");
@@ -817,6 +834,12 @@ static void enter_chargeback(pc_http_req_t *req, void *data)
         pc_http_respond_error(req, PC_API_INVALID_REQUEST, "time", "an RFC 3339 time");
         return;
     }
+    json_t *another = json_object_get(b, "another_dispute");
+    if (another && !json_is_boolean(another)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "another_dispute",
+                              "true when this is not the case of the same sum already there");
+        return;
+    }
     entry_t *e = calloc(1, sizeof *e);
     e->req = req;
     e->amount = amount;
@@ -831,7 +854,8 @@ static void enter_chargeback(pc_http_req_t *req, void *data)
                     .reason_code = reason,
                     .channel_time = at,
                     .respond_by = due,
-                    .entered_by = pc_operator_of(req)};
+                    .entered_by = pc_operator_of(req),
+                    .another_dispute = json_is_true(another)};
     if (open_case(app, &in, entry_opened, e) < 0) {
         free(e);
         pc_http_respond_error(req, PC_API_UNAVAILABLE, NULL, "database unavailable");

@@ -826,6 +826,50 @@ static void test_one_dispute_entered_and_in_the_file_is_not_two_cases(void **sta
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* A dispute ops entered and judged for the cardholder before the channel's
+ * file brought it (the file came late: an import that failed for days):
+ * the line waits for ops, not a second case frozen and paid again. Before,
+ * a judged case was no twin. The other way round, an entry matching a
+ * judged case from the file is refused (409), unless ops say it is another
+ * dispute ("another_dispute": true). */
+static void test_a_dispute_judged_before_its_file_line_is_not_two_cases(void **state)
+{
+    (void)state;
+    pc_t_merchant_t m = new_merchant();
+    char tn[40], txn[80], cb[40], ref[64], date[16], path[128], st[24];
+    card_payment(&m, 10000, NULL, tn, txn, NULL);
+    business_date(date);
+    snprintf(ref, sizeof ref, "BANKJ-%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(enter_offline(ref, txn, 4000, NULL, cb), 201);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", cb);
+    assert_int_equal(admin_post(path, "{\"why\":\"the bank wants it now\"}", st), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", cb);
+    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\",\"note\":\"no proof\"}", st), 200);
+    snprintf(ref, sizeof ref, "cbk_late_%d_%d", (int)getpid(), ++g_seq);
+    line_waits_beside_its_twin(date, ref, txn, cb);
+
+    /* The file's case judged, then ops enter one of the same sum. */
+    char tn2[40], txn2[80], cb2[40], fref[64];
+    card_payment(&m, 10000, NULL, tn2, txn2, NULL);
+    snprintf(fref, sizeof fref, "cbk_judged_%d_%d", (int)getpid(), ++g_seq);
+    import_counts_t c = import_line(date, fref, txn2, 3000);
+    assert_int_equal(c.created, 1);
+    char *no =
+        pc_t_sql(&g_stack, "SELECT chargeback_no FROM chargebacks WHERE source_ref = '%s'", fref);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/start-judge", no);
+    assert_int_equal(admin_post(path, "{\"why\":\"now\"}", st), 200);
+    snprintf(path, sizeof path, "/admin/chargebacks/%s/judge", no);
+    assert_int_equal(admin_post(path, "{\"liable\":\"MERCHANT\"}", st), 200);
+    free(no);
+    snprintf(ref, sizeof ref, "BANKK-%d-%d", (int)getpid(), ++g_seq);
+    assert_int_equal(enter_offline(ref, txn2, 3000, NULL, cb2), 409);
+    assert_int_equal(enter_offline(ref, txn2, 3000, "\"another_dispute\":\"yes\"", cb2), 400);
+    assert_int_equal(enter_offline(ref, txn2, 3000, "\"another_dispute\":true", cb2), 201);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM chargebacks WHERE trade_no = '%s'", tn2), 2);
+    assert_true(pc_t_ledger_ok(&g_stack));
+}
+
 /* A file line under the reference of a case ops entered for another sum
  * (a typo in the entry; a channel's corrected amount) waits for ops and
  * holds its own sum: the bank gave that back. Before, it held nothing, as
@@ -1810,6 +1854,7 @@ int main(void)
         cmocka_unit_test(test_an_operator_name_not_ascii_is_kept_as_ops),
         cmocka_unit_test(test_a_line_under_a_case_reference_of_another_sum_holds_its_sum),
         cmocka_unit_test(test_one_dispute_entered_and_in_the_file_is_not_two_cases),
+        cmocka_unit_test(test_a_dispute_judged_before_its_file_line_is_not_two_cases),
         cmocka_unit_test(test_a_guarantee_trades_case_holds_its_escrow),
         cmocka_unit_test(test_a_partly_settled_guarantee_case_splits_its_hold),
         cmocka_unit_test(test_a_judgement_waiting_for_its_trade_holds_no_ledger_row),
