@@ -255,19 +255,46 @@ static const char SQL_REPEATED[] =
       "UPDATE recon_found f SET kind = 'DUPLICATE_LINE', across_days = true FROM rep WHERE "
       "f.kind = rep.kind AND f.obj = rep.obj AND f.line_no = rep.line_no";
 
-/* A SUCCESS line of a record of another day (CARRIED: after SQL_REPEATED,
- * so not a repeat of an earlier listing) that another day's difference about
- * the record said the channel did not have — missing from that day's
- * statement, or listed there not paid — while ops resolved that difference
- * with an adjustment: the money written off to suspense was paid after all.
- * Each such adjusted difference is reported once, naming it (contradicts),
- * for ops to book it back; the run that reported it finds the same one again
- * (its key is the adjusted difference's); a report the run of its day closed
- * as no longer found does not count. Before, the line was only carried:
- * SQL_CARRIED_RESOLVE closes open differences, not resolved ones, and the
- * books kept a loss that never happened. A difference resolved without an
- * adjustment moved no money, and is left as it is. Driven by the carried
- * lines, which are few, through the index of adjusted differences. */
+/* The SUCCESS lines paired with a record of the day (in the full join, on
+ * our number) that an adjusted difference is about: each leaves a MATCHED
+ * marker for SQL_CONTRADICTED. A pair that agrees leaves nothing else, and
+ * a statement re-issued corrected, or the record's own day's statement after
+ * another day's said it failed, listed paid in silence what ops had written
+ * off. After SQL_REPEATED, so the marker is never taken for an earlier
+ * listing. Driven by the adjusted differences, which are few: the
+ * statement's lines (no statistics) are scanned once, and only when a
+ * record of the day has one. */
+static const char TPL_ADJUSTED_LISTED[] =
+    K ", a AS MATERIALIZED (SELECT DISTINCT x.{ref} AS ref FROM k, recon_diffs e JOIN {table} x "
+      "ON x.{ref} = e.local_ref WHERE e.local_table = '{table}' AND e.ledger_txn_id IS NOT NULL "
+      "AND e.channel_id = k.ch AND e.obj = '{type}' AND x.channel_id = k.ch AND {day} >= "
+      "k.day_from AND {day} < k.day_to AND ({filter})) "
+      "INSERT INTO recon_found (" FOUND_COLS ", local_at) "
+      "SELECT 'MATCHED', '{type}', l.line_no, l.channel_ref, l.paycore_ref, l.amount, l.currency, "
+      "l.fee, l.status, l.at_s, '{table}', x.{ref}, {state}, x.status, {amount}, x.currency, "
+      "{fee}, NULL, {day} "
+      "FROM k CROSS JOIN recon_stage l JOIN {table} x ON x.{ref} = l.paycore_ref "
+      "WHERE EXISTS (SELECT 1 FROM a) AND l.paycore_ref = ANY (ARRAY(SELECT a.ref FROM a)) AND "
+      "l.type = '{type}' AND l.status = 'SUCCESS'";
+
+/* A SUCCESS line of a record (CARRIED: of another day; MATCHED: matched by
+ * a fallback, or of the day with an adjusted difference — TPL_ADJUSTED_LISTED;
+ * after SQL_REPEATED, and not a repeat of an earlier listing) that a
+ * difference about the record said the channel did not have — missing from
+ * a day's statement, or listed there not paid — while ops resolved that
+ * difference with an adjustment: the money written off to suspense was paid
+ * after all. That difference may be another day's, or this day's own from
+ * before its statement was re-issued. Each such adjusted difference is
+ * reported once, naming it (contradicts), for ops to book it back; the run
+ * that reported it finds the same one again (its key is the adjusted
+ * difference's); a report the run of its day closed as no longer found does
+ * not count. Before, the line was only carried: SQL_CARRIED_RESOLVE closes
+ * open differences, not resolved ones, and the books kept a loss that never
+ * happened; and only a line carried from another day, against another day's
+ * difference, was looked at: a day's statement re-issued with the line paid
+ * agreed with the record and said nothing. A difference resolved without an
+ * adjustment moved no money, and is left as it is. Driven by the markers,
+ * which are few, through the index of adjusted differences. */
 static const char SQL_CONTRADICTED[] =
     K "INSERT INTO recon_found (" FOUND_COLS ", contradicts) "
       "SELECT DISTINCT ON (e.diff_id) 'ADJUSTMENT_CONTRADICTED', f.obj, f.line_no, f.channel_ref, "
@@ -276,9 +303,11 @@ static const char SQL_CONTRADICTED[] =
       "f.local_currency, f.expected_fee, NULL, e.diff_id "
       "FROM k CROSS JOIN recon_found f JOIN recon_diffs e ON e.local_table = f.local_table AND "
       "e.local_ref = f.local_ref AND e.ledger_txn_id IS NOT NULL "
-      "WHERE f.kind = 'CARRIED' AND f.line_status = 'SUCCESS' AND e.channel_id = k.ch AND "
-      "e.obj = f.obj AND e.run_id <> k.run AND e.kind IN ('MISSING_CHANNEL', 'STATUS_MISMATCH') "
+      "WHERE f.kind IN ('CARRIED', 'MATCHED') AND f.line_status = 'SUCCESS' AND e.channel_id = "
+      "k.ch AND e.obj = f.obj AND e.kind IN ('MISSING_CHANNEL', 'STATUS_MISMATCH') "
       "AND e.local_state = 'SUCCESS' AND e.line_status IS DISTINCT FROM 'SUCCESS' AND NOT EXISTS "
+      "(SELECT 1 FROM recon_found g WHERE g.kind = 'DUPLICATE_LINE' AND g.obj = f.obj AND "
+      "g.line_no = f.line_no) AND NOT EXISTS "
       "(SELECT 1 FROM recon_diffs c WHERE c.contradicts = e.diff_id AND c.run_id <> k.run AND "
       "c.resolved_by IS DISTINCT FROM 'recon') "
       "ORDER BY e.diff_id, f.line_no";
@@ -619,6 +648,18 @@ static int type_seen(const match_t *m, const char *type)
     return 0;
 }
 
+/* Whether SPECS[i]'s table is fully joined with its type's lines: the first
+ * existing table of a type the statement has. */
+static int full_joined(const match_t *m, size_t i)
+{
+    if (!m->exists[i])
+        return 0;
+    for (size_t j = 0; j < i; j++)
+        if (m->exists[j] && !strcmp(SPECS[j].type, SPECS[i].type))
+            return 0;
+    return m->many_types || type_seen(m, SPECS[i].type);
+}
+
 /* The statements of this run, in order, for the tables that exist. */
 static int plan(match_t *m)
 {
@@ -631,12 +672,7 @@ static int plan(match_t *m)
     for (size_t i = 0; i < NSPECS; i++) {
         if (!m->exists[i])
             continue;
-        int first = 1;
-        for (size_t j = 0; j < i; j++)
-            if (m->exists[j] && !strcmp(SPECS[j].type, SPECS[i].type))
-                first = 0;
-        int seen = m->many_types || type_seen(m, SPECS[i].type);
-        if (first && seen) {
+        if (full_joined(m, i)) {
             rc = rc ? rc : add_stmt(m, expand(TPL_PRIMARY, &SPECS[i], NULL, NULL), 1, R_NONE);
             rc = rc ? rc : add_stmt(m, expand(TPL_LISTED_BEFORE, &SPECS[i], NULL, NULL), 1, R_NONE);
         } else
@@ -689,6 +725,10 @@ static int plan(match_t *m)
     rc = rc ? rc : add_stmt(m, strdup(SQL_UNMATCHED_MONEY), 0, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_NOT_MISSING), 0, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_REPEATED), 1, R_NONE);
+    for (size_t i = 0; i < NSPECS; i++)
+        if (full_joined(m, i))
+            rc = rc ? rc
+                    : add_stmt(m, expand(TPL_ADJUSTED_LISTED, &SPECS[i], NULL, NULL), 1, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_CONTRADICTED), 1, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_UPSERT), 1, R_UPSERT);
     rc = rc ? rc : add_stmt(m, strdup(SQL_RESOLVE_CARRIED_ELSEWHERE), 1, R_NONE);

@@ -1576,6 +1576,101 @@ static void test_late_success_after_an_adjustment_goes_to_ops(void **state)
     assert_true(pc_t_ledger_ok(&g_stack));
 }
 
+/* The statement lines of payments 0..n-1 (pn, cr: our number, the
+ * channel's reference; paid amount + i, sim_otc's fee of 1.5 %) with status
+ * on day at noon, into csv (2048 bytes). */
+static void otc_lines(char *csv, int n, char pn[][64], char cr[][64], long amount,
+                      const char *status, const char *day)
+{
+    int off = snprintf(csv, 2048, "%s",
+                       "channel_ref,paycore_ref,type,amount,currency,fee,status,"
+                       "time\n");
+    for (int i = 0; i < n; i++)
+        off += snprintf(csv + off, 2048 - (size_t)off, "%s,%s,PAY,%ld,CNY,%ld,%s,%sT12:00:00Z\n",
+                        cr[i], pn[i], amount + i,
+                        strcmp(status, "SUCCESS") ? 0 : ((amount + i) * 150 + 5000) / 10000, status,
+                        day);
+}
+
+/* Ops adjust what a day's statement did not list paid (p1 missing from it,
+ * p2 listed FAILED) after the next day's came without them; then the
+ * channel re-issues that day's statement, corrected, with both paid. The
+ * loss written off never happened: the day's run again reports each
+ * adjusted difference as ADJUSTMENT_CONTRADICTED, once however often the
+ * day is run, and resolving that with an adjustment books the money back.
+ * Before, only a line matched to a record of another day (carried) was
+ * checked against adjustments, and only adjustments of another day's run:
+ * the corrected lines agreed with their records, nothing was found, and the
+ * books kept the loss. p3's difference, dismissed without an adjustment,
+ * moved no money: its listing says nothing. Days 50 and 49 back. */
+static void test_an_adjustment_contradicted_by_its_days_reissued_statement_goes_to_ops(void **state)
+{
+    (void)state;
+    char pn[3][64], cr[3][64], day[3][11], csv[2048];
+    const char *head = "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n";
+    otc_paid_on_one_day(3, 1600, 50, pn, cr, day);
+    long long suspense0 =
+        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)");
+    /* Day d: p2 listed FAILED, p1 and p3 missing; d + 1: none of them. */
+    snprintf(csv, sizeof csv, "%s%s,%s,PAY,1601,CNY,0,FAILED,%sT12:00:00Z\n", head, cr[1], pn[1],
+             day[0]);
+    json_t *run = upload_on("sim_otc", day[0], csv, 200);
+    json_t *d0 = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    json_t *x[3] = {find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[0]),
+                    find_diff(d0, "STATUS_MISMATCH", "local", "ref", pn[1]),
+                    find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[2])};
+    long long id[3];
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(x[i]);
+        id[i] = (long long)json_integer_value(json_object_get(x[i], "diff_id"));
+    }
+    json_decref(d0);
+    snprintf(csv, sizeof csv, "%sotc_nothing,PNOTHING,PAY,100,CNY,0,FAILED,%sT12:00:00Z\n", head,
+             day[1]);
+    json_decref(upload_on("sim_otc", day[1], csv, 200));
+    assert_int_equal(resolve_diff(id[0], 1), 200);
+    assert_int_equal(resolve_diff(id[1], 1), 200);
+    assert_int_equal(resolve_diff(id[2], 0), 200);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)"),
+        suspense0 - 1600 - 1601);
+    /* Day d's statement re-issued with all three paid: the same two
+     * reports when the day is run again. */
+    otc_lines(csv, 3, pn, cr, 1600, "SUCCESS", day[0]);
+    long long seen[2] = {0, 0};
+    for (int again = 0; again < 2; again++) {
+        run = upload_on("sim_otc", day[0], csv, 200);
+        json_t *d = diffs_of(run_id_of(run), "OPEN");
+        json_decref(run);
+        for (int i = 0; i < 2; i++) {
+            json_t *c = find_diff(d, "ADJUSTMENT_CONTRADICTED", "local", "ref", pn[i]);
+            if (!c) {
+                char *all = json_dumps(d, 0);
+                fail_msg("the adjustment of %s is contradicted by %s's statement re-issued, not "
+                         "reported: %s",
+                         pn[i], day[0], all);
+            }
+            assert_int_equal(json_integer_value(json_object_get(c, "contradicts")), id[i]);
+            long long cid = (long long)json_integer_value(json_object_get(c, "diff_id"));
+            assert_true(again == 0 || cid == seen[i]);
+            seen[i] = cid;
+        }
+        assert_null(find_diff(d, NULL, "local", "ref", pn[2]));
+        assert_int_equal(json_array_size(d), 2);
+        json_decref(d);
+    }
+    assert_int_equal(resolve_diff(seen[0], 1), 200);
+    assert_int_equal(resolve_diff(seen[1], 1), 200);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)"),
+        suspense0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+    run = upload_on("sim_otc", day[0], csv, 200);
+    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 0);
+    json_decref(run);
+}
+
 static void test_payctl_runs_lists_and_resolves(void **state)
 {
     (void)state;
@@ -1944,6 +2039,9 @@ int main(void)
                                refresh_today),
         cmocka_unit_test_setup(test_a_missing_success_is_adjusted_only_after_the_next_day,
                                refresh_today),
+        cmocka_unit_test_setup(
+            test_an_adjustment_contradicted_by_its_days_reissued_statement_goes_to_ops,
+            refresh_today),
         cmocka_unit_test_setup(test_a_fee_change_does_not_reprice_payments_made_before_it,
                                refresh_today),
         cmocka_unit_test_setup(
