@@ -181,21 +181,22 @@ static const char SQL_NOT_MISSING[] =
     "f.local_table AND m.local_ref = f.local_ref)";
 
 /* The lines of the full join paired with a record of the day that the
- * statement of an earlier day carried already (recon_carried): each leaves
- * a MATCHED marker for SQL_REPEATED, whatever the pair's kinds. A pair that
- * agrees otherwise leaves nothing, and a record booked by the channel just
- * before midnight and finished here just after it (or repaired late), listed
- * again on its own day's statement, was matched in silence. Driven by the
- * carried rows, which are few: not by the day's records. */
+ * statement of an earlier day carried already as paid (recon_carried,
+ * listed: a FAILED line carried is no listing): each leaves a MATCHED marker
+ * for SQL_REPEATED, whatever the pair's kinds. A pair that agrees otherwise
+ * leaves nothing, and a record booked by the channel just before midnight
+ * and finished here just after it (or repaired late), listed again on its
+ * own day's statement, was matched in silence. Driven by the carried rows,
+ * which are few: not by the day's records. */
 static const char TPL_LISTED_BEFORE[] =
     K "INSERT INTO recon_found (" FOUND_COLS ", local_at) "
       "SELECT 'MATCHED', '{type}', l.line_no, l.channel_ref, l.paycore_ref, l.amount, l.currency, "
       "l.fee, l.status, l.at_s, '{table}', x.{ref}, {state}, x.status, {amount}, x.currency, "
       "{fee}, NULL, {day} "
       "FROM k CROSS JOIN (SELECT DISTINCT c.local_ref FROM recon_carried c JOIN recon_runs r ON "
-      "r.run_id = c.run_id, k WHERE c.channel_id = k.ch AND c.local_table = '{table}' AND c.obj "
-      "= '{type}' AND c.run_id <> k.run AND r.business_date < (k.day_from AT TIME ZONE "
-      "'UTC')::date) c JOIN {table} x ON x.{ref} = c.local_ref "
+      "r.run_id = c.run_id, k WHERE c.channel_id = k.ch AND c.listed AND c.local_table = "
+      "'{table}' AND c.obj = '{type}' AND c.run_id <> k.run AND r.business_date < (k.day_from AT "
+      "TIME ZONE 'UTC')::date) c JOIN {table} x ON x.{ref} = c.local_ref "
       "JOIN recon_stage l ON l.paycore_ref = c.local_ref AND l.type = '{type}' "
       "WHERE x.channel_id = k.ch AND {day} >= k.day_from AND {day} < k.day_to AND ({filter}) AND "
       "l.status = 'SUCCESS'";
@@ -227,7 +228,13 @@ static const char TPL_LISTED_BEFORE[] =
  * went unnoticed. The line's other kinds go: it is not compared with the
  * record again, and it carries nothing (SQL_CARRIED_ADD takes CARRIED). A
  * later day's statement reconciled before an earlier one is found when that
- * later day is run again. */
+ * later day is run again. An earlier day "carried it already" only with a
+ * SUCCESS line (recon_carried.listed): a FAILED one (an authorisation the
+ * channel declined, then a capture or a retry under the same reference that
+ * paid on a later day) is a status that changed, and the later SUCCESS line
+ * the first listing. Before, any carried line counted, and that SUCCESS line
+ * was a DUPLICATE_LINE (its other kinds, and a contradicted adjustment,
+ * dropped with it). */
 static const char SQL_REPEATED[] =
     K ", rep AS (SELECT DISTINCT f.obj, f.line_no, f.kind FROM recon_found f CROSS JOIN k WHERE "
       "f.line_status = 'SUCCESS' AND ((f.kind = 'CARRIED' AND (EXISTS (SELECT 1 FROM recon_runs r "
@@ -238,13 +245,14 @@ static const char SQL_REPEATED[] =
       "WHERE d.run_id = r.run_id AND d.local_table = f.local_table AND d.local_ref = f.local_ref "
       "AND d.obj = f.obj AND d.seen_attempt = r.attempts), true)) OR EXISTS (SELECT 1 FROM "
       "recon_carried c JOIN recon_runs r ON r.run_id = c.run_id WHERE c.channel_id = k.ch AND "
-      "c.local_table = f.local_table AND c.local_ref = f.local_ref AND c.obj IN ('', f.obj) AND "
-      "c.run_id <> k.run AND r.business_date < (k.day_from AT TIME ZONE 'UTC')::date))) "
+      "c.listed AND c.local_table = f.local_table AND c.local_ref = f.local_ref AND c.obj IN ('', "
+      "f.obj) AND c.run_id <> k.run AND r.business_date < (k.day_from AT TIME ZONE "
+      "'UTC')::date))) "
       "OR (f.kind = 'MATCHED' AND coalesce(f.local_at >= k.day_from AND f.local_at < k.day_to, "
       "false) AND EXISTS (SELECT 1 FROM recon_carried c JOIN recon_runs r ON r.run_id = c.run_id "
-      "WHERE c.channel_id = k.ch AND c.local_table = f.local_table AND c.local_ref = f.local_ref "
-      "AND c.obj = f.obj AND c.run_id <> k.run AND r.business_date < (k.day_from AT TIME ZONE "
-      "'UTC')::date)) "
+      "WHERE c.channel_id = k.ch AND c.listed AND c.local_table = f.local_table AND c.local_ref = "
+      "f.local_ref AND c.obj = f.obj AND c.run_id <> k.run AND r.business_date < (k.day_from AT "
+      "TIME ZONE 'UTC')::date)) "
       "OR (f.kind = 'MISSING_LOCAL' AND f.local_table IS NULL AND EXISTS (SELECT 1 FROM "
       "recon_diffs d JOIN recon_runs r ON r.run_id = d.run_id WHERE d.channel_id = k.ch AND "
       "d.kind = 'MISSING_LOCAL' AND d.diff_key = 'S:' || f.obj || ':' || f.channel_ref AND "
@@ -409,10 +417,14 @@ static const char SQL_CLOSE_STALE[] =
 
 static const char SQL_CARRIED_CLEAR[] = K "DELETE FROM recon_carried c USING k WHERE c.run_id = "
                                           "k.run";
+/* The records this day's statement carried, by type; listed when one of
+ * their lines here was paid (SQL_REPEATED: only that is a listing; any line
+ * carried says the record is not missing, SQL_RESOLVE_CARRIED_ELSEWHERE). */
 static const char SQL_CARRIED_ADD[] =
-    K "INSERT INTO recon_carried (run_id, channel_id, local_table, local_ref, obj) SELECT "
-      "DISTINCT k.run, k.ch, f.local_table, f.local_ref, f.obj FROM k CROSS JOIN recon_found f "
-      "WHERE f.kind = 'CARRIED'";
+    K "INSERT INTO recon_carried (run_id, channel_id, local_table, local_ref, obj, listed) "
+      "SELECT k.run, k.ch, f.local_table, f.local_ref, f.obj, bool_or(f.line_status = 'SUCCESS') "
+      "FROM k CROSS JOIN recon_found f WHERE f.kind = 'CARRIED' GROUP BY k.run, k.ch, "
+      "f.local_table, f.local_ref, f.obj";
 /* This day's records that another day's statement has: missing from this
  * one, and resolved (SQL_NOT_MISSING). */
 static const char SQL_RESOLVE_CARRIED_ELSEWHERE[] =

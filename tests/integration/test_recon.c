@@ -1592,6 +1592,77 @@ static void otc_lines(char *csv, int n, char pn[][64], char cr[][64], long amoun
                         day);
 }
 
+/* The channel lists a payment FAILED on day d (an authorisation it
+ * declined) and SUCCESS on d + 1 under the same reference (the capture, or
+ * a retry, that paid: our record finished then): a status that changed, not
+ * a transaction claimed twice. Before, d's run carried the FAILED line and
+ * d + 1's run took that for an earlier listing: its SUCCESS line became a
+ * DUPLICATE_LINE (ops adjusting it credited suspense with money the channel
+ * never paid twice) and its other differences were dropped. A third day
+ * listing it paid again is still a duplicate. When ops wrote off p2 on d's
+ * word (its STATUS_MISMATCH adjusted), d + 1's listing contradicts that
+ * adjustment. Days 45 to 43 back: no job runs them, no other test uses
+ * them. */
+static void test_a_payment_declined_one_day_and_paid_the_next_is_no_duplicate(void **state)
+{
+    (void)state;
+    char pn[2][64], cr[2][64], day[3][11], csv[2048];
+    days_from(45, 3, day);
+    for (int i = 0; i < 2; i++) {
+        otc_paid(pn[i], cr[i], 1500 + i);
+        free(pc_t_sql(&g_stack,
+                      "UPDATE payments SET finished_at = '%s'::date + time '12:00' AT TIME ZONE "
+                      "'UTC' WHERE payment_no = '%s' RETURNING 1",
+                      day[1], pn[i]));
+    }
+    /* Day d: both declined. */
+    otc_lines(csv, 2, pn, cr, 1500, "FAILED", day[0]);
+    json_t *run = upload_on("sim_otc", day[0], csv, 200);
+    json_t *d0 = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    json_t *sm = find_diff(d0, "STATUS_MISMATCH", "local", "ref", pn[1]);
+    assert_non_null(find_diff(d0, "STATUS_MISMATCH", "local", "ref", pn[0]));
+    assert_non_null(sm);
+    long long adjusted = (long long)json_integer_value(json_object_get(sm, "diff_id"));
+    json_decref(d0);
+    assert_int_equal(resolve_diff(adjusted, 1), 200);
+    /* Day d + 1: both paid, the same when the day is run again. */
+    otc_lines(csv, 2, pn, cr, 1500, "SUCCESS", day[1]);
+    for (int again = 0; again < 2; again++) {
+        run = upload_on("sim_otc", day[1], csv, 200);
+        json_t *d1 = diffs_of(run_id_of(run), NULL);
+        json_decref(run);
+        json_t *c = find_diff(d1, NULL, "line", "channel_ref", cr[1]);
+        if (find_diff(d1, NULL, "line", "channel_ref", cr[0]) || !c ||
+            strcmp(jstr(c, "kind"), "ADJUSTMENT_CONTRADICTED") != 0 ||
+            json_integer_value(json_object_get(c, "contradicts")) != adjusted ||
+            json_array_size(d1) != 1) {
+            char *all = json_dumps(d1, 0);
+            fail_msg("declined on %s, paid on %s (run %d): %s", day[0], day[1], again, all);
+        }
+        json_decref(d1);
+    }
+    /* The contradiction booked back, the ledger is whole again. */
+    run = upload_on("sim_otc", day[1], csv, 200);
+    json_t *d1 = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    assert_int_equal(
+        resolve_diff(
+            (long long)json_integer_value(json_object_get(
+                find_diff(d1, "ADJUSTMENT_CONTRADICTED", "local", "ref", pn[1]), "diff_id")),
+            1),
+        200);
+    json_decref(d1);
+    assert_true(pc_t_ledger_ok(&g_stack));
+    /* Day d + 2 lists p1 paid once more: that is the duplicate. */
+    otc_lines(csv, 1, pn, cr, 1500, "SUCCESS", day[2]);
+    run = upload_on("sim_otc", day[2], csv, 200);
+    json_t *d2 = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    assert_non_null(find_diff(d2, "DUPLICATE_LINE", "line", "channel_ref", cr[0]));
+    json_decref(d2);
+}
+
 /* Ops adjust what a day's statement did not list paid (p1 missing from it,
  * p2 listed FAILED) after the next day's came without them; then the
  * channel re-issues that day's statement, corrected, with both paid. The
@@ -2042,6 +2113,8 @@ int main(void)
         cmocka_unit_test_setup(
             test_an_adjustment_contradicted_by_its_days_reissued_statement_goes_to_ops,
             refresh_today),
+        cmocka_unit_test_setup(test_a_payment_declined_one_day_and_paid_the_next_is_no_duplicate,
+                               refresh_today),
         cmocka_unit_test_setup(test_a_fee_change_does_not_reprice_payments_made_before_it,
                                refresh_today),
         cmocka_unit_test_setup(
