@@ -220,6 +220,7 @@ typedef struct {
     int status;
     int found;
     char trade_status[20];
+    char closed_trade[40]; /* a close committed: its waiting attempts are queried now */
 } op_t;
 
 static void op_free(void *arg)
@@ -244,6 +245,19 @@ static void op_commit_cb(void *data, int status)
         pc_http_respond_error(o->req, PC_API_UNAVAILABLE, NULL,
                               "not recorded; retry with the same Idempotency-Key");
         return;
+    }
+    if (o->closed_trade[0]) {
+        /* An attempt still waiting at its channel (a pay code, a VA
+         * number) is closed there by the status queries (src/repair): the
+         * first of them now, its balance and coupon given back at once.
+         * After the commit, on the payment rows alone: in the close's
+         * transaction, after the trade's lock, it deadlocked with a capture
+         * (payment, then trade). If it fails, the query schedule does it. */
+        const char *p[] = {o->closed_trade};
+        pc_db_query(o->app->db,
+                    "UPDATE payments SET next_query_at = now() WHERE trade_no = $1 AND status IN "
+                    "('PROCESSING', 'UNKNOWN')",
+                    1, p, NULL, NULL);
     }
     pc_http_respond(o->req, o->status, "application/json", o->body, strlen(o->body));
 }
@@ -305,15 +319,8 @@ static void close_cb(void *data, int status, pc_db_res_t *res)
     pc_trade_t t;
     pc_trade_from_row(&t, res, 0);
     json_t *obj = pc_trade_json(&t);
-    /* An attempt still waiting at its channel (a pay code, a VA number) is
-     * closed there by the status queries (src/repair), the first of them
-     * now: its balance and coupon are given back at once. */
-    const char *p[] = {t.trade_no};
-    if (pc_outbox_add(o->tx, t.merchant_id, "trade.closed", notify_url_of(res, 0), obj) < 0 ||
-        pc_db_tx_query(o->tx,
-                       "UPDATE payments SET next_query_at = now() WHERE trade_no = $1 AND status "
-                       "IN ('PROCESSING', 'UNKNOWN')",
-                       1, p, NULL, NULL) < 0) {
+    snprintf(o->closed_trade, sizeof o->closed_trade, "%s", t.trade_no);
+    if (pc_outbox_add(o->tx, t.merchant_id, "trade.closed", notify_url_of(res, 0), obj) < 0) {
         json_decref(obj);
         op_fail(o, PC_API_UNAVAILABLE, NULL, "database unavailable");
         return;

@@ -240,7 +240,8 @@ static pc_ch_count_t map_refusal(pc_ch_op_t op, const json_t *o, pc_ch_result_t 
          * gateway's rate limit), not of the transaction. Read as a failure,
          * it failed payments and released payout reserves the bank may
          * have paid. */
-        why = "the channel refused the status query";
+        why = op == PC_CH_OP_CLOSE ? "the channel refused the close"
+                                   : "the channel refused the status query";
     else if (!strcmp(code, "NONCE_REUSED") || !strncmp(code, "DUPLICATE_", 10) ||
              !strcmp(code, "TIMESTAMP_EXPIRED"))
         /* We sign every request with a fresh nonce and send each payment,
@@ -264,7 +265,9 @@ static pc_ch_count_t map_refusal(pc_ch_op_t op, const json_t *o, pc_ch_result_t 
     if (why) {
         unknown(out, code, why);
         copy_str(out->message, sizeof out->message, json_object_get(err, "message"));
-        return PC_CH_COUNT_FAILURE;
+        /* A close refused (409 INVALID_STATE: the buyer paid first) is an
+         * ordinary answer, nothing of the channel's health. */
+        return op == PC_CH_OP_CLOSE ? PC_CH_COUNT_NONE : PC_CH_COUNT_FAILURE;
     }
     out->retryable = code_retryable(code, NULL);
     return pc_ch_count_of(out);

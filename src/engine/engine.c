@@ -480,19 +480,22 @@ static void pay_cb(void *data, const pc_ch_result_t *r)
             char fee[24];
             const char *p[] = {o->payment_no, o->route[o->attempt], n,
                                channel_fee_arg(o, o->route[o->attempt], fee)};
-            /* On only while its trade waits for payment (under the trade's
-             * lock, as a continue is): the trade may have been paid by an
-             * earlier attempt's late success, or closed, while the channel
-             * before took its time to decline. */
+            /* On only while its trade waits for payment: the trade may have
+             * been paid by an earlier attempt's late success, or closed,
+             * while the channel before took its time to decline. The
+             * payment is locked first, then its trade, as a capture locks
+             * them (the other order deadlocked with a capture of this
+             * payment, and the capture was the one aborted). */
             if (pc_db_query(o->e->app->db,
-                            "WITH t AS (SELECT t.status FROM trades t JOIN payments p ON "
-                            "p.trade_no = t.trade_no WHERE p.payment_no = $1 FOR UPDATE OF t), "
-                            "u AS (UPDATE payments SET channel_id = $2, attempt = $3::int, sent_at "
-                            "= now(), channel_fee = $4::bigint, channel_txn_id = NULL, "
-                            "acknowledged_at = NULL, updated_at = now() WHERE payment_no = $1 AND "
-                            "status = 'PROCESSING' AND (SELECT status FROM t) = 'WAIT_BUYER_PAY' "
+                            "WITH p AS (SELECT trade_no, status FROM payments WHERE payment_no = "
+                            "$1 FOR UPDATE), t AS (SELECT t.status FROM trades t, p WHERE "
+                            "t.trade_no = p.trade_no FOR UPDATE OF t), u AS (UPDATE payments SET "
+                            "channel_id = $2, attempt = $3::int, sent_at = now(), channel_fee = "
+                            "$4::bigint, channel_txn_id = NULL, acknowledged_at = NULL, "
+                            "updated_at = now() WHERE payment_no = $1 AND (SELECT status FROM p) "
+                            "= 'PROCESSING' AND (SELECT status FROM t) = 'WAIT_BUYER_PAY' "
                             "RETURNING 1) SELECT (SELECT count(*) FROM u), (SELECT status FROM "
-                            "payments WHERE payment_no = $1), (SELECT status FROM t)",
+                            "p), (SELECT status FROM t)",
                             4, p, next_channel_cb, o) < 0)
                 finish(o);
             return;

@@ -830,6 +830,7 @@ typedef struct {
     pc__refund_t r;
     int query_attempts;
     pc_ch_status_t said; /* the channel's final answer being applied */
+    int resend;          /* sent again after a query found the channel has no record */
 } run_t;
 
 static run_t *run_new(pc_refunds_t *rf)
@@ -1014,18 +1015,27 @@ static void send_to_channel(run_t *x)
     int rc;
     if (!pc_channels_effective_enabled(x->rf->app->channels, r->channel_id)) {
         /* Nothing goes through a channel ops switched off (meanwhile: the
-         * method was chosen with it on). Nothing was sent, so the refund
-         * waits as ACCEPTED and the runner sends it once the channel is on
-         * again. Before, it went out all the same. */
-        pc_log_warn("refund.channel_off", "refund %s (%s): %s is switched off; sent once it is on",
+         * method was chosen with it on). Before, it went out all the same.
+         * A refund sent again after a query found no record stays in flight
+         * (its first request may still land): its queries go on, and flag
+         * it for ops if the channel stays off. One not sent yet goes to ops
+         * (OFFLINE), as one accepted while the channel is off does. */
+        const char *why = "its channel is switched off";
+        if (x->resend) {
+            pc_log_warn("refund.channel_off", "refund %s (%s): %s is switched off: not sent again",
+                        r->refund_no, r->method, r->channel_id);
+            run_free(x);
+            return;
+        }
+        pc_log_warn("refund.channel_off", "refund %s (%s): %s is switched off: OFFLINE",
                     r->refund_no, r->method, r->channel_id);
-        char later[24];
-        snprintf(later, sizeof later, "%lld", x->rf->first_ms);
-        const char *p[] = {r->refund_no, later};
+        const char *p[] = {r->refund_no, why};
         if (pc_db_query(x->rf->app->db,
-                        "UPDATE refunds SET status = 'ACCEPTED', next_query_at = now() + "
-                        "$2::bigint * interval '1 millisecond', updated_at = now() WHERE "
-                        "refund_no = $1 AND status = 'PROCESSING' AND method IN ('API', 'PAYOUT')",
+                        "WITH u AS (UPDATE refunds SET method = 'OFFLINE', next_query_at = NULL, "
+                        "updated_at = now() WHERE refund_no = $1 AND status = 'PROCESSING' AND "
+                        "method IN ('API', 'PAYOUT') RETURNING refund_no, status) INSERT INTO "
+                        "refund_actions (refund_no, who, action, why, from_status, to_status) "
+                        "SELECT refund_no, 'paycore', 'TO_OFFLINE', $2, status, status FROM u",
                         2, p, noted_cb, x) < 0)
             run_free(x);
         return;
@@ -1178,6 +1188,7 @@ static void queried_cb(void *data, const pc_ch_result_t *res)
          * back with the merchant) while the query was out. */
         pc_log_info("refund.resend", "refund %s unknown at %s: sent again if still in flight",
                     x->r.refund_no, x->r.channel_id);
+        x->resend = 1;
         /* Sent again after every query, and never taken: a channel that
          * loses the request each time. */
         flag_if_exhausted(x, "is unknown at its channel however often it is sent");
