@@ -26,12 +26,17 @@ static const char *const COL_NAMES[COL_COUNT] = {"channel_ref", "paycore_ref", "
 #define AMOUNT_MAX 1000000000000000LL
 
 /* The duplicate index: exact keys "TYPE\x1fREF" in an arena, found through an
- * open-addressing table of (hash, offset) slots. */
+ * open-addressing table of (hash, offset) slots, each with the kinds of line
+ * (SEEN_PAID, SEEN_UNPAID) that had the key. */
 typedef struct {
     uint64_t hash;
     uint32_t off; /* into arena; 0 marks an empty slot (the arena starts with a byte) */
     uint16_t len;
+    uint8_t seen;
 } slot_t;
+
+#define SEEN_PAID 1   /* a SUCCESS line */
+#define SEEN_UNPAID 2 /* a line of another status */
 
 struct pc_recon_csv {
     const char *p, *end, *start;
@@ -390,9 +395,10 @@ static int grow_slots(pc_recon_csv_t *r)
     return 0;
 }
 
-/* Returns 1 when (type, ref) was seen before, 0 after remembering it, or
- * PC_ENOMEM. */
-static int seen_before(pc_recon_csv_t *r, const char *type, const char *ref)
+/* Returns 1 when (type, ref) was seen before by a line of kind (SEEN_PAID or
+ * SEEN_UNPAID); else remembers it for that kind and returns 2 when a line of
+ * the other kind had it, 0 when none did; or PC_ENOMEM. */
+static int seen_before(pc_recon_csv_t *r, const char *type, const char *ref, uint8_t kind)
 {
     size_t tl = strlen(type), rl = strlen(ref), kl = tl + 1 + rl;
     if ((r->used + 1) * 2 > r->nslots && grow_slots(r) < 0)
@@ -403,8 +409,12 @@ static int seen_before(pc_recon_csv_t *r, const char *type, const char *ref)
         const slot_t *s = &r->slots[j];
         if (s->hash == h && s->len == kl) {
             const char *k = r->arena + s->off;
-            if (!memcmp(k, type, tl) && k[tl] == 0x1f && !memcmp(k + tl + 1, ref, rl))
-                return 1;
+            if (!memcmp(k, type, tl) && k[tl] == 0x1f && !memcmp(k + tl + 1, ref, rl)) {
+                if (r->slots[j].seen & kind)
+                    return 1;
+                r->slots[j].seen |= kind;
+                return 2;
+            }
         }
         j = (j + 1) & (r->nslots - 1);
     }
@@ -425,7 +435,7 @@ static int seen_before(pc_recon_csv_t *r, const char *type, const char *ref)
     memcpy(r->arena + r->alen, type, tl);
     r->arena[r->alen + tl] = 0x1f;
     memcpy(r->arena + r->alen + tl + 1, ref, rl);
-    r->slots[j] = (slot_t){h, (uint32_t)r->alen, (uint16_t)kl};
+    r->slots[j] = (slot_t){h, (uint32_t)r->alen, (uint16_t)kl, kind};
     r->alen += kl;
     r->used++;
     return 0;
@@ -490,18 +500,26 @@ int pc_recon_csv_next(pc_recon_csv_t *r, pc_recon_line_t *line, char *err, size_
         return fail(r, err, errlen, "status must be SUCCESS, FAILED or CLOSED");
     if (pc_recon_parse_time(r->fv[c[COL_TIME]], r->fl[c[COL_TIME]], &line->time_s) < 0)
         return fail(r, err, errlen, "time must be an RFC 3339 time");
-    int dup = seen_before(r, line->type, line->channel_ref);
+    /* A repeat is of a SUCCESS line, or of one not paid: a line of each
+     * under one channel_ref (an authorisation the channel declined, then the
+     * capture or the retry that paid, the same day) is a status that
+     * changed. Before, whichever came second was a DUPLICATE_LINE: a paid
+     * one "money claimed twice", and the declined one, matched alone, a
+     * STATUS_MISMATCH of a payment the channel paid. */
+    int paid = !strcmp(line->status, "SUCCESS");
+    int seen = seen_before(r, line->type, line->channel_ref, paid ? SEEN_PAID : SEEN_UNPAID);
+    line->status_changed = seen == 2;
     /* A second success of one of our numbers under another channel_ref:
      * the channel took the money twice (each line would otherwise pair with
      * the same record and agree, and nobody would hear of it). Kept apart
      * from the channel_ref keys by a type no line can have. */
-    if (dup == 0 && line->paycore_ref[0] && !strcmp(line->status, "SUCCESS")) {
+    if (seen != 1 && seen >= 0 && line->paycore_ref[0] && paid) {
         char t[PC_RECON_WORD_MAX + 4];
         snprintf(t, sizeof t, "%s#ok", line->type);
-        dup = seen_before(r, t, line->paycore_ref);
+        seen = seen_before(r, t, line->paycore_ref, SEEN_PAID);
     }
-    if (dup < 0)
-        return dup;
-    line->duplicate = dup;
+    if (seen < 0)
+        return seen;
+    line->duplicate = seen == 1;
     return 1;
 }

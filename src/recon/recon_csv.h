@@ -15,11 +15,15 @@
  * optional fraction, which is dropped).
  *
  * The reader also notices a line that repeats an earlier line's type and
- * channel_ref (the channel reports one transaction twice), and a SUCCESS
- * line whose type and paycore_ref an earlier SUCCESS line had (the channel
- * took one of our numbers twice): such a line is returned with duplicate
- * set, so the caller can report it instead of matching it a second time.
- * Keys are compared exactly, not by hash alone.
+ * channel_ref (the channel reports one transaction twice), both SUCCESS or
+ * both not (a FAILED line and a SUCCESS line under one reference are a
+ * declined authorisation and the capture or retry that paid: a status that
+ * changed, not a repeat), and a SUCCESS line whose type and paycore_ref an
+ * earlier SUCCESS line had (the channel took one of our numbers twice):
+ * such a line is returned with duplicate set, so the caller can report it
+ * instead of matching it a second time. A line of a reference an earlier
+ * line had with the other kind of status is returned with status_changed
+ * set. Keys are compared exactly, not by hash alone.
  *
  * Speed: one pass, no allocation per line apart from the duplicate index
  * (about 60 bytes per line). Unit tests: tests/unit/test_recon_csv.c. */
@@ -42,8 +46,10 @@ typedef struct {
     int64_t fee;
     char status[PC_RECON_WORD_MAX + 1]; /* SUCCESS, FAILED, CLOSED, ... */
     int64_t time_s;                     /* Unix seconds, UTC */
-    int duplicate; /* an earlier line has this type and channel_ref, or (both SUCCESS)
-                    * this type and paycore_ref */
+    int duplicate;      /* an earlier line has this type and channel_ref (both SUCCESS or
+                         * both not), or (both SUCCESS) this type and paycore_ref */
+    int status_changed; /* an earlier line has this type and channel_ref, SUCCESS where
+                         * this one is not or the other way round (not a duplicate) */
 } pc_recon_line_t;
 
 typedef struct pc_recon_csv pc_recon_csv_t;

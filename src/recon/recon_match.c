@@ -180,6 +180,27 @@ static const char SQL_NOT_MISSING[] =
     "FROM recon_found m WHERE m.kind = 'MATCHED' AND m.obj = f.obj AND m.local_table = "
     "f.local_table AND m.local_ref = f.local_ref)";
 
+/* A line not paid (FAILED, CLOSED) whose type and channel_ref the
+ * statement also lists SUCCESS, naming the same one of our numbers or none:
+ * an authorisation the channel declined, then the capture or the retry that
+ * paid, the same day. The paid line is the one matched; the other is a
+ * status that changed and reports nothing of its own (the reader keeps both:
+ * recon_csv.h), as a FAILED line another day's statement carried is no
+ * listing (SQL_REPEATED). Its markers stay: the record is not missing.
+ * Before, it was matched alone, and a payment the channel paid was a
+ * STATUS_MISMATCH (adjusting it wrote the money off). Run only when the
+ * reader saw such a pair (status_changed); the statement's lines are then
+ * scanned once, and only when a line not paid has a difference. */
+static const char SQL_SUPERSEDED[] =
+    "WITH u AS MATERIALIZED (SELECT DISTINCT obj, channel_ref FROM recon_found WHERE line_status "
+    "<> 'SUCCESS' AND kind NOT IN ('CARRIED', 'MATCHED')), "
+    "p AS MATERIALIZED (SELECT l.type, l.channel_ref, l.paycore_ref FROM recon_stage l WHERE "
+    "EXISTS (SELECT 1 FROM u) AND l.status = 'SUCCESS' AND (l.type, l.channel_ref) IN (SELECT "
+    "u.obj, u.channel_ref FROM u)) "
+    "DELETE FROM recon_found f USING p WHERE f.line_status <> 'SUCCESS' AND f.kind NOT IN "
+    "('CARRIED', 'MATCHED') AND f.obj = p.type AND f.channel_ref = p.channel_ref AND "
+    "(p.paycore_ref IN (f.paycore_ref, '') OR f.paycore_ref = '')";
+
 /* The lines of the full join paired with a record of the day that the
  * statement of an earlier day carried already as paid (recon_carried,
  * listed: a FAILED line carried is no listing): each leaves a MATCHED marker
@@ -499,6 +520,7 @@ typedef struct {
     char types_seen[16][PC_RECON_WORD_MAX + 1];
     int ntypes_seen;
     int many_types;
+    int64_t status_changes; /* lines whose reference another line had with the other status */
     /* statements */
     int exists[NSPECS];
     stmt_t *stmts;
@@ -736,6 +758,8 @@ static int plan(match_t *m)
     rc = rc ? rc : add_stmt(m, strdup(SQL_UNMATCHED_COUNT), 0, R_UNMATCHED);
     rc = rc ? rc : add_stmt(m, strdup(SQL_UNMATCHED_MONEY), 0, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_NOT_MISSING), 0, R_NONE);
+    if (m->status_changes)
+        rc = rc ? rc : add_stmt(m, strdup(SQL_SUPERSEDED), 0, R_NONE);
     rc = rc ? rc : add_stmt(m, strdup(SQL_REPEATED), 1, R_NONE);
     for (size_t i = 0; i < NSPECS; i++)
         if (full_joined(m, i))
@@ -957,6 +981,7 @@ static int fill_chunk(void *data, const char **buf, size_t *len)
         }
         m->res.lines++;
         note_type(m, l.type);
+        m->status_changes += l.status_changed;
         if (l.duplicate) {
             m->res.duplicate_lines++;
             int full = keep_duplicate(m, &l);

@@ -1663,6 +1663,68 @@ static void test_a_payment_declined_one_day_and_paid_the_next_is_no_duplicate(vo
     json_decref(d2);
 }
 
+/* The channel's statement of one day lists a payment declined and then paid
+ * under one reference (an authorisation it declined, then the capture or
+ * retry that paid): the paid line matches our record, and the declined one
+ * is a status that changed, not a difference. Before, the reader took the
+ * paid line for a repeat of the declined one: it was a DUPLICATE_LINE (money
+ * claimed twice: ops adjusting it credited suspense), the declined line
+ * alone was matched and was a STATUS_MISMATCH (adjusting it wrote off money
+ * the channel paid), and the day counted as no listing of the payment, so
+ * the next day's statement listing it paid again was no duplicate. The
+ * other order (paid, then a declined line) is no difference either; a paid
+ * line repeated still is a duplicate, that day and the next. Days 55 and 54
+ * back: no job runs them, no other test uses them. */
+static void test_a_payment_declined_and_paid_the_same_day_is_no_duplicate(void **state)
+{
+    (void)state;
+    char pn[3][64], cr[3][64], day[3][11], csv[2048];
+    otc_paid_on_one_day(3, 1700, 55, pn, cr, day);
+    /* Day d: p1 declined then paid; p2 paid, listed twice; p3 paid, then a
+     * declined line. */
+    static const struct {
+        int p;
+        const char *status;
+    } lines[] = {{0, "FAILED"},  {0, "SUCCESS"}, {1, "SUCCESS"},
+                 {1, "SUCCESS"}, {2, "SUCCESS"}, {2, "FAILED"}};
+    int off = snprintf(csv, sizeof csv, "%s",
+                       "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n");
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        long amount = 1700 + lines[i].p;
+        int paid = !strcmp(lines[i].status, "SUCCESS");
+        off += snprintf(csv + off, sizeof csv - (size_t)off,
+                        "%s,%s,PAY,%ld,CNY,%ld,%s,%sT%02d:00:00Z\n", cr[lines[i].p], pn[lines[i].p],
+                        amount, paid ? (amount * 150 + 5000) / 10000 : 0, lines[i].status, day[0],
+                        8 + (int)i);
+    }
+    /* The same when the day is run again. */
+    for (int again = 0; again < 2; again++) {
+        json_t *run = upload_on("sim_otc", day[0], csv, 200);
+        long long dups = (long long)json_integer_value(json_object_get(run, "duplicate_lines"));
+        json_t *d = diffs_of(run_id_of(run), NULL);
+        json_decref(run);
+        if (dups != 1 || !find_diff(d, "DUPLICATE_LINE", "line", "channel_ref", cr[1]) ||
+            json_array_size(d) != 1) {
+            char *all = json_dumps(d, 0);
+            fail_msg("declined and paid on %s (run %d), %lld duplicate lines: %s", day[0], again,
+                     dups, all);
+        }
+        json_decref(d);
+    }
+    /* Day d + 1 lists p1 paid once more: d listed it, that is the
+     * duplicate. */
+    otc_lines(csv, 1, pn, cr, 1700, "SUCCESS", day[1]);
+    json_t *run = upload_on("sim_otc", day[1], csv, 200);
+    json_t *d1 = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    if (!find_diff(d1, "DUPLICATE_LINE", "line", "channel_ref", cr[0]) ||
+        json_array_size(d1) != 1) {
+        char *all = json_dumps(d1, 0);
+        fail_msg("p1 paid on %s and again on %s: %s", day[0], day[1], all);
+    }
+    json_decref(d1);
+}
+
 /* Ops adjust what a day's statement did not list paid (p1 missing from it,
  * p2 listed FAILED) after the next day's came without them; then the
  * channel re-issues that day's statement, corrected, with both paid. The
@@ -2114,6 +2176,8 @@ int main(void)
             test_an_adjustment_contradicted_by_its_days_reissued_statement_goes_to_ops,
             refresh_today),
         cmocka_unit_test_setup(test_a_payment_declined_one_day_and_paid_the_next_is_no_duplicate,
+                               refresh_today),
+        cmocka_unit_test_setup(test_a_payment_declined_and_paid_the_same_day_is_no_duplicate,
                                refresh_today),
         cmocka_unit_test_setup(test_a_fee_change_does_not_reprice_payments_made_before_it,
                                refresh_today),
