@@ -38,8 +38,9 @@ typedef struct op {
     int64_t trade_expires_s;
     char coupon_id[48], coupon_funder[65], card_id[48], card_fp[48], card_token[80], card_brand[24],
         card_last4[8], buyer_code[65];
-    char limit_hit[8]; /* continue: the limit the payment would pass, "buyer" or "card" */
-    char waiting[12];  /* continue: the status the payment waits in */
+    char limit_hit[32]; /* continue: the limit the payment would pass ("buyer", "card"), or
+                           "BLOCKED:<code>" */
+    char waiting[12];   /* continue: the status the payment waits in */
     char route[PC_ROUTE_MAX][33];
     int nroute, attempt;
     int has_card;
@@ -1804,12 +1805,33 @@ static void over_limit_commit_cb(void *data, int status)
 {
     op_t *o = data;
     o->tx = NULL;
-    o->err = status ? PC_API_UNAVAILABLE : PC_API_LIMIT_EXCEEDED;
+    int blocked = !strncmp(o->limit_hit, "BLOCKED:", 8);
+    o->err = status ? PC_API_UNAVAILABLE : blocked ? PC_API_INVALID_STATE : PC_API_LIMIT_EXCEEDED;
     snprintf(o->err_msg, sizeof o->err_msg, "%s",
-             status ? "database unavailable" : pc_engine_limit_message(o->limit_hit));
+             status    ? "database unavailable"
+             : blocked ? "blocked since the payment was held: it failed and holds nothing"
+                       : pc_engine_limit_message(o->limit_hit));
     if (!status)
         count_payment(o, "FAILED");
     finish(o);
+}
+
+/* A payment waiting for its challenge or review that may not go on (over
+ * the limits now; blocked meanwhile) fails with code, its coupon freed, and
+ * the continue is answered as such (over_limit_commit_cb). The move must
+ * apply (pc_require): one that touched no row would still commit the
+ * coupon's release and answer as if it had. */
+static void fail_waiting(op_t *o, const char *code, const char *message)
+{
+    const char *p[] = {o->payment_no, code, message};
+    pc_db_tx_query(o->tx,
+                   "WITH f AS (UPDATE payments SET status = 'FAILED', failure_code = $2, "
+                   "failure_message = $3, action = NULL, finished_at = now(), updated_at = now() "
+                   "WHERE payment_no = $1 AND status IN ('CHALLENGE', 'REVIEW') RETURNING 1) "
+                   "SELECT pc_require(EXISTS (SELECT 1 FROM f), 'payment_status')",
+                   3, p, step_cb, o);
+    free_coupon(o);
+    pc_db_tx_commit(o->tx, over_limit_commit_cb, o);
 }
 
 /* A challenged payment passed its challenge; whether it now fits the
@@ -1828,17 +1850,7 @@ static void continue_limits_cb(void *data, int status, pc_db_res_t *res)
         return;
     }
     snprintf(o->limit_hit, sizeof o->limit_hit, "%s", over);
-    /* The move must apply (pc_require): one that touched no row would still
-     * commit the coupon's release and answer as if it had. */
-    const char *p[] = {o->payment_no, pc_engine_limit_message(o->limit_hit)};
-    pc_db_tx_query(o->tx,
-                   "WITH f AS (UPDATE payments SET status = 'FAILED', failure_code = "
-                   "'LIMIT_EXCEEDED', failure_message = $2, action = NULL, finished_at = now(), "
-                   "updated_at = now() WHERE payment_no = $1 AND status IN ('CHALLENGE', 'REVIEW') "
-                   "RETURNING 1) SELECT pc_require(EXISTS (SELECT 1 FROM f), 'payment_status')",
-                   2, p, step_cb, o);
-    free_coupon(o);
-    pc_db_tx_commit(o->tx, over_limit_commit_cb, o);
+    fail_waiting(o, "LIMIT_EXCEEDED", pc_engine_limit_message(o->limit_hit));
 }
 
 /* The trade is locked (first, as every pay does) and the payment read. */
@@ -1863,6 +1875,16 @@ static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
     /* Ops' release, whatever comes of it now (going on, or failing the
      * limits): with the transaction that applies it. */
     record_review(o, "RELEASE");
+    /* What ops blocked while it waited (the buyer, its card's BIN, address
+     * or device) stops it, as it would a new payment: system.md, accept
+     * repeats consult's checks. Before, a passed challenge or a release
+     * charged a buyer or card blocked in the meantime. */
+    const char *blocked = pc_db_val(res, 0, "blocked");
+    if (blocked[0]) {
+        snprintf(o->limit_hit, sizeof o->limit_hit, "BLOCKED:%s", blocked);
+        fail_waiting(o, blocked, "blocked since the payment was held");
+        return;
+    }
     /* Checked now, under the buyer's lock like a new payment: a challenged
      * one did not count toward the limits while it waited, and one held for
      * review counted in the window of its creation, which may have passed
@@ -1877,6 +1899,20 @@ static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
     continue_update(o);
 }
 
+/* What of payment p the block list (or the buyer's status) holds now, as
+ * pay's own checks name it, or '': the buyer, the card's BIN ($3, $4: 6
+ * and 8 digits, NULL when the card is not at hand), the address (itself,
+ * or its IPv6 /64) or the device. */
+#define CONTINUE_BLOCKED_SQL                                                                       \
+    "CASE WHEN coalesce((SELECT b.status = 'BLOCKED' FROM buyers b WHERE b.buyer_id = "            \
+    "p.buyer_id), false) OR EXISTS (SELECT 1 FROM block_list l WHERE l.kind = 'BUYER' AND "        \
+    "l.value = p.buyer_id) THEN 'BUYER_BLOCKED' WHEN EXISTS (SELECT 1 FROM block_list l WHERE "    \
+    "l.kind = 'CARD_BIN' AND l.value IN ($3, $4)) THEN 'CARD_BLOCKED' WHEN EXISTS (SELECT 1 FROM " \
+    "block_list l WHERE l.kind = 'IP' AND l.value IN (p.client_ip, CASE WHEN family("              \
+    "p.client_ip::inet) = 6 THEN network(set_masklen(p.client_ip::inet, 64))::text END)) THEN "    \
+    "'IP_BLOCKED' WHEN EXISTS (SELECT 1 FROM block_list l WHERE l.kind = 'DEVICE' AND l.value = "  \
+    "p.device_id) THEN 'DEVICE_BLOCKED' ELSE '' END"
+
 static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
 {
     op_t *o = data;
@@ -1885,16 +1921,22 @@ static void continue_begin_cb(void *data, int status, pc_db_tx_t *tx)
         return;
     }
     o->tx = tx;
-    const char *p[] = {o->payment_no, o->waiting};
+    /* The card's BIN, when the answer brings the card again (a challenge). */
+    char bin6[7] = "", bin8[9] = "";
+    if (o->has_card && strlen(o->pan) >= 8) {
+        snprintf(bin6, sizeof bin6, "%.6s", o->pan);
+        snprintf(bin8, sizeof bin8, "%.8s", o->pan);
+    }
+    const char *p[] = {o->payment_no, o->waiting, bin6[0] ? bin6 : NULL, bin8[0] ? bin8 : NULL};
     if (pc_db_tx_query(tx,
                        "SELECT p.status, coalesce(p.buyer_id, '') AS buyer_id, "
                        "coalesce(p.card_fp, '') AS card_fp, "
                        "p.method_type, p.amount, p.currency, t.expires_at <= now() AS "
                        "trade_expired, floor(extract(epoch FROM t.expires_at))::bigint AS "
-                       "trade_expires_s FROM "
+                       "trade_expires_s, " CONTINUE_BLOCKED_SQL " AS blocked FROM "
                        "payments p JOIN trades t USING (trade_no) WHERE p.payment_no = $1 AND "
                        "p.status = $2 AND t.status = 'WAIT_BUYER_PAY' FOR UPDATE OF t",
-                       2, p, continue_locked_cb, o) < 0)
+                       4, p, continue_locked_cb, o) < 0)
         fail_op(o, PC_API_UNAVAILABLE, "database unavailable");
 }
 

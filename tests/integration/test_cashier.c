@@ -2117,6 +2117,48 @@ static void test_challenge_answer_while_another_attempt_is_open_is_409(void **st
     expect_answer(&r, 409, "INVALID_STATE", "answer");
 }
 
+/* A challenged payment of a new buyer; ops then make admin call (path,
+ * body: answered want); the right answer is refused (409) and the payment
+ * fails with code, its coupon free. card receives the card. */
+static void blocked_while_waiting(const char *path_fmt, const char *body_fmt, long want,
+                                  const char *code_want, char card[160])
+{
+    char buyer[32], coupon[64], tn[40], cid[64], code[16], path[96], body[160], where[120];
+    challenged_new_buyer(buyer, coupon, tn, card, cid, code);
+    const char *pan = strstr(card, "\"pan\":\"") + 7;
+    snprintf(path, sizeof path, path_fmt, buyer);
+    snprintf(body, sizeof body, body_fmt, pan);
+    pc_t_resp_t r = pc_t_admin(&g_stack, "POST", path, body);
+    assert_int_equal(r.status, want);
+    pc_t_resp_free(&r);
+    r = answer_challenge(tn, buyer, cid, code, card);
+    expect_answer(&r, 409, "INVALID_STATE", "answer");
+    snprintf(where, sizeof where, "challenge_id = '%s'", cid);
+    expect_payment(where, code_want);
+    expect_coupon(coupon, "AVAILABLE");
+    expect_trade(tn, "WAIT_BUYER_PAY");
+}
+
+/* Ops block the buyer while its card payment waits for its challenge: the
+ * right answer no longer charges it (409), the payment fails
+ * BUYER_BLOCKED and its coupon is free again. The same for a BIN put on the
+ * block list meanwhile. Before, a passed challenge (or a release from
+ * review) charged what ops had blocked since. */
+static void test_a_block_made_while_a_payment_waits_stops_it(void **state)
+{
+    (void)state;
+    char card[160];
+    blocked_while_waiting("/admin/buyers/%s/block", "{}", 200, "FAILED BUYER_BLOCKED", card);
+    blocked_while_waiting("/admin/block-list",
+                          "{\"kind\":\"CARD_BIN\",\"value\":\"%.8s\",\"reason\":\"testing wave\"}",
+                          201, "FAILED CARD_BLOCKED", card);
+    /* (Other tests' cards share the BIN.) */
+    free(pc_t_sql(&g_stack,
+                  "DELETE FROM block_list WHERE kind = 'CARD_BIN' AND value = '%.8s' "
+                  "RETURNING 1",
+                  strstr(card, "\"pan\":\"") + 7));
+}
+
 /* The challenge's answer passes it, then the payment cannot go on (here:
  * the database refuses the move, as when its node dies at that moment):
  * 5xx. The buyer's app retries the same request: the payment goes on and
@@ -3724,6 +3766,7 @@ int main(void)
         cmocka_unit_test(test_client_ip_is_the_buyers_or_none),
         cmocka_unit_test(test_a_release_applied_is_not_answered_as_not_applied),
         cmocka_unit_test(test_challenge_answer_while_another_attempt_is_open_is_409),
+        cmocka_unit_test(test_a_block_made_while_a_payment_waits_stops_it),
         cmocka_unit_test(test_a_passed_challenge_whose_payment_did_not_go_on_goes_on_when_retried),
         cmocka_unit_test(test_a_challenge_answer_without_method_id_and_card_details),
         cmocka_unit_test(test_waiting_payments_that_cannot_go_on_free_their_coupons),
