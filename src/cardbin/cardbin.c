@@ -199,6 +199,20 @@ const char *pc_card_scheme(const char *pan)
         return "JCB";
     if (p4 == 6011 || p2 == 65 || (p6 >= 644000 && p6 <= 649999))
         return "DISCOVER";
+    /* The other schemes' ranges: a number of theirs is a card number too
+     * (never kept as an account number: pc_card_number_like). */
+    int p3 = prefix_num(pan, 3);
+    if ((p3 >= 300 && p3 <= 305) || p4 == 3095 || p2 == 36 || p2 == 38 || p2 == 39)
+        return "DINERS";
+    if (p4 >= 2200 && p4 <= 2204)
+        return "MIR";
+    if (p2 == 50 || (p2 >= 56 && p2 <= 58) || p4 == 6304 || p4 == 6759 ||
+        (p4 >= 6761 && p4 <= 6763))
+        return p3 == 508 ? "RUPAY" : "MAESTRO";
+    if (p4 >= 8100 && p4 <= 8171)
+        return "UNIONPAY";
+    if (p2 == 60 || p2 == 81 || p2 == 82)
+        return "RUPAY";
     return "UNKNOWN";
 }
 

@@ -50,9 +50,18 @@ static void test_card_numbers_are_told_from_account_numbers(void **state)
 {
     (void)state;
     assert_true(pc_card_number_like("4242424242424242"));
-    assert_true(pc_card_number_like("6222021234567890128"));   /* UnionPay, 19 digits */
-    assert_false(pc_card_number_like("6222020000000001"));     /* fails the Luhn check */
-    assert_false(pc_card_number_like("9000000000000001"));     /* Luhn-valid, no scheme */
+    assert_true(pc_card_number_like("6222021234567890128")); /* UnionPay, 19 digits */
+    assert_false(pc_card_number_like("6222020000000001"));   /* fails the Luhn check */
+    assert_false(pc_card_number_like("9000000000000001"));   /* Luhn-valid, no scheme */
+    /* Diners, Mir, Maestro, RuPay and UnionPay's 81 range: card numbers too
+     * (they passed as account numbers and were kept in payouts.payee). */
+    assert_true(pc_card_number_like("36227206271667"));
+    assert_true(pc_card_number_like("30569309025904"));
+    assert_true(pc_card_number_like("2200000000000004"));
+    assert_true(pc_card_number_like("6759649826438453"));
+    assert_true(pc_card_number_like("5018000000000009"));
+    assert_true(pc_card_number_like("6062826786276634"));
+    assert_true(pc_card_number_like("8171999927660000"));
     assert_false(pc_card_number_like("424242424242"));         /* 12 digits */
     assert_false(pc_card_number_like("42424242424242424242")); /* 20 digits */
     assert_false(pc_card_number_like("4242 4242 4242 4242"));
