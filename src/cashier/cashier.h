@@ -69,6 +69,14 @@ typedef void (*pc_cashier_view_cb)(void *data, int status, pc_cashier_view_t *vi
  * every method and asks for PC_VIEW_ALL; a pay asks for PC_VIEW_PAY and what
  * its method uses. The trade, buyer, wallet and usage (limits and the hour's
  * attempts) are always read. */
+/* A buyer's status (b: its buyers row) as the cashier takes it: BLOCKED
+ * also while a BUYER block-list entry names it. Before, consult offered a
+ * listed buyer its balance and cards (pay then refused it, counted as a
+ * failed attempt) and a card was bound for it. */
+#define PC_BUYER_STATUS_SQL                                                                        \
+    "CASE WHEN EXISTS (SELECT 1 FROM block_list l WHERE l.kind = 'BUYER' AND l.value = "           \
+    "b.buyer_id) THEN 'BLOCKED' ELSE b.status END"
+
 #define PC_VIEW_COUPONS 1u /* coupons */
 #define PC_VIEW_CARDS 2u   /* cards and their usage */
 #define PC_VIEW_TYPED 4u   /* typed_wallets */

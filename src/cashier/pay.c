@@ -1189,8 +1189,8 @@ static void bind_card(pc_http_req_t *req, void *data)
     b->pan = pan;
     b->holder = h;
     const char *p[] = {pc_http_req_param(req, "buyer_id")};
-    if (pc_db_query(app->db, "SELECT status FROM buyers WHERE buyer_id = $1", 1, p, bind_buyer_cb,
-                    b) < 0)
+    if (pc_db_query(app->db, "SELECT " PC_BUYER_STATUS_SQL " FROM buyers b WHERE b.buyer_id = $1",
+                    1, p, bind_buyer_cb, b) < 0)
         pc_respond_db_error(req, PC_EUNAVAIL);
 }
 

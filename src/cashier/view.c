@@ -39,7 +39,8 @@
     "IN " PC_PAYMENT_COUNTED_STATUSES " AS counted FROM payments WHERE buyer_id = $3 "             \
     "AND created_at >= now() - interval '90 days') "                                               \
     "SELECT t.trade_no, t.merchant_id, t.product, t.status, t.amount, t.currency, t.buyer_id, "    \
-    "t.expires_at, b.buyer_id, b.status, floor(extract(epoch FROM now() - b.created_at) / "        \
+    "t.expires_at, b.buyer_id, " PC_BUYER_STATUS_SQL ", floor(extract(epoch FROM now() - "         \
+    "b.created_at) / "                                                                             \
     "86400)::int, "                                                                                \
     "coalesce((SELECT balance FROM ledger_accounts WHERE account_id = 'buyer:' || $3 "             \
     "|| ':wallet:' || (SELECT currency FROM tr)), 0), u.day, u.month, u.attempts_1h, "
