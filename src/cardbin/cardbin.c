@@ -22,6 +22,7 @@ static int digits(const char *s, size_t min, size_t max)
 json_t *pc_cardbin_parse(const char *text, char *err, size_t errlen)
 {
     json_t *rows = json_array();
+    json_t *seen = json_object(); /* bin -> its line */
     int lineno = 0, header = 0;
     const char *p = text;
     while (*p) {
@@ -59,22 +60,37 @@ json_t *pc_cardbin_parse(const char *text, char *err, size_t errlen)
             snprintf(err, errlen, "line %d: expected 6 comma-separated fields", lineno);
             goto fail;
         }
-        if (!digits(f[0], 6, 8) || !f[1][0] || !f[2][0] ||
+        /* 6 or 8 digits: cards are matched on those (PC_CARDBIN_MATCH_SQL); a
+         * 7-digit BIN was loaded and never matched (a CREDIT range under a
+         * 6-digit DEBIT one passed as debit). */
+        size_t binlen = strlen(f[0]);
+        if (!digits(f[0], 6, 8) || binlen == 7 || !f[1][0] || !f[2][0] ||
             (strcmp(f[3], "DEBIT") && strcmp(f[3], "CREDIT") && strcmp(f[3], "PREPAID")) ||
             strlen(f[4]) != 2 || !isupper((unsigned char)f[4][0]) ||
             !isupper((unsigned char)f[4][1])) {
             snprintf(err, errlen,
-                     "line %d: bin is 6-8 digits, card_type DEBIT|CREDIT|PREPAID, country two "
-                     "upper-case letters",
+                     "line %d: bin is 6 or 8 digits, card_type DEBIT|CREDIT|PREPAID, country "
+                     "two upper-case letters",
                      lineno);
             goto fail;
         }
+        /* One line a BIN: two made the whole load fail in the database (an
+         * insert cannot update one row twice), and the old data stayed. */
+        json_t *first = json_object_get(seen, f[0]);
+        if (first) {
+            snprintf(err, errlen, "line %d: bin %s is on line %d already", lineno, f[0],
+                     (int)json_integer_value(first));
+            goto fail;
+        }
+        json_object_set_new(seen, f[0], json_integer(lineno));
         json_array_append_new(rows, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s?}", "bin", f[0], "brand",
                                               f[1], "issuer", f[2], "card_type", f[3], "country",
                                               f[4], "province", n > 5 && f[5][0] ? f[5] : NULL));
     }
+    json_decref(seen);
     return rows;
 fail:
+    json_decref(seen);
     json_decref(rows);
     return NULL;
 }

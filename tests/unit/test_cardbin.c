@@ -43,6 +43,13 @@ static void test_bad_lines_are_refused_with_their_line_number(void **state)
     assert_null(pc_cardbin_parse(buf, err, sizeof err));
     assert_null(pc_cardbin_parse("bin,brand\n424242,VISA\n", err, sizeof err));
     assert_non_null(strstr(err, "header"));
+    /* 7 digits: never matched (cards match on 8 and 6). */
+    snprintf(buf, sizeof buf, "%s4242421,VISA,Bank,CREDIT,CN,X\n", h);
+    assert_null(pc_cardbin_parse(buf, err, sizeof err));
+    /* A BIN twice: the database load would fail whole. */
+    snprintf(buf, sizeof buf, "%s424242,VISA,Bank,DEBIT,CN,X\n424242,VISA,Bank,CREDIT,CN,X\n", h);
+    assert_null(pc_cardbin_parse(buf, err, sizeof err));
+    assert_non_null(strstr(err, "line 3: bin 424242 is on line 2 already"));
 }
 
 /* What a payout's account number may not be: a card number. */
