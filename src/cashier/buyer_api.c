@@ -72,6 +72,13 @@ static void create_buyer(pc_http_req_t *req, void *data)
                               "buyer_id: 1-64 of [A-Za-z0-9_-]; name optional");
         return;
     }
+    /* Shown back by the admin API and the console: no control characters
+     * (a bell and line breaks were stored). */
+    if (name && !pc_printable(name, 200)) {
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "name",
+                              "1-200 characters, none of them a control character");
+        return;
+    }
     const char *p[] = {id, name};
     if (pc_db_query(app->db,
                     "WITH b AS (INSERT INTO buyers (buyer_id, name) VALUES ($1, $2) RETURNING *) "
@@ -126,7 +133,10 @@ static void coupon_cb(void *data, int status, pc_db_res_t *res)
 {
     pc_http_req_t *req = data;
     if (status == PC_EIO && !strcmp(pc_db_sqlstate(res), "23503")) {
-        pc_http_respond_error(req, PC_API_INVALID_REQUEST, "buyer_id", "unknown buyer or merchant");
+        /* Named after the key the database found no row for. */
+        int merchant = strstr(pc_db_constraint(res), "merchant") != NULL;
+        pc_http_respond_error(req, PC_API_INVALID_REQUEST, merchant ? "merchant_id" : "buyer_id",
+                              merchant ? "unknown merchant" : "unknown buyer");
         return;
     }
     if (status) {

@@ -728,6 +728,21 @@ static void new_coupon(const char *buyer, long amount, char coupon[64])
     r = pc_t_admin(&g_stack, "POST", "/admin/coupons", body);
     assert_int_equal(r.status, 400);
     pc_t_resp_free(&r);
+    /* A merchant-funded coupon of an unknown merchant names merchant_id. */
+    snprintf(body, sizeof body,
+             "{\"buyer_id\":\"%s\",\"amount\":%ld,\"currency\":\"CNY\",\"funded_by\":"
+             "\"MERCHANT\",\"merchant_id\":\"m_nobody\"}",
+             buyer, amount);
+    r = pc_t_admin(&g_stack, "POST", "/admin/coupons", body);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"field\":\"merchant_id\""));
+    pc_t_resp_free(&r);
+    /* A buyer's name with control characters is refused. */
+    r = pc_t_admin(&g_stack, "POST", "/admin/buyers",
+                   "{\"buyer_id\":\"b_ctl\",\"name\":\"a\\u0007\\r\\nb\"}");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"field\":\"name\""));
+    pc_t_resp_free(&r);
 }
 
 /* POSTs a coupon of amount for buyer under coupon_id; returns the status. */
