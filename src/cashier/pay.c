@@ -97,6 +97,15 @@ static void run_engine(pay_t *p)
 static void tokenized_cb(void *data, const pc_ch_result_t *r)
 {
     pay_t *p = data;
+    if (r->status == PC_CH_UNKNOWN || r->status == PC_CH_PROCESSING) {
+        /* The channel did not answer (or not finally): nothing is recorded,
+         * and a retry with the same key runs again. Before, the payment was
+         * recorded FAILED RISK_REJECTED ("refused by risk control") for a
+         * channel outage, and counted against the trade's failed attempts. */
+        pc_http_respond_error(p->req, PC_API_UNAVAILABLE, NULL,
+                              "the card could not be checked with its channel now: retry");
+        return;
+    }
     if (r->status != PC_CH_SUCCESS || !r->card_token[0]) {
         /* Without a token the card cannot be charged after review: refuse now. */
         p->order.risk_decision = "REJECT";

@@ -842,6 +842,11 @@ static void card_tokenize(pc_http_req_t *req, void *data)
         pc_sim_reply_error(req, ch, PC_SIM_INVALID_CARD, field, why);
         return;
     }
+    /* The tokenize outage fault: held, then 504, nothing kept. */
+    if (pc_sim_rng_chance(&ch->rng, ch->faults.tokenize_timeout_bps)) {
+        hold(sim, req, ch);
+        return;
+    }
     pc_sim_card_t *card = tokenize(sim, ch, c.pan, (int)c.exp_month, (int)c.exp_year);
     if (!card) {
         pc_sim_reply_error(req, ch, PC_SIM_UNAVAILABLE, NULL, "out of memory");

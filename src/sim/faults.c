@@ -89,6 +89,7 @@ int pc_sim_faults_apply(pc_sim_faults_t *f, const char *channel_id, json_t *body
         {"lost_callback_rate", offsetof(pc_sim_faults_t, lost_callback_bps)},
         {"duplicate_callback_rate", offsetof(pc_sim_faults_t, duplicate_callback_bps)},
         {"decline_rate", offsetof(pc_sim_faults_t, decline_bps)},
+        {"tokenize_timeout_rate", offsetof(pc_sim_faults_t, tokenize_timeout_bps)},
     };
     for (size_t k = 0; k < sizeof rates / sizeof rates[0]; k++) {
         if ((v = json_object_get(body, rates[k].name)) &&
@@ -190,13 +191,14 @@ json_t *pc_sim_faults_json(const pc_sim_faults_t *f)
 {
     double all = PC_SIM_BPS_ALL; /* rates are shown as the fractions they are set as */
     return json_pack(
-        "{s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:i,s:i,s:i,s:I,s:I,s:{s:i,s:i,s:i,s:i}}", "timeout_rate",
+        "{s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:i,s:i,s:i,s:I,s:I,s:{s:i,s:i,s:i,s:i}}", "timeout_rate",
         f->timeout_bps / all, "success_after_timeout_rate", f->success_after_timeout_bps / all,
         "lost_callback_rate", f->lost_callback_bps / all, "duplicate_callback_rate",
-        f->duplicate_callback_bps / all, "decline_rate", f->decline_bps / all, "latency_ms",
-        f->latency_ms, "hang_ms", f->hang_ms, "refund_delay_ms", f->refund_delay_ms,
-        "payout_delay_ms", f->payout_delay_ms, "fee_bps", f->fee_bps, "fee_fixed",
-        (json_int_t)f->fee_fixed, "payout_fee", (json_int_t)f->payout_fee, "statement_discrepancy",
-        "missing", f->pending.missing, "amount_mismatch", f->pending.amount_mismatch,
-        "fee_mismatch", f->pending.fee_mismatch, "status_mismatch", f->pending.status_mismatch);
+        f->duplicate_callback_bps / all, "decline_rate", f->decline_bps / all,
+        "tokenize_timeout_rate", f->tokenize_timeout_bps / all, "latency_ms", f->latency_ms,
+        "hang_ms", f->hang_ms, "refund_delay_ms", f->refund_delay_ms, "payout_delay_ms",
+        f->payout_delay_ms, "fee_bps", f->fee_bps, "fee_fixed", (json_int_t)f->fee_fixed,
+        "payout_fee", (json_int_t)f->payout_fee, "statement_discrepancy", "missing",
+        f->pending.missing, "amount_mismatch", f->pending.amount_mismatch, "fee_mismatch",
+        f->pending.fee_mismatch, "status_mismatch", f->pending.status_mismatch);
 }

@@ -26,6 +26,7 @@ typedef struct {
     int lost_callback_bps;         /* a callback that is never sent */
     int duplicate_callback_bps;    /* a callback sent twice */
     int decline_bps;               /* a retryable decline (ISSUER_UNAVAILABLE / BANK_UNAVAILABLE) */
+    int tokenize_timeout_bps;      /* a tokenize held hang_ms, then 504 (nothing kept) */
     /* Delays in milliseconds. */
     int latency_ms; /* added before every /ch request is handled */
     int hang_ms;    /* how long a "timed-out" request is held before a 504 */

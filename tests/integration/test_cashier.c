@@ -1497,6 +1497,43 @@ static void held_for_review(long amount, char buyer[32], char tn[40], char pno[6
     pc_t_resp_free(&r);
 }
 
+/* Sets tokenize_timeout_rate (and a short hang) on both card channels. */
+static void card_tokenize_outage(int on)
+{
+    const char *chans[] = {"sim_card", "sim_card2"};
+    for (int i = 0; i < 2; i++) {
+        char body[128];
+        snprintf(body, sizeof body,
+                 "{\"channel_id\":\"%s\",\"tokenize_timeout_rate\":%s,\"hang_ms\":%d}", chans[i],
+                 on ? "1.0" : "0", on ? 300 : 30000);
+        pc_t_resp_t f = pc_t_sim(&g_stack, "POST", "/sim/faults", body);
+        assert_int_equal(f.status, 200);
+        pc_t_resp_free(&f);
+    }
+}
+
+/* A card payment risk holds for review is tokenized first; when the
+ * channel does not answer that, the pay is 503 and nothing is recorded (a
+ * retry runs again). Before, the payment was recorded FAILED RISK_REJECTED,
+ * "refused by risk control", for a channel outage, and counted against the
+ * trade's failed attempts. */
+static void test_a_tokenize_outage_is_no_risk_rejection(void **state)
+{
+    (void)state;
+    char buyer[32], tn[40];
+    snprintf(buyer, sizeof buyer, "%s", fresh_buyer());
+    new_trade("INSTANT", 3500000, buyer, tn);
+    card_tokenize_outage(1);
+    pc_t_resp_t r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    card_tokenize_outage(0);
+    expect_answer(&r, 503, "UNAVAILABLE", "pay during the outage");
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT count(*) FROM payments WHERE trade_no = '%s'", tn), 0);
+    r = pay(tn, buyer, "CARD", pc_t_fresh_card());
+    assert_string_equal(pc_t_jstr(&r, "status"), "REVIEW");
+    pc_t_resp_free(&r);
+}
+
 /* A payment held for review on day 0 and released on day 1, after the
  * buyer spent day 1's limit: the release is checked against the limits as
  * they are now (before: it counted only in day 0's window, and both were
@@ -3801,6 +3838,7 @@ int main(void)
         cmocka_unit_test(test_block_list_entries_are_ones_that_can_match),
         cmocka_unit_test(test_pay_for_a_buyer_never_registered),
         cmocka_unit_test(test_review_released_a_day_later_is_checked_against_the_limits),
+        cmocka_unit_test(test_a_tokenize_outage_is_no_risk_rejection),
         cmocka_unit_test(test_balance_payment_released_a_day_later_counts_from_its_release),
         cmocka_unit_test(test_an_unreadable_block_list_charges_nothing),
         cmocka_unit_test(test_client_ip_is_the_buyers_or_none),
