@@ -1902,14 +1902,17 @@ static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
 /* What of payment p the block list (or the buyer's status) holds now, as
  * pay's own checks name it, or '': the buyer, the card's BIN ($3, $4: 6
  * and 8 digits, NULL when the card is not at hand), the address (itself,
- * or its IPv6 /64) or the device. */
+ * or its IPv6 /64) or the device. Only an IPv6 address is cast (an empty
+ * or missing one must not fail the statement: the payment could never go
+ * on). */
 #define CONTINUE_BLOCKED_SQL                                                                       \
     "CASE WHEN coalesce((SELECT b.status = 'BLOCKED' FROM buyers b WHERE b.buyer_id = "            \
     "p.buyer_id), false) OR EXISTS (SELECT 1 FROM block_list l WHERE l.kind = 'BUYER' AND "        \
     "l.value = p.buyer_id) THEN 'BUYER_BLOCKED' WHEN EXISTS (SELECT 1 FROM block_list l WHERE "    \
     "l.kind = 'CARD_BIN' AND l.value IN ($3, $4)) THEN 'CARD_BLOCKED' WHEN EXISTS (SELECT 1 FROM " \
-    "block_list l WHERE l.kind = 'IP' AND l.value IN (p.client_ip, CASE WHEN family("              \
-    "p.client_ip::inet) = 6 THEN network(set_masklen(p.client_ip::inet, 64))::text END)) THEN "    \
+    "block_list l WHERE l.kind = 'IP' AND l.value IN (p.client_ip, CASE WHEN p.client_ip ~ "       \
+    "'^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$' THEN network(set_masklen(p.client_ip::inet, 64))::text "    \
+    "END)) THEN "                                                                                  \
     "'IP_BLOCKED' WHEN EXISTS (SELECT 1 FROM block_list l WHERE l.kind = 'DEVICE' AND l.value = "  \
     "p.device_id) THEN 'DEVICE_BLOCKED' ELSE '' END"
 
