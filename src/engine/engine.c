@@ -38,9 +38,8 @@ typedef struct op {
     int64_t trade_expires_s;
     char coupon_id[48], coupon_funder[65], card_id[48], card_fp[48], card_token[80], card_brand[24],
         card_last4[8], buyer_code[65];
-    char limit_hit[32]; /* continue: the limit the payment would pass ("buyer", "card"), or
-                           "BLOCKED:<code>" */
-    char waiting[12];   /* continue: the status the payment waits in */
+    char limit_hit[8]; /* continue: the limit the payment would pass, "buyer" or "card" */
+    char waiting[12];  /* continue: the status the payment waits in */
     char route[PC_ROUTE_MAX][33];
     int nroute, attempt;
     int has_card;
@@ -1801,11 +1800,13 @@ static void continue_update(op_t *o)
                    2, p, continue_row_cb, o);
 }
 
-static void over_limit_commit_cb(void *data, int status)
+/* A waiting payment failed (fail_waiting): over a limit (limit_hit says
+ * which), else blocked meanwhile. */
+static void waiting_failed_commit_cb(void *data, int status)
 {
     op_t *o = data;
     o->tx = NULL;
-    int blocked = !strncmp(o->limit_hit, "BLOCKED:", 8);
+    int blocked = !o->limit_hit[0];
     o->err = status ? PC_API_UNAVAILABLE : blocked ? PC_API_INVALID_STATE : PC_API_LIMIT_EXCEEDED;
     snprintf(o->err_msg, sizeof o->err_msg, "%s",
              status    ? "database unavailable"
@@ -1818,7 +1819,7 @@ static void over_limit_commit_cb(void *data, int status)
 
 /* A payment waiting for its challenge or review that may not go on (over
  * the limits now; blocked meanwhile) fails with code, its coupon freed, and
- * the continue is answered as such (over_limit_commit_cb). The move must
+ * the continue is answered as such (waiting_failed_commit_cb). The move must
  * apply (pc_require): one that touched no row would still commit the
  * coupon's release and answer as if it had. */
 static void fail_waiting(op_t *o, const char *code, const char *message)
@@ -1831,7 +1832,7 @@ static void fail_waiting(op_t *o, const char *code, const char *message)
                    "SELECT pc_require(EXISTS (SELECT 1 FROM f), 'payment_status')",
                    3, p, step_cb, o);
     free_coupon(o);
-    pc_db_tx_commit(o->tx, over_limit_commit_cb, o);
+    pc_db_tx_commit(o->tx, waiting_failed_commit_cb, o);
 }
 
 /* A challenged payment passed its challenge; whether it now fits the
@@ -1881,7 +1882,6 @@ static void continue_locked_cb(void *data, int status, pc_db_res_t *res)
      * charged a buyer or card blocked in the meantime. */
     const char *blocked = pc_db_val(res, 0, "blocked");
     if (blocked[0]) {
-        snprintf(o->limit_hit, sizeof o->limit_hit, "BLOCKED:%s", blocked);
         fail_waiting(o, blocked, "blocked since the payment was held");
         return;
     }

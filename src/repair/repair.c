@@ -263,22 +263,19 @@ static void tick(uv_timer_t *t)
      * lease that brings the query back if this node dies before the answer
      * (the answer then flags the payment, or closes it). */
     if (pc_db_query(r->app->db,
-                    "WITH due AS (SELECT payment_no FROM payments WHERE status IN ('PROCESSING', "
-                    "'UNKNOWN') AND next_query_at <= now() ORDER BY next_query_at LIMIT 50 FOR "
-                    "UPDATE SKIP LOCKED) UPDATE payments p SET query_attempts = p.query_attempts "
-                    "+ 1, next_query_at = now() + ($1::int[])[least(p.query_attempts + 1, "
-                    "array_length($1::int[], 1))] * interval '1 millisecond' FROM due WHERE "
-                    "p.payment_no = "
-                    "due.payment_no RETURNING p.payment_no, coalesce(p.channel_id, '') AS "
-                    "channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
-                    "p.created_at)) * 1000)::bigint AS age_ms, "
-                    "(p.query_attempts > array_length($1::int[], 1) AND NOT (p.action IS NOT "
-                    "NULL AND coalesce((SELECT t.expires_at > now() FROM trades t WHERE "
-                    "t.trade_no = p.trade_no), false))) AS last, "
-                    "(p.channel_txn_id IS NOT NULL OR p.acknowledged_at IS NOT NULL) AS "
-                    "acknowledged, coalesce(p.channel_txn_id, '') AS channel_txn_id, "
-                    "coalesce((SELECT t.status = 'TRADE_CLOSED' FROM trades t WHERE t.trade_no = "
-                    "p.trade_no), false) AS trade_closed",
+                    "WITH due AS (SELECT payment_no, trade_no FROM payments WHERE status IN "
+                    "('PROCESSING', 'UNKNOWN') AND next_query_at <= now() ORDER BY next_query_at "
+                    "LIMIT 50 FOR UPDATE SKIP LOCKED) UPDATE payments p SET query_attempts = "
+                    "p.query_attempts + 1, next_query_at = now() + ($1::int[])[least("
+                    "p.query_attempts + 1, array_length($1::int[], 1))] * interval '1 "
+                    "millisecond' FROM due JOIN trades t ON t.trade_no = due.trade_no WHERE "
+                    "p.payment_no = due.payment_no RETURNING p.payment_no, coalesce(p.channel_id, "
+                    "'') AS channel_id, floor(extract(epoch FROM now() - coalesce(p.sent_at, "
+                    "p.created_at)) * 1000)::bigint AS age_ms, (p.query_attempts > "
+                    "array_length($1::int[], 1) AND NOT (p.action IS NOT NULL AND t.expires_at > "
+                    "now())) AS last, (p.channel_txn_id IS NOT NULL OR p.acknowledged_at IS NOT "
+                    "NULL) AS acknowledged, coalesce(p.channel_txn_id, '') AS channel_txn_id, "
+                    "t.status = 'TRADE_CLOSED' AS trade_closed",
                     1, p, claimed_cb, r) < 0)
         r->claiming = 0;
 }

@@ -468,18 +468,25 @@ static void test_retryable_decline_falls_back_to_next_channel(void **state)
 static void expect_payment(const char *where, const char *want);
 
 /* Sets latency_ms and decline_rate on both card channels. */
-static void card_channels_slow_decline(int latency_ms, double rate)
+/* Sets paysim's faults (JSON members, e.g. "\"decline_rate\":1.0") on both
+ * card channels. */
+static void card_channels_faults(const char *members)
 {
     const char *chans[] = {"sim_card", "sim_card2"};
     for (int i = 0; i < 2; i++) {
-        char body[128];
-        snprintf(body, sizeof body,
-                 "{\"channel_id\":\"%s\",\"latency_ms\":%d,\"decline_rate\":%.1f}", chans[i],
-                 latency_ms, rate);
+        char body[256];
+        snprintf(body, sizeof body, "{\"channel_id\":\"%s\",%s}", chans[i], members);
         pc_t_resp_t f = pc_t_sim(&g_stack, "POST", "/sim/faults", body);
         assert_int_equal(f.status, 200);
         pc_t_resp_free(&f);
     }
+}
+
+static void card_channels_slow_decline(int latency_ms, double rate)
+{
+    char members[96];
+    snprintf(members, sizeof members, "\"latency_ms\":%d,\"decline_rate\":%.1f", latency_ms, rate);
+    card_channels_faults(members);
 }
 
 static void test_no_fallback_once_the_trade_is_closed(void **state)
@@ -1500,16 +1507,8 @@ static void held_for_review(long amount, char buyer[32], char tn[40], char pno[6
 /* Sets tokenize_timeout_rate (and a short hang) on both card channels. */
 static void card_tokenize_outage(int on)
 {
-    const char *chans[] = {"sim_card", "sim_card2"};
-    for (int i = 0; i < 2; i++) {
-        char body[128];
-        snprintf(body, sizeof body,
-                 "{\"channel_id\":\"%s\",\"tokenize_timeout_rate\":%s,\"hang_ms\":%d}", chans[i],
-                 on ? "1.0" : "0", on ? 300 : 30000);
-        pc_t_resp_t f = pc_t_sim(&g_stack, "POST", "/sim/faults", body);
-        assert_int_equal(f.status, 200);
-        pc_t_resp_free(&f);
-    }
+    card_channels_faults(on ? "\"tokenize_timeout_rate\":1.0,\"hang_ms\":300"
+                            : "\"tokenize_timeout_rate\":0,\"hang_ms\":30000");
 }
 
 /* A card payment risk holds for review is tokenized first; when the

@@ -1395,6 +1395,90 @@ static long resolve_diff(long long id, int adjust)
     return status;
 }
 
+/* Three OTC payments (base, base + 1, base + 2) paid on one day days_back
+ * ago, d: d's statement lists p2 FAILED and misses p1 and p3, d + 1's none
+ * of them; ops resolve p1 and p2 with an adjustment (written off to
+ * suspense) and dismiss p3. Their differences into id; returns the
+ * suspense balance before. */
+static long long three_written_off(long base, int days_back, char pn[3][64], char cr[3][64],
+                                   char day[3][11], long long id[3])
+{
+    char csv[2048];
+    const char *head = "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n";
+    otc_paid_on_one_day(3, base, days_back, pn, cr, day);
+    long long suspense0 =
+        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)");
+    snprintf(csv, sizeof csv, "%s%s,%s,PAY,%ld,CNY,0,FAILED,%sT12:00:00Z\n", head, cr[1], pn[1],
+             base + 1, day[0]);
+    json_t *run = upload_on("sim_otc", day[0], csv, 200);
+    json_t *d0 = diffs_of(run_id_of(run), "OPEN");
+    json_decref(run);
+    json_t *x[3] = {find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[0]),
+                    find_diff(d0, "STATUS_MISMATCH", "local", "ref", pn[1]),
+                    find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[2])};
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(x[i]);
+        id[i] = (long long)json_integer_value(json_object_get(x[i], "diff_id"));
+    }
+    json_decref(d0);
+    snprintf(csv, sizeof csv, "%sotc_nothing,PNOTHING,PAY,100,CNY,0,FAILED,%sT12:00:00Z\n", head,
+             day[1]);
+    json_decref(upload_on("sim_otc", day[1], csv, 200));
+    assert_int_equal(resolve_diff(id[0], 1), 200);
+    assert_int_equal(resolve_diff(id[1], 1), 200);
+    assert_int_equal(resolve_diff(id[2], 0), 200);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)"),
+        suspense0 - base - (base + 1));
+    return suspense0;
+}
+
+/* Runs csv as day's statement twice: each time p1's and p2's adjustments
+ * (id) are reported ADJUSTMENT_CONTRADICTED, the same difference each time,
+ * and p3 nothing; those two differences into seen. */
+static void contradicted_twice(const char *day, const char *csv, char pn[3][64],
+                               const long long id[3], long long seen[2])
+{
+    for (int again = 0; again < 2; again++) {
+        json_t *run = upload_on("sim_otc", day, csv, 200);
+        json_t *d = diffs_of(run_id_of(run), "OPEN");
+        json_decref(run);
+        for (int i = 0; i < 2; i++) {
+            json_t *c = find_diff(d, "ADJUSTMENT_CONTRADICTED", "local", "ref", pn[i]);
+            if (!c) {
+                char *all = json_dumps(d, 0);
+                fail_msg("the adjustment of %s is contradicted by the statement of %s, not "
+                         "reported: %s",
+                         pn[i], day, all);
+            }
+            assert_int_equal(json_integer_value(json_object_get(c, "contradicts")), id[i]);
+            long long cid = (long long)json_integer_value(json_object_get(c, "diff_id"));
+            assert_true(again == 0 || cid == seen[i]);
+            seen[i] = cid;
+        }
+        assert_null(find_diff(d, NULL, "local", "ref", pn[2]));
+        assert_int_equal(json_array_size(d), 2);
+        json_decref(d);
+    }
+}
+
+/* The two contradictions (seen) resolved with an adjustment: each books
+ * back what its adjustment wrote off (suspense as it was, suspense0), and
+ * day's statement csv run again leaves nothing open. */
+static void booked_back(const long long seen[2], long long suspense0, const char *day,
+                        const char *csv)
+{
+    assert_int_equal(resolve_diff(seen[0], 1), 200);
+    assert_int_equal(resolve_diff(seen[1], 1), 200);
+    assert_int_equal(
+        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)"),
+        suspense0);
+    assert_true(pc_t_ledger_ok(&g_stack));
+    json_t *run = upload_on("sim_otc", day, csv, 200);
+    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 0);
+    json_decref(run);
+}
+
 /* Ops adjust a success the channel did not pay (missing from the statements
  * of its day d and of d + 1; listed FAILED on d), booking the loss to
  * suspense; d + 2's statement (a weekend batch) then lists the payments
@@ -1410,33 +1494,8 @@ static void test_an_adjustment_contradicted_by_a_later_statement_goes_to_ops(voi
     (void)state;
     char pn[3][64], cr[3][64], day[3][11], csv[2048];
     const char *head = "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n";
-    otc_paid_on_one_day(3, 1100, 40, pn, cr, day);
-    long long suspense0 =
-        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)");
-    /* Day d: p2 listed FAILED, p1 and p3 missing; d + 1: none of them. */
-    snprintf(csv, sizeof csv, "%s%s,%s,PAY,1101,CNY,0,FAILED,%sT12:00:00Z\n", head, cr[1], pn[1],
-             day[0]);
-    json_t *run = upload_on("sim_otc", day[0], csv, 200);
-    json_t *d0 = diffs_of(run_id_of(run), "OPEN");
-    json_decref(run);
-    json_t *x[3] = {find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[0]),
-                    find_diff(d0, "STATUS_MISMATCH", "local", "ref", pn[1]),
-                    find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[2])};
     long long id[3];
-    for (int i = 0; i < 3; i++) {
-        assert_non_null(x[i]);
-        id[i] = (long long)json_integer_value(json_object_get(x[i], "diff_id"));
-    }
-    json_decref(d0);
-    snprintf(csv, sizeof csv, "%sotc_nothing,PNOTHING,PAY,100,CNY,0,FAILED,%sT12:00:00Z\n", head,
-             day[1]);
-    json_decref(upload_on("sim_otc", day[1], csv, 200));
-    assert_int_equal(resolve_diff(id[0], 1), 200);
-    assert_int_equal(resolve_diff(id[1], 1), 200);
-    assert_int_equal(resolve_diff(id[2], 0), 200);
-    assert_int_equal(
-        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)"),
-        suspense0 - 1100 - 1101);
+    long long suspense0 = three_written_off(1100, 40, pn, cr, day, id);
     /* Day d + 2 lists all three, paid: the same two reports when the day is
      * run again. */
     int off = snprintf(csv, sizeof csv, "%s", head);
@@ -1444,44 +1503,14 @@ static void test_an_adjustment_contradicted_by_a_later_statement_goes_to_ops(voi
         off += snprintf(csv + off, sizeof csv - (size_t)off,
                         "%s,%s,PAY,%d,CNY,%d,SUCCESS,%sT09:00:00Z\n", cr[i], pn[i], 1100 + i,
                         ((1100 + i) * 150 + 5000) / 10000, day[2]);
-    long long seen[2] = {0, 0};
-    for (int again = 0; again < 2; again++) {
-        run = upload_on("sim_otc", day[2], csv, 200);
-        json_t *d2 = diffs_of(run_id_of(run), "OPEN");
-        json_decref(run);
-        for (int i = 0; i < 2; i++) {
-            json_t *c = find_diff(d2, "ADJUSTMENT_CONTRADICTED", "local", "ref", pn[i]);
-            if (!c) {
-                char *all = json_dumps(d2, 0);
-                fail_msg("the adjustment of %s is contradicted by %s's statement, not reported: "
-                         "%s",
-                         pn[i], day[2], all);
-            }
-            assert_int_equal(json_integer_value(json_object_get(c, "contradicts")), id[i]);
-            long long cid = (long long)json_integer_value(json_object_get(c, "diff_id"));
-            assert_true(again == 0 || cid == seen[i]);
-            seen[i] = cid;
-        }
-        assert_null(find_diff(d2, NULL, "local", "ref", pn[2]));
-        assert_int_equal(json_array_size(d2), 2);
-        json_decref(d2);
-    }
+    long long seen[2];
+    contradicted_twice(day[2], csv, pn, id, seen);
     assert_int_equal(pc_t_sql_int(&g_stack,
                                   "SELECT count(*) FROM recon_diffs WHERE kind = "
                                   "'ADJUSTMENT_CONTRADICTED' AND local_ref IN ('%s', '%s', '%s')",
                                   pn[0], pn[1], pn[2]),
                      2);
-    /* Resolved with an adjustment, each books back what its adjustment
-     * wrote off. */
-    assert_int_equal(resolve_diff(seen[0], 1), 200);
-    assert_int_equal(resolve_diff(seen[1], 1), 200);
-    assert_int_equal(
-        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)"),
-        suspense0);
-    assert_true(pc_t_ledger_ok(&g_stack));
-    run = upload_on("sim_otc", day[2], csv, 200);
-    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 0);
-    json_decref(run);
+    booked_back(seen, suspense0, day[2], csv);
 }
 
 /* The statement says a payment we failed was paid (STATUS_MISMATCH); before
@@ -1740,68 +1769,14 @@ static void test_an_adjustment_contradicted_by_its_days_reissued_statement_goes_
 {
     (void)state;
     char pn[3][64], cr[3][64], day[3][11], csv[2048];
-    const char *head = "channel_ref,paycore_ref,type,amount,currency,fee,status,time\n";
-    otc_paid_on_one_day(3, 1600, 50, pn, cr, day);
-    long long suspense0 =
-        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)");
-    /* Day d: p2 listed FAILED, p1 and p3 missing; d + 1: none of them. */
-    snprintf(csv, sizeof csv, "%s%s,%s,PAY,1601,CNY,0,FAILED,%sT12:00:00Z\n", head, cr[1], pn[1],
-             day[0]);
-    json_t *run = upload_on("sim_otc", day[0], csv, 200);
-    json_t *d0 = diffs_of(run_id_of(run), "OPEN");
-    json_decref(run);
-    json_t *x[3] = {find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[0]),
-                    find_diff(d0, "STATUS_MISMATCH", "local", "ref", pn[1]),
-                    find_diff(d0, "MISSING_CHANNEL", "local", "ref", pn[2])};
     long long id[3];
-    for (int i = 0; i < 3; i++) {
-        assert_non_null(x[i]);
-        id[i] = (long long)json_integer_value(json_object_get(x[i], "diff_id"));
-    }
-    json_decref(d0);
-    snprintf(csv, sizeof csv, "%sotc_nothing,PNOTHING,PAY,100,CNY,0,FAILED,%sT12:00:00Z\n", head,
-             day[1]);
-    json_decref(upload_on("sim_otc", day[1], csv, 200));
-    assert_int_equal(resolve_diff(id[0], 1), 200);
-    assert_int_equal(resolve_diff(id[1], 1), 200);
-    assert_int_equal(resolve_diff(id[2], 0), 200);
-    assert_int_equal(
-        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)"),
-        suspense0 - 1600 - 1601);
+    long long suspense0 = three_written_off(1600, 50, pn, cr, day, id);
     /* Day d's statement re-issued with all three paid: the same two
      * reports when the day is run again. */
     otc_lines(csv, 3, pn, cr, 1600, "SUCCESS", day[0]);
-    long long seen[2] = {0, 0};
-    for (int again = 0; again < 2; again++) {
-        run = upload_on("sim_otc", day[0], csv, 200);
-        json_t *d = diffs_of(run_id_of(run), "OPEN");
-        json_decref(run);
-        for (int i = 0; i < 2; i++) {
-            json_t *c = find_diff(d, "ADJUSTMENT_CONTRADICTED", "local", "ref", pn[i]);
-            if (!c) {
-                char *all = json_dumps(d, 0);
-                fail_msg("the adjustment of %s is contradicted by %s's statement re-issued, not "
-                         "reported: %s",
-                         pn[i], day[0], all);
-            }
-            assert_int_equal(json_integer_value(json_object_get(c, "contradicts")), id[i]);
-            long long cid = (long long)json_integer_value(json_object_get(c, "diff_id"));
-            assert_true(again == 0 || cid == seen[i]);
-            seen[i] = cid;
-        }
-        assert_null(find_diff(d, NULL, "local", "ref", pn[2]));
-        assert_int_equal(json_array_size(d), 2);
-        json_decref(d);
-    }
-    assert_int_equal(resolve_diff(seen[0], 1), 200);
-    assert_int_equal(resolve_diff(seen[1], 1), 200);
-    assert_int_equal(
-        pc_t_sql_int(&g_stack, "SELECT coalesce(ledger_balance('platform:suspense:CNY'), 0)"),
-        suspense0);
-    assert_true(pc_t_ledger_ok(&g_stack));
-    run = upload_on("sim_otc", day[0], csv, 200);
-    assert_int_equal(json_integer_value(json_object_get(run, "open_diffs")), 0);
-    json_decref(run);
+    long long seen[2];
+    contradicted_twice(day[0], csv, pn, id, seen);
+    booked_back(seen, suspense0, day[0], csv);
 }
 
 static void test_payctl_runs_lists_and_resolves(void **state)
